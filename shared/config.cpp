@@ -1,0 +1,378 @@
+#include "shared/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace hookrelay {
+namespace {
+
+// Thrown inside this file only; converted to Result at the boundary.
+struct ConfigError {
+  std::string message;
+};
+
+[[noreturn]] void bad(const std::string& field, const std::string& what) {
+  throw ConfigError{field + ": " + what};
+}
+
+std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
+
+// Replaces ${VAR} with its value. An unset variable is an error naming the field and variable
+// (never the value). "$$" is a literal "$".
+std::string expand(const std::string& in, const std::string& field, const EnvLookup& env) {
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '$') {
+      out += '$';
+      ++i;
+    } else if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '{') {
+      auto end = in.find('}', i + 2);
+      if (end == std::string::npos) bad(field, "unterminated ${ in value");
+      std::string name = in.substr(i + 2, end - i - 2);
+      auto value = env(name);
+      if (!value) bad(field, "environment variable " + name + " is not set");
+      out += *value;
+      i = end;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+void only_keys(const YAML::Node& node, const std::string& field, std::set<std::string> allowed) {
+  if (!node.IsMap()) bad(field.empty() ? "(top level)" : field, "must be a mapping");
+  for (const auto& kv : node) {
+    auto key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      std::string list;
+      for (const auto& k : allowed) list += (list.empty() ? "" : ", ") + k;
+      bad(join(field, key), "unknown key (expected one of: " + list + ")");
+    }
+  }
+}
+
+std::string str(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+  if (!n.IsScalar()) bad(field, "must be a string");
+  return expand(n.as<std::string>(), field, env);
+}
+
+template <class T>
+T num(const YAML::Node& n, const std::string& field, T lo, T hi) {
+  if (!n.IsScalar()) bad(field, "must be a number");
+  T v{};
+  try {
+    v = n.as<T>();
+  } catch (const YAML::Exception&) {
+    bad(field, "must be a number, got '" + n.as<std::string>() + "'");
+  }
+  if (v < lo || v > hi) {
+    std::ostringstream os;
+    os << "must be between " << lo << " and " << hi << ", got " << v;
+    bad(field, os.str());
+  }
+  return v;
+}
+
+bool boolean(const YAML::Node& n, const std::string& field) {
+  try {
+    return n.as<bool>();
+  } catch (const YAML::Exception&) {
+    bad(field, "must be true or false");
+  }
+}
+
+std::vector<std::string> strings(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+  if (!n.IsSequence()) bad(field, "must be a list");
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    out.push_back(str(n[i], field + "[" + std::to_string(i) + "]", env));
+  }
+  return out;
+}
+
+SchemeKind parse_scheme(const std::string& s, const std::string& field) {
+  if (s == "standard-webhooks") return SchemeKind::kStandardWebhooks;
+  if (s == "github") return SchemeKind::kGithub;
+  if (s == "stripe") return SchemeKind::kStripe;
+  if (s == "slack") return SchemeKind::kSlack;
+  if (s == "shopify") return SchemeKind::kShopify;
+  if (s == "hmac") return SchemeKind::kHmac;
+  bad(field, "unknown scheme '" + s + "' (expected standard-webhooks, github, stripe, slack, shopify or hmac)");
+}
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+bool valid_header_name(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
+  }
+  return true;
+}
+
+void check_listen(const std::string& v, const std::string& field) {
+  auto hp = parse_host_port(v, field);
+  if (!hp) throw ConfigError{hp.error().message};
+}
+
+void check_url(const std::string& url, const std::string& field) {
+  if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+    bad(field, "must be an http:// or https:// URL");
+  }
+  for (char c : url) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) bad(field, "must not contain spaces or control characters");
+  }
+}
+
+SourceConfig parse_source(const std::string& name, const YAML::Node& n, const std::string& field,
+                          const EnvLookup& env) {
+  only_keys(n, field, {"scheme", "secrets", "tolerance_seconds", "header", "encoding", "prefix",
+                       "algorithm", "timestamp_header", "event_id_header"});
+  SourceConfig s;
+  s.name = name;
+  if (!valid_name(name)) bad(field, "source name must be 1-64 characters of [A-Za-z0-9._-]");
+  if (!n["scheme"]) bad(join(field, "scheme"), "is required");
+  s.scheme = parse_scheme(str(n["scheme"], join(field, "scheme"), env), join(field, "scheme"));
+  if (!n["secrets"]) bad(join(field, "secrets"), "is required (at least one secret)");
+  s.secrets = strings(n["secrets"], join(field, "secrets"), env);
+  if (s.secrets.empty()) bad(join(field, "secrets"), "must list at least one secret");
+  for (std::size_t i = 0; i < s.secrets.size(); ++i) {
+    if (s.secrets[i].empty()) bad(join(field, "secrets") + "[" + std::to_string(i) + "]", "is empty");
+  }
+  if (n["tolerance_seconds"]) s.tolerance_seconds = num<int>(n["tolerance_seconds"], join(field, "tolerance_seconds"), 1, 86400);
+  if (n["header"]) s.header = str(n["header"], join(field, "header"), env);
+  if (n["encoding"]) s.encoding = str(n["encoding"], join(field, "encoding"), env);
+  if (n["prefix"]) s.prefix = str(n["prefix"], join(field, "prefix"), env);
+  if (n["algorithm"]) s.algorithm = str(n["algorithm"], join(field, "algorithm"), env);
+  if (n["timestamp_header"]) s.timestamp_header = str(n["timestamp_header"], join(field, "timestamp_header"), env);
+  if (n["event_id_header"]) s.event_id_header = str(n["event_id_header"], join(field, "event_id_header"), env);
+  if (s.scheme == SchemeKind::kHmac) {
+    if (!valid_header_name(s.header)) bad(join(field, "header"), "is required for scheme hmac (a header name)");
+    if (s.encoding != "hex" && s.encoding != "base64") bad(join(field, "encoding"), "must be hex or base64");
+    if (s.algorithm != "sha1" && s.algorithm != "sha256" && s.algorithm != "sha512") {
+      bad(join(field, "algorithm"), "must be sha1, sha256 or sha512");
+    }
+    if (!s.timestamp_header.empty() && !valid_header_name(s.timestamp_header)) bad(join(field, "timestamp_header"), "is not a valid header name");
+    if (!s.event_id_header.empty() && !valid_header_name(s.event_id_header)) bad(join(field, "event_id_header"), "is not a valid header name");
+  } else {
+    for (const char* k : {"header", "encoding", "prefix", "algorithm", "timestamp_header", "event_id_header"}) {
+      if (n[k]) bad(join(field, k), std::string("applies only to scheme hmac, not ") + scheme_name(s.scheme));
+    }
+  }
+  if (s.scheme == SchemeKind::kStandardWebhooks) {
+    for (std::size_t i = 0; i < s.secrets.size(); ++i) {
+      if (s.secrets[i].rfind("whsec_", 0) != 0) {
+        bad(join(field, "secrets") + "[" + std::to_string(i) + "]", "standard-webhooks secrets start with whsec_ (base64 after it)");
+      }
+    }
+  }
+  return s;
+}
+
+RouteConfig parse_route(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+  only_keys(n, field, {"name", "url", "secret", "timeout_ms", "ordered"});
+  RouteConfig r;
+  if (!n["name"]) bad(join(field, "name"), "is required");
+  r.name = str(n["name"], join(field, "name"), env);
+  if (!valid_name(r.name)) bad(join(field, "name"), "must be 1-64 characters of [A-Za-z0-9._-]");
+  if (!n["url"]) bad(join(field, "url"), "is required");
+  r.url = str(n["url"], join(field, "url"), env);
+  check_url(r.url, join(field, "url"));
+  if (n["secret"]) {
+    r.secret = str(n["secret"], join(field, "secret"), env);
+    if (r.secret.rfind("whsec_", 0) != 0) bad(join(field, "secret"), "must start with whsec_ (Standard Webhooks secret)");
+  }
+  if (n["timeout_ms"]) r.timeout_ms = num<int>(n["timeout_ms"], join(field, "timeout_ms"), 100, 600000);
+  if (n["ordered"]) r.ordered = boolean(n["ordered"], join(field, "ordered"));
+  return r;
+}
+
+Config parse(const YAML::Node& root, const EnvLookup& env) {
+  Config c;
+  if (!root || root.IsNull()) return c;
+  only_keys(root, "", {"kafka", "ingest", "sources", "api_tokens", "routes", "postgres", "worker", "retry", "log_level"});
+
+  if (auto k = root["kafka"]) {
+    only_keys(k, "kafka", {"bootstrap_servers", "properties", "produce_timeout_ms"});
+    if (k["bootstrap_servers"]) c.kafka.bootstrap_servers = str(k["bootstrap_servers"], "kafka.bootstrap_servers", env);
+    if (k["produce_timeout_ms"]) c.kafka.produce_timeout_ms = num<int>(k["produce_timeout_ms"], "kafka.produce_timeout_ms", 100, 300000);
+    if (auto p = k["properties"]) {
+      if (!p.IsMap()) bad("kafka.properties", "must be a mapping of librdkafka properties");
+      for (const auto& kv : p) {
+        auto key = kv.first.as<std::string>();
+        c.kafka.properties[key] = str(kv.second, "kafka.properties." + key, env);
+      }
+    }
+  }
+  if (auto i = root["ingest"]) {
+    only_keys(i, "ingest", {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms"});
+    if (i["listen"]) c.ingest.listen = str(i["listen"], "ingest.listen", env);
+    if (i["max_body_bytes"]) c.ingest.max_body_bytes = num<std::size_t>(i["max_body_bytes"], "ingest.max_body_bytes", 1, 64u << 20);
+    if (i["threads"]) c.ingest.threads = num<int>(i["threads"], "ingest.threads", 0, 256);
+    if (i["retry_after_seconds"]) c.ingest.retry_after_seconds = num<int>(i["retry_after_seconds"], "ingest.retry_after_seconds", 1, 3600);
+    if (i["shutdown_grace_ms"]) c.ingest.shutdown_grace_ms = num<int>(i["shutdown_grace_ms"], "ingest.shutdown_grace_ms", 0, 600000);
+  }
+  if (auto s = root["sources"]) {
+    if (!s.IsMap()) bad("sources", "must be a mapping of source name to settings");
+    for (const auto& kv : s) {
+      auto name = kv.first.as<std::string>();
+      c.sources[name] = parse_source(name, kv.second, "sources." + name, env);
+    }
+  }
+  if (auto t = root["api_tokens"]) {
+    c.api_tokens = strings(t, "api_tokens", env);
+    for (std::size_t i = 0; i < c.api_tokens.size(); ++i) {
+      if (c.api_tokens[i].size() < 16) bad("api_tokens[" + std::to_string(i) + "]", "must be at least 16 characters");
+    }
+  }
+  if (auto r = root["routes"]) {
+    if (!r.IsMap()) bad("routes", "must be a mapping of source name to a list of routes");
+    for (const auto& kv : r) {
+      auto source = kv.first.as<std::string>();
+      std::string field = "routes." + source;
+      if (!c.sources.count(source)) bad(field, "names no configured source");
+      if (!kv.second.IsSequence()) bad(field, "must be a list of routes");
+      std::set<std::string> names;
+      for (std::size_t i = 0; i < kv.second.size(); ++i) {
+        auto route = parse_route(kv.second[i], field + "[" + std::to_string(i) + "]", env);
+        if (!names.insert(route.name).second) bad(field + "[" + std::to_string(i) + "].name", "duplicate route name '" + route.name + "'");
+        c.routes[source].push_back(std::move(route));
+      }
+    }
+  }
+  if (auto p = root["postgres"]) {
+    only_keys(p, "postgres", {"url"});
+    if (p["url"]) c.postgres.url = str(p["url"], "postgres.url", env);
+  }
+  if (auto w = root["worker"]) {
+    only_keys(w, "worker", {"listen", "group_id", "worker_id", "allow_private_networks", "allowed_cidrs",
+                            "max_in_flight", "batch_size", "connect_timeout_ms", "per_host_max_in_flight",
+                            "per_host_rate_per_second", "breaker_failure_threshold", "breaker_cooldown_ms",
+                            "shutdown_grace_ms", "claim_lease_seconds"});
+    auto& wc = c.worker;
+    if (w["listen"]) wc.listen = str(w["listen"], "worker.listen", env);
+    if (w["group_id"]) wc.group_id = str(w["group_id"], "worker.group_id", env);
+    if (w["worker_id"]) wc.worker_id = str(w["worker_id"], "worker.worker_id", env);
+    if (w["allow_private_networks"]) wc.allow_private_networks = boolean(w["allow_private_networks"], "worker.allow_private_networks");
+    if (w["allowed_cidrs"]) wc.allowed_cidrs = strings(w["allowed_cidrs"], "worker.allowed_cidrs", env);
+    if (w["max_in_flight"]) wc.max_in_flight = num<int>(w["max_in_flight"], "worker.max_in_flight", 1, 1000000);
+    if (w["batch_size"]) wc.batch_size = num<int>(w["batch_size"], "worker.batch_size", 1, 10000);
+    if (w["connect_timeout_ms"]) wc.connect_timeout_ms = num<int>(w["connect_timeout_ms"], "worker.connect_timeout_ms", 10, 600000);
+    if (w["per_host_max_in_flight"]) wc.per_host_max_in_flight = num<int>(w["per_host_max_in_flight"], "worker.per_host_max_in_flight", 1, 100000);
+    if (w["per_host_rate_per_second"]) wc.per_host_rate_per_second = num<double>(w["per_host_rate_per_second"], "worker.per_host_rate_per_second", 0, 1e6);
+    if (w["breaker_failure_threshold"]) wc.breaker_failure_threshold = num<int>(w["breaker_failure_threshold"], "worker.breaker_failure_threshold", 1, 100000);
+    if (w["breaker_cooldown_ms"]) wc.breaker_cooldown_ms = num<int>(w["breaker_cooldown_ms"], "worker.breaker_cooldown_ms", 10, 3600000);
+    if (w["shutdown_grace_ms"]) wc.shutdown_grace_ms = num<int>(w["shutdown_grace_ms"], "worker.shutdown_grace_ms", 0, 600000);
+    if (w["claim_lease_seconds"]) wc.claim_lease_seconds = num<int>(w["claim_lease_seconds"], "worker.claim_lease_seconds", 1, 86400);
+  }
+  if (auto r = root["retry"]) {
+    only_keys(r, "retry", {"schedule_seconds", "max_attempts", "max_age_seconds"});
+    if (auto s = r["schedule_seconds"]) {
+      if (!s.IsSequence() || s.size() == 0) bad("retry.schedule_seconds", "must be a non-empty list of seconds");
+      c.retry.schedule_seconds.clear();
+      for (std::size_t i = 0; i < s.size(); ++i) {
+        std::string f = "retry.schedule_seconds[" + std::to_string(i) + "]";
+        int v = num<int>(s[i], f, 1, 7 * 86400);
+        if (!c.retry.schedule_seconds.empty() && v <= c.retry.schedule_seconds.back()) bad(f, "must be greater than the previous tier");
+        c.retry.schedule_seconds.push_back(v);
+      }
+      if (c.retry.schedule_seconds.size() > 16) bad("retry.schedule_seconds", "at most 16 tiers");
+    }
+    if (r["max_attempts"]) c.retry.max_attempts = num<int>(r["max_attempts"], "retry.max_attempts", 1, 1000);
+    if (r["max_age_seconds"]) c.retry.max_age_seconds = num<int>(r["max_age_seconds"], "retry.max_age_seconds", 1, 30 * 86400);
+  }
+  if (root["log_level"]) {
+    c.log_level = str(root["log_level"], "log_level", env);
+    static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
+    if (!levels.count(c.log_level)) bad("log_level", "must be trace, debug, info, warn or error");
+  }
+
+  // Overrides for addresses, so one file serves every environment.
+  if (auto v = env("HOOKRELAY_KAFKA_BOOTSTRAP")) c.kafka.bootstrap_servers = *v;
+  if (auto v = env("HOOKRELAY_INGEST_LISTEN")) c.ingest.listen = *v;
+  if (auto v = env("HOOKRELAY_WORKER_LISTEN")) c.worker.listen = *v;
+  if (auto v = env("HOOKRELAY_DATABASE_URL")) c.postgres.url = *v;
+
+  if (c.kafka.bootstrap_servers.empty()) bad("kafka.bootstrap_servers", "must not be empty");
+  check_listen(c.ingest.listen, "ingest.listen");
+  check_listen(c.worker.listen, "worker.listen");
+  return c;
+}
+
+}  // namespace
+
+const char* scheme_name(SchemeKind kind) {
+  switch (kind) {
+    case SchemeKind::kStandardWebhooks: return "standard-webhooks";
+    case SchemeKind::kGithub: return "github";
+    case SchemeKind::kStripe: return "stripe";
+    case SchemeKind::kSlack: return "slack";
+    case SchemeKind::kShopify: return "shopify";
+    case SchemeKind::kHmac: return "hmac";
+  }
+  return "unknown";
+}
+
+EnvLookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+Result<HostPort> parse_host_port(const std::string& text, const std::string& field) {
+  HostPort hp;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return fail("config", field + ": expected [ipv6]:port, got '" + text + "'");
+    }
+    hp.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) return fail("config", field + ": expected host:port, got '" + text + "'");
+    hp.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
+    return fail("config", field + ": port must be a number, got '" + port + "'");
+  }
+  long p = std::stol(port);
+  if (p > 65535) return fail("config", field + ": port must be 0-65535, got " + port);
+  hp.port = static_cast<uint16_t>(p);
+  return hp;
+}
+
+Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env) {
+  try {
+    return parse(YAML::Load(yaml_text), env);
+  } catch (const ConfigError& e) {
+    return fail("config", e.message);
+  } catch (const YAML::Exception& e) {
+    return fail("config", std::string("YAML syntax: ") + e.what());
+  }
+}
+
+Result<Config> load_config_file(const std::string& path, const EnvLookup& env) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail("config", "cannot read config file '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), env);
+}
+
+}  // namespace hookrelay

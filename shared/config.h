@@ -1,0 +1,123 @@
+// Config: the one YAML file both services read, and its validation.
+//
+// Loading expands ${VAR} references from the environment (secrets live there), applies the
+// address overrides HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN, HOOKRELAY_WORKER_LISTEN
+// and HOOKRELAY_DATABASE_URL, and validates everything. An invalid file yields an Error whose
+// message starts with the dotted path of the offending field ("sources.github.scheme: ...").
+// Error messages never contain secret values.
+//
+// Thread-safety: Config is an immutable value once loaded; share it by const reference.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/result.h"
+
+namespace hookrelay {
+
+enum class SchemeKind { kStandardWebhooks, kGithub, kStripe, kSlack, kShopify, kHmac };
+
+const char* scheme_name(SchemeKind kind);
+
+struct KafkaConfig {
+  std::string bootstrap_servers = "127.0.0.1:9092";
+  // Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
+  std::map<std::string, std::string> properties;
+  // How long ingest waits for a delivery report before answering 503.
+  int produce_timeout_ms = 5000;
+};
+
+struct IngestConfig {
+  std::string listen = "127.0.0.1:8080";  // host:port; [::1]:port for IPv6
+  std::size_t max_body_bytes = 1048576;   // larger bodies get 413
+  int threads = 0;                        // HTTP threads; 0 = one per core
+  int retry_after_seconds = 5;            // Retry-After on 503
+  int shutdown_grace_ms = 10000;          // SIGTERM: longest wait for outstanding reports
+};
+
+struct SourceConfig {
+  std::string name;
+  SchemeKind scheme = SchemeKind::kStandardWebhooks;
+  std::vector<std::string> secrets;  // every one is tried (rotation); at least one
+  int tolerance_seconds = 300;       // timestamp skew allowed, both directions
+  // Generic "hmac" scheme only.
+  std::string header;                  // signature header name (required for hmac)
+  std::string encoding = "hex";        // "hex" | "base64"
+  std::string prefix;                  // stripped before decoding, e.g. "sha256="
+  std::string algorithm = "sha256";    // "sha1" | "sha256" | "sha512"
+  std::string timestamp_header;        // optional: signed as "<ts>.<body>" and tolerance-checked
+  std::string event_id_header;         // optional: where the event id is
+};
+
+struct RouteConfig {
+  std::string name;
+  std::string url;
+  std::string secret;        // optional "whsec_..." for Standard Webhooks signing of deliveries
+  int timeout_ms = 10000;    // total request timeout
+  bool ordered = false;      // deliveries of one event key are made one at a time, in order
+};
+
+struct PostgresConfig {
+  std::string url;  // libpq URL; HOOKRELAY_DATABASE_URL overrides
+};
+
+struct WorkerConfig {
+  std::string listen = "127.0.0.1:9100";   // /metrics and /healthz
+  std::string group_id = "hookrelay-workers";
+  std::string worker_id;                    // default: hostname-pid
+  bool allow_private_networks = false;      // SSRF guard: allow private/loopback/... targets
+  std::vector<std::string> allowed_cidrs;   // SSRF guard: extra allowed ranges
+  int max_in_flight = 10000;                // deliveries in flight per worker
+  int batch_size = 500;                     // messages per Postgres claim round trip
+  int connect_timeout_ms = 5000;
+  int per_host_max_in_flight = 256;         // per-destination concurrency limit
+  double per_host_rate_per_second = 0;      // 0 = unlimited
+  int breaker_failure_threshold = 20;       // consecutive failures that open a host's circuit
+  int breaker_cooldown_ms = 30000;          // how long an open circuit refuses calls
+  int shutdown_grace_ms = 20000;            // SIGTERM: longest wait for in-flight deliveries
+  int claim_lease_seconds = 120;            // another worker may re-claim after this
+};
+
+struct RetryConfig {
+  std::vector<int> schedule_seconds = {5, 30, 120, 600, 1800, 3600};  // one tier topic each
+  int max_attempts = 8;
+  int max_age_seconds = 86400;
+};
+
+struct Config {
+  KafkaConfig kafka;
+  IngestConfig ingest;
+  std::map<std::string, SourceConfig> sources;
+  std::vector<std::string> api_tokens;
+  std::map<std::string, std::vector<RouteConfig>> routes;  // by source name
+  PostgresConfig postgres;
+  WorkerConfig worker;
+  RetryConfig retry;
+  std::string log_level = "info";  // trace|debug|info|warn|error
+};
+
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+
+// The process environment.
+EnvLookup process_env();
+
+// Parses and validates YAML text. `env` resolves ${VAR} and the overrides.
+Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env);
+
+// Reads the file, then parse_config. The error names the file when it cannot be read.
+Result<Config> load_config_file(const std::string& path, const EnvLookup& env);
+
+// Splits "host:port" / "[v6]:port". Error names `field`.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+Result<HostPort> parse_host_port(const std::string& text, const std::string& field);
+
+}  // namespace hookrelay

@@ -1,0 +1,113 @@
+#include "shared/config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace hookrelay {
+namespace {
+
+EnvLookup env_of(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& k) -> std::optional<std::string> {
+    auto it = vars.find(k);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+const char* kExample = R"(
+kafka: { bootstrap_servers: "127.0.0.1:9092" }
+ingest: { listen: "127.0.0.1:8080", max_body_bytes: 1048576 }
+sources:
+  github: { scheme: github, secrets: ["${GITHUB_SECRET}"] }
+  stripe: { scheme: stripe, secrets: ["whsec_old", "whsec_new"], tolerance_seconds: 300 }
+  acme:   { scheme: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+  slack:  { scheme: slack, secrets: ["slacksecret"] }
+  shop:   { scheme: shopify, secrets: ["shopsecret"] }
+  custom: { scheme: hmac, header: X-Signature, encoding: hex, prefix: "sha256=", secrets: ["c"] }
+api_tokens: ["${HOOKRELAY_API_TOKEN}"]
+routes:
+  github:
+    - { name: ci, url: "http://127.0.0.1:9000/hooks", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", timeout_ms: 10000 }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: 8, max_age_seconds: 86400 }
+)";
+
+TEST(Config, ParsesTheDocumentedShapeAndExpandsEnv) {
+  auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "gh-s3cret"}, {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->sources.size(), 6u);
+  EXPECT_EQ(c->sources.at("github").secrets.at(0), "gh-s3cret");
+  EXPECT_EQ(c->sources.at("stripe").secrets.size(), 2u);
+  EXPECT_EQ(c->sources.at("custom").scheme, SchemeKind::kHmac);
+  EXPECT_EQ(c->sources.at("custom").prefix, "sha256=");
+  EXPECT_EQ(c->api_tokens.at(0), "tok_0123456789abcdef");
+  EXPECT_EQ(c->routes.at("github").at(0).url, "http://127.0.0.1:9000/hooks");
+  EXPECT_EQ(c->retry.schedule_seconds, (std::vector<int>{5, 30, 120}));
+  EXPECT_EQ(c->ingest.max_body_bytes, 1048576u);
+}
+
+TEST(Config, DefaultsWhenEmpty) {
+  auto c = parse_config("", env_of({}));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->ingest.listen, "127.0.0.1:8080");
+  EXPECT_EQ(c->worker.listen, "127.0.0.1:9100");
+  EXPECT_EQ(c->retry.max_attempts, 8);
+  EXPECT_FALSE(c->worker.allow_private_networks);
+}
+
+TEST(Config, EnvOverridesAddresses) {
+  auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "x"}, {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
+                                          {"HOOKRELAY_KAFKA_BOOTSTRAP", "10.0.0.1:9092"},
+                                          {"HOOKRELAY_INGEST_LISTEN", "[::1]:9999"},
+                                          {"HOOKRELAY_DATABASE_URL", "postgresql://db/x"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->kafka.bootstrap_servers, "10.0.0.1:9092");
+  EXPECT_EQ(c->ingest.listen, "[::1]:9999");
+  EXPECT_EQ(c->postgres.url, "postgresql://db/x");
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* field_prefix;
+};
+
+class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigErrors, NameTheField) {
+  auto c = parse_config(GetParam().yaml, env_of({}));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().message.rfind(GetParam().field_prefix, 0), 0u) << c.error().message;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, ConfigErrors,
+    ::testing::Values(
+        BadCase{"sources: { gh: { scheme: gitlab, secrets: [a] } }", "sources.gh.scheme: unknown scheme"},
+        BadCase{"sources: { gh: { scheme: github } }", "sources.gh.secrets: is required"},
+        BadCase{"sources: { gh: { scheme: github, secrets: [] } }", "sources.gh.secrets: must list"},
+        BadCase{"sources: { gh: { scheme: github, secrets: [\"${NOPE}\"] } }", "sources.gh.secrets[0]: environment variable NOPE"},
+        BadCase{"sources: { c: { scheme: hmac, secrets: [a] } }", "sources.c.header: is required"},
+        BadCase{"sources: { c: { scheme: hmac, header: X, encoding: b32, secrets: [a] } }", "sources.c.encoding"},
+        BadCase{"sources: { g: { scheme: github, header: X, secrets: [a] } }", "sources.g.header: applies only"},
+        BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [plain] } }", "sources.a.secrets[0]"},
+        BadCase{"ingest: { listen: nonsense }", "ingest.listen"},
+        BadCase{"ingest: { max_body_bytes: -5 }", "ingest.max_body_bytes"},
+        BadCase{"ingest: { lisen: \"1:2\" }", "ingest.lisen: unknown key"},
+        BadCase{"api_tokens: [short]", "api_tokens[0]"},
+        BadCase{"routes: { nosuch: [] }", "routes.nosuch: names no configured source"},
+        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: \"ftp://x\" } ] }", "routes.g[0].url"},
+        BadCase{"retry: { schedule_seconds: [30, 5] }", "retry.schedule_seconds[1]"},
+        BadCase{"retry: { max_attempts: 0 }", "retry.max_attempts"},
+        BadCase{"worker: { max_in_flight: lots }", "worker.max_in_flight: must be a number"},
+        BadCase{"log_level: loud", "log_level"},
+        BadCase{"kafka: [1, 2]", "kafka: must be a mapping"}));
+
+TEST(Config, ErrorNeverEchoesSecretValues) {
+  auto c = parse_config("sources: { a: { scheme: standard-webhooks, secrets: [\"${S}\"] } }",
+                        env_of({{"S", "supersecretvalue"}}));
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().message.find("supersecretvalue"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hookrelay
