@@ -1,0 +1,105 @@
+#include "ingest/ingest_app.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "ingest/ingest_service.h"
+#include "shared/http_server.h"
+#include "shared/kafka_producer.h"
+#include "shared/log.h"
+#include "shared/service_startup.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: hookrelay-ingest [--config PATH]\n"
+    "  Accepts signed webhooks (POST /webhooks/{source}) and outbound call requests (POST /v1/calls)\n"
+    "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG. Overrides:\n"
+    "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN.\n";
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int run_ingest(int argc, char** argv) {
+  block_termination_signals();
+  auto args = parse_startup_args(argc, argv);
+  if (!args) {
+    std::fprintf(stderr, "hookrelay-ingest: %s\n%s", args.error().message.c_str(), kUsage);
+    return 2;
+  }
+  if (args->help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  auto config = load_service_config("hookrelay-ingest", *args);
+  if (!config) return 2;
+  init_logging("ingest", config->log_level);
+  auto listen = parse_host_port(config->ingest.listen, "ingest.listen");
+  if (!listen) {
+    std::fprintf(stderr, "hookrelay-ingest: config error: %s\n", listen.error().message.c_str());
+    return 2;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  IngestMetrics* metrics = nullptr;
+  auto producer = KafkaProducer::create(
+      config->kafka, "hookrelay-ingest-" + std::to_string(getpid()),
+      {.on_error = [&metrics](std::string_view code) {
+        if (metrics) metrics->kafka_error(code);
+      }});
+  if (!producer) {
+    std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
+    return 2;
+  }
+  IngestService service(*config, **producer, registry, unix_ms);
+  metrics = &service.metrics();
+
+  HttpServerOptions http;
+  http.host = listen->host;
+  http.port = listen->port;
+  http.threads = config->ingest.threads > 0 ? config->ingest.threads
+                                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  http.max_body_bytes = config->ingest.max_body_bytes;
+  http.on_rejected = [&service](int status, std::string_view code) {
+    service.metrics().request("other", "-", status);
+    service.metrics().error(code);
+  };
+  HttpServer server(http, [&service](const HttpRequest& req, Responder respond) {
+    service.handle(req, std::move(respond));
+  });
+  if (auto started = server.start(); !started) {
+    spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
+    return 1;
+  }
+  spdlog::info("msg=ingest_started listen={}:{} threads={} sources={} kafka={}", listen->host, server.port(),
+               http.threads, config->sources.size(), log_quote(config->kafka.bootstrap_servers));
+
+  int sig = wait_for_termination_signal();
+  spdlog::info("msg=ingest_draining signal={} in_flight={}", sig, service.in_flight());
+  service.begin_shutdown();
+  server.stop_accepting();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config->ingest.shutdown_grace_ms);
+  while (service.in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  int unanswered = service.in_flight();
+  // Give the HTTP threads a moment to write the last answers before the loops stop.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  server.stop();
+  (*producer)->flush(1000);
+  if (unanswered > 0) {
+    spdlog::error("msg=ingest_drain_incomplete unanswered={}", unanswered);
+  }
+  spdlog::info("msg=ingest_stopped unanswered={}", unanswered);
+  return 0;
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,85 @@
+#include "ingest/ingest_metrics.h"
+
+#include "shared/metrics.h"
+#include "shared/topics.h"
+
+namespace hookrelay {
+
+IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<std::string>& source_names) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("hookrelay_ingest_requests_total")
+                   .Help("HTTP requests answered by ingest, by endpoint, source and status")
+                   .Register(registry);
+  errors_ = &prometheus::BuildCounter()
+                 .Name("hookrelay_ingest_errors_total")
+                 .Help("Error answers by error code (the code in the JSON body)")
+                 .Register(registry);
+  verification_failures_ = &prometheus::BuildCounter()
+                                .Name("hookrelay_ingest_verification_failures_total")
+                                .Help("Webhook signature verification failures by source and reason")
+                                .Register(registry);
+  kafka_errors_ = &prometheus::BuildCounter()
+                       .Name("hookrelay_kafka_producer_errors_total")
+                       .Help("Kafka producer errors by code (client errors and failed deliveries)")
+                       .Register(registry);
+  produce_latency_ = &prometheus::BuildHistogram()
+                          .Name("hookrelay_ingest_produce_latency_seconds")
+                          .Help("Time from produce to the broker's acknowledgement, by topic")
+                          .Register(registry);
+  webhooks_latency_ = &produce_latency_->Add({{"topic", std::string(kWebhooksTopic)}}, latency_buckets());
+  calls_latency_ = &produce_latency_->Add({{"topic", std::string(kCallsTopic)}}, latency_buckets());
+  in_flight_ = &prometheus::BuildGauge()
+                    .Name("hookrelay_ingest_in_flight_requests")
+                    .Help("Requests accepted for processing and not yet answered")
+                    .Register(registry)
+                    .Add({});
+  ready_ = &prometheus::BuildGauge()
+                .Name("hookrelay_ingest_ready")
+                .Help("1 while ingest is ready (Kafka reachable, not shutting down)")
+                .Register(registry)
+                .Add({});
+  kafka_outstanding_ = &prometheus::BuildGauge()
+                            .Name("hookrelay_kafka_producer_outstanding_messages")
+                            .Help("Messages handed to the Kafka producer and not yet acknowledged")
+                            .Register(registry)
+                            .Add({});
+  // Pre-create the common series so dashboards see zeros, not gaps.
+  for (const auto& s : source_names) {
+    for (int status : {202, 401}) request("webhook", s, status);
+  }
+  request("call", "-", 202);
+}
+
+prometheus::Counter& IngestMetrics::lookup(prometheus::Family<prometheus::Counter>& family,
+                                           const std::map<std::string, std::string>& labels) {
+  std::string key = std::to_string(reinterpret_cast<std::uintptr_t>(&family));
+  for (const auto& [k, v] : labels) (key += '\x1f') += v;
+  std::lock_guard lock(mu_);
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return *it->second;
+  auto& c = family.Add(labels);
+  cache_.emplace(std::move(key), &c);
+  return c;
+}
+
+void IngestMetrics::request(std::string_view endpoint, std::string_view source, int status) {
+  lookup(*requests_, {{"endpoint", std::string(endpoint)}, {"source", std::string(source)},
+                      {"status", std::to_string(status)}})
+      .Increment();
+}
+
+void IngestMetrics::error(std::string_view code) { lookup(*errors_, {{"code", std::string(code)}}).Increment(); }
+
+void IngestMetrics::verification_failure(std::string_view source, std::string_view reason) {
+  lookup(*verification_failures_, {{"source", std::string(source)}, {"reason", std::string(reason)}}).Increment();
+}
+
+void IngestMetrics::kafka_error(std::string_view code) {
+  lookup(*kafka_errors_, {{"code", std::string(code)}}).Increment();
+}
+
+void IngestMetrics::produce_latency(std::string_view topic, double seconds) {
+  (topic == kCallsTopic ? calls_latency_ : webhooks_latency_)->Observe(seconds);
+}
+
+}  // namespace hookrelay

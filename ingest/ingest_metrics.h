@@ -1,0 +1,53 @@
+// IngestMetrics: every metric hookrelay-ingest exports. Label values are bounded: configured
+// source names (or "-"), a fixed set of statuses, error codes and topics. Hot-path lookups go
+// through tables built at start, never through the registry's locked maps.
+//
+// Thread-safety: all methods may be called from any thread.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace hookrelay {
+
+class IngestMetrics {
+ public:
+  IngestMetrics(prometheus::Registry& registry, const std::vector<std::string>& source_names);
+
+  // endpoint: "webhook" | "call" | "other"; source: a configured name or "-".
+  void request(std::string_view endpoint, std::string_view source, int status);
+  void error(std::string_view code);  // every error answer, by code
+  void verification_failure(std::string_view source, std::string_view reason);
+  void produce_latency(std::string_view topic, double seconds);
+  void kafka_error(std::string_view code);
+  prometheus::Gauge& in_flight() { return *in_flight_; }
+  prometheus::Gauge& ready() { return *ready_; }
+  prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
+
+ private:
+  prometheus::Counter& lookup(prometheus::Family<prometheus::Counter>& family,
+                              const std::map<std::string, std::string>& labels);
+
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* errors_;
+  prometheus::Family<prometheus::Counter>* verification_failures_;
+  prometheus::Family<prometheus::Counter>* kafka_errors_;
+  prometheus::Family<prometheus::Histogram>* produce_latency_;
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* ready_;
+  prometheus::Gauge* kafka_outstanding_;
+  prometheus::Histogram* webhooks_latency_;
+  prometheus::Histogram* calls_latency_;
+  std::mutex mu_;  // guards cache_
+  std::map<std::string, prometheus::Counter*, std::less<>> cache_;
+};
+
+}  // namespace hookrelay

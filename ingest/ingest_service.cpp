@@ -1,0 +1,221 @@
+#include "ingest/ingest_service.h"
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "shared/crypto.h"
+#include "shared/log.h"
+#include "shared/metrics.h"
+#include "shared/signature_verifier.h"
+#include "shared/topics.h"
+
+namespace hookrelay {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::string_view kWebhooksPrefix = "/webhooks/";
+constexpr std::string_view kForwardPrefix = "hr-fwd-";
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Provider headers worth passing on to receivers (X-GitHub-Event, Stripe-Signature, ...), less
+// hop-by-hop and credential headers that must not leave the ingest boundary.
+bool forwardable(const std::string& name) {
+  static const std::set<std::string> blocked = {"host", "content-length", "transfer-encoding", "connection",
+                                                "keep-alive", "te", "trailer", "upgrade", "expect",
+                                                "authorization", "cookie", "proxy-authorization",
+                                                "proxy-connection"};
+  return !blocked.count(name) && name.rfind("hr-", 0) != 0;
+}
+
+std::string accepted_body(const std::string& id, const std::string& extra_json) {
+  json j = {{"id", id}, {"status", "accepted"}};
+  if (!extra_json.empty()) j.update(json::parse(extra_json));
+  return j.dump();
+}
+
+}  // namespace
+
+IngestService::IngestService(const Config& config, MessageProducer& producer,
+                             std::shared_ptr<prometheus::Registry> registry, Clock now_ms)
+    : config_(config),
+      producer_(producer),
+      registry_(std::move(registry)),
+      metrics_(*registry_,
+               [&config] {
+                 std::vector<std::string> names;
+                 for (const auto& [name, _] : config.sources) names.push_back(name);
+                 return names;
+               }()),
+      now_ms_(std::move(now_ms)) {
+  call_limits_.default_max_attempts = config.retry.max_attempts;
+  call_limits_.default_max_age_seconds = config.retry.max_age_seconds;
+}
+
+void IngestService::handle(const HttpRequest& request, Responder respond) {
+  std::string_view path = request.target.substr(0, request.target.find('?'));
+  if (path.rfind(kWebhooksPrefix, 0) == 0) {
+    return webhook(path.substr(kWebhooksPrefix.size()), request, std::move(respond));
+  }
+  if (path == "/v1/calls") return call(request, std::move(respond));
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics") return probe(path, request, std::move(respond));
+  answer_error("other", "-", 404, "not_found", "no such endpoint: " + std::string(path), respond);
+}
+
+void IngestService::answer_error(std::string_view endpoint, std::string_view source, int status,
+                                 std::string_view code, std::string_view message, const Responder& respond,
+                                 std::vector<std::pair<std::string, std::string>> headers) {
+  metrics_.request(endpoint, source, status);
+  metrics_.error(code);
+  auto r = json_error(status, code, message);
+  r.headers = std::move(headers);
+  respond(std::move(r));
+}
+
+void IngestService::probe(std::string_view path, const HttpRequest& request, Responder respond) {
+  if (request.method != "GET" && request.method != "HEAD") {
+    return answer_error("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET", respond,
+                        {{"Allow", "GET, HEAD"}});
+  }
+  HttpResponse r;
+  if (path == "/metrics") {
+    metrics_.in_flight().Set(in_flight_.load());
+    metrics_.kafka_outstanding().Set(producer_.outstanding());
+    r.content_type = "text/plain; version=0.0.4";
+    r.body = serialize_metrics(*registry_);
+  } else if (path == "/healthz") {
+    r.body = R"({"status":"ok"})";
+  } else {
+    bool ready = producer_.reachable() && !shutting_down_.load();
+    metrics_.ready().Set(ready ? 1 : 0);
+    r.status = ready ? 200 : 503;
+    r.body = ready ? R"({"status":"ready"})"
+                   : (shutting_down_.load() ? R"({"status":"shutting_down"})" : R"({"status":"kafka_unreachable"})");
+  }
+  respond(std::move(r));
+}
+
+bool IngestService::authorized(const HttpRequest& request, std::string& why) const {
+  auto auth = request.header("Authorization");
+  if (!auth) {
+    why = "missing Authorization: Bearer <token>";
+    return false;
+  }
+  constexpr std::string_view kBearer = "Bearer ";
+  if (auth->size() <= kBearer.size() || lower(auth->substr(0, kBearer.size())) != "bearer ") {
+    why = "Authorization must be 'Bearer <token>'";
+    return false;
+  }
+  auto token = auth->substr(kBearer.size());
+  bool ok = false;
+  for (const auto& t : config_.api_tokens) ok |= constant_time_equal(token, t);  // no early exit
+  if (!ok) why = "bearer token is not valid";
+  return ok;
+}
+
+void IngestService::webhook(std::string_view source_name, const HttpRequest& request, Responder respond) {
+  auto it = config_.sources.find(std::string(source_name));
+  if (it == config_.sources.end()) {
+    return answer_error("webhook", "-", 404, "unknown_source",
+                        "no source named '" + std::string(source_name.substr(0, 64)) + "' is configured", respond);
+  }
+  const SourceConfig& source = it->second;
+  if (request.method != "POST") {
+    return answer_error("webhook", source.name, 405, "method_not_allowed", "webhooks are delivered with POST",
+                        respond, {{"Allow", "POST"}});
+  }
+  if (shutting_down_.load()) {
+    return answer_error("webhook", source.name, 503, "shutting_down", "ingest is shutting down; retry", respond,
+                        {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+  }
+  int64_t now = now_ms_();
+  auto verified = verify_webhook(source, request.header, request.body, now / 1000);
+  if (!verified) {
+    metrics_.verification_failure(source.name, verified.error().code);
+    return answer_error("webhook", source.name, 401, verified.error().code, verified.error().message, respond);
+  }
+  std::vector<MessageHeader> headers = {
+      {std::string(header::kKind), "webhook"},
+      {std::string(header::kSource), source.name},
+      {std::string(header::kEventId), verified->event_id},
+      {std::string(header::kReceivedAt), std::to_string(now)},
+  };
+  request.for_each_header([&headers](std::string_view name, std::string_view value) {
+    auto n = lower(name);
+    if (n == "content-type") headers.push_back({std::string(header::kContentType), std::string(value)});
+    if (forwardable(n)) headers.push_back({std::string(kForwardPrefix) + n, std::string(value)});
+  });
+  std::string id = verified->event_id;
+  produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, std::move(headers), "",
+                     std::move(respond));
+}
+
+void IngestService::call(const HttpRequest& request, Responder respond) {
+  if (request.method != "POST") {
+    return answer_error("call", "-", 405, "method_not_allowed", "/v1/calls accepts POST", respond, {{"Allow", "POST"}});
+  }
+  std::string why;
+  if (!authorized(request, why)) {
+    return answer_error("call", "-", 401, "unauthorized", why, respond, {{"WWW-Authenticate", "Bearer"}});
+  }
+  if (shutting_down_.load()) {
+    return answer_error("call", "-", 503, "shutting_down", "ingest is shutting down; retry", respond,
+                        {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+  }
+  auto parsed = parse_call_request(request.body, call_limits_);
+  if (!parsed) return answer_error("call", "-", 400, parsed.error().code, parsed.error().message, respond);
+  const CallRequest& c = *parsed;
+  std::string id = call_id_for(c.idempotency_key);
+  std::vector<MessageHeader> headers = {
+      {std::string(header::kKind), "call"},
+      {std::string(header::kEventId), id},
+      {std::string(header::kReceivedAt), std::to_string(now_ms_())},
+      {std::string(header::kCall), call_envelope(c)},
+  };
+  json extra = {{"idempotency_key", c.idempotency_key}};
+  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, std::move(headers), extra.dump(),
+                     std::move(respond));
+}
+
+void IngestService::produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
+                                       std::string id, std::string_view key, std::string_view value,
+                                       std::vector<MessageHeader> headers, std::string extra_json,
+                                       Responder respond) {
+  if (!producer_.reachable()) {
+    return answer_error(endpoint, source, 503, "kafka_unavailable",
+                        "Kafka is unreachable; the request was not accepted, retry later", respond,
+                        {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+  }
+  in_flight_.fetch_add(1);
+  metrics_.in_flight().Increment();
+  auto started = std::chrono::steady_clock::now();
+  OutgoingMessage m{topic, key, value, &headers};
+  producer_.produce(m, [this, endpoint, source = std::move(source), topic, id = std::move(id),
+                        extra = std::move(extra_json), started, respond = std::move(respond)](Result<ProducedAt> r) {
+    metrics_.produce_latency(topic, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (r) {
+      metrics_.request(endpoint, source, 202);
+      HttpResponse ok;
+      ok.status = 202;
+      ok.body = accepted_body(id, extra);
+      respond(std::move(ok));
+    } else {
+      metrics_.kafka_error(r.error().code);
+      spdlog::warn("msg=produce_failed endpoint={} source={} code={} error={}", endpoint, source, r.error().code,
+                   log_quote(r.error().message));
+      answer_error(endpoint, source, 503, r.error().code,
+                   "Kafka did not acknowledge the request (" + r.error().message + "); it was not accepted, retry later",
+                   respond, {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+    }
+    metrics_.in_flight().Decrement();
+    in_flight_.fetch_sub(1);
+  });
+}
+
+}  // namespace hookrelay

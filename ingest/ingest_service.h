@@ -1,0 +1,70 @@
+// IngestService: the request handler of hookrelay-ingest. Routes, verifies, validates, produces
+// and answers; no sockets here, so it is tested with a fake MessageProducer.
+//
+//   POST /webhooks/{source}  verify the source's signature over the raw body, produce to
+//                            hookrelay.webhooks, 202 after the broker's ack
+//   POST /v1/calls           bearer token, strict JSON validation, produce to hookrelay.calls
+//   GET  /healthz /readyz /metrics
+//
+// A 2xx is sent only from a successful delivery report. Every error answer is JSON
+// {"error":{"code","message"}} and counted by code.
+//
+// Thread-safety: handle() runs concurrently on every HTTP thread; the Responder may be invoked
+// from the producer's thread.
+#pragma once
+
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "ingest/ingest_metrics.h"
+#include "shared/call_request.h"
+#include "shared/config.h"
+#include "shared/http_types.h"
+#include "shared/message_producer.h"
+
+namespace hookrelay {
+
+class IngestService {
+ public:
+  using Clock = std::function<int64_t()>;  // Unix milliseconds
+
+  IngestService(const Config& config, MessageProducer& producer, std::shared_ptr<prometheus::Registry> registry,
+                Clock now_ms);
+
+  void handle(const HttpRequest& request, Responder respond);
+
+  // New work gets 503 "shutting_down"; /readyz fails. In-flight requests still get their answer.
+  void begin_shutdown() { shutting_down_.store(true); }
+  int in_flight() const { return in_flight_.load(); }
+  IngestMetrics& metrics() { return metrics_; }
+
+ private:
+  void webhook(std::string_view source, const HttpRequest& request, Responder respond);
+  void call(const HttpRequest& request, Responder respond);
+  void probe(std::string_view path, const HttpRequest& request, Responder respond);
+  // Produces, then answers 202 {"id": id} or 503. Counts and tracks in-flight.
+  void produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
+                          std::string id, std::string_view key, std::string_view value,
+                          std::vector<MessageHeader> headers, std::string extra_json, Responder respond);
+  void answer_error(std::string_view endpoint, std::string_view source, int status, std::string_view code,
+                    std::string_view message, const Responder& respond,
+                    std::vector<std::pair<std::string, std::string>> headers = {});
+  bool authorized(const HttpRequest& request, std::string& why) const;
+
+  const Config& config_;
+  MessageProducer& producer_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  IngestMetrics metrics_;
+  Clock now_ms_;
+  CallLimits call_limits_;
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int> in_flight_{0};
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,220 @@
+#include "shared/call_request.h"
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+namespace hookrelay {
+namespace {
+
+using json = nlohmann::json;
+
+struct CurlUrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+
+Unexpected invalid(const std::string& field, const std::string& what) {
+  return fail("invalid_request", field + ": " + what);
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+std::string hex(const unsigned char* p, std::size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) {
+    out += digits[p[i] >> 4];
+    out += digits[p[i] & 15];
+  }
+  return out;
+}
+
+// Strict base64 (standard alphabet, padding required) without pulling a crypto dependency in.
+bool base64_decode(std::string_view in, std::string& out) {
+  if (in.size() % 4 != 0) return false;
+  out.resize(in.size() / 4 * 3);
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  if (n < 0) return false;
+  std::size_t pad = 0;
+  if (!in.empty() && in.back() == '=') ++pad;
+  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
+  out.resize(static_cast<std::size_t>(n) - pad);
+  return true;
+}
+
+Result<std::string> check_url(const std::string& url) {
+  if (url.size() > 8192) return invalid("url", "longer than 8192 characters");
+  for (char c : url) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return invalid("url", "contains spaces or control characters");
+  }
+  std::unique_ptr<CURLU, CurlUrlDeleter> u(curl_url());
+  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
+    return invalid("url", "is not a valid absolute URL");
+  }
+  char* scheme = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) return invalid("url", "has no scheme");
+  std::string s = lower(scheme);
+  curl_free(scheme);
+  if (s != "http" && s != "https") return invalid("url", "only http and https are allowed, got '" + s + "'");
+  char* host = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
+    if (host) curl_free(host);
+    return invalid("url", "has no host");
+  }
+  curl_free(host);
+  char* user = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_USER, &user, 0) == CURLUE_OK && user) {
+    curl_free(user);
+    return invalid("url", "must not carry credentials; send them in headers");
+  }
+  return url;
+}
+
+int bounded_int(const json& j, const char* field, int lo, int hi) {
+  if (!j.is_number_integer()) throw std::invalid_argument(std::string(field) + ": must be an integer");
+  auto v = j.get<long long>();
+  if (v < lo || v > hi) {
+    throw std::invalid_argument(std::string(field) + ": must be between " + std::to_string(lo) + " and " +
+                                std::to_string(hi) + ", got " + std::to_string(v));
+  }
+  return static_cast<int>(v);
+}
+
+const std::set<std::string>& managed_headers() {
+  // Set by the HTTP client or by hookrelay itself; a caller may not override them.
+  static const std::set<std::string> names = {"host", "content-length", "transfer-encoding", "connection",
+                                              "keep-alive", "upgrade", "te", "trailer", "expect",
+                                              "idempotency-key", "proxy-authorization", "proxy-connection"};
+  return names;
+}
+
+}  // namespace
+
+bool valid_header_name(std::string_view name) {
+  if (name.empty() || name.size() > 256) return false;
+  static const std::string_view specials = "!#$%&'*+-.^_`|~";
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || specials.find(c) != std::string_view::npos;
+  });
+}
+
+bool valid_header_value(std::string_view value) {
+  if (value.size() > 8192) return false;
+  return std::none_of(value.begin(), value.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return c == '\r' || c == '\n' || c == '\0' || (u < 0x20 && c != '\t') || u == 0x7f;
+  });
+}
+
+std::string call_id_for(std::string_view idempotency_key) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(idempotency_key.data(), idempotency_key.size(), md, &len, EVP_sha256(), nullptr);
+  return "call_" + hex(md, 12);
+}
+
+Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& limits) {
+  json j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded()) return fail("malformed_json", "request body is not valid JSON");
+  if (!j.is_object()) return fail("malformed_json", "request body must be a JSON object");
+  static const std::set<std::string> known = {"url", "method", "headers", "body", "body_base64",
+                                              "idempotency_key", "timeout_ms", "max_attempts", "max_age_seconds"};
+  for (const auto& [k, v] : j.items()) {
+    if (!known.count(k)) return invalid(k, "unknown field");
+  }
+  CallRequest c;
+  c.timeout_ms = limits.default_timeout_ms;
+  c.max_attempts = limits.default_max_attempts;
+  c.max_age_seconds = limits.default_max_age_seconds;
+  try {
+    if (!j.contains("url")) return invalid("url", "is required");
+    if (!j["url"].is_string()) return invalid("url", "must be a string");
+    auto url = check_url(j["url"].get<std::string>());
+    if (!url) return Unexpected{url.error()};
+    c.url = *url;
+
+    if (j.contains("method")) {
+      if (!j["method"].is_string()) return invalid("method", "must be a string");
+      c.method = j["method"].get<std::string>();
+      static const std::set<std::string> methods = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+      if (!methods.count(c.method)) return invalid("method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
+    }
+    if (j.contains("headers")) {
+      const auto& h = j["headers"];
+      if (!h.is_object()) return invalid("headers", "must be an object of header name to string value");
+      if (h.size() > limits.max_headers) return invalid("headers", "at most " + std::to_string(limits.max_headers) + " headers");
+      for (const auto& [name, value] : h.items()) {
+        if (!valid_header_name(name)) return invalid("headers." + name, "is not a valid header name");
+        if (managed_headers().count(lower(name))) return invalid("headers." + name, "is set by hookrelay and cannot be overridden");
+        if (!value.is_string()) return invalid("headers." + name, "value must be a string");
+        auto v = value.get<std::string>();
+        if (!valid_header_value(v)) return invalid("headers." + name, "value contains CR, LF or control characters");
+        c.headers.emplace_back(name, std::move(v));
+      }
+    }
+    if (j.contains("body") && j.contains("body_base64")) return invalid("body", "give body or body_base64, not both");
+    if (j.contains("body")) {
+      if (!j["body"].is_string()) return invalid("body", "must be a string (use body_base64 for bytes)");
+      c.body = j["body"].get<std::string>();
+    } else if (j.contains("body_base64")) {
+      if (!j["body_base64"].is_string() || !base64_decode(j["body_base64"].get<std::string>(), c.body)) {
+        return invalid("body_base64", "is not valid base64");
+      }
+    }
+    if (j.contains("idempotency_key")) {
+      if (!j["idempotency_key"].is_string()) return invalid("idempotency_key", "must be a string");
+      c.idempotency_key = j["idempotency_key"].get<std::string>();
+      if (c.idempotency_key.empty() || c.idempotency_key.size() > 255) return invalid("idempotency_key", "must be 1-255 characters");
+      if (!valid_header_value(c.idempotency_key)) return invalid("idempotency_key", "contains control characters");
+    } else {
+      std::array<unsigned char, 16> r{};
+      RAND_bytes(r.data(), static_cast<int>(r.size()));
+      c.idempotency_key = "hr_" + hex(r.data(), r.size());
+    }
+    if (j.contains("timeout_ms")) c.timeout_ms = bounded_int(j["timeout_ms"], "timeout_ms", 100, limits.max_timeout_ms);
+    if (j.contains("max_attempts")) c.max_attempts = bounded_int(j["max_attempts"], "max_attempts", 1, limits.max_max_attempts);
+    if (j.contains("max_age_seconds")) c.max_age_seconds = bounded_int(j["max_age_seconds"], "max_age_seconds", 1, limits.max_max_age_seconds);
+  } catch (const std::invalid_argument& e) {
+    return fail("invalid_request", e.what());
+  }
+  return c;
+}
+
+std::string call_envelope(const CallRequest& c) {
+  json h = json::array();
+  for (const auto& [k, v] : c.headers) h.push_back({k, v});
+  json j = {{"url", c.url}, {"method", c.method}, {"headers", h}, {"idempotency_key", c.idempotency_key},
+            {"timeout_ms", c.timeout_ms}, {"max_attempts", c.max_attempts}, {"max_age_seconds", c.max_age_seconds}};
+  return j.dump();
+}
+
+Result<CallRequest> parse_call_envelope(std::string_view text) {
+  json j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return fail("bad_envelope", "hr-call header is not a JSON object");
+  try {
+    CallRequest c;
+    c.url = j.at("url").get<std::string>();
+    c.method = j.at("method").get<std::string>();
+    for (const auto& h : j.at("headers")) c.headers.emplace_back(h.at(0).get<std::string>(), h.at(1).get<std::string>());
+    c.idempotency_key = j.at("idempotency_key").get<std::string>();
+    c.timeout_ms = j.at("timeout_ms").get<int>();
+    c.max_attempts = j.at("max_attempts").get<int>();
+    c.max_age_seconds = j.at("max_age_seconds").get<int>();
+    return c;
+  } catch (const json::exception& e) {
+    return fail("bad_envelope", std::string("hr-call header: ") + e.what());
+  }
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,55 @@
+// CallRequest: an outbound call an internal service asks hookrelay to make, its strict
+// validation at ingest, and the envelope that carries it through Kafka to the worker.
+//
+// The call's body travels as the Kafka message value, byte for byte; everything else rides in
+// the `hr-call` header as a compact JSON envelope.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shared/result.h"
+
+namespace hookrelay {
+
+struct CallRequest {
+  std::string url;
+  std::string method = "POST";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;             // bytes to send (decoded from body_base64 when given)
+  std::string idempotency_key;  // caller's, or generated
+  int timeout_ms = 10000;
+  int max_attempts = 8;
+  int max_age_seconds = 86400;
+};
+
+struct CallLimits {
+  int default_timeout_ms = 10000;
+  int default_max_attempts = 8;
+  int default_max_age_seconds = 86400;
+  int max_timeout_ms = 120000;
+  int max_max_attempts = 100;
+  int max_max_age_seconds = 7 * 86400;
+  std::size_t max_headers = 64;
+};
+
+// Parses the JSON body of POST /v1/calls. Error codes: "malformed_json", "invalid_request";
+// the message names the field ("url: only http and https are allowed").
+Result<CallRequest> parse_call_request(std::string_view json, const CallLimits& limits);
+
+// Stable id for a call: "call_" + 24 hex of SHA-256(idempotency key).
+std::string call_id_for(std::string_view idempotency_key);
+
+// Envelope (everything but the body) for the hr-call header, and its inverse for the worker.
+std::string call_envelope(const CallRequest& call);
+Result<CallRequest> parse_call_envelope(std::string_view json);
+
+// Header name/value checks shared with the worker's outbound requests.
+bool valid_header_name(std::string_view name);
+bool valid_header_value(std::string_view value);
+
+}  // namespace hookrelay

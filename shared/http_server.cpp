@@ -1,0 +1,255 @@
+#include "shared/http_server.h"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "shared/log.h"
+
+namespace hookrelay {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using ReusePort = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+namespace {
+constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+}
+
+struct HttpServer::Impl {
+  HttpServerOptions options;
+  HttpHandler handler;
+  struct Loop {
+    net::io_context ioc{1};
+    std::optional<tcp::acceptor> acceptor;
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Loop>> loops;
+  std::atomic<int> connections{0};
+  uint16_t bound_port = 0;
+  bool stopped = false;
+
+  void accept(Loop& loop);
+  void rejected(int status, std::string_view code) {
+    if (options.on_rejected) options.on_rejected(status, code);
+  }
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServer::Impl& server)
+      : stream_(std::move(socket)), server_(server) {
+    server_.connections.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~Session() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start() { read_header(); }
+
+ private:
+  void read_header() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(server_.options.max_body_bytes);
+    stream_.expires_after(server_.options.idle_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              self->on_header(ec);
+                            });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (ec) return on_read_error(ec);
+    const auto& req = parser_->get();
+    auto length = parser_->content_length();
+    if (length && *length > server_.options.max_body_bytes) {
+      return refuse(413, "body_too_large",
+                    "request body of " + std::to_string(*length) + " bytes exceeds the limit of " +
+                        std::to_string(server_.options.max_body_bytes));
+    }
+    auto expect = req[http::field::expect];
+    if (beast::iequals(expect, "100-continue")) {
+      continue_.emplace(http::status::continue_, req.version());
+      http::async_write(stream_, *continue_,
+                        [self = shared_from_this()](beast::error_code wec, std::size_t) {
+                          if (wec) return self->close();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    stream_.expires_after(server_.options.idle_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_body(ec);
+                     });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return refuse(413, "body_too_large",
+                    "request body exceeds the limit of " +
+                        std::to_string(server_.options.max_body_bytes) + " bytes");
+    }
+    if (ec == http::error::header_limit) {
+      return refuse(431, "headers_too_large", "request headers exceed 64 KiB");
+    }
+    if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+        ec != http::error::end_of_stream && ec != http::error::partial_message) {
+      return refuse(400, "malformed_http", "malformed HTTP request: " + ec.message());
+    }
+    close();
+  }
+
+  void on_body(beast::error_code ec) {
+    if (ec) return on_read_error(ec);
+    auto& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    HttpRequest view;
+    view.method = std::string_view(req.method_string().data(), req.method_string().size());
+    view.target = std::string_view(req.target().data(), req.target().size());
+    view.body = req.body();
+    view.header = [&req](std::string_view name) -> std::optional<std::string_view> {
+      auto it = req.find(beast::string_view(name.data(), name.size()));
+      if (it == req.end()) return std::nullopt;
+      return std::string_view(it->value().data(), it->value().size());
+    };
+    view.for_each_header = [&req](const std::function<void(std::string_view, std::string_view)>& f) {
+      for (const auto& h : req) {
+        f(std::string_view(h.name_string().data(), h.name_string().size()),
+          std::string_view(h.value().data(), h.value().size()));
+      }
+    };
+    stream_.expires_never();
+    auto self = shared_from_this();
+    server_.handler(view, [self](HttpResponse r) {
+      auto executor = self->stream_.get_executor();
+      net::post(executor, [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+    });
+  }
+
+  void refuse(int status, std::string_view code, const std::string& message) {
+    server_.rejected(status, code);
+    keep_alive_ = false;
+    write(json_error(status, code, message));
+  }
+
+  void write(HttpResponse r) {
+    res_.emplace(static_cast<http::status>(r.status), 11);
+    res_->set(http::field::server, "hookrelay");
+    res_->set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res_->set(k, v);
+    res_->body() = std::move(r.body);
+    res_->keep_alive(keep_alive_ && !r.close);
+    res_->prepare_payload();
+    stream_.expires_after(server_.options.idle_timeout);
+    http::async_write(stream_, *res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec || !self->res_->keep_alive()) return self->close();
+      self->res_.reset();
+      self->read_header();
+    });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  beast::tcp_stream stream_;
+  HttpServer::Impl& server_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::empty_body>> continue_;
+  std::optional<http::response<http::string_body>> res_;
+  bool keep_alive_ = true;
+};
+
+}  // namespace
+
+void HttpServer::Impl::accept(Loop& loop) {
+  loop.acceptor->async_accept(loop.ioc, [this, &loop](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !loop.acceptor->is_open()) return;
+    if (!ec) {
+      socket.set_option(tcp::no_delay(true), ec);
+      std::make_shared<Session>(std::move(socket), *this)->start();
+    } else {
+      spdlog::warn("msg=accept_failed error={}", log_quote(ec.message()));
+    }
+    accept(loop);
+  });
+}
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+Result<void> HttpServer::start() {
+  auto& o = impl_->options;
+  beast::error_code ec;
+  auto address = net::ip::make_address(o.host, ec);
+  if (ec) return fail("listen", "cannot parse listen address '" + o.host + "'");
+  uint16_t port = o.port;
+  int threads = std::max(1, o.threads);
+  for (int i = 0; i < threads; ++i) {
+    auto loop = std::make_unique<Impl::Loop>();
+    auto& acc = loop->acceptor.emplace(loop->ioc);
+    tcp::endpoint ep(address, port);
+    acc.open(ep.protocol(), ec);
+    if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acc.set_option(ReusePort(true), ec);
+    if (!ec) acc.bind(ep, ec);
+    if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return fail("listen", "cannot listen on " + o.host + ":" + std::to_string(port) + ": " + ec.message());
+    }
+    port = acc.local_endpoint().port();
+    impl_->loops.push_back(std::move(loop));
+  }
+  impl_->bound_port = port;
+  for (auto& loop : impl_->loops) {
+    impl_->accept(*loop);
+    loop->thread = std::thread([l = loop.get()] { l->ioc.run(); });
+  }
+  return {};
+}
+
+uint16_t HttpServer::port() const { return impl_->bound_port; }
+
+int HttpServer::open_connections() const { return impl_->connections.load(); }
+
+void HttpServer::stop_accepting() {
+  for (auto& loop : impl_->loops) {
+    net::post(loop->ioc, [l = loop.get()] {
+      beast::error_code ignored;
+      if (l->acceptor) l->acceptor->close(ignored);
+    });
+  }
+}
+
+void HttpServer::stop() {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  for (auto& loop : impl_->loops) loop->ioc.stop();
+  for (auto& loop : impl_->loops) {
+    if (loop->thread.joinable()) loop->thread.join();
+  }
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,43 @@
+#include "shared/kafka_handles.h"
+
+namespace hookrelay {
+
+Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props) {
+  KafkaConf conf(rd_kafka_conf_new());
+  char err[512];
+  for (const auto& [k, v] : props) {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      return fail("config", "kafka.properties." + k + ": " + err);
+    }
+  }
+  return conf;
+}
+
+Error kafka_error(rd_kafka_resp_err_t err) {
+  std::string message = rd_kafka_err2str(err);
+  // The common cases get their own labels; every other code is "kafka_error" and its
+  // retryability comes from librdkafka's own classification below.
+  switch (err) {
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+      return {"queue_full", "local produce queue is full: " + message, true};
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+      return {"delivery_timeout", "broker did not acknowledge in time: " + message, true};
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__RESOLVE:
+      return {"broker_down", "Kafka brokers unreachable: " + message, true};
+    case RD_KAFKA_RESP_ERR__FATAL:
+      return {"producer_fatal", "Kafka producer hit a fatal error: " + message, false};
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+      return {"message_too_large", "message is larger than the broker accepts: " + message, false};
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+      return {"unknown_topic", "topic does not exist: " + message, true};
+    default:
+      break;
+  }
+  return {"kafka_error", message, true};
+}
+
+}  // namespace hookrelay

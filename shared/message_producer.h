@@ -1,0 +1,50 @@
+// MessageProducer: the I/O boundary for publishing to Kafka. The real adapter is KafkaProducer;
+// unit tests use a fake.
+//
+// Contract: `on_done` is called exactly once per produce(), with success only after the broker
+// acknowledged the message (acks=all). It may run on the caller's thread (immediate refusal such
+// as a full queue) or on the producer's own thread (delivery report). It must not block.
+//
+// Thread-safety: produce() may be called from any thread concurrently.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shared/result.h"
+
+namespace hookrelay {
+
+struct MessageHeader {
+  std::string name;
+  std::string value;
+};
+
+struct ProducedAt {
+  int32_t partition = -1;
+  int64_t offset = -1;
+};
+
+struct OutgoingMessage {
+  std::string_view topic;
+  std::string_view key;    // empty = no key
+  std::string_view value;  // copied by produce()
+  const std::vector<MessageHeader>* headers = nullptr;
+};
+
+class MessageProducer {
+ public:
+  using DoneCallback = std::function<void(Result<ProducedAt>)>;
+  virtual ~MessageProducer() = default;
+  virtual void produce(const OutgoingMessage& message, DoneCallback on_done) = 0;
+  // Whether the brokers answered recently (readiness).
+  virtual bool reachable() const = 0;
+  // Messages handed over and not yet reported.
+  virtual int outstanding() const = 0;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,32 @@
+// What every hookrelay service does before its own work: read --config / HOOKRELAY_CONFIG,
+// validate it (exit 2 with the field named), and block termination signals so one thread can
+// wait for them.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "shared/config.h"
+
+namespace hookrelay {
+
+struct StartupOptions {
+  std::string config_path;
+  bool help = false;
+};
+
+// Parses `--config PATH` / `--config=PATH` / `--help`; the path defaults to HOOKRELAY_CONFIG.
+// Error names the bad argument.
+Result<StartupOptions> parse_startup_args(int argc, char** argv);
+
+// Loads the config or prints "<service>: config error: ..." to stderr and returns nullopt.
+std::optional<Config> load_service_config(const std::string& service, const StartupOptions& options);
+
+// Blocks SIGTERM, SIGINT and SIGPIPE for this thread and the threads it starts afterwards. Call
+// first thing in main, before any thread exists.
+void block_termination_signals();
+
+// Waits for SIGTERM or SIGINT; returns its number.
+int wait_for_termination_signal();
+
+}  // namespace hookrelay

@@ -1,0 +1,253 @@
+#include "ingest/ingest_service.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "shared/call_request.h"
+#include "shared/topics.h"
+#include "shared/webhook_signer.h"
+
+namespace hookrelay {
+namespace {
+
+using json = nlohmann::json;
+
+struct Produced {
+  std::string topic, key, value;
+  std::vector<MessageHeader> headers;
+  MessageProducer::DoneCallback done;
+  std::string header(std::string_view name) const {
+    for (const auto& h : headers) {
+      if (h.name == name) return h.value;
+    }
+    return "<absent>";
+  }
+};
+
+// Holds every message until the test acknowledges or fails it, like a broker would.
+class FakeProducer : public MessageProducer {
+ public:
+  void produce(const OutgoingMessage& m, DoneCallback done) override {
+    messages.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers, std::move(done)});
+  }
+  bool reachable() const override { return up; }
+  int outstanding() const override { return static_cast<int>(messages.size()); }
+  void ack(std::size_t i) { messages.at(i).done(ProducedAt{3, 42}); }
+  void nack(std::size_t i, std::string code) { messages.at(i).done(fail(std::move(code), "broker said no", true)); }
+  std::deque<Produced> messages;
+  bool up = true;
+};
+
+struct Request {
+  std::string method = "POST", target, body;
+  std::map<std::string, std::string> headers;
+  HttpRequest view() const {
+    HttpRequest r;
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    r.header = [this](std::string_view name) -> std::optional<std::string_view> {
+      for (const auto& [k, v] : headers) {
+        if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+              return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+            })) {
+          return std::string_view(v);
+        }
+      }
+      return std::nullopt;
+    };
+    r.for_each_header = [this](const std::function<void(std::string_view, std::string_view)>& f) {
+      for (const auto& [k, v] : headers) f(k, v);
+    };
+    return r;
+  }
+};
+
+constexpr int64_t kNowMs = 1'700'000'000'000;
+
+class IngestServiceTest : public ::testing::Test {
+ protected:
+  IngestServiceTest() {
+    auto c = parse_config(R"(
+sources:
+  github: { scheme: github, secrets: ["It's a Secret to Everybody"] }
+  acme: { scheme: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+api_tokens: ["tok_0123456789abcdef"]
+)", [](const std::string&) { return std::nullopt; });
+    EXPECT_TRUE(c) << c.error().message;
+    config = *c;
+    service = std::make_unique<IngestService>(config, producer, std::make_shared<prometheus::Registry>(),
+                                              [] { return kNowMs; });
+  }
+
+  // Sends and returns the answer, if one was given synchronously or by the time acks ran.
+  std::optional<HttpResponse> send(const Request& r) {
+    answer.reset();
+    service->handle(r.view(), [this](HttpResponse resp) { answer = std::move(resp); });
+    return answer;
+  }
+
+  Request signed_webhook(const std::string& source, const std::string& body) {
+    Request r;
+    r.target = "/webhooks/" + source;
+    r.body = body;
+    for (auto& [k, v] : provider_headers(config.sources.at(source), body, kNowMs / 1000, "evt_1")) r.headers[k] = v;
+    r.headers["Content-Type"] = "application/json";
+    r.headers["X-GitHub-Event"] = "push";
+    r.headers["Authorization"] = "Basic c2VjcmV0";
+    return r;
+  }
+
+  std::string error_code() const { return json::parse(answer->body)["error"]["code"]; }
+
+  Config config;
+  FakeProducer producer;
+  std::unique_ptr<IngestService> service;
+  std::optional<HttpResponse> answer;
+};
+
+TEST_F(IngestServiceTest, VerifiedWebhookIsAnsweredOnlyAfterTheBrokerAck) {
+  std::string body = std::string("{\"action\":\"opened\"}\0\xff", 22);
+  auto r = send(signed_webhook("github", body));
+  EXPECT_FALSE(r.has_value()) << "answered before the broker acknowledged";
+  ASSERT_EQ(producer.messages.size(), 1u);
+  const auto& m = producer.messages[0];
+  EXPECT_EQ(m.topic, kWebhooksTopic);
+  EXPECT_EQ(m.value, body);  // byte for byte, NULs included
+  EXPECT_EQ(m.key, "evt_1");
+  EXPECT_EQ(m.header("hr-kind"), "webhook");
+  EXPECT_EQ(m.header("hr-source"), "github");
+  EXPECT_EQ(m.header("hr-event-id"), "evt_1");
+  EXPECT_EQ(m.header("hr-received-at"), std::to_string(kNowMs));
+  EXPECT_EQ(m.header("hr-content-type"), "application/json");
+  EXPECT_EQ(m.header("hr-fwd-x-github-event"), "push");
+  EXPECT_EQ(m.header("hr-fwd-authorization"), "<absent>");
+  producer.ack(0);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 202);
+  EXPECT_EQ(json::parse(answer->body), json({{"id", "evt_1"}, {"status", "accepted"}}));
+}
+
+TEST_F(IngestServiceTest, BrokerFailureIs503WithRetryAfterNeverA2xx) {
+  send(signed_webhook("github", "{}"));
+  producer.nack(0, "delivery_timeout");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 503);
+  EXPECT_EQ(error_code(), "delivery_timeout");
+  bool has_retry_after = false;
+  for (auto& [k, v] : answer->headers) has_retry_after |= (k == "Retry-After");
+  EXPECT_TRUE(has_retry_after);
+}
+
+TEST_F(IngestServiceTest, UnreachableKafkaRefusesWithoutProducing) {
+  producer.up = false;
+  auto r = send(signed_webhook("github", "{}"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(error_code(), "kafka_unavailable");
+  EXPECT_TRUE(producer.messages.empty());
+}
+
+TEST_F(IngestServiceTest, BadSignatureIs401AndCounted) {
+  auto req = signed_webhook("github", "{\"a\":1}");
+  req.body = "{\"a\":2}";
+  auto r = send(req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(error_code(), "bad_signature");
+  EXPECT_TRUE(producer.messages.empty());
+  Request metrics{.method = "GET", .target = "/metrics"};
+  auto m = send(metrics);
+  EXPECT_NE(m->body.find(R"(hookrelay_ingest_verification_failures_total{reason="bad_signature",source="github"} 1)"),
+            std::string::npos)
+      << m->body;
+}
+
+TEST_F(IngestServiceTest, StaleStandardWebhookIs401) {
+  auto req = signed_webhook("acme", "{}");
+  auto stale = provider_headers(config.sources.at("acme"), "{}", kNowMs / 1000 - 301, "evt_1");
+  for (auto& [k, v] : stale) req.headers[k] = v;
+  auto r = send(req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(error_code(), "stale_timestamp");
+}
+
+TEST_F(IngestServiceTest, RoutingErrors) {
+  auto r = send(Request{.target = "/webhooks/nosuch", .body = "{}"});
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(error_code(), "unknown_source");
+  r = send(Request{.method = "GET", .target = "/webhooks/github"});
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(error_code(), "method_not_allowed");
+  r = send(Request{.method = "GET", .target = "/elsewhere"});
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(error_code(), "not_found");
+}
+
+TEST_F(IngestServiceTest, CallsNeedAValidBearerToken) {
+  Request r{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
+  EXPECT_EQ(send(r)->status, 401);
+  r.headers["Authorization"] = "Bearer tok_wrong_wrong_wrong";
+  EXPECT_EQ(send(r)->status, 401);
+  EXPECT_EQ(error_code(), "unauthorized");
+  r.headers["Authorization"] = "Basic tok_0123456789abcdef";
+  EXPECT_EQ(send(r)->status, 401);
+  EXPECT_TRUE(producer.messages.empty());
+}
+
+TEST_F(IngestServiceTest, ValidCallIsProducedWithItsEnvelope) {
+  Request r{.target = "/v1/calls",
+            .body = R"({"url":"http://127.0.0.1:9/x","body":"hello","idempotency_key":"order-7"})"};
+  r.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  EXPECT_FALSE(send(r).has_value());
+  ASSERT_EQ(producer.messages.size(), 1u);
+  const auto& m = producer.messages[0];
+  EXPECT_EQ(m.topic, kCallsTopic);
+  EXPECT_EQ(m.value, "hello");
+  EXPECT_EQ(m.key, "order-7");
+  EXPECT_EQ(m.header("hr-kind"), "call");
+  EXPECT_EQ(m.header("hr-event-id"), call_id_for("order-7"));
+  auto env = parse_call_envelope(m.header("hr-call"));
+  ASSERT_TRUE(env);
+  EXPECT_EQ(env->url, "http://127.0.0.1:9/x");
+  producer.ack(0);
+  EXPECT_EQ(answer->status, 202);
+  auto j = json::parse(answer->body);
+  EXPECT_EQ(j["id"], call_id_for("order-7"));
+  EXPECT_EQ(j["idempotency_key"], "order-7");
+}
+
+TEST_F(IngestServiceTest, InvalidCallIs400NamingTheField) {
+  Request r{.target = "/v1/calls", .body = R"({"url":"gopher://x"})"};
+  r.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  auto a = send(r);
+  EXPECT_EQ(a->status, 400);
+  EXPECT_EQ(error_code(), "invalid_request");
+  EXPECT_NE(json::parse(a->body)["error"]["message"].get<std::string>().find("url"), std::string::npos);
+}
+
+TEST_F(IngestServiceTest, ShutdownRefusesNewWorkAndFailsReadiness) {
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/readyz"})->status, 200);
+  service->begin_shutdown();
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/readyz"})->status, 503);
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/healthz"})->status, 200);
+  auto r = send(signed_webhook("github", "{}"));
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(error_code(), "shutting_down");
+}
+
+TEST_F(IngestServiceTest, InFlightCountsUntilAnswered) {
+  send(signed_webhook("github", "{}"));
+  send(signed_webhook("github", "{}"));
+  EXPECT_EQ(service->in_flight(), 2);
+  producer.ack(0);
+  producer.nack(1, "queue_full");
+  EXPECT_EQ(service->in_flight(), 0);
+}
+
+}  // namespace
+}  // namespace hookrelay

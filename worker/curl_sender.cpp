@@ -1,0 +1,240 @@
+#include "worker/curl_sender.h"
+
+#include <curl/curl.h>
+
+#include <chrono>
+#include <unordered_set>
+#include <vector>
+
+#include "shared/log.h"
+
+namespace hookrelay {
+
+struct CurlSender::Transfer {
+  HttpCall call;
+  Done done;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  const SsrfGuard* guard = nullptr;
+  std::string blocked_reason;
+  std::optional<std::string> retry_after;
+  std::string body_excerpt;
+  std::chrono::steady_clock::time_point started;
+
+  ~Transfer() {
+    if (headers) curl_slist_free_all(headers);
+    if (easy) curl_easy_cleanup(easy);
+  }
+};
+
+namespace {
+
+constexpr std::size_t kExcerptBytes = 256;
+
+curl_socket_t open_socket(void* data, curlsocktype purpose, curl_sockaddr* address) {
+  auto* t = static_cast<CurlSender::Transfer*>(data);
+  if (purpose == CURLSOCKTYPE_IPCXN) {
+    auto decision = t->guard->check(&address->addr);
+    if (!decision.allowed) {
+      t->blocked_reason = decision.reason;
+      return CURL_SOCKET_BAD;
+    }
+  }
+  return socket(address->family, address->socktype, address->protocol);
+}
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<CurlSender::Transfer*>(user);
+  std::size_t bytes = size * n;
+  if (t->body_excerpt.size() < kExcerptBytes) {
+    t->body_excerpt.append(data, std::min(bytes, kExcerptBytes - t->body_excerpt.size()));
+  }
+  return bytes;
+}
+
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<CurlSender::Transfer*>(user);
+  std::string_view line(data, size * n);
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() > kName.size()) {
+    bool match = true;
+    for (std::size_t i = 0; i < kName.size(); ++i) {
+      match &= std::tolower(static_cast<unsigned char>(line[i])) == kName[i];
+    }
+    if (match) {
+      auto v = line.substr(kName.size());
+      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+      t->retry_after = std::string(v);
+    }
+  }
+  return size * n;
+}
+
+// libcurl has ~100 result codes; the ones that say something about the destination get their
+// own class, everything else is kOther (retryable: the attempt budget bounds the cost).
+TransportError transport_error(CURLcode code) {
+  switch (code) {
+    case CURLE_OK: return TransportError::kNone;
+    case CURLE_COULDNT_CONNECT: return TransportError::kConnectFailed;
+    case CURLE_OPERATION_TIMEDOUT: return TransportError::kTimeout;
+    case CURLE_COULDNT_RESOLVE_HOST: return TransportError::kDnsFailed;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      return TransportError::kTlsFailed;
+    case CURLE_SEND_ERROR: return TransportError::kSendFailed;
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+      return TransportError::kRecvFailed;
+    default: return TransportError::kOther;
+  }
+}
+
+}  // namespace
+
+CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
+    : guard_(std::move(guard)), user_agent_(std::move(user_agent)) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  multi_ = curl_multi_init();
+  curl_multi_setopt(static_cast<CURLM*>(multi_), CURLMOPT_MAXCONNECTS, 4096L);
+  thread_ = std::thread([this] { run(); });
+}
+
+CurlSender::~CurlSender() {
+  running_ = false;
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+  if (thread_.joinable()) thread_.join();
+  curl_multi_cleanup(static_cast<CURLM*>(multi_));
+}
+
+void CurlSender::send(HttpCall call, Done done) {
+  auto t = std::make_unique<Transfer>();
+  t->call = std::move(call);
+  t->done = std::move(done);
+  in_flight_.fetch_add(1);
+  {
+    std::lock_guard lock(mu_);
+    inbox_.push_back(std::move(t));
+  }
+  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+}
+
+void CurlSender::run() {
+  auto* multi = static_cast<CURLM*>(multi_);
+  std::vector<std::unique_ptr<Transfer>> fresh;
+  std::unordered_set<Transfer*> active;  // added to the multi handle, not yet finished
+  auto finish = [this](std::unique_ptr<Transfer> t, HttpResult r) {
+    r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t->started)
+                        .count();
+    in_flight_.fetch_sub(1);
+    t->done(std::move(r));
+  };
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      while (!inbox_.empty()) {
+        fresh.push_back(std::move(inbox_.front()));
+        inbox_.pop_front();
+      }
+    }
+    bool stopping = !running_.load();
+    for (auto& t : fresh) {
+      t->started = std::chrono::steady_clock::now();
+      if (stopping) {
+        finish(std::move(t), HttpResult{.error = TransportError::kOther, .message = "worker shutting down"});
+        continue;
+      }
+      t->guard = &guard_;
+      t->easy = curl_easy_init();
+      CURL* e = t->easy;
+      const auto& c = t->call;
+      curl_easy_setopt(e, CURLOPT_URL, c.url.c_str());
+      curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+      curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+      curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+      curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(c.timeout_ms));
+      curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(c.connect_timeout_ms));
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+      curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent_.c_str());
+      curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
+      curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
+      curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body);
+      curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+      curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &on_header);
+      curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+      curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+      if (c.method == "HEAD") {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+      } else if (c.method != "GET") {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c.method.c_str());
+      }
+      if (c.body && !c.body->empty() && c.method != "GET" && c.method != "HEAD") {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, c.body->data());
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(c.body->size()));
+      } else if (c.method == "POST" || c.method == "PUT" || c.method == "PATCH") {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(0));
+      }
+      t->headers = curl_slist_append(t->headers, "Expect:");  // no 100-continue round trip
+      for (const auto& [k, v] : c.headers) t->headers = curl_slist_append(t->headers, (k + ": " + v).c_str());
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+      curl_multi_add_handle(multi, e);
+      active.insert(t.get());
+      (void)t.release();  // owned through CURLOPT_PRIVATE until completion
+    }
+    fresh.clear();
+
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      char* priv = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+      std::unique_ptr<Transfer> t(reinterpret_cast<Transfer*>(priv));
+      active.erase(t.get());
+      curl_multi_remove_handle(multi, msg->easy_handle);
+      HttpResult r;
+      CURLcode code = msg->data.result;
+      if (!t->blocked_reason.empty()) {
+        r.error = TransportError::kBlockedBySsrfGuard;
+        r.message = "destination address refused by the SSRF guard (" + t->blocked_reason + ")";
+      } else {
+        r.error = transport_error(code);
+        if (r.error == TransportError::kNone) {
+          long status = 0;
+          curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+          r.status = static_cast<int>(status);
+          r.retry_after = t->retry_after;
+          if (status < 200 || status >= 300) r.message = t->body_excerpt;
+        } else {
+          r.message = curl_easy_strerror(code);
+        }
+      }
+      finish(std::move(t), std::move(r));
+    }
+    if (stopping) {
+      // The owner already waited as long as it wanted to; what is left is abandoned (its
+      // message's offset is not stored, so it is replayed later).
+      for (Transfer* raw : active) {
+        std::unique_ptr<Transfer> t(raw);
+        curl_multi_remove_handle(multi, t->easy);
+        finish(std::move(t), HttpResult{.error = TransportError::kOther, .message = "worker shutting down"});
+      }
+      active.clear();
+      std::lock_guard lock(mu_);
+      if (inbox_.empty()) break;
+      continue;
+    }
+    curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+  }
+}
+
+}  // namespace hookrelay

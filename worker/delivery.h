@@ -1,0 +1,38 @@
+// Delivery: the unit of work downstream of Kafka: one payload, one destination, one attempt.
+// A webhook event with N routes becomes N deliveries; a call request is one; a message from a
+// retry tier is the one delivery it carries. Retries, DLQ, idempotency and audit are per
+// delivery, so a failing route never repeats a successful one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hookrelay {
+
+struct Delivery {
+  std::string key;          // idempotency key: "wh:<source>:<event>:<route>" or "call:<idempotency key>"
+  std::string kind;         // "webhook" | "call"
+  std::string source;       // webhook source; "" for calls
+  std::string event_id;     // webhook event id or call id
+  std::string destination;  // route name, or "call"
+  std::string url;
+  std::string method = "POST";
+  std::vector<std::pair<std::string, std::string>> headers;  // to send (before signing)
+  std::shared_ptr<const std::string> body;  // shared by the routes of one event
+  std::string signing_secret;               // "whsec_..." when the route signs
+  std::string message_id;                   // webhook-id / Idempotency-Key sent to the receiver
+  int timeout_ms = 10000;
+  int max_attempts = 8;
+  int max_age_seconds = 86400;
+  int attempt = 1;                  // the attempt about to be made (1-based)
+  int64_t received_at_ms = 0;       // when ingest accepted the event
+  int64_t first_attempt_at_ms = 0;  // 0 until the first attempt
+  std::string origin_topic;         // topic of the event's first message (webhooks/calls)
+  // Kafka headers carried along to retry and DLQ messages (hr-*, hr-fwd-*).
+  std::vector<std::pair<std::string, std::string>> carried_headers;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,200 @@
+#include "worker/kafka_consumer.h"
+
+#include "shared/log.h"
+#include "shared/topics.h"
+
+namespace hookrelay {
+namespace {
+
+std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* parts) {
+  std::vector<TopicPartition> out;
+  for (int i = 0; i < parts->cnt; ++i) out.push_back({parts->elems[i].topic, parts->elems[i].partition});
+  return out;
+}
+
+KafkaPartitionList one(const TopicPartition& tp, int64_t offset) {
+  KafkaPartitionList l(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition)->offset = offset;
+  return l;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& config, const std::string& client_id) {
+  std::map<std::string, std::string> props = {
+      {"bootstrap.servers", config.kafka.bootstrap_servers},
+      {"group.id", config.worker.group_id},
+      {"client.id", client_id},
+      {"enable.auto.offset.store", "false"},
+      {"enable.auto.commit", "true"},
+      {"auto.commit.interval.ms", "1000"},
+      {"auto.offset.reset", "earliest"},
+      {"enable.partition.eof", "false"},
+      {"partition.assignment.strategy", "range,roundrobin"},
+      {"session.timeout.ms", "10000"},
+      {"heartbeat.interval.ms", "1000"},
+      {"max.poll.interval.ms", "300000"},
+      {"fetch.wait.max.ms", "50"},
+      {"queued.max.messages.kbytes", "65536"},
+  };
+  for (const auto& [k, v] : config.kafka.properties) props[k] = v;
+  auto conf = make_kafka_conf(props);
+  if (!conf) return Unexpected{conf.error()};
+  std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
+  rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);
+  rd_kafka_conf_set_opaque(conf->get(), c.get());
+  char err[512];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
+  if (!rk) return fail("kafka", std::string("cannot create Kafka consumer: ") + err);
+  (void)conf->release();
+  c->rk_.reset(rk);
+  rd_kafka_poll_set_consumer(rk);
+
+  KafkaPartitionList topics(rd_kafka_topic_partition_list_new(4 + static_cast<int>(config.retry.schedule_seconds.size())));
+  rd_kafka_topic_partition_list_add(topics.get(), std::string(kWebhooksTopic).c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_topic_partition_list_add(topics.get(), std::string(kCallsTopic).c_str(), RD_KAFKA_PARTITION_UA);
+  for (std::size_t i = 0; i < config.retry.schedule_seconds.size(); ++i) {
+    rd_kafka_topic_partition_list_add(topics.get(), retry_topic(static_cast<int>(i)).c_str(), RD_KAFKA_PARTITION_UA);
+  }
+  if (auto e = rd_kafka_subscribe(rk, topics.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail("kafka", std::string("cannot subscribe: ") + rd_kafka_err2str(e));
+  }
+  return c;
+}
+
+KafkaConsumer::~KafkaConsumer() { close(); }
+
+void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                                 void* opaque) {
+  auto* self = static_cast<KafkaConsumer*>(opaque);
+  auto tps = to_vector(parts);
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    spdlog::info("msg=partitions_assigned count={}", tps.size());
+    rd_kafka_assign(rk, parts);
+    if (self->listener_.on_assigned) self->listener_.on_assigned(tps);
+  } else {
+    spdlog::info("msg=partitions_revoked count={}", tps.size());
+    // The worker stores what is finished, then we commit it before the partitions move on.
+    if (self->listener_.on_revoked) self->listener_.on_revoked(tps);
+    rd_kafka_commit(rk, nullptr, 0);
+    for (const auto& tp : tps) self->next_offset_.erase(tp);
+    rd_kafka_assign(rk, nullptr);
+  }
+}
+
+void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
+  std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+  if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+    spdlog::error("msg=offsets_vanished topic={} partition={} error={} note=\"messages were removed before they "
+                  "were consumed (retention or an in-memory devbroker restart)\"",
+                  topic, m->partition, log_quote(rd_kafka_err2str(m->err)));
+    if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
+    return;
+  }
+  spdlog::warn("msg=consumer_error topic={} error={}", topic, log_quote(rd_kafka_err2str(m->err)));
+  if (listener_.on_error) listener_.on_error(kafka_error(m->err).code);
+}
+
+std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_ms) {
+  std::vector<ConsumedMessage> out;
+  int wait = timeout_ms;
+  while (static_cast<int>(out.size()) < max_messages) {
+    KafkaMessage m(rd_kafka_consumer_poll(rk_.get(), wait));
+    if (!m) break;
+    wait = 0;  // only the first message is waited for
+    if (m->err) {
+      handle_error_message(m.get());
+      continue;
+    }
+    ConsumedMessage c;
+    c.topic = rd_kafka_topic_name(m->rkt);
+    c.partition = m->partition;
+    c.offset = m->offset;
+    c.value = std::make_shared<const std::string>(static_cast<const char*>(m->payload), m->len);
+    rd_kafka_headers_t* hdrs = nullptr;
+    if (rd_kafka_message_headers(m.get(), &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      const char* name = nullptr;
+      const void* value = nullptr;
+      size_t size = 0;
+      for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+        c.headers.emplace_back(name, value ? std::string(static_cast<const char*>(value), size) : std::string());
+      }
+    }
+    next_offset_[{c.topic, c.partition}] = c.offset + 1;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
+  auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
+  rd_kafka_pause_partitions(rk_.get(), l.get());
+  // Without an explicit offset, resume from just after the last message handed to the worker,
+  // so nothing prefetched and discarded by the pause is skipped.
+  int64_t target = seek_offset;
+  if (target < 0) {
+    auto it = next_offset_.find(tp);
+    if (it != next_offset_.end()) target = it->second;
+  }
+  if (target >= 0) {
+    auto s = one(tp, target);
+    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)) {
+      spdlog::warn("msg=seek_failed topic={} partition={} error={}", tp.topic, tp.partition,
+                   log_quote(rd_kafka_error_string(e)));
+      rd_kafka_error_destroy(e);
+    }
+    next_offset_[tp] = target;
+  }
+}
+
+void KafkaConsumer::resume(const TopicPartition& tp) {
+  auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
+  rd_kafka_resume_partitions(rk_.get(), l.get());
+}
+
+void KafkaConsumer::store_offsets(const std::vector<CommitPosition>& positions) {
+  if (positions.empty()) return;
+  KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(positions.size())));
+  for (const auto& p : positions) {
+    rd_kafka_topic_partition_list_add(l.get(), p.tp.topic.c_str(), p.tp.partition)->offset = p.offset;
+  }
+  if (auto e = rd_kafka_offsets_store(rk_.get(), l.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::warn("msg=offsets_store_failed error={}", log_quote(rd_kafka_err2str(e)));
+  }
+}
+
+Result<void> KafkaConsumer::commit() {
+  auto e = rd_kafka_commit(rk_.get(), nullptr, 0);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET) return Unexpected{kafka_error(e)};
+  return {};
+}
+
+std::vector<TopicPartition> KafkaConsumer::assignment() {
+  rd_kafka_topic_partition_list_t* parts = nullptr;
+  if (rd_kafka_assignment(rk_.get(), &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) return {};
+  KafkaPartitionList owned(parts);
+  return to_vector(parts);
+}
+
+std::map<std::string, int64_t> KafkaConsumer::lag_by_topic() {
+  std::map<std::string, int64_t> lag;
+  for (const auto& tp : assignment()) {
+    int64_t low = 0, high = 0;
+    if (rd_kafka_get_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR || high < 0) {
+      continue;
+    }
+    auto it = next_offset_.find(tp);
+    int64_t position = it != next_offset_.end() ? it->second : low;
+    lag[tp.topic] += std::max<int64_t>(0, high - position);
+  }
+  return lag;
+}
+
+void KafkaConsumer::close() {
+  if (closed_ || !rk_) return;
+  closed_ = true;
+  rd_kafka_consumer_close(rk_.get());
+}
+
+}  // namespace hookrelay

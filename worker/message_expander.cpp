@@ -1,0 +1,148 @@
+#include "worker/message_expander.h"
+
+#include <charconv>
+
+#include "shared/call_request.h"
+#include "shared/topics.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr std::string_view kForwardPrefix = "hr-fwd-";
+
+std::optional<int64_t> to_int(const std::string* s) {
+  if (!s) return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+  if (ec != std::errc() || p != s->data() + s->size()) return std::nullopt;
+  return v;
+}
+
+Unexpected malformed(const ConsumedMessage& m, const std::string& what) {
+  return fail("malformed_message", m.topic + "/" + std::to_string(m.partition) + "@" + std::to_string(m.offset) +
+                                       ": " + what);
+}
+
+// hr-* headers that travel with a delivery into retry and DLQ messages; per-attempt ones are
+// rewritten each time, so they are not carried.
+bool carried(std::string_view name) {
+  for (auto h : {header::kAttempt, header::kDueAt, header::kLastAttemptAt, header::kLastStatus, header::kLastError,
+                 header::kFirstAttemptAt, header::kRoute, header::kDeliveryKey, header::kOriginTopic}) {
+    if (name == h) return false;
+  }
+  return name.rfind("hr-", 0) == 0;
+}
+
+void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& route) {
+  d.kind = "webhook";
+  d.destination = route.name;
+  d.url = route.url;
+  d.method = "POST";
+  d.timeout_ms = route.timeout_ms;
+  d.signing_secret = route.secret;
+  d.message_id = d.event_id;
+  for (const auto& [name, value] : m.headers) {
+    if (name.rfind(kForwardPrefix, 0) == 0) d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);
+  }
+  if (const auto* ct = m.header(header::kContentType)) d.headers.emplace_back("content-type", *ct);
+}
+
+Result<void> fill_call(Delivery& d, const ConsumedMessage& m) {
+  const auto* env = m.header(header::kCall);
+  if (!env) return malformed(m, "call without hr-call header");
+  auto call = parse_call_envelope(*env);
+  if (!call) return malformed(m, call.error().message);
+  d.kind = "call";
+  d.destination = "call";
+  d.url = call->url;
+  d.method = call->method;
+  d.headers = call->headers;
+  d.timeout_ms = call->timeout_ms;
+  d.max_attempts = call->max_attempts;
+  d.max_age_seconds = call->max_age_seconds;
+  d.message_id = call->idempotency_key;
+  d.key = call_delivery_key(call->idempotency_key);
+  return {};
+}
+
+}  // namespace
+
+const std::string* ConsumedMessage::header(std::string_view name) const {
+  const std::string* found = nullptr;
+  for (const auto& [k, v] : headers) {
+    if (k == name) found = &v;
+  }
+  return found;
+}
+
+std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route) {
+  std::string k = "wh:";
+  k.append(source).append(":").append(event_id).append(":").append(route);
+  return k;
+}
+
+std::string call_delivery_key(std::string_view idempotency_key) { return "call:" + std::string(idempotency_key); }
+
+Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Config& config) {
+  const auto* kind = m.header(header::kKind);
+  const auto* event_id = m.header(header::kEventId);
+  auto received = to_int(m.header(header::kReceivedAt));
+  if (!kind || (*kind != "webhook" && *kind != "call")) return malformed(m, "missing or unknown hr-kind");
+  if (!event_id || event_id->empty()) return malformed(m, "missing hr-event-id");
+  if (!received) return malformed(m, "missing or bad hr-received-at");
+
+  Delivery base;
+  base.event_id = *event_id;
+  base.body = m.value ? m.value : std::make_shared<const std::string>();
+  base.received_at_ms = *received;
+  base.max_attempts = config.retry.max_attempts;
+  base.max_age_seconds = config.retry.max_age_seconds;
+  for (const auto& [k, v] : m.headers) {
+    if (carried(k)) base.carried_headers.emplace_back(k, v);
+  }
+
+  bool is_retry = m.topic.rfind(kRetryTopicPrefix, 0) == 0;
+  std::vector<Delivery> out;
+  if (*kind == "call") {
+    if (auto r = fill_call(base, m); !r) return Unexpected{r.error()};
+    base.origin_topic = std::string(kCallsTopic);
+    out.push_back(std::move(base));
+  } else {
+    const auto* source = m.header(header::kSource);
+    if (!source) return malformed(m, "webhook without hr-source");
+    base.source = *source;
+    base.origin_topic = std::string(kWebhooksTopic);
+    auto routes = config.routes.find(*source);
+    if (is_retry) {
+      const auto* route_name = m.header(header::kRoute);
+      if (!route_name) return malformed(m, "retry without hr-route");
+      const RouteConfig* route = nullptr;
+      if (routes != config.routes.end()) {
+        for (const auto& r : routes->second) {
+          if (r.name == *route_name) route = &r;
+        }
+      }
+      if (!route) return fail("unknown_route", "route '" + *route_name + "' of source '" + *source + "' is no longer configured");
+      fill_webhook(base, m, *route);
+      base.key = webhook_delivery_key(*source, *event_id, route->name);
+      out.push_back(std::move(base));
+    } else if (routes != config.routes.end()) {
+      for (const auto& route : routes->second) {
+        Delivery d = base;
+        fill_webhook(d, m, route);
+        d.key = webhook_delivery_key(*source, *event_id, route.name);
+        out.push_back(std::move(d));
+      }
+    }
+  }
+  if (is_retry) {
+    auto attempt = to_int(m.header(header::kAttempt));
+    if (!attempt || *attempt < 1) return malformed(m, "retry without a valid hr-attempt");
+    out[0].attempt = static_cast<int>(*attempt) + 1;
+    out[0].first_attempt_at_ms = to_int(m.header(header::kFirstAttemptAt)).value_or(0);
+    if (const auto* origin = m.header(header::kOriginTopic)) out[0].origin_topic = *origin;
+  }
+  return out;
+}
+
+}  // namespace hookrelay

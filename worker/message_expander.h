@@ -1,0 +1,40 @@
+// Expands one consumed Kafka message into the deliveries it stands for.
+//
+//   hookrelay.webhooks  one delivery per route configured for the hr-source (none: no work)
+//   hookrelay.calls     one delivery to the call's own url (hr-call envelope)
+//   hookrelay.retry.N   the single delivery it carries (hr-delivery-key, hr-route, hr-attempt)
+//
+// Malformed messages (missing headers, unknown route) are an Error with a code used as a metric
+// label; the worker sends them to the DLQ rather than dropping them.
+//
+// Thread-safety: pure function of its arguments.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shared/config.h"
+#include "shared/result.h"
+#include "worker/delivery.h"
+
+namespace hookrelay {
+
+struct ConsumedMessage {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::shared_ptr<const std::string> value;
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  // Last value of a header, or nullptr.
+  const std::string* header(std::string_view name) const;
+};
+
+Result<std::vector<Delivery>> expand_message(const ConsumedMessage& message, const Config& config);
+
+// The idempotency key of a webhook route delivery and of a call.
+std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route);
+std::string call_delivery_key(std::string_view idempotency_key);
+
+}  // namespace hookrelay

@@ -1,0 +1,38 @@
+// What the worker sends and what it re-publishes, as pure functions of a Delivery.
+//
+// build_http_call: the receiver's request. Webhooks carry webhook-id (stable across attempts),
+// webhook-timestamp and, when the route has a secret, webhook-signature (Standard Webhooks);
+// calls carry Idempotency-Key. Provider signature headers that the receiver cannot check are
+// replaced, never duplicated.
+//
+// redelivery_headers: the Kafka headers of the retry-tier or DLQ message that carries a delivery
+// on, with its attempt history.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/message_producer.h"
+#include "worker/delivery.h"
+#include "worker/http_sender.h"
+
+namespace hookrelay {
+
+HttpCall build_http_call(const Delivery& delivery, int64_t now_ms, int connect_timeout_ms);
+
+struct AttemptHistory {
+  int attempts_made = 0;
+  int64_t first_attempt_at_ms = 0;
+  int64_t last_attempt_at_ms = 0;
+  int last_status = 0;      // 0 when there was no HTTP answer
+  std::string last_error;   // truncated to 512 bytes
+  std::optional<int64_t> due_at_ms;  // retry only
+};
+
+std::vector<MessageHeader> redelivery_headers(const Delivery& delivery, const AttemptHistory& history);
+
+}  // namespace hookrelay

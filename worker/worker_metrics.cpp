@@ -1,0 +1,91 @@
+#include "worker/worker_metrics.h"
+
+#include "shared/metrics.h"
+
+namespace hookrelay {
+namespace {
+
+template <class B>
+auto& reg(B&& builder, prometheus::Registry& r, const char* name, const char* help) {
+  return builder.Name(name).Help(help).Register(r);
+}
+
+}  // namespace
+
+WorkerMetrics::WorkerMetrics(prometheus::Registry& r) {
+  consumed_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_messages_consumed_total", "Kafka messages consumed, by topic");
+  deliveries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_deliveries_total",
+                     "Deliveries finished, by outcome (succeeded, retried, dead, skipped)");
+  attempts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_attempts_total", "HTTP attempts by destination and result");
+  http_duration_ = &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_http_request_duration_seconds",
+                        "HTTP attempt latency by destination");
+  retries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_retries_total", "Deliveries sent to a retry tier, by tier");
+  dlq_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_dlq_total", "Deliveries dead-lettered, by reason");
+  skips_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_idempotent_skips_total",
+                "Deliveries not made again because Postgres says they are finished, by reason");
+  pg_duration_ = &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_postgres_batch_duration_seconds",
+                      "Duration of one batched Postgres round trip, by operation");
+  pg_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_postgres_errors_total", "Failed Postgres round trips, by operation");
+  offset_resets_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_offset_resets_total",
+                        "Consumer offsets that vanished before consumption (data-loss alarm), by topic");
+  kafka_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_kafka_producer_errors_total",
+                       "Kafka producer and consumer errors by code");
+  lag_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_consumer_lag",
+              "Messages behind the log end, summed over this worker's partitions, by topic");
+  circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts", "Destination hosts per circuit state");
+  in_flight_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_in_flight_deliveries", "Deliveries claimed and not finished").Add({});
+  postgres_up_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_postgres_up", "1 while Postgres answers").Add({});
+  paused_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_paused_partitions",
+                 "Partitions paused (retry tier not due, or Postgres down)").Add({});
+  ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally").Add({});
+  // Series dashboards read exist from the start, at zero.
+  for (const char* o : {"succeeded", "retried", "dead", "skipped"}) get(*deliveries_, {{"outcome", o}});
+  circuits(0, 0, 0);
+}
+
+template <class T>
+T& WorkerMetrics::get(prometheus::Family<T>& family, const std::map<std::string, std::string>& labels) {
+  std::string key = std::to_string(reinterpret_cast<std::uintptr_t>(&family));
+  for (const auto& [k, v] : labels) (key += '\x1f') += v;
+  std::lock_guard lock(mu_);
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return *static_cast<T*>(it->second);
+  T* metric = nullptr;
+  if constexpr (std::is_same_v<T, prometheus::Histogram>) {
+    metric = &family.Add(labels, latency_buckets());
+  } else {
+    metric = &family.Add(labels);
+  }
+  cache_.emplace(std::move(key), metric);
+  return *metric;
+}
+
+void WorkerMetrics::consumed(std::string_view topic) { get(*consumed_, {{"topic", std::string(topic)}}).Increment(); }
+void WorkerMetrics::delivery(std::string_view outcome) {
+  get(*deliveries_, {{"outcome", std::string(outcome)}}).Increment();
+}
+void WorkerMetrics::attempt(std::string_view destination, std::string_view result, double seconds) {
+  get(*attempts_, {{"destination", std::string(destination)}, {"result", std::string(result)}}).Increment();
+  get(*http_duration_, {{"destination", std::string(destination)}}).Observe(seconds);
+}
+void WorkerMetrics::retry(int tier) { get(*retries_, {{"tier", std::to_string(tier)}}).Increment(); }
+void WorkerMetrics::dlq(std::string_view reason) { get(*dlq_, {{"reason", std::string(reason)}}).Increment(); }
+void WorkerMetrics::idempotent_skip(std::string_view reason) {
+  get(*skips_, {{"reason", std::string(reason)}}).Increment();
+}
+void WorkerMetrics::postgres(std::string_view op, double seconds, bool ok) {
+  get(*pg_duration_, {{"op", std::string(op)}}).Observe(seconds);
+  if (!ok) get(*pg_errors_, {{"op", std::string(op)}}).Increment();
+}
+void WorkerMetrics::offset_reset(std::string_view topic) {
+  get(*offset_resets_, {{"topic", std::string(topic)}}).Increment();
+}
+void WorkerMetrics::kafka_error(std::string_view code) { get(*kafka_errors_, {{"code", std::string(code)}}).Increment(); }
+void WorkerMetrics::lag(std::string_view topic, double value) { get(*lag_, {{"topic", std::string(topic)}}).Set(value); }
+void WorkerMetrics::circuits(double closed, double open, double half_open) {
+  get(*circuits_, {{"state", "closed"}}).Set(closed);
+  get(*circuits_, {{"state", "open"}}).Set(open);
+  get(*circuits_, {{"state", "half_open"}}).Set(half_open);
+}
+
+}  // namespace hookrelay

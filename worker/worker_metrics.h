@@ -1,0 +1,65 @@
+// WorkerMetrics: every metric hookrelay-worker exports (docs/metrics.md). Labels are bounded:
+// topics, route names from config (or "call"), outcome labels from delivery_outcome, tiers.
+//
+// Thread-safety: all methods from any thread.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace hookrelay {
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(prometheus::Registry& registry);
+
+  void consumed(std::string_view topic);
+  void delivery(std::string_view outcome);  // succeeded | retried | dead | skipped
+  void attempt(std::string_view destination, std::string_view result, double seconds);
+  void retry(int tier);
+  void dlq(std::string_view reason);
+  void idempotent_skip(std::string_view reason);
+  void postgres(std::string_view op, double seconds, bool ok);
+  void offset_reset(std::string_view topic);
+  void kafka_error(std::string_view code);
+  void lag(std::string_view topic, double value);
+  void circuits(double closed, double open, double half_open);
+
+  prometheus::Gauge& in_flight() { return *in_flight_; }
+  prometheus::Gauge& postgres_up() { return *postgres_up_; }
+  prometheus::Gauge& paused_partitions() { return *paused_; }
+  prometheus::Gauge& ready() { return *ready_; }
+
+ private:
+  template <class T>
+  T& get(prometheus::Family<T>& family, const std::map<std::string, std::string>& labels);
+
+  prometheus::Family<prometheus::Counter>* consumed_;
+  prometheus::Family<prometheus::Counter>* deliveries_;
+  prometheus::Family<prometheus::Counter>* attempts_;
+  prometheus::Family<prometheus::Histogram>* http_duration_;
+  prometheus::Family<prometheus::Counter>* retries_;
+  prometheus::Family<prometheus::Counter>* dlq_;
+  prometheus::Family<prometheus::Counter>* skips_;
+  prometheus::Family<prometheus::Histogram>* pg_duration_;
+  prometheus::Family<prometheus::Counter>* pg_errors_;
+  prometheus::Family<prometheus::Counter>* offset_resets_;
+  prometheus::Family<prometheus::Counter>* kafka_errors_;
+  prometheus::Family<prometheus::Gauge>* lag_;
+  prometheus::Family<prometheus::Gauge>* circuits_;
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* postgres_up_;
+  prometheus::Gauge* paused_;
+  prometheus::Gauge* ready_;
+  std::mutex mu_;
+  std::map<std::string, void*, std::less<>> cache_;
+};
+
+}  // namespace hookrelay
