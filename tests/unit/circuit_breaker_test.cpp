@@ -1,0 +1,131 @@
+#include "worker/circuit_breaker.h"
+
+#include <gtest/gtest.h>
+
+namespace hookrelay {
+namespace {
+
+using State = CircuitBreaker::State;
+
+class CircuitBreakerTest : public ::testing::Test {
+ protected:
+  int64_t now_ = 1'000'000;
+  CircuitBreaker breaker_{{3, 10'000}, [this] { return now_; }};
+
+  void fail_times(const std::string& host, int n) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(breaker_.allow(host));
+      breaker_.record(host, false);
+    }
+  }
+};
+
+TEST_F(CircuitBreakerTest, UnknownHostIsClosed) {
+  EXPECT_EQ(breaker_.state("a.example"), State::kClosed);
+  EXPECT_TRUE(breaker_.allow("a.example"));
+}
+
+TEST_F(CircuitBreakerTest, OpensAfterConsecutiveFailures) {
+  fail_times("a", 2);
+  EXPECT_EQ(breaker_.state("a"), State::kClosed);
+  fail_times("a", 1);
+  EXPECT_EQ(breaker_.state("a"), State::kOpen);
+  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_TRUE(breaker_.allow("b"));  // per host
+}
+
+TEST_F(CircuitBreakerTest, SuccessResetsTheFailureCount) {
+  fail_times("a", 2);
+  breaker_.record("a", true);
+  fail_times("a", 2);
+  EXPECT_EQ(breaker_.state("a"), State::kClosed);
+}
+
+TEST_F(CircuitBreakerTest, RefusesForTheCooldownThenLetsOneProbeThrough) {
+  fail_times("a", 3);
+  now_ += 9'999;
+  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_EQ(breaker_.state("a"), State::kOpen);
+  now_ += 1;
+  EXPECT_EQ(breaker_.state("a"), State::kHalfOpen);
+  EXPECT_TRUE(breaker_.allow("a"));   // the probe
+  EXPECT_FALSE(breaker_.allow("a"));  // only one
+  EXPECT_FALSE(breaker_.allow("a"));
+}
+
+TEST_F(CircuitBreakerTest, ProbeSuccessCloses) {
+  fail_times("a", 3);
+  now_ += 10'000;
+  ASSERT_TRUE(breaker_.allow("a"));
+  breaker_.record("a", true);
+  EXPECT_EQ(breaker_.state("a"), State::kClosed);
+  EXPECT_TRUE(breaker_.allow("a"));
+  EXPECT_TRUE(breaker_.allow("a"));
+  fail_times("a", 2);  // the count started again from zero
+  EXPECT_EQ(breaker_.state("a"), State::kClosed);
+}
+
+TEST_F(CircuitBreakerTest, ProbeFailureReopensForAFullCooldown) {
+  fail_times("a", 3);
+  now_ += 10'000;
+  ASSERT_TRUE(breaker_.allow("a"));
+  now_ += 500;
+  breaker_.record("a", false);
+  EXPECT_EQ(breaker_.state("a"), State::kOpen);
+  now_ += 9'999;
+  EXPECT_FALSE(breaker_.allow("a"));
+  now_ += 1;
+  EXPECT_TRUE(breaker_.allow("a"));
+}
+
+TEST_F(CircuitBreakerTest, LostProbeIsReplacedAfterAnotherCooldown) {
+  fail_times("a", 3);
+  now_ += 10'000;
+  ASSERT_TRUE(breaker_.allow("a"));  // never reports
+  now_ += 9'999;
+  EXPECT_FALSE(breaker_.allow("a"));
+  now_ += 1;
+  EXPECT_TRUE(breaker_.allow("a"));
+  EXPECT_FALSE(breaker_.allow("a"));
+}
+
+TEST_F(CircuitBreakerTest, ResultsArrivingWhileOpenAreIgnored) {
+  fail_times("a", 3);
+  breaker_.record("a", true);  // a call started before the circuit opened
+  EXPECT_EQ(breaker_.state("a"), State::kOpen);
+  breaker_.record("a", false);
+  now_ += 10'000;
+  EXPECT_EQ(breaker_.state("a"), State::kHalfOpen);  // the cooldown was not restarted
+}
+
+TEST_F(CircuitBreakerTest, CountsHostsPerState) {
+  fail_times("open", 3);
+  fail_times("half", 3);
+  now_ += 5'000;
+  fail_times("later", 3);
+  fail_times("flaky", 1);
+  now_ += 5'000;  // "open" and "half" are past their cooldown, "later" is not
+  ASSERT_TRUE(breaker_.allow("half"));
+  breaker_.record("healthy", true);
+  CircuitBreaker::Counts c = breaker_.counts();
+  EXPECT_EQ(c.closed, 1u);     // flaky; healthy hosts are not remembered
+  EXPECT_EQ(c.open, 1u);       // later
+  EXPECT_EQ(c.half_open, 2u);  // open (probe available) and half (probe out)
+}
+
+TEST(CircuitBreaker, ThresholdZeroNeverOpens) {
+  int64_t now = 0;
+  CircuitBreaker b({0, 1000}, [&] { return now; });
+  for (int i = 0; i < 100; ++i) b.record("a", false);
+  EXPECT_TRUE(b.allow("a"));
+  EXPECT_EQ(b.state("a"), CircuitBreaker::State::kClosed);
+}
+
+TEST(CircuitBreaker, StateNames) {
+  EXPECT_STREQ(circuit_state_name(CircuitBreaker::State::kClosed), "closed");
+  EXPECT_STREQ(circuit_state_name(CircuitBreaker::State::kOpen), "open");
+  EXPECT_STREQ(circuit_state_name(CircuitBreaker::State::kHalfOpen), "half_open");
+}
+
+}  // namespace
+}  // namespace hookrelay

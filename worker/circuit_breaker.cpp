@@ -1,0 +1,112 @@
+#include "worker/circuit_breaker.h"
+
+#include <utility>
+
+namespace hookrelay {
+
+CircuitBreaker::CircuitBreaker(Options options, std::function<int64_t()> now_ms)
+    : options_(options), now_ms_(std::move(now_ms)) {}
+
+CircuitBreaker::State CircuitBreaker::effective_state(const Host& h, int64_t now) const {
+  if (h.state == State::kOpen && now - h.opened_at_ms >= options_.cooldown_ms) {
+    return State::kHalfOpen;
+  }
+  return h.state;
+}
+
+void CircuitBreaker::open(Host& h, int64_t now) {
+  h.state = State::kOpen;
+  h.opened_at_ms = now;
+  h.probe_in_flight = false;
+}
+
+CircuitBreaker::State CircuitBreaker::state(std::string_view host) const {
+  auto it = hosts_.find(std::string(host));
+  if (it == hosts_.end()) return State::kClosed;
+  return effective_state(it->second, now_ms_());
+}
+
+bool CircuitBreaker::allow(std::string_view host) {
+  auto it = hosts_.find(std::string(host));
+  if (it == hosts_.end()) return true;
+  Host& h = it->second;
+  const int64_t now = now_ms_();
+  h.state = effective_state(h, now);
+  switch (h.state) {
+    case State::kClosed:
+      return true;
+    case State::kOpen:
+      return false;
+    case State::kHalfOpen:
+      if (h.probe_in_flight && now - h.probe_started_ms < options_.cooldown_ms) return false;
+      h.probe_in_flight = true;
+      h.probe_started_ms = now;
+      return true;
+  }
+  return false;
+}
+
+void CircuitBreaker::record(std::string_view host, bool success) {
+  const std::string key(host);
+  auto it = hosts_.find(key);
+  if (it == hosts_.end()) {
+    if (success) return;  // nothing to remember about a healthy host
+    it = hosts_.emplace(key, Host{}).first;
+  }
+  Host& h = it->second;
+  const int64_t now = now_ms_();
+  switch (h.state) {
+    case State::kClosed:
+      if (success) {
+        hosts_.erase(it);
+        return;
+      }
+      ++h.consecutive_failures;
+      if (options_.failure_threshold > 0 && h.consecutive_failures >= options_.failure_threshold) {
+        open(h, now);
+      }
+      return;
+    case State::kOpen:
+      return;  // a call started before the circuit opened
+    case State::kHalfOpen:
+      if (success) {
+        hosts_.erase(it);
+      } else {
+        open(h, now);
+      }
+      return;
+  }
+}
+
+CircuitBreaker::Counts CircuitBreaker::counts() const {
+  Counts c;
+  const int64_t now = now_ms_();
+  for (const auto& [host, h] : hosts_) {
+    switch (effective_state(h, now)) {
+      case State::kClosed:
+        ++c.closed;
+        break;
+      case State::kOpen:
+        ++c.open;
+        break;
+      case State::kHalfOpen:
+        ++c.half_open;
+        break;
+    }
+  }
+  return c;
+}
+
+const char* circuit_state_name(CircuitBreaker::State state) {
+  switch (state) {
+    case CircuitBreaker::State::kClosed:
+      return "closed";
+    case CircuitBreaker::State::kOpen:
+      return "open";
+    case CircuitBreaker::State::kHalfOpen:
+      return "half_open";
+  }
+  return "unknown";
+}
+
+}  // namespace hookrelay

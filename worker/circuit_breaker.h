@@ -1,0 +1,76 @@
+// CircuitBreaker: stops calling a destination host that keeps failing, then probes it.
+//
+// Per host: closed (calls flow) -> open after `failure_threshold` consecutive failures -> refuses
+// calls for `cooldown_ms` -> half-open: allow() lets ONE probe through; its success closes the
+// circuit, its failure opens it for another cooldown. A probe that never reports (the caller lost
+// it) is replaced by a new one after a further cooldown, so a host cannot stay stuck half-open.
+//
+// What to record: record(host, false) for retryable outcomes only (5xx, 408/429, timeouts,
+// connect errors); record(host, true) for success and for permanent answers such as 404, since
+// the host did answer. Outcomes where no request reached the host (circuit open, rate limited,
+// SSRF refusal) are not recorded. Results arriving while the circuit is open come from calls
+// started before it opened and are ignored.
+//
+// Memory: a closed host with no recent failure is forgotten, so state stays proportional to the
+// hosts currently misbehaving, however many hosts deliveries go to.
+//
+// Thread-safety: none. One owner (the delivery loop thread) calls every method.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace hookrelay {
+
+class CircuitBreaker {
+ public:
+  enum class State { kClosed, kOpen, kHalfOpen };
+
+  struct Options {
+    int failure_threshold = 20;   // consecutive failures that open a circuit; <= 0 never opens
+    int64_t cooldown_ms = 30000;  // how long an open circuit refuses calls
+  };
+
+  // Hosts per state, for gauges. `closed` counts only hosts with a recent failure (see above).
+  struct Counts {
+    std::size_t closed = 0;
+    std::size_t open = 0;
+    std::size_t half_open = 0;
+  };
+
+  CircuitBreaker(Options options, std::function<int64_t()> now_ms);
+
+  // The state as of now: an open circuit whose cooldown has passed reads as half-open.
+  State state(std::string_view host) const;
+
+  // Whether a call to `host` may start now. In half-open this hands out the single probe.
+  [[nodiscard]] bool allow(std::string_view host);
+
+  void record(std::string_view host, bool success);
+
+  Counts counts() const;
+
+ private:
+  struct Host {
+    State state = State::kClosed;
+    int consecutive_failures = 0;
+    int64_t opened_at_ms = 0;
+    bool probe_in_flight = false;
+    int64_t probe_started_ms = 0;
+  };
+
+  State effective_state(const Host& h, int64_t now) const;
+  void open(Host& h, int64_t now);
+
+  Options options_;
+  std::function<int64_t()> now_ms_;
+  std::unordered_map<std::string, Host> hosts_;
+};
+
+const char* circuit_state_name(CircuitBreaker::State state);  // "closed" | "open" | "half_open"
+
+}  // namespace hookrelay
