@@ -41,7 +41,10 @@ int main(int argc, char** argv) {
   scheme.scheme = SchemeKind::kStandardWebhooks;
   if (!secret.empty()) scheme.secrets = {secret};
 
-  HttpServer server({.host = hp->host, .port = hp->port, .threads = 1}, [&](const HttpRequest& req, Responder respond) {
+  HttpServerOptions options;
+  options.host = hp->host;
+  options.port = hp->port;
+  HttpServer server(options, [&](const HttpRequest& req, Responder respond) {
     int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     std::string verdict = "unsigned";
     HttpResponse r;

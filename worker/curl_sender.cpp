@@ -31,6 +31,13 @@ namespace {
 
 constexpr std::size_t kExcerptBytes = 256;
 
+HttpResult shutting_down_result() {
+  HttpResult r;
+  r.error = TransportError::kOther;
+  r.message = "worker shutting down";
+  return r;
+}
+
 curl_socket_t open_socket(void* data, curlsocktype purpose, curl_sockaddr* address) {
   auto* t = static_cast<CurlSender::Transfer*>(data);
   if (purpose == CURLSOCKTYPE_IPCXN) {
@@ -147,7 +154,7 @@ void CurlSender::run() {
     for (auto& t : fresh) {
       t->started = std::chrono::steady_clock::now();
       if (stopping) {
-        finish(std::move(t), HttpResult{.error = TransportError::kOther, .message = "worker shutting down"});
+        finish(std::move(t), shutting_down_result());
         continue;
       }
       t->guard = &guard_;
@@ -226,7 +233,7 @@ void CurlSender::run() {
       for (Transfer* raw : active) {
         std::unique_ptr<Transfer> t(raw);
         curl_multi_remove_handle(multi, t->easy);
-        finish(std::move(t), HttpResult{.error = TransportError::kOther, .message = "worker shutting down"});
+        finish(std::move(t), shutting_down_result());
       }
       active.clear();
       std::lock_guard lock(mu_);

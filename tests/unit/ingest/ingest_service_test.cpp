@@ -42,8 +42,10 @@ class FakeProducer : public MessageProducer {
 };
 
 struct Request {
-  std::string method = "POST", target, body;
-  std::map<std::string, std::string> headers;
+  std::string method = "POST";
+  std::string target{};
+  std::string body{};
+  std::map<std::string, std::string> headers{};
   HttpRequest view() const {
     HttpRequest r;
     r.method = method;
