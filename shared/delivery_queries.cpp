@@ -1,8 +1,7 @@
 #include "shared/delivery_queries.h"
 
-#include <pqxx/pqxx>
-
 #include <array>
+#include <pqxx/pqxx>
 #include <utility>
 
 namespace hookrelay {
@@ -73,8 +72,8 @@ Result<std::vector<DeliveryRow>> DeliveryQueries::dlq_list(const DlqFilter& f) {
                           " ORDER BY last_attempt_at DESC NULLS LAST, delivery_key LIMIT $6::int";
   return pg_.run("dlq_list", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    return deliveries_from(tx.exec_params(sql, f.status, f.source, f.destination, f.since_ms,
-                                          f.until_ms, f.limit));
+    return deliveries_from(
+        tx.exec_params(sql, f.status, f.source, f.destination, f.since_ms, f.until_ms, f.limit));
   });
 }
 
@@ -89,8 +88,9 @@ Result<DeliveryDetail> DeliveryQueries::delivery_show(const std::string& key) {
     out.delivery = delivery_from_row(rows[0]);
     for (const auto& r : tx.exec_params(
              "SELECT attempt, " HR_MS("started_at") ", duration_ms, coalesce(http_status, 0),"
-             " outcome, error, worker_id FROM delivery_attempts WHERE delivery_key = $1"
-             " ORDER BY started_at, attempt",
+                                                    " outcome, error, worker_id FROM "
+                                                    "delivery_attempts WHERE delivery_key = $1"
+                                                    " ORDER BY started_at, attempt",
              key)) {
       out.attempts.push_back(AttemptRow{r[0].as<int>(), r[1].as<int64_t>(), r[2].as<int>(),
                                         r[3].as<int>(), r[4].as<std::string>(),
@@ -98,7 +98,7 @@ Result<DeliveryDetail> DeliveryQueries::delivery_show(const std::string& key) {
     }
     for (const auto& r : tx.exec_params(
              "SELECT id, replayed_by, " HR_MS("replayed_at") ", reason FROM dlq_replays"
-             " WHERE delivery_key = $1 ORDER BY id",
+                                                             " WHERE delivery_key = $1 ORDER BY id",
              key)) {
       out.replays.push_back(ReplayRow{r[0].as<int64_t>(), r[1].as<std::string>(),
                                       r[2].as<int64_t>(), r[3].as<std::string>()});
@@ -120,10 +120,10 @@ Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
         source, event_id);
     if (!inbound.empty()) {
       const auto& r = inbound[0];
-      out.inbound = InboundEventRow{r[0].as<std::string>(), r[1].as<std::string>(),
-                                    r[2].as<std::string>(), r[3].as<int>(),
-                                    r[4].as<int64_t>(),     r[5].as<int64_t>(),
-                                    r[6].as<int64_t>(),     r[7].as<std::string>()};
+      out.inbound =
+          InboundEventRow{r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<std::string>(),
+                          r[3].as<int>(),         r[4].as<int64_t>(),     r[5].as<int64_t>(),
+                          r[6].as<int64_t>(),     r[7].as<std::string>()};
     }
     out.deliveries = deliveries_from(tx.exec_params(
         std::string("SELECT ") + kDeliveryColumns +
@@ -142,12 +142,12 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
     pqxx::work tx(c);
     // The state condition makes concurrent replays of one delivery succeed exactly once.
-    auto rows = tx.exec_params(
-        std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
-                    " lease_until = NULL, completed_at = NULL, updated_at = now()"
-                    " WHERE delivery_key = $1 AND state = 'dead' RETURNING ") +
-            kDeliveryColumns,
-        key);
+    auto rows =
+        tx.exec_params(std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
+                                   " lease_until = NULL, completed_at = NULL, updated_at = now()"
+                                   " WHERE delivery_key = $1 AND state = 'dead' RETURNING ") +
+                           kDeliveryColumns,
+                       key);
     if (rows.empty()) {
       auto state = tx.exec_params("SELECT state FROM deliveries WHERE delivery_key = $1", key);
       if (state.empty()) return fail("not_found", "no delivery with key " + key);
@@ -156,8 +156,8 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
     }
     DeliveryRow d = delivery_from_row(rows[0]);
     tx.exec_params(
-        "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key,
-        who, reason);
+        "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key, who,
+        reason);
     tx.exec_params(
         "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
         " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'replayed', $3, $4)",
@@ -178,8 +178,9 @@ Result<int> DeliveryQueries::ensure_attempt_partitions(int days_ahead) {
 Result<int> DeliveryQueries::drop_attempt_partitions(int older_than_days) {
   return pg_.run("drop_attempt_partitions", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    return tx.exec_params1("SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))",
-                           older_than_days)[0]
+    return tx
+        .exec_params1("SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))",
+                      older_than_days)[0]
         .as<int>();
   });
 }

@@ -78,12 +78,12 @@ struct EventDetail {
 };
 
 struct DlqFilter {
-  std::string source;          // empty = any
-  std::string destination;     // empty = any
+  std::string source{};         // empty = any
+  std::string destination{};    // empty = any
   std::string status = "dead";  // a delivery state; empty = any
-  int64_t since_ms = 0;        // last attempt at or after; 0 = no bound
-  int64_t until_ms = 0;        // last attempt before; 0 = no bound
-  int limit = 100;             // 1..10000
+  int64_t since_ms = 0;         // last attempt at or after; 0 = no bound
+  int64_t until_ms = 0;         // last attempt before; 0 = no bound
+  int limit = 100;              // 1..10000
 };
 
 class DeliveryQueries {

@@ -18,13 +18,13 @@ namespace hookrelay {
 
 // One delivery as the worker knows it before calling out.
 struct DeliveryRef {
-  std::string key;          // delivery key: stable across retries and replays
-  std::string kind;         // "webhook" | "call"
-  std::string source;       // webhook source, or the calling service
+  std::string key;     // delivery key: stable across retries and replays
+  std::string kind;    // "webhook" | "call"
+  std::string source;  // webhook source, or the calling service
   std::string event_id;
   std::string destination;  // route name, or "call"
   std::string url;
-  std::string origin_topic;  // topic the message was first produced to
+  std::string origin_topic;   // topic the message was first produced to
   int64_t first_seen_ms = 0;  // when ingest received it; 0 = now
 };
 
@@ -39,13 +39,13 @@ const char* claim_status_name(ClaimStatus status);
 
 struct AttemptRecord {
   std::string key;
-  int attempt = 0;           // 1-based attempt number
-  int64_t started_ms = 0;    // ms since the Unix epoch
+  int attempt = 0;         // 1-based attempt number
+  int64_t started_ms = 0;  // ms since the Unix epoch
   int duration_ms = 0;
-  int http_status = 0;       // 0 = no response (connect error, timeout, ...)
-  std::string outcome;       // "succeeded" | "retryable" | "permanent"
-  std::string error;         // empty on success
-  std::string next_state;    // "succeeded" | "retrying" | "dead"
+  int http_status = 0;     // 0 = no response (connect error, timeout, ...)
+  std::string outcome;     // "succeeded" | "retryable" | "permanent"
+  std::string error;       // empty on success
+  std::string next_state;  // "succeeded" | "retrying" | "dead"
 };
 
 struct InboundEventRecord {
@@ -54,8 +54,8 @@ struct InboundEventRecord {
   std::string topic;
   int partition = 0;
   int64_t offset = 0;
-  int64_t received_ms = 0;   // ms since the Unix epoch (hr-received-at)
-  std::string body_sha256;   // hex
+  int64_t received_ms = 0;  // ms since the Unix epoch (hr-received-at)
+  std::string body_sha256;  // hex
 };
 
 class DeliveryStore {

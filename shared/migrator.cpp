@@ -1,12 +1,11 @@
 #include "shared/migrator.h"
 
-#include <pqxx/pqxx>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <pqxx/pqxx>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -95,8 +94,8 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
     auto r = pg.run(file.file_name, [&](pqxx::connection& c) {
       pqxx::work tx(c);
       tx.exec(*sql);
-      tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                     file.version, file.name);
+      tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", file.version,
+                     file.name);
       tx.commit();
     });
     if (!r) {

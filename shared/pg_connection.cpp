@@ -1,8 +1,7 @@
 #include "shared/pg_connection.h"
 
-#include <pqxx/except>
-
 #include <exception>
+#include <pqxx/except>
 #include <string_view>
 
 #include "shared/log.h"
@@ -20,8 +19,8 @@ Kind classify_sqlstate(std::string_view state) {
   if (state == "57P01" || state == "57P02" || state == "57P03") {
     return Kind::kUnavailable;  // admin/crash shutdown, cannot connect now
   }
-  if (cls == "40") return Kind::kConflict;  // serialization failure, deadlock
-  if (state == "55P03") return Kind::kConflict;  // lock_not_available
+  if (cls == "40") return Kind::kConflict;                  // serialization failure, deadlock
+  if (state == "55P03") return Kind::kConflict;             // lock_not_available
   if (cls == "53" || state == "57014") return Kind::kBusy;  // resources, statement timeout
   return Kind::kPermanent;
 }

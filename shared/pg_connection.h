@@ -12,10 +12,9 @@
 // Thread-safety: not thread-safe. One PgConnection per thread, or calls serialized by the owner.
 #pragma once
 
-#include <pqxx/connection>
-
 #include <functional>
 #include <memory>
+#include <pqxx/connection>
 #include <string>
 #include <type_traits>
 #include <utility>

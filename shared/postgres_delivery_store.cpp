@@ -1,9 +1,8 @@
 #include "shared/postgres_delivery_store.h"
 
-#include <pqxx/pqxx>
-
 #include <map>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 #include <utility>
 
 namespace hookrelay {
@@ -155,9 +154,13 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
   for (const DeliveryRef& d : deliveries) unique.emplace(d.key, &d);
   nlohmann::json batch = nlohmann::json::array();
   for (const auto& [key, d] : unique) {
-    batch.push_back({{"key", key}, {"kind", d->kind}, {"source", d->source},
-                     {"event_id", d->event_id}, {"destination", d->destination},
-                     {"url", d->url}, {"origin_topic", d->origin_topic},
+    batch.push_back({{"key", key},
+                     {"kind", d->kind},
+                     {"source", d->source},
+                     {"event_id", d->event_id},
+                     {"destination", d->destination},
+                     {"url", d->url},
+                     {"origin_topic", d->origin_topic},
                      {"first_seen_ms", d->first_seen_ms}});
   }
   return pg_.run("claim", [&](pqxx::connection& c) {
@@ -181,10 +184,15 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
   nlohmann::json batch = nlohmann::json::array();
   int ord = 0;
   for (const AttemptRecord& a : attempts) {
-    batch.push_back({{"ord", ord++}, {"key", a.key}, {"attempt", a.attempt},
-                     {"started_ms", a.started_ms}, {"duration_ms", a.duration_ms},
-                     {"http_status", a.http_status}, {"outcome", a.outcome},
-                     {"error", a.error}, {"next_state", a.next_state}});
+    batch.push_back({{"ord", ord++},
+                     {"key", a.key},
+                     {"attempt", a.attempt},
+                     {"started_ms", a.started_ms},
+                     {"duration_ms", a.duration_ms},
+                     {"http_status", a.http_status},
+                     {"outcome", a.outcome},
+                     {"error", a.error},
+                     {"next_state", a.next_state}});
   }
   return pg_.run("record", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
@@ -196,9 +204,13 @@ Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEvent
   if (events.empty()) return 0;
   nlohmann::json batch = nlohmann::json::array();
   for (const InboundEventRecord& e : events) {
-    batch.push_back({{"source", e.source}, {"event_id", e.event_id}, {"topic", e.topic},
-                     {"partition", e.partition}, {"offset", e.offset},
-                     {"received_ms", e.received_ms}, {"body_sha256", e.body_sha256}});
+    batch.push_back({{"source", e.source},
+                     {"event_id", e.event_id},
+                     {"topic", e.topic},
+                     {"partition", e.partition},
+                     {"offset", e.offset},
+                     {"received_ms", e.received_ms},
+                     {"body_sha256", e.body_sha256}});
   }
   return pg_.run("record_inbound", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);

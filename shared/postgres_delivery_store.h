@@ -26,13 +26,11 @@ class PostgresDeliveryStore final : public DeliveryStore {
   explicit PostgresDeliveryStore(std::string url);
 
   Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& deliveries,
-                                         const std::string& worker_id,
-                                         int lease_seconds) override;
+                                         const std::string& worker_id, int lease_seconds) override;
   Result<void> record(const std::vector<AttemptRecord>& attempts,
                       const std::string& worker_id) override;
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override;
-  Result<void> release(const std::vector<std::string>& keys,
-                       const std::string& worker_id) override;
+  Result<void> release(const std::vector<std::string>& keys, const std::string& worker_id) override;
 
  private:
   PgConnection pg_;

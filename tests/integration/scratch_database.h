@@ -7,11 +7,13 @@
 
 #include <gtest/gtest.h>
 
-#include <pqxx/pqxx>
-
 #include <cstdlib>
+#include <memory>
+#include <pqxx/pqxx>
 #include <random>
 #include <string>
+
+#include "shared/migrator.h"
 
 namespace hookrelay::testing {
 
@@ -76,6 +78,20 @@ class ScratchDatabase {
   std::string admin_url_;
   std::string name_;
   std::string url_;
+};
+
+// Base fixture: a fresh database with every migration applied, per test.
+class MigratedDatabaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string admin = test_admin_url();
+    ASSERT_FALSE(admin.empty());
+    db_ = std::make_unique<ScratchDatabase>(admin);
+    auto applied = migrate(db_->url(), HOOKRELAY_SOURCE_DIR "/migrations");
+    ASSERT_TRUE(applied) << applied.error().message;
+  }
+
+  std::unique_ptr<ScratchDatabase> db_;
 };
 
 }  // namespace hookrelay::testing
