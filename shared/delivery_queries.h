@@ -1,0 +1,113 @@
+// DeliveryQueries: what the operator CLI reads and changes in the delivery store (DLQ listing,
+// inspection, marking a replay, attempt-partition maintenance). Not on the worker's hot path.
+//
+// Times are milliseconds since the Unix epoch; 0 means "not set" (likewise http status 0 = no
+// response). Errors: "not_found", "not_replayable", "bad_filter", and the database errors of
+// PgConnection ("db_unavailable" retryable, "db_error").
+//
+// Thread-safety: one connection, not thread-safe; one instance per thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/pg_connection.h"
+#include "shared/result.h"
+
+namespace hookrelay {
+
+struct DeliveryRow {
+  std::string key;
+  std::string kind;
+  std::string source;
+  std::string event_id;
+  std::string destination;
+  std::string url;
+  std::string state;  // in_flight | retrying | succeeded | dead
+  int attempts = 0;
+  std::string lease_owner;
+  int64_t lease_until_ms = 0;
+  int64_t first_seen_ms = 0;
+  int64_t first_attempt_ms = 0;
+  int64_t last_attempt_ms = 0;
+  int64_t completed_ms = 0;
+  int last_status = 0;
+  std::string last_error;
+  std::string origin_topic;
+};
+
+struct AttemptRow {
+  int attempt = 0;
+  int64_t started_ms = 0;
+  int duration_ms = 0;
+  int http_status = 0;
+  std::string outcome;  // succeeded | retryable | permanent | duplicate_success | replayed
+  std::string error;
+  std::string worker_id;
+};
+
+struct ReplayRow {
+  int64_t id = 0;
+  std::string replayed_by;
+  int64_t replayed_ms = 0;
+  std::string reason;
+};
+
+struct DeliveryDetail {
+  DeliveryRow delivery;
+  std::vector<AttemptRow> attempts;  // by start time
+  std::vector<ReplayRow> replays;    // oldest first
+};
+
+struct InboundEventRow {
+  std::string source;
+  std::string event_id;
+  std::string topic;
+  int partition = 0;
+  int64_t offset = 0;
+  int64_t received_ms = 0;
+  int64_t first_seen_ms = 0;
+  std::string body_sha256;
+};
+
+struct EventDetail {
+  std::optional<InboundEventRow> inbound;  // absent for calls and events not yet consumed
+  std::vector<DeliveryRow> deliveries;     // by destination
+};
+
+struct DlqFilter {
+  std::string source{};         // empty = any
+  std::string destination{};    // empty = any
+  std::string status = "dead";  // a delivery state; empty = any
+  int64_t since_ms = 0;         // last attempt at or after; 0 = no bound
+  int64_t until_ms = 0;         // last attempt before; 0 = no bound
+  int limit = 100;              // 1..10000
+};
+
+class DeliveryQueries {
+ public:
+  // Does not connect yet.
+  explicit DeliveryQueries(std::string url);
+
+  // Newest last attempt first.
+  Result<std::vector<DeliveryRow>> dlq_list(const DlqFilter& filter);
+  Result<DeliveryDetail> delivery_show(const std::string& key);
+  // "not_found" when neither an inbound event nor any delivery matches.
+  Result<EventDetail> event_show(const std::string& source, const std::string& event_id);
+  // Moves a dead delivery back to 'retrying' and audits it (dlq_replays row plus an attempt row
+  // with outcome 'replayed'), atomically. Returns the delivery as it now is, for the caller to
+  // re-produce its message. "not_replayable" unless the delivery is dead.
+  Result<DeliveryRow> mark_replayed(const std::string& key, const std::string& who,
+                                    const std::string& reason);
+
+  // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql).
+  Result<int> ensure_attempt_partitions(int days_ahead);
+  Result<int> drop_attempt_partitions(int older_than_days);
+
+ private:
+  PgConnection pg_;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,73 @@
+// PgConnection: one lazily opened libpqxx connection plus the rule that turns libpqxx (and other)
+// exceptions into hookrelay::Error at the adapter boundary, so no pqxx exception escapes.
+//
+//   connection broken, server down or restarting -> Error{"db_unavailable", retryable}
+//   serialization failure, deadlock, lock/statement timeout, out of resources
+//                                                  -> Error{"db_conflict" / "db_busy", retryable}
+//   SQL and data errors, misuse                    -> Error{"db_error", not retryable}
+//
+// After a connection-level error the connection is dropped and the next run() opens a new one,
+// re-running `on_connect` (which is where prepared statements are declared).
+//
+// Thread-safety: not thread-safe. One PgConnection per thread, or calls serialized by the owner.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <pqxx/connection>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "shared/result.h"
+
+namespace hookrelay {
+
+template <class T>
+struct IsResult : std::false_type {};
+template <class T>
+struct IsResult<Result<T>> : std::true_type {};
+
+class PgConnection {
+ public:
+  using OnConnect = std::function<void(pqxx::connection&)>;
+
+  explicit PgConnection(std::string url, OnConnect on_connect = {});
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  // Calls fn(connection). fn returns a plain value, void, or a Result (passed through as is);
+  // any exception it throws becomes the Error described above. `what` names the operation in
+  // error messages ("claim", "migrate 0001_init.sql", ...).
+  template <class F>
+  auto run(const std::string& what, F&& fn) {
+    using R = std::invoke_result_t<F, pqxx::connection&>;
+    using Out = std::conditional_t<IsResult<R>::value, R, Result<R>>;
+    try {
+      pqxx::connection& c = connection();
+      if constexpr (std::is_void_v<R>) {
+        fn(c);
+        return Out{};
+      } else {
+        return Out{fn(c)};
+      }
+    } catch (...) {
+      return Out{Unexpected{current_exception_error(what)}};
+    }
+  }
+
+  // Drops the connection (if any); the next run() reconnects.
+  void reset();
+
+ private:
+  pqxx::connection& connection();
+  // Classifies the exception being handled; drops the connection when it is no longer usable.
+  Error current_exception_error(const std::string& what);
+
+  std::string url_;
+  OnConnect on_connect_;
+  std::unique_ptr<pqxx::connection> conn_;
+};
+
+}  // namespace hookrelay

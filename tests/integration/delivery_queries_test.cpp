@@ -1,0 +1,163 @@
+#include "shared/delivery_queries.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "shared/postgres_delivery_store.h"
+#include "tests/integration/scratch_database.h"
+
+namespace hookrelay {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Seeds: github/e1 -> route ci (dead after 2 attempts), route deploy (succeeded);
+// stripe/e2 -> route billing (dead).
+class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
+ protected:
+  void SetUp() override {
+    MigratedDatabaseTest::SetUp();
+    if (HasFatalFailure()) return;
+    PostgresDeliveryStore store(db_->url());
+    int64_t t = now_ms();
+    auto claimed = store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci",
+                                            "http://127.0.0.1:9/ci", "hookrelay.webhooks", t},
+                                DeliveryRef{"gh-e1-deploy", "webhook", "github", "e1", "deploy",
+                                            "http://127.0.0.1:9/deploy", "hookrelay.webhooks", t},
+                                DeliveryRef{"st-e2-billing", "webhook", "stripe", "e2", "billing",
+                                            "http://127.0.0.1:9/billing", "hookrelay.webhooks", t}},
+                               "w1", 60);
+    ASSERT_TRUE(claimed) << claimed.error().message;
+    auto recorded = store.record(
+        {AttemptRecord{"gh-e1-ci", 1, t - 2000, 30, 503, "retryable", "unavailable", "retrying"},
+         AttemptRecord{"gh-e1-ci", 2, t - 1000, 40, 400, "permanent", "bad request", "dead"},
+         AttemptRecord{"gh-e1-deploy", 1, t - 1500, 10, 200, "succeeded", "", "succeeded"},
+         AttemptRecord{"st-e2-billing", 1, t, 5000, 0, "permanent", "timeout", "dead"}},
+        "w1");
+    ASSERT_TRUE(recorded) << recorded.error().message;
+    auto inbound = store.record_inbound(
+        {InboundEventRecord{"github", "e1", "hookrelay.webhooks", 2, 41, t, "cafe"}});
+    ASSERT_TRUE(inbound) << inbound.error().message;
+    queries_ = std::make_unique<DeliveryQueries>(db_->url());
+  }
+
+  std::vector<std::string> keys(const DlqFilter& filter) {
+    auto rows = queries_->dlq_list(filter);
+    EXPECT_TRUE(rows) << rows.error().message;
+    std::vector<std::string> out;
+    if (rows) {
+      for (const auto& r : *rows) out.push_back(r.key);
+    }
+    return out;
+  }
+
+  std::unique_ptr<DeliveryQueries> queries_;
+};
+
+TEST_F(DeliveryQueriesTest, DlqListFiltersAndOrdersNewestFirst) {
+  EXPECT_EQ(keys({}), (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
+  EXPECT_EQ(keys({.source = "github"}), (std::vector<std::string>{"gh-e1-ci"}));
+  EXPECT_EQ(keys({.destination = "billing"}), (std::vector<std::string>{"st-e2-billing"}));
+  EXPECT_EQ(keys({.status = "succeeded"}), (std::vector<std::string>{"gh-e1-deploy"}));
+  EXPECT_EQ(keys({.status = "", .limit = 1}), (std::vector<std::string>{"st-e2-billing"}));
+  EXPECT_EQ(keys({.since_ms = now_ms() + 60000}), (std::vector<std::string>{}));
+  EXPECT_EQ(keys({.until_ms = now_ms() - 500}), (std::vector<std::string>{"gh-e1-ci"}));
+  auto bad = queries_->dlq_list({.status = "lost"});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, "bad_filter");
+}
+
+TEST_F(DeliveryQueriesTest, DeliveryShowHasColumnsAndAttemptsInOrder) {
+  auto d = queries_->delivery_show("gh-e1-ci");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->delivery.state, "dead");
+  EXPECT_EQ(d->delivery.attempts, 2);
+  EXPECT_EQ(d->delivery.last_status, 400);
+  EXPECT_EQ(d->delivery.last_error, "bad request");
+  EXPECT_GT(d->delivery.completed_ms, 0);
+  EXPECT_EQ(d->delivery.lease_owner, "");
+  ASSERT_EQ(d->attempts.size(), 2u);
+  EXPECT_EQ(d->attempts[0].outcome, "retryable");
+  EXPECT_EQ(d->attempts[0].http_status, 503);
+  EXPECT_EQ(d->attempts[1].attempt, 2);
+  EXPECT_EQ(d->attempts[1].duration_ms, 40);
+  EXPECT_EQ(d->attempts[1].worker_id, "w1");
+  EXPECT_LT(d->attempts[0].started_ms, d->attempts[1].started_ms);
+
+  auto missing = queries_->delivery_show("nope");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, "not_found");
+}
+
+TEST_F(DeliveryQueriesTest, EventShowListsInboundAndEveryRoute) {
+  auto e = queries_->event_show("github", "e1");
+  ASSERT_TRUE(e) << e.error().message;
+  ASSERT_TRUE(e->inbound.has_value());
+  EXPECT_EQ(e->inbound->partition, 2);
+  EXPECT_EQ(e->inbound->offset, 41);
+  EXPECT_EQ(e->inbound->body_sha256, "cafe");
+  ASSERT_EQ(e->deliveries.size(), 2u);
+  EXPECT_EQ(e->deliveries[0].destination, "ci");
+  EXPECT_EQ(e->deliveries[1].state, "succeeded");
+
+  auto only_deliveries = queries_->event_show("stripe", "e2");
+  ASSERT_TRUE(only_deliveries);
+  EXPECT_FALSE(only_deliveries->inbound.has_value());
+  EXPECT_EQ(queries_->event_show("github", "nope").error().code, "not_found");
+}
+
+TEST_F(DeliveryQueriesTest, MarkReplayedRevivesADeadDeliveryOnceAndAuditsIt) {
+  auto d = queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->state, "retrying");
+  EXPECT_EQ(d->completed_ms, 0);
+  EXPECT_EQ(d->url, "http://127.0.0.1:9/ci");
+
+  auto shown = queries_->delivery_show("gh-e1-ci");
+  ASSERT_TRUE(shown);
+  ASSERT_EQ(shown->replays.size(), 1u);
+  EXPECT_EQ(shown->replays[0].replayed_by, "alice");
+  EXPECT_EQ(shown->replays[0].reason, "receiver fixed");
+  EXPECT_EQ(shown->attempts.back().outcome, "replayed");
+  EXPECT_EQ(shown->attempts.back().worker_id, "operator:alice");
+
+  // A worker may now claim it again.
+  PostgresDeliveryStore store(db_->url());
+  auto c =
+      store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci", "x", "", 0}}, "w2", 60);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->at(0), ClaimStatus::kClaimed);
+
+  EXPECT_EQ(queries_->mark_replayed("gh-e1-ci", "bob", "again").error().code, "not_replayable");
+  EXPECT_EQ(queries_->mark_replayed("gh-e1-deploy", "bob", "").error().code, "not_replayable");
+  EXPECT_EQ(queries_->mark_replayed("nope", "bob", "").error().code, "not_found");
+}
+
+TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
+  auto created = queries_->ensure_attempt_partitions(10);
+  ASSERT_TRUE(created) << created.error().message;
+  EXPECT_GE(*created, 3);  // the migration made today + 7; this adds days 8..10 (4 past midnight)
+  EXPECT_EQ(*queries_->ensure_attempt_partitions(10), 0);
+
+  PostgresDeliveryStore store(db_->url());
+  int64_t old = now_ms() - int64_t{40} * 24 * 3600 * 1000;
+  ASSERT_TRUE(
+      store.record({AttemptRecord{"ancient", 1, old, 1, 500, "retryable", "", "retrying"}}, "w1"));
+  EXPECT_EQ(db_->scalar("SELECT tableoid::regclass::text FROM delivery_attempts "
+                        "WHERE delivery_key = 'ancient'"),
+            "delivery_attempts_default");
+  auto dropped = queries_->drop_attempt_partitions(30);
+  ASSERT_TRUE(dropped) << dropped.error().message;
+  EXPECT_EQ(*dropped, 0);  // no daily partition is that old yet
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE delivery_key = 'ancient'"),
+            "0");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "4");
+}
+
+}  // namespace
+}  // namespace hookrelay

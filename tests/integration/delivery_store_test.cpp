@@ -1,0 +1,267 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <latch>
+#include <thread>
+
+#include "shared/postgres_delivery_store.h"
+#include "tests/integration/scratch_database.h"
+
+namespace hookrelay {
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+using std::chrono::system_clock;
+
+int64_t now_ms() {
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+DeliveryRef delivery(const std::string& key) {
+  return DeliveryRef{key,
+                     "webhook",
+                     "github",
+                     "evt-" + key,
+                     "ci",
+                     "http://127.0.0.1:9/hook",
+                     "hookrelay.webhooks",
+                     now_ms()};
+}
+
+AttemptRecord attempt(const std::string& key, int n, const std::string& outcome,
+                      const std::string& next_state, int http_status = 0,
+                      const std::string& error = "") {
+  return AttemptRecord{key, n, now_ms(), 12, http_status, outcome, error, next_state};
+}
+
+class DeliveryStoreTest : public testing::MigratedDatabaseTest {
+ protected:
+  void SetUp() override {
+    MigratedDatabaseTest::SetUp();
+    if (HasFatalFailure()) return;
+    store_ = std::make_unique<PostgresDeliveryStore>(db_->url());
+  }
+
+  std::vector<ClaimStatus> claim(const std::vector<DeliveryRef>& refs, const std::string& worker,
+                                 int lease_seconds = 60) {
+    auto r = store_->claim(refs, worker, lease_seconds);
+    EXPECT_TRUE(r) << r.error().message;
+    return r ? *r : std::vector<ClaimStatus>{};
+  }
+  void record(const std::vector<AttemptRecord>& records, const std::string& worker = "w1") {
+    auto r = store_->record(records, worker);
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  std::string outcome_counts(const std::string& key) {
+    return db_->scalar(
+        "SELECT string_agg(outcome || '=' || n, ',' ORDER BY outcome) FROM (SELECT outcome, "
+        "count(*) AS n FROM delivery_attempts WHERE delivery_key = '" +
+        key + "' GROUP BY outcome) s");
+  }
+
+  std::unique_ptr<PostgresDeliveryStore> store_;
+};
+
+using S = ClaimStatus;
+
+TEST_F(DeliveryStoreTest, NewDeliveryIsClaimedWithALease) {
+  EXPECT_EQ(claim({delivery("a")}, "w1"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || lease_owner || ' ' || (lease_until > now()) "
+                        "FROM deliveries WHERE delivery_key = 'a'"),
+            "in_flight w1 true");
+  EXPECT_EQ(db_->scalar("SELECT destination || ' ' || origin_topic FROM deliveries"),
+            "ci hookrelay.webhooks");
+}
+
+TEST_F(DeliveryStoreTest, SucceededAndDeadDeliveriesAreNotClaimedAgain) {
+  claim({delivery("ok"), delivery("gone")}, "w1");
+  record({attempt("ok", 1, "succeeded", "succeeded", 200),
+          attempt("gone", 1, "permanent", "dead", 410, "gone")});
+  EXPECT_EQ(claim({delivery("ok"), delivery("gone")}, "w2"),
+            (std::vector<S>{S::kAlreadySucceeded, S::kAlreadyDead}));
+  EXPECT_EQ(claim({delivery("ok"), delivery("gone")}, "w1"),
+            (std::vector<S>{S::kAlreadySucceeded, S::kAlreadyDead}));
+}
+
+TEST_F(DeliveryStoreTest, LeaseBelongsToOneWorkerWhichMayReclaimIt) {
+  claim({delivery("k")}, "A");
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kLeasedElsewhere}));
+  EXPECT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kClaimed}));  // redelivered to A
+}
+
+TEST_F(DeliveryStoreTest, ExpiredLeaseCanBeTakenOver) {
+  claim({delivery("k")}, "A", /*lease_seconds=*/1);
+  std::this_thread::sleep_for(milliseconds(1500));
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT lease_owner FROM deliveries"), "B");
+}
+
+TEST_F(DeliveryStoreTest, RetryableAttemptGivesTheLeaseBack) {
+  claim({delivery("k")}, "A");
+  record({attempt("k", 1, "retryable", "retrying", 503, "busy")}, "A");
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+}
+
+TEST_F(DeliveryStoreTest, ReleaseGivesBackOnlyOwnLeases) {
+  claim({delivery("mine")}, "A");
+  claim({delivery("theirs")}, "C");
+  ASSERT_TRUE(store_->release({"mine", "theirs"}, "A"));
+  EXPECT_EQ(claim({delivery("mine"), delivery("theirs")}, "B"),
+            (std::vector<S>{S::kClaimed, S::kLeasedElsewhere}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "0");
+}
+
+TEST_F(DeliveryStoreTest, DuplicateKeysInOneBatchShareOneStatus) {
+  EXPECT_EQ(claim({delivery("x"), delivery("y"), delivery("x")}, "A"),
+            (std::vector<S>{S::kClaimed, S::kClaimed, S::kClaimed}));
+  EXPECT_EQ(claim({delivery("x"), delivery("x"), delivery("z")}, "B"),
+            (std::vector<S>{S::kLeasedElsewhere, S::kLeasedElsewhere, S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries"), "3");
+}
+
+TEST_F(DeliveryStoreTest, RecordWritesAuditRowsAndDeliveryColumns) {
+  claim({delivery("k")}, "w1");
+  record({attempt("k", 1, "retryable", "retrying", 503, "service unavailable")});
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || attempts || ' ' || last_status || ' ' || "
+                        "last_error || ' ' || (lease_owner IS NULL) FROM deliveries"),
+            "retrying 1 503 service unavailable true");
+  claim({delivery("k")}, "w1");
+  record({attempt("k", 2, "succeeded", "succeeded", 204)});
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || attempts || ' ' || last_status || ' ' || "
+                        "(completed_at IS NOT NULL) || ' ' || (first_attempt_at < last_attempt_at "
+                        "OR first_attempt_at = last_attempt_at) FROM deliveries"),
+            "succeeded 2 204 true true");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(attempt || ':' || outcome || ':' || "
+                        "coalesce(http_status, 0) || ':' || worker_id, ',' ORDER BY attempt) "
+                        "FROM delivery_attempts"),
+            "1:retryable:503:w1,2:succeeded:204:w1");
+}
+
+TEST_F(DeliveryStoreTest, ExactlyOneSucceededAttemptPerKey) {
+  claim({delivery("k")}, "w1");
+  record({attempt("k", 1, "succeeded", "succeeded", 200)});
+  record({attempt("k", 1, "succeeded", "succeeded", 200)});  // redelivered after a crash
+  // Two successes of another key inside one batch.
+  claim({delivery("j")}, "w1");
+  record({attempt("j", 1, "succeeded", "succeeded", 200),
+          attempt("j", 2, "succeeded", "succeeded", 201)});
+  EXPECT_EQ(outcome_counts("k"), "duplicate_success=1,succeeded=1");
+  EXPECT_EQ(outcome_counts("j"), "duplicate_success=1,succeeded=1");
+  // A late failure does not undo the success.
+  record({attempt("k", 2, "retryable", "retrying", 500)});
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || last_status FROM deliveries "
+                        "WHERE delivery_key = 'k'"),
+            "succeeded 200");
+}
+
+// Both workers deliver the same batch (a lease lost mid-flight) and record at the same moment:
+// the row locks must serialize them so the second sees the first's success.
+TEST_F(DeliveryStoreTest, ConcurrentSuccessesFromTwoWorkersStoreOneSucceededRow) {
+  constexpr int kKeys = 2000;
+  std::vector<DeliveryRef> refs;
+  std::vector<AttemptRecord> successes;
+  for (int i = 0; i < kKeys; ++i) {
+    refs.push_back(delivery("c" + std::to_string(i)));
+    successes.push_back(attempt(refs.back().key, 1, "succeeded", "succeeded", 200));
+  }
+  claim(refs, "A");
+  PostgresDeliveryStore other(db_->url());
+  ASSERT_TRUE(other.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));  // connect
+  std::latch start(2);
+  Result<void> ra, rb;
+  std::thread ta([&] {
+    start.arrive_and_wait();
+    ra = store_->record(successes, "A");
+  });
+  std::thread tb([&] {
+    start.arrive_and_wait();
+    rb = other.record(successes, "B");
+  });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra) << ra.error().message;
+  ASSERT_TRUE(rb) << rb.error().message;
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'succeeded'"),
+            std::to_string(kKeys));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts "
+                        "WHERE outcome = 'duplicate_success'"),
+            std::to_string(kKeys));
+}
+
+TEST_F(DeliveryStoreTest, RecordInboundCountsOnlyNewEvents) {
+  auto ev = [](const std::string& id, int64_t offset) {
+    return InboundEventRecord{"github", id, "hookrelay.webhooks", 3, offset, now_ms(), "ab12"};
+  };
+  auto first = store_->record_inbound({ev("e1", 1), ev("e2", 2), ev("e1", 3)});
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(*first, 2);
+  auto again = store_->record_inbound({ev("e1", 4), ev("e3", 5)});
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again, 1);
+  // The first sighting is the one kept.
+  EXPECT_EQ(db_->scalar("SELECT \"partition\" || ':' || \"offset\" FROM inbound_events "
+                        "WHERE event_id = 'e1'"),
+            "3:1");
+}
+
+TEST_F(DeliveryStoreTest, ThousandClaimsAndRecordsInOneBatchEach) {
+  std::vector<DeliveryRef> refs;
+  std::vector<AttemptRecord> records;
+  for (int i = 0; i < 1000; ++i) {
+    refs.push_back(delivery("bulk-" + std::to_string(i)));
+    records.push_back(attempt(refs.back().key, 1, "succeeded", "succeeded", 200));
+  }
+  auto statuses = claim(refs, "A");
+  ASSERT_EQ(statuses.size(), 1000u);
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), S::kClaimed), 1000);
+  record(records, "A");
+  statuses = claim(refs, "A");
+  EXPECT_EQ(std::count(statuses.begin(), statuses.end(), S::kAlreadySucceeded), 1000);
+}
+
+TEST_F(DeliveryStoreTest, EmptyBatchesDoNotTouchTheDatabase) {
+  PostgresDeliveryStore nowhere("postgresql://postgres@127.0.0.1:1/postgres");
+  EXPECT_TRUE(nowhere.claim({}, "A", 30));
+  EXPECT_TRUE(nowhere.record({}, "A"));
+  EXPECT_TRUE(nowhere.release({}, "A"));
+}
+
+TEST_F(DeliveryStoreTest, DatabaseDownIsRetryable) {
+  PostgresDeliveryStore down("postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5");
+  auto c = down.claim({delivery("k")}, "A", 30);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, "db_unavailable");
+  EXPECT_TRUE(c.error().retryable);
+  auto r = down.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "db_unavailable");
+}
+
+TEST_F(DeliveryStoreTest, ReconnectsAfterTheConnectionIsKilled) {
+  claim({delivery("k")}, "A");
+  db_->scalar(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  auto first = store_->claim({delivery("k")}, "A", 30);
+  if (!first) {
+    EXPECT_EQ(first.error().code, "db_unavailable") << first.error().message;
+    EXPECT_TRUE(first.error().retryable);
+  }
+  auto second = store_->claim({delivery("k")}, "A", 30);
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(*second, (std::vector<S>{S::kClaimed}));
+}
+
+TEST_F(DeliveryStoreTest, BadInputIsNotRetryable) {
+  auto r = store_->record({attempt("k", 1, "exploded", "retrying")}, "A");  // outcome CHECK
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "db_error");
+  EXPECT_FALSE(r.error().retryable);
+  // The connection is still usable afterwards.
+  EXPECT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kClaimed}));
+}
+
+}  // namespace
+}  // namespace hookrelay

@@ -1,0 +1,112 @@
+#include "shared/migrator.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "tests/integration/scratch_database.h"
+
+namespace hookrelay {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kMigrations = HOOKRELAY_SOURCE_DIR "/migrations";
+
+class MigratorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string admin = testing::test_admin_url();
+    ASSERT_FALSE(admin.empty());
+    db_ = std::make_unique<testing::ScratchDatabase>(admin);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  // A private migrations directory: the real files plus `extra` (file name -> SQL).
+  std::string make_dir(const std::vector<std::pair<std::string, std::string>>& extra) {
+    std::mt19937_64 random(std::random_device{}());
+    dir_ = fs::temp_directory_path() / ("hr_migrations_" + std::to_string(random()));
+    fs::create_directories(dir_);
+    for (const auto& entry : fs::directory_iterator(kMigrations)) {
+      fs::copy_file(entry.path(), dir_ / entry.path().filename());
+    }
+    for (const auto& [name, sql] : extra) std::ofstream(dir_ / name) << sql;
+    return dir_.string();
+  }
+
+  std::unique_ptr<testing::ScratchDatabase> db_;
+  fs::path dir_;
+};
+
+TEST_F(MigratorTest, AppliesEachFileOnceThenNothing) {
+  auto first = migrate(db_->url(), kMigrations);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(*first, (std::vector<std::string>{"0001"}));
+  EXPECT_EQ(db_->scalar("SELECT name FROM schema_migrations WHERE version = '0001'"), "init");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries"), "0");
+
+  auto second = migrate(db_->url(), kMigrations);
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_TRUE(second->empty());
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"), "1");
+}
+
+TEST_F(MigratorTest, ConcurrentRunsBothSucceedAndApplyOnce) {
+  Result<std::vector<std::string>> a = fail("unset", ""), b = fail("unset", "");
+  std::thread ta([&] { a = migrate(db_->url(), kMigrations); });
+  std::thread tb([&] { b = migrate(db_->url(), kMigrations); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(a) << a.error().message;
+  ASSERT_TRUE(b) << b.error().message;
+  EXPECT_EQ(a->size() + b->size(), 1u);  // one applied 0001, the other waited and found it done
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"), "1");
+}
+
+TEST_F(MigratorTest, FailingFileIsNamedAndLeavesNothingBehind) {
+  std::string dir = make_dir({{"0002_broken.sql", "CREATE TABLE half_done (id int);\nSELEC 1;\n"}});
+  auto r = migrate(db_->url(), dir);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "migration_failed");
+  EXPECT_FALSE(r.error().retryable);
+  EXPECT_NE(r.error().message.find("0002_broken.sql"), std::string::npos) << r.error().message;
+  // 0001 went in on its own; 0002 neither recorded nor half-applied.
+  EXPECT_EQ(db_->scalar("SELECT string_agg(version, ',') FROM schema_migrations"), "0001");
+  EXPECT_EQ(db_->scalar("SELECT to_regclass('half_done')::text"), "");
+
+  std::ofstream(fs::path(dir) / "0002_broken.sql") << "CREATE TABLE half_done (id int);\n";
+  auto fixed = migrate(db_->url(), dir);
+  ASSERT_TRUE(fixed) << fixed.error().message;
+  EXPECT_EQ(*fixed, (std::vector<std::string>{"0002"}));
+}
+
+TEST_F(MigratorTest, BadlyNamedFileIsRefusedBeforeAnythingRuns) {
+  std::string dir = make_dir({{"2_oops.sql", "SELECT 1;"}});
+  auto r = migrate(db_->url(), dir);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "migrations_dir");
+  EXPECT_NE(r.error().message.find("2_oops.sql"), std::string::npos);
+  EXPECT_EQ(db_->scalar("SELECT to_regclass('schema_migrations')::text"), "");
+}
+
+TEST_F(MigratorTest, MissingDirectoryIsAnError) {
+  auto r = migrate(db_->url(), "/nonexistent/hookrelay/migrations");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "migrations_dir");
+}
+
+TEST_F(MigratorTest, UnreachableDatabaseIsRetryable) {
+  auto r = migrate("postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5", kMigrations);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "db_unavailable");
+  EXPECT_TRUE(r.error().retryable);
+}
+
+}  // namespace
+}  // namespace hookrelay
