@@ -126,7 +126,7 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
   return out;
 }
 
-void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
+int64_t KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
   rd_kafka_pause_partitions(rk_.get(), l.get());
   // Without an explicit offset, resume from just after the last message handed to the worker,
@@ -145,6 +145,7 @@ void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
     }
     next_offset_[tp] = target;
   }
+  return target;
 }
 
 void KafkaConsumer::resume(const TopicPartition& tp) {

@@ -32,8 +32,10 @@ class MessageConsumer {
   virtual void set_listener(ConsumerListener listener) = 0;
   // Up to max_messages, waiting at most timeout_ms for the first.
   virtual std::vector<ConsumedMessage> poll(int max_messages, int timeout_ms) = 0;
-  // Stops fetching tp; when seek_offset >= 0 the next fetch after resume starts there.
-  virtual void pause(const TopicPartition& tp, int64_t seek_offset) = 0;
+  // Stops fetching tp. With seek_offset >= 0 the next fetch after resume starts there; with -1,
+  // just after the last message poll() returned from tp. Returns the offset it will resume from,
+  // or -1 when nothing was returned from tp yet (the caller seeks at the next message it sees).
+  virtual int64_t pause(const TopicPartition& tp, int64_t seek_offset) = 0;
   virtual void resume(const TopicPartition& tp) = 0;
   virtual void store_offsets(const std::vector<CommitPosition>& positions) = 0;
   virtual Result<void> commit() = 0;  // synchronous commit of stored offsets

@@ -137,7 +137,8 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
   }
   if (is_retry) {
     auto attempt = to_int(m.header(header::kAttempt));
-    if (!attempt || *attempt < 1) return malformed(m, "retry without a valid hr-attempt");
+    // 0 is valid: a delivery bounced because another worker held its lease made no attempt.
+    if (!attempt || *attempt < 0) return malformed(m, "retry without a valid hr-attempt");
     out[0].attempt = static_cast<int>(*attempt) + 1;
     out[0].first_attempt_at_ms = to_int(m.header(header::kFirstAttemptAt)).value_or(0);
     if (const auto* origin = m.header(header::kOriginTopic)) out[0].origin_topic = *origin;

@@ -1,0 +1,551 @@
+#include "worker/worker.h"
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+
+#include "shared/crypto.h"
+#include "shared/log.h"
+#include "shared/topics.h"
+#include "worker/delivery_outcome.h"
+
+namespace hookrelay {
+
+struct Worker::MessageState {
+  TopicPartition tp;
+  int64_t offset = 0;
+  uint64_t generation = 0;
+  int pending = 0;  // deliveries of this message not yet finished
+};
+
+struct Worker::Job {
+  Delivery d;
+  std::shared_ptr<MessageState> msg;
+  std::string host;
+  bool holds_slot = false;   // counted in HostConcurrency
+  int64_t started_ms = 0;
+  AttemptRecord record;
+  AttemptHistory history;
+  std::string topic_out;     // retry tier or DLQ topic, once decided
+  std::string dlq_reason;
+  int tier = -1;
+  bool malformed = false;    // not a delivery: the raw message goes to the DLQ
+};
+
+namespace {
+
+constexpr int kIdlePollMs = 10;
+constexpr int64_t kDbRetryMs = 1000;
+constexpr int64_t kReproduceDelayMs = 1000;
+constexpr std::size_t kMaxInboundBacklog = 100000;
+
+double seconds_between(int64_t from_ms, int64_t to_ms) { return static_cast<double>(to_ms - from_ms) / 1000.0; }
+
+// scheme://[userinfo@]host[:port]/... -> lower-case "host[:port]": one destination for limits.
+std::string destination_host(std::string_view url) {
+  auto start = url.find("://");
+  start = start == std::string_view::npos ? 0 : start + 3;
+  auto end = url.find_first_of("/?#", start);
+  auto authority = url.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+  if (auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
+  std::string host(authority);
+  std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
+  return host;
+}
+
+std::optional<int64_t> header_int(const ConsumedMessage& m, std::string_view name) {
+  const auto* v = m.header(name);
+  if (!v) return std::nullopt;
+  try {
+    return std::stoll(*v);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+Worker::Worker(WorkerDeps deps)
+    : d_(std::move(deps)),
+      config_(*d_.config),
+      breaker_({d_.config->worker.breaker_failure_threshold, d_.config->worker.breaker_cooldown_ms}, d_.now_ms),
+      concurrency_(d_.config->worker.per_host_max_in_flight) {
+  if (config_.worker.per_host_rate_per_second > 0) {
+    double rate = config_.worker.per_host_rate_per_second;
+    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), d_.now_ms);
+  }
+  d_.consumer->set_listener({
+      .on_assigned = [this](const std::vector<TopicPartition>& tps) { on_assigned(tps); },
+      .on_revoked = [this](const std::vector<TopicPartition>& tps) { on_revoked(tps); },
+      .on_offset_reset = [this](std::string_view topic) { d_.metrics->offset_reset(topic); },
+      .on_error = [this](std::string_view code) { d_.metrics->kafka_error(code); },
+  });
+}
+
+Worker::~Worker() = default;
+
+void Worker::request_stop() {
+  stop_.store(true);
+  cv_.notify_all();
+}
+
+void Worker::post(Event e) {
+  {
+    std::lock_guard lock(mu_);
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_one();
+}
+
+void Worker::run() {
+  d_.metrics->postgres_up().Set(1);
+  while (!stop_.load()) step();
+  drain_for_shutdown();
+}
+
+void Worker::step() {
+  int64_t now = d_.now_ms();
+  drain_events(now, false);
+  flush_records(now);
+  flush_reproduce(now);
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    if (!it->second.for_db && it->second.resume_at_ms <= now) {
+      d_.consumer->resume(it->first);
+      it = paused_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  poll_messages(now);
+  flush_claims(d_.now_ms());
+  dispatch(d_.now_ms());
+  store_offsets();
+  update_gauges(now);
+}
+
+void Worker::poll_messages(int64_t now) {
+  int room = config_.worker.max_in_flight - in_flight_.load();
+  bool busy;
+  {
+    std::lock_guard lock(mu_);
+    busy = !events_.empty();
+  }
+  // Claims wait for Postgres: while a batch is pending, take no more (but keep polling so the
+  // group keeps this member and rebalances are served).
+  int max = (to_claim_.empty() && room > 0) ? std::min(room, config_.worker.batch_size) : 0;
+  if (max == 0) {
+    drain_events(now, !busy);
+    auto msgs = d_.consumer->poll(0, 0);
+    return;
+  }
+  auto msgs = d_.consumer->poll(max, busy || !to_record_.empty() ? 0 : kIdlePollMs);
+  for (auto& m : msgs) accept_message(m, now);
+}
+
+void Worker::accept_message(ConsumedMessage& m, int64_t now) {
+  d_.metrics->consumed(m.topic);
+  TopicPartition tp{m.topic, m.partition};
+  if (auto p = paused_.find(tp); p != paused_.end()) {
+    // Fetched before the pause took effect: it is fetched again after resume.
+    if (p->second.seek_offset < 0) p->second.seek_offset = d_.consumer->pause(tp, m.offset);
+    return;
+  }
+  auto gen = generation_.find(tp);
+  if (gen == generation_.end()) return;  // not (or no longer) assigned
+  if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
+    auto due = header_int(m, header::kDueAt).value_or(0);
+    if (due > now) {
+      paused_[tp] = Pause{d_.consumer->pause(tp, m.offset), due, false};
+      return;
+    }
+  }
+  if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
+  auto msg = std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0});
+
+  auto expanded = expand_message(m, config_);
+  if (!expanded) {
+    spdlog::error("msg=undeliverable_message topic={} partition={} offset={} code={} error={}", m.topic, m.partition,
+                  m.offset, expanded.error().code, log_quote(expanded.error().message));
+    auto job = std::make_unique<Job>();
+    job->malformed = true;
+    job->msg = msg;
+    job->d.body = m.value;
+    job->d.origin_topic = m.topic;
+    for (const auto& h : m.headers) job->d.carried_headers.push_back(h);
+    job->history.last_error = expanded.error().message;
+    job->dlq_reason = expanded.error().code == "unknown_route" ? "unknown_route" : "malformed";
+    job->topic_out = std::string(kDlqTopic);
+    msg->pending = 1;
+    in_flight_.fetch_add(1);
+    produce_redelivery(std::move(job), now);
+    return;
+  }
+  if (expanded->empty()) {  // a source with no routes: nothing to do
+    (void)watermarks_.finish(tp, m.offset);
+    return;
+  }
+  if (m.topic == kWebhooksTopic && inbound_.size() < kMaxInboundBacklog) {
+    inbound_.push_back({expanded->front().source, expanded->front().event_id, m.topic, m.partition, m.offset,
+                        expanded->front().received_at_ms, hex_encode(sha256(*m.value))});
+  }
+  msg->pending = static_cast<int>(expanded->size());
+  for (auto& d : *expanded) {
+    auto job = std::make_unique<Job>();
+    job->d = std::move(d);
+    job->msg = msg;
+    job->host = destination_host(job->d.url);
+    in_flight_.fetch_add(1);
+    to_claim_.push_back(std::move(job));
+  }
+}
+
+void Worker::flush_claims(int64_t now) {
+  if (to_claim_.empty() || !db_usable(now)) return;
+  std::vector<DeliveryRef> refs;
+  refs.reserve(to_claim_.size());
+  for (const auto& j : to_claim_) {
+    refs.push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
+                    j->d.received_at_ms});
+  }
+  auto t0 = d_.now_ms();
+  auto claimed = d_.store->claim(refs, d_.worker_id, config_.worker.claim_lease_seconds);
+  d_.metrics->postgres("claim", seconds_between(t0, d_.now_ms()), claimed.has_value());
+  if (!claimed) return db_failed(claimed.error(), "claim", now);
+  db_ok();
+  if (!inbound_.empty()) {
+    t0 = d_.now_ms();
+    auto r = d_.store->record_inbound(inbound_);
+    d_.metrics->postgres("inbound", seconds_between(t0, d_.now_ms()), r.has_value());
+    if (r) inbound_.clear();  // on failure they are tried again with the next batch
+  }
+  auto jobs = std::move(to_claim_);
+  to_claim_.clear();
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    auto& job = jobs[i];
+    switch ((*claimed)[i]) {
+      case ClaimStatus::kClaimed:
+        if (local_keys_.insert(job->d.key).second) {
+          queued_[job->host].push_back(std::move(job));
+          break;
+        }
+        [[fallthrough]];  // the same delivery is already in flight here: let that one finish
+      case ClaimStatus::kLeasedElsewhere: {
+        // Another attempt is under way; come back after the first tier's delay, spending no
+        // attempt. If that attempt succeeds, the retry is skipped as already succeeded.
+        job->history.attempts_made = job->d.attempt - 1;
+        job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
+        job->history.due_at_ms = now + int64_t{config_.retry.schedule_seconds.front()} * 1000;
+        job->tier = 0;
+        job->topic_out = retry_topic(0);
+        produce_redelivery(std::move(job), now);
+        break;
+      }
+      case ClaimStatus::kAlreadySucceeded:
+        d_.metrics->idempotent_skip("already_succeeded");
+        d_.metrics->delivery("skipped");
+        finish(std::move(job));
+        break;
+      case ClaimStatus::kAlreadyDead:
+        d_.metrics->idempotent_skip("already_dead");
+        d_.metrics->delivery("skipped");
+        finish(std::move(job));
+        break;
+    }
+  }
+}
+
+void Worker::dispatch(int64_t now) {
+  for (auto it = queued_.begin(); it != queued_.end();) {
+    auto& [host, queue] = *it;
+    while (!queue.empty()) {
+      auto& job = queue.front();
+      if (!breaker_.allow(host)) {
+        auto j = std::move(job);
+        queue.pop_front();
+        j->started_ms = now;
+        HttpResult r;
+        r.error = TransportError::kCircuitOpen;
+        r.message = "circuit open for " + host + ": not called";
+        on_http_result(std::move(j), std::move(r), now);
+        continue;
+      }
+      if (!concurrency_.try_acquire(host)) break;
+      if (rate_ && !rate_->try_acquire(host)) {
+        concurrency_.release(host);
+        break;
+      }
+      auto j = std::move(job);
+      queue.pop_front();
+      j->holds_slot = true;
+      j->started_ms = now;
+      auto call = build_http_call(j->d, now, config_.worker.connect_timeout_ms);
+      Job* raw = j.release();
+      sending_.insert(raw);
+      d_.sender->send(std::move(call), [this, raw](HttpResult r) {
+        Event e;
+        e.job = raw;
+        e.is_http = true;
+        e.http = std::move(r);
+        post(std::move(e));
+      });
+    }
+    it = queue.empty() ? queued_.erase(it) : std::next(it);
+  }
+}
+
+void Worker::drain_events(int64_t now, bool wait) {
+  std::vector<Event> events;
+  {
+    std::unique_lock lock(mu_);
+    if (wait && events_.empty() && !stop_.load()) cv_.wait_for(lock, std::chrono::milliseconds(kIdlePollMs));
+    events.swap(events_);
+  }
+  for (auto& e : events) {
+    sending_.erase(e.job);
+    std::unique_ptr<Job> job(e.job);
+    if (e.is_http) {
+      on_http_result(std::move(job), std::move(e.http), now);
+    } else if (e.produced) {
+      if (job->malformed || job->topic_out == kDlqTopic) {
+        d_.metrics->dlq(job->dlq_reason);
+        d_.metrics->delivery("dead");
+      } else if (job->record.key.empty()) {
+        d_.metrics->delivery("skipped");  // bounced by a lease held elsewhere; no attempt made
+      } else {
+        d_.metrics->retry(job->tier);
+        d_.metrics->delivery("retried");
+      }
+      finish(std::move(job));
+    } else {
+      spdlog::warn("msg=redelivery_produce_failed topic={} key={} error={}", job->topic_out, log_quote(job->d.key),
+                   log_quote(e.produced.error().message));
+      d_.metrics->kafka_error(e.produced.error().code);
+      job->started_ms = now + kReproduceDelayMs;  // reused as "try again at"
+      to_reproduce_.push_back(std::move(job));
+    }
+  }
+}
+
+void Worker::on_http_result(std::unique_ptr<Job> job, HttpResult r, int64_t now) {
+  if (job->holds_slot) {
+    concurrency_.release(job->host);
+    job->holds_slot = false;
+  }
+  auto outcome = classify(r.error, r.status);
+  bool real_call = r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
+  if (real_call) breaker_.record(job->host, outcome.kind != OutcomeKind::kRetryable);
+  d_.metrics->attempt(job->d.destination, outcome.label, static_cast<double>(r.duration_ms) / 1000.0);
+  auto& d = job->d;
+  auto& h = job->history;
+  h.attempts_made = d.attempt;
+  h.first_attempt_at_ms = d.first_attempt_at_ms > 0 ? d.first_attempt_at_ms : job->started_ms;
+  h.last_attempt_at_ms = job->started_ms;
+  h.last_status = r.status;
+  h.last_error = r.error == TransportError::kNone ? (outcome.kind == OutcomeKind::kSuccess ? "" : "HTTP " + std::to_string(r.status) + ": " + r.message) : r.message;
+  auto& rec = job->record;
+  rec.key = d.key;
+  rec.attempt = d.attempt;
+  rec.started_ms = job->started_ms;
+  rec.duration_ms = static_cast<int>(r.duration_ms);
+  rec.http_status = r.status;
+  rec.error = h.last_error.substr(0, 1024);
+  switch (outcome.kind) {
+    case OutcomeKind::kSuccess:
+      rec.outcome = "succeeded";
+      rec.next_state = "succeeded";
+      break;
+    case OutcomeKind::kPermanent:
+      rec.outcome = "permanent";
+      rec.next_state = "dead";
+      job->dlq_reason = "permanent";
+      job->topic_out = std::string(kDlqTopic);
+      break;
+    case OutcomeKind::kRetryable: {
+      rec.outcome = "retryable";
+      std::optional<int64_t> retry_after;
+      if (r.retry_after) retry_after = parse_retry_after(*r.retry_after, now);
+      RetryPolicy policy{config_.retry.schedule_seconds, d.max_attempts, d.max_age_seconds};
+      auto plan = plan_retry(policy, d.attempt, d.received_at_ms, now, retry_after, d_.rand01);
+      switch (plan.kind) {
+        case RetryPlan::Kind::kRetry:
+          rec.next_state = "retrying";
+          job->tier = plan.tier;
+          h.due_at_ms = plan.due_at_ms;
+          job->topic_out = retry_topic(plan.tier);
+          break;
+        case RetryPlan::Kind::kDeadLetter:
+          rec.next_state = "dead";
+          job->dlq_reason = plan.reason;
+          job->topic_out = std::string(kDlqTopic);
+          break;
+      }
+      break;
+    }
+  }
+  to_record_.push_back(std::move(job));
+}
+
+void Worker::flush_records(int64_t now) {
+  if (to_record_.empty() || !db_usable(now)) return;
+  std::vector<AttemptRecord> records;
+  records.reserve(to_record_.size());
+  for (const auto& j : to_record_) records.push_back(j->record);
+  auto t0 = d_.now_ms();
+  auto r = d_.store->record(records, d_.worker_id);
+  d_.metrics->postgres("record", seconds_between(t0, d_.now_ms()), r.has_value());
+  if (!r) return db_failed(r.error(), "record", now);
+  db_ok();
+  auto jobs = std::move(to_record_);
+  to_record_.clear();
+  for (auto& job : jobs) {
+    if (job->record.next_state == "succeeded") {
+      d_.metrics->delivery("succeeded");
+      finish(std::move(job));
+    } else {
+      produce_redelivery(std::move(job), now);
+    }
+  }
+}
+
+void Worker::produce_redelivery(std::unique_ptr<Job> job, int64_t) {
+  auto headers = redelivery_headers(job->d, job->history);
+  if (!job->dlq_reason.empty()) headers.push_back({"hr-dlq-reason", job->dlq_reason});
+  static const std::string kEmpty;
+  const std::string& value = job->d.body ? *job->d.body : kEmpty;
+  Job* raw = job.release();
+  sending_.insert(raw);
+  d_.producer->produce({raw->topic_out, raw->d.key, value, &headers}, [this, raw](Result<ProducedAt> r) {
+    Event e;
+    e.job = raw;
+    e.produced = std::move(r);
+    post(std::move(e));
+  });
+}
+
+void Worker::flush_reproduce(int64_t now) {
+  while (!to_reproduce_.empty() && to_reproduce_.front()->started_ms <= now) {
+    auto job = std::move(to_reproduce_.front());
+    to_reproduce_.pop_front();
+    produce_redelivery(std::move(job), now);
+  }
+}
+
+void Worker::finish(std::unique_ptr<Job> job) {
+  if (!job->d.key.empty() && !job->malformed) local_keys_.erase(job->d.key);
+  in_flight_.fetch_sub(1);
+  auto& msg = *job->msg;
+  if (--msg.pending > 0) return;
+  auto gen = generation_.find(msg.tp);
+  // A finish from before a revoke must not move the watermark of a later assignment.
+  if (gen != generation_.end() && gen->second == msg.generation) (void)watermarks_.finish(msg.tp, msg.offset);
+}
+
+void Worker::store_offsets() { d_.consumer->store_offsets(watermarks_.take_committable()); }
+
+void Worker::db_failed(const Error& e, std::string_view op, int64_t now) {
+  db_retry_at_ = now + kDbRetryMs;
+  if (db_down_) return;
+  db_down_ = true;
+  ready_.store(false);
+  d_.metrics->postgres_up().Set(0);
+  spdlog::error("msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work continues\"", op,
+                log_quote(e.message));
+  for (const auto& tp : d_.consumer->assignment()) {
+    auto& p = paused_[tp];
+    if (!p.for_db && p.resume_at_ms == 0 && p.seek_offset < 0) p.seek_offset = d_.consumer->pause(tp, -1);
+    p.for_db = true;
+  }
+}
+
+void Worker::db_ok() {
+  if (!db_down_) return;
+  db_down_ = false;
+  ready_.store(!stop_.load());
+  d_.metrics->postgres_up().Set(1);
+  spdlog::info("msg=postgres_available action=resuming");
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    if (!it->second.for_db) {
+      ++it;
+      continue;
+    }
+    if (it->second.resume_at_ms > 0) {  // also waiting for a retry tier
+      it->second.for_db = false;
+      ++it;
+      continue;
+    }
+    d_.consumer->resume(it->first);
+    it = paused_.erase(it);
+  }
+}
+
+void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
+  for (const auto& tp : tps) {
+    generation_[tp] = next_generation_++;
+    paused_.erase(tp);
+    if (db_down_) paused_[tp] = Pause{d_.consumer->pause(tp, -1), 0, true};
+  }
+  ready_.store(!db_down_ && !stop_.load());
+}
+
+void Worker::on_revoked(const std::vector<TopicPartition>& tps) {
+  store_offsets();
+  std::set<TopicPartition> gone(tps.begin(), tps.end());
+  for (const auto& tp : tps) {
+    generation_.erase(tp);
+    watermarks_.erase(tp);
+    paused_.erase(tp);
+  }
+  // Unclaimed work of revoked partitions is dropped: the new owner replays it.
+  auto keep = std::remove_if(to_claim_.begin(), to_claim_.end(), [&](const std::unique_ptr<Job>& j) {
+    return gone.count(j->msg->tp) > 0;
+  });
+  in_flight_.fetch_sub(static_cast<int>(std::distance(keep, to_claim_.end())));
+  to_claim_.erase(keep, to_claim_.end());
+}
+
+void Worker::update_gauges(int64_t now) {
+  if (now < next_gauges_at_) return;
+  next_gauges_at_ = now + 1000;
+  d_.metrics->in_flight().Set(in_flight_.load());
+  d_.metrics->paused_partitions().Set(static_cast<double>(paused_.size()));
+  d_.metrics->ready().Set(ready_.load() ? 1 : 0);
+  auto c = breaker_.counts();
+  d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open), static_cast<double>(c.half_open));
+  for (const auto& [topic, lag] : d_.consumer->lag_by_topic()) d_.metrics->lag(topic, static_cast<double>(lag));
+  if (rate_) rate_->prune();
+}
+
+void Worker::drain_for_shutdown() {
+  ready_.store(false);
+  auto deadline = d_.now_ms() + config_.worker.shutdown_grace_ms;
+  spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(), config_.worker.shutdown_grace_ms);
+  // Nothing new starts: unclaimed work is replayed by whoever owns the partition next, and
+  // claimed-but-unsent work gives its lease back so that can happen at once.
+  in_flight_.fetch_sub(static_cast<int>(to_claim_.size()));
+  to_claim_.clear();
+  std::vector<std::string> unsent;
+  for (auto& [host, queue] : queued_) {
+    for (auto& j : queue) unsent.push_back(j->d.key);
+    in_flight_.fetch_sub(static_cast<int>(queue.size()));
+  }
+  queued_.clear();
+  while (d_.now_ms() < deadline && (!sending_.empty() || !to_record_.empty() || !to_reproduce_.empty())) {
+    int64_t now = d_.now_ms();
+    drain_events(now, true);
+    flush_records(now);
+    flush_reproduce(now);
+    store_offsets();
+  }
+  for (Job* j : sending_) unsent.push_back(j->d.key);
+  for (auto& j : to_record_) unsent.push_back(j->d.key);
+  if (!unsent.empty() && !db_down_) (void)d_.store->release(unsent, d_.worker_id);
+  store_offsets();
+  if (auto r = d_.consumer->commit(); !r) {
+    spdlog::warn("msg=final_commit_failed error={}", log_quote(r.error().message));
+  }
+  d_.consumer->close();
+  spdlog::info("msg=worker_stopped abandoned={} note=\"abandoned deliveries are replayed from the last committed offset\"",
+               sending_.size() + to_record_.size() + to_reproduce_.size());
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,138 @@
+// Worker: the delivery coordinator. One thread runs run(); everything it owns (jobs,
+// watermarks, pauses, limits) is touched only there. HTTP results and Kafka acks arrive from
+// the sender's and producer's threads through one locked event queue.
+//
+// Per consumed message: expand into deliveries -> claim the batch in Postgres (one round trip)
+// -> skip what is already finished -> dispatch under per-host concurrency, rate and circuit
+// limits -> record the batch of results (one round trip) -> re-publish retries and dead letters,
+// waiting for the broker's ack -> the message is finished when all its deliveries are. Offsets
+// are stored only up to each partition's contiguous finished watermark.
+//
+// Postgres down: every partition is paused (seeking back to the first unhandled message), work
+// already claimed goes on, results wait, and consumption resumes when a round trip succeeds.
+// A retry-tier message that is not due pauses its partition until it is.
+//
+// Thread-safety: run() on one thread; request_stop(), ready(), in_flight() from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "shared/config.h"
+#include "shared/delivery_store.h"
+#include "shared/message_producer.h"
+#include "worker/backoff.h"
+#include "worker/circuit_breaker.h"
+#include "worker/http_sender.h"
+#include "worker/message_consumer.h"
+#include "worker/outbound_request.h"
+#include "worker/rate_limiter.h"
+#include "worker/worker_metrics.h"
+
+namespace hookrelay {
+
+struct WorkerDeps {
+  const Config* config = nullptr;
+  MessageConsumer* consumer = nullptr;
+  MessageProducer* producer = nullptr;
+  HttpSender* sender = nullptr;
+  DeliveryStore* store = nullptr;
+  WorkerMetrics* metrics = nullptr;
+  std::function<int64_t()> now_ms;  // Unix milliseconds
+  std::function<double()> rand01;   // uniform in [0, 1)
+  std::string worker_id;
+};
+
+class Worker {
+ public:
+  explicit Worker(WorkerDeps deps);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Runs until request_stop(), then drains for at most worker.shutdown_grace_ms, stores and
+  // commits offsets, and leaves the group. Deliveries not finished by then are replayed later.
+  void run();
+  void request_stop();
+  bool ready() const { return ready_.load(); }
+  int in_flight() const { return in_flight_.load(); }
+
+  struct Job;
+  struct MessageState;
+
+ private:
+  struct Pause {
+    int64_t seek_offset = -1;
+    int64_t resume_at_ms = 0;
+    bool for_db = false;
+  };
+  struct Event {
+    Job* job = nullptr;
+    bool is_http = false;
+    HttpResult http;
+    Result<ProducedAt> produced = ProducedAt{};
+  };
+
+  void step();
+  void poll_messages(int64_t now);
+  void accept_message(ConsumedMessage& m, int64_t now);
+  void flush_claims(int64_t now);
+  void dispatch(int64_t now);
+  void drain_events(int64_t now, bool wait);
+  void on_http_result(std::unique_ptr<Job> job, HttpResult r, int64_t now);
+  void flush_records(int64_t now);
+  void produce_redelivery(std::unique_ptr<Job> job, int64_t now);
+  void flush_reproduce(int64_t now);
+  void finish(std::unique_ptr<Job> job);
+  void store_offsets();
+  void update_gauges(int64_t now);
+  bool db_usable(int64_t now) const { return !db_down_ || now >= db_retry_at_; }
+  void db_failed(const Error& e, std::string_view op, int64_t now);
+  void db_ok();
+  void on_assigned(const std::vector<TopicPartition>& tps);
+  void on_revoked(const std::vector<TopicPartition>& tps);
+  void drain_for_shutdown();
+  void post(Event e);
+
+  WorkerDeps d_;
+  const Config& config_;
+  CircuitBreaker breaker_;
+  std::unique_ptr<RateLimiter> rate_;
+  HostConcurrency concurrency_;
+  PartitionWatermarks watermarks_;
+  std::map<TopicPartition, uint64_t> generation_;
+  uint64_t next_generation_ = 1;
+  std::map<TopicPartition, Pause> paused_;
+
+  std::vector<std::unique_ptr<Job>> to_claim_;
+  std::vector<InboundEventRecord> inbound_;
+  std::map<std::string, std::deque<std::unique_ptr<Job>>> queued_;  // claimed, by host, waiting for a slot
+  std::vector<std::unique_ptr<Job>> to_record_;
+  std::deque<std::unique_ptr<Job>> to_reproduce_;  // produce failed; try again later
+  std::unordered_set<std::string> local_keys_;     // claimed by this worker, not finished
+  std::unordered_set<Job*> sending_;               // handed to the sender or producer
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Event> events_;
+
+  bool db_down_ = false;
+  int64_t db_retry_at_ = 0;
+  int64_t next_gauges_at_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> ready_{false};
+  std::atomic<int> in_flight_{0};
+};
+
+}  // namespace hookrelay
