@@ -1,0 +1,212 @@
+// The devbroker against real librdkafka clients: what ingest and the workers rely on.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "shared/topics.h"
+#include "tests/support/devbroker.h"
+#include "tests/support/kafka_test_client.h"
+#include "tests/support/test_dir.h"
+
+namespace hookrelay::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+class DevBrokerTest : public ::testing::Test {
+ protected:
+  void start(const DevBrokerConfig& config = {}) {
+    auto broker = DevBroker::start(dir_.path(), config);
+    ASSERT_TRUE(broker) << broker.error().message;
+    broker_ = std::move(broker).value();
+  }
+
+  std::unique_ptr<TestProducer> producer(const KafkaProperties& properties = {}) {
+    auto p = TestProducer::create(broker_->bootstrap(), properties);
+    EXPECT_TRUE(p) << p.error().message;
+    return p ? std::move(p).value() : nullptr;
+  }
+
+  TestDir dir_;
+  std::unique_ptr<DevBroker> broker_;
+};
+
+TEST_F(DevBrokerTest, CreatesEveryHookrelayTopicWithTheConfiguredPartitions) {
+  start({.brokers = 2, .partitions = 5, .retry_tiers = 3});
+  auto topics = topic_partitions(broker_->bootstrap());
+  ASSERT_TRUE(topics) << topics.error().message;
+  for (const std::string& topic : {std::string(kWebhooksTopic), std::string(kCallsTopic),
+                                  retry_topic(0), retry_topic(1), retry_topic(2),
+                                  std::string(kDlqTopic)}) {
+    ASSERT_TRUE(topics->contains(topic)) << topic;
+    EXPECT_EQ(topics->at(topic), 5) << topic;
+  }
+  EXPECT_FALSE(topics->contains(retry_topic(3)));
+  EXPECT_EQ(broker_->bootstrap().find("127.0.0.1:"), 0u);
+  EXPECT_EQ(std::count(broker_->bootstrap().begin(), broker_->bootstrap().end(), ','), 1);
+}
+
+TEST_F(DevBrokerTest, IdempotentProducerRoundTripKeepsValueAndHeadersByteForByte) {
+  start();
+  auto p = producer();
+  ASSERT_TRUE(p);
+  const std::string value("\x00{\"a\":1}\x00\xff\xfe end", 15);
+  const Headers headers = {{std::string(header::kSource), "github"},
+                           {std::string(header::kEventId), std::string("id\x00\x01", 4)},
+                           {"empty", ""},
+                           {std::string(header::kSource), "second-with-same-name"}};
+  auto at = p->produce({std::string(kWebhooksTopic), value, headers, "key-1"});
+  ASSERT_TRUE(at) << at.error().message;
+
+  auto got = consume_all(broker_->bootstrap(), std::string(kWebhooksTopic), 1);
+  ASSERT_TRUE(got) << got.error().message;
+  ASSERT_EQ(got->size(), 1u);
+  const auto& m = got->front();
+  EXPECT_EQ(m.value, value);
+  EXPECT_EQ(m.headers, headers);
+  EXPECT_TRUE(m.has_key);
+  EXPECT_EQ(m.key, "key-1");
+  EXPECT_EQ(m.partition, at->partition);
+  EXPECT_EQ(m.offset, at->offset);
+  EXPECT_EQ(m.header(header::kSource), "github");
+}
+
+TEST_F(DevBrokerTest, AllBrokersDownFailsTheDeliveryAndBrokersUpRecovers) {
+  start();
+  // Short reconnect backoff: by default librdkafka may wait up to 10 s before trying a broker
+  // again, longer than the 2 s message timeout, and the test is about the broker, not that.
+  auto p = producer({{"message.timeout.ms", "2000"},
+                     {"reconnect.backoff.ms", "50"},
+                     {"reconnect.backoff.max.ms", "200"}});
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(p->produce(std::string(kCallsTopic), "warm-up"));  // connected, metadata known
+
+  ASSERT_TRUE(broker_->all_down());
+  auto failed = p->produce(std::string(kCallsTopic), "while-down");
+  ASSERT_FALSE(failed) << "produced at offset " << failed->offset << " with every broker down";
+  EXPECT_TRUE(failed.error().retryable) << failed.error().code;
+
+  ASSERT_TRUE(broker_->all_up());
+  auto recovered = p->produce(std::string(kCallsTopic), "after-up");
+  ASSERT_TRUE(recovered) << recovered.error().message;
+
+  auto got = consume_all(broker_->bootstrap(), std::string(kCallsTopic), 2);
+  ASSERT_TRUE(got);
+  std::multiset<std::string> values;
+  for (const auto& m : *got) values.insert(m.value);
+  EXPECT_EQ(values, (std::multiset<std::string>{"warm-up", "after-up"}));
+}
+
+TEST_F(DevBrokerTest, InjectedProduceErrorsAreRetriedWithoutDuplicates) {
+  start();
+  auto p = producer();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(p->produce(std::string(kDlqTopic), "first"));
+  auto reply = broker_->control("errors Produce 2 NOT_LEADER_FOR_PARTITION");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(*reply, "ok 2 Produce errors queued");
+  ASSERT_TRUE(p->produce(std::string(kDlqTopic), "second"));
+
+  // Ask for one more than expected: a duplicate from a retry would show up here.
+  auto got = consume_all(broker_->bootstrap(), std::string(kDlqTopic), 3, seconds(3));
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->size(), 2u);
+}
+
+TEST_F(DevBrokerTest, ControlChannelAnswersEveryCommand) {
+  start({.brokers = 2});
+  EXPECT_EQ(*broker_->control("ping"), "ok pong");
+  EXPECT_EQ(*broker_->control("bootstrap"), "ok " + broker_->bootstrap());
+  EXPECT_EQ(*broker_->control("frobnicate"), "error unknown command 'frobnicate'");
+  EXPECT_EQ(broker_->control("broker down 3")->rfind("error ", 0), 0u);
+  EXPECT_EQ(broker_->control("errors NoSuchApi 1 6")->rfind("error ", 0), 0u);
+  EXPECT_EQ(broker_->control("errors Produce 1 NO_SUCH_ERROR")->rfind("error ", 0), 0u);
+  EXPECT_EQ(*broker_->control("rtt all 5"), "ok rtt all 5ms");
+  EXPECT_EQ(*broker_->control("clear-errors"), "ok cleared errors for 0 ApiKey(s)");
+  EXPECT_TRUE(broker_->broker_down(2));
+  EXPECT_TRUE(broker_->broker_up(2));
+  EXPECT_FALSE(broker_->broker_up(7));
+}
+
+TEST_F(DevBrokerTest, TwoConsumersInOneGroupSplitThePartitionsAndCommit) {
+  start({.brokers = 3, .partitions = 6, .retry_tiers = 0});
+  const std::string topic(kWebhooksTopic);
+  auto a = TestGroupConsumer::create(broker_->bootstrap(), "workers", {topic});
+  ASSERT_TRUE(a) << a.error().message;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(60);
+  while ((*a)->assignment().size() != 6 && std::chrono::steady_clock::now() < deadline) {
+    (*a)->poll(milliseconds(100));
+  }
+  ASSERT_EQ((*a)->assignment().size(), 6u) << "the only member should own every partition";
+
+  auto b = TestGroupConsumer::create(broker_->bootstrap(), "workers", {topic});
+  ASSERT_TRUE(b) << b.error().message;
+  auto split = [&] {
+    const auto pa = (*a)->assignment();
+    const auto pb = (*b)->assignment();
+    std::set<std::pair<std::string, std::int32_t>> all(pa.begin(), pa.end());
+    all.insert(pb.begin(), pb.end());
+    return !pa.empty() && !pb.empty() && all.size() == 6 && pa.size() + pb.size() == 6;
+  };
+  while (!split() && std::chrono::steady_clock::now() < deadline) {
+    (*a)->poll(milliseconds(50));
+    (*b)->poll(milliseconds(50));
+  }
+  ASSERT_TRUE(split()) << "a owns " << (*a)->assignment().size() << ", b owns "
+                       << (*b)->assignment().size();
+
+  auto p = producer();
+  ASSERT_TRUE(p);
+  std::vector<TestRecord> records;
+  for (int i = 0; i < 30; ++i) records.push_back({topic, "m" + std::to_string(i), {}, "k" + std::to_string(i)});
+  ASSERT_TRUE(p->produce_all(records));
+
+  std::set<std::string> seen;
+  std::set<std::int32_t> partitions_a;
+  std::set<std::int32_t> partitions_b;
+  while (seen.size() < 30 && std::chrono::steady_clock::now() < deadline) {
+    if (auto m = (*a)->poll(milliseconds(50))) {
+      seen.insert(m->value);
+      partitions_a.insert(m->partition);
+    }
+    if (auto m = (*b)->poll(milliseconds(50))) {
+      seen.insert(m->value);
+      partitions_b.insert(m->partition);
+    }
+  }
+  EXPECT_EQ(seen.size(), 30u);
+  for (auto part : partitions_a) EXPECT_FALSE(partitions_b.contains(part)) << part;
+  ASSERT_TRUE((*a)->commit());
+  ASSERT_TRUE((*b)->commit());
+  a->reset();
+  b->reset();
+
+  // Committed offsets survive the members: a newcomer in the same group starts after them.
+  auto c = TestGroupConsumer::create(broker_->bootstrap(), "workers", {topic});
+  ASSERT_TRUE(c);
+  const auto quiet_until = std::chrono::steady_clock::now() + seconds(8);
+  while (std::chrono::steady_clock::now() < quiet_until) {
+    auto m = (*c)->poll(milliseconds(100));
+    ASSERT_FALSE(m) << "re-delivered " << m->value << " despite the commit";
+  }
+  EXPECT_EQ((*c)->assignment().size(), 6u);
+}
+
+TEST_F(DevBrokerTest, SigtermExitsZeroAndRemovesItsFiles) {
+  start();
+  broker_->process().terminate();
+  EXPECT_EQ(broker_->process().wait_exit(seconds(10)), 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("bootstrap")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("control")));
+}
+
+TEST_F(DevBrokerTest, BadFlagExitsTwoNamingTheFlag) {
+  auto broker = DevBroker::start(dir_.path(), {.extra_args = {"--partitions", "zero"}});
+  ASSERT_FALSE(broker);
+  EXPECT_NE(broker.error().message.find("status 2"), std::string::npos) << broker.error().message;
+  EXPECT_NE(broker.error().message.find("--partitions"), std::string::npos) << broker.error().message;
+}
+
+}  // namespace
+}  // namespace hookrelay::test
