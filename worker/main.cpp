@@ -1,1 +1,3 @@
-int main() { return 0; }
+#include "worker/worker_app.h"
+
+int main(int argc, char** argv) { return hookrelay::run_worker(argc, argv); }

@@ -1,0 +1,147 @@
+#include "worker/worker_app.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "shared/http_server.h"
+#include "shared/kafka_producer.h"
+#include "shared/log.h"
+#include "shared/metrics.h"
+#include "shared/postgres_delivery_store.h"
+#include "shared/service_startup.h"
+#include "worker/curl_sender.h"
+#include "worker/kafka_consumer.h"
+#include "worker/worker.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: hookrelay-worker [--config PATH]\n"
+    "  Consumes hookrelay.webhooks, hookrelay.calls and the retry tiers; delivers over HTTP with\n"
+    "  retries, dead letters, and Postgres idempotency and audit. Config: --config or\n"
+    "  HOOKRELAY_CONFIG. Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_DATABASE_URL,\n"
+    "  HOOKRELAY_WORKER_LISTEN.\n";
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string default_worker_id() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + std::to_string(getpid());
+}
+
+}  // namespace
+
+int run_worker(int argc, char** argv) {
+  block_termination_signals();
+  auto args = parse_startup_args(argc, argv);
+  if (!args) {
+    std::fprintf(stderr, "hookrelay-worker: %s\n%s", args.error().message.c_str(), kUsage);
+    return 2;
+  }
+  if (args->help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  auto config = load_service_config("hookrelay-worker", *args);
+  if (!config) return 2;
+  if (config->postgres.url.empty()) {
+    std::fprintf(stderr, "hookrelay-worker: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
+    return 2;
+  }
+  std::vector<Cidr> allowlist;
+  for (std::size_t i = 0; i < config->worker.allowed_cidrs.size(); ++i) {
+    auto c = parse_cidr(config->worker.allowed_cidrs[i]);
+    if (!c) {
+      std::fprintf(stderr, "hookrelay-worker: config error: worker.allowed_cidrs[%zu]: %s\n", i,
+                   c.error().message.c_str());
+      return 2;
+    }
+    allowlist.push_back(*c);
+  }
+  auto listen = parse_host_port(config->worker.listen, "worker.listen");
+  if (!listen) {
+    std::fprintf(stderr, "hookrelay-worker: config error: %s\n", listen.error().message.c_str());
+    return 2;
+  }
+  init_logging("worker", config->log_level);
+  std::string worker_id = config->worker.worker_id.empty() ? default_worker_id() : config->worker.worker_id;
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  WorkerMetrics metrics(*registry);
+  auto producer = KafkaProducer::create(config->kafka, "hookrelay-worker-" + worker_id,
+                                        {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
+  if (!producer) {
+    std::fprintf(stderr, "hookrelay-worker: %s\n", producer.error().message.c_str());
+    return 2;
+  }
+  auto consumer = KafkaConsumer::create(*config, "hookrelay-worker-" + worker_id);
+  if (!consumer) {
+    std::fprintf(stderr, "hookrelay-worker: %s\n", consumer.error().message.c_str());
+    return 2;
+  }
+  PostgresDeliveryStore store(config->postgres.url);
+  CurlSender sender(SsrfGuard(config->worker.allow_private_networks, allowlist));
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+
+  Worker worker({.config = &*config,
+                 .consumer = consumer->get(),
+                 .producer = producer->get(),
+                 .sender = &sender,
+                 .store = &store,
+                 .metrics = &metrics,
+                 .now_ms = unix_ms,
+                 .rand01 = [&] { return uniform(rng); },
+                 .worker_id = worker_id});
+
+  HttpServerOptions http;
+  http.host = listen->host;
+  http.port = listen->port;
+  HttpServer server(http, [&](const HttpRequest& req, Responder respond) {
+    std::string_view path = req.target.substr(0, req.target.find('?'));
+    HttpResponse r;
+    if (path == "/metrics") {
+      r.content_type = "text/plain; version=0.0.4";
+      r.body = serialize_metrics(*registry);
+    } else if (path == "/healthz") {
+      r.body = R"({"status":"ok"})";
+    } else if (path == "/readyz") {
+      bool ready = worker.ready();
+      r.status = ready ? 200 : 503;
+      r.body = ready ? R"({"status":"ready"})" : R"({"status":"not_ready"})";
+    } else {
+      r = json_error(404, "not_found", "no such endpoint: " + std::string(path));
+    }
+    respond(std::move(r));
+  });
+  if (auto started = server.start(); !started) {
+    spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
+    return 1;
+  }
+  spdlog::info("msg=worker_started id={} listen={}:{} group={} kafka={} max_in_flight={}", worker_id, listen->host,
+               server.port(), config->worker.group_id, log_quote(config->kafka.bootstrap_servers),
+               config->worker.max_in_flight);
+
+  std::thread signals([&worker] {
+    int sig = wait_for_termination_signal();
+    spdlog::info("msg=worker_stop_requested signal={}", sig);
+    worker.request_stop();
+  });
+  worker.run();
+  // run() returns only after a stop request, so the signal thread has already finished.
+  signals.join();
+  (*producer)->flush(5000);
+  server.stop();
+  return 0;
+}
+
+}  // namespace hookrelay
