@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""deploy/k8s: every document parses and names itself; the Deployments are production-shaped
+(probes on /readyz and /healthz, resources, non-root read-only containers, a preStop sleep and a
+grace period longer than preStop + the configured drain); Services, PDBs, the HPA and the KEDA
+ScaledObject point at what exists; with --config-check BIN the ConfigMap's configuration passes
+the services' own validation with the example Secret's values.
+
+usage: check_k8s.py [--config-check PATH_TO_ops_config_check]"""
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from opscheck import ROOT, Report
+
+K8S = ROOT / "deploy/k8s"
+PRESTOP_SECONDS = 5
+# (deployment, config section whose shutdown_grace_ms is the drain, default ms)
+DRAINS = {"hookrelay-ingest": ("ingest", 10000), "hookrelay-worker": ("worker", 20000)}
+
+
+def load_all():
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                docs.append((path.name, doc))
+    return docs
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_spec(doc):
+    kind = doc["kind"]
+    if kind in ("Deployment", "Job"):
+        return doc["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def check_containers(r, where, spec):
+    pod_sc = spec.get("securityContext", {})
+    for c in spec.get("containers", []):
+        name = "%s/%s" % (where, c["name"])
+        sc = c.get("securityContext", {})
+        r.check(sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, "%s: runAsNonRoot must be true" % name)
+        r.check(sc.get("readOnlyRootFilesystem") is True, "%s: readOnlyRootFilesystem must be true" % name)
+        r.check(sc.get("allowPrivilegeEscalation") is False, "%s: allowPrivilegeEscalation must be false" % name)
+        res = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                r.check(resource in res.get(kind, {}), "%s: resources.%s.%s missing" % (name, kind, resource))
+
+
+def probe_path(container, probe):
+    return container.get(probe, {}).get("httpGet", {}).get("path")
+
+
+def check_deployment(r, doc, config):
+    name = doc["metadata"]["name"]
+    spec = doc["spec"]
+    template_labels = spec["template"]["metadata"].get("labels", {})
+    r.check(selects(spec["selector"].get("matchLabels", {}), template_labels),
+            "%s: selector does not match its pod template labels" % name)
+    pod = spec["template"]["spec"]
+    check_containers(r, name, pod)
+    for c in pod["containers"]:
+        r.check(probe_path(c, "readinessProbe") == "/readyz", "%s: readinessProbe must GET /readyz" % name)
+        r.check(probe_path(c, "livenessProbe") == "/healthz", "%s: livenessProbe must GET /healthz" % name)
+        port_names = {p.get("name") for p in c.get("ports", [])}
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            port = c.get(probe, {}).get("httpGet", {}).get("port")
+            if isinstance(port, str):
+                r.check(port in port_names, "%s: %s uses undeclared port %s" % (name, probe, port))
+        prestop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        r.check(prestop == ["sleep", str(PRESTOP_SECONDS)], "%s: preStop must be sleep %d" % (name, PRESTOP_SECONDS))
+    if name in DRAINS:
+        section, default_ms = DRAINS[name]
+        drain = config.get(section, {}).get("shutdown_grace_ms", default_ms) / 1000
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        r.check(grace > PRESTOP_SECONDS + drain,
+                "%s: terminationGracePeriodSeconds %s must exceed preStop %ds + drain %ss"
+                % (name, grace, PRESTOP_SECONDS, drain))
+    return template_labels
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config-check", help="ops_config_check binary: validate the ConfigMap's config")
+    args = ap.parse_args()
+    r = Report("check_k8s")
+    docs = load_all()
+    r.check(len(docs) >= 10, "expected at least 10 manifests, found %d" % len(docs))
+    for file, doc in docs:
+        for key in ("apiVersion", "kind"):
+            r.check(doc.get(key), "%s: a document has no %s" % (file, key))
+        r.check(doc.get("metadata", {}).get("name"), "%s: a %s has no metadata.name" % (file, doc.get("kind")))
+        r.check("namespace" not in doc.get("metadata", {}), "%s: manifests are namespace-less" % file)
+    by_kind = {}
+    for _, doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+
+    configmap = by_kind.get("ConfigMap", {}).get("hookrelay-config")
+    r.check(configmap is not None, "ConfigMap hookrelay-config missing")
+    config_text = (configmap or {}).get("data", {}).get("hookrelay.yaml", "")
+    config = yaml.safe_load(config_text) or {}
+
+    deployments = by_kind.get("Deployment", {})
+    for name in DRAINS:
+        r.check(name in deployments, "Deployment %s missing" % name)
+    pod_labels = {name: check_deployment(r, d, config) for name, d in deployments.items()}
+    for kind in ("Job", "CronJob"):
+        for name, doc in by_kind.get(kind, {}).items():
+            check_containers(r, name, pod_spec(doc))
+    r.check("hookrelay-migrate" in by_kind.get("Job", {}), "migrate Job missing")
+    if "hookrelay-migrate" in by_kind.get("Job", {}):
+        cmd = pod_spec(by_kind["Job"]["hookrelay-migrate"])["containers"][0].get("command")
+        r.check(cmd == ["hookrelay", "migrate"], "migrate Job must run `hookrelay migrate`")
+
+    # Every pod that mounts or reads config and secrets names objects that exist (the Secret only
+    # as an example file).
+    secret_names = {d["metadata"]["name"] for _, d in docs if d["kind"] == "Secret"}
+    for kind in ("Deployment", "Job", "CronJob"):
+        for name, doc in by_kind.get(kind, {}).items():
+            pod = pod_spec(doc)
+            for vol in pod.get("volumes", []):
+                if "configMap" in vol:
+                    r.check(vol["configMap"]["name"] in by_kind.get("ConfigMap", {}),
+                            "%s mounts unknown ConfigMap %s" % (name, vol["configMap"]["name"]))
+            for c in pod["containers"]:
+                refs = [e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e]
+                refs += [e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
+                         if "secretKeyRef" in e.get("valueFrom", {})]
+                for ref in refs:
+                    r.check(ref in secret_names, "%s refers to Secret %s, which no example defines" % (name, ref))
+
+    for name, svc in by_kind.get("Service", {}).items():
+        selector = svc["spec"].get("selector", {})
+        matches = [d for d, labels in pod_labels.items() if selects(selector, labels)]
+        r.check(len(matches) == 1, "Service %s selects %d Deployments (want 1)" % (name, len(matches)))
+        for m in matches:
+            port_names = {p.get("name") for c in deployments[m]["spec"]["template"]["spec"]["containers"]
+                          for p in c.get("ports", [])}
+            for port in svc["spec"]["ports"]:
+                target = port.get("targetPort")
+                if isinstance(target, str):
+                    r.check(target in port_names, "Service %s targets unknown port %s on %s" % (name, target, m))
+
+    pdbs = by_kind.get("PodDisruptionBudget", {})
+    for name in DRAINS:
+        covering = [p for p, doc in pdbs.items()
+                    if selects(doc["spec"]["selector"].get("matchLabels", {}), pod_labels.get(name, {}))]
+        r.check(len(covering) == 1, "Deployment %s is covered by %d PodDisruptionBudgets (want 1)" % (name, len(covering)))
+    for name, doc in pdbs.items():
+        r.check(any(selects(doc["spec"]["selector"].get("matchLabels", {}), l) for l in pod_labels.values()),
+                "PDB %s selects no Deployment's pods" % name)
+
+    hpas = by_kind.get("HorizontalPodAutoscaler", {})
+    ingest_hpa = [h for h in hpas.values() if h["spec"]["scaleTargetRef"]["name"] == "hookrelay-ingest"]
+    r.check(len(ingest_hpa) == 1, "ingest needs one HPA")
+    for h in ingest_hpa:
+        cpu = [m["resource"]["target"].get("averageUtilization") for m in h["spec"].get("metrics", [])
+               if m.get("type") == "Resource" and m["resource"]["name"] == "cpu"]
+        r.check(cpu == [70], "ingest HPA must target 70%% CPU, has %s" % cpu)
+
+    scaled = list(by_kind.get("ScaledObject", {}).values())
+    r.check(len(scaled) == 1, "expected one KEDA ScaledObject")
+    group = config.get("worker", {}).get("group_id", "hookrelay-workers")
+    for so in scaled:
+        r.check(so["spec"]["scaleTargetRef"]["name"] == "hookrelay-worker", "ScaledObject must target hookrelay-worker")
+        r.check(not any(h["spec"]["scaleTargetRef"]["name"] == "hookrelay-worker" for h in hpas.values()),
+                "the worker must not also have an HPA (KEDA creates its own)")
+        triggers = so["spec"].get("triggers", [])
+        r.check(triggers and all(t["type"] == "kafka" for t in triggers), "ScaledObject triggers must be kafka")
+        topics = set()
+        for t in triggers:
+            md = t.get("metadata", {})
+            r.check(md.get("consumerGroup") == group, "kafka trigger consumerGroup %r != worker.group_id %r" % (md.get("consumerGroup"), group))
+            r.check(str(md.get("lagThreshold", "")).isdigit(), "kafka trigger needs a numeric lagThreshold")
+            r.check(md.get("bootstrapServers"), "kafka trigger needs bootstrapServers")
+            topics.add(md.get("topic"))
+        r.check(topics == {"hookrelay.webhooks", "hookrelay.calls"},
+                "ScaledObject should scale on the main topics only, has %s" % sorted(topics))
+
+    # The kustomization lists every manifest except the example Secret.
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization.get("resources", []))
+    for path in K8S.glob("*.yaml"):
+        if path.name in ("kustomization.yaml", "secret.example.yaml"):
+            continue
+        r.check(path.name in listed, "kustomization.yaml does not list %s" % path.name)
+    r.check("secret.example.yaml" not in listed, "the example Secret must not be applied by kustomize")
+
+    if args.config_check:
+        secret = by_kind.get("Secret", {}).get("hookrelay-secrets", {})
+        env = {k: str(v) for k, v in secret.get("stringData", {}).items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "hookrelay.yaml"
+            path.write_text(config_text)
+            r.run([args.config_check, str(path)], env=env, what="ops_config_check (ConfigMap hookrelay-config)")
+    return r.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
