@@ -1,14 +1,12 @@
 #include "shared/call_request.h"
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-
 #include <algorithm>
-#include <array>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+
+#include "shared/crypto.h"
 
 namespace hookrelay {
 namespace {
@@ -27,30 +25,6 @@ std::string lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
   return out;
-}
-
-std::string hex(const unsigned char* p, std::size_t n) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out += digits[p[i] >> 4];
-    out += digits[p[i] & 15];
-  }
-  return out;
-}
-
-// Strict base64 (standard alphabet, padding required) without pulling a crypto dependency in.
-bool base64_decode(std::string_view in, std::string& out) {
-  if (in.size() % 4 != 0) return false;
-  out.resize(in.size() / 4 * 3);
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  if (n < 0) return false;
-  std::size_t pad = 0;
-  if (!in.empty() && in.back() == '=') ++pad;
-  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return true;
 }
 
 Result<std::string> check_url(const std::string& url) {
@@ -118,10 +92,7 @@ bool valid_header_value(std::string_view value) {
 }
 
 std::string call_id_for(std::string_view idempotency_key) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(idempotency_key.data(), idempotency_key.size(), md, &len, EVP_sha256(), nullptr);
-  return "call_" + hex(md, 12);
+  return "call_" + hex_encode(sha256(idempotency_key).substr(0, 12));
 }
 
 Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& limits) {
@@ -168,9 +139,10 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
       if (!j["body"].is_string()) return invalid("body", "must be a string (use body_base64 for bytes)");
       c.body = j["body"].get<std::string>();
     } else if (j.contains("body_base64")) {
-      if (!j["body_base64"].is_string() || !base64_decode(j["body_base64"].get<std::string>(), c.body)) {
-        return invalid("body_base64", "is not valid base64");
-      }
+      std::optional<std::string> bytes;
+      if (j["body_base64"].is_string()) bytes = base64_decode(j["body_base64"].get<std::string>());
+      if (!bytes) return invalid("body_base64", "is not valid base64");
+      c.body = std::move(*bytes);
     }
     if (j.contains("idempotency_key")) {
       if (!j["idempotency_key"].is_string()) return invalid("idempotency_key", "must be a string");
@@ -178,9 +150,7 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
       if (c.idempotency_key.empty() || c.idempotency_key.size() > 255) return invalid("idempotency_key", "must be 1-255 characters");
       if (!valid_header_value(c.idempotency_key)) return invalid("idempotency_key", "contains control characters");
     } else {
-      std::array<unsigned char, 16> r{};
-      RAND_bytes(r.data(), static_cast<int>(r.size()));
-      c.idempotency_key = "hr_" + hex(r.data(), r.size());
+      c.idempotency_key = "hr_" + hex_encode(random_bytes(16));
     }
     if (j.contains("timeout_ms")) c.timeout_ms = bounded_int(j["timeout_ms"], "timeout_ms", 100, limits.max_timeout_ms);
     if (j.contains("max_attempts")) c.max_attempts = bounded_int(j["max_attempts"], "max_attempts", 1, limits.max_max_attempts);

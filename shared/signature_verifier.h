@@ -21,12 +21,10 @@
 #include <string_view>
 
 #include "shared/config.h"
+#include "shared/http_types.h"
 #include "shared/result.h"
 
 namespace hookrelay {
-
-// Case-insensitive header lookup supplied by the HTTP layer; returns nullopt when absent.
-using HeaderLookup = std::function<std::optional<std::string_view>(std::string_view name)>;
 
 struct VerifiedWebhook {
   std::string event_id;
