@@ -27,6 +27,9 @@ struct HttpServer::Impl {
   HttpHandler handler;
   struct Loop {
     net::io_context ioc{1};
+    // Sessions waiting for an asynchronous answer (a Kafka ack) have no I/O pending; the guard
+    // keeps the loop alive for them after the acceptor closes, until stop().
+    net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
     std::optional<tcp::acceptor> acceptor;
     std::thread thread;
   };
@@ -246,7 +249,10 @@ void HttpServer::stop_accepting() {
 void HttpServer::stop() {
   if (impl_->stopped) return;
   impl_->stopped = true;
-  for (auto& loop : impl_->loops) loop->ioc.stop();
+  for (auto& loop : impl_->loops) {
+    loop->work.reset();
+    loop->ioc.stop();
+  }
   for (auto& loop : impl_->loops) {
     if (loop->thread.joinable()) loop->thread.join();
   }
