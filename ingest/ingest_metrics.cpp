@@ -45,9 +45,17 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
                             .Add({});
   // Pre-create the common series so dashboards see zeros, not gaps.
   for (const auto& s : source_names) {
-    for (int status : {202, 401}) request("webhook", s, status);
+    for (int status : {202, 401}) lookup(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", std::to_string(status)}});
+    for (const char* reason : {"missing_signature", "malformed_signature", "bad_signature", "missing_timestamp",
+                               "stale_timestamp"}) {
+      lookup(*verification_failures_, {{"source", s}, {"reason", reason}});
+    }
   }
-  request("call", "-", 202);
+  for (const char* code : {"kafka_unavailable", "delivery_timeout", "queue_full", "broker_down"}) {
+    lookup(*errors_, {{"code", code}});
+    lookup(*kafka_errors_, {{"code", code}});
+  }
+  lookup(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
 }
 
 prometheus::Counter& IngestMetrics::lookup(prometheus::Family<prometheus::Counter>& family,

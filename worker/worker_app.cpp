@@ -76,7 +76,7 @@ int run_worker(int argc, char** argv) {
   std::string worker_id = config->worker.worker_id.empty() ? default_worker_id() : config->worker.worker_id;
 
   auto registry = std::make_shared<prometheus::Registry>();
-  WorkerMetrics metrics(*registry);
+  WorkerMetrics metrics(*registry, static_cast<int>(config->retry.schedule_seconds.size()));
   auto producer = KafkaProducer::create(config->kafka, "hookrelay-worker-" + worker_id,
                                         {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
   if (!producer) {

@@ -12,7 +12,7 @@ auto& reg(B&& builder, prometheus::Registry& r, const char* name, const char* he
 
 }  // namespace
 
-WorkerMetrics::WorkerMetrics(prometheus::Registry& r) {
+WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   consumed_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_messages_consumed_total", "Kafka messages consumed, by topic");
   deliveries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_deliveries_total",
                      "Deliveries finished, by outcome (succeeded, retried, dead, skipped)");
@@ -40,6 +40,19 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r) {
   ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally").Add({});
   // Series dashboards read exist from the start, at zero.
   for (const char* o : {"succeeded", "retried", "dead", "skipped"}) get(*deliveries_, {{"outcome", o}});
+  for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route"}) {
+    get(*dlq_, {{"reason", reason}});
+  }
+  for (const char* reason : {"already_succeeded", "already_dead"}) get(*skips_, {{"reason", reason}});
+  for (int tier = 0; tier < retry_tiers; ++tier) get(*retries_, {{"tier", std::to_string(tier)}});
+  for (const char* op : {"claim", "record", "inbound"}) {
+    get(*pg_errors_, {{"op", op}});
+    get(*pg_duration_, {{"op", op}});
+  }
+  for (const char* topic : {"hookrelay.webhooks", "hookrelay.calls"}) {
+    get(*offset_resets_, {{"topic", topic}});
+    get(*lag_, {{"topic", topic}});
+  }
   circuits(0, 0, 0);
 }
 

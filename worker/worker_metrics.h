@@ -18,7 +18,8 @@ namespace hookrelay {
 
 class WorkerMetrics {
  public:
-  explicit WorkerMetrics(prometheus::Registry& registry);
+  // retry_tiers: how many tier series to create at zero.
+  WorkerMetrics(prometheus::Registry& registry, int retry_tiers);
 
   void consumed(std::string_view topic);
   void delivery(std::string_view outcome);  // succeeded | retried | dead | skipped
