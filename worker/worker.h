@@ -65,6 +65,8 @@ class Worker {
   // commits offsets, and leaves the group. Deliveries not finished by then are replayed later.
   void run();
   void request_stop();
+  // One iteration of the loop run() repeats; for tests that drive the worker step by step.
+  void step();
   bool ready() const { return ready_.load(); }
   int in_flight() const { return in_flight_.load(); }
 
@@ -84,7 +86,6 @@ class Worker {
     Result<ProducedAt> produced = ProducedAt{};
   };
 
-  void step();
   void poll_messages(int64_t now);
   void accept_message(ConsumedMessage& m, int64_t now);
   void flush_claims(int64_t now);

@@ -1,0 +1,329 @@
+// The coordinator with fakes behind every I/O boundary: offsets, retries, dead letters,
+// idempotent skips, Postgres outages and retry-tier pauses, step by step.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+
+#include "shared/topics.h"
+#include "worker/worker.h"
+
+namespace hookrelay {
+namespace {
+
+class FakeConsumer : public MessageConsumer {
+ public:
+  void set_listener(ConsumerListener l) override { listener = std::move(l); }
+  std::vector<ConsumedMessage> poll(int max, int) override {
+    std::vector<ConsumedMessage> out;
+    while (!queue.empty() && static_cast<int>(out.size()) < max) {
+      out.push_back(queue.front());
+      queue.pop_front();
+    }
+    return out;
+  }
+  int64_t pause(const TopicPartition& tp, int64_t seek) override {
+    pauses.push_back({tp, seek});
+    return seek;
+  }
+  void resume(const TopicPartition& tp) override { resumes.push_back(tp); }
+  void store_offsets(const std::vector<CommitPosition>& p) override {
+    for (const auto& c : p) stored[c.tp] = c.offset;
+  }
+  Result<void> commit() override { return {}; }
+  std::vector<TopicPartition> assignment() override { return assigned; }
+  std::map<std::string, int64_t> lag_by_topic() override { return {}; }
+  void close() override {}
+  void assign(std::vector<TopicPartition> tps) {
+    assigned = tps;
+    listener.on_assigned(tps);
+  }
+
+  ConsumerListener listener;
+  std::deque<ConsumedMessage> queue;
+  std::vector<TopicPartition> assigned;
+  std::vector<std::pair<TopicPartition, int64_t>> pauses;
+  std::vector<TopicPartition> resumes;
+  std::map<TopicPartition, int64_t> stored;
+};
+
+class FakeProducer : public MessageProducer {
+ public:
+  struct Sent {
+    std::string topic, key, value;
+    std::vector<MessageHeader> headers;
+    std::string header(std::string_view n) const {
+      for (const auto& h : headers) {
+        if (h.name == n) return h.value;
+      }
+      return "";
+    }
+  };
+  void produce(const OutgoingMessage& m, DoneCallback done) override {
+    sent.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers});
+    done(ProducedAt{0, static_cast<int64_t>(sent.size())});
+  }
+  bool reachable() const override { return true; }
+  int outstanding() const override { return 0; }
+  std::vector<Sent> sent;
+};
+
+class FakeSender : public HttpSender {
+ public:
+  void send(HttpCall call, Done done) override {
+    calls.push_back(call);
+    HttpResult r;
+    r.status = 200;
+    if (!script.empty()) {
+      r = script.front();
+      script.pop_front();
+    }
+    if (hold) {
+      held.push_back([done, r] { done(r); });
+    } else {
+      done(r);
+    }
+  }
+  std::vector<HttpCall> calls;
+  std::deque<HttpResult> script;
+  bool hold = false;
+  std::vector<std::function<void()>> held;
+};
+
+class FakeStore : public DeliveryStore {
+ public:
+  Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& refs, const std::string&, int) override {
+    if (down) return fail("db_unavailable", "down", true);
+    ++claim_calls;
+    std::vector<ClaimStatus> out;
+    for (const auto& r : refs) {
+      auto& s = state[r.key];
+      if (s == "succeeded") {
+        out.push_back(ClaimStatus::kAlreadySucceeded);
+      } else if (s == "dead") {
+        out.push_back(ClaimStatus::kAlreadyDead);
+      } else {
+        s = "in_flight";
+        out.push_back(ClaimStatus::kClaimed);
+      }
+    }
+    return out;
+  }
+  Result<void> record(const std::vector<AttemptRecord>& records, const std::string&) override {
+    if (down) return fail("db_unavailable", "down", true);
+    for (const auto& r : records) {
+      state[r.key] = r.next_state;
+      attempts.push_back(r);
+    }
+    return {};
+  }
+  Result<int> record_inbound(const std::vector<InboundEventRecord>& e) override {
+    if (down) return fail("db_unavailable", "down", true);
+    return static_cast<int>(e.size());
+  }
+  Result<void> release(const std::vector<std::string>&, const std::string&) override { return {}; }
+  bool down = false;
+  int claim_calls = 0;
+  std::map<std::string, std::string> state;
+  std::vector<AttemptRecord> attempts;
+};
+
+HttpResult status(int code, std::optional<std::string> retry_after = std::nullopt) {
+  HttpResult r;
+  r.status = code;
+  r.retry_after = std::move(retry_after);
+  return r;
+}
+
+class WorkerCoordinator : public ::testing::Test {
+ protected:
+  WorkerCoordinator() {
+    auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a" }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
+)", [](const std::string&) { return std::nullopt; });
+    EXPECT_TRUE(c) << c.error().message;
+    config = *c;
+    worker = std::make_unique<Worker>(WorkerDeps{&config, &consumer, &producer, &sender, &store, &metrics,
+                                                 [this] { return now; }, [] { return 0.5; }, "w1"});
+    consumer.assign({{std::string(kWebhooksTopic), 0}, {retry_topic(0), 0}});
+  }
+
+  void webhook(int64_t offset, const std::string& event_id, std::string topic = std::string(kWebhooksTopic),
+               std::vector<std::pair<std::string, std::string>> extra = {}) {
+    ConsumedMessage m;
+    m.topic = std::move(topic);
+    m.partition = 0;
+    m.offset = offset;
+    m.value = std::make_shared<const std::string>("{\"e\":\"" + event_id + "\"}");
+    m.headers = {{"hr-kind", "webhook"}, {"hr-source", "gh"}, {"hr-event-id", event_id},
+                 {"hr-received-at", std::to_string(now)}};
+    for (auto& h : extra) m.headers.push_back(h);
+    consumer.queue.push_back(m);
+  }
+
+  void steps(int n = 4) {
+    for (int i = 0; i < n; ++i) worker->step();
+  }
+
+  int64_t stored(const std::string& topic = std::string(kWebhooksTopic)) {
+    auto it = consumer.stored.find({topic, 0});
+    return it == consumer.stored.end() ? -1 : it->second;
+  }
+
+  int64_t now = 1'700'000'000'000;
+  Config config;
+  prometheus::Registry registry;
+  WorkerMetrics metrics{registry, 3};
+  FakeConsumer consumer;
+  FakeProducer producer;
+  FakeSender sender;
+  FakeStore store;
+  std::unique_ptr<Worker> worker;
+};
+
+TEST_F(WorkerCoordinator, SuccessRecordsAndStoresTheNextOffset) {
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(sender.calls[0].url, "http://127.0.0.1:9/a");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(stored(), 1);
+  EXPECT_EQ(worker->in_flight(), 0);
+}
+
+TEST_F(WorkerCoordinator, OffsetsWaitForTheLowestUnfinishedMessage) {
+  sender.hold = true;
+  webhook(0, "e1");
+  webhook(1, "e2");
+  steps();
+  ASSERT_EQ(sender.held.size(), 2u);
+  sender.held[1]();  // the second finishes first
+  steps();
+  EXPECT_EQ(stored(), -1) << "offset 1 stored while offset 0 is unfinished";
+  sender.held[0]();
+  steps();
+  EXPECT_EQ(stored(), 2);
+}
+
+TEST_F(WorkerCoordinator, RetryableFailureGoesToATierAfterBeingRecorded) {
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(producer.sent.size(), 1u);
+  const auto& m = producer.sent[0];
+  EXPECT_EQ(m.topic.rfind("hookrelay.retry.", 0), 0u);
+  EXPECT_EQ(m.key, "wh:gh:e1:a");
+  EXPECT_EQ(m.header("hr-attempt"), "1");
+  EXPECT_EQ(m.header("hr-route"), "a");
+  EXPECT_EQ(m.header("hr-last-status"), "503");
+  EXPECT_FALSE(m.header("hr-due-at").empty());
+  EXPECT_EQ(m.value, "{\"e\":\"e1\"}");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying");
+  EXPECT_EQ(stored(), 1);
+}
+
+TEST_F(WorkerCoordinator, PermanentFailureIsDeadLettered) {
+  sender.script = {status(400)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "permanent");
+  EXPECT_EQ(producer.sent[0].header("hr-origin-topic"), kWebhooksTopic);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead");
+}
+
+TEST_F(WorkerCoordinator, LastAttemptIsDeadLetteredAsExhausted) {
+  sender.script = {status(500)};
+  webhook(0, "e1", retry_topic(0), {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+  steps();
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "max_attempts");
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "3");
+}
+
+TEST_F(WorkerCoordinator, AlreadySucceededIsSkippedWithoutACall) {
+  store.state["wh:gh:e1:a"] = "succeeded";
+  webhook(0, "e1");
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_EQ(stored(), 1);
+}
+
+TEST_F(WorkerCoordinator, SameDeliveryTwiceInOneBatchIsCalledOnce) {
+  sender.hold = true;
+  webhook(0, "e1");
+  webhook(1, "e1");
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  ASSERT_EQ(producer.sent.size(), 1u) << "the duplicate should be bounced to a retry tier";
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0");
+}
+
+TEST_F(WorkerCoordinator, PostgresDownPausesAndResumesWithoutSkipping) {
+  store.down = true;
+  webhook(0, "e1");
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_FALSE(consumer.pauses.empty());
+  EXPECT_FALSE(worker->ready());
+  EXPECT_EQ(stored(), -1);
+  store.down = false;
+  now += 2000;
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  EXPECT_FALSE(consumer.resumes.empty());
+  EXPECT_EQ(stored(), 1);
+  EXPECT_TRUE(worker->ready());
+}
+
+TEST_F(WorkerCoordinator, ResultsWaitForPostgresBeforeTheOffsetMoves) {
+  sender.hold = true;
+  webhook(0, "e1");
+  steps();
+  store.down = true;
+  sender.held[0]();
+  steps();
+  EXPECT_EQ(stored(), -1);
+  store.down = false;
+  now += 2000;
+  steps();
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(stored(), 1);
+}
+
+TEST_F(WorkerCoordinator, RetryTierMessageNotDuePausesItsPartitionUntilDue) {
+  webhook(7, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 5000)}});
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(consumer.pauses.size(), 1u);
+  EXPECT_EQ(consumer.pauses[0].second, 7) << "must seek back to the message that was not due";
+  now += 5001;
+  steps();
+  ASSERT_EQ(consumer.resumes.size(), 1u);
+  webhook(7, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(store.attempts.back().attempt, 2);
+}
+
+TEST_F(WorkerCoordinator, RevokedPartitionFinishesDoNotMoveTheNextAssignment) {
+  sender.hold = true;
+  webhook(0, "e1");
+  steps();
+  consumer.listener.on_revoked({{std::string(kWebhooksTopic), 0}});
+  consumer.assign({{std::string(kWebhooksTopic), 0}});
+  webhook(0, "e1b");  // replayed by the new assignment
+  steps();
+  sender.held[0]();   // the old attempt finishes
+  steps();
+  EXPECT_EQ(stored(), -1) << "a finish from before the revoke marked the replayed offset done";
+}
+
+}  // namespace
+}  // namespace hookrelay
