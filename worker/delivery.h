@@ -25,6 +25,7 @@ struct Delivery {
   std::string signing_secret;               // "whsec_..." when the route signs
   std::string message_id;                   // webhook-id / Idempotency-Key sent to the receiver
   int timeout_ms = 10000;
+  bool ordered = false;             // route asks for one-at-a-time, in-offset-order first attempts
   int max_attempts = 8;
   int max_age_seconds = 86400;
   int attempt = 1;                  // the attempt about to be made (1-based)

@@ -39,6 +39,7 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
   d.url = route.url;
   d.method = "POST";
   d.timeout_ms = route.timeout_ms;
+  d.ordered = route.ordered;
   d.signing_secret = route.secret;
   d.message_id = d.event_id;
   for (const auto& [name, value] : m.headers) {

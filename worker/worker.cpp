@@ -30,6 +30,7 @@ struct Worker::Job {
   std::string dlq_reason;
   int tier = -1;
   bool malformed = false;    // not a delivery: the raw message goes to the DLQ
+  std::string order_gate;    // non-empty while this job holds an ordered route's gate
 };
 
 namespace {
@@ -225,7 +226,7 @@ void Worker::flush_claims(int64_t now) {
     switch ((*claimed)[i]) {
       case ClaimStatus::kClaimed:
         if (local_keys_.insert(job->d.key).second) {
-          queued_[job->host].push_back(std::move(job));
+          enqueue_claimed(std::move(job));
           break;
         }
         [[fallthrough]];  // the same delivery is already in flight here: let that one finish
@@ -252,6 +253,35 @@ void Worker::flush_claims(int64_t now) {
         break;
     }
   }
+}
+
+void Worker::enqueue_claimed(std::unique_ptr<Job> job) {
+  bool first_attempt = job->msg->tp.topic.rfind(kRetryTopicPrefix, 0) != 0;
+  if (job->d.ordered && first_attempt) {
+    std::string gate = job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" + std::to_string(job->msg->tp.partition);
+    if (!ordered_busy_.insert(gate).second) {
+      ordered_waiting_[gate].push_back(std::move(job));
+      return;
+    }
+    job->order_gate = gate;
+  }
+  std::string host = job->host;
+  queued_[host].push_back(std::move(job));
+}
+
+void Worker::release_order_gate(const Job& job) {
+  if (job.order_gate.empty()) return;
+  auto waiting = ordered_waiting_.find(job.order_gate);
+  if (waiting == ordered_waiting_.end() || waiting->second.empty()) {
+    ordered_busy_.erase(job.order_gate);
+    if (waiting != ordered_waiting_.end()) ordered_waiting_.erase(waiting);
+    return;
+  }
+  auto next = std::move(waiting->second.front());
+  waiting->second.pop_front();
+  next->order_gate = job.order_gate;
+  std::string host = next->host;
+  queued_[host].push_back(std::move(next));
 }
 
 void Worker::dispatch(int64_t now) {
@@ -327,6 +357,8 @@ void Worker::drain_events(int64_t now, bool wait) {
 }
 
 void Worker::on_http_result(std::unique_ptr<Job> job, HttpResult r, int64_t now) {
+  release_order_gate(*job);
+  job->order_gate.clear();
   if (job->holds_slot) {
     concurrency_.release(job->host);
     job->holds_slot = false;
@@ -529,6 +561,11 @@ void Worker::drain_for_shutdown() {
     in_flight_.fetch_sub(static_cast<int>(queue.size()));
   }
   queued_.clear();
+  for (auto& [gate, queue] : ordered_waiting_) {
+    for (auto& j : queue) unsent.push_back(j->d.key);
+    in_flight_.fetch_sub(static_cast<int>(queue.size()));
+  }
+  ordered_waiting_.clear();
   while (d_.now_ms() < deadline && (!sending_.empty() || !to_record_.empty() || !to_reproduce_.empty())) {
     int64_t now = d_.now_ms();
     drain_events(now, true);

@@ -123,6 +123,12 @@ class Worker {
   std::deque<std::unique_ptr<Job>> to_reproduce_;  // produce failed; try again later
   std::unordered_set<std::string> local_keys_;     // claimed by this worker, not finished
   std::unordered_set<Job*> sending_;               // handed to the sender or producer
+  // Ordered routes: one first attempt at a time per (route, source partition); the rest wait
+  // here in offset order.
+  std::map<std::string, std::deque<std::unique_ptr<Job>>> ordered_waiting_;
+  std::set<std::string> ordered_busy_;
+  void enqueue_claimed(std::unique_ptr<Job> job);
+  void release_order_gate(const Job& job);
 
   std::mutex mu_;
   std::condition_variable cv_;

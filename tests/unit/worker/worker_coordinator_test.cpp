@@ -325,5 +325,38 @@ TEST_F(WorkerCoordinator, RevokedPartitionFinishesDoNotMoveTheNextAssignment) {
   EXPECT_EQ(stored(), -1) << "a finish from before the revoke marked the replayed offset done";
 }
 
+TEST_F(WorkerCoordinator, OrderedRouteMakesFirstAttemptsOneAtATimeInOffsetOrder) {
+  auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a", ordered: true }
+)", [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(c);
+  config = *c;
+  FakeConsumer ordered_consumer;
+  Worker w(WorkerDeps{&config, &ordered_consumer, &producer, &sender, &store, &metrics, [this] { return now; },
+                      [] { return 0.5; }, "w1"});
+  ordered_consumer.assign({{std::string(kWebhooksTopic), 0}});
+  sender.hold = true;
+  for (int i = 0; i < 3; ++i) {
+    webhook(i, "e" + std::to_string(i));
+    ordered_consumer.queue.push_back(consumer.queue.back());
+  }
+  for (int i = 0; i < 4; ++i) w.step();
+  ASSERT_EQ(sender.calls.size(), 1u) << "an ordered route had two first attempts in flight";
+  sender.held[0]();
+  for (int i = 0; i < 4; ++i) w.step();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  sender.held[1]();
+  for (int i = 0; i < 4; ++i) w.step();
+  ASSERT_EQ(sender.calls.size(), 3u);
+  sender.held[2]();
+  for (int i = 0; i < 4; ++i) w.step();
+  std::vector<std::string> order;
+  for (const auto& a : store.attempts) order.push_back(a.key);
+  EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a"}));
+}
+
 }  // namespace
 }  // namespace hookrelay
