@@ -110,12 +110,12 @@ void Worker::step() {
   flush_records(now);
   flush_reproduce(now);
   for (auto it = paused_.begin(); it != paused_.end();) {
-    if (!it->second.for_db && it->second.resume_at_ms <= now) {
-      d_.consumer->resume(it->first);
-      it = paused_.erase(it);
-    } else {
-      ++it;
+    auto next = std::next(it);
+    if (it->second.resume_at_ms > 0 && it->second.resume_at_ms <= now) {
+      it->second.resume_at_ms = 0;
+      resume_if_free(it);
     }
+    it = next;
   }
   poll_messages(now);
   flush_claims(d_.now_ms());
@@ -125,21 +125,28 @@ void Worker::step() {
 }
 
 void Worker::poll_messages(int64_t now) {
-  int room = config_.worker.max_in_flight - in_flight_.load();
+  // Backpressure: at max_in_flight every partition is paused (and sought back), so the group
+  // keeps this member, rebalances are served, and nothing fetched is skipped.
+  int in_flight = in_flight_.load();
+  if (!saturated_ && in_flight >= config_.worker.max_in_flight) {
+    saturated_ = true;
+    pause_all(&Pause::for_capacity);
+  } else if (saturated_ && in_flight < config_.worker.max_in_flight * 9 / 10) {
+    saturated_ = false;
+    clear_pause_reason(&Pause::for_capacity);
+  }
   bool busy;
   {
     std::lock_guard lock(mu_);
     busy = !events_.empty();
   }
-  // Claims wait for Postgres: while a batch is pending, take no more (but keep polling so the
-  // group keeps this member and rebalances are served).
-  int max = (to_claim_.empty() && room > 0) ? std::min(room, config_.worker.batch_size) : 0;
-  if (max == 0) {
-    drain_events(now, !busy);
-    auto msgs = d_.consumer->poll(0, 0);
-    return;
-  }
-  auto msgs = d_.consumer->poll(max, busy || !to_record_.empty() ? 0 : kIdlePollMs);
+  int room = config_.worker.max_in_flight - in_flight;
+  // While claims wait for Postgres or capacity is exhausted, every partition is paused; poll
+  // still runs to serve the group, and a message fetched before the pause is sought back.
+  bool taking = to_claim_.empty() && !saturated_ && room > 0;
+  int max = taking ? std::min(room, config_.worker.batch_size) : 1;
+  if (!taking) drain_events(now, !busy);
+  auto msgs = d_.consumer->poll(max, busy || !taking || !to_record_.empty() ? 0 : kIdlePollMs);
   for (auto& m : msgs) accept_message(m, now);
 }
 
@@ -156,7 +163,9 @@ void Worker::accept_message(ConsumedMessage& m, int64_t now) {
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
     auto due = header_int(m, header::kDueAt).value_or(0);
     if (due > now) {
-      paused_[tp] = Pause{d_.consumer->pause(tp, m.offset), due, false};
+      auto& p = paused_[tp];
+      p.seek_offset = d_.consumer->pause(tp, m.offset);
+      p.resume_at_ms = due;
       return;
     }
   }
@@ -482,11 +491,7 @@ void Worker::db_failed(const Error& e, std::string_view op, int64_t now) {
   d_.metrics->postgres_up().Set(0);
   spdlog::error("msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work continues\"", op,
                 log_quote(e.message));
-  for (const auto& tp : d_.consumer->assignment()) {
-    auto& p = paused_[tp];
-    if (!p.for_db && p.resume_at_ms == 0 && p.seek_offset < 0) p.seek_offset = d_.consumer->pause(tp, -1);
-    p.for_db = true;
-  }
+  pause_all(&Pause::for_db);
 }
 
 void Worker::db_ok() {
@@ -495,26 +500,45 @@ void Worker::db_ok() {
   ready_.store(!stop_.load());
   d_.metrics->postgres_up().Set(1);
   spdlog::info("msg=postgres_available action=resuming");
-  for (auto it = paused_.begin(); it != paused_.end();) {
-    if (!it->second.for_db) {
-      ++it;
-      continue;
-    }
-    if (it->second.resume_at_ms > 0) {  // also waiting for a retry tier
-      it->second.for_db = false;
-      ++it;
-      continue;
-    }
-    d_.consumer->resume(it->first);
-    it = paused_.erase(it);
+  clear_pause_reason(&Pause::for_db);
+}
+
+void Worker::pause_all(bool Pause::*reason) {
+  for (const auto& tp : d_.consumer->assignment()) {
+    auto [it, fresh] = paused_.try_emplace(tp);
+    if (fresh) it->second.seek_offset = d_.consumer->pause(tp, -1);
+    it->second.*reason = true;
   }
+}
+
+void Worker::clear_pause_reason(bool Pause::*reason) {
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    auto next = std::next(it);
+    if (it->second.*reason) {
+      it->second.*reason = false;
+      resume_if_free(it);
+    }
+    it = next;
+  }
+}
+
+void Worker::resume_if_free(std::map<TopicPartition, Pause>::iterator it) {
+  const auto& p = it->second;
+  if (p.for_db || p.for_capacity || p.resume_at_ms > 0) return;
+  d_.consumer->resume(it->first);
+  paused_.erase(it);
 }
 
 void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
   for (const auto& tp : tps) {
     generation_[tp] = next_generation_++;
     paused_.erase(tp);
-    if (db_down_) paused_[tp] = Pause{d_.consumer->pause(tp, -1), 0, true};
+    if (db_down_ || saturated_) {
+      auto& p = paused_[tp];
+      p.seek_offset = d_.consumer->pause(tp, -1);
+      p.for_db = db_down_;
+      p.for_capacity = saturated_;
+    }
   }
   ready_.store(!db_down_ && !stop_.load());
 }

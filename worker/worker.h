@@ -74,10 +74,12 @@ class Worker {
   struct MessageState;
 
  private:
+  // A partition stays paused while any reason holds.
   struct Pause {
-    int64_t seek_offset = -1;
-    int64_t resume_at_ms = 0;
-    bool for_db = false;
+    int64_t seek_offset = -1;   // where fetching resumes; -1 until known
+    int64_t resume_at_ms = 0;   // retry tier head not due until then; 0 = not waiting for a tier
+    bool for_db = false;        // Postgres unavailable
+    bool for_capacity = false;  // max_in_flight reached
   };
   struct Event {
     Job* job = nullptr;
@@ -101,6 +103,9 @@ class Worker {
   bool db_usable(int64_t now) const { return !db_down_ || now >= db_retry_at_; }
   void db_failed(const Error& e, std::string_view op, int64_t now);
   void db_ok();
+  void pause_all(bool Pause::*reason);
+  void clear_pause_reason(bool Pause::*reason);
+  void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);
   void drain_for_shutdown();
@@ -135,6 +140,7 @@ class Worker {
   std::vector<Event> events_;
 
   bool db_down_ = false;
+  bool saturated_ = false;
   int64_t db_retry_at_ = 0;
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};

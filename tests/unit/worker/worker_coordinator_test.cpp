@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <map>
+#include <set>
 
 #include "shared/topics.h"
 #include "worker/worker.h"
@@ -14,19 +15,28 @@ namespace {
 class FakeConsumer : public MessageConsumer {
  public:
   void set_listener(ConsumerListener l) override { listener = std::move(l); }
+  // Like Kafka, a paused partition's messages stay in the log until it is resumed.
   std::vector<ConsumedMessage> poll(int max, int) override {
     std::vector<ConsumedMessage> out;
-    while (!queue.empty() && static_cast<int>(out.size()) < max) {
-      out.push_back(queue.front());
-      queue.pop_front();
+    for (auto it = queue.begin(); it != queue.end() && static_cast<int>(out.size()) < max;) {
+      if (paused.count({it->topic, it->partition})) {
+        ++it;
+        continue;
+      }
+      out.push_back(*it);
+      it = queue.erase(it);
     }
     return out;
   }
   int64_t pause(const TopicPartition& tp, int64_t seek) override {
     pauses.push_back({tp, seek});
+    paused.insert(tp);
     return seek;
   }
-  void resume(const TopicPartition& tp) override { resumes.push_back(tp); }
+  void resume(const TopicPartition& tp) override {
+    resumes.push_back(tp);
+    paused.erase(tp);
+  }
   void store_offsets(const std::vector<CommitPosition>& p) override {
     for (const auto& c : p) stored[c.tp] = c.offset;
   }
@@ -44,6 +54,7 @@ class FakeConsumer : public MessageConsumer {
   std::vector<TopicPartition> assigned;
   std::vector<std::pair<TopicPartition, int64_t>> pauses;
   std::vector<TopicPartition> resumes;
+  std::set<TopicPartition> paused;
   std::map<TopicPartition, int64_t> stored;
 };
 
@@ -356,6 +367,23 @@ routes:
   std::vector<std::string> order;
   for (const auto& a : store.attempts) order.push_back(a.key);
   EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a"}));
+}
+
+TEST_F(WorkerCoordinator, AtMaxInFlightPartitionsArePausedAndResumedBelowIt) {
+  config.worker.max_in_flight = 2;
+  config.worker.batch_size = 2;
+  sender.hold = true;
+  for (int i = 0; i < 4; ++i) webhook(i, "e" + std::to_string(i));
+  steps();
+  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(consumer.pauses.size(), consumer.assigned.size()) << "every partition is paused at capacity";
+  EXPECT_TRUE(consumer.resumes.empty());
+  sender.held[0]();
+  sender.held[1]();
+  steps();
+  EXPECT_EQ(consumer.resumes.size(), consumer.assigned.size());
+  steps();
+  EXPECT_EQ(sender.calls.size(), 4u);
 }
 
 }  // namespace
