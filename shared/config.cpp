@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "shared/webhook_scheme.h"
+
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -172,8 +174,9 @@ SourceConfig parse_source(const std::string& name, const YAML::Node& n, const st
   }
   if (s.scheme == SchemeKind::kStandardWebhooks) {
     for (std::size_t i = 0; i < s.secrets.size(); ++i) {
-      if (s.secrets[i].rfind("whsec_", 0) != 0) {
-        bad(join(field, "secrets") + "[" + std::to_string(i) + "]", "standard-webhooks secrets start with whsec_ (base64 after it)");
+      if (s.secrets[i].rfind("whsec_", 0) != 0 || !decode_standard_webhooks_secret(s.secrets[i])) {
+        bad(join(field, "secrets") + "[" + std::to_string(i) + "]",
+            "standard-webhooks secrets are whsec_ followed by base64");
       }
     }
   }
@@ -191,7 +194,9 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   check_url(r.url, join(field, "url"));
   if (n["secret"]) {
     r.secret = str(n["secret"], join(field, "secret"), env);
-    if (r.secret.rfind("whsec_", 0) != 0) bad(join(field, "secret"), "must start with whsec_ (Standard Webhooks secret)");
+    if (r.secret.rfind("whsec_", 0) != 0 || !decode_standard_webhooks_secret(r.secret)) {
+      bad(join(field, "secret"), "must be whsec_ followed by base64 (Standard Webhooks secret)");
+    }
   }
   if (n["timeout_ms"]) r.timeout_ms = num<int>(n["timeout_ms"], join(field, "timeout_ms"), 100, 600000);
   if (n["ordered"]) r.ordered = boolean(n["ordered"], join(field, "ordered"));

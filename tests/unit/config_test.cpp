@@ -90,6 +90,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"sources: { c: { scheme: hmac, header: X, encoding: b32, secrets: [a] } }", "sources.c.encoding"},
         BadCase{"sources: { g: { scheme: github, header: X, secrets: [a] } }", "sources.g.header: applies only"},
         BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [plain] } }", "sources.a.secrets[0]"},
+        BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [\"whsec_not*base64\"] } }", "sources.a.secrets[0]: standard-webhooks secrets are whsec_ followed by base64"},
+        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: \"http://h/\", secret: \"whsec_%%%\" } ] }", "routes.g[0].secret"},
         BadCase{"ingest: { listen: nonsense }", "ingest.listen"},
         BadCase{"ingest: { max_body_bytes: -5 }", "ingest.max_body_bytes"},
         BadCase{"ingest: { lisen: \"1:2\" }", "ingest.lisen: unknown key"},
