@@ -24,6 +24,22 @@ constexpr const char* kEventsUsage =
 
 const std::vector<OptionSpec> kOptions = {kConfigOption, kDatabaseOption, kJsonOption};
 
+// Both views: resolve the database, fetch, print as JSON or text.
+template <class Fetch, class Print>
+int show(const ParsedArgs& parsed, CliIo& io, const char* command, Fetch fetch, Print print) {
+  auto url = resolve_database_url(parsed, io);
+  if (!url) return report_error(io, command, url.error());
+  DeliveryQueries queries(*url);
+  auto found = fetch(queries);
+  if (!found) return report_error(io, command, found.error());
+  if (parsed.has("--json")) {
+    io.out << to_json(*found).dump(2) << "\n";
+  } else {
+    print(io.out, *found);
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int run_deliveries(const Args& args, CliIo& io) {
@@ -35,17 +51,9 @@ int run_deliveries(const Args& args, CliIo& io) {
     io.err << "hookrelay deliveries: expected 'show KEY'\n" << kDeliveriesUsage;
     return kExitUsage;
   }
-  auto url = resolve_database_url(parsed, io);
-  if (!url) return report_error(io, "deliveries show", url.error());
-  DeliveryQueries queries(*url);
-  auto detail = queries.delivery_show(pos[1]);
-  if (!detail) return report_error(io, "deliveries show", detail.error());
-  if (parsed.has("--json")) {
-    io.out << to_json(*detail).dump(2) << "\n";
-  } else {
-    print_delivery_detail(io.out, *detail);
-  }
-  return kExitOk;
+  return show(
+      parsed, io, "deliveries show", [&](DeliveryQueries& q) { return q.delivery_show(pos[1]); },
+      print_delivery_detail);
 }
 
 int run_events(const Args& args, CliIo& io) {
@@ -57,17 +65,9 @@ int run_events(const Args& args, CliIo& io) {
     io.err << "hookrelay events: expected 'show SOURCE EVENT_ID'\n" << kEventsUsage;
     return kExitUsage;
   }
-  auto url = resolve_database_url(parsed, io);
-  if (!url) return report_error(io, "events show", url.error());
-  DeliveryQueries queries(*url);
-  auto event = queries.event_show(pos[1], pos[2]);
-  if (!event) return report_error(io, "events show", event.error());
-  if (parsed.has("--json")) {
-    io.out << to_json(*event).dump(2) << "\n";
-  } else {
-    print_event_detail(io.out, *event);
-  }
-  return kExitOk;
+  return show(
+      parsed, io, "events show", [&](DeliveryQueries& q) { return q.event_show(pos[1], pos[2]); },
+      print_event_detail);
 }
 
 }  // namespace hookrelay::cli
