@@ -1,0 +1,329 @@
+// `hookrelay dlq list|show|replay`: dead deliveries as Postgres records them, and their messages
+// in hookrelay.dlq.
+#include <ostream>
+#include <set>
+
+#include "cli/commands.h"
+#include "cli/dlq_reader.h"
+#include "cli/dlq_replay.h"
+#include "cli/output.h"
+#include "shared/kafka_producer.h"
+#include "shared/topics.h"
+
+namespace hookrelay::cli {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: hookrelay dlq list [--source S] [--destination D] [--status STATE|any]\n"
+    "                          [--since TIME] [--until TIME] [--limit N] [--json]\n"
+    "       hookrelay dlq show KEY [--message] [--json]\n"
+    "       hookrelay dlq replay (KEY... | --id KEY... | FILTERS | --all) [--dry-run]\n"
+    "                          [--rate N/s] [--by WHO] [--reason TEXT] [--json]\n"
+    "\n"
+    "  list    deliveries by last attempt, newest first. --status defaults to dead (the DLQ);\n"
+    "          'any' lists every state. TIME: 2024-05-01T12:00:00Z, 2024-05-01, or a duration\n"
+    "          ago (90s, 15m, 2h, 7d); --since is inclusive, --until exclusive. --limit 1..10000\n"
+    "          (default 100).\n"
+    "  show    one delivery with its attempts and replays; --message also reads its latest\n"
+    "          message from hookrelay.dlq (headers, body size).\n"
+    "  replay  puts dead deliveries back into the retry flow (hookrelay.retry.0, due now, with a\n"
+    "          fresh attempt budget and max age), each once, newest DLQ message per key.\n"
+    "          Deliveries that succeeded since, or are no longer dead, are skipped. Select by\n"
+    "          key, or by FILTERS (--source, --destination, --since, --until, --limit, default\n"
+    "          1000), or --all dead deliveries (up to --limit). --dry-run shows what would be\n"
+    "          replayed. --rate 10/s throttles. --by names who replays (default $USER),\n"
+    "          recorded with --reason in the audit table. Progress on stderr every second.\n"
+    "\n"
+    "  common: --database-url URL, --config PATH, --bootstrap HOSTS (show --message, replay),\n"
+    "          --timeout SECONDS (Kafka, default 30)\n"
+    "  exit: 0 ok; 1 database/Kafka error or a replay failed; 2 usage/config;\n"
+    "        3 not found (show: no such delivery; replay: a key has no delivery or DLQ message)\n";
+
+const std::vector<OptionSpec> kOptions = {
+    kConfigOption,       kDatabaseOption,      kBootstrapOption,   kJsonOption,
+    {"--source", true},  {"--destination", true}, {"--status", true}, {"--since", true},
+    {"--until", true},   {"--limit", true},    {"--id", true},     {"--all", false},
+    {"--dry-run", false}, {"--rate", true},    {"--by", true},     {"--reason", true},
+    {"--message", false}, {"--timeout", true},
+};
+
+int usage_error(CliIo& io, const std::string& message) {
+  io.err << "hookrelay dlq: " << message << "\n" << kUsage;
+  return kExitUsage;
+}
+
+Result<DlqFilter> filter_from(const ParsedArgs& args, const CliIo& io, int default_limit) {
+  DlqFilter f;
+  f.source = args.value_or("--source", "");
+  f.destination = args.value_or("--destination", "");
+  f.status = args.value_or("--status", "dead");
+  if (f.status == "any") f.status.clear();
+  f.limit = default_limit;
+  if (auto v = args.value("--since")) {
+    auto t = parse_time_arg(*v, io.now_ms(), "--since");
+    if (!t) return Unexpected{t.error()};
+    f.since_ms = *t;
+  }
+  if (auto v = args.value("--until")) {
+    auto t = parse_time_arg(*v, io.now_ms(), "--until");
+    if (!t) return Unexpected{t.error()};
+    f.until_ms = *t;
+  }
+  if (auto v = args.value("--limit")) {
+    auto n = parse_int_arg(*v, 1, 10000, "--limit");
+    if (!n) return Unexpected{n.error()};
+    f.limit = static_cast<int>(*n);
+  }
+  return f;
+}
+
+Result<int> timeout_ms(const ParsedArgs& args) {
+  auto n = parse_int_arg(args.value_or("--timeout", "30"), 1, 3600, "--timeout");
+  if (!n) return Unexpected{n.error()};
+  return static_cast<int>(*n * 1000);
+}
+
+nlohmann::json message_json(const DlqMessage& m) {
+  nlohmann::json headers = nlohmann::json::array();
+  for (const auto& h : m.headers) headers.push_back({{"name", h.name}, {"value", h.value}});
+  return {{"partition", m.partition}, {"offset", m.offset},
+          {"timestamp", m.timestamp_ms == 0 ? nlohmann::json(nullptr) : nlohmann::json(format_time(m.timestamp_ms))},
+          {"body_bytes", m.value.size()},   {"headers", headers}};
+}
+
+int dlq_list(const ParsedArgs& args, CliIo& io) {
+  if (args.positionals().size() != 1) return usage_error(io, "list takes no arguments, only options");
+  auto filter = filter_from(args, io, 100);
+  if (!filter) return report_error(io, "dlq list", filter.error());
+  auto url = resolve_database_url(args, io);
+  if (!url) return report_error(io, "dlq list", url.error());
+  DeliveryQueries queries(*url);
+  auto rows = queries.dlq_list(*filter);
+  if (!rows) return report_error(io, "dlq list", rows.error());
+  if (args.has("--json")) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& d : *rows) out.push_back(to_json(d));
+    io.out << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  print_delivery_table(io.out, *rows);
+  if (static_cast<int>(rows->size()) == filter->limit) {
+    io.err << "(limit " << filter->limit << " reached: more may match; use --limit)\n";
+  }
+  return kExitOk;
+}
+
+// The latest DLQ message of one key, or nullopt.
+Result<std::optional<DlqMessage>> read_latest(const ParsedArgs& args, CliIo& io,
+                                              const std::string& key) {
+  auto kafka = resolve_kafka(args, io);
+  if (!kafka) return Unexpected{kafka.error()};
+  auto timeout = timeout_ms(args);
+  if (!timeout) return Unexpected{timeout.error()};
+  auto reader = KafkaDlqReader::create(*kafka, *timeout);
+  if (!reader) return Unexpected{reader.error()};
+  auto messages = (*reader)->read([&](const std::string& k) { return k == key; }, {});
+  if (!messages) return Unexpected{messages.error()};
+  auto latest = latest_by_key(*messages);
+  if (latest.empty()) return std::optional<DlqMessage>{};
+  return std::optional<DlqMessage>{*latest.begin()->second};
+}
+
+int dlq_show(const ParsedArgs& args, CliIo& io) {
+  if (args.positionals().size() != 2) return usage_error(io, "show needs exactly one KEY");
+  const std::string& key = args.positionals()[1];
+  auto url = resolve_database_url(args, io);
+  if (!url) return report_error(io, "dlq show", url.error());
+  DeliveryQueries queries(*url);
+  auto detail = queries.delivery_show(key);
+  if (!detail) return report_error(io, "dlq show", detail.error());
+  std::optional<DlqMessage> message;
+  if (args.has("--message")) {
+    auto m = read_latest(args, io, key);
+    if (!m) return report_error(io, "dlq show", m.error());
+    message = std::move(*m);
+  }
+  if (args.has("--json")) {
+    auto out = to_json(*detail);
+    if (args.has("--message")) out["dlq_message"] = message ? message_json(*message) : nullptr;
+    io.out << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  print_delivery_detail(io.out, *detail);
+  if (detail->delivery.state != "dead") {
+    io.out << "\nnote: state is " << detail->delivery.state << ": not in the DLQ now\n";
+  }
+  if (args.has("--message")) {
+    if (!message) {
+      io.out << "\nno message for this key in " << kDlqTopic << "\n";
+    } else {
+      io.out << "\ndlq message " << kDlqTopic << "/" << message->partition << "@"
+             << message->offset << " at " << format_time(message->timestamp_ms) << ", "
+             << message->value.size() << " body bytes\n";
+      for (const auto& h : message->headers) {
+        io.out << "  " << h.name << ": " << one_line(h.value, 200) << "\n";
+      }
+    }
+  }
+  return kExitOk;
+}
+
+// What `dlq replay` was asked to replay: explicit keys, or a filter (ids empty). Checked before
+// anything connects, so usage errors come back at once.
+struct ReplaySelection {
+  std::vector<std::string> ids;
+  DlqFilter filter;
+};
+
+Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io) {
+  ReplaySelection sel;
+  sel.ids = args.values("--id");
+  sel.ids.insert(sel.ids.end(), args.positionals().begin() + 1, args.positionals().end());
+  bool filtered = args.has("--source") || args.has("--destination") || args.has("--since") ||
+                  args.has("--until");
+  if (args.has("--status")) return fail("usage", "replay takes no --status: only dead deliveries replay");
+  if (!sel.ids.empty() && (filtered || args.has("--all"))) {
+    return fail("usage", "give delivery keys or filters (--all), not both");
+  }
+  if (sel.ids.empty() && !filtered && !args.has("--all")) {
+    return fail("usage", "replay what? give KEY..., --id KEY, filters, or --all");
+  }
+  auto filter = filter_from(args, io, 1000);
+  if (!filter) return Unexpected{filter.error()};
+  sel.filter = *filter;
+  return sel;
+}
+
+// The keys to replay: the ids, or the dead deliveries the filter matches, newest first.
+Result<std::vector<std::string>> replay_keys(const ReplaySelection& sel, CliIo& io,
+                                             const std::string& db_url) {
+  if (!sel.ids.empty()) return sel.ids;
+  DeliveryQueries queries(db_url);
+  auto rows = queries.dlq_list(sel.filter);
+  if (!rows) return Unexpected{rows.error()};
+  if (static_cast<int>(rows->size()) == sel.filter.limit) {
+    io.err << "(limit " << sel.filter.limit << " reached: run again for the rest, or raise --limit)\n";
+  }
+  std::vector<std::string> keys;
+  for (const auto& d : *rows) keys.push_back(d.key);
+  return keys;
+}
+
+void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool json) {
+  if (json) {
+    nlohmann::json items = nlohmann::json::array();
+    for (const auto& i : summary.items) {
+      items.push_back({{"key", i.key}, {"outcome", replay_outcome_name(i.outcome)}, {"detail", i.detail},
+                       {"partition", i.partition < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.partition)},
+                       {"offset", i.offset < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.offset)}});
+    }
+    io.out << nlohmann::json{{"dry_run", dry_run},   {"total", summary.total},
+                             {"replayed", summary.replayed}, {"skipped", summary.skipped},
+                             {"missing", summary.missing},   {"failed", summary.failed},
+                             {"items", items}}
+                  .dump(2)
+           << "\n";
+    return;
+  }
+  Table t({"KEY", "OUTCOME", "DLQ MESSAGE", "DETAIL"});
+  for (const auto& i : summary.items) {
+    t.add_row({i.key, replay_outcome_name(i.outcome),
+               i.partition < 0 ? "-" : std::to_string(i.partition) + "@" + std::to_string(i.offset),
+               one_line(i.detail, 100)});
+  }
+  if (!t.empty()) t.print(io.out);
+  io.out << progress_line(summary, dry_run) << "\n";
+}
+
+int dlq_replay(const ParsedArgs& args, CliIo& io) {
+  auto selection = replay_selection(args, io);
+  if (!selection) return usage_error(io, selection.error().message);
+  const bool dry_run = args.has("--dry-run");
+  ReplayOptions options;
+  options.dry_run = dry_run;
+  if (auto rate = args.value("--rate")) {
+    auto r = parse_rate_arg(*rate, "--rate");
+    if (!r) return report_error(io, "dlq replay", r.error());
+    options.rate_per_second = *r;
+  }
+  auto timeout = timeout_ms(args);
+  if (!timeout) return report_error(io, "dlq replay", timeout.error());
+  options.who = args.value_or("--by", io.env("USER").value_or("unknown"));
+  if (options.who.empty()) return usage_error(io, "--by must not be empty");
+  options.reason = args.value_or("--reason", "hookrelay dlq replay");
+  auto url = resolve_database_url(args, io);
+  if (!url) return report_error(io, "dlq replay", url.error());
+  auto kafka = resolve_kafka(args, io);
+  if (!kafka) return report_error(io, "dlq replay", kafka.error());
+  options.ack_timeout_ms = kafka->produce_timeout_ms + 5000;  // the producer reports first
+  auto keys = replay_keys(*selection, io, *url);
+  if (!keys) return report_error(io, "dlq replay", keys.error());
+  if (keys->empty()) {
+    io.err << "nothing to replay: no dead delivery matches\n";
+    print_replay(io, ReplaySummary{}, dry_run, args.has("--json"));
+    return kExitOk;
+  }
+
+  std::set<std::string> wanted(keys->begin(), keys->end());
+  auto reader = KafkaDlqReader::create(*kafka, *timeout);
+  if (!reader) return report_error(io, "dlq replay", reader.error());
+  ProgressPrinter read_progress(io.err, io.now_ms);
+  int64_t read_total = 0, read_done = 0;
+  auto messages = (*reader)->read(
+      [&](const std::string& k) { return wanted.count(k) != 0; },
+      [&](int64_t done, int64_t total) {
+        read_done = done;
+        read_total = total;
+        read_progress.update("reading " + std::string(kDlqTopic) + ": " + std::to_string(done) +
+                             "/" + std::to_string(total) + " messages");
+      });
+  if (!messages) return report_error(io, "dlq replay", messages.error());
+  if (read_total > 0) {
+    read_progress.finish("read " + std::to_string(read_done) + " messages of " +
+                         std::string(kDlqTopic) + ", " + std::to_string(messages->size()) +
+                         " for the requested deliveries");
+  }
+
+  std::unique_ptr<KafkaProducer> producer;
+  if (!dry_run) {
+    auto p = KafkaProducer::create(*kafka, "hookrelay-cli");
+    if (!p) return report_error(io, "dlq replay", p.error());
+    producer = std::move(*p);
+  }
+  PostgresReplayStore store(*url);
+  // A dry run produces nothing; it still needs a producer to hand the Replayer.
+  struct NoProducer final : MessageProducer {
+    void produce(const OutgoingMessage&, DoneCallback done) override {
+      done(fail("dry_run", "dry run: nothing is produced"));
+    }
+    bool reachable() const override { return false; }
+    int outstanding() const override { return 0; }
+  } no_producer;
+  Replayer replayer(store, producer ? static_cast<MessageProducer&>(*producer) : no_producer,
+                    ReplayClock{io.now_ms, io.sleep_ms});
+  ProgressPrinter progress(io.err, io.now_ms);
+  auto summary = replayer.run(*keys, *messages, options, [&](const ReplaySummary& s) {
+    progress.update(progress_line(s, dry_run));
+  });
+  progress.finish(progress_line(summary, dry_run));
+  print_replay(io, summary, dry_run, args.has("--json"));
+  if (summary.failed > 0) return kExitFailed;
+  if (summary.missing > 0) return kExitNotFound;
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_dlq(const Args& args, CliIo& io) {
+  ParsedArgs parsed;
+  int rc = parse_or_help(args, kOptions, kUsage, "dlq", io, parsed);
+  if (rc != kContinue) return rc;
+  const auto& pos = parsed.positionals();
+  if (pos.empty()) return usage_error(io, "expected list, show or replay");
+  if (pos[0] == "list") return dlq_list(parsed, io);
+  if (pos[0] == "show") return dlq_show(parsed, io);
+  if (pos[0] == "replay") return dlq_replay(parsed, io);
+  return usage_error(io, "unknown subcommand '" + pos[0] + "' (expected list, show or replay)");
+}
+
+}  // namespace hookrelay::cli

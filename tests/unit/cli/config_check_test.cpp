@@ -1,0 +1,97 @@
+// `hookrelay config check`: the services' validation, exit 2 with the field named.
+#include <gtest/gtest.h>
+
+#include "cli/cli_context.h"
+#include "tests/unit/cli/cli_test_io.h"
+
+namespace hookrelay::cli {
+namespace {
+
+using testing::TempFile;
+using testing::TestIo;
+
+constexpr const char* kValid = R"(
+sources:
+  github: { scheme: github, secrets: ["${GITHUB_SECRET}"] }
+routes:
+  github:
+    - { name: ci, url: "http://127.0.0.1:9000/ci" }
+postgres: { url: "postgresql://127.0.0.1/hookrelay" }
+retry: { schedule_seconds: [1, 2], max_attempts: 3 }
+)";
+
+TEST(ConfigCheck, AValidFileSaysOkWithASummary) {
+  TempFile file(kValid);
+  TestIo t;
+  t.env["GITHUB_SECRET"] = "s3cret";
+  EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk) << t.err.str();
+  EXPECT_EQ(t.out.str(), file.path() + ": ok (1 sources, 1 routes, 2 retry tiers, max 3 attempts)\n");
+  EXPECT_EQ(t.err.str(), "");
+}
+
+TEST(ConfigCheck, TakesTheFileFromConfigOrTheEnvironment) {
+  TempFile file(kValid);
+  TestIo flag;
+  flag.env["GITHUB_SECRET"] = "s";
+  EXPECT_EQ(flag.run({"config", "check", "--config", file.path()}), kExitOk);
+  TestIo env;
+  env.env["GITHUB_SECRET"] = "s";
+  env.env["HOOKRELAY_CONFIG"] = file.path();
+  EXPECT_EQ(env.run({"config", "check"}), kExitOk);
+  TestIo none;
+  EXPECT_EQ(none.run({"config", "check"}), kExitUsage);
+  EXPECT_NE(none.err.str().find("HOOKRELAY_CONFIG"), std::string::npos);
+}
+
+struct BadCase {
+  const char* yaml;
+  const char* field;  // the message must start with "<file>: config error: <field>"
+};
+
+TEST(ConfigCheck, InvalidFilesExitTwoNamingTheField) {
+  const BadCase cases[] = {
+      {"sources:\n  github: { scheme: gitlab, secrets: [x] }\n", "sources.github.scheme"},
+      {"sources:\n  github: { scheme: github }\n", "sources.github.secrets"},
+      {"sources:\n  github: { scheme: github, secrets: [\"${GITHUB_SECRET}\"] }\n", "sources.github.secrets"},
+      {"routes:\n  nobody:\n    - { name: a, url: \"http://127.0.0.1/\" }\n", "routes.nobody"},
+      {"retry: { schedule_seconds: [5, 2] }\n", "retry.schedule_seconds[1]"},
+      {"worker: { listen: \"nohost\" }\n", "worker.listen"},
+      {"worker: { max_in_flight: 0 }\n", "worker.max_in_flight"},
+      {"worker: { allowed_cidrs: [\"10.0.0.1/8\"] }\n", "worker.allowed_cidrs[0]"},
+      {"bogus: 1\n", "bogus"},
+  };
+  for (const auto& c : cases) {
+    TempFile file(c.yaml);
+    TestIo t;
+    EXPECT_EQ(t.run({"config", "check", file.path()}), kExitUsage) << c.yaml;
+    EXPECT_EQ(t.err.str().rfind(file.path() + ": config error: " + c.field, 0), 0u)
+        << "expected field " << c.field << ", got: " << t.err.str();
+    EXPECT_EQ(t.out.str(), "");
+  }
+}
+
+TEST(ConfigCheck, SecretsNeverAppearInErrors) {
+  TempFile file("sources:\n  acme: { scheme: standard-webhooks, secrets: [\"${ACME}\"] }\n");
+  TestIo t;
+  t.env["ACME"] = "not-a-whsec-hunter2";
+  EXPECT_EQ(t.run({"config", "check", file.path()}), kExitUsage);
+  EXPECT_NE(t.err.str().find("sources.acme.secrets[0]"), std::string::npos) << t.err.str();
+  EXPECT_EQ(t.err.str().find("hunter2"), std::string::npos);
+}
+
+TEST(ConfigCheck, AnUnreadableFileExitsTwo) {
+  TestIo t;
+  EXPECT_EQ(t.run({"config", "check", "/nonexistent/hookrelay.yaml"}), kExitUsage);
+  EXPECT_NE(t.err.str().find("/nonexistent/hookrelay.yaml"), std::string::npos);
+}
+
+TEST(ConfigCheck, WarnsAboutWhatTheWorkerWouldRefuseOrDrop) {
+  TempFile file("sources:\n  github: { scheme: github, secrets: [x] }\n");
+  TestIo t;
+  EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk);
+  EXPECT_NE(t.err.str().find("warning: postgres.url is empty"), std::string::npos);
+  EXPECT_NE(t.err.str().find("warning: source 'github' has no routes"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hookrelay::cli

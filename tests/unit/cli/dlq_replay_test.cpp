@@ -1,0 +1,235 @@
+#include "cli/dlq_replay.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "shared/topics.h"
+
+namespace hookrelay::cli {
+namespace {
+
+class FakeStore final : public ReplayStore {
+ public:
+  std::map<std::string, std::string> states;
+  std::vector<std::string> log;  // "mark <key>", "undo <key>", in call order
+  bool fail_db = false;
+
+  Result<std::string> state(const std::string& key) override {
+    if (fail_db) return fail("db_unavailable", "connection refused", true);
+    auto it = states.find(key);
+    if (it == states.end()) return fail("not_found", "no delivery with key " + key);
+    return it->second;
+  }
+  Result<void> mark_replayed(const std::string& key, const std::string& who, const std::string&) override {
+    log.push_back("mark " + key + " by " + who);
+    if (states[key] != "dead") return fail("not_replayable", key + " is " + states[key]);
+    states[key] = "retrying";
+    return {};
+  }
+  Result<void> undo_replay(const std::string& key) override {
+    log.push_back("undo " + key);
+    states[key] = "dead";
+    return {};
+  }
+};
+
+class FakeProducer final : public MessageProducer {
+ public:
+  struct Sent {
+    std::string topic, key, value;
+    std::vector<MessageHeader> headers;
+    std::vector<std::string> log_at_send;  // the store's log when this was produced
+  };
+  std::vector<Sent> sent;
+  bool refuse = false;
+  const FakeStore* store = nullptr;
+
+  void produce(const OutgoingMessage& m, DoneCallback done) override {
+    if (refuse) return done(fail("broker_down", "all brokers down", true));
+    sent.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers, store->log});
+    done(ProducedAt{0, static_cast<int64_t>(sent.size())});
+  }
+  bool reachable() const override { return true; }
+  int outstanding() const override { return 0; }
+};
+
+DlqMessage dlq_message(const std::string& key, int64_t offset, int64_t ts, std::string body = "{}") {
+  DlqMessage m;
+  m.partition = 0;
+  m.offset = offset;
+  m.timestamp_ms = ts;
+  m.key = key;
+  m.value = std::move(body);
+  m.headers = {{"hr-kind", "webhook"},          {"hr-source", "github"},
+               {"hr-event-id", "e1"},           {"hr-received-at", "1000"},
+               {"hr-fwd-x-github-event", "push"}, {"hr-delivery-key", key},
+               {"hr-route", "ci"},              {"hr-origin-topic", "hookrelay.webhooks"},
+               {"hr-attempt", "3"},             {"hr-first-attempt-at", "1100"},
+               {"hr-last-attempt-at", "1300"},  {"hr-last-status", "400"},
+               {"hr-last-error", "HTTP 400"},   {"hr-due-at", "1400"},
+               {"hr-dlq-reason", "permanent"}};
+  return m;
+}
+
+std::map<std::string, std::string> as_map(const std::vector<MessageHeader>& headers) {
+  std::map<std::string, std::string> out;
+  for (const auto& h : headers) {
+    EXPECT_EQ(out.count(h.name), 0u) << "duplicate header " << h.name;
+    out[h.name] = h.value;
+  }
+  return out;
+}
+
+TEST(ReplayHeaders, FreshAttemptBudgetDueNowAndNoLastError) {
+  auto h = as_map(replay_headers(dlq_message("k", 0, 0).headers, 5000, "alice"));
+  EXPECT_EQ(h["hr-attempt"], "0");
+  EXPECT_EQ(h["hr-due-at"], "5000");
+  EXPECT_EQ(h["hr-received-at"], "5000");
+  EXPECT_EQ(h["hr-original-received-at"], "1000");
+  EXPECT_EQ(h["hr-replayed-by"], "alice");
+  for (const char* gone : {"hr-last-attempt-at", "hr-last-status", "hr-last-error", "hr-dlq-reason"}) {
+    EXPECT_EQ(h.count(gone), 0u) << gone;
+  }
+  // What the worker needs to rebuild the delivery from a retry tier is carried unchanged.
+  EXPECT_EQ(h["hr-delivery-key"], "k");
+  EXPECT_EQ(h["hr-route"], "ci");
+  EXPECT_EQ(h["hr-kind"], "webhook");
+  EXPECT_EQ(h["hr-source"], "github");
+  EXPECT_EQ(h["hr-event-id"], "e1");
+  EXPECT_EQ(h["hr-origin-topic"], "hookrelay.webhooks");
+  EXPECT_EQ(h["hr-fwd-x-github-event"], "push");
+  EXPECT_EQ(h["hr-first-attempt-at"], "1100");
+}
+
+TEST(ReplayHeaders, ASecondReplayKeepsTheFirstOriginalReceivedTime) {
+  auto once = replay_headers(dlq_message("k", 0, 0).headers, 5000, "alice");
+  auto twice = as_map(replay_headers(once, 9000, "bob"));
+  EXPECT_EQ(twice["hr-original-received-at"], "1000");
+  EXPECT_EQ(twice["hr-received-at"], "9000");
+  EXPECT_EQ(twice["hr-replayed-by"], "bob");
+}
+
+TEST(LatestByKey, PicksTheNewestMessagePerKeyAndIgnoresKeyless) {
+  std::vector<DlqMessage> msgs = {dlq_message("a", 1, 100), dlq_message("b", 2, 100), dlq_message("a", 3, 300),
+                                  dlq_message("a", 4, 200)};
+  DlqMessage keyless;
+  keyless.offset = 5;
+  msgs.push_back(keyless);
+  auto latest = latest_by_key(msgs);
+  ASSERT_EQ(latest.size(), 2u);
+  EXPECT_EQ(latest["a"]->offset, 3);
+  EXPECT_EQ(latest["b"]->offset, 2);
+}
+
+class ReplayerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { producer_.store = &store_; }
+  ReplaySummary run(const std::vector<std::string>& keys, const std::vector<DlqMessage>& msgs,
+                    ReplayOptions options = {}) {
+    if (options.who.empty()) options.who = "alice";
+    Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [this](int64_t ms) {
+                                                sleeps_.push_back(ms);
+                                                now_ += ms;
+                                              }});
+    return r.run(keys, msgs, options, [this](const ReplaySummary& s) { progress_.push_back(progress_line(s, false)); });
+  }
+
+  FakeStore store_;
+  FakeProducer producer_;
+  int64_t now_ = 10000;
+  std::vector<int64_t> sleeps_;
+  std::vector<std::string> progress_;
+};
+
+TEST_F(ReplayerTest, ReplaysADeadDeliveryToTheFirstRetryTierAfterMarkingIt) {
+  store_.states["k"] = "dead";
+  auto s = run({"k"}, {dlq_message("k", 7, 100, "payload")});
+  EXPECT_EQ(s.replayed, 1);
+  ASSERT_EQ(producer_.sent.size(), 1u);
+  EXPECT_EQ(producer_.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer_.sent[0].key, "k");
+  EXPECT_EQ(producer_.sent[0].value, "payload");
+  // Marked before producing: a worker seeing the message while the row is still 'dead' would
+  // skip it for good.
+  EXPECT_EQ(producer_.sent[0].log_at_send, (std::vector<std::string>{"mark k by alice"}));
+  EXPECT_EQ(store_.states["k"], "retrying");
+  EXPECT_EQ(s.items[0].offset, 7);
+}
+
+TEST_F(ReplayerTest, SkipsSucceededAndNotDeadAndReportsMissing) {
+  store_.states = {{"done", "succeeded"}, {"busy", "retrying"}, {"gone", "dead"}};
+  auto s = run({"done", "busy", "gone", "unknown"},
+               {dlq_message("done", 1, 1), dlq_message("busy", 2, 2), dlq_message("unknown", 3, 3)});
+  EXPECT_EQ(s.total, 4);
+  EXPECT_EQ(s.replayed, 0);
+  EXPECT_EQ(s.skipped, 2);
+  EXPECT_EQ(s.missing, 2);
+  EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kSkippedSucceeded);
+  EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kSkippedNotDead);
+  EXPECT_EQ(s.items[2].outcome, ReplayOutcome::kMissing);  // dead, but no DLQ message left
+  EXPECT_EQ(s.items[3].outcome, ReplayOutcome::kMissing);  // no delivery row
+  EXPECT_TRUE(producer_.sent.empty());
+  EXPECT_TRUE(store_.log.empty());
+}
+
+TEST_F(ReplayerTest, ReplaysEachKeyOnceFromItsNewestMessage) {
+  store_.states["k"] = "dead";
+  auto s = run({"k", "k"}, {dlq_message("k", 1, 100, "old"), dlq_message("k", 2, 200, "new")});
+  EXPECT_EQ(s.total, 1);
+  ASSERT_EQ(producer_.sent.size(), 1u);
+  EXPECT_EQ(producer_.sent[0].value, "new");
+}
+
+TEST_F(ReplayerTest, DryRunChangesNothing) {
+  store_.states = {{"a", "dead"}, {"b", "succeeded"}};
+  ReplayOptions dry;
+  dry.dry_run = true;
+  auto s = run({"a", "b"}, {dlq_message("a", 1, 1), dlq_message("b", 2, 2)}, dry);
+  EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kWouldReplay);
+  EXPECT_EQ(s.items[0].detail, "dead: permanent");
+  EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kSkippedSucceeded);
+  EXPECT_EQ(s.replayed, 0);
+  EXPECT_TRUE(producer_.sent.empty());
+  EXPECT_TRUE(store_.log.empty());
+  EXPECT_EQ(progress_line(s, true), "would replay 1/2, skipped 1, missing 0, failed 0");
+}
+
+TEST_F(ReplayerTest, AFailedProduceSetsTheDeliveryBackToDead) {
+  store_.states["k"] = "dead";
+  producer_.refuse = true;
+  auto s = run({"k"}, {dlq_message("k", 1, 1)});
+  EXPECT_EQ(s.failed, 1);
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"mark k by alice", "undo k"}));
+  EXPECT_EQ(store_.states["k"], "dead");
+  EXPECT_NE(s.items[0].detail.find("all brokers down"), std::string::npos);
+  EXPECT_NE(s.items[0].detail.find("set back to dead"), std::string::npos);
+}
+
+TEST_F(ReplayerTest, ADatabaseErrorFailsTheItemWithoutProducing) {
+  store_.fail_db = true;
+  auto s = run({"k"}, {dlq_message("k", 1, 1)});
+  EXPECT_EQ(s.failed, 1);
+  EXPECT_TRUE(producer_.sent.empty());
+}
+
+TEST_F(ReplayerTest, RateSpacesProducesEvenly) {
+  for (const char* k : {"a", "b", "c", "d"}) store_.states[k] = "dead";
+  ReplayOptions paced;
+  paced.rate_per_second = 2;
+  auto s = run({"a", "b", "c", "d"},
+               {dlq_message("a", 1, 1), dlq_message("b", 2, 2), dlq_message("c", 3, 3), dlq_message("d", 4, 4)},
+               paced);
+  EXPECT_EQ(s.replayed, 4);
+  EXPECT_EQ(sleeps_, (std::vector<int64_t>{500, 500, 500}));  // the first goes at once
+}
+
+TEST_F(ReplayerTest, ReportsProgressAfterEveryKey) {
+  store_.states = {{"a", "dead"}, {"b", "succeeded"}};
+  run({"a", "b"}, {dlq_message("a", 1, 1)});
+  EXPECT_EQ(progress_, (std::vector<std::string>{"replayed 1/2, skipped 0, missing 0, failed 0",
+                                                 "replayed 1/2, skipped 1, missing 0, failed 0"}));
+}
+
+}  // namespace
+}  // namespace hookrelay::cli
