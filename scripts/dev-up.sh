@@ -65,7 +65,7 @@ hookrelay is up (everything on loopback; state and logs in $STATE):
   kafka devbroker $(cat "$STATE/bootstrap")   control: 127.0.0.1:9099 (in memory: trials only)
   postgres        $PG_URL/hookrelay
   config          $STATE/config.yaml
-  CLI             $BUILD/cli/hookrelay --config $STATE/config.yaml --help
+  CLI             $BUILD/cli/hookrelay dlq list --config $STATE/config.yaml   (hookrelay help)
 
 Send a signed GitHub webhook all the way through:
 
