@@ -210,6 +210,51 @@ def tool_versions():
             f"{first_line(['nginx', '-v'])}; {first_line(['psql', '--version'])}")
 
 
+def _stat_fields(pid):
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process and its live descendants (nginx workers), all threads."""
+    try:
+        parents = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    parents.setdefault(int(_stat_fields(d.name)[1]), []).append(int(d.name))
+                except (OSError, ValueError, IndexError):
+                    pass
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                f = _stat_fields(p)
+                total += int(f[11]) + int(f[12])
+            except (OSError, ValueError, IndexError):
+                pass
+            todo += parents.get(p, [])
+        return total / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+def start_perf(pid, out, logdir):
+    """perf record (DWARF call graphs, 299 Hz) attached to one of our processes."""
+    if not shutil.which("perf"):
+        die("--perf needs perf (Debian package linux-perf)")
+    return Proc("perf", ["perf", "record", "-F", "299", "--call-graph", "dwarf,8192", "-o", out, "-p", str(pid)],
+                logdir)
+
+
+def perf_summary(out, lines=40):
+    """The flat profile (self time by symbol) of a perf.data file."""
+    r = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "--sort", "dso,sym",
+                        "-g", "none", "--percent-limit", "0.7"], capture_output=True, text=True)
+    body = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    return "\n".join(body[:lines])
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
