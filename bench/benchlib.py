@@ -1,0 +1,291 @@
+"""Shared helpers for the hookrelay benchmarks (bench/ingest, bench/worker).
+
+Processes started here are tracked by pid and stopped by pid at exit; nothing is killed by name.
+Everything listens on 127.0.0.1 only.
+"""
+
+import atexit
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("HOOKRELAY_BUILD_DIR", ROOT / "build"))
+PEERS_SRC = Path(os.environ.get("HOOKRELAY_PEERS_DIR", ROOT.parent / "shared" / "peers"))
+RESULTS = ROOT / "bench" / "results"
+
+_started = []
+
+
+def log(msg):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg):
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def binary(rel):
+    """A built executable under the build dir; the benchmarks never build anything."""
+    p = BUILD / rel
+    if not os.access(p, os.X_OK):
+        die(f"{p} is missing: run `scripts/dev build` first (the benchmarks build nothing)")
+    return p
+
+
+def ensure_deps():
+    """wrk, nginx-light, nodejs, npm (and the build packages) through scripts/dev deps."""
+    if all(shutil.which(t) for t in ("wrk", "nginx", "node", "npm", "psql")):
+        return
+    log("installing benchmark packages (scripts/dev deps)")
+    subprocess.run([str(ROOT / "scripts" / "dev"), "deps"], check=True)
+
+
+def raise_fd_limit():
+    """Children inherit it: 10,000 connections need more than the usual 1024 descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def workdir(prefix):
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)  # nginx workers run as nobody and read files from here
+    return d
+
+
+class Proc:
+    """A child process with its output in a log file, stopped by its own pid."""
+
+    def __init__(self, name, argv, logdir, env=None, cwd=None):
+        self.name = name
+        self.log_path = Path(logdir) / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.popen = subprocess.Popen([str(a) for a in argv], stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=full_env, cwd=cwd)
+        self.pid = self.popen.pid
+        _started.append(self)
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def stop(self, timeout=15):
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        if self in _started:
+            _started.remove(self)
+
+    def tail(self, n=20):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@atexit.register
+def _stop_all():
+    for p in list(reversed(_started)):
+        p.stop(timeout=5)
+
+
+def wait_for(predicate, what, timeout=30.0, proc=None, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            die(f"{proc.name} exited while waiting for {what}; log {proc.log_path}:\n{proc.tail()}")
+        try:
+            v = predicate()
+            if v:
+                return v
+        except (OSError, ValueError):
+            pass
+        time.sleep(interval)
+    die(f"timed out waiting for {what}" + (f"; log {proc.log_path}:\n{proc.tail()}" if proc else ""))
+
+
+def http_status(url, data=None, headers=None, timeout=5):
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def tcp_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def start_devbroker(logdir, name="devbroker"):
+    """A fresh hookrelay-devbroker (3 brokers, 12 partitions); returns (proc, bootstrap)."""
+    bootfile = Path(logdir) / f"{name}.bootstrap"
+    if bootfile.exists():
+        bootfile.unlink()
+    proc = Proc(name, [binary("devbroker/hookrelay-devbroker"), "--brokers", "3", "--partitions", "12",
+                       "--bootstrap-file", bootfile, "--log-level", "warn"], logdir)
+    wait_for(lambda: bootfile.exists() and bootfile.read_text().strip(), "devbroker bootstrap file", proc=proc)
+    return proc, bootfile.read_text().strip()
+
+
+def start_nginx(logdir, name, server_block, worker_processes="auto"):
+    """nginx in the foreground with a minimal config of our own (no system config touched)."""
+    prefix = Path(logdir) / name
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""daemon off;
+worker_processes {worker_processes};
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 100000;
+  client_body_temp_path {prefix}/client_body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+{server_block}
+}}
+""")
+    return Proc(name, ["nginx", "-p", prefix, "-c", conf], logdir)
+
+
+def prepare_peers(logdir):
+    """A copy of shared/peers with its npm dependencies installed; returns its path."""
+    if not (PEERS_SRC / "package.json").exists():
+        die(f"peer baselines not found in {PEERS_SRC} (set HOOKRELAY_PEERS_DIR)")
+    dest = Path(logdir) / "peers"
+    shutil.copytree(PEERS_SRC, dest, ignore=shutil.ignore_patterns("node_modules"))
+    log("npm install in a copy of the peers folder")
+    r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=dest,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        die(f"npm install failed:\n{r.stdout[-2000:]}")
+    return dest
+
+
+def finish(work):
+    """Removes the work dir (logs, configs, the peers copy) after a successful run, unless
+    HOOKRELAY_BENCH_KEEP=1; after a failure it stays for inspection."""
+    if os.environ.get("HOOKRELAY_BENCH_KEEP") == "1":
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def tool_versions():
+    def first_line(argv):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else "?"
+    return (f"{first_line(['wrk', '-v'])}; node {first_line(['node', '--version'])}; "
+            f"{first_line(['nginx', '-v'])}; {first_line(['psql', '--version'])}")
+
+
+def _stat_fields(pid):
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process and its live descendants (nginx workers), all threads."""
+    try:
+        parents = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    parents.setdefault(int(_stat_fields(d.name)[1]), []).append(int(d.name))
+                except (OSError, ValueError, IndexError):
+                    pass
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                f = _stat_fields(p)
+                total += int(f[11]) + int(f[12])
+            except (OSError, ValueError, IndexError):
+                pass
+            todo += parents.get(p, [])
+        return total / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+def start_perf(pid, out, logdir):
+    """perf record (DWARF call graphs, 299 Hz) attached to one of our processes."""
+    if not shutil.which("perf"):
+        die("--perf needs perf (Debian package linux-perf)")
+    return Proc("perf", ["perf", "record", "-F", "299", "--call-graph", "dwarf,8192", "-o", out, "-p", str(pid)],
+                logdir)
+
+
+def perf_summary(out, lines=40):
+    """The flat profile (self time by symbol) of a perf.data file."""
+    r = subprocess.run(["perf", "report", "-i", str(out), "--stdio", "--no-children", "--sort", "dso,sym",
+                        "-g", "none", "--percent-limit", "0.7"], capture_output=True, text=True)
+    body = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    return "\n".join(body[:lines])
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def machine_line():
+    load = os.getloadavg()
+    return (f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, kernel {platform.release()}, "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def command_line():
+    return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+
+def git_rev():
+    r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def write_report(kind, text):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    path.write_text(text)
+    return path
+
+
+def verdict(ok):
+    return "met" if ok else "NOT met"
