@@ -1,5 +1,7 @@
 #include "shared/postgres_delivery_store.h"
 
+#include "shared/json_writer.h"
+
 #include <map>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
@@ -152,20 +154,23 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
   // ON CONFLICT DO UPDATE may not touch a row twice in one statement: send each key once.
   std::map<std::string, const DeliveryRef*> unique;
   for (const DeliveryRef& d : deliveries) unique.emplace(d.key, &d);
-  nlohmann::json batch = nlohmann::json::array();
+  JsonArrayWriter batch;
   for (const auto& [key, d] : unique) {
-    batch.push_back({{"key", key},
-                     {"kind", d->kind},
-                     {"source", d->source},
-                     {"event_id", d->event_id},
-                     {"destination", d->destination},
-                     {"url", d->url},
-                     {"origin_topic", d->origin_topic},
-                     {"first_seen_ms", d->first_seen_ms}});
+    batch.begin_object();
+    batch.field("key", key);
+    batch.field("kind", d->kind);
+    batch.field("source", d->source);
+    batch.field("event_id", d->event_id);
+    batch.field("destination", d->destination);
+    batch.field("url", d->url);
+    batch.field("origin_topic", d->origin_topic);
+    batch.field("first_seen_ms", d->first_seen_ms);
+    batch.end_object();
   }
+  std::string param = std::move(batch).take();
   return pg_.run("claim", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    pqxx::result rows = tx.exec_prepared("hr_claim", to_param(batch), worker_id, lease_seconds);
+    pqxx::result rows = tx.exec_prepared("hr_claim", param, worker_id, lease_seconds);
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
       by_key[row[0].as<std::string>()] =
@@ -181,40 +186,46 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
 Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& attempts,
                                            const std::string& worker_id) {
   if (attempts.empty()) return {};
-  nlohmann::json batch = nlohmann::json::array();
-  int ord = 0;
+  JsonArrayWriter batch;
+  int64_t ord = 0;
   for (const AttemptRecord& a : attempts) {
-    batch.push_back({{"ord", ord++},
-                     {"key", a.key},
-                     {"attempt", a.attempt},
-                     {"started_ms", a.started_ms},
-                     {"duration_ms", a.duration_ms},
-                     {"http_status", a.http_status},
-                     {"outcome", a.outcome},
-                     {"error", a.error},
-                     {"next_state", a.next_state}});
+    batch.begin_object();
+    batch.field("ord", ord++);
+    batch.field("key", a.key);
+    batch.field("attempt", int64_t{a.attempt});
+    batch.field("started_ms", a.started_ms);
+    batch.field("duration_ms", int64_t{a.duration_ms});
+    batch.field("http_status", int64_t{a.http_status});
+    batch.field("outcome", a.outcome);
+    batch.field("error", a.error);
+    batch.field("next_state", a.next_state);
+    batch.end_object();
   }
+  std::string param = std::move(batch).take();
   return pg_.run("record", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_prepared("hr_record", to_param(batch), worker_id);
+    tx.exec_prepared("hr_record", param, worker_id);
   });
 }
 
 Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEventRecord>& events) {
   if (events.empty()) return 0;
-  nlohmann::json batch = nlohmann::json::array();
+  JsonArrayWriter batch;
   for (const InboundEventRecord& e : events) {
-    batch.push_back({{"source", e.source},
-                     {"event_id", e.event_id},
-                     {"topic", e.topic},
-                     {"partition", e.partition},
-                     {"offset", e.offset},
-                     {"received_ms", e.received_ms},
-                     {"body_sha256", e.body_sha256}});
+    batch.begin_object();
+    batch.field("source", e.source);
+    batch.field("event_id", e.event_id);
+    batch.field("topic", e.topic);
+    batch.field("partition", int64_t{e.partition});
+    batch.field("offset", e.offset);
+    batch.field("received_ms", e.received_ms);
+    batch.field("body_sha256", e.body_sha256);
+    batch.end_object();
   }
+  std::string param = std::move(batch).take();
   return pg_.run("record_inbound", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    return tx.exec_prepared1("hr_record_inbound", to_param(batch))[0].as<int>();
+    return tx.exec_prepared1("hr_record_inbound", param)[0].as<int>();
   });
 }
 
