@@ -1,5 +1,7 @@
 #include "ingest/ingest_metrics.h"
 
+#include <cstdio>
+
 #include "shared/metrics.h"
 #include "shared/topics.h"
 
@@ -45,7 +47,7 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
                             .Add({});
   // Pre-create the common series so dashboards see zeros, not gaps.
   for (const auto& s : source_names) {
-    for (int status : {202, 401}) lookup(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", std::to_string(status)}});
+    for (const char* status : {"202", "401"}) lookup(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", status}});
     for (const char* reason : {"missing_signature", "malformed_signature", "bad_signature", "missing_timestamp",
                                "stale_timestamp"}) {
       lookup(*verification_failures_, {{"source", s}, {"reason", reason}});
@@ -59,32 +61,39 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
 }
 
 prometheus::Counter& IngestMetrics::lookup(prometheus::Family<prometheus::Counter>& family,
-                                           const std::map<std::string, std::string>& labels) {
-  std::string key = std::to_string(reinterpret_cast<std::uintptr_t>(&family));
-  for (const auto& [k, v] : labels) (key += '\x1f') += v;
+                                           std::initializer_list<std::pair<std::string_view, std::string_view>> labels) {
   std::lock_guard lock(mu_);
-  auto it = cache_.find(key);
+  scratch_.assign(reinterpret_cast<const char*>(&family), sizeof(&family));
+  for (const auto& [k, v] : labels) (scratch_ += '\x1f') += v;
+  auto it = cache_.find(scratch_);
   if (it != cache_.end()) return *it->second;
-  auto& c = family.Add(labels);
-  cache_.emplace(std::move(key), &c);
+  std::map<std::string, std::string> named;
+  for (const auto& [k, v] : labels) named.emplace(std::string(k), std::string(v));
+  auto& c = family.Add(named);
+  cache_.emplace(scratch_, &c);
   return c;
 }
 
+namespace {
+// Status codes as label values without allocating.
+std::string_view status_label(int status, char (&buf)[8]) {
+  int n = std::snprintf(buf, sizeof buf, "%d", status);
+  return {buf, static_cast<std::size_t>(n)};
+}
+}  // namespace
+
 void IngestMetrics::request(std::string_view endpoint, std::string_view source, int status) {
-  lookup(*requests_, {{"endpoint", std::string(endpoint)}, {"source", std::string(source)},
-                      {"status", std::to_string(status)}})
-      .Increment();
+  char buf[8];
+  lookup(*requests_, {{"endpoint", endpoint}, {"source", source}, {"status", status_label(status, buf)}}).Increment();
 }
 
-void IngestMetrics::error(std::string_view code) { lookup(*errors_, {{"code", std::string(code)}}).Increment(); }
+void IngestMetrics::error(std::string_view code) { lookup(*errors_, {{"code", code}}).Increment(); }
 
 void IngestMetrics::verification_failure(std::string_view source, std::string_view reason) {
-  lookup(*verification_failures_, {{"source", std::string(source)}, {"reason", std::string(reason)}}).Increment();
+  lookup(*verification_failures_, {{"source", source}, {"reason", reason}}).Increment();
 }
 
-void IngestMetrics::kafka_error(std::string_view code) {
-  lookup(*kafka_errors_, {{"code", std::string(code)}}).Increment();
-}
+void IngestMetrics::kafka_error(std::string_view code) { lookup(*kafka_errors_, {{"code", code}}).Increment(); }
 
 void IngestMetrics::produce_latency(std::string_view topic, double seconds) {
   (topic == kCallsTopic ? calls_latency_ : webhooks_latency_)->Observe(seconds);

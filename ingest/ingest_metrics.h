@@ -33,8 +33,10 @@ class IngestMetrics {
   prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
 
  private:
+  // The series for these label values (in the family's label order), created on first use. A
+  // hit allocates nothing.
   prometheus::Counter& lookup(prometheus::Family<prometheus::Counter>& family,
-                              const std::map<std::string, std::string>& labels);
+                              std::initializer_list<std::pair<std::string_view, std::string_view>> labels);
 
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* errors_;
@@ -48,6 +50,7 @@ class IngestMetrics {
   prometheus::Histogram* calls_latency_;
   std::mutex mu_;  // guards cache_
   std::map<std::string, prometheus::Counter*, std::less<>> cache_;
+  std::string scratch_;  // key buffer, reused under mu_
 };
 
 }  // namespace hookrelay

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "shared/crypto.h"
+#include "shared/json_writer.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/signature_verifier.h"
@@ -34,10 +35,18 @@ bool forwardable(const std::string& name) {
   return !blocked.count(name) && name.rfind("hr-", 0) != 0;
 }
 
-std::string accepted_body(const std::string& id, const std::string& extra_json) {
-  json j = {{"id", id}, {"status", "accepted"}};
-  if (!extra_json.empty()) j.update(json::parse(extra_json));
-  return j.dump();
+// {"id":<id>,"status":"accepted"[,"idempotency_key":<key>]}, written directly: this is on every
+// accepted request.
+std::string accepted_body(const std::string& id, const std::string& idempotency_key) {
+  std::string out = "{\"id\":";
+  append_json_string(out, id);
+  out += ",\"status\":\"accepted\"";
+  if (!idempotency_key.empty()) {
+    out += ",\"idempotency_key\":";
+    append_json_string(out, idempotency_key);
+  }
+  out += '}';
+  return out;
 }
 
 }  // namespace
@@ -178,8 +187,7 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
       {std::string(header::kReceivedAt), std::to_string(now_ms_())},
       {std::string(header::kCall), call_envelope(c)},
   };
-  json extra = {{"idempotency_key", c.idempotency_key}};
-  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, std::move(headers), extra.dump(),
+  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, std::move(headers), c.idempotency_key,
                      std::move(respond));
 }
 

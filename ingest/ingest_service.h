@@ -51,7 +51,7 @@ class IngestService {
   // Produces, then answers 202 {"id": id} or 503. Counts and tracks in-flight.
   void produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
                           std::string id, std::string_view key, std::string_view value,
-                          std::vector<MessageHeader> headers, std::string extra_json, Responder respond);
+                          std::vector<MessageHeader> headers, std::string idempotency_key, Responder respond);
   void answer_error(std::string_view endpoint, std::string_view source, int status, std::string_view code,
                     std::string_view message, const Responder& respond,
                     std::vector<std::pair<std::string, std::string>> headers = {});

@@ -17,6 +17,34 @@ std::size_t utf8_length(std::string_view s, std::size_t i) {
 
 }  // namespace
 
+void append_json_string(std::string& out, std::string_view s) {
+  static const char* hex = "0123456789abcdef";
+  out += '"';
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+      ++i;
+    } else if (c < 0x20) {
+      out += "\\u00";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+      ++i;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+    } else if (std::size_t n = utf8_length(s, i); n > 0) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xef\xbf\xbd";  // U+FFFD
+      ++i;
+    }
+  }
+  out += '"';
+}
+
 void JsonArrayWriter::begin_object() {
   if (!first_object_) out_ += ',';
   first_object_ = false;
@@ -27,46 +55,18 @@ void JsonArrayWriter::begin_object() {
 void JsonArrayWriter::key(std::string_view name) {
   if (!first_field_) out_ += ',';
   first_field_ = false;
-  string(name);
+  append_json_string(out_, name);
   out_ += ':';
 }
 
 void JsonArrayWriter::field(std::string_view name, std::string_view value) {
   key(name);
-  string(value);
+  append_json_string(out_, value);
 }
 
 void JsonArrayWriter::field(std::string_view name, int64_t value) {
   key(name);
   out_ += std::to_string(value);
-}
-
-void JsonArrayWriter::string(std::string_view s) {
-  static const char* hex = "0123456789abcdef";
-  out_ += '"';
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out_ += '\\';
-      out_ += static_cast<char>(c);
-      ++i;
-    } else if (c < 0x20) {
-      out_ += "\\u00";
-      out_ += hex[c >> 4];
-      out_ += hex[c & 15];
-      ++i;
-    } else if (c < 0x80) {
-      out_ += static_cast<char>(c);
-      ++i;
-    } else if (std::size_t n = utf8_length(s, i); n > 0) {
-      out_.append(s.substr(i, n));
-      i += n;
-    } else {
-      out_ += "\xef\xbf\xbd";  // U+FFFD
-      ++i;
-    }
-  }
-  out_ += '"';
 }
 
 }  // namespace hookrelay

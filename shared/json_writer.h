@@ -12,6 +12,9 @@
 
 namespace hookrelay {
 
+// Appends `s` as a JSON string literal (quoted, escaped) to `out`.
+void append_json_string(std::string& out, std::string_view s);
+
 class JsonArrayWriter {
  public:
   JsonArrayWriter() { out_.reserve(4096); out_ += '['; }
@@ -27,7 +30,6 @@ class JsonArrayWriter {
 
  private:
   void key(std::string_view name);
-  void string(std::string_view s);
 
   std::string out_;
   bool first_object_ = true;

@@ -14,7 +14,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
       {"client.id", std::move(client_id)},
       {"enable.idempotence", "true"},
       {"acks", "all"},
-      {"linger.ms", "2"},
+      {"linger.ms", "1"},
       {"batch.num.messages", "10000"},
       {"queue.buffering.max.messages", "200000"},
       {"queue.buffering.max.kbytes", "262144"},
