@@ -14,6 +14,9 @@ TEST_F(WorkerTest, DuplicateEventIdsAreDeliveredOnce) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a")}, {"github", "g", rx_.url("/g")}};
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  // Slower than the first retry tier: the second copy comes back from its bounce while the
+  // first is still in flight, and must be bounced again, not sent.
+  rx_.set_default({200, {}, 2500});
   auto ingest = stack_->start_ingest();
   ASSERT_TRUE(ingest) << ingest.error().message;
   std::size_t w = start_worker();
@@ -26,11 +29,12 @@ TEST_F(WorkerTest, DuplicateEventIdsAreDeliveredOnce) {
     EXPECT_EQ(r->status, 202) << r->body;
   }
 
-  ASSERT_TRUE(deliveries_in_state("succeeded", 2, 20s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2, 30s));
   // The second copy of each is either skipped at claim time or bounced through a retry tier
   // (while the first was in flight) and skipped there.
-  ASSERT_TRUE(eventually([&] { return worker_metric(w, kSkips) >= 2; }, 15s))
-      << "skips: " << worker_metric(w, kSkips);
+  ASSERT_TRUE(eventually([&] { return worker_metric(w, kSkips) >= 2; }, 20s))
+      << "skips: " << worker_metric(w, kSkips) << ", requests: /a " << rx_.count("/a") << ", /g "
+      << rx_.count("/g");
   EXPECT_EQ(rx_.count("/a"), 1u);
   EXPECT_EQ(rx_.count("/g"), 1u);
   EXPECT_EQ(rx_.requests("/g").at(0).header("webhook-id"), "gh-delivery-1");

@@ -223,6 +223,25 @@ int64_t Stack::count_deliveries(const std::string& state) const {
   return tx.exec1(sql)[0].as<int64_t>();
 }
 
+std::string Stack::describe_deliveries() const {
+  pqxx::connection c(db_->url());
+  pqxx::nontransaction tx(c);
+  std::ostringstream out;
+  for (const auto& row : tx.exec("SELECT delivery_key, state, attempts, coalesce(lease_owner, '-'), "
+                                 "coalesce(last_status::text, '-'), coalesce(last_error, '') FROM deliveries "
+                                 "ORDER BY delivery_key")) {
+    out << "delivery " << row[0].c_str() << " " << row[1].c_str() << " attempts=" << row[2].c_str()
+        << " lease=" << row[3].c_str() << " last_status=" << row[4].c_str() << " " << row[5].c_str() << "\n";
+  }
+  for (const auto& row : tx.exec("SELECT delivery_key, attempt, outcome, coalesce(http_status::text, '-'), worker_id, "
+                                 "to_char(started_at, 'HH24:MI:SS.MS') FROM delivery_attempts "
+                                 "ORDER BY started_at")) {
+    out << "attempt " << row[5].c_str() << " " << row[0].c_str() << " #" << row[1].c_str() << " "
+        << row[2].c_str() << " " << row[3].c_str() << " by " << row[4].c_str() << "\n";
+  }
+  return out.str();
+}
+
 std::map<std::string, int64_t> Stack::succeeded_attempts_per_key() const {
   pqxx::connection c(db_->url());
   pqxx::nontransaction tx(c);

@@ -124,6 +124,9 @@ class Stack {
   // Postgres assertions on this stack's database. Errors throw (the test fails loudly).
   std::string scalar(const std::string& sql) const;
   int64_t count_deliveries(const std::string& state = "") const;
+  // One line per delivery (key, state, attempts, lease owner, last status/error) and per attempt
+  // row: for failure messages.
+  std::string describe_deliveries() const;
   // delivery key -> number of 'succeeded' attempt rows, for every delivery key.
   std::map<std::string, int64_t> succeeded_attempts_per_key() const;
   // Refuses (false) or allows (true) new connections to this stack's database; refusing also
