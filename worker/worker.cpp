@@ -23,6 +23,7 @@ struct Worker::Job {
   std::shared_ptr<MessageState> msg;
   std::string host;
   bool holds_slot = false;   // counted in HostConcurrency
+  bool holds_key = false;    // the entry in local_keys_ is this job's
   int64_t started_ms = 0;
   AttemptRecord record;
   AttemptHistory history;
@@ -235,6 +236,7 @@ void Worker::flush_claims(int64_t now) {
     switch ((*claimed)[i]) {
       case ClaimStatus::kClaimed:
         if (local_keys_.insert(job->d.key).second) {
+          job->holds_key = true;
           enqueue_claimed(std::move(job));
           break;
         }
@@ -472,7 +474,9 @@ void Worker::flush_reproduce(int64_t now) {
 }
 
 void Worker::finish(std::unique_ptr<Job> job) {
-  if (!job->d.key.empty() && !job->malformed) local_keys_.erase(job->d.key);
+  // A duplicate bounced while the key was in flight here must not free the key: the next copy
+  // would then be sent while the first is still in flight.
+  if (job->holds_key) local_keys_.erase(job->d.key);
   in_flight_.fetch_sub(1);
   auto& msg = *job->msg;
   if (--msg.pending > 0) return;
@@ -538,6 +542,11 @@ void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
       p.seek_offset = d_.consumer->pause(tp, -1);
       p.for_db = db_down_;
       p.for_capacity = saturated_;
+    } else {
+      // librdkafka keeps an application pause across revoke and reassignment, but paused_
+      // forgot it at the revoke: a retry-tier partition paused here and assigned back would
+      // otherwise never be resumed, stranding its retries.
+      d_.consumer->resume(tp);
     }
   }
   ready_.store(!db_down_ && !stop_.load());

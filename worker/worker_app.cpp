@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -89,14 +90,16 @@ int run_worker(int argc, char** argv) {
     return 2;
   }
   PostgresDeliveryStore store(config->postgres.url);
-  CurlSender sender(SsrfGuard(config->worker.allow_private_networks, allowlist));
+  // Optional so it can be destroyed before the worker: see the end of this function.
+  std::optional<CurlSender> sender;
+  sender.emplace(SsrfGuard(config->worker.allow_private_networks, allowlist));
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
 
   Worker worker({.config = &*config,
                  .consumer = consumer->get(),
                  .producer = producer->get(),
-                 .sender = &sender,
+                 .sender = &*sender,
                  .store = &store,
                  .metrics = &metrics,
                  .now_ms = unix_ms,
@@ -141,6 +144,10 @@ int run_worker(int argc, char** argv) {
   signals.join();
   (*producer)->flush(5000);
   server.stop();
+  // Calls and produces still outstanding are failed by these destructors, and their callbacks
+  // post to the worker: it must still exist then (declared later, it would be destroyed first).
+  sender.reset();
+  producer->reset();
   return 0;
 }
 

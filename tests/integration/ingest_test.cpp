@@ -22,6 +22,15 @@
 namespace hookrelay::test {
 namespace {
 
+// A reply, or status 0 with the transport error as the body.
+HttpReply call(const std::string& method, const std::string& url,
+               const std::vector<std::pair<std::string, std::string>>& headers, const std::string& body) {
+  auto r = http_request(method, url, body, headers, std::chrono::seconds(15));
+  if (r) return *r;
+  return HttpReply{0, r.error().message, {}};
+}
+HttpReply get(const std::string& url) { return call("GET", url, {}, {}); }
+
 using namespace std::chrono_literals;
 
 constexpr const char* kGithubSecret = "gh-integration-secret";
@@ -51,7 +60,7 @@ class IngestProcess : public ::testing::Test {
     ASSERT_TRUE(p) << p.error().message;
     ingest_.emplace(std::move(*p));
     for (int i = 0; i < 200; ++i) {
-      if (http_get(url("/readyz")).status == 200) return;
+      if (get(url("/readyz")).status == 200) return;
       std::this_thread::sleep_for(50ms);
     }
     FAIL() << "ingest never became ready:\n" << ingest_->log_tail();
@@ -66,7 +75,7 @@ class IngestProcess : public ::testing::Test {
     source.secrets = {kGithubSecret};
     auto headers = provider_headers(source, body, std::time(nullptr), event_id);
     headers.emplace_back("X-GitHub-Event", "push");
-    return http_request("POST", url("/webhooks/github"), headers, body);
+    return call("POST", url("/webhooks/github"), headers, body);
   }
 
   TestDir dir_;
@@ -104,7 +113,7 @@ TEST_F(IngestProcess, AcknowledgedWebhooksAreInTheTopicByteForByte) {
 }
 
 TEST_F(IngestProcess, CallRequestsAreProducedAfterTheAck) {
-  auto r = http_request("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
+  auto r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
                         R"({"url":"http://127.0.0.1:9/x","method":"PUT","body":"payload","idempotency_key":"k-1"})");
   ASSERT_EQ(r.status, 202) << r.body;
   auto consumed = consume_all(broker_->bootstrap(), std::string(kCallsTopic), 1, 30s);
@@ -115,19 +124,19 @@ TEST_F(IngestProcess, CallRequestsAreProducedAfterTheAck) {
 }
 
 TEST_F(IngestProcess, BadInputGetsSpecificErrorsAndIsCounted) {
-  auto r = http_request("POST", url("/webhooks/github"), {{"X-Hub-Signature-256", "sha256=" + std::string(64, '0')}}, "{}");
+  auto r = call("POST", url("/webhooks/github"), {{"X-Hub-Signature-256", "sha256=" + std::string(64, '0')}}, "{}");
   EXPECT_EQ(r.status, 401);
   EXPECT_NE(r.body.find("\"bad_signature\""), std::string::npos) << r.body;
-  r = http_request("POST", url("/webhooks/nope"), {}, "{}");
+  r = call("POST", url("/webhooks/nope"), {}, "{}");
   EXPECT_EQ(r.status, 404);
   EXPECT_NE(r.body.find("\"unknown_source\""), std::string::npos);
   r = post_webhook(std::string(70000, 'x'), "big");
   EXPECT_EQ(r.status, 413);
   EXPECT_NE(r.body.find("\"body_too_large\""), std::string::npos) << r.body;
-  r = http_request("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}}, "{\"url\":1}");
+  r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}}, "{\"url\":1}");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("url: must be a string"), std::string::npos) << r.body;
-  auto metrics = http_get(url("/metrics")).body;
+  auto metrics = get(url("/metrics")).body;
   EXPECT_NE(metrics.find("hookrelay_ingest_verification_failures_total{reason=\"bad_signature\",source=\"github\"} 1"),
             std::string::npos)
       << metrics;
@@ -149,9 +158,9 @@ TEST_F(IngestProcess, BrokerDownIs503NeverA2xxAndAcceptedOnesAreKept) {
     }
   }
   EXPECT_EQ(refused, 5);
-  EXPECT_EQ(http_get(url("/readyz")).status, 503);
+  EXPECT_EQ(get(url("/readyz")).status, 503);
   ASSERT_TRUE(broker_->all_up());
-  long status = 0;
+  int status = 0;
   for (int i = 0; i < 100 && status != 202; ++i) {
     status = post_webhook("{\"after\":1}", "after-1").status;
     if (status != 202) std::this_thread::sleep_for(200ms);
@@ -180,7 +189,7 @@ TEST_F(IngestProcess, SigtermAnswersInFlightRequestsThenExitsZero) {
   int accepted = 0;
   for (auto& f : replies) {
     auto r = f.get();
-    EXPECT_NE(r.status, 0) << "connection dropped without an answer: " << r.error;
+    EXPECT_NE(r.status, 0) << "connection dropped without an answer: " << r.body;
     if (r.status == 202) ++accepted;
   }
   auto code = ingest_->wait_exit(15s);
