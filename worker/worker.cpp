@@ -41,7 +41,9 @@ constexpr int64_t kDbRetryMs = 1000;
 constexpr int64_t kReproduceDelayMs = 1000;
 constexpr std::size_t kMaxInboundBacklog = 100000;
 
-double seconds_between(int64_t from_ms, int64_t to_ms) { return static_cast<double>(to_ms - from_ms) / 1000.0; }
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // scheme://[userinfo@]host[:port]/... -> lower-case "host[:port]": one destination for limits.
 std::string destination_host(std::string_view url) {
@@ -72,6 +74,9 @@ Worker::Worker(WorkerDeps deps)
       config_(*d_.config),
       breaker_({d_.config->worker.breaker_failure_threshold, d_.config->worker.breaker_cooldown_ms}, d_.now_ms),
       concurrency_(d_.config->worker.per_host_max_in_flight) {
+  if (!d_.record_store) d_.record_store = d_.store;
+  claim_lane_ = std::make_unique<DbLane>(d_.threaded_db);
+  record_lane_ = std::make_unique<DbLane>(d_.threaded_db);
   if (config_.worker.per_host_rate_per_second > 0) {
     double rate = config_.worker.per_host_rate_per_second;
     rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), d_.now_ms);
@@ -211,47 +216,77 @@ void Worker::accept_message(ConsumedMessage& m, int64_t now) {
 }
 
 void Worker::flush_claims(int64_t now) {
-  if (to_claim_.empty() || !db_usable(now)) return;
-  std::vector<DeliveryRef> refs;
-  refs.reserve(to_claim_.size());
-  for (const auto& j : to_claim_) {
-    refs.push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
-                    j->d.received_at_ms});
-  }
-  auto t0 = d_.now_ms();
-  auto claimed = d_.store->claim(refs, d_.worker_id, config_.worker.claim_lease_seconds);
-  d_.metrics->postgres("claim", seconds_between(t0, d_.now_ms()), claimed.has_value());
-  if (!claimed) return db_failed(claimed.error(), "claim", now);
-  db_ok();
-  if (!inbound_.empty()) {
-    t0 = d_.now_ms();
-    auto r = d_.store->record_inbound(inbound_);
-    d_.metrics->postgres("inbound", seconds_between(t0, d_.now_ms()), r.has_value());
-    if (r) inbound_.clear();  // on failure they are tried again with the next batch
-  }
-  auto jobs = std::move(to_claim_);
+  if (claim_busy_ || to_claim_.empty() || !db_usable(now)) return;
+  claim_busy_ = true;
+  claiming_ = std::move(to_claim_);
   to_claim_.clear();
+  auto refs = std::make_shared<std::vector<DeliveryRef>>();
+  refs->reserve(claiming_.size());
+  for (const auto& j : claiming_) {
+    refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
+                     j->d.received_at_ms});
+  }
+  auto inbound = std::make_shared<std::vector<InboundEventRecord>>(std::move(inbound_));
+  inbound_.clear();
+  claim_lane_->submit([this, refs, inbound] {
+    Event e;
+    e.kind = Event::Kind::kClaimed;
+    auto t0 = std::chrono::steady_clock::now();
+    e.claimed = d_.store->claim(*refs, d_.worker_id, config_.worker.claim_lease_seconds);
+    e.seconds = seconds_since(t0);
+    if (e.claimed && !inbound->empty()) {
+      t0 = std::chrono::steady_clock::now();
+      auto r = d_.store->record_inbound(*inbound);
+      d_.metrics->postgres("inbound", seconds_since(t0), r.has_value());
+      if (!r) e.inbound_retry = inbound;  // tried again with the next batch
+    } else if (!e.claimed) {
+      e.inbound_retry = inbound;
+    }
+    post(std::move(e));
+  });
+}
+
+void Worker::on_claimed(Event& e, int64_t now) {
+  claim_busy_ = false;
+  d_.metrics->postgres("claim", e.seconds, e.claimed.has_value());
+  if (e.inbound_retry && inbound_.size() < kMaxInboundBacklog) {
+    inbound_.insert(inbound_.end(), e.inbound_retry->begin(), e.inbound_retry->end());
+  }
+  auto jobs = std::move(claiming_);
+  claiming_.clear();
+  if (!e.claimed) {
+    db_failed(e.claimed.error(), "claim", now);
+    // Back in front, in order: nothing is lost or reordered while Postgres is away.
+    jobs.insert(jobs.end(), std::make_move_iterator(to_claim_.begin()), std::make_move_iterator(to_claim_.end()));
+    to_claim_ = std::move(jobs);
+    return;
+  }
+  db_ok();
+  const auto& claimed = e.claimed;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     auto& job = jobs[i];
     switch ((*claimed)[i]) {
       case ClaimStatus::kClaimed:
+        if (stop_.load()) {  // shutting down: give the lease back, the message is replayed
+          abandoned_keys_.push_back(job->d.key);
+          in_flight_.fetch_sub(1);
+          break;
+        }
         if (local_keys_.insert(job->d.key).second) {
           job->holds_key = true;
           enqueue_claimed(std::move(job));
           break;
         }
         [[fallthrough]];  // the same delivery is already in flight here: let that one finish
-      case ClaimStatus::kLeasedElsewhere: {
+      case ClaimStatus::kLeasedElsewhere:
         // Another attempt is under way; come back after the first tier's delay, spending no
         // attempt. If that attempt succeeds, the retry is skipped as already succeeded.
-        job->history.attempts_made = job->d.attempt - 1;
-        job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
-        job->history.due_at_ms = now + int64_t{config_.retry.schedule_seconds.front()} * 1000;
-        job->tier = 0;
-        job->topic_out = retry_topic(0);
-        produce_redelivery(std::move(job), now);
+        if (stop_.load()) {
+          in_flight_.fetch_sub(1);  // not finished: replayed from the last committed offset
+          break;
+        }
+        bounce(std::move(job), now);
         break;
-      }
       case ClaimStatus::kAlreadySucceeded:
         d_.metrics->idempotent_skip("already_succeeded");
         d_.metrics->delivery("skipped");
@@ -264,6 +299,15 @@ void Worker::flush_claims(int64_t now) {
         break;
     }
   }
+}
+
+void Worker::bounce(std::unique_ptr<Job> job, int64_t now) {
+  job->history.attempts_made = job->d.attempt - 1;
+  job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
+  job->history.due_at_ms = now + int64_t{config_.retry.schedule_seconds.front()} * 1000;
+  job->tier = 0;
+  job->topic_out = retry_topic(0);
+  produce_redelivery(std::move(job), now);
 }
 
 void Worker::enqueue_claimed(std::unique_ptr<Job> job) {
@@ -301,13 +345,13 @@ void Worker::dispatch(int64_t now) {
     while (!queue.empty()) {
       auto& job = queue.front();
       if (!breaker_.allow(host)) {
+        // The host is failing: its deliveries go back to the first retry tier without a call
+        // and without spending an attempt, so a host outage costs only max_age.
         auto j = std::move(job);
         queue.pop_front();
-        j->started_ms = now;
-        HttpResult r;
-        r.error = TransportError::kCircuitOpen;
-        r.message = "circuit open for " + host + ": not called";
-        on_http_result(std::move(j), std::move(r), now);
+        release_order_gate(*j);
+        j->order_gate.clear();
+        bounce(std::move(j), now);
         continue;
       }
       if (!concurrency_.try_acquire(host)) break;
@@ -324,8 +368,8 @@ void Worker::dispatch(int64_t now) {
       sending_.insert(raw);
       d_.sender->send(std::move(call), [this, raw](HttpResult r) {
         Event e;
+        e.kind = Event::Kind::kHttp;
         e.job = raw;
-        e.is_http = true;
         e.http = std::move(r);
         post(std::move(e));
       });
@@ -342,17 +386,24 @@ void Worker::drain_events(int64_t now, bool wait) {
     events.swap(events_);
   }
   for (auto& e : events) {
+    if (e.kind == Event::Kind::kClaimed) {
+      on_claimed(e, now);
+      continue;
+    }
+    if (e.kind == Event::Kind::kRecorded) {
+      on_recorded(e, now);
+      continue;
+    }
     sending_.erase(e.job);
     std::unique_ptr<Job> job(e.job);
-    if (e.is_http) {
+    if (e.kind == Event::Kind::kHttp) {
       on_http_result(std::move(job), std::move(e.http), now);
     } else if (e.produced) {
       if (job->malformed || job->topic_out == kDlqTopic) {
         d_.metrics->dlq(job->dlq_reason);
         d_.metrics->delivery("dead");
-      } else if (job->record.key.empty()) {
-        d_.metrics->delivery("skipped");  // bounced by a lease held elsewhere; no attempt made
       } else {
+        // A retry after a failed attempt, or a bounce (lease held elsewhere, circuit open).
         d_.metrics->retry(job->tier);
         d_.metrics->delivery("retried");
       }
@@ -429,17 +480,35 @@ void Worker::on_http_result(std::unique_ptr<Job> job, HttpResult r, int64_t now)
 }
 
 void Worker::flush_records(int64_t now) {
-  if (to_record_.empty() || !db_usable(now)) return;
-  std::vector<AttemptRecord> records;
-  records.reserve(to_record_.size());
-  for (const auto& j : to_record_) records.push_back(j->record);
-  auto t0 = d_.now_ms();
-  auto r = d_.store->record(records, d_.worker_id);
-  d_.metrics->postgres("record", seconds_between(t0, d_.now_ms()), r.has_value());
-  if (!r) return db_failed(r.error(), "record", now);
-  db_ok();
-  auto jobs = std::move(to_record_);
+  if (record_busy_ || to_record_.empty() || !db_usable(now)) return;
+  record_busy_ = true;
+  recording_ = std::move(to_record_);
   to_record_.clear();
+  auto records = std::make_shared<std::vector<AttemptRecord>>();
+  records->reserve(recording_.size());
+  for (const auto& j : recording_) records->push_back(j->record);
+  record_lane_->submit([this, records] {
+    Event e;
+    e.kind = Event::Kind::kRecorded;
+    auto t0 = std::chrono::steady_clock::now();
+    e.recorded = d_.record_store->record(*records, d_.worker_id);
+    e.seconds = seconds_since(t0);
+    post(std::move(e));
+  });
+}
+
+void Worker::on_recorded(Event& e, int64_t now) {
+  record_busy_ = false;
+  d_.metrics->postgres("record", e.seconds, e.recorded.has_value());
+  auto jobs = std::move(recording_);
+  recording_.clear();
+  if (!e.recorded) {
+    db_failed(e.recorded.error(), "record", now);
+    jobs.insert(jobs.end(), std::make_move_iterator(to_record_.begin()), std::make_move_iterator(to_record_.end()));
+    to_record_ = std::move(jobs);
+    return;
+  }
+  db_ok();
   for (auto& job : jobs) {
     if (job->record.next_state == "succeeded") {
       d_.metrics->delivery("succeeded");
@@ -459,6 +528,7 @@ void Worker::produce_redelivery(std::unique_ptr<Job> job, int64_t) {
   sending_.insert(raw);
   d_.producer->produce({raw->topic_out, raw->d.key, value, &headers}, [this, raw](Result<ProducedAt> r) {
     Event e;
+    e.kind = Event::Kind::kProduced;
     e.job = raw;
     e.produced = std::move(r);
     post(std::move(e));
@@ -599,7 +669,8 @@ void Worker::drain_for_shutdown() {
     in_flight_.fetch_sub(static_cast<int>(queue.size()));
   }
   ordered_waiting_.clear();
-  while (d_.now_ms() < deadline && (!sending_.empty() || !to_record_.empty() || !to_reproduce_.empty())) {
+  while (d_.now_ms() < deadline && (!sending_.empty() || !to_record_.empty() || !to_reproduce_.empty() ||
+                                    claim_busy_ || record_busy_)) {
     int64_t now = d_.now_ms();
     drain_events(now, true);
     flush_records(now);
@@ -608,14 +679,19 @@ void Worker::drain_for_shutdown() {
   }
   for (Job* j : sending_) unsent.push_back(j->d.key);
   for (auto& j : to_record_) unsent.push_back(j->d.key);
-  if (!unsent.empty() && !db_down_) (void)d_.store->release(unsent, d_.worker_id);
+  for (auto& j : recording_) unsent.push_back(j->d.key);
+  unsent.insert(unsent.end(), abandoned_keys_.begin(), abandoned_keys_.end());
+  if (!unsent.empty() && !db_down_) {
+    // On the claim lane: its connection is never used from two threads at once.
+    claim_lane_->submit([this, keys = std::move(unsent)] { (void)d_.store->release(keys, d_.worker_id); });
+  }
   store_offsets();
   if (auto r = d_.consumer->commit(); !r) {
     spdlog::warn("msg=final_commit_failed error={}", log_quote(r.error().message));
   }
   d_.consumer->close();
   spdlog::info("msg=worker_stopped abandoned={} note=\"abandoned deliveries are replayed from the last committed offset\"",
-               sending_.size() + to_record_.size() + to_reproduce_.size());
+               sending_.size() + to_record_.size() + recording_.size() + to_reproduce_.size());
 }
 
 }  // namespace hookrelay

@@ -34,6 +34,7 @@
 #include "shared/message_producer.h"
 #include "worker/backoff.h"
 #include "worker/circuit_breaker.h"
+#include "worker/db_lane.h"
 #include "worker/http_sender.h"
 #include "worker/message_consumer.h"
 #include "worker/outbound_request.h"
@@ -47,7 +48,9 @@ struct WorkerDeps {
   MessageConsumer* consumer = nullptr;
   MessageProducer* producer = nullptr;
   HttpSender* sender = nullptr;
-  DeliveryStore* store = nullptr;
+  DeliveryStore* store = nullptr;         // claims and inbound events
+  DeliveryStore* record_store = nullptr;  // attempt records; nullptr = `store`
+  bool threaded_db = false;               // Postgres round trips on their own threads
   WorkerMetrics* metrics = nullptr;
   std::function<int64_t()> now_ms;  // Unix milliseconds
   std::function<double()> rand01;   // uniform in [0, 1)
@@ -82,15 +85,23 @@ class Worker {
     bool for_capacity = false;  // max_in_flight reached
   };
   struct Event {
+    enum class Kind { kHttp, kProduced, kClaimed, kRecorded };
+    Kind kind = Kind::kProduced;
     Job* job = nullptr;
-    bool is_http = false;
     HttpResult http;
     Result<ProducedAt> produced = ProducedAt{};
+    Result<std::vector<ClaimStatus>> claimed = std::vector<ClaimStatus>{};
+    Result<void> recorded;
+    double seconds = 0;  // the round trip's duration
+    std::shared_ptr<std::vector<InboundEventRecord>> inbound_retry;  // not stored; try again
   };
 
   void poll_messages(int64_t now);
   void accept_message(ConsumedMessage& m, int64_t now);
   void flush_claims(int64_t now);
+  void on_claimed(Event& e, int64_t now);
+  void on_recorded(Event& e, int64_t now);
+  void bounce(std::unique_ptr<Job> job, int64_t now);
   void dispatch(int64_t now);
   void drain_events(int64_t now, bool wait);
   void on_http_result(std::unique_ptr<Job> job, HttpResult r, int64_t now);
@@ -122,12 +133,17 @@ class Worker {
   std::map<TopicPartition, Pause> paused_;
 
   std::vector<std::unique_ptr<Job>> to_claim_;
+  std::vector<std::unique_ptr<Job>> claiming_;   // with the claim lane
+  std::vector<std::unique_ptr<Job>> recording_;  // with the record lane
+  bool claim_busy_ = false;
+  bool record_busy_ = false;
   std::vector<InboundEventRecord> inbound_;
   std::map<std::string, std::deque<std::unique_ptr<Job>>> queued_;  // claimed, by host, waiting for a slot
   std::vector<std::unique_ptr<Job>> to_record_;
   std::deque<std::unique_ptr<Job>> to_reproduce_;  // produce failed; try again later
   std::unordered_set<std::string> local_keys_;     // claimed by this worker, not finished
   std::unordered_set<Job*> sending_;               // handed to the sender or producer
+  std::vector<std::string> abandoned_keys_;        // claimed during shutdown; leases given back
   // Ordered routes: one first attempt at a time per (route, source partition); the rest wait
   // here in offset order.
   std::map<std::string, std::deque<std::unique_ptr<Job>>> ordered_waiting_;
@@ -146,6 +162,9 @@ class Worker {
   std::atomic<bool> stop_{false};
   std::atomic<bool> ready_{false};
   std::atomic<int> in_flight_{0};
+  // Last members: destroyed first, so no lane task outlives what it touches.
+  std::unique_ptr<DbLane> claim_lane_;
+  std::unique_ptr<DbLane> record_lane_;
 };
 
 }  // namespace hookrelay

@@ -158,9 +158,23 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
 )", [](const std::string&) { return std::nullopt; });
     EXPECT_TRUE(c) << c.error().message;
     config = *c;
-    worker = std::make_unique<Worker>(WorkerDeps{&config, &consumer, &producer, &sender, &store, &metrics,
-                                                 [this] { return now; }, [] { return 0.5; }, "w1"});
+    worker = std::make_unique<Worker>(deps(consumer));
     consumer.assign({{std::string(kWebhooksTopic), 0}, {retry_topic(0), 0}});
+    consumer.resumes.clear();  // assignment resumes whatever librdkafka kept paused
+  }
+
+  WorkerDeps deps(FakeConsumer& c) {
+    WorkerDeps d;
+    d.config = &config;
+    d.consumer = &c;
+    d.producer = &producer;
+    d.sender = &sender;
+    d.store = &store;
+    d.metrics = &metrics;
+    d.now_ms = [this] { return now; };
+    d.rand01 = [] { return 0.5; };
+    d.worker_id = "w1";
+    return d;
   }
 
   void webhook(int64_t offset, const std::string& event_id, std::string topic = std::string(kWebhooksTopic),
@@ -176,7 +190,9 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
     consumer.queue.push_back(m);
   }
 
-  void steps(int n = 4) {
+  // Enough iterations for one message to go all the way: claim, call, record, re-publish,
+  // each handing its result to the next iteration as an event.
+  void steps(int n = 8) {
     for (int i = 0; i < n; ++i) worker->step();
   }
 
@@ -346,24 +362,23 @@ routes:
   ASSERT_TRUE(c);
   config = *c;
   FakeConsumer ordered_consumer;
-  Worker w(WorkerDeps{&config, &ordered_consumer, &producer, &sender, &store, &metrics, [this] { return now; },
-                      [] { return 0.5; }, "w1"});
+  Worker w(deps(ordered_consumer));
   ordered_consumer.assign({{std::string(kWebhooksTopic), 0}});
   sender.hold = true;
   for (int i = 0; i < 3; ++i) {
     webhook(i, "e" + std::to_string(i));
     ordered_consumer.queue.push_back(consumer.queue.back());
   }
-  for (int i = 0; i < 4; ++i) w.step();
+  for (int i = 0; i < 8; ++i) w.step();
   ASSERT_EQ(sender.calls.size(), 1u) << "an ordered route had two first attempts in flight";
   sender.held[0]();
-  for (int i = 0; i < 4; ++i) w.step();
+  for (int i = 0; i < 8; ++i) w.step();
   ASSERT_EQ(sender.calls.size(), 2u);
   sender.held[1]();
-  for (int i = 0; i < 4; ++i) w.step();
+  for (int i = 0; i < 8; ++i) w.step();
   ASSERT_EQ(sender.calls.size(), 3u);
   sender.held[2]();
-  for (int i = 0; i < 4; ++i) w.step();
+  for (int i = 0; i < 8; ++i) w.step();
   std::vector<std::string> order;
   for (const auto& a : store.attempts) order.push_back(a.key);
   EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a"}));
@@ -384,6 +399,31 @@ TEST_F(WorkerCoordinator, AtMaxInFlightPartitionsArePausedAndResumedBelowIt) {
   EXPECT_EQ(consumer.resumes.size(), consumer.assigned.size());
   steps();
   EXPECT_EQ(sender.calls.size(), 4u);
+}
+
+TEST_F(WorkerCoordinator, OpenCircuitBouncesWithoutACallOrAnAttempt) {
+  config.worker.breaker_failure_threshold = 2;
+  FakeConsumer own;
+  Worker w(deps(own));
+  own.assign({{std::string(kWebhooksTopic), 0}});
+  auto feed = [&](int64_t offset, const std::string& id) {
+    webhook(offset, id);
+    own.queue.push_back(consumer.queue.back());
+    consumer.queue.pop_back();
+  };
+  sender.script = {status(503), status(503)};
+  feed(0, "e1");
+  feed(1, "e2");
+  for (int i = 0; i < 8; ++i) w.step();
+  ASSERT_EQ(sender.calls.size(), 2u);  // two failures open the circuit for 127.0.0.1:9
+  producer.sent.clear();
+  feed(2, "e3");
+  for (int i = 0; i < 8; ++i) w.step();
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a bounce must not spend an attempt";
+  EXPECT_EQ(own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})], 3);
 }
 
 }  // namespace
