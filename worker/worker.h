@@ -49,7 +49,8 @@ struct WorkerDeps {
   MessageProducer* producer = nullptr;
   HttpSender* sender = nullptr;
   DeliveryStore* store = nullptr;         // claims and inbound events
-  DeliveryStore* record_store = nullptr;  // attempt records; nullptr = `store`
+  DeliveryStore* record_store = nullptr;   // attempt records; nullptr = `store`
+  DeliveryStore* inbound_store = nullptr;  // inbound events; nullptr = `store`
   bool threaded_db = false;               // Postgres round trips on their own threads
   WorkerMetrics* metrics = nullptr;
   std::function<int64_t()> now_ms;  // Unix milliseconds
@@ -85,7 +86,7 @@ class Worker {
     bool for_capacity = false;  // max_in_flight reached
   };
   struct Event {
-    enum class Kind { kHttp, kProduced, kClaimed, kRecorded };
+    enum class Kind { kHttp, kProduced, kClaimed, kRecorded, kInbound };
     Kind kind = Kind::kProduced;
     Job* job = nullptr;
     HttpResult http;
@@ -100,6 +101,7 @@ class Worker {
   void accept_message(ConsumedMessage& m, int64_t now);
   void flush_claims(int64_t now);
   void on_claimed(Event& e, int64_t now);
+  void flush_inbound();
   void on_recorded(Event& e, int64_t now);
   void bounce(std::unique_ptr<Job> job, int64_t now);
   void dispatch(int64_t now);
@@ -165,6 +167,8 @@ class Worker {
   // Last members: destroyed first, so no lane task outlives what it touches.
   std::unique_ptr<DbLane> claim_lane_;
   std::unique_ptr<DbLane> record_lane_;
+  std::unique_ptr<DbLane> inbound_lane_;
+  bool inbound_busy_ = false;
 };
 
 }  // namespace hookrelay

@@ -89,9 +89,11 @@ int run_worker(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-worker: %s\n", consumer.error().message.c_str());
     return 2;
   }
-  // Two connections: claims and records run on lanes of their own and overlap.
+  // Three connections: claims, records and the inbound-event audit run on lanes of their own
+  // and overlap.
   PostgresDeliveryStore store(config->postgres.url);
   PostgresDeliveryStore record_store(config->postgres.url);
+  PostgresDeliveryStore inbound_store(config->postgres.url);
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
   sender.emplace(SsrfGuard(config->worker.allow_private_networks, allowlist));
@@ -104,6 +106,7 @@ int run_worker(int argc, char** argv) {
                  .sender = &*sender,
                  .store = &store,
                  .record_store = &record_store,
+                 .inbound_store = &inbound_store,
                  .threaded_db = true,
                  .metrics = &metrics,
                  .now_ms = unix_ms,
