@@ -52,9 +52,11 @@ int run_ingest(int argc, char** argv) {
   IngestMetrics* metrics = nullptr;
   auto producer = KafkaProducer::create(
       config->kafka, "hookrelay-ingest-" + std::to_string(getpid()),
-      {.on_error = [&metrics](std::string_view code) {
-        if (metrics) metrics->kafka_error(code);
-      }});
+      {.on_error =
+           [&metrics](std::string_view code) {
+             if (metrics) metrics->kafka_error(code);
+           },
+       .external_poll = true});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
     return 2;
@@ -75,6 +77,9 @@ int run_ingest(int argc, char** argv) {
   HttpServer server(http, [&service](const HttpRequest& req, Responder respond) {
     service.handle(req, std::move(respond));
   });
+  // Delivery reports run on an HTTP loop thread: the answer to a request on that loop is
+  // written without another thread hand-off.
+  server.watch_fd((*producer)->event_fd(), [p = producer->get()] { p->serve_reports(); });
   if (auto started = server.start(); !started) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
     return 1;
@@ -94,7 +99,7 @@ int run_ingest(int argc, char** argv) {
   // Give the HTTP threads a moment to write the last answers before the loops stop.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   server.stop();
-  (*producer)->flush(1000);
+  (*producer)->flush(1000);  // serves any last reports itself now that the loops are gone
   if (unanswered > 0) {
     spdlog::error("msg=ingest_drain_incomplete unanswered={}", unanswered);
   }

@@ -4,6 +4,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <unistd.h>
+
 #include <optional>
 #include <thread>
 #include <vector>
@@ -35,6 +37,19 @@ struct HttpServer::Impl {
   };
   std::vector<std::unique_ptr<Loop>> loops;
   std::atomic<int> connections{0};
+  struct Watch {
+    int fd;
+    std::function<void()> on_readable;
+    std::unique_ptr<net::posix::stream_descriptor> descriptor;
+  };
+  std::vector<Watch> watches;
+  void arm(Watch& w) {
+    w.descriptor->async_wait(net::posix::stream_descriptor::wait_read, [this, &w](beast::error_code ec) {
+      if (ec) return;
+      w.on_readable();
+      arm(w);
+    });
+  }
   uint16_t bound_port = 0;
   bool stopped = false;
 
@@ -226,11 +241,20 @@ Result<void> HttpServer::start() {
     impl_->loops.push_back(std::move(loop));
   }
   impl_->bound_port = port;
+  for (auto& w : impl_->watches) {
+    // A duplicate, so closing the descriptor never closes the owner's fd.
+    w.descriptor = std::make_unique<net::posix::stream_descriptor>(impl_->loops.front()->ioc, ::dup(w.fd));
+    impl_->arm(w);
+  }
   for (auto& loop : impl_->loops) {
     impl_->accept(*loop);
     loop->thread = std::thread([l = loop.get()] { l->ioc.run(); });
   }
   return {};
+}
+
+void HttpServer::watch_fd(int fd, std::function<void()> on_readable) {
+  impl_->watches.push_back({fd, std::move(on_readable), nullptr});
 }
 
 uint16_t HttpServer::port() const { return impl_->bound_port; }

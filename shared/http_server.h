@@ -39,6 +39,10 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
+  // Before start(): run `on_readable` on the first loop's thread whenever `fd` is readable (a
+  // wake-up pipe of another library). The fd stays owned by the caller.
+  void watch_fd(int fd, std::function<void()> on_readable);
+
   // Binds and starts the threads. Error names the address when binding fails.
   Result<void> start();
   uint16_t port() const;

@@ -1,5 +1,8 @@
 #include "shared/kafka_producer.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
 
 #include "shared/log.h"
@@ -36,12 +39,22 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
   if (!rk) return fail("kafka", std::string("cannot create Kafka producer: ") + err);
   (void)conf->release();  // rd_kafka_new took ownership
   p->rk_.reset(rk);
-  p->poller_ = std::thread([raw = p.get()] {
-    while (raw->running_.load() || raw->outstanding_.load() > 0) {
-      rd_kafka_poll(raw->rk_.get(), 50);
-      if (!raw->running_.load() && raw->fatal_.load()) break;
-    }
-  });
+  if (p->stats_.external_poll) {
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return fail("kafka", "cannot create the report pipe");
+    p->event_read_fd_ = fds[0];
+    p->event_write_fd_ = fds[1];
+    rd_kafka_queue_t* main_queue = rd_kafka_queue_get_main(rk);
+    rd_kafka_queue_io_event_enable(main_queue, p->event_write_fd_, "1", 1);
+    rd_kafka_queue_destroy(main_queue);
+  } else {
+    p->poller_ = std::thread([raw = p.get()] {
+      while (raw->running_.load() || raw->outstanding_.load() > 0) {
+        rd_kafka_poll(raw->rk_.get(), 50);
+        if (!raw->running_.load() && raw->fatal_.load()) break;
+      }
+    });
+  }
   p->prober_ = std::thread([raw = p.get()] { raw->probe_loop(); });
   return p;
 }
@@ -53,6 +66,21 @@ KafkaProducer::~KafkaProducer() {
   // Outstanding messages get their reports (failed with purge) before the handle goes away.
   rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   if (poller_.joinable()) poller_.join();
+  if (event_read_fd_ >= 0) {
+    flush(2000);
+    rd_kafka_queue_t* main_queue = rd_kafka_queue_get_main(rk_.get());
+    rd_kafka_queue_io_event_enable(main_queue, -1, nullptr, 0);
+    rd_kafka_queue_destroy(main_queue);
+    close(event_read_fd_);
+    close(event_write_fd_);
+  }
+}
+
+void KafkaProducer::serve_reports() {
+  char buf[256];
+  while (read(event_read_fd_, buf, sizeof buf) > 0) {
+  }
+  rd_kafka_poll(rk_.get(), 0);
 }
 
 void KafkaProducer::probe_loop() {
@@ -156,9 +184,13 @@ void KafkaProducer::on_error(rd_kafka_t* rk, int err, const char* reason, void* 
 
 int KafkaProducer::flush(int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  // The poll thread serves the reports; flush only waits.
+  // The poll thread serves the reports, or, with external polling, this call does.
   while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (event_read_fd_ >= 0) {
+      rd_kafka_poll(rk_.get(), 5);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
   return outstanding_.load();
 }

@@ -22,6 +22,9 @@ namespace hookrelay {
 
 struct KafkaProducerStats {
   std::function<void(std::string_view code)> on_error;  // client-level errors, by label
+  // When true, no report thread is started: the owner watches event_fd() in its own event loop
+  // and calls serve_reports() when it is readable (one thread hop fewer per acknowledgement).
+  bool external_poll = false;
 };
 
 class KafkaProducer final : public MessageProducer {
@@ -42,6 +45,11 @@ class KafkaProducer final : public MessageProducer {
   // Waits up to timeout_ms for every outstanding message to be reported. Returns how many remain.
   int flush(int timeout_ms);
 
+  // external_poll only: readable when delivery reports are waiting; serve_reports() runs them
+  // on the calling thread.
+  int event_fd() const { return event_read_fd_; }
+  void serve_reports();
+
  private:
   KafkaProducer() = default;
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque);
@@ -56,6 +64,8 @@ class KafkaProducer final : public MessageProducer {
   std::atomic<int> outstanding_{0};
   std::thread poller_;
   std::thread prober_;
+  int event_read_fd_ = -1;
+  int event_write_fd_ = -1;
 };
 
 }  // namespace hookrelay
