@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "cli/cli_app.h"
+#include "shared/clock.h"
 #include "shared/log.h"
 
 int main(int argc, char** argv) {
@@ -12,11 +13,7 @@ int main(int argc, char** argv) {
   hookrelay::init_logging("hookrelay", "warn");
   hookrelay::cli::CliIo io{
       std::cin, std::cout, std::cerr, hookrelay::process_env(),
-      [] {
-        return std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
-      },
+      hookrelay::unix_now_ms,
       [](int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }};
   int code = hookrelay::cli::run_cli(std::vector<std::string>(argv + 1, argv + argc), io);
   std::cout.flush();

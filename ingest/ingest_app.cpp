@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "ingest/ingest_service.h"
+#include "shared/clock.h"
 #include "shared/http_server.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
@@ -20,11 +21,6 @@ constexpr const char* kUsage =
     "  Accepts signed webhooks (POST /webhooks/{source}) and outbound call requests (POST /v1/calls)\n"
     "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG. Overrides:\n"
     "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN.\n";
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -61,7 +57,7 @@ int run_ingest(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
     return 2;
   }
-  IngestService service(*config, **producer, registry, unix_ms);
+  IngestService service(*config, **producer, registry, unix_now_ms);
   metrics = &service.metrics();
 
   HttpServerOptions http;

@@ -47,31 +47,17 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
                             .Add({});
   // Pre-create the common series so dashboards see zeros, not gaps.
   for (const auto& s : source_names) {
-    for (const char* status : {"202", "401"}) lookup(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", status}});
+    for (const char* status : {"202", "401"}) series_.get(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", status}});
     for (const char* reason : {"missing_signature", "malformed_signature", "bad_signature", "missing_timestamp",
                                "stale_timestamp"}) {
-      lookup(*verification_failures_, {{"source", s}, {"reason", reason}});
+      series_.get(*verification_failures_, {{"source", s}, {"reason", reason}});
     }
   }
   for (const char* code : {"kafka_unavailable", "delivery_timeout", "queue_full", "broker_down"}) {
-    lookup(*errors_, {{"code", code}});
-    lookup(*kafka_errors_, {{"code", code}});
+    series_.get(*errors_, {{"code", code}});
+    series_.get(*kafka_errors_, {{"code", code}});
   }
-  lookup(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
-}
-
-prometheus::Counter& IngestMetrics::lookup(prometheus::Family<prometheus::Counter>& family,
-                                           std::initializer_list<std::pair<std::string_view, std::string_view>> labels) {
-  std::lock_guard lock(mu_);
-  scratch_.assign(reinterpret_cast<const char*>(&family), sizeof(&family));
-  for (const auto& [k, v] : labels) (scratch_ += '\x1f') += v;
-  auto it = cache_.find(scratch_);
-  if (it != cache_.end()) return *it->second;
-  std::map<std::string, std::string> named;
-  for (const auto& [k, v] : labels) named.emplace(std::string(k), std::string(v));
-  auto& c = family.Add(named);
-  cache_.emplace(scratch_, &c);
-  return c;
+  series_.get(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
 }
 
 namespace {
@@ -84,16 +70,16 @@ std::string_view status_label(int status, char (&buf)[8]) {
 
 void IngestMetrics::request(std::string_view endpoint, std::string_view source, int status) {
   char buf[8];
-  lookup(*requests_, {{"endpoint", endpoint}, {"source", source}, {"status", status_label(status, buf)}}).Increment();
+  series_.get(*requests_, {{"endpoint", endpoint}, {"source", source}, {"status", status_label(status, buf)}}).Increment();
 }
 
-void IngestMetrics::error(std::string_view code) { lookup(*errors_, {{"code", code}}).Increment(); }
+void IngestMetrics::error(std::string_view code) { series_.get(*errors_, {{"code", code}}).Increment(); }
 
 void IngestMetrics::verification_failure(std::string_view source, std::string_view reason) {
-  lookup(*verification_failures_, {{"source", source}, {"reason", reason}}).Increment();
+  series_.get(*verification_failures_, {{"source", source}, {"reason", reason}}).Increment();
 }
 
-void IngestMetrics::kafka_error(std::string_view code) { lookup(*kafka_errors_, {{"code", code}}).Increment(); }
+void IngestMetrics::kafka_error(std::string_view code) { series_.get(*kafka_errors_, {{"code", code}}).Increment(); }
 
 void IngestMetrics::produce_latency(std::string_view topic, double seconds) {
   (topic == kCallsTopic ? calls_latency_ : webhooks_latency_)->Observe(seconds);

@@ -11,10 +11,10 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include <map>
-#include <mutex>
 #include <string>
 #include <vector>
+
+#include "shared/metrics.h"
 
 namespace hookrelay {
 
@@ -33,10 +33,6 @@ class IngestMetrics {
   prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
 
  private:
-  // The series for these label values (in the family's label order), created on first use. A
-  // hit allocates nothing.
-  prometheus::Counter& lookup(prometheus::Family<prometheus::Counter>& family,
-                              std::initializer_list<std::pair<std::string_view, std::string_view>> labels);
 
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* errors_;
@@ -48,9 +44,7 @@ class IngestMetrics {
   prometheus::Gauge* kafka_outstanding_;
   prometheus::Histogram* webhooks_latency_;
   prometheus::Histogram* calls_latency_;
-  std::mutex mu_;  // guards cache_
-  std::map<std::string, prometheus::Counter*, std::less<>> cache_;
-  std::string scratch_;  // key buffer, reused under mu_
+  SeriesCache series_;
 };
 
 }  // namespace hookrelay

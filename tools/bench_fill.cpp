@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "shared/clock.h"
 #include "shared/kafka_handles.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
@@ -73,11 +74,6 @@ std::string json_body(long bytes) {
   std::string tail = R"("})";
   long pad = std::max(0L, bytes - static_cast<long>(head.size() + tail.size()));
   return head + std::string(static_cast<std::size_t>(pad), 'x') + tail;
-}
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // Messages per partition that the broker still holds from offset 0; -1 when it lost some.
@@ -144,7 +140,7 @@ int main(int argc, char** argv) {
         {std::string(header::kKind), "webhook"},
         {std::string(header::kSource), o.source},
         {std::string(header::kEventId), id},
-        {std::string(header::kReceivedAt), std::to_string(unix_ms())},
+        {std::string(header::kReceivedAt), std::to_string(unix_now_ms())},
         {std::string(header::kContentType), "application/json"},
     };
     (*producer)->produce({o.topic, id, body, &headers}, [&](Result<ProducedAt> r) {

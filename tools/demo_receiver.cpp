@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "shared/clock.h"
 #include "shared/config.h"
 #include "shared/http_server.h"
 #include "shared/log.h"
@@ -45,7 +46,7 @@ int main(int argc, char** argv) {
   options.host = hp->host;
   options.port = hp->port;
   HttpServer server(options, [&](const HttpRequest& req, Responder respond) {
-    int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    int64_t now = unix_now_ms() / 1000;
     std::string verdict = "unsigned";
     HttpResponse r;
     r.body = R"({"received":true})";

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "shared/clock.h"
 #include "shared/http_server.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
@@ -27,11 +28,6 @@ constexpr const char* kUsage =
     "  retries, dead letters, and Postgres idempotency and audit. Config: --config or\n"
     "  HOOKRELAY_CONFIG. Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_DATABASE_URL,\n"
     "  HOOKRELAY_WORKER_LISTEN.\n";
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string default_worker_id() {
   char host[256] = {};
@@ -109,7 +105,7 @@ int run_worker(int argc, char** argv) {
                  .inbound_store = &inbound_store,
                  .threaded_db = true,
                  .metrics = &metrics,
-                 .now_ms = unix_ms,
+                 .now_ms = unix_now_ms,
                  .rand01 = [&] { return uniform(rng); },
                  .worker_id = worker_id});
 

@@ -39,66 +39,55 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
                  "Partitions paused (retry tier not due, or Postgres down)").Add({});
   ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally").Add({});
   // Series dashboards read exist from the start, at zero.
-  for (const char* o : {"succeeded", "retried", "dead", "skipped"}) get(*deliveries_, {{"outcome", o}});
+  for (const char* o : {"succeeded", "retried", "dead", "skipped"}) series_.get(*deliveries_, {{"outcome", o}});
   for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route"}) {
-    get(*dlq_, {{"reason", reason}});
+    series_.get(*dlq_, {{"reason", reason}});
   }
-  for (const char* reason : {"already_succeeded", "already_dead"}) get(*skips_, {{"reason", reason}});
-  for (int tier = 0; tier < retry_tiers; ++tier) get(*retries_, {{"tier", std::to_string(tier)}});
+  for (const char* reason : {"already_succeeded", "already_dead"}) series_.get(*skips_, {{"reason", reason}});
+  for (int tier = 0; tier < retry_tiers; ++tier) {
+    std::string label = std::to_string(tier);
+    series_.get(*retries_, {{"tier", label}});
+  }
   for (const char* op : {"claim", "record", "inbound"}) {
-    get(*pg_errors_, {{"op", op}});
-    get(*pg_duration_, {{"op", op}});
+    series_.get(*pg_errors_, {{"op", op}});
+    series_.get(*pg_duration_, {{"op", op}});
   }
   for (const char* topic : {"hookrelay.webhooks", "hookrelay.calls"}) {
-    get(*offset_resets_, {{"topic", topic}});
-    get(*lag_, {{"topic", topic}});
+    series_.get(*offset_resets_, {{"topic", topic}});
+    series_.get(*lag_, {{"topic", topic}});
   }
   circuits(0, 0, 0);
 }
 
-template <class T>
-T& WorkerMetrics::get(prometheus::Family<T>& family, const std::map<std::string, std::string>& labels) {
-  std::string key = std::to_string(reinterpret_cast<std::uintptr_t>(&family));
-  for (const auto& [k, v] : labels) (key += '\x1f') += v;
-  std::lock_guard lock(mu_);
-  auto it = cache_.find(key);
-  if (it != cache_.end()) return *static_cast<T*>(it->second);
-  T* metric = nullptr;
-  if constexpr (std::is_same_v<T, prometheus::Histogram>) {
-    metric = &family.Add(labels, latency_buckets());
-  } else {
-    metric = &family.Add(labels);
-  }
-  cache_.emplace(std::move(key), metric);
-  return *metric;
-}
-
-void WorkerMetrics::consumed(std::string_view topic) { get(*consumed_, {{"topic", std::string(topic)}}).Increment(); }
+void WorkerMetrics::consumed(std::string_view topic) { series_.get(*consumed_, {{"topic", topic}}).Increment(); }
 void WorkerMetrics::delivery(std::string_view outcome) {
-  get(*deliveries_, {{"outcome", std::string(outcome)}}).Increment();
+  series_.get(*deliveries_, {{"outcome", outcome}}).Increment();
 }
 void WorkerMetrics::attempt(std::string_view destination, std::string_view result, double seconds) {
-  get(*attempts_, {{"destination", std::string(destination)}, {"result", std::string(result)}}).Increment();
-  get(*http_duration_, {{"destination", std::string(destination)}}).Observe(seconds);
+  series_.get(*attempts_, {{"destination", destination}, {"result", result}}).Increment();
+  series_.get(*http_duration_, {{"destination", destination}}).Observe(seconds);
 }
-void WorkerMetrics::retry(int tier) { get(*retries_, {{"tier", std::to_string(tier)}}).Increment(); }
-void WorkerMetrics::dlq(std::string_view reason) { get(*dlq_, {{"reason", std::string(reason)}}).Increment(); }
+void WorkerMetrics::retry(int tier) {
+  std::string label = std::to_string(tier);
+  series_.get(*retries_, {{"tier", label}}).Increment();
+}
+void WorkerMetrics::dlq(std::string_view reason) { series_.get(*dlq_, {{"reason", reason}}).Increment(); }
 void WorkerMetrics::idempotent_skip(std::string_view reason) {
-  get(*skips_, {{"reason", std::string(reason)}}).Increment();
+  series_.get(*skips_, {{"reason", reason}}).Increment();
 }
 void WorkerMetrics::postgres(std::string_view op, double seconds, bool ok) {
-  get(*pg_duration_, {{"op", std::string(op)}}).Observe(seconds);
-  if (!ok) get(*pg_errors_, {{"op", std::string(op)}}).Increment();
+  series_.get(*pg_duration_, {{"op", op}}).Observe(seconds);
+  if (!ok) series_.get(*pg_errors_, {{"op", op}}).Increment();
 }
 void WorkerMetrics::offset_reset(std::string_view topic) {
-  get(*offset_resets_, {{"topic", std::string(topic)}}).Increment();
+  series_.get(*offset_resets_, {{"topic", topic}}).Increment();
 }
-void WorkerMetrics::kafka_error(std::string_view code) { get(*kafka_errors_, {{"code", std::string(code)}}).Increment(); }
-void WorkerMetrics::lag(std::string_view topic, double value) { get(*lag_, {{"topic", std::string(topic)}}).Set(value); }
+void WorkerMetrics::kafka_error(std::string_view code) { series_.get(*kafka_errors_, {{"code", code}}).Increment(); }
+void WorkerMetrics::lag(std::string_view topic, double value) { series_.get(*lag_, {{"topic", topic}}).Set(value); }
 void WorkerMetrics::circuits(double closed, double open, double half_open) {
-  get(*circuits_, {{"state", "closed"}}).Set(closed);
-  get(*circuits_, {{"state", "open"}}).Set(open);
-  get(*circuits_, {{"state", "half_open"}}).Set(half_open);
+  series_.get(*circuits_, {{"state", "closed"}}).Set(closed);
+  series_.get(*circuits_, {{"state", "open"}}).Set(open);
+  series_.get(*circuits_, {{"state", "half_open"}}).Set(half_open);
 }
 
 }  // namespace hookrelay

@@ -10,9 +10,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include <map>
-#include <mutex>
 #include <string>
+
+#include "shared/metrics.h"
 
 namespace hookrelay {
 
@@ -39,9 +39,6 @@ class WorkerMetrics {
   prometheus::Gauge& ready() { return *ready_; }
 
  private:
-  template <class T>
-  T& get(prometheus::Family<T>& family, const std::map<std::string, std::string>& labels);
-
   prometheus::Family<prometheus::Counter>* consumed_;
   prometheus::Family<prometheus::Counter>* deliveries_;
   prometheus::Family<prometheus::Counter>* attempts_;
@@ -59,8 +56,7 @@ class WorkerMetrics {
   prometheus::Gauge* postgres_up_;
   prometheus::Gauge* paused_;
   prometheus::Gauge* ready_;
-  std::mutex mu_;
-  std::map<std::string, void*, std::less<>> cache_;
+  SeriesCache series_;
 };
 
 }  // namespace hookrelay
