@@ -34,7 +34,8 @@ class SeriesCache {
   template <class T>
   T& get(prometheus::Family<T>& family, Labels labels) {
     std::lock_guard lock(mu_);
-    scratch_.assign(reinterpret_cast<const char*>(&family), sizeof(&family));
+    const void* identity = &family;  // the family's address is part of the key
+    scratch_.assign(reinterpret_cast<const char*>(&identity), sizeof identity);
     for (const auto& [name, value] : labels) (scratch_ += '\x1f') += value;
     auto it = cache_.find(scratch_);
     if (it != cache_.end()) return *static_cast<T*>(it->second);
