@@ -170,9 +170,6 @@ void CurlSender::run() {
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
       curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent_.c_str());
-      // Response bodies are discarded beyond a short excerpt: a 4 KiB receive buffer instead of
-      // the 16 KiB default keeps 10,000 transfers in flight well inside the memory budget.
-      curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
       curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
       curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
       curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body);
