@@ -1,6 +1,7 @@
 // Worker: the delivery coordinator. One thread runs run(); everything it owns (jobs,
-// watermarks, pauses, limits) is touched only there. HTTP results and Kafka acks arrive from
-// the sender's and producer's threads through one locked event queue.
+// watermarks, pauses, limits) is touched only there. HTTP results, Kafka acks and the results
+// of Postgres round trips (run on DbLanes: claims, records and the inbound audit each on a
+// thread and connection of their own) arrive through one locked event queue.
 //
 // Per consumed message: expand into deliveries -> claim the batch in Postgres (one round trip)
 // -> skip what is already finished -> dispatch under per-host concurrency, rate and circuit
@@ -10,7 +11,8 @@
 //
 // Postgres down: every partition is paused (seeking back to the first unhandled message), work
 // already claimed goes on, results wait, and consumption resumes when a round trip succeeds.
-// A retry-tier message that is not due pauses its partition until it is.
+// A retry-tier message that is not due pauses its partition until it is; so does reaching
+// worker.max_in_flight, until the worker is below 90% of it.
 //
 // Thread-safety: run() on one thread; request_stop(), ready(), in_flight() from any thread.
 #pragma once
