@@ -51,7 +51,8 @@ cmd_up() {
   start_bg ingest "$BUILD/ingest/hookrelay-ingest" --config "$STATE/config.yaml"
   start_bg worker "$BUILD/worker/hookrelay-worker" --config "$STATE/config.yaml"
   wait_http "http://127.0.0.1:$INGEST_PORT/readyz" ingest
-  wait_http "http://127.0.0.1:$WORKER_PORT/healthz" worker
+  # Ready means the worker has joined the group and holds partitions (a few seconds).
+  wait_http "http://127.0.0.1:$WORKER_PORT/readyz" worker
 
   local body='{"action":"opened","demo":true}'
   local sig
