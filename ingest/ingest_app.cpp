@@ -25,18 +25,9 @@ constexpr const char* kUsage =
 }  // namespace
 
 int run_ingest(int argc, char** argv) {
-  block_termination_signals();
-  auto args = parse_startup_args(argc, argv);
-  if (!args) {
-    std::fprintf(stderr, "hookrelay-ingest: %s\n%s", args.error().message.c_str(), kUsage);
-    return 2;
-  }
-  if (args->help) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  auto config = load_service_config("hookrelay-ingest", *args);
-  if (!config) return 2;
+  auto start = start_service("hookrelay-ingest", argc, argv, kUsage);
+  if (!start.config) return start.exit_code;
+  auto& config = start.config;
   init_logging("ingest", config->log_level);
   auto listen = parse_host_port(config->ingest.listen, "ingest.listen");
   if (!listen) {

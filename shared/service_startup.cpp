@@ -38,6 +38,22 @@ std::optional<Config> load_service_config(const std::string& service, const Star
   return std::move(*c);
 }
 
+ServiceStart start_service(const std::string& service, int argc, char** argv, const char* usage) {
+  block_termination_signals();
+  auto args = parse_startup_args(argc, argv);
+  if (!args) {
+    std::fprintf(stderr, "%s: %s\n%s", service.c_str(), args.error().message.c_str(), usage);
+    return {std::nullopt, 2};
+  }
+  if (args->help) {
+    std::fputs(usage, stdout);
+    return {std::nullopt, 0};
+  }
+  auto config = load_service_config(service, *args);
+  if (!config) return {std::nullopt, 2};
+  return {std::move(config), 0};
+}
+
 namespace {
 sigset_t termination_set() {
   sigset_t set;

@@ -22,6 +22,16 @@ Result<StartupOptions> parse_startup_args(int argc, char** argv);
 // Loads the config or prints "<service>: config error: ..." to stderr and returns nullopt.
 std::optional<Config> load_service_config(const std::string& service, const StartupOptions& options);
 
+// What every service's run_*() does first: blocks termination signals, parses the arguments,
+// prints `usage` for --help (exit 0) or with a bad argument (exit 2), and loads the config
+// (exit 2, the field named). `config` is set when the service should go on; otherwise the
+// process ends with `exit_code`.
+struct ServiceStart {
+  std::optional<Config> config;
+  int exit_code = 0;
+};
+ServiceStart start_service(const std::string& service, int argc, char** argv, const char* usage);
+
 // Blocks SIGTERM, SIGINT and SIGPIPE for this thread and the threads it starts afterwards. Call
 // first thing in main, before any thread exists.
 void block_termination_signals();

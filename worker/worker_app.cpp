@@ -38,18 +38,9 @@ std::string default_worker_id() {
 }  // namespace
 
 int run_worker(int argc, char** argv) {
-  block_termination_signals();
-  auto args = parse_startup_args(argc, argv);
-  if (!args) {
-    std::fprintf(stderr, "hookrelay-worker: %s\n%s", args.error().message.c_str(), kUsage);
-    return 2;
-  }
-  if (args->help) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  auto config = load_service_config("hookrelay-worker", *args);
-  if (!config) return 2;
+  auto start = start_service("hookrelay-worker", argc, argv, kUsage);
+  if (!start.config) return start.exit_code;
+  auto& config = start.config;
   if (config->postgres.url.empty()) {
     std::fprintf(stderr, "hookrelay-worker: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
     return 2;
