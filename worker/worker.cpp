@@ -260,6 +260,13 @@ void Worker::flush_inbound() {
   });
 }
 
+// A batch whose round trip failed goes back in front of its queue, in order: nothing is lost
+// or reordered while Postgres is away.
+void Worker::put_back(std::vector<std::unique_ptr<Job>> batch, std::vector<std::unique_ptr<Job>>& queue) {
+  batch.insert(batch.end(), std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.end()));
+  queue = std::move(batch);
+}
+
 void Worker::on_claimed(Event& e, int64_t now) {
   claim_busy_ = false;
   d_.metrics->postgres("claim", e.seconds, e.claimed.has_value());
@@ -267,9 +274,7 @@ void Worker::on_claimed(Event& e, int64_t now) {
   claiming_.clear();
   if (!e.claimed) {
     db_failed(e.claimed.error(), "claim", now);
-    // Back in front, in order: nothing is lost or reordered while Postgres is away.
-    jobs.insert(jobs.end(), std::make_move_iterator(to_claim_.begin()), std::make_move_iterator(to_claim_.end()));
-    to_claim_ = std::move(jobs);
+    put_back(std::move(jobs), to_claim_);
     return;
   }
   db_ok();
@@ -528,8 +533,7 @@ void Worker::on_recorded(Event& e, int64_t now) {
   recording_.clear();
   if (!e.recorded) {
     db_failed(e.recorded.error(), "record", now);
-    jobs.insert(jobs.end(), std::make_move_iterator(to_record_.begin()), std::make_move_iterator(to_record_.end()));
-    to_record_ = std::move(jobs);
+    put_back(std::move(jobs), to_record_);
     return;
   }
   db_ok();

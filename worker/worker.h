@@ -106,6 +106,9 @@ class Worker {
   void flush_inbound();
   void on_recorded(Event& e, int64_t now);
   void bounce(std::unique_ptr<Job> job, int64_t now);
+  void put_back(std::vector<std::unique_ptr<Job>> batch, std::vector<std::unique_ptr<Job>>& queue);
+  void enqueue_claimed(std::unique_ptr<Job> job);
+  void release_order_gate(const Job& job);
   void dispatch(int64_t now);
   void drain_events(int64_t now, bool wait);
   void on_http_result(std::unique_ptr<Job> job, HttpResult r, int64_t now);
@@ -152,8 +155,6 @@ class Worker {
   // here in offset order.
   std::map<std::string, std::deque<std::unique_ptr<Job>>> ordered_waiting_;
   std::set<std::string> ordered_busy_;
-  void enqueue_claimed(std::unique_ptr<Job> job);
-  void release_order_gate(const Job& job);
 
   std::mutex mu_;
   std::condition_variable cv_;
