@@ -2,7 +2,9 @@
 
 #include "shared/json_writer.h"
 
+#include <algorithm>
 #include <map>
+#include <string_view>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <utility>
@@ -10,92 +12,74 @@
 namespace hookrelay {
 namespace {
 
-// Claim: insert new deliveries or take over ones whose lease is free, expired or our own. The
-// final SELECT reads the snapshot taken before the INSERT ran, which is what tells why a row
-// was not claimed. A row inserted concurrently by another worker is invisible to that
-// snapshot (state NULL) and is reported as leased elsewhere, which is what it is.
+// Every statement here is driven by its batch, row by row, through the primary key or a unique
+// index: INSERT ... ON CONFLICT probes the arbiter index per row, and the record UPDATE joins the
+// batch to deliveries. None of them reads a row the batch does not name, so a batch costs the
+// same on a table of a thousand rows or of a hundred million. The connections plan each
+// execution afresh (plan_cache_mode, below): a plan cached while the table was small would keep
+// scanning it whole as it grows, and the batch's own size is invisible to a generic plan.
+
+// Claim: insert new deliveries, or take over ones whose lease is free, expired or already ours.
+// A row that cannot be claimed is still "updated" to itself, which is what makes RETURNING report
+// it, with the state and lease that decided. ON CONFLICT waits for a concurrent inserter of the
+// same key to commit and then sees its row, so two workers never both claim one delivery.
 constexpr const char* kClaimSql = R"SQL(
-WITH input AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(
-    key text, kind text, source text, event_id text, destination text, url text,
-    origin_topic text, first_seen_ms bigint)
-),
-claimed AS (
-  INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
-      origin_topic, state, attempts, lease_owner, lease_until, first_seen_at)
-  SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, ''), 'in_flight',
-         0, $2::text, now() + make_interval(secs => $3::int),
-         CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
-  FROM input ORDER BY key
-  ON CONFLICT (delivery_key) DO UPDATE
-    SET state = 'in_flight', lease_owner = EXCLUDED.lease_owner,
-        lease_until = EXCLUDED.lease_until, updated_at = now()
-    WHERE d.state NOT IN ('succeeded', 'dead')
-      AND (d.lease_until IS NULL OR d.lease_until < now()
-           OR d.lease_owner = EXCLUDED.lease_owner)
-  RETURNING d.delivery_key
-)
-SELECT i.key, c.delivery_key IS NOT NULL AS claimed, d.state
-FROM input i
-LEFT JOIN claimed c ON c.delivery_key = i.key
-LEFT JOIN deliveries d ON d.delivery_key = i.key
+INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
+    origin_topic, state, attempts, lease_owner, lease_until, first_seen_at)
+SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, ''), 'in_flight',
+       0, $2::text, now() + make_interval(secs => $3::int),
+       CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
+FROM jsonb_to_recordset($1::jsonb) AS r(
+  key text, kind text, source text, event_id text, destination text, url text,
+  origin_topic text, first_seen_ms bigint)
+ORDER BY key
+ON CONFLICT (delivery_key) DO UPDATE SET
+  (state, lease_owner, lease_until, updated_at) = (
+    SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
+           CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
+           CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
+           CASE WHEN claimable THEN now() ELSE d.updated_at END
+    FROM (SELECT d.state NOT IN ('succeeded', 'dead')
+                 AND (d.lease_until IS NULL OR d.lease_until < now()
+                      OR d.lease_owner = EXCLUDED.lease_owner) AS claimable) c)
+RETURNING d.delivery_key,
+          d.state NOT IN ('succeeded', 'dead') AND d.lease_owner IS NOT DISTINCT FROM $2::text,
+          d.state
 )SQL";
 
-// Record: `locked` takes the row locks in key order and, under READ COMMITTED, yields the
-// latest committed state, so two workers recording a success for one key concurrently store
-// one 'succeeded' and one 'duplicate_success'. Per key, a success in the batch wins, else the
-// highest attempt decides the delivery's columns. 'succeeded' never changes once reached.
+// Record: one row per key (the caller splits batches that repeat a key). 'succeeded' is final:
+// the UPDATE skips such rows, and under READ COMMITTED a concurrent recorder of the same key
+// waits for the first to commit and then re-checks, so of two successes for one key exactly one
+// changes the row; the other attempt is stored as 'duplicate_success'.
 constexpr const char* kRecordSql = R"SQL(
 WITH input AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(
-    ord int, key text, attempt int, started_ms bigint, duration_ms int, http_status int,
+    key text, attempt int, started_ms bigint, duration_ms int, http_status int,
     outcome text, error text, next_state text)
-),
-decisive AS (
-  SELECT DISTINCT ON (key) key, started_ms, http_status, error, next_state
-  FROM input ORDER BY key, (next_state = 'succeeded') DESC, attempt DESC, ord DESC
-),
-per_key AS (
-  SELECT key, max(attempt) AS max_attempt, min(started_ms) AS first_started_ms
-  FROM input GROUP BY key
-),
-locked AS MATERIALIZED (
-  SELECT delivery_key, state FROM deliveries
-  WHERE delivery_key IN (SELECT key FROM input)
-  ORDER BY delivery_key FOR UPDATE
 ),
 upd AS (
   UPDATE deliveries d SET
-    state = CASE WHEN l.state = 'succeeded' THEN 'succeeded' ELSE r.next_state END,
-    attempts = greatest(d.attempts, k.max_attempt),
-    first_attempt_at = coalesce(d.first_attempt_at, to_timestamp(k.first_started_ms / 1000.0)),
-    last_attempt_at = CASE WHEN l.state = 'succeeded' THEN d.last_attempt_at
-                           ELSE to_timestamp(r.started_ms / 1000.0) END,
-    last_status = CASE WHEN l.state = 'succeeded' THEN d.last_status
-                       ELSE nullif(r.http_status, 0) END,
-    last_error = CASE WHEN l.state = 'succeeded' THEN d.last_error
-                      ELSE nullif(r.error, '') END,
-    completed_at = CASE WHEN l.state = 'succeeded' THEN d.completed_at
-                        WHEN r.next_state IN ('succeeded', 'dead') THEN now() END,
-    lease_owner = CASE WHEN d.lease_owner = $2::text OR l.state = 'succeeded'
-                            OR r.next_state IN ('succeeded', 'dead') THEN NULL
-                       ELSE d.lease_owner END,
-    lease_until = CASE WHEN d.lease_owner = $2::text OR l.state = 'succeeded'
-                            OR r.next_state IN ('succeeded', 'dead') THEN NULL
-                       ELSE d.lease_until END,
+    state = r.next_state,
+    attempts = greatest(d.attempts, r.attempt),
+    first_attempt_at = coalesce(d.first_attempt_at, to_timestamp(r.started_ms / 1000.0)),
+    last_attempt_at = to_timestamp(r.started_ms / 1000.0),
+    last_status = nullif(r.http_status, 0),
+    last_error = nullif(r.error, ''),
+    completed_at = CASE WHEN r.next_state IN ('succeeded', 'dead') THEN now() END,
+    lease_owner = CASE WHEN d.lease_owner = $2::text OR r.next_state IN ('succeeded', 'dead')
+                       THEN NULL ELSE d.lease_owner END,
+    lease_until = CASE WHEN d.lease_owner = $2::text OR r.next_state IN ('succeeded', 'dead')
+                       THEN NULL ELSE d.lease_until END,
     updated_at = now()
-  FROM locked l, decisive r, per_key k
-  WHERE d.delivery_key = l.delivery_key AND r.key = l.delivery_key AND k.key = l.delivery_key
-  RETURNING d.delivery_key, l.state AS old_state
+  FROM input r
+  WHERE d.delivery_key = r.key AND d.state <> 'succeeded'
+  RETURNING d.delivery_key
 )
 INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,
                                outcome, error, worker_id)
 SELECT i.key, i.attempt, to_timestamp(i.started_ms / 1000.0), i.duration_ms,
        nullif(i.http_status, 0),
-       CASE WHEN i.outcome = 'succeeded'
-                 AND (u.old_state = 'succeeded'
-                      OR row_number() OVER (PARTITION BY i.key, i.outcome = 'succeeded'
-                                            ORDER BY i.ord) > 1)
+       CASE WHEN i.outcome = 'succeeded' AND u.delivery_key IS NULL
             THEN 'duplicate_success' ELSE i.outcome END,
        coalesce(i.error, ''), $2::text
 FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
@@ -142,6 +126,8 @@ ClaimStatus status_from_state(const pqxx::field& state) {
 
 PostgresDeliveryStore::PostgresDeliveryStore(std::string url)
     : pg_(std::move(url), [](pqxx::connection& c) {
+        // See the note above kClaimSql: a batch must never be planned as a scan of the table.
+        c.set_variable("plan_cache_mode", "force_custom_plan");
         c.prepare("hr_claim", kClaimSql);
         c.prepare("hr_record", kRecordSql);
         c.prepare("hr_record_inbound", kRecordInboundSql);
@@ -186,25 +172,46 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
 Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& attempts,
                                            const std::string& worker_id) {
   if (attempts.empty()) return {};
-  JsonArrayWriter batch;
-  int64_t ord = 0;
+  // The statement takes each key once; a key repeated in the batch (several attempts of one
+  // delivery finishing between two flushes) goes to a later statement, in batch order, so its
+  // attempts are applied in the order they happened.
+  std::vector<std::vector<const AttemptRecord*>> rounds;
+  std::map<std::string_view, std::size_t> seen;
   for (const AttemptRecord& a : attempts) {
-    batch.begin_object();
-    batch.field("ord", ord++);
-    batch.field("key", a.key);
-    batch.field("attempt", int64_t{a.attempt});
-    batch.field("started_ms", a.started_ms);
-    batch.field("duration_ms", int64_t{a.duration_ms});
-    batch.field("http_status", int64_t{a.http_status});
-    batch.field("outcome", a.outcome);
-    batch.field("error", a.error);
-    batch.field("next_state", a.next_state);
-    batch.end_object();
+    std::size_t round = seen[a.key]++;
+    if (round == rounds.size()) rounds.emplace_back();
+    rounds[round].push_back(&a);
   }
-  std::string param = std::move(batch).take();
+  std::vector<std::string> params;
+  for (auto& round : rounds) {
+    // Key order, so two workers recording overlapping batches lock rows in the same order.
+    std::sort(round.begin(), round.end(),
+              [](const AttemptRecord* a, const AttemptRecord* b) { return a->key < b->key; });
+    JsonArrayWriter batch;
+    for (const AttemptRecord* a : round) {
+      batch.begin_object();
+      batch.field("key", a->key);
+      batch.field("attempt", int64_t{a->attempt});
+      batch.field("started_ms", a->started_ms);
+      batch.field("duration_ms", int64_t{a->duration_ms});
+      batch.field("http_status", int64_t{a->http_status});
+      batch.field("outcome", a->outcome);
+      batch.field("error", a->error);
+      batch.field("next_state", a->next_state);
+      batch.end_object();
+    }
+    params.push_back(std::move(batch).take());
+  }
   return pg_.run("record", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    tx.exec_prepared("hr_record", param, worker_id);
+    if (params.size() == 1) {
+      pqxx::nontransaction tx(c);
+      tx.exec_prepared("hr_record", params.front(), worker_id);
+      return;
+    }
+    // Several statements: all or none, so a retried batch never records an attempt twice.
+    pqxx::work tx(c);
+    for (const std::string& p : params) tx.exec_prepared("hr_record", p, worker_id);
+    tx.commit();
   });
 }
 

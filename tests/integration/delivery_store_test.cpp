@@ -156,6 +156,15 @@ TEST_F(DeliveryStoreTest, ExactlyOneSucceededAttemptPerKey) {
             "succeeded 200");
 }
 
+TEST_F(DeliveryStoreTest, AttemptsOfOneKeyInOneBatchApplyInOrder) {
+  claim({delivery("k")}, "w1");
+  record({attempt("k", 1, "retryable", "retrying", 503, "busy"),
+          attempt("k", 2, "succeeded", "succeeded", 200)});
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || attempts || ' ' || last_status FROM deliveries"),
+            "succeeded 2 200");
+  EXPECT_EQ(outcome_counts("k"), "retryable=1,succeeded=1");
+}
+
 // Both workers deliver the same batch (a lease lost mid-flight) and record at the same moment:
 // the row locks must serialize them so the second sees the first's success.
 TEST_F(DeliveryStoreTest, ConcurrentSuccessesFromTwoWorkersStoreOneSucceededRow) {
