@@ -24,6 +24,7 @@ using KafkaHandle = std::unique_ptr<rd_kafka_t, RdKafkaDeleter>;
 using KafkaConf = std::unique_ptr<rd_kafka_conf_t, RdKafkaDeleter>;
 using KafkaPartitionList = std::unique_ptr<rd_kafka_topic_partition_list_t, RdKafkaDeleter>;
 using KafkaMessage = std::unique_ptr<rd_kafka_message_t, RdKafkaDeleter>;
+using KafkaQueue = std::unique_ptr<rd_kafka_queue_t, RdKafkaDeleter>;
 
 // Builds a conf from key/value pairs; the error names the property.
 Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props);

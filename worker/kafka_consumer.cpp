@@ -49,6 +49,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   (void)conf->release();
   c->rk_.reset(rk);
   rd_kafka_poll_set_consumer(rk);
+  c->queue_.reset(rd_kafka_queue_get_consumer(rk));
 
   KafkaPartitionList topics(rd_kafka_topic_partition_list_new(4 + static_cast<int>(config.retry.schedule_seconds.size())));
   rd_kafka_topic_partition_list_add(topics.get(), std::string(kWebhooksTopic).c_str(), RD_KAFKA_PARTITION_UA);
@@ -126,6 +127,10 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
   return out;
 }
 
+// The yield flag stays set until a poll sees it, so a wake() that lands just before poll() starts
+// waiting is not lost.
+void KafkaConsumer::wake() { rd_kafka_queue_yield(queue_.get()); }
+
 int64_t KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
   rd_kafka_pause_partitions(rk_.get(), l.get());
@@ -146,6 +151,15 @@ int64_t KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
     next_offset_[tp] = target;
   }
   return target;
+}
+
+// librdkafka's pause records the application position (last returned + 1) as where fetching
+// resumes and discards what it prefetched beyond it, so no seek is needed.
+void KafkaConsumer::hold(const std::vector<TopicPartition>& tps) {
+  if (tps.empty()) return;
+  KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(tps.size())));
+  for (const auto& tp : tps) rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
+  rd_kafka_pause_partitions(rk_.get(), l.get());
 }
 
 void KafkaConsumer::resume(const TopicPartition& tp) {

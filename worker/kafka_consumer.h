@@ -24,7 +24,9 @@ class KafkaConsumer final : public MessageConsumer {
 
   void set_listener(ConsumerListener listener) override { listener_ = std::move(listener); }
   std::vector<ConsumedMessage> poll(int max_messages, int timeout_ms) override;
+  void wake() override;
   int64_t pause(const TopicPartition& tp, int64_t seek_offset) override;
+  void hold(const std::vector<TopicPartition>& tps) override;
   void resume(const TopicPartition& tp) override;
   void store_offsets(const std::vector<CommitPosition>& positions) override;
   Result<void> commit() override;
@@ -39,6 +41,7 @@ class KafkaConsumer final : public MessageConsumer {
   void handle_error_message(const rd_kafka_message_t* m);
 
   KafkaHandle rk_;
+  KafkaQueue queue_;  // the consumer queue poll() serves; wake() yields it
   ConsumerListener listener_;
   std::map<TopicPartition, int64_t> next_offset_;  // last returned + 1, per assigned partition
   bool closed_ = false;

@@ -4,8 +4,8 @@
 // finished watermark (store_offsets), and commit() sends what was stored. A crash therefore
 // replays, never skips.
 //
-// Thread-safety: single-threaded; every method from the worker's coordinator thread.
-// Rebalance callbacks run inside poll() on that thread.
+// Thread-safety: single-threaded; every method from the worker's coordinator thread, except
+// wake(), which any thread may call. Rebalance callbacks run inside poll() on that thread.
 #pragma once
 
 #include <functional>
@@ -30,12 +30,19 @@ class MessageConsumer {
  public:
   virtual ~MessageConsumer() = default;
   virtual void set_listener(ConsumerListener listener) = 0;
-  // Up to max_messages, waiting at most timeout_ms for the first.
+  // Up to max_messages, waiting at most timeout_ms for the first, or until wake().
   virtual std::vector<ConsumedMessage> poll(int max_messages, int timeout_ms) = 0;
+  // Makes a poll() that is waiting (or the next one to wait) return at once, so the coordinator
+  // can block in poll() and still react to events from other threads without spinning.
+  virtual void wake() = 0;
   // Stops fetching tp. With seek_offset >= 0 the next fetch after resume starts there; with -1,
   // just after the last message poll() returned from tp. Returns the offset it will resume from,
   // or -1 when nothing was returned from tp yet (the caller seeks at the next message it sees).
   virtual int64_t pause(const TopicPartition& tp, int64_t seek_offset) = 0;
+  // Stops fetching these partitions without repositioning them: fetching resumes just after the
+  // last message poll() returned from each. A message poll() returns from one of them anyway
+  // (fetched before the hold took effect) is the next in order; the caller must keep it.
+  virtual void hold(const std::vector<TopicPartition>& tps) = 0;
   virtual void resume(const TopicPartition& tp) = 0;
   virtual void store_offsets(const std::vector<CommitPosition>& positions) = 0;
   virtual Result<void> commit() = 0;  // synchronous commit of stored offsets

@@ -103,11 +103,15 @@ void Worker::request_stop() {
 }
 
 void Worker::post(Event e) {
+  bool first;
   {
     std::lock_guard lock(mu_);
+    first = events_.empty();
     events_.push_back(std::move(e));
   }
   cv_.notify_one();
+  // The coordinator waits in poll(); later events of the same batch find it already woken.
+  if (first) d_.consumer->wake();
 }
 
 void Worker::run() {
@@ -125,7 +129,7 @@ void Worker::step() {
     auto next = std::next(it);
     if (it->second.resume_at_ms > 0 && it->second.resume_at_ms <= now) {
       it->second.resume_at_ms = 0;
-      resume_if_free(it);
+      resume_if_free(it, now);
     }
     it = next;
   }
@@ -143,9 +147,9 @@ void Worker::poll_messages(int64_t now) {
   if (!saturated_ && in_flight >= config_.worker.max_in_flight) {
     saturated_ = true;
     pause_all(&Pause::for_capacity);
-  } else if (saturated_ && in_flight < config_.worker.max_in_flight * 9 / 10) {
+  } else if (saturated_ && in_flight < config_.worker.max_in_flight / 2) {
     saturated_ = false;
-    clear_pause_reason(&Pause::for_capacity);
+    clear_pause_reason(&Pause::for_capacity, now);
   }
   bool busy;
   {
@@ -157,8 +161,9 @@ void Worker::poll_messages(int64_t now) {
   // still runs to serve the group, and a message fetched before the pause is sought back.
   bool taking = to_claim_.empty() && !saturated_ && room > 0;
   int max = taking ? std::min(room, config_.worker.batch_size) : 1;
-  if (!taking) drain_events(now, !busy);
-  auto msgs = d_.consumer->poll(max, busy || !taking || !to_record_.empty() ? 0 : kIdlePollMs);
+  // With events waiting there is work to do now; otherwise wait for a message or for post() to
+  // wake the poll. Never spin: the cores are shared with curl, librdkafka and Postgres.
+  auto msgs = d_.consumer->poll(max, busy ? 0 : kIdlePollMs);
   for (auto& m : msgs) accept_message(m, now);
 }
 
@@ -166,8 +171,9 @@ void Worker::accept_message(ConsumedMessage& m, int64_t now) {
   d_.metrics->consumed(m.topic);
   TopicPartition tp{m.topic, m.partition};
   if (auto p = paused_.find(tp); p != paused_.end()) {
-    // Fetched before the pause took effect: it is fetched again after resume.
-    if (p->second.seek_offset < 0) p->second.seek_offset = d_.consumer->pause(tp, m.offset);
+    // Fetched before the hold took effect: fetching resumes after it, so it is kept for then.
+    // A retry-tier pause seeks back to its head instead, and this is fetched again.
+    if (p->second.seek_offset < 0) p->second.parked.push_back(std::move(m));
     return;
   }
   auto gen = generation_.find(tp);
@@ -602,33 +608,43 @@ void Worker::db_ok() {
   ready_.store(!stop_.load());
   d_.metrics->postgres_up().Set(1);
   spdlog::info("msg=postgres_available action=resuming");
-  clear_pause_reason(&Pause::for_db);
+  clear_pause_reason(&Pause::for_db, d_.now_ms());
 }
 
 void Worker::pause_all(bool Pause::*reason) {
+  std::vector<TopicPartition> fresh_holds;
   for (const auto& tp : d_.consumer->assignment()) {
     auto [it, fresh] = paused_.try_emplace(tp);
-    if (fresh) it->second.seek_offset = d_.consumer->pause(tp, -1);
+    if (fresh) fresh_holds.push_back(tp);
     it->second.*reason = true;
   }
+  d_.consumer->hold(fresh_holds);
 }
 
-void Worker::clear_pause_reason(bool Pause::*reason) {
+void Worker::clear_pause_reason(bool Pause::*reason, int64_t now) {
   for (auto it = paused_.begin(); it != paused_.end();) {
     auto next = std::next(it);
     if (it->second.*reason) {
       it->second.*reason = false;
-      resume_if_free(it);
+      resume_if_free(it, now);
     }
     it = next;
   }
 }
 
-void Worker::resume_if_free(std::map<TopicPartition, Pause>::iterator it) {
+// Messages parked during a hold go first, in order; a retry-tier one that is not due pauses the
+// partition again (seeking back to it), and the rest are fetched again after it.
+void Worker::resume_if_free(std::map<TopicPartition, Pause>::iterator it, int64_t now) {
   const auto& p = it->second;
   if (p.for_db || p.for_capacity || p.resume_at_ms > 0) return;
-  d_.consumer->resume(it->first);
+  TopicPartition tp = it->first;
+  std::deque<ConsumedMessage> parked = std::move(it->second.parked);
   paused_.erase(it);
+  for (auto& m : parked) {
+    accept_message(m, now);
+    if (paused_.count(tp) > 0) return;
+  }
+  d_.consumer->resume(tp);
 }
 
 void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
@@ -637,7 +653,7 @@ void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
     paused_.erase(tp);
     if (db_down_ || saturated_) {
       auto& p = paused_[tp];
-      p.seek_offset = d_.consumer->pause(tp, -1);
+      d_.consumer->hold({tp});
       p.for_db = db_down_;
       p.for_capacity = saturated_;
     } else {

@@ -9,10 +9,11 @@
 // waiting for the broker's ack -> the message is finished when all its deliveries are. Offsets
 // are stored only up to each partition's contiguous finished watermark.
 //
-// Postgres down: every partition is paused (seeking back to the first unhandled message), work
-// already claimed goes on, results wait, and consumption resumes when a round trip succeeds.
-// A retry-tier message that is not due pauses its partition until it is; so does reaching
-// worker.max_in_flight, until the worker is below 90% of it.
+// Postgres down: every partition is held (fetching stops where the worker stopped taking
+// messages; nothing is re-read), work already claimed goes on, results wait, and consumption
+// resumes when a round trip succeeds. Reaching worker.max_in_flight holds every partition the
+// same way until the worker is below half of it. A retry-tier message that is not due pauses its
+// partition, seeking back to that message, until it is due.
 //
 // Thread-safety: run() on one thread; request_stop(), ready(), in_flight() from any thread.
 #pragma once
@@ -82,7 +83,8 @@ class Worker {
  private:
   // A partition stays paused while any reason holds.
   struct Pause {
-    int64_t seek_offset = -1;   // where fetching resumes; -1 until known
+    int64_t seek_offset = -1;   // retry tier: the message not due, fetched again when it is; -1 = held
+    std::deque<ConsumedMessage> parked;  // held: returned by poll after the hold, taken in order on release
     int64_t resume_at_ms = 0;   // retry tier head not due until then; 0 = not waiting for a tier
     bool for_db = false;        // Postgres unavailable
     bool for_capacity = false;  // max_in_flight reached
@@ -122,8 +124,8 @@ class Worker {
   void db_failed(const Error& e, std::string_view op, int64_t now);
   void db_ok();
   void pause_all(bool Pause::*reason);
-  void clear_pause_reason(bool Pause::*reason);
-  void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
+  void clear_pause_reason(bool Pause::*reason, int64_t now);
+  void resume_if_free(std::map<TopicPartition, Pause>::iterator it, int64_t now);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);
   void drain_for_shutdown();

@@ -2,6 +2,7 @@
 // idempotent skips, Postgres outages and retry-tier pauses, step by step.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <set>
@@ -28,10 +29,17 @@ class FakeConsumer : public MessageConsumer {
     }
     return out;
   }
+  void wake() override { ++wakes; }
   int64_t pause(const TopicPartition& tp, int64_t seek) override {
     pauses.push_back({tp, seek});
     paused.insert(tp);
     return seek;
+  }
+  void hold(const std::vector<TopicPartition>& tps) override {
+    for (const auto& tp : tps) {
+      holds.push_back(tp);
+      if (!leak_after_hold) paused.insert(tp);
+    }
   }
   void resume(const TopicPartition& tp) override {
     resumes.push_back(tp);
@@ -54,8 +62,11 @@ class FakeConsumer : public MessageConsumer {
   std::vector<TopicPartition> assigned;
   std::vector<std::pair<TopicPartition, int64_t>> pauses;
   std::vector<TopicPartition> resumes;
+  std::vector<TopicPartition> holds;
+  bool leak_after_hold = false;  // a hold that has not taken effect yet: poll still returns messages
   std::set<TopicPartition> paused;
   std::map<TopicPartition, int64_t> stored;
+  std::atomic<int> wakes{0};
 };
 
 class FakeProducer : public MessageProducer {
@@ -297,7 +308,8 @@ TEST_F(WorkerCoordinator, PostgresDownPausesAndResumesWithoutSkipping) {
   webhook(0, "e1");
   steps();
   EXPECT_TRUE(sender.calls.empty());
-  EXPECT_FALSE(consumer.pauses.empty());
+  EXPECT_FALSE(consumer.holds.empty());
+  EXPECT_TRUE(consumer.pauses.empty()) << "a hold must not seek";
   EXPECT_FALSE(worker->ready());
   EXPECT_EQ(stored(), -1);
   store.down = false;
@@ -391,7 +403,7 @@ TEST_F(WorkerCoordinator, AtMaxInFlightPartitionsArePausedAndResumedBelowIt) {
   for (int i = 0; i < 4; ++i) webhook(i, "e" + std::to_string(i));
   steps();
   EXPECT_EQ(sender.calls.size(), 2u);
-  EXPECT_EQ(consumer.pauses.size(), consumer.assigned.size()) << "every partition is paused at capacity";
+  EXPECT_EQ(consumer.holds.size(), consumer.assigned.size()) << "every partition is held at capacity";
   EXPECT_TRUE(consumer.resumes.empty());
   sender.held[0]();
   sender.held[1]();
@@ -399,6 +411,31 @@ TEST_F(WorkerCoordinator, AtMaxInFlightPartitionsArePausedAndResumedBelowIt) {
   EXPECT_EQ(consumer.resumes.size(), consumer.assigned.size());
   steps();
   EXPECT_EQ(sender.calls.size(), 4u);
+}
+
+// librdkafka resumes a held partition after the last message poll() returned, so a message
+// returned after the hold must be kept and delivered, in order, when the hold ends.
+TEST_F(WorkerCoordinator, MessagesReturnedAfterAHoldAreKeptAndDeliveredInOrder) {
+  config.worker.max_in_flight = 2;
+  config.worker.batch_size = 2;
+  consumer.leak_after_hold = true;
+  sender.hold = true;
+  for (int i = 0; i < 4; ++i) webhook(i, "e" + std::to_string(i));
+  steps();
+  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_TRUE(consumer.queue.empty()) << "the test needs poll to return messages after the hold";
+  EXPECT_TRUE(consumer.pauses.empty()) << "a hold must not seek";
+  sender.held[0]();
+  sender.held[1]();
+  steps();
+  ASSERT_EQ(sender.calls.size(), 4u);
+  sender.held[2]();
+  sender.held[3]();
+  steps();
+  std::vector<std::string> order;
+  for (const auto& a : store.attempts) order.push_back(a.key);
+  EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a", "wh:gh:e3:a"}));
+  EXPECT_EQ(stored(), 4);
 }
 
 TEST_F(WorkerCoordinator, OpenCircuitBouncesWithoutACallOrAnAttempt) {
