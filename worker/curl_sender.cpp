@@ -1,8 +1,14 @@
 #include "worker/curl_sender.h"
 
 #include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <algorithm>
 #include <chrono>
+#include <stdexcept>
 #include <unordered_set>
 #include <vector>
 
@@ -109,6 +115,47 @@ TransportError transport_error(CURLcode code) {
   }
 }
 
+// The multi handle is driven by its socket interface: curl says which sockets to watch
+// (on_socket) and when it next needs a timeout call (on_timer), and the sender thread waits in
+// epoll_wait for exactly those. Work per wake-up is proportional to the sockets that are ready,
+// not to the transfers in flight.
+struct LoopState {
+  int epoll_fd = -1;
+  long timeout_ms = -1;  // from on_timer: -1 none, 0 now, > 0 in that many ms
+  std::chrono::steady_clock::time_point timer_set_at;
+};
+
+int on_socket(CURL*, curl_socket_t s, int what, void* user, void*) {
+  auto* loop = static_cast<LoopState*>(user);
+  if (what == CURL_POLL_REMOVE) {
+    epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // may already be closed: fine
+    return 0;
+  }
+  epoll_event ev{};
+  ev.data.fd = s;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
+  if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
+    epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, s, &ev);
+  }
+  return 0;
+}
+
+int on_timer(CURLM*, long timeout_ms, void* user) {
+  auto* loop = static_cast<LoopState*>(user);
+  loop->timeout_ms = timeout_ms;
+  loop->timer_set_at = std::chrono::steady_clock::now();
+  return 0;
+}
+
+// How long epoll_wait may sleep: until curl's timer is due, and at most a second.
+int wait_ms(const LoopState& loop) {
+  if (loop.timeout_ms < 0) return 1000;
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                       loop.timer_set_at).count();
+  return static_cast<int>(std::clamp<long>(loop.timeout_ms - elapsed, 0, 1000));
+}
+
 }  // namespace
 
 CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
@@ -116,14 +163,28 @@ CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
   curl_global_init(CURL_GLOBAL_DEFAULT);
   multi_ = curl_multi_init();
   curl_multi_setopt(static_cast<CURLM*>(multi_), CURLMOPT_MAXCONNECTS, 4096L);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::runtime_error("cannot create the HTTP sender's epoll or eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   thread_ = std::thread([this] { run(); });
 }
 
 CurlSender::~CurlSender() {
   running_ = false;
-  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+  wake();
   if (thread_.joinable()) thread_.join();
   curl_multi_cleanup(static_cast<CURLM*>(multi_));
+  close(wake_fd_);
+  close(epoll_fd_);
+}
+
+void CurlSender::wake() {
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof one);
 }
 
 void CurlSender::send(HttpCall call, Done done) {
@@ -131,15 +192,26 @@ void CurlSender::send(HttpCall call, Done done) {
   t->call = std::move(call);
   t->done = std::move(done);
   in_flight_.fetch_add(1);
+  bool first;
   {
     std::lock_guard lock(mu_);
+    first = inbox_.empty();
     inbox_.push_back(std::move(t));
   }
-  curl_multi_wakeup(static_cast<CURLM*>(multi_));
+  // The sender thread empties the inbox on every wake-up, so only the first of a burst wakes it.
+  if (first) wake();
 }
 
 void CurlSender::run() {
   auto* multi = static_cast<CURLM*>(multi_);
+  LoopState loop;
+  loop.epoll_fd = epoll_fd_;
+  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
+  curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, &loop);
+  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &on_timer);
+  curl_multi_setopt(multi, CURLMOPT_TIMERDATA, &loop);
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
   std::vector<std::unique_ptr<Transfer>> fresh;
   std::unordered_set<Transfer*> active;  // added to the multi handle, not yet finished
   // Finished easy handles, reset and ready: creating one per delivery showed up in profiles.
@@ -212,8 +284,6 @@ void CurlSender::run() {
     }
     fresh.clear();
 
-    int running = 0;
-    curl_multi_perform(multi, &running);
     int queued = 0;
     while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
       if (msg->msg != CURLMSG_DONE) continue;
@@ -265,7 +335,25 @@ void CurlSender::run() {
       }
       continue;
     }
-    curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+    int n = epoll_wait(epoll_fd_, events, kMaxEvents, wait_ms(loop));
+    int running = 0;
+    for (int i = 0; i < n; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == wake_fd_) {
+        uint64_t count = 0;
+        (void)!read(wake_fd_, &count, sizeof count);
+        continue;
+      }
+      int flags = 0;
+      if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
+      if (events[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+      if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
+      curl_multi_socket_action(multi, fd, flags, &running);
+    }
+    if (loop.timeout_ms >= 0 && wait_ms(loop) == 0) {
+      loop.timeout_ms = -1;  // curl sets it again from inside the call if it still needs one
+      curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
   }
 }
 

@@ -1,4 +1,5 @@
-// CurlSender: HttpSender on one libcurl multi handle driven by its own thread. Connections are
+// CurlSender: HttpSender on one libcurl multi handle driven by its own thread through curl's
+// socket interface and epoll. Connections are
 // reused across deliveries to the same host. Every socket curl wants to open is first shown to
 // the SsrfGuard (CURLOPT_OPENSOCKETFUNCTION), so the decision is made on the resolved address,
 // after DNS, which is where rebinding tricks would otherwise slip through.
@@ -34,6 +35,7 @@ class CurlSender final : public HttpSender {
 
  private:
   void run();
+  void wake();
 
   SsrfGuard guard_;
   std::string user_agent_;
@@ -42,6 +44,8 @@ class CurlSender final : public HttpSender {
   std::deque<std::unique_ptr<Transfer>> inbox_;
   std::atomic<bool> running_{true};
   std::atomic<int> in_flight_{0};
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: send() and the destructor wake the sender thread
   std::thread thread_;
 };
 
