@@ -35,7 +35,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       {"heartbeat.interval.ms", "1000"},
       {"max.poll.interval.ms", "300000"},
       {"fetch.wait.max.ms", "50"},
-      {"queued.max.messages.kbytes", "65536"},
+      {"queued.max.messages.kbytes", "16384"},  // the prefetch that waits while the worker is full
   };
   for (const auto& [k, v] : config.kafka.properties) props[k] = v;
   auto conf = make_kafka_conf(props);

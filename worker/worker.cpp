@@ -37,6 +37,7 @@ struct Worker::Job {
 namespace {
 
 constexpr int kIdlePollMs = 10;
+constexpr int64_t kFullBacklogPollMs = 100;
 constexpr int64_t kDbRetryMs = 1000;
 constexpr int64_t kReproduceDelayMs = 1000;
 constexpr std::size_t kMaxInboundBacklog = 100000;
@@ -129,7 +130,7 @@ void Worker::step() {
     auto next = std::next(it);
     if (it->second.resume_at_ms > 0 && it->second.resume_at_ms <= now) {
       it->second.resume_at_ms = 0;
-      resume_if_free(it, now);
+      resume_if_free(it);
     }
     it = next;
   }
@@ -141,41 +142,80 @@ void Worker::step() {
 }
 
 void Worker::poll_messages(int64_t now) {
-  // Backpressure: at max_in_flight every partition is paused (and sought back), so the group
-  // keeps this member, rebalances are served, and nothing fetched is skipped.
-  int in_flight = in_flight_.load();
-  if (!saturated_ && in_flight >= config_.worker.max_in_flight) {
-    saturated_ = true;
-    pause_all(&Pause::for_capacity);
-  } else if (saturated_ && in_flight < config_.worker.max_in_flight / 2) {
-    saturated_ = false;
-    clear_pause_reason(&Pause::for_capacity, now);
-  }
+  // Messages polled while the worker is at max_in_flight wait in a per-partition backlog, so
+  // work is at hand the moment capacity frees up. When the backlog is full (half of
+  // max_in_flight), messages are left to librdkafka, which stops fetching once its own queue is
+  // full (queued.max.messages.kbytes): no pause, so no refetch and no resume delay. poll() still
+  // runs every kFullBacklogPollMs to serve the group (rebalances), taking at most one message.
+  drain_backlog(now);
   bool busy;
   {
     std::lock_guard lock(mu_);
     busy = !events_.empty();
   }
-  int room = config_.worker.max_in_flight - in_flight;
-  // While claims wait for Postgres or capacity is exhausted, every partition is paused; poll
-  // still runs to serve the group, and a message fetched before the pause is sought back.
-  bool taking = to_claim_.empty() && !saturated_ && room > 0;
-  int max = taking ? std::min(room, config_.worker.batch_size) : 1;
+  std::size_t limit = std::max<std::size_t>(1, static_cast<std::size_t>(config_.worker.max_in_flight) / 2);
+  int max = config_.worker.batch_size;
+  if (backlog_size_ >= limit) {
+    if (now < next_full_poll_at_) {
+      drain_events(now, !busy);  // wait for results instead
+      return;
+    }
+    next_full_poll_at_ = now + kFullBacklogPollMs;
+    max = 1;
+  }
   // With events waiting there is work to do now; otherwise wait for a message or for post() to
   // wake the poll. Never spin: the cores are shared with curl, librdkafka and Postgres.
   auto msgs = d_.consumer->poll(max, busy ? 0 : kIdlePollMs);
-  for (auto& m : msgs) accept_message(m, now);
+  for (auto& m : msgs) take_message(m, now);
+}
+
+void Worker::take_message(ConsumedMessage& m, int64_t now) {
+  TopicPartition tp{m.topic, m.partition};
+  if (generation_.find(tp) == generation_.end()) return;  // not (or no longer) assigned
+  auto p = paused_.find(tp);
+  // A retry-tier pause sought back to its head: this is fetched again when the head is due.
+  if (p != paused_.end() && p->second.seek_offset >= 0) return;
+  auto q = backlog_.find(tp);
+  if (!may_take(tp) || q != backlog_.end() || in_flight_.load() >= config_.worker.max_in_flight) {
+    // Held for Postgres (fetched before the hold took effect: librdkafka resumes after it, so
+    // it must be kept), behind earlier messages of its partition, or no room: kept in order.
+    backlog_[tp].push_back(std::move(m));
+    ++backlog_size_;
+    return;
+  }
+  accept_message(m, now);
+}
+
+// A hold for capacity only stops fetching; Postgres being away or a retry not yet due also
+// stops taking what was already fetched.
+bool Worker::may_take(const TopicPartition& tp) const {
+  auto p = paused_.find(tp);
+  if (p == paused_.end()) return true;
+  return !p->second.for_db && p->second.resume_at_ms == 0 && p->second.seek_offset < 0;
+}
+
+// Partitions that may take messages hand their backlog over in offset order while there is room.
+void Worker::drain_backlog(int64_t now) {
+  for (auto it = backlog_.begin(); it != backlog_.end() && in_flight_.load() < config_.worker.max_in_flight;) {
+    const TopicPartition& tp = it->first;
+    auto& q = it->second;
+    while (!q.empty() && in_flight_.load() < config_.worker.max_in_flight && may_take(tp)) {
+      ConsumedMessage m = std::move(q.front());
+      q.pop_front();
+      --backlog_size_;
+      accept_message(m, now);
+    }
+    if (auto p = paused_.find(tp); p != paused_.end() && p->second.seek_offset >= 0) {
+      backlog_size_ -= q.size();  // sought back to a retry not yet due: all of it is fetched again
+      q.clear();
+    }
+    it = q.empty() ? backlog_.erase(it) : std::next(it);
+  }
 }
 
 void Worker::accept_message(ConsumedMessage& m, int64_t now) {
   d_.metrics->consumed(m.topic);
   TopicPartition tp{m.topic, m.partition};
-  if (auto p = paused_.find(tp); p != paused_.end()) {
-    // Fetched before the hold took effect: fetching resumes after it, so it is kept for then.
-    // A retry-tier pause seeks back to its head instead, and this is fetched again.
-    if (p->second.seek_offset < 0) p->second.parked.push_back(std::move(m));
-    return;
-  }
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
@@ -608,7 +648,7 @@ void Worker::db_ok() {
   ready_.store(!stop_.load());
   d_.metrics->postgres_up().Set(1);
   spdlog::info("msg=postgres_available action=resuming");
-  clear_pause_reason(&Pause::for_db, d_.now_ms());
+  clear_pause_reason(&Pause::for_db);
 }
 
 void Worker::pause_all(bool Pause::*reason) {
@@ -621,41 +661,31 @@ void Worker::pause_all(bool Pause::*reason) {
   d_.consumer->hold(fresh_holds);
 }
 
-void Worker::clear_pause_reason(bool Pause::*reason, int64_t now) {
+void Worker::clear_pause_reason(bool Pause::*reason) {
   for (auto it = paused_.begin(); it != paused_.end();) {
     auto next = std::next(it);
     if (it->second.*reason) {
       it->second.*reason = false;
-      resume_if_free(it, now);
+      resume_if_free(it);
     }
     it = next;
   }
 }
 
-// Messages parked during a hold go first, in order; a retry-tier one that is not due pauses the
-// partition again (seeking back to it), and the rest are fetched again after it.
-void Worker::resume_if_free(std::map<TopicPartition, Pause>::iterator it, int64_t now) {
+void Worker::resume_if_free(std::map<TopicPartition, Pause>::iterator it) {
   const auto& p = it->second;
-  if (p.for_db || p.for_capacity || p.resume_at_ms > 0) return;
-  TopicPartition tp = it->first;
-  std::deque<ConsumedMessage> parked = std::move(it->second.parked);
+  if (p.for_db || p.resume_at_ms > 0) return;
+  d_.consumer->resume(it->first);
   paused_.erase(it);
-  for (auto& m : parked) {
-    accept_message(m, now);
-    if (paused_.count(tp) > 0) return;
-  }
-  d_.consumer->resume(tp);
 }
 
 void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
   for (const auto& tp : tps) {
     generation_[tp] = next_generation_++;
     paused_.erase(tp);
-    if (db_down_ || saturated_) {
-      auto& p = paused_[tp];
+    if (db_down_) {
+      paused_[tp].for_db = true;
       d_.consumer->hold({tp});
-      p.for_db = db_down_;
-      p.for_capacity = saturated_;
     } else {
       // librdkafka keeps an application pause across revoke and reassignment, but paused_
       // forgot it at the revoke: a retry-tier partition paused here and assigned back would
@@ -673,6 +703,10 @@ void Worker::on_revoked(const std::vector<TopicPartition>& tps) {
     generation_.erase(tp);
     watermarks_.erase(tp);
     paused_.erase(tp);
+    if (auto q = backlog_.find(tp); q != backlog_.end()) {
+      backlog_size_ -= q->second.size();
+      backlog_.erase(q);
+    }
   }
   // Unclaimed work of revoked partitions is dropped: the new owner replays it.
   auto keep = std::remove_if(to_claim_.begin(), to_claim_.end(), [&](const std::unique_ptr<Job>& j) {
@@ -687,6 +721,7 @@ void Worker::update_gauges(int64_t now) {
   next_gauges_at_ = now + 1000;
   d_.metrics->in_flight().Set(in_flight_.load());
   d_.metrics->paused_partitions().Set(static_cast<double>(paused_.size()));
+  d_.metrics->backlog().Set(static_cast<double>(backlog_size_));
   d_.metrics->ready().Set(ready_.load() ? 1 : 0);
   auto c = breaker_.counts();
   d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open), static_cast<double>(c.half_open));

@@ -11,9 +11,10 @@
 //
 // Postgres down: every partition is held (fetching stops where the worker stopped taking
 // messages; nothing is re-read), work already claimed goes on, results wait, and consumption
-// resumes when a round trip succeeds. Reaching worker.max_in_flight holds every partition the
-// same way until the worker is below half of it. A retry-tier message that is not due pauses its
-// partition, seeking back to that message, until it is due.
+// resumes when a round trip succeeds. At worker.max_in_flight, fetched messages wait in a
+// per-partition backlog (up to half of max_in_flight), then in librdkafka's prefetch queue;
+// poll() keeps serving the group. A retry-tier message that is not due pauses its partition,
+// seeking back to that message, until it is due.
 //
 // Thread-safety: run() on one thread; request_stop(), ready(), in_flight() from any thread.
 #pragma once
@@ -84,10 +85,8 @@ class Worker {
   // A partition stays paused while any reason holds.
   struct Pause {
     int64_t seek_offset = -1;   // retry tier: the message not due, fetched again when it is; -1 = held
-    std::deque<ConsumedMessage> parked;  // held: returned by poll after the hold, taken in order on release
     int64_t resume_at_ms = 0;   // retry tier head not due until then; 0 = not waiting for a tier
     bool for_db = false;        // Postgres unavailable
-    bool for_capacity = false;  // max_in_flight reached
   };
   struct Event {
     enum class Kind { kHttp, kProduced, kClaimed, kRecorded, kInbound };
@@ -102,6 +101,9 @@ class Worker {
   };
 
   void poll_messages(int64_t now);
+  void take_message(ConsumedMessage& m, int64_t now);
+  void drain_backlog(int64_t now);
+  bool may_take(const TopicPartition& tp) const;
   void accept_message(ConsumedMessage& m, int64_t now);
   void flush_claims(int64_t now);
   void on_claimed(Event& e, int64_t now);
@@ -124,8 +126,8 @@ class Worker {
   void db_failed(const Error& e, std::string_view op, int64_t now);
   void db_ok();
   void pause_all(bool Pause::*reason);
-  void clear_pause_reason(bool Pause::*reason, int64_t now);
-  void resume_if_free(std::map<TopicPartition, Pause>::iterator it, int64_t now);
+  void clear_pause_reason(bool Pause::*reason);
+  void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);
   void drain_for_shutdown();
@@ -140,6 +142,9 @@ class Worker {
   std::map<TopicPartition, uint64_t> generation_;
   uint64_t next_generation_ = 1;
   std::map<TopicPartition, Pause> paused_;
+  // Polled but not yet taken (no room, held, or behind earlier ones), per partition in offset order.
+  std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;
+  std::size_t backlog_size_ = 0;
 
   std::vector<std::unique_ptr<Job>> to_claim_;
   std::vector<std::unique_ptr<Job>> claiming_;   // with the claim lane
@@ -163,7 +168,7 @@ class Worker {
   std::vector<Event> events_;
 
   bool db_down_ = false;
-  bool saturated_ = false;
+  int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group
   int64_t db_retry_at_ = 0;
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};

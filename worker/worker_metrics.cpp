@@ -37,6 +37,8 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   postgres_up_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_postgres_up", "1 while Postgres answers").Add({});
   paused_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_paused_partitions",
                  "Partitions paused (retry tier not due, or Postgres down)").Add({});
+  backlog_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_backlog_messages",
+                  "Messages fetched and waiting for room under worker.max_in_flight").Add({});
   ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally").Add({});
   // Series dashboards read exist from the start, at zero.
   for (const char* o : {"succeeded", "retried", "dead", "skipped"}) series_.get(*deliveries_, {{"outcome", o}});

@@ -36,6 +36,7 @@ class WorkerMetrics {
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Gauge& postgres_up() { return *postgres_up_; }
   prometheus::Gauge& paused_partitions() { return *paused_; }
+  prometheus::Gauge& backlog() { return *backlog_; }
   prometheus::Gauge& ready() { return *ready_; }
 
  private:
@@ -55,6 +56,7 @@ class WorkerMetrics {
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* postgres_up_;
   prometheus::Gauge* paused_;
+  prometheus::Gauge* backlog_;
   prometheus::Gauge* ready_;
   SeriesCache series_;
 };

@@ -396,46 +396,50 @@ routes:
   EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a"}));
 }
 
-TEST_F(WorkerCoordinator, AtMaxInFlightPartitionsArePausedAndResumedBelowIt) {
+TEST_F(WorkerCoordinator, AtMaxInFlightMessagesWaitWithoutPausingAndAreDeliveredInOrder) {
   config.worker.max_in_flight = 2;
   config.worker.batch_size = 2;
   sender.hold = true;
-  for (int i = 0; i < 4; ++i) webhook(i, "e" + std::to_string(i));
+  for (int i = 0; i < 6; ++i) webhook(i, "e" + std::to_string(i));
   steps();
-  EXPECT_EQ(sender.calls.size(), 2u);
-  EXPECT_EQ(consumer.holds.size(), consumer.assigned.size()) << "every partition is held at capacity";
-  EXPECT_TRUE(consumer.resumes.empty());
-  sender.held[0]();
-  sender.held[1]();
-  steps();
-  EXPECT_EQ(consumer.resumes.size(), consumer.assigned.size());
-  steps();
-  EXPECT_EQ(sender.calls.size(), 4u);
+  EXPECT_EQ(sender.calls.size(), 2u) << "more than max_in_flight deliveries started";
+  EXPECT_TRUE(consumer.pauses.empty());
+  EXPECT_TRUE(consumer.holds.empty()) << "capacity must not pause fetching: resuming is slow";
+  EXPECT_FALSE(consumer.queue.empty()) << "a full backlog must leave messages to the consumer";
+  for (int round = 0; round < 3; ++round) {
+    std::size_t started = sender.held.size();
+    for (std::size_t i = started - 2; i < started; ++i) sender.held[i]();
+    steps();
+  }
+  ASSERT_EQ(sender.calls.size(), 6u);
+  std::vector<std::string> order;
+  for (const auto& a : store.attempts) order.push_back(a.key);
+  EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a", "wh:gh:e3:a",
+                                             "wh:gh:e4:a", "wh:gh:e5:a"}));
+  EXPECT_EQ(stored(), 6);
 }
 
 // librdkafka resumes a held partition after the last message poll() returned, so a message
-// returned after the hold must be kept and delivered, in order, when the hold ends.
+// returned after the hold (Postgres down) must be kept and delivered, in order, afterwards.
 TEST_F(WorkerCoordinator, MessagesReturnedAfterAHoldAreKeptAndDeliveredInOrder) {
-  config.worker.max_in_flight = 2;
-  config.worker.batch_size = 2;
   consumer.leak_after_hold = true;
-  sender.hold = true;
-  for (int i = 0; i < 4; ++i) webhook(i, "e" + std::to_string(i));
+  store.down = true;
+  webhook(0, "e0");
   steps();
-  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_FALSE(consumer.holds.empty());
+  for (int i = 1; i < 3; ++i) webhook(i, "e" + std::to_string(i));
+  steps();
   EXPECT_TRUE(consumer.queue.empty()) << "the test needs poll to return messages after the hold";
-  EXPECT_TRUE(consumer.pauses.empty()) << "a hold must not seek";
-  sender.held[0]();
-  sender.held[1]();
+  EXPECT_TRUE(sender.calls.empty());
+  store.down = false;
+  now += 2000;
   steps();
-  ASSERT_EQ(sender.calls.size(), 4u);
-  sender.held[2]();
-  sender.held[3]();
-  steps();
+  ASSERT_EQ(sender.calls.size(), 3u);
   std::vector<std::string> order;
   for (const auto& a : store.attempts) order.push_back(a.key);
-  EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a", "wh:gh:e3:a"}));
-  EXPECT_EQ(stored(), 4);
+  EXPECT_EQ(order, (std::vector<std::string>{"wh:gh:e0:a", "wh:gh:e1:a", "wh:gh:e2:a"}));
+  EXPECT_TRUE(consumer.pauses.empty()) << "a hold must not seek";
+  EXPECT_EQ(stored(), 3);
 }
 
 TEST_F(WorkerCoordinator, OpenCircuitBouncesWithoutACallOrAnAttempt) {
