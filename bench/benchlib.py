@@ -215,16 +215,25 @@ def _stat_fields(pid):
     return text[text.rindex(")") + 2:].split()
 
 
-def cpu_seconds(pid):
-    """User + system CPU of a process and its live descendants (nginx workers), all threads."""
+def process_children():
+    """parent pid -> child pids, from one pass over /proc."""
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents.setdefault(int(_stat_fields(d.name)[1]), []).append(int(d.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return parents
+
+
+def cpu_seconds(pid, children=None):
+    """User + system CPU of a process and its live descendants (nginx workers), all threads.
+    `children` (from process_children()) lets one /proc pass serve several calls; with {} only
+    the process itself is counted."""
     try:
-        parents = {}
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    parents.setdefault(int(_stat_fields(d.name)[1]), []).append(int(d.name))
-                except (OSError, ValueError, IndexError):
-                    pass
+        if children is None:
+            children = process_children()
         total, todo = 0, [pid]
         while todo:
             p = todo.pop()
@@ -233,7 +242,7 @@ def cpu_seconds(pid):
                 total += int(f[11]) + int(f[12])
             except (OSError, ValueError, IndexError):
                 pass
-            todo += parents.get(p, [])
+            todo += children.get(p, [])
         return total / os.sysconf("SC_CLK_TCK")
     except OSError:
         return float("nan")
