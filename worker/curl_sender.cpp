@@ -120,12 +120,15 @@ TransportError transport_error(CURLcode code) {
 // epoll_wait for exactly those. Work per wake-up is proportional to the sockets that are ready,
 // not to the transfers in flight.
 struct LoopState {
+  CURLM* multi = nullptr;
   int epoll_fd = -1;
   long timeout_ms = -1;  // from on_timer: -1 none, 0 now, > 0 in that many ms
   std::chrono::steady_clock::time_point timer_set_at;
 };
 
-int on_socket(CURL*, curl_socket_t s, int what, void* user, void*) {
+// curl keeps `registered` (set with curl_multi_assign) for as long as it watches the socket, so
+// each change is one epoll_ctl: ADD the first time, MOD after.
+int on_socket(CURL*, curl_socket_t s, int what, void* user, void* registered) {
   auto* loop = static_cast<LoopState*>(user);
   if (what == CURL_POLL_REMOVE) {
     epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // may already be closed: fine
@@ -135,9 +138,14 @@ int on_socket(CURL*, curl_socket_t s, int what, void* user, void*) {
   ev.data.fd = s;
   if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
   if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
-  if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
-    epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, s, &ev);
+  if (registered != nullptr) {
+    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, s, &ev) == 0 || errno != ENOENT) return 0;
   }
+  // A socket number curl closed and reopened between two calls is new to epoll as well.
+  if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST) {
+    epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, s, &ev);
+  }
+  curl_multi_assign(loop->multi, s, loop);
   return 0;
 }
 
@@ -205,6 +213,7 @@ void CurlSender::send(HttpCall call, Done done) {
 void CurlSender::run() {
   auto* multi = static_cast<CURLM*>(multi_);
   LoopState loop;
+  loop.multi = multi;
   loop.epoll_fd = epoll_fd_;
   curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
   curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, &loop);
