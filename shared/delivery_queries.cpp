@@ -167,22 +167,30 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
   });
 }
 
-Result<int> DeliveryQueries::ensure_attempt_partitions(int days_ahead) {
-  return pg_.run("ensure_attempt_partitions", [&](pqxx::connection& c) {
+// The maintenance functions from the migrations: one int argument, one number back.
+template <class T>
+Result<T> DeliveryQueries::call_maintenance(const char* what, const char* sql, int arg) {
+  return pg_.run(what, [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    return tx.exec_params1("SELECT hookrelay_ensure_attempt_partitions($1)", days_ahead)[0]
-        .as<int>();
+    return tx.exec_params1(sql, arg)[0].as<T>();
   });
 }
 
+Result<int> DeliveryQueries::ensure_attempt_partitions(int days_ahead) {
+  return call_maintenance<int>("ensure_attempt_partitions",
+                               "SELECT hookrelay_ensure_attempt_partitions($1)", days_ahead);
+}
+
 Result<int> DeliveryQueries::drop_attempt_partitions(int older_than_days) {
-  return pg_.run("drop_attempt_partitions", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    return tx
-        .exec_params1("SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))",
-                      older_than_days)[0]
-        .as<int>();
-  });
+  return call_maintenance<int>(
+      "drop_attempt_partitions",
+      "SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))", older_than_days);
+}
+
+Result<int64_t> DeliveryQueries::delete_inbound_events(int older_than_days) {
+  return call_maintenance<int64_t>(
+      "delete_inbound_events",
+      "SELECT hookrelay_delete_inbound_events(make_interval(days => $1))", older_than_days);
 }
 
 }  // namespace hookrelay

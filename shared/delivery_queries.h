@@ -105,8 +105,13 @@ class DeliveryQueries {
   // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql).
   Result<int> ensure_attempt_partitions(int days_ahead);
   Result<int> drop_attempt_partitions(int older_than_days);
+  // Deletes inbound_events received more than older_than_days ago; returns how many.
+  Result<int64_t> delete_inbound_events(int older_than_days);
 
  private:
+  template <class T>
+  Result<T> call_maintenance(const char* what, const char* sql, int arg);
+
   PgConnection pg_;
 };
 

@@ -159,5 +159,22 @@ TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "4");
 }
 
+TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
+  PostgresDeliveryStore store(db_->url());
+  int64_t day = int64_t{24} * 3600 * 1000;
+  ASSERT_TRUE(store.record_inbound({
+      InboundEventRecord{"github", "old-1", "hookrelay.webhooks", 0, 1, now_ms() - 40 * day, "aa"},
+      InboundEventRecord{"github", "old-2", "hookrelay.webhooks", 0, 2, now_ms() - 31 * day, "bb"},
+      InboundEventRecord{"github", "new-1", "hookrelay.webhooks", 0, 3, now_ms() - 29 * day, "cc"},
+  }));
+  auto deleted = queries_->delete_inbound_events(30);
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_EQ(*deleted, 2);
+  EXPECT_EQ(db_->scalar("SELECT string_agg(event_id, ',') FROM inbound_events "
+                        "WHERE event_id LIKE '%-1' OR event_id LIKE '%-2'"),
+            "new-1");
+  EXPECT_EQ(*queries_->delete_inbound_events(30), 0);
+}
+
 }  // namespace
 }  // namespace hookrelay
