@@ -131,26 +131,16 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
 // waiting is not lost.
 void KafkaConsumer::wake() { rd_kafka_queue_yield(queue_.get()); }
 
-int64_t KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
+void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
   rd_kafka_pause_partitions(rk_.get(), l.get());
-  // Without an explicit offset, resume from just after the last message handed to the worker,
-  // so nothing prefetched and discarded by the pause is skipped.
-  int64_t target = seek_offset;
-  if (target < 0) {
-    auto it = next_offset_.find(tp);
-    if (it != next_offset_.end()) target = it->second;
+  auto s = one(tp, seek_offset);
+  if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)) {
+    spdlog::warn("msg=seek_failed topic={} partition={} error={}", tp.topic, tp.partition,
+                 log_quote(rd_kafka_error_string(e)));
+    rd_kafka_error_destroy(e);
   }
-  if (target >= 0) {
-    auto s = one(tp, target);
-    if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)) {
-      spdlog::warn("msg=seek_failed topic={} partition={} error={}", tp.topic, tp.partition,
-                   log_quote(rd_kafka_error_string(e)));
-      rd_kafka_error_destroy(e);
-    }
-    next_offset_[tp] = target;
-  }
-  return target;
+  next_offset_[tp] = seek_offset;
 }
 
 // librdkafka's pause records the application position (last returned + 1) as where fetching
@@ -159,7 +149,10 @@ void KafkaConsumer::hold(const std::vector<TopicPartition>& tps) {
   if (tps.empty()) return;
   KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(tps.size())));
   for (const auto& tp : tps) rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
-  rd_kafka_pause_partitions(rk_.get(), l.get());
+  // On failure fetching goes on; what arrives meanwhile waits in the worker's backlog.
+  if (auto e = rd_kafka_pause_partitions(rk_.get(), l.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::warn("msg=hold_failed partitions={} error={}", tps.size(), log_quote(rd_kafka_err2str(e)));
+  }
 }
 
 void KafkaConsumer::resume(const TopicPartition& tp) {

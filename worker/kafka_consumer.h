@@ -25,7 +25,7 @@ class KafkaConsumer final : public MessageConsumer {
   void set_listener(ConsumerListener listener) override { listener_ = std::move(listener); }
   std::vector<ConsumedMessage> poll(int max_messages, int timeout_ms) override;
   void wake() override;
-  int64_t pause(const TopicPartition& tp, int64_t seek_offset) override;
+  void pause(const TopicPartition& tp, int64_t seek_offset) override;
   void hold(const std::vector<TopicPartition>& tps) override;
   void resume(const TopicPartition& tp) override;
   void store_offsets(const std::vector<CommitPosition>& positions) override;

@@ -35,10 +35,8 @@ class MessageConsumer {
   // Makes a poll() that is waiting (or the next one to wait) return at once, so the coordinator
   // can block in poll() and still react to events from other threads without spinning.
   virtual void wake() = 0;
-  // Stops fetching tp. With seek_offset >= 0 the next fetch after resume starts there; with -1,
-  // just after the last message poll() returned from tp. Returns the offset it will resume from,
-  // or -1 when nothing was returned from tp yet (the caller seeks at the next message it sees).
-  virtual int64_t pause(const TopicPartition& tp, int64_t seek_offset) = 0;
+  // Stops fetching tp; the next fetch after resume starts at seek_offset.
+  virtual void pause(const TopicPartition& tp, int64_t seek_offset) = 0;
   // Stops fetching these partitions without repositioning them: fetching resumes just after the
   // last message poll() returned from each. A message poll() returns from one of them anyway
   // (fetched before the hold took effect) is the next in order; the caller must keep it.

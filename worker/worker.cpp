@@ -222,7 +222,8 @@ void Worker::accept_message(ConsumedMessage& m, int64_t now) {
     auto due = header_int(m, header::kDueAt).value_or(0);
     if (due > now) {
       auto& p = paused_[tp];
-      p.seek_offset = d_.consumer->pause(tp, m.offset);
+      d_.consumer->pause(tp, m.offset);
+      p.seek_offset = m.offset;
       p.resume_at_ms = due;
       return;
     }
@@ -639,7 +640,7 @@ void Worker::db_failed(const Error& e, std::string_view op, int64_t now) {
   d_.metrics->postgres_up().Set(0);
   spdlog::error("msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work continues\"", op,
                 log_quote(e.message));
-  pause_all(&Pause::for_db);
+  hold_all_for_db();
 }
 
 void Worker::db_ok() {
@@ -648,24 +649,25 @@ void Worker::db_ok() {
   ready_.store(!stop_.load());
   d_.metrics->postgres_up().Set(1);
   spdlog::info("msg=postgres_available action=resuming");
-  clear_pause_reason(&Pause::for_db);
+  release_db_holds();
 }
 
-void Worker::pause_all(bool Pause::*reason) {
+// A partition already paused for a retry tier stays as it is and just gains the reason.
+void Worker::hold_all_for_db() {
   std::vector<TopicPartition> fresh_holds;
   for (const auto& tp : d_.consumer->assignment()) {
     auto [it, fresh] = paused_.try_emplace(tp);
     if (fresh) fresh_holds.push_back(tp);
-    it->second.*reason = true;
+    it->second.for_db = true;
   }
   d_.consumer->hold(fresh_holds);
 }
 
-void Worker::clear_pause_reason(bool Pause::*reason) {
+void Worker::release_db_holds() {
   for (auto it = paused_.begin(); it != paused_.end();) {
     auto next = std::next(it);
-    if (it->second.*reason) {
-      it->second.*reason = false;
+    if (it->second.for_db) {
+      it->second.for_db = false;
       resume_if_free(it);
     }
     it = next;

@@ -125,8 +125,8 @@ class Worker {
   bool db_usable(int64_t now) const { return !db_down_ || now >= db_retry_at_; }
   void db_failed(const Error& e, std::string_view op, int64_t now);
   void db_ok();
-  void pause_all(bool Pause::*reason);
-  void clear_pause_reason(bool Pause::*reason);
+  void hold_all_for_db();
+  void release_db_holds();
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);

@@ -30,10 +30,9 @@ class FakeConsumer : public MessageConsumer {
     return out;
   }
   void wake() override { ++wakes; }
-  int64_t pause(const TopicPartition& tp, int64_t seek) override {
+  void pause(const TopicPartition& tp, int64_t seek) override {
     pauses.push_back({tp, seek});
     paused.insert(tp);
-    return seek;
   }
   void hold(const std::vector<TopicPartition>& tps) override {
     for (const auto& tp : tps) {
