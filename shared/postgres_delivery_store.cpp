@@ -184,7 +184,10 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
   }
   std::vector<std::string> params;
   for (auto& round : rounds) {
-    // Key order, so two workers recording overlapping batches lock rows in the same order.
+    // Key order: when the plan walks the batch (a nested loop over it, chosen once deliveries is
+    // large), two workers recording overlapping batches lock rows in the same order. A lock-order
+    // deadlock that still happens fails the round trip: the batch is put back and retried, as
+    // in an outage.
     std::sort(round.begin(), round.end(),
               [](const AttemptRecord* a, const AttemptRecord* b) { return a->key < b->key; });
     JsonArrayWriter batch;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
@@ -173,7 +174,13 @@ CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
   curl_multi_setopt(static_cast<CURLM*>(multi_), CURLMOPT_MAXCONNECTS, 4096L);
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::runtime_error("cannot create the HTTP sender's epoll or eventfd");
+  if (epoll_fd_ < 0 || wake_fd_ < 0) {
+    int err = errno;
+    if (epoll_fd_ >= 0) close(epoll_fd_);
+    if (wake_fd_ >= 0) close(wake_fd_);
+    curl_multi_cleanup(static_cast<CURLM*>(multi_));
+    throw std::runtime_error(std::string("cannot create the HTTP sender's epoll or eventfd: ") + std::strerror(err));
+  }
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = wake_fd_;

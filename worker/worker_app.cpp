@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <optional>
 #include <random>
 #include <thread>
@@ -83,7 +84,12 @@ int run_worker(int argc, char** argv) {
   PostgresDeliveryStore inbound_store(config->postgres.url);
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
-  sender.emplace(SsrfGuard(config->worker.allow_private_networks, allowlist));
+  try {
+    sender.emplace(SsrfGuard(config->worker.allow_private_networks, allowlist));
+  } catch (const std::exception& e) {  // out of file descriptors for its epoll and eventfd
+    std::fprintf(stderr, "hookrelay-worker: %s\n", e.what());
+    return 2;
+  }
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
 
