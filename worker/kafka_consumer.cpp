@@ -152,6 +152,7 @@ void KafkaConsumer::hold(const std::vector<TopicPartition>& tps) {
   // On failure fetching goes on; what arrives meanwhile waits in the worker's backlog.
   if (auto e = rd_kafka_pause_partitions(rk_.get(), l.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::warn("msg=hold_failed partitions={} error={}", tps.size(), log_quote(rd_kafka_err2str(e)));
+    if (listener_.on_error) listener_.on_error(kafka_error(e).code);
   }
 }
 
