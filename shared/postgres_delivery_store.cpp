@@ -1,11 +1,11 @@
 #include "shared/postgres_delivery_store.h"
 
-#include "shared/json_writer.h"
+#include "shared/pg_array.h"
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <string_view>
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <utility>
 
@@ -27,11 +27,11 @@ constexpr const char* kClaimSql = R"SQL(
 INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
     origin_topic, state, attempts, lease_owner, lease_until, first_seen_at)
 SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, ''), 'in_flight',
-       0, $2::text, now() + make_interval(secs => $3::int),
+       0, $9::text, now() + make_interval(secs => $10::int),
        CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
-FROM jsonb_to_recordset($1::jsonb) AS r(
-  key text, kind text, source text, event_id text, destination text, url text,
-  origin_topic text, first_seen_ms bigint)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::bigint[])
+     AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms)
 ORDER BY key
 ON CONFLICT (delivery_key) DO UPDATE SET
   (state, lease_owner, lease_until, updated_at) = (
@@ -43,7 +43,7 @@ ON CONFLICT (delivery_key) DO UPDATE SET
                  AND (d.lease_until IS NULL OR d.lease_until < now()
                       OR d.lease_owner = EXCLUDED.lease_owner) AS claimable) c)
 RETURNING d.delivery_key,
-          d.state NOT IN ('succeeded', 'dead') AND d.lease_owner IS NOT DISTINCT FROM $2::text,
+          d.state NOT IN ('succeeded', 'dead') AND d.lease_owner IS NOT DISTINCT FROM $9::text,
           d.state
 )SQL";
 
@@ -53,9 +53,9 @@ RETURNING d.delivery_key,
 // changes the row; the other attempt is stored as 'duplicate_success'.
 constexpr const char* kRecordSql = R"SQL(
 WITH input AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(
-    key text, attempt int, started_ms bigint, duration_ms int, http_status int,
-    outcome text, error text, next_state text)
+  SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[],
+                       $7::text[], $8::text[])
+       AS r(key, attempt, started_ms, duration_ms, http_status, outcome, error, next_state)
 ),
 upd AS (
   UPDATE deliveries d SET
@@ -66,9 +66,9 @@ upd AS (
     last_status = nullif(r.http_status, 0),
     last_error = nullif(r.error, ''),
     completed_at = CASE WHEN r.next_state IN ('succeeded', 'dead') THEN now() END,
-    lease_owner = CASE WHEN d.lease_owner = $2::text OR r.next_state IN ('succeeded', 'dead')
+    lease_owner = CASE WHEN d.lease_owner = $9::text OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_owner END,
-    lease_until = CASE WHEN d.lease_owner = $2::text OR r.next_state IN ('succeeded', 'dead')
+    lease_until = CASE WHEN d.lease_owner = $9::text OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_until END,
     updated_at = now()
   FROM input r
@@ -81,7 +81,7 @@ SELECT i.key, i.attempt, to_timestamp(i.started_ms / 1000.0), i.duration_ms,
        nullif(i.http_status, 0),
        CASE WHEN i.outcome = 'succeeded' AND u.delivery_key IS NULL
             THEN 'duplicate_success' ELSE i.outcome END,
-       coalesce(i.error, ''), $2::text
+       coalesce(i.error, ''), $9::text
 FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
 )SQL";
 
@@ -92,9 +92,9 @@ WITH ins AS (
   SELECT source, event_id,
          CASE WHEN received_ms > 0 THEN to_timestamp(received_ms / 1000.0) ELSE now() END,
          topic, "partition", "offset", coalesce(body_sha256, '')
-  FROM jsonb_to_recordset($1::jsonb) AS r(source text, event_id text, topic text,
-                                          "partition" int, "offset" bigint, received_ms bigint,
-                                          body_sha256 text)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[],
+              $7::text[])
+       AS r(source, event_id, topic, "partition", "offset", received_ms, body_sha256)
   ORDER BY source, event_id
   ON CONFLICT (source, event_id) DO NOTHING
   RETURNING 1
@@ -104,14 +104,13 @@ SELECT count(*) FROM ins
 
 constexpr const char* kReleaseSql = R"SQL(
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = now()
-WHERE delivery_key IN (SELECT jsonb_array_elements_text($1::jsonb))
+WHERE delivery_key = ANY ($1::text[])
   AND lease_owner = $2::text
 )SQL";
 
-// Invalid UTF-8 (from a header, say) is replaced rather than thrown: PostgreSQL text could not
-// hold it anyway.
-std::string to_param(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 8>& p,
+                 const std::string& worker_id) {
+  tx.exec_prepared("hr_record", p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], worker_id);
 }
 
 ClaimStatus status_from_state(const pqxx::field& state) {
@@ -140,23 +139,26 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
   // ON CONFLICT DO UPDATE may not touch a row twice in one statement: send each key once.
   std::map<std::string, const DeliveryRef*> unique;
   for (const DeliveryRef& d : deliveries) unique.emplace(d.key, &d);
-  JsonArrayWriter batch;
+  PgArrayLiteral keys, kinds, sources, event_ids, destinations, urls, origin_topics, first_seen;
   for (const auto& [key, d] : unique) {
-    batch.begin_object();
-    batch.field("key", key);
-    batch.field("kind", d->kind);
-    batch.field("source", d->source);
-    batch.field("event_id", d->event_id);
-    batch.field("destination", d->destination);
-    batch.field("url", d->url);
-    batch.field("origin_topic", d->origin_topic);
-    batch.field("first_seen_ms", d->first_seen_ms);
-    batch.end_object();
+    keys.add(key);
+    kinds.add(d->kind);
+    sources.add(d->source);
+    event_ids.add(d->event_id);
+    destinations.add(d->destination);
+    urls.add(d->url);
+    origin_topics.add(d->origin_topic);
+    first_seen.add(d->first_seen_ms);
   }
-  std::string param = std::move(batch).take();
+  const std::array<std::string, 8> params = {
+      std::move(keys).take(),         std::move(kinds).take(),        std::move(sources).take(),
+      std::move(event_ids).take(),    std::move(destinations).take(), std::move(urls).take(),
+      std::move(origin_topics).take(), std::move(first_seen).take()};
   return pg_.run("claim", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    pqxx::result rows = tx.exec_prepared("hr_claim", param, worker_id, lease_seconds);
+    pqxx::result rows = tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3],
+                                         params[4], params[5], params[6], params[7], worker_id,
+                                         lease_seconds);
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
       by_key[row[0].as<std::string>()] =
@@ -182,7 +184,7 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
     if (round == rounds.size()) rounds.emplace_back();
     rounds[round].push_back(&a);
   }
-  std::vector<std::string> params;
+  std::vector<std::array<std::string, 8>> params;
   for (auto& round : rounds) {
     // Key order: when the plan walks the batch (a nested loop over it, chosen once deliveries is
     // large), two workers recording overlapping batches lock rows in the same order. A lock-order
@@ -190,62 +192,67 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
     // in an outage.
     std::sort(round.begin(), round.end(),
               [](const AttemptRecord* a, const AttemptRecord* b) { return a->key < b->key; });
-    JsonArrayWriter batch;
+    PgArrayLiteral keys, attempt, started, duration, status, outcome, error, next_state;
     for (const AttemptRecord* a : round) {
-      batch.begin_object();
-      batch.field("key", a->key);
-      batch.field("attempt", int64_t{a->attempt});
-      batch.field("started_ms", a->started_ms);
-      batch.field("duration_ms", int64_t{a->duration_ms});
-      batch.field("http_status", int64_t{a->http_status});
-      batch.field("outcome", a->outcome);
-      batch.field("error", a->error);
-      batch.field("next_state", a->next_state);
-      batch.end_object();
+      keys.add(a->key);
+      attempt.add(int64_t{a->attempt});
+      started.add(a->started_ms);
+      duration.add(int64_t{a->duration_ms});
+      status.add(int64_t{a->http_status});
+      outcome.add(a->outcome);
+      error.add(a->error);
+      next_state.add(a->next_state);
     }
-    params.push_back(std::move(batch).take());
+    params.push_back({std::move(keys).take(), std::move(attempt).take(), std::move(started).take(),
+                      std::move(duration).take(), std::move(status).take(),
+                      std::move(outcome).take(), std::move(error).take(),
+                      std::move(next_state).take()});
   }
   return pg_.run("record", [&](pqxx::connection& c) {
     if (params.size() == 1) {
       pqxx::nontransaction tx(c);
-      tx.exec_prepared("hr_record", params.front(), worker_id);
+      exec_record(tx, params.front(), worker_id);
       return;
     }
     // Several statements: all or none, so a retried batch never records an attempt twice.
     pqxx::work tx(c);
-    for (const std::string& p : params) tx.exec_prepared("hr_record", p, worker_id);
+    for (const auto& p : params) exec_record(tx, p, worker_id);
     tx.commit();
   });
 }
 
 Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEventRecord>& events) {
   if (events.empty()) return 0;
-  JsonArrayWriter batch;
+  PgArrayLiteral sources, event_ids, topics, partitions, offsets, received, hashes;
   for (const InboundEventRecord& e : events) {
-    batch.begin_object();
-    batch.field("source", e.source);
-    batch.field("event_id", e.event_id);
-    batch.field("topic", e.topic);
-    batch.field("partition", int64_t{e.partition});
-    batch.field("offset", e.offset);
-    batch.field("received_ms", e.received_ms);
-    batch.field("body_sha256", e.body_sha256);
-    batch.end_object();
+    sources.add(e.source);
+    event_ids.add(e.event_id);
+    topics.add(e.topic);
+    partitions.add(int64_t{e.partition});
+    offsets.add(e.offset);
+    received.add(e.received_ms);
+    hashes.add(e.body_sha256);
   }
-  std::string param = std::move(batch).take();
+  const std::array<std::string, 7> p = {
+      std::move(sources).take(),  std::move(event_ids).take(), std::move(topics).take(),
+      std::move(partitions).take(), std::move(offsets).take(), std::move(received).take(),
+      std::move(hashes).take()};
   return pg_.run("record_inbound", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    return tx.exec_prepared1("hr_record_inbound", param)[0].as<int>();
+    return tx.exec_prepared1("hr_record_inbound", p[0], p[1], p[2], p[3], p[4], p[5], p[6])[0]
+        .as<int>();
   });
 }
 
 Result<void> PostgresDeliveryStore::release(const std::vector<std::string>& keys,
                                             const std::string& worker_id) {
   if (keys.empty()) return {};
-  nlohmann::json batch = keys;
+  PgArrayLiteral batch;
+  for (const std::string& k : keys) batch.add(k);
+  std::string param = std::move(batch).take();
   return pg_.run("release", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_prepared("hr_release", to_param(batch), worker_id);
+    tx.exec_prepared("hr_release", param, worker_id);
   });
 }
 

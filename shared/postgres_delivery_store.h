@@ -1,8 +1,8 @@
 // PostgresDeliveryStore: DeliveryStore on PostgreSQL (schema: migrations/0001_init.sql).
 //
 // Each call is a single SQL statement in autocommit mode, so a batch is one round trip and is
-// atomic. Batches travel as one jsonb text parameter expanded with jsonb_to_recordset (libpqxx
-// 6.4 binds no arrays). Rows are touched in key order, so concurrent workers with overlapping
+// atomic. Batches travel as one array literal per column (PgArrayLiteral) expanded with
+// unnest(). Rows are touched in key order, so concurrent workers with overlapping
 // batches queue behind each other instead of deadlocking.
 //
 // The connection opens on first use. When it breaks the call returns Error{"db_unavailable",

@@ -215,6 +215,24 @@ TEST_F(DeliveryStoreTest, RecordInboundCountsOnlyNewEvents) {
             "3:1");
 }
 
+TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
+  // Array-literal syntax in the values, and bytes PostgreSQL text cannot hold (NUL, invalid
+  // UTF-8), which become U+FFFD instead of failing the batch.
+  DeliveryRef d = delivery("k,{\"NULL\"}\\ x");
+  d.event_id = std::string("evt \"q\" {a,b}\0\xff", 15);
+  d.url = "http://127.0.0.1:9/h?a=1,b={2}";
+  EXPECT_EQ(claim({d, delivery("plain")}, "A"), (std::vector<S>{S::kClaimed, S::kClaimed}));
+  record({attempt(d.key, 1, "retryable", "retrying", 0, "bad \"peer\" \\ \xc3\x28 NULL")}, "A");
+  EXPECT_EQ(db_->scalar("SELECT event_id || '|' || url || '|' || last_error FROM deliveries "
+                        "WHERE delivery_key = 'k,{\"NULL\"}\\ x'"),
+            "evt \"q\" {a,b}\xef\xbf\xbd\xef\xbf\xbd|http://127.0.0.1:9/h?a=1,b={2}|"
+            "bad \"peer\" \\ \xef\xbf\xbd( NULL");
+  auto inbound = store_->record_inbound(
+      {InboundEventRecord{"src\"", "e,{}", "hookrelay.webhooks", 0, 7, now_ms(), ""}});
+  ASSERT_TRUE(inbound) << inbound.error().message;
+  EXPECT_EQ(db_->scalar("SELECT source || event_id || body_sha256 FROM inbound_events"), "src\"e,{}");
+}
+
 TEST_F(DeliveryStoreTest, ThousandClaimsAndRecordsInOneBatchEach) {
   std::vector<DeliveryRef> refs;
   std::vector<AttemptRecord> records;
