@@ -138,6 +138,23 @@ TEST_F(DeliveryQueriesTest, MarkReplayedRevivesADeadDeliveryOnceAndAuditsIt) {
   EXPECT_EQ(queries_->mark_replayed("nope", "bob", "").error().code, "not_found");
 }
 
+TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
+  ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
+  EXPECT_EQ(keys({}), (std::vector<std::string>{"st-e2-billing"}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM dead_letters"), "1");
+
+  // The replayed delivery fails for good again, with a later attempt: listed again, first.
+  PostgresDeliveryStore store(db_->url());
+  ASSERT_TRUE(store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci", "x", "", 0}},
+                          "w2", 60));
+  ASSERT_TRUE(store.record(
+      {AttemptRecord{"gh-e1-ci", 3, now_ms() + 1000, 5, 410, "permanent", "gone", "dead"}}, "w2"));
+  EXPECT_EQ(keys({}), (std::vector<std::string>{"gh-e1-ci", "st-e2-billing"}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM dead_letters d JOIN deliveries USING "
+                        "(delivery_key, last_attempt_at) WHERE state = 'dead'"),
+            "2");
+}
+
 TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
   auto created = queries_->ensure_attempt_partitions(10);
   ASSERT_TRUE(created) << created.error().message;
