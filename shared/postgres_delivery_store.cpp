@@ -15,9 +15,14 @@ namespace {
 // Every statement here is driven by its batch, row by row, through the primary key or a unique
 // index: INSERT ... ON CONFLICT probes the arbiter index per row, and the record UPDATE joins the
 // batch to deliveries. None of them reads a row the batch does not name, so a batch costs the
-// same on a table of a thousand rows or of a hundred million. The connections plan each
-// execution afresh (plan_cache_mode, below): a plan cached while the table was small would keep
-// scanning it whole as it grows, and the batch's own size is invisible to a generic plan.
+// same on a table of a thousand rows or of a hundred million.
+//
+// The planner does not know that. Costing pages as if read from disk, it joins a batch of 800
+// against a table of 40,000 with a sequential scan and a hash: 13-22 ms per record batch instead
+// of 8 ms through the index (EXPLAIN ANALYZE, PostgreSQL 15), and a plan cached while the table
+// was small keeps scanning it whole as it grows. So the store's connections turn sequential
+// scans off (prepare_connection), which leaves the index path as the only one, and then a plan
+// made once per connection is as good as any: no statement is planned again per batch.
 
 // Claim: insert new deliveries, or take over ones whose lease is free, expired or already ours.
 // A row that cannot be claimed is still "updated" to itself, which is what makes RETURNING report
@@ -124,14 +129,17 @@ ClaimStatus status_from_state(const pqxx::field& state) {
 }  // namespace
 
 PostgresDeliveryStore::PostgresDeliveryStore(std::string url)
-    : pg_(std::move(url), [](pqxx::connection& c) {
-        // See the note above kClaimSql: a batch must never be planned as a scan of the table.
-        c.set_variable("plan_cache_mode", "force_custom_plan");
-        c.prepare("hr_claim", kClaimSql);
-        c.prepare("hr_record", kRecordSql);
-        c.prepare("hr_record_inbound", kRecordInboundSql);
-        c.prepare("hr_release", kReleaseSql);
-      }) {}
+    : pg_(std::move(url), &PostgresDeliveryStore::prepare_connection) {}
+
+void PostgresDeliveryStore::prepare_connection(pqxx::connection& c) {
+  // See the note above kClaimSql: a batch must never be planned as a scan of the table.
+  c.set_variable("enable_seqscan", "off");
+  c.set_variable("plan_cache_mode", "force_generic_plan");
+  c.prepare("hr_claim", kClaimSql);
+  c.prepare("hr_record", kRecordSql);
+  c.prepare("hr_record_inbound", kRecordInboundSql);
+  c.prepare("hr_release", kReleaseSql);
+}
 
 Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
     const std::vector<DeliveryRef>& deliveries, const std::string& worker_id, int lease_seconds) {

@@ -32,6 +32,10 @@ class PostgresDeliveryStore final : public DeliveryStore {
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override;
   Result<void> release(const std::vector<std::string>& keys, const std::string& worker_id) override;
 
+  // Session settings and prepared statements (hr_claim, hr_record, hr_record_inbound,
+  // hr_release) of every connection the store opens; public so tests can plan the statements.
+  static void prepare_connection(pqxx::connection& c);
+
  private:
   PgConnection pg_;
 };

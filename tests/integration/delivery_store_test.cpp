@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <latch>
+#include <pqxx/pqxx>
 #include <thread>
 
 #include "shared/postgres_delivery_store.h"
@@ -246,6 +247,58 @@ TEST_F(DeliveryStoreTest, ThousandClaimsAndRecordsInOneBatchEach) {
   record(records, "A");
   statuses = claim(refs, "A");
   EXPECT_EQ(std::count(statuses.begin(), statuses.end(), S::kAlreadySucceeded), 1000);
+}
+
+// The store's statements must find a batch's rows through the indexes at any table size: a
+// plan that scans the table costs O(table) per batch. Each statement is planned once per
+// connection, here while the tables are empty, and the plan must still hold at 50,000 rows.
+TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
+  pqxx::connection c(db_->url());
+  PostgresDeliveryStore::prepare_connection(c);
+  for (const char* name : {"hr_claim", "hr_record", "hr_record_inbound", "hr_release"}) {
+    c.prepare_now(name);  // libpqxx prepares on first use; EXECUTE needs it now
+  }
+  // Array literals of 1000 elements: prefix + index, or `value` repeated.
+  auto batch = [](const std::string& prefix, bool numbered) {
+    std::string a = "{";
+    for (int i = 0; i < 1000; ++i) a += (i ? "," : "") + prefix + (numbered ? std::to_string(i) : "");
+    return a + "}";
+  };
+  const std::string keys = batch("k", true), ints = batch("", true), texts = batch("t", true);
+  auto plans = [&] {
+    pqxx::work tx(c);  // rolled back: only the plans are wanted
+    std::string out;
+    auto explain = [&](const std::string& sql) {
+      for (const auto& row : tx.exec("EXPLAIN (ANALYZE, COSTS OFF) " + sql)) {
+        out += row[0].as<std::string>() + "\n";
+      }
+    };
+    const std::string t = tx.quote(texts), i = tx.quote(ints), k = tx.quote(keys);
+    explain("EXECUTE hr_claim(" + k + "," + tx.quote(batch("webhook", false)) + "," + t + "," + t + "," + t + "," + t + "," + t +
+            "," + i + ", 'A', 60)");
+    explain("EXECUTE hr_record(" + k + "," + i + "," + i + "," + i + "," + i + "," +
+            tx.quote(batch("retryable", false)) + "," + t + "," + tx.quote(batch("retrying", false)) +
+            ", 'A')");
+    explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
+            "," + t + ")");
+    explain("EXECUTE hr_release(" + k + ", 'A')");
+    return out;
+  };
+  std::string empty = plans();
+  EXPECT_EQ(empty.find("Seq Scan"), std::string::npos) << empty;
+
+  db_->scalar(
+      "WITH d AS (INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, "
+      "state) SELECT 'k' || g, 'webhook', 'src', 'e' || g, 'r', 'u', 'succeeded' "
+      "FROM generate_series(0, 49999) g RETURNING 1), "
+      "i AS (INSERT INTO inbound_events (source, event_id, received_at, topic, \"partition\", "
+      "\"offset\") SELECT 't' || g, 't' || g, now(), 't', 0, g FROM generate_series(0, 49999) g "
+      "RETURNING 1) SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM i)");
+  db_->scalar("ANALYZE deliveries");
+  db_->scalar("ANALYZE inbound_events");
+  std::string full = plans();
+  EXPECT_EQ(full.find("Seq Scan"), std::string::npos) << full;
+  EXPECT_NE(full.find("Index Scan using deliveries_pkey"), std::string::npos) << full;
 }
 
 TEST_F(DeliveryStoreTest, EmptyBatchesDoNotTouchTheDatabase) {
