@@ -1,5 +1,5 @@
-// CurlSender: HttpSender on one libcurl multi handle driven by its own thread through curl's
-// socket interface and epoll. Connections are
+// CurlSender: HttpSender on libcurl multi handles (a few, transfers spread round-robin) driven
+// by one thread of its own through curl's socket interface and one epoll set. Connections are
 // reused across deliveries to the same host. Every socket curl wants to open is first shown to
 // the SsrfGuard (CURLOPT_OPENSOCKETFUNCTION), so the decision is made on the resolved address,
 // after DNS, which is where rebinding tricks would otherwise slip through.
@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "worker/http_sender.h"
 #include "worker/ssrf_guard.h"
@@ -39,7 +40,7 @@ class CurlSender final : public HttpSender {
 
   SsrfGuard guard_;
   std::string user_agent_;
-  void* multi_ = nullptr;  // CURLM*
+  std::vector<void*> multis_;  // CURLM*, one per shard
   std::mutex mu_;
   std::deque<std::unique_ptr<Transfer>> inbox_;
   std::atomic<bool> running_{true};
