@@ -92,7 +92,7 @@ Worker::Worker(WorkerDeps deps)
       .on_assigned = [this](const std::vector<TopicPartition>& tps) { on_assigned(tps); },
       .on_revoked = [this](const std::vector<TopicPartition>& tps) { on_revoked(tps); },
       .on_offset_reset = [this](std::string_view topic) { d_.metrics->offset_reset(topic); },
-      .on_error = [this](std::string_view code) { d_.metrics->kafka_error(code); },
+      .on_error = [this](std::string_view code) { d_.metrics->consumer_error(code); },
   });
 }
 

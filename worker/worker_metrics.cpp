@@ -29,7 +29,9 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   offset_resets_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_offset_resets_total",
                         "Consumer offsets that vanished before consumption (data-loss alarm), by topic");
   kafka_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_kafka_producer_errors_total",
-                       "Kafka producer and consumer errors by code");
+                       "Kafka producer errors (retry and DLQ topics) by code");
+  consumer_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_kafka_consumer_errors_total",
+                          "Kafka consumer errors (fetch, commit, pause and resume) by code");
   lag_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_consumer_lag",
               "Messages behind the log end, summed over this worker's partitions, by topic");
   circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts", "Destination hosts per circuit state");
@@ -53,6 +55,9 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   for (const char* op : {"claim", "record", "inbound"}) {
     series_.get(*pg_errors_, {{"op", op}});
     series_.get(*pg_duration_, {{"op", op}});
+  }
+  for (const char* code : {"broker_down", "delivery_timeout", "unknown_topic", "kafka_error"}) {
+    series_.get(*consumer_errors_, {{"code", code}});
   }
   for (const char* topic : {"hookrelay.webhooks", "hookrelay.calls"}) {
     series_.get(*offset_resets_, {{"topic", topic}});
@@ -85,6 +90,9 @@ void WorkerMetrics::offset_reset(std::string_view topic) {
   series_.get(*offset_resets_, {{"topic", topic}}).Increment();
 }
 void WorkerMetrics::kafka_error(std::string_view code) { series_.get(*kafka_errors_, {{"code", code}}).Increment(); }
+void WorkerMetrics::consumer_error(std::string_view code) {
+  series_.get(*consumer_errors_, {{"code", code}}).Increment();
+}
 void WorkerMetrics::lag(std::string_view topic, double value) { series_.get(*lag_, {{"topic", topic}}).Set(value); }
 void WorkerMetrics::circuits(double closed, double open, double half_open) {
   series_.get(*circuits_, {{"state", "closed"}}).Set(closed);

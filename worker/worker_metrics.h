@@ -29,7 +29,8 @@ class WorkerMetrics {
   void idempotent_skip(std::string_view reason);
   void postgres(std::string_view op, double seconds, bool ok);
   void offset_reset(std::string_view topic);
-  void kafka_error(std::string_view code);
+  void kafka_error(std::string_view code);     // the producer's
+  void consumer_error(std::string_view code);
   void lag(std::string_view topic, double value);
   void circuits(double closed, double open, double half_open);
 
@@ -51,6 +52,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>* pg_errors_;
   prometheus::Family<prometheus::Counter>* offset_resets_;
   prometheus::Family<prometheus::Counter>* kafka_errors_;
+  prometheus::Family<prometheus::Counter>* consumer_errors_;
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Family<prometheus::Gauge>* circuits_;
   prometheus::Gauge* in_flight_;

@@ -232,6 +232,26 @@ TEST_F(WorkerCoordinator, SuccessRecordsAndStoresTheNextOffset) {
   EXPECT_EQ(worker->in_flight(), 0);
 }
 
+// Value of one labelled counter in the registry, or -1 when the series does not exist.
+double counter_value(prometheus::Registry& registry, const std::string& name, const std::string& code) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric) {
+      for (const auto& label : m.label) {
+        if (label.name == "code" && label.value == code) return m.counter.value;
+      }
+    }
+  }
+  return -1;
+}
+
+TEST_F(WorkerCoordinator, ConsumerErrorsAreCountedAsConsumerErrors) {
+  consumer.listener.on_error("broker_down");
+  consumer.listener.on_error("broker_down");
+  EXPECT_EQ(counter_value(registry, "hookrelay_kafka_consumer_errors_total", "broker_down"), 2);
+  EXPECT_LE(counter_value(registry, "hookrelay_kafka_producer_errors_total", "broker_down"), 0);
+}
+
 TEST_F(WorkerCoordinator, OffsetsWaitForTheLowestUnfinishedMessage) {
   sender.hold = true;
   webhook(0, "e1");
