@@ -340,6 +340,9 @@ void CurlSender::run() {
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
       curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
       curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent_.c_str());
+      // No proxy, whatever http_proxy/https_proxy/all_proxy say: through a proxy the SSRF guard
+      // would judge the proxy's address, not the destination's.
+      curl_easy_setopt(e, CURLOPT_PROXY, "");
       curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
       curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
       curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body);

@@ -5,7 +5,8 @@
 // after DNS, which is where rebinding tricks would otherwise slip through.
 //
 // TLS verification is on; redirects are not followed (a 3xx is the attempt's answer); only http
-// and https are allowed.
+// and https are allowed; proxy environment variables are ignored (the guard must see the
+// destination's own address).
 //
 // Thread-safety: send() from any thread; completion callbacks run on the sender thread.
 #pragma once

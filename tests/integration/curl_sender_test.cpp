@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -94,6 +95,26 @@ TEST(CurlSenderTest, TimeoutsFireOnEveryMultiHandle) {
     EXPECT_EQ(r.error, TransportError::kTimeout) << id << ": " << r.message;
   }
   rx.stop();
+}
+
+TEST(CurlSenderTest, ProxyEnvironmentIsIgnored) {
+  test::ScriptedReceiver rx;
+  ASSERT_TRUE(rx.start());
+  // A proxy nothing listens on: used, it would fail every call with a connect error.
+  ::setenv("http_proxy", "http://127.0.0.1:9", 1);
+  ::setenv("all_proxy", "http://127.0.0.1:9", 1);
+  Results results;
+  {
+    CurlSender sender(SsrfGuard(true, {}));
+    sender.send(post(rx.url("/direct"), 1), results.sink(1));
+    ASSERT_TRUE(results.wait_for(1, 30s));
+  }
+  ::unsetenv("http_proxy");
+  ::unsetenv("all_proxy");
+  auto got = results.take();
+  EXPECT_EQ(got.at(1).error, TransportError::kNone) << got.at(1).message;
+  EXPECT_EQ(got.at(1).status, 200);
+  EXPECT_EQ(rx.count("/direct"), 1u);
 }
 
 }  // namespace
