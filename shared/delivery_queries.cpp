@@ -63,20 +63,20 @@ Result<std::vector<DeliveryRow>> DeliveryQueries::dlq_list(const DlqFilter& f) {
   }
   if (f.limit < 1 || f.limit > 10000) return fail("bad_filter", "limit: must be 1..10000");
   // $1 is the status; the rest filter and order either table the same way.
+  const std::string order = " ORDER BY last_attempt_at DESC NULLS LAST, delivery_key";
   const std::string filters =
       " AND ($2::text = '' OR source = $2::text)"
       " AND ($3::text = '' OR destination = $3::text)"
       " AND ($4::bigint = 0 OR last_attempt_at >= to_timestamp($4 / 1000.0))"
-      " AND ($5::bigint = 0 OR last_attempt_at < to_timestamp($5 / 1000.0))"
-      " ORDER BY last_attempt_at DESC NULLS LAST, delivery_key";
+      " AND ($5::bigint = 0 OR last_attempt_at < to_timestamp($5 / 1000.0))" + order;
   // Dead letters are found through their own table and its index (migrations/0004); other
   // states, which the hot path keeps unindexed, scan deliveries.
   const std::string sql =
       f.status == "dead"
           ? std::string("SELECT ") + kDeliveryColumns +
                 " FROM deliveries WHERE state = $1::text AND delivery_key IN ("
-                " SELECT delivery_key FROM dead_letters WHERE true" + filters + " LIMIT $6::int)"
-                " ORDER BY last_attempt_at DESC NULLS LAST, delivery_key"
+                " SELECT delivery_key FROM dead_letters WHERE true" + filters + " LIMIT $6::int)" +
+                order
           : std::string("SELECT ") + kDeliveryColumns +
                 " FROM deliveries WHERE ($1::text = '' OR state = $1::text)" + filters +
                 " LIMIT $6::int";

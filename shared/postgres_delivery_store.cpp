@@ -194,8 +194,8 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
   }
   std::vector<std::array<std::string, 8>> params;
   for (auto& round : rounds) {
-    // Key order: when the plan walks the batch (a nested loop over it, chosen once deliveries is
-    // large), two workers recording overlapping batches lock rows in the same order. A lock-order
+    // Key order: the plan walks the batch (a nested loop over it: sequential scans are off), so
+    // two workers recording overlapping batches lock rows in the same order. A lock-order
     // deadlock that still happens fails the round trip: the batch is put back and retried, as
     // in an outage.
     std::sort(round.begin(), round.end(),

@@ -173,24 +173,22 @@ int on_timer(CURLM*, long timeout_ms, void* user) {
   return 0;
 }
 
-// How long epoll_wait may sleep: until the first of the shards' curl timers is due, and at
-// most a second.
-int wait_ms(const std::vector<LoopState>& loops) {
-  long ms = 1000;
-  const auto now = std::chrono::steady_clock::now();
-  for (const LoopState& loop : loops) {
-    if (loop.timeout_ms < 0) continue;
-    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - loop.timer_set_at).count();
-    ms = std::min(ms, std::max<long>(loop.timeout_ms - elapsed, 0));
-  }
-  return static_cast<int>(ms);
-}
-
-bool timer_due(const LoopState& loop) {
-  if (loop.timeout_ms < 0) return false;
+// Milliseconds until curl's timer on this handle is due (0: due now), or -1 when none is set.
+long remaining_ms(const LoopState& loop) {
+  if (loop.timeout_ms < 0) return -1;
   auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                        loop.timer_set_at).count();
-  return elapsed >= loop.timeout_ms;
+  return std::max<long>(loop.timeout_ms - elapsed, 0);
+}
+
+// How long epoll_wait may sleep: until the first of the handles' timers is due, and at most a
+// second.
+int wait_ms(const std::vector<LoopState>& loops) {
+  long ms = 1000;
+  for (const LoopState& loop : loops) {
+    if (long r = remaining_ms(loop); r >= 0) ms = std::min(ms, r);
+  }
+  return static_cast<int>(ms);
 }
 
 }  // namespace
@@ -264,7 +262,7 @@ void CurlSender::run() {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
   std::vector<std::unique_ptr<Transfer>> fresh;
-  std::unordered_set<Transfer*> active;  // added to the multi handle, not yet finished
+  std::unordered_set<Transfer*> active;  // added to a multi handle, not yet finished
   // Finished easy handles, reset and ready: creating one per delivery showed up in profiles.
   std::vector<CURL*> idle;
   constexpr std::size_t kMaxIdle = 1024;
@@ -412,7 +410,7 @@ void CurlSender::run() {
                                &running);
     }
     for (LoopState& loop : loops) {
-      if (!timer_due(loop)) continue;
+      if (remaining_ms(loop) != 0) continue;
       loop.timeout_ms = -1;  // curl sets it again from inside the call if it still needs one
       curl_multi_socket_action(loop.multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
