@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "shared/delivery_queries.h"
+#include "shared/json_writer.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -33,7 +34,7 @@ int show(const ParsedArgs& parsed, CliIo& io, const char* command, Fetch fetch, 
   auto found = fetch(queries);
   if (!found) return report_error(io, command, found.error());
   if (parsed.has("--json")) {
-    io.out << to_json(*found).dump(2) << "\n";
+    io.out << json_text(to_json(*found), 2) << "\n";
   } else {
     print(io.out, *found);
   }

@@ -9,6 +9,7 @@
 #include "cli/output.h"
 #include "shared/kafka_producer.h"
 #include "shared/topics.h"
+#include "shared/json_writer.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -103,7 +104,7 @@ int dlq_list(const ParsedArgs& args, CliIo& io) {
   if (args.has("--json")) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& d : *rows) out.push_back(to_json(d));
-    io.out << out.dump(2) << "\n";
+    io.out << json_text(out, 2) << "\n";
     return kExitOk;
   }
   print_delivery_table(io.out, *rows);
@@ -146,7 +147,7 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
   if (args.has("--json")) {
     auto out = to_json(*detail);
     if (args.has("--message")) out["dlq_message"] = message ? message_json(*message) : nullptr;
-    io.out << out.dump(2) << "\n";
+    io.out << json_text(out, 2) << "\n";
     return kExitOk;
   }
   print_delivery_detail(io.out, *detail);
@@ -217,11 +218,14 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
                        {"partition", i.partition < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.partition)},
                        {"offset", i.offset < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.offset)}});
     }
-    io.out << nlohmann::json{{"dry_run", dry_run},   {"total", summary.total},
-                             {"replayed", summary.replayed}, {"skipped", summary.skipped},
-                             {"missing", summary.missing},   {"failed", summary.failed},
-                             {"items", items}}
-                  .dump(2)
+    io.out << json_text({{"dry_run", dry_run},
+                         {"total", summary.total},
+                         {"replayed", summary.replayed},
+                         {"skipped", summary.skipped},
+                         {"missing", summary.missing},
+                         {"failed", summary.failed},
+                         {"items", items}},
+                        2)
            << "\n";
     return;
   }

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/http_post.h"
 #include "shared/webhook_signer.h"
+#include "shared/json_writer.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -127,9 +128,7 @@ int run_sign(const Args& args, CliIo& io) {
   if (parsed.has("--json")) {
     nlohmann::json headers = nlohmann::json::object();
     for (const auto& [name, value] : s->headers) headers[name] = value;
-    io.out << nlohmann::json{{"source", s->source}, {"event_id", s->event_id}, {"headers", headers}}
-                  .dump(2)
-           << "\n";
+    io.out << json_text({{"source", s->source}, {"event_id", s->event_id}, {"headers", headers}}, 2) << "\n";
     return kExitOk;
   }
   for (const auto& [name, value] : s->headers) io.out << name << ": " << value << "\n";

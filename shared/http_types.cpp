@@ -1,4 +1,5 @@
 #include "shared/http_types.h"
+#include "shared/json_writer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -8,7 +9,7 @@ HttpResponse json_error(int status, std::string_view code, std::string_view mess
   HttpResponse r;
   r.status = status;
   nlohmann::json j = {{"error", {{"code", code}, {"message", message}}}};
-  r.body = j.dump();
+  r.body = json_text(j);
   return r;
 }
 

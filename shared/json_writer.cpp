@@ -1,5 +1,7 @@
 #include "shared/json_writer.h"
 
+#include <nlohmann/json.hpp>
+
 #include "shared/utf8.h"
 
 namespace hookrelay {
@@ -27,6 +29,10 @@ void append_json_string(std::string& out, std::string_view s) {
     }
   }
   out += '"';
+}
+
+std::string json_text(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace hookrelay

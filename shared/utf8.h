@@ -26,4 +26,18 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   return n;
 }
 
+// The longest prefix of `s` of at most `max_bytes` that does not end inside a valid UTF-8
+// sequence: for quoting outside text in messages without cutting a character in two.
+inline std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t end = 0;
+  while (end < max_bytes) {
+    std::size_t n = utf8_sequence_length(s, end);
+    if (n == 0) n = 1;  // an invalid byte stands alone
+    if (end + n > max_bytes) break;
+    end += n;
+  }
+  return s.substr(0, end);
+}
+
 }  // namespace hookrelay
