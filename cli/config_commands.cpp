@@ -82,6 +82,7 @@ int config_check(const ParsedArgs& args, CliIo& io) {
     io.err << "warning: postgres.url is empty: hookrelay-worker will not start unless "
               "HOOKRELAY_DATABASE_URL is set\n";
   }
+  for (const auto& warning : config_warnings(*config)) io.err << "warning: " << warning << "\n";
   for (const auto& [name, source] : config->sources) {
     if (config->routes.count(name) == 0) {
       io.err << "warning: source '" << name << "' has no routes: its webhooks are accepted and "

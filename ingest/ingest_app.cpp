@@ -1,5 +1,6 @@
 #include "ingest/ingest_app.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +23,18 @@ constexpr const char* kUsage =
     "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG. Overrides:\n"
     "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN.\n";
 
+// Each connection holds a descriptor; past the process limit accept() fails (counted, backed
+// off) before the connection cap can answer 503.
+void warn_if_descriptors_short(int max_connections) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  constexpr rlim_t kReserve = 64;  // Kafka sockets, the report pipe, logs
+  if (static_cast<rlim_t>(max_connections) + kReserve > limit.rlim_cur) {
+    spdlog::warn("msg=descriptor_limit_below_max_connections nofile={} max_connections={}", limit.rlim_cur,
+                 max_connections);
+  }
+}
+
 }  // namespace
 
 int run_ingest(int argc, char** argv) {
@@ -34,6 +47,9 @@ int run_ingest(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-ingest: config error: %s\n", listen.error().message.c_str());
     return 2;
   }
+
+  for (const auto& warning : config_warnings(*config)) spdlog::warn("msg=config_warning warning={}", log_quote(warning));
+  warn_if_descriptors_short(config->ingest.max_connections);
 
   auto registry = std::make_shared<prometheus::Registry>();
   IngestMetrics* metrics = nullptr;
@@ -57,15 +73,21 @@ int run_ingest(int argc, char** argv) {
   http.threads = config->ingest.threads > 0 ? config->ingest.threads
                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   http.max_body_bytes = config->ingest.max_body_bytes;
+  http.max_connections = static_cast<std::size_t>(config->ingest.max_connections);
+  http.max_header_count = static_cast<std::size_t>(config->ingest.max_headers);
+  http.header_timeout = std::chrono::milliseconds(config->ingest.header_timeout_ms);
+  http.idle_timeout = std::chrono::milliseconds(config->ingest.idle_timeout_ms);
   http.on_rejected = [&service](int status, std::string_view code) {
     service.metrics().request("other", "-", status);
     service.metrics().error(code);
   };
+  http.on_accept_error = [&service](std::string_view reason) { service.metrics().accept_error(reason); };
   HttpServer server(http, [&service](const HttpRequest& req, Responder respond) {
     service.handle(req, std::move(respond));
   });
   // Delivery reports run on an HTTP loop thread: the answer to a request on that loop is
   // written without another thread hand-off.
+  service.set_open_connections([&server] { return server.open_connections(); });
   server.watch_fd((*producer)->event_fd(), [p = producer->get()] { p->serve_reports(); });
   if (auto started = server.start(); !started) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));

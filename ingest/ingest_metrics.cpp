@@ -24,6 +24,15 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
                        .Name("hookrelay_kafka_producer_errors_total")
                        .Help("Kafka producer errors by code (client errors and failed deliveries)")
                        .Register(registry);
+  accept_errors_ = &prometheus::BuildCounter()
+                        .Name("hookrelay_ingest_accept_errors_total")
+                        .Help("Failed accept() calls by reason (emfile: the process is out of file descriptors)")
+                        .Register(registry);
+  open_connections_ = &prometheus::BuildGauge()
+                           .Name("hookrelay_ingest_open_connections")
+                           .Help("Client connections open at the last scrape (ingest.max_connections is the cap)")
+                           .Register(registry)
+                           .Add({});
   produce_latency_ = &prometheus::BuildHistogram()
                           .Name("hookrelay_ingest_produce_latency_seconds")
                           .Help("Time from produce to the broker's acknowledgement, by topic")
@@ -58,6 +67,7 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
     series_.get(*kafka_errors_, {{"code", code}});
   }
   series_.get(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
+  for (const char* reason : {"emfile", "enfile"}) series_.get(*accept_errors_, {{"reason", reason}});
 }
 
 namespace {
@@ -71,6 +81,10 @@ std::string_view status_label(int status, char (&buf)[8]) {
 void IngestMetrics::request(std::string_view endpoint, std::string_view source, int status) {
   char buf[8];
   series_.get(*requests_, {{"endpoint", endpoint}, {"source", source}, {"status", status_label(status, buf)}}).Increment();
+}
+
+void IngestMetrics::accept_error(std::string_view reason) {
+  series_.get(*accept_errors_, {{"reason", reason}}).Increment();
 }
 
 void IngestMetrics::error(std::string_view code) { series_.get(*errors_, {{"code", code}}).Increment(); }

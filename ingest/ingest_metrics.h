@@ -28,6 +28,9 @@ class IngestMetrics {
   void verification_failure(std::string_view source, std::string_view reason);
   void produce_latency(std::string_view topic, double seconds);
   void kafka_error(std::string_view code);
+  // accept() failed (reason: "emfile", "enfile", "enobufs", "enomem", "other").
+  void accept_error(std::string_view reason);
+  prometheus::Gauge& open_connections() { return *open_connections_; }
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Gauge& ready() { return *ready_; }
   prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
@@ -38,6 +41,8 @@ class IngestMetrics {
   prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Family<prometheus::Counter>* verification_failures_;
   prometheus::Family<prometheus::Counter>* kafka_errors_;
+  prometheus::Family<prometheus::Counter>* accept_errors_;
+  prometheus::Gauge* open_connections_;
   prometheus::Family<prometheus::Histogram>* produce_latency_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* ready_;

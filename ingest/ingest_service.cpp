@@ -10,6 +10,7 @@
 #include "shared/metrics.h"
 #include "shared/signature_verifier.h"
 #include "shared/topics.h"
+#include "shared/utf8.h"
 
 namespace hookrelay {
 namespace {
@@ -74,7 +75,7 @@ void IngestService::handle(const HttpRequest& request, Responder respond) {
   }
   if (path == "/v1/calls") return call(request, std::move(respond));
   if (path == "/healthz" || path == "/readyz" || path == "/metrics") return probe(path, request, std::move(respond));
-  answer_error("other", "-", 404, "not_found", "no such endpoint: " + std::string(path), respond);
+  answer_error("other", "-", 404, "not_found", "no such endpoint: " + std::string(utf8_prefix(path, 256)), respond);
 }
 
 void IngestService::answer_error(std::string_view endpoint, std::string_view source, int status,
@@ -96,6 +97,7 @@ void IngestService::probe(std::string_view path, const HttpRequest& request, Res
   if (path == "/metrics") {
     metrics_.in_flight().Set(in_flight_.load());
     metrics_.kafka_outstanding().Set(producer_.outstanding());
+    if (open_connections_) metrics_.open_connections().Set(open_connections_());
     r.content_type = "text/plain; version=0.0.4";
     r.body = serialize_metrics(*registry_);
   } else if (path == "/healthz") {
@@ -132,7 +134,7 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
   auto it = config_.sources.find(std::string(source_name));
   if (it == config_.sources.end()) {
     return answer_error("webhook", "-", 404, "unknown_source",
-                        "no source named '" + std::string(source_name.substr(0, 64)) + "' is configured", respond);
+                        "no source named '" + std::string(utf8_prefix(source_name, 64)) + "' is configured", respond);
   }
   const SourceConfig& source = it->second;
   if (request.method != "POST") {
@@ -217,9 +219,17 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
       metrics_.kafka_error(r.error().code);
       spdlog::warn("msg=produce_failed endpoint={} source={} code={} error={}", endpoint, source, r.error().code,
                    log_quote(r.error().message));
-      answer_error(endpoint, source, 503, r.error().code,
+      if (r.error().code == kMessageTooLargeCode) {
+        // Permanent: the same request can never fit, so no Retry-After.
+        answer_error(endpoint, source, 413, "body_too_large",
+                     "the request is larger than a Kafka message may be (" + r.error().message +
+                         "); it was not accepted and never will be: send a smaller body",
+                     respond);
+      } else {
+        answer_error(endpoint, source, 503, r.error().code,
                    "Kafka did not acknowledge the request (" + r.error().message + "); it was not accepted, retry later",
-                   respond, {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+                     respond, {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+      }
     }
     metrics_.in_flight().Decrement();
     in_flight_.fetch_sub(1);

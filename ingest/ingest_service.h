@@ -43,6 +43,8 @@ class IngestService {
   void begin_shutdown() { shutting_down_.store(true); }
   int in_flight() const { return in_flight_.load(); }
   IngestMetrics& metrics() { return metrics_; }
+  // Before serving: where /metrics reads the number of open client connections.
+  void set_open_connections(std::function<int()> count) { open_connections_ = std::move(count); }
 
  private:
   void webhook(std::string_view source, const HttpRequest& request, Responder respond);
@@ -65,6 +67,7 @@ class IngestService {
   CallLimits call_limits_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> in_flight_{0};
+  std::function<int()> open_connections_;
 };
 
 }  // namespace hookrelay

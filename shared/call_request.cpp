@@ -1,21 +1,18 @@
 #include "shared/call_request.h"
 
-#include <curl/curl.h>
 #include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "shared/crypto.h"
+#include "shared/http_url.h"
+#include "shared/json_writer.h"
 
 namespace hookrelay {
 namespace {
 
 using json = nlohmann::json;
-
-struct CurlUrlDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
 
 Unexpected invalid(const std::string& field, const std::string& what) {
   return fail("invalid_request", field + ": " + what);
@@ -27,33 +24,18 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// The URL as curl normalises it, so the worker calls exactly what was validated here.
 Result<std::string> check_url(const std::string& url) {
-  if (url.size() > 8192) return invalid("url", "longer than 8192 characters");
-  for (char c : url) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return invalid("url", "contains spaces or control characters");
-  }
-  std::unique_ptr<CURLU, CurlUrlDeleter> u(curl_url());
-  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) {
-    return invalid("url", "is not a valid absolute URL");
-  }
-  char* scheme = nullptr;
-  if (curl_url_get(u.get(), CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) return invalid("url", "has no scheme");
-  std::string s = lower(scheme);
-  curl_free(scheme);
-  if (s != "http" && s != "https") return invalid("url", "only http and https are allowed, got '" + s + "'");
-  char* host = nullptr;
-  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK || !host || !*host) {
-    if (host) curl_free(host);
-    return invalid("url", "has no host");
-  }
-  curl_free(host);
-  char* user = nullptr;
-  if (curl_url_get(u.get(), CURLUPART_USER, &user, 0) == CURLUE_OK && user) {
-    curl_free(user);
-    return invalid("url", "must not carry credentials; send them in headers");
-  }
-  return url;
+  auto parsed = parse_http_url(url);
+  if (!parsed) return invalid("url", parsed.error().message);
+  return std::move(parsed->url);
 }
+
+// What a worker accepts in an hr-call envelope: wider than what ingest lets a caller ask for, so a
+// limit lowered later does not strand messages already in Kafka.
+constexpr int kEnvelopeMaxTimeoutMs = 3600 * 1000;
+constexpr int kEnvelopeMaxAttempts = 1000;
+constexpr int kEnvelopeMaxAgeSeconds = 366 * 86400;
 
 int bounded_int(const json& j, const char* field, int lo, int hi) {
   if (!j.is_number_integer()) throw std::invalid_argument(std::string(field) + ": must be an integer");
@@ -166,7 +148,7 @@ std::string call_envelope(const CallRequest& c) {
   for (const auto& [k, v] : c.headers) h.push_back({k, v});
   json j = {{"url", c.url}, {"method", c.method}, {"headers", h}, {"idempotency_key", c.idempotency_key},
             {"timeout_ms", c.timeout_ms}, {"max_attempts", c.max_attempts}, {"max_age_seconds", c.max_age_seconds}};
-  return j.dump();
+  return json_text(j);
 }
 
 Result<CallRequest> parse_call_envelope(std::string_view text) {
@@ -178,11 +160,19 @@ Result<CallRequest> parse_call_envelope(std::string_view text) {
     c.method = j.at("method").get<std::string>();
     for (const auto& h : j.at("headers")) c.headers.emplace_back(h.at(0).get<std::string>(), h.at(1).get<std::string>());
     c.idempotency_key = j.at("idempotency_key").get<std::string>();
-    c.timeout_ms = j.at("timeout_ms").get<int>();
-    c.max_attempts = j.at("max_attempts").get<int>();
-    c.max_age_seconds = j.at("max_age_seconds").get<int>();
+    for (const auto& [name, value] : c.headers) {
+      if (!valid_header_name(name) || !valid_header_value(value)) {
+        return fail("bad_envelope", "hr-call header: a header name or value is not valid HTTP");
+      }
+    }
+    // Whoever can write to the topic writes these numbers: range-checked, never cast blindly.
+    c.timeout_ms = bounded_int(j.at("timeout_ms"), "timeout_ms", 1, kEnvelopeMaxTimeoutMs);
+    c.max_attempts = bounded_int(j.at("max_attempts"), "max_attempts", 1, kEnvelopeMaxAttempts);
+    c.max_age_seconds = bounded_int(j.at("max_age_seconds"), "max_age_seconds", 1, kEnvelopeMaxAgeSeconds);
     return c;
   } catch (const json::exception& e) {
+    return fail("bad_envelope", std::string("hr-call header: ") + e.what());
+  } catch (const std::invalid_argument& e) {
     return fail("bad_envelope", std::string("hr-call header: ") + e.what());
   }
 }

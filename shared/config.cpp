@@ -2,12 +2,14 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "shared/webhook_scheme.h"
-
+#include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
+
+#include "shared/http_url.h"
+#include "shared/webhook_scheme.h"
 
 namespace hookrelay {
 namespace {
@@ -128,13 +130,11 @@ void check_listen(const std::string& v, const std::string& field) {
   if (!hp) throw ConfigError{hp.error().message};
 }
 
-void check_url(const std::string& url, const std::string& field) {
-  if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
-    bad(field, "must be an http:// or https:// URL");
-  }
-  for (char c : url) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) bad(field, "must not contain spaces or control characters");
-  }
+// The host key is derived here once, so the worker never parses a route's URL per delivery.
+void check_url(RouteConfig& route, const std::string& field) {
+  auto parsed = parse_http_url(route.url);
+  if (!parsed) bad(field, parsed.error().message);
+  route.host_key = parsed->host_key();
 }
 
 SourceConfig parse_source(const std::string& name, const YAML::Node& n, const std::string& field,
@@ -191,7 +191,7 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   if (!valid_name(r.name)) bad(join(field, "name"), "must be 1-64 characters of [A-Za-z0-9._-]");
   if (!n["url"]) bad(join(field, "url"), "is required");
   r.url = str(n["url"], join(field, "url"), env);
-  check_url(r.url, join(field, "url"));
+  check_url(r, join(field, "url"));
   if (n["secret"]) {
     r.secret = str(n["secret"], join(field, "secret"), env);
     if (r.secret.rfind("whsec_", 0) != 0 || !decode_standard_webhooks_secret(r.secret)) {
@@ -221,12 +221,17 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     }
   }
   if (auto i = root["ingest"]) {
-    only_keys(i, "ingest", {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms"});
+    only_keys(i, "ingest", {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms",
+                            "max_connections", "max_headers", "header_timeout_ms", "idle_timeout_ms"});
     if (i["listen"]) c.ingest.listen = str(i["listen"], "ingest.listen", env);
     if (i["max_body_bytes"]) c.ingest.max_body_bytes = num<std::size_t>(i["max_body_bytes"], "ingest.max_body_bytes", 1, 64u << 20);
     if (i["threads"]) c.ingest.threads = num<int>(i["threads"], "ingest.threads", 0, 256);
     if (i["retry_after_seconds"]) c.ingest.retry_after_seconds = num<int>(i["retry_after_seconds"], "ingest.retry_after_seconds", 1, 3600);
     if (i["shutdown_grace_ms"]) c.ingest.shutdown_grace_ms = num<int>(i["shutdown_grace_ms"], "ingest.shutdown_grace_ms", 0, 600000);
+    if (i["max_connections"]) c.ingest.max_connections = num<int>(i["max_connections"], "ingest.max_connections", 1, 1000000);
+    if (i["max_headers"]) c.ingest.max_headers = num<int>(i["max_headers"], "ingest.max_headers", 8, 10000);
+    if (i["header_timeout_ms"]) c.ingest.header_timeout_ms = num<int>(i["header_timeout_ms"], "ingest.header_timeout_ms", 100, 600000);
+    if (i["idle_timeout_ms"]) c.ingest.idle_timeout_ms = num<int>(i["idle_timeout_ms"], "ingest.idle_timeout_ms", 100, 3600000);
   }
   if (auto s = root["sources"]) {
     if (!s.IsMap()) bad("sources", "must be a mapping of source name to settings");
@@ -360,6 +365,30 @@ Result<HostPort> parse_host_port(const std::string& text, const std::string& fie
   if (p > 65535) return fail("config", field + ": port must be 0-65535, got " + port);
   hp.port = static_cast<uint16_t>(p);
   return hp;
+}
+
+std::size_t kafka_message_max_bytes(const KafkaConfig& kafka) {
+  auto it = kafka.properties.find("message.max.bytes");
+  if (it == kafka.properties.end()) return kDefaultKafkaMessageMaxBytes;
+  std::size_t v = 0;
+  const auto& text = it->second;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  // librdkafka refuses a malformed value when the producer is built; until then, the default.
+  if (ec != std::errc() || ptr != text.data() + text.size()) return kDefaultKafkaMessageMaxBytes;
+  return v;
+}
+
+std::vector<std::string> config_warnings(const Config& config) {
+  std::vector<std::string> out;
+  const std::size_t kafka_max = kafka_message_max_bytes(config.kafka);
+  if (config.ingest.max_body_bytes + kKafkaHeaderAllowance > kafka_max) {
+    out.push_back("ingest.max_body_bytes (" + std::to_string(config.ingest.max_body_bytes) +
+                  ") plus " + std::to_string(kKafkaHeaderAllowance) +
+                  " bytes for headers exceeds the Kafka producer's message.max.bytes (" + std::to_string(kafka_max) +
+                  "): bodies near the limit will be refused with 413 body_too_large; lower ingest.max_body_bytes "
+                  "or raise kafka.properties.message.max.bytes (and the topics' max.message.bytes)");
+  }
+  return out;
 }
 
 Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env) {

@@ -35,11 +35,24 @@ struct KafkaConfig {
 
 struct IngestConfig {
   std::string listen = "127.0.0.1:8080";  // host:port; [::1]:port for IPv6
-  std::size_t max_body_bytes = 1048576;   // larger bodies get 413
+  // Larger bodies get 413. The default leaves kKafkaHeaderAllowance of a 1 MiB Kafka message for
+  // headers; config_warnings() flags a limit the producer could not send.
+  std::size_t max_body_bytes = 917504;
   int threads = 0;                        // HTTP threads; 0 = one per core
   int retry_after_seconds = 5;            // Retry-After on 503
   int shutdown_grace_ms = 10000;          // SIGTERM: longest wait for outstanding reports
+  int max_connections = 4096;             // open connections; past it a new one gets 503 and is closed
+  int max_headers = 100;                  // header fields per request; more get 431
+  int header_timeout_ms = 10000;          // a request's header must arrive whole within this (else closed)
+  int idle_timeout_ms = 60000;            // keep-alive idle limit; also the deadline for reading a body
 };
+
+// Bytes of a Kafka message kept for headers beside the body: forwarded provider headers (at most
+// 64 KiB, the HTTP header limit) and hookrelay's own hr-* headers added by ingest and worker.
+inline constexpr std::size_t kKafkaHeaderAllowance = 128 * 1024;
+// librdkafka's message.max.bytes as hookrelay's producers set it unless configured: the 1 MiB that
+// a broker's default max.message.bytes (1048588) accepts.
+inline constexpr std::size_t kDefaultKafkaMessageMaxBytes = 1048576;
 
 struct SourceConfig {
   std::string name;
@@ -61,6 +74,7 @@ struct RouteConfig {
   std::string secret;        // optional "whsec_..." for Standard Webhooks signing of deliveries
   int timeout_ms = 10000;    // total request timeout
   bool ordered = false;      // deliveries of one event key are made one at a time, in order
+  std::string host_key;      // derived from url when loaded: "host:port" for per-destination limits
 };
 
 struct PostgresConfig {
@@ -109,6 +123,14 @@ EnvLookup process_env();
 
 // Parses and validates YAML text. `env` resolves ${VAR} and the overrides.
 Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env);
+
+// Settings that are valid but will misbehave, one sentence each naming the fields: e.g. an
+// ingest.max_body_bytes the Kafka producer's message.max.bytes cannot carry. Printed by
+// `hookrelay config check`, logged at start by the services.
+std::vector<std::string> config_warnings(const Config& config);
+
+// The producer's message.max.bytes: kafka.properties' value, else kDefaultKafkaMessageMaxBytes.
+std::size_t kafka_message_max_bytes(const KafkaConfig& kafka);
 
 // Reads the file, then parse_config. The error names the file when it cannot be read.
 Result<Config> load_config_file(const std::string& path, const EnvLookup& env);

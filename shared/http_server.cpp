@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -22,13 +23,31 @@ using ReusePort = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
 namespace {
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+constexpr std::size_t kFirstRead = 4096;
+// accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
+constexpr std::chrono::milliseconds kAcceptRetryMin{10};
+constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
+
+std::string_view accept_error_reason(const beast::error_code& ec) {
+  if (ec.category() != net::error::get_system_category()) return "other";
+  switch (ec.value()) {
+    case EMFILE: return "emfile";
+    case ENFILE: return "enfile";
+    case ENOBUFS: return "enobufs";
+    case ENOMEM: return "enomem";
+    default: return "other";
+  }
 }
+}  // namespace
 
 struct HttpServer::Impl {
   HttpServerOptions options;
   HttpHandler handler;
   struct Loop {
     net::io_context ioc{1};
+    net::steady_timer accept_retry{ioc};
+    std::chrono::milliseconds accept_delay{0};  // > 0 while accept() keeps failing
+    std::uint64_t accept_failures = 0;
     // Sessions waiting for an asynchronous answer (a Kafka ack) have no I/O pending; the guard
     // keeps the loop alive for them after the acceptor closes, until stop().
     net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
@@ -54,6 +73,8 @@ struct HttpServer::Impl {
   bool stopped = false;
 
   void accept(Loop& loop);
+  void accept_failed(Loop& loop, const beast::error_code& ec);
+  static void run_loop(Loop& loop);
   void rejected(int status, std::string_view code) {
     if (options.on_rejected) options.on_rejected(status, code);
   }
@@ -71,14 +92,35 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  void start() { read_header(); }
+  // A new connection: its first request must start within header_timeout.
+  void start() { wait_for_request(server_.options.header_timeout); }
+
+  // Over the connection cap: a short 503, then close.
+  void refuse_over_capacity() {
+    refuse(503, "too_many_connections",
+           "the server has " + std::to_string(server_.options.max_connections) +
+               " open connections, its limit; retry later");
+  }
 
  private:
+  // Waits up to `timeout` for the first byte of the next request (none may be buffered yet), then
+  // gives the rest of the header its own deadline.
+  void wait_for_request(std::chrono::milliseconds timeout) {
+    if (buffer_.size() > 0) return read_header();
+    stream_.expires_after(timeout);
+    stream_.async_read_some(buffer_.prepare(kFirstRead),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (ec) return self->close();  // idle, or the peer left
+                              self->buffer_.commit(n);
+                              self->read_header();
+                            });
+  }
+
   void read_header() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_.options.max_body_bytes);
-    stream_.expires_after(server_.options.idle_timeout);
+    stream_.expires_after(server_.options.header_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
                               self->on_header(ec);
@@ -88,6 +130,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_header(beast::error_code ec) {
     if (ec) return on_read_error(ec);
     const auto& req = parser_->get();
+    std::size_t fields = 0;
+    for (auto it = req.begin(); it != req.end() && fields <= server_.options.max_header_count; ++it) ++fields;
+    if (fields > server_.options.max_header_count) {
+      return refuse(431, "too_many_headers",
+                    "request has more than " + std::to_string(server_.options.max_header_count) + " header fields");
+    }
     auto length = parser_->content_length();
     if (length && *length > server_.options.max_body_bytes) {
       return refuse(413, "body_too_large",
@@ -124,6 +172,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::header_limit) {
       return refuse(431, "headers_too_large", "request headers exceed 64 KiB");
     }
+    if (ec == beast::error::timeout) {
+      // tcp_stream has closed the socket already: nothing can be answered.
+      server_.rejected(408, "request_timeout");
+      return close();
+    }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message) {
       return refuse(400, "malformed_http", "malformed HTTP request: " + ec.message());
@@ -152,19 +205,39 @@ class Session : public std::enable_shared_from_this<Session> {
     };
     stream_.expires_never();
     auto self = shared_from_this();
-    server_.handler(view, [self](HttpResponse r) {
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    Responder respond = [self, answered](HttpResponse r) {
+      if (answered->exchange(true)) return;  // a second answer would corrupt the stream
       auto executor = self->stream_.get_executor();
       net::post(executor, [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
-    });
+    };
+    // The exception boundary of a request: whatever the handler throws is this request's 500,
+    // never the process's end.
+    try {
+      server_.handler(view, std::move(respond));
+    } catch (const std::exception& e) {
+      handler_failed(*answered, e.what());
+    } catch (...) {
+      handler_failed(*answered, "non-standard exception");
+    }
+  }
+
+  void handler_failed(std::atomic<bool>& answered, std::string_view what) {
+    spdlog::error("msg=handler_failed error={}", log_quote(what));
+    if (answered.exchange(true)) return;
+    refuse(500, "internal_error", "the request could not be handled; it was not accepted");
   }
 
   void refuse(int status, std::string_view code, const std::string& message) {
     server_.rejected(status, code);
     keep_alive_ = false;
-    write(json_error(status, code, message));
+    auto r = json_error(status, code, message);
+    if (status == 503) r.headers.emplace_back("Retry-After", "1");
+    write(std::move(r));
   }
 
   void write(HttpResponse r) {
+    if (res_) return close();  // a response is still being written: never interleave two
     res_.emplace(static_cast<http::status>(r.status), 11);
     res_->set(http::field::server, "hookrelay");
     res_->set(http::field::content_type, r.content_type);
@@ -176,7 +249,7 @@ class Session : public std::enable_shared_from_this<Session> {
     http::async_write(stream_, *res_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec || !self->res_->keep_alive()) return self->close();
       self->res_.reset();
-      self->read_header();
+      self->wait_for_request(self->server_.options.idle_timeout);
     });
   }
 
@@ -200,14 +273,55 @@ class Session : public std::enable_shared_from_this<Session> {
 void HttpServer::Impl::accept(Loop& loop) {
   loop.acceptor->async_accept(loop.ioc, [this, &loop](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !loop.acceptor->is_open()) return;
-    if (!ec) {
-      socket.set_option(tcp::no_delay(true), ec);
-      std::make_shared<Session>(std::move(socket), *this)->start();
+    if (ec) return accept_failed(loop, ec);
+    if (loop.accept_delay.count() > 0) {
+      spdlog::info("msg=accept_recovered failures={}", loop.accept_failures);
+      loop.accept_delay = std::chrono::milliseconds{0};
+      loop.accept_failures = 0;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto session = std::make_shared<Session>(std::move(socket), *this);
+    // The new session counts itself, so the cap compares against the others.
+    if (static_cast<std::size_t>(connections.load(std::memory_order_relaxed)) > options.max_connections) {
+      session->refuse_over_capacity();
     } else {
-      spdlog::warn("msg=accept_failed error={}", log_quote(ec.message()));
+      session->start();
     }
     accept(loop);
   });
+}
+
+// Retrying at once would spin: the pending connection stays in the backlog and accept() fails
+// again until a descriptor frees up. One log line per episode; every failure is counted.
+void HttpServer::Impl::accept_failed(Loop& loop, const beast::error_code& ec) {
+  if (options.on_accept_error) options.on_accept_error(accept_error_reason(ec));
+  ++loop.accept_failures;
+  if (loop.accept_delay.count() == 0) {
+    spdlog::warn("msg=accept_failed error={} retry=backoff", log_quote(ec.message()));
+    loop.accept_delay = kAcceptRetryMin;
+  } else {
+    loop.accept_delay = std::min(loop.accept_delay * 2, kAcceptRetryMax);
+  }
+  loop.accept_retry.expires_after(loop.accept_delay);
+  loop.accept_retry.async_wait([this, &loop](beast::error_code wait_ec) {
+    if (wait_ec || !loop.acceptor || !loop.acceptor->is_open()) return;
+    accept(loop);
+  });
+}
+
+// A loop's thread entry: an exception that escapes a completion handler is logged and the loop
+// runs on; io_context::run may be called again after it throws.
+void HttpServer::Impl::run_loop(Loop& loop) {
+  for (;;) {
+    try {
+      loop.ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("msg=event_loop_exception error={}", log_quote(e.what()));
+    } catch (...) {
+      spdlog::error("msg=event_loop_exception error=non-standard");
+    }
+  }
 }
 
 HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
@@ -248,7 +362,7 @@ Result<void> HttpServer::start() {
   }
   for (auto& loop : impl_->loops) {
     impl_->accept(*loop);
-    loop->thread = std::thread([l = loop.get()] { l->ioc.run(); });
+    loop->thread = std::thread([l = loop.get()] { Impl::run_loop(*l); });
   }
   return {};
 }
@@ -265,6 +379,7 @@ void HttpServer::stop_accepting() {
   for (auto& loop : impl_->loops) {
     net::post(loop->ioc, [l = loop.get()] {
       beast::error_code ignored;
+      l->accept_retry.cancel();
       if (l->acceptor) l->acceptor->close(ignored);
     });
   }

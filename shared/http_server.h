@@ -4,9 +4,14 @@
 // the kernel spreads connections and a connection never changes thread. The handler runs on the
 // connection's thread and may answer later from any thread: the Responder posts back.
 //
-// Bodies above `max_body_bytes` get 413 without being read further. Idle connections close after
-// `idle_timeout`. stop_accepting() closes the listeners but lets open connections finish;
-// stop() ends everything.
+// Hostile clients are bounded: bodies above `max_body_bytes` get 413 without being read further;
+// a request's header must arrive whole within `header_timeout` (else 408) and its body within
+// `idle_timeout`; a keep-alive connection idle for `idle_timeout` is closed; more than
+// `max_header_count` header fields get 431; past `max_connections` open connections a new one is
+// answered 503 and closed. A handler that throws is answered 500 (once) and the loop goes on.
+// When accept() fails (descriptors exhausted), accepting pauses with a growing delay instead of
+// spinning. stop_accepting() closes the listeners but lets open connections finish; stop() ends
+// everything.
 //
 // Thread-safety: start/stop_accepting/stop from one controlling thread.
 #pragma once
@@ -27,9 +32,15 @@ struct HttpServerOptions {
   uint16_t port = 0;  // 0 = ephemeral (see port())
   int threads = 1;
   std::size_t max_body_bytes = 1 << 20;
-  std::chrono::seconds idle_timeout{75};
-  // Called when a request is refused before the handler runs (413, 400 unparsable): status, code.
+  std::size_t max_connections = 4096;                // open connections; more are refused with 503
+  std::size_t max_header_count = 100;                // header fields per request; more get 431
+  std::chrono::milliseconds header_timeout{10000};   // from a request's first byte to its last header
+  std::chrono::milliseconds idle_timeout{60000};     // keep-alive idle time; also the body's deadline
+  // Called when a request is answered without the handler (413, 400 unparsable, 408, 431, 503
+  // over the connection cap) or the handler threw (500): status, code.
   std::function<void(int, std::string_view)> on_rejected;
+  // Called when accept() fails; reason is the errno name in lower case ("emfile", ...).
+  std::function<void(std::string_view)> on_accept_error;
 };
 
 class HttpServer {

@@ -1,5 +1,7 @@
 #include "shared/kafka_handles.h"
 
+#include "shared/message_producer.h"
+
 namespace hookrelay {
 
 Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props) {
@@ -30,7 +32,7 @@ Error kafka_error(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR__FATAL:
       return {"producer_fatal", "Kafka producer hit a fatal error: " + message, false};
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-      return {"message_too_large", "message is larger than the broker accepts: " + message, false};
+      return {std::string(kMessageTooLargeCode), "message is larger than Kafka accepts: " + message, false};
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
     case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
       return {"unknown_topic", "topic does not exist: " + message, true};

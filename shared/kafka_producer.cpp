@@ -24,6 +24,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
       {"message.timeout.ms", std::to_string(config.produce_timeout_ms)},
       {"compression.type", "none"},
       {"socket.nagle.disable", "true"},
+      {"message.max.bytes", std::to_string(kDefaultKafkaMessageMaxBytes)},
   };
   for (const auto& [k, v] : config.properties) props[k] = v;
   auto conf = make_kafka_conf(props);

@@ -19,6 +19,9 @@
 
 namespace hookrelay {
 
+// Error code of a message Kafka will never take (larger than message.max.bytes): permanent.
+inline constexpr std::string_view kMessageTooLargeCode = "message_too_large";
+
 struct MessageHeader {
   std::string name;
   std::string value;

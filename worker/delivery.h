@@ -19,6 +19,7 @@ struct Delivery {
   std::string event_id;     // webhook event id or call id
   std::string destination;  // route name, or "call"
   std::string url;
+  std::string host_key;     // "host:port" that url connects to (HttpUrl::host_key): limits, breaker
   std::string method = "POST";
   std::vector<std::pair<std::string, std::string>> headers;  // to send (before signing)
   std::shared_ptr<const std::string> body;  // shared by the routes of one event

@@ -3,20 +3,13 @@
 #include <charconv>
 
 #include "shared/call_request.h"
+#include "shared/http_url.h"
 #include "shared/topics.h"
 
 namespace hookrelay {
 namespace {
 
 constexpr std::string_view kForwardPrefix = "hr-fwd-";
-
-std::optional<int64_t> to_int(const std::string* s) {
-  if (!s) return std::nullopt;
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
-  if (ec != std::errc() || p != s->data() + s->size()) return std::nullopt;
-  return v;
-}
 
 Unexpected malformed(const ConsumedMessage& m, const std::string& what) {
   return fail("malformed_message", m.topic + "/" + std::to_string(m.partition) + "@" + std::to_string(m.offset) +
@@ -37,6 +30,11 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
   d.kind = "webhook";
   d.destination = route.name;
   d.url = route.url;
+  d.host_key = route.host_key;
+  if (d.host_key.empty()) {  // a RouteConfig built in code rather than loaded by parse_config
+    auto url = parse_http_url(route.url);
+    d.host_key = url ? url->host_key() : std::string("invalid-url");
+  }
   d.method = "POST";
   d.timeout_ms = route.timeout_ms;
   d.ordered = route.ordered;
@@ -53,9 +51,13 @@ Result<void> fill_call(Delivery& d, const ConsumedMessage& m) {
   if (!env) return malformed(m, "call without hr-call header");
   auto call = parse_call_envelope(*env);
   if (!call) return malformed(m, call.error().message);
+  // Ingest validated the URL; a message written to the topic some other way may not be.
+  auto url = parse_http_url(call->url);
+  if (!url) return malformed(m, "hr-call url " + url.error().message);
   d.kind = "call";
   d.destination = "call";
   d.url = call->url;
+  d.host_key = url->host_key();
   d.method = call->method;
   d.headers = call->headers;
   d.timeout_ms = call->timeout_ms;
@@ -76,6 +78,15 @@ const std::string* ConsumedMessage::header(std::string_view name) const {
   return found;
 }
 
+std::optional<int64_t> ConsumedMessage::header_int(std::string_view name, int64_t lo, int64_t hi) const {
+  const std::string* s = header(name);
+  if (!s) return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+  if (ec != std::errc() || p != s->data() + s->size() || v < lo || v > hi) return std::nullopt;
+  return v;
+}
+
 std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route) {
   std::string k = "wh:";
   k.append(source).append(":").append(event_id).append(":").append(route);
@@ -87,7 +98,7 @@ std::string call_delivery_key(std::string_view idempotency_key) { return "call:"
 Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Config& config) {
   const auto* kind = m.header(header::kKind);
   const auto* event_id = m.header(header::kEventId);
-  auto received = to_int(m.header(header::kReceivedAt));
+  auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
   if (!kind || (*kind != "webhook" && *kind != "call")) return malformed(m, "missing or unknown hr-kind");
   if (!event_id || event_id->empty()) return malformed(m, "missing hr-event-id");
   if (!received) return malformed(m, "missing or bad hr-received-at");
@@ -137,11 +148,11 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     }
   }
   if (is_retry) {
-    auto attempt = to_int(m.header(header::kAttempt));
     // 0 is valid: a delivery bounced because another worker held its lease made no attempt.
-    if (!attempt || *attempt < 0) return malformed(m, "retry without a valid hr-attempt");
+    auto attempt = m.header_int(header::kAttempt, 0, kMaxAttemptHeader);
+    if (!attempt) return malformed(m, "retry without a valid hr-attempt (0-" + std::to_string(kMaxAttemptHeader) + ")");
     out[0].attempt = static_cast<int>(*attempt) + 1;
-    out[0].first_attempt_at_ms = to_int(m.header(header::kFirstAttemptAt)).value_or(0);
+    out[0].first_attempt_at_ms = m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
     if (const auto* origin = m.header(header::kOriginTopic)) out[0].origin_topic = *origin;
   }
   return out;

@@ -10,6 +10,8 @@
 // Thread-safety: pure function of its arguments.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,7 +31,14 @@ struct ConsumedMessage {
 
   // Last value of a header, or nullptr.
   const std::string* header(std::string_view name) const;
+  // Last value of a header as a decimal integer within [lo, hi]; nullopt when absent, not a
+  // number, or out of range. Header bytes come from whoever can write to the topic.
+  std::optional<int64_t> header_int(std::string_view name, int64_t lo, int64_t hi) const;
 };
+
+// Bounds of the hr-* numbers a message may carry.
+inline constexpr int64_t kMaxTimestampMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
+inline constexpr int64_t kMaxAttemptHeader = 1000000;
 
 Result<std::vector<Delivery>> expand_message(const ConsumedMessage& message, const Config& config);
 

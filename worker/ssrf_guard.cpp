@@ -128,7 +128,9 @@ IpAddress keep_prefix(const IpAddress& ip, int prefix_len) {
 }  // namespace
 
 std::optional<IpAddress> parse_ip(std::string_view text) {
-  const std::string s(text);  // inet_pton needs a terminated string
+  // inet_pton reads a C string: a NUL inside would hide whatever follows it.
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;
+  const std::string s(text);
   IpAddress ip;
   if (inet_pton(AF_INET, s.c_str(), ip.bytes.data()) == 1) return ip;
   ip.v6 = true;

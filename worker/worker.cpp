@@ -50,28 +50,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// scheme://[userinfo@]host[:port]/... -> lower-case "host[:port]": one destination for limits.
-std::string destination_host(std::string_view url) {
-  auto start = url.find("://");
-  start = start == std::string_view::npos ? 0 : start + 3;
-  auto end = url.find_first_of("/?#", start);
-  auto authority = url.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
-  if (auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
-  std::string host(authority);
-  std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
-  return host;
-}
-
-std::optional<int64_t> header_int(const ConsumedMessage& m, std::string_view name) {
-  const auto* v = m.header(name);
-  if (!v) return std::nullopt;
-  try {
-    return std::stoll(*v);
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
-
 }  // namespace
 
 Worker::Worker(WorkerDeps deps)
@@ -219,7 +197,11 @@ void Worker::accept_message(ConsumedMessage& m, int64_t now) {
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
-    auto due = header_int(m, header::kDueAt).value_or(0);
+    // A due time beyond the longest tier's delay is not one this worker wrote: it would hold
+    // the partition for good, so it is cut to that delay.
+    const auto& tiers = config_.retry.schedule_seconds;
+    const int64_t longest = tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
+    auto due = std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
     if (due > now) {
       auto& p = paused_[tp];
       d_.consumer->pause(tp, m.offset);
@@ -262,7 +244,7 @@ void Worker::accept_message(ConsumedMessage& m, int64_t now) {
     auto job = std::make_unique<Job>();
     job->d = std::move(d);
     job->msg = msg;
-    job->host = destination_host(job->d.url);
+    job->host = job->d.host_key;
     in_flight_.fetch_add(1);
     to_claim_.push_back(std::move(job));
   }

@@ -87,7 +87,7 @@ TEST(CliConfigCheck, InvalidFilesExitTwoAndNameTheField) {
                                    "routes:\n  github:\n    - { name: ci, url: \"ftp://127.0.0.1/\" }\n");
   auto bad = run_cli_binary(dir, {"config", "check", dir.file("bad.yaml").string()});
   EXPECT_EQ(bad.code, 2) << bad.out;
-  EXPECT_NE(bad.out.find("config error: routes.github[0].url: must be an http:// or https:// URL"), std::string::npos)
+  EXPECT_NE(bad.out.find("config error: routes.github[0].url: only http and https URLs are allowed"), std::string::npos)
       << bad.out;
 
   write_file(dir.file("env.yaml"), "sources:\n  github: { scheme: github, secrets: [\"${HR_CLI_TEST_SECRET}\"] }\n");

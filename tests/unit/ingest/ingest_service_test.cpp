@@ -253,3 +253,49 @@ TEST_F(IngestServiceTest, InFlightCountsUntilAnswered) {
 
 }  // namespace
 }  // namespace hookrelay
+
+namespace hookrelay {
+namespace {
+
+// Bytes that are not UTF-8 in the path are echoed in the error as U+FFFD: the JSON body stays
+// valid and the handler returns (it used to throw from json::dump and end the process).
+TEST_F(IngestServiceTest, NonUtf8PathsGetAValidJsonError) {
+  for (std::string target : {std::string("/\xff"), std::string("/webhooks/\xff\xfe"), std::string("/v1/\xc3")}) {
+    Request r;
+    r.method = "GET";
+    r.target = target;
+    auto a = send(r);
+    ASSERT_TRUE(a) << target;
+    EXPECT_EQ(a->status, 404);
+    ASSERT_TRUE(json::accept(a->body)) << a->body;
+    EXPECT_NE(a->body.find("\xef\xbf\xbd"), std::string::npos) << "U+FFFD stands for the bad byte";
+  }
+}
+
+TEST_F(IngestServiceTest, LongUtf8SourceNameIsCutOnACharacterBoundary) {
+  std::string name;
+  for (int i = 0; i < 40; ++i) name += "\xc3\xa9";  // 80 bytes of 'é'
+  Request r;
+  r.target = "/webhooks/x" + name;  // 'x' shifts every character to an odd offset
+  auto a = send(r);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->status, 404);
+  ASSERT_TRUE(json::accept(a->body)) << a->body;
+  auto message = json::parse(a->body)["error"]["message"].get<std::string>();
+  EXPECT_EQ(message.find("\xef\xbf\xbd"), std::string::npos) << "no character was cut in two: " << message;
+}
+
+// Kafka refusing a message as too large is permanent: 413 without Retry-After, not 503.
+TEST_F(IngestServiceTest, MessageTooLargeForKafkaIs413) {
+  auto r = send(signed_webhook("github", "{\"big\":true}"));
+  EXPECT_FALSE(r);
+  ASSERT_EQ(producer.messages.size(), 1u);
+  producer.messages[0].done(fail(std::string(kMessageTooLargeCode), "Broker: Message size too large", false));
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 413);
+  EXPECT_EQ(error_code(), "body_too_large");
+  for (const auto& [k, v] : answer->headers) EXPECT_NE(k, "Retry-After");
+}
+
+}  // namespace
+}  // namespace hookrelay

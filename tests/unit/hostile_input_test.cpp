@@ -1,0 +1,186 @@
+// Outside bytes that used to stop or confuse a process, each checked at the function that now
+// handles it: JSON writing, URL host keys, numbers in Kafka headers and hr-call envelopes, IP
+// literals with a NUL, and the config warning for bodies Kafka cannot carry.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "shared/call_request.h"
+#include "shared/config.h"
+#include "shared/http_types.h"
+#include "shared/http_url.h"
+#include "shared/json_writer.h"
+#include "shared/topics.h"
+#include "shared/utf8.h"
+#include "worker/message_expander.h"
+#include "worker/ssrf_guard.h"
+
+namespace hookrelay {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(JsonText, ReplacesInvalidUtf8InsteadOfThrowing) {
+  json j = {{"error", std::string("bad \xff\xfe byte, cut \xe2\x82")}, {"ok", "\xc3\xa9"}};
+  std::string text;
+  ASSERT_NO_THROW(text = json_text(j));
+  ASSERT_TRUE(json::accept(text)) << text;
+  auto back = json::parse(text);
+  EXPECT_EQ(back["error"], "bad \xef\xbf\xbd\xef\xbf\xbd byte, cut \xef\xbf\xbd");
+  EXPECT_EQ(back["ok"], "\xc3\xa9");
+  EXPECT_TRUE(json::accept(json_text(j, 2)));
+}
+
+TEST(JsonText, ErrorBodiesAreValidJsonWhateverTheMessage) {
+  auto r = json_error(404, "not_found", std::string("no such endpoint: /\xff\x00\x80", 22));
+  ASSERT_TRUE(json::accept(r.body)) << r.body;
+}
+
+TEST(Utf8Prefix, NeverCutsACharacter) {
+  std::string s = "ab\xc3\xa9\xe2\x82\xac";  // a b é €
+  EXPECT_EQ(utf8_prefix(s, 2), "ab");
+  EXPECT_EQ(utf8_prefix(s, 3), "ab");
+  EXPECT_EQ(utf8_prefix(s, 4), "ab\xc3\xa9");
+  EXPECT_EQ(utf8_prefix(s, 6), "ab\xc3\xa9");
+  EXPECT_EQ(utf8_prefix(s, 7), s);
+  EXPECT_EQ(utf8_prefix("\xff\xff\xff", 2), "\xff\xff") << "invalid bytes count one each";
+}
+
+TEST(HttpUrl, OneHostKeyForEverySpellingOfAHost) {
+  for (const char* url : {"https://api.example.com/x", "https://API.Example.com:443/x", "https://api.example.com./x",
+                          "HTTPS://api.example.com/x?y#z"}) {
+    auto u = parse_http_url(url);
+    ASSERT_TRUE(u) << url << ": " << u.error().message;
+    EXPECT_EQ(u->host_key(), "api.example.com:443") << url;
+  }
+  EXPECT_EQ(parse_http_url("http://h/")->host_key(), "h:80");
+  EXPECT_EQ(parse_http_url("http://h:8080/")->host_key(), "h:8080");
+  EXPECT_EQ(parse_http_url("http://[::1]:9000/a")->host_key(), "[::1]:9000");
+  EXPECT_EQ(parse_http_url("http://127.0.0.1:9/")->host, "127.0.0.1");
+}
+
+TEST(HttpUrl, RefusesWhatCurlWouldGuessAt) {
+  for (const char* url : {"https:/api.example.com/x", "https:///api.example.com/x", "http:///x", "http://",
+                          "http://user:pw@h/", "ftp://h/", "h/x", "http://h:0/", "http://h:99999/", "http://h /"}) {
+    auto u = parse_http_url(url);
+    EXPECT_FALSE(u) << url << " was accepted as " << (u ? u->url : "");
+    if (!u) {
+      EXPECT_EQ(u.error().code, "invalid_url");
+    }
+  }
+  EXPECT_FALSE(parse_http_url(std::string("http://a\0.example.com/", 22))) << "a NUL would hide the rest from curl";
+}
+
+TEST(CallRequest, UrlsAreStoredAsCurlNormalisesThem) {
+  CallLimits limits;
+  auto c = parse_call_request(R"({"url":"HTTP://example.com"})", limits);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->url, "http://example.com/");
+  auto slashes = parse_call_request(R"({"url":"https:///api.example.com/x"})", limits);
+  ASSERT_FALSE(slashes);
+  EXPECT_EQ(slashes.error().message.rfind("url: must be https://host", 0), 0u) << slashes.error().message;
+  auto huge = parse_call_request(R"({"url":"http://h/","timeout_ms":1e300})", limits);
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().message, "timeout_ms: must be an integer");
+}
+
+TEST(CallEnvelope, NumbersOutOfRangeAreRefusedNotCast) {
+  const std::string head = R"({"url":"http://h/","method":"POST","headers":[],"idempotency_key":"k",)";
+  for (const char* tail : {R"("timeout_ms":1e300,"max_attempts":3,"max_age_seconds":60})",
+                           R"("timeout_ms":1000,"max_attempts":2147483648,"max_age_seconds":60})",
+                           R"("timeout_ms":1000,"max_attempts":-1,"max_age_seconds":60})",
+                           R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":18446744073709551615})",
+                           R"("timeout_ms":"1000","max_attempts":3,"max_age_seconds":60})"}) {
+    auto e = parse_call_envelope(head + tail);
+    ASSERT_FALSE(e) << tail;
+    EXPECT_EQ(e.error().code, "bad_envelope");
+  }
+  auto injected = parse_call_envelope(
+      R"({"url":"http://h/","method":"POST","headers":[["X-A","a\r\nB: c"]],"idempotency_key":"k",)"
+      R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})");
+  EXPECT_FALSE(injected) << "CR/LF in a header value written straight to the topic";
+}
+
+Config routed_config() {
+  auto c = parse_config(R"(
+sources:
+  acme: { scheme: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
+routes:
+  acme: [ { name: a, url: "https://API.example.com.:443/hook" } ]
+)",
+                        [](const std::string&) { return std::nullopt; });
+  EXPECT_TRUE(c) << c.error().message;
+  return *c;
+}
+
+ConsumedMessage retry_message(const std::string& attempt) {
+  ConsumedMessage m;
+  m.topic = std::string(kRetryTopicPrefix) + "0";
+  m.value = std::make_shared<const std::string>("{}");
+  m.headers = {{"hr-kind", "webhook"},    {"hr-source", "acme"}, {"hr-event-id", "e1"},
+               {"hr-received-at", "1000"}, {"hr-route", "a"},     {"hr-attempt", attempt}};
+  return m;
+}
+
+TEST(MessageExpander, AttemptNumbersOutOfRangeAreMalformedNotOverflowed) {
+  Config config = routed_config();
+  auto ok = expand_message(retry_message("7"), config);
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->at(0).attempt, 8);
+  EXPECT_EQ(ok->at(0).host_key, "api.example.com:443") << "the route's host key, derived once at load";
+  for (const char* attempt : {"2147483647", "9223372036854775807", "-1", "1e3", "", " 7"}) {
+    auto bad = expand_message(retry_message(attempt), config);
+    ASSERT_FALSE(bad) << "hr-attempt " << attempt;
+    EXPECT_EQ(bad.error().code, "malformed_message");
+  }
+}
+
+TEST(MessageExpander, ReceivedAtOutOfRangeIsMalformed) {
+  Config config = routed_config();
+  auto m = retry_message("1");
+  for (auto& [k, v] : m.headers) {
+    if (k == "hr-received-at") v = "-9223372036854775808";
+  }
+  EXPECT_FALSE(expand_message(m, config));
+}
+
+TEST(MessageExpander, CallWithAnUrlIngestWouldRefuseIsMalformed) {
+  Config config = routed_config();
+  ConsumedMessage m;
+  m.topic = std::string(kCallsTopic);
+  m.value = std::make_shared<const std::string>("");
+  m.headers = {{"hr-kind", "call"},
+               {"hr-event-id", "c1"},
+               {"hr-received-at", "1000"},
+               {"hr-call", R"({"url":"https:///x","method":"POST","headers":[],"idempotency_key":"k",)"
+                           R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})"}};
+  auto out = expand_message(m, config);
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, "malformed_message");
+}
+
+TEST(IpParser, ANulEndsNothing) {
+  EXPECT_TRUE(parse_ip("10.0.0.1"));
+  EXPECT_FALSE(parse_ip(std::string("8.8.8.8\0garbage", 15)));
+  EXPECT_FALSE(parse_ip(std::string("::1\0", 4)));
+}
+
+TEST(ConfigWarnings, BodiesKafkaCannotCarryAreFlagged) {
+  auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  auto defaults = parse_config("{}", none);
+  ASSERT_TRUE(defaults);
+  EXPECT_TRUE(config_warnings(*defaults).empty()) << "the defaults fit together";
+  auto big = parse_config("ingest: { max_body_bytes: 1048576 }", none);
+  ASSERT_TRUE(big);
+  auto w = config_warnings(*big);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("ingest.max_body_bytes"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("message.max.bytes"), std::string::npos) << w[0];
+  auto raised = parse_config(
+      "ingest: { max_body_bytes: 1048576 }\nkafka: { properties: { message.max.bytes: \"2097152\" } }", none);
+  ASSERT_TRUE(raised);
+  EXPECT_TRUE(config_warnings(*raised).empty());
+}
+
+}  // namespace
+}  // namespace hookrelay
