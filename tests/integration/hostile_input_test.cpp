@@ -1,0 +1,407 @@
+// hookrelay-ingest as a process under hostile and careless clients, over raw TCP on 127.0.0.1:
+// non-UTF-8 paths, malformed request lines, oversized and too many headers, lying
+// Content-Length, broken chunking, slowloris, a connection flood past the cap, descriptor
+// exhaustion under a low `ulimit -n`, and bodies Kafka will never take. Each case asserts the
+// status, the JSON body, the metric, and that ingest is still up, answering /healthz, not
+// spinning, with bounded memory.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "shared/config.h"
+#include "shared/webhook_signer.h"
+#include "tests/support/devbroker.h"
+#include "tests/support/free_port.h"
+#include "tests/support/http_client.h"
+#include "tests/support/process.h"
+#include "tests/support/test_dir.h"
+
+namespace hookrelay::test {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+constexpr const char* kGithubSecret = "gh-hostile-secret";
+constexpr const char* kToken = "tok_hostile_0123456789";
+
+// A plain TCP connection to 127.0.0.1 for bytes no HTTP library would send.
+class Raw {
+ public:
+  explicit Raw(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  ~Raw() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Raw(const Raw&) = delete;
+  Raw& operator=(const Raw&) = delete;
+
+  bool connected() const { return connected_; }
+  bool send(std::string_view bytes) {
+    while (!bytes.empty()) {
+      auto n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  // Everything the server sends until it closes the connection, one whole response has
+  // arrived (when `one_response`), or `timeout` passes.
+  std::string read_until_close(std::chrono::milliseconds timeout, bool one_response = false) {
+    std::string out;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buf[8192];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      deadline - std::chrono::steady_clock::now())
+                                      .count());
+      if (::poll(&p, 1, std::max(left, 1)) <= 0) break;
+      auto n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed_ = true;
+        break;
+      }
+      out.append(buf, static_cast<std::size_t>(n));
+      if (one_response && complete(out)) break;
+    }
+    return out;
+  }
+  bool closed() const { return closed_; }
+
+ private:
+  // A response head and as many body bytes as its Content-Length says.
+  static bool complete(const std::string& bytes) {
+    auto end = bytes.find("\r\n\r\n");
+    if (end == std::string::npos) return false;
+    auto at = bytes.find("Content-Length: ");
+    if (at == std::string::npos || at > end) return true;
+    return bytes.size() - (end + 4) >= std::stoul(bytes.substr(at + 16));
+  }
+
+  int fd_ = -1;
+  bool connected_ = false;
+  bool closed_ = false;
+};
+
+struct RawReply {
+  int status = 0;
+  std::string body;
+  std::string head;
+};
+
+RawReply parse_reply(const std::string& bytes) {
+  RawReply r;
+  auto end = bytes.find("\r\n\r\n");
+  if (bytes.rfind("HTTP/1.1 ", 0) != 0 || end == std::string::npos) return r;
+  r.status = std::stoi(bytes.substr(9, 3));
+  r.head = bytes.substr(0, end);
+  r.body = bytes.substr(end + 4);
+  return r;
+}
+
+std::string error_code(const RawReply& r) {
+  if (!json::accept(r.body)) return "<not json: " + r.body + ">";
+  auto j = json::parse(r.body);
+  if (!j.contains("error")) return "<no error>";
+  return j["error"]["code"].get<std::string>();
+}
+
+// utime + stime of a process, in seconds.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string f;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stol(f);
+    if (i == 15) stime = std::stol(f);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+struct IngestOptions {
+  int max_connections = 64;
+  int header_timeout_ms = 800;
+  int idle_timeout_ms = 3000;
+  int max_headers = 100;
+  std::size_t max_body_bytes = 65536;
+  std::string message_max_bytes{};  // kafka.properties.message.max.bytes when set
+  int nofile = 0;                  // ulimit -n for the process when > 0
+};
+
+class HostileInput : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DevBrokerConfig bc;
+    bc.brokers = 1;
+    bc.partitions = 2;
+    bc.retry_tiers = 1;
+    auto b = DevBroker::start(dir_.path(), bc);
+    ASSERT_TRUE(b) << b.error().message;
+    broker_ = std::move(*b);
+  }
+
+  void start_ingest(const IngestOptions& o = {}) {
+    port_ = free_port();
+    auto config = dir_.file("config.yaml");
+    std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
+                          << "  properties: { reconnect.backoff.max.ms: \"200\""
+                          << (o.message_max_bytes.empty() ? "" : ", message.max.bytes: \"" + o.message_max_bytes + "\"")
+                          << " }\n"
+                          << "ingest: { listen: \"127.0.0.1:" << port_ << "\", max_body_bytes: " << o.max_body_bytes
+                          << ", threads: 2, max_connections: " << o.max_connections
+                          << ", header_timeout_ms: " << o.header_timeout_ms << ", idle_timeout_ms: " << o.idle_timeout_ms
+                          << ", max_headers: " << o.max_headers << " }\n"
+                          << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret << "\"] }\n"
+                          << "api_tokens: [\"" << kToken << "\"]\n";
+    std::vector<std::string> argv = {std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest", "--config",
+                                     config.string()};
+    if (o.nofile > 0) {
+      argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(o.nofile) + " && exec \"$@\"", "sh"});
+    }
+    auto p = ChildProcess::spawn(argv, {}, dir_.file("ingest.log"));
+    ASSERT_TRUE(p) << p.error().message;
+    ingest_.emplace(std::move(*p));
+    ASSERT_TRUE(wait_for_status(url("/readyz"), 200, 15s)) << ingest_->log_tail();
+  }
+
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+
+  // One raw request on a fresh connection; the reply as the server sent it.
+  RawReply raw(std::string_view bytes, std::chrono::milliseconds timeout = 5s) {
+    Raw c(port_);
+    EXPECT_TRUE(c.connected());
+    c.send(bytes);
+    return parse_reply(c.read_until_close(timeout, true));
+  }
+
+  std::string metrics() {
+    auto r = http_get(url("/metrics"));
+    return r ? r->body : "";
+  }
+
+  // Up, answering, and not burning CPU while nothing is asked of it.
+  void expect_healthy() {
+    ASSERT_TRUE(ingest_->running()) << ingest_->log_tail();
+    auto h = http_get(url("/healthz"), 3s);
+    ASSERT_TRUE(h) << "ingest does not answer /healthz: " << h.error().message;
+    EXPECT_EQ(h->status, 200);
+    double before = cpu_seconds(ingest_->pid());
+    std::this_thread::sleep_for(1s);
+    EXPECT_LT(cpu_seconds(ingest_->pid()) - before, 0.3) << "ingest is spinning while idle";
+    EXPECT_LT(rss_kib(ingest_->pid()), 256 * 1024) << "ingest RSS past 256 MiB";
+  }
+
+  std::vector<std::pair<std::string, std::string>> signed_headers(const std::string& body, const std::string& id) {
+    SourceConfig source;
+    source.name = "github";
+    source.scheme = SchemeKind::kGithub;
+    source.secrets = {kGithubSecret};
+    return provider_headers(source, body, std::time(nullptr), id);
+  }
+
+  TestDir dir_;
+  std::unique_ptr<DevBroker> broker_;
+  std::optional<ChildProcess> ingest_;
+  uint16_t port_ = 0;
+};
+
+TEST_F(HostileInput, NonUtf8AndOverlongTargetsGetJsonErrors) {
+  start_ingest();
+  struct Case {
+    std::string request;
+    int status;
+    std::string code;
+  };
+  std::string long_source;
+  for (int i = 0; i < 50; ++i) long_source += "\xc3\xa9";
+  for (const auto& c : std::vector<Case>{
+           {"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
+           {"POST /webhooks/\xff\xfe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404, "unknown_source"},
+           {"POST /webhooks/x" + long_source + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404,
+            "unknown_source"},
+           {"GET /" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
+       }) {
+    auto r = raw(c.request);
+    EXPECT_EQ(r.status, c.status) << c.request.substr(0, 60);
+    EXPECT_EQ(error_code(r), c.code) << r.body;
+  }
+  auto calls = http_request("POST", url("/v1/calls"), "{\"url\":\"http://h/\xff\"}",
+                            {{"Authorization", std::string("Bearer ") + kToken}});
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(calls->status, 400);
+  EXPECT_TRUE(json::accept(calls->body)) << calls->body;
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"not_found\""}), 2);
+  expect_healthy();
+}
+
+TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
+  start_ingest();
+  std::string many_headers = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 150; ++i) many_headers += "a" + std::to_string(i) + ": b\r\n";
+  many_headers += "\r\n";
+  struct Case {
+    std::string request;
+    int status;
+    std::string code;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"NOT A REQUEST\r\n\r\n", 400, "malformed_http"},
+           {"GET / HTTP/9.9\r\n\r\n", 400, "malformed_http"},
+           {"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n", 431,
+            "headers_too_large"},
+           {many_headers, 431, "too_many_headers"},
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413, "body_too_large"},
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", 400,
+            "malformed_http"},
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            400, "malformed_http"},
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                std::string("fffffff\r\n") + std::string(100, 'a'),
+            413, "body_too_large"},
+       }) {
+    auto r = raw(c.request);
+    EXPECT_EQ(r.status, c.status) << c.request.substr(0, 80);
+    EXPECT_EQ(error_code(r), c.code) << r.body;
+  }
+  // A Content-Length that lies (more promised than sent) and a client that leaves: no answer is
+  // owed, and the connection is dropped by the body deadline at the latest.
+  {
+    Raw c(port_);
+    c.send("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort");
+  }
+  auto m = metrics();
+  EXPECT_GE(metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"malformed_http\""}), 3);
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"too_many_headers\""}), 1);
+  expect_healthy();
+}
+
+TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
+  start_ingest({.header_timeout_ms = 800});
+  Raw slow(port_);
+  ASSERT_TRUE(slow.connected());
+  auto started = std::chrono::steady_clock::now();
+  // One header byte every 200 ms would keep the connection for ever without a header deadline.
+  std::string request = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  bool cut = false;
+  for (char ch : request) {
+    if (!slow.send(std::string_view(&ch, 1))) {
+      cut = true;
+      break;
+    }
+    slow.read_until_close(200ms);
+    if (slow.closed()) {
+      cut = true;
+      break;
+    }
+  }
+  auto held = std::chrono::steady_clock::now() - started;
+  EXPECT_TRUE(cut) << "the slow client was never cut off";
+  EXPECT_LT(held, 3s);
+  // A connection that sends nothing at all is closed by the same deadline.
+  Raw silent(port_);
+  silent.read_until_close(3s);
+  EXPECT_TRUE(silent.closed());
+  EXPECT_GE(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"request_timeout\""}), 1);
+  expect_healthy();
+}
+
+TEST_F(HostileInput, ConnectionsPastTheCapGet503AndTheRestStillWork) {
+  start_ingest({.max_connections = 20, .header_timeout_ms = 5000});
+  std::vector<std::unique_ptr<Raw>> held;
+  for (int i = 0; i < 20; ++i) {
+    held.push_back(std::make_unique<Raw>(port_));
+    ASSERT_TRUE(held.back()->connected());
+  }
+  std::this_thread::sleep_for(200ms);
+  auto r = raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(error_code(r), "too_many_connections");
+  EXPECT_NE(r.head.find("Retry-After"), std::string::npos) << r.head;
+  held.clear();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"too_many_connections\""}), 1);
+  expect_healthy();
+}
+
+TEST_F(HostileInput, DescriptorExhaustionBacksOffInsteadOfSpinning) {
+  // 64 descriptors: the connection cap (1000) is not what stops the flood, the process limit is.
+  start_ingest({.max_connections = 1000, .header_timeout_ms = 4000, .nofile = 64});
+  std::vector<std::unique_ptr<Raw>> flood;
+  for (int i = 0; i < 120; ++i) flood.push_back(std::make_unique<Raw>(port_));  // the backlog takes the rest
+  std::this_thread::sleep_for(300ms);
+  double before = cpu_seconds(ingest_->pid());
+  std::this_thread::sleep_for(1500ms);
+  double spent = cpu_seconds(ingest_->pid()) - before;
+  EXPECT_LT(spent, 0.5) << "ingest burns CPU while accept() fails";
+  ASSERT_TRUE(ingest_->running()) << ingest_->log_tail();
+  flood.clear();  // descriptors come back
+  ASSERT_TRUE(wait_for_status(url("/healthz"), 200, 5s)) << "ingest did not recover after the flood";
+  auto m = metrics();
+  EXPECT_GT(metric_sum(m, "hookrelay_ingest_accept_errors_total", {"reason=\"emfile\""}), 0) << m;
+  auto log = ingest_->read_log();
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("accept_failed"); at != std::string::npos; at = log.find("accept_failed", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 10u) << "one line per episode, not per failure";
+  expect_healthy();
+}
+
+TEST_F(HostileInput, BodiesKafkaCannotCarryGet413NotRetryLater) {
+  // The producer takes 20,000 bytes, the HTTP limit is 64 KiB: what lies between is permanent.
+  start_ingest({.max_body_bytes = 65536, .message_max_bytes = "20000"});
+  for (std::size_t size : {30000u, 60000u}) {
+    std::string body = "{\"pad\":\"" + std::string(size, 'x') + "\"}";
+    auto r = http_request("POST", url("/webhooks/github"), body, signed_headers(body, "big-" + std::to_string(size)));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413) << r->body;
+    EXPECT_EQ(r->headers.count("retry-after"), 0u);
+    EXPECT_NE(r->body.find("\"body_too_large\""), std::string::npos) << r->body;
+  }
+  std::string small = "{\"ok\":true}";
+  auto ok = http_request("POST", url("/webhooks/github"), small, signed_headers(small, "small-1"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 202) << ok->body;
+  expect_healthy();
+}
+
+TEST_F(HostileInput, NonUtf8HeaderValuesAreCarriedNotFatal) {
+  start_ingest();
+  std::string body = "{\"n\":1}";
+  auto headers = signed_headers(body, "utf8-1");
+  headers.emplace_back("X-Binary", "\xff\xfe\x80");
+  auto r = http_request("POST", url("/webhooks/github"), body, headers);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202) << r->body;
+  expect_healthy();
+}
+
+}  // namespace
+}  // namespace hookrelay::test
