@@ -333,7 +333,10 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
                                     {"hr-source", "acme"},
                                     {"hr-event-id", "evt-cli-1"},
                                     {"hr-received-at", std::to_string(now_ms())},
-                                    {"hr-content-type", "application/json"}});
+                                    {"hr-content-type", "application/json"},
+                                    // Not UTF-8: carried into the DLQ message, where dlq show
+                                    // --json must still print valid JSON.
+                                    {"hr-fwd-x-binary", "\xff\xfe\x80"}});
   ASSERT_TRUE(sent) << sent.error().message;
 
   // 400 is permanent: straight to the DLQ after one attempt.
@@ -363,6 +366,11 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
     if (h["name"] == "hr-dlq-reason") reason = h["value"];
   }
   EXPECT_EQ(reason, "permanent") << show.out;
+  bool binary_header_shown = false;
+  for (const auto& h : sj["dlq_message"]["headers"]) {
+    if (h["name"] == "hr-fwd-x-binary") binary_header_shown = h["value"] == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd";
+  }
+  EXPECT_TRUE(binary_header_shown) << "each invalid byte is shown as U+FFFD: " << show.out;
 
   // A dry run by filter finds it and changes nothing.
   auto dry = run_cli_here(with_common({"dlq", "replay", "--source", "acme", "--dry-run", "--json"}));
