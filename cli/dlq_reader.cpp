@@ -75,7 +75,7 @@ Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::create(const KafkaConfig
   // A group id is required by the consumer API even with assign(); a unique one that never
   // commits leaves no trace on the cluster beyond a short-lived client.
   std::mt19937_64 random(std::random_device{}());
-  std::map<std::string, std::string> props = config.properties;
+  std::map<std::string, std::string> props = config.consumer_map();
   props["bootstrap.servers"] = config.bootstrap_servers;
   props["client.id"] = "hookrelay-cli";
   props["group.id"] = "hookrelay-cli-" + std::to_string(getpid()) + "-" + std::to_string(random());

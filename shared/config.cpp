@@ -203,22 +203,93 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   return r;
 }
 
+std::map<std::string, std::string> kafka_properties(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+  std::map<std::string, std::string> out;
+  if (!n) return out;
+  if (!n.IsMap()) bad(field, "must be a mapping of librdkafka properties");
+  for (const auto& kv : n) {
+    auto key = kv.first.as<std::string>();
+    out[key] = str(kv.second, field + "." + key, env);
+  }
+  return out;
+}
+
+std::string lower(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+// librdkafka properties that would break the promise (an acknowledged message kept, and not
+// acted on twice) are refused, naming the field they were set in. The services set these
+// themselves; a config may only restate the safe value.
+void check_guarantees(const Config& c) {
+  const KafkaConfig& k = c.kafka;
+  auto refuse = [&](const std::string& key, bool producer, const std::string& why) {
+    bad(k.field_of(key, producer), why);
+  };
+  for (const auto* key : {"bootstrap.servers", "metadata.broker.list"}) {
+    if (k.properties.count(key) || k.producer_properties.count(key) || k.consumer_properties.count(key)) {
+      bad("kafka.properties." + std::string(key), "set the brokers with kafka.bootstrap_servers");
+    }
+  }
+  const auto producer = k.producer_map();
+  auto has = [](const std::map<std::string, std::string>& m, const char* key) { return m.find(key); };
+  for (const char* key : {"acks", "request.required.acks"}) {
+    if (auto it = has(producer, key); it != producer.end() && it->second != "all" && it->second != "-1") {
+      refuse(key, true, "must be all (-1): ingest answers 2xx only for messages every in-sync replica has");
+    }
+  }
+  if (auto it = has(producer, "enable.idempotence"); it != producer.end() && lower(it->second) != "true") {
+    refuse("enable.idempotence", true, "must be true: a retried produce must not write a message twice");
+  }
+  for (const char* key : {"max.in.flight.requests.per.connection", "max.in.flight"}) {
+    if (auto it = has(producer, key); it != producer.end()) {
+      int n = 0;
+      auto [ptr, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), n);
+      if (ec != std::errc() || ptr != it->second.data() + it->second.size() || n < 1 || n > 5) {
+        refuse(key, true, "must be 1-5: the idempotent producer keeps order only up to 5 in flight");
+      }
+    }
+  }
+  if (has(producer, "transactional.id") != producer.end()) {
+    refuse("transactional.id", true, "is not supported: hookrelay's producers are idempotent, not transactional");
+  }
+  const auto consumer = k.consumer_map();
+  if (auto it = has(consumer, "enable.auto.offset.store"); it != consumer.end() && lower(it->second) != "false") {
+    refuse("enable.auto.offset.store", false,
+           "must be false: the worker stores an offset only when every delivery before it is finished");
+  }
+  if (auto it = has(consumer, "enable.auto.commit"); it != consumer.end() && lower(it->second) != "true") {
+    refuse("enable.auto.commit", false, "must be true: stored offsets are committed by the client");
+  }
+  if (auto it = has(consumer, "group.id"); it != consumer.end() && it->second != c.worker.group_id) {
+    refuse("group.id", false, "must not differ from worker.group_id ('" + c.worker.group_id + "'); set that instead");
+  }
+  if (auto it = has(consumer, "auto.offset.reset"); it != consumer.end()) {
+    static const std::set<std::string> earliest = {"earliest", "smallest", "beginning"};
+    if (!earliest.count(lower(it->second))) {
+      refuse("auto.offset.reset", false, "must be earliest: a partition without a committed offset is read "
+                                         "from its start, never skipped");
+    }
+  }
+  if (auto it = has(consumer, "isolation.level"); it != consumer.end() && lower(it->second) != "read_committed") {
+    refuse("isolation.level", false, "must be read_committed (the default)");
+  }
+}
+
 Config parse(const YAML::Node& root, const EnvLookup& env) {
   Config c;
   if (!root || root.IsNull()) return c;
   only_keys(root, "", {"kafka", "ingest", "sources", "api_tokens", "routes", "postgres", "worker", "retry", "log_level"});
 
   if (auto k = root["kafka"]) {
-    only_keys(k, "kafka", {"bootstrap_servers", "properties", "produce_timeout_ms"});
+    only_keys(k, "kafka", {"bootstrap_servers", "properties", "producer_properties", "consumer_properties",
+                           "produce_timeout_ms"});
     if (k["bootstrap_servers"]) c.kafka.bootstrap_servers = str(k["bootstrap_servers"], "kafka.bootstrap_servers", env);
     if (k["produce_timeout_ms"]) c.kafka.produce_timeout_ms = num<int>(k["produce_timeout_ms"], "kafka.produce_timeout_ms", 100, 300000);
-    if (auto p = k["properties"]) {
-      if (!p.IsMap()) bad("kafka.properties", "must be a mapping of librdkafka properties");
-      for (const auto& kv : p) {
-        auto key = kv.first.as<std::string>();
-        c.kafka.properties[key] = str(kv.second, "kafka.properties." + key, env);
-      }
-    }
+    c.kafka.properties = kafka_properties(k["properties"], "kafka.properties", env);
+    c.kafka.producer_properties = kafka_properties(k["producer_properties"], "kafka.producer_properties", env);
+    c.kafka.consumer_properties = kafka_properties(k["consumer_properties"], "kafka.consumer_properties", env);
   }
   if (auto i = root["ingest"]) {
     only_keys(i, "ingest", {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms",
@@ -315,6 +386,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   if (auto v = env("HOOKRELAY_DATABASE_URL")) c.postgres.url = *v;
 
   if (c.kafka.bootstrap_servers.empty()) bad("kafka.bootstrap_servers", "must not be empty");
+  check_guarantees(c);
   check_listen(c.ingest.listen, "ingest.listen");
   check_listen(c.worker.listen, "worker.listen");
   return c;
@@ -368,8 +440,9 @@ Result<HostPort> parse_host_port(const std::string& text, const std::string& fie
 }
 
 std::size_t kafka_message_max_bytes(const KafkaConfig& kafka) {
-  auto it = kafka.properties.find("message.max.bytes");
-  if (it == kafka.properties.end()) return kDefaultKafkaMessageMaxBytes;
+  const auto producer = kafka.producer_map();
+  auto it = producer.find("message.max.bytes");
+  if (it == producer.end()) return kDefaultKafkaMessageMaxBytes;
   std::size_t v = 0;
   const auto& text = it->second;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -386,7 +459,7 @@ std::vector<std::string> config_warnings(const Config& config) {
                   ") plus " + std::to_string(kKafkaHeaderAllowance) +
                   " bytes for headers exceeds the Kafka producer's message.max.bytes (" + std::to_string(kafka_max) +
                   "): bodies near the limit will be refused with 413 body_too_large; lower ingest.max_body_bytes "
-                  "or raise kafka.properties.message.max.bytes (and the topics' max.message.bytes)");
+                  "or raise message.max.bytes in kafka.producer_properties (and the topics' max.message.bytes)");
   }
   return out;
 }

@@ -27,10 +27,32 @@ const char* scheme_name(SchemeKind kind);
 
 struct KafkaConfig {
   std::string bootstrap_servers = "127.0.0.1:9092";
-  // Extra librdkafka properties passed through verbatim (security.protocol, sasl.*, ...).
+  // librdkafka properties for every client, passed through verbatim (security.protocol, sasl.*).
   std::map<std::string, std::string> properties;
+  // For producers only (ingest; the worker's retry and DLQ messages; CLI replay); these win over
+  // `properties`.
+  std::map<std::string, std::string> producer_properties;
+  // For the worker's group consumer only; these win over `properties`.
+  std::map<std::string, std::string> consumer_properties;
   // How long ingest waits for a delivery report before answering 503.
   int produce_timeout_ms = 5000;
+
+  // What a producer / consumer is given: `properties`, then its own map over them.
+  std::map<std::string, std::string> producer_map() const { return merged(producer_properties); }
+  std::map<std::string, std::string> consumer_map() const { return merged(consumer_properties); }
+  // The config field a librdkafka property of that client came from, for error messages.
+  std::string field_of(const std::string& key, bool producer) const {
+    const auto& own = producer ? producer_properties : consumer_properties;
+    if (own.count(key)) return std::string(producer ? "kafka.producer_properties." : "kafka.consumer_properties.") + key;
+    return "kafka.properties." + key;
+  }
+
+ private:
+  std::map<std::string, std::string> merged(const std::map<std::string, std::string>& own) const {
+    auto out = properties;
+    for (const auto& [k, v] : own) out[k] = v;
+    return out;
+  }
 };
 
 struct IngestConfig {

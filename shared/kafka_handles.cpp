@@ -4,15 +4,25 @@
 
 namespace hookrelay {
 
-Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props) {
+Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props,
+                                  const std::function<std::string(const std::string&)>& field_of) {
   KafkaConf conf(rd_kafka_conf_new());
   char err[512];
   for (const auto& [k, v] : props) {
     if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      return fail("config", "kafka.properties." + k + ": " + err);
+      return fail("config", (field_of ? field_of(k) : "kafka.properties." + k) + ": " + err);
     }
   }
   return conf;
+}
+
+Result<void> check_kafka_properties(const KafkaConfig& kafka) {
+  for (bool producer : {true, false}) {
+    auto conf = make_kafka_conf(producer ? kafka.producer_map() : kafka.consumer_map(),
+                                [&kafka, producer](const std::string& key) { return kafka.field_of(key, producer); });
+    if (!conf) return Unexpected{conf.error()};
+  }
+  return {};
 }
 
 Error kafka_error(rd_kafka_resp_err_t err) {

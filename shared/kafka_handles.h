@@ -4,10 +4,12 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 
+#include "shared/config.h"
 #include "shared/result.h"
 
 namespace hookrelay {
@@ -27,7 +29,15 @@ using KafkaMessage = std::unique_ptr<rd_kafka_message_t, RdKafkaDeleter>;
 using KafkaQueue = std::unique_ptr<rd_kafka_queue_t, RdKafkaDeleter>;
 
 // Builds a conf from key/value pairs; the error names the property.
-Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props);
+// Builds (never connects) a librdkafka configuration. An unknown property or bad value is an
+// Error naming `field_of(key)` (default: "kafka.properties.<key>").
+Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& props,
+                                  const std::function<std::string(const std::string&)>& field_of = {});
+
+// Builds the producer and consumer configurations a config's kafka section gives (properties
+// merged with producer_properties / consumer_properties) to validate every property without
+// connecting: what `hookrelay config check` runs.
+Result<void> check_kafka_properties(const KafkaConfig& kafka);
 
 // A librdkafka error as an Error: code is a stable short name used as a metric label.
 Error kafka_error(rd_kafka_resp_err_t err);

@@ -26,8 +26,8 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
       {"socket.nagle.disable", "true"},
       {"message.max.bytes", std::to_string(kDefaultKafkaMessageMaxBytes)},
   };
-  for (const auto& [k, v] : config.properties) props[k] = v;
-  auto conf = make_kafka_conf(props);
+  for (const auto& [k, v] : config.producer_map()) props[k] = v;
+  auto conf = make_kafka_conf(props, [&config](const std::string& key) { return config.field_of(key, true); });
   if (!conf) return Unexpected{conf.error()};
 
   std::unique_ptr<KafkaProducer> p(new KafkaProducer());

@@ -37,8 +37,8 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       {"fetch.wait.max.ms", "50"},
       {"queued.max.messages.kbytes", "16384"},  // the prefetch that waits while the worker is full
   };
-  for (const auto& [k, v] : config.kafka.properties) props[k] = v;
-  auto conf = make_kafka_conf(props);
+  for (const auto& [k, v] : config.kafka.consumer_map()) props[k] = v;
+  auto conf = make_kafka_conf(props, [&config](const std::string& key) { return config.kafka.field_of(key, false); });
   if (!conf) return Unexpected{conf.error()};
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
   rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);

@@ -102,7 +102,50 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"retry: { max_attempts: 0 }", "retry.max_attempts"},
         BadCase{"worker: { max_in_flight: lots }", "worker.max_in_flight: must be a number"},
         BadCase{"log_level: loud", "log_level"},
-        BadCase{"kafka: [1, 2]", "kafka: must be a mapping"}));
+        BadCase{"kafka: [1, 2]", "kafka: must be a mapping"},
+        BadCase{"ingest: { max_connections: 0 }", "ingest.max_connections"},
+        BadCase{"ingest: { header_timeout_ms: 5 }", "ingest.header_timeout_ms"},
+        BadCase{"ingest: { idle_timeout_ms: many }", "ingest.idle_timeout_ms"},
+        BadCase{"ingest: { max_headers: 2 }", "ingest.max_headers"},
+        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: \"https:///h/x\" } ] }", "routes.g[0].url: must be https://host"}));
+
+// Settings that would weaken the promise are config errors naming the field they came from.
+INSTANTIATE_TEST_SUITE_P(
+    Guarantees, ConfigErrors,
+    ::testing::Values(
+        BadCase{"kafka: { properties: { acks: \"1\" } }", "kafka.properties.acks: must be all"},
+        BadCase{"kafka: { producer_properties: { request.required.acks: \"0\" } }", "kafka.producer_properties.request.required.acks: must be all"},
+        BadCase{"kafka: { producer_properties: { enable.idempotence: \"false\" } }", "kafka.producer_properties.enable.idempotence: must be true"},
+        BadCase{"kafka: { producer_properties: { max.in.flight.requests.per.connection: \"6\" } }", "kafka.producer_properties.max.in.flight.requests.per.connection: must be 1-5"},
+        BadCase{"kafka: { producer_properties: { transactional.id: t } }", "kafka.producer_properties.transactional.id"},
+        BadCase{"kafka: { consumer_properties: { enable.auto.offset.store: \"true\" } }", "kafka.consumer_properties.enable.auto.offset.store: must be false"},
+        BadCase{"kafka: { properties: { enable.auto.commit: \"false\" } }", "kafka.properties.enable.auto.commit: must be true"},
+        BadCase{"kafka: { consumer_properties: { group.id: other } }", "kafka.consumer_properties.group.id: must not differ from worker.group_id"},
+        BadCase{"kafka: { consumer_properties: { auto.offset.reset: latest } }", "kafka.consumer_properties.auto.offset.reset: must be earliest"},
+        BadCase{"kafka: { consumer_properties: { isolation.level: read_uncommitted } }", "kafka.consumer_properties.isolation.level"},
+        BadCase{"kafka: { properties: { bootstrap.servers: \"h:1\" } }", "kafka.properties.bootstrap.servers: set the brokers with kafka.bootstrap_servers"},
+        BadCase{"kafka: { producer_propertie: { } }", "kafka.producer_propertie: unknown key"}));
+
+TEST(Config, SafeRestatementsAndPerClientMapsAreAccepted) {
+  auto c = parse_config(R"(
+kafka:
+  properties: { security.protocol: plaintext, acks: all }
+  producer_properties: { linger.ms: "5", enable.idempotence: "true", max.in.flight: "5" }
+  consumer_properties: { group.id: workers, auto.offset.reset: smallest, fetch.wait.max.ms: "20" }
+worker: { group_id: workers }
+)",
+                        env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  auto producer = c->kafka.producer_map();
+  EXPECT_EQ(producer.at("linger.ms"), "5");
+  EXPECT_EQ(producer.at("security.protocol"), "plaintext");
+  EXPECT_EQ(producer.count("fetch.wait.max.ms"), 0u) << "consumer settings stay with the consumer";
+  auto consumer = c->kafka.consumer_map();
+  EXPECT_EQ(consumer.at("fetch.wait.max.ms"), "20");
+  EXPECT_EQ(consumer.count("linger.ms"), 0u);
+  EXPECT_EQ(c->kafka.field_of("linger.ms", true), "kafka.producer_properties.linger.ms");
+  EXPECT_EQ(c->kafka.field_of("security.protocol", false), "kafka.properties.security.protocol");
+}
 
 TEST(Config, ErrorNeverEchoesSecretValues) {
   auto c = parse_config("sources: { a: { scheme: standard-webhooks, secrets: [\"${S}\"] } }",

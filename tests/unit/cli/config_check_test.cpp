@@ -59,6 +59,12 @@ TEST(ConfigCheck, InvalidFilesExitTwoNamingTheField) {
       {"worker: { max_in_flight: 0 }\n", "worker.max_in_flight"},
       {"worker: { allowed_cidrs: [\"10.0.0.1/8\"] }\n", "worker.allowed_cidrs[0]"},
       {"bogus: 1\n", "bogus"},
+      // librdkafka itself refuses these when the client configuration is built (no connection).
+      {"kafka: { producer_properties: { linger.ms: \"soon\" } }\n", "kafka.producer_properties.linger.ms"},
+      {"kafka: { consumer_properties: { no.such.property: \"1\" } }\n", "kafka.consumer_properties.no.such.property"},
+      {"kafka: { properties: { security.protocol: carrier_pigeon } }\n", "kafka.properties.security.protocol"},
+      {"kafka: { consumer_properties: { enable.auto.offset.store: \"true\" } }\n",
+       "kafka.consumer_properties.enable.auto.offset.store"},
   };
   for (const auto& c : cases) {
     TempFile file(c.yaml);
@@ -68,6 +74,13 @@ TEST(ConfigCheck, InvalidFilesExitTwoNamingTheField) {
         << "expected field " << c.field << ", got: " << t.err.str();
     EXPECT_EQ(t.out.str(), "");
   }
+}
+
+TEST(ConfigCheck, WarnsWhenTheBodyLimitDoesNotFitAKafkaMessage) {
+  TempFile file("ingest: { max_body_bytes: 1048576 }\n");
+  TestIo t;
+  EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk) << t.err.str();
+  EXPECT_NE(t.err.str().find("warning: ingest.max_body_bytes (1048576)"), std::string::npos) << t.err.str();
 }
 
 TEST(ConfigCheck, SecretsNeverAppearInErrors) {
