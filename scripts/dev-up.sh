@@ -1,9 +1,17 @@
-# Sourced by scripts/dev: the embedded stack (devbroker, PostgreSQL, ingest, worker, demo
-# receiver) on loopback, with generated secrets kept in $STATE so restarts keep them.
+# Sourced by scripts/dev: the embedded stack (Kafka, PostgreSQL, ingest, worker, demo receiver)
+# on loopback, with generated secrets kept in $STATE so restarts keep them.
+#
+# Kafka is by default one real Apache Kafka KRaft node (scripts/kafka) whose log lives in
+# $STATE/kafka, so `down` then `up` keeps every accepted message and the committed offsets;
+# `up --devbroker` (or HOOKRELAY_DEV_KAFKA=devbroker) runs the in-memory hookrelay-devbroker.
 
 INGEST_PORT="${HOOKRELAY_DEV_INGEST_PORT:-8080}"
 WORKER_PORT="${HOOKRELAY_DEV_WORKER_PORT:-9100}"
 RECEIVER_PORT="${HOOKRELAY_DEV_RECEIVER_PORT:-9000}"
+KAFKA_PORT="${HOOKRELAY_DEV_KAFKA_PORT:-9092}"   # its controller listens on KAFKA_PORT + 1
+KAFKA_DIR="$STATE/kafka"
+DEV_PARTITIONS=12   # per topic, as the devbroker has them
+DEV_RETRY_TIERS=6   # one hookrelay.retry.<n> per retry.schedule_seconds entry below
 
 dev_secret() {  # name, generator
   local f="$STATE/secrets/$1"
@@ -33,18 +41,65 @@ retry: { schedule_seconds: [5, 30, 120, 600, 1800, 3600], max_attempts: 8, max_a
 CONF
 }
 
-cmd_up() {
-  cmd_build
-  cmd_pg
-  mkdir -p "$STATE"
-  log "migrating $PG_URL/hookrelay"
-  "$BUILD/cli/hookrelay" migrate --database-url "$PG_URL/hookrelay" --dir "$ROOT/migrations" >&2
+dev_topics() {
+  local topics=(hookrelay.webhooks hookrelay.calls hookrelay.dlq) n
+  for n in $(seq 0 $((DEV_RETRY_TIERS - 1))); do topics+=("hookrelay.retry.$n"); done
+  echo "${topics[@]}"
+}
+
+start_dev_kafka() {
+  "$ROOT/scripts/kafka" fetch
+  "$ROOT/scripts/kafka" start --nodes 1 --dir "$KAFKA_DIR" --port "$KAFKA_PORT" >"$STATE/bootstrap"
+  # shellcheck disable=SC2046
+  "$ROOT/scripts/kafka" topics --dir "$KAFKA_DIR" --partitions "$DEV_PARTITIONS" --rf 1 --min-isr 1 \
+    $(dev_topics)
+}
+
+start_dev_devbroker() {
   rm -f "$STATE/bootstrap"
   start_bg devbroker "$BUILD/devbroker/hookrelay-devbroker" --bootstrap-file "$STATE/bootstrap" \
-    --control 127.0.0.1:9099
+    --control 127.0.0.1:9099 --partitions "$DEV_PARTITIONS" --retry-tiers "$DEV_RETRY_TIERS"
   local i
   for i in $(seq 1 100); do [ -s "$STATE/bootstrap" ] && break; sleep 0.1; done
   [ -s "$STATE/bootstrap" ] || die "devbroker did not start; see $STATE/devbroker.log"
+}
+
+# Stops the Kafka node of the embedded stack (SIGTERM: a clean shutdown that keeps its log).
+stop_dev_kafka() {
+  [ -f "$KAFKA_DIR/nodes" ] || return 0
+  "$ROOT/scripts/kafka" stop --dir "$KAFKA_DIR"
+}
+
+cmd_wipe() {
+  cmd_down
+  rm -rf "$KAFKA_DIR"
+  log "deleted $KAFKA_DIR (every message and committed offset of the embedded Kafka)"
+}
+
+cmd_up() {
+  local kafka="${HOOKRELAY_DEV_KAFKA:-kafka}" build=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --devbroker) kafka=devbroker ;;
+      --no-build) build=0 ;;
+      *) die "up: unknown argument '$1' (scripts/dev help)" ;;
+    esac
+    shift
+  done
+  [ "$kafka" = kafka ] || [ "$kafka" = devbroker ] ||
+    die "HOOKRELAY_DEV_KAFKA must be kafka or devbroker, not '$kafka'"
+  mkdir -p "$STATE"
+  # ingest and worker keep the broker they were started with: switching needs a down first.
+  if [ -f "$STATE/kafka-mode" ] && [ "$(cat "$STATE/kafka-mode")" != "$kafka" ] &&
+     [ -f "$STATE/worker.pid" ] && kill -0 "$(cat "$STATE/worker.pid")" 2>/dev/null; then
+    die "the stack runs with HOOKRELAY_DEV_KAFKA=$(cat "$STATE/kafka-mode"); scripts/dev down first"
+  fi
+  if [ "$build" = 1 ]; then cmd_build; else cmd_deps; fi
+  cmd_pg
+  log "migrating $PG_URL/hookrelay"
+  "$BUILD/cli/hookrelay" migrate --database-url "$PG_URL/hookrelay" --dir "$ROOT/migrations" >&2
+  if [ "$kafka" = devbroker ]; then start_dev_devbroker; else start_dev_kafka; fi
+  echo "$kafka" >"$STATE/kafka-mode"
   write_dev_config
   start_bg demo-receiver "$BUILD/tools/hookrelay-demo-receiver" --listen "127.0.0.1:$RECEIVER_PORT" \
     --secret "$(cat "$STATE/secrets/route")"
@@ -55,7 +110,12 @@ cmd_up() {
   wait_http "http://127.0.0.1:$WORKER_PORT/readyz" worker
 
   local body='{"action":"opened","demo":true}'
-  local sig
+  local sig kafka_line
+  if [ "$kafka" = devbroker ]; then
+    kafka_line="kafka devbroker $(cat "$STATE/bootstrap")   control: 127.0.0.1:9099 (in memory: trials only)"
+  else
+    kafka_line="kafka           $(cat "$STATE/bootstrap")   Apache Kafka, 1 KRaft node; log in $KAFKA_DIR, kept by down/up (scripts/dev wipe deletes it)"
+  fi
   sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat "$STATE/secrets/github")" | awk '{print $NF}')
   cat <<INFO
 
@@ -63,7 +123,7 @@ hookrelay is up (everything on loopback; state and logs in $STATE):
   ingest          http://127.0.0.1:$INGEST_PORT   (POST /webhooks/github, POST /v1/calls, /metrics, /readyz)
   worker          http://127.0.0.1:$WORKER_PORT   (/metrics, /healthz, /readyz)
   demo receiver   http://127.0.0.1:$RECEIVER_PORT   prints what it receives: tail -f $STATE/demo-receiver.log
-  kafka devbroker $(cat "$STATE/bootstrap")   control: 127.0.0.1:9099 (in memory: trials only)
+  $kafka_line
   postgres        $PG_URL/hookrelay
   config          $STATE/config.yaml
   CLI             $BUILD/cli/hookrelay dlq list --config $STATE/config.yaml   (hookrelay help)
