@@ -26,6 +26,30 @@ bool carried(std::string_view name) {
   return name.rfind("hr-", 0) == 0;
 }
 
+// Ingest forwards at most ingest.max_headers provider headers, of at most 64 KiB together (its
+// header limit), each one a header Beast parsed. A message written to the topic some other way is
+// held to the same, so no receiver gets thousands of headers or a CR/LF that would split one.
+constexpr std::size_t kMaxForwardedBytes = 64 * 1024;
+
+Result<void> check_forwarded(const ConsumedMessage& m, std::size_t max_headers) {
+  std::size_t count = 0, bytes = 0;
+  for (const auto& [name, value] : m.headers) {
+    if (name.rfind(kForwardPrefix, 0) != 0) continue;
+    ++count;
+    bytes += name.size() + value.size();
+    if (!valid_header_name(std::string_view(name).substr(kForwardPrefix.size())) ||
+        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      return malformed(m, "forwarded header is not valid HTTP");
+    }
+  }
+  if (count > max_headers || bytes > kMaxForwardedBytes) {
+    return malformed(m, std::to_string(count) + " forwarded headers of " + std::to_string(bytes) +
+                            " bytes; at most " + std::to_string(max_headers) + " and " +
+                            std::to_string(kMaxForwardedBytes));
+  }
+  return {};
+}
+
 void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& route) {
   d.kind = "webhook";
   d.destination = route.name;
@@ -122,6 +146,8 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
   } else {
     const auto* source = m.header(header::kSource);
     if (!source) return malformed(m, "webhook without hr-source");
+    auto forwarded = check_forwarded(m, static_cast<std::size_t>(config.ingest.max_headers));
+    if (!forwarded) return Unexpected{forwarded.error()};
     base.source = *source;
     base.origin_topic = std::string(kWebhooksTopic);
     auto routes = config.routes.find(*source);

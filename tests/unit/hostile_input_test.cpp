@@ -184,3 +184,33 @@ TEST(ConfigWarnings, BodiesKafkaCannotCarryAreFlagged) {
 
 }  // namespace
 }  // namespace hookrelay
+
+namespace hookrelay {
+namespace {
+
+ConsumedMessage webhook_with(std::vector<std::pair<std::string, std::string>> extra) {
+  ConsumedMessage m;
+  m.topic = std::string(kWebhooksTopic);
+  m.value = std::make_shared<const std::string>("{}");
+  m.headers = {{"hr-kind", "webhook"}, {"hr-source", "acme"}, {"hr-event-id", "e1"}, {"hr-received-at", "1000"}};
+  for (auto& h : extra) m.headers.push_back(std::move(h));
+  return m;
+}
+
+TEST(MessageExpander, ForwardedHeadersAreHeldToWhatIngestWouldForward) {
+  Config config = routed_config();
+  auto ok = expand_message(webhook_with({{"hr-fwd-x-github-event", "push"}}), config);
+  ASSERT_TRUE(ok) << ok.error().message;
+  ASSERT_EQ(ok->size(), 1u);
+  std::vector<std::pair<std::string, std::string>> many;
+  for (int i = 0; i < 10000; ++i) many.emplace_back("hr-fwd-x-" + std::to_string(i), "v");
+  auto flood = expand_message(webhook_with(many), config);
+  ASSERT_FALSE(flood) << "10,000 forwarded headers";
+  EXPECT_EQ(flood.error().code, "malformed_message");
+  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-a", "a\r\nInjected: 1"}}), config)) << "CR/LF";
+  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-bad name", "v"}}), config));
+  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-big", std::string(70000, 'a')}}), config)) << "over 64 KiB";
+}
+
+}  // namespace
+}  // namespace hookrelay
