@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 
 #include "shared/crypto.h"
 #include "shared/log.h"
@@ -409,8 +410,8 @@ void Worker::dispatch(int64_t now) {
       j->holds_slot = true;
       j->started_ms = now;
       auto call = build_http_call(j->d, now, config_.worker.connect_timeout_ms);
-      Job* raw = j.release();
-      sending_.insert(raw);
+      Job* raw = j.get();
+      sending_.emplace(raw, std::move(j));
       d_.sender->send(std::move(call), [this, raw](HttpResult r) {
         Event e;
         e.kind = Event::Kind::kHttp;
@@ -446,8 +447,13 @@ void Worker::drain_events(int64_t now, bool wait) {
       }
       continue;
     }
-    sending_.erase(e.job);
-    std::unique_ptr<Job> job(e.job);
+    auto sent = sending_.extract(e.job);
+    if (sent.empty()) {
+      // A second completion for one job: the sender or producer broke its contract.
+      spdlog::critical("msg=completion_for_unknown_job kind={}", static_cast<int>(e.kind));
+      std::abort();
+    }
+    std::unique_ptr<Job> job = std::move(sent.mapped());
     if (e.kind == Event::Kind::kHttp) {
       on_http_result(std::move(job), std::move(e.http), now);
     } else if (e.produced) {
@@ -581,8 +587,8 @@ void Worker::produce_redelivery(std::unique_ptr<Job> job, int64_t) {
   if (!job->dlq_reason.empty()) headers.push_back({"hr-dlq-reason", job->dlq_reason});
   static const std::string kEmpty;
   const std::string& value = job->d.body ? *job->d.body : kEmpty;
-  Job* raw = job.release();
-  sending_.insert(raw);
+  Job* raw = job.get();
+  sending_.emplace(raw, std::move(job));
   d_.producer->produce({raw->topic_out, raw->d.key, value, &headers}, [this, raw](Result<ProducedAt> r) {
     Event e;
     e.kind = Event::Kind::kProduced;
@@ -740,7 +746,7 @@ void Worker::drain_for_shutdown() {
     flush_reproduce(now);
     store_offsets();
   }
-  for (Job* j : sending_) unsent.push_back(j->d.key);
+  for (const auto& sent : sending_) unsent.push_back(sent.second->d.key);
   for (auto& j : to_record_) unsent.push_back(j->d.key);
   for (auto& j : recording_) unsent.push_back(j->d.key);
   unsent.insert(unsent.end(), abandoned_keys_.begin(), abandoned_keys_.end());

@@ -156,7 +156,9 @@ class Worker {
   std::vector<std::unique_ptr<Job>> to_record_;
   std::deque<std::unique_ptr<Job>> to_reproduce_;  // produce failed; try again later
   std::unordered_set<std::string> local_keys_;     // claimed by this worker, not finished
-  std::unordered_set<Job*> sending_;               // handed to the sender or producer
+  // Handed to the sender or producer, whose callbacks carry the raw pointer back in an Event;
+  // owned here until then, so jobs still out when the worker is destroyed are freed with it.
+  std::unordered_map<Job*, std::unique_ptr<Job>> sending_;
   std::vector<std::string> abandoned_keys_;        // claimed during shutdown; leases given back
   // Ordered routes: one first attempt at a time per (route, source partition); the rest wait
   // here in offset order.
