@@ -84,14 +84,6 @@ Result<int> timeout_ms(const ParsedArgs& args) {
   return static_cast<int>(*n * 1000);
 }
 
-nlohmann::json message_json(const DlqMessage& m) {
-  nlohmann::json headers = nlohmann::json::array();
-  for (const auto& h : m.headers) headers.push_back({{"name", h.name}, {"value", h.value}});
-  return {{"partition", m.partition}, {"offset", m.offset},
-          {"timestamp", m.timestamp_ms == 0 ? nlohmann::json(nullptr) : nlohmann::json(format_time(m.timestamp_ms))},
-          {"body_bytes", m.value.size()},   {"headers", headers}};
-}
-
 int dlq_list(const ParsedArgs& args, CliIo& io) {
   if (args.positionals().size() != 1) return usage_error(io, "list takes no arguments, only options");
   auto filter = filter_from(args, io, 100);
@@ -146,7 +138,7 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
   }
   if (args.has("--json")) {
     auto out = to_json(*detail);
-    if (args.has("--message")) out["dlq_message"] = message ? message_json(*message) : nullptr;
+    if (args.has("--message")) out["dlq_message"] = message ? to_json(*message) : nullptr;
     io.out << json_text(out, 2) << "\n";
     return kExitOk;
   }
@@ -158,12 +150,8 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
     if (!message) {
       io.out << "\nno message for this key in " << kDlqTopic << "\n";
     } else {
-      io.out << "\ndlq message " << kDlqTopic << "/" << message->partition << "@"
-             << message->offset << " at " << format_time(message->timestamp_ms) << ", "
-             << message->value.size() << " body bytes\n";
-      for (const auto& h : message->headers) {
-        io.out << "  " << h.name << ": " << one_line(h.value, 200) << "\n";
-      }
+      io.out << "\n";
+      print_dlq_message(io.out, *message);
     }
   }
   return kExitOk;

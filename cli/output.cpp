@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "shared/topics.h"
+
 namespace hookrelay::cli {
 namespace {
 
@@ -227,6 +229,19 @@ void print_event_detail(std::ostream& out, const EventDetail& event) {
   }
   out << "\ndeliveries (" << event.deliveries.size() << ")\n";
   if (!event.deliveries.empty()) print_delivery_table(out, event.deliveries);
+}
+
+nlohmann::json to_json(const DlqMessage& m) {
+  json headers = json::array();
+  for (const auto& h : m.headers) headers.push_back({{"name", h.name}, {"value", h.value}});
+  return {{"partition", m.partition}, {"offset", m.offset}, {"timestamp", time_or_null(m.timestamp_ms)},
+          {"body_bytes", m.value.size()}, {"headers", headers}};
+}
+
+void print_dlq_message(std::ostream& out, const DlqMessage& m) {
+  out << "dlq message " << kDlqTopic << "/" << m.partition << "@" << m.offset << " at "
+      << format_time(m.timestamp_ms) << ", " << m.value.size() << " body bytes\n";
+  for (const auto& h : m.headers) out << "  " << h.name << ": " << one_line(h.value, 200) << "\n";
 }
 
 }  // namespace hookrelay::cli

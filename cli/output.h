@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/dlq_reader.h"
 #include "shared/delivery_queries.h"
 
 namespace hookrelay::cli {
@@ -60,6 +61,9 @@ nlohmann::json to_json(const AttemptRow& a);
 nlohmann::json to_json(const ReplayRow& r);
 nlohmann::json to_json(const DeliveryDetail& d);
 nlohmann::json to_json(const EventDetail& e);
+// A DLQ message's place, time, body size and headers (values as read: json_text makes any bytes
+// valid JSON).
+nlohmann::json to_json(const DlqMessage& m);
 
 // The `dlq list` table: one line per delivery.
 void print_delivery_table(std::ostream& out, const std::vector<DeliveryRow>& rows);
@@ -67,5 +71,7 @@ void print_delivery_table(std::ostream& out, const std::vector<DeliveryRow>& row
 void print_delivery_detail(std::ostream& out, const DeliveryDetail& detail);
 // An inbound event and its deliveries.
 void print_event_detail(std::ostream& out, const EventDetail& event);
+// A DLQ message: where it is, when, its body size and one line per header.
+void print_dlq_message(std::ostream& out, const DlqMessage& m);
 
 }  // namespace hookrelay::cli
