@@ -103,6 +103,11 @@ Result<std::vector<ConsumedMessage>> consume_all(
     const std::string& bootstrap, const std::string& topic, std::size_t expected_count,
     std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+// Every message of `topic` from offset 0 up to each partition's high watermark as it stood
+// when called: all that was acknowledged before, however many. Fails on timeout.
+Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap, const std::string& topic,
+                                                    std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
 // Topic name -> partition count for every topic the cluster reports.
 Result<std::map<std::string, int>> topic_partitions(
     const std::string& bootstrap, std::chrono::milliseconds timeout = std::chrono::seconds(10));
