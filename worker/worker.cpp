@@ -38,6 +38,8 @@ struct Worker::Job {
 namespace {
 
 constexpr int kIdlePollMs = 10;
+// hr-dlq-reason of a dead letter published again for a delivery already dead in Postgres.
+constexpr std::string_view kDlqReasonRepublished = "republished";
 constexpr int64_t kFullBacklogPollMs = 100;
 constexpr int64_t kDbRetryMs = 1000;
 constexpr int64_t kReproduceDelayMs = 1000;
@@ -339,9 +341,15 @@ void Worker::on_claimed(Event& e, int64_t now) {
         finish(std::move(job));
         break;
       case ClaimStatus::kAlreadyDead:
+        // Dead in Postgres, but its dead letter may never have reached the DLQ topic: a worker
+        // that stopped between recording and producing it leaves this message to be replayed.
+        // Publishing it again keeps Postgres and the DLQ in agreement; a second dead letter for
+        // one key is harmless (dlq show and replay take the latest).
         d_.metrics->idempotent_skip("already_dead");
-        d_.metrics->delivery("skipped");
-        finish(std::move(job));
+        job->dlq_reason = std::string(kDlqReasonRepublished);
+        job->topic_out = std::string(kDlqTopic);
+        job->history.last_error = "recorded dead before; its dead letter is published again";
+        produce_redelivery(std::move(job), now);
         break;
     }
   }
@@ -457,7 +465,10 @@ void Worker::drain_events(int64_t now, bool wait) {
     if (e.kind == Event::Kind::kHttp) {
       on_http_result(std::move(job), std::move(e.http), now);
     } else if (e.produced) {
-      if (job->malformed || job->topic_out == kDlqTopic) {
+      if (job->dlq_reason == kDlqReasonRepublished) {
+        d_.metrics->dlq(job->dlq_reason);
+        d_.metrics->delivery("skipped");  // counted dead when it died
+      } else if (job->malformed || job->topic_out == kDlqTopic) {
         d_.metrics->dlq(job->dlq_reason);
         d_.metrics->delivery("dead");
       } else {

@@ -312,6 +312,22 @@ TEST_F(WorkerCoordinator, AlreadySucceededIsSkippedWithoutACall) {
   EXPECT_EQ(stored(), 1);
 }
 
+// A worker that stopped between recording a delivery dead and publishing its dead letter leaves
+// the message to be replayed: the successor publishes the dead letter, without a call, so
+// Postgres and the DLQ topic agree.
+TEST_F(WorkerCoordinator, AlreadyDeadIsDeadLetteredAgainWithoutACall) {
+  store.state["wh:gh:e1:a"] = "dead";
+  webhook(0, "e1");
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "republished");
+  EXPECT_EQ(producer.sent[0].value, "{\"e\":\"e1\"}");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead");
+  EXPECT_EQ(stored(), 1) << "the offset moves once the dead letter is acknowledged";
+}
+
 TEST_F(WorkerCoordinator, SameDeliveryTwiceInOneBatchIsCalledOnce) {
   sender.hold = true;
   webhook(0, "e1");
