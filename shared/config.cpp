@@ -277,10 +277,33 @@ void check_guarantees(const Config& c) {
   }
 }
 
+void parse_topics(const YAML::Node& t, TopicsConfig& tc) {
+  only_keys(t, "topics", {"partitions", "retry_partitions", "dlq_partitions", "replication_factor",
+                          "min_insync_replicas", "retention_ms", "dlq_retention_ms", "max_message_bytes"});
+  constexpr int64_t kDay = 24LL * 3600 * 1000;
+  if (t["partitions"]) tc.partitions = num<int>(t["partitions"], "topics.partitions", 1, 10000);
+  if (t["retry_partitions"]) tc.retry_partitions = num<int>(t["retry_partitions"], "topics.retry_partitions", 0, 10000);
+  if (t["dlq_partitions"]) tc.dlq_partitions = num<int>(t["dlq_partitions"], "topics.dlq_partitions", 0, 10000);
+  if (t["replication_factor"]) tc.replication_factor = num<int>(t["replication_factor"], "topics.replication_factor", 1, 32);
+  if (t["min_insync_replicas"]) tc.min_insync_replicas = num<int>(t["min_insync_replicas"], "topics.min_insync_replicas", 1, 32);
+  // At least an hour: a message must outlive any worker pause; -1 (forever) is not offered.
+  if (t["retention_ms"]) tc.retention_ms = num<int64_t>(t["retention_ms"], "topics.retention_ms", 3600000, 3650 * kDay);
+  if (t["dlq_retention_ms"]) tc.dlq_retention_ms = num<int64_t>(t["dlq_retention_ms"], "topics.dlq_retention_ms", 3600000, 3650 * kDay);
+  if (t["max_message_bytes"]) tc.max_message_bytes = num<int64_t>(t["max_message_bytes"], "topics.max_message_bytes", 0, 1LL << 30);
+  const bool both_one = tc.replication_factor == 1 && tc.min_insync_replicas == 1;
+  if (!both_one && tc.min_insync_replicas >= tc.replication_factor) {
+    bad("topics.min_insync_replicas",
+        "must be less than topics.replication_factor (" + std::to_string(tc.replication_factor) +
+            "), got " + std::to_string(tc.min_insync_replicas) +
+            ": otherwise one broker down refuses every acks=all write (1 and 1 is allowed for one-broker setups)");
+  }
+}
+
 Config parse(const YAML::Node& root, const EnvLookup& env) {
   Config c;
   if (!root || root.IsNull()) return c;
-  only_keys(root, "", {"kafka", "ingest", "sources", "api_tokens", "routes", "postgres", "worker", "retry", "log_level"});
+  only_keys(root, "", {"kafka", "topics", "ingest", "sources", "api_tokens", "routes", "postgres", "worker", "retry",
+                       "log_level"});
 
   if (auto k = root["kafka"]) {
     only_keys(k, "kafka", {"bootstrap_servers", "properties", "producer_properties", "consumer_properties",
@@ -291,6 +314,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     c.kafka.producer_properties = kafka_properties(k["producer_properties"], "kafka.producer_properties", env);
     c.kafka.consumer_properties = kafka_properties(k["consumer_properties"], "kafka.consumer_properties", env);
   }
+  if (auto t = root["topics"]) parse_topics(t, c.topics);
   if (auto i = root["ingest"]) {
     only_keys(i, "ingest", {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms",
                             "max_connections", "max_headers", "header_timeout_ms", "idle_timeout_ms"});
@@ -387,6 +411,12 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
 
   if (c.kafka.bootstrap_servers.empty()) bad("kafka.bootstrap_servers", "must not be empty");
   check_guarantees(c);
+  if (c.topics.max_message_bytes != 0 &&
+      c.topics.max_message_bytes < static_cast<int64_t>(kafka_message_max_bytes(c.kafka))) {
+    bad("topics.max_message_bytes",
+        "must be at least the producer's message.max.bytes (" + std::to_string(kafka_message_max_bytes(c.kafka)) +
+            "), got " + std::to_string(c.topics.max_message_bytes) + ": the broker would refuse what ingest accepted");
+  }
   check_listen(c.ingest.listen, "ingest.listen");
   check_listen(c.worker.listen, "worker.listen");
   return c;
@@ -449,6 +479,11 @@ std::size_t kafka_message_max_bytes(const KafkaConfig& kafka) {
   // librdkafka refuses a malformed value when the producer is built; until then, the default.
   if (ec != std::errc() || ptr != text.data() + text.size()) return kDefaultKafkaMessageMaxBytes;
   return v;
+}
+
+int64_t topic_max_message_bytes(const Config& config) {
+  if (config.topics.max_message_bytes > 0) return config.topics.max_message_bytes;
+  return static_cast<int64_t>(kafka_message_max_bytes(config.kafka)) + kTopicBatchOverheadBytes;
 }
 
 std::vector<std::string> config_warnings(const Config& config) {

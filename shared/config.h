@@ -126,8 +126,26 @@ struct RetryConfig {
   int max_age_seconds = 86400;
 };
 
+// The Kafka topics as `hookrelay topics apply` creates them and `hookrelay topics check` expects
+// them (names from shared/topics.h; the plan is desired_topics() in shared/topic_plan.h).
+// Validated: min_insync_replicas < replication_factor unless both are 1, so one broker can be
+// down without refusing acks=all writes.
+struct TopicsConfig {
+  int partitions = 12;             // hookrelay.webhooks, hookrelay.calls: bounds the busy workers
+  int retry_partitions = 0;        // each hookrelay.retry.<n>; 0 = `partitions`
+  int dlq_partitions = 0;          // hookrelay.dlq; 0 = `partitions`
+  int replication_factor = 3;      // every topic
+  int min_insync_replicas = 2;     // every topic: replicas that must have a write before its ack
+  int64_t retention_ms = 7LL * 24 * 3600 * 1000;       // webhooks, calls; floor for retry tiers
+  int64_t dlq_retention_ms = 30LL * 24 * 3600 * 1000;  // hookrelay.dlq: the replay window
+  // Every topic's max.message.bytes; 0 = the producer's message.max.bytes plus
+  // kTopicBatchOverheadBytes, so the broker never refuses what a producer may send.
+  int64_t max_message_bytes = 0;
+};
+
 struct Config {
   KafkaConfig kafka;
+  TopicsConfig topics;
   IngestConfig ingest;
   std::map<std::string, SourceConfig> sources;
   std::vector<std::string> api_tokens;
@@ -153,6 +171,13 @@ std::vector<std::string> config_warnings(const Config& config);
 
 // The producer's message.max.bytes: kafka.properties' value, else kDefaultKafkaMessageMaxBytes.
 std::size_t kafka_message_max_bytes(const KafkaConfig& kafka);
+
+// Room above the producer's message.max.bytes in a topic's max.message.bytes: a record batch's
+// own header and framing, which the broker counts and the producer's limit does not.
+inline constexpr int64_t kTopicBatchOverheadBytes = 4096;
+
+// topics.max_message_bytes, or when 0 the producer's message.max.bytes + kTopicBatchOverheadBytes.
+int64_t topic_max_message_bytes(const Config& config);
 
 // Reads the file, then parse_config. The error names the file when it cannot be read.
 Result<Config> load_config_file(const std::string& path, const EnvLookup& env);

@@ -126,6 +126,44 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kafka: { properties: { bootstrap.servers: \"h:1\" } }", "kafka.properties.bootstrap.servers: set the brokers with kafka.bootstrap_servers"},
         BadCase{"kafka: { producer_propertie: { } }", "kafka.producer_propertie: unknown key"}));
 
+INSTANTIATE_TEST_SUITE_P(
+    Topics, ConfigErrors,
+    ::testing::Values(
+        BadCase{"topics: { partition: 12 }", "topics.partition: unknown key"},
+        BadCase{"topics: [1]", "topics: must be a mapping"},
+        BadCase{"topics: { partitions: 0 }", "topics.partitions: must be between 1"},
+        BadCase{"topics: { replication_factor: many }", "topics.replication_factor: must be a number"},
+        BadCase{"topics: { min_insync_replicas: 3 }", "topics.min_insync_replicas: must be less than topics.replication_factor (3)"},
+        BadCase{"topics: { replication_factor: 2, min_insync_replicas: 2 }", "topics.min_insync_replicas: must be less"},
+        BadCase{"topics: { replication_factor: 1 }", "topics.min_insync_replicas: must be less than topics.replication_factor (1)"},
+        BadCase{"topics: { retention_ms: 1000 }", "topics.retention_ms: must be between 3600000"},
+        BadCase{"topics: { dlq_retention_ms: -1 }", "topics.dlq_retention_ms"},
+        BadCase{"topics: { max_message_bytes: 500000 }", "topics.max_message_bytes: must be at least the producer's message.max.bytes (1048576)"}));
+
+TEST(Config, TopicsDefaultsAndOneBrokerSettings) {
+  auto d = parse_config("", env_of({}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->topics.partitions, 12);
+  EXPECT_EQ(d->topics.replication_factor, 3);
+  EXPECT_EQ(d->topics.min_insync_replicas, 2);
+  EXPECT_EQ(d->topics.retention_ms, 7LL * 86400 * 1000);
+  EXPECT_EQ(d->topics.dlq_retention_ms, 30LL * 86400 * 1000);
+  EXPECT_EQ(topic_max_message_bytes(*d), 1048576 + kTopicBatchOverheadBytes);
+
+  auto one = parse_config("topics: { replication_factor: 1, min_insync_replicas: 1, partitions: 2,\n"
+                          "          retention_ms: 86400000, max_message_bytes: 2097152 }",
+                          env_of({}));
+  ASSERT_TRUE(one) << one.error().message;
+  EXPECT_EQ(one->topics.partitions, 2);
+  EXPECT_EQ(one->topics.retention_ms, 86400000);
+  EXPECT_EQ(topic_max_message_bytes(*one), 2097152);
+
+  // The README's block: 0 means "derived" for the partition overrides and the message size.
+  auto readme = parse_config("topics: { retry_partitions: 0, dlq_partitions: 0, max_message_bytes: 0 }", env_of({}));
+  ASSERT_TRUE(readme) << readme.error().message;
+  EXPECT_EQ(topic_max_message_bytes(*readme), 1048576 + kTopicBatchOverheadBytes);
+}
+
 TEST(Config, SafeRestatementsAndPerClientMapsAreAccepted) {
   auto c = parse_config(R"(
 kafka:
