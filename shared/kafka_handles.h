@@ -21,6 +21,13 @@ struct RdKafkaDeleter {
   void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
   void operator()(rd_kafka_headers_t* h) const { rd_kafka_headers_destroy(h); }
   void operator()(rd_kafka_queue_t* q) const { rd_kafka_queue_destroy(q); }
+  // Admin API (shared/kafka_admin.cpp).
+  void operator()(rd_kafka_AdminOptions_t* o) const { rd_kafka_AdminOptions_destroy(o); }
+  void operator()(rd_kafka_NewTopic_t* t) const { rd_kafka_NewTopic_destroy(t); }
+  void operator()(rd_kafka_NewPartitions_t* p) const { rd_kafka_NewPartitions_destroy(p); }
+  void operator()(rd_kafka_ConfigResource_t* c) const { rd_kafka_ConfigResource_destroy(c); }
+  void operator()(rd_kafka_event_t* e) const { rd_kafka_event_destroy(e); }
+  void operator()(const rd_kafka_metadata_t* m) const { rd_kafka_metadata_destroy(m); }
 };
 using KafkaHandle = std::unique_ptr<rd_kafka_t, RdKafkaDeleter>;
 using KafkaConf = std::unique_ptr<rd_kafka_conf_t, RdKafkaDeleter>;

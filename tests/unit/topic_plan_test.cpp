@@ -1,0 +1,170 @@
+#include "shared/topic_plan.h"
+
+#include <gtest/gtest.h>
+
+#include "shared/topic_check.h"
+#include "shared/topics.h"
+
+namespace hookrelay {
+namespace {
+
+Config config_of(const std::string& yaml) {
+  auto c = parse_config(yaml, [](const std::string&) { return std::nullopt; });
+  EXPECT_TRUE(c) << c.error().message;
+  return c ? *c : Config{};
+}
+
+// What a cluster made exactly as `desired` says reports.
+std::map<std::string, ObservedTopic> as_desired(const std::vector<TopicSpec>& desired) {
+  std::map<std::string, ObservedTopic> out;
+  for (const auto& s : desired) out[s.name] = {s.partitions, s.replication_factor, s.configs};
+  return out;
+}
+
+TEST(TopicPlan, DefaultsGiveEveryTopicWithTheDocumentedSettings) {
+  auto topics = desired_topics(Config{});
+  ASSERT_EQ(topics.size(), 9u);  // webhooks, calls, 6 tiers, dlq
+  EXPECT_EQ(topics[0].name, "hookrelay.webhooks");
+  EXPECT_EQ(topics[1].name, "hookrelay.calls");
+  EXPECT_EQ(topics[2].name, "hookrelay.retry.0");
+  EXPECT_EQ(topics[7].name, "hookrelay.retry.5");
+  EXPECT_EQ(topics[8].name, "hookrelay.dlq");
+  for (const auto& t : topics) {
+    EXPECT_EQ(t.partitions, 12) << t.name;
+    EXPECT_EQ(t.replication_factor, 3) << t.name;
+    EXPECT_EQ(t.configs.at("min.insync.replicas"), "2") << t.name;
+    EXPECT_EQ(t.configs.at("cleanup.policy"), "delete") << t.name;
+    EXPECT_EQ(t.configs.at("unclean.leader.election.enable"), "false") << t.name;
+    // The producer's 1 MiB plus the batch overhead: the broker takes whatever the producer sends.
+    EXPECT_EQ(t.configs.at("max.message.bytes"), std::to_string(1048576 + 4096)) << t.name;
+  }
+  EXPECT_EQ(topics[0].configs.at("retention.ms"), "604800000");
+  EXPECT_EQ(topics[8].configs.at("retention.ms"), "2592000000");
+  // The top default tier (1 h) x 10 is under 7 days: the floor applies.
+  EXPECT_EQ(topics[7].configs.at("retention.ms"), "604800000");
+}
+
+TEST(TopicPlan, RetryTierRetentionIsTenTimesItsDelayWhenThatIsLonger) {
+  auto c = config_of("retry: { schedule_seconds: [60, 172800] }\ntopics: { retention_ms: 86400000 }\n");
+  EXPECT_EQ(retry_tier_retention_ms(c, 0), 86400000);        // 10 min < 1 day
+  EXPECT_EQ(retry_tier_retention_ms(c, 1), 1728000000LL);    // 10 x 2 days
+  auto topics = desired_topics(c);
+  ASSERT_EQ(topics.size(), 5u);
+  EXPECT_EQ(topics[3].name, "hookrelay.retry.1");
+  EXPECT_EQ(topics[3].configs.at("retention.ms"), "1728000000");
+}
+
+TEST(TopicPlan, ConfiguredValuesAndSeparatePartitionCounts) {
+  auto c = config_of(
+      "topics: { partitions: 24, retry_partitions: 6, dlq_partitions: 3, replication_factor: 1,\n"
+      "          min_insync_replicas: 1, max_message_bytes: 2097152 }\n"
+      "kafka: { producer_properties: { message.max.bytes: \"2000000\" } }\n");
+  auto topics = desired_topics(c);
+  EXPECT_EQ(topics[0].partitions, 24);
+  EXPECT_EQ(topics[2].partitions, 6);
+  EXPECT_EQ(topics.back().partitions, 3);
+  EXPECT_EQ(topics[0].replication_factor, 1);
+  EXPECT_EQ(topics[0].configs.at("max.message.bytes"), "2097152");
+}
+
+TEST(TopicPlan, MaxMessageBytesFollowsTheProducerWhenNotSet) {
+  auto c = config_of("kafka: { properties: { message.max.bytes: \"3000000\" } }\n");
+  EXPECT_EQ(desired_topics(c)[0].configs.at("max.message.bytes"), "3004096");
+}
+
+TEST(TopicDiff, NothingWhenTheClusterIsAsDesired) {
+  auto desired = desired_topics(Config{});
+  auto observed = as_desired(desired);
+  observed["some.other.topic"] = {1, 1, {}};  // not ours: ignored
+  EXPECT_TRUE(diff_topics(desired, observed).empty());
+}
+
+TEST(TopicDiff, EveryKindOfDriftIsOneSentenceNamingTopicPropertyWantedAndFound) {
+  auto desired = desired_topics(Config{});
+  auto observed = as_desired(desired);
+  observed.erase("hookrelay.dlq");
+  observed["hookrelay.webhooks"].partitions = 6;
+  observed["hookrelay.calls"].partitions = 16;
+  observed["hookrelay.retry.0"].replication_factor = 1;
+  observed["hookrelay.retry.1"].configs["retention.ms"] = "3600000";
+  observed["hookrelay.retry.2"].configs.erase("cleanup.policy");
+
+  auto drifts = diff_topics(desired, observed);
+  ASSERT_EQ(drifts.size(), 6u);
+
+  EXPECT_EQ(drifts[0].kind, DriftKind::kFewerPartitions);
+  EXPECT_TRUE(drifts[0].fixable);
+  EXPECT_EQ(drifts[0].message, "hookrelay.webhooks: partitions is 6, wanted 12");
+
+  EXPECT_EQ(drifts[1].kind, DriftKind::kMorePartitions);
+  EXPECT_FALSE(drifts[1].fixable);
+  EXPECT_EQ(drifts[1].topic, "hookrelay.calls");
+  EXPECT_NE(drifts[1].message.find("partitions is 16, wanted 12"), std::string::npos) << drifts[1].message;
+  EXPECT_NE(drifts[1].message.find("cannot remove"), std::string::npos) << drifts[1].message;
+
+  EXPECT_EQ(drifts[2].kind, DriftKind::kReplicationFactor);
+  EXPECT_FALSE(drifts[2].fixable);
+  EXPECT_NE(drifts[2].message.find("hookrelay.retry.0: replication factor is 1, wanted 3"), std::string::npos)
+      << drifts[2].message;
+
+  EXPECT_EQ(drifts[3].kind, DriftKind::kConfig);
+  EXPECT_TRUE(drifts[3].fixable);
+  EXPECT_EQ(drifts[3].message, "hookrelay.retry.1: retention.ms is 3600000, wanted 604800000");
+
+  EXPECT_EQ(drifts[4].message, "hookrelay.retry.2: cleanup.policy is (unset), wanted delete");
+
+  // In the order of the desired topics: the DLQ comes last.
+  EXPECT_EQ(drifts[5].kind, DriftKind::kMissing);
+  EXPECT_TRUE(drifts[5].fixable);
+  EXPECT_EQ(drifts[5].message, "hookrelay.dlq: topic is missing (wanted it to exist)");
+}
+
+TEST(TopicDiff, AMissingTopicIsOneDriftNotOnePerProperty) {
+  auto desired = desired_topics(Config{});
+  auto observed = as_desired(desired);
+  observed.erase("hookrelay.calls");
+  auto drifts = diff_topics(desired, observed);
+  ASSERT_EQ(drifts.size(), 1u);
+  EXPECT_EQ(drifts[0].topic, "hookrelay.calls");
+}
+
+TEST(RequiredTopics, IngestNeedsTheFreshTopicsTheWorkerEveryTopic) {
+  auto c = config_of("retry: { schedule_seconds: [1, 2] }\n");
+  EXPECT_EQ(required_topics(c, ServiceKind::kIngest), (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls"}));
+  EXPECT_EQ(required_topics(c, ServiceKind::kWorker),
+            (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls", "hookrelay.retry.0", "hookrelay.retry.1",
+                                      "hookrelay.dlq"}));
+  EXPECT_EQ(missing_topics({"a", "b", "c"}, {"b", "x"}), (std::vector<std::string>{"a", "c"}));
+}
+
+TEST(TopicCheckAtStart, MissingTopicsStopTheServiceNamingThemAndTheFix) {
+  auto v = judge_topics_at_start("hookrelay-worker", {"hookrelay.webhooks", "hookrelay.dlq", "hookrelay.retry.0"},
+                                 std::set<std::string>{"hookrelay.webhooks"}, "k1:9092");
+  EXPECT_FALSE(v.go_on);
+  EXPECT_FALSE(v.warned);
+  EXPECT_NE(v.message.find("hookrelay.dlq, hookrelay.retry.0 do not exist at k1:9092"), std::string::npos) << v.message;
+  EXPECT_NE(v.message.find("hookrelay topics apply"), std::string::npos) << v.message;
+
+  auto one = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, std::set<std::string>{}, "k1:9092");
+  EXPECT_FALSE(one.go_on);
+  EXPECT_NE(one.message.find("topic hookrelay.calls does not exist"), std::string::npos) << one.message;
+}
+
+TEST(TopicCheckAtStart, AllPresentGoesOnSilently) {
+  auto v = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, std::set<std::string>{"hookrelay.calls", "x"},
+                                 "k1:9092");
+  EXPECT_TRUE(v.go_on);
+  EXPECT_FALSE(v.warned);
+  EXPECT_TRUE(v.message.empty());
+}
+
+TEST(TopicCheckAtStart, NoAnswerFromKafkaWarnsAndGoesOn) {
+  Result<std::set<std::string>> timed_out = fail("kafka_unreachable", "Kafka at k1:9092 did not answer within 10 s", true);
+  auto v = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, timed_out, "k1:9092");
+  EXPECT_TRUE(v.go_on);
+  EXPECT_TRUE(v.warned);
+  EXPECT_NE(v.message.find("did not answer"), std::string::npos) << v.message;
+}
+
+}  // namespace
+}  // namespace hookrelay
