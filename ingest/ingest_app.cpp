@@ -13,6 +13,7 @@
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
 #include "shared/service_startup.h"
+#include "shared/topic_check.h"
 
 namespace hookrelay {
 namespace {
@@ -50,6 +51,7 @@ int run_ingest(int argc, char** argv) {
 
   for (const auto& warning : config_warnings(*config)) spdlog::warn("msg=config_warning warning={}", log_quote(warning));
   warn_if_descriptors_short(config->ingest.max_connections);
+  if (!check_topics_at_start("hookrelay-ingest", *config, ServiceKind::kIngest)) return 2;
 
   auto registry = std::make_shared<prometheus::Registry>();
   IngestMetrics* metrics = nullptr;

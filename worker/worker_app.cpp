@@ -16,6 +16,7 @@
 #include "shared/metrics.h"
 #include "shared/postgres_delivery_store.h"
 #include "shared/service_startup.h"
+#include "shared/topic_check.h"
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
 #include "worker/worker.h"
@@ -62,6 +63,7 @@ int run_worker(int argc, char** argv) {
     return 2;
   }
   init_logging("worker", config->log_level);
+  if (!check_topics_at_start("hookrelay-worker", *config, ServiceKind::kWorker)) return 2;
   std::string worker_id = config->worker.worker_id.empty() ? default_worker_id() : config->worker.worker_id;
 
   auto registry = std::make_shared<prometheus::Registry>();
