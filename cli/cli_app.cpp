@@ -15,6 +15,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  migrate                      apply pending SQL migrations\n"
     "  config check [FILE]          validate a configuration file as the services do\n"
+    "  topics apply                 create the Kafka topics, raise partitions, set configs\n"
+    "  topics check                 report how the Kafka topics differ from the config\n"
     "  dlq list                     list dead deliveries (filters, table or --json)\n"
     "  dlq show KEY                 one dead delivery: state, attempts, replays\n"
     "  dlq replay KEY... | FILTERS  put dead deliveries back into the retry flow\n"
@@ -44,7 +46,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"migrate", run_migrate}, {"config", run_config}, {"dlq", run_dlq},
     {"deliveries", run_deliveries}, {"events", run_events}, {"sign", run_sign},
-    {"send", run_send},
+    {"send", run_send}, {"topics", run_topics},
 };
 
 Runner find(const std::string& name) {

@@ -1,0 +1,195 @@
+// `hookrelay topics apply` and `hookrelay topics check`: the Kafka topics as the config describes
+// them (shared/topic_plan.h), made so or compared, through the Admin API (shared/kafka_admin.h).
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "cli/commands.h"
+#include "shared/json_writer.h"
+#include "shared/kafka_admin.h"
+#include "shared/topic_plan.h"
+
+namespace hookrelay::cli {
+namespace {
+
+constexpr const char* kTopicsUsage =
+    "usage: hookrelay topics apply|check [--config PATH] [--bootstrap HOSTS] [--dry-run] [--json]\n"
+    "                                    [--timeout SECONDS]\n"
+    "  The topics hookrelay uses (hookrelay.webhooks, hookrelay.calls, hookrelay.retry.<n> for\n"
+    "  each retry.schedule_seconds entry, hookrelay.dlq) as the config's topics: section wants\n"
+    "  them: partitions, replication factor, min.insync.replicas, retention.ms,\n"
+    "  max.message.bytes, cleanup.policy=delete, unclean.leader.election.enable=false.\n"
+    "  Without a config, the documented defaults.\n"
+    "  apply   creates missing topics, raises partition counts, sets configs (other topic-level\n"
+    "          overrides are kept); one line per action. Fewer partitions or another replication\n"
+    "          factor are reported, never changed. --dry-run prints what it would do.\n"
+    "  check   prints every difference, or 'ok: N topics as configured'. --json for a document.\n"
+    "  --timeout SECONDS   per Kafka request (default 10)\n"
+    "  exit: 0 as configured (apply: everything fixed), 1 differences left or Kafka error,\n"
+    "        2 usage or config error\n";
+
+int usage_error(CliIo& io, const std::string& message) {
+  io.err << "hookrelay topics: " << message << "\n" << kTopicsUsage;
+  return kExitUsage;
+}
+
+std::string join_configs(const std::map<std::string, std::string>& configs) {
+  std::string out;
+  for (const auto& [k, v] : configs) out += (out.empty() ? "" : " ") + k + "=" + v;
+  return out;
+}
+
+struct Target {
+  Config config;
+  std::vector<TopicSpec> desired;
+  std::set<std::string> config_names;
+};
+
+Result<Target> resolve_target(const ParsedArgs& args, const CliIo& io) {
+  auto loaded = load_cli_config(args, io);
+  if (!loaded) return Unexpected{loaded.error()};
+  auto kafka = resolve_kafka(args, io);
+  if (!kafka) return Unexpected{kafka.error()};
+  Target t;
+  if (*loaded) t.config = std::move(**loaded);
+  t.config.kafka = std::move(*kafka);
+  t.desired = desired_topics(t.config);
+  for (const auto& spec : t.desired) {
+    for (const auto& [k, v] : spec.configs) t.config_names.insert(k);
+  }
+  return t;
+}
+
+std::vector<std::string> names_of(const std::vector<TopicSpec>& specs) {
+  std::vector<std::string> out;
+  for (const auto& s : specs) out.push_back(s.name);
+  return out;
+}
+
+nlohmann::json drift_json(const TopicDrift& d) {
+  return {{"topic", d.topic}, {"property", d.property}, {"wanted", d.wanted},
+          {"found", d.found}, {"fixable", d.fixable},   {"message", d.message}};
+}
+
+int topics_check(const Target& target, KafkaAdmin& admin, const ParsedArgs& args, CliIo& io) {
+  auto observed = admin.describe(names_of(target.desired), target.config_names);
+  if (!observed) return report_error(io, "topics check", observed.error());
+  const auto drifts = diff_topics(target.desired, *observed);
+  if (args.has("--json")) {
+    nlohmann::json doc = {{"ok", drifts.empty()}, {"topics", target.desired.size()},
+                          {"bootstrap", target.config.kafka.bootstrap_servers}, {"drifts", nlohmann::json::array()}};
+    for (const auto& d : drifts) doc["drifts"].push_back(drift_json(d));
+    io.out << json_text(doc, 2) << "\n";
+  } else if (drifts.empty()) {
+    io.out << "ok: " << target.desired.size() << " topics as configured\n";
+  } else {
+    for (const auto& d : drifts) io.out << d.message << "\n";
+    io.out << drifts.size() << " difference(s) in " << target.desired.size()
+           << " topics; `hookrelay topics apply` fixes those it can\n";
+  }
+  return drifts.empty() ? kExitOk : kExitFailed;
+}
+
+// One Admin API step of apply: its line for the dry run, and what it does.
+struct Action {
+  std::string plan;    // "create hookrelay.dlq: ..."
+  std::string done;    // "created hookrelay.dlq: ..."
+  std::function<Result<void>()> run;
+};
+
+std::vector<Action> actions_for(const std::vector<TopicSpec>& desired, const std::vector<TopicDrift>& drifts,
+                                KafkaAdmin& admin) {
+  std::vector<Action> out;
+  for (const auto& spec : desired) {
+    std::map<std::string, std::string> configs;
+    std::string changes;
+    for (const auto& d : drifts) {
+      if (d.topic != spec.name) continue;
+      switch (d.kind) {
+        case DriftKind::kMissing: {
+          std::string what = spec.name + ": " + std::to_string(spec.partitions) + " partitions, replication factor " +
+                             std::to_string(spec.replication_factor) + ", " + join_configs(spec.configs);
+          out.push_back({"create " + what, "created " + what, [&admin, &spec] { return admin.create_topic(spec); }});
+          break;
+        }
+        case DriftKind::kFewerPartitions: {
+          std::string what = spec.name + " partitions from " + d.found + " to " + d.wanted;
+          out.push_back({"raise " + what, "raised " + what,
+                         [&admin, &spec] { return admin.raise_partitions(spec.name, spec.partitions); }});
+          break;
+        }
+        case DriftKind::kConfig:
+          configs[d.property] = d.wanted;
+          changes += (changes.empty() ? "" : ", ") + d.property + "=" + d.wanted + " (was " + d.found + ")";
+          break;
+        case DriftKind::kMorePartitions:
+        case DriftKind::kReplicationFactor:
+          break;  // reported by the caller
+      }
+    }
+    if (!configs.empty()) {
+      std::string what = spec.name + " " + changes;
+      out.push_back({"set " + what, "set " + what,
+                     [&admin, name = spec.name, configs] { return admin.set_configs(name, configs); }});
+    }
+  }
+  return out;
+}
+
+int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args, CliIo& io) {
+  auto observed = admin.describe(names_of(target.desired), target.config_names);
+  if (!observed) return report_error(io, "topics apply", observed.error());
+  const auto drifts = diff_topics(target.desired, *observed);
+  if (drifts.empty()) {
+    io.out << "ok: " << target.desired.size() << " topics as configured, nothing to do\n";
+    return kExitOk;
+  }
+  const bool dry_run = args.has("--dry-run");
+  int failed = 0;
+  for (const auto& action : actions_for(target.desired, drifts, admin)) {
+    if (dry_run) {
+      io.out << "would " << action.plan << "\n";
+      continue;
+    }
+    if (auto r = action.run(); !r) {
+      io.out << "failed to " << action.plan << ": " << r.error().message << "\n";
+      ++failed;
+    } else {
+      io.out << action.done << "\n";
+    }
+  }
+  int left = 0;
+  for (const auto& d : drifts) {
+    if (d.fixable) continue;
+    io.out << "left as is: " << d.message << "\n";
+    ++left;
+  }
+  if (dry_run) return kExitOk;
+  if (failed > 0) io.err << "hookrelay topics apply: " << failed << " action(s) failed\n";
+  return failed > 0 || left > 0 ? kExitFailed : kExitOk;
+}
+
+}  // namespace
+
+int run_topics(const Args& args, CliIo& io) {
+  ParsedArgs parsed;
+  int rc = parse_or_help(args,
+                         {kConfigOption, kBootstrapOption, kJsonOption, {"--dry-run", false}, {"--timeout", true}},
+                         kTopicsUsage, "topics", io, parsed);
+  if (rc != kContinue) return rc;
+  const auto& pos = parsed.positionals();
+  if (pos.size() != 1 || (pos[0] != "apply" && pos[0] != "check")) {
+    return usage_error(io, "expected the subcommand 'apply' or 'check'");
+  }
+  const std::string command = "topics " + pos[0];
+  if (pos[0] == "check" && parsed.has("--dry-run")) return usage_error(io, "--dry-run applies to apply only");
+  if (pos[0] == "apply" && parsed.has("--json")) return usage_error(io, "--json applies to check only");
+  auto seconds = parse_int_arg(parsed.value_or("--timeout", "10"), 1, 600, "--timeout");
+  if (!seconds) return usage_error(io, seconds.error().message);
+  auto target = resolve_target(parsed, io);
+  if (!target) return report_error(io, command, target.error());
+  auto admin = KafkaAdmin::create(target->config.kafka, std::chrono::seconds(*seconds));
+  if (!admin) return report_error(io, command, admin.error());
+  return pos[0] == "check" ? topics_check(*target, **admin, parsed, io) : topics_apply(*target, **admin, parsed, io);
+}
+
+}  // namespace hookrelay::cli

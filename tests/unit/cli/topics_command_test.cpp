@@ -1,0 +1,61 @@
+// `hookrelay topics apply|check` without a cluster: usage and config errors (exit 2), and a
+// clear error when Kafka does not answer (exit 1). The real-Kafka test is tests/kafka/topics_test.cpp.
+#include <gtest/gtest.h>
+
+#include "cli/cli_context.h"
+#include "tests/unit/cli/cli_test_io.h"
+
+namespace hookrelay::cli {
+namespace {
+
+using testing::TempFile;
+using testing::TestIo;
+
+TEST(TopicsCommand, NeedsApplyOrCheck) {
+  TestIo t;
+  EXPECT_EQ(t.run({"topics"}), kExitUsage);
+  EXPECT_NE(t.err.str().find("expected the subcommand 'apply' or 'check'"), std::string::npos) << t.err.str();
+  TestIo other;
+  EXPECT_EQ(other.run({"topics", "create"}), kExitUsage);
+}
+
+TEST(TopicsCommand, OptionsOfTheOtherSubcommandAreUsageErrors) {
+  TestIo t;
+  EXPECT_EQ(t.run({"topics", "check", "--dry-run", "--bootstrap", "127.0.0.1:1"}), kExitUsage);
+  TestIo u;
+  EXPECT_EQ(u.run({"topics", "apply", "--json", "--bootstrap", "127.0.0.1:1"}), kExitUsage);
+  TestIo v;
+  EXPECT_EQ(v.run({"topics", "check", "--timeout", "0", "--bootstrap", "127.0.0.1:1"}), kExitUsage);
+}
+
+TEST(TopicsCommand, HelpDescribesBothSubcommands) {
+  TestIo t;
+  EXPECT_EQ(t.run({"help", "topics"}), kExitOk);
+  EXPECT_NE(t.out.str().find("topics apply|check"), std::string::npos);
+  EXPECT_NE(t.out.str().find("--dry-run"), std::string::npos);
+}
+
+TEST(TopicsCommand, AnInvalidTopicsSectionIsAConfigErrorNamingTheField) {
+  TempFile file("topics: { replication_factor: 2, min_insync_replicas: 2 }\n");
+  TestIo t;
+  EXPECT_EQ(t.run({"topics", "check", "--config", file.path(), "--bootstrap", "127.0.0.1:1"}), kExitUsage);
+  EXPECT_NE(t.err.str().find("topics.min_insync_replicas"), std::string::npos) << t.err.str();
+}
+
+TEST(TopicsCommand, NoBrokersNamedIsAUsageError) {
+  TestIo t;
+  EXPECT_EQ(t.run({"topics", "check"}), kExitUsage);
+  EXPECT_NE(t.err.str().find("no Kafka brokers"), std::string::npos) << t.err.str();
+}
+
+TEST(TopicsCommand, UnreachableKafkaIsAClearErrorWithinTheTimeout) {
+  TestIo t;
+  EXPECT_EQ(t.run({"topics", "check", "--bootstrap", "127.0.0.1:1", "--timeout", "1"}), kExitFailed);
+  EXPECT_NE(t.err.str().find("hookrelay topics check: Kafka at 127.0.0.1:1 did not answer within 1 s"),
+            std::string::npos)
+      << t.err.str();
+  EXPECT_EQ(t.out.str(), "");
+}
+
+}  // namespace
+}  // namespace hookrelay::cli
