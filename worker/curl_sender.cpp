@@ -6,11 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "shared/log.h"
@@ -262,7 +263,9 @@ void CurlSender::run() {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
   std::vector<std::unique_ptr<Transfer>> fresh;
-  std::unordered_set<Transfer*> active;  // added to a multi handle, not yet finished
+  // Added to a multi handle, not yet finished: owned here (curl's CURLOPT_PRIVATE carries the
+  // key back), so a transfer can only be freed by taking it out.
+  std::unordered_map<Transfer*, std::unique_ptr<Transfer>> active;
   // Finished easy handles, reset and ready: creating one per delivery showed up in profiles.
   std::vector<CURL*> idle;
   constexpr std::size_t kMaxIdle = 1024;
@@ -276,9 +279,14 @@ void CurlSender::run() {
   auto complete = [&](CURLM* multi, CURLMsg* msg) {
     char* priv = nullptr;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-    std::unique_ptr<Transfer> t(reinterpret_cast<Transfer*>(priv));
-    active.erase(t.get());
+    auto node = active.extract(reinterpret_cast<Transfer*>(priv));
     curl_multi_remove_handle(multi, msg->easy_handle);
+    if (node.empty()) {
+      // curl reports each transfer done once; anything else is a broken invariant.
+      spdlog::critical("msg=curl_done_for_unknown_transfer");
+      std::abort();
+    }
+    std::unique_ptr<Transfer> t = std::move(node.mapped());
     auto recycle = [&idle](Transfer& done) {
       if (idle.size() >= kMaxIdle) return;
       CURL* e = done.take_easy();
@@ -365,8 +373,8 @@ void CurlSender::run() {
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
       t->shard = next_shard++ % loops.size();
       curl_multi_add_handle(loops[t->shard].multi, e);
-      active.insert(t.get());
-      (void)t.release();  // owned through CURLOPT_PRIVATE until completion
+      Transfer* key = t.get();
+      active.emplace(key, std::move(t));
     }
     fresh.clear();
 
@@ -379,8 +387,7 @@ void CurlSender::run() {
     if (stopping) {
       // The owner already waited as long as it wanted to; what is left is abandoned (its
       // message's offset is not stored, so it is replayed later).
-      for (Transfer* raw : active) {
-        std::unique_ptr<Transfer> t(raw);
+      for (auto& [key, t] : active) {
         curl_multi_remove_handle(loops[t->shard].multi, t->easy);
         finish(std::move(t), shutting_down_result());
       }
