@@ -241,7 +241,8 @@ nlohmann::json to_json(const DlqMessage& m) {
 void print_dlq_message(std::ostream& out, const DlqMessage& m) {
   out << "dlq message " << kDlqTopic << "/" << m.partition << "@" << m.offset << " at "
       << format_time(m.timestamp_ms) << ", " << m.value.size() << " body bytes\n";
-  for (const auto& h : m.headers) out << "  " << h.name << ": " << one_line(h.value, 200) << "\n";
+  // Names come from whoever wrote to the topic, like values: no control bytes reach the terminal.
+  for (const auto& h : m.headers) out << "  " << one_line(h.name, 200) << ": " << one_line(h.value, 200) << "\n";
 }
 
 }  // namespace hookrelay::cli

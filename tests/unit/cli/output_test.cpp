@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "cli/dlq_reader.h"
+#include "shared/json_writer.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -101,6 +105,23 @@ TEST(ProgressPrinter, QuietForTheFirstIntervalThenOncePerIntervalAndAFinalLine) 
   q.update("1");
   q.finish("done");
   EXPECT_EQ(quick.str(), "");  // finished within the first interval: nothing to show
+}
+
+// Header names and values of a DLQ message come from whoever wrote to the topic: printed as
+// text they carry no control bytes (an escape sequence or CR/LF) to the terminal, and as JSON
+// they are valid UTF-8.
+TEST(DlqMessageOutput, ControlBytesNeverReachTheTerminal) {
+  DlqMessage m;
+  m.partition = 1;
+  m.offset = 2;
+  m.headers = {{"x-\x1b[31mred\r\n", "v\x1b]0;title\x07\xff"}};
+  std::ostringstream text;
+  print_dlq_message(text, m);
+  for (char c : text.str()) {
+    if (c == '\n') continue;
+    EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << "control byte " << int(c) << " in " << text.str();
+  }
+  EXPECT_TRUE(nlohmann::json::accept(json_text(to_json(m))));
 }
 
 }  // namespace
