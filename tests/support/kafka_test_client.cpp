@@ -213,17 +213,22 @@ Result<std::map<std::string, int>> topic_partitions(const std::string& bootstrap
   return out;
 }
 
-Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap, const std::string& topic,
-                                                 std::size_t expected_count,
-                                                 std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
+namespace {
+
+// A consumer outside any group's offsets, assigned every partition of `topic` from offset 0.
+struct TopicReader {
+  KafkaHandle handle;
+  int partitions = 0;
+};
+
+Result<TopicReader> read_from_beginning(const std::string& bootstrap, const std::string& topic,
+                                        std::chrono::milliseconds timeout) {
   auto partitions = topic_partitions(bootstrap, timeout);
   if (!partitions) return Unexpected{partitions.error()};
   const auto found = partitions->find(topic);
   if (found == partitions->end()) return fail("unknown_topic", "no topic '" + topic + "' in metadata");
-
   auto conf = make_conf(bootstrap,
-                        {{"group.id", "hr-test-consume-all-" + random_suffix()},
+                        {{"group.id", "hr-test-reader-" + random_suffix()},
                          {"enable.auto.commit", "false"}, {"enable.auto.offset.store", "false"}},
                         {});
   if (!conf) return Unexpected{conf.error()};
@@ -236,9 +241,21 @@ Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap, c
   if (const auto err = rd_kafka_assign(handle->get(), list.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return Unexpected{kafka_error(err, "assign")};
   }
+  return TopicReader{std::move(*handle), found->second};
+}
+
+}  // namespace
+
+Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap, const std::string& topic,
+                                                 std::size_t expected_count,
+                                                 std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto reader = read_from_beginning(bootstrap, topic, timeout);
+  if (!reader) return Unexpected{reader.error()};
+  auto& handle = reader->handle;
   std::vector<ConsumedMessage> out;
   while (out.size() < expected_count && Clock::now() < deadline) {
-    rd_kafka_message_t* m = rd_kafka_consumer_poll(handle->get(), 50);
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(handle.get(), 50);
     if (m == nullptr) continue;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) out.push_back(to_consumed(m));
     rd_kafka_message_destroy(m);
@@ -249,38 +266,25 @@ Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap, c
 Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap, const std::string& topic,
                                                     std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  auto partitions = topic_partitions(bootstrap, timeout);
-  if (!partitions) return Unexpected{partitions.error()};
-  const auto found = partitions->find(topic);
-  if (found == partitions->end()) return fail("unknown_topic", "no topic '" + topic + "' in metadata");
-  auto conf = make_conf(bootstrap,
-                        {{"group.id", "hr-test-consume-to-end-" + random_suffix()},
-                         {"enable.auto.commit", "false"}, {"enable.auto.offset.store", "false"}},
-                        {});
-  if (!conf) return Unexpected{conf.error()};
-  auto handle = make_handle(RD_KAFKA_CONSUMER, std::move(*conf));
-  if (!handle) return Unexpected{handle.error()};
-  std::vector<int64_t> end(static_cast<std::size_t>(found->second), 0);
+  auto reader = read_from_beginning(bootstrap, topic, timeout);
+  if (!reader) return Unexpected{reader.error()};
+  auto& handle = reader->handle;
+  std::vector<int64_t> end(static_cast<std::size_t>(reader->partitions), 0);
   std::size_t remaining = 0;
-  PartitionList list(rd_kafka_topic_partition_list_new(found->second));
-  for (int p = 0; p < found->second; ++p) {
+  for (int p = 0; p < reader->partitions; ++p) {
     int64_t low = 0, high = 0;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    auto err = rd_kafka_query_watermark_offsets(handle->get(), topic.c_str(), p, &low, &high,
+    auto err = rd_kafka_query_watermark_offsets(handle.get(), topic.c_str(), p, &low, &high,
                                                 static_cast<int>(std::max<int64_t>(left, 1)));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(err, "watermarks")};
     end[static_cast<std::size_t>(p)] = high;
     if (high > low) ++remaining;
-    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-  }
-  if (const auto err = rd_kafka_assign(handle->get(), list.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return Unexpected{kafka_error(err, "assign")};
   }
   std::vector<ConsumedMessage> out;
   while (remaining > 0) {
     if (Clock::now() >= deadline) return fail("timeout", "read " + std::to_string(out.size()) + " messages of " + topic +
                                                              "; partitions not read to their end: " + std::to_string(remaining));
-    rd_kafka_message_t* m = rd_kafka_consumer_poll(handle->get(), 50);
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(handle.get(), 50);
     if (m == nullptr) continue;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       auto p = static_cast<std::size_t>(m->partition);
