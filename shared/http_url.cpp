@@ -6,6 +6,8 @@
 #include <charconv>
 #include <memory>
 
+#include "shared/utf8.h"
+
 namespace hookrelay {
 namespace {
 
@@ -64,6 +66,17 @@ Result<HttpUrl> parse_http_url(std::string_view text) {
   auto port = part(u.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
   auto whole = part(u.get(), CURLUPART_URL);
   if (!port || !whole) return invalid("is not a valid URL");
+
+  // curl decodes a percent-encoded host ("%bb", "%0a"): what it would connect to must be text
+  // that every later stage (JSON envelope, headers, logs) carries unchanged.
+  for (std::string_view part_text : {std::string_view(host.get()), std::string_view(whole.get())}) {
+    for (std::size_t i = 0; i < part_text.size();) {
+      std::size_t n = utf8_sequence_length(part_text, i);
+      auto c = static_cast<unsigned char>(part_text[i]);
+      if (n == 0 || c < 0x20 || c == 0x7f) return invalid("has a host that decodes to control bytes or invalid UTF-8");
+      i += n;
+    }
+  }
 
   HttpUrl out;
   out.scheme = std::move(scheme);

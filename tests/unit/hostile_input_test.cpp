@@ -69,6 +69,11 @@ TEST(HttpUrl, RefusesWhatCurlWouldGuessAt) {
     }
   }
   EXPECT_FALSE(parse_http_url(std::string("http://a\0.example.com/", 22))) << "a NUL would hide the rest from curl";
+  // Found by the call_request fuzzer: curl decodes the host, and the decoded byte did not
+  // survive the JSON envelope, so the worker would have called another host.
+  EXPECT_FALSE(parse_http_url("http://example.co%bb/x"));
+  EXPECT_FALSE(parse_http_url("http://exa%0amle.com/x"));
+  EXPECT_TRUE(parse_http_url("http://b\xc3\xbc" "cher.example/x")) << "UTF-8 host names stay allowed";
 }
 
 TEST(CallRequest, UrlsAreStoredAsCurlNormalisesThem) {
