@@ -154,7 +154,8 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
     // The state condition makes concurrent replays of one delivery succeed exactly once.
     auto rows =
         tx.exec_params(std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
-                                   " lease_until = NULL, completed_at = NULL, updated_at = now()"
+                                   " lease_until = NULL, lease_token = NULL, completed_at = NULL,"
+                                   " updated_at = now()"
                                    " WHERE delivery_key = $1 AND state = 'dead' RETURNING ") +
                            kDeliveryColumns,
                        key);

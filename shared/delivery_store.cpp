@@ -16,4 +16,8 @@ const char* claim_status_name(ClaimStatus status) {
   return "unknown";
 }
 
+int64_t make_lease_token(uint32_t run, uint32_t seq) {
+  return static_cast<int64_t>((uint64_t{run} << 32) | seq);
+}
+
 }  // namespace hookrelay

@@ -26,13 +26,21 @@ struct DeliveryRef {
   std::string url;
   std::string origin_topic;   // topic the message was first produced to
   int64_t first_seen_ms = 0;  // when ingest received it; 0 = now
+  // This claim's fencing token: unique per claim. Its high 32 bits name the worker's run (a
+  // process start), the low 32 count claims within it (make_lease_token). See claim().
+  int64_t lease_token = 0;
 };
+
+// A token for one claim: `run` names this process's run of the worker (random at start),
+// `seq` counts its claims.
+int64_t make_lease_token(uint32_t run, uint32_t seq);
 
 enum class ClaimStatus {
   kClaimed,           // this worker holds the lease: deliver it
   kAlreadySucceeded,  // done before: skip, it is a duplicate
   kAlreadyDead,       // in the DLQ: skip until an operator replays it
-  kLeasedElsewhere,   // another worker holds an unexpired lease: do not deliver now
+  kLeasedElsewhere,   // another attempt holds an unexpired lease (another worker's, or
+                      // another copy of the message in this worker): do not deliver now
 };
 
 const char* claim_status_name(ClaimStatus status);
@@ -46,6 +54,7 @@ struct AttemptRecord {
   std::string outcome;     // "succeeded" | "retryable" | "permanent"
   std::string error;       // empty on success
   std::string next_state;  // "succeeded" | "retrying" | "dead"
+  int64_t lease_token = 0;  // the token of the claim this attempt was made under
 };
 
 struct InboundEventRecord {
@@ -62,18 +71,25 @@ class DeliveryStore {
  public:
   virtual ~DeliveryStore() = default;
 
-  // Claims each delivery for `worker_id` for `lease_seconds`, unless it already succeeded, is
-  // dead, or another worker holds an unexpired lease. The same worker may re-claim its own lease
-  // (redelivered message). Statuses come back in input order; a key repeated in the batch gets
-  // the same status at every position.
+  // Claims each delivery for `worker_id` for `lease_seconds` under the ref's lease_token, unless
+  // it already succeeded, is dead, or an unexpired lease is held by another attempt. A claim is
+  // exclusive per attempt: a lease held by this same run of the worker (same worker_id, same
+  // high 32 bits of the token) is not taken again, so two copies of one message never both
+  // deliver. A lease held under `worker_id` by an earlier run (the process restarted) is taken
+  // at once: worker ids are unique among live workers. Statuses come back in input order; a key
+  // repeated in the batch gets the same status at every position (one claim, the first ref's
+  // token).
   virtual Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& deliveries,
                                                  const std::string& worker_id,
                                                  int lease_seconds) = 0;
 
   // Stores one audit row per record and moves each delivery to its record's next_state
-  // (attempts, last_* columns; the lease is given back). "succeeded" is final: a later success
-  // for the same key is stored with outcome "duplicate_success", so each key has at most one
-  // "succeeded" attempt row, and later failures do not move it out of "succeeded".
+  // (attempts, last_* columns; the lease is given back) when the record's lease_token still
+  // holds the lease; an attempt whose lease was taken over (it outlived the lease) is only
+  // audited, and the lease's holder decides the state. "succeeded" is final and always wins: the
+  // first success moves the delivery whatever the lease, a later success for the same key is
+  // stored with outcome "duplicate_success", so each key has at most one "succeeded" attempt
+  // row, and later failures do not move it out of "succeeded".
   virtual Result<void> record(const std::vector<AttemptRecord>& attempts,
                               const std::string& worker_id) = 0;
 

@@ -24,43 +24,50 @@ namespace {
 // scans off (prepare_connection), which leaves the index path as the only one, and then a plan
 // made once per connection is as good as any: no statement is planned again per batch.
 
-// Claim: insert new deliveries, or take over ones whose lease is free, expired or already ours.
-// A row that cannot be claimed is still "updated" to itself, which is what makes RETURNING report
-// it, with the state and lease that decided. ON CONFLICT waits for a concurrent inserter of the
-// same key to commit and then sees its row, so two workers never both claim one delivery.
+// Claim: insert new deliveries, or take over ones whose lease is free, expired, or held under
+// this worker id by an earlier run of the process (the token's high 32 bits differ). A lease held
+// by this run is not taken again: each claim is one attempt's, so a second copy of a message
+// waits for the first attempt instead of racing it. A row that cannot be claimed is still
+// "updated" to itself, which is what makes RETURNING report it, with the state and lease that
+// decided; the caller reads its own token back from the claims it won. ON CONFLICT waits for a concurrent inserter of the same key to commit and then sees
+// its row, so two claims never both hold one delivery.
 constexpr const char* kClaimSql = R"SQL(
 INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
-    origin_topic, state, attempts, lease_owner, lease_until, first_seen_at)
+    origin_topic, state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
 SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, ''), 'in_flight',
-       0, $9::text, now() + make_interval(secs => $10::int),
+       0, $9::text, now() + make_interval(secs => $10::int), token,
        CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bigint[])
-     AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms)
+            $8::bigint[], $11::bigint[])
+     AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
 ORDER BY key
 ON CONFLICT (delivery_key) DO UPDATE SET
-  (state, lease_owner, lease_until, updated_at) = (
+  (state, lease_owner, lease_until, lease_token, updated_at) = (
     SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
            CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
            CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
+           CASE WHEN claimable THEN EXCLUDED.lease_token ELSE d.lease_token END,
            CASE WHEN claimable THEN now() ELSE d.updated_at END
     FROM (SELECT d.state NOT IN ('succeeded', 'dead')
                  AND (d.lease_until IS NULL OR d.lease_until < now()
-                      OR d.lease_owner = EXCLUDED.lease_owner) AS claimable) c)
-RETURNING d.delivery_key,
-          d.state NOT IN ('succeeded', 'dead') AND d.lease_owner IS NOT DISTINCT FROM $9::text,
-          d.state
+                      OR (d.lease_owner = EXCLUDED.lease_owner
+                          AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32)))
+                 AS claimable) c)
+RETURNING d.delivery_key, d.state, d.lease_token
 )SQL";
 
-// Record: one row per key (the caller splits batches that repeat a key). 'succeeded' is final:
-// the UPDATE skips such rows, and under READ COMMITTED a concurrent recorder of the same key
-// waits for the first to commit and then re-checks, so of two successes for one key exactly one
-// changes the row; the other attempt is stored as 'duplicate_success'.
+// Record: one row per key (the caller splits batches that repeat a key). An attempt moves the
+// delivery only while its claim's token holds the lease: an attempt that outlived its lease and
+// was taken over is audited, and the new holder decides the state. 'succeeded' is the exception
+// both ways: the first success moves the row whoever holds the lease (the call did succeed), and
+// the UPDATE skips rows already succeeded. Under READ COMMITTED a concurrent recorder of the same
+// key waits for the first to commit and then re-checks, so of two successes for one key exactly
+// one changes the row; the other attempt is stored as 'duplicate_success'.
 constexpr const char* kRecordSql = R"SQL(
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[],
-                       $7::text[], $8::text[])
-       AS r(key, attempt, started_ms, duration_ms, http_status, outcome, error, next_state)
+                       $7::text[], $8::text[], $10::bigint[])
+       AS r(key, attempt, started_ms, duration_ms, http_status, outcome, error, next_state, token)
 ),
 upd AS (
   UPDATE deliveries d SET
@@ -71,13 +78,16 @@ upd AS (
     last_status = nullif(r.http_status, 0),
     last_error = nullif(r.error, ''),
     completed_at = CASE WHEN r.next_state IN ('succeeded', 'dead') THEN now() END,
-    lease_owner = CASE WHEN d.lease_owner = $9::text OR r.next_state IN ('succeeded', 'dead')
+    lease_owner = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_owner END,
-    lease_until = CASE WHEN d.lease_owner = $9::text OR r.next_state IN ('succeeded', 'dead')
+    lease_until = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_until END,
+    lease_token = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
+                       THEN NULL ELSE d.lease_token END,
     updated_at = now()
   FROM input r
   WHERE d.delivery_key = r.key AND d.state <> 'succeeded'
+    AND (d.lease_token IS NOT DISTINCT FROM r.token OR r.next_state = 'succeeded')
   RETURNING d.delivery_key
 )
 INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,
@@ -108,14 +118,15 @@ SELECT count(*) FROM ins
 )SQL";
 
 constexpr const char* kReleaseSql = R"SQL(
-UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, updated_at = now()
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
+    updated_at = now()
 WHERE delivery_key = ANY ($1::text[])
   AND lease_owner = $2::text
 )SQL";
 
-void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 8>& p,
+void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 9>& p,
                  const std::string& worker_id) {
-  tx.exec_prepared("hr_record", p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], worker_id);
+  tx.exec_prepared("hr_record", p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], worker_id, p[8]);
 }
 
 ClaimStatus status_from_state(const pqxx::field& state) {
@@ -147,7 +158,8 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
   // ON CONFLICT DO UPDATE may not touch a row twice in one statement: send each key once.
   std::map<std::string, const DeliveryRef*> unique;
   for (const DeliveryRef& d : deliveries) unique.emplace(d.key, &d);
-  PgArrayLiteral keys, kinds, sources, event_ids, destinations, urls, origin_topics, first_seen;
+  PgArrayLiteral keys, kinds, sources, event_ids, destinations, urls, origin_topics, first_seen,
+      tokens;
   for (const auto& [key, d] : unique) {
     keys.add(key);
     kinds.add(d->kind);
@@ -157,20 +169,24 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
     urls.add(d->url);
     origin_topics.add(d->origin_topic);
     first_seen.add(d->first_seen_ms);
+    tokens.add(d->lease_token);
   }
-  const std::array<std::string, 8> params = {
-      std::move(keys).take(),         std::move(kinds).take(),        std::move(sources).take(),
-      std::move(event_ids).take(),    std::move(destinations).take(), std::move(urls).take(),
-      std::move(origin_topics).take(), std::move(first_seen).take()};
+  const std::array<std::string, 9> params = {
+      std::move(keys).take(),          std::move(kinds).take(),        std::move(sources).take(),
+      std::move(event_ids).take(),     std::move(destinations).take(), std::move(urls).take(),
+      std::move(origin_topics).take(), std::move(first_seen).take(),   std::move(tokens).take()};
   return pg_.run("claim", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     pqxx::result rows = tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3],
                                          params[4], params[5], params[6], params[7], worker_id,
-                                         lease_seconds);
+                                         lease_seconds, params[8]);
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
-      by_key[row[0].as<std::string>()] =
-          row[1].as<bool>() ? ClaimStatus::kClaimed : status_from_state(row[2]);
+      std::string key = row[0].as<std::string>();
+      // Won: the row is not final and holds this claim's own token.
+      bool won = row[1].as<std::string>() != "succeeded" && row[1].as<std::string>() != "dead" &&
+                 !row[2].is_null() && row[2].as<int64_t>() == unique.at(key)->lease_token;
+      by_key[key] = won ? ClaimStatus::kClaimed : status_from_state(row[1]);
     }
     std::vector<ClaimStatus> out;
     out.reserve(deliveries.size());
@@ -192,7 +208,7 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
     if (round == rounds.size()) rounds.emplace_back();
     rounds[round].push_back(&a);
   }
-  std::vector<std::array<std::string, 8>> params;
+  std::vector<std::array<std::string, 9>> params;
   for (auto& round : rounds) {
     // Key order: the plan walks the batch (a nested loop over it: sequential scans are off), so
     // two workers recording overlapping batches lock rows in the same order. A lock-order
@@ -200,7 +216,7 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
     // in an outage.
     std::sort(round.begin(), round.end(),
               [](const AttemptRecord* a, const AttemptRecord* b) { return a->key < b->key; });
-    PgArrayLiteral keys, attempt, started, duration, status, outcome, error, next_state;
+    PgArrayLiteral keys, attempt, started, duration, status, outcome, error, next_state, tokens;
     for (const AttemptRecord* a : round) {
       keys.add(a->key);
       attempt.add(int64_t{a->attempt});
@@ -210,11 +226,12 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
       outcome.add(a->outcome);
       error.add(a->error);
       next_state.add(a->next_state);
+      tokens.add(a->lease_token);
     }
     params.push_back({std::move(keys).take(), std::move(attempt).take(), std::move(started).take(),
                       std::move(duration).take(), std::move(status).take(),
                       std::move(outcome).take(), std::move(error).take(),
-                      std::move(next_state).take()});
+                      std::move(next_state).take(), std::move(tokens).take()});
   }
   return pg_.run("record", [&](pqxx::connection& c) {
     if (params.size() == 1) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <random>
 
 #include "shared/crypto.h"
 #include "shared/log.h"
@@ -25,6 +26,7 @@ struct Worker::Job {
   std::string host;
   bool holds_slot = false;   // counted in HostConcurrency
   bool holds_key = false;    // the entry in local_keys_ is this job's
+  int64_t lease_token = 0;   // its claim's fencing token (also in record.lease_token)
   int64_t started_ms = 0;
   AttemptRecord record;
   AttemptHistory history;
@@ -60,6 +62,7 @@ Worker::Worker(WorkerDeps deps)
       config_(*d_.config),
       breaker_({d_.config->worker.breaker_failure_threshold, d_.config->worker.breaker_cooldown_ms}, d_.now_ms),
       concurrency_(d_.config->worker.per_host_max_in_flight) {
+  run_id_ = d_.run_id != 0 ? d_.run_id : std::max(1u, static_cast<uint32_t>(std::random_device{}()));
   if (!d_.record_store) d_.record_store = d_.store;
   if (!d_.inbound_store) d_.inbound_store = d_.store;
   claim_lane_ = std::make_unique<DbLane>(d_.threaded_db);
@@ -261,8 +264,13 @@ void Worker::flush_claims(int64_t now) {
   auto refs = std::make_shared<std::vector<DeliveryRef>>();
   refs->reserve(claiming_.size());
   for (const auto& j : claiming_) {
+    // Every claim has a token of its own, so a claim is one attempt's: see DeliveryStore::claim.
+    // A claim sent again after a failed round trip keeps its token: if the first one did commit,
+    // the lease it took is found holding this token and the claim is won, not refused.
+    if (j->lease_token == 0) j->lease_token = make_lease_token(run_id_, ++claim_seq_);
+    j->record.lease_token = j->lease_token;
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
-                     j->d.received_at_ms});
+                     j->d.received_at_ms, j->lease_token});
   }
   claim_lane_->submit([this, refs] {
     Event e;

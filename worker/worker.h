@@ -59,7 +59,8 @@ struct WorkerDeps {
   WorkerMetrics* metrics = nullptr;
   std::function<int64_t()> now_ms;  // Unix milliseconds
   std::function<double()> rand01;   // uniform in [0, 1)
-  std::string worker_id;
+  std::string worker_id;      // unique among live workers (it owns their leases)
+  uint32_t run_id = 0;        // names this run of the process in lease tokens; 0 = random
 };
 
 class Worker {
@@ -169,6 +170,8 @@ class Worker {
   std::condition_variable cv_;
   std::vector<Event> events_;
 
+  uint32_t run_id_ = 0;     // high half of every lease token this process claims with
+  uint32_t claim_seq_ = 0;  // low half: one per claim
   bool db_down_ = false;
   int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group
   int64_t db_retry_at_ = 0;

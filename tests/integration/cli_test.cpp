@@ -149,8 +149,12 @@ class CliViewsTest : public ::testing::Test {
                                "w1", 60);
     ASSERT_TRUE(claimed) << claimed.error().message;
     auto recorded = store.record(
-        {AttemptRecord{"wh:github:e1:ci", 1, t_ - 2000, 30, 503, "retryable", "HTTP 503: unavailable", "retrying"},
-         AttemptRecord{"wh:github:e1:ci", 2, t_ - 1000, 40, 400, "permanent", "HTTP 400: bad request", "dead"},
+        {AttemptRecord{"wh:github:e1:ci", 1, t_ - 2000, 30, 503, "retryable", "HTTP 503: unavailable", "retrying"}}, "w1");
+    ASSERT_TRUE(recorded) << recorded.error().message;
+    claimed = store.claim({ref("wh:github:e1:ci", "github", "e1", "ci")}, "w1", 60);  // each attempt its own claim
+    ASSERT_TRUE(claimed) << claimed.error().message;
+    recorded = store.record(
+        {AttemptRecord{"wh:github:e1:ci", 2, t_ - 1000, 40, 400, "permanent", "HTTP 400: bad request", "dead"},
          AttemptRecord{"wh:github:e1:deploy", 1, t_ - 1500, 10, 200, "succeeded", "", "succeeded"},
          AttemptRecord{"wh:stripe:e2:billing", 1, t_, 5000, 0, "permanent", "timeout", "dead"},
          AttemptRecord{"wh:github:e0:ci", 1, t_ - 3600 * 1000, 20, 410, "permanent", "HTTP 410: gone", "dead"}},

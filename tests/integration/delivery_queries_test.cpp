@@ -35,10 +35,17 @@ class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
     ASSERT_TRUE(claimed) << claimed.error().message;
     auto recorded = store.record(
         {AttemptRecord{"gh-e1-ci", 1, t - 2000, 30, 503, "retryable", "unavailable", "retrying"},
-         AttemptRecord{"gh-e1-ci", 2, t - 1000, 40, 400, "permanent", "bad request", "dead"},
          AttemptRecord{"gh-e1-deploy", 1, t - 1500, 10, 200, "succeeded", "", "succeeded"},
          AttemptRecord{"st-e2-billing", 1, t, 5000, 0, "permanent", "timeout", "dead"}},
         "w1");
+    ASSERT_TRUE(recorded) << recorded.error().message;
+    // Each attempt is made under a claim of its own.
+    claimed = store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci",
+                                       "http://127.0.0.1:9/ci", "hookrelay.webhooks", t}},
+                          "w1", 60);
+    ASSERT_TRUE(claimed) << claimed.error().message;
+    recorded = store.record(
+        {AttemptRecord{"gh-e1-ci", 2, t - 1000, 40, 400, "permanent", "bad request", "dead"}}, "w1");
     ASSERT_TRUE(recorded) << recorded.error().message;
     auto inbound = store.record_inbound(
         {InboundEventRecord{"github", "e1", "hookrelay.webhooks", 2, 41, t, "cafe"}});

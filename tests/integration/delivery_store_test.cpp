@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <latch>
+#include <map>
 #include <pqxx/pqxx>
 #include <thread>
 
@@ -45,13 +47,27 @@ class DeliveryStoreTest : public testing::MigratedDatabaseTest {
     store_ = std::make_unique<PostgresDeliveryStore>(db_->url());
   }
 
-  std::vector<ClaimStatus> claim(const std::vector<DeliveryRef>& refs, const std::string& worker,
-                                 int lease_seconds = 60) {
+  // Claims as one run of `worker` would: every claim gets a token of its own (run = the
+  // worker's run number, 0 = its first), remembered per key for record().
+  std::vector<ClaimStatus> claim(std::vector<DeliveryRef> refs, const std::string& worker,
+                                 int lease_seconds = 60, uint32_t run = 0) {
+    uint32_t run_id = static_cast<uint32_t>(std::hash<std::string>{}(worker)) + run;
+    for (auto& ref : refs) {
+      if (ref.lease_token == 0) ref.lease_token = make_lease_token(run_id, ++claims_);
+    }
     auto r = store_->claim(refs, worker, lease_seconds);
     EXPECT_TRUE(r) << r.error().message;
-    return r ? *r : std::vector<ClaimStatus>{};
+    if (!r) return {};
+    for (std::size_t i = 0; i < refs.size(); ++i) {
+      if ((*r)[i] == ClaimStatus::kClaimed) token_[refs[i].key] = refs[i].lease_token;
+    }
+    return *r;
   }
-  void record(const std::vector<AttemptRecord>& records, const std::string& worker = "w1") {
+  // Records under the key's last won claim unless the record names a token.
+  void record(std::vector<AttemptRecord> records, const std::string& worker = "w1") {
+    for (auto& rec : records) {
+      if (rec.lease_token == 0) rec.lease_token = token_[rec.key];
+    }
     auto r = store_->record(records, worker);
     ASSERT_TRUE(r) << r.error().message;
   }
@@ -63,6 +79,8 @@ class DeliveryStoreTest : public testing::MigratedDatabaseTest {
   }
 
   std::unique_ptr<PostgresDeliveryStore> store_;
+  uint32_t claims_ = 0;
+  std::map<std::string, int64_t> token_;
 };
 
 using S = ClaimStatus;
@@ -86,10 +104,52 @@ TEST_F(DeliveryStoreTest, SucceededAndDeadDeliveriesAreNotClaimedAgain) {
             (std::vector<S>{S::kAlreadySucceeded, S::kAlreadyDead}));
 }
 
-TEST_F(DeliveryStoreTest, LeaseBelongsToOneWorkerWhichMayReclaimIt) {
+// A claim is one attempt's: not even the worker holding the lease claims it again while it
+// holds (a second copy of the message must not race the first attempt).
+TEST_F(DeliveryStoreTest, LeaseIsExclusivePerClaimEvenForItsOwnWorker) {
   claim({delivery("k")}, "A");
   EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kLeasedElsewhere}));
-  EXPECT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kClaimed}));  // redelivered to A
+  EXPECT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kLeasedElsewhere}));
+  EXPECT_EQ(db_->scalar("SELECT lease_token FROM deliveries"), std::to_string(token_["k"]));
+}
+
+// A claim whose answer was lost (the round trip failed after the commit) is sent again with the
+// same token, and wins.
+TEST_F(DeliveryStoreTest, ClaimSentAgainWithItsTokenIsWon) {
+  DeliveryRef d = delivery("k");
+  d.lease_token = make_lease_token(7, 1);
+  EXPECT_EQ(claim({d}, "A"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(claim({d}, "A"), (std::vector<S>{S::kClaimed}));
+  d.lease_token = make_lease_token(7, 2);
+  EXPECT_EQ(claim({d}, "A"), (std::vector<S>{S::kLeasedElsewhere}));
+}
+
+// A worker id is unique among live workers, so its lease from an earlier run (the process was
+// killed and started again) is taken back at once instead of after the lease expires.
+TEST_F(DeliveryStoreTest, RestartedWorkerTakesBackItsEarlierRunsLease) {
+  claim({delivery("k")}, "A", 60, /*run=*/0);
+  EXPECT_EQ(claim({delivery("k")}, "A", 60, /*run=*/1), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(claim({delivery("k")}, "B", 60, /*run=*/1), (std::vector<S>{S::kLeasedElsewhere}));
+}
+
+// An attempt that outlived its lease, taken over since, is audited but does not move the
+// delivery: the lease's holder decides. Its success still counts: the call did succeed.
+TEST_F(DeliveryStoreTest, AttemptWhoseLeaseWasTakenOverDoesNotDecideTheState) {
+  claim({delivery("k")}, "A", /*lease_seconds=*/1);
+  int64_t stale = token_["k"];
+  std::this_thread::sleep_for(milliseconds(1500));
+  ASSERT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+  AttemptRecord late = attempt("k", 1, "permanent", "dead", 410, "gone");
+  late.lease_token = stale;
+  record({late}, "A");
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || lease_owner FROM deliveries"), "in_flight B");
+  AttemptRecord late_success = attempt("k", 1, "succeeded", "succeeded", 200);
+  late_success.lease_token = stale;
+  record({late_success}, "A");
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || (lease_owner IS NULL) FROM deliveries"),
+            "succeeded true");
+  record({attempt("k", 2, "succeeded", "succeeded", 200)}, "B");
+  EXPECT_EQ(outcome_counts("k"), "duplicate_success=1,permanent=1,succeeded=1");
 }
 
 TEST_F(DeliveryStoreTest, ExpiredLeaseCanBeTakenOver) {
@@ -275,10 +335,10 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
     };
     const std::string t = tx.quote(texts), i = tx.quote(ints), k = tx.quote(keys);
     explain("EXECUTE hr_claim(" + k + "," + tx.quote(batch("webhook", false)) + "," + t + "," + t + "," + t + "," + t + "," + t +
-            "," + i + ", 'A', 60)");
+            "," + i + ", 'A', 60, " + i + ")");
     explain("EXECUTE hr_record(" + k + "," + i + "," + i + "," + i + "," + i + "," +
             tx.quote(batch("retryable", false)) + "," + t + "," + tx.quote(batch("retrying", false)) +
-            ", 'A')");
+            ", 'A', " + i + ")");
     explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
             "," + t + ")");
     explain("EXECUTE hr_release(" + k + ", 'A')");
@@ -324,12 +384,12 @@ TEST_F(DeliveryStoreTest, ReconnectsAfterTheConnectionIsKilled) {
   db_->scalar(
       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
       "WHERE datname = current_database() AND pid <> pg_backend_pid()");
-  auto first = store_->claim({delivery("k")}, "A", 30);
+  auto first = store_->claim({delivery("k2")}, "A", 30);
   if (!first) {
     EXPECT_EQ(first.error().code, "db_unavailable") << first.error().message;
     EXPECT_TRUE(first.error().retryable);
   }
-  auto second = store_->claim({delivery("k")}, "A", 30);
+  auto second = store_->claim({delivery("k2")}, "A", 30);  // the same claim again, if it was lost
   ASSERT_TRUE(second) << second.error().message;
   EXPECT_EQ(*second, (std::vector<S>{S::kClaimed}));
 }

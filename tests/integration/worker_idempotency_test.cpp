@@ -43,6 +43,30 @@ TEST_F(WorkerTest, DuplicateEventIdsAreDeliveredOnce) {
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM inbound_events"), "2");
 }
 
+// Several retry copies of one delivery in one tier (a replay after failed offset commits) reach
+// one live worker together. Each copy's claim is exclusive: one attempt at a time, and none
+// after the success. The receiver is slow, so copies are claimed while an attempt is in flight
+// and while its success is being recorded.
+TEST_F(WorkerTest, RetryCopiesOfOneDeliveryInOneWorkerSucceedOnce) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  rx_.set_default({200, {}, 150});
+  std::size_t w = start_worker();
+  constexpr int kKeys = 20, kCopies = 4;
+  for (int i = 0; i < kKeys; ++i) {
+    auto r = stack_->produce_retry_copies("acme", "evt-copies-" + std::to_string(i), "a", R"({"n":1})", kCopies);
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  ASSERT_TRUE(deliveries_in_state("succeeded", kKeys, 60s));
+  // Every surplus copy ends skipped as already succeeded (after bounces while an attempt held).
+  ASSERT_TRUE(eventually([&] { return worker_metric(w, kSkips) >= kKeys * (kCopies - 1); }, 60s))
+      << "skips: " << worker_metric(w, kSkips) << ", requests: " << rx_.count("/a");
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kKeys)) << stack_->describe_deliveries();
+  for (const auto& [key, n] : stack_->succeeded_attempts_per_key()) EXPECT_EQ(n, 1) << key;
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'duplicate_success'"), "0");
+}
+
 TEST_F(WorkerTest, ReplayedOffsetsAreSkipped) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a")}};

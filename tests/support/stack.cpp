@@ -195,6 +195,24 @@ Result<void> Stack::produce_webhooks(const std::string& source,
   return {};
 }
 
+Result<void> Stack::produce_retry_copies(const std::string& source, const std::string& event_id,
+                                         const std::string& route, const std::string& body, int copies, int tier) {
+  const std::string key = "wh:" + source + ":" + event_id + ":" + route;
+  std::vector<TestRecord> records;
+  for (int attempt = 1; attempt <= copies; ++attempt) {
+    Headers h = webhook_headers(source, event_id, "application/json");
+    h.insert(h.end(), {{std::string(header::kDeliveryKey), key},
+                       {std::string(header::kRoute), route},
+                       {std::string(header::kOriginTopic), std::string(kWebhooksTopic)},
+                       {std::string(header::kAttempt), std::to_string(attempt)},
+                       {std::string(header::kDueAt), std::to_string(unix_ms())}});
+    records.push_back(TestRecord{retry_topic(tier), body, std::move(h), key});
+  }
+  auto r = producer_->produce_all(records);
+  if (!r) return Unexpected{r.error()};
+  return {};
+}
+
 Result<HttpReply> Stack::post_webhook(const std::string& source, const std::string& event_id,
                                       const std::string& body) {
   auto headers = provider_headers(config_.sources.at(source), body, unix_ms() / 1000, event_id);

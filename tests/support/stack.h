@@ -116,6 +116,11 @@ class Stack {
   // Many at once: (event id, body) pairs, all for `source`.
   Result<void> produce_webhooks(const std::string& source,
                                 const std::vector<std::pair<std::string, std::string>>& events);
+  // `copies` copies of one webhook delivery's retry message in retry tier `tier`, due now, as a
+  // worker re-publishes it after attempts 1, 2, ...: what a replay after a failed offset commit
+  // leaves in a tier.
+  Result<void> produce_retry_copies(const std::string& source, const std::string& event_id, const std::string& route,
+                                    const std::string& body, int copies, int tier = 0);
   // POST /webhooks/<source> through ingest, signed as the provider would sign it.
   Result<HttpReply> post_webhook(const std::string& source, const std::string& event_id, const std::string& body);
   // POST /v1/calls through ingest with the API token; `json` is the request body.

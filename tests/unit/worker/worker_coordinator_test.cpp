@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "shared/topics.h"
 #include "worker/worker.h"
@@ -111,41 +116,82 @@ class FakeSender : public HttpSender {
   std::vector<std::function<void()>> held;
 };
 
+// Keeps DeliveryStore's contract in memory: a claim is exclusive per attempt (a lease held by
+// this run of the worker is not taken again), a record moves the state only under its claim's
+// token (or as the first success), and "succeeded" is final. Leases never expire here. Safe to
+// call from the worker's Postgres lanes; `gate_claims` makes a claim wait, after deciding,
+// until `open_gate()`.
 class FakeStore : public DeliveryStore {
  public:
-  Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& refs, const std::string&, int) override {
+  struct Lease {
+    std::string owner;
+    int64_t token = 0;
+  };
+  Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& refs, const std::string& worker, int) override {
+    std::unique_lock lock(mu);
     if (down) return fail("db_unavailable", "down", true);
     ++claim_calls;
     std::vector<ClaimStatus> out;
     for (const auto& r : refs) {
       auto& s = state[r.key];
+      auto& l = lease[r.key];
+      bool earlier_run = l.owner == worker && (l.token >> 32) != (r.lease_token >> 32);
       if (s == "succeeded") {
         out.push_back(ClaimStatus::kAlreadySucceeded);
       } else if (s == "dead") {
         out.push_back(ClaimStatus::kAlreadyDead);
+      } else if (l.token != 0 && l.token != r.lease_token && !earlier_run) {
+        out.push_back(ClaimStatus::kLeasedElsewhere);
       } else {
         s = "in_flight";
+        l = {worker, r.lease_token};
         out.push_back(ClaimStatus::kClaimed);
       }
+    }
+    if (gate_claims) {
+      claim_waiting = true;
+      changed.notify_all();
+      changed.wait(lock, [this] { return !gate_claims; });
+      claim_waiting = false;
     }
     return out;
   }
   Result<void> record(const std::vector<AttemptRecord>& records, const std::string&) override {
+    std::lock_guard lock(mu);
     if (down) return fail("db_unavailable", "down", true);
-    for (const auto& r : records) {
-      state[r.key] = r.next_state;
+    for (auto r : records) {
+      auto& s = state[r.key];
+      auto& l = lease[r.key];
+      bool holds = l.token == r.lease_token;
+      if (s != "succeeded" && (holds || r.next_state == "succeeded")) {
+        s = r.next_state;
+        if (holds || r.next_state == "succeeded" || r.next_state == "dead") l = {};
+      } else if (r.outcome == "succeeded") {
+        r.outcome = "duplicate_success";
+      }
       attempts.push_back(r);
     }
     return {};
   }
   Result<int> record_inbound(const std::vector<InboundEventRecord>& e) override {
+    std::lock_guard lock(mu);
     if (down) return fail("db_unavailable", "down", true);
     return static_cast<int>(e.size());
   }
   Result<void> release(const std::vector<std::string>&, const std::string&) override { return {}; }
+  void open_gate() {
+    std::lock_guard lock(mu);
+    gate_claims = false;
+    changed.notify_all();
+  }
+  std::mutex mu;
+  std::condition_variable changed;
+  bool gate_claims = false;
+  bool claim_waiting = false;
   bool down = false;
   int claim_calls = 0;
   std::map<std::string, std::string> state;
+  std::map<std::string, Lease> lease;
   std::vector<AttemptRecord> attempts;
 };
 
@@ -336,6 +382,66 @@ TEST_F(WorkerCoordinator, SameDeliveryTwiceInOneBatchIsCalledOnce) {
   EXPECT_EQ(sender.calls.size(), 1u);
   ASSERT_EQ(producer.sent.size(), 1u) << "the duplicate should be bounced to a retry tier";
   EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0");
+}
+
+// The interleaving that made one live worker send a delivery twice: two copies of one retry
+// message (a replay after a failed offset commit). The second copy's claim is decided while the
+// first attempt is in flight, and its answer reaches the worker only after the first attempt's
+// success was recorded and its key released (claims and records run on separate connections).
+// A claim is exclusive per attempt, so the second copy's claim is refused and it is bounced,
+// never sent again.
+TEST_F(WorkerCoordinator, SecondCopyClaimedDuringTheFirstAttemptIsNotSentAgain) {
+  FakeConsumer own;
+  WorkerDeps d = deps(own);
+  d.threaded_db = true;  // claims and records on their own threads, as in production
+  Worker w(d);
+  const TopicPartition tier{retry_topic(0), 0};
+  own.assign({tier});
+  auto copy = [&](int64_t offset, const std::string& attempt) {
+    webhook(offset, "e1", retry_topic(0),
+            {{"hr-attempt", attempt}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+    own.queue.push_back(consumer.queue.back());
+    consumer.queue.pop_back();
+  };
+  auto step_until = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 5000 && !done(); ++i) {
+      w.step();
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return done();
+  };
+  auto with_store = [&](const std::function<bool()>& f) {
+    return [&, f] {
+      std::lock_guard lock(store.mu);
+      return f();
+    };
+  };
+
+  sender.hold = true;
+  copy(0, "1");
+  ASSERT_TRUE(step_until([&] { return sender.calls.size() == 1; }));
+  {
+    std::lock_guard lock(store.mu);
+    store.gate_claims = true;
+  }
+  copy(1, "2");
+  ASSERT_TRUE(step_until(with_store([&] { return store.claim_waiting; })));  // decided, not answered
+
+  auto held = std::move(sender.held);  // the first attempt answers 200 ...
+  sender.held.clear();
+  sender.hold = false;
+  for (auto& answer : held) answer();
+  // ... and is recorded and finished before the second claim's answer arrives.
+  ASSERT_TRUE(step_until([&] { return own.stored.count(tier) && own.stored[tier] == 1; }));
+  store.open_gate();
+  ASSERT_TRUE(step_until([&] { return own.stored[tier] == 2; }));
+
+  EXPECT_EQ(sender.calls.size(), 1u) << "one live worker sent one delivery twice";
+  ASSERT_EQ(producer.sent.size(), 1u) << "the second copy should be bounced to a retry tier";
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  std::lock_guard lock(store.mu);
+  ASSERT_EQ(store.attempts.size(), 1u);
+  EXPECT_EQ(store.attempts[0].outcome, "succeeded");
 }
 
 TEST_F(WorkerCoordinator, PostgresDownPausesAndResumesWithoutSkipping) {
