@@ -4,7 +4,7 @@
 
 #include "shared/signature_verifier.h"
 #include "shared/topics.h"
-#include "tests/integration/worker_fixture.h"
+#include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {
 namespace {

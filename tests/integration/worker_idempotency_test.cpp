@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "shared/topics.h"
-#include "tests/integration/worker_fixture.h"
+#include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {
 namespace {

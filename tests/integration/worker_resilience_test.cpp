@@ -4,23 +4,10 @@
 
 #include <iostream>
 
-#include "tests/integration/worker_fixture.h"
+#include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {
 namespace {
-
-std::vector<std::pair<std::string, std::string>> numbered_events(const std::string& prefix, int n) {
-  std::vector<std::pair<std::string, std::string>> events;
-  for (int i = 0; i < n; ++i) events.emplace_back(prefix + std::to_string(i), R"({"n":)" + std::to_string(i) + "}");
-  return events;
-}
-
-// Every delivery key has exactly one 'succeeded' attempt row.
-void expect_each_succeeded_once(const Stack& stack, std::size_t keys) {
-  auto per_key = stack.succeeded_attempts_per_key();
-  EXPECT_EQ(per_key.size(), keys);
-  for (const auto& [key, n] : per_key) EXPECT_EQ(n, 1) << key;
-}
 
 TEST_F(WorkerTest, CrashAndRebalanceLoseNothing) {
   constexpr int kEvents = 300;

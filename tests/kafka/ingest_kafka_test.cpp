@@ -1,5 +1,5 @@
 // hookrelay-ingest on a real three-node Apache Kafka cluster (KRaft, RF 3, min.insync.replicas
-// 2), started once for this binary: what is acknowledged is in the topic byte for byte, one
+// 2), the one this binary's suites share (shared_cluster.h): what is acknowledged is in the topic byte for byte, one
 // message per 202; the partition leader SIGKILLed while 64 connections post loses no
 // acknowledged write; with two of three brokers down nothing is acknowledged (503), and once they
 // are back ingest accepts again.
@@ -15,6 +15,7 @@
 #include "shared/config.h"
 #include "shared/topics.h"
 #include "shared/webhook_signer.h"
+#include "tests/kafka/shared_cluster.h"
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
 #include "tests/support/kafka_cluster.h"
@@ -33,19 +34,13 @@ constexpr int kPartitions = 4;
 class IngestOnKafka : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TestDir();
-    auto k = KafkaCluster::start(dir_->path(), 3);
+    auto k = shared_cluster();
     ASSERT_TRUE(k) << k.error().message;
-    kafka_ = k->release();
-    auto topics = kafka_->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic)}, kPartitions);
+    auto topics = (*k)->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic)}, kPartitions);
     ASSERT_TRUE(topics) << topics.error().message;
+    kafka_ = *k;
   }
-  static void TearDownTestSuite() {
-    delete kafka_;
-    kafka_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
-  }
+  static void TearDownTestSuite() { kafka_ = nullptr; }
 
   void SetUp() override {
     ASSERT_NE(kafka_, nullptr) << "the cluster did not start";
@@ -96,7 +91,6 @@ class IngestOnKafka : public ::testing::Test {
     return out;
   }
 
-  static inline TestDir* dir_ = nullptr;
   static inline KafkaCluster* kafka_ = nullptr;
   TestDir test_dir_;
   std::optional<ChildProcess> ingest_;

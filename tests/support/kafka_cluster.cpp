@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 #include <random>
 #include <thread>
 
+#include "tests/support/kafka_test_client.h"
 #include "tests/support/process.h"
 
 namespace hookrelay::test {
@@ -57,6 +59,47 @@ Result<std::unique_ptr<rd_kafka_t, AdminDeleter>> admin_client(const std::string
     return fail("kafka", std::string("admin client: ") + err);
   }
   return std::unique_ptr<rd_kafka_t, AdminDeleter>(rk);
+}
+
+// Polls `done` every 100 ms for up to 30 s.
+bool within_30s(const std::function<bool()>& done) {
+  for (int tries = 0; tries < 300; ++tries) {
+    if (done()) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+// Runs one topic Admin API request (`send` issues it on the queue it is given; `result_of` and
+// `topics_of` are its librdkafka result accessors) and returns what failed: "" on success; the
+// request's error; or each topic whose result is neither success nor `tolerated` (e.g.
+// TOPIC_ALREADY_EXISTS for a create).
+template <class R>
+std::string topics_request(rd_kafka_t* rk, const std::function<void(rd_kafka_queue_t*)>& send,
+                           const R* (*result_of)(rd_kafka_event_t*),
+                           const rd_kafka_topic_result_t** (*topics_of)(const R*, size_t*),
+                           rd_kafka_resp_err_t tolerated) {
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
+  send(queue);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 60000);
+  std::string failure;
+  if (!ev) {
+    failure = "no answer within 60 s";
+  } else if (rd_kafka_event_error(ev)) {
+    failure = rd_kafka_event_error_string(ev);
+  } else {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** results = topics_of(result_of(ev), &n);
+    for (size_t i = 0; i < n; ++i) {
+      auto code = rd_kafka_topic_result_error(results[i]);
+      if (code != RD_KAFKA_RESP_ERR_NO_ERROR && code != tolerated) {
+        failure += std::string(rd_kafka_topic_result_name(results[i])) + ": " + rd_kafka_topic_result_error_string(results[i]) + "; ";
+      }
+    }
+  }
+  if (ev) rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(queue);
+  return failure;
 }
 
 }  // namespace
@@ -112,38 +155,50 @@ Result<void> KafkaCluster::create_topics(const std::vector<std::string>& names, 
     rd_kafka_NewTopic_set_config(t, "min.insync.replicas", min_isr.c_str());
     topics.push_back(t);
   }
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(rk->get());
-  rd_kafka_CreateTopics(rk->get(), topics.data(), topics.size(), nullptr, queue);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, 60000);
-  std::string failure;
-  if (!ev) {
-    failure = "CreateTopics timed out";
-  } else if (rd_kafka_event_error(ev)) {
-    failure = rd_kafka_event_error_string(ev);
-  } else {
-    size_t n = 0;
-    const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    for (size_t i = 0; i < n; ++i) {
-      auto code = rd_kafka_topic_result_error(results[i]);
-      if (code != RD_KAFKA_RESP_ERR_NO_ERROR && code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        failure += std::string(rd_kafka_topic_result_name(results[i])) + ": " + rd_kafka_topic_result_error_string(results[i]) + "; ";
-      }
-    }
-  }
-  if (ev) rd_kafka_event_destroy(ev);
-  rd_kafka_queue_destroy(queue);
+  const std::string failure = topics_request(
+      rk->get(), [&](rd_kafka_queue_t* q) { rd_kafka_CreateTopics(rk->get(), topics.data(), topics.size(), nullptr, q); },
+      rd_kafka_event_CreateTopics_result, rd_kafka_CreateTopics_result_topics, RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
   rd_kafka_NewTopic_destroy_array(topics.data(), topics.size());
   if (!failure.empty()) return fail("kafka", "creating topics: " + failure);
   // Leaders are elected a moment after creation.
-  for (int tries = 0; tries < 300; ++tries) {
-    bool all = true;
-    for (const auto& name : names) {
-      for (int p = 0; p < partitions && all; ++p) all = leader(name, p).has_value();
-    }
-    if (all) return {};
-    std::this_thread::sleep_for(100ms);
+  if (within_30s([&] {
+        bool all = true;
+        for (const auto& name : names) {
+          for (int p = 0; p < partitions && all; ++p) all = leader(name, p).has_value();
+        }
+        return all;
+      })) {
+    return {};
   }
   return fail("kafka", "partitions without a leader 30 s after creation");
+}
+
+Result<void> KafkaCluster::delete_topics(const std::vector<std::string>& names) {
+  auto existing = topic_partitions(bootstrap_);
+  if (!existing) return Unexpected{existing.error()};
+  std::vector<std::string> present;
+  for (const auto& name : names) {
+    if (existing->count(name)) present.push_back(name);
+  }
+  if (present.empty()) return {};
+  auto rk = admin_client(bootstrap_);
+  if (!rk) return Unexpected{rk.error()};
+  std::vector<rd_kafka_DeleteTopic_t*> topics;
+  for (const auto& name : present) topics.push_back(rd_kafka_DeleteTopic_new(name.c_str()));
+  const std::string failure = topics_request(
+      rk->get(), [&](rd_kafka_queue_t* q) { rd_kafka_DeleteTopics(rk->get(), topics.data(), topics.size(), nullptr, q); },
+      rd_kafka_event_DeleteTopics_result, rd_kafka_DeleteTopics_result_topics, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+  rd_kafka_DeleteTopic_destroy_array(topics.data(), topics.size());
+  if (!failure.empty()) return fail("kafka", "deleting topics: " + failure);
+  if (within_30s([&] {
+        auto now = topic_partitions(bootstrap_);
+        bool gone = now.has_value();
+        for (const auto& name : present) gone = gone && !now->count(name);
+        return gone;
+      })) {
+    return {};
+  }
+  return fail("kafka", "deleted topics still listed 30 s later");
 }
 
 Result<int> KafkaCluster::leader(const std::string& topic, int partition) const {

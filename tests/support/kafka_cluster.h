@@ -38,6 +38,9 @@ class KafkaCluster {
   // Creates topics (replication factor = nodes, min.insync.replicas = min(2, nodes)) and waits
   // until every partition has a leader.
   Result<void> create_topics(const std::vector<std::string>& names, int partitions);
+  // Deletes the topics that exist among `names` and waits until metadata no longer lists them, so
+  // create_topics() then makes them anew (empty, and without the committed offsets of any group).
+  Result<void> delete_topics(const std::vector<std::string>& names);
   // The node id leading a partition, from metadata.
   Result<int> leader(const std::string& topic, int partition) const;
 

@@ -296,6 +296,37 @@ Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap
   return out;
 }
 
+Result<std::map<std::int32_t, PartitionProgress>> group_progress(const std::string& bootstrap, const std::string& group,
+                                                                const std::string& topic,
+                                                                std::chrono::milliseconds timeout) {
+  auto partitions = topic_partitions(bootstrap, timeout);
+  if (!partitions) return Unexpected{partitions.error()};
+  const auto found = partitions->find(topic);
+  if (found == partitions->end()) return fail("unknown_topic", "no topic '" + topic + "' in metadata");
+  // A consumer that never subscribes does not join the group; it only asks the coordinator.
+  auto conf = make_conf(bootstrap, {{"group.id", group}, {"enable.auto.commit", "false"}}, {});
+  if (!conf) return Unexpected{conf.error()};
+  auto handle = make_handle(RD_KAFKA_CONSUMER, std::move(*conf));
+  if (!handle) return Unexpected{handle.error()};
+  PartitionList list(rd_kafka_topic_partition_list_new(found->second));
+  for (int p = 0; p < found->second; ++p) rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p);
+  if (const auto err = rd_kafka_committed(handle->get(), list.get(), static_cast<int>(timeout.count()));
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return Unexpected{kafka_error(err, "committed offsets of " + group)};
+  }
+  std::map<std::int32_t, PartitionProgress> out;
+  for (int i = 0; i < list->cnt; ++i) {
+    const auto& e = list->elems[i];
+    if (e.err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(e.err, "committed offset")};
+    int64_t low = 0, high = 0;
+    const auto err = rd_kafka_query_watermark_offsets(handle->get(), topic.c_str(), e.partition, &low, &high,
+                                                      static_cast<int>(timeout.count()));
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(err, "watermarks")};
+    out[e.partition] = PartitionProgress{e.offset >= 0 ? e.offset : -1, high};
+  }
+  return out;
+}
+
 // ---- TestGroupConsumer ----
 
 Result<std::unique_ptr<TestGroupConsumer>> TestGroupConsumer::create(

@@ -3,6 +3,7 @@
 //   consume_all       read a topic from the beginning, outside any consumer group's offsets
 //   TestGroupConsumer a subscribe()-based group member, to test rebalancing and commits
 //   topic_partitions  topic -> partition count, from metadata
+//   group_progress    a group's committed offsets next to the high watermarks
 //
 // Header values and payloads are raw bytes in std::string (NULs survive). Header order is kept.
 //
@@ -111,6 +112,18 @@ Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap
 // Topic name -> partition count for every topic the cluster reports.
 Result<std::map<std::string, int>> topic_partitions(
     const std::string& bootstrap, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// Where a consumer group stands on one partition.
+struct PartitionProgress {
+  std::int64_t committed = -1;  // the group's committed offset; -1: none
+  std::int64_t end = 0;         // the high watermark
+};
+
+// Per partition of `topic`: `group`'s committed offset and the high watermark, read without
+// joining the group (so its members are not disturbed).
+Result<std::map<std::int32_t, PartitionProgress>> group_progress(
+    const std::string& bootstrap, const std::string& group, const std::string& topic,
+    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 class TestGroupConsumer {
  public:

@@ -94,16 +94,20 @@ Result<std::unique_ptr<Stack>> Stack::create(StackOptions options) {
     if (!applied) return Unexpected{applied.error()};
     return db;
   });
-  DevBrokerConfig broker;
-  broker.brokers = s->options_.brokers;
-  broker.partitions = s->options_.partitions;
-  broker.retry_tiers = static_cast<int>(s->options_.schedule_seconds.size());
-  auto started = DevBroker::start(s->dir_.path(), broker);
+  Result<std::unique_ptr<DevBroker>> started = std::unique_ptr<DevBroker>();
+  if (s->options_.kafka_bootstrap.empty()) {
+    DevBrokerConfig broker;
+    broker.brokers = s->options_.brokers;
+    broker.partitions = s->options_.partitions;
+    broker.retry_tiers = static_cast<int>(s->options_.schedule_seconds.size());
+    started = DevBroker::start(s->dir_.path(), broker);
+  }
   auto db = db_future.get();
   if (!db) return Unexpected{db.error()};
   s->db_ = std::move(*db);
   if (!started) return Unexpected{started.error()};
   s->broker_ = std::move(*started);
+  s->bootstrap_ = s->broker_ ? s->broker_->bootstrap() : s->options_.kafka_bootstrap;
   auto producer = TestProducer::create(s->bootstrap());
   if (!producer) return Unexpected{producer.error()};
   s->producer_ = std::move(*producer);

@@ -1,6 +1,7 @@
 // Stack: one test's whole hookrelay deployment on this machine: a TestDir, a migrated
-// TestDatabase, a DevBroker, a config file, and any number of hookrelay-ingest and
-// hookrelay-worker processes started from the build tree, each on a free 127.0.0.1 port.
+// TestDatabase, a DevBroker (or, with StackOptions::kafka_bootstrap, a Kafka cluster someone else
+// runs), a config file, and any number of hookrelay-ingest and hookrelay-worker processes started
+// from the build tree, each on a free 127.0.0.1 port.
 //
 // The config has two sources: "acme" (standard-webhooks, kAcmeSecret) and "github" (github,
 // kGithubSecret), the API token kApiToken, and the routes of StackOptions; every route signs
@@ -71,6 +72,9 @@ struct StackOptions {
   std::map<std::string, std::string> kafka_properties;
   int brokers = 1;
   int partitions = 4;
+  // Non-empty: this Kafka (e.g. a KafkaCluster's bootstrap, its topics made by the caller) instead
+  // of a DevBroker of the stack's own; brokers and partitions are then unused.
+  std::string kafka_bootstrap;
 };
 
 // A running hookrelay process and its HTTP port.
@@ -90,8 +94,8 @@ class Stack {
   const StackOptions& options() const { return options_; }
   const Config& config() const { return config_; }
   const TestDir& dir() const { return dir_; }
-  DevBroker& broker() { return *broker_; }
-  const std::string& bootstrap() const { return broker_->bootstrap(); }
+  DevBroker& broker() { return *broker_; }  // only without options().kafka_bootstrap
+  const std::string& bootstrap() const { return bootstrap_; }
   const TestDatabase& database() const { return *db_; }
 
   // Writes the YAML for `options` (this stack's broker and database) to dir/name.
@@ -148,6 +152,7 @@ class Stack {
   TestDir dir_;
   std::unique_ptr<TestDatabase> db_;
   std::unique_ptr<DevBroker> broker_;
+  std::string bootstrap_;
   std::unique_ptr<TestProducer> producer_;
   std::filesystem::path config_path_;
   std::unique_ptr<Service> ingest_;

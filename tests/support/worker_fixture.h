@@ -1,6 +1,7 @@
-// WorkerTest: the base fixture of the worker integration tests: a ScriptedReceiver started per
-// test, and a Stack created on demand with routes pointing at it. Members are destroyed in
-// reverse order, so the workers stop before the receiver does.
+// WorkerTest: the base fixture of the worker tests (integration on the devbroker, kafka on a real
+// cluster): a ScriptedReceiver started per test, and a Stack created on demand with routes
+// pointing at it. Members are destroyed in reverse order, so the workers stop before the receiver
+// does. Also the helpers those tests share.
 //
 // Thread-safety: the test thread only.
 #pragma once
@@ -10,6 +11,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tests/support/scripted_receiver.h"
 #include "tests/support/stack.h"
@@ -17,6 +20,20 @@
 namespace hookrelay::test {
 
 using namespace std::chrono_literals;
+
+// (event id, body) pairs prefix0, prefix1, ... with bodies {"n":i}.
+inline std::vector<std::pair<std::string, std::string>> numbered_events(const std::string& prefix, int n) {
+  std::vector<std::pair<std::string, std::string>> events;
+  for (int i = 0; i < n; ++i) events.emplace_back(prefix + std::to_string(i), R"({"n":)" + std::to_string(i) + "}");
+  return events;
+}
+
+// Every delivery key has exactly one 'succeeded' attempt row.
+inline void expect_each_succeeded_once(const Stack& stack, std::size_t keys) {
+  auto per_key = stack.succeeded_attempts_per_key();
+  EXPECT_EQ(per_key.size(), keys);
+  for (const auto& [key, n] : per_key) EXPECT_EQ(n, 1) << key;
+}
 
 class WorkerTest : public ::testing::Test {
  protected:
