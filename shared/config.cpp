@@ -265,6 +265,9 @@ void check_guarantees(const Config& c) {
   if (auto it = has(consumer, "group.id"); it != consumer.end() && it->second != c.worker.group_id) {
     refuse("group.id", false, "must not differ from worker.group_id ('" + c.worker.group_id + "'); set that instead");
   }
+  if (has(consumer, "group.instance.id") != consumer.end()) {
+    refuse("group.instance.id", false, "set worker.group_instance_id (or worker.static_membership) instead");
+  }
   if (auto it = has(consumer, "auto.offset.reset"); it != consumer.end()) {
     static const std::set<std::string> earliest = {"earliest", "smallest", "beginning"};
     if (!earliest.count(lower(it->second))) {
@@ -274,6 +277,50 @@ void check_guarantees(const Config& c) {
   }
   if (auto it = has(consumer, "isolation.level"); it != consumer.end() && lower(it->second) != "read_committed") {
     refuse("isolation.level", false, "must be read_committed (the default)");
+  }
+}
+
+// Kafka's rule for group.instance.id (as for topic names): 1-249 characters of [A-Za-z0-9._-].
+bool valid_group_instance_id(const std::string& s) {
+  if (s.empty() || s.size() > 249) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+// worker.group_instance_id / worker.static_membership. The id is never taken from the
+// environment unless asked for: two workers on one host share $HOSTNAME, and two live members
+// with one id fence each other.
+void parse_static_membership(const YAML::Node& w, WorkerConfig& wc, const EnvLookup& env) {
+  if (w["static_membership"]) wc.static_membership = boolean(w["static_membership"], "worker.static_membership");
+  if (w["group_instance_id"]) wc.group_instance_id = str(w["group_instance_id"], "worker.group_instance_id", env);
+  if (!wc.group_instance_id.empty()) {  // "" (the documented default) means: not set
+    if (w["static_membership"] && !wc.static_membership) {
+      bad("worker.static_membership", "is false but worker.group_instance_id is set; drop one of them");
+    }
+    wc.static_membership = true;
+  } else if (wc.static_membership) {
+    std::string from;
+    for (const char* var : {"POD_NAME", "HOSTNAME"}) {
+      if (auto v = env(var); v && !v->empty()) {
+        wc.group_instance_id = *v;
+        from = var;
+        break;
+      }
+    }
+    if (from.empty()) {
+      bad("worker.group_instance_id", "static_membership is true but neither POD_NAME nor HOSTNAME is set; "
+                                      "set worker.group_instance_id to an id unique among live workers");
+    }
+    if (!valid_group_instance_id(wc.group_instance_id)) {
+      bad("worker.group_instance_id", "taken from $" + from + ", must be 1-249 characters of [A-Za-z0-9._-], got '" +
+                                          wc.group_instance_id + "'");
+    }
+  }
+  if (wc.static_membership && !valid_group_instance_id(wc.group_instance_id)) {
+    bad("worker.group_instance_id", "must be 1-249 characters of [A-Za-z0-9._-] (unique among live workers), got '" +
+                                        wc.group_instance_id + "'");
   }
 }
 
@@ -361,7 +408,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (p["url"]) c.postgres.url = str(p["url"], "postgres.url", env);
   }
   if (auto w = root["worker"]) {
-    only_keys(w, "worker", {"listen", "group_id", "worker_id", "allow_private_networks", "allowed_cidrs",
+    only_keys(w, "worker", {"listen", "group_id", "worker_id", "group_instance_id", "static_membership",
+                            "allow_private_networks", "allowed_cidrs",
                             "max_in_flight", "batch_size", "connect_timeout_ms", "per_host_max_in_flight",
                             "per_host_rate_per_second", "breaker_failure_threshold", "breaker_cooldown_ms",
                             "shutdown_grace_ms", "claim_lease_seconds"});
@@ -369,6 +417,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["listen"]) wc.listen = str(w["listen"], "worker.listen", env);
     if (w["group_id"]) wc.group_id = str(w["group_id"], "worker.group_id", env);
     if (w["worker_id"]) wc.worker_id = str(w["worker_id"], "worker.worker_id", env);
+    parse_static_membership(w, wc, env);
     if (w["allow_private_networks"]) wc.allow_private_networks = boolean(w["allow_private_networks"], "worker.allow_private_networks");
     if (w["allowed_cidrs"]) wc.allowed_cidrs = strings(w["allowed_cidrs"], "worker.allowed_cidrs", env);
     if (w["max_in_flight"]) wc.max_in_flight = num<int>(w["max_in_flight"], "worker.max_in_flight", 1, 1000000);

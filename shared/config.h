@@ -107,6 +107,13 @@ struct WorkerConfig {
   std::string listen = "127.0.0.1:9100";   // /metrics and /healthz
   std::string group_id = "hookrelay-workers";
   std::string worker_id;                    // default: hostname-pid
+  // Static group membership (Kafka's group.instance.id, KIP-345): a worker that restarts with
+  // the same id within kafka session.timeout.ms gets its partitions back without a rebalance.
+  // Empty = dynamic membership (the default). Must be unique among live workers of the group:
+  // a second one with the same id fences the first. static_membership: true without an id takes
+  // $POD_NAME, else $HOSTNAME (a StatefulSet's pod name); an explicit id implies it.
+  std::string group_instance_id;
+  bool static_membership = false;
   bool allow_private_networks = false;      // SSRF guard: allow private/loopback/... targets
   std::vector<std::string> allowed_cidrs;   // SSRF guard: extra allowed ranges
   int max_in_flight = 10000;                // deliveries in flight per worker

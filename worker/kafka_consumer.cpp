@@ -30,13 +30,19 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       {"auto.commit.interval.ms", "1000"},
       {"auto.offset.reset", "earliest"},
       {"enable.partition.eof", "false"},
-      {"partition.assignment.strategy", "range,roundrobin"},
-      {"session.timeout.ms", "10000"},
+      // Cooperative: a rebalance moves only the partitions that change owner; the others go on
+      // being consumed (the eager strategies revoked every partition of every member first).
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      // Static members: long enough to cover a restart (the restarted worker takes its
+      // partitions back without a rebalance), at the price of a dead member's partitions waiting
+      // this long before they move. Dynamic members: a dead one is noticed quickly.
+      {"session.timeout.ms", config.worker.static_membership ? "45000" : "10000"},
       {"heartbeat.interval.ms", "1000"},
       {"max.poll.interval.ms", "300000"},
       {"fetch.wait.max.ms", "50"},
       {"queued.max.messages.kbytes", "16384"},  // the prefetch that waits while the worker is full
   };
+  if (config.worker.static_membership) props["group.instance.id"] = config.worker.group_instance_id;
   for (const auto& [k, v] : config.kafka.consumer_map()) props[k] = v;
   auto conf = make_kafka_conf(props, [&config](const std::string& key) { return config.kafka.field_of(key, false); });
   if (!conf) return Unexpected{conf.error()};
@@ -65,20 +71,51 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
 
 KafkaConsumer::~KafkaConsumer() { close(); }
 
+// Both protocols: cooperative (the default, cooperative-sticky) hands over only the partitions
+// added or taken away, through incremental_assign/unassign, and the worker keeps the rest; eager
+// (range/roundrobin set in kafka.consumer_properties) revokes the whole assignment each time.
+// Either way the listener sees exactly the partitions that come or go.
 void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
                                  void* opaque) {
   auto* self = static_cast<KafkaConsumer*>(opaque);
+  const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
   auto tps = to_vector(parts);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    spdlog::info("msg=partitions_assigned count={}", tps.size());
-    rd_kafka_assign(rk, parts);
-    if (self->listener_.on_assigned) self->listener_.on_assigned(tps);
+    if (!tps.empty() || !cooperative) {
+      spdlog::info("msg=partitions_assigned count={} protocol={}", tps.size(), cooperative ? "cooperative" : "eager");
+    }
+    if (cooperative) {
+      // Called even for an empty list: librdkafka waits for it to finish the rebalance.
+      if (rd_kafka_error_t* e = rd_kafka_incremental_assign(rk, parts)) {
+        spdlog::error("msg=incremental_assign_failed error={}", log_quote(rd_kafka_error_string(e)));
+        rd_kafka_error_destroy(e);
+        return;
+      }
+    } else {
+      rd_kafka_assign(rk, parts);
+    }
+    if (self->listener_.on_assigned && !tps.empty()) self->listener_.on_assigned(tps);
+    return;
+  }
+  if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+    spdlog::warn("msg=rebalance_error error={}", log_quote(rd_kafka_err2str(err)));
+  }
+  // Lost (the session expired, or fenced): another member may already own them and have
+  // committed further; a commit now could only fail or move an offset backwards.
+  const bool lost = rd_kafka_assignment_lost(rk) != 0;
+  spdlog::info("msg=partitions_revoked count={} protocol={} lost={}", tps.size(),
+               cooperative ? "cooperative" : "eager", lost);
+  // The worker stores what is finished (its un-finished work stays behind the stored offset and
+  // is replayed by the next owner), then we commit it before the partitions move on.
+  if (self->listener_.on_revoked && !tps.empty()) self->listener_.on_revoked(tps);
+  if (!lost && !tps.empty()) rd_kafka_commit(rk, nullptr, 0);
+  for (const auto& tp : tps) self->next_offset_.erase(tp);
+  if (cooperative) {
+    if (rd_kafka_error_t* e = rd_kafka_incremental_unassign(rk, parts)) {
+      spdlog::error("msg=incremental_unassign_failed error={}", log_quote(rd_kafka_error_string(e)));
+      rd_kafka_error_destroy(e);
+    }
   } else {
-    spdlog::info("msg=partitions_revoked count={}", tps.size());
-    // The worker stores what is finished, then we commit it before the partitions move on.
-    if (self->listener_.on_revoked) self->listener_.on_revoked(tps);
-    rd_kafka_commit(rk, nullptr, 0);
-    for (const auto& tp : tps) self->next_offset_.erase(tp);
     rd_kafka_assign(rk, nullptr);
   }
 }
@@ -90,6 +127,21 @@ void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
                   "were consumed (retention or an in-memory devbroker restart)\"",
                   topic, m->partition, log_quote(rd_kafka_err2str(m->err)));
     if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
+    return;
+  }
+  if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+    char reason[512] = {};
+    auto original = rd_kafka_fatal_error(rk_.get(), reason, sizeof reason);
+    std::string why = original == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID
+                          ? "another live worker joined the group with the same group.instance.id; "
+                            "worker.group_instance_id must be unique among live workers"
+                          : "the consumer cannot go on";
+    spdlog::critical("msg=consumer_fatal error={} note={}", log_quote(reason), log_quote(why));
+    if (listener_.on_error) listener_.on_error(kafka_error(original).code);
+    if (!fatal_ && on_fatal_) {
+      fatal_ = true;
+      on_fatal_(std::string(reason) + " (" + why + ")");
+    }
     return;
   }
   spdlog::warn("msg=consumer_error topic={} error={}", topic, log_quote(rd_kafka_err2str(m->err)));

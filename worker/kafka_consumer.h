@@ -4,10 +4,19 @@
 // enable.auto.offset.store=false: offsets are stored by the worker only; auto commit sends the
 // stored ones every second, and commit() on revoke and shutdown.
 //
+// Assignment is cooperative-sticky: a rebalance moves only the partitions that change owner,
+// and the listener hears only about those. With worker.group_instance_id the consumer is a
+// static member (KIP-345): a restart within session.timeout.ms (45 s by default then) gets the
+// same partitions back without any rebalance, and close() does not leave the group (librdkafka
+// sends no LeaveGroup for static members), so the partitions wait for the member's return or
+// its session timeout.
+//
 // Thread-safety: see MessageConsumer.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "shared/config.h"
 #include "shared/kafka_handles.h"
@@ -23,6 +32,9 @@ class KafkaConsumer final : public MessageConsumer {
   KafkaConsumer& operator=(const KafkaConsumer&) = delete;
 
   void set_listener(ConsumerListener listener) override { listener_ = std::move(listener); }
+  // Called once, from poll(), when librdkafka reports a fatal consumer error (e.g. this static
+  // member was fenced by another with the same group.instance.id): the consumer is dead.
+  void set_on_fatal(std::function<void(const std::string& reason)> f) { on_fatal_ = std::move(f); }
   std::vector<ConsumedMessage> poll(int max_messages, int timeout_ms) override;
   void wake() override;
   void pause(const TopicPartition& tp, int64_t seek_offset) override;
@@ -43,6 +55,8 @@ class KafkaConsumer final : public MessageConsumer {
   KafkaHandle rk_;
   KafkaQueue queue_;  // the consumer queue poll() serves; wake() yields it
   ConsumerListener listener_;
+  std::function<void(const std::string&)> on_fatal_;
+  bool fatal_ = false;
   std::map<TopicPartition, int64_t> next_offset_;  // last returned + 1, per assigned partition
   bool closed_ = false;
 };

@@ -1,7 +1,9 @@
 #include "worker/worker_app.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -79,6 +81,13 @@ int run_worker(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-worker: %s\n", consumer.error().message.c_str());
     return 2;
   }
+  // A fatal consumer error (fenced by a second live worker with this group.instance.id) ends
+  // the process like SIGTERM does, and it exits 1.
+  std::atomic<bool> consumer_fatal{false};
+  (*consumer)->set_on_fatal([&consumer_fatal](const std::string&) {
+    consumer_fatal.store(true);
+    kill(getpid(), SIGTERM);  // to the process: the signal thread's sigwait takes it
+  });
   // Three connections: claims, records and the inbound-event audit run on lanes of their own
   // and overlap.
   PostgresDeliveryStore store(config->postgres.url);
@@ -132,9 +141,10 @@ int run_worker(int argc, char** argv) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
     return 1;
   }
-  spdlog::info("msg=worker_started id={} listen={}:{} group={} kafka={} max_in_flight={}", worker_id, listen->host,
-               server.port(), config->worker.group_id, log_quote(config->kafka.bootstrap_servers),
-               config->worker.max_in_flight);
+  spdlog::info("msg=worker_started id={} listen={}:{} group={} group_instance_id={} kafka={} max_in_flight={}",
+               worker_id, listen->host, server.port(), config->worker.group_id,
+               config->worker.static_membership ? config->worker.group_instance_id : "(dynamic)",
+               log_quote(config->kafka.bootstrap_servers), config->worker.max_in_flight);
 
   std::thread signals([&worker] {
     int sig = wait_for_termination_signal();
@@ -150,7 +160,7 @@ int run_worker(int argc, char** argv) {
   // post to the worker: it must still exist then (declared later, it would be destroyed first).
   sender.reset();
   producer->reset();
-  return 0;
+  return consumer_fatal.load() ? 1 : 0;
 }
 
 }  // namespace hookrelay

@@ -123,6 +123,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"kafka: { consumer_properties: { group.id: other } }", "kafka.consumer_properties.group.id: must not differ from worker.group_id"},
         BadCase{"kafka: { consumer_properties: { auto.offset.reset: latest } }", "kafka.consumer_properties.auto.offset.reset: must be earliest"},
         BadCase{"kafka: { consumer_properties: { isolation.level: read_uncommitted } }", "kafka.consumer_properties.isolation.level"},
+        BadCase{"kafka: { consumer_properties: { group.instance.id: w-0 } }", "kafka.consumer_properties.group.instance.id: set worker.group_instance_id"},
         BadCase{"kafka: { properties: { bootstrap.servers: \"h:1\" } }", "kafka.properties.bootstrap.servers: set the brokers with kafka.bootstrap_servers"},
         BadCase{"kafka: { producer_propertie: { } }", "kafka.producer_propertie: unknown key"}));
 
@@ -183,6 +184,62 @@ worker: { group_id: workers }
   EXPECT_EQ(consumer.count("linger.ms"), 0u);
   EXPECT_EQ(c->kafka.field_of("linger.ms", true), "kafka.producer_properties.linger.ms");
   EXPECT_EQ(c->kafka.field_of("security.protocol", false), "kafka.properties.security.protocol");
+}
+
+// Static membership: never on by default, an explicit id or the pod name when asked, and an
+// invalid or missing id is an error naming worker.group_instance_id.
+TEST(Config, StaticMembershipIsOffByDefaultEvenWithAHostname) {
+  auto c = parse_config("worker: { group_id: w }", env_of({{"HOSTNAME", "box"}, {"POD_NAME", "worker-0"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_FALSE(c->worker.static_membership);
+  EXPECT_EQ(c->worker.group_instance_id, "");
+}
+
+TEST(Config, StaticMembershipEmptyIdIsTheDocumentedDefault) {
+  auto off = parse_config("worker: { group_instance_id: \"\" }", env_of({{"HOSTNAME", "box"}}));
+  ASSERT_TRUE(off) << off.error().message;
+  EXPECT_FALSE(off->worker.static_membership);
+  auto env_default = parse_config("worker: { group_instance_id: \"\", static_membership: true }", env_of({{"HOSTNAME", "box"}}));
+  ASSERT_TRUE(env_default) << env_default.error().message;
+  EXPECT_EQ(env_default->worker.group_instance_id, "box");
+}
+
+TEST(Config, StaticMembershipTakesAnExplicitId) {
+  auto c = parse_config("worker: { group_instance_id: \"${POD_NAME}\" }", env_of({{"POD_NAME", "hookrelay-worker-2"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(c->worker.static_membership);
+  EXPECT_EQ(c->worker.group_instance_id, "hookrelay-worker-2");
+  auto both = parse_config("worker: { static_membership: true, group_instance_id: w.1_a-b }", env_of({}));
+  ASSERT_TRUE(both) << both.error().message;
+  EXPECT_EQ(both->worker.group_instance_id, "w.1_a-b");
+}
+
+TEST(Config, StaticMembershipDefaultsToPodNameThenHostname) {
+  auto pod = parse_config("worker: { static_membership: true }", env_of({{"POD_NAME", "hookrelay-worker-0"}, {"HOSTNAME", "node7"}}));
+  ASSERT_TRUE(pod) << pod.error().message;
+  EXPECT_EQ(pod->worker.group_instance_id, "hookrelay-worker-0");
+  auto host = parse_config("worker: { static_membership: true }", env_of({{"POD_NAME", ""}, {"HOSTNAME", "node7"}}));
+  ASSERT_TRUE(host) << host.error().message;
+  EXPECT_EQ(host->worker.group_instance_id, "node7");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    StaticMembership, ConfigErrors,
+    ::testing::Values(
+        BadCase{"worker: { static_membership: true }", "worker.group_instance_id: static_membership is true but neither POD_NAME nor HOSTNAME is set"},
+        BadCase{"worker: { group_instance_id: \"worker 1\" }", "worker.group_instance_id: must be 1-249 characters of [A-Za-z0-9._-]"},
+        BadCase{"worker: { group_instance_id: \"${NOPE}\" }", "worker.group_instance_id: environment variable NOPE is not set"},
+        BadCase{"worker: { static_membership: false, group_instance_id: w-1 }", "worker.static_membership: is false but worker.group_instance_id is set"},
+        BadCase{"worker: { static_membership: maybe }", "worker.static_membership: must be true or false"}));
+
+TEST(Config, StaticMembershipIdFromTheEnvironmentIsValidated) {
+  auto c = parse_config("worker: { static_membership: true }", env_of({{"HOSTNAME", "bad/host"}}));
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("worker.group_instance_id: taken from $HOSTNAME"), std::string::npos) << c.error().message;
+  std::string long_id(250, 'a');
+  auto too_long = parse_config("worker: { group_instance_id: " + long_id + " }", env_of({}));
+  ASSERT_FALSE(too_long);
+  EXPECT_NE(too_long.error().message.find("worker.group_instance_id"), std::string::npos);
 }
 
 TEST(Config, ErrorNeverEchoesSecretValues) {
