@@ -16,7 +16,6 @@ from opscheck import ROOT, Report
 REQUIRED = ("kafka", "kafka-topics", "postgres", "migrate", "ingest", "worker", "prometheus",
             "grafana", "demo-receiver")
 LONG_RUNNING_WITH_HEALTHCHECK = ("kafka", "postgres", "ingest", "worker", "prometheus", "grafana")
-TOPICS = ["hookrelay.webhooks", "hookrelay.calls", "hookrelay.dlq"] + ["hookrelay.retry.%d" % i for i in range(6)]
 
 
 def seconds(text):
@@ -58,16 +57,21 @@ def main():
     kafka_env = services["kafka"].get("environment", {})
     r.check("controller" in str(kafka_env.get("KAFKA_PROCESS_ROLES", "")), "kafka must run in KRaft mode (KAFKA_PROCESS_ROLES)")
     r.check(services["postgres"]["image"].startswith("postgres:15"), "postgres must be 15")
-    topics_script = " ".join(map(str, services["kafka-topics"].get("command", [])))
-    # The script creates the retry tiers in a loop: expand it for the check.
-    tiers = re.search(r"for tier in ([\d ]+); do create \"hookrelay\.retry\.\$\$tier\"", topics_script)
-    created = set(re.findall(r"create (hookrelay\.[a-z]+) ", topics_script))
-    created |= {"hookrelay.retry.%s" % t for t in (tiers.group(1).split() if tiers else [])}
-    for topic in TOPICS:
-        r.check(topic in created, "kafka-topics does not create %s" % topic)
-    r.check("--replication-factor 1" in topics_script, "kafka-topics: replication factor 1 expected on one broker")
-    r.check("min.insync.replicas=2" in compose_file.read_text(),
-            "the production setting min.insync.replicas=2 must be noted next to the topic creation")
+    # The topics come from the hookrelay configuration's topics: section, applied by the CLI.
+    r.check(services["kafka-topics"].get("command") == ["hookrelay", "topics", "apply"],
+            "kafka-topics must run `hookrelay topics apply`")
+    r.check(services["kafka-topics"].get("restart") == "no", "kafka-topics is a one-shot service (restart: \"no\")")
+    r.check(services["kafka-topics"].get("image") == services["ingest"].get("image"),
+            "kafka-topics must use the hookrelay image")
+    r.check("kafka" in depends(services["kafka-topics"]), "kafka-topics must wait for kafka")
+    compose_config = yaml.safe_load((ROOT / "deploy/compose/hookrelay.yaml").read_text()) or {}
+    topics_cfg = compose_config.get("topics", {})
+    r.check(topics_cfg.get("replication_factor") == 1 and topics_cfg.get("min_insync_replicas") == 1,
+            "topics: replication_factor and min_insync_replicas 1 expected on one broker")
+    r.check(len(compose_config.get("retry", {}).get("schedule_seconds", [])) == 6,
+            "six retry tiers expected (hookrelay.retry.0-5)")
+    r.check("min_insync_replicas: 2" in (ROOT / "deploy/compose/hookrelay.yaml").read_text(),
+            "the production setting min_insync_replicas: 2 must be noted next to the topics: section")
 
     for name in LONG_RUNNING_WITH_HEALTHCHECK:
         r.check("healthcheck" in services[name], "%s has no healthcheck" % name)
@@ -83,10 +87,11 @@ def main():
     r.check("postgres" in depends(services["migrate"]), "migrate must wait for postgres")
     r.check("migrate" in depends(services["worker"]), "worker must wait for migrate")
     r.check("kafka-topics" in depends(services["ingest"]), "ingest must wait for the topics")
+    r.check("kafka-topics" in depends(services["worker"]), "worker must wait for the topics")
 
     r.check(services["worker"].get("deploy", {}).get("replicas") == 3, "worker: deploy.replicas must be 3")
     r.check("container_name" not in services["worker"], "a replicated service cannot have container_name")
-    for name in ("ingest", "worker", "migrate"):
+    for name in ("ingest", "worker", "migrate", "kafka-topics"):
         r.check(services[name].get("command", [None])[0] in ("hookrelay-ingest", "hookrelay-worker", "hookrelay"),
                 "%s: command must name a hookrelay binary" % name)
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""deploy/k8s: every document parses and names itself; the Deployments are production-shaped
-(probes on /readyz and /healthz, resources, non-root read-only containers, a preStop sleep and a
-grace period longer than preStop + the configured drain); Services, PDBs, the HPA and the KEDA
-ScaledObject point at what exists; with --config-check BIN the ConfigMap's configuration passes
-the services' own validation with the example Secret's values.
+"""deploy/k8s: every document parses and names itself; the workloads (ingest Deployment, worker
+StatefulSet) are production-shaped (probes on /readyz and /healthz, resources, non-root read-only
+containers, a preStop sleep and a grace period longer than preStop + the configured drain);
+Services, PDBs, the HPA and the KEDA ScaledObject point at what exists; the worker is a static
+group member named by its stable pod name; Jobs run `hookrelay migrate` and `hookrelay topics
+apply`; with --config-check BIN the ConfigMap's configuration passes the services' own validation
+with the example Secret's values (and a worker pod's POD_NAME).
 
 usage: check_k8s.py [--config-check PATH_TO_ops_config_check]"""
 import argparse
@@ -17,8 +19,12 @@ from opscheck import ROOT, Report
 
 K8S = ROOT / "deploy/k8s"
 PRESTOP_SECONDS = 5
-# (deployment, config section whose shutdown_grace_ms is the drain, default ms)
+# (workload, config section whose shutdown_grace_ms is the drain, default ms)
 DRAINS = {"hookrelay-ingest": ("ingest", 10000), "hookrelay-worker": ("worker", 20000)}
+# The kind each workload must be: the worker's pod names are its group.instance.id, so they must
+# survive restarts (a Deployment renames pods on every restart).
+KINDS = {"hookrelay-ingest": "Deployment", "hookrelay-worker": "StatefulSet"}
+WORKLOADS = ("Deployment", "StatefulSet")
 
 
 def load_all():
@@ -36,7 +42,7 @@ def selects(selector, labels):
 
 def pod_spec(doc):
     kind = doc["kind"]
-    if kind in ("Deployment", "Job"):
+    if kind in ("Deployment", "StatefulSet", "Job"):
         return doc["spec"]["template"]["spec"]
     if kind == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -89,6 +95,25 @@ def check_deployment(r, doc, config):
     return template_labels
 
 
+def check_worker_membership(r, by_kind, config):
+    """Static membership: group.instance.id from the pod name, which only a StatefulSet keeps."""
+    sts = by_kind.get("StatefulSet", {}).get("hookrelay-worker")
+    if sts is None:
+        return
+    worker = config.get("worker", {})
+    r.check(worker.get("static_membership") is True or "group_instance_id" in worker,
+            "ConfigMap: worker.static_membership (or group_instance_id) must be set for the StatefulSet")
+    r.check(sts["spec"].get("serviceName") in by_kind.get("Service", {}),
+            "StatefulSet hookrelay-worker: serviceName must name an existing (headless) Service")
+    svc = by_kind.get("Service", {}).get(sts["spec"].get("serviceName"), {})
+    r.check(svc.get("spec", {}).get("clusterIP") == "None", "the worker StatefulSet's Service must be headless")
+    for c in sts["spec"]["template"]["spec"]["containers"]:
+        pod_name = [e for e in c.get("env", []) if e.get("name") == "POD_NAME"]
+        r.check(len(pod_name) == 1 and pod_name[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                == "metadata.name", "StatefulSet hookrelay-worker/%s: POD_NAME must come from metadata.name" % c["name"])
+    r.check("hookrelay-worker" not in by_kind.get("Deployment", {}), "the worker must not also be a Deployment")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config-check", help="ops_config_check binary: validate the ConfigMap's config")
@@ -110,22 +135,25 @@ def main():
     config_text = (configmap or {}).get("data", {}).get("hookrelay.yaml", "")
     config = yaml.safe_load(config_text) or {}
 
-    deployments = by_kind.get("Deployment", {})
-    for name in DRAINS:
-        r.check(name in deployments, "Deployment %s missing" % name)
+    deployments = {name: d for kind in WORKLOADS for name, d in by_kind.get(kind, {}).items()}
+    for name, kind in KINDS.items():
+        r.check(name in by_kind.get(kind, {}), "%s %s missing" % (kind, name))
     pod_labels = {name: check_deployment(r, d, config) for name, d in deployments.items()}
+    check_worker_membership(r, by_kind, config)
     for kind in ("Job", "CronJob"):
         for name, doc in by_kind.get(kind, {}).items():
             check_containers(r, name, pod_spec(doc))
-    r.check("hookrelay-migrate" in by_kind.get("Job", {}), "migrate Job missing")
-    if "hookrelay-migrate" in by_kind.get("Job", {}):
-        cmd = pod_spec(by_kind["Job"]["hookrelay-migrate"])["containers"][0].get("command")
-        r.check(cmd == ["hookrelay", "migrate"], "migrate Job must run `hookrelay migrate`")
+    for job, command in (("hookrelay-migrate", ["hookrelay", "migrate"]),
+                         ("hookrelay-topics", ["hookrelay", "topics", "apply"])):
+        r.check(job in by_kind.get("Job", {}), "Job %s missing" % job)
+        if job in by_kind.get("Job", {}):
+            cmd = pod_spec(by_kind["Job"][job])["containers"][0].get("command")
+            r.check(cmd == command, "Job %s must run `%s`" % (job, " ".join(command)))
 
     # Every pod that mounts or reads config and secrets names objects that exist (the Secret only
     # as an example file).
     secret_names = {d["metadata"]["name"] for _, d in docs if d["kind"] == "Secret"}
-    for kind in ("Deployment", "Job", "CronJob"):
+    for kind in WORKLOADS + ("Job", "CronJob"):
         for name, doc in by_kind.get(kind, {}).items():
             pod = pod_spec(doc)
             for vol in pod.get("volumes", []):
@@ -142,7 +170,7 @@ def main():
     for name, svc in by_kind.get("Service", {}).items():
         selector = svc["spec"].get("selector", {})
         matches = [d for d, labels in pod_labels.items() if selects(selector, labels)]
-        r.check(len(matches) == 1, "Service %s selects %d Deployments (want 1)" % (name, len(matches)))
+        r.check(len(matches) == 1, "Service %s selects %d workloads (want 1)" % (name, len(matches)))
         for m in matches:
             port_names = {p.get("name") for c in deployments[m]["spec"]["template"]["spec"]["containers"]
                           for p in c.get("ports", [])}
@@ -155,10 +183,10 @@ def main():
     for name in DRAINS:
         covering = [p for p, doc in pdbs.items()
                     if selects(doc["spec"]["selector"].get("matchLabels", {}), pod_labels.get(name, {}))]
-        r.check(len(covering) == 1, "Deployment %s is covered by %d PodDisruptionBudgets (want 1)" % (name, len(covering)))
+        r.check(len(covering) == 1, "%s is covered by %d PodDisruptionBudgets (want 1)" % (name, len(covering)))
     for name, doc in pdbs.items():
         r.check(any(selects(doc["spec"]["selector"].get("matchLabels", {}), l) for l in pod_labels.values()),
-                "PDB %s selects no Deployment's pods" % name)
+                "PDB %s selects no workload's pods" % name)
 
     hpas = by_kind.get("HorizontalPodAutoscaler", {})
     ingest_hpa = [h for h in hpas.values() if h["spec"]["scaleTargetRef"]["name"] == "hookrelay-ingest"]
@@ -172,7 +200,10 @@ def main():
     r.check(len(scaled) == 1, "expected one KEDA ScaledObject")
     group = config.get("worker", {}).get("group_id", "hookrelay-workers")
     for so in scaled:
-        r.check(so["spec"]["scaleTargetRef"]["name"] == "hookrelay-worker", "ScaledObject must target hookrelay-worker")
+        target = so["spec"]["scaleTargetRef"]
+        r.check(target["name"] == "hookrelay-worker", "ScaledObject must target hookrelay-worker")
+        r.check(target.get("kind", "Deployment") == KINDS["hookrelay-worker"],
+                "ScaledObject scaleTargetRef.kind must be %s (KEDA assumes Deployment)" % KINDS["hookrelay-worker"])
         r.check(not any(h["spec"]["scaleTargetRef"]["name"] == "hookrelay-worker" for h in hpas.values()),
                 "the worker must not also have an HPA (KEDA creates its own)")
         triggers = so["spec"].get("triggers", [])
@@ -199,6 +230,7 @@ def main():
     if args.config_check:
         secret = by_kind.get("Secret", {}).get("hookrelay-secrets", {})
         env = {k: str(v) for k, v in secret.get("stringData", {}).items()}
+        env["POD_NAME"] = "hookrelay-worker-0"  # what the worker pods set (static membership)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "hookrelay.yaml"
             path.write_text(config_text)
