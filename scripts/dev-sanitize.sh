@@ -41,7 +41,7 @@ cmd_test_san() {
   log "running the sanitized suite (ASan + UBSan + LSan) in $SAN_BUILD"
   local filter=()
   [ -n "${HOOKRELAY_SAN_TESTS:-}" ] && filter=(-R "$HOOKRELAY_SAN_TESTS")
-  ctest --test-dir "$SAN_BUILD" --output-on-failure -j "${HOOKRELAY_TEST_JOBS:-2}" --timeout 600 \
+  ctest --test-dir "$SAN_BUILD" --output-on-failure -j "${HOOKRELAY_TEST_JOBS:-3}" --timeout 600 \
     -L 'unit|integration|fuzz' "${filter[@]}" "$@"
 }
 
