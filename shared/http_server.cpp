@@ -27,6 +27,7 @@ constexpr std::size_t kFirstRead = 4096;
 // accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
 constexpr std::chrono::milliseconds kAcceptRetryMin{10};
 constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
+constexpr std::chrono::milliseconds kWatchSweep{100};
 
 std::string_view accept_error_reason(const beast::error_code& ec) {
   if (ec.category() != net::error::get_system_category()) return "other";
@@ -56,17 +57,38 @@ struct HttpServer::Impl {
   };
   std::vector<std::unique_ptr<Loop>> loops;
   std::atomic<int> connections{0};
+  // A watched fd (another library's wake-up pipe). Its handler also runs every kWatchSweep
+  // whether or not the fd woke: a wake-up the library never wrote (an event queued before its
+  // pipe was enabled, say) then costs that long, never a stall of everything waiting on it.
   struct Watch {
     int fd;
     std::function<void()> on_readable;
     std::unique_ptr<net::posix::stream_descriptor> descriptor;
+    std::unique_ptr<net::steady_timer> sweep;
   };
   std::vector<Watch> watches;
+  static void serve(Watch& w) {
+    try {
+      w.on_readable();
+    } catch (const std::exception& e) {
+      spdlog::error("msg=watch_handler_exception error={}", log_quote(e.what()));
+    } catch (...) {
+      spdlog::error("msg=watch_handler_exception error=unknown");
+    }
+  }
   void arm(Watch& w) {
     w.descriptor->async_wait(net::posix::stream_descriptor::wait_read, [this, &w](beast::error_code ec) {
-      if (ec) return;
-      w.on_readable();
-      arm(w);
+      if (ec == net::error::operation_aborted) return;  // stopping
+      arm(w);  // first, so a throwing handler cannot leave the fd unwatched
+      if (!ec) serve(w);
+    });
+  }
+  void arm_sweep(Watch& w) {
+    w.sweep->expires_after(kWatchSweep);
+    w.sweep->async_wait([this, &w](beast::error_code ec) {
+      if (ec == net::error::operation_aborted) return;
+      arm_sweep(w);
+      serve(w);
     });
   }
   uint16_t bound_port = 0;
@@ -358,7 +380,9 @@ Result<void> HttpServer::start() {
   for (auto& w : impl_->watches) {
     // A duplicate, so closing the descriptor never closes the owner's fd.
     w.descriptor = std::make_unique<net::posix::stream_descriptor>(impl_->loops.front()->ioc, ::dup(w.fd));
+    w.sweep = std::make_unique<net::steady_timer>(impl_->loops.front()->ioc);
     impl_->arm(w);
+    impl_->arm_sweep(w);
   }
   for (auto& loop : impl_->loops) {
     impl_->accept(*loop);
@@ -368,7 +392,7 @@ Result<void> HttpServer::start() {
 }
 
 void HttpServer::watch_fd(int fd, std::function<void()> on_readable) {
-  impl_->watches.push_back({fd, std::move(on_readable), nullptr});
+  impl_->watches.push_back({fd, std::move(on_readable), nullptr, nullptr});
 }
 
 uint16_t HttpServer::port() const { return impl_->bound_port; }

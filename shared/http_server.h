@@ -51,7 +51,9 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Before start(): run `on_readable` on the first loop's thread whenever `fd` is readable (a
-  // wake-up pipe of another library). The fd stays owned by the caller.
+  // wake-up pipe of another library), and at least every 100 ms in any case, so a wake-up the
+  // library failed to write delays its events, never strands them. An exception from
+  // `on_readable` is logged and the watch goes on. The fd stays owned by the caller.
   void watch_fd(int fd, std::function<void()> on_readable);
 
   // Binds and starts the threads. Error names the address when binding fails.
