@@ -73,6 +73,14 @@ def workdir(prefix):
     return d
 
 
+def tail_file(path, n=20):
+    """The last n lines of a log file ("" when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
 class Proc:
     """A child process with its output in a log file, stopped by its own pid."""
 
@@ -103,10 +111,7 @@ class Proc:
             _started.remove(self)
 
     def tail(self, n=20):
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return tail_file(self.log_path, n)
 
 
 @atexit.register
@@ -153,6 +158,118 @@ def start_devbroker(logdir, name="devbroker"):
                        "--bootstrap-file", bootfile, "--log-level", "warn"], logdir)
     wait_for(lambda: bootfile.exists() and bootfile.read_text().strip(), "devbroker bootstrap file", proc=proc)
     return proc, bootfile.read_text().strip()
+
+
+BROKERS = ("kafka", "devbroker")
+KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
+# The partition count the devbroker gives every topic; real Kafka gets the same for every topic.
+PARTITIONS = 12
+
+
+def add_broker_arg(ap):
+    ap.add_argument("--broker", choices=BROKERS, default="kafka",
+                    help="kafka (default): one Apache Kafka KRaft node started with scripts/kafka in the work "
+                         "dir, log on disk, topics from `hookrelay topics apply` (12 partitions); devbroker: "
+                         "hookrelay-devbroker --brokers 3 --partitions 12 (librdkafka's in-memory mock cluster)")
+
+
+def broker_description(kind):
+    """One line for a report header: which broker ran."""
+    if kind == "devbroker":
+        return f"hookrelay-devbroker --brokers 3 --partitions {PARTITIONS} (librdkafka mock cluster, in memory)"
+    return (f"Apache Kafka {os.environ.get('HOOKRELAY_KAFKA_VERSION', '4.1.1')}, one KRaft node "
+            f"(scripts/kafka start --nodes 1), log on local disk; topics from `hookrelay topics apply`, "
+            f"{PARTITIONS} partitions each, replication factor 1")
+
+
+def _free_port_pair():
+    """A base port P with P and P + 1 free (a Kafka node's client and controller ports)."""
+    for _ in range(50):
+        p = free_port()
+        if p >= 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 1))
+            return p
+        except OSError:
+            continue
+    die("no two consecutive free ports for Kafka")
+
+
+class KafkaNode:
+    """One Apache Kafka KRaft node started by scripts/kafka in DIR (data, server.log, pid there).
+    Tracked with the Procs, so the atexit handler stops it with `scripts/kafka stop --dir DIR
+    --kill` on every exit path (die(), an exception, Ctrl-C, SIGTERM: see _exit_on_sigterm)."""
+
+    def __init__(self, name, kdir):
+        self.name = name
+        self.dir = Path(kdir)
+        self.log_path = self.dir / "node-1" / "server.log"
+        self.pid = None
+        self._stopped = False
+        _started.append(self)
+
+    def alive(self):
+        try:
+            os.kill(self.pid, 0)
+            return True
+        except (OSError, TypeError):
+            return False
+
+    def stop(self, timeout=15):
+        if not self._stopped:
+            subprocess.run([str(KAFKA_SCRIPT), "stop", "--dir", str(self.dir), "--kill"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._stopped = True
+        if self in _started:
+            _started.remove(self)
+
+    def tail(self, n=20):
+        return tail_file(self.log_path, n)
+
+
+def _exit_on_sigterm(signum, frame):
+    sys.exit(128 + signum)  # SystemExit runs the atexit handler, which stops every broker and Proc
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+signal.signal(signal.SIGHUP, _exit_on_sigterm)
+
+
+def start_kafka(logdir, name="kafka"):
+    """A fresh single-node Apache Kafka in logdir/<name> with the hookrelay topics (12 partitions,
+    RF 1) made by `hookrelay topics apply`; returns (node, bootstrap). node.pid is the broker JVM
+    (for CPU accounting); node.stop() runs `scripts/kafka stop --dir ... --kill`."""
+    kdir = Path(logdir) / name
+    node = KafkaNode(name, kdir)
+    port = _free_port_pair()
+    r = subprocess.run([str(KAFKA_SCRIPT), "start", "--dir", str(kdir), "--nodes", "1", "--port", str(port)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        die(f"scripts/kafka start failed:\n{r.stdout[-3000:]}\n{node.tail()}")
+    node.pid = int((kdir / "node-1" / "pid").read_text().strip())
+    bootstrap = subprocess.run([str(KAFKA_SCRIPT), "bootstrap", "--dir", str(kdir)], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    cfg = Path(logdir) / f"{name}-topics.yaml"
+    cfg.write_text(f"""kafka: {{ bootstrap_servers: "{bootstrap}" }}
+topics: {{ partitions: {PARTITIONS}, replication_factor: 1, min_insync_replicas: 1 }}
+log_level: warn
+""")
+    r = subprocess.run([str(binary("cli/hookrelay")), "topics", "apply", "--config", str(cfg)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        die(f"hookrelay topics apply failed:\n{r.stdout[-3000:]}")
+    log(f"Kafka up at {bootstrap} ({kdir}); topics applied")
+    return node, bootstrap
+
+
+def start_broker(kind, logdir, name):
+    """The broker a benchmark runs on: kind "kafka" (start_kafka) or "devbroker" (start_devbroker).
+    Returns (handle, bootstrap); handle has .pid, .alive(), .stop(), .tail()."""
+    if kind == "devbroker":
+        return start_devbroker(logdir, name.replace("kafka", "devbroker"))
+    return start_kafka(logdir, name)
 
 
 def start_nginx(logdir, name, server_block, worker_processes="auto"):
