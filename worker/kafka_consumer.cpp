@@ -101,8 +101,10 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kaf
     spdlog::warn("msg=rebalance_error error={}", log_quote(rd_kafka_err2str(err)));
   }
   // Lost (the session expired, or fenced): another member may already own them and have
-  // committed further; a commit now could only fail or move an offset backwards.
-  const bool lost = rd_kafka_assignment_lost(rk) != 0;
+  // committed further; a commit now could only fail or move an offset backwards. A fatal error
+  // (this static member was fenced by another with its group.instance.id) counts as lost too.
+  const bool lost = rd_kafka_assignment_lost(rk) != 0 ||
+                    rd_kafka_fatal_error(rk, nullptr, 0) != RD_KAFKA_RESP_ERR_NO_ERROR;
   spdlog::info("msg=partitions_revoked count={} protocol={} lost={}", tps.size(),
                cooperative ? "cooperative" : "eager", lost);
   // The worker stores what is finished (its un-finished work stays behind the stored offset and
