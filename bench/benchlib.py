@@ -167,10 +167,17 @@ PARTITIONS = 12
 
 
 def add_broker_arg(ap):
-    ap.add_argument("--broker", choices=BROKERS, default="kafka",
+    ap.add_argument("--broker", choices=BROKERS + ("both",), default="kafka",
                     help="kafka (default): one Apache Kafka KRaft node started with scripts/kafka in the work "
                          "dir, log on disk, topics from `hookrelay topics apply` (12 partitions); devbroker: "
-                         "hookrelay-devbroker --brokers 3 --partitions 12 (librdkafka's in-memory mock cluster)")
+                         "hookrelay-devbroker --brokers 3 --partitions 12 (librdkafka's in-memory mock cluster); "
+                         "both: hookrelay on each of the two in one invocation (the Node peer and nginx once, "
+                         "the peer on kafka), one report with a hookrelay row per broker")
+
+
+def broker_kinds(choice):
+    """The brokers hookrelay runs on for a --broker choice, the first also the Node peer's."""
+    return list(BROKERS) if choice == "both" else [choice]
 
 
 def broker_description(kind):
