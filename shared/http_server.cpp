@@ -67,28 +67,26 @@ struct HttpServer::Impl {
     std::unique_ptr<net::steady_timer> sweep;
   };
   std::vector<Watch> watches;
-  static void serve(Watch& w) {
-    try {
-      w.on_readable();
-    } catch (const std::exception& e) {
-      spdlog::error("msg=watch_handler_exception error={}", log_quote(e.what()));
-    } catch (...) {
-      spdlog::error("msg=watch_handler_exception error=unknown");
-    }
-  }
+  // Each wait re-arms before it calls the handler, so a handler that throws (run_loop logs it and
+  // the loop goes on) cannot end the watch.
   void arm(Watch& w) {
     w.descriptor->async_wait(net::posix::stream_descriptor::wait_read, [this, &w](beast::error_code ec) {
-      if (ec == net::error::operation_aborted) return;  // stopping
-      arm(w);  // first, so a throwing handler cannot leave the fd unwatched
-      if (!ec) serve(w);
+      if (ec) {
+        // The fd is unusable (not merely stopping): waiting on it again would spin. The sweep
+        // still serves the handler.
+        if (ec != net::error::operation_aborted) spdlog::error("msg=watch_failed error={}", log_quote(ec.message()));
+        return;
+      }
+      arm(w);
+      w.on_readable();
     });
   }
   void arm_sweep(Watch& w) {
     w.sweep->expires_after(kWatchSweep);
     w.sweep->async_wait([this, &w](beast::error_code ec) {
-      if (ec == net::error::operation_aborted) return;
+      if (ec) return;  // stopping
       arm_sweep(w);
-      serve(w);
+      w.on_readable();
     });
   }
   uint16_t bound_port = 0;

@@ -183,10 +183,13 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
       std::string key = row[0].as<std::string>();
+      ClaimStatus status = status_from_state(row[1]);
       // Won: the row is not final and holds this claim's own token.
-      bool won = row[1].as<std::string>() != "succeeded" && row[1].as<std::string>() != "dead" &&
-                 !row[2].is_null() && row[2].as<int64_t>() == unique.at(key)->lease_token;
-      by_key[key] = won ? ClaimStatus::kClaimed : status_from_state(row[1]);
+      if (status == ClaimStatus::kLeasedElsewhere && !row[2].is_null() &&
+          row[2].as<int64_t>() == unique.at(key)->lease_token) {
+        status = ClaimStatus::kClaimed;
+      }
+      by_key[key] = status;
     }
     std::vector<ClaimStatus> out;
     out.reserve(deliveries.size());

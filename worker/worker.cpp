@@ -26,7 +26,6 @@ struct Worker::Job {
   std::string host;
   bool holds_slot = false;   // counted in HostConcurrency
   bool holds_key = false;    // the entry in local_keys_ is this job's
-  int64_t lease_token = 0;   // its claim's fencing token (also in record.lease_token)
   int64_t started_ms = 0;
   AttemptRecord record;
   AttemptHistory history;
@@ -267,10 +266,10 @@ void Worker::flush_claims(int64_t now) {
     // Every claim has a token of its own, so a claim is one attempt's: see DeliveryStore::claim.
     // A claim sent again after a failed round trip keeps its token: if the first one did commit,
     // the lease it took is found holding this token and the claim is won, not refused.
-    if (j->lease_token == 0) j->lease_token = make_lease_token(run_id_, ++claim_seq_);
-    j->record.lease_token = j->lease_token;
+    int64_t& token = j->record.lease_token;  // the attempt is recorded under its claim's token
+    if (token == 0) token = make_lease_token(run_id_, ++claim_seq_);
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
-                     j->d.received_at_ms, j->lease_token});
+                     j->d.received_at_ms, token});
   }
   claim_lane_->submit([this, refs] {
     Event e;
