@@ -7,6 +7,7 @@ Everything listens on 127.0.0.1 only.
 import atexit
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -370,6 +371,98 @@ def cpu_seconds(pid, children=None):
         return total / os.sysconf("SC_CLK_TCK")
     except OSError:
         return float("nan")
+
+
+# The private development PostgreSQL (`scripts/dev pg`).
+PG_PORT = 55432
+PG_BASE = f"postgresql://postgres@127.0.0.1:{PG_PORT}"
+PEER_TABLES = """
+CREATE TABLE peer_idem(key text primary key, state text, updated_at timestamptz default now());
+CREATE TABLE peer_attempts(id bigserial primary key, key text, attempt int, status int, duration_ms int,
+                           at timestamptz default now());
+"""
+
+
+def psql(db, sql):
+    r = subprocess.run(["psql", f"{PG_BASE}/{db}", "-X", "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ValueError(r.stderr.strip())
+    return r.stdout.strip()
+
+
+class PsqlSession:
+    """One psql process for the whole measurement: a poll every 200 ms must not cost a process
+    start and a new connection (about a tenth of a core on this machine, taken from whatever is
+    being measured)."""
+
+    MARK = "__hookrelay_bench_end__"
+
+    def __init__(self, db):
+        self.proc = subprocess.Popen(["psql", f"{PG_BASE}/{db}", "-X", "-qtA"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def query(self, sql):
+        """The first output line, or None when the query failed (psql goes on after an error)."""
+        self.proc.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo " + self.MARK + "\n")
+        self.proc.stdin.flush()
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise ValueError("psql session ended")
+            line = line.rstrip("\n")
+            if line == self.MARK:
+                return lines[0] if lines else None
+            lines.append(line)
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def fresh_database(name, migrations=True):
+    """Drops and makes database `name`: with migrations/*.sql applied, or (migrations=False) with
+    the Node peer worker's tables (PEER_TABLES). Returns its URL."""
+    psql("postgres", f"DROP DATABASE IF EXISTS {name}")
+    psql("postgres", f"CREATE DATABASE {name}")
+    if migrations:
+        for f in sorted((ROOT / "migrations").glob("*.sql")):
+            r = subprocess.run(["psql", f"{PG_BASE}/{name}", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(f)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                die(f"applying {f.name} to {name} failed:\n{r.stderr}")
+    else:
+        psql(name, PEER_TABLES)
+    return f"{PG_BASE}/{name}"
+
+
+def start_pg():
+    """The private PostgreSQL on 127.0.0.1:55432 (`scripts/dev pg` starts it when it is down)."""
+    subprocess.run([str(ROOT / "scripts" / "dev"), "pg"], check=True, stdout=subprocess.DEVNULL)
+
+
+def body_1k():
+    """The 1 KiB GitHub-style JSON body every webhook benchmark posts."""
+    head = '{"action":"opened","repository":{"full_name":"acme/widgets"},"sender":{"login":"bench"},"pad":"'
+    return (head + "x" * (1024 - len(head) - 2) + '"}').encode()
+
+
+def worker_postgres_breakdown(port):
+    """{op: (round trips, total seconds)} from a hookrelay-worker's
+    hookrelay_worker_postgres_batch_duration_seconds histogram (its /metrics on `port`)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    ops = {}
+    for kind, op, value in re.findall(
+            r'^hookrelay_worker_postgres_batch_duration_seconds_(sum|count)\{[^}]*op="([^"]+)"[^}]*\} (\S+)$',
+            text, re.M):
+        n, total = ops.get(op, (0, 0.0))
+        ops[op] = (int(float(value)), total) if kind == "count" else (n, float(value))
+    return ops
 
 
 def start_perf(pid, out, logdir):
