@@ -2,7 +2,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -183,8 +185,175 @@ SourceConfig parse_source(const std::string& name, const YAML::Node& n, const st
   return s;
 }
 
-RouteConfig parse_route(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
-  only_keys(n, field, {"name", "url", "secret", "timeout_ms", "ordered"});
+std::string lower(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+std::string at(const std::string& field, std::size_t i) { return field + "[" + std::to_string(i) + "]"; }
+
+// `schedule_seconds`, `max_attempts`, `max_age_seconds` over `out` (the defaults, or for a route
+// the global policy). A route's tiers are bounded by `longest_tier`: retry tiers are topics
+// shared by every route, and a due time past the longest one's delay is cut to it.
+void parse_retry(const YAML::Node& r, const std::string& field, RetryConfig& out, int longest_tier) {
+  only_keys(r, field, {"schedule_seconds", "max_attempts", "max_age_seconds"});
+  if (auto s = r["schedule_seconds"]) {
+    if (!s.IsSequence() || s.size() == 0) bad(join(field, "schedule_seconds"), "must be a non-empty list of seconds");
+    if (s.size() > 16) bad(join(field, "schedule_seconds"), "at most 16 tiers");
+    out.schedule_seconds.clear();
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      std::string f = at(join(field, "schedule_seconds"), i);
+      int v = num<int>(s[i], f, 1, 7 * 86400);
+      if (!out.schedule_seconds.empty() && v <= out.schedule_seconds.back()) bad(f, "must be greater than the previous tier");
+      if (v > longest_tier) {
+        bad(f, "must be at most the longest delay of retry.schedule_seconds (" + std::to_string(longest_tier) +
+                   "): retry tiers are topics every route shares");
+      }
+      out.schedule_seconds.push_back(v);
+    }
+  }
+  if (r["max_attempts"]) out.max_attempts = num<int>(r["max_attempts"], join(field, "max_attempts"), 1, 1000);
+  if (r["max_age_seconds"]) out.max_age_seconds = num<int>(r["max_age_seconds"], join(field, "max_age_seconds"), 1, 30 * 86400);
+}
+
+// Header names hookrelay sets itself, or that belong to one connection (hop-by-hop), and so
+// cannot be given per route; empty when `name` may be configured.
+std::string refused_header(const std::string& name) {
+  const std::string n = lower(name);
+  if (n.rfind("webhook-", 0) == 0) return "webhook-* headers are the Standard Webhooks headers hookrelay sets";
+  if (n.rfind("x-hookrelay-", 0) == 0) return "X-Hookrelay-* headers are set by hookrelay";
+  if (n == "idempotency-key") return "Idempotency-Key is set by hookrelay";
+  if (n == "content-length") return "Content-Length is the length of the body hookrelay sends";
+  if (n.rfind("proxy-", 0) == 0) return "Proxy-* headers are hop-by-hop";
+  for (const char* h : {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}) {
+    if (n == h) return name + " is a hop-by-hop header the HTTP client sets";
+  }
+  return {};
+}
+
+// A route's `headers`. Values are secrets (tokens from ${VAR}): no message quotes one.
+std::vector<std::pair<std::string, std::string>> parse_route_headers(const YAML::Node& n, const std::string& field,
+                                                                     const EnvLookup& env) {
+  if (!n.IsMap()) bad(field, "must be a mapping of header name to value");
+  std::vector<std::pair<std::string, std::string>> out;
+  std::set<std::string> seen;
+  for (const auto& kv : n) {
+    auto name = kv.first.as<std::string>();
+    const std::string f = join(field, name);
+    if (!valid_header_name(name)) bad(f, "is not a valid header name ([A-Za-z0-9_-])");
+    if (auto why = refused_header(name); !why.empty()) bad(f, "cannot be set per route: " + why);
+    if (!seen.insert(lower(name)).second) bad(f, "is given twice (header names are case-insensitive)");
+    auto value = str(kv.second, f, env);
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      bad(f, "value contains CR, LF or NUL (after ${VAR} expansion)");
+    }
+    out.emplace_back(name, std::move(value));
+  }
+  return out;
+}
+
+// A filter value: a quoted scalar is a string; a plain one is true/false, null, a number or else
+// a string, as YAML reads it.
+JsonScalar filter_scalar(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+  if (!n.IsScalar() && !n.IsNull()) bad(field, "must be a string, number, boolean or null");
+  JsonScalar v;
+  if (n.IsNull()) {
+    v.kind = JsonScalar::Kind::kNull;
+    return v;
+  }
+  v.string = expand(n.Scalar(), field, env);
+  if (n.Tag() == "!") return v;  // quoted: a string, whatever it looks like
+  const std::string& t = v.string;
+  if (t == "true" || t == "True" || t == "TRUE" || t == "false" || t == "False" || t == "FALSE") {
+    v.kind = JsonScalar::Kind::kBool;
+    v.boolean = t[0] == 't' || t[0] == 'T';
+    return v;
+  }
+  if (t == "null" || t == "Null" || t == "NULL" || t == "~") {
+    v.kind = JsonScalar::Kind::kNull;
+    return v;
+  }
+  const char* b = t.data();
+  const char* e = t.data() + t.size();
+  if (auto [p, ec] = std::from_chars(b, e, v.integer); ec == std::errc() && p == e && !t.empty()) {
+    v.kind = JsonScalar::Kind::kNumber;
+    v.integral = true;
+    v.number = static_cast<double>(v.integer);
+    return v;
+  }
+  if (auto [p, ec] = std::from_chars(b, e, v.number); ec == std::errc() && p == e && std::isfinite(v.number)) {
+    v.kind = JsonScalar::Kind::kNumber;
+    return v;
+  }
+  v.number = 0;
+  return v;
+}
+
+RouteFilter parse_filter(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+  only_keys(n, field, {"header", "body"});
+  RouteFilter f;
+  if (auto h = n["header"]) {
+    const std::string hf = join(field, "header");
+    if (!h.IsMap()) bad(hf, "must be a mapping of header name to a value or a list of values");
+    std::set<std::string> seen;
+    for (const auto& kv : h) {
+      auto name = kv.first.as<std::string>();
+      const std::string nf = join(hf, name);
+      if (!valid_header_name(name)) bad(nf, "is not a valid header name ([A-Za-z0-9_-])");
+      if (!seen.insert(lower(name)).second) bad(nf, "is given twice (header names are case-insensitive)");
+      HeaderCondition c;
+      c.name = lower(name);
+      if (kv.second.IsSequence()) {
+        if (kv.second.size() == 0) bad(nf, "must list at least one value");
+        c.values = strings(kv.second, nf, env);
+      } else if (kv.second.IsScalar()) {
+        c.values.push_back(str(kv.second, nf, env));
+      } else {
+        bad(nf, "must be a value or a list of values");
+      }
+      f.header.push_back(std::move(c));
+    }
+  }
+  if (auto b = n["body"]) {
+    const std::string bf = join(field, "body");
+    if (!b.IsSequence()) bad(bf, "must be a list of {pointer, equals | in | exists} conditions");
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      const std::string cf = at(bf, i);
+      only_keys(b[i], cf, {"pointer", "equals", "in", "exists"});
+      BodyCondition c;
+      if (!b[i]["pointer"]) bad(join(cf, "pointer"), "is required (a JSON pointer such as /action)");
+      auto pointer = parse_json_pointer(str(b[i]["pointer"], join(cf, "pointer"), env));
+      if (!pointer) bad(join(cf, "pointer"), pointer.error().message);
+      c.pointer = std::move(*pointer);
+      std::vector<std::string> ops;
+      for (const char* op : {"equals", "in", "exists"}) {
+        if (b[i][op]) ops.push_back(op);
+      }
+      if (ops.empty()) bad(cf, "needs one operator: equals, in or exists");
+      if (ops.size() > 1) bad(join(cf, ops[1]), "only one operator per condition (this one also has " + ops[0] + ")");
+      const std::string of = join(cf, ops[0]);
+      if (ops[0] == "equals") {
+        c.op = BodyCondition::Op::kEquals;
+        c.values.push_back(filter_scalar(b[i]["equals"], of, env));
+      } else if (ops[0] == "in") {
+        c.op = BodyCondition::Op::kIn;
+        const auto& list = b[i]["in"];
+        if (!list.IsSequence() || list.size() == 0) bad(of, "must be a non-empty list of values");
+        for (std::size_t j = 0; j < list.size(); ++j) c.values.push_back(filter_scalar(list[j], at(of, j), env));
+      } else {
+        c.op = BodyCondition::Op::kExists;
+        c.exists = boolean(b[i]["exists"], of);
+      }
+      f.body.push_back(std::move(c));
+    }
+  }
+  return f;
+}
+
+RouteConfig parse_route(const YAML::Node& n, const std::string& field, const EnvLookup& env,
+                        const RetryConfig& global_retry) {
+  only_keys(n, field, {"name", "url", "secret", "secrets", "timeout_ms", "ordered", "filter", "headers", "retry",
+                       "max_in_flight", "rate_per_second", "suspend_after"});
   RouteConfig r;
   if (!n["name"]) bad(join(field, "name"), "is required");
   r.name = str(n["name"], join(field, "name"), env);
@@ -192,14 +361,48 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   if (!n["url"]) bad(join(field, "url"), "is required");
   r.url = str(n["url"], join(field, "url"), env);
   check_url(r, join(field, "url"));
-  if (n["secret"]) {
-    r.secret = str(n["secret"], join(field, "secret"), env);
-    if (r.secret.rfind("whsec_", 0) != 0 || !decode_standard_webhooks_secret(r.secret)) {
-      bad(join(field, "secret"), "must be whsec_ followed by base64 (Standard Webhooks secret)");
+  if (n["secret"] && n["secrets"]) bad(join(field, "secrets"), "give either secret or secrets, not both");
+  const auto check_secret = [](const std::string& secret, const std::string& f) {
+    if (secret.rfind("whsec_", 0) != 0 || !decode_standard_webhooks_secret(secret)) {
+      bad(f, "must be whsec_ followed by base64 (Standard Webhooks secret)");
     }
+  };
+  if (n["secret"]) {
+    r.secrets.push_back(str(n["secret"], join(field, "secret"), env));
+    check_secret(r.secrets.back(), join(field, "secret"));
+  }
+  if (n["secrets"]) {
+    r.secrets = strings(n["secrets"], join(field, "secrets"), env);
+    if (r.secrets.empty()) bad(join(field, "secrets"), "must list at least one secret (or leave the key out)");
+    if (r.secrets.size() > 8) bad(join(field, "secrets"), "at most 8 secrets");
+    for (std::size_t i = 0; i < r.secrets.size(); ++i) check_secret(r.secrets[i], at(join(field, "secrets"), i));
   }
   if (n["timeout_ms"]) r.timeout_ms = num<int>(n["timeout_ms"], join(field, "timeout_ms"), 100, 600000);
   if (n["ordered"]) r.ordered = boolean(n["ordered"], join(field, "ordered"));
+  if (n["filter"]) r.filter = parse_filter(n["filter"], join(field, "filter"), env);
+  if (n["headers"]) r.headers = parse_route_headers(n["headers"], join(field, "headers"), env);
+  if (n["retry"]) {
+    r.retry = global_retry;
+    const auto& tiers = global_retry.schedule_seconds;
+    parse_retry(n["retry"], join(field, "retry"), *r.retry, *std::max_element(tiers.begin(), tiers.end()));
+  }
+  if (n["max_in_flight"]) r.max_in_flight = num<int>(n["max_in_flight"], join(field, "max_in_flight"), 1, 100000);
+  if (n["rate_per_second"]) r.rate_per_second = num<double>(n["rate_per_second"], join(field, "rate_per_second"), 0, 1e6);
+  if (auto s = n["suspend_after"]) {
+    const std::string sf = join(field, "suspend_after");
+    only_keys(s, sf, {"consecutive_failures", "or_failing_for_seconds"});
+    SuspendAfter sa;
+    if (s["consecutive_failures"]) {
+      sa.consecutive_failures = num<int>(s["consecutive_failures"], join(sf, "consecutive_failures"), 1, 1000000000);
+    }
+    if (s["or_failing_for_seconds"]) {
+      sa.or_failing_for_seconds = num<int>(s["or_failing_for_seconds"], join(sf, "or_failing_for_seconds"), 1, 365 * 86400);
+    }
+    if (sa.consecutive_failures == 0 && sa.or_failing_for_seconds == 0) {
+      bad(sf, "needs consecutive_failures, or_failing_for_seconds or both");
+    }
+    r.suspend_after = sa;
+  }
   return r;
 }
 
@@ -212,11 +415,6 @@ std::map<std::string, std::string> kafka_properties(const YAML::Node& n, const s
     out[key] = str(kv.second, field + "." + key, env);
   }
   return out;
-}
-
-std::string lower(std::string s) {
-  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
 }
 
 // librdkafka properties that would break the promise (an acknowledged message kept, and not
@@ -388,6 +586,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
       if (c.api_tokens[i].size() < 16) bad("api_tokens[" + std::to_string(i) + "]", "must be at least 16 characters");
     }
   }
+  // Before the routes: a route's retry policy starts from the global one.
+  if (auto r = root["retry"]) parse_retry(r, "retry", c.retry, 7 * 86400);
   if (auto r = root["routes"]) {
     if (!r.IsMap()) bad("routes", "must be a mapping of source name to a list of routes");
     for (const auto& kv : r) {
@@ -397,7 +597,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
       if (!kv.second.IsSequence()) bad(field, "must be a list of routes");
       std::set<std::string> names;
       for (std::size_t i = 0; i < kv.second.size(); ++i) {
-        auto route = parse_route(kv.second[i], field + "[" + std::to_string(i) + "]", env);
+        auto route = parse_route(kv.second[i], field + "[" + std::to_string(i) + "]", env, c.retry);
         if (!names.insert(route.name).second) bad(field + "[" + std::to_string(i) + "].name", "duplicate route name '" + route.name + "'");
         c.routes[source].push_back(std::move(route));
       }
@@ -429,22 +629,6 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["breaker_cooldown_ms"]) wc.breaker_cooldown_ms = num<int>(w["breaker_cooldown_ms"], "worker.breaker_cooldown_ms", 10, 3600000);
     if (w["shutdown_grace_ms"]) wc.shutdown_grace_ms = num<int>(w["shutdown_grace_ms"], "worker.shutdown_grace_ms", 0, 600000);
     if (w["claim_lease_seconds"]) wc.claim_lease_seconds = num<int>(w["claim_lease_seconds"], "worker.claim_lease_seconds", 1, 86400);
-  }
-  if (auto r = root["retry"]) {
-    only_keys(r, "retry", {"schedule_seconds", "max_attempts", "max_age_seconds"});
-    if (auto s = r["schedule_seconds"]) {
-      if (!s.IsSequence() || s.size() == 0) bad("retry.schedule_seconds", "must be a non-empty list of seconds");
-      c.retry.schedule_seconds.clear();
-      for (std::size_t i = 0; i < s.size(); ++i) {
-        std::string f = "retry.schedule_seconds[" + std::to_string(i) + "]";
-        int v = num<int>(s[i], f, 1, 7 * 86400);
-        if (!c.retry.schedule_seconds.empty() && v <= c.retry.schedule_seconds.back()) bad(f, "must be greater than the previous tier");
-        c.retry.schedule_seconds.push_back(v);
-      }
-      if (c.retry.schedule_seconds.size() > 16) bad("retry.schedule_seconds", "at most 16 tiers");
-    }
-    if (r["max_attempts"]) c.retry.max_attempts = num<int>(r["max_attempts"], "retry.max_attempts", 1, 1000);
-    if (r["max_age_seconds"]) c.retry.max_age_seconds = num<int>(r["max_age_seconds"], "retry.max_age_seconds", 1, 30 * 86400);
   }
   if (root["log_level"]) {
     c.log_level = str(root["log_level"], "log_level", env);

@@ -15,9 +15,11 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "shared/result.h"
+#include "shared/route_filter.h"
 
 namespace hookrelay {
 
@@ -90,13 +92,40 @@ struct SourceConfig {
   std::string event_id_header;         // optional: where the event id is
 };
 
+struct RetryConfig {
+  std::vector<int> schedule_seconds = {5, 30, 120, 600, 1800, 3600};  // one tier topic each
+  int max_attempts = 8;
+  int max_age_seconds = 86400;
+};
+
+// A route's `suspend_after`: the route is suspended when either bound is reached (0 = that bound
+// is not set; at least one is).
+struct SuspendAfter {
+  int consecutive_failures = 0;
+  int or_failing_for_seconds = 0;
+};
+
 struct RouteConfig {
   std::string name;
   std::string url;
-  std::string secret;        // optional "whsec_..." for Standard Webhooks signing of deliveries
+  // "whsec_..." Standard Webhooks secrets that sign deliveries: one signature per secret in
+  // webhook-signature, so a receiver can rotate (`secrets: [new, old]`; `secret: x` is [x]).
+  std::vector<std::string> secrets;
   int timeout_ms = 10000;    // total request timeout
   bool ordered = false;      // deliveries of one event key are made one at a time, in order
   std::string host_key;      // derived from url when loaded: "host:port" for per-destination limits
+  RouteFilter filter;        // which events the route receives; empty = every event
+  // Sent on every delivery after the forwarded provider headers (a forwarded header of the same
+  // name is dropped). Values came through ${VAR} expansion: never log them.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // `retry:` merged over the global retry section when loaded; nullopt = the global policy.
+  std::optional<RetryConfig> retry;
+  int max_in_flight = 0;       // deliveries of this route in flight per worker; 0 = no route limit
+  double rate_per_second = 0;  // deliveries started per second per worker; 0 = unlimited
+  std::optional<SuspendAfter> suspend_after;
+
+  // The retry policy of this route's deliveries: its own, else `global` (the config's retry).
+  const RetryConfig& retry_policy_or(const RetryConfig& global) const { return retry ? *retry : global; }
 };
 
 struct PostgresConfig {
@@ -125,12 +154,6 @@ struct WorkerConfig {
   int breaker_cooldown_ms = 30000;          // how long an open circuit refuses calls
   int shutdown_grace_ms = 20000;            // SIGTERM: longest wait for in-flight deliveries
   int claim_lease_seconds = 120;            // another worker may re-claim after this
-};
-
-struct RetryConfig {
-  std::vector<int> schedule_seconds = {5, 30, 120, 600, 1800, 3600};  // one tier topic each
-  int max_attempts = 8;
-  int max_age_seconds = 86400;
 };
 
 // The Kafka topics as `hookrelay topics apply` creates them and `hookrelay topics check` expects
