@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "shared/config.h"
+
 namespace hookrelay {
 
 struct Delivery {
@@ -23,7 +25,9 @@ struct Delivery {
   std::string method = "POST";
   std::vector<std::pair<std::string, std::string>> headers;  // to send (before signing)
   std::shared_ptr<const std::string> body;  // shared by the routes of one event
-  std::string signing_secret;               // "whsec_..." when the route signs
+  // The webhook route in the worker's Config (which outlives every Delivery): its extra headers
+  // and signing secrets. nullptr for calls.
+  const RouteConfig* route = nullptr;
   std::string message_id;                   // webhook-id / Idempotency-Key sent to the receiver
   int timeout_ms = 10000;
   bool ordered = false;             // route asks for one-at-a-time, in-offset-order first attempts

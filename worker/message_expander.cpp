@@ -62,7 +62,7 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
   d.method = "POST";
   d.timeout_ms = route.timeout_ms;
   d.ordered = route.ordered;
-  d.signing_secret = route.secret;
+  d.route = &route;
   d.message_id = d.event_id;
   for (const auto& [name, value] : m.headers) {
     if (name.rfind(kForwardPrefix, 0) == 0) d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);

@@ -33,8 +33,20 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
   call.body = d.body;
   call.timeout_ms = d.timeout_ms;
   call.connect_timeout_ms = std::min(connect_timeout_ms, d.timeout_ms);
+  const auto* route_headers = d.route ? &d.route->headers : nullptr;
+  // A route's own header wins over a forwarded provider header of the same name.
+  const auto set_by_route = [route_headers](std::string_view name) {
+    if (!route_headers) return false;
+    for (const auto& [k, v] : *route_headers) {
+      if (iequals(k, name)) return true;
+    }
+    return false;
+  };
   for (const auto& [k, v] : d.headers) {
-    if (!replaced(k)) call.headers.emplace_back(k, v);
+    if (!replaced(k) && !set_by_route(k)) call.headers.emplace_back(k, v);
+  }
+  if (route_headers) {
+    for (const auto& h : *route_headers) call.headers.push_back(h);
   }
   if (d.kind == "call") {
     call.headers.emplace_back("Idempotency-Key", d.message_id);
@@ -42,11 +54,19 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
     int64_t ts = now_ms / 1000;
     call.headers.emplace_back("webhook-id", d.message_id);
     call.headers.emplace_back("webhook-timestamp", std::to_string(ts));
-    if (!d.signing_secret.empty()) {
+    if (d.route && !d.route->secrets.empty()) {
+      // One signature per secret, space-separated (Standard Webhooks): a receiver that knows
+      // either the new or the old secret accepts the delivery while a rotation overlaps.
       static const std::string kEmpty;
-      auto sig = standard_webhooks_signature(d.signing_secret, d.message_id, ts, d.body ? *d.body : kEmpty);
-      // The secret was validated at start-up, so this cannot fail for a configured route.
-      if (sig) call.headers.emplace_back("webhook-signature", *sig);
+      std::string signatures;
+      for (const auto& secret : d.route->secrets) {
+        auto sig = standard_webhooks_signature(secret, d.message_id, ts, d.body ? *d.body : kEmpty);
+        // Secrets were validated at start-up, so this cannot fail for a configured route.
+        if (!sig) continue;
+        if (!signatures.empty()) signatures += ' ';
+        signatures += *sig;
+      }
+      if (!signatures.empty()) call.headers.emplace_back("webhook-signature", std::move(signatures));
     }
   }
   call.headers.emplace_back("X-Hookrelay-Attempt", std::to_string(d.attempt));

@@ -1,8 +1,9 @@
 // What the worker sends and what it re-publishes, as pure functions of a Delivery.
 //
 // build_http_call: the receiver's request. Webhooks carry webhook-id (stable across attempts),
-// webhook-timestamp and, when the route has a secret, webhook-signature (Standard Webhooks);
-// calls carry Idempotency-Key. Provider signature headers that the receiver cannot check are
+// webhook-timestamp and, when the route has secrets, webhook-signature (Standard Webhooks: one
+// "v1,<base64>" per secret, space-separated), then the route's own `headers` (which replace a
+// forwarded header of the same name); calls carry Idempotency-Key. Provider signature headers that the receiver cannot check are
 // replaced, never duplicated.
 //
 // redelivery_headers: the Kafka headers of the retry-tier or DLQ message that carries a delivery
