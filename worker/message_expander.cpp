@@ -5,6 +5,7 @@
 #include "shared/call_request.h"
 #include "shared/http_url.h"
 #include "shared/topics.h"
+#include "worker/route_filter.h"
 
 namespace hookrelay {
 namespace {
@@ -119,7 +120,26 @@ std::string webhook_delivery_key(std::string_view source, std::string_view event
 
 std::string call_delivery_key(std::string_view idempotency_key) { return "call:" + std::string(idempotency_key); }
 
+FilteredObserver& filtered_observer() {
+  static FilteredObserver observer;
+  return observer;
+}
+
+void set_filtered_observer(FilteredObserver observer) { filtered_observer() = std::move(observer); }
+
 Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Config& config) {
+  if (!filtered_observer()) return expand_message(m, config, nullptr);
+  std::vector<const RouteConfig*> filtered;
+  auto out = expand_message(m, config, &filtered);
+  if (out && !filtered.empty()) {
+    const std::string& source = *m.header(header::kSource);  // a webhook: its routes were filtered
+    for (const auto* route : filtered) filtered_observer()(source, route->name);
+  }
+  return out;
+}
+
+Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Config& config,
+                                             std::vector<const RouteConfig*>* filtered_out) {
   const auto* kind = m.header(header::kKind);
   const auto* event_id = m.header(header::kEventId);
   auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
@@ -165,7 +185,16 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
       base.key = webhook_delivery_key(*source, *event_id, route->name);
       out.push_back(std::move(base));
     } else if (routes != config.routes.end()) {
+      std::optional<FilterContext> filters;  // made for the first route with a filter
+      static const std::string kNoBody;
       for (const auto& route : routes->second) {
+        if (!route.filter.empty()) {
+          if (!filters) filters.emplace(m.headers, kForwardPrefix, m.value ? std::string_view(*m.value) : kNoBody);
+          if (!filters->matches(route.filter)) {
+            if (filtered_out) filtered_out->push_back(&route);
+            continue;
+          }
+        }
         Delivery d = base;
         fill_webhook(d, m, route);
         d.key = webhook_delivery_key(*source, *event_id, route.name);

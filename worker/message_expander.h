@@ -4,6 +4,10 @@
 //   hookrelay.calls     one delivery to the call's own url (hr-call envelope)
 //   hookrelay.retry.N   the single delivery it carries (hr-delivery-key, hr-route, hr-attempt)
 //
+// A webhook route with a `filter` gets the event only when the filter holds (worker/route_filter.h:
+// headers, then the body parsed once per message and only if some route's body condition is
+// evaluated); a route filtered out gets no delivery at all. Retry messages are not filtered again.
+//
 // Malformed messages (missing headers, unknown route) are an Error with a code used as a metric
 // label; the worker sends them to the DLQ rather than dropping them.
 //
@@ -11,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,7 +45,17 @@ struct ConsumedMessage {
 inline constexpr int64_t kMaxTimestampMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
 inline constexpr int64_t kMaxAttemptHeader = 1000000;
 
+// `filtered_out`, when given, receives the routes the event was filtered out of.
+Result<std::vector<Delivery>> expand_message(const ConsumedMessage& message, const Config& config,
+                                             std::vector<const RouteConfig*>* filtered_out);
+
+// As above, reporting each route filtered out to the process's filtered-route observer.
 Result<std::vector<Delivery>> expand_message(const ConsumedMessage& message, const Config& config);
+
+// Where expand_message(message, config) reports a route an event was filtered out of (the
+// worker counts hookrelay_deliveries_filtered_total). Set once at start, before any expansion.
+using FilteredObserver = std::function<void(std::string_view source, std::string_view route)>;
+void set_filtered_observer(FilteredObserver observer);
 
 // The idempotency key of a webhook route delivery and of a call.
 std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route);

@@ -21,6 +21,7 @@
 #include "shared/topic_check.h"
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
+#include "worker/message_expander.h"
 #include "worker/worker.h"
 
 namespace hookrelay {
@@ -70,6 +71,11 @@ int run_worker(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics metrics(*registry, static_cast<int>(config->retry.schedule_seconds.size()));
+  metrics.filtered_routes(*config);
+  set_filtered_observer([&metrics](std::string_view source, std::string_view route) { metrics.filtered(source, route); });
+  struct ObserverReset {  // before `metrics` goes
+    ~ObserverReset() { set_filtered_observer(nullptr); }
+  } observer_reset;
   auto producer = KafkaProducer::create(config->kafka, "hookrelay-worker-" + worker_id,
                                         {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
   if (!producer) {

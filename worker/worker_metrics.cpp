@@ -35,6 +35,8 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   lag_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_consumer_lag",
               "Messages behind the log end, summed over this worker's partitions, by topic");
   circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts", "Destination hosts per circuit state");
+  filtered_ = &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
+                   "Events a route's filter kept from the route (no delivery made), by source and route");
   in_flight_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_in_flight_deliveries", "Deliveries claimed and not finished").Add({});
   postgres_up_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_postgres_up", "1 while Postgres answers").Add({});
   paused_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_paused_partitions",
@@ -66,6 +68,16 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   circuits(0, 0, 0);
 }
 
+void WorkerMetrics::filtered(std::string_view source, std::string_view route) {
+  series_.get(*filtered_, {{"source", source}, {"route", route}}).Increment();
+}
+void WorkerMetrics::filtered_routes(const Config& config) {
+  for (const auto& [source, routes] : config.routes) {
+    for (const auto& route : routes) {
+      if (!route.filter.empty()) series_.get(*filtered_, {{"source", source}, {"route", route.name}});
+    }
+  }
+}
 void WorkerMetrics::consumed(std::string_view topic) { series_.get(*consumed_, {{"topic", topic}}).Increment(); }
 void WorkerMetrics::delivery(std::string_view outcome) {
   series_.get(*deliveries_, {{"outcome", outcome}}).Increment();

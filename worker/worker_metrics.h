@@ -1,5 +1,5 @@
 // WorkerMetrics: every metric hookrelay-worker exports (docs/metrics.md). Labels are bounded:
-// topics, route names from config (or "call"), outcome labels from delivery_outcome, tiers.
+// topics, source and route names from config (or "call"), outcome labels from delivery_outcome, tiers.
 //
 // Thread-safety: all methods from any thread.
 #pragma once
@@ -12,6 +12,7 @@
 
 #include <string>
 
+#include "shared/config.h"
 #include "shared/metrics.h"
 
 namespace hookrelay {
@@ -33,6 +34,10 @@ class WorkerMetrics {
   void consumer_error(std::string_view code);
   void lag(std::string_view topic, double value);
   void circuits(double closed, double open, double half_open);
+  // An event of `source` that a route's filter kept from `route` (no delivery was made).
+  void filtered(std::string_view source, std::string_view route);
+  // Creates the filtered series of every route with a filter at zero.
+  void filtered_routes(const Config& config);
 
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Gauge& postgres_up() { return *postgres_up_; }
@@ -55,6 +60,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>* consumer_errors_;
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Family<prometheus::Gauge>* circuits_;
+  prometheus::Family<prometheus::Counter>* filtered_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* postgres_up_;
   prometheus::Gauge* paused_;

@@ -1,0 +1,90 @@
+// The requests a route's deliveries make: the route's own headers and one signature per secret,
+// each verified by the signature verifier as a receiver would.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "shared/config.h"
+#include "shared/signature_verifier.h"
+#include "shared/topics.h"
+#include "tests/unit/webhook_test_support.h"
+#include "tests/unit/worker/route_test_support.h"
+#include "worker/message_expander.h"
+#include "worker/outbound_request.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr const char* kNew = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+constexpr const char* kOld = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+TEST(OutboundRequest, RouteHeadersAreSentAndWinOverForwardedOnes) {
+  auto config = parse_config(std::string(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - name: ci
+      url: "http://127.0.0.1:9/ci"
+      headers: { Authorization: "Bearer ${CI_TOKEN}", X-GitHub-Event: rewritten, User-Agent: ci-relay }
+      secrets: [")") + kNew + "\", \"" + kOld + "\"]\n",
+                             [](const std::string& k) -> std::optional<std::string> {
+                               if (k == "CI_TOKEN") return std::string("tok-1");
+                               return std::nullopt;
+                             });
+  ASSERT_TRUE(config) << config.error().message;
+  auto out = expand_message(testing::github_webhook("push", R"({"a":1})"), *config, nullptr);
+  ASSERT_TRUE(out);
+  HttpCall call = build_http_call(out->at(0), 1'700'000'000'000, 5000);
+  std::multimap<std::string, std::string> sent;
+  for (const auto& [k, v] : call.headers) sent.emplace(k, v);
+  EXPECT_EQ(sent.count("Authorization"), 1u);
+  EXPECT_EQ(sent.find("Authorization")->second, "Bearer tok-1");
+  EXPECT_EQ(sent.count("x-github-event"), 0u) << "the forwarded copy is dropped";
+  EXPECT_EQ(sent.find("X-GitHub-Event")->second, "rewritten");
+  EXPECT_EQ(sent.find("User-Agent")->second, "ci-relay");
+  ASSERT_EQ(sent.count("webhook-signature"), 1u);
+
+  // Two signatures, space-separated; a receiver that knows only one of the secrets accepts.
+  const std::string signature = sent.find("webhook-signature")->second;
+  EXPECT_EQ(std::count(signature.begin(), signature.end(), ' '), 1) << signature;
+  testing::HeaderList received(call.headers.begin(), call.headers.end());
+  for (const char* secret : {kNew, kOld}) {
+    auto verified = verify_webhook(testing::source_of(SchemeKind::kStandardWebhooks, {secret}),
+                                   testing::lookup_of(received), R"({"a":1})", 1'700'000'000);
+    EXPECT_TRUE(verified) << secret << ": " << verified.error().message;
+  }
+  auto other = verify_webhook(testing::source_of(SchemeKind::kStandardWebhooks, {"whsec_dGVzdHRlc3R0ZXN0dGVzdA=="}),
+                              testing::lookup_of(received), R"({"a":1})", 1'700'000'000);
+  EXPECT_FALSE(other) << "a third secret does not verify";
+}
+
+TEST(OutboundRequest, OneSecretOneSignatureAndNoSecretNoSignature) {
+  auto config = parse_config(std::string(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: signed, url: "http://127.0.0.1:9/a", secret: ")") + kNew + R"(" }
+    - { name: plain, url: "http://127.0.0.1:9/b" }
+)",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(config) << config.error().message;
+  auto out = expand_message(testing::github_webhook("push", "{}"), *config, nullptr);
+  ASSERT_TRUE(out);
+  ASSERT_EQ(out->size(), 2u);
+  auto signature_of = [](const HttpCall& call) {
+    for (const auto& [k, v] : call.headers) {
+      if (k == "webhook-signature") return v;
+    }
+    return std::string();
+  };
+  const std::string one = signature_of(build_http_call(out->at(0), 1'700'000'000'000, 5000));
+  EXPECT_EQ(one.rfind("v1,", 0), 0u);
+  EXPECT_EQ(one.find(' '), std::string::npos);
+  EXPECT_EQ(signature_of(build_http_call(out->at(1), 1'700'000'000'000, 5000)), "");
+}
+
+}  // namespace
+}  // namespace hookrelay
