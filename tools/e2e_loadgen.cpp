@@ -65,7 +65,7 @@ struct Record {
 
 class LoadGen {
  public:
-  explicit LoadGen(Options o) : o_(std::move(o)), timer_(io_), resolver_(io_) {
+  explicit LoadGen(Options o) : o_(std::move(o)), timer_(io_), retry_timer_(io_), resolver_(io_) {
     total_ = static_cast<int64_t>(o_.rate * o_.duration_s);
     records_.resize(static_cast<std::size_t>(total_));
     endpoints_ = resolver_.resolve(o_.host, o_.port);
@@ -139,6 +139,7 @@ class LoadGen {
 
   void finish() {
     timer_.cancel();
+    retry_timer_.cancel();
     for (auto& c : conns_) {
       boost::system::error_code ignored;
       c->sock.close(ignored);
@@ -154,7 +155,9 @@ class LoadGen {
       pending_.pop_front();
       send(c, seq);
     }
-    // Connections being opened will each take one pending request.
+    // Connections being opened will each take one pending request. After a refused connect,
+    // new ones wait 10 ms (retry_timer_) rather than spin while the server is down.
+    if (Steady::now() < retry_at_) return;
     while (static_cast<int64_t>(pending_.size()) > connecting_ && open_ < o_.max_connections) open_one();
   }
 
@@ -168,6 +171,11 @@ class LoadGen {
       --connecting_;
       if (ec) {
         ++connect_errors_;
+        retry_at_ = Steady::now() + std::chrono::milliseconds(10);
+        retry_timer_.expires_at(retry_at_);
+        retry_timer_.async_wait([this](boost::system::error_code ec2) {
+          if (!ec2) dispatch();
+        });
         drop(c);
         return;
       }
@@ -288,10 +296,12 @@ class LoadGen {
     std::vector<int64_t> lag;
     lag.reserve(records_.size());
     int64_t first_sent = 0;
+    int64_t unsent = 0;
     int64_t last_sent = 0;
     for (std::size_t i = 0; i < records_.size(); ++i) {
       const Record& r = records_[i];
       f << i << '\t' << r.due_us << '\t' << r.sent_us << '\t' << r.done_us << '\t' << r.status << '\n';
+      if (!r.sent_us) ++unsent;
       if (r.sent_us) {
         lag.push_back(r.sent_us - r.due_us);
         if (!first_sent) first_sent = r.sent_us;
@@ -310,10 +320,10 @@ class LoadGen {
     }
     double span = last_sent > first_sent ? (last_sent - first_sent) / 1e6 : 0;
     std::printf(
-        "{\"requests\":%lld,\"answered\":%lld,\"statuses\":{%s},\"io_errors\":%lld,\"connect_errors\":%lld,"
+        "{\"requests\":%lld,\"unsent\":%lld,\"answered\":%lld,\"statuses\":{%s},\"io_errors\":%lld,\"connect_errors\":%lld,"
         "\"chunked\":%lld,\"peak_connections\":%d,\"send_span_s\":%.3f,\"send_lag_p50_us\":%lld,"
         "\"send_lag_p99_us\":%lld,\"send_lag_max_us\":%lld}\n",
-        static_cast<long long>(total_), static_cast<long long>(answered_), st.str().c_str(),
+        static_cast<long long>(total_), static_cast<long long>(unsent), static_cast<long long>(answered_), st.str().c_str(),
         static_cast<long long>(io_errors_), static_cast<long long>(connect_errors_), static_cast<long long>(chunked_),
         peak_open_, span, static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
         static_cast<long long>(lag.empty() ? 0 : lag.back()));
@@ -323,6 +333,8 @@ class LoadGen {
   Options o_;
   asio::io_context io_;
   asio::steady_timer timer_;
+  asio::steady_timer retry_timer_;
+  Steady::time_point retry_at_{};
   tcp::resolver resolver_;
   tcp::resolver::results_type endpoints_;
   std::string fixed_tail_, path_head_, path_tail_;
