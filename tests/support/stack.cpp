@@ -43,8 +43,11 @@ std::string config_yaml(const StackOptions& o, const std::string& bootstrap, con
     for (const auto& [source, routes] : by_source) {
       y << "  " << source << ":\n";
       for (const auto* r : routes) {
-        y << "    - { name: " << quoted(r->name) << ", url: " << quoted(r->url) << ", secret: "
-          << quoted(kRouteSecret) << ", timeout_ms: " << r->timeout_ms << " }\n";
+        y << "    - { name: " << quoted(r->name) << ", url: " << quoted(r->url);
+        if (r->extra.find("secrets:") == std::string::npos) y << ", secret: " << quoted(kRouteSecret);
+        y << ", timeout_ms: " << r->timeout_ms;
+        if (!r->extra.empty()) y << ", " << r->extra;
+        y << " }\n";
       }
     }
   }
@@ -115,7 +118,11 @@ Result<std::unique_ptr<Stack>> Stack::create(StackOptions options) {
   auto path = s->write_config(s->options_, "hookrelay.yaml");
   if (!path) return Unexpected{path.error()};
   s->config_path_ = *path;
-  auto config = load_config_file(path->string(), process_env());
+  const auto env = s->options_.env;
+  auto config = load_config_file(path->string(), [env](const std::string& name) -> std::optional<std::string> {
+    if (auto it = env.find(name); it != env.end()) return it->second;
+    return process_env()(name);
+  });
   if (!config) return Unexpected{config.error()};
   s->config_ = std::move(*config);
   return s;
@@ -142,8 +149,9 @@ Result<std::filesystem::path> Stack::write_config(const StackOptions& options, c
 Result<Service> Stack::spawn(const std::string& program, const std::string& listen_env,
                              const std::filesystem::path& config_path, const std::string& log_name) {
   uint16_t port = free_port();
-  auto child = ChildProcess::spawn({program, "--config", config_path.string()},
-                                   {{listen_env, "127.0.0.1:" + std::to_string(port)}}, dir_.file(log_name));
+  auto env = options_.env;
+  env[listen_env] = "127.0.0.1:" + std::to_string(port);
+  auto child = ChildProcess::spawn({program, "--config", config_path.string()}, env, dir_.file(log_name));
   if (!child) return Unexpected{child.error()};
   return Service{std::move(*child), port};
 }
@@ -217,9 +225,10 @@ Result<void> Stack::produce_retry_copies(const std::string& source, const std::s
   return {};
 }
 
-Result<HttpReply> Stack::post_webhook(const std::string& source, const std::string& event_id,
-                                      const std::string& body) {
+Result<HttpReply> Stack::post_webhook(const std::string& source, const std::string& event_id, const std::string& body,
+                                      const std::vector<std::pair<std::string, std::string>>& extra_headers) {
   auto headers = provider_headers(config_.sources.at(source), body, unix_ms() / 1000, event_id);
+  headers.insert(headers.end(), extra_headers.begin(), extra_headers.end());
   headers.emplace_back("Content-Type", "application/json");
   return http_request("POST", ingest().url("/webhooks/" + source), body, headers);
 }

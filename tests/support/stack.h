@@ -53,6 +53,9 @@ struct RouteSpec {
   std::string name;
   std::string url;
   int timeout_ms = 5000;
+  // More keys of the route's YAML flow mapping, e.g. "filter: {...}, headers: {...}". With a
+  // `secrets` key among them the route does not also get `secret: kRouteSecret`.
+  std::string extra = {};
 };
 
 struct StackOptions {
@@ -75,6 +78,8 @@ struct StackOptions {
   // Non-empty: this Kafka (e.g. a KafkaCluster's bootstrap, its topics made by the caller) instead
   // of a DevBroker of the stack's own; brokers and partitions are then unused.
   std::string kafka_bootstrap;
+  // Environment of the services (and of the stack's own reading of the config): ${VAR} values.
+  std::map<std::string, std::string> env;
 };
 
 // A running hookrelay process and its HTTP port.
@@ -126,7 +131,9 @@ class Stack {
   Result<void> produce_retry_copies(const std::string& source, const std::string& event_id, const std::string& route,
                                     const std::string& body, int copies, int tier = 0);
   // POST /webhooks/<source> through ingest, signed as the provider would sign it.
-  Result<HttpReply> post_webhook(const std::string& source, const std::string& event_id, const std::string& body);
+  // `extra_headers` are sent besides the provider's (e.g. X-GitHub-Event).
+  Result<HttpReply> post_webhook(const std::string& source, const std::string& event_id, const std::string& body,
+                                 const std::vector<std::pair<std::string, std::string>>& extra_headers = {});
   // POST /v1/calls through ingest with the API token; `json` is the request body.
   Result<HttpReply> post_call(const std::string& json);
 
