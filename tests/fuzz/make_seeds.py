@@ -255,8 +255,35 @@ def config_seeds():
         "listen": "ingest: { listen: \"[::1]:99999\" }\nworker: { listen: \"host\" }\n",
         "log_level": "log_level: verbose\n",
         "binary": b"sources: { \xff: { scheme: github, secrets: [\"\x00\"] } }\n",
+        "route_keys": "sources: { g: { scheme: github, secrets: [a] } }\nroutes:\n  g:\n"
+                      "    - name: r\n      url: \"https://h.example/\"\n"
+                      "      filter: { header: { X-E: [a, b] }, body: [ { pointer: \"/a~1b/~0/0\", equals: 1 },\n"
+                      "                { pointer: /x, in: [\"1\", 2.5, true, null] }, { pointer: \"\", exists: false } ] }\n"
+                      "      headers: { Authorization: \"Bearer ${SECRET}\", X-Team: t }\n"
+                      "      secrets: [\"${WHSEC}\", \"" + WHSEC + "\"]\n"
+                      "      retry: { schedule_seconds: [1, 5], max_attempts: 3, max_age_seconds: 60 }\n"
+                      "      max_in_flight: 4\n      rate_per_second: 0.5\n"
+                      "      suspend_after: { consecutive_failures: 5, or_failing_for_seconds: 60 }\n",
+        "route_bad_filter": "sources: { g: { scheme: github, secrets: [a] } }\nroutes:\n  g:\n"
+                            "    - { name: r, url: \"http://h/\", filter: { body: [ { pointer: a~2, equals: 1, in: [] } ] } }\n",
+        "route_bad_header": "sources: { g: { scheme: github, secrets: [a] } }\nroutes:\n  g:\n"
+                            "    - { name: r, url: \"http://h/\", headers: { Host: \"${SECRET}\", X-A: \"${SECRET}\\r\\n\" } }\n",
     }
     return seeds
+
+
+def route_filter_seeds():
+    return {
+        "github_push": '{"repository":{"full_name":"acme/api"},"action":"opened","sender":{"type":"User"}}',
+        "escapes": '{"a/b":{"~c":[{"-":1}]},"":{"":2},"0":[[1,[2,[3,9223372036854775807]]]]}',
+        "numbers": '{"action":2.5,"x":-1e308,"big":18446744073709551615,"tiny":1e-400}',
+        "not_json": "action=opened&repository=acme/api",
+        "truncated": '{"action":"opened","repository":{"full_name":"acme/',
+        "deep": "[" * 2000 + "]" * 2000,
+        "bad_utf8": b'{"action":"\xc3\x28"}',
+        "with_filter": '{ body: [ { pointer: /a/0, in: [1, x] }, { pointer: "/~1", exists: true } ] }\n\n{"a":[1],"/":0}',
+        "bad_filter": "{ body: [ { pointer: a } ] }\n\n{}",
+    }
 
 
 def text_seeds():
@@ -348,6 +375,7 @@ def main():
     write("call_request", call_request_seeds())
     write("message_expander", expander_seeds())
     write("config", config_seeds())
+    write("route_filter", route_filter_seeds())
     write("text_writers", text_seeds())
     write("retry_after", retry_after_seeds())
     write("ssrf_guard", ssrf_seeds())
