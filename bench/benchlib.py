@@ -465,6 +465,25 @@ def worker_postgres_breakdown(port):
     return ops
 
 
+# A venv with confluent-kafka, for reading Kafka back (bench/chaos, bench/e2e); outside the repository.
+KAFKA_VENV = Path(os.environ.get("HOOKRELAY_CHAOS_VENV", Path.home() / ".cache" / "hookrelay" / "chaos-venv"))
+CONFLUENT_KAFKA = "confluent-kafka==2.16.1"
+
+
+def kafka_venv_python():
+    """The Python of KAFKA_VENV, made and filled with CONFLUENT_KAFKA on first use."""
+    py = KAFKA_VENV / "bin" / "python"
+    ok = py.exists() and subprocess.run([str(py), "-c", "import confluent_kafka"],
+                                        capture_output=True).returncode == 0
+    if not ok:
+        log(f"making {KAFKA_VENV} with {CONFLUENT_KAFKA} (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(KAFKA_VENV)], check=True)
+        r = subprocess.run([str(py), "-m", "pip", "install", "-q", CONFLUENT_KAFKA], capture_output=True, text=True)
+        if r.returncode != 0:
+            die(f"pip install {CONFLUENT_KAFKA} into {KAFKA_VENV} failed:\n{r.stdout}{r.stderr}")
+    return py
+
+
 def start_perf(pid, out, logdir):
     """perf record (DWARF call graphs, 299 Hz) attached to one of our processes."""
     if not shutil.which("perf"):
