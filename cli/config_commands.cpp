@@ -76,10 +76,14 @@ int config_check(const ParsedArgs& args, CliIo& io) {
     io.err << *path << ": config error: " << rules.error().message << "\n";
     return kExitUsage;
   }
-  std::size_t routes = 0;
-  for (const auto& [source, list] : config->routes) routes += list.size();
-  io.out << *path << ": ok (" << config->sources.size() << " sources, " << routes << " routes, "
-         << config->retry.schedule_seconds.size() << " retry tiers, max "
+  std::size_t routes = 0, filtered = 0;
+  for (const auto& [source, list] : config->routes) {
+    routes += list.size();
+    for (const auto& route : list) filtered += route.filter.empty() ? 0 : 1;
+  }
+  io.out << *path << ": ok (" << config->sources.size() << " sources, " << routes << " routes, ";
+  if (filtered > 0) io.out << filtered << " with filters, ";
+  io.out << config->retry.schedule_seconds.size() << " retry tiers, max "
          << config->retry.max_attempts << " attempts)\n";
   if (config->postgres.url.empty()) {
     io.err << "warning: postgres.url is empty: hookrelay-worker will not start unless "

@@ -729,6 +729,26 @@ std::vector<std::string> config_warnings(const Config& config) {
                   "): bodies near the limit will be refused with 413 body_too_large; lower ingest.max_body_bytes "
                   "or raise message.max.bytes in kafka.producer_properties (and the topics' max.message.bytes)");
   }
+  for (const auto& [source, routes] : config.routes) {
+    for (std::size_t i = 0; i < routes.size(); ++i) {
+      const RouteConfig& r = routes[i];
+      const std::string field = "routes." + source + "[" + std::to_string(i) + "]";
+      if (r.max_in_flight > config.worker.per_host_max_in_flight) {
+        out.push_back(field + ".max_in_flight (" + std::to_string(r.max_in_flight) +
+                      ") is above worker.per_host_max_in_flight (" + std::to_string(config.worker.per_host_max_in_flight) +
+                      "): the per-host limit binds first");
+      }
+      std::string pending;
+      for (auto [key, set] : {std::pair{"retry", r.retry.has_value()}, std::pair{"max_in_flight", r.max_in_flight > 0},
+                              std::pair{"rate_per_second", r.rate_per_second > 0},
+                              std::pair{"suspend_after", r.suspend_after.has_value()}}) {
+        if (set) pending += std::string(pending.empty() ? "" : ", ") + key;
+      }
+      if (!pending.empty()) {
+        out.push_back(field + ": " + pending + " validated but not applied by this worker version yet (docs/routes.md)");
+      }
+    }
+  }
   return out;
 }
 

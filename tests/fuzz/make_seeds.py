@@ -227,7 +227,8 @@ def config_seeds():
     start = full.index("```yaml\n") + len("```yaml\n")
     readme_yaml = full[start:full.index("```", start)]
     seeds = {
-        "readme": readme_yaml.replace("${GITHUB_SECRET}", "${SECRET}").replace("${HOOKRELAY_API_TOKEN}", "${TOKEN}"),
+        "readme": readme_yaml.replace("${GITHUB_SECRET}", "${SECRET}").replace("${HOOKRELAY_API_TOKEN}", "${TOKEN}")
+                            .replace("${CI_TOKEN}", "${SECRET}"),
         "minimal": "sources: { g: { scheme: github, secrets: [a] } }\n",
         "empty": "",
         "null": "~\n",

@@ -106,5 +106,56 @@ TEST(ConfigCheck, WarnsAboutWhatTheWorkerWouldRefuseOrDrop) {
   EXPECT_NE(t.err.str().find("warning: source 'github' has no routes"), std::string::npos);
 }
 
+constexpr const char* kRoutes = R"(
+sources:
+  github: { scheme: github, secrets: [s] }
+routes:
+  github:
+    - name: ci
+      url: "http://127.0.0.1:9000/ci"
+      filter: { header: { X-GitHub-Event: push }, body: [ { pointer: /action, in: [opened] } ] }
+      headers: { Authorization: "Bearer ${CI_TOKEN}" }
+      retry: { max_attempts: 2 }
+      max_in_flight: 999
+    - { name: all, url: "http://127.0.0.1:9000/all" }
+postgres: { url: "postgresql://127.0.0.1/hookrelay" }
+retry: { schedule_seconds: [1, 2], max_attempts: 3 }
+worker: { per_host_max_in_flight: 100 }
+)";
+
+TEST(ConfigCheck, RouteKeysAreValidatedAndSummarisedWithoutHeaderValues) {
+  TempFile file(kRoutes);
+  TestIo t;
+  t.env["CI_TOKEN"] = "tok-never-shown";
+  EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk) << t.err.str();
+  EXPECT_EQ(t.out.str(), file.path() + ": ok (1 sources, 2 routes, 1 with filters, 2 retry tiers, max 3 attempts)\n");
+  EXPECT_NE(t.err.str().find("warning: routes.github[0].max_in_flight (999) is above worker.per_host_max_in_flight"),
+            std::string::npos) << t.err.str();
+  EXPECT_NE(t.err.str().find("warning: routes.github[0]: retry, max_in_flight validated but not applied"),
+            std::string::npos) << t.err.str();
+  EXPECT_EQ((t.out.str() + t.err.str()).find("tok-never-shown"), std::string::npos);
+}
+
+TEST(ConfigCheck, ABadRouteKeyNamesTheFieldAndNotTheValue) {
+  std::string yaml = kRoutes;
+  yaml.replace(yaml.find("Authorization"), 13, "Host");
+  TempFile bad_header(yaml);
+  TestIo t;
+  t.env["CI_TOKEN"] = "tok-never-shown";
+  EXPECT_EQ(t.run({"config", "check", bad_header.path()}), kExitUsage);
+  EXPECT_NE(t.err.str().find("config error: routes.github[0].headers.Host: cannot be set per route"), std::string::npos)
+      << t.err.str();
+  EXPECT_EQ(t.err.str().find("tok-never-shown"), std::string::npos) << t.err.str();
+
+  yaml = kRoutes;
+  yaml.replace(yaml.find("in: [opened]"), 12, "contains: x");
+  TempFile bad_operator(yaml);
+  TestIo u;
+  u.env["CI_TOKEN"] = "x";
+  EXPECT_EQ(u.run({"config", "check", bad_operator.path()}), kExitUsage);
+  EXPECT_NE(u.err.str().find("config error: routes.github[0].filter.body[0].contains: unknown key"), std::string::npos)
+      << u.err.str();
+}
+
 }  // namespace
 }  // namespace hookrelay::cli
