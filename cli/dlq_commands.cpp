@@ -4,8 +4,8 @@
 #include <set>
 
 #include "cli/commands.h"
-#include "cli/dlq_reader.h"
-#include "cli/dlq_replay.h"
+#include "shared/dlq_reader.h"
+#include "shared/dlq_replay.h"
 #include "cli/output.h"
 #include "shared/kafka_producer.h"
 #include "shared/topics.h"

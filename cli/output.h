@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/dlq_reader.h"
+#include "shared/dlq_reader.h"
 #include "shared/delivery_queries.h"
 
 namespace hookrelay::cli {

@@ -53,6 +53,14 @@ bool is_state(const std::string& s) {
   return false;
 }
 
+// The replay item of an admin API replay: its delivery was changed, the message not yet acked.
+void mark_item(pqxx::transaction_base& tx, int64_t replay_id, const std::string& key) {
+  tx.exec_params(
+      "UPDATE replay_items SET status = 'marked', updated_at = now()"
+      " WHERE replay_id = $1 AND delivery_key = $2",
+      replay_id, key);
+}
+
 }  // namespace
 
 DeliveryQueries::DeliveryQueries(std::string url) : pg_(std::move(url)) {}
@@ -148,7 +156,7 @@ Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
 }
 
 Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const std::string& who,
-                                                   const std::string& reason) {
+                                                   const std::string& reason, int64_t replay_id) {
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
     pqxx::work tx(c);
     // The state condition makes concurrent replays of one delivery succeed exactly once.
@@ -173,8 +181,139 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
         "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
         " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'replayed', $3, $4)",
         key, d.attempts, reason, "operator:" + who);
+    if (replay_id != 0) mark_item(tx, replay_id, key);
     tx.commit();
     return d;
+  });
+}
+
+Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& f) {
+  if (!f.state.empty() && !is_state(f.state)) {
+    return fail("bad_filter", "state: must be in_flight, retrying, succeeded or dead");
+  }
+  if (f.limit < 1 || f.limit > kMaxDeliveryPage) {
+    return fail("bad_filter", "limit: must be 1.." + std::to_string(kMaxDeliveryPage));
+  }
+  // Only the conditions asked for, so the planner sees plain equalities and picks the index of
+  // the most selective one (migrations/0006); the order is the first-seen index's.
+  std::string sql = std::string("SELECT ") + kDeliveryColumns +
+                    ", (extract(epoch from first_seen_at) * 1000000)::bigint FROM deliveries WHERE true";
+  std::vector<std::string> params;
+  auto param = [&params](std::string v) {
+    params.push_back(std::move(v));
+    return "$" + std::to_string(params.size());
+  };
+  if (!f.source.empty()) sql += " AND source = " + param(f.source);
+  if (!f.route.empty()) sql += " AND destination = " + param(f.route);
+  if (!f.state.empty()) sql += " AND state = " + param(f.state);
+  if (!f.event_id.empty()) sql += " AND event_id = " + param(f.event_id);
+  if (f.since_ms > 0) sql += " AND first_seen_at >= to_timestamp(" + param(std::to_string(f.since_ms)) + "::bigint / 1000.0)";
+  if (f.until_ms > 0) sql += " AND first_seen_at < to_timestamp(" + param(std::to_string(f.until_ms)) + "::bigint / 1000.0)";
+  if (f.after) {
+    std::string at = param(std::to_string(f.after->first_seen_us));
+    sql += " AND (first_seen_at, delivery_key) < (timestamptz 'epoch' + " + at +
+           "::bigint * interval '1 microsecond', " + param(f.after->key) + "::text)";
+  }
+  sql += " ORDER BY first_seen_at DESC, delivery_key DESC LIMIT " + std::to_string(f.limit + 1);
+  return pg_.run("list_deliveries", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+    DeliveryPage page;
+    for (const auto& r : rows) {
+      if (static_cast<int>(page.rows.size()) == f.limit) {
+        const auto& last = rows[static_cast<pqxx::result::size_type>(f.limit - 1)];
+        page.next = DeliveryPagePosition{last[17].as<int64_t>(), last[0].as<std::string>()};
+        break;
+      }
+      page.rows.push_back(delivery_from_row(r));
+    }
+    return page;
+  });
+}
+
+Result<DeliveryDetail> DeliveryQueries::call_show(const std::string& call_id) {
+  auto key = pg_.run("call_show", [&](pqxx::connection& c) -> Result<std::string> {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT delivery_key FROM deliveries WHERE event_id = $1 AND kind = 'call' LIMIT 1", call_id);
+    if (rows.empty()) return fail("not_found", "no call with id " + call_id);
+    return rows[0][0].as<std::string>();
+  });
+  if (!key) return Unexpected{key.error()};
+  return delivery_show(*key);
+}
+
+Result<ResendSourceRow> DeliveryQueries::resend_source(const std::string& key) {
+  return pg_.run("resend_source", [&](pqxx::connection& c) -> Result<ResendSourceRow> {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT d.kind, d.destination, i.topic, i.\"partition\", i.\"offset\" FROM deliveries d"
+        " LEFT JOIN inbound_events i ON i.source = d.source AND i.event_id = d.event_id"
+        " WHERE d.delivery_key = $1",
+        key);
+    if (rows.empty()) return fail("not_found", "no delivery with key " + key);
+    const auto& r = rows[0];
+    if (r[0].as<std::string>() != "webhook") {
+      return fail("not_resendable", key + " is an outbound call: its request is not kept for a resend");
+    }
+    if (r[2].is_null()) {
+      return fail("not_resendable", key + ": its event's first message is no longer recorded (inbound event retention)");
+    }
+    return ResendSourceRow{r[2].as<std::string>(), r[3].as<int32_t>(), r[4].as<int64_t>(),
+                           r[1].as<std::string>()};
+  });
+}
+
+Result<void> DeliveryQueries::mark_resend(const std::string& key, const std::string& who,
+                                          const std::string& reason, int64_t replay_id) {
+  return pg_.run("mark_resend", [&](pqxx::connection& c) -> Result<void> {
+    pqxx::work tx(c);
+    auto rows = tx.exec_params(
+        "UPDATE deliveries SET resend_id = $2, updated_at = now()"
+        " WHERE delivery_key = $1 AND state = 'succeeded' AND resend_id IS NULL RETURNING attempts",
+        key, replay_id);
+    if (rows.empty()) {
+      auto state = tx.exec_params("SELECT state, resend_id IS NOT NULL FROM deliveries WHERE delivery_key = $1", key);
+      if (state.empty()) return fail("not_found", "no delivery with key " + key);
+      return fail("not_resendable", state[0][1].as<bool>()
+                                        ? key + " has a resend pending already"
+                                        : key + " is " + state[0][0].as<std::string>() +
+                                              ", only succeeded deliveries are resent");
+    }
+    tx.exec_params(
+        "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key, who,
+        "resend: " + reason);
+    tx.exec_params(
+        "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
+        " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'resent', $3, $4)",
+        key, rows[0][0].as<int>(), reason, "operator:" + who);
+    mark_item(tx, replay_id, key);
+    tx.commit();
+    return {};
+  });
+}
+
+Result<void> DeliveryQueries::undo_resend(const std::string& key, int64_t replay_id) {
+  return pg_.run("undo_resend", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_params("UPDATE deliveries SET resend_id = NULL WHERE delivery_key = $1 AND resend_id = $2",
+                   key, replay_id);
+  });
+}
+
+Result<bool> DeliveryQueries::needs_produce_again(const std::string& key, int64_t replay_id) {
+  return pg_.run("needs_produce_again", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    // A resend: its marker is still there. A replay of a dead delivery: still 'retrying', no
+    // lease, no attempt since the mark.
+    auto rows = tx.exec_params(
+        "SELECT (d.state = 'succeeded' AND d.resend_id = $2)"
+        "    OR (d.state = 'retrying' AND d.lease_owner IS NULL"
+        "        AND (d.last_attempt_at IS NULL OR d.last_attempt_at < i.updated_at))"
+        " FROM deliveries d JOIN replay_items i ON i.replay_id = $2 AND i.delivery_key = d.delivery_key"
+        " WHERE d.delivery_key = $1",
+        key, replay_id);
+    return !rows.empty() && !rows[0][0].is_null() && rows[0][0].as<bool>();
   });
 }
 

@@ -1,8 +1,9 @@
-// DeliveryQueries: what the operator CLI reads and changes in the delivery store (DLQ listing,
-// inspection, marking a replay, attempt-partition maintenance). Not on the worker's hot path.
+// DeliveryQueries: what the operator CLI and the admin API read and change in the delivery store
+// (listing and inspection, marking a replay or a resend, attempt-partition maintenance). Not on
+// the worker's hot path.
 //
 // Times are milliseconds since the Unix epoch; 0 means "not set" (likewise http status 0 = no
-// response). Errors: "not_found", "not_replayable", "bad_filter", and the database errors of
+// response). Errors: "not_found", "not_replayable", "not_resendable", "bad_filter", and the database errors of
 // PgConnection ("db_unavailable" retryable, "db_error").
 //
 // Thread-safety: one connection, not thread-safe; one instance per thread.
@@ -77,6 +78,13 @@ struct EventDetail {
   std::vector<DeliveryRow> deliveries;     // by destination
 };
 
+struct ResendSourceRow {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::string route;
+};
+
 struct DlqFilter {
   std::string source{};         // empty = any
   std::string destination{};    // empty = any
@@ -84,6 +92,31 @@ struct DlqFilter {
   int64_t since_ms = 0;         // last attempt at or after; 0 = no bound
   int64_t until_ms = 0;         // last attempt before; 0 = no bound
   int limit = 100;              // 1..10000
+};
+
+// GET /v1/deliveries: every field optional (empty / 0 = any). Pages are newest first by
+// (first_seen_at, delivery_key); `after` continues below the last row of the previous page.
+struct DeliveryPagePosition {
+  int64_t first_seen_us = 0;  // microseconds since the Unix epoch, exactly as stored
+  std::string key;
+};
+
+struct DeliveryPageFilter {
+  std::string source{};
+  std::string route{};     // a delivery's destination
+  std::string state{};     // in_flight | retrying | succeeded | dead
+  std::string event_id{};
+  int64_t since_ms = 0;    // first seen at or after
+  int64_t until_ms = 0;    // first seen before
+  int limit = 50;          // 1..kMaxDeliveryPage
+  std::optional<DeliveryPagePosition> after{};
+};
+
+inline constexpr int kMaxDeliveryPage = 500;
+
+struct DeliveryPage {
+  std::vector<DeliveryRow> rows;
+  std::optional<DeliveryPagePosition> next;  // set when there may be more
 };
 
 class DeliveryQueries {
@@ -98,9 +131,30 @@ class DeliveryQueries {
   Result<EventDetail> event_show(const std::string& source, const std::string& event_id);
   // Moves a dead delivery back to 'retrying' and audits it (dlq_replays row plus an attempt row
   // with outcome 'replayed'), atomically. Returns the delivery as it now is, for the caller to
-  // re-produce its message. "not_replayable" unless the delivery is dead.
+  // re-produce its message. "not_replayable" unless the delivery is dead. With a replay_id
+  // (admin API), its replay_items row becomes 'marked' in the same transaction.
   Result<DeliveryRow> mark_replayed(const std::string& key, const std::string& who,
-                                    const std::string& reason);
+                                    const std::string& reason, int64_t replay_id = 0);
+
+  // Newest first; "bad_filter" names a bad field.
+  Result<DeliveryPage> list_deliveries(const DeliveryPageFilter& filter);
+  // The delivery of an outbound call by the id POST /v1/calls answered; "not_found".
+  Result<DeliveryDetail> call_show(const std::string& call_id);
+
+  // Resend of a succeeded webhook delivery (the admin API's replays; see shared/dlq_replay.h).
+  // Where its event was first produced: "not_resendable" for calls and for events whose
+  // inbound record is gone.
+  Result<ResendSourceRow> resend_source(const std::string& key);
+  // Sets the delivery's resend marker to replay_id (the next claim of the key takes it once),
+  // audits it (dlq_replays row, 'resent' attempt row) and marks the replay item, atomically.
+  // "not_resendable" unless succeeded with no resend pending.
+  Result<void> mark_resend(const std::string& key, const std::string& who,
+                           const std::string& reason, int64_t replay_id);
+  // Clears the marker if it is still this replay's.
+  Result<void> undo_resend(const std::string& key, int64_t replay_id);
+  // For a replay item marked before an interruption: whether its message must be produced
+  // again, i.e. no worker has taken the delivery up since it was marked.
+  Result<bool> needs_produce_again(const std::string& key, int64_t replay_id);
 
   // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql).
   Result<int> ensure_attempt_partitions(int days_ahead);

@@ -72,7 +72,8 @@ class DeliveryStore {
   virtual ~DeliveryStore() = default;
 
   // Claims each delivery for `worker_id` for `lease_seconds` under the ref's lease_token, unless
-  // it already succeeded, is dead, or an unexpired lease is held by another attempt. A claim is
+  // it already succeeded (and no resend of it is pending), is dead, or an unexpired lease is held
+  // by another attempt. A pending resend is consumed by the first claim of its key. A claim is
   // exclusive per attempt: a lease held by this same run of the worker (same worker_id, same
   // high 32 bits of the token) is not taken again, so two copies of one message never both
   // deliver. A lease held under `worker_id` by an earlier run (the process restarted) is taken
@@ -89,7 +90,7 @@ class DeliveryStore {
   // audited, and the lease's holder decides the state. "succeeded" is final and always wins: the
   // first success moves the delivery whatever the lease, a later success for the same key is
   // stored with outcome "duplicate_success", so each key has at most one "succeeded" attempt
-  // row, and later failures do not move it out of "succeeded".
+  // row per resend, and later failures do not move it out of "succeeded".
   virtual Result<void> record(const std::vector<AttemptRecord>& attempts,
                               const std::string& worker_id) = 0;
 

@@ -1,4 +1,4 @@
-#include "cli/dlq_reader.h"
+#include "shared/dlq_reader.h"
 
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 #include "shared/kafka_handles.h"
 #include "shared/topics.h"
 
-namespace hookrelay::cli {
+namespace hookrelay {
 namespace {
 
 struct TopicDeleter {
@@ -71,14 +71,15 @@ KafkaDlqReader::KafkaDlqReader(std::unique_ptr<Impl> impl) : impl_(std::move(imp
 KafkaDlqReader::~KafkaDlqReader() = default;
 
 Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::create(const KafkaConfig& config,
-                                                               int timeout_ms) {
+                                                               int timeout_ms,
+                                                               const std::string& client_id) {
   // A group id is required by the consumer API even with assign(); a unique one that never
   // commits leaves no trace on the cluster beyond a short-lived client.
   std::mt19937_64 random(std::random_device{}());
   std::map<std::string, std::string> props = config.consumer_map();
   props["bootstrap.servers"] = config.bootstrap_servers;
-  props["client.id"] = "hookrelay-cli";
-  props["group.id"] = "hookrelay-cli-" + std::to_string(getpid()) + "-" + std::to_string(random());
+  props["client.id"] = client_id;
+  props["group.id"] = client_id + "-" + std::to_string(getpid()) + "-" + std::to_string(random());
   props["enable.auto.commit"] = "false";
   props["enable.auto.offset.store"] = "false";
   props["enable.partition.eof"] = "true";
@@ -179,4 +180,49 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
   return out;
 }
 
-}  // namespace hookrelay::cli
+Result<DlqMessage> KafkaDlqReader::fetch(const std::string& topic, int32_t partition,
+                                         int64_t offset) {
+  rd_kafka_t* rk = impl_->rk.get();
+  int64_t low = 0, high = 0;
+  auto err = rd_kafka_query_watermark_offsets(rk, topic.c_str(), partition, &low, &high,
+                                              impl_->timeout_ms);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return kafka_fail("watermarks of " + topic + "/" + std::to_string(partition), err);
+  }
+  const std::string where = topic + "/" + std::to_string(partition) + "@" + std::to_string(offset);
+  if (offset < low || offset >= high) return fail("not_found", "no message at " + where + " (past retention?)");
+  KafkaPartitionList assignment(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(assignment.get(), topic.c_str(), partition)->offset = offset;
+  err = rd_kafka_assign(rk, assignment.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return kafka_fail("assign " + where, err);
+  const int64_t deadline = steady_ms() + impl_->timeout_ms;
+  std::string last_error;
+  while (steady_ms() < deadline) {
+    KafkaMessage m(rd_kafka_consumer_poll(rk, 200));
+    if (!m) continue;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) break;
+    if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      last_error = rd_kafka_message_errstr(m.get());
+      continue;
+    }
+    if (m->offset < offset) continue;
+    rd_kafka_assign(rk, nullptr);
+    // Compacted or transactional gaps: the next offset is not the message asked for.
+    if (m->offset != offset) return fail("not_found", "no message at " + where);
+    DlqMessage msg;
+    msg.partition = m->partition;
+    msg.offset = m->offset;
+    if (m->key) msg.key.assign(static_cast<const char*>(m->key), m->key_len);
+    msg.headers = headers_of(m.get());
+    rd_kafka_timestamp_type_t type;
+    int64_t ts = rd_kafka_message_timestamp(m.get(), &type);
+    msg.timestamp_ms = ts < 0 ? 0 : ts;
+    if (m->payload) msg.value.assign(static_cast<const char*>(m->payload), m->len);
+    return msg;
+  }
+  rd_kafka_assign(rk, nullptr);
+  return fail("kafka", "reading " + where + " timed out" + (last_error.empty() ? "" : " (" + last_error + ")"),
+              true);
+}
+
+}  // namespace hookrelay

@@ -18,7 +18,7 @@
 #include "shared/message_producer.h"
 #include "shared/result.h"
 
-namespace hookrelay::cli {
+namespace hookrelay {
 
 struct DlqMessage {
   int32_t partition = 0;
@@ -46,13 +46,25 @@ class DlqSource {
   virtual Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn& progress) = 0;
 };
 
-class KafkaDlqReader final : public DlqSource {
+// One message at known coordinates (the first copy of an inbound event, as inbound_events
+// records it): what a resend of a succeeded delivery sends again.
+class MessageFetcher {
+ public:
+  virtual ~MessageFetcher() = default;
+  // "not_found" when the offset is gone (retention) or past the end.
+  virtual Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) = 0;
+};
+
+class KafkaDlqReader final : public DlqSource, public MessageFetcher {
  public:
   // `timeout_ms` bounds metadata requests and any stretch without progress while reading.
-  static Result<std::unique_ptr<KafkaDlqReader>> create(const KafkaConfig& config, int timeout_ms);
+  // `client_id` names the program to the brokers.
+  static Result<std::unique_ptr<KafkaDlqReader>> create(const KafkaConfig& config, int timeout_ms,
+                                                        const std::string& client_id = "hookrelay-cli");
   ~KafkaDlqReader() override;
 
   Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn& progress) override;
+  Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) override;
 
  private:
   struct Impl;
@@ -60,4 +72,4 @@ class KafkaDlqReader final : public DlqSource {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace hookrelay::cli
+}  // namespace hookrelay

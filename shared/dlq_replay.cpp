@@ -1,4 +1,4 @@
-#include "cli/dlq_replay.h"
+#include "shared/dlq_replay.h"
 
 #include <chrono>
 #include <future>
@@ -8,12 +8,13 @@
 
 #include "shared/topics.h"
 
-namespace hookrelay::cli {
+namespace hookrelay {
 namespace {
 
 constexpr std::string_view kOriginalReceivedAt = "hr-original-received-at";
 constexpr std::string_view kReplayedBy = "hr-replayed-by";
 constexpr std::string_view kDlqReason = "hr-dlq-reason";
+constexpr std::string_view kResendId = "hr-resend-id";
 
 bool dropped_on_replay(std::string_view name) {
   return name == header::kAttempt || name == header::kDueAt || name == header::kReceivedAt ||
@@ -22,7 +23,36 @@ bool dropped_on_replay(std::string_view name) {
 
 }  // namespace
 
-PostgresReplayStore::PostgresReplayStore(const std::string& url) : queries_(url), pg_(url) {}
+Result<ResendSource> ReplayStore::resend_source(const std::string& key) {
+  return fail("not_resendable", key + ": this replay does not resend succeeded deliveries");
+}
+Result<void> ReplayStore::mark_resend(const std::string& key, const std::string&, const std::string&) {
+  return fail("not_resendable", key + ": this replay does not resend succeeded deliveries");
+}
+Result<void> ReplayStore::undo_resend(const std::string&) { return {}; }
+Result<bool> ReplayStore::needs_produce_again(const std::string&) { return false; }
+
+PostgresReplayStore::PostgresReplayStore(const std::string& url, int64_t replay_id)
+    : queries_(url), pg_(url), replay_id_(replay_id) {}
+
+Result<ResendSource> PostgresReplayStore::resend_source(const std::string& key) {
+  if (replay_id_ == 0) return ReplayStore::resend_source(key);
+  return queries_.resend_source(key);
+}
+
+Result<void> PostgresReplayStore::mark_resend(const std::string& key, const std::string& who,
+                                              const std::string& reason) {
+  if (replay_id_ == 0) return ReplayStore::mark_resend(key, who, reason);
+  return queries_.mark_resend(key, who, reason, replay_id_);
+}
+
+Result<void> PostgresReplayStore::undo_resend(const std::string& key) {
+  return queries_.undo_resend(key, replay_id_);
+}
+
+Result<bool> PostgresReplayStore::needs_produce_again(const std::string& key) {
+  return queries_.needs_produce_again(key, replay_id_);
+}
 
 Result<std::string> PostgresReplayStore::state(const std::string& key) {
   return pg_.run("replay state", [&](pqxx::connection& c) -> Result<std::string> {
@@ -35,7 +65,7 @@ Result<std::string> PostgresReplayStore::state(const std::string& key) {
 
 Result<void> PostgresReplayStore::mark_replayed(const std::string& key, const std::string& who,
                                                 const std::string& reason) {
-  auto r = queries_.mark_replayed(key, who, reason);
+  auto r = queries_.mark_replayed(key, who, reason, replay_id_);
   if (!r) return Unexpected{r.error()};
   return {};
 }
@@ -54,7 +84,9 @@ Result<void> PostgresReplayStore::undo_replay(const std::string& key) {
 const char* replay_outcome_name(ReplayOutcome outcome) {
   switch (outcome) {
     case ReplayOutcome::kReplayed: return "replayed";
+    case ReplayOutcome::kResent: return "resent";
     case ReplayOutcome::kWouldReplay: return "would_replay";
+    case ReplayOutcome::kWouldResend: return "would_resend";
     case ReplayOutcome::kSkippedSucceeded: return "skipped_succeeded";
     case ReplayOutcome::kSkippedNotDead: return "skipped_not_dead";
     case ReplayOutcome::kMissing: return "missing";
@@ -84,6 +116,25 @@ std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_
   return out;
 }
 
+std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
+                                          const ResendSource& source, const std::string& key,
+                                          int64_t now_ms, const std::string& who,
+                                          const std::string& resend_id) {
+  std::vector<MessageHeader> out;
+  for (auto& h : replay_headers(original, now_ms, who)) {
+    if (h.name == header::kRoute || h.name == header::kDeliveryKey ||
+        h.name == header::kOriginTopic || h.name == kResendId) {
+      continue;
+    }
+    out.push_back(std::move(h));
+  }
+  out.push_back({std::string(header::kRoute), source.route});
+  out.push_back({std::string(header::kDeliveryKey), key});
+  out.push_back({std::string(header::kOriginTopic), source.topic});
+  out.push_back({std::string(kResendId), resend_id});
+  return out;
+}
+
 std::map<std::string, const DlqMessage*> latest_by_key(const std::vector<DlqMessage>& messages) {
   std::map<std::string, const DlqMessage*> out;
   for (const auto& m : messages) {
@@ -108,8 +159,9 @@ std::string progress_line(const ReplaySummary& s, bool dry_run) {
          std::to_string(s.missing) + ", failed " + std::to_string(s.failed);
 }
 
-Replayer::Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock)
-    : store_(store), producer_(producer), clock_(std::move(clock)) {}
+Replayer::Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock,
+                   MessageFetcher* fetcher)
+    : store_(store), producer_(producer), clock_(std::move(clock)), fetcher_(fetcher) {}
 
 ReplaySummary Replayer::run(const std::vector<std::string>& keys,
                             const std::vector<DlqMessage>& messages, const ReplayOptions& options,
@@ -124,10 +176,12 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
   summary.total = static_cast<int>(unique.size());
   for (const auto& key : unique) {
     auto it = latest.find(key);
-    ReplayItem item = replay_one(key, it == latest.end() ? nullptr : it->second, options);
+    ReplayItem item = replay_key(key, it == latest.end() ? nullptr : it->second, options, false);
     switch (item.outcome) {
-      case ReplayOutcome::kReplayed: ++summary.replayed; break;
-      case ReplayOutcome::kWouldReplay: break;
+      case ReplayOutcome::kReplayed:
+      case ReplayOutcome::kResent: ++summary.replayed; break;
+      case ReplayOutcome::kWouldReplay:
+      case ReplayOutcome::kWouldResend: break;
       case ReplayOutcome::kSkippedSucceeded:
       case ReplayOutcome::kSkippedNotDead: ++summary.skipped; break;
       case ReplayOutcome::kMissing: ++summary.missing; break;
@@ -139,8 +193,8 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
   return summary;
 }
 
-ReplayItem Replayer::replay_one(const std::string& key, const DlqMessage* message,
-                                const ReplayOptions& options) {
+ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* message,
+                                const ReplayOptions& options, bool resume) {
   ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
   if (message) {
     item.partition = message->partition;
@@ -152,44 +206,58 @@ ReplayItem Replayer::replay_one(const std::string& key, const DlqMessage* messag
     item.detail = state.error().message;
     return item;
   }
-  if (*state == "succeeded") {
-    item.outcome = ReplayOutcome::kSkippedSucceeded;
-    item.detail = "already succeeded";
-    return item;
+  if (*state == "succeeded" && options.resend_succeeded) return resend_one(key, options, resume);
+  if (resume) {
+    // Marked by an interrupted run: produced again only if no worker took it up since.
+    auto again = store_.needs_produce_again(key);
+    if (!again) {
+      item.detail = again.error().message;
+      return item;
+    }
+    if (!*again) {
+      item.outcome = ReplayOutcome::kReplayed;
+      item.detail = "taken up by a worker before the restart";
+      return item;
+    }
+    if (!message) {
+      item.outcome = ReplayOutcome::kMissing;
+      item.detail = "no message in " + std::string(kDlqTopic) + " (past retention?)";
+      return item;
+    }
+  } else {
+    if (*state == "succeeded") {
+      item.outcome = ReplayOutcome::kSkippedSucceeded;
+      item.detail = "already succeeded";
+      return item;
+    }
+    if (*state != "dead") {
+      item.outcome = ReplayOutcome::kSkippedNotDead;
+      item.detail = "is " + *state + ", not dead";
+      return item;
+    }
+    if (!message) {
+      item.outcome = ReplayOutcome::kMissing;
+      item.detail = "no message in " + std::string(kDlqTopic) + " (past retention?)";
+      return item;
+    }
+    if (options.dry_run) {
+      item.outcome = ReplayOutcome::kWouldReplay;
+      const std::string* reason = message->header(kDlqReason);
+      item.detail = reason ? "dead: " + *reason : "dead";
+      return item;
+    }
+    pace(options);
+    if (auto marked = store_.mark_replayed(key, options.who, options.reason); !marked) {
+      const std::string& code = marked.error().code;
+      item.outcome = code == "not_replayable" ? ReplayOutcome::kSkippedNotDead
+                     : code == "not_found"    ? ReplayOutcome::kMissing
+                                              : ReplayOutcome::kFailed;
+      item.detail = marked.error().message;
+      return item;
+    }
   }
-  if (*state != "dead") {
-    item.outcome = ReplayOutcome::kSkippedNotDead;
-    item.detail = "is " + *state + ", not dead";
-    return item;
-  }
-  if (!message) {
-    item.outcome = ReplayOutcome::kMissing;
-    item.detail = "no message in " + std::string(kDlqTopic) + " (past retention?)";
-    return item;
-  }
-  if (options.dry_run) {
-    item.outcome = ReplayOutcome::kWouldReplay;
-    const std::string* reason = message->header(kDlqReason);
-    item.detail = reason ? "dead: " + *reason : "dead";
-    return item;
-  }
-  if (options.rate_per_second > 0) {
-    int64_t now = clock_.now_ms();
-    if (paced_ == 0) pace_start_ms_ = now;
-    auto due = pace_start_ms_ + static_cast<int64_t>(static_cast<double>(paced_) * 1000.0 /
-                                                     options.rate_per_second);
-    if (due > now) clock_.sleep_ms(due - now);
-    ++paced_;
-  }
-  if (auto marked = store_.mark_replayed(key, options.who, options.reason); !marked) {
-    const std::string& code = marked.error().code;
-    item.outcome = code == "not_replayable" ? ReplayOutcome::kSkippedNotDead
-                   : code == "not_found"    ? ReplayOutcome::kMissing
-                                            : ReplayOutcome::kFailed;
-    item.detail = marked.error().message;
-    return item;
-  }
-  if (auto produced = produce_and_wait(key, *message, options); !produced) {
+  const auto headers = replay_headers(message->headers, clock_.now_ms(), options.who);
+  if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
     item.outcome = ReplayOutcome::kFailed;
     item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;
     if (auto undone = store_.undo_replay(key); !undone) {
@@ -205,14 +273,87 @@ ReplayItem Replayer::replay_one(const std::string& key, const DlqMessage* messag
   return item;
 }
 
-Result<void> Replayer::produce_and_wait(const std::string& key, const DlqMessage& message,
+ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& options, bool resume) {
+  ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
+  auto source = store_.resend_source(key);
+  if (!source) {
+    const std::string& code = source.error().code;
+    item.outcome = code == "not_resendable" || code == "not_found" ? ReplayOutcome::kMissing
+                                                                   : ReplayOutcome::kFailed;
+    item.detail = source.error().message;
+    return item;
+  }
+  item.partition = source->partition;
+  item.offset = source->offset;
+  if (resume) {
+    auto again = store_.needs_produce_again(key);
+    if (!again) {
+      item.detail = again.error().message;
+      return item;
+    }
+    if (!*again) {
+      item.outcome = ReplayOutcome::kResent;
+      item.detail = "taken up by a worker before the restart";
+      return item;
+    }
+  }
+  if (!fetcher_) {
+    item.detail = "no reader for " + source->topic;
+    return item;
+  }
+  auto message = fetcher_->fetch(source->topic, source->partition, source->offset);
+  if (!message) {
+    item.outcome = message.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+    item.detail = message.error().message;
+    return item;
+  }
+  if (options.dry_run) {
+    item.outcome = ReplayOutcome::kWouldResend;
+    item.detail = "succeeded";
+    return item;
+  }
+  if (!resume) {
+    pace(options);
+    if (auto marked = store_.mark_resend(key, options.who, options.reason); !marked) {
+      const std::string& code = marked.error().code;
+      item.outcome = code == "not_resendable" ? ReplayOutcome::kSkippedNotDead
+                     : code == "not_found"    ? ReplayOutcome::kMissing
+                                              : ReplayOutcome::kFailed;
+      item.detail = marked.error().message;
+      return item;
+    }
+  }
+  const auto headers = resend_headers(message->headers, *source, key, clock_.now_ms(), options.who,
+                                      options.replay_id);
+  if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
+    item.outcome = ReplayOutcome::kFailed;
+    item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;
+    if (auto undone = store_.undo_resend(key); !undone) item.detail += "; marker left: " + undone.error().message;
+    return item;
+  }
+  item.outcome = ReplayOutcome::kResent;
+  item.detail = "to " + retry_topic(0);
+  return item;
+}
+
+void Replayer::pace(const ReplayOptions& options) {
+  if (options.rate_per_second <= 0) return;
+  int64_t now = clock_.now_ms();
+  if (paced_ == 0) pace_start_ms_ = now;
+  auto due = pace_start_ms_ + static_cast<int64_t>(static_cast<double>(paced_) * 1000.0 /
+                                                   options.rate_per_second);
+  if (due > now) clock_.sleep_ms(due - now);
+  ++paced_;
+}
+
+Result<void> Replayer::produce_and_wait(const std::string& key, const std::string& value,
+                                        const std::vector<MessageHeader>& headers,
                                         const ReplayOptions& options) {
-  const auto headers = replay_headers(message.headers, clock_.now_ms(), options.who);
   const std::string topic = retry_topic(0);
   // Shared with the callback, which may run after we stopped waiting.
   auto done = std::make_shared<std::promise<Result<ProducedAt>>>();
   auto future = done->get_future();
-  producer_.produce({topic, key, message.value, &headers},
+  producer_.produce({topic, key, value, &headers},
                     [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
   if (future.wait_for(std::chrono::milliseconds(options.ack_timeout_ms)) !=
       std::future_status::ready) {
@@ -224,4 +365,4 @@ Result<void> Replayer::produce_and_wait(const std::string& key, const DlqMessage
   return {};
 }
 
-}  // namespace hookrelay::cli
+}  // namespace hookrelay

@@ -1,18 +1,27 @@
-// DLQ replay: puts dead deliveries back into the retry flow, each at most once per run, with an
-// audit row naming who did it.
+// Replay: puts dead deliveries back into the retry flow, and resends succeeded ones, each at most
+// once per run, with an audit row naming who did it. One implementation for the CLI
+// (`hookrelay dlq replay`) and the admin API (POST /v1/replays).
 //
 // For each requested delivery key, in order:
-//   1. Postgres state: 'succeeded' -> skipped (delivered since, e.g. by an earlier replay);
+//   1. Postgres state: 'succeeded' -> skipped, unless the run resends succeeded deliveries;
 //      any state but 'dead' -> skipped (already back in the retry flow); no row -> missing.
-//   2. The latest hookrelay.dlq message for the key (by timestamp, then offset); none -> missing.
-//   3. --dry-run stops here ("would replay").
-//   4. mark_replayed (state 'dead' -> 'retrying', dlq_replays row, 'replayed' attempt row).
+//   2. Dead: the latest hookrelay.dlq message for the key (by timestamp, then offset); none ->
+//      missing. Succeeded: the first copy of its event (inbound_events' topic/partition/offset,
+//      read by a MessageFetcher); calls and events past retention -> missing.
+//   3. dry_run stops here ("would replay" / "would resend").
+//   4. Dead: mark_replayed (state 'dead' -> 'retrying', dlq_replays row, 'replayed' attempt row).
 //      This comes before the produce on purpose: a worker claiming a key still in 'dead' skips
 //      it for good (ClaimStatus::kAlreadyDead), so the state must change before any worker can
-//      see the new message.
-//   5. Produce a copy to hookrelay.retry.0 (replay_headers below) and wait for the broker ack.
-//      If that fails, the state goes back to 'dead' (undo_replay) so a later replay can retry;
-//      the audit rows stay, with the failure reported.
+//      see the new message. Succeeded: mark_resend (a resend marker on the delivery, which the
+//      next claim of the key consumes once; dlq_replays row; 'resent' attempt row).
+//   5. Produce a copy to hookrelay.retry.0 (replay_headers / resend_headers below) and wait for
+//      the broker ack. If that fails, the mark is undone (undo_replay / undo_resend) so a later
+//      replay can retry; the audit rows stay, with the failure reported.
+//
+// A run interrupted between 4 and the ack (the admin process killed) is resumed with
+// `resume = true` for the keys it had marked: their message is produced again only when no
+// worker has taken the delivery up since (needs_produce_again); the claim's exclusivity makes a
+// second copy of the message harmless, so nothing is delivered twice.
 //
 // Thread-safety: a Replayer runs on one thread; the store and producer are used from it (the
 // producer's ack callback may run on its own thread).
@@ -24,11 +33,14 @@
 #include <string>
 #include <vector>
 
-#include "cli/dlq_reader.h"
+#include "shared/dlq_reader.h"
 #include "shared/delivery_queries.h"
 #include "shared/message_producer.h"
 
-namespace hookrelay::cli {
+namespace hookrelay {
+
+// Where a succeeded webhook delivery's event was first produced, and its route.
+using ResendSource = ResendSourceRow;
 
 // The Postgres side of a replay.
 class ReplayStore {
@@ -41,25 +53,43 @@ class ReplayStore {
                                      const std::string& reason) = 0;
   // Back to 'dead' after a replay whose message could not be produced.
   virtual Result<void> undo_replay(const std::string& key) = 0;
+  // Resend of succeeded deliveries; a store without it answers "not_resendable".
+  virtual Result<ResendSource> resend_source(const std::string& key);
+  virtual Result<void> mark_resend(const std::string& key, const std::string& who,
+                                   const std::string& reason);
+  virtual Result<void> undo_resend(const std::string& key);
+  // For a key marked by an interrupted run: whether no worker took it up since.
+  virtual Result<bool> needs_produce_again(const std::string& key);
 };
 
-// ReplayStore on DeliveryQueries and the same database.
+// ReplayStore on DeliveryQueries and the same database. With a `replay_id` (an admin API
+// replay), each mark also moves the key's replay_items row to 'marked' in the same transaction,
+// and a resend's marker is the replay id; without one (the CLI), succeeded deliveries are not
+// resent.
 class PostgresReplayStore final : public ReplayStore {
  public:
-  explicit PostgresReplayStore(const std::string& url);
+  explicit PostgresReplayStore(const std::string& url, int64_t replay_id = 0);
   Result<std::string> state(const std::string& key) override;
   Result<void> mark_replayed(const std::string& key, const std::string& who,
                              const std::string& reason) override;
   Result<void> undo_replay(const std::string& key) override;
+  Result<ResendSource> resend_source(const std::string& key) override;
+  Result<void> mark_resend(const std::string& key, const std::string& who,
+                           const std::string& reason) override;
+  Result<void> undo_resend(const std::string& key) override;
+  Result<bool> needs_produce_again(const std::string& key) override;
 
  private:
   DeliveryQueries queries_;
   PgConnection pg_;
+  int64_t replay_id_;
 };
 
 enum class ReplayOutcome {
   kReplayed,
+  kResent,            // a succeeded delivery sent again as a new attempt
   kWouldReplay,       // --dry-run
+  kWouldResend,       // dry run of a resend
   kSkippedSucceeded,  // Postgres says it was delivered
   kSkippedNotDead,    // retrying or in flight: already back in the flow
   kMissing,           // no delivery row, or no DLQ message left for it
@@ -87,6 +117,8 @@ struct ReplaySummary {
 
 struct ReplayOptions {
   bool dry_run = false;
+  bool resend_succeeded = false;  // resend succeeded deliveries instead of skipping them
+  std::string replay_id;          // the admin API's replay id, in a resend's hr-resend-id
   double rate_per_second = 0;  // 0 = as fast as acks come back
   std::string who;
   std::string reason;
@@ -104,6 +136,14 @@ struct ReplayClock {
 std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_headers,
                                           int64_t now_ms, const std::string& who);
 
+// The headers of a resend's retry-tier copy, from the event's first message: as replay_headers,
+// plus the single delivery it stands for (hr-route, hr-delivery-key, hr-origin-topic) and
+// hr-resend-id naming the replay.
+std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
+                                          const ResendSource& source, const std::string& key,
+                                          int64_t now_ms, const std::string& who,
+                                          const std::string& resend_id);
+
 // For each delivery key, its latest DLQ message (later timestamp, then higher offset).
 std::map<std::string, const DlqMessage*> latest_by_key(const std::vector<DlqMessage>& messages);
 
@@ -113,23 +153,32 @@ std::string progress_line(const ReplaySummary& summary, bool dry_run);
 class Replayer {
  public:
   using OnItem = std::function<void(const ReplaySummary&)>;
-  Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock);
+  // `fetcher` reads the messages of resends; may be null when the run resends nothing.
+  Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock,
+           MessageFetcher* fetcher = nullptr);
+
+  // One key: `message` is its latest DLQ message (null: none). `resume`: the key was marked by
+  // an interrupted run (see the top of this file).
+  ReplayItem replay_key(const std::string& key, const DlqMessage* message,
+                        const ReplayOptions& options, bool resume);
 
   // Replays `keys` (duplicates are replayed once) from `messages`; calls on_item after each.
   ReplaySummary run(const std::vector<std::string>& keys, const std::vector<DlqMessage>& messages,
                     const ReplayOptions& options, const OnItem& on_item);
 
  private:
-  ReplayItem replay_one(const std::string& key, const DlqMessage* message,
-                        const ReplayOptions& options);
-  Result<void> produce_and_wait(const std::string& key, const DlqMessage& message,
+  ReplayItem resend_one(const std::string& key, const ReplayOptions& options, bool resume);
+  void pace(const ReplayOptions& options);
+  Result<void> produce_and_wait(const std::string& key, const std::string& value,
+                                const std::vector<MessageHeader>& headers,
                                 const ReplayOptions& options);
 
   ReplayStore& store_;
   MessageProducer& producer_;
   ReplayClock clock_;
+  MessageFetcher* fetcher_;
   int64_t pace_start_ms_ = 0;
   int64_t paced_ = 0;
 };
 
-}  // namespace hookrelay::cli
+}  // namespace hookrelay

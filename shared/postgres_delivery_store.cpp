@@ -29,7 +29,9 @@ namespace {
 // by this run is not taken again: each claim is one attempt's, so a second copy of a message
 // waits for the first attempt instead of racing it. A row that cannot be claimed is still
 // "updated" to itself, which is what makes RETURNING report it, with the state and lease that
-// decided; the caller reads its own token back from the claims it won. ON CONFLICT waits for a concurrent inserter of the same key to commit and then sees
+// decided; the caller reads its own token back from the claims it won. A succeeded delivery with
+// a pending resend (resend_id, set by an operator's replay) is claimed once, whichever copy of its
+// message comes first, and the claim clears the marker: one resend, one more attempt. ON CONFLICT waits for a concurrent inserter of the same key to commit and then sees
 // its row, so two claims never both hold one delivery.
 constexpr const char* kClaimSql = R"SQL(
 INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
@@ -42,16 +44,18 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
      AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
 ORDER BY key
 ON CONFLICT (delivery_key) DO UPDATE SET
-  (state, lease_owner, lease_until, lease_token, updated_at) = (
+  (state, lease_owner, lease_until, lease_token, resend_id, updated_at) = (
     SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
            CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
            CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
            CASE WHEN claimable THEN EXCLUDED.lease_token ELSE d.lease_token END,
+           CASE WHEN claimable THEN NULL ELSE d.resend_id END,
            CASE WHEN claimable THEN now() ELSE d.updated_at END
-    FROM (SELECT d.state NOT IN ('succeeded', 'dead')
-                 AND (d.lease_until IS NULL OR d.lease_until < now()
-                      OR (d.lease_owner = EXCLUDED.lease_owner
-                          AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32)))
+    FROM (SELECT (d.state NOT IN ('succeeded', 'dead')
+                  AND (d.lease_until IS NULL OR d.lease_until < now()
+                       OR (d.lease_owner = EXCLUDED.lease_owner
+                           AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32))))
+                 OR (d.state = 'succeeded' AND d.resend_id IS NOT NULL)
                  AS claimable) c)
 RETURNING d.delivery_key, d.state, d.lease_token
 )SQL";

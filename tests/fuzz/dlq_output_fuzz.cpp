@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "cli/dlq_reader.h"
+#include "shared/dlq_reader.h"
 #include "cli/output.h"
 #include "fuzz_support.h"
 #include "shared/json_writer.h"
@@ -35,7 +35,7 @@ void check_json(const nlohmann::json& j, const char* what) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
   auto parsed = fuzz::split_headed(in);
-  cli::DlqMessage m;
+  DlqMessage m;
   m.key = std::string(parsed.lines[0]);
   m.value = std::string(parsed.body);
   m.partition = static_cast<int32_t>(size % 12);

@@ -1,4 +1,4 @@
-#include "cli/dlq_replay.h"
+#include "shared/dlq_replay.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 
 #include "shared/topics.h"
 
-namespace hookrelay::cli {
+namespace hookrelay {
 namespace {
 
 class FakeStore final : public ReplayStore {
@@ -232,4 +232,4 @@ TEST_F(ReplayerTest, ReportsProgressAfterEveryKey) {
 }
 
 }  // namespace
-}  // namespace hookrelay::cli
+}  // namespace hookrelay

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "cli/dlq_reader.h"
+#include "shared/dlq_reader.h"
 #include "shared/json_writer.h"
 
 namespace hookrelay::cli {
