@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <thread>
 
 #include "ingest/ingest_service.h"
 #include "shared/clock.h"
+#include "shared/config_reloader.h"
 #include "shared/http_server.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
@@ -21,7 +23,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: hookrelay-ingest [--config PATH]\n"
     "  Accepts signed webhooks (POST /webhooks/{source}) and outbound call requests (POST /v1/calls)\n"
-    "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG. Overrides:\n"
+    "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides:\n"
     "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN.\n";
 
 // Each connection holds a descriptor; past the process limit accept() fails (counted, backed
@@ -98,7 +100,13 @@ int run_ingest(int argc, char** argv) {
   spdlog::info("msg=ingest_started listen={}:{} threads={} sources={} kafka={}", listen->host, server.port(),
                http.threads, config->sources.size(), log_quote(config->kafka.bootstrap_servers));
 
-  int sig = wait_for_termination_signal();
+  // SIGHUP: the config file again; sources, secrets, tokens and retry defaults take effect for
+  // the next request, requests in flight finish under the config they started with.
+  ConfigReloader reloader("hookrelay-ingest", start.config_path, *config, *registry);
+  int sig = 0;
+  while ((sig = wait_for_signal()) == SIGHUP) {
+    if (auto next = reloader.reload()) service.reload(*next);
+  }
   spdlog::info("msg=ingest_draining signal={} in_flight={}", sig, service.in_flight());
   service.begin_shutdown();
   server.stop_accepting();

@@ -54,7 +54,7 @@ std::string accepted_body(const std::string& id, const std::string& idempotency_
 
 IngestService::IngestService(const Config& config, MessageProducer& producer,
                              std::shared_ptr<prometheus::Registry> registry, Clock now_ms)
-    : config_(config),
+    : snapshot_(make_snapshot(std::make_shared<const Config>(config))),
       producer_(producer),
       registry_(std::move(registry)),
       metrics_(*registry_,
@@ -63,9 +63,20 @@ IngestService::IngestService(const Config& config, MessageProducer& producer,
                  for (const auto& [name, _] : config.sources) names.push_back(name);
                  return names;
                }()),
-      now_ms_(std::move(now_ms)) {
-  call_limits_.default_max_attempts = config.retry.max_attempts;
-  call_limits_.default_max_age_seconds = config.retry.max_age_seconds;
+      now_ms_(std::move(now_ms)) {}
+
+std::shared_ptr<const IngestService::Snapshot> IngestService::make_snapshot(std::shared_ptr<const Config> config) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->call_limits.default_max_attempts = config->retry.max_attempts;
+  snap->call_limits.default_max_age_seconds = config->retry.max_age_seconds;
+  snap->config = std::move(config);
+  return snap;
+}
+
+void IngestService::reload(std::shared_ptr<const Config> config) { snapshot_.store(make_snapshot(std::move(config))); }
+
+std::string IngestService::retry_after() const {
+  return std::to_string(snapshot_.load()->config->ingest.retry_after_seconds);
 }
 
 void IngestService::handle(const HttpRequest& request, Responder respond) {
@@ -112,7 +123,7 @@ void IngestService::probe(std::string_view path, const HttpRequest& request, Res
   respond(std::move(r));
 }
 
-bool IngestService::authorized(const HttpRequest& request, std::string& why) const {
+bool IngestService::authorized(const HttpRequest& request, const Config& config, std::string& why) const {
   auto auth = request.header("Authorization");
   if (!auth) {
     why = "missing Authorization: Bearer <token>";
@@ -125,14 +136,16 @@ bool IngestService::authorized(const HttpRequest& request, std::string& why) con
   }
   auto token = auth->substr(kBearer.size());
   bool ok = false;
-  for (const auto& t : config_.api_tokens) ok |= constant_time_equal(token, t);  // no early exit
+  for (const auto& t : config.api_tokens) ok |= constant_time_equal(token, t);  // no early exit
   if (!ok) why = "bearer token is not valid";
   return ok;
 }
 
 void IngestService::webhook(std::string_view source_name, const HttpRequest& request, Responder respond) {
-  auto it = config_.sources.find(std::string(source_name));
-  if (it == config_.sources.end()) {
+  const auto snap = snapshot_.load();  // this request's config, whatever a reload does meanwhile
+  const Config& config = *snap->config;
+  auto it = config.sources.find(std::string(source_name));
+  if (it == config.sources.end()) {
     return answer_error("webhook", "-", 404, "unknown_source",
                         "no source named '" + std::string(utf8_prefix(source_name, 64)) + "' is configured", respond);
   }
@@ -143,7 +156,7 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
   }
   if (shutting_down_.load()) {
     return answer_error("webhook", source.name, 503, "shutting_down", "ingest is shutting down; retry", respond,
-                        {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+                        {{"Retry-After", retry_after()}});
   }
   int64_t now = now_ms_();
   auto verified = verify_webhook(source, request.header, request.body, now / 1000);
@@ -171,15 +184,16 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
   if (request.method != "POST") {
     return answer_error("call", "-", 405, "method_not_allowed", "/v1/calls accepts POST", respond, {{"Allow", "POST"}});
   }
+  const auto snap = snapshot_.load();
   std::string why;
-  if (!authorized(request, why)) {
+  if (!authorized(request, *snap->config, why)) {
     return answer_error("call", "-", 401, "unauthorized", why, respond, {{"WWW-Authenticate", "Bearer"}});
   }
   if (shutting_down_.load()) {
     return answer_error("call", "-", 503, "shutting_down", "ingest is shutting down; retry", respond,
-                        {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+                        {{"Retry-After", retry_after()}});
   }
-  auto parsed = parse_call_request(request.body, call_limits_);
+  auto parsed = parse_call_request(request.body, snap->call_limits);
   if (!parsed) return answer_error("call", "-", 400, parsed.error().code, parsed.error().message, respond);
   const CallRequest& c = *parsed;
   std::string id = call_id_for(c.idempotency_key);
@@ -200,7 +214,7 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
   if (!producer_.reachable()) {
     return answer_error(endpoint, source, 503, "kafka_unavailable",
                         "Kafka is unreachable; the request was not accepted, retry later", respond,
-                        {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+                        {{"Retry-After", retry_after()}});
   }
   in_flight_.fetch_add(1);
   metrics_.in_flight().Increment();
@@ -228,7 +242,7 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
       } else {
         answer_error(endpoint, source, 503, r.error().code,
                    "Kafka did not acknowledge the request (" + r.error().message + "); it was not accepted, retry later",
-                     respond, {{"Retry-After", std::to_string(config_.ingest.retry_after_seconds)}});
+                     respond, {{"Retry-After", retry_after()}});
       }
     }
     metrics_.in_flight().Decrement();

@@ -10,7 +10,7 @@
 // {"error":{"code","message"}} and counted by code.
 //
 // Thread-safety: handle() runs concurrently on every HTTP thread; the Responder may be invoked
-// from the producer's thread.
+// from the producer's thread; reload() from any thread.
 #pragma once
 
 #include <prometheus/registry.h>
@@ -37,6 +37,11 @@ class IngestService {
   IngestService(const Config& config, MessageProducer& producer, std::shared_ptr<prometheus::Registry> registry,
                 Clock now_ms);
 
+  // A reloaded config (sources, secrets, api_tokens, retry defaults, retry_after_seconds): new
+  // requests use it from the next one on; a request already being handled finishes under the
+  // config it started with. Any thread.
+  void reload(std::shared_ptr<const Config> config);
+
   void handle(const HttpRequest& request, Responder respond);
 
   // New work gets 503 "shutting_down"; /readyz fails. In-flight requests still get their answer.
@@ -57,14 +62,21 @@ class IngestService {
   void answer_error(std::string_view endpoint, std::string_view source, int status, std::string_view code,
                     std::string_view message, const Responder& respond,
                     std::vector<std::pair<std::string, std::string>> headers = {});
-  bool authorized(const HttpRequest& request, std::string& why) const;
+  bool authorized(const HttpRequest& request, const Config& config, std::string& why) const;
 
-  const Config& config_;
+  // What a request reads, swapped whole by reload(): one atomic load per request.
+  struct Snapshot {
+    std::shared_ptr<const Config> config;
+    CallLimits call_limits;
+  };
+  static std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const Config> config);
+  std::string retry_after() const;
+
+  std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
   MessageProducer& producer_;
   std::shared_ptr<prometheus::Registry> registry_;
   IngestMetrics metrics_;
   Clock now_ms_;
-  CallLimits call_limits_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> in_flight_{0};
   std::function<int()> open_connections_;

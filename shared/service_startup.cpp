@@ -43,15 +43,15 @@ ServiceStart start_service(const std::string& service, int argc, char** argv, co
   auto args = parse_startup_args(argc, argv);
   if (!args) {
     std::fprintf(stderr, "%s: %s\n%s", service.c_str(), args.error().message.c_str(), usage);
-    return {std::nullopt, 2};
+    return {std::nullopt, 2, {}};
   }
   if (args->help) {
     std::fputs(usage, stdout);
-    return {std::nullopt, 0};
+    return {std::nullopt, 0, {}};
   }
   auto config = load_service_config(service, *args);
-  if (!config) return {std::nullopt, 2};
-  return {std::move(config), 0};
+  if (!config) return {std::nullopt, 2, {}};
+  return {std::move(config), 0, args->config_path};
 }
 
 namespace {
@@ -67,11 +67,20 @@ sigset_t termination_set() {
 void block_termination_signals() {
   sigset_t set = termination_set();
   sigaddset(&set, SIGPIPE);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 int wait_for_termination_signal() {
   sigset_t set = termination_set();
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+int wait_for_signal() {
+  sigset_t set = termination_set();
+  sigaddset(&set, SIGHUP);
   int sig = 0;
   sigwait(&set, &sig);
   return sig;

@@ -29,14 +29,19 @@ std::optional<Config> load_service_config(const std::string& service, const Star
 struct ServiceStart {
   std::optional<Config> config;
   int exit_code = 0;
+  std::string config_path;  // where it was read from: what a reload (SIGHUP) reads again
 };
 ServiceStart start_service(const std::string& service, int argc, char** argv, const char* usage);
 
-// Blocks SIGTERM, SIGINT and SIGPIPE for this thread and the threads it starts afterwards. Call
-// first thing in main, before any thread exists.
+// Blocks SIGTERM, SIGINT, SIGHUP and SIGPIPE for this thread and the threads it starts
+// afterwards. Call first thing in main, before any thread exists. A service that does not wait
+// for SIGHUP (wait_for_signal) leaves it pending: it neither reloads nor dies of it.
 void block_termination_signals();
 
 // Waits for SIGTERM or SIGINT; returns its number.
 int wait_for_termination_signal();
+
+// Waits for SIGTERM, SIGINT or SIGHUP (reload); returns its number.
+int wait_for_signal();
 
 }  // namespace hookrelay
