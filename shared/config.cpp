@@ -522,6 +522,19 @@ void parse_static_membership(const YAML::Node& w, WorkerConfig& wc, const EnvLoo
   }
 }
 
+void parse_admin(const YAML::Node& a, AdminConfig& ac, const EnvLookup& env) {
+  only_keys(a, "admin", {"listen", "tokens", "threads", "max_replay_keys"});
+  if (a["listen"]) ac.listen = str(a["listen"], "admin.listen", env);
+  if (a["tokens"]) {
+    ac.tokens = strings(a["tokens"], "admin.tokens", env);
+    for (std::size_t i = 0; i < ac.tokens.size(); ++i) {
+      if (ac.tokens[i].size() < 16) bad("admin.tokens[" + std::to_string(i) + "]", "must be at least 16 characters");
+    }
+  }
+  if (a["threads"]) ac.threads = num<int>(a["threads"], "admin.threads", 1, 64);
+  if (a["max_replay_keys"]) ac.max_replay_keys = num<int>(a["max_replay_keys"], "admin.max_replay_keys", 1, 10000000);
+}
+
 void parse_topics(const YAML::Node& t, TopicsConfig& tc) {
   only_keys(t, "topics", {"partitions", "retry_partitions", "dlq_partitions", "replication_factor",
                           "min_insync_replicas", "retention_ms", "dlq_retention_ms", "max_message_bytes"});
@@ -548,7 +561,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   Config c;
   if (!root || root.IsNull()) return c;
   only_keys(root, "", {"kafka", "topics", "ingest", "sources", "api_tokens", "routes", "postgres", "worker", "retry",
-                       "log_level"});
+                       "log_level", "admin"});
 
   if (auto k = root["kafka"]) {
     only_keys(k, "kafka", {"bootstrap_servers", "properties", "producer_properties", "consumer_properties",
@@ -588,6 +601,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   }
   // Before the routes: a route's retry policy starts from the global one.
   if (auto r = root["retry"]) parse_retry(r, "retry", c.retry, 7 * 86400);
+  if (auto a = root["admin"]) parse_admin(a, c.admin, env);
   if (auto r = root["routes"]) {
     if (!r.IsMap()) bad("routes", "must be a mapping of source name to a list of routes");
     for (const auto& kv : r) {
@@ -641,6 +655,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   if (auto v = env("HOOKRELAY_INGEST_LISTEN")) c.ingest.listen = *v;
   if (auto v = env("HOOKRELAY_WORKER_LISTEN")) c.worker.listen = *v;
   if (auto v = env("HOOKRELAY_DATABASE_URL")) c.postgres.url = *v;
+  if (auto v = env("HOOKRELAY_ADMIN_LISTEN")) c.admin.listen = *v;
 
   if (c.kafka.bootstrap_servers.empty()) bad("kafka.bootstrap_servers", "must not be empty");
   check_guarantees(c);
@@ -652,6 +667,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   }
   check_listen(c.ingest.listen, "ingest.listen");
   check_listen(c.worker.listen, "worker.listen");
+  check_listen(c.admin.listen, "admin.listen");
   return c;
 }
 

@@ -1,8 +1,8 @@
 // Config: the one YAML file both services read, and its validation.
 //
 // Loading expands ${VAR} references from the environment (secrets live there), applies the
-// address overrides HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN, HOOKRELAY_WORKER_LISTEN
-// and HOOKRELAY_DATABASE_URL, and validates everything. An invalid file yields an Error whose
+// address overrides HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN, HOOKRELAY_WORKER_LISTEN,
+// HOOKRELAY_ADMIN_LISTEN and HOOKRELAY_DATABASE_URL, and validates everything. An invalid file yields an Error whose
 // message starts with the dotted path of the offending field ("sources.github.scheme: ...").
 // Error messages never contain secret values.
 //
@@ -90,6 +90,16 @@ struct SourceConfig {
   std::string algorithm = "sha256";    // "sha1" | "sha256" | "sha512"
   std::string timestamp_header;        // optional: signed as "<ts>.<body>" and tolerance-checked
   std::string event_id_header;         // optional: where the event id is
+};
+
+// hookrelay-admin: the admin API (docs/admin.md, docs/openapi.yaml).
+struct AdminConfig {
+  std::string listen = "127.0.0.1:9200";  // host:port; HOOKRELAY_ADMIN_LISTEN overrides
+  // Bearer tokens of the admin API, separate from api_tokens; each at least 16 characters.
+  // Empty: every /v1 request is refused with 401.
+  std::vector<std::string> tokens;
+  int threads = 2;                        // HTTP threads, each with its own Postgres connection
+  int max_replay_keys = 100000;           // keys one replay may match
 };
 
 struct RetryConfig {
@@ -182,6 +192,7 @@ struct Config {
   std::map<std::string, std::vector<RouteConfig>> routes;  // by source name
   PostgresConfig postgres;
   WorkerConfig worker;
+  AdminConfig admin;
   RetryConfig retry;
   std::string log_level = "info";  // trace|debug|info|warn|error
 };

@@ -1,0 +1,88 @@
+#include "admin/admin_app.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <random>
+
+#include "admin/admin_service.h"
+#include "admin/replay_runner.h"
+#include "shared/config_reloader.h"
+#include "shared/http_server.h"
+#include "shared/kafka_producer.h"
+#include "shared/log.h"
+#include "shared/service_startup.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: hookrelay-admin [--config PATH]\n"
+    "  The admin API (docs/openapi.yaml): deliveries, events, calls, replays and resends.\n"
+    "  Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: HOOKRELAY_ADMIN_LISTEN,\n"
+    "  HOOKRELAY_DATABASE_URL, HOOKRELAY_KAFKA_BOOTSTRAP.\n";
+
+}  // namespace
+
+int run_admin(int argc, char** argv) {
+  auto start = start_service("hookrelay-admin", argc, argv, kUsage);
+  if (!start.config) return start.exit_code;
+  const Config& initial = *start.config;
+  init_logging("admin", initial.log_level);
+  auto listen = parse_host_port(initial.admin.listen, "admin.listen");
+  if (!listen) {
+    std::fprintf(stderr, "hookrelay-admin: config error: %s\n", listen.error().message.c_str());
+    return 2;
+  }
+  if (initial.postgres.url.empty()) {
+    std::fprintf(stderr, "hookrelay-admin: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
+    return 2;
+  }
+  if (initial.admin.tokens.empty()) spdlog::warn("msg=admin_without_tokens every /v1 request is refused with 401");
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  ConfigReloader reloader("hookrelay-admin", start.config_path, initial, *registry);
+  auto producer = KafkaProducer::create(initial.kafka, "hookrelay-admin-" + std::to_string(getpid()));
+  if (!producer) {
+    std::fprintf(stderr, "hookrelay-admin: %s\n", producer.error().message.c_str());
+    return 2;
+  }
+  char host[256] = "admin";
+  gethostname(host, sizeof host - 1);
+  admin::ReplayRunnerOptions runner_options;
+  runner_options.runner_id = std::string(host) + "/" + std::to_string(getpid()) + "/" +
+                             std::to_string(std::random_device{}());
+  // The runner reads the config it started with: its Kafka and Postgres settings need a restart.
+  admin::ReplayRunner runner(initial, **producer, *registry, runner_options);
+  admin::AdminService service([&reloader] { return reloader.current(); }, registry, [&runner] { runner.notify(); });
+
+  HttpServerOptions http;
+  http.host = listen->host;
+  http.port = listen->port;
+  http.threads = initial.admin.threads;
+  http.max_body_bytes = 16u << 20;  // a replay of 10,000 keys of up to 1 KiB each
+  http.max_connections = 1024;
+  HttpServer server(http, [&service](const HttpRequest& req, Responder respond) {
+    service.handle(req, std::move(respond));
+  });
+  if (auto started = server.start(); !started) {
+    spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
+    return 1;
+  }
+  runner.start();
+  spdlog::info("msg=admin_started listen={}:{} threads={} runner={}", listen->host, server.port(), http.threads,
+               runner_options.runner_id);
+
+  int sig = 0;
+  while ((sig = wait_for_signal()) == SIGHUP) (void)reloader.reload();
+  spdlog::info("msg=admin_stopping signal={}", sig);
+  server.stop_accepting();
+  runner.stop();
+  server.stop();
+  (*producer)->flush(5000);
+  spdlog::info("msg=admin_stopped");
+  return 0;
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,293 @@
+#include "admin/admin_request.h"
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <ctime>
+#include <set>
+
+#include "shared/crypto.h"
+
+namespace hookrelay::admin {
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Digits only, exactly `n` of them, starting at text[pos].
+bool digits(std::string_view text, std::size_t pos, std::size_t n, int& out) {
+  if (pos + n > text.size()) return false;
+  out = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (text[i] < '0' || text[i] > '9') return false;
+    out = out * 10 + (text[i] - '0');
+  }
+  return true;
+}
+
+bool parse_int64(std::string_view text, int64_t& out) {
+  if (text.empty() || text.size() > 19) return false;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && p == text.data() + text.size();
+}
+
+Unexpected bad_param(const std::string& field, const std::string& what) {
+  return fail("bad_parameter", field + ": " + what);
+}
+
+}  // namespace
+
+Result<std::string> percent_decode(std::string_view text, bool plus_is_space) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '%') {
+      if (i + 2 >= text.size()) return fail("bad_parameter", "truncated %-escape");
+      int hi = hex_value(text[i + 1]);
+      int lo = hex_value(text[i + 2]);
+      if (hi < 0 || lo < 0) return fail("bad_parameter", "malformed %-escape");
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+Result<std::map<std::string, std::string>> parse_query(std::string_view query,
+                                                       const std::vector<std::string>& allowed) {
+  std::map<std::string, std::string> out;
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view part = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (part.empty()) continue;
+    auto eq = part.find('=');
+    auto name = percent_decode(part.substr(0, eq), true);
+    if (!name) return Unexpected{name.error()};
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1), true);
+    if (!value) return fail("bad_parameter", *name + ": " + value.error().message);
+    bool known = false;
+    for (const auto& a : allowed) known |= a == *name;
+    if (!known) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return fail("unknown_parameter", "unknown query parameter '" + name->substr(0, 64) + "' (expected: " + list + ")");
+    }
+    if (!out.emplace(*name, std::move(*value)).second) {
+      return fail("bad_parameter", *name + ": given more than once");
+    }
+  }
+  return out;
+}
+
+Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
+  // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); 'T'/'Z' in either case (RFC 3339 section 5.6).
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  const char* shape = "must be an RFC 3339 date-time such as 2026-11-26T20:00:00Z";
+  if (!digits(t, 0, 4, year) || t.size() < 20 || t[4] != '-' || !digits(t, 5, 2, month) || t[7] != '-' ||
+      !digits(t, 8, 2, day) || (t[10] != 'T' && t[10] != 't' && t[10] != ' ') || !digits(t, 11, 2, hour) ||
+      t[13] != ':' || !digits(t, 14, 2, minute) || t[16] != ':' || !digits(t, 17, 2, second)) {
+    return bad_param(field, shape);
+  }
+  std::size_t pos = 19;
+  int64_t millis = 0;
+  if (pos < t.size() && t[pos] == '.') {
+    ++pos;
+    std::size_t start = pos;
+    while (pos < t.size() && t[pos] >= '0' && t[pos] <= '9') {
+      if (pos - start < 3) millis = millis * 10 + (t[pos] - '0');
+      ++pos;
+    }
+    if (pos == start) return bad_param(field, shape);
+    for (std::size_t n = pos - start; n < 3; ++n) millis *= 10;
+  }
+  int offset_minutes = 0;
+  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
+    ++pos;
+  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
+    int oh = 0, om = 0;
+    if (!digits(t, pos + 1, 2, oh) || pos + 3 >= t.size() || t[pos + 3] != ':' || !digits(t, pos + 4, 2, om) ||
+        oh > 23 || om > 59) {
+      return bad_param(field, shape);
+    }
+    offset_minutes = (oh * 60 + om) * (t[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return bad_param(field, shape);
+  }
+  if (pos != t.size()) return bad_param(field, shape);
+  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || hour > 23 || minute > 59 ||
+      second > 60) {
+    return bad_param(field, "is not a valid date-time at or after 1970 (" + std::string(shape).substr(8) + ")");
+  }
+  if (second == 60) second = 59;  // a leap second: the instant before the next minute
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  int64_t seconds = static_cast<int64_t>(timegm(&tm)) - int64_t{offset_minutes} * 60;
+  if (seconds < 0) seconds = 0;
+  return seconds * 1000 + millis;
+}
+
+std::string format_rfc3339_ms(int64_t ms) {
+  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+std::string encode_cursor(const DeliveryPagePosition& p) {
+  std::string b64 = base64_encode("1|" + std::to_string(p.first_seen_us) + "|" + p.key);
+  while (!b64.empty() && b64.back() == '=') b64.pop_back();
+  for (char& c : b64) {
+    if (c == '+') c = '-';
+    if (c == '/') c = '_';
+  }
+  return b64;
+}
+
+Result<DeliveryPagePosition> decode_cursor(std::string_view text) {
+  const auto bad = [] { return fail("bad_cursor", "cursor: not a cursor this API issued (pass next_cursor as given)"); };
+  if (text.empty() || text.size() > 2048) return bad();
+  std::string b64(text);
+  for (char& c : b64) {
+    if (c == '-') c = '+';
+    else if (c == '_') c = '/';
+    else if (c == '+' || c == '/' || c == '=') return bad();
+  }
+  if (b64.size() % 4 == 1) return bad();
+  while (b64.size() % 4 != 0) b64 += '=';
+  auto raw = base64_decode(b64);
+  if (!raw) return bad();
+  std::string_view r(*raw);
+  if (r.substr(0, 2) != "1|") return bad();
+  r.remove_prefix(2);
+  auto bar = r.find('|');
+  if (bar == std::string_view::npos) return bad();
+  DeliveryPagePosition p;
+  if (!parse_int64(r.substr(0, bar), p.first_seen_us) || p.first_seen_us < 0) return bad();
+  p.key = std::string(r.substr(bar + 1));
+  if (p.key.empty() || p.key.size() > kMaxKeyBytes) return bad();
+  // Canonical only: one cursor text per position.
+  if (encode_cursor(p) != text) return bad();
+  return p;
+}
+
+Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
+  auto q = parse_query(query, {"source", "route", "state", "event_id", "since", "until", "limit", "cursor"});
+  if (!q) return Unexpected{q.error()};
+  DeliveryPageFilter f;
+  for (const auto& [name, value] : *q) {
+    if (name == "limit") {
+      int64_t limit = 0;
+      if (!parse_int64(value, limit) || limit < 1 || limit > kMaxDeliveryPage) {
+        return bad_param("limit", "must be an integer from 1 to " + std::to_string(kMaxDeliveryPage));
+      }
+      f.limit = static_cast<int>(limit);
+    } else if (name == "cursor") {
+      auto c = decode_cursor(value);
+      if (!c) return Unexpected{c.error()};
+      f.after = *c;
+    } else if (name == "since" || name == "until") {
+      auto ms = parse_rfc3339_ms(value, name);
+      if (!ms) return Unexpected{ms.error()};
+      (name == "since" ? f.since_ms : f.until_ms) = *ms;
+    } else {
+      if (value.empty() || value.size() > kMaxKeyBytes) {
+        return bad_param(name, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
+      }
+      if (name == "state" && value != "in_flight" && value != "retrying" && value != "succeeded" && value != "dead") {
+        return bad_param("state", "must be in_flight, retrying, succeeded or dead");
+      }
+      (name == "source" ? f.source : name == "route" ? f.route : name == "state" ? f.state : f.event_id) = value;
+    }
+  }
+  return f;
+}
+
+Result<ReplayRequest> parse_replay_request(std::string_view body) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(body);
+  } catch (const nlohmann::json::exception& e) {
+    return fail("bad_json", std::string("body is not valid JSON: ") + e.what());
+  }
+  const auto bad = [](const std::string& field, const std::string& what) { return fail("bad_request", field + ": " + what); };
+  if (!j.is_object()) return bad("(body)", "must be a JSON object");
+  ReplayRequest r;
+  for (const auto& [name, value] : j.items()) {
+    if (name == "keys") {
+      if (!value.is_array()) return bad("keys", "must be an array of delivery keys");
+      if (value.empty() || value.size() > kMaxReplayKeysInRequest) {
+        return bad("keys", "must hold 1 to " + std::to_string(kMaxReplayKeysInRequest) + " keys");
+      }
+      std::set<std::string> seen;
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        const std::string f = "keys[" + std::to_string(i) + "]";
+        if (!value[i].is_string()) return bad(f, "must be a string");
+        auto key = value[i].get<std::string>();
+        if (key.empty() || key.size() > kMaxKeyBytes) return bad(f, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
+        if (seen.insert(key).second) r.keys.push_back(std::move(key));
+      }
+    } else if (name == "filter") {
+      if (!value.is_object()) return bad("filter", "must be an object");
+      ReplayFilter f;
+      for (const auto& [fname, fvalue] : value.items()) {
+        const std::string field = "filter." + fname;
+        if (fname == "route" || fname == "state" || fname == "since" || fname == "until") {
+          if (!fvalue.is_string()) return bad(field, "must be a string");
+          auto v = fvalue.get<std::string>();
+          if (fname == "route") {
+            if (v.empty() || v.size() > 64) return bad(field, "must be 1-64 bytes");
+            f.route = std::move(v);
+          } else if (fname == "state") {
+            if (v != "dead" && v != "succeeded") return bad(field, "must be dead or succeeded");
+            f.state = std::move(v);
+          } else {
+            auto ms = parse_rfc3339_ms(v, field);
+            if (!ms) return fail("bad_request", ms.error().message);
+            (fname == "since" ? f.since_ms : f.until_ms) = *ms;
+          }
+        } else {
+          return bad(field, "unknown field (expected route, state, since, until)");
+        }
+      }
+      if (f.state.empty()) return bad("filter.state", "is required (dead or succeeded)");
+      r.filter = std::move(f);
+    } else if (name == "dry_run") {
+      if (!value.is_boolean()) return bad("dry_run", "must be true or false");
+      r.dry_run = value.get<bool>();
+    } else if (name == "rate") {
+      if (!value.is_number()) return bad("rate", "must be a number of keys per second");
+      r.rate = value.get<double>();
+      if (!(r.rate >= 0 && r.rate <= 10000)) return bad("rate", "must be from 0 (unpaced) to 10000");
+    } else if (name == "reason") {
+      if (!value.is_string()) return bad("reason", "must be a string");
+      r.reason = value.get<std::string>();
+      if (r.reason.size() > 512) return bad("reason", "must be at most 512 bytes");
+    } else {
+      return bad(name.substr(0, 64), "unknown field (expected keys, filter, dry_run, rate, reason)");
+    }
+  }
+  if (r.keys.empty() == !r.filter) return bad("(body)", "give exactly one of keys or filter");
+  return r;
+}
+
+}  // namespace hookrelay::admin

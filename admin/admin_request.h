@@ -1,0 +1,65 @@
+// What the admin API reads from its callers, parsed without I/O: query strings, path segments,
+// RFC 3339 times, page cursors and replay requests. Every error is Error{code, message} with the
+// message naming the parameter or field ("limit: must be 1..500"); the service answers it 400.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shared/delivery_queries.h"
+#include "shared/result.h"
+
+namespace hookrelay::admin {
+
+// Percent-decoding of a path segment or query component ('+' is a space in queries only).
+// "bad_parameter" for a malformed escape.
+Result<std::string> percent_decode(std::string_view text, bool plus_is_space);
+
+// "a=1&b=2" into a map; a name given twice, a malformed escape, or a name not in `allowed` is an
+// Error ("unknown_parameter" names it and lists the allowed ones).
+Result<std::map<std::string, std::string>> parse_query(std::string_view query,
+                                                       const std::vector<std::string>& allowed);
+
+// RFC 3339 date-time ("2026-11-26T20:00:00Z", "...T20:00:00.123+01:00") to Unix milliseconds.
+// `field` names it in the error ("bad_parameter").
+Result<int64_t> parse_rfc3339_ms(std::string_view text, const std::string& field);
+// Unix milliseconds as RFC 3339 in UTC with milliseconds.
+std::string format_rfc3339_ms(int64_t ms);
+
+// The opaque page cursor of GET /v1/deliveries: base64url (no padding) of "1|<microseconds>|<key>".
+std::string encode_cursor(const DeliveryPagePosition& position);
+// "bad_cursor" unless `text` is exactly what encode_cursor makes.
+Result<DeliveryPagePosition> decode_cursor(std::string_view text);
+
+// GET /v1/deliveries query parameters into a filter.
+Result<DeliveryPageFilter> parse_delivery_query(std::string_view query);
+
+// POST /v1/replays body (docs/openapi.yaml, ReplayRequest).
+struct ReplayFilter {
+  std::string route;   // empty = any
+  std::string state;   // "dead" | "succeeded"
+  int64_t since_ms = 0;
+  int64_t until_ms = 0;
+};
+
+struct ReplayRequest {
+  std::vector<std::string> keys;      // either keys ...
+  std::optional<ReplayFilter> filter; // ... or a filter
+  bool dry_run = false;
+  double rate = 0;                    // keys per second; 0 = as fast as acks come back
+  std::string reason;
+};
+
+inline constexpr std::size_t kMaxReplayKeysInRequest = 10000;
+inline constexpr std::size_t kMaxKeyBytes = 1024;
+
+// "bad_json" when the body is not JSON; "bad_request" naming the field otherwise.
+Result<ReplayRequest> parse_replay_request(std::string_view body);
+
+}  // namespace hookrelay::admin

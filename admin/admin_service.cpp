@@ -1,0 +1,361 @@
+#include "admin/admin_service.h"
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <chrono>
+
+#include "admin/admin_request.h"
+#include "admin/openapi_document.h"
+#include "admin/replay_jobs.h"
+#include "shared/crypto.h"
+#include "shared/delivery_queries.h"
+#include "shared/json_writer.h"
+
+namespace hookrelay::admin {
+
+struct AdminService::Connections {
+  explicit Connections(const std::string& url) : queries(url), jobs(url) {}
+  DeliveryQueries queries;
+  ReplayJobs jobs;
+};
+
+namespace {
+
+using nlohmann::json;
+
+json time_or_null(int64_t ms) { return ms > 0 ? json(format_rfc3339_ms(ms)) : json(nullptr); }
+
+json delivery_json(const DeliveryRow& d) {
+  return {{"key", d.key},
+          {"kind", d.kind},
+          {"source", d.source},
+          {"event_id", d.event_id},
+          {"route", d.kind == "webhook" ? json(d.destination) : json(nullptr)},
+          {"url", d.url},
+          {"state", d.state},
+          {"attempts", d.attempts},
+          {"last_status", d.last_status > 0 ? json(d.last_status) : json(nullptr)},
+          {"last_error", d.last_error.empty() ? json(nullptr) : json(d.last_error)},
+          {"first_seen_at", time_or_null(d.first_seen_ms)},
+          {"first_attempt_at", time_or_null(d.first_attempt_ms)},
+          {"last_attempt_at", time_or_null(d.last_attempt_ms)},
+          {"completed_at", time_or_null(d.completed_ms)}};
+}
+
+json attempts_json(const std::vector<AttemptRow>& attempts) {
+  json out = json::array();
+  for (const auto& a : attempts) {
+    out.push_back({{"attempt", a.attempt},
+                   {"started_at", time_or_null(a.started_ms)},
+                   {"duration_ms", a.duration_ms},
+                   {"http_status", a.http_status > 0 ? json(a.http_status) : json(nullptr)},
+                   {"outcome", a.outcome},
+                   {"error", a.error.empty() ? json(nullptr) : json(a.error)},
+                   {"worker_id", a.worker_id}});
+  }
+  return out;
+}
+
+json detail_json(const DeliveryDetail& d) {
+  json replays = json::array();
+  for (const auto& r : d.replays) {
+    replays.push_back({{"id", r.id}, {"replayed_by", r.replayed_by}, {"replayed_at", time_or_null(r.replayed_ms)},
+                       {"reason", r.reason}});
+  }
+  return {{"delivery", delivery_json(d.delivery)}, {"attempts", attempts_json(d.attempts)}, {"replays", replays}};
+}
+
+json progress_json(const ReplayProgress& p) {
+  return {{"id", std::to_string(p.id)},
+          {"state", p.state},
+          {"dry_run", p.dry_run},
+          {"rate", p.rate},
+          {"requested_by", p.requested_by},
+          {"created_at", time_or_null(p.created_ms)},
+          {"finished_at", time_or_null(p.finished_ms)},
+          {"matched", p.matched},
+          {"produced", p.produced},
+          {"would_produce", p.would_produce},
+          {"skipped", p.skipped},
+          {"missing", p.missing},
+          {"failed", p.failed},
+          {"pending", p.pending}};
+}
+
+HttpResponse ok(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = json_text(body);
+  return r;
+}
+
+// A store error as an answer: what the caller can act on is a 4xx; an unreachable database 503.
+HttpResponse from_error(const Error& e) {
+  if (e.code == "not_found") return json_error(404, "not_found", e.message);
+  if (e.code == "bad_filter" || e.code == "bad_request") return json_error(400, e.code, e.message);
+  if (e.code == "db_unavailable" || e.code == "db_busy" || e.code == "db_conflict") {
+    auto r = json_error(503, "db_unavailable", "the database is not reachable; retry");
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+  return json_error(500, "internal", e.message);
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// The segments of `path` after `prefix`, percent-decoded; nullopt when one is malformed.
+std::optional<std::vector<std::string>> segments(std::string_view path) {
+  std::vector<std::string> out;
+  while (!path.empty()) {
+    auto slash = path.find('/');
+    auto seg = percent_decode(path.substr(0, slash), false);
+    if (!seg) return std::nullopt;
+    out.push_back(std::move(*seg));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+    if (path.empty()) out.emplace_back();  // trailing slash: an empty last segment
+  }
+  return out;
+}
+
+HttpResponse method_not_allowed(std::string_view allowed) {
+  auto r = json_error(405, "method_not_allowed", "this path accepts " + std::string(allowed) + " only");
+  r.headers.emplace_back("Allow", std::string(allowed));
+  return r;
+}
+
+HttpResponse no_query(std::string_view query) {
+  auto q = parse_query(query, {});
+  if (!q) return json_error(400, q.error().code, q.error().message);
+  return HttpResponse{};
+}
+
+bool valid_segment(const std::string& s) { return !s.empty() && s.size() <= kMaxKeyBytes; }
+
+}  // namespace
+
+AdminService::AdminService(std::function<std::shared_ptr<const Config>()> config,
+                           std::shared_ptr<prometheus::Registry> registry, std::function<void()> on_replay)
+    : config_(std::move(config)),
+      registry_(std::move(registry)),
+      on_replay_(std::move(on_replay)),
+      requests_(prometheus::BuildCounter()
+                    .Name("hookrelay_admin_requests_total")
+                    .Help("Admin API requests by endpoint and status")
+                    .Register(*registry_)),
+      errors_(prometheus::BuildCounter()
+                  .Name("hookrelay_admin_errors_total")
+                  .Help("Admin API error answers by code")
+                  .Register(*registry_)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("hookrelay_admin_request_seconds")
+                   .Help("Admin API request latency by endpoint")
+                   .Register(*registry_)) {}
+
+AdminService::~AdminService() = default;
+
+std::unique_ptr<AdminService::Connections> AdminService::take_connections(const Config& config) {
+  {
+    std::lock_guard lock(pool_mu_);
+    if (!pool_.empty()) {
+      auto c = std::move(pool_.back());
+      pool_.pop_back();
+      return c;
+    }
+  }
+  return std::make_unique<Connections>(config.postgres.url);
+}
+
+void AdminService::give_back(std::unique_ptr<Connections> c) {
+  std::lock_guard lock(pool_mu_);
+  pool_.push_back(std::move(c));
+}
+
+std::string AdminService::unauthorized(const HttpRequest& request, const Config& config, std::string& who) const {
+  auto auth = request.header("Authorization");
+  if (!auth) return "missing Authorization: Bearer <token>";
+  if (auth->size() <= 7 || lower(auth->substr(0, 7)) != "bearer ") return "Authorization must be 'Bearer <token>'";
+  // Digests compared, so neither the content nor the length of a token shows in the timing.
+  const std::string given = sha256(auth->substr(7));
+  bool ok = false;
+  for (std::size_t i = 0; i < config.admin.tokens.size(); ++i) {
+    if (constant_time_equal(given, sha256(config.admin.tokens[i]))) {  // no early exit
+      ok = true;
+      who = "admin-token-" + std::to_string(i);
+    }
+  }
+  return ok ? "" : "bearer token is not valid";
+}
+
+void AdminService::handle(const HttpRequest& request, Responder respond) {
+  const auto started = std::chrono::steady_clock::now();
+  std::string_view endpoint = "other";
+  HttpResponse r = route(request, endpoint);
+  series_.get(requests_, {{"endpoint", endpoint}, {"status", std::to_string(r.status)}}).Increment();
+  series_.get(latency_, {{"endpoint", endpoint}})
+      .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  if (r.status >= 400 && r.content_type == "application/json") {
+    try {
+      auto code = json::parse(r.body).at("error").at("code").get<std::string>();
+      series_.get(errors_, {{"code", code}}).Increment();
+    } catch (const json::exception&) {
+    }
+  }
+  respond(std::move(r));
+}
+
+HttpResponse AdminService::route(const HttpRequest& request, std::string_view& endpoint) {
+  std::string_view target = request.target;
+  auto qmark = target.find('?');
+  std::string_view path = target.substr(0, qmark);
+  std::string_view query = qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
+  if (path == "/openapi.yaml") {
+    endpoint = "openapi";
+    if (request.method != "GET" && request.method != "HEAD") return method_not_allowed("GET");
+    HttpResponse r;
+    r.body = std::string(openapi_document());
+    r.content_type = "application/yaml";
+    return r;
+  }
+  if (path == "/healthz" || path == "/readyz") {
+    endpoint = "probe";
+    return ok(200, {{"status", "ok"}});
+  }
+  if (path == "/metrics") {
+    endpoint = "metrics";
+    HttpResponse r;
+    r.body = serialize_metrics(*registry_);
+    r.content_type = "text/plain; version=0.0.4";
+    return r;
+  }
+  if (!starts_with(path, "/v1/")) return json_error(404, "not_found", "no such path; see /openapi.yaml");
+  return v1(request, path.substr(4), query, endpoint);
+}
+
+HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path, std::string_view query,
+                              std::string_view& endpoint) {
+  auto config = config_();
+  std::string who;
+  if (auto why = unauthorized(request, *config, who); !why.empty()) {
+    endpoint = "unauthorized";
+    auto r = json_error(401, "unauthorized", why);
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return r;
+  }
+  auto segs = segments(path);
+  if (!segs) return json_error(400, "bad_parameter", "path: malformed %-escape");
+  const auto& s = *segs;
+  const bool get = request.method == "GET";
+
+  // Checked before a connection is taken: bad input never waits for the database.
+  std::function<HttpResponse(Connections&)> run;
+  if (s.size() == 1 && s[0] == "deliveries") {
+    endpoint = "list_deliveries";
+    if (!get) return method_not_allowed("GET");
+    auto filter = parse_delivery_query(query);
+    if (!filter) return json_error(400, filter.error().code, filter.error().message);
+    run = [f = *filter](Connections& c) {
+      auto page = c.queries.list_deliveries(f);
+      if (!page) return from_error(page.error());
+      json rows = json::array();
+      for (const auto& d : page->rows) rows.push_back(delivery_json(d));
+      return ok(200, {{"deliveries", rows}, {"next_cursor", page->next ? json(encode_cursor(*page->next)) : json(nullptr)}});
+    };
+  } else if (s.size() == 2 && s[0] == "deliveries") {
+    endpoint = "get_delivery";
+    if (!get) return method_not_allowed("GET");
+    if (!valid_segment(s[1])) return json_error(400, "bad_parameter", "key: must be 1-1024 bytes");
+    if (auto r = no_query(query); r.status != 200) return r;
+    run = [key = s[1]](Connections& c) {
+      auto d = c.queries.delivery_show(key);
+      return d ? ok(200, detail_json(*d)) : from_error(d.error());
+    };
+  } else if (s.size() == 2 && s[0] == "calls") {
+    endpoint = "get_call";
+    if (!get) return method_not_allowed("GET");
+    if (!valid_segment(s[1])) return json_error(400, "bad_parameter", "id: must be 1-1024 bytes");
+    if (auto r = no_query(query); r.status != 200) return r;
+    run = [id = s[1]](Connections& c) {
+      auto d = c.queries.call_show(id);
+      if (!d) return from_error(d.error());
+      json body = detail_json(*d);
+      body["id"] = id;
+      return ok(200, body);
+    };
+  } else if (s.size() == 3 && s[0] == "events") {
+    endpoint = "get_event";
+    if (!get) return method_not_allowed("GET");
+    if (!valid_segment(s[1]) || !valid_segment(s[2])) {
+      return json_error(400, "bad_parameter", "source and event_id: must be 1-1024 bytes each");
+    }
+    if (auto r = no_query(query); r.status != 200) return r;
+    run = [source = s[1], event_id = s[2]](Connections& c) {
+      auto e = c.queries.event_show(source, event_id);
+      if (!e) return from_error(e.error());
+      json inbound = nullptr;
+      if (e->inbound) {
+        const auto& i = *e->inbound;
+        inbound = {{"topic", i.topic},
+                   {"partition", i.partition},
+                   {"offset", i.offset},
+                   {"received_at", time_or_null(i.received_ms)},
+                   {"first_seen_at", time_or_null(i.first_seen_ms)},
+                   {"body_sha256", i.body_sha256}};
+      }
+      json rows = json::array();
+      for (const auto& d : e->deliveries) rows.push_back(delivery_json(d));
+      return ok(200, {{"source", source}, {"event_id", event_id}, {"inbound", inbound}, {"deliveries", rows}});
+    };
+  } else if (s.size() == 1 && s[0] == "replays") {
+    endpoint = "create_replay";
+    if (request.method != "POST") return method_not_allowed("POST");
+    if (auto r = no_query(query); r.status != 200) return r;
+    auto type = request.header("Content-Type");
+    std::string media = type ? lower(type->substr(0, type->find(';'))) : "";
+    while (!media.empty() && media.back() == ' ') media.pop_back();
+    if (media != "application/json") {
+      return json_error(415, "unsupported_media_type",
+                        "Content-Type must be application/json, got '" +
+                            (type ? std::string(type->substr(0, 100)) : std::string("(none)")) + "'");
+    }
+    auto parsed = parse_replay_request(request.body);
+    if (!parsed) return json_error(400, parsed.error().code, parsed.error().message);
+    const int max_keys = config->admin.max_replay_keys;
+    run = [this, req = *parsed, body = std::string(request.body), who, max_keys](Connections& c) {
+      auto created = c.jobs.create(req, json_text(json::parse(body)), who, max_keys);
+      if (!created) return from_error(created.error());
+      if (on_replay_) on_replay_();
+      auto r = ok(202, progress_json(*created));
+      r.headers.emplace_back("Location", "/v1/replays/" + std::to_string(created->id));
+      return r;
+    };
+  } else if (s.size() == 2 && s[0] == "replays") {
+    endpoint = "get_replay";
+    if (!get) return method_not_allowed("GET");
+    if (auto r = no_query(query); r.status != 200) return r;
+    int64_t id = 0;
+    auto [p, ec] = std::from_chars(s[1].data(), s[1].data() + s[1].size(), id);
+    if (ec != std::errc() || p != s[1].data() + s[1].size() || id < 1 || s[1].size() > 18) {
+      return json_error(400, "bad_parameter", "id: must be a replay id (a positive integer)");
+    }
+    run = [id](Connections& c) {
+      auto progress = c.jobs.get(id);
+      return progress ? ok(200, progress_json(*progress)) : from_error(progress.error());
+    };
+  } else {
+    return json_error(404, "not_found", "no such path; see /openapi.yaml");
+  }
+  auto conn = take_connections(*config);
+  HttpResponse r = run(*conn);
+  give_back(std::move(conn));
+  return r;
+}
+
+}  // namespace hookrelay::admin

@@ -1,0 +1,67 @@
+// AdminService: the request handler of hookrelay-admin (docs/openapi.yaml is its contract).
+//
+//   GET  /v1/calls/{id}                 an outbound call's delivery and attempts
+//   GET  /v1/deliveries                 filtered, keyset-paginated listing
+//   GET  /v1/deliveries/{key}           one delivery with its attempt trail and replays
+//   GET  /v1/events/{source}/{event_id} an inbound event and its deliveries
+//   POST /v1/replays                    replay dead / resend succeeded deliveries -> 202 {id}
+//   GET  /v1/replays/{id}               a replay's progress
+//   GET  /openapi.yaml /healthz /readyz /metrics (no token)
+//
+// /v1 needs `Authorization: Bearer <token>` with one of admin.tokens (compared in constant
+// time). Every error is JSON {"error":{"code","message"}} naming the problem, counted by code;
+// bad input is a 4xx, never a 5xx (a 503 means the database is unreachable).
+//
+// Handlers block on Postgres: each HTTP thread takes a connection of its own from a small pool.
+//
+// Thread-safety: handle() runs concurrently on every HTTP thread.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "shared/config.h"
+#include "shared/http_types.h"
+#include "shared/metrics.h"
+
+namespace hookrelay::admin {
+
+class AdminService {
+ public:
+  // `config` returns the current configuration (it may be replaced by a reload); `on_replay`
+  // is called after a replay was stored, to wake the runner.
+  AdminService(std::function<std::shared_ptr<const Config>()> config,
+               std::shared_ptr<prometheus::Registry> registry, std::function<void()> on_replay);
+  ~AdminService();
+
+  void handle(const HttpRequest& request, Responder respond);
+
+ private:
+  struct Connections;  // DeliveryQueries + ReplayJobs of one thread
+  HttpResponse route(const HttpRequest& request, std::string_view& endpoint);
+  HttpResponse v1(const HttpRequest& request, std::string_view path, std::string_view query,
+                  std::string_view& endpoint);
+  std::unique_ptr<Connections> take_connections(const Config& config);
+  void give_back(std::unique_ptr<Connections> c);
+  // Empty when allowed; else the reason, and `who` names the token ("admin-token-<i>").
+  std::string unauthorized(const HttpRequest& request, const Config& config, std::string& who) const;
+
+  std::function<std::shared_ptr<const Config>()> config_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::function<void()> on_replay_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& errors_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  SeriesCache series_;
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<Connections>> pool_;
+};
+
+}  // namespace hookrelay::admin

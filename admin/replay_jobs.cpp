@@ -1,0 +1,189 @@
+#include "admin/replay_jobs.h"
+
+#include <pqxx/pqxx>
+
+#include "shared/pg_array.h"
+
+namespace hookrelay::admin {
+namespace {
+
+#define HR_MS(col) "coalesce((extract(epoch from " col ") * 1000)::bigint, 0)"
+
+// Dead letters through their own table (migrations/0004); succeeded deliveries through the
+// first-seen indexes (migrations/0006). Either way at most $5 + 1 rows are read, so a filter
+// that matches too much is refused without reading the rest.
+constexpr const char* kMatchDeadSql = R"SQL(
+SELECT d.delivery_key FROM dead_letters dl JOIN deliveries d USING (delivery_key)
+WHERE d.state = 'dead' AND ($1::text = '' OR dl.destination = $1::text)
+  AND ($2::bigint = 0 OR d.first_seen_at >= to_timestamp($2::bigint / 1000.0))
+  AND ($3::bigint = 0 OR d.first_seen_at < to_timestamp($3::bigint / 1000.0))
+  AND $4::text = 'dead'
+LIMIT $5::int + 1
+)SQL";
+
+ReplayProgress progress_from(const pqxx::row& r) {
+  ReplayProgress p;
+  p.id = r[0].as<int64_t>();
+  p.state = r[1].as<std::string>();
+  p.dry_run = r[2].as<bool>();
+  p.rate = r[3].as<double>();
+  p.requested_by = r[4].as<std::string>();
+  p.request_json = r[5].as<std::string>();
+  p.created_ms = r[6].as<int64_t>();
+  p.finished_ms = r[7].as<int64_t>();
+  return p;
+}
+
+}  // namespace
+
+ReplayJobs::ReplayJobs(std::string url) : pg_(std::move(url)) {}
+
+Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::string& request_json,
+                                          const std::string& who, int max_keys) {
+  auto created = pg_.run("create replay", [&](pqxx::connection& c) -> Result<int64_t> {
+    pqxx::work tx(c);
+    std::vector<std::string> keys = req.keys;
+    if (req.filter) {
+      const ReplayFilter& f = *req.filter;
+      std::string sql;
+      if (f.state == "dead") {
+        sql = kMatchDeadSql;
+      } else {
+        // Only the conditions given, so the planner sees plain equalities (see list_deliveries).
+        sql = "SELECT delivery_key FROM deliveries WHERE state = 'succeeded'";
+        if (!f.route.empty()) sql += " AND destination = $1::text";
+        else sql += " AND $1::text = ''";
+        sql += f.since_ms ? " AND first_seen_at >= to_timestamp($2::bigint / 1000.0)" : " AND $2::bigint = 0";
+        sql += f.until_ms ? " AND first_seen_at < to_timestamp($3::bigint / 1000.0)" : " AND $3::bigint = 0";
+        sql += " AND $4::text = 'succeeded' ORDER BY first_seen_at DESC LIMIT $5::int + 1";
+      }
+      for (const auto& r : tx.exec_params(sql, f.route, f.since_ms, f.until_ms, f.state, max_keys)) {
+        keys.push_back(r[0].as<std::string>());
+      }
+      if (static_cast<int64_t>(keys.size()) > max_keys) {
+        return fail("bad_request", "filter: matches more than " + std::to_string(max_keys) +
+                                       " deliveries (admin.max_replay_keys); narrow it with route, since or until");
+      }
+    } else if (static_cast<int64_t>(keys.size()) > max_keys) {
+      return fail("bad_request", "keys: more than " + std::to_string(max_keys) + " (admin.max_replay_keys)");
+    }
+    auto row = tx.exec_params1(
+        "INSERT INTO replays (request, requested_by, dry_run, rate, state, finished_at)"
+        " VALUES ($1::jsonb, $2, $3, $4, CASE WHEN $5 THEN 'finished' ELSE 'running' END,"
+        "         CASE WHEN $5 THEN now() END) RETURNING id",
+        request_json, who, req.dry_run, req.rate, keys.empty());
+    const int64_t id = row[0].as<int64_t>();
+    PgArrayLiteral array;
+    for (const auto& k : keys) array.add(k);
+    tx.exec_params("INSERT INTO replay_items (replay_id, delivery_key) SELECT $1, k FROM unnest($2::text[]) k"
+                   " ON CONFLICT DO NOTHING",
+                   id, std::move(array).take());
+    tx.commit();
+    return id;
+  });
+  if (!created) return Unexpected{created.error()};
+  return get(*created);
+}
+
+Result<ReplayProgress> ReplayJobs::get(int64_t id) {
+  return pg_.run("get replay", [&](pqxx::connection& c) -> Result<ReplayProgress> {
+    pqxx::read_transaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT id, state, dry_run, rate, requested_by, request::text, " HR_MS("created_at") ", "
+        HR_MS("finished_at") " FROM replays WHERE id = $1", id);
+    if (rows.empty()) return fail("not_found", "no replay with id " + std::to_string(id));
+    ReplayProgress p = progress_from(rows[0]);
+    for (const auto& r : tx.exec_params(
+             "SELECT status, count(*) FROM replay_items WHERE replay_id = $1 GROUP BY status", id)) {
+      const auto status = r[0].as<std::string>();
+      const int64_t n = r[1].as<int64_t>();
+      p.matched += n;
+      if (status == "replayed" || status == "resent") p.produced += n;
+      else if (status == "would_replay" || status == "would_resend") p.would_produce += n;
+      else if (status == "skipped") p.skipped += n;
+      else if (status == "missing") p.missing += n;
+      else if (status == "failed") p.failed += n;
+      else p.pending += n;
+    }
+    tx.commit();
+    return p;
+  });
+}
+
+Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& runner, int lease_seconds) {
+  return pg_.run("claim replay", [&](pqxx::connection& c) -> std::optional<ClaimedReplay> {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "UPDATE replays SET runner = $1, runner_until = now() + make_interval(secs => $2)"
+        " WHERE id = (SELECT id FROM replays WHERE state = 'running'"
+        "             AND (runner_until IS NULL OR runner_until < now() OR runner = $1)"
+        "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, dry_run, rate, requested_by, coalesce(request->>'reason', ''),"
+        "           coalesce(request->'filter'->>'state', '')",
+        runner, lease_seconds);
+    if (rows.empty()) return std::nullopt;
+    const auto& r = rows[0];
+    ClaimedReplay out;
+    out.id = r[0].as<int64_t>();
+    out.dry_run = r[1].as<bool>();
+    out.rate = r[2].as<double>();
+    out.requested_by = r[3].as<std::string>();
+    out.reason = r[4].as<std::string>();
+    const auto state = r[5].as<std::string>();
+    // Keys listed by hand are replayed when dead and resent when succeeded.
+    out.resend = state != "dead";
+    out.needs_dlq = state != "succeeded";
+    return out;
+  });
+}
+
+Result<bool> ReplayJobs::renew(int64_t id, const std::string& runner, int lease_seconds) {
+  return pg_.run("renew replay", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return !tx.exec_params(
+                  "UPDATE replays SET runner_until = now() + make_interval(secs => $3)"
+                  " WHERE id = $1 AND runner = $2 AND state = 'running' RETURNING 1",
+                  id, runner, lease_seconds)
+                .empty();
+  });
+}
+
+Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int limit) {
+  return pg_.run("replay items", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    std::vector<ReplayItemRow> out;
+    for (const auto& r : tx.exec_params(
+             "SELECT delivery_key, status = 'marked' FROM replay_items"
+             " WHERE replay_id = $1 AND status IN ('pending', 'marked') ORDER BY delivery_key LIMIT $2",
+             id, limit)) {
+      out.push_back({r[0].as<std::string>(), r[1].as<bool>()});
+    }
+    return out;
+  });
+}
+
+Result<void> ReplayJobs::finish_item(int64_t id, const std::string& key, const std::string& status,
+                                     const std::string& detail) {
+  return pg_.run("finish replay item", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_params(
+        "UPDATE replay_items SET status = $3, detail = $4, updated_at = now()"
+        " WHERE replay_id = $1 AND delivery_key = $2",
+        id, key, status, detail.substr(0, 1000));
+  });
+}
+
+Result<bool> ReplayJobs::finish_if_done(int64_t id) {
+  return pg_.run("finish replay", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return !tx.exec_params(
+                  "UPDATE replays SET state = 'finished', finished_at = now(), runner_until = NULL"
+                  " WHERE id = $1 AND state = 'running' AND NOT EXISTS ("
+                  "   SELECT 1 FROM replay_items WHERE replay_id = $1 AND status IN ('pending', 'marked'))"
+                  " RETURNING 1",
+                  id)
+                .empty();
+  });
+}
+
+}  // namespace hookrelay::admin

@@ -1,0 +1,81 @@
+// ReplayJobs: the replays of the admin API as Postgres keeps them (migrations/0006): one
+// `replays` row per request, one `replay_items` row per matched delivery key with its own
+// progress, and a lease naming the admin process that works on a replay, so a replay outlives
+// the process that started it and is resumed by the next one.
+//
+// Errors: "bad_request" (a filter matching more keys than allowed), "not_found", and the
+// database errors of PgConnection.
+//
+// Thread-safety: one connection, not thread-safe; one instance per thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "admin/admin_request.h"
+#include "shared/pg_connection.h"
+#include "shared/result.h"
+
+namespace hookrelay::admin {
+
+struct ReplayProgress {
+  int64_t id = 0;
+  std::string state;          // running | finished
+  bool dry_run = false;
+  double rate = 0;
+  std::string requested_by;
+  std::string request_json;   // the request as stored
+  int64_t created_ms = 0;
+  int64_t finished_ms = 0;    // 0 while running
+  int64_t matched = 0;        // items
+  int64_t produced = 0;       // replayed + resent
+  int64_t would_produce = 0;  // dry run
+  int64_t skipped = 0;
+  int64_t missing = 0;
+  int64_t failed = 0;
+  int64_t pending = 0;        // not yet done (pending or marked)
+};
+
+struct ClaimedReplay {
+  int64_t id = 0;
+  bool dry_run = false;
+  double rate = 0;
+  std::string requested_by;
+  std::string reason;
+  bool resend = false;  // the request's filter state is succeeded, or it lists keys
+  bool needs_dlq = true;  // some keys may be dead (not a filter on succeeded)
+};
+
+struct ReplayItemRow {
+  std::string key;
+  bool marked = false;  // marked by an earlier, interrupted run
+};
+
+class ReplayJobs {
+ public:
+  explicit ReplayJobs(std::string url);
+
+  // Stores the replay and its items (the request's keys, or the deliveries its filter matches,
+  // at most `max_keys`), in one transaction.
+  Result<ReplayProgress> create(const ReplayRequest& request, const std::string& request_json,
+                                const std::string& who, int max_keys);
+  Result<ReplayProgress> get(int64_t id);
+
+  // The oldest running replay whose lease is free or expired, leased to `runner`.
+  Result<std::optional<ClaimedReplay>> claim_next(const std::string& runner, int lease_seconds);
+  // Extends the lease; false when another runner took the replay over.
+  Result<bool> renew(int64_t id, const std::string& runner, int lease_seconds);
+  // Items not yet done, in key order.
+  Result<std::vector<ReplayItemRow>> unfinished_items(int64_t id, int limit);
+  Result<void> finish_item(int64_t id, const std::string& key, const std::string& status,
+                           const std::string& detail);
+  // Finished when no item is left; returns whether it finished.
+  Result<bool> finish_if_done(int64_t id);
+
+ private:
+  PgConnection pg_;
+};
+
+}  // namespace hookrelay::admin

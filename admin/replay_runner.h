@@ -1,0 +1,58 @@
+// ReplayRunner: the admin process's background thread that carries out replays stored by
+// POST /v1/replays (ReplayJobs), one at a time, oldest first, through the one shared Replayer
+// (shared/dlq_replay.h) the CLI uses too. It leases the replay it works on (renewed as it goes),
+// so after this process dies another admin process, or this one restarted, takes the replay over
+// once the lease expires and resumes from its items' progress.
+//
+// Thread-safety: start/stop from one controlling thread; everything else runs on its own thread.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "shared/config.h"
+#include "shared/message_producer.h"
+
+namespace hookrelay::admin {
+
+struct ReplayRunnerOptions {
+  std::string runner_id;          // unique per process
+  int lease_seconds = 10;         // how long a dead runner holds a replay
+  int idle_poll_ms = 1000;        // how often to look for work when there is none
+  int kafka_timeout_ms = 30000;   // DLQ read and single-message fetch
+};
+
+class ReplayRunner {
+ public:
+  ReplayRunner(const Config& config, MessageProducer& producer, prometheus::Registry& registry,
+               ReplayRunnerOptions options);
+  ~ReplayRunner();
+  void start();
+  void stop();  // idempotent; an item being produced is finished first
+  // Wakes the thread now (a replay was just created).
+  void notify();
+
+ private:
+  void loop();
+  void run_one();
+  bool wait_ms(int64_t ms);  // false when stopping
+
+  const Config& config_;
+  MessageProducer& producer_;
+  ReplayRunnerOptions options_;
+  prometheus::Family<prometheus::Counter>& keys_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool wake_ = false;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace hookrelay::admin

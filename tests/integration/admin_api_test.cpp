@@ -1,0 +1,279 @@
+// hookrelay-admin against real Postgres, a real worker and the devbroker: every endpoint, bad
+// input (always a 4xx with a JSON body naming the problem), replay of dead deliveries, resend of
+// succeeded ones with the same webhook-id, and a replay that survives the admin process being
+// killed without sending anything twice.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <thread>
+
+#include "admin/admin_request.h"
+#include "tests/support/free_port.h"
+#include "tests/support/worker_fixture.h"
+
+namespace hookrelay::test {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kAdminToken = "adm_test_0123456789abcdef";
+
+class AdminApiTest : public WorkerTest {
+ protected:
+  void SetUp() override {
+    WorkerTest::SetUp();
+    StackOptions o;
+    o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+    ASSERT_NO_FATAL_FAILURE(create_stack(o));
+    auto path = stack_->write_config(o, "admin.yaml");
+    ASSERT_TRUE(path) << path.error().message;
+    std::ofstream(*path, std::ios::app) << "admin: { tokens: [\"" << kAdminToken << "\"] }\n";
+    admin_config_ = *path;
+    ASSERT_NO_FATAL_FAILURE(start_admin());
+  }
+
+  void start_admin() {
+    admin_port_ = free_port();
+    auto child = ChildProcess::spawn(
+        {HOOKRELAY_BIN_DIR "/admin/hookrelay-admin", "--config", admin_config_.string()},
+        {{"HOOKRELAY_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port_)}},
+        stack_->dir().file("admin-" + std::to_string(++admin_runs_) + ".log"));
+    ASSERT_TRUE(child) << child.error().message;
+    admin_ = std::make_unique<ChildProcess>(std::move(*child));
+    ASSERT_TRUE(wait_for_status(url("/healthz"), 200, 20s)) << admin_->log_tail();
+  }
+
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(admin_port_) + path; }
+
+  HttpReply call(const std::string& method, const std::string& path, const std::string& body = {},
+                 std::vector<std::pair<std::string, std::string>> headers = {{"Authorization", std::string("Bearer ") + kAdminToken}}) {
+    auto r = http_request(method, url(path), body, headers);
+    EXPECT_TRUE(r) << r.error().message;
+    if (!r) return {};
+    EXPECT_LT(r->status, 500) << method << " " << path << ": " << r->body;
+    return *r;
+  }
+  json get_json(const std::string& path, int status = 200) {
+    auto r = call("GET", path);
+    if (status > 0) {
+      EXPECT_EQ(r.status, status) << path << ": " << r.body;
+    }
+    return json::parse(r.body, nullptr, false);
+  }
+  json post_replay(const json& body) {
+    auto r = call("POST", "/v1/replays", body.dump(),
+                  {{"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "application/json"}});
+    EXPECT_EQ(r.status, 202) << r.body;
+    return json::parse(r.body, nullptr, false);
+  }
+  // Waits for the replay to finish; its last progress.
+  json wait_replay(const std::string& id, std::chrono::milliseconds timeout = 60s) {
+    json p;
+    eventually([&] {
+      p = get_json("/v1/replays/" + id);
+      return p.value("state", "") == "finished";
+    }, timeout);
+    return p;
+  }
+  // A 4xx JSON error whose code is `code` and whose message mentions `names`.
+  void expect_error(const HttpReply& r, int status, const std::string& code, const std::string& names) {
+    EXPECT_EQ(r.status, status) << r.body;
+    auto j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    EXPECT_EQ(j["error"]["code"], code) << r.body;
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(names), std::string::npos) << r.body;
+  }
+
+  std::filesystem::path admin_config_;
+  std::unique_ptr<ChildProcess> admin_;
+  uint16_t admin_port_ = 0;
+  int admin_runs_ = 0;
+};
+
+TEST_F(AdminApiTest, TokensAreRequiredAndTheContractIsServed) {
+  expect_error(call("GET", "/v1/deliveries", {}, {}), 401, "unauthorized", "Authorization");
+  expect_error(call("GET", "/v1/deliveries", {}, {{"Authorization", "Bearer wrong-token-wrong-token"}}), 401,
+               "unauthorized", "not valid");
+  // The ingest API token is not an admin token.
+  expect_error(call("GET", "/v1/deliveries", {}, {{"Authorization", std::string("Bearer ") + kApiToken}}), 401,
+               "unauthorized", "not valid");
+  auto doc = call("GET", "/openapi.yaml", {}, {});
+  EXPECT_EQ(doc.status, 200);
+  std::ifstream file(HOOKRELAY_SOURCE_DIR "/docs/openapi.yaml", std::ios::binary);
+  std::string expected((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(doc.body, expected);
+}
+
+TEST_F(AdminApiTest, ListsPagesFiltersAndShowsDeliveriesEventsAndCalls) {
+  start_worker();
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 7)));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 14, 30s)) << stack_->describe_deliveries();
+
+  // Pages of 3 over the 7 deliveries of route a: 3 + 3 + 1, no key twice, newest first.
+  std::set<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  for (;;) {
+    auto page = get_json("/v1/deliveries?route=a&limit=3" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    ++pages;
+    for (const auto& d : page["deliveries"]) {
+      EXPECT_EQ(d["route"], "a");
+      EXPECT_TRUE(seen.insert(d["key"].get<std::string>()).second) << d["key"];
+    }
+    if (page["next_cursor"].is_null()) break;
+    cursor = page["next_cursor"].get<std::string>();
+    ASSERT_LT(pages, 5);
+  }
+  EXPECT_EQ(seen.size(), 7u);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(get_json("/v1/deliveries?state=succeeded&source=acme&limit=500")["deliveries"].size(), 14u);
+  EXPECT_EQ(get_json("/v1/deliveries?state=dead")["deliveries"].size(), 0u);
+  EXPECT_EQ(get_json("/v1/deliveries?event_id=evt-3")["deliveries"].size(), 2u);
+  EXPECT_EQ(get_json("/v1/deliveries?since=2999-01-01T00:00:00Z")["deliveries"].size(), 0u);
+  EXPECT_EQ(get_json("/v1/deliveries?until=2999-01-01T00:00:00.5%2B01:00")["deliveries"].size(), 14u);
+
+  auto detail = get_json("/v1/deliveries/wh%3Aacme%3Aevt-3%3Ab");
+  EXPECT_EQ(detail["delivery"]["state"], "succeeded");
+  EXPECT_EQ(detail["delivery"]["last_status"], 200);
+  ASSERT_EQ(detail["attempts"].size(), 1u);
+  EXPECT_EQ(detail["attempts"][0]["outcome"], "succeeded");
+  expect_error(call("GET", "/v1/deliveries/wh:acme:nope:a"), 404, "not_found", "wh:acme:nope:a");
+
+  auto event = get_json("/v1/events/acme/evt-3");
+  EXPECT_EQ(event["deliveries"].size(), 2u);
+  EXPECT_EQ(event["inbound"]["topic"], "hookrelay.webhooks");
+  expect_error(call("GET", "/v1/events/acme/nope"), 404, "not_found", "acme/nope");
+
+  ASSERT_TRUE(stack_->start_ingest());
+  auto posted = stack_->post_call(R"({"url":")" + rx_.url("/call") + R"(","method":"POST","body":"{}","idempotency_key":"call-1"})");
+  ASSERT_TRUE(posted);
+  ASSERT_EQ(posted->status, 202) << posted->body;
+  const std::string id = json::parse(posted->body)["id"];
+  ASSERT_TRUE(rx_.wait_for_count("/call", 1, 30s));
+  json c;
+  ASSERT_TRUE(eventually([&] {
+    c = get_json("/v1/calls/" + id, -1);
+    return c.contains("delivery") && c["delivery"]["state"] == "succeeded";
+  }, 20s)) << c.dump();
+  EXPECT_EQ(c["id"], id);
+  EXPECT_EQ(c["delivery"]["kind"], "call");
+  EXPECT_TRUE(c["delivery"]["route"].is_null());
+  EXPECT_EQ(c["attempts"].size(), 1u);
+  expect_error(call("GET", "/v1/calls/no-such-call"), 404, "not_found", "no-such-call");
+}
+
+TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
+  expect_error(call("GET", "/v1/deliveries?cursor=bm90LWEtY3Vyc29y"), 400, "bad_cursor", "cursor");
+  expect_error(call("GET", "/v1/deliveries?cursor=%%%"), 400, "bad_parameter", "cursor");
+  expect_error(call("GET", "/v1/deliveries?colour=red"), 400, "unknown_parameter", "colour");
+  expect_error(call("GET", "/v1/deliveries?limit=501"), 400, "bad_parameter", "limit");
+  expect_error(call("GET", "/v1/deliveries?limit=0"), 400, "bad_parameter", "limit");
+  expect_error(call("GET", "/v1/deliveries?state=gone"), 400, "bad_parameter", "state");
+  expect_error(call("GET", "/v1/deliveries?since=yesterday"), 400, "bad_parameter", "since");
+  expect_error(call("GET", "/v1/deliveries?limit=1&limit=2"), 400, "bad_parameter", "limit");
+  expect_error(call("GET", "/v1/replays/abc"), 400, "bad_parameter", "id");
+  expect_error(call("GET", "/v1/replays/999999"), 404, "not_found", "999999");
+  expect_error(call("DELETE", "/v1/deliveries"), 405, "method_not_allowed", "GET");
+  expect_error(call("GET", "/v1/nothing"), 404, "not_found", "openapi");
+
+  const std::vector<std::pair<std::string, std::string>> json_headers = {
+      {"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "application/json"}};
+  expect_error(call("POST", "/v1/replays", "{\"keys\": [", json_headers), 400, "bad_json", "JSON");
+  expect_error(call("POST", "/v1/replays", R"({"keys":["k"]})",
+                    {{"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "text/plain"}}),
+               415, "unsupported_media_type", "application/json");
+  expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"filter":{"state":"dead"}})", json_headers), 400,
+               "bad_request", "exactly one");
+  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"alive"}})", json_headers), 400, "bad_request",
+               "filter.state");
+  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"dead","colour":1}})", json_headers), 400,
+               "bad_request", "filter.colour");
+  expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"rate":-1})", json_headers), 400, "bad_request", "rate");
+  expect_error(call("POST", "/v1/replays", R"({"keys":[]})", json_headers), 400, "bad_request", "keys");
+  expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
+}
+
+TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSameWebhookId) {
+  rx_.set_default("/a", {410, {}, 0, "gone"});
+  start_worker();
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 3)));
+  ASSERT_TRUE(deliveries_in_state("dead", 3, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 3, 30s)) << stack_->describe_deliveries();
+  rx_.set_default("/a", {200});
+
+  // Dry run: counts, produces nothing.
+  auto dry = post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"dry_run", true}});
+  auto dry_done = wait_replay(dry["id"]);
+  EXPECT_EQ(dry_done["matched"], 3);
+  EXPECT_EQ(dry_done["would_produce"], 3);
+  EXPECT_EQ(dry_done["produced"], 0);
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(rx_.count("/a"), 3u);
+
+  auto replay = post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"reason", "receiver fixed"}});
+  auto done = wait_replay(replay["id"]);
+  EXPECT_EQ(done["matched"], 3);
+  EXPECT_EQ(done["produced"], 3) << done.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/a", 6, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(rx_.count("/a"), 6u);  // each dead delivery once more, not twice
+  auto detail = get_json("/v1/deliveries/wh%3Aacme%3Aevt-0%3Aa");
+  EXPECT_EQ(detail["replays"].size(), 1u);
+
+  // Resend of a succeeded delivery of route b: the receiver gets it again with its webhook-id.
+  const auto before = rx_.webhook_id_counts("/b");
+  ASSERT_EQ(before.size(), 3u);
+  auto resend = post_replay({{"keys", {"wh:acme:evt-1:b"}}});
+  auto resent = wait_replay(resend["id"]);
+  EXPECT_EQ(resent["produced"], 1) << resent.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/b", 4, 30s));
+  std::this_thread::sleep_for(2s);
+  const auto after = rx_.webhook_id_counts("/b");
+  EXPECT_EQ(rx_.count("/b"), 4u);
+  int twice = 0;
+  for (const auto& [id, n] : after) {
+    if (n == 2) ++twice;
+    EXPECT_EQ(before.count(id), 1u) << "a new webhook-id: " << id;
+  }
+  EXPECT_EQ(twice, 1);
+  auto trail = get_json("/v1/deliveries/wh%3Aacme%3Aevt-1%3Ab");
+  EXPECT_EQ(trail["delivery"]["state"], "succeeded");
+  std::vector<std::string> outcomes;
+  for (const auto& a : trail["attempts"]) outcomes.push_back(a["outcome"]);
+  EXPECT_EQ(outcomes, (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
+  // The marker was consumed: another copy of the message would be skipped.
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
+}
+
+TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWithoutSendingTwice) {
+  rx_.set_default("/a", {410, {}, 0, "gone"});
+  start_worker();
+  constexpr int kEvents = 24;
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", kEvents)));
+  ASSERT_TRUE(deliveries_in_state("dead", kEvents, 60s)) << stack_->describe_deliveries();
+  rx_.set_default("/a", {200});
+
+  auto replay = post_replay({{"filter", {{"state", "dead"}}}, {"rate", 8}});
+  const std::string id = replay["id"];
+  ASSERT_TRUE(eventually([&] { return get_json("/v1/replays/" + id)["produced"].get<int>() >= 5; }, 30s));
+  admin_->kill();
+  (void)admin_->wait_exit(5s);
+  const int produced_before = std::stoi(stack_->scalar(
+      "SELECT count(*) FROM replay_items WHERE status IN ('replayed', 'marked') AND replay_id = " + id));
+  EXPECT_LT(produced_before, kEvents);
+
+  ASSERT_NO_FATAL_FAILURE(start_admin());
+  auto done = wait_replay(id, 90s);  // after the dead runner's lease expires
+  EXPECT_EQ(done["matched"], kEvents);
+  EXPECT_EQ(done["produced"], kEvents) << done.dump();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 60s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(3s);
+  // Route a: one refused attempt and one delivery per event; route b: one each.
+  for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/a")) EXPECT_EQ(n, 2) << webhook_id;
+  expect_each_succeeded_once(*stack_, 2 * kEvents);
+}
+
+}  // namespace
+}  // namespace hookrelay::test
