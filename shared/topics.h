@@ -33,6 +33,7 @@ inline constexpr std::string_view kLastStatus = "hr-last-status";
 inline constexpr std::string_view kLastError = "hr-last-error";
 inline constexpr std::string_view kOriginTopic = "hr-origin-topic";
 inline constexpr std::string_view kDeliveryKey = "hr-delivery-key";
+inline constexpr std::string_view kDlqReason = "hr-dlq-reason";   // why it was dead-lettered
 }  // namespace header
 
 }  // namespace hookrelay

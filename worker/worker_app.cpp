@@ -152,7 +152,13 @@ int run_worker(int argc, char** argv) {
     worker.request_stop();
   });
   worker.run();
-  // run() returns only after a stop request, so the signal thread has already finished.
+  // run() returns after a stop request, or when the worker stopped itself (fatal_error()); then
+  // the signal thread still waits, and this signal ends its wait.
+  const std::string fatal = worker.fatal_error();
+  if (!fatal.empty()) {
+    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
+    kill(getpid(), SIGTERM);
+  }
   signals.join();
   (*producer)->flush(5000);
   server.stop();
@@ -160,7 +166,7 @@ int run_worker(int argc, char** argv) {
   // post to the worker: it must still exist then (declared later, it would be destroyed first).
   sender.reset();
   producer->reset();
-  return consumer_fatal.load() ? 1 : 0;
+  return consumer_fatal.load() || !fatal.empty() ? 1 : 0;
 }
 
 }  // namespace hookrelay
