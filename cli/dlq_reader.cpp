@@ -7,7 +7,7 @@
 #include <random>
 
 #include "shared/kafka_handles.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay::cli {
 namespace {

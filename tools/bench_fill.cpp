@@ -25,7 +25,7 @@
 #include "shared/kafka_handles.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 using namespace hookrelay;
 

@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 

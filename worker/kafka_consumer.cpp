@@ -1,7 +1,7 @@
 #include "worker/kafka_consumer.h"
 
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {

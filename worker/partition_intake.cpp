@@ -4,7 +4,7 @@
 #include <set>
 
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {
@@ -89,7 +89,8 @@ void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
     // A due time beyond the longest tier's delay is not one this worker wrote: it would hold
-    // the partition for good, so it is cut to that delay.
+    // the partition for good, so it is cut to that delay. A value that is not a number is taken
+    // at once: expand_message refuses it as malformed, and the worker counts it.
     const auto& tiers = config_.retry.schedule_seconds;
     const int64_t longest = tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
     auto due = std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);

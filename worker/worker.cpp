@@ -6,7 +6,7 @@
 
 #include "shared/crypto.h"
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "worker/message_expander.h"
 
 namespace hookrelay {
@@ -108,6 +108,11 @@ void Worker::step() {
 
 void Worker::take_message(ConsumedMessage& m, std::shared_ptr<MessageState> msg) {
   int64_t now = d_.now_ms();
+  for (auto name : bad_numeric_headers(m)) {
+    spdlog::warn("msg=bad_header topic={} partition={} offset={} header={} value={}", m.topic, m.partition, m.offset,
+                 name, log_quote(*m.header(name)));
+    d_.metrics->bad_header(name);
+  }
   auto expanded = expand_message(m, config_);
   if (!expanded) {
     spdlog::error("msg=undeliverable_message topic={} partition={} offset={} code={} error={}", m.topic, m.partition,

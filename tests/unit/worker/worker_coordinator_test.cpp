@@ -12,7 +12,7 @@
 #include <set>
 #include <thread>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "worker/worker.h"
 
 namespace hookrelay {
@@ -743,6 +743,20 @@ TEST_F(WorkerCoordinator, DeadLetterRefusedForGoodStopsTheWorker) {
   EXPECT_EQ(stored(), -1);
   worker->run();  // stop was requested by the worker itself: run() drains and returns
   EXPECT_EQ(stored(), -1);
+}
+
+// A retry whose hr-due-at is not a number was not written by hookrelay: it is logged, counted
+// and dead-lettered as malformed, not taken as "due now" and delivered.
+TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
+  webhook(0, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", "tomorrow"}});
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "malformed");
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_bad_headers_total", "header", "hr-due-at"), 1);
+  EXPECT_TRUE(consumer.pauses.empty());
+  EXPECT_EQ(stored(retry_topic(0)), 1);
 }
 
 }  // namespace
