@@ -46,7 +46,10 @@ Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& prop
 // connecting: what `hookrelay config check` runs.
 Result<void> check_kafka_properties(const KafkaConfig& kafka);
 
-// A librdkafka error as an Error: code is a stable short name used as a metric label.
+// A librdkafka error as an Error: code is a stable short name used as a metric label
+// ("queue_full", "delivery_timeout", "broker_down", "unknown_topic", "message_too_large",
+// "not_authorized", "producer_fatal", "kafka_error"), retryable says whether sending the same
+// message again may succeed (too large, not authorized, invalid: never).
 Error kafka_error(rd_kafka_resp_err_t err);
 
 }  // namespace hookrelay
