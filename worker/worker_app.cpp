@@ -18,6 +18,7 @@
 #include "shared/metrics.h"
 #include "shared/postgres_delivery_store.h"
 #include "shared/service_startup.h"
+#include "shared/thread_guard.h"
 #include "shared/topic_check.h"
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
@@ -70,6 +71,9 @@ int run_worker(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   WorkerMetrics metrics(*registry, static_cast<int>(config->retry.schedule_seconds.size()));
+  // A thread ended by an exception stops the worker like SIGTERM does, and it exits 1.
+  ThreadFailures::instance().register_metric(*registry);
+  ThreadFailures::instance().set_handler([] { kill(getpid(), SIGTERM); });
   auto producer = KafkaProducer::create(config->kafka, "hookrelay-worker-" + worker_id,
                                         {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
   if (!producer) {
@@ -146,7 +150,7 @@ int run_worker(int argc, char** argv) {
                config->worker.static_membership ? config->worker.group_instance_id : "(dynamic)",
                log_quote(config->kafka.bootstrap_servers), config->worker.max_in_flight);
 
-  std::thread signals([&worker] {
+  std::thread signals = start_guarded_thread("signals", [&worker] {
     int sig = wait_for_termination_signal();
     spdlog::info("msg=worker_stop_requested signal={}", sig);
     worker.request_stop();
@@ -154,8 +158,11 @@ int run_worker(int argc, char** argv) {
   worker.run();
   // run() returns after a stop request, or when the worker stopped itself (fatal_error()); then
   // the signal thread still waits, and this signal ends its wait.
-  const std::string fatal = worker.fatal_error();
-  if (!fatal.empty()) {
+  std::string fatal = worker.fatal_error();
+  if (auto failed = ThreadFailures::instance().first()) {
+    fatal = *failed;  // its handler already raised SIGTERM
+    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
+  } else if (!fatal.empty()) {
     spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
     kill(getpid(), SIGTERM);
   }
