@@ -8,7 +8,7 @@
 #include "shared/dlq_replay.h"
 #include "cli/output.h"
 #include "shared/kafka_producer.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/json_writer.h"
 
 namespace hookrelay::cli {

@@ -4,13 +4,10 @@
 
 #include <memory>
 
+#include "shared/curl_handles.h"
+
 namespace hookrelay::cli {
 namespace {
-
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
 
 size_t append(char* data, size_t size, size_t count, void* user) {
   static_cast<std::string*>(user)->append(data, size * count);
@@ -22,15 +19,11 @@ size_t append(char* data, size_t size, size_t count, void* user) {
 Result<HttpReply> http_post(const std::string& url,
                             const std::vector<std::pair<std::string, std::string>>& headers,
                             const std::string& body, int timeout_ms) {
-  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  CurlEasy curl(curl_easy_init());
   if (!curl) return fail("http", "cannot initialise libcurl");
-  std::unique_ptr<curl_slist, CurlDeleter> list;
+  CurlSlist list;
   for (const auto& [name, value] : headers) {
-    std::string line = name + ": " + value;
-    curl_slist* next = curl_slist_append(list.get(), line.c_str());
-    if (!next) return fail("http", "out of memory building headers");
-    (void)list.release();  // curl_slist_append returned the same list, extended
-    list.reset(next);
+    if (!curl_slist_add(list, (name + ": " + value).c_str())) return fail("http", "out of memory building headers");
   }
   HttpReply reply;
   CURL* c = curl.get();

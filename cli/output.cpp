@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay::cli {
 namespace {

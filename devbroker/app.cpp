@@ -18,7 +18,7 @@
 #include "devbroker/options.h"
 #include "devbroker/stdin_control.h"
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay::devbroker {
 namespace {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "shared/kafka_handles.h"
 #include "shared/log.h"
 
 namespace hookrelay::devbroker {
@@ -27,15 +28,13 @@ MockCluster::MockCluster(std::unique_ptr<rd_kafka_t, HandleDeleter> handle,
     : handle_(std::move(handle)), cluster_(std::move(cluster)), brokers_(brokers) {}
 
 Result<std::unique_ptr<MockCluster>> MockCluster::create(int brokers) {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set_log_cb(conf, log_from_librdkafka);
+  KafkaConf conf(rd_kafka_conf_new());
+  rd_kafka_conf_set_log_cb(conf.get(), log_from_librdkafka);
   char errstr[512];
   std::unique_ptr<rd_kafka_t, HandleDeleter> handle(
-      rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr));
-  if (!handle) {
-    rd_kafka_conf_destroy(conf);
-    return fail("mock_cluster", std::string("rd_kafka_new: ") + errstr);
-  }
+      rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), errstr, sizeof errstr));
+  if (!handle) return fail("mock_cluster", std::string("rd_kafka_new: ") + errstr);
+  (void)conf.release();  // rd_kafka_new took ownership
   std::unique_ptr<rd_kafka_mock_cluster_t, ClusterDeleter> cluster(
       rd_kafka_mock_cluster_new(handle.get(), brokers));
   if (!cluster) return fail("mock_cluster", "rd_kafka_mock_cluster_new failed");

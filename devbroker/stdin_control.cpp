@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include "shared/thread_guard.h"
+
 namespace hookrelay::devbroker {
 namespace {
 // Bounds how long shutdown waits for the reader to notice stop_.
@@ -15,7 +17,7 @@ constexpr int kPollIntervalMs = 100;
 }  // namespace
 
 StdinControl::StdinControl(ControlHandler& handler) : handler_(handler) {
-  thread_ = std::thread([this] { run(); });
+  thread_ = start_guarded_thread("stdin_control", [this] { run(); });
 }
 
 StdinControl::~StdinControl() {

@@ -1,5 +1,6 @@
 #include "ingest/ingest_app.h"
 
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
 #include "shared/service_startup.h"
+#include "shared/thread_guard.h"
 #include "shared/topic_check.h"
 
 namespace hookrelay {
@@ -56,6 +58,9 @@ int run_ingest(int argc, char** argv) {
   if (!check_topics_at_start("hookrelay-ingest", *config, ServiceKind::kIngest)) return 2;
 
   auto registry = std::make_shared<prometheus::Registry>();
+  // A thread ended by an exception stops ingest like SIGTERM does, and it exits 1.
+  ThreadFailures::instance().register_metric(*registry);
+  ThreadFailures::instance().set_handler([] { kill(getpid(), SIGTERM); });
   IngestMetrics* metrics = nullptr;
   auto producer = KafkaProducer::create(
       config->kafka, "hookrelay-ingest-" + std::to_string(getpid()),
@@ -123,6 +128,10 @@ int run_ingest(int argc, char** argv) {
     spdlog::error("msg=ingest_drain_incomplete unanswered={}", unanswered);
   }
   spdlog::info("msg=ingest_stopped unanswered={}", unanswered);
+  if (auto failed = ThreadFailures::instance().first()) {
+    spdlog::critical("msg=ingest_failed error={} action=\"exiting with status 1\"", log_quote(*failed));
+    return 1;
+  }
   return 0;
 }
 

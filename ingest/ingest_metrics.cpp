@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "shared/metrics.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 

@@ -9,7 +9,7 @@
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/signature_verifier.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/utf8.h"
 
 namespace hookrelay {
@@ -18,7 +18,6 @@ namespace {
 using json = nlohmann::json;
 
 constexpr std::string_view kWebhooksPrefix = "/webhooks/";
-constexpr std::string_view kForwardPrefix = "hr-fwd-";
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -33,7 +32,7 @@ bool forwardable(const std::string& name) {
                                                 "keep-alive", "te", "trailer", "upgrade", "expect",
                                                 "authorization", "cookie", "proxy-authorization",
                                                 "proxy-connection"};
-  return !blocked.count(name) && name.rfind("hr-", 0) != 0;
+  return !blocked.count(name) && name.rfind(header::kPrefix, 0) != 0;
 }
 
 // {"id":<id>,"status":"accepted"[,"idempotency_key":<key>]}, written directly: this is on every
@@ -173,7 +172,7 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
   request.for_each_header([&headers](std::string_view name, std::string_view value) {
     auto n = lower(name);
     if (n == "content-type") headers.push_back({std::string(header::kContentType), std::string(value)});
-    if (forwardable(n)) headers.push_back({std::string(kForwardPrefix) + n, std::string(value)});
+    if (forwardable(n)) headers.push_back({std::string(header::kForwardPrefix) + n, std::string(value)});
   });
   std::string id = verified->event_id;
   produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, std::move(headers), "",

@@ -167,7 +167,7 @@ struct WorkerConfig {
 };
 
 // The Kafka topics as `hookrelay topics apply` creates them and `hookrelay topics check` expects
-// them (names from shared/topics.h; the plan is desired_topics() in shared/topic_plan.h).
+// them (names from shared/wire_contract.h; the plan is desired_topics() in shared/topic_plan.h).
 // Validated: min_insync_replicas < replication_factor unless both are 1, so one broker can be
 // down without refusing acks=all writes.
 struct TopicsConfig {

@@ -7,17 +7,10 @@
 #include <random>
 
 #include "shared/kafka_handles.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {
-
-struct TopicDeleter {
-  void operator()(rd_kafka_topic_t* t) const { rd_kafka_topic_destroy(t); }
-};
-struct MetadataDeleter {
-  void operator()(const rd_kafka_metadata_t* m) const { rd_kafka_metadata_destroy(m); }
-};
 
 int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -101,10 +94,10 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
                                                      const ProgressFn& progress) {
   rd_kafka_t* rk = impl_->rk.get();
   const std::string topic(kDlqTopic);
-  std::unique_ptr<rd_kafka_topic_t, TopicDeleter> th(rd_kafka_topic_new(rk, topic.c_str(), nullptr));
+  KafkaTopic th(rd_kafka_topic_new(rk, topic.c_str(), nullptr));
   const rd_kafka_metadata_t* raw_md = nullptr;
   auto err = rd_kafka_metadata(rk, 0, th.get(), &raw_md, impl_->timeout_ms);
-  std::unique_ptr<const rd_kafka_metadata_t, MetadataDeleter> md(raw_md);
+  KafkaMetadata md(raw_md);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return kafka_fail("metadata for " + topic, err);
   if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return kafka_fail(topic, md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);

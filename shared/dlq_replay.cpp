@@ -6,19 +6,19 @@
 #include <pqxx/pqxx>
 #include <set>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {
 
-constexpr std::string_view kOriginalReceivedAt = "hr-original-received-at";
-constexpr std::string_view kReplayedBy = "hr-replayed-by";
-constexpr std::string_view kDlqReason = "hr-dlq-reason";
-constexpr std::string_view kResendId = "hr-resend-id";
+using header::kDlqReason;
+using header::kOriginalReceivedAt;
+using header::kReplayedBy;
+using header::kResendId;
 
 bool dropped_on_replay(std::string_view name) {
   return name == header::kAttempt || name == header::kDueAt || name == header::kReceivedAt ||
-         name == kDlqReason || name == kReplayedBy || name.rfind("hr-last-", 0) == 0;
+         name == kDlqReason || name == kReplayedBy || name.rfind(header::kLastPrefix, 0) == 0;
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "shared/http_server.h"
 
+#include "shared/thread_guard.h"
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -384,7 +386,7 @@ Result<void> HttpServer::start() {
   }
   for (auto& loop : impl_->loops) {
     impl_->accept(*loop);
-    loop->thread = std::thread([l = loop.get()] { Impl::run_loop(*l); });
+    loop->thread = start_guarded_thread("http_loop", [l = loop.get()] { Impl::run_loop(*l); });
   }
   return {};
 }

@@ -28,12 +28,18 @@ struct RdKafkaDeleter {
   void operator()(rd_kafka_ConfigResource_t* c) const { rd_kafka_ConfigResource_destroy(c); }
   void operator()(rd_kafka_event_t* e) const { rd_kafka_event_destroy(e); }
   void operator()(const rd_kafka_metadata_t* m) const { rd_kafka_metadata_destroy(m); }
+  void operator()(rd_kafka_error_t* e) const { rd_kafka_error_destroy(e); }
+  void operator()(rd_kafka_topic_t* t) const { rd_kafka_topic_destroy(t); }
 };
 using KafkaHandle = std::unique_ptr<rd_kafka_t, RdKafkaDeleter>;
 using KafkaConf = std::unique_ptr<rd_kafka_conf_t, RdKafkaDeleter>;
 using KafkaPartitionList = std::unique_ptr<rd_kafka_topic_partition_list_t, RdKafkaDeleter>;
 using KafkaMessage = std::unique_ptr<rd_kafka_message_t, RdKafkaDeleter>;
 using KafkaQueue = std::unique_ptr<rd_kafka_queue_t, RdKafkaDeleter>;
+using KafkaHeaders = std::unique_ptr<rd_kafka_headers_t, RdKafkaDeleter>;
+using KafkaMetadata = std::unique_ptr<const rd_kafka_metadata_t, RdKafkaDeleter>;
+using KafkaErrorHandle = std::unique_ptr<rd_kafka_error_t, RdKafkaDeleter>;
+using KafkaTopic = std::unique_ptr<rd_kafka_topic_t, RdKafkaDeleter>;
 
 // Builds a conf from key/value pairs; the error names the property.
 // Builds (never connects) a librdkafka configuration. An unknown property or bad value is an
@@ -46,7 +52,10 @@ Result<KafkaConf> make_kafka_conf(const std::map<std::string, std::string>& prop
 // connecting: what `hookrelay config check` runs.
 Result<void> check_kafka_properties(const KafkaConfig& kafka);
 
-// A librdkafka error as an Error: code is a stable short name used as a metric label.
+// A librdkafka error as an Error: code is a stable short name used as a metric label
+// ("queue_full", "delivery_timeout", "broker_down", "unknown_topic", "message_too_large",
+// "not_authorized", "producer_fatal", "kafka_error"), retryable says whether sending the same
+// message again may succeed (too large, not authorized, invalid: never).
 Error kafka_error(rd_kafka_resp_err_t err);
 
 }  // namespace hookrelay

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "shared/log.h"
+#include "shared/thread_guard.h"
 
 namespace hookrelay {
 
@@ -43,20 +44,19 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
   if (p->stats_.external_poll) {
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return fail("kafka", "cannot create the report pipe");
-    p->event_read_fd_ = fds[0];
-    p->event_write_fd_ = fds[1];
-    rd_kafka_queue_t* main_queue = rd_kafka_queue_get_main(rk);
-    rd_kafka_queue_io_event_enable(main_queue, p->event_write_fd_, "1", 1);
-    rd_kafka_queue_destroy(main_queue);
+    p->event_read_fd_.reset(fds[0]);
+    p->event_write_fd_.reset(fds[1]);
+    KafkaQueue main_queue(rd_kafka_queue_get_main(rk));
+    rd_kafka_queue_io_event_enable(main_queue.get(), p->event_write_fd_.get(), "1", 1);
   } else {
-    p->poller_ = std::thread([raw = p.get()] {
+    p->poller_ = start_guarded_thread("kafka_poller", [raw = p.get()] {
       while (raw->running_.load() || raw->outstanding_.load() > 0) {
         rd_kafka_poll(raw->rk_.get(), 50);
         if (!raw->running_.load() && raw->fatal_.load()) break;
       }
     });
   }
-  p->prober_ = std::thread([raw = p.get()] { raw->probe_loop(); });
+  p->prober_ = start_guarded_thread("kafka_prober", [raw = p.get()] { raw->probe_loop(); });
   return p;
 }
 
@@ -67,19 +67,16 @@ KafkaProducer::~KafkaProducer() {
   // Outstanding messages get their reports (failed with purge) before the handle goes away.
   rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   if (poller_.joinable()) poller_.join();
-  if (event_read_fd_ >= 0) {
+  if (event_read_fd_.valid()) {
     flush(2000);
-    rd_kafka_queue_t* main_queue = rd_kafka_queue_get_main(rk_.get());
-    rd_kafka_queue_io_event_enable(main_queue, -1, nullptr, 0);
-    rd_kafka_queue_destroy(main_queue);
-    close(event_read_fd_);
-    close(event_write_fd_);
+    KafkaQueue main_queue(rd_kafka_queue_get_main(rk_.get()));
+    rd_kafka_queue_io_event_enable(main_queue.get(), -1, nullptr, 0);
   }
 }
 
 void KafkaProducer::serve_reports() {
   char buf[256];
-  while (read(event_read_fd_, buf, sizeof buf) > 0) {
+  while (read(event_read_fd_.get(), buf, sizeof buf) > 0) {
   }
   rd_kafka_poll(rk_.get(), 0);
 }
@@ -89,10 +86,10 @@ void KafkaProducer::probe_loop() {
   // not an outage. Any successful delivery report marks the cluster reachable again at once.
   int failures = 0;
   while (running_.load()) {
-    const rd_kafka_metadata_t* md = nullptr;
-    auto err = rd_kafka_metadata(rk_.get(), 0, nullptr, &md, 1000);
+    const rd_kafka_metadata_t* raw_md = nullptr;
+    auto err = rd_kafka_metadata(rk_.get(), 0, nullptr, &raw_md, 1000);
+    KafkaMetadata md(raw_md);
     bool ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
-    if (md) rd_kafka_metadata_destroy(md);
     failures = ok ? 0 : failures + 1;
     if (!ok && failures < 2) ok = reachable_.load();
     if (ok != reachable_.exchange(ok)) {
@@ -107,15 +104,15 @@ void KafkaProducer::produce(const OutgoingMessage& m, DoneCallback on_done) {
     on_done(fail("producer_fatal", "Kafka producer is in a fatal state", false));
     return;
   }
-  rd_kafka_headers_t* headers = nullptr;
+  KafkaHeaders headers;
   if (m.headers && !m.headers->empty()) {
-    headers = rd_kafka_headers_new(m.headers->size());
+    headers.reset(rd_kafka_headers_new(m.headers->size()));
     for (const auto& h : *m.headers) {
-      rd_kafka_header_add(headers, h.name.data(), static_cast<ssize_t>(h.name.size()), h.value.data(),
+      rd_kafka_header_add(headers.get(), h.name.data(), static_cast<ssize_t>(h.name.size()), h.value.data(),
                           static_cast<ssize_t>(h.value.size()));
     }
   }
-  auto* cb = new DoneCallback(std::move(on_done));
+  auto cb = std::make_unique<DoneCallback>(std::move(on_done));
   outstanding_.fetch_add(1);
   std::string topic(m.topic);
   rd_kafka_vu_t vus[6];
@@ -130,25 +127,26 @@ void KafkaProducer::produce(const OutgoingMessage& m, DoneCallback on_done) {
   vus[3].u.mem.ptr = m.key.empty() ? nullptr : const_cast<char*>(m.key.data());
   vus[3].u.mem.size = m.key.size();
   vus[4].vtype = RD_KAFKA_VTYPE_OPAQUE;
-  vus[4].u.ptr = cb;
+  vus[4].u.ptr = cb.get();
   std::size_t n = 5;
   if (headers) {
     vus[5].vtype = RD_KAFKA_VTYPE_HEADERS;
-    vus[5].u.headers = headers;
+    vus[5].u.headers = headers.get();
     n = 6;
   }
-  rd_kafka_error_t* error = rd_kafka_produceva(rk_.get(), vus, n);
-  auto err = error ? rd_kafka_error_code(error) : RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (error) rd_kafka_error_destroy(error);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    // Not enqueued: librdkafka did not take the headers either.
-    if (headers) rd_kafka_headers_destroy(headers);
-    outstanding_.fetch_sub(1);
-    std::unique_ptr<DoneCallback> owned(cb);
-    auto e = kafka_error(err);
-    if (stats_.on_error) stats_.on_error(e.code);
-    (*owned)(Unexpected{std::move(e)});
+  KafkaErrorHandle error(rd_kafka_produceva(rk_.get(), vus, n));
+  auto err = error ? rd_kafka_error_code(error.get()) : RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    // Enqueued: librdkafka owns the headers now, and the callback until its delivery report.
+    (void)headers.release();
+    (void)cb.release();
+    return;
   }
+  // Not enqueued: librdkafka took neither; both are freed here.
+  outstanding_.fetch_sub(1);
+  auto e = kafka_error(err);
+  if (stats_.on_error) stats_.on_error(e.code);
+  (*cb)(Unexpected{std::move(e)});
 }
 
 void KafkaProducer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
@@ -187,7 +185,7 @@ int KafkaProducer::flush(int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   // The poll thread serves the reports, or, with external polling, this call does.
   while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    if (event_read_fd_ >= 0) {
+    if (event_read_fd_.valid()) {
       rd_kafka_poll(rk_.get(), 5);
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -16,6 +16,7 @@
 
 #include "shared/config.h"
 #include "shared/kafka_handles.h"
+#include "shared/unique_fd.h"
 #include "shared/message_producer.h"
 
 namespace hookrelay {
@@ -47,7 +48,7 @@ class KafkaProducer final : public MessageProducer {
 
   // external_poll only: readable when delivery reports are waiting; serve_reports() runs them
   // on the calling thread.
-  int event_fd() const { return event_read_fd_; }
+  int event_fd() const { return event_read_fd_.get(); }
   void serve_reports();
 
  private:
@@ -64,8 +65,8 @@ class KafkaProducer final : public MessageProducer {
   std::atomic<int> outstanding_{0};
   std::thread poller_;
   std::thread prober_;
-  int event_read_fd_ = -1;
-  int event_write_fd_ = -1;
+  UniqueFd event_read_fd_;
+  UniqueFd event_write_fd_;
 };
 
 }  // namespace hookrelay

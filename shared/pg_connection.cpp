@@ -16,12 +16,15 @@ Kind classify_sqlstate(std::string_view state) {
   if (state.size() != 5) return Kind::kPermanent;
   std::string_view cls = state.substr(0, 2);
   if (cls == "08") return Kind::kUnavailable;  // connection exception
-  if (state == "57P01" || state == "57P02" || state == "57P03") {
-    return Kind::kUnavailable;  // admin/crash shutdown, cannot connect now
+  if (state.substr(0, 3) == "57P") {
+    return Kind::kUnavailable;  // admin/crash shutdown, cannot connect now, database dropped, idle timeout
   }
   if (cls == "40") return Kind::kConflict;                  // serialization failure, deadlock
   if (state == "55P03") return Kind::kConflict;             // lock_not_available
   if (cls == "53" || state == "57014") return Kind::kBusy;  // resources, statement timeout
+  if (cls == "58" || cls == "XX") return Kind::kBusy;      // the server's own I/O or internal error
+  // The statement itself was refused: data (22), integrity constraints (23), syntax or access
+  // (42), and the rest. Sending it again cannot help; the worker isolates the delivery.
   return Kind::kPermanent;
 }
 

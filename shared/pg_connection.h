@@ -2,9 +2,11 @@
 // exceptions into hookrelay::Error at the adapter boundary, so no pqxx exception escapes.
 //
 //   connection broken, server down or restarting -> Error{"db_unavailable", retryable}
-//   serialization failure, deadlock, lock/statement timeout, out of resources
+//   serialization failure, deadlock, lock/statement timeout, out of resources, the server's
+//   own I/O or internal errors (SQLSTATE 40, 55P03, 53, 57014, 58, XX)
 //                                                  -> Error{"db_conflict" / "db_busy", retryable}
-//   SQL and data errors, misuse                    -> Error{"db_error", not retryable}
+//   the statement refused: data (22), constraints (23), syntax or access (42), misuse
+//                                                  -> Error{"db_error", not retryable}
 //
 // After a connection-level error the connection is dropped and the next run() opens a new one,
 // re-running `on_connect` (which is where prepared statements are declared).

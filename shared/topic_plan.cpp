@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {

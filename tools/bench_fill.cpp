@@ -25,7 +25,7 @@
 #include "shared/kafka_handles.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 using namespace hookrelay;
 
@@ -84,10 +84,10 @@ Result<std::vector<int64_t>> partition_counts(const std::string& bootstrap, cons
   KafkaHandle rk(rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err));
   if (!rk) return fail("kafka", err);
   (void)conf->release();
-  const rd_kafka_metadata_t* md = nullptr;
-  if (rd_kafka_metadata(rk.get(), 1, nullptr, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return fail("kafka", "metadata request failed");
-  }
+  const rd_kafka_metadata_t* raw_md = nullptr;
+  auto md_err = rd_kafka_metadata(rk.get(), 1, nullptr, &raw_md, 10000);
+  KafkaMetadata md(raw_md);
+  if (md_err != RD_KAFKA_RESP_ERR_NO_ERROR || !md) return fail("kafka", "metadata request failed");
   std::vector<int64_t> counts;
   for (int t = 0; t < md->topic_cnt; ++t) {
     if (topic != md->topics[t].topic) continue;
@@ -98,7 +98,6 @@ Result<std::vector<int64_t>> partition_counts(const std::string& bootstrap, cons
       counts.push_back(low == 0 ? high : -1);
     }
   }
-  rd_kafka_metadata_destroy(md);
   if (counts.empty()) return fail("kafka", "no such topic: " + topic);
   return counts;
 }

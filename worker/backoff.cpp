@@ -12,8 +12,8 @@ namespace {
 
 constexpr int64_t kMsPerSecond = 1000;
 
-RetryPlan dead_letter(int64_t now_ms, std::string reason) {
-  return RetryPlan{RetryPlan::Kind::kDeadLetter, -1, now_ms, std::move(reason)};
+RetryPlan dead_letter(int64_t now_ms, std::string reason, RetryPlan::Why why) {
+  return RetryPlan{RetryPlan::Kind::kDeadLetter, -1, now_ms, std::move(reason), why};
 }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -82,9 +82,9 @@ RetryPolicy make_retry_policy(const RetryConfig& config) {
 RetryPlan plan_retry(const RetryPolicy& policy, int attempts_made, int64_t first_received_ms,
                      int64_t now_ms, std::optional<int64_t> retry_after_ms,
                      const std::function<double()>& rand01) {
-  if (policy.schedule_seconds.empty()) return dead_letter(now_ms, "no_schedule");
+  if (policy.schedule_seconds.empty()) return dead_letter(now_ms, "no_schedule", RetryPlan::Why::kNoSchedule);
   attempts_made = std::max(attempts_made, 1);
-  if (attempts_made >= policy.max_attempts) return dead_letter(now_ms, "max_attempts");
+  if (attempts_made >= policy.max_attempts) return dead_letter(now_ms, "max_attempts", RetryPlan::Why::kMaxAttempts);
 
   const std::vector<int>& tiers = policy.schedule_seconds;
   const std::size_t last = tiers.size() - 1;
@@ -94,24 +94,26 @@ RetryPlan plan_retry(const RetryPolicy& policy, int attempts_made, int64_t first
   const double r = std::clamp(rand01(), 0.0, std::nextafter(1.0, 0.0));
   auto delay_ms = static_cast<int64_t>(std::floor(r * static_cast<double>(ceiling_ms)));
   std::string reason = "backoff";
+  RetryPlan::Why why = RetryPlan::Why::kBackoff;
   if (retry_after_ms) {
     const int64_t asked =
         std::clamp(*retry_after_ms, int64_t{0}, int64_t{tiers[last]} * kMsPerSecond);
     if (asked > delay_ms) {
       delay_ms = asked;
       reason = "retry_after";
+      why = RetryPlan::Why::kRetryAfter;
     }
   }
 
   const int64_t deadline_ms = first_received_ms + int64_t{policy.max_age_seconds} * kMsPerSecond;
-  if (now_ms + delay_ms > deadline_ms) return dead_letter(now_ms, "max_age");
+  if (now_ms + delay_ms > deadline_ms) return dead_letter(now_ms, "max_age", RetryPlan::Why::kMaxAge);
 
   // The smallest tier whose delay covers ours; the last one always does, since neither the
   // jittered delay nor Retry-After exceeds it.
   std::size_t tier = 0;
   while (tier < last && int64_t{tiers[tier]} * kMsPerSecond < delay_ms) ++tier;
   return RetryPlan{RetryPlan::Kind::kRetry, static_cast<int>(tier), now_ms + delay_ms,
-                   std::move(reason)};
+                   std::move(reason), why};
 }
 
 std::optional<int64_t> parse_retry_after(std::string_view header, int64_t now_ms) {

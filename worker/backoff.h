@@ -36,6 +36,9 @@ struct RetryPlan {
   // Why: "backoff" or "retry_after" for a retry (which set the delay); "max_attempts",
   // "max_age" or "no_schedule" for a dead letter. A bounded set, fit for a metric label.
   std::string reason;
+  // The same reason as an enum, for code that acts on it.
+  enum class Why { kBackoff, kRetryAfter, kMaxAttempts, kMaxAge, kNoSchedule };
+  Why why = Why::kNoSchedule;
 };
 
 // attempts_made counts attempts already made, including the one that just failed (values below

@@ -15,14 +15,15 @@
 #include <vector>
 
 #include "shared/log.h"
+#include "shared/thread_guard.h"
 
 namespace hookrelay {
 
 struct CurlSender::Transfer {
   HttpCall call;
   Done done;
-  CURL* easy = nullptr;
-  curl_slist* headers = nullptr;
+  CurlEasy easy;
+  CurlSlist headers;
   const SsrfGuard* guard = nullptr;
   std::string blocked_reason;
   std::optional<std::string> retry_after;
@@ -30,16 +31,6 @@ struct CurlSender::Transfer {
   std::chrono::steady_clock::time_point started;
   std::size_t shard = 0;  // which multi handle runs it
 
-  ~Transfer() {
-    if (headers) curl_slist_free_all(headers);
-    if (easy) curl_easy_cleanup(easy);
-  }
-  // Hands the easy handle back for reuse (its buffers stay allocated) instead of freeing it.
-  CURL* take_easy() {
-    CURL* e = easy;
-    easy = nullptr;
-    return e;
-  }
 };
 
 namespace {
@@ -198,38 +189,34 @@ CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
     : guard_(std::move(guard)), user_agent_(std::move(user_agent)) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   for (std::size_t i = 0; i < kShards; ++i) {
-    CURLM* m = curl_multi_init();
-    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, 1024L);
-    multis_.push_back(m);
+    CurlMulti m(curl_multi_init());
+    curl_multi_setopt(m.get(), CURLMOPT_MAXCONNECTS, 1024L);
+    multis_.push_back(std::move(m));
   }
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) {
-    int err = errno;
-    if (epoll_fd_ >= 0) close(epoll_fd_);
-    if (wake_fd_ >= 0) close(wake_fd_);
-    for (void* m : multis_) curl_multi_cleanup(static_cast<CURLM*>(m));
+  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  int epoll_errno = errno;
+  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!epoll_fd_.valid() || !wake_fd_.valid()) {
+    int err = epoll_fd_.valid() ? errno : epoll_errno;
     throw std::runtime_error(std::string("cannot create the HTTP sender's epoll or eventfd: ") + std::strerror(err));
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kWakeTag;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-  thread_ = std::thread([this] { run(); });
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
+  thread_ = start_guarded_thread("http_sender", [this] { run(); });
 }
 
 CurlSender::~CurlSender() {
   running_ = false;
   wake();
   if (thread_.joinable()) thread_.join();
-  for (void* m : multis_) curl_multi_cleanup(static_cast<CURLM*>(m));
-  close(wake_fd_);
-  close(epoll_fd_);
+  // The multi handles and descriptors are closed by their owners, after the thread is gone.
 }
 
 void CurlSender::wake() {
   uint64_t one = 1;
-  (void)!write(wake_fd_, &one, sizeof one);
+  (void)!write(wake_fd_.get(), &one, sizeof one);
 }
 
 void CurlSender::send(HttpCall call, Done done) {
@@ -251,9 +238,9 @@ void CurlSender::run() {
   std::vector<LoopState> loops(multis_.size());  // never resized: curl holds pointers into it
   for (std::size_t i = 0; i < loops.size(); ++i) {
     LoopState& loop = loops[i];
-    loop.multi = static_cast<CURLM*>(multis_[i]);
+    loop.multi = multis_[i].get();
     loop.shard = i;
-    loop.epoll_fd = epoll_fd_;
+    loop.epoll_fd = epoll_fd_.get();
     curl_multi_setopt(loop.multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
     curl_multi_setopt(loop.multi, CURLMOPT_SOCKETDATA, &loop);
     curl_multi_setopt(loop.multi, CURLMOPT_TIMERFUNCTION, &on_timer);
@@ -267,7 +254,7 @@ void CurlSender::run() {
   // key back), so a transfer can only be freed by taking it out.
   std::unordered_map<Transfer*, std::unique_ptr<Transfer>> active;
   // Finished easy handles, reset and ready: creating one per delivery showed up in profiles.
-  std::vector<CURL*> idle;
+  std::vector<CurlEasy> idle;
   constexpr std::size_t kMaxIdle = 1024;
   auto finish = [this](std::unique_ptr<Transfer> t, HttpResult r) {
     r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t->started)
@@ -289,9 +276,8 @@ void CurlSender::run() {
     std::unique_ptr<Transfer> t = std::move(node.mapped());
     auto recycle = [&idle](Transfer& done) {
       if (idle.size() >= kMaxIdle) return;
-      CURL* e = done.take_easy();
-      curl_easy_reset(e);
-      idle.push_back(e);
+      curl_easy_reset(done.easy.get());
+      idle.push_back(std::move(done.easy));
     };
     HttpResult r;
     CURLcode code = msg->data.result;
@@ -302,7 +288,7 @@ void CurlSender::run() {
       r.error = transport_error(code);
       if (r.error == TransportError::kNone) {
         long status = 0;
-        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
         r.status = static_cast<int>(status);
         r.retry_after = t->retry_after;
         if (status < 200 || status >= 300) r.message = t->body_excerpt;
@@ -330,12 +316,12 @@ void CurlSender::run() {
       }
       t->guard = &guard_;
       if (!idle.empty()) {
-        t->easy = idle.back();
+        t->easy = std::move(idle.back());
         idle.pop_back();
       } else {
-        t->easy = curl_easy_init();
+        t->easy.reset(curl_easy_init());
       }
-      CURL* e = t->easy;
+      CURL* e = t->easy.get();
       const auto& c = t->call;
       curl_easy_setopt(e, CURLOPT_URL, c.url.c_str());
       curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -368,9 +354,9 @@ void CurlSender::run() {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(0));
       }
-      t->headers = curl_slist_append(t->headers, "Expect:");  // no 100-continue round trip
-      for (const auto& [k, v] : c.headers) t->headers = curl_slist_append(t->headers, (k + ": " + v).c_str());
-      curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+      curl_slist_add(t->headers, "Expect:");  // no 100-continue round trip
+      for (const auto& [k, v] : c.headers) curl_slist_add(t->headers, (k + ": " + v).c_str());
+      curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers.get());
       t->shard = next_shard++ % loops.size();
       curl_multi_add_handle(loops[t->shard].multi, e);
       Transfer* key = t.get();
@@ -388,25 +374,24 @@ void CurlSender::run() {
       // The owner already waited as long as it wanted to; what is left is abandoned (its
       // message's offset is not stored, so it is replayed later).
       for (auto& [key, t] : active) {
-        curl_multi_remove_handle(loops[t->shard].multi, t->easy);
+        curl_multi_remove_handle(loops[t->shard].multi, t->easy.get());
         finish(std::move(t), shutting_down_result());
       }
       active.clear();
       std::lock_guard lock(mu_);
       if (inbox_.empty()) {
-        for (CURL* e : idle) curl_easy_cleanup(e);
         idle.clear();
         break;
       }
       continue;
     }
-    int n = epoll_wait(epoll_fd_, events, kMaxEvents, wait_ms(loops));
+    int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, wait_ms(loops));
     int running = 0;
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
       if (tag == kWakeTag) {
         uint64_t count = 0;
-        (void)!read(wake_fd_, &count, sizeof count);
+        (void)!read(wake_fd_.get(), &count, sizeof count);
         continue;
       }
       int flags = 0;

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "shared/curl_handles.h"
+#include "shared/unique_fd.h"
 #include "worker/http_sender.h"
 #include "worker/ssrf_guard.h"
 
@@ -41,13 +43,13 @@ class CurlSender final : public HttpSender {
 
   SsrfGuard guard_;
   std::string user_agent_;
-  std::vector<void*> multis_;  // CURLM*, one per shard
+  std::vector<CurlMulti> multis_;  // one per shard
   std::mutex mu_;
   std::deque<std::unique_ptr<Transfer>> inbox_;
   std::atomic<bool> running_{true};
   std::atomic<int> in_flight_{0};
-  int epoll_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd: send() and the destructor wake the sender thread
+  UniqueFd epoll_fd_;
+  UniqueFd wake_fd_;  // eventfd: send() and the destructor wake the sender thread
   std::thread thread_;
 };
 

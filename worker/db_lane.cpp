@@ -1,9 +1,11 @@
 #include "worker/db_lane.h"
 
+#include "shared/thread_guard.h"
+
 namespace hookrelay {
 
 DbLane::DbLane(bool threaded) : threaded_(threaded) {
-  if (threaded_) thread_ = std::thread([this] { run(); });
+  if (threaded_) thread_ = start_guarded_thread("postgres_lane", [this] { run(); });
 }
 
 DbLane::~DbLane() {

@@ -5,6 +5,9 @@
 // With `threaded` false, submit() runs the task at once on the caller's thread: unit tests
 // drive the coordinator step by step that way.
 //
+// An exception escaping a task ends the lane's thread and goes to ThreadFailures (the process
+// stops and exits 1): a lane that silently stopped would leave the worker waiting for ever.
+//
 // Thread-safety: submit() from the coordinator thread only.
 #pragma once
 

@@ -1,7 +1,7 @@
 #include "worker/kafka_consumer.h"
 
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {
@@ -86,9 +86,8 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kaf
     }
     if (cooperative) {
       // Called even for an empty list: librdkafka waits for it to finish the rebalance.
-      if (rd_kafka_error_t* e = rd_kafka_incremental_assign(rk, parts)) {
-        spdlog::error("msg=incremental_assign_failed error={}", log_quote(rd_kafka_error_string(e)));
-        rd_kafka_error_destroy(e);
+      if (KafkaErrorHandle e{rd_kafka_incremental_assign(rk, parts)}) {
+        spdlog::error("msg=incremental_assign_failed error={}", log_quote(rd_kafka_error_string(e.get())));
         return;
       }
     } else {
@@ -113,9 +112,8 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kaf
   if (!lost && !tps.empty()) rd_kafka_commit(rk, nullptr, 0);
   for (const auto& tp : tps) self->next_offset_.erase(tp);
   if (cooperative) {
-    if (rd_kafka_error_t* e = rd_kafka_incremental_unassign(rk, parts)) {
-      spdlog::error("msg=incremental_unassign_failed error={}", log_quote(rd_kafka_error_string(e)));
-      rd_kafka_error_destroy(e);
+    if (KafkaErrorHandle e{rd_kafka_incremental_unassign(rk, parts)}) {
+      spdlog::error("msg=incremental_unassign_failed error={}", log_quote(rd_kafka_error_string(e.get())));
     }
   } else {
     rd_kafka_assign(rk, nullptr);
@@ -189,10 +187,9 @@ void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
   rd_kafka_pause_partitions(rk_.get(), l.get());
   auto s = one(tp, seek_offset);
-  if (rd_kafka_error_t* e = rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)) {
+  if (KafkaErrorHandle e{rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)}) {
     spdlog::warn("msg=seek_failed topic={} partition={} error={}", tp.topic, tp.partition,
-                 log_quote(rd_kafka_error_string(e)));
-    rd_kafka_error_destroy(e);
+                 log_quote(rd_kafka_error_string(e.get())));
   }
   next_offset_[tp] = seek_offset;
 }

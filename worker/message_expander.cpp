@@ -1,16 +1,14 @@
 #include "worker/message_expander.h"
 
-#include <charconv>
-
 #include "shared/call_request.h"
 #include "shared/http_url.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "worker/route_filter.h"
 
 namespace hookrelay {
 namespace {
 
-constexpr std::string_view kForwardPrefix = "hr-fwd-";
+using header::kForwardPrefix;
 
 Unexpected malformed(const ConsumedMessage& m, const std::string& what) {
   return fail("malformed_message", m.topic + "/" + std::to_string(m.partition) + "@" + std::to_string(m.offset) +
@@ -24,7 +22,7 @@ bool carried(std::string_view name) {
                  header::kFirstAttemptAt, header::kRoute, header::kDeliveryKey, header::kOriginTopic}) {
     if (name == h) return false;
   }
-  return name.rfind("hr-", 0) == 0;
+  return name.rfind(header::kPrefix, 0) == 0;
 }
 
 // Ingest forwards at most ingest.max_headers provider headers, of at most 64 KiB together (its
@@ -78,7 +76,7 @@ Result<void> fill_call(Delivery& d, const ConsumedMessage& m) {
   if (!call) return malformed(m, call.error().message);
   // Ingest validated the URL; a message written to the topic some other way may not be.
   auto url = parse_http_url(call->url);
-  if (!url) return malformed(m, "hr-call url " + url.error().message);
+  if (!url) return malformed(m, std::string(header::kCall) + " url " + url.error().message);
   d.kind = "call";
   d.destination = "call";
   d.url = call->url;
@@ -106,10 +104,16 @@ const std::string* ConsumedMessage::header(std::string_view name) const {
 std::optional<int64_t> ConsumedMessage::header_int(std::string_view name, int64_t lo, int64_t hi) const {
   const std::string* s = header(name);
   if (!s) return std::nullopt;
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
-  if (ec != std::errc() || p != s->data() + s->size() || v < lo || v > hi) return std::nullopt;
-  return v;
+  return parse_header_int(*s, lo, hi);
+}
+
+std::vector<std::string_view> bad_numeric_headers(const ConsumedMessage& m) {
+  std::vector<std::string_view> bad;
+  for (const auto& [name, hi] : kNumericHeaders) {
+    const std::string* s = m.header(name);
+    if (s && !parse_header_int(*s, 0, hi)) bad.push_back(name);
+  }
+  return bad;
 }
 
 std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route) {
@@ -206,9 +210,18 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     // 0 is valid: a delivery bounced because another worker held its lease made no attempt.
     auto attempt = m.header_int(header::kAttempt, 0, kMaxAttemptHeader);
     if (!attempt) return malformed(m, "retry without a valid hr-attempt (0-" + std::to_string(kMaxAttemptHeader) + ")");
+    // Optional, but a value that is there must be a number hookrelay could have written.
+    for (auto name : {header::kDueAt, header::kFirstAttemptAt}) {
+      if (m.header(name) && !m.header_int(name, 0, kMaxTimestampMs)) {
+        return malformed(m, "bad " + std::string(name) + " (0-" + std::to_string(kMaxTimestampMs) + ")");
+      }
+    }
     out[0].attempt = static_cast<int>(*attempt) + 1;
     out[0].first_attempt_at_ms = m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
     if (const auto* origin = m.header(header::kOriginTopic)) out[0].origin_topic = *origin;
+    // The key the delivery was claimed under travels with it: read, not derived again (a key
+    // derived from a changed envelope or route name would be a different delivery).
+    if (const auto* key = m.header(header::kDeliveryKey); key && !key->empty()) out[0].key = *key;
   }
   return out;
 }

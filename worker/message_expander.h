@@ -2,7 +2,8 @@
 //
 //   hookrelay.webhooks  one delivery per route configured for the hr-source (none: no work)
 //   hookrelay.calls     one delivery to the call's own url (hr-call envelope)
-//   hookrelay.retry.N   the single delivery it carries (hr-delivery-key, hr-route, hr-attempt)
+//   hookrelay.retry.N   the single delivery it carries (hr-delivery-key, hr-route, hr-attempt);
+//                       its key is hr-delivery-key when present
 //
 // A webhook route with a `filter` gets the event only when the filter holds (worker/route_filter.h:
 // headers, then the body parsed once per message and only if some route's body condition is
@@ -19,10 +20,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shared/config.h"
 #include "shared/result.h"
+#include "shared/wire_contract.h"
 #include "worker/delivery.h"
 
 namespace hookrelay {
@@ -36,14 +39,23 @@ struct ConsumedMessage {
 
   // Last value of a header, or nullptr.
   const std::string* header(std::string_view name) const;
-  // Last value of a header as a decimal integer within [lo, hi]; nullopt when absent, not a
-  // number, or out of range. Header bytes come from whoever can write to the topic.
+  // Last value of a header as a decimal integer within [lo, hi] (parse_header_int); nullopt
+  // when absent, not a number, or out of range. Header bytes come from whoever can write to the
+  // topic.
   std::optional<int64_t> header_int(std::string_view name, int64_t lo, int64_t hi) const;
 };
 
-// Bounds of the hr-* numbers a message may carry.
-inline constexpr int64_t kMaxTimestampMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
-inline constexpr int64_t kMaxAttemptHeader = 1000000;
+// The numeric hr-* headers the worker reads, with their upper bounds (the lower is 0).
+inline constexpr std::pair<std::string_view, int64_t> kNumericHeaders[] = {
+    {header::kReceivedAt, kMaxTimestampMs},
+    {header::kAttempt, kMaxAttemptHeader},
+    {header::kDueAt, kMaxTimestampMs},
+    {header::kFirstAttemptAt, kMaxTimestampMs},
+};
+
+// Names of the numeric headers present with a value parse_header_int refuses: the caller logs
+// and counts them (the message itself is malformed, see expand_message).
+std::vector<std::string_view> bad_numeric_headers(const ConsumedMessage& message);
 
 // `filtered_out`, when given, receives the routes the event was filtered out of.
 Result<std::vector<Delivery>> expand_message(const ConsumedMessage& message, const Config& config,

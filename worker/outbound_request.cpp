@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "shared/log.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/webhook_signer.h"
 
 namespace hookrelay {

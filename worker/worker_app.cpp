@@ -18,6 +18,7 @@
 #include "shared/metrics.h"
 #include "shared/postgres_delivery_store.h"
 #include "shared/service_startup.h"
+#include "shared/thread_guard.h"
 #include "shared/topic_check.h"
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
@@ -76,6 +77,9 @@ int run_worker(int argc, char** argv) {
   struct ObserverReset {  // before `metrics` goes
     ~ObserverReset() { set_filtered_observer(nullptr); }
   } observer_reset;
+  // A thread ended by an exception stops the worker like SIGTERM does, and it exits 1.
+  ThreadFailures::instance().register_metric(*registry);
+  ThreadFailures::instance().set_handler([] { kill(getpid(), SIGTERM); });
   auto producer = KafkaProducer::create(config->kafka, "hookrelay-worker-" + worker_id,
                                         {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
   if (!producer) {
@@ -152,13 +156,22 @@ int run_worker(int argc, char** argv) {
                config->worker.static_membership ? config->worker.group_instance_id : "(dynamic)",
                log_quote(config->kafka.bootstrap_servers), config->worker.max_in_flight);
 
-  std::thread signals([&worker] {
+  std::thread signals = start_guarded_thread("signals", [&worker] {
     int sig = wait_for_termination_signal();
     spdlog::info("msg=worker_stop_requested signal={}", sig);
     worker.request_stop();
   });
   worker.run();
-  // run() returns only after a stop request, so the signal thread has already finished.
+  // run() returns after a stop request, or when the worker stopped itself (fatal_error()); then
+  // the signal thread still waits, and this signal ends its wait.
+  std::string fatal = worker.fatal_error();
+  if (auto failed = ThreadFailures::instance().first()) {
+    fatal = *failed;  // its handler already raised SIGTERM
+    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
+  } else if (!fatal.empty()) {
+    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
+    kill(getpid(), SIGTERM);
+  }
   signals.join();
   (*producer)->flush(5000);
   server.stop();
@@ -166,7 +179,7 @@ int run_worker(int argc, char** argv) {
   // post to the worker: it must still exist then (declared later, it would be destroyed first).
   sender.reset();
   producer->reset();
-  return consumer_fatal.load() ? 1 : 0;
+  return consumer_fatal.load() || !fatal.empty() ? 1 : 0;
 }
 
 }  // namespace hookrelay

@@ -44,9 +44,14 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   backlog_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_backlog_messages",
                   "Messages fetched and waiting for room under worker.max_in_flight").Add({});
   ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally").Add({});
+  store_rejected_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_store_rejected_total",
+                         "Deliveries (or inbound events) Postgres refused for good, by operation");
+  bad_headers_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_bad_headers_total",
+                      "Consumed messages with a numeric hr-* header that is not a valid number, by header");
   // Series dashboards read exist from the start, at zero.
   for (const char* o : {"succeeded", "retried", "dead", "skipped"}) series_.get(*deliveries_, {{"outcome", o}});
-  for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route"}) {
+  for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route", "store_rejected",
+                             "produce_rejected"}) {
     series_.get(*dlq_, {{"reason", reason}});
   }
   for (const char* reason : {"already_succeeded", "already_dead"}) series_.get(*skips_, {{"reason", reason}});
@@ -57,6 +62,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   for (const char* op : {"claim", "record", "inbound"}) {
     series_.get(*pg_errors_, {{"op", op}});
     series_.get(*pg_duration_, {{"op", op}});
+    series_.get(*store_rejected_, {{"op", op}});
   }
   for (const char* code : {"broker_down", "delivery_timeout", "unknown_topic", "kafka_error"}) {
     series_.get(*consumer_errors_, {{"code", code}});
@@ -98,6 +104,10 @@ void WorkerMetrics::postgres(std::string_view op, double seconds, bool ok) {
   series_.get(*pg_duration_, {{"op", op}}).Observe(seconds);
   if (!ok) series_.get(*pg_errors_, {{"op", op}}).Increment();
 }
+void WorkerMetrics::store_rejected(std::string_view op) {
+  series_.get(*store_rejected_, {{"op", op}}).Increment();
+}
+void WorkerMetrics::bad_header(std::string_view name) { series_.get(*bad_headers_, {{"header", name}}).Increment(); }
 void WorkerMetrics::offset_reset(std::string_view topic) {
   series_.get(*offset_resets_, {{"topic", topic}}).Increment();
 }

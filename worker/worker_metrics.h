@@ -29,6 +29,8 @@ class WorkerMetrics {
   void dlq(std::string_view reason);
   void idempotent_skip(std::string_view reason);
   void postgres(std::string_view op, double seconds, bool ok);
+  void store_rejected(std::string_view op);  // claim | record | inbound
+  void bad_header(std::string_view name);     // an hr-* header name (bounded: wire_contract.h)
   void offset_reset(std::string_view topic);
   void kafka_error(std::string_view code);     // the producer's
   void consumer_error(std::string_view code);
@@ -56,6 +58,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Histogram>* pg_duration_;
   prometheus::Family<prometheus::Counter>* pg_errors_;
   prometheus::Family<prometheus::Counter>* offset_resets_;
+  prometheus::Family<prometheus::Counter>* store_rejected_;
+  prometheus::Family<prometheus::Counter>* bad_headers_;
   prometheus::Family<prometheus::Counter>* kafka_errors_;
   prometheus::Family<prometheus::Counter>* consumer_errors_;
   prometheus::Family<prometheus::Gauge>* lag_;

@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "fuzz_support.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "worker/message_expander.h"
 
 using namespace hookrelay;

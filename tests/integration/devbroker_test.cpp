@@ -3,7 +3,7 @@
 
 #include <set>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/support/devbroker.h"
 #include "tests/support/kafka_test_client.h"
 #include "tests/support/test_dir.h"

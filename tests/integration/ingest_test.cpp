@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "shared/config.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/webhook_signer.h"
 #include "tests/support/devbroker.h"
 #include "tests/support/free_port.h"

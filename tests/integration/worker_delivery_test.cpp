@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "shared/signature_verifier.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {

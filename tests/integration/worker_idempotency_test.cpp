@@ -2,7 +2,7 @@
 // are skipped by the Postgres delivery keys. Real worker, ingest, devbroker and Postgres.
 #include <gtest/gtest.h>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {

@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "shared/config.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/kafka/shared_cluster.h"
 #include "worker/kafka_consumer.h"
 

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "shared/config.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/webhook_signer.h"
 #include "tests/kafka/shared_cluster.h"
 #include "tests/support/free_port.h"

@@ -12,7 +12,7 @@
 #include <iostream>
 #include <thread>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/kafka/shared_cluster.h"
 #include "tests/support/worker_fixture.h"
 

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "shared/migrator.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/webhook_signer.h"
 #include "tests/support/free_port.h"
 

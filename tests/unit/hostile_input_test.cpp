@@ -10,7 +10,7 @@
 #include "shared/http_types.h"
 #include "shared/http_url.h"
 #include "shared/json_writer.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/utf8.h"
 #include "worker/message_expander.h"
 #include "worker/ssrf_guard.h"

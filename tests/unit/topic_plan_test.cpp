@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "shared/topic_check.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {

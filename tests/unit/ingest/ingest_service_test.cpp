@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "shared/call_request.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "shared/webhook_signer.h"
 
 namespace hookrelay {

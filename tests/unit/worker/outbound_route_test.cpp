@@ -9,7 +9,7 @@
 
 #include "shared/config.h"
 #include "shared/signature_verifier.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/unit/webhook_test_support.h"
 #include "tests/unit/worker/route_test_support.h"
 #include "worker/message_expander.h"

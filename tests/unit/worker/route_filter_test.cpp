@@ -8,7 +8,7 @@
 #include <string>
 
 #include "shared/config.h"
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "tests/unit/worker/route_test_support.h"
 #include "worker/message_expander.h"
 

@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "worker/message_expander.h"
 
 namespace hookrelay::testing {

@@ -12,7 +12,7 @@
 #include <set>
 #include <thread>
 
-#include "shared/topics.h"
+#include "shared/wire_contract.h"
 #include "worker/worker.h"
 
 namespace hookrelay {
@@ -86,12 +86,19 @@ class FakeProducer : public MessageProducer {
     }
   };
   void produce(const OutgoingMessage& m, DoneCallback done) override {
+    if (auto r = refuse_topic.find(std::string(m.topic)); r != refuse_topic.end()) {
+      refused.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers});
+      done(Unexpected{r->second});
+      return;
+    }
     sent.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers});
     done(ProducedAt{0, static_cast<int64_t>(sent.size())});
   }
   bool reachable() const override { return true; }
   int outstanding() const override { return 0; }
   std::vector<Sent> sent;
+  std::vector<Sent> refused;
+  std::map<std::string, Error> refuse_topic;  // every produce to the topic fails with the error
 };
 
 class FakeSender : public HttpSender {
@@ -131,6 +138,9 @@ class FakeStore : public DeliveryStore {
     std::unique_lock lock(mu);
     if (down) return fail("db_unavailable", "down", true);
     ++claim_calls;
+    for (const auto& r : refs) {
+      if (refuse_claims.count(r.key)) return fail("db_error", "claim: value too long for type (22001)", false);
+    }
     std::vector<ClaimStatus> out;
     for (const auto& r : refs) {
       auto& s = state[r.key];
@@ -159,6 +169,13 @@ class FakeStore : public DeliveryStore {
   Result<void> record(const std::vector<AttemptRecord>& records, const std::string&) override {
     std::lock_guard lock(mu);
     if (down) return fail("db_unavailable", "down", true);
+    ++record_calls;
+    for (const auto& r : records) {
+      if (auto it = refuse_records.find(r.key); it != refuse_records.end() && it->second > 0) {
+        --it->second;
+        return fail("db_error", "record: invalid byte sequence (22021)", false);
+      }
+    }
     for (auto r : records) {
       auto& s = state[r.key];
       auto& l = lease[r.key];
@@ -190,6 +207,9 @@ class FakeStore : public DeliveryStore {
   bool claim_waiting = false;
   bool down = false;
   int claim_calls = 0;
+  int record_calls = 0;
+  std::set<std::string> refuse_claims;        // a batch with one of these keys is refused for good
+  std::map<std::string, int> refuse_records;  // a batch with this key is refused this many times
   std::map<std::string, std::string> state;
   std::map<std::string, Lease> lease;
   std::vector<AttemptRecord> attempts;
@@ -606,6 +626,137 @@ TEST_F(WorkerCoordinator, OpenCircuitBouncesWithoutACallOrAnAttempt) {
   EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
   EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a bounce must not spend an attempt";
   EXPECT_EQ(own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})], 3);
+}
+
+// Value of a counter series with one label, or -1 when the series does not exist.
+double labelled(prometheus::Registry& registry, const std::string& name, const std::string& label,
+                const std::string& value) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric) {
+      for (const auto& l : m.label) {
+        if (l.name == label && l.value == value) return m.counter.value;
+      }
+    }
+  }
+  return -1;
+}
+
+// A claim the store refuses for good (a value the schema refuses) concerns one delivery: the
+// rest of its batch is claimed and delivered, the refused one is dead-lettered with the reason,
+// and no partition is held.
+TEST_F(WorkerCoordinator, PermanentClaimErrorDeadLettersOnlyItsDelivery) {
+  store.refuse_claims = {"wh:gh:e2:a"};
+  webhook(0, "e1");
+  webhook(1, "e2");
+  webhook(2, "e3");
+  steps(12);
+  ASSERT_EQ(sender.calls.size(), 2u) << "the deliveries the store accepted were not made";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(store.state["wh:gh:e3:a"], "succeeded");
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].key, "wh:gh:e2:a");
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "store_rejected");
+  EXPECT_NE(producer.sent[0].header("hr-last-error").find("22001"), std::string::npos);
+  EXPECT_TRUE(consumer.holds.empty()) << "a refused value held every partition as if Postgres were down";
+  EXPECT_TRUE(worker->ready());
+  EXPECT_EQ(stored(), 3);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_store_rejected_total", "op", "claim"), 1);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_dlq_total", "reason", "store_rejected"), 1);
+}
+
+// A record refused for good is recorded once more as dead with the store's reason, then
+// dead-lettered; other partitions are not held.
+TEST_F(WorkerCoordinator, PermanentRecordErrorIsRecordedDeadAndDeadLettered) {
+  store.refuse_records = {{"wh:gh:e1:a", 1}};
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead");
+  ASSERT_EQ(store.attempts.size(), 1u);
+  EXPECT_EQ(store.attempts[0].next_state, "dead");
+  EXPECT_EQ(store.attempts[0].outcome, "retryable") << "the attempt was what it was";
+  EXPECT_NE(store.attempts[0].error.find("refused by the store"), std::string::npos);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "store_rejected");
+  EXPECT_TRUE(producer.sent[0].header("hr-due-at").empty());
+  EXPECT_TRUE(consumer.holds.empty());
+  EXPECT_EQ(stored(), 1);
+}
+
+TEST_F(WorkerCoordinator, RecordRefusedTwiceIsDeadLetteredWithoutARecord) {
+  store.refuse_records = {{"wh:gh:e1:a", 2}};
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_TRUE(store.attempts.empty());
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "store_rejected");
+  EXPECT_TRUE(consumer.holds.empty());
+  EXPECT_EQ(stored(), 1);
+  EXPECT_EQ(store.record_calls, 2) << "a refused record must not be tried forever";
+}
+
+// A retry message the broker will never take (too large, not authorized) is dead-lettered at
+// once with the broker's reason, not produced again every second forever.
+TEST_F(WorkerCoordinator, RetryMessageRefusedForGoodIsDeadLettered) {
+  producer.refuse_topic[retry_topic(0)] = Error{"message_too_large", "Broker: Message size too large", false};
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps(12);
+  ASSERT_EQ(producer.refused.size(), 1u);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "produce_rejected");
+  EXPECT_NE(producer.sent[0].header("hr-last-error").find("message_too_large"), std::string::npos);
+  EXPECT_EQ(stored(), 1);
+  EXPECT_TRUE(worker->fatal_error().empty());
+}
+
+TEST_F(WorkerCoordinator, TransientProduceErrorIsPublishedAgain) {
+  producer.refuse_topic[retry_topic(0)] = Error{"broker_down", "all brokers down", true};
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_TRUE(producer.sent.empty());
+  EXPECT_EQ(stored(), -1);
+  producer.refuse_topic.clear();
+  now += 1001;
+  steps(4);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(stored(), 1);
+}
+
+// Even the DLQ refuses it: there is nowhere to keep the delivery, so the worker stops loudly
+// instead of dropping it or retrying forever; its offset is not committed.
+TEST_F(WorkerCoordinator, DeadLetterRefusedForGoodStopsTheWorker) {
+  producer.refuse_topic[std::string(kDlqTopic)] = Error{"topic_authorization_failed", "not authorized", false};
+  sender.script = {status(400)};
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_NE(worker->fatal_error().find("wh:gh:e1:a"), std::string::npos) << worker->fatal_error();
+  EXPECT_NE(worker->fatal_error().find("not authorized"), std::string::npos);
+  EXPECT_EQ(stored(), -1);
+  worker->run();  // stop was requested by the worker itself: run() drains and returns
+  EXPECT_EQ(stored(), -1);
+}
+
+// A retry whose hr-due-at is not a number was not written by hookrelay: it is logged, counted
+// and dead-lettered as malformed, not taken as "due now" and delivered.
+TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
+  webhook(0, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", "tomorrow"}});
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "malformed");
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_bad_headers_total", "header", "hr-due-at"), 1);
+  EXPECT_TRUE(consumer.pauses.empty());
+  EXPECT_EQ(stored(retry_topic(0)), 1);
 }
 
 }  // namespace

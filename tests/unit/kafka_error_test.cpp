@@ -1,0 +1,50 @@
+// kafka_error(): a librdkafka code decided by what it is.
+#include <gtest/gtest.h>
+
+#include "shared/kafka_handles.h"
+#include "shared/message_producer.h"
+
+namespace hookrelay {
+namespace {
+
+TEST(KafkaError, TransientCodesAreRetryable) {
+  for (auto err : {RD_KAFKA_RESP_ERR__QUEUE_FULL, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
+                   RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+                   RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART}) {
+    EXPECT_TRUE(kafka_error(err).retryable) << rd_kafka_err2name(err);
+  }
+}
+
+// These used to fall through to a retryable "kafka_error": the worker produced them again
+// every second forever, holding the partition's watermark.
+TEST(KafkaError, CodesThatCanNeverSucceedAreNotRetryable) {
+  EXPECT_EQ(kafka_error(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE).code, kMessageTooLargeCode);
+  EXPECT_EQ(kafka_error(RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE).code, kMessageTooLargeCode);
+  EXPECT_EQ(kafka_error(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED).code, "not_authorized");
+  for (auto err : {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                   RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_INVALID_RECORD,
+                   RD_KAFKA_RESP_ERR_POLICY_VIOLATION, RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION,
+                   RD_KAFKA_RESP_ERR__INVALID_ARG, RD_KAFKA_RESP_ERR__FATAL}) {
+    EXPECT_FALSE(kafka_error(err).retryable) << rd_kafka_err2name(err);
+  }
+}
+
+TEST(KafkaError, EveryCodeLibrdkafkaDescribesHasALabelAndAMessage) {
+  const rd_kafka_err_desc* descs = nullptr;
+  size_t n = 0;
+  rd_kafka_get_err_descs(&descs, &n);
+  int seen = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!descs[i].name) continue;
+    auto e = kafka_error(descs[i].code);
+    EXPECT_FALSE(e.code.empty()) << descs[i].name;
+    EXPECT_FALSE(e.message.empty()) << descs[i].name;
+    ++seen;
+  }
+  EXPECT_GT(seen, 100);
+  // A value outside the enum (a newer broker's code) is not assumed to pass.
+  EXPECT_FALSE(kafka_error(static_cast<rd_kafka_resp_err_t>(9999)).retryable);
+}
+
+}  // namespace
+}  // namespace hookrelay

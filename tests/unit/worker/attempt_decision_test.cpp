@@ -1,0 +1,114 @@
+// decide(): the one place a delivery's next state is chosen, for every path.
+#include <gtest/gtest.h>
+
+#include "worker/attempt_decision.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr int64_t kNow = 1'700'000'000'000;
+
+class Decide : public ::testing::Test {
+ protected:
+  Decide() {
+    d.attempt = 1;
+    d.received_at_ms = kNow;
+  }
+  Decision http(int status, TransportError err = TransportError::kNone) {
+    return decide(d, AttemptResult::http(err, status, std::nullopt), policy, kNow, [] { return 0.5; });
+  }
+  Decision without_attempt(AttemptResult::Kind kind) { return decide(d, AttemptResult::none(kind), policy, kNow, [] { return 0.5; }); }
+
+  Delivery d;
+  RetryPolicy policy{{5, 30, 120}, 3, 86400};
+};
+
+TEST_F(Decide, TwoHundredSucceeds) {
+  auto r = http(200);
+  EXPECT_EQ(r.next, NextState::kSucceeded);
+  EXPECT_EQ(r.attempt, AttemptOutcome::kSucceeded);
+  EXPECT_TRUE(r.spends_attempt);
+}
+
+TEST_F(Decide, FourHundredIsDeadAsPermanent) {
+  auto r = http(400);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kPermanent);
+  EXPECT_EQ(r.attempt, AttemptOutcome::kPermanent);
+}
+
+TEST_F(Decide, RetryableGoesToATierWithItsDueTime) {
+  auto r = http(503);
+  EXPECT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.attempt, AttemptOutcome::kRetryable);
+  EXPECT_EQ(r.tier, 0);
+  EXPECT_EQ(r.due_at_ms, kNow + 2500);  // half of the first tier's 5 s (rand 0.5)
+}
+
+TEST_F(Decide, RetryAfterRaisesTheDelay) {
+  auto r = decide(d, AttemptResult::http(TransportError::kNone, 429, 60'000), policy, kNow,
+                  [] { return 0.0; });
+  EXPECT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.tier, 2);
+  EXPECT_EQ(r.due_at_ms, kNow + 60'000);
+}
+
+TEST_F(Decide, LastAttemptIsDeadAsMaxAttempts) {
+  d.attempt = 3;
+  auto r = http(500);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAttempts);
+  EXPECT_STREQ(dead_reason_name(r.reason), "max_attempts");
+}
+
+TEST_F(Decide, TooOldIsDeadAsMaxAge) {
+  d.received_at_ms = kNow - 86'400'000;
+  auto r = http(500, TransportError::kTimeout);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAge);
+}
+
+TEST_F(Decide, ABounceWaitsOnTheFirstTierAndSpendsNoAttempt) {
+  d.attempt = 3;  // even on the last attempt: no attempt was made
+  auto r = without_attempt(AttemptResult::Kind::kNotAttempted);
+  EXPECT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.tier, 0);
+  EXPECT_EQ(r.due_at_ms, kNow + 5000);
+  EXPECT_FALSE(r.spends_attempt);
+  EXPECT_FALSE(r.attempt) << "nothing to record";
+}
+
+TEST_F(Decide, ABounceWithNoTiersIsDead) {
+  policy.schedule_seconds.clear();
+  auto r = without_attempt(AttemptResult::Kind::kNotAttempted);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kNoSchedule);
+}
+
+TEST_F(Decide, EveryPathWithoutAnAttemptHasItsReason) {
+  const std::pair<AttemptResult::Kind, const char*> cases[] = {
+      {AttemptResult::Kind::kMalformed, "malformed"},
+      {AttemptResult::Kind::kUnknownRoute, "unknown_route"},
+      {AttemptResult::Kind::kAlreadyDead, "republished"},
+      {AttemptResult::Kind::kStoreRejected, "store_rejected"},
+      {AttemptResult::Kind::kProduceRejected, "produce_rejected"},
+  };
+  for (const auto& [kind, name] : cases) {
+    auto r = without_attempt(kind);
+    EXPECT_EQ(r.next, NextState::kDead) << name;
+    EXPECT_STREQ(dead_reason_name(r.reason), name);
+    EXPECT_FALSE(r.attempt) << name;
+  }
+}
+
+TEST(DecisionNames, AreTheDatabaseWords) {
+  EXPECT_STREQ(next_state_name(NextState::kSucceeded), "succeeded");
+  EXPECT_STREQ(next_state_name(NextState::kRetrying), "retrying");
+  EXPECT_STREQ(next_state_name(NextState::kDead), "dead");
+  EXPECT_STREQ(attempt_outcome_name(AttemptOutcome::kSucceeded), "succeeded");
+  EXPECT_STREQ(attempt_outcome_name(AttemptOutcome::kRetryable), "retryable");
+  EXPECT_STREQ(attempt_outcome_name(AttemptOutcome::kPermanent), "permanent");
+}
+
+}  // namespace
+}  // namespace hookrelay

@@ -1,0 +1,136 @@
+#include "worker/attempt_decision.h"
+
+namespace hookrelay {
+namespace {
+
+DeadReason dead_reason_of(RetryPlan::Why why) {
+  switch (why) {
+    case RetryPlan::Why::kMaxAttempts:
+      return DeadReason::kMaxAttempts;
+    case RetryPlan::Why::kMaxAge:
+      return DeadReason::kMaxAge;
+    case RetryPlan::Why::kNoSchedule:
+      return DeadReason::kNoSchedule;
+    case RetryPlan::Why::kBackoff:
+    case RetryPlan::Why::kRetryAfter:
+      break;
+  }
+  return DeadReason::kPermanent;  // not reached: a retry plan is not a dead letter
+}
+
+Decision dead(DeadReason reason) {
+  Decision d;
+  d.next = NextState::kDead;
+  d.reason = reason;
+  return d;
+}
+
+}  // namespace
+
+const char* next_state_name(NextState s) {
+  switch (s) {
+    case NextState::kSucceeded:
+      return "succeeded";
+    case NextState::kRetrying:
+      return "retrying";
+    case NextState::kDead:
+      return "dead";
+  }
+  return "dead";
+}
+
+const char* attempt_outcome_name(AttemptOutcome o) {
+  switch (o) {
+    case AttemptOutcome::kSucceeded:
+      return "succeeded";
+    case AttemptOutcome::kRetryable:
+      return "retryable";
+    case AttemptOutcome::kPermanent:
+      return "permanent";
+  }
+  return "permanent";
+}
+
+const char* dead_reason_name(DeadReason r) {
+  switch (r) {
+    case DeadReason::kPermanent:
+      return "permanent";
+    case DeadReason::kMaxAttempts:
+      return "max_attempts";
+    case DeadReason::kMaxAge:
+      return "max_age";
+    case DeadReason::kNoSchedule:
+      return "no_schedule";
+    case DeadReason::kMalformed:
+      return "malformed";
+    case DeadReason::kUnknownRoute:
+      return "unknown_route";
+    case DeadReason::kRepublished:
+      return "republished";
+    case DeadReason::kStoreRejected:
+      return "store_rejected";
+    case DeadReason::kProduceRejected:
+      return "produce_rejected";
+  }
+  return "permanent";
+}
+
+Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& policy,
+                int64_t now_ms, const std::function<double()>& rand01) {
+  switch (result.kind) {
+    case AttemptResult::Kind::kNotAttempted: {
+      // No attempt was made: back to the first tier after its delay, spending nothing. With no
+      // tiers configured there is nowhere to wait, and the delivery is dead.
+      if (policy.schedule_seconds.empty()) return dead(DeadReason::kNoSchedule);
+      Decision d;
+      d.next = NextState::kRetrying;
+      d.tier = 0;
+      d.due_at_ms = now_ms + int64_t{policy.schedule_seconds.front()} * 1000;
+      return d;
+    }
+    case AttemptResult::Kind::kMalformed:
+      return dead(DeadReason::kMalformed);
+    case AttemptResult::Kind::kUnknownRoute:
+      return dead(DeadReason::kUnknownRoute);
+    case AttemptResult::Kind::kAlreadyDead:
+      return dead(DeadReason::kRepublished);
+    case AttemptResult::Kind::kStoreRejected:
+      return dead(DeadReason::kStoreRejected);
+    case AttemptResult::Kind::kProduceRejected:
+      return dead(DeadReason::kProduceRejected);
+    case AttemptResult::Kind::kHttp:
+      break;
+  }
+  Decision d;
+  d.outcome = classify(result.error, result.status);
+  d.spends_attempt = true;
+  switch (d.outcome.kind) {
+    case OutcomeKind::kSuccess:
+      d.attempt = AttemptOutcome::kSucceeded;
+      d.next = NextState::kSucceeded;
+      return d;
+    case OutcomeKind::kPermanent:
+      d.attempt = AttemptOutcome::kPermanent;
+      d.next = NextState::kDead;
+      d.reason = DeadReason::kPermanent;
+      return d;
+    case OutcomeKind::kRetryable:
+      break;
+  }
+  d.attempt = AttemptOutcome::kRetryable;
+  auto plan = plan_retry(policy, delivery.attempt, delivery.received_at_ms, now_ms, result.retry_after_ms, rand01);
+  switch (plan.kind) {
+    case RetryPlan::Kind::kRetry:
+      d.next = NextState::kRetrying;
+      d.tier = plan.tier;
+      d.due_at_ms = plan.due_at_ms;
+      break;
+    case RetryPlan::Kind::kDeadLetter:
+      d.next = NextState::kDead;
+      d.reason = dead_reason_of(plan.why);
+      break;
+  }
+  return d;
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,41 @@
+// Job: one delivery as it moves through the worker (claim -> dispatch -> record -> redelivery),
+// and MessageState: the consumed message its deliveries came from, finished when all of them
+// are. Owned by exactly one place at a time (a unique_ptr passed from stage to stage); the
+// coordinator thread is the only one that reads or writes them, except that a store lane reads
+// the batch it was handed while the coordinator leaves it alone.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "worker/attempt_decision.h"
+#include "worker/delivery.h"
+#include "worker/offset_watermark.h"
+#include "worker/outbound_request.h"
+
+namespace hookrelay {
+
+struct MessageState {
+  TopicPartition tp;
+  int64_t offset = 0;
+  uint64_t generation = 0;
+  int pending = 0;  // deliveries of this message not yet finished
+};
+
+struct Job {
+  Delivery d;
+  std::shared_ptr<MessageState> msg;
+  bool holds_slot = false;   // counted in the dispatcher's per-host concurrency
+  bool holds_key = false;    // the coordinator's in-flight key entry is this job's
+  int64_t started_ms = 0;    // when the HTTP attempt started
+  int duration_ms = 0;       // of the HTTP attempt
+  int64_t lease_token = 0;   // the token of this job's claim; its attempt is recorded under it
+  AttemptHistory history;    // carried into the retry or dead-letter message
+  Decision decision;         // set by decide() once this turn's result is known
+  std::string order_gate;    // non-empty while this job holds an ordered route's gate
+  int64_t produce_at_ms = 0; // redelivery: when to publish again after a transient refusal
+  int store_rejections = 0;  // permanent store errors met by this job
+};
+
+}  // namespace hookrelay

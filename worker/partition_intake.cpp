@@ -1,0 +1,194 @@
+#include "worker/partition_intake.h"
+
+#include <algorithm>
+#include <set>
+
+#include "shared/log.h"
+#include "shared/wire_contract.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr int kIdlePollMs = 10;
+constexpr int64_t kFullBacklogPollMs = 100;
+
+}  // namespace
+
+PartitionIntake::PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics, Sink sink)
+    : consumer_(consumer), config_(config), metrics_(metrics), sink_(std::move(sink)) {}
+
+bool PartitionIntake::poll(int64_t now, bool events_waiting) {
+  // Messages polled while the worker is at max_in_flight wait in a per-partition backlog, so
+  // work is at hand the moment capacity frees up. When the backlog is full (half of
+  // max_in_flight), messages are left to librdkafka, which stops fetching once its own queue is
+  // full (queued.max.messages.kbytes): no pause, so no refetch and no resume delay. poll() still
+  // runs every kFullBacklogPollMs to serve the group (rebalances), taking at most one message.
+  drain_backlog(now);
+  std::size_t limit = std::max<std::size_t>(1, static_cast<std::size_t>(config_.worker.max_in_flight) / 2);
+  int max = config_.worker.batch_size;
+  if (backlog_size_ >= limit) {
+    if (now < next_full_poll_at_) return false;
+    next_full_poll_at_ = now + kFullBacklogPollMs;
+    max = 1;
+  }
+  // With events waiting there is work to do now; otherwise wait for a message or for an event
+  // to wake the poll. Never spin: the cores are shared with curl, librdkafka and Postgres.
+  auto msgs = consumer_.poll(max, events_waiting ? 0 : kIdlePollMs);
+  for (auto& m : msgs) take_message(m, now);
+  return true;
+}
+
+void PartitionIntake::take_message(ConsumedMessage& m, int64_t now) {
+  TopicPartition tp{m.topic, m.partition};
+  if (!owns(tp)) return;  // not (or no longer) assigned
+  auto p = paused_.find(tp);
+  // A retry-tier pause sought back to its head: this is fetched again when the head is due.
+  if (p != paused_.end() && p->second.seek_offset >= 0) return;
+  auto q = backlog_.find(tp);
+  if (!may_take(tp) || q != backlog_.end() || !sink_.has_room()) {
+    // Held for Postgres (fetched before the hold took effect: librdkafka resumes after it, so
+    // it must be kept), behind earlier messages of its partition, or no room: kept in order.
+    backlog_[tp].push_back(std::move(m));
+    ++backlog_size_;
+    return;
+  }
+  accept(m, now);
+}
+
+// A hold for capacity only stops fetching; Postgres being away or a retry not yet due also
+// stops taking what was already fetched.
+bool PartitionIntake::may_take(const TopicPartition& tp) const {
+  auto p = paused_.find(tp);
+  if (p == paused_.end()) return true;
+  return !p->second.for_db && p->second.resume_at_ms == 0 && p->second.seek_offset < 0;
+}
+
+// Partitions that may take messages hand their backlog over in offset order while there is room.
+void PartitionIntake::drain_backlog(int64_t now) {
+  for (auto it = backlog_.begin(); it != backlog_.end() && sink_.has_room();) {
+    const TopicPartition& tp = it->first;
+    auto& q = it->second;
+    while (!q.empty() && sink_.has_room() && may_take(tp)) {
+      ConsumedMessage m = std::move(q.front());
+      q.pop_front();
+      --backlog_size_;
+      accept(m, now);
+    }
+    if (auto p = paused_.find(tp); p != paused_.end() && p->second.seek_offset >= 0) {
+      backlog_size_ -= q.size();  // sought back to a retry not yet due: all of it is fetched again
+      q.clear();
+    }
+    it = q.empty() ? backlog_.erase(it) : std::next(it);
+  }
+}
+
+void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
+  metrics_.consumed(m.topic);
+  TopicPartition tp{m.topic, m.partition};
+  auto gen = generation_.find(tp);
+  if (gen == generation_.end()) return;  // not (or no longer) assigned
+  if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
+    // A due time beyond the longest tier's delay is not one this worker wrote: it would hold
+    // the partition for good, so it is cut to that delay. A value that is not a number is taken
+    // at once: expand_message refuses it as malformed, and the worker counts it.
+    const auto& tiers = config_.retry.schedule_seconds;
+    const int64_t longest = tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
+    auto due = std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
+    if (due > now) {
+      auto& p = paused_[tp];
+      consumer_.pause(tp, m.offset);
+      p.seek_offset = m.offset;
+      p.resume_at_ms = due;
+      return;
+    }
+  }
+  if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
+  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0}));
+}
+
+void PartitionIntake::resume_due(int64_t now) {
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    auto next = std::next(it);
+    if (it->second.resume_at_ms > 0 && it->second.resume_at_ms <= now) {
+      it->second.resume_at_ms = 0;
+      resume_if_free(it);
+    }
+    it = next;
+  }
+}
+
+void PartitionIntake::finish(const MessageState& msg) {
+  auto gen = generation_.find(msg.tp);
+  // A finish from before a revoke must not move the watermark of a later assignment.
+  if (gen != generation_.end() && gen->second == msg.generation) (void)watermarks_.finish(msg.tp, msg.offset);
+}
+
+void PartitionIntake::store_offsets() { consumer_.store_offsets(watermarks_.take_committable()); }
+
+// A partition already paused for a retry tier stays as it is and just gains the reason.
+void PartitionIntake::hold_all() {
+  std::vector<TopicPartition> fresh_holds;
+  for (const auto& tp : consumer_.assignment()) {
+    auto [it, fresh] = paused_.try_emplace(tp);
+    if (fresh) fresh_holds.push_back(tp);
+    it->second.for_db = true;
+  }
+  consumer_.hold(fresh_holds);
+}
+
+void PartitionIntake::release_holds() {
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    auto next = std::next(it);
+    if (it->second.for_db) {
+      it->second.for_db = false;
+      resume_if_free(it);
+    }
+    it = next;
+  }
+}
+
+void PartitionIntake::resume_if_free(std::map<TopicPartition, Pause>::iterator it) {
+  const auto& p = it->second;
+  if (p.for_db || p.resume_at_ms > 0) return;
+  consumer_.resume(it->first);
+  paused_.erase(it);
+}
+
+void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold) {
+  for (const auto& tp : tps) {
+    generation_[tp] = next_generation_++;
+    paused_.erase(tp);
+    if (hold) {
+      paused_[tp].for_db = true;
+      consumer_.hold({tp});
+    } else {
+      // librdkafka keeps an application pause across revoke and reassignment, but paused_
+      // forgot it at the revoke: a retry-tier partition paused here and assigned back would
+      // otherwise never be resumed, stranding its retries.
+      consumer_.resume(tp);
+    }
+  }
+}
+
+void PartitionIntake::revoked(const std::vector<TopicPartition>& tps) {
+  store_offsets();
+  for (const auto& tp : tps) {
+    generation_.erase(tp);
+    watermarks_.erase(tp);
+    paused_.erase(tp);
+    if (auto q = backlog_.find(tp); q != backlog_.end()) {
+      backlog_size_ -= q->second.size();
+      backlog_.erase(q);
+    }
+  }
+}
+
+void PartitionIntake::commit_and_close() {
+  store_offsets();
+  if (auto r = consumer_.commit(); !r) {
+    spdlog::warn("msg=final_commit_failed error={}", log_quote(r.error().message));
+  }
+  consumer_.close();
+}
+
+}  // namespace hookrelay

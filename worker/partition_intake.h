@@ -1,0 +1,89 @@
+// PartitionIntake: what the worker takes from Kafka and when. It owns, per assigned partition,
+// the assignment generation, the pauses (a retry-tier head not yet due, or every partition held
+// while Postgres is away), the backlog of messages fetched while there was no room, and the
+// offset watermark that commits only past finished messages.
+//
+// Contract: poll() takes messages in offset order per partition and hands each one the
+// coordinator may start to `take` with its MessageState (tracked in the watermark); finish()
+// marks a message done when all its deliveries are; store_offsets() stores what may be
+// committed. A message from a retry tier whose hr-due-at is in the future pauses its partition
+// (seeking back to it) until it is due. At max_in_flight (has_room() false) messages wait in
+// the backlog (up to half of max_in_flight), then in librdkafka's prefetch queue, without a
+// pause, so nothing is fetched twice.
+//
+// Thread-safety: coordinator thread only (rebalance callbacks run inside poll() there too).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "shared/config.h"
+#include "worker/job.h"
+#include "worker/message_consumer.h"
+#include "worker/offset_watermark.h"
+#include "worker/worker_metrics.h"
+
+namespace hookrelay {
+
+class PartitionIntake {
+ public:
+  struct Sink {
+    std::function<bool()> has_room;  // below worker.max_in_flight
+    std::function<void(ConsumedMessage&, std::shared_ptr<MessageState>)> take;
+  };
+  PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics, Sink sink);
+
+  // Hands over backlog and polled messages. False when the backlog is full and the consumer was
+  // served recently: nothing was polled, and the caller should wait for results instead.
+  bool poll(int64_t now, bool events_waiting);
+  // Resumes partitions whose retry-tier head is due.
+  void resume_due(int64_t now);
+
+  void assigned(const std::vector<TopicPartition>& tps, bool hold);
+  void revoked(const std::vector<TopicPartition>& tps);
+  bool owns(const TopicPartition& tp) const { return generation_.count(tp) > 0; }
+
+  // Postgres away: every assigned partition is held (fetching stops where it is; nothing is
+  // re-read); release_holds() lets them go again.
+  void hold_all();
+  void release_holds();
+
+  void finish(const MessageState& msg);
+  void store_offsets();
+  void commit_and_close();
+
+  std::size_t paused_count() const { return paused_.size(); }
+  std::size_t backlog_size() const { return backlog_size_; }
+
+ private:
+  // A partition stays paused while any reason holds.
+  struct Pause {
+    int64_t seek_offset = -1;   // retry tier: the message not due, fetched again when it is; -1 = held
+    int64_t resume_at_ms = 0;   // retry tier head not due until then; 0 = not waiting for a tier
+    bool for_db = false;        // Postgres unavailable
+  };
+  void take_message(ConsumedMessage& m, int64_t now);
+  void drain_backlog(int64_t now);
+  bool may_take(const TopicPartition& tp) const;
+  void accept(ConsumedMessage& m, int64_t now);
+  void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
+
+  MessageConsumer& consumer_;
+  const Config& config_;
+  WorkerMetrics& metrics_;
+  Sink sink_;
+  PartitionWatermarks watermarks_;
+  std::map<TopicPartition, uint64_t> generation_;
+  uint64_t next_generation_ = 1;
+  std::map<TopicPartition, Pause> paused_;
+  // Polled but not yet taken (no room, held, or behind earlier ones), per partition in offset order.
+  std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;
+  std::size_t backlog_size_ = 0;
+  int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,109 @@
+#include "worker/redelivery.h"
+
+#include <cstdlib>
+
+#include "shared/log.h"
+#include "worker/dead_letter.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr int64_t kReproduceDelayMs = 1000;
+
+}  // namespace
+
+Redelivery::Redelivery(MessageProducer& producer, WorkerMetrics& metrics, RetryPolicy policy,
+                       std::function<double()> rand01, PostEvent post)
+    : producer_(producer),
+      metrics_(metrics),
+      policy_(std::move(policy)),
+      rand01_(std::move(rand01)),
+      post_(std::move(post)) {}
+
+void Redelivery::publish(std::unique_ptr<Job> job) {
+  auto headers = redelivery_message_headers(*job);
+  std::string topic = redelivery_topic(job->decision);
+  static const std::string kEmpty;
+  const std::string& value = job->d.body ? *job->d.body : kEmpty;
+  Job* raw = job.get();
+  out_.emplace(raw, std::move(job));
+  producer_.produce({topic, raw->d.key, value, &headers}, [this, raw](Result<ProducedAt> r) {
+    WorkerEvent e;
+    e.kind = WorkerEvent::Kind::kProduced;
+    e.job = raw;
+    e.produced = std::move(r);
+    post_(std::move(e));
+  });
+}
+
+std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) {
+  auto sent = out_.extract(e.job);
+  if (sent.empty()) {
+    // A second report for one message: the producer broke its once-per-produce contract.
+    spdlog::critical("msg=completion_for_unknown_job kind=produce");
+    std::abort();
+  }
+  std::unique_ptr<Job> job = std::move(sent.mapped());
+  const Decision& decision = job->decision;
+  if (e.produced) {
+    switch (decision.next) {
+      case NextState::kDead:
+        metrics_.dlq(dead_reason_name(decision.reason));
+        // A dead letter published again was counted dead when it died.
+        metrics_.delivery(decision.reason == DeadReason::kRepublished ? "skipped" : "dead");
+        break;
+      case NextState::kRetrying:
+        // A retry after a failed attempt, or a bounce (lease held elsewhere, circuit open).
+        metrics_.retry(decision.tier);
+        metrics_.delivery("retried");
+        break;
+      case NextState::kSucceeded:
+        break;  // never published
+    }
+    return job;
+  }
+  const Error& err = e.produced.error();
+  metrics_.kafka_error(err.code);
+  std::string topic = redelivery_topic(decision);
+  if (err.retryable) {
+    spdlog::warn("msg=redelivery_produce_failed topic={} key={} error={} action=\"publishing again in {} ms\"", topic,
+                 log_quote(job->d.key), log_quote(err.message), kReproduceDelayMs);
+    job->produce_at_ms = now + kReproduceDelayMs;
+    waiting_.push_back(std::move(job));
+    return nullptr;
+  }
+  if (is_dead_letter(decision)) {
+    // Nowhere left to keep it: stop rather than drop it or try forever. Its offset is not
+    // committed, so the message is replayed when the cause is fixed.
+    fatal_ = "the DLQ refused the dead letter of " + job->d.key + " for good (" + err.code + "): " + err.message;
+    spdlog::critical("msg=dead_letter_refused key={} code={} error={} action=\"stopping the worker\"",
+                     log_quote(job->d.key), err.code, log_quote(err.message));
+    refused_.push_back(std::move(job));  // kept, so shutdown gives its lease back
+    return nullptr;
+  }
+  spdlog::error("msg=retry_message_refused topic={} key={} code={} error={} action=dead_letter", topic,
+                log_quote(job->d.key), err.code, log_quote(err.message));
+  job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kProduceRejected), policy_, now, rand01_);
+  job->history.last_error = "retry message refused by Kafka (" + err.code + "): " + err.message;
+  job->history.due_at_ms.reset();
+  publish(std::move(job));
+  return nullptr;
+}
+
+void Redelivery::flush_due(int64_t now) {
+  while (!waiting_.empty() && waiting_.front()->produce_at_ms <= now) {
+    auto job = std::move(waiting_.front());
+    waiting_.pop_front();
+    publish(std::move(job));
+  }
+}
+
+std::vector<std::string> Redelivery::keys_pending() const {
+  std::vector<std::string> keys;
+  for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
+  for (const auto& job : waiting_) keys.push_back(job->d.key);
+  for (const auto& job : refused_) keys.push_back(job->d.key);
+  return keys;
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,212 @@
+#include "worker/store_batcher.h"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "shared/log.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr int64_t kDbRetryMs = 1000;
+constexpr std::size_t kMaxInboundBacklog = 100000;
+// Claims per round trip: a claim batch is what one poll brought, bounded by max_in_flight.
+constexpr std::size_t kMaxClaimBatch = SIZE_MAX;
+// Rows per record round trip. The statement costs the same per row at any size (each row is an
+// index lookup); the bound keeps one round trip short, so results of the next batch do not
+// wait long behind it.
+constexpr std::size_t kMaxRecordBatch = 1000;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+AttemptRecord attempt_record(const Job& j) {
+  // Text only here, at the database boundary.
+  AttemptRecord rec;
+  rec.key = j.d.key;
+  rec.attempt = j.d.attempt;
+  rec.started_ms = j.started_ms;
+  rec.duration_ms = j.duration_ms;
+  rec.http_status = j.history.last_status;
+  rec.outcome = attempt_outcome_name(j.decision.attempt.value_or(AttemptOutcome::kPermanent));
+  rec.error = j.history.last_error.substr(0, 1024);
+  rec.next_state = next_state_name(j.decision.next);
+  rec.lease_token = j.lease_token;
+  return rec;
+}
+
+}  // namespace
+
+StoreBatcher::StoreBatcher(StoreBatcherDeps deps)
+    : d_(std::move(deps)),
+      claims_(d_.threaded, kMaxClaimBatch),
+      records_(d_.threaded, kMaxRecordBatch),
+      inbound_(d_.threaded, kMaxClaimBatch) {}
+
+void StoreBatcher::audit(InboundEventRecord event) {
+  if (inbound_.queued().size() < kMaxInboundBacklog) inbound_.push(std::move(event));
+}
+
+void StoreBatcher::flush_claims(int64_t now) {
+  if (claims_.busy() || !claims_.has_queued() || !usable(now)) return;
+  const auto& batch = claims_.start();
+  auto refs = std::make_shared<std::vector<DeliveryRef>>();
+  refs->reserve(batch.size());
+  for (const auto& j : batch) {
+    // Every claim has a token of its own, so a claim is one attempt's: see DeliveryStore::claim.
+    // A claim sent again after a failed round trip keeps its token: if the first one did commit,
+    // the lease it took is found holding this token and the claim is won, not refused.
+    if (j->lease_token == 0) j->lease_token = make_lease_token(d_.run_id, ++claim_seq_);
+    refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
+                     j->d.received_at_ms, j->lease_token});
+  }
+  claims_.submit([this, refs] {
+    WorkerEvent e;
+    e.kind = WorkerEvent::Kind::kClaimed;
+    auto t0 = std::chrono::steady_clock::now();
+    e.claimed = d_.claim_store->claim(*refs, d_.worker_id, d_.lease_seconds);
+    e.seconds = seconds_since(t0);
+    d_.post(std::move(e));
+  });
+  flush_inbound(now);
+}
+
+// The audit of received events has a lane of its own: it never holds up claims.
+void StoreBatcher::flush_inbound(int64_t) {
+  if (inbound_.busy() || !inbound_.has_queued()) return;
+  const auto& batch = inbound_.start();
+  inbound_.submit([this, &batch] {
+    WorkerEvent e;
+    e.kind = WorkerEvent::Kind::kInbound;
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = d_.inbound_store->record_inbound(batch);
+    e.seconds = seconds_since(t0);
+    if (!r) e.stored = Unexpected{r.error()};
+    d_.post(std::move(e));
+  });
+}
+
+void StoreBatcher::flush_records(int64_t now) {
+  if (records_.busy() || !records_.has_queued() || !usable(now)) return;
+  const auto& batch = records_.start();
+  auto records = std::make_shared<std::vector<AttemptRecord>>();
+  records->reserve(batch.size());
+  for (const auto& j : batch) records->push_back(attempt_record(*j));
+  records_.submit([this, records] {
+    WorkerEvent e;
+    e.kind = WorkerEvent::Kind::kRecorded;
+    auto t0 = std::chrono::steady_clock::now();
+    e.stored = d_.record_store->record(*records, d_.worker_id);
+    e.seconds = seconds_since(t0);
+    d_.post(std::move(e));
+  });
+}
+
+template <class T>
+std::vector<T> StoreBatcher::after_failure(StoreLane<T>& lane, std::vector<T> batch, const Error& e, std::string_view op,
+                                           int64_t now, bool holds) {
+  bool outage = holds ? failed(e, op, now) : e.retryable;
+  if (outage || batch.size() > 1) {
+    // An outage: tried again once the store answers. A permanent error on a batch: its items
+    // go one per round trip until the one refused is found.
+    if (!outage) lane.isolate(batch.size());
+    lane.put_back(std::move(batch));
+    return {};
+  }
+  d_.metrics->store_rejected(op);
+  return batch;
+}
+
+StoreBatcher::Claimed StoreBatcher::on_claimed(const WorkerEvent& e, int64_t now) {
+  d_.metrics->postgres("claim", e.seconds, e.claimed.has_value());
+  auto jobs = claims_.finish();
+  Claimed out;
+  if (!e.claimed) {
+    for (auto& j : after_failure(claims_, std::move(jobs), e.claimed.error(), "claim", now, true)) {
+      out.rejected.emplace_back(std::move(j), e.claimed.error());
+    }
+    return out;
+  }
+  ok();
+  out.answered.reserve(jobs.size());
+  for (std::size_t i = 0; i < jobs.size(); ++i) out.answered.emplace_back(std::move(jobs[i]), (*e.claimed)[i]);
+  return out;
+}
+
+StoreBatcher::Recorded StoreBatcher::on_recorded(const WorkerEvent& e, int64_t now) {
+  d_.metrics->postgres("record", e.seconds, e.stored.has_value());
+  auto jobs = records_.finish();
+  Recorded out;
+  if (!e.stored) {
+    for (auto& j : after_failure(records_, std::move(jobs), e.stored.error(), "record", now, true)) {
+      out.rejected.emplace_back(std::move(j), e.stored.error());
+    }
+    return out;
+  }
+  ok();
+  out.recorded = std::move(jobs);
+  return out;
+}
+
+// The audit never holds up deliveries: an outage here holds no partition, and its batch waits
+// (up to kMaxInboundBacklog events) for the next round trip.
+void StoreBatcher::on_inbound(const WorkerEvent& e, int64_t now) {
+  d_.metrics->postgres("inbound", e.seconds, e.stored.has_value());
+  auto batch = inbound_.finish();
+  if (e.stored) return;
+  const Error& err = e.stored.error();
+  if (inbound_.queued().size() >= kMaxInboundBacklog) return;
+  for (const auto& refused : after_failure(inbound_, std::move(batch), err, "inbound", now, false)) {
+    spdlog::error("msg=inbound_event_refused source={} event_id={} code={} error={} action=\"not audited\"",
+                  log_quote(refused.source), log_quote(refused.event_id), err.code, log_quote(err.message));
+  }
+}
+
+bool StoreBatcher::failed(const Error& e, std::string_view op, int64_t now) {
+  if (!e.retryable) {
+    // The store answered: it is up, and this batch (or one row of it) is what it refused.
+    spdlog::error("msg=postgres_refused op={} code={} error={} action=\"isolating the refused delivery\"", op, e.code,
+                  log_quote(e.message));
+    ok();
+    return false;
+  }
+  retry_at_ = now + kDbRetryMs;
+  if (down_) return true;
+  down_ = true;
+  d_.metrics->postgres_up().Set(0);
+  spdlog::error("msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work continues\"", op,
+                log_quote(e.message));
+  if (d_.on_outage) d_.on_outage();
+  return true;
+}
+
+void StoreBatcher::ok() {
+  if (!down_) return;
+  down_ = false;
+  d_.metrics->postgres_up().Set(1);
+  spdlog::info("msg=postgres_available action=resuming");
+  if (d_.on_recovered) d_.on_recovered();
+}
+
+std::size_t StoreBatcher::drop_unclaimed(const std::function<bool(const Job&)>& drop) {
+  auto& q = claims_.queued();
+  auto keep = std::remove_if(q.begin(), q.end(), [&](const std::unique_ptr<Job>& j) { return drop(*j); });
+  auto n = static_cast<std::size_t>(std::distance(keep, q.end()));
+  q.erase(keep, q.end());
+  return n;
+}
+
+std::vector<std::string> StoreBatcher::keys_unrecorded() const {
+  std::vector<std::string> keys;
+  for (const auto& j : records_.queued()) keys.push_back(j->d.key);
+  for (const auto& j : records_.out()) keys.push_back(j->d.key);
+  return keys;
+}
+
+void StoreBatcher::release(std::vector<std::string> keys) {
+  if (keys.empty() || down_) return;
+  claims_.submit([this, keys = std::move(keys)] { (void)d_.claim_store->release(keys, d_.worker_id); });
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,163 @@
+// StoreBatcher: the worker's Postgres round trips, batched. Three lanes of one kind (StoreLane):
+// claims, attempt records and the inbound-event audit, each with its own connection and thread
+// (DbLane), so none waits behind another. A lane sends one batch at a time; whatever arrives
+// meanwhile forms the next batch.
+//
+// Failures are decided by what they are (Error::retryable):
+//   an outage (connection lost, timeout, server shutting down, out of resources) puts the batch
+//     back in front of its lane, in order, and holds the store for a second: the listener's
+//     on_outage() holds every partition, on_recovered() releases them after a round trip
+//     succeeds. Work already claimed goes on; results wait.
+//   a permanent error (the statement refused: a constraint or a value the schema refuses,
+//     SQLSTATE classes 22, 23, 42, ...) concerns some job of the batch, not the store: the batch
+//     goes back and its items are sent one per round trip, so the one refused is found and
+//     handed back as rejected (counted in hookrelay_worker_store_rejected_total{op}); the other
+//     partitions are never held.
+//
+// Thread-safety: every method on the coordinator thread. A lane's round trip runs on its
+// DbLane's thread, reading only the batch the lane handed it, and reports with a WorkerEvent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shared/delivery_store.h"
+#include "worker/db_lane.h"
+#include "worker/job.h"
+#include "worker/worker_event.h"
+#include "worker/worker_metrics.h"
+
+namespace hookrelay {
+
+// A queue of items bound for one kind of round trip, and the batch that is out.
+template <class T>
+class StoreLane {
+ public:
+  StoreLane(bool threaded, std::size_t max_batch) : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded)) {}
+
+  void push(T item) { queued_.push_back(std::move(item)); }
+  bool busy() const { return busy_; }
+  bool has_queued() const { return !queued_.empty(); }
+  std::vector<T>& queued() { return queued_; }
+  const std::vector<T>& queued() const { return queued_; }
+  const std::vector<T>& out() const { return out_; }
+
+  // Moves the next batch out: at most max_batch items, one while a refused batch is searched.
+  const std::vector<T>& start() {
+    busy_ = true;
+    std::size_t n = isolate_ > 0 ? 1 : max_batch_;
+    if (queued_.size() <= n) {
+      out_ = std::move(queued_);
+      queued_.clear();
+    } else {
+      auto split = queued_.begin() + static_cast<std::ptrdiff_t>(n);
+      out_.assign(std::make_move_iterator(queued_.begin()), std::make_move_iterator(split));
+      queued_.erase(queued_.begin(), split);
+    }
+    if (isolate_ > 0) isolate_ -= std::min(isolate_, out_.size());
+    return out_;
+  }
+  // The batch that was out, once its round trip answered.
+  std::vector<T> finish() {
+    busy_ = false;
+    auto batch = std::move(out_);
+    out_.clear();
+    return batch;
+  }
+  // A batch that must be sent again goes back in front, in order: nothing is lost or reordered.
+  void put_back(std::vector<T> batch) {
+    batch.insert(batch.end(), std::make_move_iterator(queued_.begin()), std::make_move_iterator(queued_.end()));
+    queued_ = std::move(batch);
+  }
+  // The next n items go one per round trip (after a permanent error on a batch of n).
+  void isolate(std::size_t n) { isolate_ = std::max(isolate_, n); }
+  void submit(std::function<void()> task) { db_->submit(std::move(task)); }
+
+ private:
+  std::size_t max_batch_;
+  std::size_t isolate_ = 0;
+  bool busy_ = false;
+  std::vector<T> queued_;
+  std::vector<T> out_;
+  std::unique_ptr<DbLane> db_;  // last: destroyed (and joined) before the batch it reads
+};
+
+struct StoreBatcherDeps {
+  DeliveryStore* claim_store = nullptr;
+  DeliveryStore* record_store = nullptr;
+  DeliveryStore* inbound_store = nullptr;
+  bool threaded = false;
+  WorkerMetrics* metrics = nullptr;
+  std::string worker_id;
+  int lease_seconds = 0;
+  uint32_t run_id = 0;  // high half of every lease token this process claims with
+  PostEvent post;
+  std::function<void()> on_outage;     // the store became unusable: hold the partitions
+  std::function<void()> on_recovered;  // a round trip succeeded again: release them
+};
+
+class StoreBatcher {
+ public:
+  explicit StoreBatcher(StoreBatcherDeps deps);
+
+  void claim(std::unique_ptr<Job> job) { claims_.push(std::move(job)); }
+  void record(std::unique_ptr<Job> job) { records_.push(std::move(job)); }
+  void audit(InboundEventRecord event);
+
+  // Sends the next batch of each lane that is free, unless the store is held for an outage.
+  void flush_claims(int64_t now);
+  void flush_records(int64_t now);
+
+  struct Claimed {
+    std::vector<std::pair<std::unique_ptr<Job>, ClaimStatus>> answered;
+    std::vector<std::pair<std::unique_ptr<Job>, Error>> rejected;  // refused for good
+  };
+  Claimed on_claimed(const WorkerEvent& e, int64_t now);
+  struct Recorded {
+    std::vector<std::unique_ptr<Job>> recorded;
+    std::vector<std::pair<std::unique_ptr<Job>, Error>> rejected;  // refused for good
+  };
+  Recorded on_recorded(const WorkerEvent& e, int64_t now);
+  void on_inbound(const WorkerEvent& e, int64_t now);
+
+  bool down() const { return down_; }
+  bool busy() const { return claims_.busy() || records_.busy() || inbound_.busy(); }
+  bool records_waiting() const { return records_.has_queued(); }
+  std::size_t records_pending() const { return records_.queued().size() + records_.out().size(); }
+
+  // Drops queued (unclaimed) jobs `drop` selects; returns how many.
+  std::size_t drop_unclaimed(const std::function<bool(const Job&)>& drop);
+  // Keys of jobs claimed whose results are not recorded yet (shutdown gives their leases back).
+  std::vector<std::string> keys_unrecorded() const;
+  // Gives back leases, on the claim lane (its connection is never used from two threads at once).
+  void release(std::vector<std::string> keys);
+
+ private:
+  bool usable(int64_t now) const { return !down_ || now >= retry_at_; }
+  void flush_inbound(int64_t now);
+  // A failed round trip: puts the batch back (outage, or a batch to search item by item) and
+  // returns the items refused for good. `holds`: an outage here holds the partitions.
+  template <class T>
+  std::vector<T> after_failure(StoreLane<T>& lane, std::vector<T> batch, const Error& e, std::string_view op,
+                               int64_t now, bool holds);
+  // Retryable: an outage. Returns false for a permanent error, which concerns the batch only.
+  bool failed(const Error& e, std::string_view op, int64_t now);
+  void ok();
+
+  StoreBatcherDeps d_;
+  uint32_t claim_seq_ = 0;  // low half of every lease token: one per claim
+  bool down_ = false;
+  int64_t retry_at_ = 0;
+  // Last: their threads are joined first, before anything a round trip touches goes away.
+  StoreLane<std::unique_ptr<Job>> claims_;
+  StoreLane<std::unique_ptr<Job>> records_;
+  StoreLane<InboundEventRecord> inbound_;
+};
+
+}  // namespace hookrelay
