@@ -1,0 +1,30 @@
+// The admin API's parsers of outside bytes on the same input: decode_cursor (a cursor decoded
+// must re-encode to the same text), parse_delivery_query (query strings, with cursors and times
+// inside) and parse_replay_request (POST /v1/replays bodies). None may crash; whatever they
+// accept must be within the documented bounds.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "admin/admin_request.h"
+#include "fuzz_support.h"
+
+using namespace hookrelay;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  if (auto c = admin::decode_cursor(in)) {
+    fuzz::check(admin::encode_cursor(*c) == in, "cursor does not re-encode to itself", std::string(in));
+    fuzz::check(!c->key.empty() && c->key.size() <= admin::kMaxKeyBytes, "cursor key out of bounds", c->key);
+  }
+  if (auto f = admin::parse_delivery_query(in)) {
+    fuzz::check(f->limit >= 1 && f->limit <= kMaxDeliveryPage, "limit out of bounds", std::string(in));
+  }
+  if (auto r = admin::parse_replay_request(in)) {
+    fuzz::check(r->keys.empty() != !r->filter, "neither or both of keys and filter", std::string(in));
+    fuzz::check(r->rate >= 0 && r->rate <= 10000, "rate out of bounds", std::string(in));
+    fuzz::check(r->keys.size() <= admin::kMaxReplayKeysInRequest, "too many keys", std::string(in));
+  }
+  return 0;
+}
