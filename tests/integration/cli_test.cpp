@@ -102,6 +102,7 @@ TEST(CliConfigCheck, InvalidFilesExitTwoAndNameTheField) {
                                  {{"DEMO_SOURCE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
                                   {"GITHUB_WEBHOOK_SECRET", "g"},
                                   {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
+                                  {"HOOKRELAY_ADMIN_TOKEN", "adm_0123456789abcdef"},
                                   {"DEMO_ROUTE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
   EXPECT_EQ(deployed.code, 0) << deployed.out;
 }
