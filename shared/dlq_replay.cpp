@@ -21,6 +21,23 @@ bool dropped_on_replay(std::string_view name) {
          name == kDlqReason || name == kReplayedBy || name.rfind(header::kLastPrefix, 0) == 0;
 }
 
+// A key marked by an interrupted run is produced again only if no worker took it up since.
+// True when it is settled without producing: taken up (`item` gets `taken_up`), or the check
+// failed (`item` keeps its failed outcome, with the error).
+bool settled_since_interrupt(ReplayStore& store, const std::string& key, ReplayOutcome taken_up, ReplayItem& item) {
+  auto again = store.needs_produce_again(key);
+  if (!again) {
+    item.detail = again.error().message;
+    return true;
+  }
+  if (!*again) {
+    item.outcome = taken_up;
+    item.detail = "taken up by a worker before the restart";
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<ResendSource> ReplayStore::resend_source(const std::string& key) {
@@ -208,17 +225,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   }
   if (*state == "succeeded" && options.resend_succeeded) return resend_one(key, options, resume);
   if (resume) {
-    // Marked by an interrupted run: produced again only if no worker took it up since.
-    auto again = store_.needs_produce_again(key);
-    if (!again) {
-      item.detail = again.error().message;
-      return item;
-    }
-    if (!*again) {
-      item.outcome = ReplayOutcome::kReplayed;
-      item.detail = "taken up by a worker before the restart";
-      return item;
-    }
+    if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, item)) return item;
     if (!message) {
       item.outcome = ReplayOutcome::kMissing;
       item.detail = "no message in " + std::string(kDlqTopic) + " (past retention?)";
@@ -286,16 +293,7 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
   item.partition = source->partition;
   item.offset = source->offset;
   if (resume) {
-    auto again = store_.needs_produce_again(key);
-    if (!again) {
-      item.detail = again.error().message;
-      return item;
-    }
-    if (!*again) {
-      item.outcome = ReplayOutcome::kResent;
-      item.detail = "taken up by a worker before the restart";
-      return item;
-    }
+    if (settled_since_interrupt(store_, key, ReplayOutcome::kResent, item)) return item;
   }
   if (!fetcher_) {
     item.detail = "no reader for " + source->topic;
