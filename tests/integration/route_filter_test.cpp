@@ -26,16 +26,7 @@ bool verifies_with(const ReceivedRequest& r, const std::string& secret) {
   receiver.name = "receiver";
   receiver.scheme = SchemeKind::kStandardWebhooks;
   receiver.secrets = {secret};
-  HeaderLookup lookup = [&r](std::string_view name) -> std::optional<std::string_view> {
-    for (const auto& [k, v] : r.headers) {
-      if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-          })) {
-        return std::string_view(v);
-      }
-    }
-    return std::nullopt;
-  };
+  HeaderLookup lookup = r.lookup();
   auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
   return verify_webhook(receiver, lookup, r.body, now.count()).has_value();
 }

@@ -40,16 +40,7 @@ TEST_F(WorkerTest, SuccessIsDeliveredOnceSignedAndRecorded) {
   route_source.name = "route-a";
   route_source.scheme = SchemeKind::kStandardWebhooks;
   route_source.secrets = {kRouteSecret};
-  HeaderLookup lookup = [&r](std::string_view name) -> std::optional<std::string_view> {
-    for (const auto& [k, v] : r.headers) {
-      if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-          })) {
-        return std::string_view(v);
-      }
-    }
-    return std::nullopt;
-  };
+  HeaderLookup lookup = r.lookup();
   auto verified = verify_webhook(route_source, lookup, r.body, unix_seconds());
   EXPECT_TRUE(verified) << verified.error().code << ": " << verified.error().message;
 

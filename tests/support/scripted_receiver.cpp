@@ -27,6 +27,15 @@ std::optional<std::string> ReceivedRequest::header(std::string_view name) const 
   return std::nullopt;
 }
 
+HeaderLookup ReceivedRequest::lookup() const {
+  return [this](std::string_view name) -> std::optional<std::string_view> {
+    for (const auto& [k, v] : headers) {
+      if (iequals(k, name)) return std::string_view(v);
+    }
+    return std::nullopt;
+  };
+}
+
 ScriptedReceiver::ScriptedReceiver() {
   HttpServerOptions options;
   options.host = "127.0.0.1";

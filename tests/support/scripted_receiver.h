@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "shared/http_server.h"
+#include "shared/http_types.h"
 #include "shared/result.h"
 
 namespace hookrelay::test {
@@ -52,6 +53,8 @@ struct ReceivedRequest {
 
   // Case-insensitive; the first header with this name.
   std::optional<std::string> header(std::string_view name) const;
+  // The same lookup in the form the signature verifier takes; views into `headers`.
+  HeaderLookup lookup() const;
 };
 
 class ScriptedReceiver {
