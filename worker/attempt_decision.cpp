@@ -75,17 +75,25 @@ const char* dead_reason_name(DeadReason r) {
   return "permanent";
 }
 
-Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& policy,
+Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& global,
                 int64_t now_ms, const std::function<double()>& rand01) {
+  // Only a retry reads the policy: a route's own is made for that path alone.
+  std::optional<RetryPolicy> route_policy;
+  auto policy_of = [&]() -> const RetryPolicy& {
+    if (!route_policy) route_policy = route_retry_policy(global, delivery.route);
+    return route_policy ? *route_policy : global;
+  };
   switch (result.kind) {
     case AttemptResult::Kind::kNotAttempted: {
       // No attempt was made: back to the first tier after its delay, spending nothing. With no
       // tiers configured there is nowhere to wait, and the delivery is dead.
+      const RetryPolicy& policy = policy_of();
       if (policy.schedule_seconds.empty()) return dead(DeadReason::kNoSchedule);
       Decision d;
       d.next = NextState::kRetrying;
-      d.tier = 0;
-      d.due_at_ms = now_ms + int64_t{policy.schedule_seconds.front()} * 1000;
+      const int64_t delay_ms = int64_t{policy.schedule_seconds.front()} * 1000;
+      d.tier = tier_for_delay(policy, delay_ms);
+      d.due_at_ms = now_ms + delay_ms;
       return d;
     }
     case AttemptResult::Kind::kMalformed:
@@ -118,7 +126,7 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       break;
   }
   d.attempt = AttemptOutcome::kRetryable;
-  auto plan = plan_retry(policy, delivery.attempt, delivery.received_at_ms, now_ms, result.retry_after_ms, rand01);
+  auto plan = plan_retry(policy_of(), delivery.attempt, delivery.received_at_ms, now_ms, result.retry_after_ms, rand01);
   switch (plan.kind) {
     case RetryPlan::Kind::kRetry:
       d.next = NextState::kRetrying;

@@ -86,8 +86,11 @@ struct Decision {
   bool spends_attempt = false;     // whether the attempt counts against max_attempts
 };
 
-// The one place a next state is chosen. `rand01` is uniform in [0, 1) (retry jitter).
-Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& policy,
+// The one place a next state is chosen. `global` is the config's retry policy; a delivery whose
+// route has a `retry:` of its own follows that one (route_retry_policy: its delays, attempts and
+// age, in the global tier topics), retries coming back from a tier included, since their
+// Delivery::route is resolved again by name. `rand01` is uniform in [0, 1) (retry jitter).
+Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& global,
                 int64_t now_ms, const std::function<double()>& rand01);
 
 }  // namespace hookrelay

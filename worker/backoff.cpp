@@ -76,7 +76,22 @@ std::optional<int64_t> parse_imf_fixdate(std::string_view s) {
 }  // namespace
 
 RetryPolicy make_retry_policy(const RetryConfig& config) {
-  return RetryPolicy{config.schedule_seconds, config.max_attempts, config.max_age_seconds};
+  return RetryPolicy{config.schedule_seconds, config.max_attempts, config.max_age_seconds, {}};
+}
+
+std::optional<RetryPolicy> route_retry_policy(const RetryPolicy& global, const RouteConfig* route) {
+  if (!route || !route->retry) return std::nullopt;
+  RetryPolicy p = make_retry_policy(*route->retry);
+  p.tier_seconds = global.tier_seconds.empty() ? global.schedule_seconds : global.tier_seconds;
+  return p;
+}
+
+int tier_for_delay(const RetryPolicy& policy, int64_t delay_ms) {
+  const std::vector<int>& tiers = policy.tier_seconds.empty() ? policy.schedule_seconds : policy.tier_seconds;
+  if (tiers.empty()) return -1;
+  std::size_t tier = 0;
+  while (tier + 1 < tiers.size() && int64_t{tiers[tier]} * kMsPerSecond < delay_ms) ++tier;
+  return static_cast<int>(tier);
 }
 
 RetryPlan plan_retry(const RetryPolicy& policy, int attempts_made, int64_t first_received_ms,
@@ -109,10 +124,9 @@ RetryPlan plan_retry(const RetryPolicy& policy, int attempts_made, int64_t first
   if (now_ms + delay_ms > deadline_ms) return dead_letter(now_ms, "max_age", RetryPlan::Why::kMaxAge);
 
   // The smallest tier whose delay covers ours; the last one always does, since neither the
-  // jittered delay nor Retry-After exceeds it.
-  std::size_t tier = 0;
-  while (tier < last && int64_t{tiers[tier]} * kMsPerSecond < delay_ms) ++tier;
-  return RetryPlan{RetryPlan::Kind::kRetry, static_cast<int>(tier), now_ms + delay_ms,
+  // jittered delay nor Retry-After exceeds the schedule's last delay, and config keeps a route's
+  // schedule within the tier topics' longest delay.
+  return RetryPlan{RetryPlan::Kind::kRetry, tier_for_delay(policy, delay_ms), now_ms + delay_ms,
                    std::move(reason), why};
 }
 

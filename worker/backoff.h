@@ -24,9 +24,20 @@ struct RetryPolicy {
   std::vector<int> schedule_seconds;  // tier delays, increasing, non-empty (config validates)
   int max_attempts = 8;               // attempts in total, the first one included
   int max_age_seconds = 86400;        // from first receipt; later attempts are dead-lettered
+  // The delays of the retry tier topics when they differ from schedule_seconds (a route's own
+  // schedule; the topics are the global schedule's, shared by every route); empty = the same.
+  std::vector<int> tier_seconds;
 };
 
 RetryPolicy make_retry_policy(const RetryConfig& config);
+
+// The policy of a route with its own `retry:` (delays, attempts, age), waiting in the tier topics
+// of `global`; nullopt when the route has none (or is not a route): use `global`.
+std::optional<RetryPolicy> route_retry_policy(const RetryPolicy& global, const RouteConfig* route);
+
+// The retry tier a delay waits in: the smallest tier topic whose delay covers it, else the last
+// (the message's due time still holds it back). -1 when there are no tiers.
+int tier_for_delay(const RetryPolicy& policy, int64_t delay_ms);
 
 struct RetryPlan {
   enum class Kind { kRetry, kDeadLetter };

@@ -8,7 +8,7 @@ namespace {
 constexpr int64_t kNow = 1'700'000'000'000;
 constexpr int64_t kSecond = 1000;
 
-RetryPolicy policy() { return RetryPolicy{{5, 30, 120, 600}, 8, 86400}; }
+RetryPolicy policy() { return RetryPolicy{{5, 30, 120, 600}, 8, 86400, {}}; }
 
 std::function<double()> fixed(double v) {
   return [v] { return v; };
@@ -100,12 +100,12 @@ TEST(Backoff, DeadLettersAfterMaxAttempts) {
   EXPECT_EQ(at.kind, RetryPlan::Kind::kDeadLetter);
   EXPECT_EQ(at.reason, "max_attempts");
   EXPECT_EQ(at.tier, -1);
-  RetryPolicy once{{5}, 1, 86400};
+  RetryPolicy once{{5}, 1, 86400, {}};
   EXPECT_EQ(plan_retry(once, 1, kNow, kNow, std::nullopt, fixed(0.1)).reason, "max_attempts");
 }
 
 TEST(Backoff, DeadLettersWhenTheNextAttemptWouldPassMaxAge) {
-  RetryPolicy p{{5, 30}, 100, 3600};
+  RetryPolicy p{{5, 30}, 100, 3600, {}};
   const int64_t first = kNow - 3600 * kSecond + 10 * kSecond;                // 10 s of age left
   RetryPlan fits = plan_retry(p, 1, first, kNow, std::nullopt, fixed(0.5));  // 2.5 s
   EXPECT_EQ(fits.kind, RetryPlan::Kind::kRetry);
@@ -124,7 +124,7 @@ TEST(Backoff, AttemptsBelowOneCountAsOne) {
 }
 
 TEST(Backoff, EmptyScheduleDeadLetters) {
-  RetryPlan p = plan_retry(RetryPolicy{{}, 8, 60}, 1, kNow, kNow, std::nullopt, fixed(0.5));
+  RetryPlan p = plan_retry(RetryPolicy{{}, 8, 60, {}}, 1, kNow, kNow, std::nullopt, fixed(0.5));
   EXPECT_EQ(p.kind, RetryPlan::Kind::kDeadLetter);
   EXPECT_EQ(p.reason, "no_schedule");
 }

@@ -20,7 +20,7 @@ class Decide : public ::testing::Test {
   Decision without_attempt(AttemptResult::Kind kind) { return decide(d, AttemptResult::none(kind), policy, kNow, [] { return 0.5; }); }
 
   Delivery d;
-  RetryPolicy policy{{5, 30, 120}, 3, 86400};
+  RetryPolicy policy{{5, 30, 120}, 3, 86400, {}};
 };
 
 TEST_F(Decide, TwoHundredSucceeds) {
@@ -99,6 +99,43 @@ TEST_F(Decide, EveryPathWithoutAnAttemptHasItsReason) {
     EXPECT_STREQ(dead_reason_name(r.reason), name);
     EXPECT_FALSE(r.attempt) << name;
   }
+}
+
+TEST_F(Decide, ARouteWithItsOwnRetryFollowsItInTheGlobalTiers) {
+  RouteConfig route;
+  route.retry = RetryConfig{{20, 60}, 2, 600};  // global: tiers 5, 30, 120 s; 3 attempts
+  d.route = &route;
+  auto r = decide(d, AttemptResult::http(TransportError::kNone, 503, std::nullopt), policy, kNow,
+                  [] { return 0.99; });
+  ASSERT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.due_at_ms, kNow + 19'800) << "the route's first delay (20 s), jittered";
+  EXPECT_EQ(r.tier, 1) << "waits in the global 30 s tier, the smallest that covers 19.8 s";
+
+  d.attempt = 2;  // the route allows 2 attempts where the global policy allows 3
+  r = http(503);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAttempts);
+
+  d.attempt = 1;
+  d.received_at_ms = kNow - 595'000;  // 5 s left of the route's 600 s max age
+  r = http(503);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAge);
+
+  route.retry.reset();  // no retry of its own: the global policy
+  r = http(503);
+  EXPECT_EQ(r.next, NextState::kRetrying);
+}
+
+TEST_F(Decide, ABounceWaitsTheRoutesFirstDelayInTheTierThatCoversIt) {
+  RouteConfig route;
+  route.retry = RetryConfig{{60, 120}, 5, 3600};
+  d.route = &route;
+  auto r = without_attempt(AttemptResult::Kind::kNotAttempted);
+  ASSERT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.due_at_ms, kNow + 60'000);
+  EXPECT_EQ(r.tier, 2) << "60 s waits in the global 120 s tier";
+  EXPECT_FALSE(r.spends_attempt);
 }
 
 TEST(DecisionNames, AreTheDatabaseWords) {
