@@ -36,6 +36,11 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   check(a.worker.group_id != b.worker.group_id, "worker.group_id");
   check(a.worker.worker_id != b.worker.worker_id, "worker.worker_id");
   check(a.worker.group_instance_id != b.worker.group_instance_id, "worker.group_instance_id");
+  check(a.worker.static_membership != b.worker.static_membership, "worker.static_membership");
+  check(a.worker.allow_private_networks != b.worker.allow_private_networks, "worker.allow_private_networks");
+  check(a.worker.allowed_cidrs != b.worker.allowed_cidrs, "worker.allowed_cidrs");
+  // One retry topic per tier: the worker consumes the tiers it started with.
+  check(a.retry.schedule_seconds.size() != b.retry.schedule_seconds.size(), "retry.schedule_seconds (tier count)");
   check(a.admin.listen != b.admin.listen, "admin.listen");
   check(a.admin.threads != b.admin.threads, "admin.threads");
   check(a.log_level != b.log_level, "log_level");
@@ -61,6 +66,9 @@ ConfigReloader::ConfigReloader(std::string service, std::string path, Config ini
 
 Result<std::shared_ptr<const Config>> ConfigReloader::reload() {
   auto loaded = load_config_file(path_, env_);
+  if (loaded && check_) {
+    if (auto checked = check_(*loaded); !checked) loaded = Unexpected{checked.error()};
+  }
   if (!loaded) {
     invalid_.Increment();
     spdlog::error("msg=config_reload_refused service={} error={}", service_, log_quote(loaded.error().message));

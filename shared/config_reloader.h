@@ -16,6 +16,7 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,11 @@ class ConfigReloader {
 
   std::shared_ptr<const Config> current() const { return current_.load(); }
 
+  // The service's own checks of a loaded config, for fields only it reads (the worker's SSRF
+  // allowlist): an error refuses the reload like an invalid file. Set before the first reload.
+  using Check = std::function<Result<void>(const Config&)>;
+  void set_check(Check check) { check_ = std::move(check); }
+
   // Reads and validates the file again. Applied: the new config (now current). Refused: the
   // error (code "config"), the old config stays.
   Result<std::shared_ptr<const Config>> reload();
@@ -43,6 +49,7 @@ class ConfigReloader {
   std::string service_;
   std::string path_;
   EnvLookup env_;
+  Check check_;
   std::atomic<std::shared_ptr<const Config>> current_;
   prometheus::Counter& applied_;
   prometheus::Counter& invalid_;

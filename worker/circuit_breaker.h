@@ -52,6 +52,10 @@ class CircuitBreaker {
 
   void record(std::string_view host, bool success);
 
+  // New options (a configuration reload). Hosts keep their state: an open circuit's cooldown is
+  // measured with the new value, and the new threshold counts failures already seen.
+  void set_options(Options options) { options_ = options; }
+
   Counts counts() const;
 
  private:

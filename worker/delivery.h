@@ -25,8 +25,8 @@ struct Delivery {
   std::string method = "POST";
   std::vector<std::pair<std::string, std::string>> headers;  // to send (before signing)
   std::shared_ptr<const std::string> body;  // shared by the routes of one event
-  // The webhook route in the worker's Config (which outlives every Delivery): its extra headers
-  // and signing secrets. nullptr for calls.
+  // The webhook route in the Config the delivery was expanded under (kept alive by its message:
+  // MessageState::config): its extra headers and signing secrets. nullptr for calls.
   const RouteConfig* route = nullptr;
   std::string message_id;                   // webhook-id / Idempotency-Key sent to the receiver
   int timeout_ms = 10000;

@@ -9,14 +9,30 @@
 namespace hookrelay {
 
 Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms, PostEvent post)
-    : config_(config),
+    : config_(&config),
       sender_(sender),
+      now_ms_(std::move(now_ms)),
       post_(std::move(post)),
-      breaker_({config.worker.breaker_failure_threshold, config.worker.breaker_cooldown_ms}, now_ms),
+      breaker_({config.worker.breaker_failure_threshold, config.worker.breaker_cooldown_ms}, now_ms_),
       concurrency_(config.worker.per_host_max_in_flight) {
-  if (config_.worker.per_host_rate_per_second > 0) {
-    double rate = config_.worker.per_host_rate_per_second;
-    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), std::move(now_ms));
+  if (config.worker.per_host_rate_per_second > 0) {
+    double rate = config.worker.per_host_rate_per_second;
+    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), now_ms_);
+  }
+}
+
+void Dispatcher::reconfigure(const Config& config) {
+  config_ = &config;
+  const auto& w = config.worker;
+  breaker_.set_options({w.breaker_failure_threshold, w.breaker_cooldown_ms});
+  concurrency_.set_max_per_host(w.per_host_max_in_flight);
+  const double rate = w.per_host_rate_per_second;
+  if (rate <= 0) {
+    rate_.reset();
+  } else if (rate_) {
+    rate_->set_rate(rate, std::max(1.0, rate));
+  } else {
+    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), now_ms_);
   }
 }
 
@@ -74,7 +90,7 @@ void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<
       queue.pop_front();
       j->holds_slot = true;
       j->started_ms = now;
-      auto call = build_http_call(j->d, now, config_.worker.connect_timeout_ms);
+      auto call = build_http_call(j->d, now, config_->worker.connect_timeout_ms);
       Job* raw = j.get();
       out_.emplace(raw, std::move(j));
       sender_.send(std::move(call), [this, raw](HttpResult r) {

@@ -35,6 +35,11 @@ class Dispatcher {
  public:
   Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms, PostEvent post);
 
+  // The worker limits of a reloaded config (per-host concurrency and rate, breaker, connect
+  // timeout) for calls started from now on; jobs queued or out keep their place. `config` must
+  // outlive its use here (the worker keeps the one in force alive).
+  void reconfigure(const Config& config);
+
   void enqueue(std::unique_ptr<Job> job);
   void dispatch(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce);
   std::unique_ptr<Job> take(Job* raw);
@@ -52,8 +57,9 @@ class Dispatcher {
  private:
   void release_order_gate(Job& job);
 
-  const Config& config_;
+  const Config* config_;
   HttpSender& sender_;
+  std::function<int64_t()> now_ms_;
   PostEvent post_;
   CircuitBreaker breaker_;
   std::unique_ptr<RateLimiter> rate_;

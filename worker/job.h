@@ -21,6 +21,9 @@ struct MessageState {
   int64_t offset = 0;
   uint64_t generation = 0;
   int pending = 0;  // deliveries of this message not yet finished
+  // The config its deliveries were expanded under: their Delivery::route points into it, so it
+  // lives until the last of them finishes, whatever a reload installs meanwhile.
+  std::shared_ptr<const Config> config;
 };
 
 struct Job {

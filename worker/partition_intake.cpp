@@ -15,7 +15,7 @@ constexpr int64_t kFullBacklogPollMs = 100;
 }  // namespace
 
 PartitionIntake::PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics, Sink sink)
-    : consumer_(consumer), config_(config), metrics_(metrics), sink_(std::move(sink)) {}
+    : consumer_(consumer), config_(&config), metrics_(metrics), sink_(std::move(sink)) {}
 
 bool PartitionIntake::poll(int64_t now, bool events_waiting) {
   // Messages polled while the worker is at max_in_flight wait in a per-partition backlog, so
@@ -24,8 +24,8 @@ bool PartitionIntake::poll(int64_t now, bool events_waiting) {
   // full (queued.max.messages.kbytes): no pause, so no refetch and no resume delay. poll() still
   // runs every kFullBacklogPollMs to serve the group (rebalances), taking at most one message.
   drain_backlog(now);
-  std::size_t limit = std::max<std::size_t>(1, static_cast<std::size_t>(config_.worker.max_in_flight) / 2);
-  int max = config_.worker.batch_size;
+  std::size_t limit = std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
+  int max = config_->worker.batch_size;
   if (backlog_size_ >= limit) {
     if (now < next_full_poll_at_) return false;
     next_full_poll_at_ = now + kFullBacklogPollMs;
@@ -91,7 +91,7 @@ void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
     // A due time beyond the longest tier's delay is not one this worker wrote: it would hold
     // the partition for good, so it is cut to that delay. A value that is not a number is taken
     // at once: expand_message refuses it as malformed, and the worker counts it.
-    const auto& tiers = config_.retry.schedule_seconds;
+    const auto& tiers = config_->retry.schedule_seconds;
     const int64_t longest = tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
     auto due = std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
     if (due > now) {
@@ -103,7 +103,7 @@ void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
     }
   }
   if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
-  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0}));
+  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0, {}}));
 }
 
 void PartitionIntake::resume_due(int64_t now) {

@@ -36,6 +36,9 @@ class PartitionIntake {
     std::function<void(ConsumedMessage&, std::shared_ptr<MessageState>)> take;
   };
   PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics, Sink sink);
+  // A reloaded config's batch size and in-flight bound from the next poll on. `config` must
+  // outlive its use here.
+  void reconfigure(const Config& config) { config_ = &config; }
 
   // Hands over backlog and polled messages. False when the backlog is full and the consumer was
   // served recently: nothing was polled, and the caller should wait for results instead.
@@ -73,7 +76,7 @@ class PartitionIntake {
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
 
   MessageConsumer& consumer_;
-  const Config& config_;
+  const Config* config_;
   WorkerMetrics& metrics_;
   Sink sink_;
   PartitionWatermarks watermarks_;

@@ -32,6 +32,14 @@ bool RateLimiter::try_acquire(std::string_view host) {
   return true;
 }
 
+void RateLimiter::set_rate(double rate_per_second, double burst) {
+  const int64_t now = now_ms_();
+  for (auto& [host, bucket] : buckets_) refill(host, now);
+  rate_per_ms_ = rate_per_second / 1000.0;
+  burst_ = std::max(burst, 1.0);
+  for (auto& [host, bucket] : buckets_) bucket.tokens = std::min(bucket.tokens, burst_);
+}
+
 int64_t RateLimiter::ms_until_available(std::string_view host) {
   if (unlimited()) return 0;
   const Bucket& b = refill(host, now_ms_());

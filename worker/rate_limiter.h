@@ -24,6 +24,10 @@ class RateLimiter {
   // Takes a token if one is available.
   [[nodiscard]] bool try_acquire(std::string_view host);
 
+  // A new rate and burst (a configuration reload). Each bucket keeps the tokens it earned at the
+  // old rate until now, cut to the new burst; from now on it refills at the new rate.
+  void set_rate(double rate_per_second, double burst);
+
   // How long until try_acquire(host) would succeed; 0 if it would now.
   int64_t ms_until_available(std::string_view host);
 
@@ -52,6 +56,10 @@ class RateLimiter {
 class HostConcurrency {
  public:
   explicit HostConcurrency(int max_per_host) : max_per_host_(max_per_host) {}
+
+  // A new cap (a configuration reload). Calls in flight stay counted: a host above a lowered cap
+  // starts no call until enough of them end.
+  void set_max_per_host(int max_per_host) { max_per_host_ = max_per_host; }
 
   // Counts a call in flight if the host is below its cap.
   [[nodiscard]] bool try_acquire(std::string_view host);

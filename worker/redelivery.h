@@ -34,6 +34,8 @@ class Redelivery {
   Redelivery(MessageProducer& producer, WorkerMetrics& metrics, RetryPolicy policy,
              std::function<double()> rand01, PostEvent post);
 
+  // The retry policy of a reloaded config, for decisions made from now on.
+  void set_policy(RetryPolicy policy) { policy_ = std::move(policy); }
   // Publishes the job's redelivery message (its decision says where).
   void publish(std::unique_ptr<Job> job);
   // A kProduced event: the job once it is published (counted), nullptr while it still waits.

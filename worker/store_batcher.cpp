@@ -61,11 +61,11 @@ void StoreBatcher::flush_claims(int64_t now) {
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
                      j->d.received_at_ms, j->lease_token});
   }
-  claims_.submit([this, refs] {
+  claims_.submit([this, refs, lease_seconds = d_.lease_seconds] {
     WorkerEvent e;
     e.kind = WorkerEvent::Kind::kClaimed;
     auto t0 = std::chrono::steady_clock::now();
-    e.claimed = d_.claim_store->claim(*refs, d_.worker_id, d_.lease_seconds);
+    e.claimed = d_.claim_store->claim(*refs, d_.worker_id, lease_seconds);
     e.seconds = seconds_since(t0);
     d_.post(std::move(e));
   });

@@ -106,6 +106,8 @@ class StoreBatcher {
  public:
   explicit StoreBatcher(StoreBatcherDeps deps);
 
+  // The lease of claims sent from now on (a configuration reload).
+  void set_lease_seconds(int seconds) { d_.lease_seconds = seconds; }
   void claim(std::unique_ptr<Job> job) { claims_.push(std::move(job)); }
   void record(std::unique_ptr<Job> job) { records_.push(std::move(job)); }
   void audit(InboundEventRecord event);

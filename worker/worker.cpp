@@ -22,7 +22,7 @@ uint32_t pick_run_id(uint32_t given) {
 
 Worker::Worker(WorkerDeps deps)
     : d_(std::move(deps)),
-      config_(*d_.config),
+      config_(std::shared_ptr<const Config>(), d_.config),
       policy_(make_retry_policy(d_.config->retry)),
       intake_(*d_.consumer, *d_.config, *d_.metrics,
               {.has_room = [this] { return has_room(); },
@@ -91,7 +91,38 @@ void Worker::run() {
   drain_for_shutdown();
 }
 
+void Worker::reconfigure(std::shared_ptr<const Config> config) {
+  {
+    std::lock_guard lock(mu_);
+    pending_config_ = std::move(config);
+  }
+  d_.consumer->wake();
+}
+
+void Worker::apply_pending_config() {
+  std::shared_ptr<const Config> next;
+  {
+    std::lock_guard lock(mu_);
+    next = std::move(pending_config_);
+  }
+  if (!next) return;
+  // The old config stays alive as long as a message expanded under it is unfinished.
+  config_ = std::move(next);
+  // One retry topic per tier, subscribed at start: a new tier count waits for a restart, and
+  // until then the running schedule stays (the reload names it).
+  RetryConfig retry = config_->retry;
+  if (retry.schedule_seconds.size() != policy_.schedule_seconds.size()) retry.schedule_seconds = policy_.schedule_seconds;
+  policy_ = make_retry_policy(retry);
+  intake_.reconfigure(*config_);
+  dispatcher_.reconfigure(*config_);
+  redelivery_.set_policy(policy_);
+  store_.set_lease_seconds(config_->worker.claim_lease_seconds);
+  spdlog::info("msg=worker_config_applied max_in_flight={} batch_size={} per_host_max_in_flight={}",
+               config_->worker.max_in_flight, config_->worker.batch_size, config_->worker.per_host_max_in_flight);
+}
+
 void Worker::step() {
+  apply_pending_config();
   int64_t now = d_.now_ms();
   drain_events(now, false);
   store_.flush_records(now);
@@ -113,7 +144,8 @@ void Worker::take_message(ConsumedMessage& m, std::shared_ptr<MessageState> msg)
                  name, log_quote(*m.header(name)));
     d_.metrics->bad_header(name);
   }
-  auto expanded = expand_message(m, config_);
+  msg->config = config_;  // read once per message: its deliveries see this config throughout
+  auto expanded = expand_message(m, *config_);
   if (!expanded) {
     spdlog::error("msg=undeliverable_message topic={} partition={} offset={} code={} error={}", m.topic, m.partition,
                   m.offset, expanded.error().code, log_quote(expanded.error().message));
@@ -348,8 +380,8 @@ void Worker::update_gauges(int64_t now) {
 
 void Worker::drain_for_shutdown() {
   ready_.store(false);
-  auto deadline = d_.now_ms() + config_.worker.shutdown_grace_ms;
-  spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(), config_.worker.shutdown_grace_ms);
+  auto deadline = d_.now_ms() + config_->worker.shutdown_grace_ms;
+  spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(), config_->worker.shutdown_grace_ms);
   // Nothing new starts: unclaimed work is replayed by whoever owns the partition next, and
   // claimed-but-unsent work gives its lease back so that can happen at once.
   in_flight_.fetch_sub(static_cast<int>(store_.drop_unclaimed([](const Job&) { return true; })));

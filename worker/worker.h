@@ -48,7 +48,7 @@
 namespace hookrelay {
 
 struct WorkerDeps {
-  const Config* config = nullptr;
+  const Config* config = nullptr;  // the config at start; outlives the Worker (reconfigure() replaces it)
   MessageConsumer* consumer = nullptr;
   MessageProducer* producer = nullptr;
   HttpSender* sender = nullptr;
@@ -77,6 +77,13 @@ class Worker {
   void request_stop();
   // One iteration of the loop run() repeats; for tests that drive the worker step by step.
   void step();
+  // Installs a reloaded config at the next step of the loop (any thread). Messages taken from
+  // then on are expanded under it (routes: urls, secrets, headers, filters, timeouts); limits,
+  // batch size, lease and the retry policy apply to what starts from then on. Deliveries already
+  // expanded keep the route they were expanded under for their current attempt; a retry is
+  // expanded again under the config in force when it is consumed. Settings that need a restart
+  // (Kafka, Postgres, group, listen address, retry tier count) are not read again.
+  void reconfigure(std::shared_ptr<const Config> config);
   bool ready() const { return ready_.load(); }
   int in_flight() const { return in_flight_.load(); }
   // Why the worker stopped by itself; empty while it runs or after a requested stop.
@@ -98,10 +105,13 @@ class Worker {
   void drain_for_shutdown();
   void post(WorkerEvent e);
   bool events_waiting();
-  bool has_room() const { return in_flight_.load() < config_.worker.max_in_flight; }
+  bool has_room() const { return in_flight_.load() < config_->worker.max_in_flight; }
+  void apply_pending_config();
 
   WorkerDeps d_;
-  const Config& config_;
+  // The config in force (the one at start is not owned: it outlives the Worker). Coordinator
+  // thread only; a reload arrives through pending_config_.
+  std::shared_ptr<const Config> config_;
   RetryPolicy policy_;
   std::unordered_set<std::string> local_keys_;  // claimed by this worker, not finished
   std::vector<std::string> abandoned_keys_;     // claimed during shutdown; leases given back
@@ -114,6 +124,7 @@ class Worker {
   std::condition_variable cv_;
   std::vector<WorkerEvent> events_;
   std::string fatal_;  // under mu_
+  std::shared_ptr<const Config> pending_config_;  // under mu_: installed by the next step
 
   PartitionIntake intake_;
   Dispatcher dispatcher_;

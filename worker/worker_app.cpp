@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "shared/clock.h"
+#include "shared/config_reloader.h"
 #include "shared/http_server.h"
 #include "shared/kafka_producer.h"
 #include "shared/log.h"
@@ -32,8 +33,26 @@ constexpr const char* kUsage =
     "usage: hookrelay-worker [--config PATH]\n"
     "  Consumes hookrelay.webhooks, hookrelay.calls and the retry tiers; delivers over HTTP with\n"
     "  retries, dead letters, and Postgres idempotency and audit. Config: --config or\n"
-    "  HOOKRELAY_CONFIG. Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_DATABASE_URL,\n"
+    "  HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_DATABASE_URL,\n"
     "  HOOKRELAY_WORKER_LISTEN.\n";
+
+// worker.allowed_cidrs as SSRF guard ranges; the error names the entry.
+Result<std::vector<Cidr>> parse_allowlist(const Config& config) {
+  std::vector<Cidr> allowlist;
+  for (std::size_t i = 0; i < config.worker.allowed_cidrs.size(); ++i) {
+    auto c = parse_cidr(config.worker.allowed_cidrs[i]);
+    if (!c) return fail("config", "worker.allowed_cidrs[" + std::to_string(i) + "]: " + c.error().message);
+    allowlist.push_back(*c);
+  }
+  return allowlist;
+}
+
+// What the worker needs of a config beyond parse_config's checks, at start and on reload.
+Result<void> check_worker_config(const Config& config) {
+  if (config.postgres.url.empty()) return fail("config", "postgres.url: is required (or HOOKRELAY_DATABASE_URL)");
+  if (auto allowlist = parse_allowlist(config); !allowlist) return Unexpected{allowlist.error()};
+  return {};
+}
 
 std::string default_worker_id() {
   char host[256] = {};
@@ -47,20 +66,11 @@ int run_worker(int argc, char** argv) {
   auto start = start_service("hookrelay-worker", argc, argv, kUsage);
   if (!start.config) return start.exit_code;
   auto& config = start.config;
-  if (config->postgres.url.empty()) {
-    std::fprintf(stderr, "hookrelay-worker: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
+  if (auto checked = check_worker_config(*config); !checked) {
+    std::fprintf(stderr, "hookrelay-worker: config error: %s\n", checked.error().message.c_str());
     return 2;
   }
-  std::vector<Cidr> allowlist;
-  for (std::size_t i = 0; i < config->worker.allowed_cidrs.size(); ++i) {
-    auto c = parse_cidr(config->worker.allowed_cidrs[i]);
-    if (!c) {
-      std::fprintf(stderr, "hookrelay-worker: config error: worker.allowed_cidrs[%zu]: %s\n", i,
-                   c.error().message.c_str());
-      return 2;
-    }
-    allowlist.push_back(*c);
-  }
+  const auto allowlist = *parse_allowlist(*config);
   auto listen = parse_host_port(config->worker.listen, "worker.listen");
   if (!listen) {
     std::fprintf(stderr, "hookrelay-worker: config error: %s\n", listen.error().message.c_str());
@@ -71,6 +81,8 @@ int run_worker(int argc, char** argv) {
   std::string worker_id = config->worker.worker_id.empty() ? default_worker_id() : config->worker.worker_id;
 
   auto registry = std::make_shared<prometheus::Registry>();
+  ConfigReloader reloader("hookrelay-worker", start.config_path, *config, *registry);
+  reloader.set_check(check_worker_config);
   WorkerMetrics metrics(*registry, static_cast<int>(config->retry.schedule_seconds.size()));
   metrics.filtered_routes(*config);
   set_filtered_observer([&metrics](std::string_view source, std::string_view route) { metrics.filtered(source, route); });
@@ -156,8 +168,16 @@ int run_worker(int argc, char** argv) {
                config->worker.static_membership ? config->worker.group_instance_id : "(dynamic)",
                log_quote(config->kafka.bootstrap_servers), config->worker.max_in_flight);
 
-  std::thread signals = start_guarded_thread("signals", [&worker] {
-    int sig = wait_for_termination_signal();
+  // SIGHUP: the config file again (ConfigReloader); the worker installs a valid one at its next
+  // loop step (Worker::reconfigure says what changes and when).
+  std::thread signals = start_guarded_thread("signals", [&worker, &reloader, &metrics] {
+    int sig = 0;
+    while ((sig = wait_for_signal()) == SIGHUP) {
+      if (auto next = reloader.reload()) {
+        metrics.filtered_routes(**next);
+        worker.reconfigure(*next);
+      }
+    }
     spdlog::info("msg=worker_stop_requested signal={}", sig);
     worker.request_stop();
   });

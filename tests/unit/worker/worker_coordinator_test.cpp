@@ -1,6 +1,7 @@
 // The coordinator with fakes behind every I/O boundary: offsets, retries, dead letters,
 // idempotent skips, Postgres outages and retry-tier pauses, step by step.
 #include <gtest/gtest.h>
+#include <strings.h>
 
 #include <atomic>
 #include <chrono>
@@ -757,6 +758,99 @@ TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
   EXPECT_EQ(labelled(registry, "hookrelay_worker_bad_headers_total", "header", "hr-due-at"), 1);
   EXPECT_TRUE(consumer.pauses.empty());
   EXPECT_EQ(stored(retry_topic(0)), 1);
+}
+
+// A config as a reload installs it (SIGHUP: ConfigReloader, then Worker::reconfigure).
+std::shared_ptr<const Config> reloaded(const std::string& yaml) {
+  auto c = parse_config(yaml, [](const std::string&) { return std::nullopt; });
+  EXPECT_TRUE(c) << c.error().message;
+  return std::make_shared<const Config>(c ? *c : Config{});
+}
+
+std::string route_config(const std::string& url, const std::string& extra = "", int max_attempts = 3) {
+  return R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: ")" + url + R"(", headers: { X-Config: ")" + url + R"(" } }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: )" + std::to_string(max_attempts) + " }\n" + extra;
+}
+
+std::string header_of(const HttpCall& call, const std::string& name) {
+  for (const auto& [k, v] : call.headers) {
+    if (strcasecmp(k.c_str(), name.c_str()) == 0) return v;
+  }
+  return "";
+}
+
+// A reload applies to messages taken after it; a delivery already expanded keeps the route it
+// was expanded under (and that config stays alive) until it finishes.
+TEST_F(WorkerCoordinator, ReloadAppliesToMessagesTakenAfterItAndCallsOutKeepTheirRoute) {
+  sender.hold = true;
+  std::weak_ptr<const Config> first;
+  {
+    auto c = reloaded(route_config("http://127.0.0.1:9/first"));
+    first = c;
+    worker->reconfigure(c);
+  }
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(sender.calls[0].url, "http://127.0.0.1:9/first");
+
+  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/second")));
+  webhook(1, "e2");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(sender.calls[1].url, "http://127.0.0.1:9/second");
+  EXPECT_EQ(header_of(sender.calls[1], "X-Config"), "http://127.0.0.1:9/second");
+  EXPECT_FALSE(first.expired()) << "a config was freed while a delivery expanded under it is in flight";
+
+  for (auto& answer : sender.held) answer();
+  sender.held.clear();
+  steps();
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+  EXPECT_EQ(stored(), 2);
+  EXPECT_TRUE(first.expired()) << "the replaced config outlived its last delivery";
+}
+
+// A retry is expanded again under the config in force when it is consumed: the route is found by
+// name, with its new url; the retry policy is the new one.
+TEST_F(WorkerCoordinator, RetryConsumedAfterAReloadUsesTheNewRouteAndPolicy) {
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(producer.sent.size(), 1u);
+  ASSERT_EQ(producer.sent[0].topic, retry_topic(0));
+
+  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/moved", "", 2)));
+  ConsumedMessage retry;
+  retry.topic = retry_topic(0);
+  retry.offset = 0;
+  retry.value = std::make_shared<const std::string>(producer.sent[0].value);
+  for (const auto& h : producer.sent[0].headers) retry.headers.emplace_back(h.name, h.value);
+  now += 60'000;  // due
+  consumer.queue.push_back(retry);
+  sender.script = {status(503)};
+  steps();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(sender.calls[1].url, "http://127.0.0.1:9/moved");
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[1].topic, kDlqTopic) << "the reloaded max_attempts (2) was not applied";
+  EXPECT_EQ(producer.sent[1].header("hr-dlq-reason"), "max_attempts");
+}
+
+// Worker limits of a reload apply to calls started after it, lowered or raised.
+TEST_F(WorkerCoordinator, ReloadedPerHostLimitAppliesToCallsStartedAfterIt) {
+  sender.hold = true;
+  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 1 }\n")));
+  for (int i = 0; i < 3; ++i) webhook(i, "e" + std::to_string(i));
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u) << "the reloaded per-host limit (1) was not applied";
+  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 3 }\n")));
+  steps();
+  EXPECT_EQ(sender.calls.size(), 3u) << "the raised per-host limit (3) was not applied";
 }
 
 }  // namespace
