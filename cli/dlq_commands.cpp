@@ -14,7 +14,7 @@
 namespace hookrelay::cli {
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kDlqUsage =
     "usage: hookrelay dlq list [--source S] [--destination D] [--status STATE|any]\n"
     "                          [--since TIME] [--until TIME] [--limit N] [--json]\n"
     "       hookrelay dlq show KEY [--message] [--json]\n"
@@ -40,7 +40,7 @@ constexpr const char* kUsage =
     "  exit: 0 ok; 1 database/Kafka error or a replay failed; 2 usage/config;\n"
     "        3 not found (show: no such delivery; replay: a key has no delivery or DLQ message)\n";
 
-const std::vector<OptionSpec> kOptions = {
+const std::vector<OptionSpec> kDlqOptions = {
     kConfigOption,       kDatabaseOption,      kBootstrapOption,   kJsonOption,
     {"--source", true},  {"--destination", true}, {"--status", true}, {"--since", true},
     {"--until", true},   {"--limit", true},    {"--id", true},     {"--all", false},
@@ -49,7 +49,7 @@ const std::vector<OptionSpec> kOptions = {
 };
 
 int usage_error(CliIo& io, const std::string& message) {
-  io.err << "hookrelay dlq: " << message << "\n" << kUsage;
+  io.err << "hookrelay dlq: " << message << "\n" << kDlqUsage;
   return kExitUsage;
 }
 
@@ -308,7 +308,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
 
 int run_dlq(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args, kOptions, kUsage, "dlq", io, parsed);
+  int rc = parse_or_help(args, kDlqOptions, kDlqUsage, "dlq", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
   if (pos.empty()) return usage_error(io, "expected list, show or replay");

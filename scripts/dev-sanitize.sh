@@ -25,8 +25,10 @@ cmd_build_san() {
   # -O1 keeps the build and the sanitized run fast enough for CI; asserts stay on (no NDEBUG).
   # No -Werror here: the warning flags are gcc's choice, and clang's extra warnings must not
   # fail this build (the gcc build in $BUILD enforces -Werror).
+  # shellcheck disable=SC2046  # unity_flag (scripts/dev) prints zero or one word
   cmake -S "$ROOT" -B "$SAN_BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++-16 -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CXX_FLAGS_RELEASE="-O1 -gline-tables-only" -DHOOKRELAY_SANITIZE=ON -DHOOKRELAY_FUZZ=ON >/dev/null
+    -DCMAKE_CXX_FLAGS_RELEASE="-O1 -gline-tables-only" -DHOOKRELAY_SANITIZE=ON -DHOOKRELAY_FUZZ=ON \
+    $(unity_flag "$SAN_BUILD") >/dev/null
   san_env  # gtest discovery runs the sanitized test binaries during the build
   # Only what the sanitized suite runs (the integration tests pull in the service binaries):
   # the tools, benchmark helpers and ops checks are the gcc build's.

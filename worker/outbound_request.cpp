@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "shared/ascii.h"
 #include "shared/log.h"
 #include "shared/wire_contract.h"
 #include "shared/webhook_signer.h"
@@ -9,17 +10,11 @@
 namespace hookrelay {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 // Headers hookrelay sets itself on every delivery; a forwarded copy is dropped.
 bool replaced(std::string_view name) {
   for (std::string_view h : {"webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key",
                              "user-agent", "accept-encoding", "x-hookrelay-attempt"}) {
-    if (iequals(name, h)) return true;
+    if (ascii_iequals(name, h)) return true;
   }
   return false;
 }
@@ -38,7 +33,7 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
   const auto set_by_route = [route_headers](std::string_view name) {
     if (!route_headers) return false;
     for (const auto& [k, v] : *route_headers) {
-      if (iequals(k, name)) return true;
+      if (ascii_iequals(k, name)) return true;
     }
     return false;
   };

@@ -1,17 +1,12 @@
 #include "worker/route_filter.h"
 
 #include <algorithm>
-#include <cctype>
 #include <optional>
+
+#include "shared/ascii.h"
 
 namespace hookrelay {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 // The parser is reused across messages (its buffers grow to the largest body seen and stay).
 simdjson::dom::parser& thread_parser() {
@@ -74,7 +69,7 @@ bool FilterContext::header_holds(const HeaderCondition& c) const {
   for (const auto& [name, value] : headers_) {
     std::string_view n(name);
     if (n.size() != prefix_.size() + c.name.size() || n.substr(0, prefix_.size()) != prefix_) continue;
-    if (!iequals(n.substr(prefix_.size()), c.name)) continue;
+    if (!ascii_iequals(n.substr(prefix_.size()), c.name)) continue;
     if (std::find(c.values.begin(), c.values.end(), value) != c.values.end()) return true;
   }
   return false;

@@ -36,7 +36,7 @@ struct SchemeCase {
 
 void PrintTo(const SchemeCase& c, std::ostream* os) { *os << c.label; }
 
-SourceConfig source_of(SchemeKind kind) {
+SourceConfig scheme_source(SchemeKind kind) {
   SourceConfig s = testing::source_of(kind);
   s.tolerance_seconds = kTolerance;
   return s;
@@ -45,24 +45,24 @@ SourceConfig source_of(SchemeKind kind) {
 std::vector<SchemeCase> all_cases() {
   const std::string whsec_a = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
   const std::string whsec_b = "whsec_" + base64_encode("a second, rotated key!!");
-  SourceConfig hmac_sha1 = source_of(SchemeKind::kHmac);
+  SourceConfig hmac_sha1 = scheme_source(SchemeKind::kHmac);
   hmac_sha1.header = "X-Signature";
   hmac_sha1.prefix = "sha1=";
   hmac_sha1.algorithm = "sha1";
   hmac_sha1.event_id_header = "X-Event-Id";
-  SourceConfig hmac_ts = source_of(SchemeKind::kHmac);
+  SourceConfig hmac_ts = scheme_source(SchemeKind::kHmac);
   hmac_ts.header = "X-Signature";
   hmac_ts.encoding = "base64";
   hmac_ts.algorithm = "sha512";
   hmac_ts.timestamp_header = "X-Timestamp";
   return {
-      {"standard_webhooks", source_of(SchemeKind::kStandardWebhooks), whsec_a, whsec_b,
+      {"standard_webhooks", scheme_source(SchemeKind::kStandardWebhooks), whsec_a, whsec_b,
        "webhook-signature", "webhook-timestamp", true},
-      {"github", source_of(SchemeKind::kGithub), "gh-a", "gh-b", "X-Hub-Signature-256", "", false},
-      {"stripe", source_of(SchemeKind::kStripe), "whsec_a", "whsec_b", "Stripe-Signature", "", true},
-      {"slack", source_of(SchemeKind::kSlack), "slack-a", "slack-b", "X-Slack-Signature",
+      {"github", scheme_source(SchemeKind::kGithub), "gh-a", "gh-b", "X-Hub-Signature-256", "", false},
+      {"stripe", scheme_source(SchemeKind::kStripe), "whsec_a", "whsec_b", "Stripe-Signature", "", true},
+      {"slack", scheme_source(SchemeKind::kSlack), "slack-a", "slack-b", "X-Slack-Signature",
        "X-Slack-Request-Timestamp", true},
-      {"shopify", source_of(SchemeKind::kShopify), "shop-a", "shop-b", "X-Shopify-Hmac-Sha256", "", false},
+      {"shopify", scheme_source(SchemeKind::kShopify), "shop-a", "shop-b", "X-Shopify-Hmac-Sha256", "", false},
       {"hmac_sha1_hex", hmac_sha1, "c-a", "c-b", "X-Signature", "", false},
       {"hmac_sha512_base64_ts", hmac_ts, "c-a", "c-b", "X-Signature", "X-Timestamp", true},
   };

@@ -8,7 +8,7 @@
 namespace hookrelay {
 namespace {
 
-using Decision = SsrfGuard::Decision;
+using GuardDecision = SsrfGuard::Decision;
 
 struct Row {
   const char* ip;
@@ -105,7 +105,7 @@ const Row kDefaultTable[] = {
 TEST(SsrfGuard, DefaultDecisionTable) {
   SsrfGuard guard(false, {});
   for (const Row& r : kDefaultTable) {
-    EXPECT_EQ(guard.check(std::string_view(r.ip)), (Decision{r.allowed, r.reason})) << r.ip;
+    EXPECT_EQ(guard.check(std::string_view(r.ip)), (GuardDecision{r.allowed, r.reason})) << r.ip;
   }
 }
 
@@ -113,7 +113,7 @@ TEST(SsrfGuard, AllowPrivateNetworksAllowsEveryRangeButKeepsTheCategory) {
   SsrfGuard guard(true, {});
   for (const Row& r : kDefaultTable) {
     const bool parseable = std::string_view(r.reason) != "invalid_address";
-    EXPECT_EQ(guard.check(std::string_view(r.ip)), (Decision{parseable, r.reason})) << r.ip;
+    EXPECT_EQ(guard.check(std::string_view(r.ip)), (GuardDecision{parseable, r.reason})) << r.ip;
   }
 }
 
@@ -133,7 +133,7 @@ TEST(SsrfGuard, AllowlistAllowsMatchingAddressesOnly) {
       {"8.8.8.8", true, "public"},
   };
   for (const Row& r : rows) {
-    EXPECT_EQ(guard.check(std::string_view(r.ip)), (Decision{r.allowed, r.reason})) << r.ip;
+    EXPECT_EQ(guard.check(std::string_view(r.ip)), (GuardDecision{r.allowed, r.reason})) << r.ip;
   }
 }
 
@@ -143,24 +143,24 @@ TEST(SsrfGuard, ChecksSockaddrOfEitherFamily) {
   v4.sin_family = AF_INET;
   v4.sin_port = htons(443);
   ASSERT_EQ(inet_pton(AF_INET, "169.254.169.254", &v4.sin_addr), 1);
-  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (Decision{false, "link_local"}));
+  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (GuardDecision{false, "link_local"}));
   ASSERT_EQ(inet_pton(AF_INET, "8.8.4.4", &v4.sin_addr), 1);
-  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (Decision{true, "public"}));
+  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (GuardDecision{true, "public"}));
 
   sockaddr_in6 v6{};
   v6.sin6_family = AF_INET6;
   ASSERT_EQ(inet_pton(AF_INET6, "::ffff:192.168.0.10", &v6.sin6_addr), 1);
   EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v6)),
-            (Decision{false, "ipv4_mapped_private"}));
+            (GuardDecision{false, "ipv4_mapped_private"}));
   ASSERT_EQ(inet_pton(AF_INET6, "2606:4700::1", &v6.sin6_addr), 1);
-  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v6)), (Decision{true, "public"}));
+  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v6)), (GuardDecision{true, "public"}));
 
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
   EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&un)),
-            (Decision{false, "unsupported_family"}));
+            (GuardDecision{false, "unsupported_family"}));
   EXPECT_EQ(guard.check(static_cast<const sockaddr*>(nullptr)),
-            (Decision{false, "unsupported_family"}));
+            (GuardDecision{false, "unsupported_family"}));
 }
 
 TEST(Cidr, ParsesBothFamiliesAndBareAddresses) {

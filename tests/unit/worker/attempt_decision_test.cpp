@@ -6,18 +6,18 @@
 namespace hookrelay {
 namespace {
 
-constexpr int64_t kNow = 1'700'000'000'000;
+constexpr int64_t kDecisionNow = 1'700'000'000'000;
 
 class Decide : public ::testing::Test {
  protected:
   Decide() {
     d.attempt = 1;
-    d.received_at_ms = kNow;
+    d.received_at_ms = kDecisionNow;
   }
   Decision http(int status, TransportError err = TransportError::kNone) {
-    return decide(d, AttemptResult::http(err, status, std::nullopt), policy, kNow, [] { return 0.5; });
+    return decide(d, AttemptResult::http(err, status, std::nullopt), policy, kDecisionNow, [] { return 0.5; });
   }
-  Decision without_attempt(AttemptResult::Kind kind) { return decide(d, AttemptResult::none(kind), policy, kNow, [] { return 0.5; }); }
+  Decision without_attempt(AttemptResult::Kind kind) { return decide(d, AttemptResult::none(kind), policy, kDecisionNow, [] { return 0.5; }); }
 
   Delivery d;
   RetryPolicy policy{{5, 30, 120}, 3, 86400, {}};
@@ -42,15 +42,15 @@ TEST_F(Decide, RetryableGoesToATierWithItsDueTime) {
   EXPECT_EQ(r.next, NextState::kRetrying);
   EXPECT_EQ(r.attempt, AttemptOutcome::kRetryable);
   EXPECT_EQ(r.tier, 0);
-  EXPECT_EQ(r.due_at_ms, kNow + 2500);  // half of the first tier's 5 s (rand 0.5)
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 2500);  // half of the first tier's 5 s (rand 0.5)
 }
 
 TEST_F(Decide, RetryAfterRaisesTheDelay) {
-  auto r = decide(d, AttemptResult::http(TransportError::kNone, 429, 60'000), policy, kNow,
+  auto r = decide(d, AttemptResult::http(TransportError::kNone, 429, 60'000), policy, kDecisionNow,
                   [] { return 0.0; });
   EXPECT_EQ(r.next, NextState::kRetrying);
   EXPECT_EQ(r.tier, 2);
-  EXPECT_EQ(r.due_at_ms, kNow + 60'000);
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 60'000);
 }
 
 TEST_F(Decide, LastAttemptIsDeadAsMaxAttempts) {
@@ -62,7 +62,7 @@ TEST_F(Decide, LastAttemptIsDeadAsMaxAttempts) {
 }
 
 TEST_F(Decide, TooOldIsDeadAsMaxAge) {
-  d.received_at_ms = kNow - 86'400'000;
+  d.received_at_ms = kDecisionNow - 86'400'000;
   auto r = http(500, TransportError::kTimeout);
   EXPECT_EQ(r.next, NextState::kDead);
   EXPECT_EQ(r.reason, DeadReason::kMaxAge);
@@ -73,7 +73,7 @@ TEST_F(Decide, ABounceWaitsOnTheFirstTierAndSpendsNoAttempt) {
   auto r = without_attempt(AttemptResult::Kind::kNotAttempted);
   EXPECT_EQ(r.next, NextState::kRetrying);
   EXPECT_EQ(r.tier, 0);
-  EXPECT_EQ(r.due_at_ms, kNow + 5000);
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 5000);
   EXPECT_FALSE(r.spends_attempt);
   EXPECT_FALSE(r.attempt) << "nothing to record";
 }
@@ -105,10 +105,10 @@ TEST_F(Decide, ARouteWithItsOwnRetryFollowsItInTheGlobalTiers) {
   RouteConfig route;
   route.retry = RetryConfig{{20, 60}, 2, 600};  // global: tiers 5, 30, 120 s; 3 attempts
   d.route = &route;
-  auto r = decide(d, AttemptResult::http(TransportError::kNone, 503, std::nullopt), policy, kNow,
+  auto r = decide(d, AttemptResult::http(TransportError::kNone, 503, std::nullopt), policy, kDecisionNow,
                   [] { return 0.99; });
   ASSERT_EQ(r.next, NextState::kRetrying);
-  EXPECT_EQ(r.due_at_ms, kNow + 19'800) << "the route's first delay (20 s), jittered";
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 19'800) << "the route's first delay (20 s), jittered";
   EXPECT_EQ(r.tier, 1) << "waits in the global 30 s tier, the smallest that covers 19.8 s";
 
   d.attempt = 2;  // the route allows 2 attempts where the global policy allows 3
@@ -117,7 +117,7 @@ TEST_F(Decide, ARouteWithItsOwnRetryFollowsItInTheGlobalTiers) {
   EXPECT_EQ(r.reason, DeadReason::kMaxAttempts);
 
   d.attempt = 1;
-  d.received_at_ms = kNow - 595'000;  // 5 s left of the route's 600 s max age
+  d.received_at_ms = kDecisionNow - 595'000;  // 5 s left of the route's 600 s max age
   r = http(503);
   EXPECT_EQ(r.next, NextState::kDead);
   EXPECT_EQ(r.reason, DeadReason::kMaxAge);
@@ -133,7 +133,7 @@ TEST_F(Decide, ABounceWaitsTheRoutesFirstDelayInTheTierThatCoversIt) {
   d.route = &route;
   auto r = without_attempt(AttemptResult::Kind::kNotAttempted);
   ASSERT_EQ(r.next, NextState::kRetrying);
-  EXPECT_EQ(r.due_at_ms, kNow + 60'000);
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 60'000);
   EXPECT_EQ(r.tier, 2) << "60 s waits in the global 120 s tier";
   EXPECT_FALSE(r.spends_attempt);
 }
