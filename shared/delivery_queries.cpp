@@ -196,25 +196,38 @@ Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& 
   }
   // Only the conditions asked for, so the planner sees plain equalities and picks the index of
   // the most selective one (migrations/0006); the order is the first-seen index's.
-  std::string sql = std::string("SELECT ") + kDeliveryColumns +
-                    ", (extract(epoch from first_seen_at) * 1000000)::bigint FROM deliveries WHERE true";
   std::vector<std::string> params;
   auto param = [&params](std::string v) {
     params.push_back(std::move(v));
     return "$" + std::to_string(params.size());
   };
-  if (!f.source.empty()) sql += " AND source = " + param(f.source);
-  if (!f.route.empty()) sql += " AND destination = " + param(f.route);
-  if (!f.state.empty()) sql += " AND state = " + param(f.state);
-  if (!f.event_id.empty()) sql += " AND event_id = " + param(f.event_id);
-  if (f.since_ms > 0) sql += " AND first_seen_at >= to_timestamp(" + param(std::to_string(f.since_ms)) + "::bigint / 1000.0)";
-  if (f.until_ms > 0) sql += " AND first_seen_at < to_timestamp(" + param(std::to_string(f.until_ms)) + "::bigint / 1000.0)";
+  // On columns deliveries and dead_letters share, with the same values.
+  std::string where;
+  if (!f.source.empty()) where += " AND source = " + param(f.source);
+  if (!f.route.empty()) where += " AND destination = " + param(f.route);
+  if (f.since_ms > 0) where += " AND first_seen_at >= to_timestamp(" + param(std::to_string(f.since_ms)) + "::bigint / 1000.0)";
+  if (f.until_ms > 0) where += " AND first_seen_at < to_timestamp(" + param(std::to_string(f.until_ms)) + "::bigint / 1000.0)";
   if (f.after) {
     std::string at = param(std::to_string(f.after->first_seen_us));
-    sql += " AND (first_seen_at, delivery_key) < (timestamptz 'epoch' + " + at +
-           "::bigint * interval '1 microsecond', " + param(f.after->key) + "::text)";
+    where += " AND (first_seen_at, delivery_key) < (timestamptz 'epoch' + " + at +
+             "::bigint * interval '1 microsecond', " + param(f.after->key) + "::text)";
   }
-  sql += " ORDER BY first_seen_at DESC, delivery_key DESC LIMIT " + std::to_string(f.limit + 1);
+  const std::string order = " ORDER BY first_seen_at DESC, delivery_key DESC LIMIT " + std::to_string(f.limit + 1);
+  std::string sql = std::string("SELECT ") + kDeliveryColumns +
+                    ", (extract(epoch from first_seen_at) * 1000000)::bigint FROM deliveries WHERE true";
+  if (f.state == "dead" && f.event_id.empty()) {
+    // Dead deliveries are few among many: the first-seen indexes would read a whole source or
+    // route to find none. dead_letters holds exactly them (a trigger, migrations/0004) with
+    // their first_seen_at and indexes in this order (migrations/0009), so a page reads its rows
+    // and then theirs in deliveries by key.
+    sql += " AND state = 'dead' AND delivery_key IN (SELECT delivery_key FROM dead_letters WHERE true" + where +
+           order + ")";
+  } else {
+    sql += where;
+    if (!f.state.empty()) sql += " AND state = " + param(f.state);
+    if (!f.event_id.empty()) sql += " AND event_id = " + param(f.event_id);
+  }
+  sql += order;
   return pg_.run("list_deliveries", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));

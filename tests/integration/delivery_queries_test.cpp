@@ -162,6 +162,37 @@ TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
             "2");
 }
 
+// GET /v1/deliveries?state=dead reads dead_letters (migrations/0009) in the listing's order.
+TEST_F(DeliveryQueriesTest, DeadDeliveriesArePagedThroughDeadLettersNewestFirst) {
+  auto page = [&](DeliveryPageFilter f) {
+    f.state = "dead";
+    auto p = queries_->list_deliveries(f);
+    EXPECT_TRUE(p) << p.error().message;
+    std::vector<std::string> out;
+    if (p) {
+      for (const auto& r : p->rows) out.push_back(r.key);
+      if (p->next) out.push_back("next");
+    }
+    return out;
+  };
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM dead_letters JOIN deliveries USING (delivery_key, first_seen_at)"), "2");
+  // Same first_seen_at: the key decides, descending.
+  EXPECT_EQ(page({}), (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
+  EXPECT_EQ(page({.limit = 1}), (std::vector<std::string>{"st-e2-billing", "next"}));
+  auto first = queries_->list_deliveries({.state = "dead", .limit = 1});
+  ASSERT_TRUE(first && first->next);
+  EXPECT_EQ(page({.limit = 1, .after = first->next}), (std::vector<std::string>{"gh-e1-ci"}));
+  EXPECT_EQ(page({.source = "github"}), (std::vector<std::string>{"gh-e1-ci"}));
+  EXPECT_EQ(page({.route = "billing"}), (std::vector<std::string>{"st-e2-billing"}));
+  EXPECT_EQ(page({.source = "github", .route = "deploy"}), (std::vector<std::string>{}));
+  EXPECT_EQ(page({.event_id = "e1"}), (std::vector<std::string>{"gh-e1-ci"}));
+  EXPECT_EQ(page({.since_ms = now_ms() + 3600000}), (std::vector<std::string>{}));
+  EXPECT_EQ(page({.until_ms = now_ms() + 3600000}), (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
+
+  ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
+  EXPECT_EQ(page({}), (std::vector<std::string>{"st-e2-billing"}));
+}
+
 TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
   auto created = queries_->ensure_attempt_partitions(10);
   ASSERT_TRUE(created) << created.error().message;
