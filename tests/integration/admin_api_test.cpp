@@ -3,92 +3,25 @@
 // succeeded ones with the same webhook-id, and a replay that survives the admin process being
 // killed without sending anything twice.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <set>
 #include <thread>
 
-#include "admin/admin_request.h"
-#include "tests/support/free_port.h"
-#include "tests/support/worker_fixture.h"
+#include "tests/support/admin_fixture.h"
 
 namespace hookrelay::test {
 namespace {
 
-using nlohmann::json;
-
-constexpr const char* kAdminToken = "adm_test_0123456789abcdef";
-
-class AdminApiTest : public WorkerTest {
+class AdminApiTest : public AdminTest {
  protected:
   void SetUp() override {
-    WorkerTest::SetUp();
+    AdminTest::SetUp();
     StackOptions o;
     o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
     ASSERT_NO_FATAL_FAILURE(create_stack(o));
-    auto path = stack_->write_config(o, "admin.yaml");
-    ASSERT_TRUE(path) << path.error().message;
-    std::ofstream(*path, std::ios::app) << "admin: { tokens: [\"" << kAdminToken << "\"] }\n";
-    admin_config_ = *path;
-    ASSERT_NO_FATAL_FAILURE(start_admin());
+    ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
   }
-
-  void start_admin() {
-    admin_port_ = free_port();
-    auto child = ChildProcess::spawn(
-        {HOOKRELAY_BIN_DIR "/admin/hookrelay-admin", "--config", admin_config_.string()},
-        {{"HOOKRELAY_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(admin_port_)}},
-        stack_->dir().file("admin-" + std::to_string(++admin_runs_) + ".log"));
-    ASSERT_TRUE(child) << child.error().message;
-    admin_ = std::make_unique<ChildProcess>(std::move(*child));
-    ASSERT_TRUE(wait_for_status(url("/healthz"), 200, 20s)) << admin_->log_tail();
-  }
-
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(admin_port_) + path; }
-
-  HttpReply call(const std::string& method, const std::string& path, const std::string& body = {},
-                 std::vector<std::pair<std::string, std::string>> headers = {{"Authorization", std::string("Bearer ") + kAdminToken}}) {
-    auto r = http_request(method, url(path), body, headers);
-    EXPECT_TRUE(r) << r.error().message;
-    if (!r) return {};
-    EXPECT_LT(r->status, 500) << method << " " << path << ": " << r->body;
-    return *r;
-  }
-  json get_json(const std::string& path, int status = 200) {
-    auto r = call("GET", path);
-    if (status > 0) {
-      EXPECT_EQ(r.status, status) << path << ": " << r.body;
-    }
-    return json::parse(r.body, nullptr, false);
-  }
-  json post_replay(const json& body) {
-    auto r = call("POST", "/v1/replays", body.dump(),
-                  {{"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "application/json"}});
-    EXPECT_EQ(r.status, 202) << r.body;
-    return json::parse(r.body, nullptr, false);
-  }
-  // Waits for the replay to finish; its last progress.
-  json wait_replay(const std::string& id, std::chrono::milliseconds timeout = 60s) {
-    json p;
-    eventually([&] {
-      p = get_json("/v1/replays/" + id);
-      return p.value("state", "") == "finished";
-    }, timeout);
-    return p;
-  }
-  // A 4xx JSON error whose code is `code` and whose message mentions `names`.
-  void expect_error(const HttpReply& r, int status, const std::string& code, const std::string& names) {
-    EXPECT_EQ(r.status, status) << r.body;
-    auto j = json::parse(r.body, nullptr, false);
-    ASSERT_TRUE(j.is_object()) << r.body;
-    EXPECT_EQ(j["error"]["code"], code) << r.body;
-    EXPECT_NE(j["error"]["message"].get<std::string>().find(names), std::string::npos) << r.body;
-  }
-
-  std::filesystem::path admin_config_;
-  std::unique_ptr<ChildProcess> admin_;
-  uint16_t admin_port_ = 0;
-  int admin_runs_ = 0;
 };
 
 TEST_F(AdminApiTest, TokensAreRequiredAndTheContractIsServed) {
@@ -177,8 +110,7 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   expect_error(call("DELETE", "/v1/deliveries"), 405, "method_not_allowed", "GET");
   expect_error(call("GET", "/v1/nothing"), 404, "not_found", "openapi");
 
-  const std::vector<std::pair<std::string, std::string>> json_headers = {
-      {"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "application/json"}};
+  const Headers json_headers = auth_json();
   expect_error(call("POST", "/v1/replays", "{\"keys\": [", json_headers), 400, "bad_json", "JSON");
   expect_error(call("POST", "/v1/replays", R"({"keys":["k"]})",
                     {{"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "text/plain"}}),
@@ -195,7 +127,7 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
 }
 
 TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSameWebhookId) {
-  rx_.set_default("/a", {410, {}, 0, "gone"});
+  rx_.set_default("/a", {400, {}, 0, "refused"});
   start_worker();
   ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 3)));
   ASSERT_TRUE(deliveries_in_state("dead", 3, 30s)) << stack_->describe_deliveries();
@@ -238,17 +170,14 @@ TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSam
     EXPECT_EQ(before.count(id), 1u) << "a new webhook-id: " << id;
   }
   EXPECT_EQ(twice, 1);
-  auto trail = get_json("/v1/deliveries/wh%3Aacme%3Aevt-1%3Ab");
-  EXPECT_EQ(trail["delivery"]["state"], "succeeded");
-  std::vector<std::string> outcomes;
-  for (const auto& a : trail["attempts"]) outcomes.push_back(a["outcome"]);
-  EXPECT_EQ(outcomes, (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
+  EXPECT_EQ(get_json("/v1/deliveries/wh%3Aacme%3Aevt-1%3Ab")["delivery"]["state"], "succeeded");
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab"), (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
   // The marker was consumed: another copy of the message would be skipped.
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
 }
 
 TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWithoutSendingTwice) {
-  rx_.set_default("/a", {410, {}, 0, "gone"});
+  rx_.set_default("/a", {400, {}, 0, "refused"});
   start_worker();
   constexpr int kEvents = 24;
   ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", kEvents)));

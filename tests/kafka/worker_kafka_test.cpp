@@ -19,42 +19,13 @@
 namespace hookrelay::test {
 namespace {
 
-class WorkerOnKafka : public WorkerTest {
+class WorkerOnKafka : public OnSharedCluster<WorkerTest> {
  protected:
-  static void SetUpTestSuite() {
-    auto k = shared_cluster();
-    ASSERT_TRUE(k) << k.error().message;
-    kafka_ = *k;
-  }
-  static void TearDownTestSuite() { kafka_ = nullptr; }
-
-  void SetUp() override {
-    ASSERT_NE(kafka_, nullptr) << "the cluster did not start";
-    WorkerTest::SetUp();
-  }
-  // Every node runs again after each test, whatever the test stopped.
-  void TearDown() override {
-    if (kafka_) {
-      auto back = kafka_->start_stopped();
-      EXPECT_TRUE(back) << back.error().message;
-    }
-  }
-
-  // A Stack on the shared cluster: its topics deleted and created again with o.partitions
-  // partitions, a group id named after the test, group timings a real broker accepts (its
-  // group.min.session.timeout.ms is 6 s). Call with ASSERT_NO_FATAL_FAILURE.
+  // A Stack on the shared cluster (on_cluster). Call with ASSERT_NO_FATAL_FAILURE.
   void create_stack_on_kafka(StackOptions o) {
-    o.kafka_bootstrap = kafka_->bootstrap();
-    o.group_id = std::string("hookrelay-workers-") + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    o.kafka_properties.emplace("session.timeout.ms", "6000");
-    o.kafka_properties.emplace("heartbeat.interval.ms", "500");
-    std::vector<std::string> topics = {std::string(kWebhooksTopic), std::string(kCallsTopic), std::string(kDlqTopic)};
-    for (std::size_t i = 0; i < o.schedule_seconds.size(); ++i) topics.push_back(retry_topic(static_cast<int>(i)));
-    auto deleted = kafka_->delete_topics(topics);
-    ASSERT_TRUE(deleted) << deleted.error().message;
-    auto created = kafka_->create_topics(topics, o.partitions);
-    ASSERT_TRUE(created) << created.error().message;
-    ASSERT_NO_FATAL_FAILURE(create_stack(std::move(o)));
+    auto on_kafka = on_cluster(*kafka_, std::move(o));
+    ASSERT_TRUE(on_kafka) << on_kafka.error().message;
+    ASSERT_NO_FATAL_FAILURE(create_stack(std::move(*on_kafka)));
   }
 
   // One route (acme -> /a), six partitions, claims of 20, `per_host` deliveries in flight per worker.
@@ -105,8 +76,6 @@ class WorkerOnKafka : public WorkerTest {
     }
     return out;
   }
-
-  static inline KafkaCluster* kafka_ = nullptr;
 };
 
 TEST_F(WorkerOnKafka, ThreeWorkersJoiningAndLeavingWhileEventsFlowDeliverEveryEventOnce) {
