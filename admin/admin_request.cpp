@@ -89,6 +89,31 @@ Result<std::map<std::string, std::string>> parse_query(std::string_view query,
   return out;
 }
 
+Result<RouteControlQuery> parse_route_control_query(std::string_view query, bool suspend) {
+  auto q = parse_query(query, suspend ? std::vector<std::string>{"source", "reason"}
+                                      : std::vector<std::string>{"source", "rate"});
+  if (!q) return Unexpected{q.error()};
+  RouteControlQuery out;
+  if (auto it = q->find("source"); it != q->end()) {
+    if (it->second.empty() || it->second.size() > kMaxKeyBytes) return fail("bad_parameter", "source: must be 1-1024 bytes");
+    out.source = it->second;
+  }
+  if (auto it = q->find("reason"); it != q->end()) {
+    if (it->second.size() > kMaxReasonBytes) return fail("bad_parameter", "reason: at most 500 bytes");
+    out.reason = it->second;
+  }
+  if (auto it = q->find("rate"); it != q->end()) {
+    const std::string& v = it->second;
+    double rate = -1;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), rate);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || !(rate >= 0 && rate <= kMaxReleaseRate)) {
+      return fail("bad_parameter", "rate: must be a number of deliveries per second from 0 (unpaced) to 10000");
+    }
+    out.rate = rate;
+  }
+  return out;
+}
+
 Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
   // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); 'T'/'Z' in either case (RFC 3339 section 5.6).
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
@@ -213,8 +238,9 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
       if (value.empty() || value.size() > kMaxKeyBytes) {
         return bad_param(name, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
       }
-      if (name == "state" && value != "in_flight" && value != "retrying" && value != "succeeded" && value != "dead") {
-        return bad_param("state", "must be in_flight, retrying, succeeded or dead");
+      if (name == "state" && value != "in_flight" && value != "retrying" && value != "succeeded" && value != "dead" &&
+          value != "parked") {
+        return bad_param("state", "must be in_flight, retrying, succeeded, dead or parked");
       }
       (name == "source" ? f.source : name == "route" ? f.route : name == "state" ? f.state : f.event_id) = value;
     }

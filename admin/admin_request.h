@@ -62,4 +62,14 @@ inline constexpr std::size_t kMaxKeyBytes = 1024;
 // "bad_json" when the body is not JSON; "bad_request" naming the field otherwise.
 Result<ReplayRequest> parse_replay_request(std::string_view body);
 
+// POST /v1/routes/{name}/suspend (?source=&reason=) and /resume (?source=&rate=) query strings.
+struct RouteControlQuery {
+  std::string source;  // empty = the one source with a route of that name
+  std::string reason;  // suspend only
+  double rate = 0;     // resume only: released deliveries per second; 0 = as fast as acks come back
+};
+inline constexpr std::size_t kMaxReasonBytes = 500;
+inline constexpr double kMaxReleaseRate = 10000;
+Result<RouteControlQuery> parse_route_control_query(std::string_view query, bool suspend);
+
 }  // namespace hookrelay::admin

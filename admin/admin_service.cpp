@@ -11,13 +11,15 @@
 #include "shared/crypto.h"
 #include "shared/delivery_queries.h"
 #include "shared/json_writer.h"
+#include "shared/route_control.h"
 
 namespace hookrelay::admin {
 
 struct AdminService::Connections {
-  explicit Connections(const std::string& url) : queries(url), jobs(url) {}
+  explicit Connections(const std::string& url) : queries(url), jobs(url), routes(url) {}
   DeliveryQueries queries;
   ReplayJobs jobs;
+  RouteStates routes;
 };
 
 namespace {
@@ -138,6 +140,15 @@ HttpResponse no_query(std::string_view query) {
 }
 
 bool valid_segment(const std::string& s) { return !s.empty() && s.size() <= kMaxKeyBytes; }
+
+json route_view_json(const RouteView& v) { return route_json(v, format_rfc3339_ms); }
+
+// Route control errors: a name the config does not have, or one several sources use.
+HttpResponse route_error(const Error& e) {
+  if (e.code == "route_not_found") return json_error(404, e.code, e.message);
+  if (e.code == "ambiguous_route") return json_error(409, e.code, e.message);
+  return from_error(e);
+}
 
 }  // namespace
 
@@ -333,6 +344,45 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       if (!created) return from_error(created.error());
       if (on_replay_) on_replay_();
       auto r = ok(202, progress_json(*created));
+      r.headers.emplace_back("Location", "/v1/replays/" + std::to_string(created->id));
+      return r;
+    };
+  } else if (s.size() == 1 && s[0] == "routes") {
+    endpoint = "list_routes";
+    if (!get) return method_not_allowed("GET");
+    if (auto r = no_query(query); r.status != 200) return r;
+    run = [config](Connections& c) {
+      auto routes = list_routes(*config, c.routes);
+      if (!routes) return from_error(routes.error());
+      json rows = json::array();
+      for (const auto& v : *routes) rows.push_back(route_view_json(v));
+      return ok(200, {{"routes", rows}});
+    };
+  } else if (s.size() == 3 && s[0] == "routes" && (s[2] == "suspend" || s[2] == "resume")) {
+    const bool suspend = s[2] == "suspend";
+    endpoint = suspend ? "suspend_route" : "resume_route";
+    if (request.method != "POST") return method_not_allowed("POST");
+    if (!valid_segment(s[1])) return json_error(400, "bad_parameter", "name: must be 1-1024 bytes");
+    auto q = parse_route_control_query(query, suspend);
+    if (!q) return json_error(400, q.error().code, q.error().message);
+    run = [this, config, name = s[1], q = *q, who, suspend](Connections& c) {
+      if (suspend) {
+        auto done = suspend_route(*config, c.routes, name, q.source, who, q.reason);
+        if (!done) return route_error(done.error());
+        return ok(200, {{"route", route_view_json(done->route)}, {"changed", done->changed}, {"release", nullptr}});
+      }
+      auto done = resume_route(*config, c.routes, name, q.source, who);
+      if (!done) return route_error(done.error());
+      if (done->parked_keys.empty()) {
+        return ok(200, {{"route", route_view_json(done->route)}, {"changed", done->changed}, {"release", nullptr}});
+      }
+      // The release runs as a replay of the parked keys, in arrival order (ReplayRunner).
+      auto created = c.jobs.create_release(done->route.source, done->route.name, done->parked_keys, who, q.rate);
+      if (!created) return from_error(created.error());
+      if (on_replay_) on_replay_();
+      auto r = ok(202, {{"route", route_view_json(done->route)},
+                        {"changed", done->changed},
+                        {"release", progress_json(*created)}});
       r.headers.emplace_back("Location", "/v1/replays/" + std::to_string(created->id));
       return r;
     };

@@ -5,7 +5,11 @@
 //   GET  /v1/deliveries/{key}           one delivery with its attempt trail and replays
 //   GET  /v1/events/{source}/{event_id} an inbound event and its deliveries
 //   POST /v1/replays                    replay dead / resend succeeded deliveries -> 202 {id}
-//   GET  /v1/replays/{id}               a replay's progress
+//   GET  /v1/replays/{id}               a replay's progress (also a route release's)
+//   GET  /v1/routes                     every route with its state (shared/route_control.h)
+//   POST /v1/routes/{name}/suspend      suspend a route: its deliveries are parked
+//   POST /v1/routes/{name}/resume       resume it; its parked deliveries are released in
+//                                       arrival order -> 202 {release: replay progress}
 //   GET  /openapi.yaml /healthz /readyz /metrics (no token)
 //
 // /v1 needs `Authorization: Bearer <token>` with one of admin.tokens (compared in constant

@@ -1,5 +1,6 @@
 #include "admin/replay_jobs.h"
 
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "shared/pg_array.h"
@@ -32,6 +33,16 @@ ReplayProgress progress_from(const pqxx::row& r) {
   p.created_ms = r[6].as<int64_t>();
   p.finished_ms = r[7].as<int64_t>();
   return p;
+}
+
+// The items of a replay, in the order given: the order they are worked through.
+void insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys) {
+  PgArrayLiteral array;
+  for (const auto& k : keys) array.add(k);
+  tx.exec_params(
+      "INSERT INTO replay_items (replay_id, delivery_key, position)"
+      " SELECT $1, k, n FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON CONFLICT DO NOTHING",
+      id, std::move(array).take());
 }
 
 }  // namespace
@@ -73,11 +84,30 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
         "         CASE WHEN $5 THEN now() END) RETURNING id",
         request_json, who, req.dry_run, req.rate, keys.empty());
     const int64_t id = row[0].as<int64_t>();
-    PgArrayLiteral array;
-    for (const auto& k : keys) array.add(k);
-    tx.exec_params("INSERT INTO replay_items (replay_id, delivery_key) SELECT $1, k FROM unnest($2::text[]) k"
-                   " ON CONFLICT DO NOTHING",
-                   id, std::move(array).take());
+    insert_items(tx, id, keys);
+    tx.commit();
+    return id;
+  });
+  if (!created) return Unexpected{created.error()};
+  return get(*created);
+}
+
+Result<ReplayProgress> ReplayJobs::create_release(const std::string& source, const std::string& route,
+                                                  const std::vector<std::string>& keys, const std::string& who,
+                                                  double rate) {
+  auto created = pg_.run("create release", [&](pqxx::connection& c) -> Result<int64_t> {
+    pqxx::work tx(c);
+    const std::string request = nlohmann::json{{"release", {{"source", source}, {"route", route}}},
+                                               {"rate", rate},
+                                               {"reason", "release of route " + source + "/" + route + " (resumed)"}}
+                                    .dump();
+    auto row = tx.exec_params1(
+        "INSERT INTO replays (request, requested_by, dry_run, rate, from_state, state, finished_at)"
+        " VALUES ($1::jsonb, $2, false, $3, 'parked', CASE WHEN $4 THEN 'finished' ELSE 'running' END,"
+        "         CASE WHEN $4 THEN now() END) RETURNING id",
+        request, who, rate, keys.empty());
+    const int64_t id = row[0].as<int64_t>();
+    insert_items(tx, id, keys);
     tx.commit();
     return id;
   });
@@ -119,7 +149,7 @@ Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& r
         "             AND (runner_until IS NULL OR runner_until < now() OR runner = $1)"
         "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
         " RETURNING id, dry_run, rate, requested_by, coalesce(request->>'reason', ''),"
-        "           coalesce(request->'filter'->>'state', '')",
+        "           coalesce(request->'filter'->>'state', ''), from_state",
         runner, lease_seconds);
     if (rows.empty()) return std::nullopt;
     const auto& r = rows[0];
@@ -133,6 +163,8 @@ Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& r
     // Keys listed by hand are replayed when dead and resent when succeeded.
     out.resend = state != "dead";
     out.needs_dlq = state != "succeeded";
+    out.from_state = r[6].as<std::string>();
+    if (out.from_state == "parked") out.resend = false;
     return out;
   });
 }
@@ -154,7 +186,7 @@ Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int 
     std::vector<ReplayItemRow> out;
     for (const auto& r : tx.exec_params(
              "SELECT delivery_key, status = 'marked' FROM replay_items"
-             " WHERE replay_id = $1 AND status IN ('pending', 'marked') ORDER BY delivery_key LIMIT $2",
+             " WHERE replay_id = $1 AND status IN ('pending', 'marked') ORDER BY position, delivery_key LIMIT $2",
              id, limit)) {
       out.push_back({r[0].as<std::string>(), r[1].as<bool>()});
     }

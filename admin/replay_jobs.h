@@ -46,6 +46,9 @@ struct ClaimedReplay {
   std::string reason;
   bool resend = false;  // the request's filter state is succeeded, or it lists keys
   bool needs_dlq = true;  // some keys may be dead (not a filter on succeeded)
+  // "parked": the release of a resumed route (its messages are in hookrelay.parked, its items
+  // go in arrival order); "dead" otherwise.
+  std::string from_state = "dead";
 };
 
 struct ReplayItemRow {
@@ -62,12 +65,16 @@ class ReplayJobs {
   Result<ReplayProgress> create(const ReplayRequest& request, const std::string& request_json,
                                 const std::string& who, int max_keys);
   Result<ReplayProgress> get(int64_t id);
+  // Stores the release of a resumed route: `keys` (its parked deliveries, oldest arrival first)
+  // back into the retry flow in that order, at `rate` per second.
+  Result<ReplayProgress> create_release(const std::string& source, const std::string& route,
+                                        const std::vector<std::string>& keys, const std::string& who, double rate);
 
   // The oldest running replay whose lease is free or expired, leased to `runner`.
   Result<std::optional<ClaimedReplay>> claim_next(const std::string& runner, int lease_seconds);
   // Extends the lease; false when another runner took the replay over.
   Result<bool> renew(int64_t id, const std::string& runner, int lease_seconds);
-  // Items not yet done, in key order.
+  // Items not yet done, in the order they were stored (a release's: arrival order).
   Result<std::vector<ReplayItemRow>> unfinished_items(int64_t id, int limit);
   Result<void> finish_item(int64_t id, const std::string& key, const std::string& status,
                            const std::string& detail);

@@ -97,7 +97,9 @@ void ReplayRunner::run_one() {
   const ClaimedReplay job = **claimed;
   spdlog::info("msg=replay_started id={} dry_run={} rate={}", job.id, job.dry_run, job.rate);
 
-  auto reader = KafkaDlqReader::create(config_.kafka, options_.kafka_timeout_ms, "hookrelay-admin");
+  const bool release = job.from_state == "parked";  // a resumed route's parked deliveries
+  auto reader = KafkaDlqReader::create(config_.kafka, options_.kafka_timeout_ms, "hookrelay-admin",
+                                       release ? kParkedTopic : kDlqTopic);
   if (!reader) {
     spdlog::warn("msg=replay_kafka_unavailable id={} error={}", job.id, log_quote(reader.error().message));
     return;
@@ -118,7 +120,7 @@ void ReplayRunner::run_one() {
   }
   const auto latest = latest_by_key(dlq);
 
-  PostgresReplayStore store(config_.postgres.url, job.id);
+  PostgresReplayStore store(config_.postgres.url, job.id, job.from_state);
   ReplayClock clock{now_ms, [this](int64_t ms) { wait_ms(ms); }};
   Replayer replayer(store, producer_, clock, reader->get());
   ReplayOptions options;
@@ -129,6 +131,7 @@ void ReplayRunner::run_one() {
   options.reason = job.reason.empty() ? "admin API replay " + std::to_string(job.id) : job.reason;
   options.replay_id = std::to_string(job.id);
   options.ack_timeout_ms = options_.kafka_timeout_ms;
+  options.from_state = job.from_state;
 
   while (!stop_.load()) {
     auto items = jobs.unfinished_items(job.id, kItemBatch);

@@ -22,6 +22,8 @@ constexpr const char* kUsage =
     "  dlq replay KEY... | FILTERS  put dead deliveries back into the retry flow\n"
     "  deliveries show KEY          one delivery with its attempt audit trail\n"
     "  events show SOURCE EVENT_ID  an inbound event and its deliveries\n"
+    "  routes list                  routes with their state, failure streak, parked deliveries\n"
+    "  routes suspend|resume NAME   park a route's deliveries / release them in order\n"
     "  sign --source NAME FILE      print the headers a provider would send for FILE\n"
     "  send --source NAME FILE      post a signed test webhook to a running ingest\n"
     "  help [COMMAND]               this text, or a command's\n"
@@ -34,7 +36,7 @@ constexpr const char* kUsage =
     "  0  success\n"
     "  1  the operation failed (database, Kafka or HTTP error; replay failures)\n"
     "  2  usage error or invalid configuration\n"
-    "  3  not found (delivery, event, or DLQ message)\n";
+    "  3  not found (delivery, event, route, or DLQ message)\n";
 
 using Runner = int (*)(const Args&, CliIo&);
 
@@ -46,7 +48,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"migrate", run_migrate}, {"config", run_config}, {"dlq", run_dlq},
     {"deliveries", run_deliveries}, {"events", run_events}, {"sign", run_sign},
-    {"send", run_send}, {"topics", run_topics},
+    {"send", run_send}, {"topics", run_topics}, {"routes", run_routes},
 };
 
 Runner find(const std::string& name) {

@@ -27,6 +27,7 @@ std::vector<std::string> topic_names(int retry_tiers) {
   std::vector<std::string> names = {std::string(kWebhooksTopic), std::string(kCallsTopic)};
   for (int tier = 0; tier < retry_tiers; ++tier) names.push_back(retry_topic(tier));
   names.emplace_back(kDlqTopic);
+  names.emplace_back(kParkedTopic);
   return names;
 }
 

@@ -45,7 +45,7 @@ CONF
 }
 
 dev_topics() {
-  local topics=(hookrelay.webhooks hookrelay.calls hookrelay.dlq) n
+  local topics=(hookrelay.webhooks hookrelay.calls hookrelay.dlq hookrelay.parked) n
   for n in $(seq 0 $((DEV_RETRY_TIERS - 1))); do topics+=("hookrelay.retry.$n"); done
   echo "${topics[@]}"
 }

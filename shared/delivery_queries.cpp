@@ -46,7 +46,7 @@ std::vector<DeliveryRow> deliveries_from(const pqxx::result& rows) {
 }
 
 bool is_state(const std::string& s) {
-  static const std::array<const char*, 4> kStates = {"in_flight", "retrying", "succeeded", "dead"};
+  static const std::array<const char*, 5> kStates = {"in_flight", "retrying", "succeeded", "dead", "parked"};
   for (const char* k : kStates) {
     if (s == k) return true;
   }
@@ -67,7 +67,7 @@ DeliveryQueries::DeliveryQueries(std::string url) : pg_(std::move(url)) {}
 
 Result<std::vector<DeliveryRow>> DeliveryQueries::dlq_list(const DlqFilter& f) {
   if (!f.status.empty() && !is_state(f.status)) {
-    return fail("bad_filter", "status: must be in_flight, retrying, succeeded or dead");
+    return fail("bad_filter", "status: must be in_flight, retrying, succeeded, dead or parked");
   }
   if (f.limit < 1 || f.limit > 10000) return fail("bad_filter", "limit: must be 1..10000");
   // $1 is the status; the rest filter and order either table the same way.
@@ -156,7 +156,8 @@ Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
 }
 
 Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const std::string& who,
-                                                   const std::string& reason, int64_t replay_id) {
+                                                   const std::string& reason, int64_t replay_id,
+                                                   const std::string& from_state) {
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
     pqxx::work tx(c);
     // The state condition makes concurrent replays of one delivery succeed exactly once.
@@ -164,14 +165,14 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
         tx.exec_params(std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
                                    " lease_until = NULL, lease_token = NULL, completed_at = NULL,"
                                    " updated_at = now()"
-                                   " WHERE delivery_key = $1 AND state = 'dead' RETURNING ") +
+                                   " WHERE delivery_key = $1 AND state = $2 RETURNING ") +
                            kDeliveryColumns,
-                       key);
+                       key, from_state);
     if (rows.empty()) {
       auto state = tx.exec_params("SELECT state FROM deliveries WHERE delivery_key = $1", key);
       if (state.empty()) return fail("not_found", "no delivery with key " + key);
       return fail("not_replayable",
-                  key + " is " + state[0][0].as<std::string>() + ", only dead deliveries replay");
+                  key + " is " + state[0][0].as<std::string>() + ", only " + from_state + " deliveries replay here");
     }
     DeliveryRow d = delivery_from_row(rows[0]);
     tx.exec_params(
@@ -189,7 +190,7 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
 
 Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& f) {
   if (!f.state.empty() && !is_state(f.state)) {
-    return fail("bad_filter", "state: must be in_flight, retrying, succeeded or dead");
+    return fail("bad_filter", "state: must be in_flight, retrying, succeeded, dead or parked");
   }
   if (f.limit < 1 || f.limit > kMaxDeliveryPage) {
     return fail("bad_filter", "limit: must be 1.." + std::to_string(kMaxDeliveryPage));

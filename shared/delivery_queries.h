@@ -131,10 +131,12 @@ class DeliveryQueries {
   Result<EventDetail> event_show(const std::string& source, const std::string& event_id);
   // Moves a dead delivery back to 'retrying' and audits it (dlq_replays row plus an attempt row
   // with outcome 'replayed'), atomically. Returns the delivery as it now is, for the caller to
-  // re-produce its message. "not_replayable" unless the delivery is dead. With a replay_id
-  // (admin API), its replay_items row becomes 'marked' in the same transaction.
+  // re-produce its message. "not_replayable" unless the delivery is in `from_state` (dead, or
+  // parked for the release of a resumed route). With a replay_id (admin API), its replay_items
+  // row becomes 'marked' in the same transaction.
   Result<DeliveryRow> mark_replayed(const std::string& key, const std::string& who,
-                                    const std::string& reason, int64_t replay_id = 0);
+                                    const std::string& reason, int64_t replay_id = 0,
+                                    const std::string& from_state = "dead");
 
   // Newest first; "bad_filter" names a bad field.
   Result<DeliveryPage> list_deliveries(const DeliveryPageFilter& filter);

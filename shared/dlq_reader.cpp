@@ -58,6 +58,7 @@ std::string DlqMessage::delivery_key() const {
 struct KafkaDlqReader::Impl {
   KafkaHandle rk;
   int timeout_ms = 30000;
+  std::string topic;  // what read() reads
 };
 
 KafkaDlqReader::KafkaDlqReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -65,7 +66,8 @@ KafkaDlqReader::~KafkaDlqReader() = default;
 
 Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::create(const KafkaConfig& config,
                                                                int timeout_ms,
-                                                               const std::string& client_id) {
+                                                               const std::string& client_id,
+                                                               std::string_view topic) {
   // A group id is required by the consumer API even with assign(); a unique one that never
   // commits leaves no trace on the cluster beyond a short-lived client.
   std::mt19937_64 random(std::random_device{}());
@@ -86,6 +88,7 @@ Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::create(const KafkaConfig
   auto impl = std::make_unique<Impl>();
   impl->rk.reset(rk);
   impl->timeout_ms = timeout_ms;
+  impl->topic = std::string(topic);
   rd_kafka_poll_set_consumer(rk);
   return std::unique_ptr<KafkaDlqReader>(new KafkaDlqReader(std::move(impl)));
 }
@@ -93,7 +96,7 @@ Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::create(const KafkaConfig
 Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
                                                      const ProgressFn& progress) {
   rd_kafka_t* rk = impl_->rk.get();
-  const std::string topic(kDlqTopic);
+  const std::string& topic = impl_->topic;
   KafkaTopic th(rd_kafka_topic_new(rk, topic.c_str(), nullptr));
   const rd_kafka_metadata_t* raw_md = nullptr;
   auto err = rd_kafka_metadata(rk, 0, th.get(), &raw_md, impl_->timeout_ms);

@@ -17,6 +17,7 @@
 #include "shared/config.h"
 #include "shared/message_producer.h"
 #include "shared/result.h"
+#include "shared/wire_contract.h"
 
 namespace hookrelay {
 
@@ -58,9 +59,11 @@ class MessageFetcher {
 class KafkaDlqReader final : public DlqSource, public MessageFetcher {
  public:
   // `timeout_ms` bounds metadata requests and any stretch without progress while reading.
-  // `client_id` names the program to the brokers.
+  // `client_id` names the program to the brokers. `topic`: what read() reads (hookrelay.parked
+  // for the release of a resumed route's parked deliveries, which have the same form).
   static Result<std::unique_ptr<KafkaDlqReader>> create(const KafkaConfig& config, int timeout_ms,
-                                                        const std::string& client_id = "hookrelay-cli");
+                                                        const std::string& client_id = "hookrelay-cli",
+                                                        std::string_view topic = kDlqTopic);
   ~KafkaDlqReader() override;
 
   Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn& progress) override;

@@ -40,6 +40,10 @@ bool settled_since_interrupt(ReplayStore& store, const std::string& key, ReplayO
 
 }  // namespace
 
+std::string source_topic(const ReplayOptions& options) {
+  return std::string(options.from_state == "parked" ? kParkedTopic : kDlqTopic);
+}
+
 Result<ResendSource> ReplayStore::resend_source(const std::string& key) {
   return fail("not_resendable", key + ": this replay does not resend succeeded deliveries");
 }
@@ -49,8 +53,8 @@ Result<void> ReplayStore::mark_resend(const std::string& key, const std::string&
 Result<void> ReplayStore::undo_resend(const std::string&) { return {}; }
 Result<bool> ReplayStore::needs_produce_again(const std::string&) { return false; }
 
-PostgresReplayStore::PostgresReplayStore(const std::string& url, int64_t replay_id)
-    : queries_(url), pg_(url), replay_id_(replay_id) {}
+PostgresReplayStore::PostgresReplayStore(const std::string& url, int64_t replay_id, std::string from_state)
+    : queries_(url), pg_(url), replay_id_(replay_id), from_state_(std::move(from_state)) {}
 
 Result<ResendSource> PostgresReplayStore::resend_source(const std::string& key) {
   if (replay_id_ == 0) return ReplayStore::resend_source(key);
@@ -82,7 +86,7 @@ Result<std::string> PostgresReplayStore::state(const std::string& key) {
 
 Result<void> PostgresReplayStore::mark_replayed(const std::string& key, const std::string& who,
                                                 const std::string& reason) {
-  auto r = queries_.mark_replayed(key, who, reason, replay_id_);
+  auto r = queries_.mark_replayed(key, who, reason, replay_id_, from_state_);
   if (!r) return Unexpected{r.error()};
   return {};
 }
@@ -92,9 +96,10 @@ Result<void> PostgresReplayStore::undo_replay(const std::string& key) {
     pqxx::nontransaction tx(c);
     // Only a replay that nobody picked up yet: no lease, still 'retrying'.
     tx.exec_params(
-        "UPDATE deliveries SET state = 'dead', completed_at = now(), updated_at = now()"
+        "UPDATE deliveries SET state = $2,"
+        " completed_at = CASE WHEN $2 = 'dead' THEN now() END, updated_at = now()"
         " WHERE delivery_key = $1 AND state = 'retrying' AND lease_owner IS NULL",
-        key);
+        key, from_state_);
   });
 }
 
@@ -228,7 +233,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
     if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, item)) return item;
     if (!message) {
       item.outcome = ReplayOutcome::kMissing;
-      item.detail = "no message in " + std::string(kDlqTopic) + " (past retention?)";
+      item.detail = "no message in " + source_topic(options) + " (past retention?)";
       return item;
     }
   } else {
@@ -237,20 +242,20 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       item.detail = "already succeeded";
       return item;
     }
-    if (*state != "dead") {
+    if (*state != options.from_state) {
       item.outcome = ReplayOutcome::kSkippedNotDead;
-      item.detail = "is " + *state + ", not dead";
+      item.detail = "is " + *state + ", not " + options.from_state;
       return item;
     }
     if (!message) {
       item.outcome = ReplayOutcome::kMissing;
-      item.detail = "no message in " + std::string(kDlqTopic) + " (past retention?)";
+      item.detail = "no message in " + source_topic(options) + " (past retention?)";
       return item;
     }
     if (options.dry_run) {
       item.outcome = ReplayOutcome::kWouldReplay;
       const std::string* reason = message->header(kDlqReason);
-      item.detail = reason ? "dead: " + *reason : "dead";
+      item.detail = reason ? options.from_state + ": " + *reason : options.from_state;
       return item;
     }
     pace(options);

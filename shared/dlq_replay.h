@@ -65,10 +65,11 @@ class ReplayStore {
 // ReplayStore on DeliveryQueries and the same database. With a `replay_id` (an admin API
 // replay), each mark also moves the key's replay_items row to 'marked' in the same transaction,
 // and a resend's marker is the replay id; without one (the CLI), succeeded deliveries are not
-// resent.
+// resent. `from_state`: the state a delivery must be in to be put back in the retry flow, and
+// the one an undo returns it to: "dead", or "parked" for the release of a resumed route.
 class PostgresReplayStore final : public ReplayStore {
  public:
-  explicit PostgresReplayStore(const std::string& url, int64_t replay_id = 0);
+  explicit PostgresReplayStore(const std::string& url, int64_t replay_id = 0, std::string from_state = "dead");
   Result<std::string> state(const std::string& key) override;
   Result<void> mark_replayed(const std::string& key, const std::string& who,
                              const std::string& reason) override;
@@ -83,6 +84,7 @@ class PostgresReplayStore final : public ReplayStore {
   DeliveryQueries queries_;
   PgConnection pg_;
   int64_t replay_id_;
+  std::string from_state_;
 };
 
 enum class ReplayOutcome {
@@ -123,6 +125,9 @@ struct ReplayOptions {
   std::string who;
   std::string reason;
   int ack_timeout_ms = 30000;
+  // The state a replayed delivery must be in: "dead" (from hookrelay.dlq), or "parked" (from
+  // hookrelay.parked: the release of a resumed route, in the order of `keys`).
+  std::string from_state = "dead";
 };
 
 struct ReplayClock {
@@ -143,6 +148,9 @@ std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& orig
                                           const ResendSource& source, const std::string& key,
                                           int64_t now_ms, const std::string& who,
                                           const std::string& resend_id);
+
+// Where the messages of a replay come from: hookrelay.dlq, or hookrelay.parked for a release.
+std::string source_topic(const ReplayOptions& options);
 
 // For each delivery key, its latest DLQ message (later timestamp, then higher offset).
 std::map<std::string, const DlqMessage*> latest_by_key(const std::vector<DlqMessage>& messages);

@@ -75,6 +75,8 @@ std::vector<TopicSpec> desired_topics(const Config& config) {
                    topic_configs(config, retry_tier_retention_ms(config, tier))});
   }
   out.push_back({std::string(kDlqTopic), dlq_partitions, t.replication_factor, topic_configs(config, t.dlq_retention_ms)});
+  // Parked deliveries wait for an operator, as dead letters do: the same partitions and window.
+  out.push_back({std::string(kParkedTopic), dlq_partitions, t.replication_factor, topic_configs(config, t.dlq_retention_ms)});
   return out;
 }
 
@@ -121,6 +123,7 @@ std::vector<std::string> required_topics(const Config& config, ServiceKind servi
         out.push_back(retry_topic(static_cast<int>(tier)));
       }
       out.emplace_back(kDlqTopic);
+      out.emplace_back(kParkedTopic);
       break;
   }
   return out;

@@ -13,6 +13,8 @@ inline constexpr std::string_view kWebhooksTopic = "hookrelay.webhooks";
 inline constexpr std::string_view kCallsTopic = "hookrelay.calls";
 inline constexpr std::string_view kDlqTopic = "hookrelay.dlq";
 inline constexpr std::string_view kRetryTopicPrefix = "hookrelay.retry.";
+// Deliveries of suspended routes, keyed by delivery key, until a resume releases them.
+inline constexpr std::string_view kParkedTopic = "hookrelay.parked";
 
 // Retry tier n (0-based) is "hookrelay.retry.<n>".
 inline std::string retry_topic(int tier) {

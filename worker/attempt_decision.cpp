@@ -35,6 +35,8 @@ const char* next_state_name(NextState s) {
       return "retrying";
     case NextState::kDead:
       return "dead";
+    case NextState::kParked:
+      return "parked";
   }
   return "dead";
 }
@@ -47,6 +49,8 @@ const char* attempt_outcome_name(AttemptOutcome o) {
       return "retryable";
     case AttemptOutcome::kPermanent:
       return "permanent";
+    case AttemptOutcome::kParked:
+      return "parked";
   }
   return "permanent";
 }

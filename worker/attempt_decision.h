@@ -21,11 +21,14 @@
 
 namespace hookrelay {
 
-// Where a delivery goes next; stored as deliveries.state.
-enum class NextState { kSucceeded, kRetrying, kDead };
+// Where a delivery goes next; stored as deliveries.state. kParked: its route is suspended, so
+// it waits in hookrelay.parked for the route's resume (route_lifecycle.h), neither attempted
+// again nor dead.
+enum class NextState { kSucceeded, kRetrying, kDead, kParked };
 
-// What one HTTP attempt was; stored as delivery_attempts.outcome.
-enum class AttemptOutcome { kSucceeded, kRetryable, kPermanent };
+// What one HTTP attempt was; stored as delivery_attempts.outcome. kParked is the audit row of a
+// delivery parked without an attempt.
+enum class AttemptOutcome { kSucceeded, kRetryable, kPermanent, kParked };
 
 // Why a delivery was dead-lettered: the hr-dlq-reason header and the dlq metric label.
 enum class DeadReason {
@@ -40,8 +43,8 @@ enum class DeadReason {
   kProduceRejected,  // the broker refused its retry message for good
 };
 
-const char* next_state_name(NextState s);       // "succeeded" | "retrying" | "dead"
-const char* attempt_outcome_name(AttemptOutcome o);  // "succeeded" | "retryable" | "permanent"
+const char* next_state_name(NextState s);       // "succeeded" | "retrying" | "dead" | "parked"
+const char* attempt_outcome_name(AttemptOutcome o);  // "succeeded" | "retryable" | "permanent" | "parked"
 const char* dead_reason_name(DeadReason r);     // "permanent", "max_attempts", ...
 
 // What happened this turn.

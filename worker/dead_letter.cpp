@@ -7,6 +7,7 @@ namespace hookrelay {
 bool is_dead_letter(const Decision& decision) { return decision.next == NextState::kDead; }
 
 std::string redelivery_topic(const Decision& decision) {
+  if (decision.next == NextState::kParked) return std::string(kParkedTopic);
   return is_dead_letter(decision) ? std::string(kDlqTopic) : retry_topic(decision.tier);
 }
 

@@ -16,7 +16,7 @@
 
 namespace hookrelay {
 
-// The topic a decided job is published to: its retry tier, or the DLQ.
+// The topic a decided job is published to: its retry tier, the DLQ, or hookrelay.parked.
 std::string redelivery_topic(const Decision& decision);
 
 // Headers of the redelivery message of `job`: the dead letter's carry hr-dlq-reason.

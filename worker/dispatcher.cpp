@@ -139,6 +139,36 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {
   return out;
 }
 
+std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(const std::function<bool(const Job&)>& pred) {
+  auto take_from = [&pred](std::deque<std::unique_ptr<Job>>& queue, std::vector<std::unique_ptr<Job>>& into) {
+    for (auto it = queue.begin(); it != queue.end();) {
+      if (pred(**it)) {
+        into.push_back(std::move(*it));
+        it = queue.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
+  std::vector<std::unique_ptr<Job>> out;
+  for (auto& [gate, queue] : ordered_waiting_) take_from(queue, out);
+  // Releasing a taken job's order gate queues the next ordered job of its gate, which pred
+  // judges in the next round.
+  for (;;) {
+    std::vector<std::unique_ptr<Job>> round;
+    for (auto q = queued_.begin(); q != queued_.end();) {
+      take_from(q->second, round);
+      q = q->second.empty() ? queued_.erase(q) : std::next(q);
+    }
+    if (round.empty()) break;
+    for (auto& job : round) {
+      release_order_gate(*job);
+      out.push_back(std::move(job));
+    }
+  }
+  return out;
+}
+
 std::vector<std::string> Dispatcher::keys_out() const {
   std::vector<std::string> keys;
   keys.reserve(out_.size());

@@ -45,6 +45,10 @@ class Dispatcher {
   std::unique_ptr<Job> take(Job* raw);
   void release(Job& job, const HttpResult& result, const Outcome& outcome);
 
+  // The queued jobs (not yet sent) that `pred` selects, taken out in queue order: those of a
+  // route just suspended, which are parked instead of sent (worker/route_lifecycle.h).
+  std::vector<std::unique_ptr<Job>> take_queued(const std::function<bool(const Job&)>& pred);
+
   // Shutdown: the jobs not yet sent (their leases are given back), and the keys still out.
   std::vector<std::unique_ptr<Job>> take_unsent();
   std::vector<std::string> keys_out() const;

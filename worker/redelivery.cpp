@@ -57,6 +57,9 @@ std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) 
         metrics_.retry(decision.tier);
         metrics_.delivery("retried");
         break;
+      case NextState::kParked:
+        metrics_.delivery("parked");
+        break;
       case NextState::kSucceeded:
         break;  // never published
     }

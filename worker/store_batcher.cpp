@@ -25,7 +25,8 @@ AttemptRecord attempt_record(const Job& j) {
   // Text only here, at the database boundary.
   AttemptRecord rec;
   rec.key = j.d.key;
-  rec.attempt = j.d.attempt;
+  // A delivery parked without an attempt: its audit row counts the attempts made so far.
+  rec.attempt = j.decision.attempt == AttemptOutcome::kParked ? j.d.attempt - 1 : j.d.attempt;
   rec.started_ms = j.started_ms;
   rec.duration_ms = j.duration_ms;
   rec.http_status = j.history.last_status;

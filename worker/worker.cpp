@@ -8,6 +8,7 @@
 #include "shared/log.h"
 #include "shared/wire_contract.h"
 #include "worker/message_expander.h"
+#include "worker/route_lifecycle.h"
 
 namespace hookrelay {
 namespace {
@@ -135,6 +136,7 @@ void Worker::step() {
   });
   intake_.store_offsets();
   update_gauges(now);
+  park_queued(now);
 }
 
 void Worker::take_message(ConsumedMessage& m, std::shared_ptr<MessageState> msg) {
@@ -206,6 +208,10 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
         }
         [[fallthrough]];  // the same delivery is already in flight here: let that one finish
       case ClaimStatus::kLeasedElsewhere:
+          if (route_suspended(*job)) {
+            park(std::move(job), now);
+            break;
+          }
         // Another attempt is under way; come back after the first tier's delay, spending no
         // attempt. If that attempt succeeds, the retry is skipped as already succeeded.
         if (stop_.load()) {
@@ -296,6 +302,7 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   d_.metrics->attempt(d.destination, decision.outcome.label, static_cast<double>(r.duration_ms) / 1000.0);
   auto& h = job->history;
   h.attempts_made = d.attempt;
+  note_route_attempt(*job, r, now);
   h.first_attempt_at_ms = d.first_attempt_at_ms > 0 ? d.first_attempt_at_ms : job->started_ms;
   h.last_attempt_at_ms = job->started_ms;
   h.last_status = r.status;
@@ -347,6 +354,39 @@ void Worker::finish(std::unique_ptr<Job> job) {
   // would then be sent while the first is still in flight.
   if (job->holds_key) local_keys_.erase(job->d.key);
   in_flight_.fetch_sub(1);
+bool Worker::route_suspended(const Job& job) const {
+  return d_.routes && job.d.route && d_.routes->suspended(job.d.source, job.d.destination);
+}
+
+void Worker::note_route_attempt(Job& job, const HttpResult& r, int64_t now) {
+  if (!d_.routes || !job.d.route) return;
+  bool gone = d_.routes->attempt(job.d.source, job.d.destination, job.d.route->suspend_after,
+                                 attempt_succeeded(job.decision, r.error), r.status, now);
+  if (job.decision.next == NextState::kSucceeded) return;
+  // The 410 itself, and any failure of a route suspended meanwhile, waits with the others.
+  if (gone || route_suspended(job)) job.decision = park_decision(job.decision);
+}
+
+void Worker::park(std::unique_ptr<Job> job, int64_t now) {
+  auto& h = job->history;
+  h.attempts_made = job->d.attempt - 1;
+  h.first_attempt_at_ms = job->d.first_attempt_at_ms;
+  h.last_error = "parked: route " + job->d.source + "/" + job->d.destination + " is suspended";
+  h.due_at_ms.reset();
+  job->started_ms = now;
+  job->duration_ms = 0;
+  job->decision = park_decision(std::nullopt);
+  store_.record(std::move(job));
+}
+
+void Worker::park_queued(int64_t now) {
+  if (!d_.routes || d_.routes->generation() == routes_generation_) return;
+  routes_generation_ = d_.routes->generation();
+  for (auto& job : dispatcher_.take_queued([this](const Job& j) { return route_suspended(j); })) {
+    park(std::move(job), now);
+  }
+}
+
   auto& msg = *job->msg;
   if (--msg.pending > 0) return;
   intake_.finish(msg);

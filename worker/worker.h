@@ -41,6 +41,7 @@
 #include "worker/message_consumer.h"
 #include "worker/partition_intake.h"
 #include "worker/redelivery.h"
+#include "worker/route_sync.h"
 #include "worker/store_batcher.h"
 #include "worker/worker_event.h"
 #include "worker/worker_metrics.h"
@@ -60,6 +61,7 @@ struct WorkerDeps {
   std::function<int64_t()> now_ms;  // Unix milliseconds
   std::function<double()> rand01;   // uniform in [0, 1)
   std::string worker_id;      // unique among live workers (it owns their leases)
+  RouteSync* routes = nullptr;  // suspended routes (route_lifecycle.h); nullptr = none ever is
   uint32_t run_id = 0;        // names this run of the process in lease tokens; 0 = random
 };
 
@@ -99,6 +101,12 @@ class Worker {
   // decide() for a turn without an HTTP attempt, then the retry tier or the DLQ.
   void redeliver(std::unique_ptr<Job> job, AttemptResult::Kind kind, int64_t now);
   void finish(std::unique_ptr<Job> job);
+  // Route lifecycle: a delivery of a suspended route is parked (recorded 'parked', then
+  // published to hookrelay.parked) instead of attempted.
+  bool route_suspended(const Job& job) const;
+  void note_route_attempt(Job& job, const HttpResult& r, int64_t now);
+  void park(std::unique_ptr<Job> job, int64_t now);
+  void park_queued(int64_t now);
   void update_gauges(int64_t now);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);
@@ -115,6 +123,7 @@ class Worker {
   RetryPolicy policy_;
   std::unordered_set<std::string> local_keys_;  // claimed by this worker, not finished
   std::vector<std::string> abandoned_keys_;     // claimed during shutdown; leases given back
+  uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<bool> ready_{false};

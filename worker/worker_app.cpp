@@ -24,6 +24,7 @@
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
 #include "worker/message_expander.h"
+#include "worker/route_sync.h"
 #include "worker/worker.h"
 
 namespace hookrelay {
@@ -115,6 +116,12 @@ int run_worker(int argc, char** argv) {
   PostgresDeliveryStore store(config->postgres.url);
   PostgresDeliveryStore record_store(config->postgres.url);
   PostgresDeliveryStore inbound_store(config->postgres.url);
+  // Which routes are suspended, shared with every worker through Postgres; read once before
+  // consuming, then every second on its own thread and connection.
+  RouteStates route_states(config->postgres.url);
+  RouteSync routes(route_states, metrics, unix_now_ms, {.worker_id = worker_id});
+  routes.sync();
+  routes.start();
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
   try {
@@ -137,7 +144,8 @@ int run_worker(int argc, char** argv) {
                  .metrics = &metrics,
                  .now_ms = unix_now_ms,
                  .rand01 = [&] { return uniform(rng); },
-                 .worker_id = worker_id});
+                 .worker_id = worker_id,
+                 .routes = &routes});
 
   HttpServerOptions http;
   http.host = listen->host;

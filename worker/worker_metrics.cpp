@@ -15,7 +15,7 @@ auto& reg(B&& builder, prometheus::Registry& r, const char* name, const char* he
 WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   consumed_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_messages_consumed_total", "Kafka messages consumed, by topic");
   deliveries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_deliveries_total",
-                     "Deliveries finished, by outcome (succeeded, retried, dead, skipped)");
+                     "Deliveries finished, by outcome (succeeded, retried, dead, skipped, parked)");
   attempts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_attempts_total", "HTTP attempts by destination and result");
   http_duration_ = &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_http_request_duration_seconds",
                         "HTTP attempt latency by destination");
@@ -37,6 +37,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts", "Destination hosts per circuit state");
   filtered_ = &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
                    "Events a route's filter kept from the route (no delivery made), by source and route");
+  route_suspended_ = &reg(prometheus::BuildGauge(), r, "hookrelay_route_suspended",
+                         "1 while the route is suspended (its deliveries parked), by source and route");
+  route_suspensions_ = &reg(prometheus::BuildCounter(), r, "hookrelay_route_suspensions_total",
+                            "Routes this worker suspended, by source, route and cause");
   in_flight_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_in_flight_deliveries", "Deliveries claimed and not finished").Add({});
   postgres_up_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_postgres_up", "1 while Postgres answers").Add({});
   paused_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_paused_partitions",
@@ -49,7 +53,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   bad_headers_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_bad_headers_total",
                       "Consumed messages with a numeric hr-* header that is not a valid number, by header");
   // Series dashboards read exist from the start, at zero.
-  for (const char* o : {"succeeded", "retried", "dead", "skipped"}) series_.get(*deliveries_, {{"outcome", o}});
+  for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"}) series_.get(*deliveries_, {{"outcome", o}});
   for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route", "store_rejected",
                              "produce_rejected"}) {
     series_.get(*dlq_, {{"reason", reason}});
@@ -90,6 +94,12 @@ void WorkerMetrics::delivery(std::string_view outcome) {
 }
 void WorkerMetrics::attempt(std::string_view destination, std::string_view result, double seconds) {
   series_.get(*attempts_, {{"destination", destination}, {"result", result}}).Increment();
+void WorkerMetrics::route_suspended(std::string_view source, std::string_view route, bool suspended) {
+  series_.get(*route_suspended_, {{"source", source}, {"route", route}}).Set(suspended ? 1 : 0);
+}
+void WorkerMetrics::route_suspension(std::string_view source, std::string_view route, std::string_view cause) {
+  series_.get(*route_suspensions_, {{"source", source}, {"route", route}, {"cause", cause}}).Increment();
+}
   series_.get(*http_duration_, {{"destination", destination}}).Observe(seconds);
 }
 void WorkerMetrics::retry(int tier) {

@@ -23,7 +23,7 @@ class WorkerMetrics {
   WorkerMetrics(prometheus::Registry& registry, int retry_tiers);
 
   void consumed(std::string_view topic);
-  void delivery(std::string_view outcome);  // succeeded | retried | dead | skipped
+  void delivery(std::string_view outcome);  // succeeded | retried | dead | skipped | parked
   void attempt(std::string_view destination, std::string_view result, double seconds);
   void retry(int tier);
   void dlq(std::string_view reason);
@@ -44,6 +44,10 @@ class WorkerMetrics {
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Gauge& postgres_up() { return *postgres_up_; }
   prometheus::Gauge& paused_partitions() { return *paused_; }
+  // Route lifecycle (worker/route_sync.h): 1 while the route is suspended, as this worker sees
+  // it; and suspensions this worker made, by cause (gone, consecutive_failures, failing_for).
+  void route_suspended(std::string_view source, std::string_view route, bool suspended);
+  void route_suspension(std::string_view source, std::string_view route, std::string_view cause);
   prometheus::Gauge& backlog() { return *backlog_; }
   prometheus::Gauge& ready() { return *ready_; }
 
@@ -72,5 +76,7 @@ class WorkerMetrics {
   prometheus::Gauge* ready_;
   SeriesCache series_;
 };
+  prometheus::Family<prometheus::Gauge>* route_suspended_;
+  prometheus::Family<prometheus::Counter>* route_suspensions_;
 
 }  // namespace hookrelay

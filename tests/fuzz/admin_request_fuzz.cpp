@@ -1,6 +1,7 @@
 // The admin API's parsers of outside bytes on the same input: decode_cursor (a cursor decoded
 // must re-encode to the same text), parse_delivery_query (query strings, with cursors and times
-// inside) and parse_replay_request (POST /v1/replays bodies). None may crash; whatever they
+// inside), parse_replay_request (POST /v1/replays bodies) and parse_route_control_query (route
+// suspend/resume query strings). None may crash; whatever they
 // accept must be within the documented bounds.
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +26,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::check(r->keys.empty() != !r->filter, "neither or both of keys and filter", std::string(in));
     fuzz::check(r->rate >= 0 && r->rate <= 10000, "rate out of bounds", std::string(in));
     fuzz::check(r->keys.size() <= admin::kMaxReplayKeysInRequest, "too many keys", std::string(in));
+  }
+  for (bool suspend : {true, false}) {
+    if (auto q = admin::parse_route_control_query(in, suspend)) {
+      fuzz::check(q->rate >= 0 && q->rate <= admin::kMaxReleaseRate, "rate out of bounds", std::string(in));
+      fuzz::check(q->reason.size() <= admin::kMaxReasonBytes, "reason too long", std::string(in));
+      fuzz::check(suspend || q->reason.empty(), "reason accepted on resume", std::string(in));
+    }
   }
   return 0;
 }

@@ -9,9 +9,8 @@
 #include <sstream>
 #include <thread>
 
-#include "cli/cli_app.h"
-#include "shared/clock.h"
 #include "shared/kafka_admin.h"
+#include "tests/support/cli_run.h"
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
 #include "tests/support/kafka_cluster.h"
@@ -22,24 +21,6 @@ namespace hookrelay::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct CliRun {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-CliRun run_cli(const std::vector<std::string>& args) {
-  std::istringstream in;
-  std::ostringstream out, err;
-  cli::CliIo io{in, out, err, process_env(), unix_now_ms,
-                [](int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }};
-  CliRun r;
-  r.code = cli::run_cli(args, io);
-  r.out = out.str();
-  r.err = err.str();
-  return r;
-}
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
@@ -95,26 +76,26 @@ TEST_F(TopicsOnKafka, ApplyCreatesCheckReportsDriftApplyFixesItKeepingOtherOverr
       << ingest->read_log();
   EXPECT_TRUE(contains(ingest->read_log(), "hookrelay topics apply")) << ingest->read_log();
 
-  auto check = run_cli({"topics", "check", "--config", base});
+  auto check = run_cli_in_process({"topics", "check", "--config", base});
   EXPECT_EQ(check.code, 1) << check.out << check.err;
   EXPECT_TRUE(contains(check.out, "hookrelay.webhooks: topic is missing")) << check.out;
-  EXPECT_TRUE(contains(check.out, "5 difference(s) in 5 topics")) << check.out;
+  EXPECT_TRUE(contains(check.out, "6 difference(s) in 6 topics")) << check.out;
 
-  auto dry = run_cli({"topics", "apply", "--config", base, "--dry-run"});
+  auto dry = run_cli_in_process({"topics", "apply", "--config", base, "--dry-run"});
   EXPECT_EQ(dry.code, 0) << dry.out << dry.err;
   EXPECT_TRUE(contains(dry.out, "would create hookrelay.dlq: 3 partitions, replication factor 1")) << dry.out;
-  EXPECT_EQ(run_cli({"topics", "check", "--config", base}).code, 1) << "a dry run changed something";
+  EXPECT_EQ(run_cli_in_process({"topics", "check", "--config", base}).code, 1) << "a dry run changed something";
 
-  auto apply = run_cli({"topics", "apply", "--config", base});
+  auto apply = run_cli_in_process({"topics", "apply", "--config", base});
   ASSERT_EQ(apply.code, 0) << apply.out << apply.err;
   for (const char* topic : {"hookrelay.webhooks", "hookrelay.calls", "hookrelay.retry.0", "hookrelay.retry.1",
-                            "hookrelay.dlq"}) {
+                            "hookrelay.dlq", "hookrelay.parked"}) {
     EXPECT_TRUE(contains(apply.out, std::string("created ") + topic + ": 3 partitions")) << apply.out;
   }
-  check = run_cli({"topics", "check", "--config", base});
+  check = run_cli_in_process({"topics", "check", "--config", base});
   EXPECT_EQ(check.code, 0) << check.out << check.err;
-  EXPECT_EQ(check.out, "ok: 5 topics as configured\n");
-  EXPECT_EQ(run_cli({"topics", "apply", "--config", base}).out, "ok: 5 topics as configured, nothing to do\n");
+  EXPECT_EQ(check.out, "ok: 6 topics as configured\n");
+  EXPECT_EQ(run_cli_in_process({"topics", "apply", "--config", base}).out, "ok: 6 topics as configured, nothing to do\n");
 
   // An override apply does not manage, set by hand: it must survive apply's AlterConfigs.
   KafkaConfig kafka;
@@ -125,24 +106,24 @@ TEST_F(TopicsOnKafka, ApplyCreatesCheckReportsDriftApplyFixesItKeepingOtherOverr
   ASSERT_TRUE(manual) << manual.error().message;
 
   // Another retention applied (as from an edited config): the base config now sees drift.
-  auto other = run_cli({"topics", "apply", "--config", config(", dlq_retention_ms: 172800000")});
+  auto other = run_cli_in_process({"topics", "apply", "--config", config(", dlq_retention_ms: 172800000")});
   ASSERT_EQ(other.code, 0) << other.out << other.err;
   EXPECT_TRUE(contains(other.out, "set hookrelay.dlq retention.ms=172800000 (was 2592000000)")) << other.out;
 
-  check = run_cli({"topics", "check", "--config", base});
+  check = run_cli_in_process({"topics", "check", "--config", base});
   EXPECT_EQ(check.code, 1) << check.out;
   EXPECT_TRUE(contains(check.out, "hookrelay.dlq: retention.ms is 172800000, wanted 2592000000")) << check.out;
-  auto json = run_cli({"topics", "check", "--config", base, "--json"});
+  auto json = run_cli_in_process({"topics", "check", "--config", base, "--json"});
   EXPECT_EQ(json.code, 1);
   EXPECT_TRUE(contains(json.out, "\"property\": \"retention.ms\"")) << json.out;
 
-  apply = run_cli({"topics", "apply", "--config", base});
+  apply = run_cli_in_process({"topics", "apply", "--config", base});
   EXPECT_EQ(apply.code, 0) << apply.out << apply.err;
   EXPECT_TRUE(contains(apply.out, "set hookrelay.dlq retention.ms=2592000000 (was 172800000)")) << apply.out;
-  EXPECT_EQ(run_cli({"topics", "check", "--config", base}).code, 0);
+  EXPECT_EQ(run_cli_in_process({"topics", "check", "--config", base}).code, 0);
 
   // A config change on hookrelay.webhooks keeps the hand-set segment.ms.
-  auto webhooks = run_cli({"topics", "apply", "--config", config(", max_message_bytes: 2097152")});
+  auto webhooks = run_cli_in_process({"topics", "apply", "--config", config(", max_message_bytes: 2097152")});
   EXPECT_EQ(webhooks.code, 0) << webhooks.out << webhooks.err;
   EXPECT_TRUE(contains(webhooks.out, "set hookrelay.webhooks max.message.bytes=2097152 (was 1052672)")) << webhooks.out;
   auto seen = (*admin)->describe({"hookrelay.webhooks"}, {"segment.ms", "max.message.bytes", "retention.ms"});
@@ -150,16 +131,16 @@ TEST_F(TopicsOnKafka, ApplyCreatesCheckReportsDriftApplyFixesItKeepingOtherOverr
   EXPECT_EQ(seen->at("hookrelay.webhooks").configs.at("segment.ms"), "3600000");
   EXPECT_EQ(seen->at("hookrelay.webhooks").configs.at("max.message.bytes"), "2097152");
   EXPECT_EQ(seen->at("hookrelay.webhooks").configs.at("retention.ms"), "86400000");
-  ASSERT_EQ(run_cli({"topics", "apply", "--config", base}).code, 0);
+  ASSERT_EQ(run_cli_in_process({"topics", "apply", "--config", base}).code, 0);
 
   // Partitions: raised on apply; more than configured is reported, never "fixed".
-  auto more = run_cli({"topics", "apply", "--config", config("", "[1, 2]", 5)});
+  auto more = run_cli_in_process({"topics", "apply", "--config", config("", "[1, 2]", 5)});
   ASSERT_EQ(more.code, 0) << more.out << more.err;
   EXPECT_TRUE(contains(more.out, "raised hookrelay.webhooks partitions from 3 to 5")) << more.out;
-  check = run_cli({"topics", "check", "--config", base});
+  check = run_cli_in_process({"topics", "check", "--config", base});
   EXPECT_EQ(check.code, 1);
   EXPECT_TRUE(contains(check.out, "hookrelay.webhooks: partitions is 5, wanted 3")) << check.out;
-  apply = run_cli({"topics", "apply", "--config", base});
+  apply = run_cli_in_process({"topics", "apply", "--config", base});
   EXPECT_EQ(apply.code, 1) << apply.out;
   EXPECT_TRUE(contains(apply.out, "left as is: hookrelay.webhooks: partitions is 5, wanted 3")) << apply.out;
 }
@@ -167,8 +148,8 @@ TEST_F(TopicsOnKafka, ApplyCreatesCheckReportsDriftApplyFixesItKeepingOtherOverr
 // Runs after the test above (declaration order), which left hookrelay.webhooks with 5 partitions.
 TEST_F(TopicsOnKafka, ServicesStartWithTheirTopicsAndRefuseAMissingRetryTier) {
   const std::string base = config("", "[1, 2]", 5);
-  ASSERT_EQ(run_cli({"topics", "apply", "--config", base}).code, 0);
-  ASSERT_EQ(run_cli({"topics", "check", "--config", base}).code, 0);
+  ASSERT_EQ(run_cli_in_process({"topics", "apply", "--config", base}).code, 0);
+  ASSERT_EQ(run_cli_in_process({"topics", "check", "--config", base}).code, 0);
 
   // Ingest finds hookrelay.webhooks and hookrelay.calls and serves.
   const int port = free_port();

@@ -23,12 +23,13 @@ std::map<std::string, ObservedTopic> as_desired(const std::vector<TopicSpec>& de
 
 TEST(TopicPlan, DefaultsGiveEveryTopicWithTheDocumentedSettings) {
   auto topics = desired_topics(Config{});
-  ASSERT_EQ(topics.size(), 9u);  // webhooks, calls, 6 tiers, dlq
+  ASSERT_EQ(topics.size(), 10u);  // webhooks, calls, 6 tiers, dlq, parked
   EXPECT_EQ(topics[0].name, "hookrelay.webhooks");
   EXPECT_EQ(topics[1].name, "hookrelay.calls");
   EXPECT_EQ(topics[2].name, "hookrelay.retry.0");
   EXPECT_EQ(topics[7].name, "hookrelay.retry.5");
   EXPECT_EQ(topics[8].name, "hookrelay.dlq");
+  EXPECT_EQ(topics[9].name, "hookrelay.parked");
   for (const auto& t : topics) {
     EXPECT_EQ(t.partitions, 12) << t.name;
     EXPECT_EQ(t.replication_factor, 3) << t.name;
@@ -40,6 +41,7 @@ TEST(TopicPlan, DefaultsGiveEveryTopicWithTheDocumentedSettings) {
   }
   EXPECT_EQ(topics[0].configs.at("retention.ms"), "604800000");
   EXPECT_EQ(topics[8].configs.at("retention.ms"), "2592000000");
+  EXPECT_EQ(topics[9].configs.at("retention.ms"), "2592000000");  // parked: the DLQ's window
   // The top default tier (1 h) x 10 is under 7 days: the floor applies.
   EXPECT_EQ(topics[7].configs.at("retention.ms"), "604800000");
 }
@@ -49,7 +51,7 @@ TEST(TopicPlan, RetryTierRetentionIsTenTimesItsDelayWhenThatIsLonger) {
   EXPECT_EQ(retry_tier_retention_ms(c, 0), 86400000);        // 10 min < 1 day
   EXPECT_EQ(retry_tier_retention_ms(c, 1), 1728000000LL);    // 10 x 2 days
   auto topics = desired_topics(c);
-  ASSERT_EQ(topics.size(), 5u);
+  ASSERT_EQ(topics.size(), 6u);
   EXPECT_EQ(topics[3].name, "hookrelay.retry.1");
   EXPECT_EQ(topics[3].configs.at("retention.ms"), "1728000000");
 }
@@ -133,7 +135,7 @@ TEST(RequiredTopics, IngestNeedsTheFreshTopicsTheWorkerEveryTopic) {
   EXPECT_EQ(required_topics(c, ServiceKind::kIngest), (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls"}));
   EXPECT_EQ(required_topics(c, ServiceKind::kWorker),
             (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls", "hookrelay.retry.0", "hookrelay.retry.1",
-                                      "hookrelay.dlq"}));
+                                      "hookrelay.dlq", "hookrelay.parked"}));
   EXPECT_EQ(missing_topics({"a", "b", "c"}, {"b", "x"}), (std::vector<std::string>{"a", "c"}));
 }
 

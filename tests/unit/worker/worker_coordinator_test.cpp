@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "shared/wire_contract.h"
+#include "tests/unit/worker/fake_route_store.h"
 #include "worker/worker.h"
 
 namespace hookrelay {
@@ -297,6 +298,116 @@ TEST_F(WorkerCoordinator, SuccessRecordsAndStoresTheNextOffset) {
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
   EXPECT_EQ(stored(), 1);
   EXPECT_EQ(worker->in_flight(), 0);
+}
+
+// Route lifecycle: the deliveries of a suspended route are parked (recorded 'parked', published
+// to hookrelay.parked, never attempted nor dead-lettered); the other routes of the same events
+// keep flowing.
+class WorkerRoutes : public WorkerCoordinator {
+ protected:
+  WorkerRoutes() {
+    auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a" }
+    - { name: b, url: "http://127.0.0.1:9/b" }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
+)", [](const std::string&) { return std::nullopt; });
+    EXPECT_TRUE(c) << c.error().message;
+    worker.reset();
+    config = *c;
+    auto d = deps(consumer);
+    d.routes = &routes;
+    worker = std::make_unique<Worker>(d);
+    consumer.assign({{std::string(kWebhooksTopic), 0}, {retry_topic(0), 0}});
+  }
+  ~WorkerRoutes() override { worker.reset(); }
+
+  std::vector<FakeProducer::Sent> parked() const {
+    std::vector<FakeProducer::Sent> out;
+    for (const auto& m : producer.sent) {
+      if (m.topic == kParkedTopic) out.push_back(m);
+    }
+    return out;
+  }
+
+  FakeRouteStore route_store;
+  RouteSync routes{route_store, metrics, [this] { return now; }, {.worker_id = "w1"}};
+};
+
+TEST_F(WorkerRoutes, ASuspendedRoutesDeliveriesAreParkedAndTheOtherRouteIsDelivered) {
+  route_store.row("gh", "a").state = "suspended";
+  ASSERT_TRUE(routes.sync());
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(sender.calls[0].url, "http://127.0.0.1:9/b");
+  EXPECT_EQ(store.state["wh:gh:e1:b"], "succeeded");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "parked");
+  ASSERT_EQ(parked().size(), 1u);
+  EXPECT_EQ(parked()[0].key, "wh:gh:e1:a");
+  EXPECT_EQ(parked()[0].header("hr-delivery-key"), "wh:gh:e1:a");
+  EXPECT_EQ(parked()[0].header("hr-route"), "a");
+  EXPECT_EQ(parked()[0].value, "{\"e\":\"e1\"}");
+  bool audited = false;
+  for (const auto& r : store.attempts) {
+    if (r.key != "wh:gh:e1:a") continue;
+    audited = true;
+    EXPECT_EQ(r.outcome, "parked");
+    EXPECT_EQ(r.attempt, 0) << "no attempt was made";
+  }
+  EXPECT_TRUE(audited);
+  EXPECT_EQ(stored(), 1) << "a parked delivery finishes its message";
+  EXPECT_EQ(worker->in_flight(), 0);
+}
+
+TEST_F(WorkerRoutes, A410SuspendsTheRouteParksItAndTheNextEventsWithoutACall) {
+  sender.script = {status(410), status(200)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_TRUE(routes.suspended("gh", "a"));
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "parked") << "a 410 is parked, not dead";
+  EXPECT_EQ(store.state["wh:gh:e1:b"], "succeeded");
+  webhook(1, "e2");
+  webhook(2, "e3");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 4u) << "only route b is called";
+  EXPECT_EQ(sender.calls[2].url, "http://127.0.0.1:9/b");
+  EXPECT_EQ(sender.calls[3].url, "http://127.0.0.1:9/b");
+  EXPECT_EQ(parked().size(), 3u);
+  for (const auto& m : producer.sent) EXPECT_NE(m.topic, kDlqTopic);
+  EXPECT_EQ(stored(), 3);
+  ASSERT_TRUE(routes.sync());
+  EXPECT_EQ(route_store.row("gh", "a").state, "suspended");
+}
+
+TEST_F(WorkerRoutes, QueuedDeliveriesOfARouteSuspendedMeanwhileAreParkedUnsent) {
+  sender.hold = true;
+  config.worker.per_host_max_in_flight = 1;  // one call out; the rest wait in the dispatcher
+  auto d = deps(consumer);
+  d.routes = &routes;
+  worker.reset();
+  worker = std::make_unique<Worker>(d);
+  consumer.assign({{std::string(kWebhooksTopic), 0}});
+  webhook(0, "e1");
+  webhook(1, "e2");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  route_store.row("gh", "a").state = "suspended";
+  ASSERT_TRUE(routes.sync());
+  steps();
+  for (auto& done : sender.held) done();
+  sender.held.clear();
+  sender.hold = false;
+  steps(16);
+  for (std::size_t i = 1; i < sender.calls.size(); ++i) {
+    EXPECT_NE(sender.calls[i].url, "http://127.0.0.1:9/a") << "a queued delivery of route a was sent";
+  }
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "parked");
+  EXPECT_EQ(store.state["wh:gh:e2:b"], "succeeded");
+  EXPECT_EQ(stored(), 2);
 }
 
 // Value of one labelled counter in the registry, or -1 when the series does not exist.

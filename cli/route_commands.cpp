@@ -1,0 +1,219 @@
+// `hookrelay routes list|suspend|resume`: route lifecycle (shared/route_control.h, the same
+// implementation as the admin API's /v1/routes).
+#include <memory>
+#include <ostream>
+#include <set>
+
+#include "cli/commands.h"
+#include "cli/output.h"
+#include "shared/dlq_reader.h"
+#include "shared/dlq_replay.h"
+#include "shared/json_writer.h"
+#include "shared/kafka_producer.h"
+#include "shared/route_control.h"
+#include "shared/wire_contract.h"
+
+namespace hookrelay::cli {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: hookrelay routes list [--json]\n"
+    "       hookrelay routes suspend NAME [--source S] [--reason TEXT] [--by WHO] [--json]\n"
+    "       hookrelay routes resume NAME [--source S] [--rate N/s] [--by WHO] [--json]\n"
+    "\n"
+    "  list     every configured route: state (active or suspended, why, since when, by whom),\n"
+    "           failure streak across all workers, deliveries parked.\n"
+    "  suspend  suspends the route: workers park its deliveries (state parked, message in\n"
+    "           hookrelay.parked) within a second, instead of attempting them. A 410 Gone or the\n"
+    "           route's suspend_after bound does the same by itself.\n"
+    "  resume   makes the route active again and releases its parked deliveries into the retry\n"
+    "           flow in the order they arrived, each once, at --rate (default unpaced), with\n"
+    "           progress on stderr. Run it again to release deliveries a failed release left.\n"
+    "  NAME is the route's name; --source is needed when several sources have a route of that\n"
+    "  name. --by names who did it (default $USER).\n"
+    "\n"
+    "  common: --config PATH (required: routes come from it), --database-url URL,\n"
+    "          --bootstrap HOSTS (resume), --timeout SECONDS (Kafka, default 30)\n"
+    "  exit: 0 ok; 1 database/Kafka error or a release failed; 2 usage/config;\n"
+    "        3 no such route, or a parked delivery's message is missing\n";
+
+const std::vector<OptionSpec> kOptions = {
+    kConfigOption,      kDatabaseOption,   kBootstrapOption,  kJsonOption,      {"--source", true},
+    {"--reason", true}, {"--rate", true},  {"--by", true},    {"--timeout", true},
+};
+
+int usage_error(CliIo& io, const std::string& message) {
+  io.err << "hookrelay routes: " << message << "\n" << kUsage;
+  return kExitUsage;
+}
+
+// The route errors as exit codes: an unknown route is "not found"; a name two sources use is
+// a usage error.
+int route_error(CliIo& io, std::string_view command, const Error& e) {
+  if (e.code == "route_not_found") {
+    io.err << "hookrelay " << command << ": " << e.message << "\n";
+    return kExitNotFound;
+  }
+  if (e.code == "ambiguous_route") {
+    io.err << "hookrelay " << command << ": " << e.message << " (--source)\n";
+    return kExitUsage;
+  }
+  return report_error(io, command, e);
+}
+
+std::string streak_text(const RouteStateRow& s) {
+  if (s.failure_streak == 0) return "0";
+  return std::to_string(s.failure_streak) + " since " + format_time(s.failing_since_ms);
+}
+
+void print_route(std::ostream& out, const RouteView& v) {
+  out << v.source << "/" << v.name << ": " << v.state.state;
+  if (v.state.state == "suspended") {
+    out << " since " << format_time(v.state.suspended_at_ms) << " by " << v.state.suspended_by << " ("
+        << v.state.reason << ")";
+  }
+  out << ", failure streak " << streak_text(v.state) << ", " << v.state.parked << " parked\n";
+}
+
+int routes_list(const ParsedArgs& args, CliIo& io, const Config& config, RouteStates& states) {
+  auto routes = list_routes(config, states);
+  if (!routes) return report_error(io, "routes list", routes.error());
+  if (args.has("--json")) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& v : *routes) rows.push_back(route_json(v, format_time));
+    io.out << json_text({{"routes", rows}}, 2) << "\n";
+    return kExitOk;
+  }
+  Table t({"SOURCE", "ROUTE", "STATE", "SINCE", "REASON", "FAILURE STREAK", "PARKED", "URL"});
+  for (const auto& v : *routes) {
+    const auto& s = v.state;
+    const bool suspended = s.state == "suspended";
+    t.add_row({v.source, v.name, v.configured ? s.state : s.state + " (not configured)",
+               suspended ? format_time(s.suspended_at_ms) : "-", suspended ? one_line(s.reason, 60) : "-",
+               streak_text(s), std::to_string(s.parked), v.configured ? v.url : "-"});
+  }
+  if (t.empty()) {
+    io.out << "no routes configured\n";
+  } else {
+    t.print(io.out);
+  }
+  return kExitOk;
+}
+
+int routes_suspend(const ParsedArgs& args, CliIo& io, const Config& config, RouteStates& states,
+                   const std::string& name, const std::string& who) {
+  auto done = suspend_route(config, states, name, args.value_or("--source", ""), who, args.value_or("--reason", ""));
+  if (!done) return route_error(io, "routes suspend", done.error());
+  if (args.has("--json")) {
+    io.out << json_text({{"route", route_json(done->route, format_time)}, {"changed", done->changed}}, 2) << "\n";
+  } else {
+    if (!done->changed) io.out << "already suspended\n";
+    print_route(io.out, done->route);
+  }
+  return kExitOk;
+}
+
+// Produces the parked deliveries' messages again, to hookrelay.retry.0, in `keys` order.
+Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView& route,
+                              const std::vector<std::string>& keys, ReplayOptions options) {
+  auto url = resolve_database_url(args, io);
+  if (!url) return Unexpected{url.error()};
+  auto kafka = resolve_kafka(args, io);
+  if (!kafka) return Unexpected{kafka.error()};
+  auto seconds = parse_int_arg(args.value_or("--timeout", "30"), 1, 3600, "--timeout");
+  if (!seconds) return Unexpected{seconds.error()};
+  const int timeout = static_cast<int>(*seconds * 1000);
+  options.ack_timeout_ms = kafka->produce_timeout_ms + 5000;  // the producer reports first
+  std::set<std::string> wanted(keys.begin(), keys.end());
+  auto reader = KafkaDlqReader::create(*kafka, timeout, "hookrelay-cli", kParkedTopic);
+  if (!reader) return Unexpected{reader.error()};
+  ProgressPrinter read_progress(io.err, io.now_ms);
+  auto messages = (*reader)->read([&](const std::string& k) { return wanted.count(k) != 0; },
+                                  [&](int64_t done, int64_t total) {
+                                    read_progress.update("reading " + std::string(kParkedTopic) + ": " +
+                                                         std::to_string(done) + "/" + std::to_string(total));
+                                  });
+  if (!messages) return Unexpected{messages.error()};
+  auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
+  if (!producer) return Unexpected{producer.error()};
+  PostgresReplayStore store(*url, 0, "parked");
+  Replayer replayer(store, **producer, ReplayClock{io.now_ms, io.sleep_ms});
+  ProgressPrinter progress(io.err, io.now_ms);
+  auto summary = replayer.run(keys, *messages, options, [&](const ReplaySummary& s) {
+    progress.update(route.source + "/" + route.name + ": " + progress_line(s, false));
+  });
+  progress.finish(route.source + "/" + route.name + ": " + progress_line(summary, false));
+  return summary;
+}
+
+int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, RouteStates& states,
+                  const std::string& name, const std::string& who) {
+  double rate = 0;
+  if (auto r = args.value("--rate")) {
+    auto parsed = parse_rate_arg(*r, "--rate");
+    if (!parsed) return report_error(io, "routes resume", parsed.error());
+    rate = *parsed;
+  }
+  auto done = resume_route(config, states, name, args.value_or("--source", ""), who);
+  if (!done) return route_error(io, "routes resume", done.error());
+  ReplaySummary summary;
+  if (!done->parked_keys.empty()) {
+    auto released = release(args, io, done->route, done->parked_keys, release_options(done->route, who, rate));
+    if (!released) return report_error(io, "routes resume", released.error());
+    summary = std::move(*released);
+  }
+  if (args.has("--json")) {
+    nlohmann::json items = nlohmann::json::array();
+    for (const auto& i : summary.items) {
+      items.push_back({{"key", i.key}, {"outcome", replay_outcome_name(i.outcome)}, {"detail", i.detail}});
+    }
+    io.out << json_text({{"route", route_json(done->route, format_time)},
+                         {"changed", done->changed},
+                         {"release",
+                          {{"total", summary.total},
+                           {"released", summary.replayed},
+                           {"skipped", summary.skipped},
+                           {"missing", summary.missing},
+                           {"failed", summary.failed},
+                           {"items", items}}}},
+                        2)
+           << "\n";
+  } else {
+    if (!done->changed) io.out << "was active already\n";
+    print_route(io.out, done->route);
+    io.out << "released " << summary.replayed << "/" << summary.total << " parked deliveries, skipped "
+           << summary.skipped << ", missing " << summary.missing << ", failed " << summary.failed << "\n";
+  }
+  if (summary.failed > 0) return kExitFailed;
+  if (summary.missing > 0) return kExitNotFound;
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_routes(const Args& args, CliIo& io) {
+  ParsedArgs parsed;
+  int rc = parse_or_help(args, kOptions, kUsage, "routes", io, parsed);
+  if (rc != kContinue) return rc;
+  const auto& pos = parsed.positionals();
+  if (pos.empty()) return usage_error(io, "expected list, suspend or resume");
+  const std::string& sub = pos[0];
+  if (sub != "list" && sub != "suspend" && sub != "resume") {
+    return usage_error(io, "unknown subcommand '" + sub + "' (expected list, suspend or resume)");
+  }
+  if (sub == "list" ? pos.size() != 1 : pos.size() != 2) {
+    return usage_error(io, sub == "list" ? "list takes no arguments" : sub + " takes one route NAME");
+  }
+  const std::string who = parsed.value_or("--by", io.env("USER").value_or("unknown"));
+  if (who.empty()) return usage_error(io, "--by must not be empty");
+  auto config = require_cli_config(parsed, io);
+  if (!config) return report_error(io, "routes " + sub, config.error());
+  auto url = resolve_database_url(parsed, io);
+  if (!url) return report_error(io, "routes " + sub, url.error());
+  RouteStates states(*url);
+  if (sub == "list") return routes_list(parsed, io, *config, states);
+  if (sub == "suspend") return routes_suspend(parsed, io, *config, states, pos[1], who);
+  return routes_resume(parsed, io, *config, states, pos[1], who);
+}
+
+}  // namespace hookrelay::cli

@@ -1,0 +1,176 @@
+// Route lifecycle end to end: a real worker, the devbroker, Postgres, hookrelay-admin and the CLI.
+// A receiver answering 410 Gone suspends its route: the route's deliveries are parked (state
+// parked, not attempted, not dead-lettered) while another route of the same events keeps
+// receiving; a resume releases them in the order they arrived, each delivered once. Operators
+// do the same through `hookrelay routes` and /v1/routes.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/support/admin_fixture.h"
+#include "tests/support/cli_run.h"
+
+namespace hookrelay::test {
+namespace {
+
+constexpr int kEvents = 10;
+
+class RouteLifecycleTest : public AdminTest {
+ protected:
+  // Events evt-0 .. evt-9 of acme, produced one at a time so they arrive in that order.
+  void produce_in_order() {
+    for (int i = 0; i < kEvents; ++i) {
+      ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-" + std::to_string(i), R"({"n":)" + std::to_string(i) + "}"));
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  std::vector<std::string> webhook_ids(const std::vector<ReceivedRequest>& requests, std::size_t from) {
+    std::vector<std::string> ids;
+    for (std::size_t i = from; i < requests.size(); ++i) ids.push_back(requests[i].header("webhook-id").value_or("?"));
+    return ids;
+  }
+  static std::vector<std::string> in_order() {
+    std::vector<std::string> ids;
+    for (int i = 0; i < kEvents; ++i) ids.push_back("evt-" + std::to_string(i));
+    return ids;
+  }
+  std::vector<std::string> cli_common() {
+    return {"--config", admin_config_.string(), "--database-url", stack_->database().url(), "--bootstrap",
+            stack_->bootstrap()};
+  }
+  // Route a of acme as GET /v1/routes shows it.
+  json route_a() {
+    const json listed = get_json("/v1/routes");
+    for (const auto& r : listed["routes"]) {
+      if (r["source"] == "acme" && r["name"] == "a") return r;
+    }
+    return json();
+  }
+};
+
+TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliReleasesItInOrder) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  rx_.set_default("/a", {410, {}, 0, "gone"});
+  start_worker();
+  ASSERT_NO_FATAL_FAILURE(produce_in_order());
+
+  ASSERT_TRUE(rx_.wait_for_count("/b", kEvents, 30s)) << "route b got " << rx_.count("/b");
+  ASSERT_TRUE(deliveries_in_state("parked", kEvents, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 10s));
+  std::this_thread::sleep_for(1500ms);  // a retry or a dead letter would show up here
+  const std::size_t gone_calls = rx_.count("/a");
+  EXPECT_GE(gone_calls, 1u);
+  EXPECT_LT(gone_calls, static_cast<std::size_t>(kEvents)) << "the route was not suspended by its 410";
+  EXPECT_EQ(stack_->count_deliveries("dead"), 0);
+  EXPECT_EQ(stack_->count_deliveries("parked"), kEvents);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM parked_deliveries WHERE source = 'acme' AND destination = 'a'"),
+            std::to_string(kEvents));
+  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || reason || ' ' || suspended_by FROM route_states"
+                           " WHERE source = 'acme' AND route = 'a'").substr(0, 36),
+            "suspended 410 Gone from the receiver");
+  EXPECT_EQ(worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}), 1);
+  EXPECT_EQ(worker_metric(0, "hookrelay_worker_deliveries_total", {"outcome=\"parked\""}), kEvents);
+
+  auto listed = run_cli_in_process([&] {
+    std::vector<std::string> a = {"routes", "list", "--json"};
+    for (auto& c : cli_common()) a.push_back(c);
+    return a;
+  }());
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  auto routes = json::parse(listed.out)["routes"];
+  ASSERT_EQ(routes.size(), 2u) << listed.out;
+  EXPECT_EQ(routes[0]["name"], "a");
+  EXPECT_EQ(routes[0]["state"], "suspended");
+  EXPECT_EQ(routes[0]["parked"], kEvents);
+  EXPECT_EQ(routes[0]["reason"], "410 Gone from the receiver");
+  EXPECT_EQ(routes[1]["name"], "b");
+  EXPECT_EQ(routes[1]["state"], "active");
+  EXPECT_EQ(routes[1]["failure_streak"], 0);
+
+  // The receiver is back: resume releases the parked deliveries, oldest first, at 10/s.
+  rx_.set_default("/a", {200});
+  std::vector<std::string> resume = {"routes", "resume", "a", "--source", "acme", "--rate", "10", "--by", "tester",
+                                     "--json"};
+  for (auto& c : cli_common()) resume.push_back(c);
+  auto resumed = run_cli_in_process(resume);
+  ASSERT_EQ(resumed.code, 0) << resumed.out << resumed.err;
+  auto rj = json::parse(resumed.out);
+  EXPECT_EQ(rj["route"]["state"], "active");
+  EXPECT_EQ(rj["changed"], true);
+  EXPECT_EQ(rj["release"]["released"], kEvents) << resumed.out;
+
+  ASSERT_TRUE(rx_.wait_for_count("/a", gone_calls + kEvents, 30s)) << rx_.count("/a");
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 20s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(1500ms);  // a second copy would show up here
+  EXPECT_EQ(rx_.count("/a"), gone_calls + kEvents);
+  EXPECT_EQ(webhook_ids(rx_.requests("/a"), gone_calls), in_order());
+  expect_each_succeeded_once(*stack_, 2 * kEvents);
+  EXPECT_EQ(stack_->count_deliveries("parked"), 0);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM parked_deliveries"), "0");
+  EXPECT_TRUE(eventually([&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 0; }, 5s));
+}
+
+TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}, {"github", "b", rx_.url("/gb")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  start_worker();
+
+  auto listed = get_json("/v1/routes");
+  ASSERT_EQ(listed["routes"].size(), 3u) << listed.dump();
+  EXPECT_EQ(route_a()["state"], "active");
+  EXPECT_EQ(route_a()["suspend_after"], nullptr);
+
+  auto suspended = call("POST", "/v1/routes/a/suspend?reason=receiver%20migrating");
+  ASSERT_EQ(suspended.status, 200) << suspended.body;
+  auto sj = json::parse(suspended.body);
+  EXPECT_EQ(sj["route"]["state"], "suspended");
+  EXPECT_EQ(sj["route"]["reason"], "receiver migrating");
+  EXPECT_EQ(sj["route"]["suspended_by"], "operator:admin-token-0");
+  EXPECT_EQ(sj["changed"], true);
+  EXPECT_EQ(json::parse(call("POST", "/v1/routes/a/suspend").body)["changed"], false);
+  ASSERT_TRUE(eventually([&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+
+  ASSERT_NO_FATAL_FAILURE(produce_in_order());
+  ASSERT_TRUE(rx_.wait_for_count("/b", kEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("parked", kEvents, 30s)) << stack_->describe_deliveries();
+  EXPECT_EQ(rx_.count("/a"), 0u) << "a suspended route was called";
+  EXPECT_EQ(route_a()["parked"], kEvents);
+
+  auto resumed = call("POST", "/v1/routes/a/resume?source=acme&rate=10");
+  ASSERT_EQ(resumed.status, 202) << resumed.body;
+  auto rj = json::parse(resumed.body);
+  EXPECT_EQ(rj["route"]["state"], "active");
+  EXPECT_EQ(rj["release"]["matched"], kEvents);
+  auto done = wait_replay(rj["release"]["id"].get<std::string>());
+  EXPECT_EQ(done["state"], "finished") << done.dump();
+  EXPECT_EQ(done["produced"], kEvents) << done.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/a", kEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 20s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kEvents));
+  EXPECT_EQ(webhook_ids(rx_.requests("/a"), 0), in_order());
+  expect_each_succeeded_once(*stack_, 2 * kEvents);
+  EXPECT_EQ(route_a()["parked"], 0);
+  // Nothing parked: a resume of an active route answers 200 with no release.
+  auto again = call("POST", "/v1/routes/a/resume?source=acme");
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(json::parse(again.body)["release"], nullptr);
+
+  // Bad input: a 4xx naming the problem.
+  expect_error(call("POST", "/v1/routes/b/suspend"), 409, "ambiguous_route", "acme, github");
+  expect_error(call("POST", "/v1/routes/nope/suspend"), 404, "route_not_found", "nope");
+  expect_error(call("POST", "/v1/routes/a/suspend?source=github"), 404, "route_not_found", "github");
+  expect_error(call("POST", "/v1/routes/a/resume?rate=-1"), 400, "bad_parameter", "rate");
+  expect_error(call("POST", "/v1/routes/a/resume?reason=x"), 400, "unknown_parameter", "reason");
+  expect_error(call("GET", "/v1/routes/a/suspend"), 405, "method_not_allowed", "POST");
+  expect_error(call("POST", "/v1/routes"), 405, "method_not_allowed", "GET");
+  expect_error(call("GET", "/v1/routes?colour=red"), 400, "unknown_parameter", "colour");
+}
+
+}  // namespace
+}  // namespace hookrelay::test
