@@ -350,6 +350,15 @@ RouteFilter parse_filter(const YAML::Node& n, const std::string& field, const En
   return f;
 }
 
+void parse_adaptive_limit(const YAML::Node& a, const std::string& field, AdaptiveLimitConfig& out) {
+  if (!a.IsMap()) bad(field, "must be a mapping (enabled, decrease_factor, increase_step, max_pause_seconds)");
+  only_keys(a, field, {"enabled", "decrease_factor", "increase_step", "max_pause_seconds"});
+  if (a["enabled"]) out.enabled = boolean(a["enabled"], join(field, "enabled"));
+  if (a["decrease_factor"]) out.decrease_factor = num<double>(a["decrease_factor"], join(field, "decrease_factor"), 0.1, 0.95);
+  if (a["increase_step"]) out.increase_step = num<double>(a["increase_step"], join(field, "increase_step"), 0.01, 100);
+  if (a["max_pause_seconds"]) out.max_pause_seconds = num<int>(a["max_pause_seconds"], join(field, "max_pause_seconds"), 0, 3600);
+}
+
 RouteConfig parse_route(const YAML::Node& n, const std::string& field, const EnvLookup& env,
                         const RetryConfig& global_retry) {
   only_keys(n, field, {"name", "url", "secret", "secrets", "timeout_ms", "ordered", "filter", "headers", "retry",
@@ -626,7 +635,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
                             "allow_private_networks", "allowed_cidrs",
                             "max_in_flight", "batch_size", "connect_timeout_ms", "per_host_max_in_flight",
                             "per_host_rate_per_second", "breaker_failure_threshold", "breaker_cooldown_ms",
-                            "shutdown_grace_ms", "claim_lease_seconds"});
+                            "shutdown_grace_ms", "claim_lease_seconds", "adaptive_limit"});
     auto& wc = c.worker;
     if (w["listen"]) wc.listen = str(w["listen"], "worker.listen", env);
     if (w["group_id"]) wc.group_id = str(w["group_id"], "worker.group_id", env);
@@ -643,6 +652,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["breaker_cooldown_ms"]) wc.breaker_cooldown_ms = num<int>(w["breaker_cooldown_ms"], "worker.breaker_cooldown_ms", 10, 3600000);
     if (w["shutdown_grace_ms"]) wc.shutdown_grace_ms = num<int>(w["shutdown_grace_ms"], "worker.shutdown_grace_ms", 0, 600000);
     if (w["claim_lease_seconds"]) wc.claim_lease_seconds = num<int>(w["claim_lease_seconds"], "worker.claim_lease_seconds", 1, 86400);
+    if (auto a = w["adaptive_limit"]) parse_adaptive_limit(a, "worker.adaptive_limit", wc.adaptive_limit);
   }
   if (root["log_level"]) {
     c.log_level = str(root["log_level"], "log_level", env);
@@ -753,15 +763,6 @@ std::vector<std::string> config_warnings(const Config& config) {
         out.push_back(field + ".max_in_flight (" + std::to_string(r.max_in_flight) +
                       ") is above worker.per_host_max_in_flight (" + std::to_string(config.worker.per_host_max_in_flight) +
                       "): the per-host limit binds first");
-      }
-      std::string pending;
-      for (auto [key, set] : {std::pair{"retry", r.retry.has_value()}, std::pair{"max_in_flight", r.max_in_flight > 0},
-                              std::pair{"rate_per_second", r.rate_per_second > 0},
-                              std::pair{"suspend_after", r.suspend_after.has_value()}}) {
-        if (set) pending += std::string(pending.empty() ? "" : ", ") + key;
-      }
-      if (!pending.empty()) {
-        out.push_back(field + ": " + pending + " validated but not applied by this worker version yet (docs/routes.md)");
       }
     }
   }

@@ -142,6 +142,19 @@ struct PostgresConfig {
   std::string url;  // libpq URL; HOOKRELAY_DATABASE_URL overrides
 };
 
+// worker.adaptive_limit: AIMD on each destination host's in-flight limit, between 1 and
+// worker.per_host_max_in_flight (where a host starts). A 429, a 503 or a timeout cuts it to
+// limit * decrease_factor (once per round of calls: not again for calls started before the
+// cut); each success adds increase_step / limit, so about increase_step per limit's worth of
+// successes. A Retry-After on a 429 or 503 stops every call to the host until then, for at most
+// max_pause_seconds (0: Retry-After pauses no host).
+struct AdaptiveLimitConfig {
+  bool enabled = true;
+  double decrease_factor = 0.7;
+  double increase_step = 1.0;
+  int max_pause_seconds = 60;
+};
+
 struct WorkerConfig {
   std::string listen = "127.0.0.1:9100";   // /metrics and /healthz
   std::string group_id = "hookrelay-workers";
@@ -164,6 +177,7 @@ struct WorkerConfig {
   int breaker_cooldown_ms = 30000;          // how long an open circuit refuses calls
   int shutdown_grace_ms = 20000;            // SIGTERM: longest wait for in-flight deliveries
   int claim_lease_seconds = 120;            // another worker may re-claim after this
+  AdaptiveLimitConfig adaptive_limit;
 };
 
 // The Kafka topics as `hookrelay topics apply` creates them and `hookrelay topics check` expects

@@ -5,6 +5,7 @@
 
 #include "shared/log.h"
 #include "shared/wire_contract.h"
+#include "worker/backoff.h"
 
 namespace hookrelay {
 
@@ -14,7 +15,9 @@ Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<i
       now_ms_(std::move(now_ms)),
       post_(std::move(post)),
       breaker_({config.worker.breaker_failure_threshold, config.worker.breaker_cooldown_ms}, now_ms_),
-      concurrency_(config.worker.per_host_max_in_flight) {
+      concurrency_(config.worker.per_host_max_in_flight),
+      adaptive_(config.worker.adaptive_limit, config.worker.per_host_max_in_flight),
+      route_limits_(now_ms_) {
   if (config.worker.per_host_rate_per_second > 0) {
     double rate = config.worker.per_host_rate_per_second;
     rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), now_ms_);
@@ -26,6 +29,7 @@ void Dispatcher::reconfigure(const Config& config) {
   const auto& w = config.worker;
   breaker_.set_options({w.breaker_failure_threshold, w.breaker_cooldown_ms});
   concurrency_.set_max_per_host(w.per_host_max_in_flight);
+  adaptive_.set_options(w.adaptive_limit, w.per_host_max_in_flight);
   const double rate = w.per_host_rate_per_second;
   if (rate <= 0) {
     rate_.reset();
@@ -68,41 +72,130 @@ void Dispatcher::release_order_gate(Job& job) {
 }
 
 void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce) {
+  dispatch_route_waiting(now, bounce);
   for (auto it = queued_.begin(); it != queued_.end();) {
-    auto& [host, queue] = *it;
+    auto& queue = it->second;
     while (!queue.empty()) {
-      auto& job = queue.front();
-      if (!breaker_.allow(host)) {
-        // The host is failing: its deliveries go back to the first retry tier without a call
-        // and without spending an attempt, so a host outage costs only max_age.
-        auto j = std::move(job);
-        queue.pop_front();
-        release_order_gate(*j);
-        bounce(std::move(j));
-        continue;
-      }
-      if (!concurrency_.try_acquire(host)) break;
-      if (rate_ && !rate_->try_acquire(host)) {
-        concurrency_.release(host);
-        break;
-      }
-      auto j = std::move(job);
-      queue.pop_front();
-      j->holds_slot = true;
-      j->started_ms = now;
-      auto call = build_http_call(j->d, now, config_->worker.connect_timeout_ms);
-      Job* raw = j.get();
-      out_.emplace(raw, std::move(j));
-      sender_.send(std::move(call), [this, raw](HttpResult r) {
-        WorkerEvent e;
-        e.kind = WorkerEvent::Kind::kHttp;
-        e.job = raw;
-        e.http = std::move(r);
-        post_(std::move(e));
-      });
+      if (start_head(queue, now, bounce, false) != Head::kGone) break;
     }
     it = queue.empty() ? queued_.erase(it) : std::next(it);
   }
+}
+
+Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
+                                        const std::function<void(std::unique_ptr<Job>)>& bounce, bool route_checked) {
+  auto& job = queue.front();
+  const std::string& host = job->d.host_key;
+  if (!breaker_.allow(host)) {
+    // The host is failing: its deliveries go back to the first retry tier without a call
+    // and without spending an attempt, so a host outage costs only max_age.
+    auto j = std::move(job);
+    queue.pop_front();
+    release_order_gate(*j);
+    bounce(std::move(j));
+    return Head::kGone;
+  }
+  if (host_held(host, now)) return Head::kHostFull;
+  if (route_checked) {
+    if (!route_ready(*job)) return Head::kRouteFull;
+  } else if (must_wait_for_route(*job)) {
+    auto j = std::move(job);
+    queue.pop_front();
+    route_waiting_[j->route_key].push_back(std::move(j));
+    return Head::kGone;
+  }
+  if (!concurrency_.try_acquire(host)) return Head::kHostFull;
+  if (rate_ && !rate_->try_acquire(host)) {
+    concurrency_.release(host);
+    return Head::kHostFull;
+  }
+  auto j = std::move(job);
+  queue.pop_front();
+  send(std::move(j), now);
+  return Head::kGone;
+}
+
+void Dispatcher::send(std::unique_ptr<Job> j, int64_t now) {
+  j->holds_slot = true;
+  j->started_ms = now;
+  if (!j->route_key.empty()) {
+    route_limits_.start(j->route_key, *j->d.route);
+    j->holds_route_slot = true;
+  }
+  auto call = build_http_call(j->d, now, config_->worker.connect_timeout_ms);
+  Job* raw = j.get();
+  out_.emplace(raw, std::move(j));
+  sender_.send(std::move(call), [this, raw](HttpResult r) {
+    WorkerEvent e;
+    e.kind = WorkerEvent::Kind::kHttp;
+    e.job = raw;
+    e.http = std::move(r);
+    post_(std::move(e));
+  });
+}
+
+bool Dispatcher::host_held(const std::string& host, int64_t now) const {
+  if (adaptive_.paused_until(host) > now) return true;
+  const int limit = adaptive_.limit(host);
+  // At the maximum, HostConcurrency's own cap decides.
+  return limit < config_->worker.per_host_max_in_flight && concurrency_.in_flight(host) >= limit;
+}
+
+bool Dispatcher::must_wait_for_route(Job& job) {
+  if (!job.d.route || !RouteLimits::limited(*job.d.route)) return false;
+  if (job.route_key.empty()) job.route_key = RouteLimits::key(job.d.source, job.d.destination);
+  // Behind jobs of its route already waiting, or at the route's limit.
+  auto waiting = route_waiting_.find(job.route_key);
+  if (waiting != route_waiting_.end() && !waiting->second.empty()) return true;
+  return !route_limits_.ready(job.route_key, *job.d.route);
+}
+
+bool Dispatcher::route_ready(Job& job) { return route_limits_.ready(job.route_key, *job.d.route); }
+
+void Dispatcher::dispatch_route_waiting(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce) {
+  for (auto it = route_waiting_.begin(); it != route_waiting_.end();) {
+    auto& queue = it->second;
+    while (!queue.empty()) {
+      if (start_head(queue, now, bounce, true) != Head::kGone) break;
+    }
+    it = queue.empty() ? route_waiting_.erase(it) : std::next(it);
+  }
+}
+
+void Dispatcher::end_flow(Job& job, const HttpResult& r, int64_t now) {
+  if (job.holds_route_slot) {
+    route_limits_.end(job.route_key);
+    job.holds_route_slot = false;
+  }
+  const auto signal = AdaptiveHostLimits::signal_of(r.error, r.status);
+  if (signal == AdaptiveHostLimits::Signal::kNone) return;
+  std::optional<int64_t> retry_after;
+  if (r.retry_after && signal != AdaptiveHostLimits::Signal::kSuccess) retry_after = parse_retry_after(*r.retry_after, now);
+  const int64_t paused_before = adaptive_.paused_until(job.d.host_key);
+  const bool cut = adaptive_.on_result(job.d.host_key, signal, job.started_ms, now, retry_after);
+  if (!flow_event_ || (!cut && adaptive_.paused_until(job.d.host_key) <= std::max(paused_before, now))) return;
+  const std::string_view label = host_label(job.d.host_key);
+  if (cut) flow_event_(label, AdaptiveHostLimits::signal_name(signal));
+  if (adaptive_.paused_until(job.d.host_key) > std::max(paused_before, now)) flow_event_(label, "pause");
+}
+
+std::string_view Dispatcher::host_label(std::string_view host) const {
+  for (const auto& [source, routes] : config_->routes) {
+    for (const auto& route : routes) {
+      if (route.host_key == host) return host;
+    }
+  }
+  return "other";
+}
+
+bool Dispatcher::throttled(const HttpResult& r) const {
+  return adaptive_.enabled() && AdaptiveHostLimits::signal_of(r.error, r.status) == AdaptiveHostLimits::Signal::kTooManyRequests;
+}
+
+void Dispatcher::each_host_limit(const std::function<void(const std::string& host, int limit)>& fn) const {
+  adaptive_.each([&](const std::string& host, int limit) {
+    if (host_label(host) == host) fn(host, limit);
+  });
 }
 
 std::unique_ptr<Job> Dispatcher::take(Job* raw) {
@@ -121,9 +214,11 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
     concurrency_.release(job.d.host_key);
     job.holds_slot = false;
   }
-  // Our own limits made no call: the host's health is unknown.
+  end_flow(job, r, now_ms_());
+  // Our own limits made no call: the host's health is unknown. A 429 is the receiver's flow
+  // control, which the adaptive limit answers: the host is up, and its circuit stays as it is.
   bool real_call = r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
-  if (real_call) breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable);
+  if (real_call && !throttled(r)) breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable);
 }
 
 std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {
@@ -136,6 +231,10 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {
     for (auto& j : queue) out.push_back(std::move(j));
   }
   ordered_waiting_.clear();
+  for (auto& [route, queue] : route_waiting_) {
+    for (auto& j : queue) out.push_back(std::move(j));
+  }
+  route_waiting_.clear();
   return out;
 }
 
@@ -160,6 +259,10 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(const std::function<bo
       take_from(q->second, round);
       q = q->second.empty() ? queued_.erase(q) : std::next(q);
     }
+    for (auto q = route_waiting_.begin(); q != route_waiting_.end();) {
+      take_from(q->second, round);
+      q = q->second.empty() ? route_waiting_.erase(q) : std::next(q);
+    }
     if (round.empty()) break;
     for (auto& job : round) {
       release_order_gate(*job);
@@ -178,6 +281,8 @@ std::vector<std::string> Dispatcher::keys_out() const {
 
 void Dispatcher::prune() {
   if (rate_) rate_->prune();
+  route_limits_.prune();
+  adaptive_.prune(now_ms_());
 }
 
 }  // namespace hookrelay

@@ -1,7 +1,8 @@
 // Dispatcher: claimed deliveries waiting for their HTTP call, and the calls out. It owns the
-// limits that decide when a call may start: the per-host circuit breaker, per-host concurrency,
-// the per-host rate, and the gates of ordered routes (one first attempt at a time per route and
-// source partition, the rest waiting in offset order). A job handed to the sender is owned here
+// limits that decide when a call may start: the per-host circuit breaker, per-host concurrency
+// (adaptive: flow_control.h), a host's Retry-After pause, the per-host rate, a route's own
+// max_in_flight and rate_per_second, and the gates of ordered routes (one first attempt at a time
+// per route and source partition, the rest waiting in offset order). A job handed to the sender is owned here
 // until its result comes back as a WorkerEvent.
 //
 // Contract: enqueue() a claimed job; dispatch() starts what the limits allow and hands jobs of a
@@ -24,6 +25,7 @@
 
 #include "shared/config.h"
 #include "worker/circuit_breaker.h"
+#include "worker/flow_control.h"
 #include "worker/http_sender.h"
 #include "worker/job.h"
 #include "worker/rate_limiter.h"
@@ -58,8 +60,31 @@ class Dispatcher {
   CircuitBreaker::Counts circuit_counts() const { return breaker_.counts(); }
   void prune();
 
+  // Adaptive per-host limits: each route host whose limit is below the maximum, with that limit;
+  // and a callback told of every cut (host, "429" | "503" | "timeout") and Retry-After pause
+  // (host, "pause"). Hosts are metric labels: a host no route names (a call's, from a request)
+  // is "other", and has no limit reported.
+  void each_host_limit(const std::function<void(const std::string& host, int limit)>& fn) const;
+  void on_flow_event(std::function<void(std::string_view host, std::string_view what)> fn) { flow_event_ = std::move(fn); }
+  int host_limit(std::string_view host) const { return adaptive_.limit(host); }
+
  private:
+  // What became of the job at the head of a queue.
+  enum class Head { kGone, kHostFull, kRouteFull };
+  Head start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
+                  const std::function<void(std::unique_ptr<Job>)>& bounce, bool route_checked);
+  void send(std::unique_ptr<Job> j, int64_t now);
   void release_order_gate(Job& job);
+  // Flow control (worker/flow_control.h): a host paused by Retry-After or at its adaptive limit;
+  // a job whose route is at its own limit (or has jobs waiting before it) waits in
+  // route_waiting_, started from there in order as the route frees up.
+  bool host_held(const std::string& host, int64_t now) const;
+  bool must_wait_for_route(Job& job);
+  bool route_ready(Job& job);
+  void dispatch_route_waiting(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce);
+  void end_flow(Job& job, const HttpResult& result, int64_t now);
+  bool throttled(const HttpResult& result) const;  // a 429 the adaptive limit answers
+  std::string_view host_label(std::string_view host) const;
 
   const Config* config_;
   HttpSender& sender_;
@@ -68,6 +93,10 @@ class Dispatcher {
   CircuitBreaker breaker_;
   std::unique_ptr<RateLimiter> rate_;
   HostConcurrency concurrency_;
+  AdaptiveHostLimits adaptive_;
+  RouteLimits route_limits_;
+  std::map<std::string, std::deque<std::unique_ptr<Job>>> route_waiting_;  // by route key
+  std::function<void(std::string_view, std::string_view)> flow_event_;
   std::map<std::string, std::deque<std::unique_ptr<Job>>> queued_;  // by host, waiting for a slot
   std::map<std::string, std::deque<std::unique_ptr<Job>>> ordered_waiting_;
   std::set<std::string> ordered_busy_;

@@ -30,6 +30,8 @@ struct Job {
   Delivery d;
   std::shared_ptr<MessageState> msg;
   bool holds_slot = false;   // counted in the dispatcher's per-host concurrency
+  bool holds_route_slot = false;  // counted in its route's max_in_flight (Dispatcher)
+  std::string route_key;     // "source/route" of a route with limits of its own, once dispatched
   bool holds_key = false;    // the coordinator's in-flight key entry is this job's
   int64_t started_ms = 0;    // when the HTTP attempt started
   int duration_ms = 0;       // of the HTTP attempt

@@ -55,6 +55,12 @@ Worker::Worker(WorkerDeps deps)
       .on_offset_reset = [this](std::string_view topic) { d_.metrics->offset_reset(topic); },
       .on_error = [this](std::string_view code) { d_.metrics->consumer_error(code); },
   });
+  dispatcher_.on_flow_event([this](std::string_view host, std::string_view what) {
+    d_.metrics->host_flow_event(host, what);
+    if (what != "pause" && host != "other") {
+      spdlog::info("msg=host_limit_cut host={} reason={} limit={}", host, what, dispatcher_.host_limit(host));
+    }
+  });
 }
 
 Worker::~Worker() = default;
@@ -131,12 +137,12 @@ void Worker::step() {
   intake_.resume_due(now);
   if (!intake_.poll(now, events_waiting())) drain_events(now, true);  // backlog full: wait for results
   store_.flush_claims(d_.now_ms());
+  park_queued(now);
   dispatcher_.dispatch(d_.now_ms(), [this](std::unique_ptr<Job> j) {
     redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
   });
   intake_.store_offsets();
   update_gauges(now);
-  park_queued(now);
 }
 
 void Worker::take_message(ConsumedMessage& m, std::shared_ptr<MessageState> msg) {
@@ -203,15 +209,15 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
         }
         if (local_keys_.insert(job->d.key).second) {
           job->holds_key = true;
+          if (route_suspended(*job)) {
+            park(std::move(job), now);
+            break;
+          }
           dispatcher_.enqueue(std::move(job));
           break;
         }
         [[fallthrough]];  // the same delivery is already in flight here: let that one finish
       case ClaimStatus::kLeasedElsewhere:
-          if (route_suspended(*job)) {
-            park(std::move(job), now);
-            break;
-          }
         // Another attempt is under way; come back after the first tier's delay, spending no
         // attempt. If that attempt succeeds, the retry is skipped as already succeeded.
         if (stop_.load()) {
@@ -297,12 +303,12 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   if (r.retry_after) retry_after = parse_retry_after(*r.retry_after, now);
   auto result = AttemptResult::http(r.error, r.status, retry_after);
   job->decision = decide(d, result, policy_, now, d_.rand01);
+  note_route_attempt(*job, r, now);
   const Decision& decision = job->decision;
   dispatcher_.release(*job, r, decision.outcome);
   d_.metrics->attempt(d.destination, decision.outcome.label, static_cast<double>(r.duration_ms) / 1000.0);
   auto& h = job->history;
   h.attempts_made = d.attempt;
-  note_route_attempt(*job, r, now);
   h.first_attempt_at_ms = d.first_attempt_at_ms > 0 ? d.first_attempt_at_ms : job->started_ms;
   h.last_attempt_at_ms = job->started_ms;
   h.last_status = r.status;
@@ -349,11 +355,6 @@ void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
   }
 }
 
-void Worker::finish(std::unique_ptr<Job> job) {
-  // A duplicate bounced while the key was in flight here must not free the key: the next copy
-  // would then be sent while the first is still in flight.
-  if (job->holds_key) local_keys_.erase(job->d.key);
-  in_flight_.fetch_sub(1);
 bool Worker::route_suspended(const Job& job) const {
   return d_.routes && job.d.route && d_.routes->suspended(job.d.source, job.d.destination);
 }
@@ -387,6 +388,11 @@ void Worker::park_queued(int64_t now) {
   }
 }
 
+void Worker::finish(std::unique_ptr<Job> job) {
+  // A duplicate bounced while the key was in flight here must not free the key: the next copy
+  // would then be sent while the first is still in flight.
+  if (job->holds_key) local_keys_.erase(job->d.key);
+  in_flight_.fetch_sub(1);
   auto& msg = *job->msg;
   if (--msg.pending > 0) return;
   intake_.finish(msg);
@@ -415,6 +421,8 @@ void Worker::update_gauges(int64_t now) {
   auto c = dispatcher_.circuit_counts();
   d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open), static_cast<double>(c.half_open));
   for (const auto& [topic, lag] : d_.consumer->lag_by_topic()) d_.metrics->lag(topic, static_cast<double>(lag));
+  // Before prune(): a host forgotten there is back at its maximum, as reported here.
+  dispatcher_.each_host_limit([this](const std::string& host, int limit) { d_.metrics->host_inflight_limit(host, limit); });
   dispatcher_.prune();
 }
 

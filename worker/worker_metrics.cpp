@@ -52,6 +52,12 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
                          "Deliveries (or inbound events) Postgres refused for good, by operation");
   bad_headers_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_bad_headers_total",
                       "Consumed messages with a numeric hr-* header that is not a valid number, by header");
+  host_limit_ = &reg(prometheus::BuildGauge(), r, "hookrelay_host_inflight_limit",
+                     "Adaptive in-flight limit of a destination host whose limit was cut (until back at the maximum)");
+  host_limit_cuts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_host_inflight_limit_cuts_total",
+                          "Cuts of a destination host's adaptive in-flight limit, by host and reason (429, 503, timeout)");
+  host_pauses_ = &reg(prometheus::BuildCounter(), r, "hookrelay_host_pauses_total",
+                      "Retry-After answers (429 or 503) that paused every call to a destination host, by host");
   // Series dashboards read exist from the start, at zero.
   for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"}) series_.get(*deliveries_, {{"outcome", o}});
   for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route", "store_rejected",
@@ -88,18 +94,18 @@ void WorkerMetrics::filtered_routes(const Config& config) {
     }
   }
 }
-void WorkerMetrics::consumed(std::string_view topic) { series_.get(*consumed_, {{"topic", topic}}).Increment(); }
-void WorkerMetrics::delivery(std::string_view outcome) {
-  series_.get(*deliveries_, {{"outcome", outcome}}).Increment();
-}
-void WorkerMetrics::attempt(std::string_view destination, std::string_view result, double seconds) {
-  series_.get(*attempts_, {{"destination", destination}, {"result", result}}).Increment();
 void WorkerMetrics::route_suspended(std::string_view source, std::string_view route, bool suspended) {
   series_.get(*route_suspended_, {{"source", source}, {"route", route}}).Set(suspended ? 1 : 0);
 }
 void WorkerMetrics::route_suspension(std::string_view source, std::string_view route, std::string_view cause) {
   series_.get(*route_suspensions_, {{"source", source}, {"route", route}, {"cause", cause}}).Increment();
 }
+void WorkerMetrics::consumed(std::string_view topic) { series_.get(*consumed_, {{"topic", topic}}).Increment(); }
+void WorkerMetrics::delivery(std::string_view outcome) {
+  series_.get(*deliveries_, {{"outcome", outcome}}).Increment();
+}
+void WorkerMetrics::attempt(std::string_view destination, std::string_view result, double seconds) {
+  series_.get(*attempts_, {{"destination", destination}, {"result", result}}).Increment();
   series_.get(*http_duration_, {{"destination", destination}}).Observe(seconds);
 }
 void WorkerMetrics::retry(int tier) {
@@ -130,6 +136,18 @@ void WorkerMetrics::circuits(double closed, double open, double half_open) {
   series_.get(*circuits_, {{"state", "closed"}}).Set(closed);
   series_.get(*circuits_, {{"state", "open"}}).Set(open);
   series_.get(*circuits_, {{"state", "half_open"}}).Set(half_open);
+}
+
+void WorkerMetrics::host_inflight_limit(std::string_view host, int limit) {
+  series_.get(*host_limit_, {{"host", host}}).Set(limit);
+}
+
+void WorkerMetrics::host_flow_event(std::string_view host, std::string_view what) {
+  if (what == "pause") {
+    series_.get(*host_pauses_, {{"host", host}}).Increment();
+  } else {
+    series_.get(*host_limit_cuts_, {{"host", host}, {"reason", what}}).Increment();
+  }
 }
 
 }  // namespace hookrelay

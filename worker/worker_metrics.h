@@ -36,22 +36,29 @@ class WorkerMetrics {
   void consumer_error(std::string_view code);
   void lag(std::string_view topic, double value);
   void circuits(double closed, double open, double half_open);
+  // Adaptive flow control (worker/flow_control.h): a host's in-flight limit; a cut of it by
+  // reason (429, 503, timeout), or a Retry-After pause of the whole host (what = "pause").
+  void host_inflight_limit(std::string_view host, int limit);
+  void host_flow_event(std::string_view host, std::string_view what);
   // An event of `source` that a route's filter kept from `route` (no delivery was made).
   void filtered(std::string_view source, std::string_view route);
   // Creates the filtered series of every route with a filter at zero.
   void filtered_routes(const Config& config);
-
-  prometheus::Gauge& in_flight() { return *in_flight_; }
-  prometheus::Gauge& postgres_up() { return *postgres_up_; }
-  prometheus::Gauge& paused_partitions() { return *paused_; }
   // Route lifecycle (worker/route_sync.h): 1 while the route is suspended, as this worker sees
   // it; and suspensions this worker made, by cause (gone, consecutive_failures, failing_for).
   void route_suspended(std::string_view source, std::string_view route, bool suspended);
   void route_suspension(std::string_view source, std::string_view route, std::string_view cause);
+
+  prometheus::Gauge& in_flight() { return *in_flight_; }
+  prometheus::Gauge& postgres_up() { return *postgres_up_; }
+  prometheus::Gauge& paused_partitions() { return *paused_; }
   prometheus::Gauge& backlog() { return *backlog_; }
   prometheus::Gauge& ready() { return *ready_; }
 
  private:
+  prometheus::Family<prometheus::Gauge>* host_limit_;
+  prometheus::Family<prometheus::Counter>* host_limit_cuts_;
+  prometheus::Family<prometheus::Counter>* host_pauses_;
   prometheus::Family<prometheus::Counter>* consumed_;
   prometheus::Family<prometheus::Counter>* deliveries_;
   prometheus::Family<prometheus::Counter>* attempts_;
@@ -69,6 +76,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Family<prometheus::Gauge>* circuits_;
   prometheus::Family<prometheus::Counter>* filtered_;
+  prometheus::Family<prometheus::Gauge>* route_suspended_;
+  prometheus::Family<prometheus::Counter>* route_suspensions_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* postgres_up_;
   prometheus::Gauge* paused_;
@@ -76,7 +85,5 @@ class WorkerMetrics {
   prometheus::Gauge* ready_;
   SeriesCache series_;
 };
-  prometheus::Family<prometheus::Gauge>* route_suspended_;
-  prometheus::Family<prometheus::Counter>* route_suspensions_;
 
 }  // namespace hookrelay

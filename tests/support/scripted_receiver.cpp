@@ -101,16 +101,28 @@ void ScriptedReceiver::handle(const HttpRequest& request, Responder respond) {
   rec.unix_ms = unix_ms_now();
 
   ScriptedResponse script;
+  bool counted = false;
+  bool refused = false;
   {
     std::lock_guard lock(mu_);
     auto queue = scripts_.find(rec.path);
-    if (queue != scripts_.end() && !queue->second.empty()) {
+    auto limit = limits_.find(rec.path);
+    if (limit != limits_.end() && limit->second.in_flight >= limit->second.max) {
+      script = limit->second.over;
+      limit->second.refused.push_back(rec.at);
+      refused = true;
+    } else if (queue != scripts_.end() && !queue->second.empty()) {
       script = std::move(queue->second.front());
       queue->second.pop_front();
     } else if (auto d = defaults_.find(rec.path); d != defaults_.end()) {
       script = d->second;
     } else {
       script = default_;
+    }
+    if (limit != limits_.end() && !refused) {
+      counted = true;
+      auto& l = limit->second;
+      l.peak = std::max(l.peak, ++l.in_flight);
     }
     received_.push_back(rec);
   }
@@ -123,6 +135,7 @@ void ScriptedReceiver::handle(const HttpRequest& request, Responder respond) {
   response.headers = script.headers;
   if (script.delay_ms <= 0) {
     respond(std::move(response));
+    if (counted) leave(rec.path);
     answered(rec.path);
     return;
   }
@@ -130,13 +143,39 @@ void ScriptedReceiver::handle(const HttpRequest& request, Responder respond) {
     std::lock_guard lock(mu_);
     if (!stopping_) {
       timers_.emplace(rec.at + std::chrono::milliseconds(script.delay_ms),
-                      Timer{std::move(respond), std::move(response), rec.path});
+                      Timer{std::move(respond), std::move(response), rec.path, counted});
       timer_cv_.notify_all();
       return;
     }
   }
   respond(std::move(response));  // stopping: no timer thread to wait for
+  if (counted) leave(rec.path);
   answered(rec.path);
+}
+
+void ScriptedReceiver::limit_concurrency(const std::string& path, int max, ScriptedResponse over) {
+  std::lock_guard lock(mu_);
+  auto& l = limits_[path];
+  l.max = max;
+  l.over = std::move(over);
+}
+
+std::vector<std::chrono::steady_clock::time_point> ScriptedReceiver::refused(const std::string& path) const {
+  std::lock_guard lock(mu_);
+  auto it = limits_.find(path);
+  return it == limits_.end() ? std::vector<std::chrono::steady_clock::time_point>{} : it->second.refused;
+}
+
+int ScriptedReceiver::peak_concurrency(const std::string& path) const {
+  std::lock_guard lock(mu_);
+  auto it = limits_.find(path);
+  return it == limits_.end() ? 0 : it->second.peak;
+}
+
+void ScriptedReceiver::leave(const std::string& path) {
+  std::lock_guard lock(mu_);
+  auto it = limits_.find(path);
+  if (it != limits_.end() && it->second.in_flight > 0) --it->second.in_flight;
 }
 
 void ScriptedReceiver::answered(const std::string& path) {
@@ -164,6 +203,7 @@ void ScriptedReceiver::run_timers() {
     timers_.erase(first);
     lock.unlock();
     t.respond(std::move(t.response));
+    if (t.counted) leave(t.path);
     answered(t.path);
     lock.lock();
   }

@@ -76,6 +76,14 @@ class ScriptedReceiver {
   // What paths without a default of their own answer (initially 200, no delay).
   void set_default(ScriptedResponse response);
 
+  // A receiver with room for `max` requests of `path` at once: a request that arrives while `max`
+  // are still unanswered (delayed) gets `over` at once (e.g. a 429), counted in refused().
+  void limit_concurrency(const std::string& path, int max, ScriptedResponse over);
+  // When each request refused by limit_concurrency arrived, in order.
+  std::vector<std::chrono::steady_clock::time_point> refused(const std::string& path) const;
+  // The most requests of `path` unanswered at once (limited paths only).
+  int peak_concurrency(const std::string& path) const;
+
   std::size_t count(const std::string& path) const;
   std::size_t total_count() const;
   std::vector<ReceivedRequest> requests(const std::string& path) const;
@@ -96,7 +104,16 @@ class ScriptedReceiver {
     Responder respond;
     HttpResponse response;
     std::string path;
+    bool counted = false;  // in its path's ConcurrencyLimit::in_flight
   };
+  struct ConcurrencyLimit {
+    int max = 0;
+    ScriptedResponse over;
+    int in_flight = 0;
+    int peak = 0;
+    std::vector<std::chrono::steady_clock::time_point> refused;
+  };
+  void leave(const std::string& path);  // a counted request was answered
 
   void handle(const HttpRequest& request, Responder respond);
   void answered(const std::string& path);
@@ -106,6 +123,7 @@ class ScriptedReceiver {
   mutable std::condition_variable changed_;
   std::map<std::string, std::deque<ScriptedResponse>> scripts_;
   std::map<std::string, ScriptedResponse> defaults_;
+  std::map<std::string, ConcurrencyLimit> limits_;
   ScriptedResponse default_;
   std::vector<ReceivedRequest> received_;
   std::map<std::string, std::size_t> answered_;

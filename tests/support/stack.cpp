@@ -60,7 +60,8 @@ std::string config_yaml(const StackOptions& o, const std::string& bootstrap, con
     << "  batch_size: " << o.batch_size << "\n"
     << "  connect_timeout_ms: 2000\n"
     << "  shutdown_grace_ms: " << o.shutdown_grace_ms << "\n"
-    << "  claim_lease_seconds: " << o.claim_lease_seconds << "\n";
+    << "  claim_lease_seconds: " << o.claim_lease_seconds << "\n"
+    << o.worker_extra;
   y << "retry:\n  schedule_seconds: [";
   for (std::size_t i = 0; i < o.schedule_seconds.size(); ++i) y << (i ? ", " : "") << o.schedule_seconds[i];
   y << "]\n  max_attempts: " << o.max_attempts << "\n  max_age_seconds: " << o.max_age_seconds << "\n";

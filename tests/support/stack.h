@@ -69,6 +69,8 @@ struct StackOptions {
   int batch_size = 100;
   int max_in_flight = 1000;
   int per_host_max_in_flight = 256;
+  // More keys of the worker section, as YAML lines ("  adaptive_limit: { enabled: false }\n").
+  std::string worker_extra;
   std::string group_id = "hookrelay-workers";
   std::string log_level = "info";
   // librdkafka properties added to (or overriding) the stack's, e.g. {"debug", "cgrp"}.

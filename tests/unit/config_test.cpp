@@ -55,6 +55,35 @@ TEST(Config, DefaultsWhenEmpty) {
   EXPECT_FALSE(c->worker.allow_private_networks);
 }
 
+TEST(Config, AdaptiveLimitDefaultsAndKeys) {
+  auto d = parse_config("", env_of({}));
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->worker.adaptive_limit.enabled);
+  EXPECT_DOUBLE_EQ(d->worker.adaptive_limit.decrease_factor, 0.7);
+  EXPECT_DOUBLE_EQ(d->worker.adaptive_limit.increase_step, 1.0);
+  EXPECT_EQ(d->worker.adaptive_limit.max_pause_seconds, 60);
+  auto c = parse_config(
+      "worker: { adaptive_limit: { enabled: false, decrease_factor: 0.5, increase_step: 2, max_pause_seconds: 0 } }",
+      env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_FALSE(c->worker.adaptive_limit.enabled);
+  EXPECT_DOUBLE_EQ(c->worker.adaptive_limit.decrease_factor, 0.5);
+  EXPECT_DOUBLE_EQ(c->worker.adaptive_limit.increase_step, 2.0);
+  EXPECT_EQ(c->worker.adaptive_limit.max_pause_seconds, 0);
+  for (auto [yaml, field] : {std::pair{"{ decrease_factor: 1 }", "worker.adaptive_limit.decrease_factor"},
+                             std::pair{"{ decrease_factor: 0 }", "worker.adaptive_limit.decrease_factor"},
+                             std::pair{"{ increase_step: 0 }", "worker.adaptive_limit.increase_step"},
+                             std::pair{"{ max_pause_seconds: -1 }", "worker.adaptive_limit.max_pause_seconds"},
+                             std::pair{"{ max_pause_seconds: 3601 }", "worker.adaptive_limit.max_pause_seconds"},
+                             std::pair{"{ enabled: maybe }", "worker.adaptive_limit.enabled"},
+                             std::pair{"{ min: 2 }", "worker.adaptive_limit.min"},
+                             std::pair{"true", "worker.adaptive_limit"}}) {
+    auto bad = parse_config(std::string("worker: { adaptive_limit: ") + yaml + " }", env_of({}));
+    ASSERT_FALSE(bad) << yaml;
+    EXPECT_NE(bad.error().message.find(field), std::string::npos) << yaml << ": " << bad.error().message;
+  }
+}
+
 TEST(Config, EnvOverridesAddresses) {
   auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "x"}, {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
                                           {"HOOKRELAY_KAFKA_BOOTSTRAP", "10.0.0.1:9092"},

@@ -1,0 +1,320 @@
+// Flow control: the adaptive per-host limit (AIMD, Retry-After pauses), a route's own limits, and
+// how the Dispatcher applies them beside the per-host caps.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+
+#include "worker/dispatcher.h"
+#include "worker/flow_control.h"
+
+namespace hookrelay {
+namespace {
+
+using Signal = AdaptiveHostLimits::Signal;
+
+AdaptiveLimitConfig adaptive(double decrease = 0.5, double step = 1.0, int max_pause_seconds = 60) {
+  return AdaptiveLimitConfig{true, decrease, step, max_pause_seconds};
+}
+
+TEST(AdaptiveHostLimits, StartsAtTheMaximumAndCutsMultiplicativelyOnOverload) {
+  AdaptiveHostLimits l(adaptive(0.5), 64);
+  EXPECT_EQ(l.limit("h:80"), 64);
+  EXPECT_TRUE(l.on_result("h:80", Signal::kTooManyRequests, 10, 20, std::nullopt));
+  EXPECT_EQ(l.limit("h:80"), 32);
+  EXPECT_TRUE(l.on_result("h:80", Signal::kUnavailable, 30, 40, std::nullopt));
+  EXPECT_EQ(l.limit("h:80"), 16);
+  EXPECT_TRUE(l.on_result("h:80", Signal::kTimeout, 50, 60, std::nullopt));
+  EXPECT_EQ(l.limit("h:80"), 8);
+  EXPECT_EQ(l.limit("other:80"), 64) << "hosts are independent";
+}
+
+TEST(AdaptiveHostLimits, OneCutPerRoundOfCalls) {
+  AdaptiveHostLimits l(adaptive(0.5), 64);
+  ASSERT_TRUE(l.on_result("h", Signal::kTooManyRequests, 100, 200, std::nullopt));
+  // Answers to calls started before the cut were sent under the old limit.
+  EXPECT_FALSE(l.on_result("h", Signal::kTooManyRequests, 150, 210, std::nullopt));
+  EXPECT_FALSE(l.on_result("h", Signal::kTimeout, 199, 220, std::nullopt));
+  EXPECT_EQ(l.limit("h"), 32);
+  EXPECT_TRUE(l.on_result("h", Signal::kTooManyRequests, 201, 230, std::nullopt));
+  EXPECT_EQ(l.limit("h"), 16);
+}
+
+TEST(AdaptiveHostLimits, NeverBelowOne) {
+  AdaptiveHostLimits l(adaptive(0.1), 4);
+  for (int i = 0; i < 10; ++i) l.on_result("h", Signal::kTooManyRequests, 10 * i + 5, 10 * i + 6, std::nullopt);
+  EXPECT_EQ(l.limit("h"), 1);
+}
+
+TEST(AdaptiveHostLimits, GrowsAdditivelyOnSuccessUpToTheMaximum) {
+  AdaptiveHostLimits l(adaptive(0.5, 1.0), 20);
+  ASSERT_TRUE(l.on_result("h", Signal::kTooManyRequests, 1, 2, std::nullopt));
+  ASSERT_EQ(l.limit("h"), 10);
+  // About one more per limit's worth of successes (one round trip at the limit).
+  for (int i = 0; i < 9; ++i) l.on_result("h", Signal::kSuccess, 3, 4, std::nullopt);
+  EXPECT_EQ(l.limit("h"), 10);
+  for (int i = 0; i < 2; ++i) l.on_result("h", Signal::kSuccess, 3, 4, std::nullopt);
+  EXPECT_EQ(l.limit("h"), 11);
+  for (int i = 0; i < 12; ++i) l.on_result("h", Signal::kSuccess, 3, 4, std::nullopt);
+  EXPECT_EQ(l.limit("h"), 12);
+  for (int i = 0; i < 1000; ++i) l.on_result("h", Signal::kSuccess, 3, 4, std::nullopt);
+  EXPECT_EQ(l.limit("h"), 20);
+}
+
+TEST(AdaptiveHostLimits, OtherAnswersLeaveTheLimitAlone) {
+  AdaptiveHostLimits l(adaptive(), 16);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kNone, 500), Signal::kNone);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kConnectFailed, 0), Signal::kNone);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kCircuitOpen, 0), Signal::kNone);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kNone, 429), Signal::kTooManyRequests);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kNone, 503), Signal::kUnavailable);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kTimeout, 0), Signal::kTimeout);
+  EXPECT_EQ(AdaptiveHostLimits::signal_of(TransportError::kNone, 204), Signal::kSuccess);
+  EXPECT_FALSE(l.on_result("h", Signal::kNone, 1, 2, std::nullopt));
+  EXPECT_EQ(l.limit("h"), 16);
+}
+
+TEST(AdaptiveHostLimits, RetryAfterPausesTheHostCappedAtMaxPause) {
+  AdaptiveHostLimits l(adaptive(0.5, 1.0, 30), 16);
+  l.on_result("h", Signal::kTooManyRequests, 1, 1000, 5000);
+  EXPECT_EQ(l.paused_until("h"), 6000);
+  EXPECT_EQ(l.paused_until("other"), 0);
+  l.on_result("h", Signal::kUnavailable, 2, 2000, 3'600'000);  // an hour asked: 30 s given
+  EXPECT_EQ(l.paused_until("h"), 32'000);
+  l.on_result("h", Signal::kTooManyRequests, 3, 3000, 1000);  // a shorter pause never ends one early
+  EXPECT_EQ(l.paused_until("h"), 32'000);
+}
+
+TEST(AdaptiveHostLimits, ZeroMaxPauseOrDisabledNeverPauses) {
+  AdaptiveHostLimits no_pause(adaptive(0.5, 1.0, 0), 16);
+  no_pause.on_result("h", Signal::kTooManyRequests, 1, 1000, 5000);
+  EXPECT_EQ(no_pause.paused_until("h"), 0);
+  EXPECT_EQ(no_pause.limit("h"), 8);
+
+  AdaptiveLimitConfig off = adaptive();
+  off.enabled = false;
+  AdaptiveHostLimits disabled(off, 16);
+  EXPECT_FALSE(disabled.on_result("h", Signal::kTooManyRequests, 1, 1000, 5000));
+  EXPECT_EQ(disabled.limit("h"), 16);
+  EXPECT_EQ(disabled.paused_until("h"), 0);
+}
+
+TEST(AdaptiveHostLimits, ALowerMaximumBringsLimitsDownAndPruneForgetsRecoveredHosts) {
+  AdaptiveHostLimits l(adaptive(0.5), 64);
+  l.on_result("h", Signal::kTooManyRequests, 1, 2, std::nullopt);
+  l.on_result("g", Signal::kTooManyRequests, 1, 2, std::nullopt);
+  l.set_options(adaptive(0.5), 20);
+  EXPECT_EQ(l.limit("h"), 20);
+  l.on_result("g", Signal::kTooManyRequests, 3, 4, std::nullopt);
+  int hosts = 0;
+  l.each([&](const std::string&, int) { ++hosts; });
+  EXPECT_EQ(hosts, 2);
+  l.prune(10);
+  std::map<std::string, int> left;
+  l.each([&](const std::string& host, int limit) { left[host] = limit; });
+  EXPECT_EQ(left, (std::map<std::string, int>{{"g", 10}}));
+}
+
+TEST(RouteLimits, MaxInFlightAndRate) {
+  int64_t now = 1'000'000;
+  RouteLimits r([&] { return now; });
+  RouteConfig route;
+  route.max_in_flight = 2;
+  const std::string key = RouteLimits::key("gh", "ci");
+  EXPECT_EQ(key, "gh/ci");
+  ASSERT_TRUE(r.ready(key, route));
+  r.start(key, route);
+  r.start(key, route);
+  EXPECT_FALSE(r.ready(key, route));
+  r.end(key);
+  EXPECT_TRUE(r.ready(key, route));
+
+  RouteConfig rated;
+  rated.rate_per_second = 2;  // burst 2, then one per 500 ms
+  const std::string k2 = RouteLimits::key("gh", "slow");
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(r.ready(k2, rated));
+    r.start(k2, rated);
+    r.end(k2);
+  }
+  EXPECT_FALSE(r.ready(k2, rated));
+  now += 499;
+  EXPECT_FALSE(r.ready(k2, rated));
+  now += 1;
+  EXPECT_TRUE(r.ready(k2, rated));
+}
+
+// The Dispatcher with a sender that holds every call until the test answers it.
+class HeldSender : public HttpSender {
+ public:
+  void send(HttpCall call, Done done) override { calls.push_back({std::move(call), std::move(done)}); }
+  void answer(std::size_t i, HttpResult r) {
+    auto done = std::move(calls.at(i).second);
+    done(std::move(r));
+  }
+  std::vector<std::pair<HttpCall, Done>> calls;
+};
+
+class DispatcherFlow : public ::testing::Test {
+ protected:
+  DispatcherFlow() {
+    config.worker.per_host_max_in_flight = 8;
+    config.worker.adaptive_limit = adaptive(0.5, 1.0, 30);
+    fast.name = "fast";
+    fast.url = "http://h/fast";
+    limited.name = "limited";
+    limited.url = "http://h/limited";
+    limited.max_in_flight = 2;
+    fast.host_key = limited.host_key = "h:80";
+    config.routes["gh"] = {fast, limited};  // the hosts metrics may name
+  }
+  void make() {
+    dispatcher = std::make_unique<Dispatcher>(config, sender, [this] { return now; },
+                                              [this](WorkerEvent e) { events.push_back(std::move(e)); });
+  }
+  std::unique_ptr<Job> job(const RouteConfig& route, int n) {
+    auto j = std::make_unique<Job>();
+    j->d.kind = "webhook";
+    j->d.source = "gh";
+    j->d.destination = route.name;
+    j->d.event_id = "e" + std::to_string(n);
+    j->d.key = "wh:gh:" + j->d.event_id + ":" + route.name;
+    j->d.url = route.url;
+    j->d.host_key = "h:80";
+    j->d.route = &route;
+    j->d.body = std::make_shared<const std::string>("{}");
+    j->msg = std::make_shared<MessageState>();
+    j->msg->tp.topic = "hookrelay.webhooks";
+    return j;
+  }
+  void dispatch() {
+    dispatcher->dispatch(now, [this](std::unique_ptr<Job> j) { bounced.push_back(std::move(j)); });
+  }
+  // Answers call i and hands its job back to the dispatcher, as the worker does.
+  void complete(std::size_t i, int status, std::optional<std::string> retry_after = std::nullopt) {
+    HttpResult r;
+    r.status = status;
+    r.retry_after = std::move(retry_after);
+    sender.answer(i, r);
+    WorkerEvent e = std::move(events.back());
+    events.pop_back();
+    auto j = dispatcher->take(e.job);
+    dispatcher->release(*j, e.http, classify(e.http.error, e.http.status));
+  }
+  std::size_t calls_to(const std::string& url) const {
+    std::size_t n = 0;
+    for (const auto& [call, done] : sender.calls) n += call.url == url ? 1 : 0;
+    return n;
+  }
+
+  int64_t now = 1'700'000'000'000;
+  Config config;
+  RouteConfig fast, limited;
+  HeldSender sender;
+  std::vector<WorkerEvent> events;
+  std::vector<std::unique_ptr<Job>> bounced;
+  std::unique_ptr<Dispatcher> dispatcher;
+};
+
+TEST_F(DispatcherFlow, ARouteAtItsLimitWaitsWhileAnotherRouteOfTheHostFlows) {
+  make();
+  for (int i = 0; i < 5; ++i) dispatcher->enqueue(job(limited, i));
+  for (int i = 0; i < 3; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  EXPECT_EQ(calls_to(limited.url), 2u);
+  EXPECT_EQ(calls_to(fast.url), 3u) << "the limited route's waiting jobs do not hold the host's queue";
+  EXPECT_TRUE(bounced.empty()) << "a route at its limit waits, it does not bounce";
+  complete(0, 200);  // a call of the limited route ends: the next one starts, in order
+  dispatch();
+  EXPECT_EQ(calls_to(limited.url), 3u);
+  // Shutdown gives every waiting job back.
+  EXPECT_EQ(dispatcher->take_unsent().size(), 2u);
+}
+
+TEST_F(DispatcherFlow, ARouteRateSpacesItsCalls) {
+  limited.max_in_flight = 0;
+  limited.rate_per_second = 1;  // burst 1
+  make();
+  for (int i = 0; i < 3; ++i) dispatcher->enqueue(job(limited, i));
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  now += 999;
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  now += 1;
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_TRUE(bounced.empty());
+}
+
+TEST_F(DispatcherFlow, A429CutsTheHostLimitAndRetryAfterPausesTheWholeHost) {
+  make();
+  for (int i = 0; i < 20; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 8u);  // the configured maximum
+  std::vector<std::string> flow;
+  dispatcher->on_flow_event([&](std::string_view host, std::string_view what) {
+    flow.push_back(std::string(host) + " " + std::string(what));
+  });
+  now += 10;
+  complete(0, 429, "2");
+  EXPECT_EQ(dispatcher->host_limit("h:80"), 4);
+  EXPECT_EQ(flow, (std::vector<std::string>{"h:80 429", "h:80 pause"}));
+  complete(1, 503);  // a call started before the cut: no second cut
+  EXPECT_EQ(flow.size(), 2u);
+  EXPECT_EQ(dispatcher->host_limit("h:80"), 4);
+  for (std::size_t i = 2; i < 8; ++i) complete(i, 200);
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 8u) << "paused by Retry-After: no call to the host";
+  now += 1990;
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 8u);
+  now += 10;
+  dispatch();
+  // After the pause: the cut limit, 4, grown by 6 successes to 5.3.
+  EXPECT_EQ(sender.calls.size(), 13u);
+  EXPECT_TRUE(bounced.empty());
+}
+
+TEST_F(DispatcherFlow, A429IsFlowControlNotAFailureOfTheHost) {
+  config.worker.breaker_failure_threshold = 2;
+  make();
+  for (int i = 0; i < 20; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  for (std::size_t i = 0; i < 8; ++i) complete(i, 429);
+  EXPECT_EQ(dispatcher->circuit_counts().open, 0u) << "eight 429s opened the circuit";
+  dispatch();
+  EXPECT_TRUE(bounced.empty());
+  EXPECT_GT(sender.calls.size(), 8u);
+}
+
+TEST_F(DispatcherFlow, AHostNoRouteNamesIsOtherInMetrics) {
+  config.routes.clear();  // e.g. a call's host, which comes from a request
+  make();
+  std::vector<std::string> flow;
+  dispatcher->on_flow_event([&](std::string_view host, std::string_view what) {
+    flow.push_back(std::string(host) + " " + std::string(what));
+  });
+  dispatcher->enqueue(job(fast, 0));
+  dispatch();
+  complete(0, 429);
+  EXPECT_EQ(flow, (std::vector<std::string>{"other 429"}));
+  int reported = 0;
+  dispatcher->each_host_limit([&](const std::string&, int) { ++reported; });
+  EXPECT_EQ(reported, 0);
+  EXPECT_EQ(dispatcher->host_limit("h:80"), 4) << "the limit itself adapts all the same";
+}
+
+TEST_F(DispatcherFlow, WithoutAdaptationA429ChangesNothing) {
+  config.worker.adaptive_limit.enabled = false;
+  make();
+  for (int i = 0; i < 20; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  complete(0, 429, "2");
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 9u);
+  EXPECT_EQ(dispatcher->host_limit("h:80"), 8);
+}
+
+}  // namespace
+}  // namespace hookrelay
