@@ -6,10 +6,8 @@
 
 #include <atomic>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
-#include "shared/webhook_signer.h"
 #include "tests/support/stack.h"
 
 namespace hookrelay::test {
@@ -17,31 +15,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr const char* kNewSecret = "whsec_bmV3LXNlY3JldC1hZnRlci10aGUtcmVsb2FkLTEyMzQ=";
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// A Standard Webhooks request signed with every secret in `secrets` (one v1 signature each).
 Result<HttpReply> post_signed(Service& ingest, const std::string& event_id, const std::vector<std::string>& secrets) {
-  const std::string body = R"({"id":")" + event_id + R"("})";
-  const int64_t ts = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count();
-  std::string signature;
-  for (const auto& s : secrets) {
-    auto sig = standard_webhooks_signature(s, event_id, ts, body);
-    if (!sig) return Unexpected{sig.error()};
-    signature += (signature.empty() ? "" : " ") + *sig;
-  }
-  return http_request("POST", ingest.url("/webhooks/acme"), body,
-                      {{"webhook-id", event_id},
-                       {"webhook-timestamp", std::to_string(ts)},
-                       {"webhook-signature", signature},
-                       {"Content-Type", "application/json"}});
+  return post_signed_webhook(ingest, "acme", event_id, R"({"id":")" + event_id + R"("})", secrets);
 }
 
 TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
@@ -50,7 +25,7 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   Stack& s = **stack;
   ASSERT_TRUE(s.start_ingest());
   const auto config_path = s.dir().file("hookrelay.yaml");
-  const std::string original = read_file(config_path);
+  const std::string original = read_text_file(config_path);
   ASSERT_NE(original.find(kAcmeSecret), std::string::npos);
 
   std::atomic<bool> stop{false};
@@ -58,7 +33,7 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   std::string first_refusal;
   std::thread traffic([&] {
     for (int i = 0; !stop.load(); ++i) {
-      auto r = post_signed(s.ingest(), "evt-" + std::to_string(i), {kAcmeSecret, kNewSecret});
+      auto r = post_signed(s.ingest(), "evt-" + std::to_string(i), {kAcmeSecret, kAcmeRotatedSecret});
       ++sent;
       if (!r || r->status != 202) {
         if (refused++ == 0) first_refusal = r ? std::to_string(r->status) + " " + r->body : r.error().message;
@@ -67,7 +42,7 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   });
   std::this_thread::sleep_for(500ms);
   std::string changed = original;
-  changed.replace(changed.find(kAcmeSecret), std::string(kAcmeSecret).size(), kNewSecret);
+  changed.replace(changed.find(kAcmeSecret), std::string(kAcmeSecret).size(), kAcmeRotatedSecret);
   std::ofstream(config_path, std::ios::trunc) << changed;
   ASSERT_EQ(::kill(s.ingest().process.pid(), SIGHUP), 0);
   ASSERT_TRUE(eventually([&] { return s.ingest().process.read_log().find("config_reloaded") != std::string::npos; }, 10s))
@@ -82,7 +57,7 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   auto old_only = post_signed(s.ingest(), "evt-old", {kAcmeSecret});
   ASSERT_TRUE(old_only);
   EXPECT_EQ(old_only->status, 401) << old_only->body;
-  auto new_only = post_signed(s.ingest(), "evt-new", {kNewSecret});
+  auto new_only = post_signed(s.ingest(), "evt-new", {kAcmeRotatedSecret});
   ASSERT_TRUE(new_only);
   EXPECT_EQ(new_only->status, 202) << new_only->body;
 
@@ -95,7 +70,7 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   ASSERT_TRUE(metrics);
   EXPECT_EQ(metric_sum(metrics->body, "hookrelay_config_reloads_total", {"result=\"invalid\""}), 1);
   EXPECT_EQ(metric_sum(metrics->body, "hookrelay_config_reloads_total", {"result=\"applied\""}), 1);
-  auto still = post_signed(s.ingest(), "evt-still", {kNewSecret});
+  auto still = post_signed(s.ingest(), "evt-still", {kAcmeRotatedSecret});
   ASSERT_TRUE(still);
   EXPECT_EQ(still->status, 202) << still->body;
   EXPECT_TRUE(s.ingest().process.running());

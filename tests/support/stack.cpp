@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <pqxx/pqxx>
 #include <sstream>
 #include <thread>
@@ -232,6 +233,27 @@ Result<HttpReply> Stack::post_webhook(const std::string& source, const std::stri
   headers.insert(headers.end(), extra_headers.begin(), extra_headers.end());
   headers.emplace_back("Content-Type", "application/json");
   return http_request("POST", ingest().url("/webhooks/" + source), body, headers);
+}
+
+std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+Result<HttpReply> post_signed_webhook(const Service& ingest, const std::string& source, const std::string& event_id,
+                                      const std::string& body, const std::vector<std::string>& secrets) {
+  const int64_t ts = unix_ms() / 1000;
+  std::string signature;
+  for (const auto& secret : secrets) {
+    auto sig = standard_webhooks_signature(secret, event_id, ts, body);
+    if (!sig) return Unexpected{sig.error()};
+    signature += (signature.empty() ? "" : " ") + *sig;
+  }
+  return http_request("POST", ingest.url("/webhooks/" + source), body,
+                      {{"webhook-id", event_id},
+                       {"webhook-timestamp", std::to_string(ts)},
+                       {"webhook-signature", signature},
+                       {"Content-Type", "application/json"}});
 }
 
 Result<HttpReply> Stack::post_call(const std::string& json) {

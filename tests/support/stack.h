@@ -44,6 +44,8 @@
 namespace hookrelay::test {
 
 inline constexpr const char* kAcmeSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+// What a test rotating acme's secret replaces kAcmeSecret with.
+inline constexpr const char* kAcmeRotatedSecret = "whsec_bmV3LXNlY3JldC1hZnRlci10aGUtcmVsb2FkLTEyMzQ=";
 inline constexpr const char* kRouteSecret = "whsec_dGVzdC1yb3V0ZS1zaWduaW5nLWtleS0xMjM0NTY=";
 inline constexpr const char* kGithubSecret = "gh-test-secret";
 inline constexpr const char* kApiToken = "tok_test_0123456789abcdef";
@@ -167,6 +169,14 @@ class Stack {
   std::unique_ptr<Service> ingest_;
   std::vector<std::unique_ptr<Service>> workers_;
 };
+
+// POST /webhooks/<source> to `ingest` for a standard-webhooks source, with one v1 signature per
+// secret in `secrets`: what a provider rotating its secret sends.
+Result<HttpReply> post_signed_webhook(const Service& ingest, const std::string& source, const std::string& event_id,
+                                      const std::string& body, const std::vector<std::string>& secrets);
+
+// The whole file (a config a test rewrites); "" when it cannot be read.
+std::string read_text_file(const std::filesystem::path& path);
 
 // Polls `condition` every 50 ms until it holds or timeout passes; returns the last result.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout);

@@ -14,7 +14,7 @@ namespace {
 
 using cli::testing::TempFile;
 
-const char* kBase = R"(
+const char* kReloadBase = R"(
 sources: { acme: { scheme: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] } }
 routes:
   acme:
@@ -23,24 +23,24 @@ worker: { group_id: g1, per_host_max_in_flight: 8 }
 retry: { schedule_seconds: [5, 30] }
 )";
 
-EnvLookup no_env() {
+EnvLookup reload_env() {
   return [](const std::string&) { return std::nullopt; };
 }
 
-Config parse(const std::string& yaml) {
-  auto c = parse_config(yaml, no_env());
+Config parse_reload_config(const std::string& yaml) {
+  auto c = parse_config(yaml, reload_env());
   EXPECT_TRUE(c) << c.error().message;
   return c ? *c : Config{};
 }
 
-std::string replaced(std::string text, const std::string& from, const std::string& to) {
+std::string with_replaced(std::string text, const std::string& from, const std::string& to) {
   auto at = text.find(from);
   EXPECT_NE(at, std::string::npos) << from;
   if (at != std::string::npos) text.replace(at, from.size(), to);
   return text;
 }
 
-double reloads(prometheus::Registry& registry, const std::string& result) {
+double reload_count(prometheus::Registry& registry, const std::string& result) {
   for (const auto& family : registry.Collect()) {
     if (family.name != "hookrelay_config_reloads_total") continue;
     for (const auto& m : family.metric) {
@@ -56,32 +56,32 @@ class Reloader : public ::testing::Test {
  protected:
   void rewrite(const std::string& text) { std::ofstream(file.path(), std::ios::trunc) << text; }
 
-  TempFile file{kBase};
+  TempFile file{kReloadBase};
   prometheus::Registry registry;
-  ConfigReloader reloader{"hookrelay-worker", file.path(), parse(kBase), registry, no_env()};
+  ConfigReloader reloader{"hookrelay-worker", file.path(), parse_reload_config(kReloadBase), registry, reload_env()};
 };
 
 TEST_F(Reloader, AValidFileBecomesCurrentAndTheOldOneLivesOnWhereHeld) {
   auto before = reloader.current();
-  rewrite(replaced(kBase, "9001/a", "9002/a"));
+  rewrite(with_replaced(kReloadBase, "9001/a", "9002/a"));
   auto next = reloader.reload();
   ASSERT_TRUE(next) << next.error().message;
   EXPECT_EQ(reloader.current(), *next);
   EXPECT_EQ(reloader.current()->routes.at("acme").at(0).url, "http://127.0.0.1:9002/a");
   EXPECT_EQ(before->routes.at("acme").at(0).url, "http://127.0.0.1:9001/a");
-  EXPECT_EQ(reloads(registry, "applied"), 1);
-  EXPECT_EQ(reloads(registry, "invalid"), 0);
+  EXPECT_EQ(reload_count(registry, "applied"), 1);
+  EXPECT_EQ(reload_count(registry, "invalid"), 0);
 }
 
 TEST_F(Reloader, AnInvalidFileIsRefusedNamingTheFieldAndCounted) {
   auto before = reloader.current();
-  rewrite(replaced(kBase, "per_host_max_in_flight: 8", "per_host_max_in_flight: -3"));
+  rewrite(with_replaced(kReloadBase, "per_host_max_in_flight: 8", "per_host_max_in_flight: -3"));
   auto next = reloader.reload();
   ASSERT_FALSE(next);
   EXPECT_NE(next.error().message.find("worker.per_host_max_in_flight"), std::string::npos) << next.error().message;
   EXPECT_EQ(reloader.current(), before);
-  EXPECT_EQ(reloads(registry, "invalid"), 1);
-  EXPECT_EQ(reloads(registry, "applied"), 0);
+  EXPECT_EQ(reload_count(registry, "invalid"), 1);
+  EXPECT_EQ(reload_count(registry, "applied"), 0);
 }
 
 TEST_F(Reloader, AnUnreadableFileIsRefused) {
@@ -89,7 +89,7 @@ TEST_F(Reloader, AnUnreadableFileIsRefused) {
   auto before = reloader.current();
   EXPECT_FALSE(reloader.reload());
   EXPECT_EQ(reloader.current(), before);
-  EXPECT_EQ(reloads(registry, "invalid"), 1);
+  EXPECT_EQ(reload_count(registry, "invalid"), 1);
 }
 
 TEST_F(Reloader, TheServicesOwnCheckRefusesLikeAnInvalidFile) {
@@ -98,20 +98,20 @@ TEST_F(Reloader, TheServicesOwnCheckRefusesLikeAnInvalidFile) {
     return {};
   });
   auto before = reloader.current();
-  rewrite(replaced(kBase, "9001/a", "9003/a"));
+  rewrite(with_replaced(kReloadBase, "9001/a", "9003/a"));
   auto next = reloader.reload();
   ASSERT_FALSE(next);
   EXPECT_EQ(next.error().message, "routes.acme[0].url: refused");
   EXPECT_EQ(reloader.current(), before);
-  EXPECT_EQ(reloads(registry, "invalid"), 1);
+  EXPECT_EQ(reload_count(registry, "invalid"), 1);
 
-  rewrite(replaced(kBase, "9001/a", "9004/a"));
+  rewrite(with_replaced(kReloadBase, "9001/a", "9004/a"));
   EXPECT_TRUE(reloader.reload());
-  EXPECT_EQ(reloads(registry, "applied"), 1);
+  EXPECT_EQ(reload_count(registry, "applied"), 1);
 }
 
 TEST(RestartOnlyChanges, NamesWhatTheWorkerReadsOnlyAtStart) {
-  const Config a = parse(kBase);
+  const Config a = parse_reload_config(kReloadBase);
   EXPECT_TRUE(restart_only_changes(a, a).empty());
 
   Config b = a;
@@ -126,8 +126,8 @@ TEST(RestartOnlyChanges, NamesWhatTheWorkerReadsOnlyAtStart) {
 }
 
 TEST(RestartOnlyChanges, LeavesOutWhatAppliesLive) {
-  const Config a = parse(kBase);
-  Config b = parse(replaced(kBase, "9001/a", "9002/a"));
+  const Config a = parse_reload_config(kReloadBase);
+  Config b = parse_reload_config(with_replaced(kReloadBase, "9001/a", "9002/a"));
   b.worker.per_host_max_in_flight = 2;
   b.worker.max_in_flight = 10;
   b.worker.breaker_failure_threshold = 3;

@@ -1,7 +1,6 @@
 // The coordinator with fakes behind every I/O boundary: offsets, retries, dead letters,
 // idempotent skips, Postgres outages and retry-tier pauses, step by step.
 #include <gtest/gtest.h>
-#include <strings.h>
 
 #include <atomic>
 #include <chrono>
@@ -13,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "shared/ascii.h"
 #include "shared/wire_contract.h"
 #include "tests/unit/worker/fake_route_store.h"
 #include "worker/worker.h"
@@ -872,13 +872,13 @@ TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
 }
 
 // A config as a reload installs it (SIGHUP: ConfigReloader, then Worker::reconfigure).
-std::shared_ptr<const Config> reloaded(const std::string& yaml) {
+std::shared_ptr<const Config> installed_config(const std::string& yaml) {
   auto c = parse_config(yaml, [](const std::string&) { return std::nullopt; });
   EXPECT_TRUE(c) << c.error().message;
   return std::make_shared<const Config>(c ? *c : Config{});
 }
 
-std::string route_config(const std::string& url, const std::string& extra = "", int max_attempts = 3) {
+std::string reload_yaml(const std::string& url, const std::string& extra = "", int max_attempts = 3) {
   return R"(
 sources: { gh: { scheme: github, secrets: [s] } }
 routes:
@@ -887,9 +887,9 @@ routes:
 retry: { schedule_seconds: [5, 30, 120], max_attempts: )" + std::to_string(max_attempts) + " }\n" + extra;
 }
 
-std::string header_of(const HttpCall& call, const std::string& name) {
+std::string call_header(const HttpCall& call, const std::string& name) {
   for (const auto& [k, v] : call.headers) {
-    if (strcasecmp(k.c_str(), name.c_str()) == 0) return v;
+    if (ascii_iequals(k, name)) return v;
   }
   return "";
 }
@@ -900,7 +900,7 @@ TEST_F(WorkerCoordinator, ReloadAppliesToMessagesTakenAfterItAndCallsOutKeepThei
   sender.hold = true;
   std::weak_ptr<const Config> first;
   {
-    auto c = reloaded(route_config("http://127.0.0.1:9/first"));
+    auto c = installed_config(reload_yaml("http://127.0.0.1:9/first"));
     first = c;
     worker->reconfigure(c);
   }
@@ -909,12 +909,12 @@ TEST_F(WorkerCoordinator, ReloadAppliesToMessagesTakenAfterItAndCallsOutKeepThei
   ASSERT_EQ(sender.calls.size(), 1u);
   EXPECT_EQ(sender.calls[0].url, "http://127.0.0.1:9/first");
 
-  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/second")));
+  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/second")));
   webhook(1, "e2");
   steps();
   ASSERT_EQ(sender.calls.size(), 2u);
   EXPECT_EQ(sender.calls[1].url, "http://127.0.0.1:9/second");
-  EXPECT_EQ(header_of(sender.calls[1], "X-Config"), "http://127.0.0.1:9/second");
+  EXPECT_EQ(call_header(sender.calls[1], "X-Config"), "http://127.0.0.1:9/second");
   EXPECT_FALSE(first.expired()) << "a config was freed while a delivery expanded under it is in flight";
 
   for (auto& answer : sender.held) answer();
@@ -935,7 +935,7 @@ TEST_F(WorkerCoordinator, RetryConsumedAfterAReloadUsesTheNewRouteAndPolicy) {
   ASSERT_EQ(producer.sent.size(), 1u);
   ASSERT_EQ(producer.sent[0].topic, retry_topic(0));
 
-  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/moved", "", 2)));
+  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/moved", "", 2)));
   ConsumedMessage retry;
   retry.topic = retry_topic(0);
   retry.offset = 0;
@@ -955,11 +955,11 @@ TEST_F(WorkerCoordinator, RetryConsumedAfterAReloadUsesTheNewRouteAndPolicy) {
 // Worker limits of a reload apply to calls started after it, lowered or raised.
 TEST_F(WorkerCoordinator, ReloadedPerHostLimitAppliesToCallsStartedAfterIt) {
   sender.hold = true;
-  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 1 }\n")));
+  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 1 }\n")));
   for (int i = 0; i < 3; ++i) webhook(i, "e" + std::to_string(i));
   steps();
   EXPECT_EQ(sender.calls.size(), 1u) << "the reloaded per-host limit (1) was not applied";
-  worker->reconfigure(reloaded(route_config("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 3 }\n")));
+  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 3 }\n")));
   steps();
   EXPECT_EQ(sender.calls.size(), 3u) << "the raised per-host limit (3) was not applied";
 }
