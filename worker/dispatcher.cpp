@@ -9,12 +9,14 @@
 
 namespace hookrelay {
 
-Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms, PostEvent post)
+Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,
+                       PostEvent post)
     : config_(&config),
       sender_(sender),
       now_ms_(std::move(now_ms)),
       post_(std::move(post)),
-      breaker_({config.worker.breaker_failure_threshold, config.worker.breaker_cooldown_ms}, now_ms_),
+      breaker_({config.worker.breaker_failure_threshold, config.worker.breaker_cooldown_ms},
+               now_ms_),
       concurrency_(config.worker.per_host_max_in_flight),
       adaptive_(config.worker.adaptive_limit, config.worker.per_host_max_in_flight),
       route_limits_(now_ms_) {
@@ -43,7 +45,8 @@ void Dispatcher::reconfigure(const Config& config) {
 void Dispatcher::enqueue(std::unique_ptr<Job> job) {
   bool first_attempt = job->msg->tp.topic.rfind(kRetryTopicPrefix, 0) != 0;
   if (job->d.ordered && first_attempt) {
-    std::string gate = job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" + std::to_string(job->msg->tp.partition);
+    std::string gate = job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" +
+                       std::to_string(job->msg->tp.partition);
     if (!ordered_busy_.insert(gate).second) {
       ordered_waiting_[gate].push_back(std::move(job));
       return;
@@ -83,7 +86,8 @@ void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<
 }
 
 Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
-                                        const std::function<void(std::unique_ptr<Job>)>& bounce, bool route_checked) {
+                                        const std::function<void(std::unique_ptr<Job>)>& bounce,
+                                        bool route_checked) {
   auto& job = queue.front();
   const std::string& host = job->d.host_key;
   if (!breaker_.allow(host)) {
@@ -152,7 +156,8 @@ bool Dispatcher::must_wait_for_route(Job& job) {
 
 bool Dispatcher::route_ready(Job& job) { return route_limits_.ready(job.route_key, *job.d.route); }
 
-void Dispatcher::dispatch_route_waiting(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce) {
+void Dispatcher::dispatch_route_waiting(int64_t now,
+                                        const std::function<void(std::unique_ptr<Job>)>& bounce) {
   for (auto it = route_waiting_.begin(); it != route_waiting_.end();) {
     auto& queue = it->second;
     while (!queue.empty()) {
@@ -170,13 +175,17 @@ void Dispatcher::end_flow(Job& job, const HttpResult& r, int64_t now) {
   const auto signal = AdaptiveHostLimits::signal_of(r.error, r.status);
   if (signal == AdaptiveHostLimits::Signal::kNone) return;
   std::optional<int64_t> retry_after;
-  if (r.retry_after && signal != AdaptiveHostLimits::Signal::kSuccess) retry_after = parse_retry_after(*r.retry_after, now);
+  if (r.retry_after && signal != AdaptiveHostLimits::Signal::kSuccess)
+    retry_after = parse_retry_after(*r.retry_after, now);
   const int64_t paused_before = adaptive_.paused_until(job.d.host_key);
   const bool cut = adaptive_.on_result(job.d.host_key, signal, job.started_ms, now, retry_after);
-  if (!flow_event_ || (!cut && adaptive_.paused_until(job.d.host_key) <= std::max(paused_before, now))) return;
+  if (!flow_event_ ||
+      (!cut && adaptive_.paused_until(job.d.host_key) <= std::max(paused_before, now)))
+    return;
   const std::string_view label = host_label(job.d.host_key);
   if (cut) flow_event_(label, AdaptiveHostLimits::signal_name(signal));
-  if (adaptive_.paused_until(job.d.host_key) > std::max(paused_before, now)) flow_event_(label, "pause");
+  if (adaptive_.paused_until(job.d.host_key) > std::max(paused_before, now))
+    flow_event_(label, "pause");
 }
 
 std::string_view Dispatcher::host_label(std::string_view host) const {
@@ -189,10 +198,12 @@ std::string_view Dispatcher::host_label(std::string_view host) const {
 }
 
 bool Dispatcher::throttled(const HttpResult& r) const {
-  return adaptive_.enabled() && AdaptiveHostLimits::signal_of(r.error, r.status) == AdaptiveHostLimits::Signal::kTooManyRequests;
+  return adaptive_.enabled() && AdaptiveHostLimits::signal_of(r.error, r.status) ==
+                                    AdaptiveHostLimits::Signal::kTooManyRequests;
 }
 
-void Dispatcher::each_host_limit(const std::function<void(const std::string& host, int limit)>& fn) const {
+void Dispatcher::each_host_limit(
+    const std::function<void(const std::string& host, int limit)>& fn) const {
   adaptive_.each([&](const std::string& host, int limit) {
     if (host_label(host) == host) fn(host, limit);
   });
@@ -217,8 +228,10 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
   end_flow(job, r, now_ms_());
   // Our own limits made no call: the host's health is unknown. A 429 is the receiver's flow
   // control, which the adaptive limit answers: the host is up, and its circuit stays as it is.
-  bool real_call = r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
-  if (real_call && !throttled(r)) breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable);
+  bool real_call =
+      r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
+  if (real_call && !throttled(r))
+    breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable);
 }
 
 std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {
@@ -238,8 +251,10 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {
   return out;
 }
 
-std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(const std::function<bool(const Job&)>& pred) {
-  auto take_from = [&pred](std::deque<std::unique_ptr<Job>>& queue, std::vector<std::unique_ptr<Job>>& into) {
+std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(
+    const std::function<bool(const Job&)>& pred) {
+  auto take_from = [&pred](std::deque<std::unique_ptr<Job>>& queue,
+                           std::vector<std::unique_ptr<Job>>& into) {
     for (auto it = queue.begin(); it != queue.end();) {
       if (pred(**it)) {
         into.push_back(std::move(*it));

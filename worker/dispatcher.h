@@ -2,8 +2,8 @@
 // limits that decide when a call may start: the per-host circuit breaker, per-host concurrency
 // (adaptive: flow_control.h), a host's Retry-After pause, the per-host rate, a route's own
 // max_in_flight and rate_per_second, and the gates of ordered routes (one first attempt at a time
-// per route and source partition, the rest waiting in offset order). A job handed to the sender is owned here
-// until its result comes back as a WorkerEvent.
+// per route and source partition, the rest waiting in offset order). A job handed to the sender is
+// owned here until its result comes back as a WorkerEvent.
 //
 // Contract: enqueue() a claimed job; dispatch() starts what the limits allow and hands jobs of a
 // host whose circuit is open to `bounce` without a call; take() gives back the job of an HTTP
@@ -35,7 +35,8 @@ namespace hookrelay {
 
 class Dispatcher {
  public:
-  Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms, PostEvent post);
+  Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,
+             PostEvent post);
 
   // The worker limits of a reloaded config (per-host concurrency and rate, breaker, connect
   // timeout) for calls started from now on; jobs queued or out keep their place. `config` must
@@ -65,7 +66,9 @@ class Dispatcher {
   // (host, "pause"). Hosts are metric labels: a host no route names (a call's, from a request)
   // is "other", and has no limit reported.
   void each_host_limit(const std::function<void(const std::string& host, int limit)>& fn) const;
-  void on_flow_event(std::function<void(std::string_view host, std::string_view what)> fn) { flow_event_ = std::move(fn); }
+  void on_flow_event(std::function<void(std::string_view host, std::string_view what)> fn) {
+    flow_event_ = std::move(fn);
+  }
   int host_limit(std::string_view host) const { return adaptive_.limit(host); }
 
  private:

@@ -15,7 +15,8 @@ AdaptiveHostLimits::Signal AdaptiveHostLimits::signal_of(TransportError error, i
     case TransportError::kTimeout:
       return Signal::kTimeout;
     default:
-      return Signal::kNone;  // connection trouble is the circuit breaker's; our own limits made no call
+      return Signal::kNone;  // connection trouble is the circuit breaker's; our own limits made no
+                             // call
   }
 }
 
@@ -41,7 +42,8 @@ AdaptiveHostLimits::AdaptiveHostLimits(AdaptiveLimitConfig options, int max_limi
 void AdaptiveHostLimits::set_options(AdaptiveLimitConfig options, int max_limit) {
   options_ = options;
   max_limit_ = max_limit;
-  for (auto& [host, h] : hosts_) h.limit = std::min(h.limit, static_cast<double>(std::max(max_limit_, 1)));
+  for (auto& [host, h] : hosts_)
+    h.limit = std::min(h.limit, static_cast<double>(std::max(max_limit_, 1)));
   if (!enabled()) hosts_.clear();
 }
 
@@ -58,8 +60,8 @@ int64_t AdaptiveHostLimits::paused_until(std::string_view host) const {
   return it == hosts_.end() ? 0 : it->second.paused_until_ms;
 }
 
-bool AdaptiveHostLimits::on_result(std::string_view host, Signal signal, int64_t started_ms, int64_t now_ms,
-                                   std::optional<int64_t> retry_after_ms) {
+bool AdaptiveHostLimits::on_result(std::string_view host, Signal signal, int64_t started_ms,
+                                   int64_t now_ms, std::optional<int64_t> retry_after_ms) {
   if (!enabled() || signal == Signal::kNone) return false;
   const double max = static_cast<double>(max_limit_);
   if (signal == Signal::kSuccess) {
@@ -74,7 +76,8 @@ bool AdaptiveHostLimits::on_result(std::string_view host, Signal signal, int64_t
   auto [it, inserted] = hosts_.try_emplace(std::string(host), Host{max, -1, 0});
   Host& h = it->second;
   if (retry_after_ms && signal != Signal::kTimeout && options_.max_pause_seconds > 0) {
-    const int64_t pause = std::clamp<int64_t>(*retry_after_ms, 0, int64_t{options_.max_pause_seconds} * 1000);
+    const int64_t pause =
+        std::clamp<int64_t>(*retry_after_ms, 0, int64_t{options_.max_pause_seconds} * 1000);
     h.paused_until_ms = std::max(h.paused_until_ms, now_ms + pause);
   }
   // Calls started before the last cut were sent under the old limit: their overload answers
@@ -85,7 +88,8 @@ bool AdaptiveHostLimits::on_result(std::string_view host, Signal signal, int64_t
   return true;
 }
 
-void AdaptiveHostLimits::each(const std::function<void(const std::string& host, int limit)>& fn) const {
+void AdaptiveHostLimits::each(
+    const std::function<void(const std::string& host, int limit)>& fn) const {
   for (const auto& [host, h] : hosts_) fn(host, std::max(1, static_cast<int>(h.limit)));
 }
 
@@ -111,7 +115,8 @@ RateLimiter* RouteLimits::bucket(Route& r, const RouteConfig& route) {
   }
   if (!r.bucket || r.rate != route.rate_per_second) {
     // A burst of one second's worth, at least one call.
-    r.bucket = std::make_unique<RateLimiter>(route.rate_per_second, std::max(1.0, route.rate_per_second), now_ms_);
+    r.bucket = std::make_unique<RateLimiter>(route.rate_per_second,
+                                             std::max(1.0, route.rate_per_second), now_ms_);
     r.rate = route.rate_per_second;
   }
   return r.bucket.get();

@@ -74,7 +74,9 @@ class RouteLimits {
  public:
   explicit RouteLimits(std::function<int64_t()> now_ms) : now_ms_(std::move(now_ms)) {}
 
-  static bool limited(const RouteConfig& route) { return route.max_in_flight > 0 || route.rate_per_second > 0; }
+  static bool limited(const RouteConfig& route) {
+    return route.max_in_flight > 0 || route.rate_per_second > 0;
+  }
   static std::string key(std::string_view source, std::string_view route);
 
   // Whether a call of this route may start now (below max_in_flight, a rate token available).

@@ -19,7 +19,8 @@ double host_limit(const std::string& metrics, const std::string& host, double ma
   const std::string label = "host=\"" + host + "\"";
   std::istringstream lines(metrics);
   for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("hookrelay_host_inflight_limit{", 0) == 0 && line.find(label) != std::string::npos) {
+    if (line.rfind("hookrelay_host_inflight_limit{", 0) == 0 &&
+        line.find(label) != std::string::npos) {
       return std::stod(line.substr(line.rfind(' ') + 1));
     }
   }
@@ -45,38 +46,45 @@ TEST_F(WorkerTest, AdaptiveLimitSettlesNearWhatTheReceiverTakes) {
   std::size_t w = start_worker();
   ASSERT_TRUE(rx_.wait_for_count("/a", 1, 30s));
   const auto start = rx_.requests("/a").front().at;  // times count from the first request
-  std::vector<std::pair<double, double>> timeline;  // (seconds, limit)
+  std::vector<std::pair<double, double>> timeline;   // (seconds, limit)
   while (stack_->count_deliveries("succeeded") < kEvents &&
          std::chrono::steady_clock::now() - start < std::chrono::seconds(120)) {
     std::this_thread::sleep_for(500ms);
-    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double t =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     timeline.emplace_back(t, host_limit(stack_->worker_metrics(w), host, kMax));
   }
-  ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 10s)) << "succeeded: " << stack_->count_deliveries("succeeded");
+  ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 10s))
+      << "succeeded: " << stack_->count_deliveries("succeeded");
   const double final_limit = host_limit(stack_->worker_metrics(w), host, kMax);
 
   // Every event delivered once: one 2xx per webhook-id, one succeeded attempt per delivery.
   expect_each_succeeded_once(*stack_, kEvents);
   const auto refused = rx_.refused("/a");
   const std::size_t requests = rx_.count("/a");
-  EXPECT_EQ(requests - refused.size(), static_cast<std::size_t>(kEvents)) << "an event was accepted twice";
+  EXPECT_EQ(requests - refused.size(), static_cast<std::size_t>(kEvents))
+      << "an event was accepted twice";
   EXPECT_EQ(rx_.distinct_webhook_ids("/a"), static_cast<std::size_t>(kEvents));
 
   // After the first seconds, few 429s.
   const auto settled = start + 3s;
   std::size_t late_requests = 0;
   for (const auto& r : rx_.requests("/a")) late_requests += r.at >= settled ? 1 : 0;
-  const auto late_refused =
-      static_cast<std::size_t>(std::count_if(refused.begin(), refused.end(), [&](auto at) { return at >= settled; }));
-  const double late_share = late_requests ? static_cast<double>(late_refused) / static_cast<double>(late_requests) : 0;
+  const auto late_refused = static_cast<std::size_t>(
+      std::count_if(refused.begin(), refused.end(), [&](auto at) { return at >= settled; }));
+  const double late_share =
+      late_requests ? static_cast<double>(late_refused) / static_cast<double>(late_requests) : 0;
 
   std::ostringstream line;
   for (const auto& [t, l] : timeline) line << " " << static_cast<int>(t * 10) / 10.0 << "s:" << l;
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << "[ aimd     ] receiver room " << kRoom << ", max " << kMax << "; limit over time:" << line.str() << "\n"
-            << "[ aimd     ] final limit " << final_limit << ", peak at the receiver " << rx_.peak_concurrency("/a")
-            << "; " << requests << " requests, " << refused.size() << " answered 429 (" << late_refused << " of "
-            << late_requests << " after the first 3 s = " << 100.0 * late_share << "%); " << kEvents
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "[ aimd     ] receiver room " << kRoom << ", max " << kMax
+            << "; limit over time:" << line.str() << "\n"
+            << "[ aimd     ] final limit " << final_limit << ", peak at the receiver "
+            << rx_.peak_concurrency("/a") << "; " << requests << " requests, " << refused.size()
+            << " answered 429 (" << late_refused << " of " << late_requests
+            << " after the first 3 s = " << 100.0 * late_share << "%); " << kEvents
             << " events delivered once in " << took << " s\n";
   RecordProperty("final_limit", std::to_string(final_limit));
   RecordProperty("late_429_share", std::to_string(late_share));
@@ -101,16 +109,18 @@ TEST_F(WorkerTest, RetryAfterPausesEveryCallToTheHost) {
   auto produced = stack_->produce_webhooks("acme", numbered_events("evt-pause-", kEvents));
   ASSERT_TRUE(produced) << produced.error().message;
   std::size_t w = start_worker();
-  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 40s)) << stack_->count_deliveries("succeeded");
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 40s))
+      << stack_->count_deliveries("succeeded");
 
   auto all = rx_.all_requests();
   std::sort(all.begin(), all.end(), [](const auto& x, const auto& y) { return x.at < y.at; });
   auto first = std::find_if(all.begin(), all.end(), [](const auto& r) { return r.path == "/a"; });
   ASSERT_NE(first, all.end());
   ASSERT_NE(std::next(first), all.end());
-  const auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(std::next(first)->at - first->at);
-  std::cout << "[ pause    ] after the 503 with Retry-After: 3, the next request (to " << std::next(first)->path
-            << ") came " << gap.count() << " ms later\n";
+  const auto gap =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::next(first)->at - first->at);
+  std::cout << "[ pause    ] after the 503 with Retry-After: 3, the next request (to "
+            << std::next(first)->path << ") came " << gap.count() << " ms later\n";
   EXPECT_GE(gap, 2900ms) << "a call to the paused host (any route) started before Retry-After";
   EXPECT_EQ(worker_metric(w, "hookrelay_host_pauses_total"), 1);
   expect_each_succeeded_once(*stack_, 2 * kEvents);
@@ -119,7 +129,8 @@ TEST_F(WorkerTest, RetryAfterPausesEveryCallToTheHost) {
 TEST_F(WorkerTest, ARoutesMaxInFlightHoldsItAloneAndNothingBounces) {
   constexpr int kEvents = 60;
   StackOptions o;
-  o.routes = {{"acme", "slow", rx_.url("/slow"), 5000, "max_in_flight: 2"}, {"acme", "free", rx_.url("/free")}};
+  o.routes = {{"acme", "slow", rx_.url("/slow"), 5000, "max_in_flight: 2"},
+              {"acme", "free", rx_.url("/free")}};
   o.per_host_max_in_flight = 16;
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   for (const char* path : {"/slow", "/free"}) {
@@ -129,8 +140,10 @@ TEST_F(WorkerTest, ARoutesMaxInFlightHoldsItAloneAndNothingBounces) {
   auto produced = stack_->produce_webhooks("acme", numbered_events("evt-route-", kEvents));
   ASSERT_TRUE(produced) << produced.error().message;
   std::size_t w = start_worker();
-  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 60s)) << stack_->count_deliveries("succeeded");
-  std::cout << "[ route    ] peak in flight: route with max_in_flight 2: " << rx_.peak_concurrency("/slow")
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 60s))
+      << stack_->count_deliveries("succeeded");
+  std::cout << "[ route    ] peak in flight: route with max_in_flight 2: "
+            << rx_.peak_concurrency("/slow")
             << ", unlimited route on the same host: " << rx_.peak_concurrency("/free") << "\n";
   EXPECT_LE(rx_.peak_concurrency("/slow"), 2);
   EXPECT_EQ(rx_.peak_concurrency("/slow"), 2);
@@ -146,15 +159,17 @@ TEST_F(WorkerTest, ARoutesRetryPolicyOverridesTheGlobalOne) {
   StackOptions o;
   o.schedule_seconds = {1, 2};
   o.max_attempts = 4;
-  o.routes = {{"acme", "own", rx_.url("/own"), 5000, "retry: { schedule_seconds: [1], max_attempts: 2 }"},
-              {"acme", "global", rx_.url("/global")}};
+  o.routes = {
+      {"acme", "own", rx_.url("/own"), 5000, "retry: { schedule_seconds: [1], max_attempts: 2 }"},
+      {"acme", "global", rx_.url("/global")}};
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   rx_.set_default({500});
   produce("acme", "evt-policy", "{}");
   start_worker();
   ASSERT_TRUE(deliveries_in_state("dead", 2, 40s)) << "dead: " << stack_->count_deliveries("dead");
-  std::cout << "[ policy   ] attempts before the dead letter: route with max_attempts 2: " << rx_.count("/own")
-            << ", route on the global policy (4): " << rx_.count("/global") << "\n";
+  std::cout << "[ policy   ] attempts before the dead letter: route with max_attempts 2: "
+            << rx_.count("/own") << ", route on the global policy (4): " << rx_.count("/global")
+            << "\n";
   EXPECT_EQ(rx_.count("/own"), 2u);
   EXPECT_EQ(rx_.count("/global"), 4u);
 }

@@ -1,12 +1,13 @@
 // Flow control: the adaptive per-host limit (AIMD, Retry-After pauses), a route's own limits, and
 // how the Dispatcher applies them beside the per-host caps.
+#include "worker/flow_control.h"
+
 #include <gtest/gtest.h>
 
 #include <deque>
 #include <map>
 
 #include "worker/dispatcher.h"
-#include "worker/flow_control.h"
 
 namespace hookrelay {
 namespace {
@@ -42,7 +43,8 @@ TEST(AdaptiveHostLimits, OneCutPerRoundOfCalls) {
 
 TEST(AdaptiveHostLimits, NeverBelowOne) {
   AdaptiveHostLimits l(adaptive(0.1), 4);
-  for (int i = 0; i < 10; ++i) l.on_result("h", Signal::kTooManyRequests, 10 * i + 5, 10 * i + 6, std::nullopt);
+  for (int i = 0; i < 10; ++i)
+    l.on_result("h", Signal::kTooManyRequests, 10 * i + 5, 10 * i + 6, std::nullopt);
   EXPECT_EQ(l.limit("h"), 1);
 }
 
@@ -81,7 +83,8 @@ TEST(AdaptiveHostLimits, RetryAfterPausesTheHostCappedAtMaxPause) {
   EXPECT_EQ(l.paused_until("other"), 0);
   l.on_result("h", Signal::kUnavailable, 2, 2000, 3'600'000);  // an hour asked: 30 s given
   EXPECT_EQ(l.paused_until("h"), 32'000);
-  l.on_result("h", Signal::kTooManyRequests, 3, 3000, 1000);  // a shorter pause never ends one early
+  l.on_result("h", Signal::kTooManyRequests, 3, 3000,
+              1000);  // a shorter pause never ends one early
   EXPECT_EQ(l.paused_until("h"), 32'000);
 }
 
@@ -147,7 +150,9 @@ TEST(RouteLimits, MaxInFlightAndRate) {
 // The Dispatcher with a sender that holds every call until the test answers it.
 class HeldSender : public HttpSender {
  public:
-  void send(HttpCall call, Done done) override { calls.push_back({std::move(call), std::move(done)}); }
+  void send(HttpCall call, Done done) override {
+    calls.push_back({std::move(call), std::move(done)});
+  }
   void answer(std::size_t i, HttpResult r) {
     auto done = std::move(calls.at(i).second);
     done(std::move(r));
@@ -169,8 +174,9 @@ class DispatcherFlow : public ::testing::Test {
     config.routes["gh"] = {fast, limited};  // the hosts metrics may name
   }
   void make() {
-    dispatcher = std::make_unique<Dispatcher>(config, sender, [this] { return now; },
-                                              [this](WorkerEvent e) { events.push_back(std::move(e)); });
+    dispatcher = std::make_unique<Dispatcher>(
+        config, sender, [this] { return now; },
+        [this](WorkerEvent e) { events.push_back(std::move(e)); });
   }
   std::unique_ptr<Job> job(const RouteConfig& route, int n) {
     auto j = std::make_unique<Job>();
@@ -222,7 +228,8 @@ TEST_F(DispatcherFlow, ARouteAtItsLimitWaitsWhileAnotherRouteOfTheHostFlows) {
   for (int i = 0; i < 3; ++i) dispatcher->enqueue(job(fast, i));
   dispatch();
   EXPECT_EQ(calls_to(limited.url), 2u);
-  EXPECT_EQ(calls_to(fast.url), 3u) << "the limited route's waiting jobs do not hold the host's queue";
+  EXPECT_EQ(calls_to(fast.url), 3u)
+      << "the limited route's waiting jobs do not hold the host's queue";
   EXPECT_TRUE(bounced.empty()) << "a route at its limit waits, it does not bounce";
   complete(0, 200);  // a call of the limited route ends: the next one starts, in order
   dispatch();
