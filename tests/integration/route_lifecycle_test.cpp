@@ -113,6 +113,37 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   EXPECT_TRUE(eventually([&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 0; }, 5s));
 }
 
+TEST_F(RouteLifecycleTest, ConsecutiveFailuresSuspendTheRouteAndItsRetriesAreParkedNotDeadLettered) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a"), 5000, "suspend_after: { consecutive_failures: 3 }"},
+              {"acme", "b", rx_.url("/b")}};
+  o.max_attempts = 20;  // the retry budget would outlast the test: only the suspension stops it
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  rx_.set_default("/a", {500, {}, 0, "down"});
+  start_worker();
+  ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-0", "{}"));
+  ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-1", "{}"));
+
+  ASSERT_TRUE(rx_.wait_for_count("/b", 2, 30s));
+  ASSERT_TRUE(deliveries_in_state("parked", 2, 40s)) << stack_->describe_deliveries();
+  const std::size_t calls = rx_.count("/a");
+  EXPECT_GE(calls, 3u);
+  std::this_thread::sleep_for(3s);  // tiers of 1-3 s: a retry not parked would call again here
+  EXPECT_EQ(rx_.count("/a"), calls) << "a suspended route was called";
+  EXPECT_EQ(stack_->count_deliveries("dead"), 0);
+  auto a = route_a();
+  EXPECT_EQ(a["state"], "suspended") << a.dump();
+  EXPECT_NE(a["reason"].get<std::string>().find("consecutive failures (suspend_after.consecutive_failures: 3)"),
+            std::string::npos)
+      << a.dump();
+  EXPECT_GE(a["failure_streak"].get<int>(), 3);
+  EXPECT_EQ(a["parked"], 2);
+  EXPECT_EQ(a["suspend_after"]["consecutive_failures"], 3);
+  EXPECT_EQ(worker_metric(0, "hookrelay_route_suspensions_total", {"route=\"a\"", "cause=\"consecutive_failures\""}),
+            1);
+}
+
 TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}, {"github", "b", rx_.url("/gb")}};
