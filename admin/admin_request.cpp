@@ -169,7 +169,7 @@ Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
 }
 
 std::string format_rfc3339_ms(int64_t ms) {
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  auto seconds = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   gmtime_r(&seconds, &tm);
   char buf[96];

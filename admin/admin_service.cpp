@@ -205,7 +205,7 @@ std::string AdminService::unauthorized(const HttpRequest& request, const Config&
   return ok ? "" : "bearer token is not valid";
 }
 
-void AdminService::handle(const HttpRequest& request, Responder respond) {
+void AdminService::handle(const HttpRequest& request, const Responder& respond) {
   const auto started = std::chrono::steady_clock::now();
   std::string_view endpoint = "other";
   HttpResponse r = route(request, endpoint);

@@ -45,7 +45,7 @@ class AdminService {
                std::shared_ptr<prometheus::Registry> registry, std::function<void()> on_replay);
   ~AdminService();
 
-  void handle(const HttpRequest& request, Responder respond);
+  void handle(const HttpRequest& request, const Responder& respond);
 
  private:
   struct Connections;  // DeliveryQueries + ReplayJobs of one thread

@@ -83,7 +83,7 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
         " VALUES ($1::jsonb, $2, $3, $4, CASE WHEN $5 THEN 'finished' ELSE 'running' END,"
         "         CASE WHEN $5 THEN now() END) RETURNING id",
         request_json, who, req.dry_run, req.rate, keys.empty());
-    const int64_t id = row[0].as<int64_t>();
+    const auto id = row[0].as<int64_t>();
     insert_items(tx, id, keys);
     tx.commit();
     return id;
@@ -106,7 +106,7 @@ Result<ReplayProgress> ReplayJobs::create_release(const std::string& source, con
         " VALUES ($1::jsonb, $2, false, $3, 'parked', CASE WHEN $4 THEN 'finished' ELSE 'running' END,"
         "         CASE WHEN $4 THEN now() END) RETURNING id",
         request, who, rate, keys.empty());
-    const int64_t id = row[0].as<int64_t>();
+    const auto id = row[0].as<int64_t>();
     insert_items(tx, id, keys);
     tx.commit();
     return id;
@@ -126,7 +126,7 @@ Result<ReplayProgress> ReplayJobs::get(int64_t id) {
     for (const auto& r : tx.exec_params(
              "SELECT status, count(*) FROM replay_items WHERE replay_id = $1 GROUP BY status", id)) {
       const auto status = r[0].as<std::string>();
-      const int64_t n = r[1].as<int64_t>();
+      const auto n = r[1].as<int64_t>();
       p.matched += n;
       if (status == "replayed" || status == "resent") p.produced += n;
       else if (status == "would_replay" || status == "would_resend") p.would_produce += n;

@@ -93,7 +93,7 @@ int run_cli(const std::vector<std::string>& args, CliIo& io) {
       return kExitOk;
     }
     Args rest(args.begin() + 1, args.end());
-    rest.push_back("--help");
+    rest.emplace_back("--help");
     if (Runner run = find(rest[0])) return run(Args(rest.begin() + 1, rest.end()), io);
     io.err << "hookrelay: unknown command '" << rest[0] << "'\n" << kUsage;
     return kExitUsage;

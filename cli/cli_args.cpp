@@ -56,15 +56,13 @@ std::optional<int64_t> parse_iso(std::string_view s) {
       if (pos == start) return std::nullopt;
     }
     if (pos == s.size()) return std::nullopt;  // a wall-clock time needs its zone
-    if (s[pos] == 'Z' && pos + 1 == s.size()) {
-      pos = s.size();
-    } else if ((s[pos] == '+' || s[pos] == '-') && s.size() == pos + 6 && s[pos + 3] == ':') {
+    const bool utc = s[pos] == 'Z' && pos + 1 == s.size();
+    const bool offset = (s[pos] == '+' || s[pos] == '-') && s.size() == pos + 6 && s[pos + 3] == ':';
+    if (!utc && !offset) return std::nullopt;
+    if (offset) {
       int hh = 0, mm = 0;
       if (!digits(s, pos + 1, 2, hh) || !digits(s, pos + 4, 2, mm)) return std::nullopt;
-      offset_seconds = (s[pos] == '+' ? 1 : -1) * (hh * 3600 + mm * 60);
-      pos = s.size();
-    } else {
-      return std::nullopt;
+      offset_seconds = (s[pos] == '+' ? 1 : -1) * (int64_t{hh} * 3600 + int64_t{mm} * 60);
     }
   }
   return (static_cast<int64_t>(timegm(&tm)) - offset_seconds) * 1000 + millis;
@@ -75,9 +73,9 @@ std::optional<int64_t> parse_ago(std::string_view s) {
   int64_t unit = 0;
   switch (s.back()) {
     case 's': unit = 1000; break;
-    case 'm': unit = 60 * 1000; break;
-    case 'h': unit = 3600 * 1000; break;
-    case 'd': unit = 86400 * 1000; break;
+    case 'm': unit = int64_t{60} * 1000; break;
+    case 'h': unit = int64_t{3600} * 1000; break;
+    case 'd': unit = int64_t{86400} * 1000; break;
     default: return std::nullopt;
   }
   int64_t n = 0;

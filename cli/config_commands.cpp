@@ -5,7 +5,6 @@
 #include "cli/commands.h"
 #include "shared/kafka_handles.h"
 #include "shared/migrator.h"
-#include "worker/ssrf_guard.h"
 
 #ifndef HOOKRELAY_SOURCE_MIGRATIONS_DIR
 #define HOOKRELAY_SOURCE_MIGRATIONS_DIR "migrations"
@@ -38,19 +37,9 @@ std::string migrations_dir(const ParsedArgs& args, const CliIo& io) {
   return HOOKRELAY_SOURCE_MIGRATIONS_DIR;
 }
 
-// What the services check after parsing: the worker refuses bad allowed_cidrs at start, and the
-// Kafka clients refuse unknown librdkafka properties or values when they are built.
-Result<void> check_service_rules(const Config& config) {
-  if (auto kafka = check_kafka_properties(config.kafka); !kafka) return kafka;
-  const auto& cidrs = config.worker.allowed_cidrs;
-  for (std::size_t i = 0; i < cidrs.size(); ++i) {
-    auto c = parse_cidr(cidrs[i]);
-    if (!c) {
-      return fail("config", "worker.allowed_cidrs[" + std::to_string(i) + "]: " + c.error().message);
-    }
-  }
-  return {};
-}
+// What the services check after parsing: the Kafka clients refuse unknown librdkafka properties
+// or values when they are built.
+Result<void> check_service_rules(const Config& config) { return check_kafka_properties(config.kafka); }
 
 int config_check(const ParsedArgs& args, CliIo& io) {
   const auto& pos = args.positionals();

@@ -27,7 +27,7 @@ void field(std::ostream& out, const char* name, const std::string& value) {
 
 std::string format_time(int64_t unix_ms) {
   if (unix_ms == 0) return "-";
-  std::time_t secs = static_cast<std::time_t>(unix_ms / 1000);
+  auto secs = static_cast<std::time_t>(unix_ms / 1000);
   int64_t millis = unix_ms % 1000;
   if (millis < 0) {
     millis += 1000;

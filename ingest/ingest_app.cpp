@@ -1,6 +1,5 @@
 #include "ingest/ingest_app.h"
 
-#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 

@@ -40,7 +40,7 @@ bool forwardable(const std::string& name) {
 std::string accepted_body(const std::string& id, const std::string& idempotency_key) {
   std::string out = "{\"id\":";
   append_json_string(out, id);
-  out += ",\"status\":\"accepted\"";
+  out += R"(,"status":"accepted")";
   if (!idempotency_key.empty()) {
     out += ",\"idempotency_key\":";
     append_json_string(out, idempotency_key);
@@ -59,7 +59,8 @@ IngestService::IngestService(const Config& config, MessageProducer& producer,
       metrics_(*registry_,
                [&config] {
                  std::vector<std::string> names;
-                 for (const auto& [name, _] : config.sources) names.push_back(name);
+                 names.reserve(config.sources.size());
+for (const auto& [name, _] : config.sources) names.push_back(name);
                  return names;
                }()),
       now_ms_(std::move(now_ms)) {}
@@ -98,7 +99,7 @@ void IngestService::answer_error(std::string_view endpoint, std::string_view sou
   respond(std::move(r));
 }
 
-void IngestService::probe(std::string_view path, const HttpRequest& request, Responder respond) {
+void IngestService::probe(std::string_view path, const HttpRequest& request, const Responder& respond) {
   if (request.method != "GET" && request.method != "HEAD") {
     return answer_error("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET", respond,
                         {{"Allow", "GET, HEAD"}});
@@ -208,7 +209,7 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
 
 void IngestService::produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
                                        std::string id, std::string_view key, std::string_view value,
-                                       std::vector<MessageHeader> headers, std::string extra_json,
+                                       const std::vector<MessageHeader>& headers, std::string extra_json,
                                        Responder respond) {
   if (!producer_.reachable()) {
     return answer_error(endpoint, source, 503, "kafka_unavailable",
@@ -220,7 +221,7 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
   auto started = std::chrono::steady_clock::now();
   OutgoingMessage m{topic, key, value, &headers};
   producer_.produce(m, [this, endpoint, source = std::move(source), topic, id = std::move(id),
-                        extra = std::move(extra_json), started, respond = std::move(respond)](Result<ProducedAt> r) {
+                        extra = std::move(extra_json), started, respond = std::move(respond)](const Result<ProducedAt>& r) {
     metrics_.produce_latency(topic, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     if (r) {
       metrics_.request(endpoint, source, 202);

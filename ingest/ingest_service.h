@@ -54,11 +54,11 @@ class IngestService {
  private:
   void webhook(std::string_view source, const HttpRequest& request, Responder respond);
   void call(const HttpRequest& request, Responder respond);
-  void probe(std::string_view path, const HttpRequest& request, Responder respond);
+  void probe(std::string_view path, const HttpRequest& request, const Responder& respond);
   // Produces, then answers 202 {"id": id} or 503. Counts and tracks in-flight.
   void produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
                           std::string id, std::string_view key, std::string_view value,
-                          std::vector<MessageHeader> headers, std::string idempotency_key, Responder respond);
+                          const std::vector<MessageHeader>& headers, std::string idempotency_key, Responder respond);
   void answer_error(std::string_view endpoint, std::string_view source, int status, std::string_view code,
                     std::string_view message, const Responder& respond,
                     std::vector<std::pair<std::string, std::string>> headers = {});

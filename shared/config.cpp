@@ -50,7 +50,7 @@ std::string expand(const std::string& in, const std::string& field, const EnvLoo
   return out;
 }
 
-void only_keys(const YAML::Node& node, const std::string& field, std::set<std::string> allowed) {
+void only_keys(const YAML::Node& node, const std::string& field, const std::set<std::string>& allowed) {
   if (!node.IsMap()) bad(field.empty() ? "(top level)" : field, "must be a mapping");
   for (const auto& kv : node) {
     auto key = kv.first.as<std::string>();
@@ -327,7 +327,7 @@ RouteFilter parse_filter(const YAML::Node& n, const std::string& field, const En
       c.pointer = std::move(*pointer);
       std::vector<std::string> ops;
       for (const char* op : {"equals", "in", "exists"}) {
-        if (b[i][op]) ops.push_back(op);
+        if (b[i][op]) ops.emplace_back(op);
       }
       if (ops.empty()) bad(cf, "needs one operator: equals, in or exists");
       if (ops.size() > 1) bad(join(cf, ops[1]), "only one operator per condition (this one also has " + ops[0] + ")");
@@ -642,7 +642,14 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["worker_id"]) wc.worker_id = str(w["worker_id"], "worker.worker_id", env);
     parse_static_membership(w, wc, env);
     if (w["allow_private_networks"]) wc.allow_private_networks = boolean(w["allow_private_networks"], "worker.allow_private_networks");
-    if (w["allowed_cidrs"]) wc.allowed_cidrs = strings(w["allowed_cidrs"], "worker.allowed_cidrs", env);
+    if (w["allowed_cidrs"]) {
+      const auto texts = strings(w["allowed_cidrs"], "worker.allowed_cidrs", env);
+      for (std::size_t i = 0; i < texts.size(); ++i) {
+        auto cidr = parse_cidr(texts[i]);
+        if (!cidr) bad("worker.allowed_cidrs[" + std::to_string(i) + "]", cidr.error().message);
+        wc.allowed_cidrs.push_back(*cidr);
+      }
+    }
     if (w["max_in_flight"]) wc.max_in_flight = num<int>(w["max_in_flight"], "worker.max_in_flight", 1, 1000000);
     if (w["batch_size"]) wc.batch_size = num<int>(w["batch_size"], "worker.batch_size", 1, 10000);
     if (w["connect_timeout_ms"]) wc.connect_timeout_ms = num<int>(w["connect_timeout_ms"], "worker.connect_timeout_ms", 10, 600000);

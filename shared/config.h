@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "shared/ip_address.h"
 #include "shared/result.h"
 #include "shared/route_filter.h"
 
@@ -73,7 +74,7 @@ struct IngestConfig {
 
 // Bytes of a Kafka message kept for headers beside the body: forwarded provider headers (at most
 // 64 KiB, the HTTP header limit) and hookrelay's own hr-* headers added by ingest and worker.
-inline constexpr std::size_t kKafkaHeaderAllowance = 128 * 1024;
+inline constexpr std::size_t kKafkaHeaderAllowance = std::size_t{128} * 1024;
 // librdkafka's message.max.bytes as hookrelay's producers set it unless configured: the 1 MiB that
 // a broker's default max.message.bytes (1048588) accepts.
 inline constexpr std::size_t kDefaultKafkaMessageMaxBytes = 1048576;
@@ -167,7 +168,7 @@ struct WorkerConfig {
   std::string group_instance_id;
   bool static_membership = false;
   bool allow_private_networks = false;      // SSRF guard: allow private/loopback/... targets
-  std::vector<std::string> allowed_cidrs;   // SSRF guard: extra allowed ranges
+  std::vector<Cidr> allowed_cidrs;          // SSRF guard: extra allowed ranges, validated here
   int max_in_flight = 10000;                // deliveries in flight per worker
   int batch_size = 500;                     // messages per Postgres claim round trip
   int connect_timeout_ms = 5000;

@@ -141,7 +141,8 @@ Result<std::map<std::string, ObservedTopic>> KafkaAdmin::describe(const std::vec
   }
   if (out.empty() || config_names.empty()) return out;
   std::vector<std::string> existing;
-  for (const auto& [name, seen] : out) existing.push_back(name);
+  existing.reserve(out.size());
+for (const auto& [name, seen] : out) existing.push_back(name);
   auto configs = describe_configs(existing, config_names);
   if (!configs) return Unexpected{configs.error()};
   for (auto& [name, values] : *configs) out[name].configs = std::move(values);

@@ -13,14 +13,11 @@ void PgArrayLiteral::add(std::string_view s) {
       out_ += '\\';
       out_ += c;
       ++i;
-    } else if (c == '\0') {
-      out_ += "\xef\xbf\xbd";
-      ++i;
-    } else if (std::size_t n = utf8_sequence_length(s, i); n > 0) {
+    } else if (std::size_t n = c == '\0' ? 0 : utf8_sequence_length(s, i); n > 0) {
       out_.append(s.substr(i, n));
       i += n;
     } else {
-      out_ += "\xef\xbf\xbd";  // U+FFFD
+      out_ += "\xef\xbf\xbd";  // U+FFFD for a NUL (Postgres text cannot hold one) or invalid UTF-8
       ++i;
     }
   }

@@ -135,7 +135,7 @@ void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 9>& p
 
 ClaimStatus status_from_state(const pqxx::field& state) {
   if (state.is_null()) return ClaimStatus::kLeasedElsewhere;
-  std::string s = state.as<std::string>();
+  auto s = state.as<std::string>();
   if (s == "succeeded") return ClaimStatus::kAlreadySucceeded;
   if (s == "dead") return ClaimStatus::kAlreadyDead;
   return ClaimStatus::kLeasedElsewhere;
@@ -186,7 +186,7 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
                                          lease_seconds, params[8]);
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
-      std::string key = row[0].as<std::string>();
+      auto key = row[0].as<std::string>();
       ClaimStatus status = status_from_state(row[1]);
       // Won: the row is not final and holds this claim's own token.
       if (status == ClaimStatus::kLeasedElsewhere && !row[2].is_null() &&

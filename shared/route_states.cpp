@@ -47,8 +47,7 @@ Result<std::vector<RouteStateRow>> RouteStates::report(const std::vector<RouteAc
     // second. A success in the interval restarts the streak from the failures after it;
     // otherwise the failures add to it, and failing_since is the first failure it counts.
     std::vector<RouteStateRow> out;
-    for (std::size_t i = 0; i < activity.size(); ++i) {
-      const auto& a = activity[i];
+    for (const auto & a : activity) {
       auto rows = tx.exec_params(
           std::string("INSERT INTO route_states AS s (source, route, failure_streak, failing_since)"
                       " VALUES ($1, $2, $4, CASE WHEN $4 > 0 THEN to_timestamp($5 / 1000.0) END)"

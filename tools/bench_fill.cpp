@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
         {std::string(header::kReceivedAt), std::to_string(unix_now_ms())},
         {std::string(header::kContentType), "application/json"},
     };
-    (*producer)->produce({o.topic, id, body, &headers}, [&](Result<ProducedAt> r) {
+    (*producer)->produce({o.topic, id, body, &headers}, [&](const Result<ProducedAt>& r) {
       if (r) {
         acked.fetch_add(1);
         return;

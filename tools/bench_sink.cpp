@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <exception>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
@@ -84,7 +85,7 @@ class DelayedResponder {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   block_termination_signals();
   std::string listen = "127.0.0.1:9300";
   int delay_ms = 3000;
@@ -125,4 +126,13 @@ int main(int argc, char** argv) {
   wait_for_termination_signal();
   server.stop();
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], e.what());
+    return 1;
+  }
 }

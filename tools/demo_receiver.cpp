@@ -5,6 +5,7 @@
 //   hookrelay-demo-receiver --listen 127.0.0.1:9000 [--secret whsec_...]
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <string_view>
 
@@ -17,7 +18,7 @@
 
 using namespace hookrelay;
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   block_termination_signals();
   std::string listen = "127.0.0.1:9000";
   std::string secret;
@@ -45,7 +46,7 @@ int main(int argc, char** argv) {
   HttpServerOptions options;
   options.host = hp->host;
   options.port = hp->port;
-  HttpServer server(options, [&](const HttpRequest& req, Responder respond) {
+  HttpServer server(options, [&](const HttpRequest& req, const Responder& respond) {
     int64_t now = unix_now_ms() / 1000;
     std::string verdict = "unsigned";
     HttpResponse r;
@@ -73,4 +74,13 @@ int main(int argc, char** argv) {
   wait_for_termination_signal();
   server.stop();
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], e.what());
+    return 1;
+  }
 }

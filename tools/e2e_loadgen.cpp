@@ -310,7 +310,7 @@ class LoadGen {
     }
     std::sort(lag.begin(), lag.end());
     auto pct = [&lag](double p) {
-      return lag.empty() ? 0 : lag[std::min(lag.size() - 1, static_cast<std::size_t>(p * lag.size()))];
+      return lag.empty() ? 0 : lag[std::min(lag.size() - 1, static_cast<std::size_t>(p * static_cast<double>(lag.size())))];
     };
     std::ostringstream st;
     bool first = true;
@@ -318,7 +318,7 @@ class LoadGen {
       st << (first ? "" : ",") << '"' << s << "\":" << n;
       first = false;
     }
-    double span = last_sent > first_sent ? (last_sent - first_sent) / 1e6 : 0;
+    double span = last_sent > first_sent ? static_cast<double>(last_sent - first_sent) / 1e6 : 0;
     std::printf(
         "{\"requests\":%lld,\"unsent\":%lld,\"answered\":%lld,\"statuses\":{%s},\"io_errors\":%lld,\"connect_errors\":%lld,"
         "\"chunked\":%lld,\"peak_connections\":%d,\"send_span_s\":%.3f,\"send_lag_p50_us\":%lld,"

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <cstdlib>
 #include <functional>
 #include <mutex>
@@ -111,7 +112,7 @@ class Receiver {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   block_termination_signals();
   std::string listen = "127.0.0.1:9301";
   std::string out;
@@ -155,7 +156,7 @@ int main(int argc, char** argv) {
   options.port = hp->port;
   options.threads = threads;
   options.max_connections = 1000000;  // the worker may open many; a 503 here would count as a retry
-  HttpServer server(options, [&receiver](const HttpRequest& req, Responder respond) { respond(receiver.handle(req)); });
+  HttpServer server(options, [&receiver](const HttpRequest& req, const Responder& respond) { respond(receiver.handle(req)); });
   if (auto s = server.start(); !s) {
     std::fprintf(stderr, "hookrelay-e2e-receiver: %s\n", s.error().message.c_str());
     return 1;
@@ -166,4 +167,13 @@ int main(int argc, char** argv) {
   server.stop();
   receiver.flush();
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", argv[0], e.what());
+    return 1;
+  }
 }

@@ -63,7 +63,7 @@ int64_t AdaptiveHostLimits::paused_until(std::string_view host) const {
 bool AdaptiveHostLimits::on_result(std::string_view host, Signal signal, int64_t started_ms,
                                    int64_t now_ms, std::optional<int64_t> retry_after_ms) {
   if (!enabled() || signal == Signal::kNone) return false;
-  const double max = static_cast<double>(max_limit_);
+  const auto max = static_cast<double>(max_limit_);
   if (signal == Signal::kSuccess) {
     // A host at its maximum has no state to grow: nothing to look up on the common path.
     if (hosts_.empty()) return false;
@@ -94,7 +94,7 @@ void AdaptiveHostLimits::each(
 }
 
 void AdaptiveHostLimits::prune(int64_t now_ms) {
-  const double max = static_cast<double>(max_limit_);
+  const auto max = static_cast<double>(max_limit_);
   std::erase_if(hosts_, [&](const auto& entry) {
     return entry.second.limit >= max && entry.second.paused_until_ms <= now_ms;
   });

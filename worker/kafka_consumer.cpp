@@ -8,7 +8,8 @@ namespace {
 
 std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* parts) {
   std::vector<TopicPartition> out;
-  for (int i = 0; i < parts->cnt; ++i) out.push_back({parts->elems[i].topic, parts->elems[i].partition});
+  out.reserve(parts->cnt);
+for (int i = 0; i < parts->cnt; ++i) out.push_back({parts->elems[i].topic, parts->elems[i].partition});
   return out;
 }
 

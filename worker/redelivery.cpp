@@ -103,7 +103,8 @@ void Redelivery::flush_due(int64_t now) {
 
 std::vector<std::string> Redelivery::keys_pending() const {
   std::vector<std::string> keys;
-  for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
+  keys.reserve(out_.size());
+for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
   for (const auto& job : waiting_) keys.push_back(job->d.key);
   for (const auto& job : refused_) keys.push_back(job->d.key);
   return keys;

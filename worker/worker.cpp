@@ -145,7 +145,7 @@ void Worker::step() {
   update_gauges(now);
 }
 
-void Worker::take_message(ConsumedMessage& m, std::shared_ptr<MessageState> msg) {
+void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState>& msg) {
   int64_t now = d_.now_ms();
   for (auto name : bad_numeric_headers(m)) {
     spdlog::warn("msg=bad_header topic={} partition={} offset={} header={} value={}", m.topic, m.partition, m.offset,

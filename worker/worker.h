@@ -92,7 +92,7 @@ class Worker {
   std::string fatal_error() const;
 
  private:
-  void take_message(ConsumedMessage& m, std::shared_ptr<MessageState> msg);
+  void take_message(ConsumedMessage& m, const std::shared_ptr<MessageState>& msg);
   void drain_events(int64_t now, bool wait);
   void on_claimed(const WorkerEvent& e, int64_t now);
   void on_recorded(const WorkerEvent& e, int64_t now);

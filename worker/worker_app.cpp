@@ -1,10 +1,10 @@
 #include "worker/worker_app.h"
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -37,21 +37,9 @@ constexpr const char* kUsage =
     "  HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_DATABASE_URL,\n"
     "  HOOKRELAY_WORKER_LISTEN.\n";
 
-// worker.allowed_cidrs as SSRF guard ranges; the error names the entry.
-Result<std::vector<Cidr>> parse_allowlist(const Config& config) {
-  std::vector<Cidr> allowlist;
-  for (std::size_t i = 0; i < config.worker.allowed_cidrs.size(); ++i) {
-    auto c = parse_cidr(config.worker.allowed_cidrs[i]);
-    if (!c) return fail("config", "worker.allowed_cidrs[" + std::to_string(i) + "]: " + c.error().message);
-    allowlist.push_back(*c);
-  }
-  return allowlist;
-}
-
 // What the worker needs of a config beyond parse_config's checks, at start and on reload.
 Result<void> check_worker_config(const Config& config) {
   if (config.postgres.url.empty()) return fail("config", "postgres.url: is required (or HOOKRELAY_DATABASE_URL)");
-  if (auto allowlist = parse_allowlist(config); !allowlist) return Unexpected{allowlist.error()};
   return {};
 }
 
@@ -71,7 +59,6 @@ int run_worker(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-worker: config error: %s\n", checked.error().message.c_str());
     return 2;
   }
-  const auto allowlist = *parse_allowlist(*config);
   auto listen = parse_host_port(config->worker.listen, "worker.listen");
   if (!listen) {
     std::fprintf(stderr, "hookrelay-worker: config error: %s\n", listen.error().message.c_str());
@@ -125,7 +112,7 @@ int run_worker(int argc, char** argv) {
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
   try {
-    sender.emplace(SsrfGuard(config->worker.allow_private_networks, allowlist));
+    sender.emplace(SsrfGuard(config->worker.allow_private_networks, config->worker.allowed_cidrs));
   } catch (const std::exception& e) {  // out of file descriptors for its epoll and eventfd
     std::fprintf(stderr, "hookrelay-worker: %s\n", e.what());
     return 2;
@@ -150,7 +137,7 @@ int run_worker(int argc, char** argv) {
   HttpServerOptions http;
   http.host = listen->host;
   http.port = listen->port;
-  HttpServer server(http, [&](const HttpRequest& req, Responder respond) {
+  HttpServer server(http, [&](const HttpRequest& req, const Responder& respond) {
     std::string_view path = req.target.substr(0, req.target.find('?'));
     HttpResponse r;
     if (path == "/metrics") {

@@ -116,7 +116,7 @@ TEST(RestartOnlyChanges, NamesWhatTheWorkerReadsOnlyAtStart) {
 
   Config b = a;
   b.worker.group_id = "g2";
-  b.worker.allowed_cidrs = {"10.0.0.0/8"};
+  b.worker.allowed_cidrs = {parse_cidr("10.0.0.0/8").value()};
   b.worker.allow_private_networks = true;
   b.retry.schedule_seconds = {5, 30, 120};
   b.postgres.url = "postgresql://elsewhere/db";
