@@ -8,9 +8,9 @@
 
 #include "admin/admin_service.h"
 #include "admin/replay_runner.h"
-#include "shared/config_reloader.h"
-#include "shared/http_server.h"
-#include "shared/kafka_producer.h"
+#include "shared/config/config_reloader.h"
+#include "shared/http/http_server.h"
+#include "shared/kafka/kafka_producer.h"
 #include "shared/log.h"
 #include "shared/service_startup.h"
 
@@ -20,7 +20,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: hookrelay-admin [--config PATH]\n"
     "  The admin API (docs/openapi.yaml): deliveries, events, calls, replays and resends.\n"
-    "  Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: HOOKRELAY_ADMIN_LISTEN,\n"
+    "  Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: "
+    "HOOKRELAY_ADMIN_LISTEN,\n"
     "  HOOKRELAY_DATABASE_URL, HOOKRELAY_KAFKA_BOOTSTRAP.\n";
 
 }  // namespace
@@ -36,14 +37,18 @@ int run_admin(int argc, char** argv) {
     return 2;
   }
   if (initial.postgres.url.empty()) {
-    std::fprintf(stderr, "hookrelay-admin: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
+    std::fprintf(
+        stderr,
+        "hookrelay-admin: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
     return 2;
   }
-  if (initial.admin.tokens.empty()) spdlog::warn("msg=admin_without_tokens every /v1 request is refused with 401");
+  if (initial.admin.tokens.empty())
+    spdlog::warn("msg=admin_without_tokens every /v1 request is refused with 401");
 
   auto registry = std::make_shared<prometheus::Registry>();
   ConfigReloader reloader("hookrelay-admin", start.config_path, initial, *registry);
-  auto producer = KafkaProducer::create(initial.kafka, "hookrelay-admin-" + std::to_string(getpid()));
+  auto producer =
+      KafkaProducer::create(initial.kafka, "hookrelay-admin-" + std::to_string(getpid()));
   if (!producer) {
     std::fprintf(stderr, "hookrelay-admin: %s\n", producer.error().message.c_str());
     return 2;
@@ -55,7 +60,8 @@ int run_admin(int argc, char** argv) {
                              std::to_string(std::random_device{}());
   // The runner reads the config it started with: its Kafka and Postgres settings need a restart.
   admin::ReplayRunner runner(initial, **producer, *registry, runner_options);
-  admin::AdminService service([&reloader] { return reloader.current(); }, registry, [&runner] { runner.notify(); });
+  admin::AdminService service([&reloader] { return reloader.current(); }, registry,
+                              [&runner] { runner.notify(); });
 
   HttpServerOptions http;
   http.host = listen->host;
@@ -71,8 +77,8 @@ int run_admin(int argc, char** argv) {
     return 1;
   }
   runner.start();
-  spdlog::info("msg=admin_started listen={}:{} threads={} runner={}", listen->host, server.port(), http.threads,
-               runner_options.runner_id);
+  spdlog::info("msg=admin_started listen={}:{} threads={} runner={}", listen->host, server.port(),
+               http.threads, runner_options.runner_id);
 
   int sig = 0;
   while ((sig = wait_for_signal()) == SIGHUP) (void)reloader.reload();

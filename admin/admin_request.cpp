@@ -1,12 +1,11 @@
 #include "admin/admin_request.h"
 
-#include <nlohmann/json.hpp>
-
 #include <charconv>
 #include <ctime>
+#include <nlohmann/json.hpp>
 #include <set>
 
-#include "shared/crypto.h"
+#include "shared/signing/crypto.h"
 
 namespace hookrelay::admin {
 namespace {
@@ -73,14 +72,16 @@ Result<std::map<std::string, std::string>> parse_query(std::string_view query,
     auto eq = part.find('=');
     auto name = percent_decode(part.substr(0, eq), true);
     if (!name) return Unexpected{name.error()};
-    auto value = percent_decode(eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1), true);
+    auto value = percent_decode(
+        eq == std::string_view::npos ? std::string_view{} : part.substr(eq + 1), true);
     if (!value) return fail("bad_parameter", *name + ": " + value.error().message);
     bool known = false;
     for (const auto& a : allowed) known |= a == *name;
     if (!known) {
       std::string list;
       for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      return fail("unknown_parameter", "unknown query parameter '" + name->substr(0, 64) + "' (expected: " + list + ")");
+      return fail("unknown_parameter",
+                  "unknown query parameter '" + name->substr(0, 64) + "' (expected: " + list + ")");
     }
     if (!out.emplace(*name, std::move(*value)).second) {
       return fail("bad_parameter", *name + ": given more than once");
@@ -95,19 +96,23 @@ Result<RouteControlQuery> parse_route_control_query(std::string_view query, bool
   if (!q) return Unexpected{q.error()};
   RouteControlQuery out;
   if (auto it = q->find("source"); it != q->end()) {
-    if (it->second.empty() || it->second.size() > kMaxKeyBytes) return fail("bad_parameter", "source: must be 1-1024 bytes");
+    if (it->second.empty() || it->second.size() > kMaxKeyBytes)
+      return fail("bad_parameter", "source: must be 1-1024 bytes");
     out.source = it->second;
   }
   if (auto it = q->find("reason"); it != q->end()) {
-    if (it->second.size() > kMaxReasonBytes) return fail("bad_parameter", "reason: at most 500 bytes");
+    if (it->second.size() > kMaxReasonBytes)
+      return fail("bad_parameter", "reason: at most 500 bytes");
     out.reason = it->second;
   }
   if (auto it = q->find("rate"); it != q->end()) {
     const std::string& v = it->second;
     double rate = -1;
     auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), rate);
-    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || !(rate >= 0 && rate <= kMaxReleaseRate)) {
-      return fail("bad_parameter", "rate: must be a number of deliveries per second from 0 (unpaced) to 10000");
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size() ||
+        !(rate >= 0 && rate <= kMaxReleaseRate)) {
+      return fail("bad_parameter",
+                  "rate: must be a number of deliveries per second from 0 (unpaced) to 10000");
     }
     out.rate = rate;
   }
@@ -118,9 +123,10 @@ Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
   // YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM); 'T'/'Z' in either case (RFC 3339 section 5.6).
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   const char* shape = "must be an RFC 3339 date-time such as 2026-11-26T20:00:00Z";
-  if (!digits(t, 0, 4, year) || t.size() < 20 || t[4] != '-' || !digits(t, 5, 2, month) || t[7] != '-' ||
-      !digits(t, 8, 2, day) || (t[10] != 'T' && t[10] != 't' && t[10] != ' ') || !digits(t, 11, 2, hour) ||
-      t[13] != ':' || !digits(t, 14, 2, minute) || t[16] != ':' || !digits(t, 17, 2, second)) {
+  if (!digits(t, 0, 4, year) || t.size() < 20 || t[4] != '-' || !digits(t, 5, 2, month) ||
+      t[7] != '-' || !digits(t, 8, 2, day) || (t[10] != 'T' && t[10] != 't' && t[10] != ' ') ||
+      !digits(t, 11, 2, hour) || t[13] != ':' || !digits(t, 14, 2, minute) || t[16] != ':' ||
+      !digits(t, 17, 2, second)) {
     return bad_param(field, shape);
   }
   std::size_t pos = 19;
@@ -140,8 +146,8 @@ Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
     ++pos;
   } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
     int oh = 0, om = 0;
-    if (!digits(t, pos + 1, 2, oh) || pos + 3 >= t.size() || t[pos + 3] != ':' || !digits(t, pos + 4, 2, om) ||
-        oh > 23 || om > 59) {
+    if (!digits(t, pos + 1, 2, oh) || pos + 3 >= t.size() || t[pos + 3] != ':' ||
+        !digits(t, pos + 4, 2, om) || oh > 23 || om > 59) {
       return bad_param(field, shape);
     }
     offset_minutes = (oh * 60 + om) * (t[pos] == '-' ? -1 : 1);
@@ -151,9 +157,10 @@ Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
   }
   if (pos != t.size()) return bad_param(field, shape);
   static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || hour > 23 || minute > 59 ||
-      second > 60) {
-    return bad_param(field, "is not a valid date-time at or after 1970 (" + std::string(shape).substr(8) + ")");
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || hour > 23 ||
+      minute > 59 || second > 60) {
+    return bad_param(
+        field, "is not a valid date-time at or after 1970 (" + std::string(shape).substr(8) + ")");
   }
   if (second == 60) second = 59;  // a leap second: the instant before the next minute
   std::tm tm{};
@@ -173,8 +180,9 @@ std::string format_rfc3339_ms(int64_t ms) {
   std::tm tm{};
   gmtime_r(&seconds, &tm);
   char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
   return buf;
 }
 
@@ -189,13 +197,18 @@ std::string encode_cursor(const DeliveryPagePosition& p) {
 }
 
 Result<DeliveryPagePosition> decode_cursor(std::string_view text) {
-  const auto bad = [] { return fail("bad_cursor", "cursor: not a cursor this API issued (pass next_cursor as given)"); };
+  const auto bad = [] {
+    return fail("bad_cursor", "cursor: not a cursor this API issued (pass next_cursor as given)");
+  };
   if (text.empty() || text.size() > 2048) return bad();
   std::string b64(text);
   for (char& c : b64) {
-    if (c == '-') c = '+';
-    else if (c == '_') c = '/';
-    else if (c == '+' || c == '/' || c == '=') return bad();
+    if (c == '-')
+      c = '+';
+    else if (c == '_')
+      c = '/';
+    else if (c == '+' || c == '/' || c == '=')
+      return bad();
   }
   if (b64.size() % 4 == 1) return bad();
   while (b64.size() % 4 != 0) b64 += '=';
@@ -216,14 +229,16 @@ Result<DeliveryPagePosition> decode_cursor(std::string_view text) {
 }
 
 Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
-  auto q = parse_query(query, {"source", "route", "state", "event_id", "since", "until", "limit", "cursor"});
+  auto q = parse_query(
+      query, {"source", "route", "state", "event_id", "since", "until", "limit", "cursor"});
   if (!q) return Unexpected{q.error()};
   DeliveryPageFilter f;
   for (const auto& [name, value] : *q) {
     if (name == "limit") {
       int64_t limit = 0;
       if (!parse_int64(value, limit) || limit < 1 || limit > kMaxDeliveryPage) {
-        return bad_param("limit", "must be an integer from 1 to " + std::to_string(kMaxDeliveryPage));
+        return bad_param("limit",
+                         "must be an integer from 1 to " + std::to_string(kMaxDeliveryPage));
       }
       f.limit = static_cast<int>(limit);
     } else if (name == "cursor") {
@@ -238,11 +253,14 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
       if (value.empty() || value.size() > kMaxKeyBytes) {
         return bad_param(name, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
       }
-      if (name == "state" && value != "in_flight" && value != "retrying" && value != "succeeded" && value != "dead" &&
-          value != "parked") {
+      if (name == "state" && value != "in_flight" && value != "retrying" && value != "succeeded" &&
+          value != "dead" && value != "parked") {
         return bad_param("state", "must be in_flight, retrying, succeeded, dead or parked");
       }
-      (name == "source" ? f.source : name == "route" ? f.route : name == "state" ? f.state : f.event_id) = value;
+      (name == "source"  ? f.source
+       : name == "route" ? f.route
+       : name == "state" ? f.state
+                         : f.event_id) = value;
     }
   }
   return f;
@@ -255,7 +273,9 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
   } catch (const nlohmann::json::exception& e) {
     return fail("bad_json", std::string("body is not valid JSON: ") + e.what());
   }
-  const auto bad = [](const std::string& field, const std::string& what) { return fail("bad_request", field + ": " + what); };
+  const auto bad = [](const std::string& field, const std::string& what) {
+    return fail("bad_request", field + ": " + what);
+  };
   if (!j.is_object()) return bad("(body)", "must be a JSON object");
   ReplayRequest r;
   for (const auto& [name, value] : j.items()) {
@@ -269,7 +289,8 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
         const std::string f = "keys[" + std::to_string(i) + "]";
         if (!value[i].is_string()) return bad(f, "must be a string");
         auto key = value[i].get<std::string>();
-        if (key.empty() || key.size() > kMaxKeyBytes) return bad(f, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
+        if (key.empty() || key.size() > kMaxKeyBytes)
+          return bad(f, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
         if (seen.insert(key).second) r.keys.push_back(std::move(key));
       }
     } else if (name == "filter") {
@@ -303,13 +324,15 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
     } else if (name == "rate") {
       if (!value.is_number()) return bad("rate", "must be a number of keys per second");
       r.rate = value.get<double>();
-      if (!(r.rate >= 0 && r.rate <= 10000)) return bad("rate", "must be from 0 (unpaced) to 10000");
+      if (!(r.rate >= 0 && r.rate <= 10000))
+        return bad("rate", "must be from 0 (unpaced) to 10000");
     } else if (name == "reason") {
       if (!value.is_string()) return bad("reason", "must be a string");
       r.reason = value.get<std::string>();
       if (r.reason.size() > 512) return bad("reason", "must be at most 512 bytes");
     } else {
-      return bad(name.substr(0, 64), "unknown field (expected keys, filter, dry_run, rate, reason)");
+      return bad(name.substr(0, 64),
+                 "unknown field (expected keys, filter, dry_run, rate, reason)");
     }
   }
   if (r.keys.empty() == !r.filter) return bad("(body)", "give exactly one of keys or filter");

@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "shared/delivery_queries.h"
 #include "shared/result.h"
+#include "shared/store/delivery_queries.h"
 
 namespace hookrelay::admin {
 
@@ -42,17 +42,17 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query);
 
 // POST /v1/replays body (docs/openapi.yaml, ReplayRequest).
 struct ReplayFilter {
-  std::string route;   // empty = any
-  std::string state;   // "dead" | "succeeded"
+  std::string route;  // empty = any
+  std::string state;  // "dead" | "succeeded"
   int64_t since_ms = 0;
   int64_t until_ms = 0;
 };
 
 struct ReplayRequest {
-  std::vector<std::string> keys;      // either keys ...
-  std::optional<ReplayFilter> filter; // ... or a filter
+  std::vector<std::string> keys;       // either keys ...
+  std::optional<ReplayFilter> filter;  // ... or a filter
   bool dry_run = false;
-  double rate = 0;                    // keys per second; 0 = as fast as acks come back
+  double rate = 0;  // keys per second; 0 = as fast as acks come back
   std::string reason;
 };
 

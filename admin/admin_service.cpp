@@ -1,17 +1,16 @@
 #include "admin/admin_service.h"
 
-#include <nlohmann/json.hpp>
-
 #include <charconv>
 #include <chrono>
+#include <nlohmann/json.hpp>
 
 #include "admin/admin_request.h"
 #include "admin/openapi_document.h"
 #include "admin/replay_jobs.h"
-#include "shared/crypto.h"
-#include "shared/delivery_queries.h"
 #include "shared/json_writer.h"
-#include "shared/route_control.h"
+#include "shared/routes/route_control.h"
+#include "shared/signing/crypto.h"
+#include "shared/store/delivery_queries.h"
 
 namespace hookrelay::admin {
 
@@ -62,10 +61,14 @@ json attempts_json(const std::vector<AttemptRow>& attempts) {
 json detail_json(const DeliveryDetail& d) {
   json replays = json::array();
   for (const auto& r : d.replays) {
-    replays.push_back({{"id", r.id}, {"replayed_by", r.replayed_by}, {"replayed_at", time_or_null(r.replayed_ms)},
+    replays.push_back({{"id", r.id},
+                       {"replayed_by", r.replayed_by},
+                       {"replayed_at", time_or_null(r.replayed_ms)},
                        {"reason", r.reason}});
   }
-  return {{"delivery", delivery_json(d.delivery)}, {"attempts", attempts_json(d.attempts)}, {"replays", replays}};
+  return {{"delivery", delivery_json(d.delivery)},
+          {"attempts", attempts_json(d.attempts)},
+          {"replays", replays}};
 }
 
 json progress_json(const ReplayProgress& p) {
@@ -104,7 +107,9 @@ HttpResponse from_error(const Error& e) {
   return json_error(500, "internal", e.message);
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -128,7 +133,8 @@ std::optional<std::vector<std::string>> segments(std::string_view path) {
 }
 
 HttpResponse method_not_allowed(std::string_view allowed) {
-  auto r = json_error(405, "method_not_allowed", "this path accepts " + std::string(allowed) + " only");
+  auto r =
+      json_error(405, "method_not_allowed", "this path accepts " + std::string(allowed) + " only");
   r.headers.emplace_back("Allow", std::string(allowed));
   return r;
 }
@@ -153,7 +159,8 @@ HttpResponse route_error(const Error& e) {
 }  // namespace
 
 AdminService::AdminService(std::function<std::shared_ptr<const Config>()> config,
-                           std::shared_ptr<prometheus::Registry> registry, std::function<void()> on_replay)
+                           std::shared_ptr<prometheus::Registry> registry,
+                           std::function<void()> on_replay)
     : config_(std::move(config)),
       registry_(std::move(registry)),
       on_replay_(std::move(on_replay)),
@@ -189,10 +196,12 @@ void AdminService::give_back(std::unique_ptr<Connections> c) {
   pool_.push_back(std::move(c));
 }
 
-std::string AdminService::unauthorized(const HttpRequest& request, const Config& config, std::string& who) const {
+std::string AdminService::unauthorized(const HttpRequest& request, const Config& config,
+                                       std::string& who) const {
   auto auth = request.header("Authorization");
   if (!auth) return "missing Authorization: Bearer <token>";
-  if (auth->size() <= 7 || lower(auth->substr(0, 7)) != "bearer ") return "Authorization must be 'Bearer <token>'";
+  if (auth->size() <= 7 || lower(auth->substr(0, 7)) != "bearer ")
+    return "Authorization must be 'Bearer <token>'";
   // Digests compared, so neither the content nor the length of a token shows in the timing.
   const std::string given = sha256(auth->substr(7));
   bool ok = false;
@@ -209,7 +218,8 @@ void AdminService::handle(const HttpRequest& request, const Responder& respond) 
   const auto started = std::chrono::steady_clock::now();
   std::string_view endpoint = "other";
   HttpResponse r = route(request, endpoint);
-  series_.get(requests_, {{"endpoint", endpoint}, {"status", std::to_string(r.status)}}).Increment();
+  series_.get(requests_, {{"endpoint", endpoint}, {"status", std::to_string(r.status)}})
+      .Increment();
   series_.get(latency_, {{"endpoint", endpoint}})
       .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   if (r.status >= 400 && r.content_type == "application/json") {
@@ -226,7 +236,8 @@ HttpResponse AdminService::route(const HttpRequest& request, std::string_view& e
   std::string_view target = request.target;
   auto qmark = target.find('?');
   std::string_view path = target.substr(0, qmark);
-  std::string_view query = qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
+  std::string_view query =
+      qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
   if (path == "/openapi.yaml") {
     endpoint = "openapi";
     if (request.method != "GET" && request.method != "HEAD") return method_not_allowed("GET");
@@ -246,12 +257,13 @@ HttpResponse AdminService::route(const HttpRequest& request, std::string_view& e
     r.content_type = "text/plain; version=0.0.4";
     return r;
   }
-  if (!starts_with(path, "/v1/")) return json_error(404, "not_found", "no such path; see /openapi.yaml");
+  if (!starts_with(path, "/v1/"))
+    return json_error(404, "not_found", "no such path; see /openapi.yaml");
   return v1(request, path.substr(4), query, endpoint);
 }
 
-HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path, std::string_view query,
-                              std::string_view& endpoint) {
+HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
+                              std::string_view query, std::string_view& endpoint) {
   auto config = config_();
   std::string who;
   if (auto why = unauthorized(request, *config, who); !why.empty()) {
@@ -277,7 +289,9 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       if (!page) return from_error(page.error());
       json rows = json::array();
       for (const auto& d : page->rows) rows.push_back(delivery_json(d));
-      return ok(200, {{"deliveries", rows}, {"next_cursor", page->next ? json(encode_cursor(*page->next)) : json(nullptr)}});
+      return ok(200,
+                {{"deliveries", rows},
+                 {"next_cursor", page->next ? json(encode_cursor(*page->next)) : json(nullptr)}});
     };
   } else if (s.size() == 2 && s[0] == "deliveries") {
     endpoint = "get_delivery";
@@ -322,7 +336,9 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       }
       json rows = json::array();
       for (const auto& d : e->deliveries) rows.push_back(delivery_json(d));
-      return ok(200, {{"source", source}, {"event_id", event_id}, {"inbound", inbound}, {"deliveries", rows}});
+      return ok(
+          200,
+          {{"source", source}, {"event_id", event_id}, {"inbound", inbound}, {"deliveries", rows}});
     };
   } else if (s.size() == 1 && s[0] == "replays") {
     endpoint = "create_replay";
@@ -334,7 +350,8 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
     if (media != "application/json") {
       return json_error(415, "unsupported_media_type",
                         "Content-Type must be application/json, got '" +
-                            (type ? std::string(type->substr(0, 100)) : std::string("(none)")) + "'");
+                            (type ? std::string(type->substr(0, 100)) : std::string("(none)")) +
+                            "'");
     }
     auto parsed = parse_replay_request(request.body);
     if (!parsed) return json_error(400, parsed.error().code, parsed.error().message);
@@ -369,15 +386,20 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       if (suspend) {
         auto done = suspend_route(*config, c.routes, name, q.source, who, q.reason);
         if (!done) return route_error(done.error());
-        return ok(200, {{"route", route_view_json(done->route)}, {"changed", done->changed}, {"release", nullptr}});
+        return ok(200, {{"route", route_view_json(done->route)},
+                        {"changed", done->changed},
+                        {"release", nullptr}});
       }
       auto done = resume_route(*config, c.routes, name, q.source, who);
       if (!done) return route_error(done.error());
       if (done->parked_keys.empty()) {
-        return ok(200, {{"route", route_view_json(done->route)}, {"changed", done->changed}, {"release", nullptr}});
+        return ok(200, {{"route", route_view_json(done->route)},
+                        {"changed", done->changed},
+                        {"release", nullptr}});
       }
       // The release runs as a replay of the parked keys, in arrival order (ReplayRunner).
-      auto created = c.jobs.create_release(done->route.source, done->route.name, done->parked_keys, who, q.rate);
+      auto created = c.jobs.create_release(done->route.source, done->route.name, done->parked_keys,
+                                           who, q.rate);
       if (!created) return from_error(created.error());
       if (on_replay_) on_replay_();
       auto r = ok(202, {{"route", route_view_json(done->route)},

@@ -6,7 +6,7 @@
 //   GET  /v1/events/{source}/{event_id} an inbound event and its deliveries
 //   POST /v1/replays                    replay dead / resend succeeded deliveries -> 202 {id}
 //   GET  /v1/replays/{id}               a replay's progress (also a route release's)
-//   GET  /v1/routes                     every route with its state (shared/route_control.h)
+//   GET  /v1/routes                     every route with its state (shared/routes/route_control.h)
 //   POST /v1/routes/{name}/suspend      suspend a route: its deliveries are parked
 //   POST /v1/routes/{name}/resume       resume it; its parked deliveries are released in
 //                                       arrival order -> 202 {release: replay progress}
@@ -31,8 +31,8 @@
 #include <string>
 #include <vector>
 
-#include "shared/config.h"
-#include "shared/http_types.h"
+#include "shared/config/config.h"
+#include "shared/http/http_types.h"
 #include "shared/metrics.h"
 
 namespace hookrelay::admin {
@@ -55,7 +55,8 @@ class AdminService {
   std::unique_ptr<Connections> take_connections(const Config& config);
   void give_back(std::unique_ptr<Connections> c);
   // Empty when allowed; else the reason, and `who` names the token ("admin-token-<i>").
-  std::string unauthorized(const HttpRequest& request, const Config& config, std::string& who) const;
+  std::string unauthorized(const HttpRequest& request, const Config& config,
+                           std::string& who) const;
 
   std::function<std::shared_ptr<const Config>()> config_;
   std::shared_ptr<prometheus::Registry> registry_;

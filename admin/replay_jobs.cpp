@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
-#include "shared/pg_array.h"
+#include "shared/store/pg_array.h"
 
 namespace hookrelay::admin {
 namespace {
@@ -62,21 +62,29 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
       } else {
         // Only the conditions given, so the planner sees plain equalities (see list_deliveries).
         sql = "SELECT delivery_key FROM deliveries WHERE state = 'succeeded'";
-        if (!f.route.empty()) sql += " AND destination = $1::text";
-        else sql += " AND $1::text = ''";
-        sql += f.since_ms ? " AND first_seen_at >= to_timestamp($2::bigint / 1000.0)" : " AND $2::bigint = 0";
-        sql += f.until_ms ? " AND first_seen_at < to_timestamp($3::bigint / 1000.0)" : " AND $3::bigint = 0";
+        if (!f.route.empty())
+          sql += " AND destination = $1::text";
+        else
+          sql += " AND $1::text = ''";
+        sql += f.since_ms ? " AND first_seen_at >= to_timestamp($2::bigint / 1000.0)"
+                          : " AND $2::bigint = 0";
+        sql += f.until_ms ? " AND first_seen_at < to_timestamp($3::bigint / 1000.0)"
+                          : " AND $3::bigint = 0";
         sql += " AND $4::text = 'succeeded' ORDER BY first_seen_at DESC LIMIT $5::int + 1";
       }
-      for (const auto& r : tx.exec_params(sql, f.route, f.since_ms, f.until_ms, f.state, max_keys)) {
+      for (const auto& r :
+           tx.exec_params(sql, f.route, f.since_ms, f.until_ms, f.state, max_keys)) {
         keys.push_back(r[0].as<std::string>());
       }
       if (static_cast<int64_t>(keys.size()) > max_keys) {
-        return fail("bad_request", "filter: matches more than " + std::to_string(max_keys) +
-                                       " deliveries (admin.max_replay_keys); narrow it with route, since or until");
+        return fail(
+            "bad_request",
+            "filter: matches more than " + std::to_string(max_keys) +
+                " deliveries (admin.max_replay_keys); narrow it with route, since or until");
       }
     } else if (static_cast<int64_t>(keys.size()) > max_keys) {
-      return fail("bad_request", "keys: more than " + std::to_string(max_keys) + " (admin.max_replay_keys)");
+      return fail("bad_request",
+                  "keys: more than " + std::to_string(max_keys) + " (admin.max_replay_keys)");
     }
     auto row = tx.exec_params1(
         "INSERT INTO replays (request, requested_by, dry_run, rate, state, finished_at)"
@@ -92,18 +100,22 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
   return get(*created);
 }
 
-Result<ReplayProgress> ReplayJobs::create_release(const std::string& source, const std::string& route,
-                                                  const std::vector<std::string>& keys, const std::string& who,
-                                                  double rate) {
+Result<ReplayProgress> ReplayJobs::create_release(const std::string& source,
+                                                  const std::string& route,
+                                                  const std::vector<std::string>& keys,
+                                                  const std::string& who, double rate) {
   auto created = pg_.run("create release", [&](pqxx::connection& c) -> Result<int64_t> {
     pqxx::work tx(c);
-    const std::string request = nlohmann::json{{"release", {{"source", source}, {"route", route}}},
-                                               {"rate", rate},
-                                               {"reason", "release of route " + source + "/" + route + " (resumed)"}}
-                                    .dump();
+    const std::string request = nlohmann::json{
+        {"release", {{"source", source}, {"route", route}}},
+        {"rate", rate},
+        {"reason",
+         "release of route " + source + "/" + route +
+             " (resumed)"}}.dump();
     auto row = tx.exec_params1(
         "INSERT INTO replays (request, requested_by, dry_run, rate, from_state, state, finished_at)"
-        " VALUES ($1::jsonb, $2, false, $3, 'parked', CASE WHEN $4 THEN 'finished' ELSE 'running' END,"
+        " VALUES ($1::jsonb, $2, false, $3, 'parked', CASE WHEN $4 THEN 'finished' ELSE 'running' "
+        "END,"
         "         CASE WHEN $4 THEN now() END) RETURNING id",
         request, who, rate, keys.empty());
     const auto id = row[0].as<int64_t>();
@@ -118,29 +130,38 @@ Result<ReplayProgress> ReplayJobs::create_release(const std::string& source, con
 Result<ReplayProgress> ReplayJobs::get(int64_t id) {
   return pg_.run("get replay", [&](pqxx::connection& c) -> Result<ReplayProgress> {
     pqxx::read_transaction tx(c);
-    auto rows = tx.exec_params(
-        "SELECT id, state, dry_run, rate, requested_by, request::text, " HR_MS("created_at") ", "
-        HR_MS("finished_at") " FROM replays WHERE id = $1", id);
+    auto rows =
+        tx.exec_params("SELECT id, state, dry_run, rate, requested_by, request::text, " HR_MS(
+                           "created_at") ", " HR_MS("finished_at") " FROM replays WHERE id = $1",
+                       id);
     if (rows.empty()) return fail("not_found", "no replay with id " + std::to_string(id));
     ReplayProgress p = progress_from(rows[0]);
     for (const auto& r : tx.exec_params(
-             "SELECT status, count(*) FROM replay_items WHERE replay_id = $1 GROUP BY status", id)) {
+             "SELECT status, count(*) FROM replay_items WHERE replay_id = $1 GROUP BY status",
+             id)) {
       const auto status = r[0].as<std::string>();
       const auto n = r[1].as<int64_t>();
       p.matched += n;
-      if (status == "replayed" || status == "resent") p.produced += n;
-      else if (status == "would_replay" || status == "would_resend") p.would_produce += n;
-      else if (status == "skipped") p.skipped += n;
-      else if (status == "missing") p.missing += n;
-      else if (status == "failed") p.failed += n;
-      else p.pending += n;
+      if (status == "replayed" || status == "resent")
+        p.produced += n;
+      else if (status == "would_replay" || status == "would_resend")
+        p.would_produce += n;
+      else if (status == "skipped")
+        p.skipped += n;
+      else if (status == "missing")
+        p.missing += n;
+      else if (status == "failed")
+        p.failed += n;
+      else
+        p.pending += n;
     }
     tx.commit();
     return p;
   });
 }
 
-Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& runner, int lease_seconds) {
+Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& runner,
+                                                            int lease_seconds) {
   return pg_.run("claim replay", [&](pqxx::connection& c) -> std::optional<ClaimedReplay> {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(
@@ -184,10 +205,10 @@ Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int 
   return pg_.run("replay items", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     std::vector<ReplayItemRow> out;
-    for (const auto& r : tx.exec_params(
-             "SELECT delivery_key, status = 'marked' FROM replay_items"
-             " WHERE replay_id = $1 AND status IN ('pending', 'marked') ORDER BY position, delivery_key LIMIT $2",
-             id, limit)) {
+    for (const auto& r : tx.exec_params("SELECT delivery_key, status = 'marked' FROM replay_items"
+                                        " WHERE replay_id = $1 AND status IN ('pending', 'marked') "
+                                        "ORDER BY position, delivery_key LIMIT $2",
+                                        id, limit)) {
       out.push_back({r[0].as<std::string>(), r[1].as<bool>()});
     }
     return out;
@@ -211,7 +232,8 @@ Result<bool> ReplayJobs::finish_if_done(int64_t id) {
     return !tx.exec_params(
                   "UPDATE replays SET state = 'finished', finished_at = now(), runner_until = NULL"
                   " WHERE id = $1 AND state = 'running' AND NOT EXISTS ("
-                  "   SELECT 1 FROM replay_items WHERE replay_id = $1 AND status IN ('pending', 'marked'))"
+                  "   SELECT 1 FROM replay_items WHERE replay_id = $1 AND status IN ('pending', "
+                  "'marked'))"
                   " RETURNING 1",
                   id)
                 .empty();

@@ -15,18 +15,18 @@
 #include <vector>
 
 #include "admin/admin_request.h"
-#include "shared/pg_connection.h"
 #include "shared/result.h"
+#include "shared/store/pg_connection.h"
 
 namespace hookrelay::admin {
 
 struct ReplayProgress {
   int64_t id = 0;
-  std::string state;          // running | finished
+  std::string state;  // running | finished
   bool dry_run = false;
   double rate = 0;
   std::string requested_by;
-  std::string request_json;   // the request as stored
+  std::string request_json;  // the request as stored
   int64_t created_ms = 0;
   int64_t finished_ms = 0;    // 0 while running
   int64_t matched = 0;        // items
@@ -35,7 +35,7 @@ struct ReplayProgress {
   int64_t skipped = 0;
   int64_t missing = 0;
   int64_t failed = 0;
-  int64_t pending = 0;        // not yet done (pending or marked)
+  int64_t pending = 0;  // not yet done (pending or marked)
 };
 
 struct ClaimedReplay {
@@ -44,7 +44,7 @@ struct ClaimedReplay {
   double rate = 0;
   std::string requested_by;
   std::string reason;
-  bool resend = false;  // the request's filter state is succeeded, or it lists keys
+  bool resend = false;    // the request's filter state is succeeded, or it lists keys
   bool needs_dlq = true;  // some keys may be dead (not a filter on succeeded)
   // "parked": the release of a resumed route (its messages are in hookrelay.parked, its items
   // go in arrival order); "dead" otherwise.
@@ -68,7 +68,8 @@ class ReplayJobs {
   // Stores the release of a resumed route: `keys` (its parked deliveries, oldest arrival first)
   // back into the retry flow in that order, at `rate` per second.
   Result<ReplayProgress> create_release(const std::string& source, const std::string& route,
-                                        const std::vector<std::string>& keys, const std::string& who, double rate);
+                                        const std::vector<std::string>& keys,
+                                        const std::string& who, double rate);
 
   // The oldest running replay whose lease is free or expired, leased to `runner`.
   Result<std::optional<ClaimedReplay>> claim_next(const std::string& runner, int lease_seconds);

@@ -6,9 +6,9 @@
 #include <set>
 
 #include "admin/replay_jobs.h"
-#include "shared/dlq_reader.h"
-#include "shared/dlq_replay.h"
 #include "shared/log.h"
+#include "shared/replay/dlq_reader.h"
+#include "shared/replay/dlq_replay.h"
 
 namespace hookrelay::admin {
 namespace {
@@ -24,22 +24,29 @@ int64_t now_ms() {
 // The replay_items status of an outcome.
 const char* item_status(ReplayOutcome o) {
   switch (o) {
-    case ReplayOutcome::kReplayed: return "replayed";
-    case ReplayOutcome::kResent: return "resent";
-    case ReplayOutcome::kWouldReplay: return "would_replay";
-    case ReplayOutcome::kWouldResend: return "would_resend";
+    case ReplayOutcome::kReplayed:
+      return "replayed";
+    case ReplayOutcome::kResent:
+      return "resent";
+    case ReplayOutcome::kWouldReplay:
+      return "would_replay";
+    case ReplayOutcome::kWouldResend:
+      return "would_resend";
     case ReplayOutcome::kSkippedSucceeded:
-    case ReplayOutcome::kSkippedNotDead: return "skipped";
-    case ReplayOutcome::kMissing: return "missing";
-    case ReplayOutcome::kFailed: return "failed";
+    case ReplayOutcome::kSkippedNotDead:
+      return "skipped";
+    case ReplayOutcome::kMissing:
+      return "missing";
+    case ReplayOutcome::kFailed:
+      return "failed";
   }
   return "failed";
 }
 
 }  // namespace
 
-ReplayRunner::ReplayRunner(const Config& config, MessageProducer& producer, prometheus::Registry& registry,
-                           ReplayRunnerOptions options)
+ReplayRunner::ReplayRunner(const Config& config, MessageProducer& producer,
+                           prometheus::Registry& registry, ReplayRunnerOptions options)
     : config_(config),
       producer_(producer),
       options_(std::move(options)),
@@ -50,7 +57,9 @@ ReplayRunner::ReplayRunner(const Config& config, MessageProducer& producer, prom
 
 ReplayRunner::~ReplayRunner() { stop(); }
 
-void ReplayRunner::start() { thread_ = std::thread([this] { loop(); }); }
+void ReplayRunner::start() {
+  thread_ = std::thread([this] { loop(); });
+}
 
 void ReplayRunner::stop() {
   stop_.store(true);
@@ -101,7 +110,8 @@ void ReplayRunner::run_one() {
   auto reader = KafkaDlqReader::create(config_.kafka, options_.kafka_timeout_ms, "hookrelay-admin",
                                        release ? kParkedTopic : kDlqTopic);
   if (!reader) {
-    spdlog::warn("msg=replay_kafka_unavailable id={} error={}", job.id, log_quote(reader.error().message));
+    spdlog::warn("msg=replay_kafka_unavailable id={} error={}", job.id,
+                 log_quote(reader.error().message));
     return;
   }
   // The DLQ messages of the keys still to do, read once per run of the replay.
@@ -111,9 +121,11 @@ void ReplayRunner::run_one() {
     auto items = jobs.unfinished_items(job.id, 1 << 30);
     if (!items) return;
     for (const auto& i : *items) wanted.insert(i.key);
-    auto read = (*reader)->read([&wanted](const std::string& key) { return wanted.count(key) > 0; }, {});
+    auto read =
+        (*reader)->read([&wanted](const std::string& key) { return wanted.count(key) > 0; }, {});
     if (!read) {
-      spdlog::warn("msg=replay_dlq_read_failed id={} error={}", job.id, log_quote(read.error().message));
+      spdlog::warn("msg=replay_dlq_read_failed id={} error={}", job.id,
+                   log_quote(read.error().message));
       return;
     }
     dlq = std::move(*read);
@@ -136,18 +148,21 @@ void ReplayRunner::run_one() {
   while (!stop_.load()) {
     auto items = jobs.unfinished_items(job.id, kItemBatch);
     if (!items) {
-      spdlog::warn("msg=replay_items_failed id={} error={}", job.id, log_quote(items.error().message));
+      spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
+                   log_quote(items.error().message));
       return;
     }
     if (items->empty()) break;
     for (const auto& item : *items) {
       if (stop_.load()) return;
       auto it = latest.find(item.key);
-      ReplayItem done = replayer.replay_key(item.key, it == latest.end() ? nullptr : it->second, options, item.marked);
+      ReplayItem done = replayer.replay_key(item.key, it == latest.end() ? nullptr : it->second,
+                                            options, item.marked);
       const char* status = item_status(done.outcome);
       keys_.Add({{"outcome", status}}).Increment();
       if (auto r = jobs.finish_item(job.id, item.key, status, done.detail); !r) {
-        spdlog::warn("msg=replay_item_not_saved id={} error={}", job.id, log_quote(r.error().message));
+        spdlog::warn("msg=replay_item_not_saved id={} error={}", job.id,
+                     log_quote(r.error().message));
         return;  // the item stays pending or marked: resumed later, never produced twice
       }
       // Paced replays take long per item: the lease is renewed after every one.
@@ -161,9 +176,11 @@ void ReplayRunner::run_one() {
   if (auto finished = jobs.finish_if_done(job.id); finished && *finished) {
     auto progress = jobs.get(job.id);
     if (progress) {
-      spdlog::info("msg=replay_finished id={} matched={} produced={} would_produce={} skipped={} missing={} failed={}",
-                   job.id, progress->matched, progress->produced, progress->would_produce, progress->skipped,
-                   progress->missing, progress->failed);
+      spdlog::info(
+          "msg=replay_finished id={} matched={} produced={} would_produce={} skipped={} missing={} "
+          "failed={}",
+          job.id, progress->matched, progress->produced, progress->would_produce, progress->skipped,
+          progress->missing, progress->failed);
     }
   }
 }

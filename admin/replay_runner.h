@@ -1,8 +1,8 @@
 // ReplayRunner: the admin process's background thread that carries out replays stored by
 // POST /v1/replays (ReplayJobs), one at a time, oldest first, through the one shared Replayer
-// (shared/dlq_replay.h) the CLI uses too. It leases the replay it works on (renewed as it goes),
-// so after this process dies another admin process, or this one restarted, takes the replay over
-// once the lease expires and resumes from its items' progress.
+// (shared/replay/dlq_replay.h) the CLI uses too. It leases the replay it works on (renewed as it
+// goes), so after this process dies another admin process, or this one restarted, takes the replay
+// over once the lease expires and resumes from its items' progress.
 //
 // Thread-safety: start/stop from one controlling thread; everything else runs on its own thread.
 #pragma once
@@ -17,16 +17,16 @@
 #include <string>
 #include <thread>
 
-#include "shared/config.h"
-#include "shared/message_producer.h"
+#include "shared/config/config.h"
+#include "shared/kafka/message_producer.h"
 
 namespace hookrelay::admin {
 
 struct ReplayRunnerOptions {
-  std::string runner_id;          // unique per process
-  int lease_seconds = 10;         // how long a dead runner holds a replay
-  int idle_poll_ms = 1000;        // how often to look for work when there is none
-  int kafka_timeout_ms = 30000;   // DLQ read and single-message fetch
+  std::string runner_id;         // unique per process
+  int lease_seconds = 10;        // how long a dead runner holds a replay
+  int idle_poll_ms = 1000;       // how often to look for work when there is none
+  int kafka_timeout_ms = 30000;  // DLQ read and single-message fetch
 };
 
 class ReplayRunner {

@@ -46,9 +46,11 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"migrate", run_migrate}, {"config", run_config}, {"dlq", run_dlq},
-    {"deliveries", run_deliveries}, {"events", run_events}, {"sign", run_sign},
-    {"send", run_send}, {"topics", run_topics}, {"routes", run_routes},
+    {"migrate", run_migrate}, {"config", run_config},
+    {"dlq", run_dlq},         {"deliveries", run_deliveries},
+    {"events", run_events},   {"sign", run_sign},
+    {"send", run_send},       {"topics", run_topics},
+    {"routes", run_routes},
 };
 
 Runner find(const std::string& name) {

@@ -39,7 +39,8 @@ std::optional<int64_t> parse_iso(std::string_view s) {
   if (pos < s.size()) {
     if (s[pos] != 'T' && s[pos] != ' ') return std::nullopt;
     if (!digits(s, pos + 1, 2, tm.tm_hour) || s.size() < pos + 9 || s[pos + 3] != ':' ||
-        !digits(s, pos + 4, 2, tm.tm_min) || s[pos + 6] != ':' || !digits(s, pos + 7, 2, tm.tm_sec)) {
+        !digits(s, pos + 4, 2, tm.tm_min) || s[pos + 6] != ':' ||
+        !digits(s, pos + 7, 2, tm.tm_sec)) {
       return std::nullopt;
     }
     if (tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60) return std::nullopt;
@@ -57,7 +58,8 @@ std::optional<int64_t> parse_iso(std::string_view s) {
     }
     if (pos == s.size()) return std::nullopt;  // a wall-clock time needs its zone
     const bool utc = s[pos] == 'Z' && pos + 1 == s.size();
-    const bool offset = (s[pos] == '+' || s[pos] == '-') && s.size() == pos + 6 && s[pos + 3] == ':';
+    const bool offset =
+        (s[pos] == '+' || s[pos] == '-') && s.size() == pos + 6 && s[pos + 3] == ':';
     if (!utc && !offset) return std::nullopt;
     if (offset) {
       int hh = 0, mm = 0;
@@ -72,11 +74,20 @@ std::optional<int64_t> parse_ago(std::string_view s) {
   if (s.size() < 2) return std::nullopt;
   int64_t unit = 0;
   switch (s.back()) {
-    case 's': unit = 1000; break;
-    case 'm': unit = int64_t{60} * 1000; break;
-    case 'h': unit = int64_t{3600} * 1000; break;
-    case 'd': unit = int64_t{86400} * 1000; break;
-    default: return std::nullopt;
+    case 's':
+      unit = 1000;
+      break;
+    case 'm':
+      unit = int64_t{60} * 1000;
+      break;
+    case 'h':
+      unit = int64_t{3600} * 1000;
+      break;
+    case 'd':
+      unit = int64_t{86400} * 1000;
+      break;
+    default:
+      return std::nullopt;
   }
   int64_t n = 0;
   auto body = s.substr(0, s.size() - 1);
@@ -152,8 +163,10 @@ Result<int64_t> parse_time_arg(std::string_view text, int64_t now_ms, std::strin
   if (text == "now") return now_ms;
   if (auto ago = parse_ago(text)) return now_ms - *ago;
   if (auto at = parse_iso(text)) return *at;
-  return usage(field, "expected a time like 2024-05-01T12:00:00Z, 2024-05-01, or a duration ago "
-                      "like 15m, 2h, 7d; got '" + std::string(text) + "'");
+  return usage(field,
+               "expected a time like 2024-05-01T12:00:00Z, 2024-05-01, or a duration ago "
+               "like 15m, 2h, 7d; got '" +
+                   std::string(text) + "'");
 }
 
 Result<double> parse_rate_arg(std::string_view text, std::string_view field) {

@@ -30,7 +30,8 @@ Result<std::optional<Config>> load_cli_config(const ParsedArgs& args, const CliI
 Result<Config> require_cli_config(const ParsedArgs& args, const CliIo& io) {
   auto config = load_cli_config(args, io);
   if (!config) return Unexpected{config.error()};
-  if (!*config) return fail("config", "no configuration: pass --config PATH or set HOOKRELAY_CONFIG");
+  if (!*config)
+    return fail("config", "no configuration: pass --config PATH or set HOOKRELAY_CONFIG");
   return std::move(**config);
 }
 

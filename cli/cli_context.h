@@ -18,7 +18,7 @@
 #include <string>
 
 #include "cli/cli_args.h"
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "shared/result.h"
 
 namespace hookrelay::cli {

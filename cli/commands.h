@@ -14,15 +14,15 @@ namespace hookrelay::cli {
 
 using Args = std::vector<std::string>;
 
-int run_migrate(const Args& args, CliIo& io);      // config_commands.cpp
-int run_config(const Args& args, CliIo& io);       // config_commands.cpp
-int run_dlq(const Args& args, CliIo& io);          // dlq_commands.cpp
-int run_deliveries(const Args& args, CliIo& io);   // delivery_commands.cpp
-int run_events(const Args& args, CliIo& io);       // delivery_commands.cpp
-int run_sign(const Args& args, CliIo& io);         // sign_commands.cpp
-int run_send(const Args& args, CliIo& io);         // sign_commands.cpp
-int run_topics(const Args& args, CliIo& io);       // topic_commands.cpp
-int run_routes(const Args& args, CliIo& io);       // route_commands.cpp
+int run_migrate(const Args& args, CliIo& io);     // config_commands.cpp
+int run_config(const Args& args, CliIo& io);      // config_commands.cpp
+int run_dlq(const Args& args, CliIo& io);         // dlq_commands.cpp
+int run_deliveries(const Args& args, CliIo& io);  // delivery_commands.cpp
+int run_events(const Args& args, CliIo& io);      // delivery_commands.cpp
+int run_sign(const Args& args, CliIo& io);        // sign_commands.cpp
+int run_send(const Args& args, CliIo& io);        // sign_commands.cpp
+int run_topics(const Args& args, CliIo& io);      // topic_commands.cpp
+int run_routes(const Args& args, CliIo& io);      // route_commands.cpp
 
 // Parses `args` against `options` (plus --help) into `parsed`. Returns kContinue when the
 // command should go on; otherwise the exit code after printing `usage` to out (--help: kExitOk)

@@ -3,8 +3,8 @@
 #include <ostream>
 
 #include "cli/commands.h"
-#include "shared/kafka_handles.h"
-#include "shared/migrator.h"
+#include "shared/kafka/kafka_handles.h"
+#include "shared/store/migrator.h"
 
 #ifndef HOOKRELAY_SOURCE_MIGRATIONS_DIR
 #define HOOKRELAY_SOURCE_MIGRATIONS_DIR "migrations"
@@ -39,7 +39,9 @@ std::string migrations_dir(const ParsedArgs& args, const CliIo& io) {
 
 // What the services check after parsing: the Kafka clients refuse unknown librdkafka properties
 // or values when they are built.
-Result<void> check_service_rules(const Config& config) { return check_kafka_properties(config.kafka); }
+Result<void> check_service_rules(const Config& config) {
+  return check_kafka_properties(config.kafka);
+}
 
 int config_check(const ParsedArgs& args, CliIo& io) {
   const auto& pos = args.positionals();
@@ -81,8 +83,9 @@ int config_check(const ParsedArgs& args, CliIo& io) {
   for (const auto& warning : config_warnings(*config)) io.err << "warning: " << warning << "\n";
   for (const auto& [name, source] : config->sources) {
     if (config->routes.count(name) == 0) {
-      io.err << "warning: source '" << name << "' has no routes: its webhooks are accepted and "
-                                               "then dropped\n";
+      io.err << "warning: source '" << name
+             << "' has no routes: its webhooks are accepted and "
+                "then dropped\n";
     }
   }
   return kExitOk;

@@ -4,8 +4,8 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "shared/delivery_queries.h"
 #include "shared/json_writer.h"
+#include "shared/store/delivery_queries.h"
 
 namespace hookrelay::cli {
 namespace {

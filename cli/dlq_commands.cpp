@@ -4,12 +4,12 @@
 #include <set>
 
 #include "cli/commands.h"
-#include "shared/dlq_reader.h"
-#include "shared/dlq_replay.h"
 #include "cli/output.h"
-#include "shared/kafka_producer.h"
-#include "shared/wire_contract.h"
 #include "shared/json_writer.h"
+#include "shared/kafka/kafka_producer.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/replay/dlq_reader.h"
+#include "shared/replay/dlq_replay.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -41,10 +41,10 @@ constexpr const char* kDlqUsage =
     "        3 not found (show: no such delivery; replay: a key has no delivery or DLQ message)\n";
 
 const std::vector<OptionSpec> kDlqOptions = {
-    kConfigOption,       kDatabaseOption,      kBootstrapOption,   kJsonOption,
-    {"--source", true},  {"--destination", true}, {"--status", true}, {"--since", true},
-    {"--until", true},   {"--limit", true},    {"--id", true},     {"--all", false},
-    {"--dry-run", false}, {"--rate", true},    {"--by", true},     {"--reason", true},
+    kConfigOption,        kDatabaseOption,         kBootstrapOption,   kJsonOption,
+    {"--source", true},   {"--destination", true}, {"--status", true}, {"--since", true},
+    {"--until", true},    {"--limit", true},       {"--id", true},     {"--all", false},
+    {"--dry-run", false}, {"--rate", true},        {"--by", true},     {"--reason", true},
     {"--message", false}, {"--timeout", true},
 };
 
@@ -85,7 +85,8 @@ Result<int> timeout_ms(const ParsedArgs& args) {
 }
 
 int dlq_list(const ParsedArgs& args, CliIo& io) {
-  if (args.positionals().size() != 1) return usage_error(io, "list takes no arguments, only options");
+  if (args.positionals().size() != 1)
+    return usage_error(io, "list takes no arguments, only options");
   auto filter = filter_from(args, io, 100);
   if (!filter) return report_error(io, "dlq list", filter.error());
   auto url = resolve_database_url(args, io);
@@ -170,7 +171,8 @@ Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io
   sel.ids.insert(sel.ids.end(), args.positionals().begin() + 1, args.positionals().end());
   bool filtered = args.has("--source") || args.has("--destination") || args.has("--since") ||
                   args.has("--until");
-  if (args.has("--status")) return fail("usage", "replay takes no --status: only dead deliveries replay");
+  if (args.has("--status"))
+    return fail("usage", "replay takes no --status: only dead deliveries replay");
   if (!sel.ids.empty() && (filtered || args.has("--all"))) {
     return fail("usage", "give delivery keys or filters (--all), not both");
   }
@@ -191,7 +193,8 @@ Result<std::vector<std::string>> replay_keys(const ReplaySelection& sel, CliIo& 
   auto rows = queries.dlq_list(sel.filter);
   if (!rows) return Unexpected{rows.error()};
   if (static_cast<int>(rows->size()) == sel.filter.limit) {
-    io.err << "(limit " << sel.filter.limit << " reached: run again for the rest, or raise --limit)\n";
+    io.err << "(limit " << sel.filter.limit
+           << " reached: run again for the rest, or raise --limit)\n";
   }
   std::vector<std::string> keys;
   for (const auto& d : *rows) keys.push_back(d.key);
@@ -202,9 +205,12 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
   if (json) {
     nlohmann::json items = nlohmann::json::array();
     for (const auto& i : summary.items) {
-      items.push_back({{"key", i.key}, {"outcome", replay_outcome_name(i.outcome)}, {"detail", i.detail},
-                       {"partition", i.partition < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.partition)},
-                       {"offset", i.offset < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.offset)}});
+      items.push_back(
+          {{"key", i.key},
+           {"outcome", replay_outcome_name(i.outcome)},
+           {"detail", i.detail},
+           {"partition", i.partition < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.partition)},
+           {"offset", i.offset < 0 ? nlohmann::json(nullptr) : nlohmann::json(i.offset)}});
     }
     io.out << json_text({{"dry_run", dry_run},
                          {"total", summary.total},
@@ -261,14 +267,14 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   if (!reader) return report_error(io, "dlq replay", reader.error());
   ProgressPrinter read_progress(io.err, io.now_ms);
   int64_t read_total = 0, read_done = 0;
-  auto messages = (*reader)->read(
-      [&](const std::string& k) { return wanted.count(k) != 0; },
-      [&](int64_t done, int64_t total) {
-        read_done = done;
-        read_total = total;
-        read_progress.update("reading " + std::string(kDlqTopic) + ": " + std::to_string(done) +
-                             "/" + std::to_string(total) + " messages");
-      });
+  auto messages = (*reader)->read([&](const std::string& k) { return wanted.count(k) != 0; },
+                                  [&](int64_t done, int64_t total) {
+                                    read_done = done;
+                                    read_total = total;
+                                    read_progress.update("reading " + std::string(kDlqTopic) +
+                                                         ": " + std::to_string(done) + "/" +
+                                                         std::to_string(total) + " messages");
+                                  });
   if (!messages) return report_error(io, "dlq replay", messages.error());
   if (read_total > 0) {
     read_progress.finish("read " + std::to_string(read_done) + " messages of " +

@@ -4,7 +4,7 @@
 
 #include <memory>
 
-#include "shared/curl_handles.h"
+#include "shared/http/curl_handles.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -23,7 +23,8 @@ Result<HttpReply> http_post(const std::string& url,
   if (!curl) return fail("http", "cannot initialise libcurl");
   CurlSlist list;
   for (const auto& [name, value] : headers) {
-    if (!curl_slist_add(list, (name + ": " + value).c_str())) return fail("http", "out of memory building headers");
+    if (!curl_slist_add(list, (name + ": " + value).c_str()))
+      return fail("http", "out of memory building headers");
   }
   HttpReply reply;
   CURL* c = curl.get();

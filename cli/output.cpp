@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -222,7 +222,8 @@ void print_event_detail(std::ostream& out, const EventDetail& event) {
     out << "event " << i.source << "/" << i.event_id << "\n";
     field(out, "received", format_time(i.received_ms));
     field(out, "first seen", format_time(i.first_seen_ms));
-    field(out, "kafka", i.topic + "/" + std::to_string(i.partition) + "@" + std::to_string(i.offset));
+    field(out, "kafka",
+          i.topic + "/" + std::to_string(i.partition) + "@" + std::to_string(i.offset));
     field(out, "body sha256", i.body_sha256);
   } else {
     out << "event: no inbound record (a call, or not consumed yet)\n";
@@ -234,15 +235,19 @@ void print_event_detail(std::ostream& out, const EventDetail& event) {
 nlohmann::json to_json(const DlqMessage& m) {
   json headers = json::array();
   for (const auto& h : m.headers) headers.push_back({{"name", h.name}, {"value", h.value}});
-  return {{"partition", m.partition}, {"offset", m.offset}, {"timestamp", time_or_null(m.timestamp_ms)},
-          {"body_bytes", m.value.size()}, {"headers", headers}};
+  return {{"partition", m.partition},
+          {"offset", m.offset},
+          {"timestamp", time_or_null(m.timestamp_ms)},
+          {"body_bytes", m.value.size()},
+          {"headers", headers}};
 }
 
 void print_dlq_message(std::ostream& out, const DlqMessage& m) {
   out << "dlq message " << kDlqTopic << "/" << m.partition << "@" << m.offset << " at "
       << format_time(m.timestamp_ms) << ", " << m.value.size() << " body bytes\n";
   // Names come from whoever wrote to the topic, like values: no control bytes reach the terminal.
-  for (const auto& h : m.headers) out << "  " << one_line(h.name, 200) << ": " << one_line(h.value, 200) << "\n";
+  for (const auto& h : m.headers)
+    out << "  " << one_line(h.name, 200) << ": " << one_line(h.value, 200) << "\n";
 }
 
 }  // namespace hookrelay::cli

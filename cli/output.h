@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "shared/dlq_reader.h"
-#include "shared/delivery_queries.h"
+#include "shared/replay/dlq_reader.h"
+#include "shared/store/delivery_queries.h"
 
 namespace hookrelay::cli {
 

@@ -1,4 +1,4 @@
-// `hookrelay routes list|suspend|resume`: route lifecycle (shared/route_control.h, the same
+// `hookrelay routes list|suspend|resume`: route lifecycle (shared/routes/route_control.h, the same
 // implementation as the admin API's /v1/routes).
 #include <memory>
 #include <ostream>
@@ -6,12 +6,12 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "shared/dlq_reader.h"
-#include "shared/dlq_replay.h"
 #include "shared/json_writer.h"
-#include "shared/kafka_producer.h"
-#include "shared/route_control.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/kafka_producer.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/replay/dlq_reader.h"
+#include "shared/replay/dlq_replay.h"
+#include "shared/routes/route_control.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -38,8 +38,8 @@ constexpr const char* kUsage =
     "        3 no such route, or a parked delivery's message is missing\n";
 
 const std::vector<OptionSpec> kOptions = {
-    kConfigOption,      kDatabaseOption,   kBootstrapOption,  kJsonOption,      {"--source", true},
-    {"--reason", true}, {"--rate", true},  {"--by", true},    {"--timeout", true},
+    kConfigOption,      kDatabaseOption,  kBootstrapOption, kJsonOption,         {"--source", true},
+    {"--reason", true}, {"--rate", true}, {"--by", true},   {"--timeout", true},
 };
 
 int usage_error(CliIo& io, const std::string& message) {
@@ -69,8 +69,8 @@ std::string streak_text(const RouteStateRow& s) {
 void print_route(std::ostream& out, const RouteView& v) {
   out << v.source << "/" << v.name << ": " << v.state.state;
   if (v.state.state == "suspended") {
-    out << " since " << format_time(v.state.suspended_at_ms) << " by " << v.state.suspended_by << " ("
-        << v.state.reason << ")";
+    out << " since " << format_time(v.state.suspended_at_ms) << " by " << v.state.suspended_by
+        << " (" << v.state.reason << ")";
   }
   out << ", failure streak " << streak_text(v.state) << ", " << v.state.parked << " parked\n";
 }
@@ -89,8 +89,9 @@ int routes_list(const ParsedArgs& args, CliIo& io, const Config& config, RouteSt
     const auto& s = v.state;
     const bool suspended = s.state == "suspended";
     t.add_row({v.source, v.name, v.configured ? s.state : s.state + " (not configured)",
-               suspended ? format_time(s.suspended_at_ms) : "-", suspended ? one_line(s.reason, 60) : "-",
-               streak_text(s), std::to_string(s.parked), v.configured ? v.url : "-"});
+               suspended ? format_time(s.suspended_at_ms) : "-",
+               suspended ? one_line(s.reason, 60) : "-", streak_text(s), std::to_string(s.parked),
+               v.configured ? v.url : "-"});
   }
   if (t.empty()) {
     io.out << "no routes configured\n";
@@ -102,10 +103,13 @@ int routes_list(const ParsedArgs& args, CliIo& io, const Config& config, RouteSt
 
 int routes_suspend(const ParsedArgs& args, CliIo& io, const Config& config, RouteStates& states,
                    const std::string& name, const std::string& who) {
-  auto done = suspend_route(config, states, name, args.value_or("--source", ""), who, args.value_or("--reason", ""));
+  auto done = suspend_route(config, states, name, args.value_or("--source", ""), who,
+                            args.value_or("--reason", ""));
   if (!done) return route_error(io, "routes suspend", done.error());
   if (args.has("--json")) {
-    io.out << json_text({{"route", route_json(done->route, format_time)}, {"changed", done->changed}}, 2) << "\n";
+    io.out << json_text(
+                  {{"route", route_json(done->route, format_time)}, {"changed", done->changed}}, 2)
+           << "\n";
   } else {
     if (!done->changed) io.out << "already suspended\n";
     print_route(io.out, done->route);
@@ -128,11 +132,12 @@ Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView
   auto reader = KafkaDlqReader::create(*kafka, timeout, "hookrelay-cli", kParkedTopic);
   if (!reader) return Unexpected{reader.error()};
   ProgressPrinter read_progress(io.err, io.now_ms);
-  auto messages = (*reader)->read([&](const std::string& k) { return wanted.count(k) != 0; },
-                                  [&](int64_t done, int64_t total) {
-                                    read_progress.update("reading " + std::string(kParkedTopic) + ": " +
-                                                         std::to_string(done) + "/" + std::to_string(total));
-                                  });
+  auto messages =
+      (*reader)->read([&](const std::string& k) { return wanted.count(k) != 0; },
+                      [&](int64_t done, int64_t total) {
+                        read_progress.update("reading " + std::string(kParkedTopic) + ": " +
+                                             std::to_string(done) + "/" + std::to_string(total));
+                      });
   if (!messages) return Unexpected{messages.error()};
   auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
   if (!producer) return Unexpected{producer.error()};
@@ -158,14 +163,16 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   if (!done) return route_error(io, "routes resume", done.error());
   ReplaySummary summary;
   if (!done->parked_keys.empty()) {
-    auto released = release(args, io, done->route, done->parked_keys, release_options(done->route, who, rate));
+    auto released =
+        release(args, io, done->route, done->parked_keys, release_options(done->route, who, rate));
     if (!released) return report_error(io, "routes resume", released.error());
     summary = std::move(*released);
   }
   if (args.has("--json")) {
     nlohmann::json items = nlohmann::json::array();
     for (const auto& i : summary.items) {
-      items.push_back({{"key", i.key}, {"outcome", replay_outcome_name(i.outcome)}, {"detail", i.detail}});
+      items.push_back(
+          {{"key", i.key}, {"outcome", replay_outcome_name(i.outcome)}, {"detail", i.detail}});
     }
     io.out << json_text({{"route", route_json(done->route, format_time)},
                          {"changed", done->changed},
@@ -181,8 +188,9 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   } else {
     if (!done->changed) io.out << "was active already\n";
     print_route(io.out, done->route);
-    io.out << "released " << summary.replayed << "/" << summary.total << " parked deliveries, skipped "
-           << summary.skipped << ", missing " << summary.missing << ", failed " << summary.failed << "\n";
+    io.out << "released " << summary.replayed << "/" << summary.total
+           << " parked deliveries, skipped " << summary.skipped << ", missing " << summary.missing
+           << ", failed " << summary.failed << "\n";
   }
   if (summary.failed > 0) return kExitFailed;
   if (summary.missing > 0) return kExitNotFound;
@@ -202,7 +210,8 @@ int run_routes(const Args& args, CliIo& io) {
     return usage_error(io, "unknown subcommand '" + sub + "' (expected list, suspend or resume)");
   }
   if (sub == "list" ? pos.size() != 1 : pos.size() != 2) {
-    return usage_error(io, sub == "list" ? "list takes no arguments" : sub + " takes one route NAME");
+    return usage_error(io,
+                       sub == "list" ? "list takes no arguments" : sub + " takes one route NAME");
   }
   const std::string who = parsed.value_or("--by", io.env("USER").value_or("unknown"));
   if (who.empty()) return usage_error(io, "--by must not be empty");

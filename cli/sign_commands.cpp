@@ -8,8 +8,8 @@
 
 #include "cli/commands.h"
 #include "cli/http_post.h"
-#include "shared/webhook_signer.h"
 #include "shared/json_writer.h"
+#include "shared/signing/webhook_signer.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -31,9 +31,8 @@ constexpr const char* kSendUsage =
     "  exit: 0 on a 2xx answer, 1 on any other answer or no answer, 2 usage/config\n";
 
 const std::vector<OptionSpec> kOptions = {
-    kConfigOption,          kJsonOption,           {"--source", true},
-    {"--event-id", true},   {"--timestamp", true}, {"--ingest", true},
-    {"--content-type", true}, {"--timeout", true},
+    kConfigOption,         kJsonOption,        {"--source", true},       {"--event-id", true},
+    {"--timestamp", true}, {"--ingest", true}, {"--content-type", true}, {"--timeout", true},
 };
 
 Result<std::string> read_body(const std::string& path, std::istream& in) {
@@ -128,7 +127,8 @@ int run_sign(const Args& args, CliIo& io) {
   if (parsed.has("--json")) {
     nlohmann::json headers = nlohmann::json::object();
     for (const auto& [name, value] : s->headers) headers[name] = value;
-    io.out << json_text({{"source", s->source}, {"event_id", s->event_id}, {"headers", headers}}, 2) << "\n";
+    io.out << json_text({{"source", s->source}, {"event_id", s->event_id}, {"headers", headers}}, 2)
+           << "\n";
     return kExitOk;
   }
   for (const auto& [name, value] : s->headers) io.out << name << ": " << value << "\n";

@@ -1,12 +1,13 @@
 // `hookrelay topics apply` and `hookrelay topics check`: the Kafka topics as the config describes
-// them (shared/topic_plan.h), made so or compared, through the Admin API (shared/kafka_admin.h).
+// them (shared/kafka/topic_plan.h), made so or compared, through the Admin API
+// (shared/kafka/kafka_admin.h).
 #include <nlohmann/json.hpp>
 #include <ostream>
 
 #include "cli/commands.h"
 #include "shared/json_writer.h"
-#include "shared/kafka_admin.h"
-#include "shared/topic_plan.h"
+#include "shared/kafka/kafka_admin.h"
+#include "shared/kafka/topic_plan.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -75,8 +76,10 @@ int topics_check(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
   if (!observed) return report_error(io, "topics check", observed.error());
   const auto drifts = diff_topics(target.desired, *observed);
   if (args.has("--json")) {
-    nlohmann::json doc = {{"ok", drifts.empty()}, {"topics", target.desired.size()},
-                          {"bootstrap", target.config.kafka.bootstrap_servers}, {"drifts", nlohmann::json::array()}};
+    nlohmann::json doc = {{"ok", drifts.empty()},
+                          {"topics", target.desired.size()},
+                          {"bootstrap", target.config.kafka.bootstrap_servers},
+                          {"drifts", nlohmann::json::array()}};
     for (const auto& d : drifts) doc["drifts"].push_back(drift_json(d));
     io.out << json_text(doc, 2) << "\n";
   } else if (drifts.empty()) {
@@ -91,13 +94,13 @@ int topics_check(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
 
 // One Admin API step of apply: its line for the dry run, and what it does.
 struct Action {
-  std::string plan;    // "create hookrelay.dlq: ..."
-  std::string done;    // "created hookrelay.dlq: ..."
+  std::string plan;  // "create hookrelay.dlq: ..."
+  std::string done;  // "created hookrelay.dlq: ..."
   std::function<Result<void>()> run;
 };
 
-std::vector<Action> actions_for(const std::vector<TopicSpec>& desired, const std::vector<TopicDrift>& drifts,
-                                KafkaAdmin& admin) {
+std::vector<Action> actions_for(const std::vector<TopicSpec>& desired,
+                                const std::vector<TopicDrift>& drifts, KafkaAdmin& admin) {
   std::vector<Action> out;
   for (const auto& spec : desired) {
     std::map<std::string, std::string> configs;
@@ -106,20 +109,25 @@ std::vector<Action> actions_for(const std::vector<TopicSpec>& desired, const std
       if (d.topic != spec.name) continue;
       switch (d.kind) {
         case DriftKind::kMissing: {
-          std::string what = spec.name + ": " + std::to_string(spec.partitions) + " partitions, replication factor " +
-                             std::to_string(spec.replication_factor) + ", " + join_configs(spec.configs);
-          out.push_back({"create " + what, "created " + what, [&admin, &spec] { return admin.create_topic(spec); }});
+          std::string what = spec.name + ": " + std::to_string(spec.partitions) +
+                             " partitions, replication factor " +
+                             std::to_string(spec.replication_factor) + ", " +
+                             join_configs(spec.configs);
+          out.push_back({"create " + what, "created " + what,
+                         [&admin, &spec] { return admin.create_topic(spec); }});
           break;
         }
         case DriftKind::kFewerPartitions: {
           std::string what = spec.name + " partitions from " + d.found + " to " + d.wanted;
-          out.push_back({"raise " + what, "raised " + what,
-                         [&admin, &spec] { return admin.raise_partitions(spec.name, spec.partitions); }});
+          out.push_back({"raise " + what, "raised " + what, [&admin, &spec] {
+                           return admin.raise_partitions(spec.name, spec.partitions);
+                         }});
           break;
         }
         case DriftKind::kConfig:
           configs[d.property] = d.wanted;
-          changes += (changes.empty() ? "" : ", ") + d.property + "=" + d.wanted + " (was " + d.found + ")";
+          changes += (changes.empty() ? "" : ", ") + d.property + "=" + d.wanted + " (was " +
+                     d.found + ")";
           break;
         case DriftKind::kMorePartitions:
         case DriftKind::kReplicationFactor:
@@ -128,8 +136,9 @@ std::vector<Action> actions_for(const std::vector<TopicSpec>& desired, const std
     }
     if (!configs.empty()) {
       std::string what = spec.name + " " + changes;
-      out.push_back({"set " + what, "set " + what,
-                     [&admin, name = spec.name, configs] { return admin.set_configs(name, configs); }});
+      out.push_back({"set " + what, "set " + what, [&admin, name = spec.name, configs] {
+                       return admin.set_configs(name, configs);
+                     }});
     }
   }
   return out;
@@ -172,24 +181,28 @@ int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
 
 int run_topics(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args,
-                         {kConfigOption, kBootstrapOption, kJsonOption, {"--dry-run", false}, {"--timeout", true}},
-                         kTopicsUsage, "topics", io, parsed);
+  int rc = parse_or_help(
+      args,
+      {kConfigOption, kBootstrapOption, kJsonOption, {"--dry-run", false}, {"--timeout", true}},
+      kTopicsUsage, "topics", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
   if (pos.size() != 1 || (pos[0] != "apply" && pos[0] != "check")) {
     return usage_error(io, "expected the subcommand 'apply' or 'check'");
   }
   const std::string command = "topics " + pos[0];
-  if (pos[0] == "check" && parsed.has("--dry-run")) return usage_error(io, "--dry-run applies to apply only");
-  if (pos[0] == "apply" && parsed.has("--json")) return usage_error(io, "--json applies to check only");
+  if (pos[0] == "check" && parsed.has("--dry-run"))
+    return usage_error(io, "--dry-run applies to apply only");
+  if (pos[0] == "apply" && parsed.has("--json"))
+    return usage_error(io, "--json applies to check only");
   auto seconds = parse_int_arg(parsed.value_or("--timeout", "10"), 1, 600, "--timeout");
   if (!seconds) return usage_error(io, seconds.error().message);
   auto target = resolve_target(parsed, io);
   if (!target) return report_error(io, command, target.error());
   auto admin = KafkaAdmin::create(target->config.kafka, std::chrono::seconds(*seconds));
   if (!admin) return report_error(io, command, admin.error());
-  return pos[0] == "check" ? topics_check(*target, **admin, parsed, io) : topics_apply(*target, **admin, parsed, io);
+  return pos[0] == "check" ? topics_check(*target, **admin, parsed, io)
+                           : topics_apply(*target, **admin, parsed, io);
 }
 
 }  // namespace hookrelay::cli

@@ -29,10 +29,11 @@ if(HOOKRELAY_FUZZ)
   target_compile_options(hookrelay_warnings INTERFACE -fsanitize=fuzzer-no-link)
 endif()
 
-# One library per folder: every .cpp except main.cpp; the folder name is the target prefix.
+# One library per folder (its subfolders included): every .cpp except main.cpp; the folder name
+# is the target prefix.
 function(hookrelay_module name)
   cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
-  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
+  file(GLOB_RECURSE srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
   list(FILTER srcs EXCLUDE REGEX "/main\\.cpp$")
   if(srcs)
     add_library(${name} STATIC ${srcs})

@@ -3,13 +3,14 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <optional>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 
 #include "devbroker/atomic_file.h"
 #include "devbroker/control_handler.h"
@@ -17,8 +18,8 @@
 #include "devbroker/mock_cluster.h"
 #include "devbroker/options.h"
 #include "devbroker/stdin_control.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
 
 namespace hookrelay::devbroker {
 namespace {
@@ -32,7 +33,8 @@ std::vector<std::string> topic_names(int retry_tiers) {
 }
 
 int start_failed(const Error& error) {
-  spdlog::error("msg=devbroker_start_failed code={} error={}", error.code, log_quote(error.message));
+  spdlog::error("msg=devbroker_start_failed code={} error={}", error.code,
+                log_quote(error.message));
   return 1;
 }
 
@@ -69,11 +71,13 @@ int run_devbroker(const std::vector<std::string>& args) {
   if (!server) return start_failed(server.error());
   const std::string port = std::to_string((*server)->port());
   if (!options.control_file.empty()) {
-    if (auto r = write_file_atomically(options.control_file, port + "\n"); !r) return start_failed(r.error());
+    if (auto r = write_file_atomically(options.control_file, port + "\n"); !r)
+      return start_failed(r.error());
   }
   const std::string bootstrap = (*cluster)->bootstrap();
   if (!options.bootstrap_file.empty()) {
-    if (auto r = write_file_atomically(options.bootstrap_file, bootstrap + "\n"); !r) return start_failed(r.error());
+    if (auto r = write_file_atomically(options.bootstrap_file, bootstrap + "\n"); !r)
+      return start_failed(r.error());
   }
 
   std::optional<StdinControl> stdin_control;
@@ -82,10 +86,11 @@ int run_devbroker(const std::vector<std::string>& args) {
   spdlog::warn(
       "msg=devbroker_in_memory detail=\"mock cluster: about 5 MB retained per partition, all "
       "data lost on exit; for trials and tests only\"");
-  spdlog::info("msg=devbroker_ready bootstrap={} control={}:{} brokers={} partitions={} "
-               "retry_tiers={} replication={}",
-               bootstrap, options.control_host, port, options.brokers, options.partitions,
-               options.retry_tiers, options.effective_replication());
+  spdlog::info(
+      "msg=devbroker_ready bootstrap={} control={}:{} brokers={} partitions={} "
+      "retry_tiers={} replication={}",
+      bootstrap, options.control_host, port, options.brokers, options.partitions,
+      options.retry_tiers, options.effective_replication());
 
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;

@@ -129,7 +129,8 @@ std::string ControlHandler::push_errors(const std::vector<std::string>& words) {
   }
   std::vector<rd_kafka_resp_err_t> errors;
   errors.reserve(static_cast<std::size_t>(count));
-  for (int i = 0; i < count; ++i) errors.push_back(codes[static_cast<std::size_t>(i) % codes.size()]);
+  for (int i = 0; i < count; ++i)
+    errors.push_back(codes[static_cast<std::size_t>(i) % codes.size()]);
   cluster_.push_request_errors(*api_key, errors);
   api_keys_with_errors_.insert(*api_key);
   return "ok " + std::to_string(count) + " " + api_key_name(*api_key) + " errors queued";

@@ -2,11 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <istream>
+#include <memory>
+
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
-#include <istream>
-#include <memory>
 
 namespace hookrelay::devbroker {
 namespace asio = boost::asio;
@@ -58,9 +59,9 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 Result<std::unique_ptr<ControlServer>> ControlServer::listen(asio::io_context& io,
-                                                            const std::string& host,
-                                                            std::uint16_t port,
-                                                            ControlHandler& handler) {
+                                                             const std::string& host,
+                                                             std::uint16_t port,
+                                                             ControlHandler& handler) {
   boost::system::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
   if (ec) return fail("control_listen", "bad control host '" + host + "': " + ec.message());
@@ -68,7 +69,8 @@ Result<std::unique_ptr<ControlServer>> ControlServer::listen(asio::io_context& i
   const tcp::endpoint endpoint(address, port);
   if (acceptor.open(endpoint.protocol(), ec); !ec) {
     if (acceptor.set_option(tcp::acceptor::reuse_address(true), ec); !ec) {
-      if (acceptor.bind(endpoint, ec); !ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+      if (acceptor.bind(endpoint, ec); !ec)
+        acceptor.listen(asio::socket_base::max_listen_connections, ec);
     }
   }
   if (ec) {

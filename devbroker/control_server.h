@@ -6,11 +6,11 @@
 // or posted to the io_context. The ControlHandler must outlive the server.
 #pragma once
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-
 #include <cstdint>
 #include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 
 #include "devbroker/control_handler.h"
 #include "shared/result.h"
@@ -21,8 +21,7 @@ class ControlServer {
  public:
   // Binds and listens immediately, so port() is the real port even when 0 was asked for.
   static Result<std::unique_ptr<ControlServer>> listen(boost::asio::io_context& io,
-                                                       const std::string& host,
-                                                       std::uint16_t port,
+                                                       const std::string& host, std::uint16_t port,
                                                        ControlHandler& handler);
 
   std::uint16_t port() const { return port_; }

@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "shared/kafka_handles.h"
+#include "shared/kafka/kafka_handles.h"
 #include "shared/log.h"
 
 namespace hookrelay::devbroker {
@@ -42,8 +42,7 @@ Result<std::unique_ptr<MockCluster>> MockCluster::create(int brokers) {
       new MockCluster(std::move(handle), std::move(cluster), brokers));
 }
 
-Result<void> MockCluster::create_topic(const std::string& name, int partitions,
-                                       int replication) {
+Result<void> MockCluster::create_topic(const std::string& name, int partitions, int replication) {
   return check(rd_kafka_mock_topic_create(cluster_.get(), name.c_str(), partitions, replication),
                "create topic " + name);
 }

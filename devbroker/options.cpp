@@ -28,9 +28,11 @@ Result<int> parse_int(const std::string& flag, const std::string& text, int min,
 // beyond the loopback interface.
 Result<void> parse_control(const std::string& text, DevBrokerOptions& out) {
   const auto colon = text.rfind(':');
-  if (colon == std::string::npos) return fail("bad_flag", "--control: expected HOST:PORT, got '" + text + "'");
+  if (colon == std::string::npos)
+    return fail("bad_flag", "--control: expected HOST:PORT, got '" + text + "'");
   std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   if (host == "localhost") host = "127.0.0.1";
   if (host != "127.0.0.1" && host != "::1") {
     return fail("bad_flag", "--control: host must be 127.0.0.1 or [::1], got '" + host + "'");
@@ -82,12 +84,14 @@ Result<DevBrokerOptions> parse_options(const std::vector<std::string>& args) {
        [&](const std::string& flag, const std::string& value) -> Result<void> {
          static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
          if (!kLevels.contains(value)) {
-           return fail("bad_flag", flag + ": expected trace|debug|info|warn|error, got '" + value + "'");
+           return fail("bad_flag",
+                       flag + ": expected trace|debug|info|warn|error, got '" + value + "'");
          }
          o.log_level = value;
          return {};
        }},
-      {"--control", [&](const std::string&, const std::string& value) { return parse_control(value, o); }},
+      {"--control",
+       [&](const std::string&, const std::string& value) { return parse_control(value, o); }},
   };
 
   for (std::size_t i = 0; i < args.size(); ++i) {

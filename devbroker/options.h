@@ -17,17 +17,17 @@
 namespace hookrelay::devbroker {
 
 struct DevBrokerOptions {
-  int brokers = 3;                   // --brokers: mock brokers, ids 1..N
-  int partitions = 12;               // --partitions: for every hookrelay topic
-  int retry_tiers = 6;               // --retry-tiers: hookrelay.retry.0 .. N-1
-  int replication = 0;               // --replication: 0 means min(3, brokers)
-  std::string bootstrap_file;        // --bootstrap-file: written last, once topics exist
+  int brokers = 3;                         // --brokers: mock brokers, ids 1..N
+  int partitions = 12;                     // --partitions: for every hookrelay topic
+  int retry_tiers = 6;                     // --retry-tiers: hookrelay.retry.0 .. N-1
+  int replication = 0;                     // --replication: 0 means min(3, brokers)
+  std::string bootstrap_file;              // --bootstrap-file: written last, once topics exist
   std::string control_host = "127.0.0.1";  // --control HOST:PORT (loopback only)
   std::uint16_t control_port = 0;          // 0: ephemeral; the real one goes to control_file
-  std::string control_file;          // --control-file: the bound control port, in decimal
-  bool stdin_control = false;        // --stdin-control: even when stdin is a tty
-  std::string log_level = "info";    // --log-level
-  bool help = false;                 // --help
+  std::string control_file;                // --control-file: the bound control port, in decimal
+  bool stdin_control = false;              // --stdin-control: even when stdin is a tty
+  std::string log_level = "info";          // --log-level
+  bool help = false;                       // --help
 
   // The replication factor actually used.
   int effective_replication() const;

@@ -8,18 +8,54 @@ namespace hookrelay::devbroker {
 namespace {
 
 // Index = ApiKey, as assigned by the Kafka protocol.
-constexpr std::array<std::string_view, 48> kApiKeyNames = {
-    "Produce", "Fetch", "ListOffsets", "Metadata", "LeaderAndIsr", "StopReplica",
-    "UpdateMetadata", "ControlledShutdown", "OffsetCommit", "OffsetFetch", "FindCoordinator",
-    "JoinGroup", "Heartbeat", "LeaveGroup", "SyncGroup", "DescribeGroups", "ListGroups",
-    "SaslHandshake", "ApiVersions", "CreateTopics", "DeleteTopics", "DeleteRecords",
-    "InitProducerId", "OffsetForLeaderEpoch", "AddPartitionsToTxn", "AddOffsetsToTxn", "EndTxn",
-    "WriteTxnMarkers", "TxnOffsetCommit", "DescribeAcls", "CreateAcls", "DeleteAcls",
-    "DescribeConfigs", "AlterConfigs", "AlterReplicaLogDirs", "DescribeLogDirs",
-    "SaslAuthenticate", "CreatePartitions", "CreateDelegationToken", "RenewDelegationToken",
-    "ExpireDelegationToken", "DescribeDelegationToken", "DeleteGroups", "ElectLeaders",
-    "IncrementalAlterConfigs", "AlterPartitionReassignments", "ListPartitionReassignments",
-    "OffsetDelete"};
+constexpr std::array<std::string_view, 48> kApiKeyNames = {"Produce",
+                                                           "Fetch",
+                                                           "ListOffsets",
+                                                           "Metadata",
+                                                           "LeaderAndIsr",
+                                                           "StopReplica",
+                                                           "UpdateMetadata",
+                                                           "ControlledShutdown",
+                                                           "OffsetCommit",
+                                                           "OffsetFetch",
+                                                           "FindCoordinator",
+                                                           "JoinGroup",
+                                                           "Heartbeat",
+                                                           "LeaveGroup",
+                                                           "SyncGroup",
+                                                           "DescribeGroups",
+                                                           "ListGroups",
+                                                           "SaslHandshake",
+                                                           "ApiVersions",
+                                                           "CreateTopics",
+                                                           "DeleteTopics",
+                                                           "DeleteRecords",
+                                                           "InitProducerId",
+                                                           "OffsetForLeaderEpoch",
+                                                           "AddPartitionsToTxn",
+                                                           "AddOffsetsToTxn",
+                                                           "EndTxn",
+                                                           "WriteTxnMarkers",
+                                                           "TxnOffsetCommit",
+                                                           "DescribeAcls",
+                                                           "CreateAcls",
+                                                           "DeleteAcls",
+                                                           "DescribeConfigs",
+                                                           "AlterConfigs",
+                                                           "AlterReplicaLogDirs",
+                                                           "DescribeLogDirs",
+                                                           "SaslAuthenticate",
+                                                           "CreatePartitions",
+                                                           "CreateDelegationToken",
+                                                           "RenewDelegationToken",
+                                                           "ExpireDelegationToken",
+                                                           "DescribeDelegationToken",
+                                                           "DeleteGroups",
+                                                           "ElectLeaders",
+                                                           "IncrementalAlterConfigs",
+                                                           "AlterPartitionReassignments",
+                                                           "ListPartitionReassignments",
+                                                           "OffsetDelete"};
 
 std::string upper(std::string_view s) {
   std::string out(s);
@@ -73,8 +109,8 @@ Result<rd_kafka_resp_err_t> parse_error_code(std::string_view text) {
 
   for (std::size_t i = 0; i < count; ++i) {
     if (descs[i].name == nullptr) continue;  // gaps in the table
-    const bool match = numeric ? static_cast<int>(descs[i].code) == number
-                               : upper(descs[i].name) == wanted;
+    const bool match =
+        numeric ? static_cast<int>(descs[i].code) == number : upper(descs[i].name) == wanted;
     if (!match) continue;
     if (descs[i].code == RD_KAFKA_RESP_ERR_NO_ERROR) {
       return fail("bad_error_code", "NO_ERROR injects nothing");

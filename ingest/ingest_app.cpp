@@ -10,21 +10,23 @@
 
 #include "ingest/ingest_service.h"
 #include "shared/clock.h"
-#include "shared/config_reloader.h"
-#include "shared/http_server.h"
-#include "shared/kafka_producer.h"
+#include "shared/config/config_reloader.h"
+#include "shared/http/http_server.h"
+#include "shared/kafka/kafka_producer.h"
+#include "shared/kafka/topic_check.h"
 #include "shared/log.h"
 #include "shared/service_startup.h"
 #include "shared/thread_guard.h"
-#include "shared/topic_check.h"
 
 namespace hookrelay {
 namespace {
 
 constexpr const char* kUsage =
     "usage: hookrelay-ingest [--config PATH]\n"
-    "  Accepts signed webhooks (POST /webhooks/{source}) and outbound call requests (POST /v1/calls)\n"
-    "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides:\n"
+    "  Accepts signed webhooks (POST /webhooks/{source}) and outbound call requests (POST "
+    "/v1/calls)\n"
+    "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). "
+    "Overrides:\n"
     "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN.\n";
 
 // Each connection holds a descriptor; past the process limit accept() fails (counted, backed
@@ -34,8 +36,8 @@ void warn_if_descriptors_short(int max_connections) {
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
   constexpr rlim_t kReserve = 64;  // Kafka sockets, the report pipe, logs
   if (static_cast<rlim_t>(max_connections) + kReserve > limit.rlim_cur) {
-    spdlog::warn("msg=descriptor_limit_below_max_connections nofile={} max_connections={}", limit.rlim_cur,
-                 max_connections);
+    spdlog::warn("msg=descriptor_limit_below_max_connections nofile={} max_connections={}",
+                 limit.rlim_cur, max_connections);
   }
 }
 
@@ -52,7 +54,8 @@ int run_ingest(int argc, char** argv) {
     return 2;
   }
 
-  for (const auto& warning : config_warnings(*config)) spdlog::warn("msg=config_warning warning={}", log_quote(warning));
+  for (const auto& warning : config_warnings(*config))
+    spdlog::warn("msg=config_warning warning={}", log_quote(warning));
   warn_if_descriptors_short(config->ingest.max_connections);
   if (!check_topics_at_start("hookrelay-ingest", *config, ServiceKind::kIngest)) return 2;
 
@@ -61,13 +64,13 @@ int run_ingest(int argc, char** argv) {
   ThreadFailures::instance().register_metric(*registry);
   ThreadFailures::instance().set_handler([] { kill(getpid(), SIGTERM); });
   IngestMetrics* metrics = nullptr;
-  auto producer = KafkaProducer::create(
-      config->kafka, "hookrelay-ingest-" + std::to_string(getpid()),
-      {.on_error =
-           [&metrics](std::string_view code) {
-             if (metrics) metrics->kafka_error(code);
-           },
-       .external_poll = true});
+  auto producer =
+      KafkaProducer::create(config->kafka, "hookrelay-ingest-" + std::to_string(getpid()),
+                            {.on_error =
+                                 [&metrics](std::string_view code) {
+                                   if (metrics) metrics->kafka_error(code);
+                                 },
+                             .external_poll = true});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
     return 2;
@@ -78,8 +81,9 @@ int run_ingest(int argc, char** argv) {
   HttpServerOptions http;
   http.host = listen->host;
   http.port = listen->port;
-  http.threads = config->ingest.threads > 0 ? config->ingest.threads
-                                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  http.threads = config->ingest.threads > 0
+                     ? config->ingest.threads
+                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   http.max_body_bytes = config->ingest.max_body_bytes;
   http.max_connections = static_cast<std::size_t>(config->ingest.max_connections);
   http.max_header_count = static_cast<std::size_t>(config->ingest.max_headers);
@@ -89,7 +93,9 @@ int run_ingest(int argc, char** argv) {
     service.metrics().request("other", "-", status);
     service.metrics().error(code);
   };
-  http.on_accept_error = [&service](std::string_view reason) { service.metrics().accept_error(reason); };
+  http.on_accept_error = [&service](std::string_view reason) {
+    service.metrics().accept_error(reason);
+  };
   HttpServer server(http, [&service](const HttpRequest& req, Responder respond) {
     service.handle(req, std::move(respond));
   });
@@ -101,8 +107,9 @@ int run_ingest(int argc, char** argv) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
     return 1;
   }
-  spdlog::info("msg=ingest_started listen={}:{} threads={} sources={} kafka={}", listen->host, server.port(),
-               http.threads, config->sources.size(), log_quote(config->kafka.bootstrap_servers));
+  spdlog::info("msg=ingest_started listen={}:{} threads={} sources={} kafka={}", listen->host,
+               server.port(), http.threads, config->sources.size(),
+               log_quote(config->kafka.bootstrap_servers));
 
   // SIGHUP: the config file again; sources, secrets, tokens and retry defaults take effect for
   // the next request, requests in flight finish under the config they started with.
@@ -114,7 +121,8 @@ int run_ingest(int argc, char** argv) {
   spdlog::info("msg=ingest_draining signal={} in_flight={}", sig, service.in_flight());
   service.begin_shutdown();
   server.stop_accepting();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(config->ingest.shutdown_grace_ms);
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(config->ingest.shutdown_grace_ms);
   while (service.in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -128,7 +136,8 @@ int run_ingest(int argc, char** argv) {
   }
   spdlog::info("msg=ingest_stopped unanswered={}", unanswered);
   if (auto failed = ThreadFailures::instance().first()) {
-    spdlog::critical("msg=ingest_failed error={} action=\"exiting with status 1\"", log_quote(*failed));
+    spdlog::critical("msg=ingest_failed error={} action=\"exiting with status 1\"",
+                     log_quote(*failed));
     return 1;
   }
   return 0;

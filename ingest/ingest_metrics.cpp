@@ -2,12 +2,13 @@
 
 #include <cstdio>
 
+#include "shared/kafka/wire_contract.h"
 #include "shared/metrics.h"
-#include "shared/wire_contract.h"
 
 namespace hookrelay {
 
-IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<std::string>& source_names) {
+IngestMetrics::IngestMetrics(prometheus::Registry& registry,
+                             const std::vector<std::string>& source_names) {
   requests_ = &prometheus::BuildCounter()
                    .Name("hookrelay_ingest_requests_total")
                    .Help("HTTP requests answered by ingest, by endpoint, source and status")
@@ -16,28 +17,32 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
                  .Name("hookrelay_ingest_errors_total")
                  .Help("Error answers by error code (the code in the JSON body)")
                  .Register(registry);
-  verification_failures_ = &prometheus::BuildCounter()
-                                .Name("hookrelay_ingest_verification_failures_total")
-                                .Help("Webhook signature verification failures by source and reason")
-                                .Register(registry);
+  verification_failures_ =
+      &prometheus::BuildCounter()
+           .Name("hookrelay_ingest_verification_failures_total")
+           .Help("Webhook signature verification failures by source and reason")
+           .Register(registry);
   kafka_errors_ = &prometheus::BuildCounter()
                        .Name("hookrelay_kafka_producer_errors_total")
                        .Help("Kafka producer errors by code (client errors and failed deliveries)")
                        .Register(registry);
-  accept_errors_ = &prometheus::BuildCounter()
-                        .Name("hookrelay_ingest_accept_errors_total")
-                        .Help("Failed accept() calls by reason (emfile: the process is out of file descriptors)")
-                        .Register(registry);
-  open_connections_ = &prometheus::BuildGauge()
-                           .Name("hookrelay_ingest_open_connections")
-                           .Help("Client connections open at the last scrape (ingest.max_connections is the cap)")
-                           .Register(registry)
-                           .Add({});
+  accept_errors_ =
+      &prometheus::BuildCounter()
+           .Name("hookrelay_ingest_accept_errors_total")
+           .Help("Failed accept() calls by reason (emfile: the process is out of file descriptors)")
+           .Register(registry);
+  open_connections_ =
+      &prometheus::BuildGauge()
+           .Name("hookrelay_ingest_open_connections")
+           .Help("Client connections open at the last scrape (ingest.max_connections is the cap)")
+           .Register(registry)
+           .Add({});
   produce_latency_ = &prometheus::BuildHistogram()
                           .Name("hookrelay_ingest_produce_latency_seconds")
                           .Help("Time from produce to the broker's acknowledgement, by topic")
                           .Register(registry);
-  webhooks_latency_ = &produce_latency_->Add({{"topic", std::string(kWebhooksTopic)}}, latency_buckets());
+  webhooks_latency_ =
+      &produce_latency_->Add({{"topic", std::string(kWebhooksTopic)}}, latency_buckets());
   calls_latency_ = &produce_latency_->Add({{"topic", std::string(kCallsTopic)}}, latency_buckets());
   in_flight_ = &prometheus::BuildGauge()
                     .Name("hookrelay_ingest_in_flight_requests")
@@ -56,9 +61,10 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
                             .Add({});
   // Pre-create the common series so dashboards see zeros, not gaps.
   for (const auto& s : source_names) {
-    for (const char* status : {"202", "401"}) series_.get(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", status}});
-    for (const char* reason : {"missing_signature", "malformed_signature", "bad_signature", "missing_timestamp",
-                               "stale_timestamp"}) {
+    for (const char* status : {"202", "401"})
+      series_.get(*requests_, {{"endpoint", "webhook"}, {"source", s}, {"status", status}});
+    for (const char* reason : {"missing_signature", "malformed_signature", "bad_signature",
+                               "missing_timestamp", "stale_timestamp"}) {
       series_.get(*verification_failures_, {{"source", s}, {"reason", reason}});
     }
   }
@@ -67,7 +73,8 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry, const std::vector<s
     series_.get(*kafka_errors_, {{"code", code}});
   }
   series_.get(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
-  for (const char* reason : {"emfile", "enfile"}) series_.get(*accept_errors_, {{"reason", reason}});
+  for (const char* reason : {"emfile", "enfile"})
+    series_.get(*accept_errors_, {{"reason", reason}});
 }
 
 namespace {
@@ -80,20 +87,27 @@ std::string_view status_label(int status, char (&buf)[8]) {
 
 void IngestMetrics::request(std::string_view endpoint, std::string_view source, int status) {
   char buf[8];
-  series_.get(*requests_, {{"endpoint", endpoint}, {"source", source}, {"status", status_label(status, buf)}}).Increment();
+  series_
+      .get(*requests_,
+           {{"endpoint", endpoint}, {"source", source}, {"status", status_label(status, buf)}})
+      .Increment();
 }
 
 void IngestMetrics::accept_error(std::string_view reason) {
   series_.get(*accept_errors_, {{"reason", reason}}).Increment();
 }
 
-void IngestMetrics::error(std::string_view code) { series_.get(*errors_, {{"code", code}}).Increment(); }
+void IngestMetrics::error(std::string_view code) {
+  series_.get(*errors_, {{"code", code}}).Increment();
+}
 
 void IngestMetrics::verification_failure(std::string_view source, std::string_view reason) {
   series_.get(*verification_failures_, {{"source", source}, {"reason", reason}}).Increment();
 }
 
-void IngestMetrics::kafka_error(std::string_view code) { series_.get(*kafka_errors_, {{"code", code}}).Increment(); }
+void IngestMetrics::kafka_error(std::string_view code) {
+  series_.get(*kafka_errors_, {{"code", code}}).Increment();
+}
 
 void IngestMetrics::produce_latency(std::string_view topic, double seconds) {
   (topic == kCallsTopic ? calls_latency_ : webhooks_latency_)->Observe(seconds);

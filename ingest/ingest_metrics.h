@@ -36,7 +36,6 @@ class IngestMetrics {
   prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
 
  private:
-
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Family<prometheus::Counter>* verification_failures_;

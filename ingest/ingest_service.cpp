@@ -4,12 +4,12 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "shared/crypto.h"
 #include "shared/json_writer.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
-#include "shared/signature_verifier.h"
-#include "shared/wire_contract.h"
+#include "shared/signing/crypto.h"
+#include "shared/signing/signature_verifier.h"
 #include "shared/utf8.h"
 
 namespace hookrelay {
@@ -28,9 +28,18 @@ std::string lower(std::string_view s) {
 // Provider headers worth passing on to receivers (X-GitHub-Event, Stripe-Signature, ...), less
 // hop-by-hop and credential headers that must not leave the ingest boundary.
 bool forwardable(const std::string& name) {
-  static const std::set<std::string> blocked = {"host", "content-length", "transfer-encoding", "connection",
-                                                "keep-alive", "te", "trailer", "upgrade", "expect",
-                                                "authorization", "cookie", "proxy-authorization",
+  static const std::set<std::string> blocked = {"host",
+                                                "content-length",
+                                                "transfer-encoding",
+                                                "connection",
+                                                "keep-alive",
+                                                "te",
+                                                "trailer",
+                                                "upgrade",
+                                                "expect",
+                                                "authorization",
+                                                "cookie",
+                                                "proxy-authorization",
                                                 "proxy-connection"};
   return !blocked.count(name) && name.rfind(header::kPrefix, 0) != 0;
 }
@@ -60,12 +69,13 @@ IngestService::IngestService(const Config& config, MessageProducer& producer,
                [&config] {
                  std::vector<std::string> names;
                  names.reserve(config.sources.size());
-for (const auto& [name, _] : config.sources) names.push_back(name);
+                 for (const auto& [name, _] : config.sources) names.push_back(name);
                  return names;
                }()),
       now_ms_(std::move(now_ms)) {}
 
-std::shared_ptr<const IngestService::Snapshot> IngestService::make_snapshot(std::shared_ptr<const Config> config) {
+std::shared_ptr<const IngestService::Snapshot> IngestService::make_snapshot(
+    std::shared_ptr<const Config> config) {
   auto snap = std::make_shared<Snapshot>();
   snap->call_limits.default_max_attempts = config->retry.max_attempts;
   snap->call_limits.default_max_age_seconds = config->retry.max_age_seconds;
@@ -73,7 +83,9 @@ std::shared_ptr<const IngestService::Snapshot> IngestService::make_snapshot(std:
   return snap;
 }
 
-void IngestService::reload(std::shared_ptr<const Config> config) { snapshot_.store(make_snapshot(std::move(config))); }
+void IngestService::reload(std::shared_ptr<const Config> config) {
+  snapshot_.store(make_snapshot(std::move(config)));
+}
 
 std::string IngestService::retry_after() const {
   return std::to_string(snapshot_.load()->config->ingest.retry_after_seconds);
@@ -85,12 +97,15 @@ void IngestService::handle(const HttpRequest& request, Responder respond) {
     return webhook(path.substr(kWebhooksPrefix.size()), request, std::move(respond));
   }
   if (path == "/v1/calls") return call(request, std::move(respond));
-  if (path == "/healthz" || path == "/readyz" || path == "/metrics") return probe(path, request, std::move(respond));
-  answer_error("other", "-", 404, "not_found", "no such endpoint: " + std::string(utf8_prefix(path, 256)), respond);
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics")
+    return probe(path, request, std::move(respond));
+  answer_error("other", "-", 404, "not_found",
+               "no such endpoint: " + std::string(utf8_prefix(path, 256)), respond);
 }
 
 void IngestService::answer_error(std::string_view endpoint, std::string_view source, int status,
-                                 std::string_view code, std::string_view message, const Responder& respond,
+                                 std::string_view code, std::string_view message,
+                                 const Responder& respond,
                                  std::vector<std::pair<std::string, std::string>> headers) {
   metrics_.request(endpoint, source, status);
   metrics_.error(code);
@@ -99,10 +114,11 @@ void IngestService::answer_error(std::string_view endpoint, std::string_view sou
   respond(std::move(r));
 }
 
-void IngestService::probe(std::string_view path, const HttpRequest& request, const Responder& respond) {
+void IngestService::probe(std::string_view path, const HttpRequest& request,
+                          const Responder& respond) {
   if (request.method != "GET" && request.method != "HEAD") {
-    return answer_error("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET", respond,
-                        {{"Allow", "GET, HEAD"}});
+    return answer_error("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET",
+                        respond, {{"Allow", "GET, HEAD"}});
   }
   HttpResponse r;
   if (path == "/metrics") {
@@ -118,12 +134,14 @@ void IngestService::probe(std::string_view path, const HttpRequest& request, con
     metrics_.ready().Set(ready ? 1 : 0);
     r.status = ready ? 200 : 503;
     r.body = ready ? R"({"status":"ready"})"
-                   : (shutting_down_.load() ? R"({"status":"shutting_down"})" : R"({"status":"kafka_unreachable"})");
+                   : (shutting_down_.load() ? R"({"status":"shutting_down"})"
+                                            : R"({"status":"kafka_unreachable"})");
   }
   respond(std::move(r));
 }
 
-bool IngestService::authorized(const HttpRequest& request, const Config& config, std::string& why) const {
+bool IngestService::authorized(const HttpRequest& request, const Config& config,
+                               std::string& why) const {
   auto auth = request.header("Authorization");
   if (!auth) {
     why = "missing Authorization: Bearer <token>";
@@ -141,28 +159,33 @@ bool IngestService::authorized(const HttpRequest& request, const Config& config,
   return ok;
 }
 
-void IngestService::webhook(std::string_view source_name, const HttpRequest& request, Responder respond) {
+void IngestService::webhook(std::string_view source_name, const HttpRequest& request,
+                            Responder respond) {
   const auto snap = snapshot_.load();  // this request's config, whatever a reload does meanwhile
   const Config& config = *snap->config;
   auto it = config.sources.find(std::string(source_name));
   if (it == config.sources.end()) {
-    return answer_error("webhook", "-", 404, "unknown_source",
-                        "no source named '" + std::string(utf8_prefix(source_name, 64)) + "' is configured", respond);
+    return answer_error(
+        "webhook", "-", 404, "unknown_source",
+        "no source named '" + std::string(utf8_prefix(source_name, 64)) + "' is configured",
+        respond);
   }
   const SourceConfig& source = it->second;
   if (request.method != "POST") {
-    return answer_error("webhook", source.name, 405, "method_not_allowed", "webhooks are delivered with POST",
-                        respond, {{"Allow", "POST"}});
+    return answer_error("webhook", source.name, 405, "method_not_allowed",
+                        "webhooks are delivered with POST", respond, {{"Allow", "POST"}});
   }
   if (shutting_down_.load()) {
-    return answer_error("webhook", source.name, 503, "shutting_down", "ingest is shutting down; retry", respond,
+    return answer_error("webhook", source.name, 503, "shutting_down",
+                        "ingest is shutting down; retry", respond,
                         {{"Retry-After", retry_after()}});
   }
   int64_t now = now_ms_();
   auto verified = verify_webhook(source, request.header, request.body, now / 1000);
   if (!verified) {
     metrics_.verification_failure(source.name, verified.error().code);
-    return answer_error("webhook", source.name, 401, verified.error().code, verified.error().message, respond);
+    return answer_error("webhook", source.name, 401, verified.error().code,
+                        verified.error().message, respond);
   }
   std::vector<MessageHeader> headers = {
       {std::string(header::kKind), "webhook"},
@@ -172,29 +195,34 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
   };
   request.for_each_header([&headers](std::string_view name, std::string_view value) {
     auto n = lower(name);
-    if (n == "content-type") headers.push_back({std::string(header::kContentType), std::string(value)});
-    if (forwardable(n)) headers.push_back({std::string(header::kForwardPrefix) + n, std::string(value)});
+    if (n == "content-type")
+      headers.push_back({std::string(header::kContentType), std::string(value)});
+    if (forwardable(n))
+      headers.push_back({std::string(header::kForwardPrefix) + n, std::string(value)});
   });
   std::string id = verified->event_id;
-  produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, std::move(headers), "",
-                     std::move(respond));
+  produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body,
+                     std::move(headers), "", std::move(respond));
 }
 
 void IngestService::call(const HttpRequest& request, Responder respond) {
   if (request.method != "POST") {
-    return answer_error("call", "-", 405, "method_not_allowed", "/v1/calls accepts POST", respond, {{"Allow", "POST"}});
+    return answer_error("call", "-", 405, "method_not_allowed", "/v1/calls accepts POST", respond,
+                        {{"Allow", "POST"}});
   }
   const auto snap = snapshot_.load();
   std::string why;
   if (!authorized(request, *snap->config, why)) {
-    return answer_error("call", "-", 401, "unauthorized", why, respond, {{"WWW-Authenticate", "Bearer"}});
+    return answer_error("call", "-", 401, "unauthorized", why, respond,
+                        {{"WWW-Authenticate", "Bearer"}});
   }
   if (shutting_down_.load()) {
-    return answer_error("call", "-", 503, "shutting_down", "ingest is shutting down; retry", respond,
-                        {{"Retry-After", retry_after()}});
+    return answer_error("call", "-", 503, "shutting_down", "ingest is shutting down; retry",
+                        respond, {{"Retry-After", retry_after()}});
   }
   auto parsed = parse_call_request(request.body, snap->call_limits);
-  if (!parsed) return answer_error("call", "-", 400, parsed.error().code, parsed.error().message, respond);
+  if (!parsed)
+    return answer_error("call", "-", 400, parsed.error().code, parsed.error().message, respond);
   const CallRequest& c = *parsed;
   std::string id = call_id_for(c.idempotency_key);
   std::vector<MessageHeader> headers = {
@@ -203,14 +231,15 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
       {std::string(header::kReceivedAt), std::to_string(now_ms_())},
       {std::string(header::kCall), call_envelope(c)},
   };
-  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, std::move(headers), c.idempotency_key,
-                     std::move(respond));
+  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, std::move(headers),
+                     c.idempotency_key, std::move(respond));
 }
 
-void IngestService::produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
-                                       std::string id, std::string_view key, std::string_view value,
-                                       const std::vector<MessageHeader>& headers, std::string extra_json,
-                                       Responder respond) {
+void IngestService::produce_and_answer(std::string_view endpoint, std::string source,
+                                       std::string_view topic, std::string id, std::string_view key,
+                                       std::string_view value,
+                                       const std::vector<MessageHeader>& headers,
+                                       std::string extra_json, Responder respond) {
   if (!producer_.reachable()) {
     return answer_error(endpoint, source, 503, "kafka_unavailable",
                         "Kafka is unreachable; the request was not accepted, retry later", respond,
@@ -221,8 +250,10 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
   auto started = std::chrono::steady_clock::now();
   OutgoingMessage m{topic, key, value, &headers};
   producer_.produce(m, [this, endpoint, source = std::move(source), topic, id = std::move(id),
-                        extra = std::move(extra_json), started, respond = std::move(respond)](const Result<ProducedAt>& r) {
-    metrics_.produce_latency(topic, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+                        extra = std::move(extra_json), started,
+                        respond = std::move(respond)](const Result<ProducedAt>& r) {
+    metrics_.produce_latency(
+        topic, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     if (r) {
       metrics_.request(endpoint, source, 202);
       HttpResponse ok;
@@ -231,8 +262,8 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
       respond(std::move(ok));
     } else {
       metrics_.kafka_error(r.error().code);
-      spdlog::warn("msg=produce_failed endpoint={} source={} code={} error={}", endpoint, source, r.error().code,
-                   log_quote(r.error().message));
+      spdlog::warn("msg=produce_failed endpoint={} source={} code={} error={}", endpoint, source,
+                   r.error().code, log_quote(r.error().message));
       if (r.error().code == kMessageTooLargeCode) {
         // Permanent: the same request can never fit, so no Retry-After.
         answer_error(endpoint, source, 413, "body_too_large",
@@ -241,7 +272,8 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
                      respond);
       } else {
         answer_error(endpoint, source, 503, r.error().code,
-                   "Kafka did not acknowledge the request (" + r.error().message + "); it was not accepted, retry later",
+                     "Kafka did not acknowledge the request (" + r.error().message +
+                         "); it was not accepted, retry later",
                      respond, {{"Retry-After", retry_after()}});
       }
     }

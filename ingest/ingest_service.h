@@ -24,9 +24,9 @@
 
 #include "ingest/ingest_metrics.h"
 #include "shared/call_request.h"
-#include "shared/config.h"
-#include "shared/http_types.h"
-#include "shared/message_producer.h"
+#include "shared/config/config.h"
+#include "shared/http/http_types.h"
+#include "shared/kafka/message_producer.h"
 
 namespace hookrelay {
 
@@ -34,8 +34,8 @@ class IngestService {
  public:
   using Clock = std::function<int64_t()>;  // Unix milliseconds
 
-  IngestService(const Config& config, MessageProducer& producer, std::shared_ptr<prometheus::Registry> registry,
-                Clock now_ms);
+  IngestService(const Config& config, MessageProducer& producer,
+                std::shared_ptr<prometheus::Registry> registry, Clock now_ms);
 
   // A reloaded config (sources, secrets, api_tokens, retry defaults, retry_after_seconds): new
   // requests use it from the next one on; a request already being handled finishes under the
@@ -58,9 +58,10 @@ class IngestService {
   // Produces, then answers 202 {"id": id} or 503. Counts and tracks in-flight.
   void produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
                           std::string id, std::string_view key, std::string_view value,
-                          const std::vector<MessageHeader>& headers, std::string idempotency_key, Responder respond);
-  void answer_error(std::string_view endpoint, std::string_view source, int status, std::string_view code,
-                    std::string_view message, const Responder& respond,
+                          const std::vector<MessageHeader>& headers, std::string idempotency_key,
+                          Responder respond);
+  void answer_error(std::string_view endpoint, std::string_view source, int status,
+                    std::string_view code, std::string_view message, const Responder& respond,
                     std::vector<std::pair<std::string, std::string>> headers = {});
   bool authorized(const HttpRequest& request, const Config& config, std::string& why) const;
 

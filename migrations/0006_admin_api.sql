@@ -13,7 +13,7 @@ CREATE INDEX deliveries_destination_first_seen_idx
 CREATE INDEX deliveries_call_event_idx ON deliveries (event_id) WHERE kind = 'call';
 
 -- A resend of a succeeded delivery: the replay sets resend_id, and the next claim of the key
--- takes the succeeded row once and clears it (shared/postgres_delivery_store.cpp). Not indexed:
+-- takes the succeeded row once and clears it (worker/postgres_delivery_store.cpp). Not indexed:
 -- updates stay heap-only.
 ALTER TABLE deliveries ADD COLUMN resend_id bigint;
 

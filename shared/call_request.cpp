@@ -5,9 +5,9 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "shared/crypto.h"
-#include "shared/http_url.h"
+#include "shared/http/http_url.h"
 #include "shared/json_writer.h"
+#include "shared/signing/crypto.h"
 
 namespace hookrelay {
 namespace {
@@ -20,7 +20,8 @@ Unexpected invalid(const std::string& field, const std::string& what) {
 
 std::string lower(std::string_view s) {
   std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   return out;
 }
 
@@ -38,20 +39,30 @@ constexpr int kEnvelopeMaxAttempts = 1000;
 constexpr int kEnvelopeMaxAgeSeconds = 366 * 86400;
 
 int bounded_int(const json& j, const char* field, int lo, int hi) {
-  if (!j.is_number_integer()) throw std::invalid_argument(std::string(field) + ": must be an integer");
+  if (!j.is_number_integer())
+    throw std::invalid_argument(std::string(field) + ": must be an integer");
   auto v = j.get<long long>();
   if (v < lo || v > hi) {
-    throw std::invalid_argument(std::string(field) + ": must be between " + std::to_string(lo) + " and " +
-                                std::to_string(hi) + ", got " + std::to_string(v));
+    throw std::invalid_argument(std::string(field) + ": must be between " + std::to_string(lo) +
+                                " and " + std::to_string(hi) + ", got " + std::to_string(v));
   }
   return static_cast<int>(v);
 }
 
 const std::set<std::string>& managed_headers() {
   // Set by the HTTP client or by hookrelay itself; a caller may not override them.
-  static const std::set<std::string> names = {"host", "content-length", "transfer-encoding", "connection",
-                                              "keep-alive", "upgrade", "te", "trailer", "expect",
-                                              "idempotency-key", "proxy-authorization", "proxy-connection"};
+  static const std::set<std::string> names = {"host",
+                                              "content-length",
+                                              "transfer-encoding",
+                                              "connection",
+                                              "keep-alive",
+                                              "upgrade",
+                                              "te",
+                                              "trailer",
+                                              "expect",
+                                              "idempotency-key",
+                                              "proxy-authorization",
+                                              "proxy-connection"};
   return names;
 }
 
@@ -61,7 +72,8 @@ bool valid_header_name(std::string_view name) {
   if (name.empty() || name.size() > 256) return false;
   static const std::string_view specials = "!#$%&'*+-.^_`|~";
   return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || specials.find(c) != std::string_view::npos;
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           specials.find(c) != std::string_view::npos;
   });
 }
 
@@ -81,8 +93,9 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return fail("malformed_json", "request body is not valid JSON");
   if (!j.is_object()) return fail("malformed_json", "request body must be a JSON object");
-  static const std::set<std::string> known = {"url", "method", "headers", "body", "body_base64",
-                                              "idempotency_key", "timeout_ms", "max_attempts", "max_age_seconds"};
+  static const std::set<std::string> known = {"url",        "method",       "headers",
+                                              "body",       "body_base64",  "idempotency_key",
+                                              "timeout_ms", "max_attempts", "max_age_seconds"};
   for (const auto& [k, v] : j.items()) {
     if (!known.count(k)) return invalid(k, "unknown field");
   }
@@ -100,25 +113,34 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
     if (j.contains("method")) {
       if (!j["method"].is_string()) return invalid("method", "must be a string");
       c.method = j["method"].get<std::string>();
-      static const std::set<std::string> methods = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
-      if (!methods.count(c.method)) return invalid("method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
+      static const std::set<std::string> methods = {"GET",    "POST", "PUT",    "PATCH",
+                                                    "DELETE", "HEAD", "OPTIONS"};
+      if (!methods.count(c.method))
+        return invalid("method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
     }
     if (j.contains("headers")) {
       const auto& h = j["headers"];
-      if (!h.is_object()) return invalid("headers", "must be an object of header name to string value");
-      if (h.size() > limits.max_headers) return invalid("headers", "at most " + std::to_string(limits.max_headers) + " headers");
+      if (!h.is_object())
+        return invalid("headers", "must be an object of header name to string value");
+      if (h.size() > limits.max_headers)
+        return invalid("headers", "at most " + std::to_string(limits.max_headers) + " headers");
       for (const auto& [name, value] : h.items()) {
-        if (!valid_header_name(name)) return invalid("headers." + name, "is not a valid header name");
-        if (managed_headers().count(lower(name))) return invalid("headers." + name, "is set by hookrelay and cannot be overridden");
+        if (!valid_header_name(name))
+          return invalid("headers." + name, "is not a valid header name");
+        if (managed_headers().count(lower(name)))
+          return invalid("headers." + name, "is set by hookrelay and cannot be overridden");
         if (!value.is_string()) return invalid("headers." + name, "value must be a string");
         auto v = value.get<std::string>();
-        if (!valid_header_value(v)) return invalid("headers." + name, "value contains CR, LF or control characters");
+        if (!valid_header_value(v))
+          return invalid("headers." + name, "value contains CR, LF or control characters");
         c.headers.emplace_back(name, std::move(v));
       }
     }
-    if (j.contains("body") && j.contains("body_base64")) return invalid("body", "give body or body_base64, not both");
+    if (j.contains("body") && j.contains("body_base64"))
+      return invalid("body", "give body or body_base64, not both");
     if (j.contains("body")) {
-      if (!j["body"].is_string()) return invalid("body", "must be a string (use body_base64 for bytes)");
+      if (!j["body"].is_string())
+        return invalid("body", "must be a string (use body_base64 for bytes)");
       c.body = j["body"].get<std::string>();
     } else if (j.contains("body_base64")) {
       std::optional<std::string> bytes;
@@ -129,14 +151,20 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
     if (j.contains("idempotency_key")) {
       if (!j["idempotency_key"].is_string()) return invalid("idempotency_key", "must be a string");
       c.idempotency_key = j["idempotency_key"].get<std::string>();
-      if (c.idempotency_key.empty() || c.idempotency_key.size() > 255) return invalid("idempotency_key", "must be 1-255 characters");
-      if (!valid_header_value(c.idempotency_key)) return invalid("idempotency_key", "contains control characters");
+      if (c.idempotency_key.empty() || c.idempotency_key.size() > 255)
+        return invalid("idempotency_key", "must be 1-255 characters");
+      if (!valid_header_value(c.idempotency_key))
+        return invalid("idempotency_key", "contains control characters");
     } else {
       c.idempotency_key = "hr_" + hex_encode(random_bytes(16));
     }
-    if (j.contains("timeout_ms")) c.timeout_ms = bounded_int(j["timeout_ms"], "timeout_ms", 100, limits.max_timeout_ms);
-    if (j.contains("max_attempts")) c.max_attempts = bounded_int(j["max_attempts"], "max_attempts", 1, limits.max_max_attempts);
-    if (j.contains("max_age_seconds")) c.max_age_seconds = bounded_int(j["max_age_seconds"], "max_age_seconds", 1, limits.max_max_age_seconds);
+    if (j.contains("timeout_ms"))
+      c.timeout_ms = bounded_int(j["timeout_ms"], "timeout_ms", 100, limits.max_timeout_ms);
+    if (j.contains("max_attempts"))
+      c.max_attempts = bounded_int(j["max_attempts"], "max_attempts", 1, limits.max_max_attempts);
+    if (j.contains("max_age_seconds"))
+      c.max_age_seconds =
+          bounded_int(j["max_age_seconds"], "max_age_seconds", 1, limits.max_max_age_seconds);
   } catch (const std::invalid_argument& e) {
     return fail("invalid_request", e.what());
   }
@@ -146,19 +174,26 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
 std::string call_envelope(const CallRequest& c) {
   json h = json::array();
   for (const auto& [k, v] : c.headers) h.push_back({k, v});
-  json j = {{"url", c.url}, {"method", c.method}, {"headers", h}, {"idempotency_key", c.idempotency_key},
-            {"timeout_ms", c.timeout_ms}, {"max_attempts", c.max_attempts}, {"max_age_seconds", c.max_age_seconds}};
+  json j = {{"url", c.url},
+            {"method", c.method},
+            {"headers", h},
+            {"idempotency_key", c.idempotency_key},
+            {"timeout_ms", c.timeout_ms},
+            {"max_attempts", c.max_attempts},
+            {"max_age_seconds", c.max_age_seconds}};
   return json_text(j);
 }
 
 Result<CallRequest> parse_call_envelope(std::string_view text) {
   json j = json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return fail("bad_envelope", "hr-call header is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    return fail("bad_envelope", "hr-call header is not a JSON object");
   try {
     CallRequest c;
     c.url = j.at("url").get<std::string>();
     c.method = j.at("method").get<std::string>();
-    for (const auto& h : j.at("headers")) c.headers.emplace_back(h.at(0).get<std::string>(), h.at(1).get<std::string>());
+    for (const auto& h : j.at("headers"))
+      c.headers.emplace_back(h.at(0).get<std::string>(), h.at(1).get<std::string>());
     c.idempotency_key = j.at("idempotency_key").get<std::string>();
     for (const auto& [name, value] : c.headers) {
       if (!valid_header_name(name) || !valid_header_value(value)) {
@@ -168,7 +203,8 @@ Result<CallRequest> parse_call_envelope(std::string_view text) {
     // Whoever can write to the topic writes these numbers: range-checked, never cast blindly.
     c.timeout_ms = bounded_int(j.at("timeout_ms"), "timeout_ms", 1, kEnvelopeMaxTimeoutMs);
     c.max_attempts = bounded_int(j.at("max_attempts"), "max_attempts", 1, kEnvelopeMaxAttempts);
-    c.max_age_seconds = bounded_int(j.at("max_age_seconds"), "max_age_seconds", 1, kEnvelopeMaxAgeSeconds);
+    c.max_age_seconds =
+        bounded_int(j.at("max_age_seconds"), "max_age_seconds", 1, kEnvelopeMaxAgeSeconds);
     return c;
   } catch (const json::exception& e) {
     return fail("bad_envelope", std::string("hr-call header: ") + e.what());

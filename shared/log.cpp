@@ -6,7 +6,8 @@ namespace hookrelay {
 
 void init_logging(const std::string& service, const std::string& level) {
   auto logger = spdlog::stderr_logger_mt(service);
-  logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l service=%n %v", spdlog::pattern_time_type::utc);
+  logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l service=%n %v",
+                      spdlog::pattern_time_type::utc);
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);

@@ -25,9 +25,12 @@ Result<StartupOptions> parse_startup_args(int argc, char** argv) {
   return o;
 }
 
-std::optional<Config> load_service_config(const std::string& service, const StartupOptions& options) {
+std::optional<Config> load_service_config(const std::string& service,
+                                          const StartupOptions& options) {
   if (options.config_path.empty()) {
-    std::fprintf(stderr, "%s: config error: no config file (use --config PATH or HOOKRELAY_CONFIG)\n", service.c_str());
+    std::fprintf(stderr,
+                 "%s: config error: no config file (use --config PATH or HOOKRELAY_CONFIG)\n",
+                 service.c_str());
     return std::nullopt;
   }
   auto c = load_config_file(options.config_path, process_env());

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 namespace hookrelay {
 
@@ -20,7 +20,8 @@ struct StartupOptions {
 Result<StartupOptions> parse_startup_args(int argc, char** argv);
 
 // Loads the config or prints "<service>: config error: ..." to stderr and returns nullopt.
-std::optional<Config> load_service_config(const std::string& service, const StartupOptions& options);
+std::optional<Config> load_service_config(const std::string& service,
+                                          const StartupOptions& options);
 
 // What every service's run_*() does first: blocks termination signals, parses the arguments,
 // prints `usage` for --help (exit 0) or with a bad argument (exit 2), and loads the config

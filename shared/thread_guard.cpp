@@ -13,10 +13,11 @@ ThreadFailures& ThreadFailures::instance() {
 
 void ThreadFailures::register_metric(prometheus::Registry& registry) {
   std::lock_guard lock(mu_);
-  family_ = &prometheus::BuildCounter()
-                 .Name("hookrelay_thread_failures_total")
-                 .Help("Threads ended by an exception, by thread; the process then stops and exits 1")
-                 .Register(registry);
+  family_ =
+      &prometheus::BuildCounter()
+           .Name("hookrelay_thread_failures_total")
+           .Help("Threads ended by an exception, by thread; the process then stops and exits 1")
+           .Register(registry);
   for (const auto& name : reported_) family_->Add({{"thread", name}}).Increment();
 }
 
@@ -26,7 +27,8 @@ void ThreadFailures::set_handler(std::function<void()> on_first_failure) {
 }
 
 void ThreadFailures::report(std::string_view thread, std::string_view what) {
-  spdlog::critical("msg=thread_failed thread={} error={} action=\"stopping the process\"", thread, log_quote(what));
+  spdlog::critical("msg=thread_failed thread={} error={} action=\"stopping the process\"", thread,
+                   log_quote(what));
   std::function<void()> handler;
   {
     std::lock_guard lock(mu_);

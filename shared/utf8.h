@@ -13,7 +13,10 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
   const unsigned char b = at(0);
   if (b < 0x80) return 1;
-  std::size_t n = (b >= 0xc2 && b <= 0xdf) ? 2 : (b >= 0xe0 && b <= 0xef) ? 3 : (b >= 0xf0 && b <= 0xf4) ? 4 : 0;
+  std::size_t n = (b >= 0xc2 && b <= 0xdf)   ? 2
+                  : (b >= 0xe0 && b <= 0xef) ? 3
+                  : (b >= 0xf0 && b <= 0xf4) ? 4
+                                             : 0;
   if (n == 0 || i + n > s.size()) return 0;
   for (std::size_t k = 1; k < n; ++k) {
     if ((at(k) & 0xc0) != 0x80) return 0;

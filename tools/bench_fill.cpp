@@ -22,10 +22,10 @@
 #include <vector>
 
 #include "shared/clock.h"
-#include "shared/kafka_handles.h"
-#include "shared/kafka_producer.h"
+#include "shared/kafka/kafka_handles.h"
+#include "shared/kafka/kafka_producer.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
 
 using namespace hookrelay;
 
@@ -77,7 +77,8 @@ std::string json_body(long bytes) {
 }
 
 // Messages per partition that the broker still holds from offset 0; -1 when it lost some.
-Result<std::vector<int64_t>> partition_counts(const std::string& bootstrap, const std::string& topic) {
+Result<std::vector<int64_t>> partition_counts(const std::string& bootstrap,
+                                              const std::string& topic) {
   auto conf = make_kafka_conf({{"bootstrap.servers", bootstrap}});
   if (!conf) return Unexpected{conf.error()};
   char err[512];
@@ -94,7 +95,8 @@ Result<std::vector<int64_t>> partition_counts(const std::string& bootstrap, cons
     for (int p = 0; p < md->topics[t].partition_cnt; ++p) {
       int64_t low = 0;
       int64_t high = 0;
-      rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), md->topics[t].partitions[p].id, &low, &high, 10000);
+      rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), md->topics[t].partitions[p].id,
+                                       &low, &high, 10000);
       counts.push_back(low == 0 ? high : -1);
     }
   }
@@ -133,7 +135,8 @@ int main(int argc, char** argv) {
 
   auto started = std::chrono::steady_clock::now();
   for (long i = 0; i < o.count; ++i) {
-    while ((*producer)->outstanding() >= kMaxOutstanding) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while ((*producer)->outstanding() >= kMaxOutstanding)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::string id = o.id_prefix + "-" + std::to_string(i);
     std::vector<MessageHeader> headers = {
         {std::string(header::kKind), "webhook"},
@@ -154,10 +157,12 @@ int main(int argc, char** argv) {
     });
   }
   int left = (*producer)->flush(120000);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (left > 0 || failed.load() > 0) {
     std::lock_guard<std::mutex> lock(first_error_mu);
-    std::fprintf(stderr, "hookrelay-bench-fill: %ld acked, %ld failed, %d unreported; first error: %s\n",
+    std::fprintf(stderr,
+                 "hookrelay-bench-fill: %ld acked, %ld failed, %d unreported; first error: %s\n",
                  acked.load(), failed.load(), left, first_error.c_str());
     return 1;
   }
@@ -167,14 +172,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (std::find(counts->begin(), counts->end(), -1) != counts->end()) {
-    std::fprintf(stderr,
-                 "hookrelay-bench-fill: the broker dropped old messages (about 5 MB kept per partition); "
-                 "use a smaller --count or a fresh broker\n");
+    std::fprintf(
+        stderr,
+        "hookrelay-bench-fill: the broker dropped old messages (about 5 MB kept per partition); "
+        "use a smaller --count or a fresh broker\n");
     return 1;
   }
   auto [lo, hi] = std::minmax_element(counts->begin(), counts->end());
-  std::printf("filled %ld messages in %.2f s (%.0f msg/s); partitions %zu; min/max per partition %lld/%lld\n",
-              acked.load(), seconds, static_cast<double>(acked.load()) / seconds, counts->size(),
-              static_cast<long long>(*lo), static_cast<long long>(*hi));
+  std::printf(
+      "filled %ld messages in %.2f s (%.0f msg/s); partitions %zu; min/max per partition "
+      "%lld/%lld\n",
+      acked.load(), seconds, static_cast<double>(acked.load()) / seconds, counts->size(),
+      static_cast<long long>(*lo), static_cast<long long>(*hi));
   return 0;
 }

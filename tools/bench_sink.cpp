@@ -10,17 +10,17 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <exception>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
 
-#include "shared/config.h"
-#include "shared/http_server.h"
+#include "shared/config/config.h"
+#include "shared/http/http_server.h"
 #include "shared/service_startup.h"
 
 using namespace hookrelay;
@@ -32,7 +32,8 @@ using Clock = std::chrono::steady_clock;
 // Calls each Responder `delay` after it was added, on its own thread.
 class DelayedResponder {
  public:
-  explicit DelayedResponder(std::chrono::milliseconds delay) : delay_(delay), thread_([this] { loop(); }) {}
+  explicit DelayedResponder(std::chrono::milliseconds delay)
+      : delay_(delay), thread_([this] { loop(); }) {}
   ~DelayedResponder() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -99,7 +100,9 @@ static int run(int argc, char** argv) {
     } else if (a == "--threads" && i + 1 < argc) {
       threads = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: hookrelay-bench-sink [--listen HOST:PORT] [--delay-ms MS] [--threads N]\n");
+      std::fprintf(
+          stderr,
+          "usage: hookrelay-bench-sink [--listen HOST:PORT] [--delay-ms MS] [--threads N]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -116,12 +119,15 @@ static int run(int argc, char** argv) {
   // A sink for benchmarks: the memory test holds 10,000 connections open at once, past the
   // server's default cap of 4096 (which answers 503 and would turn the test into retries).
   options.max_connections = 1000000;
-  HttpServer server(options, [&delayed](const HttpRequest&, Responder respond) { delayed.add(std::move(respond)); });
+  HttpServer server(options, [&delayed](const HttpRequest&, Responder respond) {
+    delayed.add(std::move(respond));
+  });
   if (auto s = server.start(); !s) {
     std::fprintf(stderr, "hookrelay-bench-sink: %s\n", s.error().message.c_str());
     return 1;
   }
-  std::printf("bench sink listening on %s:%u delay_ms=%d\n", hp->host.c_str(), server.port(), delay_ms);
+  std::printf("bench sink listening on %s:%u delay_ms=%d\n", hp->host.c_str(), server.port(),
+              delay_ms);
   std::fflush(stdout);
   wait_for_termination_signal();
   server.stop();

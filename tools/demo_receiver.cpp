@@ -10,11 +10,11 @@
 #include <string_view>
 
 #include "shared/clock.h"
-#include "shared/config.h"
-#include "shared/http_server.h"
+#include "shared/config/config.h"
+#include "shared/http/http_server.h"
 #include "shared/log.h"
 #include "shared/service_startup.h"
-#include "shared/signature_verifier.h"
+#include "shared/signing/signature_verifier.h"
 
 using namespace hookrelay;
 
@@ -29,7 +29,8 @@ static int run(int argc, char** argv) {
     } else if (a == "--secret" && i + 1 < argc) {
       secret = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: hookrelay-demo-receiver [--listen HOST:PORT] [--secret whsec_...]\n");
+      std::fprintf(stderr,
+                   "usage: hookrelay-demo-receiver [--listen HOST:PORT] [--secret whsec_...]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -60,8 +61,9 @@ static int run(int argc, char** argv) {
     if (!id) id = req.header("Idempotency-Key");
     std::string body(req.body.substr(0, 200));
     std::printf("%s %.*s id=%.*s %s bytes=%zu body=%s\n", std::string(req.method).c_str(),
-                static_cast<int>(req.target.size()), req.target.data(), static_cast<int>(id ? id->size() : 1),
-                id ? id->data() : "-", verdict.c_str(), req.body.size(), body.c_str());
+                static_cast<int>(req.target.size()), req.target.data(),
+                static_cast<int>(id ? id->size() : 1), id ? id->data() : "-", verdict.c_str(),
+                req.body.size(), body.c_str());
     std::fflush(stdout);
     respond(std::move(r));
   });

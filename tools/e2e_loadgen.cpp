@@ -18,9 +18,7 @@
 // CLOCK_REALTIME, comparable with other processes' clocks on the machine) and the HTTP status
 // (0: connection error or no answer before --drain-timeout). stdout gets one JSON summary line.
 // One thread, Boost.Asio; HTTP/1.1 responses with Content-Length (no chunked bodies).
-#include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange without it
 #include <algorithm>
-#include <boost/asio.hpp>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
@@ -33,7 +31,10 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>  // before Boost.Asio, whose awaitable.hpp uses std::exchange without it
 #include <vector>
+
+#include <boost/asio.hpp>
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -87,8 +88,9 @@ class LoadGen {
     // CLOCK_REALTIME at a steady instant: every recorded time is steady time shifted by this.
     auto s0 = Steady::now();
     auto r0 = std::chrono::system_clock::now();
-    epoch_offset_us_ = std::chrono::duration_cast<std::chrono::microseconds>(r0.time_since_epoch()).count() -
-                       to_us(s0);
+    epoch_offset_us_ =
+        std::chrono::duration_cast<std::chrono::microseconds>(r0.time_since_epoch()).count() -
+        to_us(s0);
     start_ = s0 + std::chrono::milliseconds(50);
     schedule();
     io_.run();
@@ -109,7 +111,8 @@ class LoadGen {
   }
   int64_t now_us() const { return to_us(Steady::now()) + epoch_offset_us_; }
   Steady::time_point due_time(int64_t seq) const {
-    return start_ + std::chrono::nanoseconds(static_cast<int64_t>(static_cast<double>(seq) * 1e9 / o_.rate));
+    return start_ +
+           std::chrono::nanoseconds(static_cast<int64_t>(static_cast<double>(seq) * 1e9 / o_.rate));
   }
 
   void schedule() {
@@ -126,7 +129,8 @@ class LoadGen {
       });
     } else {
       // Everything is due: give the answers --drain-timeout to come in, then stop.
-      timer_.expires_after(std::chrono::milliseconds(static_cast<int64_t>(o_.drain_timeout_s * 1000)));
+      timer_.expires_after(
+          std::chrono::milliseconds(static_cast<int64_t>(o_.drain_timeout_s * 1000)));
       timer_.async_wait([this](boost::system::error_code ec) {
         if (!ec) finish();
       });
@@ -158,7 +162,8 @@ class LoadGen {
     // Connections being opened will each take one pending request. After a refused connect,
     // new ones wait 10 ms (retry_timer_) rather than spin while the server is down.
     if (Steady::now() < retry_at_) return;
-    while (static_cast<int64_t>(pending_.size()) > connecting_ && open_ < o_.max_connections) open_one();
+    while (static_cast<int64_t>(pending_.size()) > connecting_ && open_ < o_.max_connections)
+      open_one();
   }
 
   void open_one() {
@@ -167,22 +172,23 @@ class LoadGen {
     peak_open_ = std::max(peak_open_, open_);
     conns_.push_back(std::make_unique<Conn>(io_));
     Conn* c = conns_.back().get();
-    asio::async_connect(c->sock, endpoints_, [this, c](boost::system::error_code ec, const tcp::endpoint&) {
-      --connecting_;
-      if (ec) {
-        ++connect_errors_;
-        retry_at_ = Steady::now() + std::chrono::milliseconds(10);
-        retry_timer_.expires_at(retry_at_);
-        retry_timer_.async_wait([this](boost::system::error_code ec2) {
-          if (!ec2) dispatch();
-        });
-        drop(c);
-        return;
-      }
-      c->sock.set_option(tcp::no_delay(true));
-      idle_.push_back(c);
-      dispatch();
-    });
+    asio::async_connect(c->sock, endpoints_,
+                        [this, c](boost::system::error_code ec, const tcp::endpoint&) {
+                          --connecting_;
+                          if (ec) {
+                            ++connect_errors_;
+                            retry_at_ = Steady::now() + std::chrono::milliseconds(10);
+                            retry_timer_.expires_at(retry_at_);
+                            retry_timer_.async_wait([this](boost::system::error_code ec2) {
+                              if (!ec2) dispatch();
+                            });
+                            drop(c);
+                            return;
+                          }
+                          c->sock.set_option(tcp::no_delay(true));
+                          idle_.push_back(c);
+                          dispatch();
+                        });
   }
 
   void drop(Conn* c) {
@@ -214,11 +220,13 @@ class LoadGen {
     out += fixed_tail_;
     out += o_.body;
     records_[static_cast<std::size_t>(seq)].sent_us = now_us();
-    asio::async_write(c->sock, asio::buffer(out), [this, c](boost::system::error_code ec, std::size_t) {
-      if (ec) return failed(c);
-      asio::async_read_until(c->sock, c->in, "\r\n\r\n",
-                             [this, c](boost::system::error_code ec2, std::size_t n) { on_header(c, ec2, n); });
-    });
+    asio::async_write(
+        c->sock, asio::buffer(out), [this, c](boost::system::error_code ec, std::size_t) {
+          if (ec) return failed(c);
+          asio::async_read_until(
+              c->sock, c->in, "\r\n\r\n",
+              [this, c](boost::system::error_code ec2, std::size_t n) { on_header(c, ec2, n); });
+        });
   }
 
   void on_header(Conn* c, boost::system::error_code ec, std::size_t header_len) {
@@ -238,7 +246,8 @@ class LoadGen {
       auto colon = line.find(':');
       if (colon != std::string_view::npos) {
         std::string name(line.substr(0, colon));
-        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+        std::transform(name.begin(), name.end(), name.begin(),
+                       [](unsigned char ch) { return std::tolower(ch); });
         std::string_view value = line.substr(colon + 1);
         while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
         if (name == "content-length") {
@@ -300,7 +309,8 @@ class LoadGen {
     int64_t last_sent = 0;
     for (std::size_t i = 0; i < records_.size(); ++i) {
       const Record& r = records_[i];
-      f << i << '\t' << r.due_us << '\t' << r.sent_us << '\t' << r.done_us << '\t' << r.status << '\n';
+      f << i << '\t' << r.due_us << '\t' << r.sent_us << '\t' << r.done_us << '\t' << r.status
+        << '\n';
       if (!r.sent_us) ++unsent;
       if (r.sent_us) {
         lag.push_back(r.sent_us - r.due_us);
@@ -310,7 +320,10 @@ class LoadGen {
     }
     std::sort(lag.begin(), lag.end());
     auto pct = [&lag](double p) {
-      return lag.empty() ? 0 : lag[std::min(lag.size() - 1, static_cast<std::size_t>(p * static_cast<double>(lag.size())))];
+      return lag.empty()
+                 ? 0
+                 : lag[std::min(lag.size() - 1,
+                                static_cast<std::size_t>(p * static_cast<double>(lag.size())))];
     };
     std::ostringstream st;
     bool first = true;
@@ -320,12 +333,14 @@ class LoadGen {
     }
     double span = last_sent > first_sent ? static_cast<double>(last_sent - first_sent) / 1e6 : 0;
     std::printf(
-        "{\"requests\":%lld,\"unsent\":%lld,\"answered\":%lld,\"statuses\":{%s},\"io_errors\":%lld,\"connect_errors\":%lld,"
+        "{\"requests\":%lld,\"unsent\":%lld,\"answered\":%lld,\"statuses\":{%s},\"io_errors\":%lld,"
+        "\"connect_errors\":%lld,"
         "\"chunked\":%lld,\"peak_connections\":%d,\"send_span_s\":%.3f,\"send_lag_p50_us\":%lld,"
         "\"send_lag_p99_us\":%lld,\"send_lag_max_us\":%lld}\n",
-        static_cast<long long>(total_), static_cast<long long>(unsent), static_cast<long long>(answered_), st.str().c_str(),
-        static_cast<long long>(io_errors_), static_cast<long long>(connect_errors_), static_cast<long long>(chunked_),
-        peak_open_, span, static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
+        static_cast<long long>(total_), static_cast<long long>(unsent),
+        static_cast<long long>(answered_), st.str().c_str(), static_cast<long long>(io_errors_),
+        static_cast<long long>(connect_errors_), static_cast<long long>(chunked_), peak_open_, span,
+        static_cast<long long>(pct(0.5)), static_cast<long long>(pct(0.99)),
         static_cast<long long>(lag.empty() ? 0 : lag.back()));
     return 0;
   }
@@ -353,8 +368,10 @@ class LoadGen {
 
 [[noreturn]] void usage(int code) {
   std::fprintf(stderr,
-               "usage: hookrelay-e2e-loadgen --target HOST:PORT --rate R --duration S --body-file F --out FILE\n"
-               "       [--path /webhooks/github] [--header 'Name: value']... [--id-header X-GitHub-Delivery]\n"
+               "usage: hookrelay-e2e-loadgen --target HOST:PORT --rate R --duration S --body-file "
+               "F --out FILE\n"
+               "       [--path /webhooks/github] [--header 'Name: value']... [--id-header "
+               "X-GitHub-Delivery]\n"
                "       [--id-prefix e2e] [--connections 1000] [--drain-timeout 30]\n");
   std::exit(code);
 }
@@ -397,10 +414,12 @@ int main(int argc, char** argv) {
     }
   }
   auto colon = target.rfind(':');
-  if (colon == std::string::npos || o.rate <= 0 || o.duration_s <= 0 || o.out.empty() || body_file.empty() ||
-      o.max_connections < 1) {
-    std::fprintf(stderr, "hookrelay-e2e-loadgen: --target HOST:PORT, --rate > 0, --duration > 0, --body-file, --out "
-                         "and --connections >= 1 are required\n");
+  if (colon == std::string::npos || o.rate <= 0 || o.duration_s <= 0 || o.out.empty() ||
+      body_file.empty() || o.max_connections < 1) {
+    std::fprintf(
+        stderr,
+        "hookrelay-e2e-loadgen: --target HOST:PORT, --rate > 0, --duration > 0, --body-file, --out "
+        "and --connections >= 1 are required\n");
     return 2;
   }
   o.host = target.substr(0, colon);

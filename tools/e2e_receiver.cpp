@@ -17,8 +17,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <exception>
 #include <cstdlib>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -26,8 +26,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "shared/config.h"
-#include "shared/http_server.h"
+#include "shared/config/config.h"
+#include "shared/http/http_server.h"
 #include "shared/service_startup.h"
 
 using namespace hookrelay;
@@ -44,7 +44,10 @@ struct Stamp {
 class Receiver {
  public:
   Receiver(std::string out, double fail_share, int fail_times, int fail_status)
-      : out_(std::move(out)), fail_share_(fail_share), fail_times_(fail_times), fail_status_(fail_status) {}
+      : out_(std::move(out)),
+        fail_share_(fail_share),
+        fail_times_(fail_times),
+        fail_status_(fail_status) {}
 
   HttpResponse handle(const HttpRequest& req) {
     int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -89,8 +92,8 @@ class Receiver {
       std::FILE* f = std::fopen(out_.c_str(), "a");
       if (!f) return json_error(500, "write_failed", "cannot append to " + out_);
       for (const auto& s : batch) {
-        std::fprintf(f, "%lld\t%d\t%s\t%s\n", static_cast<long long>(s.arrival_us), s.status, s.id.c_str(),
-                     s.attempt.c_str());
+        std::fprintf(f, "%lld\t%d\t%s\t%s\n", static_cast<long long>(s.arrival_us), s.status,
+                     s.id.c_str(), s.attempt.c_str());
       }
       std::fclose(f);
     }
@@ -137,16 +140,18 @@ static int run(int argc, char** argv) {
       fail_status = std::atoi(argv[++i]);
     } else {
       std::fprintf(stderr,
-                   "usage: hookrelay-e2e-receiver --listen HOST:PORT --out FILE [--threads N] [--fail-share F] "
+                   "usage: hookrelay-e2e-receiver --listen HOST:PORT --out FILE [--threads N] "
+                   "[--fail-share F] "
                    "[--fail-times N] [--fail-status 503]\n");
       return a == "--help" ? 0 : 2;
     }
   }
   auto hp = parse_host_port(listen, "--listen");
-  if (!hp || out.empty() || threads < 1 || fail_share < 0 || fail_share > 1 || fail_times < 0 || fail_status < 100 ||
-      fail_status > 599) {
+  if (!hp || out.empty() || threads < 1 || fail_share < 0 || fail_share > 1 || fail_times < 0 ||
+      fail_status < 100 || fail_status > 599) {
     std::fprintf(stderr,
-                 "hookrelay-e2e-receiver: needs --listen HOST:PORT and --out FILE; --threads >= 1, --fail-share in "
+                 "hookrelay-e2e-receiver: needs --listen HOST:PORT and --out FILE; --threads >= 1, "
+                 "--fail-share in "
                  "[0, 1], --fail-times >= 0, --fail-status 100..599\n");
     return 2;
   }
@@ -156,7 +161,9 @@ static int run(int argc, char** argv) {
   options.port = hp->port;
   options.threads = threads;
   options.max_connections = 1000000;  // the worker may open many; a 503 here would count as a retry
-  HttpServer server(options, [&receiver](const HttpRequest& req, const Responder& respond) { respond(receiver.handle(req)); });
+  HttpServer server(options, [&receiver](const HttpRequest& req, const Responder& respond) {
+    respond(receiver.handle(req));
+  });
   if (auto s = server.start(); !s) {
     std::fprintf(stderr, "hookrelay-e2e-receiver: %s\n", s.error().message.c_str());
     return 1;

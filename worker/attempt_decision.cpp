@@ -130,7 +130,8 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       break;
   }
   d.attempt = AttemptOutcome::kRetryable;
-  auto plan = plan_retry(policy_of(), delivery.attempt, delivery.received_at_ms, now_ms, result.retry_after_ms, rand01);
+  auto plan = plan_retry(policy_of(), delivery.attempt, delivery.received_at_ms, now_ms,
+                         result.retry_after_ms, rand01);
   switch (plan.kind) {
     case RetryPlan::Kind::kRetry:
       d.next = NextState::kRetrying;

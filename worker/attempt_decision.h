@@ -43,9 +43,10 @@ enum class DeadReason {
   kProduceRejected,  // the broker refused its retry message for good
 };
 
-const char* next_state_name(NextState s);       // "succeeded" | "retrying" | "dead" | "parked"
-const char* attempt_outcome_name(AttemptOutcome o);  // "succeeded" | "retryable" | "permanent" | "parked"
-const char* dead_reason_name(DeadReason r);     // "permanent", "max_attempts", ...
+const char* next_state_name(NextState s);  // "succeeded" | "retrying" | "dead" | "parked"
+const char* attempt_outcome_name(
+    AttemptOutcome o);                       // "succeeded" | "retryable" | "permanent" | "parked"
+const char* dead_reason_name(DeadReason r);  // "permanent", "max_attempts", ...
 
 // What happened this turn.
 struct AttemptResult {
@@ -69,7 +70,8 @@ struct AttemptResult {
     r.kind = kind;
     return r;
   }
-  static AttemptResult http(TransportError error, int status, std::optional<int64_t> retry_after_ms) {
+  static AttemptResult http(TransportError error, int status,
+                            std::optional<int64_t> retry_after_ms) {
     AttemptResult r;
     r.error = error;
     r.status = status;
@@ -82,11 +84,11 @@ struct Decision {
   NextState next = NextState::kDead;
   // Set when an HTTP attempt was made: it is recorded in the store.
   std::optional<AttemptOutcome> attempt;
-  Outcome outcome;                 // classify()'s answer for an HTTP attempt (metric label)
-  int tier = -1;                   // retry tier when next == kRetrying
-  int64_t due_at_ms = 0;           // earliest next attempt when next == kRetrying
+  Outcome outcome;        // classify()'s answer for an HTTP attempt (metric label)
+  int tier = -1;          // retry tier when next == kRetrying
+  int64_t due_at_ms = 0;  // earliest next attempt when next == kRetrying
   DeadReason reason = DeadReason::kPermanent;  // when next == kDead
-  bool spends_attempt = false;     // whether the attempt counts against max_attempts
+  bool spends_attempt = false;                 // whether the attempt counts against max_attempts
 };
 
 // The one place a next state is chosen. `global` is the config's retry policy; a delivery whose

@@ -87,7 +87,8 @@ std::optional<RetryPolicy> route_retry_policy(const RetryPolicy& global, const R
 }
 
 int tier_for_delay(const RetryPolicy& policy, int64_t delay_ms) {
-  const std::vector<int>& tiers = policy.tier_seconds.empty() ? policy.schedule_seconds : policy.tier_seconds;
+  const std::vector<int>& tiers =
+      policy.tier_seconds.empty() ? policy.schedule_seconds : policy.tier_seconds;
   if (tiers.empty()) return -1;
   std::size_t tier = 0;
   while (tier + 1 < tiers.size() && int64_t{tiers[tier]} * kMsPerSecond < delay_ms) ++tier;
@@ -97,9 +98,11 @@ int tier_for_delay(const RetryPolicy& policy, int64_t delay_ms) {
 RetryPlan plan_retry(const RetryPolicy& policy, int attempts_made, int64_t first_received_ms,
                      int64_t now_ms, std::optional<int64_t> retry_after_ms,
                      const std::function<double()>& rand01) {
-  if (policy.schedule_seconds.empty()) return dead_letter(now_ms, "no_schedule", RetryPlan::Why::kNoSchedule);
+  if (policy.schedule_seconds.empty())
+    return dead_letter(now_ms, "no_schedule", RetryPlan::Why::kNoSchedule);
   attempts_made = std::max(attempts_made, 1);
-  if (attempts_made >= policy.max_attempts) return dead_letter(now_ms, "max_attempts", RetryPlan::Why::kMaxAttempts);
+  if (attempts_made >= policy.max_attempts)
+    return dead_letter(now_ms, "max_attempts", RetryPlan::Why::kMaxAttempts);
 
   const std::vector<int>& tiers = policy.schedule_seconds;
   const std::size_t last = tiers.size() - 1;
@@ -121,7 +124,8 @@ RetryPlan plan_retry(const RetryPolicy& policy, int attempts_made, int64_t first
   }
 
   const int64_t deadline_ms = first_received_ms + int64_t{policy.max_age_seconds} * kMsPerSecond;
-  if (now_ms + delay_ms > deadline_ms) return dead_letter(now_ms, "max_age", RetryPlan::Why::kMaxAge);
+  if (now_ms + delay_ms > deadline_ms)
+    return dead_letter(now_ms, "max_age", RetryPlan::Why::kMaxAge);
 
   // The smallest tier whose delay covers ours; the last one always does, since neither the
   // jittered delay nor Retry-After exceeds the schedule's last delay, and config keeps a route's

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 namespace hookrelay {
 

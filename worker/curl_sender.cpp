@@ -5,11 +5,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
-#include <chrono>
 #include <stdexcept>
 #include <unordered_map>
 #include <vector>
@@ -30,7 +30,6 @@ struct CurlSender::Transfer {
   std::string body_excerpt;
   std::chrono::steady_clock::time_point started;
   std::size_t shard = 0;  // which multi handle runs it
-
 };
 
 namespace {
@@ -77,7 +76,8 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
     if (match) {
       auto v = line.substr(kName.size());
       while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.remove_suffix(1);
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' '))
+        v.remove_suffix(1);
       t->retry_after = std::string(v);
     }
   }
@@ -88,10 +88,14 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
 // own class, everything else is kOther (retryable: the attempt budget bounds the cost).
 TransportError transport_error(CURLcode code) {
   switch (code) {
-    case CURLE_OK: return TransportError::kNone;
-    case CURLE_COULDNT_CONNECT: return TransportError::kConnectFailed;
-    case CURLE_OPERATION_TIMEDOUT: return TransportError::kTimeout;
-    case CURLE_COULDNT_RESOLVE_HOST: return TransportError::kDnsFailed;
+    case CURLE_OK:
+      return TransportError::kNone;
+    case CURLE_COULDNT_CONNECT:
+      return TransportError::kConnectFailed;
+    case CURLE_OPERATION_TIMEDOUT:
+      return TransportError::kTimeout;
+    case CURLE_COULDNT_RESOLVE_HOST:
+      return TransportError::kDnsFailed;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
@@ -100,12 +104,14 @@ TransportError transport_error(CURLcode code) {
     case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
       return TransportError::kTlsFailed;
-    case CURLE_SEND_ERROR: return TransportError::kSendFailed;
+    case CURLE_SEND_ERROR:
+      return TransportError::kSendFailed;
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
       return TransportError::kRecvFailed;
-    default: return TransportError::kOther;
+    default:
+      return TransportError::kOther;
   }
 }
 
@@ -168,8 +174,9 @@ int on_timer(CURLM*, long timeout_ms, void* user) {
 // Milliseconds until curl's timer on this handle is due (0: due now), or -1 when none is set.
 long remaining_ms(const LoopState& loop) {
   if (loop.timeout_ms < 0) return -1;
-  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                       loop.timer_set_at).count();
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - loop.timer_set_at)
+                     .count();
   return std::max<long>(loop.timeout_ms - elapsed, 0);
 }
 
@@ -198,7 +205,8 @@ CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
   wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!epoll_fd_.valid() || !wake_fd_.valid()) {
     int err = epoll_fd_.valid() ? errno : epoll_errno;
-    throw std::runtime_error(std::string("cannot create the HTTP sender's epoll or eventfd: ") + std::strerror(err));
+    throw std::runtime_error(std::string("cannot create the HTTP sender's epoll or eventfd: ") +
+                             std::strerror(err));
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -257,7 +265,8 @@ void CurlSender::run() {
   std::vector<CurlEasy> idle;
   constexpr std::size_t kMaxIdle = 1024;
   auto finish = [this](std::unique_ptr<Transfer> t, HttpResult r) {
-    r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t->started)
+    r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - t->started)
                         .count();
     in_flight_.fetch_sub(1);
     t->done(std::move(r));
@@ -398,8 +407,8 @@ void CurlSender::run() {
       if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
       if (events[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
       if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
-      curl_multi_socket_action(loops[tag >> 32].multi, static_cast<curl_socket_t>(tag & 0xffffffffu), flags,
-                               &running);
+      curl_multi_socket_action(loops[tag >> 32].multi,
+                               static_cast<curl_socket_t>(tag & 0xffffffffu), flags, &running);
     }
     for (LoopState& loop : loops) {
       if (remaining_ms(loop) != 0) continue;

@@ -18,8 +18,8 @@
 #include <thread>
 #include <vector>
 
-#include "shared/curl_handles.h"
-#include "shared/unique_fd.h"
+#include "shared/http/curl_handles.h"
+#include "shared/net/unique_fd.h"
 #include "worker/http_sender.h"
 #include "worker/ssrf_guard.h"
 

@@ -1,6 +1,6 @@
 #include "worker/dead_letter.h"
 
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 
 namespace hookrelay {
 

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "shared/message_producer.h"
+#include "shared/kafka/message_producer.h"
 #include "worker/job.h"
 
 namespace hookrelay {

@@ -10,27 +10,27 @@
 #include <utility>
 #include <vector>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 namespace hookrelay {
 
 struct Delivery {
-  std::string key;          // idempotency key: "wh:<source>:<event>:<route>" or "call:<idempotency key>"
-  std::string kind;         // "webhook" | "call"
-  std::string source;       // webhook source; "" for calls
+  std::string key;     // idempotency key: "wh:<source>:<event>:<route>" or "call:<idempotency key>"
+  std::string kind;    // "webhook" | "call"
+  std::string source;  // webhook source; "" for calls
   std::string event_id;     // webhook event id or call id
   std::string destination;  // route name, or "call"
   std::string url;
-  std::string host_key;     // "host:port" that url connects to (HttpUrl::host_key): limits, breaker
+  std::string host_key;  // "host:port" that url connects to (HttpUrl::host_key): limits, breaker
   std::string method = "POST";
   std::vector<std::pair<std::string, std::string>> headers;  // to send (before signing)
-  std::shared_ptr<const std::string> body;  // shared by the routes of one event
+  std::shared_ptr<const std::string> body;                   // shared by the routes of one event
   // The webhook route in the Config the delivery was expanded under (kept alive by its message:
   // MessageState::config): its extra headers and signing secrets. nullptr for calls.
   const RouteConfig* route = nullptr;
-  std::string message_id;                   // webhook-id / Idempotency-Key sent to the receiver
+  std::string message_id;  // webhook-id / Idempotency-Key sent to the receiver
   int timeout_ms = 10000;
-  bool ordered = false;             // route asks for one-at-a-time, in-offset-order first attempts
+  bool ordered = false;  // route asks for one-at-a-time, in-offset-order first attempts
   int max_attempts = 8;
   int max_age_seconds = 86400;
   int attempt = 1;                  // the attempt about to be made (1-based)

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
 #include "worker/backoff.h"
 
 namespace hookrelay {

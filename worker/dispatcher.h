@@ -23,7 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "worker/circuit_breaker.h"
 #include "worker/flow_control.h"
 #include "worker/http_sender.h"

@@ -20,7 +20,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "worker/delivery_outcome.h"
 #include "worker/rate_limiter.h"
 

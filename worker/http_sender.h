@@ -33,7 +33,7 @@ struct HttpResult {
   int status = 0;                          // HTTP status when error == kNone
   std::optional<std::string> retry_after;  // Retry-After header, verbatim
   int64_t duration_ms = 0;
-  std::string message;                     // transport error text, or a short body excerpt on non-2xx
+  std::string message;  // transport error text, or a short body excerpt on non-2xx
 };
 
 class HttpSender {

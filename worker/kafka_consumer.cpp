@@ -1,7 +1,7 @@
 #include "worker/kafka_consumer.h"
 
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {
@@ -9,7 +9,8 @@ namespace {
 std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* parts) {
   std::vector<TopicPartition> out;
   out.reserve(parts->cnt);
-for (int i = 0; i < parts->cnt; ++i) out.push_back({parts->elems[i].topic, parts->elems[i].partition});
+  for (int i = 0; i < parts->cnt; ++i)
+    out.push_back({parts->elems[i].topic, parts->elems[i].partition});
   return out;
 }
 
@@ -21,7 +22,8 @@ KafkaPartitionList one(const TopicPartition& tp, int64_t offset) {
 
 }  // namespace
 
-Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& config, const std::string& client_id) {
+Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& config,
+                                                             const std::string& client_id) {
   std::map<std::string, std::string> props = {
       {"bootstrap.servers", config.kafka.bootstrap_servers},
       {"group.id", config.worker.group_id},
@@ -45,7 +47,8 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   };
   if (config.worker.static_membership) props["group.instance.id"] = config.worker.group_instance_id;
   for (const auto& [k, v] : config.kafka.consumer_map()) props[k] = v;
-  auto conf = make_kafka_conf(props, [&config](const std::string& key) { return config.kafka.field_of(key, false); });
+  auto conf = make_kafka_conf(
+      props, [&config](const std::string& key) { return config.kafka.field_of(key, false); });
   if (!conf) return Unexpected{conf.error()};
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
   rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);
@@ -58,11 +61,15 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   rd_kafka_poll_set_consumer(rk);
   c->queue_.reset(rd_kafka_queue_get_consumer(rk));
 
-  KafkaPartitionList topics(rd_kafka_topic_partition_list_new(4 + static_cast<int>(config.retry.schedule_seconds.size())));
-  rd_kafka_topic_partition_list_add(topics.get(), std::string(kWebhooksTopic).c_str(), RD_KAFKA_PARTITION_UA);
-  rd_kafka_topic_partition_list_add(topics.get(), std::string(kCallsTopic).c_str(), RD_KAFKA_PARTITION_UA);
+  KafkaPartitionList topics(rd_kafka_topic_partition_list_new(
+      4 + static_cast<int>(config.retry.schedule_seconds.size())));
+  rd_kafka_topic_partition_list_add(topics.get(), std::string(kWebhooksTopic).c_str(),
+                                    RD_KAFKA_PARTITION_UA);
+  rd_kafka_topic_partition_list_add(topics.get(), std::string(kCallsTopic).c_str(),
+                                    RD_KAFKA_PARTITION_UA);
   for (std::size_t i = 0; i < config.retry.schedule_seconds.size(); ++i) {
-    rd_kafka_topic_partition_list_add(topics.get(), retry_topic(static_cast<int>(i)).c_str(), RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics.get(), retry_topic(static_cast<int>(i)).c_str(),
+                                      RD_KAFKA_PARTITION_UA);
   }
   if (auto e = rd_kafka_subscribe(rk, topics.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return fail("kafka", std::string("cannot subscribe: ") + rd_kafka_err2str(e));
@@ -76,19 +83,21 @@ KafkaConsumer::~KafkaConsumer() { close(); }
 // added or taken away, through incremental_assign/unassign, and the worker keeps the rest; eager
 // (range/roundrobin set in kafka.consumer_properties) revokes the whole assignment each time.
 // Either way the listener sees exactly the partitions that come or go.
-void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
-                                 void* opaque) {
+void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t* parts, void* opaque) {
   auto* self = static_cast<KafkaConsumer*>(opaque);
   const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
   auto tps = to_vector(parts);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     if (!tps.empty() || !cooperative) {
-      spdlog::info("msg=partitions_assigned count={} protocol={}", tps.size(), cooperative ? "cooperative" : "eager");
+      spdlog::info("msg=partitions_assigned count={} protocol={}", tps.size(),
+                   cooperative ? "cooperative" : "eager");
     }
     if (cooperative) {
       // Called even for an empty list: librdkafka waits for it to finish the rebalance.
       if (KafkaErrorHandle e{rd_kafka_incremental_assign(rk, parts)}) {
-        spdlog::error("msg=incremental_assign_failed error={}", log_quote(rd_kafka_error_string(e.get())));
+        spdlog::error("msg=incremental_assign_failed error={}",
+                      log_quote(rd_kafka_error_string(e.get())));
         return;
       }
     } else {
@@ -114,7 +123,8 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kaf
   for (const auto& tp : tps) self->next_offset_.erase(tp);
   if (cooperative) {
     if (KafkaErrorHandle e{rd_kafka_incremental_unassign(rk, parts)}) {
-      spdlog::error("msg=incremental_unassign_failed error={}", log_quote(rd_kafka_error_string(e.get())));
+      spdlog::error("msg=incremental_unassign_failed error={}",
+                    log_quote(rd_kafka_error_string(e.get())));
     }
   } else {
     rd_kafka_assign(rk, nullptr);
@@ -123,10 +133,13 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kaf
 
 void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
   std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
-  if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-    spdlog::error("msg=offsets_vanished topic={} partition={} error={} note=\"messages were removed before they "
-                  "were consumed (retention or an in-memory devbroker restart)\"",
-                  topic, m->partition, log_quote(rd_kafka_err2str(m->err)));
+  if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+      m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+    spdlog::error(
+        "msg=offsets_vanished topic={} partition={} error={} note=\"messages were removed before "
+        "they "
+        "were consumed (retention or an in-memory devbroker restart)\"",
+        topic, m->partition, log_quote(rd_kafka_err2str(m->err)));
     if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
     return;
   }
@@ -170,8 +183,11 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
       const char* name = nullptr;
       const void* value = nullptr;
       size_t size = 0;
-      for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-        c.headers.emplace_back(name, value ? std::string(static_cast<const char*>(value), size) : std::string());
+      for (size_t i = 0;
+           rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+           ++i) {
+        c.headers.emplace_back(
+            name, value ? std::string(static_cast<const char*>(value), size) : std::string());
       }
     }
     next_offset_[{c.topic, c.partition}] = c.offset + 1;
@@ -200,10 +216,12 @@ void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
 void KafkaConsumer::hold(const std::vector<TopicPartition>& tps) {
   if (tps.empty()) return;
   KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(tps.size())));
-  for (const auto& tp : tps) rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
+  for (const auto& tp : tps)
+    rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
   // On failure fetching goes on; what arrives meanwhile waits in the worker's backlog.
   if (auto e = rd_kafka_pause_partitions(rk_.get(), l.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    spdlog::warn("msg=hold_failed partitions={} error={}", tps.size(), log_quote(rd_kafka_err2str(e)));
+    spdlog::warn("msg=hold_failed partitions={} error={}", tps.size(),
+                 log_quote(rd_kafka_err2str(e)));
     if (listener_.on_error) listener_.on_error(kafka_error(e).code);
   }
 }
@@ -217,7 +235,8 @@ void KafkaConsumer::store_offsets(const std::vector<CommitPosition>& positions) 
   if (positions.empty()) return;
   KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(positions.size())));
   for (const auto& p : positions) {
-    rd_kafka_topic_partition_list_add(l.get(), p.tp.topic.c_str(), p.tp.partition)->offset = p.offset;
+    rd_kafka_topic_partition_list_add(l.get(), p.tp.topic.c_str(), p.tp.partition)->offset =
+        p.offset;
   }
   if (auto e = rd_kafka_offsets_store(rk_.get(), l.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::warn("msg=offsets_store_failed error={}", log_quote(rd_kafka_err2str(e)));
@@ -226,7 +245,8 @@ void KafkaConsumer::store_offsets(const std::vector<CommitPosition>& positions) 
 
 Result<void> KafkaConsumer::commit() {
   auto e = rd_kafka_commit(rk_.get(), nullptr, 0);
-  if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET) return Unexpected{kafka_error(e)};
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return Unexpected{kafka_error(e)};
   return {};
 }
 
@@ -242,7 +262,8 @@ std::map<std::string, int64_t> KafkaConsumer::lag_by_topic() {
   for (const auto& tp : assignment()) {
     int64_t low = 0, high = 0;
     if (rd_kafka_get_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR || high < 0) {
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0) {
       continue;
     }
     auto it = next_offset_.find(tp);

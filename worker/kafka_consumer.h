@@ -18,15 +18,16 @@
 #include <memory>
 #include <string>
 
-#include "shared/config.h"
-#include "shared/kafka_handles.h"
+#include "shared/config/config.h"
+#include "shared/kafka/kafka_handles.h"
 #include "worker/message_consumer.h"
 
 namespace hookrelay {
 
 class KafkaConsumer final : public MessageConsumer {
  public:
-  static Result<std::unique_ptr<KafkaConsumer>> create(const Config& config, const std::string& client_id);
+  static Result<std::unique_ptr<KafkaConsumer>> create(const Config& config,
+                                                       const std::string& client_id);
   ~KafkaConsumer() override;
   KafkaConsumer(const KafkaConsumer&) = delete;
   KafkaConsumer& operator=(const KafkaConsumer&) = delete;
@@ -48,8 +49,8 @@ class KafkaConsumer final : public MessageConsumer {
 
  private:
   KafkaConsumer() = default;
-  static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
-                           void* opaque);
+  static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t* parts, void* opaque);
   void handle_error_message(const rd_kafka_message_t* m);
 
   KafkaHandle rk_;

@@ -1,8 +1,8 @@
 #include "worker/message_expander.h"
 
 #include "shared/call_request.h"
-#include "shared/http_url.h"
-#include "shared/wire_contract.h"
+#include "shared/http/http_url.h"
+#include "shared/kafka/wire_contract.h"
 #include "worker/route_filter.h"
 
 namespace hookrelay {
@@ -11,15 +11,16 @@ namespace {
 using header::kForwardPrefix;
 
 Unexpected malformed(const ConsumedMessage& m, const std::string& what) {
-  return fail("malformed_message", m.topic + "/" + std::to_string(m.partition) + "@" + std::to_string(m.offset) +
-                                       ": " + what);
+  return fail("malformed_message", m.topic + "/" + std::to_string(m.partition) + "@" +
+                                       std::to_string(m.offset) + ": " + what);
 }
 
 // hr-* headers that travel with a delivery into retry and DLQ messages; per-attempt ones are
 // rewritten each time, so they are not carried.
 bool carried(std::string_view name) {
-  for (auto h : {header::kAttempt, header::kDueAt, header::kLastAttemptAt, header::kLastStatus, header::kLastError,
-                 header::kFirstAttemptAt, header::kRoute, header::kDeliveryKey, header::kOriginTopic}) {
+  for (auto h : {header::kAttempt, header::kDueAt, header::kLastAttemptAt, header::kLastStatus,
+                 header::kLastError, header::kFirstAttemptAt, header::kRoute, header::kDeliveryKey,
+                 header::kOriginTopic}) {
     if (name == h) return false;
   }
   return name.rfind(header::kPrefix, 0) == 0;
@@ -28,7 +29,7 @@ bool carried(std::string_view name) {
 // Ingest forwards at most ingest.max_headers provider headers, of at most 64 KiB together (its
 // header limit), each one a header Beast parsed. A message written to the topic some other way is
 // held to the same, so no receiver gets thousands of headers or a CR/LF that would split one.
-constexpr std::size_t kMaxForwardedBytes = 64 * 1024;
+constexpr std::size_t kMaxForwardedBytes = std::size_t{64} * 1024;
 
 Result<void> check_forwarded(const ConsumedMessage& m, std::size_t max_headers) {
   std::size_t count = 0, bytes = 0;
@@ -64,7 +65,8 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
   d.route = &route;
   d.message_id = d.event_id;
   for (const auto& [name, value] : m.headers) {
-    if (name.rfind(kForwardPrefix, 0) == 0) d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);
+    if (name.rfind(kForwardPrefix, 0) == 0)
+      d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);
   }
   if (const auto* ct = m.header(header::kContentType)) d.headers.emplace_back("content-type", *ct);
 }
@@ -101,7 +103,8 @@ const std::string* ConsumedMessage::header(std::string_view name) const {
   return found;
 }
 
-std::optional<int64_t> ConsumedMessage::header_int(std::string_view name, int64_t lo, int64_t hi) const {
+std::optional<int64_t> ConsumedMessage::header_int(std::string_view name, int64_t lo,
+                                                   int64_t hi) const {
   const std::string* s = header(name);
   if (!s) return std::nullopt;
   return parse_header_int(*s, lo, hi);
@@ -116,13 +119,16 @@ std::vector<std::string_view> bad_numeric_headers(const ConsumedMessage& m) {
   return bad;
 }
 
-std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route) {
+std::string webhook_delivery_key(std::string_view source, std::string_view event_id,
+                                 std::string_view route) {
   std::string k = "wh:";
   k.append(source).append(":").append(event_id).append(":").append(route);
   return k;
 }
 
-std::string call_delivery_key(std::string_view idempotency_key) { return "call:" + std::string(idempotency_key); }
+std::string call_delivery_key(std::string_view idempotency_key) {
+  return "call:" + std::string(idempotency_key);
+}
 
 FilteredObserver& filtered_observer() {
   static FilteredObserver observer;
@@ -147,7 +153,8 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
   const auto* kind = m.header(header::kKind);
   const auto* event_id = m.header(header::kEventId);
   auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
-  if (!kind || (*kind != "webhook" && *kind != "call")) return malformed(m, "missing or unknown hr-kind");
+  if (!kind || (*kind != "webhook" && *kind != "call"))
+    return malformed(m, "missing or unknown hr-kind");
   if (!event_id || event_id->empty()) return malformed(m, "missing hr-event-id");
   if (!received) return malformed(m, "missing or bad hr-received-at");
 
@@ -184,7 +191,9 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
           if (r.name == *route_name) route = &r;
         }
       }
-      if (!route) return fail("unknown_route", "route '" + *route_name + "' of source '" + *source + "' is no longer configured");
+      if (!route)
+        return fail("unknown_route", "route '" + *route_name + "' of source '" + *source +
+                                         "' is no longer configured");
       fill_webhook(base, m, *route);
       base.key = webhook_delivery_key(*source, *event_id, route->name);
       out.push_back(std::move(base));
@@ -193,7 +202,9 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
       static const std::string kNoBody;
       for (const auto& route : routes->second) {
         if (!route.filter.empty()) {
-          if (!filters) filters.emplace(m.headers, kForwardPrefix, m.value ? std::string_view(*m.value) : kNoBody);
+          if (!filters)
+            filters.emplace(m.headers, kForwardPrefix,
+                            m.value ? std::string_view(*m.value) : kNoBody);
           if (!filters->matches(route.filter)) {
             if (filtered_out) filtered_out->push_back(&route);
             continue;
@@ -209,15 +220,19 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
   if (is_retry) {
     // 0 is valid: a delivery bounced because another worker held its lease made no attempt.
     auto attempt = m.header_int(header::kAttempt, 0, kMaxAttemptHeader);
-    if (!attempt) return malformed(m, "retry without a valid hr-attempt (0-" + std::to_string(kMaxAttemptHeader) + ")");
+    if (!attempt)
+      return malformed(
+          m, "retry without a valid hr-attempt (0-" + std::to_string(kMaxAttemptHeader) + ")");
     // Optional, but a value that is there must be a number hookrelay could have written.
     for (auto name : {header::kDueAt, header::kFirstAttemptAt}) {
       if (m.header(name) && !m.header_int(name, 0, kMaxTimestampMs)) {
-        return malformed(m, "bad " + std::string(name) + " (0-" + std::to_string(kMaxTimestampMs) + ")");
+        return malformed(
+            m, "bad " + std::string(name) + " (0-" + std::to_string(kMaxTimestampMs) + ")");
       }
     }
     out[0].attempt = static_cast<int>(*attempt) + 1;
-    out[0].first_attempt_at_ms = m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
+    out[0].first_attempt_at_ms =
+        m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
     if (const auto* origin = m.header(header::kOriginTopic)) out[0].origin_topic = *origin;
     // The key the delivery was claimed under travels with it: read, not derived again (a key
     // derived from a changed envelope or route name would be a different delivery).

@@ -23,9 +23,9 @@
 #include <utility>
 #include <vector>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/result.h"
-#include "shared/wire_contract.h"
 #include "worker/delivery.h"
 
 namespace hookrelay {
@@ -70,7 +70,8 @@ using FilteredObserver = std::function<void(std::string_view source, std::string
 void set_filtered_observer(FilteredObserver observer);
 
 // The idempotency key of a webhook route delivery and of a call.
-std::string webhook_delivery_key(std::string_view source, std::string_view event_id, std::string_view route);
+std::string webhook_delivery_key(std::string_view source, std::string_view event_id,
+                                 std::string_view route);
 std::string call_delivery_key(std::string_view idempotency_key);
 
 }  // namespace hookrelay

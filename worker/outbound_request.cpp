@@ -3,17 +3,18 @@
 #include <algorithm>
 
 #include "shared/ascii.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
-#include "shared/webhook_signer.h"
+#include "shared/signing/webhook_signer.h"
 
 namespace hookrelay {
 namespace {
 
 // Headers hookrelay sets itself on every delivery; a forwarded copy is dropped.
 bool replaced(std::string_view name) {
-  for (std::string_view h : {"webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key",
-                             "user-agent", "accept-encoding", "x-hookrelay-attempt"}) {
+  for (std::string_view h :
+       {"webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key", "user-agent",
+        "accept-encoding", "x-hookrelay-attempt"}) {
     if (ascii_iequals(name, h)) return true;
   }
   return false;
@@ -61,7 +62,8 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
         if (!signatures.empty()) signatures += ' ';
         signatures += *sig;
       }
-      if (!signatures.empty()) call.headers.emplace_back("webhook-signature", std::move(signatures));
+      if (!signatures.empty())
+        call.headers.emplace_back("webhook-signature", std::move(signatures));
     }
   }
   call.headers.emplace_back("X-Hookrelay-Attempt", std::to_string(d.attempt));
@@ -72,12 +74,15 @@ std::vector<MessageHeader> redelivery_headers(const Delivery& d, const AttemptHi
   std::vector<MessageHeader> out;
   out.reserve(d.carried_headers.size() + 10);
   for (const auto& [k, v] : d.carried_headers) out.push_back({k, v});
-  auto add = [&out](std::string_view name, std::string value) { out.push_back({std::string(name), std::move(value)}); };
+  auto add = [&out](std::string_view name, std::string value) {
+    out.push_back({std::string(name), std::move(value)});
+  };
   add(header::kDeliveryKey, d.key);
   if (d.kind == "webhook") add(header::kRoute, d.destination);
   add(header::kOriginTopic, d.origin_topic);
   add(header::kAttempt, std::to_string(h.attempts_made));
-  if (h.first_attempt_at_ms > 0) add(header::kFirstAttemptAt, std::to_string(h.first_attempt_at_ms));
+  if (h.first_attempt_at_ms > 0)
+    add(header::kFirstAttemptAt, std::to_string(h.first_attempt_at_ms));
   if (h.last_attempt_at_ms > 0) add(header::kLastAttemptAt, std::to_string(h.last_attempt_at_ms));
   if (h.last_status > 0) add(header::kLastStatus, std::to_string(h.last_status));
   if (!h.last_error.empty()) add(header::kLastError, h.last_error.substr(0, 512));

@@ -3,8 +3,8 @@
 // build_http_call: the receiver's request. Webhooks carry webhook-id (stable across attempts),
 // webhook-timestamp and, when the route has secrets, webhook-signature (Standard Webhooks: one
 // "v1,<base64>" per secret, space-separated), then the route's own `headers` (which replace a
-// forwarded header of the same name); calls carry Idempotency-Key. Provider signature headers that the receiver cannot check are
-// replaced, never duplicated.
+// forwarded header of the same name); calls carry Idempotency-Key. Provider signature headers that
+// the receiver cannot check are replaced, never duplicated.
 //
 // redelivery_headers: the Kafka headers of the retry-tier or DLQ message that carries a delivery
 // on, with its attempt history.
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "shared/message_producer.h"
+#include "shared/kafka/message_producer.h"
 #include "worker/delivery.h"
 #include "worker/http_sender.h"
 
@@ -29,11 +29,12 @@ struct AttemptHistory {
   int attempts_made = 0;
   int64_t first_attempt_at_ms = 0;
   int64_t last_attempt_at_ms = 0;
-  int last_status = 0;      // 0 when there was no HTTP answer
-  std::string last_error;   // truncated to 512 bytes
+  int last_status = 0;               // 0 when there was no HTTP answer
+  std::string last_error;            // truncated to 512 bytes
   std::optional<int64_t> due_at_ms;  // retry only
 };
 
-std::vector<MessageHeader> redelivery_headers(const Delivery& delivery, const AttemptHistory& history);
+std::vector<MessageHeader> redelivery_headers(const Delivery& delivery,
+                                              const AttemptHistory& history);
 
 }  // namespace hookrelay

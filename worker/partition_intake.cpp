@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
 
 namespace hookrelay {
 namespace {
@@ -14,7 +14,8 @@ constexpr int64_t kFullBacklogPollMs = 100;
 
 }  // namespace
 
-PartitionIntake::PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics, Sink sink)
+PartitionIntake::PartitionIntake(MessageConsumer& consumer, const Config& config,
+                                 WorkerMetrics& metrics, Sink sink)
     : consumer_(consumer), config_(&config), metrics_(metrics), sink_(std::move(sink)) {}
 
 bool PartitionIntake::poll(int64_t now, bool events_waiting) {
@@ -24,7 +25,8 @@ bool PartitionIntake::poll(int64_t now, bool events_waiting) {
   // full (queued.max.messages.kbytes): no pause, so no refetch and no resume delay. poll() still
   // runs every kFullBacklogPollMs to serve the group (rebalances), taking at most one message.
   drain_backlog(now);
-  std::size_t limit = std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
+  std::size_t limit =
+      std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
   int max = config_->worker.batch_size;
   if (backlog_size_ >= limit) {
     if (now < next_full_poll_at_) return false;
@@ -92,8 +94,10 @@ void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
     // the partition for good, so it is cut to that delay. A value that is not a number is taken
     // at once: expand_message refuses it as malformed, and the worker counts it.
     const auto& tiers = config_->retry.schedule_seconds;
-    const int64_t longest = tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
-    auto due = std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
+    const int64_t longest =
+        tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
+    auto due =
+        std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
     if (due > now) {
       auto& p = paused_[tp];
       consumer_.pause(tp, m.offset);
@@ -120,7 +124,8 @@ void PartitionIntake::resume_due(int64_t now) {
 void PartitionIntake::finish(const MessageState& msg) {
   auto gen = generation_.find(msg.tp);
   // A finish from before a revoke must not move the watermark of a later assignment.
-  if (gen != generation_.end() && gen->second == msg.generation) (void)watermarks_.finish(msg.tp, msg.offset);
+  if (gen != generation_.end() && gen->second == msg.generation)
+    (void)watermarks_.finish(msg.tp, msg.offset);
 }
 
 void PartitionIntake::store_offsets() { consumer_.store_offsets(watermarks_.take_committable()); }

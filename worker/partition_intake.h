@@ -21,7 +21,7 @@
 #include <memory>
 #include <vector>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "worker/job.h"
 #include "worker/message_consumer.h"
 #include "worker/offset_watermark.h"
@@ -35,7 +35,8 @@ class PartitionIntake {
     std::function<bool()> has_room;  // below worker.max_in_flight
     std::function<void(ConsumedMessage&, std::shared_ptr<MessageState>)> take;
   };
-  PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics, Sink sink);
+  PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics,
+                  Sink sink);
   // A reloaded config's batch size and in-flight bound from the next poll on. `config` must
   // outlive its use here.
   void reconfigure(const Config& config) { config_ = &config; }
@@ -65,9 +66,10 @@ class PartitionIntake {
  private:
   // A partition stays paused while any reason holds.
   struct Pause {
-    int64_t seek_offset = -1;   // retry tier: the message not due, fetched again when it is; -1 = held
-    int64_t resume_at_ms = 0;   // retry tier head not due until then; 0 = not waiting for a tier
-    bool for_db = false;        // Postgres unavailable
+    int64_t seek_offset =
+        -1;  // retry tier: the message not due, fetched again when it is; -1 = held
+    int64_t resume_at_ms = 0;  // retry tier head not due until then; 0 = not waiting for a tier
+    bool for_db = false;       // Postgres unavailable
   };
   void take_message(ConsumedMessage& m, int64_t now);
   void drain_backlog(int64_t now);
@@ -83,7 +85,8 @@ class PartitionIntake {
   std::map<TopicPartition, uint64_t> generation_;
   uint64_t next_generation_ = 1;
   std::map<TopicPartition, Pause> paused_;
-  // Polled but not yet taken (no room, held, or behind earlier ones), per partition in offset order.
+  // Polled but not yet taken (no room, held, or behind earlier ones), per partition in offset
+  // order.
   std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;
   std::size_t backlog_size_ = 0;
   int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group

@@ -69,8 +69,10 @@ std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) 
   metrics_.kafka_error(err.code);
   std::string topic = redelivery_topic(decision);
   if (err.retryable) {
-    spdlog::warn("msg=redelivery_produce_failed topic={} key={} error={} action=\"publishing again in {} ms\"", topic,
-                 log_quote(job->d.key), log_quote(err.message), kReproduceDelayMs);
+    spdlog::warn(
+        "msg=redelivery_produce_failed topic={} key={} error={} action=\"publishing again in {} "
+        "ms\"",
+        topic, log_quote(job->d.key), log_quote(err.message), kReproduceDelayMs);
     job->produce_at_ms = now + kReproduceDelayMs;
     waiting_.push_back(std::move(job));
     return nullptr;
@@ -78,15 +80,18 @@ std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) 
   if (is_dead_letter(decision)) {
     // Nowhere left to keep it: stop rather than drop it or try forever. Its offset is not
     // committed, so the message is replayed when the cause is fixed.
-    fatal_ = "the DLQ refused the dead letter of " + job->d.key + " for good (" + err.code + "): " + err.message;
-    spdlog::critical("msg=dead_letter_refused key={} code={} error={} action=\"stopping the worker\"",
-                     log_quote(job->d.key), err.code, log_quote(err.message));
+    fatal_ = "the DLQ refused the dead letter of " + job->d.key + " for good (" + err.code +
+             "): " + err.message;
+    spdlog::critical(
+        "msg=dead_letter_refused key={} code={} error={} action=\"stopping the worker\"",
+        log_quote(job->d.key), err.code, log_quote(err.message));
     refused_.push_back(std::move(job));  // kept, so shutdown gives its lease back
     return nullptr;
   }
-  spdlog::error("msg=retry_message_refused topic={} key={} code={} error={} action=dead_letter", topic,
-                log_quote(job->d.key), err.code, log_quote(err.message));
-  job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kProduceRejected), policy_, now, rand01_);
+  spdlog::error("msg=retry_message_refused topic={} key={} code={} error={} action=dead_letter",
+                topic, log_quote(job->d.key), err.code, log_quote(err.message));
+  job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kProduceRejected),
+                         policy_, now, rand01_);
   job->history.last_error = "retry message refused by Kafka (" + err.code + "): " + err.message;
   job->history.due_at_ms.reset();
   publish(std::move(job));
@@ -104,7 +109,7 @@ void Redelivery::flush_due(int64_t now) {
 std::vector<std::string> Redelivery::keys_pending() const {
   std::vector<std::string> keys;
   keys.reserve(out_.size());
-for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
+  for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
   for (const auto& job : waiting_) keys.push_back(job->d.key);
   for (const auto& job : refused_) keys.push_back(job->d.key);
   return keys;

@@ -21,7 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "shared/message_producer.h"
+#include "shared/kafka/message_producer.h"
 #include "worker/backoff.h"
 #include "worker/job.h"
 #include "worker/worker_event.h"
@@ -56,7 +56,7 @@ class Redelivery {
   std::function<double()> rand01_;
   PostEvent post_;
   std::unordered_map<Job*, std::unique_ptr<Job>> out_;  // with the producer
-  std::deque<std::unique_ptr<Job>> waiting_;             // refused for now; produce_at_ms order
+  std::deque<std::unique_ptr<Job>> waiting_;            // refused for now; produce_at_ms order
   std::vector<std::unique_ptr<Job>> refused_;           // dead letters refused for good
   std::optional<std::string> fatal_;
 };

@@ -14,14 +14,16 @@ simdjson::dom::parser& thread_parser() {
   return parser;
 }
 
-std::optional<simdjson::dom::element> resolve(simdjson::dom::element at, const JsonPointer& pointer) {
+std::optional<simdjson::dom::element> resolve(simdjson::dom::element at,
+                                              const JsonPointer& pointer) {
   for (const auto& token : pointer.tokens) {
     simdjson::dom::object object;
     simdjson::dom::array array;
     if (at.get(object) == simdjson::SUCCESS) {
       if (object.at_key(token.key).get(at) != simdjson::SUCCESS) return std::nullopt;
     } else if (at.get(array) == simdjson::SUCCESS) {
-      if (token.index < 0 || array.at(static_cast<std::size_t>(token.index)).get(at) != simdjson::SUCCESS) {
+      if (token.index < 0 ||
+          array.at(static_cast<std::size_t>(token.index)).get(at) != simdjson::SUCCESS) {
         return std::nullopt;
       }
     } else {
@@ -53,7 +55,8 @@ bool json_equals(const simdjson::dom::element& value, const JsonScalar& scalar) 
         return scalar.integral ? v == scalar.integer : static_cast<double>(v) == scalar.number;
       }
       if (type == Type::UINT64) {  // above INT64_MAX: no configured integer equals it
-        return !scalar.integral && static_cast<double>(value.get_uint64().value_unsafe()) == scalar.number;
+        return !scalar.integral &&
+               static_cast<double>(value.get_uint64().value_unsafe()) == scalar.number;
       }
       if (type == Type::DOUBLE) return value.get_double().value_unsafe() == scalar.number;
       return false;
@@ -68,7 +71,8 @@ FilterContext::FilterContext(const std::vector<std::pair<std::string, std::strin
 bool FilterContext::header_holds(const HeaderCondition& c) const {
   for (const auto& [name, value] : headers_) {
     std::string_view n(name);
-    if (n.size() != prefix_.size() + c.name.size() || n.substr(0, prefix_.size()) != prefix_) continue;
+    if (n.size() != prefix_.size() + c.name.size() || n.substr(0, prefix_.size()) != prefix_)
+      continue;
     if (!ascii_iequals(n.substr(prefix_.size()), c.name)) continue;
     if (std::find(c.values.begin(), c.values.end(), value) != c.values.end()) return true;
   }

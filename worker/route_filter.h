@@ -1,4 +1,4 @@
-// Evaluation of route filters (shared/route_filter.h) against one consumed webhook message.
+// Evaluation of route filters (shared/routes/route_filter.h) against one consumed webhook message.
 //
 // Header conditions look at the provider's headers as ingest forwarded them (names compared
 // case-insensitively, any of the listed values, values exactly). Body conditions look at the
@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "shared/route_filter.h"
+#include "shared/routes/route_filter.h"
 
 namespace hookrelay {
 
@@ -26,8 +26,8 @@ class FilterContext {
  public:
   // `headers` whose names start with `header_prefix` are the request's headers (the prefix is
   // stripped before comparing); others are ignored. Both must outlive the context.
-  FilterContext(const std::vector<std::pair<std::string, std::string>>& headers, std::string_view header_prefix,
-                std::string_view body);
+  FilterContext(const std::vector<std::pair<std::string, std::string>>& headers,
+                std::string_view header_prefix, std::string_view body);
 
   // Whether every condition of `filter` holds.
   bool matches(const RouteFilter& filter);

@@ -33,13 +33,14 @@ SuspendCause suspend_cause_of_streak(const std::optional<SuspendAfter>& rule, in
   return SuspendCause::kNone;
 }
 
-std::string suspend_reason(SuspendCause cause, int failure_streak, int64_t failing_since_ms, int64_t now_ms,
-                           const std::optional<SuspendAfter>& rule) {
+std::string suspend_reason(SuspendCause cause, int failure_streak, int64_t failing_since_ms,
+                           int64_t now_ms, const std::optional<SuspendAfter>& rule) {
   switch (cause) {
     case SuspendCause::kGone:
       return "410 Gone from the receiver";
     case SuspendCause::kConsecutiveFailures:
-      return std::to_string(failure_streak) + " consecutive failures (suspend_after.consecutive_failures: " +
+      return std::to_string(failure_streak) +
+             " consecutive failures (suspend_after.consecutive_failures: " +
              std::to_string(rule ? rule->consecutive_failures : 0) + ")";
     case SuspendCause::kFailingFor:
       return "failing for " + std::to_string((now_ms - failing_since_ms) / 1000) +
@@ -65,11 +66,13 @@ Decision park_decision(const std::optional<Decision>& attempted) {
 }
 
 std::optional<bool> attempt_succeeded(const Decision& decision, TransportError error) {
-  if (error == TransportError::kCircuitOpen || error == TransportError::kRateLimited) return std::nullopt;
+  if (error == TransportError::kCircuitOpen || error == TransportError::kRateLimited)
+    return std::nullopt;
   return decision.outcome.kind == OutcomeKind::kSuccess;
 }
 
-void RouteActivityLog::record(const std::string& source, const std::string& route, bool success, int64_t now_ms) {
+void RouteActivityLog::record(const std::string& source, const std::string& route, bool success,
+                              int64_t now_ms) {
   auto [it, inserted] = pending_.try_emplace({source, route});
   RouteActivity& a = it->second;
   if (inserted) {

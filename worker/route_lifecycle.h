@@ -18,15 +18,16 @@
 #include <utility>
 #include <vector>
 
-#include "shared/config.h"
-#include "shared/route_states.h"
+#include "shared/config/config.h"
+#include "shared/routes/route_states.h"
 #include "worker/attempt_decision.h"
 
 namespace hookrelay {
 
 enum class SuspendCause { kNone, kGone, kConsecutiveFailures, kFailingFor };
 
-const char* suspend_cause_name(SuspendCause cause);  // "gone" | "consecutive_failures" | "failing_for"
+const char* suspend_cause_name(
+    SuspendCause cause);  // "gone" | "consecutive_failures" | "failing_for"
 
 // What an HTTP answer says by itself: a 410 Gone suspends the route, whatever its config.
 SuspendCause suspend_cause_of_answer(int http_status);
@@ -37,8 +38,8 @@ SuspendCause suspend_cause_of_streak(const std::optional<SuspendAfter>& rule, in
 
 // The reason stored with the suspension, for operators: "410 Gone from the receiver", "500
 // consecutive failures (bound 500)", ...
-std::string suspend_reason(SuspendCause cause, int failure_streak, int64_t failing_since_ms, int64_t now_ms,
-                           const std::optional<SuspendAfter>& rule);
+std::string suspend_reason(SuspendCause cause, int failure_streak, int64_t failing_since_ms,
+                           int64_t now_ms, const std::optional<SuspendAfter>& rule);
 
 // The decision for a delivery of a suspended route: parked. `attempted` is the decision of the
 // attempt just made (its outcome is recorded); nullopt when no attempt was made (the audit row

@@ -7,13 +7,15 @@
 
 namespace hookrelay {
 
-RouteSync::RouteSync(RouteStateStore& store, WorkerMetrics& metrics, std::function<int64_t()> now_ms,
-                     RouteSyncOptions options)
+RouteSync::RouteSync(RouteStateStore& store, WorkerMetrics& metrics,
+                     std::function<int64_t()> now_ms, RouteSyncOptions options)
     : store_(store), metrics_(metrics), now_ms_(std::move(now_ms)), options_(std::move(options)) {}
 
 RouteSync::~RouteSync() { stop(); }
 
-void RouteSync::start() { thread_ = start_guarded_thread("route_sync", [this] { loop(); }); }
+void RouteSync::start() {
+  thread_ = start_guarded_thread("route_sync", [this] { loop(); });
+}
 
 void RouteSync::stop() {
   stop_.store(true);
@@ -32,8 +34,9 @@ void RouteSync::suspend_locally(const RouteKey& route, const std::string& reason
   to_suspend_.emplace(route, reason);
 }
 
-bool RouteSync::attempt(const std::string& source, const std::string& route, const std::optional<SuspendAfter>& rule,
-                        std::optional<bool> success, int http_status, int64_t now_ms) {
+bool RouteSync::attempt(const std::string& source, const std::string& route,
+                        const std::optional<SuspendAfter>& rule, std::optional<bool> success,
+                        int http_status, int64_t now_ms) {
   if (!success) return false;
   bool gone = false;
   {
@@ -50,7 +53,9 @@ bool RouteSync::attempt(const std::string& source, const std::string& route, con
     }
   }
   if (gone) {
-    spdlog::warn("msg=route_suspended source={} route={} cause=gone action=\"parking its deliveries\"", source, route);
+    spdlog::warn(
+        "msg=route_suspended source={} route={} cause=gone action=\"parking its deliveries\"",
+        source, route);
     cv_.notify_all();
   }
   return gone;
@@ -79,9 +84,12 @@ bool RouteSync::sync() {
       RouteKey key{row.source, row.route};
       auto rule = rules.find(key);
       if (rule == rules.end()) continue;
-      SuspendCause cause = suspend_cause_of_streak(rule->second, row.failure_streak, row.failing_since_ms, now);
-      if (cause == SuspendCause::kNone || row.state == "suspended" || to_suspend.count(key)) continue;
-      to_suspend.emplace(key, suspend_reason(cause, row.failure_streak, row.failing_since_ms, now, rule->second));
+      SuspendCause cause =
+          suspend_cause_of_streak(rule->second, row.failure_streak, row.failing_since_ms, now);
+      if (cause == SuspendCause::kNone || row.state == "suspended" || to_suspend.count(key))
+        continue;
+      to_suspend.emplace(
+          key, suspend_reason(cause, row.failure_streak, row.failing_since_ms, now, rule->second));
       metrics_.route_suspension(row.source, row.route, suspend_cause_name(cause));
     }
   }
@@ -96,8 +104,8 @@ bool RouteSync::sync() {
       continue;
     }
     if (*r) {
-      spdlog::warn("msg=route_suspended source={} route={} reason={} by={}", key.first, key.second, log_quote(reason),
-                   options_.worker_id);
+      spdlog::warn("msg=route_suspended source={} route={} reason={} by={}", key.first, key.second,
+                   log_quote(reason), options_.worker_id);
     }
     it = to_suspend.erase(it);
   }
@@ -129,7 +137,8 @@ void RouteSync::loop() {
   while (!stop_.load()) {
     sync();
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, std::chrono::milliseconds(options_.refresh_ms), [this] { return wake_ || stop_.load(); });
+    cv_.wait_for(lock, std::chrono::milliseconds(options_.refresh_ms),
+                 [this] { return wake_ || stop_.load(); });
     wake_ = false;
   }
 }

@@ -26,8 +26,8 @@
 #include <utility>
 #include <vector>
 
-#include "shared/config.h"
-#include "shared/route_states.h"
+#include "shared/config/config.h"
+#include "shared/routes/route_states.h"
 #include "worker/route_lifecycle.h"
 #include "worker/worker_metrics.h"
 
@@ -53,8 +53,9 @@ class RouteSync {
   // Counts an attempt of the route (`success` nullopt: no call reached the receiver) under its
   // current suspend_after `rule`. Returns true when the answer suspends the route (a 410 Gone):
   // it is suspended here at once, and in Postgres at the next round, which starts now.
-  bool attempt(const std::string& source, const std::string& route, const std::optional<SuspendAfter>& rule,
-               std::optional<bool> success, int http_status, int64_t now_ms);
+  bool attempt(const std::string& source, const std::string& route,
+               const std::optional<SuspendAfter>& rule, std::optional<bool> success,
+               int http_status, int64_t now_ms);
   // Changes whenever a route joins the local suspended set: the worker then parks the queued
   // deliveries of the routes just suspended.
   uint64_t generation() const { return generation_.load(); }
@@ -74,11 +75,11 @@ class RouteSync {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool wake_ = false;                             // under mu_
-  RouteActivityLog activity_;                     // under mu_
+  bool wake_ = false;                                      // under mu_
+  RouteActivityLog activity_;                              // under mu_
   std::map<RouteKey, std::optional<SuspendAfter>> rules_;  // under mu_: the latest seen per route
-  std::map<RouteKey, std::string> to_suspend_;    // under mu_: suspended here, not yet in Postgres
-  std::set<RouteKey> suspended_;                  // under mu_
+  std::map<RouteKey, std::string> to_suspend_;  // under mu_: suspended here, not yet in Postgres
+  std::set<RouteKey> suspended_;                // under mu_
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;

@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "shared/ip_address.h"
+#include "shared/net/ip_address.h"
 
 namespace hookrelay {
 

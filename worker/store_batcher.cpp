@@ -59,8 +59,8 @@ void StoreBatcher::flush_claims(int64_t now) {
     // A claim sent again after a failed round trip keeps its token: if the first one did commit,
     // the lease it took is found holding this token and the claim is won, not refused.
     if (j->lease_token == 0) j->lease_token = make_lease_token(d_.run_id, ++claim_seq_);
-    refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url, j->d.origin_topic,
-                     j->d.received_at_ms, j->lease_token});
+    refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url,
+                     j->d.origin_topic, j->d.received_at_ms, j->lease_token});
   }
   claims_.submit([this, refs, lease_seconds = d_.lease_seconds] {
     WorkerEvent e;
@@ -105,8 +105,8 @@ void StoreBatcher::flush_records(int64_t now) {
 }
 
 template <class T>
-std::vector<T> StoreBatcher::after_failure(StoreLane<T>& lane, std::vector<T> batch, const Error& e, std::string_view op,
-                                           int64_t now, bool holds) {
+std::vector<T> StoreBatcher::after_failure(StoreLane<T>& lane, std::vector<T> batch, const Error& e,
+                                           std::string_view op, int64_t now, bool holds) {
   bool outage = holds ? failed(e, op, now) : e.retryable;
   if (outage || batch.size() > 1) {
     // An outage: tried again once the store answers. A permanent error on a batch: its items
@@ -131,7 +131,8 @@ StoreBatcher::Claimed StoreBatcher::on_claimed(const WorkerEvent& e, int64_t now
   }
   ok();
   out.answered.reserve(jobs.size());
-  for (std::size_t i = 0; i < jobs.size(); ++i) out.answered.emplace_back(std::move(jobs[i]), (*e.claimed)[i]);
+  for (std::size_t i = 0; i < jobs.size(); ++i)
+    out.answered.emplace_back(std::move(jobs[i]), (*e.claimed)[i]);
   return out;
 }
 
@@ -140,7 +141,8 @@ StoreBatcher::Recorded StoreBatcher::on_recorded(const WorkerEvent& e, int64_t n
   auto jobs = records_.finish();
   Recorded out;
   if (!e.stored) {
-    for (auto& j : after_failure(records_, std::move(jobs), e.stored.error(), "record", now, true)) {
+    for (auto& j :
+         after_failure(records_, std::move(jobs), e.stored.error(), "record", now, true)) {
       out.rejected.emplace_back(std::move(j), e.stored.error());
     }
     return out;
@@ -158,17 +160,20 @@ void StoreBatcher::on_inbound(const WorkerEvent& e, int64_t now) {
   if (e.stored) return;
   const Error& err = e.stored.error();
   if (inbound_.queued().size() >= kMaxInboundBacklog) return;
-  for (const auto& refused : after_failure(inbound_, std::move(batch), err, "inbound", now, false)) {
-    spdlog::error("msg=inbound_event_refused source={} event_id={} code={} error={} action=\"not audited\"",
-                  log_quote(refused.source), log_quote(refused.event_id), err.code, log_quote(err.message));
+  for (const auto& refused :
+       after_failure(inbound_, std::move(batch), err, "inbound", now, false)) {
+    spdlog::error(
+        "msg=inbound_event_refused source={} event_id={} code={} error={} action=\"not audited\"",
+        log_quote(refused.source), log_quote(refused.event_id), err.code, log_quote(err.message));
   }
 }
 
 bool StoreBatcher::failed(const Error& e, std::string_view op, int64_t now) {
   if (!e.retryable) {
     // The store answered: it is up, and this batch (or one row of it) is what it refused.
-    spdlog::error("msg=postgres_refused op={} code={} error={} action=\"isolating the refused delivery\"", op, e.code,
-                  log_quote(e.message));
+    spdlog::error(
+        "msg=postgres_refused op={} code={} error={} action=\"isolating the refused delivery\"", op,
+        e.code, log_quote(e.message));
     ok();
     return false;
   }
@@ -176,8 +181,10 @@ bool StoreBatcher::failed(const Error& e, std::string_view op, int64_t now) {
   if (down_) return true;
   down_ = true;
   d_.metrics->postgres_up().Set(0);
-  spdlog::error("msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work continues\"", op,
-                log_quote(e.message));
+  spdlog::error(
+      "msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work "
+      "continues\"",
+      op, log_quote(e.message));
   if (d_.on_outage) d_.on_outage();
   return true;
 }
@@ -192,7 +199,8 @@ void StoreBatcher::ok() {
 
 std::size_t StoreBatcher::drop_unclaimed(const std::function<bool(const Job&)>& drop) {
   auto& q = claims_.queued();
-  auto keep = std::remove_if(q.begin(), q.end(), [&](const std::unique_ptr<Job>& j) { return drop(*j); });
+  auto keep =
+      std::remove_if(q.begin(), q.end(), [&](const std::unique_ptr<Job>& j) { return drop(*j); });
   auto n = static_cast<std::size_t>(std::distance(keep, q.end()));
   q.erase(keep, q.end());
   return n;
@@ -207,7 +215,8 @@ std::vector<std::string> StoreBatcher::keys_unrecorded() const {
 
 void StoreBatcher::release(std::vector<std::string> keys) {
   if (keys.empty() || down_) return;
-  claims_.submit([this, keys = std::move(keys)] { (void)d_.claim_store->release(keys, d_.worker_id); });
+  claims_.submit(
+      [this, keys = std::move(keys)] { (void)d_.claim_store->release(keys, d_.worker_id); });
 }
 
 }  // namespace hookrelay

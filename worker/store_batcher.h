@@ -27,8 +27,8 @@
 #include <utility>
 #include <vector>
 
-#include "shared/delivery_store.h"
 #include "worker/db_lane.h"
+#include "worker/delivery_store.h"
 #include "worker/job.h"
 #include "worker/worker_event.h"
 #include "worker/worker_metrics.h"
@@ -39,7 +39,8 @@ namespace hookrelay {
 template <class T>
 class StoreLane {
  public:
-  StoreLane(bool threaded, std::size_t max_batch) : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded)) {}
+  StoreLane(bool threaded, std::size_t max_batch)
+      : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded)) {}
 
   void push(T item) { queued_.push_back(std::move(item)); }
   bool busy() const { return busy_; }
@@ -72,7 +73,8 @@ class StoreLane {
   }
   // A batch that must be sent again goes back in front, in order: nothing is lost or reordered.
   void put_back(std::vector<T> batch) {
-    batch.insert(batch.end(), std::make_move_iterator(queued_.begin()), std::make_move_iterator(queued_.end()));
+    batch.insert(batch.end(), std::make_move_iterator(queued_.begin()),
+                 std::make_move_iterator(queued_.end()));
     queued_ = std::move(batch);
   }
   // The next n items go one per round trip (after a permanent error on a batch of n).
@@ -146,8 +148,8 @@ class StoreBatcher {
   // A failed round trip: puts the batch back (outage, or a batch to search item by item) and
   // returns the items refused for good. `holds`: an outage here holds the partitions.
   template <class T>
-  std::vector<T> after_failure(StoreLane<T>& lane, std::vector<T> batch, const Error& e, std::string_view op,
-                               int64_t now, bool holds);
+  std::vector<T> after_failure(StoreLane<T>& lane, std::vector<T> batch, const Error& e,
+                               std::string_view op, int64_t now, bool holds);
   // Retryable: an outage. Returns false for a permanent error, which concerns the batch only.
   bool failed(const Error& e, std::string_view op, int64_t now);
   void ok();

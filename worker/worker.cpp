@@ -4,9 +4,9 @@
 #include <chrono>
 #include <random>
 
-#include "shared/crypto.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "shared/wire_contract.h"
+#include "shared/signing/crypto.h"
 #include "worker/message_expander.h"
 #include "worker/route_lifecycle.h"
 
@@ -25,11 +25,14 @@ Worker::Worker(WorkerDeps deps)
     : d_(std::move(deps)),
       config_(std::shared_ptr<const Config>(), d_.config),
       policy_(make_retry_policy(d_.config->retry)),
-      intake_(*d_.consumer, *d_.config, *d_.metrics,
-              {.has_room = [this] { return has_room(); },
-               .take = [this](ConsumedMessage& m, std::shared_ptr<MessageState> msg) { take_message(m, std::move(msg)); }}),
+      intake_(
+          *d_.consumer, *d_.config, *d_.metrics,
+          {.has_room = [this] { return has_room(); },
+           .take = [this](ConsumedMessage& m,
+                          std::shared_ptr<MessageState> msg) { take_message(m, std::move(msg)); }}),
       dispatcher_(*d_.config, *d_.sender, d_.now_ms, [this](WorkerEvent e) { post(std::move(e)); }),
-      redelivery_(*d_.producer, *d_.metrics, policy_, d_.rand01, [this](WorkerEvent e) { post(std::move(e)); }),
+      redelivery_(*d_.producer, *d_.metrics, policy_, d_.rand01,
+                  [this](WorkerEvent e) { post(std::move(e)); }),
       store_({.claim_store = d_.store,
               .record_store = d_.record_store ? d_.record_store : d_.store,
               .inbound_store = d_.inbound_store ? d_.inbound_store : d_.store,
@@ -58,7 +61,8 @@ Worker::Worker(WorkerDeps deps)
   dispatcher_.on_flow_event([this](std::string_view host, std::string_view what) {
     d_.metrics->host_flow_event(host, what);
     if (what != "pause" && host != "other") {
-      spdlog::info("msg=host_limit_cut host={} reason={} limit={}", host, what, dispatcher_.host_limit(host));
+      spdlog::info("msg=host_limit_cut host={} reason={} limit={}", host, what,
+                   dispatcher_.host_limit(host));
     }
   });
 }
@@ -118,14 +122,16 @@ void Worker::apply_pending_config() {
   // One retry topic per tier, subscribed at start: a new tier count waits for a restart, and
   // until then the running schedule stays (the reload names it).
   RetryConfig retry = config_->retry;
-  if (retry.schedule_seconds.size() != policy_.schedule_seconds.size()) retry.schedule_seconds = policy_.schedule_seconds;
+  if (retry.schedule_seconds.size() != policy_.schedule_seconds.size())
+    retry.schedule_seconds = policy_.schedule_seconds;
   policy_ = make_retry_policy(retry);
   intake_.reconfigure(*config_);
   dispatcher_.reconfigure(*config_);
   redelivery_.set_policy(policy_);
   store_.set_lease_seconds(config_->worker.claim_lease_seconds);
   spdlog::info("msg=worker_config_applied max_in_flight={} batch_size={} per_host_max_in_flight={}",
-               config_->worker.max_in_flight, config_->worker.batch_size, config_->worker.per_host_max_in_flight);
+               config_->worker.max_in_flight, config_->worker.batch_size,
+               config_->worker.per_host_max_in_flight);
 }
 
 void Worker::step() {
@@ -135,7 +141,8 @@ void Worker::step() {
   store_.flush_records(now);
   redelivery_.flush_due(now);
   intake_.resume_due(now);
-  if (!intake_.poll(now, events_waiting())) drain_events(now, true);  // backlog full: wait for results
+  if (!intake_.poll(now, events_waiting()))
+    drain_events(now, true);  // backlog full: wait for results
   store_.flush_claims(d_.now_ms());
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(), [this](std::unique_ptr<Job> j) {
@@ -148,15 +155,16 @@ void Worker::step() {
 void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState>& msg) {
   int64_t now = d_.now_ms();
   for (auto name : bad_numeric_headers(m)) {
-    spdlog::warn("msg=bad_header topic={} partition={} offset={} header={} value={}", m.topic, m.partition, m.offset,
-                 name, log_quote(*m.header(name)));
+    spdlog::warn("msg=bad_header topic={} partition={} offset={} header={} value={}", m.topic,
+                 m.partition, m.offset, name, log_quote(*m.header(name)));
     d_.metrics->bad_header(name);
   }
   msg->config = config_;  // read once per message: its deliveries see this config throughout
   auto expanded = expand_message(m, *config_);
   if (!expanded) {
-    spdlog::error("msg=undeliverable_message topic={} partition={} offset={} code={} error={}", m.topic, m.partition,
-                  m.offset, expanded.error().code, log_quote(expanded.error().message));
+    spdlog::error("msg=undeliverable_message topic={} partition={} offset={} code={} error={}",
+                  m.topic, m.partition, m.offset, expanded.error().code,
+                  log_quote(expanded.error().message));
     auto job = std::make_unique<Job>();
     job->msg = msg;
     job->d.body = m.value;
@@ -176,8 +184,8 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     return;
   }
   if (m.topic == kWebhooksTopic) {
-    store_.audit({expanded->front().source, expanded->front().event_id, m.topic, m.partition, m.offset,
-                  expanded->front().received_at_ms, hex_encode(sha256(*m.value))});
+    store_.audit({expanded->front().source, expanded->front().event_id, m.topic, m.partition,
+                  m.offset, expanded->front().received_at_ms, hex_encode(sha256(*m.value))});
   }
   msg->pending = static_cast<int>(expanded->size());
   for (auto& d : *expanded) {
@@ -192,8 +200,8 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
 void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
   auto claimed = store_.on_claimed(e, now);
   for (auto& [job, error] : claimed.rejected) {
-    spdlog::error("msg=claim_refused key={} code={} error={} action=dead_letter", log_quote(job->d.key), error.code,
-                  log_quote(error.message));
+    spdlog::error("msg=claim_refused key={} code={} error={} action=dead_letter",
+                  log_quote(job->d.key), error.code, log_quote(error.message));
     job->history.attempts_made = job->d.attempt - 1;
     job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
     job->history.last_error = "claim refused by the store (" + error.code + "): " + error.message;
@@ -258,7 +266,8 @@ void Worker::drain_events(int64_t now, bool wait) {
   std::vector<WorkerEvent> events;
   {
     std::unique_lock lock(mu_);
-    if (wait && events_.empty() && !stop_.load()) cv_.wait_for(lock, std::chrono::milliseconds(kIdlePollMs));
+    if (wait && events_.empty() && !stop_.load())
+      cv_.wait_for(lock, std::chrono::milliseconds(kIdlePollMs));
     events.swap(events_);
   }
   for (auto& e : events) {
@@ -306,14 +315,17 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   note_route_attempt(*job, r, now);
   const Decision& decision = job->decision;
   dispatcher_.release(*job, r, decision.outcome);
-  d_.metrics->attempt(d.destination, decision.outcome.label, static_cast<double>(r.duration_ms) / 1000.0);
+  d_.metrics->attempt(d.destination, decision.outcome.label,
+                      static_cast<double>(r.duration_ms) / 1000.0);
   auto& h = job->history;
   h.attempts_made = d.attempt;
   h.first_attempt_at_ms = d.first_attempt_at_ms > 0 ? d.first_attempt_at_ms : job->started_ms;
   h.last_attempt_at_ms = job->started_ms;
   h.last_status = r.status;
   h.last_error = r.error == TransportError::kNone
-                     ? (decision.next == NextState::kSucceeded ? "" : "HTTP " + std::to_string(r.status) + ": " + r.message)
+                     ? (decision.next == NextState::kSucceeded
+                            ? ""
+                            : "HTTP " + std::to_string(r.status) + ": " + r.message)
                      : r.message;
   if (decision.next == NextState::kRetrying) h.due_at_ms = decision.due_at_ms;
   job->duration_ms = static_cast<int>(r.duration_ms);
@@ -331,8 +343,8 @@ void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
     }
   }
   for (auto& [job, error] : recorded.rejected) {
-    spdlog::error("msg=record_refused key={} attempt={} code={} error={}", log_quote(job->d.key), job->d.attempt,
-                  error.code, log_quote(error.message));
+    spdlog::error("msg=record_refused key={} attempt={} code={} error={}", log_quote(job->d.key),
+                  job->d.attempt, error.code, log_quote(error.message));
     if (job->decision.next == NextState::kSucceeded) {
       // The call succeeded; only its audit row is missing. A dead letter would invite a second
       // delivery on replay, so it finishes as the success it was.
@@ -340,10 +352,12 @@ void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
       finish(std::move(job));
       continue;
     }
-    job->history.last_error = "attempt record refused by the store (" + error.code + "): " + error.message;
+    job->history.last_error =
+        "attempt record refused by the store (" + error.code + "): " + error.message;
     job->history.due_at_ms.reset();
     auto attempt = job->decision.attempt;
-    job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kStoreRejected), policy_, now, d_.rand01);
+    job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kStoreRejected),
+                           policy_, now, d_.rand01);
     if (++job->store_rejections == 1) {
       // Recorded where possible: the same attempt once more, as dead, its error text replaced
       // by the store's reason (a refused text is what usually differs).
@@ -419,17 +433,21 @@ void Worker::update_gauges(int64_t now) {
   d_.metrics->backlog().Set(static_cast<double>(intake_.backlog_size()));
   d_.metrics->ready().Set(ready_.load() ? 1 : 0);
   auto c = dispatcher_.circuit_counts();
-  d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open), static_cast<double>(c.half_open));
-  for (const auto& [topic, lag] : d_.consumer->lag_by_topic()) d_.metrics->lag(topic, static_cast<double>(lag));
+  d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open),
+                       static_cast<double>(c.half_open));
+  for (const auto& [topic, lag] : d_.consumer->lag_by_topic())
+    d_.metrics->lag(topic, static_cast<double>(lag));
   // Before prune(): a host forgotten there is back at its maximum, as reported here.
-  dispatcher_.each_host_limit([this](const std::string& host, int limit) { d_.metrics->host_inflight_limit(host, limit); });
+  dispatcher_.each_host_limit(
+      [this](const std::string& host, int limit) { d_.metrics->host_inflight_limit(host, limit); });
   dispatcher_.prune();
 }
 
 void Worker::drain_for_shutdown() {
   ready_.store(false);
   auto deadline = d_.now_ms() + config_->worker.shutdown_grace_ms;
-  spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(), config_->worker.shutdown_grace_ms);
+  spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(),
+               config_->worker.shutdown_grace_ms);
   // Nothing new starts: unclaimed work is replayed by whoever owns the partition next, and
   // claimed-but-unsent work gives its lease back so that can happen at once.
   in_flight_.fetch_sub(static_cast<int>(store_.drop_unclaimed([](const Job&) { return true; })));
@@ -440,7 +458,8 @@ void Worker::drain_for_shutdown() {
   }
   auto fatal = [this] { return redelivery_.fatal().has_value(); };
   while (d_.now_ms() < deadline && !fatal() &&
-         (dispatcher_.calls_out() || store_.records_waiting() || !redelivery_.idle() || store_.busy())) {
+         (dispatcher_.calls_out() || store_.records_waiting() || !redelivery_.idle() ||
+          store_.busy())) {
     int64_t now = d_.now_ms();
     drain_events(now, true);
     store_.flush_records(now);
@@ -453,8 +472,10 @@ void Worker::drain_for_shutdown() {
   unsent.insert(unsent.end(), abandoned_keys_.begin(), abandoned_keys_.end());
   store_.release(std::move(unsent));
   intake_.commit_and_close();
-  spdlog::info("msg=worker_stopped abandoned={} note=\"abandoned deliveries are replayed from the last committed offset\"",
-               dispatcher_.out_count() + store_.records_pending() + redelivery_.pending());
+  spdlog::info(
+      "msg=worker_stopped abandoned={} note=\"abandoned deliveries are replayed from the last "
+      "committed offset\"",
+      dispatcher_.out_count() + store_.records_pending() + redelivery_.pending());
 }
 
 }  // namespace hookrelay

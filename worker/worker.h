@@ -31,10 +31,10 @@
 #include <unordered_set>
 #include <vector>
 
-#include "shared/config.h"
-#include "shared/delivery_store.h"
-#include "shared/message_producer.h"
+#include "shared/config/config.h"
+#include "shared/kafka/message_producer.h"
 #include "worker/backoff.h"
+#include "worker/delivery_store.h"
 #include "worker/dispatcher.h"
 #include "worker/http_sender.h"
 #include "worker/job.h"
@@ -49,20 +49,21 @@
 namespace hookrelay {
 
 struct WorkerDeps {
-  const Config* config = nullptr;  // the config at start; outlives the Worker (reconfigure() replaces it)
+  const Config* config =
+      nullptr;  // the config at start; outlives the Worker (reconfigure() replaces it)
   MessageConsumer* consumer = nullptr;
   MessageProducer* producer = nullptr;
   HttpSender* sender = nullptr;
-  DeliveryStore* store = nullptr;         // claims and inbound events
+  DeliveryStore* store = nullptr;          // claims and inbound events
   DeliveryStore* record_store = nullptr;   // attempt records; nullptr = `store`
   DeliveryStore* inbound_store = nullptr;  // inbound events; nullptr = `store`
-  bool threaded_db = false;               // Postgres round trips on their own threads
+  bool threaded_db = false;                // Postgres round trips on their own threads
   WorkerMetrics* metrics = nullptr;
   std::function<int64_t()> now_ms;  // Unix milliseconds
   std::function<double()> rand01;   // uniform in [0, 1)
-  std::string worker_id;      // unique among live workers (it owns their leases)
-  RouteSync* routes = nullptr;  // suspended routes (route_lifecycle.h); nullptr = none ever is
-  uint32_t run_id = 0;        // names this run of the process in lease tokens; 0 = random
+  std::string worker_id;            // unique among live workers (it owns their leases)
+  RouteSync* routes = nullptr;      // suspended routes (route_lifecycle.h); nullptr = none ever is
+  uint32_t run_id = 0;              // names this run of the process in lease tokens; 0 = random
 };
 
 class Worker {
@@ -132,7 +133,7 @@ class Worker {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<WorkerEvent> events_;
-  std::string fatal_;  // under mu_
+  std::string fatal_;                             // under mu_
   std::shared_ptr<const Config> pending_config_;  // under mu_: installed by the next step
 
   PartitionIntake intake_;

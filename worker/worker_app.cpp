@@ -12,18 +12,18 @@
 #include <thread>
 
 #include "shared/clock.h"
-#include "shared/config_reloader.h"
-#include "shared/http_server.h"
-#include "shared/kafka_producer.h"
+#include "shared/config/config_reloader.h"
+#include "shared/http/http_server.h"
+#include "shared/kafka/kafka_producer.h"
+#include "shared/kafka/topic_check.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
-#include "shared/postgres_delivery_store.h"
 #include "shared/service_startup.h"
 #include "shared/thread_guard.h"
-#include "shared/topic_check.h"
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
 #include "worker/message_expander.h"
+#include "worker/postgres_delivery_store.h"
 #include "worker/route_sync.h"
 #include "worker/worker.h"
 
@@ -34,12 +34,14 @@ constexpr const char* kUsage =
     "usage: hookrelay-worker [--config PATH]\n"
     "  Consumes hookrelay.webhooks, hookrelay.calls and the retry tiers; delivers over HTTP with\n"
     "  retries, dead letters, and Postgres idempotency and audit. Config: --config or\n"
-    "  HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_DATABASE_URL,\n"
+    "  HOOKRELAY_CONFIG (SIGHUP reloads it). Overrides: HOOKRELAY_KAFKA_BOOTSTRAP, "
+    "HOOKRELAY_DATABASE_URL,\n"
     "  HOOKRELAY_WORKER_LISTEN.\n";
 
 // What the worker needs of a config beyond parse_config's checks, at start and on reload.
 Result<void> check_worker_config(const Config& config) {
-  if (config.postgres.url.empty()) return fail("config", "postgres.url: is required (or HOOKRELAY_DATABASE_URL)");
+  if (config.postgres.url.empty())
+    return fail("config", "postgres.url: is required (or HOOKRELAY_DATABASE_URL)");
   return {};
 }
 
@@ -66,22 +68,26 @@ int run_worker(int argc, char** argv) {
   }
   init_logging("worker", config->log_level);
   if (!check_topics_at_start("hookrelay-worker", *config, ServiceKind::kWorker)) return 2;
-  std::string worker_id = config->worker.worker_id.empty() ? default_worker_id() : config->worker.worker_id;
+  std::string worker_id =
+      config->worker.worker_id.empty() ? default_worker_id() : config->worker.worker_id;
 
   auto registry = std::make_shared<prometheus::Registry>();
   ConfigReloader reloader("hookrelay-worker", start.config_path, *config, *registry);
   reloader.set_check(check_worker_config);
   WorkerMetrics metrics(*registry, static_cast<int>(config->retry.schedule_seconds.size()));
   metrics.filtered_routes(*config);
-  set_filtered_observer([&metrics](std::string_view source, std::string_view route) { metrics.filtered(source, route); });
+  set_filtered_observer([&metrics](std::string_view source, std::string_view route) {
+    metrics.filtered(source, route);
+  });
   struct ObserverReset {  // before `metrics` goes
     ~ObserverReset() { set_filtered_observer(nullptr); }
   } observer_reset;
   // A thread ended by an exception stops the worker like SIGTERM does, and it exits 1.
   ThreadFailures::instance().register_metric(*registry);
   ThreadFailures::instance().set_handler([] { kill(getpid(), SIGTERM); });
-  auto producer = KafkaProducer::create(config->kafka, "hookrelay-worker-" + worker_id,
-                                        {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
+  auto producer = KafkaProducer::create(
+      config->kafka, "hookrelay-worker-" + worker_id,
+      {.on_error = [&metrics](std::string_view code) { metrics.kafka_error(code); }});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-worker: %s\n", producer.error().message.c_str());
     return 2;
@@ -158,10 +164,12 @@ int run_worker(int argc, char** argv) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
     return 1;
   }
-  spdlog::info("msg=worker_started id={} listen={}:{} group={} group_instance_id={} kafka={} max_in_flight={}",
-               worker_id, listen->host, server.port(), config->worker.group_id,
-               config->worker.static_membership ? config->worker.group_instance_id : "(dynamic)",
-               log_quote(config->kafka.bootstrap_servers), config->worker.max_in_flight);
+  spdlog::info(
+      "msg=worker_started id={} listen={}:{} group={} group_instance_id={} kafka={} "
+      "max_in_flight={}",
+      worker_id, listen->host, server.port(), config->worker.group_id,
+      config->worker.static_membership ? config->worker.group_instance_id : "(dynamic)",
+      log_quote(config->kafka.bootstrap_servers), config->worker.max_in_flight);
 
   // SIGHUP: the config file again (ConfigReloader); the worker installs a valid one at its next
   // loop step (Worker::reconfigure says what changes and when).
@@ -182,9 +190,11 @@ int run_worker(int argc, char** argv) {
   std::string fatal = worker.fatal_error();
   if (auto failed = ThreadFailures::instance().first()) {
     fatal = *failed;  // its handler already raised SIGTERM
-    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
+    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"",
+                     log_quote(fatal));
   } else if (!fatal.empty()) {
-    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"", log_quote(fatal));
+    spdlog::critical("msg=worker_failed error={} action=\"exiting with status 1\"",
+                     log_quote(fatal));
     kill(getpid(), SIGTERM);
   }
   signals.join();

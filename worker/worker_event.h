@@ -7,9 +7,9 @@
 #include <memory>
 #include <vector>
 
-#include "shared/delivery_store.h"
-#include "shared/message_producer.h"
+#include "shared/kafka/message_producer.h"
 #include "shared/result.h"
+#include "worker/delivery_store.h"
 #include "worker/http_sender.h"
 #include "worker/job.h"
 

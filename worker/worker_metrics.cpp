@@ -13,58 +13,82 @@ auto& reg(B&& builder, prometheus::Registry& r, const char* name, const char* he
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
-  consumed_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_messages_consumed_total", "Kafka messages consumed, by topic");
+  consumed_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_messages_consumed_total",
+                   "Kafka messages consumed, by topic");
   deliveries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_deliveries_total",
                      "Deliveries finished, by outcome (succeeded, retried, dead, skipped, parked)");
-  attempts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_attempts_total", "HTTP attempts by destination and result");
-  http_duration_ = &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_http_request_duration_seconds",
-                        "HTTP attempt latency by destination");
-  retries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_retries_total", "Deliveries sent to a retry tier, by tier");
-  dlq_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_dlq_total", "Deliveries dead-lettered, by reason");
+  attempts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_attempts_total",
+                   "HTTP attempts by destination and result");
+  http_duration_ =
+      &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_http_request_duration_seconds",
+           "HTTP attempt latency by destination");
+  retries_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_retries_total",
+                  "Deliveries sent to a retry tier, by tier");
+  dlq_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_dlq_total",
+              "Deliveries dead-lettered, by reason");
   skips_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_idempotent_skips_total",
                 "Deliveries not made again because Postgres says they are finished, by reason");
-  pg_duration_ = &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_postgres_batch_duration_seconds",
-                      "Duration of one batched Postgres round trip, by operation");
-  pg_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_postgres_errors_total", "Failed Postgres round trips, by operation");
-  offset_resets_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_offset_resets_total",
-                        "Consumer offsets that vanished before consumption (data-loss alarm), by topic");
+  pg_duration_ =
+      &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_postgres_batch_duration_seconds",
+           "Duration of one batched Postgres round trip, by operation");
+  pg_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_postgres_errors_total",
+                    "Failed Postgres round trips, by operation");
+  offset_resets_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_worker_offset_resets_total",
+           "Consumer offsets that vanished before consumption (data-loss alarm), by topic");
   kafka_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_kafka_producer_errors_total",
                        "Kafka producer errors (retry and DLQ topics) by code");
   consumer_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_kafka_consumer_errors_total",
                           "Kafka consumer errors (fetch, commit, pause and resume) by code");
   lag_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_consumer_lag",
               "Messages behind the log end, summed over this worker's partitions, by topic");
-  circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts", "Destination hosts per circuit state");
-  filtered_ = &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
-                   "Events a route's filter kept from the route (no delivery made), by source and route");
-  route_suspended_ = &reg(prometheus::BuildGauge(), r, "hookrelay_route_suspended",
-                         "1 while the route is suspended (its deliveries parked), by source and route");
+  circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts",
+                   "Destination hosts per circuit state");
+  filtered_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
+           "Events a route's filter kept from the route (no delivery made), by source and route");
+  route_suspended_ =
+      &reg(prometheus::BuildGauge(), r, "hookrelay_route_suspended",
+           "1 while the route is suspended (its deliveries parked), by source and route");
   route_suspensions_ = &reg(prometheus::BuildCounter(), r, "hookrelay_route_suspensions_total",
                             "Routes this worker suspended, by source, route and cause");
-  in_flight_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_in_flight_deliveries", "Deliveries claimed and not finished").Add({});
-  postgres_up_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_postgres_up", "1 while Postgres answers").Add({});
+  in_flight_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_in_flight_deliveries",
+                    "Deliveries claimed and not finished")
+                    .Add({});
+  postgres_up_ =
+      &reg(prometheus::BuildGauge(), r, "hookrelay_worker_postgres_up", "1 while Postgres answers")
+           .Add({});
   paused_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_paused_partitions",
-                 "Partitions paused (retry tier not due, or Postgres down)").Add({});
+                 "Partitions paused (retry tier not due, or Postgres down)")
+                 .Add({});
   backlog_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_backlog_messages",
-                  "Messages fetched and waiting for room under worker.max_in_flight").Add({});
-  ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally").Add({});
+                  "Messages fetched and waiting for room under worker.max_in_flight")
+                  .Add({});
+  ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally")
+                .Add({});
   store_rejected_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_store_rejected_total",
                          "Deliveries (or inbound events) Postgres refused for good, by operation");
-  bad_headers_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_bad_headers_total",
-                      "Consumed messages with a numeric hr-* header that is not a valid number, by header");
+  bad_headers_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_worker_bad_headers_total",
+           "Consumed messages with a numeric hr-* header that is not a valid number, by header");
   host_limit_ = &reg(prometheus::BuildGauge(), r, "hookrelay_host_inflight_limit",
-                     "Adaptive in-flight limit of a destination host whose limit was cut (until back at the maximum)");
+                     "Adaptive in-flight limit of a destination host whose limit was cut (until "
+                     "back at the maximum)");
   host_limit_cuts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_host_inflight_limit_cuts_total",
-                          "Cuts of a destination host's adaptive in-flight limit, by host and reason (429, 503, timeout)");
-  host_pauses_ = &reg(prometheus::BuildCounter(), r, "hookrelay_host_pauses_total",
-                      "Retry-After answers (429 or 503) that paused every call to a destination host, by host");
+                          "Cuts of a destination host's adaptive in-flight limit, by host and "
+                          "reason (429, 503, timeout)");
+  host_pauses_ = &reg(
+      prometheus::BuildCounter(), r, "hookrelay_host_pauses_total",
+      "Retry-After answers (429 or 503) that paused every call to a destination host, by host");
   // Series dashboards read exist from the start, at zero.
-  for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"}) series_.get(*deliveries_, {{"outcome", o}});
-  for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route", "store_rejected",
-                             "produce_rejected"}) {
+  for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"})
+    series_.get(*deliveries_, {{"outcome", o}});
+  for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route",
+                             "store_rejected", "produce_rejected"}) {
     series_.get(*dlq_, {{"reason", reason}});
   }
-  for (const char* reason : {"already_succeeded", "already_dead"}) series_.get(*skips_, {{"reason", reason}});
+  for (const char* reason : {"already_succeeded", "already_dead"})
+    series_.get(*skips_, {{"reason", reason}});
   for (int tier = 0; tier < retry_tiers; ++tier) {
     std::string label = std::to_string(tier);
     series_.get(*retries_, {{"tier", label}});
@@ -90,17 +114,23 @@ void WorkerMetrics::filtered(std::string_view source, std::string_view route) {
 void WorkerMetrics::filtered_routes(const Config& config) {
   for (const auto& [source, routes] : config.routes) {
     for (const auto& route : routes) {
-      if (!route.filter.empty()) series_.get(*filtered_, {{"source", source}, {"route", route.name}});
+      if (!route.filter.empty())
+        series_.get(*filtered_, {{"source", source}, {"route", route.name}});
     }
   }
 }
-void WorkerMetrics::route_suspended(std::string_view source, std::string_view route, bool suspended) {
+void WorkerMetrics::route_suspended(std::string_view source, std::string_view route,
+                                    bool suspended) {
   series_.get(*route_suspended_, {{"source", source}, {"route", route}}).Set(suspended ? 1 : 0);
 }
-void WorkerMetrics::route_suspension(std::string_view source, std::string_view route, std::string_view cause) {
-  series_.get(*route_suspensions_, {{"source", source}, {"route", route}, {"cause", cause}}).Increment();
+void WorkerMetrics::route_suspension(std::string_view source, std::string_view route,
+                                     std::string_view cause) {
+  series_.get(*route_suspensions_, {{"source", source}, {"route", route}, {"cause", cause}})
+      .Increment();
 }
-void WorkerMetrics::consumed(std::string_view topic) { series_.get(*consumed_, {{"topic", topic}}).Increment(); }
+void WorkerMetrics::consumed(std::string_view topic) {
+  series_.get(*consumed_, {{"topic", topic}}).Increment();
+}
 void WorkerMetrics::delivery(std::string_view outcome) {
   series_.get(*deliveries_, {{"outcome", outcome}}).Increment();
 }
@@ -112,7 +142,9 @@ void WorkerMetrics::retry(int tier) {
   std::string label = std::to_string(tier);
   series_.get(*retries_, {{"tier", label}}).Increment();
 }
-void WorkerMetrics::dlq(std::string_view reason) { series_.get(*dlq_, {{"reason", reason}}).Increment(); }
+void WorkerMetrics::dlq(std::string_view reason) {
+  series_.get(*dlq_, {{"reason", reason}}).Increment();
+}
 void WorkerMetrics::idempotent_skip(std::string_view reason) {
   series_.get(*skips_, {{"reason", reason}}).Increment();
 }
@@ -123,15 +155,21 @@ void WorkerMetrics::postgres(std::string_view op, double seconds, bool ok) {
 void WorkerMetrics::store_rejected(std::string_view op) {
   series_.get(*store_rejected_, {{"op", op}}).Increment();
 }
-void WorkerMetrics::bad_header(std::string_view name) { series_.get(*bad_headers_, {{"header", name}}).Increment(); }
+void WorkerMetrics::bad_header(std::string_view name) {
+  series_.get(*bad_headers_, {{"header", name}}).Increment();
+}
 void WorkerMetrics::offset_reset(std::string_view topic) {
   series_.get(*offset_resets_, {{"topic", topic}}).Increment();
 }
-void WorkerMetrics::kafka_error(std::string_view code) { series_.get(*kafka_errors_, {{"code", code}}).Increment(); }
+void WorkerMetrics::kafka_error(std::string_view code) {
+  series_.get(*kafka_errors_, {{"code", code}}).Increment();
+}
 void WorkerMetrics::consumer_error(std::string_view code) {
   series_.get(*consumer_errors_, {{"code", code}}).Increment();
 }
-void WorkerMetrics::lag(std::string_view topic, double value) { series_.get(*lag_, {{"topic", topic}}).Set(value); }
+void WorkerMetrics::lag(std::string_view topic, double value) {
+  series_.get(*lag_, {{"topic", topic}}).Set(value);
+}
 void WorkerMetrics::circuits(double closed, double open, double half_open) {
   series_.get(*circuits_, {{"state", "closed"}}).Set(closed);
   series_.get(*circuits_, {{"state", "open"}}).Set(open);

@@ -1,5 +1,6 @@
 // WorkerMetrics: every metric hookrelay-worker exports (docs/metrics.md). Labels are bounded:
-// topics, source and route names from config (or "call"), outcome labels from delivery_outcome, tiers.
+// topics, source and route names from config (or "call"), outcome labels from delivery_outcome,
+// tiers.
 //
 // Thread-safety: all methods from any thread.
 #pragma once
@@ -12,7 +13,7 @@
 
 #include <string>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "shared/metrics.h"
 
 namespace hookrelay {
@@ -30,9 +31,9 @@ class WorkerMetrics {
   void idempotent_skip(std::string_view reason);
   void postgres(std::string_view op, double seconds, bool ok);
   void store_rejected(std::string_view op);  // claim | record | inbound
-  void bad_header(std::string_view name);     // an hr-* header name (bounded: wire_contract.h)
+  void bad_header(std::string_view name);    // an hr-* header name (bounded: wire_contract.h)
   void offset_reset(std::string_view topic);
-  void kafka_error(std::string_view code);     // the producer's
+  void kafka_error(std::string_view code);  // the producer's
   void consumer_error(std::string_view code);
   void lag(std::string_view topic, double value);
   void circuits(double closed, double open, double half_open);

@@ -16,20 +16,25 @@ using namespace hookrelay;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
   if (auto c = admin::decode_cursor(in)) {
-    fuzz::check(admin::encode_cursor(*c) == in, "cursor does not re-encode to itself", std::string(in));
-    fuzz::check(!c->key.empty() && c->key.size() <= admin::kMaxKeyBytes, "cursor key out of bounds", c->key);
+    fuzz::check(admin::encode_cursor(*c) == in, "cursor does not re-encode to itself",
+                std::string(in));
+    fuzz::check(!c->key.empty() && c->key.size() <= admin::kMaxKeyBytes, "cursor key out of bounds",
+                c->key);
   }
   if (auto f = admin::parse_delivery_query(in)) {
-    fuzz::check(f->limit >= 1 && f->limit <= kMaxDeliveryPage, "limit out of bounds", std::string(in));
+    fuzz::check(f->limit >= 1 && f->limit <= kMaxDeliveryPage, "limit out of bounds",
+                std::string(in));
   }
   if (auto r = admin::parse_replay_request(in)) {
-    fuzz::check(r->keys.empty() != !r->filter, "neither or both of keys and filter", std::string(in));
+    fuzz::check(r->keys.empty() != !r->filter, "neither or both of keys and filter",
+                std::string(in));
     fuzz::check(r->rate >= 0 && r->rate <= 10000, "rate out of bounds", std::string(in));
     fuzz::check(r->keys.size() <= admin::kMaxReplayKeysInRequest, "too many keys", std::string(in));
   }
   for (bool suspend : {true, false}) {
     if (auto q = admin::parse_route_control_query(in, suspend)) {
-      fuzz::check(q->rate >= 0 && q->rate <= admin::kMaxReleaseRate, "rate out of bounds", std::string(in));
+      fuzz::check(q->rate >= 0 && q->rate <= admin::kMaxReleaseRate, "rate out of bounds",
+                  std::string(in));
       fuzz::check(q->reason.size() <= admin::kMaxReasonBytes, "reason too long", std::string(in));
       fuzz::check(suspend || q->reason.empty(), "reason accepted on resume", std::string(in));
     }

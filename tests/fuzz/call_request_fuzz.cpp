@@ -15,8 +15,10 @@ using namespace hookrelay;
 namespace {
 
 std::string describe(const CallRequest& c) {
-  std::string s = c.method + " " + c.url + " key=" + c.idempotency_key + " timeout=" + std::to_string(c.timeout_ms) +
-                  " attempts=" + std::to_string(c.max_attempts) + " age=" + std::to_string(c.max_age_seconds);
+  std::string s = c.method + " " + c.url + " key=" + c.idempotency_key +
+                  " timeout=" + std::to_string(c.timeout_ms) +
+                  " attempts=" + std::to_string(c.max_attempts) +
+                  " age=" + std::to_string(c.max_age_seconds);
   for (const auto& [k, v] : c.headers) s += " [" + k + ": " + v + "]";
   return s;
 }
@@ -26,9 +28,10 @@ void check_round_trip(const CallRequest& call, const char* what) {
   fuzz::check(nlohmann::json::accept(envelope), "call_envelope is not JSON", envelope);
   auto back = parse_call_envelope(envelope);
   if (!back) fuzz::fuzz_fail(what, "envelope refused: " + back.error().message + " in " + envelope);
-  bool same = back->url == call.url && back->method == call.method && back->headers == call.headers &&
-              back->idempotency_key == call.idempotency_key && back->timeout_ms == call.timeout_ms &&
-              back->max_attempts == call.max_attempts && back->max_age_seconds == call.max_age_seconds;
+  bool same = back->url == call.url && back->method == call.method &&
+              back->headers == call.headers && back->idempotency_key == call.idempotency_key &&
+              back->timeout_ms == call.timeout_ms && back->max_attempts == call.max_attempts &&
+              back->max_age_seconds == call.max_age_seconds;
   if (!same) fuzz::fuzz_fail(what, describe(call) + "  became  " + describe(*back));
 }
 
@@ -42,10 +45,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::check(call->url.rfind("http://", 0) == 0 || call->url.rfind("https://", 0) == 0,
                 "accepted a URL that is not http(s)", call->url);
     for (const auto& [k, v] : call->headers) {
-      fuzz::check(valid_header_name(k) && valid_header_value(v), "accepted an invalid header", k + ": " + v);
+      fuzz::check(valid_header_name(k) && valid_header_value(v), "accepted an invalid header",
+                  k + ": " + v);
     }
-    fuzz::check(call->timeout_ms > 0 && call->timeout_ms <= limits.max_timeout_ms, "timeout_ms out of limits");
-    fuzz::check(call->max_attempts > 0 && call->max_attempts <= limits.max_max_attempts, "max_attempts out of limits");
+    fuzz::check(call->timeout_ms > 0 && call->timeout_ms <= limits.max_timeout_ms,
+                "timeout_ms out of limits");
+    fuzz::check(call->max_attempts > 0 && call->max_attempts <= limits.max_max_attempts,
+                "max_attempts out of limits");
     fuzz::check(call->max_age_seconds > 0 && call->max_age_seconds <= limits.max_max_age_seconds,
                 "max_age_seconds out of limits");
     std::string id = call_id_for(call->idempotency_key);
@@ -53,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check_round_trip(*call, "parse_call_request -> envelope round trip");
   } else {
     const auto& code = call.error().code;
-    fuzz::check(code == "malformed_json" || code == "invalid_request", "unexpected error code", code);
+    fuzz::check(code == "malformed_json" || code == "invalid_request", "unexpected error code",
+                code);
   }
 
   if (auto env = parse_call_envelope(input)) {

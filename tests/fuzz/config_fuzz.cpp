@@ -6,7 +6,7 @@
 #include <string>
 
 #include "fuzz_support.h"
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 using namespace hookrelay;
 
@@ -34,11 +34,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // what they were given.
     const std::string& message = config.error().message;
     const std::string field = message.substr(0, message.find(": "));
-    const bool secret_field = field.find(".secrets[") != std::string::npos || field.rfind("api_tokens[", 0) == 0 ||
-                              (field.size() >= 7 && field.compare(field.size() - 7, 7, ".secret") == 0) ||
-                              field.find(".headers.") != std::string::npos;
+    const bool secret_field =
+        field.find(".secrets[") != std::string::npos || field.rfind("api_tokens[", 0) == 0 ||
+        (field.size() >= 7 && field.compare(field.size() - 7, 7, ".secret") == 0) ||
+        field.find(".headers.") != std::string::npos;
     if (secret_field && yaml.find(kEnvSecret) == std::string::npos) {
-      fuzz::check(message.find(kEnvSecret) == std::string::npos, "an error message shows a secret", message);
+      fuzz::check(message.find(kEnvSecret) == std::string::npos, "an error message shows a secret",
+                  message);
     }
     return 0;
   }
@@ -51,14 +53,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (const auto& [source, routes] : config->routes) {
     for (const auto& r : routes) {
-      fuzz::check(r.url.rfind("http://", 0) == 0 || r.url.rfind("https://", 0) == 0, "a route url is not http(s)",
-                  r.url);
+      fuzz::check(r.url.rfind("http://", 0) == 0 || r.url.rfind("https://", 0) == 0,
+                  "a route url is not http(s)", r.url);
       for (const auto& [name, value] : r.headers) {
         fuzz::check(value.find_first_of(std::string_view("\r\n\0", 3)) == std::string::npos,
                     "a route header value with CR, LF or NUL was accepted", name);
       }
       for (const auto& c : r.filter.body) {
-        fuzz::check(c.op != BodyCondition::Op::kIn || !c.values.empty(), "an empty in list was accepted");
+        fuzz::check(c.op != BodyCondition::Op::kIn || !c.values.empty(),
+                    "an empty in list was accepted");
       }
     }
   }

@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
-#include "shared/dlq_reader.h"
 #include "cli/output.h"
 #include "fuzz_support.h"
 #include "shared/json_writer.h"
+#include "shared/replay/dlq_reader.h"
 
 using namespace hookrelay;
 
@@ -67,8 +67,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   d.delivery.last_error = h("hr-last-error");
   d.delivery.origin_topic = h("hr-origin-topic");
   for (const auto& header : m.headers) {
-    d.attempts.push_back({1, number(header.value), static_cast<int>(header.name.size()), 500, "retryable",
-                          header.value, header.name});
+    d.attempts.push_back({1, number(header.value), static_cast<int>(header.name.size()), 500,
+                          "retryable", header.value, header.name});
   }
   d.replays.push_back({1, m.value, number(m.value), m.value});
 
@@ -78,7 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cli::print_dlq_message(text, m);
   for (const auto& header : m.headers) {
     std::string line = cli::one_line(header.value, 200);
-    fuzz::check(line.size() <= std::max<std::size_t>(header.value.size(), 200), "one_line grew the text");
+    fuzz::check(line.size() <= std::max<std::size_t>(header.value.size(), 200),
+                "one_line grew the text");
     fuzz::check(line.find('\n') == std::string::npos && line.find('\r') == std::string::npos,
                 "one_line left a line break", line);
   }

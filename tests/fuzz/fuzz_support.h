@@ -20,15 +20,15 @@
 #include <vector>
 
 #include "ingest/ingest_service.h"
-#include "shared/config.h"
-#include "shared/message_producer.h"
+#include "shared/config/config.h"
+#include "shared/kafka/message_producer.h"
 #include "shared/utf8.h"
 
 namespace hookrelay::fuzz {
 
 [[noreturn]] inline void fuzz_fail(const char* what, std::string_view detail = {}) {
-  std::fprintf(stderr, "fuzz property violated: %s: %.*s\n", what, static_cast<int>(std::min<std::size_t>(detail.size(), 2000)),
-               detail.data());
+  std::fprintf(stderr, "fuzz property violated: %s: %.*s\n", what,
+               static_cast<int>(std::min<std::size_t>(detail.size(), 2000)), detail.data());
   std::abort();
 }
 
@@ -75,7 +75,8 @@ inline HeadedInput split_headed(std::string_view in) {
   out.lines = split(head, '\n');
   for (std::size_t i = 1; i < out.lines.size(); ++i) {
     auto colon = out.lines[i].find(':');
-    auto value = colon == std::string_view::npos ? std::string_view() : out.lines[i].substr(colon + 1);
+    auto value =
+        colon == std::string_view::npos ? std::string_view() : out.lines[i].substr(colon + 1);
     while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
     out.headers.emplace_back(out.lines[i].substr(0, colon), value);
   }
@@ -141,7 +142,8 @@ class InstantProducer final : public MessageProducer {
 
 struct IngestFixture {
   InstantProducer producer;
-  IngestService service{fuzz_config(), producer, std::make_shared<prometheus::Registry>(), [] { return kNowMs; }};
+  IngestService service{fuzz_config(), producer, std::make_shared<prometheus::Registry>(),
+                        [] { return kNowMs; }};
 };
 
 inline IngestFixture& ingest_fixture() {
@@ -162,12 +164,14 @@ inline void handle_and_check(const HttpRequest& request) {
     answer = std::move(r);
   });
   if (answers != 1) fuzz_fail("responder not called exactly once", std::to_string(answers));
-  check(answer->status >= 100 && answer->status <= 599, "status out of range", std::to_string(answer->status));
+  check(answer->status >= 100 && answer->status <= 599, "status out of range",
+        std::to_string(answer->status));
   if (answer->content_type.rfind("application/json", 0) == 0) {
     check(nlohmann::json::accept(answer->body), "JSON response does not parse", answer->body);
     check(valid_utf8(answer->body), "JSON response is not UTF-8", answer->body);
   }
-  check(ingest_fixture().service.in_flight() == 0, "in-flight count not back to 0 after the answer");
+  check(ingest_fixture().service.in_flight() == 0,
+        "in-flight count not back to 0 after the answer");
 }
 
 }  // namespace hookrelay::fuzz

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "fuzz_support.h"
-#include "shared/webhook_signer.h"
+#include "shared/signing/webhook_signer.h"
 
 using namespace hookrelay;
 
@@ -22,7 +22,8 @@ namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -37,8 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parsed = fuzz::split_headed(in);
   std::string method(parsed.lines[0]);
   std::string target(parsed.lines.size() > 1 ? parsed.lines[1] : std::string_view("/"));
-  std::vector<std::pair<std::string, std::string>> headers(parsed.headers.begin() + (parsed.lines.size() > 1),
-                                                           parsed.headers.end());
+  std::vector<std::pair<std::string, std::string>> headers(
+      parsed.headers.begin() + (parsed.lines.size() > 1), parsed.headers.end());
   std::string body_copy(parsed.body);  // exact size, so ASan sees reads past the end
 
   constexpr std::string_view kPrefix = "/webhooks/";
@@ -47,7 +48,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     source = source.substr(0, source.find('?'));
     const auto& sources = fuzz::fuzz_config().sources;
     if (auto it = sources.find(source); it != sources.end()) {
-      for (auto& [k, v] : provider_headers(it->second, body_copy, fuzz::kNowMs / 1000, "evt_fuzz")) {
+      for (auto& [k, v] :
+           provider_headers(it->second, body_copy, fuzz::kNowMs / 1000, "evt_fuzz")) {
         std::erase_if(headers, [&](const auto& h) { return iequals(h.first, k); });
         headers.emplace_back(k, v);
       }
@@ -64,9 +66,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return std::nullopt;
   };
-  request.for_each_header = [&headers](const std::function<void(std::string_view, std::string_view)>& f) {
-    for (const auto& [k, v] : headers) f(k, v);
-  };
+  request.for_each_header =
+      [&headers](const std::function<void(std::string_view, std::string_view)>& f) {
+        for (const auto& [k, v] : headers) f(k, v);
+      };
   fuzz::handle_and_check(request);
   return 0;
 }

@@ -11,7 +11,7 @@
 #include <string_view>
 
 #include "fuzz_support.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 #include "worker/message_expander.h"
 
 using namespace hookrelay;
@@ -30,7 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto out = expand_message(m, fuzz::fuzz_config());
   if (!out) {
     const auto& code = out.error().code;
-    fuzz::check(code == "malformed_message" || code == "unknown_route", "unexpected error code", code);
+    fuzz::check(code == "malformed_message" || code == "unknown_route", "unexpected error code",
+                code);
     return 0;
   }
   bool retry = m.topic.rfind(kRetryTopicPrefix, 0) == 0;
@@ -39,7 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::check(!d.key.empty(), "delivery without a key");
     fuzz::check(d.kind == "webhook" || d.kind == "call", "unknown kind", d.kind);
     fuzz::check(!d.url.empty(), "delivery without a url");
-    fuzz::check(d.body != nullptr && *d.body == value, "body is not the message value byte for byte");
+    fuzz::check(d.body != nullptr && *d.body == value,
+                "body is not the message value byte for byte");
     fuzz::check(d.attempt >= 1, "attempt below 1", std::to_string(d.attempt));
     fuzz::check(d.timeout_ms > 0, "timeout_ms not positive", std::to_string(d.timeout_ms));
     fuzz::check(d.max_attempts > 0, "max_attempts not positive", std::to_string(d.max_attempts));

@@ -1,12 +1,13 @@
 // Raw bytes through the HTTP/1.1 request parser hookrelay-ingest uses (Boost.Beast, with the
-// limits of shared/http_server.cpp: 64 KiB of header, 1 MiB of body), and every complete request
-// on to IngestService::handle, as the server would hand it over.
-#include <boost/beast/core/error.hpp>
-#include <boost/beast/http.hpp>
+// limits of shared/http/http_server.cpp: 64 KiB of header, 1 MiB of body), and every complete
+// request on to IngestService::handle, as the server would hand it over.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http.hpp>
 
 #include "fuzz_support.h"
 
@@ -45,12 +46,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (it == req.end()) return std::nullopt;
       return std::string_view(it->value().data(), it->value().size());
     };
-    view.for_each_header = [&req](const std::function<void(std::string_view, std::string_view)>& f) {
-      for (const auto& h : req) {
-        f(std::string_view(h.name_string().data(), h.name_string().size()),
-          std::string_view(h.value().data(), h.value().size()));
-      }
-    };
+    view.for_each_header =
+        [&req](const std::function<void(std::string_view, std::string_view)>& f) {
+          for (const auto& h : req) {
+            f(std::string_view(h.name_string().data(), h.name_string().size()),
+              std::string_view(h.value().data(), h.value().size()));
+          }
+        };
     fuzz::handle_and_check(view);
   }
   return 0;

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "fuzz_support.h"
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "worker/route_filter.h"
 
 using namespace hookrelay;
@@ -25,10 +25,11 @@ using namespace hookrelay;
 namespace {
 
 std::optional<RouteFilter> filter_from(std::string_view yaml) {
-  auto c = parse_config("sources: { g: { scheme: github, secrets: [s] } }\nroutes:\n  g:\n    - name: r\n"
-                        "      url: \"http://h/\"\n      filter: " +
-                            std::string(yaml) + "\n",
-                        [](const std::string&) { return std::nullopt; });
+  auto c = parse_config(
+      "sources: { g: { scheme: github, secrets: [s] } }\nroutes:\n  g:\n    - name: r\n"
+      "      url: \"http://h/\"\n      filter: " +
+          std::string(yaml) + "\n",
+      [](const std::string&) { return std::nullopt; });
   if (!c) return std::nullopt;
   return c->routes.at("g").at(0).filter;
 }
@@ -40,8 +41,10 @@ const std::vector<RouteFilter>& fixed_filters() {
              "{ header: { X-Event: [push, pull_request] } }",
              "{ body: [ { pointer: /repository/full_name, equals: acme/api } ] }",
              "{ body: [ { pointer: /action, in: [opened, 1, 2.5, true, null] } ] }",
-             "{ body: [ { pointer: \"/a~1b/~0c/0/-\", exists: false }, { pointer: \"\", exists: true } ] }",
-             "{ body: [ { pointer: /0/1/2/3, equals: 9223372036854775807 }, { pointer: /x, equals: -1e308 } ] }",
+             "{ body: [ { pointer: \"/a~1b/~0c/0/-\", exists: false }, { pointer: \"\", exists: "
+             "true } ] }",
+             "{ body: [ { pointer: /0/1/2/3, equals: 9223372036854775807 }, { pointer: /x, equals: "
+             "-1e308 } ] }",
              "{ header: { X-Event: push }, body: [ { pointer: //, exists: true } ] }",
          }) {
       auto f = filter_from(yaml);
@@ -66,8 +69,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (filters.empty()) filters = fixed_filters();
 
-  const std::vector<std::pair<std::string, std::string>> headers = {{"hr-fwd-x-event", "push"},
-                                                                    {"hr-fwd-X-Event", std::string(body.substr(0, 16))}};
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"hr-fwd-x-event", "push"}, {"hr-fwd-X-Event", std::string(body.substr(0, 16))}};
   simdjson::dom::parser reference;
   const bool json = reference.parse(body.data(), body.size()).error() == simdjson::SUCCESS;
 
@@ -75,7 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& f : filters) {
     const bool first = ctx.matches(f);
     fuzz::check(ctx.matches(f) == first, "a filter's answer changed for the same message");
-    if (!f.body.empty() && !json) fuzz::check(!first, "a body that is not JSON passed a body condition");
+    if (!f.body.empty() && !json)
+      fuzz::check(!first, "a body that is not JSON passed a body condition");
   }
   fuzz::check(ctx.body_parses() <= 1, "the body was parsed more than once");
 

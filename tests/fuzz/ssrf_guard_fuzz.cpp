@@ -19,10 +19,11 @@ using namespace hookrelay;
 namespace {
 
 bool known_reason(const std::string& reason) {
-  static const std::set<std::string> kBase = {"public", "loopback", "private", "link_local", "cgnat",
-                                              "multicast", "broadcast", "documentation", "benchmarking",
-                                              "reserved", "unspecified"};
-  if (reason == "allowlisted" || reason == "invalid_address" || reason == "unsupported_family") return true;
+  static const std::set<std::string> kBase = {
+      "public",    "loopback",      "private",      "link_local", "cgnat",      "multicast",
+      "broadcast", "documentation", "benchmarking", "reserved",   "unspecified"};
+  if (reason == "allowlisted" || reason == "invalid_address" || reason == "unsupported_family")
+    return true;
   for (std::string_view prefix : {"", "ipv4_mapped_", "nat64_", "6to4_"}) {
     if (reason.rfind(prefix, 0) == 0 && kBase.count(reason.substr(prefix.size()))) return true;
   }
@@ -60,14 +61,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parts = fuzz::split(in, '\n');
   std::string address(parts[0]);
   std::string cidr_text(parts.size() > 1 ? parts[1] : std::string_view());
-  std::string_view raw = parts.size() > 2 ? in.substr(address.size() + cidr_text.size() + 2) : std::string_view();
+  std::string_view raw =
+      parts.size() > 2 ? in.substr(address.size() + cidr_text.size() + 2) : std::string_view();
 
   static const SsrfGuard strict(false, {});
   static const SsrfGuard lenient(true, {});
 
   auto ip = parse_ip(address);
   if (ip) {
-    fuzz::check(address.find('\0') == std::string::npos, "parse_ip accepted text with a NUL in it", address);
+    fuzz::check(address.find('\0') == std::string::npos, "parse_ip accepted text with a NUL in it",
+                address);
     fuzz::check(address.find('/') == std::string::npos && address.find('%') == std::string::npos,
                 "parse_ip accepted a prefix or a zone", address);
     std::string text = ip_to_string(*ip);
@@ -75,27 +78,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::check(back && *back == *ip, "ip_to_string does not parse back to the same address", text);
     auto d = strict.check(*ip);
     check_decision(d, false, address);
-    fuzz::check(strict.check(std::string_view(address)) == d, "check(text) differs from check(parsed)", address);
-    fuzz::check(check_as_sockaddr(strict, *ip) == d, "check(sockaddr) differs from check(parsed)", address);
+    fuzz::check(strict.check(std::string_view(address)) == d,
+                "check(text) differs from check(parsed)", address);
+    fuzz::check(check_as_sockaddr(strict, *ip) == d, "check(sockaddr) differs from check(parsed)",
+                address);
     auto l = lenient.check(*ip);
     check_decision(l, true, address);
-    fuzz::check(l.allowed && l.reason == d.reason, "allow_private_networks changed the category", address);
+    fuzz::check(l.allowed && l.reason == d.reason, "allow_private_networks changed the category",
+                address);
     if (!ip->v6) {
       // The IPv4 address inside IPv6 forms is judged like the address itself.
       for (std::string_view prefix : {"::ffff:", "64:ff9b::"}) {
         auto wrapped = parse_ip(std::string(prefix) + text);
         fuzz::check(wrapped.has_value(), "wrapped IPv4 does not parse", text);
         auto w = strict.check(*wrapped);
-        fuzz::check(w.allowed == d.allowed, "an embedded IPv4 address is judged differently", std::string(prefix) + text);
+        fuzz::check(w.allowed == d.allowed, "an embedded IPv4 address is judged differently",
+                    std::string(prefix) + text);
       }
     }
   } else {
-    fuzz::check(strict.check(std::string_view(address)) == SsrfGuard::Decision{false, "invalid_address"},
-                "an unparsable address was not refused as invalid_address", address);
+    fuzz::check(
+        strict.check(std::string_view(address)) == SsrfGuard::Decision{false, "invalid_address"},
+        "an unparsable address was not refused as invalid_address", address);
   }
 
   if (auto cidr = parse_cidr(cidr_text)) {
-    fuzz::check(cidr->prefix_len >= 0 && cidr->prefix_len <= (cidr->base.v6 ? 128 : 32), "prefix out of range");
+    fuzz::check(cidr->prefix_len >= 0 && cidr->prefix_len <= (cidr->base.v6 ? 128 : 32),
+                "prefix out of range");
     fuzz::check(cidr->contains(cidr->base), "a CIDR does not contain its own base", cidr_text);
     auto again = parse_cidr(cidr->to_string());
     fuzz::check(again && again->base == cidr->base && again->prefix_len == cidr->prefix_len,
@@ -103,7 +112,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     SsrfGuard allow(false, {*cidr});
     fuzz::check(allow.check(cidr->base) == SsrfGuard::Decision{true, "allowlisted"},
                 "an allowlisted CIDR's base was not allowed", cidr_text);
-    if (ip && cidr->contains(*ip)) fuzz::check(allow.check(*ip).allowed, "an address in the allowlist was refused");
+    if (ip && cidr->contains(*ip))
+      fuzz::check(allow.check(*ip).allowed, "an address in the allowlist was refused");
   } else {
     fuzz::check(cidr.error().code == "bad_cidr", "unexpected error code", cidr.error().code);
   }
@@ -112,6 +122,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   sockaddr_storage ss{};
   if (!raw.empty()) std::memcpy(&ss, raw.data(), std::min(raw.size(), sizeof ss));
   check_decision(strict.check(reinterpret_cast<const sockaddr*>(&ss)), false, "raw sockaddr");
-  fuzz::check(strict.check(static_cast<const sockaddr*>(nullptr)).reason == "unsupported_family", "nullptr accepted");
+  fuzz::check(strict.check(static_cast<const sockaddr*>(nullptr)).reason == "unsupported_family",
+              "nullptr accepted");
   return 0;
 }

@@ -11,7 +11,7 @@
 
 #include "fuzz_support.h"
 #include "shared/json_writer.h"
-#include "shared/pg_array.h"
+#include "shared/store/pg_array.h"
 #include "shared/utf8.h"
 
 using namespace hookrelay;
@@ -22,15 +22,27 @@ constexpr std::string_view kReplacement = "\xef\xbf\xbd";
 
 // RFC 3629 decoding written out plainly: the length of the valid sequence at s[i], or 0.
 std::size_t reference_length(std::string_view s, std::size_t i) {
-  auto byte = [&](std::size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k])); };
+  auto byte = [&](std::size_t k) {
+    return static_cast<uint32_t>(static_cast<unsigned char>(s[i + k]));
+  };
   uint32_t b = byte(0);
   std::size_t n;
   uint32_t cp, min;
   if (b < 0x80) return 1;
-  if ((b & 0xe0) == 0xc0) { n = 2; cp = b & 0x1f; min = 0x80; }
-  else if ((b & 0xf0) == 0xe0) { n = 3; cp = b & 0x0f; min = 0x800; }
-  else if ((b & 0xf8) == 0xf0) { n = 4; cp = b & 0x07; min = 0x10000; }
-  else return 0;
+  if ((b & 0xe0) == 0xc0) {
+    n = 2;
+    cp = b & 0x1f;
+    min = 0x80;
+  } else if ((b & 0xf0) == 0xe0) {
+    n = 3;
+    cp = b & 0x0f;
+    min = 0x800;
+  } else if ((b & 0xf8) == 0xf0) {
+    n = 4;
+    cp = b & 0x07;
+    min = 0x10000;
+  } else
+    return 0;
   if (i + n > s.size()) return 0;
   for (std::size_t k = 1; k < n; ++k) {
     if ((byte(k) & 0xc0) != 0x80) return 0;
@@ -129,7 +141,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::check(fuzz::valid_utf8(json), "append_json_string wrote invalid UTF-8", json);
   fuzz::check(nlohmann::json::accept(json), "append_json_string wrote invalid JSON", json);
   auto parsed = nlohmann::json::parse(json);
-  fuzz::check(parsed[0].get<std::string>() == replaced(s, false), "append_json_string changed the text", json);
+  fuzz::check(parsed[0].get<std::string>() == replaced(s, false),
+              "append_json_string changed the text", json);
   fuzz::check(parsed[1].get<std::string>() == replaced(s.substr(s.size() / 2), false),
               "append_json_string changed the text of a cut", json);
 
@@ -137,7 +150,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // in two.
   int64_t number = 0;
   for (std::size_t i = 0; i < std::min<std::size_t>(s.size(), 8); ++i) {
-    number = static_cast<int64_t>((static_cast<uint64_t>(number) << 8) | static_cast<unsigned char>(s[i]));
+    number = static_cast<int64_t>((static_cast<uint64_t>(number) << 8) |
+                                  static_cast<unsigned char>(s[i]));
   }
   PgArrayLiteral lit;
   lit.add(s);
@@ -148,10 +162,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::check(fuzz::valid_utf8(text), "PgArrayLiteral wrote invalid UTF-8");
   fuzz::check(text.find('\0') == std::string::npos, "PgArrayLiteral wrote a NUL");
   auto elements = parse_pg_array(text);
-  if (!elements || elements->size() != 4) fuzz::fuzz_fail("PgArrayLiteral is not a 4-element literal", text);
+  if (!elements || elements->size() != 4)
+    fuzz::fuzz_fail("PgArrayLiteral is not a 4-element literal", text);
   fuzz::check((*elements)[0] == replaced(s, true), "PgArrayLiteral changed the text", text);
   fuzz::check((*elements)[1] == std::to_string(number), "PgArrayLiteral changed the number", text);
-  fuzz::check((*elements)[2] == replaced(s.substr(0, s.size() / 3), true), "PgArrayLiteral changed a cut", text);
+  fuzz::check((*elements)[2] == replaced(s.substr(0, s.size() / 3), true),
+              "PgArrayLiteral changed a cut", text);
   fuzz::check((*elements)[3].empty(), "PgArrayLiteral changed the empty text", text);
   return 0;
 }

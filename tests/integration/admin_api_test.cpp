@@ -26,11 +26,13 @@ class AdminApiTest : public AdminTest {
 
 TEST_F(AdminApiTest, TokensAreRequiredAndTheContractIsServed) {
   expect_error(call("GET", "/v1/deliveries", {}, {}), 401, "unauthorized", "Authorization");
-  expect_error(call("GET", "/v1/deliveries", {}, {{"Authorization", "Bearer wrong-token-wrong-token"}}), 401,
-               "unauthorized", "not valid");
+  expect_error(
+      call("GET", "/v1/deliveries", {}, {{"Authorization", "Bearer wrong-token-wrong-token"}}), 401,
+      "unauthorized", "not valid");
   // The ingest API token is not an admin token.
-  expect_error(call("GET", "/v1/deliveries", {}, {{"Authorization", std::string("Bearer ") + kApiToken}}), 401,
-               "unauthorized", "not valid");
+  expect_error(
+      call("GET", "/v1/deliveries", {}, {{"Authorization", std::string("Bearer ") + kApiToken}}),
+      401, "unauthorized", "not valid");
   auto doc = call("GET", "/openapi.yaml", {}, {});
   EXPECT_EQ(doc.status, 200);
   std::ifstream file(HOOKRELAY_SOURCE_DIR "/docs/openapi.yaml", std::ios::binary);
@@ -48,7 +50,8 @@ TEST_F(AdminApiTest, ListsPagesFiltersAndShowsDeliveriesEventsAndCalls) {
   std::string cursor;
   int pages = 0;
   for (;;) {
-    auto page = get_json("/v1/deliveries?route=a&limit=3" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    auto page =
+        get_json("/v1/deliveries?route=a&limit=3" + (cursor.empty() ? "" : "&cursor=" + cursor));
     ++pages;
     for (const auto& d : page["deliveries"]) {
       EXPECT_EQ(d["route"], "a");
@@ -60,11 +63,13 @@ TEST_F(AdminApiTest, ListsPagesFiltersAndShowsDeliveriesEventsAndCalls) {
   }
   EXPECT_EQ(seen.size(), 7u);
   EXPECT_EQ(pages, 3);
-  EXPECT_EQ(get_json("/v1/deliveries?state=succeeded&source=acme&limit=500")["deliveries"].size(), 14u);
+  EXPECT_EQ(get_json("/v1/deliveries?state=succeeded&source=acme&limit=500")["deliveries"].size(),
+            14u);
   EXPECT_EQ(get_json("/v1/deliveries?state=dead")["deliveries"].size(), 0u);
   EXPECT_EQ(get_json("/v1/deliveries?event_id=evt-3")["deliveries"].size(), 2u);
   EXPECT_EQ(get_json("/v1/deliveries?since=2999-01-01T00:00:00Z")["deliveries"].size(), 0u);
-  EXPECT_EQ(get_json("/v1/deliveries?until=2999-01-01T00:00:00.5%2B01:00")["deliveries"].size(), 14u);
+  EXPECT_EQ(get_json("/v1/deliveries?until=2999-01-01T00:00:00.5%2B01:00")["deliveries"].size(),
+            14u);
 
   auto detail = get_json("/v1/deliveries/wh%3Aacme%3Aevt-3%3Ab");
   EXPECT_EQ(detail["delivery"]["state"], "succeeded");
@@ -79,16 +84,20 @@ TEST_F(AdminApiTest, ListsPagesFiltersAndShowsDeliveriesEventsAndCalls) {
   expect_error(call("GET", "/v1/events/acme/nope"), 404, "not_found", "acme/nope");
 
   ASSERT_TRUE(stack_->start_ingest());
-  auto posted = stack_->post_call(R"({"url":")" + rx_.url("/call") + R"(","method":"POST","body":"{}","idempotency_key":"call-1"})");
+  auto posted = stack_->post_call(R"({"url":")" + rx_.url("/call") +
+                                  R"(","method":"POST","body":"{}","idempotency_key":"call-1"})");
   ASSERT_TRUE(posted);
   ASSERT_EQ(posted->status, 202) << posted->body;
   const std::string id = json::parse(posted->body)["id"];
   ASSERT_TRUE(rx_.wait_for_count("/call", 1, 30s));
   json c;
-  ASSERT_TRUE(eventually([&] {
-    c = get_json("/v1/calls/" + id, -1);
-    return c.contains("delivery") && c["delivery"]["state"] == "succeeded";
-  }, 20s)) << c.dump();
+  ASSERT_TRUE(eventually(
+      [&] {
+        c = get_json("/v1/calls/" + id, -1);
+        return c.contains("delivery") && c["delivery"]["state"] == "succeeded";
+      },
+      20s))
+      << c.dump();
   EXPECT_EQ(c["id"], id);
   EXPECT_EQ(c["delivery"]["kind"], "call");
   EXPECT_TRUE(c["delivery"]["route"].is_null());
@@ -113,16 +122,21 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   const Headers json_headers = auth_json();
   expect_error(call("POST", "/v1/replays", "{\"keys\": [", json_headers), 400, "bad_json", "JSON");
   expect_error(call("POST", "/v1/replays", R"({"keys":["k"]})",
-                    {{"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "text/plain"}}),
+                    {{"Authorization", std::string("Bearer ") + kAdminToken},
+                     {"Content-Type", "text/plain"}}),
                415, "unsupported_media_type", "application/json");
-  expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"filter":{"state":"dead"}})", json_headers), 400,
-               "bad_request", "exactly one");
-  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"alive"}})", json_headers), 400, "bad_request",
-               "filter.state");
-  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"dead","colour":1}})", json_headers), 400,
-               "bad_request", "filter.colour");
-  expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"rate":-1})", json_headers), 400, "bad_request", "rate");
-  expect_error(call("POST", "/v1/replays", R"({"keys":[]})", json_headers), 400, "bad_request", "keys");
+  expect_error(
+      call("POST", "/v1/replays", R"({"keys":["k"],"filter":{"state":"dead"}})", json_headers), 400,
+      "bad_request", "exactly one");
+  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"alive"}})", json_headers), 400,
+               "bad_request", "filter.state");
+  expect_error(
+      call("POST", "/v1/replays", R"({"filter":{"state":"dead","colour":1}})", json_headers), 400,
+      "bad_request", "filter.colour");
+  expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"rate":-1})", json_headers), 400,
+               "bad_request", "rate");
+  expect_error(call("POST", "/v1/replays", R"({"keys":[]})", json_headers), 400, "bad_request",
+               "keys");
   expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
 }
 
@@ -143,7 +157,8 @@ TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSam
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(rx_.count("/a"), 3u);
 
-  auto replay = post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"reason", "receiver fixed"}});
+  auto replay =
+      post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"reason", "receiver fixed"}});
   auto done = wait_replay(replay["id"]);
   EXPECT_EQ(done["matched"], 3);
   EXPECT_EQ(done["produced"], 3) << done.dump();
@@ -171,7 +186,8 @@ TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSam
   }
   EXPECT_EQ(twice, 1);
   EXPECT_EQ(get_json("/v1/deliveries/wh%3Aacme%3Aevt-1%3Ab")["delivery"]["state"], "succeeded");
-  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab"), (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab"),
+            (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
   // The marker was consumed: another copy of the message would be skipped.
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
 }
@@ -186,11 +202,13 @@ TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWith
 
   auto replay = post_replay({{"filter", {{"state", "dead"}}}, {"rate", 8}});
   const std::string id = replay["id"];
-  ASSERT_TRUE(eventually([&] { return get_json("/v1/replays/" + id)["produced"].get<int>() >= 5; }, 30s));
+  ASSERT_TRUE(
+      eventually([&] { return get_json("/v1/replays/" + id)["produced"].get<int>() >= 5; }, 30s));
   admin_->kill();
   (void)admin_->wait_exit(5s);
   const int produced_before = std::stoi(stack_->scalar(
-      "SELECT count(*) FROM replay_items WHERE status IN ('replayed', 'marked') AND replay_id = " + id));
+      "SELECT count(*) FROM replay_items WHERE status IN ('replayed', 'marked') AND replay_id = " +
+      id));
   EXPECT_LT(produced_before, kEvents);
 
   ASSERT_NO_FATAL_FAILURE(start_admin());

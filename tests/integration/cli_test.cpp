@@ -12,29 +12,31 @@
 #include <thread>
 
 #include "cli/cli_app.h"
-#include "shared/delivery_queries.h"
-#include "shared/http_server.h"
-#include "shared/migrator.h"
-#include "shared/postgres_delivery_store.h"
+#include "shared/http/http_server.h"
+#include "shared/store/delivery_queries.h"
+#include "shared/store/migrator.h"
 #include "tests/support/devbroker.h"
 #include "tests/support/kafka_test_client.h"
 #include "tests/support/postgres.h"
 #include "tests/support/process.h"
 #include "tests/support/test_dir.h"
+#include "worker/postgres_delivery_store.h"
 
 namespace hookrelay::test {
 namespace {
 
+using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-using nlohmann::json;
 
 constexpr const char* kCli = HOOKRELAY_BIN_DIR "/cli/hookrelay";
 constexpr const char* kWorker = HOOKRELAY_BIN_DIR "/worker/hookrelay-worker";
 constexpr const char* kMigrations = HOOKRELAY_SOURCE_DIR "/migrations";
 
 int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 void write_file(const std::filesystem::path& path, const std::string& text) {
@@ -51,8 +53,9 @@ struct CliResult {
 CliResult run_cli_here(const std::vector<std::string>& args) {
   std::istringstream in;
   std::ostringstream out, err;
-  cli::CliIo io{in, out, err, process_env(), now_ms,
-                [](int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }};
+  cli::CliIo io{in,     out,
+                err,    process_env(),
+                now_ms, [](int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }};
   CliResult r;
   r.code = cli::run_cli(args, io);
   r.out = out.str();
@@ -83,27 +86,33 @@ CliResult run_cli_binary(const TestDir& dir, const std::vector<std::string>& arg
 
 TEST(CliConfigCheck, InvalidFilesExitTwoAndNameTheField) {
   TestDir dir;
-  write_file(dir.file("bad.yaml"), "sources:\n  github: { scheme: github, secrets: [x] }\n"
-                                   "routes:\n  github:\n    - { name: ci, url: \"ftp://127.0.0.1/\" }\n");
+  write_file(dir.file("bad.yaml"),
+             "sources:\n  github: { scheme: github, secrets: [x] }\n"
+             "routes:\n  github:\n    - { name: ci, url: \"ftp://127.0.0.1/\" }\n");
   auto bad = run_cli_binary(dir, {"config", "check", dir.file("bad.yaml").string()});
   EXPECT_EQ(bad.code, 2) << bad.out;
-  EXPECT_NE(bad.out.find("config error: routes.github[0].url: only http and https URLs are allowed"), std::string::npos)
+  EXPECT_NE(
+      bad.out.find("config error: routes.github[0].url: only http and https URLs are allowed"),
+      std::string::npos)
       << bad.out;
 
-  write_file(dir.file("env.yaml"), "sources:\n  github: { scheme: github, secrets: [\"${HR_CLI_TEST_SECRET}\"] }\n");
+  write_file(dir.file("env.yaml"),
+             "sources:\n  github: { scheme: github, secrets: [\"${HR_CLI_TEST_SECRET}\"] }\n");
   auto unset = run_cli_binary(dir, {"config", "check", dir.file("env.yaml").string()});
   EXPECT_EQ(unset.code, 2);
   EXPECT_NE(unset.out.find("sources.github.secrets"), std::string::npos) << unset.out;
-  auto set = run_cli_binary(dir, {"config", "check", dir.file("env.yaml").string()}, {{"HR_CLI_TEST_SECRET", "s"}});
+  auto set = run_cli_binary(dir, {"config", "check", dir.file("env.yaml").string()},
+                            {{"HR_CLI_TEST_SECRET", "s"}});
   EXPECT_EQ(set.code, 0) << set.out;
   EXPECT_NE(set.out.find(": ok (1 sources"), std::string::npos) << set.out;
 
-  auto deployed = run_cli_binary(dir, {"config", "check", HOOKRELAY_SOURCE_DIR "/deploy/compose/hookrelay.yaml"},
-                                 {{"DEMO_SOURCE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
-                                  {"GITHUB_WEBHOOK_SECRET", "g"},
-                                  {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
-                                  {"HOOKRELAY_ADMIN_TOKEN", "adm_0123456789abcdef"},
-                                  {"DEMO_ROUTE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
+  auto deployed = run_cli_binary(
+      dir, {"config", "check", HOOKRELAY_SOURCE_DIR "/deploy/compose/hookrelay.yaml"},
+      {{"DEMO_SOURCE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+       {"GITHUB_WEBHOOK_SECRET", "g"},
+       {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
+       {"HOOKRELAY_ADMIN_TOKEN", "adm_0123456789abcdef"},
+       {"DEMO_ROUTE_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}});
   EXPECT_EQ(deployed.code, 0) << deployed.out;
 }
 
@@ -122,8 +131,8 @@ TEST(CliMigrate, AppliesOnceThenReportsUpToDate) {
 
   auto no_dir = run_cli_binary(dir, {"migrate", "--dir", "/nonexistent/migrations"}, env);
   EXPECT_EQ(no_dir.code, 2) << no_dir.out;
-  auto no_db = run_cli_binary(dir, {"migrate", "--database-url", "postgresql://postgres@127.0.0.1:1/x",
-                                    "--dir", kMigrations});
+  auto no_db = run_cli_binary(dir, {"migrate", "--database-url",
+                                    "postgresql://postgres@127.0.0.1:1/x", "--dir", kMigrations});
   EXPECT_EQ(no_db.code, 1) << no_db.out;
 }
 
@@ -143,25 +152,34 @@ class CliViewsTest : public ::testing::Test {
     PostgresDeliveryStore store(db_->url());
     t_ = now_ms();
     auto ref = [&](std::string key, std::string source, std::string event, std::string route) {
-      return DeliveryRef{key, "webhook", source, event, route, "http://127.0.0.1:9/" + route, "hookrelay.webhooks", t_};
+      return DeliveryRef{
+          key, "webhook", source, event, route, "http://127.0.0.1:9/" + route, "hookrelay.webhooks",
+          t_};
     };
-    auto claimed = store.claim({ref("wh:github:e1:ci", "github", "e1", "ci"), ref("wh:github:e1:deploy", "github", "e1", "deploy"),
-                                ref("wh:stripe:e2:billing", "stripe", "e2", "billing"), ref("wh:github:e0:ci", "github", "e0", "ci")},
+    auto claimed = store.claim({ref("wh:github:e1:ci", "github", "e1", "ci"),
+                                ref("wh:github:e1:deploy", "github", "e1", "deploy"),
+                                ref("wh:stripe:e2:billing", "stripe", "e2", "billing"),
+                                ref("wh:github:e0:ci", "github", "e0", "ci")},
                                "w1", 60);
     ASSERT_TRUE(claimed) << claimed.error().message;
-    auto recorded = store.record(
-        {AttemptRecord{"wh:github:e1:ci", 1, t_ - 2000, 30, 503, "retryable", "HTTP 503: unavailable", "retrying"}}, "w1");
+    auto recorded = store.record({AttemptRecord{"wh:github:e1:ci", 1, t_ - 2000, 30, 503,
+                                                "retryable", "HTTP 503: unavailable", "retrying"}},
+                                 "w1");
     ASSERT_TRUE(recorded) << recorded.error().message;
-    claimed = store.claim({ref("wh:github:e1:ci", "github", "e1", "ci")}, "w1", 60);  // each attempt its own claim
+    claimed = store.claim({ref("wh:github:e1:ci", "github", "e1", "ci")}, "w1",
+                          60);  // each attempt its own claim
     ASSERT_TRUE(claimed) << claimed.error().message;
     recorded = store.record(
-        {AttemptRecord{"wh:github:e1:ci", 2, t_ - 1000, 40, 400, "permanent", "HTTP 400: bad request", "dead"},
+        {AttemptRecord{"wh:github:e1:ci", 2, t_ - 1000, 40, 400, "permanent",
+                       "HTTP 400: bad request", "dead"},
          AttemptRecord{"wh:github:e1:deploy", 1, t_ - 1500, 10, 200, "succeeded", "", "succeeded"},
          AttemptRecord{"wh:stripe:e2:billing", 1, t_, 5000, 0, "permanent", "timeout", "dead"},
-         AttemptRecord{"wh:github:e0:ci", 1, t_ - 3600 * 1000, 20, 410, "permanent", "HTTP 410: gone", "dead"}},
+         AttemptRecord{"wh:github:e0:ci", 1, t_ - 3600 * 1000, 20, 410, "permanent",
+                       "HTTP 410: gone", "dead"}},
         "w1");
     ASSERT_TRUE(recorded) << recorded.error().message;
-    auto inbound = store.record_inbound({InboundEventRecord{"github", "e1", "hookrelay.webhooks", 2, 41, t_, "cafe"}});
+    auto inbound = store.record_inbound(
+        {InboundEventRecord{"github", "e1", "hookrelay.webhooks", 2, 41, t_, "cafe"}});
     ASSERT_TRUE(inbound) << inbound.error().message;
   }
 
@@ -210,7 +228,8 @@ TEST_F(CliViewsTest, DlqListTableAndErrors) {
   auto bad_status = run({"dlq", "list", "--status", "gone"});
   EXPECT_EQ(bad_status.code, 2);
   EXPECT_NE(bad_status.err.find("status"), std::string::npos);
-  auto no_db = run_cli_here({"dlq", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/x"});
+  auto no_db =
+      run_cli_here({"dlq", "list", "--database-url", "postgresql://postgres@127.0.0.1:1/x"});
   EXPECT_EQ(no_db.code, 1);
 }
 
@@ -271,7 +290,9 @@ class ScriptedReceiver {
   ~ScriptedReceiver() { server_.stop(); }
 
   Result<void> start() { return server_.start(); }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_.port()) + "/hooks"; }
+  std::string url() const {
+    return "http://127.0.0.1:" + std::to_string(server_.port()) + "/hooks";
+  }
   void answer(int status) { status_ = status; }
   std::vector<std::string> received() const {
     std::lock_guard lock(mu_);
@@ -285,22 +306,31 @@ class ScriptedReceiver {
   HttpServer server_;
 };
 
-std::string worker_config(const std::string& bootstrap, const std::string& db_url, const std::string& receiver) {
-  return "kafka: { bootstrap_servers: \"" + bootstrap + "\" }\n"
+std::string worker_config(const std::string& bootstrap, const std::string& db_url,
+                          const std::string& receiver) {
+  return "kafka: { bootstrap_servers: \"" + bootstrap +
+         "\" }\n"
          "sources:\n"
-         "  acme: { scheme: standard-webhooks, secrets: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\n"
+         "  acme: { scheme: standard-webhooks, secrets: "
+         "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\n"
          "routes:\n"
          "  acme:\n"
-         "    - { name: receiver, url: \"" + receiver + "\", timeout_ms: 5000 }\n"
-         "postgres: { url: \"" + db_url + "\" }\n"
-         "worker: { listen: \"127.0.0.1:0\", group_id: \"cli-replay-test\", worker_id: \"w-cli-test\",\n"
+         "    - { name: receiver, url: \"" +
+         receiver +
+         "\", timeout_ms: 5000 }\n"
+         "postgres: { url: \"" +
+         db_url +
+         "\" }\n"
+         "worker: { listen: \"127.0.0.1:0\", group_id: \"cli-replay-test\", worker_id: "
+         "\"w-cli-test\",\n"
          "          allow_private_networks: true, batch_size: 10, shutdown_grace_ms: 2000 }\n"
          "retry: { schedule_seconds: [1, 2], max_attempts: 3, max_age_seconds: 600 }\n";
 }
 
 // Polls the delivery until `pred` holds or 60 s pass; returns the last detail seen.
 template <class Pred>
-std::optional<DeliveryDetail> wait_for_delivery(DeliveryQueries& q, const std::string& key, Pred pred) {
+std::optional<DeliveryDetail> wait_for_delivery(DeliveryQueries& q, const std::string& key,
+                                                Pred pred) {
   std::optional<DeliveryDetail> last;
   auto deadline = std::chrono::steady_clock::now() + seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -316,13 +346,15 @@ std::optional<DeliveryDetail> wait_for_delivery(DeliveryQueries& q, const std::s
 
 TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
   TestDir dir;
-  auto broker = DevBroker::start(dir.path(), DevBrokerConfig{.brokers = 1, .partitions = 2, .retry_tiers = 2});
+  auto broker = DevBroker::start(dir.path(),
+                                 DevBrokerConfig{.brokers = 1, .partitions = 2, .retry_tiers = 2});
   ASSERT_TRUE(broker) << broker.error().message;
   const std::string bootstrap = (*broker)->bootstrap();
   auto db = TestDatabase::create();
   ASSERT_TRUE(db) << db.error().message;
   const std::string db_url = (*db)->url();
-  ASSERT_EQ(run_cli_binary(dir, {"migrate", "--database-url", db_url, "--dir", kMigrations}).code, 0);
+  ASSERT_EQ(run_cli_binary(dir, {"migrate", "--database-url", db_url, "--dir", kMigrations}).code,
+            0);
   ScriptedReceiver receiver;
   ASSERT_TRUE(receiver.start());
 
@@ -347,7 +379,8 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
   // 400 is permanent: straight to the DLQ after one attempt.
   const std::string key = "wh:acme:evt-cli-1:receiver";
   DeliveryQueries queries(db_url);
-  auto dead = wait_for_delivery(queries, key, [](const DeliveryDetail& d) { return d.delivery.state == "dead"; });
+  auto dead = wait_for_delivery(queries, key,
+                                [](const DeliveryDetail& d) { return d.delivery.state == "dead"; });
   ASSERT_TRUE(dead && dead->delivery.state == "dead") << worker->log_tail();
   auto dlq = consume_all(bootstrap, "hookrelay.dlq", 1);
   ASSERT_TRUE(dlq) << dlq.error().message;
@@ -373,12 +406,14 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
   EXPECT_EQ(reason, "permanent") << show.out;
   bool binary_header_shown = false;
   for (const auto& h : sj["dlq_message"]["headers"]) {
-    if (h["name"] == "hr-fwd-x-binary") binary_header_shown = h["value"] == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd";
+    if (h["name"] == "hr-fwd-x-binary")
+      binary_header_shown = h["value"] == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd";
   }
   EXPECT_TRUE(binary_header_shown) << "each invalid byte is shown as U+FFFD: " << show.out;
 
   // A dry run by filter finds it and changes nothing.
-  auto dry = run_cli_here(with_common({"dlq", "replay", "--source", "acme", "--dry-run", "--json"}));
+  auto dry =
+      run_cli_here(with_common({"dlq", "replay", "--source", "acme", "--dry-run", "--json"}));
   ASSERT_EQ(dry.code, 0) << dry.err;
   auto dj = json::parse(dry.out);
   ASSERT_EQ(dj["items"].size(), 1u) << dry.out;
@@ -389,9 +424,11 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
   auto replay = run_cli_binary(dir, with_common({"dlq", "replay", "--id", key, "--by", "tester",
                                                  "--reason", "receiver fixed"}));
   ASSERT_EQ(replay.code, 0) << replay.out;
-  EXPECT_NE(replay.out.find("replayed 1/1, skipped 0, missing 0, failed 0"), std::string::npos) << replay.out;
+  EXPECT_NE(replay.out.find("replayed 1/1, skipped 0, missing 0, failed 0"), std::string::npos)
+      << replay.out;
 
-  auto done = wait_for_delivery(queries, key, [](const DeliveryDetail& d) { return d.delivery.state == "succeeded"; });
+  auto done = wait_for_delivery(
+      queries, key, [](const DeliveryDetail& d) { return d.delivery.state == "succeeded"; });
   ASSERT_TRUE(done && done->delivery.state == "succeeded") << worker->log_tail();
   ASSERT_EQ(done->replays.size(), 1u);
   EXPECT_EQ(done->replays[0].replayed_by, "tester");
@@ -425,10 +462,18 @@ TEST(CliSend, PostsASignedWebhookAndExitsByTheAnswer) {
   ScriptedReceiver receiver;
   ASSERT_TRUE(receiver.start());
   write_file(dir.file("hookrelay.yaml"),
-             "sources:\n  acme: { scheme: standard-webhooks, secrets: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\n");
+             "sources:\n  acme: { scheme: standard-webhooks, secrets: "
+             "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\n");
   write_file(dir.file("body.json"), R"({"type":"ping"})");
-  const std::vector<std::string> args = {"send", "--config", dir.file("hookrelay.yaml").string(), "--source", "acme",
-                                         "--ingest", receiver.url(), "--event-id", "evt-send-1",
+  const std::vector<std::string> args = {"send",
+                                         "--config",
+                                         dir.file("hookrelay.yaml").string(),
+                                         "--source",
+                                         "acme",
+                                         "--ingest",
+                                         receiver.url(),
+                                         "--event-id",
+                                         "evt-send-1",
                                          dir.file("body.json").string()};
   auto refused = run_cli_binary(dir, args);
   EXPECT_EQ(refused.code, 1) << refused.out;

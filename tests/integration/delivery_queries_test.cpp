@@ -1,11 +1,11 @@
-#include "shared/delivery_queries.h"
+#include "shared/store/delivery_queries.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 
-#include "shared/postgres_delivery_store.h"
 #include "tests/integration/scratch_database.h"
+#include "worker/postgres_delivery_store.h"
 
 namespace hookrelay {
 namespace {
@@ -45,7 +45,8 @@ class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
                           "w1", 60);
     ASSERT_TRUE(claimed) << claimed.error().message;
     recorded = store.record(
-        {AttemptRecord{"gh-e1-ci", 2, t - 1000, 40, 400, "permanent", "bad request", "dead"}}, "w1");
+        {AttemptRecord{"gh-e1-ci", 2, t - 1000, 40, 400, "permanent", "bad request", "dead"}},
+        "w1");
     ASSERT_TRUE(recorded) << recorded.error().message;
     auto inbound = store.record_inbound(
         {InboundEventRecord{"github", "e1", "hookrelay.webhooks", 2, 41, t, "cafe"}});
@@ -175,7 +176,10 @@ TEST_F(DeliveryQueriesTest, DeadDeliveriesArePagedThroughDeadLettersNewestFirst)
     }
     return out;
   };
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM dead_letters JOIN deliveries USING (delivery_key, first_seen_at)"), "2");
+  EXPECT_EQ(
+      db_->scalar(
+          "SELECT count(*) FROM dead_letters JOIN deliveries USING (delivery_key, first_seen_at)"),
+      "2");
   // Same first_seen_at: the key decides, descending.
   EXPECT_EQ(page({}), (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
   EXPECT_EQ(page({.limit = 1}), (std::vector<std::string>{"st-e2-billing", "next"}));
@@ -187,7 +191,8 @@ TEST_F(DeliveryQueriesTest, DeadDeliveriesArePagedThroughDeadLettersNewestFirst)
   EXPECT_EQ(page({.source = "github", .route = "deploy"}), (std::vector<std::string>{}));
   EXPECT_EQ(page({.event_id = "e1"}), (std::vector<std::string>{"gh-e1-ci"}));
   EXPECT_EQ(page({.since_ms = now_ms() + 3600000}), (std::vector<std::string>{}));
-  EXPECT_EQ(page({.until_ms = now_ms() + 3600000}), (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
+  EXPECT_EQ(page({.until_ms = now_ms() + 3600000}),
+            (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
 
   ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
   EXPECT_EQ(page({}), (std::vector<std::string>{"st-e2-billing"}));

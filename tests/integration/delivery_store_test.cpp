@@ -8,8 +8,8 @@
 #include <pqxx/pqxx>
 #include <thread>
 
-#include "shared/postgres_delivery_store.h"
 #include "tests/integration/scratch_database.h"
+#include "worker/postgres_delivery_store.h"
 
 namespace hookrelay {
 namespace {
@@ -291,7 +291,8 @@ TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
   auto inbound = store_->record_inbound(
       {InboundEventRecord{"src\"", "e,{}", "hookrelay.webhooks", 0, 7, now_ms(), ""}});
   ASSERT_TRUE(inbound) << inbound.error().message;
-  EXPECT_EQ(db_->scalar("SELECT source || event_id || body_sha256 FROM inbound_events"), "src\"e,{}");
+  EXPECT_EQ(db_->scalar("SELECT source || event_id || body_sha256 FROM inbound_events"),
+            "src\"e,{}");
 }
 
 TEST_F(DeliveryStoreTest, ThousandClaimsAndRecordsInOneBatchEach) {
@@ -321,7 +322,8 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
   // Array literals of 1000 elements: prefix + index, or `value` repeated.
   auto batch = [](const std::string& prefix, bool numbered) {
     std::string a = "{";
-    for (int i = 0; i < 1000; ++i) a += (i ? "," : "") + prefix + (numbered ? std::to_string(i) : "");
+    for (int i = 0; i < 1000; ++i)
+      a += (i ? "," : "") + prefix + (numbered ? std::to_string(i) : "");
     return a + "}";
   };
   const std::string keys = batch("k", true), ints = batch("", true), texts = batch("t", true);
@@ -334,11 +336,11 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
       }
     };
     const std::string t = tx.quote(texts), i = tx.quote(ints), k = tx.quote(keys);
-    explain("EXECUTE hr_claim(" + k + "," + tx.quote(batch("webhook", false)) + "," + t + "," + t + "," + t + "," + t + "," + t +
-            "," + i + ", 'A', 60, " + i + ")");
+    explain("EXECUTE hr_claim(" + k + "," + tx.quote(batch("webhook", false)) + "," + t + "," + t +
+            "," + t + "," + t + "," + t + "," + i + ", 'A', 60, " + i + ")");
     explain("EXECUTE hr_record(" + k + "," + i + "," + i + "," + i + "," + i + "," +
-            tx.quote(batch("retryable", false)) + "," + t + "," + tx.quote(batch("retrying", false)) +
-            ", 'A', " + i + ")");
+            tx.quote(batch("retryable", false)) + "," + t + "," +
+            tx.quote(batch("retrying", false)) + ", 'A', " + i + ")");
     explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
             "," + t + ")");
     explain("EXECUTE hr_release(" + k + ", 'A')");

@@ -1,10 +1,11 @@
 // The devbroker against real librdkafka clients: what ingest and the workers rely on.
+#include "tests/support/devbroker.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
 
-#include "shared/wire_contract.h"
-#include "tests/support/devbroker.h"
+#include "shared/kafka/wire_contract.h"
 #include "tests/support/kafka_test_client.h"
 #include "tests/support/test_dir.h"
 
@@ -36,9 +37,9 @@ TEST_F(DevBrokerTest, CreatesEveryHookrelayTopicWithTheConfiguredPartitions) {
   start({.brokers = 2, .partitions = 5, .retry_tiers = 3});
   auto topics = topic_partitions(broker_->bootstrap());
   ASSERT_TRUE(topics) << topics.error().message;
-  for (const std::string& topic : {std::string(kWebhooksTopic), std::string(kCallsTopic),
-                                  retry_topic(0), retry_topic(1), retry_topic(2),
-                                  std::string(kDlqTopic)}) {
+  for (const std::string& topic :
+       {std::string(kWebhooksTopic), std::string(kCallsTopic), retry_topic(0), retry_topic(1),
+        retry_topic(2), std::string(kDlqTopic)}) {
     ASSERT_TRUE(topics->contains(topic)) << topic;
     EXPECT_EQ(topics->at(topic), 5) << topic;
   }
@@ -159,7 +160,8 @@ TEST_F(DevBrokerTest, TwoConsumersInOneGroupSplitThePartitionsAndCommit) {
   auto p = producer();
   ASSERT_TRUE(p);
   std::vector<TestRecord> records;
-  for (int i = 0; i < 30; ++i) records.push_back({topic, "m" + std::to_string(i), {}, "k" + std::to_string(i)});
+  for (int i = 0; i < 30; ++i)
+    records.push_back({topic, "m" + std::to_string(i), {}, "k" + std::to_string(i)});
   ASSERT_TRUE(p->produce_all(records));
 
   std::set<std::string> seen;
@@ -205,7 +207,8 @@ TEST_F(DevBrokerTest, BadFlagExitsTwoNamingTheFlag) {
   auto broker = DevBroker::start(dir_.path(), {.extra_args = {"--partitions", "zero"}});
   ASSERT_FALSE(broker);
   EXPECT_NE(broker.error().message.find("status 2"), std::string::npos) << broker.error().message;
-  EXPECT_NE(broker.error().message.find("--partitions"), std::string::npos) << broker.error().message;
+  EXPECT_NE(broker.error().message.find("--partitions"), std::string::npos)
+      << broker.error().message;
 }
 
 }  // namespace

@@ -5,20 +5,19 @@
 // status, the JSON body, the metric, and that ingest is still up, answering /healthz, not
 // spinning, with bounded memory.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
-#include "shared/config.h"
-#include "shared/webhook_signer.h"
+#include "shared/config/config.h"
+#include "shared/signing/webhook_signer.h"
 #include "tests/support/devbroker.h"
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
@@ -152,7 +151,7 @@ struct IngestOptions {
   int max_headers = 100;
   std::size_t max_body_bytes = 65536;
   std::string message_max_bytes{};  // kafka.properties.message.max.bytes when set
-  int nofile = 0;                  // ulimit -n for the process when > 0
+  int nofile = 0;                   // ulimit -n for the process when > 0
 };
 
 class HostileInput : public ::testing::Test {
@@ -172,18 +171,25 @@ class HostileInput : public ::testing::Test {
     auto config = dir_.file("config.yaml");
     std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
                           << "  properties: { reconnect.backoff.max.ms: \"200\""
-                          << (o.message_max_bytes.empty() ? "" : ", message.max.bytes: \"" + o.message_max_bytes + "\"")
+                          << (o.message_max_bytes.empty()
+                                  ? ""
+                                  : ", message.max.bytes: \"" + o.message_max_bytes + "\"")
                           << " }\n"
-                          << "ingest: { listen: \"127.0.0.1:" << port_ << "\", max_body_bytes: " << o.max_body_bytes
+                          << "ingest: { listen: \"127.0.0.1:" << port_
+                          << "\", max_body_bytes: " << o.max_body_bytes
                           << ", threads: 2, max_connections: " << o.max_connections
-                          << ", header_timeout_ms: " << o.header_timeout_ms << ", idle_timeout_ms: " << o.idle_timeout_ms
+                          << ", header_timeout_ms: " << o.header_timeout_ms
+                          << ", idle_timeout_ms: " << o.idle_timeout_ms
                           << ", max_headers: " << o.max_headers << " }\n"
-                          << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret << "\"] }\n"
+                          << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret
+                          << "\"] }\n"
                           << "api_tokens: [\"" << kToken << "\"]\n";
-    std::vector<std::string> argv = {std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest", "--config",
-                                     config.string()};
+    std::vector<std::string> argv = {std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest",
+                                     "--config", config.string()};
     if (o.nofile > 0) {
-      argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -n " + std::to_string(o.nofile) + " && exec \"$@\"", "sh"});
+      argv.insert(
+          argv.begin(),
+          {"/bin/sh", "-c", "ulimit -n " + std::to_string(o.nofile) + " && exec \"$@\"", "sh"});
     }
     auto p = ChildProcess::spawn(argv, {}, dir_.file("ingest.log"));
     ASSERT_TRUE(p) << p.error().message;
@@ -191,7 +197,9 @@ class HostileInput : public ::testing::Test {
     ASSERT_TRUE(wait_for_status(url("/readyz"), 200, 15s)) << ingest_->log_tail();
   }
 
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
 
   // One raw request on a fresh connection; the reply as the server sent it.
   RawReply raw(std::string_view bytes, std::chrono::milliseconds timeout = 5s) {
@@ -218,7 +226,8 @@ class HostileInput : public ::testing::Test {
     EXPECT_LT(rss_kib(ingest_->pid()), 256 * 1024) << "ingest RSS past 256 MiB";
   }
 
-  std::vector<std::pair<std::string, std::string>> signed_headers(const std::string& body, const std::string& id) {
+  std::vector<std::pair<std::string, std::string>> signed_headers(const std::string& body,
+                                                                  const std::string& id) {
     SourceConfig source;
     source.name = "github";
     source.scheme = SchemeKind::kGithub;
@@ -243,9 +252,11 @@ TEST_F(HostileInput, NonUtf8AndOverlongTargetsGetJsonErrors) {
   for (int i = 0; i < 50; ++i) long_source += "\xc3\xa9";
   for (const auto& c : std::vector<Case>{
            {"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
-           {"POST /webhooks/\xff\xfe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404, "unknown_source"},
-           {"POST /webhooks/x" + long_source + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404,
+           {"POST /webhooks/\xff\xfe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404,
             "unknown_source"},
+           {"POST /webhooks/x" + long_source +
+                " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+            404, "unknown_source"},
            {"GET /" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
        }) {
     auto r = raw(c.request);
@@ -274,13 +285,16 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
   for (const auto& c : std::vector<Case>{
            {"NOT A REQUEST\r\n\r\n", 400, "malformed_http"},
            {"GET / HTTP/9.9\r\n\r\n", 400, "malformed_http"},
-           {"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n", 431,
-            "headers_too_large"},
+           {"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70000, 'a') + "\r\n\r\n",
+            431, "headers_too_large"},
            {many_headers, 431, "too_many_headers"},
-           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413, "body_too_large"},
-           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", 400,
-            "malformed_http"},
-           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413,
+            "body_too_large"},
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: "
+            "6\r\n\r\nhello",
+            400, "malformed_http"},
+           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+            "chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
             400, "malformed_http"},
            {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
                 std::string("fffffff\r\n") + std::string(100, 'a'),
@@ -308,7 +322,8 @@ TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
   ASSERT_TRUE(slow.connected());
   auto started = std::chrono::steady_clock::now();
   // One header byte every 200 ms would keep the connection for ever without a header deadline.
-  std::string request = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  std::string request =
+      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
   bool cut = false;
   for (char ch : request) {
     if (!slow.send(std::string_view(&ch, 1))) {
@@ -328,7 +343,8 @@ TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
   Raw silent(port_);
   silent.read_until_close(3s);
   EXPECT_TRUE(silent.closed());
-  EXPECT_GE(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"request_timeout\""}), 1);
+  EXPECT_GE(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"request_timeout\""}),
+            1);
   expect_healthy();
 }
 
@@ -346,7 +362,8 @@ TEST_F(HostileInput, ConnectionsPastTheCapGet503AndTheRestStillWork) {
   EXPECT_NE(r.head.find("Retry-After"), std::string::npos) << r.head;
   held.clear();
   std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"too_many_connections\""}), 1);
+  EXPECT_EQ(
+      metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"too_many_connections\""}), 1);
   expect_healthy();
 }
 
@@ -354,7 +371,8 @@ TEST_F(HostileInput, DescriptorExhaustionBacksOffInsteadOfSpinning) {
   // 64 descriptors: the connection cap (1000) is not what stops the flood, the process limit is.
   start_ingest({.max_connections = 1000, .header_timeout_ms = 4000, .nofile = 64});
   std::vector<std::unique_ptr<Raw>> flood;
-  for (int i = 0; i < 120; ++i) flood.push_back(std::make_unique<Raw>(port_));  // the backlog takes the rest
+  for (int i = 0; i < 120; ++i)
+    flood.push_back(std::make_unique<Raw>(port_));  // the backlog takes the rest
   std::this_thread::sleep_for(300ms);
   double before = cpu_seconds(ingest_->pid());
   std::this_thread::sleep_for(1500ms);
@@ -362,12 +380,14 @@ TEST_F(HostileInput, DescriptorExhaustionBacksOffInsteadOfSpinning) {
   EXPECT_LT(spent, 0.5) << "ingest burns CPU while accept() fails";
   ASSERT_TRUE(ingest_->running()) << ingest_->log_tail();
   flood.clear();  // descriptors come back
-  ASSERT_TRUE(wait_for_status(url("/healthz"), 200, 5s)) << "ingest did not recover after the flood";
+  ASSERT_TRUE(wait_for_status(url("/healthz"), 200, 5s))
+      << "ingest did not recover after the flood";
   auto m = metrics();
   EXPECT_GT(metric_sum(m, "hookrelay_ingest_accept_errors_total", {"reason=\"emfile\""}), 0) << m;
   auto log = ingest_->read_log();
   std::size_t lines = 0;
-  for (std::size_t at = log.find("accept_failed"); at != std::string::npos; at = log.find("accept_failed", at + 1)) {
+  for (std::size_t at = log.find("accept_failed"); at != std::string::npos;
+       at = log.find("accept_failed", at + 1)) {
     ++lines;
   }
   EXPECT_LE(lines, 10u) << "one line per episode, not per failure";
@@ -379,7 +399,8 @@ TEST_F(HostileInput, BodiesKafkaCannotCarryGet413NotRetryLater) {
   start_ingest({.max_body_bytes = 65536, .message_max_bytes = "20000"});
   for (std::size_t size : {30000u, 60000u}) {
     std::string body = "{\"pad\":\"" + std::string(size, 'x') + "\"}";
-    auto r = http_request("POST", url("/webhooks/github"), body, signed_headers(body, "big-" + std::to_string(size)));
+    auto r = http_request("POST", url("/webhooks/github"), body,
+                          signed_headers(body, "big-" + std::to_string(size)));
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 413) << r->body;
     EXPECT_EQ(r->headers.count("retry-after"), 0u);

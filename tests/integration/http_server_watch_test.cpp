@@ -1,16 +1,16 @@
 // HttpServer::watch_fd: another library's wake-up pipe served on the event loop. A wake-up that
 // never comes (librdkafka queued an event before its pipe was enabled) must not strand what waits
 // on it, and a handler that throws must not end the watch.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <fcntl.h>
 #include <stdexcept>
 #include <thread>
-#include <unistd.h>
 
-#include "shared/http_server.h"
+#include "shared/http/http_server.h"
 
 namespace hookrelay {
 namespace {

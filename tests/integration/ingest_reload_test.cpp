@@ -15,7 +15,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-Result<HttpReply> post_signed(Service& ingest, const std::string& event_id, const std::vector<std::string>& secrets) {
+Result<HttpReply> post_signed(Service& ingest, const std::string& event_id,
+                              const std::vector<std::string>& secrets) {
   return post_signed_webhook(ingest, "acme", event_id, R"({"id":")" + event_id + R"("})", secrets);
 }
 
@@ -33,10 +34,12 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   std::string first_refusal;
   std::thread traffic([&] {
     for (int i = 0; !stop.load(); ++i) {
-      auto r = post_signed(s.ingest(), "evt-" + std::to_string(i), {kAcmeSecret, kAcmeRotatedSecret});
+      auto r =
+          post_signed(s.ingest(), "evt-" + std::to_string(i), {kAcmeSecret, kAcmeRotatedSecret});
       ++sent;
       if (!r || r->status != 202) {
-        if (refused++ == 0) first_refusal = r ? std::to_string(r->status) + " " + r->body : r.error().message;
+        if (refused++ == 0)
+          first_refusal = r ? std::to_string(r->status) + " " + r->body : r.error().message;
       }
     }
   });
@@ -45,7 +48,9 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   changed.replace(changed.find(kAcmeSecret), std::string(kAcmeSecret).size(), kAcmeRotatedSecret);
   std::ofstream(config_path, std::ios::trunc) << changed;
   ASSERT_EQ(::kill(s.ingest().process.pid(), SIGHUP), 0);
-  ASSERT_TRUE(eventually([&] { return s.ingest().process.read_log().find("config_reloaded") != std::string::npos; }, 10s))
+  ASSERT_TRUE(eventually(
+      [&] { return s.ingest().process.read_log().find("config_reloaded") != std::string::npos; },
+      10s))
       << s.ingest().process.log_tail();
   std::this_thread::sleep_for(500ms);
   stop = true;
@@ -64,7 +69,11 @@ TEST(IngestReload, ASecretChangedBySighupRefusesNothingEitherSecretSigns) {
   // An invalid file is refused and counted; the config in force stays.
   std::ofstream(config_path, std::ios::trunc) << changed << "sources: {broken\n";
   ASSERT_EQ(::kill(s.ingest().process.pid(), SIGHUP), 0);
-  ASSERT_TRUE(eventually([&] { return s.ingest().process.read_log().find("config_reload_refused") != std::string::npos; }, 10s))
+  ASSERT_TRUE(eventually(
+      [&] {
+        return s.ingest().process.read_log().find("config_reload_refused") != std::string::npos;
+      },
+      10s))
       << s.ingest().process.log_tail();
   auto metrics = http_get(s.ingest().url("/metrics"));
   ASSERT_TRUE(metrics);

@@ -9,9 +9,9 @@
 #include <set>
 #include <thread>
 
-#include "shared/config.h"
-#include "shared/wire_contract.h"
-#include "shared/webhook_signer.h"
+#include "shared/config/config.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/signing/webhook_signer.h"
 #include "tests/support/devbroker.h"
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
@@ -24,7 +24,8 @@ namespace {
 
 // A reply, or status 0 with the transport error as the body.
 HttpReply call(const std::string& method, const std::string& url,
-               const std::vector<std::pair<std::string, std::string>>& headers, const std::string& body) {
+               const std::vector<std::pair<std::string, std::string>>& headers,
+               const std::string& body) {
   auto r = http_request(method, url, body, headers, std::chrono::seconds(15));
   if (r) return *r;
   return HttpReply{0, r.error().message, {}};
@@ -51,12 +52,15 @@ class IngestProcess : public ::testing::Test {
     std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
                           << "  produce_timeout_ms: " << produce_timeout_ms << "\n"
                           << "  properties: { reconnect.backoff.max.ms: \"200\" }\n"
-                          << "ingest: { listen: \"127.0.0.1:" << port_ << "\", max_body_bytes: 65536, "
+                          << "ingest: { listen: \"127.0.0.1:" << port_
+                          << "\", max_body_bytes: 65536, "
                           << "shutdown_grace_ms: 10000 }\n"
-                          << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret << "\"] }\n"
+                          << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret
+                          << "\"] }\n"
                           << "api_tokens: [\"" << kToken << "\"]\n";
-    auto p = ChildProcess::spawn({std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest", "--config", config},
-                                 {}, dir_.file("ingest.log"));
+    auto p = ChildProcess::spawn(
+        {std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest", "--config", config}, {},
+        dir_.file("ingest.log"));
     ASSERT_TRUE(p) << p.error().message;
     ingest_.emplace(std::move(*p));
     for (int i = 0; i < 200; ++i) {
@@ -66,7 +70,9 @@ class IngestProcess : public ::testing::Test {
     FAIL() << "ingest never became ready:\n" << ingest_->log_tail();
   }
 
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
 
   HttpReply post_webhook(const std::string& body, const std::string& event_id) {
     SourceConfig source;
@@ -113,8 +119,9 @@ TEST_F(IngestProcess, AcknowledgedWebhooksAreInTheTopicByteForByte) {
 }
 
 TEST_F(IngestProcess, CallRequestsAreProducedAfterTheAck) {
-  auto r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
-                        R"({"url":"http://127.0.0.1:9/x","method":"PUT","body":"payload","idempotency_key":"k-1"})");
+  auto r = call(
+      "POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
+      R"({"url":"http://127.0.0.1:9/x","method":"PUT","body":"payload","idempotency_key":"k-1"})");
   ASSERT_EQ(r.status, 202) << r.body;
   auto consumed = consume_all(broker_->bootstrap(), std::string(kCallsTopic), 1, 30s);
   ASSERT_TRUE(consumed);
@@ -124,7 +131,8 @@ TEST_F(IngestProcess, CallRequestsAreProducedAfterTheAck) {
 }
 
 TEST_F(IngestProcess, BadInputGetsSpecificErrorsAndIsCounted) {
-  auto r = call("POST", url("/webhooks/github"), {{"X-Hub-Signature-256", "sha256=" + std::string(64, '0')}}, "{}");
+  auto r = call("POST", url("/webhooks/github"),
+                {{"X-Hub-Signature-256", "sha256=" + std::string(64, '0')}}, "{}");
   EXPECT_EQ(r.status, 401);
   EXPECT_NE(r.body.find("\"bad_signature\""), std::string::npos) << r.body;
   r = call("POST", url("/webhooks/nope"), {}, "{}");
@@ -133,15 +141,19 @@ TEST_F(IngestProcess, BadInputGetsSpecificErrorsAndIsCounted) {
   r = post_webhook(std::string(70000, 'x'), "big");
   EXPECT_EQ(r.status, 413);
   EXPECT_NE(r.body.find("\"body_too_large\""), std::string::npos) << r.body;
-  r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}}, "{\"url\":1}");
+  r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
+           "{\"url\":1}");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("url: must be a string"), std::string::npos) << r.body;
   auto metrics = get(url("/metrics")).body;
-  EXPECT_NE(metrics.find("hookrelay_ingest_verification_failures_total{reason=\"bad_signature\",source=\"github\"} 1"),
+  EXPECT_NE(metrics.find("hookrelay_ingest_verification_failures_total{reason=\"bad_signature\","
+                         "source=\"github\"} 1"),
             std::string::npos)
       << metrics;
-  EXPECT_NE(metrics.find("hookrelay_ingest_errors_total{code=\"body_too_large\"} 1"), std::string::npos);
-  EXPECT_NE(metrics.find("hookrelay_ingest_errors_total{code=\"unknown_source\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("hookrelay_ingest_errors_total{code=\"body_too_large\"} 1"),
+            std::string::npos);
+  EXPECT_NE(metrics.find("hookrelay_ingest_errors_total{code=\"unknown_source\"} 1"),
+            std::string::npos);
   EXPECT_TRUE(ingest_->running());
 }
 

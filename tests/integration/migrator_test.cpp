@@ -1,4 +1,4 @@
-#include "shared/migrator.h"
+#include "shared/store/migrator.h"
 
 #include <gtest/gtest.h>
 
@@ -21,7 +21,8 @@ const std::string kMigrations = HOOKRELAY_SOURCE_DIR "/migrations";
 // The versions shipped in migrations/, in order.
 std::vector<std::string> shipped_versions() {
   std::vector<std::string> v;
-  for (const auto& entry : fs::directory_iterator(kMigrations)) v.push_back(entry.path().filename().string().substr(0, 4));
+  for (const auto& entry : fs::directory_iterator(kMigrations))
+    v.push_back(entry.path().filename().string().substr(0, 4));
   std::sort(v.begin(), v.end());
   return v;
 }
@@ -63,7 +64,8 @@ TEST_F(MigratorTest, AppliesEachFileOnceThenNothing) {
   auto second = migrate(db_->url(), kMigrations);
   ASSERT_TRUE(second) << second.error().message;
   EXPECT_TRUE(second->empty());
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"), std::to_string(shipped_versions().size()));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"),
+            std::to_string(shipped_versions().size()));
 }
 
 TEST_F(MigratorTest, ConcurrentRunsBothSucceedAndApplyOnce) {
@@ -77,7 +79,8 @@ TEST_F(MigratorTest, ConcurrentRunsBothSucceedAndApplyOnce) {
   // One applied everything, the other waited for the lock and found it done.
   EXPECT_EQ(a->size() + b->size(), shipped_versions().size());
   EXPECT_TRUE(a->empty() || b->empty());
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"), std::to_string(shipped_versions().size()));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"),
+            std::to_string(shipped_versions().size()));
 }
 
 TEST_F(MigratorTest, FailingFileIsNamedAndLeavesNothingBehind) {
@@ -89,7 +92,8 @@ TEST_F(MigratorTest, FailingFileIsNamedAndLeavesNothingBehind) {
   EXPECT_NE(r.error().message.find("9000_broken.sql"), std::string::npos) << r.error().message;
   // The shipped files went in on their own; 9000 neither recorded nor half-applied.
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations WHERE version = '9000'"), "0");
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"), std::to_string(shipped_versions().size()));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations"),
+            std::to_string(shipped_versions().size()));
   EXPECT_EQ(db_->scalar("SELECT to_regclass('half_done')::text"), "");
 
   std::ofstream(fs::path(dir) / "9000_broken.sql") << "CREATE TABLE half_done (id int);\n";

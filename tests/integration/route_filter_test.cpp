@@ -6,7 +6,7 @@
 
 #include <set>
 
-#include "shared/signature_verifier.h"
+#include "shared/signing/signature_verifier.h"
 #include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {
@@ -27,7 +27,8 @@ bool verifies_with(const ReceivedRequest& r, const std::string& secret) {
   receiver.scheme = SchemeKind::kStandardWebhooks;
   receiver.secrets = {secret};
   HeaderLookup lookup = r.lookup();
-  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch());
   return verify_webhook(receiver, lookup, r.body, now.count()).has_value();
 }
 
@@ -38,10 +39,11 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
       {"github", "pushes", rx_.url("/pushes"), 5000,
        R"(filter: { header: { x-github-event: [push] } }, headers: { Authorization: "Bearer ${ROUTE_TOKEN}" })"},
       {"github", "api-prs", rx_.url("/api"), 5000,
-       std::string(R"(filter: { header: { X-GitHub-Event: pull_request }, )"
-                   R"(body: [ { pointer: /repository/full_name, equals: acme/api }, )"
-                   R"({ pointer: /action, in: [opened, reopened] }, { pointer: /sender/type, exists: true } ] }, )"
-                   R"(headers: { X-Team: api }, secrets: [")") +
+       std::string(
+           R"(filter: { header: { X-GitHub-Event: pull_request }, )"
+           R"(body: [ { pointer: /repository/full_name, equals: acme/api }, )"
+           R"({ pointer: /action, in: [opened, reopened] }, { pointer: /sender/type, exists: true } ] }, )"
+           R"(headers: { X-Team: api }, secrets: [")") +
            kRouteSecret + "\", \"" + kOldRouteSecret + "\"]"},
       {"github", "all", rx_.url("/all")},
   };
@@ -54,12 +56,18 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
   };
   const std::string sender = R"(,"sender":{"type":"User"}})";
   const std::vector<Event> events = {
-      {"e-push-api", "push", R"({"repository":{"full_name":"acme/api"},"action":"opened")" + sender},
-      {"e-pr-api-opened", "pull_request", R"({"repository":{"full_name":"acme/api"},"action":"opened")" + sender},
-      {"e-pr-api-closed", "pull_request", R"({"repository":{"full_name":"acme/api"},"action":"closed")" + sender},
-      {"e-pr-web", "pull_request", R"({"repository":{"full_name":"acme/web"},"action":"reopened")" + sender},
-      {"e-pr-api-reopened", "pull_request", R"({"repository":{"full_name":"acme/api"},"action":"reopened")" + sender},
-      {"e-pr-no-sender", "pull_request", R"({"repository":{"full_name":"acme/api"},"action":"opened"})"},
+      {"e-push-api", "push",
+       R"({"repository":{"full_name":"acme/api"},"action":"opened")" + sender},
+      {"e-pr-api-opened", "pull_request",
+       R"({"repository":{"full_name":"acme/api"},"action":"opened")" + sender},
+      {"e-pr-api-closed", "pull_request",
+       R"({"repository":{"full_name":"acme/api"},"action":"closed")" + sender},
+      {"e-pr-web", "pull_request",
+       R"({"repository":{"full_name":"acme/web"},"action":"reopened")" + sender},
+      {"e-pr-api-reopened", "pull_request",
+       R"({"repository":{"full_name":"acme/api"},"action":"reopened")" + sender},
+      {"e-pr-no-sender", "pull_request",
+       R"({"repository":{"full_name":"acme/api"},"action":"opened"})"},
       {"e-pr-not-json", "pull_request", "action=opened&repository=acme/api"},
       {"e-push-xml", "push", "<push/>"},
   };
@@ -77,8 +85,10 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
   std::this_thread::sleep_for(1s);  // a filtered-out delivery would show up here
 
   EXPECT_EQ(rx_.count("/all"), events.size());
-  EXPECT_EQ(webhook_ids(rx_.requests("/pushes")), (std::set<std::string>{"e-push-api", "e-push-xml"}));
-  EXPECT_EQ(webhook_ids(rx_.requests("/api")), (std::set<std::string>{"e-pr-api-opened", "e-pr-api-reopened"}));
+  EXPECT_EQ(webhook_ids(rx_.requests("/pushes")),
+            (std::set<std::string>{"e-push-api", "e-push-xml"}));
+  EXPECT_EQ(webhook_ids(rx_.requests("/api")),
+            (std::set<std::string>{"e-pr-api-opened", "e-pr-api-reopened"}));
 
   for (const auto& r : rx_.requests("/pushes")) {
     EXPECT_EQ(r.header("authorization"), std::string("Bearer ") + kToken);
@@ -88,7 +98,8 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
     EXPECT_EQ(r.header("x-team"), "api");
     EXPECT_FALSE(r.header("authorization")) << "headers are per route";
     const std::string signature = r.header("webhook-signature").value_or("");
-    EXPECT_EQ(std::count(signature.begin(), signature.end(), ' '), 1) << "two signatures: " << signature;
+    EXPECT_EQ(std::count(signature.begin(), signature.end(), ' '), 1)
+        << "two signatures: " << signature;
     EXPECT_TRUE(verifies_with(r, kRouteSecret)) << "new secret";
     EXPECT_TRUE(verifies_with(r, kOldRouteSecret)) << "old secret";
   }
@@ -96,15 +107,24 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
 
   // Filtered-out events never became deliveries: no claim, no row.
   EXPECT_EQ(stack_->count_deliveries(), static_cast<int64_t>(events.size()) + 4);
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE delivery_key LIKE 'wh:github:%:api-prs'"), "2");
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE delivery_key LIKE 'wh:github:%:pushes'"), "2");
+  EXPECT_EQ(stack_->scalar(
+                "SELECT count(*) FROM deliveries WHERE delivery_key LIKE 'wh:github:%:api-prs'"),
+            "2");
+  EXPECT_EQ(stack_->scalar(
+                "SELECT count(*) FROM deliveries WHERE delivery_key LIKE 'wh:github:%:pushes'"),
+            "2");
 
   const std::string metrics = stack_->worker_metrics(0);
-  EXPECT_EQ(metric_sum(metrics, "hookrelay_deliveries_filtered_total", {"source=\"github\"", "route=\"pushes\""}), 6);
-  EXPECT_EQ(metric_sum(metrics, "hookrelay_deliveries_filtered_total", {"source=\"github\"", "route=\"api-prs\""}), 6);
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_deliveries_filtered_total",
+                       {"source=\"github\"", "route=\"pushes\""}),
+            6);
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_deliveries_filtered_total",
+                       {"source=\"github\"", "route=\"api-prs\""}),
+            6);
   EXPECT_EQ(metric_sum(metrics, "hookrelay_deliveries_filtered_total", {"route=\"all\""}), 0);
   EXPECT_EQ(metrics.find(kToken), std::string::npos) << "a header value in the metrics";
-  EXPECT_EQ(stack_->worker(0).process.read_log().find(kToken), std::string::npos) << "a header value in the log";
+  EXPECT_EQ(stack_->worker(0).process.read_log().find(kToken), std::string::npos)
+      << "a header value in the log";
 }
 
 }  // namespace

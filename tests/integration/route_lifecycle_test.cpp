@@ -20,13 +20,16 @@ class RouteLifecycleTest : public AdminTest {
   // Events evt-0 .. evt-9 of acme, produced one at a time so they arrive in that order.
   void produce_in_order() {
     for (int i = 0; i < kEvents; ++i) {
-      ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-" + std::to_string(i), R"({"n":)" + std::to_string(i) + "}"));
+      ASSERT_NO_FATAL_FAILURE(
+          produce("acme", "evt-" + std::to_string(i), R"({"n":)" + std::to_string(i) + "}"));
       std::this_thread::sleep_for(5ms);
     }
   }
-  std::vector<std::string> webhook_ids(const std::vector<ReceivedRequest>& requests, std::size_t from) {
+  std::vector<std::string> webhook_ids(const std::vector<ReceivedRequest>& requests,
+                                       std::size_t from) {
     std::vector<std::string> ids;
-    for (std::size_t i = from; i < requests.size(); ++i) ids.push_back(requests[i].header("webhook-id").value_or("?"));
+    for (std::size_t i = from; i < requests.size(); ++i)
+      ids.push_back(requests[i].header("webhook-id").value_or("?"));
     return ids;
   }
   static std::vector<std::string> in_order() {
@@ -35,8 +38,8 @@ class RouteLifecycleTest : public AdminTest {
     return ids;
   }
   std::vector<std::string> cli_common() {
-    return {"--config", admin_config_.string(), "--database-url", stack_->database().url(), "--bootstrap",
-            stack_->bootstrap()};
+    return {"--config",    admin_config_.string(), "--database-url", stack_->database().url(),
+            "--bootstrap", stack_->bootstrap()};
   }
   // Route a of acme as GET /v1/routes shows it.
   json route_a() {
@@ -63,13 +66,18 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   std::this_thread::sleep_for(1500ms);  // a retry or a dead letter would show up here
   const std::size_t gone_calls = rx_.count("/a");
   EXPECT_GE(gone_calls, 1u);
-  EXPECT_LT(gone_calls, static_cast<std::size_t>(kEvents)) << "the route was not suspended by its 410";
+  EXPECT_LT(gone_calls, static_cast<std::size_t>(kEvents))
+      << "the route was not suspended by its 410";
   EXPECT_EQ(stack_->count_deliveries("dead"), 0);
   EXPECT_EQ(stack_->count_deliveries("parked"), kEvents);
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM parked_deliveries WHERE source = 'acme' AND destination = 'a'"),
-            std::to_string(kEvents));
-  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || reason || ' ' || suspended_by FROM route_states"
-                           " WHERE source = 'acme' AND route = 'a'").substr(0, 36),
+  EXPECT_EQ(
+      stack_->scalar(
+          "SELECT count(*) FROM parked_deliveries WHERE source = 'acme' AND destination = 'a'"),
+      std::to_string(kEvents));
+  EXPECT_EQ(stack_
+                ->scalar("SELECT state || ' ' || reason || ' ' || suspended_by FROM route_states"
+                         " WHERE source = 'acme' AND route = 'a'")
+                .substr(0, 36),
             "suspended 410 Gone from the receiver");
   EXPECT_EQ(worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}), 1);
   EXPECT_EQ(worker_metric(0, "hookrelay_worker_deliveries_total", {"outcome=\"parked\""}), kEvents);
@@ -92,8 +100,8 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
 
   // The receiver is back: resume releases the parked deliveries, oldest first, at 10/s.
   rx_.set_default("/a", {200});
-  std::vector<std::string> resume = {"routes", "resume", "a", "--source", "acme", "--rate", "10", "--by", "tester",
-                                     "--json"};
+  std::vector<std::string> resume = {"routes", "resume", "a",    "--source", "acme",
+                                     "--rate", "10",     "--by", "tester",   "--json"};
   for (auto& c : cli_common()) resume.push_back(c);
   auto resumed = run_cli_in_process(resume);
   ASSERT_EQ(resumed.code, 0) << resumed.out << resumed.err;
@@ -110,10 +118,12 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   expect_each_succeeded_once(*stack_, 2 * kEvents);
   EXPECT_EQ(stack_->count_deliveries("parked"), 0);
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM parked_deliveries"), "0");
-  EXPECT_TRUE(eventually([&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 0; }, 5s));
+  EXPECT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 0; }, 5s));
 }
 
-TEST_F(RouteLifecycleTest, ConsecutiveFailuresSuspendTheRouteAndItsRetriesAreParkedNotDeadLettered) {
+TEST_F(RouteLifecycleTest,
+       ConsecutiveFailuresSuspendTheRouteAndItsRetriesAreParkedNotDeadLettered) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a"), 5000, "suspend_after: { consecutive_failures: 3 }"},
               {"acme", "b", rx_.url("/b")}};
@@ -134,19 +144,22 @@ TEST_F(RouteLifecycleTest, ConsecutiveFailuresSuspendTheRouteAndItsRetriesArePar
   EXPECT_EQ(stack_->count_deliveries("dead"), 0);
   auto a = route_a();
   EXPECT_EQ(a["state"], "suspended") << a.dump();
-  EXPECT_NE(a["reason"].get<std::string>().find("consecutive failures (suspend_after.consecutive_failures: 3)"),
+  EXPECT_NE(a["reason"].get<std::string>().find(
+                "consecutive failures (suspend_after.consecutive_failures: 3)"),
             std::string::npos)
       << a.dump();
   EXPECT_GE(a["failure_streak"].get<int>(), 3);
   EXPECT_EQ(a["parked"], 2);
   EXPECT_EQ(a["suspend_after"]["consecutive_failures"], 3);
-  EXPECT_EQ(worker_metric(0, "hookrelay_route_suspensions_total", {"route=\"a\"", "cause=\"consecutive_failures\""}),
+  EXPECT_EQ(worker_metric(0, "hookrelay_route_suspensions_total",
+                          {"route=\"a\"", "cause=\"consecutive_failures\""}),
             1);
 }
 
 TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation) {
   StackOptions o;
-  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}, {"github", "b", rx_.url("/gb")}};
+  o.routes = {
+      {"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}, {"github", "b", rx_.url("/gb")}};
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
   start_worker();
@@ -164,7 +177,8 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
   EXPECT_EQ(sj["route"]["suspended_by"], "operator:admin-token-0");
   EXPECT_EQ(sj["changed"], true);
   EXPECT_EQ(json::parse(call("POST", "/v1/routes/a/suspend").body)["changed"], false);
-  ASSERT_TRUE(eventually([&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
 
   ASSERT_NO_FATAL_FAILURE(produce_in_order());
   ASSERT_TRUE(rx_.wait_for_count("/b", kEvents, 30s));
@@ -195,7 +209,8 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
   // Bad input: a 4xx naming the problem.
   expect_error(call("POST", "/v1/routes/b/suspend"), 409, "ambiguous_route", "acme, github");
   expect_error(call("POST", "/v1/routes/nope/suspend"), 404, "route_not_found", "nope");
-  expect_error(call("POST", "/v1/routes/a/suspend?source=github"), 404, "route_not_found", "github");
+  expect_error(call("POST", "/v1/routes/a/suspend?source=github"), 404, "route_not_found",
+               "github");
   expect_error(call("POST", "/v1/routes/a/resume?rate=-1"), 400, "bad_parameter", "rate");
   expect_error(call("POST", "/v1/routes/a/resume?reason=x"), 400, "unknown_parameter", "reason");
   expect_error(call("GET", "/v1/routes/a/suspend"), 405, "method_not_allowed", "POST");

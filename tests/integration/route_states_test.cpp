@@ -1,20 +1,21 @@
 // RouteStates against real PostgreSQL (migrations/0010): streaks add up across workers' reports
 // and restart after a success, suspension keeps its first reason, resume clears the streak, and
 // parked deliveries are listed in arrival order and leave the list when released.
-#include "shared/route_states.h"
+#include "shared/routes/route_states.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 
-#include "shared/postgres_delivery_store.h"
 #include "tests/integration/scratch_database.h"
+#include "worker/postgres_delivery_store.h"
 
 namespace hookrelay {
 namespace {
 
 int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -29,7 +30,8 @@ TEST_F(RouteStatesTest, StreaksAddUpAcrossReportsAndRestartAfterASuccess) {
   ASSERT_EQ(r->size(), 1u);
   EXPECT_EQ((*r)[0].failure_streak, 3);
   EXPECT_NEAR((*r)[0].failing_since_ms, t, 1);
-  r = states.report({RouteActivity{"gh", "ci", false, 2, t + 5000}, RouteActivity{"gh", "deploy", true, 0, 0}});
+  r = states.report(
+      {RouteActivity{"gh", "ci", false, 2, t + 5000}, RouteActivity{"gh", "deploy", true, 0, 0}});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ((*r)[0].failure_streak, 5);
   EXPECT_NEAR((*r)[0].failing_since_ms, t, 1) << "the streak's first failure stays";
@@ -79,29 +81,33 @@ TEST_F(RouteStatesTest, ParkedDeliveriesAreListedInArrivalOrderUntilReleased) {
   // Claimed in a different order from their arrival (first_seen) order.
   std::vector<DeliveryRef> refs;
   for (int i : {2, 0, 3, 1}) {
-    refs.push_back(DeliveryRef{"wh:gh:e" + std::to_string(i) + ":ci", "webhook", "gh", "e" + std::to_string(i), "ci",
-                               "http://127.0.0.1:9/ci", "hookrelay.webhooks", t + i * 10, 100 + i});
+    refs.push_back(DeliveryRef{"wh:gh:e" + std::to_string(i) + ":ci", "webhook", "gh",
+                               "e" + std::to_string(i), "ci", "http://127.0.0.1:9/ci",
+                               "hookrelay.webhooks", t + i * 10, 100 + i});
   }
-  refs.push_back(DeliveryRef{"wh:gh:e0:deploy", "webhook", "gh", "e0", "deploy", "http://127.0.0.1:9/d",
-                             "hookrelay.webhooks", t, 200});
+  refs.push_back(DeliveryRef{"wh:gh:e0:deploy", "webhook", "gh", "e0", "deploy",
+                             "http://127.0.0.1:9/d", "hookrelay.webhooks", t, 200});
   ASSERT_TRUE(store.claim(refs, "w1", 60));
   std::vector<AttemptRecord> parked;
   for (const auto& ref : refs) {
     parked.push_back(AttemptRecord{ref.key, 0, t, 0, 0, "parked", "route suspended",
-                                   ref.destination == "ci" ? "parked" : "succeeded", ref.lease_token});
+                                   ref.destination == "ci" ? "parked" : "succeeded",
+                                   ref.lease_token});
   }
   ASSERT_TRUE(store.record(parked, "w1"));
   RouteStates states(db_->url());
   auto keys = states.parked_keys("gh", "ci");
   ASSERT_TRUE(keys) << keys.error().message;
-  EXPECT_EQ(*keys, (std::vector<std::string>{"wh:gh:e0:ci", "wh:gh:e1:ci", "wh:gh:e2:ci", "wh:gh:e3:ci"}));
+  EXPECT_EQ(*keys,
+            (std::vector<std::string>{"wh:gh:e0:ci", "wh:gh:e1:ci", "wh:gh:e2:ci", "wh:gh:e3:ci"}));
   EXPECT_TRUE(states.parked_keys("gh", "deploy")->empty());
 
   // Released (the replay's mark: parked -> retrying): it leaves the list.
   pqxx::connection c(db_->url());
   pqxx::nontransaction tx(c);
   tx.exec("UPDATE deliveries SET state = 'retrying' WHERE delivery_key = 'wh:gh:e1:ci'");
-  EXPECT_EQ(*states.parked_keys("gh", "ci"), (std::vector<std::string>{"wh:gh:e0:ci", "wh:gh:e2:ci", "wh:gh:e3:ci"}));
+  EXPECT_EQ(*states.parked_keys("gh", "ci"),
+            (std::vector<std::string>{"wh:gh:e0:ci", "wh:gh:e2:ci", "wh:gh:e3:ci"}));
   ASSERT_TRUE(states.suspend("gh", "ci", "410 Gone from the receiver", "w1"));
   auto all = states.all();
   ASSERT_TRUE(all);

@@ -13,7 +13,7 @@
 #include <random>
 #include <string>
 
-#include "shared/migrator.h"
+#include "shared/store/migrator.h"
 
 namespace hookrelay::testing {
 

@@ -33,7 +33,8 @@ TEST(ChildProcess, TerminateAndKillAreReportedAsSignalExits) {
   child->terminate();
   EXPECT_EQ(child->wait_exit(seconds(10)), 128 + SIGTERM);
 
-  auto stubborn = ChildProcess::spawn({"sh", "-c", "trap '' TERM; sleep 30"}, {}, dir.file("trap.log"));
+  auto stubborn =
+      ChildProcess::spawn({"sh", "-c", "trap '' TERM; sleep 30"}, {}, dir.file("trap.log"));
   ASSERT_TRUE(stubborn);
   std::this_thread::sleep_for(milliseconds(200));  // let the shell install its trap
   EXPECT_EQ(stubborn->stop(milliseconds(300)), 128 + SIGKILL);

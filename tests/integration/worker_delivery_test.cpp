@@ -2,15 +2,16 @@
 // receiver on 127.0.0.1. One stack per test.
 #include <gtest/gtest.h>
 
-#include "shared/signature_verifier.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/signing/signature_verifier.h"
 #include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {
 namespace {
 
 int64_t unix_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -20,7 +21,8 @@ TEST_F(WorkerTest, SuccessIsDeliveredOnceSignedAndRecorded) {
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   start_worker();
   // Odd bytes on purpose: the receiver must get exactly what the provider sent.
-  const std::string body = "{\"type\":\"invoice.paid\",  \"amount\": 4200,\n\"note\":\"caf\xc3\xa9 \\u00e9\"}";
+  const std::string body =
+      "{\"type\":\"invoice.paid\",  \"amount\": 4200,\n\"note\":\"caf\xc3\xa9 \\u00e9\"}";
   ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-200", body));
 
   ASSERT_TRUE(rx_.wait_for_count("/a", 1, 20s));
@@ -45,8 +47,10 @@ TEST_F(WorkerTest, SuccessIsDeliveredOnceSignedAndRecorded) {
   EXPECT_TRUE(verified) << verified.error().code << ": " << verified.error().message;
 
   EXPECT_EQ(stack_->count_deliveries(), 1);
-  EXPECT_EQ(stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'wh:acme:evt-200:a'"), "succeeded");
-  EXPECT_EQ(stack_->succeeded_attempts_per_key(), (std::map<std::string, int64_t>{{"wh:acme:evt-200:a", 1}}));
+  EXPECT_EQ(stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'wh:acme:evt-200:a'"),
+            "succeeded");
+  EXPECT_EQ(stack_->succeeded_attempts_per_key(),
+            (std::map<std::string, int64_t>{{"wh:acme:evt-200:a", 1}}));
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts"), "1");
 }
 
@@ -65,7 +69,9 @@ TEST_F(WorkerTest, FanOutRetriesOnlyTheFailingRoute) {
   EXPECT_EQ(rx_.count("/b"), 3u);
   EXPECT_EQ(stack_->succeeded_attempts_per_key(),
             (std::map<std::string, int64_t>{{"wh:acme:evt-fan:a", 1}, {"wh:acme:evt-fan:b", 1}}));
-  EXPECT_EQ(stack_->scalar("SELECT attempts FROM deliveries WHERE delivery_key = 'wh:acme:evt-fan:b'"), "3");
+  EXPECT_EQ(
+      stack_->scalar("SELECT attempts FROM deliveries WHERE delivery_key = 'wh:acme:evt-fan:b'"),
+      "3");
   for (const auto& r : rx_.requests("/b")) EXPECT_EQ(r.header("webhook-id"), "evt-fan");
 }
 
@@ -80,11 +86,13 @@ TEST_F(WorkerTest, RetryAfterIsHonoured) {
   ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
   auto reqs = rx_.requests("/a");
   auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(reqs[1].at - reqs[0].at);
-  EXPECT_GE(gap.count(), 1900) << "retried " << gap.count() << " ms after a 429 with Retry-After: 2";
+  EXPECT_GE(gap.count(), 1900) << "retried " << gap.count()
+                               << " ms after a 429 with Retry-After: 2";
   ASSERT_TRUE(deliveries_in_state("succeeded", 1, 10s));
-  EXPECT_EQ(stack_->scalar("SELECT string_agg(coalesce(http_status::text, '-') || ':' || outcome, ',' "
-                           "ORDER BY attempt) FROM delivery_attempts"),
-            "429:retryable,200:succeeded");
+  EXPECT_EQ(
+      stack_->scalar("SELECT string_agg(coalesce(http_status::text, '-') || ':' || outcome, ',' "
+                     "ORDER BY attempt) FROM delivery_attempts"),
+      "429:retryable,200:succeeded");
 }
 
 TEST_F(WorkerTest, PermanentFailureGoesStraightToTheDlq) {
@@ -108,7 +116,8 @@ TEST_F(WorkerTest, PermanentFailureGoesStraightToTheDlq) {
   EXPECT_EQ(m.header(header::kEventId), "evt-400");
   EXPECT_EQ(m.header("hr-dlq-reason"), "permanent");
   ASSERT_TRUE(m.header(header::kLastError));
-  EXPECT_NE(m.header(header::kLastError)->find("400"), std::string::npos) << *m.header(header::kLastError);
+  EXPECT_NE(m.header(header::kLastError)->find("400"), std::string::npos)
+      << *m.header(header::kLastError);
 
   ASSERT_TRUE(deliveries_in_state("dead", 1, 10s));
   std::this_thread::sleep_for(2s);  // longer than the first retry tier: a retry would be here
@@ -138,7 +147,8 @@ TEST_F(WorkerTest, ExhaustedRetriesEndInTheDlq) {
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(rx_.count("/a"), 3u);
   EXPECT_EQ(stack_->scalar("SELECT attempts FROM deliveries"), "3");
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retryable'"), "3");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retryable'"),
+            "3");
 }
 
 TEST_F(WorkerTest, TimeoutIsRetriedAndRecordedAsTimeout) {
@@ -151,13 +161,16 @@ TEST_F(WorkerTest, TimeoutIsRetriedAndRecordedAsTimeout) {
 
   ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
   ASSERT_TRUE(deliveries_in_state("succeeded", 1, 10s));
-  EXPECT_EQ(stack_->scalar("SELECT coalesce(http_status::text, 'none') || ':' || outcome FROM delivery_attempts "
-                           "WHERE attempt = 1"),
-            "none:retryable");
+  EXPECT_EQ(
+      stack_->scalar(
+          "SELECT coalesce(http_status::text, 'none') || ':' || outcome FROM delivery_attempts "
+          "WHERE attempt = 1"),
+      "none:retryable");
   auto error = stack_->scalar("SELECT error FROM delivery_attempts WHERE attempt = 1");
   EXPECT_NE(error.find("imeout"), std::string::npos) << error;
   EXPECT_EQ(worker_metric(w, "hookrelay_worker_attempts_total", {R"(result="timeout")"}), 1);
-  EXPECT_EQ(stack_->succeeded_attempts_per_key(), (std::map<std::string, int64_t>{{"wh:acme:evt-slow:a", 1}}));
+  EXPECT_EQ(stack_->succeeded_attempts_per_key(),
+            (std::map<std::string, int64_t>{{"wh:acme:evt-slow:a", 1}}));
 }
 
 TEST_F(WorkerTest, SsrfGuardStopsLoopbackDeliveries) {

@@ -2,7 +2,7 @@
 // are skipped by the Postgres delivery keys. Real worker, ingest, devbroker and Postgres.
 #include <gtest/gtest.h>
 
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 #include "tests/support/worker_fixture.h"
 
 namespace hookrelay::test {
@@ -38,8 +38,9 @@ TEST_F(WorkerTest, DuplicateEventIdsAreDeliveredOnce) {
   EXPECT_EQ(rx_.count("/a"), 1u);
   EXPECT_EQ(rx_.count("/g"), 1u);
   EXPECT_EQ(rx_.requests("/g").at(0).header("webhook-id"), "gh-delivery-1");
-  EXPECT_EQ(stack_->succeeded_attempts_per_key(),
-            (std::map<std::string, int64_t>{{"wh:acme:evt-dup:a", 1}, {"wh:github:gh-delivery-1:g", 1}}));
+  EXPECT_EQ(
+      stack_->succeeded_attempts_per_key(),
+      (std::map<std::string, int64_t>{{"wh:acme:evt-dup:a", 1}, {"wh:github:gh-delivery-1:g", 1}}));
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM inbound_events"), "2");
 }
 
@@ -55,7 +56,8 @@ TEST_F(WorkerTest, RetryCopiesOfOneDeliveryInOneWorkerSucceedOnce) {
   std::size_t w = start_worker();
   constexpr int kKeys = 20, kCopies = 4;
   for (int i = 0; i < kKeys; ++i) {
-    auto r = stack_->produce_retry_copies("acme", "evt-copies-" + std::to_string(i), "a", R"({"n":1})", kCopies);
+    auto r = stack_->produce_retry_copies("acme", "evt-copies-" + std::to_string(i), "a",
+                                          R"({"n":1})", kCopies);
     ASSERT_TRUE(r) << r.error().message;
   }
   ASSERT_TRUE(deliveries_in_state("succeeded", kKeys, 60s));
@@ -64,7 +66,9 @@ TEST_F(WorkerTest, RetryCopiesOfOneDeliveryInOneWorkerSucceedOnce) {
       << "skips: " << worker_metric(w, kSkips) << ", requests: " << rx_.count("/a");
   EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kKeys)) << stack_->describe_deliveries();
   for (const auto& [key, n] : stack_->succeeded_attempts_per_key()) EXPECT_EQ(n, 1) << key;
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'duplicate_success'"), "0");
+  EXPECT_EQ(
+      stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'duplicate_success'"),
+      "0");
 }
 
 TEST_F(WorkerTest, ReplayedOffsetsAreSkipped) {
@@ -103,8 +107,9 @@ TEST_F(WorkerTest, CallsCarryTheIdempotencyKeyAndAreMadeOnce) {
   auto ingest = stack_->start_ingest();
   ASSERT_TRUE(ingest) << ingest.error().message;
   std::size_t w = start_worker();
-  const std::string request = R"({"url": ")" + rx_.url("/call") +
-                              R"(", "method": "PUT", "headers": {"X-Custom": "yes", "Content-Type": "text/plain"},
+  const std::string request =
+      R"({"url": ")" + rx_.url("/call") +
+      R"(", "method": "PUT", "headers": {"X-Custom": "yes", "Content-Type": "text/plain"},
                                   "body": "hello call", "idempotency_key": "idem-1"})";
   for (int i = 0; i < 2; ++i) {
     auto r = stack_->post_call(request);
@@ -123,7 +128,8 @@ TEST_F(WorkerTest, CallsCarryTheIdempotencyKeyAndAreMadeOnce) {
   EXPECT_EQ(reqs[0].header("X-Custom"), "yes");
   EXPECT_EQ(reqs[0].header("Content-Type"), "text/plain");
   EXPECT_FALSE(reqs[0].header("webhook-signature"));
-  EXPECT_EQ(stack_->succeeded_attempts_per_key(), (std::map<std::string, int64_t>{{"call:idem-1", 1}}));
+  EXPECT_EQ(stack_->succeeded_attempts_per_key(),
+            (std::map<std::string, int64_t>{{"call:idem-1", 1}}));
 }
 
 }  // namespace

@@ -33,7 +33,8 @@ void rewrite_reload_config(Stack& s, const StackOptions& options, const std::str
 }
 
 bool log_has(Service& service, const std::string& what, std::chrono::milliseconds timeout = 15s) {
-  return eventually([&] { return service.process.read_log().find(what) != std::string::npos; }, timeout);
+  return eventually([&] { return service.process.read_log().find(what) != std::string::npos; },
+                    timeout);
 }
 
 std::size_t count_in(const std::string& text, const std::string& what) {
@@ -66,13 +67,15 @@ TEST(WorkerReload, RouteUrlAndSourceSecretChangedBySighupWhileTrafficFlows) {
   std::thread traffic([&] {
     for (int i = 0; !stop.load(); ++i) {
       const std::string id = "evt-" + std::to_string(i);
-      auto r = post_signed_webhook(s.ingest(), "acme", id, R"({"n":)" + std::to_string(i) + "}", {kAcmeSecret, kAcmeRotatedSecret});
+      auto r = post_signed_webhook(s.ingest(), "acme", id, R"({"n":)" + std::to_string(i) + "}",
+                                   {kAcmeSecret, kAcmeRotatedSecret});
       sent.store(i + 1);
       std::lock_guard lock(mu);
       if (r && r->status == 202) {
         accepted.push_back(id);
       } else {
-        refusals.push_back(id + ": " + (r ? std::to_string(r->status) + " " + r->body : r.error().message));
+        refusals.push_back(id + ": " +
+                           (r ? std::to_string(r->status) + " " + r->body : r.error().message));
       }
       std::this_thread::sleep_for(2ms);
     }
@@ -98,8 +101,10 @@ TEST(WorkerReload, RouteUrlAndSourceSecretChangedBySighupWhileTrafficFlows) {
     ids = accepted;
     EXPECT_TRUE(refusals.empty()) << refusals.size() << " refused, first: " << refusals.front();
   }
-  ASSERT_TRUE(eventually([&] { return old_rx.total_count() + new_rx.total_count() >= ids.size(); }, 30s))
-      << old_rx.total_count() << " + " << new_rx.total_count() << " of " << ids.size() << " delivered\n"
+  ASSERT_TRUE(
+      eventually([&] { return old_rx.total_count() + new_rx.total_count() >= ids.size(); }, 30s))
+      << old_rx.total_count() << " + " << new_rx.total_count() << " of " << ids.size()
+      << " delivered\n"
       << worker.process.log_tail();
   std::this_thread::sleep_for(500ms);  // a duplicate would arrive now
 
@@ -113,14 +118,17 @@ TEST(WorkerReload, RouteUrlAndSourceSecretChangedBySighupWhileTrafficFlows) {
     if (std::stoi(id.substr(4)) >= applied_at.load() && at_old.count(id)) ++late_to_old;
   }
   const std::size_t received = old_rx.total_count() + new_rx.total_count();
-  std::cout << "[ worker reload ] sent=" << sent.load() << " accepted=" << ids.size() << " refused=" << refusals.size()
-            << " old_url=" << old_rx.total_count() << " new_url=" << new_rx.total_count() << " lost=" << lost
-            << " duplicated=" << duplicated << " sent_after_apply=" << sent.load() - applied_at.load()
+  std::cout << "[ worker reload ] sent=" << sent.load() << " accepted=" << ids.size()
+            << " refused=" << refusals.size() << " old_url=" << old_rx.total_count()
+            << " new_url=" << new_rx.total_count() << " lost=" << lost
+            << " duplicated=" << duplicated
+            << " sent_after_apply=" << sent.load() - applied_at.load()
             << " of_those_to_old_url=" << late_to_old << "\n";
   EXPECT_EQ(lost, 0);
   EXPECT_EQ(duplicated, 0);
   EXPECT_EQ(received, ids.size()) << "a request that is no accepted event reached a receiver";
-  EXPECT_EQ(late_to_old, 0) << "an event sent after the new config was installed went to the old URL";
+  EXPECT_EQ(late_to_old, 0)
+      << "an event sent after the new config was installed went to the old URL";
   EXPECT_GT(old_rx.total_count(), 0u);
   EXPECT_GT(new_rx.total_count(), 0u);
   // The new route signs with its secrets too: every delivery carries a signature.
@@ -134,7 +142,8 @@ TEST(WorkerReload, RouteUrlAndSourceSecretChangedBySighupWhileTrafficFlows) {
   const std::string metrics = s.worker_metrics(*w);
   EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"applied\""}), 1);
   EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"invalid\""}), 0);
-  EXPECT_EQ(s.count_deliveries("succeeded"), static_cast<int64_t>(ids.size())) << s.describe_deliveries();
+  EXPECT_EQ(s.count_deliveries("succeeded"), static_cast<int64_t>(ids.size()))
+      << s.describe_deliveries();
 }
 
 TEST(WorkerReload, InvalidFileIsRefusedAndSettingsThatNeedARestartAreNamed) {
@@ -164,20 +173,24 @@ TEST(WorkerReload, InvalidFileIsRefusedAndSettingsThatNeedARestartAreNamed) {
   text.insert(at + 8, "  allowed_cidrs: [\"10.0.0.0/33\"]\n");
   std::ofstream(path, std::ios::trunc) << text;
   ASSERT_EQ(::kill(worker.process.pid(), SIGHUP), 0);
-  ASSERT_TRUE(eventually([&] { return count_in(worker.process.read_log(), "msg=config_reload_refused") == 2; }, 15s))
+  ASSERT_TRUE(eventually(
+      [&] { return count_in(worker.process.read_log(), "msg=config_reload_refused") == 2; }, 15s))
       << worker.process.log_tail();
-  EXPECT_NE(worker.process.read_log().find("worker.allowed_cidrs[0]"), std::string::npos) << worker.process.log_tail();
+  EXPECT_NE(worker.process.read_log().find("worker.allowed_cidrs[0]"), std::string::npos)
+      << worker.process.log_tail();
   ASSERT_TRUE(s.produce_webhook("acme", "evt-1", "{}"));
   ASSERT_TRUE(rx.wait_for_count("/a", 1, 20s)) << worker.process.log_tail();
 
-  // A group id differs: named as needing a restart; the rest applies, the worker stays in its group.
+  // A group id differs: named as needing a restart; the rest applies, the worker stays in its
+  // group.
   StackOptions regrouped = options;
   regrouped.group_id = "another-group";
   regrouped.max_in_flight = 500;
   ASSERT_TRUE(s.write_config(regrouped, "hookrelay.yaml"));
   ASSERT_EQ(::kill(worker.process.pid(), SIGHUP), 0);
   ASSERT_TRUE(log_has(worker, "restart_required_for=worker.group_id")) << worker.process.log_tail();
-  ASSERT_TRUE(log_has(worker, "msg=worker_config_applied max_in_flight=500")) << worker.process.log_tail();
+  ASSERT_TRUE(log_has(worker, "msg=worker_config_applied max_in_flight=500"))
+      << worker.process.log_tail();
   ASSERT_TRUE(s.produce_webhook("acme", "evt-2", "{}"));
   ASSERT_TRUE(rx.wait_for_count("/a", 2, 20s)) << worker.process.log_tail();
 

@@ -15,7 +15,8 @@ TEST_F(WorkerTest, CrashAndRebalanceLoseNothing) {
   o.routes = {{"acme", "a", rx_.url("/a")}};
   o.partitions = 6;
   o.batch_size = 20;
-  o.per_host_max_in_flight = 4;  // ~80 deliveries/s against a 50 ms receiver: the kill lands mid-way
+  o.per_host_max_in_flight =
+      4;  // ~80 deliveries/s against a 50 ms receiver: the kill lands mid-way
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   rx_.set_default({200, {}, 50});
   auto produced = stack_->produce_webhooks("acme", numbered_events("evt-crash-", kEvents));
@@ -26,21 +27,24 @@ TEST_F(WorkerTest, CrashAndRebalanceLoseNothing) {
   stack_->worker(a).process.kill();
   ASSERT_EQ(stack_->worker(a).process.wait_exit(5s), 128 + SIGKILL);
   std::size_t delivered_by_a = rx_.count("/a");
-  ASSERT_LT(delivered_by_a, static_cast<std::size_t>(kEvents)) << "worker A finished before the kill";
+  ASSERT_LT(delivered_by_a, static_cast<std::size_t>(kEvents))
+      << "worker A finished before the kill";
 
   start_worker();
   ASSERT_TRUE(rx_.wait_for_count("/a", delivered_by_a + 20, 30s));
   start_worker();  // joins mid-stream: another rebalance
   ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 90s))
-      << "succeeded: " << stack_->count_deliveries("succeeded") << ", all: " << stack_->count_deliveries();
+      << "succeeded: " << stack_->count_deliveries("succeeded")
+      << ", all: " << stack_->count_deliveries();
 
   EXPECT_EQ(stack_->count_deliveries(), kEvents);
   expect_each_succeeded_once(*stack_, kEvents);
   auto ids = rx_.webhook_id_counts("/a");
   EXPECT_EQ(ids.size(), static_cast<std::size_t>(kEvents));
   std::size_t duplicates = rx_.count("/a") - ids.size();
-  std::cout << "[ crash    ] " << kEvents << " events, " << delivered_by_a << " requests before SIGKILL, "
-            << duplicates << " duplicate requests after it (at-least-once; allowed)\n";
+  std::cout << "[ crash    ] " << kEvents << " events, " << delivered_by_a
+            << " requests before SIGKILL, " << duplicates
+            << " duplicate requests after it (at-least-once; allowed)\n";
   RecordProperty("duplicate_requests", static_cast<int>(duplicates));
 }
 
@@ -59,20 +63,23 @@ TEST_F(WorkerTest, SigtermDrainsInFlightAndTheNextWorkerFinishes) {
   ASSERT_TRUE(rx_.wait_for_count("/a", 5, 20s));
   auto stopping = std::chrono::steady_clock::now();
   stack_->worker(a).process.terminate();
-  auto status = stack_->worker(a).process.wait_exit(std::chrono::milliseconds(o.shutdown_grace_ms) + 3s);
+  auto status =
+      stack_->worker(a).process.wait_exit(std::chrono::milliseconds(o.shutdown_grace_ms) + 3s);
   ASSERT_TRUE(status) << "worker did not exit within its grace period";
   EXPECT_EQ(*status, 0);
-  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stopping);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - stopping);
   std::size_t sent_by_a = rx_.count("/a");
   // What A had sent was answered (1 s) and recorded within the grace period.
-  EXPECT_EQ(stack_->count_deliveries("succeeded"), static_cast<int64_t>(sent_by_a)) << "drain took " << took.count()
-                                                                                      << " ms";
+  EXPECT_EQ(stack_->count_deliveries("succeeded"), static_cast<int64_t>(sent_by_a))
+      << "drain took " << took.count() << " ms";
 
   start_worker();
   ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 40s))
       << "succeeded: " << stack_->count_deliveries("succeeded");
   expect_each_succeeded_once(*stack_, kEvents);
-  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kEvents)) << "a drained delivery was made again";
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kEvents))
+      << "a drained delivery was made again";
   EXPECT_EQ(rx_.distinct_webhook_ids("/a"), static_cast<std::size_t>(kEvents));
 }
 
@@ -93,15 +100,18 @@ TEST_F(WorkerTest, PostgresOutagePausesDeliveryAndResumesWithoutDuplicates) {
   ASSERT_TRUE(produced) << produced.error().message;
 
   EXPECT_TRUE(wait_for_status(stack_->worker(w).url("/readyz"), 503, 15s));
-  EXPECT_TRUE(eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 0; }, 5s));
+  EXPECT_TRUE(
+      eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 0; }, 5s));
   std::this_thread::sleep_for(2s);
   EXPECT_EQ(rx_.count("/a"), 1u) << "delivered without a claim in Postgres";
   EXPECT_GT(worker_metric(w, "hookrelay_worker_postgres_errors_total"), 0);
 
   stack_->set_database_accepting(true);
-  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s)) << "succeeded: " << stack_->count_deliveries("succeeded");
+  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s))
+      << "succeeded: " << stack_->count_deliveries("succeeded");
   EXPECT_TRUE(wait_for_status(stack_->worker(w).url("/readyz"), 200, 10s));
-  EXPECT_TRUE(eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 1; }, 5s));
+  EXPECT_TRUE(
+      eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 1; }, 5s));
   std::this_thread::sleep_for(1s);
   EXPECT_EQ(rx_.count("/a"), 6u);
   EXPECT_EQ(rx_.distinct_webhook_ids("/a"), 6u);
@@ -115,7 +125,8 @@ TEST_F(WorkerTest, RetriesWaitingDuringARebalanceAreNotStranded) {
   o.schedule_seconds = {1, 2, 10};
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   // Every first attempt asks for 6 s: the retries wait on tier 2 with their partitions paused.
-  rx_.script("/a", std::vector<ScriptedResponse>(kEvents, ScriptedResponse{503, {{"Retry-After", "6"}}}));
+  rx_.script("/a",
+             std::vector<ScriptedResponse>(kEvents, ScriptedResponse{503, {{"Retry-After", "6"}}}));
   auto produced = stack_->produce_webhooks("acme", numbered_events("evt-wait-", kEvents));
   ASSERT_TRUE(produced) << produced.error().message;
 
@@ -125,7 +136,8 @@ TEST_F(WorkerTest, RetriesWaitingDuringARebalanceAreNotStranded) {
   std::this_thread::sleep_for(1s);  // the first worker has fetched the tier and paused it
   start_worker();                   // revokes and reassigns every partition
   ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 40s))
-      << "succeeded: " << stack_->count_deliveries("succeeded") << "\n" << stack_->describe_deliveries();
+      << "succeeded: " << stack_->count_deliveries("succeeded") << "\n"
+      << stack_->describe_deliveries();
   expect_each_succeeded_once(*stack_, kEvents);
   // 503 then 200; a replay after the rebalance may add one more (the devbroker refuses commits
   // during a rebalance, so the new owner can re-read a few messages).

@@ -9,8 +9,8 @@
 #include <csignal>
 #include <thread>
 
-#include "shared/delivery_queries.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/store/delivery_queries.h"
 #include "tests/kafka/shared_cluster.h"
 #include "tests/support/admin_fixture.h"
 
@@ -52,16 +52,19 @@ class AdminOnKafka : public OnSharedCluster<AdminTest> {
     rx_.set_default("/a", {200});
   }
 
-  std::string item(const std::string& replay_id, const std::string& key, const std::string& column) {
+  std::string item(const std::string& replay_id, const std::string& key,
+                   const std::string& column) {
     return stack_->scalar("SELECT " + column + " FROM replay_items WHERE replay_id = " + replay_id +
                           " AND delivery_key = '" + key + "'");
   }
 };
 
-TEST_F(AdminOnKafka, ADeadDeliveryReplayedIsDeliveredOnceAndASucceededOneResentArrivesAgainAsAResend) {
+TEST_F(AdminOnKafka,
+       ADeadDeliveryReplayedIsDeliveredOnceAndASucceededOneResentArrivesAgainAsAResend) {
   ASSERT_NO_FATAL_FAILURE(dead_on_a(3));
 
-  auto replay = post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"reason", "receiver fixed"}});
+  auto replay =
+      post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"reason", "receiver fixed"}});
   auto done = wait_replay(replay["id"]);
   EXPECT_EQ(done["matched"], 3);
   EXPECT_EQ(done["produced"], 3) << done.dump();
@@ -71,7 +74,8 @@ TEST_F(AdminOnKafka, ADeadDeliveryReplayedIsDeliveredOnceAndASucceededOneResentA
   const auto on_a = rx_.webhook_id_counts("/a");
   EXPECT_EQ(on_a.size(), 3u);
   for (const auto& [id, n] : on_a) EXPECT_EQ(n, 2) << id;
-  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-0%3Aa"), (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-0%3Aa"),
+            (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
 
   // Resend of a succeeded route-b delivery.
   const std::string key = "wh:acme:evt-1:b";
@@ -83,18 +87,25 @@ TEST_F(AdminOnKafka, ADeadDeliveryReplayedIsDeliveredOnceAndASucceededOneResentA
   EXPECT_EQ(resent["produced"], 1) << resent.dump();
   EXPECT_EQ(item(resend_id, key, "status"), "resent");
   ASSERT_TRUE(rx_.wait_for_count("/b", 4, 30s));
-  ASSERT_TRUE(eventually([&] { return attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab").size() == 3; }, 10s));
+  ASSERT_TRUE(
+      eventually([&] { return attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab").size() == 3; }, 10s));
   const auto after = rx_.webhook_id_counts("/b");
   EXPECT_EQ(after.size(), 3u) << "a resend keeps the webhook-id";
   EXPECT_EQ(after.at("evt-1"), 2);
   // Audited as a resend: the operator's 'resent' row, then the worker's attempt that the
   // marker let through; the marker is gone.
-  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab"), (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
-  EXPECT_EQ(stack_->scalar("SELECT string_agg(outcome || ' ' || (worker_id LIKE 'operator:%'), ',' ORDER BY started_at,"
-                           " attempt) FROM delivery_attempts WHERE delivery_key = '" + key + "'"),
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab"),
+            (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
+  EXPECT_EQ(stack_->scalar("SELECT string_agg(outcome || ' ' || (worker_id LIKE 'operator:%'), ',' "
+                           "ORDER BY started_at,"
+                           " attempt) FROM delivery_attempts WHERE delivery_key = '" +
+                           key + "'"),
             "succeeded false,resent true,succeeded false");
-  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || (resend_id IS NULL) FROM deliveries WHERE delivery_key = '" + key + "'"),
-            "succeeded true");
+  EXPECT_EQ(
+      stack_->scalar(
+          "SELECT state || ' ' || (resend_id IS NULL) FROM deliveries WHERE delivery_key = '" +
+          key + "'"),
+      "succeeded true");
   // The copy on the real retry tier names the replay and the one delivery it stands for.
   auto tier = consume_to_end(kafka_->bootstrap(), retry_topic(0), 30s);
   ASSERT_TRUE(tier) << tier.error().message;
@@ -127,11 +138,12 @@ TEST_F(AdminOnKafka, AReplaySigkilledMidRunFinishesAfterRestartWithoutSendingAny
   // 8 keys a second: about three seconds of work.
   auto replay = post_replay({{"filter", {{"state", "dead"}}}, {"rate", 8}});
   const std::string id = replay["id"].get<std::string>();
-  ASSERT_TRUE(eventually([&] { return get_json("/v1/replays/" + id)["produced"].get<int>() >= 5; }, 30s));
+  ASSERT_TRUE(
+      eventually([&] { return get_json("/v1/replays/" + id)["produced"].get<int>() >= 5; }, 30s));
   admin_->kill();
   ASSERT_EQ(admin_->wait_exit(5s), std::optional<int>(128 + SIGKILL));
-  const int done_before = std::stoi(
-      stack_->scalar("SELECT count(*) FROM replay_items WHERE status <> 'pending' AND replay_id = " + id));
+  const int done_before = std::stoi(stack_->scalar(
+      "SELECT count(*) FROM replay_items WHERE status <> 'pending' AND replay_id = " + id));
   ASSERT_LT(done_before, kEvents) << "the replay finished before the kill";
 
   // Where the kill landed is up to the scheduler, so the two windows that matter are made
@@ -142,10 +154,13 @@ TEST_F(AdminOnKafka, AReplaySigkilledMidRunFinishesAfterRestartWithoutSendingAny
       "SELECT max(delivery_key) FROM replay_items WHERE status = 'replayed' AND replay_id = " + id);
   ASSERT_FALSE(acked.empty());
   ASSERT_TRUE(eventually(
-      [&] { return stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = '" + acked + "'") == "succeeded"; },
+      [&] {
+        return stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = '" + acked +
+                              "'") == "succeeded";
+      },
       30s));
-  stack_->scalar("UPDATE replay_items SET status = 'marked' WHERE replay_id = " + id + " AND delivery_key = '" +
-                 acked + "' RETURNING 1");
+  stack_->scalar("UPDATE replay_items SET status = 'marked' WHERE replay_id = " + id +
+                 " AND delivery_key = '" + acked + "' RETURNING 1");
   //   killed after marking the next key, before producing it: its delivery is 'retrying' with
   //   no message anywhere. Produced on resume.
   const std::string marked = stack_->scalar(
@@ -161,7 +176,8 @@ TEST_F(AdminOnKafka, AReplaySigkilledMidRunFinishesAfterRestartWithoutSendingAny
   EXPECT_EQ(done["state"], "finished") << done.dump();
   EXPECT_EQ(done["matched"], kEvents);
   EXPECT_EQ(done["produced"], kEvents) << done.dump();
-  EXPECT_EQ(item(id, acked, "status || ': ' || detail"), "replayed: taken up by a worker before the restart");
+  EXPECT_EQ(item(id, acked, "status || ': ' || detail"),
+            "replayed: taken up by a worker before the restart");
   EXPECT_EQ(item(id, marked, "status || ': ' || detail"), "replayed: to " + retry_topic(0));
   ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 60s)) << stack_->describe_deliveries();
   std::this_thread::sleep_for(3s);
@@ -170,7 +186,8 @@ TEST_F(AdminOnKafka, AReplaySigkilledMidRunFinishesAfterRestartWithoutSendingAny
   EXPECT_EQ(on_a.size(), static_cast<std::size_t>(kEvents));
   for (const auto& [webhook_id, n] : on_a) EXPECT_EQ(n, 2) << webhook_id;
   expect_each_succeeded_once(*stack_, 2 * kEvents);
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM dlq_replays WHERE delivery_key LIKE '%:a'"), std::to_string(kEvents));
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM dlq_replays WHERE delivery_key LIKE '%:a'"),
+            std::to_string(kEvents));
 }
 
 TEST_F(AdminOnKafka, BadInputToEachEndpointFamilyIsA4xxNamingTheProblem) {
@@ -186,10 +203,11 @@ TEST_F(AdminOnKafka, BadInputToEachEndpointFamilyIsA4xxNamingTheProblem) {
   // Replays.
   expect_error(call("GET", "/v1/replays/abc"), 400, "bad_parameter", "id");
   expect_error(call("POST", "/v1/replays", "{\"keys\": [", auth_json()), 400, "bad_json", "JSON");
-  expect_error(call("POST", "/v1/replays", R"({"keys":["k"]})", {auth().front(), {"Content-Type", "text/plain"}}),
+  expect_error(call("POST", "/v1/replays", R"({"keys":["k"]})",
+                    {auth().front(), {"Content-Type", "text/plain"}}),
                415, "unsupported_media_type", "application/json");
-  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"alive"}})", auth_json()), 400, "bad_request",
-               "filter.state");
+  expect_error(call("POST", "/v1/replays", R"({"filter":{"state":"alive"}})", auth_json()), 400,
+               "bad_request", "filter.state");
   // A key nobody knows is accepted, read against the real DLQ, and reported missing.
   auto missing = wait_replay(post_replay({{"keys", {"wh:acme:nope:a"}}})["id"].get<std::string>());
   EXPECT_EQ(missing["missing"], 1) << missing.dump();

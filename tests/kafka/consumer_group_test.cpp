@@ -15,8 +15,8 @@
 #include <string>
 #include <thread>
 
-#include "shared/config.h"
-#include "shared/wire_contract.h"
+#include "shared/config/config.h"
+#include "shared/kafka/wire_contract.h"
 #include "tests/kafka/shared_cluster.h"
 #include "worker/kafka_consumer.h"
 
@@ -44,15 +44,16 @@ class ConsumerGroupOnKafka : public ::testing::Test {
     auto k = shared_cluster();
     ASSERT_TRUE(k) << k.error().message;
     kafka_ = *k;
-    ASSERT_TRUE(kafka_->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic), retry_topic(0)}, 4));
+    ASSERT_TRUE(kafka_->create_topics(
+        {std::string(kWebhooksTopic), std::string(kCallsTopic), retry_topic(0)}, 4));
     group_ = "consumer-group-test-" + std::to_string(getpid()) + "-" +
              std::to_string(Clock::now().time_since_epoch().count() % 1000000);
   }
 
   std::unique_ptr<Member> join(const std::string& instance_id) {
     auto config = parse_config("kafka: { bootstrap_servers: \"" + kafka_->bootstrap() + "\" }\n" +
-                                   "worker: { group_id: " + group_ + ", group_instance_id: \"" + instance_id + "\" }\n" +
-                                   "retry: { schedule_seconds: [5] }\n",
+                                   "worker: { group_id: " + group_ + ", group_instance_id: \"" +
+                                   instance_id + "\" }\n" + "retry: { schedule_seconds: [5] }\n",
                                process_env());
     EXPECT_TRUE(config) << config.error().message;
     if (!config) return nullptr;
@@ -65,11 +66,13 @@ class ConsumerGroupOnKafka : public ::testing::Test {
     ConsumerListener listener;
     listener.on_assigned = [self](const std::vector<TopicPartition>& tps) {
       ++self->assigned_calls;
-      for (const auto& tp : tps) EXPECT_TRUE(self->owned.insert(tp).second) << "assigned twice: " << tp.topic;
+      for (const auto& tp : tps)
+        EXPECT_TRUE(self->owned.insert(tp).second) << "assigned twice: " << tp.topic;
     };
     listener.on_revoked = [self](const std::vector<TopicPartition>& tps) {
       ++self->revoked_calls;
-      for (const auto& tp : tps) EXPECT_EQ(self->owned.erase(tp), 1u) << "revoked but not owned: " << tp.topic;
+      for (const auto& tp : tps)
+        EXPECT_EQ(self->owned.erase(tp), 1u) << "revoked but not owned: " << tp.topic;
       self->min_owned_after_first = std::min(self->min_owned_after_first, self->owned.size());
     };
     m->consumer->set_listener(std::move(listener));
@@ -98,7 +101,9 @@ class ConsumerGroupOnKafka : public ::testing::Test {
 TEST_F(ConsumerGroupOnKafka, CooperativeJoinAndStaticRestartWithoutRebalance) {
   auto a = join("member-a");
   ASSERT_TRUE(a);
-  ASSERT_TRUE(poll_until({a.get()}, [&] { return !a->owned.empty(); }, 30s)) << "member-a got no partitions";
+  ASSERT_TRUE(poll_until(
+      {a.get()}, [&] { return !a->owned.empty(); }, 30s))
+      << "member-a got no partitions";
   const std::size_t all = a->owned.size();
   ASSERT_GE(all, 2u) << "three topics of 4 partitions (or more, made by another suite)";
   EXPECT_EQ(std::set<TopicPartition>(a->owned), [&] {
@@ -106,13 +111,16 @@ TEST_F(ConsumerGroupOnKafka, CooperativeJoinAndStaticRestartWithoutRebalance) {
     return std::set<TopicPartition>(v.begin(), v.end());
   }());
 
-  // A second member: cooperative, so member-a gives up only what moves and keeps consuming the rest.
+  // A second member: cooperative, so member-a gives up only what moves and keeps consuming the
+  // rest.
   auto b = join("member-b");
   ASSERT_TRUE(b);
-  ASSERT_TRUE(poll_until({a.get(), b.get()},
-                         [&] { return !b->owned.empty() && a->owned.size() + b->owned.size() == all; }, 30s))
+  ASSERT_TRUE(poll_until(
+      {a.get(), b.get()},
+      [&] { return !b->owned.empty() && a->owned.size() + b->owned.size() == all; }, 30s))
       << "a owns " << a->owned.size() << ", b owns " << b->owned.size();
-  EXPECT_GT(a->min_owned_after_first, 0u) << "member-a lost its whole assignment: an eager rebalance";
+  EXPECT_GT(a->min_owned_after_first, 0u)
+      << "member-a lost its whole assignment: an eager rebalance";
   EXPECT_GE(a->revoked_calls, 1);
   for (const auto& tp : b->owned) EXPECT_EQ(a->owned.count(tp), 0u);
 
@@ -125,11 +133,14 @@ TEST_F(ConsumerGroupOnKafka, CooperativeJoinAndStaticRestartWithoutRebalance) {
   auto restarted_at = Clock::now();
   auto a2 = join("member-a");
   ASSERT_TRUE(a2);
-  ASSERT_TRUE(poll_until({a2.get(), b.get()}, [&] { return a2->owned == a_owned; }, 20s))
+  ASSERT_TRUE(poll_until(
+      {a2.get(), b.get()}, [&] { return a2->owned == a_owned; }, 20s))
       << "member-a restarted owns " << a2->owned.size() << " of its " << a_owned.size();
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - restarted_at);
-  EXPECT_LT(took, 10s) << "a static member's partitions come back at its join, not after a session timeout";
-  (void)poll_until({a2.get(), b.get()}, [] { return false; }, 2s);  // and nothing follows
+  EXPECT_LT(took, 10s)
+      << "a static member's partitions come back at its join, not after a session timeout";
+  (void)poll_until(
+      {a2.get(), b.get()}, [] { return false; }, 2s);  // and nothing follows
   EXPECT_EQ(b->assigned_calls + b->revoked_calls, b_calls) << "member-b went through a rebalance";
   EXPECT_EQ(b->owned, b_owned);
   EXPECT_EQ(a2->assigned_calls, 1);
@@ -138,12 +149,15 @@ TEST_F(ConsumerGroupOnKafka, CooperativeJoinAndStaticRestartWithoutRebalance) {
 TEST_F(ConsumerGroupOnKafka, ASecondLiveMemberWithTheSameIdFencesTheFirst) {
   auto first = join("member-x");
   ASSERT_TRUE(first);
-  ASSERT_TRUE(poll_until({first.get()}, [&] { return !first->owned.empty(); }, 30s));
+  ASSERT_TRUE(poll_until(
+      {first.get()}, [&] { return !first->owned.empty(); }, 30s));
   auto second = join("member-x");
   ASSERT_TRUE(second);
-  ASSERT_TRUE(poll_until({first.get(), second.get()}, [&] { return first->fatal; }, 30s))
+  ASSERT_TRUE(poll_until(
+      {first.get(), second.get()}, [&] { return first->fatal; }, 30s))
       << "the first member was not fenced";
-  EXPECT_NE(first->fatal_reason.find("group.instance.id"), std::string::npos) << first->fatal_reason;
+  EXPECT_NE(first->fatal_reason.find("group.instance.id"), std::string::npos)
+      << first->fatal_reason;
   EXPECT_FALSE(second->fatal);
 }
 

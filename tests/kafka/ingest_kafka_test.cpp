@@ -1,8 +1,8 @@
 // hookrelay-ingest on a real three-node Apache Kafka cluster (KRaft, RF 3, min.insync.replicas
-// 2), the one this binary's suites share (shared_cluster.h): what is acknowledged is in the topic byte for byte, one
-// message per 202; the partition leader SIGKILLed while 64 connections post loses no
-// acknowledged write; with two of three brokers down nothing is acknowledged (503), and once they
-// are back ingest accepts again.
+// 2), the one this binary's suites share (shared_cluster.h): what is acknowledged is in the topic
+// byte for byte, one message per 202; the partition leader SIGKILLed while 64 connections post
+// loses no acknowledged write; with two of three brokers down nothing is acknowledged (503), and
+// once they are back ingest accepts again.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -12,9 +12,9 @@
 #include <set>
 #include <thread>
 
-#include "shared/config.h"
-#include "shared/wire_contract.h"
-#include "shared/webhook_signer.h"
+#include "shared/config/config.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/signing/webhook_signer.h"
 #include "tests/kafka/shared_cluster.h"
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
@@ -36,7 +36,8 @@ class IngestOnKafka : public ::testing::Test {
   static void SetUpTestSuite() {
     auto k = shared_cluster();
     ASSERT_TRUE(k) << k.error().message;
-    auto topics = (*k)->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic)}, kPartitions);
+    auto topics =
+        (*k)->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic)}, kPartitions);
     ASSERT_TRUE(topics) << topics.error().message;
     kafka_ = *k;
   }
@@ -49,10 +50,13 @@ class IngestOnKafka : public ::testing::Test {
     std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << kafka_->bootstrap() << "\"\n"
                           << "  produce_timeout_ms: 8000\n"
                           << "  properties: { reconnect.backoff.max.ms: \"200\" }\n"
-                          << "ingest: { listen: \"127.0.0.1:" << port_ << "\", threads: 2, max_body_bytes: 65536 }\n"
-                          << "sources:\n  github: { scheme: github, secrets: [\"" << kSecret << "\"] }\n";
-    auto p = ChildProcess::spawn({std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest", "--config", config},
-                                 {}, test_dir_.file("ingest.log"));
+                          << "ingest: { listen: \"127.0.0.1:" << port_
+                          << "\", threads: 2, max_body_bytes: 65536 }\n"
+                          << "sources:\n  github: { scheme: github, secrets: [\"" << kSecret
+                          << "\"] }\n";
+    auto p = ChildProcess::spawn(
+        {std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest", "--config", config}, {},
+        test_dir_.file("ingest.log"));
     ASSERT_TRUE(p) << p.error().message;
     ingest_.emplace(std::move(*p));
     ASSERT_TRUE(wait_for_status(url("/readyz"), 200, 30s)) << ingest_->log_tail();
@@ -66,15 +70,18 @@ class IngestOnKafka : public ::testing::Test {
     }
   }
 
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
 
-  int post(const std::string& id, const std::string& body, std::chrono::milliseconds timeout = 15s) {
+  int post(const std::string& id, const std::string& body,
+           std::chrono::milliseconds timeout = 15s) {
     SourceConfig source;
     source.name = "github";
     source.scheme = SchemeKind::kGithub;
     source.secrets = {kSecret};
-    auto r = http_request("POST", url("/webhooks/github"), body, provider_headers(source, body, std::time(nullptr), id),
-                          timeout);
+    auto r = http_request("POST", url("/webhooks/github"), body,
+                          provider_headers(source, body, std::time(nullptr), id), timeout);
     return r ? r->status : 0;
   }
 
@@ -100,7 +107,8 @@ class IngestOnKafka : public ::testing::Test {
 TEST_F(IngestOnKafka, AcknowledgedWebhooksAreInTheTopicByteForByte) {
   std::map<std::string, std::string> sent;
   for (int i = 0; i < 40; ++i) {
-    std::string body = "{\"n\":" + std::to_string(i) + ",\"bin\":\"" + std::string("\x00\x01\xfe\xff\r\n", 6) + "\"}";
+    std::string body = "{\"n\":" + std::to_string(i) + ",\"bin\":\"" +
+                       std::string("\x00\x01\xfe\xff\r\n", 6) + "\"}";
     std::string id = "bytes-" + std::to_string(i);
     ASSERT_EQ(post(id, body), 202);
     sent[id] = body;
@@ -131,7 +139,8 @@ TEST_F(IngestOnKafka, LeaderKilledWhile64ConnectionsPostLosesNoAcknowledgedWrite
     senders.emplace_back([&, t] {
       for (int i = 0; !stop.load(); ++i) {
         std::string id = "kill-" + std::to_string(t) + "-" + std::to_string(i);
-        int status = post(id, "{\"sender\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + "}", 20s);
+        int status =
+            post(id, "{\"sender\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + "}", 20s);
         if (status == 202) {
           std::lock_guard lock(mu);
           accepted.insert(id);
@@ -157,9 +166,10 @@ TEST_F(IngestOnKafka, LeaderKilledWhile64ConnectionsPostLosesNoAcknowledgedWrite
   auto topic = in_topic();
   std::size_t lost = 0;
   for (const auto& id : accepted) lost += topic.count(id) ? 0 : 1;
-  EXPECT_EQ(lost, 0u) << lost << " of " << accepted.size() << " acknowledged webhooks are not in Kafka";
-  std::printf("leader %d SIGKILLed: %zu acknowledged (all in the topic), %d refused with 503\n", *leader,
-              accepted.size(), refused.load());
+  EXPECT_EQ(lost, 0u) << lost << " of " << accepted.size()
+                      << " acknowledged webhooks are not in Kafka";
+  std::printf("leader %d SIGKILLed: %zu acknowledged (all in the topic), %d refused with 503\n",
+              *leader, accepted.size(), refused.load());
 }
 
 TEST_F(IngestOnKafka, TwoOfThreeBrokersDownIs503NeverA2xxThen202Again) {
@@ -169,7 +179,8 @@ TEST_F(IngestOnKafka, TwoOfThreeBrokersDownIs503NeverA2xxThen202Again) {
   int refused = 0;
   for (int i = 0; i < 3; ++i) {
     int status = post("during-" + std::to_string(i), "{\"during\":" + std::to_string(i) + "}", 30s);
-    EXPECT_NE(status / 100, 2) << "acknowledged with two of three brokers down (min.insync.replicas 2)";
+    EXPECT_NE(status / 100, 2)
+        << "acknowledged with two of three brokers down (min.insync.replicas 2)";
     refused += status == 503 ? 1 : 0;
   }
   EXPECT_EQ(refused, 3);
@@ -180,7 +191,8 @@ TEST_F(IngestOnKafka, TwoOfThreeBrokersDownIs503NeverA2xxThen202Again) {
     status = post("after-outage", "{\"after\":1}");
     if (status != 202) std::this_thread::sleep_for(500ms);
   }
-  EXPECT_EQ(status, 202) << "ingest did not accept again after the brokers came back\n" << ingest_->log_tail();
+  EXPECT_EQ(status, 202) << "ingest did not accept again after the brokers came back\n"
+                         << ingest_->log_tail();
   auto topic = in_topic();
   EXPECT_TRUE(topic.count("before-outage"));
   EXPECT_TRUE(topic.count("after-outage"));

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "shared/topic_plan.h"
+#include "shared/kafka/topic_plan.h"
 #include "tests/support/test_dir.h"
 
 namespace hookrelay::test {
@@ -55,7 +55,8 @@ Result<KafkaCluster*> shared_cluster() {
 
 Result<StackOptions> on_cluster(KafkaCluster& kafka, StackOptions o) {
   o.kafka_bootstrap = kafka.bootstrap();
-  o.group_id = std::string("hookrelay-workers-") + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  o.group_id = std::string("hookrelay-workers-") +
+               ::testing::UnitTest::GetInstance()->current_test_info()->name();
   o.kafka_properties.emplace("session.timeout.ms", "6000");
   o.kafka_properties.emplace("heartbeat.interval.ms", "500");
   // Every topic the services check for at start, as `hookrelay topics apply` would make them.
@@ -64,7 +65,8 @@ Result<StackOptions> on_cluster(KafkaCluster& kafka, StackOptions o) {
   std::vector<std::string> topics;
   for (const auto& t : desired_topics(config)) topics.push_back(t.name);
   if (auto deleted = kafka.delete_topics(topics); !deleted) return Unexpected{deleted.error()};
-  if (auto created = kafka.create_topics(topics, o.partitions); !created) return Unexpected{created.error()};
+  if (auto created = kafka.create_topics(topics, o.partitions); !created)
+    return Unexpected{created.error()};
   return o;
 }
 

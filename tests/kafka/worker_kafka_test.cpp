@@ -12,7 +12,7 @@
 #include <iostream>
 #include <thread>
 
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 #include "tests/kafka/shared_cluster.h"
 #include "tests/support/worker_fixture.h"
 
@@ -28,7 +28,8 @@ class WorkerOnKafka : public OnSharedCluster<WorkerTest> {
     ASSERT_NO_FATAL_FAILURE(create_stack(std::move(*on_kafka)));
   }
 
-  // One route (acme -> /a), six partitions, claims of 20, `per_host` deliveries in flight per worker.
+  // One route (acme -> /a), six partitions, claims of 20, `per_host` deliveries in flight per
+  // worker.
   StackOptions six_partitions_to_a(int per_host) {
     StackOptions o;
     o.routes = {{"acme", "a", rx_.url("/a")}};
@@ -56,7 +57,8 @@ class WorkerOnKafka : public OnSharedCluster<WorkerTest> {
   bool webhooks_committed_to_end(std::chrono::milliseconds timeout) {
     return eventually(
         [&] {
-          auto progress = group_progress(kafka_->bootstrap(), stack_->options().group_id, std::string(kWebhooksTopic));
+          auto progress = group_progress(kafka_->bootstrap(), stack_->options().group_id,
+                                         std::string(kWebhooksTopic));
           if (!progress) return false;
           for (const auto& [partition, p] : *progress) {
             if (p.committed != p.end) return false;
@@ -67,7 +69,8 @@ class WorkerOnKafka : public OnSharedCluster<WorkerTest> {
   }
 
   std::string describe_progress() {
-    auto progress = group_progress(kafka_->bootstrap(), stack_->options().group_id, std::string(kWebhooksTopic));
+    auto progress = group_progress(kafka_->bootstrap(), stack_->options().group_id,
+                                   std::string(kWebhooksTopic));
     if (!progress) return progress.error().message;
     std::string out;
     for (const auto& [partition, p] : *progress) {
@@ -92,8 +95,9 @@ TEST_F(WorkerOnKafka, ThreeWorkersJoiningAndLeavingWhileEventsFlowDeliverEveryEv
   std::thread producer([&] {
     auto events = numbered_events("evt-members-", kEvents);
     for (std::size_t i = 0; i < events.size(); i += 10) {
-      std::vector<std::pair<std::string, std::string>> wave(events.begin() + static_cast<std::ptrdiff_t>(i),
-                                                            events.begin() + static_cast<std::ptrdiff_t>(i + 10));
+      std::vector<std::pair<std::string, std::string>> wave(
+          events.begin() + static_cast<std::ptrdiff_t>(i),
+          events.begin() + static_cast<std::ptrdiff_t>(i + 10));
       if (!stack_->produce_webhooks("acme", wave)) produce_failed = true;
       std::this_thread::sleep_for(300ms);
     }
@@ -128,18 +132,25 @@ TEST_F(WorkerOnKafka, ThreeWorkersJoiningAndLeavingWhileEventsFlowDeliverEveryEv
   EXPECT_EQ(ids.size(), static_cast<std::size_t>(kEvents)) << "events the receiver never saw";
   // Every partition was consumed: each holds events first seen by a worker, and the group's
   // committed offsets reach every partition's end.
-  EXPECT_EQ(stack_->scalar("SELECT count(DISTINCT \"partition\") FROM inbound_events WHERE topic = 'hookrelay.webhooks'"),
+  EXPECT_EQ(stack_->scalar("SELECT count(DISTINCT \"partition\") FROM inbound_events WHERE topic = "
+                           "'hookrelay.webhooks'"),
             std::to_string(kPartitions));
   EXPECT_TRUE(webhooks_committed_to_end(20s)) << describe_progress();
   // Each of the three members delivered while it was in the group.
   std::string ab_c = "'" + worker_id(a) + "', '" + worker_id(b) + "', '" + worker_id(c) + "'";
-  EXPECT_EQ(stack_->scalar("SELECT count(DISTINCT worker_id) FROM delivery_attempts WHERE outcome = 'succeeded' "
-                           "AND worker_id IN (" + ab_c + ")"),
-            "3")
-      << stack_->scalar("SELECT string_agg(worker_id || '=' || n, ', ') FROM (SELECT worker_id, count(*) AS n FROM "
-                        "delivery_attempts GROUP BY worker_id) s");
+  EXPECT_EQ(
+      stack_->scalar(
+          "SELECT count(DISTINCT worker_id) FROM delivery_attempts WHERE outcome = 'succeeded' "
+          "AND worker_id IN (" +
+          ab_c + ")"),
+      "3")
+      << stack_->scalar(
+             "SELECT string_agg(worker_id || '=' || n, ', ') FROM (SELECT worker_id, count(*) AS n "
+             "FROM "
+             "delivery_attempts GROUP BY worker_id) s");
   std::size_t repeats = rx_.count("/a") - ids.size();
-  std::cout << "[ members  ] " << kEvents << " events over 3 joins/2 leaves (events still flowing when B left: "
+  std::cout << "[ members  ] " << kEvents
+            << " events over 3 joins/2 leaves (events still flowing when B left: "
             << (flowing_when_b_left ? "yes" : "no") << "), " << repeats << " repeated requests\n";
 }
 
@@ -164,7 +175,8 @@ TEST_F(WorkerOnKafka, WorkerSigkilledAndPartitionLeaderKilledMidDeliveryLoseNoth
   ASSERT_TRUE(killed) << killed.error().message;
   ASSERT_EQ(stack_->worker(a).process.wait_exit(5s), std::optional<int>(128 + SIGKILL));
   const std::size_t before_restart = rx_.count("/a");
-  EXPECT_LT(before_restart, static_cast<std::size_t>(kEvents)) << "everything was delivered before the kills";
+  EXPECT_LT(before_restart, static_cast<std::size_t>(kEvents))
+      << "everything was delivered before the kills";
   // The broker comes back (its log kept) while B and C carry on.
   std::this_thread::sleep_for(2s);
   auto back = kafka_->start_stopped();
@@ -176,22 +188,28 @@ TEST_F(WorkerOnKafka, WorkerSigkilledAndPartitionLeaderKilledMidDeliveryLoseNoth
                stack_->count_deliveries("succeeded") + stack_->count_deliveries("dead") == kEvents;
       },
       90s))
-      << states() << "\n" << describe_progress();
+      << states() << "\n"
+      << describe_progress();
   for (const auto& [key, n] : stack_->succeeded_attempts_per_key()) EXPECT_LE(n, 1) << key;
   // A duplicate_success comes from a worker whose claim overlapped another's: only the killed
   // worker, whose lease expired while its request was out, may have one.
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'duplicate_success' AND "
-                           "worker_id <> '" + killed_id + "'"),
+  EXPECT_EQ(stack_->scalar(
+                "SELECT count(*) FROM delivery_attempts WHERE outcome = 'duplicate_success' AND "
+                "worker_id <> '" +
+                killed_id + "'"),
             "0")
-      << stack_->scalar("SELECT string_agg(delivery_key || ' by ' || worker_id, E'\\n') FROM delivery_attempts "
-                        "WHERE outcome = 'duplicate_success'");
+      << stack_->scalar(
+             "SELECT string_agg(delivery_key || ' by ' || worker_id, E'\\n') FROM "
+             "delivery_attempts "
+             "WHERE outcome = 'duplicate_success'");
   auto ids = rx_.webhook_id_counts("/a");
   EXPECT_EQ(static_cast<int64_t>(ids.size()), stack_->count_deliveries("succeeded"));
   EXPECT_TRUE(webhooks_committed_to_end(20s)) << describe_progress();
-  std::cout << "[ kills    ] worker A (" << killed_id << ") SIGKILLed and node " << *leader << " kill -9ed after "
-            << before_restart << " requests; states " << states() << "; " << rx_.count("/a") - ids.size()
-            << " repeated requests (at-least-once after a crash; allowed); survivors " << worker_id(b) << ", "
-            << worker_id(c) << "\n";
+  std::cout << "[ kills    ] worker A (" << killed_id << ") SIGKILLed and node " << *leader
+            << " kill -9ed after " << before_restart << " requests; states " << states() << "; "
+            << rx_.count("/a") - ids.size()
+            << " repeated requests (at-least-once after a crash; allowed); survivors "
+            << worker_id(b) << ", " << worker_id(c) << "\n";
 }
 
 TEST_F(WorkerOnKafka, RetryTierThenSuccessAndA400ToTheDlqOnRealTopics) {
@@ -207,14 +225,19 @@ TEST_F(WorkerOnKafka, RetryTierThenSuccessAndA400ToTheDlqOnRealTopics) {
   ASSERT_NO_FATAL_FAILURE(produce("github", "evt-gone", R"({"gone":true})"));
 
   ASSERT_TRUE(eventually(
-      [&] { return stack_->count_deliveries("succeeded") == 1 && stack_->count_deliveries("dead") == 1; }, 30s))
+      [&] {
+        return stack_->count_deliveries("succeeded") == 1 && stack_->count_deliveries("dead") == 1;
+      },
+      30s))
       << stack_->describe_deliveries();
   const std::string flaky = "wh:acme:evt-flaky:flaky";
   const std::string gone = "wh:github:evt-gone:gone";
-  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || attempts || ' ' || last_status FROM deliveries WHERE delivery_key = '" +
+  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || attempts || ' ' || last_status FROM deliveries "
+                           "WHERE delivery_key = '" +
                            flaky + "'"),
             "succeeded 3 200");
-  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || attempts || ' ' || last_status FROM deliveries WHERE delivery_key = '" +
+  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || attempts || ' ' || last_status FROM deliveries "
+                           "WHERE delivery_key = '" +
                            gone + "'"),
             "dead 1 400");
   EXPECT_EQ(rx_.count("/flaky"), 3u);
@@ -233,8 +256,8 @@ TEST_F(WorkerOnKafka, RetryTierThenSuccessAndA400ToTheDlqOnRealTopics) {
     EXPECT_TRUE(m.header(header::kDueAt).has_value());
     first_retry_seen = first_retry_seen || m.header(header::kAttempt) == "1";
   }
-  EXPECT_TRUE(first_retry_seen) << tier->size() << " messages in " << retry_topic(0) << ", none the first retry of "
-                                << flaky;
+  EXPECT_TRUE(first_retry_seen) << tier->size() << " messages in " << retry_topic(0)
+                                << ", none the first retry of " << flaky;
 
   // The dead letter is in hookrelay.dlq with the reason and the last status.
   auto dlq = consume_all(kafka_->bootstrap(), std::string(kDlqTopic), 1, 30s);
@@ -263,7 +286,8 @@ TEST_F(WorkerOnKafka, WholeClusterAndEveryProcessRestartedRepeatNothingAndLoseNo
   int posted = 0;
   auto post = [&](const std::string& prefix, int n) {
     for (int i = 0; i < n; ++i) {
-      auto r = stack_->post_webhook("acme", prefix + std::to_string(i), R"({"n":)" + std::to_string(i) + "}");
+      auto r = stack_->post_webhook("acme", prefix + std::to_string(i),
+                                    R"({"n":)" + std::to_string(i) + "}");
       ASSERT_TRUE(r) << r.error().message;
       ASSERT_EQ(r->status, 202) << r->body;
       ++posted;
@@ -283,7 +307,8 @@ TEST_F(WorkerOnKafka, WholeClusterAndEveryProcessRestartedRepeatNothingAndLoseNo
   // Accepted while no worker runs.
   ASSERT_NO_FATAL_FAILURE(post("evt-stopped-", 20));
   EXPECT_EQ(stack_->ingest().process.stop(), 0);
-  auto committed = group_progress(kafka_->bootstrap(), stack_->options().group_id, std::string(kWebhooksTopic));
+  auto committed =
+      group_progress(kafka_->bootstrap(), stack_->options().group_id, std::string(kWebhooksTopic));
   ASSERT_TRUE(committed) << committed.error().message;
   const std::size_t delivered_before = rx_.count("/a");
 
@@ -293,7 +318,8 @@ TEST_F(WorkerOnKafka, WholeClusterAndEveryProcessRestartedRepeatNothingAndLoseNo
   ASSERT_TRUE(back) << back.error().message;
 
   // The committed offsets survived the restart.
-  auto after = group_progress(kafka_->bootstrap(), stack_->options().group_id, std::string(kWebhooksTopic), 30s);
+  auto after = group_progress(kafka_->bootstrap(), stack_->options().group_id,
+                              std::string(kWebhooksTopic), 30s);
   ASSERT_TRUE(after) << after.error().message;
   for (const auto& [partition, p] : *committed) {
     EXPECT_EQ(after->at(partition).committed, p.committed) << "partition " << partition;
@@ -307,7 +333,8 @@ TEST_F(WorkerOnKafka, WholeClusterAndEveryProcessRestartedRepeatNothingAndLoseNo
   start_worker();
   ASSERT_NO_FATAL_FAILURE(post("evt-after-", 20));
 
-  ASSERT_TRUE(deliveries_in_state("succeeded", posted, 60s)) << states() << "\n" << describe_progress();
+  ASSERT_TRUE(deliveries_in_state("succeeded", posted, 60s)) << states() << "\n"
+                                                             << describe_progress();
   EXPECT_EQ(stack_->count_deliveries(), posted);
   expect_each_succeeded_once(*stack_, static_cast<std::size_t>(posted));
   // Nothing delivered before the stop was delivered again, and nothing accepted was lost.
@@ -316,8 +343,8 @@ TEST_F(WorkerOnKafka, WholeClusterAndEveryProcessRestartedRepeatNothingAndLoseNo
   for (const auto& [id, n] : ids) EXPECT_EQ(n, 1) << id << " delivered " << n << " times";
   EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(posted));
   EXPECT_TRUE(webhooks_committed_to_end(20s)) << describe_progress();
-  std::cout << "[ restart  ] " << posted << " events, " << delivered_before << " delivered before the stop, "
-            << rx_.count("/a") - delivered_before << " after\n";
+  std::cout << "[ restart  ] " << posted << " events, " << delivered_before
+            << " delivered before the stop, " << rx_.count("/a") - delivered_before << " after\n";
 }
 
 }  // namespace

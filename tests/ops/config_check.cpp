@@ -6,7 +6,7 @@
 // usage: ops_config_check FILE...   exit 0 when every file is valid, 1 otherwise.
 #include <cstdio>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 int main(int argc, char** argv) {
   if (argc < 2) {

@@ -7,11 +7,11 @@
 #pragma once
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -55,7 +55,8 @@ class AdminTest : public WorkerTest {
   }
   static Headers auth() { return {{"Authorization", std::string("Bearer ") + kAdminToken}}; }
   static Headers auth_json() {
-    return {{"Authorization", std::string("Bearer ") + kAdminToken}, {"Content-Type", "application/json"}};
+    return {{"Authorization", std::string("Bearer ") + kAdminToken},
+            {"Content-Type", "application/json"}};
   }
 
   HttpReply call(const std::string& method, const std::string& path, const std::string& body = {},
@@ -91,7 +92,8 @@ class AdminTest : public WorkerTest {
     return p;
   }
   // A 4xx JSON error whose code is `code` and whose message mentions `names`.
-  static void expect_error(const HttpReply& r, int status, const std::string& code, const std::string& names) {
+  static void expect_error(const HttpReply& r, int status, const std::string& code,
+                           const std::string& names) {
     EXPECT_EQ(r.status, status) << r.body;
     auto j = json::parse(r.body, nullptr, false);
     ASSERT_TRUE(j.is_object()) << r.body;

@@ -24,8 +24,10 @@ struct CliRun {
 inline CliRun run_cli_in_process(const std::vector<std::string>& args) {
   std::istringstream in;
   std::ostringstream out, err;
-  cli::CliIo io{in, out, err, process_env(), unix_now_ms,
-                [](int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }};
+  cli::CliIo io{
+      in,          out,
+      err,         process_env(),
+      unix_now_ms, [](int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }};
   CliRun r;
   r.code = cli::run_cli(args, io);
   r.out = out.str();

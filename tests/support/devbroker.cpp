@@ -3,17 +3,18 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <charconv>
+#include <fstream>
+#include <istream>
+#include <sstream>
+#include <thread>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
-#include <charconv>
-#include <fstream>
-#include <istream>
-#include <sstream>
-#include <thread>
 
 namespace hookrelay::test {
 namespace {
@@ -41,11 +42,16 @@ Result<std::unique_ptr<DevBroker>> DevBroker::start(const std::filesystem::path&
   const auto control_file = dir / "control";
   std::vector<std::string> argv = {
       std::string(HOOKRELAY_BIN_DIR) + "/devbroker/hookrelay-devbroker",
-      "--brokers", std::to_string(config.brokers),
-      "--partitions", std::to_string(config.partitions),
-      "--retry-tiers", std::to_string(config.retry_tiers),
-      "--bootstrap-file", bootstrap_file.string(),
-      "--control-file", control_file.string()};
+      "--brokers",
+      std::to_string(config.brokers),
+      "--partitions",
+      std::to_string(config.partitions),
+      "--retry-tiers",
+      std::to_string(config.retry_tiers),
+      "--bootstrap-file",
+      bootstrap_file.string(),
+      "--control-file",
+      control_file.string()};
   argv.insert(argv.end(), config.extra_args.begin(), config.extra_args.end());
   auto process = ChildProcess::spawn(argv, {}, dir / "devbroker.log");
   if (!process) return Unexpected{process.error()};
@@ -106,8 +112,12 @@ Result<void> DevBroker::expect_ok(const std::string& line) const {
   return {};
 }
 
-Result<void> DevBroker::broker_down(int id) const { return expect_ok("broker down " + std::to_string(id)); }
-Result<void> DevBroker::broker_up(int id) const { return expect_ok("broker up " + std::to_string(id)); }
+Result<void> DevBroker::broker_down(int id) const {
+  return expect_ok("broker down " + std::to_string(id));
+}
+Result<void> DevBroker::broker_up(int id) const {
+  return expect_ok("broker up " + std::to_string(id));
+}
 Result<void> DevBroker::all_down() const { return expect_ok("brokers down"); }
 Result<void> DevBroker::all_up() const { return expect_ok("brokers up"); }
 

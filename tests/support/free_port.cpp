@@ -1,8 +1,9 @@
 #include "tests/support/free_port.h"
 
+#include <stdexcept>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <stdexcept>
 
 namespace hookrelay::test {
 

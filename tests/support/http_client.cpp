@@ -70,7 +70,8 @@ Result<HttpReply> http_request(const std::string& method, const std::string& url
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
   }
   std::unique_ptr<curl_slist, SlistDeleter> list(curl_slist_append(nullptr, "Expect:"));
-  for (const auto& [k, v] : headers) list.reset(curl_slist_append(list.release(), (k + ": " + v).c_str()));
+  for (const auto& [k, v] : headers)
+    list.reset(curl_slist_append(list.release(), (k + ": " + v).c_str()));
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, list.get());
   CURLcode code = curl_easy_perform(e);
   if (code != CURLE_OK) {

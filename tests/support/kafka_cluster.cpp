@@ -1,8 +1,8 @@
 #include "tests/support/kafka_cluster.h"
 
 #include <librdkafka/rdkafka.h>
-#include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -93,7 +93,8 @@ std::string topics_request(rd_kafka_t* rk, const std::function<void(rd_kafka_que
     for (size_t i = 0; i < n; ++i) {
       auto code = rd_kafka_topic_result_error(results[i]);
       if (code != RD_KAFKA_RESP_ERR_NO_ERROR && code != tolerated) {
-        failure += std::string(rd_kafka_topic_result_name(results[i])) + ": " + rd_kafka_topic_result_error_string(results[i]) + "; ";
+        failure += std::string(rd_kafka_topic_result_name(results[i])) + ": " +
+                   rd_kafka_topic_result_error_string(results[i]) + "; ";
       }
     }
   }
@@ -104,7 +105,8 @@ std::string topics_request(rd_kafka_t* rk, const std::function<void(rd_kafka_que
 
 }  // namespace
 
-Result<std::string> KafkaCluster::script(const std::vector<std::string>& args, std::chrono::seconds timeout) const {
+Result<std::string> KafkaCluster::script(const std::vector<std::string>& args,
+                                         std::chrono::seconds timeout) const {
   static int calls = 0;
   std::vector<std::string> argv = {"bash", std::string(HOOKRELAY_SOURCE_DIR) + "/scripts/kafka"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -118,20 +120,22 @@ Result<std::string> KafkaCluster::script(const std::vector<std::string>& args, s
                              std::to_string(timeout.count()) + " s:\n" + p->log_tail(8000));
   }
   if (*code != 0) {
-    return fail("kafka", "scripts/kafka " + args.front() + " failed (exit " + std::to_string(*code) + "):\n" +
-                             p->log_tail(8000));
+    return fail("kafka", "scripts/kafka " + args.front() + " failed (exit " +
+                             std::to_string(*code) + "):\n" + p->log_tail(8000));
   }
   return p->read_log();
 }
 
-Result<std::unique_ptr<KafkaCluster>> KafkaCluster::start(const std::filesystem::path& dir, int nodes) {
+Result<std::unique_ptr<KafkaCluster>> KafkaCluster::start(const std::filesystem::path& dir,
+                                                          int nodes) {
   std::unique_ptr<KafkaCluster> c(new KafkaCluster(dir / "kafka", nodes));
   std::filesystem::create_directories(c->dir_);
   if (auto fetched = c->script({"fetch"}, 600s); !fetched) return Unexpected{fetched.error()};
   int base = free_port_range(nodes);
-  if (base == 0) return fail("kafka", "no free range of " + std::to_string(2 * nodes) + " ports on 127.0.0.1");
-  auto started = c->script({"start", "--dir", c->dir_.string(), "--nodes", std::to_string(nodes), "--port",
-                            std::to_string(base)},
+  if (base == 0)
+    return fail("kafka", "no free range of " + std::to_string(2 * nodes) + " ports on 127.0.0.1");
+  auto started = c->script({"start", "--dir", c->dir_.string(), "--nodes", std::to_string(nodes),
+                            "--port", std::to_string(base)},
                            180s);
   if (!started) return Unexpected{started.error()};
   for (int i = 0; i < nodes; ++i) {
@@ -156,8 +160,12 @@ Result<void> KafkaCluster::create_topics(const std::vector<std::string>& names, 
     topics.push_back(t);
   }
   const std::string failure = topics_request(
-      rk->get(), [&](rd_kafka_queue_t* q) { rd_kafka_CreateTopics(rk->get(), topics.data(), topics.size(), nullptr, q); },
-      rd_kafka_event_CreateTopics_result, rd_kafka_CreateTopics_result_topics, RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
+      rk->get(),
+      [&](rd_kafka_queue_t* q) {
+        rd_kafka_CreateTopics(rk->get(), topics.data(), topics.size(), nullptr, q);
+      },
+      rd_kafka_event_CreateTopics_result, rd_kafka_CreateTopics_result_topics,
+      RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
   rd_kafka_NewTopic_destroy_array(topics.data(), topics.size());
   if (!failure.empty()) return fail("kafka", "creating topics: " + failure);
   // Leaders are elected a moment after creation.
@@ -186,8 +194,12 @@ Result<void> KafkaCluster::delete_topics(const std::vector<std::string>& names) 
   std::vector<rd_kafka_DeleteTopic_t*> topics;
   for (const auto& name : present) topics.push_back(rd_kafka_DeleteTopic_new(name.c_str()));
   const std::string failure = topics_request(
-      rk->get(), [&](rd_kafka_queue_t* q) { rd_kafka_DeleteTopics(rk->get(), topics.data(), topics.size(), nullptr, q); },
-      rd_kafka_event_DeleteTopics_result, rd_kafka_DeleteTopics_result_topics, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+      rk->get(),
+      [&](rd_kafka_queue_t* q) {
+        rd_kafka_DeleteTopics(rk->get(), topics.data(), topics.size(), nullptr, q);
+      },
+      rd_kafka_event_DeleteTopics_result, rd_kafka_DeleteTopics_result_topics,
+      RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
   rd_kafka_DeleteTopic_destroy_array(topics.data(), topics.size());
   if (!failure.empty()) return fail("kafka", "deleting topics: " + failure);
   if (within_30s([&] {
@@ -208,7 +220,8 @@ Result<int> KafkaCluster::leader(const std::string& topic, int partition) const 
   const rd_kafka_metadata_t* md = nullptr;
   auto code = rd_kafka_metadata(rk->get(), 0, t, &md, 5000);
   rd_kafka_topic_destroy(t);
-  if (code != RD_KAFKA_RESP_ERR_NO_ERROR) return fail("kafka", std::string("metadata: ") + rd_kafka_err2str(code));
+  if (code != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return fail("kafka", std::string("metadata: ") + rd_kafka_err2str(code));
   std::optional<int> found;
   for (int i = 0; i < md->topic_cnt; ++i) {
     const auto& tm = md->topics[i];

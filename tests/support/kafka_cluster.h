@@ -44,16 +44,17 @@ class KafkaCluster {
   // The node id leading a partition, from metadata.
   Result<int> leader(const std::string& topic, int partition) const;
 
-  Result<void> kill_node(int node);   // SIGKILL, as a crash would
-  Result<void> stop_node(int node);   // SIGTERM, a clean shutdown
-  Result<void> stop_all();            // SIGTERM every node
+  Result<void> kill_node(int node);  // SIGKILL, as a crash would
+  Result<void> stop_node(int node);  // SIGTERM, a clean shutdown
+  Result<void> stop_all();           // SIGTERM every node
   // Starts every node that is not running (data kept) and waits until all are registered; a
   // no-op when none was stopped through this object.
   Result<void> start_stopped();
 
  private:
   KafkaCluster(std::filesystem::path dir, int nodes) : dir_(std::move(dir)), nodes_(nodes) {}
-  Result<std::string> script(const std::vector<std::string>& args, std::chrono::seconds timeout) const;
+  Result<std::string> script(const std::vector<std::string>& args,
+                             std::chrono::seconds timeout) const;
 
   std::filesystem::path dir_;
   int nodes_;

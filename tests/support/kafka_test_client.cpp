@@ -15,7 +15,9 @@ struct ConfDeleter {
 using Conf = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 
 struct PartitionListDeleter {
-  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+  void operator()(rd_kafka_topic_partition_list_t* l) const {
+    rd_kafka_topic_partition_list_destroy(l);
+  }
 };
 using PartitionList = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
 
@@ -35,7 +37,8 @@ Result<Conf> make_conf(const std::string& bootstrap, const KafkaProperties& defa
   for (const auto& [k, v] : overrides) all[k] = v;
   char errstr[512];
   for (const auto& [k, v] : all) {
-    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), errstr, sizeof errstr) !=
+        RD_KAFKA_CONF_OK) {
       return fail("kafka_config", k + "=" + v + ": " + errstr);
     }
   }
@@ -70,10 +73,11 @@ ConsumedMessage to_consumed(const rd_kafka_message_t* m) {
     const char* name = nullptr;
     const void* value = nullptr;
     std::size_t size = 0;
-    for (std::size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) ==
-                            RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (std::size_t i = 0;
+         rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
          ++i) {
-      out.headers.emplace_back(name, value ? std::string(static_cast<const char*>(value), size) : "");
+      out.headers.emplace_back(name,
+                               value ? std::string(static_cast<const char*>(value), size) : "");
     }
   }
   return out;
@@ -97,8 +101,8 @@ void KafkaHandleDeleter::operator()(rd_kafka_t* rk) const {
 
 Result<std::unique_ptr<TestProducer>> TestProducer::create(const std::string& bootstrap,
                                                            const KafkaProperties& properties) {
-  auto conf = make_conf(bootstrap, {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "1"}},
-                        properties);
+  auto conf = make_conf(
+      bootstrap, {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "1"}}, properties);
   if (!conf) return Unexpected{conf.error()};
   std::unique_ptr<TestProducer> producer(new TestProducer());
   rd_kafka_conf_set_dr_msg_cb(conf->get(), &TestProducer::on_delivery);
@@ -118,7 +122,8 @@ void TestProducer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* message, v
   it->second.at = ProducedAt{message->partition, message->offset};
 }
 
-Result<ProducedAt> TestProducer::produce(const TestRecord& record, std::chrono::milliseconds timeout) {
+Result<ProducedAt> TestProducer::produce(const TestRecord& record,
+                                         std::chrono::milliseconds timeout) {
   auto all = produce_all({record}, timeout);
   if (!all) return Unexpected{all.error()};
   return all->front();
@@ -126,7 +131,8 @@ Result<ProducedAt> TestProducer::produce(const TestRecord& record, std::chrono::
 
 Result<ProducedAt> TestProducer::produce(const std::string& topic, std::string_view value,
                                          const Headers& headers) {
-  return produce(TestRecord{topic, std::string(value), headers, std::nullopt, RD_KAFKA_PARTITION_UA});
+  return produce(
+      TestRecord{topic, std::string(value), headers, std::nullopt, RD_KAFKA_PARTITION_UA});
 }
 
 Result<std::vector<ProducedAt>> TestProducer::produce_all(const std::vector<TestRecord>& records,
@@ -180,7 +186,8 @@ Result<std::vector<ProducedAt>> TestProducer::produce_all(const std::vector<Test
     while (!pending_[id].done) {
       if (Clock::now() >= deadline) {
         forget();
-        return fail("produce_timeout", "no delivery report within " + std::to_string(timeout.count()) + " ms", true);
+        return fail("produce_timeout",
+                    "no delivery report within " + std::to_string(timeout.count()) + " ms", true);
       }
       rd_kafka_poll(handle_.get(), 20);
     }
@@ -205,7 +212,8 @@ Result<std::map<std::string, int>> topic_partitions(const std::string& bootstrap
   auto handle = make_handle(RD_KAFKA_PRODUCER, std::move(*conf));
   if (!handle) return Unexpected{handle.error()};
   const rd_kafka_metadata_t* raw = nullptr;
-  const auto err = rd_kafka_metadata(handle->get(), 1, nullptr, &raw, static_cast<int>(timeout.count()));
+  const auto err =
+      rd_kafka_metadata(handle->get(), 1, nullptr, &raw, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(err, "metadata")};
   std::unique_ptr<const rd_kafka_metadata_t, MetadataDeleter> md(raw);
   std::map<std::string, int> out;
@@ -226,19 +234,23 @@ Result<TopicReader> read_from_beginning(const std::string& bootstrap, const std:
   auto partitions = topic_partitions(bootstrap, timeout);
   if (!partitions) return Unexpected{partitions.error()};
   const auto found = partitions->find(topic);
-  if (found == partitions->end()) return fail("unknown_topic", "no topic '" + topic + "' in metadata");
+  if (found == partitions->end())
+    return fail("unknown_topic", "no topic '" + topic + "' in metadata");
   auto conf = make_conf(bootstrap,
                         {{"group.id", "hr-test-reader-" + random_suffix()},
-                         {"enable.auto.commit", "false"}, {"enable.auto.offset.store", "false"}},
+                         {"enable.auto.commit", "false"},
+                         {"enable.auto.offset.store", "false"}},
                         {});
   if (!conf) return Unexpected{conf.error()};
   auto handle = make_handle(RD_KAFKA_CONSUMER, std::move(*conf));
   if (!handle) return Unexpected{handle.error()};
   PartitionList list(rd_kafka_topic_partition_list_new(found->second));
   for (int p = 0; p < found->second; ++p) {
-    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
   }
-  if (const auto err = rd_kafka_assign(handle->get(), list.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+  if (const auto err = rd_kafka_assign(handle->get(), list.get());
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return Unexpected{kafka_error(err, "assign")};
   }
   return TopicReader{std::move(*handle), found->second};
@@ -246,7 +258,8 @@ Result<TopicReader> read_from_beginning(const std::string& bootstrap, const std:
 
 }  // namespace
 
-Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap, const std::string& topic,
+Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap,
+                                                 const std::string& topic,
                                                  std::size_t expected_count,
                                                  std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
@@ -263,7 +276,8 @@ Result<std::vector<ConsumedMessage>> consume_all(const std::string& bootstrap, c
   return out;
 }
 
-Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap, const std::string& topic,
+Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap,
+                                                    const std::string& topic,
                                                     std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   auto reader = read_from_beginning(bootstrap, topic, timeout);
@@ -273,7 +287,8 @@ Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap
   std::size_t remaining = 0;
   for (int p = 0; p < reader->partitions; ++p) {
     int64_t low = 0, high = 0;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     auto err = rd_kafka_query_watermark_offsets(handle.get(), topic.c_str(), p, &low, &high,
                                                 static_cast<int>(std::max<int64_t>(left, 1)));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(err, "watermarks")};
@@ -282,8 +297,10 @@ Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap
   }
   std::vector<ConsumedMessage> out;
   while (remaining > 0) {
-    if (Clock::now() >= deadline) return fail("timeout", "read " + std::to_string(out.size()) + " messages of " + topic +
-                                                             "; partitions not read to their end: " + std::to_string(remaining));
+    if (Clock::now() >= deadline)
+      return fail("timeout",
+                  "read " + std::to_string(out.size()) + " messages of " + topic +
+                      "; partitions not read to their end: " + std::to_string(remaining));
     rd_kafka_message_t* m = rd_kafka_consumer_poll(handle.get(), 50);
     if (m == nullptr) continue;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -296,31 +313,35 @@ Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap
   return out;
 }
 
-Result<std::map<std::int32_t, PartitionProgress>> group_progress(const std::string& bootstrap, const std::string& group,
-                                                                const std::string& topic,
-                                                                std::chrono::milliseconds timeout) {
+Result<std::map<std::int32_t, PartitionProgress>> group_progress(
+    const std::string& bootstrap, const std::string& group, const std::string& topic,
+    std::chrono::milliseconds timeout) {
   auto partitions = topic_partitions(bootstrap, timeout);
   if (!partitions) return Unexpected{partitions.error()};
   const auto found = partitions->find(topic);
-  if (found == partitions->end()) return fail("unknown_topic", "no topic '" + topic + "' in metadata");
+  if (found == partitions->end())
+    return fail("unknown_topic", "no topic '" + topic + "' in metadata");
   // A consumer that never subscribes does not join the group; it only asks the coordinator.
   auto conf = make_conf(bootstrap, {{"group.id", group}, {"enable.auto.commit", "false"}}, {});
   if (!conf) return Unexpected{conf.error()};
   auto handle = make_handle(RD_KAFKA_CONSUMER, std::move(*conf));
   if (!handle) return Unexpected{handle.error()};
   PartitionList list(rd_kafka_topic_partition_list_new(found->second));
-  for (int p = 0; p < found->second; ++p) rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p);
-  if (const auto err = rd_kafka_committed(handle->get(), list.get(), static_cast<int>(timeout.count()));
+  for (int p = 0; p < found->second; ++p)
+    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), p);
+  if (const auto err =
+          rd_kafka_committed(handle->get(), list.get(), static_cast<int>(timeout.count()));
       err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return Unexpected{kafka_error(err, "committed offsets of " + group)};
   }
   std::map<std::int32_t, PartitionProgress> out;
   for (int i = 0; i < list->cnt; ++i) {
     const auto& e = list->elems[i];
-    if (e.err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(e.err, "committed offset")};
+    if (e.err != RD_KAFKA_RESP_ERR_NO_ERROR)
+      return Unexpected{kafka_error(e.err, "committed offset")};
     int64_t low = 0, high = 0;
-    const auto err = rd_kafka_query_watermark_offsets(handle->get(), topic.c_str(), e.partition, &low, &high,
-                                                      static_cast<int>(timeout.count()));
+    const auto err = rd_kafka_query_watermark_offsets(
+        handle->get(), topic.c_str(), e.partition, &low, &high, static_cast<int>(timeout.count()));
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return Unexpected{kafka_error(err, "watermarks")};
     out[e.partition] = PartitionProgress{e.offset >= 0 ? e.offset : -1, high};
   }
@@ -330,11 +351,13 @@ Result<std::map<std::int32_t, PartitionProgress>> group_progress(const std::stri
 // ---- TestGroupConsumer ----
 
 Result<std::unique_ptr<TestGroupConsumer>> TestGroupConsumer::create(
-    const std::string& bootstrap, const std::string& group_id, const std::vector<std::string>& topics,
-    const KafkaProperties& properties) {
+    const std::string& bootstrap, const std::string& group_id,
+    const std::vector<std::string>& topics, const KafkaProperties& properties) {
   auto conf = make_conf(bootstrap,
-                        {{"group.id", group_id}, {"auto.offset.reset", "earliest"},
-                         {"enable.auto.commit", "false"}, {"session.timeout.ms", "6000"},
+                        {{"group.id", group_id},
+                         {"auto.offset.reset", "earliest"},
+                         {"enable.auto.commit", "false"},
+                         {"session.timeout.ms", "6000"},
                          {"heartbeat.interval.ms", "300"}},
                         properties);
   if (!conf) return Unexpected{conf.error()};
@@ -342,8 +365,10 @@ Result<std::unique_ptr<TestGroupConsumer>> TestGroupConsumer::create(
   if (!handle) return Unexpected{handle.error()};
   rd_kafka_poll_set_consumer(handle->get());
   PartitionList list(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
-  for (const auto& t : topics) rd_kafka_topic_partition_list_add(list.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
-  if (const auto err = rd_kafka_subscribe(handle->get(), list.get()); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+  for (const auto& t : topics)
+    rd_kafka_topic_partition_list_add(list.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
+  if (const auto err = rd_kafka_subscribe(handle->get(), list.get());
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return Unexpected{kafka_error(err, "subscribe")};
   }
   return std::unique_ptr<TestGroupConsumer>(new TestGroupConsumer(std::move(*handle)));
@@ -367,7 +392,8 @@ std::vector<std::pair<std::string, std::int32_t>> TestGroupConsumer::assignment(
   std::vector<std::pair<std::string, std::int32_t>> out;
   if (rd_kafka_assignment(handle_.get(), &raw) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
   PartitionList list(raw);
-  for (int i = 0; i < list->cnt; ++i) out.emplace_back(list->elems[i].topic, list->elems[i].partition);
+  for (int i = 0; i < list->cnt; ++i)
+    out.emplace_back(list->elems[i].topic, list->elems[i].partition);
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -33,7 +33,7 @@ struct TestRecord {
   std::string topic;
   std::string value;
   Headers headers;
-  std::optional<std::string> key;  // nullopt: no key
+  std::optional<std::string> key;                  // nullopt: no key
   std::int32_t partition = RD_KAFKA_PARTITION_UA;  // UA: the partitioner chooses
 };
 
@@ -106,8 +106,9 @@ Result<std::vector<ConsumedMessage>> consume_all(
 
 // Every message of `topic` from offset 0 up to each partition's high watermark as it stood
 // when called: all that was acknowledged before, however many. Fails on timeout.
-Result<std::vector<ConsumedMessage>> consume_to_end(const std::string& bootstrap, const std::string& topic,
-                                                    std::chrono::milliseconds timeout = std::chrono::seconds(60));
+Result<std::vector<ConsumedMessage>> consume_to_end(
+    const std::string& bootstrap, const std::string& topic,
+    std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
 // Topic name -> partition count for every topic the cluster reports.
 Result<std::map<std::string, int>> topic_partitions(
@@ -129,9 +130,10 @@ class TestGroupConsumer {
  public:
   // auto.offset.reset=earliest, enable.auto.commit=false, short session/heartbeat timings;
   // `properties` override.
-  static Result<std::unique_ptr<TestGroupConsumer>> create(
-      const std::string& bootstrap, const std::string& group_id,
-      const std::vector<std::string>& topics, const KafkaProperties& properties = {});
+  static Result<std::unique_ptr<TestGroupConsumer>> create(const std::string& bootstrap,
+                                                           const std::string& group_id,
+                                                           const std::vector<std::string>& topics,
+                                                           const KafkaProperties& properties = {});
 
   // Serves group protocol callbacks too, so call it regularly. nullopt: nothing within timeout.
   // Transient client errors (broker down, ...) are not returned: they are what tests inject.

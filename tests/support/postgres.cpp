@@ -1,9 +1,8 @@
 #include "tests/support/postgres.h"
 
-#include <pqxx/pqxx>
-
 #include <cstdio>
 #include <cstdlib>
+#include <pqxx/pqxx>
 #include <random>
 
 namespace hookrelay::test {
@@ -13,7 +12,8 @@ namespace {
 bool host_is_loopback(const std::string& url) {
   const auto scheme = url.find("://");
   if (scheme == std::string::npos) return false;
-  std::string authority = url.substr(scheme + 3, url.find_first_of("/?", scheme + 3) - (scheme + 3));
+  std::string authority =
+      url.substr(scheme + 3, url.find_first_of("/?", scheme + 3) - (scheme + 3));
   if (const auto at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
   std::string host = authority;
   if (host.starts_with('[')) {
@@ -47,14 +47,16 @@ std::string with_database(const std::string& url, const std::string& database) {
 Result<std::unique_ptr<TestDatabase>> TestDatabase::create() {
   const char* env = std::getenv(kUrlEnv);
   if (env == nullptr || *env == '\0') {
-    return fail("no_test_database",
-                std::string(kUrlEnv) +
-                    " is not set. Start PostgreSQL with `scripts/dev pg` and run with " + kUrlEnv +
-                    "=postgresql://postgres@127.0.0.1:55432/postgres (scripts/dev test does both).");
+    return fail(
+        "no_test_database",
+        std::string(kUrlEnv) + " is not set. Start PostgreSQL with `scripts/dev pg` and run with " +
+            kUrlEnv +
+            "=postgresql://postgres@127.0.0.1:55432/postgres (scripts/dev test does both).");
   }
   const std::string admin_url = env;
   if (!host_is_loopback(admin_url)) {
-    return fail("no_test_database", std::string(kUrlEnv) + " must point at 127.0.0.1, localhost or [::1]");
+    return fail("no_test_database",
+                std::string(kUrlEnv) + " must point at 127.0.0.1, localhost or [::1]");
   }
   const std::string name = random_name();
   try {
@@ -64,7 +66,8 @@ Result<std::unique_ptr<TestDatabase>> TestDatabase::create() {
   } catch (const std::exception& e) {
     return fail("test_database", "CREATE DATABASE " + name + " via " + kUrlEnv + ": " + e.what());
   }
-  return std::unique_ptr<TestDatabase>(new TestDatabase(admin_url, with_database(admin_url, name), name));
+  return std::unique_ptr<TestDatabase>(
+      new TestDatabase(admin_url, with_database(admin_url, name), name));
 }
 
 TestDatabase::TestDatabase(std::string admin_url, std::string url, std::string name)

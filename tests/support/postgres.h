@@ -1,9 +1,10 @@
 // TestDatabase: a fresh, uniquely named PostgreSQL database for one test, dropped afterwards.
 //
 // The server comes from HOOKRELAY_TEST_DATABASE_URL (scripts/dev test sets it; by hand:
-// `scripts/dev pg` then HOOKRELAY_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:55432/postgres).
-// When it is unset, create() fails with a message saying so: integration tests must fail, not
-// skip, so a misconfigured CI cannot pass by testing nothing. Only loopback hosts are accepted.
+// `scripts/dev pg` then
+// HOOKRELAY_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:55432/postgres). When it is unset,
+// create() fails with a message saying so: integration tests must fail, not skip, so a
+// misconfigured CI cannot pass by testing nothing. Only loopback hosts are accepted.
 //
 // Typical use:
 //   auto db = TestDatabase::create();

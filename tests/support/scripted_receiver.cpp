@@ -8,7 +8,8 @@ namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -42,9 +43,10 @@ ScriptedReceiver::ScriptedReceiver() {
   options.port = 0;
   options.threads = 2;
   options.max_body_bytes = 8 << 20;
-  server_ = std::make_unique<HttpServer>(options, [this](const HttpRequest& request, Responder respond) {
-    handle(request, std::move(respond));
-  });
+  server_ =
+      std::make_unique<HttpServer>(options, [this](const HttpRequest& request, Responder respond) {
+        handle(request, std::move(respond));
+      });
 }
 
 ScriptedReceiver::~ScriptedReceiver() { stop(); }
@@ -160,10 +162,12 @@ void ScriptedReceiver::limit_concurrency(const std::string& path, int max, Scrip
   l.over = std::move(over);
 }
 
-std::vector<std::chrono::steady_clock::time_point> ScriptedReceiver::refused(const std::string& path) const {
+std::vector<std::chrono::steady_clock::time_point> ScriptedReceiver::refused(
+    const std::string& path) const {
   std::lock_guard lock(mu_);
   auto it = limits_.find(path);
-  return it == limits_.end() ? std::vector<std::chrono::steady_clock::time_point>{} : it->second.refused;
+  return it == limits_.end() ? std::vector<std::chrono::steady_clock::time_point>{}
+                             : it->second.refused;
 }
 
 int ScriptedReceiver::peak_concurrency(const std::string& path) const {
@@ -212,7 +216,8 @@ void ScriptedReceiver::run_timers() {
 std::size_t ScriptedReceiver::count(const std::string& path) const {
   std::lock_guard lock(mu_);
   return static_cast<std::size_t>(
-      std::count_if(received_.begin(), received_.end(), [&](const ReceivedRequest& r) { return r.path == path; }));
+      std::count_if(received_.begin(), received_.end(),
+                    [&](const ReceivedRequest& r) { return r.path == path; }));
 }
 
 std::size_t ScriptedReceiver::total_count() const {
@@ -252,8 +257,9 @@ bool ScriptedReceiver::wait_for_count(const std::string& path, std::size_t n,
                                       std::chrono::milliseconds timeout) const {
   std::unique_lock lock(mu_);
   return changed_.wait_for(lock, timeout, [&] {
-    return static_cast<std::size_t>(std::count_if(received_.begin(), received_.end(),
-                                                  [&](const ReceivedRequest& r) { return r.path == path; })) >= n;
+    return static_cast<std::size_t>(
+               std::count_if(received_.begin(), received_.end(),
+                             [&](const ReceivedRequest& r) { return r.path == path; })) >= n;
   });
 }
 

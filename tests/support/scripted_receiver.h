@@ -29,8 +29,8 @@
 #include <utility>
 #include <vector>
 
-#include "shared/http_server.h"
-#include "shared/http_types.h"
+#include "shared/http/http_server.h"
+#include "shared/http/http_types.h"
 #include "shared/result.h"
 
 namespace hookrelay::test {
@@ -44,8 +44,8 @@ struct ScriptedResponse {
 
 struct ReceivedRequest {
   std::string method;
-  std::string path;    // without the query
-  std::string target;  // as received
+  std::string path;                                          // without the query
+  std::string target;                                        // as received
   std::vector<std::pair<std::string, std::string>> headers;  // names as received
   std::string body;
   std::chrono::steady_clock::time_point at;
@@ -93,7 +93,8 @@ class ScriptedReceiver {
   std::size_t distinct_webhook_ids(const std::string& path = "") const;
 
   // True once `path` has received at least n requests; false after timeout.
-  bool wait_for_count(const std::string& path, std::size_t n, std::chrono::milliseconds timeout) const;
+  bool wait_for_count(const std::string& path, std::size_t n,
+                      std::chrono::milliseconds timeout) const;
   // True once `path` has answered at least n requests ("" for all paths): a delayed answer
   // counts when it has been handed to the server.
   bool wait_for_answered(const std::string& path, std::size_t n,

@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 #include "shared/result.h"
 #include "tests/support/devbroker.h"
 #include "tests/support/http_client.h"
@@ -45,7 +45,8 @@ namespace hookrelay::test {
 
 inline constexpr const char* kAcmeSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 // What a test rotating acme's secret replaces kAcmeSecret with.
-inline constexpr const char* kAcmeRotatedSecret = "whsec_bmV3LXNlY3JldC1hZnRlci10aGUtcmVsb2FkLTEyMzQ=";
+inline constexpr const char* kAcmeRotatedSecret =
+    "whsec_bmV3LXNlY3JldC1hZnRlci10aGUtcmVsb2FkLTEyMzQ=";
 inline constexpr const char* kRouteSecret = "whsec_dGVzdC1yb3V0ZS1zaWduaW5nLWtleS0xMjM0NTY=";
 inline constexpr const char* kGithubSecret = "gh-test-secret";
 inline constexpr const char* kApiToken = "tok_test_0123456789abcdef";
@@ -90,7 +91,9 @@ struct StackOptions {
 struct Service {
   ChildProcess process;
   uint16_t port = 0;
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port) + path; }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port) + path;
+  }
 };
 
 class Stack {
@@ -108,7 +111,8 @@ class Stack {
   const TestDatabase& database() const { return *db_; }
 
   // Writes the YAML for `options` (this stack's broker and database) to dir/name.
-  Result<std::filesystem::path> write_config(const StackOptions& options, const std::string& name) const;
+  Result<std::filesystem::path> write_config(const StackOptions& options,
+                                             const std::string& name) const;
 
   // Starts hookrelay-ingest and waits for /readyz.
   Result<void> start_ingest(std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
@@ -117,14 +121,16 @@ class Stack {
   // Starts a hookrelay-worker (with this stack's config, or `config_path`) and, when
   // wait_ready, waits until /readyz answers 200 (partitions assigned, Postgres up). Returns its
   // index for worker().
-  Result<std::size_t> start_worker(bool wait_ready = true, const std::filesystem::path& config_path = {},
-                                   std::chrono::milliseconds ready_timeout = std::chrono::seconds(30));
+  Result<std::size_t> start_worker(
+      bool wait_ready = true, const std::filesystem::path& config_path = {},
+      std::chrono::milliseconds ready_timeout = std::chrono::seconds(30));
   Service& worker(std::size_t index) { return *workers_.at(index); }
   // GET /metrics of a worker; "" when it does not answer.
   std::string worker_metrics(std::size_t index);
 
   // Produces straight to hookrelay.webhooks with the headers ingest would set (key = event id).
-  Result<void> produce_webhook(const std::string& source, const std::string& event_id, const std::string& body,
+  Result<void> produce_webhook(const std::string& source, const std::string& event_id,
+                               const std::string& body,
                                const std::string& content_type = "application/json");
   // Many at once: (event id, body) pairs, all for `source`.
   Result<void> produce_webhooks(const std::string& source,
@@ -132,12 +138,14 @@ class Stack {
   // `copies` copies of one webhook delivery's retry message in retry tier `tier`, due now, as a
   // worker re-publishes it after attempts 1, 2, ...: what a replay after a failed offset commit
   // leaves in a tier.
-  Result<void> produce_retry_copies(const std::string& source, const std::string& event_id, const std::string& route,
-                                    const std::string& body, int copies, int tier = 0);
+  Result<void> produce_retry_copies(const std::string& source, const std::string& event_id,
+                                    const std::string& route, const std::string& body, int copies,
+                                    int tier = 0);
   // POST /webhooks/<source> through ingest, signed as the provider would sign it.
   // `extra_headers` are sent besides the provider's (e.g. X-GitHub-Event).
-  Result<HttpReply> post_webhook(const std::string& source, const std::string& event_id, const std::string& body,
-                                 const std::vector<std::pair<std::string, std::string>>& extra_headers = {});
+  Result<HttpReply> post_webhook(
+      const std::string& source, const std::string& event_id, const std::string& body,
+      const std::vector<std::pair<std::string, std::string>>& extra_headers = {});
   // POST /v1/calls through ingest with the API token; `json` is the request body.
   Result<HttpReply> post_call(const std::string& json);
 
@@ -172,8 +180,9 @@ class Stack {
 
 // POST /webhooks/<source> to `ingest` for a standard-webhooks source, with one v1 signature per
 // secret in `secrets`: what a provider rotating its secret sends.
-Result<HttpReply> post_signed_webhook(const Service& ingest, const std::string& source, const std::string& event_id,
-                                      const std::string& body, const std::vector<std::string>& secrets);
+Result<HttpReply> post_signed_webhook(const Service& ingest, const std::string& source,
+                                      const std::string& event_id, const std::string& body,
+                                      const std::vector<std::string>& secrets);
 
 // The whole file (a config a test rewrites); "" when it cannot be read.
 std::string read_text_file(const std::filesystem::path& path);

@@ -24,8 +24,8 @@ std::string current_test_label() {
 
 TestDir::TestDir() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/hookrelay-" +
-                        current_test_label() + "-XXXXXX";
+  std::string pattern =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/hookrelay-" + current_test_label() + "-XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) {
     throw std::runtime_error("TestDir: mkdtemp " + pattern + " failed");
   }

@@ -22,9 +22,11 @@ namespace hookrelay::test {
 using namespace std::chrono_literals;
 
 // (event id, body) pairs prefix0, prefix1, ... with bodies {"n":i}.
-inline std::vector<std::pair<std::string, std::string>> numbered_events(const std::string& prefix, int n) {
+inline std::vector<std::pair<std::string, std::string>> numbered_events(const std::string& prefix,
+                                                                        int n) {
   std::vector<std::pair<std::string, std::string>> events;
-  for (int i = 0; i < n; ++i) events.emplace_back(prefix + std::to_string(i), R"({"n":)" + std::to_string(i) + "}");
+  for (int i = 0; i < n; ++i)
+    events.emplace_back(prefix + std::to_string(i), R"({"n":)" + std::to_string(i) + "}");
   return events;
 }
 
@@ -60,7 +62,8 @@ class WorkerTest : public ::testing::Test {
   bool deliveries_in_state(const std::string& state, int64_t n, std::chrono::milliseconds timeout) {
     return eventually([&] { return stack_->count_deliveries(state) >= n; }, timeout);
   }
-  double worker_metric(std::size_t worker, const std::string& name, const std::vector<std::string>& labels = {}) {
+  double worker_metric(std::size_t worker, const std::string& name,
+                       const std::vector<std::string>& labels = {}) {
     return metric_sum(stack_->worker_metrics(worker), name, labels);
   }
 

@@ -10,7 +10,8 @@ CallLimits limits() { return CallLimits{}; }
 TEST(CallRequest, ParsesAFullRequestWithDefaults) {
   auto c = parse_call_request(R"({"url":"https://api.example.com/v1/x?y=1","method":"PUT",
       "headers":{"X-Trace":"abc","Content-Type":"application/json"},"body":"{\"a\":1}",
-      "idempotency_key":"order-42","timeout_ms":2500})", limits());
+      "idempotency_key":"order-42","timeout_ms":2500})",
+                              limits());
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->url, "https://api.example.com/v1/x?y=1");
   EXPECT_EQ(c->method, "PUT");
@@ -44,7 +45,8 @@ TEST(CallRequest, CallIdIsStablePerIdempotencyKey) {
 
 TEST(CallRequest, EnvelopeRoundTrips) {
   auto c = parse_call_request(R"({"url":"http://h/p","method":"PATCH","headers":{"A":"1"},
-      "idempotency_key":"k","max_attempts":3,"max_age_seconds":60,"timeout_ms":1000})", limits());
+      "idempotency_key":"k","max_attempts":3,"max_age_seconds":60,"timeout_ms":1000})",
+                              limits());
   ASSERT_TRUE(c);
   auto back = parse_call_envelope(call_envelope(*c));
   ASSERT_TRUE(back) << back.error().message;
@@ -84,19 +86,31 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{R"({"url":"not a url"})", "invalid_request", "url: contains spaces"},
         Bad{R"({"url":"http://user:pw@h/"})", "invalid_request", "url: must not carry credentials"},
         Bad{R"({"url":"http://h/","method":"TRACE"})", "invalid_request", "method: must be one of"},
-        Bad{R"({"url":"http://h/","headers":{"X-A":"a\r\nInjected: 1"}})", "invalid_request", "headers.X-A: value contains CR"},
-        Bad{R"({"url":"http://h/","headers":{"Bad Name":"a"}})", "invalid_request", "headers.Bad Name: is not a valid"},
-        Bad{R"({"url":"http://h/","headers":{"Host":"evil"}})", "invalid_request", "headers.Host: is set by hookrelay"},
-        Bad{R"({"url":"http://h/","headers":{"X":1}})", "invalid_request", "headers.X: value must be a string"},
+        Bad{R"({"url":"http://h/","headers":{"X-A":"a\r\nInjected: 1"}})", "invalid_request",
+            "headers.X-A: value contains CR"},
+        Bad{R"({"url":"http://h/","headers":{"Bad Name":"a"}})", "invalid_request",
+            "headers.Bad Name: is not a valid"},
+        Bad{R"({"url":"http://h/","headers":{"Host":"evil"}})", "invalid_request",
+            "headers.Host: is set by hookrelay"},
+        Bad{R"({"url":"http://h/","headers":{"X":1}})", "invalid_request",
+            "headers.X: value must be a string"},
         Bad{R"({"url":"http://h/","headers":[]})", "invalid_request", "headers: must be an object"},
-        Bad{R"({"url":"http://h/","body":"a","body_base64":"YQ=="})", "invalid_request", "body: give body or"},
-        Bad{R"({"url":"http://h/","body_base64":"!!!"})", "invalid_request", "body_base64: is not valid"},
-        Bad{R"({"url":"http://h/","timeout_ms":5})", "invalid_request", "timeout_ms: must be between"},
-        Bad{R"({"url":"http://h/","timeout_ms":"fast"})", "invalid_request", "timeout_ms: must be an integer"},
-        Bad{R"({"url":"http://h/","max_attempts":0})", "invalid_request", "max_attempts: must be between"},
-        Bad{R"({"url":"http://h/","max_age_seconds":99999999})", "invalid_request", "max_age_seconds: must be between"},
-        Bad{R"({"url":"http://h/","idempotency_key":""})", "invalid_request", "idempotency_key: must be 1-255"},
-        Bad{R"({"url":"http://h/","surprise":true})", "invalid_request", "surprise: unknown field"}));
+        Bad{R"({"url":"http://h/","body":"a","body_base64":"YQ=="})", "invalid_request",
+            "body: give body or"},
+        Bad{R"({"url":"http://h/","body_base64":"!!!"})", "invalid_request",
+            "body_base64: is not valid"},
+        Bad{R"({"url":"http://h/","timeout_ms":5})", "invalid_request",
+            "timeout_ms: must be between"},
+        Bad{R"({"url":"http://h/","timeout_ms":"fast"})", "invalid_request",
+            "timeout_ms: must be an integer"},
+        Bad{R"({"url":"http://h/","max_attempts":0})", "invalid_request",
+            "max_attempts: must be between"},
+        Bad{R"({"url":"http://h/","max_age_seconds":99999999})", "invalid_request",
+            "max_age_seconds: must be between"},
+        Bad{R"({"url":"http://h/","idempotency_key":""})", "invalid_request",
+            "idempotency_key: must be 1-255"},
+        Bad{R"({"url":"http://h/","surprise":true})", "invalid_request",
+            "surprise: unknown field"}));
 
 }  // namespace
 }  // namespace hookrelay

@@ -1,7 +1,7 @@
 // ConfigReloader: a valid file replaces the config in force, an invalid one (or one the
 // service's own check refuses) leaves it in place; both are counted, and settings that need a
 // restart are named.
-#include "shared/config_reloader.h"
+#include "shared/config/config_reloader.h"
 
 #include <gtest/gtest.h>
 
@@ -58,7 +58,8 @@ class Reloader : public ::testing::Test {
 
   TempFile file{kReloadBase};
   prometheus::Registry registry;
-  ConfigReloader reloader{"hookrelay-worker", file.path(), parse_reload_config(kReloadBase), registry, reload_env()};
+  ConfigReloader reloader{"hookrelay-worker", file.path(), parse_reload_config(kReloadBase),
+                          registry, reload_env()};
 };
 
 TEST_F(Reloader, AValidFileBecomesCurrentAndTheOldOneLivesOnWhereHeld) {
@@ -78,7 +79,8 @@ TEST_F(Reloader, AnInvalidFileIsRefusedNamingTheFieldAndCounted) {
   rewrite(with_replaced(kReloadBase, "per_host_max_in_flight: 8", "per_host_max_in_flight: -3"));
   auto next = reloader.reload();
   ASSERT_FALSE(next);
-  EXPECT_NE(next.error().message.find("worker.per_host_max_in_flight"), std::string::npos) << next.error().message;
+  EXPECT_NE(next.error().message.find("worker.per_host_max_in_flight"), std::string::npos)
+      << next.error().message;
   EXPECT_EQ(reloader.current(), before);
   EXPECT_EQ(reload_count(registry, "invalid"), 1);
   EXPECT_EQ(reload_count(registry, "applied"), 0);
@@ -94,7 +96,8 @@ TEST_F(Reloader, AnUnreadableFileIsRefused) {
 
 TEST_F(Reloader, TheServicesOwnCheckRefusesLikeAnInvalidFile) {
   reloader.set_check([](const Config& c) -> Result<void> {
-    if (c.routes.at("acme").at(0).url.find("9003") != std::string::npos) return fail("config", "routes.acme[0].url: refused");
+    if (c.routes.at("acme").at(0).url.find("9003") != std::string::npos)
+      return fail("config", "routes.acme[0].url: refused");
     return {};
   });
   auto before = reloader.current();
@@ -120,9 +123,10 @@ TEST(RestartOnlyChanges, NamesWhatTheWorkerReadsOnlyAtStart) {
   b.worker.allow_private_networks = true;
   b.retry.schedule_seconds = {5, 30, 120};
   b.postgres.url = "postgresql://elsewhere/db";
-  EXPECT_EQ(restart_only_changes(a, b),
-            (std::vector<std::string>{"postgres.url", "worker.group_id", "worker.allow_private_networks",
-                                      "worker.allowed_cidrs", "retry.schedule_seconds (tier count)"}));
+  EXPECT_EQ(
+      restart_only_changes(a, b),
+      (std::vector<std::string>{"postgres.url", "worker.group_id", "worker.allow_private_networks",
+                                "worker.allowed_cidrs", "retry.schedule_seconds (tier count)"}));
 }
 
 TEST(RestartOnlyChanges, LeavesOutWhatAppliesLive) {

@@ -1,4 +1,4 @@
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 #include <gtest/gtest.h>
 
@@ -33,7 +33,8 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 8, max_age_seconds: 86400
 )";
 
 TEST(Config, ParsesTheDocumentedShapeAndExpandsEnv) {
-  auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "gh-s3cret"}, {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"}}));
+  auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "gh-s3cret"},
+                                          {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"}}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->sources.size(), 6u);
   EXPECT_EQ(c->sources.at("github").secrets.at(0), "gh-s3cret");
@@ -63,29 +64,33 @@ TEST(Config, AdaptiveLimitDefaultsAndKeys) {
   EXPECT_DOUBLE_EQ(d->worker.adaptive_limit.increase_step, 1.0);
   EXPECT_EQ(d->worker.adaptive_limit.max_pause_seconds, 60);
   auto c = parse_config(
-      "worker: { adaptive_limit: { enabled: false, decrease_factor: 0.5, increase_step: 2, max_pause_seconds: 0 } }",
+      "worker: { adaptive_limit: { enabled: false, decrease_factor: 0.5, increase_step: 2, "
+      "max_pause_seconds: 0 } }",
       env_of({}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_FALSE(c->worker.adaptive_limit.enabled);
   EXPECT_DOUBLE_EQ(c->worker.adaptive_limit.decrease_factor, 0.5);
   EXPECT_DOUBLE_EQ(c->worker.adaptive_limit.increase_step, 2.0);
   EXPECT_EQ(c->worker.adaptive_limit.max_pause_seconds, 0);
-  for (auto [yaml, field] : {std::pair{"{ decrease_factor: 1 }", "worker.adaptive_limit.decrease_factor"},
-                             std::pair{"{ decrease_factor: 0 }", "worker.adaptive_limit.decrease_factor"},
-                             std::pair{"{ increase_step: 0 }", "worker.adaptive_limit.increase_step"},
-                             std::pair{"{ max_pause_seconds: -1 }", "worker.adaptive_limit.max_pause_seconds"},
-                             std::pair{"{ max_pause_seconds: 3601 }", "worker.adaptive_limit.max_pause_seconds"},
-                             std::pair{"{ enabled: maybe }", "worker.adaptive_limit.enabled"},
-                             std::pair{"{ min: 2 }", "worker.adaptive_limit.min"},
-                             std::pair{"true", "worker.adaptive_limit"}}) {
+  for (auto [yaml, field] :
+       {std::pair{"{ decrease_factor: 1 }", "worker.adaptive_limit.decrease_factor"},
+        std::pair{"{ decrease_factor: 0 }", "worker.adaptive_limit.decrease_factor"},
+        std::pair{"{ increase_step: 0 }", "worker.adaptive_limit.increase_step"},
+        std::pair{"{ max_pause_seconds: -1 }", "worker.adaptive_limit.max_pause_seconds"},
+        std::pair{"{ max_pause_seconds: 3601 }", "worker.adaptive_limit.max_pause_seconds"},
+        std::pair{"{ enabled: maybe }", "worker.adaptive_limit.enabled"},
+        std::pair{"{ min: 2 }", "worker.adaptive_limit.min"},
+        std::pair{"true", "worker.adaptive_limit"}}) {
     auto bad = parse_config(std::string("worker: { adaptive_limit: ") + yaml + " }", env_of({}));
     ASSERT_FALSE(bad) << yaml;
-    EXPECT_NE(bad.error().message.find(field), std::string::npos) << yaml << ": " << bad.error().message;
+    EXPECT_NE(bad.error().message.find(field), std::string::npos)
+        << yaml << ": " << bad.error().message;
   }
 }
 
 TEST(Config, EnvOverridesAddresses) {
-  auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "x"}, {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
+  auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "x"},
+                                          {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
                                           {"HOOKRELAY_KAFKA_BOOTSTRAP", "10.0.0.1:9092"},
                                           {"HOOKRELAY_INGEST_LISTEN", "[::1]:9999"},
                                           {"HOOKRELAY_DATABASE_URL", "postgresql://db/x"}}));
@@ -111,22 +116,33 @@ TEST_P(ConfigErrors, NameTheField) {
 INSTANTIATE_TEST_SUITE_P(
     Fields, ConfigErrors,
     ::testing::Values(
-        BadCase{"sources: { gh: { scheme: gitlab, secrets: [a] } }", "sources.gh.scheme: unknown scheme"},
+        BadCase{"sources: { gh: { scheme: gitlab, secrets: [a] } }",
+                "sources.gh.scheme: unknown scheme"},
         BadCase{"sources: { gh: { scheme: github } }", "sources.gh.secrets: is required"},
-        BadCase{"sources: { gh: { scheme: github, secrets: [] } }", "sources.gh.secrets: must list"},
-        BadCase{"sources: { gh: { scheme: github, secrets: [\"${NOPE}\"] } }", "sources.gh.secrets[0]: environment variable NOPE"},
+        BadCase{"sources: { gh: { scheme: github, secrets: [] } }",
+                "sources.gh.secrets: must list"},
+        BadCase{"sources: { gh: { scheme: github, secrets: [\"${NOPE}\"] } }",
+                "sources.gh.secrets[0]: environment variable NOPE"},
         BadCase{"sources: { c: { scheme: hmac, secrets: [a] } }", "sources.c.header: is required"},
-        BadCase{"sources: { c: { scheme: hmac, header: X, encoding: b32, secrets: [a] } }", "sources.c.encoding"},
-        BadCase{"sources: { g: { scheme: github, header: X, secrets: [a] } }", "sources.g.header: applies only"},
-        BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [plain] } }", "sources.a.secrets[0]"},
-        BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [\"whsec_not*base64\"] } }", "sources.a.secrets[0]: standard-webhooks secrets are whsec_ followed by base64"},
-        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: \"http://h/\", secret: \"whsec_%%%\" } ] }", "routes.g[0].secret"},
+        BadCase{"sources: { c: { scheme: hmac, header: X, encoding: b32, secrets: [a] } }",
+                "sources.c.encoding"},
+        BadCase{"sources: { g: { scheme: github, header: X, secrets: [a] } }",
+                "sources.g.header: applies only"},
+        BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [plain] } }",
+                "sources.a.secrets[0]"},
+        BadCase{"sources: { a: { scheme: standard-webhooks, secrets: [\"whsec_not*base64\"] } }",
+                "sources.a.secrets[0]: standard-webhooks secrets are whsec_ followed by base64"},
+        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: "
+                "\"http://h/\", secret: \"whsec_%%%\" } ] }",
+                "routes.g[0].secret"},
         BadCase{"ingest: { listen: nonsense }", "ingest.listen"},
         BadCase{"ingest: { max_body_bytes: -5 }", "ingest.max_body_bytes"},
         BadCase{"ingest: { lisen: \"1:2\" }", "ingest.lisen: unknown key"},
         BadCase{"api_tokens: [short]", "api_tokens[0]"},
         BadCase{"routes: { nosuch: [] }", "routes.nosuch: names no configured source"},
-        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: \"ftp://x\" } ] }", "routes.g[0].url"},
+        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: "
+                "\"ftp://x\" } ] }",
+                "routes.g[0].url"},
         BadCase{"retry: { schedule_seconds: [30, 5] }", "retry.schedule_seconds[1]"},
         BadCase{"retry: { max_attempts: 0 }", "retry.max_attempts"},
         BadCase{"worker: { max_in_flight: lots }", "worker.max_in_flight: must be a number"},
@@ -136,24 +152,37 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"ingest: { header_timeout_ms: 5 }", "ingest.header_timeout_ms"},
         BadCase{"ingest: { idle_timeout_ms: many }", "ingest.idle_timeout_ms"},
         BadCase{"ingest: { max_headers: 2 }", "ingest.max_headers"},
-        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: \"https:///h/x\" } ] }", "routes.g[0].url: must be https://host"}));
+        BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: "
+                "\"https:///h/x\" } ] }",
+                "routes.g[0].url: must be https://host"}));
 
 // Settings that would weaken the promise are config errors naming the field they came from.
 INSTANTIATE_TEST_SUITE_P(
     Guarantees, ConfigErrors,
     ::testing::Values(
         BadCase{"kafka: { properties: { acks: \"1\" } }", "kafka.properties.acks: must be all"},
-        BadCase{"kafka: { producer_properties: { request.required.acks: \"0\" } }", "kafka.producer_properties.request.required.acks: must be all"},
-        BadCase{"kafka: { producer_properties: { enable.idempotence: \"false\" } }", "kafka.producer_properties.enable.idempotence: must be true"},
-        BadCase{"kafka: { producer_properties: { max.in.flight.requests.per.connection: \"6\" } }", "kafka.producer_properties.max.in.flight.requests.per.connection: must be 1-5"},
-        BadCase{"kafka: { producer_properties: { transactional.id: t } }", "kafka.producer_properties.transactional.id"},
-        BadCase{"kafka: { consumer_properties: { enable.auto.offset.store: \"true\" } }", "kafka.consumer_properties.enable.auto.offset.store: must be false"},
-        BadCase{"kafka: { properties: { enable.auto.commit: \"false\" } }", "kafka.properties.enable.auto.commit: must be true"},
-        BadCase{"kafka: { consumer_properties: { group.id: other } }", "kafka.consumer_properties.group.id: must not differ from worker.group_id"},
-        BadCase{"kafka: { consumer_properties: { auto.offset.reset: latest } }", "kafka.consumer_properties.auto.offset.reset: must be earliest"},
-        BadCase{"kafka: { consumer_properties: { isolation.level: read_uncommitted } }", "kafka.consumer_properties.isolation.level"},
-        BadCase{"kafka: { consumer_properties: { group.instance.id: w-0 } }", "kafka.consumer_properties.group.instance.id: set worker.group_instance_id"},
-        BadCase{"kafka: { properties: { bootstrap.servers: \"h:1\" } }", "kafka.properties.bootstrap.servers: set the brokers with kafka.bootstrap_servers"},
+        BadCase{"kafka: { producer_properties: { request.required.acks: \"0\" } }",
+                "kafka.producer_properties.request.required.acks: must be all"},
+        BadCase{"kafka: { producer_properties: { enable.idempotence: \"false\" } }",
+                "kafka.producer_properties.enable.idempotence: must be true"},
+        BadCase{"kafka: { producer_properties: { max.in.flight.requests.per.connection: \"6\" } }",
+                "kafka.producer_properties.max.in.flight.requests.per.connection: must be 1-5"},
+        BadCase{"kafka: { producer_properties: { transactional.id: t } }",
+                "kafka.producer_properties.transactional.id"},
+        BadCase{"kafka: { consumer_properties: { enable.auto.offset.store: \"true\" } }",
+                "kafka.consumer_properties.enable.auto.offset.store: must be false"},
+        BadCase{"kafka: { properties: { enable.auto.commit: \"false\" } }",
+                "kafka.properties.enable.auto.commit: must be true"},
+        BadCase{"kafka: { consumer_properties: { group.id: other } }",
+                "kafka.consumer_properties.group.id: must not differ from worker.group_id"},
+        BadCase{"kafka: { consumer_properties: { auto.offset.reset: latest } }",
+                "kafka.consumer_properties.auto.offset.reset: must be earliest"},
+        BadCase{"kafka: { consumer_properties: { isolation.level: read_uncommitted } }",
+                "kafka.consumer_properties.isolation.level"},
+        BadCase{"kafka: { consumer_properties: { group.instance.id: w-0 } }",
+                "kafka.consumer_properties.group.instance.id: set worker.group_instance_id"},
+        BadCase{"kafka: { properties: { bootstrap.servers: \"h:1\" } }",
+                "kafka.properties.bootstrap.servers: set the brokers with kafka.bootstrap_servers"},
         BadCase{"kafka: { producer_propertie: { } }", "kafka.producer_propertie: unknown key"}));
 
 INSTANTIATE_TEST_SUITE_P(
@@ -162,13 +191,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"topics: { partition: 12 }", "topics.partition: unknown key"},
         BadCase{"topics: [1]", "topics: must be a mapping"},
         BadCase{"topics: { partitions: 0 }", "topics.partitions: must be between 1"},
-        BadCase{"topics: { replication_factor: many }", "topics.replication_factor: must be a number"},
-        BadCase{"topics: { min_insync_replicas: 3 }", "topics.min_insync_replicas: must be less than topics.replication_factor (3)"},
-        BadCase{"topics: { replication_factor: 2, min_insync_replicas: 2 }", "topics.min_insync_replicas: must be less"},
-        BadCase{"topics: { replication_factor: 1 }", "topics.min_insync_replicas: must be less than topics.replication_factor (1)"},
+        BadCase{"topics: { replication_factor: many }",
+                "topics.replication_factor: must be a number"},
+        BadCase{"topics: { min_insync_replicas: 3 }",
+                "topics.min_insync_replicas: must be less than topics.replication_factor (3)"},
+        BadCase{"topics: { replication_factor: 2, min_insync_replicas: 2 }",
+                "topics.min_insync_replicas: must be less"},
+        BadCase{"topics: { replication_factor: 1 }",
+                "topics.min_insync_replicas: must be less than topics.replication_factor (1)"},
         BadCase{"topics: { retention_ms: 1000 }", "topics.retention_ms: must be between 3600000"},
         BadCase{"topics: { dlq_retention_ms: -1 }", "topics.dlq_retention_ms"},
-        BadCase{"topics: { max_message_bytes: 500000 }", "topics.max_message_bytes: must be at least the producer's message.max.bytes (1048576)"}));
+        BadCase{"topics: { max_message_bytes: 500000 }",
+                "topics.max_message_bytes: must be at least the producer's message.max.bytes "
+                "(1048576)"}));
 
 TEST(Config, TopicsDefaultsAndOneBrokerSettings) {
   auto d = parse_config("", env_of({}));
@@ -180,16 +215,18 @@ TEST(Config, TopicsDefaultsAndOneBrokerSettings) {
   EXPECT_EQ(d->topics.dlq_retention_ms, 30LL * 86400 * 1000);
   EXPECT_EQ(topic_max_message_bytes(*d), 1048576 + kTopicBatchOverheadBytes);
 
-  auto one = parse_config("topics: { replication_factor: 1, min_insync_replicas: 1, partitions: 2,\n"
-                          "          retention_ms: 86400000, max_message_bytes: 2097152 }",
-                          env_of({}));
+  auto one = parse_config(
+      "topics: { replication_factor: 1, min_insync_replicas: 1, partitions: 2,\n"
+      "          retention_ms: 86400000, max_message_bytes: 2097152 }",
+      env_of({}));
   ASSERT_TRUE(one) << one.error().message;
   EXPECT_EQ(one->topics.partitions, 2);
   EXPECT_EQ(one->topics.retention_ms, 86400000);
   EXPECT_EQ(topic_max_message_bytes(*one), 2097152);
 
   // The README's block: 0 means "derived" for the partition overrides and the message size.
-  auto readme = parse_config("topics: { retry_partitions: 0, dlq_partitions: 0, max_message_bytes: 0 }", env_of({}));
+  auto readme = parse_config(
+      "topics: { retry_partitions: 0, dlq_partitions: 0, max_message_bytes: 0 }", env_of({}));
   ASSERT_TRUE(readme) << readme.error().message;
   EXPECT_EQ(topic_max_message_bytes(*readme), 1048576 + kTopicBatchOverheadBytes);
 }
@@ -218,7 +255,8 @@ worker: { group_id: workers }
 // Static membership: never on by default, an explicit id or the pod name when asked, and an
 // invalid or missing id is an error naming worker.group_instance_id.
 TEST(Config, StaticMembershipIsOffByDefaultEvenWithAHostname) {
-  auto c = parse_config("worker: { group_id: w }", env_of({{"HOSTNAME", "box"}, {"POD_NAME", "worker-0"}}));
+  auto c = parse_config("worker: { group_id: w }",
+                        env_of({{"HOSTNAME", "box"}, {"POD_NAME", "worker-0"}}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_FALSE(c->worker.static_membership);
   EXPECT_EQ(c->worker.group_instance_id, "");
@@ -228,26 +266,31 @@ TEST(Config, StaticMembershipEmptyIdIsTheDocumentedDefault) {
   auto off = parse_config("worker: { group_instance_id: \"\" }", env_of({{"HOSTNAME", "box"}}));
   ASSERT_TRUE(off) << off.error().message;
   EXPECT_FALSE(off->worker.static_membership);
-  auto env_default = parse_config("worker: { group_instance_id: \"\", static_membership: true }", env_of({{"HOSTNAME", "box"}}));
+  auto env_default = parse_config("worker: { group_instance_id: \"\", static_membership: true }",
+                                  env_of({{"HOSTNAME", "box"}}));
   ASSERT_TRUE(env_default) << env_default.error().message;
   EXPECT_EQ(env_default->worker.group_instance_id, "box");
 }
 
 TEST(Config, StaticMembershipTakesAnExplicitId) {
-  auto c = parse_config("worker: { group_instance_id: \"${POD_NAME}\" }", env_of({{"POD_NAME", "hookrelay-worker-2"}}));
+  auto c = parse_config("worker: { group_instance_id: \"${POD_NAME}\" }",
+                        env_of({{"POD_NAME", "hookrelay-worker-2"}}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_TRUE(c->worker.static_membership);
   EXPECT_EQ(c->worker.group_instance_id, "hookrelay-worker-2");
-  auto both = parse_config("worker: { static_membership: true, group_instance_id: w.1_a-b }", env_of({}));
+  auto both =
+      parse_config("worker: { static_membership: true, group_instance_id: w.1_a-b }", env_of({}));
   ASSERT_TRUE(both) << both.error().message;
   EXPECT_EQ(both->worker.group_instance_id, "w.1_a-b");
 }
 
 TEST(Config, StaticMembershipDefaultsToPodNameThenHostname) {
-  auto pod = parse_config("worker: { static_membership: true }", env_of({{"POD_NAME", "hookrelay-worker-0"}, {"HOSTNAME", "node7"}}));
+  auto pod = parse_config("worker: { static_membership: true }",
+                          env_of({{"POD_NAME", "hookrelay-worker-0"}, {"HOSTNAME", "node7"}}));
   ASSERT_TRUE(pod) << pod.error().message;
   EXPECT_EQ(pod->worker.group_instance_id, "hookrelay-worker-0");
-  auto host = parse_config("worker: { static_membership: true }", env_of({{"POD_NAME", ""}, {"HOSTNAME", "node7"}}));
+  auto host = parse_config("worker: { static_membership: true }",
+                           env_of({{"POD_NAME", ""}, {"HOSTNAME", "node7"}}));
   ASSERT_TRUE(host) << host.error().message;
   EXPECT_EQ(host->worker.group_instance_id, "node7");
 }
@@ -255,16 +298,24 @@ TEST(Config, StaticMembershipDefaultsToPodNameThenHostname) {
 INSTANTIATE_TEST_SUITE_P(
     StaticMembership, ConfigErrors,
     ::testing::Values(
-        BadCase{"worker: { static_membership: true }", "worker.group_instance_id: static_membership is true but neither POD_NAME nor HOSTNAME is set"},
-        BadCase{"worker: { group_instance_id: \"worker 1\" }", "worker.group_instance_id: must be 1-249 characters of [A-Za-z0-9._-]"},
-        BadCase{"worker: { group_instance_id: \"${NOPE}\" }", "worker.group_instance_id: environment variable NOPE is not set"},
-        BadCase{"worker: { static_membership: false, group_instance_id: w-1 }", "worker.static_membership: is false but worker.group_instance_id is set"},
-        BadCase{"worker: { static_membership: maybe }", "worker.static_membership: must be true or false"}));
+        BadCase{"worker: { static_membership: true }",
+                "worker.group_instance_id: static_membership is true but neither POD_NAME nor "
+                "HOSTNAME is set"},
+        BadCase{"worker: { group_instance_id: \"worker 1\" }",
+                "worker.group_instance_id: must be 1-249 characters of [A-Za-z0-9._-]"},
+        BadCase{"worker: { group_instance_id: \"${NOPE}\" }",
+                "worker.group_instance_id: environment variable NOPE is not set"},
+        BadCase{"worker: { static_membership: false, group_instance_id: w-1 }",
+                "worker.static_membership: is false but worker.group_instance_id is set"},
+        BadCase{"worker: { static_membership: maybe }",
+                "worker.static_membership: must be true or false"}));
 
 TEST(Config, StaticMembershipIdFromTheEnvironmentIsValidated) {
   auto c = parse_config("worker: { static_membership: true }", env_of({{"HOSTNAME", "bad/host"}}));
   ASSERT_FALSE(c);
-  EXPECT_NE(c.error().message.find("worker.group_instance_id: taken from $HOSTNAME"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("worker.group_instance_id: taken from $HOSTNAME"),
+            std::string::npos)
+      << c.error().message;
   std::string long_id(250, 'a');
   auto too_long = parse_config("worker: { group_instance_id: " + long_id + " }", env_of({}));
   ASSERT_FALSE(too_long);

@@ -1,4 +1,4 @@
-#include "shared/crypto.h"
+#include "shared/signing/crypto.h"
 
 #include <gtest/gtest.h>
 
@@ -46,8 +46,10 @@ TEST(Crypto, HmacPartsEqualsHmacOfConcatenationAndEmptyKeyWorks) {
 }
 
 TEST(Crypto, Sha256KnownValues) {
-  EXPECT_EQ(hex_encode(sha256("")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(hex_encode(sha256("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hex_encode(sha256("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(hex_encode(sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(Crypto, HexRoundTripAndStrictness) {
@@ -60,17 +62,21 @@ TEST(Crypto, HexRoundTripAndStrictness) {
   EXPECT_EQ(hex_encode("\x01\xab\xff"), "01abff");
   EXPECT_EQ(hex_decode("01ABff"), std::string("\x01\xab\xff"));
   EXPECT_EQ(hex_decode(""), std::string());
-  EXPECT_FALSE(hex_decode("abc"));    // odd length
-  EXPECT_FALSE(hex_decode("zz"));     // not hex
-  EXPECT_FALSE(hex_decode("0x12"));   // no prefixes
-  EXPECT_FALSE(hex_decode(" 12"));    // no whitespace
+  EXPECT_FALSE(hex_decode("abc"));   // odd length
+  EXPECT_FALSE(hex_decode("zz"));    // not hex
+  EXPECT_FALSE(hex_decode("0x12"));  // no prefixes
+  EXPECT_FALSE(hex_decode(" 12"));   // no whitespace
 }
 
 // RFC 4648 section 10.
 TEST(Crypto, Base64Rfc4648Vectors) {
-  const std::pair<const char*, const char*> cases[] = {
-      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  const std::pair<const char*, const char*> cases[] = {{"", ""},
+                                                       {"f", "Zg=="},
+                                                       {"fo", "Zm8="},
+                                                       {"foo", "Zm9v"},
+                                                       {"foob", "Zm9vYg=="},
+                                                       {"fooba", "Zm9vYmE="},
+                                                       {"foobar", "Zm9vYmFy"}};
   for (const auto& [plain, encoded] : cases) {
     EXPECT_EQ(base64_encode(plain), encoded);
     EXPECT_EQ(base64_decode(encoded), std::string(plain)) << encoded;

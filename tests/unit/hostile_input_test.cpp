@@ -6,11 +6,11 @@
 #include <nlohmann/json.hpp>
 
 #include "shared/call_request.h"
-#include "shared/config.h"
-#include "shared/http_types.h"
-#include "shared/http_url.h"
+#include "shared/config/config.h"
+#include "shared/http/http_types.h"
+#include "shared/http/http_url.h"
 #include "shared/json_writer.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 #include "shared/utf8.h"
 #include "worker/message_expander.h"
 #include "worker/ssrf_guard.h"
@@ -47,8 +47,8 @@ TEST(Utf8Prefix, NeverCutsACharacter) {
 }
 
 TEST(HttpUrl, OneHostKeyForEverySpellingOfAHost) {
-  for (const char* url : {"https://api.example.com/x", "https://API.Example.com:443/x", "https://api.example.com./x",
-                          "HTTPS://api.example.com/x?y#z"}) {
+  for (const char* url : {"https://api.example.com/x", "https://API.Example.com:443/x",
+                          "https://api.example.com./x", "HTTPS://api.example.com/x?y#z"}) {
     auto u = parse_http_url(url);
     ASSERT_TRUE(u) << url << ": " << u.error().message;
     EXPECT_EQ(u->host_key(), "api.example.com:443") << url;
@@ -60,20 +60,25 @@ TEST(HttpUrl, OneHostKeyForEverySpellingOfAHost) {
 }
 
 TEST(HttpUrl, RefusesWhatCurlWouldGuessAt) {
-  for (const char* url : {"https:/api.example.com/x", "https:///api.example.com/x", "http:///x", "http://",
-                          "http://user:pw@h/", "ftp://h/", "h/x", "http://h:0/", "http://h:99999/", "http://h /"}) {
+  for (const char* url :
+       {"https:/api.example.com/x", "https:///api.example.com/x", "http:///x", "http://",
+        "http://user:pw@h/", "ftp://h/", "h/x", "http://h:0/", "http://h:99999/", "http://h /"}) {
     auto u = parse_http_url(url);
     EXPECT_FALSE(u) << url << " was accepted as " << (u ? u->url : "");
     if (!u) {
       EXPECT_EQ(u.error().code, "invalid_url");
     }
   }
-  EXPECT_FALSE(parse_http_url(std::string("http://a\0.example.com/", 22))) << "a NUL would hide the rest from curl";
+  EXPECT_FALSE(parse_http_url(std::string("http://a\0.example.com/", 22)))
+      << "a NUL would hide the rest from curl";
   // Found by the call_request fuzzer: curl decodes the host, and the decoded byte did not
   // survive the JSON envelope, so the worker would have called another host.
   EXPECT_FALSE(parse_http_url("http://example.co%bb/x"));
   EXPECT_FALSE(parse_http_url("http://exa%0amle.com/x"));
-  EXPECT_TRUE(parse_http_url("http://b\xc3\xbc" "cher.example/x")) << "UTF-8 host names stay allowed";
+  EXPECT_TRUE(
+      parse_http_url("http://b\xc3\xbc"
+                     "cher.example/x"))
+      << "UTF-8 host names stay allowed";
 }
 
 TEST(CallRequest, UrlsAreStoredAsCurlNormalisesThem) {
@@ -83,19 +88,22 @@ TEST(CallRequest, UrlsAreStoredAsCurlNormalisesThem) {
   EXPECT_EQ(c->url, "http://example.com/");
   auto slashes = parse_call_request(R"({"url":"https:///api.example.com/x"})", limits);
   ASSERT_FALSE(slashes);
-  EXPECT_EQ(slashes.error().message.rfind("url: must be https://host", 0), 0u) << slashes.error().message;
+  EXPECT_EQ(slashes.error().message.rfind("url: must be https://host", 0), 0u)
+      << slashes.error().message;
   auto huge = parse_call_request(R"({"url":"http://h/","timeout_ms":1e300})", limits);
   ASSERT_FALSE(huge);
   EXPECT_EQ(huge.error().message, "timeout_ms: must be an integer");
 }
 
 TEST(CallEnvelope, NumbersOutOfRangeAreRefusedNotCast) {
-  const std::string head = R"({"url":"http://h/","method":"POST","headers":[],"idempotency_key":"k",)";
-  for (const char* tail : {R"("timeout_ms":1e300,"max_attempts":3,"max_age_seconds":60})",
-                           R"("timeout_ms":1000,"max_attempts":2147483648,"max_age_seconds":60})",
-                           R"("timeout_ms":1000,"max_attempts":-1,"max_age_seconds":60})",
-                           R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":18446744073709551615})",
-                           R"("timeout_ms":"1000","max_attempts":3,"max_age_seconds":60})"}) {
+  const std::string head =
+      R"({"url":"http://h/","method":"POST","headers":[],"idempotency_key":"k",)";
+  for (const char* tail :
+       {R"("timeout_ms":1e300,"max_attempts":3,"max_age_seconds":60})",
+        R"("timeout_ms":1000,"max_attempts":2147483648,"max_age_seconds":60})",
+        R"("timeout_ms":1000,"max_attempts":-1,"max_age_seconds":60})",
+        R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":18446744073709551615})",
+        R"("timeout_ms":"1000","max_attempts":3,"max_age_seconds":60})"}) {
     auto e = parse_call_envelope(head + tail);
     ASSERT_FALSE(e) << tail;
     EXPECT_EQ(e.error().code, "bad_envelope");
@@ -122,7 +130,7 @@ ConsumedMessage retry_message(const std::string& attempt) {
   ConsumedMessage m;
   m.topic = std::string(kRetryTopicPrefix) + "0";
   m.value = std::make_shared<const std::string>("{}");
-  m.headers = {{"hr-kind", "webhook"},    {"hr-source", "acme"}, {"hr-event-id", "e1"},
+  m.headers = {{"hr-kind", "webhook"},     {"hr-source", "acme"}, {"hr-event-id", "e1"},
                {"hr-received-at", "1000"}, {"hr-route", "a"},     {"hr-attempt", attempt}};
   return m;
 }
@@ -132,7 +140,8 @@ TEST(MessageExpander, AttemptNumbersOutOfRangeAreMalformedNotOverflowed) {
   auto ok = expand_message(retry_message("7"), config);
   ASSERT_TRUE(ok) << ok.error().message;
   EXPECT_EQ(ok->at(0).attempt, 8);
-  EXPECT_EQ(ok->at(0).host_key, "api.example.com:443") << "the route's host key, derived once at load";
+  EXPECT_EQ(ok->at(0).host_key, "api.example.com:443")
+      << "the route's host key, derived once at load";
   for (const char* attempt : {"2147483647", "9223372036854775807", "-1", "1e3", "", " 7"}) {
     auto bad = expand_message(retry_message(attempt), config);
     ASSERT_FALSE(bad) << "hr-attempt " << attempt;
@@ -154,11 +163,12 @@ TEST(MessageExpander, CallWithAnUrlIngestWouldRefuseIsMalformed) {
   ConsumedMessage m;
   m.topic = std::string(kCallsTopic);
   m.value = std::make_shared<const std::string>("");
-  m.headers = {{"hr-kind", "call"},
-               {"hr-event-id", "c1"},
-               {"hr-received-at", "1000"},
-               {"hr-call", R"({"url":"https:///x","method":"POST","headers":[],"idempotency_key":"k",)"
-                           R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})"}};
+  m.headers = {
+      {"hr-kind", "call"},
+      {"hr-event-id", "c1"},
+      {"hr-received-at", "1000"},
+      {"hr-call", R"({"url":"https:///x","method":"POST","headers":[],"idempotency_key":"k",)"
+                  R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})"}};
   auto out = expand_message(m, config);
   ASSERT_FALSE(out);
   EXPECT_EQ(out.error().code, "malformed_message");
@@ -182,7 +192,9 @@ TEST(ConfigWarnings, BodiesKafkaCannotCarryAreFlagged) {
   EXPECT_NE(w[0].find("ingest.max_body_bytes"), std::string::npos) << w[0];
   EXPECT_NE(w[0].find("message.max.bytes"), std::string::npos) << w[0];
   auto raised = parse_config(
-      "ingest: { max_body_bytes: 1048576 }\nkafka: { properties: { message.max.bytes: \"2097152\" } }", none);
+      "ingest: { max_body_bytes: 1048576 }\nkafka: { properties: { message.max.bytes: \"2097152\" "
+      "} }",
+      none);
   ASSERT_TRUE(raised);
   EXPECT_TRUE(config_warnings(*raised).empty());
 }
@@ -197,7 +209,10 @@ ConsumedMessage webhook_with(std::vector<std::pair<std::string, std::string>> ex
   ConsumedMessage m;
   m.topic = std::string(kWebhooksTopic);
   m.value = std::make_shared<const std::string>("{}");
-  m.headers = {{"hr-kind", "webhook"}, {"hr-source", "acme"}, {"hr-event-id", "e1"}, {"hr-received-at", "1000"}};
+  m.headers = {{"hr-kind", "webhook"},
+               {"hr-source", "acme"},
+               {"hr-event-id", "e1"},
+               {"hr-received-at", "1000"}};
   for (auto& h : extra) m.headers.push_back(std::move(h));
   return m;
 }
@@ -212,9 +227,11 @@ TEST(MessageExpander, ForwardedHeadersAreHeldToWhatIngestWouldForward) {
   auto flood = expand_message(webhook_with(many), config);
   ASSERT_FALSE(flood) << "10,000 forwarded headers";
   EXPECT_EQ(flood.error().code, "malformed_message");
-  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-a", "a\r\nInjected: 1"}}), config)) << "CR/LF";
+  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-a", "a\r\nInjected: 1"}}), config))
+      << "CR/LF";
   EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-bad name", "v"}}), config));
-  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-big", std::string(70000, 'a')}}), config)) << "over 64 KiB";
+  EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-big", std::string(70000, 'a')}}), config))
+      << "over 64 KiB";
 }
 
 }  // namespace

@@ -1,16 +1,17 @@
 // kafka_error(): a librdkafka code decided by what it is.
 #include <gtest/gtest.h>
 
-#include "shared/kafka_handles.h"
-#include "shared/message_producer.h"
+#include "shared/kafka/kafka_handles.h"
+#include "shared/kafka/message_producer.h"
 
 namespace hookrelay {
 namespace {
 
 TEST(KafkaError, TransientCodesAreRetryable) {
-  for (auto err : {RD_KAFKA_RESP_ERR__QUEUE_FULL, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
-                   RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
-                   RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART}) {
+  for (auto err : {RD_KAFKA_RESP_ERR__QUEUE_FULL, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT,
+                   RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, RD_KAFKA_RESP_ERR__TRANSPORT,
+                   RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                   RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART}) {
     EXPECT_TRUE(kafka_error(err).retryable) << rd_kafka_err2name(err);
   }
 }
@@ -21,10 +22,11 @@ TEST(KafkaError, CodesThatCanNeverSucceedAreNotRetryable) {
   EXPECT_EQ(kafka_error(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE).code, kMessageTooLargeCode);
   EXPECT_EQ(kafka_error(RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE).code, kMessageTooLargeCode);
   EXPECT_EQ(kafka_error(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED).code, "not_authorized");
-  for (auto err : {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-                   RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_INVALID_RECORD,
-                   RD_KAFKA_RESP_ERR_POLICY_VIOLATION, RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION,
-                   RD_KAFKA_RESP_ERR__INVALID_ARG, RD_KAFKA_RESP_ERR__FATAL}) {
+  for (auto err :
+       {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_INVALID_RECORD,
+        RD_KAFKA_RESP_ERR_POLICY_VIOLATION, RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION,
+        RD_KAFKA_RESP_ERR__INVALID_ARG, RD_KAFKA_RESP_ERR__FATAL}) {
     EXPECT_FALSE(kafka_error(err).retryable) << rd_kafka_err2name(err);
   }
 }

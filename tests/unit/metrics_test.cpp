@@ -1,7 +1,6 @@
 #include "shared/metrics.h"
 
 #include <gtest/gtest.h>
-
 #include <prometheus/counter.h>
 
 namespace hookrelay {

@@ -1,4 +1,4 @@
-#include "shared/pg_array.h"
+#include "shared/store/pg_array.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,8 @@ TEST(PgArrayLiteral, QuotesEveryTextElementAndEscapesQuoteAndBackslash) {
   a.add(std::string_view(""));
   a.add(std::string_view("NULL"));
   a.add(std::string_view("a,b {c} \"q\" back\\slash\nline"));
-  EXPECT_EQ(std::move(a).take(), R"({"plain","","NULL","a,b {c} \"q\" back\\slash)" "\nline\"}");
+  EXPECT_EQ(std::move(a).take(), R"({"plain","","NULL","a,b {c} \"q\" back\\slash)"
+                                 "\nline\"}");
 }
 
 TEST(PgArrayLiteral, Integers) {
@@ -32,7 +33,8 @@ TEST(PgArrayLiteral, ReplacesWhatPostgresTextCannotHold) {
   a.add(std::string_view("a\0b", 3));
   a.add(std::string_view("\xff\xc0\x80"));
   EXPECT_EQ(std::move(a).take(),
-            "{\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"a\xef\xbf\xbd" "b\","
+            "{\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"a\xef\xbf\xbd"
+            "b\","
             "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}");
 }
 
@@ -40,14 +42,14 @@ TEST(Utf8, RejectsOverlongSurrogateAndOutOfRangeSequences) {
   EXPECT_EQ(utf8_sequence_length("a", 0), 1u);
   EXPECT_EQ(utf8_sequence_length("\xc3\xa9", 0), 2u);
   EXPECT_EQ(utf8_sequence_length("\xe2\x82\xac", 0), 3u);
-  EXPECT_EQ(utf8_sequence_length("\xf4\x8f\xbf\xbf", 0), 4u);   // U+10FFFF
-  EXPECT_EQ(utf8_sequence_length("\xc1\xbf", 0), 0u);           // overlong 2-byte
-  EXPECT_EQ(utf8_sequence_length("\xe0\x9f\xbf", 0), 0u);       // overlong 3-byte
-  EXPECT_EQ(utf8_sequence_length("\xed\xa0\x80", 0), 0u);       // surrogate U+D800
-  EXPECT_EQ(utf8_sequence_length("\xf0\x8f\xbf\xbf", 0), 0u);   // overlong 4-byte
-  EXPECT_EQ(utf8_sequence_length("\xf4\x90\x80\x80", 0), 0u);   // above U+10FFFF
-  EXPECT_EQ(utf8_sequence_length("\xe2\x82", 0), 0u);           // truncated
-  EXPECT_EQ(utf8_sequence_length("\x80", 0), 0u);               // lone continuation
+  EXPECT_EQ(utf8_sequence_length("\xf4\x8f\xbf\xbf", 0), 4u);  // U+10FFFF
+  EXPECT_EQ(utf8_sequence_length("\xc1\xbf", 0), 0u);          // overlong 2-byte
+  EXPECT_EQ(utf8_sequence_length("\xe0\x9f\xbf", 0), 0u);      // overlong 3-byte
+  EXPECT_EQ(utf8_sequence_length("\xed\xa0\x80", 0), 0u);      // surrogate U+D800
+  EXPECT_EQ(utf8_sequence_length("\xf0\x8f\xbf\xbf", 0), 0u);  // overlong 4-byte
+  EXPECT_EQ(utf8_sequence_length("\xf4\x90\x80\x80", 0), 0u);  // above U+10FFFF
+  EXPECT_EQ(utf8_sequence_length("\xe2\x82", 0), 0u);          // truncated
+  EXPECT_EQ(utf8_sequence_length("\x80", 0), 0u);              // lone continuation
 }
 
 TEST(AppendJsonString, EscapesControlsAndReplacesInvalidUtf8) {

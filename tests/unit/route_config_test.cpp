@@ -5,7 +5,7 @@
 #include <map>
 #include <string>
 
-#include "shared/config.h"
+#include "shared/config/config.h"
 
 namespace hookrelay {
 namespace {
@@ -23,8 +23,8 @@ EnvLookup env_of(std::map<std::string, std::string> vars) {
 
 // A config with one route of source g whose extra keys are `route_keys` (YAML flow mapping body).
 std::string with_route(const std::string& route_keys, const std::string& top = "") {
-  return "sources: { g: { scheme: github, secrets: [s] } }\n" + top + "routes:\n  g:\n    - { name: ci, url: \"http://h/\", " +
-         route_keys + " }\n";
+  return "sources: { g: { scheme: github, secrets: [s] } }\n" + top +
+         "routes:\n  g:\n    - { name: ci, url: \"http://h/\", " + route_keys + " }\n";
 }
 
 Result<Config> parse(const std::string& yaml, std::map<std::string, std::string> env = {}) {
@@ -47,7 +47,8 @@ routes:
           - { pointer: /sender/type, exists: true }
           - { pointer: "/a~1b/~0c/0", equals: 42 }
       headers: { Authorization: "Bearer ${CI_TOKEN}", X-Team: build }
-      secrets: [")" + std::string(kNew) + R"(", ")" + kOld + R"("]
+      secrets: [")" + std::string(kNew) +
+                           R"(", ")" + kOld + R"("]
       timeout_ms: 10000
       retry: { schedule_seconds: [5, 60, 600], max_attempts: 6, max_age_seconds: 3600 }
       max_in_flight: 64
@@ -75,8 +76,8 @@ routes:
   EXPECT_EQ(tokens[2].index, 0);
   EXPECT_EQ(r.filter.body[3].values.at(0).kind, JsonScalar::Kind::kNumber);
   EXPECT_TRUE(r.filter.body[3].values.at(0).integral);
-  EXPECT_EQ(r.headers, (std::vector<std::pair<std::string, std::string>>{{"Authorization", "Bearer tok-123"},
-                                                                          {"X-Team", "build"}}));
+  EXPECT_EQ(r.headers, (std::vector<std::pair<std::string, std::string>>{
+                           {"Authorization", "Bearer tok-123"}, {"X-Team", "build"}}));
   EXPECT_EQ(r.secrets, (std::vector<std::string>{kNew, kOld}));
   ASSERT_TRUE(r.retry);
   EXPECT_EQ(r.retry->schedule_seconds, (std::vector<int>{5, 60, 600}));
@@ -103,20 +104,23 @@ TEST(RouteConfig, AbsentKeysKeepTheOldBehaviour) {
 }
 
 TEST(RouteConfig, RetryPolicyOrFallsBackToTheGlobalOneAndMergesOverIt) {
-  const std::string top = "retry: { schedule_seconds: [5, 30, 120], max_attempts: 9, max_age_seconds: 7200 }\n";
+  const std::string top =
+      "retry: { schedule_seconds: [5, 30, 120], max_attempts: 9, max_age_seconds: 7200 }\n";
   auto c = parse(with_route("retry: { max_attempts: 3 }", top));
   ASSERT_TRUE(c) << c.error().message;
   const RouteConfig& r = c->routes.at("g").at(0);
   const RetryConfig& policy = r.retry_policy_or(c->retry);
   EXPECT_NE(&policy, &c->retry);
   EXPECT_EQ(policy.max_attempts, 3);
-  EXPECT_EQ(policy.schedule_seconds, (std::vector<int>{5, 30, 120})) << "keys not given come from retry:";
+  EXPECT_EQ(policy.schedule_seconds, (std::vector<int>{5, 30, 120}))
+      << "keys not given come from retry:";
   EXPECT_EQ(policy.max_age_seconds, 7200);
 
   auto plain = parse(with_route("timeout_ms: 1000", top));
   ASSERT_TRUE(plain);
   const RouteConfig& p = plain->routes.at("g").at(0);
-  EXPECT_EQ(&p.retry_policy_or(plain->retry), &plain->retry) << "no retry key: the global policy itself";
+  EXPECT_EQ(&p.retry_policy_or(plain->retry), &plain->retry)
+      << "no retry key: the global policy itself";
 
   RouteConfig in_code;  // built without parse_config
   RetryConfig global;
@@ -135,7 +139,8 @@ struct Refusal {
 class RouteConfigRefusal : public ::testing::TestWithParam<Refusal> {};
 
 TEST_P(RouteConfigRefusal, NamesTheField) {
-  auto c = parse(with_route(GetParam().route_keys, GetParam().top), {{"TOKEN", "s3cret-token-value"}});
+  auto c =
+      parse(with_route(GetParam().route_keys, GetParam().top), {{"TOKEN", "s3cret-token-value"}});
   ASSERT_FALSE(c) << GetParam().route_keys;
   EXPECT_EQ(c.error().message.rfind(GetParam().field + ": ", 0), 0u) << c.error().message;
   EXPECT_EQ(c.error().message.find("s3cret-token-value"), std::string::npos) << c.error().message;
@@ -147,8 +152,7 @@ INSTANTIATE_TEST_SUITE_P(
     Fields, RouteConfigRefusal,
     ::testing::Values(
         // filter
-        Refusal{"filter: []", kR + "filter"},
-        Refusal{"filter: { query: {} }", kR + "filter.query"},
+        Refusal{"filter: []", kR + "filter"}, Refusal{"filter: { query: {} }", kR + "filter.query"},
         Refusal{"filter: { header: [a] }", kR + "filter.header"},
         Refusal{"filter: { header: { X-E: [] } }", kR + "filter.header.X-E"},
         Refusal{"filter: { header: { X-E: { a: b } } }", kR + "filter.header.X-E"},
@@ -157,19 +161,24 @@ INSTANTIATE_TEST_SUITE_P(
         Refusal{"filter: { body: { pointer: /a } }", kR + "filter.body"},
         Refusal{"filter: { body: [ { equals: 1 } ] }", kR + "filter.body[0].pointer"},
         Refusal{"filter: { body: [ { pointer: a, equals: 1 } ] }", kR + "filter.body[0].pointer"},
-        Refusal{"filter: { body: [ { pointer: /a~2, equals: 1 } ] }", kR + "filter.body[0].pointer"},
+        Refusal{"filter: { body: [ { pointer: /a~2, equals: 1 } ] }",
+                kR + "filter.body[0].pointer"},
         Refusal{"filter: { body: [ { pointer: /a~, equals: 1 } ] }", kR + "filter.body[0].pointer"},
         Refusal{"filter: { body: [ { pointer: [a], equals: 1 } ] }", kR + "filter.body[0].pointer"},
-        Refusal{"filter: { body: [ { pointer: /a, contains: x } ] }", kR + "filter.body[0].contains"},
+        Refusal{"filter: { body: [ { pointer: /a, contains: x } ] }",
+                kR + "filter.body[0].contains"},
         Refusal{"filter: { body: [ { pointer: /a } ] }", kR + "filter.body[0]"},
-        Refusal{"filter: { body: [ { pointer: /ok, exists: true }, { pointer: /a, equals: 1, in: [1] } ] }",
+        Refusal{"filter: { body: [ { pointer: /ok, exists: true }, { pointer: /a, equals: 1, in: "
+                "[1] } ] }",
                 kR + "filter.body[1].in"},
         Refusal{"filter: { body: [ { pointer: /a, equals: [1] } ] }", kR + "filter.body[0].equals"},
-        Refusal{"filter: { body: [ { pointer: /a, equals: { b: 1 } } ] }", kR + "filter.body[0].equals"},
+        Refusal{"filter: { body: [ { pointer: /a, equals: { b: 1 } } ] }",
+                kR + "filter.body[0].equals"},
         Refusal{"filter: { body: [ { pointer: /a, in: [] } ] }", kR + "filter.body[0].in"},
         Refusal{"filter: { body: [ { pointer: /a, in: x } ] }", kR + "filter.body[0].in"},
         Refusal{"filter: { body: [ { pointer: /a, in: [1, [2]] } ] }", kR + "filter.body[0].in[1]"},
-        Refusal{"filter: { body: [ { pointer: /a, exists: maybe } ] }", kR + "filter.body[0].exists"},
+        Refusal{"filter: { body: [ { pointer: /a, exists: maybe } ] }",
+                kR + "filter.body[0].exists"},
         // headers
         Refusal{"headers: [a]", kR + "headers"},
         Refusal{"headers: { \"X Bad\": v }", kR + "headers.X Bad"},
@@ -183,22 +192,25 @@ INSTANTIATE_TEST_SUITE_P(
         Refusal{"headers: { TE: trailers }", kR + "headers.TE"},
         Refusal{"headers: { Trailer: x }", kR + "headers.Trailer"},
         Refusal{"headers: { Upgrade: h2c }", kR + "headers.Upgrade"},
-        Refusal{"headers: { Proxy-Authorization: \"${TOKEN}\" }", kR + "headers.Proxy-Authorization"},
+        Refusal{"headers: { Proxy-Authorization: \"${TOKEN}\" }",
+                kR + "headers.Proxy-Authorization"},
         Refusal{"headers: { Host: example.com }", kR + "headers.Host"},
         Refusal{"headers: { X-Hookrelay-Attempt: \"1\" }", kR + "headers.X-Hookrelay-Attempt"},
         Refusal{"headers: { X-A: \"${TOKEN}\", x-a: \"${TOKEN}\" }", kR + "headers.x-a"},
-        Refusal{"headers: { Authorization: \"${TOKEN}\\r\\nX-Injected: 1\" }", kR + "headers.Authorization"},
+        Refusal{"headers: { Authorization: \"${TOKEN}\\r\\nX-Injected: 1\" }",
+                kR + "headers.Authorization"},
         Refusal{"headers: { Authorization: \"Bearer ${MISSING}\" }", kR + "headers.Authorization"},
         Refusal{"headers: { Authorization: [\"${TOKEN}\"] }", kR + "headers.Authorization"},
         // secrets
         Refusal{"secrets: []", kR + "secrets"},
         Refusal{"secrets: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", kR + "secrets"},
-        Refusal{"secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, \"${TOKEN}\"]", kR + "secrets[1]"},
-        Refusal{"secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]",
+        Refusal{"secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, \"${TOKEN}\"]",
+                kR + "secrets[1]"},
+        Refusal{"secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, secrets: "
+                "[whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]",
                 kR + "secrets"},
         // retry
-        Refusal{"retry: 3", kR + "retry"},
-        Refusal{"retry: { attempts: 3 }", kR + "retry.attempts"},
+        Refusal{"retry: 3", kR + "retry"}, Refusal{"retry: { attempts: 3 }", kR + "retry.attempts"},
         Refusal{"retry: { max_attempts: 0 }", kR + "retry.max_attempts"},
         Refusal{"retry: { max_age_seconds: -1 }", kR + "retry.max_age_seconds"},
         Refusal{"retry: { schedule_seconds: [] }", kR + "retry.schedule_seconds"},
@@ -214,12 +226,15 @@ INSTANTIATE_TEST_SUITE_P(
         Refusal{"suspend_after: {}", kR + "suspend_after"},
         Refusal{"suspend_after: 5", kR + "suspend_after"},
         Refusal{"suspend_after: { failures: 5 }", kR + "suspend_after.failures"},
-        Refusal{"suspend_after: { consecutive_failures: 0 }", kR + "suspend_after.consecutive_failures"},
-        Refusal{"suspend_after: { or_failing_for_seconds: x }", kR + "suspend_after.or_failing_for_seconds"}));
+        Refusal{"suspend_after: { consecutive_failures: 0 }",
+                kR + "suspend_after.consecutive_failures"},
+        Refusal{"suspend_after: { or_failing_for_seconds: x }",
+                kR + "suspend_after.or_failing_for_seconds"}));
 
 TEST(RouteConfig, FilterValuesKeepTheirYamlTypes) {
-  auto c = parse(with_route(
-      "filter: { body: [ { pointer: /a, in: [1, 2.5, \"3\", true, \"true\", null, ~, x, -7, 1e3] } ] }"));
+  auto c =
+      parse(with_route("filter: { body: [ { pointer: /a, in: [1, 2.5, \"3\", true, \"true\", null, "
+                       "~, x, -7, 1e3] } ] }"));
   ASSERT_TRUE(c) << c.error().message;
   const auto& v = c->routes.at("g").at(0).filter.body.at(0).values;
   ASSERT_EQ(v.size(), 10u);
@@ -264,7 +279,8 @@ TEST(JsonPointer, ParsesPerRfc6901) {
   EXPECT_EQ(p->tokens[5].key, "");
   EXPECT_EQ(p->tokens[6].index, 10);
   EXPECT_EQ(parse_json_pointer("/~01")->tokens[0].key, "~1") << "~0 first, so ~01 is ~1 and not /";
-  for (const char* bad : {"a", "/~", "/~2", "/a~x", "#/a"}) EXPECT_FALSE(parse_json_pointer(bad)) << bad;
+  for (const char* bad : {"a", "/~", "/~2", "/a~x", "#/a"})
+    EXPECT_FALSE(parse_json_pointer(bad)) << bad;
 }
 
 }  // namespace

@@ -1,15 +1,15 @@
 // Behaviour every scheme shares, run against each: round trip with the signer, tampering, wrong
 // and rotated secrets, missing and garbage headers, and the timestamp window edges. Scheme
 // specifics and published vectors are in signature_verifier_schemes_test.cpp.
-#include "shared/signature_verifier.h"
+#include "shared/signing/signature_verifier.h"
 
 #include <gtest/gtest.h>
 
 #include <cctype>
 #include <ostream>
 
-#include "shared/crypto.h"
-#include "shared/webhook_signer.h"
+#include "shared/signing/crypto.h"
+#include "shared/signing/webhook_signer.h"
 #include "tests/unit/webhook_test_support.h"
 
 namespace hookrelay {
@@ -26,11 +26,11 @@ const std::string kBody = R"({"id":"evt_body","event_id":"Ev_body","n":1})";
 
 struct SchemeCase {
   std::string label;
-  SourceConfig source;            // secrets left empty; filled per test
+  SourceConfig source;  // secrets left empty; filled per test
   std::string secret_a;
   std::string secret_b;
   std::string signature_header;
-  std::string timestamp_header;   // a separate header; empty when none or embedded
+  std::string timestamp_header;  // a separate header; empty when none or embedded
   bool timestamped = false;
 };
 
@@ -58,11 +58,14 @@ std::vector<SchemeCase> all_cases() {
   return {
       {"standard_webhooks", scheme_source(SchemeKind::kStandardWebhooks), whsec_a, whsec_b,
        "webhook-signature", "webhook-timestamp", true},
-      {"github", scheme_source(SchemeKind::kGithub), "gh-a", "gh-b", "X-Hub-Signature-256", "", false},
-      {"stripe", scheme_source(SchemeKind::kStripe), "whsec_a", "whsec_b", "Stripe-Signature", "", true},
+      {"github", scheme_source(SchemeKind::kGithub), "gh-a", "gh-b", "X-Hub-Signature-256", "",
+       false},
+      {"stripe", scheme_source(SchemeKind::kStripe), "whsec_a", "whsec_b", "Stripe-Signature", "",
+       true},
       {"slack", scheme_source(SchemeKind::kSlack), "slack-a", "slack-b", "X-Slack-Signature",
        "X-Slack-Request-Timestamp", true},
-      {"shopify", scheme_source(SchemeKind::kShopify), "shop-a", "shop-b", "X-Shopify-Hmac-Sha256", "", false},
+      {"shopify", scheme_source(SchemeKind::kShopify), "shop-a", "shop-b", "X-Shopify-Hmac-Sha256",
+       "", false},
       {"hmac_sha1_hex", hmac_sha1, "c-a", "c-b", "X-Signature", "", false},
       {"hmac_sha512_base64_ts", hmac_ts, "c-a", "c-b", "X-Signature", "X-Timestamp", true},
   };
@@ -140,8 +143,9 @@ TEST_P(EveryScheme, MissingSignatureHeader) {
 TEST_P(EveryScheme, GarbageSignatureHeaderIsMalformed) {
   const auto& c = GetParam();
   for (const char* garbage : {"garbage!!", "", "v1,", "=,=,="}) {
-    expect_error(verify({c.secret_a}, with(sign(c.secret_a, kBody, kNow), c.signature_header, garbage)),
-                 "malformed_signature");
+    expect_error(
+        verify({c.secret_a}, with(sign(c.secret_a, kBody, kNow), c.signature_header, garbage)),
+        "malformed_signature");
   }
 }
 
@@ -178,7 +182,8 @@ TEST_P(EveryScheme, MissingOrNonNumericTimestampHeader) {
   const auto headers = sign(c.secret_a, kBody, kNow);
   expect_error(verify({c.secret_a}, without(headers, c.timestamp_header)), "missing_timestamp");
   for (const char* bad : {"", "12ab", "-5", "1.5", "99999999999999999999999"}) {
-    expect_error(verify({c.secret_a}, with(headers, c.timestamp_header, bad)), "malformed_signature");
+    expect_error(verify({c.secret_a}, with(headers, c.timestamp_header, bad)),
+                 "malformed_signature");
   }
 }
 

@@ -143,7 +143,8 @@ TEST(SsrfGuard, ChecksSockaddrOfEitherFamily) {
   v4.sin_family = AF_INET;
   v4.sin_port = htons(443);
   ASSERT_EQ(inet_pton(AF_INET, "169.254.169.254", &v4.sin_addr), 1);
-  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (GuardDecision{false, "link_local"}));
+  EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)),
+            (GuardDecision{false, "link_local"}));
   ASSERT_EQ(inet_pton(AF_INET, "8.8.4.4", &v4.sin_addr), 1);
   EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (GuardDecision{true, "public"}));
 

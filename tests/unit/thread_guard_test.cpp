@@ -1,11 +1,12 @@
 // Thread entry points: an exception escaping a thread is logged, counted and handed to the main
 // thread instead of ending the process without a word.
+#include "shared/thread_guard.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <stdexcept>
 
-#include "shared/thread_guard.h"
 #include "worker/db_lane.h"
 
 namespace hookrelay {

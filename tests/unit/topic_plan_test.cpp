@@ -1,9 +1,9 @@
-#include "shared/topic_plan.h"
+#include "shared/kafka/topic_plan.h"
 
 #include <gtest/gtest.h>
 
-#include "shared/topic_check.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/topic_check.h"
+#include "shared/kafka/wire_contract.h"
 
 namespace hookrelay {
 namespace {
@@ -47,9 +47,10 @@ TEST(TopicPlan, DefaultsGiveEveryTopicWithTheDocumentedSettings) {
 }
 
 TEST(TopicPlan, RetryTierRetentionIsTenTimesItsDelayWhenThatIsLonger) {
-  auto c = config_of("retry: { schedule_seconds: [60, 172800] }\ntopics: { retention_ms: 86400000 }\n");
-  EXPECT_EQ(retry_tier_retention_ms(c, 0), 86400000);        // 10 min < 1 day
-  EXPECT_EQ(retry_tier_retention_ms(c, 1), 1728000000LL);    // 10 x 2 days
+  auto c =
+      config_of("retry: { schedule_seconds: [60, 172800] }\ntopics: { retention_ms: 86400000 }\n");
+  EXPECT_EQ(retry_tier_retention_ms(c, 0), 86400000);      // 10 min < 1 day
+  EXPECT_EQ(retry_tier_retention_ms(c, 1), 1728000000LL);  // 10 x 2 days
   auto topics = desired_topics(c);
   ASSERT_EQ(topics.size(), 6u);
   EXPECT_EQ(topics[3].name, "hookrelay.retry.1");
@@ -101,12 +102,14 @@ TEST(TopicDiff, EveryKindOfDriftIsOneSentenceNamingTopicPropertyWantedAndFound) 
   EXPECT_EQ(drifts[1].kind, DriftKind::kMorePartitions);
   EXPECT_FALSE(drifts[1].fixable);
   EXPECT_EQ(drifts[1].topic, "hookrelay.calls");
-  EXPECT_NE(drifts[1].message.find("partitions is 16, wanted 12"), std::string::npos) << drifts[1].message;
+  EXPECT_NE(drifts[1].message.find("partitions is 16, wanted 12"), std::string::npos)
+      << drifts[1].message;
   EXPECT_NE(drifts[1].message.find("cannot remove"), std::string::npos) << drifts[1].message;
 
   EXPECT_EQ(drifts[2].kind, DriftKind::kReplicationFactor);
   EXPECT_FALSE(drifts[2].fixable);
-  EXPECT_NE(drifts[2].message.find("hookrelay.retry.0: replication factor is 1, wanted 3"), std::string::npos)
+  EXPECT_NE(drifts[2].message.find("hookrelay.retry.0: replication factor is 1, wanted 3"),
+            std::string::npos)
       << drifts[2].message;
 
   EXPECT_EQ(drifts[3].kind, DriftKind::kConfig);
@@ -132,36 +135,43 @@ TEST(TopicDiff, AMissingTopicIsOneDriftNotOnePerProperty) {
 
 TEST(RequiredTopics, IngestNeedsTheFreshTopicsTheWorkerEveryTopic) {
   auto c = config_of("retry: { schedule_seconds: [1, 2] }\n");
-  EXPECT_EQ(required_topics(c, ServiceKind::kIngest), (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls"}));
+  EXPECT_EQ(required_topics(c, ServiceKind::kIngest),
+            (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls"}));
   EXPECT_EQ(required_topics(c, ServiceKind::kWorker),
-            (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls", "hookrelay.retry.0", "hookrelay.retry.1",
-                                      "hookrelay.dlq", "hookrelay.parked"}));
+            (std::vector<std::string>{"hookrelay.webhooks", "hookrelay.calls", "hookrelay.retry.0",
+                                      "hookrelay.retry.1", "hookrelay.dlq", "hookrelay.parked"}));
   EXPECT_EQ(missing_topics({"a", "b", "c"}, {"b", "x"}), (std::vector<std::string>{"a", "c"}));
 }
 
 TEST(TopicCheckAtStart, MissingTopicsStopTheServiceNamingThemAndTheFix) {
-  auto v = judge_topics_at_start("hookrelay-worker", {"hookrelay.webhooks", "hookrelay.dlq", "hookrelay.retry.0"},
+  auto v = judge_topics_at_start("hookrelay-worker",
+                                 {"hookrelay.webhooks", "hookrelay.dlq", "hookrelay.retry.0"},
                                  std::set<std::string>{"hookrelay.webhooks"}, "k1:9092");
   EXPECT_FALSE(v.go_on);
   EXPECT_FALSE(v.warned);
-  EXPECT_NE(v.message.find("hookrelay.dlq, hookrelay.retry.0 do not exist at k1:9092"), std::string::npos) << v.message;
+  EXPECT_NE(v.message.find("hookrelay.dlq, hookrelay.retry.0 do not exist at k1:9092"),
+            std::string::npos)
+      << v.message;
   EXPECT_NE(v.message.find("hookrelay topics apply"), std::string::npos) << v.message;
 
-  auto one = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, std::set<std::string>{}, "k1:9092");
+  auto one = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, std::set<std::string>{},
+                                   "k1:9092");
   EXPECT_FALSE(one.go_on);
-  EXPECT_NE(one.message.find("topic hookrelay.calls does not exist"), std::string::npos) << one.message;
+  EXPECT_NE(one.message.find("topic hookrelay.calls does not exist"), std::string::npos)
+      << one.message;
 }
 
 TEST(TopicCheckAtStart, AllPresentGoesOnSilently) {
-  auto v = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, std::set<std::string>{"hookrelay.calls", "x"},
-                                 "k1:9092");
+  auto v = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"},
+                                 std::set<std::string>{"hookrelay.calls", "x"}, "k1:9092");
   EXPECT_TRUE(v.go_on);
   EXPECT_FALSE(v.warned);
   EXPECT_TRUE(v.message.empty());
 }
 
 TEST(TopicCheckAtStart, NoAnswerFromKafkaWarnsAndGoesOn) {
-  Result<std::set<std::string>> timed_out = fail("kafka_unreachable", "Kafka at k1:9092 did not answer within 10 s", true);
+  Result<std::set<std::string>> timed_out =
+      fail("kafka_unreachable", "Kafka at k1:9092 did not answer within 10 s", true);
   auto v = judge_topics_at_start("hookrelay-ingest", {"hookrelay.calls"}, timed_out, "k1:9092");
   EXPECT_TRUE(v.go_on);
   EXPECT_TRUE(v.warned);

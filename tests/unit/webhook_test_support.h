@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "shared/config.h"
-#include "shared/signature_verifier.h"
+#include "shared/config/config.h"
+#include "shared/signing/signature_verifier.h"
 
 namespace hookrelay::testing {
 
@@ -31,7 +31,8 @@ inline HeaderLookup lookup_of(HeaderList list) {
   return [owned](std::string_view name) -> std::optional<std::string_view> {
     for (const auto& [k, v] : *owned) {
       if (std::equal(k.begin(), k.end(), name.begin(), name.end(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+            return std::tolower(static_cast<unsigned char>(a)) ==
+                   std::tolower(static_cast<unsigned char>(b));
           })) {
         return std::string_view(v);
       }

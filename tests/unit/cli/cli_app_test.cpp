@@ -14,16 +14,23 @@ TEST(CliApp, TopLevelHelpListsCommandsAndExitCodes) {
   TestIo t;
   EXPECT_EQ(t.run({"--help"}), kExitOk);
   const std::string help = t.out.str();
-  for (const char* s : {"migrate", "config check", "dlq list", "dlq show", "dlq replay", "deliveries show",
-                        "events show", "sign", "send", "exit codes:", "3  not found"}) {
+  for (const char* s :
+       {"migrate", "config check", "dlq list", "dlq show", "dlq replay", "deliveries show",
+        "events show", "sign", "send", "exit codes:", "3  not found"}) {
     EXPECT_NE(help.find(s), std::string::npos) << s;
   }
 }
 
 TEST(CliApp, EveryCommandHasHelpThatExitsZero) {
-  for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
-           {"migrate"}, {"config"}, {"config", "check"}, {"dlq"}, {"dlq", "replay"}, {"deliveries"},
-           {"events"}, {"sign"}, {"send"}}) {
+  for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{{"migrate"},
+                                                                            {"config"},
+                                                                            {"config", "check"},
+                                                                            {"dlq"},
+                                                                            {"dlq", "replay"},
+                                                                            {"deliveries"},
+                                                                            {"events"},
+                                                                            {"sign"},
+                                                                            {"send"}}) {
     TestIo t;
     cmd.push_back("--help");
     EXPECT_EQ(t.run(cmd), kExitOk) << cmd[0];
@@ -50,20 +57,20 @@ TEST(CliApp, NoCommandOrAnUnknownOneIsAUsageError) {
 
 TEST(CliApp, UsageErrorsExitTwoBeforeConnectingAnywhere) {
   // No database or Kafka is configured: these must fail on the arguments alone.
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"dlq", "replay"},
-           {"dlq", "replay", "k1", "--source", "github"},
-           {"dlq", "replay", "--all", "--status", "dead"},
-           {"dlq", "replay", "--since", "yesterday"},
-           {"dlq", "list", "--limit", "0"},
-           {"dlq", "list", "--bogus"},
-           {"dlq", "show"},
-           {"dlq", "purge"},
-           {"deliveries", "show"},
-           {"events", "show", "github"},
-           {"migrate", "extra"},
-           {"config", "validate"},
-           {"sign", "--source", "x"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"dlq", "replay"},
+                                             {"dlq", "replay", "k1", "--source", "github"},
+                                             {"dlq", "replay", "--all", "--status", "dead"},
+                                             {"dlq", "replay", "--since", "yesterday"},
+                                             {"dlq", "list", "--limit", "0"},
+                                             {"dlq", "list", "--bogus"},
+                                             {"dlq", "show"},
+                                             {"dlq", "purge"},
+                                             {"deliveries", "show"},
+                                             {"events", "show", "github"},
+                                             {"migrate", "extra"},
+                                             {"config", "validate"},
+                                             {"sign", "--source", "x"}}) {
     TestIo t;
     EXPECT_EQ(t.run(args), kExitUsage) << args[0] << " " << args[1];
     EXPECT_NE(t.err.str(), "") << args[0];
@@ -90,8 +97,9 @@ TEST(ResolveDatabaseUrl, FlagBeatsConfigBeatsEnvironment) {
   testing::TempFile config("postgres: { url: \"postgresql://cfg@127.0.0.1/db\" }\n");
   TestIo t;
   t.env["HOOKRELAY_DATABASE_URL_UNUSED"] = "x";
-  auto with_flag = parse_args({"--database-url", "postgresql://flag@127.0.0.1/db", "--config", config.path()},
-                              {kDatabaseOption, kConfigOption});
+  auto with_flag =
+      parse_args({"--database-url", "postgresql://flag@127.0.0.1/db", "--config", config.path()},
+                 {kDatabaseOption, kConfigOption});
   ASSERT_TRUE(with_flag);
   EXPECT_EQ(*resolve_database_url(*with_flag, t.io), "postgresql://flag@127.0.0.1/db");
   auto with_config = parse_args({"--config", config.path()}, {kDatabaseOption, kConfigOption});

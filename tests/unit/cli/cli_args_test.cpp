@@ -8,7 +8,8 @@ namespace {
 const std::vector<OptionSpec> kSpecs = {{"--rate", true}, {"--id", true}, {"--dry-run", false}};
 
 TEST(ParseArgs, ReadsValuesSwitchesRepeatsAndPositionals) {
-  auto a = parse_args({"replay", "--rate", "5/s", "--id=a", "--dry-run", "--id", "b", "k1", "-"}, kSpecs);
+  auto a = parse_args({"replay", "--rate", "5/s", "--id=a", "--dry-run", "--id", "b", "k1", "-"},
+                      kSpecs);
   ASSERT_TRUE(a) << a.error().message;
   EXPECT_EQ(a->value("--rate"), "5/s");
   EXPECT_TRUE(a->has("--dry-run"));
@@ -52,7 +53,8 @@ TEST(ParseTimeArg, AcceptsRfc3339DatesDurationsAgoAndNow) {
 }
 
 TEST(ParseTimeArg, RejectsAmbiguousOrMalformedTimesNamingTheField) {
-  for (const char* bad : {"2024-05-01T12:00:00", "2024-13-01", "yesterday", "5w", "-5m", "2024-05-01T25:00:00Z", ""}) {
+  for (const char* bad : {"2024-05-01T12:00:00", "2024-13-01", "yesterday", "5w", "-5m",
+                          "2024-05-01T25:00:00Z", ""}) {
     auto t = parse_time_arg(bad, kNow, "--until");
     ASSERT_FALSE(t) << bad;
     EXPECT_EQ(t.error().code, "usage");
@@ -65,7 +67,8 @@ TEST(ParseRateArg, PerSecondAndPerMinute) {
   EXPECT_DOUBLE_EQ(*parse_rate_arg("10", "--rate"), 10);
   EXPECT_DOUBLE_EQ(*parse_rate_arg("0.5/s", "--rate"), 0.5);
   EXPECT_DOUBLE_EQ(*parse_rate_arg("120/m", "--rate"), 2);
-  for (const char* bad : {"0/s", "-1/s", "10/h", "fast", "/s", "nan"}) EXPECT_FALSE(parse_rate_arg(bad, "--rate")) << bad;
+  for (const char* bad : {"0/s", "-1/s", "10/h", "fast", "/s", "nan"})
+    EXPECT_FALSE(parse_rate_arg(bad, "--rate")) << bad;
 }
 
 TEST(ParseIntArg, EnforcesTheRange) {

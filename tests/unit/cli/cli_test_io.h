@@ -24,7 +24,9 @@ struct TestIo {
   std::map<std::string, std::string> env;
   int64_t now = 1714564800000;  // 2024-05-01T12:00:00Z
   std::vector<int64_t> sleeps;
-  CliIo io{in, out, err,
+  CliIo io{in,
+           out,
+           err,
            [this](const std::string& k) -> std::optional<std::string> {
              auto it = env.find(k);
              if (it == env.end()) return std::nullopt;

@@ -25,7 +25,8 @@ TEST(ConfigCheck, AValidFileSaysOkWithASummary) {
   TestIo t;
   t.env["GITHUB_SECRET"] = "s3cret";
   EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk) << t.err.str();
-  EXPECT_EQ(t.out.str(), file.path() + ": ok (1 sources, 1 routes, 2 retry tiers, max 3 attempts)\n");
+  EXPECT_EQ(t.out.str(),
+            file.path() + ": ok (1 sources, 1 routes, 2 retry tiers, max 3 attempts)\n");
   EXPECT_EQ(t.err.str(), "");
 }
 
@@ -52,7 +53,8 @@ TEST(ConfigCheck, InvalidFilesExitTwoNamingTheField) {
   const BadCase cases[] = {
       {"sources:\n  github: { scheme: gitlab, secrets: [x] }\n", "sources.github.scheme"},
       {"sources:\n  github: { scheme: github }\n", "sources.github.secrets"},
-      {"sources:\n  github: { scheme: github, secrets: [\"${GITHUB_SECRET}\"] }\n", "sources.github.secrets"},
+      {"sources:\n  github: { scheme: github, secrets: [\"${GITHUB_SECRET}\"] }\n",
+       "sources.github.secrets"},
       {"routes:\n  nobody:\n    - { name: a, url: \"http://127.0.0.1/\" }\n", "routes.nobody"},
       {"retry: { schedule_seconds: [5, 2] }\n", "retry.schedule_seconds[1]"},
       {"worker: { listen: \"nohost\" }\n", "worker.listen"},
@@ -60,9 +62,12 @@ TEST(ConfigCheck, InvalidFilesExitTwoNamingTheField) {
       {"worker: { allowed_cidrs: [\"10.0.0.1/8\"] }\n", "worker.allowed_cidrs[0]"},
       {"bogus: 1\n", "bogus"},
       // librdkafka itself refuses these when the client configuration is built (no connection).
-      {"kafka: { producer_properties: { linger.ms: \"soon\" } }\n", "kafka.producer_properties.linger.ms"},
-      {"kafka: { consumer_properties: { no.such.property: \"1\" } }\n", "kafka.consumer_properties.no.such.property"},
-      {"kafka: { properties: { security.protocol: carrier_pigeon } }\n", "kafka.properties.security.protocol"},
+      {"kafka: { producer_properties: { linger.ms: \"soon\" } }\n",
+       "kafka.producer_properties.linger.ms"},
+      {"kafka: { consumer_properties: { no.such.property: \"1\" } }\n",
+       "kafka.consumer_properties.no.such.property"},
+      {"kafka: { properties: { security.protocol: carrier_pigeon } }\n",
+       "kafka.properties.security.protocol"},
       {"kafka: { consumer_properties: { enable.auto.offset.store: \"true\" } }\n",
        "kafka.consumer_properties.enable.auto.offset.store"},
   };
@@ -80,7 +85,8 @@ TEST(ConfigCheck, WarnsWhenTheBodyLimitDoesNotFitAKafkaMessage) {
   TempFile file("ingest: { max_body_bytes: 1048576 }\n");
   TestIo t;
   EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk) << t.err.str();
-  EXPECT_NE(t.err.str().find("warning: ingest.max_body_bytes (1048576)"), std::string::npos) << t.err.str();
+  EXPECT_NE(t.err.str().find("warning: ingest.max_body_bytes (1048576)"), std::string::npos)
+      << t.err.str();
 }
 
 TEST(ConfigCheck, SecretsNeverAppearInErrors) {
@@ -128,9 +134,14 @@ TEST(ConfigCheck, RouteKeysAreValidatedAndSummarisedWithoutHeaderValues) {
   TestIo t;
   t.env["CI_TOKEN"] = "tok-never-shown";
   EXPECT_EQ(t.run({"config", "check", file.path()}), kExitOk) << t.err.str();
-  EXPECT_EQ(t.out.str(), file.path() + ": ok (1 sources, 2 routes, 1 with filters, 2 retry tiers, max 3 attempts)\n");
-  EXPECT_NE(t.err.str().find("warning: routes.github[0].max_in_flight (999) is above worker.per_host_max_in_flight"),
-            std::string::npos) << t.err.str();
+  EXPECT_EQ(
+      t.out.str(),
+      file.path() + ": ok (1 sources, 2 routes, 1 with filters, 2 retry tiers, max 3 attempts)\n");
+  EXPECT_NE(
+      t.err.str().find(
+          "warning: routes.github[0].max_in_flight (999) is above worker.per_host_max_in_flight"),
+      std::string::npos)
+      << t.err.str();
   EXPECT_EQ(t.err.str().find("validated but not applied"), std::string::npos)
       << "retry and max_in_flight are applied by the worker: " << t.err.str();
   EXPECT_EQ((t.out.str() + t.err.str()).find("tok-never-shown"), std::string::npos);
@@ -143,7 +154,9 @@ TEST(ConfigCheck, ABadRouteKeyNamesTheFieldAndNotTheValue) {
   TestIo t;
   t.env["CI_TOKEN"] = "tok-never-shown";
   EXPECT_EQ(t.run({"config", "check", bad_header.path()}), kExitUsage);
-  EXPECT_NE(t.err.str().find("config error: routes.github[0].headers.Host: cannot be set per route"), std::string::npos)
+  EXPECT_NE(
+      t.err.str().find("config error: routes.github[0].headers.Host: cannot be set per route"),
+      std::string::npos)
       << t.err.str();
   EXPECT_EQ(t.err.str().find("tok-never-shown"), std::string::npos) << t.err.str();
 
@@ -153,7 +166,8 @@ TEST(ConfigCheck, ABadRouteKeyNamesTheFieldAndNotTheValue) {
   TestIo u;
   u.env["CI_TOKEN"] = "x";
   EXPECT_EQ(u.run({"config", "check", bad_operator.path()}), kExitUsage);
-  EXPECT_NE(u.err.str().find("config error: routes.github[0].filter.body[0].contains: unknown key"), std::string::npos)
+  EXPECT_NE(u.err.str().find("config error: routes.github[0].filter.body[0].contains: unknown key"),
+            std::string::npos)
       << u.err.str();
 }
 

@@ -1,10 +1,10 @@
-#include "shared/dlq_replay.h"
+#include "shared/replay/dlq_replay.h"
 
 #include <gtest/gtest.h>
 
 #include <map>
 
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 
 namespace hookrelay {
 namespace {
@@ -21,7 +21,8 @@ class FakeStore final : public ReplayStore {
     if (it == states.end()) return fail("not_found", "no delivery with key " + key);
     return it->second;
   }
-  Result<void> mark_replayed(const std::string& key, const std::string& who, const std::string&) override {
+  Result<void> mark_replayed(const std::string& key, const std::string& who,
+                             const std::string&) override {
     log.push_back("mark " + key + " by " + who);
     if (states[key] != "dead") return fail("not_replayable", key + " is " + states[key]);
     states[key] = "retrying";
@@ -47,27 +48,36 @@ class FakeProducer final : public MessageProducer {
 
   void produce(const OutgoingMessage& m, DoneCallback done) override {
     if (refuse) return done(fail("broker_down", "all brokers down", true));
-    sent.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers, store->log});
+    sent.push_back(
+        {std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers, store->log});
     done(ProducedAt{0, static_cast<int64_t>(sent.size())});
   }
   bool reachable() const override { return true; }
   int outstanding() const override { return 0; }
 };
 
-DlqMessage dlq_message(const std::string& key, int64_t offset, int64_t ts, std::string body = "{}") {
+DlqMessage dlq_message(const std::string& key, int64_t offset, int64_t ts,
+                       std::string body = "{}") {
   DlqMessage m;
   m.partition = 0;
   m.offset = offset;
   m.timestamp_ms = ts;
   m.key = key;
   m.value = std::move(body);
-  m.headers = {{"hr-kind", "webhook"},          {"hr-source", "github"},
-               {"hr-event-id", "e1"},           {"hr-received-at", "1000"},
-               {"hr-fwd-x-github-event", "push"}, {"hr-delivery-key", key},
-               {"hr-route", "ci"},              {"hr-origin-topic", "hookrelay.webhooks"},
-               {"hr-attempt", "3"},             {"hr-first-attempt-at", "1100"},
-               {"hr-last-attempt-at", "1300"},  {"hr-last-status", "400"},
-               {"hr-last-error", "HTTP 400"},   {"hr-due-at", "1400"},
+  m.headers = {{"hr-kind", "webhook"},
+               {"hr-source", "github"},
+               {"hr-event-id", "e1"},
+               {"hr-received-at", "1000"},
+               {"hr-fwd-x-github-event", "push"},
+               {"hr-delivery-key", key},
+               {"hr-route", "ci"},
+               {"hr-origin-topic", "hookrelay.webhooks"},
+               {"hr-attempt", "3"},
+               {"hr-first-attempt-at", "1100"},
+               {"hr-last-attempt-at", "1300"},
+               {"hr-last-status", "400"},
+               {"hr-last-error", "HTTP 400"},
+               {"hr-due-at", "1400"},
                {"hr-dlq-reason", "permanent"}};
   return m;
 }
@@ -88,7 +98,8 @@ TEST(ReplayHeaders, FreshAttemptBudgetDueNowAndNoLastError) {
   EXPECT_EQ(h["hr-received-at"], "5000");
   EXPECT_EQ(h["hr-original-received-at"], "1000");
   EXPECT_EQ(h["hr-replayed-by"], "alice");
-  for (const char* gone : {"hr-last-attempt-at", "hr-last-status", "hr-last-error", "hr-dlq-reason"}) {
+  for (const char* gone :
+       {"hr-last-attempt-at", "hr-last-status", "hr-last-error", "hr-dlq-reason"}) {
     EXPECT_EQ(h.count(gone), 0u) << gone;
   }
   // What the worker needs to rebuild the delivery from a retry tier is carried unchanged.
@@ -111,8 +122,8 @@ TEST(ReplayHeaders, ASecondReplayKeepsTheFirstOriginalReceivedTime) {
 }
 
 TEST(LatestByKey, PicksTheNewestMessagePerKeyAndIgnoresKeyless) {
-  std::vector<DlqMessage> msgs = {dlq_message("a", 1, 100), dlq_message("b", 2, 100), dlq_message("a", 3, 300),
-                                  dlq_message("a", 4, 200)};
+  std::vector<DlqMessage> msgs = {dlq_message("a", 1, 100), dlq_message("b", 2, 100),
+                                  dlq_message("a", 3, 300), dlq_message("a", 4, 200)};
   DlqMessage keyless;
   keyless.offset = 5;
   msgs.push_back(keyless);
@@ -128,11 +139,14 @@ class ReplayerTest : public ::testing::Test {
   ReplaySummary run(const std::vector<std::string>& keys, const std::vector<DlqMessage>& msgs,
                     ReplayOptions options = {}) {
     if (options.who.empty()) options.who = "alice";
-    Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [this](int64_t ms) {
-                                                sleeps_.push_back(ms);
-                                                now_ += ms;
-                                              }});
-    return r.run(keys, msgs, options, [this](const ReplaySummary& s) { progress_.push_back(progress_line(s, false)); });
+    Replayer r(store_, producer_,
+               ReplayClock{[this] { return now_; },
+                           [this](int64_t ms) {
+                             sleeps_.push_back(ms);
+                             now_ += ms;
+                           }});
+    return r.run(keys, msgs, options,
+                 [this](const ReplaySummary& s) { progress_.push_back(progress_line(s, false)); });
   }
 
   FakeStore store_;
@@ -159,8 +173,9 @@ TEST_F(ReplayerTest, ReplaysADeadDeliveryToTheFirstRetryTierAfterMarkingIt) {
 
 TEST_F(ReplayerTest, SkipsSucceededAndNotDeadAndReportsMissing) {
   store_.states = {{"done", "succeeded"}, {"busy", "retrying"}, {"gone", "dead"}};
-  auto s = run({"done", "busy", "gone", "unknown"},
-               {dlq_message("done", 1, 1), dlq_message("busy", 2, 2), dlq_message("unknown", 3, 3)});
+  auto s =
+      run({"done", "busy", "gone", "unknown"},
+          {dlq_message("done", 1, 1), dlq_message("busy", 2, 2), dlq_message("unknown", 3, 3)});
   EXPECT_EQ(s.total, 4);
   EXPECT_EQ(s.replayed, 0);
   EXPECT_EQ(s.skipped, 2);
@@ -218,7 +233,8 @@ TEST_F(ReplayerTest, RateSpacesProducesEvenly) {
   ReplayOptions paced;
   paced.rate_per_second = 2;
   auto s = run({"a", "b", "c", "d"},
-               {dlq_message("a", 1, 1), dlq_message("b", 2, 2), dlq_message("c", 3, 3), dlq_message("d", 4, 4)},
+               {dlq_message("a", 1, 1), dlq_message("b", 2, 2), dlq_message("c", 3, 3),
+                dlq_message("d", 4, 4)},
                paced);
   EXPECT_EQ(s.replayed, 4);
   EXPECT_EQ(sleeps_, (std::vector<int64_t>{500, 500, 500}));  // the first goes at once

@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "shared/dlq_reader.h"
 #include "shared/json_writer.h"
+#include "shared/replay/dlq_reader.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -86,7 +86,8 @@ TEST(DeliveryTable, OneLinePerDeliveryWithTheErrorFlattened) {
 TEST(ProgressPrinter, QuietForTheFirstIntervalThenOncePerIntervalAndAFinalLine) {
   std::ostringstream out;
   int64_t now = 0;
-  ProgressPrinter p(out, [&] { return now; }, 1000);
+  ProgressPrinter p(
+      out, [&] { return now; }, 1000);
   p.update("1");
   now = 500;
   p.update("2");
@@ -101,7 +102,8 @@ TEST(ProgressPrinter, QuietForTheFirstIntervalThenOncePerIntervalAndAFinalLine) 
   EXPECT_EQ(out.str(), "3\n5\n6\n");
 
   std::ostringstream quick;
-  ProgressPrinter q(quick, [&] { return now; }, 1000);
+  ProgressPrinter q(
+      quick, [&] { return now; }, 1000);
   q.update("1");
   q.finish("done");
   EXPECT_EQ(quick.str(), "");  // finished within the first interval: nothing to show
@@ -119,7 +121,8 @@ TEST(DlqMessageOutput, ControlBytesNeverReachTheTerminal) {
   print_dlq_message(text, m);
   for (char c : text.str()) {
     if (c == '\n') continue;
-    EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << "control byte " << int(c) << " in " << text.str();
+    EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        << "control byte " << int(c) << " in " << text.str();
   }
   EXPECT_TRUE(nlohmann::json::accept(json_text(to_json(m))));
 }

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_context.h"
-#include "shared/signature_verifier.h"
+#include "shared/signing/signature_verifier.h"
 #include "tests/unit/cli/cli_test_io.h"
 
 namespace hookrelay::cli {
@@ -34,11 +34,14 @@ std::map<std::string, std::string> parse_header_lines(const std::string& text) {
 }
 
 bool verifies(const Config& config, const std::string& source,
-              const std::map<std::string, std::string>& headers, const std::string& body, int64_t now) {
+              const std::map<std::string, std::string>& headers, const std::string& body,
+              int64_t now) {
   HeaderLookup lookup = [&](std::string_view name) -> std::optional<std::string_view> {
     for (const auto& [k, v] : headers) {
-      if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+      if (k.size() == name.size() &&
+          std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+            return std::tolower(static_cast<unsigned char>(a)) ==
+                   std::tolower(static_cast<unsigned char>(b));
           })) {
         return std::string_view(v);
       }
@@ -70,7 +73,8 @@ TEST(Sign, ReadsTheBodyFromStdinAndDefaultsTimeToNow) {
   TempFile config(kConfig);
   TestIo t;
   t.in.str("{\"zen\":\"hi\"}");
-  EXPECT_EQ(t.run({"sign", "--config", config.path(), "--source", "github", "-"}), kExitOk) << t.err.str();
+  EXPECT_EQ(t.run({"sign", "--config", config.path(), "--source", "github", "-"}), kExitOk)
+      << t.err.str();
   auto headers = parse_header_lines(t.out.str());
   EXPECT_EQ(headers["X-GitHub-Delivery"].rfind("evt_", 0), 0u);  // a random id
   auto cfg = load_config_file(config.path(), process_env());
@@ -82,7 +86,8 @@ TEST(Sign, JsonOutput) {
   TempFile config(kConfig);
   TestIo t;
   t.in.str("{}");
-  EXPECT_EQ(t.run({"sign", "--config", config.path(), "--source", "acme", "--event-id", "m", "--json", "-"}),
+  EXPECT_EQ(t.run({"sign", "--config", config.path(), "--source", "acme", "--event-id", "m",
+                   "--json", "-"}),
             kExitOk);
   auto j = nlohmann::json::parse(t.out.str());
   EXPECT_EQ(j["source"], "acme");
@@ -107,8 +112,9 @@ TEST(Sign, NeedsAConfigASourceAndAReadableFile) {
   TestIo no_source;
   EXPECT_EQ(no_source.run({"sign", "--config", config.path(), "-"}), kExitUsage);
   TestIo no_file;
-  EXPECT_EQ(no_file.run({"sign", "--config", config.path(), "--source", "acme", "/nonexistent/body"}),
-            kExitUsage);
+  EXPECT_EQ(
+      no_file.run({"sign", "--config", config.path(), "--source", "acme", "/nonexistent/body"}),
+      kExitUsage);
 }
 
 TEST(Send, RefusesToRunWithoutAnAnswerAndSaysWhy) {
@@ -116,7 +122,8 @@ TEST(Send, RefusesToRunWithoutAnAnswerAndSaysWhy) {
   TestIo t;
   t.in.str("{}");
   // Port 1 on loopback: nothing listens, the connection is refused at once.
-  EXPECT_EQ(t.run({"send", "--config", config.path(), "--source", "acme", "--ingest", "http://127.0.0.1:1", "-"}),
+  EXPECT_EQ(t.run({"send", "--config", config.path(), "--source", "acme", "--ingest",
+                   "http://127.0.0.1:1", "-"}),
             kExitFailed);
   EXPECT_NE(t.err.str().find("http://127.0.0.1:1/webhooks/acme"), std::string::npos) << t.err.str();
 }

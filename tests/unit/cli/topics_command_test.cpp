@@ -1,5 +1,6 @@
 // `hookrelay topics apply|check` without a cluster: usage and config errors (exit 2), and a
-// clear error when Kafka does not answer (exit 1). The real-Kafka test is tests/kafka/topics_test.cpp.
+// clear error when Kafka does not answer (exit 1). The real-Kafka test is
+// tests/kafka/topics_test.cpp.
 #include <gtest/gtest.h>
 
 #include "cli/cli_context.h"
@@ -14,7 +15,8 @@ using testing::TestIo;
 TEST(TopicsCommand, NeedsApplyOrCheck) {
   TestIo t;
   EXPECT_EQ(t.run({"topics"}), kExitUsage);
-  EXPECT_NE(t.err.str().find("expected the subcommand 'apply' or 'check'"), std::string::npos) << t.err.str();
+  EXPECT_NE(t.err.str().find("expected the subcommand 'apply' or 'check'"), std::string::npos)
+      << t.err.str();
   TestIo other;
   EXPECT_EQ(other.run({"topics", "create"}), kExitUsage);
 }
@@ -38,7 +40,8 @@ TEST(TopicsCommand, HelpDescribesBothSubcommands) {
 TEST(TopicsCommand, AnInvalidTopicsSectionIsAConfigErrorNamingTheField) {
   TempFile file("topics: { replication_factor: 2, min_insync_replicas: 2 }\n");
   TestIo t;
-  EXPECT_EQ(t.run({"topics", "check", "--config", file.path(), "--bootstrap", "127.0.0.1:1"}), kExitUsage);
+  EXPECT_EQ(t.run({"topics", "check", "--config", file.path(), "--bootstrap", "127.0.0.1:1"}),
+            kExitUsage);
   EXPECT_NE(t.err.str().find("topics.min_insync_replicas"), std::string::npos) << t.err.str();
 }
 
@@ -50,9 +53,11 @@ TEST(TopicsCommand, NoBrokersNamedIsAUsageError) {
 
 TEST(TopicsCommand, UnreachableKafkaIsAClearErrorWithinTheTimeout) {
   TestIo t;
-  EXPECT_EQ(t.run({"topics", "check", "--bootstrap", "127.0.0.1:1", "--timeout", "1"}), kExitFailed);
-  EXPECT_NE(t.err.str().find("hookrelay topics check: Kafka at 127.0.0.1:1 did not answer within 1 s"),
-            std::string::npos)
+  EXPECT_EQ(t.run({"topics", "check", "--bootstrap", "127.0.0.1:1", "--timeout", "1"}),
+            kExitFailed);
+  EXPECT_NE(
+      t.err.str().find("hookrelay topics check: Kafka at 127.0.0.1:1 did not answer within 1 s"),
+      std::string::npos)
       << t.err.str();
   EXPECT_EQ(t.out.str(), "");
 }

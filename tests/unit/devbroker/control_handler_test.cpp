@@ -71,8 +71,9 @@ TEST_F(ControlHandlerTest, RttForOneOrAllBrokers) {
 }
 
 TEST_F(ControlHandlerTest, ErrorsCycleThroughTheGivenCodes) {
-  EXPECT_EQ(handler_.handle("errors Produce 3 NOT_LEADER_FOR_PARTITION RD_KAFKA_RESP_ERR__TRANSPORT"),
-            "ok 3 Produce errors queued");
+  EXPECT_EQ(
+      handler_.handle("errors Produce 3 NOT_LEADER_FOR_PARTITION RD_KAFKA_RESP_ERR__TRANSPORT"),
+      "ok 3 Produce errors queued");
   ASSERT_EQ(cluster_.pushed.size(), 1u);
   EXPECT_EQ(cluster_.pushed[0].first, 0);
   EXPECT_EQ(cluster_.pushed[0].second,

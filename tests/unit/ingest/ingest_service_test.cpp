@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "shared/call_request.h"
-#include "shared/wire_contract.h"
-#include "shared/webhook_signer.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/signing/webhook_signer.h"
 
 namespace hookrelay {
 namespace {
@@ -31,12 +31,15 @@ struct Produced {
 class FakeProducer : public MessageProducer {
  public:
   void produce(const OutgoingMessage& m, DoneCallback done) override {
-    messages.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers, std::move(done)});
+    messages.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers,
+                        std::move(done)});
   }
   bool reachable() const override { return up; }
   int outstanding() const override { return static_cast<int>(messages.size()); }
   void ack(std::size_t i) { messages.at(i).done(ProducedAt{3, 42}); }
-  void nack(std::size_t i, std::string code) { messages.at(i).done(fail(std::move(code), "broker said no", true)); }
+  void nack(std::size_t i, std::string code) {
+    messages.at(i).done(fail(std::move(code), "broker said no", true));
+  }
   std::deque<Produced> messages;
   bool up = true;
 };
@@ -53,8 +56,10 @@ struct Request {
     r.body = body;
     r.header = [this](std::string_view name) -> std::optional<std::string_view> {
       for (const auto& [k, v] : headers) {
-        if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
-              return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+        if (k.size() == name.size() &&
+            std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+              return std::tolower(static_cast<unsigned char>(a)) ==
+                     std::tolower(static_cast<unsigned char>(b));
             })) {
           return std::string_view(v);
         }
@@ -78,11 +83,12 @@ sources:
   github: { scheme: github, secrets: ["It's a Secret to Everybody"] }
   acme: { scheme: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }
 api_tokens: ["tok_0123456789abcdef"]
-)", [](const std::string&) { return std::nullopt; });
+)",
+                          [](const std::string&) { return std::nullopt; });
     EXPECT_TRUE(c) << c.error().message;
     config = *c;
-    service = std::make_unique<IngestService>(config, producer, std::make_shared<prometheus::Registry>(),
-                                              [] { return kNowMs; });
+    service = std::make_unique<IngestService>(
+        config, producer, std::make_shared<prometheus::Registry>(), [] { return kNowMs; });
   }
 
   // Sends and returns the answer, if one was given synchronously or by the time acks ran.
@@ -96,7 +102,8 @@ api_tokens: ["tok_0123456789abcdef"]
     Request r;
     r.target = "/webhooks/" + source;
     r.body = body;
-    for (auto& [k, v] : provider_headers(config.sources.at(source), body, kNowMs / 1000, "evt_1")) r.headers[k] = v;
+    for (auto& [k, v] : provider_headers(config.sources.at(source), body, kNowMs / 1000, "evt_1"))
+      r.headers[k] = v;
     r.headers["Content-Type"] = "application/json";
     r.headers["X-GitHub-Event"] = "push";
     r.headers["Authorization"] = "Basic c2VjcmV0";
@@ -163,8 +170,10 @@ TEST_F(IngestServiceTest, BadSignatureIs401AndCounted) {
   EXPECT_TRUE(producer.messages.empty());
   Request metrics{.method = "GET", .target = "/metrics"};
   auto m = send(metrics);
-  EXPECT_NE(m->body.find(R"(hookrelay_ingest_verification_failures_total{reason="bad_signature",source="github"} 1)"),
-            std::string::npos)
+  EXPECT_NE(
+      m->body.find(
+          R"(hookrelay_ingest_verification_failures_total{reason="bad_signature",source="github"} 1)"),
+      std::string::npos)
       << m->body;
 }
 
@@ -229,7 +238,8 @@ TEST_F(IngestServiceTest, InvalidCallIs400NamingTheField) {
   auto a = send(r);
   EXPECT_EQ(a->status, 400);
   EXPECT_EQ(error_code(), "invalid_request");
-  EXPECT_NE(json::parse(a->body)["error"]["message"].get<std::string>().find("url"), std::string::npos);
+  EXPECT_NE(json::parse(a->body)["error"]["message"].get<std::string>().find("url"),
+            std::string::npos);
 }
 
 TEST_F(IngestServiceTest, ShutdownRefusesNewWorkAndFailsReadiness) {
@@ -260,7 +270,8 @@ namespace {
 // Bytes that are not UTF-8 in the path are echoed in the error as U+FFFD: the JSON body stays
 // valid and the handler returns (it used to throw from json::dump and end the process).
 TEST_F(IngestServiceTest, NonUtf8PathsGetAValidJsonError) {
-  for (std::string target : {std::string("/\xff"), std::string("/webhooks/\xff\xfe"), std::string("/v1/\xc3")}) {
+  for (std::string target :
+       {std::string("/\xff"), std::string("/webhooks/\xff\xfe"), std::string("/v1/\xc3")}) {
     Request r;
     r.method = "GET";
     r.target = target;
@@ -282,7 +293,8 @@ TEST_F(IngestServiceTest, LongUtf8SourceNameIsCutOnACharacterBoundary) {
   EXPECT_EQ(a->status, 404);
   ASSERT_TRUE(json::accept(a->body)) << a->body;
   auto message = json::parse(a->body)["error"]["message"].get<std::string>();
-  EXPECT_EQ(message.find("\xef\xbf\xbd"), std::string::npos) << "no character was cut in two: " << message;
+  EXPECT_EQ(message.find("\xef\xbf\xbd"), std::string::npos)
+      << "no character was cut in two: " << message;
 }
 
 // Kafka refusing a message as too large is permanent: 413 without Retry-After, not 503.
@@ -290,7 +302,8 @@ TEST_F(IngestServiceTest, MessageTooLargeForKafkaIs413) {
   auto r = send(signed_webhook("github", "{\"big\":true}"));
   EXPECT_FALSE(r);
   ASSERT_EQ(producer.messages.size(), 1u);
-  producer.messages[0].done(fail(std::string(kMessageTooLargeCode), "Broker: Message size too large", false));
+  producer.messages[0].done(
+      fail(std::string(kMessageTooLargeCode), "Broker: Message size too large", false));
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->status, 413);
   EXPECT_EQ(error_code(), "body_too_large");

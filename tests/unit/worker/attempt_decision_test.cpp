@@ -1,7 +1,7 @@
 // decide(): the one place a delivery's next state is chosen, for every path.
-#include <gtest/gtest.h>
-
 #include "worker/attempt_decision.h"
+
+#include <gtest/gtest.h>
 
 namespace hookrelay {
 namespace {
@@ -15,9 +15,12 @@ class Decide : public ::testing::Test {
     d.received_at_ms = kDecisionNow;
   }
   Decision http(int status, TransportError err = TransportError::kNone) {
-    return decide(d, AttemptResult::http(err, status, std::nullopt), policy, kDecisionNow, [] { return 0.5; });
+    return decide(d, AttemptResult::http(err, status, std::nullopt), policy, kDecisionNow,
+                  [] { return 0.5; });
   }
-  Decision without_attempt(AttemptResult::Kind kind) { return decide(d, AttemptResult::none(kind), policy, kDecisionNow, [] { return 0.5; }); }
+  Decision without_attempt(AttemptResult::Kind kind) {
+    return decide(d, AttemptResult::none(kind), policy, kDecisionNow, [] { return 0.5; });
+  }
 
   Delivery d;
   RetryPolicy policy{{5, 30, 120}, 3, 86400, {}};
@@ -105,8 +108,8 @@ TEST_F(Decide, ARouteWithItsOwnRetryFollowsItInTheGlobalTiers) {
   RouteConfig route;
   route.retry = RetryConfig{{20, 60}, 2, 600};  // global: tiers 5, 30, 120 s; 3 attempts
   d.route = &route;
-  auto r = decide(d, AttemptResult::http(TransportError::kNone, 503, std::nullopt), policy, kDecisionNow,
-                  [] { return 0.99; });
+  auto r = decide(d, AttemptResult::http(TransportError::kNone, 503, std::nullopt), policy,
+                  kDecisionNow, [] { return 0.99; });
   ASSERT_EQ(r.next, NextState::kRetrying);
   EXPECT_EQ(r.due_at_ms, kDecisionNow + 19'800) << "the route's first delay (20 s), jittered";
   EXPECT_EQ(r.tier, 1) << "waits in the global 30 s tier, the smallest that covers 19.8 s";

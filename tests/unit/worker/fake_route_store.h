@@ -1,6 +1,6 @@
 // FakeRouteStore: route_states in memory, for the worker's route lifecycle tests. Streaks add up
-// across reports as Postgres adds them (shared/route_states.cpp); `down` fails every call as an
-// unreachable database does.
+// across reports as Postgres adds them (shared/routes/route_states.cpp); `down` fails every call as
+// an unreachable database does.
 #pragma once
 
 #include <map>
@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "shared/route_states.h"
+#include "shared/routes/route_states.h"
 
 namespace hookrelay {
 
@@ -32,8 +32,8 @@ class FakeRouteStore : public RouteStateStore {
     }
     return out;
   }
-  Result<bool> suspend(const std::string& source, const std::string& route, const std::string& reason,
-                       const std::string& by) override {
+  Result<bool> suspend(const std::string& source, const std::string& route,
+                       const std::string& reason, const std::string& by) override {
     if (down) return fail("db_unavailable", "down", true);
     auto& row = rows[{source, route}];
     row.source = source;

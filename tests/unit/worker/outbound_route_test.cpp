@@ -7,9 +7,9 @@
 #include <memory>
 #include <string>
 
-#include "shared/config.h"
-#include "shared/signature_verifier.h"
-#include "shared/wire_contract.h"
+#include "shared/config/config.h"
+#include "shared/kafka/wire_contract.h"
+#include "shared/signing/signature_verifier.h"
 #include "tests/unit/webhook_test_support.h"
 #include "tests/unit/worker/route_test_support.h"
 #include "worker/message_expander.h"
@@ -29,7 +29,8 @@ routes:
     - name: ci
       url: "http://127.0.0.1:9/ci"
       headers: { Authorization: "Bearer ${CI_TOKEN}", X-GitHub-Event: rewritten, User-Agent: ci-relay }
-      secrets: [")") + kNew + "\", \"" + kOld + "\"]\n",
+      secrets: [")") + kNew + "\", \"" +
+                                 kOld + "\"]\n",
                              [](const std::string& k) -> std::optional<std::string> {
                                if (k == "CI_TOKEN") return std::string("tok-1");
                                return std::nullopt;
@@ -56,8 +57,9 @@ routes:
                                    testing::lookup_of(received), R"({"a":1})", 1'700'000'000);
     EXPECT_TRUE(verified) << secret << ": " << verified.error().message;
   }
-  auto other = verify_webhook(testing::source_of(SchemeKind::kStandardWebhooks, {"whsec_dGVzdHRlc3R0ZXN0dGVzdA=="}),
-                              testing::lookup_of(received), R"({"a":1})", 1'700'000'000);
+  auto other = verify_webhook(
+      testing::source_of(SchemeKind::kStandardWebhooks, {"whsec_dGVzdHRlc3R0ZXN0dGVzdA=="}),
+      testing::lookup_of(received), R"({"a":1})", 1'700'000'000);
   EXPECT_FALSE(other) << "a third secret does not verify";
 }
 
@@ -66,7 +68,8 @@ TEST(OutboundRequest, OneSecretOneSignatureAndNoSecretNoSignature) {
 sources: { gh: { scheme: github, secrets: [s] } }
 routes:
   gh:
-    - { name: signed, url: "http://127.0.0.1:9/a", secret: ")") + kNew + R"(" }
+    - { name: signed, url: "http://127.0.0.1:9/a", secret: ")") +
+                                 kNew + R"(" }
     - { name: plain, url: "http://127.0.0.1:9/b" }
 )",
                              [](const std::string&) { return std::nullopt; });

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "shared/config.h"
-#include "shared/wire_contract.h"
+#include "shared/config/config.h"
+#include "shared/kafka/wire_contract.h"
 #include "tests/unit/worker/route_test_support.h"
 #include "worker/message_expander.h"
 
@@ -19,9 +19,12 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // The filter of the one route in a config whose route carries `filter_yaml`.
 RouteFilter filter_of(const std::string& filter_yaml) {
-  auto c = parse_config("sources: { g: { scheme: github, secrets: [s] } }\nroutes:\n  g:\n    - { name: r, url: \"http://h/\", "
-                        "filter: " + filter_yaml + " }\n",
-                        [](const std::string&) { return std::nullopt; });
+  auto c = parse_config(
+      "sources: { g: { scheme: github, secrets: [s] } }\nroutes:\n  g:\n    - { name: r, url: "
+      "\"http://h/\", "
+      "filter: " +
+          filter_yaml + " }\n",
+      [](const std::string&) { return std::nullopt; });
   EXPECT_TRUE(c) << c.error().message;
   return c ? c->routes.at("g").at(0).filter : RouteFilter{};
 }
@@ -37,12 +40,16 @@ TEST(RouteFilter, HeaderNamesAreCaseInsensitiveAndAnyValueMatches) {
   EXPECT_TRUE(holds(f, "", {{"hr-fwd-X-GITHUB-EVENT", "pull_request"}}));
   EXPECT_FALSE(holds(f, "", {{"hr-fwd-x-github-event", "issues"}}));
   EXPECT_FALSE(holds(f, "", {{"hr-fwd-x-github-event", "Push"}})) << "values compare exactly";
-  EXPECT_FALSE(holds(f, "", {{"x-github-event", "push"}})) << "only forwarded provider headers count";
+  EXPECT_FALSE(holds(f, "", {{"x-github-event", "push"}}))
+      << "only forwarded provider headers count";
   EXPECT_FALSE(holds(f, "", {})) << "an absent header fails";
-  EXPECT_TRUE(holds(f, "", {{"hr-fwd-x-github-event", "issues"}, {"hr-fwd-x-github-event", "push"}}))
+  EXPECT_TRUE(
+      holds(f, "", {{"hr-fwd-x-github-event", "issues"}, {"hr-fwd-x-github-event", "push"}}))
       << "any of the header's values";
-  EXPECT_FALSE(holds("{ header: { X-A: a, X-B: b } }", "", {{"hr-fwd-x-a", "a"}})) << "every condition must hold";
-  EXPECT_TRUE(holds("{ header: { X-A: a, X-B: b } }", "", {{"hr-fwd-x-a", "a"}, {"hr-fwd-x-b", "b"}}));
+  EXPECT_FALSE(holds("{ header: { X-A: a, X-B: b } }", "", {{"hr-fwd-x-a", "a"}}))
+      << "every condition must hold";
+  EXPECT_TRUE(
+      holds("{ header: { X-A: a, X-B: b } }", "", {{"hr-fwd-x-a", "a"}, {"hr-fwd-x-b", "b"}}));
 }
 
 TEST(RouteFilter, EqualsComparesStringsNumbersBoolsAndNull) {
@@ -52,8 +59,10 @@ TEST(RouteFilter, EqualsComparesStringsNumbersBoolsAndNull) {
   EXPECT_FALSE(holds("{ body: [ { pointer: /s, equals: acme/web } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: /i, equals: 42 } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: /i, equals: 42.0 } ] }", body));
-  EXPECT_FALSE(holds("{ body: [ { pointer: /i, equals: \"42\" } ] }", body)) << "a quoted 42 is a string";
-  EXPECT_FALSE(holds("{ body: [ { pointer: /str42, equals: 42 } ] }", body)) << "a JSON string is not a number";
+  EXPECT_FALSE(holds("{ body: [ { pointer: /i, equals: \"42\" } ] }", body))
+      << "a quoted 42 is a string";
+  EXPECT_FALSE(holds("{ body: [ { pointer: /str42, equals: 42 } ] }", body))
+      << "a JSON string is not a number";
   EXPECT_TRUE(holds("{ body: [ { pointer: /str42, equals: \"42\" } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: /neg, equals: -3 } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: /d, equals: 2.5 } ] }", body));
@@ -67,7 +76,8 @@ TEST(RouteFilter, EqualsComparesStringsNumbersBoolsAndNull) {
   EXPECT_FALSE(holds("{ body: [ { pointer: /t, equals: \"true\" } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: /n, equals: null } ] }", body));
   EXPECT_FALSE(holds("{ body: [ { pointer: /s, equals: null } ] }", body));
-  EXPECT_FALSE(holds("{ body: [ { pointer: /missing, equals: null } ] }", body)) << "absent is not null";
+  EXPECT_FALSE(holds("{ body: [ { pointer: /missing, equals: null } ] }", body))
+      << "absent is not null";
 }
 
 TEST(RouteFilter, IntegersCompareExactlyBeyondDoublePrecision) {
@@ -88,34 +98,49 @@ TEST(RouteFilter, InMatchesAnyOfMixedValues) {
 }
 
 TEST(RouteFilter, ExistsTrueAndFalse) {
-  EXPECT_TRUE(holds("{ body: [ { pointer: /sender/type, exists: true } ] }", R"({"sender":{"type":"User"}})"));
-  EXPECT_TRUE(holds("{ body: [ { pointer: /sender/type, exists: true } ] }", R"({"sender":{"type":null}})"))
+  EXPECT_TRUE(holds("{ body: [ { pointer: /sender/type, exists: true } ] }",
+                    R"({"sender":{"type":"User"}})"));
+  EXPECT_TRUE(
+      holds("{ body: [ { pointer: /sender/type, exists: true } ] }", R"({"sender":{"type":null}})"))
       << "null is present";
   EXPECT_FALSE(holds("{ body: [ { pointer: /sender/type, exists: true } ] }", R"({"sender":{}})"));
   EXPECT_TRUE(holds("{ body: [ { pointer: /sender/type, exists: false } ] }", R"({"sender":{}})"));
   EXPECT_TRUE(holds("{ body: [ { pointer: /sender/type, exists: false } ] }", R"({"sender":"x"})"))
       << "a string has no members";
   EXPECT_FALSE(holds("{ body: [ { pointer: /sender, exists: false } ] }", R"({"sender":{}})"));
-  EXPECT_TRUE(holds("{ body: [ { pointer: \"\", exists: true } ] }", R"(7)")) << "the empty pointer is the document";
+  EXPECT_TRUE(holds("{ body: [ { pointer: \"\", exists: true } ] }", R"(7)"))
+      << "the empty pointer is the document";
 }
 
 TEST(RouteFilter, PointerEscapesAndArrayIndices) {
-  const std::string body = R"({"a/b":{"m~n":[10,{"k":"v"},30]},"arr":[[1,2],[3,4]],"0":"zero","":{"":"empty"}})";
+  const std::string body =
+      R"({"a/b":{"m~n":[10,{"k":"v"},30]},"arr":[[1,2],[3,4]],"0":"zero","":{"":"empty"}})";
   EXPECT_TRUE(holds("{ body: [ { pointer: \"/a~1b/m~0n/0\", equals: 10 } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: \"/a~1b/m~0n/1/k\", equals: v } ] }", body));
   EXPECT_TRUE(holds("{ body: [ { pointer: \"/a~1b/m~0n/2\", equals: 30 } ] }", body));
-  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a~1b/m~0n/3\", exists: true } ] }", body)) << "past the end";
-  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a~1b/m~0n/-\", exists: true } ] }", body)) << "'-' is past the end";
-  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a~1b/m~0n/01\", exists: true } ] }", body)) << "not an index";
-  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a/b\", exists: true } ] }", body)) << "an unescaped / splits";
+  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a~1b/m~0n/3\", exists: true } ] }", body))
+      << "past the end";
+  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a~1b/m~0n/-\", exists: true } ] }", body))
+      << "'-' is past the end";
+  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a~1b/m~0n/01\", exists: true } ] }", body))
+      << "not an index";
+  EXPECT_FALSE(holds("{ body: [ { pointer: \"/a/b\", exists: true } ] }", body))
+      << "an unescaped / splits";
   EXPECT_TRUE(holds("{ body: [ { pointer: /arr/1/0, equals: 3 } ] }", body));
-  EXPECT_TRUE(holds("{ body: [ { pointer: /0, equals: zero } ] }", body)) << "a digit token is a key in an object";
+  EXPECT_TRUE(holds("{ body: [ { pointer: /0, equals: zero } ] }", body))
+      << "a digit token is a key in an object";
   EXPECT_TRUE(holds("{ body: [ { pointer: \"//\", equals: empty } ] }", body)) << "empty keys";
 }
 
 TEST(RouteFilter, ABodyThatIsNotJsonFailsEveryBodyCondition) {
-  const std::vector<std::string> bodies = {"", "not json", "{\"a\":1", "{\"a\":1} trailing", "\xff\xfe{}", "{\"a\":\"\xc3\x28\"}",
-                                 std::string(1, '\0'), std::string(100000, '[')};
+  const std::vector<std::string> bodies = {"",
+                                           "not json",
+                                           "{\"a\":1",
+                                           "{\"a\":1} trailing",
+                                           "\xff\xfe{}",
+                                           "{\"a\":\"\xc3\x28\"}",
+                                           std::string(1, '\0'),
+                                           std::string(100000, '[')};
   for (const std::string& body : bodies) {
     EXPECT_FALSE(holds("{ body: [ { pointer: /a, exists: true } ] }", body)) << body.substr(0, 20);
     EXPECT_FALSE(holds("{ body: [ { pointer: /a, exists: false } ] }", body)) << body.substr(0, 20);
@@ -130,7 +155,8 @@ TEST(RouteFilter, TheBodyIsParsedOnceAndOnlyWhenABodyConditionIsEvaluated) {
   const std::string body = R"({"a":1,"b":2})";
   FilterContext ctx(headers, "hr-fwd-", body);
   EXPECT_TRUE(ctx.matches(filter_of("{ header: { X-E: push } }")));
-  EXPECT_FALSE(ctx.matches(filter_of("{ header: { X-E: pull }, body: [ { pointer: /a, equals: 1 } ] }")));
+  EXPECT_FALSE(
+      ctx.matches(filter_of("{ header: { X-E: pull }, body: [ { pointer: /a, equals: 1 } ] }")));
   EXPECT_EQ(ctx.body_parses(), 0) << "headers ruled the route out before its body condition";
   EXPECT_TRUE(ctx.matches(filter_of("{ body: [ { pointer: /a, equals: 1 } ] }")));
   EXPECT_TRUE(ctx.matches(filter_of("{ body: [ { pointer: /b, equals: 2 } ] }")));
@@ -163,12 +189,16 @@ TEST(MessageExpander, FilteredOutRoutesGetNoDeliveryAndAreReported) {
   auto config = parse_config(kRoutes, [](const std::string&) { return std::nullopt; });
   ASSERT_TRUE(config) << config.error().message;
   std::vector<const RouteConfig*> filtered;
-  auto out = expand_message(testing::github_webhook("push", R"({"repository":{"full_name":"acme/api"}})"), *config, &filtered);
+  auto out =
+      expand_message(testing::github_webhook("push", R"({"repository":{"full_name":"acme/api"}})"),
+                     *config, &filtered);
   ASSERT_TRUE(out);
   EXPECT_EQ(routes_of(*out), (std::vector<std::string>{"all", "pushes", "acme"}));
   EXPECT_TRUE(filtered.empty());
 
-  out = expand_message(testing::github_webhook("issues", R"({"repository":{"full_name":"acme/web"}})"), *config, &filtered);
+  out = expand_message(
+      testing::github_webhook("issues", R"({"repository":{"full_name":"acme/web"}})"), *config,
+      &filtered);
   ASSERT_TRUE(out);
   EXPECT_EQ(routes_of(*out), std::vector<std::string>{"all"});
   ASSERT_EQ(filtered.size(), 2u);

@@ -1,13 +1,14 @@
 // Route lifecycle rules: what suspends a route (410 Gone, the suspend_after bounds on the
 // streak across workers), what a parked decision keeps, how one worker's attempts are
 // summarised for Postgres, and RouteSync's local view against a store.
+#include "worker/route_lifecycle.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 
-#include "worker/route_lifecycle.h"
-#include "worker/route_sync.h"
 #include "tests/unit/worker/fake_route_store.h"
+#include "worker/route_sync.h"
 
 namespace hookrelay {
 namespace {
@@ -24,8 +25,10 @@ TEST(RouteLifecycle, OnlyA410SuspendsByItsAnswer) {
 TEST(RouteLifecycle, ConsecutiveFailuresSuspendAtTheBound) {
   SuspendAfter rule{.consecutive_failures = 5, .or_failing_for_seconds = 0};
   EXPECT_EQ(suspend_cause_of_streak(rule, 4, kNow - 1000, kNow), SuspendCause::kNone);
-  EXPECT_EQ(suspend_cause_of_streak(rule, 5, kNow - 1000, kNow), SuspendCause::kConsecutiveFailures);
-  EXPECT_EQ(suspend_cause_of_streak(rule, 50, kNow - 1000, kNow), SuspendCause::kConsecutiveFailures);
+  EXPECT_EQ(suspend_cause_of_streak(rule, 5, kNow - 1000, kNow),
+            SuspendCause::kConsecutiveFailures);
+  EXPECT_EQ(suspend_cause_of_streak(rule, 50, kNow - 1000, kNow),
+            SuspendCause::kConsecutiveFailures);
 }
 
 TEST(RouteLifecycle, FailingForSuspendsOnceTheStreakIsOldEnough) {
@@ -40,7 +43,8 @@ TEST(RouteLifecycle, EitherBoundSuspendsAndNoRuleNeverDoes) {
   SuspendAfter both{.consecutive_failures = 100, .or_failing_for_seconds = 10};
   EXPECT_EQ(suspend_cause_of_streak(both, 3, kNow - 11'000, kNow), SuspendCause::kFailingFor);
   EXPECT_EQ(suspend_cause_of_streak(both, 100, kNow, kNow), SuspendCause::kConsecutiveFailures);
-  EXPECT_EQ(suspend_cause_of_streak(std::nullopt, 1'000'000, kNow - 86'400'000, kNow), SuspendCause::kNone);
+  EXPECT_EQ(suspend_cause_of_streak(std::nullopt, 1'000'000, kNow - 86'400'000, kNow),
+            SuspendCause::kNone);
 }
 
 TEST(RouteLifecycle, ReasonsNameTheBound) {
@@ -151,7 +155,8 @@ TEST_F(RouteSyncTest, TheStreakAcrossWorkersReachesTheBound) {
   sync.attempt("gh", "a", rule, false, 503, now);
   ASSERT_TRUE(sync.sync());
   EXPECT_TRUE(sync.suspended("gh", "a"));
-  EXPECT_EQ(store.row("gh", "a").reason, "5 consecutive failures (suspend_after.consecutive_failures: 5)");
+  EXPECT_EQ(store.row("gh", "a").reason,
+            "5 consecutive failures (suspend_after.consecutive_failures: 5)");
 }
 
 TEST_F(RouteSyncTest, ASuccessResetsTheStreak) {

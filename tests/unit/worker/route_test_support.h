@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 #include "worker/message_expander.h"
 
 namespace hookrelay::testing {
@@ -14,8 +14,11 @@ inline ConsumedMessage github_webhook(const std::string& event, const std::strin
   ConsumedMessage m;
   m.topic = std::string(kWebhooksTopic);
   m.value = std::make_shared<const std::string>(body);
-  m.headers = {{"hr-kind", "webhook"},     {"hr-source", "gh"},    {"hr-event-id", "e1"},
-               {"hr-received-at", "1000"}, {"hr-fwd-x-github-event", event}};
+  m.headers = {{"hr-kind", "webhook"},
+               {"hr-source", "gh"},
+               {"hr-event-id", "e1"},
+               {"hr-received-at", "1000"},
+               {"hr-fwd-x-github-event", event}};
   return m;
 }
 

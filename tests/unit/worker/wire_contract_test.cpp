@@ -1,7 +1,8 @@
 // The wire contract: the one numeric header parser, and the worker reading what it wrote.
+#include "shared/kafka/wire_contract.h"
+
 #include <gtest/gtest.h>
 
-#include "shared/wire_contract.h"
 #include "worker/message_expander.h"
 
 namespace hookrelay {
@@ -11,7 +12,8 @@ TEST(ParseHeaderInt, TakesOnlyPlainDecimalsInRange) {
   EXPECT_EQ(parse_header_int("0", 0, 10), 0);
   EXPECT_EQ(parse_header_int("10", 0, 10), 10);
   EXPECT_EQ(parse_header_int("1700000000000", 0, kMaxTimestampMs), 1700000000000);
-  for (const char* bad : {"", " 1", "1 ", "+1", "1e3", "0x10", "11", "-1", "9223372036854775808", "soon", "1.5"}) {
+  for (const char* bad :
+       {"", " 1", "1 ", "+1", "1e3", "0x10", "11", "-1", "9223372036854775808", "soon", "1.5"}) {
     EXPECT_FALSE(parse_header_int(bad, 0, 10)) << "'" << bad << "'";
   }
 }
@@ -22,7 +24,8 @@ sources: { gh: { scheme: github, secrets: [s] } }
 routes:
   gh:
     - { name: a, url: "http://127.0.0.1:9/a" }
-)", [](const std::string&) { return std::nullopt; });
+)",
+                        [](const std::string&) { return std::nullopt; });
   EXPECT_TRUE(c) << c.error().message;
   return *c;
 }

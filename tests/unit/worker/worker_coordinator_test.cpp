@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "shared/ascii.h"
-#include "shared/wire_contract.h"
+#include "shared/kafka/wire_contract.h"
 #include "tests/unit/worker/fake_route_store.h"
 #include "worker/worker.h"
 
@@ -69,7 +69,8 @@ class FakeConsumer : public MessageConsumer {
   std::vector<std::pair<TopicPartition, int64_t>> pauses;
   std::vector<TopicPartition> resumes;
   std::vector<TopicPartition> holds;
-  bool leak_after_hold = false;  // a hold that has not taken effect yet: poll still returns messages
+  bool leak_after_hold =
+      false;  // a hold that has not taken effect yet: poll still returns messages
   std::set<TopicPartition> paused;
   std::map<TopicPartition, int64_t> stored;
   std::atomic<int> wakes{0};
@@ -89,7 +90,8 @@ class FakeProducer : public MessageProducer {
   };
   void produce(const OutgoingMessage& m, DoneCallback done) override {
     if (auto r = refuse_topic.find(std::string(m.topic)); r != refuse_topic.end()) {
-      refused.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers});
+      refused.push_back(
+          {std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers});
       done(Unexpected{r->second});
       return;
     }
@@ -136,12 +138,14 @@ class FakeStore : public DeliveryStore {
     std::string owner;
     int64_t token = 0;
   };
-  Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& refs, const std::string& worker, int) override {
+  Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& refs,
+                                         const std::string& worker, int) override {
     std::unique_lock lock(mu);
     if (down) return fail("db_unavailable", "down", true);
     ++claim_calls;
     for (const auto& r : refs) {
-      if (refuse_claims.count(r.key)) return fail("db_error", "claim: value too long for type (22001)", false);
+      if (refuse_claims.count(r.key))
+        return fail("db_error", "claim: value too long for type (22001)", false);
     }
     std::vector<ClaimStatus> out;
     for (const auto& r : refs) {
@@ -233,7 +237,8 @@ routes:
   gh:
     - { name: a, url: "http://127.0.0.1:9/a" }
 retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
-)", [](const std::string&) { return std::nullopt; });
+)",
+                          [](const std::string&) { return std::nullopt; });
     EXPECT_TRUE(c) << c.error().message;
     config = *c;
     worker = std::make_unique<Worker>(deps(consumer));
@@ -255,14 +260,17 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
     return d;
   }
 
-  void webhook(int64_t offset, const std::string& event_id, std::string topic = std::string(kWebhooksTopic),
+  void webhook(int64_t offset, const std::string& event_id,
+               std::string topic = std::string(kWebhooksTopic),
                std::vector<std::pair<std::string, std::string>> extra = {}) {
     ConsumedMessage m;
     m.topic = std::move(topic);
     m.partition = 0;
     m.offset = offset;
     m.value = std::make_shared<const std::string>("{\"e\":\"" + event_id + "\"}");
-    m.headers = {{"hr-kind", "webhook"}, {"hr-source", "gh"}, {"hr-event-id", event_id},
+    m.headers = {{"hr-kind", "webhook"},
+                 {"hr-source", "gh"},
+                 {"hr-event-id", event_id},
                  {"hr-received-at", std::to_string(now)}};
     for (auto& h : extra) m.headers.push_back(h);
     consumer.queue.push_back(m);
@@ -313,7 +321,8 @@ routes:
     - { name: a, url: "http://127.0.0.1:9/a" }
     - { name: b, url: "http://127.0.0.1:9/b" }
 retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
-)", [](const std::string&) { return std::nullopt; });
+)",
+                          [](const std::string&) { return std::nullopt; });
     EXPECT_TRUE(c) << c.error().message;
     worker.reset();
     config = *c;
@@ -403,7 +412,8 @@ TEST_F(WorkerRoutes, QueuedDeliveriesOfARouteSuspendedMeanwhileAreParkedUnsent) 
   sender.hold = false;
   steps(16);
   for (std::size_t i = 1; i < sender.calls.size(); ++i) {
-    EXPECT_NE(sender.calls[i].url, "http://127.0.0.1:9/a") << "a queued delivery of route a was sent";
+    EXPECT_NE(sender.calls[i].url, "http://127.0.0.1:9/a")
+        << "a queued delivery of route a was sent";
   }
   EXPECT_EQ(store.state["wh:gh:e2:a"], "parked");
   EXPECT_EQ(store.state["wh:gh:e2:b"], "succeeded");
@@ -411,7 +421,8 @@ TEST_F(WorkerRoutes, QueuedDeliveriesOfARouteSuspendedMeanwhileAreParkedUnsent) 
 }
 
 // Value of one labelled counter in the registry, or -1 when the series does not exist.
-double counter_value(prometheus::Registry& registry, const std::string& name, const std::string& code) {
+double counter_value(prometheus::Registry& registry, const std::string& name,
+                     const std::string& code) {
   for (const auto& family : registry.Collect()) {
     if (family.name != name) continue;
     for (const auto& m : family.metric) {
@@ -474,7 +485,8 @@ TEST_F(WorkerCoordinator, PermanentFailureIsDeadLettered) {
 
 TEST_F(WorkerCoordinator, LastAttemptIsDeadLetteredAsExhausted) {
   sender.script = {status(500)};
-  webhook(0, "e1", retry_topic(0), {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+  webhook(0, "e1", retry_topic(0),
+          {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
   steps();
   ASSERT_EQ(producer.sent.size(), 1u);
   EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
@@ -557,7 +569,8 @@ TEST_F(WorkerCoordinator, SecondCopyClaimedDuringTheFirstAttemptIsNotSentAgain) 
     store.gate_claims = true;
   }
   copy(1, "2");
-  ASSERT_TRUE(step_until(with_store([&] { return store.claim_waiting; })));  // decided, not answered
+  ASSERT_TRUE(
+      step_until(with_store([&] { return store.claim_waiting; })));  // decided, not answered
 
   auto held = std::move(sender.held);  // the first attempt answers 200 ...
   sender.held.clear();
@@ -610,7 +623,8 @@ TEST_F(WorkerCoordinator, ResultsWaitForPostgresBeforeTheOffsetMoves) {
 }
 
 TEST_F(WorkerCoordinator, RetryTierMessageNotDuePausesItsPartitionUntilDue) {
-  webhook(7, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 5000)}});
+  webhook(7, "e1", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 5000)}});
   steps();
   EXPECT_TRUE(sender.calls.empty());
   ASSERT_EQ(consumer.pauses.size(), 1u);
@@ -618,7 +632,8 @@ TEST_F(WorkerCoordinator, RetryTierMessageNotDuePausesItsPartitionUntilDue) {
   now += 5001;
   steps();
   ASSERT_EQ(consumer.resumes.size(), 1u);
-  webhook(7, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+  webhook(7, "e1", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
   steps();
   ASSERT_EQ(sender.calls.size(), 1u);
   EXPECT_EQ(store.attempts.back().attempt, 2);
@@ -632,7 +647,7 @@ TEST_F(WorkerCoordinator, RevokedPartitionFinishesDoNotMoveTheNextAssignment) {
   consumer.assign({{std::string(kWebhooksTopic), 0}});
   webhook(0, "e1b");  // replayed by the new assignment
   steps();
-  sender.held[0]();   // the old attempt finishes
+  sender.held[0]();  // the old attempt finishes
   steps();
   EXPECT_EQ(stored(), -1) << "a finish from before the revoke marked the replayed offset done";
 }
@@ -643,7 +658,8 @@ sources: { gh: { scheme: github, secrets: [s] } }
 routes:
   gh:
     - { name: a, url: "http://127.0.0.1:9/a", ordered: true }
-)", [](const std::string&) { return std::nullopt; });
+)",
+                        [](const std::string&) { return std::nullopt; });
   ASSERT_TRUE(c);
   config = *c;
   FakeConsumer ordered_consumer;
@@ -771,7 +787,8 @@ TEST_F(WorkerCoordinator, PermanentClaimErrorDeadLettersOnlyItsDelivery) {
   EXPECT_EQ(producer.sent[0].key, "wh:gh:e2:a");
   EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "store_rejected");
   EXPECT_NE(producer.sent[0].header("hr-last-error").find("22001"), std::string::npos);
-  EXPECT_TRUE(consumer.holds.empty()) << "a refused value held every partition as if Postgres were down";
+  EXPECT_TRUE(consumer.holds.empty())
+      << "a refused value held every partition as if Postgres were down";
   EXPECT_TRUE(worker->ready());
   EXPECT_EQ(stored(), 3);
   EXPECT_EQ(labelled(registry, "hookrelay_worker_store_rejected_total", "op", "claim"), 1);
@@ -815,7 +832,8 @@ TEST_F(WorkerCoordinator, RecordRefusedTwiceIsDeadLetteredWithoutARecord) {
 // A retry message the broker will never take (too large, not authorized) is dead-lettered at
 // once with the broker's reason, not produced again every second forever.
 TEST_F(WorkerCoordinator, RetryMessageRefusedForGoodIsDeadLettered) {
-  producer.refuse_topic[retry_topic(0)] = Error{"message_too_large", "Broker: Message size too large", false};
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
   sender.script = {status(503)};
   webhook(0, "e1");
   steps(12);
@@ -846,7 +864,8 @@ TEST_F(WorkerCoordinator, TransientProduceErrorIsPublishedAgain) {
 // Even the DLQ refuses it: there is nowhere to keep the delivery, so the worker stops loudly
 // instead of dropping it or retrying forever; its offset is not committed.
 TEST_F(WorkerCoordinator, DeadLetterRefusedForGoodStopsTheWorker) {
-  producer.refuse_topic[std::string(kDlqTopic)] = Error{"topic_authorization_failed", "not authorized", false};
+  producer.refuse_topic[std::string(kDlqTopic)] =
+      Error{"topic_authorization_failed", "not authorized", false};
   sender.script = {status(400)};
   webhook(0, "e1");
   steps(12);
@@ -860,7 +879,8 @@ TEST_F(WorkerCoordinator, DeadLetterRefusedForGoodStopsTheWorker) {
 // A retry whose hr-due-at is not a number was not written by hookrelay: it is logged, counted
 // and dead-lettered as malformed, not taken as "due now" and delivered.
 TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
-  webhook(0, "e1", retry_topic(0), {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", "tomorrow"}});
+  webhook(0, "e1", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", "tomorrow"}});
   steps();
   EXPECT_TRUE(sender.calls.empty());
   ASSERT_EQ(producer.sent.size(), 1u);
@@ -878,13 +898,16 @@ std::shared_ptr<const Config> installed_config(const std::string& yaml) {
   return std::make_shared<const Config>(c ? *c : Config{});
 }
 
-std::string reload_yaml(const std::string& url, const std::string& extra = "", int max_attempts = 3) {
+std::string reload_yaml(const std::string& url, const std::string& extra = "",
+                        int max_attempts = 3) {
   return R"(
 sources: { gh: { scheme: github, secrets: [s] } }
 routes:
   gh:
-    - { name: a, url: ")" + url + R"(", headers: { X-Config: ")" + url + R"(" } }
-retry: { schedule_seconds: [5, 30, 120], max_attempts: )" + std::to_string(max_attempts) + " }\n" + extra;
+    - { name: a, url: ")" +
+         url + R"(", headers: { X-Config: ")" + url + R"(" } }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: )" +
+         std::to_string(max_attempts) + " }\n" + extra;
 }
 
 std::string call_header(const HttpCall& call, const std::string& name) {
@@ -915,7 +938,8 @@ TEST_F(WorkerCoordinator, ReloadAppliesToMessagesTakenAfterItAndCallsOutKeepThei
   ASSERT_EQ(sender.calls.size(), 2u);
   EXPECT_EQ(sender.calls[1].url, "http://127.0.0.1:9/second");
   EXPECT_EQ(call_header(sender.calls[1], "X-Config"), "http://127.0.0.1:9/second");
-  EXPECT_FALSE(first.expired()) << "a config was freed while a delivery expanded under it is in flight";
+  EXPECT_FALSE(first.expired())
+      << "a config was freed while a delivery expanded under it is in flight";
 
   for (auto& answer : sender.held) answer();
   sender.held.clear();
@@ -955,11 +979,13 @@ TEST_F(WorkerCoordinator, RetryConsumedAfterAReloadUsesTheNewRouteAndPolicy) {
 // Worker limits of a reload apply to calls started after it, lowered or raised.
 TEST_F(WorkerCoordinator, ReloadedPerHostLimitAppliesToCallsStartedAfterIt) {
   sender.hold = true;
-  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 1 }\n")));
+  worker->reconfigure(installed_config(
+      reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 1 }\n")));
   for (int i = 0; i < 3; ++i) webhook(i, "e" + std::to_string(i));
   steps();
   EXPECT_EQ(sender.calls.size(), 1u) << "the reloaded per-host limit (1) was not applied";
-  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 3 }\n")));
+  worker->reconfigure(installed_config(
+      reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 3 }\n")));
   steps();
   EXPECT_EQ(sender.calls.size(), 3u) << "the raised per-host limit (3) was not applied";
 }

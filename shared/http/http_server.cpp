@@ -1,0 +1,435 @@
+#include "shared/http/http_server.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "shared/log.h"
+#include "shared/thread_guard.h"
+
+namespace hookrelay {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using ReusePort = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+namespace {
+constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+constexpr std::size_t kFirstRead = 4096;
+// accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
+constexpr std::chrono::milliseconds kAcceptRetryMin{10};
+constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
+constexpr std::chrono::milliseconds kWatchSweep{100};
+
+std::string_view accept_error_reason(const beast::error_code& ec) {
+  if (ec.category() != net::error::get_system_category()) return "other";
+  switch (ec.value()) {
+    case EMFILE:
+      return "emfile";
+    case ENFILE:
+      return "enfile";
+    case ENOBUFS:
+      return "enobufs";
+    case ENOMEM:
+      return "enomem";
+    default:
+      return "other";
+  }
+}
+}  // namespace
+
+struct HttpServer::Impl {
+  HttpServerOptions options;
+  HttpHandler handler;
+  struct Loop {
+    net::io_context ioc{1};
+    net::steady_timer accept_retry{ioc};
+    std::chrono::milliseconds accept_delay{0};  // > 0 while accept() keeps failing
+    std::uint64_t accept_failures = 0;
+    // Sessions waiting for an asynchronous answer (a Kafka ack) have no I/O pending; the guard
+    // keeps the loop alive for them after the acceptor closes, until stop().
+    net::executor_work_guard<net::io_context::executor_type> work{ioc.get_executor()};
+    std::optional<tcp::acceptor> acceptor;
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Loop>> loops;
+  std::atomic<int> connections{0};
+  // A watched fd (another library's wake-up pipe). Its handler also runs every kWatchSweep
+  // whether or not the fd woke: a wake-up the library never wrote (an event queued before its
+  // pipe was enabled, say) then costs that long, never a stall of everything waiting on it.
+  struct Watch {
+    int fd;
+    std::function<void()> on_readable;
+    std::unique_ptr<net::posix::stream_descriptor> descriptor;
+    std::unique_ptr<net::steady_timer> sweep;
+  };
+  std::vector<Watch> watches;
+  // Each wait re-arms before it calls the handler, so a handler that throws (run_loop logs it and
+  // the loop goes on) cannot end the watch.
+  void arm(Watch& w) {
+    w.descriptor->async_wait(
+        net::posix::stream_descriptor::wait_read, [this, &w](beast::error_code ec) {
+          if (ec) {
+            // The fd is unusable (not merely stopping): waiting on it again would spin. The sweep
+            // still serves the handler.
+            if (ec != net::error::operation_aborted)
+              spdlog::error("msg=watch_failed error={}", log_quote(ec.message()));
+            return;
+          }
+          arm(w);
+          w.on_readable();
+        });
+  }
+  void arm_sweep(Watch& w) {
+    w.sweep->expires_after(kWatchSweep);
+    w.sweep->async_wait([this, &w](beast::error_code ec) {
+      if (ec) return;  // stopping
+      arm_sweep(w);
+      w.on_readable();
+    });
+  }
+  uint16_t bound_port = 0;
+  bool stopped = false;
+
+  void accept(Loop& loop);
+  void accept_failed(Loop& loop, const beast::error_code& ec);
+  static void run_loop(Loop& loop);
+  void rejected(int status, std::string_view code) {
+    if (options.on_rejected) options.on_rejected(status, code);
+  }
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, HttpServer::Impl& server)
+      : stream_(std::move(socket)), server_(server) {
+    server_.connections.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~Session() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // A new connection: its first request must start within header_timeout.
+  void start() { wait_for_request(server_.options.header_timeout); }
+
+  // Over the connection cap: a short 503, then close.
+  void refuse_over_capacity() {
+    refuse(503, "too_many_connections",
+           "the server has " + std::to_string(server_.options.max_connections) +
+               " open connections, its limit; retry later");
+  }
+
+ private:
+  // Waits up to `timeout` for the first byte of the next request (none may be buffered yet), then
+  // gives the rest of the header its own deadline.
+  void wait_for_request(std::chrono::milliseconds timeout) {
+    if (buffer_.size() > 0) return read_header();
+    stream_.expires_after(timeout);
+    stream_.async_read_some(buffer_.prepare(kFirstRead),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (ec) return self->close();  // idle, or the peer left
+                              self->buffer_.commit(n);
+                              self->read_header();
+                            });
+  }
+
+  void read_header() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(server_.options.max_body_bytes);
+    stream_.expires_after(server_.options.header_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (ec) return on_read_error(ec);
+    const auto& req = parser_->get();
+    std::size_t fields = 0;
+    for (auto it = req.begin(); it != req.end() && fields <= server_.options.max_header_count; ++it)
+      ++fields;
+    if (fields > server_.options.max_header_count) {
+      return refuse(431, "too_many_headers",
+                    "request has more than " + std::to_string(server_.options.max_header_count) +
+                        " header fields");
+    }
+    auto length = parser_->content_length();
+    if (length && *length > server_.options.max_body_bytes) {
+      return refuse(413, "body_too_large",
+                    "request body of " + std::to_string(*length) + " bytes exceeds the limit of " +
+                        std::to_string(server_.options.max_body_bytes));
+    }
+    auto expect = req[http::field::expect];
+    if (beast::iequals(expect, "100-continue")) {
+      continue_.emplace(http::status::continue_, req.version());
+      http::async_write(stream_, *continue_,
+                        [self = shared_from_this()](beast::error_code wec, std::size_t) {
+                          if (wec) return self->close();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    stream_.expires_after(server_.options.idle_timeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return refuse(413, "body_too_large",
+                    "request body exceeds the limit of " +
+                        std::to_string(server_.options.max_body_bytes) + " bytes");
+    }
+    if (ec == http::error::header_limit) {
+      return refuse(431, "headers_too_large", "request headers exceed 64 KiB");
+    }
+    if (ec == beast::error::timeout) {
+      // tcp_stream has closed the socket already: nothing can be answered.
+      server_.rejected(408, "request_timeout");
+      return close();
+    }
+    if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+        ec != http::error::end_of_stream && ec != http::error::partial_message) {
+      return refuse(400, "malformed_http", "malformed HTTP request: " + ec.message());
+    }
+    close();
+  }
+
+  void on_body(beast::error_code ec) {
+    if (ec) return on_read_error(ec);
+    auto& req = parser_->get();
+    keep_alive_ = req.keep_alive();
+    HttpRequest view;
+    view.method = std::string_view(req.method_string().data(), req.method_string().size());
+    view.target = std::string_view(req.target().data(), req.target().size());
+    view.body = req.body();
+    view.header = [&req](std::string_view name) -> std::optional<std::string_view> {
+      auto it = req.find(beast::string_view(name.data(), name.size()));
+      if (it == req.end()) return std::nullopt;
+      return std::string_view(it->value().data(), it->value().size());
+    };
+    view.for_each_header =
+        [&req](const std::function<void(std::string_view, std::string_view)>& f) {
+          for (const auto& h : req) {
+            f(std::string_view(h.name_string().data(), h.name_string().size()),
+              std::string_view(h.value().data(), h.value().size()));
+          }
+        };
+    stream_.expires_never();
+    auto self = shared_from_this();
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    Responder respond = [self, answered](HttpResponse r) {
+      if (answered->exchange(true)) return;  // a second answer would corrupt the stream
+      auto executor = self->stream_.get_executor();
+      net::post(executor, [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+    };
+    // The exception boundary of a request: whatever the handler throws is this request's 500,
+    // never the process's end.
+    try {
+      server_.handler(view, std::move(respond));
+    } catch (const std::exception& e) {
+      handler_failed(*answered, e.what());
+    } catch (...) {
+      handler_failed(*answered, "non-standard exception");
+    }
+  }
+
+  void handler_failed(std::atomic<bool>& answered, std::string_view what) {
+    spdlog::error("msg=handler_failed error={}", log_quote(what));
+    if (answered.exchange(true)) return;
+    refuse(500, "internal_error", "the request could not be handled; it was not accepted");
+  }
+
+  void refuse(int status, std::string_view code, const std::string& message) {
+    server_.rejected(status, code);
+    keep_alive_ = false;
+    auto r = json_error(status, code, message);
+    if (status == 503) r.headers.emplace_back("Retry-After", "1");
+    write(std::move(r));
+  }
+
+  void write(HttpResponse r) {
+    if (res_) return close();  // a response is still being written: never interleave two
+    res_.emplace(static_cast<http::status>(r.status), 11);
+    res_->set(http::field::server, "hookrelay");
+    res_->set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res_->set(k, v);
+    res_->body() = std::move(r.body);
+    res_->keep_alive(keep_alive_ && !r.close);
+    res_->prepare_payload();
+    stream_.expires_after(server_.options.idle_timeout);
+    http::async_write(stream_, *res_,
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec || !self->res_->keep_alive()) return self->close();
+                        self->res_.reset();
+                        self->wait_for_request(self->server_.options.idle_timeout);
+                      });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  beast::tcp_stream stream_;
+  HttpServer::Impl& server_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::empty_body>> continue_;
+  std::optional<http::response<http::string_body>> res_;
+  bool keep_alive_ = true;
+};
+
+}  // namespace
+
+void HttpServer::Impl::accept(Loop& loop) {
+  loop.acceptor->async_accept(loop.ioc, [this, &loop](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !loop.acceptor->is_open()) return;
+    if (ec) return accept_failed(loop, ec);
+    if (loop.accept_delay.count() > 0) {
+      spdlog::info("msg=accept_recovered failures={}", loop.accept_failures);
+      loop.accept_delay = std::chrono::milliseconds{0};
+      loop.accept_failures = 0;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto session = std::make_shared<Session>(std::move(socket), *this);
+    // The new session counts itself, so the cap compares against the others.
+    if (static_cast<std::size_t>(connections.load(std::memory_order_relaxed)) >
+        options.max_connections) {
+      session->refuse_over_capacity();
+    } else {
+      session->start();
+    }
+    accept(loop);
+  });
+}
+
+// Retrying at once would spin: the pending connection stays in the backlog and accept() fails
+// again until a descriptor frees up. One log line per episode; every failure is counted.
+void HttpServer::Impl::accept_failed(Loop& loop, const beast::error_code& ec) {
+  if (options.on_accept_error) options.on_accept_error(accept_error_reason(ec));
+  ++loop.accept_failures;
+  if (loop.accept_delay.count() == 0) {
+    spdlog::warn("msg=accept_failed error={} retry=backoff", log_quote(ec.message()));
+    loop.accept_delay = kAcceptRetryMin;
+  } else {
+    loop.accept_delay = std::min(loop.accept_delay * 2, kAcceptRetryMax);
+  }
+  loop.accept_retry.expires_after(loop.accept_delay);
+  loop.accept_retry.async_wait([this, &loop](beast::error_code wait_ec) {
+    if (wait_ec || !loop.acceptor || !loop.acceptor->is_open()) return;
+    accept(loop);
+  });
+}
+
+// A loop's thread entry: an exception that escapes a completion handler is logged and the loop
+// runs on; io_context::run may be called again after it throws.
+void HttpServer::Impl::run_loop(Loop& loop) {
+  for (;;) {
+    try {
+      loop.ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("msg=event_loop_exception error={}", log_quote(e.what()));
+    } catch (...) {
+      spdlog::error("msg=event_loop_exception error=non-standard");
+    }
+  }
+}
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->handler = std::move(handler);
+}
+
+HttpServer::~HttpServer() { stop(); }
+
+Result<void> HttpServer::start() {
+  auto& o = impl_->options;
+  beast::error_code ec;
+  auto address = net::ip::make_address(o.host, ec);
+  if (ec) return fail("listen", "cannot parse listen address '" + o.host + "'");
+  uint16_t port = o.port;
+  int threads = std::max(1, o.threads);
+  for (int i = 0; i < threads; ++i) {
+    auto loop = std::make_unique<Impl::Loop>();
+    auto& acc = loop->acceptor.emplace(loop->ioc);
+    tcp::endpoint ep(address, port);
+    acc.open(ep.protocol(), ec);
+    if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acc.set_option(ReusePort(true), ec);
+    if (!ec) acc.bind(ep, ec);
+    if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return fail("listen",
+                  "cannot listen on " + o.host + ":" + std::to_string(port) + ": " + ec.message());
+    }
+    port = acc.local_endpoint().port();
+    impl_->loops.push_back(std::move(loop));
+  }
+  impl_->bound_port = port;
+  for (auto& w : impl_->watches) {
+    // A duplicate, so closing the descriptor never closes the owner's fd.
+    w.descriptor =
+        std::make_unique<net::posix::stream_descriptor>(impl_->loops.front()->ioc, ::dup(w.fd));
+    w.sweep = std::make_unique<net::steady_timer>(impl_->loops.front()->ioc);
+    impl_->arm(w);
+    impl_->arm_sweep(w);
+  }
+  for (auto& loop : impl_->loops) {
+    impl_->accept(*loop);
+    loop->thread = start_guarded_thread("http_loop", [l = loop.get()] { Impl::run_loop(*l); });
+  }
+  return {};
+}
+
+void HttpServer::watch_fd(int fd, std::function<void()> on_readable) {
+  impl_->watches.push_back({fd, std::move(on_readable), nullptr, nullptr});
+}
+
+uint16_t HttpServer::port() const { return impl_->bound_port; }
+
+int HttpServer::open_connections() const { return impl_->connections.load(); }
+
+void HttpServer::stop_accepting() {
+  for (auto& loop : impl_->loops) {
+    net::post(loop->ioc, [l = loop.get()] {
+      beast::error_code ignored;
+      l->accept_retry.cancel();
+      if (l->acceptor) l->acceptor->close(ignored);
+    });
+  }
+}
+
+void HttpServer::stop() {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  for (auto& loop : impl_->loops) {
+    loop->work.reset();
+    loop->ioc.stop();
+  }
+  for (auto& loop : impl_->loops) {
+    if (loop->thread.joinable()) loop->thread.join();
+  }
+}
+
+}  // namespace hookrelay

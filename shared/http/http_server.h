@@ -1,0 +1,73 @@
+// HttpServer: HTTP/1.1 with keep-alive on Boost.Beast, one event loop per thread.
+//
+// Each thread owns an io_context and an acceptor bound with SO_REUSEPORT to the same address, so
+// the kernel spreads connections and a connection never changes thread. The handler runs on the
+// connection's thread and may answer later from any thread: the Responder posts back.
+//
+// Hostile clients are bounded: bodies above `max_body_bytes` get 413 without being read further;
+// a request's header must arrive whole within `header_timeout` (else 408) and its body within
+// `idle_timeout`; a keep-alive connection idle for `idle_timeout` is closed; more than
+// `max_header_count` header fields get 431; past `max_connections` open connections a new one is
+// answered 503 and closed. A handler that throws is answered 500 (once) and the loop goes on.
+// When accept() fails (descriptors exhausted), accepting pauses with a growing delay instead of
+// spinning. stop_accepting() closes the listeners but lets open connections finish; stop() ends
+// everything.
+//
+// Thread-safety: start/stop_accepting/stop from one controlling thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "shared/http/http_types.h"
+#include "shared/result.h"
+
+namespace hookrelay {
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;  // 0 = ephemeral (see port())
+  int threads = 1;
+  std::size_t max_body_bytes = 1 << 20;
+  std::size_t max_connections = 4096;  // open connections; more are refused with 503
+  std::size_t max_header_count = 100;  // header fields per request; more get 431
+  std::chrono::milliseconds header_timeout{
+      10000};                                     // from a request's first byte to its last header
+  std::chrono::milliseconds idle_timeout{60000};  // keep-alive idle time; also the body's deadline
+  // Called when a request is answered without the handler (413, 400 unparsable, 408, 431, 503
+  // over the connection cap) or the handler threw (500): status, code.
+  std::function<void(int, std::string_view)> on_rejected;
+  // Called when accept() fails; reason is the errno name in lower case ("emfile", ...).
+  std::function<void(std::string_view)> on_accept_error;
+};
+
+class HttpServer {
+ public:
+  HttpServer(HttpServerOptions options, HttpHandler handler);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Before start(): run `on_readable` on the first loop's thread whenever `fd` is readable (a
+  // wake-up pipe of another library), and at least every 100 ms in any case, so a wake-up the
+  // library failed to write delays its events, never strands them. An exception from
+  // `on_readable` is logged and the watch goes on. The fd stays owned by the caller.
+  void watch_fd(int fd, std::function<void()> on_readable);
+
+  // Binds and starts the threads. Error names the address when binding fails.
+  Result<void> start();
+  uint16_t port() const;
+  void stop_accepting();
+  void stop();  // idempotent; joins the threads
+  int open_connections() const;
+
+  struct Impl;  // defined in http_server.cpp only
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hookrelay

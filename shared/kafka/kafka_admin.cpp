@@ -1,0 +1,325 @@
+#include "shared/kafka/kafka_admin.h"
+
+#include <algorithm>
+#include <functional>
+#include <thread>
+
+namespace hookrelay {
+namespace {
+
+using AdminOptions = std::unique_ptr<rd_kafka_AdminOptions_t, RdKafkaDeleter>;
+using NewTopic = std::unique_ptr<rd_kafka_NewTopic_t, RdKafkaDeleter>;
+using NewPartitions = std::unique_ptr<rd_kafka_NewPartitions_t, RdKafkaDeleter>;
+using ConfigResource = std::unique_ptr<rd_kafka_ConfigResource_t, RdKafkaDeleter>;
+using Event = std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter>;
+using Metadata = std::unique_ptr<const rd_kafka_metadata_t, RdKafkaDeleter>;
+
+// How long past the request timeout we wait for librdkafka to hand the (timed-out) result over.
+constexpr int kResultMarginMs = 5000;
+
+std::string seconds_text(std::chrono::milliseconds t) {
+  auto ms = t.count();
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
+}
+
+bool no_answer(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR__TIMED_OUT || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
+         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__RESOLVE ||
+         err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT;
+}
+
+Error admin_error(rd_kafka_resp_err_t err, const std::string& what, const char* detail,
+                  const std::string& bootstrap, std::chrono::milliseconds timeout) {
+  std::string text = detail && *detail ? detail : rd_kafka_err2str(err);
+  if (no_answer(err)) {
+    return {"kafka_unreachable",
+            "Kafka at " + bootstrap + " did not answer within " + seconds_text(timeout) + " (" +
+                what + "): " + text,
+            true};
+  }
+  Error e = kafka_error(err);
+  e.message = what + ": " + text + " (" + rd_kafka_err2name(err) + ")";
+  return e;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KafkaAdmin>> KafkaAdmin::create(const KafkaConfig& kafka,
+                                                       std::chrono::milliseconds timeout) {
+  auto props = kafka.properties;
+  props["bootstrap.servers"] = kafka.bootstrap_servers;
+  props["client.id"] = "hookrelay-admin";
+  auto conf = make_kafka_conf(props);
+  if (!conf) return Unexpected{conf.error()};
+  // Connection failures come back as results with a clear message; librdkafka's own stderr lines
+  // would only repeat them.
+  rd_kafka_conf_set_log_cb(conf->get(), nullptr);
+  char err[512];
+  KafkaHandle rk(rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err));
+  if (!rk) return fail("kafka", std::string("cannot create the Kafka admin client: ") + err);
+  (void)conf->release();  // rd_kafka_new took ownership
+  return std::unique_ptr<KafkaAdmin>(
+      new KafkaAdmin(std::move(rk), timeout, kafka.bootstrap_servers));
+}
+
+namespace {
+
+Result<Metadata> all_metadata(rd_kafka_t* rk, std::chrono::milliseconds timeout,
+                              const std::string& bootstrap) {
+  const rd_kafka_metadata_t* raw = nullptr;
+  auto err = rd_kafka_metadata(rk, 1, nullptr, &raw, static_cast<int>(timeout.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return Unexpected{admin_error(err, "metadata", nullptr, bootstrap, timeout)};
+  return Metadata(raw);
+}
+
+// Runs one Admin API request on its own queue and returns its result event, or the request's
+// error. `request` is given the options and the queue.
+Result<Event> run_admin(
+    rd_kafka_t* rk, std::chrono::milliseconds timeout, const std::string& bootstrap,
+    const std::string& what, rd_kafka_event_type_t expected,
+    const std::function<void(const rd_kafka_AdminOptions_t*, rd_kafka_queue_t*)>& request) {
+  AdminOptions options(rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_ANY));
+  char err[512];
+  const int ms = static_cast<int>(timeout.count());
+  if (rd_kafka_AdminOptions_set_request_timeout(options.get(), ms, err, sizeof err) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      rd_kafka_AdminOptions_set_operation_timeout(options.get(), ms, err, sizeof err) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return fail("kafka", what + ": " + err);
+  }
+  KafkaQueue queue(rd_kafka_queue_new(rk));
+  request(options.get(), queue.get());
+  Event event(rd_kafka_queue_poll(queue.get(), ms + kResultMarginMs));
+  if (!event) {
+    return Unexpected{admin_error(RD_KAFKA_RESP_ERR__TIMED_OUT, what, nullptr, bootstrap, timeout)};
+  }
+  if (auto e = rd_kafka_event_error(event.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return Unexpected{
+        admin_error(e, what, rd_kafka_event_error_string(event.get()), bootstrap, timeout)};
+  }
+  if (rd_kafka_event_type(event.get()) != expected) {
+    return fail("kafka", what + ": unexpected result event " + rd_kafka_event_name(event.get()));
+  }
+  return event;
+}
+
+// The first failed topic result of a CreateTopics / CreatePartitions answer.
+Result<void> check_topic_results(const rd_kafka_topic_result_t** results, std::size_t count,
+                                 const std::string& what, const std::string& bootstrap,
+                                 std::chrono::milliseconds timeout) {
+  for (std::size_t i = 0; i < count; ++i) {
+    auto err = rd_kafka_topic_result_error(results[i]);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Unexpected{admin_error(err, what, rd_kafka_topic_result_error_string(results[i]),
+                                    bootstrap, timeout)};
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::set<std::string>> KafkaAdmin::topic_names() {
+  auto md = all_metadata(rk_.get(), timeout_, bootstrap_);
+  if (!md) return Unexpected{md.error()};
+  std::set<std::string> out;
+  for (int i = 0; i < (*md)->topic_cnt; ++i) {
+    const auto& t = (*md)->topics[i];
+    // A topic being deleted, or one whose name the broker does not know, reports an error.
+    if (t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) continue;
+    out.insert(t.topic);
+  }
+  return out;
+}
+
+Result<std::map<std::string, ObservedTopic>> KafkaAdmin::describe(
+    const std::vector<std::string>& names, const std::set<std::string>& config_names) {
+  auto md = all_metadata(rk_.get(), timeout_, bootstrap_);
+  if (!md) return Unexpected{md.error()};
+  std::map<std::string, ObservedTopic> out;
+  for (int i = 0; i < (*md)->topic_cnt; ++i) {
+    const auto& t = (*md)->topics[i];
+    if (t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) continue;
+    if (std::find(names.begin(), names.end(), t.topic) == names.end()) continue;
+    ObservedTopic seen;
+    seen.partitions = t.partition_cnt;
+    for (int p = 0; p < t.partition_cnt; ++p) {
+      const int replicas = t.partitions[p].replica_cnt;
+      seen.replication_factor = p == 0 ? replicas : std::min(seen.replication_factor, replicas);
+    }
+    out[t.topic] = std::move(seen);
+  }
+  if (out.empty() || config_names.empty()) return out;
+  std::vector<std::string> existing;
+  existing.reserve(out.size());
+  for (const auto& [name, seen] : out) existing.push_back(name);
+  auto configs = describe_configs(existing, config_names);
+  if (!configs) return Unexpected{configs.error()};
+  for (auto& [name, values] : *configs) out[name].configs = std::move(values);
+  return out;
+}
+
+Result<std::map<std::string, std::map<std::string, std::string>>> KafkaAdmin::describe_configs(
+    const std::vector<std::string>& topics, const std::set<std::string>& all_of) {
+  std::vector<ConfigResource> owned;
+  std::vector<rd_kafka_ConfigResource_t*> raw;
+  for (const auto& t : topics) {
+    owned.emplace_back(rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, t.c_str()));
+    raw.push_back(owned.back().get());
+  }
+  auto event = run_admin(rk_.get(), timeout_, bootstrap_, "describe configs",
+                         RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT,
+                         [&](const rd_kafka_AdminOptions_t* o, rd_kafka_queue_t* q) {
+                           rd_kafka_DescribeConfigs(rk_.get(), raw.data(), raw.size(), o, q);
+                         });
+  if (!event) return Unexpected{event.error()};
+  const auto* result = rd_kafka_event_DescribeConfigs_result(event->get());
+  std::size_t count = 0;
+  const auto** resources = rd_kafka_DescribeConfigs_result_resources(result, &count);
+  std::map<std::string, std::map<std::string, std::string>> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string name = rd_kafka_ConfigResource_name(resources[i]);
+    if (auto err = rd_kafka_ConfigResource_error(resources[i]); err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Unexpected{admin_error(err, "describe configs of " + name,
+                                    rd_kafka_ConfigResource_error_string(resources[i]), bootstrap_,
+                                    timeout_)};
+    }
+    auto& values = out[name];
+    std::size_t entry_count = 0;
+    const auto** entries = rd_kafka_ConfigResource_configs(resources[i], &entry_count);
+    for (std::size_t j = 0; j < entry_count; ++j) {
+      const char* key = rd_kafka_ConfigEntry_name(entries[j]);
+      const char* value = rd_kafka_ConfigEntry_value(entries[j]);
+      if (!key || !value) continue;  // sensitive values are not returned
+      const bool wanted = all_of.empty() ? rd_kafka_ConfigEntry_source(entries[j]) ==
+                                               RD_KAFKA_CONFIG_SOURCE_DYNAMIC_TOPIC_CONFIG
+                                         : all_of.count(key) > 0;
+      if (wanted) values[key] = value;
+    }
+  }
+  return out;
+}
+
+Result<void> KafkaAdmin::create_topic(const TopicSpec& spec) {
+  char err[512];
+  NewTopic topic(rd_kafka_NewTopic_new(spec.name.c_str(), spec.partitions, spec.replication_factor,
+                                       err, sizeof err));
+  if (!topic) return fail("kafka", "create topic " + spec.name + ": " + err);
+  for (const auto& [k, v] : spec.configs) {
+    if (rd_kafka_NewTopic_set_config(topic.get(), k.c_str(), v.c_str()) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return fail("kafka", "create topic " + spec.name + ": cannot set " + k);
+    }
+  }
+  rd_kafka_NewTopic_t* raw[] = {topic.get()};
+  const std::string what = "create topic " + spec.name;
+  auto event = run_admin(rk_.get(), timeout_, bootstrap_, what, RD_KAFKA_EVENT_CREATETOPICS_RESULT,
+                         [&](const rd_kafka_AdminOptions_t* o, rd_kafka_queue_t* q) {
+                           rd_kafka_CreateTopics(rk_.get(), raw, 1, o, q);
+                         });
+  if (!event) return Unexpected{event.error()};
+  std::size_t count = 0;
+  const auto** results =
+      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event->get()), &count);
+  if (auto r = check_topic_results(results, count, what, bootstrap_, timeout_); !r) return r;
+  return wait_for_partitions(spec.name, spec.partitions, what);
+}
+
+Result<void> KafkaAdmin::raise_partitions(const std::string& topic, int total) {
+  char err[512];
+  NewPartitions partitions(
+      rd_kafka_NewPartitions_new(topic.c_str(), static_cast<std::size_t>(total), err, sizeof err));
+  if (!partitions) return fail("kafka", "raise partitions of " + topic + ": " + err);
+  rd_kafka_NewPartitions_t* raw[] = {partitions.get()};
+  const std::string what = "raise partitions of " + topic;
+  auto event =
+      run_admin(rk_.get(), timeout_, bootstrap_, what, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT,
+                [&](const rd_kafka_AdminOptions_t* o, rd_kafka_queue_t* q) {
+                  rd_kafka_CreatePartitions(rk_.get(), raw, 1, o, q);
+                });
+  if (!event) return Unexpected{event.error()};
+  std::size_t count = 0;
+  const auto** results = rd_kafka_CreatePartitions_result_topics(
+      rd_kafka_event_CreatePartitions_result(event->get()), &count);
+  if (auto r = check_topic_results(results, count, what, bootstrap_, timeout_); !r) return r;
+  return wait_for_partitions(topic, total, what);
+}
+
+Result<void> KafkaAdmin::wait_for_partitions(const std::string& topic, int partitions,
+                                             const std::string& what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  while (true) {
+    auto md = all_metadata(rk_.get(), timeout_, bootstrap_);
+    if (!md) return Unexpected{md.error()};
+    for (int i = 0; i < (*md)->topic_cnt; ++i) {
+      const auto& t = (*md)->topics[i];
+      if (t.topic == topic && t.err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
+          t.partition_cnt >= partitions) {
+        return {};
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return fail("kafka_unreachable",
+                  what + ": Kafka accepted it but its metadata did not show " +
+                      std::to_string(partitions) + " partitions within " + seconds_text(timeout_),
+                  true);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+Result<void> KafkaAdmin::set_configs(const std::string& topic,
+                                     const std::map<std::string, std::string>& configs) {
+  // AlterConfigs resets every dynamic override it is not given: send the current ones along.
+  auto current = describe_configs({topic}, {});
+  if (!current) return Unexpected{current.error()};
+  auto merged = (*current)[topic];
+  for (const auto& [k, v] : configs) merged[k] = v;
+  ConfigResource resource(rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic.c_str()));
+  for (const auto& [k, v] : merged) {
+    if (rd_kafka_ConfigResource_set_config(resource.get(), k.c_str(), v.c_str()) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return fail("kafka", "alter configs of " + topic + ": cannot set " + k);
+    }
+  }
+  rd_kafka_ConfigResource_t* raw[] = {resource.get()};
+  const std::string what = "alter configs of " + topic;
+  auto event = run_admin(rk_.get(), timeout_, bootstrap_, what, RD_KAFKA_EVENT_ALTERCONFIGS_RESULT,
+                         [&](const rd_kafka_AdminOptions_t* o, rd_kafka_queue_t* q) {
+                           rd_kafka_AlterConfigs(rk_.get(), raw, 1, o, q);
+                         });
+  if (!event) return Unexpected{event.error()};
+  std::size_t count = 0;
+  const auto** resources = rd_kafka_AlterConfigs_result_resources(
+      rd_kafka_event_AlterConfigs_result(event->get()), &count);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (auto e = rd_kafka_ConfigResource_error(resources[i]); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return Unexpected{admin_error(e, what, rd_kafka_ConfigResource_error_string(resources[i]),
+                                    bootstrap_, timeout_)};
+    }
+  }
+  // A broker may answer DescribeConfigs from metadata that lags the controller for a moment.
+  std::set<std::string> keys;
+  for (const auto& [k, v] : configs) keys.insert(k);
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  while (true) {
+    auto now = describe_configs({topic}, keys);
+    if (!now) return Unexpected{now.error()};
+    bool visible = true;
+    for (const auto& [k, v] : configs) {
+      auto it = (*now)[topic].find(k);
+      visible = visible && it != (*now)[topic].end() && it->second == v;
+    }
+    if (visible) return {};
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return fail("kafka_unreachable",
+                  what + ": Kafka accepted it but did not report the new values within " +
+                      seconds_text(timeout_),
+                  true);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,74 @@
+// KafkaAdmin: the Kafka cluster's topics as an operator manages them, on librdkafka's Admin API
+// (CreateTopics, CreatePartitions, DescribeConfigs, AlterConfigs) and metadata. Used by
+// `hookrelay topics apply|check` and by the services' start-up check.
+//
+// Every call waits at most the timeout given to create() (plus a short margin for the answer
+// to arrive) and returns an Error naming the topic and what Kafka said; no answer in time is a
+// retryable Error with code "kafka_unreachable". librdkafka's own log lines are dropped: the
+// caller reports the Error.
+//
+// librdkafka 2.0.2 has no IncrementalAlterConfigs: AlterConfigs replaces a topic's whole set of
+// dynamic overrides, so set_configs() first reads the topic's DYNAMIC_TOPIC_CONFIG entries and
+// sends them along with the new values, leaving every other override as it was.
+//
+// Thread-safety: one thread at a time per KafkaAdmin.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shared/config/config.h"
+#include "shared/kafka/kafka_handles.h"
+#include "shared/kafka/topic_plan.h"
+#include "shared/result.h"
+
+namespace hookrelay {
+
+class KafkaAdmin {
+ public:
+  // Builds the client from kafka.bootstrap_servers and kafka.properties (never connects here).
+  // Error "config" naming the property when librdkafka refuses one.
+  static Result<std::unique_ptr<KafkaAdmin>> create(const KafkaConfig& kafka,
+                                                    std::chrono::milliseconds timeout);
+
+  // Every topic name in the cluster's metadata (never asks for a topic by name, so a broker with
+  // auto.create.topics.enable=true creates nothing).
+  Result<std::set<std::string>> topic_names();
+
+  // For each of `names` that exists: partitions, replication factor (the fewest replicas of any
+  // partition) and the current values of `config_names`.
+  Result<std::map<std::string, ObservedTopic>> describe(const std::vector<std::string>& names,
+                                                        const std::set<std::string>& config_names);
+
+  // Both return once the cluster's metadata shows the change, so a service started right after
+  // finds the topic (the controller has it before every broker does).
+  Result<void> create_topic(const TopicSpec& spec);
+  // Raises the topic's partition count to `total`.
+  Result<void> raise_partitions(const std::string& topic, int total);
+  // Sets `configs` on the topic, keeping its other dynamic overrides (see above).
+  Result<void> set_configs(const std::string& topic,
+                           const std::map<std::string, std::string>& configs);
+
+ private:
+  KafkaAdmin(KafkaHandle rk, std::chrono::milliseconds timeout, std::string bootstrap)
+      : rk_(std::move(rk)), timeout_(timeout), bootstrap_(std::move(bootstrap)) {}
+
+  // name -> value of the topic's configs whose source is DYNAMIC_TOPIC_CONFIG (or, when
+  // `all_of` is non-empty, of those names whatever their source).
+  Result<std::map<std::string, std::map<std::string, std::string>>> describe_configs(
+      const std::vector<std::string>& topics, const std::set<std::string>& all_of);
+
+  // Polls metadata until `topic` has at least `partitions` partitions, or the timeout passes.
+  Result<void> wait_for_partitions(const std::string& topic, int partitions,
+                                   const std::string& what);
+
+  KafkaHandle rk_;
+  std::chrono::milliseconds timeout_;
+  std::string bootstrap_;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,72 @@
+// KafkaProducer: MessageProducer on librdkafka with the idempotent producer (acks=all, exactly
+// one copy per message per partition, ordered), a poll thread that runs delivery reports, and a
+// health probe thread that asks the cluster for metadata once a second for readiness.
+//
+// message.timeout.ms = KafkaConfig::produce_timeout_ms bounds how long a message may wait for the
+// broker: after it, on_done gets "delivery_timeout" and the message is not stored.
+//
+// Thread-safety: produce(), reachable(), outstanding() from any thread. flush() and the
+// destructor from the owning thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "shared/config/config.h"
+#include "shared/kafka/kafka_handles.h"
+#include "shared/kafka/message_producer.h"
+#include "shared/net/unique_fd.h"
+
+namespace hookrelay {
+
+struct KafkaProducerStats {
+  std::function<void(std::string_view code)> on_error;  // client-level errors, by label
+  // When true, no report thread is started: the owner watches event_fd() in its own event loop
+  // and calls serve_reports() when it is readable (one thread hop fewer per acknowledgement).
+  bool external_poll = false;
+};
+
+class KafkaProducer final : public MessageProducer {
+ public:
+  // Error names the bad property or the failure to create the client.
+  static Result<std::unique_ptr<KafkaProducer>> create(const KafkaConfig& config,
+                                                       std::string client_id,
+                                                       KafkaProducerStats stats = {});
+  ~KafkaProducer() override;
+  KafkaProducer(const KafkaProducer&) = delete;
+  KafkaProducer& operator=(const KafkaProducer&) = delete;
+
+  void produce(const OutgoingMessage& message, DoneCallback on_done) override;
+  bool reachable() const override { return reachable_.load(std::memory_order_relaxed); }
+  int outstanding() const override { return outstanding_.load(std::memory_order_relaxed); }
+  bool fatal() const { return fatal_.load(); }
+
+  // Waits up to timeout_ms for every outstanding message to be reported. Returns how many remain.
+  int flush(int timeout_ms);
+
+  // external_poll only: readable when delivery reports are waiting; serve_reports() runs them
+  // on the calling thread.
+  int event_fd() const { return event_read_fd_.get(); }
+  void serve_reports();
+
+ private:
+  KafkaProducer() = default;
+  static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque);
+  static void on_error(rd_kafka_t*, int err, const char* reason, void* opaque);
+  void probe_loop();
+
+  KafkaHandle rk_;
+  KafkaProducerStats stats_;
+  std::atomic<bool> running_{true};
+  std::atomic<bool> reachable_{false};
+  std::atomic<bool> fatal_{false};
+  std::atomic<int> outstanding_{0};
+  std::thread poller_;
+  std::thread prober_;
+  UniqueFd event_read_fd_;
+  UniqueFd event_write_fd_;
+};
+
+}  // namespace hookrelay

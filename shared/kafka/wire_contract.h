@@ -1,0 +1,61 @@
+// The wire contract between ingest, the workers and the CLI: topic names and every hr-* Kafka
+// header, and the one strict parser for the numeric ones. Nothing else spells these names.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace hookrelay {
+
+inline constexpr std::string_view kWebhooksTopic = "hookrelay.webhooks";
+inline constexpr std::string_view kCallsTopic = "hookrelay.calls";
+inline constexpr std::string_view kDlqTopic = "hookrelay.dlq";
+inline constexpr std::string_view kRetryTopicPrefix = "hookrelay.retry.";
+// Deliveries of suspended routes, keyed by delivery key, until a resume releases them.
+inline constexpr std::string_view kParkedTopic = "hookrelay.parked";
+
+// Retry tier n (0-based) is "hookrelay.retry.<n>".
+inline std::string retry_topic(int tier) {
+  return std::string(kRetryTopicPrefix) + std::to_string(tier);
+}
+
+// Headers. Values are ASCII; times are Unix milliseconds in decimal.
+namespace header {
+inline constexpr std::string_view kPrefix = "hr-";  // every hookrelay header
+inline constexpr std::string_view kForwardPrefix =
+    "hr-fwd-";                                               // + a provider header ingest forwards
+inline constexpr std::string_view kKind = "hr-kind";         // "webhook" | "call"
+inline constexpr std::string_view kSource = "hr-source";     // webhook source name
+inline constexpr std::string_view kEventId = "hr-event-id";  // webhook event id or call id
+inline constexpr std::string_view kReceivedAt = "hr-received-at";  // ms, when ingest accepted it
+inline constexpr std::string_view kContentType = "hr-content-type";
+inline constexpr std::string_view kCall = "hr-call";        // call request envelope (JSON)
+inline constexpr std::string_view kRoute = "hr-route";      // route name (retry/DLQ only)
+inline constexpr std::string_view kAttempt = "hr-attempt";  // attempts made so far
+inline constexpr std::string_view kDueAt = "hr-due-at";     // ms, earliest next attempt
+inline constexpr std::string_view kFirstAttemptAt = "hr-first-attempt-at";
+inline constexpr std::string_view kLastPrefix = "hr-last-";  // the last attempt's kLast* below
+inline constexpr std::string_view kLastAttemptAt = "hr-last-attempt-at";
+inline constexpr std::string_view kLastStatus = "hr-last-status";
+inline constexpr std::string_view kLastError = "hr-last-error";
+inline constexpr std::string_view kOriginTopic = "hr-origin-topic";
+inline constexpr std::string_view kDeliveryKey = "hr-delivery-key";  // retry and DLQ messages
+inline constexpr std::string_view kDlqReason = "hr-dlq-reason";      // why it was dead-lettered
+// Set by replays (`hookrelay dlq replay`, the admin API).
+inline constexpr std::string_view kOriginalReceivedAt = "hr-original-received-at";
+inline constexpr std::string_view kReplayedBy = "hr-replayed-by";
+inline constexpr std::string_view kResendId = "hr-resend-id";  // resends: the replay that asked
+}  // namespace header
+
+// Bounds of the numeric hr-* values.
+inline constexpr int64_t kMaxTimestampMs = 253402300799999;  // 9999-12-31T23:59:59.999Z
+inline constexpr int64_t kMaxAttemptHeader = 1000000;
+
+// The one parser of numeric header values: decimal digits only (an optional leading '-'), no
+// spaces, no sign '+', within [lo, hi]; nullopt otherwise. Header bytes come from whoever can
+// write to the topic, so callers treat nullopt as a bad value to report, not as a default.
+std::optional<int64_t> parse_header_int(std::string_view value, int64_t lo, int64_t hi);
+
+}  // namespace hookrelay

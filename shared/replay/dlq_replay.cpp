@@ -1,0 +1,394 @@
+#include "shared/replay/dlq_replay.h"
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <pqxx/pqxx>
+#include <set>
+
+#include "shared/kafka/wire_contract.h"
+
+namespace hookrelay {
+namespace {
+
+using header::kDlqReason;
+using header::kOriginalReceivedAt;
+using header::kReplayedBy;
+using header::kResendId;
+
+bool dropped_on_replay(std::string_view name) {
+  return name == header::kAttempt || name == header::kDueAt || name == header::kReceivedAt ||
+         name == kDlqReason || name == kReplayedBy || name.rfind(header::kLastPrefix, 0) == 0;
+}
+
+// A key marked by an interrupted run is produced again only if no worker took it up since.
+// True when it is settled without producing: taken up (`item` gets `taken_up`), or the check
+// failed (`item` keeps its failed outcome, with the error).
+bool settled_since_interrupt(ReplayStore& store, const std::string& key, ReplayOutcome taken_up,
+                             ReplayItem& item) {
+  auto again = store.needs_produce_again(key);
+  if (!again) {
+    item.detail = again.error().message;
+    return true;
+  }
+  if (!*again) {
+    item.outcome = taken_up;
+    item.detail = "taken up by a worker before the restart";
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string source_topic(const ReplayOptions& options) {
+  return std::string(options.from_state == "parked" ? kParkedTopic : kDlqTopic);
+}
+
+Result<ResendSource> ReplayStore::resend_source(const std::string& key) {
+  return fail("not_resendable", key + ": this replay does not resend succeeded deliveries");
+}
+Result<void> ReplayStore::mark_resend(const std::string& key, const std::string&,
+                                      const std::string&) {
+  return fail("not_resendable", key + ": this replay does not resend succeeded deliveries");
+}
+Result<void> ReplayStore::undo_resend(const std::string&) { return {}; }
+Result<bool> ReplayStore::needs_produce_again(const std::string&) { return false; }
+
+PostgresReplayStore::PostgresReplayStore(const std::string& url, int64_t replay_id,
+                                         std::string from_state)
+    : queries_(url), pg_(url), replay_id_(replay_id), from_state_(std::move(from_state)) {}
+
+Result<ResendSource> PostgresReplayStore::resend_source(const std::string& key) {
+  if (replay_id_ == 0) return ReplayStore::resend_source(key);
+  return queries_.resend_source(key);
+}
+
+Result<void> PostgresReplayStore::mark_resend(const std::string& key, const std::string& who,
+                                              const std::string& reason) {
+  if (replay_id_ == 0) return ReplayStore::mark_resend(key, who, reason);
+  return queries_.mark_resend(key, who, reason, replay_id_);
+}
+
+Result<void> PostgresReplayStore::undo_resend(const std::string& key) {
+  return queries_.undo_resend(key, replay_id_);
+}
+
+Result<bool> PostgresReplayStore::needs_produce_again(const std::string& key) {
+  return queries_.needs_produce_again(key, replay_id_);
+}
+
+Result<std::string> PostgresReplayStore::state(const std::string& key) {
+  return pg_.run("replay state", [&](pqxx::connection& c) -> Result<std::string> {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params("SELECT state FROM deliveries WHERE delivery_key = $1", key);
+    if (rows.empty()) return fail("not_found", "no delivery with key " + key);
+    return rows[0][0].as<std::string>();
+  });
+}
+
+Result<void> PostgresReplayStore::mark_replayed(const std::string& key, const std::string& who,
+                                                const std::string& reason) {
+  auto r = queries_.mark_replayed(key, who, reason, replay_id_, from_state_);
+  if (!r) return Unexpected{r.error()};
+  return {};
+}
+
+Result<void> PostgresReplayStore::undo_replay(const std::string& key) {
+  return pg_.run("undo replay", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    // Only a replay that nobody picked up yet: no lease, still 'retrying'.
+    tx.exec_params(
+        "UPDATE deliveries SET state = $2,"
+        " completed_at = CASE WHEN $2 = 'dead' THEN now() END, updated_at = now()"
+        " WHERE delivery_key = $1 AND state = 'retrying' AND lease_owner IS NULL",
+        key, from_state_);
+  });
+}
+
+const char* replay_outcome_name(ReplayOutcome outcome) {
+  switch (outcome) {
+    case ReplayOutcome::kReplayed:
+      return "replayed";
+    case ReplayOutcome::kResent:
+      return "resent";
+    case ReplayOutcome::kWouldReplay:
+      return "would_replay";
+    case ReplayOutcome::kWouldResend:
+      return "would_resend";
+    case ReplayOutcome::kSkippedSucceeded:
+      return "skipped_succeeded";
+    case ReplayOutcome::kSkippedNotDead:
+      return "skipped_not_dead";
+    case ReplayOutcome::kMissing:
+      return "missing";
+    case ReplayOutcome::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_headers,
+                                          int64_t now_ms, const std::string& who) {
+  std::vector<MessageHeader> out;
+  out.reserve(dlq_headers.size() + 4);
+  const std::string* received = nullptr;
+  bool has_original = false;
+  for (const auto& h : dlq_headers) {
+    if (h.name == header::kReceivedAt) received = &h.value;
+    if (h.name == kOriginalReceivedAt) has_original = true;
+    if (!dropped_on_replay(h.name)) out.push_back(h);
+  }
+  // A second replay keeps the first original: that is when the provider sent it.
+  if (received && !has_original) out.push_back({std::string(kOriginalReceivedAt), *received});
+  const std::string now = std::to_string(now_ms);
+  out.push_back({std::string(header::kReceivedAt), now});
+  out.push_back({std::string(header::kAttempt), "0"});
+  out.push_back({std::string(header::kDueAt), now});
+  out.push_back({std::string(kReplayedBy), who});
+  return out;
+}
+
+std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
+                                          const ResendSource& source, const std::string& key,
+                                          int64_t now_ms, const std::string& who,
+                                          const std::string& resend_id) {
+  std::vector<MessageHeader> out;
+  for (auto& h : replay_headers(original, now_ms, who)) {
+    if (h.name == header::kRoute || h.name == header::kDeliveryKey ||
+        h.name == header::kOriginTopic || h.name == kResendId) {
+      continue;
+    }
+    out.push_back(std::move(h));
+  }
+  out.push_back({std::string(header::kRoute), source.route});
+  out.push_back({std::string(header::kDeliveryKey), key});
+  out.push_back({std::string(header::kOriginTopic), source.topic});
+  out.push_back({std::string(kResendId), resend_id});
+  return out;
+}
+
+std::map<std::string, const DlqMessage*> latest_by_key(const std::vector<DlqMessage>& messages) {
+  std::map<std::string, const DlqMessage*> out;
+  for (const auto& m : messages) {
+    std::string key = m.delivery_key();
+    if (key.empty()) continue;
+    auto [it, inserted] = out.emplace(key, &m);
+    if (inserted) continue;
+    const DlqMessage* cur = it->second;
+    bool later = m.timestamp_ms != cur->timestamp_ms
+                     ? m.timestamp_ms > cur->timestamp_ms
+                     : (m.partition == cur->partition && m.offset > cur->offset);
+    if (later) it->second = &m;
+  }
+  return out;
+}
+
+std::string progress_line(const ReplaySummary& s, bool dry_run) {
+  int done = static_cast<int>(s.items.size());
+  int replayed = dry_run ? done - s.skipped - s.missing - s.failed : s.replayed;
+  return std::string(dry_run ? "would replay " : "replayed ") + std::to_string(replayed) + "/" +
+         std::to_string(s.total) + ", skipped " + std::to_string(s.skipped) + ", missing " +
+         std::to_string(s.missing) + ", failed " + std::to_string(s.failed);
+}
+
+Replayer::Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock,
+                   MessageFetcher* fetcher)
+    : store_(store), producer_(producer), clock_(std::move(clock)), fetcher_(fetcher) {}
+
+ReplaySummary Replayer::run(const std::vector<std::string>& keys,
+                            const std::vector<DlqMessage>& messages, const ReplayOptions& options,
+                            const OnItem& on_item) {
+  auto latest = latest_by_key(messages);
+  std::vector<std::string> unique;
+  std::set<std::string> seen;
+  for (const auto& k : keys) {
+    if (seen.insert(k).second) unique.push_back(k);
+  }
+  ReplaySummary summary;
+  summary.total = static_cast<int>(unique.size());
+  for (const auto& key : unique) {
+    auto it = latest.find(key);
+    ReplayItem item = replay_key(key, it == latest.end() ? nullptr : it->second, options, false);
+    switch (item.outcome) {
+      case ReplayOutcome::kReplayed:
+      case ReplayOutcome::kResent:
+        ++summary.replayed;
+        break;
+      case ReplayOutcome::kWouldReplay:
+      case ReplayOutcome::kWouldResend:
+        break;
+      case ReplayOutcome::kSkippedSucceeded:
+      case ReplayOutcome::kSkippedNotDead:
+        ++summary.skipped;
+        break;
+      case ReplayOutcome::kMissing:
+        ++summary.missing;
+        break;
+      case ReplayOutcome::kFailed:
+        ++summary.failed;
+        break;
+    }
+    summary.items.push_back(std::move(item));
+    if (on_item) on_item(summary);
+  }
+  return summary;
+}
+
+ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* message,
+                                const ReplayOptions& options, bool resume) {
+  ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
+  if (message) {
+    item.partition = message->partition;
+    item.offset = message->offset;
+  }
+  auto state = store_.state(key);
+  if (!state) {
+    item.outcome =
+        state.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+    item.detail = state.error().message;
+    return item;
+  }
+  if (*state == "succeeded" && options.resend_succeeded) return resend_one(key, options, resume);
+  if (resume) {
+    if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, item)) return item;
+    if (!message) {
+      item.outcome = ReplayOutcome::kMissing;
+      item.detail = "no message in " + source_topic(options) + " (past retention?)";
+      return item;
+    }
+  } else {
+    if (*state == "succeeded") {
+      item.outcome = ReplayOutcome::kSkippedSucceeded;
+      item.detail = "already succeeded";
+      return item;
+    }
+    if (*state != options.from_state) {
+      item.outcome = ReplayOutcome::kSkippedNotDead;
+      item.detail = "is " + *state + ", not " + options.from_state;
+      return item;
+    }
+    if (!message) {
+      item.outcome = ReplayOutcome::kMissing;
+      item.detail = "no message in " + source_topic(options) + " (past retention?)";
+      return item;
+    }
+    if (options.dry_run) {
+      item.outcome = ReplayOutcome::kWouldReplay;
+      const std::string* reason = message->header(kDlqReason);
+      item.detail = reason ? options.from_state + ": " + *reason : options.from_state;
+      return item;
+    }
+    pace(options);
+    if (auto marked = store_.mark_replayed(key, options.who, options.reason); !marked) {
+      const std::string& code = marked.error().code;
+      item.outcome = code == "not_replayable" ? ReplayOutcome::kSkippedNotDead
+                     : code == "not_found"    ? ReplayOutcome::kMissing
+                                              : ReplayOutcome::kFailed;
+      item.detail = marked.error().message;
+      return item;
+    }
+  }
+  const auto headers = replay_headers(message->headers, clock_.now_ms(), options.who);
+  if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
+    item.outcome = ReplayOutcome::kFailed;
+    item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;
+    if (auto undone = store_.undo_replay(key); !undone) {
+      item.detail += "; and could not set it back to dead (" + undone.error().message +
+                     "): it stays 'retrying' with no message";
+    } else {
+      item.detail += "; set back to dead";
+    }
+    return item;
+  }
+  item.outcome = ReplayOutcome::kReplayed;
+  item.detail = "to " + retry_topic(0);
+  return item;
+}
+
+ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& options, bool resume) {
+  ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
+  auto source = store_.resend_source(key);
+  if (!source) {
+    const std::string& code = source.error().code;
+    item.outcome = code == "not_resendable" || code == "not_found" ? ReplayOutcome::kMissing
+                                                                   : ReplayOutcome::kFailed;
+    item.detail = source.error().message;
+    return item;
+  }
+  item.partition = source->partition;
+  item.offset = source->offset;
+  if (resume) {
+    if (settled_since_interrupt(store_, key, ReplayOutcome::kResent, item)) return item;
+  }
+  if (!fetcher_) {
+    item.detail = "no reader for " + source->topic;
+    return item;
+  }
+  auto message = fetcher_->fetch(source->topic, source->partition, source->offset);
+  if (!message) {
+    item.outcome =
+        message.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+    item.detail = message.error().message;
+    return item;
+  }
+  if (options.dry_run) {
+    item.outcome = ReplayOutcome::kWouldResend;
+    item.detail = "succeeded";
+    return item;
+  }
+  if (!resume) {
+    pace(options);
+    if (auto marked = store_.mark_resend(key, options.who, options.reason); !marked) {
+      const std::string& code = marked.error().code;
+      item.outcome = code == "not_resendable" ? ReplayOutcome::kSkippedNotDead
+                     : code == "not_found"    ? ReplayOutcome::kMissing
+                                              : ReplayOutcome::kFailed;
+      item.detail = marked.error().message;
+      return item;
+    }
+  }
+  const auto headers = resend_headers(message->headers, *source, key, clock_.now_ms(), options.who,
+                                      options.replay_id);
+  if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
+    item.outcome = ReplayOutcome::kFailed;
+    item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;
+    if (auto undone = store_.undo_resend(key); !undone)
+      item.detail += "; marker left: " + undone.error().message;
+    return item;
+  }
+  item.outcome = ReplayOutcome::kResent;
+  item.detail = "to " + retry_topic(0);
+  return item;
+}
+
+void Replayer::pace(const ReplayOptions& options) {
+  if (options.rate_per_second <= 0) return;
+  int64_t now = clock_.now_ms();
+  if (paced_ == 0) pace_start_ms_ = now;
+  auto due = pace_start_ms_ +
+             static_cast<int64_t>(static_cast<double>(paced_) * 1000.0 / options.rate_per_second);
+  if (due > now) clock_.sleep_ms(due - now);
+  ++paced_;
+}
+
+Result<void> Replayer::produce_and_wait(const std::string& key, const std::string& value,
+                                        const std::vector<MessageHeader>& headers,
+                                        const ReplayOptions& options) {
+  const std::string topic = retry_topic(0);
+  // Shared with the callback, which may run after we stopped waiting.
+  auto done = std::make_shared<std::promise<Result<ProducedAt>>>();
+  auto future = done->get_future();
+  producer_.produce({topic, key, value, &headers},
+                    [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
+  if (future.wait_for(std::chrono::milliseconds(options.ack_timeout_ms)) !=
+      std::future_status::ready) {
+    return fail("ack_timeout", "no broker acknowledgement within " +
+                                   std::to_string(options.ack_timeout_ms) + " ms");
+  }
+  auto r = future.get();
+  if (!r) return Unexpected{r.error()};
+  return {};
+}
+
+}  // namespace hookrelay

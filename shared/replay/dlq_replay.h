@@ -1,0 +1,193 @@
+// Replay: puts dead deliveries back into the retry flow, and resends succeeded ones, each at most
+// once per run, with an audit row naming who did it. One implementation for the CLI
+// (`hookrelay dlq replay`) and the admin API (POST /v1/replays).
+//
+// For each requested delivery key, in order:
+//   1. Postgres state: 'succeeded' -> skipped, unless the run resends succeeded deliveries;
+//      any state but 'dead' -> skipped (already back in the retry flow); no row -> missing.
+//   2. Dead: the latest hookrelay.dlq message for the key (by timestamp, then offset); none ->
+//      missing. Succeeded: the first copy of its event (inbound_events' topic/partition/offset,
+//      read by a MessageFetcher); calls and events past retention -> missing.
+//   3. dry_run stops here ("would replay" / "would resend").
+//   4. Dead: mark_replayed (state 'dead' -> 'retrying', dlq_replays row, 'replayed' attempt row).
+//      This comes before the produce on purpose: a worker claiming a key still in 'dead' skips
+//      it for good (ClaimStatus::kAlreadyDead), so the state must change before any worker can
+//      see the new message. Succeeded: mark_resend (a resend marker on the delivery, which the
+//      next claim of the key consumes once; dlq_replays row; 'resent' attempt row).
+//   5. Produce a copy to hookrelay.retry.0 (replay_headers / resend_headers below) and wait for
+//      the broker ack. If that fails, the mark is undone (undo_replay / undo_resend) so a later
+//      replay can retry; the audit rows stay, with the failure reported.
+//
+// A run interrupted between 4 and the ack (the admin process killed) is resumed with
+// `resume = true` for the keys it had marked: their message is produced again only when no
+// worker has taken the delivery up since (needs_produce_again); the claim's exclusivity makes a
+// second copy of the message harmless, so nothing is delivered twice.
+//
+// Thread-safety: a Replayer runs on one thread; the store and producer are used from it (the
+// producer's ack callback may run on its own thread).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "shared/kafka/message_producer.h"
+#include "shared/replay/dlq_reader.h"
+#include "shared/store/delivery_queries.h"
+
+namespace hookrelay {
+
+// Where a succeeded webhook delivery's event was first produced, and its route.
+using ResendSource = ResendSourceRow;
+
+// The Postgres side of a replay.
+class ReplayStore {
+ public:
+  virtual ~ReplayStore() = default;
+  // The delivery's state; Error "not_found" when there is no such delivery.
+  virtual Result<std::string> state(const std::string& key) = 0;
+  // DeliveryQueries::mark_replayed: "not_replayable" unless dead.
+  virtual Result<void> mark_replayed(const std::string& key, const std::string& who,
+                                     const std::string& reason) = 0;
+  // Back to 'dead' after a replay whose message could not be produced.
+  virtual Result<void> undo_replay(const std::string& key) = 0;
+  // Resend of succeeded deliveries; a store without it answers "not_resendable".
+  virtual Result<ResendSource> resend_source(const std::string& key);
+  virtual Result<void> mark_resend(const std::string& key, const std::string& who,
+                                   const std::string& reason);
+  virtual Result<void> undo_resend(const std::string& key);
+  // For a key marked by an interrupted run: whether no worker took it up since.
+  virtual Result<bool> needs_produce_again(const std::string& key);
+};
+
+// ReplayStore on DeliveryQueries and the same database. With a `replay_id` (an admin API
+// replay), each mark also moves the key's replay_items row to 'marked' in the same transaction,
+// and a resend's marker is the replay id; without one (the CLI), succeeded deliveries are not
+// resent. `from_state`: the state a delivery must be in to be put back in the retry flow, and
+// the one an undo returns it to: "dead", or "parked" for the release of a resumed route.
+class PostgresReplayStore final : public ReplayStore {
+ public:
+  explicit PostgresReplayStore(const std::string& url, int64_t replay_id = 0,
+                               std::string from_state = "dead");
+  Result<std::string> state(const std::string& key) override;
+  Result<void> mark_replayed(const std::string& key, const std::string& who,
+                             const std::string& reason) override;
+  Result<void> undo_replay(const std::string& key) override;
+  Result<ResendSource> resend_source(const std::string& key) override;
+  Result<void> mark_resend(const std::string& key, const std::string& who,
+                           const std::string& reason) override;
+  Result<void> undo_resend(const std::string& key) override;
+  Result<bool> needs_produce_again(const std::string& key) override;
+
+ private:
+  DeliveryQueries queries_;
+  PgConnection pg_;
+  int64_t replay_id_;
+  std::string from_state_;
+};
+
+enum class ReplayOutcome {
+  kReplayed,
+  kResent,            // a succeeded delivery sent again as a new attempt
+  kWouldReplay,       // --dry-run
+  kWouldResend,       // dry run of a resend
+  kSkippedSucceeded,  // Postgres says it was delivered
+  kSkippedNotDead,    // retrying or in flight: already back in the flow
+  kMissing,           // no delivery row, or no DLQ message left for it
+  kFailed,            // database or Kafka error
+};
+
+const char* replay_outcome_name(ReplayOutcome outcome);
+
+struct ReplayItem {
+  std::string key;
+  ReplayOutcome outcome = ReplayOutcome::kFailed;
+  std::string detail;
+  int32_t partition = -1;  // of the DLQ message used, -1 when none
+  int64_t offset = -1;
+};
+
+struct ReplaySummary {
+  std::vector<ReplayItem> items;
+  int total = 0;  // keys requested
+  int replayed = 0;
+  int skipped = 0;
+  int missing = 0;
+  int failed = 0;
+};
+
+struct ReplayOptions {
+  bool dry_run = false;
+  bool resend_succeeded = false;  // resend succeeded deliveries instead of skipping them
+  std::string replay_id;          // the admin API's replay id, in a resend's hr-resend-id
+  double rate_per_second = 0;     // 0 = as fast as acks come back
+  std::string who;
+  std::string reason;
+  int ack_timeout_ms = 30000;
+  // The state a replayed delivery must be in: "dead" (from hookrelay.dlq), or "parked" (from
+  // hookrelay.parked: the release of a resumed route, in the order of `keys`).
+  std::string from_state = "dead";
+};
+
+struct ReplayClock {
+  std::function<int64_t()> now_ms;
+  std::function<void(int64_t ms)> sleep_ms;
+};
+
+// The headers of the retry-tier copy: those of the DLQ message with hr-attempt=0 (a fresh attempt
+// budget), hr-due-at=now, hr-received-at=now (max_age restarts; the first original is kept in
+// hr-original-received-at), hr-replayed-by=who, and no hr-last-* / hr-dlq-reason.
+std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_headers,
+                                          int64_t now_ms, const std::string& who);
+
+// The headers of a resend's retry-tier copy, from the event's first message: as replay_headers,
+// plus the single delivery it stands for (hr-route, hr-delivery-key, hr-origin-topic) and
+// hr-resend-id naming the replay.
+std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
+                                          const ResendSource& source, const std::string& key,
+                                          int64_t now_ms, const std::string& who,
+                                          const std::string& resend_id);
+
+// Where the messages of a replay come from: hookrelay.dlq, or hookrelay.parked for a release.
+std::string source_topic(const ReplayOptions& options);
+
+// For each delivery key, its latest DLQ message (later timestamp, then higher offset).
+std::map<std::string, const DlqMessage*> latest_by_key(const std::vector<DlqMessage>& messages);
+
+// The summary line: "replayed 120/500, skipped 3, missing 0, failed 0".
+std::string progress_line(const ReplaySummary& summary, bool dry_run);
+
+class Replayer {
+ public:
+  using OnItem = std::function<void(const ReplaySummary&)>;
+  // `fetcher` reads the messages of resends; may be null when the run resends nothing.
+  Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock,
+           MessageFetcher* fetcher = nullptr);
+
+  // One key: `message` is its latest DLQ message (null: none). `resume`: the key was marked by
+  // an interrupted run (see the top of this file).
+  ReplayItem replay_key(const std::string& key, const DlqMessage* message,
+                        const ReplayOptions& options, bool resume);
+
+  // Replays `keys` (duplicates are replayed once) from `messages`; calls on_item after each.
+  ReplaySummary run(const std::vector<std::string>& keys, const std::vector<DlqMessage>& messages,
+                    const ReplayOptions& options, const OnItem& on_item);
+
+ private:
+  ReplayItem resend_one(const std::string& key, const ReplayOptions& options, bool resume);
+  void pace(const ReplayOptions& options);
+  Result<void> produce_and_wait(const std::string& key, const std::string& value,
+                                const std::vector<MessageHeader>& headers,
+                                const ReplayOptions& options);
+
+  ReplayStore& store_;
+  MessageProducer& producer_;
+  ReplayClock clock_;
+  MessageFetcher* fetcher_;
+  int64_t pace_start_ms_ = 0;
+  int64_t paced_ = 0;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,155 @@
+#include "shared/routes/route_control.h"
+
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+#include <utility>
+
+namespace hookrelay {
+namespace {
+
+RouteView view_of(const std::string& source, const RouteConfig& r) {
+  RouteView v;
+  v.source = source;
+  v.name = r.name;
+  v.url = r.url;
+  v.suspend_after = r.suspend_after;
+  v.state.source = source;
+  v.state.route = r.name;
+  return v;
+}
+
+// The configured route, without its state.
+Result<RouteView> configured_route(const Config& config, const std::string& name,
+                                   const std::string& source) {
+  std::vector<RouteView> found;
+  for (const auto& [src, routes] : config.routes) {
+    if (!source.empty() && src != source) continue;
+    for (const auto& r : routes) {
+      if (r.name == name) found.push_back(view_of(src, r));
+    }
+  }
+  if (found.empty()) {
+    return fail("route_not_found",
+                source.empty() ? "no configured route named '" + name + "'"
+                               : "source '" + source + "' has no route named '" + name + "'");
+  }
+  if (found.size() > 1) {
+    std::string sources;
+    for (const auto& v : found) sources += (sources.empty() ? "" : ", ") + v.source;
+    return fail("ambiguous_route", "route name '" + name + "' is used by several sources (" +
+                                       sources + "): name the source too");
+  }
+  return std::move(found.front());
+}
+
+Result<RouteView> with_state(RouteView view, RouteStates& states) {
+  auto row = states.get(view.source, view.name);
+  if (row) {
+    view.state = std::move(*row);
+  } else if (row.error().code != "not_found") {
+    return Unexpected{row.error()};
+  }
+  return view;
+}
+
+}  // namespace
+
+Result<std::vector<RouteView>> list_routes(const Config& config, RouteStates& states) {
+  auto rows = states.all();
+  if (!rows) return Unexpected{rows.error()};
+  std::map<std::pair<std::string, std::string>, RouteStateRow> by_route;
+  for (auto& row : *rows) by_route.emplace(std::pair{row.source, row.route}, std::move(row));
+  std::vector<RouteView> out;
+  for (const auto& [source, routes] : config.routes) {
+    for (const auto& r : routes) {
+      RouteView v = view_of(source, r);
+      if (auto it = by_route.find({source, r.name}); it != by_route.end()) {
+        v.state = std::move(it->second);
+        by_route.erase(it);
+      }
+      out.push_back(std::move(v));
+    }
+  }
+  for (auto& [key, row] : by_route) {
+    RouteView v;
+    v.source = key.first;
+    v.name = key.second;
+    v.configured = false;
+    v.state = std::move(row);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<RouteView> find_route(const Config& config, RouteStates& states, const std::string& name,
+                             const std::string& source) {
+  auto view = configured_route(config, name, source);
+  if (!view) return view;
+  return with_state(std::move(*view), states);
+}
+
+Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
+                                  const std::string& name, const std::string& source,
+                                  const std::string& who, const std::string& reason) {
+  auto view = configured_route(config, name, source);
+  if (!view) return Unexpected{view.error()};
+  auto changed =
+      states.suspend(view->source, view->name, reason.empty() ? "suspended by an operator" : reason,
+                     "operator:" + who);
+  if (!changed) return Unexpected{changed.error()};
+  auto after = with_state(std::move(*view), states);
+  if (!after) return Unexpected{after.error()};
+  return RouteChange{std::move(*after), *changed, {}};
+}
+
+Result<RouteChange> resume_route(const Config& config, RouteStates& states, const std::string& name,
+                                 const std::string& source, const std::string& who) {
+  auto view = configured_route(config, name, source);
+  if (!view) return Unexpected{view.error()};
+  auto changed = states.resume(view->source, view->name, "operator:" + who);
+  if (!changed) return Unexpected{changed.error()};
+  if (*changed) std::this_thread::sleep_for(std::chrono::milliseconds(kRouteSettleMs));
+  auto keys = states.parked_keys(view->source, view->name);
+  if (!keys) return Unexpected{keys.error()};
+  auto after = with_state(std::move(*view), states);
+  if (!after) return Unexpected{after.error()};
+  return RouteChange{std::move(*after), *changed, std::move(*keys)};
+}
+
+nlohmann::json route_json(const RouteView& v, const std::function<std::string(int64_t)>& time) {
+  using nlohmann::json;
+  auto at = [&time](int64_t ms) { return ms > 0 ? json(time(ms)) : json(nullptr); };
+  const RouteStateRow& s = v.state;
+  json suspend_after = nullptr;
+  if (v.suspend_after) {
+    auto bound = [](int n) { return n > 0 ? json(n) : json(nullptr); };
+    suspend_after = {{"consecutive_failures", bound(v.suspend_after->consecutive_failures)},
+                     {"or_failing_for_seconds", bound(v.suspend_after->or_failing_for_seconds)}};
+  }
+  return {{"source", v.source},
+          {"name", v.name},
+          {"url", v.configured ? json(v.url) : json(nullptr)},
+          {"configured", v.configured},
+          {"state", s.state},
+          {"reason", s.reason.empty() ? json(nullptr) : json(s.reason)},
+          {"failure_streak", s.failure_streak},
+          {"failing_since", at(s.failing_since_ms)},
+          {"suspended_at", at(s.suspended_at_ms)},
+          {"suspended_by", s.suspended_by.empty() ? json(nullptr) : json(s.suspended_by)},
+          {"resumed_at", at(s.resumed_at_ms)},
+          {"parked", s.parked},
+          {"suspend_after", suspend_after}};
+}
+
+ReplayOptions release_options(const RouteView& route, const std::string& who, double rate) {
+  ReplayOptions o;
+  o.from_state = "parked";
+  o.rate_per_second = rate;
+  o.who = who;
+  o.reason = "release of route " + route.source + "/" + route.name + " (resumed)";
+  return o;
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,376 @@
+#include "shared/store/delivery_queries.h"
+
+#include <array>
+#include <pqxx/pqxx>
+#include <utility>
+
+namespace hookrelay {
+namespace {
+
+#define HR_MS(col) "coalesce((extract(epoch from " col ") * 1000)::bigint, 0)"
+
+// Column order matches delivery_from_row().
+constexpr const char* kDeliveryColumns =
+    "delivery_key, kind, source, event_id, destination, url, state, attempts, "
+    "coalesce(lease_owner, ''), " HR_MS("lease_until") ", " HR_MS("first_seen_at") ", "
+    HR_MS("first_attempt_at") ", " HR_MS("last_attempt_at") ", " HR_MS("completed_at") ", "
+    "coalesce(last_status, 0), coalesce(last_error, ''), origin_topic";
+
+DeliveryRow delivery_from_row(const pqxx::row& r) {
+  DeliveryRow d;
+  d.key = r[0].as<std::string>();
+  d.kind = r[1].as<std::string>();
+  d.source = r[2].as<std::string>();
+  d.event_id = r[3].as<std::string>();
+  d.destination = r[4].as<std::string>();
+  d.url = r[5].as<std::string>();
+  d.state = r[6].as<std::string>();
+  d.attempts = r[7].as<int>();
+  d.lease_owner = r[8].as<std::string>();
+  d.lease_until_ms = r[9].as<int64_t>();
+  d.first_seen_ms = r[10].as<int64_t>();
+  d.first_attempt_ms = r[11].as<int64_t>();
+  d.last_attempt_ms = r[12].as<int64_t>();
+  d.completed_ms = r[13].as<int64_t>();
+  d.last_status = r[14].as<int>();
+  d.last_error = r[15].as<std::string>();
+  d.origin_topic = r[16].as<std::string>();
+  return d;
+}
+
+std::vector<DeliveryRow> deliveries_from(const pqxx::result& rows) {
+  std::vector<DeliveryRow> out;
+  out.reserve(rows.size());
+  for (const auto& r : rows) out.push_back(delivery_from_row(r));
+  return out;
+}
+
+bool is_state(const std::string& s) {
+  static const std::array<const char*, 5> kStates = {"in_flight", "retrying", "succeeded", "dead",
+                                                     "parked"};
+  for (const char* k : kStates) {
+    if (s == k) return true;
+  }
+  return false;
+}
+
+// The replay item of an admin API replay: its delivery was changed, the message not yet acked.
+void mark_item(pqxx::transaction_base& tx, int64_t replay_id, const std::string& key) {
+  tx.exec_params(
+      "UPDATE replay_items SET status = 'marked', updated_at = now()"
+      " WHERE replay_id = $1 AND delivery_key = $2",
+      replay_id, key);
+}
+
+}  // namespace
+
+DeliveryQueries::DeliveryQueries(std::string url) : pg_(std::move(url)) {}
+
+Result<std::vector<DeliveryRow>> DeliveryQueries::dlq_list(const DlqFilter& f) {
+  if (!f.status.empty() && !is_state(f.status)) {
+    return fail("bad_filter", "status: must be in_flight, retrying, succeeded, dead or parked");
+  }
+  if (f.limit < 1 || f.limit > 10000) return fail("bad_filter", "limit: must be 1..10000");
+  // $1 is the status; the rest filter and order either table the same way.
+  const std::string order = " ORDER BY last_attempt_at DESC NULLS LAST, delivery_key";
+  const std::string filters =
+      " AND ($2::text = '' OR source = $2::text)"
+      " AND ($3::text = '' OR destination = $3::text)"
+      " AND ($4::bigint = 0 OR last_attempt_at >= to_timestamp($4 / 1000.0))"
+      " AND ($5::bigint = 0 OR last_attempt_at < to_timestamp($5 / 1000.0))" +
+      order;
+  // Dead letters are found through their own table and its index (migrations/0004); other
+  // states, which the hot path keeps unindexed, scan deliveries.
+  const std::string sql = f.status == "dead"
+                              ? std::string("SELECT ") + kDeliveryColumns +
+                                    " FROM deliveries WHERE state = $1::text AND delivery_key IN ("
+                                    " SELECT delivery_key FROM dead_letters WHERE true" +
+                                    filters + " LIMIT $6::int)" + order
+                              : std::string("SELECT ") + kDeliveryColumns +
+                                    " FROM deliveries WHERE ($1::text = '' OR state = $1::text)" +
+                                    filters + " LIMIT $6::int";
+  return pg_.run("dlq_list", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return deliveries_from(
+        tx.exec_params(sql, f.status, f.source, f.destination, f.since_ms, f.until_ms, f.limit));
+  });
+}
+
+Result<DeliveryDetail> DeliveryQueries::delivery_show(const std::string& key) {
+  return pg_.run("delivery_show", [&](pqxx::connection& c) -> Result<DeliveryDetail> {
+    pqxx::read_transaction tx(c);  // one snapshot for the delivery and its history
+    auto rows = tx.exec_params(
+        std::string("SELECT ") + kDeliveryColumns + " FROM deliveries WHERE delivery_key = $1",
+        key);
+    if (rows.empty()) return fail("not_found", "no delivery with key " + key);
+    DeliveryDetail out;
+    out.delivery = delivery_from_row(rows[0]);
+    for (const auto& r : tx.exec_params(
+             "SELECT attempt, " HR_MS("started_at") ", duration_ms, coalesce(http_status, 0),"
+                                                    " outcome, error, worker_id FROM "
+                                                    "delivery_attempts WHERE delivery_key = $1"
+                                                    " ORDER BY started_at, attempt",
+             key)) {
+      out.attempts.push_back(AttemptRow{r[0].as<int>(), r[1].as<int64_t>(), r[2].as<int>(),
+                                        r[3].as<int>(), r[4].as<std::string>(),
+                                        r[5].as<std::string>(), r[6].as<std::string>()});
+    }
+    for (const auto& r : tx.exec_params(
+             "SELECT id, replayed_by, " HR_MS("replayed_at") ", reason FROM dlq_replays"
+                                                             " WHERE delivery_key = $1 ORDER BY id",
+             key)) {
+      out.replays.push_back(ReplayRow{r[0].as<int64_t>(), r[1].as<std::string>(),
+                                      r[2].as<int64_t>(), r[3].as<std::string>()});
+    }
+    tx.commit();
+    return out;
+  });
+}
+
+Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
+                                                const std::string& event_id) {
+  return pg_.run("event_show", [&](pqxx::connection& c) -> Result<EventDetail> {
+    pqxx::read_transaction tx(c);
+    EventDetail out;
+    auto inbound = tx.exec_params(
+        "SELECT source, event_id, topic, \"partition\", \"offset\", " HR_MS("received_at") ", "
+        HR_MS("first_seen_at") ", body_sha256 FROM inbound_events"
+        " WHERE source = $1 AND event_id = $2",
+        source, event_id);
+    if (!inbound.empty()) {
+      const auto& r = inbound[0];
+      out.inbound =
+          InboundEventRow{r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<std::string>(),
+                          r[3].as<int>(),         r[4].as<int64_t>(),     r[5].as<int64_t>(),
+                          r[6].as<int64_t>(),     r[7].as<std::string>()};
+    }
+    out.deliveries = deliveries_from(tx.exec_params(
+        std::string("SELECT ") + kDeliveryColumns +
+            " FROM deliveries WHERE source = $1 AND event_id = $2 ORDER BY destination",
+        source, event_id));
+    tx.commit();
+    if (!out.inbound && out.deliveries.empty()) {
+      return fail("not_found", "no event " + source + "/" + event_id);
+    }
+    return out;
+  });
+}
+
+Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const std::string& who,
+                                                   const std::string& reason, int64_t replay_id,
+                                                   const std::string& from_state) {
+  return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
+    pqxx::work tx(c);
+    // The state condition makes concurrent replays of one delivery succeed exactly once.
+    auto rows =
+        tx.exec_params(std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
+                                   " lease_until = NULL, lease_token = NULL, completed_at = NULL,"
+                                   " updated_at = now()"
+                                   " WHERE delivery_key = $1 AND state = $2 RETURNING ") +
+                           kDeliveryColumns,
+                       key, from_state);
+    if (rows.empty()) {
+      auto state = tx.exec_params("SELECT state FROM deliveries WHERE delivery_key = $1", key);
+      if (state.empty()) return fail("not_found", "no delivery with key " + key);
+      return fail("not_replayable", key + " is " + state[0][0].as<std::string>() + ", only " +
+                                        from_state + " deliveries replay here");
+    }
+    DeliveryRow d = delivery_from_row(rows[0]);
+    tx.exec_params(
+        "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key, who,
+        reason);
+    tx.exec_params(
+        "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
+        " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'replayed', $3, $4)",
+        key, d.attempts, reason, "operator:" + who);
+    if (replay_id != 0) mark_item(tx, replay_id, key);
+    tx.commit();
+    return d;
+  });
+}
+
+Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& f) {
+  if (!f.state.empty() && !is_state(f.state)) {
+    return fail("bad_filter", "state: must be in_flight, retrying, succeeded, dead or parked");
+  }
+  if (f.limit < 1 || f.limit > kMaxDeliveryPage) {
+    return fail("bad_filter", "limit: must be 1.." + std::to_string(kMaxDeliveryPage));
+  }
+  // Only the conditions asked for, so the planner sees plain equalities and picks the index of
+  // the most selective one (migrations/0006); the order is the first-seen index's.
+  std::vector<std::string> params;
+  auto param = [&params](std::string v) {
+    params.push_back(std::move(v));
+    return "$" + std::to_string(params.size());
+  };
+  // On columns deliveries and dead_letters share, with the same values.
+  std::string where;
+  if (!f.source.empty()) where += " AND source = " + param(f.source);
+  if (!f.route.empty()) where += " AND destination = " + param(f.route);
+  if (f.since_ms > 0)
+    where += " AND first_seen_at >= to_timestamp(" + param(std::to_string(f.since_ms)) +
+             "::bigint / 1000.0)";
+  if (f.until_ms > 0)
+    where += " AND first_seen_at < to_timestamp(" + param(std::to_string(f.until_ms)) +
+             "::bigint / 1000.0)";
+  if (f.after) {
+    std::string at = param(std::to_string(f.after->first_seen_us));
+    where += " AND (first_seen_at, delivery_key) < (timestamptz 'epoch' + " + at +
+             "::bigint * interval '1 microsecond', " + param(f.after->key) + "::text)";
+  }
+  const std::string order =
+      " ORDER BY first_seen_at DESC, delivery_key DESC LIMIT " + std::to_string(f.limit + 1);
+  std::string sql =
+      std::string("SELECT ") + kDeliveryColumns +
+      ", (extract(epoch from first_seen_at) * 1000000)::bigint FROM deliveries WHERE true";
+  if (f.state == "dead" && f.event_id.empty()) {
+    // Dead deliveries are few among many: the first-seen indexes would read a whole source or
+    // route to find none. dead_letters holds exactly them (a trigger, migrations/0004) with
+    // their first_seen_at and indexes in this order (migrations/0009), so a page reads its rows
+    // and then theirs in deliveries by key.
+    sql +=
+        " AND state = 'dead' AND delivery_key IN (SELECT delivery_key FROM dead_letters WHERE "
+        "true" +
+        where + order + ")";
+  } else {
+    sql += where;
+    if (!f.state.empty()) sql += " AND state = " + param(f.state);
+    if (!f.event_id.empty()) sql += " AND event_id = " + param(f.event_id);
+  }
+  sql += order;
+  return pg_.run("list_deliveries", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+    DeliveryPage page;
+    for (const auto& r : rows) {
+      if (static_cast<int>(page.rows.size()) == f.limit) {
+        const auto& last = rows[static_cast<pqxx::result::size_type>(f.limit - 1)];
+        page.next = DeliveryPagePosition{last[17].as<int64_t>(), last[0].as<std::string>()};
+        break;
+      }
+      page.rows.push_back(delivery_from_row(r));
+    }
+    return page;
+  });
+}
+
+Result<DeliveryDetail> DeliveryQueries::call_show(const std::string& call_id) {
+  auto key = pg_.run("call_show", [&](pqxx::connection& c) -> Result<std::string> {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT delivery_key FROM deliveries WHERE event_id = $1 AND kind = 'call' LIMIT 1",
+        call_id);
+    if (rows.empty()) return fail("not_found", "no call with id " + call_id);
+    return rows[0][0].as<std::string>();
+  });
+  if (!key) return Unexpected{key.error()};
+  return delivery_show(*key);
+}
+
+Result<ResendSourceRow> DeliveryQueries::resend_source(const std::string& key) {
+  return pg_.run("resend_source", [&](pqxx::connection& c) -> Result<ResendSourceRow> {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(
+        "SELECT d.kind, d.destination, i.topic, i.\"partition\", i.\"offset\" FROM deliveries d"
+        " LEFT JOIN inbound_events i ON i.source = d.source AND i.event_id = d.event_id"
+        " WHERE d.delivery_key = $1",
+        key);
+    if (rows.empty()) return fail("not_found", "no delivery with key " + key);
+    const auto& r = rows[0];
+    if (r[0].as<std::string>() != "webhook") {
+      return fail("not_resendable",
+                  key + " is an outbound call: its request is not kept for a resend");
+    }
+    if (r[2].is_null()) {
+      return fail(
+          "not_resendable",
+          key + ": its event's first message is no longer recorded (inbound event retention)");
+    }
+    return ResendSourceRow{r[2].as<std::string>(), r[3].as<int32_t>(), r[4].as<int64_t>(),
+                           r[1].as<std::string>()};
+  });
+}
+
+Result<void> DeliveryQueries::mark_resend(const std::string& key, const std::string& who,
+                                          const std::string& reason, int64_t replay_id) {
+  return pg_.run("mark_resend", [&](pqxx::connection& c) -> Result<void> {
+    pqxx::work tx(c);
+    auto rows = tx.exec_params(
+        "UPDATE deliveries SET resend_id = $2, updated_at = now()"
+        " WHERE delivery_key = $1 AND state = 'succeeded' AND resend_id IS NULL RETURNING attempts",
+        key, replay_id);
+    if (rows.empty()) {
+      auto state = tx.exec_params(
+          "SELECT state, resend_id IS NOT NULL FROM deliveries WHERE delivery_key = $1", key);
+      if (state.empty()) return fail("not_found", "no delivery with key " + key);
+      return fail("not_resendable", state[0][1].as<bool>()
+                                        ? key + " has a resend pending already"
+                                        : key + " is " + state[0][0].as<std::string>() +
+                                              ", only succeeded deliveries are resent");
+    }
+    tx.exec_params(
+        "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key, who,
+        "resend: " + reason);
+    tx.exec_params(
+        "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
+        " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'resent', $3, $4)",
+        key, rows[0][0].as<int>(), reason, "operator:" + who);
+    mark_item(tx, replay_id, key);
+    tx.commit();
+    return {};
+  });
+}
+
+Result<void> DeliveryQueries::undo_resend(const std::string& key, int64_t replay_id) {
+  return pg_.run("undo_resend", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_params(
+        "UPDATE deliveries SET resend_id = NULL WHERE delivery_key = $1 AND resend_id = $2", key,
+        replay_id);
+  });
+}
+
+Result<bool> DeliveryQueries::needs_produce_again(const std::string& key, int64_t replay_id) {
+  return pg_.run("needs_produce_again", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    // A resend: its marker is still there. A replay of a dead delivery: still 'retrying', no
+    // lease, no attempt since the mark.
+    auto rows = tx.exec_params(
+        "SELECT (d.state = 'succeeded' AND d.resend_id = $2)"
+        "    OR (d.state = 'retrying' AND d.lease_owner IS NULL"
+        "        AND (d.last_attempt_at IS NULL OR d.last_attempt_at < i.updated_at))"
+        " FROM deliveries d JOIN replay_items i ON i.replay_id = $2 AND i.delivery_key = "
+        "d.delivery_key"
+        " WHERE d.delivery_key = $1",
+        key, replay_id);
+    return !rows.empty() && !rows[0][0].is_null() && rows[0][0].as<bool>();
+  });
+}
+
+// The maintenance functions from the migrations: one int argument, one number back.
+template <class T>
+Result<T> DeliveryQueries::call_maintenance(const char* what, const char* sql, int arg) {
+  return pg_.run(what, [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return tx.exec_params1(sql, arg)[0].as<T>();
+  });
+}
+
+Result<int> DeliveryQueries::ensure_attempt_partitions(int days_ahead) {
+  return call_maintenance<int>("ensure_attempt_partitions",
+                               "SELECT hookrelay_ensure_attempt_partitions($1)", days_ahead);
+}
+
+Result<int> DeliveryQueries::drop_attempt_partitions(int older_than_days) {
+  return call_maintenance<int>(
+      "drop_attempt_partitions",
+      "SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))", older_than_days);
+}
+
+Result<int64_t> DeliveryQueries::delete_inbound_events(int older_than_days) {
+  return call_maintenance<int64_t>(
+      "delete_inbound_events", "SELECT hookrelay_delete_inbound_events(make_interval(days => $1))",
+      older_than_days);
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,174 @@
+// DeliveryQueries: what the operator CLI and the admin API read and change in the delivery store
+// (listing and inspection, marking a replay or a resend, attempt-partition maintenance). Not on
+// the worker's hot path.
+//
+// Times are milliseconds since the Unix epoch; 0 means "not set" (likewise http status 0 = no
+// response). Errors: "not_found", "not_replayable", "not_resendable", "bad_filter", and the
+// database errors of PgConnection ("db_unavailable" retryable, "db_error").
+//
+// Thread-safety: one connection, not thread-safe; one instance per thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/result.h"
+#include "shared/store/pg_connection.h"
+
+namespace hookrelay {
+
+struct DeliveryRow {
+  std::string key;
+  std::string kind;
+  std::string source;
+  std::string event_id;
+  std::string destination;
+  std::string url;
+  std::string state;  // in_flight | retrying | succeeded | dead
+  int attempts = 0;
+  std::string lease_owner;
+  int64_t lease_until_ms = 0;
+  int64_t first_seen_ms = 0;
+  int64_t first_attempt_ms = 0;
+  int64_t last_attempt_ms = 0;
+  int64_t completed_ms = 0;
+  int last_status = 0;
+  std::string last_error;
+  std::string origin_topic;
+};
+
+struct AttemptRow {
+  int attempt = 0;
+  int64_t started_ms = 0;
+  int duration_ms = 0;
+  int http_status = 0;
+  std::string outcome;  // succeeded | retryable | permanent | duplicate_success | replayed
+  std::string error;
+  std::string worker_id;
+};
+
+struct ReplayRow {
+  int64_t id = 0;
+  std::string replayed_by;
+  int64_t replayed_ms = 0;
+  std::string reason;
+};
+
+struct DeliveryDetail {
+  DeliveryRow delivery;
+  std::vector<AttemptRow> attempts;  // by start time
+  std::vector<ReplayRow> replays;    // oldest first
+};
+
+struct InboundEventRow {
+  std::string source;
+  std::string event_id;
+  std::string topic;
+  int partition = 0;
+  int64_t offset = 0;
+  int64_t received_ms = 0;
+  int64_t first_seen_ms = 0;
+  std::string body_sha256;
+};
+
+struct EventDetail {
+  std::optional<InboundEventRow> inbound;  // absent for calls and events not yet consumed
+  std::vector<DeliveryRow> deliveries;     // by destination
+};
+
+struct ResendSourceRow {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+  std::string route;
+};
+
+struct DlqFilter {
+  std::string source{};         // empty = any
+  std::string destination{};    // empty = any
+  std::string status = "dead";  // a delivery state; empty = any
+  int64_t since_ms = 0;         // last attempt at or after; 0 = no bound
+  int64_t until_ms = 0;         // last attempt before; 0 = no bound
+  int limit = 100;              // 1..10000
+};
+
+// GET /v1/deliveries: every field optional (empty / 0 = any). Pages are newest first by
+// (first_seen_at, delivery_key); `after` continues below the last row of the previous page.
+struct DeliveryPagePosition {
+  int64_t first_seen_us = 0;  // microseconds since the Unix epoch, exactly as stored
+  std::string key;
+};
+
+struct DeliveryPageFilter {
+  std::string source{};
+  std::string route{};  // a delivery's destination
+  std::string state{};  // in_flight | retrying | succeeded | dead
+  std::string event_id{};
+  int64_t since_ms = 0;  // first seen at or after
+  int64_t until_ms = 0;  // first seen before
+  int limit = 50;        // 1..kMaxDeliveryPage
+  std::optional<DeliveryPagePosition> after{};
+};
+
+inline constexpr int kMaxDeliveryPage = 500;
+
+struct DeliveryPage {
+  std::vector<DeliveryRow> rows;
+  std::optional<DeliveryPagePosition> next;  // set when there may be more
+};
+
+class DeliveryQueries {
+ public:
+  // Does not connect yet.
+  explicit DeliveryQueries(std::string url);
+
+  // Newest last attempt first.
+  Result<std::vector<DeliveryRow>> dlq_list(const DlqFilter& filter);
+  Result<DeliveryDetail> delivery_show(const std::string& key);
+  // "not_found" when neither an inbound event nor any delivery matches.
+  Result<EventDetail> event_show(const std::string& source, const std::string& event_id);
+  // Moves a dead delivery back to 'retrying' and audits it (dlq_replays row plus an attempt row
+  // with outcome 'replayed'), atomically. Returns the delivery as it now is, for the caller to
+  // re-produce its message. "not_replayable" unless the delivery is in `from_state` (dead, or
+  // parked for the release of a resumed route). With a replay_id (admin API), its replay_items
+  // row becomes 'marked' in the same transaction.
+  Result<DeliveryRow> mark_replayed(const std::string& key, const std::string& who,
+                                    const std::string& reason, int64_t replay_id = 0,
+                                    const std::string& from_state = "dead");
+
+  // Newest first; "bad_filter" names a bad field.
+  Result<DeliveryPage> list_deliveries(const DeliveryPageFilter& filter);
+  // The delivery of an outbound call by the id POST /v1/calls answered; "not_found".
+  Result<DeliveryDetail> call_show(const std::string& call_id);
+
+  // Resend of a succeeded webhook delivery (the admin API's replays; see
+  // shared/replay/dlq_replay.h). Where its event was first produced: "not_resendable" for calls and
+  // for events whose inbound record is gone.
+  Result<ResendSourceRow> resend_source(const std::string& key);
+  // Sets the delivery's resend marker to replay_id (the next claim of the key takes it once),
+  // audits it (dlq_replays row, 'resent' attempt row) and marks the replay item, atomically.
+  // "not_resendable" unless succeeded with no resend pending.
+  Result<void> mark_resend(const std::string& key, const std::string& who,
+                           const std::string& reason, int64_t replay_id);
+  // Clears the marker if it is still this replay's.
+  Result<void> undo_resend(const std::string& key, int64_t replay_id);
+  // For a replay item marked before an interruption: whether its message must be produced
+  // again, i.e. no worker has taken the delivery up since it was marked.
+  Result<bool> needs_produce_again(const std::string& key, int64_t replay_id);
+
+  // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql).
+  Result<int> ensure_attempt_partitions(int days_ahead);
+  Result<int> drop_attempt_partitions(int older_than_days);
+  // Deletes inbound_events received more than older_than_days ago; returns how many.
+  Result<int64_t> delete_inbound_events(int older_than_days);
+
+ private:
+  template <class T>
+  Result<T> call_maintenance(const char* what, const char* sql, int arg);
+
+  PgConnection pg_;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,116 @@
+#include "shared/store/migrator.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <pqxx/pqxx>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "shared/store/pg_connection.h"
+
+namespace hookrelay {
+namespace {
+
+// Fixed so that every hookrelay process, of any version, contends for the same lock:
+// the ASCII bytes of "hookrela".
+constexpr int64_t kMigrationLockKey = 7525356009630821473;
+
+struct MigrationFile {
+  std::string version;    // "0001"
+  std::string name;       // "init"
+  std::string file_name;  // "0001_init.sql"
+  std::filesystem::path path;
+};
+
+Result<std::vector<MigrationFile>> list_migrations(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) return fail("migrations_dir", dir + ": " + ec.message());
+  static const std::regex kName(R"(^([0-9]{4})_([a-z0-9_]+)\.sql$)");
+  std::vector<MigrationFile> files;
+  for (const auto& entry : it) {
+    if (entry.path().extension() != ".sql") continue;
+    std::string file_name = entry.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(file_name, m, kName)) {
+      return fail("migrations_dir", file_name + ": expected a name like 0001_init.sql");
+    }
+    files.push_back(MigrationFile{m[1], m[2], file_name, entry.path()});
+  }
+  std::sort(files.begin(), files.end(),
+            [](const MigrationFile& a, const MigrationFile& b) { return a.version < b.version; });
+  for (size_t i = 1; i < files.size(); ++i) {
+    if (files[i].version == files[i - 1].version) {
+      return fail("migrations_dir", files[i].file_name + ": version " + files[i].version +
+                                        " also used by " + files[i - 1].file_name);
+    }
+  }
+  return files;
+}
+
+Result<std::string> read_text(const MigrationFile& file) {
+  std::ifstream in(file.path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return fail("migration_failed", file.file_name + ": cannot read " + file.path.string());
+  return text.str();
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> migrate(const std::string& db_url,
+                                         const std::string& migrations_dir) {
+  auto files = list_migrations(migrations_dir);
+  if (!files) return Unexpected{files.error()};
+
+  PgConnection pg(db_url);
+  // The session lock lives until `pg` closes its connection, on every return path.
+  auto applied = pg.run("migrate", [](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec("SET client_min_messages = warning");  // no "already exists, skipping" chatter
+    tx.exec_params("SELECT pg_advisory_lock($1)", kMigrationLockKey);
+    tx.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "  version text PRIMARY KEY,"
+        "  name text NOT NULL,"
+        "  applied_at timestamptz NOT NULL DEFAULT now())");
+    std::set<std::string> versions;
+    for (const auto& row : tx.exec("SELECT version FROM schema_migrations")) {
+      versions.insert(row[0].as<std::string>());
+    }
+    return versions;
+  });
+  if (!applied) return Unexpected{applied.error()};
+
+  std::vector<std::string> done;
+  for (const MigrationFile& file : *files) {
+    if (applied->count(file.version) != 0) continue;
+    auto sql = read_text(file);
+    if (!sql) return Unexpected{sql.error()};
+    auto r = pg.run(file.file_name, [&](pqxx::connection& c) {
+      pqxx::work tx(c);
+      tx.exec(*sql);
+      tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", file.version,
+                     file.name);
+      tx.commit();
+    });
+    if (!r) {
+      Error e = r.error();
+      if (e.code == "db_error") e.code = "migration_failed";
+      return Unexpected{std::move(e)};
+    }
+    done.push_back(file.version);
+  }
+  return done;
+}
+
+std::string default_migrations_dir() {
+  const char* dir = std::getenv("HOOKRELAY_MIGRATIONS_DIR");
+  return dir != nullptr && *dir != '\0' ? std::string(dir) : std::string("migrations");
+}
+
+}  // namespace hookrelay

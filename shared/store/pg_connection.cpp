@@ -1,0 +1,101 @@
+#include "shared/store/pg_connection.h"
+
+#include <exception>
+#include <pqxx/except>
+#include <string_view>
+
+#include "shared/log.h"
+
+namespace hookrelay {
+namespace {
+
+enum class Kind { kUnavailable, kConflict, kBusy, kPermanent };
+
+// SQLSTATE classes, see PostgreSQL's "Appendix A. Error Codes".
+Kind classify_sqlstate(std::string_view state) {
+  if (state.size() != 5) return Kind::kPermanent;
+  std::string_view cls = state.substr(0, 2);
+  if (cls == "08") return Kind::kUnavailable;  // connection exception
+  if (state.substr(0, 3) == "57P") {
+    return Kind::kUnavailable;  // admin/crash shutdown, cannot connect now, database dropped, idle
+                                // timeout
+  }
+  if (cls == "40") return Kind::kConflict;                  // serialization failure, deadlock
+  if (state == "55P03") return Kind::kConflict;             // lock_not_available
+  if (cls == "53" || state == "57014") return Kind::kBusy;  // resources, statement timeout
+  if (cls == "58" || cls == "XX") return Kind::kBusy;  // the server's own I/O or internal error
+  // The statement itself was refused: data (22), integrity constraints (23), syntax or access
+  // (42), and the rest. Sending it again cannot help; the worker isolates the delivery.
+  return Kind::kPermanent;
+}
+
+Error make_error(Kind kind, const std::string& what, const std::string& detail) {
+  std::string message = what + ": " + detail;
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  switch (kind) {
+    case Kind::kUnavailable:
+      return Error{"db_unavailable", std::move(message), true};
+    case Kind::kConflict:
+      return Error{"db_conflict", std::move(message), true};
+    case Kind::kBusy:
+      return Error{"db_busy", std::move(message), true};
+    case Kind::kPermanent:
+      return Error{"db_error", std::move(message), false};
+  }
+  return Error{"db_error", std::move(message), false};
+}
+
+}  // namespace
+
+PgConnection::PgConnection(std::string url, OnConnect on_connect)
+    : url_(std::move(url)), on_connect_(std::move(on_connect)) {}
+
+PgConnection::~PgConnection() = default;
+
+void PgConnection::reset() { conn_.reset(); }
+
+pqxx::connection& PgConnection::connection() {
+  if (!conn_) {
+    auto c = std::make_unique<pqxx::connection>(url_);
+    if (on_connect_) on_connect_(*c);
+    conn_ = std::move(c);
+  }
+  return *conn_;
+}
+
+Error PgConnection::current_exception_error(const std::string& what) {
+  Kind kind = Kind::kPermanent;
+  std::string detail;
+  try {
+    throw;
+  } catch (const pqxx::broken_connection& e) {
+    kind = Kind::kUnavailable;
+    detail = e.what();
+  } catch (const pqxx::in_doubt_error& e) {
+    // The commit may or may not have happened; the connection is gone either way.
+    kind = Kind::kUnavailable;
+    detail = e.what();
+  } catch (const pqxx::statement_completion_unknown& e) {
+    kind = Kind::kUnavailable;
+    detail = e.what();
+  } catch (const pqxx::sql_error& e) {
+    kind = classify_sqlstate(e.sqlstate());
+    detail = e.what();
+  } catch (const pqxx::transaction_rollback& e) {
+    kind = Kind::kConflict;
+    detail = e.what();
+  } catch (const std::exception& e) {
+    detail = e.what();
+  } catch (...) {
+    detail = "unknown exception";
+  }
+  // Whatever the exception says, a closed connection is an outage, not a data error.
+  if (kind == Kind::kPermanent && conn_ && !conn_->is_open()) kind = Kind::kUnavailable;
+  if (kind == Kind::kUnavailable && conn_) {
+    spdlog::warn("msg=db_connection_lost op={} error={}", log_quote(what), log_quote(detail));
+    conn_.reset();
+  }
+  return make_error(kind, what, detail);
+}
+
+}  // namespace hookrelay

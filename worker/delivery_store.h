@@ -1,0 +1,106 @@
+// DeliveryStore: the worker's I/O boundary to its durable state (idempotency claims, attempt
+// audit, inbound event dedupe). The real adapter is PostgresDeliveryStore; unit tests use fakes.
+//
+// Contract for every method: one batch is one database round trip, and every failure is an
+// Error (retryable when trying again later may succeed: "db_unavailable", "db_conflict",
+// "db_busy"); implementations never throw.
+//
+// Thread-safety: implementations need not be thread-safe; the caller serializes calls.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "shared/result.h"
+
+namespace hookrelay {
+
+// One delivery as the worker knows it before calling out.
+struct DeliveryRef {
+  std::string key;     // delivery key: stable across retries and replays
+  std::string kind;    // "webhook" | "call"
+  std::string source;  // webhook source, or the calling service
+  std::string event_id;
+  std::string destination;  // route name, or "call"
+  std::string url;
+  std::string origin_topic;   // topic the message was first produced to
+  int64_t first_seen_ms = 0;  // when ingest received it; 0 = now
+  // This claim's fencing token: unique per claim. Its high 32 bits name the worker's run (a
+  // process start), the low 32 count claims within it (make_lease_token). See claim().
+  int64_t lease_token = 0;
+};
+
+// A token for one claim: `run` names this process's run of the worker (random at start),
+// `seq` counts its claims.
+int64_t make_lease_token(uint32_t run, uint32_t seq);
+
+enum class ClaimStatus {
+  kClaimed,           // this worker holds the lease: deliver it
+  kAlreadySucceeded,  // done before: skip, it is a duplicate
+  kAlreadyDead,       // in the DLQ: skip until an operator replays it
+  kLeasedElsewhere,   // another attempt holds an unexpired lease (another worker's, or
+                      // another copy of the message in this worker): do not deliver now
+};
+
+const char* claim_status_name(ClaimStatus status);
+
+struct AttemptRecord {
+  std::string key;
+  int attempt = 0;         // 1-based attempt number
+  int64_t started_ms = 0;  // ms since the Unix epoch
+  int duration_ms = 0;
+  int http_status = 0;      // 0 = no response (connect error, timeout, ...)
+  std::string outcome;      // "succeeded" | "retryable" | "permanent"
+  std::string error;        // empty on success
+  std::string next_state;   // "succeeded" | "retrying" | "dead"
+  int64_t lease_token = 0;  // the token of the claim this attempt was made under
+};
+
+struct InboundEventRecord {
+  std::string source;
+  std::string event_id;
+  std::string topic;
+  int partition = 0;
+  int64_t offset = 0;
+  int64_t received_ms = 0;  // ms since the Unix epoch (hr-received-at)
+  std::string body_sha256;  // hex
+};
+
+class DeliveryStore {
+ public:
+  virtual ~DeliveryStore() = default;
+
+  // Claims each delivery for `worker_id` for `lease_seconds` under the ref's lease_token, unless
+  // it already succeeded (and no resend of it is pending), is dead, or an unexpired lease is held
+  // by another attempt. A pending resend is consumed by the first claim of its key. A claim is
+  // exclusive per attempt: a lease held by this same run of the worker (same worker_id, same
+  // high 32 bits of the token) is not taken again, so two copies of one message never both
+  // deliver. A lease held under `worker_id` by an earlier run (the process restarted) is taken
+  // at once: worker ids are unique among live workers. Statuses come back in input order; a key
+  // repeated in the batch gets the same status at every position (one claim, the first ref's
+  // token).
+  virtual Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& deliveries,
+                                                 const std::string& worker_id,
+                                                 int lease_seconds) = 0;
+
+  // Stores one audit row per record and moves each delivery to its record's next_state
+  // (attempts, last_* columns; the lease is given back) when the record's lease_token still
+  // holds the lease; an attempt whose lease was taken over (it outlived the lease) is only
+  // audited, and the lease's holder decides the state. "succeeded" is final and always wins: the
+  // first success moves the delivery whatever the lease, a later success for the same key is
+  // stored with outcome "duplicate_success", so each key has at most one "succeeded" attempt
+  // row per resend, and later failures do not move it out of "succeeded".
+  virtual Result<void> record(const std::vector<AttemptRecord>& attempts,
+                              const std::string& worker_id) = 0;
+
+  // Remembers inbound events by (source, event_id); returns how many were not seen before.
+  virtual Result<int> record_inbound(const std::vector<InboundEventRecord>& events) = 0;
+
+  // Gives back `worker_id`'s leases on `keys` without recording an attempt (shutdown), so
+  // another worker may claim them at once. Keys leased by others are left alone.
+  virtual Result<void> release(const std::vector<std::string>& keys,
+                               const std::string& worker_id) = 0;
+};
+
+}  // namespace hookrelay
