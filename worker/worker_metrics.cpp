@@ -116,6 +116,8 @@ void WorkerMetrics::filtered_routes(const Config& config) {
     for (const auto& route : routes) {
       if (!route.filter.empty())
         series_.get(*filtered_, {{"source", source}, {"route", route.name}});
+      // Every configured route has its suspended gauge from the start (0 until suspended).
+      series_.get(*route_suspended_, {{"source", source}, {"route", route.name}});
     }
   }
 }
