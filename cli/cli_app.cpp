@@ -64,13 +64,15 @@ Runner find(const std::string& name) {
 
 const char* top_level_usage() { return kUsage; }
 
+int usage_error(CliIo& io, std::string_view command, const char* usage, std::string_view message) {
+  io.err << "hookrelay " << command << ": " << message << "\n" << usage;
+  return kExitUsage;
+}
+
 int parse_or_help(const Args& args, const std::vector<OptionSpec>& options, const char* usage,
                   std::string_view command, CliIo& io, ParsedArgs& parsed) {
   auto r = parse_args(args, options);
-  if (!r) {
-    io.err << "hookrelay " << command << ": " << r.error().message << "\n" << usage;
-    return kExitUsage;
-  }
+  if (!r) return usage_error(io, command, usage, r.error().message);
   parsed = std::move(*r);
   if (parsed.has("--help")) {
     io.out << usage;

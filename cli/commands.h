@@ -28,6 +28,9 @@ int run_routes(const Args& args, CliIo& io);      // route_commands.cpp
 // command should go on; otherwise the exit code after printing `usage` to out (--help: kExitOk)
 // or the error and usage to err (kExitUsage). Defined in cli_app.cpp.
 inline constexpr int kContinue = -1;
+
+// Prints "hookrelay <command>: <message>" and the usage to err; returns kExitUsage.
+int usage_error(CliIo& io, std::string_view command, const char* usage, std::string_view message);
 int parse_or_help(const Args& args, const std::vector<OptionSpec>& options, const char* usage,
                   std::string_view command, CliIo& io, ParsedArgs& parsed);
 

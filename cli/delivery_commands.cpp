@@ -23,7 +23,7 @@ constexpr const char* kEventsUsage =
     "  deliveries it became, one per route.\n"
     "  exit: 0 found, 1 database error, 2 usage, 3 neither the event nor a delivery exists\n";
 
-const std::vector<OptionSpec> kOptions = {kConfigOption, kDatabaseOption, kJsonOption};
+const std::vector<OptionSpec> kQueryOptions = {kConfigOption, kDatabaseOption, kJsonOption};
 
 // Both views: resolve the database, fetch, print as JSON or text.
 template <class Fetch, class Print>
@@ -45,7 +45,7 @@ int show(const ParsedArgs& parsed, CliIo& io, const char* command, Fetch fetch, 
 
 int run_deliveries(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args, kOptions, kDeliveriesUsage, "deliveries", io, parsed);
+  int rc = parse_or_help(args, kQueryOptions, kDeliveriesUsage, "deliveries", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
   if (pos.size() != 2 || pos[0] != "show") {
@@ -59,7 +59,7 @@ int run_deliveries(const Args& args, CliIo& io) {
 
 int run_events(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args, kOptions, kEventsUsage, "events", io, parsed);
+  int rc = parse_or_help(args, kQueryOptions, kEventsUsage, "events", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
   if (pos.size() != 3 || pos[0] != "show") {

@@ -48,11 +48,6 @@ const std::vector<OptionSpec> kDlqOptions = {
     {"--message", false}, {"--timeout", true},
 };
 
-int usage_error(CliIo& io, const std::string& message) {
-  io.err << "hookrelay dlq: " << message << "\n" << kDlqUsage;
-  return kExitUsage;
-}
-
 Result<DlqFilter> filter_from(const ParsedArgs& args, const CliIo& io, int default_limit) {
   DlqFilter f;
   f.source = args.value_or("--source", "");
@@ -86,7 +81,7 @@ Result<int> timeout_ms(const ParsedArgs& args) {
 
 int dlq_list(const ParsedArgs& args, CliIo& io) {
   if (args.positionals().size() != 1)
-    return usage_error(io, "list takes no arguments, only options");
+    return usage_error(io, "dlq", kDlqUsage, "list takes no arguments, only options");
   auto filter = filter_from(args, io, 100);
   if (!filter) return report_error(io, "dlq list", filter.error());
   auto url = resolve_database_url(args, io);
@@ -124,7 +119,8 @@ Result<std::optional<DlqMessage>> read_latest(const ParsedArgs& args, CliIo& io,
 }
 
 int dlq_show(const ParsedArgs& args, CliIo& io) {
-  if (args.positionals().size() != 2) return usage_error(io, "show needs exactly one KEY");
+  if (args.positionals().size() != 2)
+    return usage_error(io, "dlq", kDlqUsage, "show needs exactly one KEY");
   const std::string& key = args.positionals()[1];
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "dlq show", url.error());
@@ -235,7 +231,7 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
 
 int dlq_replay(const ParsedArgs& args, CliIo& io) {
   auto selection = replay_selection(args, io);
-  if (!selection) return usage_error(io, selection.error().message);
+  if (!selection) return usage_error(io, "dlq", kDlqUsage, selection.error().message);
   const bool dry_run = args.has("--dry-run");
   ReplayOptions options;
   options.dry_run = dry_run;
@@ -247,7 +243,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   auto timeout = timeout_ms(args);
   if (!timeout) return report_error(io, "dlq replay", timeout.error());
   options.who = args.value_or("--by", io.env("USER").value_or("unknown"));
-  if (options.who.empty()) return usage_error(io, "--by must not be empty");
+  if (options.who.empty()) return usage_error(io, "dlq", kDlqUsage, "--by must not be empty");
   options.reason = args.value_or("--reason", "hookrelay dlq replay");
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "dlq replay", url.error());
@@ -317,11 +313,12 @@ int run_dlq(const Args& args, CliIo& io) {
   int rc = parse_or_help(args, kDlqOptions, kDlqUsage, "dlq", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
-  if (pos.empty()) return usage_error(io, "expected list, show or replay");
+  if (pos.empty()) return usage_error(io, "dlq", kDlqUsage, "expected list, show or replay");
   if (pos[0] == "list") return dlq_list(parsed, io);
   if (pos[0] == "show") return dlq_show(parsed, io);
   if (pos[0] == "replay") return dlq_replay(parsed, io);
-  return usage_error(io, "unknown subcommand '" + pos[0] + "' (expected list, show or replay)");
+  return usage_error(io, "dlq", kDlqUsage,
+                     "unknown subcommand '" + pos[0] + "' (expected list, show or replay)");
 }
 
 }  // namespace hookrelay::cli

@@ -37,15 +37,10 @@ constexpr const char* kUsage =
     "  exit: 0 ok; 1 database/Kafka error or a release failed; 2 usage/config;\n"
     "        3 no such route, or a parked delivery's message is missing\n";
 
-const std::vector<OptionSpec> kOptions = {
+const std::vector<OptionSpec> kRouteOptions = {
     kConfigOption,      kDatabaseOption,  kBootstrapOption, kJsonOption,         {"--source", true},
     {"--reason", true}, {"--rate", true}, {"--by", true},   {"--timeout", true},
 };
-
-int usage_error(CliIo& io, const std::string& message) {
-  io.err << "hookrelay routes: " << message << "\n" << kUsage;
-  return kExitUsage;
-}
 
 // The route errors as exit codes: an unknown route is "not found"; a name two sources use is
 // a usage error.
@@ -201,20 +196,21 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
 
 int run_routes(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args, kOptions, kUsage, "routes", io, parsed);
+  int rc = parse_or_help(args, kRouteOptions, kUsage, "routes", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
-  if (pos.empty()) return usage_error(io, "expected list, suspend or resume");
+  if (pos.empty()) return usage_error(io, "routes", kUsage, "expected list, suspend or resume");
   const std::string& sub = pos[0];
   if (sub != "list" && sub != "suspend" && sub != "resume") {
-    return usage_error(io, "unknown subcommand '" + sub + "' (expected list, suspend or resume)");
+    return usage_error(io, "routes", kUsage,
+                       "unknown subcommand '" + sub + "' (expected list, suspend or resume)");
   }
   if (sub == "list" ? pos.size() != 1 : pos.size() != 2) {
-    return usage_error(io,
+    return usage_error(io, "routes", kUsage,
                        sub == "list" ? "list takes no arguments" : sub + " takes one route NAME");
   }
   const std::string who = parsed.value_or("--by", io.env("USER").value_or("unknown"));
-  if (who.empty()) return usage_error(io, "--by must not be empty");
+  if (who.empty()) return usage_error(io, "routes", kUsage, "--by must not be empty");
   auto config = require_cli_config(parsed, io);
   if (!config) return report_error(io, "routes " + sub, config.error());
   auto url = resolve_database_url(parsed, io);

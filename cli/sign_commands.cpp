@@ -30,7 +30,7 @@ constexpr const char* kSendUsage =
     "  is). Prints the HTTP status and the response body. No redirects are followed.\n"
     "  exit: 0 on a 2xx answer, 1 on any other answer or no answer, 2 usage/config\n";
 
-const std::vector<OptionSpec> kOptions = {
+const std::vector<OptionSpec> kSignOptions = {
     kConfigOption,         kJsonOption,        {"--source", true},       {"--event-id", true},
     {"--timestamp", true}, {"--ingest", true}, {"--content-type", true}, {"--timeout", true},
 };
@@ -120,7 +120,7 @@ std::string webhook_url(std::string base, const std::string& source) {
 
 int run_sign(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args, kOptions, kSignUsage, "sign", io, parsed);
+  int rc = parse_or_help(args, kSignOptions, kSignUsage, "sign", io, parsed);
   if (rc != kContinue) return rc;
   auto s = sign_request(parsed, io);
   if (!s) return signing_error(io, "sign", kSignUsage, s.error());
@@ -137,7 +137,7 @@ int run_sign(const Args& args, CliIo& io) {
 
 int run_send(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(args, kOptions, kSendUsage, "send", io, parsed);
+  int rc = parse_or_help(args, kSignOptions, kSendUsage, "send", io, parsed);
   if (rc != kContinue) return rc;
   auto timeout = parse_int_arg(parsed.value_or("--timeout", "10"), 1, 600, "--timeout");
   if (!timeout) return signing_error(io, "send", kSendUsage, timeout.error());

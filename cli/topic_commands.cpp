@@ -28,11 +28,6 @@ constexpr const char* kTopicsUsage =
     "  exit: 0 as configured (apply: everything fixed), 1 differences left or Kafka error,\n"
     "        2 usage or config error\n";
 
-int usage_error(CliIo& io, const std::string& message) {
-  io.err << "hookrelay topics: " << message << "\n" << kTopicsUsage;
-  return kExitUsage;
-}
-
 std::string join_configs(const std::map<std::string, std::string>& configs) {
   std::string out;
   for (const auto& [k, v] : configs) out += (out.empty() ? "" : " ") + k + "=" + v;
@@ -188,15 +183,15 @@ int run_topics(const Args& args, CliIo& io) {
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
   if (pos.size() != 1 || (pos[0] != "apply" && pos[0] != "check")) {
-    return usage_error(io, "expected the subcommand 'apply' or 'check'");
+    return usage_error(io, "topics", kTopicsUsage, "expected the subcommand 'apply' or 'check'");
   }
   const std::string command = "topics " + pos[0];
   if (pos[0] == "check" && parsed.has("--dry-run"))
-    return usage_error(io, "--dry-run applies to apply only");
+    return usage_error(io, "topics", kTopicsUsage, "--dry-run applies to apply only");
   if (pos[0] == "apply" && parsed.has("--json"))
-    return usage_error(io, "--json applies to check only");
+    return usage_error(io, "topics", kTopicsUsage, "--json applies to check only");
   auto seconds = parse_int_arg(parsed.value_or("--timeout", "10"), 1, 600, "--timeout");
-  if (!seconds) return usage_error(io, seconds.error().message);
+  if (!seconds) return usage_error(io, "topics", kTopicsUsage, seconds.error().message);
   auto target = resolve_target(parsed, io);
   if (!target) return report_error(io, command, target.error());
   auto admin = KafkaAdmin::create(target->config.kafka, std::chrono::seconds(*seconds));

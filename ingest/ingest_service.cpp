@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "shared/ascii.h"
 #include "shared/json_writer.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
@@ -18,12 +19,6 @@ namespace {
 using json = nlohmann::json;
 
 constexpr std::string_view kWebhooksPrefix = "/webhooks/";
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // Provider headers worth passing on to receivers (X-GitHub-Event, Stripe-Signature, ...), less
 // hop-by-hop and credential headers that must not leave the ingest boundary.
@@ -148,7 +143,7 @@ bool IngestService::authorized(const HttpRequest& request, const Config& config,
     return false;
   }
   constexpr std::string_view kBearer = "Bearer ";
-  if (auth->size() <= kBearer.size() || lower(auth->substr(0, kBearer.size())) != "bearer ") {
+  if (auth->size() <= kBearer.size() || ascii_lower(auth->substr(0, kBearer.size())) != "bearer ") {
     why = "Authorization must be 'Bearer <token>'";
     return false;
   }
@@ -194,7 +189,7 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
       {std::string(header::kReceivedAt), std::to_string(now)},
   };
   request.for_each_header([&headers](std::string_view name, std::string_view value) {
-    auto n = lower(name);
+    auto n = ascii_lower(name);
     if (n == "content-type")
       headers.push_back({std::string(header::kContentType), std::string(value)});
     if (forwardable(n))

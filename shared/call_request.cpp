@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "shared/ascii.h"
 #include "shared/http/http_url.h"
 #include "shared/json_writer.h"
 #include "shared/signing/crypto.h"
@@ -16,13 +17,6 @@ using json = nlohmann::json;
 
 Unexpected invalid(const std::string& field, const std::string& what) {
   return fail("invalid_request", field + ": " + what);
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  return out;
 }
 
 // The URL as curl normalises it, so the worker calls exactly what was validated here.
@@ -127,7 +121,7 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
       for (const auto& [name, value] : h.items()) {
         if (!valid_header_name(name))
           return invalid("headers." + name, "is not a valid header name");
-        if (managed_headers().count(lower(name)))
+        if (managed_headers().count(ascii_lower(name)))
           return invalid("headers." + name, "is set by hookrelay and cannot be overridden");
         if (!value.is_string()) return invalid("headers." + name, "value must be a string");
         auto v = value.get<std::string>();

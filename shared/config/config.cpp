@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "shared/ascii.h"
 #include "shared/http/http_url.h"
 #include "shared/signing/webhook_scheme.h"
 
@@ -202,11 +203,6 @@ SourceConfig parse_source(const std::string& name, const YAML::Node& n, const st
   return s;
 }
 
-std::string lower(std::string s) {
-  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
-}
-
 std::string at(const std::string& field, std::size_t i) {
   return field + "[" + std::to_string(i) + "]";
 }
@@ -244,7 +240,7 @@ void parse_retry(const YAML::Node& r, const std::string& field, RetryConfig& out
 // Header names hookrelay sets itself, or that belong to one connection (hop-by-hop), and so
 // cannot be given per route; empty when `name` may be configured.
 std::string refused_header(const std::string& name) {
-  const std::string n = lower(name);
+  const std::string n = ascii_lower(name);
   if (n.rfind("webhook-", 0) == 0)
     return "webhook-* headers are the Standard Webhooks headers hookrelay sets";
   if (n.rfind("x-hookrelay-", 0) == 0) return "X-Hookrelay-* headers are set by hookrelay";
@@ -270,7 +266,7 @@ std::vector<std::pair<std::string, std::string>> parse_route_headers(const YAML:
     const std::string f = join(field, name);
     if (!valid_header_name(name)) bad(f, "is not a valid header name ([A-Za-z0-9_-])");
     if (auto why = refused_header(name); !why.empty()) bad(f, "cannot be set per route: " + why);
-    if (!seen.insert(lower(name)).second)
+    if (!seen.insert(ascii_lower(name)).second)
       bad(f, "is given twice (header names are case-insensitive)");
     auto value = str(kv.second, f, env);
     if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
@@ -330,10 +326,10 @@ RouteFilter parse_filter(const YAML::Node& n, const std::string& field, const En
       auto name = kv.first.as<std::string>();
       const std::string nf = join(hf, name);
       if (!valid_header_name(name)) bad(nf, "is not a valid header name ([A-Za-z0-9_-])");
-      if (!seen.insert(lower(name)).second)
+      if (!seen.insert(ascii_lower(name)).second)
         bad(nf, "is given twice (header names are case-insensitive)");
       HeaderCondition c;
-      c.name = lower(name);
+      c.name = ascii_lower(name);
       if (kv.second.IsSequence()) {
         if (kv.second.size() == 0) bad(nf, "must list at least one value");
         c.values = strings(kv.second, nf, env);
@@ -503,7 +499,7 @@ void check_guarantees(const Config& c) {
     }
   }
   if (auto it = has(producer, "enable.idempotence");
-      it != producer.end() && lower(it->second) != "true") {
+      it != producer.end() && ascii_lower(it->second) != "true") {
     refuse("enable.idempotence", true,
            "must be true: a retried produce must not write a message twice");
   }
@@ -523,13 +519,13 @@ void check_guarantees(const Config& c) {
   }
   const auto consumer = k.consumer_map();
   if (auto it = has(consumer, "enable.auto.offset.store");
-      it != consumer.end() && lower(it->second) != "false") {
+      it != consumer.end() && ascii_lower(it->second) != "false") {
     refuse("enable.auto.offset.store", false,
            "must be false: the worker stores an offset only when every delivery before it is "
            "finished");
   }
   if (auto it = has(consumer, "enable.auto.commit");
-      it != consumer.end() && lower(it->second) != "true") {
+      it != consumer.end() && ascii_lower(it->second) != "true") {
     refuse("enable.auto.commit", false, "must be true: stored offsets are committed by the client");
   }
   if (auto it = has(consumer, "group.id");
@@ -543,14 +539,14 @@ void check_guarantees(const Config& c) {
   }
   if (auto it = has(consumer, "auto.offset.reset"); it != consumer.end()) {
     static const std::set<std::string> earliest = {"earliest", "smallest", "beginning"};
-    if (!earliest.count(lower(it->second))) {
+    if (!earliest.count(ascii_lower(it->second))) {
       refuse("auto.offset.reset", false,
              "must be earliest: a partition without a committed offset is read "
              "from its start, never skipped");
     }
   }
   if (auto it = has(consumer, "isolation.level");
-      it != consumer.end() && lower(it->second) != "read_committed") {
+      it != consumer.end() && ascii_lower(it->second) != "read_committed") {
     refuse("isolation.level", false, "must be read_committed (the default)");
   }
 }

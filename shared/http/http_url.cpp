@@ -6,6 +6,7 @@
 #include <charconv>
 #include <memory>
 
+#include "shared/ascii.h"
 #include "shared/utf8.h"
 
 namespace hookrelay {
@@ -30,13 +31,6 @@ CurlString part(CURLU* u, CURLUPart which, unsigned flags = 0) {
   return CurlString(out);
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
 }  // namespace
 
 Result<HttpUrl> parse_http_url(std::string_view text) {
@@ -46,7 +40,7 @@ Result<HttpUrl> parse_http_url(std::string_view text) {
     return invalid("contains spaces or control characters");
   }
   auto colon = text.find(':');
-  std::string scheme = lower(text.substr(0, colon));
+  std::string scheme = ascii_lower(text.substr(0, colon));
   if (colon == std::string_view::npos || (scheme != "http" && scheme != "https")) {
     return invalid("only http and https URLs are allowed");
   }
@@ -83,7 +77,7 @@ Result<HttpUrl> parse_http_url(std::string_view text) {
 
   HttpUrl out;
   out.scheme = std::move(scheme);
-  out.host = lower(host.get());
+  out.host = ascii_lower(host.get());
   if (out.host.size() > 1 && out.host.back() == '.')
     out.host.pop_back();  // "example.com." is example.com
   std::string_view port_text(port.get());
