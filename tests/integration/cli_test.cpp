@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cli/cli_app.h"
+#include "shared/clock.h"
 #include "shared/http/http_server.h"
 #include "shared/store/delivery_queries.h"
 #include "shared/store/migrator.h"
@@ -32,12 +33,6 @@ using std::chrono::seconds;
 constexpr const char* kCli = HOOKRELAY_BIN_DIR "/cli/hookrelay";
 constexpr const char* kWorker = HOOKRELAY_BIN_DIR "/worker/hookrelay-worker";
 constexpr const char* kMigrations = HOOKRELAY_SOURCE_DIR "/migrations";
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 void write_file(const std::filesystem::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
@@ -150,7 +145,7 @@ class CliViewsTest : public ::testing::Test {
     auto applied = migrate(db_->url(), kMigrations);
     ASSERT_TRUE(applied) << applied.error().message;
     PostgresDeliveryStore store(db_->url());
-    t_ = now_ms();
+    t_ = unix_now_ms();
     auto ref = [&](std::string key, std::string source, std::string event, std::string route) {
       return DeliveryRef{
           key, "webhook", source, event, route, "http://127.0.0.1:9/" + route, "hookrelay.webhooks",
@@ -369,7 +364,7 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
                                    {{"hr-kind", "webhook"},
                                     {"hr-source", "acme"},
                                     {"hr-event-id", "evt-cli-1"},
-                                    {"hr-received-at", std::to_string(now_ms())},
+                                    {"hr-received-at", std::to_string(unix_now_ms())},
                                     {"hr-content-type", "application/json"},
                                     // Not UTF-8: carried into the DLQ message, where dlq show
                                     // --json must still print valid JSON.

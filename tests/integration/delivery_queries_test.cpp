@@ -4,17 +4,12 @@
 
 #include <chrono>
 
+#include "shared/clock.h"
 #include "tests/integration/scratch_database.h"
 #include "worker/postgres_delivery_store.h"
 
 namespace hookrelay {
 namespace {
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Seeds: github/e1 -> route ci (dead after 2 attempts), route deploy (succeeded);
 // stripe/e2 -> route billing (dead).
@@ -24,7 +19,7 @@ class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
     MigratedDatabaseTest::SetUp();
     if (HasFatalFailure()) return;
     PostgresDeliveryStore store(db_->url());
-    int64_t t = now_ms();
+    int64_t t = unix_now_ms();
     auto claimed = store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci",
                                             "http://127.0.0.1:9/ci", "hookrelay.webhooks", t},
                                 DeliveryRef{"gh-e1-deploy", "webhook", "github", "e1", "deploy",
@@ -73,8 +68,8 @@ TEST_F(DeliveryQueriesTest, DlqListFiltersAndOrdersNewestFirst) {
   EXPECT_EQ(keys({.destination = "billing"}), (std::vector<std::string>{"st-e2-billing"}));
   EXPECT_EQ(keys({.status = "succeeded"}), (std::vector<std::string>{"gh-e1-deploy"}));
   EXPECT_EQ(keys({.status = "", .limit = 1}), (std::vector<std::string>{"st-e2-billing"}));
-  EXPECT_EQ(keys({.since_ms = now_ms() + 60000}), (std::vector<std::string>{}));
-  EXPECT_EQ(keys({.until_ms = now_ms() - 500}), (std::vector<std::string>{"gh-e1-ci"}));
+  EXPECT_EQ(keys({.since_ms = unix_now_ms() + 60000}), (std::vector<std::string>{}));
+  EXPECT_EQ(keys({.until_ms = unix_now_ms() - 500}), (std::vector<std::string>{"gh-e1-ci"}));
   auto bad = queries_->dlq_list({.status = "lost"});
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, "bad_filter");
@@ -156,7 +151,8 @@ TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
   ASSERT_TRUE(store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci", "x", "", 0}},
                           "w2", 60));
   ASSERT_TRUE(store.record(
-      {AttemptRecord{"gh-e1-ci", 3, now_ms() + 1000, 5, 410, "permanent", "gone", "dead"}}, "w2"));
+      {AttemptRecord{"gh-e1-ci", 3, unix_now_ms() + 1000, 5, 410, "permanent", "gone", "dead"}},
+      "w2"));
   EXPECT_EQ(keys({}), (std::vector<std::string>{"gh-e1-ci", "st-e2-billing"}));
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM dead_letters d JOIN deliveries USING "
                         "(delivery_key, last_attempt_at) WHERE state = 'dead'"),
@@ -190,8 +186,8 @@ TEST_F(DeliveryQueriesTest, DeadDeliveriesArePagedThroughDeadLettersNewestFirst)
   EXPECT_EQ(page({.route = "billing"}), (std::vector<std::string>{"st-e2-billing"}));
   EXPECT_EQ(page({.source = "github", .route = "deploy"}), (std::vector<std::string>{}));
   EXPECT_EQ(page({.event_id = "e1"}), (std::vector<std::string>{"gh-e1-ci"}));
-  EXPECT_EQ(page({.since_ms = now_ms() + 3600000}), (std::vector<std::string>{}));
-  EXPECT_EQ(page({.until_ms = now_ms() + 3600000}),
+  EXPECT_EQ(page({.since_ms = unix_now_ms() + 3600000}), (std::vector<std::string>{}));
+  EXPECT_EQ(page({.until_ms = unix_now_ms() + 3600000}),
             (std::vector<std::string>{"st-e2-billing", "gh-e1-ci"}));
 
   ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
@@ -205,7 +201,7 @@ TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
   EXPECT_EQ(*queries_->ensure_attempt_partitions(10), 0);
 
   PostgresDeliveryStore store(db_->url());
-  int64_t old = now_ms() - int64_t{40} * 24 * 3600 * 1000;
+  int64_t old = unix_now_ms() - int64_t{40} * 24 * 3600 * 1000;
   ASSERT_TRUE(
       store.record({AttemptRecord{"ancient", 1, old, 1, 500, "retryable", "", "retrying"}}, "w1"));
   EXPECT_EQ(db_->scalar("SELECT tableoid::regclass::text FROM delivery_attempts "
@@ -223,9 +219,12 @@ TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
   PostgresDeliveryStore store(db_->url());
   int64_t day = int64_t{24} * 3600 * 1000;
   ASSERT_TRUE(store.record_inbound({
-      InboundEventRecord{"github", "old-1", "hookrelay.webhooks", 0, 1, now_ms() - 40 * day, "aa"},
-      InboundEventRecord{"github", "old-2", "hookrelay.webhooks", 0, 2, now_ms() - 31 * day, "bb"},
-      InboundEventRecord{"github", "new-1", "hookrelay.webhooks", 0, 3, now_ms() - 29 * day, "cc"},
+      InboundEventRecord{"github", "old-1", "hookrelay.webhooks", 0, 1, unix_now_ms() - 40 * day,
+                         "aa"},
+      InboundEventRecord{"github", "old-2", "hookrelay.webhooks", 0, 2, unix_now_ms() - 31 * day,
+                         "bb"},
+      InboundEventRecord{"github", "new-1", "hookrelay.webhooks", 0, 3, unix_now_ms() - 29 * day,
+                         "cc"},
   }));
   auto deleted = queries_->delete_inbound_events(30);
   ASSERT_TRUE(deleted) << deleted.error().message;

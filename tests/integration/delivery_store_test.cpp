@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 #include <thread>
 
+#include "shared/clock.h"
 #include "tests/integration/scratch_database.h"
 #include "worker/postgres_delivery_store.h"
 
@@ -18,10 +19,6 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 using std::chrono::system_clock;
 
-int64_t now_ms() {
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 DeliveryRef delivery(const std::string& key) {
   return DeliveryRef{key,
                      "webhook",
@@ -30,13 +27,13 @@ DeliveryRef delivery(const std::string& key) {
                      "ci",
                      "http://127.0.0.1:9/hook",
                      "hookrelay.webhooks",
-                     now_ms()};
+                     unix_now_ms()};
 }
 
 AttemptRecord attempt(const std::string& key, int n, const std::string& outcome,
                       const std::string& next_state, int http_status = 0,
                       const std::string& error = "") {
-  return AttemptRecord{key, n, now_ms(), 12, http_status, outcome, error, next_state};
+  return AttemptRecord{key, n, unix_now_ms(), 12, http_status, outcome, error, next_state};
 }
 
 class DeliveryStoreTest : public testing::MigratedDatabaseTest {
@@ -262,7 +259,7 @@ TEST_F(DeliveryStoreTest, ConcurrentSuccessesFromTwoWorkersStoreOneSucceededRow)
 
 TEST_F(DeliveryStoreTest, RecordInboundCountsOnlyNewEvents) {
   auto ev = [](const std::string& id, int64_t offset) {
-    return InboundEventRecord{"github", id, "hookrelay.webhooks", 3, offset, now_ms(), "ab12"};
+    return InboundEventRecord{"github", id, "hookrelay.webhooks", 3, offset, unix_now_ms(), "ab12"};
   };
   auto first = store_->record_inbound({ev("e1", 1), ev("e2", 2), ev("e1", 3)});
   ASSERT_TRUE(first) << first.error().message;
@@ -289,7 +286,7 @@ TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
             "evt \"q\" {a,b}\xef\xbf\xbd\xef\xbf\xbd|http://127.0.0.1:9/h?a=1,b={2}|"
             "bad \"peer\" \\ \xef\xbf\xbd( NULL");
   auto inbound = store_->record_inbound(
-      {InboundEventRecord{"src\"", "e,{}", "hookrelay.webhooks", 0, 7, now_ms(), ""}});
+      {InboundEventRecord{"src\"", "e,{}", "hookrelay.webhooks", 0, 7, unix_now_ms(), ""}});
   ASSERT_TRUE(inbound) << inbound.error().message;
   EXPECT_EQ(db_->scalar("SELECT source || event_id || body_sha256 FROM inbound_events"),
             "src\"e,{}");

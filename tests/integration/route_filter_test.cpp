@@ -13,7 +13,7 @@ namespace hookrelay::test {
 namespace {
 
 constexpr const char* kOldRouteSecret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-constexpr const char* kToken = "tok-e2e-route-secret-4f1c";
+constexpr const char* kRouteToken = "tok-e2e-route-secret-4f1c";
 
 std::set<std::string> webhook_ids(const std::vector<ReceivedRequest>& requests) {
   std::set<std::string> ids;
@@ -34,7 +34,7 @@ bool verifies_with(const ReceivedRequest& r, const std::string& secret) {
 
 TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
   StackOptions o;
-  o.env = {{"ROUTE_TOKEN", kToken}};
+  o.env = {{"ROUTE_TOKEN", kRouteToken}};
   o.routes = {
       {"github", "pushes", rx_.url("/pushes"), 5000,
        R"(filter: { header: { x-github-event: [push] } }, headers: { Authorization: "Bearer ${ROUTE_TOKEN}" })"},
@@ -91,7 +91,7 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
             (std::set<std::string>{"e-pr-api-opened", "e-pr-api-reopened"}));
 
   for (const auto& r : rx_.requests("/pushes")) {
-    EXPECT_EQ(r.header("authorization"), std::string("Bearer ") + kToken);
+    EXPECT_EQ(r.header("authorization"), std::string("Bearer ") + kRouteToken);
     EXPECT_TRUE(verifies_with(r, kRouteSecret)) << "the single secret key still signs";
   }
   for (const auto& r : rx_.requests("/api")) {
@@ -122,8 +122,8 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
                        {"source=\"github\"", "route=\"api-prs\""}),
             6);
   EXPECT_EQ(metric_sum(metrics, "hookrelay_deliveries_filtered_total", {"route=\"all\""}), 0);
-  EXPECT_EQ(metrics.find(kToken), std::string::npos) << "a header value in the metrics";
-  EXPECT_EQ(stack_->worker(0).process.read_log().find(kToken), std::string::npos)
+  EXPECT_EQ(metrics.find(kRouteToken), std::string::npos) << "a header value in the metrics";
+  EXPECT_EQ(stack_->worker(0).process.read_log().find(kRouteToken), std::string::npos)
       << "a header value in the log";
 }
 

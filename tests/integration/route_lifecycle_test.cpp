@@ -13,13 +13,13 @@
 namespace hookrelay::test {
 namespace {
 
-constexpr int kEvents = 10;
+constexpr int kRouteEvents = 10;
 
 class RouteLifecycleTest : public AdminTest {
  protected:
   // Events evt-0 .. evt-9 of acme, produced one at a time so they arrive in that order.
   void produce_in_order() {
-    for (int i = 0; i < kEvents; ++i) {
+    for (int i = 0; i < kRouteEvents; ++i) {
       ASSERT_NO_FATAL_FAILURE(
           produce("acme", "evt-" + std::to_string(i), R"({"n":)" + std::to_string(i) + "}"));
       std::this_thread::sleep_for(5ms);
@@ -34,7 +34,7 @@ class RouteLifecycleTest : public AdminTest {
   }
   static std::vector<std::string> in_order() {
     std::vector<std::string> ids;
-    for (int i = 0; i < kEvents; ++i) ids.push_back("evt-" + std::to_string(i));
+    for (int i = 0; i < kRouteEvents; ++i) ids.push_back("evt-" + std::to_string(i));
     return ids;
   }
   std::vector<std::string> cli_common() {
@@ -60,27 +60,28 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   start_worker();
   ASSERT_NO_FATAL_FAILURE(produce_in_order());
 
-  ASSERT_TRUE(rx_.wait_for_count("/b", kEvents, 30s)) << "route b got " << rx_.count("/b");
-  ASSERT_TRUE(deliveries_in_state("parked", kEvents, 30s)) << stack_->describe_deliveries();
-  ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 10s));
+  ASSERT_TRUE(rx_.wait_for_count("/b", kRouteEvents, 30s)) << "route b got " << rx_.count("/b");
+  ASSERT_TRUE(deliveries_in_state("parked", kRouteEvents, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", kRouteEvents, 10s));
   std::this_thread::sleep_for(1500ms);  // a retry or a dead letter would show up here
   const std::size_t gone_calls = rx_.count("/a");
   EXPECT_GE(gone_calls, 1u);
-  EXPECT_LT(gone_calls, static_cast<std::size_t>(kEvents))
+  EXPECT_LT(gone_calls, static_cast<std::size_t>(kRouteEvents))
       << "the route was not suspended by its 410";
   EXPECT_EQ(stack_->count_deliveries("dead"), 0);
-  EXPECT_EQ(stack_->count_deliveries("parked"), kEvents);
+  EXPECT_EQ(stack_->count_deliveries("parked"), kRouteEvents);
   EXPECT_EQ(
       stack_->scalar(
           "SELECT count(*) FROM parked_deliveries WHERE source = 'acme' AND destination = 'a'"),
-      std::to_string(kEvents));
+      std::to_string(kRouteEvents));
   EXPECT_EQ(stack_
                 ->scalar("SELECT state || ' ' || reason || ' ' || suspended_by FROM route_states"
                          " WHERE source = 'acme' AND route = 'a'")
                 .substr(0, 36),
             "suspended 410 Gone from the receiver");
   EXPECT_EQ(worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}), 1);
-  EXPECT_EQ(worker_metric(0, "hookrelay_worker_deliveries_total", {"outcome=\"parked\""}), kEvents);
+  EXPECT_EQ(worker_metric(0, "hookrelay_worker_deliveries_total", {"outcome=\"parked\""}),
+            kRouteEvents);
 
   auto listed = run_cli_in_process([&] {
     std::vector<std::string> a = {"routes", "list", "--json"};
@@ -92,7 +93,7 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   ASSERT_EQ(routes.size(), 2u) << listed.out;
   EXPECT_EQ(routes[0]["name"], "a");
   EXPECT_EQ(routes[0]["state"], "suspended");
-  EXPECT_EQ(routes[0]["parked"], kEvents);
+  EXPECT_EQ(routes[0]["parked"], kRouteEvents);
   EXPECT_EQ(routes[0]["reason"], "410 Gone from the receiver");
   EXPECT_EQ(routes[1]["name"], "b");
   EXPECT_EQ(routes[1]["state"], "active");
@@ -108,14 +109,15 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   auto rj = json::parse(resumed.out);
   EXPECT_EQ(rj["route"]["state"], "active");
   EXPECT_EQ(rj["changed"], true);
-  EXPECT_EQ(rj["release"]["released"], kEvents) << resumed.out;
+  EXPECT_EQ(rj["release"]["released"], kRouteEvents) << resumed.out;
 
-  ASSERT_TRUE(rx_.wait_for_count("/a", gone_calls + kEvents, 30s)) << rx_.count("/a");
-  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 20s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(rx_.wait_for_count("/a", gone_calls + kRouteEvents, 30s)) << rx_.count("/a");
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kRouteEvents, 20s))
+      << stack_->describe_deliveries();
   std::this_thread::sleep_for(1500ms);  // a second copy would show up here
-  EXPECT_EQ(rx_.count("/a"), gone_calls + kEvents);
+  EXPECT_EQ(rx_.count("/a"), gone_calls + kRouteEvents);
   EXPECT_EQ(webhook_ids(rx_.requests("/a"), gone_calls), in_order());
-  expect_each_succeeded_once(*stack_, 2 * kEvents);
+  expect_each_succeeded_once(*stack_, 2 * kRouteEvents);
   EXPECT_EQ(stack_->count_deliveries("parked"), 0);
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM parked_deliveries"), "0");
   EXPECT_TRUE(eventually(
@@ -181,25 +183,26 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
       [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
 
   ASSERT_NO_FATAL_FAILURE(produce_in_order());
-  ASSERT_TRUE(rx_.wait_for_count("/b", kEvents, 30s));
-  ASSERT_TRUE(deliveries_in_state("parked", kEvents, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(rx_.wait_for_count("/b", kRouteEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("parked", kRouteEvents, 30s)) << stack_->describe_deliveries();
   EXPECT_EQ(rx_.count("/a"), 0u) << "a suspended route was called";
-  EXPECT_EQ(route_a()["parked"], kEvents);
+  EXPECT_EQ(route_a()["parked"], kRouteEvents);
 
   auto resumed = call("POST", "/v1/routes/a/resume?source=acme&rate=10");
   ASSERT_EQ(resumed.status, 202) << resumed.body;
   auto rj = json::parse(resumed.body);
   EXPECT_EQ(rj["route"]["state"], "active");
-  EXPECT_EQ(rj["release"]["matched"], kEvents);
+  EXPECT_EQ(rj["release"]["matched"], kRouteEvents);
   auto done = wait_replay(rj["release"]["id"].get<std::string>());
   EXPECT_EQ(done["state"], "finished") << done.dump();
-  EXPECT_EQ(done["produced"], kEvents) << done.dump();
-  ASSERT_TRUE(rx_.wait_for_count("/a", kEvents, 30s));
-  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 20s)) << stack_->describe_deliveries();
+  EXPECT_EQ(done["produced"], kRouteEvents) << done.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/a", kRouteEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kRouteEvents, 20s))
+      << stack_->describe_deliveries();
   std::this_thread::sleep_for(1500ms);
-  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kEvents));
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kRouteEvents));
   EXPECT_EQ(webhook_ids(rx_.requests("/a"), 0), in_order());
-  expect_each_succeeded_once(*stack_, 2 * kEvents);
+  expect_each_succeeded_once(*stack_, 2 * kRouteEvents);
   EXPECT_EQ(route_a()["parked"], 0);
   // Nothing parked: a resume of an active route answers 200 with no release.
   auto again = call("POST", "/v1/routes/a/resume?source=acme");

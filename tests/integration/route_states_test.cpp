@@ -7,23 +7,18 @@
 
 #include <chrono>
 
+#include "shared/clock.h"
 #include "tests/integration/scratch_database.h"
 #include "worker/postgres_delivery_store.h"
 
 namespace hookrelay {
 namespace {
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 class RouteStatesTest : public testing::MigratedDatabaseTest {};
 
 TEST_F(RouteStatesTest, StreaksAddUpAcrossReportsAndRestartAfterASuccess) {
   RouteStates states(db_->url());
-  const int64_t t = now_ms() - 60'000;
+  const int64_t t = unix_now_ms() - 60'000;
   // Two workers' rounds: 3 and 2 failures, then one with a success followed by 1 failure.
   auto r = states.report({RouteActivity{"gh", "ci", false, 3, t}});
   ASSERT_TRUE(r) << r.error().message;
@@ -46,7 +41,7 @@ TEST_F(RouteStatesTest, StreaksAddUpAcrossReportsAndRestartAfterASuccess) {
 
 TEST_F(RouteStatesTest, SuspendKeepsTheFirstReasonAndResumeClearsTheStreak) {
   RouteStates states(db_->url());
-  ASSERT_TRUE(states.report({RouteActivity{"gh", "ci", false, 4, now_ms()}}));
+  ASSERT_TRUE(states.report({RouteActivity{"gh", "ci", false, 4, unix_now_ms()}}));
   auto first = states.suspend("gh", "ci", "410 Gone from the receiver", "w1");
   ASSERT_TRUE(first) << first.error().message;
   EXPECT_TRUE(*first);
@@ -77,7 +72,7 @@ TEST_F(RouteStatesTest, SuspendKeepsTheFirstReasonAndResumeClearsTheStreak) {
 
 TEST_F(RouteStatesTest, ParkedDeliveriesAreListedInArrivalOrderUntilReleased) {
   PostgresDeliveryStore store(db_->url());
-  const int64_t t = now_ms();
+  const int64_t t = unix_now_ms();
   // Claimed in a different order from their arrival (first_seen) order.
   std::vector<DeliveryRef> refs;
   for (int i : {2, 0, 3, 1}) {

@@ -29,15 +29,15 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr const char* kSecret = "gh-kafka-secret";
-constexpr int kPartitions = 4;
+constexpr int kIngestPartitions = 4;
 
 class IngestOnKafka : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     auto k = shared_cluster();
     ASSERT_TRUE(k) << k.error().message;
-    auto topics =
-        (*k)->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic)}, kPartitions);
+    auto topics = (*k)->create_topics({std::string(kWebhooksTopic), std::string(kCallsTopic)},
+                                      kIngestPartitions);
     ASSERT_TRUE(topics) << topics.error().message;
     kafka_ = *k;
   }
