@@ -50,7 +50,7 @@ CliResult run_cli_here(const std::vector<std::string>& args) {
   std::ostringstream out, err;
   cli::CliIo io{in,     out,
                 err,    process_env(),
-                now_ms, [](int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }};
+                unix_now_ms, [](int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }};
   CliResult r;
   r.code = cli::run_cli(args, io);
   r.out = out.str();
