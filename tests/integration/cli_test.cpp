@@ -48,8 +48,8 @@ struct CliResult {
 CliResult run_cli_here(const std::vector<std::string>& args) {
   std::istringstream in;
   std::ostringstream out, err;
-  cli::CliIo io{in,     out,
-                err,    process_env(),
+  cli::CliIo io{in,          out,
+                err,         process_env(),
                 unix_now_ms, [](int64_t ms) { std::this_thread::sleep_for(milliseconds(ms)); }};
   CliResult r;
   r.code = cli::run_cli(args, io);
