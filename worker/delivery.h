@@ -31,6 +31,9 @@ struct Delivery {
   std::string message_id;  // webhook-id / Idempotency-Key sent to the receiver
   int timeout_ms = 10000;
   bool ordered = false;  // route asks for one-at-a-time, in-offset-order first attempts
+  // Ordered routes: the event's ordering key (RouteConfig::ordering_key), "" when the event has
+  // none. Later deliveries of a key wait while an earlier one waits in a retry tier.
+  std::string ordering_key;
   int max_attempts = 8;
   int max_age_seconds = 86400;
   int attempt = 1;                  // the attempt about to be made (1-based)

@@ -45,8 +45,15 @@ void Dispatcher::reconfigure(const Config& config) {
 void Dispatcher::enqueue(std::unique_ptr<Job> job) {
   bool first_attempt = job->msg->tp.topic.rfind(kRetryTopicPrefix, 0) != 0;
   if (job->d.ordered && first_attempt) {
-    std::string gate = job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" +
-                       std::to_string(job->msg->tp.partition);
+    // One at a time per route and partition; per route and ordering key when the route names
+    // its key (a header or JSON pointer): keys of one partition then go side by side.
+    const bool by_key = job->d.route &&
+                        job->d.route->ordering_key.from != OrderingKey::From::kKafkaKey &&
+                        !job->d.ordering_key.empty();
+    std::string gate = by_key ? job->d.destination + "\x1f" + job->d.source + "\x1fkey\x1f" +
+                                    job->d.ordering_key
+                              : job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" +
+                                    std::to_string(job->msg->tp.partition);
     if (!ordered_busy_.insert(gate).second) {
       ordered_waiting_[gate].push_back(std::move(job));
       return;
@@ -91,11 +98,15 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
   auto& job = queue.front();
   const std::string& host = job->d.host_key;
   if (!breaker_.allow(host)) {
-    // The host is failing: its deliveries go back to the first retry tier without a call
-    // and without spending an attempt, so a host outage costs only max_age.
+    // Half-open with its probe out: the probe's answer decides, soon; wait for it here.
+    const int64_t open_until = breaker_.open_until(host);
+    if (open_until == 0) return Head::kHostFull;
+    // Open: the delivery waits in a retry tier until the circuit turns half-open, without a
+    // call and without spending an attempt, so a host outage costs only max_age.
     auto j = std::move(job);
     queue.pop_front();
     release_order_gate(*j);
+    j->circuit_open_until_ms = open_until;
     bounce(std::move(j));
     return Head::kGone;
   }

@@ -178,6 +178,7 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
     c.partition = m->partition;
     c.offset = m->offset;
     c.value = std::make_shared<const std::string>(static_cast<const char*>(m->payload), m->len);
+    if (m->key) c.key.assign(static_cast<const char*>(m->key), m->key_len);
     rd_kafka_headers_t* hdrs = nullptr;
     if (rd_kafka_message_headers(m.get(), &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
       const char* name = nullptr;

@@ -3,6 +3,7 @@
 #include "shared/call_request.h"
 #include "shared/http/http_url.h"
 #include "shared/kafka/wire_contract.h"
+#include "worker/ordering_key.h"
 #include "worker/route_filter.h"
 
 namespace hookrelay {
@@ -213,6 +214,11 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
         Delivery d = base;
         fill_webhook(d, m, route);
         d.key = webhook_delivery_key(*source, *event_id, route.name);
+        if (route.ordered) {
+          d.ordering_key = ordering_key_of(route, m);
+          if (!d.ordering_key.empty())
+            d.carried_headers.emplace_back(std::string(header::kOrderingKey), d.ordering_key);
+        }
         out.push_back(std::move(d));
       }
     }
@@ -237,6 +243,9 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     // The key the delivery was claimed under travels with it: read, not derived again (a key
     // derived from a changed envelope or route name would be a different delivery).
     if (const auto* key = m.header(header::kDeliveryKey); key && !key->empty()) out[0].key = *key;
+    // An ordered delivery keeps the ordering key it was first expanded with.
+    if (const auto* ok = m.header(header::kOrderingKey); ok && out[0].ordered)
+      out[0].ordering_key = *ok;
   }
   return out;
 }

@@ -36,6 +36,7 @@ struct ConsumedMessage {
   int64_t offset = 0;
   std::shared_ptr<const std::string> value;
   std::vector<std::pair<std::string, std::string>> headers;
+  std::string key;  // the Kafka message key; "" when it has none
 
   // Last value of a header, or nullptr.
   const std::string* header(std::string_view name) const;

@@ -395,11 +395,43 @@ void parse_adaptive_limit(const YAML::Node& a, const std::string& field, Adaptiv
         num<int>(a["max_pause_seconds"], join(field, "max_pause_seconds"), 0, 3600);
 }
 
+OrderingKey parse_ordering_key(const YAML::Node& n, const std::string& field, const EnvLookup& env,
+                               bool ordered, const std::string& ordered_field) {
+  if (!ordered) bad(field, "is read only by an ordered route: set " + ordered_field + ": true");
+  if (!n.IsMap() || n.size() != 1)
+    bad(field, "must be { header: NAME } or { json_pointer: /path } (one of them)");
+  only_keys(n, field, {"header", "json_pointer"});
+  OrderingKey k;
+  if (n["header"]) {
+    const std::string hf = join(field, "header");
+    k.from = OrderingKey::From::kHeader;
+    k.header = str(n["header"], hf, env);
+    for (auto& ch : k.header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (!valid_header_name(k.header)) bad(hf, "is not a valid header name ([A-Za-z0-9_-])");
+    return k;
+  }
+  const std::string pf = join(field, "json_pointer");
+  auto pointer = parse_json_pointer(str(n["json_pointer"], pf, env));
+  if (!pointer) bad(pf, pointer.error().message);
+  if (pointer->tokens.empty()) bad(pf, "must name a member of the body, not the whole body (\"\")");
+  k.from = OrderingKey::From::kJsonPointer;
+  k.pointer = std::move(*pointer);
+  return k;
+}
+
+void parse_store_batching(const YAML::Node& b, const std::string& field, StoreBatchingConfig& out) {
+  if (!b.IsMap()) bad(field, "must be a mapping (min_batch, max_wait_ms)");
+  only_keys(b, field, {"min_batch", "max_wait_ms"});
+  if (b["min_batch"]) out.min_batch = num<int>(b["min_batch"], join(field, "min_batch"), 1, 10000);
+  if (b["max_wait_ms"])
+    out.max_wait_ms = num<int>(b["max_wait_ms"], join(field, "max_wait_ms"), 0, 1000);
+}
+
 RouteConfig parse_route(const YAML::Node& n, const std::string& field, const EnvLookup& env,
                         const RetryConfig& global_retry) {
   only_keys(n, field,
             {"name", "url", "secret", "secrets", "timeout_ms", "ordered", "filter", "headers",
-             "retry", "max_in_flight", "rate_per_second", "suspend_after"});
+             "retry", "max_in_flight", "rate_per_second", "suspend_after", "ordering_key"});
   RouteConfig r;
   if (!n["name"]) bad(join(field, "name"), "is required");
   r.name = str(n["name"], join(field, "name"), env);
@@ -429,6 +461,9 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   if (n["timeout_ms"])
     r.timeout_ms = num<int>(n["timeout_ms"], join(field, "timeout_ms"), 100, 600000);
   if (n["ordered"]) r.ordered = boolean(n["ordered"], join(field, "ordered"));
+  if (n["ordering_key"])
+    r.ordering_key = parse_ordering_key(n["ordering_key"], join(field, "ordering_key"), env,
+                                        r.ordered, join(field, "ordered"));
   if (n["filter"]) r.filter = parse_filter(n["filter"], join(field, "filter"), env);
   if (n["headers"]) r.headers = parse_route_headers(n["headers"], join(field, "headers"), env);
   if (n["retry"]) {
@@ -745,7 +780,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
                "allow_private_networks", "allowed_cidrs", "max_in_flight", "batch_size",
                "connect_timeout_ms", "per_host_max_in_flight", "per_host_rate_per_second",
                "breaker_failure_threshold", "breaker_cooldown_ms", "shutdown_grace_ms",
-               "claim_lease_seconds", "adaptive_limit"});
+               "claim_lease_seconds", "adaptive_limit", "store_batching"});
     auto& wc = c.worker;
     if (w["listen"]) wc.listen = str(w["listen"], "worker.listen", env);
     if (w["group_id"]) wc.group_id = str(w["group_id"], "worker.group_id", env);
@@ -788,6 +823,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
           num<int>(w["claim_lease_seconds"], "worker.claim_lease_seconds", 1, 86400);
     if (auto a = w["adaptive_limit"])
       parse_adaptive_limit(a, "worker.adaptive_limit", wc.adaptive_limit);
+    if (auto b = w["store_batching"])
+      parse_store_batching(b, "worker.store_batching", wc.store_batching);
   }
   if (root["log_level"]) {
     c.log_level = str(root["log_level"], "log_level", env);

@@ -118,6 +118,15 @@ struct SuspendAfter {
   int or_failing_for_seconds = 0;
 };
 
+// Where an ordered route finds an event's ordering key: deliveries of one key are made in order,
+// later ones waiting while an earlier one waits in a retry tier (worker/key_order.h).
+struct OrderingKey {
+  enum class From { kKafkaKey, kHeader, kJsonPointer };
+  From from = From::kKafkaKey;  // the default: the Kafka key of the event's message
+  std::string header;           // kHeader: a provider header, compared case-insensitively
+  JsonPointer pointer;          // kJsonPointer: a member of the JSON body
+};
+
 struct RouteConfig {
   std::string name;
   std::string url;
@@ -126,6 +135,7 @@ struct RouteConfig {
   std::vector<std::string> secrets;
   int timeout_ms = 10000;  // total request timeout
   bool ordered = false;    // deliveries of one event key are made one at a time, in order
+  OrderingKey ordering_key;  // ordered routes: what "one key" is
   std::string host_key;    // derived from url when loaded: "host:port" for per-destination limits
   RouteFilter filter;      // which events the route receives; empty = every event
   // Sent on every delivery after the forwarded provider headers (a forwarded header of the same
@@ -160,6 +170,15 @@ struct AdaptiveLimitConfig {
   int max_pause_seconds = 60;
 };
 
+// How the worker's Postgres lanes (claims with the inbound audit, attempt records) gather a
+// batch: a lane that is free sends once min_batch items are queued, or once its oldest queued
+// item has waited max_wait_ms (the latency budget a batch may add; 0 = send whatever is queued
+// at once). Whatever arrives while a round trip is out joins the next batch either way.
+struct StoreBatchingConfig {
+  int min_batch = 100;
+  int max_wait_ms = 10;
+};
+
 struct WorkerConfig {
   std::string listen = "127.0.0.1:9100";  // /metrics and /healthz
   std::string group_id = "hookrelay-workers";
@@ -183,6 +202,7 @@ struct WorkerConfig {
   int shutdown_grace_ms = 20000;        // SIGTERM: longest wait for in-flight deliveries
   int claim_lease_seconds = 120;        // another worker may re-claim after this
   AdaptiveLimitConfig adaptive_limit;
+  StoreBatchingConfig store_batching;
 };
 
 // The Kafka topics as `hookrelay topics apply` creates them and `hookrelay topics check` expects

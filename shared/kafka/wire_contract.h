@@ -43,6 +43,9 @@ inline constexpr std::string_view kLastError = "hr-last-error";
 inline constexpr std::string_view kOriginTopic = "hr-origin-topic";
 inline constexpr std::string_view kDeliveryKey = "hr-delivery-key";  // retry and DLQ messages
 inline constexpr std::string_view kDlqReason = "hr-dlq-reason";      // why it was dead-lettered
+// An ordered route's delivery: its ordering key, found when the event was first expanded and
+// carried to its retry, waiting and DLQ messages (worker/key_order.h).
+inline constexpr std::string_view kOrderingKey = "hr-ordering-key";
 // Set by replays (`hookrelay dlq replay`, the admin API).
 inline constexpr std::string_view kOriginalReceivedAt = "hr-original-received-at";
 inline constexpr std::string_view kReplayedBy = "hr-replayed-by";

@@ -1,0 +1,21 @@
+// The ordering key of an event for an ordered route (RouteConfig::ordering_key): what "one key"
+// is for per-key ordering across retries (worker/key_order.h).
+//
+// Thread-safety: pure function (a JSON pointer parses the body with a thread-local parser).
+#pragma once
+
+#include <string>
+
+#include "shared/config/config.h"
+#include "worker/message_expander.h"
+
+namespace hookrelay {
+
+// The message's Kafka key, the configured header's last value (names case-insensitive), or the
+// JSON value at the configured pointer (a string as is; a number, true, false or null as its
+// JSON text). "" when the event has none (no Kafka key, no such header, a body that is not
+// JSON, a pointer that does not resolve or names an object or array): such a delivery is never
+// held back, and holds nothing back.
+std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& message);
+
+}  // namespace hookrelay
