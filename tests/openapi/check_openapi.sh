@@ -6,14 +6,12 @@
 # ~/.cache/hookrelay, made on first use.
 #
 #   tests/openapi/check_openapi.sh BUILD_DIR [MAX_EXAMPLES]
+#   tests/openapi/check_openapi.sh --setup-only     (only make the venv: scripts/dev test does
+#                                                    it while the build compiles)
 # Needs HOOKRELAY_TEST_DATABASE_URL (scripts/dev pg).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${1:?usage: check_openapi.sh BUILD_DIR [MAX_EXAMPLES]}
-EXAMPLES=${2:-40}
-DB_URL=${HOOKRELAY_TEST_DATABASE_URL:?set HOOKRELAY_TEST_DATABASE_URL (scripts/dev pg)}
 VENV=${HOOKRELAY_OPENAPI_VENV:-$HOME/.cache/hookrelay/openapi-venv}
-TOKEN=openapi-check-token-0123456789
 
 # schemathesis 3.x uses hypothesis internals that later hypothesis releases removed ("'many'
 # object has no attribute 'more'"): pinned. The marker file names the pin set installed.
@@ -22,6 +20,12 @@ if [ ! -f "$VENV/.hookrelay-pins-1" ]; then
   "$VENV/bin/pip" install -q 'openapi-spec-validator>=0.7,<0.8' 'schemathesis>=3.30,<4' 'hypothesis<6.120'
   touch "$VENV/.hookrelay-pins-1"
 fi
+[ "${1:-}" != --setup-only ] || exit 0
+
+BUILD=${1:?usage: check_openapi.sh BUILD_DIR [MAX_EXAMPLES]}
+EXAMPLES=${2:-40}
+DB_URL=${HOOKRELAY_TEST_DATABASE_URL:?set HOOKRELAY_TEST_DATABASE_URL (scripts/dev pg)}
+TOKEN=openapi-check-token-0123456789
 "$VENV/bin/openapi-spec-validator" "$ROOT/docs/openapi.yaml"
 
 db="hr_openapi_$$"
