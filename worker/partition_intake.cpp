@@ -99,10 +99,7 @@ void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
     auto due =
         std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
     if (due > now) {
-      auto& p = paused_[tp];
-      consumer_.pause(tp, m.offset);
-      p.seek_offset = m.offset;
-      p.resume_at_ms = due;
+      wait_until_due(m, tp, due, now);
       return;
     }
   }
@@ -110,7 +107,57 @@ void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
   sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0, {}}));
 }
 
+void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& tp, int64_t due,
+                                     int64_t now) {
+  const std::size_t limit =
+      std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
+  if (waiting_size_ < limit) {
+    if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
+    waiting_[tp].emplace(std::pair{due, m.offset}, std::move(m));
+    ++waiting_size_;
+    return;
+  }
+  // Full: read this partition again from here once this message, or the earliest one waiting
+  // (whose turn frees a place), is due; not at once when those already due wait for room under
+  // max_in_flight, which would fetch this message again and again.
+  int64_t resume_at = due;
+  for (const auto& [waiting_tp, q] : waiting_) {
+    if (!q.empty()) resume_at = std::min(resume_at, q.begin()->first.first);
+  }
+  resume_at = std::max(resume_at, now + kFullBacklogPollMs);
+  auto& p = paused_[tp];
+  consumer_.pause(tp, m.offset);
+  p.seek_offset = m.offset;
+  p.resume_at_ms = resume_at;
+}
+
+void PartitionIntake::take_due(int64_t now) {
+  for (auto it = waiting_.begin(); it != waiting_.end() && sink_.has_room();) {
+    const TopicPartition& tp = it->first;
+    auto& q = it->second;
+    auto p = paused_.find(tp);
+    auto gen = generation_.find(tp);
+    const bool held = p != paused_.end() && p->second.for_db;
+    while (!held && gen != generation_.end() && !q.empty() && q.begin()->first.first <= now &&
+           sink_.has_room()) {
+      auto node = q.extract(q.begin());
+      --waiting_size_;
+      ConsumedMessage& m = node.mapped();
+      sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0, {}}));
+    }
+    it = q.empty() ? waiting_.erase(it) : std::next(it);
+  }
+}
+
+void PartitionIntake::forget_waiting(const TopicPartition& tp) {
+  if (auto q = waiting_.find(tp); q != waiting_.end()) {
+    waiting_size_ -= q->second.size();
+    waiting_.erase(q);
+  }
+}
+
 void PartitionIntake::resume_due(int64_t now) {
+  take_due(now);
   for (auto it = paused_.begin(); it != paused_.end();) {
     auto next = std::next(it);
     if (it->second.resume_at_ms > 0 && it->second.resume_at_ms <= now) {
@@ -163,6 +210,7 @@ void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold
   for (const auto& tp : tps) {
     generation_[tp] = next_generation_++;
     paused_.erase(tp);
+    forget_waiting(tp);
     if (hold) {
       paused_[tp].for_db = true;
       consumer_.hold({tp});
@@ -181,6 +229,7 @@ void PartitionIntake::revoked(const std::vector<TopicPartition>& tps) {
     generation_.erase(tp);
     watermarks_.erase(tp);
     paused_.erase(tp);
+    forget_waiting(tp);
     if (auto q = backlog_.find(tp); q != backlog_.end()) {
       backlog_size_ -= q->second.size();
       backlog_.erase(q);

@@ -6,10 +6,16 @@
 // Contract: poll() takes messages in offset order per partition and hands each one the
 // coordinator may start to `take` with its MessageState (tracked in the watermark); finish()
 // marks a message done when all its deliveries are; store_offsets() stores what may be
-// committed. A message from a retry tier whose hr-due-at is in the future pauses its partition
-// (seeking back to it) until it is due. At max_in_flight (has_room() false) messages wait in
-// the backlog (up to half of max_in_flight), then in librdkafka's prefetch queue, without a
-// pause, so nothing is fetched twice.
+// committed. A message from a retry tier whose hr-due-at is in the future waits in its
+// partition's look-ahead (tracked, so the committed offset stays below it) while the messages
+// after it go on being read: each one is taken when its own due time comes, in due-time order,
+// so one message due later does not hold back the ones behind it that are due sooner (full
+// jitter puts due times out of order within a tier partition). The look-ahead of all partitions
+// together holds up to half of max_in_flight messages; when it is full, a message not yet due
+// pauses its partition (seeking back to it) until it, or the earliest message waiting, is due.
+// At max_in_flight (has_room() false) messages wait in the backlog (up to half of
+// max_in_flight), then in librdkafka's prefetch queue, without a pause, so nothing is fetched
+// twice.
 //
 // Thread-safety: coordinator thread only (rebalance callbacks run inside poll() there too).
 #pragma once
@@ -19,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "shared/config/config.h"
@@ -44,7 +51,8 @@ class PartitionIntake {
   // Hands over backlog and polled messages. False when the backlog is full and the consumer was
   // served recently: nothing was polled, and the caller should wait for results instead.
   bool poll(int64_t now, bool events_waiting);
-  // Resumes partitions whose retry-tier head is due.
+  // Takes retry-tier messages of the look-ahead that are due, and resumes partitions whose
+  // retry-tier head is due.
   void resume_due(int64_t now);
 
   void assigned(const std::vector<TopicPartition>& tps, bool hold);
@@ -62,6 +70,8 @@ class PartitionIntake {
 
   std::size_t paused_count() const { return paused_.size(); }
   std::size_t backlog_size() const { return backlog_size_; }
+  // Retry-tier messages read ahead of their due time, waiting for it.
+  std::size_t waiting_count() const { return waiting_size_; }
 
  private:
   // A partition stays paused while any reason holds.
@@ -76,6 +86,11 @@ class PartitionIntake {
   bool may_take(const TopicPartition& tp) const;
   void accept(ConsumedMessage& m, int64_t now);
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
+  // The retry-tier look-ahead: wait_until_due keeps a message not yet due (or pauses its
+  // partition when the look-ahead is full), take_due hands over the ones whose time has come.
+  void wait_until_due(ConsumedMessage& m, const TopicPartition& tp, int64_t due, int64_t now);
+  void take_due(int64_t now);
+  void forget_waiting(const TopicPartition& tp);
 
   MessageConsumer& consumer_;
   const Config* config_;
@@ -90,6 +105,10 @@ class PartitionIntake {
   std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;
   std::size_t backlog_size_ = 0;
   int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group
+  // Retry-tier messages not yet due, per partition, by (due time, offset); tracked in the
+  // watermark.
+  std::map<TopicPartition, std::map<std::pair<int64_t, int64_t>, ConsumedMessage>> waiting_;
+  std::size_t waiting_size_ = 0;
 };
 
 }  // namespace hookrelay

@@ -431,6 +431,7 @@ void Worker::update_gauges(int64_t now) {
   d_.metrics->in_flight().Set(in_flight_.load());
   d_.metrics->paused_partitions().Set(static_cast<double>(intake_.paused_count()));
   d_.metrics->backlog().Set(static_cast<double>(intake_.backlog_size()));
+  d_.metrics->retries_waiting().Set(static_cast<double>(intake_.waiting_count()));
   d_.metrics->ready().Set(ready_.load() ? 1 : 0);
   auto c = dispatcher_.circuit_counts();
   d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open),

@@ -64,6 +64,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   backlog_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_backlog_messages",
                   "Messages fetched and waiting for room under worker.max_in_flight")
                   .Add({});
+  retries_waiting_ =
+      &reg(prometheus::BuildGauge(), r, "hookrelay_worker_retries_waiting",
+           "Retry-tier messages read ahead of their due time, waiting for it in the worker")
+           .Add({});
   ready_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_ready", "1 while consuming normally")
                 .Add({});
   store_rejected_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_store_rejected_total",

@@ -54,6 +54,7 @@ class WorkerMetrics {
   prometheus::Gauge& postgres_up() { return *postgres_up_; }
   prometheus::Gauge& paused_partitions() { return *paused_; }
   prometheus::Gauge& backlog() { return *backlog_; }
+  prometheus::Gauge& retries_waiting() { return *retries_waiting_; }
   prometheus::Gauge& ready() { return *ready_; }
 
  private:
@@ -83,6 +84,7 @@ class WorkerMetrics {
   prometheus::Gauge* postgres_up_;
   prometheus::Gauge* paused_;
   prometheus::Gauge* backlog_;
+  prometheus::Gauge* retries_waiting_;
   prometheus::Gauge* ready_;
   SeriesCache series_;
 };

@@ -622,21 +622,76 @@ TEST_F(WorkerCoordinator, ResultsWaitForPostgresBeforeTheOffsetMoves) {
   EXPECT_EQ(stored(), 1);
 }
 
-TEST_F(WorkerCoordinator, RetryTierMessageNotDuePausesItsPartitionUntilDue) {
+// Full jitter leaves due times out of order within a tier partition: a message due later must
+// not hold back the ones behind it that are already due, and the offset must not pass it.
+TEST_F(WorkerCoordinator, RetryTierMessageNotDueWaitsWhileLaterDueOnesAreTaken) {
+  webhook(7, "e1", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 5000)}});
+  webhook(8, "e2", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+  webhook(9, "e3", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 2000)}});
+  steps();
+  EXPECT_TRUE(consumer.pauses.empty()) << "a look-ahead with room must not pause the partition";
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+  EXPECT_EQ(stored(retry_topic(0)), -1) << "the offset passed a retry still waiting";
+  now += 2000;
+  steps();
+  ASSERT_EQ(sender.calls.size(), 2u) << "the message due second was not taken on time";
+  EXPECT_EQ(store.state["wh:gh:e3:a"], "succeeded");
+  EXPECT_EQ(store.state.count("wh:gh:e1:a"), 0u) << "taken before its due time";
+  now += 3000;
+  steps();
+  ASSERT_EQ(sender.calls.size(), 3u);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(store.attempts.back().attempt, 2);
+  EXPECT_EQ(stored(retry_topic(0)), 10);
+}
+
+TEST_F(WorkerCoordinator, FullRetryLookAheadPausesThePartitionUntilItsMessageIsDue) {
+  config.worker.max_in_flight = 2;  // a look-ahead of one message
+  FakeConsumer own;
+  Worker w(deps(own));
+  own.assign({{retry_topic(0), 0}});
+  own.resumes.clear();  // assignment resumes whatever librdkafka kept paused
+  auto feed = [&](int64_t offset, const std::string& id, int64_t due) {
+    webhook(offset, id, retry_topic(0),
+            {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(due)}});
+    own.queue.push_back(consumer.queue.back());
+    consumer.queue.pop_back();
+  };
+  auto run = [&] {
+    for (int i = 0; i < 8; ++i) w.step();
+  };
+  feed(7, "e1", now + 5000);
+  feed(8, "e2", now + 3000);
+  run();
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(own.pauses.size(), 1u);
+  EXPECT_EQ(own.pauses[0].second, 8) << "must seek back to the message that found no room";
+  now += 3001;
+  run();
+  ASSERT_EQ(own.resumes.size(), 1u);
+  feed(8, "e2", now - 1);  // read again after the seek
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+  now += 2000;
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(own.stored[(TopicPartition{retry_topic(0), 0})], 9);
+}
+
+TEST_F(WorkerCoordinator, RetriesWaitingInARevokedPartitionAreDropped) {
   webhook(7, "e1", retry_topic(0),
           {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 5000)}});
   steps();
-  EXPECT_TRUE(sender.calls.empty());
-  ASSERT_EQ(consumer.pauses.size(), 1u);
-  EXPECT_EQ(consumer.pauses[0].second, 7) << "must seek back to the message that was not due";
+  consumer.listener.on_revoked({{retry_topic(0), 0}});
   now += 5001;
   steps();
-  ASSERT_EQ(consumer.resumes.size(), 1u);
-  webhook(7, "e1", retry_topic(0),
-          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
-  steps();
-  ASSERT_EQ(sender.calls.size(), 1u);
-  EXPECT_EQ(store.attempts.back().attempt, 2);
+  EXPECT_TRUE(sender.calls.empty()) << "a revoked partition's waiting retry was still taken";
 }
 
 TEST_F(WorkerCoordinator, RevokedPartitionFinishesDoNotMoveTheNextAssignment) {
