@@ -116,13 +116,16 @@ void ReplayRunner::run_one() {
   }
   // The DLQ messages of the keys still to do, read once per run of the replay.
   std::vector<DlqMessage> dlq;
+  std::set<std::string> wanted;
+  const DlqSource::KeepFn keep = [&wanted](const std::string& key) {
+    return wanted.count(key) > 0;
+  };
+  const int64_t read_start_ms = now_ms();
   if (job.needs_dlq) {
-    std::set<std::string> wanted;
     auto items = jobs.unfinished_items(job.id, 1 << 30);
     if (!items) return;
     for (const auto& i : *items) wanted.insert(i.key);
-    auto read =
-        (*reader)->read([&wanted](const std::string& key) { return wanted.count(key) > 0; }, {});
+    auto read = (*reader)->read(keep, {});
     if (!read) {
       spdlog::warn("msg=replay_dlq_read_failed id={} error={}", job.id,
                    log_quote(read.error().message));
@@ -135,6 +138,8 @@ void ReplayRunner::run_one() {
   PostgresReplayStore store(config_.postgres.url, job.id, job.from_state);
   ReplayClock clock{now_ms, [this](int64_t ms) { wait_ms(ms); }};
   Replayer replayer(store, producer_, clock, reader->get());
+  // A key recorded dead whose dead letter was not yet acknowledged when the read began.
+  if (job.needs_dlq) replayer.reread_from(**reader, keep, read_start_ms);
   ReplayOptions options;
   options.dry_run = job.dry_run;
   options.rate_per_second = job.rate;

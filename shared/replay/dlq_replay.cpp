@@ -196,6 +196,29 @@ Replayer::Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock cl
                    MessageFetcher* fetcher)
     : store_(store), producer_(producer), clock_(std::move(clock)), fetcher_(fetcher) {}
 
+void Replayer::reread_from(DlqSource& source, DlqSource::KeepFn keep, int64_t first_read_ms,
+                           int64_t grace_ms) {
+  reread_source_ = &source;
+  reread_keep_ = std::move(keep);
+  reread_due_ms_ = first_read_ms + grace_ms;
+  reread_done_ = false;
+}
+
+const DlqMessage* Replayer::reread_message(const std::string& key) {
+  if (!reread_source_) return nullptr;
+  if (!reread_done_) {
+    reread_done_ = true;
+    // A dead letter produced just before the first read may still be waiting for its ack.
+    if (int64_t wait = reread_due_ms_ - clock_.now_ms(); wait > 0) clock_.sleep_ms(wait);
+    if (auto read = reread_source_->read(reread_keep_, {}); read) {
+      reread_messages_ = std::move(*read);
+      reread_latest_ = latest_by_key(reread_messages_);
+    }
+  }
+  auto it = reread_latest_.find(key);
+  return it == reread_latest_.end() ? nullptr : it->second;
+}
+
 ReplaySummary Replayer::run(const std::vector<std::string>& keys,
                             const std::vector<DlqMessage>& messages, const ReplayOptions& options,
                             const OnItem& on_item) {
@@ -238,10 +261,14 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
 ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* message,
                                 const ReplayOptions& options, bool resume) {
   ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
-  if (message) {
-    item.partition = message->partition;
-    item.offset = message->offset;
-  }
+  auto use = [&item, &message](const DlqMessage* m) {
+    message = m;
+    if (m) {
+      item.partition = m->partition;
+      item.offset = m->offset;
+    }
+  };
+  use(message);
   auto state = store_.state(key);
   if (!state) {
     item.outcome =
@@ -252,6 +279,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   if (*state == "succeeded" && options.resend_succeeded) return resend_one(key, options, resume);
   if (resume) {
     if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, item)) return item;
+    if (!message) use(reread_message(key));
     if (!message) {
       item.outcome = ReplayOutcome::kMissing;
       item.detail = "no message in " + source_topic(options) + " (past retention?)";
@@ -268,6 +296,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       item.detail = "is " + *state + ", not " + options.from_state;
       return item;
     }
+    if (!message) use(reread_message(key));
     if (!message) {
       item.outcome = ReplayOutcome::kMissing;
       item.detail = "no message in " + source_topic(options) + " (past retention?)";

@@ -18,6 +18,13 @@
 //      the broker ack. If that fails, the mark is undone (undo_replay / undo_resend) so a later
 //      replay can retry; the audit rows stay, with the failure reported.
 //
+// A dead delivery whose message the run's read of the DLQ did not hold (read before the worker's
+// dead letter was acknowledged: the worker records the delivery dead first) is not reported
+// missing at once: with reread_from(), the Replayer reads the DLQ once more, to its end at that
+// moment and no sooner than `grace_ms` after the first read began, for every key the run wants.
+// At most one such re-read per Replayer, so a run's cost stays bounded; a key still without a
+// message after it is missing.
+//
 // A run interrupted between 4 and the ack (the admin process killed) is resumed with
 // `resume = true` for the keys it had marked: their message is produced again only when no
 // worker has taken the delivery up since (needs_produce_again); the claim's exclusivity makes a
@@ -166,6 +173,12 @@ class Replayer {
   Replayer(ReplayStore& store, MessageProducer& producer, ReplayClock clock,
            MessageFetcher* fetcher = nullptr);
 
+  // Reads `source` once more when a key in the replayed state has no message (see the top of
+  // this file). `first_read_ms`: when the first read began (clock time).
+  void reread_from(DlqSource& source, DlqSource::KeepFn keep, int64_t first_read_ms,
+                   int64_t grace_ms = kDlqRereadGraceMs);
+  static constexpr int64_t kDlqRereadGraceMs = 2000;
+
   // One key: `message` is its latest DLQ message (null: none). `resume`: the key was marked by
   // an interrupted run (see the top of this file).
   ReplayItem replay_key(const std::string& key, const DlqMessage* message,
@@ -176,6 +189,8 @@ class Replayer {
                     const ReplayOptions& options, const OnItem& on_item);
 
  private:
+  // The key's message from the one re-read (made on the first call), or null.
+  const DlqMessage* reread_message(const std::string& key);
   ReplayItem resend_one(const std::string& key, const ReplayOptions& options, bool resume);
   void pace(const ReplayOptions& options);
   Result<void> produce_and_wait(const std::string& key, const std::string& value,
@@ -188,6 +203,12 @@ class Replayer {
   MessageFetcher* fetcher_;
   int64_t pace_start_ms_ = 0;
   int64_t paced_ = 0;
+  DlqSource* reread_source_ = nullptr;
+  DlqSource::KeepFn reread_keep_;
+  int64_t reread_due_ms_ = 0;
+  bool reread_done_ = false;
+  std::vector<DlqMessage> reread_messages_;
+  std::map<std::string, const DlqMessage*> reread_latest_;
 };
 
 }  // namespace hookrelay

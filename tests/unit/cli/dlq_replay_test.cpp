@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "shared/kafka/wire_contract.h"
 
@@ -245,6 +246,70 @@ TEST_F(ReplayerTest, ReportsProgressAfterEveryKey) {
   run({"a", "b"}, {dlq_message("a", 1, 1)});
   EXPECT_EQ(progress_, (std::vector<std::string>{"replayed 1/2, skipped 0, missing 0, failed 0",
                                                  "replayed 1/2, skipped 1, missing 0, failed 0"}));
+}
+
+// The DLQ as a later read sees it: what `messages` holds, read by `keep`.
+class FakeDlqSource final : public DlqSource {
+ public:
+  std::vector<DlqMessage> messages;
+  int reads = 0;
+  std::vector<int64_t> read_at;
+  const int64_t* now = nullptr;
+
+  Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn&) override {
+    ++reads;
+    read_at.push_back(*now);
+    std::vector<DlqMessage> out;
+    for (const auto& m : messages) {
+      if (keep(m.delivery_key())) out.push_back(m);
+    }
+    return out;
+  }
+};
+
+// A replay whose first read of the DLQ came before the dead letter was acknowledged: the key is
+// dead in Postgres but has no message in that read. One more read, after the grace, finds it.
+TEST_F(ReplayerTest, ADeadLetterNotYetReadIsFoundByOneMoreReadBeforeItCountsAsMissing) {
+  store_.states = {{"late", "dead"}, {"gone", "dead"}, {"also-gone", "dead"}, {"early", "dead"}};
+  FakeDlqSource later;
+  later.now = &now_;
+  later.messages = {dlq_message("early", 1, 1), dlq_message("late", 2, 2, "late body"),
+                    dlq_message("unwanted", 3, 3)};
+  Replayer r(store_, producer_,
+             ReplayClock{[this] { return now_; },
+                         [this](int64_t ms) {
+                           sleeps_.push_back(ms);
+                           now_ += ms;
+                         }});
+  const std::set<std::string> wanted = {"early", "late", "gone", "also-gone"};
+  r.reread_from(
+      later, [&wanted](const std::string& k) { return wanted.count(k) > 0; }, now_ - 500);
+  ReplayOptions options;
+  options.who = "alice";
+  auto s = r.run({"early", "late", "gone", "also-gone"}, {dlq_message("early", 1, 1)}, options, {});
+  EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kReplayed);
+  EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kReplayed);
+  EXPECT_EQ(s.items[1].offset, 2);
+  EXPECT_EQ(s.items[2].outcome, ReplayOutcome::kMissing);
+  EXPECT_EQ(s.items[3].outcome, ReplayOutcome::kMissing);
+  ASSERT_EQ(producer_.sent.size(), 2u);
+  EXPECT_EQ(producer_.sent[1].value, "late body");
+  // Once, however many keys lack a message, and not before the grace after the first read.
+  EXPECT_EQ(later.reads, 1);
+  EXPECT_EQ(sleeps_, (std::vector<int64_t>{Replayer::kDlqRereadGraceMs - 500}));
+}
+
+// Without a key missing its message, the DLQ is not read again.
+TEST_F(ReplayerTest, NoSecondReadWhenEveryDeadKeyHasItsMessage) {
+  store_.states = {{"a", "dead"}, {"b", "succeeded"}};
+  FakeDlqSource later;
+  later.now = &now_;
+  Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}});
+  r.reread_from(later, [](const std::string&) { return true; }, now_);
+  auto s = r.run({"a", "b", "nope"}, {dlq_message("a", 1, 1)}, ReplayOptions{}, {});
+  EXPECT_EQ(s.replayed, 1);
+  EXPECT_EQ(s.missing, 1);  // no delivery row: the DLQ cannot help
+  EXPECT_EQ(later.reads, 0);
 }
 
 }  // namespace
