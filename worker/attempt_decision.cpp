@@ -1,5 +1,8 @@
 #include "worker/attempt_decision.h"
 
+#include <algorithm>
+#include <vector>
+
 namespace hookrelay {
 namespace {
 
@@ -16,6 +19,13 @@ DeadReason dead_reason_of(RetryPlan::Why why) {
       break;
   }
   return DeadReason::kPermanent;  // not reached: a retry plan is not a dead letter
+}
+
+// The delay of the longest retry tier topic: the longest a message can wait in one.
+int64_t longest_tier_ms(const RetryPolicy& policy) {
+  const std::vector<int>& tiers =
+      policy.tier_seconds.empty() ? policy.schedule_seconds : policy.tier_seconds;
+  return tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
 }
 
 Decision dead(DeadReason reason) {
@@ -96,6 +106,20 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       Decision d;
       d.next = NextState::kRetrying;
       const int64_t delay_ms = int64_t{policy.schedule_seconds.front()} * 1000;
+      d.tier = tier_for_delay(policy, delay_ms);
+      d.due_at_ms = now_ms + delay_ms;
+      return d;
+    }
+    case AttemptResult::Kind::kCircuitOpen: {
+      // The host refuses calls until its circuit turns half-open: wait until then (at most the
+      // longest tier's delay) in the tier that covers it, spending nothing, instead of coming
+      // back after the first tier's delay again and again.
+      const RetryPolicy& policy = policy_of();
+      if (policy.schedule_seconds.empty()) return dead(DeadReason::kNoSchedule);
+      Decision d;
+      d.next = NextState::kRetrying;
+      const int64_t delay_ms =
+          std::clamp<int64_t>(result.retry_after_ms.value_or(0), 0, longest_tier_ms(policy));
       d.tier = tier_for_delay(policy, delay_ms);
       d.due_at_ms = now_ms + delay_ms;
       return d;

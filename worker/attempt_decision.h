@@ -52,8 +52,9 @@ const char* dead_reason_name(DeadReason r);  // "permanent", "max_attempts", ...
 struct AttemptResult {
   enum class Kind {
     kHttp,             // an HTTP attempt was made (or refused by our own limits): error, status
-    kNotAttempted,     // bounced without an attempt: another attempt holds the lease, or the
-                       // host's circuit is open
+    kNotAttempted,     // bounced without an attempt: another attempt holds the lease
+    kCircuitOpen,      // deferred without an attempt: the host's circuit is open for
+                       // retry_after_ms more
     kMalformed,        // the message could not be expanded into deliveries
     kUnknownRoute,     // a retry whose route is gone
     kAlreadyDead,      // the store has it dead: publish the dead letter again
@@ -68,6 +69,13 @@ struct AttemptResult {
   static AttemptResult none(Kind kind) {  // a turn without an HTTP attempt
     AttemptResult r;
     r.kind = kind;
+    return r;
+  }
+  // The host's circuit stays open for `remaining_ms`: wait that long, spending nothing.
+  static AttemptResult circuit_open(int64_t remaining_ms) {
+    AttemptResult r;
+    r.kind = Kind::kCircuitOpen;
+    r.retry_after_ms = remaining_ms;
     return r;
   }
   static AttemptResult http(TransportError error, int status,

@@ -26,6 +26,12 @@ CircuitBreaker::State CircuitBreaker::state(std::string_view host) const {
   return effective_state(it->second, now_ms_());
 }
 
+int64_t CircuitBreaker::open_until(std::string_view host) const {
+  auto it = hosts_.find(std::string(host));
+  if (it == hosts_.end() || effective_state(it->second, now_ms_()) != State::kOpen) return 0;
+  return it->second.opened_at_ms + options_.cooldown_ms;
+}
+
 bool CircuitBreaker::allow(std::string_view host) {
   auto it = hosts_.find(std::string(host));
   if (it == hosts_.end()) return true;

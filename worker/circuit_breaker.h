@@ -50,6 +50,10 @@ class CircuitBreaker {
   // Whether a call to `host` may start now. In half-open this hands out the single probe.
   [[nodiscard]] bool allow(std::string_view host);
 
+  // While the host's circuit is open: when it turns half-open (its next probe may start).
+  // 0 when it is not open (closed, or half-open with or without a probe out).
+  int64_t open_until(std::string_view host) const;
+
   void record(std::string_view host, bool success);
 
   // New options (a configuration reload). Hosts keep their state: an open circuit's cooldown is

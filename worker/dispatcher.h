@@ -6,7 +6,9 @@
 // owned here until its result comes back as a WorkerEvent.
 //
 // Contract: enqueue() a claimed job; dispatch() starts what the limits allow and hands jobs of a
-// host whose circuit is open to `bounce` without a call; take() gives back the job of an HTTP
+// host whose circuit is open to `bounce` without a call, with Job::circuit_open_until_ms set to
+// when the circuit turns half-open (while its one probe is out, they wait here for its answer
+// instead); take() gives back the job of an HTTP
 // result (abort on an unknown one: the sender broke its once-per-call contract), and release()
 // then frees its gate (starting the next ordered job) and slot and feeds the breaker.
 //

@@ -41,6 +41,9 @@ struct Job {
   std::string order_gate;     // non-empty while this job holds an ordered route's gate
   int64_t produce_at_ms = 0;  // redelivery: when to publish again after a transient refusal
   int store_rejections = 0;   // permanent store errors met by this job
+  // Set when the dispatcher defers the job because its host's circuit is open: when the circuit
+  // turns half-open.
+  int64_t circuit_open_until_ms = 0;
 };
 
 }  // namespace hookrelay

@@ -145,9 +145,8 @@ void Worker::step() {
     drain_events(now, true);  // backlog full: wait for results
   store_.flush_claims(d_.now_ms());
   park_queued(now);
-  dispatcher_.dispatch(d_.now_ms(), [this](std::unique_ptr<Job> j) {
-    redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
-  });
+  dispatcher_.dispatch(d_.now_ms(),
+                       [this](std::unique_ptr<Job> j) { defer_for_circuit(std::move(j)); });
   intake_.store_offsets();
   update_gauges(now);
 }
@@ -253,13 +252,26 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
 }
 
 void Worker::redeliver(std::unique_ptr<Job> job, AttemptResult::Kind kind, int64_t now) {
-  if (kind == AttemptResult::Kind::kNotAttempted) {
+  redeliver(std::move(job), AttemptResult::none(kind), now);
+}
+
+void Worker::redeliver(std::unique_ptr<Job> job, const AttemptResult& result, int64_t now) {
+  if (result.kind == AttemptResult::Kind::kNotAttempted ||
+      result.kind == AttemptResult::Kind::kCircuitOpen) {
     job->history.attempts_made = job->d.attempt - 1;
     job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
   }
-  job->decision = decide(job->d, AttemptResult::none(kind), policy_, now, d_.rand01);
+  job->decision = decide(job->d, result, policy_, now, d_.rand01);
   if (job->decision.next == NextState::kRetrying) job->history.due_at_ms = job->decision.due_at_ms;
   redelivery_.publish(std::move(job));
+}
+
+// The host's circuit is open: the delivery waits in a retry tier until it turns half-open.
+void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
+  const int64_t now = d_.now_ms();
+  const int64_t remaining = std::max<int64_t>(0, job->circuit_open_until_ms - now);
+  d_.metrics->circuit_deferral();
+  redeliver(std::move(job), AttemptResult::circuit_open(remaining), now);
 }
 
 void Worker::drain_events(int64_t now, bool wait) {

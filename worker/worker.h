@@ -101,6 +101,8 @@ class Worker {
   void on_produced(const WorkerEvent& e, int64_t now);
   // decide() for a turn without an HTTP attempt, then the retry tier or the DLQ.
   void redeliver(std::unique_ptr<Job> job, AttemptResult::Kind kind, int64_t now);
+  void redeliver(std::unique_ptr<Job> job, const AttemptResult& result, int64_t now);
+  void defer_for_circuit(std::unique_ptr<Job> job);
   void finish(std::unique_ptr<Job> job);
   // Route lifecycle: a delivery of a suspended route is parked (recorded 'parked', then
   // published to hookrelay.parked) instead of attempted.

@@ -44,6 +44,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
               "Messages behind the log end, summed over this worker's partitions, by topic");
   circuits_ = &reg(prometheus::BuildGauge(), r, "hookrelay_worker_circuit_hosts",
                    "Destination hosts per circuit state");
+  circuit_deferrals_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_worker_circuit_deferrals_total",
+           "Deliveries sent to wait in a retry tier until their host's open circuit turns "
+           "half-open")
+           .Add({});
   filtered_ =
       &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
            "Events a route's filter kept from the route (no delivery made), by source and route");

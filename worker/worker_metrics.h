@@ -37,6 +37,8 @@ class WorkerMetrics {
   void consumer_error(std::string_view code);
   void lag(std::string_view topic, double value);
   void circuits(double closed, double open, double half_open);
+  // A delivery sent to wait in a retry tier because its host's circuit is open.
+  void circuit_deferral() { circuit_deferrals_->Increment(); }
   // Adaptive flow control (worker/flow_control.h): a host's in-flight limit; a cut of it by
   // reason (429, 503, timeout), or a Retry-After pause of the whole host (what = "pause").
   void host_inflight_limit(std::string_view host, int limit);
@@ -77,6 +79,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>* consumer_errors_;
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Family<prometheus::Gauge>* circuits_;
+  prometheus::Counter* circuit_deferrals_;
   prometheus::Family<prometheus::Counter>* filtered_;
   prometheus::Family<prometheus::Gauge>* route_suspended_;
   prometheus::Family<prometheus::Counter>* route_suspensions_;

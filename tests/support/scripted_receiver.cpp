@@ -37,10 +37,10 @@ HeaderLookup ReceivedRequest::lookup() const {
   };
 }
 
-ScriptedReceiver::ScriptedReceiver() {
+ScriptedReceiver::ScriptedReceiver(uint16_t port) {
   HttpServerOptions options;
   options.host = "127.0.0.1";
-  options.port = 0;
+  options.port = port;
   options.threads = 2;
   options.max_body_bytes = 8 << 20;
   server_ =

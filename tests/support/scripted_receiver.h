@@ -59,7 +59,8 @@ struct ReceivedRequest {
 
 class ScriptedReceiver {
  public:
-  ScriptedReceiver();
+  // port 0: an ephemeral one; another: that one (a receiver coming back where one stopped).
+  explicit ScriptedReceiver(uint16_t port = 0);
   ~ScriptedReceiver();  // stop()
   ScriptedReceiver(const ScriptedReceiver&) = delete;
   ScriptedReceiver& operator=(const ScriptedReceiver&) = delete;

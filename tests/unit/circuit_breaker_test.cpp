@@ -34,6 +34,21 @@ TEST_F(CircuitBreakerTest, OpensAfterConsecutiveFailures) {
   EXPECT_TRUE(breaker_.allow("b"));  // per host
 }
 
+TEST_F(CircuitBreakerTest, OpenUntilIsWhenTheProbeMayStart) {
+  EXPECT_EQ(breaker_.open_until("a"), 0) << "an unknown host is not open";
+  fail_times("a", 3);
+  EXPECT_EQ(breaker_.open_until("a"), 1'000'000 + 10'000);
+  now_ += 4'000;
+  EXPECT_EQ(breaker_.open_until("a"), 1'000'000 + 10'000) << "the cool-down does not move";
+  now_ += 6'000;
+  EXPECT_EQ(breaker_.open_until("a"), 0) << "half-open is not open";
+  ASSERT_TRUE(breaker_.allow("a"));  // the probe
+  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_EQ(breaker_.open_until("a"), 0) << "half-open with its probe out";
+  breaker_.record("a", false);
+  EXPECT_EQ(breaker_.open_until("a"), now_ + 10'000) << "a failed probe opens it again";
+}
+
 TEST_F(CircuitBreakerTest, SuccessResetsTheFailureCount) {
   fail_times("a", 2);
   breaker_.record("a", true);

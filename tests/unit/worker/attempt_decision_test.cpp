@@ -81,6 +81,36 @@ TEST_F(Decide, ABounceWaitsOnTheFirstTierAndSpendsNoAttempt) {
   EXPECT_FALSE(r.attempt) << "nothing to record";
 }
 
+// An open circuit: the delivery waits until the circuit turns half-open, in the tier that covers
+// that wait, not on the first tier again and again.
+TEST_F(Decide, AnOpenCircuitWaitsOutItsCoolDownInTheTierThatCoversIt) {
+  d.attempt = 3;
+  auto r = decide(d, AttemptResult::circuit_open(20'000), policy, kDecisionNow, [] { return 0.5; });
+  EXPECT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 20'000);
+  EXPECT_EQ(r.tier, 1) << "20 s waits in the 30 s tier";
+  EXPECT_FALSE(r.spends_attempt);
+  EXPECT_FALSE(r.attempt) << "nothing to record";
+}
+
+TEST_F(Decide, AnOpenCircuitWaitsAtMostTheLongestTier) {
+  auto r =
+      decide(d, AttemptResult::circuit_open(600'000), policy, kDecisionNow, [] { return 0.5; });
+  ASSERT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.tier, 2);
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 120'000);
+}
+
+TEST_F(Decide, AnOpenCircuitOfARouteWithItsOwnScheduleWaitsInTheGlobalTiers) {
+  RouteConfig route;
+  route.retry = RetryConfig{{1, 2}, 5, 3600};
+  d.route = &route;
+  auto r = decide(d, AttemptResult::circuit_open(25'000), policy, kDecisionNow, [] { return 0.5; });
+  ASSERT_EQ(r.next, NextState::kRetrying);
+  EXPECT_EQ(r.tier, 1);
+  EXPECT_EQ(r.due_at_ms, kDecisionNow + 25'000);
+}
+
 TEST_F(Decide, ABounceWithNoTiersIsDead) {
   policy.schedule_seconds.clear();
   auto r = without_attempt(AttemptResult::Kind::kNotAttempted);

@@ -786,29 +786,81 @@ TEST_F(WorkerCoordinator, MessagesReturnedAfterAHoldAreKeptAndDeliveredInOrder) 
   EXPECT_EQ(stored(), 3);
 }
 
-TEST_F(WorkerCoordinator, OpenCircuitBouncesWithoutACallOrAnAttempt) {
-  config.worker.breaker_failure_threshold = 2;
-  FakeConsumer own;
-  Worker w(deps(own));
-  own.assign({{std::string(kWebhooksTopic), 0}});
-  auto feed = [&](int64_t offset, const std::string& id) {
+// Value of a counter without labels, or -1 when it does not exist.
+double unlabelled_counter(prometheus::Registry& registry, const std::string& name) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name == name && family.metric.size() == 1) return family.metric[0].counter.value;
+  }
+  return -1;
+}
+
+// A worker of its own whose breaker opens after two failures and cools down for 20 s; open()
+// makes two calls to 127.0.0.1:9 fail.
+class CircuitCoordinator : public WorkerCoordinator {
+ protected:
+  CircuitCoordinator() {
+    config.worker.breaker_failure_threshold = 2;
+    config.worker.breaker_cooldown_ms = 20'000;
+    w = std::make_unique<Worker>(deps(own));
+    own.assign({{std::string(kWebhooksTopic), 0}});
+  }
+  void feed(int64_t offset, const std::string& id) {
     webhook(offset, id);
     own.queue.push_back(consumer.queue.back());
     consumer.queue.pop_back();
-  };
-  sender.script = {status(503), status(503)};
-  feed(0, "e1");
-  feed(1, "e2");
-  for (int i = 0; i < 8; ++i) w.step();
-  ASSERT_EQ(sender.calls.size(), 2u);  // two failures open the circuit for 127.0.0.1:9
-  producer.sent.clear();
+  }
+  void run() {
+    for (int i = 0; i < 8; ++i) w->step();
+  }
+  void open() {
+    sender.script = {status(503), status(503)};
+    feed(0, "e1");
+    feed(1, "e2");
+    run();
+    ASSERT_EQ(sender.calls.size(), 2u);
+    producer.sent.clear();
+  }
+  int64_t stored_webhooks() { return own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})]; }
+
+  FakeConsumer own;
+  std::unique_ptr<Worker> w;
+};
+
+TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAnAttempt) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  const int64_t opened_at = now;
+  now += 5'000;
   feed(2, "e3");
-  for (int i = 0; i < 8; ++i) w.step();
+  run();
   EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
   ASSERT_EQ(producer.sent.size(), 1u);
-  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
-  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a bounce must not spend an attempt";
-  EXPECT_EQ(own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})], 3);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(1))
+      << "15 s of cool-down left wait in the 30 s tier";
+  EXPECT_EQ(producer.sent[0].header("hr-due-at"), std::to_string(opened_at + 20'000))
+      << "due when the circuit turns half-open";
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a deferral must not spend an attempt";
+  EXPECT_EQ(stored_webhooks(), 3);
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_circuit_deferrals_total"), 1);
+}
+
+// Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
+// being sent back to a tier, and go when it succeeds.
+TEST_F(CircuitCoordinator, HalfOpenCircuitHoldsTheOthersWhileItsProbeIsOut) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  now += 20'000;  // half-open
+  sender.hold = true;
+  feed(2, "e3");
+  feed(3, "e4");
+  feed(4, "e5");
+  run();
+  ASSERT_EQ(sender.calls.size(), 3u) << "one probe, the others waiting";
+  EXPECT_TRUE(producer.sent.empty()) << "a delivery behind the probe was sent back to a tier";
+  sender.hold = false;
+  sender.held[0]();  // the probe succeeds: the circuit closes
+  run();
+  EXPECT_EQ(sender.calls.size(), 5u);
+  EXPECT_TRUE(producer.sent.empty());
+  EXPECT_EQ(stored_webhooks(), 5);
 }
 
 // Value of a counter series with one label, or -1 when the series does not exist.
