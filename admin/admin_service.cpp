@@ -291,7 +291,8 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       for (const auto& d : page->rows) rows.push_back(delivery_json(d));
       return ok(200,
                 {{"deliveries", rows},
-                 {"next_cursor", page->next ? json(encode_cursor(*page->next)) : json(nullptr)}});
+                 {"next_cursor", page->next ? json(encode_cursor(*page->next)) : json(nullptr)},
+                 {"partial", page->scan_bounded}});
     };
   } else if (s.size() == 2 && s[0] == "deliveries") {
     endpoint = "get_delivery";

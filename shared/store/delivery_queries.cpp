@@ -1,5 +1,6 @@
 #include "shared/store/delivery_queries.h"
 
+#include <algorithm>
 #include <array>
 #include <pqxx/pqxx>
 #include <utility>
@@ -196,59 +197,83 @@ Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& 
   if (f.limit < 1 || f.limit > kMaxDeliveryPage) {
     return fail("bad_filter", "limit: must be 1.." + std::to_string(kMaxDeliveryPage));
   }
-  // Only the conditions asked for, so the planner sees plain equalities and picks the index of
-  // the most selective one (migrations/0006); the order is the first-seen index's.
+  const int cap_budget = f.scan_budget > 0 ? f.scan_budget : kDeliveryScanBudget;
   std::vector<std::string> params;
   auto param = [&params](std::string v) {
     params.push_back(std::move(v));
     return "$" + std::to_string(params.size());
   };
-  // On columns deliveries and dead_letters share, with the same values.
-  std::string where;
-  if (!f.source.empty()) where += " AND source = " + param(f.source);
-  if (!f.route.empty()) where += " AND destination = " + param(f.route);
+  // The walk: one table and one index, newest first. Dead and parked deliveries have tables of
+  // their own, kept by triggers (migrations/0009, 0010), with first_seen_at and indexes in this
+  // order; every other state is checked on the rows of deliveries (an index naming `state` would
+  // make the worker's record updates non-HOT, migrations/0004).
+  const bool own_table = (f.state == "dead" || f.state == "parked") && f.event_id.empty();
+  const std::string table = !own_table         ? "deliveries"
+                            : f.state == "dead" ? "dead_letters"
+                                                : "parked_deliveries";
+  // `inner` narrows the walk along its index (an event id, else a source, else a route; the
+  // first-seen bounds and the cursor); `outer` is checked on the rows walked, so a condition that
+  // matches nothing costs at most the scan budget instead of the whole source or table.
+  std::string inner;
+  std::string outer;
+  if (!f.event_id.empty()) {
+    inner += " AND event_id = " + param(f.event_id);
+    if (!f.source.empty()) inner += " AND source = " + param(f.source);
+  } else if (!f.source.empty()) {
+    inner += " AND source = " + param(f.source);
+  }
+  if (!f.route.empty()) {
+    // parked_deliveries is indexed by (source, destination, first_seen_at).
+    const bool lead = (f.event_id.empty() && f.source.empty()) || table == "parked_deliveries";
+    (lead ? inner : outer) += " AND destination = " + param(f.route);
+  }
+  if (!own_table && !f.state.empty()) outer += " AND state = " + param(f.state);
   if (f.since_ms > 0)
-    where += " AND first_seen_at >= to_timestamp(" + param(std::to_string(f.since_ms)) +
+    inner += " AND first_seen_at >= to_timestamp(" + param(std::to_string(f.since_ms)) +
              "::bigint / 1000.0)";
   if (f.until_ms > 0)
-    where += " AND first_seen_at < to_timestamp(" + param(std::to_string(f.until_ms)) +
+    inner += " AND first_seen_at < to_timestamp(" + param(std::to_string(f.until_ms)) +
              "::bigint / 1000.0)";
   if (f.after) {
     std::string at = param(std::to_string(f.after->first_seen_us));
-    where += " AND (first_seen_at, delivery_key) < (timestamptz 'epoch' + " + at +
+    inner += " AND (first_seen_at, delivery_key) < (timestamptz 'epoch' + " + at +
              "::bigint * interval '1 microsecond', " + param(f.after->key) + "::text)";
   }
-  const std::string order =
-      " ORDER BY first_seen_at DESC, delivery_key DESC LIMIT " + std::to_string(f.limit + 1);
-  std::string sql =
-      std::string("SELECT ") + kDeliveryColumns +
-      ", (extract(epoch from first_seen_at) * 1000000)::bigint FROM deliveries WHERE true";
-  if (f.state == "dead" && f.event_id.empty()) {
-    // Dead deliveries are few among many: the first-seen indexes would read a whole source or
-    // route to find none. dead_letters holds exactly them (a trigger, migrations/0004) with
-    // their first_seen_at and indexes in this order (migrations/0009), so a page reads its rows
-    // and then theirs in deliveries by key.
-    sql +=
-        " AND state = 'dead' AND delivery_key IN (SELECT delivery_key FROM dead_letters WHERE "
-        "true" +
-        where + order + ")";
-  } else {
-    sql += where;
-    if (!f.state.empty()) sql += " AND state = " + param(f.state);
-    if (!f.event_id.empty()) sql += " AND event_id = " + param(f.event_id);
-  }
-  sql += order;
+  // With nothing to check on the rows walked, every row is a match: read one past the page.
+  const int cap = outer.empty() ? f.limit + 1 : std::max(cap_budget, f.limit + 1);
+  const std::string newest = " ORDER BY first_seen_at DESC, delivery_key DESC";
+  const std::string us = "(extract(epoch from first_seen_at) * 1000000)::bigint";
+  // Columns: the delivery (0-16), its position (17, 18); how many rows were walked (19) and the
+  // position of the last one (20, 21). One row of NULL deliveries when nothing matched.
+  const std::string sql =
+      "WITH scanned AS MATERIALIZED (SELECT delivery_key, first_seen_at, source, destination" +
+      std::string(own_table ? "" : ", state") + " FROM " + table + " WHERE true" + inner + newest +
+      " LIMIT " + std::to_string(cap) + "), hits AS (SELECT " + kDeliveryColumns + ", " + us +
+      ", first_seen_at AS page_at FROM deliveries WHERE delivery_key IN (SELECT delivery_key "
+      "FROM scanned WHERE true" + outer + newest + " LIMIT " + std::to_string(f.limit + 1) + ")" +
+      (own_table ? " AND state = " + param(f.state) : std::string()) +
+      "), edge AS (SELECT (SELECT count(*) FROM scanned) AS n, last.delivery_key AS k, " + us +
+      " AS us FROM (SELECT 1) one LEFT JOIN (SELECT delivery_key, first_seen_at FROM scanned"
+      " ORDER BY first_seen_at, delivery_key LIMIT 1) last ON true)"
+      " SELECT hits.*, edge.n, edge.us, edge.k FROM edge LEFT JOIN hits ON true"
+      " ORDER BY hits.page_at DESC, hits.delivery_key DESC";
   return pg_.run("list_deliveries", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
     DeliveryPage page;
     for (const auto& r : rows) {
+      if (r[0].is_null()) break;
       if (static_cast<int>(page.rows.size()) == f.limit) {
         const auto& last = rows[static_cast<pqxx::result::size_type>(f.limit - 1)];
         page.next = DeliveryPagePosition{last[17].as<int64_t>(), last[0].as<std::string>()};
-        break;
+        return page;
       }
       page.rows.push_back(delivery_from_row(r));
+    }
+    // Fewer than a page past the last match: more may lie below the last row walked.
+    if (!rows.empty() && rows[0][19].as<int64_t>() == cap) {
+      page.next = DeliveryPagePosition{rows[0][20].as<int64_t>(), rows[0][21].as<std::string>()};
+      page.scan_bounded = static_cast<int>(page.rows.size()) < f.limit;
     }
     return page;
   });

@@ -96,6 +96,11 @@ struct DlqFilter {
 
 // GET /v1/deliveries: every field optional (empty / 0 = any). Pages are newest first by
 // (first_seen_at, delivery_key); `after` continues below the last row of the previous page.
+//
+// Every page is bounded: it walks one index (event id, source, route or the first-seen index;
+// dead_letters or parked_deliveries for those states) and reads at most `scan_budget` of its
+// rows, checking the other conditions on them. When the budget runs out before `limit` matches,
+// the page holds the matches found (possibly none) and `next` continues below the last row read.
 struct DeliveryPagePosition {
   int64_t first_seen_us = 0;  // microseconds since the Unix epoch, exactly as stored
   std::string key;
@@ -110,13 +115,18 @@ struct DeliveryPageFilter {
   int64_t until_ms = 0;  // first seen before
   int limit = 50;        // 1..kMaxDeliveryPage
   std::optional<DeliveryPagePosition> after{};
+  int scan_budget = 0;  // index rows a page may read; 0 = kDeliveryScanBudget (at least limit + 1)
 };
 
 inline constexpr int kMaxDeliveryPage = 500;
+// About 5 ms of index and heap reads at a million deliveries (bench/admin).
+inline constexpr int kDeliveryScanBudget = 4000;
 
 struct DeliveryPage {
   std::vector<DeliveryRow> rows;
   std::optional<DeliveryPagePosition> next;  // set when there may be more
+  // The scan budget ran out before `limit` matches: fewer rows (even none) and a `next` to go on.
+  bool scan_bounded = false;
 };
 
 class DeliveryQueries {

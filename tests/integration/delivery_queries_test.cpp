@@ -194,6 +194,74 @@ TEST_F(DeliveryQueriesTest, DeadDeliveriesArePagedThroughDeadLettersNewestFirst)
   EXPECT_EQ(page({}), (std::vector<std::string>{"st-e2-billing"}));
 }
 
+// Every page reads a bounded number of index rows: a filter that matches few or none of them
+// answers with what it found and a cursor to go on, and following the cursors finds every match
+// once, in order.
+TEST_F(DeliveryQueriesTest, SearchesReadABoundedNumberOfRowsAndResumeByCursor) {
+  // 30 more deliveries of source bulk, one a second, newest = i 30: every 7th is retrying, every
+  // 10th is parked (route r1 for odd i, r0 for even); the rest succeeded.
+  db_->scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, first_seen_at, origin_topic)"
+      " SELECT 'bulk-' || lpad(i::text, 2, '0'), 'webhook', 'bulk', 'b' || i, 'r' || (i % 2),"
+      " 'http://127.0.0.1:9/', CASE WHEN i % 7 = 0 THEN 'retrying' ELSE 'succeeded' END, 1,"
+      " now() - make_interval(secs => 100 - i), 'hookrelay.webhooks'"
+      " FROM generate_series(1, 30) i");
+  db_->scalar("UPDATE deliveries SET state = 'parked' WHERE source = 'bulk' AND"
+              " substr(delivery_key, 6)::int % 10 = 0");
+  struct Walk {
+    std::vector<std::string> keys;
+    std::vector<size_t> page_sizes;
+    int partial_pages = 0;
+  };
+  auto walk = [&](DeliveryPageFilter f) {
+    Walk w;
+    for (int pages = 0; pages < 20; ++pages) {
+      auto p = queries_->list_deliveries(f);
+      EXPECT_TRUE(p) << p.error().message;
+      if (!p) break;
+      for (const auto& r : p->rows) w.keys.push_back(r.key);
+      w.page_sizes.push_back(p->rows.size());
+      if (p->scan_bounded) ++w.partial_pages;
+      if (!p->next) break;
+      f.after = p->next;
+    }
+    return w;
+  };
+
+  // Nothing in flight among 30 rows read 8 at a time: 3 empty partial pages, then the end.
+  auto none = walk({.source = "bulk", .state = "in_flight", .limit = 5, .scan_budget = 8});
+  EXPECT_TRUE(none.keys.empty());
+  EXPECT_EQ(none.page_sizes, (std::vector<size_t>{0, 0, 0, 0}));
+  EXPECT_EQ(none.partial_pages, 3);
+
+  // Retrying (28, 21, 14, 7), two per page: the walk finds each once, newest first.
+  auto retrying = walk({.source = "bulk", .state = "retrying", .limit = 2, .scan_budget = 8});
+  EXPECT_EQ(retrying.keys, (std::vector<std::string>{"bulk-28", "bulk-21", "bulk-14", "bulk-07"}));
+  EXPECT_GE(retrying.partial_pages, 1);
+
+  // A second filter that is not the walked index (source walked, route checked).
+  auto r1 = walk({.source = "bulk", .route = "r1", .state = "retrying", .limit = 1, .scan_budget = 5});
+  EXPECT_EQ(r1.keys, (std::vector<std::string>{"bulk-21", "bulk-07"}));
+  auto nope = walk({.source = "bulk", .route = "nope", .limit = 3, .scan_budget = 5});
+  EXPECT_TRUE(nope.keys.empty());
+  // 30 rows, 5 a page: the sixth read a whole budget, so a seventh finds the end.
+  EXPECT_EQ(nope.page_sizes.size(), 7u);
+
+  // Parked deliveries page through parked_deliveries: 30, 20, 10 (even, route r0).
+  EXPECT_EQ(walk({.state = "parked", .limit = 2}).keys,
+            (std::vector<std::string>{"bulk-30", "bulk-20", "bulk-10"}));
+  EXPECT_EQ(walk({.source = "bulk", .route = "r0", .state = "parked"}).keys,
+            (std::vector<std::string>{"bulk-30", "bulk-20", "bulk-10"}));
+  EXPECT_TRUE(walk({.source = "bulk", .route = "r1", .state = "parked"}).keys.empty());
+
+  // With nothing to check on the rows walked, pages are full and never partial.
+  auto all = walk({.source = "bulk", .limit = 10, .scan_budget = 4});
+  EXPECT_EQ(all.keys.size(), 30u);
+  EXPECT_EQ(all.keys.front(), "bulk-30");
+  EXPECT_EQ(all.partial_pages, 0);
+}
+
 TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
   auto created = queries_->ensure_attempt_partitions(10);
   ASSERT_TRUE(created) << created.error().message;
