@@ -97,6 +97,13 @@ class DeliveryStore {
   // Remembers inbound events by (source, event_id); returns how many were not seen before.
   virtual Result<int> record_inbound(const std::vector<InboundEventRecord>& events) = 0;
 
+  // claim() and record_inbound() in one round trip: the audit rides with the claims, and both
+  // are committed together or not at all (PostgresDeliveryStore: one statement). The default
+  // makes the two calls in turn, for stores without a combined form.
+  virtual Result<std::vector<ClaimStatus>> claim_and_audit(
+      const std::vector<DeliveryRef>& deliveries, const std::vector<InboundEventRecord>& audit,
+      const std::string& worker_id, int lease_seconds);
+
   // Gives back `worker_id`'s leases on `keys` without recording an attempt (shutdown), so
   // another worker may claim them at once. Keys leased by others are left alone.
   virtual Result<void> release(const std::vector<std::string>& keys,

@@ -4,6 +4,7 @@
 #include <array>
 #include <map>
 #include <pqxx/pqxx>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -105,22 +106,53 @@ SELECT i.key, i.attempt, to_timestamp(i.started_ms / 1000.0), i.duration_ms,
 FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
 )SQL";
 
-constexpr const char* kRecordInboundSql = R"SQL(
-WITH ins AS (
+// The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own
+// (hr_record_inbound) or riding in front of a claim (hr_claim_audit).
+std::string inbound_insert_sql(int first) {
+  const auto p = [first](int i, const char* type) {
+    return "$" + std::to_string(first + i) + "::" + type + "[]";
+  };
+  return R"SQL(
   INSERT INTO inbound_events (source, event_id, received_at, topic, "partition", "offset",
                               body_sha256)
   SELECT source, event_id,
          CASE WHEN received_ms > 0 THEN to_timestamp(received_ms / 1000.0) ELSE now() END,
          topic, "partition", "offset", coalesce(body_sha256, '')
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::bigint[],
-              $7::text[])
+  FROM unnest()SQL" +
+         p(0, "text") + ", " + p(1, "text") + ", " + p(2, "text") + ", " + p(3, "int") + ", " +
+         p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") + R"SQL()
        AS r(source, event_id, topic, "partition", "offset", received_ms, body_sha256)
   ORDER BY source, event_id
   ON CONFLICT (source, event_id) DO NOTHING
-  RETURNING 1
-)
-SELECT count(*) FROM ins
 )SQL";
+}
+
+std::string record_inbound_sql() {
+  return "WITH ins AS (" + inbound_insert_sql(1) + "  RETURNING 1\n)\nSELECT count(*) FROM ins";
+}
+
+// A claim with the inbound audit of its events: one statement, so one round trip and one commit
+// for both. The audit's INSERT runs as a data-modifying CTE whether or not it is referenced.
+std::string claim_audit_sql() {
+  return "WITH audit AS (" + inbound_insert_sql(12) + ")" + kClaimSql;
+}
+
+// The seven arrays of an inbound audit batch, in inbound_insert_sql's order.
+std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>& events) {
+  PgArrayLiteral sources, event_ids, topics, partitions, offsets, received, hashes;
+  for (const InboundEventRecord& e : events) {
+    sources.add(e.source);
+    event_ids.add(e.event_id);
+    topics.add(e.topic);
+    partitions.add(int64_t{e.partition});
+    offsets.add(e.offset);
+    received.add(e.received_ms);
+    hashes.add(e.body_sha256);
+  }
+  return {std::move(sources).take(),    std::move(event_ids).take(), std::move(topics).take(),
+          std::move(partitions).take(), std::move(offsets).take(),   std::move(received).take(),
+          std::move(hashes).take()};
+}
 
 constexpr const char* kReleaseSql = R"SQL(
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
@@ -153,13 +185,23 @@ void PostgresDeliveryStore::prepare_connection(pqxx::connection& c) {
   c.set_variable("plan_cache_mode", "force_generic_plan");
   c.prepare("hr_claim", kClaimSql);
   c.prepare("hr_record", kRecordSql);
-  c.prepare("hr_record_inbound", kRecordInboundSql);
+  c.prepare("hr_record_inbound", record_inbound_sql());
+  c.prepare("hr_claim_audit", claim_audit_sql());
   c.prepare("hr_release", kReleaseSql);
 }
 
 Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
     const std::vector<DeliveryRef>& deliveries, const std::string& worker_id, int lease_seconds) {
-  if (deliveries.empty()) return std::vector<ClaimStatus>{};
+  return claim_and_audit(deliveries, {}, worker_id, lease_seconds);
+}
+
+Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
+    const std::vector<DeliveryRef>& deliveries, const std::vector<InboundEventRecord>& audit,
+    const std::string& worker_id, int lease_seconds) {
+  if (deliveries.empty()) {
+    if (auto r = record_inbound(audit); !r) return Unexpected{r.error()};
+    return std::vector<ClaimStatus>{};
+  }
   // ON CONFLICT DO UPDATE may not touch a row twice in one statement: send each key once.
   std::map<std::string, const DeliveryRef*> unique;
   for (const DeliveryRef& d : deliveries) unique.emplace(d.key, &d);
@@ -182,9 +224,16 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
       std::move(origin_topics).take(), std::move(first_seen).take(),   std::move(tokens).take()};
   return pg_.run("claim", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    pqxx::result rows =
-        tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3], params[4],
-                         params[5], params[6], params[7], worker_id, lease_seconds, params[8]);
+    pqxx::result rows;
+    if (audit.empty()) {
+      rows = tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3], params[4],
+                              params[5], params[6], params[7], worker_id, lease_seconds, params[8]);
+    } else {
+      const auto a = inbound_params(audit);
+      rows = tx.exec_prepared("hr_claim_audit", params[0], params[1], params[2], params[3],
+                              params[4], params[5], params[6], params[7], worker_id, lease_seconds,
+                              params[8], a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+    }
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
       auto key = row[0].as<std::string>();
@@ -256,20 +305,7 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
 
 Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEventRecord>& events) {
   if (events.empty()) return 0;
-  PgArrayLiteral sources, event_ids, topics, partitions, offsets, received, hashes;
-  for (const InboundEventRecord& e : events) {
-    sources.add(e.source);
-    event_ids.add(e.event_id);
-    topics.add(e.topic);
-    partitions.add(int64_t{e.partition});
-    offsets.add(e.offset);
-    received.add(e.received_ms);
-    hashes.add(e.body_sha256);
-  }
-  const std::array<std::string, 7> p = {std::move(sources).take(), std::move(event_ids).take(),
-                                        std::move(topics).take(),  std::move(partitions).take(),
-                                        std::move(offsets).take(), std::move(received).take(),
-                                        std::move(hashes).take()};
+  const auto p = inbound_params(events);
   return pg_.run("record_inbound", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     return tx.exec_prepared1("hr_record_inbound", p[0], p[1], p[2], p[3], p[4], p[5], p[6])[0]

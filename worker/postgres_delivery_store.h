@@ -27,13 +27,18 @@ class PostgresDeliveryStore final : public DeliveryStore {
 
   Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& deliveries,
                                          const std::string& worker_id, int lease_seconds) override;
+  Result<std::vector<ClaimStatus>> claim_and_audit(const std::vector<DeliveryRef>& deliveries,
+                                                   const std::vector<InboundEventRecord>& audit,
+                                                   const std::string& worker_id,
+                                                   int lease_seconds) override;
   Result<void> record(const std::vector<AttemptRecord>& attempts,
                       const std::string& worker_id) override;
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override;
   Result<void> release(const std::vector<std::string>& keys, const std::string& worker_id) override;
 
-  // Session settings and prepared statements (hr_claim, hr_record, hr_record_inbound,
-  // hr_release) of every connection the store opens; public so tests can plan the statements.
+  // Session settings and prepared statements (hr_claim, hr_claim_audit, hr_record,
+  // hr_record_inbound, hr_release) of every connection the store opens; public so tests can plan
+  // the statements.
   static void prepare_connection(pqxx::connection& c);
 
  private:

@@ -43,14 +43,29 @@ StoreBatcher::StoreBatcher(StoreBatcherDeps deps)
     : d_(std::move(deps)),
       claims_(d_.threaded, kMaxClaimBatch),
       records_(d_.threaded, kMaxRecordBatch),
-      inbound_(d_.threaded, kMaxClaimBatch) {}
+      inbound_(d_.threaded, kMaxClaimBatch) {
+  set_batching(d_.batching);
+}
+
+void StoreBatcher::set_batching(StoreBatchingConfig b) {
+  d_.batching = b;
+  claims_.set_batching(b);
+  records_.set_batching(b);
+  // The audit lane carries only what could not ride with claims: it sends at once.
+}
 
 void StoreBatcher::audit(InboundEventRecord event) {
-  if (inbound_.queued().size() < kMaxInboundBacklog) inbound_.push(std::move(event));
+  if (audit_.size() < kMaxInboundBacklog) audit_.push_back(std::move(event));
 }
 
 void StoreBatcher::flush_claims(int64_t now) {
-  if (claims_.busy() || !claims_.has_queued() || !usable(now)) return;
+  if (!claims_.busy() && !claims_.has_queued() && !audit_.empty()) {
+    // No claim left to carry them (their claims were dropped): the audit lane takes them.
+    for (auto& e : audit_) inbound_.push(std::move(e));
+    audit_.clear();
+  }
+  flush_inbound(now);
+  if (!usable(now) || !claims_.due(now)) return;
   const auto& batch = claims_.start();
   auto refs = std::make_shared<std::vector<DeliveryRef>>();
   refs->reserve(batch.size());
@@ -62,18 +77,20 @@ void StoreBatcher::flush_claims(int64_t now) {
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url,
                      j->d.origin_topic, j->d.received_at_ms, j->lease_token});
   }
-  claims_.submit([this, refs, lease_seconds = d_.lease_seconds] {
+  auto audit = std::make_shared<std::vector<InboundEventRecord>>(std::move(audit_));
+  audit_.clear();
+  audit_out_ = audit;
+  claims_.submit([this, refs, audit, lease_seconds = d_.lease_seconds] {
     WorkerEvent e;
     e.kind = WorkerEvent::Kind::kClaimed;
     auto t0 = std::chrono::steady_clock::now();
-    e.claimed = d_.claim_store->claim(*refs, d_.worker_id, lease_seconds);
+    e.claimed = d_.claim_store->claim_and_audit(*refs, *audit, d_.worker_id, lease_seconds);
     e.seconds = seconds_since(t0);
     d_.post(std::move(e));
   });
-  flush_inbound(now);
 }
 
-// The audit of received events has a lane of its own: it never holds up claims.
+// Events sent on their own (see the header): never held by claims, never holding them.
 void StoreBatcher::flush_inbound(int64_t) {
   if (inbound_.busy() || !inbound_.has_queued()) return;
   const auto& batch = inbound_.start();
@@ -89,7 +106,7 @@ void StoreBatcher::flush_inbound(int64_t) {
 }
 
 void StoreBatcher::flush_records(int64_t now) {
-  if (records_.busy() || !records_.has_queued() || !usable(now)) return;
+  if (!usable(now) || !records_.due(now)) return;
   const auto& batch = records_.start();
   auto records = std::make_shared<std::vector<AttemptRecord>>();
   records->reserve(batch.size());
@@ -122,6 +139,10 @@ std::vector<T> StoreBatcher::after_failure(StoreLane<T>& lane, std::vector<T> ba
 StoreBatcher::Claimed StoreBatcher::on_claimed(const WorkerEvent& e, int64_t now) {
   d_.metrics->postgres("claim", e.seconds, e.claimed.has_value());
   auto jobs = claims_.finish();
+  auto audit = std::move(audit_out_);
+  audit_out_.reset();
+  if (audit && !audit->empty() && !e.claimed)
+    audit_not_stored(std::move(*audit), e.claimed.error());
   Claimed out;
   if (!e.claimed) {
     for (auto& j : after_failure(claims_, std::move(jobs), e.claimed.error(), "claim", now, true)) {
@@ -166,6 +187,22 @@ void StoreBatcher::on_inbound(const WorkerEvent& e, int64_t now) {
         "msg=inbound_event_refused source={} event_id={} code={} error={} action=\"not audited\"",
         log_quote(refused.source), log_quote(refused.event_id), err.code, log_quote(err.message));
   }
+}
+
+void StoreBatcher::audit_not_stored(std::vector<InboundEventRecord> batch, const Error& e) {
+  if (e.retryable) {
+    batch.insert(batch.end(), std::make_move_iterator(audit_.begin()),
+                 std::make_move_iterator(audit_.end()));
+    audit_ = std::move(batch);
+    if (audit_.size() > kMaxInboundBacklog) audit_.resize(kMaxInboundBacklog);
+    return;
+  }
+  // Refused for good: the audit may be what the store refused. The claims go again without it,
+  // and the audit lane finds the event refused, if it is one of them.
+  for (auto& ev : batch) {
+    if (inbound_.queued().size() < kMaxInboundBacklog) inbound_.push(std::move(ev));
+  }
+  inbound_.isolate(inbound_.queued().size());
 }
 
 bool StoreBatcher::failed(const Error& e, std::string_view op, int64_t now) {

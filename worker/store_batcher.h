@@ -3,6 +3,16 @@
 // (DbLane), so none waits behind another. A lane sends one batch at a time; whatever arrives
 // meanwhile forms the next batch.
 //
+// Batches follow the load (worker.store_batching): a free lane sends once min_batch items are
+// queued or its oldest queued item has waited max_wait_ms, so a steady stream is committed in
+// batches of many rather than as soon as anything is queued; the wait is bounded by that budget.
+// A batch put back after a failure goes out at once.
+//
+// The inbound audit rides with the claims: the events queued when a claim batch leaves go in the
+// same statement (DeliveryStore::claim_and_audit), one commit for both. The audit lane sends on
+// its own only what must not ride: events of a combined round trip the store refused for good
+// (the claims are then sent again without them), and events no claim is left to carry.
+//
 // Failures are decided by what they are (Error::retryable):
 //   an outage (connection lost, timeout, server shutting down, out of resources) puts the batch
 //     back in front of its lane, in order, and holds the store for a second: the listener's
@@ -27,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "shared/config/config.h"
 #include "worker/db_lane.h"
 #include "worker/delivery_store.h"
 #include "worker/job.h"
@@ -43,6 +54,20 @@ class StoreLane {
       : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded)) {}
 
   void push(T item) { queued_.push_back(std::move(item)); }
+  void set_batching(StoreBatchingConfig b) { batching_ = b; }
+  // Whether a free lane sends now: a full enough batch, the oldest item's wait used up, or a
+  // batch put back or searched item by item. The first call that sees an item queued starts its
+  // wait, also while a round trip is out (the coordinator calls it in every step).
+  bool due(int64_t now) {
+    if (queued_.empty()) {
+      waiting_since_ = -1;  // emptied without a batch leaving (drop_unclaimed)
+      return false;
+    }
+    if (waiting_since_ < 0) waiting_since_ = now;
+    if (busy_) return false;
+    return urgent_ || isolate_ > 0 || queued_.size() >= std::size_t(batching_.min_batch) ||
+           now - waiting_since_ >= batching_.max_wait_ms;
+  }
   bool busy() const { return busy_; }
   bool has_queued() const { return !queued_.empty(); }
   std::vector<T>& queued() { return queued_; }
@@ -52,6 +77,8 @@ class StoreLane {
   // Moves the next batch out: at most max_batch items, one while a refused batch is searched.
   const std::vector<T>& start() {
     busy_ = true;
+    urgent_ = false;
+    waiting_since_ = -1;
     std::size_t n = isolate_ > 0 ? 1 : max_batch_;
     if (queued_.size() <= n) {
       out_ = std::move(queued_);
@@ -62,6 +89,8 @@ class StoreLane {
       queued_.erase(queued_.begin(), split);
     }
     if (isolate_ > 0) isolate_ -= std::min(isolate_, out_.size());
+    // Items left behind (more than one batch's worth) have waited already: they go next.
+    if (!queued_.empty()) urgent_ = true;
     return out_;
   }
   // The batch that was out, once its round trip answered.
@@ -76,6 +105,7 @@ class StoreLane {
     batch.insert(batch.end(), std::make_move_iterator(queued_.begin()),
                  std::make_move_iterator(queued_.end()));
     queued_ = std::move(batch);
+    urgent_ = !queued_.empty();
   }
   // The next n items go one per round trip (after a permanent error on a batch of n).
   void isolate(std::size_t n) { isolate_ = std::max(isolate_, n); }
@@ -83,7 +113,10 @@ class StoreLane {
 
  private:
   std::size_t max_batch_;
+  StoreBatchingConfig batching_{.min_batch = 1, .max_wait_ms = 0};
   std::size_t isolate_ = 0;
+  int64_t waiting_since_ = -1;  // when the oldest queued item was first seen; -1: none queued
+  bool urgent_ = false;         // the queue holds items put back or left over: send at once
   bool busy_ = false;
   std::vector<T> queued_;
   std::vector<T> out_;
@@ -99,6 +132,7 @@ struct StoreBatcherDeps {
   std::string worker_id;
   int lease_seconds = 0;
   uint32_t run_id = 0;  // high half of every lease token this process claims with
+  StoreBatchingConfig batching;
   PostEvent post;
   std::function<void()> on_outage;     // the store became unusable: hold the partitions
   std::function<void()> on_recovered;  // a round trip succeeded again: release them
@@ -110,6 +144,8 @@ class StoreBatcher {
 
   // The lease of claims sent from now on (a configuration reload).
   void set_lease_seconds(int seconds) { d_.lease_seconds = seconds; }
+  // How claim and record batches gather from now on (a configuration reload).
+  void set_batching(StoreBatchingConfig b);
   void claim(std::unique_ptr<Job> job) { claims_.push(std::move(job)); }
   void record(std::unique_ptr<Job> job) { records_.push(std::move(job)); }
   void audit(InboundEventRecord event);
@@ -132,6 +168,8 @@ class StoreBatcher {
 
   bool down() const { return down_; }
   bool busy() const { return claims_.busy() || records_.busy() || inbound_.busy(); }
+  // Inbound events waiting to ride with the next claim batch.
+  std::size_t audit_waiting() const { return audit_.size(); }
   bool records_waiting() const { return records_.has_queued(); }
   std::size_t records_pending() const { return records_.queued().size() + records_.out().size(); }
 
@@ -145,6 +183,9 @@ class StoreBatcher {
  private:
   bool usable(int64_t now) const { return !down_ || now >= retry_at_; }
   void flush_inbound(int64_t now);
+  // The audit of a claim round trip that failed: back in front of the events waiting to ride
+  // (an outage), or to the audit lane on its own (refused for good: the claims go again alone).
+  void audit_not_stored(std::vector<InboundEventRecord> batch, const Error& e);
   // A failed round trip: puts the batch back (outage, or a batch to search item by item) and
   // returns the items refused for good. `holds`: an outage here holds the partitions.
   template <class T>
@@ -155,7 +196,9 @@ class StoreBatcher {
   void ok();
 
   StoreBatcherDeps d_;
-  uint32_t claim_seq_ = 0;  // low half of every lease token: one per claim
+  uint32_t claim_seq_ = 0;                 // low half of every lease token: one per claim
+  std::vector<InboundEventRecord> audit_;  // waiting to ride with the next claim batch
+  std::shared_ptr<std::vector<InboundEventRecord>> audit_out_;  // riding with the claims out
   bool down_ = false;
   int64_t retry_at_ = 0;
   // Last: their threads are joined first, before anything a round trip touches goes away.

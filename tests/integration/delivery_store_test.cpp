@@ -273,6 +273,38 @@ TEST_F(DeliveryStoreTest, RecordInboundCountsOnlyNewEvents) {
             "3:1");
 }
 
+TEST_F(DeliveryStoreTest, ClaimAndAuditCommitTogetherInOneStatement) {
+  auto ev = [](const std::string& id, int64_t offset, int64_t received_ms = unix_now_ms()) {
+    return InboundEventRecord{"github", id, "hookrelay.webhooks", 3, offset, received_ms, "ab12"};
+  };
+  auto refs = [this](std::vector<DeliveryRef> v) {
+    for (auto& r : v) r.lease_token = make_lease_token(9, ++claims_);
+    return v;
+  };
+  auto both = store_->claim_and_audit(refs({delivery("a"), delivery("b")}),
+                                      {ev("e1", 1), ev("e2", 2)}, "w1", 60);
+  ASSERT_TRUE(both) << both.error().message;
+  EXPECT_EQ(*both, (std::vector<S>{S::kClaimed, S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM inbound_events"), "2");
+  // A redelivered event keeps its first sighting; its claim is answered as before.
+  auto again = store_->claim_and_audit(refs({delivery("a")}), {ev("e1", 9)}, "w1", 60);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again, (std::vector<S>{S::kLeasedElsewhere}));
+  EXPECT_EQ(db_->scalar("SELECT \"offset\" FROM inbound_events WHERE event_id = 'e1'"), "1");
+  // An audit row the database refuses (a time out of range) takes its claims with it: nothing of
+  // the statement is committed, and the error says it is not worth retrying as is.
+  auto refused = store_->claim_and_audit(refs({delivery("c")}),
+                                         {ev("e3", 3), ev("e4", 4, INT64_MAX / 2)}, "w1", 60);
+  ASSERT_FALSE(refused);
+  EXPECT_FALSE(refused.error().retryable) << refused.error().code;
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries WHERE delivery_key = 'c'"), "0");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM inbound_events"), "2");
+  // Claims alone through the same path.
+  auto alone = store_->claim_and_audit(refs({delivery("c")}), {}, "w1", 60);
+  ASSERT_TRUE(alone) << alone.error().message;
+  EXPECT_EQ(*alone, (std::vector<S>{S::kClaimed}));
+}
+
 TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
   // Array-literal syntax in the values, and bytes PostgreSQL text cannot hold (NUL, invalid
   // UTF-8), which become U+FFFD instead of failing the batch.

@@ -88,6 +88,31 @@ TEST(Config, AdaptiveLimitDefaultsAndKeys) {
   }
 }
 
+TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
+  auto d = parse_config("", env_of({}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->worker.store_batching.min_batch, 100);
+  EXPECT_EQ(d->worker.store_batching.max_wait_ms, 10);
+  auto c = parse_config("worker: { store_batching: { min_batch: 1, max_wait_ms: 0 } }", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->worker.store_batching.min_batch, 1);
+  EXPECT_EQ(c->worker.store_batching.max_wait_ms, 0);
+  const std::map<std::string, std::string> refused = {
+      {"{ min_batch: 0 }", "worker.store_batching.min_batch"},
+      {"{ min_batch: 10001 }", "worker.store_batching.min_batch"},
+      {"{ max_wait_ms: -1 }", "worker.store_batching.max_wait_ms"},
+      {"{ max_wait_ms: 1001 }", "worker.store_batching.max_wait_ms"},
+      {"{ max_wait_ms: soon }", "worker.store_batching.max_wait_ms"},
+      {"{ linger_ms: 5 }", "worker.store_batching.linger_ms"},
+      {"[100, 10]", "worker.store_batching"}};
+  for (const auto& [yaml, field] : refused) {
+    auto r = parse_config("worker: { store_batching: " + yaml + " }", env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    EXPECT_NE(r.error().message.find(field), std::string::npos)
+        << yaml << ": " << r.error().message;
+  }
+}
+
 TEST(Config, EnvOverridesAddresses) {
   auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "x"},
                                           {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},

@@ -247,6 +247,9 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
   }
 
   WorkerDeps deps(FakeConsumer& c) {
+    // The clock stands still between steps: Postgres batches go at once (store_batcher_test
+    // covers how they gather).
+    config.worker.store_batching = {.min_batch = 1, .max_wait_ms = 0};
     WorkerDeps d;
     d.config = &config;
     d.consumer = &c;
@@ -1002,7 +1005,9 @@ TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
 std::shared_ptr<const Config> installed_config(const std::string& yaml) {
   auto c = parse_config(yaml, [](const std::string&) { return std::nullopt; });
   EXPECT_TRUE(c) << c.error().message;
-  return std::make_shared<const Config>(c ? *c : Config{});
+  Config installed = c ? *c : Config{};
+  installed.worker.store_batching = {.min_batch = 1, .max_wait_ms = 0};  // as deps() does
+  return std::make_shared<const Config>(installed);
 }
 
 std::string reload_yaml(const std::string& url, const std::string& extra = "",
