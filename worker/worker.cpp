@@ -140,6 +140,7 @@ void Worker::step() {
   apply_pending_config();
   int64_t now = d_.now_ms();
   drain_events(now, false);
+  if (d_.key_order) d_.key_order->poll(now);
   store_.flush_records(now);
   redelivery_.flush_due(now);
   intake_.resume_due(now);
@@ -220,6 +221,10 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
           job->holds_key = true;
           if (route_suspended(*job)) {
             park(std::move(job), now);
+            break;
+          }
+          if (d_.key_order && d_.key_order->must_wait(job->d)) {
+            wait_for_key(std::move(job));
             break;
           }
           dispatcher_.enqueue(std::move(job));
@@ -328,6 +333,16 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   job->decision = decide(d, result, policy_, now, d_.rand01);
   note_route_attempt(*job, r, now);
   const Decision& decision = job->decision;
+  // A failed attempt of an ordered route holds its key: the key's later deliveries queued here
+  // wait too, taken out before releasing the order gate would start the next of them.
+  const bool holds_key = d_.key_order && decision.next == NextState::kRetrying &&
+                         d_.key_order->take_head(d);
+  if (holds_key) {
+    for (auto& queued : dispatcher_.take_queued(
+             [this](const Job& q) { return d_.key_order->must_wait(q.d); })) {
+      wait_for_key(std::move(queued));
+    }
+  }
   dispatcher_.release(*job, r, decision.outcome);
   d_.metrics->attempt(d.destination, decision.outcome.label,
                       static_cast<double>(r.duration_ms) / 1000.0);
@@ -343,7 +358,22 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
                      : r.message;
   if (decision.next == NextState::kRetrying) h.due_at_ms = decision.due_at_ms;
   job->duration_ms = static_cast<int>(r.duration_ms);
+  if (holds_key) {  // the hold is in Postgres before the retry is published
+    d_.key_order->hold(std::move(job),
+                       [this](std::unique_ptr<Job> j) { store_.record(std::move(j)); });
+    return;
+  }
   store_.record(std::move(job));
+}
+
+void Worker::wait_for_key(std::unique_ptr<Job> job) {
+  d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
+    if (waiting) {
+      finish(std::move(j));
+    } else {
+      dispatcher_.enqueue(std::move(j));
+    }
+  });
 }
 
 void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
@@ -417,6 +447,11 @@ void Worker::park_queued(int64_t now) {
 }
 
 void Worker::finish(std::unique_ptr<Job> job) {
+  // Done without another retry (succeeded, dead, found done): a key it held releases the next.
+  if (d_.key_order && job->decision.next != NextState::kRetrying &&
+      job->decision.next != NextState::kParked) {
+    d_.key_order->resolved(job->d);
+  }
   // A duplicate bounced while the key was in flight here must not free the key: the next copy
   // would then be sent while the first is still in flight.
   if (job->holds_key) local_keys_.erase(job->d.key);
@@ -474,9 +509,10 @@ void Worker::drain_for_shutdown() {
   auto fatal = [this] { return redelivery_.fatal().has_value(); };
   while (d_.now_ms() < deadline && !fatal() &&
          (dispatcher_.calls_out() || store_.records_waiting() || !redelivery_.idle() ||
-          store_.busy())) {
+          store_.busy() || (d_.key_order && !d_.key_order->idle()))) {
     int64_t now = d_.now_ms();
     drain_events(now, true);
+    if (d_.key_order) d_.key_order->poll(now);
     store_.flush_records(now);
     redelivery_.flush_due(now);
     intake_.store_offsets();

@@ -38,6 +38,7 @@
 #include "worker/dispatcher.h"
 #include "worker/http_sender.h"
 #include "worker/job.h"
+#include "worker/key_order.h"
 #include "worker/message_consumer.h"
 #include "worker/partition_intake.h"
 #include "worker/redelivery.h"
@@ -63,6 +64,7 @@ struct WorkerDeps {
   std::function<double()> rand01;   // uniform in [0, 1)
   std::string worker_id;            // unique among live workers (it owns their leases)
   RouteSync* routes = nullptr;      // suspended routes (route_lifecycle.h); nullptr = none ever is
+  KeyOrder* key_order = nullptr;    // ordered routes' per-key order; nullptr = first attempts only
   uint32_t run_id = 0;              // names this run of the process in lease tokens; 0 = random
 };
 
@@ -110,6 +112,8 @@ class Worker {
   void note_route_attempt(Job& job, const HttpResult& r, int64_t now);
   void park(std::unique_ptr<Job> job, int64_t now);
   void park_queued(int64_t now);
+  // Per-key order (key_order.h): a delivery whose key is held waits in Postgres, then finishes.
+  void wait_for_key(std::unique_ptr<Job> job);
   void update_gauges(int64_t now);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);

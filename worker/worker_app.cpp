@@ -22,6 +22,7 @@
 #include "shared/thread_guard.h"
 #include "worker/curl_sender.h"
 #include "worker/kafka_consumer.h"
+#include "worker/key_order_store.h"
 #include "worker/message_expander.h"
 #include "worker/postgres_delivery_store.h"
 #include "worker/route_sync.h"
@@ -115,6 +116,16 @@ int run_worker(int argc, char** argv) {
   RouteSync routes(route_states, metrics, unix_now_ms, {.worker_id = worker_id});
   routes.sync();
   routes.start();
+  // Per-key order of ordered routes: the held keys are read before consuming; round trips then
+  // run on a thread and connection of their own.
+  PostgresKeyOrderStore key_order_store(config->postgres.url);
+  MessageConsumer* wake_target = consumer->get();
+  KeyOrder key_order(key_order_store, **producer, *registry,
+                     [wake_target] { wake_target->wake(); });
+  if (auto started = key_order.start(); !started) {
+    std::fprintf(stderr, "hookrelay-worker: ordered keys: %s\n", started.error().message.c_str());
+    return 1;
+  }
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
   try {
@@ -138,7 +149,8 @@ int run_worker(int argc, char** argv) {
                  .now_ms = unix_now_ms,
                  .rand01 = [&] { return uniform(rng); },
                  .worker_id = worker_id,
-                 .routes = &routes});
+                 .routes = &routes,
+                 .key_order = &key_order});
 
   HttpServerOptions http;
   http.host = listen->host;

@@ -1,0 +1,357 @@
+// Per-key ordering across retries (worker/key_order.h, worker/ordering_key.h): the ordering key
+// of an event, its config and the errors that name the field, and the rules that hold a key
+// while its head waits in a retry tier and release the waiting deliveries in order, against an
+// in-memory store and producer.
+#include "worker/key_order.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shared/kafka/wire_contract.h"
+#include "worker/ordering_key.h"
+
+namespace hookrelay {
+namespace {
+
+// The store's rules as the Postgres adapter keeps them, in memory.
+class FakeKeyOrderStore final : public KeyOrderStore {
+ public:
+  struct Key {
+    std::string head;
+    std::vector<WaitingDelivery> waiting;
+  };
+  Result<void> hold(const OrderKey& key, const std::string& head) override {
+    keys.try_emplace(key, Key{head, {}});
+    return {};
+  }
+  Result<void> enqueue(const WaitingDelivery& w, int64_t token) override {
+    auto& k = keys.try_emplace(w.key, Key{"", {}}).first->second;
+    k.waiting.push_back(w);
+    k.waiting.back().id = ++next_id;
+    leases_given_back.push_back(token);
+    return {};
+  }
+  Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
+                                                 const std::string& head) override {
+    ++advances;
+    auto it = keys.find(key);
+    if (it == keys.end() || it->second.head != head) return std::optional<WaitingDelivery>{};
+    if (it->second.waiting.empty()) {
+      keys.erase(it);
+      return std::optional<WaitingDelivery>{};
+    }
+    it->second.head = it->second.waiting.front().delivery_key;
+    return std::optional<WaitingDelivery>{it->second.waiting.front()};
+  }
+  Result<void> released(int64_t id) override {
+    for (auto& [key, k] : keys) {
+      std::erase_if(k.waiting, [id](const WaitingDelivery& w) { return w.id == id; });
+    }
+    return {};
+  }
+  Result<std::vector<HeldKey>> held(int64_t) override {
+    std::vector<HeldKey> out;
+    for (const auto& [key, k] : keys) {
+      out.push_back({key, k.head, done.count(k.head) > 0 || k.head.empty(),
+                     static_cast<int64_t>(k.waiting.size())});
+    }
+    return out;
+  }
+  std::map<OrderKey, Key> keys;
+  std::set<std::string> done;  // heads held() reports as finished long ago
+  std::vector<int64_t> leases_given_back;
+  int64_t next_id = 0;
+  int advances = 0;
+};
+
+class FakeProducer final : public MessageProducer {
+ public:
+  struct Sent {
+    std::string topic, key, value;
+    std::vector<MessageHeader> headers;
+    DoneCallback done;
+  };
+  void produce(const OutgoingMessage& m, DoneCallback on_done) override {
+    sent.push_back({std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers,
+                    std::move(on_done)});
+  }
+  bool reachable() const override { return true; }
+  int outstanding() const override { return 0; }
+  void ack_all() {
+    for (auto& s : sent) {
+      if (s.done) std::exchange(s.done, nullptr)(ProducedAt{0, 1});
+    }
+  }
+  std::vector<Sent> sent;
+};
+
+Delivery ordered(const std::string& event, const std::string& key) {
+  Delivery d;
+  d.kind = "webhook";
+  d.source = "acme";
+  d.destination = "a";
+  d.event_id = event;
+  d.key = "wh:acme:" + event + ":a";
+  d.ordered = true;
+  d.ordering_key = key;
+  d.body = std::make_shared<const std::string>(R"({"event":")" + event + "\"}");
+  return d;
+}
+
+std::unique_ptr<Job> job_of(const Delivery& d, int64_t token = 7) {
+  auto job = std::make_unique<Job>();
+  job->d = d;
+  job->lease_token = token;
+  return job;
+}
+
+std::string header_of(const std::vector<MessageHeader>& headers, std::string_view name) {
+  for (const auto& h : headers) {
+    if (h.name == name) return h.value;
+  }
+  return "";
+}
+
+class KeyOrderTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(order.start()); }
+  // wait() for `d`: the job comes back once the store has it.
+  void wait(const Delivery& d) {
+    order.wait(job_of(d), [this](std::unique_ptr<Job> j, bool waiting) {
+      EXPECT_TRUE(waiting);
+      waited.push_back(j->d.key);
+    });
+    order.poll(now);
+  }
+  // A failed attempt of `d` that goes to a retry tier.
+  void fail(const Delivery& d) {
+    if (order.take_head(d)) {
+      order.hold(job_of(d), [this](std::unique_ptr<Job> j) { held.push_back(j->d.key); });
+    }
+    order.poll(now);
+  }
+  void resolve(const Delivery& d) {
+    order.resolved(d);
+    order.poll(now);
+  }
+
+  FakeKeyOrderStore store;
+  FakeProducer producer;
+  prometheus::Registry registry;
+  KeyOrder order{store, producer, registry, [] {}, {.refresh_ms = 1000000, .threaded = false}};
+  int64_t now = 1000;
+  std::vector<std::string> waited, held;
+};
+
+TEST_F(KeyOrderTest, AFailedHeadHoldsItsKeyOnlyAndLaterDeliveriesOfTheKeyWait) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k"), other = ordered("e3", "other");
+  EXPECT_FALSE(order.must_wait(d1));
+  fail(d1);
+  EXPECT_EQ(held, std::vector<std::string>{d1.key}) << "the job moves on once the hold is stored";
+  EXPECT_EQ(store.keys.at({"acme", "a", "k"}).head, d1.key);
+  EXPECT_FALSE(order.must_wait(d1)) << "the head's own retry is attempted";
+  EXPECT_TRUE(order.must_wait(d2));
+  EXPECT_FALSE(order.must_wait(other)) << "other keys are never held up";
+  Delivery unkeyed = ordered("e4", "");
+  EXPECT_FALSE(order.must_wait(unkeyed)) << "an event without a key holds nothing back";
+  Delivery unordered = d2;
+  unordered.ordered = false;
+  EXPECT_FALSE(order.must_wait(unordered));
+  // A second failure of the head changes nothing.
+  EXPECT_FALSE(order.take_head(d1));
+}
+
+TEST_F(KeyOrderTest, WaitingDeliveriesAreStoredWithTheirRetryMessageAndReleasedInOrder) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k"), d3 = ordered("e3", "k");
+  d3.attempt = 3;  // a retry that came back from a tier while the key was held
+  d3.first_attempt_at_ms = 500;
+  fail(d1);
+  wait(d2);
+  wait(d3);
+  EXPECT_EQ(waited, (std::vector<std::string>{d2.key, d3.key}));
+  const auto& queue = store.keys.at({"acme", "a", "k"}).waiting;
+  ASSERT_EQ(queue.size(), 2u);
+  EXPECT_EQ(queue[0].topic, retry_topic(0));
+  EXPECT_EQ(queue[0].body, *d2.body);
+  EXPECT_EQ(header_of(queue[0].headers, header::kDeliveryKey), d2.key);
+  EXPECT_EQ(header_of(queue[0].headers, header::kAttempt), "0");
+  EXPECT_EQ(header_of(queue[1].headers, header::kAttempt), "2") << "no attempt is spent waiting";
+  EXPECT_EQ(store.leases_given_back, (std::vector<int64_t>{7, 7}));
+
+  // The head succeeds: d2 is published to the first tier and becomes the head; d3 still waits.
+  resolve(d1);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].key, d2.key);
+  EXPECT_EQ(producer.sent[0].value, *d2.body);
+  EXPECT_EQ(order.head_of({"acme", "a", "k"}), d2.key);
+  EXPECT_FALSE(order.must_wait(d2));
+  EXPECT_TRUE(order.must_wait(d3));
+  EXPECT_EQ(store.keys.at({"acme", "a", "k"}).waiting.size(), 2u)
+      << "the row stays until the publish is acknowledged";
+  producer.ack_all();
+  order.poll(now);
+  order.poll(now);
+  EXPECT_EQ(store.keys.at({"acme", "a", "k"}).waiting.size(), 1u);
+
+  // A delivery that is not the head finishing changes nothing.
+  resolve(d3);
+  EXPECT_EQ(producer.sent.size(), 1u);
+  // d2 is dead-lettered: d3 is next; d3 succeeds: the key is free.
+  resolve(d2);
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[1].key, d3.key);
+  producer.ack_all();
+  order.poll(now);
+  order.poll(now);
+  resolve(d3);
+  EXPECT_TRUE(store.keys.empty());
+  EXPECT_EQ(order.held_keys(), 0u);
+  EXPECT_FALSE(order.must_wait(ordered("e9", "k")));
+  EXPECT_TRUE(order.idle());
+}
+
+TEST_F(KeyOrderTest, AHeadThatSucceedsWithNothingWaitingFreesTheKey) {
+  auto d1 = ordered("e1", "k");
+  fail(d1);
+  resolve(d1);
+  EXPECT_TRUE(producer.sent.empty());
+  EXPECT_EQ(order.held_keys(), 0u);
+  EXPECT_TRUE(store.keys.empty());
+}
+
+TEST_F(KeyOrderTest, ARefusedPublishIsPublishedAgainAfterADelay) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k");
+  fail(d1);
+  wait(d2);
+  resolve(d1);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  std::exchange(producer.sent[0].done, nullptr)(Unexpected{Error{"kafka_down", "down", true}});
+  order.poll(now);  // the refusal is seen
+  order.poll(now + 999);
+  EXPECT_EQ(producer.sent.size(), 1u) << "due a second after the refusal was seen";
+  order.poll(now + 1000);
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[1].key, d2.key);
+}
+
+TEST(KeyOrderRefresh, KeysHeldBeforeAStartAreKeptAndAFinishedHeadReleasesTheNext) {
+  FakeKeyOrderStore store;
+  FakeProducer producer;
+  prometheus::Registry registry;
+  // As a worker that stopped left them: k1's head still retries, k2's head succeeded long ago.
+  store.keys[{"acme", "a", "k1"}] = {"wh:acme:e1:a", {}};
+  WaitingDelivery w;
+  w.key = {"acme", "a", "k2"};
+  w.delivery_key = "wh:acme:e5:a";
+  w.topic = retry_topic(0);
+  w.id = 1;
+  store.keys[{"acme", "a", "k2"}] = {"wh:acme:e4:a", {w}};
+  store.done.insert("wh:acme:e4:a");
+  KeyOrder order(store, producer, registry, [] {}, {.refresh_ms = 1000, .threaded = false});
+  ASSERT_TRUE(order.start());
+  order.poll(0);
+  EXPECT_TRUE(order.must_wait(ordered("e2", "k1")));
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].key, "wh:acme:e5:a");
+  EXPECT_EQ(order.head_of({"acme", "a", "k2"}), "wh:acme:e5:a");
+  // Another worker frees k1: the next refresh forgets it here.
+  store.keys.erase({"acme", "a", "k1"});
+  order.poll(1000);
+  order.poll(1000);
+  EXPECT_FALSE(order.must_wait(ordered("e2", "k1")));
+  std::string text;
+  for (const auto& family : registry.Collect()) {
+    if (family.name == "hookrelay_ordered_waiting")
+      text = std::to_string(family.metric.at(0).gauge.value);
+  }
+  EXPECT_EQ(text, std::to_string(1.0)) << "e5's row waits for its publish to be confirmed";
+}
+
+ConsumedMessage message(std::string key, std::vector<std::pair<std::string, std::string>> headers,
+                        std::string body) {
+  ConsumedMessage m;
+  m.key = std::move(key);
+  m.headers = std::move(headers);
+  m.value = std::make_shared<const std::string>(std::move(body));
+  return m;
+}
+
+TEST(OrderingKeyOf, KafkaKeyHeaderOrJsonPointer) {
+  RouteConfig r;
+  r.ordered = true;
+  auto m = message("kafka-key", {{"hr-fwd-X-Tenant", "t1"}, {"hr-source", "acme"}},
+                   R"({"customer":{"id":"c-9","n":42,"ok":true,"obj":{}},"list":[1]})");
+  EXPECT_EQ(ordering_key_of(r, m), "kafka-key");
+  r.ordering_key.from = OrderingKey::From::kHeader;
+  r.ordering_key.header = "x-tenant";
+  EXPECT_EQ(ordering_key_of(r, m), "t1") << "header names compare case-insensitively";
+  r.ordering_key.header = "x-other";
+  EXPECT_EQ(ordering_key_of(r, m), "");
+  r.ordering_key.from = OrderingKey::From::kJsonPointer;
+  auto pointer = [&](const std::string& p) {
+    r.ordering_key.pointer = *parse_json_pointer(p);
+    return ordering_key_of(r, m);
+  };
+  EXPECT_EQ(pointer("/customer/id"), "c-9");
+  EXPECT_EQ(pointer("/customer/n"), "42");
+  EXPECT_EQ(pointer("/customer/ok"), "true");
+  EXPECT_EQ(pointer("/customer/obj"), "") << "an object is not a key";
+  EXPECT_EQ(pointer("/list"), "");
+  EXPECT_EQ(pointer("/missing"), "");
+  m.value = std::make_shared<const std::string>("not json {");
+  EXPECT_EQ(pointer("/customer/id"), "") << "a body that is not JSON has no key, and no crash";
+}
+
+Result<Config> parse_route(const std::string& keys) {
+  return parse_config(
+      "sources: { g: { scheme: github, secrets: [s] } }\n"
+      "routes:\n  g:\n    - { name: ci, url: \"http://h/\", " +
+          keys + " }\n",
+      [](const std::string&) -> std::optional<std::string> { return std::nullopt; });
+}
+
+TEST(OrderingKeyConfig, ParsedAndRefusalsNameTheField) {
+  auto c = parse_route("ordered: true, ordering_key: { header: X-Tenant }");
+  ASSERT_TRUE(c) << c.error().message;
+  const auto& k = c->routes.at("g").at(0).ordering_key;
+  EXPECT_EQ(k.from, OrderingKey::From::kHeader);
+  EXPECT_EQ(k.header, "x-tenant");
+  c = parse_route("ordered: true, ordering_key: { json_pointer: /customer/id }");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->routes.at("g").at(0).ordering_key.from, OrderingKey::From::kJsonPointer);
+  EXPECT_EQ(c->routes.at("g").at(0).ordering_key.pointer.text, "/customer/id");
+  c = parse_route("ordered: true");
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->routes.at("g").at(0).ordering_key.from, OrderingKey::From::kKafkaKey);
+
+  struct Bad {
+    std::string keys, field;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {"ordering_key: { header: X-Tenant }", "routes.g[0].ordering_key"},
+           {"ordered: true, ordering_key: { header: X-T, json_pointer: /a }",
+            "routes.g[0].ordering_key"},
+           {"ordered: true, ordering_key: {}", "routes.g[0].ordering_key"},
+           {"ordered: true, ordering_key: { column: x }", "routes.g[0].ordering_key"},
+           {"ordered: true, ordering_key: { header: \"X Tenant\" }",
+            "routes.g[0].ordering_key.header"},
+           {"ordered: true, ordering_key: { json_pointer: \"a/b\" }",
+            "routes.g[0].ordering_key.json_pointer"},
+           {"ordered: true, ordering_key: { json_pointer: \"\" }",
+            "routes.g[0].ordering_key.json_pointer"},
+       }) {
+    auto r = parse_route(b.keys);
+    ASSERT_FALSE(r) << b.keys;
+    EXPECT_NE(r.error().message.find(b.field), std::string::npos)
+        << b.keys << ": " << r.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace hookrelay

@@ -1,0 +1,337 @@
+#include "worker/key_order.h"
+
+#include <chrono>
+#include <set>
+#include <utility>
+
+#include "shared/kafka/wire_contract.h"
+#include "shared/log.h"
+#include "worker/outbound_request.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr int kRetryPauseMs = 500;
+constexpr int64_t kRepublishDelayMs = 1000;
+
+}  // namespace
+
+KeyOrder::KeyOrder(KeyOrderStore& store, MessageProducer& producer, prometheus::Registry& registry,
+                   std::function<void()> wake, KeyOrderOptions options)
+    : store_(store), producer_(producer), wake_(std::move(wake)), options_(options) {
+  waiting_gauge_ = &prometheus::BuildGauge()
+                        .Name("hookrelay_ordered_waiting")
+                        .Help(
+                            "Deliveries of ordered routes waiting behind their key's head, "
+                            "across every worker (as Postgres had them at the last refresh)")
+                        .Register(registry)
+                        .Add({});
+  held_gauge_ = &prometheus::BuildGauge()
+                     .Name("hookrelay_ordered_held_keys")
+                     .Help(
+                         "Ordering keys held because their head delivery waits in a retry "
+                         "tier, as this worker knows them")
+                     .Register(registry)
+                     .Add({});
+  waits_ = &prometheus::BuildCounter()
+                .Name("hookrelay_ordered_waits_total")
+                .Help("Deliveries of ordered routes set to wait behind their key's head")
+                .Register(registry);
+  releases_ = &prometheus::BuildCounter()
+                   .Name("hookrelay_ordered_releases_total")
+                   .Help(
+                       "Waiting deliveries released, in order, after their key's head "
+                       "succeeded or was dead-lettered")
+                   .Register(registry);
+}
+
+KeyOrder::~KeyOrder() { stop(); }
+
+Result<void> KeyOrder::start() {
+  auto held = store_.held(options_.done_for_ms);
+  if (!held) return Unexpected{held.error()};
+  merge(std::move(*held));
+  if (options_.threaded) thread_ = std::thread([this] { lane(); });
+  return {};
+}
+
+void KeyOrder::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    tasks_.clear();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void KeyOrder::lane() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+      if (stopping_) return;
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+      ++tasks_running_;
+    }
+    task();
+    std::lock_guard lock(mu_);
+    --tasks_running_;
+  }
+}
+
+void KeyOrder::submit(std::function<Completion()> op) {
+  if (!options_.threaded) {
+    done(op());
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    tasks_.emplace_back([this, op = std::move(op)] { done(op()); });
+  }
+  cv_.notify_one();
+}
+
+void KeyOrder::done(Completion c) {
+  {
+    std::lock_guard lock(mu_);
+    completions_.push_back(std::move(c));
+  }
+  if (wake_) wake_();
+}
+
+template <class T, class F>
+Result<T> KeyOrder::retrying(const char* what, F&& f) {
+  for (;;) {
+    Result<T> r = f();
+    if (r || !r.error().retryable || !options_.threaded) return r;
+    spdlog::warn("msg=ordered_key_store_retry op={} code={} error={}", what, r.error().code,
+                 log_quote(r.error().message));
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(kRetryPauseMs),
+                       [this] { return stopping_; }))
+        return r;
+    }
+  }
+}
+
+std::optional<OrderKey> KeyOrder::key_of(const Delivery& d) {
+  if (!d.ordered || d.ordering_key.empty() || d.kind != "webhook") return std::nullopt;
+  return OrderKey{d.source, d.destination, d.ordering_key};
+}
+
+bool KeyOrder::must_wait(const Delivery& d) const {
+  auto k = key_of(d);
+  if (!k) return false;
+  auto it = keys_.find(*k);
+  return it != keys_.end() && it->second.head != d.key;
+}
+
+std::string KeyOrder::head_of(const OrderKey& key) const {
+  auto it = keys_.find(key);
+  return it == keys_.end() ? std::string() : it->second.head;
+}
+
+void KeyOrder::wait(std::unique_ptr<Job> job, WaitFn then) {
+  OrderKey k = *key_of(job->d);
+  auto& st = keys_[k];
+  ++st.pending;
+  ++st.waits_since;
+  WaitingDelivery w;
+  w.key = k;
+  w.delivery_key = job->d.key;
+  w.topic = retry_topic(0);
+  AttemptHistory h = job->history;
+  h.attempts_made = job->d.attempt - 1;
+  h.first_attempt_at_ms = job->d.first_attempt_at_ms;
+  h.due_at_ms = 0;  // due as soon as it is released
+  w.headers = redelivery_headers(job->d, h);
+  if (job->d.body) w.body = *job->d.body;
+  const int64_t token = job->lease_token;
+  Job* raw = job.get();
+  jobs_.emplace(raw, std::move(job));
+  held_gauge_->Set(static_cast<double>(keys_.size()));
+  submit([this, w = std::move(w), token, raw, then = std::move(then)]() -> Completion {
+    auto r = retrying<void>("enqueue", [&] { return store_.enqueue(w, token); });
+    return [this, r, raw, then, k = w.key] {
+      auto node = jobs_.extract(raw);
+      if (auto it = keys_.find(k); it != keys_.end()) --it->second.pending;
+      if (!r) {
+        // Not recorded: it cannot wait, so it is attempted now, out of order rather than lost.
+        spdlog::error("msg=ordered_wait_failed key={} code={} error={} action=attempting_now",
+                      log_quote(node.mapped()->d.key), r.error().code,
+                      log_quote(r.error().message));
+        then(std::move(node.mapped()), false);
+        return;
+      }
+      waits_->Add({{"source", k.source}, {"route", k.route}}).Increment();
+      then(std::move(node.mapped()), true);
+    };
+  });
+}
+
+bool KeyOrder::take_head(const Delivery& d) {
+  auto k = key_of(d);
+  if (!k || keys_.count(*k)) return false;
+  keys_[*k].head = d.key;
+  held_gauge_->Set(static_cast<double>(keys_.size()));
+  return true;
+}
+
+void KeyOrder::hold(std::unique_ptr<Job> job, JobFn then) {
+  OrderKey k = *key_of(job->d);
+  auto& st = keys_[k];
+  ++st.pending;
+  std::string head = st.head;
+  Job* raw = job.get();
+  jobs_.emplace(raw, std::move(job));
+  submit([this, k, head, raw, then = std::move(then)]() -> Completion {
+    auto r = retrying<void>("hold", [&] { return store_.hold(k, head); });
+    return [this, r, raw, then, k] {
+      auto node = jobs_.extract(raw);
+      if (auto it = keys_.find(k); it != keys_.end()) --it->second.pending;
+      if (!r) {
+        spdlog::error("msg=ordered_hold_failed key={} code={} error={}",
+                      log_quote(node.mapped()->d.key), r.error().code,
+                      log_quote(r.error().message));
+      }
+      then(std::move(node.mapped()));
+    };
+  });
+}
+
+void KeyOrder::resolved(const Delivery& d) {
+  auto k = key_of(d);
+  if (!k) return;
+  auto it = keys_.find(*k);
+  if (it == keys_.end() || it->second.head != d.key || it->second.advancing) return;
+  advance(*k);
+}
+
+void KeyOrder::advance(const OrderKey& key) {
+  auto& state = keys_[key];
+  state.advancing = true;
+  state.waits_since = 0;
+  ++state.pending;
+  submit([this, key, head = state.head]() -> Completion {
+    auto r = retrying<std::optional<WaitingDelivery>>("advance",
+                                                      [&] { return store_.advance(key, head); });
+    return [this, key, r = std::make_shared<decltype(r)>(std::move(r))]() mutable {
+      auto it = keys_.find(key);
+      if (it == keys_.end()) return;
+      auto& st = it->second;
+      --st.pending;
+      st.advancing = false;
+      if (!*r) {
+        // Left held: the refresh finds its head finished and releases the next.
+        spdlog::error("msg=ordered_release_failed source={} route={} code={} error={}", key.source,
+                      key.route, r->error().code, log_quote(r->error().message));
+        return;
+      }
+      if (auto& next = **r) {
+        st.head = next->delivery_key;
+        releases_->Add({{"source", key.source}, {"route", key.route}}).Increment();
+        publish(std::move(*next));
+        return;
+      }
+      if (st.waits_since > 0) {  // set to wait after the advance was sent: release it too
+        st.head.clear();
+        advance(key);
+        return;
+      }
+      if (st.pending == 0) keys_.erase(it);
+      held_gauge_->Set(static_cast<double>(keys_.size()));
+    };
+  });
+}
+
+void KeyOrder::publish(WaitingDelivery w) {
+  ++publishing_;
+  auto row = std::make_shared<WaitingDelivery>(std::move(w));
+  producer_.produce(
+      {row->topic, row->delivery_key, row->body, &row->headers}, [this, row](Result<ProducedAt> r) {
+        done([this, row, ok = r.has_value(), error = r ? std::string() : r.error().message] {
+          --publishing_;
+          if (!ok) {
+            spdlog::warn("msg=ordered_release_publish_failed key={} error={}",
+                         log_quote(row->delivery_key), log_quote(error));
+            republish_.emplace_back(0, std::move(*row));
+            return;
+          }
+          const int64_t id = row->id;
+          submit([this, id]() -> Completion {
+            auto gone = retrying<void>("released", [&] { return store_.released(id); });
+            if (!gone) {
+              spdlog::error("msg=ordered_release_not_confirmed id={} error={}", id,
+                            log_quote(gone.error().message));
+            }
+            return [] {};
+          });
+        });
+      });
+}
+
+void KeyOrder::poll(int64_t now) {
+  std::vector<Completion> ready;
+  {
+    std::lock_guard lock(mu_);
+    ready.swap(completions_);
+  }
+  for (auto& c : ready) c();
+  while (!republish_.empty()) {
+    auto& [due, row] = republish_.front();
+    if (due == 0) due = now + kRepublishDelayMs;
+    if (due > now) break;
+    WaitingDelivery w = std::move(row);
+    republish_.pop_front();
+    publish(std::move(w));
+  }
+  if (now >= next_refresh_ && !refreshing_) {
+    next_refresh_ = now + options_.refresh_ms;
+    refreshing_ = true;
+    submit([this]() -> Completion {
+      auto held = store_.held(options_.done_for_ms);
+      return [this, held = std::make_shared<decltype(held)>(std::move(held))] {
+        refreshing_ = false;
+        if (*held) merge(std::move(**held));
+      };
+    });
+  }
+}
+
+void KeyOrder::merge(std::vector<HeldKey> held) {
+  int64_t waiting = 0;
+  std::set<OrderKey> known;
+  for (auto& h : held) {
+    waiting += h.waiting;
+    known.insert(h.key);
+    auto it = keys_.find(h.key);
+    if (it == keys_.end()) {  // held by another worker, or before this one started
+      keys_[h.key].head = h.head;
+      if (h.head_done) advance(h.key);
+      continue;
+    }
+    if (h.head_done && !it->second.advancing && it->second.head == h.head) advance(h.key);
+  }
+  // Freed elsewhere: a key here with nothing of its own under way that Postgres no longer holds.
+  for (auto it = keys_.begin(); it != keys_.end();) {
+    if (!known.count(it->first) && it->second.pending == 0 && !it->second.advancing)
+      it = keys_.erase(it);
+    else
+      ++it;
+  }
+  waiting_gauge_->Set(static_cast<double>(waiting));
+  held_gauge_->Set(static_cast<double>(keys_.size()));
+}
+
+bool KeyOrder::idle() const {
+  std::lock_guard lock(mu_);
+  return jobs_.empty() && publishing_ == 0 && republish_.empty() && completions_.empty();
+}
+
+}  // namespace hookrelay

@@ -1,0 +1,142 @@
+// KeyOrder: per-key ordering across retries for ordered routes.
+//
+// A route with `ordered: true` has an ordering key per event (RouteConfig::ordering_key: the
+// Kafka key, a header or a JSON pointer; ordering_key_of()). While a key's head delivery waits
+// in a retry tier, the key is held: later deliveries of that key (same route) are not attempted
+// but wait, each recorded in Postgres with the message that publishes it again, so their Kafka
+// partition moves on for every other key. When the head succeeds or is dead-lettered, the first
+// waiting delivery becomes the head and is published to the first retry tier, due at once; when
+// none is left the key is free. Other keys are never held up.
+//
+// The worker's hooks (worker.cpp), all on the coordinator thread:
+//   must_wait(d)     a claimed delivery about to be dispatched: true when its key is held by
+//                    another delivery; the worker then calls wait() instead of dispatching it.
+//   wait(job, then)  records the delivery as waiting (and gives back its lease); `then` gets the
+//                    job once Postgres has it: the worker finishes it, and its offset can go.
+//   take_head(d)     an attempt failed and goes to a retry tier: true when that holds its key
+//                    now (it was free). The worker then pulls the queued deliveries of the key
+//                    out of the dispatcher into wait(), and passes the job through hold().
+//   hold(job, then)  makes the hold durable before the job moves on (its retry is published).
+//   resolved(d)      a delivery finished without another retry (succeeded, dead, found done):
+//                    when it is its key's head, the next waiting one is released.
+//   poll(now)        completions of Postgres round trips and publishes, and every refresh_ms a
+//                    look at Postgres: keys held by other workers (or before a restart) are
+//                    learned, and keys whose head finished long ago with nobody releasing the
+//                    next (its worker crashed) are released here.
+//
+// Postgres round trips run in order on a thread of their own (a retryable error is tried again
+// every half second), so nothing here blocks the coordinator; the in-memory view changes at
+// once. A released message is published before its waiting row is deleted: a crash in between
+// publishes it twice, and the second copy is skipped by its idempotency claim.
+//
+// Thread-safety: coordinator thread only, except the internal thread and the producer's
+// callback, which only hand completions over (under a mutex) and wake the coordinator.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "shared/config/config.h"
+#include "shared/kafka/message_producer.h"
+#include "worker/job.h"
+#include "worker/key_order_store.h"
+
+namespace hookrelay {
+
+struct KeyOrderOptions {
+  int refresh_ms = 2000;
+  // A head recorded as finished this long ago whose key is still held was left by a worker that
+  // stopped before releasing the next: poll() releases it.
+  int64_t done_for_ms = 10000;
+  bool threaded = true;  // false (tests): store calls run inline, completions in poll()
+};
+
+class KeyOrder {
+ public:
+  using JobFn = std::function<void(std::unique_ptr<Job>)>;
+  // `waiting` false: Postgres refused it for good, so it is attempted now (out of order).
+  using WaitFn = std::function<void(std::unique_ptr<Job>, bool waiting)>;
+
+  KeyOrder(KeyOrderStore& store, MessageProducer& producer, prometheus::Registry& registry,
+           std::function<void()> wake, KeyOrderOptions options = {});
+  ~KeyOrder();
+  KeyOrder(const KeyOrder&) = delete;
+  KeyOrder& operator=(const KeyOrder&) = delete;
+
+  // Reads the held keys from Postgres (before consuming) and starts the thread.
+  Result<void> start();
+  void stop();  // idempotent; pending round trips are dropped (their jobs' offsets stay)
+
+  static std::optional<OrderKey> key_of(const Delivery& d);
+  bool must_wait(const Delivery& d) const;
+  void wait(std::unique_ptr<Job> job, WaitFn then);
+  bool take_head(const Delivery& d);
+  void hold(std::unique_ptr<Job> job, JobFn then);
+  void resolved(const Delivery& d);
+  void poll(int64_t now);
+
+  bool idle() const;
+  std::size_t held_keys() const { return keys_.size(); }
+  // The head of a held key, "" when the key is not held (tests).
+  std::string head_of(const OrderKey& key) const;
+
+ private:
+  struct KeyState {
+    std::string head;
+    int pending = 0;         // round trips of this key not yet completed here
+    int waits_since = 0;     // wait()s issued since the last advance was issued
+    bool advancing = false;  // an advance is under way
+  };
+  using Completion = std::function<void()>;
+  void submit(std::function<Completion()> op);
+  template <class T, class F>
+  Result<T> retrying(const char* what, F&& f);
+  void advance(const OrderKey& key);
+  void publish(WaitingDelivery w);
+  void done(Completion c);  // any thread
+  void refresh();
+  void merge(std::vector<HeldKey> held);
+  void lane();
+
+  KeyOrderStore& store_;
+  MessageProducer& producer_;
+  std::function<void()> wake_;
+  KeyOrderOptions options_;
+  std::map<OrderKey, KeyState> keys_;
+  std::unordered_map<Job*, std::unique_ptr<Job>> jobs_;        // with the store
+  std::deque<std::pair<int64_t, WaitingDelivery>> republish_;  // refused publishes: (due, row)
+  int64_t next_refresh_ = 0;
+  bool refreshing_ = false;
+  int publishing_ = 0;
+
+  prometheus::Gauge* waiting_gauge_;
+  prometheus::Gauge* held_gauge_;
+  prometheus::Family<prometheus::Counter>* waits_;
+  prometheus::Family<prometheus::Counter>* releases_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;  // under mu_: the thread's queue
+  std::vector<Completion> completions_;      // under mu_: for the coordinator
+  int tasks_running_ = 0;                    // under mu_
+  bool stopping_ = false;                    // under mu_
+  std::thread thread_;
+};
+
+}  // namespace hookrelay

@@ -1,0 +1,141 @@
+#include "worker/key_order_store.h"
+
+#include <pqxx/pqxx>
+#include <utility>
+
+#include "shared/signing/crypto.h"
+#include "shared/store/pg_array.h"
+
+namespace hookrelay {
+
+PostgresKeyOrderStore::PostgresKeyOrderStore(std::string url) : db_(std::move(url)) {}
+
+Result<void> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string& head) {
+  return db_.run("ordered key hold", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (source, route, ordering_key) DO NOTHING",
+        key.source, key.route, key.key, head);
+    tx.commit();
+  });
+}
+
+Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t lease_token) {
+  PgArrayLiteral headers;
+  for (const auto& h : w.headers) {
+    headers.add(h.name);
+    headers.add(h.value);
+  }
+  std::string header_array = std::move(headers).take();
+  return db_.run("ordered key enqueue", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
+        " ON CONFLICT (source, route, ordering_key) DO NOTHING",
+        w.key.source, w.key.route, w.key.key);
+    tx.exec_params(
+        "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers,"
+        " body) VALUES ($1, $2, $3, $4, $5, $6::text[], decode($7, 'hex'))",
+        w.key.source, w.key.route, w.key.key, w.delivery_key, w.topic, header_array,
+        hex_encode(w.body));
+    // The lease is given back: released, the delivery is claimed again like any retry.
+    tx.exec_params(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,"
+        " updated_at = now() WHERE delivery_key = $1 AND lease_token = $2",
+        w.delivery_key, lease_token);
+    tx.commit();
+  });
+}
+
+Result<std::optional<WaitingDelivery>> PostgresKeyOrderStore::advance(const OrderKey& key,
+                                                                      const std::string& head) {
+  return db_.run(
+      "ordered key advance", [&](pqxx::connection& c) -> Result<std::optional<WaitingDelivery>> {
+        pqxx::work tx(c);
+        auto held = tx.exec_params(
+            "SELECT head_key FROM ordered_keys WHERE source = $1 AND route = $2"
+            " AND ordering_key = $3 FOR UPDATE",
+            key.source, key.route, key.key);
+        if (held.empty() || held[0][0].as<std::string>() != head) {
+          tx.commit();
+          return std::optional<WaitingDelivery>{};
+        }
+        auto next = tx.exec_params(
+            "SELECT id, delivery_key, topic, encode(body, 'hex') FROM ordered_waiting"
+            " WHERE source = $1 AND route = $2 AND ordering_key = $3 ORDER BY id LIMIT 1",
+            key.source, key.route, key.key);
+        if (next.empty()) {
+          tx.exec_params(
+              "DELETE FROM ordered_keys WHERE source = $1 AND route = $2 AND ordering_key = $3",
+              key.source, key.route, key.key);
+          tx.commit();
+          return std::optional<WaitingDelivery>{};
+        }
+        WaitingDelivery w;
+        w.id = next[0][0].as<int64_t>();
+        w.key = key;
+        w.delivery_key = next[0][1].as<std::string>();
+        w.topic = next[0][2].as<std::string>();
+        w.body = hex_decode(next[0][3].as<std::string>()).value_or("");
+        auto headers = tx.exec_params(
+            "SELECT h FROM ordered_waiting, unnest(headers) WITH ORDINALITY AS u(h, n)"
+            " WHERE id = $1 ORDER BY n",
+            w.id);
+        for (std::size_t i = 0; i + 1 < headers.size(); i += 2) {
+          w.headers.push_back(
+              {headers[i][0].as<std::string>(), headers[i + 1][0].as<std::string>()});
+        }
+        tx.exec_params(
+            "UPDATE ordered_keys SET head_key = $4, updated_at = now() WHERE source = $1"
+            " AND route = $2 AND ordering_key = $3",
+            key.source, key.route, key.key, w.delivery_key);
+        tx.commit();
+        return std::optional<WaitingDelivery>{std::move(w)};
+      });
+}
+
+Result<void> PostgresKeyOrderStore::released(int64_t id) {
+  return db_.run("ordered key released", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params("DELETE FROM ordered_waiting WHERE id = $1", id);
+    tx.commit();
+  });
+}
+
+Result<std::vector<HeldKey>> PostgresKeyOrderStore::held(int64_t done_for_ms) {
+  return db_.run("ordered keys", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    // A head counts as done when it succeeded or died a while ago, or when it is a waiting row
+    // published long ago and never confirmed (a crash between the two): either way the worker
+    // that finished it is gone, and the next delivery is released by whoever sees it here.
+    auto rows = tx.exec_params(
+        "SELECT k.source, k.route, k.ordering_key, k.head_key,"
+        "  (k.head_key = ''"
+        "   OR EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_key = k.head_key"
+        "              AND d.state IN ('succeeded', 'dead')"
+        "              AND d.completed_at < now() - make_interval(secs => $1 / 1000.0))"
+        "   OR (k.updated_at < now() - make_interval(secs => $1 / 1000.0)"
+        "       AND EXISTS (SELECT 1 FROM ordered_waiting w WHERE w.delivery_key = k.head_key"
+        "                   AND w.source = k.source AND w.route = k.route"
+        "                   AND w.ordering_key = k.ordering_key))),"
+        "  (SELECT count(*) FROM ordered_waiting w WHERE w.source = k.source"
+        "   AND w.route = k.route AND w.ordering_key = k.ordering_key)"
+        " FROM ordered_keys k",
+        done_for_ms);
+    tx.commit();
+    std::vector<HeldKey> out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) {
+      HeldKey h;
+      h.key = {r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<std::string>()};
+      h.head = r[3].as<std::string>();
+      h.head_done = r[4].as<bool>();
+      h.waiting = r[5].as<int64_t>();
+      out.push_back(std::move(h));
+    }
+    return out;
+  });
+}
+
+}  // namespace hookrelay

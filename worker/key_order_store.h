@@ -1,0 +1,84 @@
+// KeyOrderStore: where the held keys of ordered routes and their waiting deliveries are kept
+// (migrations/0011_key_order.sql), so every worker, and a worker after a crash, sees the same
+// order. The real adapter is PostgresKeyOrderStore; unit tests use a fake.
+//
+// Errors are those of PgConnection ("db_unavailable", "db_conflict", "db_busy" retryable;
+// "db_error" not); implementations never throw.
+//
+// Thread-safety: implementations need not be thread-safe; the caller serializes calls.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "shared/kafka/message_producer.h"
+#include "shared/result.h"
+#include "shared/store/pg_connection.h"
+
+namespace hookrelay {
+
+// One ordering key of one route.
+struct OrderKey {
+  std::string source;
+  std::string route;
+  std::string key;
+  auto operator<=>(const OrderKey&) const = default;
+};
+
+// A delivery waiting behind its key's head, with the message that publishes it again.
+struct WaitingDelivery {
+  int64_t id = 0;  // arrival order within the key (set by the store)
+  OrderKey key;
+  std::string delivery_key;
+  std::string topic;
+  std::vector<MessageHeader> headers;
+  std::string body;
+};
+
+// A held key as the store has it.
+struct HeldKey {
+  OrderKey key;
+  std::string head;        // delivery key of the head; "" = none: the first waiting one is next
+  bool head_done = false;  // the head succeeded or is dead, and was for a while (see held())
+  int64_t waiting = 0;     // deliveries waiting behind it
+};
+
+class KeyOrderStore {
+ public:
+  virtual ~KeyOrderStore() = default;
+  // Holds `key` with `head` as its head, unless it is held already (then nothing changes).
+  virtual Result<void> hold(const OrderKey& key, const std::string& head) = 0;
+  // Appends a waiting delivery behind its key (holding the key, with no head, if it was free)
+  // and gives back the lease `lease_token` has on it, so it can be claimed again when released.
+  virtual Result<void> enqueue(const WaitingDelivery& waiting, int64_t lease_token) = 0;
+  // The head `head` of `key` is finished: the first waiting delivery becomes the head and is
+  // returned (its row stays until released() confirms it was published); with none waiting,
+  // the key is free again and nullopt comes back. A head that is no longer `head` (another worker
+  // moved on) changes nothing: nullopt.
+  virtual Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
+                                                         const std::string& head) = 0;
+  // The waiting row `id` was published again: it is gone.
+  virtual Result<void> released(int64_t id) = 0;
+  // Every held key. head_done: its head succeeded or died more than `done_for_ms` ago, so
+  // whoever finished it did not release the next (it crashed): the caller releases it.
+  virtual Result<std::vector<HeldKey>> held(int64_t done_for_ms) = 0;
+};
+
+class PostgresKeyOrderStore final : public KeyOrderStore {
+ public:
+  explicit PostgresKeyOrderStore(std::string url);
+  Result<void> hold(const OrderKey& key, const std::string& head) override;
+  Result<void> enqueue(const WaitingDelivery& waiting, int64_t lease_token) override;
+  Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
+                                                 const std::string& head) override;
+  Result<void> released(int64_t id) override;
+  Result<std::vector<HeldKey>> held(int64_t done_for_ms) override;
+
+ private:
+  PgConnection db_;
+};
+
+}  // namespace hookrelay
