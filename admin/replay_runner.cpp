@@ -146,7 +146,6 @@ void ReplayRunner::run_one() {
   options.resend_succeeded = job.resend;
   options.who = job.requested_by.empty() ? "admin-api" : job.requested_by;
   options.reason = job.reason.empty() ? "admin API replay " + std::to_string(job.id) : job.reason;
-  options.replay_id = std::to_string(job.id);
   options.ack_timeout_ms = options_.kafka_timeout_ms;
   options.from_state = job.from_state;
 

@@ -49,7 +49,6 @@ inline constexpr std::string_view kOrderingKey = "hr-ordering-key";
 // Set by replays (`hookrelay dlq replay`, the admin API).
 inline constexpr std::string_view kOriginalReceivedAt = "hr-original-received-at";
 inline constexpr std::string_view kReplayedBy = "hr-replayed-by";
-inline constexpr std::string_view kResendId = "hr-resend-id";  // resends: the replay that asked
 }  // namespace header
 
 // Bounds of the numeric hr-* values.

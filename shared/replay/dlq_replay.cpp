@@ -14,7 +14,6 @@ namespace {
 using header::kDlqReason;
 using header::kOriginalReceivedAt;
 using header::kReplayedBy;
-using header::kResendId;
 
 bool dropped_on_replay(std::string_view name) {
   return name == header::kAttempt || name == header::kDueAt || name == header::kReceivedAt ||
@@ -151,12 +150,11 @@ std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_
 
 std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
                                           const ResendSource& source, const std::string& key,
-                                          int64_t now_ms, const std::string& who,
-                                          const std::string& resend_id) {
+                                          int64_t now_ms, const std::string& who) {
   std::vector<MessageHeader> out;
   for (auto& h : replay_headers(original, now_ms, who)) {
     if (h.name == header::kRoute || h.name == header::kDeliveryKey ||
-        h.name == header::kOriginTopic || h.name == kResendId) {
+        h.name == header::kOriginTopic) {
       continue;
     }
     out.push_back(std::move(h));
@@ -164,7 +162,6 @@ std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& orig
   out.push_back({std::string(header::kRoute), source.route});
   out.push_back({std::string(header::kDeliveryKey), key});
   out.push_back({std::string(header::kOriginTopic), source.topic});
-  out.push_back({std::string(kResendId), resend_id});
   return out;
 }
 
@@ -377,8 +374,7 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
       return item;
     }
   }
-  const auto headers = resend_headers(message->headers, *source, key, clock_.now_ms(), options.who,
-                                      options.replay_id);
+  const auto headers = resend_headers(message->headers, *source, key, clock_.now_ms(), options.who);
   if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
     item.outcome = ReplayOutcome::kFailed;
     item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;

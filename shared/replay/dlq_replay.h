@@ -128,7 +128,6 @@ struct ReplaySummary {
 struct ReplayOptions {
   bool dry_run = false;
   bool resend_succeeded = false;  // resend succeeded deliveries instead of skipping them
-  std::string replay_id;          // the admin API's replay id, in a resend's hr-resend-id
   double rate_per_second = 0;     // 0 = as fast as acks come back
   std::string who;
   std::string reason;
@@ -150,12 +149,13 @@ std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_
                                           int64_t now_ms, const std::string& who);
 
 // The headers of a resend's retry-tier copy, from the event's first message: as replay_headers,
-// plus the single delivery it stands for (hr-route, hr-delivery-key, hr-origin-topic) and
-// hr-resend-id naming the replay.
+// plus the single delivery it stands for (hr-route, hr-delivery-key, hr-origin-topic). The copy
+// needs no mark of its own: the delivery's resend marker in Postgres (DeliveryQueries::
+// mark_resend) is what lets the next claim of the key take the succeeded delivery once, and the
+// resend is audited there ('resent' attempt row, dlq_replays, the replay's item).
 std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
                                           const ResendSource& source, const std::string& key,
-                                          int64_t now_ms, const std::string& who,
-                                          const std::string& resend_id);
+                                          int64_t now_ms, const std::string& who);
 
 // Where the messages of a replay come from: hookrelay.dlq, or hookrelay.parked for a release.
 std::string source_topic(const ReplayOptions& options);
