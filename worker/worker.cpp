@@ -150,6 +150,7 @@ void Worker::step() {
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(),
                        [this](std::unique_ptr<Job> j) { defer_for_circuit(std::move(j)); });
+  release_deferred_leases();
   intake_.store_offsets();
   update_gauges(now);
 }
@@ -281,6 +282,16 @@ void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
   redeliver(std::move(job), AttemptResult::circuit_open(remaining), now);
 }
 
+// A deferred delivery's retry message is acknowledged: its lease is given back, so the claim when
+// it comes back (before claim_lease_seconds may have passed) is not refused as leased elsewhere
+// and bounced again. One round trip for the step's deferrals, on the claim lane, ahead of any
+// later claim of the same keys.
+void Worker::release_deferred_leases() {
+  if (deferred_leases_.empty()) return;
+  store_.release(std::move(deferred_leases_));
+  deferred_leases_.clear();
+}
+
 void Worker::drain_events(int64_t now, bool wait) {
   std::vector<WorkerEvent> events;
   {
@@ -312,6 +323,7 @@ void Worker::drain_events(int64_t now, bool wait) {
 
 void Worker::on_produced(const WorkerEvent& e, int64_t now) {
   if (auto job = redelivery_.on_produced(e, now)) {
+    if (job->circuit_open_until_ms > 0) deferred_leases_.push_back(job->d.key);
     finish(std::move(job));
     return;
   }
