@@ -57,6 +57,7 @@ Result<Target> resolve_target(const ParsedArgs& args, const CliIo& io) {
 
 std::vector<std::string> names_of(const std::vector<TopicSpec>& specs) {
   std::vector<std::string> out;
+  out.reserve(specs.size());
   for (const auto& s : specs) out.push_back(s.name);
   return out;
 }

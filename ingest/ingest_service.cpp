@@ -93,7 +93,7 @@ void IngestService::handle(const HttpRequest& request, Responder respond) {
   }
   if (path == "/v1/calls") return call(request, std::move(respond));
   if (path == "/healthz" || path == "/readyz" || path == "/metrics")
-    return probe(path, request, std::move(respond));
+    return probe(path, request, respond);
   answer_error("other", "-", 404, "not_found",
                "no such endpoint: " + std::string(utf8_prefix(path, 256)), respond);
 }
@@ -196,8 +196,8 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
       headers.push_back({std::string(header::kForwardPrefix) + n, std::string(value)});
   });
   std::string id = verified->event_id;
-  produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body,
-                     std::move(headers), "", std::move(respond));
+  produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, headers, "",
+                     std::move(respond));
 }
 
 void IngestService::call(const HttpRequest& request, Responder respond) {
@@ -226,7 +226,7 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
       {std::string(header::kReceivedAt), std::to_string(now_ms_())},
       {std::string(header::kCall), call_envelope(c)},
   };
-  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, std::move(headers),
+  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, headers,
                      c.idempotency_key, std::move(respond));
 }
 
