@@ -259,11 +259,13 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   }
 
   std::set<std::string> wanted(keys->begin(), keys->end());
+  const DlqSource::KeepFn keep = [&wanted](const std::string& k) { return wanted.count(k) != 0; };
   auto reader = KafkaDlqReader::create(*kafka, *timeout);
   if (!reader) return report_error(io, "dlq replay", reader.error());
   ProgressPrinter read_progress(io.err, io.now_ms);
   int64_t read_total = 0, read_done = 0;
-  auto messages = (*reader)->read([&](const std::string& k) { return wanted.count(k) != 0; },
+  const int64_t read_start_ms = io.now_ms();
+  auto messages = (*reader)->read(keep,
                                   [&](int64_t done, int64_t total) {
                                     read_done = done;
                                     read_total = total;
@@ -295,6 +297,8 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   } no_producer;
   Replayer replayer(store, producer ? static_cast<MessageProducer&>(*producer) : no_producer,
                     ReplayClock{io.now_ms, io.sleep_ms});
+  // A key recorded dead whose dead letter was not yet acknowledged when the read began.
+  replayer.reread_from(**reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);
   auto summary = replayer.run(*keys, *messages, options, [&](const ReplaySummary& s) {
     progress.update(progress_line(s, dry_run));
