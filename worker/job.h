@@ -44,6 +44,9 @@ struct Job {
   // Set when the dispatcher defers the job because its host's circuit is open: when the circuit
   // turns half-open.
   int64_t circuit_open_until_ms = 0;
+  // Bounced without an attempt under a lease of its own: the coordinator gives the lease back
+  // once the retry message is acknowledged.
+  bool give_back_lease = false;
 };
 
 }  // namespace hookrelay

@@ -149,7 +149,7 @@ void Worker::step() {
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(),
                        [this](std::unique_ptr<Job> j) { defer_for_circuit(std::move(j)); });
-  release_deferred_leases();
+  release_bounced_leases();
   intake_.store_offsets();
   update_gauges(now);
 }
@@ -230,7 +230,11 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
           dispatcher_.enqueue(std::move(job));
           break;
         }
-        [[fallthrough]];  // the same delivery is already in flight here: let that one finish
+        // The same delivery is still finishing here (a retry read back before the produce of its
+        // retry message was acknowledged): let that one finish. This claim's lease is given back
+        // once the bounce is published, or it would refuse the bounce's claim until it expires.
+        job->give_back_lease = true;
+        [[fallthrough]];
       case ClaimStatus::kLeasedElsewhere:
         // Another attempt is under way; come back after the first tier's delay, spending no
         // attempt. If that attempt succeeds, the retry is skipped as already succeeded.
@@ -278,17 +282,19 @@ void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
   const int64_t now = d_.now_ms();
   const int64_t remaining = std::max<int64_t>(0, job->circuit_open_until_ms - now);
   d_.metrics->circuit_deferral();
+  job->give_back_lease = true;
   redeliver(std::move(job), AttemptResult::circuit_open(remaining), now);
 }
 
-// A deferred delivery's retry message is acknowledged: its lease is given back, so the claim when
-// it comes back (before claim_lease_seconds may have passed) is not refused as leased elsewhere
-// and bounced again. One round trip for the step's deferrals, on the claim lane, ahead of any
-// later claim of the same keys.
-void Worker::release_deferred_leases() {
-  if (deferred_leases_.empty()) return;
-  store_.release(std::move(deferred_leases_));
-  deferred_leases_.clear();
+// A delivery bounced under a lease of its own (deferred for an open circuit, or claimed while the
+// same delivery was finishing here) has its retry message acknowledged: its lease is given back,
+// so its claim when it comes back (before claim_lease_seconds may have passed) is not refused as
+// leased elsewhere and bounced again. One round trip for the step's bounces, on the claim lane,
+// ahead of any later claim of the same keys.
+void Worker::release_bounced_leases() {
+  if (bounced_leases_.empty()) return;
+  store_.release(std::move(bounced_leases_));
+  bounced_leases_.clear();
 }
 
 void Worker::drain_events(int64_t now, bool wait) {
@@ -322,7 +328,7 @@ void Worker::drain_events(int64_t now, bool wait) {
 
 void Worker::on_produced(const WorkerEvent& e, int64_t now) {
   if (auto job = redelivery_.on_produced(e, now)) {
-    if (job->circuit_open_until_ms > 0) deferred_leases_.push_back(job->d.key);
+    if (job->give_back_lease) bounced_leases_.push_back(job->d.key);
     finish(std::move(job));
     return;
   }

@@ -105,7 +105,7 @@ class Worker {
   void redeliver(std::unique_ptr<Job> job, AttemptResult::Kind kind, int64_t now);
   void redeliver(std::unique_ptr<Job> job, const AttemptResult& result, int64_t now);
   void defer_for_circuit(std::unique_ptr<Job> job);
-  void release_deferred_leases();
+  void release_bounced_leases();
   void finish(std::unique_ptr<Job> job);
   // Route lifecycle: a delivery of a suspended route is parked (recorded 'parked', then
   // published to hookrelay.parked) instead of attempted.
@@ -131,7 +131,7 @@ class Worker {
   RetryPolicy policy_;
   std::unordered_set<std::string> local_keys_;  // claimed by this worker, not finished
   std::vector<std::string> abandoned_keys_;     // claimed during shutdown; leases given back
-  std::vector<std::string> deferred_leases_;    // deferred for an open circuit, retry produced
+  std::vector<std::string> bounced_leases_;     // bounced under their own lease, retry produced
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};

@@ -201,7 +201,11 @@ class FakeStore : public DeliveryStore {
     if (down) return fail("db_unavailable", "down", true);
     return static_cast<int>(e.size());
   }
-  Result<void> release(const std::vector<std::string>&, const std::string&) override { return {}; }
+  Result<void> release(const std::vector<std::string>& keys, const std::string&) override {
+    std::lock_guard lock(mu);
+    released.insert(released.end(), keys.begin(), keys.end());
+    return {};
+  }
   void open_gate() {
     std::lock_guard lock(mu);
     gate_claims = false;
@@ -218,6 +222,7 @@ class FakeStore : public DeliveryStore {
   std::map<std::string, int> refuse_records;  // a batch with this key is refused this many times
   std::map<std::string, std::string> state;
   std::map<std::string, Lease> lease;
+  std::vector<std::string> released;  // keys whose leases were given back
   std::vector<AttemptRecord> attempts;
 };
 
@@ -844,6 +849,8 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
   EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a deferral must not spend an attempt";
   EXPECT_EQ(stored_webhooks(), 3);
   EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_circuit_deferrals_total"), 1);
+  EXPECT_EQ(store.released, std::vector<std::string>{"wh:gh:e3:a"})
+      << "a deferral keeps its lease, and its claim when it comes back is refused";
 }
 
 // Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
