@@ -61,6 +61,12 @@ Result<std::optional<WaitingDelivery>> PostgresKeyOrderStore::advance(const Orde
           tx.commit();
           return std::optional<WaitingDelivery>{};
         }
+        // The head's own row, when it was a released delivery whose publish was not yet
+        // confirmed: the head finished, so it was published; it is not released again.
+        tx.exec_params(
+            "DELETE FROM ordered_waiting WHERE source = $1 AND route = $2 AND ordering_key = $3"
+            " AND delivery_key = $4",
+            key.source, key.route, key.key, head);
         auto next = tx.exec_params(
             "SELECT id, delivery_key, topic, encode(body, 'hex') FROM ordered_waiting"
             " WHERE source = $1 AND route = $2 AND ordering_key = $3 ORDER BY id LIMIT 1",

@@ -56,8 +56,9 @@ class KeyOrderStore {
   virtual Result<void> enqueue(const WaitingDelivery& waiting, int64_t lease_token) = 0;
   // The head `head` of `key` is finished: the first waiting delivery becomes the head and is
   // returned (its row stays until released() confirms it was published); with none waiting,
-  // the key is free again and nullopt comes back. A head that is no longer `head` (another worker
-  // moved on) changes nothing: nullopt.
+  // the key is free again and nullopt comes back. The head's own waiting row, if its release was
+  // not yet confirmed, goes: it finished, so it was published. A head that is no longer `head`
+  // (another worker moved on) changes nothing: nullopt.
   virtual Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
                                                          const std::string& head) = 0;
   // The waiting row `id` was published again: it is gone.

@@ -41,6 +41,8 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     ++advances;
     auto it = keys.find(key);
     if (it == keys.end() || it->second.head != head) return std::optional<WaitingDelivery>{};
+    std::erase_if(it->second.waiting,
+                  [&head](const WaitingDelivery& w) { return w.delivery_key == head; });
     if (it->second.waiting.empty()) {
       keys.erase(it);
       return std::optional<WaitingDelivery>{};
@@ -214,6 +216,18 @@ TEST_F(KeyOrderTest, WaitingDeliveriesAreStoredWithTheirRetryMessageAndReleasedI
   EXPECT_EQ(order.held_keys(), 0u);
   EXPECT_FALSE(order.must_wait(ordered("e9", "k")));
   EXPECT_TRUE(order.idle());
+}
+
+TEST_F(KeyOrderTest, AReleasedHeadFinishingBeforeItsPublishIsConfirmedIsNotPublishedAgain) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k"), d3 = ordered("e3", "k");
+  fail(d1);
+  wait(d2);
+  wait(d3);
+  resolve(d1);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  resolve(d2);  // delivered before the broker's ack came back
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[1].key, d3.key) << "d2 was published once; d3 is next";
 }
 
 TEST_F(KeyOrderTest, AHeadThatSucceedsWithNothingWaitingFreesTheKey) {
