@@ -105,8 +105,11 @@ routes:
     - { name: audit, url: "http://audit.example.com:8080/in", ordered: true, timeout_ms: 2000 }
   stripe:
     - { name: billing, url: "https://billing.example.com/stripe" }
+    - { name: ledger, url: "https://ledger.example.com/", ordered: true,
+        ordering_key: { json_pointer: /data/object/customer } }
   custom:
     - { name: c1, url: "https://c.example.com/" }
+    - { name: c2, url: "https://c.example.com/2", ordered: true, ordering_key: { header: X-Tenant } }
 )";
 
 // The fixed clock of the ingest harnesses (Unix ms): seeds are signed at this time.

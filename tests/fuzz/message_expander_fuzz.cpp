@@ -3,7 +3,9 @@
 //
 //   TOPIC\nname: value\n...\n\nVALUE
 //
-// (hr-kind, hr-source, hr-event-id, hr-received-at, hr-call, hr-route, hr-attempt, ...).
+// (hr-kind, hr-source, hr-event-id, hr-received-at, hr-call, hr-route, hr-attempt, ...). The
+// Kafka key is the hr-event-id, as ingest sets it; ordered routes find their ordering key in it,
+// a forwarded header or a JSON pointer into the value.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -26,6 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   m.offset = 42;
   m.value = std::make_shared<const std::string>(value);
   m.headers = std::move(parsed.headers);
+  if (const auto* id = m.header(header::kEventId)) m.key = *id;  // as ingest keys webhooks
 
   auto out = expand_message(m, fuzz::fuzz_config());
   if (!out) {
@@ -47,6 +50,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::check(d.max_attempts > 0, "max_attempts not positive", std::to_string(d.max_attempts));
     for (const auto& [k, v] : d.carried_headers) {
       fuzz::check(k.rfind("hr-", 0) == 0, "carried a header that is not hr-*", k);
+    }
+    fuzz::check(d.ordered || d.ordering_key.empty(), "an ordering key on an unordered route");
+    if (!retry && !d.ordering_key.empty()) {
+      bool carried = false;
+      for (const auto& [k, v] : d.carried_headers)
+        carried = carried || (k == header::kOrderingKey && v == d.ordering_key);
+      fuzz::check(carried, "the ordering key is not carried to the retry message");
     }
   }
   return 0;
