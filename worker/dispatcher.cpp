@@ -50,10 +50,10 @@ void Dispatcher::enqueue(std::unique_ptr<Job> job) {
     const bool by_key = job->d.route &&
                         job->d.route->ordering_key.from != OrderingKey::From::kKafkaKey &&
                         !job->d.ordering_key.empty();
-    std::string gate = by_key ? job->d.destination + "\x1f" + job->d.source + "\x1fkey\x1f" +
-                                    job->d.ordering_key
-                              : job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" +
-                                    std::to_string(job->msg->tp.partition);
+    std::string gate =
+        by_key ? job->d.destination + "\x1f" + job->d.source + "\x1fkey\x1f" + job->d.ordering_key
+               : job->d.destination + "\x1f" + job->msg->tp.topic + "\x1f" +
+                     std::to_string(job->msg->tp.partition);
     if (!ordered_busy_.insert(gate).second) {
       ordered_waiting_[gate].push_back(std::move(job));
       return;

@@ -352,11 +352,11 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   const Decision& decision = job->decision;
   // A failed attempt of an ordered route holds its key: the key's later deliveries queued here
   // wait too, taken out before releasing the order gate would start the next of them.
-  const bool holds_key = d_.key_order && decision.next == NextState::kRetrying &&
-                         d_.key_order->take_head(d);
+  const bool holds_key =
+      d_.key_order && decision.next == NextState::kRetrying && d_.key_order->take_head(d);
   if (holds_key) {
-    for (auto& queued : dispatcher_.take_queued(
-             [this](const Job& q) { return d_.key_order->must_wait(q.d); })) {
+    for (auto& queued :
+         dispatcher_.take_queued([this](const Job& q) { return d_.key_order->must_wait(q.d); })) {
       wait_for_key(std::move(queued));
     }
   }

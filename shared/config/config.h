@@ -135,9 +135,10 @@ struct RouteConfig {
   std::vector<std::string> secrets;
   int timeout_ms = 10000;  // total request timeout
   bool ordered = false;    // deliveries of one event key are made one at a time, in order
-  OrderingKey ordering_key;  // ordered routes: what "one key" is
   std::string host_key;    // derived from url when loaded: "host:port" for per-destination limits
   RouteFilter filter;      // which events the route receives; empty = every event
+  // Ordered routes: what "one key" is.
+  OrderingKey ordering_key;
   // Sent on every delivery after the forwarded provider headers (a forwarded header of the same
   // name is dropped). Values came through ${VAR} expansion: never log them.
   std::vector<std::pair<std::string, std::string>> headers;
