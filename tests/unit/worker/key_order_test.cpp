@@ -71,7 +71,7 @@ class FakeKeyOrderStore final : public KeyOrderStore {
   int advances = 0;
 };
 
-class FakeProducer final : public MessageProducer {
+class RecordingProducer final : public MessageProducer {
  public:
   struct Sent {
     std::string topic, key, value;
@@ -143,7 +143,7 @@ class KeyOrderTest : public ::testing::Test {
   }
 
   FakeKeyOrderStore store;
-  FakeProducer producer;
+  RecordingProducer producer;
   prometheus::Registry registry;
   KeyOrder order{store, producer, registry, [] {}, {.refresh_ms = 1000000, .threaded = false}};
   int64_t now = 1000;
@@ -256,7 +256,7 @@ TEST_F(KeyOrderTest, ARefusedPublishIsPublishedAgainAfterADelay) {
 
 TEST(KeyOrderRefresh, KeysHeldBeforeAStartAreKeptAndAFinishedHeadReleasesTheNext) {
   FakeKeyOrderStore store;
-  FakeProducer producer;
+  RecordingProducer producer;
   prometheus::Registry registry;
   // As a worker that stopped left them: k1's head still retries, k2's head succeeded long ago.
   store.keys[{"acme", "a", "k1"}] = {"wh:acme:e1:a", {}};
