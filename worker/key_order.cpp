@@ -50,7 +50,7 @@ KeyOrder::~KeyOrder() { stop(); }
 Result<void> KeyOrder::start() {
   auto held = store_.held(options_.done_for_ms);
   if (!held) return Unexpected{held.error()};
-  merge(std::move(*held));
+  merge(*held);
   if (options_.threaded) thread_ = std::thread([this] { lane(); });
   return {};
 }
@@ -254,7 +254,8 @@ void KeyOrder::publish(WaitingDelivery w) {
   ++publishing_;
   auto row = std::make_shared<WaitingDelivery>(std::move(w));
   producer_.produce(
-      {row->topic, row->delivery_key, row->body, &row->headers}, [this, row](Result<ProducedAt> r) {
+      {row->topic, row->delivery_key, row->body, &row->headers},
+      [this, row](const Result<ProducedAt>& r) {
         done([this, row, ok = r.has_value(), error = r ? std::string() : r.error().message] {
           --publishing_;
           if (!ok) {
@@ -298,13 +299,13 @@ void KeyOrder::poll(int64_t now) {
       auto held = store_.held(options_.done_for_ms);
       return [this, held = std::make_shared<decltype(held)>(std::move(held))] {
         refreshing_ = false;
-        if (*held) merge(std::move(**held));
+        if (*held) merge(**held);
       };
     });
   }
 }
 
-void KeyOrder::merge(std::vector<HeldKey> held) {
+void KeyOrder::merge(const std::vector<HeldKey>& held) {
   int64_t waiting = 0;
   std::set<OrderKey> known;
   for (auto& h : held) {

@@ -111,7 +111,7 @@ class KeyOrder {
   void publish(WaitingDelivery w);
   void done(Completion c);  // any thread
   void refresh();
-  void merge(std::vector<HeldKey> held);
+  void merge(const std::vector<HeldKey>& held);
   void lane();
 
   KeyOrderStore& store_;
