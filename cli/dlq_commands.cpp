@@ -265,14 +265,12 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   ProgressPrinter read_progress(io.err, io.now_ms);
   int64_t read_total = 0, read_done = 0;
   const int64_t read_start_ms = io.now_ms();
-  auto messages = (*reader)->read(keep,
-                                  [&](int64_t done, int64_t total) {
-                                    read_done = done;
-                                    read_total = total;
-                                    read_progress.update("reading " + std::string(kDlqTopic) +
-                                                         ": " + std::to_string(done) + "/" +
-                                                         std::to_string(total) + " messages");
-                                  });
+  auto messages = (*reader)->read(keep, [&](int64_t done, int64_t total) {
+    read_done = done;
+    read_total = total;
+    read_progress.update("reading " + std::string(kDlqTopic) + ": " + std::to_string(done) + "/" +
+                         std::to_string(total) + " messages");
+  });
   if (!messages) return report_error(io, "dlq replay", messages.error());
   if (read_total > 0) {
     read_progress.finish("read " + std::to_string(read_done) + " messages of " +

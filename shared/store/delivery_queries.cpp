@@ -208,7 +208,7 @@ Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& 
   // order; every other state is checked on the rows of deliveries (an index naming `state` would
   // make the worker's record updates non-HOT, migrations/0004).
   const bool own_table = (f.state == "dead" || f.state == "parked") && f.event_id.empty();
-  const std::string table = !own_table         ? "deliveries"
+  const std::string table = !own_table          ? "deliveries"
                             : f.state == "dead" ? "dead_letters"
                                                 : "parked_deliveries";
   // `inner` narrows the walk along its index (an event id, else a source, else a route; the
@@ -250,7 +250,8 @@ Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& 
       std::string(own_table ? "" : ", state") + " FROM " + table + " WHERE true" + inner + newest +
       " LIMIT " + std::to_string(cap) + "), hits AS (SELECT " + kDeliveryColumns + ", " + us +
       ", first_seen_at AS page_at FROM deliveries WHERE delivery_key IN (SELECT delivery_key "
-      "FROM scanned WHERE true" + outer + newest + " LIMIT " + std::to_string(f.limit + 1) + ")" +
+      "FROM scanned WHERE true" +
+      outer + newest + " LIMIT " + std::to_string(f.limit + 1) + ")" +
       (own_table ? " AND state = " + param(f.state) : std::string()) +
       "), edge AS (SELECT (SELECT count(*) FROM scanned) AS n, last.delivery_key AS k, " + us +
       " AS us FROM (SELECT 1) one LEFT JOIN (SELECT delivery_key, first_seen_at FROM scanned"

@@ -207,8 +207,9 @@ TEST_F(DeliveryQueriesTest, SearchesReadABoundedNumberOfRowsAndResumeByCursor) {
       " 'http://127.0.0.1:9/', CASE WHEN i % 7 = 0 THEN 'retrying' ELSE 'succeeded' END, 1,"
       " now() - make_interval(secs => 100 - i), 'hookrelay.webhooks'"
       " FROM generate_series(1, 30) i");
-  db_->scalar("UPDATE deliveries SET state = 'parked' WHERE source = 'bulk' AND"
-              " substr(delivery_key, 6)::int % 10 = 0");
+  db_->scalar(
+      "UPDATE deliveries SET state = 'parked' WHERE source = 'bulk' AND"
+      " substr(delivery_key, 6)::int % 10 = 0");
   struct Walk {
     std::vector<std::string> keys;
     std::vector<size_t> page_sizes;
@@ -241,7 +242,8 @@ TEST_F(DeliveryQueriesTest, SearchesReadABoundedNumberOfRowsAndResumeByCursor) {
   EXPECT_GE(retrying.partial_pages, 1);
 
   // A second filter that is not the walked index (source walked, route checked).
-  auto r1 = walk({.source = "bulk", .route = "r1", .state = "retrying", .limit = 1, .scan_budget = 5});
+  auto r1 =
+      walk({.source = "bulk", .route = "r1", .state = "retrying", .limit = 1, .scan_budget = 5});
   EXPECT_EQ(r1.keys, (std::vector<std::string>{"bulk-21", "bulk-07"}));
   auto nope = walk({.source = "bulk", .route = "nope", .limit = 3, .scan_budget = 5});
   EXPECT_TRUE(nope.keys.empty());

@@ -23,8 +23,8 @@ namespace hookrelay::test {
 inline void sighup_secret_rotation_refuses_nothing(Stack& s, std::vector<std::string>& accepted) {
   using namespace std::chrono_literals;
   auto post = [&s](const std::string& event_id, const std::vector<std::string>& secrets) {
-    return post_signed_webhook(s.ingest(), "acme", event_id,
-                               R"({"id":")" + event_id + R"("})", secrets);
+    return post_signed_webhook(s.ingest(), "acme", event_id, R"({"id":")" + event_id + R"("})",
+                               secrets);
   };
   std::mutex mu;
   auto accept = [&](const std::string& id, const Result<HttpReply>& r) {

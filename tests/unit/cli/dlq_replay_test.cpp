@@ -305,7 +305,8 @@ TEST_F(ReplayerTest, NoSecondReadWhenEveryDeadKeyHasItsMessage) {
   FakeDlqSource later;
   later.now = &now_;
   Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}});
-  r.reread_from(later, [](const std::string&) { return true; }, now_);
+  r.reread_from(
+      later, [](const std::string&) { return true; }, now_);
   auto s = r.run({"a", "b", "nope"}, {dlq_message("a", 1, 1)}, ReplayOptions{}, {});
   EXPECT_EQ(s.replayed, 1);
   EXPECT_EQ(s.missing, 1);  // no delivery row: the DLQ cannot help
