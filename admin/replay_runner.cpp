@@ -6,6 +6,7 @@
 #include <set>
 
 #include "admin/replay_jobs.h"
+#include "shared/clock.h"
 #include "shared/log.h"
 #include "shared/replay/dlq_reader.h"
 #include "shared/replay/dlq_replay.h"
@@ -14,12 +15,6 @@ namespace hookrelay::admin {
 namespace {
 
 constexpr int kItemBatch = 200;
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The replay_items status of an outcome.
 const char* item_status(ReplayOutcome o) {
@@ -120,7 +115,7 @@ void ReplayRunner::run_one() {
   const DlqSource::KeepFn keep = [&wanted](const std::string& key) {
     return wanted.count(key) > 0;
   };
-  const int64_t read_start_ms = now_ms();
+  const int64_t read_start_ms = unix_now_ms();
   if (job.needs_dlq) {
     auto items = jobs.unfinished_items(job.id, 1 << 30);
     if (!items) return;
@@ -136,7 +131,7 @@ void ReplayRunner::run_one() {
   const auto latest = latest_by_key(dlq);
 
   PostgresReplayStore store(config_.postgres.url, job.id, job.from_state);
-  ReplayClock clock{now_ms, [this](int64_t ms) { wait_ms(ms); }};
+  ReplayClock clock{unix_now_ms, [this](int64_t ms) { wait_ms(ms); }};
   Replayer replayer(store, producer_, clock, reader->get());
   // A key recorded dead whose dead letter was not yet acknowledged when the read began.
   if (job.needs_dlq) replayer.reread_from(**reader, keep, read_start_ms);
