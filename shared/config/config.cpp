@@ -405,8 +405,7 @@ OrderingKey parse_ordering_key(const YAML::Node& n, const std::string& field, co
   if (n["header"]) {
     const std::string hf = join(field, "header");
     k.from = OrderingKey::From::kHeader;
-    k.header = str(n["header"], hf, env);
-    for (auto& ch : k.header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    k.header = ascii_lower(str(n["header"], hf, env));
     if (!valid_header_name(k.header)) bad(hf, "is not a valid header name ([A-Za-z0-9_-])");
     return k;
   }
