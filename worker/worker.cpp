@@ -185,9 +185,13 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     intake_.finish(*msg);
     return;
   }
-  if (m.topic == kWebhooksTopic) {
-    store_.audit({expanded->front().source, expanded->front().event_id, m.topic, m.partition,
-                  m.offset, expanded->front().received_at_ms, hex_encode(sha256(*m.value))});
+  // Where the first copy of a webhook or a call lies in Kafka: a succeeded delivery is resent
+  // from it. A call's row keeps no body hash (nothing reads one for calls; the row stays narrow).
+  if (m.topic == kWebhooksTopic || m.topic == kCallsTopic) {
+    const Delivery& first = expanded->front();
+    store_.audit({first.source, first.event_id, m.topic, m.partition, m.offset,
+                  first.received_at_ms,
+                  m.topic == kWebhooksTopic ? hex_encode(sha256(*m.value)) : std::string()});
   }
   msg->pending = static_cast<int>(expanded->size());
   for (auto& d : *expanded) {
