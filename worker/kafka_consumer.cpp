@@ -51,6 +51,8 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       props, [&config](const std::string& key) { return config.kafka.field_of(key, false); });
   if (!conf) return Unexpected{conf.error()};
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
+  c->cooperative_ =
+      props["partition.assignment.strategy"].find("cooperative") != std::string::npos;
   rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);
   rd_kafka_conf_set_opaque(conf->get(), c.get());
   char err[512];
@@ -86,7 +88,13 @@ KafkaConsumer::~KafkaConsumer() { close(); }
 void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                                  rd_kafka_topic_partition_list_t* parts, void* opaque) {
   auto* self = static_cast<KafkaConsumer*>(opaque);
-  const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+  // librdkafka answers NULL when its group handler is already terminating (seen in a static
+  // member's close, whose revoke comes after that): the protocol last reported still holds.
+  if (const char* protocol = rd_kafka_rebalance_protocol(rk)) {
+    const std::string_view p(protocol);
+    if (p == "COOPERATIVE" || p == "EAGER") self->cooperative_ = p == "COOPERATIVE";
+  }
+  const bool cooperative = self->cooperative_;
   auto tps = to_vector(parts);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     if (!tps.empty() || !cooperative) {

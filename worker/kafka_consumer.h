@@ -60,6 +60,7 @@ class KafkaConsumer final : public MessageConsumer {
   bool fatal_ = false;
   std::map<TopicPartition, int64_t> next_offset_;  // last returned + 1, per assigned partition
   bool closed_ = false;
+  bool cooperative_ = true;  // the rebalance protocol in force, as last reported by librdkafka
 };
 
 }  // namespace hookrelay
