@@ -51,8 +51,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       props, [&config](const std::string& key) { return config.kafka.field_of(key, false); });
   if (!conf) return Unexpected{conf.error()};
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
-  c->cooperative_ =
-      props["partition.assignment.strategy"].find("cooperative") != std::string::npos;
+  c->cooperative_ = props["partition.assignment.strategy"].find("cooperative") != std::string::npos;
   rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);
   rd_kafka_conf_set_opaque(conf->get(), c.get());
   char err[512];
