@@ -159,7 +159,7 @@ std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& orig
     }
     out.push_back(std::move(h));
   }
-  out.push_back({std::string(header::kRoute), source.route});
+  if (!source.route.empty()) out.push_back({std::string(header::kRoute), source.route});
   out.push_back({std::string(header::kDeliveryKey), key});
   out.push_back({std::string(header::kOriginTopic), source.topic});
   return out;

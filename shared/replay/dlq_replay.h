@@ -6,8 +6,8 @@
 //   1. Postgres state: 'succeeded' -> skipped, unless the run resends succeeded deliveries;
 //      any state but 'dead' -> skipped (already back in the retry flow); no row -> missing.
 //   2. Dead: the latest hookrelay.dlq message for the key (by timestamp, then offset); none ->
-//      missing. Succeeded: the first copy of its event (inbound_events' topic/partition/offset,
-//      read by a MessageFetcher); calls and events past retention -> missing.
+//      missing. Succeeded: the first copy of its event or outbound call (inbound_events'
+//      topic/partition/offset, read by a MessageFetcher); past retention -> missing.
 //   3. dry_run stops here ("would replay" / "would resend").
 //   4. Dead: mark_replayed (state 'dead' -> 'retrying', dlq_replays row, 'replayed' attempt row).
 //      This comes before the produce on purpose: a worker claiming a key still in 'dead' skips
@@ -46,7 +46,7 @@
 
 namespace hookrelay {
 
-// Where a succeeded webhook delivery's event was first produced, and its route.
+// Where a succeeded delivery's event or call was first produced, and its route (a webhook's).
 using ResendSource = ResendSourceRow;
 
 // The Postgres side of a replay.
@@ -148,11 +148,12 @@ struct ReplayClock {
 std::vector<MessageHeader> replay_headers(const std::vector<MessageHeader>& dlq_headers,
                                           int64_t now_ms, const std::string& who);
 
-// The headers of a resend's retry-tier copy, from the event's first message: as replay_headers,
-// plus the single delivery it stands for (hr-route, hr-delivery-key, hr-origin-topic). The copy
-// needs no mark of its own: the delivery's resend marker in Postgres (DeliveryQueries::
-// mark_resend) is what lets the next claim of the key take the succeeded delivery once, and the
-// resend is audited there ('resent' attempt row, dlq_replays, the replay's item).
+// The headers of a resend's retry-tier copy, from the event's or call's first message: as
+// replay_headers, plus the single delivery it stands for (hr-delivery-key, hr-origin-topic, and a
+// webhook's hr-route; a call's message names its destination itself). The copy needs no mark of
+// its own: the delivery's resend marker in Postgres (DeliveryQueries::mark_resend) is what lets
+// the next claim of the key take the succeeded delivery once, and the resend is audited there
+// ('resent' attempt row, dlq_replays, the replay's item).
 std::vector<MessageHeader> resend_headers(const std::vector<MessageHeader>& original,
                                           const ResendSource& source, const std::string& key,
                                           int64_t now_ms, const std::string& who);

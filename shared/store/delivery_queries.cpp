@@ -303,17 +303,15 @@ Result<ResendSourceRow> DeliveryQueries::resend_source(const std::string& key) {
         key);
     if (rows.empty()) return fail("not_found", "no delivery with key " + key);
     const auto& r = rows[0];
-    if (r[0].as<std::string>() != "webhook") {
-      return fail("not_resendable",
-                  key + " is an outbound call: its request is not kept for a resend");
-    }
+    const bool call = r[0].as<std::string>() == "call";
     if (r[2].is_null()) {
-      return fail(
-          "not_resendable",
-          key + ": its event's first message is no longer recorded (inbound event retention)");
+      return fail("not_resendable",
+                  key + (call ? ": its call's request" : ": its event's first message") +
+                      " is no longer recorded (inbound event retention)");
     }
+    // A call's message names its own destination; a webhook's copy is bound to its route.
     return ResendSourceRow{r[2].as<std::string>(), r[3].as<int32_t>(), r[4].as<int64_t>(),
-                           r[1].as<std::string>()};
+                           call ? std::string() : r[1].as<std::string>()};
   });
 }
 

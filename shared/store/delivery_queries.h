@@ -74,7 +74,7 @@ struct InboundEventRow {
 };
 
 struct EventDetail {
-  std::optional<InboundEventRow> inbound;  // absent for calls and events not yet consumed
+  std::optional<InboundEventRow> inbound;  // absent for events not yet consumed or past retention
   std::vector<DeliveryRow> deliveries;     // by destination
 };
 
@@ -82,7 +82,7 @@ struct ResendSourceRow {
   std::string topic;
   int32_t partition = 0;
   int64_t offset = 0;
-  std::string route;
+  std::string route;  // empty for an outbound call
 };
 
 struct DlqFilter {
@@ -153,9 +153,9 @@ class DeliveryQueries {
   // The delivery of an outbound call by the id POST /v1/calls answered; "not_found".
   Result<DeliveryDetail> call_show(const std::string& call_id);
 
-  // Resend of a succeeded webhook delivery (the admin API's replays; see
-  // shared/replay/dlq_replay.h). Where its event was first produced: "not_resendable" for calls and
-  // for events whose inbound record is gone.
+  // Resend of a succeeded delivery, webhook or outbound call (the admin API's replays; see
+  // shared/replay/dlq_replay.h). Where its event or call was first produced: "not_resendable"
+  // when that inbound record is gone (retention).
   Result<ResendSourceRow> resend_source(const std::string& key);
   // Sets the delivery's resend marker to replay_id (the next claim of the key takes it once),
   // audits it (dlq_replays row, 'resent' attempt row) and marks the replay item, atomically.

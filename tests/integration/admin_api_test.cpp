@@ -1,8 +1,9 @@
 // hookrelay-admin against real Postgres, a real worker and the devbroker: every endpoint, bad
 // input (always a 4xx with a JSON body naming the problem), replay of dead deliveries, resend of
-// succeeded ones with the same webhook-id, and a replay that survives the admin process being
-// killed without sending anything twice.
+// succeeded ones with the same webhook-id (a call's: the same Idempotency-Key), and a replay that
+// survives the admin process being killed without sending anything twice.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <fstream>
 #include <set>
@@ -190,6 +191,59 @@ TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSam
             (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
   // The marker was consumed: another copy of the message would be skipped.
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
+}
+
+TEST_F(AdminApiTest, ASucceededCallIsResentOncePerReplayWithTheSameIdempotencyKey) {
+  start_worker();
+  ASSERT_TRUE(stack_->start_ingest());
+  auto posted = stack_->post_call(
+      R"({"url":")" + rx_.url("/call") +
+      R"(","method":"PUT","headers":{"X-Order":"42"},"body":"{\"n\":1}","idempotency_key":"order-42"})");
+  ASSERT_TRUE(posted);
+  ASSERT_EQ(posted->status, 202) << posted->body;
+  const std::string id = json::parse(posted->body)["id"];
+  ASSERT_TRUE(rx_.wait_for_count("/call", 1, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 1, 30s)) << stack_->describe_deliveries();
+
+  // By key, then by filter (route `call`): each replay sends the same request once more.
+  auto by_key = wait_replay(post_replay({{"keys", {"call:order-42"}}})["id"]);
+  EXPECT_EQ(by_key["produced"], 1) << by_key.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/call", 2, 30s));
+  ASSERT_TRUE(eventually([&] { return attempt_outcomes("call%3Aorder-42").size() == 3; }, 20s));
+  auto by_filter =
+      wait_replay(post_replay({{"filter", {{"state", "succeeded"}, {"route", "call"}}}})["id"]);
+  EXPECT_EQ(by_filter["matched"], 1);
+  EXPECT_EQ(by_filter["produced"], 1) << by_filter.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/call", 3, 30s));
+  std::this_thread::sleep_for(2s);
+  const auto got = rx_.requests("/call");
+  ASSERT_EQ(got.size(), 3u);  // once per replay, not more
+  for (const auto& r : got) {
+    EXPECT_EQ(r.method, "PUT");
+    EXPECT_EQ(r.header("Idempotency-Key"), "order-42");
+    EXPECT_EQ(r.header("X-Order"), "42");
+    EXPECT_EQ(r.body, R"({"n":1})");
+  }
+
+  json c;
+  ASSERT_TRUE(eventually(
+      [&] {
+        c = get_json("/v1/calls/" + id);
+        return c["attempts"].size() == 5u && c["delivery"]["state"] == "succeeded";
+      },
+      20s))
+      << c.dump();
+  std::vector<std::string> outcomes;
+  for (const auto& a : c["attempts"]) outcomes.push_back(a["outcome"]);
+  EXPECT_EQ(outcomes,
+            (std::vector<std::string>{"succeeded", "resent", "succeeded", "resent", "succeeded"}));
+  EXPECT_EQ(c["attempts"][1]["worker_id"].get<std::string>().rfind("operator:", 0), 0u);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
+  // The call's audit row holds its place in Kafka only.
+  EXPECT_EQ(stack_->scalar("SELECT topic || ' ' || source || body_sha256 FROM inbound_events"
+                           " WHERE event_id = '" +
+                           id + "'"),
+            "hookrelay.calls ");
 }
 
 TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWithoutSendingTwice) {

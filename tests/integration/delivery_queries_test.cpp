@@ -141,6 +141,85 @@ TEST_F(DeliveryQueriesTest, MarkReplayedRevivesADeadDeliveryOnceAndAuditsIt) {
   EXPECT_EQ(queries_->mark_replayed("nope", "bob", "").error().code, "not_found");
 }
 
+TEST_F(DeliveryQueriesTest, SucceededWebhooksAndCallsAreResentFromTheirFirstMessageOnceEach) {
+  // Two delivered calls, the first with its request's place audited as the worker does it (no
+  // source, no body hash); the second's record is past retention.
+  PostgresDeliveryStore store(db_->url());
+  const int64_t t = unix_now_ms();
+  for (const auto* n : {"1", "2"}) {
+    const std::string key = std::string("call:k") + n;
+    auto c = store.claim({DeliveryRef{key, "call", "", std::string("c") + n, "call",
+                                      "http://127.0.0.1:9/call", "hookrelay.calls", t}},
+                         "w1", 60);
+    ASSERT_TRUE(c) << c.error().message;
+    ASSERT_TRUE(
+        store.record({AttemptRecord{key, 1, t, 10, 200, "succeeded", "", "succeeded"}}, "w1"));
+  }
+  ASSERT_TRUE(store.record_inbound({InboundEventRecord{"", "c1", "hookrelay.calls", 5, 7, t, ""}}));
+
+  auto webhook = queries_->resend_source("gh-e1-deploy");
+  ASSERT_TRUE(webhook) << webhook.error().message;
+  EXPECT_EQ(webhook->topic, "hookrelay.webhooks");
+  EXPECT_EQ(webhook->partition, 2);
+  EXPECT_EQ(webhook->offset, 41);
+  EXPECT_EQ(webhook->route, "deploy");
+  auto call = queries_->resend_source("call:k1");
+  ASSERT_TRUE(call) << call.error().message;
+  EXPECT_EQ(call->topic, "hookrelay.calls");
+  EXPECT_EQ(call->partition, 5);
+  EXPECT_EQ(call->offset, 7);
+  EXPECT_EQ(call->route, "");  // a call's message names its own destination
+  auto gone = queries_->resend_source("call:k2");
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, "not_resendable");
+  EXPECT_NE(gone.error().message.find("retention"), std::string::npos) << gone.error().message;
+  EXPECT_EQ(queries_->resend_source("call:nope").error().code, "not_found");
+
+  // One resend pending at a time, audited as such, and taken by exactly one claim.
+  const std::string replay =
+      db_->scalar("INSERT INTO replays (request) VALUES ('{}') RETURNING id");
+  db_->scalar("INSERT INTO replay_items (replay_id, delivery_key) VALUES (" + replay +
+              ", 'call:k1') RETURNING 1");
+  const int64_t id = std::stoll(replay);
+  ASSERT_TRUE(queries_->mark_resend("call:k1", "alice", "lost on their side", id));
+  auto twice = queries_->mark_resend("call:k1", "bob", "", id);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, "not_resendable");
+  EXPECT_NE(twice.error().message.find("pending"), std::string::npos) << twice.error().message;
+  EXPECT_EQ(db_->scalar("SELECT status FROM replay_items WHERE delivery_key = 'call:k1'"),
+            "marked");
+  EXPECT_EQ(*queries_->needs_produce_again("call:k1", id), true);
+
+  // Each claim has a token of its own, as a worker's do.
+  auto copy = [t](int64_t token) {
+    return DeliveryRef{"call:k1",         "call", "",   "c1", "call", "http://127.0.0.1:9/call",
+                       "hookrelay.calls", t,      token};
+  };
+  auto first = store.claim({copy(make_lease_token(1, 1))}, "w1", 60);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->at(0), ClaimStatus::kClaimed);
+  EXPECT_EQ(*queries_->needs_produce_again("call:k1", id), false);
+  auto second = store.claim({copy(make_lease_token(2, 1))}, "w2", 60);  // another copy
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->at(0), ClaimStatus::kLeasedElsewhere);
+  ASSERT_TRUE(store.record({AttemptRecord{"call:k1", 2, unix_now_ms(), 10, 200, "succeeded", "",
+                                          "succeeded", make_lease_token(1, 1)}},
+                           "w1"));
+  auto after = store.claim({copy(make_lease_token(2, 2))}, "w2", 60);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->at(0), ClaimStatus::kAlreadySucceeded);
+
+  auto shown = queries_->delivery_show("call:k1");
+  ASSERT_TRUE(shown) << shown.error().message;
+  std::vector<std::string> outcomes;
+  for (const auto& a : shown->attempts) outcomes.push_back(a.outcome);
+  EXPECT_EQ(outcomes, (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
+  EXPECT_EQ(shown->attempts[1].worker_id, "operator:alice");
+  ASSERT_EQ(shown->replays.size(), 1u);
+  EXPECT_EQ(shown->replays[0].reason, "resend: lost on their side");
+  EXPECT_EQ(shown->delivery.state, "succeeded");
+}
+
 TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
   ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
   EXPECT_EQ(keys({}), (std::vector<std::string>{"st-e2-billing"}));

@@ -122,6 +122,37 @@ TEST(ReplayHeaders, ASecondReplayKeepsTheFirstOriginalReceivedTime) {
   EXPECT_EQ(twice["hr-replayed-by"], "bob");
 }
 
+// A resend's copy of the first message stands for one delivery: a webhook's names its route, a
+// call's message already names its destination (hr-call) and gets no route.
+TEST(ResendHeaders, AWebhookCopyNamesItsRouteAndACallCopyKeepsItsRequest) {
+  const std::vector<MessageHeader> webhook = {{"hr-kind", "webhook"},
+                                              {"hr-source", "github"},
+                                              {"hr-event-id", "e1"},
+                                              {"hr-received-at", "1000"}};
+  auto w = as_map(resend_headers(webhook, ResendSource{"hookrelay.webhooks", 2, 41, "deploy"},
+                                 "wh:github:e1:deploy", 5000, "alice"));
+  EXPECT_EQ(w["hr-route"], "deploy");
+  EXPECT_EQ(w["hr-delivery-key"], "wh:github:e1:deploy");
+  EXPECT_EQ(w["hr-origin-topic"], "hookrelay.webhooks");
+
+  const std::vector<MessageHeader> call = {
+      {"hr-kind", "call"},
+      {"hr-event-id", "call_0123"},
+      {"hr-received-at", "1000"},
+      {"hr-call", R"({"url":"http://127.0.0.1:9/c","method":"PUT","idempotency_key":"k1"})"}};
+  auto c = as_map(
+      resend_headers(call, ResendSource{"hookrelay.calls", 5, 7, ""}, "call:k1", 5000, "alice"));
+  EXPECT_EQ(c.count("hr-route"), 0u);
+  EXPECT_EQ(c["hr-kind"], "call");
+  EXPECT_EQ(c["hr-call"], call[3].value);
+  EXPECT_EQ(c["hr-delivery-key"], "call:k1");
+  EXPECT_EQ(c["hr-origin-topic"], "hookrelay.calls");
+  EXPECT_EQ(c["hr-original-received-at"], "1000");
+  EXPECT_EQ(c["hr-received-at"], "5000");
+  EXPECT_EQ(c["hr-attempt"], "0");
+  EXPECT_EQ(c["hr-replayed-by"], "alice");
+}
+
 TEST(LatestByKey, PicksTheNewestMessagePerKeyAndIgnoresKeyless) {
   std::vector<DlqMessage> msgs = {dlq_message("a", 1, 100), dlq_message("b", 2, 100),
                                   dlq_message("a", 3, 300), dlq_message("a", 4, 200)};
