@@ -258,6 +258,7 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
 ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* message,
                                 const ReplayOptions& options, bool resume) {
   ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
+  const bool in_first_read = message != nullptr;
   auto use = [&item, &message](const DlqMessage* m) {
     message = m;
     if (m) {
@@ -329,6 +330,8 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   }
   item.outcome = ReplayOutcome::kReplayed;
   item.detail = "to " + retry_topic(0);
+  if (!in_first_read)
+    item.detail += " (its message found by the second read of " + source_topic(options) + ")";
   return item;
 }
 

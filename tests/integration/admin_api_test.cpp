@@ -276,5 +276,49 @@ TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWith
   expect_each_succeeded_once(*stack_, 2 * kEvents);
 }
 
+// A replay by key issued the moment its delivery is recorded dead. The worker records the
+// delivery dead before it produces the dead letter, and here its producer holds the letter back
+// for 1.5 s (linger.ms), so the replay's first read of hookrelay.dlq cannot hold it: the key is
+// found by the one re-read, not reported missing, and delivered once.
+class AdminReplayRaceTest : public AdminTest {
+ protected:
+  void SetUp() override {
+    AdminTest::SetUp();
+    StackOptions admin;
+    admin.routes = {{"acme", "a", rx_.url("/a")}};
+    StackOptions worker = admin;
+    worker.kafka_properties = {{"linger.ms", "1500"}};
+    ASSERT_NO_FATAL_FAILURE(create_stack(worker));
+    ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(admin));
+  }
+};
+
+TEST_F(AdminReplayRaceTest, AKeyReplayedAsItIsDeadLetteredIsFoundByTheRereadAndDeliveredOnce) {
+  rx_.set_default("/a", {400, {}, 0, "refused"});
+  start_worker();
+  const std::string key = "wh:acme:evt-0:a";
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 1)));
+  ASSERT_TRUE(eventually(
+      [&] { return stack_->scalar("SELECT count(*) FROM deliveries WHERE state = 'dead'") == "1"; },
+      30s))
+      << stack_->describe_deliveries();
+  rx_.set_default("/a", {200});
+  const std::string id = post_replay({{"keys", {key}}})["id"];
+  auto done = wait_replay(id);
+  EXPECT_EQ(done["produced"], 1) << done.dump();
+  EXPECT_EQ(done["missing"], 0) << done.dump();
+  // The race was run: the dead letter came from the second read.
+  EXPECT_EQ(
+      stack_->scalar("SELECT status || ': ' || detail FROM replay_items WHERE replay_id = " + id),
+      "replayed: to hookrelay.retry.0 (its message found by the second read of "
+      "hookrelay.dlq)");
+  ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 1, 30s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(rx_.webhook_id_counts("/a").at("evt-0"), 2);  // the refused attempt and the replay
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-0%3Aa"),
+            (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
+}
+
 }  // namespace
 }  // namespace hookrelay::test

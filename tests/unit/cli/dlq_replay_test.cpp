@@ -321,6 +321,9 @@ TEST_F(ReplayerTest, ADeadLetterNotYetReadIsFoundByOneMoreReadBeforeItCountsAsMi
   EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kReplayed);
   EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kReplayed);
   EXPECT_EQ(s.items[1].offset, 2);
+  EXPECT_EQ(s.items[0].detail, "to hookrelay.retry.0");
+  EXPECT_EQ(s.items[1].detail,
+            "to hookrelay.retry.0 (its message found by the second read of hookrelay.dlq)");
   EXPECT_EQ(s.items[2].outcome, ReplayOutcome::kMissing);
   EXPECT_EQ(s.items[3].outcome, ReplayOutcome::kMissing);
   ASSERT_EQ(producer_.sent.size(), 2u);
