@@ -141,6 +141,41 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
 }
 
+TEST_F(AdminApiTest, SighupRotatesTheTokensRefusesABadFileAndNamesWhatNeedsARestart) {
+  const std::string original = read_text_file(admin_config_);
+  const auto admin_line = original.find("admin: {");
+  ASSERT_NE(admin_line, std::string::npos);
+  const std::string rotated = "adm_rotated_0123456789";
+  const std::string next =
+      original.substr(0, admin_line) + "admin: { tokens: [\"" + rotated + "\"], threads: 3 }\n";
+  const Headers rotated_auth = {{"Authorization", "Bearer " + rotated}};
+  auto status = [&](const Headers& h) { return call("GET", "/v1/deliveries", {}, h).status; };
+  auto log_count = [&](const std::string& what) {
+    const std::string log = admin_->read_log();
+    int n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+
+  std::ofstream(admin_config_, std::ios::trunc) << next;
+  ASSERT_EQ(::kill(admin_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] { return status(rotated_auth) == 200; }, 10s)) << admin_->log_tail();
+  EXPECT_EQ(status(auth()), 401);  // the old token is gone
+  EXPECT_EQ(log_count("restart_required_for=admin.threads"), 1) << admin_->log_tail();
+
+  // Not YAML: refused and counted; the running config (the rotated token) stays.
+  std::ofstream(admin_config_, std::ios::trunc) << next << "routes: {broken\n";
+  ASSERT_EQ(::kill(admin_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] { return log_count("msg=config_reload_refused") == 1; }, 10s))
+      << admin_->log_tail();
+  EXPECT_EQ(status(rotated_auth), 200);
+  EXPECT_EQ(status(auth()), 401);
+  const std::string metrics = call("GET", "/metrics", {}, {}).body;
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"applied\""}), 1);
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"invalid\""}), 1);
+  EXPECT_TRUE(admin_->running());
+}
+
 TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSameWebhookId) {
   rx_.set_default("/a", {400, {}, 0, "refused"});
   start_worker();

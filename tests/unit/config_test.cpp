@@ -113,6 +113,36 @@ TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
   }
 }
 
+TEST(Config, AdminSectionDefaultsKeysAndErrorsNamingTheField) {
+  auto d = parse_config("", env_of({}));
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->admin.listen, "127.0.0.1:9200");
+  EXPECT_TRUE(d->admin.tokens.empty());
+  auto c = parse_config(
+      R"(admin: { listen: "127.0.0.1:9300", tokens: ["${ADMIN_TOKEN}"], max_replay_keys: 50 })",
+      env_of({{"ADMIN_TOKEN", "adm_0123456789abcdef"}}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->admin.listen, "127.0.0.1:9300");
+  EXPECT_EQ(c->admin.tokens, (std::vector<std::string>{"adm_0123456789abcdef"}));
+  EXPECT_EQ(c->admin.max_replay_keys, 50);
+  const std::map<std::string, std::string> refused = {
+      {R"({ tokens: ["0123456789abcdef", "short-token"] })", "admin.tokens[1]"},
+      {"{ tokens: 12 }", "admin.tokens"},
+      {"{ listen: nowhere }", "admin.listen"},
+      {"{ max_replay_keys: 0 }", "admin.max_replay_keys"},
+      {"{ colour: red }", "admin.colour"}};
+  for (const auto& [yaml, field] : refused) {
+    auto r = parse_config("admin: " + yaml, env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    EXPECT_NE(r.error().message.find(field), std::string::npos)
+        << yaml << ": " << r.error().message;
+  }
+  // A refused token is not echoed.
+  auto r = parse_config(R"(admin: { tokens: ["short-token"] })", env_of({}));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message.find("short-token"), std::string::npos) << r.error().message;
+}
+
 TEST(Config, EnvOverridesAddresses) {
   auto c = parse_config(kExample, env_of({{"GITHUB_SECRET", "x"},
                                           {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
