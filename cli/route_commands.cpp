@@ -22,7 +22,10 @@ constexpr const char* kUsage =
     "       hookrelay routes resume NAME [--source S] [--rate N/s] [--by WHO] [--json]\n"
     "\n"
     "  list     every configured route: state (active or suspended, why, since when, by whom),\n"
-    "           failure streak across all workers, deliveries parked.\n"
+    "           failure streak across all workers, deliveries parked, and its destination\n"
+    "           host as the workers see it: circuit (closed, open until when, half_open;\n"
+    "           unknown when no worker published in the last 15 s) and adaptive in-flight\n"
+    "           limit (the lowest of the workers / the configured maximum).\n"
     "  suspend  suspends the route: workers park its deliveries (state parked, message in\n"
     "           hookrelay.parked) within a second, instead of attempting them. A 410 Gone or the\n"
     "           route's suspend_after bound does the same by itself.\n"
@@ -61,13 +64,32 @@ std::string streak_text(const RouteStateRow& s) {
   return std::to_string(s.failure_streak) + " since " + format_time(s.failing_since_ms);
 }
 
+std::string circuit_text(const RouteDestination& d) {
+  if (d.host.empty()) return "-";
+  std::string text = d.circuit;
+  if (d.circuit == "open" && d.open_until_ms > 0) text += " until " + format_time(d.open_until_ms);
+  if (d.paused_until_ms > 0) text += ", paused until " + format_time(d.paused_until_ms);
+  return text;
+}
+
+std::string limit_text(const RouteDestination& d) {
+  if (!d.adaptive_limit || !d.max_limit) return "-";
+  if (*d.max_limit <= 0) return "unlimited";
+  return std::to_string(*d.adaptive_limit) + "/" + std::to_string(*d.max_limit);
+}
+
 void print_route(std::ostream& out, const RouteView& v) {
   out << v.source << "/" << v.name << ": " << v.state.state;
   if (v.state.state == "suspended") {
     out << " since " << format_time(v.state.suspended_at_ms) << " by " << v.state.suspended_by
         << " (" << v.state.reason << ")";
   }
-  out << ", failure streak " << streak_text(v.state) << ", " << v.state.parked << " parked\n";
+  out << ", failure streak " << streak_text(v.state) << ", " << v.state.parked << " parked";
+  if (!v.destination.host.empty()) {
+    out << ", host " << v.destination.host << " circuit " << circuit_text(v.destination)
+        << ", limit " << limit_text(v.destination);
+  }
+  out << "\n";
 }
 
 int routes_list(const ParsedArgs& args, CliIo& io, const Config& config, RouteStates& states) {
@@ -79,14 +101,15 @@ int routes_list(const ParsedArgs& args, CliIo& io, const Config& config, RouteSt
     io.out << json_text({{"routes", rows}}, 2) << "\n";
     return kExitOk;
   }
-  Table t({"SOURCE", "ROUTE", "STATE", "SINCE", "REASON", "FAILURE STREAK", "PARKED", "URL"});
+  Table t({"SOURCE", "ROUTE", "STATE", "SINCE", "REASON", "FAILURE STREAK", "PARKED", "CIRCUIT",
+           "LIMIT", "URL"});
   for (const auto& v : *routes) {
     const auto& s = v.state;
     const bool suspended = s.state == "suspended";
     t.add_row({v.source, v.name, v.configured ? s.state : s.state + " (not configured)",
                suspended ? format_time(s.suspended_at_ms) : "-",
                suspended ? one_line(s.reason, 60) : "-", streak_text(s), std::to_string(s.parked),
-               v.configured ? v.url : "-"});
+               circuit_text(v.destination), limit_text(v.destination), v.configured ? v.url : "-"});
   }
   if (t.empty()) {
     io.out << "no routes configured\n";

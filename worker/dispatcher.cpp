@@ -220,6 +220,26 @@ void Dispatcher::each_host_limit(
   });
 }
 
+std::vector<HostStateRow> Dispatcher::host_states() const {
+  std::set<std::string> hosts;
+  for (const auto& [source, routes] : config_->routes) {
+    for (const auto& route : routes) hosts.insert(route.host_key);
+  }
+  std::vector<HostStateRow> out;
+  out.reserve(hosts.size());
+  for (const auto& host : hosts) {
+    HostStateRow row;
+    row.host = host;
+    row.circuit = circuit_state_name(breaker_.state(host));
+    row.open_until_ms = breaker_.open_until(host);
+    row.adaptive_limit = adaptive_.limit(host);
+    row.max_limit = config_->worker.per_host_max_in_flight;
+    row.paused_until_ms = adaptive_.paused_until(host);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
 std::unique_ptr<Job> Dispatcher::take(Job* raw) {
   auto sent = out_.extract(raw);
   if (sent.empty()) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "shared/config/config.h"
+#include "shared/routes/route_states.h"
 #include "worker/circuit_breaker.h"
 #include "worker/flow_control.h"
 #include "worker/http_sender.h"
@@ -72,6 +73,9 @@ class Dispatcher {
     flow_event_ = std::move(fn);
   }
   int host_limit(std::string_view host) const { return adaptive_.limit(host); }
+  // Every host a configured route calls, with its circuit and adaptive limit as of `now`
+  // (worker/host_state_publisher.h). worker_id and the times of Postgres are left empty.
+  std::vector<HostStateRow> host_states() const;
 
  private:
   // What became of the job at the head of a queue.

@@ -511,6 +511,7 @@ void Worker::update_gauges(int64_t now) {
   // Before prune(): a host forgotten there is back at its maximum, as reported here.
   dispatcher_.each_host_limit(
       [this](const std::string& host, int limit) { d_.metrics->host_inflight_limit(host, limit); });
+  if (d_.host_states) d_.host_states->offer(dispatcher_.host_states());
   dispatcher_.prune();
 }
 

@@ -42,6 +42,7 @@
 #include "worker/message_consumer.h"
 #include "worker/partition_intake.h"
 #include "worker/redelivery.h"
+#include "worker/host_state_publisher.h"
 #include "worker/route_sync.h"
 #include "worker/store_batcher.h"
 #include "worker/worker_event.h"
@@ -64,6 +65,7 @@ struct WorkerDeps {
   std::function<double()> rand01;   // uniform in [0, 1)
   std::string worker_id;            // unique among live workers (it owns their leases)
   RouteSync* routes = nullptr;      // suspended routes (route_lifecycle.h); nullptr = none ever is
+  HostStatePublisher* host_states = nullptr;  // circuits and adaptive limits to Postgres; optional
   KeyOrder* key_order = nullptr;    // ordered routes' per-key order; nullptr = first attempts only
   uint32_t run_id = 0;              // names this run of the process in lease tokens; 0 = random
 };

@@ -25,6 +25,7 @@
 #include "worker/key_order_store.h"
 #include "worker/message_expander.h"
 #include "worker/postgres_delivery_store.h"
+#include "worker/host_state_publisher.h"
 #include "worker/route_sync.h"
 #include "worker/worker.h"
 
@@ -116,6 +117,11 @@ int run_worker(int argc, char** argv) {
   RouteSync routes(route_states, metrics, unix_now_ms, {.worker_id = worker_id});
   routes.sync();
   routes.start();
+  // Circuits and adaptive limits of the routes' hosts, for `hookrelay routes list`: written
+  // every few seconds on a thread and connection of their own; withdrawn at a clean stop.
+  RouteStates host_state_store(config->postgres.url);
+  HostStatePublisher host_states(host_state_store, &metrics, {.worker_id = worker_id});
+  host_states.start();
   // Per-key order of ordered routes: the held keys are read before consuming; round trips then
   // run on a thread and connection of their own.
   PostgresKeyOrderStore key_order_store(config->postgres.url);
@@ -150,6 +156,7 @@ int run_worker(int argc, char** argv) {
                  .rand01 = [&] { return uniform(rng); },
                  .worker_id = worker_id,
                  .routes = &routes,
+                 .host_states = &host_states,
                  .key_order = &key_order});
 
   HttpServerOptions http;

@@ -1,5 +1,6 @@
 #include "shared/routes/route_control.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -15,6 +16,7 @@ RouteView view_of(const std::string& source, const RouteConfig& r) {
   v.name = r.name;
   v.url = r.url;
   v.suspend_after = r.suspend_after;
+  v.destination.host = r.host_key;
   v.state.source = source;
   v.state.route = r.name;
   return v;
@@ -44,6 +46,12 @@ Result<RouteView> configured_route(const Config& config, const std::string& name
   return std::move(found.front());
 }
 
+int circuit_rank(const std::string& circuit) {
+  if (circuit == "open") return 2;
+  if (circuit == "half_open") return 1;
+  return 0;
+}
+
 Result<RouteView> with_state(RouteView view, RouteStates& states) {
   auto row = states.get(view.source, view.name);
   if (row) {
@@ -51,20 +59,48 @@ Result<RouteView> with_state(RouteView view, RouteStates& states) {
   } else if (row.error().code != "not_found") {
     return Unexpected{row.error()};
   }
+  auto hosts = states.host_states();
+  if (!hosts) return Unexpected{hosts.error()};
+  view.destination = destination_of(view.destination.host, *hosts);
   return view;
 }
 
 }  // namespace
 
+RouteDestination destination_of(const std::string& host, const std::vector<HostStateRow>& rows) {
+  RouteDestination d;
+  d.host = host;
+  if (host.empty()) return d;
+  int rank = -1;
+  for (const auto& r : rows) {
+    if (r.host != host) continue;
+    d.workers.push_back(r);
+    if (r.age_ms > kHostStateStaleMs) continue;
+    ++d.fresh_workers;
+    if (circuit_rank(r.circuit) > rank) {
+      rank = circuit_rank(r.circuit);
+      d.circuit = r.circuit;
+    }
+    if (r.circuit == "open") d.open_until_ms = std::max(d.open_until_ms, r.open_until_ms);
+    d.adaptive_limit = std::min(d.adaptive_limit.value_or(r.adaptive_limit), r.adaptive_limit);
+    d.max_limit = std::max(d.max_limit.value_or(r.max_limit), r.max_limit);
+    d.paused_until_ms = std::max(d.paused_until_ms, r.paused_until_ms);
+  }
+  return d;
+}
+
 Result<std::vector<RouteView>> list_routes(const Config& config, RouteStates& states) {
   auto rows = states.all();
   if (!rows) return Unexpected{rows.error()};
+  auto hosts = states.host_states();
+  if (!hosts) return Unexpected{hosts.error()};
   std::map<std::pair<std::string, std::string>, RouteStateRow> by_route;
   for (auto& row : *rows) by_route.emplace(std::pair{row.source, row.route}, std::move(row));
   std::vector<RouteView> out;
   for (const auto& [source, routes] : config.routes) {
     for (const auto& r : routes) {
       RouteView v = view_of(source, r);
+      v.destination = destination_of(r.host_key, *hosts);
       if (auto it = by_route.find({source, r.name}); it != by_route.end()) {
         v.state = std::move(it->second);
         by_route.erase(it);
@@ -118,6 +154,32 @@ Result<RouteChange> resume_route(const Config& config, RouteStates& states, cons
   return RouteChange{std::move(*after), *changed, std::move(*keys)};
 }
 
+nlohmann::json destination_json(const RouteDestination& d,
+                                const std::function<std::string(int64_t)>& time) {
+  using nlohmann::json;
+  if (d.host.empty()) return nullptr;
+  auto at = [&time](int64_t ms) { return ms > 0 ? json(time(ms)) : json(nullptr); };
+  auto limit = [](const std::optional<int>& n) { return n ? json(*n) : json(nullptr); };
+  json workers = json::array();
+  for (const auto& w : d.workers) {
+    workers.push_back({{"worker_id", w.worker_id},
+                       {"circuit", w.circuit},
+                       {"open_until", at(w.open_until_ms)},
+                       {"adaptive_limit", w.adaptive_limit},
+                       {"max_in_flight", w.max_limit},
+                       {"paused_until", at(w.paused_until_ms)},
+                       {"updated_at", at(w.updated_at_ms)},
+                       {"stale", w.age_ms > kHostStateStaleMs}});
+  }
+  return {{"host", d.host},
+          {"circuit", d.circuit},
+          {"open_until", at(d.open_until_ms)},
+          {"adaptive_limit", limit(d.adaptive_limit)},
+          {"max_in_flight", limit(d.max_limit)},
+          {"paused_until", at(d.paused_until_ms)},
+          {"workers", workers}};
+}
+
 nlohmann::json route_json(const RouteView& v, const std::function<std::string(int64_t)>& time) {
   using nlohmann::json;
   auto at = [&time](int64_t ms) { return ms > 0 ? json(time(ms)) : json(nullptr); };
@@ -140,7 +202,8 @@ nlohmann::json route_json(const RouteView& v, const std::function<std::string(in
           {"suspended_by", s.suspended_by.empty() ? json(nullptr) : json(s.suspended_by)},
           {"resumed_at", at(s.resumed_at_ms)},
           {"parked", s.parked},
-          {"suspend_after", suspend_after}};
+          {"suspend_after", suspend_after},
+          {"destination", destination_json(v.destination, time)}};
 }
 
 ReplayOptions release_options(const RouteView& route, const std::string& who, double rate) {

@@ -28,6 +28,25 @@
 
 namespace hookrelay {
 
+// The route's destination host as the workers see it (published every few seconds, see
+// worker/host_state_publisher.h): the combined view of the workers that published within
+// kHostStateStaleMs, and every worker's own row (older ones flagged stale).
+inline constexpr int64_t kHostStateStaleMs = 15000;
+struct RouteDestination {
+  std::string host;                  // "host:port"; empty when the route is not configured
+  std::string circuit = "unknown";   // the worst fresh one: open > half_open > closed; unknown
+                                     // when no worker published within kHostStateStaleMs
+  int64_t open_until_ms = 0;         // the latest open_until of the workers whose circuit is open
+  std::optional<int> adaptive_limit; // the lowest fresh limit
+  std::optional<int> max_limit;      // the highest fresh configured maximum
+  int64_t paused_until_ms = 0;       // the latest fresh Retry-After pause
+  std::vector<HostStateRow> workers; // by worker id
+  int fresh_workers = 0;
+};
+
+// Combines the workers' rows of one host (`rows` may hold other hosts: they are skipped).
+RouteDestination destination_of(const std::string& host, const std::vector<HostStateRow>& rows);
+
 struct RouteView {
   std::string source;
   std::string name;
@@ -35,6 +54,7 @@ struct RouteView {
   std::optional<SuspendAfter> suspend_after;
   bool configured = true;  // false: Postgres remembers a route the config no longer has
   RouteStateRow state;     // "active" with no failures when Postgres has no row for it
+  RouteDestination destination;
 };
 
 // Every configured route (by source, then config order), then rows for routes no longer
@@ -66,6 +86,9 @@ Result<RouteChange> resume_route(const Config& config, RouteStates& states, cons
 // A route as the CLI's --json and the admin API show it (docs/openapi.yaml, Route); `time`
 // formats a Unix-ms time (never called with 0, which is null).
 nlohmann::json route_json(const RouteView& route, const std::function<std::string(int64_t)>& time);
+// Its `destination` member (null for a route no longer configured).
+nlohmann::json destination_json(const RouteDestination& destination,
+                                const std::function<std::string(int64_t)>& time);
 
 // The Replayer options of a release: parked deliveries back into the retry flow at `rate` per
 // second (0 = as fast as acks come back).

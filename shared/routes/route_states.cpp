@@ -3,6 +3,8 @@
 #include <pqxx/pqxx>
 #include <utility>
 
+#include "shared/store/pg_array.h"
+
 namespace hookrelay {
 namespace {
 
@@ -147,6 +149,71 @@ Result<std::vector<std::string>> RouteStates::parked_keys(const std::string& sou
     keys.reserve(rows.size());
     for (const auto& r : rows) keys.push_back(r[0].as<std::string>());
     return keys;
+  });
+}
+
+Result<void> RouteStates::publish(const std::string& worker_id,
+                                  const std::vector<HostStateRow>& rows, int forget_after_s) {
+  return pg_.run("host states publish", [&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    // A worker's routes call a handful of hosts: one small upsert each.
+    PgArrayLiteral hosts;
+    for (const auto& h : rows) {
+      hosts.add(h.host);
+      tx.exec_params(
+          "INSERT INTO route_host_states AS s (host, worker_id, circuit, open_until,"
+          "   adaptive_limit, max_limit, paused_until, updated_at)"
+          " VALUES ($1, $2, $3, CASE WHEN $4::bigint > 0 THEN to_timestamp($4::bigint / 1000.0) END,"
+          "         $5, $6, CASE WHEN $7::bigint > 0 THEN to_timestamp($7::bigint / 1000.0) END,"
+          "         now())"
+          " ON CONFLICT (host, worker_id) DO UPDATE SET circuit = EXCLUDED.circuit,"
+          "   open_until = EXCLUDED.open_until, adaptive_limit = EXCLUDED.adaptive_limit,"
+          "   max_limit = EXCLUDED.max_limit, paused_until = EXCLUDED.paused_until,"
+          "   updated_at = now()",
+          h.host, worker_id, h.circuit, h.open_until_ms, h.adaptive_limit, h.max_limit,
+          h.paused_until_ms);
+    }
+    tx.exec_params(
+        "DELETE FROM route_host_states WHERE worker_id = $1 AND NOT (host = ANY($2::text[]))",
+        worker_id, std::move(hosts).take());
+    tx.exec_params(
+        "DELETE FROM route_host_states WHERE updated_at < now() - make_interval(secs => $1)",
+        forget_after_s);
+    tx.commit();
+  });
+}
+
+Result<void> RouteStates::withdraw(const std::string& worker_id) {
+  return pg_.run("host states withdraw", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_params("DELETE FROM route_host_states WHERE worker_id = $1", worker_id);
+  });
+}
+
+Result<std::vector<HostStateRow>> RouteStates::host_states() {
+  return pg_.run("host states", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec(
+        "SELECT host, worker_id, circuit, " HR_MS("open_until") ", adaptive_limit, max_limit, " HR_MS(
+            "paused_until") ", " HR_MS("updated_at") ","
+        " (extract(epoch from now() - updated_at) * 1000)::bigint"
+        " FROM route_host_states ORDER BY host, worker_id");
+    std::vector<HostStateRow> out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) {
+      HostStateRow h;
+      h.host = r[0].as<std::string>();
+      h.worker_id = r[1].as<std::string>();
+      h.circuit = r[2].as<std::string>();
+      h.open_until_ms = r[3].as<int64_t>();
+      h.adaptive_limit = r[4].as<int>();
+      h.max_limit = r[5].as<int>();
+      h.paused_until_ms = r[6].as<int64_t>();
+      h.updated_at_ms = r[7].as<int64_t>();
+      h.age_ms = r[8].as<int64_t>();
+      out.push_back(std::move(h));
+    }
+    return out;
   });
 }
 

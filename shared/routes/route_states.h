@@ -2,6 +2,9 @@
 // is active or suspended (and why, since when, by whom), its failure streak across every
 // worker, and the deliveries parked while it is suspended, in the order they arrived.
 //
+// Besides, each worker's view of the destination hosts its routes call (migrations/0013): circuit
+// and adaptive in-flight limit, which live in the worker's memory, published every few seconds.
+//
 // A route is (source, route name): names are unique within one source only. A route with no
 // row is active with no failures.
 //
@@ -41,6 +44,32 @@ struct RouteActivity {
   int64_t first_failure_ms = 0;  // the first of those `failures`
 };
 
+// One worker's view of one destination host ("host:port"), as it published it.
+struct HostStateRow {
+  std::string host;
+  std::string worker_id;
+  std::string circuit = "closed";  // closed | open | half_open
+  int64_t open_until_ms = 0;       // while open: when it turns half-open; else 0
+  int adaptive_limit = 0;          // in-flight limit now (max_limit when not cut)
+  int max_limit = 0;               // worker.per_host_max_in_flight (<= 0: no limit)
+  int64_t paused_until_ms = 0;     // a Retry-After pause of the whole host; 0 = none
+  int64_t updated_at_ms = 0;       // host_states() only
+  int64_t age_ms = 0;              // host_states() only: by Postgres' clock
+};
+
+// What a worker publishes host states through: its I/O boundary, so the publisher is tested
+// with a fake.
+class HostStateStore {
+ public:
+  virtual ~HostStateStore() = default;
+  // Replaces this worker's rows by `rows` (one transaction: upserts, then deletes its rows of
+  // hosts not in `rows`), and deletes every worker's rows older than forget_after_s.
+  virtual Result<void> publish(const std::string& worker_id, const std::vector<HostStateRow>& rows,
+                               int forget_after_s) = 0;
+  // Deletes this worker's rows (a clean stop).
+  virtual Result<void> withdraw(const std::string& worker_id) = 0;
+};
+
 // What a worker needs: its I/O boundary, so the worker's side is tested with a fake.
 class RouteStateStore {
  public:
@@ -55,7 +84,7 @@ class RouteStateStore {
   virtual Result<std::vector<RouteStateRow>> suspended() = 0;
 };
 
-class RouteStates final : public RouteStateStore {
+class RouteStates final : public RouteStateStore, public HostStateStore {
  public:
   explicit RouteStates(std::string url);
 
@@ -63,6 +92,11 @@ class RouteStates final : public RouteStateStore {
   Result<bool> suspend(const std::string& source, const std::string& route,
                        const std::string& reason, const std::string& by) override;
   Result<std::vector<RouteStateRow>> suspended() override;
+  Result<void> publish(const std::string& worker_id, const std::vector<HostStateRow>& rows,
+                       int forget_after_s) override;
+  Result<void> withdraw(const std::string& worker_id) override;
+  // Every published host state, by host then worker, with its age.
+  Result<std::vector<HostStateRow>> host_states();
   // suspended -> active, streak cleared; false when it was active already.
   Result<bool> resume(const std::string& source, const std::string& route, const std::string& by);
   // Every route with a row, with its count of parked deliveries.
