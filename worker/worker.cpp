@@ -181,7 +181,9 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
               now);
     return;
   }
-  if (expanded->empty()) {  // a source with no routes: nothing to do
+  if (expanded->empty()) {  // no route takes it: its source has none, or every filter said no
+    // It was accepted all the same, so it is audited like any other webhook.
+    if (m.topic == kWebhooksTopic) audit_unrouted(m);
     intake_.finish(*msg);
     return;
   }
@@ -201,6 +203,16 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     in_flight_.fetch_add(1);
     store_.claim(std::move(job));
   }
+}
+
+void Worker::audit_unrouted(const ConsumedMessage& m) {
+  // expand_message checked these headers before it found no route.
+  const std::string* source = m.header(header::kSource);
+  const std::string* event_id = m.header(header::kEventId);
+  auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
+  if (!source || !event_id || !received) return;
+  store_.audit({*source, *event_id, m.topic, m.partition, m.offset, *received,
+                hex_encode(sha256(m.value ? *m.value : std::string()))});
 }
 
 void Worker::on_claimed(const WorkerEvent& e, int64_t now) {

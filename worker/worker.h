@@ -98,6 +98,8 @@ class Worker {
 
  private:
   void take_message(ConsumedMessage& m, const std::shared_ptr<MessageState>& msg);
+  // The inbound audit row of a webhook no route takes (worker.cpp: take_message).
+  void audit_unrouted(const ConsumedMessage& m);
   void drain_events(int64_t now, bool wait);
   void on_claimed(const WorkerEvent& e, int64_t now);
   void on_recorded(const WorkerEvent& e, int64_t now);

@@ -6,6 +6,7 @@
 
 #include <set>
 
+#include "shared/signing/crypto.h"
 #include "shared/signing/signature_verifier.h"
 #include "tests/support/worker_fixture.h"
 
@@ -125,6 +126,48 @@ TEST_F(WorkerTest, RoutesReceiveOnlyTheEventsTheirFiltersMatch) {
   EXPECT_EQ(metrics.find(kRouteToken), std::string::npos) << "a header value in the metrics";
   EXPECT_EQ(stack_->worker(0).process.read_log().find(kRouteToken), std::string::npos)
       << "a header value in the log";
+}
+
+// An event that every route of its source filters out is still an accepted webhook: it gets its
+// inbound audit row (where it lies in Kafka, its body hash) like one that is delivered, and no
+// delivery. Events are produced straight to hookrelay.webhooks, as ingest writes them.
+TEST_F(WorkerTest, AnEventEveryRouteFiltersOutIsStillAudited) {
+  StackOptions o;
+  o.routes = {
+      {"github", "pushes", rx_.url("/pushes"), 5000,
+       R"(filter: { body: [ { pointer: /kind, equals: push } ] })"},
+      {"github", "tags", rx_.url("/tags"), 5000,
+       R"(filter: { body: [ { pointer: /kind, equals: tag } ] })"},
+  };
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  start_worker();
+  const std::vector<std::pair<std::string, std::string>> events = {
+      {"e-kept-1", R"({"kind":"push"})"},
+      {"e-dropped-1", R"({"kind":"issue"})"},
+      {"e-dropped-2", "not json"},
+      {"e-kept-2", R"({"kind":"tag"})"},
+  };
+  for (const auto& [id, body] : events) ASSERT_NO_FATAL_FAILURE(produce("github", id, body));
+
+  ASSERT_TRUE(rx_.wait_for_count("/pushes", 1, 30s));
+  ASSERT_TRUE(rx_.wait_for_count("/tags", 1, 10s));
+  ASSERT_TRUE(eventually(
+      [&] { return stack_->scalar("SELECT count(*) FROM inbound_events") == "4"; }, 10s))
+      << stack_->scalar("SELECT string_agg(event_id, ',' ORDER BY event_id) FROM inbound_events");
+  // Each row names the event's place in hookrelay.webhooks and the hash of its body.
+  for (const auto& [id, body] : events) {
+    EXPECT_EQ(stack_->scalar("SELECT topic || ' ' || body_sha256 FROM inbound_events"
+                             " WHERE source = 'github' AND event_id = '" +
+                             id + "'"),
+              "hookrelay.webhooks " + hex_encode(sha256(body)))
+        << id;
+  }
+  EXPECT_EQ(stack_->scalar("SELECT count(DISTINCT (\"partition\", \"offset\")) FROM inbound_events"),
+            "4");
+  EXPECT_EQ(stack_->count_deliveries(), 2);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE delivery_key LIKE '%dropped%'"),
+            "0");
+  EXPECT_EQ(worker_metric(0, "hookrelay_deliveries_filtered_total"), 6);
 }
 
 }  // namespace
