@@ -36,13 +36,13 @@
 #include "worker/backoff.h"
 #include "worker/delivery_store.h"
 #include "worker/dispatcher.h"
+#include "worker/host_state_publisher.h"
 #include "worker/http_sender.h"
 #include "worker/job.h"
 #include "worker/key_order.h"
 #include "worker/message_consumer.h"
 #include "worker/partition_intake.h"
 #include "worker/redelivery.h"
-#include "worker/host_state_publisher.h"
 #include "worker/route_sync.h"
 #include "worker/store_batcher.h"
 #include "worker/worker_event.h"
@@ -65,9 +65,10 @@ struct WorkerDeps {
   std::function<double()> rand01;   // uniform in [0, 1)
   std::string worker_id;            // unique among live workers (it owns their leases)
   RouteSync* routes = nullptr;      // suspended routes (route_lifecycle.h); nullptr = none ever is
-  HostStatePublisher* host_states = nullptr;  // circuits and adaptive limits to Postgres; optional
   KeyOrder* key_order = nullptr;    // ordered routes' per-key order; nullptr = first attempts only
   uint32_t run_id = 0;              // names this run of the process in lease tokens; 0 = random
+  // Optional: where this worker's circuits and adaptive limits are published for operators.
+  HostStatePublisher* host_states = nullptr;
 };
 
 class Worker {

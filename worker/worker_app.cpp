@@ -21,11 +21,11 @@
 #include "shared/service_startup.h"
 #include "shared/thread_guard.h"
 #include "worker/curl_sender.h"
+#include "worker/host_state_publisher.h"
 #include "worker/kafka_consumer.h"
 #include "worker/key_order_store.h"
 #include "worker/message_expander.h"
 #include "worker/postgres_delivery_store.h"
-#include "worker/host_state_publisher.h"
 #include "worker/route_sync.h"
 #include "worker/worker.h"
 
@@ -156,8 +156,8 @@ int run_worker(int argc, char** argv) {
                  .rand01 = [&] { return uniform(rng); },
                  .worker_id = worker_id,
                  .routes = &routes,
-                 .host_states = &host_states,
-                 .key_order = &key_order});
+                 .key_order = &key_order,
+                 .host_states = &host_states});
 
   HttpServerOptions http;
   http.host = listen->host;

@@ -33,14 +33,14 @@ namespace hookrelay {
 // kHostStateStaleMs, and every worker's own row (older ones flagged stale).
 inline constexpr int64_t kHostStateStaleMs = 15000;
 struct RouteDestination {
-  std::string host;                  // "host:port"; empty when the route is not configured
-  std::string circuit = "unknown";   // the worst fresh one: open > half_open > closed; unknown
-                                     // when no worker published within kHostStateStaleMs
-  int64_t open_until_ms = 0;         // the latest open_until of the workers whose circuit is open
-  std::optional<int> adaptive_limit; // the lowest fresh limit
-  std::optional<int> max_limit;      // the highest fresh configured maximum
-  int64_t paused_until_ms = 0;       // the latest fresh Retry-After pause
-  std::vector<HostStateRow> workers; // by worker id
+  std::string host;                   // "host:port"; empty when the route is not configured
+  std::string circuit = "unknown";    // the worst fresh one: open > half_open > closed; unknown
+                                      // when no worker published within kHostStateStaleMs
+  int64_t open_until_ms = 0;          // the latest open_until of the workers whose circuit is open
+  std::optional<int> adaptive_limit;  // the lowest fresh limit
+  std::optional<int> max_limit;       // the highest fresh configured maximum
+  int64_t paused_until_ms = 0;        // the latest fresh Retry-After pause
+  std::vector<HostStateRow> workers;  // by worker id
   int fresh_workers = 0;
 };
 

@@ -163,9 +163,9 @@ Result<void> RouteStates::publish(const std::string& worker_id,
       tx.exec_params(
           "INSERT INTO route_host_states AS s (host, worker_id, circuit, open_until,"
           "   adaptive_limit, max_limit, paused_until, updated_at)"
-          " VALUES ($1, $2, $3, CASE WHEN $4::bigint > 0 THEN to_timestamp($4::bigint / 1000.0) END,"
-          "         $5, $6, CASE WHEN $7::bigint > 0 THEN to_timestamp($7::bigint / 1000.0) END,"
-          "         now())"
+          " VALUES ($1, $2, $3,"
+          "         CASE WHEN $4::bigint > 0 THEN to_timestamp($4::bigint / 1000.0) END, $5, $6,"
+          "         CASE WHEN $7::bigint > 0 THEN to_timestamp($7::bigint / 1000.0) END, now())"
           " ON CONFLICT (host, worker_id) DO UPDATE SET circuit = EXCLUDED.circuit,"
           "   open_until = EXCLUDED.open_until, adaptive_limit = EXCLUDED.adaptive_limit,"
           "   max_limit = EXCLUDED.max_limit, paused_until = EXCLUDED.paused_until,"

@@ -151,8 +151,8 @@ TEST_F(WorkerTest, AnEventEveryRouteFiltersOutIsStillAudited) {
 
   ASSERT_TRUE(rx_.wait_for_count("/pushes", 1, 30s));
   ASSERT_TRUE(rx_.wait_for_count("/tags", 1, 10s));
-  ASSERT_TRUE(eventually(
-      [&] { return stack_->scalar("SELECT count(*) FROM inbound_events") == "4"; }, 10s))
+  ASSERT_TRUE(
+      eventually([&] { return stack_->scalar("SELECT count(*) FROM inbound_events") == "4"; }, 10s))
       << stack_->scalar("SELECT string_agg(event_id, ',' ORDER BY event_id) FROM inbound_events");
   // Each row names the event's place in hookrelay.webhooks and the hash of its body.
   for (const auto& [id, body] : events) {
@@ -162,8 +162,9 @@ TEST_F(WorkerTest, AnEventEveryRouteFiltersOutIsStillAudited) {
               "hookrelay.webhooks " + hex_encode(sha256(body)))
         << id;
   }
-  EXPECT_EQ(stack_->scalar("SELECT count(DISTINCT (\"partition\", \"offset\")) FROM inbound_events"),
-            "4");
+  EXPECT_EQ(
+      stack_->scalar("SELECT count(DISTINCT (\"partition\", \"offset\")) FROM inbound_events"),
+      "4");
   EXPECT_EQ(stack_->count_deliveries(), 2);
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE delivery_key LIKE '%dropped%'"),
             "0");

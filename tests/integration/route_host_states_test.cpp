@@ -39,10 +39,13 @@ TEST_F(WorkerTest, RoutesListShowsEachHostsCircuitAndAdaptiveLimitAsTheWorkersPu
   ASSERT_TRUE(produced) << produced.error().message;
   const std::size_t w = start_worker();
 
-  const std::vector<std::string> list = {"routes",         "list",
-                                         "--json",         "--config",
+  const std::vector<std::string> list = {"routes",
+                                         "list",
+                                         "--json",
+                                         "--config",
                                          (stack_->dir().path() / "hookrelay.yaml").string(),
-                                         "--database-url", stack_->database().url()};
+                                         "--database-url",
+                                         stack_->database().url()};
   auto routes_now = [&]() -> json {
     auto r = run_cli_in_process(list);
     if (r.code != 0) return json();
@@ -59,8 +62,9 @@ TEST_F(WorkerTest, RoutesListShowsEachHostsCircuitAndAdaptiveLimitAsTheWorkersPu
       },
       30s))
       << routes.dump(2) << "\n"
-      << stack_->scalar("SELECT string_agg(host || ' ' || circuit || ' ' || adaptive_limit, '; ')"
-                        " FROM route_host_states");
+      << stack_->scalar(
+             "SELECT string_agg(host || ' ' || circuit || ' ' || adaptive_limit, '; ')"
+             " FROM route_host_states");
   const json& a = routes[0]["destination"];
   EXPECT_EQ(a["host"], down_host);
   EXPECT_TRUE(a["open_until"].is_string()) << a.dump();
@@ -94,10 +98,12 @@ TEST_F(WorkerTest, RoutesListShowsEachHostsCircuitAndAdaptiveLimitAsTheWorkersPu
 
   // A worker that died without withdrawing: its row stays listed, flagged stale, and counts for
   // nothing.
-  stack_->scalar("INSERT INTO route_host_states (host, worker_id, circuit, adaptive_limit,"
-                 " max_limit, updated_at) VALUES ('" +
-                 down_host + "', 'gone-worker', 'open', 3, 64, now() - interval '1 minute')"
-                 " RETURNING 1");
+  stack_->scalar(
+      "INSERT INTO route_host_states (host, worker_id, circuit, adaptive_limit,"
+      " max_limit, updated_at) VALUES ('" +
+      down_host +
+      "', 'gone-worker', 'open', 3, 64, now() - interval '1 minute')"
+      " RETURNING 1");
   routes = routes_now();
   ASSERT_EQ(routes.size(), 2u);
   EXPECT_EQ(routes[0]["destination"]["circuit"], "unknown");

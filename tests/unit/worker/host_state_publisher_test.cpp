@@ -111,8 +111,7 @@ TEST(HostStatePublisher, ItsThreadWritesEveryInterval) {
 
 TEST(RouteDestination, CombinesTheFreshRowsOfItsHostAndKeepsStaleOnesApart) {
   std::vector<HostStateRow> rows = {host_row("a:443", "closed", 40), host_row("a:443", "open", 64),
-                                    host_row("a:443", "half_open", 8),
-                                    host_row("b:80", "open", 1)};
+                                    host_row("a:443", "half_open", 8), host_row("b:80", "open", 1)};
   rows[1].open_until_ms = 5000;
   rows[2].age_ms = kHostStateStaleMs + 1;  // a worker that stopped publishing
   rows[0].worker_id = "w0";
