@@ -15,7 +15,9 @@ Result<void> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string&
     pqxx::work tx(c);
     tx.exec_params(
         "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (source, route, ordering_key) DO NOTHING",
+        " ON CONFLICT (source, route, ordering_key) DO UPDATE SET head_key = EXCLUDED.head_key,"
+        "   updated_at = now()"
+        " WHERE ordered_keys.head_key = ''",
         key.source, key.route, key.key, head);
     tx.commit();
   });

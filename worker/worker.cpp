@@ -370,11 +370,9 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   // wait too, taken out before releasing the order gate would start the next of them.
   const bool holds_key =
       d_.key_order && decision.next == NextState::kRetrying && d_.key_order->take_head(d);
+  std::vector<std::unique_ptr<Job>> behind;
   if (holds_key) {
-    for (auto& queued :
-         dispatcher_.take_queued([this](const Job& q) { return d_.key_order->must_wait(q.d); })) {
-      wait_for_key(std::move(queued));
-    }
+    behind = dispatcher_.take_queued([this](const Job& q) { return d_.key_order->must_wait(q.d); });
   }
   dispatcher_.release(*job, r, decision.outcome);
   d_.metrics->attempt(d.destination, decision.outcome.label,
@@ -394,6 +392,9 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   if (holds_key) {  // the hold is in Postgres before the retry is published
     d_.key_order->hold(std::move(job),
                        [this](std::unique_ptr<Job> j) { store_.record(std::move(j)); });
+    // After the hold: Postgres names the head before any delivery waits behind it, so a worker
+    // that reads the key meanwhile (after a crash or a rebalance) never finds it without one.
+    for (auto& queued : behind) wait_for_key(std::move(queued));
     return;
   }
   store_.record(std::move(job));
