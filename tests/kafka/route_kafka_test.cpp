@@ -164,7 +164,7 @@ TEST_F(RoutesOnKafka, PerKeyOrderHoldsAcrossRetriesAndAWorkerSigkilledMidRun) {
   std::cout << "[ key order on Kafka ] " << kEvents << " events over " << kKeys
             << " keys, receiver failing 20%: worker SIGKILLed after " << before_kill
             << " successes (" << held << " keys held, " << waiting
-            << " deliveries waiting), a new worker finished; all in order in "
+            << " deliveries waiting), a new worker finished in "
             << std::chrono::duration<double>(Clock::now() - started).count() << " s, "
             << receiver.failures() << " failed attempts, " << repeated
             << " successes repeated after the kill\n";
