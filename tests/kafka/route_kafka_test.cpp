@@ -24,8 +24,6 @@
 namespace hookrelay::test {
 namespace {
 
-using json = nlohmann::json;
-
 class RoutesOnKafka : public OnSharedCluster<WorkerTest> {
  protected:
   void create_stack_on_kafka(StackOptions o) {
@@ -75,7 +73,7 @@ TEST_F(RoutesOnKafka, A410ParksTheRouteAndAResumeReleasesItInArrivalOrderEachOnc
 
   auto listed = run_cli_in_process(cli({"routes", "list", "--json"}));
   ASSERT_EQ(listed.code, 0) << listed.err;
-  auto routes = json::parse(listed.out)["routes"];
+  auto routes = nlohmann::json::parse(listed.out)["routes"];
   ASSERT_EQ(routes.size(), 2u) << listed.out;
   EXPECT_EQ(routes[0]["state"], "suspended");
   EXPECT_EQ(routes[0]["reason"], "410 Gone from the receiver");
@@ -86,7 +84,7 @@ TEST_F(RoutesOnKafka, A410ParksTheRouteAndAResumeReleasesItInArrivalOrderEachOnc
   auto resumed = run_cli_in_process(cli(
       {"routes", "resume", "a", "--source", "acme", "--rate", "20", "--by", "tester", "--json"}));
   ASSERT_EQ(resumed.code, 0) << resumed.out << resumed.err;
-  EXPECT_EQ(json::parse(resumed.out)["release"]["released"], kEvents) << resumed.out;
+  EXPECT_EQ(nlohmann::json::parse(resumed.out)["release"]["released"], kEvents) << resumed.out;
 
   ASSERT_TRUE(rx_.wait_for_count("/a", gone_calls + kEvents, 30s)) << rx_.count("/a");
   ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kEvents, 20s)) << stack_->describe_deliveries();
