@@ -183,17 +183,19 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
   }
   if (expanded->empty()) {  // no route takes it: its source has none, or every filter said no
     // It was accepted all the same, so it is audited like any other webhook.
-    if (m.topic == kWebhooksTopic) audit_unrouted(m);
+    if (m.topic == kWebhooksTopic) {
+      // expand_message checked these headers before it found no route.
+      const std::string* source = m.header(header::kSource);
+      const std::string* event_id = m.header(header::kEventId);
+      auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
+      if (source && event_id && received) audit_first_copy(m, *source, *event_id, *received);
+    }
     intake_.finish(*msg);
     return;
   }
-  // Where the first copy of a webhook or a call lies in Kafka: a succeeded delivery is resent
-  // from it. A call's row keeps no body hash (nothing reads one for calls; the row stays narrow).
   if (m.topic == kWebhooksTopic || m.topic == kCallsTopic) {
     const Delivery& first = expanded->front();
-    store_.audit({first.source, first.event_id, m.topic, m.partition, m.offset,
-                  first.received_at_ms,
-                  m.topic == kWebhooksTopic ? hex_encode(sha256(*m.value)) : std::string()});
+    audit_first_copy(m, first.source, first.event_id, first.received_at_ms);
   }
   msg->pending = static_cast<int>(expanded->size());
   for (auto& d : *expanded) {
@@ -205,14 +207,14 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
   }
 }
 
-void Worker::audit_unrouted(const ConsumedMessage& m) {
-  // expand_message checked these headers before it found no route.
-  const std::string* source = m.header(header::kSource);
-  const std::string* event_id = m.header(header::kEventId);
-  auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
-  if (!source || !event_id || !received) return;
-  store_.audit({*source, *event_id, m.topic, m.partition, m.offset, *received,
-                hex_encode(sha256(m.value ? *m.value : std::string()))});
+// Where the first copy of a webhook or a call lies in Kafka: a succeeded delivery is resent from
+// it. A call's row keeps no body hash (nothing reads one for calls; the row stays narrow).
+void Worker::audit_first_copy(const ConsumedMessage& m, const std::string& source,
+                              const std::string& event_id, int64_t received_at_ms) {
+  std::string body_hash;
+  if (m.topic == kWebhooksTopic) body_hash = hex_encode(sha256(m.value ? *m.value : std::string()));
+  store_.audit(
+      {source, event_id, m.topic, m.partition, m.offset, received_at_ms, std::move(body_hash)});
 }
 
 void Worker::on_claimed(const WorkerEvent& e, int64_t now) {

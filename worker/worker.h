@@ -99,8 +99,9 @@ class Worker {
 
  private:
   void take_message(ConsumedMessage& m, const std::shared_ptr<MessageState>& msg);
-  // The inbound audit row of a webhook no route takes (worker.cpp: take_message).
-  void audit_unrouted(const ConsumedMessage& m);
+  // The inbound audit row of a message's first copy, whether or not a route takes it.
+  void audit_first_copy(const ConsumedMessage& m, const std::string& source,
+                        const std::string& event_id, int64_t received_at_ms);
   void drain_events(int64_t now, bool wait);
   void on_claimed(const WorkerEvent& e, int64_t now);
   void on_recorded(const WorkerEvent& e, int64_t now);
