@@ -20,14 +20,7 @@ class KeyOrderTest : public WorkerTest {
     WorkerTest::SetUp();
     auto started = receiver_.start();
     ASSERT_TRUE(started) << started.error().message;
-    StackOptions o;
-    // One partition: events reach the worker in the order they were produced.
-    o.partitions = 1;
-    o.schedule_seconds = {1, 2};
-    o.max_attempts = 30;
-    o.routes = {{"acme", "o", receiver_.url(), 5000,
-                 "ordered: true, ordering_key: { json_pointer: /customer }"}};
-    ASSERT_NO_FATAL_FAILURE(create_stack(o));
+    ASSERT_NO_FATAL_FAILURE(create_stack(ordered_route_stack(receiver_.url())));
     start_worker();
   }
   // Produces the events and waits for `n` successes; the seconds it took.

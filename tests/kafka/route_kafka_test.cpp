@@ -109,15 +109,7 @@ TEST_F(RoutesOnKafka, DISABLED_PerKeyOrderHoldsAcrossRetriesAndAWorkerSigkilledM
   OrderedReceiver receiver;
   ASSERT_TRUE(receiver.start());
   receiver.configure(0.2, "", {});
-  StackOptions o;
-  // One partition: a JSON-pointer key spans partitions otherwise, and first attempts would follow
-  // the order the worker reads them (docs/routes.md).
-  o.partitions = 1;
-  o.schedule_seconds = {1, 2};
-  o.max_attempts = 30;
-  o.routes = {{"acme", "o", receiver.url(), 5000,
-               "ordered: true, ordering_key: { json_pointer: /customer }"}};
-  ASSERT_NO_FATAL_FAILURE(create_stack_on_kafka(o));
+  ASSERT_NO_FATAL_FAILURE(create_stack_on_kafka(ordered_route_stack(receiver.url())));
   const auto started = Clock::now();
   const std::size_t a = start_worker();
   auto produced = stack_->produce_webhooks("acme", keyed_events("k", kKeys, kPerKey));

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "shared/http/http_server.h"
+#include "tests/support/stack.h"
 
 namespace hookrelay::test {
 
@@ -153,6 +154,19 @@ inline int expect_first_successes_in_sequence(
     EXPECT_EQ(firsts, want) << "key " << key;
   }
   return repeated;
+}
+
+// The stack of the per-key order tests on either broker: one ordered route keyed by the body's
+// /customer, a short retry schedule with room for many failures, and one partition, so events
+// reach the worker in the order they were produced (a JSON-pointer key spans partitions
+// otherwise, and first attempts would follow the order the worker reads them: docs/routes.md).
+inline StackOptions ordered_route_stack(const std::string& url) {
+  StackOptions o;
+  o.partitions = 1;
+  o.schedule_seconds = {1, 2};
+  o.max_attempts = 30;
+  o.routes = {{"acme", "o", url, 5000, "ordered: true, ordering_key: { json_pointer: /customer }"}};
+  return o;
 }
 
 }  // namespace hookrelay::test
