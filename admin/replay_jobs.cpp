@@ -11,10 +11,14 @@ namespace {
 #define HR_MS(col) "coalesce((extract(epoch from " col ") * 1000)::bigint, 0)"
 
 // Dead letters through their own table (migrations/0004); succeeded deliveries through the
-// first-seen indexes (migrations/0006). Either way at most $5 + 1 rows are read, so a filter
-// that matches too much is refused without reading the rest.
+// first-seen index, newest first. Either way at most $5 + 1 matches are read, so a filter that
+// matches too much is refused without reading the rest. The first-seen index is the only one
+// (migrations/0014): a route's succeeded deliveries are checked on the rows walked, so a route
+// with few of them reads back to `since` (or through the whole table without it).
 constexpr const char* kMatchDeadSql = R"SQL(
-SELECT d.delivery_key FROM dead_letters dl JOIN deliveries d USING (delivery_key)
+SELECT d.delivery_key FROM dead_letters dl
+  JOIN deliveries d ON md5(d.delivery_key)::uuid = md5(dl.delivery_key)::uuid
+    AND d.delivery_key = dl.delivery_key
 WHERE d.state = 'dead' AND ($1::text = '' OR dl.destination = $1::text)
   AND ($2::bigint = 0 OR d.first_seen_at >= to_timestamp($2::bigint / 1000.0))
   AND ($3::bigint = 0 OR d.first_seen_at < to_timestamp($3::bigint / 1000.0))

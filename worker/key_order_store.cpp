@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "shared/signing/crypto.h"
+#include "shared/store/key_hash_sql.h"
 #include "shared/store/pg_array.h"
 
 namespace hookrelay {
@@ -43,8 +44,8 @@ Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
         hex_encode(w.body));
     // The lease is given back: released, the delivery is claimed again like any retry.
     tx.exec_params(
-        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,"
-        " updated_at = now() WHERE delivery_key = $1 AND lease_token = $2",
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL"
+        " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND lease_token = $2",
         w.delivery_key, lease_token);
     tx.commit();
   });
@@ -120,7 +121,7 @@ Result<std::vector<HeldKey>> PostgresKeyOrderStore::held(int64_t done_for_ms) {
     auto rows = tx.exec_params(
         "SELECT k.source, k.route, k.ordering_key, k.head_key,"
         "  (k.head_key = ''"
-        "   OR EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_key = k.head_key"
+        "   OR EXISTS (SELECT 1 FROM deliveries d WHERE " HR_KEY_IS("d.delivery_key", "k.head_key")
         "              AND d.state IN ('succeeded', 'dead')"
         "              AND d.completed_at < now() - make_interval(secs => $1 / 1000.0))"
         "   OR (k.updated_at < now() - make_interval(secs => $1 / 1000.0)"

@@ -4,6 +4,7 @@
 #include <array>
 #include <map>
 #include <pqxx/pqxx>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -42,6 +43,11 @@ namespace {
 // do not lock in opposite orders. An ORDER BY here sorted them again, under the column's collation
 // (strcoll per comparison), once for the delivery keys and once for the inbound audit's (source,
 // event_id): 3-4 ms of the statement's 86 ms at 2,900 rows (bench/storage --explain, best of 8).
+//
+// The arbiter is the unique index on the key's hash (migrations/0014): a key that is new inserts
+// a row; a key whose hash a row already has takes the DO UPDATE path, which compares the text too
+// and leaves a row of another key (a hash collision) alone, so it is not returned and the caller
+// reports the batch as failed rather than take that delivery's state for its own.
 constexpr const char* kClaimSql = R"SQL(
 INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
     origin_topic, state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
@@ -51,20 +57,20 @@ SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, '')
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::bigint[], $11::bigint[])
      AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
-ON CONFLICT (delivery_key) DO UPDATE SET
-  (state, lease_owner, lease_until, lease_token, resend_id, updated_at) = (
+ON CONFLICT ((md5(delivery_key)::uuid)) DO UPDATE SET
+  (state, lease_owner, lease_until, lease_token, resend_id) = (
     SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
            CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
            CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
            CASE WHEN claimable THEN EXCLUDED.lease_token ELSE d.lease_token END,
-           CASE WHEN claimable THEN NULL ELSE d.resend_id END,
-           CASE WHEN claimable THEN now() ELSE d.updated_at END
+           CASE WHEN claimable THEN NULL ELSE d.resend_id END
     FROM (SELECT (d.state NOT IN ('succeeded', 'dead')
                   AND (d.lease_until IS NULL OR d.lease_until < now()
                        OR (d.lease_owner = EXCLUDED.lease_owner
                            AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32))))
                  OR (d.state = 'succeeded' AND d.resend_id IS NOT NULL)
                  AS claimable) c)
+  WHERE d.delivery_key = EXCLUDED.delivery_key
 RETURNING d.delivery_key, d.state, d.lease_token
 )SQL";
 
@@ -95,10 +101,10 @@ upd AS (
     lease_until = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_until END,
     lease_token = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
-                       THEN NULL ELSE d.lease_token END,
-    updated_at = now()
+                       THEN NULL ELSE d.lease_token END
   FROM input r
-  WHERE d.delivery_key = r.key AND d.state <> 'succeeded'
+  WHERE md5(d.delivery_key)::uuid = md5(r.key)::uuid AND d.delivery_key = r.key
+    AND d.state <> 'succeeded'
     AND (d.lease_token IS NOT DISTINCT FROM r.token OR r.next_state = 'succeeded')
   RETURNING d.delivery_key
 )
@@ -123,12 +129,12 @@ std::string inbound_insert_sql(int first) {
                               body_sha256)
   SELECT source, event_id,
          CASE WHEN received_ms > 0 THEN to_timestamp(received_ms / 1000.0) ELSE now() END,
-         topic, "partition", "offset", coalesce(body_sha256, '')
+         topic, "partition", "offset", decode(coalesce(body_sha256, ''), 'hex')
   FROM unnest()SQL" +
          p(0, "text") + ", " + p(1, "text") + ", " + p(2, "text") + ", " + p(3, "int") + ", " +
          p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") + R"SQL()
        AS r(source, event_id, topic, "partition", "offset", received_ms, body_sha256)
-  ON CONFLICT (source, event_id) DO NOTHING
+  ON CONFLICT ((md5(source || ':' || event_id)::uuid)) DO NOTHING
 )SQL";
 }
 
@@ -140,6 +146,12 @@ std::string record_inbound_sql() {
 // for both. The audit's INSERT runs as a data-modifying CTE whether or not it is referenced.
 std::string claim_audit_sql() {
   return "WITH audit AS (" + inbound_insert_sql(12) + ")" + kClaimSql;
+}
+
+bool is_hex(std::string_view s) {
+  return s.size() % 2 == 0 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+         });
 }
 
 // The seven arrays of an inbound audit batch, in inbound_insert_sql's order.
@@ -161,7 +173,9 @@ std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>&
     partitions.add(int64_t{e.partition});
     offsets.add(e.offset);
     received.add(e.received_ms);
-    hashes.add(e.body_sha256);
+    // Stored as bytes (decoded from hex by the statement): a value that is not hex, which the
+    // worker never computes, is stored empty rather than fail the whole batch.
+    hashes.add(is_hex(e.body_sha256) ? std::string_view(e.body_sha256) : std::string_view());
   }
   return {std::move(sources).take(),    std::move(event_ids).take(), std::move(topics).take(),
           std::move(partitions).take(), std::move(offsets).take(),   std::move(received).take(),
@@ -169,10 +183,9 @@ std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>&
 }
 
 constexpr const char* kReleaseSql = R"SQL(
-UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-    updated_at = now()
-WHERE delivery_key = ANY ($1::text[])
-  AND lease_owner = $2::text
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
+WHERE md5(delivery_key)::uuid = ANY (SELECT md5(k)::uuid FROM unnest($1::text[]) k)
+  AND delivery_key = ANY ($1::text[]) AND lease_owner = $2::text
 )SQL";
 
 void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 9>& p,
@@ -262,7 +275,15 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
     }
     std::vector<ClaimStatus> out;
     out.reserve(deliveries.size());
-    for (const DeliveryRef& d : deliveries) out.push_back(by_key.at(d.key));
+    for (const DeliveryRef& d : deliveries) {
+      auto it = by_key.find(d.key);
+      if (it == by_key.end()) {
+        throw std::runtime_error(
+            "delivery key " + d.key +
+            " has the hash of another delivery's key (deliveries_key_hash_idx)");
+      }
+      out.push_back(it->second);
+    }
     return out;
   });
 }

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "shared/kafka/wire_contract.h"
+#include "shared/store/key_hash_sql.h"
 
 namespace hookrelay {
 namespace {
@@ -80,7 +81,8 @@ Result<bool> PostgresReplayStore::needs_produce_again(const std::string& key) {
 Result<std::string> PostgresReplayStore::state(const std::string& key) {
   return pg_.run("replay state", [&](pqxx::connection& c) -> Result<std::string> {
     pqxx::nontransaction tx(c);
-    auto rows = tx.exec_params("SELECT state FROM deliveries WHERE delivery_key = $1", key);
+    auto rows = tx.exec_params(
+        "SELECT state FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"), key);
     if (rows.empty()) return fail("not_found", "no delivery with key " + key);
     return rows[0][0].as<std::string>();
   });
@@ -99,8 +101,9 @@ Result<void> PostgresReplayStore::undo_replay(const std::string& key) {
     // Only a replay that nobody picked up yet: no lease, still 'retrying'.
     tx.exec_params(
         "UPDATE deliveries SET state = $2,"
-        " completed_at = CASE WHEN $2 = 'dead' THEN now() END, updated_at = now()"
-        " WHERE delivery_key = $1 AND state = 'retrying' AND lease_owner IS NULL",
+        " completed_at = CASE WHEN $2 = 'dead' THEN now() END"
+        " WHERE " HR_KEY_IS("delivery_key",
+                            "$1::text") " AND state = 'retrying' AND lease_owner IS NULL",
         key, from_state_);
   });
 }

@@ -5,6 +5,8 @@
 #include <pqxx/pqxx>
 #include <utility>
 
+#include "shared/store/key_hash_sql.h"
+
 namespace hookrelay {
 namespace {
 
@@ -84,8 +86,9 @@ Result<std::vector<DeliveryRow>> DeliveryQueries::dlq_list(const DlqFilter& f) {
   // states, which the hot path keeps unindexed, scan deliveries.
   const std::string sql = f.status == "dead"
                               ? std::string("SELECT ") + kDeliveryColumns +
-                                    " FROM deliveries WHERE state = $1::text AND delivery_key IN ("
-                                    " SELECT delivery_key FROM dead_letters WHERE true" +
+                                    " FROM deliveries WHERE state = $1::text"
+                                    " AND " HR_KEY_HASH("delivery_key") " IN (SELECT " HR_KEY_HASH(
+                                        "delivery_key") " FROM dead_letters WHERE true" +
                                     filters + " LIMIT $6::int)" + order
                               : std::string("SELECT ") + kDeliveryColumns +
                                     " FROM deliveries WHERE ($1::text = '' OR state = $1::text)" +
@@ -100,9 +103,9 @@ Result<std::vector<DeliveryRow>> DeliveryQueries::dlq_list(const DlqFilter& f) {
 Result<DeliveryDetail> DeliveryQueries::delivery_show(const std::string& key) {
   return pg_.run("delivery_show", [&](pqxx::connection& c) -> Result<DeliveryDetail> {
     pqxx::read_transaction tx(c);  // one snapshot for the delivery and its history
-    auto rows = tx.exec_params(
-        std::string("SELECT ") + kDeliveryColumns + " FROM deliveries WHERE delivery_key = $1",
-        key);
+    auto rows = tx.exec_params(std::string("SELECT ") + kDeliveryColumns +
+                                   " FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"),
+                               key);
     if (rows.empty()) return fail("not_found", "no delivery with key " + key);
     DeliveryDetail out;
     out.delivery = delivery_from_row(rows[0]);
@@ -135,8 +138,9 @@ Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
     EventDetail out;
     auto inbound = tx.exec_params(
         "SELECT source, event_id, topic, \"partition\", \"offset\", " HR_MS("received_at") ", "
-        HR_MS("first_seen_at") ", body_sha256 FROM inbound_events"
-        " WHERE source = $1 AND event_id = $2",
+        HR_MS("first_seen_at") ", encode(body_sha256, 'hex') FROM inbound_events"
+        " WHERE " HR_EVENT_HASH("source", "event_id") " = " HR_EVENT_HASH("$1::text", "$2::text")
+        " AND source = $1 AND event_id = $2",
         source, event_id);
     if (!inbound.empty()) {
       const auto& r = inbound[0];
@@ -163,15 +167,15 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
     pqxx::work tx(c);
     // The state condition makes concurrent replays of one delivery succeed exactly once.
-    auto rows =
-        tx.exec_params(std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
-                                   " lease_until = NULL, lease_token = NULL, completed_at = NULL,"
-                                   " updated_at = now()"
-                                   " WHERE delivery_key = $1 AND state = $2 RETURNING ") +
-                           kDeliveryColumns,
-                       key, from_state);
+    auto rows = tx.exec_params(
+        std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
+                    " lease_until = NULL, lease_token = NULL, completed_at = NULL"
+                    " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND state = $2 RETURNING ") +
+            kDeliveryColumns,
+        key, from_state);
     if (rows.empty()) {
-      auto state = tx.exec_params("SELECT state FROM deliveries WHERE delivery_key = $1", key);
+      auto state = tx.exec_params(
+          "SELECT state FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"), key);
       if (state.empty()) return fail("not_found", "no delivery with key " + key);
       return fail("not_replayable", key + " is " + state[0][0].as<std::string>() + ", only " +
                                         from_state + " deliveries replay here");
@@ -211,20 +215,22 @@ Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& 
   const std::string table = !own_table          ? "deliveries"
                             : f.state == "dead" ? "dead_letters"
                                                 : "parked_deliveries";
-  // `inner` narrows the walk along its index (an event id, else a source, else a route; the
-  // first-seen bounds and the cursor); `outer` is checked on the rows walked, so a condition that
-  // matches nothing costs at most the scan budget instead of the whole source or table.
+  // `inner` narrows the walk along its index (an event id; a source or a route of dead_letters or
+  // parked_deliveries; the first-seen bounds and the cursor); `outer` is checked on the rows
+  // walked, so a condition that matches nothing costs at most the scan budget instead of the whole
+  // source or table. deliveries has one first-seen index (migrations/0014): without an event id,
+  // its walk checks the source and the route on the rows walked. dead_letters has one per source
+  // and one per route, parked_deliveries one per (source, route).
   std::string inner;
   std::string outer;
   if (!f.event_id.empty()) {
     inner += " AND event_id = " + param(f.event_id);
     if (!f.source.empty()) inner += " AND source = " + param(f.source);
   } else if (!f.source.empty()) {
-    inner += " AND source = " + param(f.source);
+    (own_table ? inner : outer) += " AND source = " + param(f.source);
   }
   if (!f.route.empty()) {
-    // parked_deliveries is indexed by (source, destination, first_seen_at).
-    const bool lead = (f.event_id.empty() && f.source.empty()) || table == "parked_deliveries";
+    const bool lead = own_table && (f.source.empty() || table == "parked_deliveries");
     (lead ? inner : outer) += " AND destination = " + param(f.route);
   }
   if (!own_table && !f.state.empty()) outer += " AND state = " + param(f.state);
@@ -249,8 +255,9 @@ Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& 
       "WITH scanned AS MATERIALIZED (SELECT delivery_key, first_seen_at, source, destination" +
       std::string(own_table ? "" : ", state") + " FROM " + table + " WHERE true" + inner + newest +
       " LIMIT " + std::to_string(cap) + "), hits AS (SELECT " + kDeliveryColumns + ", " + us +
-      ", first_seen_at AS page_at FROM deliveries WHERE delivery_key IN (SELECT delivery_key "
-      "FROM scanned WHERE true" +
+      ", first_seen_at AS page_at FROM deliveries"
+      " WHERE " HR_KEY_HASH("delivery_key") " IN (SELECT " HR_KEY_HASH(
+          "delivery_key") " FROM scanned WHERE true" +
       outer + newest + " LIMIT " + std::to_string(f.limit + 1) + ")" +
       (own_table ? " AND state = " + param(f.state) : std::string()) +
       "), edge AS (SELECT (SELECT count(*) FROM scanned) AS n, last.delivery_key AS k, " + us +
@@ -298,8 +305,10 @@ Result<ResendSourceRow> DeliveryQueries::resend_source(const std::string& key) {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(
         "SELECT d.kind, d.destination, i.topic, i.\"partition\", i.\"offset\" FROM deliveries d"
-        " LEFT JOIN inbound_events i ON i.source = d.source AND i.event_id = d.event_id"
-        " WHERE d.delivery_key = $1",
+        " LEFT JOIN inbound_events i ON " HR_EVENT_HASH("i.source", "i.event_id") " = "
+        HR_EVENT_HASH("d.source", "d.event_id") " AND i.source = d.source"
+        " AND i.event_id = d.event_id"
+        " WHERE " HR_KEY_IS("d.delivery_key", "$1::text"),
         key);
     if (rows.empty()) return fail("not_found", "no delivery with key " + key);
     const auto& r = rows[0];
@@ -320,12 +329,16 @@ Result<void> DeliveryQueries::mark_resend(const std::string& key, const std::str
   return pg_.run("mark_resend", [&](pqxx::connection& c) -> Result<void> {
     pqxx::work tx(c);
     auto rows = tx.exec_params(
-        "UPDATE deliveries SET resend_id = $2, updated_at = now()"
-        " WHERE delivery_key = $1 AND state = 'succeeded' AND resend_id IS NULL RETURNING attempts",
+        "UPDATE deliveries SET resend_id = $2"
+        " WHERE " HR_KEY_IS(
+            "delivery_key",
+            "$1::text") " AND state = 'succeeded' AND resend_id IS NULL RETURNING attempts",
         key, replay_id);
     if (rows.empty()) {
       auto state = tx.exec_params(
-          "SELECT state, resend_id IS NOT NULL FROM deliveries WHERE delivery_key = $1", key);
+          "SELECT state, resend_id IS NOT NULL FROM deliveries"
+          " WHERE " HR_KEY_IS("delivery_key", "$1::text"),
+          key);
       if (state.empty()) return fail("not_found", "no delivery with key " + key);
       return fail("not_resendable", state[0][1].as<bool>()
                                         ? key + " has a resend pending already"
@@ -349,8 +362,9 @@ Result<void> DeliveryQueries::undo_resend(const std::string& key, int64_t replay
   return pg_.run("undo_resend", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     tx.exec_params(
-        "UPDATE deliveries SET resend_id = NULL WHERE delivery_key = $1 AND resend_id = $2", key,
-        replay_id);
+        "UPDATE deliveries SET resend_id = NULL"
+        " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND resend_id = $2",
+        key, replay_id);
   });
 }
 
@@ -365,7 +379,7 @@ Result<bool> DeliveryQueries::needs_produce_again(const std::string& key, int64_
         "        AND (d.last_attempt_at IS NULL OR d.last_attempt_at < i.updated_at))"
         " FROM deliveries d JOIN replay_items i ON i.replay_id = $2 AND i.delivery_key = "
         "d.delivery_key"
-        " WHERE d.delivery_key = $1",
+        " WHERE " HR_KEY_IS("d.delivery_key", "$1::text"),
         key, replay_id);
     return !rows.empty() && !rows[0][0].is_null() && rows[0][0].as<bool>();
   });

@@ -275,9 +275,10 @@ TEST_F(AdminApiTest, ASucceededCallIsResentOncePerReplayWithTheSameIdempotencyKe
   EXPECT_EQ(c["attempts"][1]["worker_id"].get<std::string>().rfind("operator:", 0), 0u);
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
   // The call's audit row holds its place in Kafka only.
-  EXPECT_EQ(stack_->scalar("SELECT topic || ' ' || source || body_sha256 FROM inbound_events"
-                           " WHERE event_id = '" +
-                           id + "'"),
+  EXPECT_EQ(stack_->scalar(
+                "SELECT topic || ' ' || source || encode(body_sha256, 'hex') FROM inbound_events"
+                " WHERE event_id = '" +
+                id + "'"),
             "hookrelay.calls ");
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 
 #include "shared/clock.h"
 #include "tests/integration/scratch_database.h"
@@ -309,24 +310,26 @@ TEST_F(DeliveryQueriesTest, SearchesReadABoundedNumberOfRowsAndResumeByCursor) {
     return w;
   };
 
-  // Nothing in flight among 30 rows read 8 at a time: 3 empty partial pages, then the end.
+  // The source, like the state, is checked on the rows walked (deliveries has one first-seen
+  // index): nothing in flight among 33 rows (the fixture's three, newest, and bulk's 30) read 8
+  // at a time: 4 empty partial pages, then the end.
   auto none = walk({.source = "bulk", .state = "in_flight", .limit = 5, .scan_budget = 8});
   EXPECT_TRUE(none.keys.empty());
-  EXPECT_EQ(none.page_sizes, (std::vector<size_t>{0, 0, 0, 0}));
-  EXPECT_EQ(none.partial_pages, 3);
+  EXPECT_EQ(none.page_sizes, (std::vector<size_t>{0, 0, 0, 0, 0}));
+  EXPECT_EQ(none.partial_pages, 4);
 
   // Retrying (28, 21, 14, 7), two per page: the walk finds each once, newest first.
   auto retrying = walk({.source = "bulk", .state = "retrying", .limit = 2, .scan_budget = 8});
   EXPECT_EQ(retrying.keys, (std::vector<std::string>{"bulk-28", "bulk-21", "bulk-14", "bulk-07"}));
   EXPECT_GE(retrying.partial_pages, 1);
 
-  // A second filter that is not the walked index (source walked, route checked).
+  // Two filters checked on the rows walked (source and route).
   auto r1 =
       walk({.source = "bulk", .route = "r1", .state = "retrying", .limit = 1, .scan_budget = 5});
   EXPECT_EQ(r1.keys, (std::vector<std::string>{"bulk-21", "bulk-07"}));
   auto nope = walk({.source = "bulk", .route = "nope", .limit = 3, .scan_budget = 5});
   EXPECT_TRUE(nope.keys.empty());
-  // 30 rows, 5 a page: the sixth read a whole budget, so a seventh finds the end.
+  // 33 rows, 5 a page: the seventh reads the last 3 and finds the end.
   EXPECT_EQ(nope.page_sizes.size(), 7u);
 
   // Parked deliveries page through parked_deliveries: 30, 20, 10 (even, route r0).
@@ -337,10 +340,16 @@ TEST_F(DeliveryQueriesTest, SearchesReadABoundedNumberOfRowsAndResumeByCursor) {
   EXPECT_TRUE(walk({.source = "bulk", .route = "r1", .state = "parked"}).keys.empty());
 
   // With nothing to check on the rows walked, pages are full and never partial.
-  auto all = walk({.source = "bulk", .limit = 10, .scan_budget = 4});
-  EXPECT_EQ(all.keys.size(), 30u);
-  EXPECT_EQ(all.keys.front(), "bulk-30");
+  auto all = walk({.limit = 10, .scan_budget = 4});
+  EXPECT_EQ(all.keys.size(), 33u);
+  EXPECT_EQ(all.keys[3], "bulk-30");
   EXPECT_EQ(all.partial_pages, 0);
+  // One source: a page reads at least the budget (here the page and one), so the first, which
+  // walks the fixture's three, is partial; the walk still finds each of bulk's 30 once.
+  auto bulk = walk({.source = "bulk", .limit = 10, .scan_budget = 4});
+  EXPECT_EQ(bulk.keys.size(), 30u);
+  EXPECT_EQ(bulk.keys.front(), "bulk-30");
+  EXPECT_EQ(bulk.partial_pages, 1);
 }
 
 TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
@@ -382,6 +391,105 @@ TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
                         "WHERE event_id LIKE '%-1' OR event_id LIKE '%-2'"),
             "new-1");
   EXPECT_EQ(*queries_->delete_inbound_events(30), 0);
+}
+
+// A database with rows written before migrations/0014 (the text primary key, updated_at, the
+// body hash as hex text) is upgraded in place: its rows are read, claimed, recorded and
+// deduplicated by the code of 0014.
+TEST(StoreUpgradeTest, RowsWrittenBeforeTheKeyHashIndexesServeTheNewCode) {
+  namespace fs = std::filesystem;
+  const std::string admin = testing::test_admin_url();
+  ASSERT_FALSE(admin.empty());
+  testing::ScratchDatabase db(admin);
+  const fs::path dir = fs::temp_directory_path() / ("hr_upgrade_" + db.name());
+  fs::create_directories(dir);
+  for (const auto& entry : fs::directory_iterator(HOOKRELAY_SOURCE_DIR "/migrations")) {
+    if (entry.path().filename().string() < "0014") {
+      fs::copy_file(entry.path(), dir / entry.path().filename());
+    }
+  }
+  auto before = migrate(db.url(), dir.string());
+  fs::remove_all(dir);
+  ASSERT_TRUE(before) << before.error().message;
+  ASSERT_EQ(before->back(), "0013");
+
+  // As the worker and the admin API wrote them before: one in flight under an expired lease, one
+  // dead (dead_letters by the trigger, a replay audit), one succeeded; the event's audit row.
+  db.scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, lease_owner, lease_until, lease_token, first_seen_at, origin_topic, updated_at)"
+      " VALUES ('wh:github:e1:ci', 'webhook', 'github', 'e1', 'ci', 'http://127.0.0.1:9/ci',"
+      " 'in_flight', 1, 'w0', now() - interval '1 minute', 7, now() - interval '1 hour',"
+      " 'hookrelay.webhooks', now()),"
+      " ('wh:github:e1:deploy', 'webhook', 'github', 'e1', 'deploy', 'http://127.0.0.1:9/d',"
+      " 'retrying', 1, NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.webhooks', now()),"
+      " ('wh:github:e1:audit', 'webhook', 'github', 'e1', 'audit', 'http://127.0.0.1:9/a',"
+      " 'succeeded', 1, NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.webhooks', now())");
+  db.scalar(
+      "UPDATE deliveries SET state = 'dead', last_attempt_at = now(), completed_at = now()"
+      " WHERE delivery_key = 'wh:github:e1:deploy'");
+  db.scalar(
+      "INSERT INTO dlq_replays (delivery_key, replayed_by, reason)"
+      " VALUES ('wh:github:e1:deploy', 'alice', 'earlier')");
+  db.scalar(
+      "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,"
+      " outcome, error, worker_id) VALUES ('wh:github:e1:deploy', 1, now(), 5, 500, 'permanent',"
+      " 'HTTP 500', 'w0')");
+  db.scalar(
+      "INSERT INTO inbound_events (source, event_id, received_at, topic, \"partition\", \"offset\","
+      " body_sha256) VALUES ('github', 'e1', now(), 'hookrelay.webhooks', 2, 41, 'cafe')");
+
+  auto after = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(*after, (std::vector<std::string>{"0014"}));
+
+  DeliveryQueries queries(db.url());
+  auto event = queries.event_show("github", "e1");
+  ASSERT_TRUE(event) << event.error().message;
+  ASSERT_TRUE(event->inbound);
+  EXPECT_EQ(event->inbound->body_sha256, "cafe");
+  EXPECT_EQ(event->inbound->partition, 2);
+  EXPECT_EQ(event->deliveries.size(), 3u);
+  auto dead = queries.delivery_show("wh:github:e1:deploy");
+  ASSERT_TRUE(dead) << dead.error().message;
+  EXPECT_EQ(dead->delivery.state, "dead");
+  EXPECT_EQ(dead->attempts.size(), 1u);
+  EXPECT_EQ(dead->replays.size(), 1u);
+  auto dlq = queries.dlq_list({});
+  ASSERT_TRUE(dlq) << dlq.error().message;
+  ASSERT_EQ(dlq->size(), 1u);
+  EXPECT_EQ((*dlq)[0].key, "wh:github:e1:deploy");
+  auto page = queries.list_deliveries({.source = "github", .state = "dead"});
+  ASSERT_TRUE(page) << page.error().message;
+  ASSERT_EQ(page->rows.size(), 1u);
+  ASSERT_TRUE(queries.mark_replayed("wh:github:e1:deploy", "bob", "fixed", 0, "dead"));
+
+  // The worker's statements find the old rows through the new indexes.
+  PostgresDeliveryStore store(db.url());
+  auto ref = [](const std::string& route, int64_t token) {
+    return DeliveryRef{
+        "wh:github:e1:" + route, "webhook", "github", "e1", route, "http://127.0.0.1:9/" + route,
+        "hookrelay.webhooks",    0,         token};
+  };
+  using S = ClaimStatus;
+  auto claimed = store.claim({ref("ci", 11), ref("deploy", 12), ref("audit", 13)}, "w1", 60);
+  ASSERT_TRUE(claimed) << claimed.error().message;
+  EXPECT_EQ(*claimed, (std::vector<S>{S::kClaimed, S::kClaimed, S::kAlreadySucceeded}));
+  ASSERT_TRUE(store.record({AttemptRecord{"wh:github:e1:ci", 2, unix_now_ms(), 10, 200, "succeeded",
+                                          "", "succeeded", 11}},
+                           "w1"));
+  EXPECT_EQ(db.scalar("SELECT state || ' ' || attempts FROM deliveries"
+                      " WHERE delivery_key = 'wh:github:e1:ci'"),
+            "succeeded 2");
+  claimed = store.claim({ref("ci", 14)}, "w1", 60);
+  ASSERT_TRUE(claimed) << claimed.error().message;
+  EXPECT_EQ(*claimed, (std::vector<S>{S::kAlreadySucceeded}));
+  // The event's first audit row stays the only one.
+  auto inbound = store.record_inbound(
+      {InboundEventRecord{"github", "e1", "hookrelay.webhooks", 9, 99, unix_now_ms(), "beef"}});
+  ASSERT_TRUE(inbound) << inbound.error().message;
+  EXPECT_EQ(*inbound, 0);
+  EXPECT_EQ(db.scalar("SELECT count(*) || ' ' || min(\"offset\") FROM inbound_events"), "1 41");
 }
 
 }  // namespace

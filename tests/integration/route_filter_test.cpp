@@ -156,7 +156,7 @@ TEST_F(WorkerTest, AnEventEveryRouteFiltersOutIsStillAudited) {
       << stack_->scalar("SELECT string_agg(event_id, ',' ORDER BY event_id) FROM inbound_events");
   // Each row names the event's place in hookrelay.webhooks and the hash of its body.
   for (const auto& [id, body] : events) {
-    EXPECT_EQ(stack_->scalar("SELECT topic || ' ' || body_sha256 FROM inbound_events"
+    EXPECT_EQ(stack_->scalar("SELECT topic || ' ' || encode(body_sha256, 'hex') FROM inbound_events"
                              " WHERE source = 'github' AND event_id = '" +
                              id + "'"),
               "hookrelay.webhooks " + hex_encode(sha256(body)))
