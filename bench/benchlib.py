@@ -465,6 +465,37 @@ def worker_postgres_breakdown(port):
     return ops
 
 
+def worker_stage_buckets(port):
+    """{stage: {upper bound: cumulative count}} from a hookrelay-worker's
+    hookrelay_worker_stage_seconds histogram (its /metrics on `port`)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    stages = {}
+    for labels, value in re.findall(r'^hookrelay_worker_stage_seconds_bucket\{([^}]*)\} (\S+)$', text, re.M):
+        le = re.search(r'le="([^"]+)"', labels).group(1)
+        stage = re.search(r'stage="([^"]+)"', labels).group(1)
+        stages.setdefault(stage, {})[float(le)] = float(value)
+    return stages
+
+
+def histogram_quantile(buckets, q):
+    """The q-quantile of {upper bound: cumulative count}, interpolated linearly within its bucket
+    (as Prometheus' histogram_quantile does); nan when empty."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for b in bounds:
+        if buckets[b] >= rank:
+            if b == float("inf"):
+                return lower
+            inside = buckets[b] - below
+            return lower + (b - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = b, buckets[b]
+    return lower
+
+
 # A venv with confluent-kafka, for reading Kafka back (bench/chaos, bench/e2e); outside the repository.
 KAFKA_VENV = Path(os.environ.get("HOOKRELAY_CHAOS_VENV", Path.home() / ".cache" / "hookrelay" / "chaos-venv"))
 CONFLUENT_KAFKA = "confluent-kafka==2.16.1"

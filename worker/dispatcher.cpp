@@ -133,6 +133,7 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
 void Dispatcher::send(std::unique_ptr<Job> j, int64_t now) {
   j->holds_slot = true;
   j->started_ms = now;
+  j->stages.sent = StageTimes::Clock::now();
   if (!j->route_key.empty()) {
     route_limits_.start(j->route_key, *j->d.route);
     j->holds_route_slot = true;

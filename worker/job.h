@@ -5,6 +5,7 @@
 // the batch it was handed while the coordinator leaves it alone.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,6 +25,15 @@ struct MessageState {
   // The config its deliveries were expanded under: their Delivery::route points into it, so it
   // lives until the last of them finishes, whatever a reload installs meanwhile.
   std::shared_ptr<const Config> config;
+};
+
+// When one turn of a delivery passed each stage of the worker, for
+// hookrelay_worker_stage_seconds (docs/metrics.md). A stamp left at its default was not passed.
+struct StageTimes {
+  using Clock = std::chrono::steady_clock;
+  int64_t kafka_ms = -1;  // a first copy's Kafka timestamp (Unix ms); -1: not a first copy
+  int64_t polled_ms = 0;  // when the worker took its message (Unix ms)
+  Clock::time_point polled, claim_sent, claimed, sent, answered;
 };
 
 struct Job {
@@ -47,6 +57,7 @@ struct Job {
   // Bounced without an attempt under a lease of its own: the coordinator gives the lease back
   // once the retry message is acknowledged.
   bool give_back_lease = false;
+  StageTimes stages;
 };
 
 }  // namespace hookrelay

@@ -184,6 +184,7 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
     c.topic = rd_kafka_topic_name(m->rkt);
     c.partition = m->partition;
     c.offset = m->offset;
+    c.timestamp_ms = rd_kafka_message_timestamp(m.get(), nullptr);
     c.value = std::make_shared<const std::string>(static_cast<const char*>(m->payload), m->len);
     if (m->key) c.key.assign(static_cast<const char*>(m->key), m->key_len);
     rd_kafka_headers_t* hdrs = nullptr;

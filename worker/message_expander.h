@@ -37,6 +37,7 @@ struct ConsumedMessage {
   std::shared_ptr<const std::string> value;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string key;  // the Kafka message key; "" when it has none
+  int64_t timestamp_ms = -1;  // the Kafka message timestamp (Unix ms); -1 when it has none
 
   // Last value of a header, or nullptr.
   const std::string* header(std::string_view name) const;

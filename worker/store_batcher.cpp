@@ -69,7 +69,9 @@ void StoreBatcher::flush_claims(int64_t now) {
   const auto& batch = claims_.start();
   auto refs = std::make_shared<std::vector<DeliveryRef>>();
   refs->reserve(batch.size());
+  const auto sent_at = StageTimes::Clock::now();
   for (const auto& j : batch) {
+    j->stages.claim_sent = sent_at;
     // Every claim has a token of its own, so a claim is one attempt's: see DeliveryStore::claim.
     // A claim sent again after a failed round trip keeps its token: if the first one did commit,
     // the lease it took is found holding this token and the claim is won, not refused.

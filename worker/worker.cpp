@@ -198,10 +198,15 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     audit_first_copy(m, first.source, first.event_id, first.received_at_ms);
   }
   msg->pending = static_cast<int>(expanded->size());
+  const bool first_copy = m.topic == kWebhooksTopic || m.topic == kCallsTopic;
+  const auto polled = StageTimes::Clock::now();
   for (auto& d : *expanded) {
     auto job = std::make_unique<Job>();
     job->d = std::move(d);
     job->msg = msg;
+    job->stages.kafka_ms = first_copy ? m.timestamp_ms : -1;
+    job->stages.polled_ms = now;
+    job->stages.polled = polled;
     in_flight_.fetch_add(1);
     store_.claim(std::move(job));
   }
@@ -227,7 +232,9 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
     job->history.last_error = "claim refused by the store (" + error.code + "): " + error.message;
     redeliver(std::move(job), AttemptResult::Kind::kStoreRejected, now);
   }
+  const auto claimed_at = StageTimes::Clock::now();
   for (auto& [job, status] : claimed.answered) {
+    job->stages.claimed = claimed_at;
     switch (status) {
       case ClaimStatus::kClaimed:
         if (stop_.load()) {  // shutting down: give the lease back, the message is replayed
@@ -361,6 +368,7 @@ void Worker::on_produced(const WorkerEvent& e, int64_t now) {
 }
 
 void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64_t now) {
+  job->stages.answered = StageTimes::Clock::now();
   auto& d = job->d;
   std::optional<int64_t> retry_after;
   if (r.retry_after) retry_after = parse_retry_after(*r.retry_after, now);
@@ -412,9 +420,25 @@ void Worker::wait_for_key(std::unique_ptr<Job> job) {
   });
 }
 
+// The stages this turn passed through, into hookrelay_worker_stage_seconds.
+void Worker::observe_stages(const StageTimes& t) {
+  using Stage = WorkerMetrics::Stage;
+  if (t.kafka_ms >= 0 && t.polled_ms >= t.kafka_ms)
+    d_.metrics->stage(Stage::kBroker, static_cast<double>(t.polled_ms - t.kafka_ms) / 1000.0);
+  const StageTimes::Clock::time_point marks[] = {t.polled,  t.claim_sent, t.claimed,
+                                                 t.sent,    t.answered,   StageTimes::Clock::now()};
+  const Stage stages[] = {Stage::kClaimWait, Stage::kClaim, Stage::kDispatchWait, Stage::kHttp,
+                          Stage::kRecord};
+  for (std::size_t i = 0; i < std::size(stages); ++i) {
+    if (marks[i] == StageTimes::Clock::time_point{} || marks[i + 1] < marks[i]) continue;
+    d_.metrics->stage(stages[i], std::chrono::duration<double>(marks[i + 1] - marks[i]).count());
+  }
+}
+
 void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
   auto recorded = store_.on_recorded(e, now);
   for (auto& job : recorded.recorded) {
+    observe_stages(job->stages);
     if (job->decision.next == NextState::kSucceeded) {
       d_.metrics->delivery("succeeded");
       finish(std::move(job));

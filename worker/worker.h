@@ -105,6 +105,7 @@ class Worker {
   void drain_events(int64_t now, bool wait);
   void on_claimed(const WorkerEvent& e, int64_t now);
   void on_recorded(const WorkerEvent& e, int64_t now);
+  void observe_stages(const StageTimes& t);
   void on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64_t now);
   void on_produced(const WorkerEvent& e, int64_t now);
   // decide() for a turn without an HTTP attempt, then the retry tier or the DLQ.

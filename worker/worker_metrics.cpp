@@ -89,6 +89,12 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   host_pauses_ = &reg(
       prometheus::BuildCounter(), r, "hookrelay_host_pauses_total",
       "Retry-After answers (429 or 503) that paused every call to a destination host, by host");
+  auto& stages = reg(prometheus::BuildHistogram(), r, "hookrelay_worker_stage_seconds",
+                     "Time one turn of a delivery spends in each stage of the worker");
+  const char* stage_names[] = {"broker", "claim_wait", "claim", "dispatch_wait", "http", "record"};
+  static_assert(std::size(stage_names) == std::tuple_size_v<decltype(stages_)>);
+  for (std::size_t i = 0; i < stages_.size(); ++i)
+    stages_[i] = &series_.get(stages, {{"stage", stage_names[i]}});
   // Series dashboards read exist from the start, at zero.
   for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"})
     series_.get(*deliveries_, {{"outcome", o}});

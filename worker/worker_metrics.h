@@ -11,6 +11,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <string>
 
 #include "shared/config/config.h"
@@ -37,6 +38,9 @@ class WorkerMetrics {
   void consumer_error(std::string_view code);
   void lag(std::string_view topic, double value);
   void circuits(double closed, double open, double half_open);
+  // Where a delivery's time goes in the worker, one turn at a time (docs/metrics.md).
+  enum class Stage { kBroker, kClaimWait, kClaim, kDispatchWait, kHttp, kRecord };
+  void stage(Stage s, double seconds) { stages_[static_cast<std::size_t>(s)]->Observe(seconds); }
   // A delivery sent to wait in a retry tier because its host's circuit is open.
   void circuit_deferral() { circuit_deferrals_->Increment(); }
   // Adaptive flow control (worker/flow_control.h): a host's in-flight limit; a cut of it by
@@ -83,6 +87,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>* filtered_;
   prometheus::Family<prometheus::Gauge>* route_suspended_;
   prometheus::Family<prometheus::Counter>* route_suspensions_;
+  std::array<prometheus::Histogram*, 6> stages_{};
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* postgres_up_;
   prometheus::Gauge* paused_;
