@@ -42,7 +42,10 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       {"session.timeout.ms", config.worker.static_membership ? "45000" : "10000"},
       {"heartbeat.interval.ms", "1000"},
       {"max.poll.interval.ms", "300000"},
-      {"fetch.wait.max.ms", "50"},
+      // How long a broker may hold a fetch that finds nothing new. Kafka answers as soon as a
+      // message arrives, so this is the idle fetch rate; the devbroker (librdkafka's mock
+      // cluster) holds an empty fetch the whole time, so there it adds up to this much latency.
+      {"fetch.wait.max.ms", "10"},
       {"queued.max.messages.kbytes", "16384"},  // the prefetch that waits while the worker is full
   };
   if (config.worker.static_membership) props["group.instance.id"] = config.worker.group_instance_id;
