@@ -6,7 +6,9 @@
 // Batches follow the load (worker.store_batching): a free lane sends once min_batch items are
 // queued or its oldest queued item has waited max_wait_ms, so a steady stream is committed in
 // batches of many rather than as soon as anything is queued; the wait is bounded by that budget.
-// A batch put back after a failure goes out at once.
+// Attempt records, after the call and off the delivery's path, wait up to record_max_wait_ms
+// instead, except a record of an ordered route (its key's next delivery waits for it): that one
+// sends the lane within max_wait_ms. A batch put back after a failure goes out at once.
 //
 // The inbound audit rides with the claims: the events queued when a claim batch leaves go in the
 // same statement (DeliveryStore::claim_and_audit), one commit for both. The audit lane sends on
@@ -53,20 +55,32 @@ class StoreLane {
   StoreLane(bool threaded, std::size_t max_batch)
       : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded)) {}
 
-  void push(T item) { queued_.push_back(std::move(item)); }
-  void set_batching(StoreBatchingConfig b) { batching_ = b; }
-  // Whether a free lane sends now: a full enough batch, the oldest item's wait used up, or a
-  // batch put back or searched item by item. The first call that sees an item queued starts its
-  // wait, also while a round trip is out (the coordinator calls it in every step).
+  // `prompt`: this item's wait is the shorter prompt budget (set_batching), whatever the lane's.
+  void push(T item, bool prompt = false) {
+    queued_.push_back(std::move(item));
+    prompt_queued_ |= prompt;
+  }
+  void set_batching(int min_batch, int max_wait_ms, int prompt_wait_ms) {
+    min_batch_ = min_batch;
+    max_wait_ms_ = max_wait_ms;
+    prompt_wait_ms_ = prompt_wait_ms;
+  }
+  // Whether a free lane sends now: a full enough batch, the oldest item's wait (or the oldest
+  // prompt item's) used up, or a batch put back or searched item by item. The first call that
+  // sees an item queued starts its wait, also while a round trip is out (the coordinator calls
+  // it in every step).
   bool due(int64_t now) {
     if (queued_.empty()) {
-      waiting_since_ = -1;  // emptied without a batch leaving (drop_unclaimed)
+      waiting_since_ = prompt_since_ = -1;  // emptied without a batch leaving (drop_unclaimed)
+      prompt_queued_ = false;
       return false;
     }
     if (waiting_since_ < 0) waiting_since_ = now;
+    if (prompt_queued_ && prompt_since_ < 0) prompt_since_ = now;
     if (busy_) return false;
-    return urgent_ || isolate_ > 0 || queued_.size() >= std::size_t(batching_.min_batch) ||
-           now - waiting_since_ >= batching_.max_wait_ms;
+    return urgent_ || isolate_ > 0 || queued_.size() >= std::size_t(min_batch_) ||
+           now - waiting_since_ >= max_wait_ms_ ||
+           (prompt_since_ >= 0 && now - prompt_since_ >= prompt_wait_ms_);
   }
   bool busy() const { return busy_; }
   bool has_queued() const { return !queued_.empty(); }
@@ -78,7 +92,8 @@ class StoreLane {
   const std::vector<T>& start() {
     busy_ = true;
     urgent_ = false;
-    waiting_since_ = -1;
+    waiting_since_ = prompt_since_ = -1;
+    prompt_queued_ = false;
     std::size_t n = isolate_ > 0 ? 1 : max_batch_;
     if (queued_.size() <= n) {
       out_ = std::move(queued_);
@@ -113,9 +128,13 @@ class StoreLane {
 
  private:
   std::size_t max_batch_;
-  StoreBatchingConfig batching_{.min_batch = 1, .max_wait_ms = 0};
+  int min_batch_ = 1;
+  int max_wait_ms_ = 0;
+  int prompt_wait_ms_ = 0;
   std::size_t isolate_ = 0;
   int64_t waiting_since_ = -1;  // when the oldest queued item was first seen; -1: none queued
+  int64_t prompt_since_ = -1;   // the same for the oldest prompt item
+  bool prompt_queued_ = false;  // an item pushed as prompt is queued
   bool urgent_ = false;         // the queue holds items put back or left over: send at once
   bool busy_ = false;
   std::vector<T> queued_;
@@ -147,7 +166,10 @@ class StoreBatcher {
   // How claim and record batches gather from now on (a configuration reload).
   void set_batching(StoreBatchingConfig b);
   void claim(std::unique_ptr<Job> job) { claims_.push(std::move(job)); }
-  void record(std::unique_ptr<Job> job) { records_.push(std::move(job)); }
+  void record(std::unique_ptr<Job> job) {
+    const bool ordered = job->d.route && job->d.route->ordered;
+    records_.push(std::move(job), ordered);
+  }
   void audit(InboundEventRecord event);
 
   // Sends the next batch of each lane that is free, unless the store is held for an outage.

@@ -419,11 +419,15 @@ OrderingKey parse_ordering_key(const YAML::Node& n, const std::string& field, co
 }
 
 void parse_store_batching(const YAML::Node& b, const std::string& field, StoreBatchingConfig& out) {
-  if (!b.IsMap()) bad(field, "must be a mapping (min_batch, max_wait_ms)");
-  only_keys(b, field, {"min_batch", "max_wait_ms"});
+  if (!b.IsMap()) bad(field, "must be a mapping (min_batch, max_wait_ms, record_max_wait_ms)");
+  only_keys(b, field, {"min_batch", "max_wait_ms", "record_max_wait_ms"});
   if (b["min_batch"]) out.min_batch = num<int>(b["min_batch"], join(field, "min_batch"), 1, 10000);
   if (b["max_wait_ms"])
     out.max_wait_ms = num<int>(b["max_wait_ms"], join(field, "max_wait_ms"), 0, 1000);
+  if (b["record_max_wait_ms"]) {
+    out.record_max_wait_ms =
+        num<int>(b["record_max_wait_ms"], join(field, "record_max_wait_ms"), 0, 1000);
+  }
 }
 
 RouteConfig parse_route(const YAML::Node& n, const std::string& field, const EnvLookup& env,

@@ -175,9 +175,13 @@ struct AdaptiveLimitConfig {
 // batch: a lane that is free sends once min_batch items are queued, or once its oldest queued
 // item has waited max_wait_ms (the latency budget a batch may add; 0 = send whatever is queued
 // at once). Whatever arrives while a round trip is out joins the next batch either way.
+// Attempt records come after the call, off the delivery's path, so their lane may wait longer:
+// record_max_wait_ms (negative: max_wait_ms); a record of an ordered route, whose key's next
+// delivery waits for it, goes within max_wait_ms.
 struct StoreBatchingConfig {
   int min_batch = 100;
   int max_wait_ms = 10;
+  int record_max_wait_ms = -1;
 };
 
 struct WorkerConfig {
@@ -203,7 +207,7 @@ struct WorkerConfig {
   int shutdown_grace_ms = 20000;        // SIGTERM: longest wait for in-flight deliveries
   int claim_lease_seconds = 120;        // another worker may re-claim after this
   AdaptiveLimitConfig adaptive_limit;
-  StoreBatchingConfig store_batching;
+  StoreBatchingConfig store_batching{.min_batch = 100, .max_wait_ms = 10, .record_max_wait_ms = 50};
 };
 
 // The Kafka topics as `hookrelay topics apply` creates them and `hookrelay topics check` expects

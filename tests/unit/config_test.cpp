@@ -93,16 +93,22 @@ TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
   ASSERT_TRUE(d);
   EXPECT_EQ(d->worker.store_batching.min_batch, 100);
   EXPECT_EQ(d->worker.store_batching.max_wait_ms, 10);
+  EXPECT_EQ(d->worker.store_batching.record_max_wait_ms, 50);
   auto c = parse_config("worker: { store_batching: { min_batch: 1, max_wait_ms: 0 } }", env_of({}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->worker.store_batching.min_batch, 1);
   EXPECT_EQ(c->worker.store_batching.max_wait_ms, 0);
+  auto r = parse_config("worker: { store_batching: { record_max_wait_ms: 0 } }", env_of({}));
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->worker.store_batching.record_max_wait_ms, 0);
   const std::map<std::string, std::string> refused = {
       {"{ min_batch: 0 }", "worker.store_batching.min_batch"},
       {"{ min_batch: 10001 }", "worker.store_batching.min_batch"},
       {"{ max_wait_ms: -1 }", "worker.store_batching.max_wait_ms"},
       {"{ max_wait_ms: 1001 }", "worker.store_batching.max_wait_ms"},
       {"{ max_wait_ms: soon }", "worker.store_batching.max_wait_ms"},
+      {"{ record_max_wait_ms: -1 }", "worker.store_batching.record_max_wait_ms"},
+      {"{ record_max_wait_ms: 1001 }", "worker.store_batching.record_max_wait_ms"},
       {"{ linger_ms: 5 }", "worker.store_batching.linger_ms"},
       {"[100, 10]", "worker.store_batching"}};
   for (const auto& [yaml, field] : refused) {

@@ -169,6 +169,38 @@ TEST_F(StoreBatching, RecordsGatherTheSameWay) {
   EXPECT_EQ(store.record_trips[0], 4u);
 }
 
+TEST_F(StoreBatching, RecordsWaitTheirOwnLongerBudget) {
+  make({.min_batch = 4, .max_wait_ms = 10, .record_max_wait_ms = 50});
+  batcher->record(job("k1"));
+  batcher->flush_records(1000);
+  batcher->flush_records(1049);
+  EXPECT_TRUE(store.record_trips.empty());  // past the claims' 10 ms, within the records' 50
+  batcher->flush_records(1050);
+  ASSERT_EQ(store.record_trips.size(), 1u);
+  EXPECT_EQ(store.record_trips[0], 1u);
+  batcher->claim(job("c1"));  // claims keep the short budget
+  batcher->flush_claims(1050);
+  batcher->flush_claims(1060);
+  EXPECT_EQ(store.claim_trips.size(), 1u);
+}
+
+TEST_F(StoreBatching, ARecordOfAnOrderedRouteSendsTheLaneWithinTheShortBudget) {
+  make({.min_batch = 4, .max_wait_ms = 10, .record_max_wait_ms = 50});
+  RouteConfig ordered;
+  ordered.ordered = true;
+  batcher->record(job("k1"));
+  batcher->flush_records(1000);
+  auto head = job("k2");
+  head->d.route = &ordered;  // the next delivery of its key waits for this record
+  batcher->record(std::move(head));
+  batcher->flush_records(1005);
+  batcher->flush_records(1014);
+  EXPECT_TRUE(store.record_trips.empty());
+  batcher->flush_records(1015);  // 10 ms after the ordered one arrived: both go
+  ASSERT_EQ(store.record_trips.size(), 1u);
+  EXPECT_EQ(store.record_trips[0], 2u);
+}
+
 TEST_F(StoreBatching, ABatchingChangeAppliesToWhatIsQueued) {
   batcher->claim(job("k1"));
   batcher->flush_claims(1000);
