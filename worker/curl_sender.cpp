@@ -190,6 +190,24 @@ int wait_ms(const std::vector<LoopState>& loops) {
   return static_cast<int>(ms);
 }
 
+// The options every call shares, set once when an easy handle is made. A finished handle goes
+// back to the idle list as it is, so a reused one keeps them (curl_easy_reset and setting them
+// again for each delivery showed in profiles); what differs per call is set when it starts.
+void set_fixed_options(CURL* e, const std::string& user_agent) {
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent.c_str());
+  // No proxy, whatever http_proxy/https_proxy/all_proxy say: through a proxy the SSRF guard
+  // would judge the proxy's address, not the destination's.
+  curl_easy_setopt(e, CURLOPT_PROXY, "");
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &on_header);
+}
+
 }  // namespace
 
 CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
@@ -264,6 +282,7 @@ void CurlSender::run() {
   // Finished easy handles, reset and ready: creating one per delivery showed up in profiles.
   std::vector<CurlEasy> idle;
   constexpr std::size_t kMaxIdle = 1024;
+  std::string header_line;  // "Name: value" of the header being added, its buffer reused
   auto finish = [this](std::unique_ptr<Transfer> t, HttpResult r) {
     r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - t->started)
@@ -283,9 +302,9 @@ void CurlSender::run() {
       std::abort();
     }
     std::unique_ptr<Transfer> t = std::move(node.mapped());
+    // Not curl_easy_reset: the handle keeps its fixed options; the next call sets the rest.
     auto recycle = [&idle](Transfer& done) {
       if (idle.size() >= kMaxIdle) return;
-      curl_easy_reset(done.easy.get());
       idle.push_back(std::move(done.easy));
     };
     HttpResult r;
@@ -329,28 +348,22 @@ void CurlSender::run() {
         idle.pop_back();
       } else {
         t->easy.reset(curl_easy_init());
+        set_fixed_options(t->easy.get(), user_agent_);
       }
       CURL* e = t->easy.get();
       const auto& c = t->call;
       curl_easy_setopt(e, CURLOPT_URL, c.url.c_str());
-      curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-      curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-      curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
       curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(c.timeout_ms));
       curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(c.connect_timeout_ms));
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-      curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent_.c_str());
-      // No proxy, whatever http_proxy/https_proxy/all_proxy say: through a proxy the SSRF guard
-      // would judge the proxy's address, not the destination's.
-      curl_easy_setopt(e, CURLOPT_PROXY, "");
-      curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
       curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t.get());
-      curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body);
       curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
-      curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &on_header);
       curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
       curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+      // The method from a plain GET without a body: a reused handle still carries its last
+      // call's (POSTFIELDS makes it a POST, so HTTPGET comes after; HTTPGET also clears NOBODY).
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, nullptr);
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, nullptr);
       if (c.method == "HEAD") {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
       } else if (c.method != "GET") {
@@ -364,7 +377,10 @@ void CurlSender::run() {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(0));
       }
       curl_slist_add(t->headers, "Expect:");  // no 100-continue round trip
-      for (const auto& [k, v] : c.headers) curl_slist_add(t->headers, (k + ": " + v).c_str());
+      for (const auto& [k, v] : c.headers) {
+        header_line.assign(k).append(": ").append(v);
+        curl_slist_add(t->headers, header_line.c_str());
+      }
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers.get());
       t->shard = next_shard++ % loops.size();
       curl_multi_add_handle(loops[t->shard].multi, e);

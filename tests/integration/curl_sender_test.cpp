@@ -117,5 +117,45 @@ TEST(CurlSenderTest, ProxyEnvironmentIsIgnored) {
   EXPECT_EQ(rx.count("/direct"), 1u);
 }
 
+// Easy handles are reused from call to call without a reset: each call still goes out with its
+// own method, body and headers, nothing left over from the call before it on the same handle.
+TEST(CurlSenderTest, AReusedHandleSendsEachCallsOwnMethodBodyAndHeaders) {
+  test::ScriptedReceiver rx;
+  ASSERT_TRUE(rx.start());
+  CurlSender sender(SsrfGuard(true, {}));
+  Results results;
+  struct Step {
+    std::string method;
+    std::string body;  // "" = none
+  };
+  const std::vector<Step> steps = {{"POST", "{\"a\":1}"}, {"GET", ""},    {"HEAD", ""},
+                                   {"PUT", ""},           {"DELETE", ""}, {"PATCH", "{\"b\":2}"},
+                                   {"POST", ""},          {"GET", ""}};
+  // One at a time, so each call takes the handle the one before it gave back.
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    HttpCall c;
+    c.url = rx.url("/reuse");
+    c.method = steps[i].method;
+    c.headers = {{"X-Id", std::to_string(i)}};
+    if (i == 0) c.headers.emplace_back("X-Only-First", "yes");
+    if (!steps[i].body.empty()) c.body = std::make_shared<const std::string>(steps[i].body);
+    sender.send(std::move(c), results.sink(static_cast<int>(i)));
+    ASSERT_TRUE(results.wait_for(i + 1, 30s));
+  }
+  for (const auto& [id, r] : results.take()) {
+    EXPECT_EQ(r.error, TransportError::kNone) << id << ": " << r.message;
+    EXPECT_EQ(r.status, 200) << id;
+  }
+  auto got = rx.requests("/reuse");
+  ASSERT_EQ(got.size(), steps.size());
+  for (const auto& req : got) {
+    std::size_t i = std::stoul(req.header("X-Id").value_or("99"));
+    ASSERT_LT(i, steps.size());
+    EXPECT_EQ(req.method, steps[i].method) << i;
+    EXPECT_EQ(req.body, steps[i].body) << i;
+    EXPECT_EQ(req.header("X-Only-First").has_value(), i == 0) << i;
+  }
+}
+
 }  // namespace
 }  // namespace hookrelay
