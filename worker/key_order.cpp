@@ -252,6 +252,7 @@ void KeyOrder::advance(const OrderKey& key) {
 
 void KeyOrder::publish(WaitingDelivery w) {
   ++publishing_;
+  unconfirmed_.insert(w.id);
   auto row = std::make_shared<WaitingDelivery>(std::move(w));
   producer_.produce(
       {row->topic, row->delivery_key, row->body, &row->headers},
@@ -271,7 +272,7 @@ void KeyOrder::publish(WaitingDelivery w) {
               spdlog::error("msg=ordered_release_not_confirmed id={} error={}", id,
                             log_quote(gone.error().message));
             }
-            return [] {};
+            return [this, id] { unconfirmed_.erase(id); };
           });
         });
       });
@@ -315,9 +316,12 @@ void KeyOrder::merge(const std::vector<HeldKey>& held) {
     if (it == keys_.end()) {  // held by another worker, or before this one started
       keys_[h.key].head = h.head;
       if (h.head_done) advance(h.key);
+      publish_unreleased(h);
       continue;
     }
-    if (h.head_done && !it->second.advancing && it->second.head == h.head) advance(h.key);
+    if (it->second.advancing || it->second.head != h.head) continue;
+    if (h.head_done) advance(h.key);
+    publish_unreleased(h);
   }
   // Freed elsewhere: a key here with nothing of its own under way that Postgres no longer holds.
   for (auto it = keys_.begin(); it != keys_.end();) {
@@ -328,6 +332,18 @@ void KeyOrder::merge(const std::vector<HeldKey>& held) {
   }
   waiting_gauge_->Set(static_cast<double>(waiting));
   held_gauge_->Set(static_cast<double>(keys_.size()));
+}
+
+// The head's release was left unconfirmed by a worker that stopped: published again, it is
+// attempted in its turn (or skipped by its claim as already done), and the key moves on from it
+// as from any head. Skipping it instead would send the next of the key first.
+void KeyOrder::publish_unreleased(const HeldKey& h) {
+  if (h.head_done || !h.unreleased || unconfirmed_.count(h.unreleased->id)) return;
+  spdlog::warn(
+      "msg=ordered_head_published_again source={} route={} key={} reason=\"its release "
+      "was never confirmed\"",
+      h.key.source, h.key.route, log_quote(h.unreleased->delivery_key));
+  publish(*h.unreleased);
 }
 
 bool KeyOrder::idle() const {

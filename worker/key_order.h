@@ -21,8 +21,9 @@
 //                    when it is its key's head, the next waiting one is released.
 //   poll(now)        completions of Postgres round trips and publishes, and every refresh_ms a
 //                    look at Postgres: keys held by other workers (or before a restart) are
-//                    learned, and keys whose head finished long ago with nobody releasing the
-//                    next (its worker crashed) are released here.
+//                    learned, keys whose head finished long ago with nobody releasing the
+//                    next (its worker crashed) are released here, and a head released long ago
+//                    whose publish was never confirmed (its worker crashed) is published again.
 //
 // Postgres round trips run in order on a thread of their own (a retryable error is tried again
 // every half second), so nothing here blocks the coordinator; the in-memory view changes at
@@ -47,6 +48,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -112,6 +114,7 @@ class KeyOrder {
   void done(Completion c);  // any thread
   void refresh();
   void merge(const std::vector<HeldKey>& held);
+  void publish_unreleased(const HeldKey& h);
   void lane();
 
   KeyOrderStore& store_;
@@ -121,6 +124,7 @@ class KeyOrder {
   std::map<OrderKey, KeyState> keys_;
   std::unordered_map<Job*, std::unique_ptr<Job>> jobs_;        // with the store
   std::deque<std::pair<int64_t, WaitingDelivery>> republish_;  // refused publishes: (due, row)
+  std::set<int64_t> unconfirmed_;  // rows published (or to be) whose released() is not yet done
   int64_t next_refresh_ = 0;
   bool refreshing_ = false;
   int publishing_ = 0;

@@ -9,6 +9,28 @@
 
 namespace hookrelay {
 
+namespace {
+
+// A row of ordered_waiting as `SELECT id, delivery_key, topic, encode(body, 'hex')` read it, with
+// its headers.
+WaitingDelivery read_waiting_row(pqxx::work& tx, const OrderKey& key, const pqxx::row& row) {
+  WaitingDelivery w;
+  w.id = row[0].as<int64_t>();
+  w.key = key;
+  w.delivery_key = row[1].as<std::string>();
+  w.topic = row[2].as<std::string>();
+  w.body = hex_decode(row[3].as<std::string>()).value_or("");
+  auto headers = tx.exec_params(
+      "SELECT h FROM ordered_waiting, unnest(headers) WITH ORDINALITY AS u(h, n)"
+      " WHERE id = $1 ORDER BY n",
+      w.id);
+  for (std::size_t i = 0; i + 1 < headers.size(); i += 2)
+    w.headers.push_back({headers[i][0].as<std::string>(), headers[i + 1][0].as<std::string>()});
+  return w;
+}
+
+}  // namespace
+
 PostgresKeyOrderStore::PostgresKeyOrderStore(std::string url) : db_(std::move(url)) {}
 
 Result<void> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string& head) {
@@ -37,9 +59,13 @@ Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
         "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
         " ON CONFLICT (source, route, ordering_key) DO NOTHING",
         w.key.source, w.key.route, w.key.key);
+    // A second row for one delivery (its message read again after a crash) would outlive the
+    // first one's release and be taken for an unreleased head (held()).
     tx.exec_params(
         "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers,"
-        " body) VALUES ($1, $2, $3, $4, $5, $6::text[], decode($7, 'hex'))",
+        " body) SELECT $1, $2, $3, $4, $5, $6::text[], decode($7, 'hex')"
+        " WHERE NOT EXISTS (SELECT 1 FROM ordered_waiting WHERE source = $1 AND route = $2"
+        "   AND ordering_key = $3 AND delivery_key = $4)",
         w.key.source, w.key.route, w.key.key, w.delivery_key, w.topic, header_array,
         hex_encode(w.body));
     // The lease is given back: released, the delivery is claimed again like any retry.
@@ -81,20 +107,7 @@ Result<std::optional<WaitingDelivery>> PostgresKeyOrderStore::advance(const Orde
           tx.commit();
           return std::optional<WaitingDelivery>{};
         }
-        WaitingDelivery w;
-        w.id = next[0][0].as<int64_t>();
-        w.key = key;
-        w.delivery_key = next[0][1].as<std::string>();
-        w.topic = next[0][2].as<std::string>();
-        w.body = hex_decode(next[0][3].as<std::string>()).value_or("");
-        auto headers = tx.exec_params(
-            "SELECT h FROM ordered_waiting, unnest(headers) WITH ORDINALITY AS u(h, n)"
-            " WHERE id = $1 ORDER BY n",
-            w.id);
-        for (std::size_t i = 0; i + 1 < headers.size(); i += 2) {
-          w.headers.push_back(
-              {headers[i][0].as<std::string>(), headers[i + 1][0].as<std::string>()});
-        }
+        WaitingDelivery w = read_waiting_row(tx, key, next[0]);
         tx.exec_params(
             "UPDATE ordered_keys SET head_key = $4, updated_at = now() WHERE source = $1"
             " AND route = $2 AND ordering_key = $3",
@@ -115,24 +128,25 @@ Result<void> PostgresKeyOrderStore::released(int64_t id) {
 Result<std::vector<HeldKey>> PostgresKeyOrderStore::held(int64_t done_for_ms) {
   return db_.run("ordered keys", [&](pqxx::connection& c) {
     pqxx::work tx(c);
-    // A head counts as done when it succeeded or died a while ago, or when it is a waiting row
-    // published long ago and never confirmed (a crash between the two): either way the worker
-    // that finished it is gone, and the next delivery is released by whoever sees it here.
+    // A head counts as done when it succeeded or died a while ago: the worker that finished it
+    // is gone, and the next delivery is released by whoever sees it here. A head whose own
+    // waiting row is still there a while after it became the head was made the head by a worker
+    // that stopped before confirming its publish, perhaps before publishing it: its row (the
+    // first, should an older worker have left two) is published again by whoever sees it here.
     auto rows = tx.exec_params(
         "SELECT k.source, k.route, k.ordering_key, k.head_key,"
         "  (k.head_key = ''"
         "   OR EXISTS (SELECT 1 FROM deliveries d WHERE " HR_KEY_IS("d.delivery_key", "k.head_key")
         "              AND d.state IN ('succeeded', 'dead')"
-        "              AND d.completed_at < now() - make_interval(secs => $1 / 1000.0))"
-        "   OR (k.updated_at < now() - make_interval(secs => $1 / 1000.0)"
-        "       AND EXISTS (SELECT 1 FROM ordered_waiting w WHERE w.delivery_key = k.head_key"
-        "                   AND w.source = k.source AND w.route = k.route"
-        "                   AND w.ordering_key = k.ordering_key))),"
+        "              AND d.completed_at < now() - make_interval(secs => $1 / 1000.0))),"
         "  (SELECT count(*) FROM ordered_waiting w WHERE w.source = k.source"
-        "   AND w.route = k.route AND w.ordering_key = k.ordering_key)"
+        "   AND w.route = k.route AND w.ordering_key = k.ordering_key),"
+        "  CASE WHEN k.updated_at < now() - make_interval(secs => $1 / 1000.0) THEN"
+        "    (SELECT min(w.id) FROM ordered_waiting w WHERE w.delivery_key = k.head_key"
+        "     AND w.source = k.source AND w.route = k.route AND w.ordering_key = k.ordering_key)"
+        "  END"
         " FROM ordered_keys k",
         done_for_ms);
-    tx.commit();
     std::vector<HeldKey> out;
     out.reserve(rows.size());
     for (const auto& r : rows) {
@@ -141,8 +155,16 @@ Result<std::vector<HeldKey>> PostgresKeyOrderStore::held(int64_t done_for_ms) {
       h.head = r[3].as<std::string>();
       h.head_done = r[4].as<bool>();
       h.waiting = r[5].as<int64_t>();
+      if (!h.head_done && !r[6].is_null()) {
+        auto row = tx.exec_params(
+            "SELECT id, delivery_key, topic, encode(body, 'hex') FROM ordered_waiting WHERE id = "
+            "$1",
+            r[6].as<int64_t>());
+        if (!row.empty()) h.unreleased = read_waiting_row(tx, h.key, row[0]);
+      }
       out.push_back(std::move(h));
     }
+    tx.commit();
     return out;
   });
 }

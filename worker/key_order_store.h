@@ -44,6 +44,9 @@ struct HeldKey {
   std::string head;        // delivery key of the head; "" = none: the first waiting one is next
   bool head_done = false;  // the head succeeded or is dead, and was for a while (see held())
   int64_t waiting = 0;     // deliveries waiting behind it
+  // The head's own waiting row, left since it was made the head a while ago: the worker that
+  // made it the head stopped before its publish was confirmed (see held()).
+  std::optional<WaitingDelivery> unreleased;
 };
 
 class KeyOrderStore {
@@ -53,6 +56,8 @@ class KeyOrderStore {
   virtual Result<void> hold(const OrderKey& key, const std::string& head) = 0;
   // Appends a waiting delivery behind its key (holding the key, with no head, if it was free)
   // and gives back the lease `lease_token` has on it, so it can be claimed again when released.
+  // A delivery already waiting behind the key (its message read again after a crash) keeps its
+  // place and is not appended a second time.
   virtual Result<void> enqueue(const WaitingDelivery& waiting, int64_t lease_token) = 0;
   // The head `head` of `key` is finished: the first waiting delivery becomes the head and is
   // returned (its row stays until released() confirms it was published); with none waiting,
@@ -65,6 +70,9 @@ class KeyOrderStore {
   virtual Result<void> released(int64_t id) = 0;
   // Every held key. head_done: its head succeeded or died more than `done_for_ms` ago, so
   // whoever finished it did not release the next (it crashed): the caller releases it.
+  // unreleased: the head is a released waiting delivery whose row is still there `done_for_ms`
+  // after it became the head, so whoever released it stopped before confirming its publish (and
+  // may have stopped before publishing it): the caller publishes it again, then released().
   virtual Result<std::vector<HeldKey>> held(int64_t done_for_ms) = 0;
 };
 

@@ -258,16 +258,20 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
         // The same delivery is still finishing here (a retry read back before the produce of its
         // retry message was acknowledged): let that one finish. This claim's lease is given back
         // once the bounce is published, or it would refuse the bounce's claim until it expires.
+        // The attempt finishing here settles the key's order (it holds the key if it fails).
         job->give_back_lease = true;
-        [[fallthrough]];
+        if (stop_.load()) {
+          in_flight_.fetch_sub(1);
+          break;
+        }
+        redeliver(std::move(job), AttemptResult::Kind::kNotAttempted, now);
+        break;
       case ClaimStatus::kLeasedElsewhere:
-        // Another attempt is under way; come back after the first tier's delay, spending no
-        // attempt. If that attempt succeeds, the retry is skipped as already succeeded.
         if (stop_.load()) {
           in_flight_.fetch_sub(1);  // not finished: replayed from the last committed offset
           break;
         }
-        redeliver(std::move(job), AttemptResult::Kind::kNotAttempted, now);
+        bounce_leased(std::move(job), now);
         break;
       case ClaimStatus::kAlreadySucceeded:
         d_.metrics->idempotent_skip("already_succeeded");
@@ -285,6 +289,34 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
         break;
     }
   }
+}
+
+// Another attempt is under way elsewhere, or a worker stopped (crashed) with the request out and
+// its lease runs on: the delivery comes back after the first tier's delay, spending no attempt,
+// and is skipped as already succeeded if that attempt succeeded. A delivery of an ordered route
+// holds its key meanwhile, as a failed head does: its key's later deliveries must not be sent
+// before it, and the attempt out elsewhere may well have failed (or never reached the receiver).
+void Worker::bounce_leased(std::unique_ptr<Job> job, int64_t now) {
+  if (d_.key_order && d_.key_order->take_head(job->d)) {
+    hold_key(std::move(job), queued_behind(), [this](std::unique_ptr<Job> j) {
+      redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
+    });
+    return;
+  }
+  redeliver(std::move(job), AttemptResult::Kind::kNotAttempted, now);
+}
+
+std::vector<std::unique_ptr<Job>> Worker::queued_behind() {
+  return dispatcher_.take_queued([this](const Job& q) { return d_.key_order->must_wait(q.d); });
+}
+
+void Worker::hold_key(std::unique_ptr<Job> job, std::vector<std::unique_ptr<Job>> behind,
+                      std::function<void(std::unique_ptr<Job>)> then) {
+  // The hold is in Postgres before the job moves on, and before any delivery waits behind it: a
+  // worker that reads the key meanwhile (after a crash or a rebalance) never finds it without a
+  // head.
+  d_.key_order->hold(std::move(job), std::move(then));
+  for (auto& queued : behind) wait_for_key(std::move(queued));
 }
 
 void Worker::redeliver(std::unique_ptr<Job> job, AttemptResult::Kind kind, int64_t now) {
@@ -381,9 +413,7 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   const bool holds_key =
       d_.key_order && decision.next == NextState::kRetrying && d_.key_order->take_head(d);
   std::vector<std::unique_ptr<Job>> behind;
-  if (holds_key) {
-    behind = dispatcher_.take_queued([this](const Job& q) { return d_.key_order->must_wait(q.d); });
-  }
+  if (holds_key) behind = queued_behind();
   dispatcher_.release(*job, r, decision.outcome);
   d_.metrics->attempt(d.destination, decision.outcome.label,
                       static_cast<double>(r.duration_ms) / 1000.0);
@@ -399,12 +429,9 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
                      : r.message;
   if (decision.next == NextState::kRetrying) h.due_at_ms = decision.due_at_ms;
   job->duration_ms = static_cast<int>(r.duration_ms);
-  if (holds_key) {  // the hold is in Postgres before the retry is published
-    d_.key_order->hold(std::move(job),
-                       [this](std::unique_ptr<Job> j) { store_.record(std::move(j)); });
-    // After the hold: Postgres names the head before any delivery waits behind it, so a worker
-    // that reads the key meanwhile (after a crash or a rebalance) never finds it without one.
-    for (auto& queued : behind) wait_for_key(std::move(queued));
+  if (holds_key) {  // the hold is in Postgres before the retry is recorded and published
+    hold_key(std::move(job), std::move(behind),
+             [this](std::unique_ptr<Job> j) { store_.record(std::move(j)); });
     return;
   }
   store_.record(std::move(job));
@@ -413,7 +440,10 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
 void Worker::wait_for_key(std::unique_ptr<Job> job) {
   d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
     if (waiting) {
-      finish(std::move(j));
+      // Its message is finished here, the delivery is not: it waits in Postgres. It may even be
+      // its key's head already (a delivery already waiting there, read again after a crash, and
+      // released meanwhile), and must not release the next as if it were done.
+      finish(std::move(j), false);
     } else {
       dispatcher_.enqueue(std::move(j));
     }
@@ -506,9 +536,9 @@ void Worker::park_queued(int64_t now) {
   }
 }
 
-void Worker::finish(std::unique_ptr<Job> job) {
+void Worker::finish(std::unique_ptr<Job> job, bool done) {
   // Done without another retry (succeeded, dead, found done): a key it held releases the next.
-  if (d_.key_order && job->decision.next != NextState::kRetrying &&
+  if (d_.key_order && done && job->decision.next != NextState::kRetrying &&
       job->decision.next != NextState::kParked) {
     d_.key_order->resolved(job->d);
   }

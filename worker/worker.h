@@ -113,7 +113,8 @@ class Worker {
   void redeliver(std::unique_ptr<Job> job, const AttemptResult& result, int64_t now);
   void defer_for_circuit(std::unique_ptr<Job> job);
   void release_bounced_leases();
-  void finish(std::unique_ptr<Job> job);
+  // The job's turn is over; `done` false: the delivery is not (it waits behind its key's head).
+  void finish(std::unique_ptr<Job> job, bool done = true);
   // Route lifecycle: a delivery of a suspended route is parked (recorded 'parked', then
   // published to hookrelay.parked) instead of attempted.
   bool route_suspended(const Job& job) const;
@@ -122,6 +123,14 @@ class Worker {
   void park_queued(int64_t now);
   // Per-key order (key_order.h): a delivery whose key is held waits in Postgres, then finishes.
   void wait_for_key(std::unique_ptr<Job> job);
+  // A failed or bounced delivery that has just taken its ordered key's head (KeyOrder::take_head):
+  // the deliveries of held keys queued here (taken out with queued_behind()) wait behind it once
+  // the hold is durable, and `then` gets the job.
+  std::vector<std::unique_ptr<Job>> queued_behind();
+  void hold_key(std::unique_ptr<Job> job, std::vector<std::unique_ptr<Job>> behind,
+                std::function<void(std::unique_ptr<Job>)> then);
+  // Leased by another worker (attempting it, or stopped with it out): back after the first tier.
+  void bounce_leased(std::unique_ptr<Job> job, int64_t now);
   void update_gauges(int64_t now);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
+#include <thread>
 #include <vector>
 
 #include "tests/support/ordered_receiver.h"
@@ -66,6 +68,42 @@ TEST_F(KeyOrderTest, RandomFailuresKeepEveryKeysSuccessesInSequenceEachOnce) {
       "[ key order ] %d events over %d keys, receiver failing 20%%: all delivered in %.1f s, "
       "%d failed attempts, %.0f deliveries waited behind their key's head and were released\n",
       kKeys * kPerKey, kKeys, seconds, receiver_.failures(), waits);
+}
+
+// What a new worker finds after a worker was SIGKILLed with a request out: the first delivery of
+// a key still leased by the dead worker (its lease runs for seconds more), and the key's later
+// events arriving behind it. The leased one is not attempted until its lease runs out, and the
+// later ones wait for it: the key's first success is the leased delivery's.
+TEST_F(KeyOrderTest, ADeliveryLeasedByAStoppedWorkerHoldsItsKeyUntilItIsDelivered) {
+  constexpr int kPerKey = 5;
+  constexpr int kLeaseMs = 3000;
+  receiver_.configure(0, "", {});
+  const auto events = keyed_events("l", 2, kPerKey);  // c0 and c1, seq 0 of each first
+  const std::string leased = events.front().first;    // c0's seq 0
+  stack_->scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, lease_owner, lease_until, lease_token) VALUES ('wh:acme:" +
+      leased + ":o', 'webhook', 'acme', '" + leased + "', 'o', '" + receiver_.url() +
+      "', 'in_flight', 1, 'worker-killed-earlier', now() + make_interval(secs => " +
+      std::to_string(kLeaseMs / 1000.0) + "), 42)");
+  const auto start = Clock::now();
+  run(events, 2 * kPerKey, 30s);
+  std::this_thread::sleep_for(1s);  // a late or second copy would show up here
+  const auto got = receiver_.by_key();
+  ASSERT_NO_FATAL_FAILURE(expect_in_sequence(got, 2, kPerKey));
+  const double c0_first = std::chrono::duration<double>(got.at("c0").front().at - start).count();
+  const double c1_done = std::chrono::duration<double>(got.at("c1").back().at - start).count();
+  EXPECT_GE(c0_first, kLeaseMs / 1000.0 - 0.5) << "the leased delivery was sent under its lease";
+  EXPECT_LT(c1_done, kLeaseMs / 1000.0) << "the other key waited for the leased one";
+  expect_each_succeeded_once(*stack_, 2 * kPerKey);
+  EXPECT_TRUE(
+      eventually([&] { return stack_->scalar("SELECT count(*) FROM ordered_keys") == "0"; }, 10s))
+      << "the key is free at the end";
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  std::printf(
+      "[ key order ] a delivery leased by a stopped worker: its key's first success %.2f s after "
+      "the events (lease %d ms), the other key done in %.2f s\n",
+      c0_first, kLeaseMs, c1_done);
 }
 
 TEST_F(KeyOrderTest, AKeyStuckInRetriesDoesNotSlowTheOthers) {

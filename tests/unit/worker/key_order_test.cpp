@@ -31,9 +31,12 @@ class FakeKeyOrderStore final : public KeyOrderStore {
   }
   Result<void> enqueue(const WaitingDelivery& w, int64_t token) override {
     auto& k = keys.try_emplace(w.key, Key{"", {}}).first->second;
+    leases_given_back.push_back(token);
+    for (const auto& queued : k.waiting) {
+      if (queued.delivery_key == w.delivery_key) return {};  // waiting already: keeps its place
+    }
     k.waiting.push_back(w);
     k.waiting.back().id = ++next_id;
-    leases_given_back.push_back(token);
     return {};
   }
   Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
@@ -60,12 +63,20 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     std::vector<HeldKey> out;
     for (const auto& [key, k] : keys) {
       out.push_back({key, k.head, done.count(k.head) > 0 || k.head.empty(),
-                     static_cast<int64_t>(k.waiting.size())});
+                     static_cast<int64_t>(k.waiting.size()), std::nullopt});
+      for (const auto& w : k.waiting) {
+        if (w.delivery_key == k.head && unconfirmed_long_ago && !out.back().head_done) {
+          out.back().unreleased = w;
+          break;
+        }
+      }
     }
     return out;
   }
   std::map<OrderKey, Key> keys;
   std::set<std::string> done;  // heads held() reports as finished long ago
+  // held() reports a head's own waiting row as left unconfirmed long ago.
+  bool unconfirmed_long_ago = false;
   std::vector<int64_t> leases_given_back;
   int64_t next_id = 0;
   int advances = 0;
@@ -285,6 +296,47 @@ TEST(KeyOrderRefresh, KeysHeldBeforeAStartAreKeptAndAFinishedHeadReleasesTheNext
       text = std::to_string(family.metric.at(0).gauge.value);
   }
   EXPECT_EQ(text, std::to_string(1.0)) << "e5's row waits for its publish to be confirmed";
+}
+
+// A worker made e2 the head and stopped before its publish was confirmed (maybe before it was
+// sent): whoever sees the row left there publishes e2 again; e3 waits until e2 is done.
+TEST(KeyOrderRefresh, AHeadReleasedByAStoppedWorkerIsPublishedAgainNotSkipped) {
+  FakeKeyOrderStore store;
+  RecordingProducer producer;
+  prometheus::Registry registry;
+  const OrderKey k{"acme", "a", "k"};
+  for (int i : {2, 3}) {
+    WaitingDelivery w;
+    w.key = k;
+    w.delivery_key = "wh:acme:e" + std::to_string(i) + ":a";
+    w.topic = retry_topic(0);
+    w.body = "e" + std::to_string(i);
+    w.id = i;
+    store.keys[k].waiting.push_back(w);
+  }
+  store.keys[k].head = "wh:acme:e2:a";
+  store.unconfirmed_long_ago = true;
+  KeyOrder order(store, producer, registry, [] {}, {.refresh_ms = 1000, .threaded = false});
+  ASSERT_TRUE(order.start());
+  order.poll(0);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].key, "wh:acme:e2:a");
+  EXPECT_EQ(producer.sent[0].value, "e2");
+  EXPECT_EQ(order.head_of(k), "wh:acme:e2:a");
+  EXPECT_TRUE(order.must_wait(ordered("e3", "k")));
+  order.poll(1000);  // published, not yet confirmed: not published a third time
+  EXPECT_EQ(producer.sent.size(), 1u);
+  producer.ack_all();
+  order.poll(1000);
+  order.poll(1000);
+  ASSERT_EQ(store.keys.at(k).waiting.size(), 1u) << "e2's row is gone once its publish is acked";
+  order.poll(2000);
+  EXPECT_EQ(producer.sent.size(), 1u);
+  // e2 succeeds: e3 is released.
+  order.resolved(ordered("e2", "k"));
+  order.poll(2000);
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[1].key, "wh:acme:e3:a");
 }
 
 ConsumedMessage message(std::string key, std::vector<std::pair<std::string, std::string>> headers,
