@@ -118,9 +118,12 @@ int run_worker(int argc, char** argv) {
   routes.sync();
   routes.start();
   // Circuits and adaptive limits of the routes' hosts, for `hookrelay routes list`: written
-  // every few seconds on a thread and connection of their own; withdrawn at a clean stop.
+  // every worker.host_states.publish_interval_ms (read at start) on a thread and connection of
+  // their own; withdrawn at a clean stop.
   RouteStates host_state_store(config->postgres.url);
-  HostStatePublisher host_states(host_state_store, &metrics, {.worker_id = worker_id});
+  HostStatePublisher host_states(
+      host_state_store, &metrics,
+      {.worker_id = worker_id, .interval_ms = config->worker.host_states.publish_interval_ms});
   host_states.start();
   // Per-key order of ordered routes: the held keys are read before consuming; round trips then
   // run on a thread and connection of their own.

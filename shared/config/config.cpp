@@ -380,6 +380,23 @@ RouteFilter parse_filter(const YAML::Node& n, const std::string& field, const En
   return f;
 }
 
+void parse_host_states(const YAML::Node& h, const std::string& field, HostStatesConfig& out) {
+  if (!h.IsMap()) bad(field, "must be a mapping (publish_interval_ms, stale_after_ms)");
+  only_keys(h, field, {"publish_interval_ms", "stale_after_ms"});
+  if (h["publish_interval_ms"]) {
+    out.publish_interval_ms =
+        num<int>(h["publish_interval_ms"], join(field, "publish_interval_ms"), 100, 600000);
+  }
+  if (h["stale_after_ms"])
+    out.stale_after_ms = num<int>(h["stale_after_ms"], join(field, "stale_after_ms"), 200, 3600000);
+  if (out.stale_after_ms <= out.publish_interval_ms) {
+    bad(join(field, "stale_after_ms"),
+        "must be greater than publish_interval_ms (" + std::to_string(out.publish_interval_ms) +
+            "), got " + std::to_string(out.stale_after_ms) +
+            ": every worker's row would be stale before its next write");
+  }
+}
+
 void parse_adaptive_limit(const YAML::Node& a, const std::string& field, AdaptiveLimitConfig& out) {
   if (!a.IsMap())
     bad(field, "must be a mapping (enabled, decrease_factor, increase_step, max_pause_seconds)");
@@ -783,7 +800,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
                "allow_private_networks", "allowed_cidrs", "max_in_flight", "batch_size",
                "connect_timeout_ms", "per_host_max_in_flight", "per_host_rate_per_second",
                "breaker_failure_threshold", "breaker_cooldown_ms", "shutdown_grace_ms",
-               "claim_lease_seconds", "adaptive_limit", "store_batching"});
+               "host_states", "claim_lease_seconds", "adaptive_limit", "store_batching"});
     auto& wc = c.worker;
     if (w["listen"]) wc.listen = str(w["listen"], "worker.listen", env);
     if (w["group_id"]) wc.group_id = str(w["group_id"], "worker.group_id", env);
@@ -821,6 +838,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["shutdown_grace_ms"])
       wc.shutdown_grace_ms =
           num<int>(w["shutdown_grace_ms"], "worker.shutdown_grace_ms", 0, 600000);
+    if (auto h = w["host_states"]) parse_host_states(h, "worker.host_states", wc.host_states);
     if (w["claim_lease_seconds"])
       wc.claim_lease_seconds =
           num<int>(w["claim_lease_seconds"], "worker.claim_lease_seconds", 1, 86400);

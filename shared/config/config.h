@@ -158,6 +158,15 @@ struct PostgresConfig {
   std::string url;  // libpq URL; HOOKRELAY_DATABASE_URL overrides
 };
 
+// worker.host_states: how each worker's view of its routes' destination hosts (circuit, adaptive
+// limit; worker/host_state_publisher.h) reaches `hookrelay routes list` and GET /v1/routes. A
+// worker writes its rows every publish_interval_ms; readers combine the rows written within
+// stale_after_ms and flag older ones stale (a worker that stopped without withdrawing them).
+struct HostStatesConfig {
+  int publish_interval_ms = 5000;
+  int stale_after_ms = 15000;
+};
+
 // worker.adaptive_limit: AIMD on each destination host's in-flight limit, between 1 and
 // worker.per_host_max_in_flight (where a host starts). A 429, a 503 or a timeout cuts it to
 // limit * decrease_factor (once per round of calls: not again for calls started before the
@@ -205,7 +214,8 @@ struct WorkerConfig {
   int breaker_failure_threshold = 20;   // consecutive failures that open a host's circuit
   int breaker_cooldown_ms = 30000;      // how long an open circuit refuses calls
   int shutdown_grace_ms = 20000;        // SIGTERM: longest wait for in-flight deliveries
-  int claim_lease_seconds = 120;        // another worker may re-claim after this
+  HostStatesConfig host_states;
+  int claim_lease_seconds = 120;  // another worker may re-claim after this
   AdaptiveLimitConfig adaptive_limit;
   StoreBatchingConfig store_batching{.min_batch = 100, .max_wait_ms = 10, .record_max_wait_ms = 50};
 };

@@ -52,7 +52,7 @@ int circuit_rank(const std::string& circuit) {
   return 0;
 }
 
-Result<RouteView> with_state(RouteView view, RouteStates& states) {
+Result<RouteView> with_state(RouteView view, const Config& config, RouteStates& states) {
   auto row = states.get(view.source, view.name);
   if (row) {
     view.state = std::move(*row);
@@ -61,21 +61,24 @@ Result<RouteView> with_state(RouteView view, RouteStates& states) {
   }
   auto hosts = states.host_states();
   if (!hosts) return Unexpected{hosts.error()};
-  view.destination = destination_of(view.destination.host, *hosts);
+  view.destination =
+      destination_of(view.destination.host, *hosts, config.worker.host_states.stale_after_ms);
   return view;
 }
 
 }  // namespace
 
-RouteDestination destination_of(const std::string& host, const std::vector<HostStateRow>& rows) {
+RouteDestination destination_of(const std::string& host, const std::vector<HostStateRow>& rows,
+                                int64_t stale_after_ms) {
   RouteDestination d;
   d.host = host;
+  d.stale_after_ms = stale_after_ms;
   if (host.empty()) return d;
   int rank = -1;
   for (const auto& r : rows) {
     if (r.host != host) continue;
     d.workers.push_back(r);
-    if (r.age_ms > kHostStateStaleMs) continue;
+    if (r.age_ms > stale_after_ms) continue;
     ++d.fresh_workers;
     if (circuit_rank(r.circuit) > rank) {
       rank = circuit_rank(r.circuit);
@@ -100,7 +103,7 @@ Result<std::vector<RouteView>> list_routes(const Config& config, RouteStates& st
   for (const auto& [source, routes] : config.routes) {
     for (const auto& r : routes) {
       RouteView v = view_of(source, r);
-      v.destination = destination_of(r.host_key, *hosts);
+      v.destination = destination_of(r.host_key, *hosts, config.worker.host_states.stale_after_ms);
       if (auto it = by_route.find({source, r.name}); it != by_route.end()) {
         v.state = std::move(it->second);
         by_route.erase(it);
@@ -123,7 +126,7 @@ Result<RouteView> find_route(const Config& config, RouteStates& states, const st
                              const std::string& source) {
   auto view = configured_route(config, name, source);
   if (!view) return view;
-  return with_state(std::move(*view), states);
+  return with_state(std::move(*view), config, states);
 }
 
 Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
@@ -135,7 +138,7 @@ Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
       states.suspend(view->source, view->name, reason.empty() ? "suspended by an operator" : reason,
                      "operator:" + who);
   if (!changed) return Unexpected{changed.error()};
-  auto after = with_state(std::move(*view), states);
+  auto after = with_state(std::move(*view), config, states);
   if (!after) return Unexpected{after.error()};
   return RouteChange{std::move(*after), *changed, {}};
 }
@@ -149,7 +152,7 @@ Result<RouteChange> resume_route(const Config& config, RouteStates& states, cons
   if (*changed) std::this_thread::sleep_for(std::chrono::milliseconds(kRouteSettleMs));
   auto keys = states.parked_keys(view->source, view->name);
   if (!keys) return Unexpected{keys.error()};
-  auto after = with_state(std::move(*view), states);
+  auto after = with_state(std::move(*view), config, states);
   if (!after) return Unexpected{after.error()};
   return RouteChange{std::move(*after), *changed, std::move(*keys)};
 }
@@ -169,7 +172,7 @@ nlohmann::json destination_json(const RouteDestination& d,
                        {"max_in_flight", w.max_limit},
                        {"paused_until", at(w.paused_until_ms)},
                        {"updated_at", at(w.updated_at_ms)},
-                       {"stale", w.age_ms > kHostStateStaleMs}});
+                       {"stale", w.age_ms > d.stale_after_ms}});
   }
   return {{"host", d.host},
           {"circuit", d.circuit},

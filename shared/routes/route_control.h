@@ -28,24 +28,27 @@
 
 namespace hookrelay {
 
-// The route's destination host as the workers see it (published every few seconds, see
-// worker/host_state_publisher.h): the combined view of the workers that published within
-// kHostStateStaleMs, and every worker's own row (older ones flagged stale).
-inline constexpr int64_t kHostStateStaleMs = 15000;
+// The route's destination host as the workers see it (published every
+// worker.host_states.publish_interval_ms, see worker/host_state_publisher.h): the combined view
+// of the workers that published within worker.host_states.stale_after_ms, and every worker's own
+// row (older ones flagged stale).
 struct RouteDestination {
   std::string host;                   // "host:port"; empty when the route is not configured
   std::string circuit = "unknown";    // the worst fresh one: open > half_open > closed; unknown
-                                      // when no worker published within kHostStateStaleMs
+                                      // when no worker published within stale_after_ms
   int64_t open_until_ms = 0;          // the latest open_until of the workers whose circuit is open
   std::optional<int> adaptive_limit;  // the lowest fresh limit
   std::optional<int> max_limit;       // the highest fresh configured maximum
   int64_t paused_until_ms = 0;        // the latest fresh Retry-After pause
   std::vector<HostStateRow> workers;  // by worker id
   int fresh_workers = 0;
+  int64_t stale_after_ms = HostStatesConfig{}.stale_after_ms;  // older rows are stale
 };
 
-// Combines the workers' rows of one host (`rows` may hold other hosts: they are skipped).
-RouteDestination destination_of(const std::string& host, const std::vector<HostStateRow>& rows);
+// Combines the workers' rows of one host (`rows` may hold other hosts: they are skipped); rows
+// older than `stale_after_ms` are listed but not combined.
+RouteDestination destination_of(const std::string& host, const std::vector<HostStateRow>& rows,
+                                int64_t stale_after_ms);
 
 struct RouteView {
   std::string source;

@@ -119,6 +119,34 @@ TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
   }
 }
 
+TEST(Config, HostStatesDefaultsKeysAndErrorsNamingTheField) {
+  auto d = parse_config("", env_of({}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->worker.host_states.publish_interval_ms, 5000);
+  EXPECT_EQ(d->worker.host_states.stale_after_ms, 15000);
+  auto c = parse_config(
+      "worker: { host_states: { publish_interval_ms: 200, stale_after_ms: 700 } }", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->worker.host_states.publish_interval_ms, 200);
+  EXPECT_EQ(c->worker.host_states.stale_after_ms, 700);
+  const std::map<std::string, std::string> refused = {
+      {"{ publish_interval_ms: 99 }", "worker.host_states.publish_interval_ms: must be"},
+      {"{ publish_interval_ms: often }", "worker.host_states.publish_interval_ms: must be"},
+      {"{ stale_after_ms: 3600001 }", "worker.host_states.stale_after_ms: must be"},
+      {"{ stale_after_ms: 5000 }",
+       "worker.host_states.stale_after_ms: must be greater than publish_interval_ms (5000)"},
+      {"{ publish_interval_ms: 20000 }",
+       "worker.host_states.stale_after_ms: must be greater than publish_interval_ms (20000)"},
+      {"{ interval_ms: 5 }", "worker.host_states.interval_ms: unknown key"},
+      {"[5000, 15000]", "worker.host_states: must be a mapping"}};
+  for (const auto& [yaml, error] : refused) {
+    auto r = parse_config("worker: { host_states: " + yaml + " }", env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    EXPECT_NE(r.error().message.find(error), std::string::npos)
+        << yaml << ": " << r.error().message;
+  }
+}
+
 TEST(Config, AdminSectionDefaultsKeysAndErrorsNamingTheField) {
   auto d = parse_config("", env_of({}));
   ASSERT_TRUE(d) << d.error().message;

@@ -113,11 +113,11 @@ TEST(RouteDestination, CombinesTheFreshRowsOfItsHostAndKeepsStaleOnesApart) {
   std::vector<HostStateRow> rows = {host_row("a:443", "closed", 40), host_row("a:443", "open", 64),
                                     host_row("a:443", "half_open", 8), host_row("b:80", "open", 1)};
   rows[1].open_until_ms = 5000;
-  rows[2].age_ms = kHostStateStaleMs + 1;  // a worker that stopped publishing
+  rows[2].age_ms = HostStatesConfig{}.stale_after_ms + 1;  // a worker that stopped publishing
   rows[0].worker_id = "w0";
   rows[1].worker_id = "w1";
   rows[2].worker_id = "w2";
-  RouteDestination d = destination_of("a:443", rows);
+  RouteDestination d = destination_of("a:443", rows, HostStatesConfig{}.stale_after_ms);
   EXPECT_EQ(d.circuit, "open");  // the worst fresh one
   EXPECT_EQ(d.open_until_ms, 5000);
   EXPECT_EQ(d.adaptive_limit, 40);  // the lowest fresh one: the stale 8 counts for nothing
@@ -130,11 +130,14 @@ TEST(RouteDestination, CombinesTheFreshRowsOfItsHostAndKeepsStaleOnesApart) {
   EXPECT_EQ(j["workers"][2]["worker_id"], "w2");
   EXPECT_EQ(j["workers"][2]["stale"], true);
 
-  RouteDestination none = destination_of("c:443", rows);
+  RouteDestination none = destination_of("c:443", rows, HostStatesConfig{}.stale_after_ms);
   EXPECT_EQ(none.circuit, "unknown");
   EXPECT_FALSE(none.adaptive_limit.has_value());
   EXPECT_TRUE(destination_json(none, [](int64_t) { return ""; })["max_in_flight"].is_null());
-  EXPECT_TRUE(destination_json(destination_of("", rows), [](int64_t) { return ""; }).is_null());
+  EXPECT_TRUE(
+      destination_json(destination_of("", rows, HostStatesConfig{}.stale_after_ms), [](int64_t) {
+        return "";
+      }).is_null());
 }
 
 }  // namespace
