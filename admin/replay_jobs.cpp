@@ -17,7 +17,9 @@ namespace {
 // with few of them reads back to `since` (or through the whole table without it).
 constexpr const char* kMatchDeadSql = R"SQL(
 SELECT d.delivery_key FROM dead_letters dl
-  JOIN deliveries d ON md5(d.delivery_key)::uuid = md5(dl.delivery_key)::uuid
+  JOIN deliveries d
+    ON encode(substr(digest(d.delivery_key, 'sha256'), 1, 16), 'hex')::uuid
+     = encode(substr(digest(dl.delivery_key, 'sha256'), 1, 16), 'hex')::uuid
     AND d.delivery_key = dl.delivery_key
 WHERE d.state = 'dead' AND ($1::text = '' OR dl.destination = $1::text)
   AND ($2::bigint = 0 OR d.first_seen_at >= to_timestamp($2::bigint / 1000.0))

@@ -4,29 +4,33 @@
 -- record of one success per event, batches of 34; 3 runs each), per event: tables 1,224 -> 1,031
 -- bytes, WAL 1,636 -> 1,304 (bench/results/storage-20261127-0954*.md).
 --
--- Unique by a 128-bit hash of the text, not by the text: deliveries by md5(delivery_key) and
--- inbound_events by md5(source || ':' || event_id) (source names cannot hold ':'), each as a
--- uuid, 16 bytes an entry instead of 50-90. Statements find a row through the hash and compare
--- the text as well; the worker's claim and inbound audit name these indexes in ON CONFLICT.
--- Two different keys with one hash would be one delivery (or one audit row); by chance that is
--- about n^2 / 2^129 (1e-15 at a trillion keys). md5 is not collision-resistant against a chosen
--- input: a sender able to pick arbitrary bytes for two of its own event ids could make them
--- collide and have one of its events deduplicated. Its keys all begin with its own source, so
--- reaching another source's key would take a preimage, which md5 does not give.
+-- Unique by a 128-bit hash of the text, not by the text: deliveries by the hash of delivery_key
+-- and inbound_events by the hash of source || ':' || event_id (source names cannot hold ':'), each
+-- the first 16 bytes of the text's SHA-256 as a uuid, 16 bytes an entry instead of 50-90.
+-- pgcrypto's digest() hashes text as it is stored and is immutable, so it can be indexed (the
+-- built-in sha256() takes bytea, and text's conversions to bytea are not immutable); pgcrypto
+-- ships with PostgreSQL and is a trusted extension: the database's owner can create it.
+-- Statements find a row through the hash and compare the text as well; the worker's claim and
+-- inbound audit name these indexes in ON CONFLICT. Two different keys with one hash would be one
+-- delivery (or one audit row): by chance about n^2 / 2^129 (1e-15 at a trillion keys), and
+-- forcing it on purpose takes about 2^64 SHA-256 computations for two keys of one's own.
 --
 -- deliveries has no primary key any more: dead_letters, parked_deliveries and dlq_replays lose
 -- their foreign keys to it (nothing deletes deliveries; the triggers of 0004 and 0010 write the
 -- first two from deliveries' own rows). Logical replication of deliveries would need
 -- REPLICA IDENTITY FULL.
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
 ALTER TABLE dead_letters DROP CONSTRAINT dead_letters_delivery_key_fkey;
 ALTER TABLE parked_deliveries DROP CONSTRAINT parked_deliveries_delivery_key_fkey;
 ALTER TABLE dlq_replays DROP CONSTRAINT dlq_replays_delivery_key_fkey;
 ALTER TABLE deliveries DROP CONSTRAINT deliveries_pkey;
-CREATE UNIQUE INDEX deliveries_key_hash_idx ON deliveries ((md5(delivery_key)::uuid));
+CREATE UNIQUE INDEX deliveries_key_hash_idx
+  ON deliveries ((encode(substr(digest(delivery_key, 'sha256'), 1, 16), 'hex')::uuid));
 
 ALTER TABLE inbound_events DROP CONSTRAINT inbound_events_source_event_id_key;
 CREATE UNIQUE INDEX inbound_events_event_hash_idx
-  ON inbound_events ((md5(source || ':' || event_id)::uuid));
+  ON inbound_events ((encode(substr(digest(source || ':' || event_id, 'sha256'), 1, 16), 'hex')::uuid));
 
 -- One first-seen index: listing one source's or one route's deliveries walks it newest first
 -- and checks the source or route on the rows walked, within the listing's scan budget
