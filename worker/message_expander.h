@@ -36,7 +36,7 @@ struct ConsumedMessage {
   int64_t offset = 0;
   std::shared_ptr<const std::string> value;
   std::vector<std::pair<std::string, std::string>> headers;
-  std::string key;  // the Kafka message key; "" when it has none
+  std::string key;            // the Kafka message key; "" when it has none
   int64_t timestamp_ms = -1;  // the Kafka message timestamp (Unix ms); -1 when it has none
 
   // Last value of a header, or nullptr.

@@ -50,8 +50,8 @@ StoreBatcher::StoreBatcher(StoreBatcherDeps deps)
 void StoreBatcher::set_batching(StoreBatchingConfig b) {
   d_.batching = b;
   claims_.set_batching(b.min_batch, b.max_wait_ms, b.max_wait_ms);
-  records_.set_batching(b.min_batch, b.record_max_wait_ms < 0 ? b.max_wait_ms : b.record_max_wait_ms,
-                        b.max_wait_ms);
+  records_.set_batching(
+      b.min_batch, b.record_max_wait_ms < 0 ? b.max_wait_ms : b.record_max_wait_ms, b.max_wait_ms);
   // The audit lane carries only what could not ride with claims: it sends at once.
 }
 

@@ -455,8 +455,8 @@ void Worker::observe_stages(const StageTimes& t) {
   using Stage = WorkerMetrics::Stage;
   if (t.kafka_ms >= 0 && t.polled_ms >= t.kafka_ms)
     d_.metrics->stage(Stage::kBroker, static_cast<double>(t.polled_ms - t.kafka_ms) / 1000.0);
-  const StageTimes::Clock::time_point marks[] = {t.polled,  t.claim_sent, t.claimed,
-                                                 t.sent,    t.answered,   StageTimes::Clock::now()};
+  const StageTimes::Clock::time_point marks[] = {t.polled, t.claim_sent, t.claimed,
+                                                 t.sent,   t.answered,   StageTimes::Clock::now()};
   const Stage stages[] = {Stage::kClaimWait, Stage::kClaim, Stage::kDispatchWait, Stage::kHttp,
                           Stage::kRecord};
   for (std::size_t i = 0; i < std::size(stages); ++i) {
