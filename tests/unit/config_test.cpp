@@ -98,9 +98,9 @@ TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->worker.store_batching.min_batch, 1);
   EXPECT_EQ(c->worker.store_batching.max_wait_ms, 0);
-  auto r = parse_config("worker: { store_batching: { record_max_wait_ms: 0 } }", env_of({}));
-  ASSERT_TRUE(r) << r.error().message;
-  EXPECT_EQ(r->worker.store_batching.record_max_wait_ms, 0);
+  auto records = parse_config("worker: { store_batching: { record_max_wait_ms: 0 } }", env_of({}));
+  ASSERT_TRUE(records) << records.error().message;
+  EXPECT_EQ(records->worker.store_batching.record_max_wait_ms, 0);
   const std::map<std::string, std::string> refused = {
       {"{ min_batch: 0 }", "worker.store_batching.min_batch"},
       {"{ min_batch: 10001 }", "worker.store_batching.min_batch"},
