@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "shared/store/key_hash_sql.h"
 #include "shared/store/pg_array.h"
 
 namespace hookrelay::admin {
@@ -18,9 +19,7 @@ namespace {
 constexpr const char* kMatchDeadSql = R"SQL(
 SELECT d.delivery_key FROM dead_letters dl
   JOIN deliveries d
-    ON encode(substr(digest(d.delivery_key, 'sha256'), 1, 16), 'hex')::uuid
-     = encode(substr(digest(dl.delivery_key, 'sha256'), 1, 16), 'hex')::uuid
-    AND d.delivery_key = dl.delivery_key
+    ON )SQL" HR_KEY_IS("d.delivery_key", "dl.delivery_key") R"SQL(
 WHERE d.state = 'dead' AND ($1::text = '' OR dl.destination = $1::text)
   AND ($2::bigint = 0 OR d.first_seen_at >= to_timestamp($2::bigint / 1000.0))
   AND ($3::bigint = 0 OR d.first_seen_at < to_timestamp($3::bigint / 1000.0))

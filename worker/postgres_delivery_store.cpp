@@ -10,6 +10,7 @@
 #include <tuple>
 #include <utility>
 
+#include "shared/store/key_hash_sql.h"
 #include "shared/store/pg_array.h"
 
 namespace hookrelay {
@@ -57,7 +58,7 @@ SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, '')
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::bigint[], $11::bigint[])
      AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
-ON CONFLICT ((encode(substr(digest(delivery_key, 'sha256'), 1, 16), 'hex')::uuid)) DO UPDATE SET
+ON CONFLICT (()SQL" HR_KEY_HASH("delivery_key") R"SQL()) DO UPDATE SET
   (state, lease_owner, lease_until, lease_token, resend_id) = (
     SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
            CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
@@ -103,9 +104,7 @@ upd AS (
     lease_token = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_token END
   FROM input r
-  WHERE encode(substr(digest(d.delivery_key, 'sha256'), 1, 16), 'hex')::uuid
-      = encode(substr(digest(r.key, 'sha256'), 1, 16), 'hex')::uuid
-    AND d.delivery_key = r.key
+  WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
     AND d.state <> 'succeeded'
     AND (d.lease_token IS NOT DISTINCT FROM r.token OR r.next_state = 'succeeded')
   RETURNING d.delivery_key
@@ -136,7 +135,7 @@ std::string inbound_insert_sql(int first) {
          p(0, "text") + ", " + p(1, "text") + ", " + p(2, "text") + ", " + p(3, "int") + ", " +
          p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") + R"SQL()
        AS r(source, event_id, topic, "partition", "offset", received_ms, body_sha256)
-  ON CONFLICT ((encode(substr(digest(source || ':' || event_id, 'sha256'), 1, 16), 'hex')::uuid)) DO NOTHING
+  ON CONFLICT (()SQL" HR_EVENT_HASH("source", "event_id") R"SQL()) DO NOTHING
 )SQL";
 }
 
@@ -186,8 +185,8 @@ std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>&
 
 constexpr const char* kReleaseSql = R"SQL(
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
-WHERE encode(substr(digest(delivery_key, 'sha256'), 1, 16), 'hex')::uuid
-  = ANY (SELECT encode(substr(digest(k, 'sha256'), 1, 16), 'hex')::uuid FROM unnest($1::text[]) k)
+WHERE )SQL" HR_KEY_HASH("delivery_key") R"SQL(
+  = ANY (SELECT )SQL" HR_KEY_HASH("k") R"SQL( FROM unnest($1::text[]) k)
   AND delivery_key = ANY ($1::text[]) AND lease_owner = $2::text
 )SQL";
 
