@@ -116,15 +116,16 @@ TransportError transport_error(CURLcode code) {
 }
 
 // Each multi handle is driven by its socket interface: curl says which sockets to watch
-// (on_socket) and when it next needs a timeout call (on_timer), and the sender thread waits in
+// (on_socket) and when it next needs a timeout call (on_timer), and the loop's thread waits in
 // epoll_wait for exactly those. Work per wake-up is proportional to the sockets that are ready,
 // not to the transfers in flight.
 //
-// Transfers are spread round-robin over kShards multi handles, each with its own connection
-// cache. To find a reusable connection, libcurl (7.88) walks the host's connections in its cache,
-// in use or not; with one handle and 256 connections to a busy receiver that walk cost about 8 µs
-// of CPU per delivery (bench/worker: worker CPU 63 µs per delivery at per_host_max_in_flight 256,
-// 55 at 96). Split kShards ways, each walk is that much shorter.
+// A loop's transfers are spread round-robin over its multi handles (kShards in all, divided
+// among the loops, at least one each), each with its own connection cache. To find a reusable
+// connection, libcurl (7.88) walks the host's connections in its cache, in use or not; with one
+// handle and 256 connections to a busy receiver that walk cost about 8 µs of CPU per delivery
+// (bench/worker: worker CPU 63 µs per delivery at per_host_max_in_flight 256, 55 at 96). Split
+// kShards ways, each walk is that much shorter.
 constexpr std::size_t kShards = 8;
 
 struct LoopState {
@@ -210,63 +211,87 @@ void set_fixed_options(CURL* e, const std::string& user_agent) {
 
 }  // namespace
 
-CurlSender::CurlSender(SsrfGuard guard, std::string user_agent)
+CurlSender::CurlSender(SsrfGuard guard, int threads, std::string user_agent)
     : guard_(std::move(guard)), user_agent_(std::move(user_agent)) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  for (std::size_t i = 0; i < kShards; ++i) {
-    CurlMulti m(curl_multi_init());
-    curl_multi_setopt(m.get(), CURLMOPT_MAXCONNECTS, 1024L);
-    multis_.push_back(std::move(m));
+  const std::size_t loops = static_cast<std::size_t>(std::max(1, threads));
+  // kShards multi handles in all, at least one per loop: each loop's connections are its own.
+  const std::size_t shards = std::max<std::size_t>(1, kShards / loops);
+  for (std::size_t i = 0; i < loops; ++i) {
+    auto loop = std::make_unique<Loop>();
+    for (std::size_t s = 0; s < shards; ++s) {
+      CurlMulti m(curl_multi_init());
+      curl_multi_setopt(m.get(), CURLMOPT_MAXCONNECTS, 1024L);
+      loop->multis.push_back(std::move(m));
+    }
+    loop->epoll_fd.reset(epoll_create1(EPOLL_CLOEXEC));
+    int epoll_errno = errno;
+    loop->wake_fd.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!loop->epoll_fd.valid() || !loop->wake_fd.valid()) {
+      int err = loop->epoll_fd.valid() ? errno : epoll_errno;
+      throw std::runtime_error(std::string("cannot create the HTTP sender's epoll or eventfd: ") +
+                               std::strerror(err));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kWakeTag;
+    epoll_ctl(loop->epoll_fd.get(), EPOLL_CTL_ADD, loop->wake_fd.get(), &ev);
+    loops_.push_back(std::move(loop));
   }
-  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
-  int epoll_errno = errno;
-  wake_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!epoll_fd_.valid() || !wake_fd_.valid()) {
-    int err = epoll_fd_.valid() ? errno : epoll_errno;
-    throw std::runtime_error(std::string("cannot create the HTTP sender's epoll or eventfd: ") +
-                             std::strerror(err));
+  // Started once every loop exists: a failure above leaves no thread behind.
+  for (auto& loop : loops_) {
+    Loop* l = loop.get();
+    l->thread = start_guarded_thread("http_sender", [this, l] { run(*l); });
   }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kWakeTag;
-  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, wake_fd_.get(), &ev);
-  thread_ = start_guarded_thread("http_sender", [this] { run(); });
 }
 
 CurlSender::~CurlSender() {
   running_ = false;
-  wake();
-  if (thread_.joinable()) thread_.join();
-  // The multi handles and descriptors are closed by their owners, after the thread is gone.
+  for (auto& loop : loops_) wake(*loop);
+  for (auto& loop : loops_) {
+    if (loop->thread.joinable()) loop->thread.join();
+  }
+  // The multi handles and descriptors are closed by their owners, after the threads are gone.
 }
 
-void CurlSender::wake() {
+void CurlSender::wake(Loop& loop) {
   uint64_t one = 1;
-  (void)!write(wake_fd_.get(), &one, sizeof one);
+  (void)!write(loop.wake_fd.get(), &one, sizeof one);
+}
+
+int CurlSender::in_flight() const {
+  int n = 0;
+  for (const auto& loop : loops_) n += loop->in_flight.load();
+  return n;
+}
+
+int CurlSender::in_flight(int thread) const {
+  return loops_.at(static_cast<std::size_t>(thread))->in_flight.load();
 }
 
 void CurlSender::send(HttpCall call, Done done) {
+  Loop& loop = *loops_[next_loop_.fetch_add(1, std::memory_order_relaxed) % loops_.size()];
   auto t = std::make_unique<Transfer>();
   t->call = std::move(call);
   t->done = std::move(done);
-  in_flight_.fetch_add(1);
+  loop.in_flight.fetch_add(1);
   bool first;
   {
-    std::lock_guard lock(mu_);
-    first = inbox_.empty();
-    inbox_.push_back(std::move(t));
+    std::lock_guard lock(loop.mu);
+    first = loop.inbox.empty();
+    loop.inbox.push_back(std::move(t));
   }
-  // The sender thread empties the inbox on every wake-up, so only the first of a burst wakes it.
-  if (first) wake();
+  // The loop empties its inbox on every wake-up, so only the first of a burst wakes it.
+  if (first) wake(loop);
 }
 
-void CurlSender::run() {
-  std::vector<LoopState> loops(multis_.size());  // never resized: curl holds pointers into it
+void CurlSender::run(Loop& self) {
+  std::vector<LoopState> loops(self.multis.size());  // never resized: curl holds pointers into it
   for (std::size_t i = 0; i < loops.size(); ++i) {
     LoopState& loop = loops[i];
-    loop.multi = multis_[i].get();
+    loop.multi = self.multis[i].get();
     loop.shard = i;
-    loop.epoll_fd = epoll_fd_.get();
+    loop.epoll_fd = self.epoll_fd.get();
     curl_multi_setopt(loop.multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
     curl_multi_setopt(loop.multi, CURLMOPT_SOCKETDATA, &loop);
     curl_multi_setopt(loop.multi, CURLMOPT_TIMERFUNCTION, &on_timer);
@@ -283,11 +308,11 @@ void CurlSender::run() {
   std::vector<CurlEasy> idle;
   constexpr std::size_t kMaxIdle = 1024;
   std::string header_line;  // "Name: value" of the header being added, its buffer reused
-  auto finish = [this](std::unique_ptr<Transfer> t, HttpResult r) {
+  auto finish = [&self](std::unique_ptr<Transfer> t, HttpResult r) {
     r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - t->started)
                         .count();
-    in_flight_.fetch_sub(1);
+    self.in_flight.fetch_sub(1);
     t->done(std::move(r));
   };
   // A finished transfer: its result goes to the caller, its easy handle back to `idle`.
@@ -329,10 +354,10 @@ void CurlSender::run() {
   };
   while (true) {
     {
-      std::lock_guard lock(mu_);
-      while (!inbox_.empty()) {
-        fresh.push_back(std::move(inbox_.front()));
-        inbox_.pop_front();
+      std::lock_guard lock(self.mu);
+      while (!self.inbox.empty()) {
+        fresh.push_back(std::move(self.inbox.front()));
+        self.inbox.pop_front();
       }
     }
     bool stopping = !running_.load();
@@ -403,20 +428,20 @@ void CurlSender::run() {
         finish(std::move(t), shutting_down_result());
       }
       active.clear();
-      std::lock_guard lock(mu_);
-      if (inbox_.empty()) {
+      std::lock_guard lock(self.mu);
+      if (self.inbox.empty()) {
         idle.clear();
         break;
       }
       continue;
     }
-    int n = epoll_wait(epoll_fd_.get(), events, kMaxEvents, wait_ms(loops));
+    int n = epoll_wait(self.epoll_fd.get(), events, kMaxEvents, wait_ms(loops));
     int running = 0;
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
       if (tag == kWakeTag) {
         uint64_t count = 0;
-        (void)!read(wake_fd_.get(), &count, sizeof count);
+        (void)!read(self.wake_fd.get(), &count, sizeof count);
         continue;
       }
       int flags = 0;

@@ -1,6 +1,9 @@
-// CurlSender: HttpSender on libcurl multi handles (a few, transfers spread round-robin) driven
-// by one thread of its own through curl's socket interface and one epoll set. Connections are
-// reused across deliveries to the same host. Every socket curl wants to open is first shown to
+// CurlSender: HttpSender on libcurl multi handles driven through curl's socket interface by
+// event loops, each a thread of its own with its own epoll set and multi handles (a few, calls
+// spread round-robin). Calls are spread round-robin over the loops (worker.http_threads), so the
+// HTTP work of a busy worker is not bound to one core, nor to one thread's share of a machine
+// whose cores are shared. Connections are reused across deliveries to the same host, within a
+// loop. Every socket curl wants to open is first shown to
 // the SsrfGuard (CURLOPT_OPENSOCKETFUNCTION), so the decision is made on the resolved address,
 // after DNS, which is where rebinding tricks would otherwise slip through.
 //
@@ -8,7 +11,8 @@
 // and https are allowed; proxy environment variables are ignored (the guard must see the
 // destination's own address).
 //
-// Thread-safety: send() from any thread; completion callbacks run on the sender thread.
+// Thread-safety: send() from any thread; completion callbacks run on the thread of the loop that
+// made the call.
 #pragma once
 
 #include <atomic>
@@ -27,30 +31,39 @@ namespace hookrelay {
 
 class CurlSender final : public HttpSender {
  public:
-  explicit CurlSender(SsrfGuard guard, std::string user_agent = "hookrelay/0.1");
+  // `threads`: event loops (at least 1). Throws std::runtime_error when a loop's epoll set or
+  // eventfd cannot be made.
+  explicit CurlSender(SsrfGuard guard, int threads = 1, std::string user_agent = "hookrelay/0.1");
   ~CurlSender() override;  // fails outstanding calls with kOther ("shutting down")
   CurlSender(const CurlSender&) = delete;
   CurlSender& operator=(const CurlSender&) = delete;
 
   void send(HttpCall call, Done done) override;
-  int in_flight() const { return in_flight_.load(); }
+  int threads() const { return static_cast<int>(loops_.size()); }
+  int in_flight() const;            // calls sent and not answered, over all loops
+  int in_flight(int thread) const;  // the same for one loop
 
   struct Transfer;  // defined in curl_sender.cpp
 
  private:
-  void run();
-  void wake();
+  // One event loop: its thread, epoll set, multi handles and the calls handed to it.
+  struct Loop {
+    std::vector<CurlMulti> multis;  // one per shard
+    std::mutex mu;
+    std::deque<std::unique_ptr<Transfer>> inbox;
+    std::atomic<int> in_flight{0};
+    UniqueFd epoll_fd;
+    UniqueFd wake_fd;  // eventfd: send() and the destructor wake the loop's thread
+    std::thread thread;
+  };
+  void run(Loop& loop);
+  static void wake(Loop& loop);
 
   SsrfGuard guard_;
   std::string user_agent_;
-  std::vector<CurlMulti> multis_;  // one per shard
-  std::mutex mu_;
-  std::deque<std::unique_ptr<Transfer>> inbox_;
   std::atomic<bool> running_{true};
-  std::atomic<int> in_flight_{0};
-  UniqueFd epoll_fd_;
-  UniqueFd wake_fd_;  // eventfd: send() and the destructor wake the sender thread
-  std::thread thread_;
+  std::atomic<unsigned> next_loop_{0};
+  std::vector<std::unique_ptr<Loop>> loops_;
 };
 
 }  // namespace hookrelay

@@ -138,7 +138,8 @@ int run_worker(int argc, char** argv) {
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
   try {
-    sender.emplace(SsrfGuard(config->worker.allow_private_networks, config->worker.allowed_cidrs));
+    sender.emplace(SsrfGuard(config->worker.allow_private_networks, config->worker.allowed_cidrs),
+                   config->worker.http_threads);
   } catch (const std::exception& e) {  // out of file descriptors for its epoll and eventfd
     std::fprintf(stderr, "hookrelay-worker: %s\n", e.what());
     return 2;
@@ -169,6 +170,7 @@ int run_worker(int argc, char** argv) {
     std::string_view path = req.target.substr(0, req.target.find('?'));
     HttpResponse r;
     if (path == "/metrics") {
+      for (int t = 0; t < sender->threads(); ++t) metrics.http_in_flight(t, sender->in_flight(t));
       r.content_type = "text/plain; version=0.0.4";
       r.body = serialize_metrics(*registry);
     } else if (path == "/healthz") {

@@ -83,6 +83,9 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   host_limit_ = &reg(prometheus::BuildGauge(), r, "hookrelay_host_inflight_limit",
                      "Adaptive in-flight limit of a destination host whose limit was cut (until "
                      "back at the maximum)");
+  http_in_flight_ =
+      &reg(prometheus::BuildGauge(), r, "hookrelay_worker_http_calls_in_flight",
+           "HTTP calls sent and not yet answered, by sender thread (worker.http_threads)");
   host_limit_cuts_ = &reg(prometheus::BuildCounter(), r, "hookrelay_host_inflight_limit_cuts_total",
                           "Cuts of a destination host's adaptive in-flight limit, by host and "
                           "reason (429, 503, timeout)");
@@ -195,6 +198,11 @@ void WorkerMetrics::circuits(double closed, double open, double half_open) {
 
 void WorkerMetrics::host_inflight_limit(std::string_view host, int limit) {
   series_.get(*host_limit_, {{"host", host}}).Set(limit);
+}
+
+void WorkerMetrics::http_in_flight(int thread, int calls) {
+  const std::string label = std::to_string(thread);
+  series_.get(*http_in_flight_, {{"thread", label}}).Set(calls);
 }
 
 void WorkerMetrics::host_flow_event(std::string_view host, std::string_view what) {

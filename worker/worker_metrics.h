@@ -47,6 +47,8 @@ class WorkerMetrics {
   // reason (429, 503, timeout), or a Retry-After pause of the whole host (what = "pause").
   void host_inflight_limit(std::string_view host, int limit);
   void host_flow_event(std::string_view host, std::string_view what);
+  // HTTP calls sent and not yet answered, per sender event loop (worker.http_threads).
+  void http_in_flight(int thread, int calls);
   // An event of `source` that a route's filter kept from `route` (no delivery was made).
   void filtered(std::string_view source, std::string_view route);
   // Creates the filtered series of every route with a filter at zero.
@@ -65,6 +67,7 @@ class WorkerMetrics {
 
  private:
   prometheus::Family<prometheus::Gauge>* host_limit_;
+  prometheus::Family<prometheus::Gauge>* http_in_flight_;
   prometheus::Family<prometheus::Counter>* host_limit_cuts_;
   prometheus::Family<prometheus::Counter>* host_pauses_;
   prometheus::Family<prometheus::Counter>* consumed_;

@@ -796,11 +796,26 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   }
   if (auto w = root["worker"]) {
     only_keys(w, "worker",
-              {"listen", "group_id", "worker_id", "group_instance_id", "static_membership",
-               "allow_private_networks", "allowed_cidrs", "max_in_flight", "batch_size",
-               "connect_timeout_ms", "per_host_max_in_flight", "per_host_rate_per_second",
-               "breaker_failure_threshold", "breaker_cooldown_ms", "shutdown_grace_ms",
-               "host_states", "claim_lease_seconds", "adaptive_limit", "store_batching"});
+              {"listen",
+               "group_id",
+               "worker_id",
+               "group_instance_id",
+               "static_membership",
+               "allow_private_networks",
+               "allowed_cidrs",
+               "max_in_flight",
+               "batch_size",
+               "connect_timeout_ms",
+               "per_host_max_in_flight",
+               "per_host_rate_per_second",
+               "http_threads",
+               "breaker_failure_threshold",
+               "breaker_cooldown_ms",
+               "shutdown_grace_ms",
+               "host_states",
+               "claim_lease_seconds",
+               "adaptive_limit",
+               "store_batching"});
     auto& wc = c.worker;
     if (w["listen"]) wc.listen = str(w["listen"], "worker.listen", env);
     if (w["group_id"]) wc.group_id = str(w["group_id"], "worker.group_id", env);
@@ -826,6 +841,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["per_host_max_in_flight"])
       wc.per_host_max_in_flight =
           num<int>(w["per_host_max_in_flight"], "worker.per_host_max_in_flight", 1, 100000);
+    if (w["http_threads"])
+      wc.http_threads = num<int>(w["http_threads"], "worker.http_threads", 1, 64);
     if (w["per_host_rate_per_second"])
       wc.per_host_rate_per_second =
           num<double>(w["per_host_rate_per_second"], "worker.per_host_rate_per_second", 0, 1e6);

@@ -210,6 +210,7 @@ struct WorkerConfig {
   int batch_size = 500;                 // messages per Postgres claim round trip
   int connect_timeout_ms = 5000;
   int per_host_max_in_flight = 256;     // per-destination concurrency limit
+  int http_threads = 1;                 // HTTP sender event loops (threads), read at start
   double per_host_rate_per_second = 0;  // 0 = unlimited
   int breaker_failure_threshold = 20;   // consecutive failures that open a host's circuit
   int breaker_cooldown_ms = 30000;      // how long an open circuit refuses calls

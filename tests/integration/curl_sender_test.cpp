@@ -78,6 +78,40 @@ TEST(CurlSenderTest, ManyConcurrentTransfersEachCompleteOnce) {
   EXPECT_EQ(sender.in_flight(), 0);
 }
 
+// Several event loops (worker.http_threads): calls are spread evenly over them, each answered
+// once, and a loop's timers end its own calls.
+TEST(CurlSenderTest, SeveralLoopsShareTheCallsAndEachIsAnsweredOnce) {
+  test::ScriptedReceiver rx;
+  ASSERT_TRUE(rx.start());
+  rx.set_default("/slow", test::ScriptedResponse{.status = 200, .delay_ms = 300});
+  rx.set_default("/hang", test::ScriptedResponse{.status = 200, .delay_ms = 5000});
+  CurlSender sender(SsrfGuard(true, {}), 3);
+  ASSERT_EQ(sender.threads(), 3);
+  Results results;
+  constexpr int kCalls = 300;
+  constexpr int kHanging = 12;
+  for (int i = 0; i < kCalls; ++i) sender.send(post(rx.url("/slow"), i), results.sink(i));
+  for (int i = kCalls; i < kCalls + kHanging; ++i)
+    sender.send(post(rx.url("/hang"), i, 300), results.sink(i));
+  for (int t = 0; t < 3; ++t) EXPECT_EQ(sender.in_flight(t), (kCalls + kHanging) / 3) << t;
+  ASSERT_TRUE(results.wait_for(kCalls + kHanging, 60s));
+  auto got = results.take();
+  for (const auto& [id, r] : got) {
+    if (id < kCalls) {
+      EXPECT_EQ(r.error, TransportError::kNone) << id << ": " << r.message;
+      EXPECT_EQ(r.status, 200) << id;
+    } else {
+      EXPECT_EQ(r.error, TransportError::kTimeout) << id << ": " << r.message;
+    }
+  }
+  std::map<std::string, int> ids;
+  for (const auto& req : rx.requests("/slow")) ids[req.header("X-Id").value_or("")]++;
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kCalls));
+  for (const auto& [id, n] : ids) EXPECT_EQ(n, 1) << id;
+  for (int t = 0; t < 3; ++t) EXPECT_EQ(sender.in_flight(t), 0) << t;
+  rx.stop();
+}
+
 TEST(CurlSenderTest, TimeoutsFireOnEveryMultiHandle) {
   test::ScriptedReceiver rx;
   ASSERT_TRUE(rx.start());

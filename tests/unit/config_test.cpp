@@ -119,6 +119,21 @@ TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
   }
 }
 
+TEST(Config, HttpThreadsDefaultRangeAndErrorsNamingTheField) {
+  auto d = parse_config("", env_of({}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->worker.http_threads, 1);
+  auto c = parse_config("worker: { http_threads: 4 }", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->worker.http_threads, 4);
+  for (const char* yaml : {"0", "65", "many", "[2]"}) {
+    auto r = parse_config(std::string("worker: { http_threads: ") + yaml + " }", env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    EXPECT_NE(r.error().message.find("worker.http_threads"), std::string::npos)
+        << yaml << ": " << r.error().message;
+  }
+}
+
 TEST(Config, HostStatesDefaultsKeysAndErrorsNamingTheField) {
   auto d = parse_config("", env_of({}));
   ASSERT_TRUE(d);
