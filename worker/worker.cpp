@@ -217,7 +217,8 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
 void Worker::audit_first_copy(const ConsumedMessage& m, const std::string& source,
                               const std::string& event_id, int64_t received_at_ms) {
   std::string body_hash;
-  if (m.topic == kWebhooksTopic) body_hash = hex_encode(sha256(m.value ? *m.value : std::string()));
+  if (m.topic == kWebhooksTopic)
+    body_hash = hex_encode(sha256(m.value ? std::string_view(*m.value) : std::string_view()));
   store_.audit(
       {source, event_id, m.topic, m.partition, m.offset, received_at_ms, std::move(body_hash)});
 }
