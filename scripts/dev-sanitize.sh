@@ -48,7 +48,7 @@ cmd_test_san() {
   log "running the sanitized suite (ASan + UBSan + LSan) in $SAN_BUILD"
   local filter=()
   [ -n "${HOOKRELAY_SAN_TESTS:-}" ] && filter=(-R "$HOOKRELAY_SAN_TESTS")
-  run_ctest "$SAN_BUILD" sanitized -j "${HOOKRELAY_TEST_JOBS:-5}" -L 'unit|integration|fuzz' \
+  run_ctest "$SAN_BUILD" sanitized -j "${HOOKRELAY_TEST_JOBS:-4}" -L 'unit|integration|fuzz' \
     "${filter[@]}" "$@"
 }
 

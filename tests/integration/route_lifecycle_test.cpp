@@ -17,9 +17,9 @@ constexpr int kRouteEvents = 10;
 
 class RouteLifecycleTest : public AdminTest {
  protected:
-  // Events evt-0 .. evt-9 of acme, produced one at a time so they arrive in that order.
-  void produce_in_order() {
-    for (int i = 0; i < kRouteEvents; ++i) {
+  // Events evt-<from> .. evt-<to - 1> of acme, produced one at a time so they arrive in that order.
+  void produce_in_order(int from = 0, int to = kRouteEvents) {
+    for (int i = from; i < to; ++i) {
       ASSERT_NO_FATAL_FAILURE(
           produce("acme", "evt-" + std::to_string(i), R"({"n":)" + std::to_string(i) + "}"));
       std::this_thread::sleep_for(5ms);
@@ -58,16 +58,18 @@ TEST_F(RouteLifecycleTest, A410ParksTheRouteWhileAnotherKeepsReceivingAndTheCliR
   ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
   rx_.set_default("/a", {410, {}, 0, "gone"});
   start_worker();
-  ASSERT_NO_FATAL_FAILURE(produce_in_order());
+  // evt-0's 410 suspends route a; the later events come after the suspension, so none of them
+  // is attempted on a (events read in one batch with it would be in flight already).
+  ASSERT_NO_FATAL_FAILURE(produce_in_order(0, 1));
+  ASSERT_TRUE(deliveries_in_state("parked", 1, 30s)) << stack_->describe_deliveries();
+  ASSERT_NO_FATAL_FAILURE(produce_in_order(1, kRouteEvents));
 
   ASSERT_TRUE(rx_.wait_for_count("/b", kRouteEvents, 30s)) << "route b got " << rx_.count("/b");
   ASSERT_TRUE(deliveries_in_state("parked", kRouteEvents, 30s)) << stack_->describe_deliveries();
   ASSERT_TRUE(deliveries_in_state("succeeded", kRouteEvents, 10s));
   std::this_thread::sleep_for(1500ms);  // a retry or a dead letter would show up here
   const std::size_t gone_calls = rx_.count("/a");
-  EXPECT_GE(gone_calls, 1u);
-  EXPECT_LT(gone_calls, static_cast<std::size_t>(kRouteEvents))
-      << "the route was not suspended by its 410";
+  EXPECT_EQ(gone_calls, 1u) << "the route was not suspended by its 410";
   EXPECT_EQ(stack_->count_deliveries("dead"), 0);
   EXPECT_EQ(stack_->count_deliveries("parked"), kRouteEvents);
   EXPECT_EQ(

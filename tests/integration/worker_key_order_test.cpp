@@ -35,6 +35,13 @@ class KeyOrderTest : public WorkerTest {
         << receiver_.successes() << " of " << n << " delivered";
     return std::chrono::duration<double>(Clock::now() - start).count();
   }
+  // Once every event is delivered, no key is held and no delivery waits behind one.
+  void expect_every_key_free() {
+    EXPECT_TRUE(
+        eventually([&] { return stack_->scalar("SELECT count(*) FROM ordered_keys") == "0"; }, 10s))
+        << "every key is free at the end";
+    EXPECT_EQ(stack_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  }
   // Seconds from `start` until the last success of the keys other than `skip`.
   double others_done(Clock::time_point start, const std::string& skip) {
     Clock::time_point last = start;
@@ -60,10 +67,7 @@ TEST_F(KeyOrderTest, RandomFailuresKeepEveryKeysSuccessesInSequenceEachOnce) {
   const double releases = worker_metric(0, "hookrelay_ordered_releases_total");
   EXPECT_GT(waits, 0) << "no delivery waited behind a failed head: the order was not at stake";
   EXPECT_EQ(releases, waits) << "every waiting delivery is released once";
-  EXPECT_TRUE(
-      eventually([&] { return stack_->scalar("SELECT count(*) FROM ordered_keys") == "0"; }, 10s))
-      << "every key is free at the end";
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  expect_every_key_free();
   std::printf(
       "[ key order ] %d events over %d keys, receiver failing 20%%: all delivered in %.1f s, "
       "%d failed attempts, %.0f deliveries waited behind their key's head and were released\n",
@@ -96,10 +100,7 @@ TEST_F(KeyOrderTest, ADeliveryLeasedByAStoppedWorkerHoldsItsKeyUntilItIsDelivere
   EXPECT_GE(c0_first, kLeaseMs / 1000.0 - 0.5) << "the leased delivery was sent under its lease";
   EXPECT_LT(c1_done, kLeaseMs / 1000.0) << "the other key waited for the leased one";
   expect_each_succeeded_once(*stack_, 2 * kPerKey);
-  EXPECT_TRUE(
-      eventually([&] { return stack_->scalar("SELECT count(*) FROM ordered_keys") == "0"; }, 10s))
-      << "the key is free at the end";
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  expect_every_key_free();
   std::printf(
       "[ key order ] a delivery leased by a stopped worker: its key's first success %.2f s after "
       "the events (lease %d ms), the other key done in %.2f s\n",

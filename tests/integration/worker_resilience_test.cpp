@@ -124,15 +124,17 @@ TEST_F(WorkerTest, RetriesWaitingDuringARebalanceAreNotStranded) {
   o.routes = {{"acme", "a", rx_.url("/a")}};
   o.schedule_seconds = {1, 2, 10};
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
-  // Every first attempt asks for 6 s: the retries wait on tier 2 with their partitions paused.
-  rx_.script("/a",
-             std::vector<ScriptedResponse>(kEvents, ScriptedResponse{503, {{"Retry-After", "6"}}}));
+  // Every first attempt asks for 10 s: the retries wait on tier 2 with their partitions paused
+  // (long enough for every first attempt to be recorded on a loaded machine).
+  rx_.script(
+      "/a", std::vector<ScriptedResponse>(kEvents, ScriptedResponse{503, {{"Retry-After", "10"}}}));
   auto produced = stack_->produce_webhooks("acme", numbered_events("evt-wait-", kEvents));
   ASSERT_TRUE(produced) << produced.error().message;
 
   start_worker();
   ASSERT_TRUE(rx_.wait_for_count("/a", kEvents, 20s));
-  ASSERT_TRUE(eventually([&] { return stack_->count_deliveries("retrying") == kEvents; }, 10s));
+  ASSERT_TRUE(eventually([&] { return stack_->count_deliveries("retrying") == kEvents; }, 10s))
+      << stack_->describe_deliveries();
   std::this_thread::sleep_for(1s);  // the first worker has fetched the tier and paused it
   start_worker();                   // revokes and reassigns every partition
   ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 40s))
