@@ -15,6 +15,18 @@ EnvLookup env_of(std::map<std::string, std::string> vars) {
   };
 }
 
+// Each YAML of `refused`, put between `prefix` and `suffix`, is refused with an error that
+// contains its text (the field's name, and what is wrong with it).
+void expect_refused(const std::string& prefix, const std::map<std::string, std::string>& refused,
+                    const std::string& suffix = "") {
+  for (const auto& [yaml, error] : refused) {
+    auto r = parse_config(prefix + yaml + suffix, env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    EXPECT_NE(r.error().message.find(error), std::string::npos)
+        << yaml << ": " << r.error().message;
+  }
+}
+
 const char* kExample = R"(
 kafka: { bootstrap_servers: "127.0.0.1:9092" }
 ingest: { listen: "127.0.0.1:8080", max_body_bytes: 1048576 }
@@ -111,12 +123,7 @@ TEST(Config, StoreBatchingDefaultsKeysAndErrorsNamingTheField) {
       {"{ record_max_wait_ms: 1001 }", "worker.store_batching.record_max_wait_ms"},
       {"{ linger_ms: 5 }", "worker.store_batching.linger_ms"},
       {"[100, 10]", "worker.store_batching"}};
-  for (const auto& [yaml, field] : refused) {
-    auto r = parse_config("worker: { store_batching: " + yaml + " }", env_of({}));
-    ASSERT_FALSE(r) << yaml;
-    EXPECT_NE(r.error().message.find(field), std::string::npos)
-        << yaml << ": " << r.error().message;
-  }
+  expect_refused("worker: { store_batching: ", refused, " }");
 }
 
 TEST(Config, HttpThreadsDefaultRangeAndErrorsNamingTheField) {
@@ -126,12 +133,12 @@ TEST(Config, HttpThreadsDefaultRangeAndErrorsNamingTheField) {
   auto c = parse_config("worker: { http_threads: 4 }", env_of({}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->worker.http_threads, 4);
-  for (const char* yaml : {"0", "65", "many", "[2]"}) {
-    auto r = parse_config(std::string("worker: { http_threads: ") + yaml + " }", env_of({}));
-    ASSERT_FALSE(r) << yaml;
-    EXPECT_NE(r.error().message.find("worker.http_threads"), std::string::npos)
-        << yaml << ": " << r.error().message;
-  }
+  expect_refused("worker: { http_threads: ",
+                 {{"0", "worker.http_threads"},
+                  {"65", "worker.http_threads"},
+                  {"many", "worker.http_threads"},
+                  {"[2]", "worker.http_threads"}},
+                 " }");
 }
 
 TEST(Config, HostStatesDefaultsKeysAndErrorsNamingTheField) {
@@ -154,12 +161,7 @@ TEST(Config, HostStatesDefaultsKeysAndErrorsNamingTheField) {
        "worker.host_states.stale_after_ms: must be greater than publish_interval_ms (20000)"},
       {"{ interval_ms: 5 }", "worker.host_states.interval_ms: unknown key"},
       {"[5000, 15000]", "worker.host_states: must be a mapping"}};
-  for (const auto& [yaml, error] : refused) {
-    auto r = parse_config("worker: { host_states: " + yaml + " }", env_of({}));
-    ASSERT_FALSE(r) << yaml;
-    EXPECT_NE(r.error().message.find(error), std::string::npos)
-        << yaml << ": " << r.error().message;
-  }
+  expect_refused("worker: { host_states: ", refused, " }");
 }
 
 TEST(Config, AdminSectionDefaultsKeysAndErrorsNamingTheField) {
@@ -180,12 +182,7 @@ TEST(Config, AdminSectionDefaultsKeysAndErrorsNamingTheField) {
       {"{ listen: nowhere }", "admin.listen"},
       {"{ max_replay_keys: 0 }", "admin.max_replay_keys"},
       {"{ colour: red }", "admin.colour"}};
-  for (const auto& [yaml, field] : refused) {
-    auto r = parse_config("admin: " + yaml, env_of({}));
-    ASSERT_FALSE(r) << yaml;
-    EXPECT_NE(r.error().message.find(field), std::string::npos)
-        << yaml << ": " << r.error().message;
-  }
+  expect_refused("admin: ", refused);
   // A refused token is not echoed.
   auto r = parse_config(R"(admin: { tokens: ["short-token"] })", env_of({}));
   ASSERT_FALSE(r);
