@@ -3,7 +3,6 @@
 // The statements it changes: --store bench/storage-variants/not_exists.cpp --store
 // bench/storage-variants/lease_table.cpp --sql "$(cat bench/storage-variants/lease_table.sql)"
 
-
 constexpr const char* kClaimSql = R"SQL(
 input AS (
   SELECT key, )SQL" HR_KEY_HASH("r.key") R"SQL( AS key_hash, $9::text AS lease_owner,

@@ -3,7 +3,6 @@
 // The statements it changes (bench/storage takes the others from the worker's store):
 // --store bench/storage-variants/not_exists.cpp
 
-
 constexpr const char* kClaimSql = R"SQL(
 input AS (
   SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, '') AS origin_topic,
@@ -11,7 +10,8 @@ input AS (
          CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
            AS first_seen_at,
          EXISTS (SELECT 1 FROM deliveries x
-                 WHERE )SQL" HR_KEY_HASH("x.delivery_key") " = " HR_KEY_HASH("r.key") R"SQL() AS known
+                 WHERE )SQL" HR_KEY_HASH("x.delivery_key") " = " HR_KEY_HASH(
+    "r.key") R"SQL() AS known
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
               $8::bigint[], $11::bigint[])
        AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
@@ -61,9 +61,11 @@ std::string inbound_insert_sql(int first) {
          topic, "partition", "offset", decode(coalesce(body_sha256, ''), 'hex')
   FROM unnest()SQL" +
          p(0, "text") + ", " + p(1, "text") + ", " + p(2, "text") + ", " + p(3, "int") + ", " +
-         p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") + R"SQL()
+         p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") +
+         R"SQL()
        AS r(source, event_id, topic, "partition", "offset", received_ms, body_sha256)
   WHERE NOT EXISTS (SELECT 1 FROM inbound_events i
-                    WHERE )SQL" HR_EVENT_HASH("i.source", "i.event_id") " = " HR_EVENT_HASH("r.source", "r.event_id") R"SQL()
+                    WHERE )SQL" HR_EVENT_HASH("i.source", "i.event_id") " = " HR_EVENT_HASH(
+             "r.source", "r.event_id") R"SQL()
 )SQL";
 }
