@@ -1,6 +1,8 @@
 // `hookrelay topics apply` and `hookrelay topics check`: the Kafka topics as the config describes
 // them (shared/kafka/topic_plan.h), made so or compared, through the Admin API
 // (shared/kafka/kafka_admin.h).
+#include <algorithm>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
@@ -140,15 +142,40 @@ std::vector<Action> actions_for(const std::vector<TopicSpec>& desired,
   return out;
 }
 
+// Topic -> the partitions every broker must show: as configured, or more where the topic has more.
+std::map<std::string, int> partitions_wanted(const std::vector<TopicSpec>& desired,
+                                             const std::map<std::string, ObservedTopic>& observed) {
+  std::map<std::string, int> out;
+  for (const auto& spec : desired) {
+    auto it = observed.find(spec.name);
+    out[spec.name] =
+        it == observed.end() ? spec.partitions : std::max(spec.partitions, it->second.partitions);
+  }
+  return out;
+}
+
+std::string seconds_waited(std::chrono::milliseconds ms) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f s", static_cast<double>(ms.count()) / 1000.0);
+  return text;
+}
+
 int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args, CliIo& io) {
   auto observed = admin.describe(names_of(target.desired), target.config_names);
   if (!observed) return report_error(io, "topics apply", observed.error());
   const auto drifts = diff_topics(target.desired, *observed);
+  const auto wanted = partitions_wanted(target.desired, *observed);
+  const bool dry_run = args.has("--dry-run");
   if (drifts.empty()) {
+    // Cheap when every broker already has them (one metadata request each); waits otherwise, as
+    // after a change (another apply may have just created them).
+    if (!dry_run) {
+      auto every = admin.wait_until_every_broker_knows(wanted);
+      if (!every) return report_error(io, "topics apply", every.error());
+    }
     io.out << "ok: " << target.desired.size() << " topics as configured, nothing to do\n";
     return kExitOk;
   }
-  const bool dry_run = args.has("--dry-run");
   int failed = 0;
   for (const auto& action : actions_for(target.desired, drifts, admin)) {
     if (dry_run) {
@@ -169,8 +196,18 @@ int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
     ++left;
   }
   if (dry_run) return kExitOk;
-  if (failed > 0) io.err << "hookrelay topics apply: " << failed << " action(s) failed\n";
-  return failed > 0 || left > 0 ? kExitFailed : kExitOk;
+  if (failed > 0) {
+    io.err << "hookrelay topics apply: " << failed << " action(s) failed\n";
+    return kExitFailed;
+  }
+  // Return only once a client may use the topics whichever broker it asks.
+  auto every = admin.wait_until_every_broker_knows(wanted);
+  if (!every) return report_error(io, "topics apply", every.error());
+  io.out << "every broker (" << every->brokers << ") lists the " << wanted.size()
+         << " topics with a leader for each partition, after " << seconds_waited(every->waited)
+         << " (" << every->rounds << (every->rounds == 1 ? " round" : " rounds")
+         << " of metadata requests)\n";
+  return left > 0 ? kExitFailed : kExitOk;
 }
 
 }  // namespace

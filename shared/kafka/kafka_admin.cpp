@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <thread>
 
 namespace hookrelay {
@@ -44,12 +45,14 @@ Error admin_error(rd_kafka_resp_err_t err, const std::string& what, const char* 
 
 }  // namespace
 
-Result<std::unique_ptr<KafkaAdmin>> KafkaAdmin::create(const KafkaConfig& kafka,
-                                                       std::chrono::milliseconds timeout) {
-  auto props = kafka.properties;
-  props["bootstrap.servers"] = kafka.bootstrap_servers;
-  props["client.id"] = "hookrelay-admin";
-  auto conf = make_kafka_conf(props);
+namespace {
+
+// A client on `bootstrap` with `properties` (TLS, SASL): a producer that never produces.
+Result<KafkaHandle> admin_client(std::map<std::string, std::string> properties,
+                                 const std::string& bootstrap) {
+  properties["bootstrap.servers"] = bootstrap;
+  properties["client.id"] = "hookrelay-admin";
+  auto conf = make_kafka_conf(properties);
   if (!conf) return Unexpected{conf.error()};
   // Connection failures come back as results with a clear message; librdkafka's own stderr lines
   // would only repeat them.
@@ -58,8 +61,16 @@ Result<std::unique_ptr<KafkaAdmin>> KafkaAdmin::create(const KafkaConfig& kafka,
   KafkaHandle rk(rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err));
   if (!rk) return fail("kafka", std::string("cannot create the Kafka admin client: ") + err);
   (void)conf->release();  // rd_kafka_new took ownership
-  return std::unique_ptr<KafkaAdmin>(
-      new KafkaAdmin(std::move(rk), timeout, kafka.bootstrap_servers));
+  return rk;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KafkaAdmin>> KafkaAdmin::create(const KafkaConfig& kafka,
+                                                       std::chrono::milliseconds timeout) {
+  auto rk = admin_client(kafka.properties, kafka.bootstrap_servers);
+  if (!rk) return Unexpected{rk.error()};
+  return std::unique_ptr<KafkaAdmin>(new KafkaAdmin(std::move(*rk), timeout, kafka));
 }
 
 namespace {
@@ -319,6 +330,105 @@ Result<void> KafkaAdmin::set_configs(const std::string& topic,
                   true);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+namespace {
+
+// What `md` lacks of `partitions` (topic -> partition count), as a phrase; empty when nothing.
+std::string lacking_from(const rd_kafka_metadata_t& md,
+                         const std::map<std::string, int>& partitions) {
+  std::string out;
+  const auto add = [&out](const std::string& what) { out += (out.empty() ? "" : ", ") + what; };
+  for (const auto& [name, wanted] : partitions) {
+    const rd_kafka_metadata_topic* topic = nullptr;
+    for (int i = 0; i < md.topic_cnt; ++i) {
+      if (name == md.topics[i].topic) topic = &md.topics[i];
+    }
+    if (!topic || topic->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+      add(name + ": topic is missing");
+    } else if (topic->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      add(name + ": " + rd_kafka_err2str(topic->err));
+    } else if (topic->partition_cnt < wanted) {
+      add(name + ": " + std::to_string(topic->partition_cnt) + " of " + std::to_string(wanted) +
+          " partitions");
+    } else {
+      for (int p = 0; p < topic->partition_cnt; ++p) {
+        const auto& partition = topic->partitions[p];
+        if (partition.err != RD_KAFKA_RESP_ERR_NO_ERROR || partition.leader < 0) {
+          add(name + ": partition " + std::to_string(partition.id) + " has no leader");
+          break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<KafkaAdmin::EveryBroker> KafkaAdmin::wait_until_every_broker_knows(
+    const std::map<std::string, int>& partitions) {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout_;
+  auto cluster = all_metadata(rk_.get(), timeout_, bootstrap_);
+  if (!cluster) return Unexpected{cluster.error()};
+  struct Behind {
+    std::string label;  // "broker 2 (host:port)"
+    KafkaHandle client;
+    std::string lacking;
+  };
+  std::map<std::string, Behind> behind;  // by host:port
+  for (int i = 0; i < (*cluster)->broker_cnt; ++i) {
+    const auto& b = (*cluster)->brokers[i];
+    const std::string address = std::string(b.host) + ":" + std::to_string(b.port);
+    // Every client starts connecting as it is made: make them all before asking any.
+    auto client = admin_client(properties_, address);
+    if (!client) return Unexpected{client.error()};
+    behind[address] = {"broker " + std::to_string(b.id) + " (" + address + ")", std::move(*client),
+                       ""};
+  }
+  const int brokers = static_cast<int>(behind.size());
+  for (int round = 1;; ++round) {
+    for (auto it = behind.begin(); it != behind.end();) {
+      const std::string& address = it->first;
+      Behind& b = it->second;
+      // Each request may take the time left, but at least a second.
+      const auto left =
+          std::max(duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now()),
+                   milliseconds(1000));
+      const rd_kafka_metadata_t* raw = nullptr;
+      const auto err = rd_kafka_metadata(b.client.get(), 1, nullptr, &raw,
+                                         static_cast<int>(std::min(left, timeout_).count()));
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        b.lacking = std::string("no metadata: ") + rd_kafka_err2str(err);
+      } else {
+        Metadata md(raw);
+        // The client knows the other brokers once it has metadata: make sure this one answered
+        // (librdkafka names a broker "host:port/<id>", or "host:port/bootstrap").
+        const std::string from = md->orig_broker_name ? md->orig_broker_name : "";
+        b.lacking = from.rfind(address + "/", 0) == 0 ? lacking_from(*md, partitions)
+                                                      : "the answer came from " + from;
+      }
+      it = b.lacking.empty() ? behind.erase(it) : std::next(it);
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (behind.empty())
+      return EveryBroker{duration_cast<milliseconds>(now - start), brokers, round};
+    if (now >= deadline) {
+      std::string message;
+      for (const auto& [address, b] : behind) {
+        message += (message.empty() ? "" : "; ") + b.label + ": " + b.lacking;
+      }
+      return fail("kafka_metadata_lag",
+                  "after " + seconds_text(timeout_) + ", " + std::to_string(behind.size()) +
+                      " of " + std::to_string(brokers) +
+                      " brokers still do not list the topics as usable: " + message,
+                  true);
+    }
+    std::this_thread::sleep_for(milliseconds(100));
   }
 }
 

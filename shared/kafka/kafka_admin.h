@@ -11,6 +11,10 @@
 // dynamic overrides, so set_configs() first reads the topic's DYNAMIC_TOPIC_CONFIG entries and
 // sends them along with the new values, leaving every other override as it was.
 //
+// A broker answers metadata from its own copy of the cluster's metadata, which can lag the
+// controller's for a moment after a change: wait_until_every_broker_knows() asks each broker in
+// turn, through a client of its own bootstrapped on that broker alone.
+//
 // Thread-safety: one thread at a time per KafkaAdmin.
 #pragma once
 
@@ -53,9 +57,25 @@ class KafkaAdmin {
   Result<void> set_configs(const std::string& topic,
                            const std::map<std::string, std::string>& configs);
 
+  // Waits until the metadata of every broker the cluster lists shows each of `partitions`' topics
+  // with at least that many partitions, each with a leader, so that any client may use them
+  // whichever broker it asks. Returns how long that took, how many brokers were asked and in how
+  // many rounds (1: every broker had them at once). After the timeout, Error
+  // "kafka_metadata_lag" naming each broker still behind and what it lacks (`topic is missing`,
+  // `N of M partitions`, `partition P has no leader`, or its error).
+  struct EveryBroker {
+    std::chrono::milliseconds waited{0};
+    int brokers = 0;
+    int rounds = 0;
+  };
+  Result<EveryBroker> wait_until_every_broker_knows(const std::map<std::string, int>& partitions);
+
  private:
-  KafkaAdmin(KafkaHandle rk, std::chrono::milliseconds timeout, std::string bootstrap)
-      : rk_(std::move(rk)), timeout_(timeout), bootstrap_(std::move(bootstrap)) {}
+  KafkaAdmin(KafkaHandle rk, std::chrono::milliseconds timeout, KafkaConfig kafka)
+      : rk_(std::move(rk)),
+        timeout_(timeout),
+        bootstrap_(kafka.bootstrap_servers),
+        properties_(std::move(kafka.properties)) {}
 
   // name -> value of the topic's configs whose source is DYNAMIC_TOPIC_CONFIG (or, when
   // `all_of` is non-empty, of those names whatever their source).
@@ -69,6 +89,7 @@ class KafkaAdmin {
   KafkaHandle rk_;
   std::chrono::milliseconds timeout_;
   std::string bootstrap_;
+  std::map<std::string, std::string> properties_;  // kafka.properties, for the per-broker clients
 };
 
 }  // namespace hookrelay

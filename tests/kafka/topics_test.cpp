@@ -2,14 +2,22 @@
 // Kafka (KRaft, replication factor 1, min.insync.replicas 1), started once for this suite: apply
 // creates what is missing, check reports every drift (a config value changed, too many
 // partitions), apply fixes what it can and keeps other topic-level overrides; ingest and worker
-// refuse to start without their topics, naming them.
+// refuse to start without their topics, naming them. On the shared three-node cluster: apply
+// returns only once every broker lists the topics with their leaders; on librdkafka's mock
+// cluster: the wait names each broker still behind.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
+#include <vector>
 
+#include "devbroker/mock_cluster.h"
 #include "shared/kafka/kafka_admin.h"
+#include "shared/kafka/kafka_handles.h"
+#include "tests/kafka/shared_cluster.h"
 #include "tests/support/cli_run.h"
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
@@ -24,6 +32,24 @@ using namespace std::chrono_literals;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+// Writes a config for `bootstrap` to `path`: `partitions` partitions, replication factor
+// `replication` (min ISR: at most 2), retention one day plus `topics_extra`, the retry schedule
+// `schedule`.
+std::string topics_config(const std::filesystem::path& path, const std::string& bootstrap,
+                          int replication, int partitions, const std::string& topics_extra = "",
+                          const std::string& schedule = "[1, 2]") {
+  std::ofstream(path) << "kafka: { bootstrap_servers: \"" << bootstrap << "\" }\n"
+                      << "topics: { partitions: " << partitions
+                      << ", replication_factor: " << replication
+                      << ", min_insync_replicas: " << std::min(2, replication) << ",\n"
+                      << "          retention_ms: 86400000" << topics_extra << " }\n"
+                      << "ingest: { listen: \"127.0.0.1:" << free_port() << "\" }\n"
+                      << "worker: { listen: \"127.0.0.1:0\" }\n"
+                      << "postgres: { url: \"postgresql://postgres@127.0.0.1:1/none\" }\n"
+                      << "retry: { schedule_seconds: " << schedule << " }\n";
+  return path.string();
 }
 
 class TopicsOnKafka : public ::testing::Test {
@@ -46,16 +72,8 @@ class TopicsOnKafka : public ::testing::Test {
   // topics).
   std::string config(const std::string& topics_extra = "", const std::string& schedule = "[1, 2]",
                      int partitions = 3) {
-    auto path = test_dir_.file("config-" + std::to_string(++configs_) + ".yaml");
-    std::ofstream(path) << "kafka: { bootstrap_servers: \"" << kafka_->bootstrap() << "\" }\n"
-                        << "topics: { partitions: " << partitions
-                        << ", replication_factor: 1, min_insync_replicas: 1,\n"
-                        << "          retention_ms: 86400000" << topics_extra << " }\n"
-                        << "ingest: { listen: \"127.0.0.1:" << free_port() << "\" }\n"
-                        << "worker: { listen: \"127.0.0.1:0\" }\n"
-                        << "postgres: { url: \"postgresql://postgres@127.0.0.1:1/none\" }\n"
-                        << "retry: { schedule_seconds: " << schedule << " }\n";
-    return path.string();
+    return topics_config(test_dir_.file("config-" + std::to_string(++configs_) + ".yaml"),
+                         kafka_->bootstrap(), 1, partitions, topics_extra, schedule);
   }
 
   static TestDir* dir_;
@@ -106,6 +124,10 @@ TEST_F(TopicsOnKafka, ApplyCreatesCheckReportsDriftApplyFixesItKeepingOtherOverr
   EXPECT_EQ(check.out, "ok: 6 topics as configured\n");
   EXPECT_EQ(run_cli_in_process({"topics", "apply", "--config", base}).out,
             "ok: 6 topics as configured, nothing to do\n");
+  EXPECT_TRUE(contains(apply.out,
+                       "every broker (1) lists the 6 topics with a leader for each "
+                       "partition, after "))
+      << apply.out;
 
   // An override apply does not manage, set by hand: it must survive apply's AlterConfigs.
   KafkaConfig kafka;
@@ -189,6 +211,126 @@ TEST_F(TopicsOnKafka, ServicesStartWithTheirTopicsAndRefuseAMissingRetryTier) {
   ASSERT_EQ(worker->wait_exit(30s), std::optional<int>(2)) << worker->log_tail();
   EXPECT_TRUE(contains(worker->read_log(), "Kafka topic hookrelay.retry.2 does not exist"))
       << worker->read_log();
+}
+
+// The cluster's metadata, asked through a client of its own on `bootstrap`.
+Result<KafkaMetadata> metadata_from(const std::string& bootstrap) {
+  auto conf = make_kafka_conf({{"bootstrap.servers", bootstrap}});
+  if (!conf) return Unexpected{conf.error()};
+  char err[512];
+  KafkaHandle rk(rd_kafka_new(RD_KAFKA_PRODUCER, conf->get(), err, sizeof err));
+  if (!rk) return fail("kafka", err);
+  (void)conf->release();  // rd_kafka_new took ownership
+  const rd_kafka_metadata_t* raw = nullptr;
+  if (auto e = rd_kafka_metadata(rk.get(), 1, nullptr, &raw, 10000);
+      e != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return fail("kafka", bootstrap + ": " + rd_kafka_err2str(e));
+  return KafkaMetadata(raw);
+}
+
+// What one broker's own metadata says, asked through a client that knows only that broker:
+// topic -> the leader of each partition (-1: none). The answer must come from that broker
+// (librdkafka names it "host:port/<id>" or "host:port/bootstrap").
+Result<std::map<std::string, std::vector<int>>> leaders_seen_by(const std::string& address) {
+  auto md = metadata_from(address);
+  if (!md) return Unexpected{md.error()};
+  if (std::string((*md)->orig_broker_name).rfind(address + "/", 0) != 0)
+    return fail("kafka", address + ": the answer came from " + (*md)->orig_broker_name);
+  std::map<std::string, std::vector<int>> out;
+  for (int i = 0; i < (*md)->topic_cnt; ++i) {
+    const auto& t = (*md)->topics[i];
+    if (t.err != RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    auto& leaders = out[t.topic];
+    for (int p = 0; p < t.partition_cnt; ++p) {
+      leaders.push_back(t.partitions[p].err == RD_KAFKA_RESP_ERR_NO_ERROR ? t.partitions[p].leader
+                                                                          : -1);
+    }
+  }
+  return out;
+}
+
+class TopicsOnThreeBrokers : public OnSharedCluster<::testing::Test> {
+ protected:
+  TestDir test_dir_;
+};
+
+TEST_F(TopicsOnThreeBrokers, EveryBrokerListsTheTopicsWithLeadersAsSoonAsApplyReturns) {
+  Config wanted;
+  wanted.retry.schedule_seconds = {1, 2};
+  std::vector<std::string> names;
+  for (const auto& t : desired_topics(wanted)) names.push_back(t.name);
+  ASSERT_TRUE(kafka_->delete_topics(names));
+  const auto config =
+      topics_config(test_dir_.file("config.yaml"), kafka_->bootstrap(), kafka_->nodes(), 6);
+
+  auto apply = run_cli_in_process({"topics", "apply", "--config", config});
+  ASSERT_EQ(apply.code, 0) << apply.out << apply.err;
+  auto cluster = metadata_from(kafka_->bootstrap());
+  ASSERT_TRUE(cluster) << cluster.error().message;
+  ASSERT_EQ((*cluster)->broker_cnt, 3);
+  for (int b = 0; b < (*cluster)->broker_cnt; ++b) {
+    const std::string address = std::string((*cluster)->brokers[b].host) + ":" +
+                                std::to_string((*cluster)->brokers[b].port);
+    auto seen = leaders_seen_by(address);
+    ASSERT_TRUE(seen) << seen.error().message;
+    for (const auto& name : names) {
+      ASSERT_TRUE(seen->count(name)) << address << " does not list " << name << "\n" << apply.out;
+      const auto& leaders = seen->at(name);
+      EXPECT_EQ(leaders.size(), 6u) << address << " " << name;
+      for (std::size_t p = 0; p < leaders.size(); ++p)
+        EXPECT_GE(leaders[p], 0) << address << " " << name << " partition " << p
+                                 << " has no leader";
+    }
+  }
+  EXPECT_TRUE(contains(apply.out, "every broker (3) lists the " + std::to_string(names.size()) +
+                                      " topics with a leader for each partition, after "))
+      << apply.out;
+
+  // Again: nothing to do (each broker asked once).
+  auto again = run_cli_in_process({"topics", "apply", "--config", config});
+  EXPECT_EQ(again.code, 0) << again.out << again.err;
+  EXPECT_EQ(again.out,
+            "ok: " + std::to_string(names.size()) + " topics as configured, nothing to do\n");
+  // Other suites make these topics with their own partition counts.
+  EXPECT_TRUE(kafka_->delete_topics(names));
+}
+
+// librdkafka's mock cluster (three brokers, no JVM): the wait asks each broker, and after its
+// timeout names every broker still behind and what it lacks.
+TEST(EveryBrokerOnMockCluster, WaitNamesTheBrokersBehindAndWhatTheyLack) {
+  auto mock = devbroker::MockCluster::create(3);
+  ASSERT_TRUE(mock) << mock.error().message;
+  ASSERT_TRUE((*mock)->create_topic("hookrelay.webhooks", 4, 3));
+  KafkaConfig kafka;
+  kafka.bootstrap_servers = (*mock)->bootstrap();
+  auto admin = KafkaAdmin::create(kafka, 1s);
+  ASSERT_TRUE(admin) << admin.error().message;
+
+  auto every = (*admin)->wait_until_every_broker_knows({{"hookrelay.webhooks", 4}});
+  ASSERT_TRUE(every) << every.error().message;
+  EXPECT_EQ(every->brokers, 3);
+  EXPECT_EQ(every->rounds, 1);
+
+  auto behind =
+      (*admin)->wait_until_every_broker_knows({{"hookrelay.webhooks", 6}, {"hookrelay.dlq", 1}});
+  ASSERT_FALSE(behind);
+  EXPECT_EQ(behind.error().code, "kafka_metadata_lag");
+  EXPECT_TRUE(contains(behind.error().message, "after 1 s, 3 of 3 brokers still do not list"))
+      << behind.error().message;
+  for (int id = 1; id <= 3; ++id) {
+    EXPECT_TRUE(contains(behind.error().message, "broker " + std::to_string(id) + " (127.0.0.1:"))
+        << behind.error().message;
+  }
+  EXPECT_TRUE(contains(behind.error().message,
+                       "hookrelay.dlq: topic is missing, hookrelay.webhooks: 4 of 6 partitions"))
+      << behind.error().message;
+
+  // A broker that does not answer is behind, whatever the others say.
+  ASSERT_TRUE((*mock)->set_broker_down(2));
+  behind = (*admin)->wait_until_every_broker_knows({{"hookrelay.webhooks", 4}});
+  ASSERT_FALSE(behind);
+  EXPECT_TRUE(contains(behind.error().message, "1 of 3 brokers")) << behind.error().message;
+  EXPECT_TRUE(contains(behind.error().message, "broker 2 (127.0.0.1:")) << behind.error().message;
 }
 
 // No cluster needed: Kafka that does not answer is a warning, and ingest serves (503 until Kafka
