@@ -70,7 +70,14 @@ int run_ingest(int argc, char** argv) {
                                  [&metrics](std::string_view code) {
                                    if (metrics) metrics->kafka_error(code);
                                  },
-                             .external_poll = true});
+                             .external_poll = true,
+                             // Each request waits for its acknowledgement, so a sender with N
+                             // connections gets at most N / (linger + produce round trip)
+                             // answers a second: on one Kafka broker, 64 connections got
+                             // 10,351/s at 5 ms and 27,517/s at 1 ms (bench/ingest). The price
+                             // is smaller batches: at a steady 4,000/s (bench/e2e) ingest used
+                             // about 12 µs more CPU per event, the worker about 10.
+                             .default_linger_ms = 1});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
     return 2;

@@ -18,9 +18,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
       {"client.id", std::move(client_id)},
       {"enable.idempotence", "true"},
       {"acks", "all"},
-      // A steady stream goes in batches of 5 ms (librdkafka's own default): at 1 ms the
-      // brokers took a produce request per message or two, and their CPU showed it.
-      {"linger.ms", "5"},
+      {"linger.ms", std::to_string(stats.default_linger_ms)},
       {"batch.num.messages", "10000"},
       {"queue.buffering.max.messages", "200000"},
       {"queue.buffering.max.kbytes", "262144"},

@@ -26,6 +26,11 @@ struct KafkaProducerStats {
   // When true, no report thread is started: the owner watches event_fd() in its own event loop
   // and calls serve_reports() when it is readable (one thread hop fewer per acknowledgement).
   bool external_poll = false;
+  // linger.ms unless kafka.producer_properties sets it. 5 ms (librdkafka's own default) suits a
+  // producer whose caller does not wait on each message (at 1 ms a steady stream went to the
+  // brokers a message or two per produce request); ingest holds an HTTP answer open until its
+  // message is acknowledged, so it asks for less (see ingest_app.cpp).
+  int default_linger_ms = 5;
 };
 
 class KafkaProducer final : public MessageProducer {
