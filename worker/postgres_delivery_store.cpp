@@ -39,40 +39,67 @@ namespace {
 // waits for a concurrent inserter of the same key to commit and then sees its row, so two claims
 // never both hold one delivery.
 //
-// Rows are inserted (and their rows and index entries locked) in the order of the arrays, which
+// Rows are inserted (and their rows and index entries locked) in the order of the arrays (new keys
+// first, then the keys that have rows), which
 // the caller sorts bytewise, the same order in every worker, so two claims of overlapping batches
 // do not lock in opposite orders. An ORDER BY here sorted them again, under the column's collation
 // (strcoll per comparison), once for the delivery keys and once for the inbound audit's (source,
 // event_id): 3-4 ms of the statement's 86 ms at 2,900 rows (bench/storage --explain, best of 8).
 //
-// The arbiter is the unique index on the key's hash (migrations/0014): a key that is new inserts
-// a row; a key whose hash a row already has takes the DO UPDATE path, which compares the text too
-// and leaves a row of another key (a hash collision) alone, so it is not returned and the caller
-// reports the batch as failed rather than take that delivery's state for its own.
+// New keys are inserted WHERE NOT EXISTS, keys with a row through INSERT ... ON CONFLICT: a
+// speculative insertion writes a second WAL record per row (its confirmation), about 95 bytes of
+// 1,310 per delivered event with the inbound audit's (bench/storage). The unique index on the
+// key's hash (migrations/0014) still decides: a key that a concurrent claim inserted after this
+// statement's snapshot passes NOT EXISTS, waits for that claim and fails on the index, the whole
+// statement is undone, and run_claim sends it again, when the row is seen and takes the ON CONFLICT
+// path. The probe compares the hash only, so a key whose hash a row of another key has (a
+// collision) takes that path too, whose DO UPDATE compares the text and leaves the other key's row
+// alone: it is not returned, and the caller reports the batch as failed rather than take that
+// delivery's state for its own. Common table expressions, after WITH (or an audit's in front).
 constexpr const char* kClaimSql = R"SQL(
-INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
-    origin_topic, state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
-SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, ''), 'in_flight',
-       0, $9::text, now() + make_interval(secs => $10::int), token,
-       CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bigint[], $11::bigint[])
-     AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
-ON CONFLICT (()SQL" HR_KEY_HASH("delivery_key") R"SQL()) DO UPDATE SET
-  (state, lease_owner, lease_until, lease_token, resend_id) = (
-    SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
-           CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
-           CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
-           CASE WHEN claimable THEN EXCLUDED.lease_token ELSE d.lease_token END,
-           CASE WHEN claimable THEN NULL ELSE d.resend_id END
-    FROM (SELECT (d.state NOT IN ('succeeded', 'dead')
-                  AND (d.lease_until IS NULL OR d.lease_until < now()
-                       OR (d.lease_owner = EXCLUDED.lease_owner
-                           AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32))))
-                 OR (d.state = 'succeeded' AND d.resend_id IS NOT NULL)
-                 AS claimable) c)
-  WHERE d.delivery_key = EXCLUDED.delivery_key
-RETURNING d.delivery_key, d.state, d.lease_token
+input AS (
+  SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, '') AS origin_topic,
+         $9::text AS lease_owner, now() + make_interval(secs => $10::int) AS lease_until, token,
+         CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
+           AS first_seen_at,
+         EXISTS (SELECT 1 FROM deliveries x
+                 WHERE )SQL" HR_KEY_HASH("x.delivery_key") " = " HR_KEY_HASH(
+    "r.key") R"SQL() AS known
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::bigint[], $11::bigint[])
+       AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
+),
+fresh AS (
+  INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, origin_topic,
+                          state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
+  SELECT key, kind, source, event_id, destination, url, origin_topic, 'in_flight', 0,
+         lease_owner, lease_until, token, first_seen_at
+  FROM input WHERE NOT known
+  RETURNING delivery_key, state, lease_token
+),
+known AS (
+  INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
+      origin_topic, state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
+  SELECT key, kind, source, event_id, destination, url, origin_topic, 'in_flight', 0,
+         lease_owner, lease_until, token, first_seen_at
+  FROM input WHERE known
+  ON CONFLICT (()SQL" HR_KEY_HASH("delivery_key") R"SQL()) DO UPDATE SET
+    (state, lease_owner, lease_until, lease_token, resend_id) = (
+      SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
+             CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
+             CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
+             CASE WHEN claimable THEN EXCLUDED.lease_token ELSE d.lease_token END,
+             CASE WHEN claimable THEN NULL ELSE d.resend_id END
+      FROM (SELECT (d.state NOT IN ('succeeded', 'dead')
+                    AND (d.lease_until IS NULL OR d.lease_until < now()
+                         OR (d.lease_owner = EXCLUDED.lease_owner
+                             AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32))))
+                   OR (d.state = 'succeeded' AND d.resend_id IS NOT NULL)
+                   AS claimable) c)
+    WHERE d.delivery_key = EXCLUDED.delivery_key
+  RETURNING d.delivery_key, d.state, d.lease_token
+)
+SELECT * FROM fresh UNION ALL SELECT * FROM known
 )SQL";
 
 // Record: one row per key (the caller splits batches that repeat a key). An attempt moves the
@@ -120,7 +147,9 @@ FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
 )SQL";
 
 // The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own
-// (hr_record_inbound) or riding in front of a claim (hr_claim_audit).
+// (hr_record_inbound) or riding in front of a claim (hr_claim_audit). Events already stored are
+// left out by NOT EXISTS; one a concurrent statement stored since fails the statement on the
+// unique index, and run_claim sends it again (see kClaimSql).
 std::string inbound_insert_sql(int first) {
   const auto p = [first](int i, const char* type) {
     return "$" + std::to_string(first + i) + "::" + type + "[]";
@@ -133,9 +162,12 @@ std::string inbound_insert_sql(int first) {
          topic, "partition", "offset", decode(coalesce(body_sha256, ''), 'hex')
   FROM unnest()SQL" +
          p(0, "text") + ", " + p(1, "text") + ", " + p(2, "text") + ", " + p(3, "int") + ", " +
-         p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") + R"SQL()
+         p(4, "bigint") + ", " + p(5, "bigint") + ", " + p(6, "text") +
+         R"SQL()
        AS r(source, event_id, topic, "partition", "offset", received_ms, body_sha256)
-  ON CONFLICT (()SQL" HR_EVENT_HASH("source", "event_id") R"SQL()) DO NOTHING
+  WHERE NOT EXISTS (SELECT 1 FROM inbound_events i
+                    WHERE )SQL" HR_EVENT_HASH("i.source", "i.event_id") " = " HR_EVENT_HASH(
+             "r.source", "r.event_id") R"SQL()
 )SQL";
 }
 
@@ -146,7 +178,22 @@ std::string record_inbound_sql() {
 // A claim with the inbound audit of its events: one statement, so one round trip and one commit
 // for both. The audit's INSERT runs as a data-modifying CTE whether or not it is referenced.
 std::string claim_audit_sql() {
-  return "WITH audit AS (" + inbound_insert_sql(12) + ")" + kClaimSql;
+  return "WITH audit AS (" + inbound_insert_sql(12) + ")," + kClaimSql;
+}
+
+// Runs a statement that inserts new rows WHERE NOT EXISTS until it does not fail on a unique
+// index. Each failure is owed to a row that a concurrent statement committed after this one's
+// snapshot and that the next run sees, so `rows` (the keys and events the statement names) bounds
+// the runs; one more failure is passed on.
+template <typename F>
+auto run_claim(std::size_t rows, F&& statement) {
+  for (std::size_t run = 0;; ++run) {
+    try {
+      return statement();
+    } catch (const pqxx::unique_violation&) {
+      if (run >= rows) throw;
+    }
+  }
 }
 
 bool is_hex(std::string_view s) {
@@ -157,14 +204,20 @@ bool is_hex(std::string_view s) {
 
 // The seven arrays of an inbound audit batch, in inbound_insert_sql's order.
 // Sorted by (source, event_id), bytewise: the insert takes them in array order (see kClaimSql).
+// An event the batch holds twice is sent once, its first sighting: NOT EXISTS does not see rows
+// its own statement inserts, so a second copy would fail the statement on the unique index.
 std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>& events) {
   std::vector<const InboundEventRecord*> sorted;
   sorted.reserve(events.size());
   for (const InboundEventRecord& e : events) sorted.push_back(&e);
-  std::sort(sorted.begin(), sorted.end(),
-            [](const InboundEventRecord* a, const InboundEventRecord* b) {
-              return std::tie(a->source, a->event_id) < std::tie(b->source, b->event_id);
-            });
+  const auto same_event = [](const InboundEventRecord* a, const InboundEventRecord* b) {
+    return a->source == b->source && a->event_id == b->event_id;
+  };
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const InboundEventRecord* a, const InboundEventRecord* b) {
+                     return std::tie(a->source, a->event_id) < std::tie(b->source, b->event_id);
+                   });
+  sorted.erase(std::unique(sorted.begin(), sorted.end(), same_event), sorted.end());
   PgArrayLiteral sources, event_ids, topics, partitions, offsets, received, hashes;
   for (const InboundEventRecord* p : sorted) {
     const InboundEventRecord& e = *p;
@@ -212,7 +265,7 @@ void PostgresDeliveryStore::prepare_connection(pqxx::connection& c) {
   // See the note above kClaimSql: a batch must never be planned as a scan of the table.
   c.set_variable("enable_seqscan", "off");
   c.set_variable("plan_cache_mode", "force_generic_plan");
-  c.prepare("hr_claim", kClaimSql);
+  c.prepare("hr_claim", std::string("WITH") + kClaimSql);
   c.prepare("hr_record", kRecordSql);
   c.prepare("hr_record_inbound", record_inbound_sql());
   c.prepare("hr_claim_audit", claim_audit_sql());
@@ -252,18 +305,19 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
       std::move(keys).take(),          std::move(kinds).take(),        std::move(sources).take(),
       std::move(event_ids).take(),     std::move(destinations).take(), std::move(urls).take(),
       std::move(origin_topics).take(), std::move(first_seen).take(),   std::move(tokens).take()};
+  const auto a = audit.empty() ? std::array<std::string, 7>{} : inbound_params(audit);
   return pg_.run("claim", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    pqxx::result rows;
-    if (audit.empty()) {
-      rows = tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3], params[4],
-                              params[5], params[6], params[7], worker_id, lease_seconds, params[8]);
-    } else {
-      const auto a = inbound_params(audit);
-      rows = tx.exec_prepared("hr_claim_audit", params[0], params[1], params[2], params[3],
+    const pqxx::result rows = run_claim(unique.size() + audit.size(), [&] {
+      pqxx::nontransaction tx(c);
+      if (audit.empty()) {
+        return tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3], params[4],
+                                params[5], params[6], params[7], worker_id, lease_seconds,
+                                params[8]);
+      }
+      return tx.exec_prepared("hr_claim_audit", params[0], params[1], params[2], params[3],
                               params[4], params[5], params[6], params[7], worker_id, lease_seconds,
                               params[8], a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
-    }
+    });
     std::map<std::string, ClaimStatus> by_key;
     for (const auto& row : rows) {
       auto key = row[0].as<std::string>();
@@ -345,9 +399,11 @@ Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEvent
   if (events.empty()) return 0;
   const auto p = inbound_params(events);
   return pg_.run("record_inbound", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    return tx.exec_prepared1("hr_record_inbound", p[0], p[1], p[2], p[3], p[4], p[5], p[6])[0]
-        .as<int>();
+    return run_claim(events.size(), [&] {
+      pqxx::nontransaction tx(c);
+      return tx.exec_prepared1("hr_record_inbound", p[0], p[1], p[2], p[3], p[4], p[5], p[6])[0]
+          .as<int>();
+    });
   });
 }
 

@@ -1,7 +1,6 @@
-// bench/storage variant: not_exists.cpp, plus a first attempt that succeeds kept in the deliveries
-// row (first_duration_ms, first_status, first_worker_id) instead of a delivery_attempts row
-// The statement it changes: --store bench/storage-variants/not_exists.cpp --store
-// bench/storage-variants/fold_first_success.cpp --sql "$(cat
+// bench/storage variant: a first attempt that succeeds kept in the deliveries row
+// (first_duration_ms, first_status, first_worker_id) instead of a delivery_attempts row
+// The statement it changes: --store bench/storage-variants/fold_first_success.cpp --sql "$(cat
 // bench/storage-variants/fold_first_success.sql)"
 
 constexpr const char* kRecordSql = R"SQL(

@@ -1,7 +1,7 @@
 // bench/storage variant: the claim's lease in a narrow table of its own (delivery_leases), the
 // deliveries row inserted once by the record with its outcome, in pages filled whole
-// The statements it changes: --store bench/storage-variants/not_exists.cpp --store
-// bench/storage-variants/lease_table.cpp --sql "$(cat bench/storage-variants/lease_table.sql)"
+// The statements it changes: --store bench/storage-variants/lease_table.cpp --sql "$(cat
+// bench/storage-variants/lease_table.sql)"
 
 constexpr const char* kClaimSql = R"SQL(
 input AS (

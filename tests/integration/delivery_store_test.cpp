@@ -1,10 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <latch>
 #include <map>
+#include <optional>
 #include <pqxx/pqxx>
 #include <thread>
 
@@ -303,6 +305,101 @@ TEST_F(DeliveryStoreTest, ClaimAndAuditCommitTogetherInOneStatement) {
   auto alone = store_->claim_and_audit(refs({delivery("c")}), {}, "w1", 60);
   ASSERT_TRUE(alone) << alone.error().message;
   EXPECT_EQ(*alone, (std::vector<S>{S::kClaimed}));
+}
+
+// Another worker's claim of the same new key and event has inserted their rows and not committed:
+// this claim cannot see them, inserts too and waits on the unique indexes. When the other
+// commits, this claim is answered from the other's row (leased elsewhere) and its audit keeps the
+// other's sighting; when the other rolls back, this claim wins. Either way, no error.
+TEST_F(DeliveryStoreTest, ClaimRacingAnUncommittedInsertOfItsKeyEndsWithOneHolder) {
+  for (const bool other_commits : {true, false}) {
+    SCOPED_TRACE(other_commits ? "other commits" : "other rolls back");
+    const std::string key = other_commits ? "race-c" : "race-r";
+    pqxx::connection other(db_->url());
+    pqxx::work tx(other);
+    tx.exec_params(
+        "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, "
+        "origin_topic, state, attempts, lease_owner, lease_until, lease_token, first_seen_at) "
+        "VALUES ($1, 'webhook', 'github', 'evt-' || $1, 'ci', 'http://127.0.0.1:9/hook', "
+        "'hookrelay.webhooks', 'in_flight', 0, 'B', now() + interval '60 s', 7, now())",
+        key);
+    tx.exec_params(
+        "INSERT INTO inbound_events (source, event_id, received_at, topic, \"partition\", "
+        "\"offset\") VALUES ('github', 'evt-' || $1, now(), 'hookrelay.webhooks', 0, 1)",
+        key);
+    std::vector<DeliveryRef> refs = {delivery(key), delivery(key + "-alone")};
+    for (auto& r : refs) r.lease_token = make_lease_token(9, ++claims_);
+    const std::vector<InboundEventRecord> audit = {
+        {"github", "evt-" + key, "hookrelay.webhooks", 0, 2, unix_now_ms(), ""},
+        {"github", "evt-" + key + "-alone", "hookrelay.webhooks", 0, 3, unix_now_ms(), ""}};
+    std::atomic<bool> done{false};
+    std::optional<Result<std::vector<ClaimStatus>>> r;
+    std::thread t([&] {
+      r.emplace(store_->claim_and_audit(refs, audit, "A", 60));
+      done = true;
+    });
+    std::this_thread::sleep_for(milliseconds(300));
+    EXPECT_FALSE(done) << "the claim did not wait for the other's insert";
+    if (other_commits) {
+      tx.commit();
+    } else {
+      tx.abort();
+    }
+    t.join();
+    ASSERT_TRUE(*r) << r->error().message;
+    EXPECT_EQ(**r,
+              (std::vector<S>{other_commits ? S::kLeasedElsewhere : S::kClaimed, S::kClaimed}));
+    EXPECT_EQ(db_->scalar("SELECT count(*) || ' ' || min(lease_owner) FROM deliveries "
+                          "WHERE delivery_key = '" +
+                          key + "'"),
+              other_commits ? "1 B" : "1 A");
+    EXPECT_EQ(db_->scalar("SELECT count(*) || ' ' || min(\"offset\") FROM inbound_events "
+                          "WHERE event_id = 'evt-" +
+                          key + "'"),
+              other_commits ? "1 1" : "1 2");
+  }
+}
+
+// Two workers claiming the same new keys (with their events' audit) at the same moment, batch
+// after batch: every key ends with one row, held by exactly one of the two claims, and neither
+// claim fails.
+TEST_F(DeliveryStoreTest, TwoWorkersClaimingTheSameNewKeysEndWithOneClaimEach) {
+  constexpr int kRounds = 20;
+  constexpr int kKeys = 300;
+  PostgresDeliveryStore other(db_->url());
+  ASSERT_TRUE(other.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));  // connect
+  ASSERT_TRUE(store_->record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<DeliveryRef> a, b;
+    std::vector<InboundEventRecord> audit;
+    for (int i = 0; i < kKeys; ++i) {
+      a.push_back(delivery("r" + std::to_string(round) + "-" + std::to_string(i)));
+      audit.push_back({"github", a.back().event_id, "hookrelay.webhooks", 0, i, unix_now_ms(), ""});
+      b.push_back(a.back());
+      a.back().lease_token = make_lease_token(1, ++claims_);
+      b.back().lease_token = make_lease_token(2, claims_);
+    }
+    std::latch start(2);
+    std::optional<Result<std::vector<ClaimStatus>>> ra, rb;
+    std::thread ta([&] {
+      start.arrive_and_wait();
+      ra.emplace(store_->claim_and_audit(a, audit, "A", 60));
+    });
+    std::thread tb([&] {
+      start.arrive_and_wait();
+      rb.emplace(other.claim_and_audit(b, audit, "B", 60));
+    });
+    ta.join();
+    tb.join();
+    ASSERT_TRUE(*ra) << ra->error().message;
+    ASSERT_TRUE(*rb) << rb->error().message;
+    for (int i = 0; i < kKeys; ++i) {
+      EXPECT_EQ(((**ra)[i] == S::kClaimed) + ((**rb)[i] == S::kClaimed), 1) << a[i].key;
+    }
+  }
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries"), std::to_string(kRounds * kKeys));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM inbound_events WHERE source = 'github'"),
+            std::to_string(kRounds * kKeys));
 }
 
 TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
