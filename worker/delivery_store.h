@@ -78,8 +78,9 @@ class DeliveryStore {
   // high 32 bits of the token) is not taken again, so two copies of one message never both
   // deliver. A lease held under `worker_id` by an earlier run (the process restarted) is taken
   // at once: worker ids are unique among live workers. Statuses come back in input order; a key
-  // repeated in the batch gets the same status at every position (one claim, the first ref's
-  // token).
+  // repeated in the batch is claimed once, under its first ref's token: its later refs get
+  // kLeasedElsewhere while that claim holds (each ref is one attempt's, and only one attempt
+  // may hold a delivery).
   virtual Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& deliveries,
                                                  const std::string& worker_id,
                                                  int lease_seconds) = 0;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <optional>
 #include <pqxx/pqxx>
 #include <stdexcept>
 #include <string>
@@ -318,16 +319,12 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
                               params[4], params[5], params[6], params[7], worker_id, lease_seconds,
                               params[8], a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
     });
-    std::map<std::string, ClaimStatus> by_key;
+    // Each key's state and lease token after the statement.
+    std::map<std::string, std::pair<ClaimStatus, std::optional<int64_t>>> by_key;
     for (const auto& row : rows) {
-      auto key = row[0].as<std::string>();
-      ClaimStatus status = status_from_state(row[1]);
-      // Won: the row is not final and holds this claim's own token.
-      if (status == ClaimStatus::kLeasedElsewhere && !row[2].is_null() &&
-          row[2].as<int64_t>() == unique.at(key)->lease_token) {
-        status = ClaimStatus::kClaimed;
-      }
-      by_key[key] = status;
+      by_key[row[0].as<std::string>()] = {
+          status_from_state(row[1]),
+          row[2].is_null() ? std::nullopt : std::optional<int64_t>(row[2].as<int64_t>())};
     }
     std::vector<ClaimStatus> out;
     out.reserve(deliveries.size());
@@ -338,7 +335,13 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
             "delivery key " + d.key +
             " has the hash of another delivery's key (deliveries_key_hash_idx)");
       }
-      out.push_back(it->second);
+      // Won: the row is not final and holds this ref's own token. A key repeated in the batch
+      // was sent with its first ref's token, so its later refs find the lease held by another
+      // claim, as they would in separate batches.
+      const auto& [status, token] = it->second;
+      out.push_back(status == ClaimStatus::kLeasedElsewhere && token == d.lease_token
+                        ? ClaimStatus::kClaimed
+                        : status);
     }
     return out;
   });

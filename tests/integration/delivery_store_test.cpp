@@ -173,9 +173,18 @@ TEST_F(DeliveryStoreTest, ReleaseGivesBackOnlyOwnLeases) {
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "0");
 }
 
-TEST_F(DeliveryStoreTest, DuplicateKeysInOneBatchShareOneStatus) {
-  EXPECT_EQ(claim({delivery("x"), delivery("y"), delivery("x")}, "A"),
-            (std::vector<S>{S::kClaimed, S::kClaimed, S::kClaimed}));
+// Two copies of one delivery in one batch (a message and its replay, read together after a
+// rebalance) are two attempts: only the first ref's claim holds the lease. Were both told they
+// had it, the second one's bounce would give the lease back while the first one's call is out,
+// and another worker could claim and send the delivery again.
+TEST_F(DeliveryStoreTest, ARepeatedKeyInOneBatchIsClaimedByItsFirstRefOnly) {
+  std::vector<DeliveryRef> refs = {delivery("x"), delivery("y"), delivery("x")};
+  refs[0].lease_token = make_lease_token(5, 1);
+  refs[1].lease_token = make_lease_token(5, 2);
+  refs[2].lease_token = make_lease_token(5, 3);
+  EXPECT_EQ(claim(refs, "A"), (std::vector<S>{S::kClaimed, S::kClaimed, S::kLeasedElsewhere}));
+  EXPECT_EQ(db_->scalar("SELECT lease_token FROM deliveries WHERE delivery_key = 'x'"),
+            std::to_string(make_lease_token(5, 1)));
   EXPECT_EQ(claim({delivery("x"), delivery("x"), delivery("z")}, "B"),
             (std::vector<S>{S::kLeasedElsewhere, S::kLeasedElsewhere, S::kClaimed}));
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries"), "3");
