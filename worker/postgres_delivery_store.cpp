@@ -52,10 +52,10 @@ namespace {
 // 1,310 per delivered event with the inbound audit's (bench/storage). The unique index on the
 // key's hash (migrations/0014) still decides: a key that a concurrent claim inserted after this
 // statement's snapshot passes NOT EXISTS, waits for that claim and fails on the index, the whole
-// statement is undone, and run_claim sends it again, when the row is seen and takes the ON CONFLICT
-// path. The probe compares the hash only, so a key whose hash a row of another key has (a
-// collision) takes that path too, whose DO UPDATE compares the text and leaves the other key's row
-// alone: it is not returned, and the caller reports the batch as failed rather than take that
+// statement is undone, and run_past_insert_races sends it again, when the row is seen and takes the
+// ON CONFLICT path. The probe compares the hash only, so a key whose hash a row of another key has
+// (a collision) takes that path too, whose DO UPDATE compares the text and leaves the other key's
+// row alone: it is not returned, and the caller reports the batch as failed rather than take that
 // delivery's state for its own. Common table expressions, after WITH (or an audit's in front).
 constexpr const char* kClaimSql = R"SQL(
 input AS (
@@ -150,7 +150,7 @@ FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
 // The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own
 // (hr_record_inbound) or riding in front of a claim (hr_claim_audit). Events already stored are
 // left out by NOT EXISTS; one a concurrent statement stored since fails the statement on the
-// unique index, and run_claim sends it again (see kClaimSql).
+// unique index, and run_past_insert_races sends it again (see kClaimSql).
 std::string inbound_insert_sql(int first) {
   const auto p = [first](int i, const char* type) {
     return "$" + std::to_string(first + i) + "::" + type + "[]";
@@ -187,7 +187,7 @@ std::string claim_audit_sql() {
 // snapshot and that the next run sees, so `rows` (the keys and events the statement names) bounds
 // the runs; one more failure is passed on.
 template <typename F>
-auto run_claim(std::size_t rows, F&& statement) {
+auto run_past_insert_races(std::size_t rows, F&& statement) {
   for (std::size_t run = 0;; ++run) {
     try {
       return statement();
@@ -308,7 +308,7 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
       std::move(origin_topics).take(), std::move(first_seen).take(),   std::move(tokens).take()};
   const auto a = audit.empty() ? std::array<std::string, 7>{} : inbound_params(audit);
   return pg_.run("claim", [&](pqxx::connection& c) {
-    const pqxx::result rows = run_claim(unique.size() + audit.size(), [&] {
+    const pqxx::result rows = run_past_insert_races(unique.size() + audit.size(), [&] {
       pqxx::nontransaction tx(c);
       if (audit.empty()) {
         return tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3], params[4],
@@ -402,7 +402,7 @@ Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEvent
   if (events.empty()) return 0;
   const auto p = inbound_params(events);
   return pg_.run("record_inbound", [&](pqxx::connection& c) {
-    return run_claim(events.size(), [&] {
+    return run_past_insert_races(events.size(), [&] {
       pqxx::nontransaction tx(c);
       return tx.exec_prepared1("hr_record_inbound", p[0], p[1], p[2], p[3], p[4], p[5], p[6])[0]
           .as<int>();
