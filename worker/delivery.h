@@ -44,4 +44,11 @@ struct Delivery {
   std::vector<std::pair<std::string, std::string>> carried_headers;
 };
 
+// One claim's lease: the delivery and the token it was claimed under (DeliveryStore::release).
+struct LeaseRef {
+  std::string key;
+  int64_t lease_token = 0;
+  bool operator==(const LeaseRef&) const = default;
+};
+
 }  // namespace hookrelay

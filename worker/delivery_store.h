@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "shared/result.h"
+#include "worker/delivery.h"
 
 namespace hookrelay {
 
@@ -105,9 +106,11 @@ class DeliveryStore {
       const std::vector<DeliveryRef>& deliveries, const std::vector<InboundEventRecord>& audit,
       const std::string& worker_id, int lease_seconds);
 
-  // Gives back `worker_id`'s leases on `keys` without recording an attempt (shutdown), so
-  // another worker may claim them at once. Keys leased by others are left alone.
-  virtual Result<void> release(const std::vector<std::string>& keys,
+  // Gives back leases without recording an attempt (a bounce, or shutdown), so another attempt
+  // may claim the delivery at once. A lease is given back only while the claim named by the
+  // ref's lease_token (taken by `worker_id`) still holds it: a later claim of the same delivery,
+  // by this worker or another, keeps its lease.
+  virtual Result<void> release(const std::vector<LeaseRef>& leases,
                                const std::string& worker_id) = 0;
 };
 

@@ -319,11 +319,11 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(
   return out;
 }
 
-std::vector<std::string> Dispatcher::keys_out() const {
-  std::vector<std::string> keys;
-  keys.reserve(out_.size());
-  for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
-  return keys;
+std::vector<LeaseRef> Dispatcher::leases_out() const {
+  std::vector<LeaseRef> leases;
+  leases.reserve(out_.size());
+  for (const auto& [raw, job] : out_) leases.push_back(job->lease());
+  return leases;
 }
 
 void Dispatcher::prune() {

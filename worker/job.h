@@ -58,6 +58,8 @@ struct Job {
   // once the retry message is acknowledged.
   bool give_back_lease = false;
   StageTimes stages;
+
+  LeaseRef lease() const { return {d.key, lease_token}; }
 };
 
 }  // namespace hookrelay

@@ -237,11 +237,13 @@ std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>&
           std::move(hashes).take()};
 }
 
+// Release: a lease goes back only while the claim that took it holds it (its token, under this
+// worker's id); a later claim of the same delivery keeps its own.
 constexpr const char* kReleaseSql = R"SQL(
-UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
-WHERE )SQL" HR_KEY_HASH("delivery_key") R"SQL(
-  = ANY (SELECT )SQL" HR_KEY_HASH("k") R"SQL( FROM unnest($1::text[]) k)
-  AND delivery_key = ANY ($1::text[]) AND lease_owner = $2::text
+UPDATE deliveries d SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
+FROM unnest($1::text[], $3::bigint[]) AS r(key, token)
+WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
+  AND d.lease_token = r.token AND d.lease_owner = $2::text
 )SQL";
 
 void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 9>& p,
@@ -410,15 +412,20 @@ Result<int> PostgresDeliveryStore::record_inbound(const std::vector<InboundEvent
   });
 }
 
-Result<void> PostgresDeliveryStore::release(const std::vector<std::string>& keys,
+Result<void> PostgresDeliveryStore::release(const std::vector<LeaseRef>& leases,
                                             const std::string& worker_id) {
-  if (keys.empty()) return {};
-  PgArrayLiteral batch;
-  for (const std::string& k : keys) batch.add(k);
-  std::string param = std::move(batch).take();
+  if (leases.empty()) return {};
+  PgArrayLiteral keys;
+  PgArrayLiteral tokens;
+  for (const LeaseRef& l : leases) {
+    keys.add(l.key);
+    tokens.add(l.lease_token);
+  }
+  std::string key_param = std::move(keys).take();
+  std::string token_param = std::move(tokens).take();
   return pg_.run("release", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_prepared("hr_release", param, worker_id);
+    tx.exec_prepared("hr_release", key_param, worker_id, token_param);
   });
 }
 

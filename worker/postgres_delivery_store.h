@@ -34,7 +34,7 @@ class PostgresDeliveryStore final : public DeliveryStore {
   Result<void> record(const std::vector<AttemptRecord>& attempts,
                       const std::string& worker_id) override;
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override;
-  Result<void> release(const std::vector<std::string>& keys, const std::string& worker_id) override;
+  Result<void> release(const std::vector<LeaseRef>& leases, const std::string& worker_id) override;
 
   // Session settings and prepared statements (hr_claim, hr_claim_audit, hr_record,
   // hr_record_inbound, hr_release) of every connection the store opens; public so tests can plan

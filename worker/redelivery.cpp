@@ -106,13 +106,13 @@ void Redelivery::flush_due(int64_t now) {
   }
 }
 
-std::vector<std::string> Redelivery::keys_pending() const {
-  std::vector<std::string> keys;
-  keys.reserve(out_.size());
-  for (const auto& [raw, job] : out_) keys.push_back(job->d.key);
-  for (const auto& job : waiting_) keys.push_back(job->d.key);
-  for (const auto& job : refused_) keys.push_back(job->d.key);
-  return keys;
+std::vector<LeaseRef> Redelivery::leases_pending() const {
+  std::vector<LeaseRef> leases;
+  leases.reserve(out_.size() + waiting_.size() + refused_.size());
+  for (const auto& [raw, job] : out_) leases.push_back(job->lease());
+  for (const auto& job : waiting_) leases.push_back(job->lease());
+  for (const auto& job : refused_) leases.push_back(job->lease());
+  return leases;
 }
 
 }  // namespace hookrelay

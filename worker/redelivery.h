@@ -47,7 +47,7 @@ class Redelivery {
   const std::optional<std::string>& fatal() const { return fatal_; }
   bool idle() const { return out_.empty() && waiting_.empty(); }
   std::size_t pending() const { return out_.size() + waiting_.size(); }
-  std::vector<std::string> keys_pending() const;
+  std::vector<LeaseRef> leases_pending() const;
 
  private:
   MessageProducer& producer_;

@@ -246,17 +246,17 @@ std::size_t StoreBatcher::drop_unclaimed(const std::function<bool(const Job&)>& 
   return n;
 }
 
-std::vector<std::string> StoreBatcher::keys_unrecorded() const {
-  std::vector<std::string> keys;
-  for (const auto& j : records_.queued()) keys.push_back(j->d.key);
-  for (const auto& j : records_.out()) keys.push_back(j->d.key);
-  return keys;
+std::vector<LeaseRef> StoreBatcher::leases_unrecorded() const {
+  std::vector<LeaseRef> leases;
+  for (const auto& j : records_.queued()) leases.push_back(j->lease());
+  for (const auto& j : records_.out()) leases.push_back(j->lease());
+  return leases;
 }
 
-void StoreBatcher::release(std::vector<std::string> keys) {
-  if (keys.empty() || down_) return;
+void StoreBatcher::release(std::vector<LeaseRef> leases) {
+  if (leases.empty() || down_) return;
   claims_.submit(
-      [this, keys = std::move(keys)] { (void)d_.claim_store->release(keys, d_.worker_id); });
+      [this, leases = std::move(leases)] { (void)d_.claim_store->release(leases, d_.worker_id); });
 }
 
 }  // namespace hookrelay

@@ -197,10 +197,10 @@ class StoreBatcher {
 
   // Drops queued (unclaimed) jobs `drop` selects; returns how many.
   std::size_t drop_unclaimed(const std::function<bool(const Job&)>& drop);
-  // Keys of jobs claimed whose results are not recorded yet (shutdown gives their leases back).
-  std::vector<std::string> keys_unrecorded() const;
+  // Leases of jobs claimed whose results are not recorded yet (shutdown gives them back).
+  std::vector<LeaseRef> leases_unrecorded() const;
   // Gives back leases, on the claim lane (its connection is never used from two threads at once).
-  void release(std::vector<std::string> keys);
+  void release(std::vector<LeaseRef> leases);
 
  private:
   bool usable(int64_t now) const { return !down_ || now >= retry_at_; }

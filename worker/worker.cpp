@@ -239,7 +239,7 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
     switch (status) {
       case ClaimStatus::kClaimed:
         if (stop_.load()) {  // shutting down: give the lease back, the message is replayed
-          abandoned_keys_.push_back(job->d.key);
+          abandoned_leases_.push_back(job->lease());
           in_flight_.fetch_sub(1);
           break;
         }
@@ -386,7 +386,7 @@ void Worker::drain_events(int64_t now, bool wait) {
 
 void Worker::on_produced(const WorkerEvent& e, int64_t now) {
   if (auto job = redelivery_.on_produced(e, now)) {
-    if (job->give_back_lease) bounced_leases_.push_back(job->d.key);
+    if (job->give_back_lease) bounced_leases_.push_back(job->lease());
     finish(std::move(job));
     return;
   }
@@ -593,9 +593,9 @@ void Worker::drain_for_shutdown() {
   // Nothing new starts: unclaimed work is replayed by whoever owns the partition next, and
   // claimed-but-unsent work gives its lease back so that can happen at once.
   in_flight_.fetch_sub(static_cast<int>(store_.drop_unclaimed([](const Job&) { return true; })));
-  std::vector<std::string> unsent;
+  std::vector<LeaseRef> unsent;
   for (auto& j : dispatcher_.take_unsent()) {
-    unsent.push_back(j->d.key);
+    unsent.push_back(j->lease());
     in_flight_.fetch_sub(1);
   }
   auto fatal = [this] { return redelivery_.fatal().has_value(); };
@@ -609,10 +609,10 @@ void Worker::drain_for_shutdown() {
     redelivery_.flush_due(now);
     intake_.store_offsets();
   }
-  for (auto& k : dispatcher_.keys_out()) unsent.push_back(std::move(k));
-  for (auto& k : store_.keys_unrecorded()) unsent.push_back(std::move(k));
-  for (auto& k : redelivery_.keys_pending()) unsent.push_back(std::move(k));
-  unsent.insert(unsent.end(), abandoned_keys_.begin(), abandoned_keys_.end());
+  for (auto& l : dispatcher_.leases_out()) unsent.push_back(std::move(l));
+  for (auto& l : store_.leases_unrecorded()) unsent.push_back(std::move(l));
+  for (auto& l : redelivery_.leases_pending()) unsent.push_back(std::move(l));
+  unsent.insert(unsent.end(), abandoned_leases_.begin(), abandoned_leases_.end());
   store_.release(std::move(unsent));
   intake_.commit_and_close();
   spdlog::info(

@@ -146,8 +146,8 @@ class Worker {
   std::shared_ptr<const Config> config_;
   RetryPolicy policy_;
   std::unordered_set<std::string> local_keys_;  // claimed by this worker, not finished
-  std::vector<std::string> abandoned_keys_;     // claimed during shutdown; leases given back
-  std::vector<std::string> bounced_leases_;     // bounced under their own lease, retry produced
+  std::vector<LeaseRef> abandoned_leases_;      // claimed during shutdown; given back
+  std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};

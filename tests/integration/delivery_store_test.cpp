@@ -167,10 +167,36 @@ TEST_F(DeliveryStoreTest, RetryableAttemptGivesTheLeaseBack) {
 TEST_F(DeliveryStoreTest, ReleaseGivesBackOnlyOwnLeases) {
   claim({delivery("mine")}, "A");
   claim({delivery("theirs")}, "C");
-  ASSERT_TRUE(store_->release({"mine", "theirs"}, "A"));
+  ASSERT_TRUE(store_->release({{"mine", token_["mine"]}, {"theirs", token_["theirs"]}}, "A"));
   EXPECT_EQ(claim({delivery("mine"), delivery("theirs")}, "B"),
             (std::vector<S>{S::kClaimed, S::kLeasedElsewhere}));
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "0");
+}
+
+// A release names the claim it gives back. An attempt that bounces after its lease passed to a
+// later claim of the same delivery by this same worker (a retry message's claim after the lease
+// was given back once, or a claim after an expiry) must not clear the later claim's lease while
+// that claim's call is out: another worker would claim the delivery and send it again.
+TEST_F(DeliveryStoreTest, ReleaseGivesBackOnlyTheClaimNamedByItsToken) {
+  claim({delivery("k")}, "A", /*lease_seconds=*/1);
+  const int64_t first = token_["k"];
+  std::this_thread::sleep_for(milliseconds(1500));
+  ASSERT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kClaimed})) << "the lease expired";
+  const int64_t second = token_["k"];
+  ASSERT_NE(first, second);
+  ASSERT_TRUE(store_->release({{"k", first}}, "A"));
+  EXPECT_EQ(db_->scalar("SELECT lease_token FROM deliveries"), std::to_string(second))
+      << "a stale claim's release cleared the lease of the claim that holds it";
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kLeasedElsewhere}));
+  ASSERT_TRUE(store_->release({{"k", second}}, "A"));
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+}
+
+// The token alone is not enough: a release under another worker's id leaves the lease alone.
+TEST_F(DeliveryStoreTest, ReleaseUnderAnotherWorkersIdIsIgnored) {
+  claim({delivery("k")}, "A");
+  ASSERT_TRUE(store_->release({{"k", token_["k"]}}, "C"));
+  EXPECT_EQ(db_->scalar("SELECT lease_owner FROM deliveries"), "A");
 }
 
 // Two copies of one delivery in one batch (a message and its replay, read together after a
@@ -479,7 +505,7 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
             tx.quote(batch("retrying", false)) + ", 'A', " + i + ")");
     explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
             "," + tx.quote(batch("ab12", false)) + ")");  // the body hashes: hex
-    explain("EXECUTE hr_release(" + k + ", 'A')");
+    explain("EXECUTE hr_release(" + k + ", 'A', " + i + ")");
     return out;
   };
   std::string empty = plans();

@@ -49,7 +49,7 @@ class CountingStore : public DeliveryStore {
     inbound_trips.push_back(ids);
     return static_cast<int>(events.size());
   }
-  Result<void> release(const std::vector<std::string>&, const std::string&) override { return {}; }
+  Result<void> release(const std::vector<LeaseRef>&, const std::string&) override { return {}; }
 
   bool down = false;
   std::set<std::string> refuse_events;

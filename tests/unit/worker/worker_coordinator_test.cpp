@@ -201,9 +201,14 @@ class FakeStore : public DeliveryStore {
     if (down) return fail("db_unavailable", "down", true);
     return static_cast<int>(e.size());
   }
-  Result<void> release(const std::vector<std::string>& keys, const std::string&) override {
+  // Gives a lease back only while the claim the ref names holds it, as the real store does.
+  Result<void> release(const std::vector<LeaseRef>& leases, const std::string& worker) override {
     std::lock_guard lock(mu);
-    released.insert(released.end(), keys.begin(), keys.end());
+    for (const auto& r : leases) {
+      auto& l = lease[r.key];
+      if (l.owner == worker && l.token == r.lease_token) l = {};
+      released.push_back(r.key);
+    }
     return {};
   }
   void open_gate() {
@@ -222,7 +227,7 @@ class FakeStore : public DeliveryStore {
   std::map<std::string, int> refuse_records;  // a batch with this key is refused this many times
   std::map<std::string, std::string> state;
   std::map<std::string, Lease> lease;
-  std::vector<std::string> released;  // keys whose leases were given back
+  std::vector<std::string> released;  // keys whose leases release() was asked to give back
   std::vector<AttemptRecord> attempts;
 };
 
@@ -851,6 +856,7 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
   EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_circuit_deferrals_total"), 1);
   EXPECT_EQ(store.released, std::vector<std::string>{"wh:gh:e3:a"})
       << "a deferral keeps its lease, and its claim when it comes back is refused";
+  EXPECT_EQ(store.lease["wh:gh:e3:a"].token, 0) << "the release named another claim's token";
 }
 
 // Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
