@@ -19,12 +19,45 @@
 
 namespace hookrelay {
 
+// The epoll registrations of one loop's sockets, by descriptor. A connection curl keeps for
+// reuse stays registered between its calls: curl lets go of the socket when a call ends
+// (CURL_POLL_REMOVE) and asks for it again when the next call on that connection starts, and
+// without this each delivery cost an EPOLL_CTL_DEL and an EPOLL_CTL_ADD. Only sockets curl opened
+// and closes through our callbacks (open_socket, close_socket) are kept so: their descriptor
+// cannot be closed and reused behind the table's back. A kept socket that turns readable while
+// curl is not watching it (the receiver closed the connection) is taken out of the set then, so
+// it cannot wake the loop again; curl finds the connection dead when it next looks at it.
+struct CurlSender::SocketTable {
+  struct Entry {
+    uint64_t tag = 0;     // epoll_event.data of the registration
+    uint32_t events = 0;  // of the registration
+    bool in_epoll = false;
+    bool owned = false;   // opened by open_socket: its close comes through close_socket
+    bool parked = false;  // registered while curl does not watch it
+  };
+  std::vector<Entry> entries;
+
+  Entry& at(curl_socket_t s) {
+    const auto i = static_cast<std::size_t>(s);
+    if (i >= entries.size()) entries.resize(std::max(i + 1, entries.size() * 2));
+    return entries[i];
+  }
+  bool parked(curl_socket_t s) const {
+    const auto i = static_cast<std::size_t>(s);
+    return s >= 0 && i < entries.size() && entries[i].parked;
+  }
+};
+
+CurlSender::Loop::Loop() : sockets(std::make_unique<SocketTable>()) {}
+CurlSender::Loop::~Loop() = default;
+
 struct CurlSender::Transfer {
   HttpCall call;
   Done done;
   CurlEasy easy;
   CurlSlist headers;
   const SsrfGuard* guard = nullptr;
+  SocketTable* sockets = nullptr;  // its loop's
   std::string blocked_reason;
   std::optional<std::string> retry_after;
   std::string body_excerpt;
@@ -52,7 +85,17 @@ curl_socket_t open_socket(void* data, curlsocktype purpose, curl_sockaddr* addre
       return CURL_SOCKET_BAD;
     }
   }
-  return socket(address->family, address->socktype, address->protocol);
+  curl_socket_t s = socket(address->family, address->socktype, address->protocol);
+  if (s != CURL_SOCKET_BAD) t->sockets->at(s) = {.owned = true};
+  return s;
+}
+
+// Every socket open_socket made is closed here (libcurl closes a socket it opened through
+// CURLOPT_OPENSOCKETFUNCTION through CURLOPT_CLOSESOCKETFUNCTION), so its entry is forgotten
+// before the descriptor can be reused. The kernel drops the epoll registration with the socket.
+int close_socket(void* data, curl_socket_t s) {
+  static_cast<CurlSender::SocketTable*>(data)->at(s) = {};
+  return close(s);
 }
 
 size_t on_body(char* data, size_t size, size_t n, void* user) {
@@ -132,7 +175,8 @@ struct LoopState {
   CURLM* multi = nullptr;
   std::size_t shard = 0;
   int epoll_fd = -1;
-  long timeout_ms = -1;  // from on_timer: -1 none, 0 now, > 0 in that many ms
+  CurlSender::SocketTable* sockets = nullptr;  // shared by the loop's shards
+  long timeout_ms = -1;                        // from on_timer: -1 none, 0 now, > 0 in that many ms
   std::chrono::steady_clock::time_point timer_set_at;
 };
 
@@ -142,20 +186,41 @@ uint64_t epoll_tag(std::size_t shard, curl_socket_t s) {
   return (uint64_t{shard} << 32) | static_cast<uint32_t>(s);
 }
 
-// curl keeps `registered` (set with curl_multi_assign) for as long as it watches the socket, so
-// each change is one epoll_ctl: ADD the first time, MOD after.
+// Each change is one epoll_ctl at most: ADD the first time, MOD after, none when a kept
+// connection's socket is asked for again as it is registered (SocketTable). For a socket curl
+// did not open through open_socket, curl keeps `registered` (set with curl_multi_assign) for as
+// long as it watches the socket, and its registration ends with curl's interest.
 int on_socket(CURL*, curl_socket_t s, int what, void* user, void* registered) {
   auto* loop = static_cast<LoopState*>(user);
+  auto& entry = loop->sockets->at(s);
   if (what == CURL_POLL_REMOVE) {
+    if (entry.owned && entry.in_epoll && entry.events == EPOLLIN) {
+      entry.parked = true;  // curl's connection cache keeps it: its next call wants it again
+      return 0;
+    }
     epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // may already be closed: fine
+    entry.in_epoll = false;
+    entry.parked = false;
     return 0;
   }
   epoll_event ev{};
   ev.data.u64 = epoll_tag(loop->shard, s);
   if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
   if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
-  if (registered != nullptr) {
-    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, s, &ev) == 0 || errno != ENOENT) return 0;
+  entry.parked = false;
+  const bool known = entry.owned ? entry.in_epoll : registered != nullptr;
+  if (entry.owned && known && entry.events == ev.events && entry.tag == ev.data.u64) {
+    curl_multi_assign(loop->multi, s, loop);
+    return 0;
+  }
+  entry.in_epoll = true;
+  entry.events = ev.events;
+  entry.tag = ev.data.u64;
+  if (known) {
+    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, s, &ev) == 0 || errno != ENOENT) {
+      curl_multi_assign(loop->multi, s, loop);
+      return 0;
+    }
   }
   // A socket number curl closed and reopened between two calls is new to epoll as well.
   if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST) {
@@ -194,7 +259,7 @@ int wait_ms(const std::vector<LoopState>& loops) {
 // The options every call shares, set once when an easy handle is made. A finished handle goes
 // back to the idle list as it is, so a reused one keeps them (curl_easy_reset and setting them
 // again for each delivery showed in profiles); what differs per call is set when it starts.
-void set_fixed_options(CURL* e, const std::string& user_agent) {
+void set_fixed_options(CURL* e, const std::string& user_agent, CurlSender::SocketTable& sockets) {
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -205,6 +270,10 @@ void set_fixed_options(CURL* e, const std::string& user_agent) {
   // would judge the proxy's address, not the destination's.
   curl_easy_setopt(e, CURLOPT_PROXY, "");
   curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &open_socket);
+  // A connection closes its socket through the callback of the handle that opened it, so each
+  // loop's handles name that loop's table, which outlives the multi handles' connection caches.
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, &close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, &sockets);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &on_body);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &on_header);
 }
@@ -292,6 +361,7 @@ void CurlSender::run(Loop& self) {
     loop.multi = self.multis[i].get();
     loop.shard = i;
     loop.epoll_fd = self.epoll_fd.get();
+    loop.sockets = self.sockets.get();
     curl_multi_setopt(loop.multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
     curl_multi_setopt(loop.multi, CURLMOPT_SOCKETDATA, &loop);
     curl_multi_setopt(loop.multi, CURLMOPT_TIMERFUNCTION, &on_timer);
@@ -368,12 +438,13 @@ void CurlSender::run(Loop& self) {
         continue;
       }
       t->guard = &guard_;
+      t->sockets = self.sockets.get();
       if (!idle.empty()) {
         t->easy = std::move(idle.back());
         idle.pop_back();
       } else {
         t->easy.reset(curl_easy_init());
-        set_fixed_options(t->easy.get(), user_agent_);
+        set_fixed_options(t->easy.get(), user_agent_, *self.sockets);
       }
       CURL* e = t->easy.get();
       const auto& c = t->call;
@@ -444,12 +515,19 @@ void CurlSender::run(Loop& self) {
         (void)!read(self.wake_fd.get(), &count, sizeof count);
         continue;
       }
+      const auto s = static_cast<curl_socket_t>(tag & 0xffffffffu);
+      if (self.sockets->parked(s)) {
+        // A kept connection's socket turned readable (closed by the receiver, or bytes nobody
+        // asked for): out of the set, so it cannot wake the loop again.
+        epoll_ctl(self.epoll_fd.get(), EPOLL_CTL_DEL, s, nullptr);
+        self.sockets->at(s) = {.owned = true};
+        continue;
+      }
       int flags = 0;
       if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
       if (events[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
       if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
-      curl_multi_socket_action(loops[tag >> 32].multi,
-                               static_cast<curl_socket_t>(tag & 0xffffffffu), flags, &running);
+      curl_multi_socket_action(loops[tag >> 32].multi, s, flags, &running);
     }
     for (LoopState& loop : loops) {
       if (remaining_ms(loop) != 0) continue;

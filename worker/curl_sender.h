@@ -43,11 +43,16 @@ class CurlSender final : public HttpSender {
   int in_flight() const;            // calls sent and not answered, over all loops
   int in_flight(int thread) const;  // the same for one loop
 
-  struct Transfer;  // defined in curl_sender.cpp
+  struct Transfer;     // defined in curl_sender.cpp
+  struct SocketTable;  // the same: a loop's epoll registrations, by descriptor
 
  private:
   // One event loop: its thread, epoll set, multi handles and the calls handed to it.
   struct Loop {
+    Loop();
+    ~Loop();
+    // Declared before the multi handles: their cleanup closes sockets through it.
+    std::unique_ptr<SocketTable> sockets;
     std::vector<CurlMulti> multis;  // one per shard
     std::mutex mu;
     std::deque<std::unique_ptr<Transfer>> inbox;

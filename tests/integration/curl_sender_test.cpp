@@ -7,8 +7,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <ctime>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <thread>
 
 #include "tests/support/scripted_receiver.h"
 
@@ -189,6 +192,39 @@ TEST(CurlSenderTest, AReusedHandleSendsEachCallsOwnMethodBodyAndHeaders) {
     EXPECT_EQ(req.body, steps[i].body) << i;
     EXPECT_EQ(req.header("X-Only-First").has_value(), i == 0) << i;
   }
+}
+
+// A connection kept for reuse stays in its loop's epoll set between calls. When the receiver
+// closes it while it is idle, the loop takes it out of the set instead of waking on the closed
+// socket again and again, and the next call goes out on a new connection.
+TEST(CurlSenderTest, AKeptConnectionTheReceiverClosesNeitherSpinsTheLoopNorFailsTheNextCall) {
+  auto rx = std::make_unique<test::ScriptedReceiver>();
+  ASSERT_TRUE(rx->start());
+  const uint16_t port = rx->port();
+  CurlSender sender(SsrfGuard(true, {}));
+  Results results;
+  sender.send(post(rx->url("/kept"), 1), results.sink(1));
+  ASSERT_TRUE(results.wait_for(1, 30s));
+  rx.reset();  // stopped and gone: the idle connection is closed, its socket turns readable
+  const auto cpu_ms = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+  };
+  const double cpu_before = cpu_ms();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_LT(cpu_ms() - cpu_before, 150.0) << "ms of CPU in 500 ms with nothing to send";
+
+  test::ScriptedReceiver again(port);
+  ASSERT_TRUE(again.start());
+  sender.send(post(again.url("/kept"), 2), results.sink(2));
+  ASSERT_TRUE(results.wait_for(2, 30s));
+  auto got = results.take();
+  EXPECT_EQ(got.at(1).status, 200) << got.at(1).message;
+  EXPECT_EQ(got.at(2).error, TransportError::kNone) << got.at(2).message;
+  EXPECT_EQ(got.at(2).status, 200);
+  EXPECT_EQ(again.count("/kept"), 1u);
+  EXPECT_EQ(sender.in_flight(), 0);
 }
 
 }  // namespace
