@@ -60,8 +60,8 @@ void Dispatcher::enqueue(std::unique_ptr<Job> job) {
     }
     job->order_gate = gate;
   }
-  std::string host = job->d.host_key;
-  queued_[host].push_back(std::move(job));
+  auto& queue = queued_[job->d.host_key];
+  queue.push_back(std::move(job));
 }
 
 void Dispatcher::release_order_gate(Job& job) {

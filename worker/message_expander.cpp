@@ -201,7 +201,9 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     } else if (routes != config.routes.end()) {
       std::optional<FilterContext> filters;  // made for the first route with a filter
       static const std::string kNoBody;
-      for (const auto& route : routes->second) {
+      const auto& source_routes = routes->second;
+      for (std::size_t i = 0; i < source_routes.size(); ++i) {
+        const auto& route = source_routes[i];
         if (!route.filter.empty()) {
           if (!filters)
             filters.emplace(m.headers, kForwardPrefix,
@@ -211,7 +213,8 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
             continue;
           }
         }
-        Delivery d = base;
+        // The last route takes `base` itself: one copy fewer of its strings and headers.
+        Delivery d = i + 1 == source_routes.size() ? std::move(base) : base;
         fill_webhook(d, m, route);
         d.key = webhook_delivery_key(*source, *event_id, route.name);
         if (route.ordered) {

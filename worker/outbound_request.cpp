@@ -30,6 +30,8 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
   call.timeout_ms = d.timeout_ms;
   call.connect_timeout_ms = std::min(connect_timeout_ms, d.timeout_ms);
   const auto* route_headers = d.route ? &d.route->headers : nullptr;
+  // Forwarded and route headers, then at most four of our own.
+  call.headers.reserve(d.headers.size() + (route_headers ? route_headers->size() : 0) + 4);
   // A route's own header wins over a forwarded provider header of the same name.
   const auto set_by_route = [route_headers](std::string_view name) {
     if (!route_headers) return false;

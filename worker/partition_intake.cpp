@@ -54,7 +54,7 @@ void PartitionIntake::take_message(ConsumedMessage& m, int64_t now) {
     ++backlog_size_;
     return;
   }
-  accept(m, now);
+  accept(m, tp, now);
 }
 
 // A hold for capacity only stops fetching; Postgres being away or a retry not yet due also
@@ -74,7 +74,7 @@ void PartitionIntake::drain_backlog(int64_t now) {
       ConsumedMessage m = std::move(q.front());
       q.pop_front();
       --backlog_size_;
-      accept(m, now);
+      accept(m, tp, now);
     }
     if (auto p = paused_.find(tp); p != paused_.end() && p->second.seek_offset >= 0) {
       backlog_size_ -= q.size();  // sought back to a retry not yet due: all of it is fetched again
@@ -84,9 +84,8 @@ void PartitionIntake::drain_backlog(int64_t now) {
   }
 }
 
-void PartitionIntake::accept(ConsumedMessage& m, int64_t now) {
+void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64_t now) {
   metrics_.consumed(m.topic);
-  TopicPartition tp{m.topic, m.partition};
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {

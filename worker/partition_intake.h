@@ -84,7 +84,7 @@ class PartitionIntake {
   void take_message(ConsumedMessage& m, int64_t now);
   void drain_backlog(int64_t now);
   bool may_take(const TopicPartition& tp) const;
-  void accept(ConsumedMessage& m, int64_t now);
+  void accept(ConsumedMessage& m, const TopicPartition& tp, int64_t now);  // tp: m's
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
   // The retry-tier look-ahead: wait_until_due keeps a message not yet due (or pauses its
   // partition when the look-ahead is full), take_due hands over the ones whose time has come.
