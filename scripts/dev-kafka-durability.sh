@@ -106,7 +106,7 @@ while [ $((SECONDS - ready_at)) -lt 15 ]; do sleep 1; done
 check "deliveries of this run after the restart (demo receiver log)" "0" \
   "$(grep -c "\"durability_check\":\"$RUN\"" "$STATE/demo-receiver.log" || true)"
 check "attempts recorded for this run (Postgres, one each)" "$COUNT" \
-  "$(sql "SELECT count(*) FROM delivery_attempts a JOIN deliveries d USING (delivery_key)
+  "$(sql "SELECT count(*) FROM delivery_attempts_all a JOIN deliveries d USING (delivery_key)
           WHERE d.source = 'github' AND d.event_id LIKE '$RUN-%'")"
 check "succeeded deliveries of this run (Postgres)" "$COUNT" "$(delivered_pg)"
 # Postgres would mask a re-read (the claim skips what succeeded): the restarted worker's own

@@ -110,6 +110,11 @@ SELECT * FROM fresh UNION ALL SELECT * FROM known
 // the UPDATE skips rows already succeeded. Under READ COMMITTED a concurrent recorder of the same
 // key waits for the first to commit and then re-checks, so of two successes for one key exactly
 // one changes the row; the other attempt is stored as 'duplicate_success'.
+//
+// A success of attempt 1 that moves a row no attempt was recorded on (first_attempt_at is NULL) is
+// kept in the row, not in delivery_attempts (migrations/0015): the row's first_attempt_at,
+// last_status and last_error are that attempt's, first_duration_ms and first_worker_id hold the
+// rest, and delivery_attempts_all reads it back as the row it replaces.
 constexpr const char* kRecordSql = R"SQL(
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[],
@@ -130,12 +135,18 @@ upd AS (
     lease_until = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_until END,
     lease_token = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
-                       THEN NULL ELSE d.lease_token END
+                       THEN NULL ELSE d.lease_token END,
+    first_duration_ms = CASE WHEN d.first_attempt_at IS NULL AND r.attempt = 1
+                              AND r.outcome = 'succeeded' AND r.next_state = 'succeeded'
+                             THEN r.duration_ms END,
+    first_worker_id = CASE WHEN d.first_attempt_at IS NULL AND r.attempt = 1
+                            AND r.outcome = 'succeeded' AND r.next_state = 'succeeded'
+                           THEN $9::text END
   FROM input r
   WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
     AND d.state <> 'succeeded'
     AND (d.lease_token IS NOT DISTINCT FROM r.token OR r.next_state = 'succeeded')
-  RETURNING d.delivery_key
+  RETURNING d.delivery_key, d.first_duration_ms IS NOT NULL AS folded
 )
 INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,
                                outcome, error, worker_id)
@@ -145,6 +156,7 @@ SELECT i.key, i.attempt, to_timestamp(i.started_ms / 1000.0), i.duration_ms,
             THEN 'duplicate_success' ELSE i.outcome END,
        coalesce(i.error, ''), $9::text
 FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
+WHERE u.folded IS NOT TRUE
 )SQL";
 
 // The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own

@@ -19,6 +19,14 @@ constexpr const char* kDeliveryColumns =
     HR_MS("first_attempt_at") ", " HR_MS("last_attempt_at") ", " HR_MS("completed_at") ", "
     "coalesce(last_status, 0), coalesce(last_error, ''), origin_topic";
 
+// One delivery's attempts, by start, in AttemptRow's order. The view holds a first success kept
+// in the deliveries row too (migrations/0015); the key's hash finds that row through deliveries'
+// unique index (a condition on delivery_key alone would read deliveries whole).
+constexpr const char* kAttemptsSql =
+    "SELECT attempt, " HR_MS("started_at") ", duration_ms, coalesce(http_status, 0), outcome,"
+    " error, worker_id FROM delivery_attempts_all"
+    " WHERE " HR_KEY_IS("delivery_key", "$1::text") " ORDER BY started_at, attempt";
+
 DeliveryRow delivery_from_row(const pqxx::row& r) {
   DeliveryRow d;
   d.key = r[0].as<std::string>();
@@ -109,12 +117,7 @@ Result<DeliveryDetail> DeliveryQueries::delivery_show(const std::string& key) {
     if (rows.empty()) return fail("not_found", "no delivery with key " + key);
     DeliveryDetail out;
     out.delivery = delivery_from_row(rows[0]);
-    for (const auto& r : tx.exec_params(
-             "SELECT attempt, " HR_MS("started_at") ", duration_ms, coalesce(http_status, 0),"
-                                                    " outcome, error, worker_id FROM "
-                                                    "delivery_attempts WHERE delivery_key = $1"
-                                                    " ORDER BY started_at, attempt",
-             key)) {
+    for (const auto& r : tx.exec_params(kAttemptsSql, key)) {
       out.attempts.push_back(AttemptRow{r[0].as<int>(), r[1].as<int64_t>(), r[2].as<int>(),
                                         r[3].as<int>(), r[4].as<std::string>(),
                                         r[5].as<std::string>(), r[6].as<std::string>()});

@@ -20,7 +20,7 @@ class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
     MigratedDatabaseTest::SetUp();
     if (HasFatalFailure()) return;
     PostgresDeliveryStore store(db_->url());
-    int64_t t = unix_now_ms();
+    int64_t t = seeded_at_ = unix_now_ms();
     auto claimed = store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci",
                                             "http://127.0.0.1:9/ci", "hookrelay.webhooks", t},
                                 DeliveryRef{"gh-e1-deploy", "webhook", "github", "e1", "deploy",
@@ -61,6 +61,7 @@ class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
   }
 
   std::unique_ptr<DeliveryQueries> queries_;
+  int64_t seeded_at_ = 0;
 };
 
 TEST_F(DeliveryQueriesTest, DlqListFiltersAndOrdersNewestFirst) {
@@ -96,6 +97,28 @@ TEST_F(DeliveryQueriesTest, DeliveryShowHasColumnsAndAttemptsInOrder) {
   auto missing = queries_->delivery_show("nope");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, "not_found");
+}
+
+// gh-e1-deploy succeeded at its first attempt, which the deliveries row keeps (migrations/0015):
+// it is shown as that attempt, every field as recorded.
+TEST_F(DeliveryQueriesTest, DeliveryShowHasAFirstSuccessKeptInTheRow) {
+  ASSERT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE delivery_key = "
+                        "'gh-e1-deploy'"),
+            "0");
+  auto d = queries_->delivery_show("gh-e1-deploy");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->delivery.state, "succeeded");
+  EXPECT_EQ(d->delivery.lease_owner, "");
+  ASSERT_EQ(d->attempts.size(), 1u);
+  const AttemptRow& a = d->attempts[0];
+  EXPECT_EQ(a.attempt, 1);
+  EXPECT_EQ(a.started_ms, d->delivery.first_attempt_ms);
+  EXPECT_EQ(a.started_ms, seeded_at_ - 1500);
+  EXPECT_EQ(a.duration_ms, 10);
+  EXPECT_EQ(a.http_status, 200);
+  EXPECT_EQ(a.outcome, "succeeded");
+  EXPECT_EQ(a.error, "");
+  EXPECT_EQ(a.worker_id, "w1");
 }
 
 TEST_F(DeliveryQueriesTest, EventShowListsInboundAndEveryRoute) {
@@ -370,7 +393,7 @@ TEST_F(DeliveryQueriesTest, AttemptPartitionsAreCreatedAheadAndOldRowsDropped) {
   EXPECT_EQ(*dropped, 0);  // no daily partition is that old yet
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE delivery_key = 'ancient'"),
             "0");
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "4");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_all"), "4");
 }
 
 TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
@@ -393,23 +416,31 @@ TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
   EXPECT_EQ(*queries_->delete_inbound_events(30), 0);
 }
 
+// Applies the shipped migrations older than `version` to `db` (a database as an earlier release
+// left it); returns the versions applied.
+Result<std::vector<std::string>> migrate_before(const testing::ScratchDatabase& db,
+                                                const std::string& version) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("hr_upgrade_" + db.name());
+  fs::create_directories(dir);
+  for (const auto& entry : fs::directory_iterator(HOOKRELAY_SOURCE_DIR "/migrations")) {
+    if (entry.path().filename().string() < version) {
+      fs::copy_file(entry.path(), dir / entry.path().filename());
+    }
+  }
+  auto applied = migrate(db.url(), dir.string());
+  fs::remove_all(dir);
+  return applied;
+}
+
 // A database with rows written before migrations/0014 (the text primary key, updated_at, the
 // body hash as hex text) is upgraded in place: its rows are read, claimed, recorded and
 // deduplicated by the code of 0014.
 TEST(StoreUpgradeTest, RowsWrittenBeforeTheKeyHashIndexesServeTheNewCode) {
-  namespace fs = std::filesystem;
   const std::string admin = testing::test_admin_url();
   ASSERT_FALSE(admin.empty());
   testing::ScratchDatabase db(admin);
-  const fs::path dir = fs::temp_directory_path() / ("hr_upgrade_" + db.name());
-  fs::create_directories(dir);
-  for (const auto& entry : fs::directory_iterator(HOOKRELAY_SOURCE_DIR "/migrations")) {
-    if (entry.path().filename().string() < "0014") {
-      fs::copy_file(entry.path(), dir / entry.path().filename());
-    }
-  }
-  auto before = migrate(db.url(), dir.string());
-  fs::remove_all(dir);
+  auto before = migrate_before(db, "0014");
   ASSERT_TRUE(before) << before.error().message;
   ASSERT_EQ(before->back(), "0013");
 
@@ -441,7 +472,8 @@ TEST(StoreUpgradeTest, RowsWrittenBeforeTheKeyHashIndexesServeTheNewCode) {
 
   auto after = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
   ASSERT_TRUE(after) << after.error().message;
-  EXPECT_EQ(*after, (std::vector<std::string>{"0014"}));
+  ASSERT_FALSE(after->empty());
+  EXPECT_EQ(after->front(), "0014");
 
   DeliveryQueries queries(db.url());
   auto event = queries.event_show("github", "e1");
@@ -490,6 +522,62 @@ TEST(StoreUpgradeTest, RowsWrittenBeforeTheKeyHashIndexesServeTheNewCode) {
   ASSERT_TRUE(inbound) << inbound.error().message;
   EXPECT_EQ(*inbound, 0);
   EXPECT_EQ(db.scalar("SELECT count(*) || ' ' || min(\"offset\") FROM inbound_events"), "1 41");
+}
+
+// A database whose first successes were recorded as delivery_attempts rows before
+// migrations/0015 keeps them: each is shown once, and attempts recorded since are folded.
+TEST(StoreUpgradeTest, FirstSuccessesRecordedBeforeTheFoldKeepTheirRows) {
+  const std::string admin = testing::test_admin_url();
+  ASSERT_FALSE(admin.empty());
+  testing::ScratchDatabase db(admin);
+  auto before = migrate_before(db, "0015");
+  ASSERT_TRUE(before) << before.error().message;
+  ASSERT_EQ(before->back(), "0014");
+
+  // As the worker's record wrote a first success before: the row, and its attempt's row.
+  db.scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, first_seen_at, first_attempt_at, last_attempt_at, completed_at, last_status,"
+      " origin_topic) VALUES ('wh:github:old:ci', 'webhook', 'github', 'old', 'ci',"
+      " 'http://127.0.0.1:9/ci', 'succeeded', 1, now() - interval '1 hour',"
+      " now() - interval '1 hour', now() - interval '1 hour', now() - interval '1 hour', 200,"
+      " 'hookrelay.webhooks')");
+  db.scalar(
+      "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,"
+      " outcome, error, worker_id) SELECT delivery_key, 1, first_attempt_at, 7, 200, 'succeeded',"
+      " '', 'w0' FROM deliveries");
+
+  auto after = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(after->front(), "0015");
+
+  DeliveryQueries queries(db.url());
+  auto old = queries.delivery_show("wh:github:old:ci");
+  ASSERT_TRUE(old) << old.error().message;
+  ASSERT_EQ(old->attempts.size(), 1u);
+  EXPECT_EQ(old->attempts[0].duration_ms, 7);
+  EXPECT_EQ(old->attempts[0].worker_id, "w0");
+
+  PostgresDeliveryStore store(db.url());
+  DeliveryRef fresh{"wh:github:new:ci",   "webhook", "github", "new", "ci", "http://127.0.0.1:9/ci",
+                    "hookrelay.webhooks", 0,         21};
+  auto claimed = store.claim({fresh}, "w1", 60);
+  ASSERT_TRUE(claimed) << claimed.error().message;
+  ASSERT_TRUE(store.record(
+      {AttemptRecord{fresh.key, 1, unix_now_ms(), 9, 200, "succeeded", "", "succeeded", 21}},
+      "w1"));
+  auto now = queries.delivery_show(fresh.key);
+  ASSERT_TRUE(now) << now.error().message;
+  ASSERT_EQ(now->attempts.size(), 1u);
+  EXPECT_EQ(now->attempts[0].duration_ms, 9);
+  EXPECT_EQ(now->attempts[0].worker_id, "w1");
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM delivery_attempts"), "1");
+
+  // The attempts' maintenance is unchanged.
+  EXPECT_TRUE(queries.ensure_attempt_partitions(9));
+  auto dropped = queries.drop_attempt_partitions(30);
+  ASSERT_TRUE(dropped) << dropped.error().message;
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM delivery_attempts_all"), "2");
 }
 
 }  // namespace

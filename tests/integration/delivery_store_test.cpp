@@ -73,7 +73,7 @@ class DeliveryStoreTest : public testing::MigratedDatabaseTest {
   std::string outcome_counts(const std::string& key) {
     return db_->scalar(
         "SELECT string_agg(outcome || '=' || n, ',' ORDER BY outcome) FROM (SELECT outcome, "
-        "count(*) AS n FROM delivery_attempts WHERE delivery_key = '" +
+        "count(*) AS n FROM delivery_attempts_all WHERE delivery_key = '" +
         key + "' GROUP BY outcome) s");
   }
 
@@ -170,7 +170,7 @@ TEST_F(DeliveryStoreTest, ReleaseGivesBackOnlyOwnLeases) {
   ASSERT_TRUE(store_->release({{"mine", token_["mine"]}, {"theirs", token_["theirs"]}}, "A"));
   EXPECT_EQ(claim({delivery("mine"), delivery("theirs")}, "B"),
             (std::vector<S>{S::kClaimed, S::kLeasedElsewhere}));
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "0");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_all"), "0");
 }
 
 // A release names the claim it gives back. An attempt that bounces after its lease passed to a
@@ -230,7 +230,7 @@ TEST_F(DeliveryStoreTest, RecordWritesAuditRowsAndDeliveryColumns) {
             "succeeded 2 204 true true");
   EXPECT_EQ(db_->scalar("SELECT string_agg(attempt || ':' || outcome || ':' || "
                         "coalesce(http_status, 0) || ':' || worker_id, ',' ORDER BY attempt) "
-                        "FROM delivery_attempts"),
+                        "FROM delivery_attempts_all"),
             "1:retryable:503:w1,2:succeeded:204:w1");
 }
 
@@ -287,11 +287,122 @@ TEST_F(DeliveryStoreTest, ConcurrentSuccessesFromTwoWorkersStoreOneSucceededRow)
   tb.join();
   ASSERT_TRUE(ra) << ra.error().message;
   ASSERT_TRUE(rb) << rb.error().message;
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'succeeded'"),
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'succeeded'"),
             std::to_string(kKeys));
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts "
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_all "
                         "WHERE outcome = 'duplicate_success'"),
             std::to_string(kKeys));
+}
+
+// Every attempt of `key` as readers see it (delivery_attempts_all), in start order: attempt,
+// start (ms), duration, status, outcome, error and worker, '|'-separated, one per line.
+std::string attempts_read_back(const testing::ScratchDatabase& db, const std::string& key) {
+  return db.scalar(
+      "SELECT string_agg(concat_ws('|', attempt, (extract(epoch from started_at) * 1000)::bigint,"
+      " duration_ms, coalesce(http_status::text, 'null'), outcome, error, worker_id), E'\\n'"
+      " ORDER BY started_at, attempt) FROM delivery_attempts_all WHERE delivery_key = '" +
+      key + "'");
+}
+
+// A first attempt that succeeds is kept in the deliveries row (migrations/0015): no
+// delivery_attempts row, and readers see the attempt exactly as the row would have held it.
+TEST_F(DeliveryStoreTest, FirstAttemptSuccessIsKeptInTheRowAndReadsBackAsItsAttempt) {
+  claim({delivery("k"), delivery("e")}, "A");
+  AttemptRecord ok = attempt("k", 1, "succeeded", "succeeded", 201);
+  ok.started_ms = 1764250000123;
+  ok.duration_ms = 4321;
+  // A success with an error text (the worker writes none today; stored all the same).
+  AttemptRecord noted = attempt("e", 1, "succeeded", "succeeded", 204, "note");
+  noted.started_ms = 1764250000999;
+  record({ok, noted}, "worker-7");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "0");
+  EXPECT_EQ(attempts_read_back(*db_, "k"), "1|1764250000123|4321|201|succeeded||worker-7");
+  EXPECT_EQ(attempts_read_back(*db_, "e"), "1|1764250000999|12|204|succeeded|note|worker-7");
+  // The row is the delivery's as before: succeeded, no lease.
+  EXPECT_EQ(
+      db_->scalar("SELECT state || ' ' || attempts || ' ' || last_status || ' ' || "
+                  "(lease_owner IS NULL) || ' ' || (completed_at IS NOT NULL) FROM deliveries "
+                  "WHERE delivery_key = 'k'"),
+      "succeeded 1 201 true true");
+  // The same attempts recorded as rows (what the record wrote before the fold) read back alike.
+  db_->scalar(
+      "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,"
+      " outcome, error, worker_id) VALUES ('k-row', 1, to_timestamp(1764250000123 / 1000.0), 4321,"
+      " 201, 'succeeded', '', 'worker-7')");
+  EXPECT_EQ(attempts_read_back(*db_, "k-row"), attempts_read_back(*db_, "k"));
+}
+
+// Only a success of attempt 1 that moves the row is folded: failures, later attempts and a success
+// that finds the delivery succeeded already are rows.
+TEST_F(DeliveryStoreTest, OnlyAFirstAttemptThatMovesTheRowIsFolded) {
+  claim({delivery("retried"), delivery("dup"), delivery("failed")}, "A");
+  record({attempt("retried", 1, "retryable", "retrying", 503, "busy"),
+          attempt("dup", 1, "succeeded", "succeeded", 200),
+          attempt("failed", 1, "permanent", "dead", 410, "gone")},
+         "A");
+  claim({delivery("retried")}, "A");
+  record({attempt("retried", 2, "succeeded", "succeeded", 200)}, "A");
+  record({attempt("dup", 1, "succeeded", "succeeded", 200)}, "B");  // redelivered after a crash
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || ':' || attempt || ':' || outcome, ','"
+                        " ORDER BY delivery_key, attempt, outcome) FROM delivery_attempts"),
+            "dup:1:duplicate_success,failed:1:permanent,retried:1:retryable,"
+            "retried:2:succeeded");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',') FROM deliveries"
+                        " WHERE first_duration_ms IS NOT NULL"),
+            "dup");
+  EXPECT_EQ(outcome_counts("dup"), "duplicate_success=1,succeeded=1");
+  EXPECT_EQ(outcome_counts("retried"), "retryable=1,succeeded=1");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(worker_id, ',' ORDER BY outcome) FROM "
+                        "delivery_attempts_all WHERE delivery_key = 'dup'"),
+            "B,A");
+}
+
+// An attempt 1 recorded after a failed attempt 1 (its message read again after a rebalance) is
+// not the row's first attempt: first_attempt_at is the failure's start, so the success is a row.
+TEST_F(DeliveryStoreTest, ASecondAttemptNumberedOneIsNotFolded) {
+  claim({delivery("k")}, "A");
+  AttemptRecord failed = attempt("k", 1, "retryable", "retrying", 503);
+  failed.started_ms -= 1000;
+  record({failed}, "A");
+  claim({delivery("k")}, "B");
+  record({attempt("k", 1, "succeeded", "succeeded", 200)}, "B");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries WHERE first_duration_ms IS NOT NULL"),
+            "0");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(outcome || ':' || worker_id, ',' ORDER BY started_at)"
+                        " FROM delivery_attempts"),
+            "retryable:A,succeeded:B");
+}
+
+// A folded attempt is written out to delivery_attempts, unchanged, before anything rewrites the
+// columns it is read from: the claim of an operator's resend (the row leaves 'succeeded', and the
+// next record sets the last status), a direct update, a delete.
+TEST_F(DeliveryStoreTest, AFoldedAttemptIsWrittenOutBeforeItsRowChanges) {
+  claim({delivery("resent"), delivery("edited"), delivery("deleted")}, "A");
+  record({attempt("resent", 1, "succeeded", "succeeded", 201),
+          attempt("edited", 1, "succeeded", "succeeded", 202),
+          attempt("deleted", 1, "succeeded", "succeeded", 203)},
+         "A");
+  const std::string resent = attempts_read_back(*db_, "resent");
+  const std::string edited = attempts_read_back(*db_, "edited");
+  const std::string deleted = attempts_read_back(*db_, "deleted");
+  ASSERT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), "0");
+
+  db_->scalar("UPDATE deliveries SET resend_id = 1 WHERE delivery_key = 'resent'");  // mark_resend
+  EXPECT_EQ(attempts_read_back(*db_, "resent"), resent) << "the marker alone changes nothing";
+  EXPECT_EQ(claim({delivery("resent")}, "B"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE delivery_key = 'resent'"),
+            "1");
+  EXPECT_EQ(attempts_read_back(*db_, "resent"), resent);
+  record({attempt("resent", 2, "succeeded", "succeeded", 200, "")}, "B");
+  EXPECT_EQ(attempts_read_back(*db_, "resent").substr(0, resent.size() + 1), resent + "\n");
+  EXPECT_EQ(outcome_counts("resent"), "succeeded=2");
+
+  db_->scalar("UPDATE deliveries SET last_status = 500 WHERE delivery_key = 'edited'");
+  EXPECT_EQ(attempts_read_back(*db_, "edited"), edited);
+  db_->scalar("DELETE FROM deliveries WHERE delivery_key = 'deleted'");
+  EXPECT_EQ(attempts_read_back(*db_, "deleted"), deleted);
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries WHERE first_duration_ms IS NOT NULL"),
+            "0");
 }
 
 TEST_F(DeliveryStoreTest, RecordInboundCountsOnlyNewEvents) {

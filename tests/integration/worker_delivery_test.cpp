@@ -51,7 +51,7 @@ TEST_F(WorkerTest, SuccessIsDeliveredOnceSignedAndRecorded) {
             "succeeded");
   EXPECT_EQ(stack_->succeeded_attempts_per_key(),
             (std::map<std::string, int64_t>{{"wh:acme:evt-200:a", 1}}));
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts"), "1");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts_all"), "1");
 }
 
 TEST_F(WorkerTest, FanOutRetriesOnlyTheFailingRoute) {
@@ -91,7 +91,7 @@ TEST_F(WorkerTest, RetryAfterIsHonoured) {
   ASSERT_TRUE(deliveries_in_state("succeeded", 1, 10s));
   EXPECT_EQ(
       stack_->scalar("SELECT string_agg(coalesce(http_status::text, '-') || ':' || outcome, ',' "
-                     "ORDER BY attempt) FROM delivery_attempts"),
+                     "ORDER BY attempt) FROM delivery_attempts_all"),
       "429:retryable,200:succeeded");
 }
 
@@ -123,7 +123,7 @@ TEST_F(WorkerTest, PermanentFailureGoesStraightToTheDlq) {
   std::this_thread::sleep_for(2s);  // longer than the first retry tier: a retry would be here
   EXPECT_EQ(rx_.count("/a"), 1u);
   EXPECT_EQ(stack_->scalar("SELECT last_status FROM deliveries"), "400");
-  EXPECT_EQ(stack_->scalar("SELECT outcome FROM delivery_attempts"), "permanent");
+  EXPECT_EQ(stack_->scalar("SELECT outcome FROM delivery_attempts_all"), "permanent");
 }
 
 TEST_F(WorkerTest, ExhaustedRetriesEndInTheDlq) {
@@ -147,8 +147,9 @@ TEST_F(WorkerTest, ExhaustedRetriesEndInTheDlq) {
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(rx_.count("/a"), 3u);
   EXPECT_EQ(stack_->scalar("SELECT attempts FROM deliveries"), "3");
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM delivery_attempts WHERE outcome = 'retryable'"),
-            "3");
+  EXPECT_EQ(
+      stack_->scalar("SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'retryable'"),
+      "3");
 }
 
 TEST_F(WorkerTest, TimeoutIsRetriedAndRecordedAsTimeout) {
@@ -163,10 +164,10 @@ TEST_F(WorkerTest, TimeoutIsRetriedAndRecordedAsTimeout) {
   ASSERT_TRUE(deliveries_in_state("succeeded", 1, 10s));
   EXPECT_EQ(
       stack_->scalar(
-          "SELECT coalesce(http_status::text, 'none') || ':' || outcome FROM delivery_attempts "
+          "SELECT coalesce(http_status::text, 'none') || ':' || outcome FROM delivery_attempts_all "
           "WHERE attempt = 1"),
       "none:retryable");
-  auto error = stack_->scalar("SELECT error FROM delivery_attempts WHERE attempt = 1");
+  auto error = stack_->scalar("SELECT error FROM delivery_attempts_all WHERE attempt = 1");
   EXPECT_NE(error.find("imeout"), std::string::npos) << error;
   EXPECT_EQ(worker_metric(w, "hookrelay_worker_attempts_total", {R"(result="timeout")"}), 1);
   EXPECT_EQ(stack_->succeeded_attempts_per_key(),

@@ -98,7 +98,7 @@ TEST_F(AdminOnKafka,
             (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
   EXPECT_EQ(stack_->scalar("SELECT string_agg(outcome || ' ' || (worker_id LIKE 'operator:%'), ',' "
                            "ORDER BY started_at,"
-                           " attempt) FROM delivery_attempts WHERE delivery_key = '" +
+                           " attempt) FROM delivery_attempts_all WHERE delivery_key = '" +
                            key + "'"),
             "succeeded false,resent true,succeeded false");
   EXPECT_EQ(

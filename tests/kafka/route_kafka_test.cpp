@@ -145,7 +145,7 @@ TEST_F(RoutesOnKafka, PerKeyOrderHoldsAcrossRetriesAndAWorkerSigkilledMidRun) {
                      "SELECT string_agg(delivery_key || ' a' || attempt || ' ' || outcome || ' ' "
                      "|| worker_id"
                      " || ' ' || to_char(started_at, 'HH24:MI:SS.MS'), E'\\n' ORDER BY started_at)"
-                     " FROM delivery_attempts WHERE delivery_key LIKE 'wh:acme:k-c0-%' OR "
+                     " FROM delivery_attempts_all WHERE delivery_key LIKE 'wh:acme:k-c0-%' OR "
                      "delivery_key LIKE "
                      "'wh:acme:k-c1-%'")
               << "\n";

@@ -140,14 +140,14 @@ TEST_F(WorkerOnKafka, ThreeWorkersJoiningAndLeavingWhileEventsFlowDeliverEveryEv
   std::string ab_c = "'" + worker_id(a) + "', '" + worker_id(b) + "', '" + worker_id(c) + "'";
   EXPECT_EQ(
       stack_->scalar(
-          "SELECT count(DISTINCT worker_id) FROM delivery_attempts WHERE outcome = 'succeeded' "
+          "SELECT count(DISTINCT worker_id) FROM delivery_attempts_all WHERE outcome = 'succeeded' "
           "AND worker_id IN (" +
           ab_c + ")"),
       "3")
       << stack_->scalar(
              "SELECT string_agg(worker_id || '=' || n, ', ') FROM (SELECT worker_id, count(*) AS n "
              "FROM "
-             "delivery_attempts GROUP BY worker_id) s");
+             "delivery_attempts_all GROUP BY worker_id) s");
   std::size_t repeats = rx_.count("/a") - ids.size();
   std::cout << "[ members  ] " << kEvents
             << " events over 3 joins/2 leaves (events still flowing when B left: "
@@ -193,14 +193,15 @@ TEST_F(WorkerOnKafka, WorkerSigkilledAndPartitionLeaderKilledMidDeliveryLoseNoth
   for (const auto& [key, n] : stack_->succeeded_attempts_per_key()) EXPECT_LE(n, 1) << key;
   // A duplicate_success comes from a worker whose claim overlapped another's: only the killed
   // worker, whose lease expired while its request was out, may have one.
-  EXPECT_EQ(stack_->scalar(
-                "SELECT count(*) FROM delivery_attempts WHERE outcome = 'duplicate_success' AND "
-                "worker_id <> '" +
-                killed_id + "'"),
-            "0")
+  EXPECT_EQ(
+      stack_->scalar(
+          "SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'duplicate_success' AND "
+          "worker_id <> '" +
+          killed_id + "'"),
+      "0")
       << stack_->scalar(
              "SELECT string_agg(delivery_key || ' by ' || worker_id, E'\\n') FROM "
-             "delivery_attempts "
+             "delivery_attempts_all "
              "WHERE outcome = 'duplicate_success'");
   auto ids = rx_.webhook_id_counts("/a");
   EXPECT_EQ(static_cast<int64_t>(ids.size()), stack_->count_deliveries("succeeded"));

@@ -309,7 +309,7 @@ std::string Stack::describe_deliveries() const {
   }
   for (const auto& row : tx.exec(
            "SELECT delivery_key, attempt, outcome, coalesce(http_status::text, '-'), worker_id, "
-           "to_char(started_at, 'HH24:MI:SS.MS') FROM delivery_attempts "
+           "to_char(started_at, 'HH24:MI:SS.MS') FROM delivery_attempts_all "
            "ORDER BY started_at")) {
     out << "attempt " << row[5].c_str() << " " << row[0].c_str() << " #" << row[1].c_str() << " "
         << row[2].c_str() << " " << row[3].c_str() << " by " << row[4].c_str() << "\n";
@@ -322,7 +322,7 @@ std::map<std::string, int64_t> Stack::succeeded_attempts_per_key() const {
   pqxx::nontransaction tx(c);
   auto rows = tx.exec(
       "SELECT d.delivery_key, count(a.delivery_key) FROM deliveries d "
-      "LEFT JOIN delivery_attempts a ON a.delivery_key = d.delivery_key AND a.outcome = "
+      "LEFT JOIN delivery_attempts_all a ON a.delivery_key = d.delivery_key AND a.outcome = "
       "'succeeded' "
       "GROUP BY d.delivery_key");
   std::map<std::string, int64_t> out;
