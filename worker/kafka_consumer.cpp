@@ -131,7 +131,6 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   if (self->listener_.on_revoked && !tps.empty()) self->listener_.on_revoked(tps);
   if (!lost && !tps.empty()) rd_kafka_commit(rk, nullptr, 0);
   for (const auto& tp : tps) self->next_offset_.erase(tp);
-  ++self->offsets_erased_;
   if (cooperative) {
     if (KafkaErrorHandle e{rd_kafka_incremental_unassign(rk, parts)}) {
       spdlog::error("msg=incremental_unassign_failed error={}",
@@ -175,17 +174,10 @@ void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
 
 std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_ms) {
   std::vector<ConsumedMessage> out;
-  // next_offset_'s entry of the last message's partition, while no revocation erased entries.
-  auto last = next_offset_.end();
-  uint64_t erased = offsets_erased_;
   int wait = timeout_ms;
   while (static_cast<int>(out.size()) < max_messages) {
     KafkaMessage m(rd_kafka_consumer_poll(rk_.get(), wait));
     if (!m) break;
-    if (erased != offsets_erased_) {  // a rebalance callback ran inside the poll
-      last = next_offset_.end();
-      erased = offsets_erased_;
-    }
     wait = 0;  // only the first message is waited for
     if (m->err) {
       handle_error_message(m.get());
@@ -211,12 +203,7 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
             name, value ? std::string(static_cast<const char*>(value), size) : std::string());
       }
     }
-    // A batch mostly comes from one partition: its entry is looked up once.
-    if (last == next_offset_.end() || last->first.partition != c.partition ||
-        last->first.topic != c.topic) {
-      last = next_offset_.try_emplace({c.topic, c.partition}).first;
-    }
-    last->second = c.offset + 1;
+    next_offset_[{c.topic, c.partition}] = c.offset + 1;
     out.push_back(std::move(c));
   }
   return out;

@@ -14,7 +14,6 @@
 // Thread-safety: see MessageConsumer.
 #pragma once
 
-#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -60,7 +59,6 @@ class KafkaConsumer final : public MessageConsumer {
   std::function<void(const std::string&)> on_fatal_;
   bool fatal_ = false;
   std::map<TopicPartition, int64_t> next_offset_;  // last returned + 1, per assigned partition
-  uint64_t offsets_erased_ = 0;                    // revocations that erased next_offset_ entries
   bool closed_ = false;
   bool cooperative_ = true;  // the rebalance protocol in force, as last reported by librdkafka
 };

@@ -136,12 +136,11 @@ upd AS (
                        THEN NULL ELSE d.lease_until END,
     lease_token = CASE WHEN d.lease_token = r.token OR r.next_state IN ('succeeded', 'dead')
                        THEN NULL ELSE d.lease_token END,
-    first_duration_ms = CASE WHEN d.first_attempt_at IS NULL AND r.attempt = 1
-                              AND r.outcome = 'succeeded' AND r.next_state = 'succeeded'
-                             THEN r.duration_ms END,
-    first_worker_id = CASE WHEN d.first_attempt_at IS NULL AND r.attempt = 1
-                            AND r.outcome = 'succeeded' AND r.next_state = 'succeeded'
-                           THEN $9::text END
+    -- Both NULL unless this is the fold (a sub-SELECT without a row assigns NULLs).
+    (first_duration_ms, first_worker_id) = (
+      SELECT r.duration_ms, $9::text
+      WHERE d.first_attempt_at IS NULL AND r.attempt = 1 AND r.outcome = 'succeeded'
+        AND r.next_state = 'succeeded')
   FROM input r
   WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
     AND d.state <> 'succeeded'
