@@ -112,8 +112,8 @@ namespace {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, HttpServer::Impl& server)
-      : stream_(std::move(socket)), server_(server) {
+  Session(tcp::socket socket, HttpServer::Impl& server, net::io_context& loop)
+      : stream_(std::move(socket)), server_(server), loop_(loop) {
     server_.connections.fetch_add(1, std::memory_order_relaxed);
   }
   ~Session() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
@@ -237,8 +237,12 @@ class Session : public std::enable_shared_from_this<Session> {
     auto answered = std::make_shared<std::atomic<bool>>(false);
     Responder respond = [self, answered](HttpResponse r) {
       if (answered->exchange(true)) return;  // a second answer would corrupt the stream
-      auto executor = self->stream_.get_executor();
-      net::post(executor, [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+      // On the connection's own loop (an answer from the handler, or a delivery report served
+      // on this loop) the answer is written at once; from another thread it is posted. Either
+      // way the request stays readable until the handler returns: the next request is read
+      // only when the write completes, and a completion never runs inside its initiation.
+      if (self->loop_.get_executor().running_in_this_thread()) return self->write(std::move(r));
+      net::post(self->loop_, [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
     };
     // The exception boundary of a request: whatever the handler throws is this request's 500,
     // never the process's end.
@@ -265,22 +269,66 @@ class Session : public std::enable_shared_from_this<Session> {
     write(std::move(r));
   }
 
+  // The response is formatted into one buffer and sent with one write: status line, Server,
+  // Content-Type, the handler's headers, Connection: close when the connection ends, and
+  // Content-Length (the bytes Beast's serializer wrote for the same response, without its
+  // per-field buffer sequence).
   void write(HttpResponse r) {
-    if (res_) return close();  // a response is still being written: never interleave two
-    res_.emplace(static_cast<http::status>(r.status), 11);
-    res_->set(http::field::server, "hookrelay");
-    res_->set(http::field::content_type, r.content_type);
-    for (auto& [k, v] : r.headers) res_->set(k, v);
-    res_->body() = std::move(r.body);
-    res_->keep_alive(keep_alive_ && !r.close);
-    res_->prepare_payload();
+    if (writing_) return close();  // a response is still being written: never interleave two
+    writing_ = true;
+    const bool keep_alive = keep_alive_ && !r.close;
+    out_.clear();
+    out_ += "HTTP/1.1 ";
+    out_ += std::to_string(r.status);
+    out_ += ' ';
+    const auto reason = http::obsolete_reason(static_cast<http::status>(r.status));
+    out_.append(reason.data(), reason.size());
+    out_ += "\r\nServer: hookrelay\r\nContent-Type: ";
+    append_field_value(r.content_type);
+    out_ += "\r\n";
+    for (const auto& [name, value] : r.headers) {
+      if (!settable_field(name)) continue;
+      out_ += name;
+      out_ += ": ";
+      append_field_value(value);
+      out_ += "\r\n";
+    }
+    if (!keep_alive) out_ += "Connection: close\r\n";
+    out_ += "Content-Length: ";
+    out_ += std::to_string(r.body.size());
+    out_ += "\r\n\r\n";
+    out_ += r.body;
     stream_.expires_after(server_.options.idle_timeout);
-    http::async_write(stream_, *res_,
-                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                        if (ec || !self->res_->keep_alive()) return self->close();
-                        self->res_.reset();
-                        self->wait_for_request(self->server_.options.idle_timeout);
-                      });
+    net::async_write(stream_, net::buffer(out_),
+                     [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                       if (ec || !keep_alive) return self->close();
+                       self->writing_ = false;
+                       self->wait_for_request(self->server_.options.idle_timeout);
+                     });
+  }
+
+  // A handler's header is a token name that is none of the fields the server writes itself.
+  static bool settable_field(std::string_view name) {
+    if (name.empty()) return false;
+    for (char c : name) {
+      if (c <= ' ' || c >= 0x7f || c == ':') return false;
+    }
+    for (std::string_view own :
+         {"server", "content-type", "content-length", "connection", "transfer-encoding"}) {
+      if (beast::iequals(beast::string_view(name.data(), name.size()),
+                         beast::string_view(own.data(), own.size())))
+        return false;
+    }
+    return true;
+  }
+
+  // A value never ends the header early: CR and LF are written as spaces.
+  void append_field_value(std::string_view value) {
+    if (value.find_first_of("\r\n") == std::string_view::npos) {
+      out_ += value;
+      return;
+    }
+    for (char c : value) out_ += (c == '\r' || c == '\n') ? ' ' : c;
   }
 
   void close() {
@@ -293,8 +341,10 @@ class Session : public std::enable_shared_from_this<Session> {
   HttpServer::Impl& server_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  net::io_context& loop_;  // the loop this connection lives on
   std::optional<http::response<http::empty_body>> continue_;
-  std::optional<http::response<http::string_body>> res_;
+  std::string out_;  // the response being written; its capacity is kept for the next one
+  bool writing_ = false;
   bool keep_alive_ = true;
 };
 
@@ -310,7 +360,7 @@ void HttpServer::Impl::accept(Loop& loop) {
       loop.accept_failures = 0;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    auto session = std::make_shared<Session>(std::move(socket), *this);
+    auto session = std::make_shared<Session>(std::move(socket), *this, loop.ioc);
     // The new session counts itself, so the cap compares against the others.
     if (static_cast<std::size_t>(connections.load(std::memory_order_relaxed)) >
         options.max_connections) {

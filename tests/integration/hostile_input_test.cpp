@@ -22,6 +22,7 @@
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
 #include "tests/support/process.h"
+#include "tests/support/raw_client.h"
 #include "tests/support/test_dir.h"
 
 namespace hookrelay::test {
@@ -32,71 +33,6 @@ using json = nlohmann::json;
 
 constexpr const char* kGithubSecret = "gh-hostile-secret";
 constexpr const char* kToken = "tok_hostile_0123456789";
-
-// A plain TCP connection to 127.0.0.1 for bytes no HTTP library would send.
-class Raw {
- public:
-  explicit Raw(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~Raw() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Raw(const Raw&) = delete;
-  Raw& operator=(const Raw&) = delete;
-
-  bool connected() const { return connected_; }
-  bool send(std::string_view bytes) {
-    while (!bytes.empty()) {
-      auto n = ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-  }
-  // Everything the server sends until it closes the connection, one whole response has
-  // arrived (when `one_response`), or `timeout` passes.
-  std::string read_until_close(std::chrono::milliseconds timeout, bool one_response = false) {
-    std::string out;
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    char buf[8192];
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{fd_, POLLIN, 0};
-      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      deadline - std::chrono::steady_clock::now())
-                                      .count());
-      if (::poll(&p, 1, std::max(left, 1)) <= 0) break;
-      auto n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) {
-        closed_ = true;
-        break;
-      }
-      out.append(buf, static_cast<std::size_t>(n));
-      if (one_response && complete(out)) break;
-    }
-    return out;
-  }
-  bool closed() const { return closed_; }
-
- private:
-  // A response head and as many body bytes as its Content-Length says.
-  static bool complete(const std::string& bytes) {
-    auto end = bytes.find("\r\n\r\n");
-    if (end == std::string::npos) return false;
-    auto at = bytes.find("Content-Length: ");
-    if (at == std::string::npos || at > end) return true;
-    return bytes.size() - (end + 4) >= std::stoul(bytes.substr(at + 16));
-  }
-
-  int fd_ = -1;
-  bool connected_ = false;
-  bool closed_ = false;
-};
 
 struct RawReply {
   int status = 0;
@@ -203,7 +139,7 @@ class HostileInput : public ::testing::Test {
 
   // One raw request on a fresh connection; the reply as the server sent it.
   RawReply raw(std::string_view bytes, std::chrono::milliseconds timeout = 5s) {
-    Raw c(port_);
+    RawClient c(port_);
     EXPECT_TRUE(c.connected());
     c.send(bytes);
     return parse_reply(c.read_until_close(timeout, true));
@@ -307,7 +243,7 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
   // A Content-Length that lies (more promised than sent) and a client that leaves: no answer is
   // owed, and the connection is dropped by the body deadline at the latest.
   {
-    Raw c(port_);
+    RawClient c(port_);
     c.send("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort");
   }
   auto m = metrics();
@@ -318,7 +254,7 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
 
 TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
   start_ingest({.header_timeout_ms = 800});
-  Raw slow(port_);
+  RawClient slow(port_);
   ASSERT_TRUE(slow.connected());
   auto started = std::chrono::steady_clock::now();
   // One header byte every 200 ms would keep the connection for ever without a header deadline.
@@ -340,7 +276,7 @@ TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
   EXPECT_TRUE(cut) << "the slow client was never cut off";
   EXPECT_LT(held, 3s);
   // A connection that sends nothing at all is closed by the same deadline.
-  Raw silent(port_);
+  RawClient silent(port_);
   silent.read_until_close(3s);
   EXPECT_TRUE(silent.closed());
   EXPECT_GE(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"request_timeout\""}),
@@ -350,9 +286,9 @@ TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
 
 TEST_F(HostileInput, ConnectionsPastTheCapGet503AndTheRestStillWork) {
   start_ingest({.max_connections = 20, .header_timeout_ms = 5000});
-  std::vector<std::unique_ptr<Raw>> held;
+  std::vector<std::unique_ptr<RawClient>> held;
   for (int i = 0; i < 20; ++i) {
-    held.push_back(std::make_unique<Raw>(port_));
+    held.push_back(std::make_unique<RawClient>(port_));
     ASSERT_TRUE(held.back()->connected());
   }
   std::this_thread::sleep_for(200ms);
@@ -370,9 +306,9 @@ TEST_F(HostileInput, ConnectionsPastTheCapGet503AndTheRestStillWork) {
 TEST_F(HostileInput, DescriptorExhaustionBacksOffInsteadOfSpinning) {
   // 64 descriptors: the connection cap (1000) is not what stops the flood, the process limit is.
   start_ingest({.max_connections = 1000, .header_timeout_ms = 4000, .nofile = 64});
-  std::vector<std::unique_ptr<Raw>> flood;
+  std::vector<std::unique_ptr<RawClient>> flood;
   for (int i = 0; i < 120; ++i)
-    flood.push_back(std::make_unique<Raw>(port_));  // the backlog takes the rest
+    flood.push_back(std::make_unique<RawClient>(port_));  // the backlog takes the rest
   std::this_thread::sleep_for(300ms);
   double before = cpu_seconds(ingest_->pid());
   std::this_thread::sleep_for(1500ms);

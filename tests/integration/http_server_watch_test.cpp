@@ -1,16 +1,21 @@
 // HttpServer::watch_fd: another library's wake-up pipe served on the event loop. A wake-up that
 // never comes (librdkafka queued an event before its pipe was enabled) must not strand what waits
-// on it, and a handler that throws must not end the watch.
+// on it, and a handler that throws must not end the watch. Below them, HttpServer's answers on
+// the wire.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "shared/http/http_server.h"
+#include "tests/support/raw_client.h"
 
 namespace hookrelay {
 namespace {
@@ -57,6 +62,126 @@ TEST_F(WatchedPipe, ThrowingHandlerKeepsTheWatchAndTheWakeUps) {
   ASSERT_EQ(write(fds_[1], "1", 1), 1);
   EXPECT_TRUE(wait_for([&] { return woken.load() >= 1; }, 2s)) << "the pipe is no longer watched";
   server.stop();
+}
+
+// HttpServer's answers on the wire: the status line, the server's own fields, the handler's
+// headers and Content-Length, keep-alive or Connection: close, and an answer given from the
+// connection's loop, from the handler itself, or from another thread.
+
+// Posts `body` on the connection and returns the whole response that answers it.
+std::string post_and_read(test::RawClient& c, std::string_view body = "") {
+  const std::string request =
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+      std::string(body);
+  if (!c.send(request)) return {};
+  return c.read_until_close(5s, /*one_response=*/true);
+}
+
+// Whether the server closes the connection within `timeout` (nothing else arriving).
+bool closed_by_server(test::RawClient& c, std::chrono::milliseconds timeout) {
+  return c.read_until_close(timeout).empty() && c.closed();
+}
+
+class HttpServerResponse : public ::testing::Test {
+ protected:
+  void start(HttpHandler handler, int threads = 2) {
+    HttpServerOptions o;
+    o.threads = threads;
+    server_ = std::make_unique<HttpServer>(o, std::move(handler));
+    ASSERT_TRUE(server_->start());
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+  }
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpServerResponse, StatusFieldsAndBodyAreWrittenAndTheConnectionIsKept) {
+  start([](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.status = 202;
+    r.body = "{\"echo\":\"" + std::string(req.body) + "\"}";
+    r.headers = {{"Retry-After", "7"}, {"X-Two", "a b"}};
+    respond(std::move(r));
+  });
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  for (std::string body : {"first", "second, on the same connection"}) {
+    std::string expected_body = "{\"echo\":\"" + body + "\"}";
+    EXPECT_EQ(post_and_read(c, body),
+              "HTTP/1.1 202 Accepted\r\nServer: hookrelay\r\nContent-Type: application/json\r\n"
+              "Retry-After: 7\r\nX-Two: a b\r\nContent-Length: " +
+                  std::to_string(expected_body.size()) + "\r\n\r\n" + expected_body);
+  }
+  EXPECT_FALSE(closed_by_server(c, 100ms));
+}
+
+TEST_F(HttpServerResponse, CloseIsAnnouncedAndDone) {
+  start([](const HttpRequest&, Responder respond) {
+    HttpResponse r;
+    r.status = 503;
+    r.body = "{}";
+    r.close = true;
+    respond(std::move(r));
+  });
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  EXPECT_EQ(post_and_read(c),
+            "HTTP/1.1 503 Service Unavailable\r\nServer: hookrelay\r\nContent-Type: "
+            "application/json\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_TRUE(closed_by_server(c, 2s));
+}
+
+TEST_F(HttpServerResponse, HandlerHeadersCannotSplitTheResponseNorReplaceTheServersFields) {
+  start([](const HttpRequest&, Responder respond) {
+    HttpResponse r;
+    r.body = "ok";
+    r.content_type = "text/plain\r\nX-Injected: 1";
+    r.headers = {{"X-A", "a\r\nX-Injected: 2"},
+                 {"Content-Length", "999"},
+                 {"Connection", "close"},
+                 {"Bad Name", "x"},
+                 {"X-B", "b"}};
+    respond(std::move(r));
+  });
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  EXPECT_EQ(post_and_read(c),
+            "HTTP/1.1 200 OK\r\nServer: hookrelay\r\nContent-Type: text/plain  X-Injected: 1\r\n"
+            "X-A: a  X-Injected: 2\r\nX-B: b\r\nContent-Length: 2\r\n\r\nok");
+  EXPECT_FALSE(closed_by_server(c, 100ms));
+}
+
+// An answer from another thread, later (a Kafka acknowledgement), reaches its connection; the
+// connection then serves the next request. One loop and several, so the answer comes both from
+// the connection's own loop thread and from a thread of another loop or none.
+TEST_F(HttpServerResponse, AnswersFromOtherThreadsReachTheirConnection) {
+  for (int threads : {1, 2}) {
+    std::mutex mu;
+    std::vector<std::thread> answering;
+    start(
+        [&](const HttpRequest& req, Responder respond) {
+          std::lock_guard lock(mu);
+          answering.emplace_back([body = std::string(req.body), respond = std::move(respond)] {
+            std::this_thread::sleep_for(5ms);
+            HttpResponse r;
+            r.body = body;
+            respond(std::move(r));
+          });
+        },
+        threads);
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    for (int i = 0; i < 20; ++i) {
+      auto body = "request " + std::to_string(i);
+      auto answer = post_and_read(c, body);
+      EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer;
+      EXPECT_TRUE(answer.ends_with("\r\n\r\n" + body)) << answer;
+    }
+    for (auto& t : answering) t.join();  // each holds its connection until it ends
+    server_->stop();
+    server_.reset();
+  }
 }
 
 }  // namespace
