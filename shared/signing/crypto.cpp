@@ -95,30 +95,73 @@ std::size_t hmac_size(HmacAlgorithm alg) {
   std::abort();  // unreachable: every enumerator is handled above
 }
 
+namespace {
+
+// A few keyed HMAC contexts per thread, kept for the keys in use (a source's secrets, request
+// after request). A reused context is reset with EVP_MAC_init(ctx, NULL key): OpenSSL restores
+// the pads it computed from the key, where a fresh context cost an allocation, a digest lookup
+// by name under the provider lock, and hashing the key into both pads.
+class KeyedMacs {
+ public:
+  EVP_MAC_CTX* get(HmacAlgorithm alg, std::string_view key) {
+    for (Entry& e : entries_) {
+      if (e.ctx && e.alg == alg && e.key == key) {
+        if (EVP_MAC_init(e.ctx.get(), nullptr, 0, nullptr) != 1) crypto_failure("EVP_MAC_init");
+        return e.ctx.get();
+      }
+    }
+    Entry& e = entries_[next_];
+    next_ = (next_ + 1) % entries_.size();
+    if (!e.ctx) e.ctx.reset(EVP_MAC_CTX_new(hmac_mac()));
+    if (!e.ctx) crypto_failure("EVP_MAC_CTX_new");
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                            const_cast<char*>(digest_name(alg)), 0),
+                           OSSL_PARAM_construct_end()};
+    // A null key pointer means "reuse the previous key" to OpenSSL, so an empty key still needs
+    // a valid address.
+    static const unsigned char kEmpty = 0;
+    const auto* key_bytes =
+        key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data());
+    if (EVP_MAC_init(e.ctx.get(), key_bytes, key.size(), params) != 1)
+      crypto_failure("EVP_MAC_init");
+    if (!e.key.empty()) OPENSSL_cleanse(e.key.data(), e.key.size());
+    e.key.assign(key);
+    e.alg = alg;
+    return e.ctx.get();
+  }
+
+  ~KeyedMacs() {
+    for (Entry& e : entries_) {
+      if (!e.key.empty()) OPENSSL_cleanse(e.key.data(), e.key.size());
+    }
+  }
+
+ private:
+  struct Entry {
+    HmacAlgorithm alg = HmacAlgorithm::kSha256;
+    std::string key;
+    MacCtxPtr ctx;
+  };
+  std::array<Entry, 4> entries_;
+  std::size_t next_ = 0;
+};
+
+}  // namespace
+
 std::string hmac_parts(HmacAlgorithm alg, std::string_view key,
                        std::initializer_list<std::string_view> parts) {
-  MacCtxPtr ctx(EVP_MAC_CTX_new(hmac_mac()));
-  if (!ctx) crypto_failure("EVP_MAC_CTX_new");
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-                                                          const_cast<char*>(digest_name(alg)), 0),
-                         OSSL_PARAM_construct_end()};
-  // A null key pointer means "reuse the previous key" to OpenSSL, so an empty key still needs a
-  // valid address.
-  static const unsigned char kEmpty = 0;
-  const auto* key_bytes =
-      key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data());
-  if (EVP_MAC_init(ctx.get(), key_bytes, key.size(), params) != 1) crypto_failure("EVP_MAC_init");
+  thread_local KeyedMacs macs;
+  EVP_MAC_CTX* ctx = macs.get(alg, key);
   for (std::string_view part : parts) {
     if (part.empty()) continue;
-    if (EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(part.data()),
-                       part.size()) != 1) {
+    if (EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(part.data()), part.size()) !=
+        1) {
       crypto_failure("EVP_MAC_update");
     }
   }
   std::string out(hmac_size(alg), '\0');
   std::size_t len = 0;
-  if (EVP_MAC_final(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len, out.size()) !=
-          1 ||
+  if (EVP_MAC_final(ctx, reinterpret_cast<unsigned char*>(out.data()), &len, out.size()) != 1 ||
       len != out.size()) {
     crypto_failure("EVP_MAC_final");
   }

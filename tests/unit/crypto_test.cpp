@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace hookrelay {
 namespace {
@@ -43,6 +45,51 @@ TEST(Crypto, HmacPartsEqualsHmacOfConcatenationAndEmptyKeyWorks) {
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
   EXPECT_EQ(hmac_size(HmacAlgorithm::kSha1), 20u);
   EXPECT_EQ(hmac_size(HmacAlgorithm::kSha512), 64u);
+}
+
+// Keyed contexts are reused per thread: each answer must still be that of its own key and
+// algorithm whatever was computed before it, with more keys in turn than are kept, the same key
+// under three algorithms, an empty key, and on several threads at once.
+TEST(Crypto, HmacKeysInTurnEachGiveTheirOwnDigest) {
+  struct Case {
+    HmacAlgorithm alg;
+    std::string key;
+    std::string data;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {HmacAlgorithm::kSha256, std::string(20, '\x0b'), "Hi There",
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {HmacAlgorithm::kSha256, "Jefe", "what do ya want for nothing?",
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      {HmacAlgorithm::kSha1, "Jefe", "what do ya want for nothing?",
+       "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"},
+      {HmacAlgorithm::kSha512, "Jefe", "what do ya want for nothing?",
+       "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554"
+       "9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"},
+      {HmacAlgorithm::kSha256, "", "",
+       "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad"},
+      {HmacAlgorithm::kSha256, std::string(131, '\xaa'),
+       "Test Using Larger Than Block-Size Key - Hash Key First",
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+  };
+  auto run = [&cases] {
+    int wrong = 0;
+    for (int round = 0; round < 50; ++round) {
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        // Forwards, then backwards, then one key again and again.
+        const Case& c = cases[round % 3 == 0 ? i : round % 3 == 1 ? cases.size() - 1 - i : 1];
+        wrong += hex_hmac(c.alg, c.key, c.data) != c.expected;
+      }
+    }
+    return wrong;
+  };
+  EXPECT_EQ(run(), 0);
+  std::vector<int> wrong(4, -1);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < wrong.size(); ++t) threads.emplace_back([&, t] { wrong[t] = run(); });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, std::vector<int>(4, 0));
 }
 
 TEST(Crypto, Sha256KnownValues) {
