@@ -1,8 +1,9 @@
 #include "ingest/ingest_service.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <nlohmann/json.hpp>
-#include <set>
 
 #include "shared/ascii.h"
 #include "shared/json_writer.h"
@@ -21,22 +22,24 @@ using json = nlohmann::json;
 constexpr std::string_view kWebhooksPrefix = "/webhooks/";
 
 // Provider headers worth passing on to receivers (X-GitHub-Event, Stripe-Signature, ...), less
-// hop-by-hop and credential headers that must not leave the ingest boundary.
-bool forwardable(const std::string& name) {
-  static const std::set<std::string> blocked = {"host",
-                                                "content-length",
-                                                "transfer-encoding",
-                                                "connection",
-                                                "keep-alive",
-                                                "te",
-                                                "trailer",
-                                                "upgrade",
-                                                "expect",
-                                                "authorization",
-                                                "cookie",
-                                                "proxy-authorization",
-                                                "proxy-connection"};
-  return !blocked.count(name) && name.rfind(header::kPrefix, 0) != 0;
+// hop-by-hop and credential headers that must not leave the ingest boundary. `name` is lower
+// case.
+bool forwardable(std::string_view name) {
+  static constexpr std::array<std::string_view, 13> kBlocked = {"host",
+                                                                "content-length",
+                                                                "transfer-encoding",
+                                                                "connection",
+                                                                "keep-alive",
+                                                                "te",
+                                                                "trailer",
+                                                                "upgrade",
+                                                                "expect",
+                                                                "authorization",
+                                                                "cookie",
+                                                                "proxy-authorization",
+                                                                "proxy-connection"};
+  return name.substr(0, header::kPrefix.size()) != header::kPrefix &&
+         std::find(kBlocked.begin(), kBlocked.end(), name) == kBlocked.end();
 }
 
 // {"id":<id>,"status":"accepted"[,"idempotency_key":<key>]}, written directly: this is on every
@@ -182,18 +185,22 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
     return answer_error("webhook", source.name, 401, verified.error().code,
                         verified.error().message, respond);
   }
-  std::vector<MessageHeader> headers = {
-      {std::string(header::kKind), "webhook"},
-      {std::string(header::kSource), source.name},
-      {std::string(header::kEventId), verified->event_id},
-      {std::string(header::kReceivedAt), std::to_string(now)},
-  };
+  std::vector<MessageHeader> headers;
+  headers.reserve(16);
+  headers.push_back({std::string(header::kKind), "webhook"});
+  headers.push_back({std::string(header::kSource), source.name});
+  headers.push_back({std::string(header::kEventId), verified->event_id});
+  headers.push_back({std::string(header::kReceivedAt), std::to_string(now)});
   request.for_each_header([&headers](std::string_view name, std::string_view value) {
-    auto n = ascii_lower(name);
+    std::string forwarded_name;
+    forwarded_name.reserve(header::kForwardPrefix.size() + name.size());
+    forwarded_name += header::kForwardPrefix;
+    for (char c : name) forwarded_name += ascii_lower(c);
+    const std::string_view n =
+        std::string_view(forwarded_name).substr(header::kForwardPrefix.size());
     if (n == "content-type")
       headers.push_back({std::string(header::kContentType), std::string(value)});
-    if (forwardable(n))
-      headers.push_back({std::string(header::kForwardPrefix) + n, std::string(value)});
+    if (forwardable(n)) headers.push_back({std::move(forwarded_name), std::string(value)});
   });
   std::string id = verified->event_id;
   produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, headers, "",
