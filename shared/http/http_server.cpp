@@ -115,6 +115,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, HttpServer::Impl& server, net::io_context& loop)
       : stream_(std::move(socket)), server_(server), loop_(loop) {
     server_.connections.fetch_add(1, std::memory_order_relaxed);
+    // write() tries one send that must not block; the asynchronous operations are unaffected.
+    beast::error_code ignored;
+    stream_.socket().non_blocking(true, ignored);
   }
   ~Session() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
   Session(const Session&) = delete;
@@ -133,8 +136,13 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   // Waits up to `timeout` for the first byte of the next request (none may be buffered yet), then
   // gives the rest of the header its own deadline.
+  // A request already buffered (pipelined) is parsed from a posted call: this may run inside the
+  // handler (an answer written at once), whose request must stay intact until it returns.
   void wait_for_request(std::chrono::milliseconds timeout) {
-    if (buffer_.size() > 0) return read_header();
+    if (buffer_.size() > 0) {
+      net::post(loop_, [self = shared_from_this()] { self->read_header(); });
+      return;
+    }
     stream_.expires_after(timeout);
     stream_.async_read_some(buffer_.prepare(kFirstRead),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
@@ -275,7 +283,6 @@ class Session : public std::enable_shared_from_this<Session> {
   // per-field buffer sequence).
   void write(HttpResponse r) {
     if (writing_) return close();  // a response is still being written: never interleave two
-    writing_ = true;
     const bool keep_alive = keep_alive_ && !r.close;
     out_.clear();
     out_ += "HTTP/1.1 ";
@@ -298,13 +305,26 @@ class Session : public std::enable_shared_from_this<Session> {
     out_ += std::to_string(r.body.size());
     out_ += "\r\n\r\n";
     out_ += r.body;
+    // An answer nearly always fits the socket's send buffer: one send, and the connection goes
+    // on without an asynchronous write and its timer. The rest of a partial send (a client that
+    // does not read) is written asynchronously within idle_timeout.
+    beast::error_code ec;
+    const std::size_t sent = stream_.socket().write_some(net::buffer(out_), ec);
+    if (ec && ec != net::error::would_block && ec != net::error::try_again) return close();
+    if (!ec && sent == out_.size()) return written(keep_alive);
+    writing_ = true;
     stream_.expires_after(server_.options.idle_timeout);
-    net::async_write(stream_, net::buffer(out_),
-                     [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
-                       if (ec || !keep_alive) return self->close();
+    net::async_write(stream_, net::buffer(out_) + (ec ? 0 : sent),
+                     [self = shared_from_this(), keep_alive](beast::error_code wec, std::size_t) {
+                       if (wec) return self->close();
                        self->writing_ = false;
-                       self->wait_for_request(self->server_.options.idle_timeout);
+                       self->written(keep_alive);
                      });
+  }
+
+  void written(bool keep_alive) {
+    if (!keep_alive) return close();
+    wait_for_request(server_.options.idle_timeout);
   }
 
   // A handler's header is a token name that is none of the fields the server writes itself.

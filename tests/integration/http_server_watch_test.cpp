@@ -152,6 +152,53 @@ TEST_F(HttpServerResponse, HandlerHeadersCannotSplitTheResponseNorReplaceTheServ
   EXPECT_FALSE(closed_by_server(c, 100ms));
 }
 
+// An answer larger than the socket takes at once (the client reads only later) is finished
+// asynchronously and arrives whole; the connection then serves the next request.
+TEST_F(HttpServerResponse, AnAnswerTheSocketCannotTakeAtOnceArrivesWhole) {
+  const std::string big = [] {
+    std::string b(8 << 20, '\0');
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<char>('a' + i % 26);
+    return b;
+  }();
+  start([&big](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = req.body == "big" ? big : std::string(req.body);
+    respond(std::move(r));
+  });
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nbig"));
+  std::this_thread::sleep_for(200ms);  // the server's send fills the socket meanwhile
+  auto answer = c.read_until_close(10s, /*one_response=*/true);
+  ASSERT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer.substr(0, 200);
+  EXPECT_TRUE(answer.ends_with("\r\n\r\n" + big)) << answer.size();
+  EXPECT_TRUE(post_and_read(c, "next").ends_with("\r\n\r\nnext"));
+}
+
+// Requests sent back to back in one packet are each answered, in order.
+TEST_F(HttpServerResponse, PipelinedRequestsAreAnsweredInOrder) {
+  start([](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = std::string(req.body);
+    respond(std::move(r));
+  });
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  std::string requests;
+  for (const char* body : {"one", "two", "six"})
+    requests += "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n" + std::string(body);
+  ASSERT_TRUE(c.send(requests));
+  std::string answers;
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (answers.find("six") == std::string::npos && std::chrono::steady_clock::now() < deadline)
+    answers += c.read_until_close(100ms);
+  const auto one = answers.find("\r\n\r\none"), two = answers.find("\r\n\r\ntwo"),
+             six = answers.find("\r\n\r\nsix");
+  ASSERT_NE(six, std::string::npos) << answers;
+  EXPECT_LT(one, two);
+  EXPECT_LT(two, six);
+}
+
 // An answer from another thread, later (a Kafka acknowledgement), reaches its connection; the
 // connection then serves the next request. One loop and several, so the answer comes both from
 // the connection's own loop thread and from a thread of another loop or none.
