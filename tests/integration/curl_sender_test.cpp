@@ -194,6 +194,48 @@ TEST(CurlSenderTest, AReusedHandleSendsEachCallsOwnMethodBodyAndHeaders) {
   }
 }
 
+// Each loop keeps a parsed URL per distinct URL and hands it to the calls instead of the string:
+// calls in turn to two receivers, to paths with and without a query, and a URL repeated, each go
+// to their own address and target; a URL curl's parser refuses still fails as a malformed URL.
+// A body above 1 MiB goes out without "Expect: 100-continue", like the small ones.
+TEST(CurlSenderTest, EachCallGoesToItsOwnUrlAndNoneExpectsAContinue) {
+  test::ScriptedReceiver a;
+  test::ScriptedReceiver b;
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  CurlSender sender(SsrfGuard(true, {}));
+  Results results;
+  const std::vector<std::string> urls = {a.url("/p?x=1"), b.url("/p?x=2"),    a.url("/q"),
+                                         a.url("/p?x=1"), b.url("/q?y=%20z"), b.url("/p?x=2")};
+  for (std::size_t i = 0; i < urls.size(); ++i) {
+    sender.send(post(urls[i], static_cast<int>(i)), results.sink(static_cast<int>(i)));
+    ASSERT_TRUE(results.wait_for(i + 1, 30s));  // one at a time: the handles are reused
+  }
+  HttpCall big = post(a.url("/big"), 100);
+  big.body = std::make_shared<const std::string>(std::size_t{1024} * 1024 + 1, 'x');
+  sender.send(std::move(big), results.sink(100));
+  HttpCall bad = post("http://127.0.0.1:99999/p", 101);  // no such port
+  sender.send(std::move(bad), results.sink(101));
+  ASSERT_TRUE(results.wait_for(urls.size() + 2, 30s));
+  auto got = results.take();
+  for (std::size_t i = 0; i < urls.size(); ++i) {
+    EXPECT_EQ(got.at(static_cast<int>(i)).error, TransportError::kNone)
+        << i << ": " << got.at(static_cast<int>(i)).message;
+  }
+  EXPECT_EQ(got.at(100).status, 200) << got.at(100).message;
+  EXPECT_NE(got.at(101).error, TransportError::kNone);
+  std::map<std::string, int> targets_a, targets_b;
+  for (const auto& r : a.all_requests()) {
+    ++targets_a[r.target];
+    EXPECT_FALSE(r.header("Expect").has_value()) << r.target;
+  }
+  for (const auto& r : b.all_requests()) ++targets_b[r.target];
+  EXPECT_EQ(targets_a, (std::map<std::string, int>{{"/p?x=1", 2}, {"/q", 1}, {"/big", 1}}));
+  EXPECT_EQ(targets_b, (std::map<std::string, int>{{"/p?x=2", 2}, {"/q?y=%20z", 1}}));
+  ASSERT_EQ(a.requests("/big").size(), 1u);
+  EXPECT_EQ(a.requests("/big")[0].body.size(), std::size_t{1024} * 1024 + 1);
+}
+
 // A connection kept for reuse stays in its loop's epoll set between calls. When the receiver
 // closes it while it is idle, the loop takes it out of the set instead of waking on the closed
 // socket again and again, and the next call goes out on a new connection.
