@@ -247,10 +247,10 @@ class Session : public std::enable_shared_from_this<Session> {
       if (answered->exchange(true)) return;  // a second answer would corrupt the stream
       // On the connection's own loop (an answer from the handler, or a delivery report served
       // on this loop) the answer is written at once; from another thread it is posted. Either
-      // way the request stays readable until the handler returns: the next request is read
-      // only when the write completes, and a completion never runs inside its initiation.
-      if (self->loop_.get_executor().running_in_this_thread()) return self->write(std::move(r));
-      net::post(self->loop_, [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+      // way the request stays readable until the handler returns: the next one is parsed only
+      // from a posted call or a read's completion (wait_for_request), never inside this call.
+      if (self->loop_.get_executor().running_in_this_thread()) return self->write(r);
+      net::post(self->loop_, [self, r = std::move(r)] { self->write(r); });
     };
     // The exception boundary of a request: whatever the handler throws is this request's 500,
     // never the process's end.
@@ -274,14 +274,14 @@ class Session : public std::enable_shared_from_this<Session> {
     keep_alive_ = false;
     auto r = json_error(status, code, message);
     if (status == 503) r.headers.emplace_back("Retry-After", "1");
-    write(std::move(r));
+    write(r);
   }
 
   // The response is formatted into one buffer and sent with one write: status line, Server,
   // Content-Type, the handler's headers, Connection: close when the connection ends, and
   // Content-Length (the bytes Beast's serializer wrote for the same response, without its
   // per-field buffer sequence).
-  void write(HttpResponse r) {
+  void write(const HttpResponse& r) {
     if (writing_) return close();  // a response is still being written: never interleave two
     const bool keep_alive = keep_alive_ && !r.close;
     out_.clear();
