@@ -243,7 +243,7 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
           in_flight_.fetch_sub(1);
           break;
         }
-        if (local_keys_.insert(job->d.key)) {
+        if (local_keys_.insert(job->d.key).second) {
           job->holds_key = true;
           if (route_suspended(*job)) {
             park(std::move(job), now);

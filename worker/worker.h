@@ -28,6 +28,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "shared/config/config.h"
@@ -39,7 +40,6 @@
 #include "worker/http_sender.h"
 #include "worker/job.h"
 #include "worker/key_order.h"
-#include "worker/key_set.h"
 #include "worker/message_consumer.h"
 #include "worker/partition_intake.h"
 #include "worker/redelivery.h"
@@ -145,10 +145,10 @@ class Worker {
   // thread only; a reload arrives through pending_config_.
   std::shared_ptr<const Config> config_;
   RetryPolicy policy_;
-  KeySet local_keys_;                       // claimed by this worker, not finished
-  std::vector<LeaseRef> abandoned_leases_;  // claimed during shutdown; given back
-  std::vector<LeaseRef> bounced_leases_;    // bounced under their own lease, retry produced
-  uint64_t routes_generation_ = 0;          // RouteSync::generation() last parked for
+  std::unordered_set<std::string> local_keys_;  // claimed by this worker, not finished
+  std::vector<LeaseRef> abandoned_leases_;      // claimed during shutdown; given back
+  std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
+  uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<bool> ready_{false};
