@@ -207,9 +207,9 @@ TEST_F(WorkerTest, RoutesListCombinesTheRowsOfEveryWorkerAndDropsAKilledOnesOnce
       },
       10s))
       << routes.dump(2);
-  const double seconds =
+  const double waited_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
-  EXPECT_LT(seconds, 5.0) << "a stale row counted for longer than stale_after_ms";
+  EXPECT_LT(waited_s, 5.0) << "a stale row counted for longer than stale_after_ms";
   for (const auto& route : routes) {
     const json& d = route["destination"];
     ASSERT_EQ(d["workers"].size(), 2u) << "the killed worker's row is still listed";

@@ -11,15 +11,12 @@
 namespace hookrelay::test {
 namespace {
 
-using std::chrono::milliseconds;
-using std::chrono::seconds;
-
 TEST(ChildProcess, ReportsExitStatusAndCapturesOutputAndEnvironment) {
   TestDir dir;
   auto child = ChildProcess::spawn({"sh", "-c", "echo out-$HR_TEST_VAR; echo err >&2; exit 3"},
                                    {{"HR_TEST_VAR", "value"}}, dir.file("sh.log"));
   ASSERT_TRUE(child) << child.error().message;
-  EXPECT_EQ(child->wait_exit(seconds(10)), 3);
+  EXPECT_EQ(child->wait_exit(std::chrono::seconds(10)), 3);
   EXPECT_FALSE(child->running());
   EXPECT_EQ(child->read_log(), "out-value\nerr\n");
 }
@@ -29,15 +26,15 @@ TEST(ChildProcess, TerminateAndKillAreReportedAsSignalExits) {
   auto child = ChildProcess::spawn({"sleep", "30"}, {}, dir.file("sleep.log"));
   ASSERT_TRUE(child) << child.error().message;
   EXPECT_TRUE(child->running());
-  EXPECT_EQ(child->wait_exit(milliseconds(50)), std::nullopt);
+  EXPECT_EQ(child->wait_exit(std::chrono::milliseconds(50)), std::nullopt);
   child->terminate();
-  EXPECT_EQ(child->wait_exit(seconds(10)), 128 + SIGTERM);
+  EXPECT_EQ(child->wait_exit(std::chrono::seconds(10)), 128 + SIGTERM);
 
   auto stubborn =
       ChildProcess::spawn({"sh", "-c", "trap '' TERM; sleep 30"}, {}, dir.file("trap.log"));
   ASSERT_TRUE(stubborn);
-  std::this_thread::sleep_for(milliseconds(200));  // let the shell install its trap
-  EXPECT_EQ(stubborn->stop(milliseconds(300)), 128 + SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the shell install its trap
+  EXPECT_EQ(stubborn->stop(std::chrono::milliseconds(300)), 128 + SIGKILL);
 }
 
 TEST(ChildProcess, AProgramThatCannotRunFailsAtSpawn) {

@@ -58,7 +58,7 @@ class KeyOrderTest : public WorkerTest {
 TEST_F(KeyOrderTest, RandomFailuresKeepEveryKeysSuccessesInSequenceEachOnce) {
   constexpr int kKeys = 50, kPerKey = 40;
   receiver_.configure(0.2, "", {});
-  const double seconds = run(keyed_events("r", kKeys, kPerKey), kKeys * kPerKey, 240s);
+  const double took_s = run(keyed_events("r", kKeys, kPerKey), kKeys * kPerKey, 240s);
   std::this_thread::sleep_for(2s);  // a duplicate would show up here
   ASSERT_NO_FATAL_FAILURE(expect_in_sequence(receiver_.by_key(), kKeys, kPerKey));
   EXPECT_EQ(receiver_.successes(), static_cast<std::size_t>(kKeys * kPerKey));
@@ -71,7 +71,7 @@ TEST_F(KeyOrderTest, RandomFailuresKeepEveryKeysSuccessesInSequenceEachOnce) {
   std::printf(
       "[ key order ] %d events over %d keys, receiver failing 20%%: all delivered in %.1f s, "
       "%d failed attempts, %.0f deliveries waited behind their key's head and were released\n",
-      kKeys * kPerKey, kKeys, seconds, receiver_.failures(), waits);
+      kKeys * kPerKey, kKeys, took_s, receiver_.failures(), waits);
 }
 
 // What a new worker finds after a worker was SIGKILLed with a request out: the first delivery of
