@@ -156,6 +156,21 @@ SELECT i.key, i.attempt, to_timestamp(i.started_ms / 1000.0), i.duration_ms,
        coalesce(i.error, ''), $9::text
 FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
 WHERE u.folded IS NOT TRUE
+  -- An attempt that moved no row may be this very attempt, stored by an earlier send of the
+  -- batch whose commit went unanswered (the connection dropped with the commit done): it is not
+  -- stored twice, as a second attempt or a duplicate_success. Looked up only for such rows (a
+  -- sub-SELECT under CASE is not turned into a join over the whole batch).
+  AND CASE WHEN u.delivery_key IS NOT NULL THEN true
+           ELSE NOT EXISTS (
+                  SELECT 1 FROM delivery_attempts a
+                  WHERE a.delivery_key = i.key AND a.attempt = i.attempt
+                    AND a.started_at = to_timestamp(i.started_ms / 1000.0) AND a.worker_id = $9::text)
+                AND NOT EXISTS (
+                  SELECT 1 FROM deliveries d
+                  WHERE )SQL" HR_KEY_IS("d.delivery_key", "i.key") R"SQL(
+                    AND d.first_duration_ms IS NOT NULL AND i.attempt = 1
+                    AND d.first_attempt_at = to_timestamp(i.started_ms / 1000.0)
+                    AND d.first_worker_id = $9::text) END
 )SQL";
 
 // The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own

@@ -237,7 +237,9 @@ TEST_F(DeliveryStoreTest, RecordWritesAuditRowsAndDeliveryColumns) {
 TEST_F(DeliveryStoreTest, ExactlyOneSucceededAttemptPerKey) {
   claim({delivery("k")}, "w1");
   record({attempt("k", 1, "succeeded", "succeeded", 200)});
-  record({attempt("k", 1, "succeeded", "succeeded", 200)});  // redelivered after a crash
+  auto again = attempt("k", 1, "succeeded", "succeeded", 200);  // redelivered after a crash
+  again.started_ms += 5;                                        // a second call, started later
+  record({again});
   // Two successes of another key inside one batch.
   claim({delivery("j")}, "w1");
   record({attempt("j", 1, "succeeded", "succeeded", 200),
@@ -355,6 +357,32 @@ TEST_F(DeliveryStoreTest, OnlyAFirstAttemptThatMovesTheRowIsFolded) {
   EXPECT_EQ(db_->scalar("SELECT string_agg(worker_id, ',' ORDER BY outcome) FROM "
                         "delivery_attempts_all WHERE delivery_key = 'dup'"),
             "B,A");
+}
+
+// A batch whose commit went unanswered (the connection dropped with the commit done) is sent
+// again as it was: each of its attempts is stored once, none as a duplicate success.
+TEST_F(DeliveryStoreTest, ARecordSentAgainAfterAnUnansweredCommitStoresEachAttemptOnce) {
+  claim({delivery("first"), delivery("retried"), delivery("second")}, "w1");
+  const std::vector<AttemptRecord> batch1 = {
+      {"first", 1, unix_now_ms(), 12, 200, "succeeded", "", "succeeded", token_["first"]},
+      {"retried", 1, unix_now_ms(), 12, 503, "retryable", "busy", "retrying", token_["retried"]},
+      {"second", 1, unix_now_ms(), 12, 500, "retryable", "oops", "retrying", token_["second"]}};
+  record(batch1);
+  record(batch1);
+  claim({delivery("second")}, "w1");
+  const std::vector<AttemptRecord> batch2 = {
+      {"second", 2, unix_now_ms() + 1, 12, 204, "succeeded", "", "succeeded", token_["second"]}};
+  record(batch2);
+  record(batch2);
+  EXPECT_EQ(outcome_counts("first"), "succeeded=1");
+  EXPECT_EQ(outcome_counts("retried"), "retryable=1");
+  EXPECT_EQ(outcome_counts("second"), "retryable=1,succeeded=1");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || ' ' || state || ' ' || attempts, ','"
+                        " ORDER BY delivery_key) FROM deliveries"),
+            "first succeeded 1,retried retrying 1,second succeeded 2");
+  // Another worker's success of the same attempt number is still a duplicate.
+  record({{"first", 1, batch1[0].started_ms, 12, 200, "succeeded", "", "succeeded", 0}}, "w2");
+  EXPECT_EQ(outcome_counts("first"), "duplicate_success=1,succeeded=1");
 }
 
 // An attempt 1 recorded after a failed attempt 1 (its message read again after a rebalance) is
