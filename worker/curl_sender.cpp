@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "shared/ascii.h"
 #include "shared/log.h"
 #include "shared/thread_guard.h"
 
@@ -111,18 +112,12 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<CurlSender::Transfer*>(user);
   std::string_view line(data, size * n);
   constexpr std::string_view kName = "retry-after:";
-  if (line.size() > kName.size() && (line[0] == 'r' || line[0] == 'R')) {
-    bool match = true;
-    for (std::size_t i = 0; i < kName.size(); ++i) {
-      match &= std::tolower(static_cast<unsigned char>(line[i])) == kName[i];
-    }
-    if (match) {
-      auto v = line.substr(kName.size());
-      while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' '))
-        v.remove_suffix(1);
-      t->retry_after = std::string(v);
-    }
+  if (line.size() > kName.size() && ascii_iequals(line.substr(0, kName.size()), kName)) {
+    auto v = line.substr(kName.size());
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' '))
+      v.remove_suffix(1);
+    t->retry_after = std::string(v);
   }
   return size * n;
 }

@@ -11,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "shared/ascii.h"
 #include "shared/log.h"
 #include "shared/thread_guard.h"
 
@@ -335,9 +336,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     for (std::string_view own :
          {"server", "content-type", "content-length", "connection", "transfer-encoding"}) {
-      if (beast::iequals(beast::string_view(name.data(), name.size()),
-                         beast::string_view(own.data(), own.size())))
-        return false;
+      if (ascii_iequals(name, own)) return false;
     }
     return true;
   }
