@@ -56,34 +56,75 @@ namespace {
 // ON CONFLICT path. The probe compares the hash only, so a key whose hash a row of another key has
 // (a collision) takes that path too, whose DO UPDATE compares the text and leaves the other key's
 // row alone: it is not returned, and the caller reports the batch as failed rather than take that
-// delivery's state for its own. Common table expressions, after WITH (or an audit's in front).
+// delivery's state for its own.
+//
+// The rows go to delivery_rows in their compact form (migrations/0016; readers see them through
+// the deliveries view): a webhook whose key is its source, event id and route keeps only the key
+// (kind, source, event_id and destination NULL), and a webhook's url and origin topic are a row of
+// delivery_targets, looked up by the pair's hash once per distinct pair in the batch. A pair this
+// statement's snapshot does not see is inserted; one a concurrent claim inserted meanwhile is
+// returned by ON CONFLICT (its DO UPDATE changes nothing but locks and returns the row; only the
+// first claims of a new route's URL take that path). A pair whose hash another pair's row holds
+// matches no text, and its rows keep their url and topic themselves. A call keeps its own url.
+// Common table expressions, after WITH (or an audit's in front).
 constexpr const char* kClaimSql = R"SQL(
 input AS (
   SELECT key, kind, source, event_id, destination, url, coalesce(origin_topic, '') AS origin_topic,
          $9::text AS lease_owner, now() + make_interval(secs => $10::int) AS lease_until, token,
          CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
            AS first_seen_at,
-         EXISTS (SELECT 1 FROM deliveries x
+         hookrelay_delivery_keyed(key, kind, source, event_id, destination) AS keyed,
+         EXISTS (SELECT 1 FROM delivery_rows x
                  WHERE )SQL" HR_KEY_HASH("x.delivery_key") " = " HR_KEY_HASH(
     "r.key") R"SQL() AS known
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
               $8::bigint[], $11::bigint[])
        AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
 ),
+pair AS (
+  SELECT p.url, p.origin_topic, t.id
+  FROM (SELECT DISTINCT url, origin_topic FROM input WHERE kind = 'webhook') p
+  LEFT JOIN delivery_targets t
+    ON )SQL" HR_TARGET_HASH("t.url", "t.origin_topic") " = " HR_TARGET_HASH("p.url",
+                                                                            "p.origin_topic") R"SQL(
+   AND t.url = p.url AND t.origin_topic = p.origin_topic
+),
+new_pair AS (
+  INSERT INTO delivery_targets AS t (url, origin_topic)
+  SELECT url, origin_topic FROM pair WHERE id IS NULL
+  ON CONFLICT (()SQL" HR_TARGET_HASH("url", "origin_topic") R"SQL()) DO UPDATE SET url = t.url
+  RETURNING t.id, t.url, t.origin_topic
+),
+placed AS (
+  SELECT i.*,
+         CASE WHEN i.kind = 'webhook' THEN coalesce(
+           (SELECT p.id FROM pair p WHERE p.url = i.url AND p.origin_topic = i.origin_topic),
+           (SELECT n.id FROM new_pair n WHERE n.url = i.url AND n.origin_topic = i.origin_topic))
+         END AS target_id
+  FROM input i
+),
 fresh AS (
-  INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, origin_topic,
-                          state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
-  SELECT key, kind, source, event_id, destination, url, origin_topic, 'in_flight', 0,
-         lease_owner, lease_until, token, first_seen_at
-  FROM input WHERE NOT known
+  INSERT INTO delivery_rows (first_seen_at, target_id, delivery_key, kind, source, event_id,
+                             destination, url, origin_topic, lease_until, lease_token, attempts,
+                             state, lease_owner)
+  SELECT first_seen_at, target_id, key, CASE WHEN NOT keyed THEN kind END,
+         CASE WHEN NOT keyed THEN source END, CASE WHEN NOT keyed THEN event_id END,
+         CASE WHEN NOT keyed THEN destination END, CASE WHEN target_id IS NULL THEN url END,
+         CASE WHEN target_id IS NULL THEN origin_topic END, lease_until, token, 0, 'in_flight',
+         lease_owner
+  FROM placed WHERE NOT known
   RETURNING delivery_key, state, lease_token
 ),
 known AS (
-  INSERT INTO deliveries AS d (delivery_key, kind, source, event_id, destination, url,
-      origin_topic, state, attempts, lease_owner, lease_until, lease_token, first_seen_at)
-  SELECT key, kind, source, event_id, destination, url, origin_topic, 'in_flight', 0,
-         lease_owner, lease_until, token, first_seen_at
-  FROM input WHERE known
+  INSERT INTO delivery_rows AS d (first_seen_at, target_id, delivery_key, kind, source, event_id,
+                                  destination, url, origin_topic, lease_until, lease_token,
+                                  attempts, state, lease_owner)
+  SELECT first_seen_at, target_id, key, CASE WHEN NOT keyed THEN kind END,
+         CASE WHEN NOT keyed THEN source END, CASE WHEN NOT keyed THEN event_id END,
+         CASE WHEN NOT keyed THEN destination END, CASE WHEN target_id IS NULL THEN url END,
+         CASE WHEN target_id IS NULL THEN origin_topic END, lease_until, token, 0, 'in_flight',
+         lease_owner
+  FROM placed WHERE known
   ON CONFLICT (()SQL" HR_KEY_HASH("delivery_key") R"SQL()) DO UPDATE SET
     (state, lease_owner, lease_until, lease_token, resend_id) = (
       SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
@@ -122,7 +163,7 @@ WITH input AS (
        AS r(key, attempt, started_ms, duration_ms, http_status, outcome, error, next_state, token)
 ),
 upd AS (
-  UPDATE deliveries d SET
+  UPDATE delivery_rows d SET
     state = r.next_state,
     attempts = greatest(d.attempts, r.attempt),
     first_attempt_at = coalesce(d.first_attempt_at, to_timestamp(r.started_ms / 1000.0)),
@@ -166,7 +207,7 @@ WHERE u.folded IS NOT TRUE
                   WHERE a.delivery_key = i.key AND a.attempt = i.attempt
                     AND a.started_at = to_timestamp(i.started_ms / 1000.0) AND a.worker_id = $9::text)
                 AND NOT EXISTS (
-                  SELECT 1 FROM deliveries d
+                  SELECT 1 FROM delivery_rows d
                   WHERE )SQL" HR_KEY_IS("d.delivery_key", "i.key") R"SQL(
                     AND d.first_duration_ms IS NOT NULL AND i.attempt = 1
                     AND d.first_attempt_at = to_timestamp(i.started_ms / 1000.0)
@@ -266,7 +307,7 @@ std::array<std::string, 7> inbound_params(const std::vector<InboundEventRecord>&
 // Release: a lease goes back only while the claim that took it holds it (its token, under this
 // worker's id); a later claim of the same delivery keeps its own.
 constexpr const char* kReleaseSql = R"SQL(
-UPDATE deliveries d SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
+UPDATE delivery_rows d SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
 FROM unnest($1::text[], $3::bigint[]) AS r(key, token)
 WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
   AND d.lease_token = r.token AND d.lease_owner = $2::text

@@ -580,5 +580,102 @@ TEST(StoreUpgradeTest, FirstSuccessesRecordedBeforeTheFoldKeepTheirRows) {
   EXPECT_EQ(db.scalar("SELECT count(*) FROM delivery_attempts_all"), "2");
 }
 
+// A database written before migrations/0016 (every column in the deliveries table) reads the
+// same through the deliveries view after it: each column of each row, the attempts, the dead
+// letters and parked rows; its rows are claimed, recorded and resent by the new statements.
+TEST(StoreUpgradeTest, RowsWrittenBeforeTheCompactRowsReadTheSame) {
+  const std::string admin = testing::test_admin_url();
+  ASSERT_FALSE(admin.empty());
+  testing::ScratchDatabase db(admin);
+  auto before = migrate_before(db, "0016");
+  ASSERT_TRUE(before) << before.error().message;
+  ASSERT_EQ(before->back(), "0015");
+
+  // A webhook in flight under an expired lease, one succeeded with its first attempt folded, one
+  // dead and one parked (their tables kept by the triggers), a call, and a webhook whose key is
+  // not its parts.
+  db.scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, lease_owner, lease_until, lease_token, first_seen_at, origin_topic)"
+      " VALUES ('wh:github:e1:ci', 'webhook', 'github', 'e1', 'ci', 'http://127.0.0.1:9/ci',"
+      " 'in_flight', 1, 'w0', now() - interval '1 minute', 7, now() - interval '1 hour',"
+      " 'hookrelay.webhooks'),"
+      " ('wh:github:e1:deploy', 'webhook', 'github', 'e1', 'deploy', 'http://127.0.0.1:9/d',"
+      " 'retrying', 1, NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.webhooks'),"
+      " ('wh:github:e1:audit', 'webhook', 'github', 'e1', 'audit', 'http://127.0.0.1:9/ci',"
+      " 'retrying', 0, NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.webhooks'),"
+      " ('wh:github:e2:ci', 'webhook', 'github', 'e2', 'ci', 'http://127.0.0.1:9/ci',"
+      " 'retrying', 1, NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.retry.0'),"
+      " ('call:idem', 'call', 'billing', 'c1', 'call', 'http://127.0.0.1:9/cb', 'retrying', 1,"
+      " NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.calls'),"
+      " ('legacy-key', 'webhook', 'github', 'e3', 'ci', 'http://127.0.0.1:9/ci', 'retrying', 1,"
+      " NULL, NULL, NULL, now() - interval '1 hour', 'hookrelay.webhooks')");
+  db.scalar(
+      "UPDATE deliveries SET state = 'succeeded', attempts = 1, first_attempt_at = now(),"
+      " last_attempt_at = now(), completed_at = now(), last_status = 200, first_duration_ms = 8,"
+      " first_worker_id = 'w0' WHERE delivery_key = 'wh:github:e1:audit'");
+  db.scalar(
+      "UPDATE deliveries SET state = 'dead', last_attempt_at = now(), completed_at = now(),"
+      " last_status = 500, last_error = 'HTTP 500' WHERE delivery_key = 'wh:github:e1:deploy'");
+  db.scalar("UPDATE deliveries SET state = 'parked' WHERE delivery_key = 'wh:github:e2:ci'");
+  db.scalar(
+      "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,"
+      " outcome, error, worker_id) VALUES ('wh:github:e1:deploy', 1, now(), 5, 500, 'permanent',"
+      " 'HTTP 500', 'w0')");
+  const std::string rows =
+      "SELECT string_agg(d::text, E'\\n' ORDER BY delivery_key) FROM deliveries d";
+  const std::string others =
+      "SELECT (SELECT string_agg(a::text, E'\\n' ORDER BY delivery_key, attempt)"
+      " FROM delivery_attempts_all a) || E'\\n' ||"
+      " (SELECT string_agg(l::text, E'\\n' ORDER BY delivery_key) FROM dead_letters l)"
+      " || E'\\n' || (SELECT string_agg(p::text, E'\\n' ORDER BY delivery_key)"
+      " FROM parked_deliveries p)";
+  const std::string rows_before = db.scalar(rows);
+  const std::string others_before = db.scalar(others);
+
+  auto after = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(after->front(), "0016");
+  EXPECT_EQ(db.scalar(rows), rows_before);
+  EXPECT_EQ(db.scalar(others), others_before);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM delivery_rows WHERE kind IS NULL"), "4");
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM delivery_targets"), "3");
+
+  DeliveryQueries queries(db.url());
+  auto event = queries.event_show("github", "e1");
+  ASSERT_TRUE(event) << event.error().message;
+  EXPECT_EQ(event->deliveries.size(), 3u);
+  auto page = queries.list_deliveries({.source = "github", .state = "dead"});
+  ASSERT_TRUE(page) << page.error().message;
+  ASSERT_EQ(page->rows.size(), 1u);
+  EXPECT_EQ(page->rows[0].destination, "deploy");
+
+  // The worker's statements: the expired lease is taken and recorded, the succeeded row is not
+  // claimed, a resend of it writes its folded attempt out.
+  PostgresDeliveryStore store(db.url());
+  auto ref = [](const std::string& route, int64_t token) {
+    return DeliveryRef{
+        "wh:github:e1:" + route, "webhook", "github", "e1", route, "http://127.0.0.1:9/" + route,
+        "hookrelay.webhooks",    0,         token};
+  };
+  using S = ClaimStatus;
+  auto claimed = store.claim({ref("ci", 11), ref("audit", 13)}, "w1", 60);
+  ASSERT_TRUE(claimed) << claimed.error().message;
+  EXPECT_EQ(*claimed, (std::vector<S>{S::kClaimed, S::kAlreadySucceeded}));
+  ASSERT_TRUE(store.record({AttemptRecord{"wh:github:e1:ci", 2, unix_now_ms(), 10, 200, "succeeded",
+                                          "", "succeeded", 11}},
+                           "w1"));
+  EXPECT_EQ(db.scalar("SELECT state || ' ' || attempts || ' ' || url FROM deliveries"
+                      " WHERE delivery_key = 'wh:github:e1:ci'"),
+            "succeeded 2 http://127.0.0.1:9/ci");
+  db.scalar("UPDATE deliveries SET resend_id = 1 WHERE delivery_key = 'wh:github:e1:audit'");
+  claimed = store.claim({ref("audit", 14)}, "w1", 60);
+  ASSERT_TRUE(claimed) << claimed.error().message;
+  EXPECT_EQ(*claimed, (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db.scalar("SELECT count(*) || ' ' || min(duration_ms) || ' ' || min(worker_id)"
+                      " FROM delivery_attempts WHERE delivery_key = 'wh:github:e1:audit'"),
+            "1 8 w0");
+}
+
 }  // namespace
 }  // namespace hookrelay

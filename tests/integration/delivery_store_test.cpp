@@ -596,6 +596,69 @@ TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
       "src\"e,{}");
 }
 
+// A webhook whose key is its source, event id and route keeps only the key, and its url and
+// origin topic are one delivery_targets row per distinct pair (migrations/0016); every other row
+// keeps its own. Readers see each delivery's values through the deliveries view either way.
+TEST_F(DeliveryStoreTest, AWebhookRowKeepsOnlyItsKeyAndItsRoutesTarget) {
+  auto webhook = [](const std::string& event_id, const std::string& route, const std::string& url) {
+    return DeliveryRef{"wh:github:" + event_id + ":" + route,
+                       "webhook",
+                       "github",
+                       event_id,
+                       route,
+                       url,
+                       "hookrelay.webhooks",
+                       unix_now_ms()};
+  };
+  std::vector<DeliveryRef> refs = {
+      webhook("e1", "ci", "http://127.0.0.1:9/ci"),
+      webhook("e1", "deploy", "http://127.0.0.1:9/ci"),  // another route, the same URL
+      webhook("e:2:", "ci", "http://127.0.0.1:9/ci"),    // ':' in the event id
+      webhook("e3", "ci", "http://127.0.0.1:9/other"),
+      DeliveryRef{"call:idem-1", "call", "", "c1", "call", "http://127.0.0.1:9/cb?x=1",
+                  "hookrelay.calls", unix_now_ms()},
+      delivery("not-its-parts"),  // a key that is not 'wh:' source ':' event ':' route
+  };
+  refs[3].origin_topic = "hookrelay.retry.0";  // the same URL under another topic is another pair
+  refs.push_back(webhook("e4", "ci", "http://127.0.0.1:9/other"));
+  refs.back().origin_topic = "hookrelay.webhooks";
+  ASSERT_EQ(claim(refs, "A"), std::vector<S>(refs.size(), S::kClaimed));
+  for (const DeliveryRef& r : refs) {
+    EXPECT_EQ(db_->scalar("SELECT kind || '|' || source || '|' || event_id || '|' || destination "
+                          "|| '|' || url || '|' || origin_topic FROM deliveries WHERE "
+                          "delivery_key = '" +
+                          r.key + "'"),
+              r.kind + "|" + r.source + "|" + r.event_id + "|" + r.destination + "|" + r.url + "|" +
+                  r.origin_topic)
+        << r.key;
+    EXPECT_EQ(
+        db_->scalar("SELECT string_agg(delivery_key, ',' ORDER BY delivery_key) FROM deliveries "
+                    "WHERE event_id = '" +
+                    r.event_id + "'"),
+        r.event_id == "e1" ? "wh:github:e1:ci,wh:github:e1:deploy" : r.key);
+  }
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',' ORDER BY delivery_key) FROM "
+                        "delivery_rows WHERE kind IS NULL"),
+            "wh:github:e1:ci,wh:github:e1:deploy,wh:github:e3:ci,wh:github:e4:ci,"
+            "wh:github:e:2::ci");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_targets"), "4");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',') FROM delivery_rows "
+                        "WHERE target_id IS NULL"),
+            "call:idem-1");
+
+  // Later claims of known pairs add no target; the records and their audit read as before.
+  ASSERT_EQ(claim({webhook("e5", "ci", "http://127.0.0.1:9/ci")}, "A"),
+            std::vector<S>{S::kClaimed});
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_targets"), "4");
+  record({attempt("wh:github:e1:ci", 1, "succeeded", "succeeded", 200),
+          attempt("call:idem-1", 1, "permanent", "dead", 410, "gone"),
+          attempt("wh:github:e3:ci", 1, "permanent", "dead", 410, "gone")});
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || '|' || source || '|' || destination, "
+                        "',' ORDER BY delivery_key) FROM dead_letters"),
+            "call:idem-1||call,wh:github:e3:ci|github|ci");
+  EXPECT_EQ(outcome_counts("wh:github:e1:ci"), "succeeded=1");
+}
+
 TEST_F(DeliveryStoreTest, ThousandClaimsAndRecordsInOneBatchEach) {
   std::vector<DeliveryRef> refs;
   std::vector<AttemptRecord> records;
@@ -657,7 +720,7 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
       "i AS (INSERT INTO inbound_events (source, event_id, received_at, topic, \"partition\", "
       "\"offset\") SELECT 't' || g, 't' || g, now(), 't', 0, g FROM generate_series(0, 49999) g "
       "RETURNING 1) SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM i)");
-  db_->scalar("ANALYZE deliveries");
+  db_->scalar("ANALYZE delivery_rows");
   db_->scalar("ANALYZE inbound_events");
   std::string full = plans();
   EXPECT_EQ(full.find("Seq Scan"), std::string::npos) << full;
