@@ -576,6 +576,49 @@ TEST_F(DeliveryStoreTest, TwoWorkersClaimingTheSameNewKeysEndWithOneClaimEach) {
             std::to_string(kRounds * kKeys));
 }
 
+// Two workers meeting a route's new URL at the same moment, round after round: neither claim
+// fails, the pair gets one delivery_targets row, and every row reads back with its URL.
+TEST_F(DeliveryStoreTest, TwoWorkersMeetingANewUrlTogetherShareOneTarget) {
+  constexpr int kRounds = 20;
+  constexpr int kKeys = 50;
+  PostgresDeliveryStore other(db_->url());
+  ASSERT_TRUE(other.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));  // connect
+  ASSERT_TRUE(store_->record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string url = "http://127.0.0.1:9/r" + std::to_string(round);
+    std::vector<DeliveryRef> a, b;
+    for (int i = 0; i < kKeys; ++i) {
+      for (auto* refs : {&a, &b}) {
+        const std::string event =
+            (refs == &a ? "a" : "b") + std::to_string(round) + "-" + std::to_string(i);
+        refs->push_back(DeliveryRef{"wh:github:" + event + ":ci", "webhook", "github", event, "ci",
+                                    url, "hookrelay.webhooks", 0, make_lease_token(1, ++claims_)});
+      }
+    }
+    std::latch start(2);
+    std::optional<Result<std::vector<ClaimStatus>>> ra, rb;
+    std::thread ta([&] {
+      start.arrive_and_wait();
+      ra.emplace(store_->claim(a, "A", 60));
+    });
+    std::thread tb([&] {
+      start.arrive_and_wait();
+      rb.emplace(other.claim(b, "B", 60));
+    });
+    ta.join();
+    tb.join();
+    ASSERT_TRUE(*ra) << ra->error().message;
+    ASSERT_TRUE(*rb) << rb->error().message;
+    EXPECT_EQ(**ra, std::vector<S>(kKeys, S::kClaimed));
+    EXPECT_EQ(**rb, std::vector<S>(kKeys, S::kClaimed));
+  }
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_targets"), std::to_string(kRounds));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries WHERE url = 'http://127.0.0.1:9/r' || "
+                        "substr(split_part(event_id, '-', 1), 2)"),
+            std::to_string(kRounds * kKeys * 2));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_rows WHERE target_id IS NULL"), "0");
+}
+
 TEST_F(DeliveryStoreTest, AnyTextSurvivesTheBatchParameters) {
   // Array-literal syntax in the values, and bytes PostgreSQL text cannot hold (NUL, invalid
   // UTF-8), which become U+FFFD instead of failing the batch.
