@@ -52,7 +52,11 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       // instead of on every produce. At most 10 ms more latency, only below about 1.6 MB/s.
       // (The devbroker answers as soon as it has anything.)
       {"fetch.min.bytes", "16384"},
-      {"queued.max.messages.kbytes", "16384"},  // the prefetch that waits while the worker is full
+      // The prefetch that waits while the worker is full: 64 MB, librdkafka's own default. Once it
+      // is full, librdkafka 2.0 stops fetching and looks again only when its broker thread next
+      // wakes, up to a second later. A backlog drains faster than that empties 16 MB, so with
+      // 16 MB a drain sat idle for most of a second each time the prefetch ran out.
+      {"queued.max.messages.kbytes", "65536"},
   };
   if (config.worker.static_membership) props["group.instance.id"] = config.worker.group_instance_id;
   for (const auto& [k, v] : config.kafka.consumer_map()) props[k] = v;
