@@ -70,6 +70,32 @@ class DeliveryStoreTest : public testing::MigratedDatabaseTest {
     auto r = store_->record(records, worker);
     ASSERT_TRUE(r) << r.error().message;
   }
+  // A second store on the same database, connected before the test's race starts.
+  std::unique_ptr<PostgresDeliveryStore> connected_other_store() {
+    auto other = std::make_unique<PostgresDeliveryStore>(db_->url());
+    const InboundEventRecord probe{"s", "e", "t", 0, 0, 0, ""};
+    EXPECT_TRUE(other->record_inbound({probe}));
+    EXPECT_TRUE(store_->record_inbound({probe}));
+    return other;
+  }
+  // Runs `a` and `b` on two threads released at the same moment; both results.
+  template <class A, class B>
+  static auto at_once(A&& a, B&& b) {
+    std::latch start(2);
+    std::optional<std::invoke_result_t<A>> ra;
+    std::optional<std::invoke_result_t<B>> rb;
+    std::thread ta([&] {
+      start.arrive_and_wait();
+      ra.emplace(a());
+    });
+    std::thread tb([&] {
+      start.arrive_and_wait();
+      rb.emplace(b());
+    });
+    ta.join();
+    tb.join();
+    return std::pair{std::move(*ra), std::move(*rb)};
+  }
   std::string outcome_counts(const std::string& key) {
     return db_->scalar(
         "SELECT string_agg(outcome || '=' || n, ',' ORDER BY outcome) FROM (SELECT outcome, "
@@ -273,20 +299,9 @@ TEST_F(DeliveryStoreTest, ConcurrentSuccessesFromTwoWorkersStoreOneSucceededRow)
     successes.push_back(attempt(refs.back().key, 1, "succeeded", "succeeded", 200));
   }
   claim(refs, "A");
-  PostgresDeliveryStore other(db_->url());
-  ASSERT_TRUE(other.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));  // connect
-  std::latch start(2);
-  Result<void> ra, rb;
-  std::thread ta([&] {
-    start.arrive_and_wait();
-    ra = store_->record(successes, "A");
-  });
-  std::thread tb([&] {
-    start.arrive_and_wait();
-    rb = other.record(successes, "B");
-  });
-  ta.join();
-  tb.join();
+  auto other = connected_other_store();
+  auto [ra, rb] = at_once([&] { return store_->record(successes, "A"); },
+                          [&] { return other->record(successes, "B"); });
   ASSERT_TRUE(ra) << ra.error().message;
   ASSERT_TRUE(rb) << rb.error().message;
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'succeeded'"),
@@ -540,9 +555,7 @@ TEST_F(DeliveryStoreTest, ClaimRacingAnUncommittedInsertOfItsKeyEndsWithOneHolde
 TEST_F(DeliveryStoreTest, TwoWorkersClaimingTheSameNewKeysEndWithOneClaimEach) {
   constexpr int kRounds = 20;
   constexpr int kKeys = 300;
-  PostgresDeliveryStore other(db_->url());
-  ASSERT_TRUE(other.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));  // connect
-  ASSERT_TRUE(store_->record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));
+  auto other = connected_other_store();
   for (int round = 0; round < kRounds; ++round) {
     std::vector<DeliveryRef> a, b;
     std::vector<InboundEventRecord> audit;
@@ -553,22 +566,12 @@ TEST_F(DeliveryStoreTest, TwoWorkersClaimingTheSameNewKeysEndWithOneClaimEach) {
       a.back().lease_token = make_lease_token(1, ++claims_);
       b.back().lease_token = make_lease_token(2, claims_);
     }
-    std::latch start(2);
-    std::optional<Result<std::vector<ClaimStatus>>> ra, rb;
-    std::thread ta([&] {
-      start.arrive_and_wait();
-      ra.emplace(store_->claim_and_audit(a, audit, "A", 60));
-    });
-    std::thread tb([&] {
-      start.arrive_and_wait();
-      rb.emplace(other.claim_and_audit(b, audit, "B", 60));
-    });
-    ta.join();
-    tb.join();
-    ASSERT_TRUE(*ra) << ra->error().message;
-    ASSERT_TRUE(*rb) << rb->error().message;
+    auto [ra, rb] = at_once([&] { return store_->claim_and_audit(a, audit, "A", 60); },
+                            [&] { return other->claim_and_audit(b, audit, "B", 60); });
+    ASSERT_TRUE(ra) << ra.error().message;
+    ASSERT_TRUE(rb) << rb.error().message;
     for (int i = 0; i < kKeys; ++i) {
-      EXPECT_EQ(((**ra)[i] == S::kClaimed) + ((**rb)[i] == S::kClaimed), 1) << a[i].key;
+      EXPECT_EQ(((*ra)[i] == S::kClaimed) + ((*rb)[i] == S::kClaimed), 1) << a[i].key;
     }
   }
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries"), std::to_string(kRounds * kKeys));
@@ -581,9 +584,7 @@ TEST_F(DeliveryStoreTest, TwoWorkersClaimingTheSameNewKeysEndWithOneClaimEach) {
 TEST_F(DeliveryStoreTest, TwoWorkersMeetingANewUrlTogetherShareOneTarget) {
   constexpr int kRounds = 20;
   constexpr int kKeys = 50;
-  PostgresDeliveryStore other(db_->url());
-  ASSERT_TRUE(other.record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));  // connect
-  ASSERT_TRUE(store_->record_inbound({InboundEventRecord{"s", "e", "t", 0, 0, 0, ""}}));
+  auto other = connected_other_store();
   for (int round = 0; round < kRounds; ++round) {
     const std::string url = "http://127.0.0.1:9/r" + std::to_string(round);
     std::vector<DeliveryRef> a, b;
@@ -595,22 +596,12 @@ TEST_F(DeliveryStoreTest, TwoWorkersMeetingANewUrlTogetherShareOneTarget) {
                                     url, "hookrelay.webhooks", 0, make_lease_token(1, ++claims_)});
       }
     }
-    std::latch start(2);
-    std::optional<Result<std::vector<ClaimStatus>>> ra, rb;
-    std::thread ta([&] {
-      start.arrive_and_wait();
-      ra.emplace(store_->claim(a, "A", 60));
-    });
-    std::thread tb([&] {
-      start.arrive_and_wait();
-      rb.emplace(other.claim(b, "B", 60));
-    });
-    ta.join();
-    tb.join();
-    ASSERT_TRUE(*ra) << ra->error().message;
-    ASSERT_TRUE(*rb) << rb->error().message;
-    EXPECT_EQ(**ra, std::vector<S>(kKeys, S::kClaimed));
-    EXPECT_EQ(**rb, std::vector<S>(kKeys, S::kClaimed));
+    auto [ra, rb] = at_once([&] { return store_->claim(a, "A", 60); },
+                            [&] { return other->claim(b, "B", 60); });
+    ASSERT_TRUE(ra) << ra.error().message;
+    ASSERT_TRUE(rb) << rb.error().message;
+    EXPECT_EQ(*ra, std::vector<S>(kKeys, S::kClaimed));
+    EXPECT_EQ(*rb, std::vector<S>(kKeys, S::kClaimed));
   }
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_targets"), std::to_string(kRounds));
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries WHERE url = 'http://127.0.0.1:9/r' || "
