@@ -61,9 +61,10 @@ namespace {
 // The rows go to delivery_rows in their compact form (migrations/0016; readers see them through
 // the deliveries view): a webhook whose key is its source, event id and route keeps only the key
 // (kind, source, event_id and destination NULL), and a webhook's url and origin topic are a row of
-// delivery_targets, looked up by the pair's hash once per distinct pair in the batch. A pair this
-// statement's snapshot does not see is inserted; one a concurrent claim inserted meanwhile is
-// returned by ON CONFLICT (its DO UPDATE changes nothing but locks and returns the row; only the
+// delivery_targets, found once per distinct pair in the batch by hookrelay_delivery_target
+// (migrations/0016), the same function the deliveries view's INSERT uses: it looks the pair up by
+// its hash, inserts a pair it does not find, and takes one a concurrent claim inserted meanwhile
+// through ON CONFLICT (whose DO UPDATE changes nothing but locks and returns the row; only the
 // first claims of a new route's URL take that path). A pair whose hash another pair's row holds
 // matches no text, and its rows keep their url and topic themselves. A call keeps its own url.
 // Common table expressions, after WITH (or an audit's in front).
@@ -82,24 +83,13 @@ input AS (
        AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
 ),
 pair AS (
-  SELECT p.url, p.origin_topic, t.id
+  SELECT url, origin_topic, hookrelay_delivery_target(url, origin_topic) AS id
   FROM (SELECT DISTINCT url, origin_topic FROM input WHERE kind = 'webhook') p
-  LEFT JOIN delivery_targets t
-    ON )SQL" HR_TARGET_HASH("t.url", "t.origin_topic") " = " HR_TARGET_HASH("p.url",
-                                                                            "p.origin_topic") R"SQL(
-   AND t.url = p.url AND t.origin_topic = p.origin_topic
-),
-new_pair AS (
-  INSERT INTO delivery_targets AS t (url, origin_topic)
-  SELECT url, origin_topic FROM pair WHERE id IS NULL
-  ON CONFLICT (()SQL" HR_TARGET_HASH("url", "origin_topic") R"SQL()) DO UPDATE SET url = t.url
-  RETURNING t.id, t.url, t.origin_topic
 ),
 placed AS (
   SELECT i.*,
-         CASE WHEN i.kind = 'webhook' THEN coalesce(
-           (SELECT p.id FROM pair p WHERE p.url = i.url AND p.origin_topic = i.origin_topic),
-           (SELECT n.id FROM new_pair n WHERE n.url = i.url AND n.origin_topic = i.origin_topic))
+         CASE WHEN i.kind = 'webhook' THEN
+           (SELECT p.id FROM pair p WHERE p.url = i.url AND p.origin_topic = i.origin_topic)
          END AS target_id
   FROM input i
 ),

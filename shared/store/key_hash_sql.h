@@ -19,7 +19,3 @@
 // The expression inbound_events_event_hash_idx indexes (a source name holds no ':').
 #define HR_EVENT_HASH(source, event_id) \
   "encode(substr(digest(" source " || ':' || " event_id ", 'sha256'), 1, 16), 'hex')::uuid"
-// The expression delivery_targets_hash_idx indexes (migrations/0016; a topic name holds no
-// newline).
-#define HR_TARGET_HASH(url, origin_topic) \
-  "encode(substr(digest(" url " || E'\\n' || " origin_topic ", 'sha256'), 1, 16), 'hex')::uuid"
