@@ -1,5 +1,7 @@
 #include "shared/thread_guard.h"
 
+#include <pthread.h>
+
 #include <exception>
 
 #include "shared/log.h"
@@ -65,7 +67,11 @@ void run_guarded(std::string_view name, const std::function<void()>& body) {
 }
 
 std::thread start_guarded_thread(std::string name, std::function<void()> body) {
-  return std::thread([name = std::move(name), body = std::move(body)] { run_guarded(name, body); });
+  return std::thread([name = std::move(name), body = std::move(body)] {
+    // The thread's name in /proc/<pid>/task/*/comm, perf and top (at most 15 characters).
+    pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+    run_guarded(name, body);
+  });
 }
 
 }  // namespace hookrelay

@@ -4,8 +4,8 @@
 
 namespace hookrelay {
 
-DbLane::DbLane(bool threaded) : threaded_(threaded) {
-  if (threaded_) thread_ = start_guarded_thread("postgres_lane", [this] { run(); });
+DbLane::DbLane(bool threaded, std::string name) : threaded_(threaded) {
+  if (threaded_) thread_ = start_guarded_thread(std::move(name), [this] { run(); });
 }
 
 DbLane::~DbLane() {

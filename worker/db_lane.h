@@ -15,13 +15,15 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 namespace hookrelay {
 
 class DbLane {
  public:
-  explicit DbLane(bool threaded);
+  // `name`: its thread's (in /proc and profiles).
+  explicit DbLane(bool threaded, std::string name = "postgres_lane");
   ~DbLane();  // finishes queued tasks, then joins
   DbLane(const DbLane&) = delete;
   DbLane& operator=(const DbLane&) = delete;

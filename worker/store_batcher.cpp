@@ -41,9 +41,9 @@ AttemptRecord attempt_record(const Job& j) {
 
 StoreBatcher::StoreBatcher(StoreBatcherDeps deps)
     : d_(std::move(deps)),
-      claims_(d_.threaded, kMaxClaimBatch),
-      records_(d_.threaded, kMaxRecordBatch),
-      inbound_(d_.threaded, kMaxClaimBatch) {
+      claims_(d_.threaded, kMaxClaimBatch, "pg_claims"),
+      records_(d_.threaded, kMaxRecordBatch, "pg_records"),
+      inbound_(d_.threaded, kMaxClaimBatch, "pg_inbound") {
   set_batching(d_.batching);
 }
 

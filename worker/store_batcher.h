@@ -52,8 +52,8 @@ namespace hookrelay {
 template <class T>
 class StoreLane {
  public:
-  StoreLane(bool threaded, std::size_t max_batch)
-      : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded)) {}
+  StoreLane(bool threaded, std::size_t max_batch, std::string name)
+      : max_batch_(max_batch), db_(std::make_unique<DbLane>(threaded, std::move(name))) {}
 
   // `prompt`: this item's wait is the shorter prompt budget (set_batching), whatever the lane's.
   void push(T item, bool prompt = false) {

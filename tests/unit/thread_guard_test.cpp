@@ -3,9 +3,11 @@
 #include "shared/thread_guard.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <stdexcept>
+#include <string>
 
 #include "worker/db_lane.h"
 
@@ -68,6 +70,16 @@ TEST_F(ThreadGuard, APostgresLaneTaskThatThrowsStopsTheProcessLoudly) {
   ASSERT_TRUE(first);
   EXPECT_EQ(*first, "thread postgres_lane failed: lane task broke");
   EXPECT_EQ(failures(registry, "postgres_lane"), 1);
+}
+
+TEST_F(ThreadGuard, AThreadCarriesItsNameForProfilesAndProc) {
+  std::string seen;
+  start_guarded_thread("a_rather_long_thread_name", [&seen] {
+    char name[16] = {};
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    seen = name;
+  }).join();
+  EXPECT_EQ(seen, "a_rather_long_t") << "the first 15 characters, the kernel's limit";
 }
 
 TEST(ThreadFailuresMetric, FailuresBeforeRegistrationAreCountedWhenItComes) {
