@@ -199,6 +199,51 @@ TEST_F(HttpServerResponse, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_LT(two, six);
 }
 
+// A request is the same request whether it arrives whole (parsed from the first read) or in
+// pieces (the rest read as it comes): split inside the request line, inside the header, between
+// header and body and inside the body; chunked; and after a 100-continue.
+TEST_F(HttpServerResponse, RequestsArrivingInPiecesAreTheSameRequests) {
+  start([](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = std::string(req.method) + " " + std::string(req.target) + " " +
+             std::string(req.header("X-Tag").value_or("-")) + " " + std::string(req.body);
+    respond(std::move(r));
+  });
+  const std::string whole =
+      "POST /piece?q=1 HTTP/1.1\r\nHost: t\r\nX-Tag: tagged\r\nContent-Length: 11\r\n\r\n"
+      "hello world";
+  const std::string expected = "\r\n\r\nPOST /piece?q=1 tagged hello world";
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send(whole));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with(expected));
+  // The same bytes cut at every kind of boundary, each piece sent after a pause, on the same
+  // connection.
+  for (std::size_t cut :
+       {std::size_t{3}, std::size_t{20}, whole.find("X-Tag") + 4, whole.find("\r\n\r\n") + 2,
+        whole.find("\r\n\r\n") + 4, whole.size() - 5}) {
+    ASSERT_TRUE(c.send(whole.substr(0, cut)));
+    std::this_thread::sleep_for(30ms);
+    ASSERT_TRUE(c.send(whole.substr(cut)));
+    EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with(expected)) << cut;
+  }
+  const std::string chunked =
+      "POST /piece?q=1 HTTP/1.1\r\nHost: t\r\nX-Tag: tagged\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+  ASSERT_TRUE(c.send(chunked.substr(0, chunked.size() - 12)));
+  std::this_thread::sleep_for(30ms);
+  ASSERT_TRUE(c.send(chunked.substr(chunked.size() - 12)));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with(expected));
+  const std::string head =
+      "POST /piece?q=1 HTTP/1.1\r\nHost: t\r\nX-Tag: tagged\r\nExpect: 100-continue\r\n"
+      "Content-Length: 11\r\n\r\n";
+  ASSERT_TRUE(c.send(head));
+  EXPECT_EQ(c.read_until_close(5s, /*one_response=*/true), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(c.send("hello world"));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with(expected));
+  EXPECT_FALSE(closed_by_server(c, 100ms));
+}
+
 // An answer from another thread, later (a Kafka acknowledgement), reaches its connection; the
 // connection then serves the next request. One loop and several, so the answer comes both from
 // the connection's own loop thread and from a thread of another loop or none.
