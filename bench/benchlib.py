@@ -164,7 +164,8 @@ def start_devbroker(logdir, name="devbroker"):
 BROKERS = ("kafka", "devbroker")
 KAFKA_SCRIPT = ROOT / "scripts" / "kafka"
 # The partition count the devbroker gives every topic; real Kafka gets the same for every topic.
-PARTITIONS = 12
+# HOOKRELAY_BENCH_PARTITIONS changes it for an experiment (the report's broker line names it).
+PARTITIONS = int(os.environ.get("HOOKRELAY_BENCH_PARTITIONS", "12"))
 
 
 def add_broker_arg(ap):

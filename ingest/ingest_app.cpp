@@ -77,7 +77,12 @@ int run_ingest(int argc, char** argv) {
                              // 10,351/s at 5 ms and 27,517/s at 1 ms (bench/ingest). The price
                              // is smaller batches: at a steady 4,000/s (bench/e2e) ingest used
                              // about 12 µs more CPU per event, the worker about 10.
-                             .default_linger_ms = 1});
+                             .default_linger_ms = 1,
+                             // librdkafka sends a produce request per partition: with event ids
+                             // hashed over 12 partitions, each linger's few messages went out as
+                             // about as many requests. Windows of 2 ms on one partition keep a
+                             // steady stream's in one (docs/operations.md, Scaling).
+                             .sticky_partitions = true});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
     return 2;

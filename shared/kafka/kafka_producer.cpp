@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <random>
 
 #include "shared/log.h"
 #include "shared/thread_guard.h"
@@ -34,6 +36,27 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
 
   std::unique_ptr<KafkaProducer> p(new KafkaProducer());
   p->stats_ = std::move(stats);
+  if (p->stats_.sticky_partitions && !props.contains("partitioner")) {
+    // librdkafka checked both values (numbers, 0 .. 900000) when it built the conf above.
+    // queue.buffering.max.ms is linger.ms's other name, and wins when both are set (it is applied
+    // second).
+    auto w = props.find("sticky.partitioning.linger.ms");
+    auto linger = props.find("queue.buffering.max.ms");
+    if (linger == props.end()) linger = props.find("linger.ms");
+    p->sticky_window_ms_ = w != props.end()
+                               ? std::stoi(w->second)
+                               : std::max(1, static_cast<int>(2 * std::stod(linger->second)));
+  }
+  if (p->sticky_window_ms_ > 0) {
+    rd_kafka_topic_conf_t* topic_conf = rd_kafka_conf_get_default_topic_conf(conf->get());
+    if (!topic_conf) {
+      topic_conf = rd_kafka_topic_conf_new();
+      rd_kafka_conf_set_default_topic_conf(conf->get(), topic_conf);  // takes ownership
+    }
+    rd_kafka_topic_conf_set_partitioner_cb(topic_conf, &KafkaProducer::sticky_partition);
+    rd_kafka_topic_conf_set_opaque(topic_conf, p.get());
+    p->sticky_salt_ = std::random_device{}();
+  }
   rd_kafka_conf_set_dr_msg_cb(conf->get(), &KafkaProducer::on_delivery);
   rd_kafka_conf_set_error_cb(conf->get(), &KafkaProducer::on_error);
   rd_kafka_conf_set_opaque(conf->get(), p.get());
@@ -151,6 +174,40 @@ void KafkaProducer::produce(const OutgoingMessage& m, DoneCallback on_done) {
   auto e = kafka_error(err);
   if (stats_.on_error) stats_.on_error(e.code);
   (*cb)(Unexpected{std::move(e)});
+}
+
+// The first kStickyRun messages of each window of sticky_window_ms go to the window's partition: a
+// mix of the window's number and this producer's salt, so the windows of several ingest processes
+// do not march over the partitions in step; a partition without a leader is passed over for the
+// next one that has one. Messages past the run are partitioned by key (librdkafka's default
+// partitioner). Called by librdkafka from any thread, maybe more than once per message (a repeat
+// only counts one more toward the run).
+int32_t KafkaProducer::sticky_partition(const rd_kafka_topic_t* rkt, const void* key,
+                                        size_t key_size, int32_t partitions, void* opaque, void*) {
+  auto* self = static_cast<KafkaProducer*>(opaque);
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now().time_since_epoch())
+                       .count();
+  const auto window = static_cast<uint64_t>(now / self->sticky_window_ms_);
+  // sticky_run_: the window's number above kRunBits bits of how many messages it has placed.
+  uint64_t run = self->sticky_run_.load(std::memory_order_relaxed);
+  if ((run >> kRunBits) != window)
+    self->sticky_run_.compare_exchange_strong(run, window << kRunBits);
+  run = self->sticky_run_.fetch_add(1, std::memory_order_relaxed);
+  if ((run >> kRunBits) == window && (run & ((1ULL << kRunBits) - 1)) >= kStickyRun) {
+    return rd_kafka_msg_partitioner_consistent_random(rkt, key, key_size, partitions, nullptr,
+                                                      nullptr);
+  }
+  uint64_t x = window + self->sticky_salt_;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;  // splitmix64's finalizer
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  const auto first = static_cast<int32_t>(x % static_cast<uint64_t>(partitions));
+  for (int32_t i = 0; i < partitions; ++i) {
+    const int32_t candidate = (first + i) % partitions;
+    if (rd_kafka_topic_partition_available(rkt, candidate)) return candidate;
+  }
+  return first;  // no partition has a leader: the message waits for this one's
 }
 
 void KafkaProducer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {

@@ -31,6 +31,17 @@ struct KafkaProducerStats {
   // brokers a message or two per produce request); ingest holds an HTTP answer open until its
   // message is acknowledged, so it asks for less (see ingest_app.cpp).
   int default_linger_ms = 5;
+  // true: the first messages of each short window of time go to one partition, whatever their
+  // keys (the key stays on the message), and the rest of the window's by key. librdkafka sends
+  // one produce request per partition, so keys hashed over N partitions split each linger's few
+  // messages into up to N requests; the window keeps a steady stream's in one. Past a run of
+  // kStickyRun (8) messages a window spreads by key again: a busy producer whose callers wait on
+  // each message answered them later with every message on one partition (bench/ingest). The
+  // window is `sticky.partitioning.linger.ms` (librdkafka's name for the same window of keyless
+  // messages) when kafka.producer_properties sets it, else twice linger.ms (librdkafka's rule),
+  // at least 1 ms; 0 there, or a `partitioner` set there, partitions every message by key.
+  // false: librdkafka's default partitioner (by key).
+  bool sticky_partitions = false;
 };
 
 class KafkaProducer final : public MessageProducer {
@@ -60,10 +71,17 @@ class KafkaProducer final : public MessageProducer {
   KafkaProducer() = default;
   static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque);
   static void on_error(rd_kafka_t*, int err, const char* reason, void* opaque);
+  static int32_t sticky_partition(const rd_kafka_topic_t* rkt, const void* key, size_t key_size,
+                                  int32_t partitions, void* opaque, void* message_opaque);
   void probe_loop();
 
   KafkaHandle rk_;
   KafkaProducerStats stats_;
+  static constexpr int kRunBits = 20;
+  static constexpr uint64_t kStickyRun = 8;
+  int sticky_window_ms_ = 0;             // 0: by key
+  uint64_t sticky_salt_ = 0;             // this producer's own sequence of window partitions
+  std::atomic<uint64_t> sticky_run_{0};  // see sticky_partition
   std::atomic<bool> running_{true};
   std::atomic<bool> reachable_{false};
   std::atomic<bool> fatal_{false};

@@ -46,12 +46,13 @@ class IngestProcess : public ::testing::Test {
     start_ingest();
   }
 
-  void start_ingest(int produce_timeout_ms = 3000) {
+  void start_ingest(int produce_timeout_ms = 3000, const std::string& producer_properties = "{}") {
     port_ = free_port();
     auto config = dir_.file("config.yaml");
     std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
                           << "  produce_timeout_ms: " << produce_timeout_ms << "\n"
                           << "  properties: { reconnect.backoff.max.ms: \"200\" }\n"
+                          << "  producer_properties: " << producer_properties << "\n"
                           << "ingest: { listen: \"127.0.0.1:" << port_
                           << "\", max_body_bytes: 65536, "
                           << "shutdown_grace_ms: 10000 }\n"
@@ -116,6 +117,45 @@ TEST_F(IngestProcess, AcknowledgedWebhooksAreInTheTopicByteForByte) {
     EXPECT_EQ(m.header("hr-fwd-x-github-event"), "push");
     EXPECT_EQ(m.key, *id);
   }
+}
+
+// librdkafka sends one produce request per partition, so ingest puts the first 8 messages of each
+// window of sticky.partitioning.linger.ms (twice linger.ms unless configured) on one partition
+// whatever their keys, and the rest of the window's by key; the key stays the event id. Set to 0,
+// the key decides every partition.
+TEST_F(IngestProcess, AWindowsFirstWebhooksShareAPartitionAndKeepTheirKeys) {
+  // Partitions of the webhooks whose ids start with `prefix`, in the order they were posted.
+  const auto post_24 = [this](const std::string& prefix) {
+    for (int i = 0; i < 24; ++i) {
+      auto r = post_webhook("{\"n\":" + std::to_string(i) + "}",
+                            prefix + (i < 10 ? "0" : "") + std::to_string(i));
+      EXPECT_EQ(r.status, 202) << r.body;
+    }
+    auto consumed = consume_to_end(broker_->bootstrap(), std::string(kWebhooksTopic));
+    EXPECT_TRUE(consumed) << consumed.error().message;
+    std::map<std::string, int32_t> partition_of;
+    for (const auto& m : consumed ? *consumed : std::vector<ConsumedMessage>{}) {
+      EXPECT_EQ(m.header("hr-event-id"), m.key);
+      if (m.key.starts_with(prefix)) partition_of[m.key] = m.partition;
+    }
+    std::vector<int32_t> partitions;
+    for (const auto& [id, partition] : partition_of) partitions.push_back(partition);
+    EXPECT_EQ(partitions.size(), 24u);
+    return partitions;
+  };
+  const auto distinct = [](auto first, auto last) { return std::set<int32_t>(first, last).size(); };
+
+  ingest_.reset();
+  start_ingest(3000, "{ sticky.partitioning.linger.ms: \"600000\" }");
+  // Ten-minute windows: the 24 requests may straddle one window's end, never two.
+  auto windowed = post_24("window-");
+  EXPECT_LE(distinct(windowed.begin(), windowed.begin() + 8), 2u) << "a window's first 8";
+  EXPECT_GE(distinct(windowed.begin() + 8, windowed.end()), 4u) << "the rest by key";
+
+  ingest_.reset();
+  start_ingest(3000, "{ sticky.partitioning.linger.ms: \"0\" }");
+  auto keyed = post_24("keyed-");
+  EXPECT_GE(distinct(keyed.begin(), keyed.begin() + 8), 3u) << "by key from the first";
 }
 
 TEST_F(IngestProcess, CallRequestsAreProducedAfterTheAck) {
