@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,12 @@ class CurlSender final : public HttpSender {
   // eventfd cannot be made.
   explicit CurlSender(SsrfGuard guard, int threads = 1, std::string user_agent = "hookrelay/0.1");
   ~CurlSender() override;  // fails outstanding calls with kOther ("shutting down")
+  // Before blocking for answers, a loop lets this much pass since its last wake-up
+  // (wake_pacer.h), so answers arriving close together are read in one wake-up; 0 (the
+  // default) never waits. Any thread; loops pick it up before their next wait.
+  void set_wake_interval(std::chrono::microseconds interval) {
+    wake_interval_us_.store(interval.count(), std::memory_order_relaxed);
+  }
   CurlSender(const CurlSender&) = delete;
   CurlSender& operator=(const CurlSender&) = delete;
 
@@ -68,6 +75,7 @@ class CurlSender final : public HttpSender {
   std::string user_agent_;
   std::atomic<bool> running_{true};
   std::atomic<unsigned> next_loop_{0};
+  std::atomic<int64_t> wake_interval_us_{0};
   std::vector<std::unique_ptr<Loop>> loops_;
 };
 

@@ -25,6 +25,7 @@ Worker::Worker(WorkerDeps deps)
     : d_(std::move(deps)),
       config_(std::shared_ptr<const Config>(), d_.config),
       policy_(make_retry_policy(d_.config->retry)),
+      pacer_(d_.wake_interval),
       intake_(*d_.consumer, *d_.config, *d_.metrics,
               {.has_room = [this] { return has_room(); },
                .take = [this](ConsumedMessage& m,
@@ -143,8 +144,12 @@ void Worker::step() {
   store_.flush_records(now);
   redelivery_.flush_due(now);
   intake_.resume_due(now);
-  if (!intake_.poll(now, events_waiting()))
-    drain_events(now, true);  // backlog full: wait for results
+  // At most one round per wake interval: what arrives meanwhile (answers, fetched messages,
+  // Postgres results) is taken together below, instead of a wake-up each.
+  pacer_.pace();
+  const bool polled = intake_.poll(now, events_waiting());
+  pacer_.woke();
+  if (!polled) drain_events(now, true);  // backlog full: wait for results
   store_.flush_claims(d_.now_ms());
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(),
