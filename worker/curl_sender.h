@@ -36,10 +36,8 @@ class CurlSender final : public HttpSender {
   // eventfd cannot be made.
   explicit CurlSender(SsrfGuard guard, int threads = 1, std::string user_agent = "hookrelay/0.1");
   ~CurlSender() override;  // fails outstanding calls with kOther ("shutting down")
-  // Before blocking for answers, a loop lets this much pass since its last wake-up
-  // (wake_pacer.h), so answers arriving close together are read in one wake-up; 0 (the
-  // default) never waits. Any thread; loops pick it up before their next wait.
-  void set_wake_interval(std::chrono::microseconds interval) {
+  // Each loop picks it up before its next wait; 0 (the default) never waits.
+  void set_wake_interval(std::chrono::microseconds interval) override {
     wake_interval_us_.store(interval.count(), std::memory_order_relaxed);
   }
   CurlSender(const CurlSender&) = delete;

@@ -8,7 +8,11 @@
 // wake-up pass, so what arrives meanwhile is taken in one wake-up. A thread that is busy (a
 // drain) never waits that long, and one that was idle for longer than the interval is not held
 // back: the first event after a pause is taken at once. The cost is at most one interval of
-// latency per hop.
+// latency per hop. Where deliveries wait for calls out to end (a host held at its adaptive or
+// configured in-flight limit, a route's limit, an ordered route's one call at a time) that
+// latency is paid on every round trip and the throughput is slots per round trip: the
+// coordinator paces neither itself nor the sender then (Worker::step). Before it did, a receiver
+// answering a share of calls with 503 (its limit cut to 2-5) fell behind by seconds.
 //
 // Thread-safety: one thread.
 #pragma once

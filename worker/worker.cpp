@@ -145,8 +145,10 @@ void Worker::step() {
   redelivery_.flush_due(now);
   intake_.resume_due(now);
   // At most one round per wake interval: what arrives meanwhile (answers, fetched messages,
-  // Postgres results) is taken together below, instead of a wake-up each.
-  pacer_.pace();
+  // Postgres results) is taken together below, instead of a wake-up each. Not while jobs wait
+  // for calls out to end (a host at its adaptive limit, an ordered route): each round trip then
+  // bounds the throughput, and pacing would lengthen it by up to an interval per hop.
+  if (!slot_bound_) pacer_.pace();
   const bool polled = intake_.poll(now, events_waiting());
   pacer_.woke();
   if (!polled) drain_events(now, true);  // backlog full: wait for results
@@ -154,6 +156,10 @@ void Worker::step() {
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(),
                        [this](std::unique_ptr<Job> j) { defer_for_circuit(std::move(j)); });
+  if (const bool bound = dispatcher_.waiting_for_answers(); bound != slot_bound_) {
+    slot_bound_ = bound;
+    d_.sender->set_wake_interval(bound ? std::chrono::microseconds(0) : d_.wake_interval);
+  }
   release_bounced_leases();
   intake_.store_offsets();
   update_gauges(now);

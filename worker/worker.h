@@ -157,6 +157,7 @@ class Worker {
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   WakePacer pacer_;
+  bool slot_bound_ = false;  // jobs wait for calls out to end: no wake pacing (step())
   std::atomic<bool> stop_{false};
   std::atomic<bool> ready_{false};
   std::atomic<int> in_flight_{0};
