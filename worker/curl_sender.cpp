@@ -17,7 +17,6 @@
 #include "shared/ascii.h"
 #include "shared/log.h"
 #include "shared/thread_guard.h"
-#include "worker/wake_pacer.h"
 
 namespace hookrelay {
 
@@ -408,7 +407,6 @@ void CurlSender::run(Loop& self) {
   std::vector<CurlEasy> idle;
   constexpr std::size_t kMaxIdle = 1024;
   std::string header_line;  // "Name: value" of the header being added, its buffer reused
-  WakePacer pacer(std::chrono::microseconds(0));
   auto finish = [&self](std::unique_ptr<Transfer> t, HttpResult r) {
     r.duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - t->started)
@@ -543,16 +541,7 @@ void CurlSender::run(Loop& self) {
       }
       continue;
     }
-    // About to block (no curl timer due): first the rest of the wake interval, so the answers
-    // that arrive meanwhile are read in this one wake-up. A due timer (a new transfer's first
-    // step) is not held back.
-    if (wait_ms(loops) != 0) {
-      pacer.set_interval(
-          std::chrono::microseconds(wake_interval_us_.load(std::memory_order_relaxed)));
-      pacer.pace();
-    }
     int n = epoll_wait(self.epoll_fd.get(), events, kMaxEvents, wait_ms(loops));
-    pacer.woke();
     int running = 0;
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;

@@ -16,7 +16,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -36,10 +35,6 @@ class CurlSender final : public HttpSender {
   // eventfd cannot be made.
   explicit CurlSender(SsrfGuard guard, int threads = 1, std::string user_agent = "hookrelay/0.1");
   ~CurlSender() override;  // fails outstanding calls with kOther ("shutting down")
-  // Each loop picks it up before its next wait; 0 (the default) never waits.
-  void set_wake_interval(std::chrono::microseconds interval) override {
-    wake_interval_us_.store(interval.count(), std::memory_order_relaxed);
-  }
   CurlSender(const CurlSender&) = delete;
   CurlSender& operator=(const CurlSender&) = delete;
 
@@ -73,7 +68,6 @@ class CurlSender final : public HttpSender {
   std::string user_agent_;
   std::atomic<bool> running_{true};
   std::atomic<unsigned> next_loop_{0};
-  std::atomic<int64_t> wake_interval_us_{0};
   std::vector<std::unique_ptr<Loop>> loops_;
 };
 

@@ -60,12 +60,6 @@ class Dispatcher {
   std::vector<std::unique_ptr<Job>> take_unsent();
   std::vector<LeaseRef> leases_out() const;
   bool calls_out() const { return out_.size() > 0; }
-  // Jobs wait for a call out to end: for a host or route slot (a concurrency limit, the adaptive
-  // one included), or behind an ordered route's call. Their throughput is then slots per round
-  // trip, and every delay added to a round trip takes from it.
-  bool waiting_for_answers() const {
-    return !queued_.empty() || !route_waiting_.empty() || !ordered_waiting_.empty();
-  }
   std::size_t out_count() const { return out_.size(); }
 
   CircuitBreaker::Counts circuit_counts() const { return breaker_.counts(); }

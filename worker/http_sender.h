@@ -7,7 +7,6 @@
 // Thread-safety: send() from any thread.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -42,10 +41,6 @@ class HttpSender {
   using Done = std::function<void(HttpResult)>;
   virtual ~HttpSender() = default;
   virtual void send(HttpCall call, Done done) = 0;
-  // Before blocking for answers, the sender may let this much pass since its last wake-up, so
-  // answers arriving close together are read in one wake-up (worker/wake_pacer.h); 0 never
-  // waits. Any thread. A sender without such a wait ignores it.
-  virtual void set_wake_interval(std::chrono::microseconds /*interval*/) {}
 };
 
 }  // namespace hookrelay

@@ -25,7 +25,6 @@ Worker::Worker(WorkerDeps deps)
     : d_(std::move(deps)),
       config_(std::shared_ptr<const Config>(), d_.config),
       policy_(make_retry_policy(d_.config->retry)),
-      pacer_(d_.wake_interval),
       intake_(*d_.consumer, *d_.config, *d_.metrics,
               {.has_room = [this] { return has_room(); },
                .take = [this](ConsumedMessage& m,
@@ -144,22 +143,12 @@ void Worker::step() {
   store_.flush_records(now);
   redelivery_.flush_due(now);
   intake_.resume_due(now);
-  // At most one round per wake interval: what arrives meanwhile (answers, fetched messages,
-  // Postgres results) is taken together below, instead of a wake-up each. Not while jobs wait
-  // for calls out to end (a host at its adaptive limit, an ordered route): each round trip then
-  // bounds the throughput, and pacing would lengthen it by up to an interval per hop.
-  if (!slot_bound_) pacer_.pace();
-  const bool polled = intake_.poll(now, events_waiting());
-  pacer_.woke();
-  if (!polled) drain_events(now, true);  // backlog full: wait for results
+  if (!intake_.poll(now, events_waiting()))
+    drain_events(now, true);  // backlog full: wait for results
   store_.flush_claims(d_.now_ms());
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(),
                        [this](std::unique_ptr<Job> j) { defer_for_circuit(std::move(j)); });
-  if (const bool bound = dispatcher_.waiting_for_answers(); bound != slot_bound_) {
-    slot_bound_ = bound;
-    d_.sender->set_wake_interval(bound ? std::chrono::microseconds(0) : d_.wake_interval);
-  }
   release_bounced_leases();
   intake_.store_offsets();
   update_gauges(now);

@@ -18,7 +18,6 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -46,7 +45,6 @@
 #include "worker/redelivery.h"
 #include "worker/route_sync.h"
 #include "worker/store_batcher.h"
-#include "worker/wake_pacer.h"
 #include "worker/worker_event.h"
 #include "worker/worker_metrics.h"
 
@@ -71,10 +69,6 @@ struct WorkerDeps {
   uint32_t run_id = 0;              // names this run of the process in lease tokens; 0 = random
   // Optional: where this worker's circuits and adaptive limits are published for operators.
   HostStatePublisher* host_states = nullptr;
-  // Before waiting for messages or results the coordinator lets this much pass since its last
-  // wake-up (wake_pacer.h), so a steady stream is taken a few events per wake-up; 0 = never
-  // waits (tests driving step()). The process sets it (worker_app.cpp).
-  std::chrono::microseconds wake_interval{0};
 };
 
 class Worker {
@@ -156,8 +150,6 @@ class Worker {
   std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
-  WakePacer pacer_;
-  bool slot_bound_ = false;  // jobs wait for calls out to end: no wake pacing (step())
   std::atomic<bool> stop_{false};
   std::atomic<bool> ready_{false};
   std::atomic<int> in_flight_{0};

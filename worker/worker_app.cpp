@@ -40,11 +40,6 @@ constexpr const char* kUsage =
     "HOOKRELAY_DATABASE_URL,\n"
     "  HOOKRELAY_WORKER_LISTEN.\n";
 
-// The coordinator and each HTTP sender loop wake at most once per this interval while work
-// arrives (wake_pacer.h): in a steady stream each wake-up then takes several events instead of
-// one, at most this much latency per hop; a drain's rounds take longer than this anyway.
-constexpr std::chrono::microseconds kWakeInterval{1000};
-
 // What the worker needs of a config beyond parse_config's checks, at start and on reload.
 Result<void> check_worker_config(const Config& config) {
   if (config.postgres.url.empty())
@@ -149,7 +144,6 @@ int run_worker(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-worker: %s\n", e.what());
     return 2;
   }
-  sender->set_wake_interval(kWakeInterval);
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
 
@@ -167,8 +161,7 @@ int run_worker(int argc, char** argv) {
                  .worker_id = worker_id,
                  .routes = &routes,
                  .key_order = &key_order,
-                 .host_states = &host_states,
-                 .wake_interval = kWakeInterval});
+                 .host_states = &host_states});
 
   HttpServerOptions http;
   http.host = listen->host;

@@ -121,12 +121,8 @@ class FakeSender : public HttpSender {
       done(r);
     }
   }
-  void set_wake_interval(std::chrono::microseconds interval) override {
-    wake_intervals.push_back(interval);
-  }
   std::vector<HttpCall> calls;
   std::deque<HttpResult> script;
-  std::vector<std::chrono::microseconds> wake_intervals;  // as set, in order
   bool hold = false;
   std::vector<std::function<void()>> held;
 };
@@ -1117,42 +1113,6 @@ TEST_F(WorkerCoordinator, ReloadedPerHostLimitAppliesToCallsStartedAfterIt) {
       reload_yaml("http://127.0.0.1:9/a", "worker: { per_host_max_in_flight: 3 }\n")));
   steps();
   EXPECT_EQ(sender.calls.size(), 3u) << "the raised per-host limit (3) was not applied";
-}
-
-// While jobs wait for a call out to end (here a host limit of 1), each answer starts the next
-// call: neither the coordinator nor the sender paces its wake-ups then, which would add up to an
-// interval per hop to every round trip and cut the host's throughput (with the adaptive limit
-// cut low by 503s, retries fell seconds behind their due times). Once nothing waits, both pace
-// again.
-TEST_F(WorkerCoordinator, NoWakePacingWhileJobsWaitForCallsOutToEnd) {
-  constexpr auto kInterval = std::chrono::milliseconds(300);
-  config.worker.per_host_max_in_flight = 1;
-  auto d = deps(consumer);
-  d.wake_interval = kInterval;
-  worker = std::make_unique<Worker>(d);
-  consumer.assign({{std::string(kWebhooksTopic), 0}, {retry_topic(0), 0}});
-  sender.hold = true;
-  for (int i = 0; i < 3; ++i) webhook(i, "e" + std::to_string(i));
-  steps(4);
-  ASSERT_EQ(sender.calls.size(), 1u);
-  // The interval the sender was last told (-1: never told).
-  auto told = [&] {
-    return sender.wake_intervals.empty() ? std::chrono::microseconds(-1)
-                                         : sender.wake_intervals.back();
-  };
-  EXPECT_EQ(told(), std::chrono::microseconds(0))
-      << "the sender still paces while two jobs wait for the host's one slot";
-  for (std::size_t answered = 1; answered < 3; ++answered) {
-    ASSERT_EQ(sender.held.size(), answered);
-    sender.held.back()();  // the call out ends: the next job may start
-    const auto started = std::chrono::steady_clock::now();
-    worker->step();
-    const auto took = std::chrono::steady_clock::now() - started;
-    EXPECT_EQ(sender.calls.size(), answered + 1) << "the answer did not start the next call";
-    EXPECT_LT(took, kInterval / 2) << "the step waited out the wake interval";
-  }
-  EXPECT_EQ(told(), std::chrono::microseconds(kInterval))
-      << "nothing waits for a slot any more, but the sender was not told to pace again";
 }
 
 }  // namespace
