@@ -367,13 +367,49 @@ std::string lacking_from(const rd_kafka_metadata_t& md,
 
 }  // namespace
 
+// The cluster as some bootstrap broker sees it. The shared client asks whichever broker it picks,
+// and just after a broker goes down it may still pick that one and wait out the whole timeout,
+// though the others would answer at once. So with several bootstrap addresses it gets half the
+// time, and then each address is asked on a client of its own (all connecting at once), in turns
+// of 100 ms, until one answers or the time is up: then the error is the shared client's.
+Result<KafkaMetadata> KafkaAdmin::cluster_metadata(std::chrono::steady_clock::time_point deadline) {
+  using std::chrono::milliseconds;
+  std::vector<std::string> addresses;
+  for (std::size_t from = 0; from <= bootstrap_.size();) {
+    const std::size_t comma = std::min(bootstrap_.find(',', from), bootstrap_.size());
+    std::string address = bootstrap_.substr(from, comma - from);
+    std::erase(address, ' ');
+    if (!address.empty()) addresses.push_back(std::move(address));
+    from = comma + 1;
+  }
+  if (addresses.size() < 2) return all_metadata(rk_.get(), timeout_, bootstrap_);
+  auto shared = all_metadata(rk_.get(), std::max(timeout_ / 2, milliseconds(1)), bootstrap_);
+  if (shared || shared.error().code != "kafka_unreachable") return shared;
+  std::vector<KafkaHandle> clients;
+  for (const auto& address : addresses) {
+    auto client = admin_client(properties_, address);
+    if (!client) return Unexpected{client.error()};
+    clients.push_back(std::move(*client));
+  }
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (auto& client : clients) {
+      const rd_kafka_metadata_t* raw = nullptr;
+      if (rd_kafka_metadata(client.get(), 1, nullptr, &raw, 100) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return Metadata(raw);
+    }
+  }
+  // The whole timeout's wording: no broker answered within it.
+  return Unexpected{
+      admin_error(RD_KAFKA_RESP_ERR__TIMED_OUT, "metadata", nullptr, bootstrap_, timeout_)};
+}
+
 Result<KafkaAdmin::EveryBroker> KafkaAdmin::wait_until_every_broker_knows(
     const std::map<std::string, int>& partitions) {
   using std::chrono::duration_cast;
   using std::chrono::milliseconds;
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + timeout_;
-  auto cluster = all_metadata(rk_.get(), timeout_, bootstrap_);
+  auto cluster = cluster_metadata(deadline);
   if (!cluster) return Unexpected{cluster.error()};
   struct Behind {
     std::string label;  // "broker 2 (host:port)"

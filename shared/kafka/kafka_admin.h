@@ -77,6 +77,9 @@ class KafkaAdmin {
         bootstrap_(kafka.bootstrap_servers),
         properties_(std::move(kafka.properties)) {}
 
+  // The cluster's metadata from the first bootstrap broker that answers before `deadline`.
+  Result<KafkaMetadata> cluster_metadata(std::chrono::steady_clock::time_point deadline);
+
   // name -> value of the topic's configs whose source is DYNAMIC_TOPIC_CONFIG (or, when
   // `all_of` is non-empty, of those names whatever their source).
   Result<std::map<std::string, std::map<std::string, std::string>>> describe_configs(
