@@ -80,8 +80,9 @@ int run_ingest(int argc, char** argv) {
                              .default_linger_ms = 1,
                              // librdkafka sends a produce request per partition: with event ids
                              // hashed over 12 partitions, each linger's few messages went out as
-                             // about as many requests. Windows of 2 ms on one partition keep a
-                             // steady stream's in one (docs/operations.md, Scaling).
+                             // about as many requests. Runs of one linger on one partition keep a
+                             // steady stream's in one (PartitionSpread; docs/operations.md,
+                             // Scaling).
                              .sticky_partitions = true});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());

@@ -29,6 +29,9 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
       {"socket.nagle.disable", "true"},
       {"message.max.bytes", std::to_string(kDefaultKafkaMessageMaxBytes)},
   };
+  // Ingest's partition runs hold one batch each, which leaves as soon as it is full: a busy
+  // producer's messages then wait for the broker rather than for the linger.
+  if (stats.sticky_partitions) props["batch.num.messages"] = "32";
   for (const auto& [k, v] : config.producer_map()) props[k] = v;
   auto conf = make_kafka_conf(
       props, [&config](const std::string& key) { return config.field_of(key, true); });
@@ -36,18 +39,18 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
 
   std::unique_ptr<KafkaProducer> p(new KafkaProducer());
   p->stats_ = std::move(stats);
-  if (p->stats_.sticky_partitions && !props.contains("partitioner")) {
-    // librdkafka checked both values (numbers, 0 .. 900000) when it built the conf above.
-    // queue.buffering.max.ms is linger.ms's other name, and wins when both are set (it is applied
-    // second).
-    auto w = props.find("sticky.partitioning.linger.ms");
-    auto linger = props.find("queue.buffering.max.ms");
-    if (linger == props.end()) linger = props.find("linger.ms");
-    p->sticky_window_ms_ = w != props.end()
-                               ? std::stoi(w->second)
-                               : std::max(1, static_cast<int>(2 * std::stod(linger->second)));
-  }
-  if (p->sticky_window_ms_ > 0) {
+  // librdkafka checked both values (numbers, 0 .. 900000) when it built the conf above.
+  // queue.buffering.max.ms is linger.ms's other name, and wins when both are set (it is applied
+  // second). sticky.partitioning.linger.ms is librdkafka's name for the same run of keyless
+  // messages.
+  auto run = props.find("sticky.partitioning.linger.ms");
+  if (run == props.end()) run = props.find("queue.buffering.max.ms");
+  if (run == props.end()) run = props.find("linger.ms");
+  p->spread_run_us_ = static_cast<int64_t>(std::stod(run->second) * 1000);
+  p->spread_max_run_ = std::stoi(props.at("batch.num.messages"));
+  p->spread_partitions_ = p->stats_.sticky_partitions && !props.contains("partitioner") &&
+                          !(run->first == "sticky.partitioning.linger.ms" && run->second == "0");
+  if (p->spread_partitions_) {
     rd_kafka_topic_conf_t* topic_conf = rd_kafka_conf_get_default_topic_conf(conf->get());
     if (!topic_conf) {
       topic_conf = rd_kafka_topic_conf_new();
@@ -55,7 +58,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
     }
     rd_kafka_topic_conf_set_partitioner_cb(topic_conf, &KafkaProducer::sticky_partition);
     rd_kafka_topic_conf_set_opaque(topic_conf, p.get());
-    p->sticky_salt_ = std::random_device{}();
+    p->spread_seed_ = std::random_device{}();
   }
   rd_kafka_conf_set_dr_msg_cb(conf->get(), &KafkaProducer::on_delivery);
   rd_kafka_conf_set_error_cb(conf->get(), &KafkaProducer::on_error);
@@ -139,7 +142,7 @@ void KafkaProducer::produce(const OutgoingMessage& m, DoneCallback on_done) {
                           h.value.data(), static_cast<ssize_t>(h.value.size()));
     }
   }
-  auto cb = std::make_unique<DoneCallback>(std::move(on_done));
+  auto cb = std::make_unique<Pending>(Pending{std::move(on_done)});
   outstanding_.fetch_add(1);
   std::string topic(m.topic);
   rd_kafka_vu_t vus[6];
@@ -171,57 +174,53 @@ void KafkaProducer::produce(const OutgoingMessage& m, DoneCallback on_done) {
   }
   // Not enqueued: librdkafka took neither; both are freed here.
   outstanding_.fetch_sub(1);
+  if (cb->spread) cb->spread->acked(cb->partition);
   auto e = kafka_error(err);
   if (stats_.on_error) stats_.on_error(e.code);
-  (*cb)(Unexpected{std::move(e)});
+  cb->done(Unexpected{std::move(e)});
 }
 
-// The first kStickyRun messages of each window of sticky_window_ms go to the window's partition: a
-// mix of the window's number and this producer's salt, so the windows of several ingest processes
-// do not march over the partitions in step; a partition without a leader is passed over for the
-// next one that has one. Messages past the run are partitioned by key (librdkafka's default
-// partitioner). Called by librdkafka from any thread, maybe more than once per message (a repeat
-// only counts one more toward the run).
-int32_t KafkaProducer::sticky_partition(const rd_kafka_topic_t* rkt, const void* key,
-                                        size_t key_size, int32_t partitions, void* opaque, void*) {
+PartitionSpread& KafkaProducer::spread_for(const rd_kafka_topic_t* rkt) {
+  const std::string_view topic = rd_kafka_topic_name(rkt);
+  std::lock_guard lock(spreads_mu_);
+  for (auto& [name, spread] : spreads_)
+    if (name == topic) return *spread;
+  spreads_.emplace_back(std::string(topic),
+                        std::make_unique<PartitionSpread>(spread_seed_ + spreads_.size(),
+                                                          spread_run_us_, spread_max_run_));
+  return *spreads_.back().second;
+}
+
+// Called by librdkafka from any thread, maybe more than once for a message (when its partition is
+// chosen again): the partition counted for it before is released first.
+int32_t KafkaProducer::sticky_partition(const rd_kafka_topic_t* rkt, const void*, size_t,
+                                        int32_t partitions, void* opaque, void* message_opaque) {
   auto* self = static_cast<KafkaProducer*>(opaque);
-  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::steady_clock::now().time_since_epoch())
-                       .count();
-  const auto window = static_cast<uint64_t>(now / self->sticky_window_ms_);
-  // sticky_run_: the window's number above kRunBits bits of how many messages it has placed.
-  uint64_t run = self->sticky_run_.load(std::memory_order_relaxed);
-  if ((run >> kRunBits) != window)
-    self->sticky_run_.compare_exchange_strong(run, window << kRunBits);
-  run = self->sticky_run_.fetch_add(1, std::memory_order_relaxed);
-  if ((run >> kRunBits) == window && (run & ((1ULL << kRunBits) - 1)) >= kStickyRun) {
-    return rd_kafka_msg_partitioner_consistent_random(rkt, key, key_size, partitions, nullptr,
-                                                      nullptr);
-  }
-  uint64_t x = window + self->sticky_salt_;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;  // splitmix64's finalizer
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  const auto first = static_cast<int32_t>(x % static_cast<uint64_t>(partitions));
-  for (int32_t i = 0; i < partitions; ++i) {
-    const int32_t candidate = (first + i) % partitions;
-    if (rd_kafka_topic_partition_available(rkt, candidate)) return candidate;
-  }
-  return first;  // no partition has a leader: the message waits for this one's
+  auto* pending = static_cast<Pending*>(message_opaque);
+  if (pending->spread) pending->spread->acked(pending->partition);
+  pending->spread = &self->spread_for(rkt);
+  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  pending->partition = pending->spread->choose(
+      partitions, [rkt](int32_t p) { return rd_kafka_topic_partition_available(rkt, p) == 1; },
+      now_us);
+  return pending->partition;
 }
 
 void KafkaProducer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
   auto* self = static_cast<KafkaProducer*>(opaque);
-  std::unique_ptr<DoneCallback> cb(static_cast<DoneCallback*>(msg->_private));
+  std::unique_ptr<Pending> cb(static_cast<Pending*>(msg->_private));
   self->outstanding_.fetch_sub(1);
+  if (cb->spread) cb->spread->acked(cb->partition);
   if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     auto e = kafka_error(msg->err);
     if (self->stats_.on_error) self->stats_.on_error(e.code);
-    (*cb)(Unexpected{std::move(e)});
+    cb->done(Unexpected{std::move(e)});
     return;
   }
   self->reachable_.store(true, std::memory_order_relaxed);
-  (*cb)(ProducedAt{msg->partition, msg->offset});
+  cb->done(ProducedAt{msg->partition, msg->offset});
 }
 
 void KafkaProducer::on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque) {

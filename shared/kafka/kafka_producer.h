@@ -11,12 +11,16 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "shared/config/config.h"
 #include "shared/kafka/kafka_handles.h"
 #include "shared/kafka/message_producer.h"
+#include "shared/kafka/partition_spread.h"
 #include "shared/net/unique_fd.h"
 
 namespace hookrelay {
@@ -31,16 +35,12 @@ struct KafkaProducerStats {
   // brokers a message or two per produce request); ingest holds an HTTP answer open until its
   // message is acknowledged, so it asks for less (see ingest_app.cpp).
   int default_linger_ms = 5;
-  // true: the first messages of each short window of time go to one partition, whatever their
-  // keys (the key stays on the message), and the rest of the window's by key. librdkafka sends
-  // one produce request per partition, so keys hashed over N partitions split each linger's few
-  // messages into up to N requests; the window keeps a steady stream's in one. Past a run of
-  // kStickyRun (8) messages a window spreads by key again: a busy producer whose callers wait on
-  // each message answered them later with every message on one partition (bench/ingest). The
-  // window is `sticky.partitioning.linger.ms` (librdkafka's name for the same window of keyless
-  // messages) when kafka.producer_properties sets it, else twice linger.ms (librdkafka's rule),
-  // at least 1 ms; 0 there, or a `partitioner` set there, partitions every message by key.
-  // false: librdkafka's default partitioner (by key).
+  // true: messages go to partitions in runs as long as the linger and at most a batch (32 messages
+  // unless batch.num.messages says otherwise), each on the partition with the fewest
+  // unacknowledged (PartitionSpread, whose header says why), whatever their keys (the key
+  // stays on the message); `sticky.partitioning.linger.ms` in kafka.producer_properties sets
+  // another run length, 0 there or a `partitioner` partitions every message by key instead. false:
+  // librdkafka's default partitioner (by key).
   bool sticky_partitions = false;
 };
 
@@ -77,11 +77,20 @@ class KafkaProducer final : public MessageProducer {
 
   KafkaHandle rk_;
   KafkaProducerStats stats_;
-  static constexpr int kRunBits = 20;
-  static constexpr uint64_t kStickyRun = 8;
-  int sticky_window_ms_ = 0;             // 0: by key
-  uint64_t sticky_salt_ = 0;             // this producer's own sequence of window partitions
-  std::atomic<uint64_t> sticky_run_{0};  // see sticky_partition
+  // A message's delivery-report opaque: its caller's callback, and the partition its topic's
+  // spread counted it on (none when the partitioner is librdkafka's).
+  struct Pending {
+    DoneCallback done;
+    PartitionSpread* spread = nullptr;
+    int32_t partition = -1;
+  };
+  PartitionSpread& spread_for(const rd_kafka_topic_t* rkt);
+  bool spread_partitions_ = false;
+  int64_t spread_run_us_ = 0;  // a run's length: the linger, or sticky.partitioning.linger.ms
+  int spread_max_run_ = 0;     // and its most messages: batch.num.messages
+  uint64_t spread_seed_ = 0;   // this producer's first partition: several do not start in step
+  std::mutex spreads_mu_;
+  std::vector<std::pair<std::string, std::unique_ptr<PartitionSpread>>> spreads_;  // by topic
   std::atomic<bool> running_{true};
   std::atomic<bool> reachable_{false};
   std::atomic<bool> fatal_{false};

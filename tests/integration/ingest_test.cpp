@@ -119,14 +119,13 @@ TEST_F(IngestProcess, AcknowledgedWebhooksAreInTheTopicByteForByte) {
   }
 }
 
-// librdkafka sends one produce request per partition, so ingest puts the first 8 messages of each
-// window of sticky.partitioning.linger.ms (twice linger.ms unless configured) on one partition
-// whatever their keys, and the rest of the window's by key; the key stays the event id. Set to 0,
-// the key decides every partition.
-TEST_F(IngestProcess, AWindowsFirstWebhooksShareAPartitionAndKeepTheirKeys) {
+// librdkafka sends one produce request per partition, so ingest places webhooks in runs on one
+// partition whatever their keys (PartitionSpread), the key staying the event id. A run lasts
+// sticky.partitioning.linger.ms (the linger unless set) or 32 messages; 0 there: by key.
+TEST_F(IngestProcess, WebhooksGoInRunsPerPartitionAndKeepTheirKeys) {
   // Partitions of the webhooks whose ids start with `prefix`, in the order they were posted.
-  const auto post_24 = [this](const std::string& prefix) {
-    for (int i = 0; i < 24; ++i) {
+  const auto post = [this](const std::string& prefix, int count) {
+    for (int i = 0; i < count; ++i) {
       auto r = post_webhook("{\"n\":" + std::to_string(i) + "}",
                             prefix + (i < 10 ? "0" : "") + std::to_string(i));
       EXPECT_EQ(r.status, 202) << r.body;
@@ -140,22 +139,30 @@ TEST_F(IngestProcess, AWindowsFirstWebhooksShareAPartitionAndKeepTheirKeys) {
     }
     std::vector<int32_t> partitions;
     for (const auto& [id, partition] : partition_of) partitions.push_back(partition);
-    EXPECT_EQ(partitions.size(), 24u);
+    EXPECT_EQ(partitions.size(), static_cast<std::size_t>(count));
     return partitions;
   };
-  const auto distinct = [](auto first, auto last) { return std::set<int32_t>(first, last).size(); };
+
+  // One at a time, each answered after its 1 ms linger: every webhook starts a run of its own,
+  // on the partition after the last one's.
+  auto turns = post("turn-", 12);
+  ASSERT_EQ(turns.size(), 12u);
+  for (std::size_t i = 1; i < turns.size(); ++i) EXPECT_EQ(turns[i], (turns[i - 1] + 1) % 12) << i;
 
   ingest_.reset();
   start_ingest(3000, "{ sticky.partitioning.linger.ms: \"600000\" }");
-  // Ten-minute windows: the 24 requests may straddle one window's end, never two.
-  auto windowed = post_24("window-");
-  EXPECT_LE(distinct(windowed.begin(), windowed.begin() + 8), 2u) << "a window's first 8";
-  EXPECT_GE(distinct(windowed.begin() + 8, windowed.end()), 4u) << "the rest by key";
+  // Ten-minute runs: 32 webhooks on one partition, then the next run on another.
+  auto runs = post("run-", 40);
+  ASSERT_EQ(runs.size(), 40u);
+  EXPECT_EQ(std::set<int32_t>(runs.begin(), runs.begin() + 32).size(), 1u);
+  EXPECT_EQ(std::set<int32_t>(runs.begin() + 32, runs.end()).size(), 1u);
+  EXPECT_NE(runs[32], runs[0]);
 
   ingest_.reset();
   start_ingest(3000, "{ sticky.partitioning.linger.ms: \"0\" }");
-  auto keyed = post_24("keyed-");
-  EXPECT_GE(distinct(keyed.begin(), keyed.begin() + 8), 3u) << "by key from the first";
+  auto keyed = post("keyed-", 24);
+  ASSERT_EQ(keyed.size(), 24u);
+  EXPECT_GE(std::set<int32_t>(keyed.begin(), keyed.begin() + 8).size(), 3u) << "by key";
 }
 
 TEST_F(IngestProcess, CallRequestsAreProducedAfterTheAck) {
