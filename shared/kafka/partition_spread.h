@@ -7,17 +7,16 @@
 //
 // A run lasts as long as the producer's linger, or until it holds a batch's worth of messages
 // (batch.num.messages), so that all of it leaves in one request: the linger's, or at once when the
-// batch is full; the next run goes to the partition with the fewest
-// unacknowledged messages, the first such from the one after the last run's (an idle topic's
-// runs go round its partitions), passing over partitions without a leader. That keeps each
-// partition's messages in flight to one request, because librdkafka 2.0.2's idempotent producer
-// sends no further request for a partition while 5 of its messages are unacknowledged
-// (RD_KAFKA_IDEMP_MAX_INFLIGHT, counted in messages), and its broker thread meanwhile polls
-// without sleeping until the answer comes. Fixed windows of twice the linger, whose runs were cut
-// in two requests, cost ingest 3x its CPU per event at 4,000/s on the devbroker that way, and runs
-// placed without regard to what a partition still had in flight held a busy client's requests
-// behind that partition's round trips. The message keys stay on the messages; nothing downstream
-// relies on which partition a key lands on.
+// batch is full. The next run goes to the partition with the fewest unacknowledged messages, the
+// first such from the one after the last run's (an idle topic's runs go round its partitions),
+// passing over partitions without a leader. That keeps each partition's messages in flight to one
+// request, because librdkafka 2.0.2's idempotent producer sends no further request for a
+// partition while 5 of its messages are unacknowledged (RD_KAFKA_IDEMP_MAX_INFLIGHT, counted in
+// messages), and its broker thread meanwhile polls without sleeping until the answer comes. Fixed
+// windows of twice the linger, whose runs were cut in two requests, cost ingest 3x its CPU per
+// event at 4,000/s on the devbroker that way, and runs placed without regard to what a partition
+// still had in flight held a busy client's requests behind that partition's round trips. The
+// message keys stay on the messages; nothing downstream relies on which partition a key lands on.
 //
 // Thread-safety: every member from any thread.
 #pragma once
