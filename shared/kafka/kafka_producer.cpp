@@ -48,8 +48,9 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
   if (run == props.end()) run = props.find("linger.ms");
   p->spread_run_us_ = static_cast<int64_t>(std::stod(run->second) * 1000);
   p->spread_max_run_ = std::stoi(props.at("batch.num.messages"));
-  p->spread_partitions_ = p->stats_.sticky_partitions && !props.contains("partitioner") &&
-                          !(run->first == "sticky.partitioning.linger.ms" && run->second == "0");
+  p->spread_partitions_ =
+      p->stats_.sticky_partitions && !props.contains("partitioner") &&
+      !(run->first == "sticky.partitioning.linger.ms" && p->spread_run_us_ == 0);
   if (p->spread_partitions_) {
     rd_kafka_topic_conf_t* topic_conf = rd_kafka_conf_get_default_topic_conf(conf->get());
     if (!topic_conf) {
