@@ -39,19 +39,20 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
 
   std::unique_ptr<KafkaProducer> p(new KafkaProducer());
   p->stats_ = std::move(stats);
-  // librdkafka checked both values (numbers, 0 .. 900000) when it built the conf above.
-  // queue.buffering.max.ms is linger.ms's other name, and wins when both are set (it is applied
-  // second). sticky.partitioning.linger.ms is librdkafka's name for the same run of keyless
-  // messages.
-  auto run = props.find("sticky.partitioning.linger.ms");
-  if (run == props.end()) run = props.find("queue.buffering.max.ms");
-  if (run == props.end()) run = props.find("linger.ms");
-  p->spread_run_us_ = static_cast<int64_t>(std::stod(run->second) * 1000);
-  p->spread_max_run_ = std::stoi(props.at("batch.num.messages"));
-  p->spread_partitions_ =
-      p->stats_.sticky_partitions && !props.contains("partitioner") &&
-      !(run->first == "sticky.partitioning.linger.ms" && p->spread_run_us_ == 0);
-  if (p->spread_partitions_) {
+  bool spread = p->stats_.sticky_partitions && !props.contains("partitioner");
+  if (spread) {
+    // librdkafka checked these values (numbers, 0 .. 900000) when it built the conf above.
+    // queue.buffering.max.ms is linger.ms's other name, and wins when both are set (it is applied
+    // second). sticky.partitioning.linger.ms is librdkafka's name for the same run of keyless
+    // messages; zero there partitions by key.
+    auto run = props.find("sticky.partitioning.linger.ms");
+    if (run == props.end()) run = props.find("queue.buffering.max.ms");
+    if (run == props.end()) run = props.find("linger.ms");
+    p->spread_run_us_ = static_cast<int64_t>(std::stod(run->second) * 1000);
+    p->spread_max_run_ = std::stoi(props.at("batch.num.messages"));
+    spread = !(run->first == "sticky.partitioning.linger.ms" && p->spread_run_us_ == 0);
+  }
+  if (spread) {
     rd_kafka_topic_conf_t* topic_conf = rd_kafka_conf_get_default_topic_conf(conf->get());
     if (!topic_conf) {
       topic_conf = rd_kafka_topic_conf_new();

@@ -85,7 +85,6 @@ class KafkaProducer final : public MessageProducer {
     int32_t partition = -1;
   };
   PartitionSpread& spread_for(const rd_kafka_topic_t* rkt);
-  bool spread_partitions_ = false;
   int64_t spread_run_us_ = 0;  // a run's length: the linger, or sticky.partitioning.linger.ms
   int spread_max_run_ = 0;     // and its most messages: batch.num.messages
   uint64_t spread_seed_ = 0;   // this producer's first partition: several do not start in step
