@@ -59,6 +59,14 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry,
                             .Help("Messages handed to the Kafka producer and not yet acknowledged")
                             .Register(registry)
                             .Add({});
+  partition_outstanding_ =
+      &prometheus::BuildGauge()
+           .Name("hookrelay_kafka_producer_partition_outstanding_messages")
+           .Help(
+               "Messages ingest placed on a partition and the broker has not yet acknowledged, "
+               "by topic and partition, at the last scrape (one that stays high is a slow or "
+               "leaderless partition)")
+           .Register(registry);
   // Pre-create the common series so dashboards see zeros, not gaps.
   for (const auto& s : source_names) {
     for (const char* status : {"202", "401"})
@@ -75,6 +83,11 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry,
   series_.get(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
   for (const char* reason : {"emfile", "enfile"})
     series_.get(*accept_errors_, {{"reason", reason}});
+}
+
+void IngestMetrics::partition_outstanding(std::string_view topic, int32_t partition, int messages) {
+  const std::string p = std::to_string(partition);
+  series_.get(*partition_outstanding_, {{"topic", topic}, {"partition", p}}).Set(messages);
 }
 
 namespace {

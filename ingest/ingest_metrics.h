@@ -11,7 +11,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shared/metrics.h"
@@ -34,6 +36,8 @@ class IngestMetrics {
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Gauge& ready() { return *ready_; }
   prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
+  // One partition's messages not yet acknowledged (set at each scrape).
+  void partition_outstanding(std::string_view topic, int32_t partition, int messages);
 
  private:
   prometheus::Family<prometheus::Counter>* requests_;
@@ -46,6 +50,7 @@ class IngestMetrics {
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* ready_;
   prometheus::Gauge* kafka_outstanding_;
+  prometheus::Family<prometheus::Gauge>* partition_outstanding_;
   prometheus::Histogram* webhooks_latency_;
   prometheus::Histogram* calls_latency_;
   SeriesCache series_;

@@ -122,6 +122,8 @@ void IngestService::probe(std::string_view path, const HttpRequest& request,
   if (path == "/metrics") {
     metrics_.in_flight().Set(in_flight_.load());
     metrics_.kafka_outstanding().Set(producer_.outstanding());
+    for (const PartitionOutstanding& p : producer_.outstanding_by_partition())
+      metrics_.partition_outstanding(p.topic, p.partition, p.messages);
     if (open_connections_) metrics_.open_connections().Set(open_connections_());
     r.content_type = "text/plain; version=0.0.4";
     r.body = serialize_metrics(*registry_);

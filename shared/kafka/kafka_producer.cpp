@@ -193,6 +193,17 @@ PartitionSpread& KafkaProducer::spread_for(const rd_kafka_topic_t* rkt) {
   return *spreads_.back().second;
 }
 
+std::vector<PartitionOutstanding> KafkaProducer::outstanding_by_partition() const {
+  std::vector<PartitionOutstanding> out;
+  std::lock_guard lock(spreads_mu_);
+  for (const auto& [topic, spread] : spreads_) {
+    const std::vector<int> counts = spread->unacked_all();
+    for (std::size_t p = 0; p < counts.size(); ++p)
+      out.push_back({topic, static_cast<int32_t>(p), counts[p]});
+  }
+  return out;
+}
+
 // Called by librdkafka from any thread, maybe more than once for a message (when its partition is
 // chosen again): the partition counted for it before is released first.
 int32_t KafkaProducer::sticky_partition(const rd_kafka_topic_t* rkt, const void*, size_t,

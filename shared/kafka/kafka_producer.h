@@ -57,6 +57,8 @@ class KafkaProducer final : public MessageProducer {
   void produce(const OutgoingMessage& message, DoneCallback on_done) override;
   bool reachable() const override { return reachable_.load(std::memory_order_relaxed); }
   int outstanding() const override { return outstanding_.load(std::memory_order_relaxed); }
+  // With partition runs on, each topic's partitions as its PartitionSpread counts them.
+  std::vector<PartitionOutstanding> outstanding_by_partition() const override;
   bool fatal() const { return fatal_.load(); }
 
   // Waits up to timeout_ms for every outstanding message to be reported. Returns how many remain.
@@ -88,7 +90,7 @@ class KafkaProducer final : public MessageProducer {
   int64_t spread_run_us_ = 0;  // a run's length: the linger, or sticky.partitioning.linger.ms
   int spread_max_run_ = 0;     // and its most messages: batch.num.messages
   uint64_t spread_seed_ = 0;   // this producer's first partition: several do not start in step
-  std::mutex spreads_mu_;
+  mutable std::mutex spreads_mu_;
   std::vector<std::pair<std::string, std::unique_ptr<PartitionSpread>>> spreads_;  // by topic
   std::atomic<bool> running_{true};
   std::atomic<bool> reachable_{false};

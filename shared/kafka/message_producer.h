@@ -32,6 +32,14 @@ struct ProducedAt {
   int64_t offset = -1;
 };
 
+// One partition's messages handed over and not yet reported, as the producer's own partitioner
+// counts them (KafkaProducer with partition runs on: ingest).
+struct PartitionOutstanding {
+  std::string topic;
+  int32_t partition = -1;
+  int messages = 0;
+};
+
 struct OutgoingMessage {
   std::string_view topic;
   std::string_view key;    // empty = no key
@@ -48,6 +56,9 @@ class MessageProducer {
   virtual bool reachable() const = 0;
   // Messages handed over and not yet reported.
   virtual int outstanding() const = 0;
+  // The same by partition, for every partition the producer placed a message on; empty when
+  // librdkafka places them (by key) and the producer does not count them.
+  virtual std::vector<PartitionOutstanding> outstanding_by_partition() const { return {}; }
 };
 
 }  // namespace hookrelay

@@ -45,4 +45,9 @@ int PartitionSpread::unacked(int32_t partition) const {
   return unacked_[static_cast<std::size_t>(partition)];
 }
 
+std::vector<int> PartitionSpread::unacked_all() const {
+  std::lock_guard lock(mu_);
+  return unacked_;
+}
+
 }  // namespace hookrelay

@@ -44,6 +44,8 @@ class PartitionSpread {
   void acked(int32_t partition);
 
   int unacked(int32_t partition) const;
+  // unacked() of every partition choose() has seen, by partition number.
+  std::vector<int> unacked_all() const;
 
  private:
   mutable std::mutex mu_;

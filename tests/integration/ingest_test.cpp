@@ -148,6 +148,16 @@ TEST_F(IngestProcess, WebhooksGoInRunsPerPartitionAndKeepTheirKeys) {
   auto turns = post("turn-", 12);
   ASSERT_EQ(turns.size(), 12u);
   for (std::size_t i = 1; i < turns.size(); ++i) EXPECT_EQ(turns[i], (turns[i - 1] + 1) % 12) << i;
+  // Every webhook was answered, so each partition's count is back to zero, and each is exported.
+  const auto metrics = get(url("/metrics"));
+  for (int p = 0; p < 12; ++p) {
+    EXPECT_NE(
+        metrics.body.find("hookrelay_kafka_producer_partition_outstanding_messages{partition=\"" +
+                          std::to_string(p) + "\",topic=\"hookrelay.webhooks\"} 0\n"),
+        std::string::npos)
+        << p << "\n"
+        << metrics.body;
+  }
 
   ingest_.reset();
   start_ingest(3000, "{ sticky.partitioning.linger.ms: \"600000\" }");

@@ -46,6 +46,7 @@ TEST(PartitionSpread, TheNextRunTakesThePartitionWithTheFewestUnacknowledged) {
   }
   ASSERT_EQ(spread.unacked(0), 3);
   ASSERT_EQ(spread.unacked(2), 1);
+  EXPECT_EQ(spread.unacked_all(), (std::vector<int>{3, 2, 1}));
   // The search starts at 0 again but takes 2, the least loaded.
   EXPECT_EQ(spread.choose(3, kAll, now), 2);
   now += kRunUs;

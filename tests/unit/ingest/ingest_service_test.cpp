@@ -36,11 +36,15 @@ class FakeProducer : public MessageProducer {
   }
   bool reachable() const override { return up; }
   int outstanding() const override { return static_cast<int>(messages.size()); }
+  std::vector<PartitionOutstanding> outstanding_by_partition() const override {
+    return by_partition;
+  }
   void ack(std::size_t i) { messages.at(i).done(ProducedAt{3, 42}); }
   void nack(std::size_t i, std::string code) {
     messages.at(i).done(fail(std::move(code), "broker said no", true));
   }
   std::deque<Produced> messages;
+  std::vector<PartitionOutstanding> by_partition;
   bool up = true;
 };
 
@@ -174,6 +178,24 @@ TEST_F(IngestServiceTest, BadSignatureIs401AndCounted) {
       m->body.find(
           R"(hookrelay_ingest_verification_failures_total{reason="bad_signature",source="github"} 1)"),
       std::string::npos)
+      << m->body;
+}
+
+TEST_F(IngestServiceTest, EachPartitionsUnacknowledgedMessagesAreExportedAtEachScrape) {
+  producer.by_partition = {{"hookrelay.webhooks", 0, 2}, {"hookrelay.webhooks", 7, 31}};
+  Request metrics{.method = "GET", .target = "/metrics"};
+  auto m = send(metrics);
+  const std::string name = "hookrelay_kafka_producer_partition_outstanding_messages";
+  EXPECT_NE(m->body.find(name + R"({partition="7",topic="hookrelay.webhooks"} 31)"),
+            std::string::npos)
+      << m->body;
+  EXPECT_NE(m->body.find(name + R"({partition="0",topic="hookrelay.webhooks"} 2)"),
+            std::string::npos);
+  // Acknowledged since: the next scrape says so.
+  producer.by_partition = {{"hookrelay.webhooks", 0, 0}, {"hookrelay.webhooks", 7, 0}};
+  m = send(metrics);
+  EXPECT_NE(m->body.find(name + R"({partition="7",topic="hookrelay.webhooks"} 0)"),
+            std::string::npos)
       << m->body;
 }
 
