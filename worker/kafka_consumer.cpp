@@ -1,5 +1,8 @@
 #include "worker/kafka_consumer.h"
 
+#include <chrono>
+#include <memory>
+
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
 
@@ -139,7 +142,10 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   // The worker stores what is finished (its un-finished work stays behind the stored offset and
   // is replayed by the next owner), then we commit it before the partitions move on.
   if (self->listener_.on_revoked && !tps.empty()) self->listener_.on_revoked(tps);
-  if (!lost && !tps.empty()) rd_kafka_commit(rk, nullptr, 0);
+  // Not while closing: the owner committed just before, and a synchronous commit here would hold
+  // the close past its limit when the coordinator is unreachable; what the listener stored since
+  // goes with the close's own commit.
+  if (!lost && !tps.empty() && !self->closed_) rd_kafka_commit(rk, nullptr, 0);
   for (const auto& tp : tps) self->next_offset_.erase(tp);
   if (cooperative) {
     if (KafkaErrorHandle e{rd_kafka_incremental_unassign(rk, parts)}) {
@@ -266,8 +272,29 @@ void KafkaConsumer::store_offsets(const std::vector<CommitPosition>& positions) 
   }
 }
 
+// rd_kafka_commit() waits for the answer without a limit; while no coordinator is reachable
+// librdkafka keeps the commit for the whole session timeout (45 s for a static member), longer
+// than a shutdown's grace. So the commit's answer is awaited here for kCommitLimit at most: an
+// unanswered commit is reported as timed out, and the offsets are committed again by the
+// partitions' next owner's progress or replayed from the last commit (never skipped).
 Result<void> KafkaConsumer::commit() {
-  auto e = rd_kafka_commit(rk_.get(), nullptr, 0);
+  KafkaQueue replies(rd_kafka_queue_new(rk_.get()));
+  auto e = rd_kafka_commit_queue(rk_.get(), nullptr, replies.get(), nullptr, nullptr);
+  if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    const auto deadline = std::chrono::steady_clock::now() + kCommitLimit;
+    for (auto now = std::chrono::steady_clock::now(); now < deadline;
+         now = std::chrono::steady_clock::now()) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+      std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter> ev(
+          rd_kafka_queue_poll(replies.get(), static_cast<int>(left)));
+      if (ev && rd_kafka_event_type(ev.get()) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
+        e = rd_kafka_event_error(ev.get());
+        break;
+      }
+    }
+  }
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
     return Unexpected{kafka_error(e)};
   return {};
@@ -296,10 +323,50 @@ std::map<std::string, int64_t> KafkaConsumer::lag_by_topic() {
   return lag;
 }
 
+// librdkafka's rd_kafka_consumer_close() waits for its group handler without a limit, and in
+// librdkafka 2.0.2 that can be for ever: with every broker down, the revoke's commit and the
+// handler's wait for a coordinator held it more than 3 minutes (tests/kafka/consumer_group_test),
+// and a cooperative assignment that arrives while the consumer closes leaves the handler waiting
+// for an assign call it then turns into an unassign (confluentinc/librdkafka#4527, fixed in
+// 2.4.0; it held a CI run's consumer-group test past ctest's 15-minute timeout). So the close runs
+// in the background, its rebalance events are served here, and it gets kCloseLimit. One that has
+// not finished by then is given up with its handle: rd_kafka_destroy() would wait for the same
+// handler, and the process ends without it (abandoned(); worker_app.cpp). Nothing waits on it: the
+// owner commits before it closes (PartitionIntake::commit_and_close), and a static member's
+// partitions wait for it to come back either way.
 void KafkaConsumer::close() {
   if (closed_ || !rk_) return;
   closed_ = true;
-  rd_kafka_consumer_close(rk_.get());
+  rd_kafka_t* rk = rk_.get();
+  KafkaQueue events(rd_kafka_queue_new(rk));
+  if (KafkaErrorHandle e{rd_kafka_consumer_close_queue(rk, events.get())}) {
+    // A fatal error (this static member was fenced): rd_kafka_destroy() closes it without the
+    // group.
+    spdlog::warn("msg=consumer_close_refused error={}", log_quote(rd_kafka_error_string(e.get())));
+    return;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kCloseLimit;
+  while (!rd_kafka_consumer_closed(rk)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      spdlog::error(
+          "msg=consumer_close_abandoned limit_s={} note=\"librdkafka did not finish leaving the "
+          "group (brokers unreachable, or a rebalance under way); the handle is left to the "
+          "process exit\"",
+          kCloseLimit.count());
+      abandoned_ = true;
+      (void)events.release();
+      (void)queue_.release();
+      (void)rk_.release();
+      return;
+    }
+    // Messages still queued are dropped unread (their offsets were never stored); rebalance
+    // events are served as poll() serves them.
+    std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter> ev(rd_kafka_queue_poll(events.get(), 100));
+    if (ev && rd_kafka_event_type(ev.get()) == RD_KAFKA_EVENT_REBALANCE) {
+      on_rebalance(rk, rd_kafka_event_error(ev.get()),
+                   rd_kafka_event_topic_partition_list(ev.get()), this);
+    }
+  }
 }
 
 }  // namespace hookrelay

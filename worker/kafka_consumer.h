@@ -14,6 +14,7 @@
 // Thread-safety: see MessageConsumer.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -26,6 +27,11 @@ namespace hookrelay {
 
 class KafkaConsumer final : public MessageConsumer {
  public:
+  // How long close() waits for librdkafka to finish closing before it gives up, and commit() for
+  // the commit's answer (see kafka_consumer.cpp).
+  static constexpr std::chrono::seconds kCloseLimit{10};
+  static constexpr std::chrono::seconds kCommitLimit{5};
+
   static Result<std::unique_ptr<KafkaConsumer>> create(const Config& config,
                                                        const std::string& client_id);
   ~KafkaConsumer() override;
@@ -46,6 +52,9 @@ class KafkaConsumer final : public MessageConsumer {
   std::vector<TopicPartition> assignment() override;
   std::map<std::string, int64_t> lag_by_topic() override;
   void close() override;
+  // Whether close() gave up on librdkafka (its threads still run): the process should then end
+  // without running exit handlers and destructors beside them.
+  bool abandoned() const { return abandoned_; }
 
  private:
   KafkaConsumer() = default;
@@ -60,6 +69,7 @@ class KafkaConsumer final : public MessageConsumer {
   bool fatal_ = false;
   std::map<TopicPartition, int64_t> next_offset_;  // last returned + 1, per assigned partition
   bool closed_ = false;
+  bool abandoned_ = false;
   bool cooperative_ = true;  // the rebalance protocol in force, as last reported by librdkafka
 };
 

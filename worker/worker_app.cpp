@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <optional>
 #include <random>
@@ -228,7 +229,15 @@ int run_worker(int argc, char** argv) {
   // post to the worker: it must still exist then (declared later, it would be destroyed first).
   sender.reset();
   producer->reset();
-  return consumer_fatal.load() || !fatal.empty() ? 1 : 0;
+  const int status = consumer_fatal.load() || !fatal.empty() ? 1 : 0;
+  if ((*consumer)->abandoned()) {
+    // Its librdkafka threads still run (KafkaConsumer::close): end here, without the exit
+    // handlers and destructors they could race with.
+    spdlog::shutdown();
+    std::fflush(nullptr);
+    std::_Exit(status);
+  }
+  return status;
 }
 
 }  // namespace hookrelay

@@ -94,6 +94,14 @@ class ConsumerGroupOnKafka : public ::testing::Test {
     return false;
   }
 
+  void TearDown() override {
+    // Whatever a test stopped runs again for the suites after it.
+    if (kafka_) {
+      auto back = kafka_->start_stopped();
+      EXPECT_TRUE(back) << back.error().message;
+    }
+  }
+
   KafkaCluster* kafka_ = nullptr;
   std::string group_;
 };
@@ -144,6 +152,34 @@ TEST_F(ConsumerGroupOnKafka, CooperativeJoinAndStaticRestartWithoutRebalance) {
   EXPECT_EQ(b->assigned_calls + b->revoked_calls, b_calls) << "member-b went through a rebalance";
   EXPECT_EQ(b->owned, b_owned);
   EXPECT_EQ(a2->assigned_calls, 1);
+}
+
+// librdkafka's own commit and close wait as long as its group handler takes: with every broker
+// down, a static member's commit waits for a coordinator for the session timeout (45 s), and its
+// close more than 3 minutes; a cooperative assignment that arrives during the close holds it for
+// ever (librdkafka 2.0.2, confluentinc/librdkafka#4527; it once held this suite's CI run until
+// ctest's timeout). The worker's shutdown gives up on each after its limit instead.
+TEST_F(ConsumerGroupOnKafka, ShuttingDownWithEveryBrokerDownEndsWithinItsLimits) {
+  auto a = join("member-e");
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(poll_until(
+      {a.get()}, [&] { return !a->owned.empty(); }, 30s));
+  // An offset stored and not yet committed: the close commits it, or tries to.
+  a->consumer->store_offsets({{*a->owned.begin(), 0}});
+  for (int node = 1; node <= kafka_->nodes(); ++node) ASSERT_TRUE(kafka_->kill_node(node));
+
+  // The worker's own shutdown: its final commit, then the close.
+  auto started = Clock::now();
+  auto committed = a->consumer->commit();
+  EXPECT_FALSE(committed) << "no coordinator answers";
+  EXPECT_LT(Clock::now() - started, KafkaConsumer::kCommitLimit + 2s);
+
+  started = Clock::now();
+  a->consumer->close();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  EXPECT_LT(took, KafkaConsumer::kCloseLimit + 3s);
+  a.reset();  // the consumer it gave up on is not waited for again
+  EXPECT_LT(Clock::now() - started, KafkaConsumer::kCloseLimit + 4s);
 }
 
 TEST_F(ConsumerGroupOnKafka, ASecondLiveMemberWithTheSameIdFencesTheFirst) {

@@ -273,6 +273,23 @@ TEST_F(WorkerOnKafka, RetryTierThenSuccessAndA400ToTheDlqOnRealTopics) {
   EXPECT_EQ(letter.value, R"({"gone":true})");
 }
 
+// SIGTERM while no broker answers: the worker's final commit and its consumer's close each give
+// up after their limits (5 s, 10 s; KafkaConsumer) instead of waiting for a coordinator, so the
+// worker ends well inside its pod's grace period, and what it had delivered is not sent again.
+TEST_F(WorkerOnKafka, AWorkerStopsWithinItsLimitsWhenEveryBrokerIsDown) {
+  ASSERT_NO_FATAL_FAILURE(create_stack_on_kafka(six_partitions_to_a(8)));
+  const std::size_t w = start_worker();
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-down-", 20)));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 20, 30s)) << states();
+  for (int node = 1; node <= kafka_->nodes(); ++node) ASSERT_TRUE(kafka_->kill_node(node));
+
+  const auto stopping = std::chrono::steady_clock::now();
+  stack_->worker(w).process.terminate();
+  EXPECT_EQ(stack_->worker(w).process.wait_exit(25s), std::optional<int>(0));
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 20s);
+  EXPECT_EQ(rx_.count("/a"), 20u);
+}
+
 TEST_F(WorkerOnKafka, WholeClusterAndEveryProcessRestartedRepeatNothingAndLoseNothing) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a")}};
