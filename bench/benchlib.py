@@ -261,8 +261,11 @@ def start_kafka(logdir, name="kafka"):
     bootstrap = subprocess.run([str(KAFKA_SCRIPT), "bootstrap", "--dir", str(kdir)], capture_output=True,
                                text=True, check=True).stdout.strip()
     cfg = Path(logdir) / f"{name}-topics.yaml"
+    # HOOKRELAY_BENCH_TOPICS: more keys of the topics mapping, for experiments (YAML flow-mapping
+    # entries, e.g. `retry_partitions: 3`).
+    extra = os.environ.get("HOOKRELAY_BENCH_TOPICS", "").strip()
     cfg.write_text(f"""kafka: {{ bootstrap_servers: "{bootstrap}" }}
-topics: {{ partitions: {PARTITIONS}, replication_factor: 1, min_insync_replicas: 1 }}
+topics: {{ partitions: {PARTITIONS}, replication_factor: 1, min_insync_replicas: 1{", " + extra if extra else ""} }}
 log_level: warn
 """)
     r = subprocess.run([str(binary("cli/hookrelay")), "topics", "apply", "--config", str(cfg)],
@@ -543,7 +546,10 @@ def machine_line():
 
 
 def command_line():
-    return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    """The benchmark's command as run, with the HOOKRELAY_BENCH_TOPICS setting in front when set."""
+    env = [f"HOOKRELAY_BENCH_TOPICS={shlex.quote(os.environ['HOOKRELAY_BENCH_TOPICS'])}"] \
+        if os.environ.get("HOOKRELAY_BENCH_TOPICS", "").strip() else []
+    return " ".join(env + [shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]])
 
 
 def git_rev():
