@@ -275,8 +275,8 @@ void KafkaConsumer::store_offsets(const std::vector<CommitPosition>& positions) 
 // rd_kafka_commit() waits for the answer without a limit; while no coordinator is reachable
 // librdkafka keeps the commit for the whole session timeout (45 s for a static member), longer
 // than a shutdown's grace. So the commit's answer is awaited here for kCommitLimit at most: an
-// unanswered commit is reported as timed out, and the offsets are committed again by the
-// partitions' next owner's progress or replayed from the last commit (never skipped).
+// unanswered commit is reported as timed out, and what it carried is replayed from the last
+// committed offset by the partitions' next owner (read again, never skipped).
 Result<void> KafkaConsumer::commit() {
   KafkaQueue replies(rd_kafka_queue_new(rk_.get()));
   auto e = rd_kafka_commit_queue(rk_.get(), nullptr, replies.get(), nullptr, nullptr);
@@ -350,8 +350,8 @@ void KafkaConsumer::close() {
     if (std::chrono::steady_clock::now() >= deadline) {
       spdlog::error(
           "msg=consumer_close_abandoned limit_s={} note=\"librdkafka did not finish leaving the "
-          "group (brokers unreachable, or a rebalance under way); the handle is left to the "
-          "process exit\"",
+          "group (brokers unreachable, or a rebalance under way); the process ends without "
+          "waiting for it\"",
           kCloseLimit.count());
       abandoned_ = true;
       (void)events.release();
