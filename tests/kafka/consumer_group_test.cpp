@@ -2,8 +2,9 @@
 // cooperative assignment hands each member only the partitions that move (a member never loses
 // its whole assignment when another joins); a static member (worker.group_instance_id) that
 // stops and comes back within the session timeout gets the same partitions back without any
-// rebalance of the others; and a second live member with the same id fences the first, which
-// reports a fatal error.
+// rebalance of the others; a second live member with the same id fences the first, which
+// reports a fatal error; and a member whose brokers are all down still ends its commit and its
+// close within their limits.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
