@@ -21,6 +21,9 @@ K8S = ROOT / "deploy/k8s"
 PRESTOP_SECONDS = 5
 # (workload, config section whose shutdown_grace_ms is the drain, default ms)
 DRAINS = {"hookrelay-ingest": ("ingest", 10000), "hookrelay-worker": ("worker", 20000)}
+# What a workload's SIGTERM may take after its drain: the worker's final offset commit (5 s), its
+# consumer's close (10 s) and its retry producer's flush (5 s).
+AFTER_DRAIN_SECONDS = {"hookrelay-ingest": 0, "hookrelay-worker": 20}
 # The kind each workload must be: the worker's pod names are its group.instance.id, so they must
 # survive restarts (a Deployment renames pods on every restart).
 KINDS = {"hookrelay-ingest": "Deployment", "hookrelay-worker": "StatefulSet"}
@@ -89,9 +92,10 @@ def check_deployment(r, doc, config):
         section, default_ms = DRAINS[name]
         drain = config.get(section, {}).get("shutdown_grace_ms", default_ms) / 1000
         grace = pod.get("terminationGracePeriodSeconds", 30)
-        r.check(grace > PRESTOP_SECONDS + drain,
-                "%s: terminationGracePeriodSeconds %s must exceed preStop %ds + drain %ss"
-                % (name, grace, PRESTOP_SECONDS, drain))
+        after = AFTER_DRAIN_SECONDS[name]
+        r.check(grace > PRESTOP_SECONDS + drain + after,
+                "%s: terminationGracePeriodSeconds %s must exceed preStop %ds + drain %ss + %ds after it"
+                % (name, grace, PRESTOP_SECONDS, drain, after))
     return template_labels
 
 
