@@ -246,6 +246,16 @@ signal.signal(signal.SIGTERM, _exit_on_sigterm)
 signal.signal(signal.SIGHUP, _exit_on_sigterm)
 
 
+def extra_keys(var):
+    """Keys added to a mapping of a config for experiments, from the environment variable `var`
+    (YAML flow-mapping entries), as ", <entries>" (or "" when unset): HOOKRELAY_BENCH_WORKER for
+    bench/e2e's `worker` mapping (e.g. `http_threads: 1`), HOOKRELAY_BENCH_KAFKA for its `kafka`
+    mapping (e.g. `producer_properties: { linger.ms: "5" }`), HOOKRELAY_BENCH_TOPICS for the
+    `topics` mapping of start_kafka (e.g. `retry_partitions: 3`)."""
+    extra = os.environ.get(var, "").strip()
+    return f", {extra}" if extra else ""
+
+
 def start_kafka(logdir, name="kafka"):
     """A fresh single-node Apache Kafka in logdir/<name> with the hookrelay topics (12 partitions,
     RF 1) made by `hookrelay topics apply`; returns (node, bootstrap). node.pid is the broker JVM
@@ -261,11 +271,8 @@ def start_kafka(logdir, name="kafka"):
     bootstrap = subprocess.run([str(KAFKA_SCRIPT), "bootstrap", "--dir", str(kdir)], capture_output=True,
                                text=True, check=True).stdout.strip()
     cfg = Path(logdir) / f"{name}-topics.yaml"
-    # HOOKRELAY_BENCH_TOPICS: more keys of the topics mapping, for experiments (YAML flow-mapping
-    # entries, e.g. `retry_partitions: 3`).
-    extra = os.environ.get("HOOKRELAY_BENCH_TOPICS", "").strip()
     cfg.write_text(f"""kafka: {{ bootstrap_servers: "{bootstrap}" }}
-topics: {{ partitions: {PARTITIONS}, replication_factor: 1, min_insync_replicas: 1{", " + extra if extra else ""} }}
+topics: {{ partitions: {PARTITIONS}, replication_factor: 1, min_insync_replicas: 1{extra_keys("HOOKRELAY_BENCH_TOPICS")} }}
 log_level: warn
 """)
     r = subprocess.run([str(binary("cli/hookrelay")), "topics", "apply", "--config", str(cfg)],
