@@ -287,8 +287,7 @@ Result<void> KafkaConsumer::commit() {
          now = std::chrono::steady_clock::now()) {
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
-      std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter> ev(
-          rd_kafka_queue_poll(replies.get(), static_cast<int>(left)));
+      KafkaEvent ev(rd_kafka_queue_poll(replies.get(), static_cast<int>(left)));
       if (ev && rd_kafka_event_type(ev.get()) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
         e = rd_kafka_event_error(ev.get());
         break;
@@ -361,7 +360,7 @@ void KafkaConsumer::close() {
     }
     // Messages still queued are dropped unread (their offsets were never stored); rebalance
     // events are served as poll() serves them.
-    std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter> ev(rd_kafka_queue_poll(events.get(), 100));
+    KafkaEvent ev(rd_kafka_queue_poll(events.get(), 100));
     if (ev && rd_kafka_event_type(ev.get()) == RD_KAFKA_EVENT_REBALANCE) {
       on_rebalance(rk, rd_kafka_event_error(ev.get()),
                    rd_kafka_event_topic_partition_list(ev.get()), this);

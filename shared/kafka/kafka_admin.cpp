@@ -12,7 +12,6 @@ using AdminOptions = std::unique_ptr<rd_kafka_AdminOptions_t, RdKafkaDeleter>;
 using NewTopic = std::unique_ptr<rd_kafka_NewTopic_t, RdKafkaDeleter>;
 using NewPartitions = std::unique_ptr<rd_kafka_NewPartitions_t, RdKafkaDeleter>;
 using ConfigResource = std::unique_ptr<rd_kafka_ConfigResource_t, RdKafkaDeleter>;
-using Event = std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter>;
 using Metadata = std::unique_ptr<const rd_kafka_metadata_t, RdKafkaDeleter>;
 
 // How long past the request timeout we wait for librdkafka to hand the (timed-out) result over.
@@ -86,7 +85,7 @@ Result<Metadata> all_metadata(rd_kafka_t* rk, std::chrono::milliseconds timeout,
 
 // Runs one Admin API request on its own queue and returns its result event, or the request's
 // error. `request` is given the options and the queue.
-Result<Event> run_admin(
+Result<KafkaEvent> run_admin(
     rd_kafka_t* rk, std::chrono::milliseconds timeout, const std::string& bootstrap,
     const std::string& what, rd_kafka_event_type_t expected,
     const std::function<void(const rd_kafka_AdminOptions_t*, rd_kafka_queue_t*)>& request) {
@@ -101,7 +100,7 @@ Result<Event> run_admin(
   }
   KafkaQueue queue(rd_kafka_queue_new(rk));
   request(options.get(), queue.get());
-  Event event(rd_kafka_queue_poll(queue.get(), ms + kResultMarginMs));
+  KafkaEvent event(rd_kafka_queue_poll(queue.get(), ms + kResultMarginMs));
   if (!event) {
     return Unexpected{admin_error(RD_KAFKA_RESP_ERR__TIMED_OUT, what, nullptr, bootstrap, timeout)};
   }

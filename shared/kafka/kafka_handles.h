@@ -41,6 +41,7 @@ using KafkaQueue = std::unique_ptr<rd_kafka_queue_t, RdKafkaDeleter>;
 using KafkaHeaders = std::unique_ptr<rd_kafka_headers_t, RdKafkaDeleter>;
 using KafkaMetadata = std::unique_ptr<const rd_kafka_metadata_t, RdKafkaDeleter>;
 using KafkaErrorHandle = std::unique_ptr<rd_kafka_error_t, RdKafkaDeleter>;
+using KafkaEvent = std::unique_ptr<rd_kafka_event_t, RdKafkaDeleter>;
 using KafkaTopic = std::unique_ptr<rd_kafka_topic_t, RdKafkaDeleter>;
 
 // Builds a conf from key/value pairs; the error names the property.
