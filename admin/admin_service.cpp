@@ -8,6 +8,7 @@
 #include "admin/openapi_document.h"
 #include "admin/replay_jobs.h"
 #include "shared/json_writer.h"
+#include "shared/log.h"
 #include "shared/routes/route_control.h"
 #include "shared/signing/crypto.h"
 #include "shared/store/delivery_queries.h"
@@ -102,6 +103,14 @@ HttpResponse from_error(const Error& e) {
   if (e.code == "db_unavailable" || e.code == "db_busy" || e.code == "db_conflict") {
     auto r = json_error(503, "db_unavailable", "the database is not reachable; retry");
     r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
+  if (e.code == "db_misconfigured") {
+    spdlog::error("msg=postgres_misconfigured error={}", log_quote(e.message));
+    auto r = json_error(503, "db_misconfigured",
+                        "the database refuses hookrelay's statements (schema not migrated, missing "
+                        "privileges or a read-only server); see the admin log");
+    r.headers.emplace_back("Retry-After", "30");
     return r;
   }
   return json_error(500, "internal", e.message);

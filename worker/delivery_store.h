@@ -3,7 +3,7 @@
 //
 // Contract for every method: one batch is one database round trip, and every failure is an
 // Error (retryable when trying again later may succeed: "db_unavailable", "db_conflict",
-// "db_busy"); implementations never throw.
+// "db_busy", "db_misconfigured"); implementations never throw.
 //
 // Thread-safety: implementations need not be thread-safe; the caller serializes calls.
 #pragma once

@@ -2,8 +2,8 @@
 // (migrations/0011_key_order.sql), so every worker, and a worker after a crash, sees the same
 // order. The real adapter is PostgresKeyOrderStore; unit tests use a fake.
 //
-// Errors are those of PgConnection ("db_unavailable", "db_conflict", "db_busy" retryable;
-// "db_error" not); implementations never throw.
+// Errors are those of PgConnection ("db_unavailable", "db_conflict", "db_busy",
+// "db_misconfigured" retryable; "db_error" not); implementations never throw.
 //
 // Thread-safety: implementations need not be thread-safe; the caller serializes calls.
 #pragma once

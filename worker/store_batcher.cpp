@@ -222,9 +222,9 @@ bool StoreBatcher::failed(const Error& e, std::string_view op, int64_t now) {
   down_ = true;
   d_.metrics->postgres_up().Set(0);
   spdlog::error(
-      "msg=postgres_unavailable op={} error={} action=\"pausing consumption; claimed work "
-      "continues\"",
-      op, log_quote(e.message));
+      "msg=postgres_unavailable op={} code={} error={} action=\"pausing consumption; claimed "
+      "work continues\"",
+      op, e.code, log_quote(e.message));
   if (d_.on_outage) d_.on_outage();
   return true;
 }

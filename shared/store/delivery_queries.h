@@ -4,7 +4,7 @@
 //
 // Times are milliseconds since the Unix epoch; 0 means "not set" (likewise http status 0 = no
 // response). Errors: "not_found", "not_replayable", "not_resendable", "bad_filter", and the
-// database errors of PgConnection ("db_unavailable" retryable, "db_error").
+// database errors of PgConnection (see pg_connection.h).
 //
 // Thread-safety: one connection, not thread-safe; one instance per thread.
 #pragma once

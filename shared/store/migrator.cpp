@@ -100,7 +100,12 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
     });
     if (!r) {
       Error e = r.error();
-      if (e.code == "db_error") e.code = "migration_failed";
+      // A migration's own statement refused (its SQL, or a privilege it needs) is its failure,
+      // not an outage to wait out.
+      if (e.code == "db_error" || e.code == "db_misconfigured") {
+        e.code = "migration_failed";
+        e.retryable = false;
+      }
       return Unexpected{std::move(e)};
     }
     done.push_back(file.version);

@@ -9,7 +9,7 @@
 namespace hookrelay {
 namespace {
 
-enum class Kind { kUnavailable, kConflict, kBusy, kPermanent };
+enum class Kind { kUnavailable, kConflict, kBusy, kMisconfigured, kPermanent };
 
 // SQLSTATE classes, see PostgreSQL's "Appendix A. Error Codes".
 Kind classify_sqlstate(std::string_view state) {
@@ -24,8 +24,20 @@ Kind classify_sqlstate(std::string_view state) {
   if (state == "55P03") return Kind::kConflict;             // lock_not_available
   if (cls == "53" || state == "57014") return Kind::kBusy;  // resources, statement timeout
   if (cls == "58" || cls == "XX") return Kind::kBusy;  // the server's own I/O or internal error
-  // The statement itself was refused: data (22), integrity constraints (23), syntax or access
-  // (42), and the rest. Sending it again cannot help; the worker isolates the delivery.
+  // The database answers but refuses the statement as such, whatever its values: a table,
+  // column or function missing (a schema not migrated, or migrated past this release),
+  // privileges missing (42), a write into a view (0A), a read-only server such as a standby
+  // after a failover (25006), a database or schema that is gone (3D, 3F), authorization (28).
+  // Every statement of that kind fails alike until an operator fixes it, so it is an outage, not
+  // a refusal of one delivery: a worker that isolated deliveries on it would dead-letter them all.
+  // Parameters are bound, so no value can cause these: parse analysis and privilege checks do
+  // not look at them.
+  if (cls == "42" || cls == "0A" || state == "25006" || cls == "3D" || cls == "3F" || cls == "28") {
+    return Kind::kMisconfigured;
+  }
+  // The statement was refused for its values: data (22), integrity constraints (23), limits such
+  // as an index entry too large (54), and the rest. Sending it again cannot help; the worker
+  // isolates the delivery.
   return Kind::kPermanent;
 }
 
@@ -39,6 +51,8 @@ Error make_error(Kind kind, const std::string& what, const std::string& detail) 
       return Error{"db_conflict", std::move(message), true};
     case Kind::kBusy:
       return Error{"db_busy", std::move(message), true};
+    case Kind::kMisconfigured:
+      return Error{"db_misconfigured", std::move(message), true};
     case Kind::kPermanent:
       return Error{"db_error", std::move(message), false};
   }

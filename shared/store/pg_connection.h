@@ -5,7 +5,10 @@
 //   serialization failure, deadlock, lock/statement timeout, out of resources, the server's
 //   own I/O or internal errors (SQLSTATE 40, 55P03, 53, 57014, 58, XX)
 //                                                  -> Error{"db_conflict" / "db_busy", retryable}
-//   the statement refused: data (22), constraints (23), syntax or access (42), misuse
+//   the statement refused as such, whatever its values: schema (undefined table, column or
+//   function), privileges, a write into a view, a read-only server (SQLSTATE 42, 0A, 25006, 3D,
+//   3F, 28)                                        -> Error{"db_misconfigured", retryable}
+//   the statement refused for its values: data (22), constraints (23), limits (54), misuse
 //                                                  -> Error{"db_error", not retryable}
 //
 // After a connection-level error the connection is dropped and the next run() opens a new one,

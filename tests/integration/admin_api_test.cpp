@@ -141,6 +141,18 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
 }
 
+// A database that answers but refuses the admin's statements (here the deliveries view is gone,
+// as before a migration) is a 503 that says so, not a 500, and the admin recovers with it.
+TEST_F(AdminApiTest, ADatabaseRefusingItsStatementsIsA503NamingTheCause) {
+  stack_->scalar("ALTER VIEW deliveries RENAME TO deliveries_away");
+  auto refused = http_request("GET", url("/v1/deliveries"), {}, auth());
+  stack_->scalar("ALTER VIEW deliveries_away RENAME TO deliveries");
+  ASSERT_TRUE(refused) << refused.error().message;
+  expect_error(*refused, 503, "db_misconfigured", "schema");
+  EXPECT_EQ(refused->headers["retry-after"], "30");
+  EXPECT_EQ(call("GET", "/v1/deliveries").status, 200);
+}
+
 TEST_F(AdminApiTest, SighupRotatesTheTokensRefusesABadFileAndNamesWhatNeedsARestart) {
   const std::string original = read_text_file(admin_config_);
   const auto admin_line = original.find("admin: {");

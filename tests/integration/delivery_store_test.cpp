@@ -794,6 +794,34 @@ TEST_F(DeliveryStoreTest, ReconnectsAfterTheConnectionIsKilled) {
   EXPECT_EQ(*second, (std::vector<S>{S::kClaimed}));
 }
 
+// A statement the database refuses as such (here: its table is missing, as before a migration)
+// fails every batch alike: an outage to wait out, never a refusal of the batch's deliveries.
+TEST_F(DeliveryStoreTest, AStatementTheSchemaRefusesIsAnOutageNotARefusal) {
+  claim({delivery("k")}, "A");  // connected, statements prepared
+  db_->scalar("ALTER TABLE delivery_rows RENAME TO delivery_rows_away");
+  auto c = store_->claim({delivery("k2")}, "A", 30);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, "db_misconfigured") << c.error().message;
+  EXPECT_TRUE(c.error().retryable);
+  EXPECT_NE(c.error().message.find("delivery_rows"), std::string::npos) << c.error().message;
+  auto r = store_->record({attempt("k", 1, "succeeded", "succeeded", 200)}, "A");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "db_misconfigured") << r.error().message;
+  EXPECT_TRUE(r.error().retryable);
+
+  // A new connection prepares its statements against the missing table: the same answer.
+  auto fresh = std::make_unique<PostgresDeliveryStore>(db_->url());
+  auto f = fresh->claim({delivery("k3")}, "B", 30);
+  ASSERT_FALSE(f);
+  EXPECT_EQ(f.error().code, "db_misconfigured") << f.error().message;
+
+  db_->scalar("ALTER TABLE delivery_rows_away RENAME TO delivery_rows");
+  EXPECT_EQ(claim({delivery("k2")}, "A"), (std::vector<S>{S::kClaimed}));
+  auto g = fresh->claim({delivery("k3")}, "B", 30);
+  ASSERT_TRUE(g) << g.error().message;
+  EXPECT_EQ(*g, (std::vector<S>{S::kClaimed}));
+}
+
 TEST_F(DeliveryStoreTest, BadInputIsNotRetryable) {
   auto r = store_->record({attempt("k", 1, "exploded", "retrying")}, "A");  // outcome CHECK
   ASSERT_FALSE(r);

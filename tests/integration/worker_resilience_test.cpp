@@ -2,6 +2,7 @@
 // Postgres. Real worker processes, devbroker, Postgres and a scripted receiver.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <iostream>
 
 #include "tests/support/worker_fixture.h"
@@ -83,39 +84,68 @@ TEST_F(WorkerTest, SigtermDrainsInFlightAndTheNextWorkerFinishes) {
   EXPECT_EQ(rx_.distinct_webhook_ids("/a"), static_cast<std::size_t>(kEvents));
 }
 
-TEST_F(WorkerTest, PostgresOutagePausesDeliveryAndResumesWithoutDuplicates) {
-  StackOptions o;
-  o.routes = {{"acme", "a", rx_.url("/a")}};
-  ASSERT_NO_FATAL_FAILURE(create_stack(o));
-  std::size_t w = start_worker();
-  ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-before", "{}"));
-  ASSERT_TRUE(deliveries_in_state("succeeded", 1, 20s));
+// Postgres in trouble: the worker holds its partitions (not ready, postgres_up 0), delivers and
+// dead-letters nothing while `trouble` lasts, then resumes on its own once `mend` has run and
+// delivers every event once.
+class WorkerPostgresTest : public WorkerTest {
+ protected:
+  void holds_then_delivers_once(const std::function<void()>& trouble,
+                                const std::function<void()>& mend) {
+    StackOptions o;
+    o.routes = {{"acme", "a", rx_.url("/a")}};
+    ASSERT_NO_FATAL_FAILURE(create_stack(o));
+    std::size_t w = start_worker();
+    ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-before", "{}"));
+    ASSERT_TRUE(deliveries_in_state("succeeded", 1, 20s));
 
-  stack_->set_database_accepting(false);
-  struct Reopen {
-    const Stack& stack;
-    ~Reopen() { stack.set_database_accepting(true); }
-  } reopen{*stack_};
-  auto produced = stack_->produce_webhooks("acme", numbered_events("evt-outage-", 5));
-  ASSERT_TRUE(produced) << produced.error().message;
+    trouble();
+    struct Mend {
+      const std::function<void()>& mend;
+      bool done = false;
+      ~Mend() {
+        if (!done) mend();
+      }
+    } guard{mend};
+    auto produced = stack_->produce_webhooks("acme", numbered_events("evt-held-", 5));
+    ASSERT_TRUE(produced) << produced.error().message;
 
-  EXPECT_TRUE(wait_for_status(stack_->worker(w).url("/readyz"), 503, 15s));
-  EXPECT_TRUE(
-      eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 0; }, 5s));
-  std::this_thread::sleep_for(2s);
-  EXPECT_EQ(rx_.count("/a"), 1u) << "delivered without a claim in Postgres";
-  EXPECT_GT(worker_metric(w, "hookrelay_worker_postgres_errors_total"), 0);
+    EXPECT_TRUE(wait_for_status(stack_->worker(w).url("/readyz"), 503, 15s));
+    EXPECT_TRUE(
+        eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 0; }, 5s));
+    std::this_thread::sleep_for(2s);
+    EXPECT_EQ(rx_.count("/a"), 1u) << "delivered without a claim in Postgres";
+    EXPECT_GT(worker_metric(w, "hookrelay_worker_postgres_errors_total"), 0);
+    EXPECT_EQ(worker_metric(w, "hookrelay_worker_store_rejected_total"), 0);
+    EXPECT_EQ(worker_metric(w, "hookrelay_worker_dlq_total"), 0);
 
-  stack_->set_database_accepting(true);
-  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s))
-      << "succeeded: " << stack_->count_deliveries("succeeded");
-  EXPECT_TRUE(wait_for_status(stack_->worker(w).url("/readyz"), 200, 10s));
-  EXPECT_TRUE(
-      eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 1; }, 5s));
-  std::this_thread::sleep_for(1s);
-  EXPECT_EQ(rx_.count("/a"), 6u);
-  EXPECT_EQ(rx_.distinct_webhook_ids("/a"), 6u);
-  expect_each_succeeded_once(*stack_, 6);
+    mend();
+    guard.done = true;
+    ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s))
+        << "succeeded: " << stack_->count_deliveries("succeeded") << "\n"
+        << stack_->describe_deliveries();
+    EXPECT_TRUE(wait_for_status(stack_->worker(w).url("/readyz"), 200, 10s));
+    EXPECT_TRUE(
+        eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 1; }, 5s));
+    std::this_thread::sleep_for(1s);
+    EXPECT_EQ(rx_.count("/a"), 6u);
+    EXPECT_EQ(rx_.distinct_webhook_ids("/a"), 6u);
+    EXPECT_EQ(worker_metric(w, "hookrelay_worker_dlq_total"), 0);
+    expect_each_succeeded_once(*stack_, 6);
+  }
+};
+
+TEST_F(WorkerPostgresTest, AnOutagePausesDeliveryAndResumesWithoutDuplicates) {
+  holds_then_delivers_once([&] { stack_->set_database_accepting(false); },
+                           [&] { stack_->set_database_accepting(true); });
+}
+
+// A database that answers but refuses the worker's statements (here its table is gone, as when a
+// worker of a new release starts before its migration) is an outage too, not a refusal of each
+// delivery: a worker that took it for one dead-lettered every delivery it claimed.
+TEST_F(WorkerPostgresTest, ADatabaseRefusingTheStatementsHoldsDeliveryInsteadOfDeadLettering) {
+  holds_then_delivers_once(
+      [&] { stack_->scalar("ALTER TABLE delivery_rows RENAME TO delivery_rows_away"); },
+      [&] { stack_->scalar("ALTER TABLE delivery_rows_away RENAME TO delivery_rows"); });
 }
 
 TEST_F(WorkerTest, RetriesWaitingDuringARebalanceAreNotStranded) {
