@@ -109,6 +109,10 @@ Error PgConnection::current_exception_error(const std::string& what) {
     spdlog::warn("msg=db_connection_lost op={} error={}", log_quote(what), log_quote(detail));
     conn_.reset();
   }
+  // The next try connects afresh: a read-only server is often the old primary after a failover,
+  // which a new connection (resolving the name again) leaves, and a session's settings
+  // (default_transaction_read_only, search_path) are read when it starts.
+  if (kind == Kind::kMisconfigured) conn_.reset();
   return make_error(kind, what, detail);
 }
 

@@ -822,6 +822,38 @@ TEST_F(DeliveryStoreTest, AStatementTheSchemaRefusesIsAnOutageNotARefusal) {
   EXPECT_EQ(*g, (std::vector<S>{S::kClaimed}));
 }
 
+// A read-only server (a standby, or the old primary after a failover) refuses every write alike:
+// retryable, and the store connects afresh for the next try, so it finds the writable server
+// (here: the database made writable again, which a session sees only when it starts).
+TEST_F(DeliveryStoreTest, AReadOnlyServerIsRetriedOnAFreshConnection) {
+  // Set from another database: a read-only session could not undo it.
+  const auto set_read_only = [this](bool on) {
+    pqxx::connection admin(testing::with_database(db_->url(), "postgres"));
+    pqxx::nontransaction tx(admin);
+    tx.exec(
+        "ALTER DATABASE " + db_->name() +
+        (on ? " SET default_transaction_read_only = on" : " RESET default_transaction_read_only"));
+  };
+  claim({delivery("k")}, "A");
+  set_read_only(true);
+  struct Writable {
+    std::function<void(bool)> set;
+    ~Writable() { set(false); }
+  } writable{set_read_only};
+  db_->scalar(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  (void)store_->claim({delivery("k2")}, "A", 30);  // may meet the terminated session first
+  auto c = store_->claim({delivery("k2")}, "A", 30);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, "db_misconfigured") << c.error().message;
+  EXPECT_TRUE(c.error().retryable);
+  EXPECT_NE(c.error().message.find("read-only"), std::string::npos) << c.error().message;
+
+  set_read_only(false);
+  EXPECT_EQ(claim({delivery("k2")}, "A"), (std::vector<S>{S::kClaimed}));
+}
+
 TEST_F(DeliveryStoreTest, BadInputIsNotRetryable) {
   auto r = store_->record({attempt("k", 1, "exploded", "retrying")}, "A");  // outcome CHECK
   ASSERT_FALSE(r);
