@@ -13,6 +13,7 @@
 #include "shared/kafka/kafka_producer.h"
 #include "shared/log.h"
 #include "shared/service_startup.h"
+#include "shared/store/migrator.h"
 
 namespace hookrelay {
 namespace {
@@ -44,6 +45,7 @@ int run_admin(int argc, char** argv) {
   }
   if (initial.admin.tokens.empty())
     spdlog::warn("msg=admin_without_tokens every /v1 request is refused with 401");
+  (void)check_schema_version(initial.postgres.url);
 
   auto registry = std::make_shared<prometheus::Registry>();
   ConfigReloader reloader("hookrelay-admin", start.config_path, initial, *registry);

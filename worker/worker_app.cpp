@@ -20,6 +20,7 @@
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/service_startup.h"
+#include "shared/store/migrator.h"
 #include "shared/thread_guard.h"
 #include "worker/curl_sender.h"
 #include "worker/host_state_publisher.h"
@@ -107,6 +108,8 @@ int run_worker(int argc, char** argv) {
     consumer_fatal.store(true);
     kill(getpid(), SIGTERM);  // to the process: the signal thread's sigwait takes it
   });
+  // A schema behind this build is named now; its refused statements hold the work meanwhile.
+  (void)check_schema_version(config->postgres.url);
   // Three connections: claims, records and the inbound-event audit run on lanes of their own
   // and overlap.
   PostgresDeliveryStore store(config->postgres.url);

@@ -9,7 +9,9 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <utility>
 
+#include "shared/log.h"
 #include "shared/store/pg_connection.h"
 
 namespace hookrelay {
@@ -111,6 +113,40 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
     done.push_back(file.version);
   }
   return done;
+}
+
+std::string_view built_schema_version() { return HOOKRELAY_SCHEMA_VERSION; }
+
+Result<std::string> applied_schema_version(const std::string& db_url) {
+  PgConnection pg(db_url);
+  return pg.run("schema version", [](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    if (tx.exec1("SELECT to_regclass('schema_migrations') IS NULL")[0].as<bool>())
+      return std::string();
+    auto v = tx.exec1("SELECT max(version) FROM schema_migrations")[0];
+    return v.is_null() ? std::string() : v.as<std::string>();
+  });
+}
+
+std::optional<std::string> check_schema_version(const std::string& db_url) {
+  const std::string built(built_schema_version());
+  auto applied = applied_schema_version(db_url);
+  if (!applied) {
+    spdlog::warn("msg=schema_version_unknown error={}", log_quote(applied.error().message));
+    return std::nullopt;
+  }
+  if (*applied < built) {
+    spdlog::error(
+        "msg=schema_behind applied={} needed={} action=\"statements the schema refuses are held "
+        "until `hookrelay migrate` has run\"",
+        applied->empty() ? "none" : *applied, built);
+  } else if (*applied > built) {
+    spdlog::warn(
+        "msg=schema_ahead applied={} built_for={} detail=\"a newer release migrated the "
+        "database; statements it refuses are held\"",
+        *applied, built);
+  }
+  return std::move(*applied);
 }
 
 std::string default_migrations_dir() {

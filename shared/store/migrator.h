@@ -10,7 +10,9 @@
 // Thread-safety: migrate() opens its own connection; call it from any thread.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shared/result.h"
@@ -22,6 +24,20 @@ namespace hookrelay {
 // duplicate-version file), "migration_failed" (the message starts with the file name).
 Result<std::vector<std::string>> migrate(const std::string& db_url,
                                          const std::string& migrations_dir);
+
+// The newest migration this build was made with ("0016"): the schema its statements expect.
+// Taken from the source tree's migrations/ when the build is configured.
+std::string_view built_schema_version();
+
+// The newest version schema_migrations lists; "" when nothing was ever migrated (no table).
+// Errors: those of PgConnection.
+Result<std::string> applied_schema_version(const std::string& db_url);
+
+// A service's check at start: logs schema_behind (an error: its statements will be refused and
+// the work held until `hookrelay migrate` has run), schema_ahead (a warning: a newer release
+// migrated), or nothing when the two agree. An unreachable database is only logged; the service
+// meets it again on its own. Returns the applied version when it was read.
+std::optional<std::string> check_schema_version(const std::string& db_url);
 
 // $HOOKRELAY_MIGRATIONS_DIR when set, else "migrations" (relative to the working directory,
 // i.e. the repository root or the container's working directory).

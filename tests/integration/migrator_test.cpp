@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -109,6 +110,21 @@ TEST_F(MigratorTest, BadlyNamedFileIsRefusedBeforeAnythingRuns) {
   EXPECT_EQ(r.error().code, "migrations_dir");
   EXPECT_NE(r.error().message.find("2_oops.sql"), std::string::npos);
   EXPECT_EQ(db_->scalar("SELECT to_regclass('schema_migrations')::text"), "");
+}
+
+// The schema a build expects is the newest file of its migrations/, and a database reports the
+// newest version applied: nothing before the first migration, that version after them all.
+TEST_F(MigratorTest, AppliedAndBuiltSchemaVersionsAgreeAfterMigrating) {
+  EXPECT_EQ(built_schema_version(), shipped_versions().back());
+  auto before = applied_schema_version(db_->url());
+  ASSERT_TRUE(before) << before.error().message;
+  EXPECT_EQ(*before, "");
+  EXPECT_EQ(check_schema_version(db_->url()), std::optional<std::string>(""));
+  ASSERT_TRUE(migrate(db_->url(), kMigrations));
+  auto after = applied_schema_version(db_->url());
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(*after, built_schema_version());
+  EXPECT_EQ(check_schema_version(db_->url()), std::optional<std::string>(built_schema_version()));
 }
 
 TEST_F(MigratorTest, MissingDirectoryIsAnError) {

@@ -148,6 +148,25 @@ TEST_F(WorkerPostgresTest, ADatabaseRefusingTheStatementsHoldsDeliveryInsteadOfD
       [&] { stack_->scalar("ALTER TABLE delivery_rows_away RENAME TO delivery_rows"); });
 }
 
+// A worker started on a schema older than its build says so at start, naming both versions.
+TEST_F(WorkerTest, AWorkerOnAnOlderSchemaNamesTheMissingMigrationAtStart) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  const std::string newest = stack_->scalar("SELECT max(version) FROM schema_migrations");
+  const std::string before =
+      stack_->scalar("SELECT max(version) FROM schema_migrations WHERE version < '" + newest + "'");
+  stack_->scalar("DELETE FROM schema_migrations WHERE version = '" + newest + "'");
+  std::size_t w = start_worker();
+  EXPECT_TRUE(eventually(
+      [&] {
+        return stack_->worker(w).process.read_log().find("msg=schema_behind applied=" + before +
+                                                         " needed=" + newest) != std::string::npos;
+      },
+      5s))
+      << stack_->worker(w).process.log_tail();
+}
+
 TEST_F(WorkerTest, RetriesWaitingDuringARebalanceAreNotStranded) {
   constexpr int kEvents = 10;  // fewer failures than the circuit breaker's threshold (20)
   StackOptions o;
