@@ -71,8 +71,8 @@ int run_admin(int argc, char** argv) {
   http.threads = initial.admin.threads;
   http.max_body_bytes = 16u << 20;  // a replay of 10,000 keys of up to 1 KiB each
   http.max_connections = 1024;
-  HttpServer server(http, [&service](const HttpRequest& req, Responder respond) {
-    service.handle(req, std::move(respond));
+  HttpServer server(http, [&service](const HttpRequest& req, const Responder& respond) {
+    service.handle(req, respond);
   });
   if (auto started = server.start(); !started) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
