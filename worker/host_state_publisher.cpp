@@ -52,7 +52,7 @@ bool HostStatePublisher::publish() {
   auto done = store_.publish(options_.worker_id, rows, options_.forget_after_s);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (metrics_) metrics_->postgres("host_states", seconds, done.has_value());
+  if (metrics_) metrics_->postgres("host_states", seconds, done ? "" : done.error().code);
   if (!done) {
     spdlog::warn("msg=host_states_publish_failed hosts={} error={}", rows.size(),
                  log_quote(done.error().message));

@@ -140,7 +140,7 @@ std::vector<T> StoreBatcher::after_failure(StoreLane<T>& lane, std::vector<T> ba
 }
 
 StoreBatcher::Claimed StoreBatcher::on_claimed(const WorkerEvent& e, int64_t now) {
-  d_.metrics->postgres("claim", e.seconds, e.claimed.has_value());
+  d_.metrics->postgres("claim", e.seconds, e.claimed ? "" : e.claimed.error().code);
   auto jobs = claims_.finish();
   auto audit = std::move(audit_out_);
   audit_out_.reset();
@@ -161,7 +161,7 @@ StoreBatcher::Claimed StoreBatcher::on_claimed(const WorkerEvent& e, int64_t now
 }
 
 StoreBatcher::Recorded StoreBatcher::on_recorded(const WorkerEvent& e, int64_t now) {
-  d_.metrics->postgres("record", e.seconds, e.stored.has_value());
+  d_.metrics->postgres("record", e.seconds, e.stored ? "" : e.stored.error().code);
   auto jobs = records_.finish();
   Recorded out;
   if (!e.stored) {
@@ -179,7 +179,7 @@ StoreBatcher::Recorded StoreBatcher::on_recorded(const WorkerEvent& e, int64_t n
 // The audit never holds up deliveries: an outage here holds no partition, and its batch waits
 // (up to kMaxInboundBacklog events) for the next round trip.
 void StoreBatcher::on_inbound(const WorkerEvent& e, int64_t now) {
-  d_.metrics->postgres("inbound", e.seconds, e.stored.has_value());
+  d_.metrics->postgres("inbound", e.seconds, e.stored ? "" : e.stored.error().code);
   auto batch = inbound_.finish();
   if (e.stored) return;
   const Error& err = e.stored.error();

@@ -32,7 +32,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
       &reg(prometheus::BuildHistogram(), r, "hookrelay_worker_postgres_batch_duration_seconds",
            "Duration of one batched Postgres round trip, by operation");
   pg_errors_ = &reg(prometheus::BuildCounter(), r, "hookrelay_worker_postgres_errors_total",
-                    "Failed Postgres round trips, by operation");
+                    "Failed Postgres round trips, by operation and error code");
   offset_resets_ =
       &reg(prometheus::BuildCounter(), r, "hookrelay_worker_offset_resets_total",
            "Consumer offsets that vanished before consumption (data-loss alarm), by topic");
@@ -112,7 +112,9 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
     series_.get(*retries_, {{"tier", label}});
   }
   for (const char* op : {"claim", "record", "inbound"}) {
-    series_.get(*pg_errors_, {{"op", op}});
+    // An outage, and a database that refuses the statements (which waits for an operator).
+    for (const char* code : {"db_unavailable", "db_misconfigured"})
+      series_.get(*pg_errors_, {{"op", op}, {"code", code}});
     series_.get(*pg_duration_, {{"op", op}});
     series_.get(*store_rejected_, {{"op", op}});
   }
@@ -168,9 +170,9 @@ void WorkerMetrics::dlq(std::string_view reason) {
 void WorkerMetrics::idempotent_skip(std::string_view reason) {
   series_.get(*skips_, {{"reason", reason}}).Increment();
 }
-void WorkerMetrics::postgres(std::string_view op, double seconds, bool ok) {
+void WorkerMetrics::postgres(std::string_view op, double seconds, std::string_view error_code) {
   series_.get(*pg_duration_, {{"op", op}}).Observe(seconds);
-  if (!ok) series_.get(*pg_errors_, {{"op", op}}).Increment();
+  if (!error_code.empty()) series_.get(*pg_errors_, {{"op", op}, {"code", error_code}}).Increment();
 }
 void WorkerMetrics::store_rejected(std::string_view op) {
   series_.get(*store_rejected_, {{"op", op}}).Increment();

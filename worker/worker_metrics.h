@@ -30,7 +30,9 @@ class WorkerMetrics {
   void retry(int tier);
   void dlq(std::string_view reason);
   void idempotent_skip(std::string_view reason);
-  void postgres(std::string_view op, double seconds, bool ok);
+  // One Postgres round trip of `op`; `error_code` is its Error's code ("db_unavailable",
+  // "db_misconfigured", ...), empty when it succeeded.
+  void postgres(std::string_view op, double seconds, std::string_view error_code);
   void store_rejected(std::string_view op);  // claim | record | inbound
   void bad_header(std::string_view name);    // an hr-* header name (bounded: wire_contract.h)
   void offset_reset(std::string_view topic);

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <iostream>
+#include <string>
 
 #include "tests/support/worker_fixture.h"
 
@@ -89,8 +90,9 @@ TEST_F(WorkerTest, SigtermDrainsInFlightAndTheNextWorkerFinishes) {
 // delivers every event once.
 class WorkerPostgresTest : public WorkerTest {
  protected:
+  // `code`: the Postgres error code the worker counts meanwhile.
   void holds_then_delivers_once(const std::function<void()>& trouble,
-                                const std::function<void()>& mend) {
+                                const std::function<void()>& mend, const std::string& code) {
     StackOptions o;
     o.routes = {{"acme", "a", rx_.url("/a")}};
     ASSERT_NO_FATAL_FAILURE(create_stack(o));
@@ -114,7 +116,8 @@ class WorkerPostgresTest : public WorkerTest {
         eventually([&] { return worker_metric(w, "hookrelay_worker_postgres_up") == 0; }, 5s));
     std::this_thread::sleep_for(2s);
     EXPECT_EQ(rx_.count("/a"), 1u) << "delivered without a claim in Postgres";
-    EXPECT_GT(worker_metric(w, "hookrelay_worker_postgres_errors_total"), 0);
+    EXPECT_GT(worker_metric(w, "hookrelay_worker_postgres_errors_total", {"code=\"" + code + "\""}),
+              0);
     EXPECT_EQ(worker_metric(w, "hookrelay_worker_store_rejected_total"), 0);
     EXPECT_EQ(worker_metric(w, "hookrelay_worker_dlq_total"), 0);
 
@@ -136,7 +139,7 @@ class WorkerPostgresTest : public WorkerTest {
 
 TEST_F(WorkerPostgresTest, AnOutagePausesDeliveryAndResumesWithoutDuplicates) {
   holds_then_delivers_once([&] { stack_->set_database_accepting(false); },
-                           [&] { stack_->set_database_accepting(true); });
+                           [&] { stack_->set_database_accepting(true); }, "db_unavailable");
 }
 
 // A database that answers but refuses the worker's statements (here its table is gone, as when a
@@ -145,7 +148,8 @@ TEST_F(WorkerPostgresTest, AnOutagePausesDeliveryAndResumesWithoutDuplicates) {
 TEST_F(WorkerPostgresTest, ADatabaseRefusingTheStatementsHoldsDeliveryInsteadOfDeadLettering) {
   holds_then_delivers_once(
       [&] { stack_->scalar("ALTER TABLE delivery_rows RENAME TO delivery_rows_away"); },
-      [&] { stack_->scalar("ALTER TABLE delivery_rows_away RENAME TO delivery_rows"); });
+      [&] { stack_->scalar("ALTER TABLE delivery_rows_away RENAME TO delivery_rows"); },
+      "db_misconfigured");
 }
 
 // A worker started on a schema older than its build says so at start, naming both versions.
