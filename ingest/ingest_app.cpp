@@ -83,7 +83,10 @@ int run_ingest(int argc, char** argv) {
                              // about as many requests. Runs of one linger on one partition keep a
                              // steady stream's in one (PartitionSpread; docs/operations.md,
                              // Scaling).
-                             .sticky_partitions = true});
+                             .sticky_partitions = true,
+                             // Nothing will be produced again: stop as SIGTERM does (what is
+                             // in flight gets its 503) and exit 1, so the process is restarted.
+                             .on_fatal = [](const std::string&) { kill(getpid(), SIGTERM); }});
   if (!producer) {
     std::fprintf(stderr, "hookrelay-ingest: %s\n", producer.error().message.c_str());
     return 2;
@@ -144,10 +147,20 @@ int run_ingest(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   server.stop();
   (*producer)->flush(1000);  // serves any last reports itself now that the loops are gone
+  // What is still out (a broker slower than the grace) is purged and reported now, while the
+  // service and the server its callbacks answer through still exist: none of it was answered
+  // 2xx, and none will be.
+  (*producer)->close();
   if (unanswered > 0) {
     spdlog::error("msg=ingest_drain_incomplete unanswered={}", unanswered);
   }
   spdlog::info("msg=ingest_stopped unanswered={}", unanswered);
+  if ((*producer)->fatal()) {
+    spdlog::critical(
+        "msg=ingest_failed error=\"the Kafka producer hit a fatal error (logged as "
+        "kafka_producer_fatal)\" action=\"exiting with status 1\"");
+    return 1;
+  }
   if (auto failed = ThreadFailures::instance().first()) {
     spdlog::critical("msg=ingest_failed error={} action=\"exiting with status 1\"",
                      log_quote(*failed));

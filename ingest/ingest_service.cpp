@@ -133,9 +133,10 @@ void IngestService::probe(std::string_view path, const HttpRequest& request,
     bool ready = producer_.reachable() && !shutting_down_.load();
     metrics_.ready().Set(ready ? 1 : 0);
     r.status = ready ? 200 : 503;
-    r.body = ready ? R"({"status":"ready"})"
-                   : (shutting_down_.load() ? R"({"status":"shutting_down"})"
-                                            : R"({"status":"kafka_unreachable"})");
+    r.body = ready                   ? R"({"status":"ready"})"
+             : shutting_down_.load() ? R"({"status":"shutting_down"})"
+             : producer_.fatal()     ? R"({"status":"kafka_producer_fatal"})"
+                                     : R"({"status":"kafka_unreachable"})";
   }
   respond(std::move(r));
 }
@@ -265,7 +266,7 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
       ok.body = accepted_body(id, extra);
       respond(std::move(ok));
     } else {
-      metrics_.kafka_error(r.error().code);
+      // Counted in hookrelay_kafka_producer_errors_total by the producer itself.
       spdlog::warn("msg=produce_failed endpoint={} source={} code={} error={}", endpoint, source,
                    r.error().code, log_quote(r.error().message));
       if (r.error().code == kMessageTooLargeCode) {

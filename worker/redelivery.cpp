@@ -65,8 +65,7 @@ std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) 
     }
     return job;
   }
-  const Error& err = e.produced.error();
-  metrics_.kafka_error(err.code);
+  const Error& err = e.produced.error();  // counted by the producer (its on_error)
   std::string topic = redelivery_topic(decision);
   if (err.retryable) {
     spdlog::warn(

@@ -90,7 +90,11 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& 
   return p;
 }
 
-KafkaProducer::~KafkaProducer() {
+KafkaProducer::~KafkaProducer() { close(); }
+
+void KafkaProducer::close() {
+  if (closed_) return;
+  closed_ = true;
   flush(0);
   running_ = false;
   if (prober_.joinable()) prober_.join();
@@ -119,7 +123,8 @@ void KafkaProducer::probe_loop() {
     const rd_kafka_metadata_t* raw_md = nullptr;
     auto err = rd_kafka_metadata(rk_.get(), 0, nullptr, &raw_md, 1000);
     KafkaMetadata md(raw_md);
-    bool ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0;
+    // A fatal producer stays unready: the brokers answering does not make it produce again.
+    bool ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0 && !fatal_.load();
     failures = ok ? 0 : failures + 1;
     if (!ok && failures < 2) ok = reachable_.load();
     if (ok != reachable_.exchange(ok)) {
@@ -133,6 +138,7 @@ void KafkaProducer::probe_loop() {
 
 void KafkaProducer::produce(const OutgoingMessage& m, DoneCallback on_done) {
   if (fatal_.load()) {
+    if (stats_.on_error) stats_.on_error("producer_fatal");
     on_done(fail("producer_fatal", "Kafka producer is in a fatal state", false));
     return;
   }
@@ -242,9 +248,10 @@ void KafkaProducer::on_error(rd_kafka_t* rk, int err, const char* reason, void* 
   if (code == RD_KAFKA_RESP_ERR__FATAL) {
     char buf[512];
     rd_kafka_fatal_error(rk, buf, sizeof buf);
-    self->fatal_ = true;
+    const bool first = !self->fatal_.exchange(true);
     self->reachable_ = false;
     spdlog::critical("msg=kafka_producer_fatal error={}", log_quote(buf));
+    if (first && self->stats_.on_fatal) self->stats_.on_fatal(buf);
   } else if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
     self->reachable_ = false;
     spdlog::warn("msg=kafka_all_brokers_down reason={}", log_quote(reason));

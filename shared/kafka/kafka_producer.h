@@ -42,6 +42,9 @@ struct KafkaProducerStats {
   // another run length, 0 there or a `partitioner` partitions every message by key instead. false:
   // librdkafka's default partitioner (by key).
   bool sticky_partitions = false;
+  // Once, from a librdkafka thread, when the producer hits a fatal error (the idempotent
+  // producer's guarantees broken: it refuses every message from then on). Must not block.
+  std::function<void(const std::string& reason)> on_fatal = nullptr;
 };
 
 class KafkaProducer final : public MessageProducer {
@@ -59,10 +62,15 @@ class KafkaProducer final : public MessageProducer {
   int outstanding() const override { return outstanding_.load(std::memory_order_relaxed); }
   // With partition runs on, each topic's partitions as its PartitionSpread counts them.
   std::vector<PartitionOutstanding> outstanding_by_partition() const override;
-  bool fatal() const { return fatal_.load(); }
+  bool fatal() const override { return fatal_.load(); }
 
   // Waits up to timeout_ms for every outstanding message to be reported. Returns how many remain.
   int flush(int timeout_ms);
+
+  // Stops the threads and fails what is still outstanding (purged): every message not yet
+  // reported gets its callback, failed, before this returns. Call it while what the callbacks
+  // touch still exists; the destructor calls it too. Idempotent; produce() must not follow.
+  void close();
 
   // external_poll only: readable when delivery reports are waiting; serve_reports() runs them
   // on the calling thread.
@@ -93,6 +101,7 @@ class KafkaProducer final : public MessageProducer {
   mutable std::mutex spreads_mu_;
   std::vector<std::pair<std::string, std::unique_ptr<PartitionSpread>>> spreads_;  // by topic
   std::atomic<bool> running_{true};
+  bool closed_ = false;  // close() ran
   std::atomic<bool> reachable_{false};
   std::atomic<bool> fatal_{false};
   std::atomic<int> outstanding_{0};

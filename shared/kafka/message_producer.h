@@ -54,6 +54,8 @@ class MessageProducer {
   virtual void produce(const OutgoingMessage& message, DoneCallback on_done) = 0;
   // Whether the brokers answered recently (readiness).
   virtual bool reachable() const = 0;
+  // A fatal error: this producer will never produce again; the process must be restarted.
+  virtual bool fatal() const { return false; }
   // Messages handed over and not yet reported.
   virtual int outstanding() const = 0;
   // The same by partition, for every partition the producer placed a message on; empty when

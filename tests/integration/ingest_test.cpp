@@ -46,7 +46,8 @@ class IngestProcess : public ::testing::Test {
     start_ingest();
   }
 
-  void start_ingest(int produce_timeout_ms = 3000, const std::string& producer_properties = "{}") {
+  void start_ingest(int produce_timeout_ms = 3000, const std::string& producer_properties = "{}",
+                    int shutdown_grace_ms = 10000) {
     port_ = free_port();
     auto config = dir_.file("config.yaml");
     std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
@@ -55,7 +56,7 @@ class IngestProcess : public ::testing::Test {
                           << "  producer_properties: " << producer_properties << "\n"
                           << "ingest: { listen: \"127.0.0.1:" << port_
                           << "\", max_body_bytes: 65536, "
-                          << "shutdown_grace_ms: 10000 }\n"
+                          << "shutdown_grace_ms: " << shutdown_grace_ms << " }\n"
                           << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret
                           << "\"] }\n"
                           << "api_tokens: [\"" << kToken << "\"]\n";
@@ -269,6 +270,42 @@ TEST_F(IngestProcess, SigtermAnswersInFlightRequestsThenExitsZero) {
   auto consumed = consume_all(broker_->bootstrap(), std::string(kWebhooksTopic), accepted, 30s);
   ASSERT_TRUE(consumed);
   EXPECT_GE(static_cast<int>(consumed->size()), accepted);
+}
+
+// SIGTERM while a produce is still out after the grace (a broker slower than the grace): its
+// delivery report comes after the HTTP loops have stopped. It is served while the service and
+// server it answers through still exist (it ran on freed memory when the producer was destroyed
+// last), the request gets no 2xx, and ingest exits 0.
+TEST_F(IngestProcess, SigtermWithAProduceStillOutAfterTheGraceExitsZero) {
+  ASSERT_NO_FATAL_FAILURE(start_ingest(30000, "{}", 0));
+  ASSERT_TRUE(broker_->control("rtt all 5000"));
+  auto reply =
+      std::async(std::launch::async, [this] { return post_webhook("{\"late\":1}", "late-1"); });
+  std::this_thread::sleep_for(500ms);
+  ingest_->terminate();
+  auto code = ingest_->wait_exit(20s);
+  ASSERT_TRUE(code.has_value()) << "ingest did not exit";
+  EXPECT_EQ(*code, 0) << ingest_->log_tail();
+  EXPECT_NE(reply.get().status / 100, 2);
+  EXPECT_NE(ingest_->log_tail().find("msg=ingest_drain_incomplete unanswered=1"), std::string::npos)
+      << ingest_->log_tail();
+}
+
+// A fatal producer error (here the broker reports a sequence gap, which breaks the idempotent
+// producer's guarantee): librdkafka's handle will never produce again. Ingest answers 503, never
+// a 2xx, and exits 1 so that it is restarted with a fresh producer, instead of staying up,
+// answering 503 to everything while its readiness probe said ready again.
+TEST_F(IngestProcess, AFatalProducerErrorIsA503AndIngestExits1) {
+  ASSERT_TRUE(broker_->control("errors Produce 1 OUT_OF_ORDER_SEQUENCE_NUMBER"));
+  auto r = post_webhook("{\"fatal\":1}", "fatal-1");
+  EXPECT_EQ(r.status, 503) << r.body;
+  auto code = ingest_->wait_exit(20s);
+  ASSERT_TRUE(code.has_value()) << "ingest is still up after a fatal producer error\n"
+                                << ingest_->log_tail();
+  EXPECT_EQ(*code, 1) << ingest_->log_tail();
+  const std::string log = ingest_->log_tail(1 << 20);
+  EXPECT_NE(log.find("msg=kafka_producer_fatal"), std::string::npos) << log;
+  EXPECT_NE(log.find("msg=ingest_failed"), std::string::npos) << log;
 }
 
 }  // namespace
