@@ -25,7 +25,18 @@ using ReusePort = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
 namespace {
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+// The bytes read and not yet parsed: a request's header (at most kHeaderLimit) and what follows
+// it. The parser (Beast 1.74) bounds neither a chunk-size line with its extensions nor the
+// trailer after the last chunk: each stays in this buffer until its line ends, so without a
+// bound one endless line would grow it until the body deadline (at line rate, per connection).
+constexpr std::size_t kReadBufferLimit = 128 * 1024;
 constexpr std::size_t kFirstRead = 4096;
+// After refusing a request whose body was not read, what the client still sends is read and
+// dropped for up to this long and this much, so that the close does not reset the connection
+// (unread data makes the kernel send RST) before the client has read the answer.
+constexpr std::chrono::milliseconds kLingerTime{2000};
+constexpr std::size_t kLingerBytes = 64 * 1024 * 1024;
+constexpr std::size_t kLingerRead = 16 * 1024;
 // accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
 constexpr std::chrono::milliseconds kAcceptRetryMin{10};
 constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
@@ -62,8 +73,9 @@ struct HttpServer::Impl {
     std::optional<tcp::acceptor> acceptor;
     std::thread thread;
   };
-  std::vector<std::unique_ptr<Loop>> loops;
+  // Before the loops: a session still queued on a loop is destroyed with it, and counts itself out.
   std::atomic<int> connections{0};
+  std::vector<std::unique_ptr<Loop>> loops;
   // A watched fd (another library's wake-up pipe). Its handler also runs every kWatchSweep
   // whether or not the fd woke: a wake-up the library never wrote (an event queued before its
   // pipe was enabled, say) then costs that long, never a stall of everything waiting on it.
@@ -128,10 +140,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() { wait_for_request(server_.options.header_timeout); }
 
   // Over the connection cap: a short 503, then close.
+  // Not lingering: a flood past the cap must not hold its sockets any longer.
   void refuse_over_capacity() {
     refuse(503, "too_many_connections",
            "the server has " + std::to_string(server_.options.max_connections) +
-               " open connections, its limit; retry later");
+               " open connections, its limit; retry later",
+           false);
   }
 
  private:
@@ -209,6 +223,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::header_limit) {
       return refuse(431, "headers_too_large", "request headers exceed 64 KiB");
     }
+    if (ec == http::error::buffer_overflow) {
+      // A chunk-size line (with its extensions) or the trailer that never ends: kReadBufferLimit.
+      return refuse(400, "chunk_metadata_too_large",
+                    "a chunk-size line with its extensions, or the trailer after the last "
+                    "chunk, exceeds 128 KiB");
+    }
     if (ec == beast::error::timeout) {
       // tcp_stream has closed the socket already: nothing can be answered.
       server_.rejected(408, "request_timeout");
@@ -270,9 +290,11 @@ class Session : public std::enable_shared_from_this<Session> {
     refuse(500, "internal_error", "the request could not be handled; it was not accepted");
   }
 
-  void refuse(int status, std::string_view code, const std::string& message) {
+  // An answer that ends the connection; the rest of the request is not read (see linger()).
+  void refuse(int status, std::string_view code, const std::string& message, bool linger = true) {
     server_.rejected(status, code);
     keep_alive_ = false;
+    linger_ = linger;
     auto r = json_error(status, code, message);
     if (status == 503) r.headers.emplace_back("Retry-After", "1");
     write(r);
@@ -324,8 +346,30 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void written(bool keep_alive) {
-    if (!keep_alive) return close();
+    if (!keep_alive) return linger_ ? linger() : close();
     wait_for_request(server_.options.idle_timeout);
+  }
+
+  // A refused request's client may still be sending its body (a 413 before the body, a header
+  // refused mid-request): closing a socket with unread data resets the connection, and the
+  // client may lose the answer it has not read yet. So the sending side is shut (the client
+  // reads the answer, then end of stream), and what arrives is read and dropped until the client
+  // closes, kLingerBytes or kLingerTime, whichever comes first.
+  void linger() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(kLingerTime);
+    drain();
+  }
+
+  void drain() {
+    buffer_.clear();
+    stream_.async_read_some(buffer_.prepare(kLingerRead),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->lingered_ += n;
+                              if (ec || self->lingered_ >= kLingerBytes) return self->close();
+                              self->drain();
+                            });
   }
 
   // A handler's header is a token name that is none of the fields the server writes itself.
@@ -358,13 +402,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   HttpServer::Impl& server_;
-  beast::flat_buffer buffer_;
+  beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
   net::io_context& loop_;  // the loop this connection lives on
   std::optional<http::response<http::empty_body>> continue_;
   std::string out_;  // the response being written; its capacity is kept for the next one
   bool writing_ = false;
   bool keep_alive_ = true;
+  bool linger_ = false;       // close through linger(): the request was refused unread
+  std::size_t lingered_ = 0;  // bytes dropped while lingering
 };
 
 }  // namespace

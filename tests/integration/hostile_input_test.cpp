@@ -252,6 +252,56 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
   expect_healthy();
 }
 
+// Beast's parser bounds neither a chunk-size line with its extensions nor the trailer after the
+// last chunk: each waits in the connection's read buffer until its line ends. One endless line
+// must be cut where the buffer ends (128 KiB), answered, and cost no more memory than that, not
+// grow until the body deadline.
+TEST_F(HostileInput, EndlessChunkLinesAndTrailersAreCutAtTheReadBuffer) {
+  start_ingest({.idle_timeout_ms = 20000});
+  const std::string head =
+      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const std::string& start : {head + "1;ext=", head + "0\r\nX-Trailer: "}) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(start));
+    // Up to 300 MB of one line, 64 KiB at a time, until the server answers.
+    const std::string filler(64 * 1024, 'a');
+    std::size_t sent = 0;
+    while (sent < 300u * 1024 * 1024 && !c.readable() && c.send(filler)) sent += filler.size();
+    const long rss = rss_kib(ingest_->pid());
+    auto r = parse_reply(c.read_until_close(5s, true));
+    EXPECT_EQ(r.status, 400) << start.substr(head.size()) << ": " << r.body;
+    EXPECT_EQ(error_code(r), "chunk_metadata_too_large") << r.body;
+    EXPECT_LT(sent, 64u * 1024 * 1024) << "the line was read for " << sent << " bytes";
+    EXPECT_LT(rss, 256 * 1024) << "ingest RSS past 256 MiB after " << sent << " bytes of one line";
+  }
+  EXPECT_EQ(
+      metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"chunk_metadata_too_large\""}),
+      2);
+  expect_healthy();
+}
+
+// A body refused before it is read (413 on its Content-Length): the client may go on writing it.
+// Ingest reads and drops the rest instead of closing at once, which would reset the connection
+// and could cost the client the answer: the whole body goes out, the 413 comes back, then a
+// clean end of stream.
+TEST_F(HostileInput, ARefusedBodyCanStillBeSentAndTheAnswerRead) {
+  start_ingest({.max_body_bytes = 65536});
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  // More than the loopback socket buffers hold (about 10 MB): the server must read to take it.
+  const std::string body(24 * 1024 * 1024, 'x');
+  EXPECT_TRUE(c.send("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body))
+      << "the connection was reset while the body was being sent";
+  const std::string bytes = c.read_until_close(5s);
+  auto r = parse_reply(bytes);
+  EXPECT_EQ(r.status, 413) << bytes.substr(0, 200);
+  EXPECT_EQ(error_code(r), "body_too_large") << r.body;
+  EXPECT_TRUE(c.closed());
+  expect_healthy();
+}
+
 TEST_F(HostileInput, SlowlorisIsCutAtTheHeaderTimeout) {
   start_ingest({.header_timeout_ms = 800});
   RawClient slow(port_);
@@ -342,6 +392,10 @@ TEST_F(HostileInput, BodiesKafkaCannotCarryGet413NotRetryLater) {
     EXPECT_EQ(r->headers.count("retry-after"), 0u);
     EXPECT_NE(r->body.find("\"body_too_large\""), std::string::npos) << r->body;
   }
+  // Each refusal is counted once, by the producer (it was counted twice: by ingest as well).
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_kafka_producer_errors_total",
+                       {"code=\"message_too_large\""}),
+            2);
   std::string small = "{\"ok\":true}";
   auto ok = http_request("POST", url("/webhooks/github"), small, signed_headers(small, "small-1"));
   ASSERT_TRUE(ok);

@@ -66,6 +66,11 @@ class RawClient {
     return out;
   }
   bool closed() const { return closed_; }
+  // Whether the server has sent something (or closed) that has not been read yet.
+  bool readable(std::chrono::milliseconds wait = std::chrono::milliseconds{0}) {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(wait.count())) > 0;
+  }
 
  private:
   // A response head and as many body bytes as its Content-Length says.
