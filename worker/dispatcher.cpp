@@ -96,6 +96,17 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
                                         const std::function<void(std::unique_ptr<Job>)>& bounce,
                                         bool route_checked) {
   auto& job = queue.front();
+  if (job->send_by_ms > 0 && now > job->send_by_ms) {
+    // Waited here (for its host, route or rate) until its lease no longer covers the call: once
+    // the lease ends another worker may claim the delivery, and both would send it. It goes
+    // back to a retry tier without a call and is claimed afresh when it comes back.
+    auto j = std::move(job);
+    queue.pop_front();
+    release_order_gate(*j);
+    j->circuit_open_until_ms = 0;
+    bounce(std::move(j));
+    return Head::kGone;
+  }
   const std::string& host = job->d.host_key;
   if (!breaker_.allow(host)) {
     // Half-open with its probe out: the probe's answer decides, soon; wait for it here.

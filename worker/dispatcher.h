@@ -8,7 +8,9 @@
 // Contract: enqueue() a claimed job; dispatch() starts what the limits allow and hands jobs of a
 // host whose circuit is open to `bounce` without a call, with Job::circuit_open_until_ms set to
 // when the circuit turns half-open (while its one probe is out, they wait here for its answer
-// instead); take() gives back the job of an HTTP
+// instead). A job still waiting after its Job::send_by_ms (its lease no longer covers the call)
+// goes to `bounce` too, with circuit_open_until_ms 0, never to the sender. take() gives back the
+// job of an HTTP
 // result (abort on an unknown one: the sender broke its once-per-call contract), and release()
 // then frees its gate (starting the next ordered job) and slot and feeds the breaker.
 //

@@ -41,18 +41,21 @@ struct Job {
   std::shared_ptr<MessageState> msg;
   bool holds_slot = false;        // counted in the dispatcher's per-host concurrency
   bool holds_route_slot = false;  // counted in its route's max_in_flight (Dispatcher)
-  std::string route_key;      // "source/route" of a route with limits of its own, once dispatched
-  bool holds_key = false;     // the coordinator's in-flight key entry is this job's
-  int64_t started_ms = 0;     // when the HTTP attempt started
-  int duration_ms = 0;        // of the HTTP attempt
-  int64_t lease_token = 0;    // the token of this job's claim; its attempt is recorded under it
+  std::string route_key;    // "source/route" of a route with limits of its own, once dispatched
+  bool holds_key = false;   // the coordinator's in-flight key entry is this job's
+  int64_t started_ms = 0;   // when the HTTP attempt started
+  int duration_ms = 0;      // of the HTTP attempt
+  int64_t lease_token = 0;  // the token of this job's claim; its attempt is recorded under it
+  // The latest its call may start (worker clock, ms; 0: no limit): its claim's lease, counted
+  // from the claim's first send, then still covers the call (Dispatcher::start_head).
+  int64_t send_by_ms = 0;
   AttemptHistory history;     // carried into the retry or dead-letter message
   Decision decision;          // set by decide() once this turn's result is known
   std::string order_gate;     // non-empty while this job holds an ordered route's gate
   int64_t produce_at_ms = 0;  // redelivery: when to publish again after a transient refusal
   int store_rejections = 0;   // permanent store errors met by this job
   // Set when the dispatcher defers the job because its host's circuit is open: when the circuit
-  // turns half-open.
+  // turns half-open. 0 on a job it defers because its lease is running out.
   int64_t circuit_open_until_ms = 0;
   // Bounced without an attempt under a lease of its own: the coordinator gives the lease back
   // once the retry message is acknowledged.

@@ -147,8 +147,10 @@ void Worker::step() {
     drain_events(now, true);  // backlog full: wait for results
   store_.flush_claims(d_.now_ms());
   park_queued(now);
-  dispatcher_.dispatch(d_.now_ms(),
-                       [this](std::unique_ptr<Job> j) { defer_for_circuit(std::move(j)); });
+  dispatcher_.dispatch(d_.now_ms(), [this](std::unique_ptr<Job> j) {
+    if (j->circuit_open_until_ms > 0) return defer_for_circuit(std::move(j));
+    requeue_unsent(std::move(j));
+  });
   release_bounced_leases();
   intake_.store_offsets();
   update_gauges(now);
@@ -342,6 +344,18 @@ void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
   d_.metrics->circuit_deferral();
   job->give_back_lease = true;
   redeliver(std::move(job), AttemptResult::circuit_open(remaining), now);
+}
+
+// A claimed delivery waited in the dispatcher (its host paused or at its limit, its route or rate
+// full) until its lease no longer covers the call. Sent now, it could be sent twice: once the
+// lease ends another worker may claim it (a copy read after a rebalance, a provider's resend).
+// So it is not sent: it goes back to the first retry tier without an attempt, as a delivery
+// leased elsewhere does (an ordered route's key stays held meanwhile), its lease is given back
+// once that is acknowledged, and it is claimed afresh when it comes back.
+void Worker::requeue_unsent(std::unique_ptr<Job> job) {
+  d_.metrics->lease_requeue();
+  job->give_back_lease = true;
+  bounce_leased(std::move(job), d_.now_ms());
 }
 
 // A delivery bounced under a lease of its own (deferred for an open circuit, or claimed while the

@@ -49,6 +49,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
            "Deliveries sent to wait in a retry tier until their host's open circuit turns "
            "half-open")
            .Add({});
+  lease_requeues_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_worker_lease_requeues_total",
+           "Claimed deliveries not sent because they waited for their host, route or rate until "
+           "their lease no longer covered the call; each went back to a retry tier unattempted")
+           .Add({});
   filtered_ =
       &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
            "Events a route's filter kept from the route (no delivery made), by source and route");

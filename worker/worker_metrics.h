@@ -45,6 +45,7 @@ class WorkerMetrics {
   void stage(Stage s, double seconds) { stages_[static_cast<std::size_t>(s)]->Observe(seconds); }
   // A delivery sent to wait in a retry tier because its host's circuit is open.
   void circuit_deferral() { circuit_deferrals_->Increment(); }
+  void lease_requeue() { lease_requeues_->Increment(); }
   // Adaptive flow control (worker/flow_control.h): a host's in-flight limit; a cut of it by
   // reason (429, 503, timeout), or a Retry-After pause of the whole host (what = "pause").
   void host_inflight_limit(std::string_view host, int limit);
@@ -89,6 +90,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Family<prometheus::Gauge>* circuits_;
   prometheus::Counter* circuit_deferrals_;
+  prometheus::Counter* lease_requeues_;
   prometheus::Family<prometheus::Counter>* filtered_;
   prometheus::Family<prometheus::Gauge>* route_suspended_;
   prometheus::Family<prometheus::Counter>* route_suspensions_;

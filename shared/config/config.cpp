@@ -981,6 +981,13 @@ std::vector<std::string> config_warnings(const Config& config) {
     for (std::size_t i = 0; i < routes.size(); ++i) {
       const RouteConfig& r = routes[i];
       const std::string field = "routes." + source + "[" + std::to_string(i) + "]";
+      if (int64_t{config.worker.claim_lease_seconds} * 1000 <= r.timeout_ms) {
+        out.push_back(field + ".timeout_ms (" + std::to_string(r.timeout_ms) +
+                      ") is not shorter than worker.claim_lease_seconds (" +
+                      std::to_string(config.worker.claim_lease_seconds) +
+                      " s): a call may outlive its claim's lease, and another worker may then "
+                      "make the same attempt; raise worker.claim_lease_seconds");
+      }
       if (r.max_in_flight > config.worker.per_host_max_in_flight) {
         out.push_back(field + ".max_in_flight (" + std::to_string(r.max_in_flight) +
                       ") is above worker.per_host_max_in_flight (" +

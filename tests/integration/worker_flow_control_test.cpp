@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "tests/support/worker_fixture.h"
 
@@ -132,6 +133,9 @@ TEST_F(WorkerTest, ARoutesMaxInFlightHoldsItAloneAndNothingBounces) {
   o.routes = {{"acme", "slow", rx_.url("/slow"), 5000, "max_in_flight: 2"},
               {"acme", "free", rx_.url("/free")}};
   o.per_host_max_in_flight = 16;
+  // 30 rounds of 100 ms queue behind the slow route: the lease must cover that wait, or what
+  // waits longest goes back to a retry tier instead of being sent (the next test).
+  o.claim_lease_seconds = 30;
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
   for (const char* path : {"/slow", "/free"}) {
     rx_.set_default(path, {200, {}, 100});
@@ -153,6 +157,41 @@ TEST_F(WorkerTest, ARoutesMaxInFlightHoldsItAloneAndNothingBounces) {
   EXPECT_EQ(worker_metric(w, "hookrelay_worker_retries_total"), 0);
   EXPECT_EQ(stack_->count_deliveries("dead"), 0);
   expect_each_succeeded_once(*stack_, 2 * kEvents);
+}
+
+// A claimed delivery waits in its worker behind its route's rate while its lease runs. A second
+// worker that reads the same messages claims each one whose lease has ended and sends it; here it
+// is in another consumer group, which gives it a copy of every message, as a rebalance's replay or
+// a provider's resend to another partition gives one. The first worker must not send those too:
+// one call per event, one success each, and what waited too long went back to a retry tier.
+TEST_F(WorkerTest, ADeliveryThatWaitedPastItsLeaseIsNotSentAgainByItsFirstWorker) {
+  constexpr int kEvents = 12;
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a"), 2000, "rate_per_second: 1"}};
+  o.claim_lease_seconds = 4;
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  auto produced = stack_->produce_webhooks("acme", numbered_events("evt-lease-", kEvents));
+  ASSERT_TRUE(produced) << produced.error().message;
+  std::size_t first = start_worker();
+  ASSERT_TRUE(eventually([&] { return stack_->count_deliveries() == kEvents; }, 20s))
+      << stack_->describe_deliveries();
+  StackOptions copy = o;
+  copy.group_id = "hookrelay-workers-copy";
+  auto config = stack_->write_config(copy, "worker-copy.yaml");
+  ASSERT_TRUE(config) << config.error().message;
+  auto second = stack_->start_worker(true, *config);
+  ASSERT_TRUE(second) << second.error().message;
+  ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 90s)) << stack_->describe_deliveries();
+  // Room for a late second call: the first worker's queue held every event for 12 s at 1/s.
+  std::this_thread::sleep_for(4s);
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kEvents));
+  EXPECT_EQ(std::stoll(stack_->scalar("SELECT count(*) FROM delivery_attempts_all "
+                                      "WHERE outcome = 'duplicate_success'")),
+            0);
+  expect_each_succeeded_once(*stack_, kEvents);
+  EXPECT_GT(worker_metric(first, "hookrelay_worker_lease_requeues_total") +
+                worker_metric(*second, "hookrelay_worker_lease_requeues_total"),
+            0);
 }
 
 TEST_F(WorkerTest, ARoutesRetryPolicyOverridesTheGlobalOne) {

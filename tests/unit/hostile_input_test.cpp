@@ -199,6 +199,22 @@ TEST(ConfigWarnings, BodiesKafkaCannotCarryAreFlagged) {
   EXPECT_TRUE(config_warnings(*raised).empty());
 }
 
+TEST(ConfigWarnings, ARouteTimeoutTheLeaseDoesNotCoverIsFlagged) {
+  auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  const std::string routes =
+      "sources: { gh: { scheme: github, secrets: [s] } }\n"
+      "routes: { gh: [ { name: a, url: \"http://127.0.0.1:9/a\", timeout_ms: 30000 } ] }\n";
+  auto covered = parse_config(routes, none);
+  ASSERT_TRUE(covered) << covered.error().message;
+  EXPECT_TRUE(config_warnings(*covered).empty()) << "a 120 s lease covers a 30 s call";
+  auto short_lease = parse_config(routes + "worker: { claim_lease_seconds: 30 }\n", none);
+  ASSERT_TRUE(short_lease) << short_lease.error().message;
+  auto w = config_warnings(*short_lease);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("routes.gh[0].timeout_ms (30000)"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("worker.claim_lease_seconds (30 s)"), std::string::npos) << w[0];
+}
+
 }  // namespace
 }  // namespace hookrelay
 

@@ -859,6 +859,55 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
   EXPECT_EQ(store.lease["wh:gh:e3:a"].token, 0) << "the release named another claim's token";
 }
 
+// A claimed delivery waiting for its host's only slot while its lease runs: once the lease no
+// longer covers its call (20 s lease, 10 s route timeout: 10 s after the claim), it is not sent
+// (another worker may claim it once the lease ends), but goes back to the first retry tier
+// without an attempt, and its lease is given back.
+class LeaseCoordinator : public WorkerCoordinator {
+ protected:
+  LeaseCoordinator() {
+    config.worker.per_host_max_in_flight = 1;
+    config.worker.claim_lease_seconds = 20;
+    w = std::make_unique<Worker>(deps(own));
+    own.assign({{std::string(kWebhooksTopic), 0}});
+  }
+  void feed(int64_t offset, const std::string& id) {
+    webhook(offset, id);
+    own.queue.push_back(consumer.queue.back());
+    consumer.queue.pop_back();
+  }
+  void run() {
+    for (int i = 0; i < 8; ++i) w->step();
+  }
+  FakeConsumer own;
+  std::unique_ptr<Worker> w;
+};
+
+TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIsNotSent) {
+  sender.hold = true;
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  now += 9'000;
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  EXPECT_TRUE(producer.sent.empty()) << "11 s of its lease left cover a 10 s call: it waits";
+  now += 2'000;
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "sent with less of its lease left than its timeout";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "no attempt was made";
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_requeues_total"), 1);
+  EXPECT_EQ(store.released, std::vector<std::string>{"wh:gh:e2:a"});
+  for (auto& answer : sender.held) answer();
+  run();
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})], 2);
+}
+
 // Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
 // being sent back to a tier, and go when it succeeds.
 TEST_F(CircuitCoordinator, HalfOpenCircuitHoldsTheOthersWhileItsProbeIsOut) {
