@@ -127,6 +127,33 @@ std::string webhook_delivery_key(std::string_view source, std::string_view event
   return k;
 }
 
+Delivery unrouted_delivery(const ConsumedMessage& m) {
+  Delivery d;
+  d.kind = "webhook";
+  auto text = [&m](std::string_view name) {
+    const std::string* v = m.header(name);
+    return v ? *v : std::string();
+  };
+  d.source = text(header::kSource);
+  d.event_id = text(header::kEventId);
+  d.destination = text(header::kRoute);
+  d.key = text(header::kDeliveryKey);
+  if (d.key.empty()) d.key = webhook_delivery_key(d.source, d.event_id, d.destination);
+  d.body = m.value ? m.value : std::make_shared<const std::string>();
+  d.received_at_ms = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs).value_or(0);
+  d.origin_topic = text(header::kOriginTopic);
+  if (d.origin_topic.empty()) d.origin_topic = std::string(kWebhooksTopic);
+  d.attempt =
+      static_cast<int>(m.header_int(header::kAttempt, 0, kMaxAttemptHeader).value_or(0)) + 1;
+  d.first_attempt_at_ms = m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
+  d.ordering_key = text(header::kOrderingKey);
+  d.ordered = !d.ordering_key.empty();
+  for (const auto& [k, v] : m.headers) {
+    if (carried(k)) d.carried_headers.emplace_back(k, v);
+  }
+  return d;
+}
+
 std::string call_delivery_key(std::string_view idempotency_key) {
   return "call:" + std::string(idempotency_key);
 }

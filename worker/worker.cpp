@@ -171,16 +171,24 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
                   log_quote(expanded.error().message));
     auto job = std::make_unique<Job>();
     job->msg = msg;
-    job->d.body = m.value;
-    job->d.origin_topic = m.topic;
-    for (const auto& h : m.headers) job->d.carried_headers.push_back(h);
+    const bool unrouted = expanded.error().code == "unknown_route";
+    if (unrouted) {
+      // Dead-lettered under its own key, and its attempts so far kept; finishing it releases
+      // the ordered key it may head (KeyOrder::resolved), or what waits behind it would wait
+      // for ever.
+      job->d = unrouted_delivery(m);
+      job->history.attempts_made = job->d.attempt - 1;
+      job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
+    } else {
+      job->d.body = m.value;
+      job->d.origin_topic = m.topic;
+      for (const auto& h : m.headers) job->d.carried_headers.push_back(h);
+    }
     job->history.last_error = expanded.error().message;
     msg->pending = 1;
     in_flight_.fetch_add(1);
     redeliver(std::move(job),
-              expanded.error().code == "unknown_route" ? AttemptResult::Kind::kUnknownRoute
-                                                       : AttemptResult::Kind::kMalformed,
-              now);
+              unrouted ? AttemptResult::Kind::kUnknownRoute : AttemptResult::Kind::kMalformed, now);
     return;
   }
   if (expanded->empty()) {  // no route takes it: its source has none, or every filter said no

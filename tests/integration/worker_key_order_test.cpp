@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <thread>
@@ -105,6 +106,32 @@ TEST_F(KeyOrderTest, ADeliveryLeasedByAStoppedWorkerHoldsItsKeyUntilItIsDelivere
       "[ key order ] a delivery leased by a stopped worker: its key's first success %.2f s after "
       "the events (lease %d ms), the other key done in %.2f s\n",
       c0_first, kLeaseMs, c1_done);
+}
+
+// A route removed (a reload) while one of its keys is held by a failing head, with later events
+// of the key waiting behind it: the head's retry comes back to a route that no longer exists and
+// is dead-lettered (unknown_route), and that releases what waits behind it, which is
+// dead-lettered the same way. Nothing is left waiting, no key held: before, the key's waiting
+// deliveries stayed in ordered_waiting for ever, their messages long committed.
+TEST_F(KeyOrderTest, ARouteRemovedWhileAKeyIsHeldDeadLettersWhatWaitsBehindIt) {
+  receiver_.configure(0, customer(0), Clock::now() + 600s);  // c0 fails throughout
+  auto produced = stack_->produce_webhooks("acme", keyed_events("gone", 1, 3));
+  ASSERT_TRUE(produced) << produced.error().message;
+  ASSERT_TRUE(eventually(
+      [&] { return stack_->scalar("SELECT count(*) FROM ordered_waiting") == "2"; }, 20s))
+      << stack_->describe_deliveries();
+  StackOptions without = stack_->options();
+  without.routes = {{"acme", "other", receiver_.url(), 5000}};
+  ASSERT_TRUE(stack_->write_config(without, "hookrelay.yaml"));
+  ASSERT_EQ(::kill(stack_->worker(0).process.pid(), SIGHUP), 0);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return worker_metric(0, "hookrelay_worker_dlq_total", {"reason=\"unknown_route\""}) >= 3;
+      },
+      30s))
+      << stack_->worker(0).process.log_tail();
+  expect_every_key_free();
+  EXPECT_EQ(receiver_.successes(), 0u);
 }
 
 TEST_F(KeyOrderTest, AKeyStuckInRetriesDoesNotSlowTheOthers) {
