@@ -245,6 +245,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     auto& req = parser_->get();
     keep_alive_ = req.keep_alive();
+    head_ = req.method() == http::verb::head;
     HttpRequest view;
     view.method = std::string_view(req.method_string().data(), req.method_string().size());
     view.target = std::string_view(req.target().data(), req.target().size());
@@ -327,7 +328,9 @@ class Session : public std::enable_shared_from_this<Session> {
     out_ += "Content-Length: ";
     out_ += std::to_string(r.body.size());
     out_ += "\r\n\r\n";
-    out_ += r.body;
+    // The answer to HEAD has the length the body would have, and no body: a keep-alive client
+    // would read one as the start of its next response.
+    if (!head_) out_ += r.body;
     // An answer nearly always fits the socket's send buffer: one send, and the connection goes
     // on without an asynchronous write and its timer. The rest of a partial send (a client that
     // does not read) is written asynchronously within idle_timeout.
@@ -409,6 +412,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string out_;  // the response being written; its capacity is kept for the next one
   bool writing_ = false;
   bool keep_alive_ = true;
+  bool head_ = false;         // the request being answered is a HEAD
   bool linger_ = false;       // close through linger(): the request was refused unread
   std::size_t lingered_ = 0;  // bytes dropped while lingering
 };

@@ -116,6 +116,28 @@ TEST_F(HttpServerResponse, StatusFieldsAndBodyAreWrittenAndTheConnectionIsKept) 
   EXPECT_FALSE(closed_by_server(c, 100ms));
 }
 
+// HEAD: the same status and fields, the length the body would have, and no body, so the next
+// answer on the connection is read as itself.
+TEST_F(HttpServerResponse, AHeadAnswerHasNoBodyAndTheConnectionGoesOn) {
+  start([](const HttpRequest&, Responder respond) {
+    HttpResponse r;
+    r.body = R"({"status":"ok"})";
+    respond(std::move(r));
+  });
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(
+      c.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const std::string head =
+      "HTTP/1.1 200 OK\r\nServer: hookrelay\r\nContent-Type: application/json\r\n"
+      "Content-Length: 15\r\n\r\n";
+  std::string got;
+  for (int i = 0; i < 50 && got.size() < 2 * head.size() + 15; ++i)
+    got += c.read_until_close(100ms, false);
+  EXPECT_EQ(got, head + head + R"({"status":"ok"})");
+}
+
 TEST_F(HttpServerResponse, CloseIsAnnouncedAndDone) {
   start([](const HttpRequest&, Responder respond) {
     HttpResponse r;
