@@ -29,14 +29,14 @@ constexpr std::uint32_t kHeaderLimit = 64 * 1024;
 // it. The parser (Beast 1.74) bounds neither a chunk-size line with its extensions nor the
 // trailer after the last chunk: each stays in this buffer until its line ends, so without a
 // bound one endless line would grow it until the body deadline (at line rate, per connection).
-constexpr std::size_t kReadBufferLimit = 128 * 1024;
+constexpr std::size_t kReadBufferLimit = std::size_t{128} * 1024;
 constexpr std::size_t kFirstRead = 4096;
 // After refusing a request whose body was not read, what the client still sends is read and
 // dropped for up to this long and this much, so that the close does not reset the connection
 // (unread data makes the kernel send RST) before the client has read the answer.
 constexpr std::chrono::milliseconds kLingerTime{2000};
-constexpr std::size_t kLingerBytes = 64 * 1024 * 1024;
-constexpr std::size_t kLingerRead = 16 * 1024;
+constexpr std::size_t kLingerBytes = std::size_t{64} * 1024 * 1024;
+constexpr std::size_t kLingerRead = std::size_t{16} * 1024;
 // accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
 constexpr std::chrono::milliseconds kAcceptRetryMin{10};
 constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
