@@ -26,9 +26,10 @@ namespace hookrelay::cli {
 // The exit codes of every command (also in `hookrelay --help` and docs/cli.md).
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailed = 1,    // the operation failed: database, Kafka or HTTP error
-  kExitUsage = 2,     // bad arguments or an invalid configuration
-  kExitNotFound = 3,  // the delivery, event or DLQ message does not exist
+  kExitFailed = 1,         // the operation failed: database, Kafka or HTTP error
+  kExitUsage = 2,          // bad arguments or an invalid configuration
+  kExitNotFound = 3,       // the delivery, event or DLQ message does not exist
+  kExitInterrupted = 130,  // SIGINT or SIGTERM ended a replay between two keys
 };
 
 struct CliIo {

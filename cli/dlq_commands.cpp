@@ -1,5 +1,6 @@
 // `hookrelay dlq list|show|replay`: dead deliveries as Postgres records them, and their messages
 // in hookrelay.dlq.
+#include <csignal>
 #include <ostream>
 #include <set>
 
@@ -38,7 +39,9 @@ constexpr const char* kDlqUsage =
     "  common: --database-url URL, --config PATH, --bootstrap HOSTS (show --message, replay),\n"
     "          --timeout SECONDS (Kafka, default 30)\n"
     "  exit: 0 ok; 1 database/Kafka error or a replay failed; 2 usage/config;\n"
-    "        3 not found (show: no such delivery; replay: a key has no delivery or DLQ message)\n";
+    "        3 not found (show: no such delivery; replay: a key has no delivery or DLQ message);\n"
+    "        130 replay interrupted (SIGINT, SIGTERM): the key in progress was finished, the\n"
+    "        rest were not tried (run it again)\n";
 
 const std::vector<OptionSpec> kDlqOptions = {
     kConfigOption,        kDatabaseOption,         kBootstrapOption,   kJsonOption,
@@ -229,6 +232,36 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
   io.out << progress_line(summary, dry_run) << "\n";
 }
 
+// SIGINT and SIGTERM during a replay: the key in progress is finished, then the run stops. A
+// key is marked 'retrying' before its message is produced (a worker must not find the message
+// while the row is still dead); ended between the two, it would stay 'retrying' with no message
+// anywhere, which `dlq replay` does not take up again.
+volatile std::sig_atomic_t replay_stop_signal = 0;
+
+void request_replay_stop(int sig) { replay_stop_signal = sig; }
+
+class ReplayStopGuard {
+ public:
+  ReplayStopGuard() {
+    replay_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = &request_replay_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~ReplayStopGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  ReplayStopGuard(const ReplayStopGuard&) = delete;
+  ReplayStopGuard& operator=(const ReplayStopGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
 int dlq_replay(const ParsedArgs& args, CliIo& io) {
   auto selection = replay_selection(args, io);
   if (!selection) return usage_error(io, "dlq", kDlqUsage, selection.error().message);
@@ -298,11 +331,21 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   // A key recorded dead whose dead letter was not yet acknowledged when the read began.
   replayer.reread_from(**reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);
-  auto summary = replayer.run(*keys, *messages, options, [&](const ReplaySummary& s) {
-    progress.update(progress_line(s, dry_run));
-  });
+  ReplaySummary summary;
+  {
+    ReplayStopGuard guard;
+    options.stop_requested = [] { return replay_stop_signal != 0; };
+    summary = replayer.run(*keys, *messages, options, [&](const ReplaySummary& s) {
+      progress.update(progress_line(s, dry_run));
+    });
+  }
   progress.finish(progress_line(summary, dry_run));
   print_replay(io, summary, dry_run, args.has("--json"));
+  if (summary.interrupted) {
+    io.err << "interrupted: " << summary.total - static_cast<int>(summary.items.size()) << " of "
+           << summary.total << " keys not tried (the one in progress was finished); run it again\n";
+    return kExitInterrupted;
+  }
   if (summary.failed > 0) return kExitFailed;
   if (summary.missing > 0) return kExitNotFound;
   return kExitOk;

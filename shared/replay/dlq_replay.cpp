@@ -231,6 +231,10 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
   ReplaySummary summary;
   summary.total = static_cast<int>(unique.size());
   for (const auto& key : unique) {
+    if (options.stop_requested && options.stop_requested()) {
+      summary.interrupted = true;
+      break;
+    }
     auto it = latest.find(key);
     ReplayItem item = replay_key(key, it == latest.end() ? nullptr : it->second, options, false);
     switch (item.outcome) {

@@ -123,6 +123,7 @@ struct ReplaySummary {
   int skipped = 0;
   int missing = 0;
   int failed = 0;
+  bool interrupted = false;  // stop_requested() held before every key was tried
 };
 
 struct ReplayOptions {
@@ -135,6 +136,9 @@ struct ReplayOptions {
   // The state a replayed delivery must be in: "dead" (from hookrelay.dlq), or "parked" (from
   // hookrelay.parked: the release of a resumed route, in the order of `keys`).
   std::string from_state = "dead";
+  // Asked before each key: true ends the run there (the key in progress was finished: marked
+  // and acknowledged, or set back to dead), with ReplaySummary::interrupted set.
+  std::function<bool()> stop_requested;
 };
 
 struct ReplayClock {

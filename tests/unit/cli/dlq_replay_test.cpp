@@ -279,6 +279,23 @@ TEST_F(ReplayerTest, ReportsProgressAfterEveryKey) {
                                                  "replayed 1/2, skipped 1, missing 0, failed 0"}));
 }
 
+// A stop asked for (the CLI's SIGINT) ends the run between two keys: the key in progress is
+// finished (marked and produced), the rest are not tried, and the summary says so.
+TEST_F(ReplayerTest, AStopRequestEndsTheRunBetweenTwoKeys) {
+  store_.states = {{"a", "dead"}, {"b", "dead"}, {"c", "dead"}};
+  ReplayOptions options;
+  options.stop_requested = [this] { return producer_.sent.size() >= 1; };
+  auto s = run({"a", "b", "c"},
+               {dlq_message("a", 1, 1), dlq_message("b", 2, 2), dlq_message("c", 3, 3)}, options);
+  EXPECT_TRUE(s.interrupted);
+  EXPECT_EQ(s.replayed, 1);
+  ASSERT_EQ(s.items.size(), 1u);
+  EXPECT_EQ(store_.states["a"], "retrying");
+  EXPECT_EQ(store_.states["b"], "dead");
+  EXPECT_EQ(store_.states["c"], "dead");
+  EXPECT_FALSE(run({"b"}, {dlq_message("b", 2, 2)}).interrupted);
+}
+
 // The DLQ as a later read sees it: what `messages` holds, read by `keep`.
 class FakeDlqSource final : public DlqSource {
  public:
