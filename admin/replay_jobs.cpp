@@ -40,14 +40,34 @@ ReplayProgress progress_from(const pqxx::row& r) {
   return p;
 }
 
-// The items of a replay, in the order given: the order they are worked through.
-void insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys) {
+// What a replay was asked to do with its keys (replay_items.resend, migrations/0017).
+enum class Intent {
+  kReplay,   // a filter on dead deliveries, or a release: never resend
+  kResend,   // a filter on succeeded deliveries
+  kByState,  // keys listed by hand: resend those succeeded now, in this transaction
+};
+
+// The items of a replay, in the order given: the order they are worked through. Each one's intent
+// is fixed here, when the replay is requested: a key listed by hand that is dead now and has been
+// delivered by the time the runner reaches it (another replay of it, a retried POST, `hookrelay
+// dlq replay`) is skipped then, not resent.
+void insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys, Intent intent) {
   PgArrayLiteral array;
   for (const auto& k : keys) array.add(k);
+  if (intent == Intent::kByState) {
+    tx.exec_params(
+        "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
+        " SELECT $1, u.k, u.n, coalesce((SELECT d.state = 'succeeded' FROM deliveries d"
+        "                                WHERE " HR_KEY_IS("d.delivery_key", "u.k") "), false)"
+        " FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON CONFLICT DO NOTHING",
+        id, std::move(array).take());
+    return;
+  }
   tx.exec_params(
-      "INSERT INTO replay_items (replay_id, delivery_key, position)"
-      " SELECT $1, k, n FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON CONFLICT DO NOTHING",
-      id, std::move(array).take());
+      "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
+      " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
+      " ON CONFLICT DO NOTHING",
+      id, std::move(array).take(), intent == Intent::kResend);
 }
 
 }  // namespace
@@ -97,7 +117,10 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
         "         CASE WHEN $5 THEN now() END) RETURNING id",
         request_json, who, req.dry_run, req.rate, keys.empty());
     const auto id = row[0].as<int64_t>();
-    insert_items(tx, id, keys);
+    insert_items(tx, id, keys,
+                 !req.filter                   ? Intent::kByState
+                 : req.filter->state == "dead" ? Intent::kReplay
+                                               : Intent::kResend);
     tx.commit();
     return id;
   });
@@ -124,7 +147,7 @@ Result<ReplayProgress> ReplayJobs::create_release(const std::string& source,
         "         CASE WHEN $4 THEN now() END) RETURNING id",
         request, who, rate, keys.empty());
     const auto id = row[0].as<int64_t>();
-    insert_items(tx, id, keys);
+    insert_items(tx, id, keys, Intent::kReplay);
     tx.commit();
     return id;
   });
@@ -185,12 +208,10 @@ Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& r
     out.rate = r[2].as<double>();
     out.requested_by = r[3].as<std::string>();
     out.reason = r[4].as<std::string>();
-    const auto state = r[5].as<std::string>();
-    // Keys listed by hand are replayed when dead and resent when succeeded.
-    out.resend = state != "dead";
-    out.needs_dlq = state != "succeeded";
+    // Whether a key is resent is its item's (unfinished_items); a filter on succeeded
+    // deliveries resends every key, so it needs no message from the DLQ.
+    out.needs_dlq = r[5].as<std::string>() != "succeeded";
     out.from_state = r[6].as<std::string>();
-    if (out.from_state == "parked") out.resend = false;
     return out;
   });
 }
@@ -210,11 +231,12 @@ Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int 
   return pg_.run("replay items", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     std::vector<ReplayItemRow> out;
-    for (const auto& r : tx.exec_params("SELECT delivery_key, status = 'marked' FROM replay_items"
-                                        " WHERE replay_id = $1 AND status IN ('pending', 'marked') "
-                                        "ORDER BY position, delivery_key LIMIT $2",
-                                        id, limit)) {
-      out.push_back({r[0].as<std::string>(), r[1].as<bool>()});
+    for (const auto& r :
+         tx.exec_params("SELECT delivery_key, status = 'marked', resend FROM replay_items"
+                        " WHERE replay_id = $1 AND status IN ('pending', 'marked') "
+                        "ORDER BY position, delivery_key LIMIT $2",
+                        id, limit)) {
+      out.push_back({r[0].as<std::string>(), r[1].as<bool>(), r[2].as<bool>()});
     }
     return out;
   });

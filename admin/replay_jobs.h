@@ -44,7 +44,6 @@ struct ClaimedReplay {
   double rate = 0;
   std::string requested_by;
   std::string reason;
-  bool resend = false;    // the request's filter state is succeeded, or it lists keys
   bool needs_dlq = true;  // some keys may be dead (not a filter on succeeded)
   // "parked": the release of a resumed route (its messages are in hookrelay.parked, its items
   // go in arrival order); "dead" otherwise.
@@ -54,6 +53,10 @@ struct ClaimedReplay {
 struct ReplayItemRow {
   std::string key;
   bool marked = false;  // marked by an earlier, interrupted run
+  // Resend the key if it is succeeded: it was succeeded when the replay was requested (keys
+  // listed by hand), or the replay's filter is on succeeded deliveries. Otherwise a succeeded
+  // key is skipped: one dead when requested and delivered since is not sent again.
+  bool resend = false;
 };
 
 class ReplayJobs {
@@ -61,7 +64,8 @@ class ReplayJobs {
   explicit ReplayJobs(std::string url);
 
   // Stores the replay and its items (the request's keys, or the deliveries its filter matches,
-  // at most `max_keys`), in one transaction.
+  // at most `max_keys`), in one transaction, each with whether it is to be resent (the keys
+  // succeeded at this moment; every key of a filter on succeeded deliveries).
   Result<ReplayProgress> create(const ReplayRequest& request, const std::string& request_json,
                                 const std::string& who, int max_keys);
   Result<ReplayProgress> get(int64_t id);

@@ -138,7 +138,6 @@ void ReplayRunner::run_one() {
   ReplayOptions options;
   options.dry_run = job.dry_run;
   options.rate_per_second = job.rate;
-  options.resend_succeeded = job.resend;
   options.who = job.requested_by.empty() ? "admin-api" : job.requested_by;
   options.reason = job.reason.empty() ? "admin API replay " + std::to_string(job.id) : job.reason;
   options.ack_timeout_ms = options_.kafka_timeout_ms;
@@ -155,6 +154,8 @@ void ReplayRunner::run_one() {
     for (const auto& item : *items) {
       if (stop_.load()) return;
       auto it = latest.find(item.key);
+      // Per key: only a key succeeded when the replay was requested is resent (ReplayItemRow).
+      options.resend_succeeded = item.resend;
       ReplayItem done = replayer.replay_key(item.key, it == latest.end() ? nullptr : it->second,
                                             options, item.marked);
       const char* status = item_status(done.outcome);

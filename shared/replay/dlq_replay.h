@@ -128,8 +128,11 @@ struct ReplaySummary {
 
 struct ReplayOptions {
   bool dry_run = false;
-  bool resend_succeeded = false;  // resend succeeded deliveries instead of skipping them
-  double rate_per_second = 0;     // 0 = as fast as acks come back
+  // Resend succeeded deliveries instead of skipping them. The admin API sets it per key, for the
+  // keys succeeded when the replay was requested (replay_items.resend): a key dead then and
+  // delivered since is skipped, not sent a second time.
+  bool resend_succeeded = false;
+  double rate_per_second = 0;  // 0 = as fast as acks come back
   std::string who;
   std::string reason;
   int ack_timeout_ms = 30000;

@@ -6,6 +6,8 @@
 #include <signal.h>
 
 #include <fstream>
+#include <memory>
+#include <pqxx/pqxx>
 #include <set>
 #include <thread>
 
@@ -237,6 +239,62 @@ TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSam
   EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Ab"),
             (std::vector<std::string>{"succeeded", "resent", "succeeded"}));
   // The marker was consumed: another copy of the message would be skipped.
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
+}
+
+// The same replay by keys requested twice while its keys are dead (a client retrying its POST):
+// the first replay delivers each key, and the second finds them succeeded and skips them; a key
+// dead when it was asked for is never resent. Row locks on the first replay's other keys hold it
+// at points the test chooses, so the second reaches the key after it was delivered.
+TEST_F(AdminApiTest, AKeyDeadWhenItsReplayWasRequestedTwiceIsDeliveredOnce) {
+  rx_.set_default("/a", {400, {}, 0, "refused"});
+  start_worker();
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 3)));
+  ASSERT_TRUE(deliveries_in_state("dead", 3, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 3, 30s)) << stack_->describe_deliveries();
+  rx_.set_default("/a", {200});
+  const std::string first_key = "wh:acme:evt-0:a", key = "wh:acme:evt-1:a",
+                    last_key = "wh:acme:evt-2:a";
+  auto hold = [&](const std::string& k) {
+    auto c = std::make_unique<pqxx::connection>(stack_->database().url());
+    auto tx = std::make_unique<pqxx::work>(*c);
+    tx->exec_params("SELECT 1 FROM delivery_rows WHERE delivery_key = $1 FOR UPDATE", k);
+    return std::make_pair(std::move(c), std::move(tx));
+  };
+  auto hold_first = hold(first_key);
+  auto hold_last = hold(last_key);
+
+  const json request = {{"keys", {first_key, key, last_key}}, {"reason", "receiver fixed"}};
+  const std::string first = post_replay(request)["id"];
+  const std::string second = post_replay(request)["id"];  // the client's retry: all still dead
+  hold_first.second->abort();  // the first replay goes on, delivers `key`, waits at last_key
+  ASSERT_TRUE(rx_.wait_for_count("/a", 5, 30s));
+  ASSERT_TRUE(eventually(
+      [&] {
+        return stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = '" + key + "'") ==
+               "succeeded";
+      },
+      30s))
+      << stack_->describe_deliveries();
+  hold_last.second->abort();
+
+  auto first_done = wait_replay(first);
+  EXPECT_EQ(first_done["produced"], 3) << first_done.dump();
+  auto second_done = wait_replay(second);
+  EXPECT_EQ(second_done["state"], "finished") << second_done.dump();
+  EXPECT_EQ(second_done["produced"], 0) << second_done.dump();
+  EXPECT_EQ(second_done["skipped"], 3) << second_done.dump();
+  EXPECT_EQ(stack_->scalar("SELECT status || ': ' || detail FROM replay_items WHERE replay_id = " +
+                           second + " AND delivery_key = '" + key + "'"),
+            "skipped: already succeeded");
+  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(2s);
+  // Each webhook-id of route a: the refused attempt and one delivery, not a resend.
+  const auto counts = rx_.webhook_id_counts("/a");
+  ASSERT_EQ(counts.size(), 3u);
+  for (const auto& [webhook_id, n] : counts) EXPECT_EQ(n, 2) << webhook_id;
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Aa"),
+            (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
 }
 
