@@ -6,6 +6,7 @@
 #include <set>
 
 #include "shared/signing/crypto.h"
+#include "shared/utf8.h"
 
 namespace hookrelay::admin {
 namespace {
@@ -37,6 +38,13 @@ bool parse_int64(std::string_view text, int64_t& out) {
 Unexpected bad_param(const std::string& field, const std::string& what) {
   return fail("bad_parameter", field + ": " + what);
 }
+
+// What a value that is not text PostgreSQL takes (shared/utf8.h) is told; the message names the
+// parameter or field in front of it.
+constexpr const char* kNotText = "must be UTF-8 text without NUL bytes";
+
+// The latest first-seen time a cursor may hold: the end of 9999, as in RFC 3339 (since, until).
+constexpr int64_t kMaxCursorUs = 253402300799999999;
 
 }  // namespace
 
@@ -98,11 +106,13 @@ Result<RouteControlQuery> parse_route_control_query(std::string_view query, bool
   if (auto it = q->find("source"); it != q->end()) {
     if (it->second.empty() || it->second.size() > kMaxKeyBytes)
       return fail("bad_parameter", "source: must be 1-1024 bytes");
+    if (!is_postgres_text(it->second)) return bad_param("source", kNotText);
     out.source = it->second;
   }
   if (auto it = q->find("reason"); it != q->end()) {
     if (it->second.size() > kMaxReasonBytes)
       return fail("bad_parameter", "reason: at most 500 bytes");
+    if (!is_postgres_text(it->second)) return bad_param("reason", kNotText);
     out.reason = it->second;
   }
   if (auto it = q->find("rate"); it != q->end()) {
@@ -220,9 +230,13 @@ Result<DeliveryPagePosition> decode_cursor(std::string_view text) {
   auto bar = r.find('|');
   if (bar == std::string_view::npos) return bad();
   DeliveryPagePosition p;
-  if (!parse_int64(r.substr(0, bar), p.first_seen_us) || p.first_seen_us < 0) return bad();
+  // Within what since and until take, so the page's statement can compute with it.
+  if (!parse_int64(r.substr(0, bar), p.first_seen_us) || p.first_seen_us < 0 ||
+      p.first_seen_us > kMaxCursorUs) {
+    return bad();
+  }
   p.key = std::string(r.substr(bar + 1));
-  if (p.key.empty() || p.key.size() > kMaxKeyBytes) return bad();
+  if (p.key.empty() || p.key.size() > kMaxKeyBytes || !is_postgres_text(p.key)) return bad();
   // Canonical only: one cursor text per position.
   if (encode_cursor(p) != text) return bad();
   return p;
@@ -253,6 +267,7 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
       if (value.empty() || value.size() > kMaxKeyBytes) {
         return bad_param(name, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
       }
+      if (!is_postgres_text(value)) return bad_param(name, kNotText);
       if (name == "state" && value != "in_flight" && value != "retrying" && value != "succeeded" &&
           value != "dead" && value != "parked") {
         return bad_param("state", "must be in_flight, retrying, succeeded, dead or parked");
@@ -291,6 +306,7 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
         auto key = value[i].get<std::string>();
         if (key.empty() || key.size() > kMaxKeyBytes)
           return bad(f, "must be 1-" + std::to_string(kMaxKeyBytes) + " bytes");
+        if (!is_postgres_text(key)) return bad(f, kNotText);
         if (seen.insert(key).second) r.keys.push_back(std::move(key));
       }
     } else if (name == "filter") {
@@ -303,6 +319,7 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
           auto v = fvalue.get<std::string>();
           if (fname == "route") {
             if (v.empty() || v.size() > 64) return bad(field, "must be 1-64 bytes");
+            if (!is_postgres_text(v)) return bad(field, kNotText);
             f.route = std::move(v);
           } else if (fname == "state") {
             if (v != "dead" && v != "succeeded") return bad(field, "must be dead or succeeded");
@@ -330,6 +347,7 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
       if (!value.is_string()) return bad("reason", "must be a string");
       r.reason = value.get<std::string>();
       if (r.reason.size() > 512) return bad("reason", "must be at most 512 bytes");
+      if (!is_postgres_text(r.reason)) return bad("reason", kNotText);
     } else {
       return bad(name.substr(0, 64),
                  "unknown field (expected keys, filter, dry_run, rate, reason)");

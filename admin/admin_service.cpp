@@ -12,6 +12,7 @@
 #include "shared/routes/route_control.h"
 #include "shared/signing/crypto.h"
 #include "shared/store/delivery_queries.h"
+#include "shared/utf8.h"
 
 namespace hookrelay::admin {
 
@@ -113,7 +114,10 @@ HttpResponse from_error(const Error& e) {
     r.headers.emplace_back("Retry-After", "30");
     return r;
   }
-  return json_error(500, "internal", e.message);
+  // Bad input is refused before any statement runs (admin_request.h, valid_segment): what is
+  // left is the admin's own fault. The database's text goes to the log, not to the caller.
+  spdlog::error("msg=admin_internal_error code={} error={}", e.code, log_quote(e.message));
+  return json_error(500, "internal", "internal error; see the admin log");
 }
 
 bool starts_with(std::string_view s, std::string_view prefix) {
@@ -154,7 +158,12 @@ HttpResponse no_query(std::string_view query) {
   return HttpResponse{};
 }
 
-bool valid_segment(const std::string& s) { return !s.empty() && s.size() <= kMaxKeyBytes; }
+// A key, id or name from the path: 1-1024 bytes of text PostgreSQL takes (no invalid UTF-8 such
+// as %FF, no %00), so a lookup either finds it or answers 404, never a database error.
+bool valid_segment(const std::string& s) {
+  return !s.empty() && s.size() <= kMaxKeyBytes && is_postgres_text(s);
+}
+constexpr const char* kSegmentRule = "must be 1-1024 bytes of UTF-8 text without NUL bytes";
 
 json route_view_json(const RouteView& v) { return route_json(v, format_rfc3339_ms); }
 
@@ -306,7 +315,8 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
   } else if (s.size() == 2 && s[0] == "deliveries") {
     endpoint = "get_delivery";
     if (!get) return method_not_allowed("GET");
-    if (!valid_segment(s[1])) return json_error(400, "bad_parameter", "key: must be 1-1024 bytes");
+    if (!valid_segment(s[1]))
+      return json_error(400, "bad_parameter", std::string("key: ") + kSegmentRule);
     if (auto r = no_query(query); r.status != 200) return r;
     run = [key = s[1]](Connections& c) {
       auto d = c.queries.delivery_show(key);
@@ -315,7 +325,8 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
   } else if (s.size() == 2 && s[0] == "calls") {
     endpoint = "get_call";
     if (!get) return method_not_allowed("GET");
-    if (!valid_segment(s[1])) return json_error(400, "bad_parameter", "id: must be 1-1024 bytes");
+    if (!valid_segment(s[1]))
+      return json_error(400, "bad_parameter", std::string("id: ") + kSegmentRule);
     if (auto r = no_query(query); r.status != 200) return r;
     run = [id = s[1]](Connections& c) {
       auto d = c.queries.call_show(id);
@@ -328,7 +339,9 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
     endpoint = "get_event";
     if (!get) return method_not_allowed("GET");
     if (!valid_segment(s[1]) || !valid_segment(s[2])) {
-      return json_error(400, "bad_parameter", "source and event_id: must be 1-1024 bytes each");
+      return json_error(
+          400, "bad_parameter",
+          std::string(valid_segment(s[1]) ? "event_id: " : "source: ") + kSegmentRule);
     }
     if (auto r = no_query(query); r.status != 200) return r;
     run = [source = s[1], event_id = s[2]](Connections& c) {
@@ -389,7 +402,8 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
     const bool suspend = s[2] == "suspend";
     endpoint = suspend ? "suspend_route" : "resume_route";
     if (request.method != "POST") return method_not_allowed("POST");
-    if (!valid_segment(s[1])) return json_error(400, "bad_parameter", "name: must be 1-1024 bytes");
+    if (!valid_segment(s[1]))
+      return json_error(400, "bad_parameter", std::string("name: ") + kSegmentRule);
     auto q = parse_route_control_query(query, suspend);
     if (!q) return json_error(400, q.error().code, q.error().message);
     run = [this, config, name = s[1], q = *q, who, suspend](Connections& c) {

@@ -29,6 +29,18 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   return n;
 }
 
+// Whether PostgreSQL takes `s` as a text value: valid UTF-8 (as above) with no NUL byte (text
+// cannot hold one, and jsonb refuses \u0000). Outside bytes that fail this are refused where they
+// come in: a statement given them fails whole (SQLSTATE class 22).
+inline bool is_postgres_text(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = s[i] == '\0' ? 0 : utf8_sequence_length(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 // The longest prefix of `s` of at most `max_bytes` that does not end inside a valid UTF-8
 // sequence: for quoting outside text in messages without cutting a character in two.
 inline std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes) {

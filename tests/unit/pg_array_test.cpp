@@ -52,6 +52,16 @@ TEST(Utf8, RejectsOverlongSurrogateAndOutOfRangeSequences) {
   EXPECT_EQ(utf8_sequence_length("\x80", 0), 0u);              // lone continuation
 }
 
+TEST(Utf8, PostgresTextIsValidUtf8WithoutNul) {
+  EXPECT_TRUE(is_postgres_text(""));
+  EXPECT_TRUE(is_postgres_text("wh:acme:caf\xc3\xa9:a \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(is_postgres_text(std::string_view("a\0b", 3)));
+  EXPECT_FALSE(is_postgres_text("\xff"));
+  EXPECT_FALSE(is_postgres_text("a\xc0\xaf"));      // overlong '/'
+  EXPECT_FALSE(is_postgres_text("x\xed\xa0\x80"));  // surrogate
+  EXPECT_FALSE(is_postgres_text("ok\xe2\x82"));     // truncated at the end
+}
+
 TEST(AppendJsonString, EscapesControlsAndReplacesInvalidUtf8) {
   std::string out;
   append_json_string(out, std::string_view("q\"b\\\n\x01 caf\xc3\xa9 \xed\xa0\x80"));
