@@ -103,7 +103,6 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     auto j = std::move(job);
     queue.pop_front();
     release_order_gate(*j);
-    j->circuit_open_until_ms = 0;
     bounce(std::move(j));
     return Head::kGone;
   }
