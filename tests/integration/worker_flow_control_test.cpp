@@ -175,19 +175,13 @@ TEST_F(WorkerTest, ADeliveryThatWaitedPastItsLeaseIsNotSentAgainByItsFirstWorker
   std::size_t first = start_worker();
   ASSERT_TRUE(eventually([&] { return stack_->count_deliveries() == kEvents; }, 20s))
       << stack_->describe_deliveries();
-  StackOptions copy = o;
-  copy.group_id = "hookrelay-workers-copy";
-  auto config = stack_->write_config(copy, "worker-copy.yaml");
-  ASSERT_TRUE(config) << config.error().message;
-  auto second = stack_->start_worker(true, *config);
-  ASSERT_TRUE(second) << second.error().message;
+  auto second = start_worker_in_group("hookrelay-workers-copy");
+  ASSERT_TRUE(second);
   ASSERT_TRUE(deliveries_in_state("succeeded", kEvents, 90s)) << stack_->describe_deliveries();
   // Room for a late second call: the first worker's queue held every event for 12 s at 1/s.
   std::this_thread::sleep_for(4s);
   EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kEvents));
-  EXPECT_EQ(std::stoll(stack_->scalar("SELECT count(*) FROM delivery_attempts_all "
-                                      "WHERE outcome = 'duplicate_success'")),
-            0);
+  EXPECT_EQ(duplicate_successes(), 0);
   expect_each_succeeded_once(*stack_, kEvents);
   EXPECT_GT(worker_metric(first, "hookrelay_worker_lease_requeues_total") +
                 worker_metric(*second, "hookrelay_worker_lease_requeues_total"),

@@ -66,9 +66,7 @@ TEST_F(WorkerTest, RetryCopiesOfOneDeliveryInOneWorkerSucceedOnce) {
       << "skips: " << worker_metric(w, kSkips) << ", requests: " << rx_.count("/a");
   EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kKeys)) << stack_->describe_deliveries();
   for (const auto& [key, n] : stack_->succeeded_attempts_per_key()) EXPECT_EQ(n, 1) << key;
-  EXPECT_EQ(stack_->scalar(
-                "SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'duplicate_success'"),
-            "0");
+  EXPECT_EQ(duplicate_successes(), 0);
 }
 
 TEST_F(WorkerTest, ReplayedOffsetsAreSkipped) {
@@ -87,16 +85,11 @@ TEST_F(WorkerTest, ReplayedOffsetsAreSkipped) {
   // A worker in a fresh group starts from the earliest offsets: every message is replayed.
   // (Rewinding the old group with a throwaway member works too, but the devbroker's mock group
   // coordinator then stalls a JoinGroup that arrives during the leave-rebalance.)
-  StackOptions replay = o;
-  replay.group_id = "hookrelay-workers-replay";
-  auto config = stack_->write_config(replay, "replay.yaml");
-  ASSERT_TRUE(config) << config.error().message;
-  auto started = stack_->start_worker(true, *config);
-  ASSERT_TRUE(started) << started.error().message;
-  std::size_t second = *started;
-  ASSERT_TRUE(eventually([&] { return worker_metric(second, kSkips) >= 20; }, 30s))
-      << "skips: " << worker_metric(second, kSkips);
-  EXPECT_EQ(worker_metric(second, kSkips, {R"(reason="already_succeeded")"}), 20);
+  auto second = start_worker_in_group("hookrelay-workers-replay");
+  ASSERT_TRUE(second);
+  ASSERT_TRUE(eventually([&] { return worker_metric(*second, kSkips) >= 20; }, 30s))
+      << "skips: " << worker_metric(*second, kSkips);
+  EXPECT_EQ(worker_metric(*second, kSkips, {R"(reason="already_succeeded")"}), 20);
   EXPECT_EQ(rx_.count("/a"), 20u);
   EXPECT_EQ(stack_->count_deliveries("succeeded"), 20);
   for (const auto& [key, n] : stack_->succeeded_attempts_per_key()) EXPECT_EQ(n, 1) << key;

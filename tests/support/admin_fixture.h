@@ -50,6 +50,17 @@ class AdminTest : public WorkerTest {
     ASSERT_TRUE(wait_for_status(url("/healthz"), 200, 20s)) << admin_->log_tail();
   }
 
+  // `n` events whose route-a deliveries die (the receiver answers 400: permanent) and whose
+  // route-b ones succeed, both recorded within `timeout`; route a still answers 400. Needs routes
+  // acme -> a and acme -> b. Call with ASSERT_NO_FATAL_FAILURE.
+  void die_on_a(int n, std::chrono::seconds timeout) {
+    rx_.set_default("/a", {400, {}, 0, "refused"});
+    start_worker();
+    ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", n)));
+    ASSERT_TRUE(deliveries_in_state("dead", n, timeout)) << stack_->describe_deliveries();
+    ASSERT_TRUE(deliveries_in_state("succeeded", n, timeout)) << stack_->describe_deliveries();
+  }
+
   std::string url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(admin_port_) + path;
   }

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,6 +62,25 @@ class WorkerTest : public ::testing::Test {
   }
   bool deliveries_in_state(const std::string& state, int64_t n, std::chrono::milliseconds timeout) {
     return eventually([&] { return stack_->count_deliveries(state) >= n; }, timeout);
+  }
+  // A worker in consumer group `group`, on the stack's config otherwise: it reads every message
+  // from the earliest offsets whatever the stack's group committed, as after a replay (or as a
+  // copy of every message would reach it). Its index, or none (the failure reported).
+  std::optional<std::size_t> start_worker_in_group(const std::string& group) {
+    StackOptions options = stack_->options();
+    options.group_id = group;
+    auto config = stack_->write_config(options, group + ".yaml");
+    EXPECT_TRUE(config) << config.error().message;
+    if (!config) return std::nullopt;
+    auto w = stack_->start_worker(true, *config);
+    EXPECT_TRUE(w) << w.error().message;
+    if (!w) return std::nullopt;
+    return *w;
+  }
+  // Attempts recorded as duplicate_success: a second success of one delivery.
+  int64_t duplicate_successes() const {
+    return std::stoll(stack_->scalar(
+        "SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'duplicate_success'"));
   }
   double worker_metric(std::size_t worker, const std::string& name,
                        const std::vector<std::string>& labels = {}) {

@@ -807,13 +807,11 @@ double unlabelled_counter(prometheus::Registry& registry, const std::string& nam
   return -1;
 }
 
-// A worker of its own whose breaker opens after two failures and cools down for 20 s; open()
-// makes two calls to 127.0.0.1:9 fail.
-class CircuitCoordinator : public WorkerCoordinator {
+// A second worker, `w` on consumer `own`, made by start_own() once a fixture has changed the
+// config it is built with (the fixture's `worker` keeps the defaults).
+class OwnWorkerCoordinator : public WorkerCoordinator {
  protected:
-  CircuitCoordinator() {
-    config.worker.breaker_failure_threshold = 2;
-    config.worker.breaker_cooldown_ms = 20'000;
+  void start_own() {
     w = std::make_unique<Worker>(deps(own));
     own.assign({{std::string(kWebhooksTopic), 0}});
   }
@@ -825,6 +823,21 @@ class CircuitCoordinator : public WorkerCoordinator {
   void run() {
     for (int i = 0; i < 8; ++i) w->step();
   }
+  int64_t stored_webhooks() { return own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})]; }
+
+  FakeConsumer own;
+  std::unique_ptr<Worker> w;
+};
+
+// A worker of its own whose breaker opens after two failures and cools down for 20 s; open()
+// makes two calls to 127.0.0.1:9 fail.
+class CircuitCoordinator : public OwnWorkerCoordinator {
+ protected:
+  CircuitCoordinator() {
+    config.worker.breaker_failure_threshold = 2;
+    config.worker.breaker_cooldown_ms = 20'000;
+    start_own();
+  }
   void open() {
     sender.script = {status(503), status(503)};
     feed(0, "e1");
@@ -833,10 +846,6 @@ class CircuitCoordinator : public WorkerCoordinator {
     ASSERT_EQ(sender.calls.size(), 2u);
     producer.sent.clear();
   }
-  int64_t stored_webhooks() { return own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})]; }
-
-  FakeConsumer own;
-  std::unique_ptr<Worker> w;
 };
 
 TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAnAttempt) {
@@ -863,24 +872,13 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
 // longer covers its call (20 s lease, 10 s route timeout: 10 s after the claim), it is not sent
 // (another worker may claim it once the lease ends), but goes back to the first retry tier
 // without an attempt, and its lease is given back.
-class LeaseCoordinator : public WorkerCoordinator {
+class LeaseCoordinator : public OwnWorkerCoordinator {
  protected:
   LeaseCoordinator() {
     config.worker.per_host_max_in_flight = 1;
     config.worker.claim_lease_seconds = 20;
-    w = std::make_unique<Worker>(deps(own));
-    own.assign({{std::string(kWebhooksTopic), 0}});
+    start_own();
   }
-  void feed(int64_t offset, const std::string& id) {
-    webhook(offset, id);
-    own.queue.push_back(consumer.queue.back());
-    consumer.queue.pop_back();
-  }
-  void run() {
-    for (int i = 0; i < 8; ++i) w->step();
-  }
-  FakeConsumer own;
-  std::unique_ptr<Worker> w;
 };
 
 TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIsNotSent) {
@@ -905,7 +903,7 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
   for (auto& answer : sender.held) answer();
   run();
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
-  EXPECT_EQ(own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})], 2);
+  EXPECT_EQ(stored_webhooks(), 2);
 }
 
 // Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
