@@ -36,7 +36,8 @@ constexpr const char* kUsage =
     "  0  success\n"
     "  1  the operation failed (database, Kafka or HTTP error; replay failures)\n"
     "  2  usage error or invalid configuration\n"
-    "  3  not found (delivery, event, route, or DLQ message)\n";
+    "  3  not found (delivery, event, route, or DLQ message)\n"
+    "  130  dlq replay interrupted (SIGINT, SIGTERM) between two keys\n";
 
 using Runner = int (*)(const Args&, CliIo&);
 
