@@ -3,13 +3,17 @@
 // where nothing listens (its circuit opens), route b a receiver answering 429 (its limit is cut).
 // The worker publishes both every few seconds; the CLI joins them by the route's host; a clean
 // stop withdraws the worker's rows, and a row nobody updated for a while is shown as stale.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "shared/net/unique_fd.h"
 #include "tests/support/cli_run.h"
 #include "tests/support/worker_fixture.h"
 
@@ -18,14 +22,28 @@ namespace {
 
 using json = nlohmann::json;
 
-// 127.0.0.1:<a port nobody listens on> (a receiver's, stopped); "" when none could be had.
-std::string host_nobody_listens_on() {
-  ScriptedReceiver gone;
-  if (!gone.start()) return "";
-  const uint16_t port = gone.port();
-  gone.stop();
-  return "127.0.0.1:" + std::to_string(port);
-}
+// A loopback port bound and never listened on, held while the test runs: a call to it is
+// refused, and no test running beside this one can take the port meanwhile (a port found free
+// and let go was once taken by another test's receiver, whose answers kept the circuit closed).
+class RefusingPort {
+ public:
+  RefusingPort() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    auto* any = reinterpret_cast<sockaddr*>(&addr);
+    if (fd_.get() >= 0 && ::bind(fd_.get(), any, len) == 0 &&
+        ::getsockname(fd_.get(), any, &len) == 0)
+      port_ = ntohs(addr.sin_port);
+  }
+  // 127.0.0.1:<port>; "" when no port could be had.
+  std::string host() const { return port_ ? "127.0.0.1:" + std::to_string(port_) : ""; }
+
+ private:
+  UniqueFd fd_;
+  uint16_t port_ = 0;
+};
 
 // `hookrelay routes list --json` on the stack's config and database.
 std::vector<std::string> host_states_list_args(const Stack& stack) {
@@ -46,7 +64,8 @@ json host_states_listed(const std::vector<std::string>& args) {
 }
 
 TEST_F(WorkerTest, RoutesListShowsEachHostsCircuitAndAdaptiveLimitAsTheWorkersPublishThem) {
-  const std::string down_host = host_nobody_listens_on();
+  const RefusingPort down;
+  const std::string down_host = down.host();
   ASSERT_FALSE(down_host.empty());
   const std::string busy_host = "127.0.0.1:" + std::to_string(rx_.port());
   StackOptions o;
@@ -131,7 +150,8 @@ TEST_F(WorkerTest, RoutesListShowsEachHostsCircuitAndAdaptiveLimitAsTheWorkersPu
 // and they no longer count.
 TEST_F(WorkerTest, RoutesListCombinesTheRowsOfEveryWorkerAndDropsAKilledOnesOnceStale) {
   constexpr int kStaleMs = 1500;
-  const std::string down_host = host_nobody_listens_on();
+  const RefusingPort down;
+  const std::string down_host = down.host();
   ASSERT_FALSE(down_host.empty());
   StackOptions o;
   o.routes = {{"acme", "a", "http://" + down_host + "/a"}, {"acme", "b", rx_.url("/b")}};
