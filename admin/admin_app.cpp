@@ -71,6 +71,8 @@ int run_admin(int argc, char** argv) {
   http.threads = initial.admin.threads;
   http.max_body_bytes = 16u << 20;  // a replay of 10,000 keys of up to 1 KiB each
   http.max_connections = 1024;
+  // Four of the largest replay requests at once; more wait for a 503's Retry-After.
+  http.max_buffered_body_bytes = std::size_t{64} << 20;
   HttpServer server(http, [&service](const HttpRequest& req, const Responder& respond) {
     service.handle(req, respond);
   });

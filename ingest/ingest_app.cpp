@@ -102,6 +102,7 @@ int run_ingest(int argc, char** argv) {
                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   http.max_body_bytes = config->ingest.max_body_bytes;
   http.max_connections = static_cast<std::size_t>(config->ingest.max_connections);
+  http.max_buffered_body_bytes = config->ingest.max_buffered_body_bytes;
   http.max_header_count = static_cast<std::size_t>(config->ingest.max_headers);
   http.header_timeout = std::chrono::milliseconds(config->ingest.header_timeout_ms);
   http.idle_timeout = std::chrono::milliseconds(config->ingest.idle_timeout_ms);
@@ -117,7 +118,9 @@ int run_ingest(int argc, char** argv) {
   });
   // Delivery reports run on an HTTP loop thread: the answer to a request on that loop is
   // written without another thread hand-off.
-  service.set_open_connections([&server] { return server.open_connections(); });
+  service.set_server_load([&server] {
+    return IngestService::ServerLoad{server.open_connections(), server.buffered_body_bytes()};
+  });
   server.watch_fd((*producer)->event_fd(), [p = producer->get()] { p->serve_reports(); });
   if (auto started = server.start(); !started) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));

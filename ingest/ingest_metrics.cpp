@@ -37,6 +37,13 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry,
            .Help("Client connections open at the last scrape (ingest.max_connections is the cap)")
            .Register(registry)
            .Add({});
+  buffered_body_bytes_ = &prometheus::BuildGauge()
+                              .Name("hookrelay_ingest_buffered_body_bytes")
+                              .Help(
+                                  "Bytes of request bodies held at the last scrape "
+                                  "(ingest.max_buffered_body_bytes is the cap)")
+                              .Register(registry)
+                              .Add({});
   produce_latency_ = &prometheus::BuildHistogram()
                           .Name("hookrelay_ingest_produce_latency_seconds")
                           .Help("Time from produce to the broker's acknowledgement, by topic")

@@ -33,6 +33,7 @@ class IngestMetrics {
   // accept() failed (reason: "emfile", "enfile", "enobufs", "enomem", "other").
   void accept_error(std::string_view reason);
   prometheus::Gauge& open_connections() { return *open_connections_; }
+  prometheus::Gauge& buffered_body_bytes() { return *buffered_body_bytes_; }
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Gauge& ready() { return *ready_; }
   prometheus::Gauge& kafka_outstanding() { return *kafka_outstanding_; }
@@ -46,6 +47,7 @@ class IngestMetrics {
   prometheus::Family<prometheus::Counter>* kafka_errors_;
   prometheus::Family<prometheus::Counter>* accept_errors_;
   prometheus::Gauge* open_connections_;
+  prometheus::Gauge* buffered_body_bytes_;
   prometheus::Family<prometheus::Histogram>* produce_latency_;
   prometheus::Gauge* in_flight_;
   prometheus::Gauge* ready_;

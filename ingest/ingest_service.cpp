@@ -124,7 +124,11 @@ void IngestService::probe(std::string_view path, const HttpRequest& request,
     metrics_.kafka_outstanding().Set(producer_.outstanding());
     for (const PartitionOutstanding& p : producer_.outstanding_by_partition())
       metrics_.partition_outstanding(p.topic, p.partition, p.messages);
-    if (open_connections_) metrics_.open_connections().Set(open_connections_());
+    if (server_load_) {
+      const ServerLoad load = server_load_();
+      metrics_.open_connections().Set(load.open_connections);
+      metrics_.buffered_body_bytes().Set(static_cast<double>(load.buffered_body_bytes));
+    }
     r.content_type = "text/plain; version=0.0.4";
     r.body = serialize_metrics(*registry_);
   } else if (path == "/healthz") {

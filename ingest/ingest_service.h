@@ -48,8 +48,13 @@ class IngestService {
   void begin_shutdown() { shutting_down_.store(true); }
   int in_flight() const { return in_flight_.load(); }
   IngestMetrics& metrics() { return metrics_; }
-  // Before serving: where /metrics reads the number of open client connections.
-  void set_open_connections(std::function<int()> count) { open_connections_ = std::move(count); }
+  // Before serving: where /metrics reads the HTTP server's load (open client connections, bytes
+  // of request bodies held).
+  struct ServerLoad {
+    int open_connections = 0;
+    std::size_t buffered_body_bytes = 0;
+  };
+  void set_server_load(std::function<ServerLoad()> load) { server_load_ = std::move(load); }
 
  private:
   void webhook(std::string_view source, const HttpRequest& request, Responder respond);
@@ -80,7 +85,7 @@ class IngestService {
   Clock now_ms_;
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> in_flight_{0};
-  std::function<int()> open_connections_;
+  std::function<ServerLoad()> server_load_;
 };
 
 }  // namespace hookrelay

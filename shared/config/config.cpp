@@ -732,7 +732,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   if (auto i = root["ingest"]) {
     only_keys(i, "ingest",
               {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms",
-               "max_connections", "max_headers", "header_timeout_ms", "idle_timeout_ms"});
+               "max_connections", "max_buffered_body_bytes", "max_headers", "header_timeout_ms",
+               "idle_timeout_ms"});
     if (i["listen"]) c.ingest.listen = str(i["listen"], "ingest.listen", env);
     if (i["max_body_bytes"])
       c.ingest.max_body_bytes =
@@ -747,6 +748,14 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (i["max_connections"])
       c.ingest.max_connections =
           num<int>(i["max_connections"], "ingest.max_connections", 1, 1000000);
+    if (i["max_buffered_body_bytes"])
+      c.ingest.max_buffered_body_bytes = num<std::size_t>(
+          i["max_buffered_body_bytes"], "ingest.max_buffered_body_bytes", 1, std::size_t{1} << 40);
+    if (c.ingest.max_buffered_body_bytes < c.ingest.max_body_bytes) {
+      bad("ingest.max_buffered_body_bytes",
+          "must be at least ingest.max_body_bytes (" + std::to_string(c.ingest.max_body_bytes) +
+              "), or no request of the largest size could ever be read");
+    }
     if (i["max_headers"])
       c.ingest.max_headers = num<int>(i["max_headers"], "ingest.max_headers", 8, 10000);
     if (i["header_timeout_ms"])

@@ -69,6 +69,10 @@ struct IngestConfig {
   int retry_after_seconds = 5;    // Retry-After on 503
   int shutdown_grace_ms = 10000;  // SIGTERM: longest wait for outstanding reports
   int max_connections = 4096;     // open connections; past it a new one gets 503 and is closed
+  // Request bodies held in memory at once, over all connections (a request counts its declared
+  // length, or max_body_bytes when chunked, from its header until it is answered); a request that
+  // would pass it gets 503. At least max_body_bytes.
+  std::size_t max_buffered_body_bytes = std::size_t{256} << 20;
   int max_headers = 100;          // header fields per request; more get 431
   int header_timeout_ms = 10000;  // a request's header must arrive whole within this (else closed)
   int idle_timeout_ms = 60000;    // keep-alive idle limit; also the deadline for reading a body

@@ -75,6 +75,21 @@ struct HttpServer::Impl {
   };
   // Before the loops: a session still queued on a loop is destroyed with it, and counts itself out.
   std::atomic<int> connections{0};
+  // Bytes of request bodies held by sessions (each its request's reservation).
+  std::atomic<std::size_t> buffered_body_bytes{0};
+  bool reserve_body(std::size_t n) {
+    if (options.max_buffered_body_bytes == 0) {
+      buffered_body_bytes.fetch_add(n, std::memory_order_relaxed);
+      return true;
+    }
+    std::size_t held = buffered_body_bytes.load(std::memory_order_relaxed);
+    do {
+      if (n > options.max_buffered_body_bytes - std::min(held, options.max_buffered_body_bytes))
+        return false;
+    } while (!buffered_body_bytes.compare_exchange_weak(held, held + n, std::memory_order_relaxed));
+    return true;
+  }
+  void release_body(std::size_t n) { buffered_body_bytes.fetch_sub(n, std::memory_order_relaxed); }
   std::vector<std::unique_ptr<Loop>> loops;
   // A watched fd (another library's wake-up pipe). Its handler also runs every kWatchSweep
   // whether or not the fd woke: a wake-up the library never wrote (an event queued before its
@@ -132,7 +147,10 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ignored;
     stream_.socket().non_blocking(true, ignored);
   }
-  ~Session() { server_.connections.fetch_sub(1, std::memory_order_relaxed); }
+  ~Session() {
+    server_.release_body(reserved_);
+    server_.connections.fetch_sub(1, std::memory_order_relaxed);
+  }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -168,6 +186,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void read_header() {
+    answered_ = false;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_.options.max_body_bytes);
@@ -193,6 +212,20 @@ class Session : public std::enable_shared_from_this<Session> {
       return refuse(413, "body_too_large",
                     "request body of " + std::to_string(*length) + " bytes exceeds the limit of " +
                         std::to_string(server_.options.max_body_bytes));
+    }
+    // Chunked: the body's length is known only at its end; what it may reach is held.
+    const std::size_t body = length               ? static_cast<std::size_t>(*length)
+                             : parser_->chunked() ? server_.options.max_body_bytes
+                                                  : 0;
+    if (body > 0) {
+      if (!server_.reserve_body(body)) {
+        return refuse(503, "request_bodies_over_budget",
+                      "the server holds " +
+                          std::to_string(server_.options.max_buffered_body_bytes) +
+                          " bytes of request bodies at most, and this one's " +
+                          std::to_string(body) + " do not fit now; retry later");
+      }
+      reserved_ = body;
     }
     auto expect = req[http::field::expect];
     if (beast::iequals(expect, "100-continue")) {
@@ -276,6 +309,7 @@ class Session : public std::enable_shared_from_this<Session> {
     };
     // The exception boundary of a request: whatever the handler throws is this request's 500,
     // never the process's end.
+    in_handler_ = true;
     try {
       server_.handler(view, std::move(respond));
     } catch (const std::exception& e) {
@@ -283,6 +317,17 @@ class Session : public std::enable_shared_from_this<Session> {
     } catch (...) {
       handler_failed(*answered, "non-standard exception");
     }
+    in_handler_ = false;
+    if (answered_) drop_request();
+  }
+
+  // The request is answered and its handler has returned: its memory and its share of
+  // max_buffered_body_bytes go now, not when the next request arrives. Only while no read is
+  // parsing into it (before the next read_header, which runs from a posted call or a completion).
+  void drop_request() {
+    parser_.reset();
+    server_.release_body(reserved_);
+    reserved_ = 0;
   }
 
   void handler_failed(std::atomic<bool>& answered, std::string_view what) {
@@ -307,6 +352,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // per-field buffer sequence).
   void write(const HttpResponse& r) {
     if (writing_) return close();  // a response is still being written: never interleave two
+    answered_ = true;
+    if (!in_handler_) drop_request();
     const bool keep_alive = keep_alive_ && !r.close;
     out_.clear();
     out_ += "HTTP/1.1 ";
@@ -413,6 +460,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   bool keep_alive_ = true;
   bool head_ = false;         // the request being answered is a HEAD
+  bool in_handler_ = false;   // the handler of the current request has not returned yet
+  bool answered_ = false;     // the current request has its answer
+  std::size_t reserved_ = 0;  // the current request's share of max_buffered_body_bytes
   bool linger_ = false;       // close through linger(): the request was refused unread
   std::size_t lingered_ = 0;  // bytes dropped while lingering
 };
@@ -528,6 +578,10 @@ void HttpServer::watch_fd(int fd, std::function<void()> on_readable) {
 uint16_t HttpServer::port() const { return impl_->bound_port; }
 
 int HttpServer::open_connections() const { return impl_->connections.load(); }
+
+std::size_t HttpServer::buffered_body_bytes() const {
+  return impl_->buffered_body_bytes.load(std::memory_order_relaxed);
+}
 
 void HttpServer::stop_accepting() {
   for (auto& loop : impl_->loops) {

@@ -6,7 +6,10 @@
 //
 // Hostile clients are bounded: bodies above `max_body_bytes` get 413 without being read further;
 // a request's header must arrive whole within `header_timeout` (else 408) and its body within
-// `idle_timeout`; a keep-alive connection idle for `idle_timeout` is closed; more than
+// `idle_timeout`; a keep-alive connection idle for `idle_timeout` is closed; the bodies held at
+// once, across connections, stay under `max_buffered_body_bytes` (a request that would pass it gets
+// 503 before its body is read: its declared length, or `max_body_bytes` when chunked, is held from
+// its header until it is answered and its handler has returned); more than
 // `max_header_count` header fields get 431; past `max_connections` open connections a new one is
 // answered 503 and closed. A handler that throws is answered 500 (once) and the loop goes on.
 // When accept() fails (descriptors exhausted), accepting pauses with a growing delay instead of
@@ -32,6 +35,8 @@ struct HttpServerOptions {
   uint16_t port = 0;  // 0 = ephemeral (see port())
   int threads = 1;
   std::size_t max_body_bytes = 1 << 20;
+  // Request bodies held in memory at once, over all connections; 0 = no bound.
+  std::size_t max_buffered_body_bytes = std::size_t{64} << 20;
   std::size_t max_connections = 4096;  // open connections; more are refused with 503
   std::size_t max_header_count = 100;  // header fields per request; more get 431
   std::chrono::milliseconds header_timeout{
@@ -63,6 +68,7 @@ class HttpServer {
   void stop_accepting();
   void stop();  // idempotent; joins the threads
   int open_connections() const;
+  std::size_t buffered_body_bytes() const;  // held now under max_buffered_body_bytes
 
   struct Impl;  // defined in http_server.cpp only
 

@@ -86,8 +86,9 @@ struct IngestOptions {
   int idle_timeout_ms = 3000;
   int max_headers = 100;
   std::size_t max_body_bytes = 65536;
-  std::string message_max_bytes{};  // kafka.properties.message.max.bytes when set
-  int nofile = 0;                   // ulimit -n for the process when > 0
+  std::size_t max_buffered_body_bytes = 0;  // ingest.max_buffered_body_bytes when > 0
+  std::string message_max_bytes{};          // kafka.properties.message.max.bytes when set
+  int nofile = 0;                           // ulimit -n for the process when > 0
 };
 
 class HostileInput : public ::testing::Test {
@@ -105,21 +106,22 @@ class HostileInput : public ::testing::Test {
   void start_ingest(const IngestOptions& o = {}) {
     port_ = free_port();
     auto config = dir_.file("config.yaml");
-    std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
-                          << "  properties: { reconnect.backoff.max.ms: \"200\""
-                          << (o.message_max_bytes.empty()
-                                  ? ""
-                                  : ", message.max.bytes: \"" + o.message_max_bytes + "\"")
-                          << " }\n"
-                          << "ingest: { listen: \"127.0.0.1:" << port_
-                          << "\", max_body_bytes: " << o.max_body_bytes
-                          << ", threads: 2, max_connections: " << o.max_connections
-                          << ", header_timeout_ms: " << o.header_timeout_ms
-                          << ", idle_timeout_ms: " << o.idle_timeout_ms
-                          << ", max_headers: " << o.max_headers << " }\n"
-                          << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret
-                          << "\"] }\n"
-                          << "api_tokens: [\"" << kToken << "\"]\n";
+    std::ofstream(config)
+        << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
+        << "  properties: { reconnect.backoff.max.ms: \"200\""
+        << (o.message_max_bytes.empty() ? ""
+                                        : ", message.max.bytes: \"" + o.message_max_bytes + "\"")
+        << " }\n"
+        << "ingest: { listen: \"127.0.0.1:" << port_ << "\", max_body_bytes: " << o.max_body_bytes
+        << ", threads: 2, max_connections: " << o.max_connections
+        << ", header_timeout_ms: " << o.header_timeout_ms
+        << ", idle_timeout_ms: " << o.idle_timeout_ms << ", max_headers: " << o.max_headers
+        << (o.max_buffered_body_bytes > 0
+                ? ", max_buffered_body_bytes: " + std::to_string(o.max_buffered_body_bytes)
+                : std::string())
+        << " }\n"
+        << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret << "\"] }\n"
+        << "api_tokens: [\"" << kToken << "\"]\n";
     std::vector<std::string> argv = {std::string(HOOKRELAY_BIN_DIR) + "/ingest/hookrelay-ingest",
                                      "--config", config.string()};
     if (o.nofile > 0) {
@@ -400,6 +402,102 @@ TEST_F(HostileInput, BodiesKafkaCannotCarryGet413NotRetryLater) {
   auto ok = http_request("POST", url("/webhooks/github"), small, signed_headers(small, "small-1"));
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 202) << ok->body;
+  expect_healthy();
+}
+
+// Bodies are read whole before they are verified: without a bound over all connections, 4,096
+// connections of 896 KiB each (the defaults) could hold 3.5 GiB.
+TEST_F(HostileInput, BodiesHeldAtOnceStayUnderTheirBudget) {
+  start_ingest({.max_connections = 64,
+                .header_timeout_ms = 5000,
+                .idle_timeout_ms = 10000,
+                .max_body_bytes = 65536,
+                .max_buffered_body_bytes = 200000});
+  const std::string head =
+      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n";
+  // Three bodies of the largest size fit (196,608 bytes); each is held half sent.
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(held.back()->connected());
+    ASSERT_TRUE(held.back()->send(head + std::string(32768, 'x')));
+  }
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 196608);
+  // A fourth request of 10,000 bytes does not fit: 503 before its body is read, and it may retry.
+  std::string body = "{\"pad\":\"" + std::string(10000, 'x') + "\"}";
+  std::string request = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n";
+  for (const auto& [name, value] : signed_headers(body, "budget-1"))
+    request += name + ": " + value + "\r\n";
+  request += "\r\n" + body;
+  auto refused = raw(request);
+  EXPECT_EQ(refused.status, 503) << refused.head;
+  EXPECT_EQ(error_code(refused), "request_bodies_over_budget") << refused.body;
+  EXPECT_NE(refused.head.find("Retry-After"), std::string::npos) << refused.head;
+  // A chunked body may reach max_body_bytes, and is held as that much.
+  auto chunked =
+      raw("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "2\r\n{}\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.status, 503) << chunked.head;
+  // A request without a body needs no room.
+  auto health = raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(health.status, 200);
+
+  // A client that leaves mid-body gives its room back, and the webhook now fits.
+  held[0].reset();
+  std::this_thread::sleep_for(300ms);
+  auto fits = raw(request);
+  EXPECT_EQ(fits.status, 202) << fits.body;
+  // A body sent whole is answered (unsigned: 401), and its room is given back at the answer,
+  // though the connection stays open for its next request.
+  ASSERT_TRUE(held[1]->send(std::string(32768, 'x')));
+  auto answer = parse_reply(held[1]->read_until_close(5s, true));
+  EXPECT_EQ(answer.status, 401) << answer.head;
+  EXPECT_FALSE(held[1]->closed());
+  std::this_thread::sleep_for(300ms);
+  std::string exposition = metrics();
+  EXPECT_EQ(metric_sum(exposition, "hookrelay_ingest_buffered_body_bytes", {}), 65536);
+  EXPECT_EQ(metric_sum(exposition, "hookrelay_ingest_errors_total",
+                       {"code=\"request_bodies_over_budget\""}),
+            2);
+  held.clear();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 0);
+  expect_healthy();
+}
+
+// The budget bounds memory: 150 clients each hold a body of 1 MiB less one byte, 150 MiB in all,
+// and ingest keeps what its 24 MiB budget allows.
+TEST_F(HostileInput, ManyLargeBodiesDoNotGrowMemoryPastTheBudget) {
+  start_ingest({.max_connections = 400,
+                .header_timeout_ms = 10000,
+                .idle_timeout_ms = 20000,
+                .max_body_bytes = 1 << 20,
+                .max_buffered_body_bytes = 24u << 20});
+  const long rss_before = rss_kib(ingest_->pid());
+  const std::string head =
+      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(1 << 20) +
+      "\r\n\r\n";
+  const std::string almost((1 << 20) - 1, 'x');
+  std::vector<std::unique_ptr<RawClient>> held;
+  int sent_whole = 0;
+  for (int i = 0; i < 150; ++i) {
+    held.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(held.back()->connected());
+    // A refused client's body is read and dropped (the 503 lingers), so every send completes.
+    if (held.back()->send(head + almost)) ++sent_whole;
+  }
+  std::this_thread::sleep_for(500ms);
+  const long rss_held = rss_kib(ingest_->pid());
+  EXPECT_GE(sent_whole, 140);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 24 << 20);
+  EXPECT_LT(rss_held - rss_before, 80 * 1024)
+      << "RSS grew from " << rss_before << " KiB to " << rss_held << " KiB";
+  EXPECT_GE(metric_sum(metrics(), "hookrelay_ingest_errors_total",
+                       {"code=\"request_bodies_over_budget\""}),
+            120);
+  held.clear();
   expect_healthy();
 }
 

@@ -253,6 +253,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"ingest: { header_timeout_ms: 5 }", "ingest.header_timeout_ms"},
         BadCase{"ingest: { idle_timeout_ms: many }", "ingest.idle_timeout_ms"},
         BadCase{"ingest: { max_headers: 2 }", "ingest.max_headers"},
+        BadCase{"ingest: { max_body_bytes: 65536, max_buffered_body_bytes: 65535 }",
+                "ingest.max_buffered_body_bytes: must be at least ingest.max_body_bytes (65536)"},
+        BadCase{"ingest: { max_buffered_body_bytes: 0 }", "ingest.max_buffered_body_bytes"},
         BadCase{"sources: { g: { scheme: github, secrets: [a] } }\nroutes: { g: [ { name: r, url: "
                 "\"https:///h/x\" } ] }",
                 "routes.g[0].url: must be https://host"}));
