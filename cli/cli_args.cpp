@@ -169,6 +169,11 @@ Result<int64_t> parse_time_arg(std::string_view text, int64_t now_ms, std::strin
                    std::string(text) + "'");
 }
 
+Result<int64_t> parse_duration_arg(std::string_view text, std::string_view field) {
+  if (auto ms = parse_ago(text)) return *ms;
+  return usage(field, "expected a duration like 90s, 15m, 2h, 7d; got '" + std::string(text) + "'");
+}
+
 Result<double> parse_rate_arg(std::string_view text, std::string_view field) {
   double per = 1;
   std::string_view number = text;

@@ -50,6 +50,9 @@ Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
 // "2024-05-01" (midnight UTC), a duration ago ("90s", "15m", "2h", "7d"), or "now".
 Result<int64_t> parse_time_arg(std::string_view text, int64_t now_ms, std::string_view field);
 
+// A duration in ms: "90s", "15m", "2h", "7d".
+Result<int64_t> parse_duration_arg(std::string_view text, std::string_view field);
+
 // "10/s", "10", "0.5/s", "600/m" -> messages per second; must be positive.
 Result<double> parse_rate_arg(std::string_view text, std::string_view field);
 

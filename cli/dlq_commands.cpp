@@ -19,8 +19,9 @@ constexpr const char* kDlqUsage =
     "usage: hookrelay dlq list [--source S] [--destination D] [--status STATE|any]\n"
     "                          [--since TIME] [--until TIME] [--limit N] [--json]\n"
     "       hookrelay dlq show KEY [--message] [--json]\n"
-    "       hookrelay dlq replay (KEY... | --id KEY... | FILTERS | --all) [--dry-run]\n"
-    "                          [--rate N/s] [--by WHO] [--reason TEXT] [--json]\n"
+    "       hookrelay dlq replay (KEY... | --id KEY... | FILTERS | --all | --unfinished)\n"
+    "                          [--dry-run] [--rate N/s] [--by WHO] [--reason TEXT]\n"
+    "                          [--unfinished-after DURATION] [--json]\n"
     "\n"
     "  list    deliveries by last attempt, newest first. --status defaults to dead (the DLQ);\n"
     "          'any' lists every state. TIME: 2024-05-01T12:00:00Z, 2024-05-01, or a duration\n"
@@ -35,6 +36,10 @@ constexpr const char* kDlqUsage =
     "          1000), or --all dead deliveries (up to --limit). --dry-run shows what would be\n"
     "          replayed. --rate 10/s throttles. --by names who replays (default $USER),\n"
     "          recorded with --reason in the audit table. Progress on stderr every second.\n"
+    "          A replay killed (SIGKILL) between marking a key and the broker's ack leaves it\n"
+    "          'retrying' with possibly no message: a key whose replay no worker has taken up\n"
+    "          --unfinished-after (default 5m) after it was marked is produced again when\n"
+    "          named, and --unfinished selects every such key (up to --limit).\n"
     "\n"
     "  common: --database-url URL, --config PATH, --bootstrap HOSTS (show --message, replay),\n"
     "          --timeout SECONDS (Kafka, default 30)\n"
@@ -44,11 +49,16 @@ constexpr const char* kDlqUsage =
     "        rest were not tried (run it again)\n";
 
 const std::vector<OptionSpec> kDlqOptions = {
-    kConfigOption,        kDatabaseOption,         kBootstrapOption,   kJsonOption,
-    {"--source", true},   {"--destination", true}, {"--status", true}, {"--since", true},
-    {"--until", true},    {"--limit", true},       {"--id", true},     {"--all", false},
-    {"--dry-run", false}, {"--rate", true},        {"--by", true},     {"--reason", true},
-    {"--message", false}, {"--timeout", true},
+    kConfigOption,           kDatabaseOption,
+    kBootstrapOption,        kJsonOption,
+    {"--source", true},      {"--destination", true},
+    {"--status", true},      {"--since", true},
+    {"--until", true},       {"--limit", true},
+    {"--id", true},          {"--all", false},
+    {"--dry-run", false},    {"--rate", true},
+    {"--by", true},          {"--reason", true},
+    {"--message", false},    {"--timeout", true},
+    {"--unfinished", false}, {"--unfinished-after", true},
 };
 
 Result<DlqFilter> filter_from(const ParsedArgs& args, const CliIo& io, int default_limit) {
@@ -159,9 +169,14 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
 
 // What `dlq replay` was asked to replay: explicit keys, or a filter (ids empty). Checked before
 // anything connects, so usage errors come back at once.
+// A replay mark no worker has acted on for this long is taken to be a killed run's.
+constexpr int64_t kUnfinishedAfterMs = int64_t{5} * 60 * 1000;
+
 struct ReplaySelection {
   std::vector<std::string> ids;
   DlqFilter filter;
+  bool unfinished = false;  // the keys of unfinished replays (UnfinishedReplay)
+  int64_t unfinished_after_ms = kUnfinishedAfterMs;
 };
 
 Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io) {
@@ -172,11 +187,22 @@ Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io
                   args.has("--until");
   if (args.has("--status"))
     return fail("usage", "replay takes no --status: only dead deliveries replay");
-  if (!sel.ids.empty() && (filtered || args.has("--all"))) {
-    return fail("usage", "give delivery keys or filters (--all), not both");
+  sel.unfinished = args.has("--unfinished");
+  if (!sel.ids.empty() && (filtered || args.has("--all") || sel.unfinished)) {
+    return fail("usage",
+                "give delivery keys or a selection (filters, --all, --unfinished), not both");
   }
-  if (sel.ids.empty() && !filtered && !args.has("--all")) {
-    return fail("usage", "replay what? give KEY..., --id KEY, filters, or --all");
+  if (sel.unfinished && (filtered || args.has("--all"))) {
+    return fail("usage", "--unfinished takes no filters and no --all");
+  }
+  if (sel.ids.empty() && !filtered && !args.has("--all") && !sel.unfinished) {
+    return fail("usage", "replay what? give KEY..., --id KEY, filters, --all or --unfinished");
+  }
+  if (auto v = args.value("--unfinished-after")) {
+    auto ms = parse_duration_arg(*v, "--unfinished-after");
+    if (!ms) return Unexpected{ms.error()};
+    if (*ms < 1000) return fail("usage", "--unfinished-after: must be at least 1s");
+    sel.unfinished_after_ms = *ms;
   }
   auto filter = filter_from(args, io, 1000);
   if (!filter) return Unexpected{filter.error()};
@@ -184,11 +210,19 @@ Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io
   return sel;
 }
 
-// The keys to replay: the ids, or the dead deliveries the filter matches, newest first.
+// The keys to replay: the ids, the dead deliveries the filter matches (newest first), or the
+// unfinished replays (oldest first).
 Result<std::vector<std::string>> replay_keys(const ReplaySelection& sel, CliIo& io,
                                              const std::string& db_url) {
   if (!sel.ids.empty()) return sel.ids;
   DeliveryQueries queries(db_url);
+  if (sel.unfinished) {
+    auto marks = queries.unfinished_replays(sel.unfinished_after_ms, sel.filter.limit);
+    if (!marks) return Unexpected{marks.error()};
+    std::vector<std::string> keys;
+    for (const auto& m : *marks) keys.push_back(m.key);
+    return keys;
+  }
   auto rows = queries.dlq_list(sel.filter);
   if (!rows) return Unexpected{rows.error()};
   if (static_cast<int>(rows->size()) == sel.filter.limit) {
@@ -235,7 +269,7 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
 // SIGINT and SIGTERM during a replay: the key in progress is finished, then the run stops. A
 // key is marked 'retrying' before its message is produced (a worker must not find the message
 // while the row is still dead); ended between the two, it would stay 'retrying' with no message
-// anywhere, which `dlq replay` does not take up again.
+// anywhere until a later run takes its unfinished replay up (--unfinished).
 volatile std::sig_atomic_t replay_stop_signal = 0;
 
 void request_replay_stop(int sig) { replay_stop_signal = sig; }
@@ -278,6 +312,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   options.who = args.value_or("--by", io.env("USER").value_or("unknown"));
   if (options.who.empty()) return usage_error(io, "dlq", kDlqUsage, "--by must not be empty");
   options.reason = args.value_or("--reason", "hookrelay dlq replay");
+  options.unfinished_after_ms = selection->unfinished_after_ms;
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "dlq replay", url.error());
   auto kafka = resolve_kafka(args, io);
@@ -286,7 +321,8 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   auto keys = replay_keys(*selection, io, *url);
   if (!keys) return report_error(io, "dlq replay", keys.error());
   if (keys->empty()) {
-    io.err << "nothing to replay: no dead delivery matches\n";
+    io.err << (selection->unfinished ? "nothing to replay: no unfinished replay\n"
+                                     : "nothing to replay: no dead delivery matches\n");
     print_replay(io, ReplaySummary{}, dry_run, args.has("--json"));
     return kExitOk;
   }

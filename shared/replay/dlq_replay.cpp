@@ -88,6 +88,25 @@ Result<std::string> PostgresReplayStore::state(const std::string& key) {
   });
 }
 
+Result<std::optional<UnfinishedReplay>> ReplayStore::unfinished_replay(const std::string&) {
+  return std::optional<UnfinishedReplay>{};
+}
+
+Result<void> ReplayStore::retake_replay(const std::string& key, const std::string&,
+                                        const std::string&) {
+  return fail("not_replayable", key + " has no unfinished replay");
+}
+
+Result<void> PostgresReplayStore::retake_replay(const std::string& key, const std::string& who,
+                                                const std::string& reason) {
+  return queries_.retake_replay(key, who, reason);
+}
+
+Result<std::optional<UnfinishedReplay>> PostgresReplayStore::unfinished_replay(
+    const std::string& key) {
+  return queries_.unfinished_replay(key);
+}
+
 Result<void> PostgresReplayStore::mark_replayed(const std::string& key, const std::string& who,
                                                 const std::string& reason) {
   auto r = queries_.mark_replayed(key, who, reason, replay_id_, from_state_);
@@ -274,6 +293,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
     }
   };
   use(message);
+  std::optional<UnfinishedReplay> unfinished;
   auto state = store_.state(key);
   if (!state) {
     item.outcome =
@@ -297,9 +317,8 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       return item;
     }
     if (*state != options.from_state) {
-      item.outcome = ReplayOutcome::kSkippedNotDead;
-      item.detail = "is " + *state + ", not " + options.from_state;
-      return item;
+      unfinished = unfinished_mark(key, *state, options, item);
+      if (!unfinished) return item;
     }
     if (!message) use(reread_message(key));
     if (!message) {
@@ -310,11 +329,16 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
     if (options.dry_run) {
       item.outcome = ReplayOutcome::kWouldReplay;
       const std::string* reason = message->header(kDlqReason);
-      item.detail = reason ? options.from_state + ": " + *reason : options.from_state;
+      item.detail = unfinished ? unfinished_note(*unfinished)
+                    : reason   ? options.from_state + ": " + *reason
+                               : options.from_state;
       return item;
     }
     pace(options);
-    if (auto marked = store_.mark_replayed(key, options.who, options.reason); !marked) {
+    // An unfinished replay is marked already: its retaking is audited, the state unchanged.
+    auto marked = unfinished ? store_.retake_replay(key, options.who, options.reason)
+                             : store_.mark_replayed(key, options.who, options.reason);
+    if (!marked) {
       const std::string& code = marked.error().code;
       item.outcome = code == "not_replayable" ? ReplayOutcome::kSkippedNotDead
                      : code == "not_found"    ? ReplayOutcome::kMissing
@@ -337,9 +361,43 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   }
   item.outcome = ReplayOutcome::kReplayed;
   item.detail = "to " + retry_topic(0);
+  if (unfinished) item.detail += " (" + unfinished_note(*unfinished) + ")";
   if (!in_first_read)
     item.detail += " (its message found by the second read of " + source_topic(options) + ")";
   return item;
+}
+
+std::optional<UnfinishedReplay> Replayer::unfinished_mark(const std::string& key,
+                                                          const std::string& state,
+                                                          const ReplayOptions& options,
+                                                          ReplayItem& item) {
+  item.outcome = ReplayOutcome::kSkippedNotDead;
+  item.detail = "is " + state + ", not " + options.from_state;
+  if (state != "retrying" || options.unfinished_after_ms <= 0) return std::nullopt;
+  auto mark = store_.unfinished_replay(key);
+  if (!mark) {
+    item.outcome = ReplayOutcome::kFailed;
+    item.detail = mark.error().message;
+    return std::nullopt;
+  }
+  if (!*mark) return std::nullopt;
+  const UnfinishedReplay& m = **mark;
+  item.outcome = ReplayOutcome::kFailed;
+  item.detail.clear();
+  if (m.age_ms < options.unfinished_after_ms) {
+    item.outcome = ReplayOutcome::kSkippedNotDead;
+    item.detail = "is " + state + ", not " + options.from_state + ": replayed by " + m.replayed_by +
+                  " " + std::to_string(m.age_ms / 1000) +
+                  " s ago and not taken up by a worker yet; produced again if still so " +
+                  std::to_string(options.unfinished_after_ms / 1000) + " s after that replay";
+    return std::nullopt;
+  }
+  return m;
+}
+
+std::string unfinished_note(const UnfinishedReplay& m) {
+  return "an unfinished replay: marked by " + m.replayed_by + " " +
+         std::to_string(m.age_ms / 1000) + " s ago, never taken up by a worker";
 }
 
 ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& options, bool resume) {

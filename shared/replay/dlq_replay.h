@@ -25,6 +25,12 @@
 // At most one such re-read per Replayer, so a run's cost stays bounded; a key still without a
 // message after it is missing.
 //
+// The CLI keeps no record of its runs: a key it marked before it was killed (SIGKILL, the OOM
+// killer) between 4 and the ack stays 'retrying' with possibly no message. A later run given
+// that key (or `--unfinished`) finds its mark unfinished (no lease, no attempt since) and, once
+// the mark is `unfinished_after_ms` old, produces the message again: if the first copy did reach
+// the broker, the claim makes the second harmless, as below.
+//
 // A run interrupted between 4 and the ack (the admin process killed) is resumed with
 // `resume = true` for the keys it had marked: their message is produced again only when no
 // worker has taken the delivery up since (needs_produce_again); the claim's exclusivity makes a
@@ -67,6 +73,10 @@ class ReplayStore {
   virtual Result<void> undo_resend(const std::string& key);
   // For a key marked by an interrupted run: whether no worker took it up since.
   virtual Result<bool> needs_produce_again(const std::string& key);
+  // DeliveryQueries::unfinished_replay and retake_replay; a store without them has none.
+  virtual Result<std::optional<UnfinishedReplay>> unfinished_replay(const std::string& key);
+  virtual Result<void> retake_replay(const std::string& key, const std::string& who,
+                                     const std::string& reason);
 };
 
 // ReplayStore on DeliveryQueries and the same database. With a `replay_id` (an admin API
@@ -87,6 +97,9 @@ class PostgresReplayStore final : public ReplayStore {
                            const std::string& reason) override;
   Result<void> undo_resend(const std::string& key) override;
   Result<bool> needs_produce_again(const std::string& key) override;
+  Result<std::optional<UnfinishedReplay>> unfinished_replay(const std::string& key) override;
+  Result<void> retake_replay(const std::string& key, const std::string& who,
+                             const std::string& reason) override;
 
  private:
   DeliveryQueries queries_;
@@ -139,6 +152,10 @@ struct ReplayOptions {
   // The state a replayed delivery must be in: "dead" (from hookrelay.dlq), or "parked" (from
   // hookrelay.parked: the release of a resumed route, in the order of `keys`).
   std::string from_state = "dead";
+  // A 'retrying' key whose latest replay mark is at least this old, with no worker having taken it
+  // up since (UnfinishedReplay: the replaying process died between its mark and the ack), is
+  // produced again instead of skipped. 0: never (the admin API resumes its own replays).
+  int64_t unfinished_after_ms = 0;
   // Asked before each key: true ends the run there (the key in progress was finished: marked
   // and acknowledged, or set back to dead), with ReplaySummary::interrupted set.
   std::function<bool()> stop_requested;
@@ -171,6 +188,9 @@ std::string source_topic(const ReplayOptions& options);
 // For each delivery key, its latest DLQ message (later timestamp, then higher offset).
 std::map<std::string, const DlqMessage*> latest_by_key(const std::vector<DlqMessage>& messages);
 
+// How an item reports an unfinished replay it takes up.
+std::string unfinished_note(const UnfinishedReplay& mark);
+
 // The summary line: "replayed 120/500, skipped 3, missing 0, failed 0".
 std::string progress_line(const ReplaySummary& summary, bool dry_run);
 
@@ -200,6 +220,10 @@ class Replayer {
   // The key's message from the one re-read (made on the first call), or null.
   const DlqMessage* reread_message(const std::string& key);
   ReplayItem resend_one(const std::string& key, const ReplayOptions& options, bool resume);
+  // A key not in options.from_state: its unfinished replay to take up (see the top of this
+  // file), or nullopt with `item` set to why it is skipped (or failed).
+  std::optional<UnfinishedReplay> unfinished_mark(const std::string& key, const std::string& state,
+                                                  const ReplayOptions& options, ReplayItem& item);
   void pace(const ReplayOptions& options);
   Result<void> produce_and_wait(const std::string& key, const std::string& value,
                                 const std::vector<MessageHeader>& headers,

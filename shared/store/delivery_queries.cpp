@@ -66,6 +66,18 @@ bool is_state(const std::string& s) {
 }
 
 // The replay item of an admin API replay: its delivery was changed, the message not yet acked.
+// A replay's audit: who put the delivery back in the retry flow and why, and a 'replayed' row
+// among its attempts (numbered as its last attempt).
+void audit_replay(pqxx::transaction_base& tx, const std::string& key, const std::string& who,
+                  const std::string& reason, int attempt) {
+  tx.exec_params("INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)",
+                 key, who, reason);
+  tx.exec_params(
+      "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
+      " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'replayed', $3, $4)",
+      key, attempt, reason, "operator:" + who);
+}
+
 void mark_item(pqxx::transaction_base& tx, int64_t replay_id, const std::string& key) {
   tx.exec_params(
       "UPDATE replay_items SET status = 'marked', updated_at = now()"
@@ -184,16 +196,75 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
                                         from_state + " deliveries replay here");
     }
     DeliveryRow d = delivery_from_row(rows[0]);
-    tx.exec_params(
-        "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key, who,
-        reason);
-    tx.exec_params(
-        "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
-        " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'replayed', $3, $4)",
-        key, d.attempts, reason, "operator:" + who);
+    audit_replay(tx, key, who, reason, d.attempts);
     if (replay_id != 0) mark_item(tx, replay_id, key);
     tx.commit();
     return d;
+  });
+}
+
+namespace {
+// The latest replay mark of each key, with the delivery still where that mark left it.
+constexpr const char* kUnfinishedReplaySql =
+    "SELECT r.delivery_key, r.replayed_by, " HR_MS("r.replayed_at") ","
+    " (extract(epoch from now() - r.replayed_at) * 1000)::bigint"
+    " FROM (SELECT DISTINCT ON (delivery_key) delivery_key, replayed_by, replayed_at"
+    "       FROM dlq_replays WHERE %s ORDER BY delivery_key, id DESC) r"
+    " JOIN deliveries d ON " HR_KEY_IS("d.delivery_key", "r.delivery_key")
+    " WHERE d.state = 'retrying' AND d.lease_owner IS NULL"
+    "   AND (d.last_attempt_at IS NULL OR d.last_attempt_at < r.replayed_at)";
+
+std::string unfinished_sql(const char* where) {
+  std::string sql = kUnfinishedReplaySql;
+  sql.replace(sql.find("%s"), 2, where);
+  return sql;
+}
+
+UnfinishedReplay unfinished_from_row(const pqxx::row& r) {
+  return UnfinishedReplay{r[0].as<std::string>(), r[1].as<std::string>(), r[2].as<int64_t>(),
+                          r[3].as<int64_t>()};
+}
+}  // namespace
+
+Result<std::optional<UnfinishedReplay>> DeliveryQueries::unfinished_replay(const std::string& key) {
+  return pg_.run("unfinished_replay", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(unfinished_sql("delivery_key = $1"), key);
+    std::optional<UnfinishedReplay> out;
+    if (!rows.empty()) out = unfinished_from_row(rows[0]);
+    return out;
+  });
+}
+
+Result<void> DeliveryQueries::retake_replay(const std::string& key, const std::string& who,
+                                            const std::string& reason) {
+  return pg_.run("retake_replay", [&](pqxx::connection& c) -> Result<void> {
+    pqxx::work tx(c);
+    // Not locked: a worker taking it up between this check and the commit only leaves one more
+    // audit row, and its message a second copy, which the claim makes harmless.
+    auto rows = tx.exec_params(unfinished_sql("delivery_key = $1"), key);
+    if (rows.empty())
+      return fail("not_replayable", key + " has no unfinished replay: a worker took it up");
+    auto attempts = tx.exec_params1(
+        "SELECT attempts FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"), key);
+    audit_replay(tx, key, who, reason, attempts[0].as<int>());
+    tx.commit();
+    return {};
+  });
+}
+
+Result<std::vector<UnfinishedReplay>> DeliveryQueries::unfinished_replays(int64_t min_age_ms,
+                                                                          int limit) {
+  return pg_.run("unfinished_replays", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    // dlq_replays holds operators' actions, not traffic: read whole.
+    auto rows = tx.exec_params(unfinished_sql("true") +
+                                   " AND r.replayed_at <= now() - $1 * interval '1 millisecond'"
+                                   " ORDER BY r.replayed_at LIMIT $2",
+                               min_age_ms, limit);
+    std::vector<UnfinishedReplay> out;
+    for (const auto& r : rows) out.push_back(unfinished_from_row(r));
+    return out;
   });
 }
 

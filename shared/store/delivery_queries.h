@@ -56,6 +56,16 @@ struct ReplayRow {
   std::string reason;
 };
 
+// A replay whose mark no worker has acted on: the delivery is still 'retrying', unleased, with
+// no attempt since its latest dlq_replays row. Normally for moments (until a worker claims the
+// message); for good when the replaying process died between the mark and the broker's ack.
+struct UnfinishedReplay {
+  std::string key;
+  std::string replayed_by;
+  int64_t replayed_ms = 0;
+  int64_t age_ms = 0;  // by the database's clock
+};
+
 struct DeliveryDetail {
   DeliveryRow delivery;
   std::vector<AttemptRow> attempts;  // by start time
@@ -147,6 +157,16 @@ class DeliveryQueries {
   Result<DeliveryRow> mark_replayed(const std::string& key, const std::string& who,
                                     const std::string& reason, int64_t replay_id = 0,
                                     const std::string& from_state = "dead");
+
+  // The key's unfinished replay, if it has one (see UnfinishedReplay).
+  Result<std::optional<UnfinishedReplay>> unfinished_replay(const std::string& key);
+  // Takes up the key's unfinished replay: audits it as mark_replayed does (dlq_replays row,
+  // 'replayed' attempt row), the state unchanged. "not_replayable" when it is no longer
+  // unfinished (a worker took the delivery up meanwhile).
+  Result<void> retake_replay(const std::string& key, const std::string& who,
+                             const std::string& reason);
+  // Unfinished replays marked at least `min_age_ms` ago, oldest first, at most `limit`.
+  Result<std::vector<UnfinishedReplay>> unfinished_replays(int64_t min_age_ms, int limit);
 
   // Newest first; "bad_filter" names a bad field.
   Result<DeliveryPage> list_deliveries(const DeliveryPageFilter& filter);

@@ -339,55 +339,83 @@ std::optional<DeliveryDetail> wait_for_delivery(DeliveryQueries& q, const std::s
   return last;
 }
 
-TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
+// A worker, its broker and database, and a receiver that answers 400 (permanent) until told
+// otherwise: a webhook sent by dead_letter() is dead after one attempt, with one DLQ message.
+class CliReplay : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto b = DevBroker::start(dir.path(),
+                              DevBrokerConfig{.brokers = 1, .partitions = 2, .retry_tiers = 2});
+    ASSERT_TRUE(b) << b.error().message;
+    broker_ = std::move(*b);
+    bootstrap = broker_->bootstrap();
+    auto d = TestDatabase::create();
+    ASSERT_TRUE(d) << d.error().message;
+    db_ = std::move(*d);
+    db_url = db_->url();
+    ASSERT_EQ(run_cli_binary(dir, {"migrate", "--database-url", db_url, "--dir", kMigrations}).code,
+              0);
+    ASSERT_TRUE(receiver.start());
+    write_file(dir.file("worker.yaml"), worker_config(bootstrap, db_url, receiver.url()));
+    auto w = ChildProcess::spawn({kWorker, "--config", dir.file("worker.yaml").string()}, {},
+                                 dir.file("worker.log"));
+    ASSERT_TRUE(w) << w.error().message;
+    worker.emplace(std::move(*w));
+    delivery_queries.emplace(db_url);
+  }
+
+  // Sends webhook `event_id` (with `extra` headers) and waits until its delivery is dead.
+  void dead_letter(const std::string& event_id,
+                   std::vector<std::pair<std::string, std::string>> extra = {}) {
+    auto producer = TestProducer::create(bootstrap);
+    ASSERT_TRUE(producer) << producer.error().message;
+    std::vector<std::pair<std::string, std::string>> headers = {
+        {"hr-kind", "webhook"},
+        {"hr-source", "acme"},
+        {"hr-event-id", event_id},
+        {"hr-received-at", std::to_string(unix_now_ms())},
+        {"hr-content-type", "application/json"}};
+    headers.insert(headers.end(), extra.begin(), extra.end());
+    auto sent = (*producer)->produce("hookrelay.webhooks", R"({"type":"invoice.paid"})", headers);
+    ASSERT_TRUE(sent) << sent.error().message;
+    auto dead = wait_for_delivery(*delivery_queries, key_of(event_id), [](const DeliveryDetail& d) {
+      return d.delivery.state == "dead";
+    });
+    ASSERT_TRUE(dead && dead->delivery.state == "dead") << worker->log_tail();
+  }
+
+  static std::string key_of(const std::string& event_id) {
+    return "wh:acme:" + event_id + ":receiver";
+  }
+
+  std::vector<std::string> with_common(std::vector<std::string> args) const {
+    for (const std::string& a :
+         {std::string("--bootstrap"), bootstrap, std::string("--database-url"), db_url})
+      args.push_back(a);
+    return args;
+  }
+
   TestDir dir;
-  auto broker = DevBroker::start(dir.path(),
-                                 DevBrokerConfig{.brokers = 1, .partitions = 2, .retry_tiers = 2});
-  ASSERT_TRUE(broker) << broker.error().message;
-  const std::string bootstrap = (*broker)->bootstrap();
-  auto db = TestDatabase::create();
-  ASSERT_TRUE(db) << db.error().message;
-  const std::string db_url = (*db)->url();
-  ASSERT_EQ(run_cli_binary(dir, {"migrate", "--database-url", db_url, "--dir", kMigrations}).code,
-            0);
+  std::unique_ptr<DevBroker> broker_;
+  std::unique_ptr<TestDatabase> db_;
+  std::string bootstrap;
+  std::string db_url;
   ScriptedReceiver receiver;
-  ASSERT_TRUE(receiver.start());
+  std::optional<ChildProcess> worker;
+  std::optional<DeliveryQueries> delivery_queries;
+};
 
-  write_file(dir.file("worker.yaml"), worker_config(bootstrap, db_url, receiver.url()));
-  auto worker = ChildProcess::spawn({kWorker, "--config", dir.file("worker.yaml").string()}, {},
-                                    dir.file("worker.log"));
-  ASSERT_TRUE(worker) << worker.error().message;
-
-  auto producer = TestProducer::create(bootstrap);
-  ASSERT_TRUE(producer) << producer.error().message;
-  auto sent = (*producer)->produce("hookrelay.webhooks", R"({"type":"invoice.paid"})",
-                                   {{"hr-kind", "webhook"},
-                                    {"hr-source", "acme"},
-                                    {"hr-event-id", "evt-cli-1"},
-                                    {"hr-received-at", std::to_string(unix_now_ms())},
-                                    {"hr-content-type", "application/json"},
-                                    // Not UTF-8: carried into the DLQ message, where dlq show
-                                    // --json must still print valid JSON.
-                                    {"hr-fwd-x-binary", "\xff\xfe\x80"}});
-  ASSERT_TRUE(sent) << sent.error().message;
-
-  // 400 is permanent: straight to the DLQ after one attempt.
-  const std::string key = "wh:acme:evt-cli-1:receiver";
-  DeliveryQueries queries(db_url);
-  auto dead = wait_for_delivery(queries, key,
-                                [](const DeliveryDetail& d) { return d.delivery.state == "dead"; });
-  ASSERT_TRUE(dead && dead->delivery.state == "dead") << worker->log_tail();
+TEST_F(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
+  // Not UTF-8: carried into the DLQ message, where dlq show --json must still print valid JSON.
+  dead_letter("evt-cli-1", {{"hr-fwd-x-binary", "\xff\xfe\x80"}});
+  const std::string key = key_of("evt-cli-1");
+  DeliveryQueries& queries = *delivery_queries;
   auto dlq = consume_all(bootstrap, "hookrelay.dlq", 1);
   ASSERT_TRUE(dlq) << dlq.error().message;
   ASSERT_EQ(dlq->size(), 1u) << worker->log_tail();
   EXPECT_EQ(receiver.received().size(), 1u);
 
   receiver.answer(200);
-  const std::vector<std::string> common = {"--bootstrap", bootstrap, "--database-url", db_url};
-  auto with_common = [&](std::vector<std::string> args) {
-    args.insert(args.end(), common.begin(), common.end());
-    return args;
-  };
 
   auto show = run_cli_here(with_common({"dlq", "show", key, "--message", "--json"}));
   ASSERT_EQ(show.code, 0) << show.err;
@@ -449,6 +477,71 @@ TEST(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) {
   auto unknown = run_cli_binary(dir, with_common({"dlq", "replay", "wh:acme:nope:receiver"}));
   EXPECT_EQ(unknown.code, 3) << unknown.out;
 
+  EXPECT_EQ(worker->stop(seconds(10)), 0) << worker->log_tail();
+}
+
+// The JSON document in a run's output, whatever progress lines stderr put around it.
+json json_in(const std::string& out) {
+  const std::size_t from = out.rfind('{', 0) == 0 ? 0 : out.find("\n{") + 1;
+  return json::parse(out.substr(from, out.rfind('}') + 1 - from));
+}
+
+// A replay killed (SIGKILL) between its mark and the broker's ack left the delivery 'retrying'
+// with no message anywhere. A later run skips it while the mark is young (its message may still
+// be on its way to a worker); once the mark is --unfinished-after old, --unfinished finds it and
+// produces it again, and it is delivered once.
+TEST_F(CliReplay, AReplayKilledBetweenItsMarkAndItsAckIsTakenUpByALaterRun) {
+  dead_letter("evt-cli-2");
+  const std::string key = key_of("evt-cli-2");
+  receiver.answer(200);
+  // What the killed run did: the mark, and nothing after it.
+  ASSERT_TRUE(delivery_queries->mark_replayed(key, "killed-run", "receiver fixed"));
+  std::this_thread::sleep_for(seconds(2));
+  EXPECT_EQ(delivery_queries->delivery_show(key)->delivery.state, "retrying");
+  EXPECT_EQ(receiver.received().size(), 1u);
+
+  auto young = run_cli_binary(dir, with_common({"dlq", "replay", key, "--json"}));
+  EXPECT_EQ(young.code, 0) << young.out;
+  auto yj = json_in(young.out);
+  EXPECT_EQ(yj["items"][0]["outcome"], "skipped_not_dead") << young.out;
+  EXPECT_NE(yj["items"][0]["detail"].get<std::string>().find(
+                "replayed by killed-run 2 s ago and not taken up by a worker yet"),
+            std::string::npos)
+      << young.out;
+  auto none = run_cli_binary(dir, with_common({"dlq", "replay", "--unfinished"}));
+  EXPECT_EQ(none.code, 0) << none.out;
+  EXPECT_NE(none.out.find("nothing to replay: no unfinished replay"), std::string::npos)
+      << none.out;
+
+  auto taken =
+      run_cli_binary(dir, with_common({"dlq", "replay", "--unfinished", "--unfinished-after", "1s",
+                                       "--by", "tester", "--json"}));
+  ASSERT_EQ(taken.code, 0) << taken.out;
+  auto tj = json_in(taken.out);
+  ASSERT_EQ(tj["items"].size(), 1u) << taken.out;
+  EXPECT_EQ(tj["items"][0]["key"], key);
+  EXPECT_EQ(tj["items"][0]["outcome"], "replayed");
+  EXPECT_NE(tj["items"][0]["detail"].get<std::string>().find(
+                "an unfinished replay: marked by killed-run"),
+            std::string::npos)
+      << taken.out;
+
+  auto done = wait_for_delivery(*delivery_queries, key, [](const DeliveryDetail& d) {
+    return d.delivery.state == "succeeded";
+  });
+  ASSERT_TRUE(done && done->delivery.state == "succeeded") << worker->log_tail();
+  ASSERT_EQ(done->replays.size(), 2u);
+  EXPECT_EQ(done->replays[0].replayed_by, "killed-run");
+  EXPECT_EQ(done->replays[1].replayed_by, "tester");
+  std::vector<std::string> outcomes;
+  for (const auto& a : done->attempts) outcomes.push_back(a.outcome);
+  EXPECT_EQ(outcomes, (std::vector<std::string>{"permanent", "replayed", "replayed", "succeeded"}));
+  std::this_thread::sleep_for(seconds(3));
+  EXPECT_EQ(receiver.received(), (std::vector<std::string>{"evt-cli-2", "evt-cli-2"}));
+  // Taken up by the worker: nothing is unfinished any more.
+  auto after = run_cli_binary(
+      dir, with_common({"dlq", "replay", "--unfinished", "--unfinished-after", "1s"}));
+  EXPECT_NE(after.out.find("no unfinished replay"), std::string::npos) << after.out;
   EXPECT_EQ(worker->stop(seconds(10)), 0) << worker->log_tail();
 }
 

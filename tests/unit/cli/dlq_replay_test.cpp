@@ -34,6 +34,19 @@ class FakeStore final : public ReplayStore {
     states[key] = "dead";
     return {};
   }
+  // Keys whose latest replay mark no worker has acted on, with the mark.
+  std::map<std::string, UnfinishedReplay> unfinished;
+  Result<std::optional<UnfinishedReplay>> unfinished_replay(const std::string& key) override {
+    auto it = unfinished.find(key);
+    if (it == unfinished.end()) return std::optional<UnfinishedReplay>{};
+    return std::optional<UnfinishedReplay>{it->second};
+  }
+  Result<void> retake_replay(const std::string& key, const std::string& who,
+                             const std::string&) override {
+    log.push_back("retake " + key + " by " + who);
+    if (unfinished.erase(key) == 0) return fail("not_replayable", key + ": a worker took it up");
+    return {};
+  }
 };
 
 class FakeProducer final : public MessageProducer {
@@ -294,6 +307,58 @@ TEST_F(ReplayerTest, AStopRequestEndsTheRunBetweenTwoKeys) {
   EXPECT_EQ(store_.states["b"], "dead");
   EXPECT_EQ(store_.states["c"], "dead");
   EXPECT_FALSE(run({"b"}, {dlq_message("b", 2, 2)}).interrupted);
+}
+
+// A run killed between its mark and the ack left a key 'retrying' with no message. A later run
+// produces it again once the mark is old enough, audited, without marking it a second time; a
+// younger mark, or a key a worker has taken up (no unfinished replay), is skipped as before.
+TEST_F(ReplayerTest, AnUnfinishedReplayIsProducedAgainOnceItsMarkIsOldEnough) {
+  store_.states = {{"stranded", "retrying"}, {"fresh", "retrying"}, {"taken", "retrying"}};
+  store_.unfinished["stranded"] = {"stranded", "bob", 1000, 600000};
+  store_.unfinished["fresh"] = {"fresh", "bob", 1000, 20000};
+  ReplayOptions options;
+  options.unfinished_after_ms = 300000;
+  auto s = run({"stranded", "fresh", "taken"},
+               {dlq_message("stranded", 1, 1, "payload"), dlq_message("fresh", 2, 2),
+                dlq_message("taken", 3, 3)},
+               options);
+  EXPECT_EQ(s.replayed, 1);
+  EXPECT_EQ(s.skipped, 2);
+  ASSERT_EQ(producer_.sent.size(), 1u);
+  EXPECT_EQ(producer_.sent[0].key, "stranded");
+  EXPECT_EQ(producer_.sent[0].value, "payload");
+  EXPECT_EQ(producer_.sent[0].log_at_send, (std::vector<std::string>{"retake stranded by alice"}));
+  EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kReplayed);
+  EXPECT_NE(s.items[0].detail.find("an unfinished replay: marked by bob 600 s ago"),
+            std::string::npos)
+      << s.items[0].detail;
+  EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kSkippedNotDead);
+  EXPECT_NE(s.items[1].detail.find("replayed by bob 20 s ago and not taken up by a worker yet"),
+            std::string::npos)
+      << s.items[1].detail;
+  EXPECT_EQ(s.items[2].outcome, ReplayOutcome::kSkippedNotDead);
+  EXPECT_EQ(s.items[2].detail, "is retrying, not dead");
+  EXPECT_EQ(store_.states["stranded"], "retrying");
+
+  // Off (the admin API resumes its own replays): skipped like any key not dead.
+  store_.unfinished["again"] = {"again", "bob", 1000, 600000};
+  store_.states["again"] = "retrying";
+  auto off = run({"again"}, {dlq_message("again", 4, 4)});
+  EXPECT_EQ(off.items[0].outcome, ReplayOutcome::kSkippedNotDead);
+  EXPECT_EQ(producer_.sent.size(), 1u);
+}
+
+// A failed produce of a retaken replay sets the delivery back to dead, as for a first replay.
+TEST_F(ReplayerTest, AFailedProduceOfAnUnfinishedReplaySetsItBackToDead) {
+  store_.states["k"] = "retrying";
+  store_.unfinished["k"] = {"k", "bob", 1000, 600000};
+  producer_.refuse = true;
+  ReplayOptions options;
+  options.unfinished_after_ms = 300000;
+  auto s = run({"k"}, {dlq_message("k", 1, 1)}, options);
+  EXPECT_EQ(s.failed, 1);
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"retake k by alice", "undo k"}));
+  EXPECT_EQ(store_.states["k"], "dead");
 }
 
 // The DLQ as a later read sees it: what `messages` holds, read by `keep`.
