@@ -12,6 +12,7 @@
 #include "shared/routes/route_control.h"
 #include "shared/signing/crypto.h"
 #include "shared/store/delivery_queries.h"
+#include "shared/store/pg_connection.h"
 #include "shared/utf8.h"
 
 namespace hookrelay::admin {
@@ -101,6 +102,13 @@ HttpResponse ok(int status, const json& body) {
 HttpResponse from_error(const Error& e) {
   if (e.code == "not_found") return json_error(404, "not_found", e.message);
   if (e.code == "bad_filter" || e.code == "bad_request") return json_error(400, e.code, e.message);
+  if (e.code == "db_timeout") {
+    auto r = json_error(503, "query_timeout",
+                        "the query ran past admin.statement_timeout_ms; narrow the request "
+                        "(a filter's route, since or until) or retry later");
+    r.headers.emplace_back("Retry-After", "5");
+    return r;
+  }
   if (e.code == "db_unavailable" || e.code == "db_busy" || e.code == "db_conflict") {
     auto r = json_error(503, "db_unavailable", "the database is not reachable; retry");
     r.headers.emplace_back("Retry-After", "1");
@@ -206,7 +214,13 @@ std::unique_ptr<AdminService::Connections> AdminService::take_connections(const 
       return c;
     }
   }
-  return std::make_unique<Connections>(config.postgres.url);
+  // Each statement of a request is bounded, so a filter that walks a large table cannot hold an
+  // HTTP thread (and its connection) for longer than the setting.
+  const int timeout = config.admin.statement_timeout_ms;
+  return std::make_unique<Connections>(
+      timeout > 0
+          ? with_session_setting(config.postgres.url, "statement_timeout", std::to_string(timeout))
+          : config.postgres.url);
 }
 
 void AdminService::give_back(std::unique_ptr<Connections> c) {

@@ -658,7 +658,7 @@ void parse_static_membership(const YAML::Node& w, WorkerConfig& wc, const EnvLoo
 }
 
 void parse_admin(const YAML::Node& a, AdminConfig& ac, const EnvLookup& env) {
-  only_keys(a, "admin", {"listen", "tokens", "threads", "max_replay_keys"});
+  only_keys(a, "admin", {"listen", "tokens", "threads", "max_replay_keys", "statement_timeout_ms"});
   if (a["listen"]) ac.listen = str(a["listen"], "admin.listen", env);
   if (a["tokens"]) {
     ac.tokens = strings(a["tokens"], "admin.tokens", env);
@@ -670,6 +670,10 @@ void parse_admin(const YAML::Node& a, AdminConfig& ac, const EnvLookup& env) {
   if (a["threads"]) ac.threads = num<int>(a["threads"], "admin.threads", 1, 64);
   if (a["max_replay_keys"])
     ac.max_replay_keys = num<int>(a["max_replay_keys"], "admin.max_replay_keys", 1, 10000000);
+  if (a["statement_timeout_ms"]) {
+    ac.statement_timeout_ms =
+        num<int>(a["statement_timeout_ms"], "admin.statement_timeout_ms", 0, 3600000);
+  }
 }
 
 void parse_topics(const YAML::Node& t, TopicsConfig& tc) {

@@ -107,6 +107,9 @@ struct AdminConfig {
   std::vector<std::string> tokens;
   int threads = 2;               // HTTP threads, each with its own Postgres connection
   int max_replay_keys = 100000;  // keys one replay may match
+  // Longest a statement of an API request may run (Postgres statement_timeout); past it the
+  // request gets 503 query_timeout. 0: no limit.
+  int statement_timeout_ms = 30000;
 };
 
 struct RetryConfig {

@@ -28,12 +28,15 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   check(a.ingest.threads != b.ingest.threads, "ingest.threads");
   check(a.ingest.max_body_bytes != b.ingest.max_body_bytes, "ingest.max_body_bytes");
   check(a.ingest.max_connections != b.ingest.max_connections, "ingest.max_connections");
+  check(a.ingest.max_buffered_body_bytes != b.ingest.max_buffered_body_bytes,
+        "ingest.max_buffered_body_bytes");
   check(a.ingest.max_headers != b.ingest.max_headers, "ingest.max_headers");
   check(a.ingest.header_timeout_ms != b.ingest.header_timeout_ms, "ingest.header_timeout_ms");
   check(a.ingest.idle_timeout_ms != b.ingest.idle_timeout_ms, "ingest.idle_timeout_ms");
   check(a.postgres.url != b.postgres.url, "postgres.url");
   check(a.worker.listen != b.worker.listen, "worker.listen");
   check(a.worker.group_id != b.worker.group_id, "worker.group_id");
+  check(a.worker.http_threads != b.worker.http_threads, "worker.http_threads");
   check(a.worker.worker_id != b.worker.worker_id, "worker.worker_id");
   check(a.worker.group_instance_id != b.worker.group_instance_id, "worker.group_instance_id");
   check(a.worker.static_membership != b.worker.static_membership, "worker.static_membership");
@@ -47,6 +50,7 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
         "retry.schedule_seconds (tier count)");
   check(a.admin.listen != b.admin.listen, "admin.listen");
   check(a.admin.threads != b.admin.threads, "admin.threads");
+  check(a.admin.statement_timeout_ms != b.admin.statement_timeout_ms, "admin.statement_timeout_ms");
   check(a.log_level != b.log_level, "log_level");
   return out;
 }

@@ -1,5 +1,7 @@
 #include "shared/store/pg_connection.h"
 
+#include <libpq-fe.h>
+
 #include <exception>
 #include <pqxx/except>
 #include <string_view>
@@ -9,7 +11,7 @@
 namespace hookrelay {
 namespace {
 
-enum class Kind { kUnavailable, kConflict, kBusy, kMisconfigured, kPermanent };
+enum class Kind { kUnavailable, kConflict, kBusy, kTimeout, kMisconfigured, kPermanent };
 
 // SQLSTATE classes, see PostgreSQL's "Appendix A. Error Codes".
 Kind classify_sqlstate(std::string_view state) {
@@ -20,9 +22,10 @@ Kind classify_sqlstate(std::string_view state) {
     return Kind::kUnavailable;  // admin/crash shutdown, cannot connect now, database dropped, idle
                                 // timeout
   }
-  if (cls == "40") return Kind::kConflict;                  // serialization failure, deadlock
-  if (state == "55P03") return Kind::kConflict;             // lock_not_available
-  if (cls == "53" || state == "57014") return Kind::kBusy;  // resources, statement timeout
+  if (cls == "40") return Kind::kConflict;             // serialization failure, deadlock
+  if (state == "55P03") return Kind::kConflict;        // lock_not_available
+  if (state == "57014") return Kind::kTimeout;         // statement_timeout (or a cancel request)
+  if (cls == "53") return Kind::kBusy;                 // insufficient resources
   if (cls == "58" || cls == "XX") return Kind::kBusy;  // the server's own I/O or internal error
   // The database answers but refuses the statement as such, whatever its values: a table,
   // column or function missing (a schema not migrated, or migrated past this release),
@@ -51,6 +54,8 @@ Error make_error(Kind kind, const std::string& what, const std::string& detail) 
       return Error{"db_conflict", std::move(message), true};
     case Kind::kBusy:
       return Error{"db_busy", std::move(message), true};
+    case Kind::kTimeout:
+      return Error{"db_timeout", std::move(message), true};
     case Kind::kMisconfigured:
       return Error{"db_misconfigured", std::move(message), true};
     case Kind::kPermanent:
@@ -60,6 +65,41 @@ Error make_error(Kind kind, const std::string& what, const std::string& detail) 
 }
 
 }  // namespace
+
+std::string with_session_setting(const std::string& url, const std::string& name,
+                                 const std::string& value) {
+  char* error = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &error);
+  if (!parsed) {
+    PQfreemem(error);
+    return url;
+  }
+  auto quoted = [](std::string_view v) {
+    std::string out = "'";
+    for (char ch : v) {
+      if (ch == '\'' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    return out + "'";
+  };
+  const std::string setting = "-c " + name + "=" + value;
+  std::string out;
+  bool has_options = false;
+  for (PQconninfoOption* o = parsed; o->keyword; ++o) {
+    const bool options = std::string_view(o->keyword) == "options";
+    if (!o->val && !options) continue;
+    std::string v = o->val ? o->val : "";
+    if (options) {
+      has_options = true;
+      v = v.empty() ? setting : v + " " + setting;
+    }
+    if (!out.empty()) out += ' ';
+    out += std::string(o->keyword) + "=" + quoted(v);
+  }
+  PQconninfoFree(parsed);
+  if (!has_options) out += (out.empty() ? "" : " ") + std::string("options=") + quoted(setting);
+  return out;
+}
 
 PgConnection::PgConnection(std::string url, OnConnect on_connect)
     : url_(std::move(url)), on_connect_(std::move(on_connect)) {}

@@ -2,9 +2,10 @@
 // exceptions into hookrelay::Error at the adapter boundary, so no pqxx exception escapes.
 //
 //   connection broken, server down or restarting -> Error{"db_unavailable", retryable}
-//   serialization failure, deadlock, lock/statement timeout, out of resources, the server's
-//   own I/O or internal errors (SQLSTATE 40, 55P03, 53, 57014, 58, XX)
+//   serialization failure, deadlock, lock timeout, out of resources, the server's own I/O or
+//   internal errors (SQLSTATE 40, 55P03, 53, 58, XX)
 //                                                  -> Error{"db_conflict" / "db_busy", retryable}
+//   the statement ran past statement_timeout (57014) -> Error{"db_timeout", retryable}
 //   the statement refused as such, whatever its values: schema (undefined table, column or
 //   function), privileges, a write into a view, a read-only server (SQLSTATE 42, 0A, 25006, 3D,
 //   3F, 28)                                        -> Error{"db_misconfigured", retryable}
@@ -32,6 +33,12 @@ template <class T>
 struct IsResult : std::false_type {};
 template <class T>
 struct IsResult<Result<T>> : std::true_type {};
+
+// `url` (a postgresql:// URI or key=value words) with a session setting added to its `options`,
+// as key=value words: with_session_setting(url, "statement_timeout", "30000"). A URL libpq
+// cannot parse is returned as it is, for the connection to report.
+std::string with_session_setting(const std::string& url, const std::string& name,
+                                 const std::string& value);
 
 class PgConnection {
  public:

@@ -210,6 +210,35 @@ TEST_F(AdminApiTest, ADatabaseRefusingItsStatementsIsA503NamingTheCause) {
   EXPECT_EQ(call("GET", "/v1/deliveries").status, 200);
 }
 
+// A statement past admin.statement_timeout_ms (here one waiting on a lock another session holds,
+// as a filter walking a large table would run long) is a 503 that says so, and the thread and
+// its connection serve the next request.
+TEST_F(AdminApiTest, AStatementPastTheTimeoutIsA503QueryTimeoutAndTheAdminGoesOn) {
+  const std::string original = read_text_file(admin_config_);
+  const auto admin_line = original.find("admin: {");
+  ASSERT_NE(admin_line, std::string::npos);
+  std::ofstream(admin_config_, std::ios::trunc)
+      << original.substr(0, admin_line) << "admin: { tokens: [\"" << kAdminToken
+      << "\"], threads: 1, statement_timeout_ms: 300 }\n";
+  ASSERT_EQ(::kill(admin_->pid(), SIGTERM), 0);
+  ASSERT_TRUE(admin_->wait_exit(10s).has_value());
+  ASSERT_NO_FATAL_FAILURE(start_admin());
+  EXPECT_EQ(call("GET", "/v1/deliveries").status, 200);
+
+  pqxx::connection holder(stack_->database().url());
+  pqxx::work lock(holder);
+  lock.exec("LOCK TABLE delivery_rows IN ACCESS EXCLUSIVE MODE");
+  const auto started = std::chrono::steady_clock::now();
+  auto timed_out = http_request("GET", url("/v1/deliveries"), {}, auth());
+  const auto waited = std::chrono::steady_clock::now() - started;
+  lock.abort();
+  ASSERT_TRUE(timed_out) << timed_out.error().message;
+  expect_error(*timed_out, 503, "query_timeout", "admin.statement_timeout_ms");
+  EXPECT_EQ(timed_out->headers["retry-after"], "5");
+  EXPECT_LT(waited, 5s);
+  EXPECT_EQ(call("GET", "/v1/deliveries").status, 200);
+}
+
 TEST_F(AdminApiTest, SighupRotatesTheTokensRefusesABadFileAndNamesWhatNeedsARestart) {
   const std::string original = read_text_file(admin_config_);
   const auto admin_line = original.find("admin: {");

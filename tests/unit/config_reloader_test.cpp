@@ -123,10 +123,21 @@ TEST(RestartOnlyChanges, NamesWhatTheWorkerReadsOnlyAtStart) {
   b.worker.allow_private_networks = true;
   b.retry.schedule_seconds = {5, 30, 120};
   b.postgres.url = "postgresql://elsewhere/db";
-  EXPECT_EQ(
-      restart_only_changes(a, b),
-      (std::vector<std::string>{"postgres.url", "worker.group_id", "worker.allow_private_networks",
-                                "worker.allowed_cidrs", "retry.schedule_seconds (tier count)"}));
+  b.worker.http_threads = 2;
+  EXPECT_EQ(restart_only_changes(a, b),
+            (std::vector<std::string>{"postgres.url", "worker.group_id", "worker.http_threads",
+                                      "worker.allow_private_networks", "worker.allowed_cidrs",
+                                      "retry.schedule_seconds (tier count)"}));
+}
+
+// The HTTP server's bounds are set when it starts.
+TEST(RestartOnlyChanges, NamesWhatIngestAndTheAdminReadOnlyAtStart) {
+  const Config a = parse_reload_config(kReloadBase);
+  Config b = a;
+  b.ingest.max_buffered_body_bytes = a.ingest.max_buffered_body_bytes * 2;
+  b.admin.statement_timeout_ms = 1000;
+  EXPECT_EQ(restart_only_changes(a, b), (std::vector<std::string>{"ingest.max_buffered_body_bytes",
+                                                                  "admin.statement_timeout_ms"}));
 }
 
 TEST(RestartOnlyChanges, LeavesOutWhatAppliesLive) {
