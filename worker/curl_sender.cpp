@@ -59,7 +59,10 @@ struct CurlSender::Transfer {
   CurlSlist headers;
   const SsrfGuard* guard = nullptr;
   SocketTable* sockets = nullptr;  // its loop's
+  // Why the guard refused an address of the call's host (libcurl then tries the next one), and
+  // whether any address got a socket: the call is blocked only when none did.
   std::string blocked_reason;
+  bool opened_socket = false;
   std::optional<std::string> retry_after;
   std::string body_excerpt;
   std::chrono::steady_clock::time_point started;
@@ -87,7 +90,10 @@ curl_socket_t open_socket(void* data, curlsocktype purpose, curl_sockaddr* addre
     }
   }
   curl_socket_t s = socket(address->family, address->socktype, address->protocol);
-  if (s != CURL_SOCKET_BAD) t->sockets->at(s) = {.owned = true};
+  if (s != CURL_SOCKET_BAD) {
+    t->sockets->at(s) = {.owned = true};
+    if (purpose == CURLSOCKTYPE_IPCXN) t->opened_socket = true;
+  }
   return s;
 }
 
@@ -433,7 +439,9 @@ void CurlSender::run(Loop& self) {
     };
     HttpResult r;
     CURLcode code = msg->data.result;
-    if (!t->blocked_reason.empty()) {
+    // A refused address followed by one that connected is the connected one's result: the
+    // call may have been sent and answered.
+    if (!t->blocked_reason.empty() && !t->opened_socket) {
       r.error = TransportError::kBlockedBySsrfGuard;
       r.message = "destination address refused by the SSRF guard (" + t->blocked_reason + ")";
     } else {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "shared/net/ip_address.h"
 #include "tests/support/scripted_receiver.h"
 
 namespace hookrelay {
@@ -52,6 +53,22 @@ HttpCall post(const std::string& url, int id, int timeout_ms = 10000) {
   c.body = std::make_shared<const std::string>("{\"n\":" + std::to_string(id) + "}");
   c.timeout_ms = timeout_ms;
   return c;
+}
+
+// One call through a sender of its own, and its result (a transport error if none in 30 s).
+HttpResult send_one(SsrfGuard guard, HttpCall call) {
+  Results results;
+  {
+    CurlSender sender(std::move(guard));
+    sender.send(std::move(call), results.sink(1));
+    if (!results.wait_for(1, 30s)) {
+      HttpResult none;
+      none.error = TransportError::kOther;
+      none.message = "no result within 30 s";
+      return none;
+    }
+  }
+  return results.take().at(1);
 }
 
 TEST(CurlSenderTest, ManyConcurrentTransfersEachCompleteOnce) {
@@ -140,18 +157,37 @@ TEST(CurlSenderTest, ProxyEnvironmentIsIgnored) {
   // A proxy nothing listens on: used, it would fail every call with a connect error.
   ::setenv("http_proxy", "http://127.0.0.1:9", 1);
   ::setenv("all_proxy", "http://127.0.0.1:9", 1);
-  Results results;
-  {
-    CurlSender sender(SsrfGuard(true, {}));
-    sender.send(post(rx.url("/direct"), 1), results.sink(1));
-    ASSERT_TRUE(results.wait_for(1, 30s));
-  }
+  const HttpResult got = send_one(SsrfGuard(true, {}), post(rx.url("/direct"), 1));
   ::unsetenv("http_proxy");
   ::unsetenv("all_proxy");
-  auto got = results.take();
-  EXPECT_EQ(got.at(1).error, TransportError::kNone) << got.at(1).message;
-  EXPECT_EQ(got.at(1).status, 200);
+  EXPECT_EQ(got.error, TransportError::kNone) << got.message;
+  EXPECT_EQ(got.status, 200);
   EXPECT_EQ(rx.count("/direct"), 1u);
+}
+
+// A name with one address the guard refuses and one it allows: the call goes to the allowed one,
+// and its answer is the call's result. (It was reported refused by the guard: permanent, to the
+// dead-letter topic, while the receiver had taken it, so a replay would have sent it again.)
+// `localhost` is 127.0.0.1 and ::1 to libcurl without a resolver; the guard allows ::1 only.
+TEST(CurlSenderTest, AnAddressTheGuardRefusesDoesNotOverrideTheOneThatAnswered) {
+  test::ScriptedReceiver rx(0, "::1");
+  if (!rx.start()) GTEST_SKIP() << "no IPv6 loopback (::1) to listen on";
+  const HttpResult got =
+      send_one(SsrfGuard(false, {parse_cidr("::1/128").value()}),
+               post("http://localhost:" + std::to_string(rx.port()) + "/mixed", 1));
+  EXPECT_EQ(got.error, TransportError::kNone) << got.message;
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(rx.count("/mixed"), 1u);
+}
+
+// Every address refused: the guard's refusal is the result, and nothing was sent.
+TEST(CurlSenderTest, ANameWhoseAddressesAreAllRefusedIsBlockedByTheGuard) {
+  test::ScriptedReceiver rx(0, "::1");
+  if (!rx.start()) GTEST_SKIP() << "no IPv6 loopback (::1) to listen on";
+  const HttpResult got = send_one(
+      SsrfGuard(false, {}), post("http://localhost:" + std::to_string(rx.port()) + "/refused", 1));
+  EXPECT_EQ(got.error, TransportError::kBlockedBySsrfGuard) << got.message;
+  EXPECT_EQ(rx.count("/refused"), 0u);
 }
 
 // Easy handles are reused from call to call without a reset: each call still goes out with its

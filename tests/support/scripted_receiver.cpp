@@ -37,9 +37,9 @@ HeaderLookup ReceivedRequest::lookup() const {
   };
 }
 
-ScriptedReceiver::ScriptedReceiver(uint16_t port) {
+ScriptedReceiver::ScriptedReceiver(uint16_t port, const std::string& host) {
   HttpServerOptions options;
-  options.host = "127.0.0.1";
+  options.host = host;
   options.port = port;
   options.threads = 2;
   options.max_body_bytes = 8 << 20;

@@ -60,7 +60,8 @@ struct ReceivedRequest {
 class ScriptedReceiver {
  public:
   // port 0: an ephemeral one; another: that one (a receiver coming back where one stopped).
-  explicit ScriptedReceiver(uint16_t port = 0);
+  // `host`: the loopback address to bind ("::1" for IPv6; url() names 127.0.0.1 only).
+  explicit ScriptedReceiver(uint16_t port = 0, const std::string& host = "127.0.0.1");
   ~ScriptedReceiver();  // stop()
   ScriptedReceiver(const ScriptedReceiver&) = delete;
   ScriptedReceiver& operator=(const ScriptedReceiver&) = delete;
