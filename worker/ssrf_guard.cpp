@@ -19,6 +19,9 @@ Cidr must_parse(std::string_view text) { return parse_cidr(text).value(); }
 // Most specific first: the first match names the category.
 const std::vector<Range>& v4_ranges() {
   static const std::vector<Range> kRanges = {
+      // Cloud instance metadata (AWS, GCP, Azure, ...; Alibaba Cloud's sits inside CGNAT space).
+      {must_parse("169.254.169.254/32"), "cloud_metadata"},
+      {must_parse("100.100.100.200/32"), "cloud_metadata"},
       {must_parse("0.0.0.0/32"), "unspecified"},
       {must_parse("0.0.0.0/8"), "reserved"},
       {must_parse("10.0.0.0/8"), "private"},
@@ -41,6 +44,7 @@ const std::vector<Range>& v4_ranges() {
 
 const std::vector<Range>& v6_ranges() {
   static const std::vector<Range> kRanges = {
+      {must_parse("fd00:ec2::254/128"), "cloud_metadata"},  // AWS over IPv6
       {must_parse("::/128"), "unspecified"},
       {must_parse("::1/128"), "loopback"},
       {must_parse("::/96"), "reserved"},           // deprecated IPv4-compatible addresses
@@ -115,10 +119,23 @@ bool SsrfGuard::allowlisted(const IpAddress& ip) const {
   return false;
 }
 
+// Not a network a receiver lives on: cloud metadata endpoints (they hand out the instance's
+// credentials), link-local addresses around them, and addresses that are not one host.
+// allow_private_networks does not open them; an allowlisted CIDR does.
+bool never_private_network(std::string_view category) {
+  for (std::string_view c :
+       {"cloud_metadata", "link_local", "unspecified", "multicast", "broadcast"}) {
+    if (category.size() >= c.size() && category.substr(category.size() - c.size()) == c)
+      return true;
+  }
+  return false;
+}
+
 SsrfGuard::Decision SsrfGuard::check(const IpAddress& ip) const {
   if (allowlisted(ip)) return {true, "allowlisted"};
   std::string category = category_of(ip);
-  const bool allowed = category == "public" || allow_private_networks_;
+  const bool allowed =
+      category == "public" || (allow_private_networks_ && !never_private_network(category));
   return {allowed, std::move(category)};
 }
 

@@ -6,7 +6,8 @@
 // CURLOPT_OPENSOCKETFUNCTION hands it over), not the hostname, so DNS tricks cannot slip past it.
 // IPv6 forms that embed an IPv4 address (::ffff:a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16) are
 // judged by the IPv4 address inside. Non-public ranges are refused unless allow_private_networks
-// is set; addresses inside an allowlisted CIDR are always allowed.
+// is set, which still refuses cloud metadata, link-local, unspecified, multicast and broadcast
+// addresses; addresses inside an allowlisted CIDR are always allowed.
 //
 // Thread-safety: immutable after construction; check() may be called from any thread.
 #pragma once
@@ -25,12 +26,12 @@ class SsrfGuard {
  public:
   struct Decision {
     bool allowed = false;
-    // The address's category: "public", or "loopback", "private", "link_local", "cgnat",
-    // "multicast", "broadcast", "documentation", "benchmarking", "reserved", "unspecified",
-    // optionally prefixed "ipv4_mapped_", "nat64_" or "6to4_" for an embedded IPv4 address;
-    // "allowlisted" when an allowlist entry decided; "invalid_address" / "unsupported_family"
-    // when there is nothing to judge. A non-public category with allowed=true means
-    // allow_private_networks let it through.
+    // The address's category: "public", or "cloud_metadata", "loopback", "private", "link_local",
+    // "cgnat", "multicast", "broadcast", "documentation", "benchmarking", "reserved",
+    // "unspecified", optionally prefixed "ipv4_mapped_", "nat64_" or "6to4_" for an embedded IPv4
+    // address; "allowlisted" when an allowlist entry decided; "invalid_address" /
+    // "unsupported_family" when there is nothing to judge. A non-public category with allowed=true
+    // means allow_private_networks let it through.
     std::string reason;
 
     bool operator==(const Decision&) const = default;

@@ -43,7 +43,10 @@ const Row kDefaultTable[] = {
     {"100.127.255.255", false, "cgnat"},
     {"127.0.0.1", false, "loopback"},
     {"127.255.255.254", false, "loopback"},
-    {"169.254.169.254", false, "link_local"},  // cloud metadata
+    {"169.254.169.254", false, "cloud_metadata"},
+    {"169.254.1.1", false, "link_local"},
+    {"100.100.100.200", false, "cloud_metadata"},
+    {"fd00:ec2::254", false, "cloud_metadata"},
     {"172.16.0.1", false, "private"},
     {"172.31.255.255", false, "private"},
     {"192.0.0.8", false, "reserved"},
@@ -85,14 +88,15 @@ const Row kDefaultTable[] = {
     {"::ffff:8.8.8.8", true, "public"},
     {"::ffff:127.0.0.1", false, "ipv4_mapped_loopback"},
     {"::ffff:10.1.2.3", false, "ipv4_mapped_private"},
-    {"::ffff:169.254.169.254", false, "ipv4_mapped_link_local"},
+    {"::ffff:169.254.169.254", false, "ipv4_mapped_cloud_metadata"},
     {"::ffff:0.0.0.0", false, "ipv4_mapped_unspecified"},
     {"64:ff9b::8.8.8.8", true, "public"},
     {"64:ff9b::192.168.0.1", false, "nat64_private"},
     {"64:ff9b::7f00:1", false, "nat64_loopback"},
     {"2002:0808:0808::1", true, "public"},
     {"2002:7f00:0001::1", false, "6to4_loopback"},
-    {"2002:a9fe:a9fe::", false, "6to4_link_local"},
+    {"2002:a9fe:a9fe::", false, "6to4_cloud_metadata"},
+    {"2002:a9fe:101::", false, "6to4_link_local"},
     // Not an address
     {"localhost", false, "invalid_address"},
     {"", false, "invalid_address"},
@@ -109,12 +113,32 @@ TEST(SsrfGuard, DefaultDecisionTable) {
   }
 }
 
-TEST(SsrfGuard, AllowPrivateNetworksAllowsEveryRangeButKeepsTheCategory) {
+// Private networks open every range a receiver can live on, but not link-local (the cloud
+// metadata address), unspecified, multicast or broadcast addresses, in any embedding.
+TEST(SsrfGuard, AllowPrivateNetworksAllowsEveryReceiverRangeButKeepsTheCategory) {
   SsrfGuard guard(true, {});
   for (const Row& r : kDefaultTable) {
-    const bool parseable = std::string_view(r.reason) != "invalid_address";
-    EXPECT_EQ(guard.check(std::string_view(r.ip)), (GuardDecision{parseable, r.reason})) << r.ip;
+    const std::string_view reason = r.reason;
+    const bool never = reason.find("cloud_metadata") != std::string_view::npos ||
+                       reason.find("link_local") != std::string_view::npos ||
+                       reason.find("unspecified") != std::string_view::npos ||
+                       reason.find("multicast") != std::string_view::npos ||
+                       reason.find("broadcast") != std::string_view::npos;
+    EXPECT_EQ(guard.check(std::string_view(r.ip)),
+              (GuardDecision{reason != "invalid_address" && !never, r.reason}))
+        << r.ip;
   }
+  EXPECT_EQ(guard.check(std::string_view("169.254.169.254")),
+            (GuardDecision{false, "cloud_metadata"}));
+  EXPECT_EQ(guard.check(std::string_view("::ffff:169.254.169.254")),
+            (GuardDecision{false, "ipv4_mapped_cloud_metadata"}));
+  EXPECT_EQ(guard.check(std::string_view("64:ff9b::a9fe:101")),
+            (GuardDecision{false, "nat64_link_local"}));
+  EXPECT_EQ(guard.check(std::string_view("10.1.2.3")), (GuardDecision{true, "private"}));
+  EXPECT_EQ(guard.check(std::string_view("127.0.0.1")), (GuardDecision{true, "loopback"}));
+  // An allowlisted CIDR still opens them.
+  SsrfGuard listed(true, {parse_cidr("169.254.10.0/24").value()});
+  EXPECT_EQ(listed.check(std::string_view("169.254.10.7")), (GuardDecision{true, "allowlisted"}));
 }
 
 TEST(SsrfGuard, AllowlistAllowsMatchingAddressesOnly) {
@@ -144,7 +168,7 @@ TEST(SsrfGuard, ChecksSockaddrOfEitherFamily) {
   v4.sin_port = htons(443);
   ASSERT_EQ(inet_pton(AF_INET, "169.254.169.254", &v4.sin_addr), 1);
   EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)),
-            (GuardDecision{false, "link_local"}));
+            (GuardDecision{false, "cloud_metadata"}));
   ASSERT_EQ(inet_pton(AF_INET, "8.8.4.4", &v4.sin_addr), 1);
   EXPECT_EQ(guard.check(reinterpret_cast<const sockaddr*>(&v4)), (GuardDecision{true, "public"}));
 
