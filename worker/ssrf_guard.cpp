@@ -122,20 +122,20 @@ bool SsrfGuard::allowlisted(const IpAddress& ip) const {
 // Not a network a receiver lives on: cloud metadata endpoints (they hand out the instance's
 // credentials), link-local addresses around them, and addresses that are not one host.
 // allow_private_networks does not open them; an allowlisted CIDR does.
-bool never_private_network(std::string_view category) {
+bool SsrfGuard::opened_by_private_networks(std::string_view category) {
   for (std::string_view c :
        {"cloud_metadata", "link_local", "unspecified", "multicast", "broadcast"}) {
     if (category.size() >= c.size() && category.substr(category.size() - c.size()) == c)
-      return true;
+      return false;
   }
-  return false;
+  return true;
 }
 
 SsrfGuard::Decision SsrfGuard::check(const IpAddress& ip) const {
   if (allowlisted(ip)) return {true, "allowlisted"};
   std::string category = category_of(ip);
   const bool allowed =
-      category == "public" || (allow_private_networks_ && !never_private_network(category));
+      category == "public" || (allow_private_networks_ && opened_by_private_networks(category));
   return {allowed, std::move(category)};
 }
 

@@ -44,6 +44,10 @@ class SsrfGuard {
   [[nodiscard]] Decision check(std::string_view ip) const;
   [[nodiscard]] Decision check(const IpAddress& ip) const;
 
+  // Whether allow_private_networks opens a category: every non-public one but cloud metadata,
+  // link-local, unspecified, multicast and broadcast addresses (in any embedding).
+  [[nodiscard]] static bool opened_by_private_networks(std::string_view category);
+
  private:
   bool allowlisted(const IpAddress& ip) const;
 

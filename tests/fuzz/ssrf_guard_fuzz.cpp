@@ -20,8 +20,8 @@ namespace {
 
 bool known_reason(const std::string& reason) {
   static const std::set<std::string> kBase = {
-      "public",    "loopback",      "private",      "link_local", "cgnat",      "multicast",
-      "broadcast", "documentation", "benchmarking", "reserved",   "unspecified"};
+      "public",    "loopback",      "private",      "link_local", "cgnat",       "multicast",
+      "broadcast", "documentation", "benchmarking", "reserved",   "unspecified", "cloud_metadata"};
   if (reason == "allowlisted" || reason == "invalid_address" || reason == "unsupported_family")
     return true;
   for (std::string_view prefix : {"", "ipv4_mapped_", "nat64_", "6to4_"}) {
@@ -84,7 +84,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 address);
     auto l = lenient.check(*ip);
     check_decision(l, true, address);
-    fuzz::check(l.allowed && l.reason == d.reason, "allow_private_networks changed the category",
+    fuzz::check(l.reason == d.reason, "allow_private_networks changed the category", address);
+    fuzz::check(l.allowed == SsrfGuard::opened_by_private_networks(l.reason),
+                "allow_private_networks opened a category it keeps shut, or kept one shut",
                 address);
     if (!ip->v6) {
       // The IPv4 address inside IPv6 forms is judged like the address itself.
