@@ -281,6 +281,24 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
   return f;
 }
 
+Result<std::string> parse_idempotency_key(std::optional<std::string_view> header) {
+  if (!header) return std::string();
+  const std::string_view key = *header;
+  if (key.empty() || key.size() > kMaxIdempotencyKeyBytes) {
+    return fail("bad_idempotency_key",
+                "Idempotency-Key: must be 1-" + std::to_string(kMaxIdempotencyKeyBytes) +
+                    " printable ASCII characters, got " + std::to_string(key.size()));
+  }
+  for (const char c : key) {
+    if (c < 0x20 || c > 0x7E) {
+      return fail("bad_idempotency_key", "Idempotency-Key: must be 1-" +
+                                             std::to_string(kMaxIdempotencyKeyBytes) +
+                                             " printable ASCII characters (0x20-0x7E)");
+    }
+  }
+  return std::string(key);
+}
+
 Result<ReplayRequest> parse_replay_request(std::string_view body) {
   nlohmann::json j;
   try {

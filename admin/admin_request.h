@@ -62,6 +62,11 @@ inline constexpr std::size_t kMaxKeyBytes = 1024;
 // "bad_json" when the body is not JSON; "bad_request" naming the field otherwise.
 Result<ReplayRequest> parse_replay_request(std::string_view body);
 
+// The Idempotency-Key header of POST /v1/replays: 1-255 printable ASCII characters (0x20-0x7E).
+// Absent: an empty key (none). "bad_idempotency_key" naming the rule otherwise.
+inline constexpr std::size_t kMaxIdempotencyKeyBytes = 255;
+Result<std::string> parse_idempotency_key(std::optional<std::string_view> header);
+
 // POST /v1/routes/{name}/suspend (?source=&reason=) and /resume (?source=&rate=) query strings.
 struct RouteControlQuery {
   std::string source;  // empty = the one source with a route of that name

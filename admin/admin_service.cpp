@@ -102,6 +102,7 @@ HttpResponse ok(int status, const json& body) {
 HttpResponse from_error(const Error& e) {
   if (e.code == "not_found") return json_error(404, "not_found", e.message);
   if (e.code == "bad_filter" || e.code == "bad_request") return json_error(400, e.code, e.message);
+  if (e.code == "idempotency_key_reused") return json_error(422, e.code, e.message);
   if (e.code == "db_timeout") {
     auto r = json_error(503, "query_timeout",
                         "the query ran past admin.statement_timeout_ms; narrow the request "
@@ -201,7 +202,13 @@ AdminService::AdminService(std::function<std::shared_ptr<const Config>()> config
       latency_(prometheus::BuildHistogram()
                    .Name("hookrelay_admin_request_seconds")
                    .Help("Admin API request latency by endpoint")
-                   .Register(*registry_)) {}
+                   .Register(*registry_)),
+      replay_requests_(prometheus::BuildCounter()
+                           .Name("hookrelay_admin_replay_requests_total")
+                           .Help("POST /v1/replays answered, by outcome: created, existing (an "
+                                 "Idempotency-Key seen before: its replay, nothing created), "
+                                 "key_reused (422)")
+                           .Register(*registry_)) {}
 
 AdminService::~AdminService() = default;
 
@@ -390,15 +397,35 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
                             (type ? std::string(type->substr(0, 100)) : std::string("(none)")) +
                             "'");
     }
+    auto key = parse_idempotency_key(request.header("Idempotency-Key"));
+    if (!key) return json_error(400, key.error().code, key.error().message);
     auto parsed = parse_replay_request(request.body);
     if (!parsed) return json_error(400, parsed.error().code, parsed.error().message);
     const int max_keys = config->admin.max_replay_keys;
-    run = [this, req = *parsed, body = std::string(request.body), who, max_keys](Connections& c) {
-      auto created = c.jobs.create(req, json_text(json::parse(body)), who, max_keys);
-      if (!created) return from_error(created.error());
-      if (on_replay_) on_replay_();
-      auto r = ok(202, progress_json(*created));
-      r.headers.emplace_back("Location", "/v1/replays/" + std::to_string(created->id));
+    // The request as stored: parsed and written again, so a retry that orders the members or
+    // spaces the body otherwise is the same request.
+    std::string request_json = json_text(json::parse(request.body));
+    IdempotencyKey idempotency;
+    if (!key->empty()) {
+      idempotency.key = std::move(*key);
+      idempotency.request_sha256 = sha256(who + '\n' + request_json);
+    }
+    run = [this, req = *parsed, request_json = std::move(request_json), who, max_keys,
+           idempotency = std::move(idempotency)](Connections& c) {
+      auto created = c.jobs.create(req, request_json, who, max_keys, idempotency);
+      if (!created) {
+        if (created.error().code == "idempotency_key_reused")
+          series_.get(replay_requests_, {{"outcome", "key_reused"}}).Increment();
+        return from_error(created.error());
+      }
+      series_.get(replay_requests_, {{"outcome", created->existing ? "existing" : "created"}})
+          .Increment();
+      // A repeat (the same Idempotency-Key and request) creates nothing: 200 with the replay
+      // that key's first request created, as it stands now.
+      if (!created->existing && on_replay_) on_replay_();
+      auto r = ok(created->existing ? 200 : 202, progress_json(created->progress));
+      r.headers.emplace_back("Location", "/v1/replays/" + std::to_string(created->progress.id));
+      if (created->existing) r.headers.emplace_back("Idempotent-Replayed", "true");
       return r;
     };
   } else if (s.size() == 1 && s[0] == "routes") {

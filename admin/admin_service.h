@@ -4,7 +4,9 @@
 //   GET  /v1/deliveries                 filtered, keyset-paginated listing
 //   GET  /v1/deliveries/{key}           one delivery with its attempt trail and replays
 //   GET  /v1/events/{source}/{event_id} an inbound event and its deliveries
-//   POST /v1/replays                    replay dead / resend succeeded deliveries -> 202 {id}
+//   POST /v1/replays                    replay dead / resend succeeded deliveries -> 202 {id};
+//                                       with an Idempotency-Key seen before, the replay that
+//                                       key created -> 200 (nothing new is created)
 //   GET  /v1/replays/{id}               a replay's progress (also a route release's)
 //   GET  /v1/routes                     every route with its state (shared/routes/route_control.h)
 //   POST /v1/routes/{name}/suspend      suspend a route: its deliveries are parked
@@ -64,6 +66,7 @@ class AdminService {
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& errors_;
   prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Family<prometheus::Counter>& replay_requests_;  // POST /v1/replays by outcome
   SeriesCache series_;
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Connections>> pool_;

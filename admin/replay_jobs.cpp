@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
 #include "shared/store/pg_array.h"
 
@@ -74,10 +75,46 @@ void insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& ke
 
 ReplayJobs::ReplayJobs(std::string url) : pg_(std::move(url)) {}
 
-Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::string& request_json,
-                                          const std::string& who, int max_keys) {
+Result<CreatedReplay> ReplayJobs::create(const ReplayRequest& req, const std::string& request_json,
+                                         const std::string& who, int max_keys,
+                                         const IdempotencyKey& idempotency) {
+  bool existing = false;
   auto created = pg_.run("create replay", [&](pqxx::connection& c) -> Result<int64_t> {
     pqxx::work tx(c);
+    const auto id =
+        tx.exec1("SELECT nextval(pg_get_serial_sequence('replays', 'id'))")[0].as<int64_t>();
+    if (!idempotency.key.empty()) {
+      // The key first: a concurrent request with the same key waits here until this transaction
+      // ends, then finds the key taken (or, after a rollback, takes it). The replay row comes
+      // below; the foreign key is checked at commit (migrations/0018).
+      const std::string sha = hex_encode(idempotency.request_sha256);
+      auto inserted = tx.exec_params(
+          "INSERT INTO replay_idempotency_keys (idempotency_key, request_sha256, requested_by,"
+          "   replay_id) VALUES ($1, decode($2, 'hex'), $3, $4)"
+          " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1",
+          idempotency.key, sha, who, id);
+      if (inserted.empty()) {
+        auto stored = tx.exec_params(
+            "SELECT encode(request_sha256, 'hex'), replay_id, requested_by"
+            " FROM replay_idempotency_keys WHERE idempotency_key = $1",
+            idempotency.key);
+        if (stored.empty()) {  // its replay deleted since the conflict: the client retries
+          return fail("db_conflict", "Idempotency-Key: its replay was deleted meanwhile");
+        }
+        const auto stored_id = stored[0][1].as<int64_t>();
+        if (stored[0][0].as<std::string>() != sha) {
+          const bool other_caller = stored[0][2].as<std::string>() != who;
+          return fail(
+              "idempotency_key_reused",
+              "Idempotency-Key: '" + idempotency.key + "' was used for replay " +
+                  std::to_string(stored_id) +
+                  (other_caller ? " by another admin token" : " with a different request body") +
+                  "; a key names one request: send a new key for a new replay");
+        }
+        existing = true;
+        return stored_id;  // nothing written: the transaction is rolled back
+      }
+    }
     std::vector<std::string> keys = req.keys;
     if (req.filter) {
       const ReplayFilter& f = *req.filter;
@@ -111,12 +148,11 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
       return fail("bad_request",
                   "keys: more than " + std::to_string(max_keys) + " (admin.max_replay_keys)");
     }
-    auto row = tx.exec_params1(
-        "INSERT INTO replays (request, requested_by, dry_run, rate, state, finished_at)"
-        " VALUES ($1::jsonb, $2, $3, $4, CASE WHEN $5 THEN 'finished' ELSE 'running' END,"
-        "         CASE WHEN $5 THEN now() END) RETURNING id",
-        request_json, who, req.dry_run, req.rate, keys.empty());
-    const auto id = row[0].as<int64_t>();
+    tx.exec_params(
+        "INSERT INTO replays (id, request, requested_by, dry_run, rate, state, finished_at)"
+        " VALUES ($6, $1::jsonb, $2, $3, $4, CASE WHEN $5 THEN 'finished' ELSE 'running' END,"
+        "         CASE WHEN $5 THEN now() END)",
+        request_json, who, req.dry_run, req.rate, keys.empty(), id);
     insert_items(tx, id, keys,
                  !req.filter                   ? Intent::kByState
                  : req.filter->state == "dead" ? Intent::kReplay
@@ -125,7 +161,9 @@ Result<ReplayProgress> ReplayJobs::create(const ReplayRequest& req, const std::s
     return id;
   });
   if (!created) return Unexpected{created.error()};
-  return get(*created);
+  auto progress = get(*created);
+  if (!progress) return Unexpected{progress.error()};
+  return CreatedReplay{std::move(*progress), existing};
 }
 
 Result<ReplayProgress> ReplayJobs::create_release(const std::string& source,

@@ -3,8 +3,12 @@
 // progress, and a lease naming the admin process that works on a replay, so a replay outlives
 // the process that started it and is resumed by the next one.
 //
-// Errors: "bad_request" (a filter matching more keys than allowed), "not_found", and the
-// database errors of PgConnection.
+// An Idempotency-Key (migrations/0018) names the one replay its first request created: create()
+// with a key already stored answers with that replay, or "idempotency_key_reused" when the stored
+// request was another one.
+//
+// Errors: "bad_request" (a filter matching more keys than allowed), "not_found",
+// "idempotency_key_reused", and the database errors of PgConnection.
 //
 // Thread-safety: one connection, not thread-safe; one instance per thread.
 #pragma once
@@ -59,15 +63,31 @@ struct ReplayItemRow {
   bool resend = false;
 };
 
+// The Idempotency-Key of a POST /v1/replays and the SHA-256 of what it asked (the caller and the
+// request as stored), raw bytes; an empty key: none given.
+struct IdempotencyKey {
+  std::string key;
+  std::string request_sha256;
+};
+
+struct CreatedReplay {
+  ReplayProgress progress;
+  bool existing = false;  // the replay an earlier request with the same Idempotency-Key created
+};
+
 class ReplayJobs {
  public:
   explicit ReplayJobs(std::string url);
 
   // Stores the replay and its items (the request's keys, or the deliveries its filter matches,
   // at most `max_keys`), in one transaction, each with whether it is to be resent (the keys
-  // succeeded at this moment; every key of a filter on succeeded deliveries).
-  Result<ReplayProgress> create(const ReplayRequest& request, const std::string& request_json,
-                                const std::string& who, int max_keys);
+  // succeeded at this moment; every key of a filter on succeeded deliveries). With an
+  // idempotency key, in the same transaction: a key stored already answers with its replay
+  // (existing) when its request_sha256 is this one, else "idempotency_key_reused", and stores
+  // nothing; concurrent requests with one key wait for each other and end with one replay.
+  Result<CreatedReplay> create(const ReplayRequest& request, const std::string& request_json,
+                               const std::string& who, int max_keys,
+                               const IdempotencyKey& idempotency = {});
   Result<ReplayProgress> get(int64_t id);
   // Stores the release of a resumed route: `keys` (its parked deliveries, oldest arrival first)
   // back into the retry flow in that order, at `rate` per second.

@@ -1,7 +1,8 @@
 // hookrelay-admin against real Postgres, a real worker and the devbroker: every endpoint, bad
 // input (always a 4xx with a JSON body naming the problem), replay of dead deliveries, resend of
-// succeeded ones with the same webhook-id (a call's: the same Idempotency-Key), and a replay that
-// survives the admin process being killed without sending anything twice.
+// succeeded ones with the same webhook-id (a call's: the same Idempotency-Key), a retried POST
+// /v1/replays with an Idempotency-Key that creates nothing more, and a replay that survives the
+// admin process being killed without sending anything twice.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -11,10 +12,27 @@
 #include <set>
 #include <thread>
 
+#include "admin/admin_request.h"
 #include "tests/support/admin_fixture.h"
 
 namespace hookrelay::test {
 namespace {
+
+TEST(AdminIdempotencyKey, IsOneTo255PrintableAsciiCharactersOrAbsent) {
+  using admin::parse_idempotency_key;
+  EXPECT_EQ(parse_idempotency_key(std::nullopt).value(), "");
+  EXPECT_EQ(parse_idempotency_key("k").value(), "k");
+  EXPECT_EQ(parse_idempotency_key("retry 7: ~!@#$%^&*()").value(), "retry 7: ~!@#$%^&*()");
+  EXPECT_EQ(parse_idempotency_key(std::string(255, 'k')).value(), std::string(255, 'k'));
+  for (const std::string& bad :
+       {std::string(), std::string(256, 'k'), std::string("tab\there"), std::string("nul\0", 4),
+        std::string("del\x7f"), std::string("\xc3\xa9t\xc3\xa9")}) {
+    auto r = parse_idempotency_key(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, "bad_idempotency_key");
+    EXPECT_NE(r.error().message.find("Idempotency-Key"), std::string::npos);
+  }
+}
 
 class AdminApiTest : public AdminTest {
  protected:
@@ -372,6 +390,164 @@ TEST_F(AdminApiTest, AKeyDeadWhenItsReplayWasRequestedTwiceIsDeliveredOnce) {
   EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-1%3Aa"),
             (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
+}
+
+// A client whose POST /v1/replays timed out retries it with the same Idempotency-Key: the retries
+// answer with the replay the first one created (200, the same id and Location) and create
+// nothing, so each succeeded delivery is resent once. The same key with another body is a 422
+// that creates nothing either.
+TEST_F(AdminApiTest, ARetriedReplayWithTheSameIdempotencyKeyResendsEachDeliveryOnce) {
+  start_worker();
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 2)));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 4, 30s)) << stack_->describe_deliveries();
+  const auto before = rx_.webhook_id_counts("/b");
+  ASSERT_EQ(before.size(), 2u);
+  Headers with_key = auth_json();
+  with_key.emplace_back("Idempotency-Key", "resend-b-2026-11-28");
+
+  const std::string body =
+      R"({"keys":["wh:acme:evt-0:b","wh:acme:evt-1:b"],"reason":"receiver lost them"})";
+  auto first = call("POST", "/v1/replays", body, with_key);
+  ASSERT_EQ(first.status, 202) << first.body;
+  const std::string id = json::parse(first.body)["id"];
+  EXPECT_EQ(first.headers["location"], "/v1/replays/" + id);
+  EXPECT_EQ(first.headers.count("idempotent-replayed"), 0u);
+  // The retry, while the replay may still run: the same members in another order and spacing.
+  auto retry = call("POST", "/v1/replays",
+                    R"({ "reason": "receiver lost them", "keys": ["wh:acme:evt-0:b", )"
+                    R"("wh:acme:evt-1:b"] })",
+                    with_key);
+  ASSERT_EQ(retry.status, 200) << retry.body;
+  EXPECT_EQ(json::parse(retry.body)["id"], id);
+  EXPECT_EQ(retry.headers["location"], "/v1/replays/" + id);
+  EXPECT_EQ(retry.headers["idempotent-replayed"], "true");
+
+  auto done = wait_replay(id);
+  EXPECT_EQ(done["matched"], 2);
+  EXPECT_EQ(done["produced"], 2) << done.dump();
+  // A retry after the replay finished: its final progress, still nothing new.
+  auto late = call("POST", "/v1/replays", body, with_key);
+  ASSERT_EQ(late.status, 200) << late.body;
+  EXPECT_EQ(json::parse(late.body)["id"], id);
+  EXPECT_EQ(json::parse(late.body)["state"], "finished");
+  EXPECT_EQ(json::parse(late.body)["produced"], 2);
+
+  // The same key for another request: refused, naming the key and its replay.
+  expect_error(call("POST", "/v1/replays", R"({"keys":["wh:acme:evt-0:a"]})", with_key), 422,
+               "idempotency_key_reused", "'resend-b-2026-11-28' was used for replay " + id);
+  expect_error(
+      call("POST", "/v1/replays",
+           R"({"keys":["wh:acme:evt-0:b","wh:acme:evt-1:b"],"reason":"receiver lost them",)"
+           R"("dry_run":true})",
+           with_key),
+      422, "idempotency_key_reused", "different request body");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "1");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replay_idempotency_keys WHERE replay_id = " + id),
+            "1");
+
+  // Each delivery of route b: its first delivery and one resend, with the same webhook-id.
+  ASSERT_TRUE(rx_.wait_for_count("/b", 4, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 4, 30s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(rx_.count("/b"), 4u);
+  const auto after = rx_.webhook_id_counts("/b");
+  ASSERT_EQ(after.size(), 2u);
+  for (const auto& [webhook_id, n] : after) EXPECT_EQ(n, 2) << webhook_id;
+  EXPECT_EQ(rx_.count("/a"), 2u);
+  for (const std::string key : {"wh%3Aacme%3Aevt-0%3Ab", "wh%3Aacme%3Aevt-1%3Ab"}) {
+    EXPECT_EQ(attempt_outcomes(key), (std::vector<std::string>{"succeeded", "resent", "succeeded"}))
+        << key;
+  }
+
+  const std::string metrics = call("GET", "/metrics", {}, {}).body;
+  const auto outcome = [&](const std::string& o) {
+    return metric_sum(metrics, "hookrelay_admin_replay_requests_total", {"outcome=\"" + o + "\""});
+  };
+  EXPECT_EQ(outcome("created"), 1);
+  EXPECT_EQ(outcome("existing"), 2);
+  EXPECT_EQ(outcome("key_reused"), 2);
+  EXPECT_EQ(
+      metric_sum(metrics, "hookrelay_admin_errors_total", {"code=\"idempotency_key_reused\""}), 2);
+}
+
+// Two POSTs with one Idempotency-Key at once: one creates the replay, the other waits for it on
+// the key's unique index and answers with it. A lock on `replays` holds the first between storing
+// its key and storing its replay until the second waits on the key too.
+TEST_F(AdminApiTest, ConcurrentPostsWithOneIdempotencyKeyCreateOneReplay) {
+  pqxx::connection holder(stack_->database().url());
+  pqxx::work hold(holder);
+  hold.exec("LOCK TABLE replays IN SHARE MODE");
+
+  Headers with_key = auth_json();
+  with_key.emplace_back("Idempotency-Key", "one-replay-please");
+  const std::string body = R"({"keys":["wh:acme:evt-0:a","wh:acme:evt-1:a"],"dry_run":true})";
+  std::vector<Result<HttpReply>> replies(2, fail("unset", ""));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back(
+        [&, i] { replies[i] = http_request("POST", url("/v1/replays"), body, with_key, 30s); });
+  }
+  pqxx::connection watcher(stack_->database().url());
+  const bool both_waiting = eventually(
+      [&] {
+        pqxx::nontransaction q(watcher);
+        return q.exec1(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND (query LIKE 'INSERT INTO replays %'"
+                    "   OR query LIKE 'INSERT INTO replay_idempotency_keys %')")[0]
+                   .as<int>() == 2;
+      },
+      20s);
+  hold.abort();
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(both_waiting);
+
+  std::multiset<int> statuses;
+  std::set<std::string> ids;
+  for (const auto& r : replies) {
+    ASSERT_TRUE(r) << r.error().message;
+    statuses.insert(r->status);
+    auto j = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(j.contains("id")) << r->body;
+    ids.insert(j["id"].get<std::string>());
+  }
+  EXPECT_EQ(statuses, (std::multiset<int>{200, 202}));
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "1");
+  EXPECT_EQ(stack_->scalar("SELECT replay_id FROM replay_idempotency_keys"), *ids.begin());
+  auto done = wait_replay(*ids.begin());
+  EXPECT_EQ(done["matched"], 2) << done.dump();
+}
+
+// Without an Idempotency-Key each POST is a replay of its own, as before; a key out of its syntax
+// is a 400 that creates nothing; one key per request, and a new key is a new replay.
+TEST_F(AdminApiTest, WithoutAnIdempotencyKeyEachPostIsAReplayAndABadKeyIsA400) {
+  const std::string body = R"({"keys":["wh:acme:evt-0:a"],"dry_run":true})";
+  auto a = call("POST", "/v1/replays", body, auth_json());
+  auto b = call("POST", "/v1/replays", body, auth_json());
+  ASSERT_EQ(a.status, 202) << a.body;
+  ASSERT_EQ(b.status, 202) << b.body;
+  EXPECT_NE(json::parse(a.body)["id"], json::parse(b.body)["id"]);
+  EXPECT_EQ(a.headers.count("idempotent-replayed"), 0u);
+
+  Headers long_key = auth_json();
+  long_key.emplace_back("Idempotency-Key", std::string(256, 'k'));
+  expect_error(call("POST", "/v1/replays", body, long_key), 400, "bad_idempotency_key",
+               "Idempotency-Key");
+  Headers utf8_key = auth_json();
+  utf8_key.emplace_back("Idempotency-Key", "cl\xc3\xa9");
+  expect_error(call("POST", "/v1/replays", body, utf8_key), 400, "bad_idempotency_key",
+               "printable ASCII");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "2");
+
+  Headers key_1 = auth_json(), key_2 = auth_json();
+  key_1.emplace_back("Idempotency-Key", "k1");
+  key_2.emplace_back("Idempotency-Key", "k2");
+  EXPECT_EQ(call("POST", "/v1/replays", body, key_1).status, 202);
+  EXPECT_EQ(call("POST", "/v1/replays", body, key_2).status, 202);
+  EXPECT_EQ(call("POST", "/v1/replays", body, key_1).status, 200);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "4");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replay_idempotency_keys"), "2");
 }
 
 TEST_F(AdminApiTest, ASucceededCallIsResentOncePerReplayWithTheSameIdempotencyKey) {
