@@ -5,7 +5,9 @@
 #include <chrono>
 #include <filesystem>
 
+#include "admin/replay_jobs.h"
 #include "shared/clock.h"
+#include "shared/signing/crypto.h"
 #include "tests/integration/scratch_database.h"
 #include "worker/postgres_delivery_store.h"
 
@@ -675,6 +677,57 @@ TEST(StoreUpgradeTest, RowsWrittenBeforeTheCompactRowsReadTheSame) {
   EXPECT_EQ(db.scalar("SELECT count(*) || ' ' || min(duration_ms) || ' ' || min(worker_id)"
                       " FROM delivery_attempts WHERE delivery_key = 'wh:github:e1:audit'"),
             "1 8 w0");
+}
+
+// Replays stored before migrations/0018 (by an admin of an earlier release, which may run beside
+// this one during the upgrade) keep their ids and progress; a replay stored with an
+// Idempotency-Key after it takes the next id, and the key names it from then on.
+TEST(StoreUpgradeTest, ReplaysStoredBeforeTheIdempotencyKeysStayAndKeysNameTheNewOnes) {
+  const std::string admin = testing::test_admin_url();
+  ASSERT_FALSE(admin.empty());
+  testing::ScratchDatabase db(admin);
+  auto before = migrate_before(db, "0018");
+  ASSERT_TRUE(before) << before.error().message;
+  ASSERT_EQ(before->back(), "0017");
+  const std::string old_id = db.scalar(
+      "INSERT INTO replays (request, requested_by) VALUES ('{\"keys\": [\"k1\"]}', 'alice')"
+      " RETURNING id");
+  db.scalar("INSERT INTO replay_items (replay_id, delivery_key, position) VALUES (" + old_id +
+            ", 'k1', 1)");
+  auto rest = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
+  ASSERT_TRUE(rest) << rest.error().message;
+  EXPECT_EQ(*rest, (std::vector<std::string>{"0018"}));
+
+  admin::ReplayJobs jobs(db.url());
+  auto old = jobs.get(std::stoll(old_id));
+  ASSERT_TRUE(old) << old.error().message;
+  EXPECT_EQ(old->pending, 1);
+  admin::ReplayRequest request;
+  request.keys = {"k2"};
+  request.dry_run = true;
+  const std::string json = R"({"dry_run":true,"keys":["k2"]})";
+  const admin::IdempotencyKey key{"upgrade-1", sha256("admin-token-0\n" + json)};
+  auto created = jobs.create(request, json, "admin-token-0", 100, key);
+  ASSERT_TRUE(created) << created.error().message;
+  EXPECT_FALSE(created->existing);
+  EXPECT_GT(created->progress.id, std::stoll(old_id));
+  auto again = jobs.create(request, json, "admin-token-0", 100, key);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_TRUE(again->existing);
+  EXPECT_EQ(again->progress.id, created->progress.id);
+  auto other = jobs.create(request, json, "admin-token-1", 100,
+                           {"upgrade-1", sha256("admin-token-1\n" + json)});
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, "idempotency_key_reused");
+  EXPECT_NE(other.error().message.find("another admin token"), std::string::npos);
+  // Without a key, as before: a replay each time.
+  auto plain = jobs.create(request, json, "admin-token-0", 100);
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_GT(plain->progress.id, created->progress.id);
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM replays"), "3");
+  // Deleting a replay deletes its key.
+  db.scalar("DELETE FROM replays WHERE id = " + std::to_string(created->progress.id));
+  EXPECT_EQ(db.scalar("SELECT count(*) FROM replay_idempotency_keys"), "0");
 }
 
 }  // namespace
