@@ -1,9 +1,10 @@
 // The admin API's parsers of outside bytes on the same input: decode_cursor (a cursor decoded
 // must re-encode to the same text), parse_delivery_query (query strings, with cursors and times
-// inside), parse_replay_request (POST /v1/replays bodies) and parse_route_control_query (route
-// suspend/resume query strings). None may crash; whatever they
-// accept must be within the documented bounds, and every text they accept must be text
-// PostgreSQL takes (valid UTF-8, no NUL): the statements it goes into would fail with a 500.
+// inside), parse_replay_request (POST /v1/replays bodies), parse_idempotency_key (its
+// Idempotency-Key header) and parse_route_control_query (route suspend/resume query strings). None
+// may crash; whatever they accept must be within the documented bounds, and every text they accept
+// must be text PostgreSQL takes (valid UTF-8, no NUL): the statements it goes into would fail with
+// a 500.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -45,6 +46,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (r->filter) {
       fuzz::check(is_postgres_text(r->filter->route), "route is not text", r->filter->route);
     }
+  }
+  if (auto k = admin::parse_idempotency_key(in)) {
+    fuzz::check(*k == in, "idempotency key changed", std::string(in));
+    fuzz::check(!k->empty() && k->size() <= admin::kMaxIdempotencyKeyBytes,
+                "idempotency key out of bounds", std::string(in));
+    for (const char c : *k) fuzz::check(c >= 0x20 && c <= 0x7E, "key not printable ASCII", *k);
   }
   for (bool suspend : {true, false}) {
     if (auto q = admin::parse_route_control_query(in, suspend)) {
