@@ -223,5 +223,48 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
   expect_error(call("GET", "/v1/routes?colour=red"), 400, "unknown_parameter", "colour");
 }
 
+// A client retries its POST /v1/routes/{name}/resume (the first timed out) while the release of the
+// first still runs: the retry finds the route active and stores another release of the keys still
+// parked. A key is released only while it is parked, in the statement that takes it out of
+// `parked`, so the second release skips what the first took: each parked delivery is delivered
+// once, and a resume needs no Idempotency-Key.
+TEST_F(RouteLifecycleTest, ARetriedResumeDeliversEachParkedDeliveryOnce) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  start_worker();
+  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(produce_in_order());
+  ASSERT_TRUE(rx_.wait_for_count("/b", kRouteEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("parked", kRouteEvents, 30s)) << stack_->describe_deliveries();
+
+  auto first = call("POST", "/v1/routes/a/resume?rate=5");
+  ASSERT_EQ(first.status, 202) << first.body;
+  auto retry = call("POST", "/v1/routes/a/resume?rate=5");  // at 5/s most keys are still parked
+  ASSERT_EQ(retry.status, 202) << retry.body;
+  const json fj = json::parse(first.body), rj = json::parse(retry.body);
+  EXPECT_EQ(fj["changed"], true);
+  EXPECT_EQ(rj["changed"], false);
+  ASSERT_GT(rj["release"]["matched"].get<int>(), 0) << retry.body;
+  auto first_done = wait_replay(fj["release"]["id"].get<std::string>());
+  auto retry_done = wait_replay(rj["release"]["id"].get<std::string>());
+  EXPECT_EQ(first_done["produced"].get<int>() + retry_done["produced"].get<int>(), kRouteEvents)
+      << first_done.dump() << retry_done.dump();
+  EXPECT_EQ(retry_done["produced"].get<int>() + retry_done["skipped"].get<int>(),
+            retry_done["matched"].get<int>())
+      << retry_done.dump();
+
+  ASSERT_TRUE(rx_.wait_for_count("/a", kRouteEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kRouteEvents, 20s))
+      << stack_->describe_deliveries();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kRouteEvents));
+  for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/a")) EXPECT_EQ(n, 1) << webhook_id;
+  expect_each_succeeded_once(*stack_, 2 * kRouteEvents);
+}
+
 }  // namespace
 }  // namespace hookrelay::test
