@@ -188,14 +188,15 @@ TEST_F(WorkerTest, RetriesWaitingDuringARebalanceAreNotStranded) {
   ASSERT_TRUE(rx_.wait_for_count("/a", kEvents, 20s));
   // Every first attempt recorded. On a loaded machine the first claims can be split: the host's
   // Retry-After then holds the later ones for 10 s, and the earlier ones' retries come due and
-  // are claimed (in flight, held for the host) before every delivery reads 'retrying'.
+  // are claimed (in flight, held for the host) before every delivery reads 'retrying'. Their
+  // 503s pause the host for 10 s more, so the later first attempts can wait two pauses.
   ASSERT_TRUE(eventually(
       [&] {
         return stack_->scalar(
                    "SELECT count(*) FROM deliveries WHERE attempts >= 1 AND state IN "
                    "('retrying', 'in_flight')") == std::to_string(kEvents);
       },
-      10s))
+      30s))
       << stack_->describe_deliveries();
   std::this_thread::sleep_for(1s);  // the first worker has fetched the tier and paused it
   start_worker();                   // revokes and reassigns every partition
