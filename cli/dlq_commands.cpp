@@ -167,11 +167,11 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
   return kExitOk;
 }
 
-// What `dlq replay` was asked to replay: explicit keys, or a filter (ids empty). Checked before
-// anything connects, so usage errors come back at once.
 // A replay mark no worker has acted on for this long is taken to be a killed run's.
 constexpr int64_t kUnfinishedAfterMs = int64_t{5} * 60 * 1000;
 
+// What `dlq replay` was asked to replay: explicit keys, a filter, or the unfinished replays.
+// Checked before anything connects, so usage errors come back at once.
 struct ReplaySelection {
   std::vector<std::string> ids;
   DlqFilter filter;

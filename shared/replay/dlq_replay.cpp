@@ -382,14 +382,10 @@ std::optional<UnfinishedReplay> Replayer::unfinished_mark(const std::string& key
   }
   if (!*mark) return std::nullopt;
   const UnfinishedReplay& m = **mark;
-  item.outcome = ReplayOutcome::kFailed;
-  item.detail.clear();
   if (m.age_ms < options.unfinished_after_ms) {
-    item.outcome = ReplayOutcome::kSkippedNotDead;
-    item.detail = "is " + state + ", not " + options.from_state + ": replayed by " + m.replayed_by +
-                  " " + std::to_string(m.age_ms / 1000) +
-                  " s ago and not taken up by a worker yet; produced again if still so " +
-                  std::to_string(options.unfinished_after_ms / 1000) + " s after that replay";
+    item.detail += ": replayed by " + m.replayed_by + " " + std::to_string(m.age_ms / 1000) +
+                   " s ago and not taken up by a worker yet; produced again if still so " +
+                   std::to_string(options.unfinished_after_ms / 1000) + " s after that replay";
     return std::nullopt;
   }
   return m;

@@ -65,7 +65,6 @@ bool is_state(const std::string& s) {
   return false;
 }
 
-// The replay item of an admin API replay: its delivery was changed, the message not yet acked.
 // A replay's audit: who put the delivery back in the retry flow and why, and a 'replayed' row
 // among its attempts (numbered as its last attempt).
 void audit_replay(pqxx::transaction_base& tx, const std::string& key, const std::string& who,
@@ -78,6 +77,7 @@ void audit_replay(pqxx::transaction_base& tx, const std::string& key, const std:
       key, attempt, reason, "operator:" + who);
 }
 
+// The replay item of an admin API replay: its delivery was changed, the message not yet acked.
 void mark_item(pqxx::transaction_base& tx, int64_t replay_id, const std::string& key) {
   tx.exec_params(
       "UPDATE replay_items SET status = 'marked', updated_at = now()"
