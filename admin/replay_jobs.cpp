@@ -280,14 +280,17 @@ Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int 
   });
 }
 
-Result<void> ReplayJobs::finish_item(int64_t id, const std::string& key, const std::string& status,
-                                     const std::string& detail) {
+Result<bool> ReplayJobs::finish_item(int64_t id, const std::string& key, const std::string& status,
+                                     const std::string& detail, const std::string& runner) {
   return pg_.run("finish replay item", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_params(
-        "UPDATE replay_items SET status = $3, detail = $4, updated_at = now()"
-        " WHERE replay_id = $1 AND delivery_key = $2",
-        id, key, status, detail.substr(0, 1000));
+    return !tx.exec_params(
+                  "UPDATE replay_items SET status = $3, detail = $4, updated_at = now()"
+                  " WHERE replay_id = $1 AND delivery_key = $2"
+                  " AND EXISTS (SELECT 1 FROM replays WHERE id = $1 AND runner = $5)"
+                  " RETURNING 1",
+                  id, key, status, detail.substr(0, 1000), runner)
+                .empty();
   });
 }
 

@@ -101,8 +101,10 @@ class ReplayJobs {
   Result<bool> renew(int64_t id, const std::string& runner, int lease_seconds);
   // Items not yet done, in the order they were stored (a release's: arrival order).
   Result<std::vector<ReplayItemRow>> unfinished_items(int64_t id, int limit);
-  Result<void> finish_item(int64_t id, const std::string& key, const std::string& status,
-                           const std::string& detail);
+  // Records an item's outcome; false, recording nothing, when `runner` no longer runs the
+  // replay (another took it over after this one's lease expired).
+  Result<bool> finish_item(int64_t id, const std::string& key, const std::string& status,
+                           const std::string& detail, const std::string& runner);
   // Finished when no item is left; returns whether it finished.
   Result<bool> finish_if_done(int64_t id);
 

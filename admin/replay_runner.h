@@ -1,8 +1,13 @@
 // ReplayRunner: the admin process's background thread that carries out replays stored by
 // POST /v1/replays (ReplayJobs), one at a time, oldest first, through the one shared Replayer
-// (shared/replay/dlq_replay.h) the CLI uses too. It leases the replay it works on (renewed as it
-// goes), so after this process dies another admin process, or this one restarted, takes the replay
-// over once the lease expires and resumes from its items' progress.
+// (shared/replay/dlq_replay.h) the CLI uses too. It leases the replay it works on, so after this
+// process dies another admin process, or this one restarted, takes the replay over once the lease
+// expires and resumes from its items' progress. While it works, a heartbeat thread renews the
+// lease every third of it, however long one item takes (a paced replay's wait, a slow broker
+// acknowledgement), so a live runner keeps its replay. A runner whose lease was taken over
+// anyway (a stall longer than the lease) marks and records nothing more: the database refuses
+// its marks and item updates (DeliveryQueries::mark_replayed, ReplayJobs::finish_item), so one
+// key is never put back in the retry flow by two runs of one replay.
 //
 // Thread-safety: start/stop from one controlling thread; everything else runs on its own thread.
 #pragma once
@@ -43,11 +48,17 @@ class ReplayRunner {
   void loop();
   void run_one();
   bool wait_ms(int64_t ms);  // false when stopping
+  // A replay's pacing: the whole `ms` unless stopping or `lost` (notify() does not cut it short).
+  void pause_ms(int64_t ms, const std::atomic<bool>& lost);
+  void keep_lease(int64_t id, std::atomic<bool>& lost, std::atomic<bool>& done);
+  // Sets `flag` and wakes a pause_ms.
+  void raise(std::atomic<bool>& flag);
 
   const Config& config_;
   MessageProducer& producer_;
   ReplayRunnerOptions options_;
   prometheus::Family<prometheus::Counter>& keys_;
+  prometheus::Counter& leases_lost_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -56,8 +56,12 @@ Result<void> ReplayStore::undo_resend(const std::string&) { return {}; }
 Result<bool> ReplayStore::needs_produce_again(const std::string&) { return false; }
 
 PostgresReplayStore::PostgresReplayStore(const std::string& url, int64_t replay_id,
-                                         std::string from_state)
-    : queries_(url), pg_(url), replay_id_(replay_id), from_state_(std::move(from_state)) {}
+                                         std::string from_state, std::string runner)
+    : queries_(url),
+      pg_(url),
+      replay_id_(replay_id),
+      from_state_(std::move(from_state)),
+      runner_(std::move(runner)) {}
 
 Result<ResendSource> PostgresReplayStore::resend_source(const std::string& key) {
   if (replay_id_ == 0) return ReplayStore::resend_source(key);
@@ -67,7 +71,7 @@ Result<ResendSource> PostgresReplayStore::resend_source(const std::string& key) 
 Result<void> PostgresReplayStore::mark_resend(const std::string& key, const std::string& who,
                                               const std::string& reason) {
   if (replay_id_ == 0) return ReplayStore::mark_resend(key, who, reason);
-  return queries_.mark_resend(key, who, reason, replay_id_);
+  return queries_.mark_resend(key, who, reason, replay_id_, runner_);
 }
 
 Result<void> PostgresReplayStore::undo_resend(const std::string& key) {
@@ -109,7 +113,7 @@ Result<std::optional<UnfinishedReplay>> PostgresReplayStore::unfinished_replay(
 
 Result<void> PostgresReplayStore::mark_replayed(const std::string& key, const std::string& who,
                                                 const std::string& reason) {
-  auto r = queries_.mark_replayed(key, who, reason, replay_id_, from_state_);
+  auto r = queries_.mark_replayed(key, who, reason, replay_id_, from_state_, runner_);
   if (!r) return Unexpected{r.error()};
   return {};
 }

@@ -84,10 +84,12 @@ class ReplayStore {
 // and a resend's marker is the replay id; without one (the CLI), succeeded deliveries are not
 // resent. `from_state`: the state a delivery must be in to be put back in the retry flow, and
 // the one an undo returns it to: "dead", or "parked" for the release of a resumed route.
+// `runner`: the admin process working the replay; a mark fails with "replay_lease_lost" once
+// another runner has taken the replay over (DeliveryQueries::mark_replayed).
 class PostgresReplayStore final : public ReplayStore {
  public:
   explicit PostgresReplayStore(const std::string& url, int64_t replay_id = 0,
-                               std::string from_state = "dead");
+                               std::string from_state = "dead", std::string runner = {});
   Result<std::string> state(const std::string& key) override;
   Result<void> mark_replayed(const std::string& key, const std::string& who,
                              const std::string& reason) override;
@@ -106,6 +108,7 @@ class PostgresReplayStore final : public ReplayStore {
   PgConnection pg_;
   int64_t replay_id_;
   std::string from_state_;
+  std::string runner_;
 };
 
 enum class ReplayOutcome {

@@ -77,12 +77,32 @@ void audit_replay(pqxx::transaction_base& tx, const std::string& key, const std:
       key, attempt, reason, "operator:" + who);
 }
 
-// The replay item of an admin API replay: its delivery was changed, the message not yet acked.
-void mark_item(pqxx::transaction_base& tx, int64_t replay_id, const std::string& key) {
-  tx.exec_params(
-      "UPDATE replay_items SET status = 'marked', updated_at = now()"
-      " WHERE replay_id = $1 AND delivery_key = $2",
-      replay_id, key);
+// The replay item of an admin API replay: its delivery is being changed in the same transaction,
+// the message not yet produced. Only a pending item is marked, and, with a runner, only while
+// that runner still holds the replay: an admin whose lease expired (another took the replay over)
+// must not mark, so one key is never put back in the retry flow by two runs of one replay. The
+// replay's row is share-locked first, so a runner taking the replay over waits for this
+// transaction and then finds the item marked.
+Result<void> mark_item(pqxx::transaction_base& tx, int64_t replay_id, const std::string& key,
+                       const std::string& runner) {
+  if (!runner.empty() &&
+      tx.exec_params("SELECT 1 FROM replays WHERE id = $1 AND runner = $2 AND state = 'running'"
+                     " FOR SHARE",
+                     replay_id, runner)
+          .empty()) {
+    return fail("replay_lease_lost", "replay " + std::to_string(replay_id) +
+                                         " is no longer run by this admin process (its lease "
+                                         "expired and another took it over, or it ended)");
+  }
+  if (tx.exec_params("UPDATE replay_items SET status = 'marked', updated_at = now()"
+                     " WHERE replay_id = $1 AND delivery_key = $2 AND status = 'pending'"
+                     " RETURNING 1",
+                     replay_id, key)
+          .empty()) {
+    return fail("replay_item_taken", key + " is no longer pending in replay " +
+                                         std::to_string(replay_id) + ": another run took it");
+  }
+  return {};
 }
 
 }  // namespace
@@ -178,7 +198,8 @@ Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
 
 Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const std::string& who,
                                                    const std::string& reason, int64_t replay_id,
-                                                   const std::string& from_state) {
+                                                   const std::string& from_state,
+                                                   const std::string& runner) {
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
     pqxx::work tx(c);
     // The state condition makes concurrent replays of one delivery succeed exactly once.
@@ -196,8 +217,11 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
                                         from_state + " deliveries replay here");
     }
     DeliveryRow d = delivery_from_row(rows[0]);
+    if (replay_id != 0) {
+      // Not committed on failure: the delivery stays as it was.
+      if (auto item = mark_item(tx, replay_id, key, runner); !item) return Unexpected{item.error()};
+    }
     audit_replay(tx, key, who, reason, d.attempts);
-    if (replay_id != 0) mark_item(tx, replay_id, key);
     tx.commit();
     return d;
   });
@@ -399,7 +423,8 @@ Result<ResendSourceRow> DeliveryQueries::resend_source(const std::string& key) {
 }
 
 Result<void> DeliveryQueries::mark_resend(const std::string& key, const std::string& who,
-                                          const std::string& reason, int64_t replay_id) {
+                                          const std::string& reason, int64_t replay_id,
+                                          const std::string& runner) {
   return pg_.run("mark_resend", [&](pqxx::connection& c) -> Result<void> {
     pqxx::work tx(c);
     auto rows = tx.exec_params(
@@ -419,6 +444,8 @@ Result<void> DeliveryQueries::mark_resend(const std::string& key, const std::str
                                         : key + " is " + state[0][0].as<std::string>() +
                                               ", only succeeded deliveries are resent");
     }
+    // Not committed on failure: the marker is not set.
+    if (auto item = mark_item(tx, replay_id, key, runner); !item) return Unexpected{item.error()};
     tx.exec_params(
         "INSERT INTO dlq_replays (delivery_key, replayed_by, reason) VALUES ($1, $2, $3)", key, who,
         "resend: " + reason);
@@ -426,7 +453,6 @@ Result<void> DeliveryQueries::mark_resend(const std::string& key, const std::str
         "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms,"
         " outcome, error, worker_id) VALUES ($1, $2, now(), 0, 'resent', $3, $4)",
         key, rows[0][0].as<int>(), reason, "operator:" + who);
-    mark_item(tx, replay_id, key);
     tx.commit();
     return {};
   });

@@ -153,10 +153,13 @@ class DeliveryQueries {
   // with outcome 'replayed'), atomically. Returns the delivery as it now is, for the caller to
   // re-produce its message. "not_replayable" unless the delivery is in `from_state` (dead, or
   // parked for the release of a resumed route). With a replay_id (admin API), its replay_items
-  // row becomes 'marked' in the same transaction.
+  // row goes from 'pending' to 'marked' in the same transaction, else nothing changes:
+  // "replay_item_taken" when the item is not pending, "replay_lease_lost" when `runner` (if
+  // given) no longer runs the replay.
   Result<DeliveryRow> mark_replayed(const std::string& key, const std::string& who,
                                     const std::string& reason, int64_t replay_id = 0,
-                                    const std::string& from_state = "dead");
+                                    const std::string& from_state = "dead",
+                                    const std::string& runner = {});
 
   // The key's unfinished replay, if it has one (see UnfinishedReplay).
   Result<std::optional<UnfinishedReplay>> unfinished_replay(const std::string& key);
@@ -179,9 +182,11 @@ class DeliveryQueries {
   Result<ResendSourceRow> resend_source(const std::string& key);
   // Sets the delivery's resend marker to replay_id (the next claim of the key takes it once),
   // audits it (dlq_replays row, 'resent' attempt row) and marks the replay item, atomically.
-  // "not_resendable" unless succeeded with no resend pending.
+  // "not_resendable" unless succeeded with no resend pending; the replay item and `runner` are
+  // checked as mark_replayed checks them.
   Result<void> mark_resend(const std::string& key, const std::string& who,
-                           const std::string& reason, int64_t replay_id);
+                           const std::string& reason, int64_t replay_id,
+                           const std::string& runner = {});
   // Clears the marker if it is still this replay's.
   Result<void> undo_resend(const std::string& key, int64_t replay_id);
   // For a replay item marked before an interruption: whether its message must be produced

@@ -654,6 +654,48 @@ TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWith
   expect_each_succeeded_once(*stack_, 2 * kEvents);
 }
 
+// Two admin processes, and a paced resend whose keys are 12.5 s apart, longer than the 10 s
+// replay lease. The admin working the replay keeps it between keys (its heartbeat renews the
+// lease), so the other never takes it over, and each key is resent once. Before the heartbeat
+// the other admin took the replay over during the wait and resent the second key, and the first
+// then woke and resent it again (the worker had already taken the first resend's marker): the
+// receiver got that webhook-id three times.
+TEST_F(AdminApiTest, APacedReplaySlowerThanItsLeaseIsWorkedByOneAdminAndResendsEachKeyOnce) {
+  ASSERT_NO_FATAL_FAILURE(die_on_a(3, 30s));
+  auto other = ChildProcess::spawn(
+      {HOOKRELAY_BIN_DIR "/admin/hookrelay-admin", "--config", admin_config_.string()},
+      {{"HOOKRELAY_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(free_port())}},
+      stack_->dir().file("admin-other.log"));
+  ASSERT_TRUE(other) << other.error().message;
+
+  const std::vector<std::string> keys = {"wh:acme:evt-0:b", "wh:acme:evt-1:b", "wh:acme:evt-2:b"};
+  const std::string id = post_replay({{"keys", keys}, {"rate", 0.08}})["id"];
+  std::string runner;
+  ASSERT_TRUE(eventually(
+      [&] {
+        runner = stack_->scalar("SELECT coalesce(runner, '') FROM replays WHERE id = " + id);
+        return !runner.empty();
+      },
+      10s));
+  auto done = wait_replay(id, 60s);
+  EXPECT_EQ(done["state"], "finished") << done.dump();
+  EXPECT_EQ(done["produced"], 3) << done.dump();
+  EXPECT_EQ(stack_->scalar("SELECT runner FROM replays WHERE id = " + id), runner);
+  ASSERT_TRUE(rx_.wait_for_count("/b", 6, 30s));
+  std::this_thread::sleep_for(3s);
+  const auto counts = rx_.webhook_id_counts("/b");
+  EXPECT_EQ(counts.size(), 3u);
+  for (const auto& [webhook_id, n] : counts) EXPECT_EQ(n, 2) << webhook_id;
+  for (const std::string& key : keys) {
+    std::string encoded = key;
+    for (std::size_t at = 0; (at = encoded.find(':', at)) != std::string::npos;)
+      encoded.replace(at, 1, "%3A");
+    EXPECT_EQ(attempt_outcomes(encoded),
+              (std::vector<std::string>{"succeeded", "resent", "succeeded"}))
+        << key;
+  }
+}
+
 // A replay by key issued the moment its delivery is recorded dead. The worker records the
 // delivery dead before it produces the dead letter, and here its producer holds the letter back
 // for 1.5 s (linger.ms), so the replay's first read of hookrelay.dlq cannot hold it: the key is

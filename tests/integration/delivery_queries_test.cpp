@@ -246,6 +246,63 @@ TEST_F(DeliveryQueriesTest, SucceededWebhooksAndCallsAreResentFromTheirFirstMess
   EXPECT_EQ(shown->delivery.state, "succeeded");
 }
 
+// Two admin processes on one replay: the one whose lease expired (admin-a) while another took
+// the replay over (admin-b) marks and records nothing, and an item is marked once, so a key that
+// went dead again after its replay is not replayed a second time by a run that read it pending.
+TEST_F(DeliveryQueriesTest, AReplayItemIsMarkedOnceAndOnlyByTheRunnerHoldingTheReplay) {
+  const std::string replay =
+      db_->scalar("INSERT INTO replays (request, runner) VALUES ('{}', 'admin-b') RETURNING id");
+  db_->scalar("INSERT INTO replay_items (replay_id, delivery_key) VALUES (" + replay +
+              ", 'gh-e1-ci') RETURNING 1");
+  const int64_t id = std::stoll(replay);
+  const auto state = [this] {
+    return db_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'gh-e1-ci'");
+  };
+  const auto item = [this] {
+    return db_->scalar("SELECT status FROM replay_items WHERE delivery_key = 'gh-e1-ci'");
+  };
+  const auto marks = [this] {
+    return db_->scalar("SELECT count(*) FROM dlq_replays WHERE delivery_key = 'gh-e1-ci'");
+  };
+
+  auto stale = queries_->mark_replayed("gh-e1-ci", "admin-api", "fixed", id, "dead", "admin-a");
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, "replay_lease_lost");
+  EXPECT_NE(stale.error().message.find("another took it over"), std::string::npos)
+      << stale.error().message;
+  EXPECT_EQ(state(), "dead");
+  EXPECT_EQ(item(), "pending");
+  EXPECT_EQ(marks(), "0");
+
+  ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "admin-api", "fixed", id, "dead", "admin-b"));
+  EXPECT_EQ(state(), "retrying");
+  EXPECT_EQ(item(), "marked");
+
+  // The replayed delivery fails for good again.
+  PostgresDeliveryStore store(db_->url());
+  ASSERT_TRUE(store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci", "x", "", 0}},
+                          "w2", 60));
+  ASSERT_TRUE(store.record(
+      {AttemptRecord{"gh-e1-ci", 3, unix_now_ms(), 5, 410, "permanent", "gone", "dead"}}, "w2"));
+  ASSERT_EQ(state(), "dead");
+  auto again = queries_->mark_replayed("gh-e1-ci", "admin-api", "fixed", id, "dead", "admin-b");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, "replay_item_taken");
+  EXPECT_EQ(state(), "dead");
+  EXPECT_EQ(marks(), "1");
+
+  // Only the runner holding the replay records an item's outcome.
+  admin::ReplayJobs jobs(db_->url());
+  auto by_a = jobs.finish_item(id, "gh-e1-ci", "failed", "stale", "admin-a");
+  ASSERT_TRUE(by_a) << by_a.error().message;
+  EXPECT_FALSE(*by_a);
+  EXPECT_EQ(item(), "marked");
+  auto by_b = jobs.finish_item(id, "gh-e1-ci", "replayed", "to hookrelay.retry.0", "admin-b");
+  ASSERT_TRUE(by_b) << by_b.error().message;
+  EXPECT_TRUE(*by_b);
+  EXPECT_EQ(item(), "replayed");
+}
+
 TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
   ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
   EXPECT_EQ(keys({}), (std::vector<std::string>{"st-e2-billing"}));
