@@ -82,19 +82,23 @@ void Dispatcher::release_order_gate(Job& job) {
 }
 
 void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce) {
-  dispatch_route_waiting(now, bounce);
+  // Bounced jobs are handed on once the walk is over: `bounce` may take jobs out of the queues
+  // and erase the ones it empties (take_queued, for the deliveries behind an ordered key it
+  // holds), which must not happen under the walk's iterators.
+  Jobs bounced;
+  dispatch_route_waiting(now, bounced);
   for (auto it = queued_.begin(); it != queued_.end();) {
     auto& queue = it->second;
     while (!queue.empty()) {
-      if (start_head(queue, now, bounce, false) != Head::kGone) break;
+      if (start_head(queue, now, bounced, false) != Head::kGone) break;
     }
     it = queue.empty() ? queued_.erase(it) : std::next(it);
   }
+  for (auto& job : bounced) bounce(std::move(job));
 }
 
 Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
-                                        const std::function<void(std::unique_ptr<Job>)>& bounce,
-                                        bool route_checked) {
+                                        Jobs& bounced, bool route_checked) {
   auto& job = queue.front();
   if (job->send_by_ms > 0 && now > job->send_by_ms) {
     // Waited here (for its host, route or rate) until its lease no longer covers the call: once
@@ -103,7 +107,7 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     auto j = std::move(job);
     queue.pop_front();
     release_order_gate(*j);
-    bounce(std::move(j));
+    bounced.push_back(std::move(j));
     return Head::kGone;
   }
   const std::string& host = job->d.host_key;
@@ -117,7 +121,7 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     queue.pop_front();
     release_order_gate(*j);
     j->circuit_open_until_ms = open_until;
-    bounce(std::move(j));
+    bounced.push_back(std::move(j));
     return Head::kGone;
   }
   if (host_held(host, now)) return Head::kHostFull;
@@ -178,12 +182,11 @@ bool Dispatcher::must_wait_for_route(Job& job) {
 
 bool Dispatcher::route_ready(Job& job) { return route_limits_.ready(job.route_key, *job.d.route); }
 
-void Dispatcher::dispatch_route_waiting(int64_t now,
-                                        const std::function<void(std::unique_ptr<Job>)>& bounce) {
+void Dispatcher::dispatch_route_waiting(int64_t now, Jobs& bounced) {
   for (auto it = route_waiting_.begin(); it != route_waiting_.end();) {
     auto& queue = it->second;
     while (!queue.empty()) {
-      if (start_head(queue, now, bounce, true) != Head::kGone) break;
+      if (start_head(queue, now, bounced, true) != Head::kGone) break;
     }
     it = queue.empty() ? route_waiting_.erase(it) : std::next(it);
   }

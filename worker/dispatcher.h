@@ -83,8 +83,11 @@ class Dispatcher {
  private:
   // What became of the job at the head of a queue.
   enum class Head { kGone, kHostFull, kRouteFull };
-  Head start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
-                  const std::function<void(std::unique_ptr<Job>)>& bounce, bool route_checked);
+  using Jobs = std::vector<std::unique_ptr<Job>>;
+  // A job that may not be sent (its lease would not cover the call, its host's circuit is open)
+  // goes to `bounced`, which dispatch() hands to its `bounce` after walking the queues.
+  Head start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now, Jobs& bounced,
+                  bool route_checked);
   void send(std::unique_ptr<Job> j, int64_t now);
   void release_order_gate(Job& job);
   // Flow control (worker/flow_control.h): a host paused by Retry-After or at its adaptive limit;
@@ -93,7 +96,7 @@ class Dispatcher {
   bool host_held(const std::string& host, int64_t now) const;
   bool must_wait_for_route(Job& job);
   bool route_ready(Job& job);
-  void dispatch_route_waiting(int64_t now, const std::function<void(std::unique_ptr<Job>)>& bounce);
+  void dispatch_route_waiting(int64_t now, Jobs& bounced);
   void end_flow(Job& job, const HttpResult& result, int64_t now);
   bool throttled(const HttpResult& result) const;  // a 429 the adaptive limit answers
   std::string_view host_label(std::string_view host) const;

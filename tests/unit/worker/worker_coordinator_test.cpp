@@ -906,6 +906,75 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
   EXPECT_EQ(stored_webhooks(), 2);
 }
 
+// Key order in memory, as far as a bounced delivery needs it: holding a key succeeds.
+class AcceptingKeyOrderStore final : public KeyOrderStore {
+ public:
+  Result<void> hold(const OrderKey&, const std::string& head) override {
+    holds.push_back(head);
+    return {};
+  }
+  Result<void> enqueue(const WaitingDelivery&, int64_t) override { return {}; }
+  Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
+    return std::optional<WaitingDelivery>{};
+  }
+  Result<void> released(int64_t) override { return {}; }
+  Result<std::vector<HeldKey>> held(int64_t) override { return std::vector<HeldKey>{}; }
+  std::vector<std::string> holds;
+};
+
+// LeaseCoordinator's case on an ordered route whose keys go side by side (a JSON pointer): the
+// delivery left waiting for the host's only slot is the last of its host's queue. Bouncing it
+// takes its key's head, and holding the key takes the deliveries behind held keys out of the
+// dispatcher's queues, dropping the queues it empties: the one the dispatcher was walking when
+// it found the delivery past its send-by time. That walk must not go on over the dropped queue
+// (the sanitized build reported a heap-use-after-free there).
+class OrderedLeaseCoordinator : public OwnWorkerCoordinator {
+ protected:
+  OrderedLeaseCoordinator() {
+    auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a", ordered: true, ordering_key: { json_pointer: /e } }
+worker: { per_host_max_in_flight: 1, claim_lease_seconds: 20 }
+)",
+                          [](const std::string&) { return std::nullopt; });
+    EXPECT_TRUE(c) << c.error().message;
+    if (c) config = *c;
+    EXPECT_TRUE(order.start());
+    WorkerDeps d = deps(own);
+    d.key_order = &order;
+    w = std::make_unique<Worker>(d);
+    own.assign({{std::string(kWebhooksTopic), 0}});
+  }
+  ~OrderedLeaseCoordinator() override { w.reset(); }
+
+  AcceptingKeyOrderStore order_store;
+  prometheus::Registry order_registry;
+  KeyOrder order{order_store, producer, order_registry, [] {},
+                 {.refresh_ms = 1'000'000, .threaded = false}};
+};
+
+TEST_F(OrderedLeaseCoordinator, ADeliveryBouncedAsTheLastOfItsHostQueueHoldsItsKeyWithoutACall) {
+  sender.hold = true;
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  now += 11'000;
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "sent with less of its lease left than its timeout";
+  EXPECT_EQ(order_store.holds, std::vector<std::string>{"wh:gh:e2:a"})
+      << "a bounced delivery of an ordered route holds its key";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "no attempt was made";
+  for (auto& answer : sender.held) answer();
+  run();
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+}
+
 // Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
 // being sent back to a tier, and go when it succeeds.
 TEST_F(CircuitCoordinator, HalfOpenCircuitHoldsTheOthersWhileItsProbeIsOut) {
