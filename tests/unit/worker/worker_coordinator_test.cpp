@@ -951,8 +951,8 @@ worker: { per_host_max_in_flight: 1, claim_lease_seconds: 20 }
 
   AcceptingKeyOrderStore order_store;
   prometheus::Registry order_registry;
-  KeyOrder order{order_store, producer, order_registry, [] {},
-                 {.refresh_ms = 1'000'000, .threaded = false}};
+  KeyOrder order{
+      order_store, producer, order_registry, [] {}, {.refresh_ms = 1'000'000, .threaded = false}};
 };
 
 TEST_F(OrderedLeaseCoordinator, ADeliveryBouncedAsTheLastOfItsHostQueueHoldsItsKeyWithoutACall) {
