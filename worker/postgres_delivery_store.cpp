@@ -175,7 +175,10 @@ upd AS (
   FROM input r
   WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
     AND d.state <> 'succeeded'
-    AND (d.lease_token IS NOT DISTINCT FROM r.token OR r.next_state = 'succeeded')
+    AND (d.lease_token IS NOT DISTINCT FROM r.token OR r.next_state = 'succeeded'
+         -- A delivery dead-lettered without a claim (its route is no longer configured): token
+         -- 0, and only while no worker holds a lease on it.
+         OR (r.token = 0 AND r.next_state = 'dead' AND d.lease_token IS NULL))
   RETURNING d.delivery_key, d.first_duration_ms IS NOT NULL AS folded
 )
 INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,

@@ -25,8 +25,12 @@ AttemptRecord attempt_record(const Job& j) {
   // Text only here, at the database boundary.
   AttemptRecord rec;
   rec.key = j.d.key;
-  // A delivery parked without an attempt: its audit row counts the attempts made so far.
-  rec.attempt = j.decision.attempt == AttemptOutcome::kParked ? j.d.attempt - 1 : j.d.attempt;
+  // A delivery parked, or dead-lettered for want of its route, without an attempt: its audit
+  // row counts the attempts made so far.
+  const bool no_attempt =
+      j.decision.attempt == AttemptOutcome::kParked ||
+      (j.decision.next == NextState::kDead && j.decision.reason == DeadReason::kUnknownRoute);
+  rec.attempt = no_attempt ? j.d.attempt - 1 : j.d.attempt;
   rec.started_ms = j.started_ms;
   rec.duration_ms = j.duration_ms;
   rec.http_status = j.history.last_status;

@@ -187,8 +187,17 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     job->history.last_error = expanded.error().message;
     msg->pending = 1;
     in_flight_.fetch_add(1);
-    redeliver(std::move(job),
-              unrouted ? AttemptResult::Kind::kUnknownRoute : AttemptResult::Kind::kMalformed, now);
+    if (unrouted) {
+      // Postgres reads it dead before its dead letter is produced (on_recorded), as for any
+      // delivery that dies, so the DLQ listings and `dlq replay` find it. No attempt is made:
+      // the row records the attempts so far (attempt_record).
+      job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kUnknownRoute),
+                             policy_, now, d_.rand01);
+      job->started_ms = now;
+      store_.record(std::move(job));
+      return;
+    }
+    redeliver(std::move(job), AttemptResult::Kind::kMalformed, now);
     return;
   }
   if (expanded->empty()) {  // no route takes it: its source has none, or every filter said no

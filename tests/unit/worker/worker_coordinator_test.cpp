@@ -507,6 +507,24 @@ TEST_F(WorkerCoordinator, LastAttemptIsDeadLetteredAsExhausted) {
   EXPECT_EQ(producer.sent[0].header("hr-attempt"), "3");
 }
 
+// A retry whose route is no longer configured: no call, recorded dead in Postgres with the
+// attempts made so far (so the DLQ listings and `dlq replay` find it), then dead-lettered.
+TEST_F(WorkerCoordinator, ARetryOfARemovedRouteIsRecordedDeadThenDeadLettered) {
+  webhook(0, "e1", retry_topic(0),
+          {{"hr-attempt", "2"}, {"hr-route", "gone"}, {"hr-due-at", std::to_string(now - 1)}});
+  steps();
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_EQ(store.state["wh:gh:e1:gone"], "dead");
+  ASSERT_EQ(store.attempts.size(), 1u);
+  EXPECT_EQ(store.attempts[0].attempt, 2) << "no attempt was made: the two made so far";
+  EXPECT_EQ(store.attempts[0].outcome, "permanent");
+  EXPECT_NE(store.attempts[0].error.find("no longer configured"), std::string::npos);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "unknown_route");
+  EXPECT_EQ(stored(retry_topic(0)), 1);
+}
+
 TEST_F(WorkerCoordinator, AlreadySucceededIsSkippedWithoutACall) {
   store.state["wh:gh:e1:a"] = "succeeded";
   webhook(0, "e1");
