@@ -22,6 +22,18 @@ RouteView view_of(const std::string& source, const RouteConfig& r) {
   return v;
 }
 
+// The one route found by name, or "ambiguous_route" naming the sources that have one.
+Result<RouteView> only_route(std::vector<RouteView> found, const std::string& name,
+                             const char* how) {
+  if (found.size() > 1) {
+    std::string sources;
+    for (const auto& v : found) sources += (sources.empty() ? "" : ", ") + v.source;
+    return fail("ambiguous_route", "route name '" + name + "' is " + how + " several sources (" +
+                                       sources + "): name the source too");
+  }
+  return std::move(found.front());
+}
+
 // The configured route, without its state.
 Result<RouteView> configured_route(const Config& config, const std::string& name,
                                    const std::string& source) {
@@ -37,13 +49,7 @@ Result<RouteView> configured_route(const Config& config, const std::string& name
                 source.empty() ? "no configured route named '" + name + "'"
                                : "source '" + source + "' has no route named '" + name + "'");
   }
-  if (found.size() > 1) {
-    std::string sources;
-    for (const auto& v : found) sources += (sources.empty() ? "" : ", ") + v.source;
-    return fail("ambiguous_route", "route name '" + name + "' is used by several sources (" +
-                                       sources + "): name the source too");
-  }
-  return std::move(found.front());
+  return only_route(std::move(found), name, "used by");
 }
 
 int circuit_rank(const std::string& circuit) {
@@ -143,9 +149,40 @@ Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
   return RouteChange{std::move(*after), *changed, {}};
 }
 
+namespace {
+
+// A route the config no longer has but Postgres remembers (suspended, or with deliveries parked
+// before it was removed or renamed), found as configured_route finds one.
+Result<RouteView> remembered_route(RouteStates& states, const std::string& name,
+                                   const std::string& source, const Error& not_configured) {
+  auto rows = states.all();
+  if (!rows) return Unexpected{rows.error()};
+  std::vector<RouteView> found;
+  for (const auto& row : *rows) {
+    if (row.route != name || (!source.empty() && row.source != source)) continue;
+    RouteView v;
+    v.source = row.source;
+    v.name = row.route;
+    v.configured = false;
+    v.state.source = row.source;
+    v.state.route = row.route;
+    found.push_back(std::move(v));
+  }
+  if (found.empty()) return Unexpected{not_configured};
+  return only_route(std::move(found), name, "remembered for");
+}
+
+}  // namespace
+
 Result<RouteChange> resume_route(const Config& config, RouteStates& states, const std::string& name,
                                  const std::string& source, const std::string& who) {
   auto view = configured_route(config, name, source);
+  // A route removed from the config while suspended: resuming it ends its suspension and
+  // releases its parked deliveries, which workers then dead-letter as unknown_route (recorded
+  // dead, in the DLQ, replayable once a route takes them again) instead of leaving them parked
+  // until the parked topic's retention drops their messages.
+  if (!view && view.error().code == "route_not_found")
+    view = remembered_route(states, name, source, view.error());
   if (!view) return Unexpected{view.error()};
   auto changed = states.resume(view->source, view->name, "operator:" + who);
   if (!changed) return Unexpected{changed.error()};

@@ -79,7 +79,9 @@ Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
                                   const std::string& name, const std::string& source,
                                   const std::string& who, const std::string& reason);
 // Makes the route active and lists its parked deliveries (also when it was active already:
-// deliveries parked by a worker that had not yet seen an earlier resume are released too).
+// deliveries parked by a worker that had not yet seen an earlier resume are released too). A
+// route no longer configured is resumed too when Postgres remembers it (list_routes'
+// configured=false): workers dead-letter its released deliveries as unknown_route.
 // After a change it waits kRouteSettleMs before listing, so deliveries that workers parked
 // before they saw the resume (they read route states every second) are in the list.
 inline constexpr int kRouteSettleMs = 2500;

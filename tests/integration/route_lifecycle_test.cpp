@@ -223,6 +223,80 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
   expect_error(call("GET", "/v1/routes?colour=red"), 400, "unknown_parameter", "colour");
 }
 
+// A suspended route removed from the configuration: Postgres still remembers it (suspended, with
+// its deliveries parked), so `routes resume` still finds it. Its parked deliveries are released
+// and, with no route to take them, dead-lettered as unknown_route: recorded dead and in the DLQ,
+// where an operator sees them and can replay them, rather than parked until the parked topic's
+// retention drops their messages. The route's suspension (and its alert) ends.
+TEST_F(RouteLifecycleTest, AResumeOfARouteRemovedWhileSuspendedDeadLettersItsParkedDeliveries) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  const std::size_t first = start_worker();
+  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(first, "hookrelay_route_suspended", {"route=\"a\""}) == 1; },
+      10s));
+  constexpr int kParked = 3;
+  ASSERT_NO_FATAL_FAILURE(produce_in_order(0, kParked));
+  ASSERT_TRUE(deliveries_in_state("parked", kParked, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(rx_.wait_for_count("/b", kParked, 30s));
+
+  // Route a leaves the configuration: the worker restarts on the new one, and the CLI reads it.
+  stack_->worker(first).process.terminate();
+  ASSERT_TRUE(stack_->worker(first).process.wait_exit(30s));
+  StackOptions without_a = o;
+  without_a.routes = {{"acme", "b", rx_.url("/b")}};
+  auto config = stack_->write_config(without_a, "without-a.yaml");
+  ASSERT_TRUE(config) << config.error().message;
+  auto second = stack_->start_worker(true, *config);
+  ASSERT_TRUE(second) << second.error().message;
+
+  const std::vector<std::string> common = {"--config",       config->string(),
+                                           "--database-url", stack_->database().url(),
+                                           "--bootstrap",    stack_->bootstrap()};
+  std::vector<std::string> resume = {"routes", "resume", "a", "--source", "acme", "--json"};
+  resume.insert(resume.end(), common.begin(), common.end());
+  auto resumed = run_cli_in_process(resume);
+  ASSERT_EQ(resumed.code, 0) << resumed.out << resumed.err;
+  auto rj = json::parse(resumed.out);
+  EXPECT_EQ(rj["route"]["state"], "active") << resumed.out;
+  EXPECT_EQ(rj["route"]["configured"], false) << resumed.out;
+  EXPECT_EQ(rj["release"]["released"], kParked) << resumed.out;
+
+  ASSERT_TRUE(deliveries_in_state("dead", kParked, 30s)) << stack_->describe_deliveries();
+  EXPECT_EQ(stack_->count_deliveries("parked"), 0);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM parked_deliveries"), "0");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM dead_letters"), std::to_string(kParked));
+  EXPECT_EQ(stack_->scalar("SELECT state FROM route_states WHERE source = 'acme' AND route = 'a'"),
+            "active");
+  EXPECT_EQ(rx_.count("/a"), 0u);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return worker_metric(*second, "hookrelay_worker_dlq_total", {"reason=\"unknown_route\""}) ==
+               kParked;
+      },
+      10s))
+      << stack_->worker_metrics(*second);
+  // The audit: parked, replayed (the release), then the dead letter, with no call made.
+  EXPECT_EQ(stack_->scalar("SELECT string_agg(outcome || ' ' || attempt, ', ' ORDER BY started_at)"
+                           " FROM delivery_attempts_all WHERE delivery_key = 'wh:acme:evt-0:a'"),
+            "parked 0, replayed 0, permanent 0");
+  EXPECT_NE(stack_
+                ->scalar("SELECT last_error FROM deliveries WHERE delivery_key = "
+                         "'wh:acme:evt-0:a'")
+                .find("no longer configured"),
+            std::string::npos);
+
+  // A route name that neither the config nor Postgres knows is still a 404.
+  std::vector<std::string> unknown = {"routes", "resume", "nope"};
+  unknown.insert(unknown.end(), common.begin(), common.end());
+  auto nope = run_cli_in_process(unknown);
+  EXPECT_EQ(nope.code, 3) << nope.out << nope.err;
+  EXPECT_NE(nope.err.find("no configured route named 'nope'"), std::string::npos) << nope.err;
+}
+
 // A client retries its POST /v1/routes/{name}/resume (the first timed out) while the release of the
 // first still runs: the retry finds the route active and stores another release of the keys still
 // parked. A key is released only while it is parked, in the statement that takes it out of
