@@ -22,6 +22,16 @@ RouteView view_of(const std::string& source, const RouteConfig& r) {
   return v;
 }
 
+// A route the config no longer has, as Postgres remembers it.
+RouteView unconfigured_view(RouteStateRow row) {
+  RouteView v;
+  v.source = row.source;
+  v.name = row.route;
+  v.configured = false;
+  v.state = std::move(row);
+  return v;
+}
+
 // The one route found by name, or "ambiguous_route" naming the sources that have one.
 Result<RouteView> only_route(std::vector<RouteView> found, const std::string& name,
                              const char* how) {
@@ -50,6 +60,21 @@ Result<RouteView> configured_route(const Config& config, const std::string& name
                                : "source '" + source + "' has no route named '" + name + "'");
   }
   return only_route(std::move(found), name, "used by");
+}
+
+// A route the config no longer has but Postgres remembers (suspended, or with deliveries parked
+// before it was removed or renamed), found as configured_route finds one.
+Result<RouteView> remembered_route(RouteStates& states, const std::string& name,
+                                   const std::string& source, const Error& not_configured) {
+  auto rows = states.all();
+  if (!rows) return Unexpected{rows.error()};
+  std::vector<RouteView> found;
+  for (auto& row : *rows) {
+    if (row.route != name || (!source.empty() && row.source != source)) continue;
+    found.push_back(unconfigured_view(std::move(row)));
+  }
+  if (found.empty()) return Unexpected{not_configured};
+  return only_route(std::move(found), name, "remembered for");
 }
 
 int circuit_rank(const std::string& circuit) {
@@ -117,14 +142,7 @@ Result<std::vector<RouteView>> list_routes(const Config& config, RouteStates& st
       out.push_back(std::move(v));
     }
   }
-  for (auto& [key, row] : by_route) {
-    RouteView v;
-    v.source = key.first;
-    v.name = key.second;
-    v.configured = false;
-    v.state = std::move(row);
-    out.push_back(std::move(v));
-  }
+  for (auto& [key, row] : by_route) out.push_back(unconfigured_view(std::move(row)));
   return out;
 }
 
@@ -148,31 +166,6 @@ Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
   if (!after) return Unexpected{after.error()};
   return RouteChange{std::move(*after), *changed, {}};
 }
-
-namespace {
-
-// A route the config no longer has but Postgres remembers (suspended, or with deliveries parked
-// before it was removed or renamed), found as configured_route finds one.
-Result<RouteView> remembered_route(RouteStates& states, const std::string& name,
-                                   const std::string& source, const Error& not_configured) {
-  auto rows = states.all();
-  if (!rows) return Unexpected{rows.error()};
-  std::vector<RouteView> found;
-  for (const auto& row : *rows) {
-    if (row.route != name || (!source.empty() && row.source != source)) continue;
-    RouteView v;
-    v.source = row.source;
-    v.name = row.route;
-    v.configured = false;
-    v.state.source = row.source;
-    v.state.route = row.route;
-    found.push_back(std::move(v));
-  }
-  if (found.empty()) return Unexpected{not_configured};
-  return only_route(std::move(found), name, "remembered for");
-}
-
-}  // namespace
 
 Result<RouteChange> resume_route(const Config& config, RouteStates& states, const std::string& name,
                                  const std::string& source, const std::string& who) {

@@ -256,6 +256,17 @@ TEST_F(RouteLifecycleTest, AResumeOfARouteRemovedWhileSuspendedDeadLettersItsPar
   const std::vector<std::string> common = {"--config",       config->string(),
                                            "--database-url", stack_->database().url(),
                                            "--bootstrap",    stack_->bootstrap()};
+  std::vector<std::string> list = {"routes", "list", "--json"};
+  list.insert(list.end(), common.begin(), common.end());
+  auto listed = run_cli_in_process(list);
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  const auto routes = json::parse(listed.out)["routes"];
+  ASSERT_EQ(routes.size(), 2u) << listed.out;
+  EXPECT_EQ(routes[1]["name"], "a") << listed.out;  // after the configured ones
+  EXPECT_EQ(routes[1]["configured"], false) << listed.out;
+  EXPECT_EQ(routes[1]["state"], "suspended") << listed.out;
+  EXPECT_EQ(routes[1]["parked"], kParked) << listed.out;
+
   std::vector<std::string> resume = {"routes", "resume", "a", "--source", "acme", "--json"};
   resume.insert(resume.end(), common.begin(), common.end());
   auto resumed = run_cli_in_process(resume);
