@@ -79,7 +79,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   c->queue_.reset(rd_kafka_queue_get_consumer(rk));
 
   KafkaPartitionList topics(rd_kafka_topic_partition_list_new(
-      4 + static_cast<int>(config.retry.schedule_seconds.size())));
+      5 + static_cast<int>(config.retry.schedule_seconds.size())));
   rd_kafka_topic_partition_list_add(topics.get(), std::string(kWebhooksTopic).c_str(),
                                     RD_KAFKA_PARTITION_UA);
   rd_kafka_topic_partition_list_add(topics.get(), std::string(kCallsTopic).c_str(),
@@ -88,6 +88,10 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
     rd_kafka_topic_partition_list_add(topics.get(), retry_topic(static_cast<int>(i)).c_str(),
                                       RD_KAFKA_PARTITION_UA);
   }
+  // Every other retry tier the cluster has too: a tier dropped from the schedule (a restart with
+  // fewer tiers) still holds retries that were accepted, and they are taken from it, each at its
+  // due time (cut to the longest tier that remains), and retried through the running schedule.
+  rd_kafka_topic_partition_list_add(topics.get(), kRetryTopicPattern, RD_KAFKA_PARTITION_UA);
   if (auto e = rd_kafka_subscribe(rk, topics.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return fail("kafka", std::string("cannot subscribe: ") + rd_kafka_err2str(e));
   }

@@ -1,5 +1,7 @@
 // KafkaConsumer: MessageConsumer on a librdkafka high-level consumer in group
-// worker.group_id, subscribed to the fresh topics and every retry tier.
+// worker.group_id, subscribed to the fresh topics and every retry tier: those of the schedule by
+// name, and any other hookrelay.retry.<n> the cluster has by pattern (a tier dropped from the
+// schedule is still drained).
 //
 // enable.auto.offset.store=false: offsets are stored by the worker only; auto commit sends the
 // stored ones every second, and commit() on revoke and shutdown.

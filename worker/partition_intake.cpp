@@ -15,8 +15,13 @@ constexpr int64_t kFullBacklogPollMs = 100;
 }  // namespace
 
 PartitionIntake::PartitionIntake(MessageConsumer& consumer, const Config& config,
-                                 WorkerMetrics& metrics, Sink sink)
-    : consumer_(consumer), config_(&config), metrics_(metrics), sink_(std::move(sink)) {}
+                                 const std::vector<int>& schedule, WorkerMetrics& metrics,
+                                 Sink sink)
+    : consumer_(consumer),
+      config_(&config),
+      schedule_(schedule),
+      metrics_(metrics),
+      sink_(std::move(sink)) {}
 
 bool PartitionIntake::poll(int64_t now, bool events_waiting) {
   // Messages polled while the worker is at max_in_flight wait in a per-partition backlog, so
@@ -89,10 +94,13 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
-    // A due time beyond the longest tier's delay is not one this worker wrote: it would hold
-    // the partition for good, so it is cut to that delay. A value that is not a number is taken
-    // at once: expand_message refuses it as malformed, and the worker counts it.
-    const auto& tiers = config_->retry.schedule_seconds;
+    // A due time beyond the running schedule's longest delay was not written under it (a
+    // hostile header, or a retry from before the schedule was shortened): it could hold the
+    // partition for good, so it is cut to that delay. The running schedule, not the config's: a
+    // reload that changes the tier count keeps the old schedule until a restart. A value that is
+    // not a number is taken at once: expand_message refuses it as malformed, and the worker
+    // counts it.
+    const auto& tiers = schedule_;
     const int64_t longest =
         tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
     auto due =

@@ -42,8 +42,10 @@ class PartitionIntake {
     std::function<bool()> has_room;  // below worker.max_in_flight
     std::function<void(ConsumedMessage&, std::shared_ptr<MessageState>)> take;
   };
-  PartitionIntake(MessageConsumer& consumer, const Config& config, WorkerMetrics& metrics,
-                  Sink sink);
+  // `schedule`: the running retry schedule (tier delays in seconds), which bounds a retry's due
+  // time; it must outlive the intake.
+  PartitionIntake(MessageConsumer& consumer, const Config& config, const std::vector<int>& schedule,
+                  WorkerMetrics& metrics, Sink sink);
   // A reloaded config's batch size and in-flight bound from the next poll on. `config` must
   // outlive its use here.
   void reconfigure(const Config& config) { config_ = &config; }
@@ -94,6 +96,7 @@ class PartitionIntake {
 
   MessageConsumer& consumer_;
   const Config* config_;
+  const std::vector<int>& schedule_;
   WorkerMetrics& metrics_;
   Sink sink_;
   PartitionWatermarks watermarks_;

@@ -25,7 +25,7 @@ Worker::Worker(WorkerDeps deps)
     : d_(std::move(deps)),
       config_(std::shared_ptr<const Config>(), d_.config),
       policy_(make_retry_policy(d_.config->retry)),
-      intake_(*d_.consumer, *d_.config, *d_.metrics,
+      intake_(*d_.consumer, *d_.config, policy_.schedule_seconds, *d_.metrics,
               {.has_room = [this] { return has_room(); },
                .take = [this](ConsumedMessage& m,
                               const std::shared_ptr<MessageState>& msg) { take_message(m, msg); }}),

@@ -16,6 +16,9 @@ inline constexpr std::string_view kRetryTopicPrefix = "hookrelay.retry.";
 // Deliveries of suspended routes, keyed by delivery key, until a resume releases them.
 inline constexpr std::string_view kParkedTopic = "hookrelay.parked";
 
+// Every retry tier's topic, as a librdkafka subscription pattern (a regex: it starts with ^).
+inline constexpr const char* kRetryTopicPattern = "^hookrelay\\.retry\\.[0-9]+$";
+
 // Retry tier n (0-based) is "hookrelay.retry.<n>".
 inline std::string retry_topic(int tier) {
   return std::string(kRetryTopicPrefix) + std::to_string(tier);

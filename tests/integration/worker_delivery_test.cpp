@@ -152,6 +152,33 @@ TEST_F(WorkerTest, ExhaustedRetriesEndInTheDlq) {
       "3");
 }
 
+// A restart with fewer retry tiers: the retries already waiting in the dropped tier's topic were
+// accepted, and the worker still takes them from it (subscribed to every retry tier the cluster
+// has) and delivers them.
+TEST_F(WorkerTest, RetriesInATierDroppedFromTheScheduleAreStillDelivered) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  o.schedule_seconds = {1, 2, 3};  // the broker has hookrelay.retry.0 .. 2
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  for (int i = 0; i < 3; ++i) {
+    auto r = stack_->produce_retry_copies("acme", "evt-tier-" + std::to_string(i), "a",
+                                          R"({"n":1})", 1, 2);
+    ASSERT_TRUE(r) << r.error().message;
+  }
+  StackOptions two_tiers = o;
+  two_tiers.schedule_seconds = {1, 2};
+  auto config = stack_->write_config(two_tiers, "two-tiers.yaml");
+  ASSERT_TRUE(config) << config.error().message;
+  auto w = stack_->start_worker(true, *config);
+  ASSERT_TRUE(w) << w.error().message;
+
+  ASSERT_TRUE(deliveries_in_state("succeeded", 3, 30s)) << stack_->describe_deliveries();
+  EXPECT_EQ(rx_.count("/a"), 3u);
+  EXPECT_EQ(worker_metric(*w, "hookrelay_worker_messages_consumed_total",
+                          {"topic=\"" + retry_topic(2) + "\""}),
+            3);
+}
+
 TEST_F(WorkerTest, TimeoutIsRetriedAndRecordedAsTimeout) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a"), 300}};

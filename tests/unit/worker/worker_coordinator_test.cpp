@@ -1249,5 +1249,38 @@ TEST_F(WorkerCoordinator, ReloadedPerHostLimitAppliesToCallsStartedAfterIt) {
   EXPECT_EQ(sender.calls.size(), 3u) << "the raised per-host limit (3) was not applied";
 }
 
+// A reload that changes the tier count keeps the running schedule until a restart, and a retry's
+// due time is bounded by that schedule, not the reloaded one: a retry of the 120 s tier is not
+// taken early because the reload left 30 s as the longest delay. A due time beyond the running
+// schedule's longest delay is cut to it.
+TEST_F(WorkerCoordinator, ARetryWaitsForItsDueTimeUnderTheRunningScheduleAfterAReloadDropsATier) {
+  consumer.assign({{retry_topic(2), 0}});
+  worker->reconfigure(installed_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a" }
+retry: { schedule_seconds: [5, 30], max_attempts: 3 }
+)"));
+  const int64_t start = now;
+  webhook(3, "e1", retry_topic(2),
+          {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(start + 100'000)}});
+  webhook(
+      4, "e2", retry_topic(2),
+      {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(start + 86'400'000)}});
+  steps();
+  now = start + 31'000;
+  steps();
+  EXPECT_TRUE(sender.calls.empty()) << "a retry due in 100 s was taken after 31 s";
+  now = start + 100'000;
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u) << "the retry was not taken at its due time";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  now = start + 120'000;
+  steps();
+  ASSERT_EQ(sender.calls.size(), 2u) << "a due time a day away was not cut to the longest tier";
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+}
+
 }  // namespace
 }  // namespace hookrelay
