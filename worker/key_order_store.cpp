@@ -5,6 +5,7 @@
 
 #include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
+#include "shared/store/ordered_waiting_sql.h"
 #include "shared/store/pg_array.h"
 
 namespace hookrelay {
@@ -55,19 +56,9 @@ Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
   std::string header_array = std::move(headers).take();
   return db_.run("ordered key enqueue", [&](pqxx::connection& c) {
     pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
-        " ON CONFLICT (source, route, ordering_key) DO NOTHING",
-        w.key.source, w.key.route, w.key.key);
-    // A second row for one delivery (its message read again after a crash) would outlive the
-    // first one's release and be taken for an unreleased head (held()).
-    tx.exec_params(
-        "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers,"
-        " body) SELECT $1, $2, $3, $4, $5, $6::text[], decode($7, 'hex')"
-        " WHERE NOT EXISTS (SELECT 1 FROM ordered_waiting WHERE source = $1 AND route = $2"
-        "   AND ordering_key = $3 AND delivery_key = $4)",
-        w.key.source, w.key.route, w.key.key, w.delivery_key, w.topic, header_array,
-        hex_encode(w.body));
+    tx.exec_params(sql::kHoldKeyIfFree, w.key.source, w.key.route, w.key.key);
+    tx.exec_params(sql::kAppendWaiting, w.key.source, w.key.route, w.key.key, w.delivery_key,
+                   w.topic, header_array, hex_encode(w.body));
     // The lease is given back: released, the delivery is claimed again like any retry.
     tx.exec_params(
         "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL"

@@ -39,6 +39,26 @@ bool settled_since_interrupt(ReplayStore& store, const std::string& key, ReplayO
   return false;
 }
 
+// The release of a parked delivery of an ordered route waits behind its ordering key (its
+// message carries the key it was first expanded with), so one key's released deliveries are
+// attempted one at a time in release order, after any of the key's deliveries still ahead of
+// them. Anything else is produced at once.
+std::optional<KeyWait> key_wait(const DlqMessage& m, const ReplayOptions& options, int64_t now_ms) {
+  if (options.from_state != "parked") return std::nullopt;
+  const std::string* ordering_key = m.header(header::kOrderingKey);
+  const std::string* source = m.header(header::kSource);
+  const std::string* route = m.header(header::kRoute);
+  const std::string* kind = m.header(header::kKind);
+  if (!ordering_key || ordering_key->empty() || !source || !route || !kind || *kind != "webhook")
+    return std::nullopt;
+  return KeyWait{*source,
+                 *route,
+                 *ordering_key,
+                 retry_topic(0),
+                 replay_headers(m.headers, now_ms, options.who),
+                 m.value};
+}
+
 }  // namespace
 
 std::string source_topic(const ReplayOptions& options) {
@@ -116,6 +136,20 @@ Result<void> PostgresReplayStore::mark_replayed(const std::string& key, const st
   auto r = queries_.mark_replayed(key, who, reason, replay_id_, from_state_, runner_);
   if (!r) return Unexpected{r.error()};
   return {};
+}
+
+Result<bool> ReplayStore::mark_replayed_behind_key(const std::string& key, const std::string& who,
+                                                   const std::string& reason, const KeyWait&) {
+  if (auto marked = mark_replayed(key, who, reason); !marked) return Unexpected{marked.error()};
+  return false;
+}
+
+Result<bool> PostgresReplayStore::mark_replayed_behind_key(const std::string& key,
+                                                           const std::string& who,
+                                                           const std::string& reason,
+                                                           const KeyWait& wait) {
+  return queries_.mark_replayed_behind_key(key, who, reason, wait, replay_id_, from_state_,
+                                           runner_);
 }
 
 Result<void> PostgresReplayStore::undo_replay(const std::string& key) {
@@ -339,15 +373,30 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       return item;
     }
     pace(options);
-    // An unfinished replay is marked already: its retaking is audited, the state unchanged.
-    auto marked = unfinished ? store_.retake_replay(key, options.who, options.reason)
-                             : store_.mark_replayed(key, options.who, options.reason);
+    const auto wait = key_wait(*message, options, clock_.now_ms());
+    // An unfinished replay is marked already: its retaking is audited, the state unchanged. A
+    // release of an ordered route's delivery may wait behind its key instead of being produced.
+    Result<bool> marked = false;
+    if (unfinished) {
+      if (auto r = store_.retake_replay(key, options.who, options.reason); !r)
+        marked = Unexpected{r.error()};
+    } else if (wait) {
+      marked = store_.mark_replayed_behind_key(key, options.who, options.reason, *wait);
+    } else if (auto r = store_.mark_replayed(key, options.who, options.reason); !r) {
+      marked = Unexpected{r.error()};
+    }
     if (!marked) {
       const std::string& code = marked.error().code;
       item.outcome = code == "not_replayable" ? ReplayOutcome::kSkippedNotDead
                      : code == "not_found"    ? ReplayOutcome::kMissing
                                               : ReplayOutcome::kFailed;
       item.detail = marked.error().message;
+      return item;
+    }
+    if (*marked) {
+      item.outcome = ReplayOutcome::kReplayed;
+      item.detail = "waits behind ordering key " + wait->ordering_key + "; published to " +
+                    retry_topic(0) + " in its turn";
       return item;
     }
   }

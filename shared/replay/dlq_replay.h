@@ -66,6 +66,12 @@ class ReplayStore {
                                      const std::string& reason) = 0;
   // Back to 'dead' after a replay whose message could not be produced.
   virtual Result<void> undo_replay(const std::string& key) = 0;
+  // The release of a parked delivery of an ordered route: mark_replayed, and in the same
+  // transaction a place behind its ordering key (DeliveryQueries::mark_replayed_behind_key). True:
+  // it waits there and a worker publishes `wait`'s message in its turn. False: it was marked and
+  // is to be produced now (it heads its key, or this store keeps no key order).
+  virtual Result<bool> mark_replayed_behind_key(const std::string& key, const std::string& who,
+                                                const std::string& reason, const KeyWait& wait);
   // Resend of succeeded deliveries; a store without it answers "not_resendable".
   virtual Result<ResendSource> resend_source(const std::string& key);
   virtual Result<void> mark_resend(const std::string& key, const std::string& who,
@@ -94,6 +100,8 @@ class PostgresReplayStore final : public ReplayStore {
   Result<void> mark_replayed(const std::string& key, const std::string& who,
                              const std::string& reason) override;
   Result<void> undo_replay(const std::string& key) override;
+  Result<bool> mark_replayed_behind_key(const std::string& key, const std::string& who,
+                                        const std::string& reason, const KeyWait& wait) override;
   Result<ResendSource> resend_source(const std::string& key) override;
   Result<void> mark_resend(const std::string& key, const std::string& who,
                            const std::string& reason) override;

@@ -5,7 +5,10 @@
 #include <pqxx/pqxx>
 #include <utility>
 
+#include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
+#include "shared/store/ordered_waiting_sql.h"
+#include "shared/store/pg_array.h"
 
 namespace hookrelay {
 namespace {
@@ -196,34 +199,77 @@ Result<EventDetail> DeliveryQueries::event_show(const std::string& source,
   });
 }
 
+namespace {
+
+// The state change, audit and replay item of mark_replayed, in `tx`.
+Result<DeliveryRow> mark_replayed_in(pqxx::work& tx, const std::string& key, const std::string& who,
+                                     const std::string& reason, int64_t replay_id,
+                                     const std::string& from_state, const std::string& runner) {
+  // The state condition makes concurrent replays of one delivery succeed exactly once.
+  auto rows = tx.exec_params(
+      std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
+                  " lease_until = NULL, lease_token = NULL, completed_at = NULL"
+                  " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND state = $2 RETURNING ") +
+          kDeliveryColumns,
+      key, from_state);
+  if (rows.empty()) {
+    auto state = tx.exec_params(
+        "SELECT state FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"), key);
+    if (state.empty()) return fail("not_found", "no delivery with key " + key);
+    return fail("not_replayable", key + " is " + state[0][0].as<std::string>() + ", only " +
+                                      from_state + " deliveries replay here");
+  }
+  DeliveryRow d = delivery_from_row(rows[0]);
+  if (replay_id != 0) {
+    // Not committed on failure: the delivery stays as it was.
+    if (auto item = mark_item(tx, replay_id, key, runner); !item) return Unexpected{item.error()};
+  }
+  audit_replay(tx, key, who, reason, d.attempts);
+  return d;
+}
+
+}  // namespace
+
 Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const std::string& who,
                                                    const std::string& reason, int64_t replay_id,
                                                    const std::string& from_state,
                                                    const std::string& runner) {
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<DeliveryRow> {
     pqxx::work tx(c);
-    // The state condition makes concurrent replays of one delivery succeed exactly once.
-    auto rows = tx.exec_params(
-        std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
-                    " lease_until = NULL, lease_token = NULL, completed_at = NULL"
-                    " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND state = $2 RETURNING ") +
-            kDeliveryColumns,
-        key, from_state);
-    if (rows.empty()) {
-      auto state = tx.exec_params(
-          "SELECT state FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"), key);
-      if (state.empty()) return fail("not_found", "no delivery with key " + key);
-      return fail("not_replayable", key + " is " + state[0][0].as<std::string>() + ", only " +
-                                        from_state + " deliveries replay here");
-    }
-    DeliveryRow d = delivery_from_row(rows[0]);
-    if (replay_id != 0) {
-      // Not committed on failure: the delivery stays as it was.
-      if (auto item = mark_item(tx, replay_id, key, runner); !item) return Unexpected{item.error()};
-    }
-    audit_replay(tx, key, who, reason, d.attempts);
-    tx.commit();
+    auto d = mark_replayed_in(tx, key, who, reason, replay_id, from_state, runner);
+    if (d) tx.commit();
     return d;
+  });
+}
+
+Result<bool> DeliveryQueries::mark_replayed_behind_key(
+    const std::string& key, const std::string& who, const std::string& reason, const KeyWait& wait,
+    int64_t replay_id, const std::string& from_state, const std::string& runner) {
+  PgArrayLiteral headers;
+  for (const auto& h : wait.headers) {
+    headers.add(h.name);
+    headers.add(h.value);
+  }
+  const std::string header_array = std::move(headers).take();
+  return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<bool> {
+    pqxx::work tx(c);
+    // The key's row first, locked: a worker advancing the key (worker/key_order_store.cpp) waits
+    // for this transaction, then finds the new waiting row.
+    tx.exec_params(sql::kHoldKeyIfFree, wait.source, wait.route, wait.ordering_key);
+    auto head = tx.exec_params1(
+        "SELECT head_key FROM ordered_keys WHERE source = $1 AND route = $2"
+        " AND ordering_key = $3 FOR UPDATE",
+        wait.source, wait.route, wait.ordering_key);
+    if (auto d = mark_replayed_in(tx, key, who, reason, replay_id, from_state, runner); !d)
+      return Unexpected{d.error()};
+    if (head[0].as<std::string>() == key) {
+      tx.commit();
+      return false;
+    }
+    tx.exec_params(sql::kAppendWaiting, wait.source, wait.route, wait.ordering_key, key, wait.topic,
+                   header_array, hex_encode(wait.body));
+    tx.commit();
+    return true;
   });
 }
 
@@ -236,7 +282,9 @@ constexpr const char* kUnfinishedReplaySql =
     "       FROM dlq_replays WHERE %s ORDER BY delivery_key, id DESC) r"
     " JOIN deliveries d ON " HR_KEY_IS("d.delivery_key", "r.delivery_key")
     " WHERE d.state = 'retrying' AND d.lease_owner IS NULL"
-    "   AND (d.last_attempt_at IS NULL OR d.last_attempt_at < r.replayed_at)";
+    "   AND (d.last_attempt_at IS NULL OR d.last_attempt_at < r.replayed_at)"
+    // Waiting behind its ordering key: a worker publishes it when its turn comes.
+    "   AND NOT EXISTS (SELECT 1 FROM ordered_waiting w WHERE w.delivery_key = d.delivery_key)";
 
 std::string unfinished_sql(const char* where) {
   std::string sql = kUnfinishedReplaySql;
@@ -476,7 +524,10 @@ Result<bool> DeliveryQueries::needs_produce_again(const std::string& key, int64_
     auto rows = tx.exec_params(
         "SELECT (d.state = 'succeeded' AND d.resend_id = $2)"
         "    OR (d.state = 'retrying' AND d.lease_owner IS NULL"
-        "        AND (d.last_attempt_at IS NULL OR d.last_attempt_at < i.updated_at))"
+        "        AND (d.last_attempt_at IS NULL OR d.last_attempt_at < i.updated_at)"
+        // Waiting behind its ordering key (a release): a worker publishes it in its turn.
+        "        AND NOT EXISTS (SELECT 1 FROM ordered_waiting w"
+        "                        WHERE w.delivery_key = d.delivery_key))"
         " FROM deliveries d JOIN replay_items i ON i.replay_id = $2 AND i.delivery_key = "
         "d.delivery_key"
         " WHERE " HR_KEY_IS("d.delivery_key", "$1::text"),

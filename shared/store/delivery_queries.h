@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/kafka/message_producer.h"
 #include "shared/result.h"
 #include "shared/store/pg_connection.h"
 
@@ -139,6 +140,16 @@ struct DeliveryPage {
   bool scan_bounded = false;
 };
 
+// Where a delivery of an ordered route waits to be published again: its key, and the message.
+struct KeyWait {
+  std::string source;
+  std::string route;
+  std::string ordering_key;
+  std::string topic;
+  std::vector<MessageHeader> headers;
+  std::string body;
+};
+
 class DeliveryQueries {
  public:
   // Does not connect yet.
@@ -160,6 +171,17 @@ class DeliveryQueries {
                                     const std::string& reason, int64_t replay_id = 0,
                                     const std::string& from_state = "dead",
                                     const std::string& runner = {});
+  // mark_replayed for a delivery of an ordered route, in one transaction with its place behind
+  // its ordering key (`wait`): it becomes a waiting delivery of the key, as worker/key_order.h
+  // keeps them (ordered_keys, holding the key with no head if it was free; ordered_waiting, with
+  // the message that carries it on), and a worker publishes it when the deliveries ahead of it
+  // are done. True: it waits, nothing is to be produced. False: it is its key's head already (a
+  // retry that was parked), so nothing is ahead of it: the caller produces its message.
+  Result<bool> mark_replayed_behind_key(const std::string& key, const std::string& who,
+                                        const std::string& reason, const KeyWait& wait,
+                                        int64_t replay_id = 0,
+                                        const std::string& from_state = "dead",
+                                        const std::string& runner = {});
 
   // The key's unfinished replay, if it has one (see UnfinishedReplay).
   Result<std::optional<UnfinishedReplay>> unfinished_replay(const std::string& key);

@@ -9,6 +9,7 @@
 #include "shared/clock.h"
 #include "shared/signing/crypto.h"
 #include "tests/integration/scratch_database.h"
+#include "worker/key_order_store.h"
 #include "worker/postgres_delivery_store.h"
 
 namespace hookrelay {
@@ -301,6 +302,56 @@ TEST_F(DeliveryQueriesTest, AReplayItemIsMarkedOnceAndOnlyByTheRunnerHoldingTheR
   ASSERT_TRUE(by_b) << by_b.error().message;
   EXPECT_TRUE(*by_b);
   EXPECT_EQ(item(), "replayed");
+}
+
+// The release of an ordered route's delivery: marked and placed behind its ordering key in one
+// transaction, where a worker's key order finds it; unless it heads its key already (then the
+// caller produces it). A waiting delivery is not an unfinished replay to produce again.
+TEST_F(DeliveryQueriesTest, AReleasedDeliveryOfAnOrderedRouteWaitsBehindItsKeyUnlessItIsItsHead) {
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('github', 'ci', 'k1', 'gh-e1-ci') RETURNING 1");
+  const KeyWait head_wait{"github", "ci", "k1", "hookrelay.retry.0", {{"hr-attempt", "0"}}, "{}"};
+  auto head = queries_->mark_replayed_behind_key("gh-e1-ci", "op", "resume", head_wait);
+  ASSERT_TRUE(head) << head.error().message;
+  EXPECT_FALSE(*head) << "a delivery heading its key must be produced, not wait behind itself";
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  EXPECT_EQ(db_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'gh-e1-ci'"),
+            "retrying");
+
+  const KeyWait wait{"stripe",
+                     "billing",
+                     "k2",
+                     "hookrelay.retry.0",
+                     {{"hr-attempt", "0"}, {"hr-route", "billing"}},
+                     "{\"n\":2}"};
+  auto waits = queries_->mark_replayed_behind_key("st-e2-billing", "op", "resume", wait);
+  ASSERT_TRUE(waits) << waits.error().message;
+  EXPECT_TRUE(*waits);
+  EXPECT_EQ(db_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'st-e2-billing'"),
+            "retrying");
+  EXPECT_EQ(db_->scalar("SELECT head_key = '' FROM ordered_keys WHERE ordering_key = 'k2'"), "t");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM dlq_replays WHERE delivery_key = 'st-e2-billing'"),
+            "1");
+  auto unfinished = queries_->unfinished_replay("st-e2-billing");
+  ASSERT_TRUE(unfinished) << unfinished.error().message;
+  EXPECT_FALSE(*unfinished) << "a delivery waiting behind its key was taken for an unfinished "
+                               "replay, to be produced again";
+  auto again = queries_->mark_replayed_behind_key("st-e2-billing", "op", "resume", wait);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, "not_replayable");
+
+  // The key has no head: a worker's key order makes the waiting delivery the head and gets its
+  // message to publish.
+  PostgresKeyOrderStore order(db_->url());
+  auto next = order.advance({"stripe", "billing", "k2"}, "");
+  ASSERT_TRUE(next) << next.error().message;
+  ASSERT_TRUE(*next);
+  EXPECT_EQ((*next)->delivery_key, "st-e2-billing");
+  EXPECT_EQ((*next)->topic, "hookrelay.retry.0");
+  EXPECT_EQ((*next)->body, "{\"n\":2}");
+  ASSERT_EQ((*next)->headers.size(), 2u);
+  EXPECT_EQ((*next)->headers[1].value, "billing");
 }
 
 TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {

@@ -223,6 +223,63 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
   expect_error(call("GET", "/v1/routes?colour=red"), 400, "unknown_parameter", "colour");
 }
 
+// An ordered route's parked deliveries of one ordering key are released one at a time, in the
+// order they arrived: each waits behind its key (as a retry of it would) instead of all going to
+// the first retry tier at once, where they would be attempted side by side. Another key's go
+// their own way.
+TEST_F(RouteLifecycleTest, AReleaseOfAnOrderedRouteDeliversEachKeysParkedDeliveriesOneAtATime) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a"), 5000,
+               "ordered: true, ordering_key: { json_pointer: /customer }"}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  start_worker();
+  auto suspended = call("POST", "/v1/routes/a/suspend?reason=receiver%20migrating");
+  ASSERT_EQ(suspended.status, 200) << suspended.body;
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  constexpr int kPerKey = 5;
+  for (int i = 0; i < kPerKey; ++i) {
+    for (const char* customer : {"c1", "c2"}) {
+      ASSERT_NO_FATAL_FAILURE(produce(
+          "acme", std::string(customer) + "-" + std::to_string(i),
+          R"({"customer":")" + std::string(customer) + R"(","n":)" + std::to_string(i) + "}"));
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  ASSERT_TRUE(deliveries_in_state("parked", 2 * kPerKey, 30s)) << stack_->describe_deliveries();
+
+  rx_.set_default("/a", {200, {}, 300});  // slow: deliveries side by side would overlap
+  auto resumed = call("POST", "/v1/routes/a/resume?source=acme");
+  ASSERT_EQ(resumed.status, 202) << resumed.body;
+  auto done = wait_replay(json::parse(resumed.body)["release"]["id"].get<std::string>());
+  EXPECT_EQ(done["state"], "finished") << done.dump();
+  EXPECT_EQ(done["produced"], 2 * kPerKey) << done.dump();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kPerKey, 60s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(1s);  // a second copy would show up here
+  expect_each_succeeded_once(*stack_, 2 * kPerKey);
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(2 * kPerKey));
+  for (const std::string customer : {"c1", "c2"}) {
+    std::vector<std::string> ids, expected;
+    std::optional<std::chrono::steady_clock::time_point> previous;
+    for (const auto& r : rx_.requests("/a")) {
+      const std::string id = r.header("webhook-id").value_or("?");
+      if (id.rfind(customer + "-", 0) != 0) continue;
+      ids.push_back(id);
+      // One at a time: each is sent after the one before it was answered (300 ms).
+      if (previous) {
+        EXPECT_GE(r.at - *previous, 290ms) << customer << ": " << id << " overlapped";
+      }
+      previous = r.at;
+    }
+    for (int i = 0; i < kPerKey; ++i) expected.push_back(customer + "-" + std::to_string(i));
+    EXPECT_EQ(ids, expected) << customer;
+  }
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  EXPECT_TRUE(
+      eventually([&] { return stack_->scalar("SELECT count(*) FROM ordered_keys") == "0"; }, 15s));
+}
+
 // A suspended route removed from the configuration: Postgres still remembers it (suspended, with
 // its deliveries parked), so `routes resume` still finds it. Its parked deliveries are released
 // and, with no route to take them, dead-lettered as unknown_route: recorded dead and in the DLQ,

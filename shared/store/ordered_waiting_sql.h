@@ -1,0 +1,23 @@
+// The statements that make a delivery wait behind its ordering key (migrations/0011_key_order):
+// the worker's key order (worker/key_order_store.cpp) and the release of a resumed ordered route
+// (shared/store/delivery_queries.cpp) write the same rows. Both take $1 source, $2 route,
+// $3 ordering key; the waiting row also $4 delivery key, $5 topic, $6 headers (text[], name,
+// value, ...) and $7 body (hex).
+#pragma once
+
+namespace hookrelay::sql {
+
+// Holds the key with no head yet when it is free (the first waiting delivery is released next).
+inline constexpr const char* kHoldKeyIfFree =
+    "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
+    " ON CONFLICT (source, route, ordering_key) DO NOTHING";
+
+// Appends the waiting delivery. One row per delivery: a second one (its message read again after
+// a crash) would outlive the first one's release and be taken for an unreleased head.
+inline constexpr const char* kAppendWaiting =
+    "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers,"
+    " body) SELECT $1, $2, $3, $4, $5, $6::text[], decode($7, 'hex')"
+    " WHERE NOT EXISTS (SELECT 1 FROM ordered_waiting WHERE source = $1 AND route = $2"
+    "   AND ordering_key = $3 AND delivery_key = $4)";
+
+}  // namespace hookrelay::sql
