@@ -150,17 +150,19 @@ Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView
   auto reader = KafkaDlqReader::create(*kafka, timeout, "hookrelay-cli", kParkedTopic);
   if (!reader) return Unexpected{reader.error()};
   ProgressPrinter read_progress(io.err, io.now_ms);
-  auto messages =
-      (*reader)->read([&](const std::string& k) { return wanted.count(k) != 0; },
-                      [&](int64_t done, int64_t total) {
-                        read_progress.update("reading " + std::string(kParkedTopic) + ": " +
-                                             std::to_string(done) + "/" + std::to_string(total));
-                      });
+  const auto keep = [&wanted](const std::string& k) { return wanted.count(k) != 0; };
+  const int64_t read_start_ms = io.now_ms();
+  auto messages = (*reader)->read(keep, [&](int64_t done, int64_t total) {
+    read_progress.update("reading " + std::string(kParkedTopic) + ": " + std::to_string(done) +
+                         "/" + std::to_string(total));
+  });
   if (!messages) return Unexpected{messages.error()};
   auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
   if (!producer) return Unexpected{producer.error()};
   PostgresReplayStore store(*url, 0, "parked");
   Replayer replayer(store, **producer, ReplayClock{io.now_ms, io.sleep_ms});
+  // A key recorded parked whose message was not yet acknowledged when the read began.
+  replayer.reread_from(**reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);
   auto summary = replayer.run(keys, *messages, options, [&](const ReplaySummary& s) {
     progress.update(route.source + "/" + route.name + ": " + progress_line(s, false));

@@ -5,8 +5,11 @@
 // do the same through `hookrelay routes` and /v1/routes.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <thread>
 
+#include "shared/kafka/wire_contract.h"
+#include "shared/routes/route_control.h"
 #include "tests/support/admin_fixture.h"
 #include "tests/support/cli_run.h"
 
@@ -363,6 +366,59 @@ TEST_F(RouteLifecycleTest, AResumeOfARouteRemovedWhileSuspendedDeadLettersItsPar
   auto nope = run_cli_in_process(unknown);
   EXPECT_EQ(nope.code, 3) << nope.out << nope.err;
   EXPECT_NE(nope.err.find("no configured route named 'nope'"), std::string::npos) << nope.err;
+}
+
+// A worker records a delivery parked before its message reaches hookrelay.parked. A resume whose
+// read of the topic began before that message was acknowledged reads the topic once more for
+// the keys it did not find, as `dlq replay` does: the delivery is released, not reported missing
+// and left parked on a route that is active again.
+TEST_F(RouteLifecycleTest, TheCliReleasesAParkedDeliveryWhoseMessageArrivesAfterItsFirstRead) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
+  const std::string key = "wh:acme:evt-late:a";
+  stack_->scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, first_seen_at, origin_topic) VALUES ('" +
+      key + "', 'webhook', 'acme', 'evt-late', 'a', '" + rx_.url("/a") +
+      "', 'retrying', 0, now(), 'hookrelay.webhooks') RETURNING 1");
+  // As a worker parks it (the parked_deliveries trigger follows state changes).
+  stack_->scalar("UPDATE deliveries SET state = 'parked' WHERE delivery_key = '" + key +
+                 "' RETURNING 1");
+
+  std::vector<std::string> resume = {"routes", "resume", "a", "--source", "acme", "--json"};
+  for (auto& c : cli_common()) resume.push_back(c);
+  auto started = std::chrono::steady_clock::now();
+  auto running = std::async(std::launch::async, [&] { return run_cli_in_process(resume); });
+  // After the resume's settle and the start of its read of hookrelay.parked.
+  std::this_thread::sleep_until(started + std::chrono::milliseconds(kRouteSettleMs) + 900ms);
+  auto producer = TestProducer::create(stack_->bootstrap());
+  ASSERT_TRUE(producer) << producer.error().message;
+  const Headers headers = {{"hr-kind", "webhook"},
+                           {"hr-source", "acme"},
+                           {"hr-event-id", "evt-late"},
+                           {"hr-received-at", "1700000000000"},
+                           {"hr-content-type", "application/json"},
+                           {"hr-delivery-key", key},
+                           {"hr-route", "a"},
+                           {"hr-origin-topic", "hookrelay.webhooks"},
+                           {"hr-attempt", "0"}};
+  ASSERT_TRUE((*producer)->produce(TestRecord{std::string(kParkedTopic), "{}", headers, key}));
+
+  auto resumed = running.get();
+  ASSERT_EQ(resumed.code, 0) << resumed.out << resumed.err;
+  auto rj = json::parse(resumed.out);
+  EXPECT_EQ(rj["release"]["released"], 1) << resumed.out;
+  EXPECT_EQ(rj["release"]["missing"], 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("second read of hookrelay.parked"), std::string::npos) << resumed.out;
+  EXPECT_EQ(stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = '" + key + "'"),
+            "retrying");
+  auto retried = consume_all(stack_->bootstrap(), retry_topic(0), 1, 10s);
+  ASSERT_TRUE(retried) << retried.error().message;
+  ASSERT_EQ(retried->size(), 1u);
+  EXPECT_EQ(retried->front().header(header::kDeliveryKey), key);
 }
 
 // A client retries its POST /v1/routes/{name}/resume (the first timed out) while the release of the
