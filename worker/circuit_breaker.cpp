@@ -32,27 +32,41 @@ int64_t CircuitBreaker::open_until(std::string_view host) const {
   return it->second.opened_at_ms + options_.cooldown_ms;
 }
 
-bool CircuitBreaker::allow(std::string_view host) {
+CircuitBreaker::Gate CircuitBreaker::gate(std::string_view host) const {
   auto it = hosts_.find(std::string(host));
-  if (it == hosts_.end()) return true;
-  Host& h = it->second;
+  if (it == hosts_.end()) return Gate::kCall;
+  const Host& h = it->second;
   const int64_t now = now_ms_();
-  h.state = effective_state(h, now);
-  switch (h.state) {
+  switch (effective_state(h, now)) {
     case State::kClosed:
-      return true;
+      return Gate::kCall;
     case State::kOpen:
-      return false;
+      return Gate::kOpen;
     case State::kHalfOpen:
-      if (h.probe_in_flight && now - h.probe_started_ms < options_.cooldown_ms) return false;
-      h.probe_in_flight = true;
-      h.probe_started_ms = now;
-      return true;
+      // A probe that never reported is replaced after a further cooldown.
+      return h.probe_in_flight && now - h.probe_started_ms < options_.cooldown_ms ? Gate::kProbeOut
+                                                                                  : Gate::kCall;
   }
-  return false;
+  return Gate::kOpen;
 }
 
-void CircuitBreaker::record(std::string_view host, bool success) {
+void CircuitBreaker::started(std::string_view host, int64_t now_ms) {
+  auto it = hosts_.find(std::string(host));
+  if (it == hosts_.end()) return;
+  Host& h = it->second;
+  h.state = effective_state(h, now_ms);
+  if (h.state != State::kHalfOpen) return;
+  h.probe_in_flight = true;
+  h.probe_started_ms = now_ms;
+}
+
+bool CircuitBreaker::allow(std::string_view host) {
+  if (gate(host) != Gate::kCall) return false;
+  started(host, now_ms_());
+  return true;
+}
+
+void CircuitBreaker::record(std::string_view host, bool success, int64_t started_ms) {
   const std::string key(host);
   auto it = hosts_.find(key);
   if (it == hosts_.end()) {
@@ -75,6 +89,8 @@ void CircuitBreaker::record(std::string_view host, bool success) {
     case State::kOpen:
       return;  // a call started before the circuit opened
     case State::kHalfOpen:
+      // Only the probe's answer: a call started before it began before the circuit opened.
+      if (!h.probe_in_flight || started_ms < h.probe_started_ms) return;
       if (success) {
         hosts_.erase(it);
       } else {

@@ -5,11 +5,16 @@
 // circuit, its failure opens it for another cooldown. A probe that never reports (the caller lost
 // it) is replaced by a new one after a further cooldown, so a host cannot stay stuck half-open.
 //
-// What to record: record(host, false) for retryable outcomes only (5xx, 408/429, timeouts,
-// connect errors); record(host, true) for success and for permanent answers such as 404, since
-// the host did answer. Outcomes where no request reached the host (circuit open, rate limited,
-// SSRF refusal) are not recorded. Results arriving while the circuit is open come from calls
-// started before it opened and are ignored.
+// A caller with other limits of its own asks gate() first, which hands nothing out, and calls
+// started() only when the call really starts: a half-open probe is not spent on a call that its
+// other limits then hold back. allow() is both at once.
+//
+// What to record: record(host, false, started) for retryable outcomes only (5xx, 408/429,
+// timeouts, connect errors); record(host, true, started) for success and for permanent answers
+// such as 404, since the host did answer. Outcomes where no request reached the host (circuit
+// open, rate limited, SSRF refusal) are not recorded. Results arriving while the circuit is open
+// come from calls started before it opened and are ignored; so are those of calls started before
+// a half-open circuit's probe: only the probe's answer decides.
 //
 // Memory: a closed host with no recent failure is forgotten, so state stays proportional to the
 // hosts currently misbehaving, however many hosts deliveries go to.
@@ -47,14 +52,24 @@ class CircuitBreaker {
   // The state as of now: an open circuit whose cooldown has passed reads as half-open.
   State state(std::string_view host) const;
 
-  // Whether a call to `host` may start now. In half-open this hands out the single probe.
+  enum class Gate {
+    kCall,      // closed, or half-open with the probe to hand out: a call may start
+    kOpen,      // open: no call until open_until()
+    kProbeOut,  // half-open with its probe out: its answer decides, soon
+  };
+  // Whether a call to `host` may start now, handing nothing out.
+  Gate gate(std::string_view host) const;
+  // A call to `host` starts at `now_ms` (gate() said kCall): in half-open it is the probe.
+  void started(std::string_view host, int64_t now_ms);
+  // gate() and, when a call may start, started() now.
   [[nodiscard]] bool allow(std::string_view host);
 
   // While the host's circuit is open: when it turns half-open (its next probe may start).
   // 0 when it is not open (closed, or half-open with or without a probe out).
   int64_t open_until(std::string_view host) const;
 
-  void record(std::string_view host, bool success);
+  // The outcome of a call to `host` that started at `started_ms` (on this breaker's clock).
+  void record(std::string_view host, bool success, int64_t started_ms);
 
   // New options (a configuration reload). Hosts keep their state: an open circuit's cooldown is
   // measured with the new value, and the new threshold counts failures already seen.

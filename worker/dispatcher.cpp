@@ -111,10 +111,11 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     return Head::kGone;
   }
   const std::string& host = job->d.host_key;
-  if (!breaker_.allow(host)) {
-    // Half-open with its probe out: the probe's answer decides, soon; wait for it here.
+  const auto circuit = breaker_.gate(host);
+  // Half-open with its probe out: the probe's answer decides, soon; wait for it here.
+  if (circuit == CircuitBreaker::Gate::kProbeOut) return Head::kHostFull;
+  if (circuit == CircuitBreaker::Gate::kOpen) {
     const int64_t open_until = breaker_.open_until(host);
-    if (open_until == 0) return Head::kHostFull;
     // Open: the delivery waits in a retry tier until the circuit turns half-open, without a
     // call and without spending an attempt, so a host outage costs only max_age.
     auto j = std::move(job);
@@ -138,6 +139,9 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     concurrency_.release(host);
     return Head::kHostFull;
   }
+  // Only now that it goes out is a half-open circuit's probe spent on it: a job held back above
+  // (a Retry-After pause, the route's limits, the host's slots) leaves the probe for the next.
+  breaker_.started(host, now);
   auto j = std::move(job);
   queue.pop_front();
   send(std::move(j), now);
@@ -276,7 +280,7 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
   bool real_call =
       r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
   if (real_call && !throttled(r))
-    breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable);
+    breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable, job.started_ms);
 }
 
 std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {

@@ -15,7 +15,7 @@ class CircuitBreakerTest : public ::testing::Test {
   void fail_times(const std::string& host, int n) {
     for (int i = 0; i < n; ++i) {
       ASSERT_TRUE(breaker_.allow(host));
-      breaker_.record(host, false);
+      breaker_.record(host, false, now_);
     }
   }
 };
@@ -45,13 +45,13 @@ TEST_F(CircuitBreakerTest, OpenUntilIsWhenTheProbeMayStart) {
   ASSERT_TRUE(breaker_.allow("a"));  // the probe
   EXPECT_FALSE(breaker_.allow("a"));
   EXPECT_EQ(breaker_.open_until("a"), 0) << "half-open with its probe out";
-  breaker_.record("a", false);
+  breaker_.record("a", false, now_);
   EXPECT_EQ(breaker_.open_until("a"), now_ + 10'000) << "a failed probe opens it again";
 }
 
 TEST_F(CircuitBreakerTest, SuccessResetsTheFailureCount) {
   fail_times("a", 2);
-  breaker_.record("a", true);
+  breaker_.record("a", true, now_);
   fail_times("a", 2);
   EXPECT_EQ(breaker_.state("a"), State::kClosed);
 }
@@ -72,7 +72,7 @@ TEST_F(CircuitBreakerTest, ProbeSuccessCloses) {
   fail_times("a", 3);
   now_ += 10'000;
   ASSERT_TRUE(breaker_.allow("a"));
-  breaker_.record("a", true);
+  breaker_.record("a", true, now_);
   EXPECT_EQ(breaker_.state("a"), State::kClosed);
   EXPECT_TRUE(breaker_.allow("a"));
   EXPECT_TRUE(breaker_.allow("a"));
@@ -85,7 +85,7 @@ TEST_F(CircuitBreakerTest, ProbeFailureReopensForAFullCooldown) {
   now_ += 10'000;
   ASSERT_TRUE(breaker_.allow("a"));
   now_ += 500;
-  breaker_.record("a", false);
+  breaker_.record("a", false, now_);
   EXPECT_EQ(breaker_.state("a"), State::kOpen);
   now_ += 9'999;
   EXPECT_FALSE(breaker_.allow("a"));
@@ -106,11 +106,42 @@ TEST_F(CircuitBreakerTest, LostProbeIsReplacedAfterAnotherCooldown) {
 
 TEST_F(CircuitBreakerTest, ResultsArrivingWhileOpenAreIgnored) {
   fail_times("a", 3);
-  breaker_.record("a", true);  // a call started before the circuit opened
+  breaker_.record("a", true, now_ - 1);  // a call started before the circuit opened
   EXPECT_EQ(breaker_.state("a"), State::kOpen);
-  breaker_.record("a", false);
+  breaker_.record("a", false, now_ - 1);
   now_ += 10'000;
   EXPECT_EQ(breaker_.state("a"), State::kHalfOpen);  // the cooldown was not restarted
+}
+
+// A call started before the circuit opened may answer after its cooldown, while the probe is
+// out: only the probe's answer decides.
+TEST_F(CircuitBreakerTest, OnlyTheProbesAnswerDecidesAHalfOpenCircuit) {
+  const int64_t before_open = now_;
+  fail_times("a", 3);
+  now_ += 10'000;
+  breaker_.record("a", false, before_open);  // half-open, no probe yet
+  EXPECT_EQ(breaker_.state("a"), State::kHalfOpen);
+  ASSERT_TRUE(breaker_.allow("a"));  // the probe
+  breaker_.record("a", false, before_open);
+  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kProbeOut)
+      << "a call from before the circuit opened was taken for the probe's answer";
+  breaker_.record("a", true, now_);
+  EXPECT_EQ(breaker_.state("a"), State::kClosed);
+}
+
+// gate() hands nothing out: a caller whose other limits hold the call back leaves the probe for
+// the next call, which started() marks when it really goes.
+TEST_F(CircuitBreakerTest, GateHandsOutNoProbeUntilACallStarts) {
+  fail_times("a", 3);
+  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kOpen);
+  now_ += 10'000;
+  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kCall);
+  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kCall) << "asking spent the probe";
+  breaker_.started("a", now_);
+  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kProbeOut);
+  EXPECT_EQ(breaker_.gate("b"), CircuitBreaker::Gate::kCall);
+  breaker_.started("b", now_);  // a closed host: nothing to remember
+  EXPECT_EQ(breaker_.counts().closed, 0u);
 }
 
 TEST_F(CircuitBreakerTest, CountsHostsPerState) {
@@ -121,7 +152,7 @@ TEST_F(CircuitBreakerTest, CountsHostsPerState) {
   fail_times("flaky", 1);
   now_ += 5'000;  // "open" and "half" are past their cooldown, "later" is not
   ASSERT_TRUE(breaker_.allow("half"));
-  breaker_.record("healthy", true);
+  breaker_.record("healthy", true, now_);
   CircuitBreaker::Counts c = breaker_.counts();
   EXPECT_EQ(c.closed, 1u);     // flaky; healthy hosts are not remembered
   EXPECT_EQ(c.open, 1u);       // later
@@ -131,7 +162,7 @@ TEST_F(CircuitBreakerTest, CountsHostsPerState) {
 TEST(CircuitBreaker, ThresholdZeroNeverOpens) {
   int64_t now = 0;
   CircuitBreaker b({0, 1000}, [&] { return now; });
-  for (int i = 0; i < 100; ++i) b.record("a", false);
+  for (int i = 0; i < 100; ++i) b.record("a", false, now);
   EXPECT_TRUE(b.allow("a"));
   EXPECT_EQ(b.state("a"), CircuitBreaker::State::kClosed);
 }

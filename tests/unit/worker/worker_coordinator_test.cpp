@@ -1013,6 +1013,27 @@ TEST_F(CircuitCoordinator, HalfOpenCircuitHoldsTheOthersWhileItsProbeIsOut) {
   EXPECT_EQ(stored_webhooks(), 5);
 }
 
+// A half-open circuit's probe is spent only on a call that goes out: a delivery held back by its
+// host's Retry-After pause when the circuit turns half-open leaves the probe, and is the probe
+// itself once the pause ends, not one more cooldown later.
+TEST_F(CircuitCoordinator, AProbeHeldBackByARetryAfterPauseIsSentWhenThePauseEnds) {
+  sender.script = {status(503), status(503, "25")};  // opens the circuit, pauses the host 25 s
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  producer.sent.clear();
+  now += 20'000;  // half-open, still paused
+  feed(2, "e3");
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host its Retry-After pauses";
+  now += 5'001;  // the pause is over
+  run();
+  ASSERT_EQ(sender.calls.size(), 3u) << "the probe was spent while the host was paused";
+  EXPECT_EQ(store.state["wh:gh:e3:a"], "succeeded");
+  EXPECT_TRUE(producer.sent.empty()) << "the delivery was sent back to a tier";
+}
+
 // Value of a counter series with one label, or -1 when the series does not exist.
 double labelled(prometheus::Registry& registry, const std::string& name, const std::string& label,
                 const std::string& value) {
