@@ -562,4 +562,14 @@ Result<int64_t> DeliveryQueries::delete_inbound_events(int older_than_days) {
       older_than_days);
 }
 
+Result<int64_t> DeliveryQueries::delete_finished_deliveries(int older_than_days, int max_rows) {
+  return pg_.run("delete_finished_deliveries", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    return tx
+        .exec_params1("SELECT hookrelay_delete_finished_deliveries(make_interval(days => $1), $2)",
+                      older_than_days, max_rows)[0]
+        .as<int64_t>();
+  });
+}
+
 }  // namespace hookrelay

@@ -220,6 +220,10 @@ class DeliveryQueries {
   Result<int> drop_attempt_partitions(int older_than_days);
   // Deletes inbound_events received more than older_than_days ago; returns how many.
   Result<int64_t> delete_inbound_events(int older_than_days);
+  // Deletes at most max_rows deliveries that finished (succeeded or dead) more than
+  // older_than_days ago, with their folded first success and dead_letters row; keeps those leased,
+  // with a resend pending or heading an ordered key (migrations/0019). Returns how many.
+  Result<int64_t> delete_finished_deliveries(int older_than_days, int max_rows);
 
  private:
   template <class T>

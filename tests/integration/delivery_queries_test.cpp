@@ -526,6 +526,63 @@ TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
   EXPECT_EQ(*queries_->delete_inbound_events(30), 0);
 }
 
+// Retention of finished deliveries: those finished before the window go with their folded first
+// success (not moved into delivery_attempts) and their dead_letters row; unfinished ones, recent
+// ones, and those someone still acts on (a lease, a pending resend, the head of an ordered key)
+// stay. A call deletes at most max_rows.
+TEST_F(DeliveryQueriesTest, FinishedDeliveriesOlderThanTheWindowAreDeletedWithTheirAuditRows) {
+  PostgresDeliveryStore store(db_->url());
+  const int64_t t = unix_now_ms();
+  std::vector<DeliveryRef> refs;
+  for (const char* k : {"old-retrying", "old-resend", "old-head", "old-ok-2"}) {
+    refs.push_back(
+        DeliveryRef{k, "webhook", "acme", k, "r", "http://127.0.0.1:9/r", "hookrelay.webhooks", t});
+  }
+  ASSERT_TRUE(store.claim(refs, "w1", 60));
+  ASSERT_TRUE(
+      store.record({AttemptRecord{"old-retrying", 1, t, 5, 503, "retryable", "", "retrying"},
+                    AttemptRecord{"old-resend", 1, t, 5, 200, "succeeded", "", "succeeded"},
+                    AttemptRecord{"old-head", 1, t, 5, 200, "succeeded", "", "succeeded"},
+                    AttemptRecord{"old-ok-2", 1, t, 5, 200, "succeeded", "", "succeeded"}},
+                   "w1"));
+  db_->scalar("UPDATE deliveries SET resend_id = 1 WHERE delivery_key = 'old-resend' RETURNING 1");
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('acme', 'r', 'k', 'old-head') RETURNING 1");
+  // Everything but st-e2-billing (dead) finished 40 days ago.
+  db_->scalar(
+      "UPDATE delivery_rows SET first_seen_at = now() - interval '40 days',"
+      " completed_at = CASE WHEN completed_at IS NOT NULL THEN now() - interval '40 days' END"
+      " WHERE delivery_key <> 'st-e2-billing' RETURNING 1");
+  const std::string attempts_before = db_->scalar("SELECT count(*) FROM delivery_attempts");
+  ASSERT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',' ORDER BY delivery_key)"
+                        " FROM dead_letters"),
+            "gh-e1-ci,st-e2-billing");
+
+  auto first = queries_->delete_finished_deliveries(30, 1);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(*first, 1) << "max_rows was not the bound";
+  auto rest = queries_->delete_finished_deliveries(30, 100);
+  ASSERT_TRUE(rest) << rest.error().message;
+  EXPECT_EQ(*rest, 2);
+  EXPECT_EQ(*queries_->delete_finished_deliveries(30, 100), 0);
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',' ORDER BY delivery_key)"
+                        " FROM deliveries"),
+            "old-head,old-resend,old-retrying,st-e2-billing");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',') FROM dead_letters"), "st-e2-billing");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts"), attempts_before)
+      << "a deleted delivery's first success was moved into delivery_attempts";
+  // A manual DELETE still keeps a first success in the audit (migrations/0015).
+  db_->scalar("DELETE FROM delivery_rows WHERE delivery_key = 'old-head' RETURNING 1");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE delivery_key = 'old-head'"),
+            "1");
+
+  auto too_short = queries_->delete_finished_deliveries(0, 100);
+  ASSERT_FALSE(too_short);
+  EXPECT_NE(too_short.error().message.find("at least 1 day"), std::string::npos)
+      << too_short.error().message;
+}
+
 // Applies the shipped migrations older than `version` to `db` (a database as an earlier release
 // left it); returns the versions applied.
 Result<std::vector<std::string>> migrate_before(const testing::ScratchDatabase& db,
@@ -804,7 +861,8 @@ TEST(StoreUpgradeTest, ReplaysStoredBeforeTheIdempotencyKeysStayAndKeysNameTheNe
             ", 'k1', 1)");
   auto rest = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
   ASSERT_TRUE(rest) << rest.error().message;
-  EXPECT_EQ(*rest, (std::vector<std::string>{"0018"}));
+  ASSERT_FALSE(rest->empty());
+  EXPECT_EQ(rest->front(), "0018");
 
   admin::ReplayJobs jobs(db.url());
   auto old = jobs.get(std::stoll(old_id));
