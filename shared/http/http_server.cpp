@@ -37,6 +37,9 @@ constexpr std::size_t kFirstRead = 4096;
 constexpr std::chrono::milliseconds kLingerTime{2000};
 constexpr std::size_t kLingerBytes = std::size_t{64} * 1024 * 1024;
 constexpr std::size_t kLingerRead = std::size_t{16} * 1024;
+// A request body's memory, and its share of max_buffered_body_bytes, at first: what it may grow
+// to is taken as its bytes arrive (GrowingBody), never before.
+constexpr std::size_t kBodyStep = std::size_t{64} * 1024;
 // accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
 constexpr std::chrono::milliseconds kAcceptRetryMin{10};
 constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
@@ -57,6 +60,45 @@ std::string_view accept_error_reason(const beast::error_code& ec) {
       return "other";
   }
 }
+// A request body as a std::string that grows as its bytes arrive. Beast's string_body reserves
+// the declared Content-Length as soon as the header is read, so a client declaring a large body
+// and sending nothing held that much memory (and budget) until the body deadline. This one starts
+// at kBodyStep at most and doubles, never past the declared length; the Session accounts its
+// capacity against max_buffered_body_bytes after each read.
+struct GrowingBody {
+  using value_type = std::string;
+  static std::uint64_t size(const value_type& body) { return body.size(); }
+
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>& /*header*/, value_type& body) : body_(body) {}
+    void init(const boost::optional<std::uint64_t>& length, beast::error_code& ec) {
+      declared_ = length.value_or(0);
+      body_.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(declared_, kBodyStep)));
+      ec = {};
+    }
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      const std::size_t n = net::buffer_size(buffers);
+      const std::size_t had = body_.size();
+      if (had + n > body_.capacity()) {
+        std::size_t want = std::max(had + n, std::max(body_.capacity() * 2, kBodyStep));
+        if (declared_ >= had + n) want = std::min<std::size_t>(want, declared_);
+        body_.reserve(want);
+      }
+      body_.resize(had + n);
+      ec = {};
+      return net::buffer_copy(net::buffer(body_.data() + had, n), buffers);
+    }
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+    std::uint64_t declared_ = 0;
+  };
+};
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -213,19 +255,16 @@ class Session : public std::enable_shared_from_this<Session> {
                     "request body of " + std::to_string(*length) + " bytes exceeds the limit of " +
                         std::to_string(server_.options.max_body_bytes));
     }
-    // Chunked: the body's length is known only at its end; what it may reach is held.
-    const std::size_t body = length               ? static_cast<std::size_t>(*length)
-                             : parser_->chunked() ? server_.options.max_body_bytes
-                                                  : 0;
-    if (body > 0) {
-      if (!server_.reserve_body(body)) {
-        return refuse(503, "request_bodies_over_budget",
-                      "the server holds " +
-                          std::to_string(server_.options.max_buffered_body_bytes) +
-                          " bytes of request bodies at most, and this one's " +
-                          std::to_string(body) + " do not fit now; retry later");
-      }
-      reserved_ = body;
+    // The body's first step is held now (chunked: the body's length is known only at its end);
+    // the rest as it arrives (account_body). A body that cannot have its first step is refused
+    // before it is read.
+    const std::size_t first =
+        std::min(kBodyStep, length               ? static_cast<std::size_t>(*length)
+                            : parser_->chunked() ? server_.options.max_body_bytes
+                                                 : std::size_t{0});
+    if (first > 0) {
+      if (!server_.reserve_body(first)) return over_budget(first);
+      reserved_ = first;
     }
     auto expect = req[http::field::expect];
     if (beast::iequals(expect, "100-continue")) {
@@ -242,9 +281,39 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_body() {
     stream_.expires_after(server_.options.idle_timeout);
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); });
+    read_more_body();
+  }
+
+  // The body is read piece by piece: after each piece, the memory it took is accounted.
+  void read_more_body() {
+    if (parser_->is_done()) return on_body({});  // no body, or all of it came with the header
+    http::async_read_some(stream_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                            if (ec) return self->on_read_error(ec);
+                            if (!self->account_body()) return;
+                            if (self->parser_->is_done()) return self->on_body(ec);
+                            self->read_more_body();
+                          });
+  }
+
+  // The body's memory (its capacity) is this request's share of max_buffered_body_bytes: what it
+  // grew by is taken from the budget, or the request is refused now (its memory freed with it).
+  bool account_body() {
+    const std::size_t held = parser_->get().body().capacity();
+    if (held <= reserved_) return true;
+    if (!server_.reserve_body(held - reserved_)) {
+      over_budget(held);
+      return false;
+    }
+    reserved_ = held;
+    return true;
+  }
+
+  void over_budget(std::size_t body) {
+    refuse(503, "request_bodies_over_budget",
+           "the server holds " + std::to_string(server_.options.max_buffered_body_bytes) +
+               " bytes of request bodies at most, and this one's " + std::to_string(body) +
+               " do not fit now; retry later");
   }
 
   void on_read_error(beast::error_code ec) {
@@ -453,7 +522,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   HttpServer::Impl& server_;
   beast::flat_buffer buffer_{kReadBufferLimit};
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::request_parser<GrowingBody>> parser_;
   net::io_context& loop_;  // the loop this connection lives on
   std::optional<http::response<http::empty_body>> continue_;
   std::string out_;  // the response being written; its capacity is kept for the next one
@@ -462,7 +531,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool head_ = false;         // the request being answered is a HEAD
   bool in_handler_ = false;   // the handler of the current request has not returned yet
   bool answered_ = false;     // the current request has its answer
-  std::size_t reserved_ = 0;  // the current request's share of max_buffered_body_bytes
+  std::size_t reserved_ = 0;  // the current request's share of max_buffered_body_bytes (its
+                              // body's capacity, or its first step before any of it is read)
   bool linger_ = false;       // close through linger(): the request was refused unread
   std::size_t lingered_ = 0;  // bytes dropped while lingering
 };

@@ -7,9 +7,11 @@
 // Hostile clients are bounded: bodies above `max_body_bytes` get 413 without being read further;
 // a request's header must arrive whole within `header_timeout` (else 408) and its body within
 // `idle_timeout`; a keep-alive connection idle for `idle_timeout` is closed; the bodies held at
-// once, across connections, stay under `max_buffered_body_bytes` (a request that would pass it gets
-// 503 before its body is read: its declared length, or `max_body_bytes` when chunked, is held from
-// its header until it is answered and its handler has returned); more than
+// once, across connections, stay under `max_buffered_body_bytes` (a request holds the memory its
+// body has taken: 64 KiB, or its smaller declared length, from its header, growing as its bytes
+// arrive and never past its declared length, until it is answered and its handler has returned;
+// a request that would pass the budget gets 503, before its body is read if its first 64 KiB do
+// not fit, so announcing a large body and sending nothing holds 64 KiB); more than
 // `max_header_count` header fields get 431; past `max_connections` open connections a new one is
 // answered 503 and closed. A handler that throws is answered 500 (once) and the loop goes on.
 // When accept() fails (descriptors exhausted), accepting pauses with a growing delay instead of

@@ -467,6 +467,45 @@ TEST_F(HostileInput, BodiesHeldAtOnceStayUnderTheirBudget) {
   expect_healthy();
 }
 
+// A declared length is not held before its bytes come: clients that announce the largest body
+// and send nothing hold 64 KiB each, not the whole length, so a few of them cannot take the
+// budget from every other sender until the body deadline. A body that then arrives whole grows to
+// its length and is answered.
+TEST_F(HostileInput, AnnouncedBodiesThatDoNotComeHoldOneStepOfTheBudget) {
+  start_ingest({.max_connections = 64,
+                .header_timeout_ms = 5000,
+                .idle_timeout_ms = 20000,
+                .max_body_bytes = 1 << 20,
+                .max_buffered_body_bytes = 2u << 20});
+  const std::string head =
+      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(1 << 20) +
+      "\r\n\r\n";
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 4; ++i) {
+    idle.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(idle.back()->connected());
+    ASSERT_TRUE(idle.back()->send(head + "{\"x\":"));
+  }
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 4 * 65536);
+  std::string body = "{\"pad\":\"" + std::string(10000, 'x') + "\"}";
+  auto ok = http_request("POST", url("/webhooks/github"), body, signed_headers(body, "step-1"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 202) << ok->body;
+  // One of them sends the rest: it grows to its length (1 MiB, within the budget) and is
+  // answered (unsigned: 401); its room goes back at the answer.
+  ASSERT_TRUE(idle[0]->send(std::string((1 << 20) - 5, 'x')));
+  auto answer = parse_reply(idle[0]->read_until_close(5s, true));
+  EXPECT_EQ(answer.status, 401) << answer.head;
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 3 * 65536);
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_errors_total",
+                       {"code=\"request_bodies_over_budget\""}),
+            0);
+  idle.clear();
+  expect_healthy();
+}
+
 // The budget bounds memory: 150 clients each hold a body of 1 MiB less one byte, 150 MiB in all,
 // and ingest keeps what its 24 MiB budget allows.
 TEST_F(HostileInput, ManyLargeBodiesDoNotGrowMemoryPastTheBudget) {
