@@ -10,6 +10,7 @@
 #include "shared/log.h"
 #include "shared/replay/dlq_reader.h"
 #include "shared/replay/dlq_replay.h"
+#include "shared/routes/route_control.h"
 
 namespace hookrelay::admin {
 namespace {
@@ -215,6 +216,9 @@ void ReplayRunner::run_one() {
   options.reason = job.reason.empty() ? "admin API replay " + std::to_string(job.id) : job.reason;
   options.ack_timeout_ms = options_.kafka_timeout_ms;
   options.from_state = job.from_state;
+  options.ordered_route = [this](const std::string& source, const std::string& route) {
+    return route_is_ordered(config_, source, route);
+  };
 
   while (!stop_.load()) {
     auto items = jobs.unfinished_items(job.id, kItemBatch);

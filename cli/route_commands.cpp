@@ -183,8 +183,11 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   if (!done) return route_error(io, "routes resume", done.error());
   ReplaySummary summary;
   if (!done->parked_keys.empty()) {
-    auto released =
-        release(args, io, done->route, done->parked_keys, release_options(done->route, who, rate));
+    ReplayOptions options = release_options(done->route, who, rate);
+    options.ordered_route = [&config](const std::string& source, const std::string& route) {
+      return route_is_ordered(config, source, route);
+    };
+    auto released = release(args, io, done->route, done->parked_keys, std::move(options));
     if (!released) return report_error(io, "routes resume", released.error());
     summary = std::move(*released);
   }

@@ -26,17 +26,16 @@ CircuitBreaker::State CircuitBreaker::state(std::string_view host) const {
   return effective_state(it->second, now_ms_());
 }
 
-int64_t CircuitBreaker::open_until(std::string_view host) const {
+int64_t CircuitBreaker::open_until(std::string_view host, int64_t now_ms) const {
   auto it = hosts_.find(std::string(host));
-  if (it == hosts_.end() || effective_state(it->second, now_ms_()) != State::kOpen) return 0;
+  if (it == hosts_.end() || effective_state(it->second, now_ms) != State::kOpen) return 0;
   return it->second.opened_at_ms + options_.cooldown_ms;
 }
 
-CircuitBreaker::Gate CircuitBreaker::gate(std::string_view host) const {
+CircuitBreaker::Gate CircuitBreaker::gate(std::string_view host, int64_t now) const {
   auto it = hosts_.find(std::string(host));
   if (it == hosts_.end()) return Gate::kCall;
   const Host& h = it->second;
-  const int64_t now = now_ms_();
   switch (effective_state(h, now)) {
     case State::kClosed:
       return Gate::kCall;

@@ -57,8 +57,10 @@ class CircuitBreaker {
     kOpen,      // open: no call until open_until()
     kProbeOut,  // half-open with its probe out: its answer decides, soon
   };
-  // Whether a call to `host` may start now, handing nothing out.
-  Gate gate(std::string_view host) const;
+  // Whether a call to `host` may start at `now_ms` (or now), handing nothing out. A caller that
+  // then calls started() passes both the same time, so the two agree on the state.
+  Gate gate(std::string_view host, int64_t now_ms) const;
+  Gate gate(std::string_view host) const { return gate(host, now_ms_()); }
   // A call to `host` starts at `now_ms` (gate() said kCall): in half-open it is the probe.
   void started(std::string_view host, int64_t now_ms);
   // gate() and, when a call may start, started() now.
@@ -66,7 +68,8 @@ class CircuitBreaker {
 
   // While the host's circuit is open: when it turns half-open (its next probe may start).
   // 0 when it is not open (closed, or half-open with or without a probe out).
-  int64_t open_until(std::string_view host) const;
+  int64_t open_until(std::string_view host, int64_t now_ms) const;
+  int64_t open_until(std::string_view host) const { return open_until(host, now_ms_()); }
 
   // The outcome of a call to `host` that started at `started_ms` (on this breaker's clock).
   void record(std::string_view host, bool success, int64_t started_ms);

@@ -111,11 +111,12 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     return Head::kGone;
   }
   const std::string& host = job->d.host_key;
-  const auto circuit = breaker_.gate(host);
+  // The pass's `now` for the gate, the deferral and started(): all three see one state.
+  const auto circuit = breaker_.gate(host, now);
   // Half-open with its probe out: the probe's answer decides, soon; wait for it here.
   if (circuit == CircuitBreaker::Gate::kProbeOut) return Head::kHostFull;
   if (circuit == CircuitBreaker::Gate::kOpen) {
-    const int64_t open_until = breaker_.open_until(host);
+    const int64_t open_until = breaker_.open_until(host, now);
     // Open: the delivery waits in a retry tier until the circuit turns half-open, without a
     // call and without spending an attempt, so a host outage costs only max_age.
     auto j = std::move(job);

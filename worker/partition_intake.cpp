@@ -94,15 +94,19 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
-    // A due time beyond the running schedule's longest delay was not written under it (a
+    // A due time beyond the longest delay a retry can be given was not written by a worker (a
     // hostile header, or a retry from before the schedule was shortened): it could hold the
-    // partition for good, so it is cut to that delay. The running schedule, not the config's: a
-    // reload that changes the tier count keeps the old schedule until a restart. A value that is
-    // not a number is taken at once: expand_message refuses it as malformed, and the worker
-    // counts it.
-    const auto& tiers = schedule_;
+    // partition for good, so it is cut to that delay. That is the longer of the running
+    // schedule's (a reload that changes the tier count keeps it until a restart) and the
+    // config's (a route's `retry:` delays, and the Retry-After a retry honours, go up to it).
+    // A value that is not a number is taken at once: expand_message refuses it as malformed, and
+    // the worker counts it.
+    const auto longest_of = [](const std::vector<int>& tiers) {
+      return tiers.empty() ? int64_t{0}
+                           : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
+    };
     const int64_t longest =
-        tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
+        std::max(longest_of(schedule_), longest_of(config_->retry.schedule_seconds));
     auto due =
         std::min(m.header_int(header::kDueAt, 0, kMaxTimestampMs).value_or(0), now + longest);
     if (due > now) {

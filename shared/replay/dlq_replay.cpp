@@ -51,6 +51,7 @@ std::optional<KeyWait> key_wait(const DlqMessage& m, const ReplayOptions& option
   const std::string* kind = m.header(header::kKind);
   if (!ordering_key || ordering_key->empty() || !source || !route || !kind || *kind != "webhook")
     return std::nullopt;
+  if (options.ordered_route && !options.ordered_route(*source, *route)) return std::nullopt;
   return KeyWait{*source,
                  *route,
                  *ordering_key,

@@ -167,6 +167,11 @@ struct ReplayOptions {
   // up since (UnfinishedReplay: the replaying process died between its mark and the ack), is
   // produced again instead of skipped. 0: never (the admin API resumes its own replays).
   int64_t unfinished_after_ms = 0;
+  // A release (from_state "parked"): whether a route is ordered in the config the run reads.
+  // A parked delivery of a route that is waits behind its ordering key; one of a route that no
+  // longer is (or no longer configured) is produced at once. Unset: the message's ordering key
+  // decides.
+  std::function<bool(const std::string& source, const std::string& route)> ordered_route;
   // Asked before each key: true ends the run there (the key in progress was finished: marked
   // and acknowledged, or set back to dead), with ReplaySummary::interrupted set.
   std::function<bool()> stop_requested;

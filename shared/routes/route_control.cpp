@@ -248,4 +248,13 @@ ReplayOptions release_options(const RouteView& route, const std::string& who, do
   return o;
 }
 
+bool route_is_ordered(const Config& config, const std::string& source, const std::string& name) {
+  auto routes = config.routes.find(source);
+  if (routes == config.routes.end()) return false;
+  for (const auto& r : routes->second) {
+    if (r.name == name) return r.ordered;
+  }
+  return false;
+}
+
 }  // namespace hookrelay

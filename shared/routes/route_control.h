@@ -99,4 +99,8 @@ nlohmann::json destination_json(const RouteDestination& destination,
 // second (0 = as fast as acks come back).
 ReplayOptions release_options(const RouteView& route, const std::string& who, double rate);
 
+// Whether `config` has route `name` of `source` with `ordered: true` (ReplayOptions::ordered_route
+// of a release).
+bool route_is_ordered(const Config& config, const std::string& source, const std::string& name);
+
 }  // namespace hookrelay

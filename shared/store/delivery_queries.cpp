@@ -253,16 +253,30 @@ Result<bool> DeliveryQueries::mark_replayed_behind_key(
   const std::string header_array = std::move(headers).take();
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<bool> {
     pqxx::work tx(c);
-    // The key's row first, locked: a worker advancing the key (worker/key_order_store.cpp) waits
-    // for this transaction, then finds the new waiting row.
-    tx.exec_params(sql::kHoldKeyIfFree, wait.source, wait.route, wait.ordering_key);
-    auto head = tx.exec_params1(
-        "SELECT head_key FROM ordered_keys WHERE source = $1 AND route = $2"
-        " AND ordering_key = $3 FOR UPDATE",
-        wait.source, wait.route, wait.ordering_key);
+    // The key's row first, held with no head if it was free, and locked either way: a worker
+    // advancing the key (worker/key_order_store.cpp) waits for this transaction, then finds the
+    // new waiting row. One statement: a row a worker deletes meanwhile (its head done, nothing
+    // waiting) is inserted again, not missed.
+    const std::string head =
+        tx.exec_params1(
+              "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+              " VALUES ($1, $2, $3, '') ON CONFLICT (source, route, ordering_key)"
+              " DO UPDATE SET head_key = ordered_keys.head_key RETURNING head_key",
+              wait.source, wait.route, wait.ordering_key)[0]
+            .as<std::string>();
+    // A head that is itself parked moves only when a release takes it (it comes first in
+    // arrival order, so it is normally released before this one): behind one that stays parked
+    // (its message past retention, its release failed) this delivery would wait for good, so
+    // it goes at once, as an unordered release would.
+    const bool head_parked =
+        !head.empty() && head != key &&
+        !tx.exec_params("SELECT 1 FROM deliveries WHERE " HR_KEY_IS(
+                            "delivery_key", "$1::text") " AND state = 'parked'",
+                        head)
+             .empty();
     if (auto d = mark_replayed_in(tx, key, who, reason, replay_id, from_state, runner); !d)
       return Unexpected{d.error()};
-    if (head[0].as<std::string>() == key) {
+    if (head == key || head_parked) {
       tx.commit();
       return false;
     }

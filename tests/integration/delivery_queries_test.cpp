@@ -4,6 +4,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <future>
+#include <pqxx/pqxx>
+#include <thread>
 
 #include "admin/replay_jobs.h"
 #include "shared/clock.h"
@@ -352,6 +355,49 @@ TEST_F(DeliveryQueriesTest, AReleasedDeliveryOfAnOrderedRouteWaitsBehindItsKeyUn
   EXPECT_EQ((*next)->body, "{\"n\":2}");
   ASSERT_EQ((*next)->headers.size(), 2u);
   EXPECT_EQ((*next)->headers[1].value, "billing");
+}
+
+// A key whose head is itself parked: a release does not queue behind it (the head moves only when
+// a release takes it, and one that stays parked would hold the rest for good), it produces.
+TEST_F(DeliveryQueriesTest, AReleasedDeliveryDoesNotWaitBehindAHeadThatIsStillParked) {
+  db_->scalar(
+      "UPDATE deliveries SET state = 'parked' WHERE delivery_key = 'gh-e1-deploy' "
+      "RETURNING 1");
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('github', 'ci', 'k1', 'gh-e1-deploy') RETURNING 1");
+  const KeyWait wait{"github", "ci", "k1", "hookrelay.retry.0", {{"hr-attempt", "0"}}, "{}"};
+  auto r = queries_->mark_replayed_behind_key("gh-e1-ci", "op", "resume", wait);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_FALSE(*r) << "queued behind a head that is still parked";
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  EXPECT_EQ(db_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'gh-e1-ci'"),
+            "retrying");
+}
+
+// A worker that finishes the key's last delivery deletes its row while a release is about to
+// queue behind it: the release waits for the worker's transaction, then holds the key anew.
+TEST_F(DeliveryQueriesTest, AReleaseRacingAWorkerThatFreesTheKeyStillWaitsBehindIt) {
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('stripe', 'billing', 'k2', 'other') RETURNING 1");
+  pqxx::connection worker(db_->url());
+  pqxx::work advancing(worker);
+  advancing.exec(
+      "SELECT head_key FROM ordered_keys WHERE ordering_key = 'k2' FOR UPDATE");  // as advance()
+  const KeyWait wait{"stripe", "billing", "k2", "hookrelay.retry.0", {{"hr-attempt", "0"}}, "{}"};
+  auto release = std::async(std::launch::async, [&] {
+    DeliveryQueries q(db_->url());
+    return q.mark_replayed_behind_key("st-e2-billing", "op", "resume", wait);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  advancing.exec("DELETE FROM ordered_keys WHERE ordering_key = 'k2'");
+  advancing.commit();
+  auto r = release.get();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(*r);
+  EXPECT_EQ(db_->scalar("SELECT head_key = '' FROM ordered_keys WHERE ordering_key = 'k2'"), "t");
+  EXPECT_EQ(db_->scalar("SELECT delivery_key FROM ordered_waiting"), "st-e2-billing");
 }
 
 TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {

@@ -144,6 +144,23 @@ TEST_F(CircuitBreakerTest, GateHandsOutNoProbeUntilACallStarts) {
   EXPECT_EQ(breaker_.counts().closed, 0u);
 }
 
+// A caller's gate(), deferral and started() use the one time it read: a cool-down that ends
+// between them cannot make the gate hand out a call that started() does not count as the probe.
+TEST_F(CircuitBreakerTest, GateOpenUntilAndStartedAgreeOnTheTimeTheyAreGiven) {
+  const int64_t opened = now_;
+  fail_times("a", 3);
+  const int64_t before = opened + 9'999;
+  now_ = opened + 10'001;  // the breaker's own clock is already past the cool-down
+  EXPECT_EQ(breaker_.gate("a", before), CircuitBreaker::Gate::kOpen);
+  EXPECT_EQ(breaker_.open_until("a", before), opened + 10'000);
+  const int64_t at = opened + 10'000;
+  EXPECT_EQ(breaker_.gate("a", at), CircuitBreaker::Gate::kCall);
+  breaker_.started("a", at);
+  EXPECT_EQ(breaker_.gate("a", at), CircuitBreaker::Gate::kProbeOut);
+  breaker_.record("a", true, at);
+  EXPECT_EQ(breaker_.state("a"), State::kClosed) << "the probe's answer was not taken";
+}
+
 TEST_F(CircuitBreakerTest, CountsHostsPerState) {
   fail_times("open", 3);
   fail_times("half", 3);

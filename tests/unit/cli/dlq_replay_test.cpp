@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -25,9 +26,20 @@ class FakeStore final : public ReplayStore {
   Result<void> mark_replayed(const std::string& key, const std::string& who,
                              const std::string&) override {
     log.push_back("mark " + key + " by " + who);
-    if (states[key] != "dead") return fail("not_replayable", key + " is " + states[key]);
+    if (states[key] != "dead" && states[key] != "parked")
+      return fail("not_replayable", key + " is " + states[key]);
     states[key] = "retrying";
     return {};
+  }
+  // The release of an ordered route's delivery: waits behind its key unless `heads` names it.
+  std::set<std::string> heads;
+  Result<bool> mark_replayed_behind_key(const std::string& key, const std::string& who,
+                                        const std::string& reason, const KeyWait& wait) override {
+    if (auto r = mark_replayed(key, who, reason); !r) return Unexpected{r.error()};
+    if (heads.count(key)) return false;
+    log.push_back("wait " + key + " behind " + wait.source + "/" + wait.route + "/" +
+                  wait.ordering_key + " in " + wait.topic);
+    return true;
   }
   Result<void> undo_replay(const std::string& key) override {
     log.push_back("undo " + key);
@@ -427,6 +439,48 @@ TEST_F(ReplayerTest, NoSecondReadWhenEveryDeadKeyHasItsMessage) {
   EXPECT_EQ(s.replayed, 1);
   EXPECT_EQ(s.missing, 1);  // no delivery row: the DLQ cannot help
   EXPECT_EQ(later.reads, 0);
+}
+
+}  // namespace
+}  // namespace hookrelay
+
+namespace hookrelay {
+namespace {
+
+// The release of a resumed route: a parked delivery carrying an ordering key of a route that is
+// still ordered waits behind its key (nothing produced now); one that heads its key, one of a
+// route no longer ordered, and one without a key are produced at once.
+TEST_F(ReplayerTest, AReleasedDeliveryOfAnOrderedRouteWaitsBehindItsKeyInsteadOfBeingProduced) {
+  auto parked = [](const std::string& key, const std::string& route, const std::string& okey) {
+    DlqMessage m = dlq_message(key, 1, 100, "body-" + key);
+    for (auto& h : m.headers) {
+      if (h.name == "hr-route") h.value = route;
+    }
+    if (!okey.empty()) m.headers.push_back({"hr-ordering-key", okey});
+    return m;
+  };
+  store_.states = {{"k1", "parked"}, {"k2", "parked"}, {"k3", "parked"}, {"k4", "parked"}};
+  store_.heads = {"k2"};
+  ReplayOptions o;
+  o.from_state = "parked";
+  o.ordered_route = [](const std::string& source, const std::string& route) {
+    return source == "github" && route == "ci";
+  };
+  auto s = run({"k1", "k2", "k3", "k4"},
+               {parked("k1", "ci", "c1"), parked("k2", "ci", "c1"), parked("k3", "old", "c1"),
+                parked("k4", "ci", "")},
+               o);
+  EXPECT_EQ(s.replayed, 4);
+  EXPECT_EQ(s.failed, 0);
+  std::vector<std::string> produced;
+  for (const auto& m : producer_.sent) produced.push_back(m.key);
+  EXPECT_EQ(produced, (std::vector<std::string>{"k2", "k3", "k4"}));
+  EXPECT_NE(std::find(store_.log.begin(), store_.log.end(),
+                      "wait k1 behind github/ci/c1 in hookrelay.retry.0"),
+            store_.log.end());
+  EXPECT_NE(s.items[0].detail.find("waits behind ordering key c1"), std::string::npos)
+      << s.items[0].detail;
+  EXPECT_EQ(store_.states["k1"], "retrying");
 }
 
 }  // namespace

@@ -1303,5 +1303,29 @@ retry: { schedule_seconds: [5, 30], max_attempts: 3 }
   EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
 }
 
+// A reload that adds a tier keeps the running schedule too, but a retry's due time may reach the
+// reloaded config's longest delay (a route's `retry:` delays and Retry-After go up to it): it is
+// not cut to the running schedule's shorter one.
+TEST_F(WorkerCoordinator, ARetryDueWithinTheReloadedConfigsLongestDelayIsNotTakenEarly) {
+  consumer.assign({{retry_topic(2), 0}});
+  worker->reconfigure(installed_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a" }
+retry: { schedule_seconds: [5, 30, 120, 600], max_attempts: 3 }
+)"));
+  const int64_t start = now;
+  webhook(3, "e1", retry_topic(2),
+          {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(start + 300'000)}});
+  steps();
+  now = start + 121'000;
+  steps();
+  EXPECT_TRUE(sender.calls.empty()) << "a retry due in 300 s was cut to the running 120 s";
+  now = start + 300'000;
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+}
+
 }  // namespace
 }  // namespace hookrelay
