@@ -257,13 +257,12 @@ Result<bool> DeliveryQueries::mark_replayed_behind_key(
     // advancing the key (worker/key_order_store.cpp) waits for this transaction, then finds the
     // new waiting row. One statement: a row a worker deletes meanwhile (its head done, nothing
     // waiting) is inserted again, not missed.
-    const std::string head =
-        tx.exec_params1(
-              "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
-              " VALUES ($1, $2, $3, '') ON CONFLICT (source, route, ordering_key)"
-              " DO UPDATE SET head_key = ordered_keys.head_key RETURNING head_key",
-              wait.source, wait.route, wait.ordering_key)[0]
-            .as<std::string>();
+    const auto head = tx.exec_params1(
+                            "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+                            " VALUES ($1, $2, $3, '') ON CONFLICT (source, route, ordering_key)"
+                            " DO UPDATE SET head_key = ordered_keys.head_key RETURNING head_key",
+                            wait.source, wait.route, wait.ordering_key)[0]
+                          .as<std::string>();
     // A head that is itself parked moves only when a release takes it (it comes first in
     // arrival order, so it is normally released before this one): behind one that stays parked
     // (its message past retention, its release failed) this delivery would wait for good, so
