@@ -15,7 +15,8 @@
 -- replayed: `dlq replay` reports it missing).
 --
 -- At most `max_rows` rows per call, oldest first (deliveries_first_seen_idx), so one call is a
--- bounded transaction: call it until it returns less than max_rows. Returns the rows deleted.
+-- bounded transaction: call it until it returns 0 (or less than max_rows). Returns the rows
+-- deleted.
 CREATE OR REPLACE FUNCTION hookrelay_unfold_first_attempt() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -44,22 +45,32 @@ LANGUAGE plpgsql AS $$
 DECLARE
   deleted bigint;
 BEGIN
-  IF older_than < interval '1 day' THEN
+  IF older_than IS NULL OR older_than < interval '1 day' THEN
     RAISE EXCEPTION 'older_than must be at least 1 day (it is %): deleting a delivery forgets its idempotency key', older_than;
   END IF;
+  IF max_rows IS NULL OR max_rows < 1 THEN
+    RAISE EXCEPTION 'max_rows must be at least 1 (it is %)', max_rows;
+  END IF;
   PERFORM set_config('hookrelay.deleting_finished', 'on', true);
+  -- The conditions stand on the DELETE itself too: a row a worker changes while this waits for
+  -- its lock (a resend claimed, a lease taken) is checked again in its new version, and kept.
   WITH gone AS (
-    DELETE FROM delivery_rows WHERE ctid IN (
-      SELECT r.ctid FROM delivery_rows r
-      WHERE r.first_seen_at < now() - older_than
-        AND r.state IN ('succeeded', 'dead')
-        AND r.completed_at < now() - older_than
-        AND r.lease_owner IS NULL
-        AND r.resend_id IS NULL
-        AND NOT EXISTS (SELECT 1 FROM ordered_keys k WHERE k.head_key = r.delivery_key)
-      ORDER BY r.first_seen_at
-      LIMIT max_rows)
-    RETURNING delivery_key, state
+    DELETE FROM delivery_rows d
+    WHERE d.ctid IN (
+        SELECT r.ctid FROM delivery_rows r
+        WHERE r.first_seen_at < now() - older_than
+          AND r.state IN ('succeeded', 'dead')
+          AND r.completed_at < now() - older_than
+          AND r.lease_owner IS NULL
+          AND r.resend_id IS NULL
+        ORDER BY r.first_seen_at
+        LIMIT max_rows)
+      AND d.state IN ('succeeded', 'dead')
+      AND d.completed_at < now() - older_than
+      AND d.lease_owner IS NULL
+      AND d.resend_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM ordered_keys k WHERE k.head_key = d.delivery_key)
+    RETURNING d.delivery_key, d.state
   ), dead AS (
     DELETE FROM dead_letters d USING gone g
     WHERE g.state = 'dead' AND d.delivery_key = g.delivery_key

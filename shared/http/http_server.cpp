@@ -63,10 +63,14 @@ std::string_view accept_error_reason(const beast::error_code& ec) {
 // A request body as a std::string that grows as its bytes arrive. Beast's string_body reserves
 // the declared Content-Length as soon as the header is read, so a client declaring a large body
 // and sending nothing held that much memory (and budget) until the body deadline. This one starts
-// at kBodyStep at most and doubles, never past the declared length; the Session accounts its
-// capacity against max_buffered_body_bytes after each read.
+// at kBodyStep at most and doubles, never past the declared length (a chunked body: past `limit`,
+// max_body_bytes); the Session accounts its capacity against max_buffered_body_bytes after each
+// read. Each step is a fresh allocation of exactly that size (std::string::reserve would round a
+// step below twice the capacity up to twice it).
 struct GrowingBody {
-  using value_type = std::string;
+  struct value_type : std::string {
+    std::size_t limit = 0;  // the most a body of unknown length may grow to
+  };
   static std::uint64_t size(const value_type& body) { return body.size(); }
 
   class reader {
@@ -74,8 +78,8 @@ struct GrowingBody {
     template <bool isRequest, class Fields>
     reader(http::header<isRequest, Fields>& /*header*/, value_type& body) : body_(body) {}
     void init(const boost::optional<std::uint64_t>& length, beast::error_code& ec) {
-      declared_ = length.value_or(0);
-      body_.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(declared_, kBodyStep)));
+      bound_ = length ? static_cast<std::size_t>(*length) : body_.limit;
+      grow_to(std::min(bound_, kBodyStep));
       ec = {};
     }
     template <class ConstBufferSequence>
@@ -84,8 +88,8 @@ struct GrowingBody {
       const std::size_t had = body_.size();
       if (had + n > body_.capacity()) {
         std::size_t want = std::max(had + n, std::max(body_.capacity() * 2, kBodyStep));
-        if (declared_ >= had + n) want = std::min<std::size_t>(want, declared_);
-        body_.reserve(want);
+        if (bound_ >= had + n) want = std::min(want, bound_);
+        grow_to(want);
       }
       body_.resize(had + n);
       ec = {};
@@ -94,8 +98,16 @@ struct GrowingBody {
     void finish(beast::error_code& ec) { ec = {}; }
 
    private:
+    void grow_to(std::size_t capacity) {
+      if (capacity <= body_.capacity()) return;
+      std::string grown;
+      grown.reserve(capacity);
+      grown.append(body_);
+      static_cast<std::string&>(body_).swap(grown);
+    }
+
     value_type& body_;
-    std::uint64_t declared_ = 0;
+    std::size_t bound_ = 0;
   };
 };
 
@@ -232,6 +244,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_.options.max_body_bytes);
+    parser_->get().body().limit = server_.options.max_body_bytes;
     stream_.expires_after(server_.options.header_timeout);
     http::async_read_header(
         stream_, buffer_, *parser_,
@@ -281,6 +294,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_body() {
     stream_.expires_after(server_.options.idle_timeout);
+    // Parse all that is read each time (async_read_header left the parser stopping after the
+    // header): a body of many small chunks is one completion per read, not one per chunk.
+    parser_->eager(true);
     read_more_body();
   }
 

@@ -629,6 +629,34 @@ TEST_F(DeliveryQueriesTest, FinishedDeliveriesOlderThanTheWindowAreDeletedWithTh
       << too_short.error().message;
 }
 
+// A worker claims an old finished delivery again (a resend) while the retention's delete waits
+// for the row: the delete sees the claimed row, not the one it picked, and keeps it.
+TEST_F(DeliveryQueriesTest, AFinishedDeliveryClaimedWhileItsDeletionWaitsIsKept) {
+  db_->scalar(
+      "UPDATE delivery_rows SET first_seen_at = now() - interval '40 days',"
+      " completed_at = now() - interval '40 days' WHERE delivery_key = 'gh-e1-deploy' RETURNING 1");
+  pqxx::connection worker(db_->url());
+  pqxx::work claiming(worker);
+  claiming.exec(
+      "UPDATE delivery_rows SET state = 'in_flight', lease_owner = 'w9', completed_at = NULL"
+      " WHERE delivery_key = 'gh-e1-deploy'");
+  auto deleting = std::async(std::launch::async, [&] {
+    DeliveryQueries q(db_->url());
+    return q.delete_finished_deliveries(30, 100);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  claiming.commit();
+  auto deleted = deleting.get();
+  ASSERT_TRUE(deleted) << deleted.error().message;
+  EXPECT_EQ(*deleted, 0) << "a delivery claimed meanwhile was deleted";
+  EXPECT_EQ(db_->scalar("SELECT lease_owner FROM deliveries WHERE delivery_key = 'gh-e1-deploy'"),
+            "w9");
+  auto bad = queries_->delete_finished_deliveries(30, 0);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("max_rows must be at least 1"), std::string::npos)
+      << bad.error().message;
+}
+
 // Applies the shipped migrations older than `version` to `db` (a database as an earlier release
 // left it); returns the versions applied.
 Result<std::vector<std::string>> migrate_before(const testing::ScratchDatabase& db,

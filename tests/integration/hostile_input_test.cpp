@@ -506,6 +506,33 @@ TEST_F(HostileInput, AnnouncedBodiesThatDoNotComeHoldOneStepOfTheBudget) {
   expect_healthy();
 }
 
+// A body grows to exactly its declared length, never past it: with the budget at its smallest
+// (max_body_bytes, 896 KiB by default), a body of that size is read and answered, and a chunked
+// one reaches max_body_bytes within the same budget.
+TEST_F(HostileInput, ABodyOfTheLargestSizeFitsTheSmallestBudget) {
+  start_ingest({.max_connections = 16,
+                .header_timeout_ms = 5000,
+                .idle_timeout_ms = 20000,
+                .max_body_bytes = 917504,
+                .max_buffered_body_bytes = 917504});
+  auto whole = raw("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 917504\r\n\r\n" +
+                   std::string(917504, 'x'));
+  EXPECT_EQ(whole.status, 401) << whole.head << whole.body;  // read whole, then unsigned
+  // Its room goes back once its handler has returned, a moment after the answer was sent.
+  EXPECT_TRUE(eventually(
+      [&] { return metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}) == 0; }, 5s));
+  std::string chunked =
+      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 14; ++i) chunked += "10000\r\n" + std::string(65536, 'x') + "\r\n";
+  chunked += "0\r\n\r\n";
+  auto in_chunks = raw(chunked);
+  EXPECT_EQ(in_chunks.status, 401) << in_chunks.head << in_chunks.body;
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_errors_total",
+                       {"code=\"request_bodies_over_budget\""}),
+            0);
+  expect_healthy();
+}
+
 // The budget bounds memory: 150 clients each hold a body of 1 MiB less one byte, 150 MiB in all,
 // and ingest keeps what its 24 MiB budget allows.
 TEST_F(HostileInput, ManyLargeBodiesDoNotGrowMemoryPastTheBudget) {
