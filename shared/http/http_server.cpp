@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 
 #include "shared/ascii.h"
+#include "shared/http/growing_body.h"
 #include "shared/log.h"
 #include "shared/thread_guard.h"
 
@@ -37,9 +38,6 @@ constexpr std::size_t kFirstRead = 4096;
 constexpr std::chrono::milliseconds kLingerTime{2000};
 constexpr std::size_t kLingerBytes = std::size_t{64} * 1024 * 1024;
 constexpr std::size_t kLingerRead = std::size_t{16} * 1024;
-// A request body's memory, and its share of max_buffered_body_bytes, at first: what it may grow
-// to is taken as its bytes arrive (GrowingBody), never before.
-constexpr std::size_t kBodyStep = std::size_t{64} * 1024;
 // accept() failing (descriptors exhausted) is retried after a delay that doubles up to the max.
 constexpr std::chrono::milliseconds kAcceptRetryMin{10};
 constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
@@ -60,57 +58,6 @@ std::string_view accept_error_reason(const beast::error_code& ec) {
       return "other";
   }
 }
-// A request body as a std::string that grows as its bytes arrive. Beast's string_body reserves
-// the declared Content-Length as soon as the header is read, so a client declaring a large body
-// and sending nothing held that much memory (and budget) until the body deadline. This one starts
-// at kBodyStep at most and doubles, never past the declared length (a chunked body: past `limit`,
-// max_body_bytes); the Session accounts its capacity against max_buffered_body_bytes after each
-// read. Each step is a fresh allocation of exactly that size (std::string::reserve would round a
-// step below twice the capacity up to twice it).
-struct GrowingBody {
-  struct value_type : std::string {
-    std::size_t limit = 0;  // the most a body of unknown length may grow to
-  };
-  static std::uint64_t size(const value_type& body) { return body.size(); }
-
-  class reader {
-   public:
-    template <bool isRequest, class Fields>
-    reader(http::header<isRequest, Fields>& /*header*/, value_type& body) : body_(body) {}
-    void init(const boost::optional<std::uint64_t>& length, beast::error_code& ec) {
-      bound_ = length ? static_cast<std::size_t>(*length) : body_.limit;
-      grow_to(std::min(bound_, kBodyStep));
-      ec = {};
-    }
-    template <class ConstBufferSequence>
-    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
-      const std::size_t n = net::buffer_size(buffers);
-      const std::size_t had = body_.size();
-      if (had + n > body_.capacity()) {
-        std::size_t want = std::max(had + n, std::max(body_.capacity() * 2, kBodyStep));
-        if (bound_ >= had + n) want = std::min(want, bound_);
-        grow_to(want);
-      }
-      body_.resize(had + n);
-      ec = {};
-      return net::buffer_copy(net::buffer(body_.data() + had, n), buffers);
-    }
-    void finish(beast::error_code& ec) { ec = {}; }
-
-   private:
-    void grow_to(std::size_t capacity) {
-      if (capacity <= body_.capacity()) return;
-      std::string grown;
-      grown.reserve(capacity);
-      grown.append(body_);
-      static_cast<std::string&>(body_).swap(grown);
-    }
-
-    value_type& body_;
-    std::size_t bound_ = 0;
-  };
-};
-
 }  // namespace
 
 struct HttpServer::Impl {
@@ -272,9 +219,9 @@ class Session : public std::enable_shared_from_this<Session> {
     // the rest as it arrives (account_body). A body that cannot have its first step is refused
     // before it is read.
     const std::size_t first =
-        std::min(kBodyStep, length               ? static_cast<std::size_t>(*length)
-                            : parser_->chunked() ? server_.options.max_body_bytes
-                                                 : std::size_t{0});
+        std::min(GrowingBody::kStep, length               ? static_cast<std::size_t>(*length)
+                                     : parser_->chunked() ? server_.options.max_body_bytes
+                                                          : std::size_t{0});
     if (first > 0) {
       if (!server_.reserve_body(first)) return over_budget(first);
       reserved_ = first;

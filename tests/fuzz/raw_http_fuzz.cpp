@@ -1,6 +1,7 @@
-// Raw bytes through the HTTP/1.1 request parser hookrelay-ingest uses (Boost.Beast, with the
-// limits of shared/http/http_server.cpp: 64 KiB of header, 1 MiB of body), and every complete
-// request on to IngestService::handle, as the server would hand it over.
+// Raw bytes through the HTTP/1.1 request parser hookrelay-ingest uses (Boost.Beast with its body
+// type, GrowingBody, and the limits of shared/http/http_server.cpp: 64 KiB of header, 1 MiB of
+// body), and every complete request on to IngestService::handle, as the server would hand it
+// over.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -10,6 +11,7 @@
 #include <boost/beast/http.hpp>
 
 #include "fuzz_support.h"
+#include "shared/http/growing_body.h"
 
 using namespace hookrelay;
 namespace http = boost::beast::http;
@@ -19,9 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // the parser refuses.
   std::string_view rest(reinterpret_cast<const char*>(data), size);
   for (int requests = 0; !rest.empty() && requests < 8; ++requests) {
-    http::request_parser<http::string_body> parser;
+    http::request_parser<GrowingBody> parser;
     parser.header_limit(64 * 1024);
     parser.body_limit(1 << 20);
+    parser.get().body().limit = 1 << 20;
     parser.eager(true);
     boost::beast::error_code ec;
     std::size_t used = 0;

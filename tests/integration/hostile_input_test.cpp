@@ -25,6 +25,18 @@
 #include "tests/support/raw_client.h"
 #include "tests/support/test_dir.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HOOKRELAY_TEST_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define HOOKRELAY_TEST_UNDER_ASAN 1
+#endif
+#ifndef HOOKRELAY_TEST_UNDER_ASAN
+#define HOOKRELAY_TEST_UNDER_ASAN 0
+#endif
+
 namespace hookrelay::test {
 namespace {
 
@@ -554,15 +566,29 @@ TEST_F(HostileInput, ManyLargeBodiesDoNotGrowMemoryPastTheBudget) {
     // A refused client's body is read and dropped (the 503 lingers), so every send completes.
     if (held.back()->send(head + almost)) ++sent_whole;
   }
+  // A body is refused when its next step does not fit, so after some of it was read (slower
+  // under the sanitizers).
+  EXPECT_TRUE(eventually(
+      [&] {
+        return metric_sum(metrics(), "hookrelay_ingest_errors_total",
+                          {"code=\"request_bodies_over_budget\""}) >= 120;
+      },
+      15s));
   std::this_thread::sleep_for(500ms);
   const long rss_held = rss_kib(ingest_->pid());
   EXPECT_GE(sent_whole, 140);
-  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 24 << 20);
+  // Bodies grow as they arrive and one refused mid-body gives its memory back: what is held is
+  // at most the budget, and near it (a body whose next step does not fit is refused).
+  const double held_bytes = metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {});
+  EXPECT_LE(held_bytes, 24 << 20);
+  EXPECT_GE(held_bytes, 22 << 20);
+#if !HOOKRELAY_TEST_UNDER_ASAN  // ASan's quarantine keeps freed memory resident
   EXPECT_LT(rss_held - rss_before, 80 * 1024)
       << "RSS grew from " << rss_before << " KiB to " << rss_held << " KiB";
-  EXPECT_GE(metric_sum(metrics(), "hookrelay_ingest_errors_total",
-                       {"code=\"request_bodies_over_budget\""}),
-            120);
+#else
+  (void)rss_held;
+  (void)rss_before;
+#endif
   held.clear();
   expect_healthy();
 }
