@@ -56,7 +56,10 @@ Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
   std::string header_array = std::move(headers).take();
   return db_.run("ordered key enqueue", [&](pqxx::connection& c) {
     pqxx::work tx(c);
-    tx.exec_params(sql::kHoldKeyIfFree, w.key.source, w.key.route, w.key.key);
+    tx.exec_params(
+        "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
+        " ON CONFLICT (source, route, ordering_key) DO NOTHING",
+        w.key.source, w.key.route, w.key.key);
     tx.exec_params(sql::kAppendWaiting, w.key.source, w.key.route, w.key.key, w.delivery_key,
                    w.topic, header_array, hex_encode(w.body));
     // The lease is given back: released, the delivery is claimed again like any retry.

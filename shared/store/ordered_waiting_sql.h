@@ -1,16 +1,11 @@
-// The statements that make a delivery wait behind its ordering key (migrations/0011_key_order):
+// The statement that makes a delivery wait behind its ordering key (migrations/0011_key_order):
 // the worker's key order (worker/key_order_store.cpp) and the release of a resumed ordered route
-// (shared/store/delivery_queries.cpp) write the same rows. Both take $1 source, $2 route,
-// $3 ordering key; the waiting row also $4 delivery key, $5 topic, $6 headers (text[], name,
-// value, ...) and $7 body (hex).
+// (shared/store/delivery_queries.cpp) append the same rows. It takes $1 source, $2 route, $3
+// ordering key, $4 delivery key, $5 topic, $6 headers (text[], name, value, ...) and $7 body
+// (hex).
 #pragma once
 
 namespace hookrelay::sql {
-
-// Holds the key with no head yet when it is free (the first waiting delivery is released next).
-inline constexpr const char* kHoldKeyIfFree =
-    "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
-    " ON CONFLICT (source, route, ordering_key) DO NOTHING";
 
 // Appends the waiting delivery. One row per delivery: a second one (its message read again after
 // a crash) would outlive the first one's release and be taken for an unreleased head.
