@@ -59,12 +59,6 @@ void CircuitBreaker::started(std::string_view host, int64_t now_ms) {
   h.probe_started_ms = now_ms;
 }
 
-bool CircuitBreaker::allow(std::string_view host) {
-  if (gate(host) != Gate::kCall) return false;
-  started(host, now_ms_());
-  return true;
-}
-
 void CircuitBreaker::record(std::string_view host, bool success, int64_t started_ms) {
   const std::string key(host);
   auto it = hosts_.find(key);

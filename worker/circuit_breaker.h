@@ -7,7 +7,7 @@
 //
 // A caller with other limits of its own asks gate() first, which hands nothing out, and calls
 // started() only when the call really starts: a half-open probe is not spent on a call that its
-// other limits then hold back. allow() is both at once.
+// other limits then hold back.
 //
 // What to record: record(host, false, started) for retryable outcomes only (5xx, 408/429,
 // timeouts, connect errors); record(host, true, started) for success and for permanent answers
@@ -57,14 +57,11 @@ class CircuitBreaker {
     kOpen,      // open: no call until open_until()
     kProbeOut,  // half-open with its probe out: its answer decides, soon
   };
-  // Whether a call to `host` may start at `now_ms` (or now), handing nothing out. A caller that
-  // then calls started() passes both the same time, so the two agree on the state.
+  // Whether a call to `host` may start at `now_ms`, handing nothing out. A caller that then calls
+  // started() passes both the same time, so the two agree on the state.
   Gate gate(std::string_view host, int64_t now_ms) const;
-  Gate gate(std::string_view host) const { return gate(host, now_ms_()); }
   // A call to `host` starts at `now_ms` (gate() said kCall): in half-open it is the probe.
   void started(std::string_view host, int64_t now_ms);
-  // gate() and, when a call may start, started() now.
-  [[nodiscard]] bool allow(std::string_view host);
 
   // While the host's circuit is open: when it turns half-open (its next probe may start).
   // 0 when it is not open (closed, or half-open with or without a probe out).

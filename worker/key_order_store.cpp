@@ -6,7 +6,6 @@
 #include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
 #include "shared/store/ordered_waiting_sql.h"
-#include "shared/store/pg_array.h"
 
 namespace hookrelay {
 
@@ -48,12 +47,7 @@ Result<void> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string&
 }
 
 Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t lease_token) {
-  PgArrayLiteral headers;
-  for (const auto& h : w.headers) {
-    headers.add(h.name);
-    headers.add(h.value);
-  }
-  std::string header_array = std::move(headers).take();
+  const std::string header_array = sql::waiting_headers(w.headers);
   return db_.run("ordered key enqueue", [&](pqxx::connection& c) {
     pqxx::work tx(c);
     tx.exec_params(

@@ -213,12 +213,7 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     if (is_retry) {
       const auto* route_name = m.header(header::kRoute);
       if (!route_name) return malformed(m, "retry without hr-route");
-      const RouteConfig* route = nullptr;
-      if (routes != config.routes.end()) {
-        for (const auto& r : routes->second) {
-          if (r.name == *route_name) route = &r;
-        }
-      }
+      const RouteConfig* route = route_config(config, *source, *route_name);
       if (!route)
         return fail("unknown_route", "route '" + *route_name + "' of source '" + *source +
                                          "' is no longer configured");

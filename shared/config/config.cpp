@@ -1012,6 +1012,16 @@ std::vector<std::string> config_warnings(const Config& config) {
   return out;
 }
 
+const RouteConfig* route_config(const Config& config, std::string_view source,
+                                std::string_view name) {
+  auto routes = config.routes.find(std::string(source));
+  if (routes == config.routes.end()) return nullptr;
+  for (const auto& r : routes->second) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
 Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env) {
   try {
     return parse(YAML::Load(yaml_text), env);

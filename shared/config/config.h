@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -258,6 +259,10 @@ struct Config {
   RetryConfig retry;
   std::string log_level = "info";  // trace|debug|info|warn|error
 };
+
+// Route `name` of `source`, or nullptr when the config has none.
+const RouteConfig* route_config(const Config& config, std::string_view source,
+                                std::string_view name);
 
 using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 

@@ -249,12 +249,8 @@ ReplayOptions release_options(const RouteView& route, const std::string& who, do
 }
 
 bool route_is_ordered(const Config& config, const std::string& source, const std::string& name) {
-  auto routes = config.routes.find(source);
-  if (routes == config.routes.end()) return false;
-  for (const auto& r : routes->second) {
-    if (r.name == name) return r.ordered;
-  }
-  return false;
+  const RouteConfig* route = route_config(config, source, name);
+  return route && route->ordered;
 }
 
 }  // namespace hookrelay

@@ -8,7 +8,6 @@
 #include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
 #include "shared/store/ordered_waiting_sql.h"
-#include "shared/store/pg_array.h"
 
 namespace hookrelay {
 namespace {
@@ -245,12 +244,7 @@ Result<DeliveryRow> DeliveryQueries::mark_replayed(const std::string& key, const
 Result<bool> DeliveryQueries::mark_replayed_behind_key(
     const std::string& key, const std::string& who, const std::string& reason, const KeyWait& wait,
     int64_t replay_id, const std::string& from_state, const std::string& runner) {
-  PgArrayLiteral headers;
-  for (const auto& h : wait.headers) {
-    headers.add(h.name);
-    headers.add(h.value);
-  }
-  const std::string header_array = std::move(headers).take();
+  const std::string header_array = sql::waiting_headers(wait.headers);
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<bool> {
     pqxx::work tx(c);
     // The key's row first, held with no head if it was free, and locked either way: a worker

@@ -5,6 +5,12 @@
 // (hex).
 #pragma once
 
+#include <string>
+#include <vector>
+
+#include "shared/kafka/message_producer.h"
+#include "shared/store/pg_array.h"
+
 namespace hookrelay::sql {
 
 // Appends the waiting delivery. One row per delivery: a second one (its message read again after
@@ -14,5 +20,15 @@ inline constexpr const char* kAppendWaiting =
     " body) SELECT $1, $2, $3, $4, $5, $6::text[], decode($7, 'hex')"
     " WHERE NOT EXISTS (SELECT 1 FROM ordered_waiting WHERE source = $1 AND route = $2"
     "   AND ordering_key = $3 AND delivery_key = $4)";
+
+// kAppendWaiting's $6: the message's headers as one text[] literal, name, value, name, value, ...
+inline std::string waiting_headers(const std::vector<MessageHeader>& headers) {
+  PgArrayLiteral array;
+  for (const auto& h : headers) {
+    array.add(h.name);
+    array.add(h.value);
+  }
+  return std::move(array).take();
+}
 
 }  // namespace hookrelay::sql

@@ -12,9 +12,16 @@ class CircuitBreakerTest : public ::testing::Test {
   int64_t now_ = 1'000'000;
   CircuitBreaker breaker_{{3, 10'000}, [this] { return now_; }};
 
+  // What the dispatcher does with one call: ask, and start it when it may go.
+  bool allow(const std::string& host) {
+    if (breaker_.gate(host, now_) != CircuitBreaker::Gate::kCall) return false;
+    breaker_.started(host, now_);
+    return true;
+  }
+
   void fail_times(const std::string& host, int n) {
     for (int i = 0; i < n; ++i) {
-      ASSERT_TRUE(breaker_.allow(host));
+      ASSERT_TRUE(allow(host));
       breaker_.record(host, false, now_);
     }
   }
@@ -22,7 +29,7 @@ class CircuitBreakerTest : public ::testing::Test {
 
 TEST_F(CircuitBreakerTest, UnknownHostIsClosed) {
   EXPECT_EQ(breaker_.state("a.example"), State::kClosed);
-  EXPECT_TRUE(breaker_.allow("a.example"));
+  EXPECT_TRUE(allow("a.example"));
 }
 
 TEST_F(CircuitBreakerTest, OpensAfterConsecutiveFailures) {
@@ -30,8 +37,8 @@ TEST_F(CircuitBreakerTest, OpensAfterConsecutiveFailures) {
   EXPECT_EQ(breaker_.state("a"), State::kClosed);
   fail_times("a", 1);
   EXPECT_EQ(breaker_.state("a"), State::kOpen);
-  EXPECT_FALSE(breaker_.allow("a"));
-  EXPECT_TRUE(breaker_.allow("b"));  // per host
+  EXPECT_FALSE(allow("a"));
+  EXPECT_TRUE(allow("b"));  // per host
 }
 
 TEST_F(CircuitBreakerTest, OpenUntilIsWhenTheProbeMayStart) {
@@ -42,8 +49,8 @@ TEST_F(CircuitBreakerTest, OpenUntilIsWhenTheProbeMayStart) {
   EXPECT_EQ(breaker_.open_until("a"), 1'000'000 + 10'000) << "the cool-down does not move";
   now_ += 6'000;
   EXPECT_EQ(breaker_.open_until("a"), 0) << "half-open is not open";
-  ASSERT_TRUE(breaker_.allow("a"));  // the probe
-  EXPECT_FALSE(breaker_.allow("a"));
+  ASSERT_TRUE(allow("a"));  // the probe
+  EXPECT_FALSE(allow("a"));
   EXPECT_EQ(breaker_.open_until("a"), 0) << "half-open with its probe out";
   breaker_.record("a", false, now_);
   EXPECT_EQ(breaker_.open_until("a"), now_ + 10'000) << "a failed probe opens it again";
@@ -59,23 +66,23 @@ TEST_F(CircuitBreakerTest, SuccessResetsTheFailureCount) {
 TEST_F(CircuitBreakerTest, RefusesForTheCooldownThenLetsOneProbeThrough) {
   fail_times("a", 3);
   now_ += 9'999;
-  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_FALSE(allow("a"));
   EXPECT_EQ(breaker_.state("a"), State::kOpen);
   now_ += 1;
   EXPECT_EQ(breaker_.state("a"), State::kHalfOpen);
-  EXPECT_TRUE(breaker_.allow("a"));   // the probe
-  EXPECT_FALSE(breaker_.allow("a"));  // only one
-  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_TRUE(allow("a"));   // the probe
+  EXPECT_FALSE(allow("a"));  // only one
+  EXPECT_FALSE(allow("a"));
 }
 
 TEST_F(CircuitBreakerTest, ProbeSuccessCloses) {
   fail_times("a", 3);
   now_ += 10'000;
-  ASSERT_TRUE(breaker_.allow("a"));
+  ASSERT_TRUE(allow("a"));
   breaker_.record("a", true, now_);
   EXPECT_EQ(breaker_.state("a"), State::kClosed);
-  EXPECT_TRUE(breaker_.allow("a"));
-  EXPECT_TRUE(breaker_.allow("a"));
+  EXPECT_TRUE(allow("a"));
+  EXPECT_TRUE(allow("a"));
   fail_times("a", 2);  // the count started again from zero
   EXPECT_EQ(breaker_.state("a"), State::kClosed);
 }
@@ -83,25 +90,25 @@ TEST_F(CircuitBreakerTest, ProbeSuccessCloses) {
 TEST_F(CircuitBreakerTest, ProbeFailureReopensForAFullCooldown) {
   fail_times("a", 3);
   now_ += 10'000;
-  ASSERT_TRUE(breaker_.allow("a"));
+  ASSERT_TRUE(allow("a"));
   now_ += 500;
   breaker_.record("a", false, now_);
   EXPECT_EQ(breaker_.state("a"), State::kOpen);
   now_ += 9'999;
-  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_FALSE(allow("a"));
   now_ += 1;
-  EXPECT_TRUE(breaker_.allow("a"));
+  EXPECT_TRUE(allow("a"));
 }
 
 TEST_F(CircuitBreakerTest, LostProbeIsReplacedAfterAnotherCooldown) {
   fail_times("a", 3);
   now_ += 10'000;
-  ASSERT_TRUE(breaker_.allow("a"));  // never reports
+  ASSERT_TRUE(allow("a"));  // never reports
   now_ += 9'999;
-  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_FALSE(allow("a"));
   now_ += 1;
-  EXPECT_TRUE(breaker_.allow("a"));
-  EXPECT_FALSE(breaker_.allow("a"));
+  EXPECT_TRUE(allow("a"));
+  EXPECT_FALSE(allow("a"));
 }
 
 TEST_F(CircuitBreakerTest, ResultsArrivingWhileOpenAreIgnored) {
@@ -121,9 +128,9 @@ TEST_F(CircuitBreakerTest, OnlyTheProbesAnswerDecidesAHalfOpenCircuit) {
   now_ += 10'000;
   breaker_.record("a", false, before_open);  // half-open, no probe yet
   EXPECT_EQ(breaker_.state("a"), State::kHalfOpen);
-  ASSERT_TRUE(breaker_.allow("a"));  // the probe
+  ASSERT_TRUE(allow("a"));  // the probe
   breaker_.record("a", false, before_open);
-  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kProbeOut)
+  EXPECT_EQ(breaker_.gate("a", now_), CircuitBreaker::Gate::kProbeOut)
       << "a call from before the circuit opened was taken for the probe's answer";
   breaker_.record("a", true, now_);
   EXPECT_EQ(breaker_.state("a"), State::kClosed);
@@ -133,13 +140,13 @@ TEST_F(CircuitBreakerTest, OnlyTheProbesAnswerDecidesAHalfOpenCircuit) {
 // the next call, which started() marks when it really goes.
 TEST_F(CircuitBreakerTest, GateHandsOutNoProbeUntilACallStarts) {
   fail_times("a", 3);
-  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kOpen);
+  EXPECT_EQ(breaker_.gate("a", now_), CircuitBreaker::Gate::kOpen);
   now_ += 10'000;
-  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kCall);
-  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kCall) << "asking spent the probe";
+  EXPECT_EQ(breaker_.gate("a", now_), CircuitBreaker::Gate::kCall);
+  EXPECT_EQ(breaker_.gate("a", now_), CircuitBreaker::Gate::kCall) << "asking spent the probe";
   breaker_.started("a", now_);
-  EXPECT_EQ(breaker_.gate("a"), CircuitBreaker::Gate::kProbeOut);
-  EXPECT_EQ(breaker_.gate("b"), CircuitBreaker::Gate::kCall);
+  EXPECT_EQ(breaker_.gate("a", now_), CircuitBreaker::Gate::kProbeOut);
+  EXPECT_EQ(breaker_.gate("b", now_), CircuitBreaker::Gate::kCall);
   breaker_.started("b", now_);  // a closed host: nothing to remember
   EXPECT_EQ(breaker_.counts().closed, 0u);
 }
@@ -168,7 +175,7 @@ TEST_F(CircuitBreakerTest, CountsHostsPerState) {
   fail_times("later", 3);
   fail_times("flaky", 1);
   now_ += 5'000;  // "open" and "half" are past their cooldown, "later" is not
-  ASSERT_TRUE(breaker_.allow("half"));
+  ASSERT_TRUE(allow("half"));
   breaker_.record("healthy", true, now_);
   CircuitBreaker::Counts c = breaker_.counts();
   EXPECT_EQ(c.closed, 1u);     // flaky; healthy hosts are not remembered
@@ -180,7 +187,7 @@ TEST(CircuitBreaker, ThresholdZeroNeverOpens) {
   int64_t now = 0;
   CircuitBreaker b({0, 1000}, [&] { return now; });
   for (int i = 0; i < 100; ++i) b.record("a", false, now);
-  EXPECT_TRUE(b.allow("a"));
+  EXPECT_EQ(b.gate("a", now), CircuitBreaker::Gate::kCall);
   EXPECT_EQ(b.state("a"), CircuitBreaker::State::kClosed);
 }
 

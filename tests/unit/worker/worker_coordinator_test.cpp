@@ -1178,16 +1178,16 @@ std::shared_ptr<const Config> installed_config(const std::string& yaml) {
   return std::make_shared<const Config>(installed);
 }
 
-std::string reload_yaml(const std::string& url, const std::string& extra = "",
-                        int max_attempts = 3) {
+std::string reload_yaml(const std::string& url, const std::string& extra = "", int max_attempts = 3,
+                        const std::string& schedule = "[5, 30, 120]") {
   return R"(
 sources: { gh: { scheme: github, secrets: [s] } }
 routes:
   gh:
     - { name: a, url: ")" +
          url + R"(", headers: { X-Config: ")" + url + R"(" } }
-retry: { schedule_seconds: [5, 30, 120], max_attempts: )" +
-         std::to_string(max_attempts) + " }\n" + extra;
+retry: { schedule_seconds: )" +
+         schedule + ", max_attempts: " + std::to_string(max_attempts) + " }\n" + extra;
 }
 
 std::string call_header(const HttpCall& call, const std::string& name) {
@@ -1276,13 +1276,7 @@ TEST_F(WorkerCoordinator, ReloadedPerHostLimitAppliesToCallsStartedAfterIt) {
 // schedule's longest delay is cut to it.
 TEST_F(WorkerCoordinator, ARetryWaitsForItsDueTimeUnderTheRunningScheduleAfterAReloadDropsATier) {
   consumer.assign({{retry_topic(2), 0}});
-  worker->reconfigure(installed_config(R"(
-sources: { gh: { scheme: github, secrets: [s] } }
-routes:
-  gh:
-    - { name: a, url: "http://127.0.0.1:9/a" }
-retry: { schedule_seconds: [5, 30], max_attempts: 3 }
-)"));
+  worker->reconfigure(installed_config(reload_yaml("http://127.0.0.1:9/a", "", 3, "[5, 30]")));
   const int64_t start = now;
   webhook(3, "e1", retry_topic(2),
           {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(start + 100'000)}});
@@ -1308,13 +1302,8 @@ retry: { schedule_seconds: [5, 30], max_attempts: 3 }
 // not cut to the running schedule's shorter one.
 TEST_F(WorkerCoordinator, ARetryDueWithinTheReloadedConfigsLongestDelayIsNotTakenEarly) {
   consumer.assign({{retry_topic(2), 0}});
-  worker->reconfigure(installed_config(R"(
-sources: { gh: { scheme: github, secrets: [s] } }
-routes:
-  gh:
-    - { name: a, url: "http://127.0.0.1:9/a" }
-retry: { schedule_seconds: [5, 30, 120, 600], max_attempts: 3 }
-)"));
+  worker->reconfigure(
+      installed_config(reload_yaml("http://127.0.0.1:9/a", "", 3, "[5, 30, 120, 600]")));
   const int64_t start = now;
   webhook(3, "e1", retry_topic(2),
           {{"hr-attempt", "2"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(start + 300'000)}});
