@@ -202,15 +202,33 @@ Result<void> KafkaCluster::delete_topics(const std::vector<std::string>& names) 
       RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
   rd_kafka_DeleteTopic_destroy_array(topics.data(), topics.size());
   if (!failure.empty()) return fail("kafka", "deleting topics: " + failure);
+  // Each broker learns of the deletion from the controller's log at its own pace; one that still
+  // lists a topic would show a client the old topic (its partition count, its leaders) right
+  // after this returns. So every node is asked on its own.
+  std::vector<std::string> addresses;
+  for (std::size_t start = 0; start <= bootstrap_.size();) {
+    const auto comma = std::min(bootstrap_.find(',', start), bootstrap_.size());
+    addresses.push_back(bootstrap_.substr(start, comma - start));
+    start = comma + 1;
+  }
+  std::string still;
   if (within_30s([&] {
-        auto now = topic_partitions(bootstrap_);
-        bool gone = now.has_value();
-        for (const auto& name : present) gone = gone && !now->count(name);
-        return gone;
+        still.clear();
+        for (const auto& address : addresses) {
+          auto now = topic_partitions(address);
+          if (!now) {
+            still += address + " (no answer) ";
+            continue;
+          }
+          for (const auto& name : present) {
+            if (now->count(name)) still += address + " lists " + name + " ";
+          }
+        }
+        return still.empty();
       })) {
     return {};
   }
-  return fail("kafka", "deleted topics still listed 30 s later");
+  return fail("kafka", "deleted topics still listed 30 s later: " + still);
 }
 
 Result<int> KafkaCluster::leader(const std::string& topic, int partition) const {
