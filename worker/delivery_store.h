@@ -54,8 +54,15 @@ struct AttemptRecord {
   int http_status = 0;      // 0 = no response (connect error, timeout, ...)
   std::string outcome;      // "succeeded" | "retryable" | "permanent"
   std::string error;        // empty on success
-  std::string next_state;   // "succeeded" | "retrying" | "dead"
+  std::string next_state;   // "succeeded" | "retrying" | "dead" | "parked"
   int64_t lease_token = 0;  // the token of the claim this attempt was made under
+  // A park (next_state "parked") decided under the suspension of route (park_source,
+  // park_route) that began at park_suspended_at_ms (Unix ms, as read from route_states): if a
+  // resume has ended that suspension by the time the record runs, the delivery is recorded
+  // "retrying" instead. 0: the park stands whatever the route's state.
+  std::string park_source{};
+  std::string park_route{};
+  int64_t park_suspended_at_ms = 0;
 };
 
 struct InboundEventRecord {
@@ -93,8 +100,12 @@ class DeliveryStore {
   // first success moves the delivery whatever the lease, a later success for the same key is
   // stored with outcome "duplicate_success", so each key has at most one "succeeded" attempt
   // row per resend, and later failures do not move it out of "succeeded".
-  virtual Result<void> record(const std::vector<AttemptRecord>& attempts,
-                              const std::string& worker_id) = 0;
+  // Returns the keys of the parks recorded "retrying" because their route was resumed since
+  // (AttemptRecord::park_suspended_at_ms): the caller publishes those to the first retry tier.
+  // No release can miss such a park: a release lists the parks committed after its resume, and
+  // a park recorded after the resume is not one.
+  virtual Result<std::vector<std::string>> record(const std::vector<AttemptRecord>& attempts,
+                                                  const std::string& worker_id) = 0;
 
   // Remembers inbound events by (source, event_id); returns how many were not seen before.
   virtual Result<int> record_inbound(const std::vector<InboundEventRecord>& events) = 0;

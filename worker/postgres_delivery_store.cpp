@@ -146,15 +146,27 @@ SELECT * FROM fresh UNION ALL SELECT * FROM known
 // kept in the row, not in delivery_attempts (migrations/0015): the row's first_attempt_at,
 // last_status and last_error are that attempt's, first_duration_ms and first_worker_id hold the
 // rest, and delivery_attempts_all reads it back as the row it replaces.
+//
+// A park carries the suspension it was decided under (AttemptRecord::park_suspended_at_ms): when
+// route_states shows that suspension ended by a resume, the delivery is recorded 'retrying'
+// instead, and the statement returns its key. The route is looked up only for such parks (a
+// sub-SELECT under CASE).
 constexpr const char* kRecordSql = R"SQL(
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[],
-                       $7::text[], $8::text[], $10::bigint[])
-       AS r(key, attempt, started_ms, duration_ms, http_status, outcome, error, next_state, token)
+                       $7::text[], $8::text[], $10::bigint[], $11::text[], $12::text[],
+                       $13::bigint[])
+       AS r(key, attempt, started_ms, duration_ms, http_status, outcome, error, next_state, token,
+            park_source, park_route, park_since_ms)
 ),
 upd AS (
   UPDATE delivery_rows d SET
-    state = r.next_state,
+    state = CASE WHEN r.next_state = 'parked' AND r.park_since_ms > 0 AND EXISTS (
+                        SELECT 1 FROM route_states rs
+                        WHERE rs.source = r.park_source AND rs.route = r.park_route
+                          AND rs.state = 'active'
+                          AND rs.resumed_at > to_timestamp(r.park_since_ms / 1000.0))
+                 THEN 'retrying' ELSE r.next_state END,
     attempts = greatest(d.attempts, r.attempt),
     first_attempt_at = coalesce(d.first_attempt_at, to_timestamp(r.started_ms / 1000.0)),
     last_attempt_at = to_timestamp(r.started_ms / 1000.0),
@@ -179,8 +191,10 @@ upd AS (
          -- A delivery dead-lettered without a claim (its route is no longer configured): token
          -- 0, and only while no worker holds a lease on it.
          OR (r.token = 0 AND r.next_state = 'dead' AND d.lease_token IS NULL))
-  RETURNING d.delivery_key, d.first_duration_ms IS NOT NULL AS folded
-)
+  RETURNING d.delivery_key, d.first_duration_ms IS NOT NULL AS folded,
+            r.next_state = 'parked' AND d.state = 'retrying' AS unparked
+),
+audit AS (
 INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,
                                outcome, error, worker_id)
 SELECT i.key, i.attempt, to_timestamp(i.started_ms / 1000.0), i.duration_ms,
@@ -205,6 +219,8 @@ WHERE u.folded IS NOT TRUE
                     AND d.first_duration_ms IS NOT NULL AND i.attempt = 1
                     AND d.first_attempt_at = to_timestamp(i.started_ms / 1000.0)
                     AND d.first_worker_id = $9::text) END
+)
+SELECT delivery_key FROM upd WHERE unparked
 )SQL";
 
 // The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own
@@ -306,9 +322,13 @@ WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
   AND d.lease_token = r.token AND d.lease_owner = $2::text
 )SQL";
 
-void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 9>& p,
-                 const std::string& worker_id) {
-  tx.exec_prepared("hr_record", p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], worker_id, p[8]);
+// Runs one record statement; the keys it recorded 'retrying' instead of 'parked' join `unparked`.
+void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 12>& p,
+                 const std::string& worker_id, std::vector<std::string>& unparked) {
+  for (const auto& row : tx.exec_prepared("hr_record", p[0], p[1], p[2], p[3], p[4], p[5], p[6],
+                                          p[7], worker_id, p[8], p[9], p[10], p[11])) {
+    unparked.push_back(row[0].as<std::string>());
+  }
 }
 
 ClaimStatus status_from_state(const pqxx::field& state) {
@@ -409,9 +429,9 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
   });
 }
 
-Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& attempts,
-                                           const std::string& worker_id) {
-  if (attempts.empty()) return {};
+Result<std::vector<std::string>> PostgresDeliveryStore::record(
+    const std::vector<AttemptRecord>& attempts, const std::string& worker_id) {
+  if (attempts.empty()) return std::vector<std::string>{};
   // The statement takes each key once; a key repeated in the batch (several attempts of one
   // delivery finishing between two flushes) goes to a later statement, in batch order, so its
   // attempts are applied in the order they happened.
@@ -422,7 +442,7 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
     if (round == rounds.size()) rounds.emplace_back();
     rounds[round].push_back(&a);
   }
-  std::vector<std::array<std::string, 9>> params;
+  std::vector<std::array<std::string, 12>> params;
   for (auto& round : rounds) {
     // Key order: the plan walks the batch (a nested loop over it: sequential scans are off), so
     // two workers recording overlapping batches lock rows in the same order. A lock-order
@@ -430,7 +450,8 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
     // in an outage.
     std::sort(round.begin(), round.end(),
               [](const AttemptRecord* a, const AttemptRecord* b) { return a->key < b->key; });
-    PgArrayLiteral keys, attempt, started, duration, status, outcome, error, next_state, tokens;
+    PgArrayLiteral keys, attempt, started, duration, status, outcome, error, next_state, tokens,
+        park_source, park_route, park_since;
     for (const AttemptRecord* a : round) {
       keys.add(a->key);
       attempt.add(int64_t{a->attempt});
@@ -441,22 +462,29 @@ Result<void> PostgresDeliveryStore::record(const std::vector<AttemptRecord>& att
       error.add(a->error);
       next_state.add(a->next_state);
       tokens.add(a->lease_token);
+      park_source.add(a->park_source);
+      park_route.add(a->park_route);
+      park_since.add(a->park_suspended_at_ms);
     }
     params.push_back({std::move(keys).take(), std::move(attempt).take(), std::move(started).take(),
                       std::move(duration).take(), std::move(status).take(),
                       std::move(outcome).take(), std::move(error).take(),
-                      std::move(next_state).take(), std::move(tokens).take()});
+                      std::move(next_state).take(), std::move(tokens).take(),
+                      std::move(park_source).take(), std::move(park_route).take(),
+                      std::move(park_since).take()});
   }
   return pg_.run("record", [&](pqxx::connection& c) {
+    std::vector<std::string> unparked;
     if (params.size() == 1) {
       pqxx::nontransaction tx(c);
-      exec_record(tx, params.front(), worker_id);
-      return;
+      exec_record(tx, params.front(), worker_id, unparked);
+      return unparked;
     }
     // Several statements: all or none, so a retried batch never records an attempt twice.
     pqxx::work tx(c);
-    for (const auto& p : params) exec_record(tx, p, worker_id);
+    for (const auto& p : params) exec_record(tx, p, worker_id, unparked);
     tx.commit();
+    return unparked;
   });
 }
 

@@ -31,8 +31,8 @@ class PostgresDeliveryStore final : public DeliveryStore {
                                                    const std::vector<InboundEventRecord>& audit,
                                                    const std::string& worker_id,
                                                    int lease_seconds) override;
-  Result<void> record(const std::vector<AttemptRecord>& attempts,
-                      const std::string& worker_id) override;
+  Result<std::vector<std::string>> record(const std::vector<AttemptRecord>& attempts,
+                                          const std::string& worker_id) override;
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override;
   Result<void> release(const std::vector<LeaseRef>& leases, const std::string& worker_id) override;
 

@@ -29,8 +29,16 @@ bool RouteSync::suspended(const std::string& source, const std::string& route) c
   return suspended_.count({source, route}) > 0;
 }
 
+std::optional<int64_t> RouteSync::suspension(const std::string& source,
+                                             const std::string& route) const {
+  std::lock_guard lock(mu_);
+  auto it = suspended_.find({source, route});
+  if (it == suspended_.end()) return std::nullopt;
+  return it->second;
+}
+
 void RouteSync::suspend_locally(const RouteKey& route, const std::string& reason) {
-  if (suspended_.insert(route).second) generation_.fetch_add(1);
+  if (suspended_.emplace(route, 0).second) generation_.fetch_add(1);
   to_suspend_.emplace(route, reason);
 }
 
@@ -114,15 +122,15 @@ bool RouteSync::sync() {
   // Not yet in Postgres: stays suspended here and is tried again next round.
   for (auto& [key, reason] : to_suspend) to_suspend_.emplace(key, std::move(reason));
   if (!rows) return false;
-  std::set<RouteKey> now_suspended;
-  for (const auto& row : *rows) now_suspended.insert({row.source, row.route});
-  for (const auto& [key, reason] : to_suspend_) now_suspended.insert(key);
+  std::map<RouteKey, int64_t> now_suspended;
+  for (const auto& row : *rows) now_suspended[{row.source, row.route}] = row.suspended_at_ms;
+  for (const auto& [key, reason] : to_suspend_) now_suspended.emplace(key, 0);
   bool grew = false;
-  for (const auto& key : now_suspended) {
+  for (const auto& [key, since] : now_suspended) {
     if (!suspended_.count(key)) grew = true;
     metrics_.route_suspended(key.first, key.second, true);
   }
-  for (const auto& key : suspended_) {
+  for (const auto& [key, since] : suspended_) {
     if (!now_suspended.count(key)) {
       spdlog::info("msg=route_resumed source={} route={}", key.first, key.second);
       metrics_.route_suspended(key.first, key.second, false);

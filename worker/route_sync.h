@@ -50,6 +50,11 @@ class RouteSync {
   void stop();   // idempotent
 
   bool suspended(const std::string& source, const std::string& route) const;
+  // The suspension this worker goes by: nullopt while the route is active here; otherwise when
+  // it was suspended, as read from Postgres (Unix ms), or 0 for a suspension made here and not
+  // yet read back. A park recorded under a suspension that a resume has since ended becomes a
+  // retry instead (DeliveryStore::record), so no release can miss it.
+  std::optional<int64_t> suspension(const std::string& source, const std::string& route) const;
   // Counts an attempt of the route (`success` nullopt: no call reached the receiver) under its
   // current suspend_after `rule`. Returns true when the answer suspends the route (a 410 Gone):
   // it is suspended here at once, and in Postgres at the next round, which starts now.
@@ -79,7 +84,8 @@ class RouteSync {
   RouteActivityLog activity_;                              // under mu_
   std::map<RouteKey, std::optional<SuspendAfter>> rules_;  // under mu_: the latest seen per route
   std::map<RouteKey, std::string> to_suspend_;  // under mu_: suspended here, not yet in Postgres
-  std::set<RouteKey> suspended_;                // under mu_
+  // under mu_: the suspended routes, each with its suspended_at as read (0: not read yet)
+  std::map<RouteKey, int64_t> suspended_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;

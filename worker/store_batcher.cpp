@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <set>
+#include <string_view>
 
 #include "shared/log.h"
 
@@ -38,6 +40,11 @@ AttemptRecord attempt_record(const Job& j) {
   rec.error = j.history.last_error.substr(0, 1024);
   rec.next_state = next_state_name(j.decision.next);
   rec.lease_token = j.lease_token;
+  if (j.decision.next == NextState::kParked && j.park_suspended_at_ms > 0) {
+    rec.park_source = j.d.source;
+    rec.park_route = j.d.destination;
+    rec.park_suspended_at_ms = j.park_suspended_at_ms;
+  }
   return rec;
 }
 
@@ -129,7 +136,12 @@ void StoreBatcher::flush_records(int64_t now) {
     WorkerEvent e;
     e.kind = WorkerEvent::Kind::kRecorded;
     auto t0 = std::chrono::steady_clock::now();
-    e.stored = d_.record_store->record(*records, d_.worker_id);
+    auto r = d_.record_store->record(*records, d_.worker_id);
+    if (r) {
+      e.unparked = std::move(*r);
+    } else {
+      e.stored = Unexpected{r.error()};
+    }
     e.seconds = seconds_since(t0);
     d_.post(std::move(e));
   });
@@ -183,7 +195,18 @@ StoreBatcher::Recorded StoreBatcher::on_recorded(const WorkerEvent& e, int64_t n
     return out;
   }
   ok();
-  out.recorded = std::move(jobs);
+  if (e.unparked.empty()) {
+    out.recorded = std::move(jobs);
+    return out;
+  }
+  std::set<std::string_view> unparked(e.unparked.begin(), e.unparked.end());
+  for (auto& j : jobs) {
+    if (j->decision.next == NextState::kParked && unparked.count(j->d.key)) {
+      out.unparked.push_back(std::move(j));
+    } else {
+      out.recorded.push_back(std::move(j));
+    }
+  }
   return out;
 }
 

@@ -183,6 +183,9 @@ class StoreBatcher {
   Claimed on_claimed(const WorkerEvent& e, int64_t now);
   struct Recorded {
     std::vector<std::unique_ptr<Job>> recorded;
+    // Parks the store recorded 'retrying' because their route was resumed since they were
+    // decided (DeliveryStore::record): each goes to the first retry tier instead.
+    std::vector<std::unique_ptr<Job>> unparked;
     std::vector<std::pair<std::unique_ptr<Job>, Error>> rejected;  // refused for good
   };
   Recorded on_recorded(const WorkerEvent& e, int64_t now);

@@ -508,6 +508,20 @@ void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
       redelivery_.publish(std::move(job));
     }
   }
+  for (auto& job : recorded.unparked) {
+    // Its route was resumed after this worker decided to park it: recorded 'retrying', it goes
+    // to the first tier, due now, like a bounce.
+    observe_stages(job->stages);
+    spdlog::info(
+        "msg=park_undone key={} source={} route={} action=\"retrying: the route was "
+        "resumed\"",
+        log_quote(job->d.key), job->d.source, job->d.destination);
+    job->decision.next = NextState::kRetrying;
+    job->decision.tier = 0;
+    job->decision.due_at_ms = now;
+    job->history.due_at_ms.reset();
+    redelivery_.publish(std::move(job));
+  }
   for (auto& [job, error] : recorded.rejected) {
     spdlog::error("msg=record_refused key={} attempt={} code={} error={}", log_quote(job->d.key),
                   job->d.attempt, error.code, log_quote(error.message));
@@ -545,7 +559,17 @@ void Worker::note_route_attempt(Job& job, const HttpResult& r, int64_t now) {
                                  attempt_succeeded(job.decision, r.error), r.status, now);
   if (job.decision.next == NextState::kSucceeded) return;
   // The 410 itself, and any failure of a route suspended meanwhile, waits with the others.
-  if (gone || route_suspended(job)) job.decision = park_decision(job.decision);
+  if (gone || route_suspended(job)) {
+    job.decision = park_decision(job.decision);
+    job.park_suspended_at_ms = park_suspension(job);
+  }
+}
+
+int64_t Worker::park_suspension(const Job& job) const {
+  // A delivery of an ordered route stays parked: its key's order is kept by the release
+  // (ordered_waiting), which a retry published here would bypass.
+  if (KeyOrder::key_of(job.d)) return 0;
+  return d_.routes->suspension(job.d.source, job.d.destination).value_or(0);
 }
 
 void Worker::park(std::unique_ptr<Job> job, int64_t now) {
@@ -557,6 +581,7 @@ void Worker::park(std::unique_ptr<Job> job, int64_t now) {
   job->started_ms = now;
   job->duration_ms = 0;
   job->decision = park_decision(std::nullopt);
+  job->park_suspended_at_ms = park_suspension(*job);
   store_.record(std::move(job));
 }
 

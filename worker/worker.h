@@ -121,6 +121,8 @@ class Worker {
   bool route_suspended(const Job& job) const;
   void note_route_attempt(Job& job, const HttpResult& r, int64_t now);
   void park(std::unique_ptr<Job> job, int64_t now);
+  // What a park of `job` records as its suspension (Job::park_suspended_at_ms).
+  int64_t park_suspension(const Job& job) const;
   void park_queued(int64_t now);
   // Per-key order (key_order.h): a delivery whose key is held waits in Postgres, then finishes.
   void wait_for_key(std::unique_ptr<Job> job);

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "shared/kafka/message_producer.h"
@@ -23,7 +24,10 @@ struct WorkerEvent {
   Result<ProducedAt> produced = ProducedAt{};
   Result<std::vector<ClaimStatus>> claimed = std::vector<ClaimStatus>{};
   Result<void> stored;  // kRecorded, kInbound
-  double seconds = 0;   // the round trip's duration
+  // kRecorded: the parks recorded 'retrying' because their route was resumed since
+  // (DeliveryStore::record).
+  std::vector<std::string> unparked;
+  double seconds = 0;  // the round trip's duration
 };
 
 using PostEvent = std::function<void(WorkerEvent)>;

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <pqxx/pqxx>
+#include <string>
 #include <thread>
 
 #include "shared/clock.h"
@@ -738,7 +739,7 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
             "," + t + "," + t + "," + t + "," + i + ", 'A', 60, " + i + ")");
     explain("EXECUTE hr_record(" + k + "," + i + "," + i + "," + i + "," + i + "," +
             tx.quote(batch("retryable", false)) + "," + t + "," +
-            tx.quote(batch("retrying", false)) + ", 'A', " + i + ")");
+            tx.quote(batch("retrying", false)) + ", 'A', " + i + "," + t + "," + t + "," + i + ")");
     explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
             "," + tx.quote(batch("ab12", false)) + ")");  // the body hashes: hex
     explain("EXECUTE hr_release(" + k + ", 'A', " + i + ")");
@@ -861,6 +862,54 @@ TEST_F(DeliveryStoreTest, BadInputIsNotRetryable) {
   EXPECT_FALSE(r.error().retryable);
   // The connection is still usable afterwards.
   EXPECT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kClaimed}));
+}
+
+// A park decided under a suspension that a resume has since ended is recorded 'retrying' and its
+// key returned (the worker then publishes it to the first retry tier): a release lists what is
+// parked after its resume, so a park that commits later would otherwise stay parked on an
+// active route. Any other park stands.
+TEST_F(DeliveryStoreTest, AParkRecordedAfterItsRoutesResumeIsRecordedRetryingInstead) {
+  // github/ci: suspended 10 s ago, resumed 5 s ago. github/other: suspended 10 s ago.
+  db_->scalar(
+      "INSERT INTO route_states (source, route, state, suspended_at, resumed_at) VALUES"
+      " ('github', 'ci', 'active', now() - interval '10 s', now() - interval '5 s'),"
+      " ('github', 'other', 'suspended', now() - interval '10 s', NULL)");
+  const int64_t suspended_at =
+      std::stoll(db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
+                             " FROM route_states WHERE route = 'ci'"));
+  auto other = delivery("still-suspended");
+  other.destination = "other";
+  claim({delivery("resumed"), other, delivery("resumed-before"), delivery("unbounded"),
+         delivery("failed")},
+        "w1");
+  auto park = [&](const std::string& key, const std::string& route, int64_t since) {
+    AttemptRecord r = attempt(key, 0, "parked", "parked");
+    r.lease_token = token_[key];
+    r.park_source = "github";
+    r.park_route = route;
+    r.park_suspended_at_ms = since;
+    return r;
+  };
+  AttemptRecord failed = attempt("failed", 1, "retryable", "retrying", 503);
+  failed.lease_token = token_["failed"];
+  auto unparked = store_->record(
+      {park("resumed", "ci", suspended_at), park("still-suspended", "other", suspended_at),
+       // Seen suspended by a later suspension than the one the resume ended.
+       park("resumed-before", "ci", suspended_at + 6000),
+       // A park that carries no suspension (a 410 not yet in Postgres, an ordered route).
+       park("unbounded", "ci", 0), failed},
+      "w1");
+  ASSERT_TRUE(unparked) << unparked.error().message;
+  EXPECT_EQ(*unparked, std::vector<std::string>{"resumed"});
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || '=' || state || coalesce(' ' || "
+                        "lease_owner, ''), ',' ORDER BY delivery_key) FROM deliveries"),
+            "failed=retrying,resumed=retrying,resumed-before=parked,still-suspended=parked,"
+            "unbounded=parked");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',' ORDER BY delivery_key)"
+                        " FROM parked_deliveries"),
+            "resumed-before,still-suspended,unbounded");
+  // The park is audited as what was decided.
+  EXPECT_EQ(outcome_counts("resumed"), "parked=1");
 }
 
 }  // namespace

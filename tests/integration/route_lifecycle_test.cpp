@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <pqxx/pqxx>
 #include <thread>
 
 #include "shared/kafka/wire_contract.h"
@@ -462,6 +463,55 @@ TEST_F(RouteLifecycleTest, ARetriedResumeDeliversEachParkedDeliveryOnce) {
   EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kRouteEvents));
   for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/a")) EXPECT_EQ(n, 1) << webhook_id;
   expect_each_succeeded_once(*stack_, 2 * kRouteEvents);
+}
+
+// A worker decides to park while its view of the route is suspended, and records the park only
+// after an operator's resume has listed the route's parked deliveries (here its records are held
+// back by a lock on the audit table, as a slow database would): the record finds the suspension
+// ended and makes the delivery a retry, which is delivered. Before, it was recorded parked after
+// the release had looked, and stayed parked on an active route until another resume.
+TEST_F(RouteLifecycleTest, AParkRecordedAfterAResumeListedTheRoutesParksIsDeliveredAnyway) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  start_worker();
+  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+
+  pqxx::connection lock_holder(stack_->database().url());
+  pqxx::work held(lock_holder);
+  held.exec("LOCK TABLE delivery_attempts IN EXCLUSIVE MODE");  // every record waits
+  ASSERT_NO_FATAL_FAILURE(produce_in_order());
+  ASSERT_TRUE(rx_.wait_for_count("/b", kRouteEvents, 30s));
+  ASSERT_TRUE(deliveries_in_state("in_flight", 2 * kRouteEvents, 30s))
+      << stack_->describe_deliveries();
+  std::this_thread::sleep_for(500ms);  // the claims' answers reach the worker: parks decided
+
+  auto resumed = call("POST", "/v1/routes/a/resume");
+  ASSERT_EQ(resumed.status, 200) << resumed.body;
+  EXPECT_EQ(json::parse(resumed.body)["release"], nullptr) << "nothing was parked yet";
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 0; }, 10s));
+  EXPECT_EQ(rx_.count("/a"), 0u);
+  held.abort();  // the records go now, after the release
+
+  EXPECT_TRUE(rx_.wait_for_count("/a", kRouteEvents, 30s))
+      << rx_.count("/a") << " delivered; " << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kRouteEvents, 20s))
+      << stack_->describe_deliveries();
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(rx_.count("/a"), static_cast<std::size_t>(kRouteEvents));
+  for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/a")) EXPECT_EQ(n, 1) << webhook_id;
+  expect_each_succeeded_once(*stack_, 2 * kRouteEvents);
+  EXPECT_EQ(route_a()["parked"], 0);
+  // Each was audited as parked when its park was recorded, then attempted once.
+  pqxx::connection c(stack_->database().url());
+  pqxx::nontransaction q(c);
+  EXPECT_EQ(
+      q.exec1("SELECT count(*) FROM delivery_attempts_all WHERE outcome = 'parked'")[0].as<int>(),
+      kRouteEvents);
 }
 
 }  // namespace

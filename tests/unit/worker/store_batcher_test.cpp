@@ -34,10 +34,11 @@ class CountingStore : public DeliveryStore {
     claim_trips.push_back(t);
     return std::vector<ClaimStatus>(refs.size(), ClaimStatus::kClaimed);
   }
-  Result<void> record(const std::vector<AttemptRecord>& records, const std::string&) override {
+  Result<std::vector<std::string>> record(const std::vector<AttemptRecord>& records,
+                                          const std::string&) override {
     if (down) return fail("db_unavailable", "down", true);
     record_trips.push_back(records.size());
-    return {};
+    return std::vector<std::string>{};
   }
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override {
     if (down) return fail("db_unavailable", "down", true);

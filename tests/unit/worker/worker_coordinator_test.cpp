@@ -172,8 +172,10 @@ class FakeStore : public DeliveryStore {
     }
     return out;
   }
-  Result<void> record(const std::vector<AttemptRecord>& records, const std::string&) override {
+  Result<std::vector<std::string>> record(const std::vector<AttemptRecord>& records,
+                                          const std::string&) override {
     std::lock_guard lock(mu);
+    std::vector<std::string> unparked;
     if (down) return fail("db_unavailable", "down", true);
     ++record_calls;
     for (const auto& r : records) {
@@ -188,13 +190,19 @@ class FakeStore : public DeliveryStore {
       bool holds = l.token == r.lease_token;
       if (s != "succeeded" && (holds || r.next_state == "succeeded")) {
         s = r.next_state;
+        // As route_states would say: the park's suspension ended by a resume.
+        if (r.next_state == "parked" && r.park_suspended_at_ms > 0 &&
+            resumed_routes.count(r.park_source + "/" + r.park_route)) {
+          s = "retrying";
+          unparked.push_back(r.key);
+        }
         if (holds || r.next_state == "succeeded" || r.next_state == "dead") l = {};
       } else if (r.outcome == "succeeded") {
         r.outcome = "duplicate_success";
       }
       attempts.push_back(r);
     }
-    return {};
+    return unparked;
   }
   Result<int> record_inbound(const std::vector<InboundEventRecord>& e) override {
     std::lock_guard lock(mu);
@@ -229,6 +237,7 @@ class FakeStore : public DeliveryStore {
   std::map<std::string, Lease> lease;
   std::vector<std::string> released;  // keys whose leases release() was asked to give back
   std::vector<AttemptRecord> attempts;
+  std::set<std::string> resumed_routes;  // "source/route" resumed since any park's suspension
 };
 
 HttpResult status(int code, std::optional<std::string> retry_after = std::nullopt) {
@@ -431,6 +440,92 @@ TEST_F(WorkerRoutes, QueuedDeliveriesOfARouteSuspendedMeanwhileAreParkedUnsent) 
   EXPECT_EQ(store.state["wh:gh:e2:a"], "parked");
   EXPECT_EQ(store.state["wh:gh:e2:b"], "succeeded");
   EXPECT_EQ(stored(), 2);
+}
+
+// A resume this worker has not read yet: its park decision stands (no call), but the store finds
+// the suspension it was decided under ended and records the delivery 'retrying' instead; the
+// worker publishes it to the first retry tier, not to hookrelay.parked, where a release that has
+// already listed the route's parks would never look for it.
+TEST_F(WorkerRoutes, AParkRecordedAfterTheRoutesResumeGoesToTheFirstRetryTierInstead) {
+  route_store.row("gh", "a").state = "suspended";
+  route_store.row("gh", "a").suspended_at_ms = 1'700'000'000'000;
+  ASSERT_TRUE(routes.sync());
+  store.resumed_routes = {"gh/a"};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(sender.calls[0].url, "http://127.0.0.1:9/b");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying");
+  EXPECT_TRUE(parked().empty());
+  std::vector<FakeProducer::Sent> retries;
+  for (const auto& m : producer.sent) {
+    if (m.topic == retry_topic(0)) retries.push_back(m);
+  }
+  ASSERT_EQ(retries.size(), 1u);
+  EXPECT_EQ(retries[0].key, "wh:gh:e1:a");
+  EXPECT_EQ(retries[0].header("hr-attempt"), "0") << "no attempt was made";
+  EXPECT_EQ(retries[0].header("hr-due-at"), "") << "due at once";
+  bool carried = false;
+  for (const auto& r : store.attempts) {
+    if (r.key != "wh:gh:e1:a") continue;
+    carried = true;
+    EXPECT_EQ(r.park_source, "gh");
+    EXPECT_EQ(r.park_route, "a");
+    EXPECT_EQ(r.park_suspended_at_ms, 1'700'000'000'000);
+  }
+  EXPECT_TRUE(carried);
+  EXPECT_EQ(stored(), 1);
+  EXPECT_EQ(worker->in_flight(), 0);
+
+  // Taken from the tier once this worker has read the resume: attempted.
+  route_store.row("gh", "a").state = "active";
+  ASSERT_TRUE(routes.sync());
+  ConsumedMessage retry;
+  retry.topic = retry_topic(0);
+  retry.offset = 0;
+  retry.value = std::make_shared<const std::string>(retries[0].value);
+  for (const auto& h : retries[0].headers) retry.headers.emplace_back(h.name, h.value);
+  consumer.queue.push_back(retry);
+  steps();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(sender.calls[1].url, "http://127.0.0.1:9/a");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+}
+
+// Parks that carry no suspension stand whatever the store says of the route: one after this
+// worker's own 410 (Postgres does not have that suspension yet, so a resume found there is an
+// older one) and one of an ordered route (its release keeps the key's order).
+TEST_F(WorkerRoutes, AParkAfterThisWorkersOwn410OrOfAnOrderedRouteStandsWhateverTheStoreSays) {
+  store.resumed_routes = {"gh/a"};
+  sender.script = {status(410), status(200)};
+  webhook(0, "e1");
+  steps();
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "parked");
+  ASSERT_EQ(parked().size(), 1u);
+
+  auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a", ordered: true, ordering_key: { json_pointer: /e } }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
+)",
+                        [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(c) << c.error().message;
+  worker.reset();
+  config = *c;
+  route_store.row("gh", "a").state = "suspended";
+  route_store.row("gh", "a").suspended_at_ms = 1'700'000'000'000;
+  ASSERT_TRUE(routes.sync());
+  auto d = deps(consumer);
+  d.routes = &routes;
+  worker = std::make_unique<Worker>(d);
+  consumer.assign({{std::string(kWebhooksTopic), 0}});
+  webhook(1, "e2");
+  steps();
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "parked");
+  EXPECT_EQ(parked().size(), 2u);
+  for (const auto& r : store.attempts) EXPECT_EQ(r.park_suspended_at_ms, 0) << r.key;
 }
 
 // Value of one labelled counter in the registry, or -1 when the series does not exist.
