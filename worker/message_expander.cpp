@@ -65,11 +65,16 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
   d.ordered = route.ordered;
   d.route = &route;
   d.message_id = d.event_id;
+  bool forwarded_type = false;
   for (const auto& [name, value] : m.headers) {
-    if (name.rfind(kForwardPrefix, 0) == 0)
-      d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);
+    if (name.rfind(kForwardPrefix, 0) != 0) continue;
+    d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);
+    forwarded_type = forwarded_type || d.headers.back().first == "content-type";
   }
-  if (const auto* ct = m.header(header::kContentType)) d.headers.emplace_back("content-type", *ct);
+  // Ingest writes the provider's Content-Type both as hr-content-type and among the forwarded
+  // headers: it is sent once.
+  if (const auto* ct = m.header(header::kContentType); ct && !forwarded_type)
+    d.headers.emplace_back("content-type", *ct);
 }
 
 Result<void> fill_call(Delivery& d, const ConsumedMessage& m) {

@@ -2,6 +2,7 @@
 // are skipped by the Postgres delivery keys. Real worker, ingest, devbroker and Postgres.
 #include <gtest/gtest.h>
 
+#include "shared/ascii.h"
 #include "shared/kafka/wire_contract.h"
 #include "tests/support/worker_fixture.h"
 
@@ -38,6 +39,13 @@ TEST_F(WorkerTest, DuplicateEventIdsAreDeliveredOnce) {
   EXPECT_EQ(rx_.count("/a"), 1u);
   EXPECT_EQ(rx_.count("/g"), 1u);
   EXPECT_EQ(rx_.requests("/g").at(0).header("webhook-id"), "gh-delivery-1");
+  // The provider's Content-Type reaches the receiver once (ingest keeps it twice in the message).
+  std::vector<std::string> types;
+  const auto delivered = rx_.requests("/g");
+  for (const auto& [name, value] : delivered.at(0).headers) {
+    if (ascii_iequals(name, "content-type")) types.push_back(value);
+  }
+  EXPECT_EQ(types, std::vector<std::string>{"application/json"});
   EXPECT_EQ(
       stack_->succeeded_attempts_per_key(),
       (std::map<std::string, int64_t>{{"wh:acme:evt-dup:a", 1}, {"wh:github:gh-delivery-1:g", 1}}));

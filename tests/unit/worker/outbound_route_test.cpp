@@ -6,7 +6,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "shared/ascii.h"
 #include "shared/config/config.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/signing/signature_verifier.h"
@@ -61,6 +63,31 @@ routes:
       testing::source_of(SchemeKind::kStandardWebhooks, {"whsec_dGVzdHRlc3R0ZXN0dGVzdA=="}),
       testing::lookup_of(received), R"({"a":1})", 1'700'000'000);
   EXPECT_FALSE(other) << "a third secret does not verify";
+}
+
+// Ingest keeps a webhook's Content-Type twice in its message: as hr-content-type and among the
+// forwarded headers. The delivery sends it once; a message with only hr-content-type still
+// sends it.
+TEST(OutboundRequest, TheProvidersContentTypeIsSentOnce) {
+  auto config = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes: { gh: [ { name: ci, url: "http://127.0.0.1:9/ci" } ] }
+)",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(config) << config.error().message;
+  for (bool forwarded : {true, false}) {
+    auto m = testing::github_webhook("push", R"({"a":1})");
+    m.headers.emplace_back(std::string(header::kContentType), "application/json");
+    if (forwarded) m.headers.emplace_back("hr-fwd-content-type", "application/json");
+    auto out = expand_message(m, *config, nullptr);
+    ASSERT_TRUE(out) << out.error().message;
+    HttpCall call = build_http_call(out->at(0), 1'700'000'000'000, 5000);
+    std::vector<std::string> types;
+    for (const auto& [k, v] : call.headers) {
+      if (ascii_iequals(k, "content-type")) types.push_back(v);
+    }
+    EXPECT_EQ(types, std::vector<std::string>{"application/json"}) << "forwarded: " << forwarded;
+  }
 }
 
 TEST(OutboundRequest, OneSecretOneSignatureAndNoSecretNoSignature) {
