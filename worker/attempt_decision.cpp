@@ -91,11 +91,21 @@ const char* dead_reason_name(DeadReason r) {
 
 Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& global,
                 int64_t now_ms, const std::function<double()>& rand01) {
-  // Only a retry reads the policy: a route's own is made for that path alone.
-  std::optional<RetryPolicy> route_policy;
+  // Only a retry reads the policy: a route's own is made for that path alone. A call carries
+  // its own max_attempts and max_age_seconds (its request's, or ingest's defaults), retried in
+  // the global tiers.
+  std::optional<RetryPolicy> own_policy;
   auto policy_of = [&]() -> const RetryPolicy& {
-    if (!route_policy) route_policy = route_retry_policy(global, delivery.route);
-    return route_policy ? *route_policy : global;
+    if (!own_policy) {
+      if (delivery.kind == "call") {
+        own_policy = global;
+        own_policy->max_attempts = delivery.max_attempts;
+        own_policy->max_age_seconds = delivery.max_age_seconds;
+      } else {
+        own_policy = route_retry_policy(global, delivery.route);
+      }
+    }
+    return own_policy ? *own_policy : global;
   };
   switch (result.kind) {
     case AttemptResult::Kind::kNotAttempted: {
@@ -120,6 +130,10 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       d.next = NextState::kRetrying;
       const int64_t delay_ms =
           std::clamp<int64_t>(result.retry_after_ms.value_or(0), 0, longest_tier_ms(policy));
+      // Held back without an attempt, it still ages: a host that stays down ends its
+      // deliveries at max_age, as failed attempts would.
+      if (now_ms + delay_ms > delivery.received_at_ms + int64_t{policy.max_age_seconds} * 1000)
+        return dead(DeadReason::kMaxAge);
       d.tier = tier_for_delay(policy, delay_ms);
       d.due_at_ms = now_ms + delay_ms;
       return d;

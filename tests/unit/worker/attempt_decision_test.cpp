@@ -93,6 +93,36 @@ TEST_F(Decide, AnOpenCircuitWaitsOutItsCoolDownInTheTierThatCoversIt) {
   EXPECT_FALSE(r.attempt) << "nothing to record";
 }
 
+// A host whose circuit stays open holds its deliveries back without an attempt; they still end
+// at max_age instead of waiting for the circuit for ever.
+TEST_F(Decide, AnOpenCircuitPastMaxAgeIsDeadAsMaxAge) {
+  d.received_at_ms = kDecisionNow - 86'400'000 + 10'000;  // 10 s of its day left
+  auto r = decide(d, AttemptResult::circuit_open(20'000), policy, kDecisionNow, [] { return 0.5; });
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAge);
+  EXPECT_FALSE(r.attempt.has_value()) << "no attempt was made";
+  r = decide(d, AttemptResult::circuit_open(5'000), policy, kDecisionNow, [] { return 0.5; });
+  EXPECT_EQ(r.next, NextState::kRetrying) << "due within its age: it waits";
+}
+
+// A call request's own max_attempts and max_age_seconds bound its retries, not the global ones.
+TEST_F(Decide, ACallFollowsItsOwnMaxAttemptsAndMaxAge) {
+  d.kind = "call";
+  d.max_attempts = 1;
+  d.max_age_seconds = 86400;
+  auto r = http(503);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAttempts);
+  d.max_attempts = 10;
+  d.attempt = 5;  // past the global 3
+  EXPECT_EQ(http(503).next, NextState::kRetrying);
+  d.max_age_seconds = 60;
+  d.received_at_ms = kDecisionNow - 59'000;
+  r = http(503);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAge);
+}
+
 TEST_F(Decide, AnOpenCircuitWaitsAtMostTheLongestTier) {
   auto r =
       decide(d, AttemptResult::circuit_open(600'000), policy, kDecisionNow, [] { return 0.5; });
