@@ -114,8 +114,8 @@ void StoreBatcher::flush_claims(int64_t now) {
 }
 
 // Events sent on their own (see the header): never held by claims, never holding them.
-void StoreBatcher::flush_inbound(int64_t) {
-  if (inbound_.busy() || !inbound_.has_queued()) return;
+void StoreBatcher::flush_inbound(int64_t now) {
+  if (inbound_.busy() || !inbound_.has_queued() || now < inbound_retry_at_) return;
   const auto& batch = inbound_.start();
   inbound_.submit([this, &batch] {
     WorkerEvent e;
@@ -219,6 +219,8 @@ void StoreBatcher::on_inbound(const WorkerEvent& e, int64_t now) {
   auto batch = inbound_.finish();
   if (e.stored) return;
   const Error& err = e.stored.error();
+  // Tried again no sooner than claims and records are in an outage.
+  if (err.retryable) inbound_retry_at_ = now + kDbRetryMs;
   if (inbound_.queued().size() >= kMaxInboundBacklog) return;
   for (const auto& refused :
        after_failure(inbound_, std::move(batch), err, "inbound", now, false)) {

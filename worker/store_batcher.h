@@ -226,6 +226,7 @@ class StoreBatcher {
   std::shared_ptr<std::vector<InboundEventRecord>> audit_out_;  // riding with the claims out
   bool down_ = false;
   int64_t retry_at_ = 0;
+  int64_t inbound_retry_at_ = 0;  // the audit lane's next try after a failed round trip
   // Last: their threads are joined first, before anything a round trip touches goes away.
   StoreLane<std::unique_ptr<Job>> claims_;
   StoreLane<std::unique_ptr<Job>> records_;

@@ -41,6 +41,7 @@ class CountingStore : public DeliveryStore {
     return std::vector<std::string>{};
   }
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override {
+    ++inbound_calls;
     if (down) return fail("db_unavailable", "down", true);
     for (const auto& e : events) {
       if (refuse_events.count(e.event_id)) return fail("db_error", "refused (22021)", false);
@@ -57,6 +58,7 @@ class CountingStore : public DeliveryStore {
   std::vector<Trip> claim_trips;
   std::vector<std::size_t> record_trips;
   std::vector<std::vector<std::string>> inbound_trips;
+  int inbound_calls = 0;  // round trips of the audit lane, answered or not
 };
 
 class StoreBatching : public ::testing::Test {
@@ -271,6 +273,26 @@ TEST_F(StoreBatching, AnAuditWithNoClaimLeftGoesOnItsOwn) {
   batcher->flush_claims(1000);
   EXPECT_EQ(store.inbound_trips, (std::vector<std::vector<std::string>>{{"e1"}}));
   EXPECT_TRUE(store.claim_trips.empty());
+}
+
+// The audit lane in an outage: its batch waits for the next try a second later, like claims and
+// records, instead of going again at every step (a spin against a database that is down).
+TEST_F(StoreBatching, TheAuditLaneWaitsASecondBetweenTriesInAnOutage) {
+  store.down = true;
+  batcher->audit(event("e1"));
+  for (int i = 0; i < 100; ++i) {
+    batcher->flush_claims(1000);
+    answer(1000);
+  }
+  EXPECT_EQ(store.inbound_calls, 1);
+  store.down = false;
+  batcher->flush_claims(1999);
+  answer(1999);
+  EXPECT_EQ(store.inbound_calls, 1);
+  batcher->flush_claims(2000);
+  answer(2000);
+  EXPECT_EQ(store.inbound_calls, 2);
+  EXPECT_EQ(store.inbound_trips, (std::vector<std::vector<std::string>>{{"e1"}}));
 }
 
 }  // namespace
