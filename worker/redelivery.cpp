@@ -89,12 +89,23 @@ std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) 
   }
   spdlog::error("msg=retry_message_refused topic={} key={} code={} error={} action=dead_letter",
                 topic, log_quote(job->d.key), err.code, log_quote(err.message));
+  // Dead from here: recorded so in Postgres before its dead letter is published, as every dead
+  // delivery is (the DLQ listings and `dlq replay` read Postgres). Its audit row repeats the
+  // turn's attempt (or park) with this reason.
+  const auto attempt = job->decision.attempt;
   job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kProduceRejected),
                          policy_, now, rand01_);
+  job->decision.attempt = attempt;
   job->history.last_error = "retry message refused by Kafka (" + err.code + "): " + err.message;
   job->history.due_at_ms.reset();
-  publish(std::move(job));
+  to_record_.push_back(std::move(job));
   return nullptr;
+}
+
+std::vector<std::unique_ptr<Job>> Redelivery::take_to_record() {
+  std::vector<std::unique_ptr<Job>> out;
+  out.swap(to_record_);
+  return out;
 }
 
 void Redelivery::flush_due(int64_t now) {
@@ -111,6 +122,7 @@ std::vector<LeaseRef> Redelivery::leases_pending() const {
   for (const auto& [raw, job] : out_) leases.push_back(job->lease());
   for (const auto& job : waiting_) leases.push_back(job->lease());
   for (const auto& job : refused_) leases.push_back(job->lease());
+  for (const auto& job : to_record_) leases.push_back(job->lease());
   return leases;
 }
 

@@ -40,6 +40,9 @@ class Redelivery {
   void publish(std::unique_ptr<Job> job);
   // A kProduced event: the job once it is published (counted), nullptr while it still waits.
   std::unique_ptr<Job> on_produced(const WorkerEvent& e, int64_t now);
+  // Jobs whose retry or parked message Kafka refused for good, now dead: the caller records them
+  // dead, then publishes their dead letters.
+  std::vector<std::unique_ptr<Job>> take_to_record();
   // Publishes again the jobs whose transient refusal has waited long enough.
   void flush_due(int64_t now);
 
@@ -58,6 +61,7 @@ class Redelivery {
   std::unordered_map<Job*, std::unique_ptr<Job>> out_;  // with the producer
   std::deque<std::unique_ptr<Job>> waiting_;            // refused for now; produce_at_ms order
   std::vector<std::unique_ptr<Job>> refused_;           // dead letters refused for good
+  std::vector<std::unique_ptr<Job>> to_record_;         // take_to_record()
   std::optional<std::string> fatal_;
 };
 

@@ -421,6 +421,14 @@ void Worker::on_produced(const WorkerEvent& e, int64_t now) {
     finish(std::move(job));
     return;
   }
+  for (auto& job : redelivery_.take_to_record()) {
+    // A bounce still holds its lease, and the record gives it back. Any other job's lease went
+    // back with its last record: it is recorded dead under no lease (token 0), which moves the
+    // delivery only while no worker holds one.
+    if (!job->give_back_lease) job->lease_token = 0;
+    job->give_back_lease = false;
+    store_.record(std::move(job));
+  }
   if (const auto& fatal = redelivery_.fatal()) {
     {
       std::lock_guard lock(mu_);

@@ -492,6 +492,29 @@ TEST_F(WorkerRoutes, AParkRecordedAfterTheRoutesResumeGoesToTheFirstRetryTierIns
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
 }
 
+// hookrelay.parked refuses a park for good: the delivery is recorded dead, then dead-lettered,
+// so Postgres does not keep it parked while its message is only in the DLQ.
+TEST_F(WorkerRoutes, AParkKafkaRefusesForGoodIsRecordedDeadThenDeadLettered) {
+  producer.refuse_topic[std::string(kParkedTopic)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
+  route_store.row("gh", "a").state = "suspended";
+  ASSERT_TRUE(routes.sync());
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead");
+  std::vector<std::string> topics;
+  for (const auto& m : producer.sent) {
+    if (m.key == "wh:gh:e1:a") topics.push_back(m.topic);
+  }
+  EXPECT_EQ(topics, std::vector<std::string>{std::string(kDlqTopic)});
+  for (const auto& r : store.attempts) {
+    if (r.key == "wh:gh:e1:a") {
+      EXPECT_EQ(r.attempt, 0) << "no attempt was made";
+    }
+  }
+  EXPECT_EQ(stored(), 1);
+}
+
 // Parks that carry no suspension stand whatever the store says of the route: one after this
 // worker's own 410 (Postgres does not have that suspension yet, so a resume found there is an
 // older one) and one of an ordered route (its release keeps the key's order).
@@ -1252,6 +1275,13 @@ TEST_F(WorkerCoordinator, RetryMessageRefusedForGoodIsDeadLettered) {
   EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
   EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "produce_rejected");
   EXPECT_NE(producer.sent[0].header("hr-last-error").find("message_too_large"), std::string::npos);
+  // Dead in Postgres too, before its dead letter: the DLQ listings and replays read it there.
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead");
+  ASSERT_EQ(store.attempts.size(), 2u);
+  EXPECT_EQ(store.attempts[1].next_state, "dead");
+  EXPECT_EQ(store.attempts[1].attempt, 1) << "the same attempt, with the refusal";
+  EXPECT_EQ(store.attempts[1].lease_token, 0) << "its lease went back with the first record";
+  EXPECT_NE(store.attempts[1].error.find("refused by Kafka"), std::string::npos);
   EXPECT_EQ(stored(), 1);
   EXPECT_TRUE(worker->fatal_error().empty());
 }
