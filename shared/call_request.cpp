@@ -62,6 +62,12 @@ const std::set<std::string>& managed_headers() {
 
 }  // namespace
 
+bool known_call_method(const std::string& method) {
+  static const std::set<std::string> methods = {"GET",    "POST", "PUT",    "PATCH",
+                                                "DELETE", "HEAD", "OPTIONS"};
+  return methods.count(method) > 0;
+}
+
 bool valid_header_name(std::string_view name) {
   if (name.empty() || name.size() > 256) return false;
   static const std::string_view specials = "!#$%&'*+-.^_`|~";
@@ -107,9 +113,7 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
     if (j.contains("method")) {
       if (!j["method"].is_string()) return invalid("method", "must be a string");
       c.method = j["method"].get<std::string>();
-      static const std::set<std::string> methods = {"GET",    "POST", "PUT",    "PATCH",
-                                                    "DELETE", "HEAD", "OPTIONS"};
-      if (!methods.count(c.method))
+      if (!known_call_method(c.method))
         return invalid("method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
     }
     if (j.contains("headers")) {
@@ -189,6 +193,14 @@ Result<CallRequest> parse_call_envelope(std::string_view text) {
     for (const auto& h : j.at("headers"))
       c.headers.emplace_back(h.at(0).get<std::string>(), h.at(1).get<std::string>());
     c.idempotency_key = j.at("idempotency_key").get<std::string>();
+    // Both reach the wire (the request line, the Idempotency-Key header): held to what ingest
+    // accepts, so a message written to the topic some other way cannot split a request.
+    if (!known_call_method(c.method))
+      return fail("bad_envelope", "hr-call header: method is not one ingest accepts");
+    if (c.idempotency_key.empty() || c.idempotency_key.size() > 255 ||
+        !valid_header_value(c.idempotency_key)) {
+      return fail("bad_envelope", "hr-call header: idempotency_key is not a valid header value");
+    }
     for (const auto& [name, value] : c.headers) {
       if (!valid_header_name(name) || !valid_header_value(value)) {
         return fail("bad_envelope", "hr-call header: a header name or value is not valid HTTP");

@@ -48,6 +48,8 @@ std::string call_id_for(std::string_view idempotency_key);
 std::string call_envelope(const CallRequest& call);
 Result<CallRequest> parse_call_envelope(std::string_view json);
 
+// GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS: the methods a call may use.
+bool known_call_method(const std::string& method);
 // Header name/value checks shared with the worker's outbound requests.
 bool valid_header_name(std::string_view name);
 bool valid_header_value(std::string_view value);

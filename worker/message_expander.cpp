@@ -77,6 +77,13 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
     d.headers.emplace_back("content-type", *ct);
 }
 
+// hr-content-type is sent as the Content-Type header: held to what ingest would write.
+Result<void> check_content_type(const ConsumedMessage& m) {
+  const auto* ct = m.header(header::kContentType);
+  if (ct && !valid_header_value(*ct)) return malformed(m, "hr-content-type is not valid HTTP");
+  return {};
+}
+
 Result<void> fill_call(Delivery& d, const ConsumedMessage& m) {
   const auto* env = m.header(header::kCall);
   if (!env) return malformed(m, "call without hr-call header");
@@ -212,6 +219,7 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     if (!source) return malformed(m, "webhook without hr-source");
     auto forwarded = check_forwarded(m, static_cast<std::size_t>(config.ingest.max_headers));
     if (!forwarded) return Unexpected{forwarded.error()};
+    if (auto ct = check_content_type(m); !ct) return Unexpected{ct.error()};
     base.source = *source;
     base.origin_topic = std::string(kWebhooksTopic);
     auto routes = config.routes.find(*source);

@@ -78,7 +78,8 @@ T num(const YAML::Node& n, const std::string& field, T lo, T hi) {
   } catch (const YAML::Exception&) {
     bad(field, "must be a number, got '" + n.as<std::string>() + "'");
   }
-  if (v < lo || v > hi) {
+  // `!(v >= lo)`, not `v < lo`: a NaN (YAML's .nan) fails it too.
+  if (!(v >= lo) || v > hi) {
     std::ostringstream os;
     os << "must be between " << lo << " and " << hi << ", got " << v;
     bad(field, os.str());

@@ -141,6 +141,24 @@ TEST(Config, HttpThreadsDefaultRangeAndErrorsNamingTheField) {
                  " }");
 }
 
+// YAML's .nan is a float that every range check let through (NaN compares false): a rate of
+// NaN meant no limit at all. Refused, naming the field.
+TEST(Config, NotANumberIsRefusedNamingTheField) {
+  expect_refused(
+      "worker: { ",
+      {{"per_host_rate_per_second: .nan", "worker.per_host_rate_per_second"},
+       {"adaptive_limit: { decrease_factor: .NaN }", "worker.adaptive_limit.decrease_factor"},
+       {"adaptive_limit: { increase_step: .nan }", "worker.adaptive_limit.increase_step"}},
+      " }");
+  auto route = parse_config(
+      "sources: { gh: { scheme: github, secrets: [s] } }\n"
+      "routes: { gh: [ { name: a, url: \"http://127.0.0.1:9/a\", rate_per_second: .nan } ] }\n",
+      env_of({}));
+  ASSERT_FALSE(route);
+  EXPECT_NE(route.error().message.find("rate_per_second"), std::string::npos)
+      << route.error().message;
+}
+
 TEST(Config, HostStatesDefaultsKeysAndErrorsNamingTheField) {
   auto d = parse_config("", env_of({}));
   ASSERT_TRUE(d);

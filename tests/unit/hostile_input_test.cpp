@@ -112,6 +112,22 @@ TEST(CallEnvelope, NumbersOutOfRangeAreRefusedNotCast) {
       R"({"url":"http://h/","method":"POST","headers":[["X-A","a\r\nB: c"]],"idempotency_key":"k",)"
       R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})");
   EXPECT_FALSE(injected) << "CR/LF in a header value written straight to the topic";
+  // The method and the idempotency key reach the wire too (request line, Idempotency-Key).
+  const std::string tail = R"("timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})";
+  for (const char* bad : {R"({"url":"http://h/","method":"POST\r\nX: y","headers":[],)"
+                          R"("idempotency_key":"k",)",
+                          R"({"url":"http://h/","method":"BREW","headers":[],)"
+                          R"("idempotency_key":"k",)",
+                          R"({"url":"http://h/","method":"POST","headers":[],)"
+                          R"("idempotency_key":"k\r\nX-Injected: 1",)",
+                          R"({"url":"http://h/","method":"POST","headers":[],)"
+                          R"("idempotency_key":"",)"}) {
+    auto e = parse_call_envelope(bad + tail);
+    ASSERT_FALSE(e) << bad;
+    EXPECT_EQ(e.error().code, "bad_envelope");
+  }
+  EXPECT_TRUE(parse_call_envelope(std::string(R"({"url":"http://h/","method":"PATCH",)") +
+                                  R"("headers":[],"idempotency_key":"k-1",)" + tail));
 }
 
 Config routed_config() {
@@ -255,6 +271,11 @@ TEST(MessageExpander, ForwardedHeadersAreHeldToWhatIngestWouldForward) {
   EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-bad name", "v"}}), config));
   EXPECT_FALSE(expand_message(webhook_with({{"hr-fwd-x-big", std::string(70000, 'a')}}), config))
       << "over 64 KiB";
+  // hr-content-type becomes the Content-Type header.
+  auto split = expand_message(webhook_with({{"hr-content-type", "a\r\nInjected: 1"}}), config);
+  ASSERT_FALSE(split) << "CR/LF in hr-content-type";
+  EXPECT_EQ(split.error().code, "malformed_message");
+  EXPECT_TRUE(expand_message(webhook_with({{"hr-content-type", "application/json"}}), config));
 }
 
 }  // namespace
