@@ -198,7 +198,10 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
   headers.push_back({std::string(header::kSource), source.name});
   headers.push_back({std::string(header::kEventId), verified->event_id});
   headers.push_back({std::string(header::kReceivedAt), std::to_string(now)});
-  request.for_each_header([&headers](std::string_view name, std::string_view value) {
+  // What the worker will send on: held to the rule it checks (ForwardedHeaderCheck), so nothing
+  // accepted here is refused there as malformed.
+  ForwardedHeaderCheck forwarded(static_cast<std::size_t>(config.ingest.max_headers));
+  request.for_each_header([&headers, &forwarded](std::string_view name, std::string_view value) {
     std::string forwarded_name;
     forwarded_name.reserve(header::kForwardPrefix.size() + name.size());
     forwarded_name += header::kForwardPrefix;
@@ -207,8 +210,14 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
         std::string_view(forwarded_name).substr(header::kForwardPrefix.size());
     if (n == "content-type")
       headers.push_back({std::string(header::kContentType), std::string(value)});
-    if (forwardable(n)) headers.push_back({std::move(forwarded_name), std::string(value)});
+    if (forwardable(n)) {
+      forwarded.add(n, value);
+      headers.push_back({std::move(forwarded_name), std::string(value)});
+    }
   });
+  if (auto problem = forwarded.problem()) {
+    return answer_error("webhook", source.name, 431, "headers_not_forwardable", *problem, respond);
+  }
   std::string id = verified->event_id;
   produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, headers, "",
                      std::move(respond));

@@ -23,6 +23,10 @@ Unexpected invalid(const std::string& field, const std::string& what) {
 Result<std::string> check_url(const std::string& url) {
   auto parsed = parse_http_url(url);
   if (!parsed) return invalid("url", parsed.error().message);
+  // The worker checks the normalised URL again: what it would refuse (a URL at the length limit
+  // that normalising lengthens) is refused here, not dead-lettered after a 202.
+  if (auto again = parse_http_url(parsed->url); !again)
+    return invalid("url", "once normalised: " + again.error().message);
   return std::move(parsed->url);
 }
 

@@ -27,27 +27,16 @@ bool carried(std::string_view name) {
   return name.rfind(header::kPrefix, 0) == 0;
 }
 
-// Ingest forwards at most ingest.max_headers provider headers, of at most 64 KiB together (its
-// header limit), each one a header Beast parsed. A message written to the topic some other way is
-// held to the same, so no receiver gets thousands of headers or a CR/LF that would split one.
-constexpr std::size_t kMaxForwardedBytes = std::size_t{64} * 1024;
-
+// Ingest forwards what ForwardedHeaderCheck allows (wire_contract.h). A message written to the
+// topic some other way is held to the same, so no receiver gets thousands of headers or a CR/LF
+// that would split one.
 Result<void> check_forwarded(const ConsumedMessage& m, std::size_t max_headers) {
-  std::size_t count = 0, bytes = 0;
+  ForwardedHeaderCheck check(max_headers);
   for (const auto& [name, value] : m.headers) {
-    if (name.rfind(kForwardPrefix, 0) != 0) continue;
-    ++count;
-    bytes += name.size() + value.size();
-    if (!valid_header_name(std::string_view(name).substr(kForwardPrefix.size())) ||
-        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
-      return malformed(m, "forwarded header is not valid HTTP");
-    }
+    if (name.rfind(kForwardPrefix, 0) == 0)
+      check.add(std::string_view(name).substr(kForwardPrefix.size()), value);
   }
-  if (count > max_headers || bytes > kMaxForwardedBytes) {
-    return malformed(m, std::to_string(count) + " forwarded headers of " + std::to_string(bytes) +
-                            " bytes; at most " + std::to_string(max_headers) + " and " +
-                            std::to_string(kMaxForwardedBytes));
-  }
+  if (auto problem = check.problem()) return malformed(m, "forwarded headers: " + *problem);
   return {};
 }
 

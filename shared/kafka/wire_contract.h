@@ -63,4 +63,23 @@ inline constexpr int64_t kMaxAttemptHeader = 1000000;
 // write to the topic, so callers treat nullopt as a bad value to report, not as a default.
 std::optional<int64_t> parse_header_int(std::string_view value, int64_t lo, int64_t hi);
 
+// A webhook message's forwarded headers (hr-fwd-<name>), held to one rule by ingest, which writes
+// them, and by the worker, which sends them: at most `max_headers` of them, of at most
+// kMaxForwardedBytes of names (prefix included) and values together, each name a valid HTTP
+// name (valid_header_name) and no value with CR, LF or NUL. add() takes each name without its
+// prefix; problem() names the first thing broken.
+inline constexpr std::size_t kMaxForwardedBytes = std::size_t{64} * 1024;
+class ForwardedHeaderCheck {
+ public:
+  explicit ForwardedHeaderCheck(std::size_t max_headers) : max_headers_(max_headers) {}
+  void add(std::string_view name, std::string_view value);
+  std::optional<std::string> problem() const;
+
+ private:
+  std::size_t max_headers_;
+  std::size_t count_ = 0;
+  std::size_t bytes_ = 0;
+  std::string invalid_;  // the first header that is not valid HTTP
+};
+
 }  // namespace hookrelay

@@ -90,6 +90,17 @@ TEST(CallRequest, UrlsAreStoredAsCurlNormalisesThem) {
   ASSERT_FALSE(slashes);
   EXPECT_EQ(slashes.error().message.rfind("url: must be https://host", 0), 0u)
       << slashes.error().message;
+  // At the length limit as sent, one longer once normalised (curl adds the path's '/'): refused
+  // here, not dead-lettered by the worker after a 202. Whatever is accepted, the worker takes.
+  const std::string at_limit = "http://example.com?" + std::string(8192 - 19, 'a');
+  ASSERT_EQ(at_limit.size(), 8192u);
+  auto lengthened = parse_call_request(R"({"url":")" + at_limit + R"("})", limits);
+  ASSERT_FALSE(lengthened);
+  EXPECT_EQ(lengthened.error().message.rfind("url: once normalised", 0), 0u)
+      << lengthened.error().message;
+  auto shorter = parse_call_request(R"({"url":")" + at_limit.substr(0, 8000) + R"("})", limits);
+  ASSERT_TRUE(shorter) << shorter.error().message;
+  EXPECT_TRUE(parse_http_url(shorter->url));
   auto huge = parse_call_request(R"({"url":"http://h/","timeout_ms":1e300})", limits);
   ASSERT_FALSE(huge);
   EXPECT_EQ(huge.error().message, "timeout_ms: must be an integer");

@@ -9,6 +9,7 @@
 #include "shared/call_request.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/signing/webhook_signer.h"
+#include "worker/message_expander.h"
 
 namespace hookrelay {
 namespace {
@@ -142,6 +143,56 @@ TEST_F(IngestServiceTest, VerifiedWebhookIsAnsweredOnlyAfterTheBrokerAck) {
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->status, 202);
   EXPECT_EQ(json::parse(answer->body), json({{"id", "evt_1"}, {"status", "accepted"}}));
+}
+
+// What ingest accepts, the worker takes: a header the worker would refuse to forward (a name of
+// more than 256 characters, more than 64 KiB of forwarded names and values) is refused here with
+// 431, not acknowledged and then dead-lettered as malformed.
+TEST_F(IngestServiceTest, HeadersTheWorkerCouldNotForwardAre431AndWhatIsAcceptedExpands) {
+  auto long_name = signed_webhook("github", "{}");
+  long_name.headers["X-" + std::string(300, 'n')] = "v";
+  auto r = send(long_name);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_EQ(error_code(), "headers_not_forwardable");
+  EXPECT_NE(json::parse(answer->body)["error"]["message"].get<std::string>().find("302 bytes"),
+            std::string::npos)
+      << answer->body;
+  EXPECT_TRUE(producer.messages.empty());
+
+  // 98 headers of 660 bytes: under the HTTP server's limits, over 64 KiB once prefixed.
+  auto many = signed_webhook("github", "{}");
+  for (int i = 0; i < 98; ++i)
+    many.headers["X-H" + std::to_string(100 + i)] = std::string(660, 'v');
+  r = send(many);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_EQ(error_code(), "headers_not_forwardable");
+  EXPECT_TRUE(producer.messages.empty());
+
+  // Just under: accepted, and the worker expands the message as written.
+  auto fits = signed_webhook("github", "{}");
+  for (int i = 0; i < 90; ++i)
+    fits.headers["X-H" + std::to_string(100 + i)] = std::string(660, 'v');
+  fits.headers["X-" + std::string(250, 'n')] = "v";
+  send(fits);
+  ASSERT_EQ(producer.messages.size(), 1u);
+  producer.ack(0);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 202);
+  ConsumedMessage m;
+  m.topic = producer.messages[0].topic;
+  m.value = std::make_shared<const std::string>(producer.messages[0].value);
+  for (const auto& h : producer.messages[0].headers) m.headers.emplace_back(h.name, h.value);
+  auto routed = parse_config(R"(
+sources: { github: { scheme: github, secrets: [s] } }
+routes: { github: [ { name: ci, url: "http://127.0.0.1:9/ci" } ] }
+)",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(routed) << routed.error().message;
+  auto expanded = expand_message(m, *routed);
+  ASSERT_TRUE(expanded) << expanded.error().message;
+  EXPECT_EQ(expanded->size(), 1u);
 }
 
 TEST_F(IngestServiceTest, BrokerFailureIs503WithRetryAfterNeverA2xx) {
