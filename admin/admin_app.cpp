@@ -73,6 +73,9 @@ int run_admin(int argc, char** argv) {
   http.max_connections = 1024;
   // Four of the largest replay requests at once; more wait for a 503's Retry-After.
   http.max_buffered_body_bytes = std::size_t{64} << 20;
+  http.on_rejected = [&service](int status, std::string_view code) {
+    service.count_rejected(status, code);
+  };
   HttpServer server(http, [&service](const HttpRequest& req, const Responder& respond) {
     service.handle(req, respond);
   });

@@ -271,6 +271,11 @@ void AdminService::handle(const HttpRequest& request, const Responder& respond) 
   respond(std::move(r));
 }
 
+void AdminService::count_rejected(int status, std::string_view code) {
+  series_.get(requests_, {{"endpoint", "other"}, {"status", std::to_string(status)}}).Increment();
+  series_.get(errors_, {{"code", std::string(code)}}).Increment();
+}
+
 HttpResponse AdminService::route(const HttpRequest& request, std::string_view& endpoint) {
   std::string_view target = request.target;
   auto qmark = target.find('?');

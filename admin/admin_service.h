@@ -48,6 +48,9 @@ class AdminService {
   ~AdminService();
 
   void handle(const HttpRequest& request, const Responder& respond);
+  // A request the HTTP server answered itself (HttpServerOptions::on_rejected: a body too large,
+  // malformed HTTP, too many connections, ...): counted as a request and an error like any.
+  void count_rejected(int status, std::string_view code);
 
  private:
   struct Connections;  // DeliveryQueries + ReplayJobs of one thread

@@ -159,6 +159,14 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   expect_error(call("POST", "/v1/replays", R"({"keys":[]})", json_headers), 400, "bad_request",
                "keys");
   expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
+
+  // Refused by the HTTP server before the API sees it (past the 16 MiB body limit): answered
+  // and counted like the rest.
+  expect_error(call("POST", "/v1/replays", std::string((16u << 20) + 1, ' '), json_headers), 413,
+               "body_too_large", "");
+  const std::string metrics = call("GET", "/metrics", {}, {}).body;
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_admin_errors_total", {"code=\"body_too_large\""}), 1);
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_admin_requests_total", {"status=\"413\""}), 1);
 }
 
 // Bytes PostgreSQL does not take as text (invalid UTF-8 such as %FF, a NUL), and a cursor
