@@ -183,6 +183,9 @@ void ReplayRunner::run_one() {
                  log_quote(reader.error().message));
     return;
   }
+  // A replay of many large dead letters is not held in memory whole: past the budget each is
+  // fetched when its turn comes.
+  (*reader)->set_max_held_bytes(kReplayMaxHeldBytes);
   // The DLQ messages of the keys still to do, read once per run of the replay.
   std::vector<DlqMessage> dlq;
   std::set<std::string> wanted;

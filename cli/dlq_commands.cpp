@@ -331,6 +331,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   const DlqSource::KeepFn keep = [&wanted](const std::string& k) { return wanted.count(k) != 0; };
   auto reader = KafkaDlqReader::create(*kafka, *timeout);
   if (!reader) return report_error(io, "dlq replay", reader.error());
+  (*reader)->set_max_held_bytes(kReplayMaxHeldBytes);  // past it, fetched one at a time
   ProgressPrinter read_progress(io.err, io.now_ms);
   int64_t read_total = 0, read_done = 0;
   const int64_t read_start_ms = io.now_ms();
@@ -363,7 +364,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
     int outstanding() const override { return 0; }
   } no_producer;
   Replayer replayer(store, producer ? static_cast<MessageProducer&>(*producer) : no_producer,
-                    ReplayClock{io.now_ms, io.sleep_ms});
+                    ReplayClock{io.now_ms, io.sleep_ms}, reader->get());
   // A key recorded dead whose dead letter was not yet acknowledged when the read began.
   replayer.reread_from(**reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);

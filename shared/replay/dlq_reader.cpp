@@ -58,10 +58,13 @@ struct KafkaDlqReader::Impl {
   KafkaHandle rk;
   int timeout_ms = 30000;
   std::string topic;  // what read() reads
+  std::size_t max_held_bytes = SIZE_MAX;
 };
 
 KafkaDlqReader::KafkaDlqReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 KafkaDlqReader::~KafkaDlqReader() = default;
+
+void KafkaDlqReader::set_max_held_bytes(std::size_t bytes) { impl_->max_held_bytes = bytes; }
 
 Result<std::unique_ptr<KafkaDlqReader>> KafkaDlqReader::create(const KafkaConfig& config,
                                                                int timeout_ms,
@@ -129,6 +132,7 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return kafka_fail("assign " + topic, err);
 
   int64_t read = 0;
+  std::size_t held = 0;  // bytes of values and headers kept
   int64_t last_progress = steady_ms();
   std::string last_error;
   if (progress) progress(0, total);
@@ -166,7 +170,17 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
       rd_kafka_timestamp_type_t type;
       int64_t ts = rd_kafka_message_timestamp(m.get(), &type);
       msg.timestamp_ms = ts < 0 ? 0 : ts;
-      if (m->payload) msg.value.assign(static_cast<const char*>(m->payload), m->len);
+      std::size_t size = m->len;
+      for (const auto& h : msg.headers) size += h.name.size() + h.value.size();
+      if (size > impl_->max_held_bytes - held) {
+        msg.key = msg.delivery_key();
+        msg.headers.clear();
+        msg.headers.shrink_to_fit();
+        msg.stub = true;
+      } else {
+        held += size;
+        if (m->payload) msg.value.assign(static_cast<const char*>(m->payload), m->len);
+      }
       out.push_back(std::move(msg));
     }
     if (m->offset + 1 >= it->second) end.erase(it);

@@ -28,6 +28,10 @@ struct DlqMessage {
   std::string key;           // Kafka message key (the worker uses the delivery key)
   std::string value;         // the payload, byte for byte
   std::vector<MessageHeader> headers;
+  // Read past the reader's memory budget (KafkaDlqReader::set_max_held_bytes): only where it is
+  // (partition, offset, timestamp) and its delivery key (in `key`) are kept; the rest is fetched
+  // when the message is used (MessageFetcher::fetch).
+  bool stub = false;
 
   // The last value of a header, or nullptr.
   const std::string* header(std::string_view name) const;
@@ -56,6 +60,10 @@ class MessageFetcher {
   virtual Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) = 0;
 };
 
+// What a replay's read holds in memory at most (KafkaDlqReader::set_max_held_bytes): a DLQ of
+// many large bodies is read as stubs past it, each fetched when replayed.
+inline constexpr std::size_t kReplayMaxHeldBytes = std::size_t{128} << 20;
+
 class KafkaDlqReader final : public DlqSource, public MessageFetcher {
  public:
   // `timeout_ms` bounds metadata requests and any stretch without progress while reading.
@@ -68,6 +76,9 @@ class KafkaDlqReader final : public DlqSource, public MessageFetcher {
 
   Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn& progress) override;
   Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) override;
+  // What one read() holds of message values and headers at most; the messages it keeps past
+  // that are stubs (DlqMessage::stub), fetched one at a time when used. Unbounded by default.
+  void set_max_held_bytes(std::size_t bytes);
 
  private:
   struct Impl;

@@ -320,6 +320,26 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
   return summary;
 }
 
+bool Replayer::whole(const DlqMessage*& message, const ReplayOptions& options, DlqMessage& fetched,
+                     ReplayItem& item) {
+  if (!message->stub) return true;
+  const std::string topic = source_topic(options);
+  if (!fetcher_) {
+    item.detail = "its message in " + topic + " was not kept by the read, and none can be fetched";
+    return false;
+  }
+  auto got = fetcher_->fetch(topic, message->partition, message->offset);
+  if (!got) {
+    item.outcome =
+        got.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+    item.detail = got.error().message;
+    return false;
+  }
+  fetched = std::move(*got);
+  message = &fetched;
+  return true;
+}
+
 ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* message,
                                 const ReplayOptions& options, bool resume) {
   ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
@@ -332,6 +352,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
     }
   };
   use(message);
+  DlqMessage fetched;  // a stub's whole message (whole())
   std::optional<UnfinishedReplay> unfinished;
   auto state = store_.state(key);
   if (!state) {
@@ -349,6 +370,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       item.detail = "no message in " + source_topic(options) + " (past retention?)";
       return item;
     }
+    if (!whole(message, options, fetched, item)) return item;
   } else {
     if (*state == "succeeded") {
       item.outcome = ReplayOutcome::kSkippedSucceeded;
@@ -365,6 +387,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       item.detail = "no message in " + source_topic(options) + " (past retention?)";
       return item;
     }
+    if (!whole(message, options, fetched, item)) return item;
     if (options.dry_run) {
       item.outcome = ReplayOutcome::kWouldReplay;
       const std::string* reason = message->header(kDlqReason);

@@ -235,6 +235,10 @@ class Replayer {
  private:
   // The key's message from the one re-read (made on the first call), or null.
   const DlqMessage* reread_message(const std::string& key);
+  // A stub (DlqMessage::stub) is fetched whole into `fetched` and `message` points there; false
+  // (with `item` saying why) when it cannot be.
+  bool whole(const DlqMessage*& message, const ReplayOptions& options, DlqMessage& fetched,
+             ReplayItem& item);
   ReplayItem resend_one(const std::string& key, const ReplayOptions& options, bool resume);
   // A key not in options.from_state: its unfinished replay to take up (see the top of this
   // file), or nullopt with `item` set to why it is skipped (or failed).

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "shared/kafka/wire_contract.h"
+#include "shared/replay/dlq_reader.h"
 #include "tests/support/kafka_test_client.h"
 #include "tests/support/test_dir.h"
 
@@ -209,6 +210,49 @@ TEST_F(DevBrokerTest, BadFlagExitsTwoNamingTheFlag) {
   EXPECT_NE(broker.error().message.find("status 2"), std::string::npos) << broker.error().message;
   EXPECT_NE(broker.error().message.find("--partitions"), std::string::npos)
       << broker.error().message;
+}
+
+// A replay's read of the DLQ holds at most its budget of values and headers: the messages past it
+// are stubs (where they are and their delivery key), each fetched whole when replayed. A DLQ of
+// many large bodies no longer has to fit in the admin process's memory.
+TEST_F(DevBrokerTest, TheDlqReaderKeepsStubsPastItsBudgetAndFetchesThemWhole) {
+  start({.brokers = 1, .partitions = 1});
+  auto p = producer();
+  ASSERT_TRUE(p);
+  std::vector<TestRecord> records;
+  for (int i = 0; i < 20; ++i) {
+    records.push_back({std::string(kDlqTopic),
+                       std::string(10'000, static_cast<char>('a' + i)),
+                       {{"hr-delivery-key", "k" + std::to_string(i)}},
+                       "k" + std::to_string(i)});
+  }
+  ASSERT_TRUE(p->produce_all(records));
+  KafkaConfig kafka;
+  kafka.bootstrap_servers = broker_->bootstrap();
+  auto reader = KafkaDlqReader::create(kafka, 10'000);
+  ASSERT_TRUE(reader) << reader.error().message;
+  (*reader)->set_max_held_bytes(35'000);  // three of the 10 KB messages with their headers
+  auto read = (*reader)->read([](const std::string&) { return true; }, {});
+  ASSERT_TRUE(read) << read.error().message;
+  ASSERT_EQ(read->size(), 20u);
+  std::size_t held = 0, stubs = 0;
+  for (const auto& m : *read) {
+    held += m.value.size();
+    if (m.stub) {
+      ++stubs;
+      EXPECT_TRUE(m.value.empty());
+      EXPECT_TRUE(m.headers.empty());
+    }
+  }
+  EXPECT_EQ(stubs, 17u);
+  EXPECT_EQ(held, 30'000u);
+  const DlqMessage& last = read->back();
+  ASSERT_TRUE(last.stub);
+  EXPECT_EQ(last.delivery_key(), "k19");
+  auto whole = (*reader)->fetch(std::string(kDlqTopic), last.partition, last.offset);
+  ASSERT_TRUE(whole) << whole.error().message;
+  EXPECT_EQ(whole->value, std::string(10'000, 't'));
+  EXPECT_EQ(whole->delivery_key(), "k19");
 }
 
 }  // namespace

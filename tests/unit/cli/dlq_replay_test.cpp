@@ -392,6 +392,55 @@ class FakeDlqSource final : public DlqSource {
   }
 };
 
+class FakeFetcher final : public MessageFetcher {
+ public:
+  std::map<std::pair<int32_t, int64_t>, DlqMessage> messages;
+  std::vector<std::string> fetched;  // "topic/partition@offset"
+  Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) override {
+    fetched.push_back(topic + "/" + std::to_string(partition) + "@" + std::to_string(offset));
+    auto it = messages.find({partition, offset});
+    if (it == messages.end()) return fail("not_found", "no message there (past retention?)");
+    return it->second;
+  }
+};
+
+// A message the read kept as a stub (past its memory budget) is fetched whole when its key is
+// replayed, and only then; one that is gone by then is missing.
+TEST_F(ReplayerTest, AStubIsFetchedWholeWhenItsKeyIsReplayed) {
+  store_.states = {{"held", "dead"}, {"stubbed", "dead"}, {"gone", "dead"}};
+  FakeFetcher fetcher;
+  fetcher.messages[{0, 8}] = dlq_message("stubbed", 8, 200, "the whole body");
+  auto stub = [](const std::string& key, int64_t offset) {
+    DlqMessage m;
+    m.offset = offset;
+    m.key = key;
+    m.stub = true;
+    return m;
+  };
+  Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}}, &fetcher);
+  ReplayOptions options;
+  options.who = "alice";
+  auto s = r.run({"held", "stubbed", "gone"},
+                 {dlq_message("held", 7, 100, "held body"), stub("stubbed", 8), stub("gone", 9)},
+                 options, {});
+  EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kReplayed);
+  EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kReplayed);
+  EXPECT_EQ(s.items[2].outcome, ReplayOutcome::kMissing);
+  EXPECT_EQ(fetcher.fetched, (std::vector<std::string>{"hookrelay.dlq/0@8", "hookrelay.dlq/0@9"}));
+  ASSERT_EQ(producer_.sent.size(), 2u);
+  EXPECT_EQ(producer_.sent[1].value, "the whole body");
+  EXPECT_EQ(as_map(producer_.sent[1].headers).at("hr-delivery-key"), "stubbed");
+  EXPECT_EQ(store_.states["gone"], "dead") << "nothing marked for a message that is gone";
+
+  // No fetcher: failed, not produced from the stub's empty body.
+  store_.states["again"] = "dead";
+  Replayer blind(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}});
+  auto b = blind.run({"again"}, {stub("again", 10)}, options, {});
+  EXPECT_EQ(b.items[0].outcome, ReplayOutcome::kFailed);
+  EXPECT_EQ(producer_.sent.size(), 2u);
+  EXPECT_EQ(store_.states["again"], "dead");
+}
+
 // A replay whose first read of the DLQ came before the dead letter was acknowledged: the key is
 // dead in Postgres but has no message in that read. One more read, after the grace, finds it.
 TEST_F(ReplayerTest, ADeadLetterNotYetReadIsFoundByOneMoreReadBeforeItCountsAsMissing) {
