@@ -149,6 +149,7 @@ Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView
   std::set<std::string> wanted(keys.begin(), keys.end());
   auto reader = KafkaDlqReader::create(*kafka, timeout, "hookrelay-cli", kParkedTopic);
   if (!reader) return Unexpected{reader.error()};
+  (*reader)->set_max_held_bytes(kReplayMaxHeldBytes);  // past it, fetched one at a time
   ProgressPrinter read_progress(io.err, io.now_ms);
   const auto keep = [&wanted](const std::string& k) { return wanted.count(k) != 0; };
   const int64_t read_start_ms = io.now_ms();
@@ -160,7 +161,7 @@ Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView
   auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
   if (!producer) return Unexpected{producer.error()};
   PostgresReplayStore store(*url, 0, "parked");
-  Replayer replayer(store, **producer, ReplayClock{io.now_ms, io.sleep_ms});
+  Replayer replayer(store, **producer, ReplayClock{io.now_ms, io.sleep_ms}, reader->get());
   // A key recorded parked whose message was not yet acknowledged when the read began.
   replayer.reread_from(**reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);

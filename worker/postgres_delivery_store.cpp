@@ -150,7 +150,10 @@ SELECT * FROM fresh UNION ALL SELECT * FROM known
 // A park carries the suspension it was decided under (AttemptRecord::park_suspended_at_ms): when
 // route_states shows that suspension ended by a resume, the delivery is recorded 'retrying'
 // instead, and the statement returns its key. The route is looked up only for such parks (a
-// sub-SELECT under CASE).
+// sub-SELECT under CASE), FOR SHARE: a resume that commits after the statement's snapshot is
+// seen (the lock reads the row's latest version), and one that comes later waits for this
+// record's commit, so the park it leaves is committed before the resume, and so before the
+// release lists the route's parks.
 constexpr const char* kRecordSql = R"SQL(
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[],
@@ -162,9 +165,13 @@ WITH input AS (
 upd AS (
   UPDATE delivery_rows d SET
     state = CASE WHEN r.next_state = 'parked' AND r.park_since_ms > 0 AND EXISTS (
-                        SELECT 1 FROM route_states rs
-                        WHERE rs.source = r.park_source AND rs.route = r.park_route
-                          AND rs.state = 'active'
+                        -- Locked whatever its state, then judged on the version the lock read:
+                        -- FOR SHARE locks only the rows a query returns, and OFFSET 0 keeps the
+                        -- planner from pushing the judgement down below the lock.
+                        SELECT 1 FROM (SELECT rs.state, rs.resumed_at FROM route_states rs
+                                       WHERE rs.source = r.park_source
+                                         AND rs.route = r.park_route OFFSET 0 FOR SHARE) rs
+                        WHERE rs.state = 'active'
                           AND rs.resumed_at > to_timestamp(r.park_since_ms / 1000.0))
                  THEN 'retrying' ELSE r.next_state END,
     attempts = greatest(d.attempts, r.attempt),
@@ -221,6 +228,18 @@ WHERE u.folded IS NOT TRUE
                     AND d.first_worker_id = $9::text) END
 )
 SELECT delivery_key FROM upd WHERE unparked
+UNION ALL
+-- A park this very statement made a retry in an earlier send whose commit went unanswered: the
+-- row, moved then, is not moved again (its lease is gone), but the retry is still this batch's
+-- to publish. Found by its audit row, as above, and the row's state.
+SELECT i.key FROM input i LEFT JOIN upd u ON u.delivery_key = i.key
+WHERE u.delivery_key IS NULL AND i.next_state = 'parked' AND i.park_since_ms > 0
+  AND EXISTS (SELECT 1 FROM delivery_attempts a
+              WHERE a.delivery_key = i.key AND a.attempt = i.attempt
+                AND a.started_at = to_timestamp(i.started_ms / 1000.0) AND a.worker_id = $9::text)
+  AND EXISTS (SELECT 1 FROM delivery_rows d
+              WHERE )SQL" HR_KEY_IS("d.delivery_key", "i.key") R"SQL(
+                AND d.state = 'retrying' AND d.lease_token IS NULL)
 )SQL";
 
 // The inbound audit's INSERT, its seven arrays numbered from $<first>: on its own

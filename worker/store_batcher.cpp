@@ -31,7 +31,10 @@ AttemptRecord attempt_record(const Job& j) {
   // row counts the attempts made so far.
   const bool no_attempt =
       j.decision.attempt == AttemptOutcome::kParked ||
-      (j.decision.next == NextState::kDead && j.decision.reason == DeadReason::kUnknownRoute);
+      (j.decision.next == NextState::kDead &&
+       (j.decision.reason == DeadReason::kUnknownRoute ||
+        // a bounce whose retry Kafka refused for good
+        (j.decision.reason == DeadReason::kProduceRejected && !j.decision.attempt)));
   rec.attempt = no_attempt ? j.d.attempt - 1 : j.d.attempt;
   rec.started_ms = j.started_ms;
   rec.duration_ms = j.duration_ms;

@@ -422,11 +422,22 @@ void Worker::on_produced(const WorkerEvent& e, int64_t now) {
     return;
   }
   for (auto& job : redelivery_.take_to_record()) {
-    // A bounce still holds its lease, and the record gives it back. Any other job's lease went
-    // back with its last record: it is recorded dead under no lease (token 0), which moves the
-    // delivery only while no worker holds one.
+    const bool attempted = job->decision.attempt.has_value();  // this turn made a call or parked
+    if (!attempted && !job->give_back_lease) {
+      // A copy bounced because another worker holds the delivery: that worker decides its
+      // state. The dead letter only keeps a trace of this copy.
+      redelivery_.publish(std::move(job));
+      continue;
+    }
+    // A bounce under a lease of its own still holds it, and the record gives it back. Any other
+    // job's lease went back with its last record: it is recorded dead under no lease (token 0),
+    // which moves the delivery only while no worker holds one.
     if (!job->give_back_lease) job->lease_token = 0;
     job->give_back_lease = false;
+    if (!attempted) {  // audited as no attempt (attempt_record), at this moment
+      job->started_ms = now;
+      job->duration_ms = 0;
+    }
     store_.record(std::move(job));
   }
   if (const auto& fatal = redelivery_.fatal()) {

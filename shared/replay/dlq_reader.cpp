@@ -174,8 +174,11 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
       for (const auto& h : msg.headers) size += h.name.size() + h.value.size();
       if (size > impl_->max_held_bytes - held) {
         msg.key = msg.delivery_key();
-        msg.headers.clear();
-        msg.headers.shrink_to_fit();
+        // Only the reason, which a dry run reports without fetching the message.
+        std::vector<MessageHeader> kept;
+        if (const auto* reason = msg.header(header::kDlqReason))
+          kept.push_back({std::string(header::kDlqReason), *reason});
+        msg.headers = std::move(kept);
         msg.stub = true;
       } else {
         held += size;

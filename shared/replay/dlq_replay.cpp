@@ -387,7 +387,6 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       item.detail = "no message in " + source_topic(options) + " (past retention?)";
       return item;
     }
-    if (!whole(message, options, fetched, item)) return item;
     if (options.dry_run) {
       item.outcome = ReplayOutcome::kWouldReplay;
       const std::string* reason = message->header(kDlqReason);
@@ -396,6 +395,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
                                : options.from_state;
       return item;
     }
+    if (!whole(message, options, fetched, item)) return item;
     pace(options);
     const auto wait = key_wait(*message, options, clock_.now_ms());
     // An unfinished replay is marked already: its retaking is audited, the state unchanged. A

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <latch>
 #include <map>
 #include <optional>
@@ -910,6 +911,73 @@ TEST_F(DeliveryStoreTest, AParkRecordedAfterItsRoutesResumeIsRecordedRetryingIns
             "resumed-before,still-suspended,unbounded");
   // The park is audited as what was decided.
   EXPECT_EQ(outcome_counts("resumed"), "parked=1");
+}
+
+// The same batch sent again after its commit went unanswered: the park it made a retry is still
+// returned, so the worker publishes the retry instead of the parked message.
+TEST_F(DeliveryStoreTest, AParkMadeARetryIsReturnedAgainWhenItsBatchIsSentAgain) {
+  db_->scalar(
+      "INSERT INTO route_states (source, route, state, suspended_at, resumed_at) VALUES"
+      " ('github', 'ci', 'active', now() - interval '10 s', now() - interval '5 s')");
+  const int64_t since =
+      std::stoll(db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
+                             " FROM route_states WHERE route = 'ci'"));
+  claim({delivery("k")}, "w1");
+  AttemptRecord r = attempt("k", 0, "parked", "parked");
+  r.lease_token = token_["k"];
+  r.park_source = "github";
+  r.park_route = "ci";
+  r.park_suspended_at_ms = since;
+  auto first = store_->record({r}, "w1");
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(*first, std::vector<std::string>{"k"});
+  auto again = store_->record({r}, "w1");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again, std::vector<std::string>{"k"});
+  EXPECT_EQ(outcome_counts("k"), "parked=1") << "audited once";
+  EXPECT_EQ(db_->scalar("SELECT state FROM deliveries"), "retrying");
+  // Another worker's identical-looking record is not this batch's: nothing to publish.
+  auto other = store_->record({r}, "w2");
+  ASSERT_TRUE(other) << other.error().message;
+  EXPECT_TRUE(other->empty());
+}
+
+// A record that read the route suspended keeps a resume from committing until the park is
+// committed (the route row is read FOR SHARE): the park is then there when the resume's release
+// lists the route's parks, however long the record took after its read.
+TEST_F(DeliveryStoreTest, AResumeWaitsForARecordThatSawTheRouteSuspended) {
+  db_->scalar(
+      "INSERT INTO route_states (source, route, state, suspended_at) VALUES"
+      " ('github', 'ci', 'suspended', now() - interval '10 s')");
+  const int64_t since =
+      std::stoll(db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
+                             " FROM route_states WHERE route = 'ci'"));
+  claim({delivery("slow")}, "w1");
+  AttemptRecord r = attempt("slow", 0, "parked", "parked");
+  r.lease_token = token_["slow"];
+  r.park_source = "github";
+  r.park_route = "ci";
+  r.park_suspended_at_ms = since;
+
+  pqxx::connection holder(db_->url());
+  pqxx::work hold(holder);
+  hold.exec("SELECT 1 FROM delivery_rows WHERE delivery_key = 'slow' FOR UPDATE");
+  auto recorded = std::async(std::launch::async, [&] { return store_->record({r}, "w1"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // read the route; waits for the row
+  auto resumed = std::async(std::launch::async, [&] {
+    pqxx::connection c(db_->url());
+    pqxx::nontransaction t(c);
+    t.exec("UPDATE route_states SET state = 'active', resumed_at = now() WHERE route = 'ci'");
+  });
+  EXPECT_EQ(resumed.wait_for(std::chrono::seconds(1)), std::future_status::timeout)
+      << "the resume committed while a record that saw the route suspended was still out";
+  hold.abort();
+  auto parked = recorded.get();
+  ASSERT_TRUE(parked) << parked.error().message;
+  EXPECT_TRUE(parked->empty()) << "recorded as it was decided: parked";
+  resumed.get();
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',') FROM parked_deliveries"), "slow")
+      << "committed before the resume: a release lists it";
 }
 
 }  // namespace

@@ -432,6 +432,17 @@ TEST_F(ReplayerTest, AStubIsFetchedWholeWhenItsKeyIsReplayed) {
   EXPECT_EQ(as_map(producer_.sent[1].headers).at("hr-delivery-key"), "stubbed");
   EXPECT_EQ(store_.states["gone"], "dead") << "nothing marked for a message that is gone";
 
+  // A dry run answers from the stub (it keeps the reason): nothing fetched.
+  store_.states["dry"] = "dead";
+  DlqMessage dry = stub("dry", 11);
+  dry.headers.push_back({"hr-dlq-reason", "max_attempts"});
+  ReplayOptions dry_options = options;
+  dry_options.dry_run = true;
+  auto d = r.run({"dry"}, {dry}, dry_options, {});
+  EXPECT_EQ(d.items[0].outcome, ReplayOutcome::kWouldReplay);
+  EXPECT_EQ(d.items[0].detail, "dead: max_attempts");
+  EXPECT_EQ(fetcher.fetched.size(), 2u);
+
   // No fetcher: failed, not produced from the stub's empty body.
   store_.states["again"] = "dead";
   Replayer blind(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}});

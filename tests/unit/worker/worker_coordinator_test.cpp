@@ -1045,6 +1045,38 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
 
 // A call whose timeout is more than half the lease: it may start only while the lease still
 // covers the whole call and the record of its result, not while half the lease is left.
+// A delivery requeued unsent (its lease ran short) whose retry Kafka refuses for good: recorded
+// dead under its own lease as a turn without an attempt (no attempt counted, no 1970 times),
+// then dead-lettered.
+TEST_F(LeaseCoordinator, ARequeueKafkaRefusesForGoodIsRecordedDeadWithoutAnAttempt) {
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
+  sender.hold = true;
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  now += 11'000;  // e2's lease no longer covers its call: requeued, refused
+  run();
+  run();
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "dead");
+  bool recorded = false;
+  for (const auto& r : store.attempts) {
+    if (r.key != "wh:gh:e2:a") continue;
+    recorded = true;
+    EXPECT_EQ(r.attempt, 0) << "no attempt was made";
+    EXPECT_EQ(r.started_ms, now);
+    EXPECT_EQ(r.next_state, "dead");
+    EXPECT_NE(r.lease_token, 0) << "recorded under the lease it held";
+  }
+  EXPECT_TRUE(recorded);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
+  EXPECT_TRUE(store.released.empty()) << "the record gave the lease back";
+  for (auto& answer : sender.held) answer();
+  run();
+}
+
 TEST_F(LeaseCoordinator, ACallLongerThanHalfTheLeaseStartsOnlyWhileTheLeaseCoversIt) {
   config.routes["gh"][0].timeout_ms = 15'000;
   start_own();
@@ -1284,6 +1316,23 @@ TEST_F(WorkerCoordinator, RetryMessageRefusedForGoodIsDeadLettered) {
   EXPECT_NE(store.attempts[1].error.find("refused by Kafka"), std::string::npos);
   EXPECT_EQ(stored(), 1);
   EXPECT_TRUE(worker->fatal_error().empty());
+}
+
+// A copy bounced because another worker holds the delivery, whose retry Kafka refuses for good:
+// the holder decides the delivery's state, so nothing is recorded; its dead letter keeps a trace.
+TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereIsNotRecordedDead) {
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
+  store.state["wh:gh:e1:a"] = "in_flight";
+  store.lease["wh:gh:e1:a"] = {"other-worker", 99};
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "in_flight");
+  EXPECT_TRUE(store.attempts.empty()) << "no record for a delivery another worker holds";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(stored(), 1);
 }
 
 TEST_F(WorkerCoordinator, TransientProduceErrorIsPublishedAgain) {
