@@ -70,7 +70,7 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
 // header Beast parsed has no CR, LF or NUL; its length is bounded by the header block's).
 Result<void> check_content_type(const ConsumedMessage& m) {
   const auto* ct = m.header(header::kContentType);
-  if (ct && ct->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+  if (ct && !forwardable_header_value(*ct))
     return malformed(m, "hr-content-type is not valid HTTP");
   return {};
 }

@@ -22,7 +22,7 @@ void ForwardedHeaderCheck::add(std::string_view name, std::string_view value) {
     invalid_ = "header name '" + std::string(name.substr(0, 64)) +
                (name.size() > 64 ? "...'" : "'") + " (" + std::to_string(name.size()) +
                " bytes) is not one that can be forwarded (at most 256 token characters)";
-  } else if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+  } else if (!forwardable_header_value(value)) {
     invalid_ = "header '" + std::string(name) + "' has a value that cannot be forwarded";
   }
 }

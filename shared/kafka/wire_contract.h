@@ -69,6 +69,11 @@ std::optional<int64_t> parse_header_int(std::string_view value, int64_t lo, int6
 // name (valid_header_name) and no value with CR, LF or NUL. add() takes each name without its
 // prefix; problem() names the first thing broken.
 inline constexpr std::size_t kMaxForwardedBytes = std::size_t{64} * 1024;
+// A header value that can be sent on as it is: no CR, LF or NUL (none can split a request). What
+// ingest forwards and the worker sends (forwarded headers, hr-content-type) are held to it.
+inline bool forwardable_header_value(std::string_view value) {
+  return value.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
 class ForwardedHeaderCheck {
  public:
   explicit ForwardedHeaderCheck(std::size_t max_headers) : max_headers_(max_headers) {}

@@ -98,6 +98,23 @@ class DeliveryStoreTest : public testing::MigratedDatabaseTest {
     tb.join();
     return std::pair{std::move(*ra), std::move(*rb)};
   }
+  // A park of `key` (claimed here) decided under the suspension of route github/`route` that
+  // began at `since` (AttemptRecord::park_suspended_at_ms).
+  AttemptRecord park(const std::string& key, const std::string& route, int64_t since) {
+    AttemptRecord r = attempt(key, 0, "parked", "parked");
+    r.lease_token = token_[key];
+    r.park_source = "github";
+    r.park_route = route;
+    r.park_suspended_at_ms = since;
+    return r;
+  }
+  // route_states.suspended_at of github/`route`, in ms as the worker reads it.
+  int64_t suspended_at_ms(const std::string& route) {
+    return std::stoll(
+        db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
+                    " FROM route_states WHERE source = 'github' AND route = '" +
+                    route + "'"));
+  }
   std::string outcome_counts(const std::string& key) {
     return db_->scalar(
         "SELECT string_agg(outcome || '=' || n, ',' ORDER BY outcome) FROM (SELECT outcome, "
@@ -875,22 +892,12 @@ TEST_F(DeliveryStoreTest, AParkRecordedAfterItsRoutesResumeIsRecordedRetryingIns
       "INSERT INTO route_states (source, route, state, suspended_at, resumed_at) VALUES"
       " ('github', 'ci', 'active', now() - interval '10 s', now() - interval '5 s'),"
       " ('github', 'other', 'suspended', now() - interval '10 s', NULL)");
-  const int64_t suspended_at =
-      std::stoll(db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
-                             " FROM route_states WHERE route = 'ci'"));
+  const int64_t suspended_at = suspended_at_ms("ci");
   auto other = delivery("still-suspended");
   other.destination = "other";
   claim({delivery("resumed"), other, delivery("resumed-before"), delivery("unbounded"),
          delivery("failed")},
         "w1");
-  auto park = [&](const std::string& key, const std::string& route, int64_t since) {
-    AttemptRecord r = attempt(key, 0, "parked", "parked");
-    r.lease_token = token_[key];
-    r.park_source = "github";
-    r.park_route = route;
-    r.park_suspended_at_ms = since;
-    return r;
-  };
   AttemptRecord failed = attempt("failed", 1, "retryable", "retrying", 503);
   failed.lease_token = token_["failed"];
   auto unparked = store_->record(
@@ -919,15 +926,9 @@ TEST_F(DeliveryStoreTest, AParkMadeARetryIsReturnedAgainWhenItsBatchIsSentAgain)
   db_->scalar(
       "INSERT INTO route_states (source, route, state, suspended_at, resumed_at) VALUES"
       " ('github', 'ci', 'active', now() - interval '10 s', now() - interval '5 s')");
-  const int64_t since =
-      std::stoll(db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
-                             " FROM route_states WHERE route = 'ci'"));
+  const int64_t since = suspended_at_ms("ci");
   claim({delivery("k")}, "w1");
-  AttemptRecord r = attempt("k", 0, "parked", "parked");
-  r.lease_token = token_["k"];
-  r.park_source = "github";
-  r.park_route = "ci";
-  r.park_suspended_at_ms = since;
+  const AttemptRecord r = park("k", "ci", since);
   auto first = store_->record({r}, "w1");
   ASSERT_TRUE(first) << first.error().message;
   EXPECT_EQ(*first, std::vector<std::string>{"k"});
@@ -949,15 +950,9 @@ TEST_F(DeliveryStoreTest, AResumeWaitsForARecordThatSawTheRouteSuspended) {
   db_->scalar(
       "INSERT INTO route_states (source, route, state, suspended_at) VALUES"
       " ('github', 'ci', 'suspended', now() - interval '10 s')");
-  const int64_t since =
-      std::stoll(db_->scalar("SELECT (extract(epoch from suspended_at) * 1000)::bigint"
-                             " FROM route_states WHERE route = 'ci'"));
+  const int64_t since = suspended_at_ms("ci");
   claim({delivery("slow")}, "w1");
-  AttemptRecord r = attempt("slow", 0, "parked", "parked");
-  r.lease_token = token_["slow"];
-  r.park_source = "github";
-  r.park_route = "ci";
-  r.park_suspended_at_ms = since;
+  const AttemptRecord r = park("slow", "ci", since);
 
   pqxx::connection holder(db_->url());
   pqxx::work hold(holder);
