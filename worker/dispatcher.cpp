@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
 
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
@@ -68,6 +69,10 @@ void Dispatcher::release_order_gate(Job& job) {
   if (job.order_gate.empty()) return;
   std::string gate = std::move(job.order_gate);
   job.order_gate.clear();
+  open_gate(gate);
+}
+
+void Dispatcher::open_gate(const std::string& gate) {
   auto waiting = ordered_waiting_.find(gate);
   if (waiting == ordered_waiting_.end() || waiting->second.empty()) {
     ordered_busy_.erase(gate);
@@ -94,7 +99,14 @@ void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<
     }
     it = queue.empty() ? queued_.erase(it) : std::next(it);
   }
-  for (auto& job : bounced) bounce(std::move(job));
+  // A bounced job's order gate opens only once `bounce` has dealt with it: the next ordered
+  // delivery of its gate must not start before the bounced one holds its key and takes the
+  // deliveries of that key out to wait behind it.
+  for (auto& job : bounced) {
+    std::string gate = std::exchange(job->order_gate, std::string());
+    bounce(std::move(job));
+    if (!gate.empty()) open_gate(gate);
+  }
 }
 
 Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
@@ -106,7 +118,6 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     // back to a retry tier without a call and is claimed afresh when it comes back.
     auto j = std::move(job);
     queue.pop_front();
-    release_order_gate(*j);
     bounced.push_back(std::move(j));
     return Head::kGone;
   }
@@ -121,7 +132,6 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     // call and without spending an attempt, so a host outage costs only max_age.
     auto j = std::move(job);
     queue.pop_front();
-    release_order_gate(*j);
     j->circuit_open_until_ms = open_until;
     bounced.push_back(std::move(j));
     return Head::kGone;

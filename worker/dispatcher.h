@@ -85,11 +85,13 @@ class Dispatcher {
   enum class Head { kGone, kHostFull, kRouteFull };
   using Jobs = std::vector<std::unique_ptr<Job>>;
   // A job that may not be sent (its lease would not cover the call, its host's circuit is open)
-  // goes to `bounced`, which dispatch() hands to its `bounce` after walking the queues.
+  // goes to `bounced`, which dispatch() hands to its `bounce` after walking the queues; its
+  // order gate stays closed until then.
   Head start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now, Jobs& bounced,
                   bool route_checked);
   void send(std::unique_ptr<Job> j, int64_t now);
   void release_order_gate(Job& job);
+  void open_gate(const std::string& gate);  // starts the next ordered job waiting for it, if any
   // Flow control (worker/flow_control.h): a host paused by Retry-After or at its adaptive limit;
   // a job whose route is at its own limit (or has jobs waiting before it) waits in
   // route_waiting_, started from there in order as the route frees up.

@@ -356,11 +356,30 @@ void Worker::redeliver(std::unique_ptr<Job> job, const AttemptResult& result, in
 
 // The host's circuit is open: the delivery waits in a retry tier until it turns half-open.
 void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
-  const int64_t now = d_.now_ms();
-  const int64_t remaining = std::max<int64_t>(0, job->circuit_open_until_ms - now);
   d_.metrics->circuit_deferral();
   job->give_back_lease = true;
-  redeliver(std::move(job), AttemptResult::circuit_open(remaining), now);
+  send_back_unsent(std::move(job), [this](std::unique_ptr<Job> j) {
+    const int64_t now = d_.now_ms();
+    const int64_t remaining = std::max<int64_t>(0, j->circuit_open_until_ms - now);
+    redeliver(std::move(j), AttemptResult::circuit_open(remaining), now);
+  });
+}
+
+// An ordered route's delivery that goes back unsent keeps its key's order, as a failed attempt
+// does: it holds the key when the key is free (the key's deliveries queued here wait behind it),
+// and waits behind the head when another delivery holds the key (learned since it was queued).
+// The head itself, or any other delivery, goes on to `then`.
+void Worker::send_back_unsent(std::unique_ptr<Job> job,
+                              std::function<void(std::unique_ptr<Job>)> then) {
+  if (d_.key_order && d_.key_order->must_wait(job->d)) {
+    wait_for_key(std::move(job));
+    return;
+  }
+  if (d_.key_order && d_.key_order->take_head(job->d)) {
+    hold_key(std::move(job), queued_behind(), std::move(then));
+    return;
+  }
+  then(std::move(job));
 }
 
 // A claimed delivery waited in the dispatcher (its host paused or at its limit, its route or rate
@@ -372,7 +391,9 @@ void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
 void Worker::requeue_unsent(std::unique_ptr<Job> job) {
   d_.metrics->lease_requeue();
   job->give_back_lease = true;
-  bounce_leased(std::move(job), d_.now_ms());
+  send_back_unsent(std::move(job), [this](std::unique_ptr<Job> j) {
+    redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
+  });
 }
 
 // A delivery bounced under a lease of its own (deferred for an open circuit, or claimed while the

@@ -113,6 +113,7 @@ class Worker {
   void redeliver(std::unique_ptr<Job> job, const AttemptResult& result, int64_t now);
   void defer_for_circuit(std::unique_ptr<Job> job);
   void requeue_unsent(std::unique_ptr<Job> job);
+  void send_back_unsent(std::unique_ptr<Job> job, std::function<void(std::unique_ptr<Job>)> then);
   void release_bounced_leases();
   // The job's turn is over; `done` false: the delivery is not (it waits behind its key's head).
   void finish(std::unique_ptr<Job> job, bool done = true);

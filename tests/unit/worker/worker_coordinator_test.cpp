@@ -1081,13 +1081,17 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     holds.push_back(head);
     return {};
   }
-  Result<void> enqueue(const WaitingDelivery&, int64_t) override { return {}; }
+  Result<void> enqueue(const WaitingDelivery& w, int64_t) override {
+    waiting.push_back(w.delivery_key);
+    return {};
+  }
   Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
     return std::optional<WaitingDelivery>{};
   }
   Result<void> released(int64_t) override { return {}; }
   Result<std::vector<HeldKey>> held(int64_t) override { return std::vector<HeldKey>{}; }
   std::vector<std::string> holds;
+  std::vector<std::string> waiting;  // deliveries set to wait behind their key's head
 };
 
 // LeaseCoordinator's case on an ordered route whose keys go side by side (a JSON pointer): the
@@ -1104,7 +1108,11 @@ sources: { gh: { scheme: github, secrets: [s] } }
 routes:
   gh:
     - { name: a, url: "http://127.0.0.1:9/a", ordered: true, ordering_key: { json_pointer: /e } }
-worker: { per_host_max_in_flight: 1, claim_lease_seconds: 20 }
+worker:
+  per_host_max_in_flight: 1
+  claim_lease_seconds: 20
+  breaker_failure_threshold: 2
+  breaker_cooldown_ms: 20000
 )",
                           [](const std::string&) { return std::nullopt; });
     EXPECT_TRUE(c) << c.error().message;
@@ -1116,6 +1124,11 @@ worker: { per_host_max_in_flight: 1, claim_lease_seconds: 20 }
     own.assign({{std::string(kWebhooksTopic), 0}});
   }
   ~OrderedLeaseCoordinator() override { w.reset(); }
+  // An event whose ordering key (its body's /e) is `key`.
+  void feed_keyed(int64_t offset, const std::string& id, const std::string& key) {
+    feed(offset, id);
+    own.queue.back().value = std::make_shared<const std::string>("{\"e\":\"" + key + "\"}");
+  }
 
   AcceptingKeyOrderStore order_store;
   prometheus::Registry order_registry;
@@ -1141,6 +1154,54 @@ TEST_F(OrderedLeaseCoordinator, ADeliveryBouncedAsTheLastOfItsHostQueueHoldsItsK
   for (auto& answer : sender.held) answer();
   run();
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+}
+
+// Two deliveries of one key: e1 waits for the host's only slot, e2 (claimed 5 s later) waits
+// behind e1's order gate. The pass that finds e1 past its send-by time also finds the slot free
+// (e0 answered): e1 goes back unsent and holds its key, and e2 must wait behind it, not take the
+// slot e1 left (the old dispatcher opened e1's gate at once and started e2 in that same pass).
+TEST_F(OrderedLeaseCoordinator, TheNextOfAKeyWaitsBehindADeliveryBouncedUnsentInTheSamePass) {
+  sender.hold = true;
+  feed_keyed(0, "e0", "y");
+  feed_keyed(1, "e1", "x");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "e0 has the host's only slot";
+  now += 5'000;
+  feed_keyed(2, "e2", "x");
+  run();
+  now += 6'000;  // e1's lease no longer covers its call; e2's does
+  sender.held[0]();
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u)
+      << "e2 was sent while e1, before it on its key, went back unsent";
+  EXPECT_EQ(order_store.holds, std::vector<std::string>{"wh:gh:e1:a"});
+  EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+  EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e2:a"});
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e1");
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+}
+
+// A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
+// attempt does: the key's next delivery waits behind it. The old worker deferred both without a
+// hold, and they came back from the retry tier side by side, in either order.
+TEST_F(OrderedLeaseCoordinator, ADeliveryDeferredForAnOpenCircuitHoldsItsKey) {
+  sender.script = {status(503), status(503)};
+  feed_keyed(0, "e0", "y");
+  feed_keyed(1, "e1", "z");
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  producer.sent.clear();
+  order_store.holds.clear();
+  feed_keyed(2, "e2", "x");
+  feed_keyed(3, "e3", "x");
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
+  EXPECT_EQ(order_store.holds, std::vector<std::string>{"wh:gh:e2:a"});
+  EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e3:a"});
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a deferral must not spend an attempt";
 }
 
 // Half-open: one probe goes out; the host's other deliveries wait for its answer instead of
