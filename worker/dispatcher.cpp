@@ -347,13 +347,6 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(
   return out;
 }
 
-std::vector<LeaseRef> Dispatcher::leases_out() const {
-  std::vector<LeaseRef> leases;
-  leases.reserve(out_.size());
-  for (const auto& [raw, job] : out_) leases.push_back(job->lease());
-  return leases;
-}
-
 void Dispatcher::prune() {
   if (rate_) rate_->prune();
   route_limits_.prune();

@@ -57,10 +57,8 @@ class Dispatcher {
   // route just suspended, which are parked instead of sent (worker/route_lifecycle.h).
   std::vector<std::unique_ptr<Job>> take_queued(const std::function<bool(const Job&)>& pred);
 
-  // Shutdown: the jobs not yet sent (their leases are given back), and the leases of calls still
-  // out.
+  // Shutdown: the jobs not yet sent (their leases are given back).
   std::vector<std::unique_ptr<Job>> take_unsent();
-  std::vector<LeaseRef> leases_out() const;
   bool calls_out() const { return out_.size() > 0; }
   std::size_t out_count() const { return out_.size(); }
 

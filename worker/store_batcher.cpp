@@ -27,14 +27,11 @@ AttemptRecord attempt_record(const Job& j) {
   // Text only here, at the database boundary.
   AttemptRecord rec;
   rec.key = j.d.key;
-  // A delivery parked, or dead-lettered for want of its route, without an attempt: its audit
-  // row counts the attempts made so far.
-  const bool no_attempt =
-      j.decision.attempt == AttemptOutcome::kParked ||
-      (j.decision.next == NextState::kDead &&
-       (j.decision.reason == DeadReason::kUnknownRoute ||
-        // a bounce whose retry Kafka refused for good
-        (j.decision.reason == DeadReason::kProduceRejected && !j.decision.attempt)));
+  // A delivery parked, or dead without an attempt this turn (its route gone, a bounce whose
+  // retry Kafka refused for good, held unsent until max_age): its audit row counts the attempts
+  // made so far.
+  const bool no_attempt = j.decision.attempt == AttemptOutcome::kParked ||
+                          (j.decision.next == NextState::kDead && !j.decision.attempt);
   rec.attempt = no_attempt ? j.d.attempt - 1 : j.d.attempt;
   rec.started_ms = j.started_ms;
   rec.duration_ms = j.duration_ms;
@@ -80,6 +77,12 @@ void StoreBatcher::flush_claims(int64_t now) {
     audit_.clear();
   }
   flush_inbound(now);
+  if (down_ && usable(now) && !claims_.busy() && !claims_.has_queued() && !records_.busy() &&
+      !records_.has_queued()) {
+    // Down, with nothing left to try again (a rebalance dropped the claims that found it down):
+    // no round trip would ever find it up. The partitions go on, and the next claim judges.
+    ok();
+  }
   if (!usable(now) || !claims_.due(now)) return;
   const auto& batch = claims_.start();
   auto refs = std::make_shared<std::vector<DeliveryRef>>();
@@ -283,13 +286,6 @@ std::size_t StoreBatcher::drop_unclaimed(const std::function<bool(const Job&)>& 
   auto n = static_cast<std::size_t>(std::distance(keep, q.end()));
   q.erase(keep, q.end());
   return n;
-}
-
-std::vector<LeaseRef> StoreBatcher::leases_unrecorded() const {
-  std::vector<LeaseRef> leases;
-  for (const auto& j : records_.queued()) leases.push_back(j->lease());
-  for (const auto& j : records_.out()) leases.push_back(j->lease());
-  return leases;
 }
 
 void StoreBatcher::release(std::vector<LeaseRef> leases) {

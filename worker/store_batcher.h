@@ -200,8 +200,6 @@ class StoreBatcher {
 
   // Drops queued (unclaimed) jobs `drop` selects; returns how many.
   std::size_t drop_unclaimed(const std::function<bool(const Job&)>& drop);
-  // Leases of jobs claimed whose results are not recorded yet (shutdown gives them back).
-  std::vector<LeaseRef> leases_unrecorded() const;
   // Gives back leases, on the claim lane (its connection is never used from two threads at once).
   void release(std::vector<LeaseRef> leases);
 

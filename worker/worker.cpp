@@ -351,6 +351,19 @@ void Worker::redeliver(std::unique_ptr<Job> job, const AttemptResult& result, in
   }
   job->decision = decide(job->d, result, policy_, now, d_.rand01);
   if (job->decision.next == NextState::kRetrying) job->history.due_at_ms = job->decision.due_at_ms;
+  if (job->decision.next == NextState::kDead && job->give_back_lease && job->holds_key) {
+    // Dies unsent under a claim of its own (its host's circuit stayed open until max_age, or
+    // no tier is left to wait in): Postgres reads it dead before its dead letter is produced,
+    // as for any delivery that dies, and the record gives its lease back.
+    job->give_back_lease = false;
+    job->started_ms = now;
+    job->duration_ms = 0;
+    if (job->history.last_error.empty())
+      job->history.last_error =
+          std::string("not attempted: ") + dead_reason_name(job->decision.reason);
+    store_.record(std::move(job));
+    return;
+  }
   redelivery_.publish(std::move(job));
 }
 
@@ -705,8 +718,9 @@ void Worker::drain_for_shutdown() {
     redelivery_.flush_due(now);
     intake_.store_offsets();
   }
-  for (auto& l : dispatcher_.leases_out()) unsent.push_back(std::move(l));
-  for (auto& l : store_.leases_unrecorded()) unsent.push_back(std::move(l));
+  // The leases of calls still out and of results not yet recorded run on: given back, the
+  // delivery could be claimed and sent again at once, by the partition's next owner, while the
+  // call is still with its receiver. A crash leaves them running too.
   for (auto& l : redelivery_.leases_pending()) unsent.push_back(std::move(l));
   unsent.insert(unsent.end(), abandoned_leases_.begin(), abandoned_leases_.end());
   store_.release(std::move(unsent));

@@ -1004,6 +1004,46 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
   EXPECT_EQ(store.lease["wh:gh:e3:a"].token, 0) << "the release named another claim's token";
 }
 
+// A host that stays down ends its deliveries at max_age without a call. One that dies so, unsent
+// under its own claim, is recorded dead before its dead letter is produced, so `dlq list` and
+// `dlq replay` find it. The old worker produced the dead letter and gave the lease back, and
+// Postgres kept the delivery in_flight for good.
+class ShortLivedCircuitCoordinator : public OwnWorkerCoordinator {
+ protected:
+  ShortLivedCircuitCoordinator() {
+    config.worker.breaker_failure_threshold = 2;
+    config.worker.breaker_cooldown_ms = 20'000;
+    config.retry.max_age_seconds = 10;
+    start_own();
+  }
+};
+
+TEST_F(ShortLivedCircuitCoordinator, ADeliveryHeldByAnOpenCircuitUntilMaxAgeIsRecordedDead) {
+  sender.script = {status(503), status(503)};
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  producer.sent.clear();
+  now += 5'000;
+  feed(2, "e3");  // 15 s of cool-down left, 10 s of age: dies at once
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(store.state["wh:gh:e3:a"], "dead") << "dead-lettered while Postgres has it in flight";
+  bool recorded = false;
+  for (const auto& r : store.attempts) {
+    if (r.key != "wh:gh:e3:a") continue;
+    recorded = true;
+    EXPECT_EQ(r.attempt, 0) << "no attempt was made";
+    EXPECT_NE(r.lease_token, 0) << "recorded under the lease it held";
+  }
+  EXPECT_TRUE(recorded);
+  EXPECT_TRUE(store.released.empty()) << "the record gave the lease back";
+  EXPECT_EQ(stored_webhooks(), 3);
+}
+
 // A claimed delivery waiting for its host's only slot while its lease runs: once the lease no
 // longer covers its call (20 s lease, 10 s route timeout: 10 s after the claim), it is not sent
 // (another worker may claim it once the lease ends), but goes back to the first retry tier
@@ -1372,6 +1412,42 @@ TEST_F(WorkerCoordinator, TransientProduceErrorIsPublishedAgain) {
   ASSERT_EQ(producer.sent.size(), 1u);
   EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
   EXPECT_EQ(stored(), 1);
+}
+
+// Postgres failed a claim, and before that claim was tried again a rebalance took its partition
+// (dropping the claim): no round trip was left to find Postgres up again, and the old worker held
+// every partition, the ones it kept and the ones it was given, until it was restarted.
+TEST_F(WorkerCoordinator, AnOutageWhoseClaimsARebalanceDroppedEndsAtTheNextTry) {
+  store.down = true;
+  webhook(0, "e1");
+  steps(2);
+  ASSERT_FALSE(consumer.holds.empty());
+  const auto tps = consumer.assigned;
+  consumer.listener.on_revoked(tps);
+  consumer.assign(tps);
+  store.down = false;
+  now += 2'000;
+  webhook(0, "e1");  // replayed by the new assignment
+  steps(16);
+  EXPECT_EQ(sender.calls.size(), 1u) << "the partitions stayed held with Postgres up";
+  EXPECT_TRUE(worker->ready());
+  EXPECT_EQ(stored(), 1);
+}
+
+// Stopped with a call still out when its grace ends: the call's lease runs on, as after a crash.
+// The old worker gave it back, and the partition's next owner could claim the delivery and send
+// it again at once, while the first call was still with its receiver.
+TEST_F(WorkerCoordinator, AStopLeavesTheLeaseOfACallStillOutToRunOn) {
+  sender.hold = true;
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  config.worker.shutdown_grace_ms = 0;
+  worker->request_stop();
+  worker->run();
+  EXPECT_TRUE(store.released.empty()) << "gave back the lease of a call still out";
+  EXPECT_NE(store.lease["wh:gh:e1:a"].token, 0);
+  EXPECT_EQ(stored(), -1);
 }
 
 // Even the DLQ refuses it: there is nowhere to keep the delivery, so the worker stops loudly
