@@ -324,10 +324,10 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(
       }
     }
   };
-  std::vector<std::unique_ptr<Job>> out;
-  for (auto& [gate, queue] : ordered_waiting_) take_from(queue, out);
+  // In the order they were read: a gate's holder (queued) before the jobs waiting for its gate.
   // Releasing a taken job's order gate queues the next ordered job of its gate, which pred
   // judges in the next round.
+  std::vector<std::unique_ptr<Job>> out;
   for (;;) {
     std::vector<std::unique_ptr<Job>> round;
     for (auto q = queued_.begin(); q != queued_.end();) {
@@ -344,6 +344,7 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(
       out.push_back(std::move(job));
     }
   }
+  for (auto& [gate, queue] : ordered_waiting_) take_from(queue, out);
   return out;
 }
 

@@ -60,6 +60,9 @@ struct Job {
   // Bounced without an attempt under a lease of its own: the coordinator gives the lease back
   // once the retry message is acknowledged.
   bool give_back_lease = false;
+  // A copy bounced because another worker holds the delivery, dead-lettered only as a trace (its
+  // retry refused for good): that worker decides the delivery's fate, and the key it may head.
+  bool trace_only = false;
   // A park's suspension (RouteSync::suspension; AttemptRecord::park_suspended_at_ms): the record
   // turns it into a retry if a resume has ended it. 0: the park stands.
   int64_t park_suspended_at_ms = 0;

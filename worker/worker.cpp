@@ -452,14 +452,17 @@ void Worker::drain_events(int64_t now, bool wait) {
 void Worker::on_produced(const WorkerEvent& e, int64_t now) {
   if (auto job = redelivery_.on_produced(e, now)) {
     if (job->give_back_lease) bounced_leases_.push_back(job->lease());
-    finish(std::move(job));
+    const bool done = !job->trace_only;
+    finish(std::move(job), done);
     return;
   }
   for (auto& job : redelivery_.take_to_record()) {
     const bool attempted = job->decision.attempt.has_value();  // this turn made a call or parked
     if (!attempted && !job->give_back_lease) {
       // A copy bounced because another worker holds the delivery: that worker decides its
-      // state. The dead letter only keeps a trace of this copy.
+      // state. The dead letter only keeps a trace of this copy; an ordered key this copy holds
+      // here is not released by it (Postgres releases it once the delivery is done there).
+      job->trace_only = true;
       redelivery_.publish(std::move(job));
       continue;
     }

@@ -1126,12 +1126,14 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     return {};
   }
   Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
+    ++advances;
     return std::optional<WaitingDelivery>{};
   }
   Result<void> released(int64_t) override { return {}; }
   Result<std::vector<HeldKey>> held(int64_t) override { return std::vector<HeldKey>{}; }
   std::vector<std::string> holds;
   std::vector<std::string> waiting;  // deliveries set to wait behind their key's head
+  int advances = 0;
 };
 
 // LeaseCoordinator's case on an ordered route whose keys go side by side (a JSON pointer): the
@@ -1220,6 +1222,42 @@ TEST_F(OrderedLeaseCoordinator, TheNextOfAKeyWaitsBehindADeliveryBouncedUnsentIn
   ASSERT_EQ(producer.sent.size(), 1u);
   EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e1");
   EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+}
+
+// e1 holds its key's order gate, waiting for the host's only slot; e2 waits for the gate. A copy
+// of e3, same key, is leased elsewhere: bounced, it takes the key's head, and e1 and e2 wait
+// behind it in the order they were read. The old dispatcher handed over the gate's waiters
+// first: e2 was set to wait before e1, and would have been released first.
+TEST_F(OrderedLeaseCoordinator, DeliveriesTakenToWaitBehindANewHeadKeepTheirOrder) {
+  sender.hold = true;
+  feed_keyed(0, "e0", "y");
+  feed_keyed(1, "e1", "x");
+  feed_keyed(2, "e2", "x");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  store.lease["wh:gh:e3:a"] = {"other", 5};
+  feed_keyed(3, "e3", "x");
+  run();
+  EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e3:a");
+  EXPECT_EQ(order_store.waiting, (std::vector<std::string>{"wh:gh:e1:a", "wh:gh:e2:a"}));
+}
+
+// A copy leased elsewhere heads its key here; its retry is refused for good, so it is only
+// dead-lettered as a trace. The worker holding the delivery decides its fate: the trace must
+// not release the key's next delivery (the old worker did, while the delivery was still to be
+// made elsewhere).
+TEST_F(OrderedLeaseCoordinator, ATraceOfACopyLeasedElsewhereDoesNotReleaseItsKey) {
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
+  store.lease["wh:gh:e1:a"] = {"other", 5};
+  feed_keyed(0, "e1", "x");
+  feed_keyed(1, "e2", "x");
+  run();
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e2:a"});
+  EXPECT_EQ(order_store.advances, 0) << "a trace released the key's next delivery";
+  EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
 }
 
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
