@@ -157,10 +157,21 @@ void KeyOrder::wait(std::unique_ptr<Job> job, WaitFn then) {
   jobs_.emplace(raw, std::move(job));
   held_gauge_->Set(static_cast<double>(keys_.size()));
   submit([this, w = std::move(w), token, raw, then = std::move(then)]() -> Completion {
-    auto r = retrying<void>("enqueue", [&] { return store_.enqueue(w, token); });
+    auto r = retrying<bool>("enqueue", [&] { return store_.enqueue(w, token); });
     return [this, r, raw, then, k = w.key] {
       auto node = jobs_.extract(raw);
-      if (auto it = keys_.find(k); it != keys_.end()) --it->second.pending;
+      auto it = keys_.find(k);
+      if (it != keys_.end()) --it->second.pending;
+      if (r && !*r) {
+        // The key's head itself, released by a worker whose view was newer than this one's:
+        // this worker now knows it as the head, and it is attempted.
+        const std::string& head = node.mapped()->d.key;
+        spdlog::info("msg=ordered_head_adopted source={} route={} key={}", k.source, k.route,
+                     log_quote(head));
+        if (it != keys_.end() && !it->second.advancing) it->second.head = head;
+        then(std::move(node.mapped()), false);
+        return;
+      }
       if (!r) {
         // Not recorded: it cannot wait, so it is attempted now, out of order rather than lost.
         spdlog::error("msg=ordered_wait_failed key={} code={} error={} action=attempting_now",
@@ -315,11 +326,19 @@ void KeyOrder::merge(const std::vector<HeldKey>& held) {
     auto it = keys_.find(h.key);
     if (it == keys_.end()) {  // held by another worker, or before this one started
       keys_[h.key].head = h.head;
+      learned_ = true;
       if (h.head_done) advance(h.key);
       publish_unreleased(h);
       continue;
     }
-    if (it->second.advancing || it->second.head != h.head) continue;
+    if (it->second.advancing) continue;
+    if (it->second.head != h.head) {
+      // Postgres has another head: another worker moved the key on (or held it first). With
+      // nothing of this worker's under way for the key, Postgres is right: this view is old.
+      if (it->second.pending > 0) continue;
+      it->second.head = h.head;
+      learned_ = true;
+    }
     if (h.head_done) advance(h.key);
     publish_unreleased(h);
   }

@@ -21,7 +21,9 @@
 //                    when it is its key's head, the next waiting one is released.
 //   poll(now)        completions of Postgres round trips and publishes, and every refresh_ms a
 //                    look at Postgres: keys held by other workers (or before a restart) are
-//                    learned, keys whose head finished long ago with nobody releasing the
+//                    learned, and heads moved on by them adopted (learned() tells the worker,
+//                    which then takes the deliveries of those keys it has queued out to wait),
+//                    keys whose head finished long ago with nobody releasing the
 //                    next (its worker crashed) are released here, and a head released long ago
 //                    whose publish was never confirmed (its worker crashed) is published again.
 //
@@ -52,6 +54,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "shared/config/config.h"
@@ -72,7 +75,9 @@ struct KeyOrderOptions {
 class KeyOrder {
  public:
   using JobFn = std::function<void(std::unique_ptr<Job>)>;
-  // `waiting` false: Postgres refused it for good, so it is attempted now (out of order).
+  // `waiting` false: it is attempted now: it is its key's head itself (another worker released
+  // it, and this worker's view of the key was old; the head is adopted), or Postgres refused it
+  // for good (then out of order).
   using WaitFn = std::function<void(std::unique_ptr<Job>, bool waiting)>;
 
   KeyOrder(KeyOrderStore& store, MessageProducer& producer, prometheus::Registry& registry,
@@ -92,6 +97,10 @@ class KeyOrder {
   void hold(std::unique_ptr<Job> job, JobFn then);
   void resolved(const Delivery& d);
   void poll(int64_t now);
+
+  // True once after poll() learned of keys held, or heads moved on, by other workers: the
+  // worker then takes the deliveries of held keys it has queued out to wait (must_wait()).
+  bool learned() { return std::exchange(learned_, false); }
 
   bool idle() const;
   std::size_t held_keys() const { return keys_.size(); }
@@ -127,6 +136,7 @@ class KeyOrder {
   std::set<int64_t> unconfirmed_;  // rows published (or to be) whose released() is not yet done
   int64_t next_refresh_ = 0;
   bool refreshing_ = false;
+  bool learned_ = false;
   int publishing_ = 0;
 
   prometheus::Gauge* waiting_gauge_;

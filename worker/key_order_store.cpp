@@ -46,14 +46,23 @@ Result<void> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string&
   });
 }
 
-Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t lease_token) {
+Result<bool> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t lease_token) {
   const std::string header_array = sql::waiting_headers(w.headers);
-  return db_.run("ordered key enqueue", [&](pqxx::connection& c) {
+  return db_.run("ordered key enqueue", [&](pqxx::connection& c) -> Result<bool> {
     pqxx::work tx(c);
-    tx.exec_params(
+    // DO UPDATE, not DO NOTHING: the key's row is locked whether it was there or not, so an
+    // advance() of the key under way either sees this delivery or has let the key go first
+    // (the row inserted here then holds it again). DO NOTHING took no lock, and a delivery
+    // appended while the key was let go was left behind a key no one holds.
+    auto head = tx.exec_params(
         "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, '')"
-        " ON CONFLICT (source, route, ordering_key) DO NOTHING",
+        " ON CONFLICT (source, route, ordering_key) DO UPDATE SET head_key = ordered_keys.head_key"
+        " RETURNING head_key",
         w.key.source, w.key.route, w.key.key);
+    if (!head.empty() && head[0][0].as<std::string>() == w.delivery_key) {
+      tx.commit();
+      return false;  // the key's head itself: it is attempted, not set to wait
+    }
     tx.exec_params(sql::kAppendWaiting, w.key.source, w.key.route, w.key.key, w.delivery_key,
                    w.topic, header_array, hex_encode(w.body));
     // The lease is given back: released, the delivery is claimed again like any retry.
@@ -62,6 +71,7 @@ Result<void> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
         " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND lease_token = $2",
         w.delivery_key, lease_token);
     tx.commit();
+    return true;
   });
 }
 

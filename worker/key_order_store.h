@@ -55,10 +55,13 @@ class KeyOrderStore {
   // Holds `key` with `head` as its head, unless it is held already (then nothing changes).
   virtual Result<void> hold(const OrderKey& key, const std::string& head) = 0;
   // Appends a waiting delivery behind its key (holding the key, with no head, if it was free)
-  // and gives back the lease `lease_token` has on it, so it can be claimed again when released.
-  // A delivery already waiting behind the key (its message read again after a crash) keeps its
-  // place and is not appended a second time.
-  virtual Result<void> enqueue(const WaitingDelivery& waiting, int64_t lease_token) = 0;
+  // and gives back the lease `lease_token` has on it, so it can be claimed again when released:
+  // true. A delivery already waiting behind the key (its message read again after a crash) keeps
+  // its place and is not appended a second time. A delivery that is its key's head itself (it
+  // was released, and the caller's view of the key is older) does not wait: nothing changes,
+  // its lease is kept, and false comes back. Serialized with advance() on the key's row, so a
+  // delivery appended while the key is released is never left behind a key that is gone.
+  virtual Result<bool> enqueue(const WaitingDelivery& waiting, int64_t lease_token) = 0;
   // The head `head` of `key` is finished: the first waiting delivery becomes the head and is
   // returned (its row stays until released() confirms it was published); with none waiting,
   // the key is free again and nullopt comes back. The head's own waiting row, if its release was
@@ -80,7 +83,7 @@ class PostgresKeyOrderStore final : public KeyOrderStore {
  public:
   explicit PostgresKeyOrderStore(std::string url);
   Result<void> hold(const OrderKey& key, const std::string& head) override;
-  Result<void> enqueue(const WaitingDelivery& waiting, int64_t lease_token) override;
+  Result<bool> enqueue(const WaitingDelivery& waiting, int64_t lease_token) override;
   Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
                                                  const std::string& head) override;
   Result<void> released(int64_t id) override;

@@ -139,7 +139,13 @@ void Worker::step() {
   apply_pending_config();
   int64_t now = d_.now_ms();
   drain_events(now, false);
-  if (d_.key_order) d_.key_order->poll(now);
+  if (d_.key_order) {
+    d_.key_order->poll(now);
+    // Keys other workers hold, learned since these deliveries were queued here: they wait too.
+    if (d_.key_order->learned()) {
+      for (auto& queued : queued_behind()) wait_for_key(std::move(queued));
+    }
+  }
   store_.flush_records(now);
   redelivery_.flush_due(now);
   intake_.resume_due(now);
@@ -529,10 +535,11 @@ void Worker::wait_for_key(std::unique_ptr<Job> job) {
   d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
     if (waiting) {
       // Its message is finished here, the delivery is not: it waits in Postgres. It may even be
-      // its key's head already (a delivery already waiting there, read again after a crash, and
-      // released meanwhile), and must not release the next as if it were done.
+      // its key's head already (released by another worker as soon as it was stored), and must
+      // not release the next as if it were done.
       finish(std::move(j), false);
     } else {
+      // Its key's head itself (this worker's view was old), or refused for good by Postgres.
       dispatcher_.enqueue(std::move(j));
     }
   });

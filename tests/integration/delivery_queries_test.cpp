@@ -400,6 +400,50 @@ TEST_F(DeliveryQueriesTest, AReleaseRacingAWorkerThatFreesTheKeyStillWaitsBehind
   EXPECT_EQ(db_->scalar("SELECT delivery_key FROM ordered_waiting"), "st-e2-billing");
 }
 
+// The same race for a worker's key order: a delivery set to wait while another worker lets the
+// key go waits for that worker's transaction, then holds the key anew. The old enqueue took no
+// lock on the key's row: its waiting row was committed after the advance had looked for one and
+// deleted the key, and nothing ever released it.
+TEST_F(DeliveryQueriesTest, ADeliverySetToWaitWhileAWorkerFreesTheKeyStillWaitsBehindIt) {
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('stripe', 'billing', 'k2', 'other') RETURNING 1");
+  pqxx::connection worker(db_->url());
+  pqxx::work advancing(worker);
+  advancing.exec(
+      "SELECT head_key FROM ordered_keys WHERE ordering_key = 'k2' FOR UPDATE");  // as advance()
+  WaitingDelivery w;
+  w.key = {"stripe", "billing", "k2"};
+  w.delivery_key = "st-e2-billing";
+  w.topic = "hookrelay.retry.0";
+  w.body = "{}";
+  auto enqueued = std::async(std::launch::async, [&] {
+    PostgresKeyOrderStore order(db_->url());
+    return order.enqueue(w, 0);
+  });
+  EXPECT_EQ(enqueued.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "set to wait without waiting for the transaction letting the key go";
+  // As advance() found nothing waiting: the key is let go.
+  advancing.exec("DELETE FROM ordered_keys WHERE ordering_key = 'k2'");
+  advancing.commit();
+  auto r = enqueued.get();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(*r);
+  EXPECT_EQ(db_->scalar("SELECT head_key = '' FROM ordered_keys WHERE ordering_key = 'k2'"), "t")
+      << "the waiting delivery was left behind a key no one holds";
+  EXPECT_EQ(db_->scalar("SELECT delivery_key FROM ordered_waiting"), "st-e2-billing");
+
+  // The key's head itself, read by a worker whose view is old: it does not wait.
+  db_->scalar(
+      "UPDATE ordered_keys SET head_key = 'gh-e1-ci' WHERE ordering_key = 'k2' RETURNING 1");
+  w.delivery_key = "gh-e1-ci";
+  PostgresKeyOrderStore order(db_->url());
+  auto head = order.enqueue(w, 0);
+  ASSERT_TRUE(head) << head.error().message;
+  EXPECT_FALSE(*head);
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "1");
+}
+
 TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
   ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
   EXPECT_EQ(keys({}), (std::vector<std::string>{"st-e2-billing"}));

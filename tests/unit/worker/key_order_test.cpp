@@ -29,15 +29,16 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     keys.try_emplace(key, Key{head, {}});
     return {};
   }
-  Result<void> enqueue(const WaitingDelivery& w, int64_t token) override {
+  Result<bool> enqueue(const WaitingDelivery& w, int64_t token) override {
     auto& k = keys.try_emplace(w.key, Key{"", {}}).first->second;
+    if (k.head == w.delivery_key) return false;  // the head itself: it does not wait
     leases_given_back.push_back(token);
     for (const auto& queued : k.waiting) {
-      if (queued.delivery_key == w.delivery_key) return {};  // waiting already: keeps its place
+      if (queued.delivery_key == w.delivery_key) return true;  // waiting already: keeps its place
     }
     k.waiting.push_back(w);
     k.waiting.back().id = ++next_id;
-    return {};
+    return true;
   }
   Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
                                                  const std::string& head) override {
@@ -417,6 +418,52 @@ TEST(OrderingKeyConfig, ParsedAndRefusalsNameTheField) {
     EXPECT_NE(r.error().message.find(b.field), std::string::npos)
         << b.keys << ": " << r.error().message;
   }
+}
+
+// Another worker released the key's next delivery (d2) while this worker still had the old head
+// (d1) in its view. d2's released message is read here: it is the head, so it is attempted, and
+// this worker adopts it. The old worker set it to wait behind itself: nobody released it again,
+// and the key was held for good.
+TEST_F(KeyOrderTest, TheHeadItselfReadWithAnOldViewIsAttemptedNotSetToWait) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k");
+  const OrderKey k{"acme", "a", "k"};
+  fail(d1);
+  wait(d2);
+  auto next = store.advance(k, d1.key);  // another worker: d1 succeeded there
+  ASSERT_TRUE(next && *next);
+  ASSERT_TRUE(store.released((*next)->id));
+  ASSERT_TRUE(order.must_wait(d2)) << "the test needs this worker's view to be old";
+  std::vector<std::pair<std::string, bool>> back;
+  order.wait(job_of(d2), [&back](std::unique_ptr<Job> j, bool waiting) {
+    back.emplace_back(j->d.key, waiting);
+  });
+  order.poll(now);
+  EXPECT_EQ(back, (std::vector<std::pair<std::string, bool>>{{d2.key, false}}))
+      << "the head was set to wait behind itself";
+  EXPECT_EQ(order.head_of(k), d2.key);
+  EXPECT_TRUE(store.keys.at(k).waiting.empty());
+}
+
+// The same old view, mended by the next look at Postgres: the head another worker moved the key
+// on to is adopted, and the worker is told (learned()) so that it sets that key's queued
+// deliveries to wait. The old worker kept its own head for good.
+TEST_F(KeyOrderTest, AHeadMovedOnByAnotherWorkerIsAdoptedAtTheNextRefresh) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k"), d3 = ordered("e3", "k");
+  const OrderKey k{"acme", "a", "k"};
+  fail(d1);
+  wait(d2);
+  wait(d3);
+  order.learned();
+  auto next = store.advance(k, d1.key);
+  ASSERT_TRUE(next && *next);
+  now += 1'000'000;
+  order.poll(now);  // the refresh goes out
+  order.poll(now);  // and its answer is merged
+  EXPECT_EQ(order.head_of(k), d2.key);
+  EXPECT_TRUE(order.learned());
+  EXPECT_FALSE(order.learned()) << "told once";
+  EXPECT_TRUE(order.must_wait(d3));
+  EXPECT_FALSE(order.must_wait(d2));
 }
 
 }  // namespace

@@ -1121,16 +1121,17 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     holds.push_back(head);
     return {};
   }
-  Result<void> enqueue(const WaitingDelivery& w, int64_t) override {
+  Result<bool> enqueue(const WaitingDelivery& w, int64_t) override {
     waiting.push_back(w.delivery_key);
-    return {};
+    return true;
   }
   Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
     ++advances;
     return std::optional<WaitingDelivery>{};
   }
   Result<void> released(int64_t) override { return {}; }
-  Result<std::vector<HeldKey>> held(int64_t) override { return std::vector<HeldKey>{}; }
+  Result<std::vector<HeldKey>> held(int64_t) override { return held_keys; }
+  std::vector<HeldKey> held_keys;  // as other workers hold them
   std::vector<std::string> holds;
   std::vector<std::string> waiting;  // deliveries set to wait behind their key's head
   int advances = 0;
@@ -1258,6 +1259,41 @@ TEST_F(OrderedLeaseCoordinator, ATraceOfACopyLeasedElsewhereDoesNotReleaseItsKey
   EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e2:a"});
   EXPECT_EQ(order_store.advances, 0) << "a trace released the key's next delivery";
   EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+}
+
+// OrderedLeaseCoordinator with a key order that looks at Postgres every 2 s.
+class RefreshingOrderCoordinator : public OrderedLeaseCoordinator {
+ protected:
+  RefreshingOrderCoordinator() {
+    w.reset();
+    EXPECT_TRUE(refreshing.start());
+    WorkerDeps d = deps(own);
+    d.key_order = &refreshing;
+    w = std::make_unique<Worker>(d);
+    own.assign({{std::string(kWebhooksTopic), 0}});
+  }
+  ~RefreshingOrderCoordinator() override { w.reset(); }
+  KeyOrder refreshing{
+      order_store, producer, order_registry, [] {}, {.refresh_ms = 2'000, .threaded = false}};
+};
+
+// e1 and e2 of key x are queued here (e1 for the host's only slot, e2 for x's order gate) when
+// the look at Postgres finds x held by another worker: they are taken out to wait behind its
+// head. The old worker learned the key but sent e1 and e2 anyway, ahead of that head.
+TEST_F(RefreshingOrderCoordinator, DeliveriesQueuedBeforeTheirKeyWasLearnedHeldWaitBehindIt) {
+  sender.hold = true;
+  feed_keyed(0, "e0", "y");
+  feed_keyed(1, "e1", "x");
+  feed_keyed(2, "e2", "x");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  order_store.held_keys = {{{"gh", "a", "x"}, "wh:gh:e9:a", false, 0, std::nullopt}};
+  now += 2'001;
+  run();
+  EXPECT_EQ(order_store.waiting, (std::vector<std::string>{"wh:gh:e1:a", "wh:gh:e2:a"}));
+  sender.held[0]();
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "sent ahead of the head another worker holds";
 }
 
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
