@@ -96,10 +96,12 @@ void StoreBatcher::flush_claims(int64_t now) {
     if (j->lease_token == 0) {
       j->lease_token = make_lease_token(d_.run_id, ++claim_seq_);
       // The database starts the lease when it runs the claim, after this first send: counted
-      // from here, the lease ends no later than the database says. The call must fit in what
-      // is left (its timeout; half the lease when the lease is the shorter).
-      const int64_t lease_ms = int64_t{d_.lease_seconds} * 1000;
-      j->send_by_ms = now + lease_ms - std::min<int64_t>(j->d.timeout_ms, lease_ms / 2);
+      // from here, the lease ends no later than the database says. The call and the record of
+      // its result must fit in what is left (lease_window; a timeout too long for the lease is
+      // cut to fit).
+      const auto window = lease_window(int64_t{d_.lease_seconds} * 1000, j->d.timeout_ms);
+      j->send_by_ms = now + window.send_within_ms;
+      j->d.timeout_ms = window.timeout_ms;
     }
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url,
                      j->d.origin_topic, j->d.received_at_ms, j->lease_token});

@@ -66,7 +66,9 @@ struct StackOptions {
   std::vector<int> schedule_seconds = {1, 2, 3};
   int max_attempts = 5;
   int max_age_seconds = 3600;
-  int claim_lease_seconds = 5;
+  // Short, so tests of a lost worker's leases are quick, yet long enough for a route's 5 s call
+  // and the record of its result (the worker's lease_window would cut a call that does not fit).
+  int claim_lease_seconds = 8;
   bool allow_private_networks = true;
   int shutdown_grace_ms = 3000;
   int batch_size = 100;

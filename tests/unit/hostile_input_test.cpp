@@ -240,6 +240,13 @@ TEST(ConfigWarnings, ARouteTimeoutTheLeaseDoesNotCoverIsFlagged) {
   ASSERT_EQ(w.size(), 1u);
   EXPECT_NE(w[0].find("routes.gh[0].timeout_ms (30000)"), std::string::npos) << w[0];
   EXPECT_NE(w[0].find("worker.claim_lease_seconds (30 s)"), std::string::npos) << w[0];
+  // A 30 s call and 3 s to record it do not fit in a 32 s lease either.
+  auto tight = parse_config(routes + "worker: { claim_lease_seconds: 32 }\n", none);
+  ASSERT_TRUE(tight) << tight.error().message;
+  EXPECT_EQ(config_warnings(*tight).size(), 1u);
+  auto fits = parse_config(routes + "worker: { claim_lease_seconds: 34 }\n", none);
+  ASSERT_TRUE(fits) << fits.error().message;
+  EXPECT_TRUE(config_warnings(*fits).empty());
 }
 
 }  // namespace

@@ -1063,10 +1063,11 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
   feed(1, "e2");
   run();
   ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
-  now += 9'000;
+  now += 7'000;
   run();
   EXPECT_EQ(sender.calls.size(), 1u);
-  EXPECT_TRUE(producer.sent.empty()) << "11 s of its lease left cover a 10 s call: it waits";
+  EXPECT_TRUE(producer.sent.empty())
+      << "13 s of its lease left cover a 10 s call and 2 s to record it: it waits";
   now += 2'000;
   run();
   EXPECT_EQ(sender.calls.size(), 1u) << "sent with less of its lease left than its timeout";
@@ -1112,6 +1113,42 @@ TEST_F(LeaseCoordinator, ARequeueKafkaRefusesForGoodIsRecordedDeadWithoutAnAttem
   EXPECT_TRUE(store.released.empty()) << "the record gave the lease back";
   for (auto& answer : sender.held) answer();
   run();
+}
+
+// A call whose timeout is more than half the lease: it may start only while the lease still
+// covers the whole call and the record of its result, not while half the lease is left.
+TEST_F(LeaseCoordinator, ACallLongerThanHalfTheLeaseStartsOnlyWhileTheLeaseCoversIt) {
+  config.routes["gh"][0].timeout_ms = 15'000;
+  start_own();
+  sender.hold = true;
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  now += 6'000;  // 14 s of e2's lease left: less than its 15 s call and 2 s to record it
+  for (auto& answer : sender.held) answer();
+  sender.held.clear();
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "e2 was sent with too little of its lease left";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
+}
+
+TEST(LeaseWindow, ACallStartsOnlyWhileTheLeaseCoversItAndItsRecord) {
+  using Window = std::pair<int64_t, int>;
+  auto window = [](int64_t lease_ms, int timeout_ms) {
+    auto w = lease_window(lease_ms, timeout_ms);
+    return Window{w.send_within_ms, w.timeout_ms};
+  };
+  EXPECT_EQ(window(120'000, 10'000), Window(105'000, 10'000));
+  EXPECT_EQ(window(120'000, 100'000), Window(15'000, 100'000));
+  EXPECT_EQ(window(20'000, 10'000), Window(8'000, 10'000));  // margin: 2 s
+  // Too long to fit: started within half the lease, cut to the half left less the margin.
+  EXPECT_EQ(window(120'000, 115'000), Window(60'000, 55'000));
+  EXPECT_EQ(window(120'000, 120'000), Window(60'000, 55'000));
+  EXPECT_EQ(window(20'000, 19'000), Window(10'000, 8'000));
+  EXPECT_EQ(window(1'000, 5'000), Window(500, 400));
 }
 
 // Key order in memory, as far as a bounced delivery needs it: holding a key succeeds.
