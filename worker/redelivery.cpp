@@ -76,11 +76,17 @@ std::unique_ptr<Job> Redelivery::on_produced(const WorkerEvent& e, int64_t now) 
     waiting_.push_back(std::move(job));
     return nullptr;
   }
-  if (is_dead_letter(decision)) {
+  // The producer itself is broken for good (a fatal error of the idempotent producer): no
+  // message will go, and the delivery is not at fault. It is kept as it is, not recorded dead,
+  // and the worker stops; its offset is not committed, so it is read again after a restart.
+  const bool producer_broken = err.code == "producer_fatal";
+  if (is_dead_letter(decision) || producer_broken) {
     // Nowhere left to keep it: stop rather than drop it or try forever. Its offset is not
     // committed, so the message is replayed when the cause is fixed.
-    fatal_ = "the DLQ refused the dead letter of " + job->d.key + " for good (" + err.code +
-             "): " + err.message;
+    fatal_ = producer_broken ? "the Kafka producer failed for good publishing " + job->d.key +
+                                   " (" + err.code + "): " + err.message
+                             : "the DLQ refused the dead letter of " + job->d.key + " for good (" +
+                                   err.code + "): " + err.message;
     spdlog::critical(
         "msg=dead_letter_refused key={} code={} error={} action=\"stopping the worker\"",
         log_quote(job->d.key), err.code, log_quote(err.message));

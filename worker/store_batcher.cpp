@@ -93,16 +93,19 @@ void StoreBatcher::flush_claims(int64_t now) {
     // Every claim has a token of its own, so a claim is one attempt's: see DeliveryStore::claim.
     // A claim sent again after a failed round trip keeps its token: if the first one did commit,
     // the lease it took is found holding this token and the claim is won, not refused.
+    // The database starts the lease when it runs the claim, after this send: counted from here,
+    // the lease ends no later than the database says. The call and the record of its result
+    // must fit in what is left (lease_window; a timeout too long for the lease is cut to fit).
+    const auto window = lease_window(int64_t{d_.lease_seconds} * 1000, j->d.timeout_ms);
     if (j->lease_token == 0) {
       j->lease_token = make_lease_token(d_.run_id, ++claim_seq_);
-      // The database starts the lease when it runs the claim, after this first send: counted
-      // from here, the lease ends no later than the database says. The call and the record of
-      // its result must fit in what is left (lease_window; a timeout too long for the lease is
-      // cut to fit).
-      const auto window = lease_window(int64_t{d_.lease_seconds} * 1000, j->d.timeout_ms);
       j->send_by_ms = now + window.send_within_ms;
-      j->d.timeout_ms = window.timeout_ms;
+    } else {
+      // Sent again: the lease asked for now may be shorter than at the first send (a reload of
+      // claim_lease_seconds in between), and the earlier of the two ends counts.
+      j->send_by_ms = std::min(j->send_by_ms, now + window.send_within_ms);
     }
+    j->d.timeout_ms = window.timeout_ms;
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url,
                      j->d.origin_topic, j->d.received_at_ms, j->lease_token});
   }

@@ -1576,6 +1576,24 @@ TEST_F(WorkerCoordinator, DeadLetterRefusedForGoodStopsTheWorker) {
   EXPECT_EQ(stored(), -1);
 }
 
+// The producer itself failed for good (a fatal error of the idempotent producer): the retry is
+// not the delivery's fault, so it is not recorded dead; the worker stops with the offset
+// uncommitted and the message is read again after a restart. The old worker recorded every
+// delivery whose retry met the broken producer dead, for good.
+TEST_F(WorkerCoordinator, ARetryRefusedByABrokenProducerIsNotRecordedDead) {
+  const Error broken{"producer_fatal", "Kafka producer is in a fatal state", false};
+  producer.refuse_topic[retry_topic(0)] = broken;
+  producer.refuse_topic[std::string(kDlqTopic)] = broken;
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps(12);
+  EXPECT_NE(store.state["wh:gh:e1:a"], "dead");
+  EXPECT_NE(worker->fatal_error().find("wh:gh:e1:a"), std::string::npos) << worker->fatal_error();
+  EXPECT_EQ(stored(), -1);
+  worker->run();
+  EXPECT_EQ(stored(), -1);
+}
+
 // A retry whose hr-due-at is not a number was not written by hookrelay: it is logged, counted
 // and dead-lettered as malformed, not taken as "due now" and delivered.
 TEST_F(WorkerCoordinator, BadDueTimeIsCountedAndDeadLettered) {
@@ -1676,6 +1694,34 @@ TEST_F(WorkerCoordinator, RetryConsumedAfterAReloadUsesTheNewRouteAndPolicy) {
   ASSERT_EQ(producer.sent.size(), 2u);
   EXPECT_EQ(producer.sent[1].topic, kDlqTopic) << "the reloaded max_attempts (2) was not applied";
   EXPECT_EQ(producer.sent[1].header("hr-dlq-reason"), "max_attempts");
+}
+
+// A claim that Postgres failed is sent again after a reload shortened claim_lease_seconds: the
+// shorter lease the database then starts bounds the call's start. The old worker kept the first
+// send's window (8 s of a 20 s lease), and could start the call after the 12 s lease had ended.
+TEST_F(WorkerCoordinator, AClaimSentAgainAfterAReloadShortenedTheLeaseKeepsToTheShorterOne) {
+  const std::string url = "http://127.0.0.1:9/a";
+  worker->reconfigure(installed_config(reload_yaml(url,
+                                                   "worker: { per_host_max_in_flight: 1, "
+                                                   "claim_lease_seconds: 20 }\n")));
+  sender.hold = true;
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u) << "e1 has the host's only slot";
+  store.down = true;
+  webhook(1, "e2");
+  steps(2);  // e2's claim fails: it will be sent again
+  worker->reconfigure(installed_config(reload_yaml(url,
+                                                   "worker: { per_host_max_in_flight: 1, "
+                                                   "claim_lease_seconds: 12 }\n")));
+  store.down = false;
+  now += 1'000;
+  steps();  // claimed under a 12 s lease: a 10 s call must start within 0.8 s
+  now += 2'000;
+  sender.held[0]();
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u) << "e2 was sent after the lease it was claimed under ran out";
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_requeues_total"), 1);
 }
 
 // Worker limits of a reload apply to calls started after it, lowered or raised.
