@@ -63,6 +63,9 @@ struct Job {
   // A copy bounced because another worker holds the delivery, dead-lettered only as a trace (its
   // retry refused for good): that worker decides the delivery's fate, and the key it may head.
   bool trace_only = false;
+  // Failed, it found its key held by another worker's head (KeyOrder::hold) and waits behind
+  // it: once its attempt is recorded it is finished instead of going to a retry tier.
+  bool wait_after_record = false;
   // A park's suspension (RouteSync::suspension; AttemptRecord::park_suspended_at_ms): the record
   // turns it into a retry if a resume has ended it. 0: the park stands.
   int64_t park_suspended_at_ms = 0;

@@ -137,22 +137,34 @@ std::string KeyOrder::head_of(const OrderKey& key) const {
   return it == keys_.end() ? std::string() : it->second.head;
 }
 
+WaitingDelivery KeyOrder::waiting_row(const Job& job) {
+  WaitingDelivery w;
+  w.key = *key_of(job.d);
+  w.delivery_key = job.d.key;
+  w.topic = retry_topic(0);
+  AttemptHistory h = job.history;
+  if (!job.decision.attempt) {  // not attempted this turn (an attempt's history is set)
+    h.attempts_made = job.d.attempt - 1;
+    h.first_attempt_at_ms = job.d.first_attempt_at_ms;
+  }
+  h.due_at_ms = 0;  // due as soon as it is released
+  w.headers = redelivery_headers(job.d, h);
+  if (job.d.body) w.body = *job.d.body;
+  return w;
+}
+
+int64_t KeyOrder::waiting_lease(const Job& job) {
+  // An attempt's lease is given back by its record, which may come after the wait.
+  return job.decision.attempt ? 0 : job.lease_token;
+}
+
 void KeyOrder::wait(std::unique_ptr<Job> job, WaitFn then) {
   OrderKey k = *key_of(job->d);
   auto& st = keys_[k];
   ++st.pending;
   ++st.waits_since;
-  WaitingDelivery w;
-  w.key = k;
-  w.delivery_key = job->d.key;
-  w.topic = retry_topic(0);
-  AttemptHistory h = job->history;
-  h.attempts_made = job->d.attempt - 1;
-  h.first_attempt_at_ms = job->d.first_attempt_at_ms;
-  h.due_at_ms = 0;  // due as soon as it is released
-  w.headers = redelivery_headers(job->d, h);
-  if (job->d.body) w.body = *job->d.body;
-  const int64_t token = job->lease_token;
+  WaitingDelivery w = waiting_row(*job);
+  const int64_t token = waiting_lease(*job);
   Job* raw = job.get();
   jobs_.emplace(raw, std::move(job));
   held_gauge_->Set(static_cast<double>(keys_.size()));
@@ -194,22 +206,38 @@ bool KeyOrder::take_head(const Delivery& d) {
   return true;
 }
 
-void KeyOrder::hold(std::unique_ptr<Job> job, JobFn then) {
+void KeyOrder::hold(std::unique_ptr<Job> job, JobFn then, JobFn lost) {
   OrderKey k = *key_of(job->d);
   auto& st = keys_[k];
   ++st.pending;
   std::string head = st.head;
+  WaitingDelivery otherwise = waiting_row(*job);
+  const int64_t token = waiting_lease(*job);
   Job* raw = job.get();
   jobs_.emplace(raw, std::move(job));
-  submit([this, k, head, raw, then = std::move(then)]() -> Completion {
-    auto r = retrying<void>("hold", [&] { return store_.hold(k, head); });
-    return [this, r, raw, then, k] {
+  submit([this, k, head, otherwise = std::move(otherwise), token, raw, then = std::move(then),
+          lost = std::move(lost)]() -> Completion {
+    auto r = retrying<std::string>("hold", [&] { return store_.hold(k, head, otherwise, token); });
+    return [this, r, raw, then, lost, k, head] {
       auto node = jobs_.extract(raw);
-      if (auto it = keys_.find(k); it != keys_.end()) --it->second.pending;
+      auto it = keys_.find(k);
+      if (it != keys_.end()) --it->second.pending;
       if (!r) {
         spdlog::error("msg=ordered_hold_failed key={} code={} error={}",
                       log_quote(node.mapped()->d.key), r.error().code,
                       log_quote(r.error().message));
+      } else if (*r != head) {
+        // Another worker held the key first: its head is the key's, and this delivery waits
+        // behind it (the store appended it).
+        spdlog::info("msg=ordered_hold_lost source={} route={} key={} head={}", k.source, k.route,
+                     log_quote(head), log_quote(*r));
+        if (it != keys_.end() && !it->second.advancing && it->second.head == head) {
+          it->second.head = *r;
+          learned_ = true;
+        }
+        waits_->Add({{"source", k.source}, {"route", k.route}}).Increment();
+        lost(std::move(node.mapped()));
+        return;
       }
       then(std::move(node.mapped()));
     };

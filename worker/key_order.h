@@ -16,7 +16,10 @@
 //   take_head(d)     an attempt failed and goes to a retry tier: true when that holds its key
 //                    now (it was free). The worker then pulls the queued deliveries of the key
 //                    out of the dispatcher into wait(), and passes the job through hold().
-//   hold(job, then)  makes the hold durable before the job moves on (its retry is published).
+//   hold(job, then, lost)  makes the hold durable before the job moves on (`then`: its retry is
+//                    published). When Postgres has another head for the key (another worker held
+//                    it first, unseen here yet), that head is adopted, the job is set to wait
+//                    behind it (as wait() would), and it goes to `lost`.
 //   resolved(d)      a delivery finished without another retry (succeeded, dead, found done):
 //                    when it is its key's head, the next waiting one is released.
 //   poll(now)        completions of Postgres round trips and publishes, and every refresh_ms a
@@ -94,7 +97,7 @@ class KeyOrder {
   bool must_wait(const Delivery& d) const;
   void wait(std::unique_ptr<Job> job, WaitFn then);
   bool take_head(const Delivery& d);
-  void hold(std::unique_ptr<Job> job, JobFn then);
+  void hold(std::unique_ptr<Job> job, JobFn then, JobFn lost);
   void resolved(const Delivery& d);
   void poll(int64_t now);
 
@@ -119,6 +122,10 @@ class KeyOrder {
   template <class T, class F>
   Result<T> retrying(const char* what, F&& f);
   void advance(const OrderKey& key);
+  // The row that makes `job` wait (its retry message, due once released), and the lease that
+  // setting it to wait gives back (0: its record gives it back).
+  static WaitingDelivery waiting_row(const Job& job);
+  static int64_t waiting_lease(const Job& job);
   void publish(WaitingDelivery w);
   void done(Completion c);  // any thread
   void refresh();

@@ -33,21 +33,43 @@ WaitingDelivery read_waiting_row(pqxx::work& tx, const OrderKey& key, const pqxx
 
 PostgresKeyOrderStore::PostgresKeyOrderStore(std::string url) : db_(std::move(url)) {}
 
-Result<void> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string& head) {
-  return db_.run("ordered key hold", [&](pqxx::connection& c) {
+namespace {
+
+// Appends `w` behind its key and gives back the lease `lease_token` has on it (enqueue()).
+void append_waiting(pqxx::work& tx, const WaitingDelivery& w, int64_t lease_token) {
+  tx.exec_params(sql::kAppendWaiting, w.key.source, w.key.route, w.key.key, w.delivery_key, w.topic,
+                 sql::waiting_headers(w.headers), hex_encode(w.body));
+  // The lease is given back: released, the delivery is claimed again like any retry.
+  tx.exec_params(
+      "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL"
+      " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND lease_token = $2",
+      w.delivery_key, lease_token);
+}
+
+}  // namespace
+
+Result<std::string> PostgresKeyOrderStore::hold(const OrderKey& key, const std::string& head,
+                                                const WaitingDelivery& otherwise,
+                                                int64_t lease_token) {
+  return db_.run("ordered key hold", [&](pqxx::connection& c) -> Result<std::string> {
     pqxx::work tx(c);
-    tx.exec_params(
+    auto r = tx.exec_params(
         "INSERT INTO ordered_keys (source, route, ordering_key, head_key) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (source, route, ordering_key) DO UPDATE SET head_key = EXCLUDED.head_key,"
-        "   updated_at = now()"
-        " WHERE ordered_keys.head_key = ''",
+        " ON CONFLICT (source, route, ordering_key) DO UPDATE SET"
+        "   head_key = CASE WHEN ordered_keys.head_key = '' THEN EXCLUDED.head_key"
+        "                   ELSE ordered_keys.head_key END,"
+        "   updated_at = CASE WHEN ordered_keys.head_key = '' THEN now()"
+        "                     ELSE ordered_keys.updated_at END"
+        " RETURNING head_key",
         key.source, key.route, key.key, head);
+    const std::string now_head = r.empty() ? head : r[0][0].as<std::string>();
+    if (now_head != head) append_waiting(tx, otherwise, lease_token);
     tx.commit();
+    return now_head;
   });
 }
 
 Result<bool> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t lease_token) {
-  const std::string header_array = sql::waiting_headers(w.headers);
   return db_.run("ordered key enqueue", [&](pqxx::connection& c) -> Result<bool> {
     pqxx::work tx(c);
     // DO UPDATE, not DO NOTHING: the key's row is locked whether it was there or not, so an
@@ -63,13 +85,7 @@ Result<bool> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
       tx.commit();
       return false;  // the key's head itself: it is attempted, not set to wait
     }
-    tx.exec_params(sql::kAppendWaiting, w.key.source, w.key.route, w.key.key, w.delivery_key,
-                   w.topic, header_array, hex_encode(w.body));
-    // The lease is given back: released, the delivery is claimed again like any retry.
-    tx.exec_params(
-        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL"
-        " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND lease_token = $2",
-        w.delivery_key, lease_token);
+    append_waiting(tx, w, lease_token);
     tx.commit();
     return true;
   });

@@ -52,8 +52,13 @@ struct HeldKey {
 class KeyOrderStore {
  public:
   virtual ~KeyOrderStore() = default;
-  // Holds `key` with `head` as its head, unless it is held already (then nothing changes).
-  virtual Result<void> hold(const OrderKey& key, const std::string& head) = 0;
+  // Holds `key` with `head` as its head, unless it has a head already, and returns the key's
+  // head after: `head`, or the one another worker gave the key first. Then `otherwise` (the
+  // would-be head's own waiting row) is appended behind that head as enqueue() appends it,
+  // giving back the lease `lease_token` has on it, in the same transaction: the deliveries of
+  // the key set to wait after this call come after it.
+  virtual Result<std::string> hold(const OrderKey& key, const std::string& head,
+                                   const WaitingDelivery& otherwise, int64_t lease_token) = 0;
   // Appends a waiting delivery behind its key (holding the key, with no head, if it was free)
   // and gives back the lease `lease_token` has on it, so it can be claimed again when released:
   // true. A delivery already waiting behind the key (its message read again after a crash) keeps
@@ -82,7 +87,8 @@ class KeyOrderStore {
 class PostgresKeyOrderStore final : public KeyOrderStore {
  public:
   explicit PostgresKeyOrderStore(std::string url);
-  Result<void> hold(const OrderKey& key, const std::string& head) override;
+  Result<std::string> hold(const OrderKey& key, const std::string& head,
+                           const WaitingDelivery& otherwise, int64_t lease_token) override;
   Result<bool> enqueue(const WaitingDelivery& waiting, int64_t lease_token) override;
   Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
                                                  const std::string& head) override;

@@ -337,11 +337,17 @@ std::vector<std::unique_ptr<Job>> Worker::queued_behind() {
 }
 
 void Worker::hold_key(std::unique_ptr<Job> job, std::vector<std::unique_ptr<Job>> behind,
-                      std::function<void(std::unique_ptr<Job>)> then) {
+                      std::function<void(std::unique_ptr<Job>)> then,
+                      std::function<void(std::unique_ptr<Job>)> lost) {
   // The hold is in Postgres before the job moves on, and before any delivery waits behind it: a
   // worker that reads the key meanwhile (after a crash or a rebalance) never finds it without a
   // head.
-  d_.key_order->hold(std::move(job), std::move(then));
+  if (!lost) {
+    lost = [this](std::unique_ptr<Job> j) {
+      finish(std::move(j), false);  // it waits behind another worker's head (KeyOrder::hold)
+    };
+  }
+  d_.key_order->hold(std::move(job), std::move(then), std::move(lost));
   for (auto& queued : behind) wait_for_key(std::move(queued));
 }
 
@@ -524,8 +530,15 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   if (decision.next == NextState::kRetrying) h.due_at_ms = decision.due_at_ms;
   job->duration_ms = static_cast<int>(r.duration_ms);
   if (holds_key) {  // the hold is in Postgres before the retry is recorded and published
-    hold_key(std::move(job), std::move(behind),
-             [this](std::unique_ptr<Job> j) { store_.record(std::move(j)); });
+    hold_key(
+        std::move(job), std::move(behind),
+        [this](std::unique_ptr<Job> j) { store_.record(std::move(j)); },
+        [this](std::unique_ptr<Job> j) {
+          // Another worker's head has the key, and this attempt waits behind it with its retry
+          // message: recorded (the record gives its lease back), it is finished.
+          j->wait_after_record = true;
+          store_.record(std::move(j));
+        });
     return;
   }
   store_.record(std::move(job));
@@ -567,6 +580,8 @@ void Worker::on_recorded(const WorkerEvent& e, int64_t now) {
     if (job->decision.next == NextState::kSucceeded) {
       d_.metrics->delivery("succeeded");
       finish(std::move(job));
+    } else if (job->wait_after_record && job->decision.next == NextState::kRetrying) {
+      finish(std::move(job), false);  // it waits behind another worker's head (hold_key)
     } else {
       redelivery_.publish(std::move(job));
     }

@@ -131,8 +131,11 @@ class Worker {
   // the deliveries of held keys queued here (taken out with queued_behind()) wait behind it once
   // the hold is durable, and `then` gets the job.
   std::vector<std::unique_ptr<Job>> queued_behind();
+  // `lost`: the key turned out held by another worker's head, and the job was set to wait
+  // behind it (KeyOrder::hold); by default it is finished.
   void hold_key(std::unique_ptr<Job> job, std::vector<std::unique_ptr<Job>> behind,
-                std::function<void(std::unique_ptr<Job>)> then);
+                std::function<void(std::unique_ptr<Job>)> then,
+                std::function<void(std::unique_ptr<Job>)> lost = nullptr);
   // Leased by another worker (attempting it, or stopped with it out): back after the first tier.
   void bounce_leased(std::unique_ptr<Job> job, int64_t now);
   void update_gauges(int64_t now);

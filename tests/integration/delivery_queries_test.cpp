@@ -444,6 +444,35 @@ TEST_F(DeliveryQueriesTest, ADeliverySetToWaitWhileAWorkerFreesTheKeyStillWaitsB
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "1");
 }
 
+// A worker holding a key answers with the key's head: its own, or the one another worker gave
+// the key first (then nothing changes); a key with no head (a release waits on it) takes it.
+TEST_F(DeliveryQueriesTest, HoldingAKeyAnswersWithItsHead) {
+  PostgresKeyOrderStore order(db_->url());
+  const OrderKey k{"stripe", "billing", "k3"};
+  WaitingDelivery w;
+  w.key = k;
+  w.topic = "hookrelay.retry.0";
+  w.delivery_key = "st-e2-billing";
+  auto first = order.hold(k, "st-e2-billing", w, 0);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(*first, "st-e2-billing");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  w.delivery_key = "st-e3-billing";
+  auto second = order.hold(k, "st-e3-billing", w, 0);
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(*second, "st-e2-billing") << "a second head was taken for the key";
+  EXPECT_EQ(db_->scalar("SELECT head_key FROM ordered_keys WHERE ordering_key = 'k3'"),
+            "st-e2-billing");
+  EXPECT_EQ(db_->scalar("SELECT delivery_key FROM ordered_waiting"), "st-e3-billing")
+      << "the delivery that lost the key waits behind its head";
+  db_->scalar("DELETE FROM ordered_waiting RETURNING 1");
+  db_->scalar("UPDATE ordered_keys SET head_key = '' WHERE ordering_key = 'k3' RETURNING 1");
+  auto third = order.hold(k, "st-e3-billing", w, 0);
+  ASSERT_TRUE(third) << third.error().message;
+  EXPECT_EQ(*third, "st-e3-billing");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+}
+
 TEST_F(DeliveryQueriesTest, DlqListFollowsDeliveriesIntoAndOutOfDead) {
   ASSERT_TRUE(queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed"));
   EXPECT_EQ(keys({}), (std::vector<std::string>{"st-e2-billing"}));

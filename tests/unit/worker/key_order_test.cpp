@@ -25,9 +25,12 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     std::string head;
     std::vector<WaitingDelivery> waiting;
   };
-  Result<void> hold(const OrderKey& key, const std::string& head) override {
-    keys.try_emplace(key, Key{head, {}});
-    return {};
+  Result<std::string> hold(const OrderKey& key, const std::string& head,
+                           const WaitingDelivery& otherwise, int64_t token) override {
+    auto& k = keys.try_emplace(key, Key{head, {}}).first->second;
+    if (k.head.empty()) k.head = head;
+    if (k.head != head) (void)enqueue(otherwise, token);
+    return k.head;
   }
   Result<bool> enqueue(const WaitingDelivery& w, int64_t token) override {
     auto& k = keys.try_emplace(w.key, Key{"", {}}).first->second;
@@ -145,7 +148,9 @@ class KeyOrderTest : public ::testing::Test {
   // A failed attempt of `d` that goes to a retry tier.
   void fail(const Delivery& d) {
     if (order.take_head(d)) {
-      order.hold(job_of(d), [this](std::unique_ptr<Job> j) { held.push_back(j->d.key); });
+      order.hold(
+          job_of(d), [this](std::unique_ptr<Job> j) { held.push_back(j->d.key); },
+          [this](std::unique_ptr<Job> j) { lost.push_back(j->d.key); });
     }
     order.poll(now);
   }
@@ -159,7 +164,7 @@ class KeyOrderTest : public ::testing::Test {
   prometheus::Registry registry;
   KeyOrder order{store, producer, registry, [] {}, {.refresh_ms = 1000000, .threaded = false}};
   int64_t now = 1000;
-  std::vector<std::string> waited, held;
+  std::vector<std::string> waited, held, lost;
 };
 
 TEST_F(KeyOrderTest, AFailedHeadHoldsItsKeyOnlyAndLaterDeliveriesOfTheKeyWait) {
@@ -464,6 +469,25 @@ TEST_F(KeyOrderTest, AHeadMovedOnByAnotherWorkerIsAdoptedAtTheNextRefresh) {
   EXPECT_FALSE(order.learned()) << "told once";
   EXPECT_TRUE(order.must_wait(d3));
   EXPECT_FALSE(order.must_wait(d2));
+}
+
+// Another worker held the key first (d9 its head), unseen here yet: this worker's failed d1
+// takes the key in its own view, but Postgres keeps the other head. That head is adopted and d1
+// goes to `lost`, to wait behind it. The old worker took d1 for the head as well: two heads,
+// each worker releasing the key's next delivery when its own finished.
+TEST_F(KeyOrderTest, AHoldLostToAnotherWorkersHeadAdoptsThatHead) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k");
+  const OrderKey k{"acme", "a", "k"};
+  store.keys[k] = {"wh:acme:e9:a", {}};
+  fail(d1);
+  EXPECT_TRUE(held.empty());
+  EXPECT_EQ(lost, std::vector<std::string>{d1.key});
+  EXPECT_EQ(order.head_of(k), "wh:acme:e9:a");
+  ASSERT_EQ(store.keys.at(k).waiting.size(), 1u);
+  EXPECT_EQ(store.keys.at(k).waiting[0].delivery_key, d1.key) << "d1 waits behind that head";
+  EXPECT_TRUE(order.must_wait(d1));
+  EXPECT_TRUE(order.must_wait(d2));
+  EXPECT_TRUE(order.learned());
 }
 
 }  // namespace

@@ -1154,9 +1154,12 @@ TEST(LeaseWindow, ACallStartsOnlyWhileTheLeaseCoversItAndItsRecord) {
 // Key order in memory, as far as a bounced delivery needs it: holding a key succeeds.
 class AcceptingKeyOrderStore final : public KeyOrderStore {
  public:
-  Result<void> hold(const OrderKey&, const std::string& head) override {
+  Result<std::string> hold(const OrderKey&, const std::string& head,
+                           const WaitingDelivery& otherwise, int64_t) override {
     holds.push_back(head);
-    return {};
+    if (taken_by.empty()) return head;
+    waiting.push_back(otherwise.delivery_key);
+    return taken_by;
   }
   Result<bool> enqueue(const WaitingDelivery& w, int64_t) override {
     waiting.push_back(w.delivery_key);
@@ -1170,6 +1173,7 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
   Result<std::vector<HeldKey>> held(int64_t) override { return held_keys; }
   std::vector<HeldKey> held_keys;  // as other workers hold them
   std::vector<std::string> holds;
+  std::string taken_by;              // the head another worker gave every key first ("": none did)
   std::vector<std::string> waiting;  // deliveries set to wait behind their key's head
   int advances = 0;
 };
@@ -1331,6 +1335,28 @@ TEST_F(RefreshingOrderCoordinator, DeliveriesQueuedBeforeTheirKeyWasLearnedHeldW
   sender.held[0]();
   run();
   EXPECT_EQ(sender.calls.size(), 1u) << "sent ahead of the head another worker holds";
+}
+
+// e1 fails; its key turns out held by another worker's head (unseen here yet). e1 waits behind
+// that head with its retry message, recorded as retrying, instead of going to a retry tier as a
+// second head; e2, queued behind it, waits after it. The old worker published e1's retry as the
+// key's head.
+TEST_F(OrderedLeaseCoordinator, AFailedAttemptWhoseKeyAnotherWorkerHoldsWaitsBehindItsHead) {
+  order_store.taken_by = "wh:gh:e9:a";
+  sender.hold = true;
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  feed_keyed(1, "e2", "x");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  sender.held[0]();
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  EXPECT_TRUE(producer.sent.empty()) << "its retry was published as the key's second head";
+  EXPECT_EQ(order_store.waiting, (std::vector<std::string>{"wh:gh:e1:a", "wh:gh:e2:a"}));
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying");
+  EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e9:a");
+  EXPECT_EQ(stored_webhooks(), 2);
 }
 
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
