@@ -233,15 +233,18 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
 // waiting is not lost.
 void KafkaConsumer::wake() { rd_kafka_queue_yield(queue_.get()); }
 
-void KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
+bool KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
   rd_kafka_pause_partitions(rk_.get(), l.get());
   auto s = one(tp, seek_offset);
   if (KafkaErrorHandle e{rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)}) {
-    spdlog::warn("msg=seek_failed topic={} partition={} error={}", tp.topic, tp.partition,
-                 log_quote(rd_kafka_error_string(e.get())));
+    spdlog::warn("msg=seek_failed topic={} partition={} error={} action=\"keeping the message\"",
+                 tp.topic, tp.partition, log_quote(rd_kafka_error_string(e.get())));
+    resume(tp);  // not repositioned: fetching goes on after the last message returned
+    return false;
   }
   next_offset_[tp] = seek_offset;
+  return true;
 }
 
 // librdkafka's pause records the application position (last returned + 1) as where fetching

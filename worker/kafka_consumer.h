@@ -46,7 +46,7 @@ class KafkaConsumer final : public MessageConsumer {
   void set_on_fatal(std::function<void(const std::string& reason)> f) { on_fatal_ = std::move(f); }
   std::vector<ConsumedMessage> poll(int max_messages, int timeout_ms) override;
   void wake() override;
-  void pause(const TopicPartition& tp, int64_t seek_offset) override;
+  bool pause(const TopicPartition& tp, int64_t seek_offset) override;
   void hold(const std::vector<TopicPartition>& tps) override;
   void resume(const TopicPartition& tp) override;
   void store_offsets(const std::vector<CommitPosition>& positions) override;

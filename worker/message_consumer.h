@@ -35,8 +35,9 @@ class MessageConsumer {
   // Makes a poll() that is waiting (or the next one to wait) return at once, so the coordinator
   // can block in poll() and still react to events from other threads without spinning.
   virtual void wake() = 0;
-  // Stops fetching tp; the next fetch after resume starts at seek_offset.
-  virtual void pause(const TopicPartition& tp, int64_t seek_offset) = 0;
+  // Stops fetching tp; the next fetch after resume starts at seek_offset. False when the seek
+  // failed: tp is not paused, and fetching goes on after the last message poll() returned.
+  virtual bool pause(const TopicPartition& tp, int64_t seek_offset) = 0;
   // Stops fetching these partitions without repositioning them: fetching resumes just after the
   // last message poll() returned from each. A message poll() returns from one of them anyway
   // (fetched before the hold took effect) is the next in order; the caller must keep it.

@@ -122,10 +122,13 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
                                      int64_t now) {
   const std::size_t limit =
       std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
-  if (waiting_size_ < limit) {
+  auto keep = [&] {
     if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
     waiting_[tp].emplace(std::pair{due, m.offset}, std::move(m));
     ++waiting_size_;
+  };
+  if (waiting_size_ < limit) {
+    keep();
     return;
   }
   // Full: read this partition again from here once this message, or the earliest one waiting
@@ -136,8 +139,12 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
     if (!q.empty()) resume_at = std::min(resume_at, q.begin()->first.first);
   }
   resume_at = std::max(resume_at, now + kFullBacklogPollMs);
+  if (!consumer_.pause(tp, m.offset)) {
+    // It would not be fetched again (the seek failed): kept here over the limit, not dropped.
+    keep();
+    return;
+  }
   auto& p = paused_[tp];
-  consumer_.pause(tp, m.offset);
   p.seek_offset = m.offset;
   p.resume_at_ms = resume_at;
 }

@@ -37,9 +37,11 @@ class FakeConsumer : public MessageConsumer {
     return out;
   }
   void wake() override { ++wakes; }
-  void pause(const TopicPartition& tp, int64_t seek) override {
+  bool pause(const TopicPartition& tp, int64_t seek) override {
     pauses.push_back({tp, seek});
+    if (fail_seek) return false;  // not paused: fetching goes on after what poll() returned
     paused.insert(tp);
+    return true;
   }
   void hold(const std::vector<TopicPartition>& tps) override {
     for (const auto& tp : tps) {
@@ -70,7 +72,8 @@ class FakeConsumer : public MessageConsumer {
   std::vector<TopicPartition> resumes;
   std::vector<TopicPartition> holds;
   bool leak_after_hold =
-      false;  // a hold that has not taken effect yet: poll still returns messages
+      false;               // a hold that has not taken effect yet: poll still returns messages
+  bool fail_seek = false;  // pause()'s seek fails
   std::set<TopicPartition> paused;
   std::map<TopicPartition, int64_t> stored;
   std::atomic<int> wakes{0};
@@ -831,6 +834,38 @@ TEST_F(WorkerCoordinator, FullRetryLookAheadPausesThePartitionUntilItsMessageIsD
   ASSERT_EQ(sender.calls.size(), 2u);
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
   EXPECT_EQ(own.stored[(TopicPartition{retry_topic(0), 0})], 9);
+}
+
+// As above, but the seek back fails: the message would never be fetched again, so it is kept
+// over the look-ahead's limit and delivered when due, and the offset never passes it before. The
+// old worker dropped it, and every later message the same poll returned, and committed past them.
+TEST_F(WorkerCoordinator, AFullRetryLookAheadWhoseSeekFailsKeepsTheMessage) {
+  config.worker.max_in_flight = 2;  // a look-ahead of one message
+  FakeConsumer own;
+  own.fail_seek = true;
+  Worker w(deps(own));
+  own.assign({{retry_topic(0), 0}});
+  auto feed = [&](int64_t offset, const std::string& id, int64_t due) {
+    webhook(offset, id, retry_topic(0),
+            {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(due)}});
+    own.queue.push_back(consumer.queue.back());
+    consumer.queue.pop_back();
+  };
+  auto run = [&] {
+    for (int i = 0; i < 8; ++i) w.step();
+  };
+  feed(7, "e1", now + 5000);
+  feed(8, "e2", now + 3000);
+  feed(9, "e3", now + 4000);
+  run();
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_FALSE(own.pauses.empty());
+  const TopicPartition tier{retry_topic(0), 0};
+  EXPECT_TRUE(own.stored.find(tier) == own.stored.end() || own.stored[tier] <= 7);
+  now += 5001;
+  run();
+  EXPECT_EQ(sender.calls.size(), 3u) << "a message whose seek failed was dropped";
+  EXPECT_EQ(own.stored[tier], 10);
 }
 
 TEST_F(WorkerCoordinator, RetriesWaitingInARevokedPartitionAreDropped) {
