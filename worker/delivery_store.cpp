@@ -31,11 +31,4 @@ int64_t make_lease_token(uint32_t run, uint32_t seq) {
   return static_cast<int64_t>((uint64_t{run} << 32) | seq);
 }
 
-LeaseWindow lease_window(int64_t lease_ms, int timeout_ms) {
-  const int64_t margin = std::min(kLeaseRecordMarginMs, lease_ms / 10);
-  if (int64_t{timeout_ms} + margin < lease_ms) return {lease_ms - timeout_ms - margin, timeout_ms};
-  const int64_t half = lease_ms / 2;
-  return {half, static_cast<int>(std::max<int64_t>(1, half - margin))};
-}
-
 }  // namespace hookrelay

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/config/lease_window.h"
 #include "shared/result.h"
 #include "worker/delivery.h"
 
@@ -35,18 +36,6 @@ struct DeliveryRef {
 // A token for one claim: `run` names this process's run of the worker (random at start),
 // `seq` counts its claims.
 int64_t make_lease_token(uint32_t run, uint32_t seq);
-
-// What a claim's lease of `lease_ms` leaves a call of `timeout_ms`: the call starts within
-// `send_within_ms` of the claim's first send and lasts at most `timeout_ms`, so it ends, with
-// `kLeaseRecordMarginMs` (or a tenth of the lease, if shorter) left to record its result, before
-// the lease does. A timeout that cannot fit with that margin is cut: the call then starts within
-// half the lease and lasts at most the half left, less the margin.
-struct LeaseWindow {
-  int64_t send_within_ms = 0;
-  int timeout_ms = 0;
-};
-constexpr int64_t kLeaseRecordMarginMs = 5000;
-LeaseWindow lease_window(int64_t lease_ms, int timeout_ms);
 
 enum class ClaimStatus {
   kClaimed,           // this worker holds the lease: deliver it

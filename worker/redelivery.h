@@ -7,7 +7,9 @@
 //   permanent, retry message (too large, denied)  -> dead-lettered at once with reason
 //                                                    produce_rejected and the broker's error;
 //   permanent, dead letter                        -> the worker stops: fatal() names the key and
-//                                                    the error, and the process exits non-zero.
+//                                                    the error, and the process exits non-zero;
+//   producer_fatal (the producer is broken)       -> the same, whatever the message: nothing is
+//                                                    recorded, the offset stays uncommitted.
 //
 // Thread-safety: coordinator thread only. The producer's callback only posts an event.
 #pragma once

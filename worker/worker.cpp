@@ -728,10 +728,13 @@ void Worker::drain_for_shutdown() {
   // claimed-but-unsent work gives its lease back so that can happen at once.
   in_flight_.fetch_sub(static_cast<int>(store_.drop_unclaimed([](const Job&) { return true; })));
   std::vector<LeaseRef> unsent;
-  for (auto& j : dispatcher_.take_unsent()) {
-    unsent.push_back(j->lease());
-    in_flight_.fetch_sub(1);
-  }
+  auto take_unsent = [&] {
+    for (auto& j : dispatcher_.take_unsent()) {
+      unsent.push_back(j->lease());
+      in_flight_.fetch_sub(1);
+    }
+  };
+  take_unsent();
   auto fatal = [this] { return redelivery_.fatal().has_value(); };
   while (d_.now_ms() < deadline && !fatal() &&
          (dispatcher_.calls_out() || store_.records_waiting() || !redelivery_.idle() ||
@@ -743,6 +746,7 @@ void Worker::drain_for_shutdown() {
     redelivery_.flush_due(now);
     intake_.store_offsets();
   }
+  take_unsent();  // put back in the dispatcher meanwhile (a key's head adopted while draining)
   // The leases of calls still out and of results not yet recorded run on: given back, the
   // delivery could be claimed and sent again at once, by the partition's next owner, while the
   // call is still with its receiver. A crash leaves them running too.

@@ -10,8 +10,10 @@
 // PartitionIntake stores offsets only up to each partition's contiguous finished watermark.
 //
 // Postgres down: every partition is held (PartitionIntake), work already claimed goes on,
-// results wait, and consumption resumes when a round trip succeeds (StoreBatcher). A dead
-// letter the broker refuses for good stops the worker: run() returns and fatal_error() says why.
+// results wait, and consumption resumes when a round trip succeeds, or when nothing is left to
+// try again (StoreBatcher). A dead
+// letter the broker refuses for good, or any produce refused by a broken (fatal) producer, stops
+// the worker: run() returns and fatal_error() says why.
 //
 // Thread-safety: run() on one thread; request_stop(), ready(), in_flight(), fatal_error() from
 // any thread.

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "shared/ascii.h"
+#include "shared/config/lease_window.h"
 #include "shared/http/http_url.h"
 #include "shared/signing/webhook_scheme.h"
 
@@ -995,17 +996,18 @@ std::vector<std::string> config_warnings(const Config& config) {
     for (std::size_t i = 0; i < routes.size(); ++i) {
       const RouteConfig& r = routes[i];
       const std::string field = "routes." + source + "[" + std::to_string(i) + "]";
-      // The worker's lease_window: a call and the record of its result (5 s, or a tenth of the
-      // lease) must fit in the lease, or the call's timeout is cut.
-      const int64_t lease_ms = int64_t{config.worker.claim_lease_seconds} * 1000;
-      if (lease_ms <= r.timeout_ms + std::min<int64_t>(5000, lease_ms / 10)) {
+      // The worker's lease_window: a call, a time to start it and the record of its result
+      // must fit in the lease, or the call's timeout is cut.
+      const auto window =
+          lease_window(int64_t{config.worker.claim_lease_seconds} * 1000, r.timeout_ms);
+      if (window.timeout_ms < r.timeout_ms) {
         out.push_back(field + ".timeout_ms (" + std::to_string(r.timeout_ms) +
-                      ") with time to record the result does not fit in "
+                      ") with time to start the call and record its result does not fit in "
                       "worker.claim_lease_seconds (" +
                       std::to_string(config.worker.claim_lease_seconds) +
-                      " s): its calls are cut to half the lease (a call must end before its "
-                      "claim's lease, or another worker may make the same attempt); raise "
-                      "worker.claim_lease_seconds");
+                      " s): its calls are cut to " + std::to_string(window.timeout_ms) +
+                      " ms (a call must end before its claim's lease, or another worker may "
+                      "make the same attempt); raise worker.claim_lease_seconds");
       }
       if (r.max_in_flight > config.worker.per_host_max_in_flight) {
         out.push_back(field + ".max_in_flight (" + std::to_string(r.max_in_flight) +

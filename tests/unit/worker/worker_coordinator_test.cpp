@@ -1170,6 +1170,21 @@ TEST_F(LeaseCoordinator, ACallLongerThanHalfTheLeaseStartsOnlyWhileTheLeaseCover
   EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
 }
 
+// A 17.999 s call under a 20 s lease: the old window left it 1 ms to start, which the claim's own
+// round trip used up, so it was sent back unsent at every turn, for good. It now starts within
+// the window's 2 s floor, its timeout cut to the 16 s the lease leaves.
+TEST_F(LeaseCoordinator, ACallWhoseTimeoutAlmostFillsTheLeaseStillHasTimeToStart) {
+  config.routes["gh"][0].timeout_ms = 17'999;
+  start_own();
+  feed(0, "e1");
+  w->step();  // the claim goes out
+  now += 20;  // its round trip
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "sent back unsent: its window was shorter than a claim";
+  EXPECT_EQ(sender.calls[0].timeout_ms, 16'000);
+  EXPECT_TRUE(producer.sent.empty());
+}
+
 TEST(LeaseWindow, ACallStartsOnlyWhileTheLeaseCoversItAndItsRecord) {
   using Window = std::pair<int64_t, int>;
   auto window = [](int64_t lease_ms, int timeout_ms) {
@@ -1179,11 +1194,32 @@ TEST(LeaseWindow, ACallStartsOnlyWhileTheLeaseCoversItAndItsRecord) {
   EXPECT_EQ(window(120'000, 10'000), Window(105'000, 10'000));
   EXPECT_EQ(window(120'000, 100'000), Window(15'000, 100'000));
   EXPECT_EQ(window(20'000, 10'000), Window(8'000, 10'000));  // margin: 2 s
-  // Too long to fit: started within half the lease, cut to the half left less the margin.
-  EXPECT_EQ(window(120'000, 115'000), Window(60'000, 55'000));
-  EXPECT_EQ(window(120'000, 120'000), Window(60'000, 55'000));
-  EXPECT_EQ(window(20'000, 19'000), Window(10'000, 8'000));
+  // Too long to leave the floor (a tenth of the lease, at least 1 s, at most half): started
+  // within the floor, cut to what the floor and the margin leave.
+  EXPECT_EQ(window(120'000, 103'000), Window(12'000, 103'000));
+  EXPECT_EQ(window(120'000, 103'001), Window(12'000, 103'000));
+  EXPECT_EQ(window(120'000, 114'999), Window(12'000, 103'000));
+  EXPECT_EQ(window(120'000, 120'000), Window(12'000, 103'000));
+  EXPECT_EQ(window(20'000, 19'000), Window(2'000, 16'000));
   EXPECT_EQ(window(1'000, 5'000), Window(500, 400));
+}
+
+// For every lease and timeout: the window is never shorter than its floor (the old one left 1 ms
+// to a timeout 1 ms short of the cut: the claim's own round trip used it up, and the delivery was
+// sent back unsent for good), and the call with its margin always ends within the lease.
+TEST(LeaseWindow, NeverShorterThanItsFloorAndAlwaysWithinTheLease) {
+  for (int64_t lease_ms : {1'000, 8'000, 20'000, 120'000, 600'000}) {
+    const int64_t margin = std::min<int64_t>(kLeaseRecordMarginMs, lease_ms / 10);
+    const int64_t floor = std::min<int64_t>(lease_ms / 2, std::max<int64_t>(1'000, lease_ms / 10));
+    for (int timeout_ms = 100; timeout_ms <= 600'000; timeout_ms += 97) {
+      auto w = lease_window(lease_ms, timeout_ms);
+      ASSERT_GE(w.send_within_ms, floor) << lease_ms << " " << timeout_ms;
+      ASSERT_LE(w.send_within_ms + w.timeout_ms + margin, lease_ms)
+          << lease_ms << " " << timeout_ms;
+      ASSERT_LE(w.timeout_ms, timeout_ms);
+      ASSERT_GE(w.timeout_ms, 1);
+    }
+  }
 }
 
 // Key order in memory, as far as a bounced delivery needs it: holding a key succeeds.
