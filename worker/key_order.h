@@ -104,6 +104,9 @@ class KeyOrder {
   // True once after poll() learned of keys held, or heads moved on, by other workers: the
   // worker then takes the deliveries of held keys it has queued out to wait (must_wait()).
   bool learned() { return std::exchange(learned_, false); }
+  // The next poll() looks at Postgres at once (partitions were just assigned: their keys may be
+  // held by the workers that had them).
+  void refresh_soon() { next_refresh_ = 0; }
 
   bool idle() const;
   std::size_t held_keys() const { return keys_.size(); }

@@ -687,6 +687,7 @@ void Worker::finish(std::unique_ptr<Job> job, bool done) {
 }
 
 void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
+  if (d_.key_order) d_.key_order->refresh_soon();
   intake_.assigned(tps, store_.down());
   ready_.store(!store_.down() && !stop_.load());
 }

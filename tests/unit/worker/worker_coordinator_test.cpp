@@ -1430,6 +1430,21 @@ TEST_F(OrderedLeaseCoordinator, AFailedAttemptWhoseKeyAnotherWorkerHoldsWaitsBeh
   EXPECT_EQ(stored_webhooks(), 2);
 }
 
+// Partitions just assigned: their keys may be held by the workers that had them, so the key
+// order looks at Postgres at once instead of at its next refresh (up to 2 s later, while the
+// partitions' deliveries were already being sent).
+TEST_F(RefreshingOrderCoordinator, AnAssignmentLooksAtTheHeldKeysAtOnce) {
+  run();  // the first look at Postgres: nothing held
+  order_store.held_keys = {{{"gh", "a", "x"}, "wh:gh:e9:a", false, 0, std::nullopt}};
+  own.assign({{std::string(kWebhooksTopic), 0}});
+  w->step();
+  w->step();
+  feed_keyed(0, "e1", "x");
+  run();
+  EXPECT_TRUE(sender.calls.empty()) << "sent ahead of the head the previous owner held";
+  EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e1:a"});
+}
+
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
 // attempt does: the key's next delivery waits behind it. The old worker deferred both without a
 // hold, and they came back from the retry tier side by side, in either order.
