@@ -237,9 +237,17 @@ bool KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);
   rd_kafka_pause_partitions(rk_.get(), l.get());
   auto s = one(tp, seek_offset);
+  // A failure of the call (a timeout) comes back as an error object; one of the partition's own
+  // (its state) only in its .err.
+  std::string error;
   if (KafkaErrorHandle e{rd_kafka_seek_partitions(rk_.get(), s.get(), 5000)}) {
+    error = rd_kafka_error_string(e.get());
+  } else if (s->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = rd_kafka_err2str(s->elems[0].err);
+  }
+  if (!error.empty()) {
     spdlog::warn("msg=seek_failed topic={} partition={} error={} action=\"keeping the message\"",
-                 tp.topic, tp.partition, log_quote(rd_kafka_error_string(e.get())));
+                 tp.topic, tp.partition, log_quote(error));
     resume(tp);  // not repositioned: fetching goes on after the last message returned
     return false;
   }

@@ -24,6 +24,7 @@ PartitionIntake::PartitionIntake(MessageConsumer& consumer, const Config& config
       sink_(std::move(sink)) {}
 
 bool PartitionIntake::poll(int64_t now, bool events_waiting) {
+  seek_failed_.clear();
   // Messages polled while the worker is at max_in_flight wait in a per-partition backlog, so
   // work is at hand the moment capacity frees up. When the backlog is full (half of
   // max_in_flight), messages are left to librdkafka, which stops fetching once its own queue is
@@ -127,7 +128,7 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
     waiting_[tp].emplace(std::pair{due, m.offset}, std::move(m));
     ++waiting_size_;
   };
-  if (waiting_size_ < limit) {
+  if (waiting_size_ < limit || seek_failed_.count(tp)) {
     keep();
     return;
   }
@@ -141,6 +142,7 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
   resume_at = std::max(resume_at, now + kFullBacklogPollMs);
   if (!consumer_.pause(tp, m.offset)) {
     // It would not be fetched again (the seek failed): kept here over the limit, not dropped.
+    seek_failed_.insert(tp);
     keep();
     return;
   }

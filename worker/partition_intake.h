@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -103,6 +104,9 @@ class PartitionIntake {
   std::map<TopicPartition, uint64_t> generation_;
   uint64_t next_generation_ = 1;
   std::map<TopicPartition, Pause> paused_;
+  // Partitions whose seek back failed during this poll: their messages not yet due are kept
+  // over the look-ahead's limit rather than seeking again (each try can take seconds).
+  std::set<TopicPartition> seek_failed_;
   // Polled but not yet taken (no room, held, or behind earlier ones), per partition in offset
   // order.
   std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;
