@@ -323,6 +323,14 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
 // holds its key meanwhile, as a failed head does: its key's later deliveries must not be sent
 // before it, and the attempt out elsewhere may well have failed (or never reached the receiver).
 void Worker::bounce_leased(std::unique_ptr<Job> job, int64_t now) {
+  if (d_.key_order && d_.key_order->must_wait(job->d)) {
+    // Its key is held by another delivery: it waits behind that head in Postgres, in the order
+    // it was read, like any delivery of a held key. Sent to the retry tier instead, copies of
+    // one key bounced together came back together after the key was free, and went out side by
+    // side in any order. The lease stays its holder's; released, it is claimed like a retry.
+    wait_for_key(std::move(job));
+    return;
+  }
   if (d_.key_order && d_.key_order->take_head(job->d)) {
     hold_key(std::move(job), queued_behind(), [this](std::unique_ptr<Job> j) {
       redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());

@@ -1445,6 +1445,27 @@ TEST_F(RefreshingOrderCoordinator, AnAssignmentLooksAtTheHeldKeysAtOnce) {
   EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e1:a"});
 }
 
+// e1 failed and holds key x. Copies of e2 and e3 (same key) are leased elsewhere, by a worker
+// that stopped with them claimed: they wait behind e1 in the order they were read. The old worker
+// sent them to the first retry tier: they came back together once the key was free and went out
+// side by side, in any order (RoutesOnKafka.PerKeyOrder* failed so under CPU load).
+TEST_F(OrderedLeaseCoordinator, CopiesLeasedElsewhereOfAHeldKeyWaitBehindItsHead) {
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  run();
+  ASSERT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+  producer.sent.clear();
+  store.lease["wh:gh:e2:a"] = {"other", 5};
+  store.lease["wh:gh:e3:a"] = {"other", 6};
+  feed_keyed(1, "e2", "x");
+  feed_keyed(2, "e3", "x");
+  run();
+  EXPECT_EQ(order_store.waiting, (std::vector<std::string>{"wh:gh:e2:a", "wh:gh:e3:a"}));
+  EXPECT_TRUE(producer.sent.empty()) << "a copy of a held key was sent to a retry tier";
+  EXPECT_EQ(store.lease["wh:gh:e2:a"].owner, "other") << "the lease stays its holder's";
+  EXPECT_EQ(stored_webhooks(), 3);
+}
+
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
 // attempt does: the key's next delivery waits behind it. The old worker deferred both without a
 // hold, and they came back from the retry tier side by side, in either order.
