@@ -328,7 +328,15 @@ void Worker::bounce_leased(std::unique_ptr<Job> job, int64_t now) {
     // it was read, like any delivery of a held key. Sent to the retry tier instead, copies of
     // one key bounced together came back together after the key was free, and went out side by
     // side in any order. The lease stays its holder's; released, it is claimed like a retry.
-    wait_for_key(std::move(job));
+    // Should it not wait (it is the key's head itself, or Postgres refused it), it is not this
+    // worker's to send: it goes to the retry tier as before.
+    d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
+      if (waiting) {
+        finish(std::move(j), false);
+        return;
+      }
+      redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
+    });
     return;
   }
   if (d_.key_order && d_.key_order->take_head(job->d)) {

@@ -1233,9 +1233,11 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     return taken_by;
   }
   Result<bool> enqueue(const WaitingDelivery& w, int64_t) override {
+    if (w.delivery_key == head_itself) return false;
     waiting.push_back(w.delivery_key);
     return true;
   }
+  std::string head_itself;  // a delivery Postgres has as its key's head (enqueue says so)
   Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
     ++advances;
     return std::optional<WaitingDelivery>{};
@@ -1464,6 +1466,25 @@ TEST_F(OrderedLeaseCoordinator, CopiesLeasedElsewhereOfAHeldKeyWaitBehindItsHead
   EXPECT_TRUE(producer.sent.empty()) << "a copy of a held key was sent to a retry tier";
   EXPECT_EQ(store.lease["wh:gh:e2:a"].owner, "other") << "the lease stays its holder's";
   EXPECT_EQ(stored_webhooks(), 3);
+}
+
+// A copy leased elsewhere turns out to be its key's head itself (this worker's view was old): it
+// is not this worker's to send while another holds its lease, so it goes to the retry tier. Sent
+// from the dispatcher instead, it would have gone out with no lease, beside its holder's call.
+TEST_F(OrderedLeaseCoordinator, ACopyLeasedElsewhereThatHeadsItsKeyIsNotSent) {
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  run();
+  ASSERT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+  producer.sent.clear();
+  order_store.head_itself = "wh:gh:e2:a";
+  store.lease["wh:gh:e2:a"] = {"other", 5};
+  feed_keyed(1, "e2", "x");
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "sent without its lease";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
 }
 
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
