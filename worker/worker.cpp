@@ -330,11 +330,7 @@ void Worker::bounce_leased(std::unique_ptr<Job> job, int64_t now) {
     // side in any order. The lease stays its holder's; released, it is claimed like a retry.
     // Should it not wait (it is the key's head itself, or Postgres refused it), it is not this
     // worker's to send: it goes to the retry tier as before.
-    d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
-      if (waiting) {
-        finish(std::move(j), false);
-        return;
-      }
+    wait_for_key(std::move(job), [this](std::unique_ptr<Job> j) {
       redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
     });
     return;
@@ -560,13 +556,17 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
   store_.record(std::move(job));
 }
 
-void Worker::wait_for_key(std::unique_ptr<Job> job) {
-  d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
+void Worker::wait_for_key(std::unique_ptr<Job> job,
+                          std::function<void(std::unique_ptr<Job>)> otherwise) {
+  d_.key_order->wait(std::move(job), [this, otherwise = std::move(otherwise)](
+                                         std::unique_ptr<Job> j, bool waiting) {
     if (waiting) {
       // Its message is finished here, the delivery is not: it waits in Postgres. It may even be
       // its key's head already (released by another worker as soon as it was stored), and must
       // not release the next as if it were done.
       finish(std::move(j), false);
+    } else if (otherwise) {
+      otherwise(std::move(j));
     } else {
       // Its key's head itself (this worker's view was old), or refused for good by Postgres.
       dispatcher_.enqueue(std::move(j));

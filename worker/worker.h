@@ -128,7 +128,10 @@ class Worker {
   int64_t park_suspension(const Job& job) const;
   void park_queued(int64_t now);
   // Per-key order (key_order.h): a delivery whose key is held waits in Postgres, then finishes.
-  void wait_for_key(std::unique_ptr<Job> job);
+  // Should it not wait (it is its key's head itself, or Postgres refused it), `otherwise` gets
+  // it; by default the dispatcher attempts it.
+  void wait_for_key(std::unique_ptr<Job> job,
+                    std::function<void(std::unique_ptr<Job>)> otherwise = nullptr);
   // A failed or bounced delivery that has just taken its ordered key's head (KeyOrder::take_head):
   // the deliveries of held keys queued here (taken out with queued_behind()) wait behind it once
   // the hold is durable, and `then` gets the job.
