@@ -142,6 +142,7 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
   resume_at = std::max(resume_at, now + kFullBacklogPollMs);
   if (!consumer_.pause(tp, m.offset)) {
     // It would not be fetched again (the seek failed): kept here over the limit, not dropped.
+    metrics_.consumer_error("seek_failed");
     seek_failed_.insert(tp);
     keep();
     return;

@@ -123,7 +123,8 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
     series_.get(*pg_duration_, {{"op", op}});
     series_.get(*store_rejected_, {{"op", op}});
   }
-  for (const char* code : {"broker_down", "delivery_timeout", "unknown_topic", "kafka_error"}) {
+  for (const char* code :
+       {"broker_down", "delivery_timeout", "unknown_topic", "kafka_error", "seek_failed"}) {
     series_.get(*consumer_errors_, {{"code", code}});
   }
   for (const char* topic : {"hookrelay.webhooks", "hookrelay.calls"}) {

@@ -66,6 +66,22 @@ class DeliveryQueriesTest : public testing::MigratedDatabaseTest {
     return out;
   }
 
+  // Another worker inside advance() for stripe/billing key k2, whose head is 'other': the key's
+  // row stays locked until `tx` commits.
+  struct Advancing {
+    explicit Advancing(const std::string& url) : conn(url), tx(conn) {}
+    pqxx::connection conn;
+    pqxx::work tx;
+  };
+  std::unique_ptr<Advancing> advancing_k2() {
+    db_->scalar(
+        "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+        " VALUES ('stripe', 'billing', 'k2', 'other') RETURNING 1");
+    auto a = std::make_unique<Advancing>(db_->url());
+    a->tx.exec("SELECT head_key FROM ordered_keys WHERE ordering_key = 'k2' FOR UPDATE");
+    return a;
+  }
+
   std::unique_ptr<DeliveryQueries> queries_;
   int64_t seeded_at_ = 0;
 };
@@ -378,21 +394,15 @@ TEST_F(DeliveryQueriesTest, AReleasedDeliveryDoesNotWaitBehindAHeadThatIsStillPa
 // A worker that finishes the key's last delivery deletes its row while a release is about to
 // queue behind it: the release waits for the worker's transaction, then holds the key anew.
 TEST_F(DeliveryQueriesTest, AReleaseRacingAWorkerThatFreesTheKeyStillWaitsBehindIt) {
-  db_->scalar(
-      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
-      " VALUES ('stripe', 'billing', 'k2', 'other') RETURNING 1");
-  pqxx::connection worker(db_->url());
-  pqxx::work advancing(worker);
-  advancing.exec(
-      "SELECT head_key FROM ordered_keys WHERE ordering_key = 'k2' FOR UPDATE");  // as advance()
+  auto advancing = advancing_k2();
   const KeyWait wait{"stripe", "billing", "k2", "hookrelay.retry.0", {{"hr-attempt", "0"}}, "{}"};
   auto release = std::async(std::launch::async, [&] {
     DeliveryQueries q(db_->url());
     return q.mark_replayed_behind_key("st-e2-billing", "op", "resume", wait);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  advancing.exec("DELETE FROM ordered_keys WHERE ordering_key = 'k2'");
-  advancing.commit();
+  advancing->tx.exec("DELETE FROM ordered_keys WHERE ordering_key = 'k2'");
+  advancing->tx.commit();
   auto r = release.get();
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_TRUE(*r);
@@ -405,13 +415,7 @@ TEST_F(DeliveryQueriesTest, AReleaseRacingAWorkerThatFreesTheKeyStillWaitsBehind
 // lock on the key's row: its waiting row was committed after the advance had looked for one and
 // deleted the key, and nothing ever released it.
 TEST_F(DeliveryQueriesTest, ADeliverySetToWaitWhileAWorkerFreesTheKeyStillWaitsBehindIt) {
-  db_->scalar(
-      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
-      " VALUES ('stripe', 'billing', 'k2', 'other') RETURNING 1");
-  pqxx::connection worker(db_->url());
-  pqxx::work advancing(worker);
-  advancing.exec(
-      "SELECT head_key FROM ordered_keys WHERE ordering_key = 'k2' FOR UPDATE");  // as advance()
+  auto advancing = advancing_k2();
   WaitingDelivery w;
   w.key = {"stripe", "billing", "k2"};
   w.delivery_key = "st-e2-billing";
@@ -424,8 +428,8 @@ TEST_F(DeliveryQueriesTest, ADeliverySetToWaitWhileAWorkerFreesTheKeyStillWaitsB
   EXPECT_EQ(enqueued.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
       << "set to wait without waiting for the transaction letting the key go";
   // As advance() found nothing waiting: the key is let go.
-  advancing.exec("DELETE FROM ordered_keys WHERE ordering_key = 'k2'");
-  advancing.commit();
+  advancing->tx.exec("DELETE FROM ordered_keys WHERE ordering_key = 'k2'");
+  advancing->tx.commit();
   auto r = enqueued.get();
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_TRUE(*r);

@@ -301,6 +301,16 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
     consumer.queue.push_back(m);
   }
 
+  // A message of route a's first retry tier, due at `due`, read by `own` instead of the
+  // fixture's consumer.
+  void retry_message(FakeConsumer& own, int64_t offset, const std::string& event_id, int64_t due,
+                     const std::string& attempt = "1") {
+    webhook(offset, event_id, retry_topic(0),
+            {{"hr-attempt", attempt}, {"hr-route", "a"}, {"hr-due-at", std::to_string(due)}});
+    own.queue.push_back(consumer.queue.back());
+    consumer.queue.pop_back();
+  }
+
   // Enough iterations for one message to go all the way: claim, call, record, re-publish,
   // each handing its result to the next iteration as an event.
   void steps(int n = 8) {
@@ -554,14 +564,14 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
   for (const auto& r : store.attempts) EXPECT_EQ(r.park_suspended_at_ms, 0) << r.key;
 }
 
-// Value of one labelled counter in the registry, or -1 when the series does not exist.
-double counter_value(prometheus::Registry& registry, const std::string& name,
-                     const std::string& code) {
+// Value of a counter series with one label, or -1 when the series does not exist.
+double labelled(prometheus::Registry& registry, const std::string& name, const std::string& label,
+                const std::string& value) {
   for (const auto& family : registry.Collect()) {
     if (family.name != name) continue;
     for (const auto& m : family.metric) {
-      for (const auto& label : m.label) {
-        if (label.name == "code" && label.value == code) return m.counter.value;
+      for (const auto& l : m.label) {
+        if (l.name == label && l.value == value) return m.counter.value;
       }
     }
   }
@@ -571,8 +581,8 @@ double counter_value(prometheus::Registry& registry, const std::string& name,
 TEST_F(WorkerCoordinator, ConsumerErrorsAreCountedAsConsumerErrors) {
   consumer.listener.on_error("broker_down");
   consumer.listener.on_error("broker_down");
-  EXPECT_EQ(counter_value(registry, "hookrelay_kafka_consumer_errors_total", "broker_down"), 2);
-  EXPECT_LE(counter_value(registry, "hookrelay_kafka_producer_errors_total", "broker_down"), 0);
+  EXPECT_EQ(labelled(registry, "hookrelay_kafka_consumer_errors_total", "code", "broker_down"), 2);
+  EXPECT_LE(labelled(registry, "hookrelay_kafka_producer_errors_total", "code", "broker_down"), 0);
 }
 
 TEST_F(WorkerCoordinator, OffsetsWaitForTheLowestUnfinishedMessage) {
@@ -694,10 +704,7 @@ TEST_F(WorkerCoordinator, SecondCopyClaimedDuringTheFirstAttemptIsNotSentAgain) 
   const TopicPartition tier{retry_topic(0), 0};
   own.assign({tier});
   auto copy = [&](int64_t offset, const std::string& attempt) {
-    webhook(offset, "e1", retry_topic(0),
-            {{"hr-attempt", attempt}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
-    own.queue.push_back(consumer.queue.back());
-    consumer.queue.pop_back();
+    retry_message(own, offset, "e1", now - 1, attempt);
   };
   auto step_until = [&](const std::function<bool()>& done) {
     for (int i = 0; i < 5000 && !done(); ++i) {
@@ -808,10 +815,7 @@ TEST_F(WorkerCoordinator, FullRetryLookAheadPausesThePartitionUntilItsMessageIsD
   own.assign({{retry_topic(0), 0}});
   own.resumes.clear();  // assignment resumes whatever librdkafka kept paused
   auto feed = [&](int64_t offset, const std::string& id, int64_t due) {
-    webhook(offset, id, retry_topic(0),
-            {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(due)}});
-    own.queue.push_back(consumer.queue.back());
-    consumer.queue.pop_back();
+    retry_message(own, offset, id, due);
   };
   auto run = [&] {
     for (int i = 0; i < 8; ++i) w.step();
@@ -846,10 +850,7 @@ TEST_F(WorkerCoordinator, AFullRetryLookAheadWhoseSeekFailsKeepsTheMessage) {
   Worker w(deps(own));
   own.assign({{retry_topic(0), 0}});
   auto feed = [&](int64_t offset, const std::string& id, int64_t due) {
-    webhook(offset, id, retry_topic(0),
-            {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(due)}});
-    own.queue.push_back(consumer.queue.back());
-    consumer.queue.pop_back();
+    retry_message(own, offset, id, due);
   };
   auto run = [&] {
     for (int i = 0; i < 8; ++i) w.step();
@@ -860,6 +861,7 @@ TEST_F(WorkerCoordinator, AFullRetryLookAheadWhoseSeekFailsKeepsTheMessage) {
   run();
   EXPECT_TRUE(sender.calls.empty());
   EXPECT_EQ(own.pauses.size(), 1u) << "sought again in the same poll after a failed seek";
+  EXPECT_EQ(labelled(registry, "hookrelay_kafka_consumer_errors_total", "code", "seek_failed"), 1);
   const TopicPartition tier{retry_topic(0), 0};
   EXPECT_TRUE(own.stored.find(tier) == own.stored.end() || own.stored[tier] <= 7);
   now += 5001;
@@ -1548,20 +1550,6 @@ TEST_F(CircuitCoordinator, AProbeHeldBackByARetryAfterPauseIsSentWhenThePauseEnd
   ASSERT_EQ(sender.calls.size(), 3u) << "the probe was spent while the host was paused";
   EXPECT_EQ(store.state["wh:gh:e3:a"], "succeeded");
   EXPECT_TRUE(producer.sent.empty()) << "the delivery was sent back to a tier";
-}
-
-// Value of a counter series with one label, or -1 when the series does not exist.
-double labelled(prometheus::Registry& registry, const std::string& name, const std::string& label,
-                const std::string& value) {
-  for (const auto& family : registry.Collect()) {
-    if (family.name != name) continue;
-    for (const auto& m : family.metric) {
-      for (const auto& l : m.label) {
-        if (l.name == label && l.value == value) return m.counter.value;
-      }
-    }
-  }
-  return -1;
 }
 
 // A claim the store refuses for good (a value the schema refuses) concerns one delivery: the
