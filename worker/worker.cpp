@@ -409,7 +409,10 @@ void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
 void Worker::send_back_unsent(std::unique_ptr<Job> job,
                               std::function<void(std::unique_ptr<Job>)> then) {
   if (d_.key_order && d_.key_order->must_wait(job->d)) {
-    wait_for_key(std::move(job));
+    // Should it not wait, it goes on to `then` all the same: the dispatcher would only send it
+    // back again (its lease no longer covers a call, or its host's circuit is open), at every
+    // pass, for good when Postgres keeps refusing its wait.
+    wait_for_key(std::move(job), then);
     return;
   }
   if (d_.key_order && d_.key_order->take_head(job->d)) {
@@ -448,7 +451,9 @@ void Worker::drain_events(int64_t now, bool wait) {
   std::vector<WorkerEvent> events;
   {
     std::unique_lock lock(mu_);
-    if (wait && events_.empty() && !stop_.load())
+    // A stop ends a step's wait, but not the drain's (it waits for results, or it would spin
+    // for the whole grace).
+    if (wait && events_.empty() && (draining_ || !stop_.load()))
       cv_.wait_for(lock, std::chrono::milliseconds(kIdlePollMs));
     events.swap(events_);
   }
@@ -738,6 +743,7 @@ void Worker::update_gauges(int64_t now) {
 
 void Worker::drain_for_shutdown() {
   ready_.store(false);
+  draining_ = true;
   auto deadline = d_.now_ms() + config_->worker.shutdown_grace_ms;
   spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(),
                config_->worker.shutdown_grace_ms);
@@ -769,6 +775,10 @@ void Worker::drain_for_shutdown() {
   // call is still with its receiver. A crash leaves them running too.
   for (auto& l : redelivery_.leases_pending()) unsent.push_back(std::move(l));
   unsent.insert(unsent.end(), abandoned_leases_.begin(), abandoned_leases_.end());
+  // Bounces whose retry message was acknowledged while draining give their leases back too, as
+  // step() would have: kept, the retry would be refused as leased elsewhere when it comes back.
+  unsent.insert(unsent.end(), bounced_leases_.begin(), bounced_leases_.end());
+  bounced_leases_.clear();
   store_.release(std::move(unsent));
   intake_.commit_and_close();
   spdlog::info(

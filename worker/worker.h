@@ -163,6 +163,7 @@ class Worker {
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};
+  bool draining_ = false;  // drain_for_shutdown() runs (the coordinator thread only)
   std::atomic<bool> ready_{false};
   std::atomic<int> in_flight_{0};
 

@@ -279,7 +279,7 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
     d.sender = &sender;
     d.store = &store;
     d.metrics = &metrics;
-    d.now_ms = [this] { return now; };
+    d.now_ms = [this] { return clock ? clock() : now; };
     d.rand01 = [] { return 0.5; };
     d.worker_id = "w1";
     return d;
@@ -323,6 +323,7 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
   }
 
   int64_t now = 1'700'000'000'000;
+  std::function<int64_t()> clock;  // when set, the workers' clock instead of `now`
   Config config;
   prometheus::Registry registry;
   WorkerMetrics metrics{registry, 3};
@@ -1041,6 +1042,29 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
   EXPECT_EQ(store.lease["wh:gh:e3:a"].token, 0) << "the release named another claim's token";
 }
 
+// A deferral whose retry message is acknowledged while the worker drains for a stop gives its
+// lease back, as it would while running. The old drain kept it, so the retry was refused as
+// leased elsewhere and bounced again when it came back, until the lease ran out.
+TEST_F(CircuitCoordinator, ADeferralAcknowledgedWhileDrainingGivesItsLeaseBack) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  now += 5'000;
+  feed(2, "e3");
+  for (int i = 0; i < 8 && producer.sent.empty(); ++i) w->step();
+  ASSERT_EQ(producer.sent.size(), 1u) << "not deferred";
+  ASSERT_TRUE(store.released.empty()) << "the acknowledgement was taken before the stop";
+  config.worker.shutdown_grace_ms = 200;
+  const int64_t base = now;
+  const auto start = std::chrono::steady_clock::now();
+  clock = [&] {
+    return base + std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  };
+  w->request_stop();
+  w->run();
+  EXPECT_EQ(store.released, std::vector<std::string>{"wh:gh:e3:a"});
+}
+
 // A host that stays down ends its deliveries at max_age without a call. One that dies so, unsent
 // under its own claim, is recorded dead before its dead letter is produced, so `dlq list` and
 // `dlq replay` find it. The old worker produced the dead letter and gave the lease back, and
@@ -1236,10 +1260,12 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
   }
   Result<bool> enqueue(const WaitingDelivery& w, int64_t) override {
     if (w.delivery_key == head_itself) return false;
+    if (w.delivery_key == refused) return Unexpected{Error{"db_error", "refused", false}};
     waiting.push_back(w.delivery_key);
     return true;
   }
   std::string head_itself;  // a delivery Postgres has as its key's head (enqueue says so)
+  std::string refused;      // a delivery Postgres refuses for good to set to wait
   Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
     ++advances;
     return std::optional<WaitingDelivery>{};
@@ -1489,6 +1515,35 @@ TEST_F(OrderedLeaseCoordinator, ACopyLeasedElsewhereThatHeadsItsKeyIsNotSent) {
   EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e2");
 }
 
+// e1's key is held (e2 failed), and Postgres refuses for good to set e1 to wait: it is attempted
+// out of order rather than lost, but waits for the host's only slot until its lease no longer
+// covers a call. It then goes back to the retry tier unsent. The old worker tried to set it to
+// wait again and, refused, handed it to the dispatcher, which sent it back again at every pass,
+// for good: never finished, its partition's offset stuck behind it.
+TEST_F(OrderedLeaseCoordinator, AnExpiredDeliveryPostgresWillNotSetToWaitGoesToTheRetryTier) {
+  sender.script = {status(503)};
+  feed_keyed(0, "e2", "x");
+  run();
+  ASSERT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e2:a");
+  producer.sent.clear();
+  sender.hold = true;
+  feed_keyed(1, "e0", "y");
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u) << "e0 has the host's only slot";
+  order_store.refused = "wh:gh:e1:a";
+  feed_keyed(2, "e1", "x");
+  run();
+  now += 11'000;  // e1's lease no longer covers its call
+  run();
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u) << "sent after its lease had run out";
+  ASSERT_EQ(producer.sent.size(), 1u) << "still going round the dispatcher";
+  EXPECT_EQ(producer.sent[0].header("hr-event-id"), "e1");
+  EXPECT_EQ(producer.sent[0].topic, retry_topic(0));
+  EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0");
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_requeues_total"), 1);
+}
+
 // A delivery of an ordered route deferred for its host's open circuit holds its key, as a failed
 // attempt does: the key's next delivery waits behind it. The old worker deferred both without a
 // hold, and they came back from the retry tier side by side, in either order.
@@ -1701,6 +1756,29 @@ TEST_F(WorkerCoordinator, AStopLeavesTheLeaseOfACallStillOutToRunOn) {
   EXPECT_TRUE(store.released.empty()) << "gave back the lease of a call still out";
   EXPECT_NE(store.lease["wh:gh:e1:a"].token, 0);
   EXPECT_EQ(stored(), -1);
+}
+
+// A stop's drain waits for the results it is waiting for: the old drain skipped its wait once a
+// stop was requested (always, while draining), and spun a core for the whole grace, taking the
+// CPU from the calls it was waiting for.
+TEST_F(WorkerCoordinator, AStopWaitsForTheCallsStillOutWithoutSpinning) {
+  sender.hold = true;
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  config.worker.shutdown_grace_ms = 300;
+  int64_t reads = 0;
+  const auto start = std::chrono::steady_clock::now();
+  clock = [&] {
+    ++reads;
+    return now + std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count();
+  };
+  worker->request_stop();
+  worker->run();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  EXPECT_LT(reads, 1000) << "the drain read the clock " << reads << " times in 300 ms";
 }
 
 // Even the DLQ refuses it: there is nowhere to keep the delivery, so the worker stops loudly
