@@ -29,8 +29,10 @@ bool carried(std::string_view name) {
 
 // Ingest forwards what ForwardedHeaderCheck allows (wire_contract.h). A message written to the
 // topic some other way is held to the same, so no receiver gets thousands of headers or a CR/LF
-// that would split one.
-Result<void> check_forwarded(const ConsumedMessage& m, std::size_t max_headers) {
+// that would split one. The count is held to the most ingest.max_headers can allow, not to its
+// value now: a message accepted before a reload lowered it is not malformed.
+Result<void> check_forwarded(const ConsumedMessage& m) {
+  const auto max_headers = static_cast<std::size_t>(IngestConfig::kMaxMaxHeaders);
   ForwardedHeaderCheck check(max_headers);
   for (const auto& [name, value] : m.headers) {
     if (name.rfind(kForwardPrefix, 0) == 0)
@@ -130,13 +132,13 @@ std::string webhook_delivery_key(std::string_view source, std::string_view event
   return k;
 }
 
-Delivery unrouted_delivery(const ConsumedMessage& m) {
+Delivery delivery_named_by_headers(const ConsumedMessage& m) {
   Delivery d;
-  d.kind = "webhook";
   auto text = [&m](std::string_view name) {
     const std::string* v = m.header(name);
     return v ? *v : std::string();
   };
+  d.kind = text(header::kKind) == "call" ? "call" : "webhook";
   d.source = text(header::kSource);
   d.event_id = text(header::kEventId);
   d.destination = text(header::kRoute);
@@ -145,7 +147,8 @@ Delivery unrouted_delivery(const ConsumedMessage& m) {
   d.body = m.value ? m.value : std::make_shared<const std::string>();
   d.received_at_ms = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs).value_or(0);
   d.origin_topic = text(header::kOriginTopic);
-  if (d.origin_topic.empty()) d.origin_topic = std::string(kWebhooksTopic);
+  if (d.origin_topic.empty())
+    d.origin_topic = std::string(d.kind == "call" ? kCallsTopic : kWebhooksTopic);
   d.attempt =
       static_cast<int>(m.header_int(header::kAttempt, 0, kMaxAttemptHeader).value_or(0)) + 1;
   d.first_attempt_at_ms = m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
@@ -208,7 +211,7 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
   } else {
     const auto* source = m.header(header::kSource);
     if (!source) return malformed(m, "webhook without hr-source");
-    auto forwarded = check_forwarded(m, static_cast<std::size_t>(config.ingest.max_headers));
+    auto forwarded = check_forwarded(m);
     if (!forwarded) return Unexpected{forwarded.error()};
     if (auto ct = check_content_type(m); !ct) return Unexpected{ct.error()};
     base.source = *source;

@@ -72,11 +72,13 @@ using FilteredObserver = std::function<void(std::string_view source, std::string
 void set_filtered_observer(FilteredObserver observer);
 
 // The idempotency key of a webhook route delivery and of a call.
-// A webhook's retry whose route is no longer configured (expand_message's "unknown_route"): the
-// delivery as its headers name it (key, source, route, ordering key, attempt), without a route,
-// so that its dead letter carries its own identity and, on a route that was ordered, the key it
-// heads is released to what waits behind it (KeyOrder::resolved) instead of held for ever.
-Delivery unrouted_delivery(const ConsumedMessage& message);
+// A retry that cannot be delivered: its route is no longer configured (expand_message's
+// "unknown_route"), or the message is malformed but names its delivery (hr-delivery-key). The
+// delivery as its headers name it (key, kind, source, route, ordering key, attempt), without a
+// route, so that it is recorded dead under its own key, its dead letter carries its own identity
+// (dlq list and replay find it) and, on a route that was ordered, the key it heads is released
+// to what waits behind it (KeyOrder::resolved) instead of held for ever.
+Delivery delivery_named_by_headers(const ConsumedMessage& message);
 
 std::string webhook_delivery_key(std::string_view source, std::string_view event_id,
                                  std::string_view route);

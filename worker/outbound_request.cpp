@@ -79,7 +79,7 @@ std::vector<MessageHeader> redelivery_headers(const Delivery& d, const AttemptHi
   auto add = [&out](std::string_view name, std::string value) {
     out.push_back({std::string(name), std::move(value)});
   };
-  add(header::kDeliveryKey, d.key);
+  if (!d.key.empty()) add(header::kDeliveryKey, d.key);  // a message that named no delivery
   if (d.kind == "webhook") add(header::kRoute, d.destination);
   add(header::kOriginTopic, d.origin_topic);
   add(header::kAttempt, std::to_string(h.attempts_made));

@@ -178,11 +178,15 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     auto job = std::make_unique<Job>();
     job->msg = msg;
     const bool unrouted = expanded.error().code == "unknown_route";
-    if (unrouted) {
+    const std::string* named = m.header(header::kDeliveryKey);
+    // A retry names its delivery, which Postgres has: it is recorded dead under its own key. A
+    // message that names none has no row to record (no route was chosen for it).
+    const bool recorded = unrouted || (named && !named->empty());
+    if (recorded) {
       // Dead-lettered under its own key, and its attempts so far kept; finishing it releases
       // the ordered key it may head (KeyOrder::resolved), or what waits behind it would wait
       // for ever.
-      job->d = unrouted_delivery(m);
+      job->d = delivery_named_by_headers(m);
       job->history.attempts_made = job->d.attempt - 1;
       job->history.first_attempt_at_ms = job->d.first_attempt_at_ms;
     } else {
@@ -193,12 +197,13 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     job->history.last_error = expanded.error().message;
     msg->pending = 1;
     in_flight_.fetch_add(1);
-    if (unrouted) {
+    if (recorded) {
       // Postgres reads it dead before its dead letter is produced (on_recorded), as for any
       // delivery that dies, so the DLQ listings and `dlq replay` find it. No attempt is made:
       // the row records the attempts so far (attempt_record).
-      job->decision = decide(job->d, AttemptResult::none(AttemptResult::Kind::kUnknownRoute),
-                             policy_, now, d_.rand01);
+      const auto kind =
+          unrouted ? AttemptResult::Kind::kUnknownRoute : AttemptResult::Kind::kMalformed;
+      job->decision = decide(job->d, AttemptResult::none(kind), policy_, now, d_.rand01);
       job->started_ms = now;
       store_.record(std::move(job));
       return;

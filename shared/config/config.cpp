@@ -763,7 +763,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
               "), or no request of the largest size could ever be read");
     }
     if (i["max_headers"])
-      c.ingest.max_headers = num<int>(i["max_headers"], "ingest.max_headers", 8, 10000);
+      c.ingest.max_headers =
+          num<int>(i["max_headers"], "ingest.max_headers", 8, IngestConfig::kMaxMaxHeaders);
     if (i["header_timeout_ms"])
       c.ingest.header_timeout_ms =
           num<int>(i["header_timeout_ms"], "ingest.header_timeout_ms", 100, 600000);

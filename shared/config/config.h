@@ -74,7 +74,8 @@ struct IngestConfig {
   // length, or max_body_bytes when chunked, from its header until it is answered); a request that
   // would pass it gets 503. At least max_body_bytes.
   std::size_t max_buffered_body_bytes = std::size_t{256} << 20;
-  int max_headers = 100;          // header fields per request; more get 431
+  int max_headers = 100;  // header fields per request; more get 431 (at most kMax)
+  static constexpr int kMaxMaxHeaders = 10000;
   int header_timeout_ms = 10000;  // a request's header must arrive whole within this (else closed)
   int idle_timeout_ms = 60000;    // keep-alive idle limit; also the deadline for reading a body
 };

@@ -1916,6 +1916,66 @@ TEST_F(WorkerCoordinator, RetryConsumedAfterAReloadUsesTheNewRouteAndPolicy) {
   EXPECT_EQ(producer.sent[1].header("hr-dlq-reason"), "max_attempts");
 }
 
+// The retry the worker published for `sent`, as the consumer reads it back.
+ConsumedMessage read_back(const FakeProducer::Sent& sent) {
+  ConsumedMessage m;
+  m.topic = sent.topic;
+  m.offset = 0;
+  m.value = std::make_shared<const std::string>(sent.value);
+  for (const auto& h : sent.headers) m.headers.emplace_back(h.name, h.value);
+  return m;
+}
+
+// A retry that turns out malformed (here its hr-received-at is corrupt) names its delivery: it is
+// recorded dead and dead-lettered under its own key, so `dlq list` and `dlq replay` find it. The
+// old worker dead-lettered it with no Kafka key and an empty hr-delivery-key, and left the row
+// 'retrying' for good, where no tool could see or replay it.
+TEST_F(WorkerCoordinator, AMalformedRetryIsRecordedDeadUnderItsOwnKey) {
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(store.state["wh:gh:e1:a"], "retrying");
+  ASSERT_EQ(producer.sent.size(), 1u);
+  ConsumedMessage retry = read_back(producer.sent[0]);
+  for (auto& [name, value] : retry.headers) {
+    if (name == "hr-received-at") value = "yesterday";
+  }
+  now += 60'000;  // due
+  consumer.queue.push_back(retry);
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  ASSERT_EQ(producer.sent.size(), 2u);
+  const auto& dead = producer.sent[1];
+  EXPECT_EQ(dead.topic, kDlqTopic);
+  EXPECT_EQ(dead.key, "wh:gh:e1:a");
+  EXPECT_EQ(dead.header("hr-dlq-reason"), "malformed");
+  int keys = 0;
+  for (const auto& h : dead.headers) {
+    if (h.name == "hr-delivery-key") {
+      ++keys;
+      EXPECT_EQ(h.value, "wh:gh:e1:a");
+    }
+  }
+  EXPECT_EQ(keys, 1);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead") << "dlq list and replay would not find it";
+  EXPECT_EQ(stored(retry_topic(0)), 1);
+}
+
+// A reload that lowers ingest.max_headers does not make webhooks accepted before it malformed:
+// the old worker held their forwarded headers to the new limit and dead-lettered them all, the
+// backlog and every retry still waiting in a tier.
+TEST_F(WorkerCoordinator, ALowerMaxHeadersDoesNotRefuseWebhooksAcceptedBeforeIt) {
+  worker->reconfigure(
+      installed_config(reload_yaml("http://127.0.0.1:9/a", "ingest: { max_headers: 8 }\n")));
+  std::vector<std::pair<std::string, std::string>> forwarded;
+  for (int i = 0; i < 20; ++i) forwarded.emplace_back("hr-fwd-x-h" + std::to_string(i), "v");
+  webhook(0, "e1", std::string(kWebhooksTopic), forwarded);
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u) << "dead-lettered as malformed";
+  EXPECT_EQ(call_header(sender.calls[0], "x-h19"), "v");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+}
+
 // A claim that Postgres failed is sent again after a reload shortened claim_lease_seconds: the
 // shorter lease the database then starts bounds the call's start. The old worker kept the first
 // send's window (8 s of a 20 s lease), and could start the call after the 12 s lease had ended.
