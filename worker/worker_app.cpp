@@ -21,6 +21,7 @@
 #include "shared/metrics.h"
 #include "shared/service_startup.h"
 #include "shared/store/migrator.h"
+#include "shared/store/pg_connection.h"
 #include "shared/thread_guard.h"
 #include "worker/curl_sender.h"
 #include "worker/host_state_publisher.h"
@@ -110,28 +111,32 @@ int run_worker(int argc, char** argv) {
   });
   // A schema behind this build is named now; its refused statements hold the work meanwhile.
   (void)check_schema_version(config->postgres.url);
+  // Every connection of the worker: no statement, connect or silent server holds a lane (and
+  // with it the worker's stop) for ever.
+  const std::string db_url =
+      with_service_limits(config->postgres.url, config->worker.statement_timeout_ms);
   // Three connections: claims, records and the inbound-event audit run on lanes of their own
   // and overlap.
-  PostgresDeliveryStore store(config->postgres.url);
-  PostgresDeliveryStore record_store(config->postgres.url);
-  PostgresDeliveryStore inbound_store(config->postgres.url);
+  PostgresDeliveryStore store(db_url);
+  PostgresDeliveryStore record_store(db_url);
+  PostgresDeliveryStore inbound_store(db_url);
   // Which routes are suspended, shared with every worker through Postgres; read once before
   // consuming, then every second on its own thread and connection.
-  RouteStates route_states(config->postgres.url);
+  RouteStates route_states(db_url);
   RouteSync routes(route_states, metrics, unix_now_ms, {.worker_id = worker_id});
   routes.sync();
   routes.start();
   // Circuits and adaptive limits of the routes' hosts, for `hookrelay routes list`: written
   // every worker.host_states.publish_interval_ms (read at start) on a thread and connection of
   // their own; withdrawn at a clean stop.
-  RouteStates host_state_store(config->postgres.url);
+  RouteStates host_state_store(db_url);
   HostStatePublisher host_states(
       host_state_store, &metrics,
       {.worker_id = worker_id, .interval_ms = config->worker.host_states.publish_interval_ms});
   host_states.start();
   // Per-key order of ordered routes: the held keys are read before consuming; round trips then
   // run on a thread and connection of their own.
-  PostgresKeyOrderStore key_order_store(config->postgres.url);
+  PostgresKeyOrderStore key_order_store(db_url);
   MessageConsumer* wake_target = consumer->get();
   KeyOrder key_order(key_order_store, **producer, *registry,
                      [wake_target] { wake_target->wake(); });

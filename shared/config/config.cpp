@@ -830,6 +830,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
                "shutdown_grace_ms",
                "host_states",
                "claim_lease_seconds",
+               "statement_timeout_ms",
                "adaptive_limit",
                "store_batching"});
     auto& wc = c.worker;
@@ -875,6 +876,9 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     if (w["claim_lease_seconds"])
       wc.claim_lease_seconds =
           num<int>(w["claim_lease_seconds"], "worker.claim_lease_seconds", 1, 86400);
+    if (w["statement_timeout_ms"])
+      wc.statement_timeout_ms =
+          num<int>(w["statement_timeout_ms"], "worker.statement_timeout_ms", 0, 3600000);
     if (auto a = w["adaptive_limit"])
       parse_adaptive_limit(a, "worker.adaptive_limit", wc.adaptive_limit);
     if (auto b = w["store_batching"])

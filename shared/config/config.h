@@ -226,6 +226,9 @@ struct WorkerConfig {
   int shutdown_grace_ms = 20000;        // SIGTERM: longest wait for in-flight deliveries
   HostStatesConfig host_states;
   int claim_lease_seconds = 120;  // another worker may re-claim after this
+  // Longest a Postgres statement of the worker may run, lock waits included (statement_timeout;
+  // 0 = none); past it the round trip fails as db_timeout and is tried again. Read at start.
+  int statement_timeout_ms = 30000;
   AdaptiveLimitConfig adaptive_limit;
   StoreBatchingConfig store_batching{.min_batch = 100, .max_wait_ms = 10, .record_max_wait_ms = 50};
 };

@@ -45,6 +45,8 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   check(a.worker.allowed_cidrs != b.worker.allowed_cidrs, "worker.allowed_cidrs");
   check(a.worker.host_states.publish_interval_ms != b.worker.host_states.publish_interval_ms,
         "worker.host_states.publish_interval_ms");
+  check(a.worker.statement_timeout_ms != b.worker.statement_timeout_ms,
+        "worker.statement_timeout_ms");
   // One retry topic per tier: the worker consumes the tiers it started with.
   check(a.retry.schedule_seconds.size() != b.retry.schedule_seconds.size(),
         "retry.schedule_seconds (tier count)");

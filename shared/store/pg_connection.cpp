@@ -3,8 +3,12 @@
 #include <libpq-fe.h>
 
 #include <exception>
+#include <functional>
+#include <optional>
 #include <pqxx/except>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "shared/log.h"
 
@@ -66,38 +70,74 @@ Error make_error(Kind kind, const std::string& what, const std::string& detail) 
 
 }  // namespace
 
-std::string with_session_setting(const std::string& url, const std::string& name,
-                                 const std::string& value) {
+namespace {
+
+std::string quoted_conninfo_value(std::string_view v) {
+  std::string out = "'";
+  for (char ch : v) {
+    if (ch == '\'' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out + "'";
+}
+
+// `url` as key=value words, each keyword's value passed through `edit` (nullopt: left out). A
+// URL libpq cannot parse is returned as it is, for the connection to report.
+std::string rewrite_conninfo(
+    const std::string& url,
+    const std::function<std::optional<std::string>(std::string_view keyword, const char* value)>&
+        edit) {
   char* error = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &error);
   if (!parsed) {
     PQfreemem(error);
     return url;
   }
-  auto quoted = [](std::string_view v) {
-    std::string out = "'";
-    for (char ch : v) {
-      if (ch == '\'' || ch == '\\') out += '\\';
-      out += ch;
-    }
-    return out + "'";
-  };
-  const std::string setting = "-c " + name + "=" + value;
   std::string out;
-  bool has_options = false;
   for (PQconninfoOption* o = parsed; o->keyword; ++o) {
-    const bool options = std::string_view(o->keyword) == "options";
-    if (!o->val && !options) continue;
-    std::string v = o->val ? o->val : "";
-    if (options) {
-      has_options = true;
-      v = v.empty() ? setting : v + " " + setting;
-    }
+    auto v = edit(o->keyword, o->val);
+    if (!v) continue;
     if (!out.empty()) out += ' ';
-    out += std::string(o->keyword) + "=" + quoted(v);
+    out += std::string(o->keyword) + "=" + quoted_conninfo_value(*v);
   }
   PQconninfoFree(parsed);
-  if (!has_options) out += (out.empty() ? "" : " ") + std::string("options=") + quoted(setting);
+  return out;
+}
+
+}  // namespace
+
+std::string with_session_setting(const std::string& url, const std::string& name,
+                                 const std::string& value) {
+  const std::string setting = "-c " + name + "=" + value;
+  return rewrite_conninfo(
+      url, [&](std::string_view keyword, const char* v) -> std::optional<std::string> {
+        if (keyword == "options") return v && *v ? std::string(v) + " " + setting : setting;
+        if (!v) return std::nullopt;
+        return std::string(v);
+      });
+}
+
+std::string with_connection_defaults(
+    const std::string& url, const std::vector<std::pair<std::string, std::string>>& defaults) {
+  return rewrite_conninfo(
+      url, [&](std::string_view keyword, const char* v) -> std::optional<std::string> {
+        if (v) return std::string(v);
+        for (const auto& [name, value] : defaults) {
+          if (name == keyword) return value;
+        }
+        return std::nullopt;
+      });
+}
+
+std::string with_service_limits(const std::string& url, int statement_timeout_ms) {
+  std::string out = with_connection_defaults(url, {{"connect_timeout", "10"},
+                                                   {"keepalives", "1"},
+                                                   {"keepalives_idle", "30"},
+                                                   {"keepalives_interval", "10"},
+                                                   {"keepalives_count", "3"},
+                                                   {"tcp_user_timeout", "30000"}});
+  if (statement_timeout_ms > 0)
+    out = with_session_setting(out, "statement_timeout", std::to_string(statement_timeout_ms));
   return out;
 }
 

@@ -24,6 +24,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "shared/result.h"
 
@@ -39,6 +40,19 @@ struct IsResult<Result<T>> : std::true_type {};
 // cannot parse is returned as it is, for the connection to report.
 std::string with_session_setting(const std::string& url, const std::string& name,
                                  const std::string& value);
+
+// `url` as key=value words, with each (keyword, value) of `defaults` added where the URL leaves
+// that keyword unset: what the URL says wins.
+std::string with_connection_defaults(
+    const std::string& url, const std::vector<std::pair<std::string, std::string>>& defaults);
+
+// The URL a long-running service connects with, so that no wait on Postgres lasts for ever (a
+// lane stuck in one would hold its work and its process's stop): each statement, lock waits
+// included, ends after `statement_timeout_ms` (0: no limit) with SQLSTATE 57014, and where the
+// URL leaves them unset, a connect gives up after 10 s, a server that stops acknowledging what
+// was sent is dropped after 30 s (tcp_user_timeout), and one that goes silent while a statement
+// runs after 30 s + 3 x 10 s of keepalives.
+std::string with_service_limits(const std::string& url, int statement_timeout_ms);
 
 class PgConnection {
  public:

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "shared/clock.h"
+#include "shared/store/pg_connection.h"
 #include "tests/integration/scratch_database.h"
 #include "worker/postgres_delivery_store.h"
 
@@ -136,6 +138,41 @@ TEST_F(DeliveryStoreTest, NewDeliveryIsClaimedWithALease) {
             "in_flight w1 true");
   EXPECT_EQ(db_->scalar("SELECT destination || ' ' || origin_topic FROM deliveries"),
             "ci hookrelay.webhooks");
+}
+
+// The worker connects with its limits (with_service_limits): a claim that waits on a row another
+// session keeps locked ends after statement_timeout as a retryable db_timeout, instead of holding
+// the claim lane, and with it the worker's stop, for as long as the lock is held.
+TEST_F(DeliveryStoreTest, AClaimWaitingOnALockEndsAtTheStatementTimeout) {
+  EXPECT_EQ(claim({delivery("k")}, "A"), (std::vector<S>{S::kClaimed}));
+  const std::string url = with_service_limits(db_->url(), 300);
+  pqxx::connection limited(url);
+  pqxx::nontransaction show(limited);
+  EXPECT_EQ(show.exec1("SHOW statement_timeout")[0].as<std::string>(), "300ms");
+  std::string tcp_user_timeout;
+  PGconn* raw = PQconnectdb(url.c_str());
+  ASSERT_EQ(PQstatus(raw), CONNECTION_OK);
+  PQconninfoOption* options = PQconninfo(raw);
+  for (PQconninfoOption* o = options; o && o->keyword; ++o) {
+    if (std::string(o->keyword) == "tcp_user_timeout" && o->val) tcp_user_timeout = o->val;
+  }
+  PQconninfoFree(options);
+  PQfinish(raw);
+  EXPECT_EQ(tcp_user_timeout, "30000") << "a silent server would hold a statement out for ever";
+  pqxx::connection holder(db_->url());
+  pqxx::work locking(holder);
+  locking.exec("SELECT 1 FROM deliveries WHERE delivery_key = 'k' FOR UPDATE");
+  PostgresDeliveryStore worker_store(url);
+  DeliveryRef d = delivery("k");
+  d.lease_token = make_lease_token(7, 1);
+  auto claimed = std::async(std::launch::async, [&] { return worker_store.claim({d}, "B", 60); });
+  const auto status = claimed.wait_for(std::chrono::seconds(5));
+  locking.commit();  // the lock's end, whatever happened
+  ASSERT_EQ(status, std::future_status::ready) << "the claim waited on the lock past its limit";
+  auto r = claimed.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "db_timeout");
+  EXPECT_TRUE(r.error().retryable);
 }
 
 TEST_F(DeliveryStoreTest, SucceededAndDeadDeliveriesAreNotClaimedAgain) {

@@ -58,5 +58,28 @@ TEST(WithSessionSetting, AnUnparsableUrlIsLeftForTheConnectionToReport) {
             "dbname='unterminated");
 }
 
+// Defaults fill only what the URL leaves unset; what it says wins.
+TEST(WithConnectionDefaults, AddsOnlyWhatTheUrlLeavesUnset) {
+  EXPECT_EQ(words(with_connection_defaults("postgresql://app@db:5432/h?connect_timeout=3",
+                                           {{"connect_timeout", "10"}, {"keepalives", "1"}})),
+            (std::set<std::string>{"user='app'", "host='db'", "port='5432'", "dbname='h'",
+                                   "connect_timeout='3'", "keepalives='1'"}));
+}
+
+// A service's URL: every limit, and the statement timeout in its options; 0 leaves it out.
+TEST(WithServiceLimits, BoundsConnectsSilentServersAndStatements) {
+  const auto w = words(with_service_limits("dbname=x", 2500));
+  for (const char* word :
+       {"connect_timeout='10'", "keepalives='1'", "keepalives_idle='30'",
+        "keepalives_interval='10'", "keepalives_count='3'", "tcp_user_timeout='30000'",
+        "options='-c statement_timeout=2500'", "dbname='x'"}) {
+    EXPECT_TRUE(w.count(word)) << word;
+  }
+  for (const auto& word : words(with_service_limits("dbname=x", 0)))
+    EXPECT_EQ(word.find("statement_timeout"), std::string::npos) << word;
+  EXPECT_EQ(with_service_limits("not a url = '", 100), "not a url = '")
+      << "a URL libpq cannot parse is left for the connection to report";
+}
+
 }  // namespace
 }  // namespace hookrelay
