@@ -1,5 +1,6 @@
 #include "worker/circuit_breaker.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace hookrelay {
@@ -53,6 +54,7 @@ void CircuitBreaker::started(std::string_view host, int64_t now_ms) {
   auto it = hosts_.find(std::string(host));
   if (it == hosts_.end()) return;
   Host& h = it->second;
+  h.last_seen_ms = now_ms;
   h.state = effective_state(h, now_ms);
   if (h.state != State::kHalfOpen) return;
   h.probe_in_flight = true;
@@ -68,6 +70,7 @@ void CircuitBreaker::record(std::string_view host, bool success, int64_t started
   }
   Host& h = it->second;
   const int64_t now = now_ms_();
+  h.last_seen_ms = now;
   switch (h.state) {
     case State::kClosed:
       if (success) {
@@ -91,6 +94,12 @@ void CircuitBreaker::record(std::string_view host, bool success, int64_t started
       }
       return;
   }
+}
+
+void CircuitBreaker::prune(int64_t now_ms) {
+  const int64_t idle = std::max(kForgetIdleMs, 2 * options_.cooldown_ms);
+  std::erase_if(hosts_,
+                [&](const auto& entry) { return now_ms - entry.second.last_seen_ms >= idle; });
 }
 
 CircuitBreaker::Counts CircuitBreaker::counts() const {

@@ -17,7 +17,9 @@
 // a half-open circuit's probe: only the probe's answer decides.
 //
 // Memory: a closed host with no recent failure is forgotten, so state stays proportional to the
-// hosts currently misbehaving, however many hosts deliveries go to.
+// hosts currently misbehaving, however many hosts deliveries go to; prune() forgets a host no
+// call has started to or answered from for kForgetIdleMs (or two cooldowns, if longer): one that
+// failed a few times and was never called again (a call to a host that does not exist).
 //
 // Thread-safety: none. One owner (the delivery loop thread) calls every method.
 #pragma once
@@ -76,6 +78,9 @@ class CircuitBreaker {
   void set_options(Options options) { options_ = options; }
 
   Counts counts() const;
+  // Forgets hosts idle for kForgetIdleMs or two cooldowns, whichever is longer (see above).
+  void prune(int64_t now_ms);
+  static constexpr int64_t kForgetIdleMs = 10 * 60 * 1000;
 
  private:
   struct Host {
@@ -84,6 +89,7 @@ class CircuitBreaker {
     int64_t opened_at_ms = 0;
     bool probe_in_flight = false;
     int64_t probe_started_ms = 0;
+    int64_t last_seen_ms = 0;  // the last call started to it or answer recorded from it
   };
 
   State effective_state(const Host& h, int64_t now) const;

@@ -352,6 +352,7 @@ void Dispatcher::prune() {
   if (rate_) rate_->prune();
   route_limits_.prune();
   adaptive_.prune(now_ms_());
+  breaker_.prune(now_ms_());
 }
 
 }  // namespace hookrelay

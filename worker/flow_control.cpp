@@ -71,10 +71,12 @@ bool AdaptiveHostLimits::on_result(std::string_view host, Signal signal, int64_t
     if (it == hosts_.end()) return false;
     Host& h = it->second;
     h.limit = std::min(max, h.limit + options_.increase_step / std::max(1.0, h.limit));
+    h.last_result_ms = now_ms;
     return false;
   }
-  auto [it, inserted] = hosts_.try_emplace(std::string(host), Host{max, -1, 0});
+  auto [it, inserted] = hosts_.try_emplace(std::string(host), Host{max, -1, 0, now_ms});
   Host& h = it->second;
+  h.last_result_ms = now_ms;
   if (retry_after_ms && signal != Signal::kTimeout && options_.max_pause_seconds > 0) {
     const int64_t pause =
         std::clamp<int64_t>(*retry_after_ms, 0, int64_t{options_.max_pause_seconds} * 1000);
@@ -96,7 +98,11 @@ void AdaptiveHostLimits::each(
 void AdaptiveHostLimits::prune(int64_t now_ms) {
   const auto max = static_cast<double>(max_limit_);
   std::erase_if(hosts_, [&](const auto& entry) {
-    return entry.second.limit >= max && entry.second.paused_until_ms <= now_ms;
+    const Host& h = entry.second;
+    if (h.paused_until_ms > now_ms) return false;
+    // Back at its maximum, or not called for long (a host called a few times and never again):
+    // its next call starts from the maximum, as a host never cut does.
+    return h.limit >= max || now_ms - h.last_result_ms >= kForgetIdleMs;
   });
 }
 

@@ -53,14 +53,17 @@ class AdaptiveHostLimits {
 
   // Each host with state: its limit (for the gauge).
   void each(const std::function<void(const std::string& host, int limit)>& fn) const;
-  // Forgets hosts back at the maximum and not paused: they behave exactly like new ones.
+  // Forgets hosts not paused that are back at the maximum (they behave exactly like new ones) or
+  // have given no answer for kForgetIdleMs (called a few times and never again).
   void prune(int64_t now_ms);
+  static constexpr int64_t kForgetIdleMs = 10 * 60 * 1000;
 
  private:
   struct Host {
     double limit = 0;
     int64_t last_cut_ms = -1;  // started_ms of calls after this may cut again
     int64_t paused_until_ms = 0;
+    int64_t last_result_ms = 0;  // the last answer that said something about its capacity
   };
 
   AdaptiveLimitConfig options_;

@@ -197,5 +197,25 @@ TEST(CircuitBreaker, StateNames) {
   EXPECT_STREQ(circuit_state_name(CircuitBreaker::State::kHalfOpen), "half_open");
 }
 
+// A host that failed a few times and was never called again (a call to a host that is gone) is
+// forgotten once idle long enough; one still in use is kept, whatever its state. The old breaker
+// kept every such host for good: its memory grew with each dead host calls named.
+TEST_F(CircuitBreakerTest, PruneForgetsHostsIdleLongEnoughAndKeepsThoseInUse) {
+  for (int i = 0; i < 1000; ++i) fail_times("gone-" + std::to_string(i) + ":80", 1);
+  fail_times("down", 3);  // open
+  EXPECT_EQ(breaker_.counts().closed, 1000u);
+  now_ += CircuitBreaker::kForgetIdleMs - 1;
+  fail_times("busy", 1);
+  breaker_.prune(now_);
+  EXPECT_EQ(breaker_.counts().closed, 1001u) << "forgotten before it was idle long enough";
+  now_ += 1;
+  breaker_.prune(now_);
+  const auto c = breaker_.counts();
+  EXPECT_EQ(c.closed, 1u) << "idle hosts were kept";
+  EXPECT_EQ(c.open + c.half_open, 0u);
+  fail_times("busy", 2);
+  EXPECT_EQ(breaker_.state("busy"), State::kOpen) << "a host in use lost its failures";
+}
+
 }  // namespace
 }  // namespace hookrelay

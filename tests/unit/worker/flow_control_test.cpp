@@ -118,6 +118,26 @@ TEST(AdaptiveHostLimits, ALowerMaximumBringsLimitsDownAndPruneForgetsRecoveredHo
   EXPECT_EQ(left, (std::map<std::string, int>{{"g", 10}}));
 }
 
+// A host cut once and never called again (a call to a host that is gone) is forgotten once idle
+// long enough, unless a Retry-After still pauses it. The old limits kept it until successes grew
+// it back, which never came: memory grew with every such host.
+TEST(AdaptiveHostLimits, PruneForgetsHostsWithNoAnswerForLong) {
+  AdaptiveHostLimits l(adaptive(0.5, 1.0, 3600), 64);
+  for (int i = 0; i < 1000; ++i)
+    l.on_result("gone-" + std::to_string(i), Signal::kTimeout, 1, 2, std::nullopt);
+  l.on_result("paused", Signal::kTooManyRequests, 1, 2, int64_t{3'000'000});
+  const int64_t later = 2 + AdaptiveHostLimits::kForgetIdleMs;
+  l.on_result("busy", Signal::kUnavailable, later - 10, later - 1, std::nullopt);
+  l.prune(later - 1);
+  int hosts = 0;
+  l.each([&](const std::string&, int) { ++hosts; });
+  EXPECT_EQ(hosts, 1002) << "forgotten before it was idle long enough";
+  l.prune(later);
+  std::map<std::string, int> left;
+  l.each([&](const std::string& host, int limit) { left[host] = limit; });
+  EXPECT_EQ(left, (std::map<std::string, int>{{"busy", 32}, {"paused", 32}}));
+}
+
 TEST(RouteLimits, MaxInFlightAndRate) {
   int64_t now = 1'000'000;
   RouteLimits r([&] { return now; });
