@@ -96,6 +96,15 @@ void CircuitBreaker::record(std::string_view host, bool success, int64_t started
   }
 }
 
+void CircuitBreaker::answered(std::string_view host, int64_t started_ms) {
+  auto it = hosts_.find(std::string(host));
+  if (it == hosts_.end()) return;
+  Host& h = it->second;
+  h.last_seen_ms = now_ms_();
+  if (h.state == State::kHalfOpen && h.probe_in_flight && started_ms >= h.probe_started_ms)
+    hosts_.erase(it);
+}
+
 void CircuitBreaker::prune(int64_t now_ms) {
   const int64_t idle = std::max(kForgetIdleMs, 2 * options_.cooldown_ms);
   std::erase_if(hosts_,

@@ -72,6 +72,10 @@ class CircuitBreaker {
 
   // The outcome of a call to `host` that started at `started_ms` (on this breaker's clock).
   void record(std::string_view host, bool success, int64_t started_ms);
+  // The host answered a call started at `started_ms` without a verdict on its health (a 429: its
+  // own flow control, which the adaptive limit answers). A half-open circuit's probe so answered
+  // closes it, since the host is up; otherwise nothing changes.
+  void answered(std::string_view host, int64_t started_ms);
 
   // New options (a configuration reload). Hosts keep their state: an open circuit's cooldown is
   // measured with the new value, and the new threshold counts failures already seen.

@@ -292,6 +292,8 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
       r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
   if (real_call && !throttled(r))
     breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable, job.started_ms);
+  else if (real_call)
+    breaker_.answered(job.d.host_key, job.started_ms);  // a half-open circuit's probe ends
 }
 
 std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {

@@ -1586,6 +1586,25 @@ TEST_F(CircuitCoordinator, HalfOpenCircuitHoldsTheOthersWhileItsProbeIsOut) {
   EXPECT_EQ(stored_webhooks(), 5);
 }
 
+// A half-open circuit's probe answered 429 shows the host up: the circuit closes (the adaptive
+// limit answers the throttling) and the deliveries held behind the probe go. The old breaker
+// ignored the answer, left the probe out, and held them for another whole cooldown.
+TEST_F(CircuitCoordinator, AProbeAnswered429ClosesTheCircuit) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  now += 20'000;  // half-open
+  sender.hold = true;
+  sender.script = {status(429)};
+  feed(2, "e3");
+  feed(3, "e4");
+  run();
+  ASSERT_EQ(sender.calls.size(), 3u) << "one probe, the other waiting";
+  sender.hold = false;
+  sender.held[0]();  // the probe is throttled
+  run();
+  EXPECT_EQ(sender.calls.size(), 4u) << "e4 held for another cooldown";
+  EXPECT_EQ(store.state["wh:gh:e4:a"], "succeeded");
+}
+
 // A half-open circuit's probe is spent only on a call that goes out: a delivery held back by its
 // host's Retry-After pause when the circuit turns half-open leaves the probe, and is the probe
 // itself once the pause ends, not one more cooldown later.
