@@ -522,7 +522,15 @@ void CurlSender::run(Loop& self) {
       }
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers.get());
       t->shard = next_shard++ % loops.size();
-      curl_multi_add_handle(loops[t->shard].multi, e);
+      if (CURLMcode added = curl_multi_add_handle(loops[t->shard].multi, e); added != CURLM_OK) {
+        // Never started (out of memory, in practice): answered now, or it would wait for good,
+        // holding its host's slot and its key's order.
+        HttpResult r;
+        r.error = TransportError::kOther;
+        r.message = std::string("the call could not start: ") + curl_multi_strerror(added);
+        finish(std::move(t), std::move(r));
+        continue;
+      }
       Transfer* key = t.get();
       active.emplace(key, std::move(t));
     }
