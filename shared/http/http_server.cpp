@@ -42,6 +42,9 @@ constexpr std::size_t kLingerRead = std::size_t{16} * 1024;
 constexpr std::chrono::milliseconds kAcceptRetryMin{10};
 constexpr std::chrono::milliseconds kAcceptRetryMax{1000};
 constexpr std::chrono::milliseconds kWatchSweep{100};
+// Empty lines (CRLF or a bare LF) skipped before a request line (RFC 7230 3.5), such as the CRLF
+// some clients send after a body. More than this are left to the parser, which refuses them.
+constexpr int kMaxEmptyLines = 4;
 
 std::string_view accept_error_reason(const beast::error_code& ec) {
   if (ec.category() != net::error::get_system_category()) return "other";
@@ -57,6 +60,29 @@ std::string_view accept_error_reason(const beast::error_code& ec) {
     default:
       return "other";
   }
+}
+
+// Whether the request's Transfer-Encoding fields (all of them, in order, as one list) end in
+// chunked. A body is framed only by chunked as its final coding (RFC 7230 3.3.3): any other final
+// coding leaves the body's length unknown. Empty list elements are allowed by the list syntax.
+template <class Fields>
+bool final_coding_is_chunked(const Fields& fields) {
+  std::string_view last;
+  for (const auto& f : fields) {
+    if (f.name() != http::field::transfer_encoding) continue;
+    std::string_view list(f.value().data(), f.value().size());
+    while (!list.empty()) {
+      const auto comma = list.find(',');
+      std::string_view element = list.substr(0, comma);
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      while (!element.empty() && (element.front() == ' ' || element.front() == '\t'))
+        element.remove_prefix(1);
+      while (!element.empty() && (element.back() == ' ' || element.back() == '\t'))
+        element.remove_suffix(1);
+      if (!element.empty()) last = element;
+    }
+  }
+  return ascii_iequals(last, "chunked");
 }
 }  // namespace
 
@@ -169,25 +195,61 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   // Waits up to `timeout` for the first byte of the next request (none may be buffered yet), then
-  // gives the rest of the header its own deadline.
+  // gives the rest of the header its own deadline. Empty lines before the request line are
+  // skipped (at most kMaxEmptyLines) and do not start the header's deadline.
   // A request already buffered (pipelined) is parsed from a posted call: this may run inside the
   // handler (an answer written at once), whose request must stay intact until it returns.
   void wait_for_request(std::chrono::milliseconds timeout) {
     if (buffer_.size() > 0) {
-      net::post(loop_, [self = shared_from_this()] { self->read_header(); });
+      net::post(loop_, [self = shared_from_this(), timeout] {
+        if (self->skip_empty_lines()) return self->read_header();
+        self->stream_.expires_after(timeout);
+        self->read_request_start();
+      });
       return;
     }
     stream_.expires_after(timeout);
+    read_request_start();
+  }
+
+  // Reads until a request's first byte is buffered, within the deadline already set.
+  void read_request_start() {
     stream_.async_read_some(buffer_.prepare(kFirstRead),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
                               if (ec) return self->close();  // idle, or the peer left
                               self->buffer_.commit(n);
+                              if (!self->skip_empty_lines()) return self->read_request_start();
                               self->read_header();
                             });
   }
 
+  // Drops the empty lines (CRLF or LF) that start the buffer, up to kMaxEmptyLines per request.
+  // Whether what is left is for the parser: false when nothing is, or only a CR that may be the
+  // start of another empty line.
+  bool skip_empty_lines() {
+    const auto* p = static_cast<const char*>(buffer_.data().data());
+    const std::size_t size = buffer_.size();
+    std::size_t at = 0;
+    while (empty_lines_ < kMaxEmptyLines) {
+      if (at < size && p[at] == '\n') {
+        at += 1;
+      } else if (at + 1 < size && p[at] == '\r' && p[at + 1] == '\n') {
+        at += 2;
+      } else {
+        break;
+      }
+      ++empty_lines_;
+    }
+    const bool lone_cr = at + 1 == size && p[at] == '\r';
+    buffer_.consume(at);
+    if (buffer_.size() == 0) return false;
+    return !(lone_cr && empty_lines_ < kMaxEmptyLines);
+  }
+
   void read_header() {
     answered_ = false;
+    head_ = false;
+    empty_lines_ = 0;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_.options.max_body_bytes);
@@ -199,6 +261,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_header(beast::error_code ec) {
+    // The answer to a HEAD, even a refusal, has no body. The method is known once the request line
+    // is parsed, even when the rest of the header then fails.
+    head_ = parser_->get().method() == http::verb::head;
     if (ec) return on_read_error(ec);
     const auto& req = parser_->get();
     std::size_t fields = 0;
@@ -208,6 +273,14 @@ class Session : public std::enable_shared_from_this<Session> {
       return refuse(431, "too_many_headers",
                     "request has more than " + std::to_string(server_.options.max_header_count) +
                         " header fields");
+    }
+    // A Transfer-Encoding that does not end in chunked leaves the body's length unknown: read by
+    // Content-Length or as no body, its bytes would be taken for the next request (smuggling).
+    if (req.find(http::field::transfer_encoding) != req.end() &&
+        (!parser_->chunked() || !final_coding_is_chunked(req))) {
+      return refuse(400, "malformed_http",
+                    "malformed HTTP request: Transfer-Encoding does not end in chunked, so the "
+                    "body's length is unknown");
     }
     auto length = parser_->content_length();
     if (length && *length > server_.options.max_body_bytes) {
@@ -310,7 +383,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     auto& req = parser_->get();
     keep_alive_ = req.keep_alive();
-    head_ = req.method() == http::verb::head;
     HttpRequest view;
     view.method = std::string_view(req.method_string().data(), req.method_string().size());
     view.target = std::string_view(req.target().data(), req.target().size());
@@ -492,6 +564,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   bool keep_alive_ = true;
   bool head_ = false;         // the request being answered is a HEAD
+  int empty_lines_ = 0;       // empty lines skipped before the request being read
   bool in_handler_ = false;   // the handler of the current request has not returned yet
   bool answered_ = false;     // the current request has its answer
   std::size_t reserved_ = 0;  // the current request's share of max_buffered_body_bytes (its

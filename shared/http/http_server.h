@@ -13,7 +13,11 @@
 // a request that would pass the budget gets 503, before its body is read if its first 64 KiB do
 // not fit, so announcing a large body and sending nothing holds 64 KiB); more than
 // `max_header_count` header fields get 431; past `max_connections` open connections a new one is
-// answered 503 and closed. A handler that throws is answered 500 (once) and the loop goes on.
+// answered 503 and closed. A request with a Transfer-Encoding whose final coding is not chunked
+// (its body's length unknown, RFC 7230 3.3.3) gets 400 and the connection is closed. Up to four
+// empty lines before a request line are ignored (RFC 7230 3.5). The answer to a HEAD, refusals
+// included, has no body; every other answer on the connection has its body. A handler that
+// throws is answered 500 (once) and the loop goes on.
 // When accept() fails (descriptors exhausted), accepting pauses with a growing delay instead of
 // spinning. stop_accepting() closes the listeners but lets open connections finish; stop() ends
 // everything.

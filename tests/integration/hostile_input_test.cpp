@@ -266,6 +266,47 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
   expect_healthy();
 }
 
+// A Transfer-Encoding whose final coding is not chunked leaves the body's length unknown (RFC 7230
+// 3.3.3): a proxy in front may frame it one way and ingest another, so what one takes for a body
+// the other reads as a second request. Such a request is refused (400) and the connection closed,
+// so nothing after it on the connection is read as a request.
+TEST_F(HostileInput, TransferEncodingNotEndingInChunkedIsRefusedAndTheConnectionClosed) {
+  start_ingest();
+  const std::string smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string post = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\n";
+  const std::vector<std::string> requests = {
+      post + "Transfer-Encoding: gzip\r\n\r\n" + smuggled,
+      post + "Transfer-Encoding: gzip\r\nContent-Length: " + std::to_string(smuggled.size()) +
+          "\r\n\r\n" + smuggled,
+      post + "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n" + smuggled,
+      post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n" + smuggled,
+      post + "Transfer-Encoding: IDENTITY\r\n\r\n" + smuggled,
+      post + "Transfer-Encoding: chunkedx\r\n\r\n" + smuggled,
+  };
+  for (const auto& request : requests) {
+    RawClient c(port_);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(request));
+    const std::string bytes = c.read_until_close(5s);
+    auto r = parse_reply(bytes);
+    const auto where = request.substr(post.size(), request.find("\r\n\r\n") - post.size());
+    EXPECT_EQ(r.status, 400) << where << ": " << bytes.substr(0, 200);
+    EXPECT_EQ(error_code(r), "malformed_http") << where << ": " << r.body;
+    EXPECT_NE(r.body.find("Transfer-Encoding"), std::string::npos) << where << ": " << r.body;
+    EXPECT_NE(r.head.find("Connection: close"), std::string::npos) << where << ": " << r.head;
+    EXPECT_EQ(bytes.find("HTTP/1.1 ", 1), std::string::npos)
+        << where << ": a second response: " << bytes;
+    EXPECT_TRUE(c.closed()) << where;
+  }
+  // Chunked as the only coding, in any case, is framed and read as before (unsigned: 401).
+  auto chunked = raw(post + "Transfer-Encoding: Chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.status, 401) << chunked.head << chunked.body;
+  // The duplicated Transfer-Encoding is refused by the parser itself; each case is counted once.
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_errors_total", {"code=\"malformed_http\""}),
+            static_cast<double>(requests.size()));
+  expect_healthy();
+}
+
 // Beast's parser bounds neither a chunk-size line with its extensions nor the trailer after the
 // last chunk: each waits in the connection's read buffer until its line ends. One endless line
 // must be cut where the buffer ends (128 KiB), answered, and cost no more memory than that, not

@@ -138,6 +138,109 @@ TEST_F(HttpServerResponse, AHeadAnswerHasNoBodyAndTheConnectionGoesOn) {
   EXPECT_EQ(got, head + head + R"({"status":"ok"})");
 }
 
+// Only the answer to the HEAD itself goes without its body: a refusal of the next request on the
+// connection (413 on its Content-Length, 400 unparsable, 431 too many fields) carries its JSON
+// body, as long as its Content-Length says. A refused HEAD has no body either.
+TEST_F(HttpServerResponse, ARefusalAfterAHeadAnswerCarriesItsBody) {
+  start([](const HttpRequest&, Responder respond) {
+    HttpResponse r;
+    r.body = R"({"status":"ok"})";
+    respond(std::move(r));
+  });
+  const std::string head_answer =
+      "HTTP/1.1 200 OK\r\nServer: hookrelay\r\nContent-Type: application/json\r\n"
+      "Content-Length: 15\r\n\r\n";
+  std::string many_fields = "GET /x HTTP/1.1\r\nHost: t\r\n";
+  for (int i = 0; i < 150; ++i) many_fields += "f" + std::to_string(i) + ": v\r\n";
+  many_fields += "\r\n";
+  struct Case {
+    std::string request;
+    std::string status_line;
+    std::string code;
+  };
+  for (const auto& [request, status_line, code] : std::vector<Case>{
+           {"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999\r\n\r\n",
+            "HTTP/1.1 413 Payload Too Large\r\n", "body_too_large"},
+           {"NOT A REQUEST\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n", "malformed_http"},
+           {many_fields, "HTTP/1.1 431 Request Header Fields Too Large\r\n", "too_many_headers"},
+       }) {
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send("HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + request));
+    const std::string bytes = c.read_until_close(5s);
+    ASSERT_TRUE(bytes.starts_with(head_answer)) << code << ": " << bytes;
+    const std::string refusal = bytes.substr(head_answer.size());
+    EXPECT_TRUE(refusal.starts_with(status_line)) << code << ": " << refusal;
+    const auto end = refusal.find("\r\n\r\n");
+    ASSERT_NE(end, std::string::npos) << code << ": " << refusal;
+    const std::string body = refusal.substr(end + 4);
+    EXPECT_NE(refusal.find("Content-Length: " + std::to_string(body.size()) + "\r\n"),
+              std::string::npos)
+        << code << ": " << refusal;
+    EXPECT_NE(body.find("\"code\":\"" + code + "\""), std::string::npos)
+        << code << ": no JSON body after the HEAD answer: " << refusal;
+    EXPECT_TRUE(c.closed()) << code;
+  }
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send("HEAD /x HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999\r\n\r\n"));
+  const std::string bytes = c.read_until_close(5s);
+  EXPECT_TRUE(bytes.starts_with("HTTP/1.1 413 Payload Too Large\r\n")) << bytes;
+  EXPECT_TRUE(bytes.ends_with("\r\n\r\n")) << "a body after the answer to HEAD: " << bytes;
+  EXPECT_TRUE(c.closed());
+}
+
+// Empty lines before a request line (RFC 7230 3.5), such as the CRLF some clients send after a
+// body, are skipped: the request that follows them is answered, whether they arrive with the
+// previous request, alone, or before the connection's first request. A few are skipped; past
+// that the bytes are a malformed request.
+TEST_F(HttpServerResponse, EmptyLinesBeforeARequestLineAreIgnored) {
+  start([](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = std::string(req.body);
+    respond(std::move(r));
+  });
+  auto post = [](std::string_view body) {
+    return "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + std::string(body);
+  };
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  // Before the first request, and a CRLF after the body, in the same packet.
+  ASSERT_TRUE(c.send("\r\n" + post("one") + "\r\n"));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with("\r\n\r\none"));
+  ASSERT_TRUE(c.send(post("two")));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with("\r\n\r\ntwo"));
+  // Pipelined behind an empty line, and a bare LF.
+  ASSERT_TRUE(c.send(post("three") + "\r\n" + post("four") + "\n" + post("five")));
+  std::string answers;
+  for (int i = 0; i < 50 && answers.find("five") == std::string::npos; ++i)
+    answers += c.read_until_close(100ms);
+  EXPECT_NE(answers.find("\r\n\r\nthree"), std::string::npos) << answers;
+  EXPECT_NE(answers.find("\r\n\r\nfour"), std::string::npos) << answers;
+  EXPECT_NE(answers.find("\r\n\r\nfive"), std::string::npos) << answers;
+  EXPECT_EQ(answers.find("400 Bad Request"), std::string::npos) << answers;
+  // Alone, split between its CR and its LF, and then the request.
+  ASSERT_TRUE(c.send("\r"));
+  std::this_thread::sleep_for(30ms);
+  ASSERT_TRUE(c.send("\n"));
+  std::this_thread::sleep_for(30ms);
+  ASSERT_TRUE(c.send(post("six")));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with("\r\n\r\nsix"));
+  EXPECT_FALSE(closed_by_server(c, 100ms));
+
+  // Endless empty lines are not a request.
+  test::RawClient flood(server_->port());
+  ASSERT_TRUE(flood.connected());
+  std::string lines;
+  for (int i = 0; i < 100; ++i) lines += "\r\n";
+  ASSERT_TRUE(flood.send(lines + post("seven")));
+  const std::string refused = flood.read_until_close(5s);
+  EXPECT_TRUE(refused.starts_with("HTTP/1.1 400 Bad Request\r\n")) << refused;
+  EXPECT_NE(refused.find("\"code\":\"malformed_http\""), std::string::npos) << refused;
+  EXPECT_TRUE(flood.closed());
+}
+
 TEST_F(HttpServerResponse, CloseIsAnnouncedAndDone) {
   start([](const HttpRequest&, Responder respond) {
     HttpResponse r;
