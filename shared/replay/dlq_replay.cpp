@@ -1,5 +1,6 @@
 #include "shared/replay/dlq_replay.h"
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -528,14 +529,22 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
   return item;
 }
 
+// Keys go one interval apart. A run that fell behind (a slow acknowledgement, a slow round trip,
+// a DLQ read) goes on from where it is, one interval at a time, instead of sending the keys it
+// missed back to back. The interval is at most a day (a rate too small to divide by).
 void Replayer::pace(const ReplayOptions& options) {
   if (options.rate_per_second <= 0) return;
-  int64_t now = clock_.now_ms();
-  if (paced_ == 0) pace_start_ms_ = now;
-  auto due = pace_start_ms_ +
-             static_cast<int64_t>(static_cast<double>(paced_) * 1000.0 / options.rate_per_second);
+  const int64_t now = clock_.now_ms();
+  const auto interval = static_cast<int64_t>(
+      std::min(1000.0 / options.rate_per_second, static_cast<double>(kMaxPaceIntervalMs)));
+  if (!paced_any_) {
+    paced_any_ = true;
+    last_paced_ms_ = now;
+    return;
+  }
+  const int64_t due = last_paced_ms_ + interval;
   if (due > now) clock_.sleep_ms(due - now);
-  ++paced_;
+  last_paced_ms_ = std::max(due, now);
 }
 
 Result<void> Replayer::produce_and_wait(const std::string& key, const std::string& value,

@@ -253,8 +253,9 @@ class Replayer {
   MessageProducer& producer_;
   ReplayClock clock_;
   MessageFetcher* fetcher_;
-  int64_t pace_start_ms_ = 0;
-  int64_t paced_ = 0;
+  static constexpr int64_t kMaxPaceIntervalMs = 24 * 3600 * 1000;
+  bool paced_any_ = false;
+  int64_t last_paced_ms_ = 0;  // when the last paced key went
   DlqSource* reread_source_ = nullptr;
   DlqSource::KeepFn reread_keep_;
   int64_t reread_due_ms_ = 0;

@@ -297,6 +297,41 @@ TEST_F(ReplayerTest, RateSpacesProducesEvenly) {
   EXPECT_EQ(sleeps_, (std::vector<int64_t>{500, 500, 500}));  // the first goes at once
 }
 
+// A run held up for 10 s (a slow acknowledgement) goes on at its rate: the keys it fell behind on
+// are not sent back to back. The old pacing kept to its first schedule and sent them at once.
+TEST_F(ReplayerTest, ARunThatFellBehindGoesOnAtItsRateWithoutABurst) {
+  std::vector<std::string> keys;
+  std::vector<DlqMessage> messages;
+  for (int i = 0; i < 6; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    store_.states[keys.back()] = "dead";
+    messages.push_back(dlq_message(keys.back(), i + 1, i + 1));
+  }
+  ReplayOptions paced;
+  paced.rate_per_second = 2;
+  bool held_up = false;
+  paced.stop_requested = [&] {
+    if (producer_.sent.size() == 2 && !held_up) {
+      held_up = true;
+      now_ += 10'000;
+    }
+    return false;
+  };
+  auto s = run(keys, messages, paced);
+  EXPECT_EQ(s.replayed, 6);
+  EXPECT_EQ(sleeps_, (std::vector<int64_t>{500, 500, 500, 500}))
+      << "the third key goes at once (it is late), the others an interval apart";
+}
+
+// A rate too small to divide by is paced a day apart, not undefined.
+TEST_F(ReplayerTest, ATinyRateIsPacedADayApart) {
+  store_.states = {{"a", "dead"}, {"b", "dead"}};
+  ReplayOptions paced;
+  paced.rate_per_second = 1e-300;
+  run({"a", "b"}, {dlq_message("a", 1, 1), dlq_message("b", 2, 2)}, paced);
+  EXPECT_EQ(sleeps_, (std::vector<int64_t>{int64_t{24} * 3600 * 1000}));
+}
+
 TEST_F(ReplayerTest, ReportsProgressAfterEveryKey) {
   store_.states = {{"a", "dead"}, {"b", "succeeded"}};
   run({"a", "b"}, {dlq_message("a", 1, 1)});
