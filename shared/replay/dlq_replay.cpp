@@ -364,6 +364,15 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   }
   if (*state == "succeeded" && options.resend_succeeded) return resend_one(key, options, resume);
   if (resume) {
+    if (*state == options.from_state) {
+      // Marked by the interrupted run, and back where it was: its produce failed and the mark
+      // was undone (the run stopped before it could say so), or a worker took it up and it died
+      // again. Not "replayed": which of the two cannot be told, so the operator decides.
+      item.detail = "is " + *state + " again since the interrupted run marked it: its produce " +
+                    "failed and was undone, or it was taken up and ended " + *state +
+                    " again; replay it again if it should be";
+      return item;
+    }
     if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, item)) return item;
     if (!message) use(reread_message(key));
     if (!message) {

@@ -332,6 +332,23 @@ TEST_F(ReplayerTest, ATinyRateIsPacedADayApart) {
   EXPECT_EQ(sleeps_, (std::vector<int64_t>{int64_t{24} * 3600 * 1000}));
 }
 
+// A key the interrupted run marked is dead again when the run is resumed: its produce failed and
+// the mark was undone before the run could say so (or it was taken up and died again). It is not
+// reported replayed, and nothing is produced. The old run reported it "replayed, taken up by a
+// worker", and the operator never replayed it.
+TEST_F(ReplayerTest, AResumedKeyThatIsDeadAgainIsNotReportedReplayed) {
+  store_.states["k"] = "dead";
+  Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}});
+  ReplayOptions options;
+  options.who = "alice";
+  const auto message = dlq_message("k", 1, 1);
+  const ReplayItem item = r.replay_key("k", &message, options, /*resume=*/true);
+  EXPECT_EQ(item.outcome, ReplayOutcome::kFailed);
+  EXPECT_NE(item.detail.find("replay it again"), std::string::npos) << item.detail;
+  EXPECT_TRUE(producer_.sent.empty());
+  EXPECT_EQ(store_.states["k"], "dead");
+}
+
 TEST_F(ReplayerTest, ReportsProgressAfterEveryKey) {
   store_.states = {{"a", "dead"}, {"b", "succeeded"}};
   run({"a", "b"}, {dlq_message("a", 1, 1)});
