@@ -105,10 +105,18 @@ void CircuitBreaker::answered(std::string_view host, int64_t started_ms) {
     hosts_.erase(it);
 }
 
+void CircuitBreaker::deferred(std::string_view host, int64_t now_ms) {
+  if (auto it = hosts_.find(std::string(host)); it != hosts_.end())
+    it->second.last_seen_ms = now_ms;
+}
+
 void CircuitBreaker::prune(int64_t now_ms) {
-  const int64_t idle = std::max(kForgetIdleMs, 2 * options_.cooldown_ms);
-  std::erase_if(hosts_,
-                [&](const auto& entry) { return now_ms - entry.second.last_seen_ms >= idle; });
+  const int64_t closed_idle = std::max(kForgetIdleMs, 2 * options_.cooldown_ms);
+  const int64_t open_idle = std::max(closed_idle, options_.forget_open_after_ms);
+  std::erase_if(hosts_, [&](const auto& entry) {
+    const Host& h = entry.second;
+    return now_ms - h.last_seen_ms >= (h.state == State::kClosed ? closed_idle : open_idle);
+  });
 }
 
 CircuitBreaker::Counts CircuitBreaker::counts() const {

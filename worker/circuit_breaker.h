@@ -17,9 +17,12 @@
 // a half-open circuit's probe: only the probe's answer decides.
 //
 // Memory: a closed host with no recent failure is forgotten, so state stays proportional to the
-// hosts currently misbehaving, however many hosts deliveries go to; prune() forgets a host no
-// call has started to or answered from for kForgetIdleMs (or two cooldowns, if longer): one that
-// failed a few times and was never called again (a call to a host that does not exist).
+// hosts currently misbehaving, however many hosts deliveries go to; prune() forgets a closed host
+// no call has started to or answered from for kForgetIdleMs (or two cooldowns, if longer): one
+// that failed a few times and was never called again (a call to a host that does not exist). An
+// open or half-open host is kept while deliveries still come to it (a deferral counts, see
+// deferred()), and for `forget_open_after_ms` after the last: its deliveries may wait in a long
+// retry tier meanwhile, and forgotten, they would all be sent at once, each spending an attempt.
 //
 // Thread-safety: none. One owner (the delivery loop thread) calls every method.
 #pragma once
@@ -40,6 +43,9 @@ class CircuitBreaker {
   struct Options {
     int failure_threshold = 20;   // consecutive failures that open a circuit; <= 0 never opens
     int64_t cooldown_ms = 30000;  // how long an open circuit refuses calls
+    // How long an open or half-open host with nothing coming to it is kept (see above); never
+    // less than a closed host's.
+    int64_t forget_open_after_ms = 0;
   };
 
   // Hosts per state, for gauges. `closed` counts only hosts with a recent failure (see above).
@@ -82,7 +88,9 @@ class CircuitBreaker {
   void set_options(Options options) { options_ = options; }
 
   Counts counts() const;
-  // Forgets hosts idle for kForgetIdleMs or two cooldowns, whichever is longer (see above).
+  // A delivery to `host` was deferred at `now_ms` for its open circuit: the host is still in use.
+  void deferred(std::string_view host, int64_t now_ms);
+  // Forgets the hosts idle for long enough (see above).
   void prune(int64_t now_ms);
   static constexpr int64_t kForgetIdleMs = 10 * 60 * 1000;
 
@@ -93,7 +101,7 @@ class CircuitBreaker {
     int64_t opened_at_ms = 0;
     bool probe_in_flight = false;
     int64_t probe_started_ms = 0;
-    int64_t last_seen_ms = 0;  // the last call started to it or answer recorded from it
+    int64_t last_seen_ms = 0;  // the last call started, answer recorded or deferral
   };
 
   State effective_state(const Host& h, int64_t now) const;

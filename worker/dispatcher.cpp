@@ -10,14 +10,31 @@
 
 namespace hookrelay {
 
+namespace {
+
+// An open circuit is kept while any delivery to its host may still come back from a retry tier:
+// up to the longest max_age of the retry policies, and a cooldown.
+CircuitBreaker::Options breaker_options(const Config& config) {
+  int64_t max_age_s = config.retry.max_age_seconds;
+  for (const auto& [source, routes] : config.routes) {
+    for (const auto& route : routes) {
+      if (route.retry) max_age_s = std::max<int64_t>(max_age_s, route.retry->max_age_seconds);
+    }
+  }
+  const auto& w = config.worker;
+  return {w.breaker_failure_threshold, w.breaker_cooldown_ms,
+          max_age_s * 1000 + w.breaker_cooldown_ms};
+}
+
+}  // namespace
+
 Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,
                        PostEvent post)
     : config_(&config),
       sender_(sender),
       now_ms_(std::move(now_ms)),
       post_(std::move(post)),
-      breaker_({config.worker.breaker_failure_threshold, config.worker.breaker_cooldown_ms},
-               now_ms_),
+      breaker_(breaker_options(config), now_ms_),
       concurrency_(config.worker.per_host_max_in_flight),
       adaptive_(config.worker.adaptive_limit, config.worker.per_host_max_in_flight),
       route_limits_(now_ms_) {
@@ -30,7 +47,7 @@ Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<i
 void Dispatcher::reconfigure(const Config& config) {
   config_ = &config;
   const auto& w = config.worker;
-  breaker_.set_options({w.breaker_failure_threshold, w.breaker_cooldown_ms});
+  breaker_.set_options(breaker_options(config));
   concurrency_.set_max_per_host(w.per_host_max_in_flight);
   adaptive_.set_options(w.adaptive_limit, w.per_host_max_in_flight);
   const double rate = w.per_host_rate_per_second;
@@ -134,6 +151,7 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     queue.pop_front();
     j->circuit_open_until_ms = open_until;
     bounced.push_back(std::move(j));
+    breaker_.deferred(host, now);
     return Head::kGone;
   }
   if (host_held(host, now)) return Head::kHostFull;

@@ -197,12 +197,17 @@ TEST(CircuitBreaker, StateNames) {
   EXPECT_STREQ(circuit_state_name(CircuitBreaker::State::kHalfOpen), "half_open");
 }
 
-// A host that failed a few times and was never called again (a call to a host that is gone) is
-// forgotten once idle long enough; one still in use is kept, whatever its state. The old breaker
-// kept every such host for good: its memory grew with each dead host calls named.
+// A closed host that failed a few times and was never called again (a call to a host that is
+// gone) is forgotten once idle long enough; one still in use is kept. An open host is kept for
+// forget_open_after_ms after its last call or deferral: its deliveries may be waiting in a long
+// retry tier. The old breaker kept every host for good: memory grew with each dead host calls
+// named.
 TEST_F(CircuitBreakerTest, PruneForgetsHostsIdleLongEnoughAndKeepsThoseInUse) {
+  constexpr int64_t kHour = 3'600'000;
+  breaker_.set_options({3, 10'000, kHour});
   for (int i = 0; i < 1000; ++i) fail_times("gone-" + std::to_string(i) + ":80", 1);
-  fail_times("down", 3);  // open
+  fail_times("down", 3);       // open, nothing comes to it any more
+  fail_times("deferring", 3);  // open, its deliveries still deferred
   EXPECT_EQ(breaker_.counts().closed, 1000u);
   now_ += CircuitBreaker::kForgetIdleMs - 1;
   fail_times("busy", 1);
@@ -210,11 +215,18 @@ TEST_F(CircuitBreakerTest, PruneForgetsHostsIdleLongEnoughAndKeepsThoseInUse) {
   EXPECT_EQ(breaker_.counts().closed, 1001u) << "forgotten before it was idle long enough";
   now_ += 1;
   breaker_.prune(now_);
-  const auto c = breaker_.counts();
+  auto c = breaker_.counts();
   EXPECT_EQ(c.closed, 1u) << "idle hosts were kept";
-  EXPECT_EQ(c.open + c.half_open, 0u);
+  EXPECT_EQ(c.open + c.half_open, 2u) << "an open circuit was forgotten with a closed host's";
   fail_times("busy", 2);
   EXPECT_EQ(breaker_.state("busy"), State::kOpen) << "a host in use lost its failures";
+  now_ += kHour - CircuitBreaker::kForgetIdleMs - 10;
+  breaker_.deferred("deferring", now_);
+  now_ += 10;
+  breaker_.prune(now_);
+  EXPECT_EQ(breaker_.state("down"), State::kClosed) << "kept past forget_open_after_ms";
+  EXPECT_EQ(breaker_.state("deferring"), State::kHalfOpen)
+      << "a host still deferring was forgotten";
 }
 
 }  // namespace

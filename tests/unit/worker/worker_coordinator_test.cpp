@@ -1586,6 +1586,22 @@ TEST_F(CircuitCoordinator, HalfOpenCircuitHoldsTheOthersWhileItsProbeIsOut) {
   EXPECT_EQ(stored_webhooks(), 5);
 }
 
+// A host whose circuit opened and that nothing came to for a while (its deliveries waiting in
+// long retry tiers) keeps its circuit: when they come back, one probe goes and the others wait
+// for it, as before any quiet spell. Forgotten, they would all be sent at once, each spending an
+// attempt on a host that is down.
+TEST_F(CircuitCoordinator, AnOpenCircuitIsKeptThroughAQuietSpell) {
+  ASSERT_NO_FATAL_FAILURE(open());
+  now += 11 * 60 * 1000;
+  run();  // prunes the hosts idle long enough
+  sender.hold = true;
+  feed(2, "e3");
+  feed(3, "e4");
+  feed(4, "e5");
+  run();
+  EXPECT_EQ(sender.calls.size(), 3u) << "sent at once as to a host never seen failing";
+}
+
 // A half-open circuit's probe answered 429 shows the host up: the circuit closes (the adaptive
 // limit answers the throttling) and the deliveries held behind the probe go. The old breaker
 // ignored the answer, left the probe out, and held them for another whole cooldown.
