@@ -180,8 +180,10 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     const bool unrouted = expanded.error().code == "unknown_route";
     const std::string* named = m.header(header::kDeliveryKey);
     // A retry names its delivery, which Postgres has: it is recorded dead under its own key. A
-    // message that names none has no row to record (no route was chosen for it).
-    const bool recorded = unrouted || (named && !named->empty());
+    // first copy names none the worker wrote (no route was chosen for it yet), so a key it
+    // carries is not taken at its word: it could name another delivery.
+    const bool retry = m.topic.rfind(kRetryTopicPrefix, 0) == 0;
+    const bool recorded = unrouted || (retry && named && !named->empty());
     if (recorded) {
       // Dead-lettered under its own key, and its attempts so far kept; finishing it releases
       // the ordered key it may head (KeyOrder::resolved), or what waits behind it would wait

@@ -1996,6 +1996,23 @@ TEST_F(WorkerCoordinator, AMalformedRetryIsRecordedDeadUnderItsOwnKey) {
   EXPECT_EQ(stored(retry_topic(0)), 1);
 }
 
+// A malformed first copy (written by something other than ingest) that names another delivery's
+// key in hr-delivery-key does not record that delivery dead: only a retry names its own delivery.
+TEST_F(WorkerCoordinator, AMalformedFirstCopyNamingAnotherDeliveryDoesNotKillIt) {
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(store.state["wh:gh:e1:a"], "retrying");
+  webhook(1, "e2", std::string(kWebhooksTopic),
+          {{"hr-delivery-key", "wh:gh:e1:a"}, {"hr-content-type", "text/plain\r\nX: y"}});
+  steps();
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[1].topic, kDlqTopic);
+  EXPECT_EQ(producer.sent[1].header("hr-dlq-reason"), "malformed");
+  EXPECT_EQ(producer.sent[1].key, "");
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying") << "killed by another message's header";
+}
+
 // A reload that lowers ingest.max_headers does not make webhooks accepted before it malformed:
 // the old worker held their forwarded headers to the new limit and dead-lettered them all, the
 // backlog and every retry still waiting in a tier.
