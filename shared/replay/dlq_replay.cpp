@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <memory>
 #include <pqxx/pqxx>
@@ -538,21 +539,23 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
   return item;
 }
 
-// Keys go one interval apart. A run that fell behind (a slow acknowledgement, a slow round trip,
-// a DLQ read) goes on from where it is, one interval at a time, instead of sending the keys it
-// missed back to back. The interval is at most a day (a rate too small to divide by).
+// Keys go one interval apart, kept in fractions of a millisecond so that a rate above 1,000/s
+// is paced too and the average rate is the one asked for. A run that fell behind (a slow
+// acknowledgement, a slow round trip, a DLQ read) goes on from where it is, one interval at a
+// time, instead of sending the keys it missed back to back. The interval is at most a day (a
+// rate too small to divide by).
 void Replayer::pace(const ReplayOptions& options) {
   if (options.rate_per_second <= 0) return;
-  const int64_t now = clock_.now_ms();
-  const auto interval = static_cast<int64_t>(
-      std::min(1000.0 / options.rate_per_second, static_cast<double>(kMaxPaceIntervalMs)));
+  const auto now = static_cast<double>(clock_.now_ms());
+  const double interval =
+      std::min(1000.0 / options.rate_per_second, static_cast<double>(kMaxPaceIntervalMs));
   if (!paced_any_) {
     paced_any_ = true;
     last_paced_ms_ = now;
     return;
   }
-  const int64_t due = last_paced_ms_ + interval;
-  if (due > now) clock_.sleep_ms(due - now);
+  const double due = last_paced_ms_ + interval;
+  if (due > now) clock_.sleep_ms(static_cast<int64_t>(std::ceil(due - now)));
   last_paced_ms_ = std::max(due, now);
 }
 

@@ -255,7 +255,7 @@ class Replayer {
   MessageFetcher* fetcher_;
   static constexpr int64_t kMaxPaceIntervalMs = 24 * 3600 * 1000;
   bool paced_any_ = false;
-  int64_t last_paced_ms_ = 0;  // when the last paced key went
+  double last_paced_ms_ = 0;  // when the last paced key was due to go
   DlqSource* reread_source_ = nullptr;
   DlqSource::KeepFn reread_keep_;
   int64_t reread_due_ms_ = 0;
