@@ -109,12 +109,12 @@ int run_worker(int argc, char** argv) {
     consumer_fatal.store(true);
     kill(getpid(), SIGTERM);  // to the process: the signal thread's sigwait takes it
   });
-  // A schema behind this build is named now; its refused statements hold the work meanwhile.
-  (void)check_schema_version(config->postgres.url);
   // Every connection of the worker: no statement, connect or silent server holds a lane (and
   // with it the worker's stop) for ever.
   const std::string db_url =
       with_service_limits(config->postgres.url, config->worker.statement_timeout_ms);
+  // A schema behind this build is named now; its refused statements hold the work meanwhile.
+  (void)check_schema_version(db_url);
   // Three connections: claims, records and the inbound-event audit run on lanes of their own
   // and overlap.
   PostgresDeliveryStore store(db_url);

@@ -81,12 +81,13 @@ std::string quoted_conninfo_value(std::string_view v) {
   return out + "'";
 }
 
-// `url` as key=value words, each keyword's value passed through `edit` (nullopt: left out). A
+// `url` as key=value words, each keyword's value passed through `edit` (nullopt: left out), with
+// the keyword's environment variable (PGOPTIONS, PGCONNECT_TIMEOUT, ...) when libpq has one. A
 // URL libpq cannot parse is returned as it is, for the connection to report.
 std::string rewrite_conninfo(
     const std::string& url,
-    const std::function<std::optional<std::string>(std::string_view keyword, const char* value)>&
-        edit) {
+    const std::function<std::optional<std::string>(std::string_view keyword, const char* value,
+                                                   const char* envvar)>& edit) {
   char* error = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &error);
   if (!parsed) {
@@ -95,7 +96,7 @@ std::string rewrite_conninfo(
   }
   std::string out;
   for (PQconninfoOption* o = parsed; o->keyword; ++o) {
-    auto v = edit(o->keyword, o->val);
+    auto v = edit(o->keyword, o->val, o->envvar);
     if (!v) continue;
     if (!out.empty()) out += ' ';
     out += std::string(o->keyword) + "=" + quoted_conninfo_value(*v);
@@ -109,24 +110,33 @@ std::string rewrite_conninfo(
 std::string with_session_setting(const std::string& url, const std::string& name,
                                  const std::string& value) {
   const std::string setting = "-c " + name + "=" + value;
-  return rewrite_conninfo(
-      url, [&](std::string_view keyword, const char* v) -> std::optional<std::string> {
-        if (keyword == "options") return v && *v ? std::string(v) + " " + setting : setting;
-        if (!v) return std::nullopt;
-        return std::string(v);
-      });
+  return rewrite_conninfo(url,
+                          [&](std::string_view keyword, const char* v,
+                              const char* envvar) -> std::optional<std::string> {
+                            if (keyword == "options") {
+                              // Written here, options replace PGOPTIONS: what it says is kept,
+                              // before the setting.
+                              const char* base = v ? v : (envvar ? std::getenv(envvar) : nullptr);
+                              return base && *base ? std::string(base) + " " + setting : setting;
+                            }
+                            if (!v) return std::nullopt;
+                            return std::string(v);
+                          });
 }
 
 std::string with_connection_defaults(
     const std::string& url, const std::vector<std::pair<std::string, std::string>>& defaults) {
-  return rewrite_conninfo(
-      url, [&](std::string_view keyword, const char* v) -> std::optional<std::string> {
-        if (v) return std::string(v);
-        for (const auto& [name, value] : defaults) {
-          if (name == keyword) return value;
-        }
-        return std::nullopt;
-      });
+  return rewrite_conninfo(url,
+                          [&](std::string_view keyword, const char* v,
+                              const char* envvar) -> std::optional<std::string> {
+                            if (v) return std::string(v);
+                            if (envvar && std::getenv(envvar))
+                              return std::nullopt;  // libpq reads it from there
+                            for (const auto& [name, value] : defaults) {
+                              if (name == keyword) return value;
+                            }
+                            return std::nullopt;
+                          });
 }
 
 std::string with_service_limits(const std::string& url, int statement_timeout_ms) {

@@ -36,13 +36,15 @@ template <class T>
 struct IsResult<Result<T>> : std::true_type {};
 
 // `url` (a postgresql:// URI or key=value words) with a session setting added to its `options`,
-// as key=value words: with_session_setting(url, "statement_timeout", "30000"). A URL libpq
-// cannot parse is returned as it is, for the connection to report.
+// as key=value words: with_session_setting(url, "statement_timeout", "30000"). A URL without
+// options starts from PGOPTIONS (options written in the URL replace it). A URL libpq cannot
+// parse is returned as it is, for the connection to report.
 std::string with_session_setting(const std::string& url, const std::string& name,
                                  const std::string& value);
 
-// `url` as key=value words, with each (keyword, value) of `defaults` added where the URL leaves
-// that keyword unset: what the URL says wins.
+// `url` as key=value words, with each (keyword, value) of `defaults` added where neither the URL
+// nor the keyword's environment variable (e.g. PGCONNECT_TIMEOUT) sets it: what they say wins. A
+// service file's values are not looked at: the defaults win over them.
 std::string with_connection_defaults(
     const std::string& url, const std::vector<std::pair<std::string, std::string>>& defaults);
 

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -79,6 +80,18 @@ TEST(WithServiceLimits, BoundsConnectsSilentServersAndStatements) {
     EXPECT_EQ(word.find("statement_timeout"), std::string::npos) << word;
   EXPECT_EQ(with_service_limits("not a url = '", 100), "not a url = '")
       << "a URL libpq cannot parse is left for the connection to report";
+}
+
+// Written in the URL, options would replace PGOPTIONS, and connect_timeout PGCONNECT_TIMEOUT:
+// what the environment says is kept.
+TEST(WithServiceLimits, KeepsWhatTheEnvironmentSays) {
+  ::setenv("PGOPTIONS", "-c search_path=app", 1);
+  ::setenv("PGCONNECT_TIMEOUT", "3", 1);
+  const auto w = words(with_service_limits("dbname=x", 2500));
+  ::unsetenv("PGOPTIONS");
+  ::unsetenv("PGCONNECT_TIMEOUT");
+  EXPECT_TRUE(w.count("options='-c search_path=app -c statement_timeout=2500'"));
+  for (const auto& word : w) EXPECT_EQ(word.find("connect_timeout"), std::string::npos) << word;
 }
 
 }  // namespace
