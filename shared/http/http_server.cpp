@@ -32,6 +32,10 @@ constexpr std::uint32_t kHeaderLimit = 64 * 1024;
 // bound one endless line would grow it until the body deadline (at line rate, per connection).
 constexpr std::size_t kReadBufferLimit = std::size_t{128} * 1024;
 constexpr std::size_t kFirstRead = 4096;
+// A connection going idle keeps at most this much room in its read buffer and its response
+// buffer: what a large header (or answer) grew them to goes back, so idle keep-alive connections
+// hold a few KiB each, not the 128 KiB a header of nearly 64 KiB leaves.
+constexpr std::size_t kIdleBufferRoom = std::size_t{16} * 1024;
 // After refusing a request whose body was not read, what the client still sends is read and
 // dropped for up to this long and this much, so that the close does not reset the connection
 // (unread data makes the kernel send RST) before the client has read the answer.
@@ -200,6 +204,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // A request already buffered (pipelined) is parsed from a posted call: this may run inside the
   // handler (an answer written at once), whose request must stay intact until it returns.
   void wait_for_request(std::chrono::milliseconds timeout) {
+    if (out_.capacity() > kIdleBufferRoom) std::string().swap(out_);
     if (buffer_.size() > 0) {
       net::post(loop_, [self = shared_from_this(), timeout] {
         if (self->skip_empty_lines()) return self->read_header();
@@ -208,6 +213,7 @@ class Session : public std::enable_shared_from_this<Session> {
       });
       return;
     }
+    if (buffer_.capacity() > kIdleBufferRoom) buffer_.shrink_to_fit();
     stream_.expires_after(timeout);
     read_request_start();
   }
@@ -274,6 +280,7 @@ class Session : public std::enable_shared_from_this<Session> {
                     "request has more than " + std::to_string(server_.options.max_header_count) +
                         " header fields");
     }
+    header_fields_ = fields;
     // A Transfer-Encoding that does not end in chunked leaves the body's length unknown: read by
     // Content-Length or as no body, its bytes would be taken for the next request (smuggling).
     if (req.find(http::field::transfer_encoding) != req.end() &&
@@ -382,6 +389,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_body(beast::error_code ec) {
     if (ec) return on_read_error(ec);
     auto& req = parser_->get();
+    // The parser adds a chunked body's trailer fields to the header's: past max_header_count
+    // unchecked, and looked up and forwarded as if they were the header's. A request with any is
+    // refused (RFC 9110 6.5.2: trailer fields are not merged into the header).
+    if (parser_->chunked() && has_trailer(req)) {
+      return refuse(400, "trailer_not_supported",
+                    "trailer fields after a chunked body are not accepted; send them in the "
+                    "header");
+    }
     keep_alive_ = req.keep_alive();
     HttpRequest view;
     view.method = std::string_view(req.method_string().data(), req.method_string().size());
@@ -423,6 +438,16 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     in_handler_ = false;
     if (answered_) drop_request();
+  }
+
+  // Whether the request has more fields than its header had: a chunked body's trailer.
+  template <class Request>
+  bool has_trailer(const Request& req) const {
+    std::size_t fields = 0;
+    for (auto it = req.begin(); it != req.end(); ++it) {
+      if (++fields > header_fields_) return true;
+    }
+    return false;
   }
 
   // The request is answered and its handler has returned: its memory and its share of
@@ -560,7 +585,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<GrowingBody>> parser_;
   net::io_context& loop_;  // the loop this connection lives on
   std::optional<http::response<http::empty_body>> continue_;
-  std::string out_;  // the response being written; its capacity is kept for the next one
+  std::string out_;  // the response being written; its capacity (to kIdleBufferRoom) is kept
   bool writing_ = false;
   bool keep_alive_ = true;
   bool head_ = false;         // the request being answered is a HEAD
@@ -571,6 +596,8 @@ class Session : public std::enable_shared_from_this<Session> {
                               // body's capacity, or its first step before any of it is read)
   bool linger_ = false;       // close through linger(): the request was refused unread
   std::size_t lingered_ = 0;  // bytes dropped while lingering
+  // The fields in the header of the request being read (a chunked body's trailer adds more).
+  std::size_t header_fields_ = 0;
 };
 
 }  // namespace

@@ -14,7 +14,9 @@
 // not fit, so announcing a large body and sending nothing holds 64 KiB); more than
 // `max_header_count` header fields get 431; past `max_connections` open connections a new one is
 // answered 503 and closed. A request with a Transfer-Encoding whose final coding is not chunked
-// (its body's length unknown, RFC 7230 3.3.3) gets 400 and the connection is closed. Up to four
+// (its body's length unknown, RFC 7230 3.3.3) gets 400 and the connection is closed, and so does a
+// chunked request with trailer fields (never merged into its header). A connection going idle
+// keeps at most 16 KiB of read and response buffers, whatever its last request took. Up to four
 // empty lines before a request line are ignored (RFC 7230 3.5). The answer to a HEAD, refusals
 // included, has no body; every other answer on the connection has its body. A handler that
 // throws is answered 500 (once) and the loop goes on.
