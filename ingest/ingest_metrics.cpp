@@ -83,7 +83,8 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry,
       series_.get(*verification_failures_, {{"source", s}, {"reason", reason}});
     }
   }
-  for (const char* code : {"kafka_unavailable", "delivery_timeout", "queue_full", "broker_down"}) {
+  for (const char* code : {"kafka_unavailable", "delivery_timeout", "delivery_outcome_unknown",
+                           "queue_full", "broker_down"}) {
     series_.get(*errors_, {{"code", code}});
     series_.get(*kafka_errors_, {{"code", code}});
   }

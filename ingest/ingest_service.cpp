@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "shared/ascii.h"
 #include "shared/json_writer.h"
@@ -56,7 +58,39 @@ std::string accepted_body(const std::string& id, const std::string& idempotency_
   return out;
 }
 
+// Whether `text` contains `key` as written. A call's idempotency_key generated here (the request
+// had none) is random and never is; a caller's key is, unless written with JSON escapes.
+bool written_in(std::string_view key, std::string_view text) {
+  return memmem(text.data(), text.size(), key.data(), key.size()) != nullptr;
+}
+
 }  // namespace
+
+// Counts a request in in_flight() (and the gauge) from before the shutting-down check until it is
+// answered. Destroyed still counting (a request refused before it was produced), it stops counting;
+// release() leaves the counting to the delivery report.
+class IngestService::InFlight {
+ public:
+  explicit InFlight(IngestService& service) : service_(&service) {
+    service.in_flight_.fetch_add(1);
+    service.metrics_.in_flight().Increment();
+  }
+  InFlight(InFlight&& other) noexcept : service_(std::exchange(other.service_, nullptr)) {}
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+  InFlight& operator=(InFlight&&) = delete;
+  ~InFlight() {
+    if (service_) stop(*service_);
+  }
+  void release() { service_ = nullptr; }
+  static void stop(IngestService& service) {
+    service.metrics_.in_flight().Decrement();
+    service.in_flight_.fetch_sub(1);
+  }
+
+ private:
+  IngestService* service_;
+};
 
 IngestService::IngestService(const Config& config, MessageProducer& producer,
                              std::shared_ptr<prometheus::Registry> registry, Clock now_ms)
@@ -180,6 +214,9 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
     return answer_error("webhook", source.name, 405, "method_not_allowed",
                         "webhooks are delivered with POST", respond, {{"Allow", "POST"}});
   }
+  // Counted before the check: a drain that began before it is seen here, and one that begins after
+  // sees this request in flight.
+  InFlight counted(*this);
   if (shutting_down_.load()) {
     return answer_error("webhook", source.name, 503, "shutting_down",
                         "ingest is shutting down; retry", respond,
@@ -219,8 +256,8 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
     return answer_error("webhook", source.name, 431, "headers_not_forwardable", *problem, respond);
   }
   std::string id = verified->event_id;
-  produce_and_answer("webhook", source.name, kWebhooksTopic, id, id, request.body, headers, "",
-                     std::move(respond));
+  produce_and_answer(std::move(counted), "webhook", source.name, kWebhooksTopic, id, id,
+                     request.body, headers, "", Retry::kDeduplicated, std::move(respond));
 }
 
 void IngestService::call(const HttpRequest& request, Responder respond) {
@@ -234,6 +271,7 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
     return answer_error("call", "-", 401, "unauthorized", why, respond,
                         {{"WWW-Authenticate", "Bearer"}});
   }
+  InFlight counted(*this);  // before the check, as for webhooks
   if (shutting_down_.load()) {
     return answer_error("call", "-", 503, "shutting_down", "ingest is shutting down; retry",
                         respond, {{"Retry-After", retry_after()}});
@@ -249,26 +287,26 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
       {std::string(header::kReceivedAt), std::to_string(now_ms_())},
       {std::string(header::kCall), call_envelope(c)},
   };
-  produce_and_answer("call", "-", kCallsTopic, id, c.idempotency_key, c.body, headers,
-                     c.idempotency_key, std::move(respond));
+  const Retry retry =
+      written_in(c.idempotency_key, request.body) ? Retry::kSameKey : Retry::kMayRepeat;
+  produce_and_answer(std::move(counted), "call", "-", kCallsTopic, id, c.idempotency_key, c.body,
+                     headers, c.idempotency_key, retry, std::move(respond));
 }
 
-void IngestService::produce_and_answer(std::string_view endpoint, std::string source,
-                                       std::string_view topic, std::string id, std::string_view key,
-                                       std::string_view value,
+void IngestService::produce_and_answer(InFlight counted, std::string_view endpoint,
+                                       std::string source, std::string_view topic, std::string id,
+                                       std::string_view key, std::string_view value,
                                        const std::vector<MessageHeader>& headers,
-                                       std::string extra_json, Responder respond) {
+                                       std::string extra_json, Retry retry, Responder respond) {
   if (!producer_.reachable()) {
     return answer_error(endpoint, source, 503, "kafka_unavailable",
                         "Kafka is unreachable; the request was not accepted, retry later", respond,
                         {{"Retry-After", retry_after()}});
   }
-  in_flight_.fetch_add(1);
-  metrics_.in_flight().Increment();
   auto started = std::chrono::steady_clock::now();
   OutgoingMessage m{topic, key, value, &headers};
   producer_.produce(m, [this, endpoint, source = std::move(source), topic, id = std::move(id),
-                        extra = std::move(extra_json), started,
+                        extra = std::move(extra_json), retry, started,
                         respond = std::move(respond)](const Result<ProducedAt>& r) {
     metrics_.produce_latency(
         topic, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -288,6 +326,26 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
                      "the request is larger than a Kafka message may be (" + r.error().message +
                          "); it was not accepted and never will be: send a smaller body",
                      respond);
+      } else if (r.error().code == kDeliveryOutcomeUnknownCode) {
+        // Sent, and not acknowledged: Kafka may have stored it. The answer says what a retry does.
+        std::string message = "Kafka did not confirm whether it stored the request (" +
+                              r.error().message + "); it may have been accepted. ";
+        switch (retry) {
+          case Retry::kDeduplicated:
+            message += "Retry: a webhook stored twice is delivered once (by source and event id)";
+            break;
+          case Retry::kSameKey:
+            message += "Retry with the same idempotency_key: it gives at most one successful call";
+            break;
+          case Retry::kMayRepeat:
+            message +=
+                "The request had no idempotency_key, so a retry may make the call twice; "
+                "to retry safely, send it again with \"idempotency_key\": \"" +
+                extra + "\" (the key it was given), and give every call an idempotency_key";
+            break;
+        }
+        answer_error(endpoint, source, 503, r.error().code, message, respond,
+                     {{"Retry-After", retry_after()}});
       } else {
         answer_error(endpoint, source, 503, r.error().code,
                      "Kafka did not acknowledge the request (" + r.error().message +
@@ -295,9 +353,9 @@ void IngestService::produce_and_answer(std::string_view endpoint, std::string so
                      respond, {{"Retry-After", retry_after()}});
       }
     }
-    metrics_.in_flight().Decrement();
-    in_flight_.fetch_sub(1);
+    InFlight::stop(*this);
   });
+  counted.release();  // counted until its delivery report (which may have run inside produce())
 }
 
 }  // namespace hookrelay

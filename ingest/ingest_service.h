@@ -46,6 +46,9 @@ class IngestService {
 
   // New work gets 503 "shutting_down"; /readyz fails. In-flight requests still get their answer.
   void begin_shutdown() { shutting_down_.store(true); }
+  // Requests past the shutting-down check (counted before it) and not answered yet. Once
+  // begin_shutdown() has returned, a request not counted here is refused, so a drain that waits
+  // until this is 0 misses no request that will be produced.
   int in_flight() const { return in_flight_.load(); }
   IngestMetrics& metrics() { return metrics_; }
   // Before serving: where /metrics reads the HTTP server's load (open client connections, bytes
@@ -60,11 +63,19 @@ class IngestService {
   void webhook(std::string_view source, const HttpRequest& request, Responder respond);
   void call(const HttpRequest& request, Responder respond);
   void probe(std::string_view path, const HttpRequest& request, const Responder& respond);
-  // Produces, then answers 202 {"id": id} or 503. Counts and tracks in-flight.
-  void produce_and_answer(std::string_view endpoint, std::string source, std::string_view topic,
-                          std::string id, std::string_view key, std::string_view value,
-                          const std::vector<MessageHeader>& headers, std::string idempotency_key,
-                          Responder respond);
+  // One request counted in in_flight(); defined in ingest_service.cpp.
+  class InFlight;
+  // What a retry of a request whose delivery outcome is unknown does.
+  enum class Retry {
+    kDeduplicated,  // a webhook: delivered once, by its source and event id
+    kSameKey,       // a call with the caller's idempotency_key: made at most once
+    kMayRepeat,     // a call without one (its key was generated): may be made twice
+  };
+  // Produces, then answers 202 {"id": id} or 503, and stops counting the request.
+  void produce_and_answer(InFlight counted, std::string_view endpoint, std::string source,
+                          std::string_view topic, std::string id, std::string_view key,
+                          std::string_view value, const std::vector<MessageHeader>& headers,
+                          std::string idempotency_key, Retry retry, Responder respond);
   void answer_error(std::string_view endpoint, std::string_view source, int status,
                     std::string_view code, std::string_view message, const Responder& respond,
                     std::vector<std::pair<std::string, std::string>> headers = {});

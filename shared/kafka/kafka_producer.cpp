@@ -12,6 +12,13 @@
 
 namespace hookrelay {
 
+Error delivery_error(rd_kafka_resp_err_t err, rd_kafka_msg_status_t status) {
+  if (status == RD_KAFKA_MSG_STATUS_NOT_PERSISTED) return kafka_error(err);
+  return {std::string(kDeliveryOutcomeUnknownCode),
+          std::string("no acknowledgement after the message was sent: ") + rd_kafka_err2str(err),
+          true};
+}
+
 Result<std::unique_ptr<KafkaProducer>> KafkaProducer::create(const KafkaConfig& config,
                                                              std::string client_id,
                                                              KafkaProducerStats stats) {
@@ -98,7 +105,8 @@ void KafkaProducer::close() {
   flush(0);
   running_ = false;
   if (prober_.joinable()) prober_.join();
-  // Outstanding messages get their reports (failed with purge) before the handle goes away.
+  // Outstanding messages get their reports (failed with purge) before the handle goes away; one
+  // purged in flight may have been stored, and its report says so (delivery_error).
   rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
   if (poller_.joinable()) poller_.join();
   if (event_read_fd_.valid()) {
@@ -233,7 +241,7 @@ void KafkaProducer::on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void
   self->outstanding_.fetch_sub(1);
   if (cb->spread) cb->spread->acked(cb->partition);
   if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    auto e = kafka_error(msg->err);
+    auto e = delivery_error(msg->err, rd_kafka_message_status(msg));
     if (self->stats_.on_error) self->stats_.on_error(e.code);
     cb->done(Unexpected{std::move(e)});
     return;

@@ -3,7 +3,8 @@
 // health probe thread that asks the cluster for metadata once a second for readiness.
 //
 // message.timeout.ms = KafkaConfig::produce_timeout_ms bounds how long a message may wait for the
-// broker: after it, on_done gets "delivery_timeout" and the message is not stored.
+// broker: after it, on_done gets "delivery_timeout" when the message was never sent (it is not
+// stored), or "delivery_outcome_unknown" when it was sent and not acknowledged (it may be stored).
 //
 // Thread-safety: produce(), reachable(), outstanding() from any thread. flush() and the
 // destructor from the owning thread.
@@ -24,6 +25,11 @@
 #include "shared/net/unique_fd.h"
 
 namespace hookrelay {
+
+// A failed delivery report as an Error: kafka_error(err), unless librdkafka says the message may
+// have been stored (`status` not RD_KAFKA_MSG_STATUS_NOT_PERSISTED: a timeout, or a purge at close,
+// after the produce request was sent), which is kDeliveryOutcomeUnknownCode, retryable.
+Error delivery_error(rd_kafka_resp_err_t err, rd_kafka_msg_status_t status);
 
 struct KafkaProducerStats {
   std::function<void(std::string_view code)> on_error;  // client-level errors, by label
@@ -68,8 +74,9 @@ class KafkaProducer final : public MessageProducer {
   int flush(int timeout_ms);
 
   // Stops the threads and fails what is still outstanding (purged): every message not yet
-  // reported gets its callback, failed, before this returns. Call it while what the callbacks
-  // touch still exists; the destructor calls it too. Idempotent; produce() must not follow.
+  // reported gets its callback, failed, before this returns ("delivery_outcome_unknown" for one
+  // sent and not acknowledged). Call it while what the callbacks touch still exists; the
+  // destructor calls it too. Idempotent; produce() must not follow.
   void close();
 
   // external_poll only: readable when delivery reports are waiting; serve_reports() runs them

@@ -21,6 +21,9 @@ namespace hookrelay {
 
 // Error code of a message Kafka will never take (larger than message.max.bytes): permanent.
 inline constexpr std::string_view kMessageTooLargeCode = "message_too_large";
+// Error code of a message that was sent and not acknowledged (a timeout, or purged at close while
+// in flight): Kafka may have stored it, or not. Retryable; a retry may store it a second time.
+inline constexpr std::string_view kDeliveryOutcomeUnknownCode = "delivery_outcome_unknown";
 
 struct MessageHeader {
   std::string name;

@@ -278,6 +278,11 @@ TEST_F(IngestProcess, SigtermAnswersInFlightRequestsThenExitsZero) {
 // last), the request gets no 2xx, and ingest exits 0.
 TEST_F(IngestProcess, SigtermWithAProduceStillOutAfterTheGraceExitsZero) {
   ASSERT_NO_FATAL_FAILURE(start_ingest(30000, "{}", 0));
+  // Twelve acknowledged first, one at a time, each on the next partition: the producer has its
+  // id, the topic's partitions and a connection to every broker, so the next message is sent at
+  // once and is in flight, not queued, when it is purged.
+  for (int i = 0; i < 12; ++i)
+    ASSERT_EQ(post_webhook("{\"early\":1}", "early-" + std::to_string(i)).status, 202);
   ASSERT_TRUE(broker_->control("rtt all 5000"));
   auto reply =
       std::async(std::launch::async, [this] { return post_webhook("{\"late\":1}", "late-1"); });
@@ -289,6 +294,45 @@ TEST_F(IngestProcess, SigtermWithAProduceStillOutAfterTheGraceExitsZero) {
   EXPECT_NE(reply.get().status / 100, 2);
   EXPECT_NE(ingest_->log_tail().find("msg=ingest_drain_incomplete unanswered=1"), std::string::npos)
       << ingest_->log_tail();
+  // Purged while in flight (sent, not acknowledged): it may have been stored, and is reported so.
+  EXPECT_NE(ingest_->log_tail().find("msg=produce_failed endpoint=webhook source=github "
+                                     "code=delivery_outcome_unknown"),
+            std::string::npos)
+      << ingest_->log_tail();
+}
+
+// A produce request sent and not acknowledged within kafka.produce_timeout_ms (a broker slower
+// than that) may have been stored: the call is answered 503 delivery_outcome_unknown with
+// Retry-After, saying it may have been accepted and, as it had no idempotency_key, that a retry
+// may make it twice and which key to retry with. Counted under its own code.
+TEST_F(IngestProcess, AProduceSentAndNotAcknowledgedIsAnsweredMaybeAccepted) {
+  ASSERT_NO_FATAL_FAILURE(start_ingest(1500));
+  // Twelve acknowledged first, one at a time, each on the next partition: the producer then has
+  // its id, the topic's partitions and a connection to every broker, so the next call is sent at
+  // once and times out in flight, not in the queue.
+  for (int i = 0; i < 12; ++i) {
+    auto r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
+                  R"({"url":"http://127.0.0.1:9/x","body":"first"})");
+    ASSERT_EQ(r.status, 202) << r.body;
+  }
+  ASSERT_TRUE(broker_->control("rtt all 4000"));
+  auto r = call("POST", url("/v1/calls"), {{"Authorization", std::string("Bearer ") + kToken}},
+                R"({"url":"http://127.0.0.1:9/x","body":"once"})");
+  ASSERT_TRUE(broker_->control("rtt all 0"));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find(R"("code":"delivery_outcome_unknown")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("may have been accepted"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("twice"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"(\"idempotency_key\": \"hr_)"), std::string::npos) << r.body;
+  EXPECT_TRUE(r.headers.count("retry-after"));
+  const auto metrics = get(url("/metrics")).body;
+  EXPECT_NE(metrics.find("hookrelay_ingest_errors_total{code=\"delivery_outcome_unknown\"} 1"),
+            std::string::npos)
+      << metrics;
+  EXPECT_EQ(
+      metrics.find("hookrelay_kafka_producer_errors_total{code=\"delivery_outcome_unknown\"} 0"),
+      std::string::npos)
+      << metrics;
 }
 
 // A fatal producer error (here the broker reports a sequence gap, which breaks the idempotent

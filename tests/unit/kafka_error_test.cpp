@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "shared/kafka/kafka_handles.h"
+#include "shared/kafka/kafka_producer.h"
 #include "shared/kafka/message_producer.h"
 
 namespace hookrelay {
@@ -47,6 +48,37 @@ TEST(KafkaError, EveryCodeLibrdkafkaDescribesHasALabelAndAMessage) {
   // A value that names no code (a newer broker's) is not assumed to pass. 150 is above every
   // code librdkafka has but inside the enum's range of values, so the cast is well defined.
   EXPECT_FALSE(kafka_error(static_cast<rd_kafka_resp_err_t>(150)).retryable);
+}
+
+// A failed delivery report: a message that was sent and not acknowledged (timed out, or purged
+// at close while in flight) may have been stored, whatever the error says; one never sent was not.
+TEST(DeliveryError, AMessageThatMayHaveBeenStoredIsOutcomeUnknownNotAFailure) {
+  for (auto err : {RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR__TIMED_OUT,
+                   RD_KAFKA_RESP_ERR__PURGE_INFLIGHT, RD_KAFKA_RESP_ERR__TRANSPORT}) {
+    for (auto status : {RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED, RD_KAFKA_MSG_STATUS_PERSISTED}) {
+      const Error e = delivery_error(err, status);
+      EXPECT_EQ(e.code, kDeliveryOutcomeUnknownCode) << rd_kafka_err2name(err) << " " << status;
+      EXPECT_TRUE(e.retryable) << rd_kafka_err2name(err);
+      EXPECT_NE(e.message.find(rd_kafka_err2str(err)), std::string::npos) << e.message;
+    }
+  }
+  // Never sent: what kafka_error says.
+  EXPECT_EQ(
+      delivery_error(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_MSG_STATUS_NOT_PERSISTED).code,
+      "delivery_timeout");
+  EXPECT_EQ(delivery_error(RD_KAFKA_RESP_ERR__PURGE_QUEUE, RD_KAFKA_MSG_STATUS_NOT_PERSISTED).code,
+            "kafka_error");
+  EXPECT_EQ(
+      delivery_error(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_MSG_STATUS_NOT_PERSISTED).code,
+      kMessageTooLargeCode);
+  for (const rd_kafka_resp_err_t err :
+       {RD_KAFKA_RESP_ERR__QUEUE_FULL, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
+        RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED}) {
+    const Error expected = kafka_error(err);
+    const Error e = delivery_error(err, RD_KAFKA_MSG_STATUS_NOT_PERSISTED);
+    EXPECT_EQ(e.code, expected.code);
+    EXPECT_EQ(e.retryable, expected.retryable);
+  }
 }
 
 }  // namespace

@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "shared/call_request.h"
 #include "shared/kafka/wire_contract.h"
@@ -332,6 +335,145 @@ TEST_F(IngestServiceTest, InFlightCountsUntilAnswered) {
   producer.ack(0);
   producer.nack(1, "queue_full");
   EXPECT_EQ(service->in_flight(), 0);
+}
+
+// SIGTERM's drain calls begin_shutdown() and then waits while in_flight() > 0. A request that got
+// past the shutting-down check is counted from then on, so the drain cannot end (and the server
+// stop) while it is still to be produced and answered: either it is refused 503 shutting_down, or
+// it is in flight while shutdown begins. The clock, read after the check, holds the handler there.
+TEST_F(IngestServiceTest, ShutdownBeginningDuringAHandlerSeesItInFlightOrRefusesIt) {
+  Request call{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
+  call.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  for (const Request& request : {signed_webhook("github", "{}"), call}) {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool in_clock = false;
+    bool go_on = false;
+    producer.messages.clear();
+    service = std::make_unique<IngestService>(config, producer,
+                                              std::make_shared<prometheus::Registry>(), [&] {
+                                                std::unique_lock lock(mu);
+                                                in_clock = true;
+                                                cv.notify_all();
+                                                cv.wait(lock, [&] { return go_on; });
+                                                return kNowMs;
+                                              });
+    std::optional<HttpResponse> answered;
+    std::thread handler(
+        [&] { service->handle(request.view(), [&](HttpResponse r) { answered = std::move(r); }); });
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return in_clock; });
+    }
+    service->begin_shutdown();
+    const int in_flight_at_shutdown = service->in_flight();
+    {
+      std::lock_guard lock(mu);
+      go_on = true;
+    }
+    cv.notify_all();
+    handler.join();
+    if (answered) {
+      EXPECT_EQ(answered->status, 503) << request.target;
+      EXPECT_EQ(json::parse(answered->body)["error"]["code"], "shutting_down");
+      EXPECT_TRUE(producer.messages.empty());
+    } else {
+      EXPECT_GT(in_flight_at_shutdown, 0)
+          << request.target << ": the drain saw nothing in flight, yet the request is produced";
+      ASSERT_EQ(producer.messages.size(), 1u);
+      producer.ack(0);
+      ASSERT_TRUE(answered);
+      EXPECT_EQ(answered->status, 202);
+    }
+    EXPECT_EQ(service->in_flight(), 0);
+  }
+}
+
+// Early answers (refused before producing) leave nothing counted in flight.
+TEST_F(IngestServiceTest, RefusedRequestsLeaveNothingInFlight) {
+  auto bad = signed_webhook("github", "{\"a\":1}");
+  bad.body = "{\"a\":2}";
+  EXPECT_EQ(send(bad)->status, 401);
+  auto too_long = signed_webhook("github", "{}");
+  too_long.headers["X-" + std::string(300, 'n')] = "v";
+  EXPECT_EQ(send(too_long)->status, 431);
+  Request invalid{.target = "/v1/calls", .body = R"({"url":"gopher://x"})"};
+  invalid.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  EXPECT_EQ(send(invalid)->status, 400);
+  producer.up = false;
+  EXPECT_EQ(send(signed_webhook("github", "{}"))->status, 503);
+  EXPECT_EQ(service->in_flight(), 0);
+  service->begin_shutdown();
+  EXPECT_EQ(send(signed_webhook("github", "{}"))->status, 503);
+  EXPECT_EQ(error_code(), "shutting_down");
+  EXPECT_EQ(service->in_flight(), 0);
+  Request metrics{.method = "GET", .target = "/metrics"};
+  EXPECT_NE(send(metrics)->body.find("hookrelay_ingest_in_flight_requests 0"), std::string::npos)
+      << answer->body;
+}
+
+// A delivery whose outcome Kafka could not report (sent, then timed out or purged unanswered)
+// may have been stored: 503 with Retry-After, saying it may have been accepted, and what a retry
+// does: a webhook is delivered once whatever, a call with an idempotency_key is made once, a call
+// without one may be made twice (the answer names the key it was given, to retry with).
+TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepted) {
+  auto message_of = [this] {
+    return json::parse(answer->body)["error"]["message"].get<std::string>();
+  };
+  auto expect_503_unknown = [this] {
+    ASSERT_TRUE(answer);
+    EXPECT_EQ(answer->status, 503);
+    EXPECT_EQ(error_code(), kDeliveryOutcomeUnknownCode);
+    bool has_retry_after = false;
+    for (auto& [k, v] : answer->headers) has_retry_after |= (k == "Retry-After");
+    EXPECT_TRUE(has_retry_after);
+  };
+  send(signed_webhook("github", "{}"));
+  producer.nack(0, std::string(kDeliveryOutcomeUnknownCode));
+  expect_503_unknown();
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
+
+  Request keyed{.target = "/v1/calls",
+                .body = R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-7"})"};
+  keyed.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  send(keyed);
+  producer.nack(1, std::string(kDeliveryOutcomeUnknownCode));
+  expect_503_unknown();
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
+  EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
+
+  Request unkeyed{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
+  unkeyed.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  send(unkeyed);
+  producer.nack(2, std::string(kDeliveryOutcomeUnknownCode));
+  expect_503_unknown();
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("twice"), std::string::npos) << answer->body;
+  // The key the call was given: sent again with it, the call is made at most once.
+  const std::string key = producer.messages[2].key;
+  ASSERT_EQ(key.rfind("hr_", 0), 0u) << key;
+  EXPECT_NE(message_of().find(key), std::string::npos) << answer->body;
+
+  // A caller's key of the generated form is the caller's own.
+  Request lookalike = unkeyed;
+  lookalike.body = R"({"url":"http://127.0.0.1:9/x","idempotency_key":")" + key + R"("})";
+  send(lookalike);
+  producer.nack(3, std::string(kDeliveryOutcomeUnknownCode));
+  expect_503_unknown();
+  EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
+
+  // A timeout with the message never sent is still "not accepted".
+  send(signed_webhook("github", "{}"));
+  producer.nack(4, "delivery_timeout");
+  EXPECT_NE(message_of().find("not accepted"), std::string::npos) << answer->body;
+
+  Request metrics{.method = "GET", .target = "/metrics"};
+  EXPECT_NE(send(metrics)->body.find(
+                R"(hookrelay_ingest_errors_total{code="delivery_outcome_unknown"} 4)"),
+            std::string::npos)
+      << answer->body;
 }
 
 }  // namespace
