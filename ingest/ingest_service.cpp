@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -56,12 +55,6 @@ std::string accepted_body(const std::string& id, const std::string& idempotency_
   }
   out += '}';
   return out;
-}
-
-// Whether `text` contains `key` as written. A call's idempotency_key generated here (the request
-// had none) is random and never is; a caller's key is, unless written with JSON escapes.
-bool written_in(std::string_view key, std::string_view text) {
-  return memmem(text.data(), text.size(), key.data(), key.size()) != nullptr;
 }
 
 }  // namespace
@@ -287,8 +280,7 @@ void IngestService::call(const HttpRequest& request, Responder respond) {
       {std::string(header::kReceivedAt), std::to_string(now_ms_())},
       {std::string(header::kCall), call_envelope(c)},
   };
-  const Retry retry =
-      written_in(c.idempotency_key, request.body) ? Retry::kSameKey : Retry::kMayRepeat;
+  const Retry retry = c.key_generated ? Retry::kMayRepeat : Retry::kSameKey;
   produce_and_answer(std::move(counted), "call", "-", kCallsTopic, id, c.idempotency_key, c.body,
                      headers, c.idempotency_key, retry, std::move(respond));
 }

@@ -159,6 +159,7 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
         return invalid("idempotency_key", "contains control characters");
     } else {
       c.idempotency_key = "hr_" + hex_encode(random_bytes(16));
+      c.key_generated = true;
     }
     if (j.contains("timeout_ms"))
       c.timeout_ms = bounded_int(j["timeout_ms"], "timeout_ms", 100, limits.max_timeout_ms);

@@ -22,6 +22,7 @@ struct CallRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;             // bytes to send (decoded from body_base64 when given)
   std::string idempotency_key;  // caller's, or generated
+  bool key_generated = false;   // the request had no idempotency_key: this one was made up
   int timeout_ms = 10000;
   int max_attempts = 8;
   int max_age_seconds = 86400;

@@ -14,6 +14,14 @@ namespace hookrelay {
 
 Error delivery_error(rd_kafka_resp_err_t err, rd_kafka_msg_status_t status) {
   if (status == RD_KAFKA_MSG_STATUS_NOT_PERSISTED) return kafka_error(err);
+  Error e = kafka_error(err);
+  if (err > 0 && !e.retryable) {
+    // A broker refused it for good (message too large, not authorized): sending it again cannot
+    // help, whatever an earlier send of it did (librdkafka keeps "possibly persisted" once a
+    // request of it went unanswered, through its own retries).
+    e.message += " (an earlier send of it, unanswered, may have stored it)";
+    return e;
+  }
   return {std::string(kDeliveryOutcomeUnknownCode),
           std::string("no acknowledgement after the message was sent: ") + rd_kafka_err2str(err),
           true};

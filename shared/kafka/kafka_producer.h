@@ -3,8 +3,8 @@
 // health probe thread that asks the cluster for metadata once a second for readiness.
 //
 // message.timeout.ms = KafkaConfig::produce_timeout_ms bounds how long a message may wait for the
-// broker: after it, on_done gets "delivery_timeout" when the message was never sent (it is not
-// stored), or "delivery_outcome_unknown" when it was sent and not acknowledged (it may be stored).
+// broker: after it, on_done gets "delivery_timeout" when the message is not stored, or
+// "delivery_outcome_unknown" when it was sent and not acknowledged (it may be stored).
 //
 // Thread-safety: produce(), reachable(), outstanding() from any thread. flush() and the
 // destructor from the owning thread.
@@ -28,7 +28,8 @@ namespace hookrelay {
 
 // A failed delivery report as an Error: kafka_error(err), unless librdkafka says the message may
 // have been stored (`status` not RD_KAFKA_MSG_STATUS_NOT_PERSISTED: a timeout, or a purge at close,
-// after the produce request was sent), which is kDeliveryOutcomeUnknownCode, retryable.
+// after the produce request was sent), which is kDeliveryOutcomeUnknownCode, retryable. A broker's
+// refusal for good stays kafka_error(err), permanent, whatever an earlier send of it did.
 Error delivery_error(rd_kafka_resp_err_t err, rd_kafka_msg_status_t status);
 
 struct KafkaProducerStats {

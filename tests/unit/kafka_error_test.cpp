@@ -79,6 +79,16 @@ TEST(DeliveryError, AMessageThatMayHaveBeenStoredIsOutcomeUnknownNotAFailure) {
     EXPECT_EQ(e.code, expected.code);
     EXPECT_EQ(e.retryable, expected.retryable);
   }
+  // A broker's refusal for good of a message an earlier, unanswered send may have stored stays a
+  // refusal for good: retried as "may have been stored", a worker's dead letter refused so would
+  // go round again instead of stopping it.
+  for (const rd_kafka_resp_err_t err :
+       {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED}) {
+    const Error e = delivery_error(err, RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED);
+    EXPECT_EQ(e.code, kafka_error(err).code) << rd_kafka_err2name(err);
+    EXPECT_FALSE(e.retryable) << rd_kafka_err2name(err);
+    EXPECT_NE(e.message.find("may have stored it"), std::string::npos) << e.message;
+  }
 }
 
 }  // namespace

@@ -464,14 +464,23 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   expect_503_unknown();
   EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
 
+  // A caller's key written with JSON escapes (as PHP writes "/") is the caller's own too.
+  Request escaped = unkeyed;
+  escaped.body = R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order\/8"})";
+  send(escaped);
+  producer.nack(4, std::string(kDeliveryOutcomeUnknownCode));
+  expect_503_unknown();
+  EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
+  EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
+
   // A timeout with the message never sent is still "not accepted".
   send(signed_webhook("github", "{}"));
-  producer.nack(4, "delivery_timeout");
+  producer.nack(5, "delivery_timeout");
   EXPECT_NE(message_of().find("not accepted"), std::string::npos) << answer->body;
 
   Request metrics{.method = "GET", .target = "/metrics"};
   EXPECT_NE(send(metrics)->body.find(
-                R"(hookrelay_ingest_errors_total{code="delivery_outcome_unknown"} 4)"),
+                R"(hookrelay_ingest_errors_total{code="delivery_outcome_unknown"} 5)"),
             std::string::npos)
       << answer->body;
 }
