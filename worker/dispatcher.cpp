@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "shared/call_request.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
 #include "worker/backoff.h"
@@ -13,17 +14,24 @@ namespace hookrelay {
 namespace {
 
 // An open circuit is kept while any delivery to its host may still come back from a retry tier:
-// up to the longest max_age of the retry policies, and a cooldown.
+// up to the longest a delivery may live (the retry policies' max_age, and the most a call may
+// ask for) or wait in a tier, and a cooldown.
 CircuitBreaker::Options breaker_options(const Config& config) {
-  int64_t max_age_s = config.retry.max_age_seconds;
+  int64_t longest_s =
+      std::max<int64_t>(config.retry.max_age_seconds, CallLimits{}.max_max_age_seconds);
+  auto add = [&longest_s](const RetryConfig& r) {
+    longest_s = std::max<int64_t>(longest_s, r.max_age_seconds);
+    for (int delay : r.schedule_seconds) longest_s = std::max<int64_t>(longest_s, delay);
+  };
+  add(config.retry);
   for (const auto& [source, routes] : config.routes) {
     for (const auto& route : routes) {
-      if (route.retry) max_age_s = std::max<int64_t>(max_age_s, route.retry->max_age_seconds);
+      if (route.retry) add(*route.retry);
     }
   }
   const auto& w = config.worker;
   return {w.breaker_failure_threshold, w.breaker_cooldown_ms,
-          max_age_s * 1000 + w.breaker_cooldown_ms};
+          longest_s * 1000 + w.breaker_cooldown_ms};
 }
 
 }  // namespace

@@ -194,7 +194,11 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     } else {
       job->d.body = m.value;
       job->d.origin_topic = m.topic;
-      for (const auto& h : m.headers) job->d.carried_headers.push_back(h);
+      // All its headers, for whoever reads the dead letter, but the key it names: not its own,
+      // and the DLQ tools would take the dead letter for that delivery's.
+      for (const auto& h : m.headers) {
+        if (h.first != header::kDeliveryKey) job->d.carried_headers.push_back(h);
+      }
     }
     job->history.last_error = expanded.error().message;
     msg->pending = 1;

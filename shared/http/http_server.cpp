@@ -208,6 +208,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (buffer_.size() > 0) {
       net::post(loop_, [self = shared_from_this(), timeout] {
         if (self->skip_empty_lines()) return self->read_header();
+        if (self->buffer_.capacity() > kIdleBufferRoom) self->buffer_.shrink_to_fit();
         self->stream_.expires_after(timeout);
         self->read_request_start();
       });

@@ -2010,6 +2010,8 @@ TEST_F(WorkerCoordinator, AMalformedFirstCopyNamingAnotherDeliveryDoesNotKillIt)
   EXPECT_EQ(producer.sent[1].topic, kDlqTopic);
   EXPECT_EQ(producer.sent[1].header("hr-dlq-reason"), "malformed");
   EXPECT_EQ(producer.sent[1].key, "");
+  for (const auto& h : producer.sent[1].headers)
+    EXPECT_NE(h.name, "hr-delivery-key") << "dlq replay would take it for " << h.value << "'s";
   EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying") << "killed by another message's header";
 }
 
