@@ -92,7 +92,7 @@ class CircuitBreaker {
   void deferred(std::string_view host, int64_t now_ms);
   // Forgets the hosts idle for long enough (see above).
   void prune(int64_t now_ms);
-  static constexpr int64_t kForgetIdleMs = 10 * 60 * 1000;
+  static constexpr int64_t kForgetIdleMs = int64_t{10} * 60 * 1000;
 
  private:
   struct Host {

@@ -56,7 +56,7 @@ class AdaptiveHostLimits {
   // Forgets hosts not paused that are back at the maximum (they behave exactly like new ones) or
   // have given no answer for kForgetIdleMs (called a few times and never again).
   void prune(int64_t now_ms);
-  static constexpr int64_t kForgetIdleMs = 10 * 60 * 1000;
+  static constexpr int64_t kForgetIdleMs = int64_t{10} * 60 * 1000;
 
  private:
   struct Host {

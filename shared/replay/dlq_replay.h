@@ -253,7 +253,7 @@ class Replayer {
   MessageProducer& producer_;
   ReplayClock clock_;
   MessageFetcher* fetcher_;
-  static constexpr int64_t kMaxPaceIntervalMs = 24 * 3600 * 1000;
+  static constexpr int64_t kMaxPaceIntervalMs = int64_t{24} * 3600 * 1000;
   bool paced_any_ = false;
   double last_paced_ms_ = 0;  // when the last paced key was due to go
   DlqSource* reread_source_ = nullptr;
