@@ -69,7 +69,7 @@ void Dispatcher::reconfigure(const Config& config) {
 }
 
 void Dispatcher::enqueue(std::unique_ptr<Job> job) {
-  bool first_attempt = job->msg->tp.topic.rfind(kRetryTopicPrefix, 0) != 0;
+  bool first_attempt = !is_retry_topic(job->msg->tp.topic);
   if (job->d.ordered && first_attempt) {
     // One at a time per route and partition; per route and ordering key when the route names
     // its key (a header or JSON pointer): keys of one partition then go side by side.

@@ -202,7 +202,7 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     if (carried(k)) base.carried_headers.emplace_back(k, v);
   }
 
-  bool is_retry = m.topic.rfind(kRetryTopicPrefix, 0) == 0;
+  bool is_retry = is_retry_topic(m.topic);
   std::vector<Delivery> out;
   if (*kind == "call") {
     if (auto r = fill_call(base, m); !r) return Unexpected{r.error()};

@@ -94,7 +94,7 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
   metrics_.consumed(m.topic);
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
-  if (m.topic.rfind(kRetryTopicPrefix, 0) == 0) {
+  if (is_retry_topic(m.topic)) {
     // A due time beyond the longest delay a retry can be given was not written by a worker (a
     // hostile header, or a retry from before the schedule was shortened): it could hold the
     // partition for good, so it is cut to that delay. That is the longer of the running

@@ -182,8 +182,7 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
     // A retry names its delivery, which Postgres has: it is recorded dead under its own key. A
     // first copy names none the worker wrote (no route was chosen for it yet), so a key it
     // carries is not taken at its word: it could name another delivery.
-    const bool retry = m.topic.rfind(kRetryTopicPrefix, 0) == 0;
-    const bool recorded = unrouted || (retry && named && !named->empty());
+    const bool recorded = unrouted || (is_retry_topic(m.topic) && named && !named->empty());
     if (recorded) {
       // Dead-lettered under its own key, and its attempts so far kept; finishing it releases
       // the ordered key it may head (KeyOrder::resolved), or what waits behind it would wait

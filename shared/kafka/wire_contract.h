@@ -24,6 +24,11 @@ inline std::string retry_topic(int tier) {
   return std::string(kRetryTopicPrefix) + std::to_string(tier);
 }
 
+// Whether `topic` is a retry tier's (its messages are retries, not first copies).
+inline bool is_retry_topic(std::string_view topic) {
+  return topic.substr(0, kRetryTopicPrefix.size()) == kRetryTopicPrefix;
+}
+
 // Headers. Values are ASCII; times are Unix milliseconds in decimal.
 namespace header {
 inline constexpr std::string_view kPrefix = "hr-";  // every hookrelay header
