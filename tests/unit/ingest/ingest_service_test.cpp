@@ -106,6 +106,13 @@ api_tokens: ["tok_0123456789abcdef"]
     return answer;
   }
 
+  // POST /v1/calls with `body`, under the configured API token.
+  static Request authorized_call(const std::string& body) {
+    Request r{.target = "/v1/calls", .body = body};
+    r.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+    return r;
+  }
+
   Request signed_webhook(const std::string& source, const std::string& body) {
     Request r;
     r.target = "/webhooks/" + source;
@@ -287,9 +294,8 @@ TEST_F(IngestServiceTest, CallsNeedAValidBearerToken) {
 }
 
 TEST_F(IngestServiceTest, ValidCallIsProducedWithItsEnvelope) {
-  Request r{.target = "/v1/calls",
-            .body = R"({"url":"http://127.0.0.1:9/x","body":"hello","idempotency_key":"order-7"})"};
-  r.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  Request r = authorized_call(
+      R"({"url":"http://127.0.0.1:9/x","body":"hello","idempotency_key":"order-7"})");
   EXPECT_FALSE(send(r).has_value());
   ASSERT_EQ(producer.messages.size(), 1u);
   const auto& m = producer.messages[0];
@@ -309,8 +315,7 @@ TEST_F(IngestServiceTest, ValidCallIsProducedWithItsEnvelope) {
 }
 
 TEST_F(IngestServiceTest, InvalidCallIs400NamingTheField) {
-  Request r{.target = "/v1/calls", .body = R"({"url":"gopher://x"})"};
-  r.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  Request r = authorized_call(R"({"url":"gopher://x"})");
   auto a = send(r);
   EXPECT_EQ(a->status, 400);
   EXPECT_EQ(error_code(), "invalid_request");
@@ -342,8 +347,7 @@ TEST_F(IngestServiceTest, InFlightCountsUntilAnswered) {
 // stop) while it is still to be produced and answered: either it is refused 503 shutting_down, or
 // it is in flight while shutdown begins. The clock, read after the check, holds the handler there.
 TEST_F(IngestServiceTest, ShutdownBeginningDuringAHandlerSeesItInFlightOrRefusesIt) {
-  Request call{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
-  call.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  Request call = authorized_call(R"({"url":"http://127.0.0.1:9/x"})");
   for (const Request& request : {signed_webhook("github", "{}"), call}) {
     std::mutex mu;
     std::condition_variable cv;
@@ -397,8 +401,7 @@ TEST_F(IngestServiceTest, RefusedRequestsLeaveNothingInFlight) {
   auto too_long = signed_webhook("github", "{}");
   too_long.headers["X-" + std::string(300, 'n')] = "v";
   EXPECT_EQ(send(too_long)->status, 431);
-  Request invalid{.target = "/v1/calls", .body = R"({"url":"gopher://x"})"};
-  invalid.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  Request invalid = authorized_call(R"({"url":"gopher://x"})");
   EXPECT_EQ(send(invalid)->status, 400);
   producer.up = false;
   EXPECT_EQ(send(signed_webhook("github", "{}"))->status, 503);
@@ -434,9 +437,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
   EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
 
-  Request keyed{.target = "/v1/calls",
-                .body = R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-7"})"};
-  keyed.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  Request keyed = authorized_call(R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-7"})");
   send(keyed);
   producer.nack(1, std::string(kDeliveryOutcomeUnknownCode));
   expect_503_unknown();
@@ -444,8 +445,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
   EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
 
-  Request unkeyed{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
-  unkeyed.headers["Authorization"] = "Bearer tok_0123456789abcdef";
+  Request unkeyed = authorized_call(R"({"url":"http://127.0.0.1:9/x"})");
   send(unkeyed);
   producer.nack(2, std::string(kDeliveryOutcomeUnknownCode));
   expect_503_unknown();
