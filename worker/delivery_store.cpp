@@ -14,6 +14,8 @@ const char* claim_status_name(ClaimStatus status) {
       return "already_dead";
     case ClaimStatus::kLeasedElsewhere:
       return "leased_elsewhere";
+    case ClaimStatus::kSuperseded:
+      return "superseded";
   }
   return "unknown";
 }

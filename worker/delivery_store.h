@@ -31,6 +31,16 @@ struct DeliveryRef {
   // This claim's fencing token: unique per claim. Its high 32 bits name the worker's run (a
   // process start), the low 32 count claims within it (make_lease_token). See claim().
   int64_t lease_token = 0;
+  // Attempts made before this copy of the message (its hr-attempt; 0 for a first copy). A copy
+  // with fewer attempts than the delivery's newest copy in Kafka is stale: see claim().
+  int attempts_made = 0;
+};
+
+// A delivery's newest copy in Kafka: Kafka acknowledged a copy of its message carrying
+// `attempts_made` attempts (a retry published after an attempt).
+struct CopyFence {
+  std::string key;
+  int attempts_made = 0;
 };
 
 // A token for one claim: `run` names this process's run of the worker (random at start),
@@ -43,6 +53,7 @@ enum class ClaimStatus {
   kAlreadyDead,       // in the DLQ: skip until an operator replays it
   kLeasedElsewhere,   // another attempt holds an unexpired lease (another worker's, or
                       // another copy of the message in this worker): do not deliver now
+  kSuperseded,        // a stale copy: a newer copy with more attempts carries the delivery on
 };
 
 const char* claim_status_name(ClaimStatus status);
@@ -89,7 +100,15 @@ class DeliveryStore {
   // at once: worker ids are unique among live workers. Statuses come back in input order; a key
   // repeated in the batch is claimed once, under its first ref's token: its later refs get
   // kLeasedElsewhere while that claim holds (each ref is one attempt's, and only one attempt
-  // may hold a delivery).
+  // may hold a delivery). A key repeated in the batch is claimed through the ref whose copy made
+  // the most attempts (the first of those).
+  //
+  // A ref whose copy carries fewer attempts (attempts_made) than the delivery's newest copy known
+  // to be in Kafka (fence(), or a claim of that copy) is kSuperseded, and claims nothing: that
+  // copy is read again after a rebalance or restart, and its delivery goes on in the newer copy.
+  // A copy with the fence's own count is claimed as any other (the copy that made the newest
+  // attempt, read again before its retry was acknowledged, must be: that retry may be lost). A
+  // claim raises the fence to its own copy's count; the claim of a resend sets it to that.
   virtual Result<std::vector<ClaimStatus>> claim(const std::vector<DeliveryRef>& deliveries,
                                                  const std::string& worker_id,
                                                  int lease_seconds) = 0;
@@ -124,6 +143,12 @@ class DeliveryStore {
   // by this worker or another, keeps its lease.
   virtual Result<void> release(const std::vector<LeaseRef>& leases,
                                const std::string& worker_id) = 0;
+
+  // Raises each delivery's fence to its copy's attempts_made (never lowers it), unless the
+  // delivery is finished: a copy with fewer attempts is claimed as kSuperseded from then on.
+  // Called once Kafka acknowledged the copy. A fence that is never raised (a failed round trip,
+  // a worker stopped first) only leaves older copies claimable, as they were without it.
+  virtual Result<void> fence(const std::vector<CopyFence>& fences) = 0;
 };
 
 }  // namespace hookrelay

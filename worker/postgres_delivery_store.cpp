@@ -40,6 +40,10 @@ namespace {
 // waits for a concurrent inserter of the same key to commit and then sees its row, so two claims
 // never both hold one delivery.
 //
+// A copy of a message older than the delivery's newest copy in Kafka (its hr-attempt, $12, below
+// the row's retry_fence; migrations/0020) is not claimable, and the caller reads it as stale from
+// the fence returned; a claim raises the fence to its own copy's count (a resend's sets it).
+//
 // Rows are inserted (and their rows and index entries locked) in the order of the arrays (new keys
 // first, then the keys that have rows), which
 // the caller sorts bytewise, the same order in every worker, so two claims of overlapping batches
@@ -75,12 +79,14 @@ input AS (
          CASE WHEN first_seen_ms > 0 THEN to_timestamp(first_seen_ms / 1000.0) ELSE now() END
            AS first_seen_at,
          hookrelay_delivery_keyed(key, kind, source, event_id, destination) AS keyed,
+         nullif(copy_attempts, 0) AS fence,
          EXISTS (SELECT 1 FROM delivery_rows x
                  WHERE )SQL" HR_KEY_HASH("x.delivery_key") " = " HR_KEY_HASH(
     "r.key") R"SQL() AS known
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-              $8::bigint[], $11::bigint[])
-       AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token)
+              $8::bigint[], $11::bigint[], $12::int[])
+       AS r(key, kind, source, event_id, destination, url, origin_topic, first_seen_ms, token,
+            copy_attempts)
 ),
 pair AS (
   SELECT url, origin_topic, hookrelay_delivery_target(url, origin_topic) AS id
@@ -96,40 +102,45 @@ placed AS (
 fresh AS (
   INSERT INTO delivery_rows (first_seen_at, target_id, delivery_key, kind, source, event_id,
                              destination, url, origin_topic, lease_until, lease_token, attempts,
-                             state, lease_owner)
+                             state, lease_owner, retry_fence)
   SELECT first_seen_at, target_id, key, CASE WHEN NOT keyed THEN kind END,
          CASE WHEN NOT keyed THEN source END, CASE WHEN NOT keyed THEN event_id END,
          CASE WHEN NOT keyed THEN destination END, CASE WHEN target_id IS NULL THEN url END,
          CASE WHEN target_id IS NULL THEN origin_topic END, lease_until, token, 0, 'in_flight',
-         lease_owner
+         lease_owner, fence
   FROM placed WHERE NOT known
-  RETURNING delivery_key, state, lease_token
+  RETURNING delivery_key, state, lease_token, retry_fence
 ),
 known AS (
   INSERT INTO delivery_rows AS d (first_seen_at, target_id, delivery_key, kind, source, event_id,
                                   destination, url, origin_topic, lease_until, lease_token,
-                                  attempts, state, lease_owner)
+                                  attempts, state, lease_owner, retry_fence)
   SELECT first_seen_at, target_id, key, CASE WHEN NOT keyed THEN kind END,
          CASE WHEN NOT keyed THEN source END, CASE WHEN NOT keyed THEN event_id END,
          CASE WHEN NOT keyed THEN destination END, CASE WHEN target_id IS NULL THEN url END,
          CASE WHEN target_id IS NULL THEN origin_topic END, lease_until, token, 0, 'in_flight',
-         lease_owner
+         lease_owner, fence
   FROM placed WHERE known
   ON CONFLICT (()SQL" HR_KEY_HASH("delivery_key") R"SQL()) DO UPDATE SET
-    (state, lease_owner, lease_until, lease_token, resend_id) = (
+    (state, lease_owner, lease_until, lease_token, resend_id, retry_fence) = (
       SELECT CASE WHEN claimable THEN 'in_flight' ELSE d.state END,
              CASE WHEN claimable THEN EXCLUDED.lease_owner ELSE d.lease_owner END,
              CASE WHEN claimable THEN EXCLUDED.lease_until ELSE d.lease_until END,
              CASE WHEN claimable THEN EXCLUDED.lease_token ELSE d.lease_token END,
-             CASE WHEN claimable THEN NULL ELSE d.resend_id END
+             CASE WHEN claimable THEN NULL ELSE d.resend_id END,
+             CASE WHEN NOT claimable THEN d.retry_fence
+                  WHEN d.state = 'succeeded' THEN EXCLUDED.retry_fence  -- a resend counts anew
+                  ELSE greatest(d.retry_fence, EXCLUDED.retry_fence) END
       FROM (SELECT (d.state NOT IN ('succeeded', 'dead')
                     AND (d.lease_until IS NULL OR d.lease_until < now()
                          OR (d.lease_owner = EXCLUDED.lease_owner
-                             AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32))))
+                             AND (d.lease_token >> 32) IS DISTINCT FROM (EXCLUDED.lease_token >> 32)))
+                    -- A copy older than one in Kafka (migrations/0020) is stale.
+                    AND coalesce(EXCLUDED.retry_fence, 0) >= coalesce(d.retry_fence, 0))
                    OR (d.state = 'succeeded' AND d.resend_id IS NOT NULL)
                    AS claimable) c)
     WHERE d.delivery_key = EXCLUDED.delivery_key
-  RETURNING d.delivery_key, d.state, d.lease_token
+  RETURNING d.delivery_key, d.state, d.lease_token, d.retry_fence
 )
 SELECT * FROM fresh UNION ALL SELECT * FROM known
 )SQL";
@@ -274,7 +285,7 @@ std::string record_inbound_sql() {
 // A claim with the inbound audit of its events: one statement, so one round trip and one commit
 // for both. The audit's INSERT runs as a data-modifying CTE whether or not it is referenced.
 std::string claim_audit_sql() {
-  return "WITH audit AS (" + inbound_insert_sql(12) + ")," + kClaimSql;
+  return "WITH audit AS (" + inbound_insert_sql(13) + ")," + kClaimSql;
 }
 
 // Runs a statement that inserts new rows WHERE NOT EXISTS until it does not fail on a unique
@@ -341,6 +352,16 @@ WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
   AND d.lease_token = r.token AND d.lease_owner = $2::text
 )SQL";
 
+// Fence: a delivery's newest copy in Kafka (migrations/0020), raised only, and not on a finished
+// delivery (a resend's claim counts anew from its own copy).
+constexpr const char* kFenceSql = R"SQL(
+UPDATE delivery_rows d SET retry_fence = r.attempts
+FROM unnest($1::text[], $2::int[]) AS r(key, attempts)
+WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
+  AND d.state NOT IN ('succeeded', 'dead')
+  AND (d.retry_fence IS NULL OR d.retry_fence < r.attempts)
+)SQL";
+
 // Runs one record statement; the keys it recorded 'retrying' instead of 'parked' join `unparked`.
 void exec_record(pqxx::transaction_base& tx, const std::array<std::string, 12>& p,
                  const std::string& worker_id, std::vector<std::string>& unparked) {
@@ -372,6 +393,7 @@ void PostgresDeliveryStore::prepare_connection(pqxx::connection& c) {
   c.prepare("hr_record_inbound", record_inbound_sql());
   c.prepare("hr_claim_audit", claim_audit_sql());
   c.prepare("hr_release", kReleaseSql);
+  c.prepare("hr_fence", kFenceSql);
 }
 
 Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim(
@@ -387,11 +409,15 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
     return std::vector<ClaimStatus>{};
   }
   // ON CONFLICT DO UPDATE may not touch a row twice in one statement: send each key once, in
-  // the map's bytewise key order (the order rows are locked in; see kClaimSql).
+  // the map's bytewise key order (the order rows are locked in; see kClaimSql), through its ref
+  // with the most attempts (an older copy's claim would be refused as stale).
   std::map<std::string, const DeliveryRef*> unique;
-  for (const DeliveryRef& d : deliveries) unique.emplace(d.key, &d);
+  for (const DeliveryRef& d : deliveries) {
+    auto [it, added] = unique.emplace(d.key, &d);
+    if (!added && d.attempts_made > it->second->attempts_made) it->second = &d;
+  }
   PgArrayLiteral keys, kinds, sources, event_ids, destinations, urls, origin_topics, first_seen,
-      tokens;
+      tokens, copy_attempts;
   for (const auto& [key, d] : unique) {
     keys.add(key);
     kinds.add(d->kind);
@@ -402,11 +428,13 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
     origin_topics.add(d->origin_topic);
     first_seen.add(d->first_seen_ms);
     tokens.add(d->lease_token);
+    copy_attempts.add(int64_t{d->attempts_made});
   }
-  const std::array<std::string, 9> params = {
+  const std::array<std::string, 10> params = {
       std::move(keys).take(),          std::move(kinds).take(),        std::move(sources).take(),
       std::move(event_ids).take(),     std::move(destinations).take(), std::move(urls).take(),
-      std::move(origin_topics).take(), std::move(first_seen).take(),   std::move(tokens).take()};
+      std::move(origin_topics).take(), std::move(first_seen).take(),   std::move(tokens).take(),
+      std::move(copy_attempts).take()};
   const auto a = audit.empty() ? std::array<std::string, 7>{} : inbound_params(audit);
   return pg_.run("claim", [&](pqxx::connection& c) {
     const pqxx::result rows = run_past_insert_races(unique.size() + audit.size(), [&] {
@@ -414,18 +442,24 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
       if (audit.empty()) {
         return tx.exec_prepared("hr_claim", params[0], params[1], params[2], params[3], params[4],
                                 params[5], params[6], params[7], worker_id, lease_seconds,
-                                params[8]);
+                                params[8], params[9]);
       }
       return tx.exec_prepared("hr_claim_audit", params[0], params[1], params[2], params[3],
                               params[4], params[5], params[6], params[7], worker_id, lease_seconds,
-                              params[8], a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+                              params[8], params[9], a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
     });
-    // Each key's state and lease token after the statement.
-    std::map<std::string, std::pair<ClaimStatus, std::optional<int64_t>>> by_key;
+    // Each key's state, lease token and fence after the statement.
+    struct After {
+      ClaimStatus status;
+      std::optional<int64_t> token;
+      int fence = 0;
+    };
+    std::map<std::string, After> by_key;
     for (const auto& row : rows) {
       by_key[row[0].as<std::string>()] = {
           status_from_state(row[1]),
-          row[2].is_null() ? std::nullopt : std::optional<int64_t>(row[2].as<int64_t>())};
+          row[2].is_null() ? std::nullopt : std::optional<int64_t>(row[2].as<int64_t>()),
+          row[3].is_null() ? 0 : row[3].as<int>()};
     }
     std::vector<ClaimStatus> out;
     out.reserve(deliveries.size());
@@ -437,12 +471,16 @@ Result<std::vector<ClaimStatus>> PostgresDeliveryStore::claim_and_audit(
             " has the hash of another delivery's key (deliveries_key_hash_idx)");
       }
       // Won: the row is not final and holds this ref's own token. A key repeated in the batch
-      // was sent with its first ref's token, so its later refs find the lease held by another
-      // claim, as they would in separate batches.
-      const auto& [status, token] = it->second;
-      out.push_back(status == ClaimStatus::kLeasedElsewhere && token == d.lease_token
-                        ? ClaimStatus::kClaimed
-                        : status);
+      // was sent with one ref's token, so its other refs find the lease held by another claim, as
+      // they would in separate batches, or find their copy stale.
+      const auto& [status, token, fence] = it->second;
+      if (status == ClaimStatus::kLeasedElsewhere && token == d.lease_token) {
+        out.push_back(ClaimStatus::kClaimed);
+      } else if (status == ClaimStatus::kLeasedElsewhere && d.attempts_made < fence) {
+        out.push_back(ClaimStatus::kSuperseded);
+      } else {
+        out.push_back(status);
+      }
     }
     return out;
   });
@@ -533,6 +571,28 @@ Result<void> PostgresDeliveryStore::release(const std::vector<LeaseRef>& leases,
   return pg_.run("release", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     tx.exec_prepared("hr_release", key_param, worker_id, token_param);
+  });
+}
+
+Result<void> PostgresDeliveryStore::fence(const std::vector<CopyFence>& fences) {
+  if (fences.empty()) return {};
+  // Each key once (UPDATE ... FROM changes a row once, with any one of its matches): its highest.
+  std::map<std::string_view, int> highest;
+  for (const CopyFence& f : fences) {
+    auto [it, added] = highest.emplace(f.key, f.attempts_made);
+    if (!added) it->second = std::max(it->second, f.attempts_made);
+  }
+  PgArrayLiteral keys;
+  PgArrayLiteral attempts;
+  for (const auto& [key, n] : highest) {
+    keys.add(key);
+    attempts.add(int64_t{n});
+  }
+  std::string key_param = std::move(keys).take();
+  std::string attempts_param = std::move(attempts).take();
+  return pg_.run("fence", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_prepared("hr_fence", key_param, attempts_param);
   });
 }
 

@@ -35,10 +35,11 @@ class PostgresDeliveryStore final : public DeliveryStore {
                                           const std::string& worker_id) override;
   Result<int> record_inbound(const std::vector<InboundEventRecord>& events) override;
   Result<void> release(const std::vector<LeaseRef>& leases, const std::string& worker_id) override;
+  Result<void> fence(const std::vector<CopyFence>& fences) override;
 
   // Session settings and prepared statements (hr_claim, hr_claim_audit, hr_record,
-  // hr_record_inbound, hr_release) of every connection the store opens; public so tests can plan
-  // the statements.
+  // hr_record_inbound, hr_release, hr_fence) of every connection the store opens; public so tests
+  // can plan the statements.
   static void prepare_connection(pqxx::connection& c);
 
  private:

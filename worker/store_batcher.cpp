@@ -107,7 +107,7 @@ void StoreBatcher::flush_claims(int64_t now) {
     }
     j->d.timeout_ms = window.timeout_ms;
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url,
-                     j->d.origin_topic, j->d.received_at_ms, j->lease_token});
+                     j->d.origin_topic, j->d.received_at_ms, j->lease_token, j->d.attempt - 1});
   }
   auto audit = std::make_shared<std::vector<InboundEventRecord>>(std::move(audit_));
   audit_.clear();
@@ -297,6 +297,11 @@ void StoreBatcher::release(std::vector<LeaseRef> leases) {
   if (leases.empty() || down_) return;
   claims_.submit(
       [this, leases = std::move(leases)] { (void)d_.claim_store->release(leases, d_.worker_id); });
+}
+
+void StoreBatcher::fence(std::vector<CopyFence> fences) {
+  if (fences.empty() || down_) return;
+  claims_.submit([this, fences = std::move(fences)] { (void)d_.claim_store->fence(fences); });
 }
 
 }  // namespace hookrelay

@@ -202,6 +202,10 @@ class StoreBatcher {
   std::size_t drop_unclaimed(const std::function<bool(const Job&)>& drop);
   // Gives back leases, on the claim lane (its connection is never used from two threads at once).
   void release(std::vector<LeaseRef> leases);
+  // Raises deliveries' fences (DeliveryStore::fence), on the claim lane: ahead of any later claim
+  // of the same keys. Best effort, as a release is: a fence not raised leaves older copies
+  // claimable, as they were without one.
+  void fence(std::vector<CopyFence> fences);
 
  private:
   bool usable(int64_t now) const { return !down_ || now >= retry_at_; }

@@ -314,6 +314,14 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
         d_.metrics->delivery("skipped");
         finish(std::move(job));
         break;
+      case ClaimStatus::kSuperseded:
+        // A copy read again (after a rebalance or restart) whose delivery goes on in a newer
+        // copy, already in a retry tier: attempted now, it would start a second retry chain
+        // ahead of the first one's backoff. Not done: an ordered key it may head stays held.
+        d_.metrics->idempotent_skip("superseded");
+        d_.metrics->delivery("skipped");
+        finish(std::move(job), false);
+        break;
       case ClaimStatus::kAlreadyDead:
         // Dead in Postgres, but its dead letter may never have reached the DLQ topic: a worker
         // that stopped between recording and producing it leaves this message to be replayed.
@@ -452,6 +460,8 @@ void Worker::requeue_unsent(std::unique_ptr<Job> job) {
 // leased elsewhere and bounced again. One round trip for the step's bounces, on the claim lane,
 // ahead of any later claim of the same keys.
 void Worker::release_bounced_leases() {
+  store_.fence(std::move(copy_fences_));
+  copy_fences_.clear();
   if (bounced_leases_.empty()) return;
   store_.release(std::move(bounced_leases_));
   bounced_leases_.clear();
@@ -491,6 +501,10 @@ void Worker::drain_events(int64_t now, bool wait) {
 void Worker::on_produced(const WorkerEvent& e, int64_t now) {
   if (auto job = redelivery_.on_produced(e, now)) {
     if (job->give_back_lease) bounced_leases_.push_back(job->lease());
+    // The retry after an attempt is in Kafka: a copy with fewer attempts, read again after a
+    // rebalance or restart, is stale from now on (a bounce's copy has the count its claim set).
+    if (job->decision.next == NextState::kRetrying && job->decision.attempt && !job->trace_only)
+      copy_fences_.push_back({job->d.key, job->history.attempts_made});
     const bool done = !job->trace_only;
     finish(std::move(job), done);
     return;
@@ -790,6 +804,7 @@ void Worker::drain_for_shutdown() {
   unsent.insert(unsent.end(), bounced_leases_.begin(), bounced_leases_.end());
   bounced_leases_.clear();
   store_.release(std::move(unsent));
+  store_.fence(std::move(copy_fences_));
   intake_.commit_and_close();
   spdlog::info(
       "msg=worker_stopped abandoned={} note=\"abandoned deliveries are replayed from the last "

@@ -116,7 +116,7 @@ class Worker {
   void defer_for_circuit(std::unique_ptr<Job> job);
   void requeue_unsent(std::unique_ptr<Job> job);
   void send_back_unsent(std::unique_ptr<Job> job, std::function<void(std::unique_ptr<Job>)> then);
-  void release_bounced_leases();
+  void release_bounced_leases();  // and raises the fences of produced retries
   // The job's turn is over; `done` false: the delivery is not (it waits behind its key's head).
   void finish(std::unique_ptr<Job> job, bool done = true);
   // Route lifecycle: a delivery of a suspended route is parked (recorded 'parked', then
@@ -160,6 +160,7 @@ class Worker {
   std::unordered_set<std::string> local_keys_;  // claimed by this worker, not finished
   std::vector<LeaseRef> abandoned_leases_;      // claimed during shutdown; given back
   std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
+  std::vector<CopyFence> copy_fences_;          // retries after an attempt, produced
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};

@@ -110,7 +110,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
                              "store_rejected", "produce_rejected"}) {
     series_.get(*dlq_, {{"reason", reason}});
   }
-  for (const char* reason : {"already_succeeded", "already_dead"})
+  for (const char* reason : {"already_succeeded", "already_dead", "superseded"})
     series_.get(*skips_, {{"reason", reason}});
   for (int tier = 0; tier < retry_tiers; ++tier) {
     std::string label = std::to_string(tier);

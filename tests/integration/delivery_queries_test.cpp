@@ -161,6 +161,11 @@ TEST_F(DeliveryQueriesTest, EventShowListsInboundAndEveryRoute) {
 }
 
 TEST_F(DeliveryQueriesTest, MarkReplayedRevivesADeadDeliveryOnceAndAuditsIt) {
+  // Its retries had reached Kafka with 5 attempts (migrations/0020); the replay's copy counts
+  // from 0.
+  db_->scalar(
+      "UPDATE delivery_rows SET retry_fence = 5 WHERE delivery_key = 'gh-e1-ci'"
+      " RETURNING 1");
   auto d = queries_->mark_replayed("gh-e1-ci", "alice", "receiver fixed");
   ASSERT_TRUE(d) << d.error().message;
   EXPECT_EQ(d->state, "retrying");
@@ -175,12 +180,12 @@ TEST_F(DeliveryQueriesTest, MarkReplayedRevivesADeadDeliveryOnceAndAuditsIt) {
   EXPECT_EQ(shown->attempts.back().outcome, "replayed");
   EXPECT_EQ(shown->attempts.back().worker_id, "operator:alice");
 
-  // A worker may now claim it again.
+  // A worker may now claim it again, from the replay's copy.
   PostgresDeliveryStore store(db_->url());
   auto c =
       store.claim({DeliveryRef{"gh-e1-ci", "webhook", "github", "e1", "ci", "x", "", 0}}, "w2", 60);
   ASSERT_TRUE(c) << c.error().message;
-  EXPECT_EQ(c->at(0), ClaimStatus::kClaimed);
+  EXPECT_EQ(c->at(0), ClaimStatus::kClaimed) << "the replay's copy was held back by the old fence";
 
   EXPECT_EQ(queries_->mark_replayed("gh-e1-ci", "bob", "again").error().code, "not_replayable");
   EXPECT_EQ(queries_->mark_replayed("gh-e1-deploy", "bob", "").error().code, "not_replayable");

@@ -298,6 +298,80 @@ TEST_F(DeliveryStoreTest, ARepeatedKeyInOneBatchIsClaimedByItsFirstRefOnly) {
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM deliveries"), "3");
 }
 
+// A copy of the delivery's message from before its newest retry (read again after a rebalance
+// or restart, its offset not yet committed) once that retry is in Kafka: claimed, it would be
+// attempted at once, ahead of the retry's backoff, and start a second retry chain. The copy
+// that made the newest attempt is still claimed: its retry may never have reached Kafka.
+TEST_F(DeliveryStoreTest, ACopyOlderThanTheDeliverysFenceIsSuperseded) {
+  claim({delivery("k")}, "A");
+  record({attempt("k", 1, "retryable", "retrying", 503, "busy")}, "A");
+  DeliveryRef first = delivery("k");
+  EXPECT_EQ(claim({first}, "B"), (std::vector<S>{S::kClaimed})) << "no retry is known yet";
+  record({attempt("k", 2, "retryable", "retrying", 503, "busy")}, "B");
+  ASSERT_TRUE(store_->fence({{"k", 2}}));
+  EXPECT_EQ(db_->scalar("SELECT retry_fence FROM deliveries"), "2");
+  EXPECT_EQ(claim({first}, "C"), (std::vector<S>{S::kSuperseded}));
+  DeliveryRef second = delivery("k");
+  second.attempts_made = 1;
+  EXPECT_EQ(claim({second}, "C"), (std::vector<S>{S::kSuperseded}));
+  EXPECT_EQ(db_->scalar("SELECT state || ' ' || (lease_owner IS NULL) FROM deliveries"),
+            "retrying true")
+      << "a stale copy's claim took the lease";
+  DeliveryRef retry = delivery("k");
+  retry.attempts_made = 2;
+  EXPECT_EQ(claim({retry}, "C"), (std::vector<S>{S::kClaimed}));
+}
+
+// A copy that is in Kafka says so itself: its claim raises the fence to its count, so older
+// copies read after it are stale even when the fence of its publication was never written.
+TEST_F(DeliveryStoreTest, AClaimRaisesTheFenceToItsCopysCount) {
+  DeliveryRef retry = delivery("k");
+  retry.attempts_made = 3;
+  ASSERT_EQ(claim({retry}, "A"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT retry_fence FROM deliveries"), "3");
+  record({attempt("k", 4, "retryable", "retrying", 503, "busy")}, "A");
+  DeliveryRef older = delivery("k");
+  older.attempts_made = 2;
+  EXPECT_EQ(claim({older}, "B"), (std::vector<S>{S::kSuperseded}));
+  EXPECT_EQ(claim({delivery("n")}, "B"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT retry_fence IS NULL FROM deliveries WHERE delivery_key = 'n'"), "t")
+      << "a first copy keeps the row's room";
+}
+
+// Two copies of one delivery in one batch, the older first: the newer one is claimed.
+TEST_F(DeliveryStoreTest, ARepeatedKeyIsClaimedByItsNewestCopy) {
+  claim({delivery("k")}, "A");
+  record({attempt("k", 1, "retryable", "retrying", 503, "busy")}, "A");
+  DeliveryRef retry = delivery("k");
+  retry.attempts_made = 1;
+  EXPECT_EQ(claim({delivery("k"), retry}, "B"), (std::vector<S>{S::kSuperseded, S::kClaimed}));
+}
+
+// The fence only rises, and a finished delivery keeps none.
+TEST_F(DeliveryStoreTest, AFenceNeverFallsAndIsNotSetOnAFinishedDelivery) {
+  claim({delivery("k"), delivery("done")}, "A");
+  record({attempt("k", 1, "retryable", "retrying", 503, "busy"),
+          attempt("done", 1, "succeeded", "succeeded", 200)},
+         "A");
+  ASSERT_TRUE(store_->fence({{"k", 3}, {"k", 2}, {"done", 1}}));
+  ASSERT_TRUE(store_->fence({{"k", 1}}));
+  EXPECT_EQ(db_->scalar("SELECT coalesce(retry_fence::text, '-') FROM deliveries"
+                        " WHERE delivery_key = 'done'"),
+            "-");
+  EXPECT_EQ(db_->scalar("SELECT retry_fence FROM deliveries WHERE delivery_key = 'k'"), "3");
+}
+
+// An operator's resend of a succeeded delivery counts its attempts anew, from its own copy.
+TEST_F(DeliveryStoreTest, AResendIsClaimedWhateverTheFenceAndCountsAnew) {
+  DeliveryRef retry = delivery("k");
+  retry.attempts_made = 4;
+  claim({retry}, "A");
+  record({attempt("k", 5, "succeeded", "succeeded", 200)}, "A");
+  db_->scalar("UPDATE deliveries SET resend_id = 1 RETURNING 1");
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(db_->scalar("SELECT coalesce(retry_fence::text, '-') FROM deliveries"), "-");
+}
+
 TEST_F(DeliveryStoreTest, RecordWritesAuditRowsAndDeliveryColumns) {
   claim({delivery("k")}, "w1");
   record({attempt("k", 1, "retryable", "retrying", 503, "service unavailable")});
@@ -770,7 +844,8 @@ TEST_F(DeliveryStoreTest, ThousandClaimsAndRecordsInOneBatchEach) {
 TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
   pqxx::connection c(db_->url());
   PostgresDeliveryStore::prepare_connection(c);
-  for (const char* name : {"hr_claim", "hr_record", "hr_record_inbound", "hr_release"}) {
+  for (const char* name :
+       {"hr_claim", "hr_record", "hr_record_inbound", "hr_release", "hr_fence"}) {
     c.prepare_now(name);  // libpqxx prepares on first use; EXECUTE needs it now
   }
   // Array literals of 1000 elements: prefix + index, or `value` repeated.
@@ -791,13 +866,14 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
     };
     const std::string t = tx.quote(texts), i = tx.quote(ints), k = tx.quote(keys);
     explain("EXECUTE hr_claim(" + k + "," + tx.quote(batch("webhook", false)) + "," + t + "," + t +
-            "," + t + "," + t + "," + t + "," + i + ", 'A', 60, " + i + ")");
+            "," + t + "," + t + "," + t + "," + i + ", 'A', 60, " + i + "," + i + ")");
     explain("EXECUTE hr_record(" + k + "," + i + "," + i + "," + i + "," + i + "," +
             tx.quote(batch("retryable", false)) + "," + t + "," +
             tx.quote(batch("retrying", false)) + ", 'A', " + i + "," + t + "," + t + "," + i + ")");
     explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
             "," + tx.quote(batch("ab12", false)) + ")");  // the body hashes: hex
     explain("EXECUTE hr_release(" + k + ", 'A', " + i + ")");
+    explain("EXECUTE hr_fence(" + k + "," + i + ")");
     return out;
   };
   std::string empty = plans();

@@ -52,6 +52,7 @@ class CountingStore : public DeliveryStore {
     return static_cast<int>(events.size());
   }
   Result<void> release(const std::vector<LeaseRef>&, const std::string&) override { return {}; }
+  Result<void> fence(const std::vector<CopyFence>&) override { return {}; }
 
   bool down = false;
   std::set<std::string> refuse_events;

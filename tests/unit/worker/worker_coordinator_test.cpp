@@ -155,15 +155,19 @@ class FakeStore : public DeliveryStore {
       auto& s = state[r.key];
       auto& l = lease[r.key];
       bool earlier_run = l.owner == worker && (l.token >> 32) != (r.lease_token >> 32);
+      auto& f = fence_of[r.key];
       if (s == "succeeded") {
         out.push_back(ClaimStatus::kAlreadySucceeded);
       } else if (s == "dead") {
         out.push_back(ClaimStatus::kAlreadyDead);
+      } else if (r.attempts_made < f) {
+        out.push_back(ClaimStatus::kSuperseded);
       } else if (l.token != 0 && l.token != r.lease_token && !earlier_run) {
         out.push_back(ClaimStatus::kLeasedElsewhere);
       } else {
         s = "in_flight";
         l = {worker, r.lease_token};
+        f = r.attempts_made;
         out.push_back(ClaimStatus::kClaimed);
       }
     }
@@ -222,6 +226,17 @@ class FakeStore : public DeliveryStore {
     }
     return {};
   }
+  // Raises fences as the real store does (never on a finished delivery, never down).
+  Result<void> fence(const std::vector<CopyFence>& fences) override {
+    std::lock_guard lock(mu);
+    for (const auto& f : fences) {
+      fenced.push_back(f);
+      auto& s = state[f.key];
+      if (s != "succeeded" && s != "dead")
+        fence_of[f.key] = std::max(fence_of[f.key], f.attempts_made);
+    }
+    return {};
+  }
   void open_gate() {
     std::lock_guard lock(mu);
     gate_claims = false;
@@ -238,7 +253,9 @@ class FakeStore : public DeliveryStore {
   std::map<std::string, int> refuse_records;  // a batch with this key is refused this many times
   std::map<std::string, std::string> state;
   std::map<std::string, Lease> lease;
-  std::vector<std::string> released;  // keys whose leases release() was asked to give back
+  std::vector<std::string> released;    // keys whose leases release() was asked to give back
+  std::map<std::string, int> fence_of;  // each delivery's newest copy's attempts (its fence)
+  std::vector<CopyFence> fenced;        // what fence() was asked
   std::vector<AttemptRecord> attempts;
   std::set<std::string> resumed_routes;  // "source/route" resumed since any park's suspension
 };
@@ -615,6 +632,46 @@ TEST_F(WorkerCoordinator, RetryableFailureGoesToATierAfterBeingRecorded) {
   EXPECT_EQ(m.value, "{\"e\":\"e1\"}");
   EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying");
   EXPECT_EQ(stored(), 1);
+}
+
+// Once Kafka has a delivery's retry, copies with fewer attempts are stale: the fence says so.
+// Dead letters and bounces (no attempt) raise none.
+TEST_F(WorkerCoordinator, AnAcknowledgedRetryRaisesItsDeliverysFence) {
+  sender.script = {status(503), status(400)};
+  webhook(0, "e1");
+  webhook(1, "e2");
+  steps();
+  ASSERT_EQ(producer.sent.size(), 2u);
+  ASSERT_EQ(store.fenced.size(), 1u);
+  EXPECT_EQ(store.fenced[0].key, "wh:gh:e1:a");
+  EXPECT_EQ(store.fenced[0].attempts_made, 1) << "the retry's hr-attempt";
+}
+
+// A partition read again from its committed offset (a rebalance, a restart) gives back copies
+// whose delivery has moved on: here the first copy, after its attempt failed and its retry (due
+// in 5 s) was published. Claimed, it was attempted at once and started a second retry chain.
+TEST_F(WorkerCoordinator, ACopyReadAgainAfterItsRetryWasPublishedIsNotAttemptedAgain) {
+  sender.script = {status(503), status(200)};
+  webhook(0, "e1");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  webhook(1, "e1");  // the same message, read again
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u) << "the stale copy was attempted ahead of its retry";
+  EXPECT_EQ(producer.sent.size(), 1u) << "the stale copy started a second retry chain";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "retrying");
+  EXPECT_EQ(stored(), 2) << "the stale copy is finished";
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_idempotent_skips_total", "reason", "superseded"),
+            1);
+  // The retry itself is attempted when due.
+  webhook(0, "e1", retry_topic(0),
+          {{"hr-attempt", producer.sent[0].header("hr-attempt")},
+           {"hr-route", "a"},
+           {"hr-due-at", std::to_string(now - 1)}});
+  steps();
+  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
 }
 
 TEST_F(WorkerCoordinator, PermanentFailureIsDeadLettered) {
