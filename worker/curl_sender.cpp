@@ -65,6 +65,11 @@ struct CurlSender::Transfer {
   bool opened_socket = false;
   std::optional<std::string> retry_after;
   std::string body_excerpt;
+  // The final response's header ended with a 2xx status: the receiver took the call, whatever
+  // becomes of its body (see on_body).
+  bool answered_2xx = false;
+  std::size_t body_bytes = 0;
+  bool body_cut = false;  // a 2xx body longer than kMaxSuccessBodyBytes, not read to its end
   std::chrono::steady_clock::time_point started;
   std::size_t shard = 0;  // which multi handle runs it
 };
@@ -72,6 +77,10 @@ struct CurlSender::Transfer {
 namespace {
 
 constexpr std::size_t kExcerptBytes = 256;
+// A 2xx answer's body is not needed: past this much of it the transfer ends (a receiver that
+// streams its body for ever would otherwise hold the call until its timeout, and the timeout
+// would retry a call the receiver had taken).
+constexpr std::size_t kMaxSuccessBodyBytes = 1 << 20;
 
 HttpResult shutting_down_result() {
   HttpResult r;
@@ -111,12 +120,23 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   if (t->body_excerpt.size() < kExcerptBytes) {
     t->body_excerpt.append(data, std::min(bytes, kExcerptBytes - t->body_excerpt.size()));
   }
+  t->body_bytes += bytes;
+  if (t->answered_2xx && t->body_bytes > kMaxSuccessBodyBytes) {
+    t->body_cut = true;
+    return 0;  // ends the transfer (CURLE_WRITE_ERROR), answered: see answered_2xx
+  }
   return bytes;
 }
 
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<CurlSender::Transfer*>(user);
   std::string_view line(data, size * n);
+  if (line == "\r\n" || line == "\n") {  // the end of a response's header
+    long status = 0;
+    curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
+    t->answered_2xx = status >= 200 && status < 300;  // a 1xx header is followed by another
+    return size * n;
+  }
   constexpr std::string_view kName = "retry-after:";
   if (line.size() > kName.size() && ascii_iequals(line.substr(0, kName.size()), kName)) {
     auto v = line.substr(kName.size());
@@ -444,6 +464,15 @@ void CurlSender::run(Loop& self) {
     if (!t->blocked_reason.empty() && !t->opened_socket) {
       r.error = TransportError::kBlockedBySsrfGuard;
       r.message = "destination address refused by the SSRF guard (" + t->blocked_reason + ")";
+    } else if (code != CURLE_OK && t->answered_2xx) {
+      // Taken: the body broke off, timed out or ran past kMaxSuccessBodyBytes after a 2xx header.
+      long status = 0;
+      curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
+      r.status = static_cast<int>(status);
+      r.retry_after = t->retry_after;
+      r.message = std::string("answered ") + std::to_string(status) +
+                  "; its body was not read to its end (" +
+                  (t->body_cut ? "longer than 1 MiB" : curl_easy_strerror(code)) + ")";
     } else {
       r.error = transport_error(code);
       if (r.error == TransportError::kNone) {

@@ -2,8 +2,14 @@
 // handles, each answered once, and curl's timers (timeouts) firing on every handle.
 #include "worker/curl_sender.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -11,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "shared/net/ip_address.h"
@@ -70,6 +77,62 @@ HttpResult send_one(SsrfGuard guard, HttpCall call) {
   }
   return results.take().at(1);
 }
+
+// A receiver on 127.0.0.1 that answers each request with `head`, then writes `chunk` every
+// `every` until the caller goes away: a body that never ends.
+class StreamingReceiver {
+ public:
+  StreamingReceiver(std::string head, std::string chunk, std::chrono::milliseconds every)
+      : head_(std::move(head)), chunk_(std::move(chunk)), every_(every) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd_, 8) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~StreamingReceiver() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/stream"; }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      std::string request;
+      char buf[4096];
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        request.append(buf, static_cast<std::size_t>(n));
+      }
+      bool open = send(c, head_.data(), head_.size(), MSG_NOSIGNAL) > 0;
+      while (open && !stop_) {
+        open = send(c, chunk_.data(), chunk_.size(), MSG_NOSIGNAL) > 0;
+        std::this_thread::sleep_for(every_);
+      }
+      close(c);
+    }
+  }
+  std::string head_, chunk_;
+  std::chrono::milliseconds every_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 TEST(CurlSenderTest, ManyConcurrentTransfersEachCompleteOnce) {
   test::ScriptedReceiver rx;
@@ -303,6 +366,36 @@ TEST(CurlSenderTest, AKeptConnectionTheReceiverClosesNeitherSpinsTheLoopNorFails
   EXPECT_EQ(got.at(2).status, 200);
   EXPECT_EQ(again.count("/kept"), 1u);
   EXPECT_EQ(sender.in_flight(), 0);
+}
+
+// A receiver that answers 2xx has taken the call, whatever its body does next: a body that never
+// ends is not a timeout to retry (the receiver would get the call again), and one longer than
+// the sender reads ends the call at once.
+TEST(CurlSenderTest, A2xxWhoseBodyNeverEndsIsASuccessAtTheCallsTimeout) {
+  StreamingReceiver rx("HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n", "x", 20ms);
+  HttpResult r = send_one(SsrfGuard(true, {}), post(rx.url(), 1, 500));
+  EXPECT_EQ(r.error, TransportError::kNone) << r.message;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.message.find("not read to its end"), std::string::npos) << r.message;
+}
+
+TEST(CurlSenderTest, A2xxBodyLongerThanTheSenderReadsEndsTheCallAtOnce) {
+  StreamingReceiver rx("HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n",
+                       "10000\r\n" + std::string(0x10000, 'x') + "\r\n", 1ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  HttpResult r = send_one(SsrfGuard(true, {}), post(rx.url(), 1, 20000));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "waited for the call's timeout";
+  EXPECT_EQ(r.error, TransportError::kNone) << r.message;
+  EXPECT_EQ(r.status, 202);
+  EXPECT_NE(r.message.find("longer than 1 MiB"), std::string::npos) << r.message;
+}
+
+// Any other answer is judged by its end: a 503 whose body never ends is a timeout.
+TEST(CurlSenderTest, ANon2xxWhoseBodyNeverEndsTimesOut) {
+  StreamingReceiver rx("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000000000\r\n\r\n",
+                       "x", 20ms);
+  HttpResult r = send_one(SsrfGuard(true, {}), post(rx.url(), 1, 500));
+  EXPECT_EQ(r.error, TransportError::kTimeout) << r.message;
 }
 
 }  // namespace
