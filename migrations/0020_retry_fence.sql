@@ -13,12 +13,39 @@
 -- acknowledged (its worker stopped before) raised nothing, so it is attempted again when read
 -- again, as before: no delivery depends on a fence write.
 --
--- An operator's replay starts a new count (its copy carries hr-attempt 0) and clears the fence
--- (shared/store/delivery_queries.cpp); the claim of a resend of a succeeded delivery sets it to
--- its own copy's count.
+-- An operator's replay or a resumed route's release starts a new count (its copy carries
+-- hr-attempt 0): a row moved from 'dead' or 'parked' to 'retrying' loses its fence, whoever moves
+-- it (the trigger below: the tools of any version, SQL by hand). The claim of a resend of a
+-- succeeded delivery sets the fence to its own copy's count.
 --
 -- NULL (no copy with an attempt counted) costs no room in the row.
 ALTER TABLE delivery_rows ADD COLUMN retry_fence integer;
+
+CREATE FUNCTION hookrelay_clear_retry_fence() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.retry_fence := NULL;
+  RETURN NEW;
+END;
+$$;
+CREATE TRIGGER deliveries_retry_fence_reset
+  BEFORE UPDATE ON delivery_rows FOR EACH ROW
+  WHEN (OLD.state IN ('dead', 'parked') AND NEW.state = 'retrying'
+        AND NEW.retry_fence IS NOT NULL)
+  EXECUTE FUNCTION hookrelay_clear_retry_fence();
+
+-- The attempts a waiting delivery's message carries (ordered_waiting.headers: name, value, ...;
+-- its hr-attempt, shared/kafka/wire_contract.h), 0 without one. A delivery waits behind its
+-- ordering key as one row, and a copy of it set to wait later with more attempts replaces the
+-- row's message (shared/store/ordered_waiting_sql.h): released, the older message would be
+-- below the delivery's fence, skipped, and the delivery lost.
+CREATE FUNCTION hookrelay_waiting_attempts(headers text[]) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT coalesce((SELECT CASE WHEN headers[i + 1] ~ '^[0-9]{1,9}$' THEN headers[i + 1]::int END
+                   FROM generate_subscripts(headers, 1) AS i
+                   WHERE i % 2 = 1 AND headers[i] = 'hr-attempt'
+                   LIMIT 1), 0)
+$$;
 
 CREATE OR REPLACE VIEW deliveries AS
 SELECT r.delivery_key,

@@ -37,10 +37,12 @@ struct DeliveryRef {
 };
 
 // A delivery's newest copy in Kafka: Kafka acknowledged a copy of its message carrying
-// `attempts_made` attempts (a retry published after an attempt).
+// `attempts_made` attempts (a retry published after the attempt that started at
+// `attempt_started_ms`).
 struct CopyFence {
   std::string key;
   int attempts_made = 0;
+  int64_t attempt_started_ms = 0;
 };
 
 // A token for one claim: `run` names this process's run of the worker (random at start),
@@ -98,10 +100,9 @@ class DeliveryStore {
   // high 32 bits of the token) is not taken again, so two copies of one message never both
   // deliver. A lease held under `worker_id` by an earlier run (the process restarted) is taken
   // at once: worker ids are unique among live workers. Statuses come back in input order; a key
-  // repeated in the batch is claimed once, under its first ref's token: its later refs get
-  // kLeasedElsewhere while that claim holds (each ref is one attempt's, and only one attempt
-  // may hold a delivery). A key repeated in the batch is claimed through the ref whose copy made
-  // the most attempts (the first of those).
+  // repeated in the batch is claimed once, through the ref whose copy made the most attempts
+  // (the first of those): its other refs get kLeasedElsewhere while that claim holds (each ref is
+  // one attempt's, and only one attempt may hold a delivery), or kSuperseded (below).
   //
   // A ref whose copy carries fewer attempts (attempts_made) than the delivery's newest copy known
   // to be in Kafka (fence(), or a claim of that copy) is kSuperseded, and claims nothing: that
@@ -145,9 +146,11 @@ class DeliveryStore {
                                const std::string& worker_id) = 0;
 
   // Raises each delivery's fence to its copy's attempts_made (never lowers it), unless the
-  // delivery is finished: a copy with fewer attempts is claimed as kSuperseded from then on.
-  // Called once Kafka acknowledged the copy. A fence that is never raised (a failed round trip,
-  // a worker stopped first) only leaves older copies claimable, as they were without it.
+  // delivery is finished, or an operator replayed or resent it since about the attempt's start
+  // (a late fence would hold back the replay's copy, which counts anew): a copy with fewer
+  // attempts is claimed as kSuperseded from then on. Called once Kafka acknowledged the copy. A
+  // fence that is never raised (a failed round trip, a worker stopped first) only leaves older
+  // copies claimable, as they were without it.
   virtual Result<void> fence(const std::vector<CopyFence>& fences) = 0;
 };
 

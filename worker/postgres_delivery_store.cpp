@@ -353,13 +353,20 @@ WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
 )SQL";
 
 // Fence: a delivery's newest copy in Kafka (migrations/0020), raised only, and not on a finished
-// delivery (a resend's claim counts anew from its own copy).
+// delivery (a resend's claim counts anew from its own copy). Nor once an operator replayed or
+// resent the delivery after its attempt started (its message acknowledged since, this fence
+// arrives late): the replay's copy counts anew and must not be held back. The attempt's start is
+// the worker's clock and replayed_at the database's: 5 minutes of skew are allowed for, and a
+// fence not raised only leaves older copies claimable.
 constexpr const char* kFenceSql = R"SQL(
 UPDATE delivery_rows d SET retry_fence = r.attempts
-FROM unnest($1::text[], $2::int[]) AS r(key, attempts)
+FROM unnest($1::text[], $2::int[], $3::bigint[]) AS r(key, attempts, started_ms)
 WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
   AND d.state NOT IN ('succeeded', 'dead')
   AND (d.retry_fence IS NULL OR d.retry_fence < r.attempts)
+  AND NOT EXISTS (SELECT 1 FROM dlq_replays p
+                  WHERE p.delivery_key = r.key
+                    AND p.replayed_at > to_timestamp(r.started_ms / 1000.0) - interval '5 minutes')
 )SQL";
 
 // Runs one record statement; the keys it recorded 'retrying' instead of 'parked' join `unparked`.
@@ -577,22 +584,25 @@ Result<void> PostgresDeliveryStore::release(const std::vector<LeaseRef>& leases,
 Result<void> PostgresDeliveryStore::fence(const std::vector<CopyFence>& fences) {
   if (fences.empty()) return {};
   // Each key once (UPDATE ... FROM changes a row once, with any one of its matches): its highest.
-  std::map<std::string_view, int> highest;
+  std::map<std::string_view, const CopyFence*> highest;
   for (const CopyFence& f : fences) {
-    auto [it, added] = highest.emplace(f.key, f.attempts_made);
-    if (!added) it->second = std::max(it->second, f.attempts_made);
+    auto [it, added] = highest.emplace(f.key, &f);
+    if (!added && f.attempts_made > it->second->attempts_made) it->second = &f;
   }
   PgArrayLiteral keys;
   PgArrayLiteral attempts;
-  for (const auto& [key, n] : highest) {
+  PgArrayLiteral started;
+  for (const auto& [key, f] : highest) {
     keys.add(key);
-    attempts.add(int64_t{n});
+    attempts.add(int64_t{f->attempts_made});
+    started.add(f->attempt_started_ms);
   }
   std::string key_param = std::move(keys).take();
   std::string attempts_param = std::move(attempts).take();
+  std::string started_param = std::move(started).take();
   return pg_.run("fence", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec_prepared("hr_fence", key_param, attempts_param);
+    tx.exec_prepared("hr_fence", key_param, attempts_param, started_param);
   });
 }
 

@@ -504,7 +504,7 @@ void Worker::on_produced(const WorkerEvent& e, int64_t now) {
     // The retry after an attempt is in Kafka: a copy with fewer attempts, read again after a
     // rebalance or restart, is stale from now on (a bounce's copy has the count its claim set).
     if (job->decision.next == NextState::kRetrying && job->decision.attempt && !job->trace_only)
-      copy_fences_.push_back({job->d.key, job->history.attempts_made});
+      copy_fences_.push_back({job->d.key, job->history.attempts_made, job->started_ms});
     const bool done = !job->trace_only;
     finish(std::move(job), done);
     return;

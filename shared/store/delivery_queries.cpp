@@ -205,11 +205,11 @@ Result<DeliveryRow> mark_replayed_in(pqxx::work& tx, const std::string& key, con
                                      const std::string& reason, int64_t replay_id,
                                      const std::string& from_state, const std::string& runner) {
   // The state condition makes concurrent replays of one delivery succeed exactly once. The
-  // replay's copy counts its attempts anew (hr-attempt 0): no older copy's fence holds it back.
+  // replay's copy counts its attempts anew (hr-attempt 0): the row loses its fence as it leaves
+  // 'dead' or 'parked' (migrations/0020).
   auto rows = tx.exec_params(
       std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
-                  " lease_until = NULL, lease_token = NULL, completed_at = NULL,"
-                  " retry_fence = NULL"
+                  " lease_until = NULL, lease_token = NULL, completed_at = NULL"
                   " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND state = $2 RETURNING ") +
           kDeliveryColumns,
       key, from_state);

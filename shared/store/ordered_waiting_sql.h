@@ -14,12 +14,19 @@
 namespace hookrelay::sql {
 
 // Appends the waiting delivery. One row per delivery: a second one (its message read again after
-// a crash) would outlive the first one's release and be taken for an unreleased head.
+// a crash) would outlive the first one's release and be taken for an unreleased head. A copy with
+// more attempts (hr-attempt) than the row's message replaces that message in its place: the
+// older one, released, would be below the delivery's fence (migrations/0020) and skipped.
 inline constexpr const char* kAppendWaiting =
-    "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers,"
+    "WITH found AS (SELECT id, hookrelay_waiting_attempts(headers) AS attempts"
+    "   FROM ordered_waiting WHERE source = $1 AND route = $2 AND ordering_key = $3"
+    "   AND delivery_key = $4),"
+    " newer AS (UPDATE ordered_waiting w SET topic = $5, headers = $6::text[],"
+    "   body = decode($7, 'hex') FROM found f"
+    "   WHERE w.id = f.id AND f.attempts < hookrelay_waiting_attempts($6::text[]) RETURNING 1)"
+    " INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers,"
     " body) SELECT $1, $2, $3, $4, $5, $6::text[], decode($7, 'hex')"
-    " WHERE NOT EXISTS (SELECT 1 FROM ordered_waiting WHERE source = $1 AND route = $2"
-    "   AND ordering_key = $3 AND delivery_key = $4)";
+    " WHERE NOT EXISTS (SELECT 1 FROM found)";
 
 // kAppendWaiting's $6: the message's headers as one text[] literal, name, value, name, value, ...
 inline std::string waiting_headers(const std::vector<MessageHeader>& headers) {

@@ -378,6 +378,38 @@ TEST_F(DeliveryQueriesTest, AReleasedDeliveryOfAnOrderedRouteWaitsBehindItsKeyUn
   EXPECT_EQ((*next)->headers[1].value, "billing");
 }
 
+// A delivery waits behind its key as one row. A copy of it set to wait later with more attempts
+// (a retry whose older copy is already waiting) replaces the row's message in its place: the
+// older message, released, would be below the delivery's fence (migrations/0020) and skipped,
+// and the delivery lost with its key held for good.
+TEST_F(DeliveryQueriesTest, AWaitingDeliveryKeepsItsCopyWithTheMostAttempts) {
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('stripe', 'billing', 'k9', 'st-e0-billing') RETURNING 1");
+  PostgresKeyOrderStore order(db_->url());
+  auto copy = [](const std::string& attempts) {
+    return WaitingDelivery{0,
+                           {"stripe", "billing", "k9"},
+                           "st-e2-billing",
+                           "hookrelay.retry.0",
+                           {{"hr-route", "billing"}, {"hr-attempt", attempts}},
+                           "{\"a\":" + attempts + "}"};
+  };
+  for (const char* attempts : {"0", "2", "1"}) {
+    auto waits = order.enqueue(copy(attempts), 0);
+    ASSERT_TRUE(waits) << waits.error().message;
+    EXPECT_TRUE(*waits);
+  }
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "1");
+  auto next = order.advance({"stripe", "billing", "k9"}, "st-e0-billing");  // the head finished
+  ASSERT_TRUE(next) << next.error().message;
+  ASSERT_TRUE(*next);
+  EXPECT_EQ((*next)->delivery_key, "st-e2-billing");
+  EXPECT_EQ((*next)->body, "{\"a\":2}");
+  ASSERT_EQ((*next)->headers.size(), 2u);
+  EXPECT_EQ((*next)->headers[1].value, "2") << "the older copy's message was kept";
+}
+
 // A key whose head is itself parked: a release does not queue behind it (the head moves only when
 // a release takes it, and one that stays parked would hold the rest for good), it produces.
 TEST_F(DeliveryQueriesTest, AReleasedDeliveryDoesNotWaitBehindAHeadThatIsStillParked) {

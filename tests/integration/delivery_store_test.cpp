@@ -361,6 +361,48 @@ TEST_F(DeliveryStoreTest, AFenceNeverFallsAndIsNotSetOnAFinishedDelivery) {
   EXPECT_EQ(db_->scalar("SELECT retry_fence FROM deliveries WHERE delivery_key = 'k'"), "3");
 }
 
+// A replay or a resumed route's release starts a new count: the row loses its fence as it
+// leaves 'dead' or 'parked' for 'retrying', whoever moves it (a tool of an older version, SQL by
+// hand). A record that leaves it 'retrying' keeps it.
+TEST_F(DeliveryStoreTest, ARowLeavingDeadOrParkedForRetryingLosesItsFence) {
+  for (const char* key : {"dead", "parked", "live"}) {
+    DeliveryRef retry = delivery(key);
+    retry.attempts_made = 2;
+    ASSERT_EQ(claim({retry}, "A"), (std::vector<S>{S::kClaimed}));
+  }
+  record({attempt("dead", 3, "permanent", "dead", 410, "gone"),
+          attempt("parked", 3, "retryable", "parked", 503, "busy"),
+          attempt("live", 3, "retryable", "retrying", 503, "busy")},
+         "A");
+  db_->scalar(
+      "UPDATE deliveries SET state = 'retrying' WHERE state IN ('dead', 'parked')"
+      " RETURNING 1");
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || '=' || coalesce(retry_fence::text, "
+                        "'-'), ',' ORDER BY delivery_key) FROM deliveries"),
+            "dead=-,live=2,parked=-");
+  EXPECT_EQ(claim({delivery("dead"), delivery("parked"), delivery("live")}, "B"),
+            (std::vector<S>{S::kClaimed, S::kClaimed, S::kSuperseded}));
+}
+
+// A fence that arrives after an operator replayed the delivery (the retry's acknowledgement,
+// then a death and a replay elsewhere, before this worker's round trip) is not raised: it would
+// hold back the replay's copy, which counts from 0.
+TEST_F(DeliveryStoreTest, AFenceArrivingAfterAReplayIsNotRaised) {
+  claim({delivery("k"), delivery("other")}, "A");
+  const int64_t started = unix_now_ms();
+  AttemptRecord failed = attempt("k", 1, "retryable", "retrying", 503, "busy");
+  failed.started_ms = started;
+  record({failed, attempt("other", 1, "retryable", "retrying", 503, "busy")}, "A");
+  db_->scalar(
+      "INSERT INTO dlq_replays (delivery_key, replayed_by) VALUES ('k', 'op')"
+      " RETURNING 1");
+  ASSERT_TRUE(store_->fence({{"k", 1, started}, {"other", 1, started}}));
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || '=' || coalesce(retry_fence::text, "
+                        "'-'), ',' ORDER BY delivery_key) FROM deliveries"),
+            "k=-,other=1");
+  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+}
+
 // An operator's resend of a succeeded delivery counts its attempts anew, from its own copy.
 TEST_F(DeliveryStoreTest, AResendIsClaimedWhateverTheFenceAndCountsAnew) {
   DeliveryRef retry = delivery("k");
@@ -873,7 +915,7 @@ TEST_F(DeliveryStoreTest, StatementsNeverScanATable) {
     explain("EXECUTE hr_record_inbound(" + t + "," + t + "," + t + "," + i + "," + i + "," + i +
             "," + tx.quote(batch("ab12", false)) + ")");  // the body hashes: hex
     explain("EXECUTE hr_release(" + k + ", 'A', " + i + ")");
-    explain("EXECUTE hr_fence(" + k + "," + i + ")");
+    explain("EXECUTE hr_fence(" + k + "," + i + "," + i + ")");
     return out;
   };
   std::string empty = plans();

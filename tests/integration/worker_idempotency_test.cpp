@@ -106,15 +106,15 @@ TEST_F(WorkerTest, ReplayedOffsetsAreSkipped) {
 // A partition read again (here by a fresh group, from the earliest offset; a rebalance or a
 // restart reads again from the committed offset) gives back a delivery's first copy after its
 // attempt failed and its retry was published. That copy is skipped as superseded, not attempted
-// ahead of the retry's backoff as a second retry chain; the retry succeeds when due.
+// ahead of the retry's backoff as a second retry chain. (The retry itself, due 100 s later, is
+// not waited for: WorkerCoordinator.ACopyReadAgainAfterItsRetryWasPublishedIsNotAttemptedAgain
+// follows it to its success.)
 TEST_F(WorkerTest, ACopyReadAgainAfterItsRetryWasPublishedIsSkipped) {
   StackOptions o;
   o.routes = {{"acme", "a", rx_.url("/a")}};
-  o.schedule_seconds = {15};
+  o.schedule_seconds = {120};
   ASSERT_NO_FATAL_FAILURE(create_stack(o));
-  // The retry is due 10 s after the first attempt (Retry-After), after the second worker reads
-  // the first copy again.
-  rx_.script("/a", {{503, {{"Retry-After", "10"}}}});
+  rx_.script("/a", {{503, {{"Retry-After", "100"}}}});
   std::size_t first = start_worker();
   ASSERT_NO_FATAL_FAILURE(produce("acme", "evt-stale", R"({"n":1})"));
   ASSERT_TRUE(
@@ -126,14 +126,10 @@ TEST_F(WorkerTest, ACopyReadAgainAfterItsRetryWasPublishedIsSkipped) {
   auto second = start_worker_in_group("hookrelay-workers-again");
   ASSERT_TRUE(second);
   ASSERT_TRUE(eventually(
-      [&] { return worker_metric(*second, kSkips, {R"(reason="superseded")"}) >= 1; }, 20s))
+      [&] { return worker_metric(*second, kSkips, {R"(reason="superseded")"}) >= 1; }, 30s))
       << "skips: " << worker_metric(*second, kSkips) << ", requests: " << rx_.count("/a");
-  EXPECT_EQ(rx_.count("/a"), 1u) << "attempted again before its retry was due";
-  ASSERT_TRUE(deliveries_in_state("succeeded", 1, 30s)) << stack_->describe_deliveries();
-  EXPECT_EQ(rx_.count("/a"), 2u) << "one failed attempt and its retry";
-  EXPECT_EQ(stack_->scalar("SELECT attempts FROM deliveries"), "2");
-  EXPECT_EQ(stack_->succeeded_attempts_per_key(),
-            (std::map<std::string, int64_t>{{"wh:acme:evt-stale:a", 1}}));
+  EXPECT_EQ(rx_.count("/a"), 1u) << "attempted again ahead of its retry";
+  EXPECT_EQ(stack_->scalar("SELECT state || ' ' || attempts FROM deliveries"), "retrying 1");
 }
 
 TEST_F(WorkerTest, CallsCarryTheIdempotencyKeyAndAreMadeOnce) {

@@ -635,7 +635,7 @@ TEST_F(WorkerCoordinator, RetryableFailureGoesToATierAfterBeingRecorded) {
 }
 
 // Once Kafka has a delivery's retry, copies with fewer attempts are stale: the fence says so.
-// Dead letters and bounces (no attempt) raise none.
+// A dead letter raises none.
 TEST_F(WorkerCoordinator, AnAcknowledgedRetryRaisesItsDeliverysFence) {
   sender.script = {status(503), status(400)};
   webhook(0, "e1");
