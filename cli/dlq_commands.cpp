@@ -1,11 +1,11 @@
 // `hookrelay dlq list|show|replay`: dead deliveries as Postgres records them, and their messages
 // in hookrelay.dlq.
-#include <csignal>
 #include <ostream>
 #include <set>
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "cli/replay_stop.h"
 #include "shared/json_writer.h"
 #include "shared/kafka/kafka_producer.h"
 #include "shared/kafka/wire_contract.h"
@@ -266,36 +266,6 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
   io.out << progress_line(summary, dry_run) << "\n";
 }
 
-// SIGINT and SIGTERM during a replay: the key in progress is finished, then the run stops. A
-// key is marked 'retrying' before its message is produced (a worker must not find the message
-// while the row is still dead); ended between the two, it would stay 'retrying' with no message
-// anywhere until a later run takes its unfinished replay up (--unfinished).
-volatile std::sig_atomic_t replay_stop_signal = 0;
-
-void request_replay_stop(int sig) { replay_stop_signal = sig; }
-
-class ReplayStopGuard {
- public:
-  ReplayStopGuard() {
-    replay_stop_signal = 0;
-    struct sigaction sa {};
-    sa.sa_handler = &request_replay_stop;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~ReplayStopGuard() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-  ReplayStopGuard(const ReplayStopGuard&) = delete;
-  ReplayStopGuard& operator=(const ReplayStopGuard&) = delete;
-
- private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-};
-
 int dlq_replay(const ParsedArgs& args, CliIo& io) {
   auto selection = replay_selection(args, io);
   if (!selection) return usage_error(io, "dlq", kDlqUsage, selection.error().message);
@@ -371,7 +341,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   ReplaySummary summary;
   {
     ReplayStopGuard guard;
-    options.stop_requested = [] { return replay_stop_signal != 0; };
+    options.stop_requested = &ReplayStopGuard::stop_requested;
     summary = replayer.run(*keys, *messages, options, [&](const ReplaySummary& s) {
       progress.update(progress_line(s, dry_run));
     });

@@ -6,12 +6,14 @@
 
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "cli/replay_stop.h"
 #include "shared/json_writer.h"
 #include "shared/kafka/kafka_producer.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/replay/dlq_reader.h"
 #include "shared/replay/dlq_replay.h"
 #include "shared/routes/route_control.h"
+#include "shared/store/delivery_queries.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -19,7 +21,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: hookrelay routes list [--json]\n"
     "       hookrelay routes suspend NAME [--source S] [--reason TEXT] [--by WHO] [--json]\n"
-    "       hookrelay routes resume NAME [--source S] [--rate N/s] [--by WHO] [--json]\n"
+    "       hookrelay routes resume NAME [--source S] [--rate N/s] [--by WHO]\n"
+    "                               [--unfinished-after DURATION] [--json]\n"
     "\n"
     "  list     every configured route: state (active or suspended, why, since when, by whom),\n"
     "           failure streak across all workers, deliveries parked, and its destination\n"
@@ -31,19 +34,32 @@ constexpr const char* kUsage =
     "           route's suspend_after bound does the same by itself.\n"
     "  resume   makes the route active again and releases its parked deliveries into the retry\n"
     "           flow in the order they arrived, each once, at --rate (default unpaced), with\n"
-    "           progress on stderr. Run it again to release deliveries a failed release left.\n"
+    "           progress on stderr. Run it again to release deliveries a failed release left;\n"
+    "           a key a release marked and did not produce (it was killed between the two) is\n"
+    "           produced again once its mark is --unfinished-after old (default 5m). SIGINT or\n"
+    "           SIGTERM stops it after the key in progress (exit 130).\n"
     "  NAME is the route's name; --source is needed when several sources have a route of that\n"
     "  name. --by names who did it (default $USER).\n"
     "\n"
     "  common: --config PATH (required: routes come from it), --database-url URL,\n"
     "          --bootstrap HOSTS (resume), --timeout SECONDS (Kafka, default 30)\n"
     "  exit: 0 ok; 1 database/Kafka error or a release failed; 2 usage/config;\n"
-    "        3 no such route, or a parked delivery's message is missing\n";
+    "        3 no such route, or a parked delivery's message is missing;\n"
+    "        130 resume interrupted (SIGINT, SIGTERM): run it again\n";
 
 const std::vector<OptionSpec> kRouteOptions = {
-    kConfigOption,      kDatabaseOption,  kBootstrapOption, kJsonOption,         {"--source", true},
-    {"--reason", true}, {"--rate", true}, {"--by", true},   {"--timeout", true},
+    kConfigOption,       kDatabaseOption,
+    kBootstrapOption,    kJsonOption,
+    {"--source", true},  {"--reason", true},
+    {"--rate", true},    {"--by", true},
+    {"--timeout", true}, {"--unfinished-after", true},
 };
+
+// A release killed between marking a key and producing its message leaves the key 'retrying'
+// with its message in hookrelay.parked; a later resume takes such keys up once their mark is
+// this old (--unfinished-after), so that it does not race a release still running elsewhere.
+constexpr int64_t kUnfinishedAfterMs = int64_t{5} * 60 * 1000;
+constexpr int kMaxUnfinishedTakenUp = 100000;
 
 // The route errors as exit codes: an unknown route is "not found"; a name two sources use is
 // a usage error.
@@ -136,15 +152,14 @@ int routes_suspend(const ParsedArgs& args, CliIo& io, const Config& config, Rout
 }
 
 // Produces the parked deliveries' messages again, to hookrelay.retry.0, in `keys` order.
+// A key a release of this command marked and did not produce (killed between the two) is 'retrying'
+// with its message still in hookrelay.parked: it is among `keys` and taken up again once its mark
+// is options.unfinished_after_ms old.
 Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView& route,
-                              const std::vector<std::string>& keys, ReplayOptions options) {
-  auto url = resolve_database_url(args, io);
-  if (!url) return Unexpected{url.error()};
+                              const std::string& url, const std::vector<std::string>& keys,
+                              ReplayOptions options, int timeout) {
   auto kafka = resolve_kafka(args, io);
   if (!kafka) return Unexpected{kafka.error()};
-  auto seconds = parse_int_arg(args.value_or("--timeout", "30"), 1, 3600, "--timeout");
-  if (!seconds) return Unexpected{seconds.error()};
-  const int timeout = static_cast<int>(*seconds * 1000);
   options.ack_timeout_ms = kafka->produce_timeout_ms + 5000;  // the producer reports first
   std::set<std::string> wanted(keys.begin(), keys.end());
   auto reader = KafkaDlqReader::create(*kafka, timeout, "hookrelay-cli", kParkedTopic);
@@ -160,14 +175,19 @@ Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView
   if (!messages) return Unexpected{messages.error()};
   auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
   if (!producer) return Unexpected{producer.error()};
-  PostgresReplayStore store(*url, 0, "parked");
+  PostgresReplayStore store(url, 0, "parked");
   Replayer replayer(store, **producer, ReplayClock{io.now_ms, io.sleep_ms}, reader->get());
   // A key recorded parked whose message was not yet acknowledged when the read began.
   replayer.reread_from(**reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);
-  auto summary = replayer.run(keys, *messages, options, [&](const ReplaySummary& s) {
-    progress.update(route.source + "/" + route.name + ": " + progress_line(s, false));
-  });
+  ReplaySummary summary;
+  {
+    ReplayStopGuard guard;
+    options.stop_requested = &ReplayStopGuard::stop_requested;
+    summary = replayer.run(keys, *messages, options, [&](const ReplaySummary& s) {
+      progress.update(route.source + "/" + route.name + ": " + progress_line(s, false));
+    });
+  }
   progress.finish(route.source + "/" + route.name + ": " + progress_line(summary, false));
   return summary;
 }
@@ -180,15 +200,39 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
     if (!parsed) return report_error(io, "routes resume", parsed.error());
     rate = *parsed;
   }
+  // Checked before the route is resumed: a bad value must not leave it active, nothing released.
+  auto seconds = parse_int_arg(args.value_or("--timeout", "30"), 1, 3600, "--timeout");
+  if (!seconds) return report_error(io, "routes resume", seconds.error());
+  int64_t unfinished_after_ms = kUnfinishedAfterMs;
+  if (auto v = args.value("--unfinished-after")) {
+    auto ms = parse_duration_arg(*v, "--unfinished-after");
+    if (!ms) return report_error(io, "routes resume", ms.error());
+    if (*ms < 1000)
+      return usage_error(io, "routes", kUsage, "--unfinished-after: must be at least 1s");
+    unfinished_after_ms = *ms;
+  }
+  auto url = resolve_database_url(args, io);
+  if (!url) return report_error(io, "routes resume", url.error());
   auto done = resume_route(config, states, name, args.value_or("--source", ""), who);
   if (!done) return route_error(io, "routes resume", done.error());
+  // The parked deliveries, then those an earlier release marked and did not produce.
+  std::vector<std::string> keys = done->parked_keys;
+  auto unfinished = DeliveryQueries(*url).unfinished_route_replays(
+      done->route.source, done->route.name, unfinished_after_ms, kMaxUnfinishedTakenUp);
+  if (!unfinished) return report_error(io, "routes resume", unfinished.error());
+  std::set<std::string> listed(keys.begin(), keys.end());
+  for (const auto& u : *unfinished) {
+    if (listed.insert(u.key).second) keys.push_back(u.key);
+  }
   ReplaySummary summary;
-  if (!done->parked_keys.empty()) {
+  if (!keys.empty()) {
     ReplayOptions options = release_options(done->route, who, rate);
     options.ordered_route = [&config](const std::string& source, const std::string& route) {
       return route_is_ordered(config, source, route);
     };
-    auto released = release(args, io, done->route, done->parked_keys, std::move(options));
+    options.unfinished_after_ms = unfinished_after_ms;
+    auto released = release(args, io, done->route, *url, keys, std::move(options),
+                            static_cast<int>(*seconds * 1000));
     if (!released) return report_error(io, "routes resume", released.error());
     summary = std::move(*released);
   }
@@ -215,6 +259,12 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
     io.out << "released " << summary.replayed << "/" << summary.total
            << " parked deliveries, skipped " << summary.skipped << ", missing " << summary.missing
            << ", failed " << summary.failed << "\n";
+  }
+  if (summary.interrupted) {
+    io.err << "interrupted: " << summary.total - static_cast<int>(summary.items.size()) << " of "
+           << summary.total
+           << " keys not tried (the one in progress was finished); run it again to release them\n";
+    return kExitInterrupted;
   }
   if (summary.failed > 0) return kExitFailed;
   if (summary.missing > 0) return kExitNotFound;

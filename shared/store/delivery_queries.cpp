@@ -349,6 +349,21 @@ Result<std::vector<UnfinishedReplay>> DeliveryQueries::unfinished_replays(int64_
   });
 }
 
+Result<std::vector<UnfinishedReplay>> DeliveryQueries::unfinished_route_replays(
+    const std::string& source, const std::string& route, int64_t min_age_ms, int limit) {
+  return pg_.run("unfinished_route_replays", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    auto rows = tx.exec_params(unfinished_sql("true") +
+                                   " AND d.source = $3 AND d.destination = $4"
+                                   " AND r.replayed_at <= now() - $1 * interval '1 millisecond'"
+                                   " ORDER BY r.replayed_at LIMIT $2",
+                               min_age_ms, limit, source, route);
+    std::vector<UnfinishedReplay> out;
+    for (const auto& r : rows) out.push_back(unfinished_from_row(r));
+    return out;
+  });
+}
+
 Result<DeliveryPage> DeliveryQueries::list_deliveries(const DeliveryPageFilter& f) {
   if (!f.state.empty() && !is_state(f.state)) {
     return fail("bad_filter", "state: must be in_flight, retrying, succeeded, dead or parked");

@@ -369,6 +369,45 @@ TEST_F(RouteLifecycleTest, AResumeOfARouteRemovedWhileSuspendedDeadLettersItsPar
   EXPECT_NE(nope.err.find("no configured route named 'nope'"), std::string::npos) << nope.err;
 }
 
+// A release killed between marking a parked delivery 'retrying' and producing its message (the
+// CLI's process ended there) leaves the delivery 'retrying' with its message still in
+// hookrelay.parked. Running `routes resume` again takes that mark up once it is old enough and
+// produces the message: the delivery is delivered, once. Before, a second resume listed only the
+// route's parked deliveries, and `dlq replay --unfinished` read hookrelay.dlq: it was never
+// delivered.
+TEST_F(RouteLifecycleTest, ARerunResumeReleasesADeliveryAKilledReleaseMarkedAndDidNotProduce) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  start_worker();
+  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  constexpr int kParked = 3;
+  ASSERT_NO_FATAL_FAILURE(produce_in_order(0, kParked));
+  ASSERT_TRUE(deliveries_in_state("parked", kParked, 30s)) << stack_->describe_deliveries();
+  // What the killed release left of evt-1: marked (state, audit), not produced.
+  stack_->scalar(
+      "WITH m AS (UPDATE deliveries SET state = 'retrying' WHERE delivery_key = "
+      "'wh:acme:evt-1:a' RETURNING 1) INSERT INTO dlq_replays (delivery_key, replayed_by, "
+      "replayed_at, reason) SELECT 'wh:acme:evt-1:a', 'op', now(), 'route resumed' "
+      "FROM m RETURNING 1");
+  std::this_thread::sleep_for(1500ms);  // past --unfinished-after
+
+  std::vector<std::string> resume = {
+      "routes", "resume", "a", "--source", "acme", "--unfinished-after", "1s", "--json"};
+  const auto common = cli_common();
+  resume.insert(resume.end(), common.begin(), common.end());
+  auto resumed = run_cli_in_process(resume);
+  ASSERT_EQ(resumed.code, 0) << resumed.out << resumed.err;
+  const json rj = json::parse(resumed.out);
+  EXPECT_EQ(rj["release"]["released"], kParked) << resumed.out;
+  ASSERT_TRUE(rx_.wait_for_count("/a", kParked, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2 * kParked, 20s)) << stack_->describe_deliveries();
+  for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/a")) EXPECT_EQ(n, 1) << webhook_id;
+}
+
 // A worker records a delivery parked before its message reaches hookrelay.parked. A resume whose
 // read of the topic began before that message was acknowledged reads the topic once more for
 // the keys it did not find, as `dlq replay` does: the delivery is released, not reported missing

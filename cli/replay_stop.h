@@ -1,0 +1,40 @@
+// SIGINT and SIGTERM during a replay or a route's release: the key in progress is finished, then
+// the run stops (ReplayOptions::stop_requested). A key is marked 'retrying' before its message is
+// produced (a worker must not find the message while the row is still dead or parked); ended
+// between the two, it would stay 'retrying' with no message anywhere until a later run takes its
+// unfinished replay up (`dlq replay --unfinished`, `routes resume`).
+#pragma once
+
+#include <csignal>
+
+namespace hookrelay::cli {
+
+inline volatile std::sig_atomic_t replay_stop_signal = 0;
+
+inline void request_replay_stop(int sig) { replay_stop_signal = sig; }
+
+// While it lives, SIGINT and SIGTERM set replay_stop_signal instead of ending the process.
+class ReplayStopGuard {
+ public:
+  ReplayStopGuard() {
+    replay_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = &request_replay_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~ReplayStopGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  ReplayStopGuard(const ReplayStopGuard&) = delete;
+  ReplayStopGuard& operator=(const ReplayStopGuard&) = delete;
+  static bool stop_requested() { return replay_stop_signal != 0; }
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+}  // namespace hookrelay::cli
