@@ -258,8 +258,7 @@ void KeyOrder::advance(const OrderKey& key) {
   state.waits_since = 0;
   ++state.pending;
   submit([this, key, head = state.head]() -> Completion {
-    auto r = retrying<std::optional<WaitingDelivery>>("advance",
-                                                      [&] { return store_.advance(key, head); });
+    auto r = retrying<KeyAdvance>("advance", [&] { return store_.advance(key, head); });
     return [this, key, r = std::make_shared<decltype(r)>(std::move(r))]() mutable {
       auto it = keys_.find(key);
       if (it == keys_.end()) return;
@@ -272,10 +271,18 @@ void KeyOrder::advance(const OrderKey& key) {
                       key.route, r->error().code, log_quote(r->error().message));
         return;
       }
-      if (auto& next = **r) {
+      if (auto& next = (*r)->next) {
         st.head = next->delivery_key;
         releases_->Add({{"source", key.source}, {"route", key.route}}).Increment();
         publish(std::move(*next));
+        return;
+      }
+      if (const auto& held_by = (*r)->held_by) {
+        // Another worker moved the key on (or held it after it was let go): it is still held,
+        // by that head. Forgotten here, the key's deliveries this worker claims before its next
+        // refresh would be sent at once, beside that head.
+        st.head = *held_by;
+        learned_ = true;
         return;
       }
       if (st.waits_since > 0) {  // set to wait after the advance was sent: release it too

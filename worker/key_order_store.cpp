@@ -91,44 +91,46 @@ Result<bool> PostgresKeyOrderStore::enqueue(const WaitingDelivery& w, int64_t le
   });
 }
 
-Result<std::optional<WaitingDelivery>> PostgresKeyOrderStore::advance(const OrderKey& key,
-                                                                      const std::string& head) {
-  return db_.run(
-      "ordered key advance", [&](pqxx::connection& c) -> Result<std::optional<WaitingDelivery>> {
-        pqxx::work tx(c);
-        auto held = tx.exec_params(
-            "SELECT head_key FROM ordered_keys WHERE source = $1 AND route = $2"
-            " AND ordering_key = $3 FOR UPDATE",
-            key.source, key.route, key.key);
-        if (held.empty() || held[0][0].as<std::string>() != head) {
-          tx.commit();
-          return std::optional<WaitingDelivery>{};
-        }
-        // The head's own row, when it was a released delivery whose publish was not yet
-        // confirmed: the head finished, so it was published; it is not released again.
-        tx.exec_params(
-            "DELETE FROM ordered_waiting WHERE source = $1 AND route = $2 AND ordering_key = $3"
-            " AND delivery_key = $4",
-            key.source, key.route, key.key, head);
-        auto next = tx.exec_params(
-            "SELECT id, delivery_key, topic, encode(body, 'hex') FROM ordered_waiting"
-            " WHERE source = $1 AND route = $2 AND ordering_key = $3 ORDER BY id LIMIT 1",
-            key.source, key.route, key.key);
-        if (next.empty()) {
-          tx.exec_params(
-              "DELETE FROM ordered_keys WHERE source = $1 AND route = $2 AND ordering_key = $3",
-              key.source, key.route, key.key);
-          tx.commit();
-          return std::optional<WaitingDelivery>{};
-        }
-        WaitingDelivery w = read_waiting_row(tx, key, next[0]);
-        tx.exec_params(
-            "UPDATE ordered_keys SET head_key = $4, updated_at = now() WHERE source = $1"
-            " AND route = $2 AND ordering_key = $3",
-            key.source, key.route, key.key, w.delivery_key);
-        tx.commit();
-        return std::optional<WaitingDelivery>{std::move(w)};
-      });
+Result<KeyAdvance> PostgresKeyOrderStore::advance(const OrderKey& key, const std::string& head) {
+  return db_.run("ordered key advance", [&](pqxx::connection& c) -> Result<KeyAdvance> {
+    pqxx::work tx(c);
+    auto held = tx.exec_params(
+        "SELECT head_key FROM ordered_keys WHERE source = $1 AND route = $2"
+        " AND ordering_key = $3 FOR UPDATE",
+        key.source, key.route, key.key);
+    if (held.empty()) {
+      tx.commit();
+      return KeyAdvance{};
+    }
+    if (std::string now_head = held[0][0].as<std::string>(); now_head != head) {
+      tx.commit();
+      return KeyAdvance{std::nullopt, std::move(now_head)};
+    }
+    // The head's own row, when it was a released delivery whose publish was not yet
+    // confirmed: the head finished, so it was published; it is not released again.
+    tx.exec_params(
+        "DELETE FROM ordered_waiting WHERE source = $1 AND route = $2 AND ordering_key = $3"
+        " AND delivery_key = $4",
+        key.source, key.route, key.key, head);
+    auto next = tx.exec_params(
+        "SELECT id, delivery_key, topic, encode(body, 'hex') FROM ordered_waiting"
+        " WHERE source = $1 AND route = $2 AND ordering_key = $3 ORDER BY id LIMIT 1",
+        key.source, key.route, key.key);
+    if (next.empty()) {
+      tx.exec_params(
+          "DELETE FROM ordered_keys WHERE source = $1 AND route = $2 AND ordering_key = $3",
+          key.source, key.route, key.key);
+      tx.commit();
+      return KeyAdvance{};
+    }
+    WaitingDelivery w = read_waiting_row(tx, key, next[0]);
+    tx.exec_params(
+        "UPDATE ordered_keys SET head_key = $4, updated_at = now() WHERE source = $1"
+        " AND route = $2 AND ordering_key = $3",
+        key.source, key.route, key.key, w.delivery_key);
+    tx.commit();
+    return KeyAdvance{std::move(w), std::nullopt};
+  });
 }
 
 Result<void> PostgresKeyOrderStore::released(int64_t id) {

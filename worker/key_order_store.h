@@ -38,6 +38,13 @@ struct WaitingDelivery {
   std::string body;
 };
 
+// What KeyOrderStore::advance() found: the key's next head to publish, or the head another
+// worker gave it (the key is still held; "" held with no head yet), or neither: the key is free.
+struct KeyAdvance {
+  std::optional<WaitingDelivery> next;
+  std::optional<std::string> held_by;
+};
+
 // A held key as the store has it.
 struct HeldKey {
   OrderKey key;
@@ -69,11 +76,11 @@ class KeyOrderStore {
   virtual Result<bool> enqueue(const WaitingDelivery& waiting, int64_t lease_token) = 0;
   // The head `head` of `key` is finished: the first waiting delivery becomes the head and is
   // returned (its row stays until released() confirms it was published); with none waiting,
-  // the key is free again and nullopt comes back. The head's own waiting row, if its release was
+  // the key is free again and nothing comes back. The head's own waiting row, if its release was
   // not yet confirmed, goes: it finished, so it was published. A head that is no longer `head`
-  // (another worker moved on) changes nothing: nullopt.
-  virtual Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
-                                                         const std::string& head) = 0;
+  // (another worker moved on, or held the key after it was let go) changes nothing: the key's
+  // head comes back as held_by, the key still held.
+  virtual Result<KeyAdvance> advance(const OrderKey& key, const std::string& head) = 0;
   // The waiting row `id` was published again: it is gone.
   virtual Result<void> released(int64_t id) = 0;
   // Every held key. head_done: its head succeeded or died more than `done_for_ms` ago, so
@@ -90,8 +97,7 @@ class PostgresKeyOrderStore final : public KeyOrderStore {
   Result<std::string> hold(const OrderKey& key, const std::string& head,
                            const WaitingDelivery& otherwise, int64_t lease_token) override;
   Result<bool> enqueue(const WaitingDelivery& waiting, int64_t lease_token) override;
-  Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
-                                                 const std::string& head) override;
+  Result<KeyAdvance> advance(const OrderKey& key, const std::string& head) override;
   Result<void> released(int64_t id) override;
   Result<std::vector<HeldKey>> held(int64_t done_for_ms) override;
 

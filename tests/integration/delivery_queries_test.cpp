@@ -368,14 +368,15 @@ TEST_F(DeliveryQueriesTest, AReleasedDeliveryOfAnOrderedRouteWaitsBehindItsKeyUn
   // The key has no head: a worker's key order makes the waiting delivery the head and gets its
   // message to publish.
   PostgresKeyOrderStore order(db_->url());
-  auto next = order.advance({"stripe", "billing", "k2"}, "");
-  ASSERT_TRUE(next) << next.error().message;
-  ASSERT_TRUE(*next);
-  EXPECT_EQ((*next)->delivery_key, "st-e2-billing");
-  EXPECT_EQ((*next)->topic, "hookrelay.retry.0");
-  EXPECT_EQ((*next)->body, "{\"n\":2}");
-  ASSERT_EQ((*next)->headers.size(), 2u);
-  EXPECT_EQ((*next)->headers[1].value, "billing");
+  auto advanced = order.advance({"stripe", "billing", "k2"}, "");
+  ASSERT_TRUE(advanced) << advanced.error().message;
+  auto& next = advanced->next;
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->delivery_key, "st-e2-billing");
+  EXPECT_EQ(next->topic, "hookrelay.retry.0");
+  EXPECT_EQ(next->body, "{\"n\":2}");
+  ASSERT_EQ(next->headers.size(), 2u);
+  EXPECT_EQ(next->headers[1].value, "billing");
 }
 
 // A delivery waits behind its key as one row. A copy of it set to wait later with more attempts
@@ -401,13 +402,14 @@ TEST_F(DeliveryQueriesTest, AWaitingDeliveryKeepsItsCopyWithTheMostAttempts) {
     EXPECT_TRUE(*waits);
   }
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "1");
-  auto next = order.advance({"stripe", "billing", "k9"}, "st-e0-billing");  // the head finished
-  ASSERT_TRUE(next) << next.error().message;
-  ASSERT_TRUE(*next);
-  EXPECT_EQ((*next)->delivery_key, "st-e2-billing");
-  EXPECT_EQ((*next)->body, "{\"a\":2}");
-  ASSERT_EQ((*next)->headers.size(), 2u);
-  EXPECT_EQ((*next)->headers[1].value, "2") << "the older copy's message was kept";
+  auto advanced = order.advance({"stripe", "billing", "k9"}, "st-e0-billing");  // head finished
+  ASSERT_TRUE(advanced) << advanced.error().message;
+  auto& next = advanced->next;
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->delivery_key, "st-e2-billing");
+  EXPECT_EQ(next->body, "{\"a\":2}");
+  ASSERT_EQ(next->headers.size(), 2u);
+  EXPECT_EQ(next->headers[1].value, "2") << "the older copy's message was kept";
 }
 
 // A key whose head is itself parked: a release does not queue behind it (the head moves only when

@@ -43,19 +43,19 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     k.waiting.back().id = ++next_id;
     return true;
   }
-  Result<std::optional<WaitingDelivery>> advance(const OrderKey& key,
-                                                 const std::string& head) override {
+  Result<KeyAdvance> advance(const OrderKey& key, const std::string& head) override {
     ++advances;
     auto it = keys.find(key);
-    if (it == keys.end() || it->second.head != head) return std::optional<WaitingDelivery>{};
+    if (it == keys.end()) return KeyAdvance{};
+    if (it->second.head != head) return KeyAdvance{std::nullopt, it->second.head};
     std::erase_if(it->second.waiting,
                   [&head](const WaitingDelivery& w) { return w.delivery_key == head; });
     if (it->second.waiting.empty()) {
       keys.erase(it);
-      return std::optional<WaitingDelivery>{};
+      return KeyAdvance{};
     }
     it->second.head = it->second.waiting.front().delivery_key;
-    return std::optional<WaitingDelivery>{it->second.waiting.front()};
+    return KeyAdvance{it->second.waiting.front(), std::nullopt};
   }
   Result<void> released(int64_t id) override {
     for (auto& [key, k] : keys) {
@@ -435,8 +435,8 @@ TEST_F(KeyOrderTest, TheHeadItselfReadWithAnOldViewIsAttemptedNotSetToWait) {
   fail(d1);
   wait(d2);
   auto next = store.advance(k, d1.key);  // another worker: d1 succeeded there
-  ASSERT_TRUE(next && *next);
-  ASSERT_TRUE(store.released((*next)->id));
+  ASSERT_TRUE(next && next->next);
+  ASSERT_TRUE(store.released(next->next->id));
   ASSERT_TRUE(order.must_wait(d2)) << "the test needs this worker's view to be old";
   std::vector<std::pair<std::string, bool>> back;
   order.wait(job_of(d2), [&back](std::unique_ptr<Job> j, bool waiting) {
@@ -460,7 +460,7 @@ TEST_F(KeyOrderTest, AHeadMovedOnByAnotherWorkerIsAdoptedAtTheNextRefresh) {
   wait(d3);
   order.learned();
   auto next = store.advance(k, d1.key);
-  ASSERT_TRUE(next && *next);
+  ASSERT_TRUE(next && next->next);
   now += 1'000'000;
   order.poll(now);  // the refresh goes out
   order.poll(now);  // and its answer is merged
@@ -488,6 +488,27 @@ TEST_F(KeyOrderTest, AHoldLostToAnotherWorkersHeadAdoptsThatHead) {
   EXPECT_TRUE(order.must_wait(d1));
   EXPECT_TRUE(order.must_wait(d2));
   EXPECT_TRUE(order.learned());
+}
+
+// Another worker moved the key on (d1 finished there; d2 is its head now), unseen here: a copy of
+// d1 read here again is found done, and this worker's advance from d1 finds another head. The
+// key is still held, by d2: d3 must wait. The old worker took "no next" for "the key is free",
+// forgot the key, and sent d3 at once, beside d2, until its next refresh.
+TEST_F(KeyOrderTest, AnAdvanceThatFindsAnotherHeadKeepsTheKeyHeldByIt) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k"), d3 = ordered("e3", "k");
+  const OrderKey k{"acme", "a", "k"};
+  fail(d1);
+  wait(d2);
+  order.learned();
+  auto moved = store.advance(k, d1.key);  // elsewhere
+  ASSERT_TRUE(moved && moved->next);
+  resolve(d1);
+  EXPECT_EQ(order.held_keys(), 1u);
+  EXPECT_EQ(order.head_of(k), d2.key);
+  EXPECT_TRUE(order.must_wait(d3)) << "a delivery of the key was let go beside its head";
+  EXPECT_FALSE(order.must_wait(d2));
+  EXPECT_TRUE(order.learned());
+  EXPECT_TRUE(producer.sent.empty()) << "released d2 a second time";
 }
 
 }  // namespace

@@ -1323,9 +1323,9 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
   }
   std::string head_itself;  // a delivery Postgres has as its key's head (enqueue says so)
   std::string refused;      // a delivery Postgres refuses for good to set to wait
-  Result<std::optional<WaitingDelivery>> advance(const OrderKey&, const std::string&) override {
+  Result<KeyAdvance> advance(const OrderKey&, const std::string&) override {
     ++advances;
-    return std::optional<WaitingDelivery>{};
+    return KeyAdvance{};
   }
   Result<void> released(int64_t) override { return {}; }
   Result<std::vector<HeldKey>> held(int64_t) override { return held_keys; }
