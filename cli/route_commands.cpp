@@ -215,18 +215,23 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   if (!url) return report_error(io, "routes resume", url.error());
   auto done = resume_route(config, states, name, args.value_or("--source", ""), who);
   if (!done) return route_error(io, "routes resume", done.error());
-  // The parked deliveries, then those an earlier release marked and did not produce.
-  std::vector<std::string> keys = done->parked_keys;
+  // Those an earlier release marked and did not produce (parked before the ones still parked),
+  // then the parked deliveries.
+  ReplayOptions options = release_options(done->route, who, rate);
   auto unfinished = DeliveryQueries(*url).unfinished_route_replays(
-      done->route.source, done->route.name, unfinished_after_ms, kMaxUnfinishedTakenUp);
+      done->route.source, done->route.name, options.reason, unfinished_after_ms,
+      kMaxUnfinishedTakenUp);
   if (!unfinished) return report_error(io, "routes resume", unfinished.error());
-  std::set<std::string> listed(keys.begin(), keys.end());
+  std::vector<std::string> keys;
+  std::set<std::string> listed;
   for (const auto& u : *unfinished) {
     if (listed.insert(u.key).second) keys.push_back(u.key);
   }
+  for (const auto& k : done->parked_keys) {
+    if (listed.insert(k).second) keys.push_back(k);
+  }
   ReplaySummary summary;
   if (!keys.empty()) {
-    ReplayOptions options = release_options(done->route, who, rate);
     options.ordered_route = [&config](const std::string& source, const std::string& route) {
       return route_is_ordered(config, source, route);
     };

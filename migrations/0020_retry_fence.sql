@@ -9,7 +9,7 @@
 -- messages after it are read again, among them failures whose next retry was already published.
 --
 -- Raised by the worker once Kafka acknowledged a retry it published (to that retry's hr-attempt),
--- and by every claim (to its copy's hr-attempt: that copy is in Kafka). A copy whose retry was not
+-- and by every claim that takes the delivery (to its copy's hr-attempt: that copy is in Kafka). A copy whose retry was not
 -- acknowledged (its worker stopped before) raised nothing, so it is attempted again when read
 -- again, as before: no delivery depends on a fence write.
 --

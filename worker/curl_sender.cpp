@@ -82,6 +82,19 @@ constexpr std::size_t kExcerptBytes = 256;
 // would retry a call the receiver had taken).
 constexpr std::size_t kMaxSuccessBodyBytes = 1 << 20;
 
+// The result of a call whose final header said 2xx and whose body was not read to its end
+// (`why`): the receiver took the call.
+HttpResult answered_result(CurlSender::Transfer& t, const std::string& why) {
+  long status = 0;
+  curl_easy_getinfo(t.easy.get(), CURLINFO_RESPONSE_CODE, &status);
+  HttpResult r;
+  r.status = static_cast<int>(status);
+  r.retry_after = t.retry_after;
+  r.message =
+      "answered " + std::to_string(status) + "; its body was not read to its end (" + why + ")";
+  return r;
+}
+
 HttpResult shutting_down_result() {
   HttpResult r;
   r.error = TransportError::kOther;
@@ -466,13 +479,7 @@ void CurlSender::run(Loop& self) {
       r.message = "destination address refused by the SSRF guard (" + t->blocked_reason + ")";
     } else if (code != CURLE_OK && t->answered_2xx) {
       // Taken: the body broke off, timed out or ran past kMaxSuccessBodyBytes after a 2xx header.
-      long status = 0;
-      curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
-      r.status = static_cast<int>(status);
-      r.retry_after = t->retry_after;
-      r.message = std::string("answered ") + std::to_string(status) +
-                  "; its body was not read to its end (" +
-                  (t->body_cut ? "longer than 1 MiB" : curl_easy_strerror(code)) + ")";
+      r = answered_result(*t, t->body_cut ? "longer than 1 MiB" : curl_easy_strerror(code));
     } else {
       r.error = transport_error(code);
       if (r.error == TransportError::kNone) {
@@ -576,7 +583,10 @@ void CurlSender::run(Loop& self) {
       // message's offset is not stored, so it is replayed later).
       for (auto& [key, t] : active) {
         curl_multi_remove_handle(loops[t->shard].multi, t->easy.get());
-        finish(std::move(t), shutting_down_result());
+        // A call answered 2xx whose body is still coming was taken all the same.
+        HttpResult r =
+            t->answered_2xx ? answered_result(*t, "worker shutting down") : shutting_down_result();
+        finish(std::move(t), std::move(r));
       }
       active.clear();
       std::lock_guard lock(self.mu);

@@ -146,11 +146,11 @@ class DeliveryStore {
                                const std::string& worker_id) = 0;
 
   // Raises each delivery's fence to its copy's attempts_made (never lowers it), unless the
-  // delivery is finished, or an operator replayed or resent it since about the attempt's start
-  // (a late fence would hold back the replay's copy, which counts anew): a copy with fewer
-  // attempts is claimed as kSuperseded from then on. Called once Kafka acknowledged the copy. A
-  // fence that is never raised (a failed round trip, a worker stopped first) only leaves older
-  // copies claimable, as they were without it.
+  // delivery is finished, or its last recorded attempt is not the one at attempt_started_ms (the
+  // delivery went on since; replayed, its replay's copy counts anew and must not be held back):
+  // a copy with fewer attempts is claimed as kSuperseded from then on. Called once Kafka
+  // acknowledged the copy. A fence that is never raised (a failed round trip, a worker stopped
+  // first) only leaves older copies claimable, as they were without it.
   virtual Result<void> fence(const std::vector<CopyFence>& fences) = 0;
 };
 

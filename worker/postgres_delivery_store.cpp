@@ -353,20 +353,18 @@ WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
 )SQL";
 
 // Fence: a delivery's newest copy in Kafka (migrations/0020), raised only, and not on a finished
-// delivery (a resend's claim counts anew from its own copy). Nor once an operator replayed or
-// resent the delivery after its attempt started (its message acknowledged since, this fence
-// arrives late): the replay's copy counts anew and must not be held back. The attempt's start is
-// the worker's clock and replayed_at the database's: 5 minutes of skew are allowed for, and a
-// fence not raised only leaves older copies claimable.
+// delivery (a resend's claim counts anew from its own copy). Nor on a row whose last attempt is
+// not the one this retry follows: a fence that arrives late, after the retry was taken up
+// elsewhere (its claim raised the fence itself) and the delivery went on, perhaps to die or be
+// parked and be replayed or released (which start a new count: the replay's copy must not be
+// held back). Every such turn records an attempt, which moves last_attempt_at.
 constexpr const char* kFenceSql = R"SQL(
 UPDATE delivery_rows d SET retry_fence = r.attempts
 FROM unnest($1::text[], $2::int[], $3::bigint[]) AS r(key, attempts, started_ms)
 WHERE )SQL" HR_KEY_IS("d.delivery_key", "r.key") R"SQL(
   AND d.state NOT IN ('succeeded', 'dead')
   AND (d.retry_fence IS NULL OR d.retry_fence < r.attempts)
-  AND NOT EXISTS (SELECT 1 FROM dlq_replays p
-                  WHERE p.delivery_key = r.key
-                    AND p.replayed_at > to_timestamp(r.started_ms / 1000.0) - interval '5 minutes')
+  AND d.last_attempt_at = to_timestamp(r.started_ms / 1000.0)
 )SQL";
 
 // Runs one record statement; the keys it recorded 'retrying' instead of 'parked' join `unparked`.

@@ -151,6 +151,10 @@ void Worker::step() {
   intake_.resume_due(now);
   if (!intake_.poll(now, events_waiting()))
     drain_events(now, true);  // backlog full: wait for results
+  // The fences of retries acknowledged this step go ahead of its claims on the claim lane: a
+  // stale copy read in this very step is judged by them.
+  store_.fence(std::move(copy_fences_));
+  copy_fences_.clear();
   store_.flush_claims(d_.now_ms());
   park_queued(now);
   dispatcher_.dispatch(d_.now_ms(), [this](std::unique_ptr<Job> j) {
@@ -460,8 +464,6 @@ void Worker::requeue_unsent(std::unique_ptr<Job> job) {
 // leased elsewhere and bounced again. One round trip for the step's bounces, on the claim lane,
 // ahead of any later claim of the same keys.
 void Worker::release_bounced_leases() {
-  store_.fence(std::move(copy_fences_));
-  copy_fences_.clear();
   if (bounced_leases_.empty()) return;
   store_.release(std::move(bounced_leases_));
   bounced_leases_.clear();

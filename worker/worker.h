@@ -116,7 +116,7 @@ class Worker {
   void defer_for_circuit(std::unique_ptr<Job> job);
   void requeue_unsent(std::unique_ptr<Job> job);
   void send_back_unsent(std::unique_ptr<Job> job, std::function<void(std::unique_ptr<Job>)> then);
-  void release_bounced_leases();  // and raises the fences of produced retries
+  void release_bounced_leases();
   // The job's turn is over; `done` false: the delivery is not (it waits behind its key's head).
   void finish(std::unique_ptr<Job> job, bool done = true);
   // Route lifecycle: a delivery of a suspended route is parked (recorded 'parked', then

@@ -287,7 +287,7 @@ namespace {
 constexpr const char* kUnfinishedReplaySql =
     "SELECT r.delivery_key, r.replayed_by, " HR_MS("r.replayed_at") ","
     " (extract(epoch from now() - r.replayed_at) * 1000)::bigint"
-    " FROM (SELECT DISTINCT ON (delivery_key) delivery_key, replayed_by, replayed_at"
+    " FROM (SELECT DISTINCT ON (delivery_key) delivery_key, replayed_by, replayed_at, reason"
     "       FROM dlq_replays WHERE %s ORDER BY delivery_key, id DESC) r"
     " JOIN deliveries d ON " HR_KEY_IS("d.delivery_key", "r.delivery_key")
     " WHERE d.state = 'retrying' AND d.lease_owner IS NULL"
@@ -350,14 +350,15 @@ Result<std::vector<UnfinishedReplay>> DeliveryQueries::unfinished_replays(int64_
 }
 
 Result<std::vector<UnfinishedReplay>> DeliveryQueries::unfinished_route_replays(
-    const std::string& source, const std::string& route, int64_t min_age_ms, int limit) {
+    const std::string& source, const std::string& route, const std::string& reason,
+    int64_t min_age_ms, int limit) {
   return pg_.run("unfinished_route_replays", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(unfinished_sql("true") +
-                                   " AND d.source = $3 AND d.destination = $4"
+                                   " AND d.source = $3 AND d.destination = $4 AND r.reason = $5"
                                    " AND r.replayed_at <= now() - $1 * interval '1 millisecond'"
                                    " ORDER BY r.replayed_at LIMIT $2",
-                               min_age_ms, limit, source, route);
+                               min_age_ms, limit, source, route, reason);
     std::vector<UnfinishedReplay> out;
     for (const auto& r : rows) out.push_back(unfinished_from_row(r));
     return out;

@@ -192,10 +192,12 @@ class DeliveryQueries {
                              const std::string& reason);
   // Unfinished replays marked at least `min_age_ms` ago, oldest first, at most `limit`.
   Result<std::vector<UnfinishedReplay>> unfinished_replays(int64_t min_age_ms, int limit);
-  // The same, of the deliveries of one route (`source`/`route`): a release of its parked
-  // deliveries that ended between marking a key and its message's acknowledgement.
+  // The same, of one route's deliveries (`source`/`route`) marked with `reason` (a release of
+  // its parked deliveries, ReplayOptions::reason) that ended between marking a key and its
+  // message's acknowledgement.
   Result<std::vector<UnfinishedReplay>> unfinished_route_replays(const std::string& source,
                                                                  const std::string& route,
+                                                                 const std::string& reason,
                                                                  int64_t min_age_ms, int limit);
 
   // Newest first; "bad_filter" names a bad field.

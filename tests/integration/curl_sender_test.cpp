@@ -390,6 +390,22 @@ TEST(CurlSenderTest, A2xxBodyLongerThanTheSenderReadsEndsTheCallAtOnce) {
   EXPECT_NE(r.message.find("longer than 1 MiB"), std::string::npos) << r.message;
 }
 
+// A worker stopping with such a call still reading its body: the call was taken, and is not
+// given up as unanswered (its message would be delivered again).
+TEST(CurlSenderTest, A2xxStillReadingItsBodyAtAStopIsASuccess) {
+  StreamingReceiver rx("HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n", "x", 20ms);
+  Results results;
+  {
+    CurlSender sender(SsrfGuard(true, {}));
+    sender.send(post(rx.url(), 1, 20000), results.sink(1));
+    std::this_thread::sleep_for(500ms);
+  }  // stopped
+  ASSERT_TRUE(results.wait_for(1, 10s));
+  const HttpResult r = results.take().at(1);
+  EXPECT_EQ(r.error, TransportError::kNone) << r.message;
+  EXPECT_EQ(r.status, 200);
+}
+
 // Any other answer is judged by its end: a 503 whose body never ends is a timeout.
 TEST(CurlSenderTest, ANon2xxWhoseBodyNeverEndsTimesOut) {
   StreamingReceiver rx("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000000000\r\n\r\n",

@@ -117,6 +117,13 @@ class DeliveryStoreTest : public testing::MigratedDatabaseTest {
                     " FROM route_states WHERE source = 'github' AND route = '" +
                     route + "'"));
   }
+  // When the delivery's last recorded attempt started, in ms (what a fence of it names).
+  int64_t last_attempt_ms(const std::string& key) {
+    return std::stoll(
+        db_->scalar("SELECT (extract(epoch from last_attempt_at) * 1000)::bigint FROM deliveries"
+                    " WHERE delivery_key = '" +
+                    key + "'"));
+  }
   std::string outcome_counts(const std::string& key) {
     return db_->scalar(
         "SELECT string_agg(outcome || '=' || n, ',' ORDER BY outcome) FROM (SELECT outcome, "
@@ -308,7 +315,7 @@ TEST_F(DeliveryStoreTest, ACopyOlderThanTheDeliverysFenceIsSuperseded) {
   DeliveryRef first = delivery("k");
   EXPECT_EQ(claim({first}, "B"), (std::vector<S>{S::kClaimed})) << "no retry is known yet";
   record({attempt("k", 2, "retryable", "retrying", 503, "busy")}, "B");
-  ASSERT_TRUE(store_->fence({{"k", 2}}));
+  ASSERT_TRUE(store_->fence({{"k", 2, last_attempt_ms("k")}}));
   EXPECT_EQ(db_->scalar("SELECT retry_fence FROM deliveries"), "2");
   EXPECT_EQ(claim({first}, "C"), (std::vector<S>{S::kSuperseded}));
   DeliveryRef second = delivery("k");
@@ -353,8 +360,10 @@ TEST_F(DeliveryStoreTest, AFenceNeverFallsAndIsNotSetOnAFinishedDelivery) {
   record({attempt("k", 1, "retryable", "retrying", 503, "busy"),
           attempt("done", 1, "succeeded", "succeeded", 200)},
          "A");
-  ASSERT_TRUE(store_->fence({{"k", 3}, {"k", 2}, {"done", 1}}));
-  ASSERT_TRUE(store_->fence({{"k", 1}}));
+  const int64_t k_at = last_attempt_ms("k");
+  ASSERT_TRUE(
+      store_->fence({{"k", 3, k_at}, {"k", 2, k_at}, {"done", 1, last_attempt_ms("done")}}));
+  ASSERT_TRUE(store_->fence({{"k", 1, k_at}}));
   EXPECT_EQ(db_->scalar("SELECT coalesce(retry_fence::text, '-') FROM deliveries"
                         " WHERE delivery_key = 'done'"),
             "-");
@@ -384,23 +393,29 @@ TEST_F(DeliveryStoreTest, ARowLeavingDeadOrParkedForRetryingLosesItsFence) {
             (std::vector<S>{S::kClaimed, S::kClaimed, S::kSuperseded}));
 }
 
-// A fence that arrives after an operator replayed the delivery (the retry's acknowledgement,
-// then a death and a replay elsewhere, before this worker's round trip) is not raised: it would
-// hold back the replay's copy, which counts from 0.
-TEST_F(DeliveryStoreTest, AFenceArrivingAfterAReplayIsNotRaised) {
+// A fence that arrives late: the retry it follows was taken up elsewhere meanwhile, died, and an
+// operator replayed the delivery. Raised, it would hold back the replay's copy, which counts from
+// 0. The delivery's last attempt is no longer the one the fence follows: it is not raised. A
+// fence of the delivery's last attempt is.
+TEST_F(DeliveryStoreTest, AFenceArrivingAfterTheDeliveryWentOnIsNotRaised) {
   claim({delivery("k"), delivery("other")}, "A");
-  const int64_t started = unix_now_ms();
+  const int64_t started = unix_now_ms() - 1000;
   AttemptRecord failed = attempt("k", 1, "retryable", "retrying", 503, "busy");
   failed.started_ms = started;
-  record({failed, attempt("other", 1, "retryable", "retrying", 503, "busy")}, "A");
-  db_->scalar(
-      "INSERT INTO dlq_replays (delivery_key, replayed_by) VALUES ('k', 'op')"
-      " RETURNING 1");
+  AttemptRecord other = attempt("other", 1, "retryable", "retrying", 503, "busy");
+  other.started_ms = started;
+  record({failed, other}, "A");
+  DeliveryRef retry = delivery("k");
+  retry.attempts_made = 1;
+  ASSERT_EQ(claim({retry}, "B"), (std::vector<S>{S::kClaimed}));
+  record({attempt("k", 2, "permanent", "dead", 410, "gone")}, "B");
+  db_->scalar("UPDATE deliveries SET state = 'retrying' WHERE delivery_key = 'k' RETURNING 1");
   ASSERT_TRUE(store_->fence({{"k", 1, started}, {"other", 1, started}}));
   EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key || '=' || coalesce(retry_fence::text, "
                         "'-'), ',' ORDER BY delivery_key) FROM deliveries"),
             "k=-,other=1");
-  EXPECT_EQ(claim({delivery("k")}, "B"), (std::vector<S>{S::kClaimed}));
+  EXPECT_EQ(claim({delivery("k")}, "C"), (std::vector<S>{S::kClaimed}))
+      << "the replay's copy was held back";
 }
 
 // An operator's resend of a succeeded delivery counts its attempts anew, from its own copy.

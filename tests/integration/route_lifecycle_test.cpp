@@ -391,7 +391,8 @@ TEST_F(RouteLifecycleTest, ARerunResumeReleasesADeliveryAKilledReleaseMarkedAndD
   stack_->scalar(
       "WITH m AS (UPDATE deliveries SET state = 'retrying' WHERE delivery_key = "
       "'wh:acme:evt-1:a' RETURNING 1) INSERT INTO dlq_replays (delivery_key, replayed_by, "
-      "replayed_at, reason) SELECT 'wh:acme:evt-1:a', 'op', now(), 'route resumed' "
+      "replayed_at, reason) SELECT 'wh:acme:evt-1:a', 'op', now(), 'release of route acme/a "
+      "(resumed)' "
       "FROM m RETURNING 1");
   std::this_thread::sleep_for(1500ms);  // past --unfinished-after
 

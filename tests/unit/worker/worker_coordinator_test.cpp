@@ -674,6 +674,21 @@ TEST_F(WorkerCoordinator, ACopyReadAgainAfterItsRetryWasPublishedIsNotAttemptedA
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
 }
 
+// The same copy read in the very step the retry's acknowledgement is taken: the fence goes to
+// the claim lane ahead of that step's claims (it went after them, and the copy was attempted).
+TEST_F(WorkerCoordinator, ACopyReadInTheStepItsRetryIsAcknowledgedIsNotAttemptedAgain) {
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  for (int i = 0; i < 20 && producer.sent.empty(); ++i) worker->step();
+  ASSERT_EQ(producer.sent.size(), 1u);
+  ASSERT_TRUE(store.fenced.empty()) << "the acknowledgement is taken in the next step";
+  webhook(1, "e1");  // read again, taken in that step
+  steps();
+  EXPECT_EQ(sender.calls.size(), 1u) << "the stale copy was attempted ahead of its retry";
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_idempotent_skips_total", "reason", "superseded"),
+            1);
+}
+
 TEST_F(WorkerCoordinator, PermanentFailureIsDeadLettered) {
   sender.script = {status(400)};
   webhook(0, "e1");
