@@ -37,18 +37,21 @@ int run_admin(int argc, char** argv) {
     std::fprintf(stderr, "hookrelay-admin: config error: %s\n", listen.error().message.c_str());
     return 2;
   }
-  if (initial.postgres.url.empty()) {
-    std::fprintf(
-        stderr,
-        "hookrelay-admin: config error: postgres.url: is required (or HOOKRELAY_DATABASE_URL)\n");
+  if (auto checked = admin::check_admin_config(initial); !checked) {
+    std::fprintf(stderr, "hookrelay-admin: config error: %s\n", checked.error().message.c_str());
     return 2;
   }
   if (initial.admin.tokens.empty())
     spdlog::warn("msg=admin_without_tokens every /v1 request is refused with 401");
-  (void)check_schema_version(initial.postgres.url);
+  // Every connection of the process (requests, the replay runner and its heartbeat) uses the
+  // start-up postgres.url and admin.statement_timeout_ms, with client-side limits: a reload
+  // changing either is applied at the next restart (its log line names them), never half-way.
+  const std::string db_url = admin::admin_db_url(initial);
+  (void)check_schema_version(db_url);
 
   auto registry = std::make_shared<prometheus::Registry>();
   ConfigReloader reloader("hookrelay-admin", start.config_path, initial, *registry);
+  reloader.set_check(admin::check_admin_config);
   auto producer =
       KafkaProducer::create(initial.kafka, "hookrelay-admin-" + std::to_string(getpid()));
   if (!producer) {
@@ -60,9 +63,12 @@ int run_admin(int argc, char** argv) {
   admin::ReplayRunnerOptions runner_options;
   runner_options.runner_id = std::string(host) + "/" + std::to_string(getpid()) + "/" +
                              std::to_string(std::random_device{}());
-  // The runner reads the config it started with: its Kafka and Postgres settings need a restart.
-  admin::ReplayRunner runner(initial, **producer, *registry, runner_options);
-  admin::AdminService service([&reloader] { return reloader.current(); }, registry,
+  // The runner's Kafka and Postgres settings are the start-up ones (they need a restart); which
+  // routes are ordered it reads from the current config, key by key (a reload applies at once).
+  admin::ReplayRunner runner(
+      initial, db_url, [&reloader] { return reloader.current(); }, **producer, *registry,
+      runner_options);
+  admin::AdminService service([&reloader] { return reloader.current(); }, db_url, registry,
                               [&runner] { runner.notify(); });
 
   HttpServerOptions http;

@@ -46,6 +46,18 @@ constexpr const char* kNotText = "must be UTF-8 text without NUL bytes";
 // The latest first-seen time a cursor may hold: the end of 9999, as in RFC 3339 (since, until).
 constexpr int64_t kMaxCursorUs = 253402300799999999;
 
+// The reason of an nlohmann parse error ("...: syntax error while parsing value - invalid string:
+// missing closing quote; last read: '...'"): the words between " - " and the first ';', which the
+// parser takes from a fixed list; never the text it read.
+std::string json_error_reason(std::string_view what) {
+  const auto dash = what.find(" - ");
+  if (dash == std::string_view::npos) return "syntax error";
+  std::string_view reason = what.substr(dash + 3);
+  reason = reason.substr(0, reason.find(';'));
+  if (reason.empty()) return "syntax error";
+  return std::string(utf8_prefix(reason, 80));
+}
+
 }  // namespace
 
 Result<std::string> percent_decode(std::string_view text, bool plus_is_space) {
@@ -303,8 +315,13 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::exception& e) {
-    return fail("bad_json", std::string("body is not valid JSON: ") + e.what());
+  } catch (const nlohmann::json::parse_error& e) {
+    // The parser's reason and where, but not the rest of its message: that quotes the whole
+    // token it last read, which may be most of the body (an unterminated string of 16 MiB).
+    return fail("bad_json", "body is not valid JSON: " + json_error_reason(e.what()) + " at byte " +
+                                std::to_string(e.byte));
+  } catch (const nlohmann::json::exception&) {
+    return fail("bad_json", "body is not valid JSON");
   }
   const auto bad = [](const std::string& field, const std::string& what) {
     return fail("bad_request", field + ": " + what);
@@ -367,7 +384,7 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
       if (r.reason.size() > 512) return bad("reason", "must be at most 512 bytes");
       if (!is_postgres_text(r.reason)) return bad("reason", kNotText);
     } else {
-      return bad(name.substr(0, 64),
+      return bad(std::string(utf8_prefix(name, 64)),
                  "unknown field (expected keys, filter, dry_run, rate, reason)");
     }
   }

@@ -185,10 +185,25 @@ HttpResponse route_error(const Error& e) {
 
 }  // namespace
 
+std::string admin_db_url(const Config& config) {
+  return with_service_limits(config.postgres.url, config.admin.statement_timeout_ms);
+}
+
+std::string admin_token_name(const std::string& token_sha256) {
+  return "admin-token-" + hex_encode(token_sha256.substr(0, 4));
+}
+
+Result<void> check_admin_config(const Config& config) {
+  if (config.postgres.url.empty())
+    return fail("config", "postgres.url: is required (or HOOKRELAY_DATABASE_URL)");
+  return {};
+}
+
 AdminService::AdminService(std::function<std::shared_ptr<const Config>()> config,
-                           std::shared_ptr<prometheus::Registry> registry,
+                           std::string db_url, std::shared_ptr<prometheus::Registry> registry,
                            std::function<void()> on_replay)
     : config_(std::move(config)),
+      db_url_(std::move(db_url)),
       registry_(std::move(registry)),
       on_replay_(std::move(on_replay)),
       requests_(prometheus::BuildCounter()
@@ -212,7 +227,7 @@ AdminService::AdminService(std::function<std::shared_ptr<const Config>()> config
 
 AdminService::~AdminService() = default;
 
-std::unique_ptr<AdminService::Connections> AdminService::take_connections(const Config& config) {
+std::unique_ptr<AdminService::Connections> AdminService::take_connections() {
   {
     std::lock_guard lock(pool_mu_);
     if (!pool_.empty()) {
@@ -221,13 +236,11 @@ std::unique_ptr<AdminService::Connections> AdminService::take_connections(const 
       return c;
     }
   }
-  // Each statement of a request is bounded, so a filter that walks a large table cannot hold an
-  // HTTP thread (and its connection) for longer than the setting.
-  const int timeout = config.admin.statement_timeout_ms;
-  return std::make_unique<Connections>(
-      timeout > 0
-          ? with_session_setting(config.postgres.url, "statement_timeout", std::to_string(timeout))
-          : config.postgres.url);
+  // The start-up URL with its limits (admin_db_url): each statement of a request is bounded, so a
+  // filter that walks a large table cannot hold an HTTP thread (and its connection) for longer
+  // than admin.statement_timeout_ms, and a silent database host no longer than the connect and
+  // TCP timeouts.
+  return std::make_unique<Connections>(db_url_);
 }
 
 void AdminService::give_back(std::unique_ptr<Connections> c) {
@@ -244,12 +257,11 @@ std::string AdminService::unauthorized(const HttpRequest& request, const Config&
   // Digests compared, so neither the content nor the length of a token shows in the timing.
   const std::string given = sha256(auth->substr(7));
   bool ok = false;
-  for (std::size_t i = 0; i < config.admin.tokens.size(); ++i) {
-    if (constant_time_equal(given, sha256(config.admin.tokens[i]))) {  // no early exit
-      ok = true;
-      who = "admin-token-" + std::to_string(i);
-    }
+  for (const auto& token : config.admin.tokens) {
+    if (constant_time_equal(given, sha256(token))) ok = true;  // no early exit
   }
+  // Named by its digest, not its place in admin.tokens: the same caller after any reload.
+  if (ok) who = admin_token_name(given);
   return ok ? "" : "bearer token is not valid";
 }
 
@@ -399,7 +411,7 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
     if (media != "application/json") {
       return json_error(415, "unsupported_media_type",
                         "Content-Type must be application/json, got '" +
-                            (type ? std::string(type->substr(0, 100)) : std::string("(none)")) +
+                            (type ? std::string(utf8_prefix(*type, 100)) : std::string("(none)")) +
                             "'");
     }
     auto key = parse_idempotency_key(request.header("Idempotency-Key"));
@@ -462,15 +474,20 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       }
       auto done = resume_route(*config, c.routes, name, q.source, who);
       if (!done) return route_error(done.error());
-      if (done->parked_keys.empty()) {
+      // The release runs as a replay of the route's parked deliveries, in arrival order
+      // (ReplayRunner); its items are what parked_deliveries holds now (create_release), not
+      // the list resume_route read.
+      std::optional<ReplayProgress> created;
+      if (!done->parked_keys.empty()) {
+        auto stored = c.jobs.create_release(done->route.source, done->route.name, who, q.rate);
+        if (!stored) return from_error(stored.error());
+        created = std::move(*stored);
+      }
+      if (!created) {
         return ok(200, {{"route", route_view_json(done->route)},
                         {"changed", done->changed},
                         {"release", nullptr}});
       }
-      // The release runs as a replay of the parked keys, in arrival order (ReplayRunner).
-      auto created = c.jobs.create_release(done->route.source, done->route.name, done->parked_keys,
-                                           who, q.rate);
-      if (!created) return from_error(created.error());
       if (on_replay_) on_replay_();
       auto r = ok(202, {{"route", route_view_json(done->route)},
                         {"changed", done->changed},
@@ -494,7 +511,7 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
   } else {
     return json_error(404, "not_found", "no such path; see /openapi.yaml");
   }
-  auto conn = take_connections(*config);
+  auto conn = take_connections();
   HttpResponse r = run(*conn);
   give_back(std::move(conn));
   return r;

@@ -19,6 +19,9 @@
 // bad input is a 4xx, never a 5xx (a 503 means the database is unreachable).
 //
 // Handlers block on Postgres: each HTTP thread takes a connection of its own from a small pool.
+// Every connection is opened with the URL the process started with (`db_url`, with its client-side
+// limits: shared/store/pg_connection.h, with_service_limits): a reload that changes postgres.url
+// or admin.statement_timeout_ms takes effect at the next restart only, for every connection.
 //
 // Thread-safety: handle() runs concurrently on every HTTP thread.
 #pragma once
@@ -36,14 +39,35 @@
 #include "shared/config/config.h"
 #include "shared/http/http_types.h"
 #include "shared/metrics.h"
+#include "shared/result.h"
 
 namespace hookrelay::admin {
 
+// The URL every Postgres connection of the admin process uses (requests, the replay runner and
+// its lease heartbeat): postgres.url with the client-side limits of a long-running service
+// (connect timeout, TCP keepalives and user timeout) and admin.statement_timeout_ms on each
+// statement, so a database host that goes silent never holds an HTTP thread or the runner for
+// longer than those bounds.
+std::string admin_db_url(const Config& config);
+
+// How the admin names a caller in audit trails (requested_by, suspended_by "operator:<name>")
+// and in its Idempotency-Key identity: "admin-token-" and the first 8 hex digits of the SHA-256
+// of the token. Stable while the token is configured, wherever it stands in admin.tokens (a
+// reload that adds or reorders tokens changes no caller's name), and no secret: a digest prefix.
+// `token_sha256` is the raw digest.
+std::string admin_token_name(const std::string& token_sha256);
+
+// The admin's own checks of a config, at start and on every reload (ConfigReloader::set_check):
+// postgres.url is required (a reload without one is refused; a changed one is applied at the
+// next restart, as the reload's restart_required_for names).
+Result<void> check_admin_config(const Config& config);
+
 class AdminService {
  public:
-  // `config` returns the current configuration (it may be replaced by a reload); `on_replay`
-  // is called after a replay was stored, to wake the runner.
-  AdminService(std::function<std::shared_ptr<const Config>()> config,
+  // `config` returns the current configuration (it may be replaced by a reload); `db_url` is the
+  // connection URL of every request (admin_db_url of the start-up config); `on_replay` is called
+  // after a replay was stored, to wake the runner.
+  AdminService(std::function<std::shared_ptr<const Config>()> config, std::string db_url,
                std::shared_ptr<prometheus::Registry> registry, std::function<void()> on_replay);
   ~AdminService();
 
@@ -57,13 +81,15 @@ class AdminService {
   HttpResponse route(const HttpRequest& request, std::string_view& endpoint);
   HttpResponse v1(const HttpRequest& request, std::string_view path, std::string_view query,
                   std::string_view& endpoint);
-  std::unique_ptr<Connections> take_connections(const Config& config);
+  std::unique_ptr<Connections> take_connections();
   void give_back(std::unique_ptr<Connections> c);
-  // Empty when allowed; else the reason, and `who` names the token ("admin-token-<i>").
+  // Empty when allowed; else the reason, and `who` names the token (admin_token_name: the same
+  // for a token wherever it stands in admin.tokens).
   std::string unauthorized(const HttpRequest& request, const Config& config,
                            std::string& who) const;
 
   std::function<std::shared_ptr<const Config>()> config_;
+  const std::string db_url_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::function<void()> on_replay_;
   prometheus::Family<prometheus::Counter>& requests_;

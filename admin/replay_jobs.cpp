@@ -3,9 +3,11 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "shared/json_writer.h"
 #include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
 #include "shared/store/pg_array.h"
+#include "shared/utf8.h"
 
 namespace hookrelay::admin {
 namespace {
@@ -69,6 +71,26 @@ void insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& ke
       " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
       " ON CONFLICT DO NOTHING",
       id, std::move(array).take(), intent == Intent::kResend);
+}
+
+// An item's detail as text PostgreSQL stores (replay_items.detail): cut to
+// kMaxItemDetailBytes without splitting a UTF-8 character (a byte cut made the UPDATE fail,
+// 22021, and the replay stop at that item), and with each NUL or byte of invalid UTF-8 as '?'.
+std::string storable_detail(const std::string& detail) {
+  const std::string_view cut = utf8_prefix(detail, ReplayJobs::kMaxItemDetailBytes);
+  std::string out;
+  out.reserve(cut.size());
+  for (std::size_t i = 0; i < cut.size();) {
+    const std::size_t n = cut[i] == '\0' ? 0 : utf8_sequence_length(cut, i);
+    if (n == 0) {
+      out += '?';
+      ++i;
+    } else {
+      out.append(cut.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -166,31 +188,39 @@ Result<CreatedReplay> ReplayJobs::create(const ReplayRequest& req, const std::st
   return CreatedReplay{std::move(*progress), existing};
 }
 
-Result<ReplayProgress> ReplayJobs::create_release(const std::string& source,
-                                                  const std::string& route,
-                                                  const std::vector<std::string>& keys,
-                                                  const std::string& who, double rate) {
-  auto created = pg_.run("create release", [&](pqxx::connection& c) -> Result<int64_t> {
+Result<std::optional<ReplayProgress>> ReplayJobs::create_release(const std::string& source,
+                                                                 const std::string& route,
+                                                                 const std::string& who,
+                                                                 double rate) {
+  auto created = pg_.run("create release", [&](pqxx::connection& c) -> std::optional<int64_t> {
     pqxx::work tx(c);
-    const std::string request = nlohmann::json{
-        {"release", {{"source", source}, {"route", route}}},
-        {"rate", rate},
-        {"reason",
-         "release of route " + source + "/" + route +
-             " (resumed)"}}.dump();
-    auto row = tx.exec_params1(
-        "INSERT INTO replays (request, requested_by, dry_run, rate, from_state, state, finished_at)"
-        " VALUES ($1::jsonb, $2, false, $3, 'parked', CASE WHEN $4 THEN 'finished' ELSE 'running' "
-        "END,"
-        "         CASE WHEN $4 THEN now() END) RETURNING id",
-        request, who, rate, keys.empty());
-    const auto id = row[0].as<int64_t>();
-    insert_items(tx, id, keys, Intent::kReplay);
+    const std::string request = json_text(
+        nlohmann::json{{"release", {{"source", source}, {"route", route}}},
+                       {"rate", rate},
+                       {"reason", "release of route " + source + "/" + route + " (resumed)"}});
+    const auto id = tx.exec_params1(
+                          "INSERT INTO replays (request, requested_by, dry_run, rate, from_state,"
+                          "   state) VALUES ($1::jsonb, $2, false, $3, 'parked', 'running')"
+                          " RETURNING id",
+                          request, who, rate)[0]
+                        .as<int64_t>();
+    // The items straight from parked_deliveries, in arrival order (its route index): however
+    // many the route parked, no list of them passes through this process or a statement.
+    const auto items = tx.exec_params(
+        "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
+        " SELECT $1, delivery_key,"
+        "        row_number() OVER (ORDER BY first_seen_at, delivery_key), false"
+        " FROM parked_deliveries WHERE source = $2 AND destination = $3",
+        id, source, route);
+    if (items.affected_rows() == 0) return std::nullopt;  // nothing parked: nothing stored
     tx.commit();
     return id;
   });
   if (!created) return Unexpected{created.error()};
-  return get(*created);
+  if (!*created) return std::optional<ReplayProgress>{};
+  auto progress = get(**created);
+  if (!progress) return Unexpected{progress.error()};
+  return std::optional<ReplayProgress>{std::move(*progress)};
 }
 
 Result<ReplayProgress> ReplayJobs::get(int64_t id) {
@@ -227,17 +257,21 @@ Result<ReplayProgress> ReplayJobs::get(int64_t id) {
 }
 
 Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& runner,
-                                                            int lease_seconds) {
+                                                            int lease_seconds,
+                                                            const std::vector<int64_t>& skip) {
+  PgArrayLiteral skipped;
+  for (const auto id : skip) skipped.add(id);
   return pg_.run("claim replay", [&](pqxx::connection& c) -> std::optional<ClaimedReplay> {
     pqxx::nontransaction tx(c);
     auto rows = tx.exec_params(
         "UPDATE replays SET runner = $1, runner_until = now() + make_interval(secs => $2)"
         " WHERE id = (SELECT id FROM replays WHERE state = 'running'"
         "             AND (runner_until IS NULL OR runner_until < now() OR runner = $1)"
+        "             AND id <> ALL($3::bigint[])"
         "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
         " RETURNING id, dry_run, rate, requested_by, coalesce(request->>'reason', ''),"
         "           coalesce(request->'filter'->>'state', ''), from_state",
-        runner, lease_seconds);
+        runner, lease_seconds, std::move(skipped).take());
     if (rows.empty()) return std::nullopt;
     const auto& r = rows[0];
     ClaimedReplay out;
@@ -265,6 +299,16 @@ Result<bool> ReplayJobs::renew(int64_t id, const std::string& runner, int lease_
   });
 }
 
+Result<void> ReplayJobs::release(int64_t id, const std::string& runner) {
+  return pg_.run("release replay", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx(c);
+    tx.exec_params(
+        "UPDATE replays SET runner_until = NULL WHERE id = $1 AND runner = $2 AND state = "
+        "'running'",
+        id, runner);
+  });
+}
+
 Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int limit) {
   return pg_.run("replay items", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
@@ -289,7 +333,7 @@ Result<bool> ReplayJobs::finish_item(int64_t id, const std::string& key, const s
                   " WHERE replay_id = $1 AND delivery_key = $2"
                   " AND EXISTS (SELECT 1 FROM replays WHERE id = $1 AND runner = $5)"
                   " RETURNING 1",
-                  id, key, status, detail.substr(0, 1000), runner)
+                  id, key, status, storable_detail(detail), runner)
                 .empty();
   });
 }

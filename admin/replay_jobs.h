@@ -13,6 +13,7 @@
 // Thread-safety: one connection, not thread-safe; one instance per thread.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -89,20 +90,31 @@ class ReplayJobs {
                                const std::string& who, int max_keys,
                                const IdempotencyKey& idempotency = {});
   Result<ReplayProgress> get(int64_t id);
-  // Stores the release of a resumed route: `keys` (its parked deliveries, oldest arrival first)
-  // back into the retry flow in that order, at `rate` per second.
-  Result<ReplayProgress> create_release(const std::string& source, const std::string& route,
-                                        const std::vector<std::string>& keys,
-                                        const std::string& who, double rate);
+  // Stores the release of a resumed route: its parked deliveries back into the retry flow, oldest
+  // arrival first, at `rate` per second. The items are the route's rows of parked_deliveries,
+  // copied by the database in the transaction that stores the release (no list of keys passes
+  // through the admin); nullopt, storing nothing, when the route has none.
+  Result<std::optional<ReplayProgress>> create_release(const std::string& source,
+                                                       const std::string& route,
+                                                       const std::string& who, double rate);
 
-  // The oldest running replay whose lease is free or expired, leased to `runner`.
-  Result<std::optional<ClaimedReplay>> claim_next(const std::string& runner, int lease_seconds);
+  // The oldest running replay whose lease is free, expired or `runner`'s, leased to `runner`;
+  // the replays in `skip` (those this runner backs off from) are passed over.
+  Result<std::optional<ClaimedReplay>> claim_next(const std::string& runner, int lease_seconds,
+                                                  const std::vector<int64_t>& skip = {});
   // Extends the lease; false when another runner took the replay over.
   Result<bool> renew(int64_t id, const std::string& runner, int lease_seconds);
+  // Gives the lease up now (a run that failed): any runner may claim the replay at once. Its
+  // items stay as they are; `runner` stays named, so its late marks are refused only once
+  // another runner took the replay over.
+  Result<void> release(int64_t id, const std::string& runner);
   // Items not yet done, in the order they were stored (a release's: arrival order).
   Result<std::vector<ReplayItemRow>> unfinished_items(int64_t id, int limit);
   // Records an item's outcome; false, recording nothing, when `runner` no longer runs the
-  // replay (another took it over after this one's lease expired).
+  // replay (another took it over after this one's lease expired). The detail is stored as text
+  // PostgreSQL takes: at most kMaxItemDetailBytes, never cut inside a UTF-8 character, with a
+  // NUL or a byte of invalid UTF-8 as '?'.
+  static constexpr std::size_t kMaxItemDetailBytes = 1000;
   Result<bool> finish_item(int64_t id, const std::string& key, const std::string& status,
                            const std::string& detail, const std::string& runner);
   // Finished when no item is left; returns whether it finished.

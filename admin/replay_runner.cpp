@@ -2,8 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <set>
+#include <vector>
 
 #include "admin/replay_jobs.h"
 #include "shared/clock.h"
@@ -16,6 +19,10 @@ namespace hookrelay::admin {
 namespace {
 
 constexpr int kItemBatch = 200;
+
+// An item's detail when the database refused the one the replay gave (ReplayRunner::run_one).
+constexpr const char* kDetailRefused =
+    "(the outcome's detail was not stored: the database refused it; see the admin log)";
 
 // The replay_items status of an outcome.
 const char* item_status(ReplayOutcome o) {
@@ -41,9 +48,13 @@ const char* item_status(ReplayOutcome o) {
 
 }  // namespace
 
-ReplayRunner::ReplayRunner(const Config& config, MessageProducer& producer,
-                           prometheus::Registry& registry, ReplayRunnerOptions options)
+ReplayRunner::ReplayRunner(const Config& config, std::string db_url,
+                           std::function<std::shared_ptr<const Config>()> current,
+                           MessageProducer& producer, prometheus::Registry& registry,
+                           ReplayRunnerOptions options)
     : config_(config),
+      db_url_(std::move(db_url)),
+      current_(std::move(current)),
       producer_(producer),
       options_(std::move(options)),
       keys_(prometheus::BuildCounter()
@@ -99,11 +110,49 @@ void ReplayRunner::raise(std::atomic<bool>& flag) {
 }
 
 void ReplayRunner::loop() {
+  ReplayJobs jobs(db_url_);
+  // Replays whose last run failed, with when they may be claimed again.
+  struct Backoff {
+    int failures = 0;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::map<int64_t, Backoff> backoff;
   while (!stop_.load()) {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<int64_t> skip;
+    for (auto it = backoff.begin(); it != backoff.end();) {
+      // Forgotten long after it was due (another runner finished it, or it was deleted).
+      if (now - it->second.until > std::chrono::hours(1)) {
+        it = backoff.erase(it);
+        continue;
+      }
+      if (it->second.until > now) skip.push_back(it->first);
+      ++it;
+    }
+    int64_t claimed = 0;
+    RunEnd end = RunEnd::kFailed;
     try {
-      run_one();
+      end = run_one(jobs, skip, claimed);
     } catch (const std::exception& e) {  // never lose the thread: log, wait, go on
-      spdlog::error("msg=replay_runner_error error={}", log_quote(e.what()));
+      spdlog::error("msg=replay_runner_error id={} error={}", claimed, log_quote(e.what()));
+    }
+    if (claimed != 0 && end == RunEnd::kFailed && !stop_.load()) {
+      // Not claimed again before its back-off: the replays after it go on meanwhile. Its lease
+      // is given back, so another admin process may take it now.
+      Backoff& b = backoff[claimed];
+      b.failures = std::min(b.failures + 1, 30);
+      int64_t delay_ms = std::max(options_.idle_poll_ms, 1);
+      for (int i = 0; i < b.failures && delay_ms < options_.max_backoff_ms; ++i) delay_ms *= 2;
+      delay_ms = std::min<int64_t>(delay_ms, options_.max_backoff_ms);
+      b.until = std::chrono::steady_clock::now() + std::chrono::milliseconds(delay_ms);
+      try {
+        (void)jobs.release(claimed, options_.runner_id);
+      } catch (const std::exception&) {  // the lease runs out instead
+      }
+      spdlog::warn("msg=replay_backoff id={} failures={} retry_in_ms={}", claimed, b.failures,
+                   delay_ms);
+    } else if (claimed != 0) {
+      backoff.erase(claimed);
     }
     if (!wait_ms(options_.idle_poll_ms)) break;
   }
@@ -113,7 +162,7 @@ void ReplayRunner::loop() {
 // `lost` once another runner holds the replay, or once no renewal succeeded for a whole lease
 // (the database unreachable: another runner may take the replay over as soon as it is back).
 void ReplayRunner::keep_lease(int64_t id, std::atomic<bool>& lost, std::atomic<bool>& done) {
-  ReplayJobs renewals(config_.postgres.url);
+  ReplayJobs renewals(db_url_);
   const int64_t lease_ms = int64_t{options_.lease_seconds} * 1000;
   int64_t renewed_at = unix_now_ms();
   while (true) {
@@ -135,17 +184,18 @@ void ReplayRunner::keep_lease(int64_t id, std::atomic<bool>& lost, std::atomic<b
   }
 }
 
-// Claims the oldest running replay and works through its items until none is left, the lease
-// is lost, or the process stops.
-void ReplayRunner::run_one() {
-  ReplayJobs jobs(config_.postgres.url);
-  auto claimed = jobs.claim_next(options_.runner_id, options_.lease_seconds);
+// Claims the oldest running replay (but those in `skip`) and works through its items until none
+// is left, the lease is lost, or the process stops.
+ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<int64_t>& skip,
+                                           int64_t& claimed_id) {
+  auto claimed = jobs.claim_next(options_.runner_id, options_.lease_seconds, skip);
   if (!claimed) {
     spdlog::warn("msg=replay_claim_failed error={}", log_quote(claimed.error().message));
-    return;
+    return RunEnd::kIdle;
   }
-  if (!*claimed) return;
+  if (!*claimed) return RunEnd::kIdle;
   const ClaimedReplay job = **claimed;
+  claimed_id = job.id;
   spdlog::info("msg=replay_started id={} dry_run={} rate={}", job.id, job.dry_run, job.rate);
 
   // Whatever one item takes (a paced wait, a slow acknowledgement, the first read of the
@@ -173,6 +223,7 @@ void ReplayRunner::run_one() {
   const auto lease_lost = [&] {
     leases_lost_.Increment();
     spdlog::warn("msg=replay_left id={} reason=lease_lost", job.id);
+    return RunEnd::kEnded;
   };
 
   const bool release = job.from_state == "parked";  // a resumed route's parked deliveries
@@ -181,7 +232,7 @@ void ReplayRunner::run_one() {
   if (!reader) {
     spdlog::warn("msg=replay_kafka_unavailable id={} error={}", job.id,
                  log_quote(reader.error().message));
-    return;
+    return RunEnd::kFailed;
   }
   // A replay of many large dead letters is not held in memory whole: past the budget each is
   // fetched when its turn comes.
@@ -195,19 +246,23 @@ void ReplayRunner::run_one() {
   const int64_t read_start_ms = unix_now_ms();
   if (job.needs_dlq) {
     auto items = jobs.unfinished_items(job.id, 1 << 30);
-    if (!items) return;
+    if (!items) {
+      spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
+                   log_quote(items.error().message));
+      return RunEnd::kFailed;
+    }
     for (const auto& i : *items) wanted.insert(i.key);
     auto read = (*reader)->read(keep, {});
     if (!read) {
       spdlog::warn("msg=replay_dlq_read_failed id={} error={}", job.id,
                    log_quote(read.error().message));
-      return;
+      return RunEnd::kFailed;
     }
     dlq = std::move(*read);
   }
   const auto latest = latest_by_key(dlq);
 
-  PostgresReplayStore store(config_.postgres.url, job.id, job.from_state, options_.runner_id);
+  PostgresReplayStore store(db_url_, job.id, job.from_state, options_.runner_id);
   ReplayClock clock{unix_now_ms, [this, &lost](int64_t ms) { pause_ms(ms, lost); }};
   Replayer replayer(store, producer_, clock, reader->get());
   // A key recorded dead whose dead letter was not yet acknowledged when the read began.
@@ -217,10 +272,13 @@ void ReplayRunner::run_one() {
   options.rate_per_second = job.rate;
   options.who = job.requested_by.empty() ? "admin-api" : job.requested_by;
   options.reason = job.reason.empty() ? "admin API replay " + std::to_string(job.id) : job.reason;
-  options.ack_timeout_ms = options_.kafka_timeout_ms;
+  // As the CLI's replay: past the producer's own delivery timeout, so the producer reports a
+  // message it could not deliver before the wait gives up on it.
+  options.ack_timeout_ms = config_.kafka.produce_timeout_ms + 5000;
   options.from_state = job.from_state;
+  // Read from the current config: a reload applies from the next key.
   options.ordered_route = [this](const std::string& source, const std::string& route) {
-    return route_is_ordered(config_, source, route);
+    return route_is_ordered(*current_(), source, route);
   };
 
   while (!stop_.load()) {
@@ -228,11 +286,11 @@ void ReplayRunner::run_one() {
     if (!items) {
       spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
                    log_quote(items.error().message));
-      return;
+      return RunEnd::kFailed;
     }
     if (items->empty()) break;
     for (const auto& item : *items) {
-      if (stop_.load()) return;
+      if (stop_.load()) return RunEnd::kEnded;
       if (lost.load()) return lease_lost();
       auto it = latest.find(item.key);
       // Per key: only a key succeeded when the replay was requested is resent (ReplayItemRow).
@@ -241,10 +299,20 @@ void ReplayRunner::run_one() {
                                               options, item.marked);
       const char* status = item_status(result.outcome);
       auto finished = jobs.finish_item(job.id, item.key, status, result.detail, options_.runner_id);
+      if (!finished && !finished.error().retryable) {
+        // Refused for its values (the detail: ReplayJobs::finish_item makes it storable text,
+        // but whatever else the database refuses in it): the outcome is recorded with a fixed
+        // detail, so the replay goes on instead of stopping at this item for ever.
+        spdlog::warn("msg=replay_item_detail_refused id={} status={} error={}", job.id, status,
+                     log_quote(finished.error().message));
+        finished = jobs.finish_item(job.id, item.key, status, kDetailRefused, options_.runner_id);
+      }
       if (!finished) {
         spdlog::warn("msg=replay_item_not_saved id={} error={}", job.id,
                      log_quote(finished.error().message));
-        return;  // the item stays pending or marked: resumed later, never produced twice
+        // The item stays pending or marked: resumed later (after a back-off), never produced
+        // twice.
+        return RunEnd::kFailed;
       }
       // Not ours any more: the runner that took the replay over records this item.
       if (!*finished) return lease_lost();
@@ -252,7 +320,13 @@ void ReplayRunner::run_one() {
     }
   }
   stop_heartbeat();
-  if (auto finished = jobs.finish_if_done(job.id); finished && *finished) {
+  auto finished = jobs.finish_if_done(job.id);
+  if (!finished) {
+    spdlog::warn("msg=replay_finish_failed id={} error={}", job.id,
+                 log_quote(finished.error().message));
+    return RunEnd::kFailed;
+  }
+  if (*finished) {
     auto progress = jobs.get(job.id);
     if (progress) {
       spdlog::info(
@@ -262,6 +336,7 @@ void ReplayRunner::run_one() {
           progress->missing, progress->failed);
     }
   }
+  return RunEnd::kEnded;
 }
 
 }  // namespace hookrelay::admin

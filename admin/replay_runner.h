@@ -9,6 +9,13 @@
 // its marks and item updates (DeliveryQueries::mark_replayed, ReplayJobs::finish_item), so one
 // key is never put back in the retry flow by two runs of one replay.
 //
+// A run that fails (Kafka unreachable, the database refusing an item's outcome, ...) leaves its
+// replay to be tried again later: this runner gives its lease back and does not claim that
+// replay again before a back-off (idle_poll_ms doubled per failure in a row, at most
+// max_backoff_ms), so the replays after it go on meanwhile, and another admin process may take
+// it at once. An item outcome the database refuses for its detail (SQLSTATE class 22) is
+// recorded with a fixed ASCII detail instead.
+//
 // Thread-safety: start/stop from one controlling thread; everything else runs on its own thread.
 #pragma once
 
@@ -17,27 +24,38 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "shared/config/config.h"
 #include "shared/kafka/message_producer.h"
 
 namespace hookrelay::admin {
 
+class ReplayJobs;
+
 struct ReplayRunnerOptions {
   std::string runner_id;         // unique per process
   int lease_seconds = 10;        // how long a dead runner holds a replay
   int idle_poll_ms = 1000;       // how often to look for work when there is none
   int kafka_timeout_ms = 30000;  // DLQ read and single-message fetch
+  int max_backoff_ms = 60000;    // longest wait before a failing replay is claimed again
 };
 
 class ReplayRunner {
  public:
-  ReplayRunner(const Config& config, MessageProducer& producer, prometheus::Registry& registry,
-               ReplayRunnerOptions options);
+  // `config`: the start-up configuration (Kafka: the DLQ reads, and the acknowledgement wait of
+  // each produce, kafka.produce_timeout_ms + 5 s so the producer reports first); `db_url`: every
+  // Postgres connection of the runner (admin_db_url); `current`: the configuration as reloaded,
+  // read for which routes are ordered.
+  ReplayRunner(const Config& config, std::string db_url,
+               std::function<std::shared_ptr<const Config>()> current, MessageProducer& producer,
+               prometheus::Registry& registry, ReplayRunnerOptions options);
   ~ReplayRunner();
   void start();
   void stop();  // idempotent; an item being produced is finished first
@@ -45,8 +63,12 @@ class ReplayRunner {
   void notify();
 
  private:
+  // How a run_one ended: no replay to claim, the replay finished or left to another runner (or
+  // the process stopping), or a failure that leaves it to be tried again after a back-off.
+  enum class RunEnd { kIdle, kEnded, kFailed };
   void loop();
-  void run_one();
+  // Claims the oldest running replay not in `skip` (its id in `claimed`) and works it.
+  RunEnd run_one(ReplayJobs& jobs, const std::vector<int64_t>& skip, int64_t& claimed);
   bool wait_ms(int64_t ms);  // false when stopping
   // A replay's pacing: the whole `ms` unless stopping or `lost` (notify() does not cut it short).
   void pause_ms(int64_t ms, const std::atomic<bool>& lost);
@@ -55,6 +77,8 @@ class ReplayRunner {
   void raise(std::atomic<bool>& flag);
 
   const Config& config_;
+  const std::string db_url_;
+  std::function<std::shared_ptr<const Config>()> current_;
   MessageProducer& producer_;
   ReplayRunnerOptions options_;
   prometheus::Family<prometheus::Counter>& keys_;

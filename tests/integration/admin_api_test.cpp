@@ -4,7 +4,10 @@
 // /v1/replays with an Idempotency-Key that creates nothing more, and a replay that survives the
 // admin process being killed without sending anything twice.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <memory>
@@ -13,6 +16,7 @@
 #include <thread>
 
 #include "admin/admin_request.h"
+#include "shared/signing/crypto.h"
 #include "tests/support/admin_fixture.h"
 
 namespace hookrelay::test {
@@ -159,6 +163,17 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   expect_error(call("POST", "/v1/replays", R"({"keys":[]})", json_headers), 400, "bad_request",
                "keys");
   expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
+  // Not JSON: the reason and where, never the text read. The parser's own message quoted the
+  // whole unterminated string, here 4 MiB, in the answer (and the service parsed it again for
+  // the metric).
+  const std::string unterminated = R"({"keys":[")" + std::string(std::size_t{4} << 20, 'x');
+  auto not_json = call("POST", "/v1/replays", unterminated, json_headers);
+  expect_error(not_json, 400, "bad_json",
+               "body is not valid JSON: invalid string: missing closing quote at byte " +
+                   std::to_string(unterminated.size() + 1));
+  EXPECT_LT(not_json.body.size(), 300u);
+  expect_error(call("POST", "/v1/replays", R"({"keys": ["k"]]})", json_headers), 400, "bad_json",
+               "at byte 15");
 
   // Refused by the HTTP server before the API sees it (past the 16 MiB body limit): answered
   // and counted like the rest.
@@ -298,6 +313,193 @@ TEST_F(AdminApiTest, SighupRotatesTheTokensRefusesABadFileAndNamesWhatNeedsARest
   EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"applied\""}), 1);
   EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"invalid\""}), 1);
   EXPECT_TRUE(admin_->running());
+}
+
+// A SIGHUP that changes postgres.url is applied at the next restart only, by every connection:
+// the requests' (pooled, opened on first use) used the reloaded URL while the replay runner kept
+// the start-up one. A file without postgres.url is refused, and the running config stays.
+TEST_F(AdminApiTest, SighupKeepsTheStartUpDatabaseAndRefusesAFileWithoutOne) {
+  const std::string original = read_text_file(admin_config_);
+  const auto url_at = original.find("postgres: { url:");
+  ASSERT_NE(url_at, std::string::npos) << original;
+  const auto url_end = original.find('\n', url_at);
+  const auto with_url = [&](const std::string& url) {
+    return original.substr(0, url_at) + "postgres: { url: \"" + url + "\" }" +
+           original.substr(url_end);
+  };
+  auto log_count = [&](const std::string& what) {
+    const std::string log = admin_->read_log();
+    int n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+
+  // No /v1 request yet: no connection is open, the first one is opened after the reload.
+  std::ofstream(admin_config_, std::ios::trunc)
+      << with_url("postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2");
+  ASSERT_EQ(::kill(admin_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] { return log_count("restart_required_for=postgres.url") == 1; }, 10s))
+      << admin_->log_tail();
+  EXPECT_EQ(call("GET", "/v1/deliveries").status, 200);
+  auto replay = wait_replay(post_replay({{"keys", {"wh:acme:nope:a"}}, {"dry_run", true}})["id"]);
+  EXPECT_EQ(replay["missing"], 1) << replay.dump();
+
+  std::ofstream(admin_config_, std::ios::trunc) << with_url("");
+  ASSERT_EQ(::kill(admin_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually([&] { return log_count("msg=config_reload_refused") == 1; }, 10s))
+      << admin_->log_tail();
+  EXPECT_NE(admin_->read_log().find("postgres.url: is required"), std::string::npos)
+      << admin_->log_tail();
+  EXPECT_EQ(call("GET", "/v1/deliveries").status, 200);
+  const std::string metrics = call("GET", "/metrics", {}, {}).body;
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"applied\""}), 1);
+  EXPECT_EQ(metric_sum(metrics, "hookrelay_config_reloads_total", {"result=\"invalid\""}), 1);
+}
+
+// A database host that accepts connections and then says nothing (a listening socket nobody
+// reads) holds the admin no longer than its client-side limits (with_service_limits: a connect
+// gives up after 10 s): it starts, answers /healthz, and a request answers 503 db_unavailable.
+// Without the limits the start-up schema check waited on it for ever.
+TEST_F(AdminApiTest, ASilentDatabaseHostIsA503AfterTheConnectTimeoutNotAHang) {
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{silent};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(silent, 128), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string silent_url =
+      "postgresql://postgres@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/postgres";
+
+  const uint16_t port = free_port();
+  auto other = ChildProcess::spawn(
+      {HOOKRELAY_BIN_DIR "/admin/hookrelay-admin", "--config", admin_config_.string()},
+      {{"HOOKRELAY_ADMIN_LISTEN", "127.0.0.1:" + std::to_string(port)},
+       {"HOOKRELAY_DATABASE_URL", silent_url}},
+      stack_->dir().file("admin-silent-db.log"));
+  ASSERT_TRUE(other) << other.error().message;
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  ASSERT_TRUE(wait_for_status(base + "/healthz", 200, 30s)) << other->log_tail();
+  const auto started = std::chrono::steady_clock::now();
+  auto r = http_request("GET", base + "/v1/deliveries", {}, auth(), 40s);
+  const auto waited = std::chrono::steady_clock::now() - started;
+  ASSERT_TRUE(r) << r.error().message << "\n" << other->log_tail();
+  expect_error(*r, 503, "db_unavailable", "not reachable");
+  EXPECT_LT(waited, 25s);
+  EXPECT_TRUE(wait_for_status(base + "/healthz", 200, 5s));
+}
+
+// The Idempotency-Key identity and the audit trails name a token by a digest prefix, not by its
+// place in admin.tokens: a reload that puts another token first leaves a retried POST the same
+// request (200, its replay), where it was a 422 naming another admin token. The name shows no
+// part of the token.
+TEST_F(AdminApiTest, AReloadThatReordersTheTokensKeepsEachCallersIdempotencyKeys) {
+  const std::string name = "admin-token-" + hex_encode(sha256(kAdminToken)).substr(0, 8);
+  Headers with_key = auth_json();
+  with_key.emplace_back("Idempotency-Key", "reorder-1");
+  const std::string body = R"({"keys":["wh:acme:evt-0:a"],"dry_run":true})";
+  auto first = call("POST", "/v1/replays", body, with_key);
+  ASSERT_EQ(first.status, 202) << first.body;
+  const json created = json::parse(first.body);
+  const std::string id = created["id"];
+  EXPECT_EQ(created["requested_by"], name);
+  auto suspended = call("POST", "/v1/routes/a/suspend?source=acme");
+  ASSERT_EQ(suspended.status, 200) << suspended.body;
+  EXPECT_EQ(json::parse(suspended.body)["route"]["suspended_by"], "operator:" + name);
+
+  const std::string other = "adm_other_0123456789abcdef";
+  std::string config = read_text_file(admin_config_);
+  const std::string tokens = "admin: { tokens: [\"";
+  const auto at = config.find(tokens);
+  ASSERT_NE(at, std::string::npos) << config;
+  config.insert(at + tokens.size(), other + "\", \"");
+  std::ofstream(admin_config_, std::ios::trunc) << config;
+  ASSERT_EQ(::kill(admin_->pid(), SIGHUP), 0);
+  const Headers other_auth = {{"Authorization", "Bearer " + other}};
+  ASSERT_TRUE(
+      eventually([&] { return call("GET", "/v1/deliveries", {}, other_auth).status == 200; }, 10s))
+      << admin_->log_tail();
+
+  auto retried = call("POST", "/v1/replays", body, with_key);
+  ASSERT_EQ(retried.status, 200) << retried.body;
+  EXPECT_EQ(json::parse(retried.body)["id"], id);
+  Headers other_key = other_auth;
+  other_key.emplace_back("Content-Type", "application/json");
+  other_key.emplace_back("Idempotency-Key", "reorder-1");
+  expect_error(call("POST", "/v1/replays", body, other_key), 422, "idempotency_key_reused",
+               "by another admin token");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "1");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays WHERE requested_by LIKE '%" +
+                           std::string(kAdminToken).substr(0, 8) + "%'"),
+            "0");
+}
+
+// A key of 500 two-byte characters makes the missing item's detail ("no delivery with key " and
+// the key) 1021 bytes: it is cut to at most 1000 bytes at a character boundary. Cut at byte
+// 1000, inside a character, PostgreSQL refused it (22021), the runner left the item pending and
+// claimed the same replay again every second: that replay and every later one never finished.
+TEST_F(AdminApiTest, AnItemDetailCutAtACharacterBoundaryIsStoredAndLaterReplaysRun) {
+  std::string key;
+  for (int i = 0; i < 500; ++i) key += "\xc3\xa9";
+  const std::string first = post_replay({{"keys", {key}}})["id"];
+  const std::string later = post_replay({{"keys", {"wh:acme:nope:a"}}, {"dry_run", true}})["id"];
+  auto done = wait_replay(first, 30s);
+  EXPECT_EQ(done["state"], "finished") << done.dump();
+  EXPECT_EQ(done["missing"], 1) << done.dump();
+  std::string expected = "no delivery with key ";
+  for (int i = 0; i < 489; ++i) expected += "\xc3\xa9";  // 21 + 978 bytes
+  const std::string detail =
+      stack_->scalar("SELECT detail FROM replay_items WHERE replay_id = " + first);
+  EXPECT_TRUE(detail == expected) << detail.size() << " bytes: " << detail.substr(0, 40);
+  EXPECT_EQ(wait_replay(later, 30s)["state"], "finished");
+}
+
+// An item outcome the database refuses (here a trigger refuses, 22021, a detail, and every
+// outcome of another key) no longer stops the replays: a refused detail is replaced by a fixed
+// one, and a replay whose outcome cannot be stored at all is left for a back-off (its lease
+// given back) while the later replays run; it finishes once the database takes it.
+TEST_F(AdminApiTest, AReplayWhoseItemCannotBeStoredIsRetriedLaterWhileLaterReplaysRun) {
+  pqxx::connection db(stack_->database().url());
+  pqxx::nontransaction(db).exec(R"SQL(
+CREATE FUNCTION test_refuse_item() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.delivery_key = 'wh:acme:poison:a'
+     OR (NEW.delivery_key = 'wh:acme:refused:a' AND NEW.detail LIKE 'no delivery%') THEN
+    RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22021';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse_item BEFORE UPDATE ON replay_items
+  FOR EACH ROW EXECUTE FUNCTION test_refuse_item();
+)SQL");
+  const std::string poisoned = post_replay({{"keys", {"wh:acme:poison:a"}}})["id"];
+  const std::string refused = post_replay({{"keys", {"wh:acme:refused:a"}}})["id"];
+  const std::string later = post_replay({{"keys", {"wh:acme:nope:a"}}, {"dry_run", true}})["id"];
+
+  auto refused_done = wait_replay(refused, 30s);
+  EXPECT_EQ(refused_done["state"], "finished") << refused_done.dump();
+  EXPECT_EQ(refused_done["missing"], 1) << refused_done.dump();
+  EXPECT_EQ(stack_->scalar("SELECT detail FROM replay_items WHERE replay_id = " + refused),
+            "(the outcome's detail was not stored: the database refused it; see the admin log)");
+  EXPECT_EQ(wait_replay(later, 30s)["state"], "finished");
+  auto stuck = get_json("/v1/replays/" + poisoned);
+  EXPECT_EQ(stuck["state"], "running") << stuck.dump();
+  EXPECT_EQ(stuck["pending"], 1) << stuck.dump();
+  EXPECT_NE(admin_->read_log().find("msg=replay_backoff id=" + poisoned), std::string::npos)
+      << admin_->log_tail();
+
+  pqxx::nontransaction(db).exec("DROP TRIGGER test_refuse_item ON replay_items");
+  auto poisoned_done = wait_replay(poisoned, 90s);
+  EXPECT_EQ(poisoned_done["state"], "finished") << poisoned_done.dump();
+  EXPECT_EQ(poisoned_done["missing"], 1) << poisoned_done.dump();
+  EXPECT_EQ(stack_->scalar("SELECT detail FROM replay_items WHERE replay_id = " + poisoned),
+            "no delivery with key wh:acme:poison:a");
 }
 
 TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSameWebhookId) {
@@ -746,6 +948,59 @@ TEST_F(AdminReplayRaceTest, AKeyReplayedAsItIsDeadLetteredIsFoundByTheRereadAndD
   EXPECT_EQ(rx_.webhook_id_counts("/a").at("evt-0"), 2);  // the refused attempt and the replay
   EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-0%3Aa"),
             (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
+}
+
+// A route's `ordered` as reloaded decides how its release produces: here a SIGHUP made the route
+// unordered while its deliveries were parked (their messages carry an ordering key), so the
+// release produces each at once. The runner read the start-up config, and each released delivery
+// waited behind its ordering key, as of a route still ordered.
+class AdminApiOrderedRouteTest : public AdminTest {
+ protected:
+  static constexpr const char* kOrdering =
+      "ordered: true, ordering_key: { json_pointer: /customer }";
+  void SetUp() override {
+    AdminTest::SetUp();
+    StackOptions o;
+    o.routes = {{"acme", "a", rx_.url("/a"), 5000, kOrdering}};
+    ASSERT_NO_FATAL_FAILURE(create_stack(o));
+    ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+  }
+};
+
+TEST_F(AdminApiOrderedRouteTest, AReleaseReadsWhetherItsRouteIsOrderedFromTheReloadedConfig) {
+  start_worker();
+  auto suspended = call("POST", "/v1/routes/a/suspend?source=acme");
+  ASSERT_EQ(suspended.status, 200) << suspended.body;
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_NO_FATAL_FAILURE(produce("acme", "c1-" + std::to_string(i),
+                                    R"({"customer":"c1","n":)" + std::to_string(i) + "}"));
+  }
+  ASSERT_TRUE(deliveries_in_state("parked", 2, 30s)) << stack_->describe_deliveries();
+
+  std::string config = read_text_file(admin_config_);
+  const std::string ordering = std::string(", ") + kOrdering;
+  const auto at = config.find(ordering);
+  ASSERT_NE(at, std::string::npos) << config;
+  config.erase(at, ordering.size());
+  std::ofstream(admin_config_, std::ios::trunc) << config;
+  ASSERT_EQ(::kill(admin_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(eventually(
+      [&] { return admin_->read_log().find("msg=config_reloaded") != std::string::npos; }, 10s))
+      << admin_->log_tail();
+
+  auto resumed = call("POST", "/v1/routes/a/resume?source=acme");
+  ASSERT_EQ(resumed.status, 202) << resumed.body;
+  const std::string id = json::parse(resumed.body)["release"]["id"];
+  auto done = wait_replay(id);
+  EXPECT_EQ(done["produced"], 2) << done.dump();
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replay_items WHERE replay_id = " + id +
+                           " AND detail LIKE 'to hookrelay.retry.0%'"),
+            "2")
+      << stack_->scalar("SELECT string_agg(detail, ' | ') FROM replay_items WHERE replay_id = " +
+                        id);
+  ASSERT_TRUE(deliveries_in_state("succeeded", 2, 30s)) << stack_->describe_deliveries();
 }
 
 }  // namespace
