@@ -102,7 +102,7 @@ Result<KeyAdvance> PostgresKeyOrderStore::advance(const OrderKey& key, const std
       tx.commit();
       return KeyAdvance{};
     }
-    if (std::string now_head = held[0][0].as<std::string>(); now_head != head) {
+    if (auto now_head = held[0][0].as<std::string>(); now_head != head) {
       tx.commit();
       return KeyAdvance{std::nullopt, std::move(now_head)};
     }
