@@ -66,8 +66,8 @@ int run_admin(int argc, char** argv) {
   // The runner's Kafka and Postgres settings are the start-up ones (they need a restart); which
   // routes are ordered it reads from the current config, key by key (a reload applies at once).
   admin::ReplayRunner runner(
-      initial, db_url, [&reloader] { return reloader.current(); }, **producer, *registry,
-      runner_options);
+      initial, admin::admin_runner_db_url(initial), [&reloader] { return reloader.current(); },
+      **producer, *registry, runner_options);
   admin::AdminService service([&reloader] { return reloader.current(); }, db_url, registry,
                               [&runner] { runner.notify(); });
 

@@ -189,8 +189,12 @@ std::string admin_db_url(const Config& config) {
   return with_service_limits(config.postgres.url, config.admin.statement_timeout_ms);
 }
 
+std::string admin_runner_db_url(const Config& config) {
+  return with_service_limits(config.postgres.url, 0);
+}
+
 std::string admin_token_name(const std::string& token_sha256) {
-  return "admin-token-" + hex_encode(token_sha256.substr(0, 4));
+  return "admin-token-" + hex_encode(token_sha256.substr(0, 8));
 }
 
 Result<void> check_admin_config(const Config& config) {
@@ -477,12 +481,9 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
       // The release runs as a replay of the route's parked deliveries, in arrival order
       // (ReplayRunner); its items are what parked_deliveries holds now (create_release), not
       // the list resume_route read.
-      std::optional<ReplayProgress> created;
-      if (!done->parked_keys.empty()) {
-        auto stored = c.jobs.create_release(done->route.source, done->route.name, who, q.rate);
-        if (!stored) return from_error(stored.error());
-        created = std::move(*stored);
-      }
+      auto stored = c.jobs.create_release(done->route.source, done->route.name, who, q.rate);
+      if (!stored) return from_error(stored.error());
+      std::optional<ReplayProgress> created = std::move(*stored);
       if (!created) {
         return ok(200, {{"route", route_view_json(done->route)},
                         {"changed", done->changed},

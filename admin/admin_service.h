@@ -49,9 +49,13 @@ namespace hookrelay::admin {
 // statement, so a database host that goes silent never holds an HTTP thread or the runner for
 // longer than those bounds.
 std::string admin_db_url(const Config& config);
+// The replay runner's: the same limits but no statement_timeout (a release of a route that
+// parked millions reads its items for longer than a request may take; the connection limits
+// still end a silent server).
+std::string admin_runner_db_url(const Config& config);
 
 // How the admin names a caller in audit trails (requested_by, suspended_by "operator:<name>")
-// and in its Idempotency-Key identity: "admin-token-" and the first 8 hex digits of the SHA-256
+// and in its Idempotency-Key identity: "admin-token-" and the first 16 hex digits of the SHA-256
 // of the token. Stable while the token is configured, wherever it stands in admin.tokens (a
 // reload that adds or reorders tokens changes no caller's name), and no secret: a digest prefix.
 // `token_sha256` is the raw digest.

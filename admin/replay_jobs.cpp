@@ -194,6 +194,8 @@ Result<std::optional<ReplayProgress>> ReplayJobs::create_release(const std::stri
                                                                  double rate) {
   auto created = pg_.run("create release", [&](pqxx::connection& c) -> std::optional<int64_t> {
     pqxx::work tx(c);
+    // However many the route parked: not bounded by the request's statement_timeout.
+    tx.exec("SET LOCAL statement_timeout = 0");
     const std::string request = json_text(
         nlohmann::json{{"release", {{"source", source}, {"route", route}}},
                        {"rate", rate},

@@ -400,7 +400,7 @@ TEST_F(AdminApiTest, ASilentDatabaseHostIsA503AfterTheConnectTimeoutNotAHang) {
 // request (200, its replay), where it was a 422 naming another admin token. The name shows no
 // part of the token.
 TEST_F(AdminApiTest, AReloadThatReordersTheTokensKeepsEachCallersIdempotencyKeys) {
-  const std::string name = "admin-token-" + hex_encode(sha256(kAdminToken)).substr(0, 8);
+  const std::string name = "admin-token-" + hex_encode(sha256(kAdminToken)).substr(0, 16);
   Headers with_key = auth_json();
   with_key.emplace_back("Idempotency-Key", "reorder-1");
   const std::string body = R"({"keys":["wh:acme:evt-0:a"],"dry_run":true})";

@@ -183,9 +183,9 @@ TEST_F(RouteLifecycleTest, TheAdminApiSuspendsAndResumesWithTheCliImplementation
   auto sj = json::parse(suspended.body);
   EXPECT_EQ(sj["route"]["state"], "suspended");
   EXPECT_EQ(sj["route"]["reason"], "receiver migrating");
-  // The token's name: the first 8 hex digits of its SHA-256, never the token.
+  // The token's name: the first 16 hex digits of its SHA-256, never the token.
   EXPECT_EQ(sj["route"]["suspended_by"],
-            "operator:admin-token-" + hex_encode(sha256(kAdminToken)).substr(0, 8));
+            "operator:admin-token-" + hex_encode(sha256(kAdminToken)).substr(0, 16));
   EXPECT_EQ(sj["changed"], true);
   EXPECT_EQ(json::parse(call("POST", "/v1/routes/a/suspend").body)["changed"], false);
   ASSERT_TRUE(eventually(
