@@ -979,8 +979,10 @@ TEST(StoreUpgradeTest, RowsWrittenBeforeTheCompactRowsReadTheSame) {
       "INSERT INTO delivery_attempts (delivery_key, attempt, started_at, duration_ms, http_status,"
       " outcome, error, worker_id) VALUES ('wh:github:e1:deploy', 1, now(), 5, 500, 'permanent',"
       " 'HTTP 500', 'w0')");
+  // Each row's columns as they were (the later migrations' columns left out: 0020's retry_fence).
   const std::string rows =
-      "SELECT string_agg(d::text, E'\\n' ORDER BY delivery_key) FROM deliveries d";
+      "SELECT string_agg((to_jsonb(d) - 'retry_fence')::text, E'\\n' ORDER BY delivery_key)"
+      " FROM deliveries d";
   const std::string others =
       "SELECT (SELECT string_agg(a::text, E'\\n' ORDER BY delivery_key, attempt)"
       " FROM delivery_attempts_all a) || E'\\n' ||"
