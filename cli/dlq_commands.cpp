@@ -167,9 +167,6 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
   return kExitOk;
 }
 
-// A replay mark no worker has acted on for this long is taken to be a killed run's.
-constexpr int64_t kUnfinishedAfterMs = int64_t{5} * 60 * 1000;
-
 // What `dlq replay` was asked to replay: explicit keys, a filter, or the unfinished replays.
 // Checked before anything connects, so usage errors come back at once.
 struct ReplaySelection {
@@ -198,12 +195,9 @@ Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io
   if (sel.ids.empty() && !filtered && !args.has("--all") && !sel.unfinished) {
     return fail("usage", "replay what? give KEY..., --id KEY, filters, --all or --unfinished");
   }
-  if (auto v = args.value("--unfinished-after")) {
-    auto ms = parse_duration_arg(*v, "--unfinished-after");
-    if (!ms) return Unexpected{ms.error()};
-    if (*ms < 1000) return fail("usage", "--unfinished-after: must be at least 1s");
-    sel.unfinished_after_ms = *ms;
-  }
+  auto after = unfinished_after_arg(args);
+  if (!after) return Unexpected{after.error()};
+  sel.unfinished_after_ms = *after;
   auto filter = filter_from(args, io, 1000);
   if (!filter) return Unexpected{filter.error()};
   sel.filter = *filter;

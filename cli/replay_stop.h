@@ -1,3 +1,5 @@
+// What `dlq replay` and `routes resume` share about runs that end early.
+//
 // SIGINT and SIGTERM during a replay or a route's release: the key in progress is finished, then
 // the run stops (ReplayOptions::stop_requested). A key is marked 'retrying' before its message is
 // produced (a worker must not find the message while the row is still dead or parked); ended
@@ -6,8 +8,27 @@
 #pragma once
 
 #include <csignal>
+#include <cstdint>
+
+#include "cli/cli_args.h"
+#include "shared/result.h"
 
 namespace hookrelay::cli {
+
+// A replay mark no worker has acted on for this long is taken to be a killed run's, and its
+// message is produced again (--unfinished-after): a mark younger than that may be a run still
+// going elsewhere.
+inline constexpr int64_t kUnfinishedAfterMs = int64_t{5} * 60 * 1000;
+
+// --unfinished-after, at least 1s; kUnfinishedAfterMs without it.
+inline Result<int64_t> unfinished_after_arg(const ParsedArgs& args) {
+  auto v = args.value("--unfinished-after");
+  if (!v) return kUnfinishedAfterMs;
+  auto ms = parse_duration_arg(*v, "--unfinished-after");
+  if (!ms) return Unexpected{ms.error()};
+  if (*ms < 1000) return fail("usage", "--unfinished-after: must be at least 1s");
+  return *ms;
+}
 
 inline volatile std::sig_atomic_t replay_stop_signal = 0;
 

@@ -56,9 +56,8 @@ const std::vector<OptionSpec> kRouteOptions = {
 };
 
 // A release killed between marking a key and producing its message leaves the key 'retrying'
-// with its message in hookrelay.parked; a later resume takes such keys up once their mark is
-// this old (--unfinished-after), so that it does not race a release still running elsewhere.
-constexpr int64_t kUnfinishedAfterMs = int64_t{5} * 60 * 1000;
+// with its message in hookrelay.parked; a later resume takes up at most this many such keys once
+// their mark is --unfinished-after old (cli/replay_stop.h).
 constexpr int kMaxUnfinishedTakenUp = 100000;
 
 // The route errors as exit codes: an unknown route is "not found"; a name two sources use is
@@ -203,14 +202,9 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   // Checked before the route is resumed: a bad value must not leave it active, nothing released.
   auto seconds = parse_int_arg(args.value_or("--timeout", "30"), 1, 3600, "--timeout");
   if (!seconds) return report_error(io, "routes resume", seconds.error());
-  int64_t unfinished_after_ms = kUnfinishedAfterMs;
-  if (auto v = args.value("--unfinished-after")) {
-    auto ms = parse_duration_arg(*v, "--unfinished-after");
-    if (!ms) return report_error(io, "routes resume", ms.error());
-    if (*ms < 1000)
-      return usage_error(io, "routes", kUsage, "--unfinished-after: must be at least 1s");
-    unfinished_after_ms = *ms;
-  }
+  auto unfinished_after = unfinished_after_arg(args);
+  if (!unfinished_after) return report_error(io, "routes resume", unfinished_after.error());
+  const int64_t unfinished_after_ms = *unfinished_after;
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "routes resume", url.error());
   auto done = resume_route(config, states, name, args.value_or("--source", ""), who);
