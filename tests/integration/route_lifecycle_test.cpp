@@ -46,6 +46,18 @@ class RouteLifecycleTest : public AdminTest {
     return {"--config",    admin_config_.string(), "--database-url", stack_->database().url(),
             "--bootstrap", stack_->bootstrap()};
   }
+  // Routes a and b of acme, the admin and one worker (index 0), route a suspended through the
+  // admin API and the worker parking its deliveries.
+  void start_with_route_a_suspended() {
+    StackOptions o;
+    o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
+    ASSERT_NO_FATAL_FAILURE(create_stack(o));
+    ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
+    start_worker();
+    ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
+    ASSERT_TRUE(eventually(
+        [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  }
   // Route a of acme as GET /v1/routes shows it.
   json route_a() {
     const json listed = get_json("/v1/routes");
@@ -379,14 +391,7 @@ TEST_F(RouteLifecycleTest, AResumeOfARouteRemovedWhileSuspendedDeadLettersItsPar
 // route's parked deliveries, and `dlq replay --unfinished` read hookrelay.dlq: it was never
 // delivered.
 TEST_F(RouteLifecycleTest, ARerunResumeReleasesADeliveryAKilledReleaseMarkedAndDidNotProduce) {
-  StackOptions o;
-  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
-  ASSERT_NO_FATAL_FAILURE(create_stack(o));
-  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
-  start_worker();
-  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
-  ASSERT_TRUE(eventually(
-      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(start_with_route_a_suspended());
   constexpr int kParked = 3;
   ASSERT_NO_FATAL_FAILURE(produce_in_order(0, kParked));
   ASSERT_TRUE(deliveries_in_state("parked", kParked, 30s)) << stack_->describe_deliveries();
@@ -471,14 +476,7 @@ TEST_F(RouteLifecycleTest, TheCliReleasesAParkedDeliveryWhoseMessageArrivesAfter
 // `parked`, so the second release skips what the first took: each parked delivery is delivered
 // once, and a resume needs no Idempotency-Key.
 TEST_F(RouteLifecycleTest, ARetriedResumeDeliversEachParkedDeliveryOnce) {
-  StackOptions o;
-  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
-  ASSERT_NO_FATAL_FAILURE(create_stack(o));
-  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
-  start_worker();
-  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
-  ASSERT_TRUE(eventually(
-      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(start_with_route_a_suspended());
   ASSERT_NO_FATAL_FAILURE(produce_in_order());
   ASSERT_TRUE(rx_.wait_for_count("/b", kRouteEvents, 30s));
   ASSERT_TRUE(deliveries_in_state("parked", kRouteEvents, 30s)) << stack_->describe_deliveries();
@@ -514,14 +512,7 @@ TEST_F(RouteLifecycleTest, ARetriedResumeDeliversEachParkedDeliveryOnce) {
 // ended and makes the delivery a retry, which is delivered. Before, it was recorded parked after
 // the release had looked, and stayed parked on an active route until another resume.
 TEST_F(RouteLifecycleTest, AParkRecordedAfterAResumeListedTheRoutesParksIsDeliveredAnyway) {
-  StackOptions o;
-  o.routes = {{"acme", "a", rx_.url("/a")}, {"acme", "b", rx_.url("/b")}};
-  ASSERT_NO_FATAL_FAILURE(create_stack(o));
-  ASSERT_NO_FATAL_FAILURE(configure_and_start_admin(o));
-  start_worker();
-  ASSERT_EQ(call("POST", "/v1/routes/a/suspend").status, 200);
-  ASSERT_TRUE(eventually(
-      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"a\""}) == 1; }, 10s));
+  ASSERT_NO_FATAL_FAILURE(start_with_route_a_suspended());
 
   pqxx::connection lock_holder(stack_->database().url());
   pqxx::work held(lock_holder);
