@@ -295,13 +295,30 @@ std::size_t StoreBatcher::drop_unclaimed(const std::function<bool(const Job&)>& 
 
 void StoreBatcher::release(std::vector<LeaseRef> leases) {
   if (leases.empty() || down_) return;
-  claims_.submit(
-      [this, leases = std::move(leases)] { (void)d_.claim_store->release(leases, d_.worker_id); });
+  claims_.submit([this, leases = std::move(leases)] {
+    auto t0 = std::chrono::steady_clock::now();
+    best_effort_done("release", leases.size(), d_.claim_store->release(leases, d_.worker_id),
+                     seconds_since(t0));
+  });
 }
 
 void StoreBatcher::fence(std::vector<CopyFence> fences) {
   if (fences.empty() || down_) return;
-  claims_.submit([this, fences = std::move(fences)] { (void)d_.claim_store->fence(fences); });
+  claims_.submit([this, fences = std::move(fences)] {
+    auto t0 = std::chrono::steady_clock::now();
+    best_effort_done("fence", fences.size(), d_.claim_store->fence(fences), seconds_since(t0));
+  });
+}
+
+// On the claim lane's thread. Nothing is tried again (see release() and fence()), but a failure
+// is logged and counted, so that an operator can tell why stale copies were attempted again or
+// why leases ran to their end.
+void StoreBatcher::best_effort_done(std::string_view op, std::size_t deliveries,
+                                    const Result<void>& done, double seconds) {
+  d_.metrics->postgres(op, seconds, done ? "" : done.error().code);
+  if (done) return;
+  spdlog::warn("msg=postgres_{}_failed deliveries={} code={} error={} action=\"not tried again\"",
+               op, deliveries, done.error().code, log_quote(done.error().message));
 }
 
 }  // namespace hookrelay

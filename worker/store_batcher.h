@@ -208,6 +208,8 @@ class StoreBatcher {
   void fence(std::vector<CopyFence> fences);
 
  private:
+  void best_effort_done(std::string_view op, std::size_t deliveries, const Result<void>& done,
+                        double seconds);
   bool usable(int64_t now) const { return !down_ || now >= retry_at_; }
   void flush_inbound(int64_t now);
   // The audit of a claim round trip that failed: back in front of the events waiting to ride

@@ -123,6 +123,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
     series_.get(*pg_duration_, {{"op", op}});
     series_.get(*store_rejected_, {{"op", op}});
   }
+  // Best effort, and not tried again: a failure is counted, whatever its code.
+  for (const char* op : {"fence", "release"}) {
+    series_.get(*pg_errors_, {{"op", op}, {"code", "db_unavailable"}});
+    series_.get(*pg_duration_, {{"op", op}});
+  }
   for (const char* code :
        {"broker_down", "delivery_timeout", "unknown_topic", "kafka_error", "seek_failed"}) {
     series_.get(*consumer_errors_, {{"code", code}});

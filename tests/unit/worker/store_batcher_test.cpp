@@ -51,10 +51,17 @@ class CountingStore : public DeliveryStore {
     inbound_trips.push_back(ids);
     return static_cast<int>(events.size());
   }
-  Result<void> release(const std::vector<LeaseRef>&, const std::string&) override { return {}; }
-  Result<void> fence(const std::vector<CopyFence>&) override { return {}; }
+  Result<void> release(const std::vector<LeaseRef>&, const std::string&) override {
+    if (best_effort_fails) return fail("db_timeout", "statement timeout", true);
+    return {};
+  }
+  Result<void> fence(const std::vector<CopyFence>&) override {
+    if (best_effort_fails) return fail("db_timeout", "statement timeout", true);
+    return {};
+  }
 
   bool down = false;
+  bool best_effort_fails = false;  // release() and fence() fail, claims and records do not
   std::set<std::string> refuse_events;
   std::vector<Trip> claim_trips;
   std::vector<std::size_t> record_trips;
@@ -294,6 +301,35 @@ TEST_F(StoreBatching, TheAuditLaneWaitsASecondBetweenTriesInAnOutage) {
   answer(2000);
   EXPECT_EQ(store.inbound_calls, 2);
   EXPECT_EQ(store.inbound_trips, (std::vector<std::vector<std::string>>{{"e1"}}));
+}
+
+// A fence or a release is not tried again, but its failure is counted: a stale copy attempted
+// again, or a lease left to run out, has a cause an operator can see.
+TEST_F(StoreBatching, AFailedFenceOrReleaseIsCountedAndHoldsNothing) {
+  auto errors = [&](const char* op) {
+    for (const auto& f : registry.Collect()) {
+      if (f.name != "hookrelay_worker_postgres_errors_total") continue;
+      for (const auto& m : f.metric) {
+        bool op_matches = false;
+        bool code_matches = false;
+        for (const auto& l : m.label) {
+          op_matches |= l.name == "op" && l.value == op;
+          code_matches |= l.name == "code" && l.value == "db_timeout";
+        }
+        if (op_matches && code_matches) return m.counter.value;
+      }
+    }
+    return 0.0;
+  };
+  store.best_effort_fails = true;
+  batcher->fence({CopyFence{"k1", 2, 1000}, CopyFence{"k2", 1, 1000}});
+  batcher->release({LeaseRef{"k3", 5}});
+  EXPECT_EQ(errors("fence"), 1.0);
+  EXPECT_EQ(errors("release"), 1.0);
+  EXPECT_FALSE(batcher->down());  // best effort: no outage is declared for it
+  store.best_effort_fails = false;
+  batcher->fence({CopyFence{"k1", 3, 2000}});
+  EXPECT_EQ(errors("fence"), 1.0);
 }
 
 }  // namespace
