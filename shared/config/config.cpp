@@ -7,8 +7,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <type_traits>
 
 #include "shared/ascii.h"
 #include "shared/config/lease_window.h"
@@ -70,9 +73,44 @@ std::string str(const YAML::Node& n, const std::string& field, const EnvLookup& 
   return expand(n.as<std::string>(), field, env);
 }
 
+// A whole number in decimal, with an optional sign (YAML 1.2's core schema: 010 is ten). yaml-cpp
+// would read 010 as octal 8 and 0x10 as hex 16, and call a number past the type's range "not a
+// number".
+template <class T>
+T whole_number(const YAML::Node& n, const std::string& field, T lo, T hi) {
+  const std::string text = n.as<std::string>();
+  std::string_view digits = text;
+  const bool negative = !digits.empty() && digits.front() == '-';
+  if (!digits.empty() && (digits.front() == '+' || negative)) digits.remove_prefix(1);
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) {
+    const bool prefixed = digits.size() > 1 && digits[0] == '0' &&
+                          std::string_view("xXoObB").find(digits[1]) != std::string_view::npos;
+    bad(field, std::string(prefixed ? "must be a decimal number" : "must be a number") + ", got '" +
+                   text + "'");
+  }
+  unsigned long long magnitude = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), magnitude);
+  constexpr auto kMax = static_cast<unsigned long long>(std::numeric_limits<long long>::max());
+  const auto low = static_cast<long long>(lo);
+  const auto high = static_cast<long long>(std::min<unsigned long long>(hi, kMax));
+  long long v = 0;
+  bool in_range = ec == std::errc() && magnitude <= kMax;
+  if (in_range) {
+    v = negative ? -static_cast<long long>(magnitude) : static_cast<long long>(magnitude);
+    in_range = v >= low && v <= high;
+  }
+  if (!in_range) {
+    std::ostringstream os;
+    os << "must be between " << lo << " and " << hi << ", got " << text;
+    bad(field, os.str());
+  }
+  return static_cast<T>(v);
+}
+
 template <class T>
 T num(const YAML::Node& n, const std::string& field, T lo, T hi) {
   if (!n.IsScalar()) bad(field, "must be a number");
+  if constexpr (std::is_integral_v<T>) return whole_number<T>(n, field, lo, hi);
   T v{};
   try {
     v = n.as<T>();
@@ -570,6 +608,13 @@ void check_guarantees(const Config& c) {
       }
     }
   }
+  for (const char* key : {"message.timeout.ms", "delivery.timeout.ms"}) {
+    if (has(producer, key) != producer.end()) {
+      refuse(key, true,
+             "set kafka.produce_timeout_ms instead: it bounds how long ingest waits for Kafka "
+             "before it answers 503 (0 here would mean never)");
+    }
+  }
   if (has(producer, "transactional.id") != producer.end()) {
     refuse("transactional.id", true,
            "is not supported: hookrelay's producers are idempotent, not transactional");
@@ -912,6 +957,31 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   return c;
 }
 
+// A key given twice in one mapping is refused, wherever it is: yaml-cpp keeps both, a lookup finds
+// the first and a walk over the mapping sees both, so `routes: {gh: [...], gh: [...]}` would make
+// two routes of one name (one delivery key for both: one of them never gets an event) and a second
+// `worker:` section would be ignored without a word.
+// `budget` bounds the nodes visited: aliases share nodes, so a short document can name billions.
+void refuse_repeated_keys(const YAML::Node& node, const std::string& field, int depth,
+                          long& budget) {
+  if (--budget < 0) bad("(top level)", "more than 1000000 YAML nodes, aliases counted");
+  if (depth > 32) return;  // deeper than any valid config: its shape is refused by parse()
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i)
+      refuse_repeated_keys(node[i], field + "[" + std::to_string(i) + "]", depth + 1, budget);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::set<std::string> seen;
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) continue;  // refused by parse() as not a name
+    auto key = kv.first.as<std::string>();
+    const std::string path = join(field, key);
+    if (!seen.insert(key).second) bad(path, "given twice in one mapping");
+    refuse_repeated_keys(kv.second, path, depth + 1, budget);
+  }
+}
+
 }  // namespace
 
 const char* scheme_name(SchemeKind kind) {
@@ -1037,7 +1107,10 @@ const RouteConfig* route_config(const Config& config, std::string_view source,
 
 Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env) {
   try {
-    return parse(YAML::Load(yaml_text), env);
+    YAML::Node root = YAML::Load(yaml_text);
+    long budget = 1000000;
+    refuse_repeated_keys(root, "", 0, budget);
+    return parse(root, env);
   } catch (const ConfigError& e) {
     return fail("config", e.message);
   } catch (const YAML::Exception& e) {

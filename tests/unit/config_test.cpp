@@ -289,6 +289,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "kafka.producer_properties.enable.idempotence: must be true"},
         BadCase{"kafka: { producer_properties: { max.in.flight.requests.per.connection: \"6\" } }",
                 "kafka.producer_properties.max.in.flight.requests.per.connection: must be 1-5"},
+        BadCase{"kafka: { producer_properties: { message.timeout.ms: \"0\" } }",
+                "kafka.producer_properties.message.timeout.ms: set kafka.produce_timeout_ms "
+                "instead"},
+        BadCase{"kafka: { properties: { delivery.timeout.ms: \"60000\" } }",
+                "kafka.properties.delivery.timeout.ms: set kafka.produce_timeout_ms instead"},
         BadCase{"kafka: { producer_properties: { transactional.id: t } }",
                 "kafka.producer_properties.transactional.id"},
         BadCase{"kafka: { consumer_properties: { enable.auto.offset.store: \"true\" } }",
@@ -442,6 +447,74 @@ TEST(Config, StaticMembershipIdFromTheEnvironmentIsValidated) {
   auto too_long = parse_config("worker: { group_instance_id: " + long_id + " }", env_of({}));
   ASSERT_FALSE(too_long);
   EXPECT_NE(too_long.error().message.find("worker.group_instance_id"), std::string::npos);
+}
+
+// A key given twice is refused, naming it, wherever it is: yaml-cpp keeps both and the config
+// would read one of them. Two route lists for one source made two routes of one name, and one of
+// them never got an event.
+TEST(Config, AKeyGivenTwiceIsRefusedNamingIt) {
+  expect_refused("", {
+                         {"worker: { max_in_flight: 5 }\nworker: { max_in_flight: 6 }\n",
+                          "worker: given twice in one mapping"},
+                         {"worker: { max_in_flight: 5, max_in_flight: 6 }",
+                          "worker.max_in_flight: given twice"},
+                         {"sources: { gh: { scheme: github, secrets: [a] } }\n"
+                          "routes:\n  gh: [ { name: a, url: \"http://127.0.0.1:1/x\" } ]\n"
+                          "  gh: [ { name: a, url: \"http://127.0.0.1:2/y\" } ]\n",
+                          "routes.gh: given twice in one mapping"},
+                         {"sources: { gh: { scheme: github, secrets: [a] } }\n"
+                          "routes: { gh: [ { name: a, url: \"http://127.0.0.1:1/x\", url: "
+                          "\"http://127.0.0.1:2/y\" } ] }",
+                          "routes.gh[0].url: given twice"},
+                         {"kafka: { producer_properties: { linger.ms: \"5\", linger.ms: \"50\" } }",
+                          "kafka.producer_properties.linger.ms: given twice"},
+                     });
+  // The same key in two different mappings is not a repeat.
+  auto ok = parse_config(
+      "worker: { max_in_flight: 5 }\nadmin: { listen: \"127.0.0.1:9300\" }\n"
+      "ingest: { listen: \"127.0.0.1:8080\" }\n",
+      env_of({}));
+  ASSERT_TRUE(ok) << ok.error().message;
+}
+
+// Aliases share nodes: a short document that names billions of them is refused, not walked.
+TEST(Config, ADocumentOfAliasesNamingBillionsOfNodesIsRefusedQuickly) {
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 10; ++i) {
+    std::string prev = "*a" + std::to_string(i - 1);
+    yaml += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) yaml += (j ? ", " : "") + prev;
+    yaml += "]\n";
+  }
+  auto r = parse_config(yaml, env_of({}));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("more than 1000000 YAML nodes"), std::string::npos)
+      << r.error().message;
+}
+
+// Whole numbers are decimal, as YAML 1.2 reads them: yaml-cpp alone read 010 as octal 8 and 0x10
+// as hex 16, and called a number past the type's range "not a number".
+TEST(Config, WholeNumbersAreDecimalAndOutOfRangeSaysTheRange) {
+  auto c = parse_config("worker: { max_in_flight: 010 }\ntopics: { partitions: +12 }", env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->worker.max_in_flight, 10);
+  EXPECT_EQ(c->topics.partitions, 12);
+  expect_refused(
+      "",
+      {
+          {"worker: { max_in_flight: 0x10 }",
+           "worker.max_in_flight: must be a decimal number, got '0x10'"},
+          {"worker: { max_in_flight: 0o10 }", "worker.max_in_flight: must be a decimal number"},
+          {"worker: { max_in_flight: 08x }", "worker.max_in_flight: must be a number, got '08x'"},
+          {"worker: { max_in_flight: 1.5 }", "worker.max_in_flight: must be a number, got '1.5'"},
+          {"worker: { max_in_flight: \"-\" }", "worker.max_in_flight: must be a number"},
+          {"worker: { max_in_flight: 99999999999 }", "worker.max_in_flight: must be between 1 and"},
+          {"worker: { max_in_flight: 999999999999999999999999 }",
+           "worker.max_in_flight: must be between 1 and"},
+          {"worker: { max_in_flight: -99999999999999999999999 }",
+           "worker.max_in_flight: must be between 1 and"},
+          {"topics: { retention_ms: -5 }", "topics.retention_ms: must be between 3600000"},
+      });
 }
 
 TEST(Config, ErrorNeverEchoesSecretValues) {
