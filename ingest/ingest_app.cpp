@@ -141,7 +141,7 @@ int run_ingest(int argc, char** argv) {
   service.begin_shutdown();
   server.stop_accepting();
   auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(config->ingest.shutdown_grace_ms);
+                  std::chrono::milliseconds(reloader.current()->ingest.shutdown_grace_ms);
   while (service.in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

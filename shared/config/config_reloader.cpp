@@ -24,6 +24,8 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   check(a.kafka.properties != b.kafka.properties, "kafka.properties");
   check(a.kafka.producer_properties != b.kafka.producer_properties, "kafka.producer_properties");
   check(a.kafka.consumer_properties != b.kafka.consumer_properties, "kafka.consumer_properties");
+  // Each producer's message.timeout.ms, set when it is made.
+  check(a.kafka.produce_timeout_ms != b.kafka.produce_timeout_ms, "kafka.produce_timeout_ms");
   check(a.ingest.listen != b.ingest.listen, "ingest.listen");
   check(a.ingest.threads != b.ingest.threads, "ingest.threads");
   check(a.ingest.max_body_bytes != b.ingest.max_body_bytes, "ingest.max_body_bytes");

@@ -136,8 +136,11 @@ TEST(RestartOnlyChanges, NamesWhatIngestAndTheAdminReadOnlyAtStart) {
   Config b = a;
   b.ingest.max_buffered_body_bytes = a.ingest.max_buffered_body_bytes * 2;
   b.admin.statement_timeout_ms = 1000;
-  EXPECT_EQ(restart_only_changes(a, b), (std::vector<std::string>{"ingest.max_buffered_body_bytes",
-                                                                  "admin.statement_timeout_ms"}));
+  b.kafka.produce_timeout_ms = a.kafka.produce_timeout_ms + 1000;
+  b.ingest.shutdown_grace_ms = a.ingest.shutdown_grace_ms + 1000;  // read at the stop: applies
+  EXPECT_EQ(restart_only_changes(a, b),
+            (std::vector<std::string>{"kafka.produce_timeout_ms", "ingest.max_buffered_body_bytes",
+                                      "admin.statement_timeout_ms"}));
 }
 
 TEST(RestartOnlyChanges, LeavesOutWhatAppliesLive) {
