@@ -11,6 +11,7 @@
 #include "shared/kafka/wire_contract.h"
 #include "shared/replay/dlq_reader.h"
 #include "shared/replay/dlq_replay.h"
+#include "shared/replay/unknown_source_replay.h"
 
 namespace hookrelay::cli {
 namespace {
@@ -22,6 +23,8 @@ constexpr const char* kDlqUsage =
     "       hookrelay dlq replay (KEY... | --id KEY... | FILTERS | --all | --unfinished)\n"
     "                          [--dry-run] [--rate N/s] [--by WHO] [--reason TEXT]\n"
     "                          [--unfinished-after DURATION] [--json]\n"
+    "       hookrelay dlq replay --unknown-sources --config PATH [--source S] [--limit N]\n"
+    "                          [--dry-run] [--json]\n"
     "\n"
     "  list    deliveries by last attempt, newest first. --status defaults to dead (the DLQ);\n"
     "          'any' lists every state. TIME: 2024-05-01T12:00:00Z, 2024-05-01, or a duration\n"
@@ -40,6 +43,10 @@ constexpr const char* kDlqUsage =
     "          'retrying' with possibly no message: a key whose replay no worker has taken up\n"
     "          --unfinished-after (default 5m) after it was marked is produced again when\n"
     "          named, and --unfinished selects every such key (up to --limit).\n"
+    "          --unknown-sources: webhooks a worker dead-lettered as unknown_source (its config\n"
+    "          did not know the source ingest accepted them for) are produced again to\n"
+    "          hookrelay.webhooks, once the config (--config, as the workers now run it) knows\n"
+    "          their source; routes that already received one skip it.\n"
     "\n"
     "  common: --database-url URL, --config PATH, --bootstrap HOSTS (show --message, replay),\n"
     "          --timeout SECONDS (Kafka, default 30)\n"
@@ -49,16 +56,27 @@ constexpr const char* kDlqUsage =
     "        rest were not tried (run it again)\n";
 
 const std::vector<OptionSpec> kDlqOptions = {
-    kConfigOption,           kDatabaseOption,
-    kBootstrapOption,        kJsonOption,
-    {"--source", true},      {"--destination", true},
-    {"--status", true},      {"--since", true},
-    {"--until", true},       {"--limit", true},
-    {"--id", true},          {"--all", false},
-    {"--dry-run", false},    {"--rate", true},
-    {"--by", true},          {"--reason", true},
-    {"--message", false},    {"--timeout", true},
-    {"--unfinished", false}, {"--unfinished-after", true},
+    kConfigOption,
+    kDatabaseOption,
+    kBootstrapOption,
+    kJsonOption,
+    {"--source", true},
+    {"--destination", true},
+    {"--status", true},
+    {"--since", true},
+    {"--until", true},
+    {"--limit", true},
+    {"--id", true},
+    {"--all", false},
+    {"--dry-run", false},
+    {"--rate", true},
+    {"--by", true},
+    {"--reason", true},
+    {"--message", false},
+    {"--timeout", true},
+    {"--unfinished", false},
+    {"--unfinished-after", true},
+    {"--unknown-sources", false},
 };
 
 Result<DlqFilter> filter_from(const ParsedArgs& args, const CliIo& io, int default_limit) {
@@ -260,7 +278,111 @@ void print_replay(CliIo& io, const ReplaySummary& summary, bool dry_run, bool js
   io.out << progress_line(summary, dry_run) << "\n";
 }
 
+// A dry run produces nothing; it still needs a producer to hand the replay.
+struct DryRunProducer final : MessageProducer {
+  void produce(const OutgoingMessage&, DoneCallback done) override {
+    done(fail("dry_run", "dry run: nothing is produced"));
+  }
+  bool reachable() const override { return false; }
+  int outstanding() const override { return 0; }
+};
+
+void print_unknown_sources(CliIo& io, const UnknownSourceSummary& summary, bool dry_run,
+                           bool json) {
+  if (json) {
+    nlohmann::json items = nlohmann::json::array();
+    for (const auto& i : summary.items) {
+      items.push_back({{"source", i.source},
+                       {"event_id", i.event_id},
+                       {"outcome", i.outcome},
+                       {"detail", i.detail},
+                       {"partition", i.partition},
+                       {"offset", i.offset}});
+    }
+    io.out << json_text({{"dry_run", dry_run},
+                         {"total", summary.total},
+                         {"replayed", summary.replayed},
+                         {"skipped", summary.skipped},
+                         {"failed", summary.failed},
+                         {"limited", summary.limited},
+                         {"items", items}},
+                        2)
+           << "\n";
+    return;
+  }
+  Table t({"SOURCE", "EVENT ID", "OUTCOME", "DLQ MESSAGE", "DETAIL"});
+  for (const auto& i : summary.items) {
+    t.add_row({i.source, i.event_id, i.outcome,
+               std::to_string(i.partition) + "@" + std::to_string(i.offset),
+               one_line(i.detail, 100)});
+  }
+  if (!t.empty()) t.print(io.out);
+  io.out << unknown_source_progress_line(summary, dry_run) << "\n";
+}
+
+int dlq_replay_unknown_sources(const ParsedArgs& args, CliIo& io) {
+  for (const char* other : {"--id", "--all", "--unfinished", "--unfinished-after", "--destination",
+                            "--since", "--until", "--status", "--rate", "--by", "--reason"}) {
+    if (args.has(other)) {
+      return usage_error(io, "dlq", kDlqUsage,
+                         std::string("--unknown-sources takes no ") + other +
+                             " (only --source, --limit, --dry-run, --json)");
+    }
+  }
+  if (args.positionals().size() != 1)
+    return usage_error(io, "dlq", kDlqUsage, "--unknown-sources takes no delivery keys");
+  UnknownSourceOptions options;
+  options.dry_run = args.has("--dry-run");
+  options.source = args.value_or("--source", "");
+  if (auto v = args.value("--limit")) {
+    auto n = parse_int_arg(*v, 1, 100000, "--limit");
+    if (!n) return usage_error(io, "dlq", kDlqUsage, n.error().message);
+    options.limit = static_cast<int>(*n);
+  }
+  auto timeout = timeout_ms(args);
+  if (!timeout) return report_error(io, "dlq replay", timeout.error());
+  // The sources the workers know now: an event of a source this config lacks too would only be
+  // dead-lettered again.
+  auto config = require_cli_config(args, io);
+  if (!config) return report_error(io, "dlq replay", config.error());
+  auto kafka = resolve_kafka(args, io);
+  if (!kafka) return report_error(io, "dlq replay", kafka.error());
+  options.ack_timeout_ms = kafka->produce_timeout_ms + 5000;  // the producer reports first
+  auto reader = KafkaDlqReader::create(*kafka, *timeout);
+  if (!reader) return report_error(io, "dlq replay", reader.error());
+  (*reader)->set_max_held_bytes(kReplayMaxHeldBytes);
+  ProgressPrinter read_progress(io.err, io.now_ms);
+  // Dead letters of first copies name no delivery.
+  auto messages = (*reader)->read([](const std::string& key) { return key.empty(); },
+                                  [&](int64_t done, int64_t total) {
+                                    read_progress.update("reading " + std::string(kDlqTopic) +
+                                                         ": " + std::to_string(done) + "/" +
+                                                         std::to_string(total) + " messages");
+                                  });
+  if (!messages) return report_error(io, "dlq replay", messages.error());
+  std::unique_ptr<KafkaProducer> producer;
+  DryRunProducer no_producer;
+  if (!options.dry_run) {
+    auto p = KafkaProducer::create(*kafka, "hookrelay-cli");
+    if (!p) return report_error(io, "dlq replay", p.error());
+    producer = std::move(*p);
+  }
+  UnknownSourceSummary summary;
+  {
+    ReplayStopGuard guard;
+    options.stop_requested = &ReplayStopGuard::stop_requested;
+    summary = replay_unknown_sources(
+        *messages, *config, producer ? static_cast<MessageProducer&>(*producer) : no_producer,
+        **reader, options);
+  }
+  print_unknown_sources(io, summary, options.dry_run, args.has("--json"));
+  if (summary.total == 0) io.err << "nothing to replay: no unknown_source dead letter matches\n";
+  if (summary.interrupted) return kExitInterrupted;
+  return summary.failed > 0 ? kExitFailed : kExitOk;
+}
+
 int dlq_replay(const ParsedArgs& args, CliIo& io) {
+  if (args.has("--unknown-sources")) return dlq_replay_unknown_sources(args, io);
   auto selection = replay_selection(args, io);
   if (!selection) return usage_error(io, "dlq", kDlqUsage, selection.error().message);
   const bool dry_run = args.has("--dry-run");
@@ -319,14 +441,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
     producer = std::move(*p);
   }
   PostgresReplayStore store(*url);
-  // A dry run produces nothing; it still needs a producer to hand the Replayer.
-  struct NoProducer final : MessageProducer {
-    void produce(const OutgoingMessage&, DoneCallback done) override {
-      done(fail("dry_run", "dry run: nothing is produced"));
-    }
-    bool reachable() const override { return false; }
-    int outstanding() const override { return 0; }
-  } no_producer;
+  DryRunProducer no_producer;
   Replayer replayer(store, producer ? static_cast<MessageProducer&>(*producer) : no_producer,
                     ReplayClock{io.now_ms, io.sleep_ms}, reader->get());
   // A key recorded dead whose dead letter was not yet acknowledged when the read began.

@@ -79,6 +79,8 @@ const char* dead_reason_name(DeadReason r) {
       return "malformed";
     case DeadReason::kUnknownRoute:
       return "unknown_route";
+    case DeadReason::kUnknownSource:
+      return "unknown_source";
     case DeadReason::kRepublished:
       return "republished";
     case DeadReason::kStoreRejected:
@@ -142,6 +144,8 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       return dead(DeadReason::kMalformed);
     case AttemptResult::Kind::kUnknownRoute:
       return dead(DeadReason::kUnknownRoute);
+    case AttemptResult::Kind::kUnknownSource:
+      return dead(DeadReason::kUnknownSource);
     case AttemptResult::Kind::kAlreadyDead:
       return dead(DeadReason::kRepublished);
     case AttemptResult::Kind::kStoreRejected:

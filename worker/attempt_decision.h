@@ -38,6 +38,7 @@ enum class DeadReason {
   kNoSchedule,       // no retry tiers configured
   kMalformed,        // the message is not a delivery
   kUnknownRoute,     // a retry for a route no longer configured
+  kUnknownSource,    // a first copy of a source this worker's config does not know
   kRepublished,      // dead in the store before: its dead letter is published again
   kStoreRejected,    // the store refused the delivery's claim or record for good
   kProduceRejected,  // the broker refused its retry message for good
@@ -57,6 +58,7 @@ struct AttemptResult {
                        // retry_after_ms more
     kMalformed,        // the message could not be expanded into deliveries
     kUnknownRoute,     // a retry whose route is gone
+    kUnknownSource,    // a first copy of a source the config does not know
     kAlreadyDead,      // the store has it dead: publish the dead letter again
     kStoreRejected,    // the store refused it for good (a permanent error)
     kProduceRejected,  // the broker refused its retry message for good

@@ -227,6 +227,13 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
       fill_webhook(base, m, *route);
       base.key = webhook_delivery_key(*source, *event_id, route->name);
       out.push_back(std::move(base));
+    } else if (routes == config.routes.end() && !config.sources.count(*source)) {
+      // Not "no route takes it": this worker's config does not know the source at all, so
+      // ingest accepted it under a config this worker has not got (a rollout half done, a
+      // reload refused here). Finished with no delivery it would be lost; it is dead-lettered
+      // whole instead, for `hookrelay dlq replay --unknown-sources` once the config knows it.
+      return fail("unknown_source",
+                  "source '" + *source + "' is not in this worker's configuration (sources)");
     } else if (routes != config.routes.end()) {
       std::optional<FilterContext> filters;  // made for the first route with a filter
       static const std::string kNoBody;

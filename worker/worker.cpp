@@ -217,6 +217,16 @@ void Worker::take_message(ConsumedMessage& m, const std::shared_ptr<MessageState
       store_.record(std::move(job));
       return;
     }
+    if (expanded.error().code == "unknown_source") {
+      // Accepted by ingest all the same: audited like any other webhook, and its dead letter
+      // keeps the whole message for `dlq replay --unknown-sources`.
+      const std::string* event_id = m.header(header::kEventId);
+      auto received = m.header_int(header::kReceivedAt, 0, kMaxTimestampMs);
+      if (event_id && received)
+        audit_first_copy(m, *m.header(header::kSource), *event_id, *received);
+      redeliver(std::move(job), AttemptResult::Kind::kUnknownSource, now);
+      return;
+    }
     redeliver(std::move(job), AttemptResult::Kind::kMalformed, now);
     return;
   }

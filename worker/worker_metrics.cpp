@@ -107,7 +107,7 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"})
     series_.get(*deliveries_, {{"outcome", o}});
   for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route",
-                             "store_rejected", "produce_rejected"}) {
+                             "unknown_source", "store_rejected", "produce_rejected"}) {
     series_.get(*dlq_, {{"reason", reason}});
   }
   for (const char* reason : {"already_succeeded", "already_dead", "superseded"})

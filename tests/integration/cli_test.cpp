@@ -2,10 +2,12 @@
 // Commands whose output is asserted field by field run in-process through run_cli (separate
 // stdout/stderr); migrate, config check and replay also run as the built binary.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -484,6 +486,89 @@ TEST_F(CliReplay, ADeadLetteredDeliveryIsDeliveredOnceAfterTheReceiverRecovers) 
 json json_in(const std::string& out) {
   const std::size_t from = out.rfind('{', 0) == 0 ? 0 : out.find("\n{") + 1;
   return json::parse(out.substr(from, out.rfind('}') + 1 - from));
+}
+
+// A worker whose config lags ingest's (a rollout half done) meets a webhook of a source it does
+// not know: the event is dead-lettered whole as unknown_source, not finished without a trace.
+// Once the workers know the source, `dlq replay --unknown-sources` produces it again to
+// hookrelay.webhooks and it is delivered once; a second run produces it again, and the claim
+// keeps it from being delivered twice.
+TEST_F(CliReplay, AWebhookOfASourceTheWorkerDidNotKnowIsDeliveredOnceAfterTheConfigCatchesUp) {
+  auto eventually_true = [](const std::function<bool()>& condition) {
+    for (auto deadline = std::chrono::steady_clock::now() + seconds(30);
+         std::chrono::steady_clock::now() < deadline;
+         std::this_thread::sleep_for(milliseconds(100))) {
+      if (condition()) return true;
+    }
+    return condition();
+  };
+  receiver.answer(200);
+  auto producer = TestProducer::create(bootstrap);
+  ASSERT_TRUE(producer) << producer.error().message;
+  auto sent = (*producer)->produce(TestRecord{"hookrelay.webhooks",
+                                              R"({"type":"new.source"})",
+                                              {{"hr-kind", "webhook"},
+                                               {"hr-source", "newsrc"},
+                                               {"hr-event-id", "evt-new-1"},
+                                               {"hr-received-at", std::to_string(unix_now_ms())},
+                                               {"hr-content-type", "application/json"}},
+                                              "evt-new-1"});
+  ASSERT_TRUE(sent) << sent.error().message;
+  auto dlq = consume_all(bootstrap, "hookrelay.dlq", 1);
+  ASSERT_TRUE(dlq) << dlq.error().message;
+  ASSERT_EQ(dlq->size(), 1u) << worker->log_tail();
+  EXPECT_EQ((*dlq)[0].header("hr-dlq-reason"), "unknown_source");
+  EXPECT_TRUE(receiver.received().empty());
+
+  // The old config does not know it either: skipped, not produced to die again.
+  auto old_config =
+      run_cli_binary(dir, with_common({"dlq", "replay", "--unknown-sources", "--config",
+                                       dir.file("worker.yaml").string(), "--json"}));
+  ASSERT_EQ(old_config.code, 0) << old_config.out << old_config.err;
+  auto oj = json_in(old_config.out);
+  ASSERT_EQ(oj["items"].size(), 1u) << old_config.out;
+  EXPECT_EQ(oj["items"][0]["outcome"], "skipped_unknown_source");
+
+  // The workers' config catches up: the source and a route for it.
+  std::string config = worker_config(bootstrap, db_url, receiver.url());
+  config.replace(config.find("routes:\n"), 8,
+                 "  newsrc: { scheme: standard-webhooks, secrets: "
+                 "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\nroutes:\n"
+                 "  newsrc:\n    - { name: receiver, url: \"" +
+                     receiver.url() + "\", timeout_ms: 5000 }\n");
+  write_file(dir.file("worker.yaml"), config);
+  ::kill(worker->pid(), SIGHUP);
+  ASSERT_TRUE(eventually_true([&] {
+    return worker->read_log().find("msg=config_reloaded") != std::string::npos;
+  })) << worker->log_tail();
+
+  auto dry = run_cli_binary(dir, with_common({"dlq", "replay", "--unknown-sources", "--config",
+                                              dir.file("worker.yaml").string(), "--dry-run"}));
+  ASSERT_EQ(dry.code, 0) << dry.out << dry.err;
+  EXPECT_NE(dry.out.find("would replay 1/1 events of unknown sources"), std::string::npos)
+      << dry.out;
+  auto replay = run_cli_binary(dir, with_common({"dlq", "replay", "--unknown-sources", "--config",
+                                                 dir.file("worker.yaml").string()}));
+  ASSERT_EQ(replay.code, 0) << replay.out << replay.err;
+  EXPECT_NE(replay.out.find("replayed 1/1 events of unknown sources, skipped 0, failed 0"),
+            std::string::npos)
+      << replay.out;
+  const std::string key = "wh:newsrc:evt-new-1:receiver";
+  auto done = wait_for_delivery(*delivery_queries, key, [](const DeliveryDetail& d) {
+    return d.delivery.state == "succeeded";
+  });
+  ASSERT_TRUE(done && done->delivery.state == "succeeded") << worker->log_tail();
+  ASSERT_EQ(receiver.received(), (std::vector<std::string>{"evt-new-1"}));
+
+  // Again: produced again, and the claim finds the delivery succeeded.
+  auto again = run_cli_binary(dir, with_common({"dlq", "replay", "--unknown-sources", "--config",
+                                                dir.file("worker.yaml").string()}));
+  ASSERT_EQ(again.code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("replayed 1/1"), std::string::npos) << again.out;
+  // The second copy is read within a second (the first was): 3 s leaves it time to arrive.
+  std::this_thread::sleep_for(seconds(3));
+  EXPECT_EQ(receiver.received(), (std::vector<std::string>{"evt-new-1"}));
+  EXPECT_EQ(worker->stop(seconds(10)), 0) << worker->log_tail();
 }
 
 // A replay killed (SIGKILL) between its mark and the broker's ack left the delivery 'retrying'

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "shared/kafka/wire_contract.h"
+#include "shared/replay/unknown_source_replay.h"
 
 namespace hookrelay {
 namespace {
@@ -616,6 +617,116 @@ TEST_F(ReplayerTest, AReleasedDeliveryOfAnOrderedRouteWaitsBehindItsKeyInsteadOf
   EXPECT_NE(s.items[0].detail.find("waits behind ordering key c1"), std::string::npos)
       << s.items[0].detail;
   EXPECT_EQ(store_.states["k1"], "retrying");
+}
+
+// A first copy a worker dead-lettered as unknown_source: its whole message, no delivery key.
+DlqMessage unknown_source_letter(const std::string& source, const std::string& event_id,
+                                 int64_t offset) {
+  DlqMessage m;
+  m.partition = 1;
+  m.offset = offset;
+  m.value = "{\"id\":\"" + event_id + "\"}";
+  m.headers = {{"hr-kind", "webhook"},
+               {"hr-source", source},
+               {"hr-event-id", event_id},
+               {"hr-received-at", "1000"},
+               {"hr-content-type", "application/json"},
+               {"hr-fwd-x-github-event", "push"},
+               {"hr-origin-topic", "hookrelay.webhooks"},
+               {"hr-attempt", "0"},
+               {"hr-last-error", "source '" + source + "' is not in this worker's configuration"},
+               {"hr-dlq-reason", "unknown_source"}};
+  return m;
+}
+
+Config config_knowing(std::initializer_list<const char*> sources) {
+  Config c;
+  for (const char* s : sources) c.sources[s] = SourceConfig{};
+  return c;
+}
+
+TEST(UnknownSourceReplay, ProducesTheFirstCopyAgainAsIngestWroteIt) {
+  FakeStore store;
+  FakeProducer producer;
+  producer.store = &store;
+  FakeFetcher fetcher;
+  auto s = replay_unknown_sources({unknown_source_letter("newsrc", "e1", 4)},
+                                  config_knowing({"newsrc"}), producer, fetcher, {});
+  EXPECT_EQ(s.replayed, 1);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, "hookrelay.webhooks");
+  EXPECT_EQ(producer.sent[0].key, "e1");
+  EXPECT_EQ(producer.sent[0].value, "{\"id\":\"e1\"}");
+  auto h = as_map(producer.sent[0].headers);
+  EXPECT_EQ(h, (std::map<std::string, std::string>{{"hr-kind", "webhook"},
+                                                   {"hr-source", "newsrc"},
+                                                   {"hr-event-id", "e1"},
+                                                   {"hr-received-at", "1000"},
+                                                   {"hr-content-type", "application/json"},
+                                                   {"hr-fwd-x-github-event", "push"}}));
+  ASSERT_EQ(s.items.size(), 1u);
+  EXPECT_EQ(s.items[0].outcome, "replayed");
+  EXPECT_EQ(s.items[0].offset, 4);
+}
+
+// Only unknown_source dead letters; one copy per event (its newest); a source this config does
+// not know either is skipped; --source and --limit select; stubs are fetched whole.
+TEST(UnknownSourceReplay, SelectsDedupesSkipsUnknownAndFetchesStubs) {
+  FakeStore store;
+  FakeProducer producer;
+  producer.store = &store;
+  FakeFetcher fetcher;
+  DlqMessage other = dlq_message("wh:github:e9:ci", 1, 0);  // permanent: not this replay's
+  DlqMessage stub;
+  stub.partition = 1;
+  stub.offset = 7;
+  stub.stub = true;
+  stub.headers = {{"hr-dlq-reason", "unknown_source"}};
+  fetcher.messages[{1, 7}] = unknown_source_letter("newsrc", "e3", 7);
+  DlqMessage newer = unknown_source_letter("newsrc", "e1", 5);
+  newer.value = "newer";
+  const std::vector<DlqMessage> dlq = {other, unknown_source_letter("newsrc", "e1", 2),
+                                       unknown_source_letter("stillunknown", "e2", 3), newer, stub};
+  auto s = replay_unknown_sources(dlq, config_knowing({"newsrc"}), producer, fetcher, {});
+  EXPECT_EQ(s.total, 3);
+  EXPECT_EQ(s.replayed, 2);
+  EXPECT_EQ(s.skipped, 1);
+  ASSERT_EQ(producer.sent.size(), 2u);
+  EXPECT_EQ(producer.sent[0].value, "newer") << "an event's newest dead letter";
+  EXPECT_EQ(producer.sent[1].key, "e3") << "the stub, fetched whole";
+  EXPECT_EQ(s.items[1].outcome, "skipped_unknown_source");
+  EXPECT_EQ(fetcher.fetched, (std::vector<std::string>{"hookrelay.dlq/1@7"}));
+
+  producer.sent.clear();
+  UnknownSourceOptions only;
+  only.source = "newsrc";
+  only.limit = 1;
+  auto limited = replay_unknown_sources(dlq, config_knowing({"newsrc"}), producer, fetcher, only);
+  EXPECT_EQ(limited.total, 1);
+  EXPECT_TRUE(limited.limited);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].key, "e1");
+
+  producer.sent.clear();
+  UnknownSourceOptions dry;
+  dry.dry_run = true;
+  auto would = replay_unknown_sources(dlq, config_knowing({"newsrc"}), producer, fetcher, dry);
+  EXPECT_TRUE(producer.sent.empty());
+  EXPECT_EQ(unknown_source_progress_line(would, true),
+            "would replay 2/3 events of unknown sources, skipped 1, failed 0");
+}
+
+TEST(UnknownSourceReplay, AFailedProduceIsReportedAndTheRestGoOn) {
+  FakeStore store;
+  FakeProducer producer;
+  producer.store = &store;
+  producer.refuse = true;
+  FakeFetcher fetcher;
+  auto s = replay_unknown_sources(
+      {unknown_source_letter("newsrc", "e1", 1), unknown_source_letter("newsrc", "e2", 2)},
+      config_knowing({"newsrc"}), producer, fetcher, {});
+  EXPECT_EQ(s.failed, 2);
+  EXPECT_NE(s.items[0].detail.find("all brokers down"), std::string::npos) << s.items[0].detail;
 }
 
 }  // namespace

@@ -214,6 +214,7 @@ class FakeStore : public DeliveryStore {
   Result<int> record_inbound(const std::vector<InboundEventRecord>& e) override {
     std::lock_guard lock(mu);
     if (down) return fail("db_unavailable", "down", true);
+    for (const auto& r : e) inbound.push_back(r.source + "/" + r.event_id);
     return static_cast<int>(e.size());
   }
   // Gives a lease back only while the claim the ref names holds it, as the real store does.
@@ -254,6 +255,7 @@ class FakeStore : public DeliveryStore {
   std::map<std::string, std::string> state;
   std::map<std::string, Lease> lease;
   std::vector<std::string> released;    // keys whose leases release() was asked to give back
+  std::vector<std::string> inbound;     // source/event id of each audited event
   std::map<std::string, int> fence_of;  // each delivery's newest copy's attempts (its fence)
   std::vector<CopyFence> fenced;        // what fence() was asked
   std::vector<AttemptRecord> attempts;
@@ -713,6 +715,31 @@ TEST_F(WorkerCoordinator, LastAttemptIsDeadLetteredAsExhausted) {
 
 // A retry whose route is no longer configured: no call, recorded dead in Postgres with the
 // attempts made so far (so the DLQ listings and `dlq replay` find it), then dead-lettered.
+// A first copy of a source this worker's config does not know (ingest has a newer config) is not
+// finished without a trace, as "no route takes it" would be: it is audited and dead-lettered
+// whole, as unknown_source, for `dlq replay --unknown-sources` once the config knows the source.
+TEST_F(WorkerCoordinator, AFirstCopyOfASourceTheConfigDoesNotKnowIsDeadLetteredWhole) {
+  webhook(0, "e1", std::string(kWebhooksTopic), {{"x-extra", "kept"}});
+  for (auto& h : consumer.queue.back().headers) {
+    if (h.first == "hr-source") h.second = "newsrc";
+  }
+  steps(12);
+  EXPECT_TRUE(sender.calls.empty());
+  ASSERT_EQ(producer.sent.size(), 1u);
+  const auto& dead = producer.sent[0];
+  EXPECT_EQ(dead.topic, kDlqTopic);
+  EXPECT_EQ(dead.header("hr-dlq-reason"), "unknown_source");
+  EXPECT_EQ(dead.header("hr-source"), "newsrc");
+  EXPECT_EQ(dead.header("hr-event-id"), "e1");
+  EXPECT_EQ(dead.header("hr-origin-topic"), kWebhooksTopic);
+  EXPECT_EQ(dead.header("x-extra"), "kept");
+  EXPECT_EQ(dead.value, "{\"e\":\"e1\"}");
+  EXPECT_NE(dead.header("hr-last-error").find("source 'newsrc' is not in this worker's"),
+            std::string::npos);
+  EXPECT_EQ(store.inbound, (std::vector<std::string>{"newsrc/e1"}));
+  EXPECT_EQ(stored(), 1) << "its dead letter acknowledged, the message is finished";
+}
+
 TEST_F(WorkerCoordinator, ARetryOfARemovedRouteIsRecordedDeadThenDeadLettered) {
   webhook(0, "e1", retry_topic(0),
           {{"hr-attempt", "2"}, {"hr-route", "gone"}, {"hr-due-at", std::to_string(now - 1)}});

@@ -1,0 +1,157 @@
+#include "shared/replay/unknown_source_replay.h"
+
+#include <chrono>
+#include <future>
+#include <map>
+#include <memory>
+#include <string_view>
+#include <utility>
+
+#include "shared/kafka/wire_contract.h"
+
+namespace hookrelay {
+namespace {
+
+constexpr std::string_view kUnknownSourceReason = "unknown_source";
+
+bool added_by_worker(std::string_view name) {
+  return name == header::kDlqReason || name == header::kOriginTopic || name == header::kAttempt ||
+         name == header::kFirstAttemptAt || name == header::kDueAt ||
+         name == header::kDeliveryKey || name == header::kRoute ||
+         name.substr(0, header::kLastPrefix.size()) == header::kLastPrefix;
+}
+
+Result<ProducedAt> produce_and_wait(MessageProducer& producer, const OutgoingMessage& m,
+                                    int ack_timeout_ms) {
+  // Shared with the callback, which may run after we stopped waiting.
+  auto done = std::make_shared<std::promise<Result<ProducedAt>>>();
+  auto future = done->get_future();
+  producer.produce(m, [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
+  if (future.wait_for(std::chrono::milliseconds(ack_timeout_ms)) != std::future_status::ready) {
+    return fail("ack_timeout",
+                "no broker acknowledgement within " + std::to_string(ack_timeout_ms) + " ms");
+  }
+  return future.get();
+}
+
+}  // namespace
+
+std::vector<MessageHeader> first_copy_headers(const std::vector<MessageHeader>& dead_letter) {
+  std::vector<MessageHeader> out;
+  out.reserve(dead_letter.size());
+  for (const auto& h : dead_letter) {
+    if (!added_by_worker(h.name)) out.push_back(h);
+  }
+  return out;
+}
+
+UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messages,
+                                            const Config& config, MessageProducer& producer,
+                                            MessageFetcher& fetcher,
+                                            const UnknownSourceOptions& options) {
+  UnknownSourceSummary summary;
+  // Newest dead letter per event (source, event id), events in order of their first dead letter.
+  std::vector<std::pair<std::string, std::string>> order;
+  std::map<std::pair<std::string, std::string>, DlqMessage> newest;
+  std::vector<UnknownSourceItem> unreadable;
+  for (const DlqMessage& read : messages) {
+    const std::string* reason = read.header(header::kDlqReason);
+    if (!reason || *reason != kUnknownSourceReason) continue;
+    DlqMessage whole;
+    const DlqMessage* m = &read;
+    if (read.stub) {
+      auto fetched = fetcher.fetch(std::string(kDlqTopic), read.partition, read.offset);
+      if (!fetched) {
+        unreadable.push_back({"", "", read.partition, read.offset, "failed",
+                              "its dead letter could not be read: " + fetched.error().message});
+        continue;
+      }
+      whole = std::move(*fetched);
+      m = &whole;
+    }
+    const std::string* source = m->header(header::kSource);
+    const std::string* event_id = m->header(header::kEventId);
+    if (!options.source.empty() && (!source || *source != options.source)) continue;
+    if (!source || !event_id || source->empty() || event_id->empty()) {
+      unreadable.push_back({source ? *source : "", event_id ? *event_id : "", m->partition,
+                            m->offset, "failed",
+                            "its dead letter has no hr-source or hr-event-id"});
+      continue;
+    }
+    auto id = std::make_pair(*source, *event_id);
+    auto [it, added] = newest.try_emplace(id, *m);
+    if (added) {
+      order.push_back(std::move(id));
+    } else {
+      it->second = *m;
+    }
+  }
+
+  for (auto& item : unreadable) {
+    ++summary.total;
+    ++summary.failed;
+    summary.items.push_back(std::move(item));
+  }
+  for (const auto& id : order) {
+    if (summary.total >= options.limit) {
+      summary.limited = true;
+      break;
+    }
+    if (options.stop_requested && options.stop_requested()) {
+      summary.interrupted = true;
+      break;
+    }
+    const DlqMessage& m = newest.at(id);
+    UnknownSourceItem item{id.first, id.second, m.partition, m.offset, "", ""};
+    ++summary.total;
+    const std::string* origin = m.header(header::kOriginTopic);
+    if (!config.sources.count(id.first)) {
+      item.outcome = "skipped_unknown_source";
+      item.detail = "source '" + id.first +
+                    "' is not in this configuration's sources either: add it (and its routes) "
+                    "to the workers' config first";
+      ++summary.skipped;
+    } else if (origin && *origin != kWebhooksTopic) {
+      item.outcome = "failed";
+      item.detail = "its origin topic is " + *origin + ", not " + std::string(kWebhooksTopic);
+      ++summary.failed;
+    } else if (options.dry_run) {
+      item.outcome = "would_replay";
+      item.detail = "to " + std::string(kWebhooksTopic);
+    } else {
+      const auto headers = first_copy_headers(m.headers);
+      auto produced =
+          produce_and_wait(producer, OutgoingMessage{kWebhooksTopic, id.second, m.value, &headers},
+                           options.ack_timeout_ms);
+      if (produced) {
+        item.outcome = "replayed";
+        item.detail = "to " + std::string(kWebhooksTopic) + " partition " +
+                      std::to_string(produced->partition) + " offset " +
+                      std::to_string(produced->offset);
+        ++summary.replayed;
+      } else {
+        item.outcome = "failed";
+        item.detail = "not produced to " + std::string(kWebhooksTopic) + ": " +
+                      produced.error().message +
+                      " (run it again: a copy that did reach Kafka "
+                      "is delivered once all the same)";
+        ++summary.failed;
+      }
+    }
+    summary.items.push_back(std::move(item));
+  }
+  return summary;
+}
+
+std::string unknown_source_progress_line(const UnknownSourceSummary& summary, bool dry_run) {
+  int would = 0;
+  for (const auto& i : summary.items) would += i.outcome == "would_replay" ? 1 : 0;
+  return std::string(dry_run ? "would replay " : "replayed ") +
+         std::to_string(dry_run ? would : summary.replayed) + "/" + std::to_string(summary.total) +
+         " events of unknown sources, skipped " + std::to_string(summary.skipped) + ", failed " +
+         std::to_string(summary.failed) +
+         (summary.limited ? " (limit reached: run again for the rest)" : "") +
+         (summary.interrupted ? " (interrupted)" : "");
+}
+
+}  // namespace hookrelay
