@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -679,9 +680,14 @@ TEST_F(DeliveryQueriesTest, InboundEventsOlderThanTheWindowAreDeleted) {
       InboundEventRecord{"github", "new-1", "hookrelay.webhooks", 0, 3, unix_now_ms() - 29 * day,
                          "cc"},
   }));
+  // Bounded: the oldest first, at most max_rows a call.
+  auto one = queries_->delete_inbound_events(30, 1);
+  ASSERT_TRUE(one) << one.error().message;
+  EXPECT_EQ(*one, 1);
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM inbound_events WHERE event_id = 'old-1'"), "0");
   auto deleted = queries_->delete_inbound_events(30);
   ASSERT_TRUE(deleted) << deleted.error().message;
-  EXPECT_EQ(*deleted, 2);
+  EXPECT_EQ(*deleted, 1);
   EXPECT_EQ(db_->scalar("SELECT string_agg(event_id, ',') FROM inbound_events "
                         "WHERE event_id LIKE '%-1' OR event_id LIKE '%-2'"),
             "new-1");
@@ -743,6 +749,74 @@ TEST_F(DeliveryQueriesTest, FinishedDeliveriesOlderThanTheWindowAreDeletedWithTh
   ASSERT_FALSE(too_short);
   EXPECT_NE(too_short.error().message.find("at least 1 day"), std::string::npos)
       << too_short.error().message;
+}
+
+// The head of an ordered key is the oldest finished delivery: it is kept, and does not count
+// against max_rows, so a job that calls until a call returns less than max_rows goes on. (It was
+// chosen into the batch and then kept, so every call returned max_rows - 1 and the job stopped
+// after one batch.)
+TEST_F(DeliveryQueriesTest, AnOrderedHeadAmongTheOldestDoesNotStopTheRetentionLoop) {
+  db_->scalar(
+      "UPDATE delivery_rows SET first_seen_at = now() - interval '40 days',"
+      " completed_at = now() - interval '40 days' WHERE state IN ('succeeded', 'dead')"
+      " RETURNING 1");
+  db_->scalar(
+      "UPDATE delivery_rows SET first_seen_at = now() - interval '50 days'"
+      " WHERE delivery_key = 'gh-e1-ci' RETURNING 1");
+  db_->scalar(
+      "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
+      " VALUES ('github', 'ci', 'k', 'gh-e1-ci') RETURNING 1");
+  const int64_t finished = std::stoll(
+      db_->scalar("SELECT count(*) FROM delivery_rows WHERE state IN ('succeeded', 'dead')"));
+  ASSERT_GE(finished, 3);
+  int64_t total = 0;
+  for (int call = 0; call < 10; ++call) {  // the documented loop, with max_rows 1
+    auto n = queries_->delete_finished_deliveries(30, 1);
+    ASSERT_TRUE(n) << n.error().message;
+    total += *n;
+    if (*n < 1) break;
+  }
+  EXPECT_EQ(total, finished - 1) << "the loop stopped before the deletable rows were gone";
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',') FROM delivery_rows"
+                        " WHERE state IN ('succeeded', 'dead')"),
+            "gh-e1-ci");
+}
+
+// The job stopped for days: today's partition is missing and today's attempts are in the default
+// partition, while workers go on recording attempts. Creating the partition moves them and
+// succeeds; it used to fail when an attempt reached the default partition between the move and
+// the creation, every day.
+TEST_F(DeliveryQueriesTest, AMissingPartitionIsCreatedWhileAttemptsAreRecorded) {
+  const std::string today =
+      db_->scalar("SELECT to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD')");
+  db_->scalar("ALTER TABLE delivery_attempts DETACH PARTITION delivery_attempts_p" + today +
+              "; DROP TABLE delivery_attempts_p" + today + "; SELECT 1");
+  std::atomic<bool> stop{false};
+  std::atomic<int> recorded{0};
+  std::thread recorder([&] {
+    PostgresDeliveryStore store(db_->url());
+    for (int i = 0; !stop.load(); ++i) {
+      auto r = store.record({AttemptRecord{"rec-" + std::to_string(i), 1, unix_now_ms(), 1, 503,
+                                           "retryable", "", "retrying"}},
+                            "w1");
+      if (r) recorded.fetch_add(1);
+    }
+  });
+  while (recorded.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  auto created = queries_->ensure_attempt_partitions(7);
+  const int before_stop = recorded.load();
+  while (recorded.load() < before_stop + 50)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  stop = true;
+  recorder.join();
+  ASSERT_TRUE(created) << created.error().message;
+  EXPECT_EQ(*created, 1);
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_default"
+                        " WHERE delivery_key LIKE 'rec-%'"),
+            "0");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts_p" + today +
+                        " WHERE delivery_key LIKE 'rec-%'"),
+            std::to_string(recorded.load()));
 }
 
 // A worker claims an old finished delivery again (a resend) while the retention's delete waits
