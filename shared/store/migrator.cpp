@@ -1,6 +1,7 @@
 #include "shared/store/migrator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "shared/log.h"
@@ -62,10 +64,16 @@ Result<std::string> read_text(const MigrationFile& file) {
   return text.str();
 }
 
+// PostgreSQL's lock_not_available (55P03): lock_timeout ran out.
+bool lock_wait_ran_out(const Error& e) {
+  return e.code == "db_conflict" && e.message.find("lock timeout") != std::string::npos;
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> migrate(const std::string& db_url,
-                                         const std::string& migrations_dir) {
+                                         const std::string& migrations_dir,
+                                         const MigrateOptions& options) {
   auto files = list_migrations(migrations_dir);
   if (!files) return Unexpected{files.error()};
 
@@ -93,13 +101,36 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
     if (applied->count(file.version) != 0) continue;
     auto sql = read_text(file);
     if (!sql) return Unexpected{sql.error()};
-    auto r = pg.run(file.file_name, [&](pqxx::connection& c) {
-      pqxx::work tx(c);
-      tx.exec(*sql);
-      tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", file.version,
-                     file.name);
-      tx.commit();
-    });
+    const std::string lock_timeout =
+        "SET LOCAL lock_timeout = " + std::to_string(std::max(options.lock_timeout_ms, 1));
+    auto apply = [&] {
+      return pg.run(file.file_name, [&](pqxx::connection& c) {
+        pqxx::work tx(c);
+        tx.exec(lock_timeout);
+        tx.exec(*sql);
+        tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                       file.version, file.name);
+        tx.commit();
+      });
+    };
+    auto r = apply();
+    for (int attempt = 1; !r && lock_wait_ran_out(r.error()); ++attempt) {
+      if (attempt >= options.lock_attempts) {
+        return fail("migration_failed",
+                    file.file_name + ": waited more than " +
+                        std::to_string(options.lock_timeout_ms) + " ms for a lock, " +
+                        std::to_string(attempt) +
+                        " times: a long transaction holds a table it changes (see "
+                        "pg_stat_activity); run it again once that transaction ends (" +
+                        r.error().message + ")");
+      }
+      spdlog::warn(
+          "msg=migration_lock_wait file={} attempt={} lock_timeout_ms={} action=\"rolled back, "
+          "trying again in {} ms\"",
+          file.file_name, attempt, options.lock_timeout_ms, options.retry_delay_ms);
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.retry_delay_ms));
+      r = apply();
+    }
     if (!r) {
       Error e = r.error();
       // A migration's own statement refused (its SQL, or a privilege it needs) is its failure,

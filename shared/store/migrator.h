@@ -19,11 +19,23 @@
 
 namespace hookrelay {
 
+// A migration waits at most `lock_timeout_ms` for each lock it takes (PostgreSQL's lock_timeout):
+// an ALTER TABLE queued behind a long transaction would otherwise hold up every statement of
+// the live workers that comes after it, for as long as that transaction lasts. A file whose
+// lock wait runs out is rolled back and run again, `lock_attempts` times in all,
+// `retry_delay_ms` apart, before migrate() gives up (migration_failed, naming the wait).
+struct MigrateOptions {
+  int lock_timeout_ms = 5000;
+  int lock_attempts = 12;
+  int retry_delay_ms = 5000;
+};
+
 // Returns the versions ("0001", ...) applied by this call, in order; empty when up to date.
 // Errors: "db_unavailable" (retryable), "migrations_dir" (missing directory, badly named or
 // duplicate-version file), "migration_failed" (the message starts with the file name).
 Result<std::vector<std::string>> migrate(const std::string& db_url,
-                                         const std::string& migrations_dir);
+                                         const std::string& migrations_dir,
+                                         const MigrateOptions& options = {});
 
 // The newest migration this build was made with ("0016"): the schema its statements expect.
 // Taken from the source tree's migrations/ when the build is configured.

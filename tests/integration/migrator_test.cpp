@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <pqxx/pqxx>
 #include <random>
 #include <thread>
 
@@ -125,6 +128,57 @@ TEST_F(MigratorTest, AppliedAndBuiltSchemaVersionsAgreeAfterMigrating) {
   ASSERT_TRUE(after) << after.error().message;
   EXPECT_EQ(*after, built_schema_version());
   EXPECT_EQ(check_schema_version(db_->url()), std::optional<std::string>(built_schema_version()));
+}
+
+// A migration that changes a table a long transaction reads waits at most lock_timeout_ms for
+// its lock, so that the live workers' statements queued behind its request are held that long at
+// most; it is rolled back and tried again, and given up with a message naming the wait. Once the
+// transaction ends it goes in.
+TEST_F(MigratorTest, AMigrationBehindALongTransactionWaitsBoundedTimesThenSaysWhy) {
+  ASSERT_TRUE(migrate(db_->url(), kMigrations));
+  std::string dir =
+      make_dir({{"9000_alter.sql", "ALTER TABLE delivery_rows ADD COLUMN probe int;"}});
+  pqxx::connection reader(db_->url());
+  pqxx::work long_txn(reader);
+  long_txn.exec("SELECT count(*) FROM delivery_rows");  // ACCESS SHARE until it ends
+
+  // A worker's statement, sent while the migration waits, is not held behind it for long.
+  std::atomic<bool> migrating{true};
+  std::atomic<int64_t> slowest_ms{0};
+  std::thread worker([&] {
+    pqxx::connection c(db_->url());
+    while (migrating.load()) {
+      auto t0 = std::chrono::steady_clock::now();
+      pqxx::nontransaction(c).exec("SELECT count(*) FROM delivery_rows");
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+      slowest_ms = std::max<int64_t>(slowest_ms.load(), ms);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r =
+      migrate(db_->url(), dir,
+              MigrateOptions{.lock_timeout_ms = 300, .lock_attempts = 3, .retry_delay_ms = 100});
+  const auto took = std::chrono::steady_clock::now() - t0;
+  migrating = false;
+  worker.join();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "migration_failed");
+  EXPECT_NE(r.error().message.find("9000_alter.sql: waited more than 300 ms for a lock, 3 times"),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_LT(took, std::chrono::seconds(5)) << "the migration waited for the transaction";
+  EXPECT_LT(slowest_ms.load(), 2000) << "a worker's statement waited behind the migration";
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations WHERE version = '9000'"), "0");
+
+  long_txn.commit();
+  auto done =
+      migrate(db_->url(), dir,
+              MigrateOptions{.lock_timeout_ms = 300, .lock_attempts = 3, .retry_delay_ms = 100});
+  ASSERT_TRUE(done) << done.error().message;
+  EXPECT_EQ(*done, (std::vector<std::string>{"9000"}));
 }
 
 TEST_F(MigratorTest, MissingDirectoryIsAnError) {
