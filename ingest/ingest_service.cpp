@@ -312,32 +312,69 @@ void IngestService::produce_and_answer(InFlight counted, std::string_view endpoi
       // Counted in hookrelay_kafka_producer_errors_total by the producer itself.
       spdlog::warn("msg=produce_failed endpoint={} source={} code={} error={}", endpoint, source,
                    r.error().code, log_quote(r.error().message));
-      if (r.error().code == kMessageTooLargeCode) {
-        // Permanent: the same request can never fit, so no Retry-After.
-        answer_error(endpoint, source, 413, "body_too_large",
-                     "the request is larger than a Kafka message may be (" + r.error().message +
-                         "); it was not accepted and never will be: send a smaller body",
-                     respond);
-      } else if (r.error().code == kDeliveryOutcomeUnknownCode) {
-        // Sent, and not acknowledged: Kafka may have stored it. The answer says what a retry does.
-        std::string message = "Kafka did not confirm whether it stored the request (" +
-                              r.error().message + "); it may have been accepted. ";
+      // A broker's refusal for good keeps its own code, whatever an earlier send of the message
+      // did; delivery_error() notes in its message when one went unanswered and may have stored
+      // it. Such a request may have been accepted: the answer must not say it was not.
+      const bool may_be_stored = r.error().message.find(kMayHaveStoredNote) != std::string::npos;
+      // What sending it again does, to an answer that says it may have been accepted.
+      auto retry_advice = [&] {
         switch (retry) {
           case Retry::kDeduplicated:
-            message += "Retry: a webhook stored twice is delivered once (by source and event id)";
-            break;
+            return std::string(
+                "Retry: a webhook stored twice is delivered once (by source and event id)");
           case Retry::kSameKey:
-            message += "Retry with the same idempotency_key: it gives at most one successful call";
-            break;
+            return std::string(
+                "Retry with the same idempotency_key: it gives at most one successful call");
           case Retry::kMayRepeat:
-            message +=
-                "The request had no idempotency_key, so a retry may make the call twice; "
-                "to retry safely, send it again with \"idempotency_key\": \"" +
-                extra + "\" (the key it was given), and give every call an idempotency_key";
             break;
         }
-        answer_error(endpoint, source, 503, r.error().code, message, respond,
-                     {{"Retry-After", retry_after()}});
+        return "The request had no idempotency_key, so a retry may make the call twice; to retry "
+               "safely, send it again with \"idempotency_key\": \"" +
+               extra + "\" (the key it was given), and give every call an idempotency_key";
+      };
+      if (r.error().code == kMessageTooLargeCode) {
+        // Permanent: the same request can never fit, so no Retry-After.
+        std::string message =
+            "the request is larger than a Kafka message may be (" + r.error().message + "); ";
+        if (may_be_stored) {
+          message +=
+              "an earlier send of it went unanswered, so it may have been accepted all the same; "
+              "sent again as it is, it will be refused. ";
+          switch (retry) {
+            case Retry::kDeduplicated:
+              message += "A webhook stored twice is delivered once (by source and event id)";
+              break;
+            case Retry::kSameKey:
+              message +=
+                  "Send a smaller body with the same idempotency_key: it gives at most one "
+                  "successful call";
+              break;
+            case Retry::kMayRepeat:
+              message +=
+                  "The request had no idempotency_key: a smaller one sent instead may make the "
+                  "call twice, unless it carries \"idempotency_key\": \"" +
+                  extra + "\" (the key it was given)";
+              break;
+          }
+        } else {
+          message += "it was not accepted and never will be: send a smaller body";
+        }
+        answer_error(endpoint, source, 413, "body_too_large", message, respond);
+      } else if (r.error().code == kDeliveryOutcomeUnknownCode) {
+        // Sent, and not acknowledged: Kafka may have stored it. The answer says what a retry does.
+        answer_error(endpoint, source, 503, r.error().code,
+                     "Kafka did not confirm whether it stored the request (" + r.error().message +
+                         "); it may have been accepted. " + retry_advice(),
+                     respond, {{"Retry-After", retry_after()}});
+      } else if (may_be_stored) {
+        // Refused for good now, after an earlier send went unanswered: that one may have stored
+        // it. A retry succeeds once what refused it (an ACL, say) is put right.
+        answer_error(endpoint, source, 503, r.error().code,
+                     "Kafka refused the request (" + r.error().message +
+                         "), but an earlier send of it went unanswered, so it may have been "
+                         "accepted. " +
+                         retry_advice(),
+                     respond, {{"Retry-After", retry_after()}});
       } else {
         answer_error(endpoint, source, 503, r.error().code,
                      "Kafka did not acknowledge the request (" + r.error().message +

@@ -1,9 +1,12 @@
 #include "shared/call_request.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <vector>
 
 #include "shared/ascii.h"
 #include "shared/http/http_url.h"
@@ -36,16 +39,119 @@ constexpr int kEnvelopeMaxTimeoutMs = 3600 * 1000;
 constexpr int kEnvelopeMaxAttempts = 1000;
 constexpr int kEnvelopeMaxAgeSeconds = 366 * 86400;
 
+// A whole number in [lo, hi]. The parser keeps a non-negative number unsigned (up to 2^64-1) and
+// a negative one signed: each is compared as it is, never cast first, and a refusal quotes the
+// number as it was sent (18446744073709551615 is not "-1").
 int bounded_int(const json& j, const char* field, int lo, int hi) {
   if (!j.is_number_integer())
     throw std::invalid_argument(std::string(field) + ": must be an integer");
-  auto v = j.get<long long>();
-  if (v < lo || v > hi) {
+  const bool in_range =
+      j.is_number_unsigned()
+          ? hi >= 0 && j.get<json::number_unsigned_t>() <= static_cast<std::uint64_t>(hi) &&
+                (lo <= 0 || j.get<json::number_unsigned_t>() >= static_cast<std::uint64_t>(lo))
+          : j.get<json::number_integer_t>() >= lo && j.get<json::number_integer_t>() <= hi;
+  if (!in_range) {
     throw std::invalid_argument(std::string(field) + ": must be between " + std::to_string(lo) +
-                                " and " + std::to_string(hi) + ", got " + std::to_string(v));
+                                " and " + std::to_string(hi) + ", got " + j.dump());
   }
-  return static_cast<int>(v);
+  return j.is_number_unsigned() ? static_cast<int>(j.get<json::number_unsigned_t>())
+                                : static_cast<int>(j.get<json::number_integer_t>());
 }
+
+// The request body as json::parse builds it (the same non-recursive parser, the same values),
+// except that a key given twice in one object is noticed instead of the last silently replacing
+// the first. The first one in the request object or in its "headers" object (where the request is
+// read) is kept to be named; one deeper down is in a value the request refuses anyway. Duplicates
+// cost no memory: a key is looked up in the object being built as it is inserted.
+class RequestJson {
+ public:
+  using number_integer_t = json::number_integer_t;
+  using number_unsigned_t = json::number_unsigned_t;
+  using number_float_t = json::number_float_t;
+  using string_t = json::string_t;
+  using binary_t = json::binary_t;
+
+  explicit RequestJson(json& root) : root_(root) {}
+
+  bool null() { return value(nullptr); }
+  bool boolean(bool v) { return value(v); }
+  bool number_integer(number_integer_t v) { return value(v); }
+  bool number_unsigned(number_unsigned_t v) { return value(v); }
+  bool number_float(number_float_t v, const string_t& /*text*/) { return value(v); }
+  bool string(string_t& v) { return value(v); }
+  bool binary(binary_t& /*v*/) { return false; }  // never in JSON text
+  bool start_object(std::size_t /*size*/) {
+    open_.push_back(place(json::value_t::object));
+    return true;
+  }
+  bool key(string_t& k) {
+    auto& members = open_.back()->get_ref<json::object_t&>();
+    auto [it, fresh] = members.try_emplace(k);
+    if (!fresh && !duplicate_) {
+      if (open_.size() == 1) {
+        duplicate_ = k;
+      } else if (open_.size() == 2 && top_key_ != nullptr && *top_key_ == "headers") {
+        duplicate_ = "headers." + k;
+      }
+    }
+    if (open_.size() == 1) top_key_ = &it->first;
+    member_ = &it->second;
+    return true;
+  }
+  bool end_object() {
+    open_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t /*size*/) {
+    open_.push_back(place(json::value_t::array));
+    return true;
+  }
+  bool end_array() {
+    open_.pop_back();
+    return true;
+  }
+  template <class Exception>
+  bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
+                   const Exception& /*error*/) {
+    errored_ = true;
+    return false;
+  }
+
+  bool errored() const { return errored_; }
+  // The first key given twice, as a field name ("url", "headers.X-Trace").
+  const std::optional<std::string>& duplicate() const { return duplicate_; }
+
+ private:
+  template <class V>
+  bool value(V&& v) {
+    place(std::forward<V>(v));
+    return true;
+  }
+  // Where a value goes: the root, the end of the open array, or the member whose key came last.
+  // A pointer into its container stays valid while it is open: nothing is added to the container
+  // until it is closed.
+  template <class V>
+  json* place(V&& v) {
+    if (open_.empty()) {
+      root_ = json(std::forward<V>(v));
+      return &root_;
+    }
+    if (open_.back()->is_array()) {
+      auto& elements = open_.back()->get_ref<json::array_t&>();
+      elements.emplace_back(std::forward<V>(v));
+      return &elements.back();
+    }
+    *member_ = json(std::forward<V>(v));
+    return member_;
+  }
+
+  json& root_;
+  std::vector<json*> open_;               // the objects and arrays open, outermost first
+  json* member_ = nullptr;                // the member whose key came last
+  const std::string* top_key_ = nullptr;  // the request object's last key (in the object itself)
+  std::optional<std::string> duplicate_;
+  bool errored_ = false;
+};
 
 const std::set<std::string>& managed_headers() {
   // Set by the HTTP client or by hookrelay itself; a caller may not override them.
@@ -94,9 +200,19 @@ std::string call_id_for(std::string_view idempotency_key) {
 }
 
 Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& limits) {
-  json j = json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded()) return fail("malformed_json", "request body is not valid JSON");
+  json j;
+  RequestJson reader(j);
+  bool parsed = false;
+  try {
+    parsed = json::sax_parse(text.begin(), text.end(), &reader) && !reader.errored();
+  } catch (const json::exception&) {
+    parsed = false;
+  }
+  if (!parsed) return fail("malformed_json", "request body is not valid JSON");
   if (!j.is_object()) return fail("malformed_json", "request body must be a JSON object");
+  // Read one way here and perhaps another by whatever checked or logged the body before (last
+  // wins here, first wins elsewhere): a key given twice is refused, not guessed.
+  if (reader.duplicate()) return invalid(*reader.duplicate(), "given twice");
   static const std::set<std::string> known = {"url",        "method",       "headers",
                                               "body",       "body_base64",  "idempotency_key",
                                               "timeout_ms", "max_attempts", "max_age_seconds"};

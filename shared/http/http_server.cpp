@@ -15,6 +15,7 @@
 #include "shared/http/growing_body.h"
 #include "shared/log.h"
 #include "shared/thread_guard.h"
+#include "shared/utf8.h"
 
 namespace hookrelay {
 
@@ -66,12 +67,20 @@ std::string_view accept_error_reason(const beast::error_code& ec) {
   }
 }
 
-// Whether the request's Transfer-Encoding fields (all of them, in order, as one list) end in
-// chunked. A body is framed only by chunked as its final coding (RFC 7230 3.3.3): any other final
-// coding leaves the body's length unknown. Empty list elements are allowed by the list syntax.
+// The request's Transfer-Encoding fields (all of them, in order, as one list). A body is framed
+// only by chunked as its final coding (RFC 9112 6.3): any other final coding leaves the body's
+// length unknown. Chunked is the only coding this server decodes: a body under another one too
+// (gzip, deflate, compress, or one it does not know) would be taken for its encoded bytes.
+// Empty list elements are allowed by the list syntax.
+struct TransferCodings {
+  std::string_view last;   // the final coding (empty: none)
+  std::string_view other;  // the first coding that is not chunked (empty: none)
+  int chunked = 0;         // how many times chunked is listed
+};
+
 template <class Fields>
-bool final_coding_is_chunked(const Fields& fields) {
-  std::string_view last;
+TransferCodings transfer_codings(const Fields& fields) {
+  TransferCodings codings;
   for (const auto& f : fields) {
     if (f.name() != http::field::transfer_encoding) continue;
     std::string_view list(f.value().data(), f.value().size());
@@ -83,10 +92,16 @@ bool final_coding_is_chunked(const Fields& fields) {
         element.remove_prefix(1);
       while (!element.empty() && (element.back() == ' ' || element.back() == '\t'))
         element.remove_suffix(1);
-      if (!element.empty()) last = element;
+      if (element.empty()) continue;
+      codings.last = element;
+      if (ascii_iequals(element, "chunked")) {
+        ++codings.chunked;
+      } else if (codings.other.empty()) {
+        codings.other = element;
+      }
     }
   }
-  return ascii_iequals(last, "chunked");
+  return codings;
 }
 }  // namespace
 
@@ -284,11 +299,27 @@ class Session : public std::enable_shared_from_this<Session> {
     header_fields_ = fields;
     // A Transfer-Encoding that does not end in chunked leaves the body's length unknown: read by
     // Content-Length or as no body, its bytes would be taken for the next request (smuggling).
-    if (req.find(http::field::transfer_encoding) != req.end() &&
-        (!parser_->chunked() || !final_coding_is_chunked(req))) {
-      return refuse(400, "malformed_http",
-                    "malformed HTTP request: Transfer-Encoding does not end in chunked, so the "
-                    "body's length is unknown");
+    // Chunked twice is never sent (RFC 9112 7): decoded once, a framing would be left in the body.
+    if (req.find(http::field::transfer_encoding) != req.end()) {
+      const TransferCodings codings = transfer_codings(req);
+      if (codings.chunked > 1) {
+        return refuse(400, "malformed_http",
+                      "malformed HTTP request: Transfer-Encoding lists chunked more than once");
+      }
+      if (!parser_->chunked() || !ascii_iequals(codings.last, "chunked")) {
+        return refuse(400, "malformed_http",
+                      "malformed HTTP request: Transfer-Encoding does not end in chunked, so the "
+                      "body's length is unknown");
+      }
+      // Framed by chunked, and under another coding too: Beast decodes only the chunking, so the
+      // handler would get the encoded bytes as the body (a signature that never matches, JSON
+      // that never parses). A coding the server does not decode is answered 501 (RFC 9112 6.1).
+      if (!codings.other.empty()) {
+        return refuse(501, "transfer_coding_not_supported",
+                      "Transfer-Encoding '" + std::string(utf8_prefix(codings.other, 64)) +
+                          "' is not supported: chunked is the only transfer coding accepted; "
+                          "send the body without other transfer codings");
+      }
     }
     auto length = parser_->content_length();
     if (length && *length > server_.options.max_body_bytes) {
@@ -307,8 +338,10 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!server_.reserve_body(first)) return over_budget(first);
       reserved_ = first;
     }
+    // An HTTP/1.0 client does not wait for 100 Continue, nor can it read one: the expectation is
+    // ignored (RFC 9110 10.1.1).
     auto expect = req[http::field::expect];
-    if (beast::iequals(expect, "100-continue")) {
+    if (req.version() >= 11 && beast::iequals(expect, "100-continue")) {
       continue_.emplace(http::status::continue_, req.version());
       http::async_write(stream_, *continue_,
                         [self = shared_from_this()](beast::error_code wec, std::size_t) {

@@ -18,8 +18,10 @@ Error delivery_error(rd_kafka_resp_err_t err, rd_kafka_msg_status_t status) {
   if (err > 0 && !e.retryable) {
     // A broker refused it for good (message too large, not authorized): sending it again cannot
     // help, whatever an earlier send of it did (librdkafka keeps "possibly persisted" once a
-    // request of it went unanswered, through its own retries).
-    e.message += " (an earlier send of it, unanswered, may have stored it)";
+    // request of it went unanswered, through its own retries). The note keeps that known: ingest
+    // finds it and answers that the request may have been accepted, not that it was not.
+    e.message += " ";
+    e.message += kMayHaveStoredNote;
     return e;
   }
   return {std::string(kDeliveryOutcomeUnknownCode),

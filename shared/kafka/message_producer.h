@@ -25,6 +25,12 @@ inline constexpr std::string_view kMessageTooLargeCode = "message_too_large";
 // in flight): Kafka may have stored it, or not. Retryable; a retry may store it a second time.
 inline constexpr std::string_view kDeliveryOutcomeUnknownCode = "delivery_outcome_unknown";
 
+// Appended to the message of a broker's refusal for good (a permanent code: message too large,
+// not authorized) when an earlier send of the message went unanswered: that send may have stored
+// it, so whoever answers for the message must not say it was not accepted.
+inline constexpr std::string_view kMayHaveStoredNote =
+    "(an earlier send of it, unanswered, may have stored it)";
+
 struct MessageHeader {
   std::string name;
   std::string value;

@@ -307,6 +307,97 @@ TEST_F(HostileInput, TransferEncodingNotEndingInChunkedIsRefusedAndTheConnection
   expect_healthy();
 }
 
+// `bytes` as a gzip stream (RFC 1952) of one stored deflate block: what a client that compresses
+// its body sends, without zlib.
+std::string gzip_stored(const std::string& bytes) {
+  std::uint32_t crc = 0xffffffffu;
+  for (const unsigned char b : bytes) {
+    crc ^= b;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  crc = ~crc;
+  const auto len = static_cast<std::uint16_t>(bytes.size());
+  std::string out("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", 10);
+  out += '\x01';  // the final block, stored
+  for (const std::uint16_t v : {len, static_cast<std::uint16_t>(~len)}) {
+    out += static_cast<char>(v & 0xff);
+    out += static_cast<char>(v >> 8);
+  }
+  out += bytes;
+  for (const std::uint32_t v : {crc, static_cast<std::uint32_t>(bytes.size())}) {
+    for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+  }
+  return out;
+}
+
+// Chunked framing under another transfer coding: the server decodes only the chunking, so the
+// handler would get the still-encoded bytes as the body (a webhook's signature never matches and
+// counts as a verification failure, a call's JSON never parses). A coding the server does not
+// decode is answered 501 transfer_coding_not_supported naming it (RFC 9112 6.1), counted, and the
+// connection closed, before the handler sees anything. Chunked listed twice is malformed (400).
+TEST_F(HostileInput, TransferCodingsBesidesChunkedAreRefusedNotTakenForTheBody) {
+  start_ingest();
+  const std::string smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string body = "{\"action\":\"opened\"}";
+  const auto sig = signed_headers(body, "evt_te");
+  std::string webhook = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\n";
+  for (const auto& [k, v] : sig) webhook += k + ": " + v + "\r\n";
+  const std::string call =
+      std::string("POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ") + kToken + "\r\n";
+  auto chunked = [](const std::string& bytes) {
+    std::ostringstream size;
+    size << std::hex << bytes.size();
+    return size.str() + "\r\n" + bytes + "\r\n0\r\n\r\n";
+  };
+  struct Case {
+    std::string request;
+    int status;
+    std::string code;
+    std::string named;  // what the message quotes
+  };
+  const std::vector<Case> cases = {
+      {webhook + "Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked(gzip_stored(body)), 501,
+       "transfer_coding_not_supported", "'gzip'"},
+      {call + "Transfer-Encoding: deflate, chunked\r\n\r\n" +
+           chunked(R"({"url":"http://127.0.0.1:9/x"})"),
+       501, "transfer_coding_not_supported", "'deflate'"},
+      {webhook + "Transfer-Encoding: identity, chunked\r\n\r\n" + chunked(body), 501,
+       "transfer_coding_not_supported", "'identity'"},
+      {webhook + "Transfer-Encoding: GZIP\r\nTransfer-Encoding: , Chunked\r\n\r\n" + chunked(body),
+       501, "transfer_coding_not_supported", "'GZIP'"},
+      {webhook + "Transfer-Encoding: chunked, chunked\r\n\r\n" + chunked(chunked(body)), 400,
+       "malformed_http", "chunked more than once"},
+  };
+  for (const auto& c : cases) {
+    RawClient client(port_);
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.send(c.request + smuggled));
+    const std::string bytes = client.read_until_close(5s);
+    auto r = parse_reply(bytes);
+    const auto te = c.request.find("Transfer-Encoding");
+    const auto where = c.request.substr(te, c.request.find("\r\n\r\n") - te);
+    EXPECT_EQ(r.status, c.status) << where << ": " << bytes.substr(0, 300);
+    EXPECT_EQ(error_code(r), c.code) << where << ": " << r.body;
+    EXPECT_NE(r.body.find(c.named), std::string::npos) << where << ": " << r.body;
+    EXPECT_NE(r.head.find("Connection: close"), std::string::npos) << where << ": " << r.head;
+    EXPECT_EQ(bytes.find("HTTP/1.1 ", 1), std::string::npos)
+        << where << ": a second response: " << bytes;
+    EXPECT_TRUE(client.closed()) << where;
+  }
+  // The same signed body, chunked alone, is accepted: the refusals above were the codings.
+  auto plain = raw(webhook + "Transfer-Encoding: chunked\r\n\r\n" + chunked(body));
+  EXPECT_EQ(plain.status, 202) << plain.head << plain.body;
+  const std::string m = metrics();
+  EXPECT_EQ(
+      metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"transfer_coding_not_supported\""}),
+      4);
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"malformed_http\""}), 1);
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_requests_total", {"status=\"501\""}), 4);
+  // None of it reached the signature check.
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_verification_failures_total", {}), 0);
+  expect_healthy();
+}
+
 // Beast's parser bounds neither a chunk-size line with its extensions nor the trailer after the
 // last chunk: each waits in the connection's read buffer until its line ends. One endless line
 // must be cut where the buffer ends (128 KiB), answered, and cost no more memory than that, not

@@ -369,6 +369,42 @@ TEST_F(HttpServerResponse, RequestsArrivingInPiecesAreTheSameRequests) {
   EXPECT_FALSE(closed_by_server(c, 100ms));
 }
 
+// RFC 9110 10.1.1: a server must ignore a 100-continue expectation in an HTTP/1.0 request. Such a
+// client does not wait for an interim answer and cannot read one: it would take "100 Continue"
+// for the answer. The body is read as it comes and the request answered, once.
+TEST_F(HttpServerResponse, AnHttp10ExpectationOf100ContinueIsIgnored) {
+  start([](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = std::string(req.method) + " " + std::string(req.body);
+    respond(std::move(r));
+  });
+  const std::string head =
+      "POST /x HTTP/1.0\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n";
+  {
+    // The header alone: nothing is sent back while the body has not come.
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(head));
+    EXPECT_FALSE(c.readable(300ms)) << "an answer before the body";
+    ASSERT_TRUE(c.send("hello world"));
+    const std::string answer = c.read_until_close(5s);
+    EXPECT_EQ(answer.find("100 Continue"), std::string::npos) << answer;
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer;
+    EXPECT_TRUE(answer.ends_with("\r\n\r\nPOST hello world")) << answer;
+    EXPECT_TRUE(c.closed()) << "HTTP/1.0 without keep-alive: closed after the answer";
+  }
+  {
+    // Header and body at once.
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(head + "hello world"));
+    const std::string answer = c.read_until_close(5s);
+    EXPECT_EQ(answer.find("100 Continue"), std::string::npos) << answer;
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer;
+    EXPECT_TRUE(answer.ends_with("\r\n\r\nPOST hello world")) << answer;
+  }
+}
+
 // An answer from another thread, later (a Kafka acknowledgement), reaches its connection; the
 // connection then serves the next request. One loop and several, so the answer comes both from
 // the connection's own loop thread and from a thread of another loop or none.

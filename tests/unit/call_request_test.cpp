@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace hookrelay {
 namespace {
 
@@ -111,6 +115,96 @@ INSTANTIATE_TEST_SUITE_P(
             "idempotency_key: must be 1-255"},
         Bad{R"({"url":"http://h/","surprise":true})", "invalid_request",
             "surprise: unknown field"}));
+
+// A key given twice is read as the last by this parser and as the first by others (a proxy, a
+// log, a signature check that looked at the body): refused, naming it, in the request object and
+// in its headers object, whichever value each copy has.
+TEST(CallRequest, AKeyGivenTwiceIsRefusedNamingIt) {
+  for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"url":"http://a/","url":"http://b/"})", "url: given twice"},
+           {R"({"url":"http://a/","idempotency_key":"k1","idempotency_key":"k2"})",
+            "idempotency_key: given twice"},
+           {R"({"url":"http://a/","idempotency_key":"k","idempotency_key":"k"})",
+            "idempotency_key: given twice"},
+           {R"({"url":"http://a/","timeout_ms":1000,"method":"GET","timeout_ms":2000})",
+            "timeout_ms: given twice"},
+           {R"({"url":"http://a/","headers":{"X-A":"1"},"headers":{"X-B":"2"}})",
+            "headers: given twice"},
+           {R"({"url":"http://a/","headers":{"X-A":"1","X-B":"2","X-A":"3"}})",
+            "headers.X-A: given twice"},
+           // After a nested value inside the headers, the headers object's own keys still count.
+           {R"({"url":"http://a/","headers":{"X-A":"1","X-N":{"a":[{}]},"X-A":"1"}})",
+            "headers.X-A: given twice"},
+       }) {
+    auto c = parse_call_request(body, limits());
+    ASSERT_FALSE(c) << body;
+    EXPECT_EQ(c.error().code, "invalid_request") << body;
+    EXPECT_EQ(c.error().message, message) << body;
+  }
+  // Header names differing in case are different JSON keys: each is its own header.
+  auto cased =
+      parse_call_request(R"({"url":"http://a/","headers":{"X-A":"1","x-a":"2"}})", limits());
+  ASSERT_TRUE(cased) << cased.error().message;
+  EXPECT_EQ(cased->headers.size(), 2u);
+  // The same key in different objects, or inside a value the request does not read as an object
+  // of its own, is not given twice in one object.
+  auto nested = parse_call_request(R"({"url":"http://a/","headers":{"url":"x"}})", limits());
+  ASSERT_TRUE(nested) << nested.error().message;
+  // Invalid JSON is malformed_json whatever keys came before the fault.
+  auto broken = parse_call_request(R"({"url":"http://a/","url":)", limits());
+  ASSERT_FALSE(broken);
+  EXPECT_EQ(broken.error().code, "malformed_json");
+}
+
+// Deep nesting is parsed without recursion (and freed without it), duplicates or not.
+TEST(CallRequest, DeeplyNestedBodiesAreRefusedWithoutCrashing) {
+  const std::size_t depth = 100000;
+  std::string arrays =
+      R"({"url":"http://a/","body":)" + std::string(depth, '[') + std::string(depth, ']') + "}";
+  auto a = parse_call_request(arrays, limits());
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().message.rfind("body: must be a string", 0), 0u) << a.error().message;
+  std::string objects = R"({"url":"http://a/","headers":)";
+  for (std::size_t i = 0; i < depth; ++i) objects += R"({"k":1,"k":)";
+  objects += "0" + std::string(depth, '}') + "}";
+  auto o = parse_call_request(objects, limits());
+  ASSERT_FALSE(o);
+  EXPECT_EQ(o.error().code, "invalid_request");
+}
+
+// A number past what a signed 64-bit integer holds is kept unsigned by the parser: compared as it
+// is and quoted as it was sent, never cast to -1 first.
+TEST(CallRequest, AnOutOfRangeNumberIsQuotedAsSent) {
+  for (const auto& [body, message] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"url":"http://a/","timeout_ms":18446744073709551615})",
+            "timeout_ms: must be between 100 and 120000, got 18446744073709551615"},
+           {R"({"url":"http://a/","timeout_ms":9223372036854775808})",
+            "timeout_ms: must be between 100 and 120000, got 9223372036854775808"},
+           {R"({"url":"http://a/","timeout_ms":4294967396})",
+            "timeout_ms: must be between 100 and 120000, got 4294967396"},
+           {R"({"url":"http://a/","max_attempts":-9223372036854775808})",
+            "max_attempts: must be between 1 and 100, got -9223372036854775808"},
+           {R"({"url":"http://a/","max_age_seconds":-1})",
+            "max_age_seconds: must be between 1 and 604800, got -1"},
+       }) {
+    auto c = parse_call_request(body, limits());
+    ASSERT_FALSE(c) << body;
+    EXPECT_EQ(c.error().code, "invalid_request") << body;
+    EXPECT_EQ(c.error().message, message) << body;
+  }
+  auto edge =
+      parse_call_request(R"({"url":"http://a/","timeout_ms":120000,"max_attempts":1})", limits());
+  ASSERT_TRUE(edge) << edge.error().message;
+  EXPECT_EQ(edge->timeout_ms, 120000);
+  EXPECT_EQ(edge->max_attempts, 1);
+  // The worker's envelope reader holds the same numbers to its own range.
+  auto envelope = parse_call_envelope(
+      R"({"url":"http://a/","method":"GET","headers":[],"idempotency_key":"k",)"
+      R"("timeout_ms":18446744073709551615,"max_attempts":1,"max_age_seconds":1})");
+  ASSERT_FALSE(envelope);
+  EXPECT_NE(envelope.error().message.find("got 18446744073709551615"), std::string::npos)
+      << envelope.error().message;
+}
 
 }  // namespace
 }  // namespace hookrelay

@@ -485,6 +485,91 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
       << answer->body;
 }
 
+// A broker's refusal for good (not authorized, too large) of a message an earlier send of it,
+// unanswered, may have stored (delivery_error notes it in the message and keeps the code): the
+// request may have been accepted, so the answer must not say it was not. It says it may have
+// been, and what a retry does: a call with an idempotency_key is made at most once, a call
+// without one may be made twice (the answer names the key it was given). Status codes are the
+// refusal's: 503 with Retry-After, 413 without.
+TEST_F(IngestServiceTest, APermanentRefusalAfterAnUnansweredSendSaysItMayHaveBeenAccepted) {
+  // As KafkaProducer's delivery_error() words a refusal of a message possibly persisted.
+  auto refuse = [this](std::size_t i, std::string code, const std::string& what) {
+    producer.messages.at(i).done(
+        fail(std::move(code), what + " (an earlier send of it, unanswered, may have stored it)"));
+  };
+  auto message_of = [this] {
+    return json::parse(answer->body)["error"]["message"].get<std::string>();
+  };
+  auto has_retry_after = [this] {
+    bool found = false;
+    for (auto& [k, v] : answer->headers) found |= (k == "Retry-After");
+    return found;
+  };
+
+  send(signed_webhook("github", "{}"));
+  refuse(0, "not_authorized", "Kafka refused access: Broker: Topic authorization failed");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 503);
+  EXPECT_EQ(error_code(), "not_authorized");
+  EXPECT_TRUE(has_retry_after());
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("delivered once"), std::string::npos) << answer->body;
+
+  send(authorized_call(R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-9"})"));
+  refuse(1, "not_authorized", "Kafka refused access: Broker: Topic authorization failed");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 503);
+  EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
+  EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
+
+  send(authorized_call(R"({"url":"http://127.0.0.1:9/x"})"));
+  refuse(2, "not_authorized", "Kafka refused access: Broker: Topic authorization failed");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 503);
+  EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("twice"), std::string::npos) << answer->body;
+  const std::string key = producer.messages[2].key;
+  ASSERT_EQ(key.rfind("hr_", 0), 0u) << key;
+  EXPECT_NE(message_of().find(key), std::string::npos) << answer->body;
+
+  // Too large for Kafka: still 413 without Retry-After, and still not "not accepted".
+  send(authorized_call(R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-10"})"));
+  refuse(3, std::string(kMessageTooLargeCode), "Broker: Message size too large");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 413);
+  EXPECT_EQ(error_code(), "body_too_large");
+  EXPECT_FALSE(has_retry_after());
+  EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("may have been accepted"), std::string::npos) << answer->body;
+  EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
+
+  // The same refusals with no earlier send that may have stored the message: not accepted.
+  send(signed_webhook("github", "{}"));
+  producer.messages.at(4).done(
+      fail("not_authorized", "Kafka refused access: Broker: Topic authorization failed"));
+  EXPECT_EQ(answer->status, 503);
+  EXPECT_NE(message_of().find("not accepted"), std::string::npos) << answer->body;
+  send(signed_webhook("github", "{}"));
+  producer.messages.at(5).done(
+      fail(std::string(kMessageTooLargeCode), "Broker: Message size too large"));
+  EXPECT_EQ(answer->status, 413);
+  EXPECT_NE(message_of().find("not accepted"), std::string::npos) << answer->body;
+
+  // Counted by their codes, as every error answer.
+  Request metrics{.method = "GET", .target = "/metrics"};
+  const std::string body = send(metrics)->body;
+  EXPECT_NE(body.find(R"(hookrelay_ingest_errors_total{code="not_authorized"} 4)"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(body.find(R"(hookrelay_ingest_errors_total{code="body_too_large"} 2)"),
+            std::string::npos)
+      << body;
+}
+
 }  // namespace
 }  // namespace hookrelay
 
