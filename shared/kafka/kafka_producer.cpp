@@ -126,6 +126,11 @@ void KafkaProducer::close() {
   }
 }
 
+void KafkaProducer::purge_outstanding() {
+  if (closed_) return;
+  rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+}
+
 void KafkaProducer::serve_reports() {
   char buf[256];
   while (read(event_read_fd_.get(), buf, sizeof buf) > 0) {

@@ -74,6 +74,12 @@ class KafkaProducer final : public MessageProducer {
   // Waits up to timeout_ms for every outstanding message to be reported. Returns how many remain.
   int flush(int timeout_ms);
 
+  // Fails what is still outstanding (purged, queued or in flight) without stopping the producer:
+  // each report comes as the others do (with external polling, through event_fd()), "failed"
+  // for one never sent and "delivery_outcome_unknown" for one sent and not acknowledged. Lets a
+  // stopping process answer its requests while it can still write the answers.
+  void purge_outstanding();
+
   // Stops the threads and fails what is still outstanding (purged): every message not yet
   // reported gets its callback, failed, before this returns ("delivery_outcome_unknown" for one
   // sent and not acknowledged). Call it while what the callbacks touch still exists; the
