@@ -15,6 +15,10 @@ CircuitBreaker::State CircuitBreaker::effective_state(const Host& h, int64_t now
   return h.state;
 }
 
+int64_t CircuitBreaker::half_open_since(const Host& h) const {
+  return h.opened_at_ms + options_.cooldown_ms;
+}
+
 void CircuitBreaker::open(Host& h, int64_t now) {
   h.state = State::kOpen;
   h.opened_at_ms = now;
@@ -85,8 +89,11 @@ void CircuitBreaker::record(std::string_view host, bool success, int64_t started
     case State::kOpen:
       return;  // a call started before the circuit opened
     case State::kHalfOpen:
-      // Only the probe's answer: a call started before it began before the circuit opened.
-      if (!h.probe_in_flight || started_ms < h.probe_started_ms) return;
+      // Only a probe's answer: a call started before the circuit turned half-open began before
+      // it opened. Any probe of this half-open spell counts, not only the newest: a probe slower
+      // than the cooldown is replaced by another, and if only the newest counted, a host
+      // answering slower than the cooldown would never close or open its circuit again.
+      if (!h.probe_in_flight || started_ms < half_open_since(h)) return;
       if (success) {
         hosts_.erase(it);
       } else {
@@ -101,8 +108,16 @@ void CircuitBreaker::answered(std::string_view host, int64_t started_ms) {
   if (it == hosts_.end()) return;
   Host& h = it->second;
   h.last_seen_ms = now_ms_();
-  if (h.state == State::kHalfOpen && h.probe_in_flight && started_ms >= h.probe_started_ms)
+  if (h.state == State::kHalfOpen && h.probe_in_flight && started_ms >= half_open_since(h))
     hosts_.erase(it);
+}
+
+void CircuitBreaker::abandoned(std::string_view host, int64_t started_ms) {
+  auto it = hosts_.find(std::string(host));
+  if (it == hosts_.end()) return;
+  Host& h = it->second;
+  if (h.state == State::kHalfOpen && h.probe_in_flight && started_ms == h.probe_started_ms)
+    h.probe_in_flight = false;
 }
 
 void CircuitBreaker::deferred(std::string_view host, int64_t now_ms) {

@@ -14,7 +14,8 @@
 // such as 404, since the host did answer. Outcomes where no request reached the host (circuit
 // open, rate limited, SSRF refusal) are not recorded. Results arriving while the circuit is open
 // come from calls started before it opened and are ignored; so are those of calls started before
-// a half-open circuit's probe: only the probe's answer decides.
+// the circuit turned half-open: only a probe's answer decides, the first to come of the probes of
+// that half-open spell (a probe slower than the cooldown is replaced by another, and each counts).
 //
 // Memory: a closed host with no recent failure is forgotten, so state stays proportional to the
 // hosts currently misbehaving, however many hosts deliveries go to; prune() forgets a closed host
@@ -82,6 +83,9 @@ class CircuitBreaker {
   // own flow control, which the adaptive limit answers). A half-open circuit's probe so answered
   // closes it, since the host is up; otherwise nothing changes.
   void answered(std::string_view host, int64_t started_ms);
+  // A call started at `started_ms` reached no host after all (the SSRF guard refused every
+  // address): if it was a half-open circuit's probe, the next call may be the probe at once.
+  void abandoned(std::string_view host, int64_t started_ms);
 
   // New options (a configuration reload). Hosts keep their state: an open circuit's cooldown is
   // measured with the new value, and the new threshold counts failures already seen.
@@ -105,6 +109,8 @@ class CircuitBreaker {
   };
 
   State effective_state(const Host& h, int64_t now) const;
+  // When the host's circuit turned (or turns) half-open: its probes start from then on.
+  int64_t half_open_since(const Host& h) const;
   void open(Host& h, int64_t now);
 
   Options options_;

@@ -174,13 +174,18 @@ TransportError transport_error(CURLcode code) {
     case CURLE_COULDNT_RESOLVE_HOST:
       return TransportError::kDnsFailed;
     case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_ISSUER_ERROR:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
       return TransportError::kTlsFailed;
+    case CURLE_SSL_CONNECT_ERROR:  // "SSL_connect: Connection reset by peer", and the like
+      return TransportError::kTlsHandshakeFailed;
+    case CURLE_SSL_CERTPROBLEM:     // our client certificate
+    case CURLE_SSL_CACERT_BADFILE:  // our CA bundle
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+      return TransportError::kTlsLocalFailed;
     case CURLE_SEND_ERROR:
       return TransportError::kSendFailed;
     case CURLE_RECV_ERROR:
@@ -553,7 +558,13 @@ void CurlSender::run(Loop& self) {
       // No 100-continue round trip.
       if (c.body && c.body->size() > expect_above) curl_slist_add(t->headers, "Expect:");
       for (const auto& [k, v] : c.headers) {
-        header_line.assign(k).append(": ").append(v);
+        // libcurl sends no "Name:" with an empty value (and drops its own header of that name);
+        // "Name;" is how it is told to send the header empty.
+        if (v.empty()) {
+          header_line.assign(k).append(";");
+        } else {
+          header_line.assign(k).append(": ").append(v);
+        }
         curl_slist_add(t->headers, header_line.c_str());
       }
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers.get());

@@ -28,6 +28,14 @@ Outcome classify(TransportError err, int http_status) {
       return {OutcomeKind::kRetryable, "dns_error"};
     case TransportError::kTlsFailed:
       return {OutcomeKind::kPermanent, "tls_error"};
+    case TransportError::kTlsHandshakeFailed:
+      // A load balancer that resets connections mid-handshake (a deploy, overload) is as
+      // transient as one that refuses them.
+      return {OutcomeKind::kRetryable, "tls_handshake_error"};
+    case TransportError::kTlsLocalFailed:
+      // The worker's own setup, not the receiver: every https delivery would be dead-lettered on
+      // its first attempt; retried, they wait for an operator (the attempt budget bounds it).
+      return {OutcomeKind::kRetryable, "tls_local_error"};
     case TransportError::kSendFailed:
       return {OutcomeKind::kRetryable, "send_error"};
     case TransportError::kRecvFailed:
@@ -49,11 +57,27 @@ Outcome classify(TransportError err, int http_status) {
 }
 
 const std::vector<std::string>& outcome_labels() {
-  static const std::vector<std::string> kLabels = {
-      "2xx",       "3xx",          "408",          "425",           "429",
-      "4xx",       "5xx",          "bad_status",   "connect_error", "timeout",
-      "dns_error", "tls_error",    "send_error",   "recv_error",    "ssrf_blocked",
-      "redirect",  "circuit_open", "rate_limited", "other_error"};
+  static const std::vector<std::string> kLabels = {"2xx",
+                                                   "3xx",
+                                                   "408",
+                                                   "425",
+                                                   "429",
+                                                   "4xx",
+                                                   "5xx",
+                                                   "bad_status",
+                                                   "connect_error",
+                                                   "timeout",
+                                                   "dns_error",
+                                                   "tls_error",
+                                                   "tls_handshake_error",
+                                                   "tls_local_error",
+                                                   "send_error",
+                                                   "recv_error",
+                                                   "ssrf_blocked",
+                                                   "redirect",
+                                                   "circuit_open",
+                                                   "rate_limited",
+                                                   "other_error"};
   return kLabels;
 }
 

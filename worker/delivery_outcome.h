@@ -19,7 +19,10 @@ enum class TransportError {
   kConnectFailed,
   kTimeout,
   kDnsFailed,
-  kTlsFailed,
+  kTlsFailed,           // the receiver's certificate refused (verification, issuer, pin), or no
+                        // cipher in common: it stays so until someone changes it
+  kTlsHandshakeFailed,  // the TLS handshake broke off (reset, closed, timed out in it): transient
+  kTlsLocalFailed,      // this worker's own TLS setup (CA bundle, client certificate) is unusable
   kSendFailed,
   kRecvFailed,
   kBlockedBySsrfGuard,

@@ -312,11 +312,20 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
     job.holds_slot = false;
   }
   end_flow(job, r, now_ms_());
-  // Our own limits made no call: the host's health is unknown. A 429 is the receiver's flow
-  // control, which the adaptive limit answers: the host is up, and its circuit stays as it is.
+  // Our own limits made no call: the host's health is unknown. Nor did the SSRF guard's refusal
+  // reach the host: a half-open circuit's probe so refused is not spent. A 429 is the receiver's
+  // flow control, which the adaptive limit answers: the host is up, and its circuit stays as it
+  // is; so is a host that refused our certificate check or that our own TLS setup could not
+  // reach (not failures of the host, nor successes to reset a failure count with).
+  if (r.error == TransportError::kBlockedBySsrfGuard) {
+    breaker_.abandoned(job.d.host_key, job.started_ms);
+    return;
+  }
   bool real_call =
       r.error != TransportError::kCircuitOpen && r.error != TransportError::kRateLimited;
-  if (real_call && !throttled(r))
+  const bool no_verdict = throttled(r) || r.error == TransportError::kTlsFailed ||
+                          r.error == TransportError::kTlsLocalFailed;
+  if (real_call && !no_verdict)
     breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable, job.started_ms);
   else if (real_call)
     breaker_.answered(job.d.host_key, job.started_ms);  // a half-open circuit's probe ends

@@ -22,6 +22,7 @@
 
 #include "shared/net/ip_address.h"
 #include "tests/support/scripted_receiver.h"
+#include "worker/delivery_outcome.h"
 
 namespace hookrelay {
 namespace {
@@ -251,6 +252,72 @@ TEST(CurlSenderTest, ANameWhoseAddressesAreAllRefusedIsBlockedByTheGuard) {
       SsrfGuard(false, {}), post("http://localhost:" + std::to_string(rx.port()) + "/refused", 1));
   EXPECT_EQ(got.error, TransportError::kBlockedBySsrfGuard) << got.message;
   EXPECT_EQ(rx.count("/refused"), 0u);
+}
+
+// A listener on 127.0.0.1 that takes each connection's first bytes (a TLS ClientHello) and resets
+// it: a load balancer dropping connections mid-handshake (a deploy, overload).
+class HandshakeResetter {
+ public:
+  HandshakeResetter() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd_, 8) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        char buf[4096];
+        (void)recv(c, buf, sizeof buf, 0);
+        linger reset{1, 0};
+        setsockopt(c, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        close(c);
+      }
+    });
+  }
+  ~HandshakeResetter() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    close(fd_);
+  }
+  std::string url() const { return "https://127.0.0.1:" + std::to_string(port_) + "/hook"; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// A TLS handshake reset by the receiver's side is transient: retried, not dead-lettered on its
+// first attempt as a refused certificate is.
+TEST(CurlSenderTest, AHandshakeResetByTheReceiverIsRetryable) {
+  HandshakeResetter rx;
+  HttpResult r = send_one(SsrfGuard(true, {}), post(rx.url(), 1, 5000));
+  EXPECT_EQ(r.error, TransportError::kTlsHandshakeFailed) << r.message;
+  EXPECT_EQ(classify(r.error, r.status).kind, OutcomeKind::kRetryable) << r.message;
+}
+
+// A header with an empty value goes out empty; libcurl drops "Name:" with nothing after it.
+TEST(CurlSenderTest, AHeaderWithAnEmptyValueIsSent) {
+  test::ScriptedReceiver rx;
+  ASSERT_TRUE(rx.start());
+  HttpCall c = post(rx.url("/empty"), 1);
+  c.headers.emplace_back("X-Empty", "");
+  HttpResult r = send_one(SsrfGuard(true, {}), std::move(c));
+  ASSERT_EQ(r.error, TransportError::kNone) << r.message;
+  auto got = rx.requests("/empty");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].header("X-Empty"), std::optional<std::string>("")) << "the header was dropped";
 }
 
 // Easy handles are reused from call to call without a reset: each call still goes out with its

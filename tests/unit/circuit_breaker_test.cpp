@@ -111,6 +111,31 @@ TEST_F(CircuitBreakerTest, LostProbeIsReplacedAfterAnotherCooldown) {
   EXPECT_FALSE(allow("a"));
 }
 
+// A host answering slower than the cooldown: its first probe is replaced by a second before it
+// answers. The first probe's answer still decides, whichever it is; only the newest probe's
+// counting, the circuit never closed nor opened again, and a probe went out every cooldown.
+TEST_F(CircuitBreakerTest, AProbeSlowerThanTheCooldownStillDecides) {
+  fail_times("a", 3);
+  now_ += 10'000;
+  const int64_t first_probe = now_;
+  ASSERT_TRUE(allow("a"));
+  now_ += 10'000;
+  ASSERT_TRUE(allow("a"));  // its replacement
+  now_ += 5'000;
+  breaker_.record("a", true, first_probe);
+  EXPECT_EQ(breaker_.state("a"), State::kClosed) << "the slow probe's success was ignored";
+
+  fail_times("a", 3);
+  now_ += 10'000;
+  const int64_t slow = now_;
+  ASSERT_TRUE(allow("a"));
+  now_ += 10'000;
+  ASSERT_TRUE(allow("a"));
+  breaker_.record("a", false, slow);
+  EXPECT_EQ(breaker_.state("a"), State::kOpen) << "the slow probe's failure was ignored";
+  EXPECT_EQ(breaker_.open_until("a"), now_ + 10'000);
+}
+
 TEST_F(CircuitBreakerTest, ResultsArrivingWhileOpenAreIgnored) {
   fail_times("a", 3);
   breaker_.record("a", true, now_ - 1);  // a call started before the circuit opened

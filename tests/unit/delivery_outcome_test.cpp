@@ -46,6 +46,8 @@ const ErrorRow kErrorRows[] = {
     {TransportError::kTimeout, kRetry, "timeout"},
     {TransportError::kDnsFailed, kRetry, "dns_error"},
     {TransportError::kTlsFailed, kPerm, "tls_error"},
+    {TransportError::kTlsHandshakeFailed, kRetry, "tls_handshake_error"},
+    {TransportError::kTlsLocalFailed, kRetry, "tls_local_error"},
     {TransportError::kSendFailed, kRetry, "send_error"},
     {TransportError::kRecvFailed, kRetry, "recv_error"},
     {TransportError::kBlockedBySsrfGuard, kPerm, "ssrf_blocked"},

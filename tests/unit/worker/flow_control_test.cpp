@@ -217,9 +217,11 @@ class DispatcherFlow : public ::testing::Test {
     dispatcher->dispatch(now, [this](std::unique_ptr<Job> j) { bounced.push_back(std::move(j)); });
   }
   // Answers call i and hands its job back to the dispatcher, as the worker does.
-  void complete(std::size_t i, int status, std::optional<std::string> retry_after = std::nullopt) {
+  void complete(std::size_t i, int status, std::optional<std::string> retry_after = std::nullopt,
+                TransportError error = TransportError::kNone) {
     HttpResult r;
     r.status = status;
+    r.error = error;
     r.retry_after = std::move(retry_after);
     sender.answer(i, r);
     WorkerEvent e = std::move(events.back());
@@ -313,6 +315,44 @@ TEST_F(DispatcherFlow, A429IsFlowControlNotAFailureOfTheHost) {
   dispatch();
   EXPECT_TRUE(bounced.empty());
   EXPECT_GT(sender.calls.size(), 8u);
+}
+
+// A half-open circuit's probe that the SSRF guard refused reached no host: it neither closes
+// the circuit as a success would nor holds the next probe back. A closed circuit's failure count
+// is not reset by a refused certificate as a success would reset it.
+TEST_F(DispatcherFlow, AProbeTheGuardRefusedIsNotASuccessOfTheHost) {
+  config.worker.breaker_failure_threshold = 2;
+  config.worker.breaker_cooldown_ms = 1000;
+  config.worker.per_host_max_in_flight = 64;
+  config.worker.adaptive_limit.enabled = false;
+  make();
+  dispatcher->enqueue(job(fast, 0));
+  dispatcher->enqueue(job(fast, 1));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  complete(0, 0, std::nullopt, TransportError::kConnectFailed);
+  complete(1, 0, std::nullopt, TransportError::kConnectFailed);
+  ASSERT_EQ(dispatcher->circuit_counts().open, 1u);
+  for (int i = 2; i < 4; ++i) dispatcher->enqueue(job(fast, i));
+  now += 1000;
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 3u) << "one probe";
+  complete(2, 0, std::nullopt, TransportError::kBlockedBySsrfGuard);
+  EXPECT_EQ(dispatcher->circuit_counts().half_open, 1u) << "a refused probe closed the circuit";
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 4u) << "the next probe was held back";
+  complete(3, 200);
+  EXPECT_EQ(dispatcher->circuit_counts().half_open, 0u);
+
+  // Closed again: one failure, a refused certificate, one failure: the circuit opens.
+  for (int i = 4; i < 7; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 7u);
+  complete(4, 0, std::nullopt, TransportError::kConnectFailed);
+  complete(5, 0, std::nullopt, TransportError::kTlsFailed);
+  complete(6, 0, std::nullopt, TransportError::kConnectFailed);
+  EXPECT_EQ(dispatcher->circuit_counts().open, 1u)
+      << "a refused certificate reset the failure count as a success";
 }
 
 TEST_F(DispatcherFlow, AHostNoRouteNamesIsOtherInMetrics) {
