@@ -69,6 +69,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   std::unique_ptr<KafkaConsumer> c(new KafkaConsumer());
   c->cooperative_ = props["partition.assignment.strategy"].find("cooperative") != std::string::npos;
   rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);
+  rd_kafka_conf_set_log_cb(conf->get(), &KafkaConsumer::on_log);
   rd_kafka_conf_set_opaque(conf->get(), c.get());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
@@ -164,6 +165,46 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   }
 }
 
+void KafkaConsumer::on_log(const rd_kafka_t* rk, int level, const char* facility,
+                           const char* text) {
+  const std::string_view fac(facility ? facility : "");
+  const std::string_view line(text ? text : "");
+  if (level <= 3) {
+    spdlog::error("msg=kafka_log facility={} text={}", fac, log_quote(line));
+  } else if (level == 4) {
+    spdlog::warn("msg=kafka_log facility={} text={}", fac, log_quote(line));
+  } else {
+    spdlog::info("msg=kafka_log facility={} text={}", fac, log_quote(line));
+  }
+  // "<topic> [<partition>]: offset reset (at offset N, broker B) to BEGINNING ...: fetch failed
+  // due to requested offset not available on the broker": the position was not in the log.
+  if (fac == "OFFSET" && level <= 4 && line.find("offset reset") != std::string_view::npos) {
+    auto* self = static_cast<KafkaConsumer*>(rd_kafka_opaque(rk));
+    if (self == nullptr) return;
+    std::lock_guard lock(self->resets_mu_);
+    if (self->resets_.size() < 1000) self->resets_.emplace_back(line);
+  }
+}
+
+// On the polling thread, as the listener's other calls are.
+void KafkaConsumer::report_offset_resets() {
+  std::vector<std::string> lines;
+  {
+    std::lock_guard lock(resets_mu_);
+    if (resets_.empty()) return;
+    lines.swap(resets_);
+  }
+  for (const std::string& line : lines) {
+    const std::string topic = line.substr(0, line.find(" ["));
+    spdlog::error(
+        "msg=offsets_vanished topic={} detail={} note=\"messages were removed before they were "
+        "consumed (retention, a topic recreated, a log truncated, or an in-memory devbroker "
+        "restart)\"",
+        topic, log_quote(line));
+    if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
+  }
+}
+
 void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
   std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
   if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
@@ -196,6 +237,7 @@ void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
 }
 
 std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_ms) {
+  report_offset_resets();
   std::vector<ConsumedMessage> out;
   int wait = timeout_ms;
   while (static_cast<int>(out.size()) < max_messages) {

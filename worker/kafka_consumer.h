@@ -19,7 +19,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "shared/config/config.h"
 #include "shared/kafka/kafka_handles.h"
@@ -63,6 +65,11 @@ class KafkaConsumer final : public MessageConsumer {
   static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
   void handle_error_message(const rd_kafka_message_t* m);
+  // librdkafka's log lines, on its own threads: forwarded to the process's log, and an offset
+  // reset noted for poll() to report (librdkafka raises no event for one with
+  // auto.offset.reset=earliest: it only logs it).
+  static void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* text);
+  void report_offset_resets();
 
   KafkaHandle rk_;
   KafkaQueue queue_;  // the consumer queue poll() serves; wake() yields it
@@ -73,6 +80,8 @@ class KafkaConsumer final : public MessageConsumer {
   bool closed_ = false;
   bool abandoned_ = false;
   bool cooperative_ = true;  // the rebalance protocol in force, as last reported by librdkafka
+  std::mutex resets_mu_;
+  std::vector<std::string> resets_;  // librdkafka's lines of offset resets not yet reported
 };
 
 }  // namespace hookrelay

@@ -11,6 +11,28 @@
 namespace hookrelay::test {
 namespace {
 
+// A fetch whose offset is no longer in the log (retention, a topic recreated, a log truncated
+// by an unclean election) resets the partition's position: messages were lost, and the worker
+// must say so (the HookrelayOffsetReset alarm).
+TEST_F(WorkerTest, AnOffsetOutOfRangeIsCountedAsAReset) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  o.partitions = 1;
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  std::size_t w = start_worker();
+  produce("acme", "evt-reset-1", "{}");
+  ASSERT_TRUE(rx_.wait_for_count("/a", 1, 30s));
+  // A group's first start (no committed offset) takes the earliest offsets without a reset.
+  EXPECT_EQ(worker_metric(w, "hookrelay_worker_offset_resets_total"), 0);
+  auto pushed = stack_->broker().control("errors Fetch 3 OFFSET_OUT_OF_RANGE");
+  ASSERT_TRUE(pushed) << pushed.error().message;
+  produce("acme", "evt-reset-2", "{}");
+  EXPECT_TRUE(
+      eventually([&] { return worker_metric(w, "hookrelay_worker_offset_resets_total") > 0; }, 20s))
+      << stack_->worker(w).process.log_tail();
+  ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
+}
+
 TEST_F(WorkerTest, CrashAndRebalanceLoseNothing) {
   constexpr int kEvents = 300;
   StackOptions o;
