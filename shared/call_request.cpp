@@ -326,6 +326,12 @@ Result<CallRequest> parse_call_envelope(std::string_view text) {
       if (!valid_header_name(name) || !valid_header_value(value)) {
         return fail("bad_envelope", "hr-call header: a header name or value is not valid HTTP");
       }
+      // Nor may it name a header the caller cannot set (Host, Content-Length, ...): ingest
+      // refuses those, so an envelope naming one was written some other way.
+      if (managed_headers().count(ascii_lower(name))) {
+        return fail("bad_envelope",
+                    "hr-call header: headers." + name + " is set by hookrelay and cannot be given");
+      }
     }
     // Whoever can write to the topic writes these numbers: range-checked, never cast blindly.
     c.timeout_ms = bounded_int(j.at("timeout_ms"), "timeout_ms", 1, kEnvelopeMaxTimeoutMs);

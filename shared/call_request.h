@@ -45,7 +45,10 @@ Result<CallRequest> parse_call_request(std::string_view json, const CallLimits& 
 // Stable id for a call: "call_" + 24 hex of SHA-256(idempotency key).
 std::string call_id_for(std::string_view idempotency_key);
 
-// Envelope (everything but the body) for the hr-call header, and its inverse for the worker.
+// Envelope (everything but the body) for the hr-call header, and its inverse for the worker. The
+// inverse holds what reaches the wire (method, idempotency key, headers) to what
+// parse_call_request accepts, a header hookrelay or the HTTP client sets (Host, Content-Length,
+// ...) included: a message written to the topic some other way is refused ("bad_envelope").
 std::string call_envelope(const CallRequest& call);
 Result<CallRequest> parse_call_envelope(std::string_view json);
 

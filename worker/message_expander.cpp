@@ -1,9 +1,12 @@
 #include "worker/message_expander.h"
 
+#include <algorithm>
+
 #include "shared/call_request.h"
 #include "shared/http/http_url.h"
 #include "shared/kafka/wire_contract.h"
 #include "worker/ordering_key.h"
+#include "worker/outbound_request.h"
 #include "worker/route_filter.h"
 
 namespace hookrelay {
@@ -31,15 +34,36 @@ bool carried(std::string_view name) {
 // topic some other way is held to the same, so no receiver gets thousands of headers or a CR/LF
 // that would split one. The count is held to the most ingest.max_headers can allow, not to its
 // value now: a message accepted before a reload lowered it is not malformed.
+// Nor does ingest forward a header that frames the request or belongs to the connection (Host,
+// Content-Length, Transfer-Encoding, ...: connection_header, outbound_request.h): a message that
+// carries one was written some other way, to steer the request, and is malformed. Proxy-* names
+// are the exception: ingest forwards most of them, so they are only dropped (build_http_call).
+// The headers hookrelay sets itself (webhook-id, webhook-signature, ...) are dropped too, not
+// refused: ingest forwards a provider's own.
 Result<void> check_forwarded(const ConsumedMessage& m) {
   const auto max_headers = static_cast<std::size_t>(IngestConfig::kMaxMaxHeaders);
   ForwardedHeaderCheck check(max_headers);
   for (const auto& [name, value] : m.headers) {
-    if (name.rfind(kForwardPrefix, 0) == 0)
-      check.add(std::string_view(name).substr(kForwardPrefix.size()), value);
+    if (name.rfind(kForwardPrefix, 0) != 0) continue;
+    const std::string_view forwarded = std::string_view(name).substr(kForwardPrefix.size());
+    if (connection_header(forwarded) && !proxy_header(forwarded)) {
+      return malformed(m, "forwarded headers: " + std::string(forwarded) +
+                              " is set by the HTTP client, never forwarded");
+    }
+    check.add(forwarded, value);
   }
   if (auto problem = check.problem()) return malformed(m, "forwarded headers: " + *problem);
   return {};
+}
+
+// What ingest takes as an event id (signature_verifier.cpp usable_event_id: 1-255 bytes of
+// printable ASCII, no space; otherwise it uses the body's SHA-256 in hex; a call's is
+// call_<24 hex>). It is sent as webhook-id and keys the delivery: a message written to the topic
+// some other way is held to the same, so no CR/LF or other control byte splits the request.
+constexpr std::size_t kMaxEventIdBytes = 255;
+bool valid_event_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxEventIdBytes) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) { return c >= 0x21 && c <= 0x7e; });
 }
 
 void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& route) {
@@ -190,6 +214,9 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
   if (!kind || (*kind != "webhook" && *kind != "call"))
     return malformed(m, "missing or unknown hr-kind");
   if (!event_id || event_id->empty()) return malformed(m, "missing hr-event-id");
+  if (!valid_event_id(*event_id))
+    return malformed(m, "hr-event-id is not 1-" + std::to_string(kMaxEventIdBytes) +
+                            " bytes of printable ASCII without spaces");
   if (!received) return malformed(m, "missing or bad hr-received-at");
 
   Delivery base;

@@ -10,7 +10,8 @@
 namespace hookrelay {
 namespace {
 
-// Headers hookrelay sets itself on every delivery; a forwarded copy is dropped.
+// Headers hookrelay sets itself on every delivery; a forwarded copy is dropped (ingest forwards a
+// provider's own webhook-id, webhook-signature, ...: they are not a sign of a forged message).
 bool replaced(std::string_view name) {
   for (std::string_view h :
        {"webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key", "user-agent",
@@ -21,6 +22,20 @@ bool replaced(std::string_view name) {
 }
 
 }  // namespace
+
+bool proxy_header(std::string_view name) {
+  constexpr std::string_view kProxy = "proxy-";
+  return name.size() >= kProxy.size() && ascii_iequals(name.substr(0, kProxy.size()), kProxy);
+}
+
+bool connection_header(std::string_view name) {
+  if (proxy_header(name)) return true;
+  for (std::string_view h : {"host", "content-length", "transfer-encoding", "connection",
+                             "keep-alive", "te", "trailer", "upgrade", "expect"}) {
+    if (ascii_iequals(name, h)) return true;
+  }
+  return false;
+}
 
 HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_ms) {
   HttpCall call;
@@ -41,7 +56,7 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
     return false;
   };
   for (const auto& [k, v] : d.headers) {
-    if (!replaced(k) && !set_by_route(k)) call.headers.emplace_back(k, v);
+    if (!replaced(k) && !connection_header(k) && !set_by_route(k)) call.headers.emplace_back(k, v);
   }
   if (route_headers) {
     for (const auto& h : *route_headers) call.headers.push_back(h);

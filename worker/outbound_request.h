@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shared/kafka/message_producer.h"
@@ -24,6 +25,21 @@
 namespace hookrelay {
 
 HttpCall build_http_call(const Delivery& delivery, int64_t now_ms, int connect_timeout_ms);
+
+// A header that frames the request or belongs to one connection (hop-by-hop): Host,
+// Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Expect and every
+// Proxy-* (any case). libcurl writes these itself, and one it is handed replaces its own: Host
+// would pick another virtual host behind the address the SSRF guard judged, Content-Length or
+// Transfer-Encoding would frame the body otherwise than it is sent. So build_http_call never sends
+// one a delivery carries, and a message naming one is malformed (expand_message; Proxy-* ones are
+// only dropped: ingest forwards those but Proxy-Authorization and Proxy-Connection). The worker's
+// rule, next to ingest's (ingest_service.cpp forwardable: these and credentials are not forwarded),
+// the /v1/calls parser's (call_request.cpp managed_headers, applied to hr-call envelopes too) and
+// the routes' (config.cpp refused_header).
+bool connection_header(std::string_view name);
+// Proxy-*, any case: the connection headers ingest forwards (but Proxy-Authorization and
+// Proxy-Connection).
+bool proxy_header(std::string_view name);
 
 struct AttemptHistory {
   int attempts_made = 0;

@@ -4,10 +4,14 @@
 // resolves to loopback, a private network or a cloud metadata address (169.254.169.254) must not
 // be reached. The guard judges the address actually about to be connected (libcurl's
 // CURLOPT_OPENSOCKETFUNCTION hands it over), not the hostname, so DNS tricks cannot slip past it.
-// IPv6 forms that embed an IPv4 address (::ffff:a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16) are
-// judged by the IPv4 address inside. Non-public ranges are refused unless allow_private_networks
-// is set, which still refuses cloud metadata, link-local, unspecified, multicast and broadcast
-// addresses; addresses inside an allowlisted CIDR are always allowed.
+// IPv6 forms that embed an IPv4 address (IPv4-mapped ::ffff:0:0/96, IPv4-translated
+// ::ffff:0:0:0/96, IPv4-compatible ::/96, NAT64 64:ff9b::/96 and the local-use 64:ff9b:1::/48 in
+// each RFC 6052 layout, 6to4 2002::/16) are judged by the IPv4 address inside: a non-public one
+// gives its category, so 169.254.169.254 is cloud metadata however it is written. With a public
+// one inside, the forms reached only through a translator the local network chose, or not at all
+// (translated, compatible, local-use NAT64), stay "reserved". Non-public ranges are refused unless
+// allow_private_networks is set, which still refuses cloud metadata, link-local, unspecified,
+// multicast and broadcast addresses; addresses inside an allowlisted CIDR are always allowed.
 //
 // Thread-safety: immutable after construction; check() may be called from any thread.
 #pragma once
@@ -28,10 +32,11 @@ class SsrfGuard {
     bool allowed = false;
     // The address's category: "public", or "cloud_metadata", "loopback", "private", "link_local",
     // "cgnat", "multicast", "broadcast", "documentation", "benchmarking", "reserved",
-    // "unspecified", optionally prefixed "ipv4_mapped_", "nat64_" or "6to4_" for an embedded IPv4
-    // address; "allowlisted" when an allowlist entry decided; "invalid_address" /
-    // "unsupported_family" when there is nothing to judge. A non-public category with allowed=true
-    // means allow_private_networks let it through.
+    // "unspecified", optionally prefixed "ipv4_mapped_" (also for the translated and compatible
+    // forms), "nat64_" (either NAT64 prefix) or "6to4_" for an embedded IPv4 address; "allowlisted"
+    // when an allowlist entry decided; "invalid_address" / "unsupported_family" when there is
+    // nothing to judge. A non-public category with allowed=true means allow_private_networks let it
+    // through.
     std::string reason;
 
     bool operator==(const Decision&) const = default;

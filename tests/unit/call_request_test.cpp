@@ -63,6 +63,29 @@ TEST(CallRequest, EnvelopeRoundTrips) {
   EXPECT_FALSE(parse_call_envelope("nope"));
 }
 
+// An envelope written to hookrelay.calls some other way than by ingest may not name a header
+// that ingest refuses a caller (Host, Content-Length, Transfer-Encoding, ...), in any case.
+TEST(CallEnvelope, AHeaderHookrelaySetsIsRefused) {
+  const auto envelope = [](const std::string& name) {
+    return R"({"url":"http://h/","method":"POST","headers":[[")" + name +
+           R"(","x"]],"idempotency_key":"k","timeout_ms":1000,"max_attempts":3,)"
+           R"("max_age_seconds":60})";
+  };
+  for (const char* name : {"Host", "host", "Content-Length", "Transfer-Encoding", "connection",
+                           "Keep-Alive", "TE", "Trailer", "Upgrade", "Expect", "Idempotency-Key",
+                           "Proxy-Authorization", "Proxy-Connection"}) {
+    auto e = parse_call_envelope(envelope(name));
+    ASSERT_FALSE(e) << name;
+    EXPECT_EQ(e.error().code, "bad_envelope");
+    EXPECT_NE(e.error().message.find(std::string("headers.") + name + " is set by hookrelay"),
+              std::string::npos)
+        << e.error().message;
+  }
+  auto ok = parse_call_envelope(envelope("X-Trace"));
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->headers, (std::vector<std::pair<std::string, std::string>>{{"X-Trace", "x"}}));
+}
+
 struct Bad {
   const char* json;
   const char* code;

@@ -3,8 +3,10 @@
 // literals with a NUL, and the config warning for bodies Kafka cannot carry.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "shared/ascii.h"
 #include "shared/call_request.h"
 #include "shared/config/config.h"
 #include "shared/http/http_types.h"
@@ -13,6 +15,7 @@
 #include "shared/kafka/wire_contract.h"
 #include "shared/utf8.h"
 #include "worker/message_expander.h"
+#include "worker/outbound_request.h"
 #include "worker/ssrf_guard.h"
 
 namespace hookrelay {
@@ -295,6 +298,93 @@ TEST(MessageExpander, ForwardedHeadersAreHeldToWhatIngestWouldForward) {
   EXPECT_TRUE(expand_message(webhook_with({{"hr-content-type", "application/json"}}), config));
   // As long as a header Beast parsed may be (a Content-Type of 9,000 bytes was delivered before).
   EXPECT_TRUE(expand_message(webhook_with({{"hr-content-type", std::string(9000, 't')}}), config));
+}
+
+// hr-event-id is sent as the webhook-id header. Ingest takes 1-255 bytes of printable ASCII
+// without spaces as an event id; a message written to the topic some other way is held to it.
+TEST(MessageExpander, AnEventIdIngestWouldNotTakeIsMalformed) {
+  Config config = routed_config();
+  const auto with_id = [](const std::string& id) {
+    auto m = webhook_with({});
+    for (auto& [k, v] : m.headers) {
+      if (k == "hr-event-id") v = id;
+    }
+    return m;
+  };
+  for (const std::string& id :
+       {std::string("e1\r\nX-Injected: 1"), std::string("e1\nX: y"), std::string("e 1"),
+        std::string("e\t1"), std::string("e\x01"), std::string("e\x7f"), std::string("\xc3\xa9"),
+        std::string("e\0x", 3), std::string(256, 'a')}) {
+    auto out = expand_message(with_id(id), config);
+    ASSERT_FALSE(out) << "hr-event-id of " << id.size() << " bytes";
+    EXPECT_EQ(out.error().code, "malformed_message");
+    EXPECT_NE(out.error().message.find("hr-event-id"), std::string::npos) << out.error().message;
+  }
+  auto retry = retry_message("1");
+  for (auto& [k, v] : retry.headers) {
+    if (k == "hr-event-id") v = "e1\r\nX-Injected: 1";
+  }
+  EXPECT_FALSE(expand_message(retry, config)) << "a retry's too";
+  const std::string longest(255, '~');
+  auto ok = expand_message(with_id(longest), config);
+  ASSERT_TRUE(ok) << ok.error().message;
+  HttpCall call = build_http_call(ok->at(0), 1'700'000'000'000, 5000);
+  EXPECT_NE(std::find(call.headers.begin(), call.headers.end(),
+                      std::pair<std::string, std::string>("webhook-id", longest)),
+            call.headers.end());
+}
+
+// Ingest forwards no header that frames the request or belongs to the connection: a message
+// carrying one was written to steer the worker's request, and is malformed. Proxy-* ones (ingest
+// forwards most) and the headers hookrelay sets itself (ingest forwards a provider's own) are
+// dropped instead.
+TEST(MessageExpander, ForwardedHeadersCannotFrameOrOverrideTheRequest) {
+  Config config = routed_config();
+  for (const char* name :
+       {"host", "Host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+        "trailer", "upgrade", "expect", "TRANSFER-ENCODING"}) {
+    auto out = expand_message(webhook_with({{std::string("hr-fwd-") + name, "x"}}), config);
+    ASSERT_FALSE(out) << name;
+    EXPECT_EQ(out.error().code, "malformed_message");
+    EXPECT_NE(out.error().message.find(name), std::string::npos) << out.error().message;
+  }
+  auto out = expand_message(webhook_with({{"hr-fwd-proxy-authorization", "Basic x"},
+                                          {"hr-fwd-Proxy-Foo", "1"},
+                                          {"hr-fwd-webhook-id", "forged"},
+                                          {"hr-fwd-webhook-timestamp", "1"},
+                                          {"hr-fwd-webhook-signature", "v1,forged"},
+                                          {"hr-fwd-x-hookrelay-attempt", "99"},
+                                          {"hr-fwd-x-github-event", "push"}}),
+                            config);
+  ASSERT_TRUE(out) << out.error().message;
+  HttpCall call = build_http_call(out->at(0), 1'700'000'000'000, 5000);
+  std::vector<std::string> names;
+  for (const auto& [k, v] : call.headers) {
+    names.push_back(ascii_lower(k));
+    EXPECT_NE(v, "forged") << k;
+    EXPECT_NE(v, "v1,forged") << k;
+    EXPECT_NE(v, "99") << k;
+  }
+  EXPECT_EQ(std::count(names.begin(), names.end(), "proxy-authorization"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "proxy-foo"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "webhook-id"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "webhook-timestamp"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "x-hookrelay-attempt"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "x-github-event"), 1);
+  // A call's envelope is held to what ingest takes from a caller (parse_call_envelope).
+  ConsumedMessage m;
+  m.topic = std::string(kCallsTopic);
+  m.value = std::make_shared<const std::string>("");
+  m.headers = {
+      {"hr-kind", "call"},
+      {"hr-event-id", "c1"},
+      {"hr-received-at", "1000"},
+      {"hr-call", R"({"url":"https://h/","method":"POST","headers":[["Host","evil.example"]],)"
+                  R"("idempotency_key":"k","timeout_ms":1000,"max_attempts":3,)"
+                  R"("max_age_seconds":60})"}};
+  auto call_out = expand_message(m, config);
+  ASSERT_FALSE(call_out);
+  EXPECT_EQ(call_out.error().code, "malformed_message");
 }
 
 }  // namespace

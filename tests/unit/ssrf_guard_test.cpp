@@ -69,7 +69,8 @@ const Row kDefaultTable[] = {
     {"::", false, "unspecified"},
     {"::1", false, "loopback"},
     {"::2", false, "reserved"},
-    {"::10.0.0.1", false, "reserved"},  // deprecated IPv4-compatible
+    {"::10.0.0.1", false, "ipv4_mapped_private"},  // deprecated IPv4-compatible
+    {"::0.255.255.255", false, "reserved"},        // ::/104 is not taken as IPv4-compatible
     {"fc00::1", false, "private"},
     {"fd12:3456:789a::1", false, "private"},
     {"fe80::1", false, "link_local"},
@@ -82,8 +83,8 @@ const Row kDefaultTable[] = {
     {"100::1", false, "reserved"},
     {"2001::1", false, "reserved"},  // Teredo
     {"2001:1ff:ffff::1", false, "reserved"},
-    {"64:ff9b:1::1", false, "reserved"},
-    {"4000::1", false, "reserved"},  // outside global unicast
+    {"64:ff9b:1::1", false, "nat64_reserved"},  // local-use NAT64, 0.0.0.1 inside
+    {"4000::1", false, "reserved"},             // outside global unicast
     // IPv6 embedding IPv4: judged by the IPv4 inside
     {"::ffff:8.8.8.8", true, "public"},
     {"::ffff:127.0.0.1", false, "ipv4_mapped_loopback"},
@@ -97,6 +98,23 @@ const Row kDefaultTable[] = {
     {"2002:7f00:0001::1", false, "6to4_loopback"},
     {"2002:a9fe:a9fe::", false, "6to4_cloud_metadata"},
     {"2002:a9fe:101::", false, "6to4_link_local"},
+    // ... in the forms a host reaches only through a translator of its network's choosing, or not
+    // at all: reserved when the IPv4 address inside is public, its category when it is not.
+    {"::a9fe:a9fe", false, "ipv4_mapped_cloud_metadata"},  // IPv4-compatible
+    {"::169.254.1.1", false, "ipv4_mapped_link_local"},
+    {"::8.8.8.8", false, "reserved"},
+    {"::ffff:0:a9fe:a9fe", false, "ipv4_mapped_cloud_metadata"},  // IPv4-translated
+    {"::ffff:0:7f00:1", false, "ipv4_mapped_loopback"},
+    {"::ffff:0:808:808", false, "reserved"},
+    {"64:ff9b::a9fe:a9fe", false, "nat64_cloud_metadata"},
+    {"64:ff9b:1::a9fe:a9fe", false, "nat64_cloud_metadata"},  // local-use NAT64, a /96
+    {"64:ff9b:1:ab:cd:ef01:a9fe:a9fe", false, "nat64_cloud_metadata"},
+    {"64:ff9b:1::a9fe:101", false, "nat64_link_local"},
+    {"64:ff9b:1::c0a8:1", false, "nat64_private"},
+    {"64:ff9b:1:0:a9:fea9:fe00:0", false, "nat64_cloud_metadata"},  // the RFC 6052 /64 layout
+    {"64:ff9b:1:a9:fe:a9fe::", false, "nat64_cloud_metadata"},      // /56
+    {"64:ff9b:1:a9fe:a9:fe00::", false, "nat64_cloud_metadata"},    // /48
+    {"64:ff9b:1::808:808", false, "reserved"},
     // Not an address
     {"localhost", false, "invalid_address"},
     {"", false, "invalid_address"},
@@ -139,6 +157,48 @@ TEST(SsrfGuard, AllowPrivateNetworksAllowsEveryReceiverRangeButKeepsTheCategory)
   // An allowlisted CIDR still opens them.
   SsrfGuard listed(true, {parse_cidr("169.254.10.0/24").value()});
   EXPECT_EQ(listed.check(std::string_view("169.254.10.7")), (GuardDecision{true, "allowlisted"}));
+}
+
+// allow_private_networks opens "reserved"; an IPv6 form of the metadata address used to be only
+// that, whatever the IPv4 address inside.
+TEST(SsrfGuard, AllowPrivateNetworksNeverOpensMetadataInAnyIpv6Embedding) {
+  const SsrfGuard lenient(true, {});
+  const SsrfGuard strict(false, {});
+  for (const char* ip :
+       {"::ffff:169.254.169.254", "::ffff:0:a9fe:a9fe", "::a9fe:a9fe", "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a9fe:a9fe", "64:ff9b:1:0:a9:fea9:fe00:0",
+        "64:ff9b:1:a9:fe:a9fe::", "64:ff9b:1:a9fe:a9:fe00::", "2002:a9fe:a9fe::"}) {
+    const auto decision = lenient.check(std::string_view(ip));
+    EXPECT_FALSE(decision.allowed) << ip << ": " << decision.reason;
+    EXPECT_TRUE(decision.reason.ends_with("cloud_metadata")) << ip << ": " << decision.reason;
+    EXPECT_FALSE(strict.check(std::string_view(ip)).allowed) << ip;
+  }
+  for (const char* ip : {"::a9fe:101", "::ffff:0:a9fe:101", "64:ff9b:1::a9fe:101"}) {
+    EXPECT_FALSE(lenient.check(std::string_view(ip)).allowed) << ip << " (link-local inside)";
+    EXPECT_FALSE(strict.check(std::string_view(ip)).allowed) << ip;
+  }
+  // What these forms held before stays as it was: a private or public IPv4 address inside.
+  EXPECT_EQ(lenient.check(std::string_view("64:ff9b:1::a00:1")),
+            (GuardDecision{true, "nat64_private"}));
+  EXPECT_EQ(lenient.check(std::string_view("64:ff9b:1::808:808")),
+            (GuardDecision{true, "reserved"}));
+  EXPECT_EQ(strict.check(std::string_view("64:ff9b:1::808:808")),
+            (GuardDecision{false, "reserved"}));
+  EXPECT_EQ(lenient.check(std::string_view("::2")), (GuardDecision{true, "reserved"}));
+  EXPECT_EQ(lenient.check(std::string_view("::1")), (GuardDecision{true, "loopback"}));
+  EXPECT_EQ(lenient.check(std::string_view("::")), (GuardDecision{false, "unspecified"}));
+  // As libcurl's open-socket callback hands the address over.
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  ASSERT_EQ(inet_pton(AF_INET6, "64:ff9b:1::a9fe:a9fe", &v6.sin6_addr), 1);
+  EXPECT_EQ(lenient.check(reinterpret_cast<const sockaddr*>(&v6)),
+            (GuardDecision{false, "nat64_cloud_metadata"}));
+  // An allowlist entry opens an embedding only when it holds every IPv4 address that may be inside.
+  const SsrfGuard listed(false, {parse_cidr("169.254.169.254").value()});
+  EXPECT_EQ(listed.check(std::string_view("::a9fe:a9fe")), (GuardDecision{true, "allowlisted"}));
+  EXPECT_EQ(listed.check(std::string_view("64:ff9b:1:0:a9:fea9:fe00:0")),
+            (GuardDecision{false, "nat64_cloud_metadata"}))
+      << "254.0.0.0, its last 32 bits, is not listed";
 }
 
 TEST(SsrfGuard, AllowlistAllowsMatchingAddressesOnly) {
