@@ -78,6 +78,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   c->rk_.reset(rk);
   rd_kafka_poll_set_consumer(rk);
   c->queue_.reset(rd_kafka_queue_get_consumer(rk));
+  c->wake_queue_.store(c->queue_.get(), std::memory_order_release);
 
   KafkaPartitionList topics(rd_kafka_topic_partition_list_new(
       5 + static_cast<int>(config.retry.schedule_seconds.size())));
@@ -276,7 +277,12 @@ std::vector<ConsumedMessage> KafkaConsumer::poll(int max_messages, int timeout_m
 
 // The yield flag stays set until a poll sees it, so a wake() that lands just before poll() starts
 // waiting is not lost.
-void KafkaConsumer::wake() { rd_kafka_queue_yield(queue_.get()); }
+// From any thread, and after close(): callbacks of the producer and the sender still wake the
+// loop while the process stops. The queue it yields outlives the close (an abandoned close leaks
+// it with the handle), so this never yields a freed or null queue.
+void KafkaConsumer::wake() {
+  if (rd_kafka_queue_t* q = wake_queue_.load(std::memory_order_acquire)) rd_kafka_queue_yield(q);
+}
 
 bool KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
   auto l = one(tp, RD_KAFKA_OFFSET_INVALID);

@@ -16,6 +16,7 @@
 // Thread-safety: see MessageConsumer.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -72,7 +73,10 @@ class KafkaConsumer final : public MessageConsumer {
   void report_offset_resets();
 
   KafkaHandle rk_;
-  KafkaQueue queue_;  // the consumer queue poll() serves; wake() yields it
+  KafkaQueue queue_;  // the consumer queue poll() serves
+  // The same queue, for wake() from other threads: set once at create, never cleared (close()
+  // may release queue_ when it abandons librdkafka, and the queue then lives on with it).
+  std::atomic<rd_kafka_queue_t*> wake_queue_{nullptr};
   ConsumerListener listener_;
   std::function<void(const std::string&)> on_fatal_;
   bool fatal_ = false;
