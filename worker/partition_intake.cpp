@@ -11,6 +11,9 @@ namespace {
 
 constexpr int kIdlePollMs = 10;
 constexpr int64_t kFullBacklogPollMs = 100;
+// Messages a full backlog may still take (one per kFullBacklogPollMs) before its partitions are
+// held: 5 s of them.
+constexpr std::size_t kFullBacklogSlack = 50;
 
 }  // namespace
 
@@ -33,6 +36,7 @@ bool PartitionIntake::poll(int64_t now, bool events_waiting) {
   drain_backlog(now);
   std::size_t limit =
       std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
+  bound_backlog(limit);
   int max = config_->worker.batch_size;
   if (backlog_size_ >= limit) {
     if (now < next_full_poll_at_) return false;
@@ -44,6 +48,42 @@ bool PartitionIntake::poll(int64_t now, bool events_waiting) {
   auto msgs = consumer_.poll(max, events_waiting ? 0 : kIdlePollMs);
   for (auto& m : msgs) take_message(m, now);
   return true;
+}
+
+// Each poll of a full backlog takes its one message into it: 10 a second for as long as nothing
+// finishes (a receiver that holds every call, retries Kafka keeps refusing), each with its body.
+// Past a hard bound (the backlog's bound, a batch, and kFullBacklogSlack more) the partitions are
+// held: librdkafka stops fetching them (and drops what it fetched ahead, fetched again on
+// resume), and poll() goes on serving the group with nothing to take. They are released once the
+// backlog is back under its bound.
+void PartitionIntake::bound_backlog(std::size_t limit) {
+  const std::size_t hard =
+      limit + static_cast<std::size_t>(std::max(config_->worker.batch_size, 1)) + kFullBacklogSlack;
+  if (!room_held_ && backlog_size_ >= hard) {
+    room_held_ = true;
+    std::vector<TopicPartition> fresh_holds;
+    for (const auto& tp : consumer_.assignment()) {
+      auto [it, fresh] = paused_.try_emplace(tp);
+      if (fresh) fresh_holds.push_back(tp);
+      it->second.for_room = true;
+    }
+    consumer_.hold(fresh_holds);
+    spdlog::warn(
+        "msg=backlog_full backlog={} bound={} action=\"fetching held until the backlog drains "
+        "below its bound\"",
+        backlog_size_, hard);
+  } else if (room_held_ && backlog_size_ < limit) {
+    room_held_ = false;
+    for (auto it = paused_.begin(); it != paused_.end();) {
+      auto next = std::next(it);
+      if (it->second.for_room) {
+        it->second.for_room = false;
+        resume_if_free(it);
+      }
+      it = next;
+    }
+    spdlog::info("msg=backlog_drained backlog={} action=\"fetching again\"", backlog_size_);
+  }
 }
 
 void PartitionIntake::take_message(ConsumedMessage& m, int64_t now) {
@@ -222,7 +262,7 @@ void PartitionIntake::release_holds() {
 
 void PartitionIntake::resume_if_free(std::map<TopicPartition, Pause>::iterator it) {
   const auto& p = it->second;
-  if (p.for_db || p.resume_at_ms > 0) return;
+  if (p.for_db || p.for_room || p.resume_at_ms > 0) return;
   consumer_.resume(it->first);
   paused_.erase(it);
 }

@@ -83,12 +83,16 @@ class PartitionIntake {
         -1;  // retry tier: the message not due, fetched again when it is; -1 = held
     int64_t resume_at_ms = 0;  // retry tier head not due until then; 0 = not waiting for a tier
     bool for_db = false;       // Postgres unavailable
+    bool for_room = false;     // the backlog past its hard bound: fetching stops until it drains
   };
   void take_message(ConsumedMessage& m, int64_t now);
   void drain_backlog(int64_t now);
   bool may_take(const TopicPartition& tp) const;
   void accept(ConsumedMessage& m, const TopicPartition& tp, int64_t now);  // tp: m's
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
+  // The backlog's hard bound (see poll()): holds every assigned partition past it, and releases
+  // them once the backlog is back under its bound.
+  void bound_backlog(std::size_t limit);
   // The retry-tier look-ahead: wait_until_due keeps a message not yet due (or pauses its
   // partition when the look-ahead is full), take_due hands over the ones whose time has come.
   void wait_until_due(ConsumedMessage& m, const TopicPartition& tp, int64_t due, int64_t now);
@@ -111,6 +115,7 @@ class PartitionIntake {
   // order.
   std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;
   std::size_t backlog_size_ = 0;
+  bool room_held_ = false;         // bound_backlog() holds the partitions
   int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group
   // Retry-tier messages not yet due, per partition, by (due time, offset); tracked in the
   // watermark.

@@ -1049,6 +1049,42 @@ TEST_F(WorkerCoordinator, AtMaxInFlightMessagesWaitWithoutPausingAndAreDelivered
   EXPECT_EQ(stored(), 6);
 }
 
+// A backlog that stays full (every call held) takes one message a poll to serve the group: 10 a
+// second, each kept with its body. Past its hard bound (its bound, a batch and 50) the partition
+// is held instead, and released once the backlog drains; nothing is lost or reordered.
+TEST_F(WorkerCoordinator, AFullBacklogIsBoundedByHoldingItsPartitions) {
+  config.worker.max_in_flight = 2;  // backlog bound 1, hard bound 1 + 1 + 50
+  config.worker.batch_size = 1;
+  sender.hold = true;
+  for (int i = 0; i < 200; ++i) webhook(i, "e" + std::to_string(i));
+  for (int round = 0; round < 200; ++round) {  // 20 s of polls with nothing finishing
+    now += 100;
+    worker->step();
+  }
+  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_GE(consumer.queue.size(), 200u - 2 - 52)
+      << "the backlog took " << 200 - 2 - consumer.queue.size() << " messages";
+  EXPECT_FALSE(consumer.holds.empty()) << "the partition was not held";
+  // Everything finishes: the backlog drains, the partition is resumed, all 200 are delivered in
+  // order.
+  for (int round = 0; round < 2000 && sender.calls.size() < 200; ++round) {
+    for (auto& done : sender.held) {
+      if (done) std::exchange(done, nullptr)();
+    }
+    now += 100;
+    steps(2);
+  }
+  for (auto& done : sender.held) {
+    if (done) std::exchange(done, nullptr)();
+  }
+  steps();
+  ASSERT_EQ(sender.calls.size(), 200u);
+  EXPECT_FALSE(consumer.resumes.empty());
+  for (std::size_t i = 0; i < 200; ++i)
+    EXPECT_EQ(store.attempts.at(i).key, "wh:gh:e" + std::to_string(i) + ":a") << i;
+  EXPECT_EQ(stored(), 200);
+}
+
 // librdkafka resumes a held partition after the last message poll() returned, so a message
 // returned after the hold (Postgres down) must be kept and delivered, in order, afterwards.
 TEST_F(WorkerCoordinator, MessagesReturnedAfterAHoldAreKeptAndDeliveredInOrder) {
