@@ -70,6 +70,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   c->cooperative_ = props["partition.assignment.strategy"].find("cooperative") != std::string::npos;
   rd_kafka_conf_set_rebalance_cb(conf->get(), &KafkaConsumer::on_rebalance);
   rd_kafka_conf_set_log_cb(conf->get(), &KafkaConsumer::on_log);
+  rd_kafka_conf_set_offset_commit_cb(conf->get(), &KafkaConsumer::on_commit);
   rd_kafka_conf_set_opaque(conf->get(), c.get());
   char err[512];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf->get(), err, sizeof err);
@@ -185,6 +186,28 @@ void KafkaConsumer::on_log(const rd_kafka_t* rk, int level, const char* facility
     std::lock_guard lock(self->resets_mu_);
     if (self->resets_.size() < 1000) self->resets_.emplace_back(line);
   }
+}
+
+void KafkaConsumer::on_commit(rd_kafka_t* /*rk*/, rd_kafka_resp_err_t err,
+                              rd_kafka_topic_partition_list_t* offsets, void* opaque) {
+  auto* self = static_cast<KafkaConsumer*>(opaque);
+  // Nothing stored since the last commit: nothing to commit, not a failure.
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+  rd_kafka_resp_err_t first = err;
+  int failed = 0;
+  for (int i = 0; offsets != nullptr && i < offsets->cnt; ++i) {
+    if (offsets->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    ++failed;
+    if (first == RD_KAFKA_RESP_ERR_NO_ERROR) first = offsets->elems[i].err;
+  }
+  if (first == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  spdlog::warn(
+      "msg=offset_commit_failed error={} partitions_failed={} note=\"offsets stay where they "
+      "were committed last: a restart or rebalance reads again from there; committed again at the "
+      "next interval\"",
+      log_quote(rd_kafka_err2str(first)), failed);
+  if (self != nullptr && self->listener_.on_error)
+    self->listener_.on_error(kafka_error(first).code);
 }
 
 // On the polling thread, as the listener's other calls are.

@@ -70,6 +70,10 @@ class KafkaConsumer final : public MessageConsumer {
   // reset noted for poll() to report (librdkafka raises no event for one with
   // auto.offset.reset=earliest: it only logs it).
   static void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* text);
+  // The result of each offset commit (the automatic ones every auto.commit.interval.ms too), on
+  // the polling thread: a failure is logged and counted, which nothing else would show.
+  static void on_commit(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                        rd_kafka_topic_partition_list_t* offsets, void* opaque);
   void report_offset_resets();
 
   KafkaHandle rk_;

@@ -33,6 +33,27 @@ TEST_F(WorkerTest, AnOffsetOutOfRangeIsCountedAsAReset) {
   ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
 }
 
+// An offset commit the group coordinator refuses (an ACL, a coordinator moving) leaves offsets
+// where they were: a restart reads everything since again. It is logged and counted.
+TEST_F(WorkerTest, AFailedOffsetCommitIsCounted) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  o.partitions = 1;
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  std::size_t w = start_worker();
+  produce("acme", "evt-commit-1", "{}");
+  ASSERT_TRUE(rx_.wait_for_count("/a", 1, 30s));
+  auto pushed = stack_->broker().control("errors OffsetCommit 20 GROUP_AUTHORIZATION_FAILED");
+  ASSERT_TRUE(pushed) << pushed.error().message;
+  produce("acme", "evt-commit-2", "{}");
+  ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
+  EXPECT_TRUE(eventually(
+      [&] { return worker_metric(w, "hookrelay_kafka_consumer_errors_total") > 0; }, 20s))
+      << stack_->worker(w).process.log_tail();
+  EXPECT_NE(stack_->worker(w).process.read_log().find("msg=offset_commit_failed"),
+            std::string::npos);
+}
+
 TEST_F(WorkerTest, CrashAndRebalanceLoseNothing) {
   constexpr int kEvents = 300;
   StackOptions o;
