@@ -78,7 +78,7 @@ std::string str(const YAML::Node& n, const std::string& field, const EnvLookup& 
 // number".
 template <class T>
 T whole_number(const YAML::Node& n, const std::string& field, T lo, T hi) {
-  const std::string text = n.as<std::string>();
+  const auto text = n.as<std::string>();
   std::string_view digits = text;
   const bool negative = !digits.empty() && digits.front() == '-';
   if (!digits.empty() && (digits.front() == '+' || negative)) digits.remove_prefix(1);
