@@ -1067,6 +1067,36 @@ std::vector<std::string> config_warnings(const Config& config) {
                   "or raise message.max.bytes in kafka.producer_properties (and the topics' "
                   "max.message.bytes)");
   }
+  // A copy of a message can be consumed again for as long as its topic keeps it (and Kafka deletes
+  // a segment only once all of it is past retention: up to segment.ms, 7 days, more). A delivery
+  // row deleted by hookrelay_delete_finished_deliveries before then forgets its key, and such a
+  // copy would be delivered again. The shipped CronJob deletes after 45 days.
+  {
+    constexpr int64_t kDayMs = 24LL * 3600 * 1000;
+    constexpr int64_t kCronJobWindowMs = 45 * kDayMs;
+    constexpr int64_t kSegmentMs = 7 * kDayMs;
+    std::string longest_field = "topics.retention_ms";
+    int64_t longest = config.topics.retention_ms;
+    if (config.topics.dlq_retention_ms > longest) {
+      longest = config.topics.dlq_retention_ms;
+      longest_field = "topics.dlq_retention_ms";
+    }
+    for (int seconds : config.retry.schedule_seconds) {
+      // Each retry tier is kept ten times its delay (shared/kafka/topic_plan.cpp).
+      if (10 * int64_t{seconds} * 1000 > longest) {
+        longest = 10 * int64_t{seconds} * 1000;
+        longest_field = "retry.schedule_seconds (a tier is kept ten times its delay)";
+      }
+    }
+    if (longest + kSegmentMs > kCronJobWindowMs) {
+      out.push_back(longest_field + " keeps messages " + std::to_string(longest / kDayMs) +
+                    " days: a copy read again within that (and up to 7 days more, a segment) "
+                    "must still find its delivery's row, so call "
+                    "hookrelay_delete_finished_deliveries with older_than above " +
+                    std::to_string((longest + kSegmentMs + kDayMs - 1) / kDayMs) +
+                    " days (the shipped CronJob uses 45), or such a copy is delivered again");
+    }
+  }
   for (const auto& [source, routes] : config.routes) {
     for (std::size_t i = 0; i < routes.size(); ++i) {
       const RouteConfig& r = routes[i];

@@ -229,6 +229,26 @@ TEST(ConfigWarnings, BodiesKafkaCannotCarryAreFlagged) {
   EXPECT_TRUE(config_warnings(*raised).empty());
 }
 
+// Topics that keep messages longer than the finished-delivery retention the CronJob runs (45
+// days, less a 7-day segment): a copy read again would find no row and be delivered again.
+TEST(ConfigWarnings, ATopicKeptLongerThanTheDeliveryRetentionIsFlagged) {
+  auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  auto long_dlq = parse_config("topics: { dlq_retention_ms: 5184000000 }", none);  // 60 days
+  ASSERT_TRUE(long_dlq) << long_dlq.error().message;
+  auto w = config_warnings(*long_dlq);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("topics.dlq_retention_ms keeps messages 60 days"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("older_than above 67 days"), std::string::npos) << w[0];
+  auto long_tier = parse_config("retry: { schedule_seconds: [60, 432000] }", none);  // 5 days
+  ASSERT_TRUE(long_tier) << long_tier.error().message;
+  w = config_warnings(*long_tier);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("retry.schedule_seconds"), std::string::npos) << w[0];
+  auto fits = parse_config("topics: { dlq_retention_ms: 3196800000 }", none);  // 37 days
+  ASSERT_TRUE(fits) << fits.error().message;
+  EXPECT_TRUE(config_warnings(*fits).empty());
+}
+
 TEST(ConfigWarnings, ARouteTimeoutTheLeaseDoesNotCoverIsFlagged) {
   auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
   const std::string routes =
