@@ -1,15 +1,10 @@
--- 0021_bounded_retention: the retention functions of 0001, 0003 and 0019, mended.
+-- 0021_bounded_retention: the retention functions of 0001 and 0019, mended.
 --
 -- hookrelay_delete_finished_deliveries: the head of an ordered key was excluded only by the
 -- DELETE, after the batch of `max_rows` oldest rows was chosen. A finished head still in
 -- ordered_keys is among the oldest rows, so every call returned fewer than `max_rows`, and a job
 -- that calls it "until it returns less than max_rows" stopped after one batch a day. It is now
 -- excluded when the batch is chosen.
---
--- hookrelay_delete_inbound_events takes `max_rows` too (oldest first; NULL, the default, is no
--- bound, as before): one day of a busy pipeline's audit is millions of rows, too many for one
--- transaction that a job deadline may kill and roll back every day. Call it until it returns
--- less than `max_rows`.
 --
 -- hookrelay_ensure_attempt_partitions, creating a day's partition that is missing (the job
 -- stopped for a week), moves that day's rows out of the default partition and then creates the
@@ -63,30 +58,6 @@ BEGIN
   )
   SELECT count(*) INTO deleted FROM gone;
   PERFORM set_config('hookrelay.deleting_finished', 'off', true);
-  RETURN deleted;
-END;
-$$;
-
-DROP FUNCTION hookrelay_delete_inbound_events(interval);
-CREATE FUNCTION hookrelay_delete_inbound_events(older_than interval, max_rows int DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-  deleted bigint;
-BEGIN
-  IF max_rows IS NOT NULL AND max_rows < 1 THEN
-    RAISE EXCEPTION 'max_rows must be at least 1, or NULL for no bound (it is %)', max_rows;
-  END IF;
-  IF max_rows IS NULL THEN
-    DELETE FROM inbound_events WHERE received_at < now() - older_than;
-  ELSE
-    DELETE FROM inbound_events
-    WHERE ctid IN (SELECT ctid FROM inbound_events
-                   WHERE received_at < now() - older_than
-                   ORDER BY received_at
-                   LIMIT max_rows);
-  END IF;
-  GET DIAGNOSTICS deleted = ROW_COUNT;
   RETURN deleted;
 END;
 $$;

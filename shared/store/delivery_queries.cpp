@@ -581,15 +581,10 @@ Result<int> DeliveryQueries::drop_attempt_partitions(int older_than_days) {
       "SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))", older_than_days);
 }
 
-Result<int64_t> DeliveryQueries::delete_inbound_events(int older_than_days, int max_rows) {
-  return pg_.run("delete_inbound_events", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    const std::optional<int> bound = max_rows > 0 ? std::optional<int>(max_rows) : std::nullopt;
-    return tx
-        .exec_params1("SELECT hookrelay_delete_inbound_events(make_interval(days => $1), $2)",
-                      older_than_days, bound)[0]
-        .as<int64_t>();
-  });
+Result<int64_t> DeliveryQueries::delete_inbound_events(int older_than_days) {
+  return call_maintenance<int64_t>(
+      "delete_inbound_events", "SELECT hookrelay_delete_inbound_events(make_interval(days => $1))",
+      older_than_days);
 }
 
 Result<int64_t> DeliveryQueries::delete_finished_deliveries(int older_than_days, int max_rows) {

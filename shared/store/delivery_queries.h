@@ -225,9 +225,8 @@ class DeliveryQueries {
   // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql).
   Result<int> ensure_attempt_partitions(int days_ahead);
   Result<int> drop_attempt_partitions(int older_than_days);
-  // Deletes inbound_events received more than older_than_days ago, at most max_rows of them
-  // (oldest first; 0: no bound); returns how many (migrations/0021).
-  Result<int64_t> delete_inbound_events(int older_than_days, int max_rows = 0);
+  // Deletes inbound_events received more than older_than_days ago; returns how many.
+  Result<int64_t> delete_inbound_events(int older_than_days);
   // Deletes at most max_rows deliveries that finished (succeeded or dead) more than
   // older_than_days ago, with their folded first success and dead_letters row; keeps those leased,
   // with a resend pending or heading an ordered key (migrations/0019, 0021). Returns how many.
