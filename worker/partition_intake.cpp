@@ -272,8 +272,12 @@ void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold
     generation_[tp] = next_generation_++;
     paused_.erase(tp);
     forget_waiting(tp);
-    if (hold) {
-      paused_[tp].for_db = true;
+    if (hold || room_held_) {
+      // Held for Postgres, or with the rest while the backlog is past its hard bound
+      // (bound_backlog): a partition assigned meanwhile would grow it again.
+      auto& p = paused_[tp];
+      p.for_db = hold;
+      p.for_room = room_held_;
       consumer_.hold({tp});
     } else {
       // librdkafka keeps an application pause across revoke and reassignment, but paused_

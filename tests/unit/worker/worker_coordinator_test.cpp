@@ -1065,6 +1065,11 @@ TEST_F(WorkerCoordinator, AFullBacklogIsBoundedByHoldingItsPartitions) {
   EXPECT_GE(consumer.queue.size(), 200u - 2 - 52)
       << "the backlog took " << 200 - 2 - consumer.queue.size() << " messages";
   EXPECT_FALSE(consumer.holds.empty()) << "the partition was not held";
+  // A partition assigned while the backlog is held (a rebalance) is held with the rest.
+  const TopicPartition added{std::string(kWebhooksTopic), 1};
+  consumer.assigned.push_back(added);
+  consumer.listener.on_assigned({added});
+  EXPECT_TRUE(consumer.paused.count(added)) << "a partition assigned during the hold was fetched";
   // Everything finishes: the backlog drains, the partition is resumed, all 200 are delivered in
   // order.
   for (int round = 0; round < 2000 && sender.calls.size() < 200; ++round) {
