@@ -60,6 +60,10 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
       // wakes, up to a second later. A backlog drains faster than that empties 16 MB, so with
       // 16 MB a drain sat idle for most of a second each time the prefetch ran out.
       {"queued.max.messages.kbytes", "65536"},
+      // librdkafka's log lines are served by poll() on the polling thread (set_log_queue below),
+      // not called from its own threads: on_log reads the consumer, and after an abandoned close
+      // the process's logger goes away while librdkafka's threads still run.
+      {"log.queue", "true"},
   };
   if (config.worker.static_membership) props["group.instance.id"] = config.worker.group_instance_id;
   for (const auto& [k, v] : config.kafka.consumer_map()) props[k] = v;
@@ -80,6 +84,9 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::create(const Config& confi
   rd_kafka_poll_set_consumer(rk);
   c->queue_.reset(rd_kafka_queue_get_consumer(rk));
   c->wake_queue_.store(c->queue_.get(), std::memory_order_release);
+  if (rd_kafka_resp_err_t e = rd_kafka_set_log_queue(rk, c->queue_.get());
+      e != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return fail("kafka", std::string("cannot set the log queue: ") + rd_kafka_err2str(e));
 
   KafkaPartitionList topics(rd_kafka_topic_partition_list_new(
       5 + static_cast<int>(config.retry.schedule_seconds.size())));
@@ -179,8 +186,11 @@ void KafkaConsumer::on_log(const rd_kafka_t* rk, int level, const char* facility
     spdlog::info("msg=kafka_log facility={} text={}", fac, log_quote(line));
   }
   // "<topic> [<partition>]: offset reset (at offset N, broker B) to BEGINNING ...: fetch failed
-  // due to requested offset not available on the broker": the position was not in the log.
-  if (fac == "OFFSET" && level <= 4 && line.find("offset reset") != std::string_view::npos) {
+  // due to requested offset not available on the broker": the position was not in the log. (Not
+  // "failed to query logical offset": the reset's own offset lookup failing, an ACL say, which
+  // is retried and logged as such, not a position lost.)
+  if (fac == "OFFSET" && level <= 4 && line.find("offset reset") != std::string_view::npos &&
+      line.find("failed to query logical offset") == std::string_view::npos) {
     auto* self = static_cast<KafkaConsumer*>(rd_kafka_opaque(rk));
     if (self == nullptr) return;
     std::lock_guard lock(self->resets_mu_);
@@ -201,6 +211,21 @@ void KafkaConsumer::on_commit(rd_kafka_t* /*rk*/, rd_kafka_resp_err_t err,
     if (first == RD_KAFKA_RESP_ERR_NO_ERROR) first = offsets->elems[i].err;
   }
   if (first == RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  switch (first) {
+    case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD:
+      // A rebalance or a coordinator moving: the group's ordinary weather; the next interval
+      // commits what is stored.
+      spdlog::info("msg=offset_commit_deferred error={}", log_quote(rd_kafka_err2str(first)));
+      return;
+    default:
+      break;
+  }
   spdlog::warn(
       "msg=offset_commit_failed error={} partitions_failed={} note=\"offsets stay where they "
       "were committed last: a restart or rebalance reads again from there; committed again at the "

@@ -66,8 +66,8 @@ class KafkaConsumer final : public MessageConsumer {
   static void on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t* parts, void* opaque);
   void handle_error_message(const rd_kafka_message_t* m);
-  // librdkafka's log lines, on its own threads: forwarded to the process's log, and an offset
-  // reset noted for poll() to report (librdkafka raises no event for one with
+  // librdkafka's log lines, served by poll() (log.queue): forwarded to the process's log, and an
+  // offset reset noted for poll() to report (librdkafka raises no event for one with
   // auto.offset.reset=earliest: it only logs it).
   static void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* text);
   // The result of each offset commit (the automatic ones every auto.commit.interval.ms too), on
