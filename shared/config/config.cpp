@@ -609,7 +609,9 @@ void check_guarantees(const Config& c) {
     }
   }
   for (const char* key : {"message.timeout.ms", "delivery.timeout.ms"}) {
-    if (has(producer, key) != producer.end()) {
+    // Restating kafka.produce_timeout_ms is allowed (a config written before this was refused).
+    if (auto it = has(producer, key);
+        it != producer.end() && it->second != std::to_string(k.produce_timeout_ms)) {
       refuse(key, true,
              "set kafka.produce_timeout_ms instead: it bounds how long ingest waits for Kafka "
              "before it answers 503 (0 here would mean never)");

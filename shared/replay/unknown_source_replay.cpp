@@ -92,8 +92,11 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
     ++summary.failed;
     summary.items.push_back(std::move(item));
   }
+  // The limit counts the events the run would produce: those this config does not know either
+  // are reported, not counted, so a block of them cannot hide the rest behind it.
+  int counted = 0;
   for (const auto& id : order) {
-    if (summary.total >= options.limit) {
+    if (counted >= options.limit) {
       summary.limited = true;
       break;
     }
@@ -111,7 +114,11 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
                     "' is not in this configuration's sources either: add it (and its routes) "
                     "to the workers' config first";
       ++summary.skipped;
-    } else if (origin && *origin != kWebhooksTopic) {
+      summary.items.push_back(std::move(item));
+      continue;
+    }
+    ++counted;
+    if (origin && *origin != kWebhooksTopic) {
       item.outcome = "failed";
       item.detail = "its origin topic is " + *origin + ", not " + std::string(kWebhooksTopic);
       ++summary.failed;
@@ -150,7 +157,9 @@ std::string unknown_source_progress_line(const UnknownSourceSummary& summary, bo
          std::to_string(dry_run ? would : summary.replayed) + "/" + std::to_string(summary.total) +
          " events of unknown sources, skipped " + std::to_string(summary.skipped) + ", failed " +
          std::to_string(summary.failed) +
-         (summary.limited ? " (limit reached: run again for the rest)" : "") +
+         (summary.limited ? " (limit reached: the oldest events went; raise --limit, or run it "
+                            "per --source, for the rest)"
+                          : "") +
          (summary.interrupted ? " (interrupted)" : "");
 }
 

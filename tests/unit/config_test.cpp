@@ -517,6 +517,13 @@ TEST(Config, WholeNumbersAreDecimalAndOutOfRangeSaysTheRange) {
       });
 }
 
+TEST(Config, AProducerTimeoutThatRestatesProduceTimeoutMsIsAllowed) {
+  auto c = parse_config(
+      "kafka: { produce_timeout_ms: 4000, producer_properties: { message.timeout.ms: \"4000\" } }",
+      env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+}
+
 TEST(Config, ErrorNeverEchoesSecretValues) {
   auto c = parse_config("sources: { a: { scheme: standard-webhooks, secrets: [\"${S}\"] } }",
                         env_of({{"S", "supersecretvalue"}}));
