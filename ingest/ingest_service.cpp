@@ -161,12 +161,13 @@ void IngestService::probe(std::string_view path, const HttpRequest& request,
   } else if (path == "/healthz") {
     r.body = R"({"status":"ok"})";
   } else {
-    bool ready = producer_.reachable() && !shutting_down_.load();
+    bool ready = producer_.reachable() && !write_breaker_.open() && !shutting_down_.load();
     metrics_.ready().Set(ready ? 1 : 0);
     r.status = ready ? 200 : 503;
     r.body = ready                   ? R"({"status":"ready"})"
              : shutting_down_.load() ? R"({"status":"shutting_down"})"
              : producer_.fatal()     ? R"({"status":"kafka_producer_fatal"})"
+             : producer_.reachable() ? R"({"status":"kafka_refusing_writes"})"
                                      : R"({"status":"kafka_unreachable"})";
   }
   respond(std::move(r));
@@ -295,13 +296,28 @@ void IngestService::produce_and_answer(InFlight counted, std::string_view endpoi
                         "Kafka is unreachable; the request was not accepted, retry later", respond,
                         {{"Retry-After", retry_after()}});
   }
+  const KafkaWriteBreaker::Admit admitted = write_breaker_.admit(now_ms_());
+  if (admitted == KafkaWriteBreaker::Admit::kRefuse) {
+    return answer_error(endpoint, source, 503, "kafka_unavailable",
+                        "Kafka did not take the last writes (see the earlier 503s' messages); the "
+                        "request was not accepted, retry later",
+                        respond, {{"Retry-After", retry_after()}});
+  }
+  const bool probe = admitted == KafkaWriteBreaker::Admit::kProbe;
   auto started = std::chrono::steady_clock::now();
   OutgoingMessage m{topic, key, value, &headers};
   producer_.produce(m, [this, endpoint, source = std::move(source), topic, id = std::move(id),
-                        extra = std::move(extra_json), retry, started,
+                        extra = std::move(extra_json), retry, started, probe,
                         respond = std::move(respond)](const Result<ProducedAt>& r) {
     metrics_.produce_latency(
         topic, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (r) {
+      write_breaker_.succeeded();
+    } else if (r.error().code != kMessageTooLargeCode) {
+      write_breaker_.failed(now_ms_(), probe);
+    } else if (probe) {
+      write_breaker_.failed(now_ms_(), true);  // says nothing of the cluster: probe again
+    }
     if (r) {
       metrics_.request(endpoint, source, 202);
       HttpResponse ok;

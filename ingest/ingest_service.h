@@ -23,6 +23,7 @@
 #include <string>
 
 #include "ingest/ingest_metrics.h"
+#include "ingest/kafka_write_breaker.h"
 #include "shared/call_request.h"
 #include "shared/config/config.h"
 #include "shared/http/http_types.h"
@@ -97,6 +98,7 @@ class IngestService {
   std::atomic<bool> shutting_down_{false};
   std::atomic<int> in_flight_{0};
   std::function<ServerLoad()> server_load_;
+  KafkaWriteBreaker write_breaker_;
 };
 
 }  // namespace hookrelay

@@ -127,6 +127,17 @@ api_tokens: ["tok_0123456789abcdef"]
 
   std::string error_code() const { return json::parse(answer->body)["error"]["code"]; }
 
+  // One request that Kafka takes, gone from producer.messages again (the indices of the test's
+  // own stay): three failed writes in a row would make ingest refuse the next request at once
+  // (KafkaWriteBreaker), and the tests that fail writes one after another are about each answer.
+  void keep_writes_flowing() {
+    const auto kept = answer;
+    send(signed_webhook("github", "{\"flowing\":1}"));
+    producer.ack(producer.messages.size() - 1);
+    producer.messages.pop_back();
+    answer = kept;
+  }
+
   Config config;
   FakeProducer producer;
   std::unique_ptr<IngestService> service;
@@ -223,6 +234,44 @@ TEST_F(IngestServiceTest, UnreachableKafkaRefusesWithoutProducing) {
   EXPECT_EQ(r->status, 503);
   EXPECT_EQ(error_code(), "kafka_unavailable");
   EXPECT_TRUE(producer.messages.empty());
+}
+
+// A Kafka that answers but takes no writes (min.insync.replicas not met): after three failed
+// reports in a row, requests are refused at once instead of each waiting produce_timeout_ms, and
+// /readyz says so; after the cooldown one request probes, and its success lets all through.
+TEST_F(IngestServiceTest, AKafkaThatTakesNoWritesIsRefusedAtOnceUntilAProbeGetsThrough) {
+  int64_t now = kNowMs;
+  service = std::make_unique<IngestService>(
+      config, producer, std::make_shared<prometheus::Registry>(), [&now] { return now; });
+  auto webhook = [&](const std::string& id) {
+    auto r = signed_webhook("github", "{}");
+    for (auto& [k, v] : provider_headers(config.sources.at("github"), "{}", now / 1000, id))
+      r.headers[k] = v;
+    return send(r);
+  };
+  auto ready = [&] { return send(Request{.method = "GET", .target = "/readyz"})->status; };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(webhook("e" + std::to_string(i)).has_value());
+    producer.nack(producer.messages.size() - 1, "delivery_outcome_unknown");
+  }
+  const std::size_t produced = producer.messages.size();
+  auto refused = webhook("e3");
+  ASSERT_TRUE(refused) << "the request waited for Kafka";
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_EQ(producer.messages.size(), produced) << "produced while Kafka takes no writes";
+  EXPECT_EQ(ready(), 503);
+  EXPECT_NE(answer->body.find("kafka_refusing_writes"), std::string::npos) << answer->body;
+
+  now += KafkaWriteBreaker::kCooldownMs;
+  EXPECT_FALSE(webhook("e4").has_value()) << "the probe was not let through";
+  ASSERT_EQ(producer.messages.size(), produced + 1);
+  auto behind = webhook("e5");
+  ASSERT_TRUE(behind) << "a second request went beside the probe";
+  EXPECT_EQ(behind->status, 503);
+  producer.ack(producer.messages.size() - 1);
+  EXPECT_EQ(ready(), 200);
+  EXPECT_FALSE(webhook("e6").has_value()) << "closed again: produced and waiting for its ack";
+  EXPECT_EQ(producer.messages.size(), produced + 2);
 }
 
 TEST_F(IngestServiceTest, BadSignatureIs401AndCounted) {
@@ -438,6 +487,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
 
   Request keyed = authorized_call(R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-7"})");
+  keep_writes_flowing();
   send(keyed);
   producer.nack(1, std::string(kDeliveryOutcomeUnknownCode));
   expect_503_unknown();
@@ -446,6 +496,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
 
   Request unkeyed = authorized_call(R"({"url":"http://127.0.0.1:9/x"})");
+  keep_writes_flowing();
   send(unkeyed);
   producer.nack(2, std::string(kDeliveryOutcomeUnknownCode));
   expect_503_unknown();
@@ -459,6 +510,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   // A caller's key of the generated form is the caller's own.
   Request lookalike = unkeyed;
   lookalike.body = R"({"url":"http://127.0.0.1:9/x","idempotency_key":")" + key + R"("})";
+  keep_writes_flowing();
   send(lookalike);
   producer.nack(3, std::string(kDeliveryOutcomeUnknownCode));
   expect_503_unknown();
@@ -467,6 +519,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   // A caller's key written with JSON escapes (as PHP writes "/") is the caller's own too.
   Request escaped = unkeyed;
   escaped.body = R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order\/8"})";
+  keep_writes_flowing();
   send(escaped);
   producer.nack(4, std::string(kDeliveryOutcomeUnknownCode));
   expect_503_unknown();
@@ -474,6 +527,7 @@ TEST_F(IngestServiceTest, DeliveryOutcomeUnknownSaysTheRequestMayHaveBeenAccepte
   EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
 
   // A timeout with the message never sent is still "not accepted".
+  keep_writes_flowing();
   send(signed_webhook("github", "{}"));
   producer.nack(5, "delivery_timeout");
   EXPECT_NE(message_of().find("not accepted"), std::string::npos) << answer->body;
@@ -516,6 +570,7 @@ TEST_F(IngestServiceTest, APermanentRefusalAfterAnUnansweredSendSaysItMayHaveBee
   EXPECT_EQ(message_of().find("not accepted"), std::string::npos) << answer->body;
   EXPECT_NE(message_of().find("delivered once"), std::string::npos) << answer->body;
 
+  keep_writes_flowing();
   send(authorized_call(R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-9"})"));
   refuse(1, "not_authorized", "Kafka refused access: Broker: Topic authorization failed");
   ASSERT_TRUE(answer);
@@ -525,6 +580,7 @@ TEST_F(IngestServiceTest, APermanentRefusalAfterAnUnansweredSendSaysItMayHaveBee
   EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
   EXPECT_EQ(message_of().find("twice"), std::string::npos) << answer->body;
 
+  keep_writes_flowing();
   send(authorized_call(R"({"url":"http://127.0.0.1:9/x"})"));
   refuse(2, "not_authorized", "Kafka refused access: Broker: Topic authorization failed");
   ASSERT_TRUE(answer);
@@ -537,6 +593,7 @@ TEST_F(IngestServiceTest, APermanentRefusalAfterAnUnansweredSendSaysItMayHaveBee
   EXPECT_NE(message_of().find(key), std::string::npos) << answer->body;
 
   // Too large for Kafka: still 413 without Retry-After, and still not "not accepted".
+  keep_writes_flowing();
   send(authorized_call(R"({"url":"http://127.0.0.1:9/x","idempotency_key":"order-10"})"));
   refuse(3, std::string(kMessageTooLargeCode), "Broker: Message size too large");
   ASSERT_TRUE(answer);
@@ -548,11 +605,13 @@ TEST_F(IngestServiceTest, APermanentRefusalAfterAnUnansweredSendSaysItMayHaveBee
   EXPECT_NE(message_of().find("same idempotency_key"), std::string::npos) << answer->body;
 
   // The same refusals with no earlier send that may have stored the message: not accepted.
+  keep_writes_flowing();
   send(signed_webhook("github", "{}"));
   producer.messages.at(4).done(
       fail("not_authorized", "Kafka refused access: Broker: Topic authorization failed"));
   EXPECT_EQ(answer->status, 503);
   EXPECT_NE(message_of().find("not accepted"), std::string::npos) << answer->body;
+  keep_writes_flowing();
   send(signed_webhook("github", "{}"));
   producer.messages.at(5).done(
       fail(std::string(kMessageTooLargeCode), "Broker: Message size too large"));
