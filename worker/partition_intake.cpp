@@ -61,27 +61,14 @@ void PartitionIntake::bound_backlog(std::size_t limit) {
       limit + static_cast<std::size_t>(std::max(config_->worker.batch_size, 1)) + kFullBacklogSlack;
   if (!room_held_ && backlog_size_ >= hard) {
     room_held_ = true;
-    std::vector<TopicPartition> fresh_holds;
-    for (const auto& tp : consumer_.assignment()) {
-      auto [it, fresh] = paused_.try_emplace(tp);
-      if (fresh) fresh_holds.push_back(tp);
-      it->second.for_room = true;
-    }
-    consumer_.hold(fresh_holds);
+    hold_assigned(&Pause::for_room);
     spdlog::warn(
         "msg=backlog_full backlog={} bound={} action=\"fetching held until the backlog drains "
         "below its bound\"",
         backlog_size_, hard);
   } else if (room_held_ && backlog_size_ < limit) {
     room_held_ = false;
-    for (auto it = paused_.begin(); it != paused_.end();) {
-      auto next = std::next(it);
-      if (it->second.for_room) {
-        it->second.for_room = false;
-        resume_if_free(it);
-      }
-      it = next;
-    }
+    release_assigned(&Pause::for_room);
     spdlog::info("msg=backlog_drained backlog={} action=\"fetching again\"", backlog_size_);
   }
 }
@@ -239,21 +226,25 @@ void PartitionIntake::finish(const MessageState& msg) {
 void PartitionIntake::store_offsets() { consumer_.store_offsets(watermarks_.take_committable()); }
 
 // A partition already paused for a retry tier stays as it is and just gains the reason.
-void PartitionIntake::hold_all() {
+void PartitionIntake::hold_all() { hold_assigned(&Pause::for_db); }
+
+void PartitionIntake::release_holds() { release_assigned(&Pause::for_db); }
+
+void PartitionIntake::hold_assigned(bool Pause::*reason) {
   std::vector<TopicPartition> fresh_holds;
   for (const auto& tp : consumer_.assignment()) {
     auto [it, fresh] = paused_.try_emplace(tp);
     if (fresh) fresh_holds.push_back(tp);
-    it->second.for_db = true;
+    it->second.*reason = true;
   }
   consumer_.hold(fresh_holds);
 }
 
-void PartitionIntake::release_holds() {
+void PartitionIntake::release_assigned(bool Pause::*reason) {
   for (auto it = paused_.begin(); it != paused_.end();) {
     auto next = std::next(it);
-    if (it->second.for_db) {
-      it->second.for_db = false;
+    if (it->second.*reason) {
+      it->second.*reason = false;
       resume_if_free(it);
     }
     it = next;

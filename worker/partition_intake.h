@@ -93,6 +93,10 @@ class PartitionIntake {
   // The backlog's hard bound (see poll()): holds every assigned partition past it, and releases
   // them once the backlog is back under its bound.
   void bound_backlog(std::size_t limit);
+  // Holds every assigned partition for `reason` (a partition already paused just gains it), and
+  // drops `reason` from every pause, resuming the partitions no other reason holds.
+  void hold_assigned(bool Pause::*reason);
+  void release_assigned(bool Pause::*reason);
   // The retry-tier look-ahead: wait_until_due keeps a message not yet due (or pauses its
   // partition when the look-ahead is full), take_due hands over the ones whose time has come.
   void wait_until_due(ConsumedMessage& m, const TopicPartition& tp, int64_t due, int64_t now);
