@@ -243,27 +243,24 @@ void KafkaConsumer::report_offset_resets() {
     if (resets_.empty()) return;
     lines.swap(resets_);
   }
-  for (const std::string& line : lines) {
-    const std::string topic = line.substr(0, line.find(" ["));
-    spdlog::error(
-        "msg=offsets_vanished topic={} detail={} note=\"messages were removed before they were "
-        "consumed (retention, a topic recreated, a log truncated, or an in-memory devbroker "
-        "restart)\"",
-        topic, log_quote(line));
-    if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
-  }
+  for (const std::string& line : lines) offsets_vanished(line.substr(0, line.find(" [")), line);
+}
+
+void KafkaConsumer::offsets_vanished(const std::string& topic, std::string_view detail) {
+  spdlog::error(
+      "msg=offsets_vanished topic={} detail={} note=\"messages were removed before they were "
+      "consumed (retention, a topic recreated, a log truncated, or an in-memory devbroker "
+      "restart)\"",
+      topic, log_quote(detail));
+  if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
 }
 
 void KafkaConsumer::handle_error_message(const rd_kafka_message_t* m) {
   std::string topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
   if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
       m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-    spdlog::error(
-        "msg=offsets_vanished topic={} partition={} error={} note=\"messages were removed before "
-        "they "
-        "were consumed (retention or an in-memory devbroker restart)\"",
-        topic, m->partition, log_quote(rd_kafka_err2str(m->err)));
-    if (listener_.on_offset_reset) listener_.on_offset_reset(topic);
+    offsets_vanished(topic,
+                     "partition " + std::to_string(m->partition) + ": " + rd_kafka_err2str(m->err));
     return;
   }
   if (m->err == RD_KAFKA_RESP_ERR__FATAL) {

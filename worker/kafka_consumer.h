@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shared/config/config.h"
@@ -75,6 +76,8 @@ class KafkaConsumer final : public MessageConsumer {
   static void on_commit(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                         rd_kafka_topic_partition_list_t* offsets, void* opaque);
   void report_offset_resets();
+  // A position no longer in the log: logged and told to the listener (the data-loss alarm).
+  void offsets_vanished(const std::string& topic, std::string_view detail);
 
   KafkaHandle rk_;
   KafkaQueue queue_;  // the consumer queue poll() serves
