@@ -563,19 +563,22 @@ Result<void> Replayer::produce_and_wait(const std::string& key, const std::strin
                                         const std::vector<MessageHeader>& headers,
                                         const ReplayOptions& options) {
   const std::string topic = retry_topic(0);
+  auto r = produce_acknowledged(producer_, {topic, key, value, &headers}, options.ack_timeout_ms);
+  if (!r) return Unexpected{r.error()};
+  return {};
+}
+
+Result<ProducedAt> produce_acknowledged(MessageProducer& producer, const OutgoingMessage& message,
+                                        int ack_timeout_ms) {
   // Shared with the callback, which may run after we stopped waiting.
   auto done = std::make_shared<std::promise<Result<ProducedAt>>>();
   auto future = done->get_future();
-  producer_.produce({topic, key, value, &headers},
-                    [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
-  if (future.wait_for(std::chrono::milliseconds(options.ack_timeout_ms)) !=
-      std::future_status::ready) {
-    return fail("ack_timeout", "no broker acknowledgement within " +
-                                   std::to_string(options.ack_timeout_ms) + " ms");
+  producer.produce(message, [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
+  if (future.wait_for(std::chrono::milliseconds(ack_timeout_ms)) != std::future_status::ready) {
+    return fail("ack_timeout",
+                "no broker acknowledgement within " + std::to_string(ack_timeout_ms) + " ms");
   }
-  auto r = future.get();
-  if (!r) return Unexpected{r.error()};
-  return {};
+  return future.get();
 }
 
 }  // namespace hookrelay

@@ -210,6 +210,12 @@ std::string unfinished_note(const UnfinishedReplay& mark);
 // The summary line: "replayed 120/500, skipped 3, missing 0, failed 0".
 std::string progress_line(const ReplaySummary& summary, bool dry_run);
 
+// Produces `message` and waits up to ack_timeout_ms for the broker's acknowledgement: where it
+// was stored, or why not ("ack_timeout" when none came in time; the report may still come, and
+// finds nobody waiting).
+Result<ProducedAt> produce_acknowledged(MessageProducer& producer, const OutgoingMessage& message,
+                                        int ack_timeout_ms);
+
 class Replayer {
  public:
   using OnItem = std::function<void(const ReplaySummary&)>;

@@ -1,13 +1,11 @@
 #include "shared/replay/unknown_source_replay.h"
 
-#include <chrono>
-#include <future>
 #include <map>
-#include <memory>
 #include <string_view>
 #include <utility>
 
 #include "shared/kafka/wire_contract.h"
+#include "shared/replay/dlq_replay.h"
 
 namespace hookrelay {
 namespace {
@@ -19,19 +17,6 @@ bool added_by_worker(std::string_view name) {
          name == header::kFirstAttemptAt || name == header::kDueAt ||
          name == header::kDeliveryKey || name == header::kRoute ||
          name.substr(0, header::kLastPrefix.size()) == header::kLastPrefix;
-}
-
-Result<ProducedAt> produce_and_wait(MessageProducer& producer, const OutgoingMessage& m,
-                                    int ack_timeout_ms) {
-  // Shared with the callback, which may run after we stopped waiting.
-  auto done = std::make_shared<std::promise<Result<ProducedAt>>>();
-  auto future = done->get_future();
-  producer.produce(m, [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
-  if (future.wait_for(std::chrono::milliseconds(ack_timeout_ms)) != std::future_status::ready) {
-    return fail("ack_timeout",
-                "no broker acknowledgement within " + std::to_string(ack_timeout_ms) + " ms");
-  }
-  return future.get();
 }
 
 }  // namespace
@@ -127,9 +112,9 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
       item.detail = "to " + std::string(kWebhooksTopic);
     } else {
       const auto headers = first_copy_headers(m.headers);
-      auto produced =
-          produce_and_wait(producer, OutgoingMessage{kWebhooksTopic, id.second, m.value, &headers},
-                           options.ack_timeout_ms);
+      auto produced = produce_acknowledged(
+          producer, OutgoingMessage{kWebhooksTopic, id.second, m.value, &headers},
+          options.ack_timeout_ms);
       if (produced) {
         item.outcome = "replayed";
         item.detail = "to " + std::string(kWebhooksTopic) + " partition " +
