@@ -79,23 +79,32 @@ HttpResult send_one(SsrfGuard guard, HttpCall call) {
   return results.take().at(1);
 }
 
+// A listening socket on 127.0.0.1, an ephemeral port (in `port`); -1 (the failure reported) if
+// none.
+int listen_on_loopback(uint16_t& port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd, 8) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ADD_FAILURE() << "cannot listen on 127.0.0.1";
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  port = ntohs(a.sin_port);
+  return fd;
+}
+
 // A receiver on 127.0.0.1 that answers each request with `head`, then writes `chunk` every
 // `every` until the caller goes away: a body that never ends.
 class StreamingReceiver {
  public:
   StreamingReceiver(std::string head, std::string chunk, std::chrono::milliseconds every)
       : head_(std::move(head)), chunk_(std::move(chunk)), every_(every) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd_, 8) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ADD_FAILURE() << "cannot listen on 127.0.0.1";
-      return;
-    }
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_on_loopback(port_);
+    if (fd_ < 0) return;
     thread_ = std::thread([this] { serve(); });
   }
   ~StreamingReceiver() {
@@ -259,17 +268,8 @@ TEST(CurlSenderTest, ANameWhoseAddressesAreAllRefusedIsBlockedByTheGuard) {
 class HandshakeResetter {
  public:
   HandshakeResetter() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || listen(fd_, 8) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ADD_FAILURE() << "cannot listen on 127.0.0.1";
-      return;
-    }
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_on_loopback(port_);
+    if (fd_ < 0) return;
     thread_ = std::thread([this] {
       while (!stop_) {
         pollfd p{fd_, POLLIN, 0};
