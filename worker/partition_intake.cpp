@@ -142,8 +142,30 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
       return;
     }
   }
-  if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
-  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0, {}}));
+  const uint64_t generation = track(tp, m.offset);
+  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, generation, 0, {}}));
+}
+
+// Offsets of one assignment only rise here: the one seek this intake makes goes back to a message
+// it did not take. A lower offset means the partition's log went back under the consumer
+// (truncated by an unclean leader election, or the topic deleted and created again) and
+// librdkafka's offset reset reads it from its start. What it reads there is new, or a copy the
+// store's delivery keys dedupe: never something to skip. So the partition starts a new
+// generation whose watermark starts at this offset; finishes of the messages taken before no
+// longer move it, and they are still delivered.
+uint64_t PartitionIntake::track(const TopicPartition& tp, int64_t offset) {
+  uint64_t& generation = generation_.at(tp);
+  if (watermarks_.track(tp, offset)) return generation;
+  OffsetWatermark& w = watermarks_.at(tp);
+  spdlog::warn(
+      "msg=partition_rewound topic={} partition={} offset={} outstanding={} action=\"taking the "
+      "partition's messages again from this offset; those taken before are still delivered\"",
+      tp.topic, tp.partition, offset, w.size());
+  metrics_.consumer_error("partition_rewound");
+  generation = next_generation_++;
+  w.reset();
+  (void)w.track(offset);
+  return generation;
 }
 
 void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& tp, int64_t due,
@@ -151,8 +173,8 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
   const std::size_t limit =
       std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
   auto keep = [&] {
-    if (!watermarks_.track(tp, m.offset)) return;  // already seen in this assignment
-    waiting_[tp].emplace(std::pair{due, m.offset}, std::move(m));
+    const uint64_t generation = track(tp, m.offset);
+    waiting_[tp].emplace(WaitKey{due, generation, m.offset}, std::move(m));
     ++waiting_size_;
   };
   if (waiting_size_ < limit || seek_failed_.count(tp)) {
@@ -164,7 +186,7 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
   // max_in_flight, which would fetch this message again and again.
   int64_t resume_at = due;
   for (const auto& [waiting_tp, q] : waiting_) {
-    if (!q.empty()) resume_at = std::min(resume_at, q.begin()->first.first);
+    if (!q.empty()) resume_at = std::min(resume_at, std::get<0>(q.begin()->first));
   }
   resume_at = std::max(resume_at, now + kFullBacklogPollMs);
   if (!consumer_.pause(tp, m.offset)) {
@@ -186,12 +208,13 @@ void PartitionIntake::take_due(int64_t now) {
     auto p = paused_.find(tp);
     auto gen = generation_.find(tp);
     const bool held = p != paused_.end() && p->second.for_db;
-    while (!held && gen != generation_.end() && !q.empty() && q.begin()->first.first <= now &&
-           sink_.has_room()) {
+    while (!held && gen != generation_.end() && !q.empty() &&
+           std::get<0>(q.begin()->first) <= now && sink_.has_room()) {
       auto node = q.extract(q.begin());
       --waiting_size_;
       ConsumedMessage& m = node.mapped();
-      sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, gen->second, 0, {}}));
+      const uint64_t generation = std::get<1>(node.key());
+      sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, generation, 0, {}}));
     }
     it = q.empty() ? waiting_.erase(it) : std::next(it);
   }

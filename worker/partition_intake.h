@@ -17,6 +17,10 @@
 // max_in_flight), then in librdkafka's prefetch queue, without a pause, so nothing is fetched
 // twice.
 //
+// A partition's offsets only rise within one assignment, unless its log went back under the
+// consumer (an offset reset after a truncation or a re-created topic): a lower offset then starts
+// a new generation of the partition, whose messages are all taken (none skipped as seen before).
+//
 // Thread-safety: coordinator thread only (rebalance callbacks run inside poll() there too).
 #pragma once
 
@@ -26,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -89,6 +94,9 @@ class PartitionIntake {
   void drain_backlog(int64_t now);
   bool may_take(const TopicPartition& tp) const;
   void accept(ConsumedMessage& m, const TopicPartition& tp, int64_t now);  // tp: m's
+  // Tracks an offset of an assigned partition in its watermark and returns the generation the
+  // message's finish must name; an offset below one already tracked starts a new generation.
+  uint64_t track(const TopicPartition& tp, int64_t offset);
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
   // The backlog's hard bound (see poll()): holds every assigned partition past it, and releases
   // them once the backlog is back under its bound.
@@ -121,9 +129,10 @@ class PartitionIntake {
   std::size_t backlog_size_ = 0;
   bool room_held_ = false;         // bound_backlog() holds the partitions
   int64_t next_full_poll_at_ = 0;  // backlog full: when poll() next serves the group
-  // Retry-tier messages not yet due, per partition, by (due time, offset); tracked in the
-  // watermark.
-  std::map<TopicPartition, std::map<std::pair<int64_t, int64_t>, ConsumedMessage>> waiting_;
+  // Retry-tier messages not yet due, per partition, by (due time, generation, offset); tracked
+  // in the watermark of their generation.
+  using WaitKey = std::tuple<int64_t, uint64_t, int64_t>;
+  std::map<TopicPartition, std::map<WaitKey, ConsumedMessage>> waiting_;
   std::size_t waiting_size_ = 0;
 };
 

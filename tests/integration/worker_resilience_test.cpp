@@ -5,6 +5,7 @@
 #include <functional>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "tests/support/worker_fixture.h"
 
@@ -31,6 +32,19 @@ TEST_F(WorkerTest, AnOffsetOutOfRangeIsCountedAsAReset) {
       eventually([&] { return worker_metric(w, "hookrelay_worker_offset_resets_total") > 0; }, 20s))
       << stack_->worker(w).process.log_tail();
   ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
+  // The reset read the partition again from its start: what it holds there is taken again (it
+  // could be new), and the delivery key keeps the webhook delivered before from a second call.
+  EXPECT_TRUE(eventually(
+      [&] {
+        return worker_metric(w, "hookrelay_kafka_consumer_errors_total",
+                             {"code=\"partition_rewound\""}) > 0;
+      },
+      20s))
+      << stack_->worker(w).process.log_tail();
+  produce("acme", "evt-reset-3", "{}");
+  ASSERT_TRUE(rx_.wait_for_count("/a", 3, 30s));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(rx_.count("/a"), 3u) << "a webhook was delivered twice after the reset";
 }
 
 // An offset commit the group coordinator refuses (an ACL, a coordinator moving) leaves offsets

@@ -993,6 +993,55 @@ TEST_F(WorkerCoordinator, RevokedPartitionFinishesDoNotMoveTheNextAssignment) {
   EXPECT_EQ(stored(), -1) << "a finish from before the revoke marked the replayed offset done";
 }
 
+// The partition's log went back under the consumer (an unclean leader election truncated it, or
+// the topic was created again) and librdkafka's offset reset reads it from its start: what is
+// there now is new. The old worker skipped every offset it had tracked before as "seen", so the
+// webhooks accepted after the rewind were never delivered and later commits passed them.
+TEST_F(WorkerCoordinator, MessagesAtOffsetsThePartitionHadBeforeItsLogWentBackAreDelivered) {
+  sender.hold = true;
+  webhook(0, "e1");
+  webhook(1, "e2");
+  steps();
+  ASSERT_EQ(sender.held.size(), 2u);
+  webhook(0, "n1");  // the log after the rewind
+  webhook(1, "n2");
+  steps();
+  ASSERT_EQ(sender.calls.size(), 4u) << "messages at offsets seen before the rewind were skipped";
+  EXPECT_EQ(
+      labelled(registry, "hookrelay_kafka_consumer_errors_total", "code", "partition_rewound"), 1);
+  sender.held[0]();  // e1, offset 0 before the rewind
+  sender.held[1]();
+  steps();
+  EXPECT_EQ(stored(), -1) << "a finish from before the rewind marked the new offset 0 done";
+  sender.held[2]();
+  sender.held[3]();
+  steps();
+  for (const char* k : {"wh:gh:e1:a", "wh:gh:e2:a", "wh:gh:n1:a", "wh:gh:n2:a"})
+    EXPECT_EQ(store.state[k], "succeeded") << k;
+  EXPECT_EQ(stored(), 2);
+}
+
+// As above on a retry tier, with a retry from before the rewind still waiting for its due time
+// at the offset a new retry now has: both are delivered, each in its own generation.
+TEST_F(WorkerCoordinator, ARetryWaitingFromBeforeTheRewindIsDeliveredBesideTheNewOne) {
+  const TopicPartition tier{retry_topic(0), 0};
+  retry_message(consumer, 7, "old", now + 5000);
+  steps();
+  retry_message(consumer, 5, "n1", now - 1);  // the tier's log after the rewind
+  retry_message(consumer, 7, "n2", now + 5000);
+  steps();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(store.state["wh:gh:n1:a"], "succeeded");
+  EXPECT_EQ(consumer.stored.count(tier) ? consumer.stored[tier] : -1, 7)
+      << "the new generation's watermark must stop at its retry waiting at offset 7";
+  now += 5001;
+  steps();
+  ASSERT_EQ(sender.calls.size(), 3u) << "one of the two retries at offset 7 was dropped";
+  EXPECT_EQ(store.state["wh:gh:old:a"], "succeeded");
+  EXPECT_EQ(store.state["wh:gh:n2:a"], "succeeded");
+  EXPECT_EQ(consumer.stored[tier], 8);
+}
+
 TEST_F(WorkerCoordinator, OrderedRouteMakesFirstAttemptsOneAtATimeInOffsetOrder) {
   auto c = parse_config(R"(
 sources: { gh: { scheme: github, secrets: [s] } }
