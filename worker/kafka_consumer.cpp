@@ -9,6 +9,10 @@
 namespace hookrelay {
 namespace {
 
+// How long the gauges' lookup of committed offsets may hold the worker's loop, once per
+// assignment.
+constexpr int kCommittedLookupLimitMs = 500;
+
 std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* parts) {
   std::vector<TopicPartition> out;
   out.reserve(parts->cnt);
@@ -163,7 +167,10 @@ void KafkaConsumer::on_rebalance(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   // the close past its limit when the coordinator is unreachable; what the listener stored since
   // goes with the close's own commit.
   if (!lost && !tps.empty() && !self->closed_) rd_kafka_commit(rk, nullptr, 0);
-  for (const auto& tp : tps) self->next_offset_.erase(tp);
+  for (const auto& tp : tps) {
+    self->next_offset_.erase(tp);
+    self->committed_asked_.erase(tp);
+  }
   if (cooperative) {
     if (KafkaErrorHandle e{rd_kafka_incremental_unassign(rk, parts)}) {
       spdlog::error("msg=incremental_unassign_failed error={}",
@@ -417,9 +424,40 @@ std::vector<TopicPartition> KafkaConsumer::assignment() {
   return to_vector(parts);
 }
 
+// A partition nothing was read from since its assignment (a quiet retry tier after a restart)
+// is where its committed offset is, not at the log's start: that offset is asked for once per
+// assignment (a broker round trip, bounded), and the log's start is taken only when none was
+// committed (the consumer then reads from there) or the lookup failed.
+void KafkaConsumer::look_up_committed(const std::vector<TopicPartition>& assigned) {
+  std::vector<TopicPartition> ask;
+  for (const auto& tp : assigned) {
+    if (!next_offset_.count(tp) && committed_asked_.insert(tp).second) ask.push_back(tp);
+  }
+  if (ask.empty()) return;
+  KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(ask.size())));
+  for (const auto& tp : ask)
+    rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
+  if (auto e = rd_kafka_committed(rk_.get(), l.get(), kCommittedLookupLimitMs);
+      e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::info(
+        "msg=committed_offsets_unknown partitions={} error={} note=\"consumer lag counts "
+        "from the log's start until a message is read\"",
+        ask.size(), log_quote(rd_kafka_err2str(e)));
+    return;
+  }
+  for (int i = 0; i < l->cnt; ++i) {
+    const auto& p = l->elems[i];
+    TopicPartition tp{p.topic, p.partition};
+    if (p.err == RD_KAFKA_RESP_ERR_NO_ERROR && p.offset >= 0 && !next_offset_.count(tp))
+      next_offset_[tp] = p.offset;
+  }
+}
+
 std::map<std::string, int64_t> KafkaConsumer::lag_by_topic() {
   std::map<std::string, int64_t> lag;
-  for (const auto& tp : assignment()) {
+  const auto assigned = assignment();
+  look_up_committed(assigned);
+  for (const auto& tp : assigned) {
     int64_t low = 0, high = 0;
     if (rd_kafka_get_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high) !=
             RD_KAFKA_RESP_ERR_NO_ERROR ||

@@ -78,6 +78,8 @@ class KafkaConsumer final : public MessageConsumer {
   void report_offset_resets();
   // A position no longer in the log: logged and told to the listener (the data-loss alarm).
   void offsets_vanished(const std::string& topic, std::string_view detail);
+  // Sets next_offset_ of assigned partitions nothing was read from yet to their committed offset.
+  void look_up_committed(const std::vector<TopicPartition>& assigned);
 
   KafkaHandle rk_;
   KafkaQueue queue_;  // the consumer queue poll() serves
@@ -87,7 +89,10 @@ class KafkaConsumer final : public MessageConsumer {
   ConsumerListener listener_;
   std::function<void(const std::string&)> on_fatal_;
   bool fatal_ = false;
-  std::map<TopicPartition, int64_t> next_offset_;  // last returned + 1, per assigned partition
+  // Where each assigned partition is: last returned + 1, or (nothing returned yet) its committed
+  // offset, looked up once per assignment by lag_by_topic().
+  std::map<TopicPartition, int64_t> next_offset_;
+  std::set<TopicPartition> committed_asked_;  // assigned partitions whose lookup was made
   bool closed_ = false;
   bool abandoned_ = false;
   bool cooperative_ = true;  // the rebalance protocol in force, as last reported by librdkafka

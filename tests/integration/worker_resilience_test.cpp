@@ -47,6 +47,30 @@ TEST_F(WorkerTest, AnOffsetOutOfRangeIsCountedAsAReset) {
   EXPECT_EQ(rx_.count("/a"), 3u) << "a webhook was delivered twice after the reset";
 }
 
+// A restarted worker whose partitions stay quiet is where its group committed, with no lag: the
+// old worker counted each such partition's lag from the log's start until a message came.
+TEST_F(WorkerTest, AQuietPartitionAfterARestartShowsNoLag) {
+  StackOptions o;
+  o.routes = {{"acme", "a", rx_.url("/a")}};
+  o.partitions = 1;
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  std::size_t w = start_worker();
+  for (int i = 0; i < 5; ++i) produce("acme", "evt-lag-" + std::to_string(i), "{}");
+  ASSERT_TRUE(rx_.wait_for_count("/a", 5, 30s));
+  const auto lag = [&](std::size_t worker) {
+    return worker_metric(worker, "hookrelay_worker_consumer_lag", {"topic=\"hookrelay.webhooks\""});
+  };
+  ASSERT_TRUE(eventually([&] { return lag(w) == 0; }, 10s)) << lag(w);
+  stack_->worker(w).process.terminate();
+  ASSERT_TRUE(stack_->worker(w).process.wait_exit(30s).has_value());
+  std::size_t again = start_worker();
+  std::this_thread::sleep_for(3s);  // the gauges are set each second
+  EXPECT_NE(stack_->worker_metrics(again).find("hookrelay_worker_consumer_lag{"),
+            std::string::npos);
+  EXPECT_EQ(lag(again), 0) << "a quiet partition's lag counted from the log's start";
+  EXPECT_EQ(rx_.count("/a"), 5u);
+}
+
 // An offset commit the group coordinator refuses (an ACL, a coordinator moving) leaves offsets
 // where they were: a restart reads everything since again. It is logged and counted.
 TEST_F(WorkerTest, AFailedOffsetCommitIsCounted) {
