@@ -118,7 +118,6 @@ void PartitionIntake::drain_backlog(int64_t now) {
 }
 
 void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64_t now) {
-  metrics_.consumed(m.topic);
   auto gen = generation_.find(tp);
   if (gen == generation_.end()) return;  // not (or no longer) assigned
   if (is_retry_topic(m.topic)) {
@@ -154,6 +153,9 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
 // generation whose watermark starts at this offset; finishes of the messages taken before no
 // longer move it, and they are still delivered.
 uint64_t PartitionIntake::track(const TopicPartition& tp, int64_t offset) {
+  // Counted here, once per message taken: a retry fetched again after its partition's seek back
+  // (a full look-ahead) was not consumed twice.
+  metrics_.consumed(tp.topic);
   uint64_t& generation = generation_.at(tp);
   if (watermarks_.track(tp, offset)) return generation;
   OffsetWatermark& w = watermarks_.at(tp);

@@ -938,6 +938,9 @@ TEST_F(WorkerCoordinator, FullRetryLookAheadPausesThePartitionUntilItsMessageIsD
   ASSERT_EQ(sender.calls.size(), 2u);
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
   EXPECT_EQ(own.stored[(TopicPartition{retry_topic(0), 0})], 9);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_messages_consumed_total", "topic", retry_topic(0)),
+            2)
+      << "the message fetched again after the seek back was counted twice";
 }
 
 // As above, but the seek back fails: the message would never be fetched again, so it is kept
