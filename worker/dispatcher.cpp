@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "shared/call_request.h"
+#include "shared/clock.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
 #include "worker/backoff.h"
@@ -37,10 +38,11 @@ CircuitBreaker::Options breaker_options(const Config& config) {
 }  // namespace
 
 Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,
-                       PostEvent post)
+                       std::function<int64_t()> steady_ms, PostEvent post)
     : config_(&config),
       sender_(sender),
       now_ms_(std::move(now_ms)),
+      steady_ms_(steady_ms ? std::move(steady_ms) : steady_clock_ms),
       post_(std::move(post)),
       breaker_(breaker_options(config), now_ms_),
       concurrency_(config.worker.per_host_max_in_flight),
@@ -137,7 +139,7 @@ void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<
 Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
                                         Jobs& bounced, bool route_checked) {
   auto& job = queue.front();
-  if (job->send_by_ms > 0 && now > job->send_by_ms) {
+  if (job->send_by_ms > 0 && steady_ms_() > job->send_by_ms) {
     // Waited here (for its host, route or rate) until its lease no longer covers the call: once
     // the lease ends another worker may claim the delivery, and both would send it. It goes
     // back to a retry tier without a call and is claimed afresh when it comes back.

@@ -40,8 +40,9 @@ namespace hookrelay {
 
 class Dispatcher {
  public:
+  // `steady_ms`: the clock of Job::send_by_ms (one that never steps).
   Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,
-             PostEvent post);
+             std::function<int64_t()> steady_ms, PostEvent post);
 
   // The worker limits of a reloaded config (per-host concurrency and rate, breaker, connect
   // timeout) for calls started from now on; jobs queued or out keep their place. `config` must
@@ -104,6 +105,7 @@ class Dispatcher {
   const Config* config_;
   HttpSender& sender_;
   std::function<int64_t()> now_ms_;
+  std::function<int64_t()> steady_ms_;
   PostEvent post_;
   CircuitBreaker breaker_;
   std::unique_ptr<RateLimiter> rate_;

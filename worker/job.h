@@ -46,8 +46,10 @@ struct Job {
   int64_t started_ms = 0;   // when the HTTP attempt started
   int duration_ms = 0;      // of the HTTP attempt
   int64_t lease_token = 0;  // the token of this job's claim; its attempt is recorded under it
-  // The latest its call may start (worker clock, ms; 0: no limit): its claim's lease, counted
-  // from the claim's first send, then still covers the call (Dispatcher::start_head).
+  // The latest its call may start (the worker's steady clock, ms; 0: no limit): its claim's
+  // lease, counted from the claim's first send, then still covers the call
+  // (Dispatcher::start_head). Steady, not wall-clock time: a clock stepped back must not let a
+  // call start after the lease ended and another worker may have claimed the delivery.
   int64_t send_by_ms = 0;
   AttemptHistory history;     // carried into the retry or dead-letter message
   Decision decision;          // set by decide() once this turn's result is known

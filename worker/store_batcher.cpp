@@ -5,6 +5,7 @@
 #include <set>
 #include <string_view>
 
+#include "shared/clock.h"
 #include "shared/log.h"
 
 namespace hookrelay {
@@ -55,6 +56,7 @@ StoreBatcher::StoreBatcher(StoreBatcherDeps deps)
       claims_(d_.threaded, kMaxClaimBatch, "pg_claims"),
       records_(d_.threaded, kMaxRecordBatch, "pg_records"),
       inbound_(d_.threaded, kMaxClaimBatch, "pg_inbound") {
+  if (!d_.steady_ms) d_.steady_ms = steady_clock_ms;
   set_batching(d_.batching);
 }
 
@@ -88,6 +90,7 @@ void StoreBatcher::flush_claims(int64_t now) {
   auto refs = std::make_shared<std::vector<DeliveryRef>>();
   refs->reserve(batch.size());
   const auto sent_at = StageTimes::Clock::now();
+  const int64_t steady_now = d_.steady_ms();
   for (const auto& j : batch) {
     j->stages.claim_sent = sent_at;
     // Every claim has a token of its own, so a claim is one attempt's: see DeliveryStore::claim.
@@ -99,11 +102,11 @@ void StoreBatcher::flush_claims(int64_t now) {
     const auto window = lease_window(int64_t{d_.lease_seconds} * 1000, j->d.timeout_ms);
     if (j->lease_token == 0) {
       j->lease_token = make_lease_token(d_.run_id, ++claim_seq_);
-      j->send_by_ms = now + window.send_within_ms;
+      j->send_by_ms = steady_now + window.send_within_ms;
     } else {
       // Sent again: the lease asked for now may be shorter than at the first send (a reload of
       // claim_lease_seconds in between), and the earlier of the two ends counts.
-      j->send_by_ms = std::min(j->send_by_ms, now + window.send_within_ms);
+      j->send_by_ms = std::min(j->send_by_ms, steady_now + window.send_within_ms);
     }
     j->d.timeout_ms = window.timeout_ms;
     refs->push_back({j->d.key, j->d.kind, j->d.source, j->d.event_id, j->d.destination, j->d.url,

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <random>
 
+#include "shared/clock.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
 #include "shared/signing/crypto.h"
@@ -15,6 +16,11 @@ namespace {
 
 constexpr int kIdlePollMs = 10;
 
+WorkerDeps with_steady_clock(WorkerDeps d) {
+  if (!d.steady_ms) d.steady_ms = steady_clock_ms;
+  return d;
+}
+
 uint32_t pick_run_id(uint32_t given) {
   return given != 0 ? given : std::max(1u, static_cast<uint32_t>(std::random_device{}()));
 }
@@ -22,14 +28,15 @@ uint32_t pick_run_id(uint32_t given) {
 }  // namespace
 
 Worker::Worker(WorkerDeps deps)
-    : d_(std::move(deps)),
+    : d_(with_steady_clock(std::move(deps))),
       config_(std::shared_ptr<const Config>(), d_.config),
       policy_(make_retry_policy(d_.config->retry)),
       intake_(*d_.consumer, *d_.config, policy_.schedule_seconds, *d_.metrics,
               {.has_room = [this] { return has_room(); },
                .take = [this](ConsumedMessage& m,
                               const std::shared_ptr<MessageState>& msg) { take_message(m, msg); }}),
-      dispatcher_(*d_.config, *d_.sender, d_.now_ms, [this](WorkerEvent e) { post(std::move(e)); }),
+      dispatcher_(*d_.config, *d_.sender, d_.now_ms, d_.steady_ms,
+                  [this](WorkerEvent e) { post(std::move(e)); }),
       redelivery_(*d_.producer, *d_.metrics, policy_, d_.rand01,
                   [this](WorkerEvent e) { post(std::move(e)); }),
       store_({.claim_store = d_.store,
@@ -40,6 +47,7 @@ Worker::Worker(WorkerDeps deps)
               .worker_id = d_.worker_id,
               .lease_seconds = d_.config->worker.claim_lease_seconds,
               .run_id = pick_run_id(d_.run_id),
+              .steady_ms = d_.steady_ms,
               .batching = d_.config->worker.store_batching,
               .post = [this](WorkerEvent e) { post(std::move(e)); },
               .on_outage =

@@ -64,11 +64,13 @@ struct WorkerDeps {
   bool threaded_db = false;                // Postgres round trips on their own threads
   WorkerMetrics* metrics = nullptr;
   std::function<int64_t()> now_ms;  // Unix milliseconds
-  std::function<double()> rand01;   // uniform in [0, 1)
-  std::string worker_id;            // unique among live workers (it owns their leases)
-  RouteSync* routes = nullptr;      // suspended routes (route_lifecycle.h); nullptr = none ever is
-  KeyOrder* key_order = nullptr;    // ordered routes' per-key order; nullptr = first attempts only
-  uint32_t run_id = 0;              // names this run of the process in lease tokens; 0 = random
+  // Milliseconds of a clock that never steps (lease windows); empty: std::chrono::steady_clock.
+  std::function<int64_t()> steady_ms;
+  std::function<double()> rand01;  // uniform in [0, 1)
+  std::string worker_id;           // unique among live workers (it owns their leases)
+  RouteSync* routes = nullptr;     // suspended routes (route_lifecycle.h); nullptr = none ever is
+  KeyOrder* key_order = nullptr;   // ordered routes' per-key order; nullptr = first attempts only
+  uint32_t run_id = 0;             // names this run of the process in lease tokens; 0 = random
   // Optional: where this worker's circuits and adaptive limits are published for operators.
   HostStatePublisher* host_states = nullptr;
 };

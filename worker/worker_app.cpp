@@ -166,6 +166,7 @@ int run_worker(int argc, char** argv) {
                  .threaded_db = true,
                  .metrics = &metrics,
                  .now_ms = unix_now_ms,
+                 .steady_ms = steady_clock_ms,
                  .rand01 = [&] { return uniform(rng); },
                  .worker_id = worker_id,
                  .routes = &routes,

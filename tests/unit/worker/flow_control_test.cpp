@@ -195,7 +195,7 @@ class DispatcherFlow : public ::testing::Test {
   }
   void make() {
     dispatcher = std::make_unique<Dispatcher>(
-        config, sender, [this] { return now; },
+        config, sender, [this] { return now; }, [this] { return now; },
         [this](WorkerEvent e) { events.push_back(std::move(e)); });
   }
   std::unique_ptr<Job> job(const RouteConfig& route, int n) {

@@ -299,6 +299,7 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
     d.store = &store;
     d.metrics = &metrics;
     d.now_ms = [this] { return clock ? clock() : now; };
+    d.steady_ms = [this] { return steady ? steady() : clock ? clock() : now; };
     d.rand01 = [] { return 0.5; };
     d.worker_id = "w1";
     return d;
@@ -342,7 +343,8 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
   }
 
   int64_t now = 1'700'000'000'000;
-  std::function<int64_t()> clock;  // when set, the workers' clock instead of `now`
+  std::function<int64_t()> clock;   // when set, the workers' clock instead of `now`
+  std::function<int64_t()> steady;  // when set, their steady clock instead of the above
   Config config;
   prometheus::Registry registry;
   WorkerMetrics metrics{registry, 3};
@@ -1334,6 +1336,28 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
   run();
   EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
   EXPECT_EQ(stored_webhooks(), 2);
+}
+
+// The wall clock stepped back (an NTP correction) while a claimed delivery waited for its host:
+// the lease is counted on a clock that never steps, so the call still is not started once the
+// lease no longer covers it. The old worker compared the wall clock, and would have sent it a
+// minute after its lease ended, when another worker may have claimed it.
+TEST_F(LeaseCoordinator, AWallClockSteppedBackDoesNotStretchTheLease) {
+  int64_t steady_now = 0;
+  steady = [&] { return steady_now; };
+  sender.hold = true;
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  now -= 60'000;
+  steady_now += 9'000;
+  run();
+  for (auto& answer : sender.held) answer();
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "sent with less of its lease left than its timeout";
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_requeues_total"), 1);
+  steady = nullptr;
 }
 
 // A delivery requeued unsent (its lease ran short) whose retry Kafka refuses for good: recorded
