@@ -776,8 +776,19 @@ void Worker::update_gauges(int64_t now) {
   auto c = dispatcher_.circuit_counts();
   d_.metrics->circuits(static_cast<double>(c.closed), static_cast<double>(c.open),
                        static_cast<double>(c.half_open));
-  for (const auto& [topic, lag] : d_.consumer->lag_by_topic())
+  // A topic none of whose partitions this worker holds any more (a rebalance gave them all to
+  // another) has no lag here: its series goes to 0, or the group's sum would count the last
+  // value twice for as long as this worker runs.
+  auto lags = d_.consumer->lag_by_topic();
+  std::set<std::string> held;
+  for (const auto& tp : d_.consumer->assignment()) held.insert(tp.topic);
+  for (const auto& topic : lag_topics_) {
+    if (!held.count(topic)) lags.try_emplace(topic, 0);
+  }
+  for (const auto& [topic, lag] : lags) {
     d_.metrics->lag(topic, static_cast<double>(lag));
+    lag_topics_.insert(topic);
+  }
   // Before prune(): a host forgotten there is back at its maximum, as reported here.
   dispatcher_.each_host_limit(
       [this](const std::string& host, int limit) { d_.metrics->host_inflight_limit(host, limit); });

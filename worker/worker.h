@@ -163,6 +163,7 @@ class Worker {
   std::vector<LeaseRef> abandoned_leases_;      // claimed during shutdown; given back
   std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
   std::vector<CopyFence> copy_fences_;          // retries after an attempt, produced
+  std::set<std::string> lag_topics_;            // topics whose consumer lag was ever set
   uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};

@@ -58,7 +58,7 @@ class FakeConsumer : public MessageConsumer {
   }
   Result<void> commit() override { return {}; }
   std::vector<TopicPartition> assignment() override { return assigned; }
-  std::map<std::string, int64_t> lag_by_topic() override { return {}; }
+  std::map<std::string, int64_t> lag_by_topic() override { return lags; }
   void close() override {}
   void assign(std::vector<TopicPartition> tps) {
     assigned = tps;
@@ -76,6 +76,7 @@ class FakeConsumer : public MessageConsumer {
   bool fail_seek = false;  // pause()'s seek fails
   std::set<TopicPartition> paused;
   std::map<TopicPartition, int64_t> stored;
+  std::map<std::string, int64_t> lags;  // what lag_by_topic() answers
   std::atomic<int> wakes{0};
 };
 
@@ -586,14 +587,15 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
   for (const auto& r : store.attempts) EXPECT_EQ(r.park_suspended_at_ms, 0) << r.key;
 }
 
-// Value of a counter series with one label, or -1 when the series does not exist.
+// Value of a counter or gauge series with one label, or -1 when the series does not exist.
 double labelled(prometheus::Registry& registry, const std::string& name, const std::string& label,
                 const std::string& value) {
   for (const auto& family : registry.Collect()) {
     if (family.name != name) continue;
     for (const auto& m : family.metric) {
       for (const auto& l : m.label) {
-        if (l.name == label && l.value == value) return m.counter.value;
+        if (l.name == label && l.value == value)
+          return family.type == prometheus::MetricType::Gauge ? m.gauge.value : m.counter.value;
       }
     }
   }
@@ -605,6 +607,27 @@ TEST_F(WorkerCoordinator, ConsumerErrorsAreCountedAsConsumerErrors) {
   consumer.listener.on_error("broker_down");
   EXPECT_EQ(labelled(registry, "hookrelay_kafka_consumer_errors_total", "code", "broker_down"), 2);
   EXPECT_LE(labelled(registry, "hookrelay_kafka_producer_errors_total", "code", "broker_down"), 0);
+}
+
+// A rebalance took every partition of a topic from this worker: its lag series goes to 0 (the new
+// owner reports that lag now). The old worker kept exporting its last value for as long as it
+// ran, and the group's sum counted it twice.
+TEST_F(WorkerCoordinator, TheLagOfATopicNoLongerHeldGoesToZero) {
+  const std::string webhooks(kWebhooksTopic);
+  consumer.lags = {{webhooks, 40}, {retry_topic(0), 3}};
+  steps(1);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_consumer_lag", "topic", webhooks), 40);
+  consumer.assigned = {{retry_topic(0), 0}};
+  consumer.listener.on_revoked({{webhooks, 0}});
+  consumer.lags = {{retry_topic(0), 2}};
+  now += 1000;
+  steps(1);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_consumer_lag", "topic", webhooks), 0);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_consumer_lag", "topic", retry_topic(0)), 2);
+  consumer.lags = {};  // held, but its watermarks could not be read: the last value stands
+  now += 1000;
+  steps(1);
+  EXPECT_EQ(labelled(registry, "hookrelay_worker_consumer_lag", "topic", retry_topic(0)), 2);
 }
 
 TEST_F(WorkerCoordinator, OffsetsWaitForTheLowestUnfinishedMessage) {
