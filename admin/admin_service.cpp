@@ -476,11 +476,12 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
                         {"changed", done->changed},
                         {"release", nullptr}});
       }
-      auto done = resume_route(*config, c.routes, name, q.source, who);
+      auto done = resume_route(*config, c.routes, name, q.source, who, /*list_parked=*/false);
       if (!done) return route_error(done.error());
       // The release runs as a replay of the route's parked deliveries, in arrival order
-      // (ReplayRunner); its items are what parked_deliveries holds now (create_release), not
-      // the list resume_route read.
+      // (ReplayRunner); its items are what parked_deliveries holds now, selected in Postgres by
+      // create_release. A failure here leaves the route active: the resume asked again
+      // (unchanged) creates the release then.
       auto stored = c.jobs.create_release(done->route.source, done->route.name, who, q.rate);
       if (!stored) return from_error(stored.error());
       std::optional<ReplayProgress> created = std::move(*stored);

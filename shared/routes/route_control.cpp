@@ -168,7 +168,8 @@ Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
 }
 
 Result<RouteChange> resume_route(const Config& config, RouteStates& states, const std::string& name,
-                                 const std::string& source, const std::string& who) {
+                                 const std::string& source, const std::string& who,
+                                 bool list_parked) {
   auto view = configured_route(config, name, source);
   // A route removed from the config while suspended: resuming it ends its suspension and
   // releases its parked deliveries, which workers then dead-letter as unknown_route (recorded
@@ -180,11 +181,15 @@ Result<RouteChange> resume_route(const Config& config, RouteStates& states, cons
   auto changed = states.resume(view->source, view->name, "operator:" + who);
   if (!changed) return Unexpected{changed.error()};
   if (*changed) std::this_thread::sleep_for(std::chrono::milliseconds(kRouteSettleMs));
-  auto keys = states.parked_keys(view->source, view->name);
-  if (!keys) return Unexpected{keys.error()};
+  std::vector<std::string> keys;
+  if (list_parked) {
+    auto listed = states.parked_keys(view->source, view->name);
+    if (!listed) return Unexpected{listed.error()};
+    keys = std::move(*listed);
+  }
   auto after = with_state(std::move(*view), config, states);
   if (!after) return Unexpected{after.error()};
-  return RouteChange{std::move(*after), *changed, std::move(*keys)};
+  return RouteChange{std::move(*after), *changed, std::move(keys)};
 }
 
 nlohmann::json destination_json(const RouteDestination& d,

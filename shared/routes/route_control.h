@@ -78,15 +78,20 @@ struct RouteChange {
 Result<RouteChange> suspend_route(const Config& config, RouteStates& states,
                                   const std::string& name, const std::string& source,
                                   const std::string& who, const std::string& reason);
-// Makes the route active and lists its parked deliveries (also when it was active already:
-// deliveries parked by a worker that had not yet seen an earlier resume are released too). A
+// Makes the route active and, with `list_parked`, lists its parked deliveries (also when it was
+// active already: deliveries parked by a worker that had not yet seen an earlier resume are
+// released too). The list is read whole: the admin API, whose release selects them in Postgres
+// (ReplayJobs::create_release), does without it, so a route with millions parked is resumed and
+// released without the read (which could outlast its statement timeout, after the route was
+// already active, and leave nothing to release them). A
 // route no longer configured is resumed too when Postgres remembers it (list_routes'
 // configured=false): workers dead-letter its released deliveries as unknown_route.
 // After a change it waits kRouteSettleMs before listing, so deliveries that workers parked
 // before they saw the resume (they read route states every second) are in the list.
 inline constexpr int kRouteSettleMs = 2500;
 Result<RouteChange> resume_route(const Config& config, RouteStates& states, const std::string& name,
-                                 const std::string& source, const std::string& who);
+                                 const std::string& source, const std::string& who,
+                                 bool list_parked = true);
 
 // A route as the CLI's --json and the admin API show it (docs/openapi.yaml, Route); `time`
 // formats a Unix-ms time (never called with 0, which is null).
