@@ -22,6 +22,12 @@ bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
   return true;
 }
 
+int days_in_month(int year, int month) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : kDays[month - 1];
+}
+
 std::optional<int64_t> parse_iso(std::string_view s) {
   std::tm tm{};
   int year = 0, month = 0, day = 0;
@@ -29,7 +35,8 @@ std::optional<int64_t> parse_iso(std::string_view s) {
       s[7] != '-' || !digits(s, 8, 2, day)) {
     return std::nullopt;
   }
-  if (month < 1 || month > 12 || day < 1 || day > 31) return std::nullopt;
+  // timegm() would take 2024-02-31 as March 2: a date that does not exist is a typo.
+  if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month)) return std::nullopt;
   tm.tm_year = year - 1900;
   tm.tm_mon = month - 1;
   tm.tm_mday = day;
@@ -89,10 +96,13 @@ std::optional<int64_t> parse_ago(std::string_view s) {
     default:
       return std::nullopt;
   }
+  // At most ten years, whatever the unit ("315360000d" is not): bounded before multiplying, so
+  // the product cannot overflow.
+  constexpr int64_t kMaxMs = int64_t{3650} * 86400 * 1000;
   int64_t n = 0;
   auto body = s.substr(0, s.size() - 1);
   auto [p, ec] = std::from_chars(body.data(), body.data() + body.size(), n);
-  if (ec != std::errc() || p != body.data() + body.size() || n < 0 || n > 3650LL * 86400) {
+  if (ec != std::errc() || p != body.data() + body.size() || n < 0 || n > kMaxMs / unit) {
     return std::nullopt;
   }
   return n * unit;
@@ -150,9 +160,11 @@ Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
     }
     if (eq != std::string::npos) {
       slot.push_back(a.substr(eq + 1));
-    } else if (i + 1 < args.size()) {
+    } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
       slot.push_back(args[++i]);
     } else {
+      // "--reason --dry-run" is a forgotten value, not a reason: taken as one, the switch after
+      // it would be lost (a replay meant as a dry run would run). "--reason=--x" still gives one.
       return fail("usage", name + " needs a value");
     }
   }

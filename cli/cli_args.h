@@ -42,15 +42,18 @@ class ParsedArgs {
   std::vector<std::string> positionals_;
 };
 
-// "--help" is always accepted. Unknown options and missing values are errors.
+// "--help" is always accepted. Unknown options and missing values are errors; a value given as
+// the next argument must not start with "--" (that is the next option: "--reason --dry-run" is
+// an error), while "--reason=--dry-run" gives such a value.
 Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
                               const std::vector<OptionSpec>& options);
 
 // A point in time, in Unix ms: "2024-05-01T12:00:00Z" (optional ".mmm", "+02:00" offsets),
-// "2024-05-01" (midnight UTC), a duration ago ("90s", "15m", "2h", "7d"), or "now".
+// "2024-05-01" (midnight UTC), a duration ago ("90s", "15m", "2h", "7d"; at most 3650 days), or
+// "now". A date that does not exist (2024-02-30) is an error.
 Result<int64_t> parse_time_arg(std::string_view text, int64_t now_ms, std::string_view field);
 
-// A duration in ms: "90s", "15m", "2h", "7d".
+// A duration in ms: "90s", "15m", "2h", "7d"; at most 3650 days.
 Result<int64_t> parse_duration_arg(std::string_view text, std::string_view field);
 
 // "10/s", "10", "0.5/s", "600/m" -> messages per second; must be positive.

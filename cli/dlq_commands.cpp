@@ -35,10 +35,11 @@ constexpr const char* kDlqUsage =
     "  replay  puts dead deliveries back into the retry flow (hookrelay.retry.0, due now, with a\n"
     "          fresh attempt budget and max age), each once, newest DLQ message per key.\n"
     "          Deliveries that succeeded since, or are no longer dead, are skipped. Select by\n"
-    "          key, or by FILTERS (--source, --destination, --since, --until, --limit, default\n"
-    "          1000), or --all dead deliveries (up to --limit). --dry-run shows what would be\n"
-    "          replayed. --rate 10/s throttles. --by names who replays (default $USER),\n"
-    "          recorded with --reason in the audit table. Progress on stderr every second.\n"
+    "          key, or by FILTERS (--source, --destination, --since, --until, --limit), or --all\n"
+    "          dead deliveries (up to --limit). --limit is 1..10000 (default 1000) and bounds a\n"
+    "          selection: it takes no delivery keys. --dry-run shows what would be replayed.\n"
+    "          --rate 10/s throttles. --by names who replays (default $USER), recorded with\n"
+    "          --reason in the audit table. Progress on stderr every second.\n"
     "          A replay killed (SIGKILL) between marking a key and the broker's ack leaves it\n"
     "          'retrying' with possibly no message: a key whose replay no worker has taken up\n"
     "          --unfinished-after (default 5m) after it was marked is produced again when\n"
@@ -46,7 +47,8 @@ constexpr const char* kDlqUsage =
     "          --unknown-sources: webhooks a worker dead-lettered as unknown_source (its config\n"
     "          did not know the source ingest accepted them for) are produced again to\n"
     "          hookrelay.webhooks, once the config (--config, as the workers now run it) knows\n"
-    "          their source; routes that already received one skip it.\n"
+    "          their source; routes that already received one skip it. --limit 1..100000\n"
+    "          (default 1000) bounds the events of one run.\n"
     "\n"
     "  common: --database-url URL, --config PATH, --bootstrap HOSTS (show --message, replay),\n"
     "          --timeout SECONDS (Kafka, default 30)\n"
@@ -206,6 +208,11 @@ Result<ReplaySelection> replay_selection(const ParsedArgs& args, const CliIo& io
   if (!sel.ids.empty() && (filtered || args.has("--all") || sel.unfinished)) {
     return fail("usage",
                 "give delivery keys or a selection (filters, --all, --unfinished), not both");
+  }
+  // Every key named is replayed: a --limit there would be ignored, not applied.
+  if (!sel.ids.empty() && args.has("--limit")) {
+    return fail("usage",
+                "--limit bounds a selection (filters, --all, --unfinished), not delivery keys");
   }
   if (sel.unfinished && (filtered || args.has("--all"))) {
     return fail("usage", "--unfinished takes no filters and no --all");

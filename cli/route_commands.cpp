@@ -8,6 +8,7 @@
 #include "cli/output.h"
 #include "cli/replay_stop.h"
 #include "shared/json_writer.h"
+#include "shared/kafka/kafka_admin.h"
 #include "shared/kafka/kafka_producer.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/replay/dlq_reader.h"
@@ -34,8 +35,11 @@ constexpr const char* kUsage =
     "           route's suspend_after bound does the same by itself.\n"
     "  resume   makes the route active again and releases its parked deliveries into the retry\n"
     "           flow in the order they arrived, each once, at --rate (default unpaced), with\n"
-    "           progress on stderr. Run it again to release deliveries a failed release left;\n"
-    "           a key a release marked and did not produce (it was killed between the two) is\n"
+    "           progress on stderr. Kafka must answer, with hookrelay.parked, within --timeout\n"
+    "           first: if not, the route is left as it was (exit 1), so new deliveries do not\n"
+    "           overtake the parked ones. Run it again to release deliveries a failed release\n"
+    "           left; a key a release marked and did not produce (it was killed between the two) "
+    "is\n"
     "           produced again once its mark is --unfinished-after old (default 5m). SIGINT or\n"
     "           SIGTERM stops it after the key in progress (exit 130).\n"
     "  NAME is the route's name; --source is needed when several sources have a route of that\n"
@@ -150,34 +154,58 @@ int routes_suspend(const ParsedArgs& args, CliIo& io, const Config& config, Rout
   return kExitOk;
 }
 
+// The Kafka clients of a release, made before the route is resumed.
+struct ReleaseClients {
+  KafkaConfig kafka;
+  std::unique_ptr<KafkaDlqReader> reader;  // of hookrelay.parked
+  std::unique_ptr<KafkaProducer> producer;
+};
+
+// Builds the release's reader and producer and checks that Kafka answers and has
+// hookrelay.parked, within `seconds`. Run before the route is made active: once active, new
+// deliveries go ahead of the parked ones (an ordered route's would be delivered out of order),
+// so a release that cannot start must leave the route as it was.
+Result<ReleaseClients> release_clients(const ParsedArgs& args, const CliIo& io, int seconds) {
+  auto kafka = resolve_kafka(args, io);
+  if (!kafka) return Unexpected{kafka.error()};
+  auto admin = KafkaAdmin::create(*kafka, std::chrono::seconds(seconds));
+  if (!admin) return Unexpected{admin.error()};
+  auto topics = (*admin)->topic_names();
+  if (!topics) return Unexpected{topics.error()};
+  if (topics->count(std::string(kParkedTopic)) == 0) {
+    return fail("kafka", "Kafka at " + kafka->bootstrap_servers + " has no topic " +
+                             std::string(kParkedTopic) + " (hookrelay topics apply creates it)");
+  }
+  auto reader = KafkaDlqReader::create(*kafka, seconds * 1000, "hookrelay-cli", kParkedTopic);
+  if (!reader) return Unexpected{reader.error()};
+  auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
+  if (!producer) return Unexpected{producer.error()};
+  return ReleaseClients{std::move(*kafka), std::move(*reader), std::move(*producer)};
+}
+
 // Produces the parked deliveries' messages again, to hookrelay.retry.0, in `keys` order.
 // A key a release of this command marked and did not produce (killed between the two) is 'retrying'
 // with its message still in hookrelay.parked: it is among `keys` and taken up again once its mark
 // is options.unfinished_after_ms old.
-Result<ReplaySummary> release(const ParsedArgs& args, CliIo& io, const RouteView& route,
+Result<ReplaySummary> release(CliIo& io, ReleaseClients& clients, const RouteView& route,
                               const std::string& url, const std::vector<std::string>& keys,
-                              ReplayOptions options, int timeout) {
-  auto kafka = resolve_kafka(args, io);
-  if (!kafka) return Unexpected{kafka.error()};
-  options.ack_timeout_ms = kafka->produce_timeout_ms + 5000;  // the producer reports first
+                              ReplayOptions options) {
+  options.ack_timeout_ms = clients.kafka.produce_timeout_ms + 5000;  // the producer reports first
   std::set<std::string> wanted(keys.begin(), keys.end());
-  auto reader = KafkaDlqReader::create(*kafka, timeout, "hookrelay-cli", kParkedTopic);
-  if (!reader) return Unexpected{reader.error()};
-  (*reader)->set_max_held_bytes(kReplayMaxHeldBytes);  // past it, fetched one at a time
+  KafkaDlqReader& reader = *clients.reader;
+  reader.set_max_held_bytes(kReplayMaxHeldBytes);  // past it, fetched one at a time
   ProgressPrinter read_progress(io.err, io.now_ms);
   const auto keep = [&wanted](const std::string& k) { return wanted.count(k) != 0; };
   const int64_t read_start_ms = io.now_ms();
-  auto messages = (*reader)->read(keep, [&](int64_t done, int64_t total) {
+  auto messages = reader.read(keep, [&](int64_t done, int64_t total) {
     read_progress.update("reading " + std::string(kParkedTopic) + ": " + std::to_string(done) +
                          "/" + std::to_string(total));
   });
   if (!messages) return Unexpected{messages.error()};
-  auto producer = KafkaProducer::create(*kafka, "hookrelay-cli");
-  if (!producer) return Unexpected{producer.error()};
   PostgresReplayStore store(url, 0, "parked");
-  Replayer replayer(store, **producer, ReplayClock{io.now_ms, io.sleep_ms}, reader->get());
+  Replayer replayer(store, *clients.producer, ReplayClock{io.now_ms, io.sleep_ms}, &reader);
   // A key recorded parked whose message was not yet acknowledged when the read began.
-  replayer.reread_from(**reader, keep, read_start_ms);
+  replayer.reread_from(reader, keep, read_start_ms);
   ProgressPrinter progress(io.err, io.now_ms);
   ReplaySummary summary;
   {
@@ -207,6 +235,12 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   const int64_t unfinished_after_ms = *unfinished_after;
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "routes resume", url.error());
+  auto clients = release_clients(args, io, static_cast<int>(*seconds));
+  if (!clients) {
+    Error e = clients.error();
+    e.message += "; the route was left as it was (not resumed), nothing released";
+    return report_error(io, "routes resume", e);
+  }
   auto done = resume_route(config, states, name, args.value_or("--source", ""), who);
   if (!done) return route_error(io, "routes resume", done.error());
   // Those an earlier release marked and did not produce (parked before the ones still parked),
@@ -230,8 +264,7 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
       return route_is_ordered(config, source, route);
     };
     options.unfinished_after_ms = unfinished_after_ms;
-    auto released = release(args, io, done->route, *url, keys, std::move(options),
-                            static_cast<int>(*seconds * 1000));
+    auto released = release(io, *clients, done->route, *url, keys, std::move(options));
     if (!released) return report_error(io, "routes resume", released.error());
     summary = std::move(*released);
   }

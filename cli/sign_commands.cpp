@@ -24,10 +24,11 @@ constexpr const char* kSignUsage =
 
 constexpr const char* kSendUsage =
     "usage: hookrelay send --source NAME [--ingest URL] [--event-id ID] [--content-type TYPE]\n"
-    "                      [--timeout SECONDS] [--config PATH] FILE|-\n"
+    "                      [--timestamp UNIX_SECONDS] [--timeout SECONDS] [--config PATH] FILE|-\n"
     "  Signs FILE as `sign` does and POSTs it to a running ingest: URL/webhooks/NAME (URL\n"
     "  defaults to http://<ingest.listen>; a URL already ending in /webhooks/NAME is used as\n"
-    "  is). Prints the HTTP status and the response body. No redirects are followed.\n"
+    "  is, one naming another source after /webhooks/ is refused). Prints the HTTP status and\n"
+    "  the response body. No redirects are followed.\n"
     "  exit: 0 on a 2xx answer, 1 on any other answer or no answer, 2 usage/config\n";
 
 const std::vector<OptionSpec> kSignOptions = {
@@ -110,10 +111,23 @@ std::string ingest_base(const Config& config) {
   return "http://" + host + ":" + std::to_string(hp ? hp->port : 8080);
 }
 
-std::string webhook_url(std::string base, const std::string& source) {
-  if (base.find("/webhooks/") != std::string::npos) return base;
+// The URL to post a webhook of `source` to. A URL that names the webhook path must name this
+// source: a body signed for --source, posted to another source's path, tests the wrong source.
+Result<std::string> webhook_url(std::string base, const std::string& source) {
+  constexpr std::string_view kPath = "/webhooks/";
+  const std::string own = std::string(kPath) + source;
+  if (base.size() >= own.size() && base.compare(base.size() - own.size(), own.size(), own) == 0)
+    return base;
+  if (auto at = base.rfind(kPath); at != std::string::npos) {
+    const std::string named = base.substr(at + kPath.size());
+    return fail("usage", "--ingest " + base +
+                             (named.empty() ? " names no source after /webhooks/"
+                                            : " is the path of source '" + named + "'") +
+                             ", not of --source " + source +
+                             " (give the ingest's base URL, or one ending in " + own + ")");
+  }
   while (!base.empty() && base.back() == '/') base.pop_back();
-  return base + "/webhooks/" + source;
+  return base + own;
 }
 
 }  // namespace
@@ -122,6 +136,12 @@ int run_sign(const Args& args, CliIo& io) {
   ParsedArgs parsed;
   int rc = parse_or_help(args, kSignOptions, kSignUsage, "sign", io, parsed);
   if (rc != kContinue) return rc;
+  // sign and send parse the same options: those only send uses are refused here, not ignored
+  // (`sign --ingest URL` sends nothing).
+  for (const char* other : {"--ingest", "--content-type", "--timeout"}) {
+    if (parsed.has(other))
+      return usage_error(io, "sign", kSignUsage, std::string(other) + " applies to send only");
+  }
   auto s = sign_request(parsed, io);
   if (!s) return signing_error(io, "sign", kSignUsage, s.error());
   if (parsed.has("--json")) {
@@ -139,19 +159,21 @@ int run_send(const Args& args, CliIo& io) {
   ParsedArgs parsed;
   int rc = parse_or_help(args, kSignOptions, kSendUsage, "send", io, parsed);
   if (rc != kContinue) return rc;
+  if (parsed.has("--json"))
+    return usage_error(io, "send", kSendUsage, "--json applies to sign only");
   auto timeout = parse_int_arg(parsed.value_or("--timeout", "10"), 1, 600, "--timeout");
   if (!timeout) return signing_error(io, "send", kSendUsage, timeout.error());
   auto s = sign_request(parsed, io);
   if (!s) return signing_error(io, "send", kSendUsage, s.error());
   auto headers = s->headers;
   headers.emplace_back("Content-Type", parsed.value_or("--content-type", "application/json"));
-  const std::string url =
-      webhook_url(parsed.value_or("--ingest", ingest_base(s->config)), s->source);
-  auto reply = http_post(url, headers, s->body, static_cast<int>(*timeout * 1000));
+  auto url = webhook_url(parsed.value_or("--ingest", ingest_base(s->config)), s->source);
+  if (!url) return signing_error(io, "send", kSendUsage, url.error());
+  auto reply = http_post(*url, headers, s->body, static_cast<int>(*timeout * 1000));
   if (!reply) return report_error(io, "send", reply.error());
   io.out << "HTTP " << reply->status << "\n" << reply->body;
   if (!reply->body.empty() && reply->body.back() != '\n') io.out << "\n";
-  io.err << "sent " << s->source << " event " << s->event_id << " to " << url << "\n";
+  io.err << "sent " << s->source << " event " << s->event_id << " to " << *url << "\n";
   return reply->status >= 200 && reply->status < 300 ? kExitOk : kExitFailed;
 }
 

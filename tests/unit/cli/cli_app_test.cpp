@@ -77,6 +77,40 @@ TEST(CliApp, UsageErrorsExitTwoBeforeConnectingAnywhere) {
   }
 }
 
+// `dlq replay --all --reason --dry-run` stored the reason "--dry-run" and replayed for real.
+TEST(CliApp, AnOptionFollowedByAnotherOptionIsAMissingValueNotAValue) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"dlq", "replay", "--all", "--reason", "--dry-run"},
+       "hookrelay dlq: --reason needs a value"},
+      {{"dlq", "replay", "--all", "--by", "--dry-run"}, "hookrelay dlq: --by needs a value"},
+      {{"dlq", "replay", "--source", "--dry-run"}, "hookrelay dlq: --source needs a value"},
+      {{"dlq", "replay", "--destination", "--all"}, "hookrelay dlq: --destination needs a value"},
+      {{"routes", "suspend", "ci", "--reason", "--json"},
+       "hookrelay routes: --reason needs a value"},
+  };
+  for (const auto& [args, message] : cases) {
+    TestIo t;
+    EXPECT_EQ(t.run(args), kExitUsage) << message;
+    EXPECT_EQ(t.err.str().rfind(message + "\n", 0), 0u) << t.err.str();
+  }
+}
+
+// With delivery keys every key named is replayed: a --limit beside them was silently ignored.
+TEST(CliApp, DlqReplayRefusesALimitBesideDeliveryKeys) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"dlq", "replay", "k1", "k2", "--limit", "1"},
+           {"dlq", "replay", "--id", "k1", "--limit", "1", "--dry-run"}}) {
+    TestIo t;
+    EXPECT_EQ(t.run(args), kExitUsage);
+    EXPECT_NE(t.err.str().find("hookrelay dlq: --limit bounds a selection"), std::string::npos)
+        << t.err.str();
+  }
+  TestIo help;
+  EXPECT_EQ(help.run({"dlq", "--help"}), kExitOk);
+  EXPECT_NE(help.out.str().find("--limit is 1..10000"), std::string::npos);
+  EXPECT_NE(help.out.str().find("--limit 1..100000"), std::string::npos);
+}
+
 TEST(CliApp, NoDatabaseConfiguredIsAUsageErrorThatSaysWhereToSetIt) {
   TestIo t;
   EXPECT_EQ(t.run({"dlq", "list"}), kExitUsage);

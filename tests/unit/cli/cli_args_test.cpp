@@ -38,6 +38,28 @@ TEST(ParseArgs, RejectsUnknownOptionsMissingValuesAndValuedSwitches) {
   EXPECT_EQ(valued.error().message, "--dry-run takes no value");
 }
 
+// "--reason --dry-run" took "--dry-run" as the reason: the switch was lost and a replay meant as
+// a dry run ran for real.
+TEST(ParseArgs, AValueThatIsTheNextOptionIsAMissingValue) {
+  const std::vector<OptionSpec> specs = {{"--reason", true}, {"--dry-run", false}};
+  auto next = parse_args({"replay", "--reason", "--dry-run"}, specs);
+  ASSERT_FALSE(next);
+  EXPECT_EQ(next.error().code, "usage");
+  EXPECT_EQ(next.error().message, "--reason needs a value");
+  auto unknown = parse_args({"--reason", "--anything"}, specs);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().message, "--reason needs a value");
+  // The = form still gives such a value; a single dash is a value too.
+  auto with_eq = parse_args({"--reason=--dry-run"}, specs);
+  ASSERT_TRUE(with_eq) << with_eq.error().message;
+  EXPECT_EQ(with_eq->value("--reason"), "--dry-run");
+  EXPECT_FALSE(with_eq->has("--dry-run"));
+  auto dash = parse_args({"--reason", "-", "--dry-run"}, specs);
+  ASSERT_TRUE(dash) << dash.error().message;
+  EXPECT_EQ(dash->value("--reason"), "-");
+  EXPECT_TRUE(dash->has("--dry-run"));
+}
+
 constexpr int64_t kNow = 1714564800000;  // 2024-05-01T12:00:00Z
 
 TEST(ParseTimeArg, AcceptsRfc3339DatesDurationsAgoAndNow) {
@@ -60,6 +82,33 @@ TEST(ParseTimeArg, RejectsAmbiguousOrMalformedTimesNamingTheField) {
     EXPECT_EQ(t.error().code, "usage");
     EXPECT_EQ(t.error().message.rfind("--until: ", 0), 0u) << t.error().message;
   }
+}
+
+// The ten-year bound was applied to the number before its unit: 315360000d (864,000 years) passed.
+TEST(ParseTimeArg, ADurationAgoIsAtMostTenYearsWhateverItsUnit) {
+  constexpr int64_t kTenYearsMs = 3650LL * 86400 * 1000;
+  for (const char* most : {"3650d", "87600h", "5256000m", "315360000s"})
+    EXPECT_EQ(*parse_time_arg(most, kNow, "--since"), kNow - kTenYearsMs) << most;
+  for (const char* bad : {"3651d", "87601h", "5256001m", "315360001s", "315360000d",
+                          "9223372036854775807s", "9223372036854775807d"}) {
+    auto t = parse_time_arg(bad, kNow, "--since");
+    ASSERT_FALSE(t) << bad;
+    EXPECT_EQ(t.error().message.rfind("--since: ", 0), 0u) << t.error().message;
+    EXPECT_FALSE(parse_duration_arg(bad, "--unfinished-after")) << bad;
+  }
+}
+
+// timegm() normalised 2024-02-31 to March 2.
+TEST(ParseTimeArg, RejectsADayTheMonthDoesNotHave) {
+  for (const char* bad : {"2024-02-30", "2024-02-31", "2023-02-29", "1900-02-29", "2024-04-31",
+                          "2024-06-31T12:00:00Z", "2024-11-31T00:00:00+02:00"}) {
+    auto t = parse_time_arg(bad, kNow, "--since");
+    ASSERT_FALSE(t) << bad;
+    EXPECT_EQ(t.error().code, "usage");
+  }
+  EXPECT_EQ(*parse_time_arg("2024-02-29", 0, "--since"), 1709164800000);  // a leap year
+  EXPECT_EQ(*parse_time_arg("2000-02-29", 0, "--since"), 951782400000);   // divisible by 400
+  EXPECT_EQ(*parse_time_arg("2024-12-31T00:00:00Z", 0, "--since"), 1735603200000);
 }
 
 TEST(ParseRateArg, PerSecondAndPerMinute) {

@@ -128,5 +128,63 @@ TEST(Send, RefusesToRunWithoutAnAnswerAndSaysWhy) {
   EXPECT_NE(t.err.str().find("http://127.0.0.1:1/webhooks/acme"), std::string::npos) << t.err.str();
 }
 
+// sign and send parse the same options; send's were accepted by sign and ignored (and --json
+// by send).
+TEST(Sign, RefusesSendsOptionsAndSendRefusesJson) {
+  TempFile config(kConfig);
+  for (const auto& [option, value] :
+       std::vector<std::pair<std::string, std::string>>{{"--ingest", "http://127.0.0.1:1"},
+                                                        {"--timeout", "5"},
+                                                        {"--content-type", "text/plain"}}) {
+    TestIo t;
+    t.in.str("{}");
+    EXPECT_EQ(t.run({"sign", "--config", config.path(), "--source", "acme", option, value, "-"}),
+              kExitUsage)
+        << option;
+    EXPECT_EQ(t.err.str().rfind("hookrelay sign: " + option + " applies to send only\n", 0), 0u)
+        << t.err.str();
+    EXPECT_EQ(t.out.str(), "");
+  }
+  TestIo send;
+  send.in.str("{}");
+  EXPECT_EQ(send.run({"send", "--config", config.path(), "--source", "acme", "--ingest",
+                      "http://127.0.0.1:1", "--json", "-"}),
+            kExitUsage);
+  EXPECT_EQ(send.err.str().rfind("hookrelay send: --json applies to sign only\n", 0), 0u)
+      << send.err.str();
+}
+
+// Any URL containing /webhooks/ was used as given: a body signed for --source went to another
+// source's path.
+TEST(Send, AnIngestUrlNamingAnotherSourceIsAUsageError) {
+  TempFile config(kConfig);
+  TestIo other;
+  other.in.str("{}");
+  EXPECT_EQ(other.run({"send", "--config", config.path(), "--source", "acme", "--ingest",
+                       "http://127.0.0.1:1/webhooks/github", "-"}),
+            kExitUsage);
+  EXPECT_EQ(other.err.str().rfind("hookrelay send: --ingest http://127.0.0.1:1/webhooks/github is "
+                                  "the path of source 'github', not of --source acme",
+                                  0),
+            0u)
+      << other.err.str();
+  TestIo none;
+  none.in.str("{}");
+  EXPECT_EQ(none.run({"send", "--config", config.path(), "--source", "acme", "--ingest",
+                      "http://127.0.0.1:1/webhooks/", "-"}),
+            kExitUsage);
+  EXPECT_NE(none.err.str().find("names no source after /webhooks/"), std::string::npos)
+      << none.err.str();
+  // Its own path is used as given (nothing listens on port 1: exit 1, not a usage error).
+  TestIo own;
+  own.in.str("{}");
+  EXPECT_EQ(own.run({"send", "--config", config.path(), "--source", "acme", "--ingest",
+                     "http://127.0.0.1:1/webhooks/acme", "-"}),
+            kExitFailed);
+  EXPECT_NE(own.err.str().find("http://127.0.0.1:1/webhooks/acme"), std::string::npos)
+      << own.err.str();
+  EXPECT_EQ(own.err.str().find("webhooks/acme/webhooks"), std::string::npos) << own.err.str();
+}
+
 }  // namespace
 }  // namespace hookrelay::cli

@@ -35,6 +35,8 @@ TEST(TopicsCommand, HelpDescribesBothSubcommands) {
   EXPECT_EQ(t.run({"help", "topics"}), kExitOk);
   EXPECT_NE(t.out.str().find("topics apply|check"), std::string::npos);
   EXPECT_NE(t.out.str().find("--dry-run"), std::string::npos);
+  // apply creates it and check compares it, as for the other topics (shared/kafka/topic_plan.cpp).
+  EXPECT_NE(t.out.str().find("hookrelay.parked"), std::string::npos);
 }
 
 TEST(TopicsCommand, AnInvalidTopicsSectionIsAConfigErrorNamingTheField) {
