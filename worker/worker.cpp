@@ -590,6 +590,18 @@ void Worker::on_http_result(std::unique_ptr<Job> job, const HttpResult& r, int64
                      : r.message;
   if (decision.next == NextState::kRetrying) h.due_at_ms = decision.due_at_ms;
   job->duration_ms = static_cast<int>(r.duration_ms);
+  if (!holds_key && d_.key_order && decision.next == NextState::kRetrying &&
+      d_.key_order->must_wait(d)) {
+    // Its key is held by another delivery this worker knows of (learned while this attempt was
+    // out): a retry of its own would be the key's second head and could overtake the deliveries
+    // waiting behind the first. It waits behind that head, with this attempt's retry message, as
+    // a lost hold does; should Postgres have made it the head meanwhile, its retry goes as one.
+    d_.key_order->wait(std::move(job), [this](std::unique_ptr<Job> j, bool waiting) {
+      j->wait_after_record = waiting;
+      store_.record(std::move(j));
+    });
+    return;
+  }
   if (holds_key) {  // the hold is in Postgres before the retry is recorded and published
     hold_key(
         std::move(job), std::move(behind),

@@ -1699,6 +1699,30 @@ TEST_F(OrderedLeaseCoordinator, AFailedAttemptWhoseKeyAnotherWorkerHoldsWaitsBeh
   EXPECT_EQ(stored_webhooks(), 2);
 }
 
+// As above, but the key's other head was learned by the look at Postgres while e1's attempt was
+// out: e1's failure waits behind it too. The old worker published e1's retry (take_head found the
+// key held and the retry went as an ordinary one), a second head of the key: e2, read later and
+// released after e9, could arrive before e1's retry.
+TEST_F(RefreshingOrderCoordinator,
+       AFailedAttemptWhoseKeyWasLearnedHeldMeanwhileWaitsBehindItsHead) {
+  sender.hold = true;
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  order_store.held_keys = {{{"gh", "a", "x"}, "wh:gh:e9:a", false, 0, std::nullopt}};
+  now += 2'001;
+  run();
+  ASSERT_EQ(refreshing.head_of({"gh", "a", "x"}), "wh:gh:e9:a");
+  sender.held[0]();
+  run();
+  for (const auto& m : producer.sent)
+    EXPECT_NE(m.topic, retry_topic(0)) << "e1's retry was published beside the key's head";
+  EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e1:a"});
+  EXPECT_EQ(store.attempts.size(), 1u) << "the attempt was not recorded";
+  EXPECT_EQ(stored_webhooks(), 1);
+}
+
 // Partitions just assigned: their keys may be held by the workers that had them, so the key
 // order looks at Postgres at once instead of at its next refresh (up to 2 s later, while the
 // partitions' deliveries were already being sent).
