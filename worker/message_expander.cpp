@@ -176,7 +176,7 @@ Delivery delivery_named_by_headers(const ConsumedMessage& m) {
   d.attempt =
       static_cast<int>(m.header_int(header::kAttempt, 0, kMaxAttemptHeader).value_or(0)) + 1;
   d.first_attempt_at_ms = m.header_int(header::kFirstAttemptAt, 0, kMaxTimestampMs).value_or(0);
-  d.ordering_key = text(header::kOrderingKey);
+  d.ordering_key = storable_ordering_key(text(header::kOrderingKey));
   d.ordered = !d.ordering_key.empty();
   for (const auto& [k, v] : m.headers) {
     if (carried(k)) d.carried_headers.emplace_back(k, v);
@@ -313,7 +313,7 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     if (const auto* key = m.header(header::kDeliveryKey); key && !key->empty()) out[0].key = *key;
     // An ordered delivery keeps the ordering key it was first expanded with.
     if (const auto* ok = m.header(header::kOrderingKey); ok && out[0].ordered)
-      out[0].ordering_key = *ok;
+      out[0].ordering_key = storable_ordering_key(*ok);
   }
   return out;
 }

@@ -4,9 +4,17 @@
 
 #include "shared/ascii.h"
 #include "shared/kafka/wire_contract.h"
+#include "shared/signing/crypto.h"
+#include "shared/utf8.h"
 
 namespace hookrelay {
 namespace {
+
+// Keys are stored in Postgres (ordered_keys, ordered_waiting: a text primary key). One it cannot
+// take (bytes that are not UTF-8, a NUL, or more than a btree index row holds) failed every hold
+// and wait of its deliveries: ordering was off for that key, with an error log per delivery. Such
+// a key is kept as its SHA-256 instead: as distinct, and of a size and alphabet any row takes.
+constexpr std::size_t kMaxStoredKeyBytes = 1024;
 
 std::string json_pointer_key(const JsonPointer& pointer, const std::string* body) {
   if (!body || body->empty()) return "";
@@ -21,9 +29,7 @@ std::string json_pointer_key(const JsonPointer& pointer, const std::string* body
   return simdjson::minify(at);
 }
 
-}  // namespace
-
-std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& m) {
+std::string raw_ordering_key(const RouteConfig& route, const ConsumedMessage& m) {
   const OrderingKey& k = route.ordering_key;
   switch (k.from) {
     case OrderingKey::From::kKafkaKey:
@@ -43,6 +49,17 @@ std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& m) 
       return json_pointer_key(k.pointer, m.value.get());
   }
   return "";
+}
+
+}  // namespace
+
+std::string storable_ordering_key(std::string key) {
+  if (key.size() <= kMaxStoredKeyBytes && is_postgres_text(key)) return key;
+  return "sha256:" + hex_encode(sha256(key));
+}
+
+std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& m) {
+  return storable_ordering_key(raw_ordering_key(route, m));
 }
 
 }  // namespace hookrelay

@@ -15,7 +15,13 @@ namespace hookrelay {
 // JSON value at the configured pointer (a string as is; a number, true, false or null as its
 // JSON text). "" when the event has none (no Kafka key, no such header, a body that is not
 // JSON, a pointer that does not resolve or names an object or array): such a delivery is never
-// held back, and holds nothing back.
+// held back, and holds nothing back. A key Postgres could not store as it is (not UTF-8, a NUL,
+// over 1024 bytes) is "sha256:" and the hex SHA-256 of its bytes.
 std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& message);
+
+// `key` as Postgres can store it: itself, or its "sha256:" form as above. For a key read from a
+// retry's hr-ordering-key header, which a message not written by a worker could fill with
+// anything.
+std::string storable_ordering_key(std::string key);
 
 }  // namespace hookrelay

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "shared/kafka/wire_contract.h"
+#include "shared/signing/crypto.h"
+#include "shared/utf8.h"
 #include "worker/ordering_key.h"
 
 namespace hookrelay {
@@ -378,6 +380,31 @@ TEST(OrderingKeyOf, KafkaKeyHeaderOrJsonPointer) {
   EXPECT_EQ(pointer("/missing"), "");
   m.value = std::make_shared<const std::string>("not json {");
   EXPECT_EQ(pointer("/customer/id"), "") << "a body that is not JSON has no key, and no crash";
+}
+
+// Keys Postgres could not store (its text primary key): bytes that are not UTF-8, a NUL, more than
+// a btree row holds. The old worker passed them as they were, and every hold and wait of their
+// deliveries failed: ordering was off for that key. They are kept as their SHA-256, still one
+// per key.
+TEST(OrderingKeyOf, AKeyPostgresCouldNotStoreIsItsSha256) {
+  RouteConfig r;
+  r.ordered = true;
+  r.ordering_key.from = OrderingKey::From::kHeader;
+  r.ordering_key.header = "x-tenant";
+  auto key_of = [&](const std::string& value) {
+    return ordering_key_of(r, message("k", {{"hr-fwd-X-Tenant", value}}, "{}"));
+  };
+  const std::string latin1 = "caf\xe9";
+  const std::string nul("a\0b", 3);
+  const std::string long_key(3000, 'k');
+  for (const std::string& raw : {latin1, nul, long_key}) {
+    const std::string k = key_of(raw);
+    EXPECT_EQ(k, "sha256:" + hex_encode(sha256(raw)));
+    EXPECT_TRUE(is_postgres_text(k));
+  }
+  EXPECT_NE(key_of(long_key), key_of(std::string(3000, 'j')));
+  EXPECT_EQ(key_of("caf\xc3\xa9"), "caf\xc3\xa9") << "a UTF-8 key is kept as it is";
+  EXPECT_EQ(key_of(std::string(1024, 'k')), std::string(1024, 'k'));
 }
 
 Result<Config> parse_route(const std::string& keys) {
