@@ -43,6 +43,12 @@ KeyOrder::KeyOrder(KeyOrderStore& store, MessageProducer& producer, prometheus::
                        "Waiting deliveries released, in order, after their key's head "
                        "succeeded or was dead-lettered")
                    .Register(registry);
+  store_errors_ = &prometheus::BuildCounter()
+                       .Name("hookrelay_ordered_store_errors_total")
+                       .Help(
+                           "Failed Postgres round trips of ordered routes' key order, by "
+                           "operation (each try of one retried)")
+                       .Register(registry);
 }
 
 KeyOrder::~KeyOrder() { stop(); }
@@ -108,7 +114,9 @@ template <class T, class F>
 Result<T> KeyOrder::retrying(const char* what, F&& f) {
   for (;;) {
     Result<T> r = f();
-    if (r || !r.error().retryable || !options_.threaded) return r;
+    if (r) return r;
+    store_errors_->Add({{"op", what}}).Increment();
+    if (!r.error().retryable || !options_.threaded) return r;
     spdlog::warn("msg=ordered_key_store_retry op={} code={} error={}", what, r.error().code,
                  log_quote(r.error().message));
     {
@@ -342,11 +350,21 @@ void KeyOrder::poll(int64_t now) {
   if (now >= next_refresh_ && !refreshing_) {
     next_refresh_ = now + options_.refresh_ms;
     refreshing_ = true;
-    submit([this]() -> Completion {
+    const uint64_t number = ++refreshes_started_;
+    submit([this, number]() -> Completion {
       auto held = store_.held(options_.done_for_ms);
-      return [this, held = std::make_shared<decltype(held)>(std::move(held))] {
+      return [this, number, held = std::make_shared<decltype(held)>(std::move(held))] {
         refreshing_ = false;
-        if (*held) merge(**held);
+        if (*held) {
+          merge(**held);
+          refreshes_done_ = number;
+          return;
+        }
+        // Tried again at the next refresh; meanwhile keys held elsewhere are not learned, heads
+        // whose worker stopped are not released, and unconfirmed releases not published again.
+        store_errors_->Add({{"op", "held"}}).Increment();
+        spdlog::warn("msg=ordered_refresh_failed code={} error={} retry_in_ms={}",
+                     (*held).error().code, log_quote((*held).error().message), options_.refresh_ms);
       };
     });
   }

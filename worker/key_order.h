@@ -106,7 +106,13 @@ class KeyOrder {
   bool learned() { return std::exchange(learned_, false); }
   // The next poll() looks at Postgres at once (partitions were just assigned: their keys may be
   // held by the workers that had them).
-  void refresh_soon() { next_refresh_ = 0; }
+  // Returns the number a look started from now on will have: refreshed(n) is true once a look
+  // numbered n or later has come back from Postgres.
+  uint64_t refresh_soon() {
+    next_refresh_ = 0;
+    return refreshes_started_ + 1;
+  }
+  bool refreshed(uint64_t n) const { return refreshes_done_ >= n; }
 
   bool idle() const;
   std::size_t held_keys() const { return keys_.size(); }
@@ -146,6 +152,8 @@ class KeyOrder {
   std::set<int64_t> unconfirmed_;  // rows published (or to be) whose released() is not yet done
   int64_t next_refresh_ = 0;
   bool refreshing_ = false;
+  uint64_t refreshes_started_ = 0;
+  uint64_t refreshes_done_ = 0;  // the number of the latest look that came back
   bool learned_ = false;
   int publishing_ = 0;
 
@@ -153,6 +161,7 @@ class KeyOrder {
   prometheus::Gauge* held_gauge_;
   prometheus::Family<prometheus::Counter>* waits_;
   prometheus::Family<prometheus::Counter>* releases_;
+  prometheus::Family<prometheus::Counter>* store_errors_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -95,7 +95,8 @@ void PartitionIntake::take_message(ConsumedMessage& m, int64_t now) {
 bool PartitionIntake::may_take(const TopicPartition& tp) const {
   auto p = paused_.find(tp);
   if (p == paused_.end()) return true;
-  return !p->second.for_db && p->second.resume_at_ms == 0 && p->second.seek_offset < 0;
+  return !p->second.for_db && !p->second.for_order && p->second.resume_at_ms == 0 &&
+         p->second.seek_offset < 0;
 }
 
 // Partitions that may take messages hand their backlog over in offset order while there is room.
@@ -278,22 +279,25 @@ void PartitionIntake::release_assigned(bool Pause::*reason) {
 
 void PartitionIntake::resume_if_free(std::map<TopicPartition, Pause>::iterator it) {
   const auto& p = it->second;
-  if (p.for_db || p.for_room || p.resume_at_ms > 0) return;
+  if (p.for_db || p.for_room || p.for_order || p.resume_at_ms > 0) return;
   consumer_.resume(it->first);
   paused_.erase(it);
 }
 
-void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold) {
+void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold,
+                               bool for_order) {
   for (const auto& tp : tps) {
     generation_[tp] = next_generation_++;
     paused_.erase(tp);
     forget_waiting(tp);
-    if (hold || room_held_) {
-      // Held for Postgres, or with the rest while the backlog is past its hard bound
-      // (bound_backlog): a partition assigned meanwhile would grow it again.
+    if (hold || room_held_ || for_order) {
+      // Held for Postgres, with the rest while the backlog is past its hard bound
+      // (bound_backlog): a partition assigned meanwhile would grow it again, or until the key
+      // order knows the keys the partition's previous owner held.
       auto& p = paused_[tp];
       p.for_db = hold;
       p.for_room = room_held_;
+      p.for_order = for_order;
       consumer_.hold({tp});
     } else {
       // librdkafka keeps an application pause across revoke and reassignment, but paused_

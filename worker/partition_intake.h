@@ -63,7 +63,10 @@ class PartitionIntake {
   // retry-tier head is due.
   void resume_due(int64_t now);
 
-  void assigned(const std::vector<TopicPartition>& tps, bool hold);
+  // `hold`: Postgres is away. `for_order`: held (nothing taken) until release_order_holds().
+  void assigned(const std::vector<TopicPartition>& tps, bool hold, bool for_order = false);
+  // Partitions assigned with `for_order` may be taken from again.
+  void release_order_holds() { release_assigned(&Pause::for_order); }
   void revoked(const std::vector<TopicPartition>& tps);
   bool owns(const TopicPartition& tp) const { return generation_.count(tp) > 0; }
 
@@ -89,6 +92,7 @@ class PartitionIntake {
     int64_t resume_at_ms = 0;  // retry tier head not due until then; 0 = not waiting for a tier
     bool for_db = false;       // Postgres unavailable
     bool for_room = false;     // the backlog past its hard bound: fetching stops until it drains
+    bool for_order = false;    // just assigned: waits for the key order's look at Postgres
   };
   void take_message(ConsumedMessage& m, int64_t now);
   void drain_backlog(int64_t now);

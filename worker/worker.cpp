@@ -16,6 +16,15 @@ namespace {
 
 constexpr int kIdlePollMs = 10;
 
+bool any_ordered_route(const Config& config) {
+  for (const auto& [source, routes] : config.routes) {
+    for (const auto& r : routes) {
+      if (r.ordered) return true;
+    }
+  }
+  return false;
+}
+
 WorkerDeps with_steady_clock(WorkerDeps d) {
   if (!d.steady_ms) d.steady_ms = steady_clock_ms;
   return d;
@@ -149,6 +158,10 @@ void Worker::step() {
   drain_events(now, false);
   if (d_.key_order) {
     d_.key_order->poll(now);
+    if (order_look_ > 0 && d_.key_order->refreshed(order_look_)) {
+      order_look_ = 0;
+      intake_.release_order_holds();
+    }
     // Keys other workers hold, learned since these deliveries were queued here: they wait too.
     if (d_.key_order->learned()) {
       for (auto& queued : queued_behind()) wait_for_key(std::move(queued));
@@ -764,8 +777,14 @@ void Worker::finish(std::unique_ptr<Job> job, bool done) {
 }
 
 void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
-  if (d_.key_order) d_.key_order->refresh_soon();
-  intake_.assigned(tps, store_.down());
+  // The keys the partitions' previous owner held are learned by the key order's next look at
+  // Postgres, which runs on its own thread: until it is back, a delivery of such a key read here
+  // would not know it must wait, and would be sent ahead of that key's head. So the partitions
+  // are held until a look started after this assignment has come back (a round trip; every 2 s
+  // again while Postgres fails it). Only with ordered routes.
+  const bool for_order = d_.key_order && any_ordered_route(*config_);
+  if (for_order) order_look_ = std::max(order_look_, d_.key_order->refresh_soon());
+  intake_.assigned(tps, store_.down(), for_order);
   ready_.store(!store_.down() && !stop_.load());
 }
 

@@ -164,7 +164,10 @@ class Worker {
   std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
   std::vector<CopyFence> copy_fences_;          // retries after an attempt, produced
   std::set<std::string> lag_topics_;            // topics whose consumer lag was ever set
-  uint64_t routes_generation_ = 0;              // RouteSync::generation() last parked for
+  // The key order's look at Postgres that partitions assigned with ordered routes wait for
+  // (KeyOrder::refresh_soon); 0: none waits.
+  uint64_t order_look_ = 0;
+  uint64_t routes_generation_ = 0;  // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};
   bool draining_ = false;  // drain_for_shutdown() runs (the coordinator thread only)

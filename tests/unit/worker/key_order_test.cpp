@@ -66,6 +66,7 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     return {};
   }
   Result<std::vector<HeldKey>> held(int64_t) override {
+    if (held_fails) return fail("db_timeout", "canceling statement due to statement timeout", true);
     std::vector<HeldKey> out;
     for (const auto& [key, k] : keys) {
       out.push_back({key, k.head, done.count(k.head) > 0 || k.head.empty(),
@@ -83,6 +84,7 @@ class FakeKeyOrderStore final : public KeyOrderStore {
   std::set<std::string> done;  // heads held() reports as finished long ago
   // held() reports a head's own waiting row as left unconfirmed long ago.
   bool unconfirmed_long_ago = false;
+  bool held_fails = false;
   std::vector<int64_t> leases_given_back;
   int64_t next_id = 0;
   int advances = 0;
@@ -185,6 +187,29 @@ TEST_F(KeyOrderTest, AFailedHeadHoldsItsKeyOnlyAndLaterDeliveriesOfTheKeyWait) {
   EXPECT_FALSE(order.must_wait(unordered));
   // A second failure of the head changes nothing.
   EXPECT_FALSE(order.take_head(d1));
+}
+
+// The look at Postgres failing (a statement timeout on a large key table) leaves keys held
+// elsewhere unlearned and stopped workers' heads unreleased: it is logged and counted. The old key
+// order dropped the error without a word.
+TEST(KeyOrderRefresh, AFailedLookAtPostgresIsCounted) {
+  FakeKeyOrderStore store;
+  RecordingProducer producer;
+  prometheus::Registry registry;
+  KeyOrder order{store, producer, registry, [] {}, {.refresh_ms = 1000, .threaded = false}};
+  ASSERT_TRUE(order.start());
+  store.held_fails = true;
+  order.poll(1000);
+  order.poll(2500);
+  order.poll(2600);  // completions are served by the next poll
+  double failed = 0;
+  for (const auto& f : registry.Collect()) {
+    if (f.name != "hookrelay_ordered_store_errors_total") continue;
+    for (const auto& m : f.metric) {
+      if (m.label.size() == 1 && m.label[0].value == "held") failed = m.counter.value;
+    }
+  }
+  EXPECT_EQ(failed, 2);
 }
 
 TEST_F(KeyOrderTest, WaitingDeliveriesAreStoredWithTheirRetryMessageAndReleasedInOrder) {

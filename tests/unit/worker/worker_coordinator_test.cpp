@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -1510,8 +1511,12 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     return KeyAdvance{};
   }
   Result<void> released(int64_t) override { return {}; }
-  Result<std::vector<HeldKey>> held(int64_t) override { return held_keys; }
-  std::vector<HeldKey> held_keys;  // as other workers hold them
+  Result<std::vector<HeldKey>> held(int64_t) override {
+    if (held_gate.valid()) held_gate.wait();
+    return held_keys;
+  }
+  std::vector<HeldKey> held_keys;      // as other workers hold them
+  std::shared_future<void> held_gate;  // when set, held() waits for it
   std::vector<std::string> holds;
   std::string taken_by;              // the head another worker gave every key first ("": none did)
   std::vector<std::string> waiting;  // deliveries set to wait behind their key's head
@@ -1736,6 +1741,37 @@ TEST_F(RefreshingOrderCoordinator, AnAssignmentLooksAtTheHeldKeysAtOnce) {
   run();
   EXPECT_TRUE(sender.calls.empty()) << "sent ahead of the head the previous owner held";
   EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e1:a"});
+}
+
+// Partitions assigned while the key order's look at Postgres is slow (its own thread): nothing of
+// them is taken until a look started after the assignment has come back. The old worker claimed
+// and sent e1 while the look was out, ahead of the head the previous owner held for its key.
+TEST_F(OrderedLeaseCoordinator, AnAssignedPartitionWaitsForTheLookAtTheHeldKeys) {
+  w.reset();
+  AcceptingKeyOrderStore slow;
+  prometheus::Registry registry_of_slow;
+  KeyOrder threaded{slow, producer, registry_of_slow, [] {}, {.refresh_ms = 2'000}};
+  ASSERT_TRUE(threaded.start());  // its first look, before the worker runs: nothing held
+  std::promise<void> gate;
+  slow.held_keys = {{{"gh", "a", "x"}, "wh:gh:e9:a", false, 0, std::nullopt}};
+  slow.held_gate = gate.get_future().share();
+  WorkerDeps d = deps(own);
+  d.key_order = &threaded;
+  w = std::make_unique<Worker>(d);
+  own.assign({{std::string(kWebhooksTopic), 0}});
+  feed_keyed(0, "e1", "x");
+  feed_keyed(1, "e2", "y");
+  run();
+  EXPECT_TRUE(sender.calls.empty()) << "sent while the look at the held keys was out";
+  gate.set_value();
+  for (int i = 0; i < 200 && sender.calls.empty(); ++i) {
+    run();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded") << "a key nobody holds goes out after the look";
+  EXPECT_EQ(slow.waiting, std::vector<std::string>{"wh:gh:e1:a"});
+  w.reset();
 }
 
 // e1 failed and holds key x. Copies of e2 and e3 (same key) are leased elsewhere, by a worker
