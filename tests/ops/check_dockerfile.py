@@ -15,7 +15,7 @@ from opscheck import ROOT, Report
 
 # Essential packages present in debian:bookworm-slim.
 BASE_PACKAGES = {"libc6", "libstdc++6", "libgcc-s1", "zlib1g"}
-BINARIES = ["hookrelay-ingest", "hookrelay-worker", "hookrelay", "hookrelay-demo-receiver"]
+BINARIES = ["hookrelay-ingest", "hookrelay-worker", "hookrelay-admin", "hookrelay", "hookrelay-demo-receiver"]
 
 
 def stages(text):

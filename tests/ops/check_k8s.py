@@ -4,17 +4,21 @@ StatefulSet) are production-shaped (probes on /readyz and /healthz, resources, n
 containers, a preStop sleep and a grace period longer than preStop + the configured drain);
 Services, PDBs, the HPA and the KEDA ScaledObject point at what exists; the worker is a static
 group member named by its stable pod name; Jobs run `hookrelay migrate` and `hookrelay topics
-apply`; with --config-check BIN the ConfigMap's configuration passes the services' own validation
-with the example Secret's values (and a worker pod's POD_NAME).
+apply`; ingest's memory limit holds its request-body budget plus its produce queue (each accepted
+body is held in both until Kafka acknowledges it) plus headroom; with --config-check BIN the
+ConfigMap's configuration passes the services' own validation with the example Secret's values
+(and a worker pod's POD_NAME); links to docs/operations.md#... in the manifests name a heading.
 
 usage: check_k8s.py [--config-check PATH_TO_ops_config_check]"""
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from check_prometheus import github_anchors
 from opscheck import ROOT, Report
 
 K8S = ROOT / "deploy/k8s"
@@ -28,6 +32,12 @@ AFTER_DRAIN_SECONDS = {"hookrelay-ingest": 0, "hookrelay-worker": 20}
 # survive restarts (a Deployment renames pods on every restart).
 KINDS = {"hookrelay-ingest": "Deployment", "hookrelay-worker": "StatefulSet"}
 WORKLOADS = ("Deployment", "StatefulSet")
+# Ingest memory: the defaults of ingest.max_buffered_body_bytes (shared/config/config.h) and of
+# the producer's queue.buffering.max.kbytes (shared/kafka/kafka_producer.cpp), and what the
+# container's limit must keep besides them (process, connection buffers, allocator slack).
+DEFAULT_BODY_BUDGET = 256 << 20
+DEFAULT_PRODUCE_QUEUE_KBYTES = 262144
+INGEST_HEADROOM = 128 << 20
 
 
 def load_all():
@@ -99,6 +109,42 @@ def check_deployment(r, doc, config):
     return template_labels
 
 
+def quantity_bytes(q):
+    """A Kubernetes memory quantity (512Mi, 1Gi, 500M, 1e9, 268435456) in bytes."""
+    m = re.fullmatch(r"([0-9.eE+]+)(Ki|Mi|Gi|Ti|k|K|M|G|T)?", str(q).strip())
+    if not m:
+        raise ValueError("memory quantity %r" % q)
+    factor = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+              "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[m.group(2)]
+    return int(float(m.group(1)) * factor)
+
+
+def check_ingest_memory(r, by_kind, config):
+    """Bodies are held twice until acknowledged: request buffers (ingest.max_buffered_body_bytes)
+    and librdkafka's copies (queue.buffering.max.kbytes); both at most, plus headroom, must fit the
+    ingest container's memory limit, or a burst gets the pod OOM-killed."""
+    ingest = by_kind.get("Deployment", {}).get("hookrelay-ingest")
+    if ingest is None:
+        return
+    budget = int(config.get("ingest", {}).get("max_buffered_body_bytes", DEFAULT_BODY_BUDGET))
+    kafka = config.get("kafka", {}) or {}
+    queue_kb = DEFAULT_PRODUCE_QUEUE_KBYTES
+    for section in ("properties", "producer_properties"):  # producer_properties win
+        value = (kafka.get(section) or {}).get("queue.buffering.max.kbytes")
+        if value is not None:
+            queue_kb = int(str(value))
+    queue = queue_kb * 1024
+    for c in ingest["spec"]["template"]["spec"]["containers"]:
+        limit = c.get("resources", {}).get("limits", {}).get("memory")
+        if not r.check(limit is not None, "hookrelay-ingest/%s: no memory limit" % c["name"]):
+            continue
+        limit = quantity_bytes(limit)
+        r.check(budget + queue + INGEST_HEADROOM <= limit,
+                "hookrelay-ingest/%s: memory limit %d MiB < ingest.max_buffered_body_bytes %d MiB + "
+                "produce queue (queue.buffering.max.kbytes) %d MiB + headroom %d MiB"
+                % (c["name"], limit >> 20, budget >> 20, queue >> 20, INGEST_HEADROOM >> 20))
+
+
 def check_worker_membership(r, by_kind, config):
     """Static membership: group.instance.id from the pod name, which only a StatefulSet keeps."""
     sts = by_kind.get("StatefulSet", {}).get("hookrelay-worker")
@@ -144,6 +190,7 @@ def main():
         r.check(name in by_kind.get(kind, {}), "%s %s missing" % (kind, name))
     pod_labels = {name: check_deployment(r, d, config) for name, d in deployments.items()}
     check_worker_membership(r, by_kind, config)
+    check_ingest_memory(r, by_kind, config)
     for kind in ("Job", "CronJob"):
         for name, doc in by_kind.get(kind, {}).items():
             check_containers(r, name, pod_spec(doc))
@@ -221,6 +268,12 @@ def main():
             topics.add(md.get("topic"))
         r.check(topics == {"hookrelay.webhooks", "hookrelay.calls"},
                 "ScaledObject should scale on the main topics only, has %s" % sorted(topics))
+
+    # Links from the manifests' comments to the operations guide name a heading there.
+    anchors = github_anchors((ROOT / "docs/operations.md").read_text())
+    for path in sorted(K8S.glob("*.yaml")):
+        for anchor in re.findall(r"operations\.md#([\w-]+)", path.read_text()):
+            r.check(anchor in anchors, "%s links docs/operations.md#%s, which is no heading there" % (path.name, anchor))
 
     # The kustomization lists every manifest except the example Secret.
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
