@@ -86,8 +86,8 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
       &reg(prometheus::BuildCounter(), r, "hookrelay_worker_bad_headers_total",
            "Consumed messages with a numeric hr-* header that is not a valid number, by header");
   host_limit_ = &reg(prometheus::BuildGauge(), r, "hookrelay_host_inflight_limit",
-                     "Adaptive in-flight limit of a destination host whose limit was cut (until "
-                     "back at the maximum)");
+                     "Adaptive in-flight limit of a destination host, from its first cut on (the "
+                     "maximum once it has grown back)");
   http_in_flight_ =
       &reg(prometheus::BuildGauge(), r, "hookrelay_worker_http_calls_in_flight",
            "HTTP calls sent and not yet answered, by sender thread (worker.http_threads)");
