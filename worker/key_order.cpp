@@ -420,7 +420,10 @@ void KeyOrder::publish_unreleased(const HeldKey& h) {
 
 bool KeyOrder::idle() const {
   std::lock_guard lock(mu_);
-  return jobs_.empty() && publishing_ == 0 && republish_.empty() && completions_.empty();
+  // Round trips without a job count too: an advance still queued at a stop would leave its key's
+  // next delivery unreleased until another worker's look finds the head finished (10 s or more).
+  return jobs_.empty() && publishing_ == 0 && republish_.empty() && completions_.empty() &&
+         tasks_.empty() && tasks_running_ == 0;
 }
 
 }  // namespace hookrelay

@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shared/kafka/wire_contract.h"
@@ -46,6 +49,7 @@ class FakeKeyOrderStore final : public KeyOrderStore {
     return true;
   }
   Result<KeyAdvance> advance(const OrderKey& key, const std::string& head) override {
+    if (advance_gate.valid()) advance_gate.wait();
     ++advances;
     auto it = keys.find(key);
     if (it == keys.end()) return KeyAdvance{};
@@ -85,6 +89,7 @@ class FakeKeyOrderStore final : public KeyOrderStore {
   // held() reports a head's own waiting row as left unconfirmed long ago.
   bool unconfirmed_long_ago = false;
   bool held_fails = false;
+  std::shared_future<void> advance_gate;  // when set, advance() waits for it
   std::vector<int64_t> leases_given_back;
   int64_t next_id = 0;
   int advances = 0;
@@ -210,6 +215,38 @@ TEST(KeyOrderRefresh, AFailedLookAtPostgresIsCounted) {
     }
   }
   EXPECT_EQ(failed, 2);
+}
+
+// A stop waits for the key order to be idle: an advance still on its way to Postgres is not. The
+// old idle() looked only at jobs and publishes, so a stop could end with the advance queued, and
+// the key's next delivery waited for another worker to find the head finished.
+TEST(KeyOrderIdle, AnAdvanceOnItsWayToPostgresIsNotIdle) {
+  FakeKeyOrderStore store;
+  RecordingProducer producer;
+  prometheus::Registry registry;
+  KeyOrder order{store, producer, registry, [] {}, {.refresh_ms = 1000000}};
+  ASSERT_TRUE(order.start());
+  auto d1 = ordered("e1", "k");
+  ASSERT_TRUE(order.take_head(d1));
+  bool held = false;
+  order.hold(
+      job_of(d1), [&](std::unique_ptr<Job>) { held = true; }, [](std::unique_ptr<Job>) {});
+  for (int i = 0; i < 400 && !held; ++i) {
+    order.poll(1000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(held);
+  std::promise<void> gate;
+  store.advance_gate = gate.get_future().share();
+  order.resolved(d1);
+  EXPECT_FALSE(order.idle()) << "idle with the head's advance still queued";
+  gate.set_value();
+  for (int i = 0; i < 400 && !order.idle(); ++i) {
+    order.poll(1000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(order.idle());
+  EXPECT_EQ(store.advances, 1);
 }
 
 TEST_F(KeyOrderTest, WaitingDeliveriesAreStoredWithTheirRetryMessageAndReleasedInOrder) {
