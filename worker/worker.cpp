@@ -641,6 +641,10 @@ void Worker::wait_for_key(std::unique_ptr<Job> job,
       finish(std::move(j), false);
     } else if (otherwise) {
       otherwise(std::move(j));
+    } else if (route_suspended(*j)) {
+      // Its route was suspended while Postgres was asked (park_queued() ran without it): parked
+      // as the deliveries queued then were, not sent to the suspended route.
+      park(std::move(j), d_.now_ms());
     } else {
       // Its key's head itself (this worker's view was old), or refused for good by Postgres.
       dispatcher_.enqueue(std::move(j));

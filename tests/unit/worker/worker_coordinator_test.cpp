@@ -1499,6 +1499,7 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     return taken_by;
   }
   Result<bool> enqueue(const WaitingDelivery& w, int64_t) override {
+    if (enqueue_gate.valid()) enqueue_gate.wait();
     if (w.delivery_key == head_itself) return false;
     if (w.delivery_key == refused) return Unexpected{Error{"db_error", "refused", false}};
     waiting.push_back(w.delivery_key);
@@ -1515,8 +1516,9 @@ class AcceptingKeyOrderStore final : public KeyOrderStore {
     if (held_gate.valid()) held_gate.wait();
     return held_keys;
   }
-  std::vector<HeldKey> held_keys;      // as other workers hold them
-  std::shared_future<void> held_gate;  // when set, held() waits for it
+  std::vector<HeldKey> held_keys;         // as other workers hold them
+  std::shared_future<void> held_gate;     // when set, held() waits for it
+  std::shared_future<void> enqueue_gate;  // when set, enqueue() waits for it
   std::vector<std::string> holds;
   std::string taken_by;              // the head another worker gave every key first ("": none did)
   std::vector<std::string> waiting;  // deliveries set to wait behind their key's head
@@ -1771,6 +1773,49 @@ TEST_F(OrderedLeaseCoordinator, AnAssignedPartitionWaitsForTheLookAtTheHeldKeys)
   ASSERT_EQ(sender.calls.size(), 1u);
   EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded") << "a key nobody holds goes out after the look";
   EXPECT_EQ(slow.waiting, std::vector<std::string>{"wh:gh:e1:a"});
+  w.reset();
+}
+
+// e2 waits on Postgres to say whether it waits behind its key's head (e1's), and the route is
+// suspended meanwhile: Postgres answers it is the head itself, and it is parked, not sent to the
+// suspended route. The old worker parked what was queued at the suspension, then sent e2.
+TEST_F(OrderedLeaseCoordinator, AHeadFoundAfterItsRouteWasSuspendedIsParkedNotSent) {
+  w.reset();
+  AcceptingKeyOrderStore slow;
+  prometheus::Registry registry_of_slow;
+  KeyOrder threaded{slow, producer, registry_of_slow, [] {}, {.refresh_ms = 1'000'000}};
+  ASSERT_TRUE(threaded.start());
+  FakeRouteStore route_store;
+  RouteSync routes{route_store, metrics, [this] { return now; }, {.worker_id = "w1"}};
+  ASSERT_TRUE(routes.sync());
+  WorkerDeps d = deps(own);
+  d.key_order = &threaded;
+  d.routes = &routes;
+  w = std::make_unique<Worker>(d);
+  own.assign({{std::string(kWebhooksTopic), 0}});
+  auto run_until = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 400 && !done(); ++i) {
+      run();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return done();
+  };
+  ASSERT_TRUE(run_until([&] { return threaded.refreshed(1); }));
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  ASSERT_TRUE(run_until([&] { return threaded.head_of({"gh", "a", "x"}) == "wh:gh:e1:a"; }));
+  std::promise<void> gate;
+  slow.enqueue_gate = gate.get_future().share();
+  slow.head_itself = "wh:gh:e2:a";
+  feed_keyed(1, "e2", "x");
+  run();  // e2 is claimed and asked to wait: Postgres has not answered
+  route_store.row("gh", "a").state = "suspended";
+  ASSERT_TRUE(routes.sync());
+  run();
+  gate.set_value();
+  ASSERT_TRUE(run_until([&] { return store.state["wh:gh:e2:a"] == "parked"; }))
+      << store.state["wh:gh:e2:a"];
+  EXPECT_EQ(sender.calls.size(), 1u) << "e2 was sent to its suspended route";
   w.reset();
 }
 
