@@ -777,6 +777,34 @@ TEST_F(DeliveryQueriesTest, AnOrderedHeadAmongTheOldestDoesNotStopTheRetentionLo
             "gh-e1-ci");
 }
 
+// A finished delivery still listed behind its ordered key (it finished out of its turn) whose key
+// stays held past the retention window: it is kept while its waiting row is there. The old
+// function deleted it; its waiting row, released later, was claimed as a new delivery and sent a
+// second time.
+TEST_F(DeliveryQueriesTest, AFinishedDeliveryStillWaitingBehindItsKeyIsKept) {
+  db_->scalar(
+      "UPDATE delivery_rows SET first_seen_at = now() - interval '40 days',"
+      " completed_at = now() - interval '40 days' WHERE state IN ('succeeded', 'dead')"
+      " RETURNING 1");
+  const std::string waiting = db_->scalar(
+      "SELECT delivery_key FROM delivery_rows WHERE state = 'succeeded'"
+      " ORDER BY delivery_key LIMIT 1");
+  db_->scalar(
+      "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers, "
+      "body) VALUES ('github', 'ci', 'k', '" +
+      waiting + "', 'hookrelay.retry.0', '{}', '') RETURNING 1");
+  const int64_t finished = std::stoll(
+      db_->scalar("SELECT count(*) FROM delivery_rows WHERE state IN ('succeeded', 'dead')"));
+  ASSERT_GE(finished, 2);
+  auto n = queries_->delete_finished_deliveries(30, 1000);
+  ASSERT_TRUE(n) << n.error().message;
+  EXPECT_EQ(*n, finished - 1);
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',') FROM delivery_rows"
+                        " WHERE state IN ('succeeded', 'dead')"),
+            waiting)
+      << "a delivery still waiting behind its key was deleted";
+}
+
 // The job stopped for days: today's partition is missing and today's attempts are in the default
 // partition, while workers go on recording attempts. Creating the partition moves them and
 // succeeds; it used to fail when an attempt reached the default partition between the move and
