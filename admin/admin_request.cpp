@@ -58,6 +58,16 @@ std::string json_error_reason(std::string_view what) {
   return std::string(utf8_prefix(reason, 80));
 }
 
+// An upper time bound (until): after the epoch. One at it bounds nothing that exists (no
+// delivery is first seen before 1970), and the filters take 0 as "no bound"
+// (DeliveryPageFilter, ReplayFilter): refused, so an explicit bound never widens to everything.
+Result<int64_t> parse_until_ms(std::string_view text, const std::string& field) {
+  auto ms = parse_rfc3339_ms(text, field);
+  if (ms && *ms <= 0)
+    return bad_param(field, "must be after 1970-01-01T00:00:00Z (nothing is first seen before it)");
+  return ms;
+}
+
 }  // namespace
 
 Result<std::string> percent_decode(std::string_view text, bool plus_is_space) {
@@ -178,8 +188,11 @@ Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
     return bad_param(field, shape);
   }
   if (pos != t.size()) return bad_param(field, shape);
-  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > kDays[month - 1] || hour > 23 ||
+  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  // February 29 of a year that has none is refused: timegm would make it March 1.
+  const auto days_in = [&](int m) { return kDays[m - 1] + (m == 2 && leap ? 1 : 0); };
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > days_in(month) || hour > 23 ||
       minute > 59 || second > 60) {
     return bad_param(
         field, "is not a valid date-time at or after 1970 (" + std::string(shape).substr(8) + ")");
@@ -192,8 +205,9 @@ Result<int64_t> parse_rfc3339_ms(std::string_view t, const std::string& field) {
   tm.tm_hour = hour;
   tm.tm_min = minute;
   tm.tm_sec = second;
-  int64_t seconds = static_cast<int64_t>(timegm(&tm)) - int64_t{offset_minutes} * 60;
-  if (seconds < 0) seconds = 0;
+  const int64_t seconds = static_cast<int64_t>(timegm(&tm)) - int64_t{offset_minutes} * 60;
+  // 1970-01-01T00:30:00+01:00: refused, not taken as the epoch (a bound at 0 would be no bound).
+  if (seconds < 0) return bad_param(field, "is before 1970-01-01T00:00:00Z");
   return seconds * 1000 + millis;
 }
 
@@ -272,7 +286,7 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query) {
       if (!c) return Unexpected{c.error()};
       f.after = *c;
     } else if (name == "since" || name == "until") {
-      auto ms = parse_rfc3339_ms(value, name);
+      auto ms = name == "since" ? parse_rfc3339_ms(value, name) : parse_until_ms(value, name);
       if (!ms) return Unexpected{ms.error()};
       (name == "since" ? f.since_ms : f.until_ms) = *ms;
     } else {
@@ -360,7 +374,7 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
             if (v != "dead" && v != "succeeded") return bad(field, "must be dead or succeeded");
             f.state = std::move(v);
           } else {
-            auto ms = parse_rfc3339_ms(v, field);
+            auto ms = fname == "since" ? parse_rfc3339_ms(v, field) : parse_until_ms(v, field);
             if (!ms) return fail("bad_request", ms.error().message);
             (fname == "since" ? f.since_ms : f.until_ms) = *ms;
           }

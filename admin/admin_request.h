@@ -27,7 +27,9 @@ Result<std::map<std::string, std::string>> parse_query(std::string_view query,
                                                        const std::vector<std::string>& allowed);
 
 // RFC 3339 date-time ("2026-11-26T20:00:00Z", "...T20:00:00.123+01:00") to Unix milliseconds.
-// `field` names it in the error ("bad_parameter").
+// `field` names it in the error ("bad_parameter"), as it does for a date that does not exist
+// (2025-02-29) and an instant before 1970-01-01T00:00:00Z. A query's or filter's `until` must be
+// after that instant too: the filters take 0 as no bound.
 Result<int64_t> parse_rfc3339_ms(std::string_view text, const std::string& field);
 // Unix milliseconds as RFC 3339 in UTC with milliseconds.
 std::string format_rfc3339_ms(int64_t ms);
@@ -42,10 +44,10 @@ Result<DeliveryPageFilter> parse_delivery_query(std::string_view query);
 
 // POST /v1/replays body (docs/openapi.yaml, ReplayRequest).
 struct ReplayFilter {
-  std::string route;  // empty = any
-  std::string state;  // "dead" | "succeeded"
-  int64_t since_ms = 0;
-  int64_t until_ms = 0;
+  std::string route;     // empty = any
+  std::string state;     // "dead" | "succeeded"
+  int64_t since_ms = 0;  // 0 = no bound (the same as a bound at the epoch)
+  int64_t until_ms = 0;  // 0 = no bound; a given until is after the epoch (parse_replay_request)
 };
 
 struct ReplayRequest {

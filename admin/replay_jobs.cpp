@@ -1,9 +1,12 @@
 #include "admin/replay_jobs.h"
 
+#include <spdlog/spdlog.h>
+
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "shared/json_writer.h"
+#include "shared/log.h"
 #include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
 #include "shared/store/pg_array.h"
@@ -16,7 +19,9 @@ namespace {
 
 // Dead letters through their own table (migrations/0004); succeeded deliveries through the
 // first-seen index, newest first. Either way at most $5 + 1 matches are read, so a filter that
-// matches too much is refused without reading the rest. The first-seen index is the only one
+// matches too much is refused without reading the rest. A bound of 0 is no bound: a given
+// `until` is after the epoch (parse_replay_request), and `since` at the epoch bounds nothing
+// that exists. The first-seen index is the only one
 // (migrations/0014): a route's succeeded deliveries are checked on the rows walked, so a route
 // with few of them reads back to `since` (or through the whole table without it).
 constexpr const char* kMatchDeadSql = R"SQL(
@@ -54,23 +59,27 @@ enum class Intent {
 // is fixed here, when the replay is requested: a key listed by hand that is dead now and has been
 // delivered by the time the runner reaches it (another replay of it, a retried POST, `hookrelay
 // dlq replay`) is skipped then, not resent.
-void insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys, Intent intent) {
+// Returns how many it stored.
+int64_t insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys,
+                     Intent intent) {
   PgArrayLiteral array;
   for (const auto& k : keys) array.add(k);
   if (intent == Intent::kByState) {
-    tx.exec_params(
+    return tx.exec_params(
         "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
         " SELECT $1, u.k, u.n, coalesce((SELECT d.state = 'succeeded' FROM deliveries d"
         "                                WHERE " HR_KEY_IS("d.delivery_key", "u.k") "), false)"
         " FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON CONFLICT DO NOTHING",
-        id, std::move(array).take());
-    return;
+        id, std::move(array).take())
+        .affected_rows();
   }
-  tx.exec_params(
-      "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
-      " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
-      " ON CONFLICT DO NOTHING",
-      id, std::move(array).take(), intent == Intent::kResend);
+  return tx
+      .exec_params(
+          "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
+          " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
+          " ON CONFLICT DO NOTHING",
+          id, std::move(array).take(), intent == Intent::kResend)
+      .affected_rows();
 }
 
 // An item's detail as text PostgreSQL stores (replay_items.detail): cut to
@@ -101,6 +110,8 @@ Result<CreatedReplay> ReplayJobs::create(const ReplayRequest& req, const std::st
                                          const std::string& who, int max_keys,
                                          const IdempotencyKey& idempotency) {
   bool existing = false;
+  // The new replay as stored, for the answer when reading it back fails (below).
+  ReplayProgress as_stored;
   auto created = pg_.run("create replay", [&](pqxx::connection& c) -> Result<int64_t> {
     pqxx::work tx(c);
     const auto id =
@@ -170,21 +181,33 @@ Result<CreatedReplay> ReplayJobs::create(const ReplayRequest& req, const std::st
       return fail("bad_request",
                   "keys: more than " + std::to_string(max_keys) + " (admin.max_replay_keys)");
     }
-    tx.exec_params(
+    const auto row = tx.exec_params1(
         "INSERT INTO replays (id, request, requested_by, dry_run, rate, state, finished_at)"
         " VALUES ($6, $1::jsonb, $2, $3, $4, CASE WHEN $5 THEN 'finished' ELSE 'running' END,"
-        "         CASE WHEN $5 THEN now() END)",
+        "         CASE WHEN $5 THEN now() END)"
+        " RETURNING id, state, dry_run, rate, requested_by, request::text, " HR_MS(
+            "created_at") ", " HR_MS("finished_at"),
         request_json, who, req.dry_run, req.rate, keys.empty(), id);
-    insert_items(tx, id, keys,
-                 !req.filter                   ? Intent::kByState
-                 : req.filter->state == "dead" ? Intent::kReplay
-                                               : Intent::kResend);
+    as_stored = progress_from(row);
+    as_stored.matched = insert_items(tx, id, keys,
+                                     !req.filter                   ? Intent::kByState
+                                     : req.filter->state == "dead" ? Intent::kReplay
+                                                                   : Intent::kResend);
+    as_stored.pending = as_stored.matched;
     tx.commit();
     return id;
   });
   if (!created) return Unexpected{created.error()};
   auto progress = get(*created);
-  if (!progress) return Unexpected{progress.error()};
+  if (!progress) {
+    // A repeat stored nothing: the client retries with its key and gets this replay then.
+    if (existing) return Unexpected{progress.error()};
+    // Committed: the replay exists and runs. A 503 now would have a client without an
+    // Idempotency-Key retry and create a second one; it gets this replay as stored instead.
+    spdlog::warn("msg=replay_read_back_failed id={} error={}", *created,
+                 log_quote(progress.error().message));
+    return CreatedReplay{std::move(as_stored), false};
+  }
   return CreatedReplay{std::move(*progress), existing};
 }
 
@@ -192,6 +215,7 @@ Result<std::optional<ReplayProgress>> ReplayJobs::create_release(const std::stri
                                                                  const std::string& route,
                                                                  const std::string& who,
                                                                  double rate) {
+  ReplayProgress as_stored;  // as create() keeps it
   auto created = pg_.run("create release", [&](pqxx::connection& c) -> std::optional<int64_t> {
     pqxx::work tx(c);
     // However many the route parked: not bounded by the request's statement_timeout.
@@ -200,12 +224,13 @@ Result<std::optional<ReplayProgress>> ReplayJobs::create_release(const std::stri
         nlohmann::json{{"release", {{"source", source}, {"route", route}}},
                        {"rate", rate},
                        {"reason", "release of route " + source + "/" + route + " (resumed)"}});
-    const auto id = tx.exec_params1(
-                          "INSERT INTO replays (request, requested_by, dry_run, rate, from_state,"
-                          "   state) VALUES ($1::jsonb, $2, false, $3, 'parked', 'running')"
-                          " RETURNING id",
-                          request, who, rate)[0]
-                        .as<int64_t>();
+    as_stored = progress_from(
+        tx.exec_params1("INSERT INTO replays (request, requested_by, dry_run, rate, from_state,"
+                        "   state) VALUES ($1::jsonb, $2, false, $3, 'parked', 'running')"
+                        " RETURNING id, state, dry_run, rate, requested_by, request::text, " HR_MS(
+                            "created_at") ", " HR_MS("finished_at"),
+                        request, who, rate));
+    const int64_t id = as_stored.id;
     // The items straight from parked_deliveries, in arrival order (its route index): however
     // many the route parked, no list of them passes through this process or a statement.
     const auto items = tx.exec_params(
@@ -215,13 +240,19 @@ Result<std::optional<ReplayProgress>> ReplayJobs::create_release(const std::stri
         " FROM parked_deliveries WHERE source = $2 AND destination = $3",
         id, source, route);
     if (items.affected_rows() == 0) return std::nullopt;  // nothing parked: nothing stored
+    as_stored.matched = as_stored.pending = static_cast<int64_t>(items.affected_rows());
     tx.commit();
     return id;
   });
   if (!created) return Unexpected{created.error()};
   if (!*created) return std::optional<ReplayProgress>{};
   auto progress = get(**created);
-  if (!progress) return Unexpected{progress.error()};
+  if (!progress) {
+    // Committed, as in create(): a resume asked again would store a second release.
+    spdlog::warn("msg=replay_read_back_failed id={} error={}", **created,
+                 log_quote(progress.error().message));
+    return std::optional<ReplayProgress>{std::move(as_stored)};
+  }
   return std::optional<ReplayProgress>{std::move(*progress)};
 }
 
@@ -315,11 +346,7 @@ Result<std::vector<ReplayItemRow>> ReplayJobs::unfinished_items(int64_t id, int 
   return pg_.run("replay items", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
     std::vector<ReplayItemRow> out;
-    for (const auto& r :
-         tx.exec_params("SELECT delivery_key, status = 'marked', resend FROM replay_items"
-                        " WHERE replay_id = $1 AND status IN ('pending', 'marked') "
-                        "ORDER BY position, delivery_key LIMIT $2",
-                        id, limit)) {
+    for (const auto& r : tx.exec_params(kUnfinishedItemsSql, id, limit)) {
       out.push_back({r[0].as<std::string>(), r[1].as<bool>(), r[2].as<bool>()});
     }
     return out;

@@ -86,6 +86,9 @@ class ReplayJobs {
   // idempotency key, in the same transaction: a key stored already answers with its replay
   // (existing) when its request_sha256 is this one, else "idempotency_key_reused", and stores
   // nothing; concurrent requests with one key wait for each other and end with one replay.
+  // The new replay is read back for the answer; once its transaction committed, a read back
+  // that fails answers with the replay as stored (no error: a client told to retry without an
+  // Idempotency-Key would create it twice).
   Result<CreatedReplay> create(const ReplayRequest& request, const std::string& request_json,
                                const std::string& who, int max_keys,
                                const IdempotencyKey& idempotency = {});
@@ -110,6 +113,13 @@ class ReplayJobs {
   Result<void> release(int64_t id, const std::string& runner);
   // Items not yet done, in the order they were stored (a release's: arrival order).
   Result<std::vector<ReplayItemRow>> unfinished_items(int64_t id, int limit);
+  // Its statement ($1 the replay, $2 the limit): read through replay_items_unfinished_idx
+  // (migrations/0022), whose predicate is this status set, so a batch reads only its own rows
+  // however many items the replay finished.
+  static constexpr const char* kUnfinishedItemsSql =
+      "SELECT delivery_key, status = 'marked', resend FROM replay_items"
+      " WHERE replay_id = $1 AND status IN ('pending', 'marked')"
+      " ORDER BY position, delivery_key LIMIT $2";
   // Records an item's outcome; false, recording nothing, when `runner` no longer runs the
   // replay (another took it over after this one's lease expired). The detail is stored as text
   // PostgreSQL takes: at most kMaxItemDetailBytes, never cut inside a UTF-8 character, with a

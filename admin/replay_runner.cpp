@@ -20,6 +20,20 @@ namespace {
 
 constexpr int kItemBatch = 200;
 
+// The reasons of hookrelay_admin_replay_run_failures_total, each named as its log line
+// (msg=replay_<reason>): a bounded label set, each present from the start at 0.
+constexpr const char* kRunFailureReasons[] = {
+    "claim_failed",       // the next replay could not be claimed (the database)
+    "kafka_unavailable",  // no consumer of the replay's topic could be made
+    "items_failed",       // the replay's unfinished items could not be read
+    "dlq_read_failed",    // the replay's topic could not be read
+    "item_retry_later",   // a key failed for a reason that may pass: left for a later run
+    "item_not_saved",     // a key's outcome could not be stored
+    "finish_failed",      // the replay's end could not be stored
+    "runner_error",       // the run threw
+    "heartbeat_failed",   // the lease heartbeat threw
+};
+
 // An item's detail when the database refused the one the replay gave (ReplayRunner::run_one).
 constexpr const char* kDetailRefused =
     "(the outcome's detail was not stored: the database refused it; see the admin log)";
@@ -42,6 +56,8 @@ const char* item_status(ReplayOutcome o) {
       return "missing";
     case ReplayOutcome::kFailed:
       return "failed";
+    case ReplayOutcome::kRetryLater:  // never stored: run_one leaves the item as it is
+      return "pending";
   }
   return "failed";
 }
@@ -66,7 +82,14 @@ ReplayRunner::ReplayRunner(const Config& config, std::string db_url,
                        .Help("Replays this admin process stopped working because another admin "
                              "process took them over after its lease expired")
                        .Register(registry)
-                       .Add({})) {}
+                       .Add({})),
+      run_failures_(prometheus::BuildCounter()
+                        .Name("hookrelay_admin_replay_run_failures_total")
+                        .Help("Replay runs that ended before their replay finished and left it "
+                              "for a later run (after a back-off), and failed claims, by reason")
+                        .Register(registry)) {
+  for (const char* reason : kRunFailureReasons) run_failures_.Add({{"reason", reason}});
+}
 
 ReplayRunner::~ReplayRunner() { stop(); }
 
@@ -99,6 +122,10 @@ void ReplayRunner::pause_ms(int64_t ms, const std::atomic<bool>& lost) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
   std::unique_lock lock(mu_);
   cv_.wait_until(lock, until, [&] { return stop_.load() || lost.load(); });
+}
+
+void ReplayRunner::count_failure(const char* reason) {
+  run_failures_.Add({{"reason", reason}}).Increment();
 }
 
 void ReplayRunner::raise(std::atomic<bool>& flag) {
@@ -135,6 +162,7 @@ void ReplayRunner::loop() {
       end = run_one(jobs, skip, claimed);
     } catch (const std::exception& e) {  // never lose the thread: log, wait, go on
       spdlog::error("msg=replay_runner_error id={} error={}", claimed, log_quote(e.what()));
+      count_failure("runner_error");
     }
     if (claimed != 0 && end == RunEnd::kFailed && !stop_.load()) {
       // Not claimed again before its back-off: the replays after it go on meanwhile. Its lease
@@ -191,6 +219,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
   auto claimed = jobs.claim_next(options_.runner_id, options_.lease_seconds, skip);
   if (!claimed) {
     spdlog::warn("msg=replay_claim_failed error={}", log_quote(claimed.error().message));
+    count_failure("claim_failed");
     return RunEnd::kIdle;
   }
   if (!*claimed) return RunEnd::kIdle;
@@ -207,6 +236,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
       keep_lease(id, lost, done);
     } catch (const std::exception& e) {  // the run stops at its next item; the lease runs out
       spdlog::error("msg=replay_heartbeat_failed id={} error={}", id, log_quote(e.what()));
+      count_failure("heartbeat_failed");
       raise(lost);
     }
   });
@@ -232,6 +262,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
   if (!reader) {
     spdlog::warn("msg=replay_kafka_unavailable id={} error={}", job.id,
                  log_quote(reader.error().message));
+    count_failure("kafka_unavailable");
     return RunEnd::kFailed;
   }
   // A replay of many large dead letters is not held in memory whole: past the budget each is
@@ -249,6 +280,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
     if (!items) {
       spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
                    log_quote(items.error().message));
+      count_failure("items_failed");
       return RunEnd::kFailed;
     }
     for (const auto& i : *items) wanted.insert(i.key);
@@ -256,6 +288,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
     if (!read) {
       spdlog::warn("msg=replay_dlq_read_failed id={} error={}", job.id,
                    log_quote(read.error().message));
+      count_failure("dlq_read_failed");
       return RunEnd::kFailed;
     }
     dlq = std::move(*read);
@@ -276,6 +309,9 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
   // message it could not deliver before the wait gives up on it.
   options.ack_timeout_ms = config_.kafka.produce_timeout_ms + 5000;
   options.from_state = job.from_state;
+  // Its items keep each key's progress: a key that fails for a reason that may pass is left for
+  // the next run (kRetryLater, below), not recorded failed.
+  options.retry_transient = true;
   // Read from the current config: a reload applies from the next key.
   options.ordered_route = [this](const std::string& source, const std::string& route) {
     return route_is_ordered(*current_(), source, route);
@@ -286,6 +322,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
     if (!items) {
       spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
                    log_quote(items.error().message));
+      count_failure("items_failed");
       return RunEnd::kFailed;
     }
     if (items->empty()) break;
@@ -297,6 +334,16 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
       options.resend_succeeded = item.resend;
       ReplayItem result = replayer.replay_key(item.key, it == latest.end() ? nullptr : it->second,
                                               options, item.marked);
+      if (result.outcome == ReplayOutcome::kRetryLater) {
+        // Kafka or the database unreachable mid-run. Recorded failed, the key would never be
+        // replayed by this replay (a release's delivery would stay parked behind its active
+        // route). Its item stays pending, or marked with its produce to redo (resumed as after a
+        // restart: produced once), and the replay is tried again after a back-off, from here.
+        spdlog::warn("msg=replay_item_retry_later id={} error={}", job.id,
+                     log_quote(result.detail));
+        count_failure("item_retry_later");
+        return RunEnd::kFailed;
+      }
       const char* status = item_status(result.outcome);
       auto finished = jobs.finish_item(job.id, item.key, status, result.detail, options_.runner_id);
       if (!finished && !finished.error().retryable) {
@@ -310,6 +357,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
       if (!finished) {
         spdlog::warn("msg=replay_item_not_saved id={} error={}", job.id,
                      log_quote(finished.error().message));
+        count_failure("item_not_saved");
         // The item stays pending or marked: resumed later (after a back-off), never produced
         // twice.
         return RunEnd::kFailed;
@@ -324,6 +372,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
   if (!finished) {
     spdlog::warn("msg=replay_finish_failed id={} error={}", job.id,
                  log_quote(finished.error().message));
+    count_failure("finish_failed");
     return RunEnd::kFailed;
   }
   if (*finished) {

@@ -13,8 +13,12 @@
 // replay to be tried again later: this runner gives its lease back and does not claim that
 // replay again before a back-off (idle_poll_ms doubled per failure in a row, at most
 // max_backoff_ms), so the replays after it go on meanwhile, and another admin process may take
-// it at once. An item outcome the database refuses for its detail (SQLSTATE class 22) is
-// recorded with a fixed ASCII detail instead.
+// it at once. So does a key whose replay failed for a reason that may pass (Kafka or the database
+// unreachable mid-run, a produce not acknowledged: ReplayOutcome::kRetryLater): its item is left
+// pending, or marked with its produce to redo, never recorded failed; only a refusal of the key
+// itself is. Each such failure is counted by reason (hookrelay_admin_replay_run_failures_total).
+// An item outcome the database refuses for its detail (SQLSTATE class 22) is recorded with a
+// fixed ASCII detail instead.
 //
 // Thread-safety: start/stop from one controlling thread; everything else runs on its own thread.
 #pragma once
@@ -75,6 +79,9 @@ class ReplayRunner {
   void keep_lease(int64_t id, std::atomic<bool>& lost, std::atomic<bool>& done);
   // Sets `flag` and wakes a pause_ms.
   void raise(std::atomic<bool>& flag);
+  // Counts a run that ended without finishing its replay (or a claim that failed), by `reason`:
+  // one of kRunFailureReasons.
+  void count_failure(const char* reason);
 
   const Config& config_;
   const std::string db_url_;
@@ -83,6 +90,7 @@ class ReplayRunner {
   ReplayRunnerOptions options_;
   prometheus::Family<prometheus::Counter>& keys_;
   prometheus::Counter& leases_lost_;
+  prometheus::Family<prometheus::Counter>& run_failures_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

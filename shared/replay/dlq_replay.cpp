@@ -23,13 +23,22 @@ bool dropped_on_replay(std::string_view name) {
          name == kDlqReason || name == kReplayedBy || name.rfind(header::kLastPrefix, 0) == 0;
 }
 
+// How a key ends when a step of it failed with `e` for a reason other than the key itself: left
+// for the caller's next run when it keeps the key's progress and the failure may pass (Kafka or
+// the database unreachable: the key is no worse for it), failed otherwise.
+ReplayOutcome failed_by(const Error& e, const ReplayOptions& options) {
+  return options.retry_transient && e.retryable ? ReplayOutcome::kRetryLater
+                                                : ReplayOutcome::kFailed;
+}
+
 // A key marked by an interrupted run is produced again only if no worker took it up since.
 // True when it is settled without producing: taken up (`item` gets `taken_up`), or the check
-// failed (`item` keeps its failed outcome, with the error).
+// failed (`item` failed, or left for a later run, with the error).
 bool settled_since_interrupt(ReplayStore& store, const std::string& key, ReplayOutcome taken_up,
-                             ReplayItem& item) {
+                             const ReplayOptions& options, ReplayItem& item) {
   auto again = store.needs_produce_again(key);
   if (!again) {
+    item.outcome = failed_by(again.error(), options);
     item.detail = again.error().message;
     return true;
   }
@@ -186,6 +195,8 @@ const char* replay_outcome_name(ReplayOutcome outcome) {
       return "missing";
     case ReplayOutcome::kFailed:
       return "failed";
+    case ReplayOutcome::kRetryLater:
+      return "retry_later";
   }
   return "unknown";
 }
@@ -262,6 +273,7 @@ void Replayer::reread_from(DlqSource& source, DlqSource::KeepFn keep, int64_t fi
   reread_keep_ = std::move(keep);
   reread_due_ms_ = first_read_ms + grace_ms;
   reread_done_ = false;
+  reread_error_.reset();
 }
 
 const DlqMessage* Replayer::reread_message(const std::string& key) {
@@ -273,10 +285,25 @@ const DlqMessage* Replayer::reread_message(const std::string& key) {
     if (auto read = reread_source_->read(reread_keep_, {}); read) {
       reread_messages_ = std::move(*read);
       reread_latest_ = latest_by_key(reread_messages_);
+    } else {
+      reread_error_ = read.error();
     }
   }
   auto it = reread_latest_.find(key);
   return it == reread_latest_.end() ? nullptr : it->second;
+}
+
+ReplayItem& Replayer::no_message(const ReplayOptions& options, ReplayItem& item) {
+  item.outcome = ReplayOutcome::kMissing;
+  item.detail = "no message in " + source_topic(options) + " (past retention?)";
+  // Not known to be missing while the read that would have found it failed: a later run reads
+  // the topic again.
+  if (reread_error_ && failed_by(*reread_error_, options) == ReplayOutcome::kRetryLater) {
+    item.outcome = ReplayOutcome::kRetryLater;
+    item.detail = "no message in the first read of " + source_topic(options) +
+                  ", and reading it again failed: " + reread_error_->message;
+  }
+  return item;
 }
 
 ReplaySummary Replayer::run(const std::vector<std::string>& keys,
@@ -313,6 +340,7 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
         ++summary.missing;
         break;
       case ReplayOutcome::kFailed:
+      case ReplayOutcome::kRetryLater:  // not done: a failure, for a summary
         ++summary.failed;
         break;
     }
@@ -333,7 +361,7 @@ bool Replayer::whole(const DlqMessage*& message, const ReplayOptions& options, D
   auto got = fetcher_->fetch(topic, message->partition, message->offset);
   if (!got) {
     item.outcome =
-        got.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+        got.error().code == "not_found" ? ReplayOutcome::kMissing : failed_by(got.error(), options);
     item.detail = got.error().message;
     return false;
   }
@@ -358,8 +386,8 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   std::optional<UnfinishedReplay> unfinished;
   auto state = store_.state(key);
   if (!state) {
-    item.outcome =
-        state.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+    item.outcome = state.error().code == "not_found" ? ReplayOutcome::kMissing
+                                                     : failed_by(state.error(), options);
     item.detail = state.error().message;
     return item;
   }
@@ -374,13 +402,9 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
                     " again; replay it again if it should be";
       return item;
     }
-    if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, item)) return item;
+    if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, options, item)) return item;
     if (!message) use(reread_message(key));
-    if (!message) {
-      item.outcome = ReplayOutcome::kMissing;
-      item.detail = "no message in " + source_topic(options) + " (past retention?)";
-      return item;
-    }
+    if (!message) return no_message(options, item);
     if (!whole(message, options, fetched, item)) return item;
   } else {
     if (*state == "succeeded") {
@@ -393,11 +417,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       if (!unfinished) return item;
     }
     if (!message) use(reread_message(key));
-    if (!message) {
-      item.outcome = ReplayOutcome::kMissing;
-      item.detail = "no message in " + source_topic(options) + " (past retention?)";
-      return item;
-    }
+    if (!message) return no_message(options, item);
     if (options.dry_run) {
       item.outcome = ReplayOutcome::kWouldReplay;
       const std::string* reason = message->header(kDlqReason);
@@ -424,7 +444,7 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       const std::string& code = marked.error().code;
       item.outcome = code == "not_replayable" ? ReplayOutcome::kSkippedNotDead
                      : code == "not_found"    ? ReplayOutcome::kMissing
-                                              : ReplayOutcome::kFailed;
+                                              : failed_by(marked.error(), options);
       item.detail = marked.error().message;
       return item;
     }
@@ -437,8 +457,15 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   }
   const auto headers = replay_headers(message->headers, clock_.now_ms(), options.who);
   if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
-    item.outcome = ReplayOutcome::kFailed;
+    item.outcome = failed_by(produced.error(), options);
     item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;
+    if (item.outcome == ReplayOutcome::kRetryLater) {
+      // Kafka may be back on the next run: the key stays marked and that run produces it then,
+      // unless a worker took it up meanwhile (this copy stored after all). Undone, a release's
+      // delivery would be parked again behind an active route, where nothing releases it.
+      item.detail += "; left marked, produced again when the replay resumes";
+      return item;
+    }
     if (auto undone = store_.undo_replay(key); !undone) {
       item.detail += "; and could not set it back to dead (" + undone.error().message +
                      "): it stays 'retrying' with no message";
@@ -464,7 +491,7 @@ std::optional<UnfinishedReplay> Replayer::unfinished_mark(const std::string& key
   if (state != "retrying" || options.unfinished_after_ms <= 0) return std::nullopt;
   auto mark = store_.unfinished_replay(key);
   if (!mark) {
-    item.outcome = ReplayOutcome::kFailed;
+    item.outcome = failed_by(mark.error(), options);
     item.detail = mark.error().message;
     return std::nullopt;
   }
@@ -489,15 +516,16 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
   auto source = store_.resend_source(key);
   if (!source) {
     const std::string& code = source.error().code;
-    item.outcome = code == "not_resendable" || code == "not_found" ? ReplayOutcome::kMissing
-                                                                   : ReplayOutcome::kFailed;
+    item.outcome = code == "not_resendable" || code == "not_found"
+                       ? ReplayOutcome::kMissing
+                       : failed_by(source.error(), options);
     item.detail = source.error().message;
     return item;
   }
   item.partition = source->partition;
   item.offset = source->offset;
   if (resume) {
-    if (settled_since_interrupt(store_, key, ReplayOutcome::kResent, item)) return item;
+    if (settled_since_interrupt(store_, key, ReplayOutcome::kResent, options, item)) return item;
   }
   if (!fetcher_) {
     item.detail = "no reader for " + source->topic;
@@ -505,8 +533,8 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
   }
   auto message = fetcher_->fetch(source->topic, source->partition, source->offset);
   if (!message) {
-    item.outcome =
-        message.error().code == "not_found" ? ReplayOutcome::kMissing : ReplayOutcome::kFailed;
+    item.outcome = message.error().code == "not_found" ? ReplayOutcome::kMissing
+                                                       : failed_by(message.error(), options);
     item.detail = message.error().message;
     return item;
   }
@@ -521,15 +549,19 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
       const std::string& code = marked.error().code;
       item.outcome = code == "not_resendable" ? ReplayOutcome::kSkippedNotDead
                      : code == "not_found"    ? ReplayOutcome::kMissing
-                                              : ReplayOutcome::kFailed;
+                                              : failed_by(marked.error(), options);
       item.detail = marked.error().message;
       return item;
     }
   }
   const auto headers = resend_headers(message->headers, *source, key, clock_.now_ms(), options.who);
   if (auto produced = produce_and_wait(key, message->value, headers, options); !produced) {
-    item.outcome = ReplayOutcome::kFailed;
+    item.outcome = failed_by(produced.error(), options);
     item.detail = "not produced to " + retry_topic(0) + ": " + produced.error().message;
+    if (item.outcome == ReplayOutcome::kRetryLater) {  // as a replay's (replay_key): kept marked
+      item.detail += "; its resend marker kept, produced again when the replay resumes";
+      return item;
+    }
     if (auto undone = store_.undo_resend(key); !undone)
       item.detail += "; marker left: " + undone.error().message;
     return item;
@@ -576,7 +608,8 @@ Result<ProducedAt> produce_acknowledged(MessageProducer& producer, const Outgoin
   producer.produce(message, [done](Result<ProducedAt> r) { done->set_value(std::move(r)); });
   if (future.wait_for(std::chrono::milliseconds(ack_timeout_ms)) != std::future_status::ready) {
     return fail("ack_timeout",
-                "no broker acknowledgement within " + std::to_string(ack_timeout_ms) + " ms");
+                "no broker acknowledgement within " + std::to_string(ack_timeout_ms) + " ms",
+                /*retryable=*/true);
   }
   return future.get();
 }

@@ -16,7 +16,9 @@
 //      next claim of the key consumes once; dlq_replays row; 'resent' attempt row).
 //   5. Produce a copy to hookrelay.retry.0 (replay_headers / resend_headers below) and wait for
 //      the broker ack. If that fails, the mark is undone (undo_replay / undo_resend) so a later
-//      replay can retry; the audit rows stay, with the failure reported.
+//      replay can retry; the audit rows stay, with the failure reported. With
+//      ReplayOptions::retry_transient (the admin API), a failure that may pass keeps the mark
+//      instead, for the caller's next run to resume (kRetryLater).
 //
 // A dead delivery whose message the run's read of the DLQ did not hold (read before the worker's
 // dead letter was acknowledged: the worker records the delivery dead first) is not reported
@@ -43,6 +45,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -128,6 +131,9 @@ enum class ReplayOutcome {
   kSkippedNotDead,    // retrying or in flight: already back in the flow
   kMissing,           // no delivery row, or no DLQ message left for it
   kFailed,            // database or Kafka error
+  // ReplayOptions::retry_transient: a failure that may pass (Kafka or the database unreachable,
+  // a produce not acknowledged in time); the key is left as it is, for a later run.
+  kRetryLater,
 };
 
 const char* replay_outcome_name(ReplayOutcome outcome);
@@ -167,6 +173,16 @@ struct ReplayOptions {
   // up since (UnfinishedReplay: the replaying process died between its mark and the ack), is
   // produced again instead of skipped. 0: never (the admin API resumes its own replays).
   int64_t unfinished_after_ms = 0;
+  // The caller keeps each key's progress and runs the key again later (the admin API's replay
+  // items, resumed with `resume` when marked). A failure that may pass (Error::retryable: Kafka or
+  // the database unreachable, a produce not acknowledged in time) then ends the key as
+  // kRetryLater instead of kFailed, and a key marked before its produce failed stays marked
+  // (not set back to dead or parked, its resend marker kept): the run that resumes it produces
+  // its message again unless a worker took it up meanwhile (a copy stored after all). Only a
+  // refusal of the key itself (a message Kafka never takes, a database refusing its values) is
+  // kFailed. Off (the CLI, which keeps no record of its runs): such a key is kFailed, its mark
+  // undone.
+  bool retry_transient = false;
   // A release (from_state "parked"): whether a route is ordered in the config the run reads.
   // A parked delivery of a route that is waits behind its ordering key; one of a route that no
   // longer is (or no longer configured) is produced at once. Unset: the message's ordering key
@@ -211,8 +227,8 @@ std::string unfinished_note(const UnfinishedReplay& mark);
 std::string progress_line(const ReplaySummary& summary, bool dry_run);
 
 // Produces `message` and waits up to ack_timeout_ms for the broker's acknowledgement: where it
-// was stored, or why not ("ack_timeout" when none came in time; the report may still come, and
-// finds nobody waiting).
+// was stored, or why not ("ack_timeout", retryable, when none came in time; the report may still
+// come, and finds nobody waiting).
 Result<ProducedAt> produce_acknowledged(MessageProducer& producer, const OutgoingMessage& message,
                                         int ack_timeout_ms);
 
@@ -241,6 +257,9 @@ class Replayer {
  private:
   // The key's message from the one re-read (made on the first call), or null.
   const DlqMessage* reread_message(const std::string& key);
+  // `item` for a key with no message: missing, or left for a later run when the re-read that
+  // would have found it failed.
+  ReplayItem& no_message(const ReplayOptions& options, ReplayItem& item);
   // A stub (DlqMessage::stub) is fetched whole into `fetched` and `message` points there; false
   // (with `item` saying why) when it cannot be.
   bool whole(const DlqMessage*& message, const ReplayOptions& options, DlqMessage& fetched,
@@ -266,6 +285,7 @@ class Replayer {
   DlqSource::KeepFn reread_keep_;
   int64_t reread_due_ms_ = 0;
   bool reread_done_ = false;
+  std::optional<Error> reread_error_;  // why the one re-read failed
   std::vector<DlqMessage> reread_messages_;
   std::map<std::string, const DlqMessage*> reread_latest_;
 };

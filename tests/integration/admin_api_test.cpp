@@ -11,12 +11,15 @@
 
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <pqxx/pqxx>
 #include <set>
 #include <thread>
 
 #include "admin/admin_request.h"
+#include "admin/replay_jobs.h"
 #include "shared/signing/crypto.h"
+#include "tests/integration/scratch_database.h"
 #include "tests/support/admin_fixture.h"
 
 namespace hookrelay::test {
@@ -36,6 +39,95 @@ TEST(AdminIdempotencyKey, IsOneTo255PrintableAsciiCharactersOrAbsent) {
     EXPECT_EQ(r.error().code, "bad_idempotency_key");
     EXPECT_NE(r.error().message.find("Idempotency-Key"), std::string::npos);
   }
+}
+
+// A date that does not exist is refused, not moved to the next day by timegm: 2025-02-29 was
+// 2025-03-01, so a filter bounded by it selected a day more than asked.
+TEST(AdminTimes, FebruaryTheTwentyNinthIsADateOnlyInALeapYear) {
+  using admin::parse_rfc3339_ms;
+  EXPECT_EQ(parse_rfc3339_ms("2024-02-29T00:00:00Z", "since").value(), 1709164800000);
+  EXPECT_EQ(parse_rfc3339_ms("2000-02-29T12:00:00Z", "since").value(), 951825600000);
+  EXPECT_EQ(parse_rfc3339_ms("2025-02-28T23:59:59.999Z", "since").value(), 1740787199999);
+  for (const char* bad : {"2025-02-29T00:00:00Z", "2100-02-29T00:00:00Z", "1970-02-29T10:00:00Z",
+                          "2025-02-30T00:00:00Z", "2025-04-31T00:00:00Z"}) {
+    auto r = parse_rfc3339_ms(bad, "until");
+    ASSERT_FALSE(r) << bad << " -> " << r.value();
+    EXPECT_EQ(r.error().code, "bad_parameter");
+    EXPECT_EQ(r.error().message.rfind("until: ", 0), 0u) << r.error().message;
+  }
+}
+
+// A time bound always bounds. A time before the epoch was taken as the epoch, and a bound at the
+// epoch as none (0 is "no bound"): {"filter":{"state":"dead","until":"1970-01-01T00:00:00Z"}}
+// replayed every dead delivery. Both are refused, naming the field; `since` at the epoch, which
+// bounds nothing that exists, is taken.
+TEST(AdminTimes, AnUntilAtOrBeforeTheEpochIsRefusedNotReadAsNoBound) {
+  using admin::parse_delivery_query;
+  using admin::parse_replay_request;
+  auto before = admin::parse_rfc3339_ms("1970-01-01T00:30:00+01:00", "since");
+  ASSERT_FALSE(before) << before.value();
+  EXPECT_EQ(before.error().code, "bad_parameter");
+  EXPECT_NE(before.error().message.find("since: is before 1970-01-01T00:00:00Z"), std::string::npos)
+      << before.error().message;
+  EXPECT_EQ(admin::parse_rfc3339_ms("1970-01-01T01:30:00+01:00", "since").value(), 1800000);
+
+  for (const std::string until : {"1970-01-01T00:00:00Z", "1970-01-01T01:00:00+01:00",
+                                  "1970-01-01T00:00:00.000Z", "1970-01-01T00:30:00+01:00"}) {
+    std::string query = "until=";
+    for (const char c : until) query += c == '+' ? std::string("%2B") : std::string(1, c);
+    auto q = parse_delivery_query(query);
+    ASSERT_FALSE(q) << until;
+    EXPECT_EQ(q.error().code, "bad_parameter");
+    EXPECT_EQ(q.error().message.rfind("until: ", 0), 0u) << q.error().message;
+    EXPECT_NE(q.error().message.find("1970-01-01T00:00:00Z"), std::string::npos);
+    auto r = parse_replay_request(R"({"filter":{"state":"dead","until":")" + until + R"("}})");
+    ASSERT_FALSE(r) << until;
+    EXPECT_EQ(r.error().code, "bad_request");
+    EXPECT_EQ(r.error().message.rfind("filter.until: ", 0), 0u) << r.error().message;
+  }
+  EXPECT_EQ(parse_delivery_query("until=1970-01-01T00:00:00.001Z").value().until_ms, 1);
+  EXPECT_EQ(parse_delivery_query("since=1970-01-01T00:00:00Z").value().since_ms, 0);
+  auto since =
+      parse_replay_request(R"({"filter":{"state":"dead","since":"1970-01-01T00:00:00Z"}})");
+  ASSERT_TRUE(since) << since.error().message;
+  EXPECT_EQ(since->filter->since_ms, 0);
+}
+
+// The runner reads a replay's unfinished items 200 at a time: each batch must read its own rows
+// through replay_items_unfinished_idx (migrations/0022), already in order, however many items the
+// replay finished. Through the table's key it read every item of the replay and sorted them: a
+// release of a million parked deliveries read them 5,000 times.
+class AdminReplayItemsTest : public hookrelay::testing::MigratedDatabaseTest {};
+
+TEST_F(AdminReplayItemsTest, UnfinishedItemsAreReadThroughTheirIndexInOrderWithoutASort) {
+  db_->scalar(
+      "INSERT INTO replays (id, request, state) VALUES (1, '{}', 'running'),"
+      " (2, '{}', 'running')");
+  // Replay 1: 60,000 items, the first 55,000 finished; replay 2: 20,000 still to do.
+  db_->scalar(
+      "INSERT INTO replay_items (replay_id, delivery_key, position, status)"
+      " SELECT 1, 'k' || g, g, CASE WHEN g <= 55000 THEN 'replayed' ELSE 'pending' END"
+      " FROM generate_series(1, 60000) g");
+  db_->scalar(
+      "INSERT INTO replay_items (replay_id, delivery_key, position)"
+      " SELECT 2, 'k' || g, g FROM generate_series(1, 20000) g");
+  db_->scalar("ANALYZE replay_items");
+  pqxx::connection c(db_->url());
+  pqxx::nontransaction tx(c);
+  tx.exec(std::string("PREPARE items(bigint, int) AS ") + admin::ReplayJobs::kUnfinishedItemsSql);
+  std::string plan;
+  for (const auto& row : tx.exec("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) EXECUTE items(1, 200)"))
+    plan += row[0].as<std::string>() + "\n";
+  EXPECT_NE(plan.find("replay_items_unfinished_idx"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("Seq Scan"), std::string::npos) << plan;
+  // The batch is the first 200 unfinished items in their order.
+  admin::ReplayJobs jobs(db_->url());
+  auto items = jobs.unfinished_items(1, 200);
+  ASSERT_TRUE(items) << items.error().message;
+  ASSERT_EQ(items->size(), 200u);
+  EXPECT_EQ(items->front().key, "k55001");
+  EXPECT_EQ(items->back().key, "k55200");
 }
 
 class AdminApiTest : public AdminTest {
@@ -493,6 +585,16 @@ CREATE TRIGGER test_refuse_item BEFORE UPDATE ON replay_items
   EXPECT_EQ(stuck["pending"], 1) << stuck.dump();
   EXPECT_NE(admin_->read_log().find("msg=replay_backoff id=" + poisoned), std::string::npos)
       << admin_->log_tail();
+  // Counted, not only logged: each run that left the replay for a back-off.
+  const std::string metrics = call("GET", "/metrics", {}, {}).body;
+  EXPECT_GE(metric_sum(metrics, "hookrelay_admin_replay_run_failures_total",
+                       {"reason=\"item_not_saved\""}),
+            1)
+      << metrics;
+  // Every reason is exported from the start, so a rate over it needs no first failure.
+  EXPECT_NE(metrics.find("hookrelay_admin_replay_run_failures_total{reason=\"kafka_unavailable\"}"),
+            std::string::npos)
+      << metrics;
 
   pqxx::nontransaction(db).exec("DROP TRIGGER test_refuse_item ON replay_items");
   auto poisoned_done = wait_replay(poisoned, 90s);
@@ -500,6 +602,113 @@ CREATE TRIGGER test_refuse_item BEFORE UPDATE ON replay_items
   EXPECT_EQ(poisoned_done["missing"], 1) << poisoned_done.dump();
   EXPECT_EQ(stack_->scalar("SELECT detail FROM replay_items WHERE replay_id = " + poisoned),
             "no delivery with key wh:acme:poison:a");
+}
+
+// Kafka goes down in the middle of a replay: the key whose produce fails is left for a later run
+// (its item marked, its delivery not set back to dead), and once Kafka is back the replay
+// finishes with every key produced and delivered once. The key was recorded failed, and the
+// replay finished without it.
+TEST_F(AdminApiTest, AKafkaOutageMidReplayLeavesTheKeyForALaterRunAndEachIsDeliveredOnce) {
+  ASSERT_NO_FATAL_FAILURE(die_on_a(3, 30s));
+  rx_.set_default("/a", {200});
+  // Paced 2 s apart, so the brokers go down between the first key and the second.
+  const std::string id =
+      post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"rate", 0.5}})["id"];
+  json p;
+  ASSERT_TRUE(eventually(
+      [&] {
+        p = get_json("/v1/replays/" + id);
+        return p.value("produced", 0) >= 1;
+      },
+      30s))
+      << p.dump();
+  ASSERT_TRUE(stack_->broker().all_down());
+  // The produce fails after kafka.produce_timeout_ms (5 s).
+  const bool left = eventually(
+      [&] {
+        return admin_->read_log().find("msg=replay_item_retry_later id=" + id) != std::string::npos;
+      },
+      30s);
+  p = get_json("/v1/replays/" + id);
+  ASSERT_TRUE(stack_->broker().all_up());
+  ASSERT_TRUE(left) << p.dump() << admin_->log_tail();
+  EXPECT_NE(admin_->read_log().find("left marked, produced again when the replay resumes"),
+            std::string::npos)
+      << admin_->log_tail();
+  EXPECT_EQ(p["state"], "running") << p.dump();
+  EXPECT_EQ(p["failed"], 0) << p.dump();
+
+  auto done = wait_replay(id, 120s);
+  EXPECT_EQ(done["state"], "finished") << done.dump() << admin_->log_tail();
+  EXPECT_EQ(done["matched"], 3) << done.dump();
+  EXPECT_EQ(done["produced"], 3) << done.dump();
+  EXPECT_EQ(done["failed"], 0) << done.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/a", 6, 60s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(rx_.count("/a"), 6u);  // each dead delivery once more, not twice
+  EXPECT_GE(
+      metric_sum(call("GET", "/metrics", {}, {}).body, "hookrelay_admin_replay_run_failures_total",
+                 {"reason=\"item_retry_later\""}),
+      1);
+}
+
+// The replay is committed and reading it back fails (a column renamed under it, as a database
+// refusing hookrelay's statements would): the answer is 202 with the replay as stored, not a 503
+// that has a client without an Idempotency-Key post it again and create a second replay. A
+// trigger holds the storing transaction open until the rename waits on it, so the rename is
+// granted at its commit, before the read back.
+TEST_F(AdminApiTest, AReplayWhoseReadBackFailsAfterItsCommitIsA202WithItsId) {
+  pqxx::connection db(stack_->database().url());
+  pqxx::nontransaction(db).exec(R"SQL(
+CREATE FUNCTION test_slow_items() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_sleep(3);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER test_slow_items AFTER INSERT ON replay_items
+  FOR EACH STATEMENT EXECUTE FUNCTION test_slow_items();
+)SQL");
+  std::optional<Result<HttpReply>> reply;
+  std::thread poster([&] {
+    reply = http_request("POST", url("/v1/replays"), R"({"keys":["wh:acme:nope:a"]})", auth_json(),
+                         30s);
+  });
+  const bool sleeping = eventually(
+      [&] {
+        return stack_->scalar(
+                   "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                   " AND query LIKE 'INSERT INTO replay_items%'") == "1";
+      },
+      10s);
+  if (sleeping) {
+    pqxx::connection renamer(stack_->database().url());
+    pqxx::work rename(renamer);
+    // Waits for the replay's transaction, then holds the table until the read back waits too.
+    rename.exec("ALTER TABLE replays RENAME COLUMN finished_at TO test_finished_at");
+    std::this_thread::sleep_for(300ms);
+    rename.commit();
+  }
+  poster.join();
+  pqxx::nontransaction(db).exec(
+      "ALTER TABLE replays RENAME COLUMN test_finished_at TO finished_at;"
+      "DROP TRIGGER test_slow_items ON replay_items");
+  ASSERT_TRUE(sleeping);
+  ASSERT_TRUE(reply && *reply) << (reply ? reply->error().message : "no reply");
+  const HttpReply& r = **reply;
+  ASSERT_EQ(r.status, 202) << r.body;
+  const json body = json::parse(r.body, nullptr, false);
+  const std::string id = body.value("id", "");
+  ASSERT_FALSE(id.empty()) << r.body;
+  EXPECT_EQ(r.headers.at("location"), "/v1/replays/" + id);
+  EXPECT_EQ(body["state"], "running") << r.body;
+  EXPECT_EQ(body["matched"], 1) << r.body;
+  EXPECT_EQ(body["pending"], 1) << r.body;
+  EXPECT_EQ(body["requested_by"].get<std::string>().rfind("admin-token-", 0), 0u) << r.body;
+  EXPECT_NE(admin_->read_log().find("msg=replay_read_back_failed id=" + id), std::string::npos)
+      << admin_->log_tail();
+  EXPECT_EQ(wait_replay(id, 60s)["missing"], 1);
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "1");
 }
 
 TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSameWebhookId) {

@@ -61,6 +61,11 @@ class FakeStore final : public ReplayStore {
     if (unfinished.erase(key) == 0) return fail("not_replayable", key + ": a worker took it up");
     return {};
   }
+  // A key marked by an earlier run: still retrying, and not taken up by a worker unless named.
+  std::set<std::string> taken_up;
+  Result<bool> needs_produce_again(const std::string& key) override {
+    return states[key] == "retrying" && taken_up.count(key) == 0;
+  }
 };
 
 class FakeProducer final : public MessageProducer {
@@ -72,10 +77,18 @@ class FakeProducer final : public MessageProducer {
   };
   std::vector<Sent> sent;
   bool refuse = false;
+  int refusals = 0;  // the next produces refused with `refusal`
+  Error refusal{"broker_down", "all brokers down", true};
+  bool silent = false;  // no acknowledgement ever comes
   const FakeStore* store = nullptr;
 
   void produce(const OutgoingMessage& m, DoneCallback done) override {
     if (refuse) return done(fail("broker_down", "all brokers down", true));
+    if (refusals > 0) {
+      --refusals;
+      return done(Unexpected{refusal});
+    }
+    if (silent) return;
     sent.push_back(
         {std::string(m.topic), std::string(m.key), std::string(m.value), *m.headers, store->log});
     done(ProducedAt{0, static_cast<int64_t>(sent.size())});
@@ -456,10 +469,12 @@ class FakeDlqSource final : public DlqSource {
   int reads = 0;
   std::vector<int64_t> read_at;
   const int64_t* now = nullptr;
+  bool down = false;  // Kafka unreachable
 
   Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn&) override {
     ++reads;
     read_at.push_back(*now);
+    if (down) return fail("kafka", "reading hookrelay.dlq made no progress for 30 s", true);
     std::vector<DlqMessage> out;
     for (const auto& m : messages) {
       if (keep(m.delivery_key())) out.push_back(m);
@@ -472,8 +487,10 @@ class FakeFetcher final : public MessageFetcher {
  public:
   std::map<std::pair<int32_t, int64_t>, DlqMessage> messages;
   std::vector<std::string> fetched;  // "topic/partition@offset"
+  bool down = false;                 // Kafka unreachable
   Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) override {
     fetched.push_back(topic + "/" + std::to_string(partition) + "@" + std::to_string(offset));
+    if (down) return fail("kafka", "reading " + topic + " timed out", true);
     auto it = messages.find({partition, offset});
     if (it == messages.end()) return fail("not_found", "no message there (past retention?)");
     return it->second;
@@ -575,6 +592,104 @@ TEST_F(ReplayerTest, NoSecondReadWhenEveryDeadKeyHasItsMessage) {
   EXPECT_EQ(s.replayed, 1);
   EXPECT_EQ(s.missing, 1);  // no delivery row: the DLQ cannot help
   EXPECT_EQ(later.reads, 0);
+}
+
+// The admin API keeps each key's progress (retry_transient): a produce Kafka did not take for a
+// reason that may pass leaves the key marked, not set back to dead, and the run that resumes it
+// produces it once. It was failed for good, and a release's delivery parked again behind its
+// active route, where nothing released it.
+TEST_F(ReplayerTest, ATransientProduceFailureLeavesTheKeyMarkedAndTheResumingRunProducesItOnce) {
+  store_.states = {{"k", "dead"}, {"slow", "dead"}, {"taken", "dead"}};
+  ReplayOptions options;
+  options.who = "alice";
+  options.retry_transient = true;
+  options.ack_timeout_ms = 10;
+  const ReplayClock clock{[this] { return now_; }, [](int64_t) {}};
+  const auto k = dlq_message("k", 1, 1, "payload");
+  const auto slow = dlq_message("slow", 2, 2, "slow body");
+  const auto taken = dlq_message("taken", 3, 3);
+
+  Replayer first(store_, producer_, clock);
+  producer_.refusals = 1;
+  const ReplayItem refused = first.replay_key("k", &k, options, /*resume=*/false);
+  EXPECT_EQ(refused.outcome, ReplayOutcome::kRetryLater);
+  EXPECT_NE(refused.detail.find("all brokers down"), std::string::npos) << refused.detail;
+  producer_.silent = true;  // no acknowledgement in time: the copy may be stored, or not
+  const ReplayItem unacked = first.replay_key("slow", &slow, options, false);
+  EXPECT_EQ(unacked.outcome, ReplayOutcome::kRetryLater) << unacked.detail;
+  EXPECT_NE(unacked.detail.find("no broker acknowledgement"), std::string::npos);
+  const ReplayItem later = first.replay_key("taken", &taken, options, false);
+  EXPECT_EQ(later.outcome, ReplayOutcome::kRetryLater);
+  producer_.silent = false;
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"mark k by alice", "mark slow by alice",
+                                                  "mark taken by alice"}))
+      << "no mark undone";
+  EXPECT_EQ(store_.states["k"], "retrying");
+
+  // The next run resumes them: each produced once more unless a worker took it up meanwhile (its
+  // unacknowledged copy stored after all), none marked again.
+  store_.taken_up.insert("taken");
+  Replayer next(store_, producer_, clock);
+  EXPECT_EQ(next.replay_key("k", &k, options, /*resume=*/true).outcome, ReplayOutcome::kReplayed);
+  EXPECT_EQ(next.replay_key("slow", &slow, options, true).outcome, ReplayOutcome::kReplayed);
+  const ReplayItem settled = next.replay_key("taken", &taken, options, true);
+  EXPECT_EQ(settled.outcome, ReplayOutcome::kReplayed);
+  EXPECT_EQ(settled.detail, "taken up by a worker before the restart");
+  ASSERT_EQ(producer_.sent.size(), 2u);
+  EXPECT_EQ(producer_.sent[0].key, "k");
+  EXPECT_EQ(producer_.sent[0].value, "payload");
+  EXPECT_EQ(producer_.sent[1].key, "slow");
+  EXPECT_EQ(store_.log.size(), 3u);
+}
+
+// With retry_transient, the database or Kafka unreachable before the mark (the state read, the
+// fetch of a stub, the second read of the DLQ) leaves the key untouched for a later run; only a
+// refusal of the key itself (a message Kafka never takes) fails it, with its mark undone.
+TEST_F(ReplayerTest, WithRetryTransientOnlyARefusalOfTheKeyItselfFailsIt) {
+  store_.states = {{"a", "dead"}, {"stubbed", "dead"}, {"unread", "dead"}, {"huge", "dead"}};
+  ReplayOptions options;
+  options.who = "alice";
+  options.retry_transient = true;
+  FakeFetcher fetcher;
+  fetcher.down = true;
+  FakeDlqSource later;
+  later.now = &now_;
+  later.down = true;
+  Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}}, &fetcher);
+  r.reread_from(
+      later, [](const std::string&) { return true; }, now_);
+
+  store_.fail_db = true;
+  const auto a = dlq_message("a", 1, 1);
+  const ReplayItem unread_state = r.replay_key("a", &a, options, false);
+  EXPECT_EQ(unread_state.outcome, ReplayOutcome::kRetryLater);
+  EXPECT_EQ(unread_state.detail, "connection refused");
+  store_.fail_db = false;
+
+  DlqMessage stub;
+  stub.offset = 8;
+  stub.key = "stubbed";
+  stub.stub = true;
+  EXPECT_EQ(r.replay_key("stubbed", &stub, options, false).outcome, ReplayOutcome::kRetryLater);
+
+  const ReplayItem no_reread = r.replay_key("unread", nullptr, options, false);
+  EXPECT_EQ(no_reread.outcome, ReplayOutcome::kRetryLater);
+  EXPECT_NE(no_reread.detail.find("reading it again failed"), std::string::npos)
+      << no_reread.detail;
+  EXPECT_TRUE(store_.log.empty()) << "nothing marked";
+
+  producer_.refusals = 1;
+  producer_.refusal = Error{"message_too_large", "message is larger than Kafka accepts", false};
+  const auto huge = dlq_message("huge", 9, 9);
+  const ReplayItem too_large = r.replay_key("huge", &huge, options, false);
+  EXPECT_EQ(too_large.outcome, ReplayOutcome::kFailed);
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"mark huge by alice", "undo huge"}));
+  EXPECT_EQ(store_.states["huge"], "dead");
+  EXPECT_TRUE(producer_.sent.empty());
+
+  // Without it (the CLI): the unreachable database fails the key, as before.
+  store_.fail_db = true;
+  EXPECT_EQ(r.replay_key("a", &a, ReplayOptions{}, false).outcome, ReplayOutcome::kFailed);
 }
 
 }  // namespace
