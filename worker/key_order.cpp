@@ -347,7 +347,7 @@ void KeyOrder::poll(int64_t now) {
     republish_.pop_front();
     publish(std::move(w));
   }
-  if (now >= next_refresh_ && !refreshing_) {
+  if (looking_ && now >= next_refresh_ && !refreshing_) {
     next_refresh_ = now + options_.refresh_ms;
     refreshing_ = true;
     const uint64_t number = ++refreshes_started_;

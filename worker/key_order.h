@@ -113,6 +113,9 @@ class KeyOrder {
     return refreshes_started_ + 1;
   }
   bool refreshed(uint64_t n) const { return refreshes_done_ >= n; }
+  // No more looks from now on (a stop: idle() then waits only for this worker's own round trips,
+  // not for a look started every refresh_ms).
+  void stop_looking() { looking_ = false; }
 
   bool idle() const;
   std::size_t held_keys() const { return keys_.size(); }
@@ -152,6 +155,7 @@ class KeyOrder {
   std::set<int64_t> unconfirmed_;  // rows published (or to be) whose released() is not yet done
   int64_t next_refresh_ = 0;
   bool refreshing_ = false;
+  bool looking_ = true;
   uint64_t refreshes_started_ = 0;
   uint64_t refreshes_done_ = 0;  // the number of the latest look that came back
   bool learned_ = false;

@@ -142,8 +142,9 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
       return;
     }
   }
-  const uint64_t generation = track(tp, m.offset);
-  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, generation, 0, {}}));
+  const auto generation = track(tp, m.offset);
+  if (!generation) return;  // fetched again by a seek that failed, then landed: taken before
+  sink_.take(m, std::make_shared<MessageState>(MessageState{tp, m.offset, *generation, 0, {}}));
 }
 
 // Offsets of one assignment only rise here: the one seek this intake makes goes back to a message
@@ -152,13 +153,23 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
 // librdkafka's offset reset reads it from its start. What it reads there is new, or a copy the
 // store's delivery keys dedupe: never something to skip. So the partition starts a new
 // generation whose watermark starts at this offset; finishes of the messages taken before no
-// longer move it, and they are still delivered.
-uint64_t PartitionIntake::track(const TopicPartition& tp, int64_t offset) {
-  // Counted here, once per message taken: a retry fetched again after its partition's seek back
-  // (a full look-ahead) was not consumed twice.
-  metrics_.consumed(tp.topic);
+// longer move it, and they are still delivered. That offset is stored at once: the position
+// stored before (past the old log's end) would otherwise be committed at a revoke or the close,
+// and the next owner would skip what the new log holds below it.
+// One exception: a seek back that reported a failure (a timeout) may still land later, and what
+// it fetches from its offset on was taken already: skipped (nullopt), as before.
+std::optional<uint64_t> PartitionIntake::track(const TopicPartition& tp, int64_t offset) {
   uint64_t& generation = generation_.at(tp);
-  if (watermarks_.track(tp, offset)) return generation;
+  if (watermarks_.track(tp, offset)) {
+    // Counted here, once per message taken: a retry fetched again after its partition's seek
+    // back (a full look-ahead) was not consumed twice.
+    metrics_.consumed(tp.topic);
+    return generation;
+  }
+  if (auto s = late_seek_.find(tp); s != late_seek_.end() && offset >= s->second) {
+    return std::nullopt;
+  }
+  metrics_.consumed(tp.topic);
   OffsetWatermark& w = watermarks_.at(tp);
   spdlog::warn(
       "msg=partition_rewound topic={} partition={} offset={} outstanding={} action=\"taking the "
@@ -168,6 +179,8 @@ uint64_t PartitionIntake::track(const TopicPartition& tp, int64_t offset) {
   generation = next_generation_++;
   w.reset();
   (void)w.track(offset);
+  late_seek_.erase(tp);
+  consumer_.store_offsets({CommitPosition{tp, offset}});
   return generation;
 }
 
@@ -176,8 +189,9 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
   const std::size_t limit =
       std::max<std::size_t>(1, static_cast<std::size_t>(config_->worker.max_in_flight) / 2);
   auto keep = [&] {
-    const uint64_t generation = track(tp, m.offset);
-    waiting_[tp].emplace(WaitKey{due, generation, m.offset}, std::move(m));
+    const auto generation = track(tp, m.offset);
+    if (!generation) return;  // fetched again by a seek that failed, then landed: taken before
+    waiting_[tp].emplace(WaitKey{due, *generation, m.offset}, std::move(m));
     ++waiting_size_;
   };
   if (waiting_size_ < limit || seek_failed_.count(tp)) {
@@ -196,6 +210,8 @@ void PartitionIntake::wait_until_due(ConsumedMessage& m, const TopicPartition& t
     // It would not be fetched again (the seek failed): kept here over the limit, not dropped.
     metrics_.consumer_error("seek_failed");
     seek_failed_.insert(tp);
+    auto [s, fresh] = late_seek_.try_emplace(tp, m.offset);
+    if (!fresh) s->second = std::min(s->second, m.offset);
     keep();
     return;
   }
@@ -284,11 +300,11 @@ void PartitionIntake::resume_if_free(std::map<TopicPartition, Pause>::iterator i
   paused_.erase(it);
 }
 
-void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold,
-                               bool for_order) {
+void PartitionIntake::assigned(const std::vector<TopicPartition>& tps, bool hold, bool for_order) {
   for (const auto& tp : tps) {
     generation_[tp] = next_generation_++;
     paused_.erase(tp);
+    late_seek_.erase(tp);
     forget_waiting(tp);
     if (hold || room_held_ || for_order) {
       // Held for Postgres, with the rest while the backlog is past its hard bound
@@ -313,6 +329,7 @@ void PartitionIntake::revoked(const std::vector<TopicPartition>& tps) {
   for (const auto& tp : tps) {
     generation_.erase(tp);
     watermarks_.erase(tp);
+    late_seek_.erase(tp);
     paused_.erase(tp);
     forget_waiting(tp);
     if (auto q = backlog_.find(tp); q != backlog_.end()) {

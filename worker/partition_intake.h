@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -100,7 +101,8 @@ class PartitionIntake {
   void accept(ConsumedMessage& m, const TopicPartition& tp, int64_t now);  // tp: m's
   // Tracks an offset of an assigned partition in its watermark and returns the generation the
   // message's finish must name; an offset below one already tracked starts a new generation.
-  uint64_t track(const TopicPartition& tp, int64_t offset);
+  // nullopt: skip the message (fetched again by a seek reported failed that landed later).
+  std::optional<uint64_t> track(const TopicPartition& tp, int64_t offset);
   void resume_if_free(std::map<TopicPartition, Pause>::iterator it);
   // The backlog's hard bound (see poll()): holds every assigned partition past it, and releases
   // them once the backlog is back under its bound.
@@ -127,6 +129,9 @@ class PartitionIntake {
   // Partitions whose seek back failed during this poll: their messages not yet due are kept
   // over the look-ahead's limit rather than seeking again (each try can take seconds).
   std::set<TopicPartition> seek_failed_;
+  // Partitions whose seek back reported a failure, by the lowest offset it was to go back to: it
+  // may still land, and fetch again from there what was taken already.
+  std::map<TopicPartition, int64_t> late_seek_;
   // Polled but not yet taken (no room, held, or behind earlier ones), per partition in offset
   // order.
   std::map<TopicPartition, std::deque<ConsumedMessage>> backlog_;

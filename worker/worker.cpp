@@ -15,6 +15,8 @@ namespace hookrelay {
 namespace {
 
 constexpr int kIdlePollMs = 10;
+// How long partitions just assigned wait for the key order's look at Postgres (on_assigned).
+constexpr int64_t kOrderLookLimitMs = 10'000;
 
 bool any_ordered_route(const Config& config) {
   for (const auto& [source, routes] : config.routes) {
@@ -158,7 +160,16 @@ void Worker::step() {
   drain_events(now, false);
   if (d_.key_order) {
     d_.key_order->poll(now);
-    if (order_look_ > 0 && d_.key_order->refreshed(order_look_)) {
+    if (order_look_ > 0 &&
+        (d_.key_order->refreshed(order_look_) || now >= order_look_deadline_ms_)) {
+      if (!d_.key_order->refreshed(order_look_)) {
+        // Failing (hookrelay_ordered_store_errors_total{op="held"}) or behind other round trips:
+        // the partitions go on, as before a look was waited for, rather than stop for good.
+        spdlog::warn(
+            "msg=ordered_look_late waited_ms={} action=\"taking the assigned partitions; keys "
+            "their previous owner held are learned at the next look that comes back\"",
+            kOrderLookLimitMs);
+      }
       order_look_ = 0;
       intake_.release_order_holds();
     }
@@ -786,9 +797,17 @@ void Worker::on_assigned(const std::vector<TopicPartition>& tps) {
   // would not know it must wait, and would be sent ahead of that key's head. So the partitions
   // are held until a look started after this assignment has come back (a round trip; every 2 s
   // again while Postgres fails it). Only with ordered routes.
-  const bool for_order = d_.key_order && any_ordered_route(*config_);
-  if (for_order) order_look_ = std::max(order_look_, d_.key_order->refresh_soon());
-  intake_.assigned(tps, store_.down(), for_order);
+  // hookrelay.calls never carries an ordered delivery, and is not held. The hold lasts
+  // kOrderLookLimitMs at most.
+  std::vector<TopicPartition> keyed, calls;
+  for (const auto& tp : tps) (tp.topic == kCallsTopic ? calls : keyed).push_back(tp);
+  const bool for_order = d_.key_order && any_ordered_route(*config_) && !keyed.empty();
+  if (for_order) {
+    order_look_ = std::max(order_look_, d_.key_order->refresh_soon());
+    order_look_deadline_ms_ = d_.now_ms() + kOrderLookLimitMs;
+  }
+  intake_.assigned(keyed, store_.down(), for_order);
+  intake_.assigned(calls, store_.down(), false);
   ready_.store(!store_.down() && !stop_.load());
 }
 
@@ -834,6 +853,7 @@ void Worker::update_gauges(int64_t now) {
 void Worker::drain_for_shutdown() {
   ready_.store(false);
   draining_ = true;
+  if (d_.key_order) d_.key_order->stop_looking();
   auto deadline = d_.now_ms() + config_->worker.shutdown_grace_ms;
   spdlog::info("msg=worker_draining in_flight={} grace_ms={}", in_flight_.load(),
                config_->worker.shutdown_grace_ms);

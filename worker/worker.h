@@ -167,7 +167,8 @@ class Worker {
   // The key order's look at Postgres that partitions assigned with ordered routes wait for
   // (KeyOrder::refresh_soon); 0: none waits.
   uint64_t order_look_ = 0;
-  uint64_t routes_generation_ = 0;  // RouteSync::generation() last parked for
+  int64_t order_look_deadline_ms_ = 0;  // when they are let go even without it
+  uint64_t routes_generation_ = 0;      // RouteSync::generation() last parked for
   int64_t next_gauges_at_ = 0;
   std::atomic<bool> stop_{false};
   bool draining_ = false;  // drain_for_shutdown() runs (the coordinator thread only)

@@ -347,6 +347,7 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
   int64_t now = 1'700'000'000'000;
   std::function<int64_t()> clock;   // when set, the workers' clock instead of `now`
   std::function<int64_t()> steady;  // when set, their steady clock instead of the above
+  int64_t steady_now = 0;           // for a `steady` of a test's own
   Config config;
   prometheus::Registry registry;
   WorkerMetrics metrics{registry, 3};
@@ -999,6 +1000,35 @@ TEST_F(WorkerCoordinator, AFullRetryLookAheadWhoseSeekFailsKeepsTheMessage) {
   EXPECT_EQ(own.stored[tier], 10);
 }
 
+// The seek back of a full look-ahead reported a failure (a timeout), so the message was kept and
+// reading went on; the seek then landed and librdkafka read the partition again from that
+// message. Those are taken already: not a rewind of the log, nothing is taken twice.
+TEST_F(WorkerCoordinator, ASeekReportedFailedThatLandsLaterTakesNothingTwice) {
+  config.worker.max_in_flight = 2;  // a look-ahead of one message
+  FakeConsumer own;
+  own.fail_seek = true;
+  Worker w(deps(own));
+  own.assign({{retry_topic(0), 0}});
+  auto run = [&] {
+    for (int i = 0; i < 8; ++i) w.step();
+  };
+  retry_message(own, 7, "e1", now + 5000);
+  retry_message(own, 8, "e2", now + 3000);
+  retry_message(own, 9, "e3", now - 1);
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  retry_message(own, 8, "e2", now + 3000);  // the seek to offset 8 landed
+  retry_message(own, 9, "e3", now - 1);
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "a message taken before was taken again";
+  EXPECT_EQ(
+      labelled(registry, "hookrelay_kafka_consumer_errors_total", "code", "partition_rewound"), -1);
+  now += 5001;
+  run();
+  EXPECT_EQ(sender.calls.size(), 3u);
+  EXPECT_EQ(own.stored[(TopicPartition{retry_topic(0), 0})], 10);
+}
+
 TEST_F(WorkerCoordinator, RetriesWaitingInARevokedPartitionAreDropped) {
   webhook(7, "e1", retry_topic(0),
           {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now + 5000)}});
@@ -1038,10 +1068,12 @@ TEST_F(WorkerCoordinator, MessagesAtOffsetsThePartitionHadBeforeItsLogWentBackAr
   ASSERT_EQ(sender.calls.size(), 4u) << "messages at offsets seen before the rewind were skipped";
   EXPECT_EQ(
       labelled(registry, "hookrelay_kafka_consumer_errors_total", "code", "partition_rewound"), 1);
+  EXPECT_EQ(stored(), 0) << "the position before the rewind, past the new log's end, could be "
+                            "committed and the next owner would skip the new messages";
   sender.held[0]();  // e1, offset 0 before the rewind
   sender.held[1]();
   steps();
-  EXPECT_EQ(stored(), -1) << "a finish from before the rewind marked the new offset 0 done";
+  EXPECT_EQ(stored(), 0) << "a finish from before the rewind marked the new offset 0 done";
   sender.held[2]();
   sender.held[3]();
   steps();
@@ -1367,8 +1399,7 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
 // lease no longer covers it. The old worker compared the wall clock, and would have sent it a
 // minute after its lease ended, when another worker may have claimed it.
 TEST_F(LeaseCoordinator, AWallClockSteppedBackDoesNotStretchTheLease) {
-  int64_t steady_now = 0;
-  steady = [&] { return steady_now; };
+  steady = [this] { return steady_now; };
   sender.hold = true;
   feed(0, "e1");
   feed(1, "e2");
@@ -1381,7 +1412,6 @@ TEST_F(LeaseCoordinator, AWallClockSteppedBackDoesNotStretchTheLease) {
   run();
   EXPECT_EQ(sender.calls.size(), 1u) << "sent with less of its lease left than its timeout";
   EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_requeues_total"), 1);
-  steady = nullptr;
 }
 
 // A delivery requeued unsent (its lease ran short) whose retry Kafka refuses for good: recorded
@@ -1773,6 +1803,33 @@ TEST_F(OrderedLeaseCoordinator, AnAssignedPartitionWaitsForTheLookAtTheHeldKeys)
   ASSERT_EQ(sender.calls.size(), 1u);
   EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded") << "a key nobody holds goes out after the look";
   EXPECT_EQ(slow.waiting, std::vector<std::string>{"wh:gh:e1:a"});
+  w.reset();
+}
+
+// A look that does not come back (Postgres failing it, or stuck behind other round trips) holds
+// the assigned partitions 10 s at most, and hookrelay.calls not at all: the first version of the
+// hold waited for it for ever, for every route.
+TEST_F(OrderedLeaseCoordinator,
+       ALookThatDoesNotComeBackHoldsTheAssignedPartitionsTenSecondsAtMost) {
+  w.reset();
+  AcceptingKeyOrderStore slow;
+  prometheus::Registry registry_of_slow;
+  KeyOrder threaded{slow, producer, registry_of_slow, [] {}, {.refresh_ms = 2'000}};
+  ASSERT_TRUE(threaded.start());
+  std::promise<void> gate;
+  slow.held_gate = gate.get_future().share();
+  WorkerDeps d = deps(own);
+  d.key_order = &threaded;
+  w = std::make_unique<Worker>(d);
+  own.assign({{std::string(kWebhooksTopic), 0}, {std::string(kCallsTopic), 0}});
+  feed_keyed(0, "e1", "y");
+  run();
+  EXPECT_TRUE(sender.calls.empty()) << "taken while the look was out";
+  EXPECT_EQ(own.paused.count({std::string(kCallsTopic), 0}), 0u) << "calls were held";
+  now += 10'001;
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "still held after the look's limit";
+  gate.set_value();
   w.reset();
 }
 
