@@ -116,10 +116,17 @@ std::string ingest_base(const Config& config) {
 Result<std::string> webhook_url(std::string base, const std::string& source) {
   constexpr std::string_view kPath = "/webhooks/";
   const std::string own = std::string(kPath) + source;
-  if (base.size() >= own.size() && base.compare(base.size() - own.size(), own.size(), own) == 0)
+  // Judged on the path alone: after the authority ("http://webhooks/" is a host), without a
+  // query or a trailing slash.
+  const std::size_t authority = base.find("://");
+  const std::size_t path_at = base.find('/', authority == std::string::npos ? 0 : authority + 3);
+  std::string path =
+      path_at == std::string::npos ? "" : base.substr(path_at, base.find('?', path_at) - path_at);
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  if (path.size() >= own.size() && path.compare(path.size() - own.size(), own.size(), own) == 0)
     return base;
-  if (auto at = base.rfind(kPath); at != std::string::npos) {
-    const std::string named = base.substr(at + kPath.size());
+  if (auto at = (path + "/").rfind(kPath); at != std::string::npos) {
+    const std::string named = path.substr(std::min(path.size(), at + kPath.size()));
     return fail("usage", "--ingest " + base +
                              (named.empty() ? " names no source after /webhooks/"
                                             : " is the path of source '" + named + "'") +

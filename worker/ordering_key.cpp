@@ -4,17 +4,10 @@
 
 #include "shared/ascii.h"
 #include "shared/kafka/wire_contract.h"
-#include "shared/signing/crypto.h"
-#include "shared/utf8.h"
+#include "shared/routes/ordering_key_text.h"
 
 namespace hookrelay {
 namespace {
-
-// Keys are stored in Postgres (ordered_keys, ordered_waiting: a text primary key). One it cannot
-// take (bytes that are not UTF-8, a NUL, or more than a btree index row holds) failed every hold
-// and wait of its deliveries: ordering was off for that key, with an error log per delivery. Such
-// a key is kept as its SHA-256 instead: as distinct, and of a size and alphabet any row takes.
-constexpr std::size_t kMaxStoredKeyBytes = 1024;
 
 std::string json_pointer_key(const JsonPointer& pointer, const std::string* body) {
   if (!body || body->empty()) return "";
@@ -52,11 +45,6 @@ std::string raw_ordering_key(const RouteConfig& route, const ConsumedMessage& m)
 }
 
 }  // namespace
-
-std::string storable_ordering_key(std::string key) {
-  if (key.size() <= kMaxStoredKeyBytes && is_postgres_text(key)) return key;
-  return "sha256:" + hex_encode(sha256(key));
-}
 
 std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& m) {
   return storable_ordering_key(raw_ordering_key(route, m));

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "shared/config/config.h"
+#include "shared/routes/ordering_key_text.h"
 #include "worker/message_expander.h"
 
 namespace hookrelay {
@@ -18,10 +19,5 @@ namespace hookrelay {
 // held back, and holds nothing back. A key Postgres could not store as it is (not UTF-8, a NUL,
 // over 1024 bytes) is "sha256:" and the hex SHA-256 of its bytes.
 std::string ordering_key_of(const RouteConfig& route, const ConsumedMessage& message);
-
-// `key` as Postgres can store it: itself, or its "sha256:" form as above. For a key read from a
-// retry's hr-ordering-key header, which a message not written by a worker could fill with
-// anything.
-std::string storable_ordering_key(std::string key);
 
 }  // namespace hookrelay

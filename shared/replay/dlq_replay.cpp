@@ -9,6 +9,7 @@
 #include <set>
 
 #include "shared/kafka/wire_contract.h"
+#include "shared/routes/ordering_key_text.h"
 #include "shared/store/key_hash_sql.h"
 
 namespace hookrelay {
@@ -63,9 +64,10 @@ std::optional<KeyWait> key_wait(const DlqMessage& m, const ReplayOptions& option
   if (!ordering_key || ordering_key->empty() || !source || !route || !kind || *kind != "webhook")
     return std::nullopt;
   if (options.ordered_route && !options.ordered_route(*source, *route)) return std::nullopt;
+  // As the workers store it (a parked message from before keys were made storable has it raw).
   return KeyWait{*source,
                  *route,
-                 *ordering_key,
+                 storable_ordering_key(*ordering_key),
                  retry_topic(0),
                  replay_headers(m.headers, now_ms, options.who),
                  m.value};

@@ -184,6 +184,16 @@ TEST(Send, AnIngestUrlNamingAnotherSourceIsAUsageError) {
   EXPECT_NE(own.err.str().find("http://127.0.0.1:1/webhooks/acme"), std::string::npos)
       << own.err.str();
   EXPECT_EQ(own.err.str().find("webhooks/acme/webhooks"), std::string::npos) << own.err.str();
+  // Its own path with a trailing slash or a query, and a host named "webhooks", are not refused
+  // (each fails to connect: exit 1). Nothing listens on 127.0.0.1:1.
+  for (const std::string url :
+       {"http://127.0.0.1:1/webhooks/acme/", "http://127.0.0.1:1/webhooks/acme?trace=1"}) {
+    TestIo io;
+    io.in.str("{}");
+    EXPECT_EQ(io.run({"send", "--config", config.path(), "--source", "acme", "--ingest", url, "-"}),
+              kExitFailed)
+        << url << ": " << io.err.str();
+  }
 }
 
 }  // namespace
