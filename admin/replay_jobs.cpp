@@ -65,21 +65,24 @@ int64_t insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>&
   PgArrayLiteral array;
   for (const auto& k : keys) array.add(k);
   if (intent == Intent::kByState) {
-    return tx.exec_params(
-        "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
-        " SELECT $1, u.k, u.n, coalesce((SELECT d.state = 'succeeded' FROM deliveries d"
-        "                                WHERE " HR_KEY_IS("d.delivery_key", "u.k") "), false)"
-        " FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON CONFLICT DO NOTHING",
-        id, std::move(array).take())
-        .affected_rows();
+    return static_cast<int64_t>(
+        tx.exec_params(
+              "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
+              " SELECT $1, u.k, u.n, coalesce((SELECT d.state = 'succeeded' FROM deliveries d"
+              "                                WHERE " HR_KEY_IS(
+                  "d.delivery_key", "u.k") "), false)"
+                                           " FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON "
+                                           "CONFLICT DO NOTHING",
+              id, std::move(array).take())
+            .affected_rows());
   }
-  return tx
-      .exec_params(
-          "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
-          " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
-          " ON CONFLICT DO NOTHING",
-          id, std::move(array).take(), intent == Intent::kResend)
-      .affected_rows();
+  return static_cast<int64_t>(
+      tx.exec_params(
+            "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
+            " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
+            " ON CONFLICT DO NOTHING",
+            id, std::move(array).take(), intent == Intent::kResend)
+          .affected_rows());
 }
 
 // An item's detail as text PostgreSQL stores (replay_items.detail): cut to
