@@ -118,6 +118,9 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       Decision d;
       d.next = NextState::kRetrying;
       const int64_t delay_ms = int64_t{policy.schedule_seconds.front()} * 1000;
+      if (result.ages && delivery.received_at_ms > 0 &&
+          now_ms + delay_ms > delivery.received_at_ms + int64_t{policy.max_age_seconds} * 1000)
+        return dead(DeadReason::kMaxAge);
       d.tier = tier_for_delay(policy, delay_ms);
       d.due_at_ms = now_ms + delay_ms;
       return d;

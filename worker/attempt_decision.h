@@ -67,10 +67,21 @@ struct AttemptResult {
   TransportError error = TransportError::kNone;
   int status = 0;
   std::optional<int64_t> retry_after_ms;  // the receiver's Retry-After, as a delay
+  // kNotAttempted: the delivery still ages toward max_age (it waited in this worker for its host
+  // or its route); false for a bounce whose copy another attempt holds.
+  bool ages = false;
 
   static AttemptResult none(Kind kind) {  // a turn without an HTTP attempt
     AttemptResult r;
     r.kind = kind;
+    return r;
+  }
+  // Requeued unsent: it waited in this worker until its claim's lease no longer covered the
+  // call (a host slower than the lease allows, or held at its limits). Each requeue spends
+  // nothing, so without ageing a host that stays that slow would requeue it for ever.
+  static AttemptResult lease_ran_short() {
+    AttemptResult r = none(Kind::kNotAttempted);
+    r.ages = true;
     return r;
   }
   // The host's circuit stays open for `remaining_ms`: wait that long, spending nothing.

@@ -496,7 +496,7 @@ void Worker::requeue_unsent(std::unique_ptr<Job> job) {
   d_.metrics->lease_requeue();
   job->give_back_lease = true;
   send_back_unsent(std::move(job), [this](std::unique_ptr<Job> j) {
-    redeliver(std::move(j), AttemptResult::Kind::kNotAttempted, d_.now_ms());
+    redeliver(std::move(j), AttemptResult::lease_ran_short(), d_.now_ms());
   });
 }
 

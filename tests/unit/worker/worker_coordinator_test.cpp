@@ -1414,6 +1414,29 @@ TEST_F(LeaseCoordinator, AWallClockSteppedBackDoesNotStretchTheLease) {
   EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_requeues_total"), 1);
 }
 
+// As above, but the delivery is past retry.max_age_seconds when its lease runs short: it is
+// dead-lettered (max_age), as a delivery whose host's circuit stays open is. The old worker
+// requeued it without ageing, for ever while its host stayed that slow.
+TEST_F(LeaseCoordinator, ADeliveryRequeuedUnsentPastItsMaxAgeIsDeadLettered) {
+  w.reset();
+  config.retry.max_age_seconds = 10;
+  start_own();
+  sender.hold = true;
+  feed(0, "e1");
+  feed(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  now += 9'000;
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].topic, kDlqTopic) << "requeued past its max_age";
+  EXPECT_EQ(producer.sent[0].header("hr-dlq-reason"), "max_age");
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "dead");
+  for (auto& answer : sender.held) answer();
+  run();
+}
+
 // A delivery requeued unsent (its lease ran short) whose retry Kafka refuses for good: recorded
 // dead under its own lease as a turn without an attempt (no attempt counted, no 1970 times),
 // then dead-lettered.
