@@ -311,9 +311,14 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     // The key the delivery was claimed under travels with it: read, not derived again (a key
     // derived from a changed envelope or route name would be a different delivery).
     if (const auto* key = m.header(header::kDeliveryKey); key && !key->empty()) out[0].key = *key;
-    // An ordered delivery keeps the ordering key it was first expanded with.
-    if (const auto* ok = m.header(header::kOrderingKey); ok && out[0].ordered)
+    // An ordered delivery keeps the ordering key it was first expanded with, also when a reload
+    // made its route unordered since: its key may still be held, with deliveries waiting behind
+    // it that only its own resolution releases in turn (left to the key order's look, they went
+    // out one per 10 s or more).
+    if (const auto* ok = m.header(header::kOrderingKey); ok && !ok->empty()) {
+      out[0].ordered = true;
       out[0].ordering_key = storable_ordering_key(*ok);
+    }
   }
   return out;
 }

@@ -2542,5 +2542,41 @@ TEST_F(WorkerCoordinator, ARetryDueWithinTheReloadedConfigsLongestDelayIsNotTake
   ASSERT_EQ(sender.calls.size(), 1u);
 }
 
+// A reload made route a unordered while e1 held key x: e1's retry still resolves its key when it
+// succeeds, releasing what waits behind it in turn. The old worker expanded the retry as
+// unordered, left the key held, and each waiting delivery went out only after the key order's
+// look found the head finished 10 s before: one per 12 s or so.
+TEST_F(OrderedLeaseCoordinator, ARetryOfAKeyHeldWhenItsRouteStoppedBeingOrderedStillReleasesIt) {
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  run();
+  ASSERT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+  ASSERT_EQ(producer.sent.size(), 1u);
+  const auto retry = producer.sent[0];
+  ASSERT_FALSE(retry.header("hr-ordering-key").empty());
+  w->reconfigure(installed_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a" }
+worker: { per_host_max_in_flight: 1, claim_lease_seconds: 20 }
+)"));
+  // As Postgres has it (this fake store keeps no holds of its own).
+  order_store.held_keys = {{{"gh", "a", "x"}, "wh:gh:e1:a", false, 0, std::nullopt}};
+  own.assign({{std::string(kWebhooksTopic), 0}, {retry_topic(0), 0}});
+  ConsumedMessage m;
+  m.topic = retry_topic(0);
+  m.offset = 0;
+  m.key = retry.key;
+  m.value = std::make_shared<const std::string>(retry.value);
+  for (const auto& h : retry.headers)
+    m.headers.emplace_back(h.name, h.name == "hr-due-at" ? std::to_string(now - 1) : h.value);
+  own.queue.push_back(m);
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(order_store.advances, 1) << "the key its retry held was not resolved";
+}
+
 }  // namespace
 }  // namespace hookrelay
