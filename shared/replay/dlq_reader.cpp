@@ -59,6 +59,9 @@ struct KafkaDlqReader::Impl {
   int timeout_ms = 30000;
   std::string topic;  // what read() reads
   std::size_t max_held_bytes = SIZE_MAX;
+  // Bytes of values and headers kept by every read() of this reader: a replay keeps its first
+  // read while it reads again (Replayer::reread_from), and the two share the budget.
+  std::size_t held = 0;
 };
 
 KafkaDlqReader::KafkaDlqReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -132,7 +135,7 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return kafka_fail("assign " + topic, err);
 
   int64_t read = 0;
-  std::size_t held = 0;  // bytes of values and headers kept
+  std::size_t& held = impl_->held;
   int64_t last_progress = steady_ms();
   std::string last_error;
   if (progress) progress(0, total);

@@ -76,8 +76,9 @@ class KafkaDlqReader final : public DlqSource, public MessageFetcher {
 
   Result<std::vector<DlqMessage>> read(const KeepFn& keep, const ProgressFn& progress) override;
   Result<DlqMessage> fetch(const std::string& topic, int32_t partition, int64_t offset) override;
-  // What one read() holds of message values and headers at most; the messages it keeps past
-  // that are stubs (DlqMessage::stub), fetched one at a time when used. Unbounded by default.
+  // What this reader's reads hold of message values and headers at most, together (a replay
+  // keeps its first read while it reads again); the messages kept past that are stubs
+  // (DlqMessage::stub), fetched one at a time when used. Unbounded by default.
   void set_max_held_bytes(std::size_t bytes);
 
  private:

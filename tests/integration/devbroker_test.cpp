@@ -253,6 +253,12 @@ TEST_F(DevBrokerTest, TheDlqReaderKeepsStubsPastItsBudgetAndFetchesThemWhole) {
   ASSERT_TRUE(whole) << whole.error().message;
   EXPECT_EQ(whole->value, std::string(10'000, 't'));
   EXPECT_EQ(whole->delivery_key(), "k19");
+  // A second read while the first is kept (a replay reading again for keys the first missed)
+  // shares the budget: all stubs. Each read had a budget of its own, and a replay could hold two.
+  auto again = (*reader)->read([](const std::string&) { return true; }, {});
+  ASSERT_TRUE(again) << again.error().message;
+  ASSERT_EQ(again->size(), 20u);
+  for (const auto& m : *again) EXPECT_TRUE(m.stub) << m.delivery_key();
 }
 
 }  // namespace
