@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "admin/admin_request.h"
@@ -25,6 +26,18 @@ struct AdminService::Connections {
 };
 
 namespace {
+
+// A whole number written as a decimal (1.0, 1e0) as the integer it is, in place, so that JSON
+// values that are equal have one text.
+void same_numbers_same_text(nlohmann::json& j) {
+  if (j.is_structured()) {
+    for (auto& v : j) same_numbers_same_text(v);
+    return;
+  }
+  if (!j.is_number_float()) return;
+  const double d = j.get<double>();
+  if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) < 9.0e15) j = static_cast<int64_t>(d);
+}
 
 using nlohmann::json;
 
@@ -423,9 +436,11 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
     auto parsed = parse_replay_request(request.body);
     if (!parsed) return json_error(400, parsed.error().code, parsed.error().message);
     const int max_keys = config->admin.max_replay_keys;
-    // The request as stored: parsed and written again, so a retry that orders the members or
-    // spaces the body otherwise is the same request.
-    std::string request_json = json_text(json::parse(request.body));
+    // The request as stored: parsed and written again, so a retry that orders the members,
+    // spaces the body or writes a number otherwise (1, 1.0, 1e0) is the same request.
+    json request_value = json::parse(request.body);
+    same_numbers_same_text(request_value);
+    std::string request_json = json_text(request_value);
     IdempotencyKey idempotency;
     if (!key->empty()) {
       idempotency.key = std::move(*key);

@@ -521,12 +521,20 @@ TEST_F(AdminApiTest, AReloadThatReordersTheTokensKeepsEachCallersIdempotencyKeys
   auto retried = call("POST", "/v1/replays", body, with_key);
   ASSERT_EQ(retried.status, 200) << retried.body;
   EXPECT_EQ(json::parse(retried.body)["id"], id);
+  // The same value written otherwise is the same request (it was a 422).
+  const std::string paced = R"({"keys":["wh:acme:evt-0:a"],"dry_run":true,"rate":1})";
+  Headers paced_key = auth_json();
+  paced_key.emplace_back("Idempotency-Key", "paced-1");
+  ASSERT_EQ(call("POST", "/v1/replays", paced, paced_key).status, 202);
+  auto same = call("POST", "/v1/replays",
+                   R"({"keys":["wh:acme:evt-0:a"],"dry_run":true,"rate":1.0})", paced_key);
+  EXPECT_EQ(same.status, 200) << same.body;
   Headers other_key = other_auth;
   other_key.emplace_back("Content-Type", "application/json");
   other_key.emplace_back("Idempotency-Key", "reorder-1");
   expect_error(call("POST", "/v1/replays", body, other_key), 422, "idempotency_key_reused",
                "by another admin token");
-  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "1");
+  EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "2");
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays WHERE requested_by LIKE '%" +
                            std::string(kAdminToken).substr(0, 8) + "%'"),
             "0");
