@@ -518,7 +518,9 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
     if (auto r = no_query(query); r.status != 200) return r;
     int64_t id = 0;
     auto [p, ec] = std::from_chars(s[1].data(), s[1].data() + s[1].size(), id);
-    if (ec != std::errc() || p != s[1].data() + s[1].size() || id < 1 || s[1].size() > 18) {
+    // As openapi.yaml's pattern, ^[1-9][0-9]{0,17}$: "007" names no replay (one id, one path).
+    if (ec != std::errc() || p != s[1].data() + s[1].size() || id < 1 || s[1].size() > 18 ||
+        s[1][0] == '0') {
       return json_error(400, "bad_parameter", "id: must be a replay id (a positive integer)");
     }
     run = [id](Connections& c) {

@@ -232,6 +232,7 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
   expect_error(call("GET", "/v1/deliveries?since=yesterday"), 400, "bad_parameter", "since");
   expect_error(call("GET", "/v1/deliveries?limit=1&limit=2"), 400, "bad_parameter", "limit");
   expect_error(call("GET", "/v1/replays/abc"), 400, "bad_parameter", "id");
+  expect_error(call("GET", "/v1/replays/007"), 400, "bad_parameter", "id");
   expect_error(call("GET", "/v1/replays/999999"), 404, "not_found", "999999");
   expect_error(call("DELETE", "/v1/deliveries"), 405, "method_not_allowed", "GET");
   expect_error(call("GET", "/v1/nothing"), 404, "not_found", "openapi");
