@@ -21,6 +21,14 @@ std::vector<TopicPartition> to_vector(const rd_kafka_topic_partition_list_t* par
   return out;
 }
 
+// The partitions as a librdkafka list (offsets unset).
+KafkaPartitionList list_of(const std::vector<TopicPartition>& tps) {
+  KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(tps.size())));
+  for (const auto& tp : tps)
+    rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
+  return l;
+}
+
 KafkaPartitionList one(const TopicPartition& tp, int64_t offset) {
   KafkaPartitionList l(rd_kafka_topic_partition_list_new(1));
   rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition)->offset = offset;
@@ -362,9 +370,7 @@ bool KafkaConsumer::pause(const TopicPartition& tp, int64_t seek_offset) {
 // resumes and discards what it prefetched beyond it, so no seek is needed.
 void KafkaConsumer::hold(const std::vector<TopicPartition>& tps) {
   if (tps.empty()) return;
-  KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(tps.size())));
-  for (const auto& tp : tps)
-    rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
+  KafkaPartitionList l = list_of(tps);
   // On failure fetching goes on; what arrives meanwhile waits in the worker's backlog.
   if (auto e = rd_kafka_pause_partitions(rk_.get(), l.get()); e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::warn("msg=hold_failed partitions={} error={}", tps.size(),
@@ -434,9 +440,7 @@ void KafkaConsumer::look_up_committed(const std::vector<TopicPartition>& assigne
     if (!next_offset_.count(tp) && committed_asked_.insert(tp).second) ask.push_back(tp);
   }
   if (ask.empty()) return;
-  KafkaPartitionList l(rd_kafka_topic_partition_list_new(static_cast<int>(ask.size())));
-  for (const auto& tp : ask)
-    rd_kafka_topic_partition_list_add(l.get(), tp.topic.c_str(), tp.partition);
+  KafkaPartitionList l = list_of(ask);
   if (auto e = rd_kafka_committed(rk_.get(), l.get(), kCommittedLookupLimitMs);
       e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     spdlog::info(
