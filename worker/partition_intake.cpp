@@ -160,16 +160,14 @@ void PartitionIntake::accept(ConsumedMessage& m, const TopicPartition& tp, int64
 // it fetches from its offset on was taken already: skipped (nullopt), as before.
 std::optional<uint64_t> PartitionIntake::track(const TopicPartition& tp, int64_t offset) {
   uint64_t& generation = generation_.at(tp);
-  if (watermarks_.track(tp, offset)) {
-    // Counted here, once per message taken: a retry fetched again after its partition's seek
-    // back (a full look-ahead) was not consumed twice.
-    metrics_.consumed(tp.topic);
-    return generation;
-  }
-  if (auto s = late_seek_.find(tp); s != late_seek_.end() && offset >= s->second) {
+  const bool rising = watermarks_.track(tp, offset);
+  if (auto s = late_seek_.find(tp); !rising && s != late_seek_.end() && offset >= s->second) {
     return std::nullopt;
   }
+  // Counted here, once per message taken: a retry fetched again after its partition's seek back
+  // (a full look-ahead) was not consumed twice.
   metrics_.consumed(tp.topic);
+  if (rising) return generation;
   OffsetWatermark& w = watermarks_.at(tp);
   spdlog::warn(
       "msg=partition_rewound topic={} partition={} offset={} outstanding={} action=\"taking the "
