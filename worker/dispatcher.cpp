@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "shared/call_request.h"
-#include "shared/clock.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
 #include "worker/backoff.h"
@@ -42,7 +41,7 @@ Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<i
     : config_(&config),
       sender_(sender),
       now_ms_(std::move(now_ms)),
-      steady_ms_(steady_ms ? std::move(steady_ms) : steady_clock_ms),
+      steady_ms_(std::move(steady_ms)),
       post_(std::move(post)),
       breaker_(breaker_options(config), now_ms_),
       concurrency_(config.worker.per_host_max_in_flight),

@@ -5,7 +5,6 @@
 #include <set>
 #include <string_view>
 
-#include "shared/clock.h"
 #include "shared/log.h"
 
 namespace hookrelay {
@@ -56,7 +55,6 @@ StoreBatcher::StoreBatcher(StoreBatcherDeps deps)
       claims_(d_.threaded, kMaxClaimBatch, "pg_claims"),
       records_(d_.threaded, kMaxRecordBatch, "pg_records"),
       inbound_(d_.threaded, kMaxClaimBatch, "pg_inbound") {
-  if (!d_.steady_ms) d_.steady_ms = steady_clock_ms;
   set_batching(d_.batching);
 }
 

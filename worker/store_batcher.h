@@ -151,7 +151,7 @@ struct StoreBatcherDeps {
   std::string worker_id;
   int lease_seconds = 0;
   uint32_t run_id = 0;  // high half of every lease token this process claims with
-  // The clock of Job::send_by_ms (one that never steps); empty: std::chrono::steady_clock.
+  // The clock of Job::send_by_ms (one that never steps; the Worker passes its own).
   std::function<int64_t()> steady_ms;
   StoreBatchingConfig batching;
   PostEvent post;

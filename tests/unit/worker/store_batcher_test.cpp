@@ -8,6 +8,8 @@
 
 #include <set>
 
+#include "shared/clock.h"
+
 namespace hookrelay {
 namespace {
 
@@ -83,7 +85,7 @@ class StoreBatching : public ::testing::Test {
         .worker_id = "w1",
         .lease_seconds = 60,
         .run_id = 7,
-        .steady_ms = {},
+        .steady_ms = steady_clock_ms,
         .batching = b,
         .post = [this](WorkerEvent e) { events.push_back(std::move(e)); },
         .on_outage = {},
