@@ -1798,52 +1798,75 @@ TEST_F(RefreshingOrderCoordinator, AnAssignmentLooksAtTheHeldKeysAtOnce) {
   EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e1:a"});
 }
 
+// OrderedLeaseCoordinator with its key order on a thread of its own, as the worker runs it, over
+// a store whose looks and waits a test can hold (`gate`, opened at the latest when the test ends:
+// the key order's stop joins its thread). Route states come from `route_store`.
+class ThreadedOrderCoordinator : public OrderedLeaseCoordinator {
+ protected:
+  ~ThreadedOrderCoordinator() override {
+    open_gate();
+    w.reset();
+  }
+  void start_threaded(int refresh_ms) {
+    w.reset();
+    threaded = std::make_unique<KeyOrder>(
+        slow, producer, registry_of_slow, [] {}, KeyOrderOptions{.refresh_ms = refresh_ms});
+    ASSERT_TRUE(threaded->start());  // its first look, before the worker runs
+    ASSERT_TRUE(routes.sync());
+    WorkerDeps d = deps(own);
+    d.key_order = threaded.get();
+    d.routes = &routes;
+    w = std::make_unique<Worker>(d);
+  }
+  void open_gate() {
+    if (!gate_open) gate.set_value();
+    gate_open = true;
+  }
+  // Runs the worker until `done` (or 2 s), the key order answering on its own thread.
+  bool run_until(const std::function<bool()>& done) {
+    for (int i = 0; i < 400 && !done(); ++i) {
+      run();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return done();
+  }
+
+  AcceptingKeyOrderStore slow;
+  prometheus::Registry registry_of_slow;
+  std::unique_ptr<KeyOrder> threaded;
+  FakeRouteStore route_store;
+  RouteSync routes{route_store, metrics, [this] { return now; }, {.worker_id = "w1"}};
+  std::promise<void> gate;
+  std::shared_future<void> gate_future = gate.get_future().share();
+  bool gate_open = false;
+};
+
 // Partitions assigned while the key order's look at Postgres is slow (its own thread): nothing of
 // them is taken until a look started after the assignment has come back. The old worker claimed
 // and sent e1 while the look was out, ahead of the head the previous owner held for its key.
-TEST_F(OrderedLeaseCoordinator, AnAssignedPartitionWaitsForTheLookAtTheHeldKeys) {
-  w.reset();
-  AcceptingKeyOrderStore slow;
-  prometheus::Registry registry_of_slow;
-  KeyOrder threaded{slow, producer, registry_of_slow, [] {}, {.refresh_ms = 2'000}};
-  ASSERT_TRUE(threaded.start());  // its first look, before the worker runs: nothing held
-  std::promise<void> gate;
+TEST_F(ThreadedOrderCoordinator, AnAssignedPartitionWaitsForTheLookAtTheHeldKeys) {
+  ASSERT_NO_FATAL_FAILURE(start_threaded(2'000));
   slow.held_keys = {{{"gh", "a", "x"}, "wh:gh:e9:a", false, 0, std::nullopt}};
-  slow.held_gate = gate.get_future().share();
-  WorkerDeps d = deps(own);
-  d.key_order = &threaded;
-  w = std::make_unique<Worker>(d);
+  slow.held_gate = gate_future;
   own.assign({{std::string(kWebhooksTopic), 0}});
   feed_keyed(0, "e1", "x");
   feed_keyed(1, "e2", "y");
   run();
   EXPECT_TRUE(sender.calls.empty()) << "sent while the look at the held keys was out";
-  gate.set_value();
-  for (int i = 0; i < 200 && sender.calls.empty(); ++i) {
-    run();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  open_gate();
+  ASSERT_TRUE(run_until([&] { return !sender.calls.empty(); }));
   ASSERT_EQ(sender.calls.size(), 1u);
   EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded") << "a key nobody holds goes out after the look";
   EXPECT_EQ(slow.waiting, std::vector<std::string>{"wh:gh:e1:a"});
-  w.reset();
 }
 
 // A look that does not come back (Postgres failing it, or stuck behind other round trips) holds
 // the assigned partitions 10 s at most, and hookrelay.calls not at all: the first version of the
 // hold waited for it for ever, for every route.
-TEST_F(OrderedLeaseCoordinator,
+TEST_F(ThreadedOrderCoordinator,
        ALookThatDoesNotComeBackHoldsTheAssignedPartitionsTenSecondsAtMost) {
-  w.reset();
-  AcceptingKeyOrderStore slow;
-  prometheus::Registry registry_of_slow;
-  KeyOrder threaded{slow, producer, registry_of_slow, [] {}, {.refresh_ms = 2'000}};
-  ASSERT_TRUE(threaded.start());
-  std::promise<void> gate;
-  slow.held_gate = gate.get_future().share();
-  WorkerDeps d = deps(own);
-  d.key_order = &threaded;
-  w = std::make_unique<Worker>(d);
+  ASSERT_NO_FATAL_FAILURE(start_threaded(2'000));
+  slow.held_gate = gate_future;
   own.assign({{std::string(kWebhooksTopic), 0}, {std::string(kCallsTopic), 0}});
   feed_keyed(0, "e1", "y");
   run();
@@ -1852,51 +1875,29 @@ TEST_F(OrderedLeaseCoordinator,
   now += 10'001;
   run();
   EXPECT_EQ(sender.calls.size(), 1u) << "still held after the look's limit";
-  gate.set_value();
-  w.reset();
 }
 
 // e2 waits on Postgres to say whether it waits behind its key's head (e1's), and the route is
 // suspended meanwhile: Postgres answers it is the head itself, and it is parked, not sent to the
 // suspended route. The old worker parked what was queued at the suspension, then sent e2.
-TEST_F(OrderedLeaseCoordinator, AHeadFoundAfterItsRouteWasSuspendedIsParkedNotSent) {
-  w.reset();
-  AcceptingKeyOrderStore slow;
-  prometheus::Registry registry_of_slow;
-  KeyOrder threaded{slow, producer, registry_of_slow, [] {}, {.refresh_ms = 1'000'000}};
-  ASSERT_TRUE(threaded.start());
-  FakeRouteStore route_store;
-  RouteSync routes{route_store, metrics, [this] { return now; }, {.worker_id = "w1"}};
-  ASSERT_TRUE(routes.sync());
-  WorkerDeps d = deps(own);
-  d.key_order = &threaded;
-  d.routes = &routes;
-  w = std::make_unique<Worker>(d);
+TEST_F(ThreadedOrderCoordinator, AHeadFoundAfterItsRouteWasSuspendedIsParkedNotSent) {
+  ASSERT_NO_FATAL_FAILURE(start_threaded(1'000'000));
   own.assign({{std::string(kWebhooksTopic), 0}});
-  auto run_until = [&](const std::function<bool()>& done) {
-    for (int i = 0; i < 400 && !done(); ++i) {
-      run();
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return done();
-  };
-  ASSERT_TRUE(run_until([&] { return threaded.refreshed(1); }));
+  ASSERT_TRUE(run_until([&] { return threaded->refreshed(1); }));
   sender.script = {status(503)};
   feed_keyed(0, "e1", "x");
-  ASSERT_TRUE(run_until([&] { return threaded.head_of({"gh", "a", "x"}) == "wh:gh:e1:a"; }));
-  std::promise<void> gate;
-  slow.enqueue_gate = gate.get_future().share();
+  ASSERT_TRUE(run_until([&] { return threaded->head_of({"gh", "a", "x"}) == "wh:gh:e1:a"; }));
+  slow.enqueue_gate = gate_future;
   slow.head_itself = "wh:gh:e2:a";
   feed_keyed(1, "e2", "x");
   run();  // e2 is claimed and asked to wait: Postgres has not answered
   route_store.row("gh", "a").state = "suspended";
   ASSERT_TRUE(routes.sync());
   run();
-  gate.set_value();
+  open_gate();
   ASSERT_TRUE(run_until([&] { return store.state["wh:gh:e2:a"] == "parked"; }))
       << store.state["wh:gh:e2:a"];
   EXPECT_EQ(sender.calls.size(), 1u) << "e2 was sent to its suspended route";
-  w.reset();
 }
 
 // e1 failed and holds key x. Copies of e2 and e3 (same key) are leased elsewhere, by a worker
