@@ -60,9 +60,10 @@ int bounded_int(const json& j, const char* field, int lo, int hi) {
 
 // The request body as json::parse builds it (the same non-recursive parser, the same values),
 // except that a key given twice in one object is noticed instead of the last silently replacing
-// the first. The first one in the request object or in its "headers" object (where the request is
-// read) is kept to be named; one deeper down is in a value the request refuses anyway. Duplicates
-// cost no memory: a key is looked up in the object being built as it is inserted.
+// the first, and that containers deeper than the request reads are kept empty (kBuiltDepth). The
+// first one in the request object or in its "headers" object (where the request is read) is kept to
+// be named; one deeper down is in a value the request refuses anyway. Duplicates cost no memory: a
+// key is looked up in the object being built as it is inserted.
 class RequestJson {
  public:
   using number_integer_t = json::number_integer_t;
@@ -80,11 +81,9 @@ class RequestJson {
   bool number_float(number_float_t v, const string_t& /*text*/) { return value(v); }
   bool string(string_t& v) { return value(v); }
   bool binary(binary_t& /*v*/) { return false; }  // never in JSON text
-  bool start_object(std::size_t /*size*/) {
-    open_.push_back(place(json::value_t::object));
-    return true;
-  }
+  bool start_object(std::size_t /*size*/) { return open(json::value_t::object); }
   bool key(string_t& k) {
+    if (skipping_ > 0) return true;
     auto& members = open_.back()->get_ref<json::object_t&>();
     auto [it, fresh] = members.try_emplace(k);
     if (!fresh && !duplicate_) {
@@ -98,18 +97,9 @@ class RequestJson {
     member_ = &it->second;
     return true;
   }
-  bool end_object() {
-    open_.pop_back();
-    return true;
-  }
-  bool start_array(std::size_t /*size*/) {
-    open_.push_back(place(json::value_t::array));
-    return true;
-  }
-  bool end_array() {
-    open_.pop_back();
-    return true;
-  }
+  bool end_object() { return close(); }
+  bool start_array(std::size_t /*size*/) { return open(json::value_t::array); }
+  bool end_array() { return close(); }
   template <class Exception>
   bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
                    const Exception& /*error*/) {
@@ -122,9 +112,36 @@ class RequestJson {
   const std::optional<std::string>& duplicate() const { return duplicate_; }
 
  private:
+  // The request is read two levels deep: its object, and the objects and arrays that are its
+  // members' values (the headers). A container one level further down is kept empty, which is
+  // all its parent's check needs (a header value must be a string), and what it holds is only
+  // walked through: built, a body of 900 KB of '[' held about 60 MB.
+  static constexpr std::size_t kBuiltDepth = 2;
+
+  bool open(json::value_t kind) {
+    if (skipping_ > 0) {
+      ++skipping_;
+      return true;
+    }
+    json* container = place(kind);
+    if (open_.size() >= kBuiltDepth) {
+      skipping_ = 1;
+    } else {
+      open_.push_back(container);
+    }
+    return true;
+  }
+  bool close() {
+    if (skipping_ > 0) {
+      --skipping_;
+    } else {
+      open_.pop_back();
+    }
+    return true;
+  }
   template <class V>
   bool value(V&& v) {
-    place(std::forward<V>(v));
+    if (skipping_ == 0) place(std::forward<V>(v));
     return true;
   }
   // Where a value goes: the root, the end of the open array, or the member whose key came last.
@@ -149,6 +166,7 @@ class RequestJson {
   std::vector<json*> open_;               // the objects and arrays open, outermost first
   json* member_ = nullptr;                // the member whose key came last
   const std::string* top_key_ = nullptr;  // the request object's last key (in the object itself)
+  std::size_t skipping_ = 0;              // containers open below kBuiltDepth (not built)
   std::optional<std::string> duplicate_;
   bool errored_ = false;
 };

@@ -195,6 +195,30 @@ TEST(CallRequest, DeeplyNestedBodiesAreRefusedWithoutCrashing) {
   EXPECT_EQ(o.error().code, "invalid_request");
 }
 
+// Containers below the two levels the request reads are walked, not built: what they hold changes
+// no answer, and a key given twice is still found where the request reads it.
+TEST(CallRequest, WhatLiesBelowTheLevelsReadChangesNoAnswer) {
+  auto nested = parse_call_request(
+      R"({"url":"http://a/","headers":{"X":{"a":[1,2,{"b":[[3]]}]},"Y":"2"}})", limits());
+  ASSERT_FALSE(nested);
+  EXPECT_EQ(nested.error().message.rfind("headers.X: value must be a string", 0), 0u)
+      << nested.error().message;
+  auto twice = parse_call_request(R"({"url":"http://a/","headers":{"X":{"X":1,"X":[2]},"X":"a"}})",
+                                  limits());
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().message.rfind("headers.X: given twice", 0), 0u) << twice.error().message;
+  auto wide = parse_call_request(R"({"url":"http://a/","body":[)" + std::string(200000, '[') +
+                                     std::string(200000, ']') + R"(,{"k":[1]}],"method":"PUT"})",
+                                 limits());
+  ASSERT_FALSE(wide);
+  EXPECT_EQ(wide.error().message.rfind("body: must be a string", 0), 0u) << wide.error().message;
+  auto fine = parse_call_request(
+      R"({"url":"http://a/","method":"PUT","headers":{"X":"1"},"body":"x"})", limits());
+  ASSERT_TRUE(fine) << fine.error().message;
+  EXPECT_EQ(fine->method, "PUT");
+  EXPECT_EQ(fine->body, "x");
+}
+
 // A number past what a signed 64-bit integer holds is kept unsigned by the parser: compared as it
 // is and quoted as it was sent, never cast to -1 first.
 TEST(CallRequest, AnOutOfRangeNumberIsQuotedAsSent) {
