@@ -316,7 +316,7 @@ void IngestService::produce_and_answer(InFlight counted, std::string_view endpoi
     } else if (r.error().code != kMessageTooLargeCode) {
       write_breaker_.failed(now_ms_(), probe);
     } else if (probe) {
-      write_breaker_.failed(now_ms_(), true);  // says nothing of the cluster: probe again
+      write_breaker_.probe_inconclusive();  // says nothing of the cluster: probe again
     }
     if (r) {
       metrics_.request(endpoint, source, 202);

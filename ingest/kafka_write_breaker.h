@@ -5,7 +5,8 @@
 // After kThreshold delivery reports in a row failed (any failure but a message too large for
 // Kafka, which says nothing of the cluster), requests are refused at once (503) for kCooldownMs;
 // then one request is let through as a probe while the others are still refused: its success
-// closes the breaker, its failure refuses for another cooldown. Readiness reads open(), so a load
+// closes the breaker, its failure refuses for another cooldown (a message too large for Kafka
+// is no answer: the next request probes). Readiness reads open(), so a load
 // balancer moves traffic away meanwhile. A success of any request closes it.
 //
 // Thread-safety: every method from any thread (HTTP loops, delivery reports).
@@ -52,6 +53,13 @@ class KafkaWriteBreaker {
     // Reports of requests sent before it opened still arrive for up to produce_timeout_ms: each
     // failure starts the cooldown again.
     refuse_until_ms_ = now_ms + kCooldownMs;
+  }
+
+  // The probe's report says nothing of the cluster (its message was too large for Kafka): the
+  // next request probes at once, without another cooldown.
+  void probe_inconclusive() {
+    std::lock_guard lock(mu_);
+    probe_out_ = false;
   }
 
   // Refusing (or probing): Kafka did not take the last writes.

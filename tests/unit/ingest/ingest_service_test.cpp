@@ -274,6 +274,36 @@ TEST_F(IngestServiceTest, AKafkaThatTakesNoWritesIsRefusedAtOnceUntilAProbeGetsT
   EXPECT_EQ(producer.messages.size(), produced + 2);
 }
 
+// A probe whose message was too large for Kafka says nothing of the cluster: the next request
+// probes at once, not after another cooldown.
+TEST_F(IngestServiceTest, AProbeTooLargeForKafkaLetsTheNextRequestProbe) {
+  int64_t now = kNowMs;
+  service = std::make_unique<IngestService>(
+      config, producer, std::make_shared<prometheus::Registry>(), [&now] { return now; });
+  auto webhook = [&](const std::string& id) {
+    auto r = signed_webhook("github", "{}");
+    for (auto& [k, v] : provider_headers(config.sources.at("github"), "{}", now / 1000, id))
+      r.headers[k] = v;
+    return send(r);
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(webhook("e" + std::to_string(i)).has_value());
+    producer.nack(producer.messages.size() - 1, "delivery_outcome_unknown");
+  }
+  now += KafkaWriteBreaker::kCooldownMs;
+  EXPECT_FALSE(webhook("e3").has_value()) << "the probe was not let through";
+  const std::size_t produced = producer.messages.size();
+  producer.messages.at(produced - 1)
+      .done(fail(std::string(kMessageTooLargeCode), "Broker: Message size too large", false));
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 413);
+  now += 1;
+  EXPECT_FALSE(webhook("e4").has_value()) << "refused for another cooldown after a too-large probe";
+  EXPECT_EQ(producer.messages.size(), produced + 1);
+  producer.ack(producer.messages.size() - 1);
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/readyz"})->status, 200);
+}
+
 TEST_F(IngestServiceTest, BadSignatureIs401AndCounted) {
   auto req = signed_webhook("github", "{\"a\":1}");
   req.body = "{\"a\":2}";
