@@ -82,6 +82,9 @@ int run_admin(int argc, char** argv) {
   http.on_rejected = [&service](int status, std::string_view code) {
     service.count_rejected(status, code);
   };
+  // A /v1 request without a valid token is refused from its header, before its body is held or
+  // read: clients without a token cannot fill max_buffered_body_bytes and make the rest get 503.
+  http.check_header = [&service](const HttpRequest& head) { return service.check_header(head); };
   HttpServer server(http, [&service](const HttpRequest& req, const Responder& respond) {
     service.handle(req, respond);
   });

@@ -146,6 +146,18 @@ bool starts_with(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
+// The path of a request target, without its query.
+std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
+
+// Whether a path needs a token: every /v1 one (the contract, the probes and the metrics need none).
+bool needs_token(std::string_view path) { return starts_with(path, "/v1/"); }
+
+// The answer to a /v1 request without a valid token, whether refused from its header
+// (check_header) or by the handler; `why` names what is wrong with its Authorization.
+HttpRefusal unauthorized_refusal(std::string why) {
+  return {401, "unauthorized", std::move(why), {{"WWW-Authenticate", "Bearer"}}};
+}
+
 std::string lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -301,16 +313,26 @@ void AdminService::handle(const HttpRequest& request, const Responder& respond) 
 }
 
 void AdminService::count_rejected(int status, std::string_view code) {
-  series_.get(requests_, {{"endpoint", "other"}, {"status", std::to_string(status)}}).Increment();
+  // A 401 is check_header's (the server itself never answers one): counted with the handler's.
+  const std::string_view endpoint =
+      status == 401 && code == "unauthorized" ? "unauthorized" : "other";
+  series_.get(requests_, {{"endpoint", endpoint}, {"status", std::to_string(status)}}).Increment();
   series_.get(errors_, {{"code", std::string(code)}}).Increment();
+}
+
+std::optional<HttpRefusal> AdminService::check_header(const HttpRequest& head) const {
+  if (!needs_token(path_of(head.target))) return std::nullopt;
+  std::string who;
+  auto why = unauthorized(head, *config_(), who);
+  if (why.empty()) return std::nullopt;
+  return unauthorized_refusal(std::move(why));
 }
 
 HttpResponse AdminService::route(const HttpRequest& request, std::string_view& endpoint) {
   std::string_view target = request.target;
-  auto qmark = target.find('?');
-  std::string_view path = target.substr(0, qmark);
+  std::string_view path = path_of(target);
   std::string_view query =
-      qmark == std::string_view::npos ? std::string_view{} : target.substr(qmark + 1);
+      path.size() == target.size() ? std::string_view{} : target.substr(path.size() + 1);
   if (path == "/openapi.yaml") {
     endpoint = "openapi";
     if (request.method != "GET" && request.method != "HEAD") return method_not_allowed("GET");
@@ -330,8 +352,7 @@ HttpResponse AdminService::route(const HttpRequest& request, std::string_view& e
     r.content_type = "text/plain; version=0.0.4";
     return r;
   }
-  if (!starts_with(path, "/v1/"))
-    return json_error(404, "not_found", "no such path; see /openapi.yaml");
+  if (!needs_token(path)) return json_error(404, "not_found", "no such path; see /openapi.yaml");
   return v1(request, path.substr(4), query, endpoint);
 }
 
@@ -339,10 +360,13 @@ HttpResponse AdminService::v1(const HttpRequest& request, std::string_view path,
                               std::string_view query, std::string_view& endpoint) {
   auto config = config_();
   std::string who;
+  // Checked again here, though check_header refused such requests from their header already:
+  // the handler never relies on how the server was set up.
   if (auto why = unauthorized(request, *config, who); !why.empty()) {
     endpoint = "unauthorized";
-    auto r = json_error(401, "unauthorized", why);
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    const HttpRefusal refusal = unauthorized_refusal(std::move(why));
+    auto r = json_error(refusal.status, refusal.code, refusal.message);
+    r.headers = refusal.headers;
     return r;
   }
   auto segs = segments(path);

@@ -15,15 +15,16 @@
 //   GET  /openapi.yaml /healthz /readyz /metrics (no token)
 //
 // /v1 needs `Authorization: Bearer <token>` with one of admin.tokens (compared in constant
-// time). Every error is JSON {"error":{"code","message"}} naming the problem, counted by code;
-// bad input is a 4xx, never a 5xx (a 503 means the database is unreachable).
+// time), checked as soon as a request's header is read (check_header), before its body. Every
+// error is JSON {"error":{"code","message"}} naming the problem, counted by code; bad input is a
+// 4xx, never a 5xx (a 503 means the database is unreachable).
 //
 // Handlers block on Postgres: each HTTP thread takes a connection of its own from a small pool.
 // Every connection is opened with the URL the process started with (`db_url`, with its client-side
 // limits: shared/store/pg_connection.h, with_service_limits): a reload that changes postgres.url
 // or admin.statement_timeout_ms takes effect at the next restart only, for every connection.
 //
-// Thread-safety: handle() runs concurrently on every HTTP thread.
+// Thread-safety: handle() and check_header() run concurrently on every HTTP thread.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -33,10 +34,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "shared/config/config.h"
+#include "shared/http/http_server.h"
 #include "shared/http/http_types.h"
 #include "shared/metrics.h"
 #include "shared/result.h"
@@ -77,8 +80,13 @@ class AdminService {
 
   void handle(const HttpRequest& request, const Responder& respond);
   // A request the HTTP server answered itself (HttpServerOptions::on_rejected: a body too large,
-  // malformed HTTP, too many connections, ...): counted as a request and an error like any.
+  // malformed HTTP, too many connections, ...): counted as a request and an error like any. A
+  // check_header refusal is counted as handle()'s 401s are, under endpoint "unauthorized".
   void count_rejected(int status, std::string_view code);
+  // The token check of handle(), on a request's header alone (HttpServerOptions::check_header):
+  // a /v1 request without a valid token gets handle()'s 401 before any of its body is read, so
+  // clients without a token cannot take the request-body memory the others need.
+  std::optional<HttpRefusal> check_header(const HttpRequest& head) const;
 
  private:
   struct Connections;  // DeliveryQueries + ReplayJobs of one thread

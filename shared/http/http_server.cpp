@@ -103,6 +103,29 @@ TransferCodings transfer_codings(const Fields& fields) {
   }
   return codings;
 }
+
+// What the application sees of a parsed request (it views `req`, which must outlive it): the
+// handler's with its body, check_header's with its header alone.
+template <class Request>
+HttpRequest request_view(const Request& req, std::string_view body) {
+  HttpRequest view;
+  view.method = std::string_view(req.method_string().data(), req.method_string().size());
+  view.target = std::string_view(req.target().data(), req.target().size());
+  view.body = body;
+  view.header = [r = &req](std::string_view name) -> std::optional<std::string_view> {
+    auto it = r->find(beast::string_view(name.data(), name.size()));
+    if (it == r->end()) return std::nullopt;
+    return std::string_view(it->value().data(), it->value().size());
+  };
+  view.for_each_header =
+      [r = &req](const std::function<void(std::string_view, std::string_view)>& f) {
+        for (const auto& h : *r) {
+          f(std::string_view(h.name_string().data(), h.name_string().size()),
+            std::string_view(h.value().data(), h.value().size()));
+        }
+      };
+  return view;
+}
 }  // namespace
 
 struct HttpServer::Impl {
@@ -327,6 +350,9 @@ class Session : public std::enable_shared_from_this<Session> {
                     "request body of " + std::to_string(*length) + " bytes exceeds the limit of " +
                         std::to_string(server_.options.max_body_bytes));
     }
+    // The application's own checks of the header (check_header), before the body takes any of
+    // the budget: a request it refuses never holds memory that requests it lets through need.
+    if (header_refused(req)) return;
     // The body's first step is held now (chunked: the body's length is known only at its end);
     // the rest as it arrives (account_body). A body that cannot have its first step is refused
     // before it is read.
@@ -351,6 +377,30 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     read_body();
+  }
+
+  // Whether check_header refused the request whose header was just parsed; if so it has been
+  // answered, and the connection closes without its body being read.
+  template <class Request>
+  bool header_refused(const Request& req) {
+    if (!server_.options.check_header) return false;
+    std::optional<HttpRefusal> refusal;
+    try {
+      refusal = server_.options.check_header(request_view(req, {}));
+    } catch (const std::exception& e) {
+      return header_check_failed(e.what());
+    } catch (...) {
+      return header_check_failed("non-standard exception");
+    }
+    if (!refusal) return false;
+    refuse(refusal->status, refusal->code, refusal->message, true, refusal->headers);
+    return true;
+  }
+
+  bool header_check_failed(std::string_view what) {
+    spdlog::error("msg=check_header_failed error={}", log_quote(what));
+    refuse(500, "internal_error", "the request could not be handled; it was not accepted");
+    return true;
   }
 
   void read_body() {
@@ -432,22 +482,7 @@ class Session : public std::enable_shared_from_this<Session> {
                     "header");
     }
     keep_alive_ = req.keep_alive();
-    HttpRequest view;
-    view.method = std::string_view(req.method_string().data(), req.method_string().size());
-    view.target = std::string_view(req.target().data(), req.target().size());
-    view.body = req.body();
-    view.header = [&req](std::string_view name) -> std::optional<std::string_view> {
-      auto it = req.find(beast::string_view(name.data(), name.size()));
-      if (it == req.end()) return std::nullopt;
-      return std::string_view(it->value().data(), it->value().size());
-    };
-    view.for_each_header =
-        [&req](const std::function<void(std::string_view, std::string_view)>& f) {
-          for (const auto& h : req) {
-            f(std::string_view(h.name_string().data(), h.name_string().size()),
-              std::string_view(h.value().data(), h.value().size()));
-          }
-        };
+    const HttpRequest view = request_view(req, req.body());
     stream_.expires_never();
     auto self = shared_from_this();
     auto answered = std::make_shared<std::atomic<bool>>(false);
@@ -500,11 +535,14 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // An answer that ends the connection; the rest of the request is not read (see linger()).
-  void refuse(int status, std::string_view code, const std::string& message, bool linger = true) {
+  // `headers` are added to the JSON error's fields.
+  void refuse(int status, std::string_view code, const std::string& message, bool linger = true,
+              const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     server_.rejected(status, code);
     keep_alive_ = false;
     linger_ = linger;
     auto r = json_error(status, code, message);
+    r.headers = headers;
     if (status == 503) r.headers.emplace_back("Retry-After", "1");
     write(r);
   }

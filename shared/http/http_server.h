@@ -20,6 +20,13 @@
 // empty lines before a request line are ignored (RFC 7230 3.5). The answer to a HEAD, refusals
 // included, has no body; every other answer on the connection has its body. A handler that
 // throws is answered 500 (once) and the loop goes on.
+// `check_header` lets the application refuse a request from its header alone (a missing or wrong
+// token): it is called on the connection's thread once the header is parsed and has passed the
+// server's own checks (431, Transfer-Encoding, 413), before any of the body is held against
+// `max_buffered_body_bytes`, read, or asked for with 100 Continue. A refusal it returns is
+// answered as the server's own are (a JSON error, counted through on_rejected) and the connection
+// is closed without the body being read, so clients it refuses cannot take the body budget from
+// the requests it lets through. One that throws is answered 500.
 // When accept() fails (descriptors exhausted), accepting pauses with a growing delay instead of
 // spinning. stop_accepting() closes the listeners but lets open connections finish; stop() ends
 // everything.
@@ -31,12 +38,24 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "shared/http/http_types.h"
 #include "shared/result.h"
 
 namespace hookrelay {
+
+// A request refused from its header (HttpServerOptions::check_header): answered
+// json_error(status, code, message) with `headers` added.
+struct HttpRefusal {
+  int status = 400;
+  std::string code;
+  std::string message;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
@@ -51,8 +70,12 @@ struct HttpServerOptions {
       10000};                                     // from a request's first byte to its last header
   std::chrono::milliseconds idle_timeout{60000};  // keep-alive idle time; also the body's deadline
   // Called when a request is answered without the handler (413, 400 unparsable, 408, 431, 503
-  // over the connection cap) or the handler threw (500): status, code.
+  // over the connection cap, a check_header refusal) or the handler threw (500): status, code.
   std::function<void(int, std::string_view)> on_rejected;
+  // Called with each request's header (method, target and header fields; the body empty), on the
+  // connection's thread, before any of its body is held or read (see above). nullopt lets the
+  // request go on; a refusal is answered and the connection closed. Empty: every request goes on.
+  std::function<std::optional<HttpRefusal>(const HttpRequest& head)> check_header;
   // Called when accept() fails; reason is the errno name in lower case ("emfile", ...).
   std::function<void(std::string_view)> on_accept_error;
 };

@@ -21,6 +21,7 @@
 #include "shared/signing/crypto.h"
 #include "tests/integration/scratch_database.h"
 #include "tests/support/admin_fixture.h"
+#include "tests/support/raw_client.h"
 
 namespace hookrelay::test {
 namespace {
@@ -155,6 +156,49 @@ TEST_F(AdminApiTest, TokensAreRequiredAndTheContractIsServed) {
   std::ifstream file(HOOKRELAY_SOURCE_DIR "/docs/openapi.yaml", std::ios::binary);
   std::string expected((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   EXPECT_EQ(doc.body, expected);
+}
+
+// A /v1 request without a valid token is refused from its header: the 401 arrives, as the
+// handler's would (WWW-Authenticate, the JSON error naming the problem) and counted with its
+// 401s, before any of a declared 10 MB body is sent, and the connection closes. So clients
+// without a token cannot hold the request-body budget the others need. With the token the same
+// header is taken, its body awaited and the request served.
+TEST_F(AdminApiTest, AnUnauthenticatedRequestIsRefusedBeforeItsBodyIsSent) {
+  const auto unauthorized_count = [&] {
+    return metric_sum(call("GET", "/metrics", {}, {}).body, "hookrelay_admin_requests_total",
+                      {"endpoint=\"unauthorized\"", "status=\"401\""});
+  };
+  const double before = unauthorized_count();
+  const std::string head =
+      "POST /v1/replays HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n";
+  for (const auto& [authorization, names] : std::vector<std::pair<std::string, std::string>>{
+           {"", "Authorization"},
+           {"Authorization: Bearer wrong-token-wrong-token\r\n", "not valid"}}) {
+    RawClient c(admin_port_);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(head + authorization + "Content-Length: 10000000\r\n\r\n"));
+    const std::string answer = c.read_until_close(5s, /*one_response=*/true);
+    ASSERT_TRUE(answer.starts_with("HTTP/1.1 401 Unauthorized\r\n")) << names << ": " << answer;
+    EXPECT_NE(answer.find("\r\nWWW-Authenticate: Bearer\r\n"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("\r\nConnection: close\r\n"), std::string::npos) << answer;
+    const auto body = json::parse(answer.substr(answer.find("\r\n\r\n") + 4), nullptr, false);
+    ASSERT_TRUE(body.is_object()) << answer;
+    EXPECT_EQ(body["error"]["code"], "unauthorized") << answer;
+    EXPECT_NE(body["error"]["message"].get<std::string>().find(names), std::string::npos) << answer;
+    EXPECT_TRUE(c.read_until_close(5s).empty() && c.closed()) << names;
+  }
+  EXPECT_EQ(unauthorized_count(), before + 2);
+
+  const std::string replay = R"({"keys":["wh:acme:nope:a"],"dry_run":true})";
+  RawClient c(admin_port_);
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send(head + "Authorization: Bearer " + kAdminToken +
+                     "\r\nContent-Length: " + std::to_string(replay.size()) + "\r\n\r\n"));
+  EXPECT_FALSE(c.readable(300ms)) << "answered before its body: " << c.read_until_close(1s);
+  ASSERT_TRUE(c.send(replay));
+  const std::string answer = c.read_until_close(10s, /*one_response=*/true);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 202 Accepted\r\n")) << answer;
+  EXPECT_EQ(unauthorized_count(), before + 2);
 }
 
 TEST_F(AdminApiTest, ListsPagesFiltersAndShowsDeliveriesEventsAndCalls) {

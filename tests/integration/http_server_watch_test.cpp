@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -485,6 +486,86 @@ TEST_F(HttpServerResponse, ChunkedTrailerFieldsAreRefusedNotMergedIntoTheHeader)
   ASSERT_TRUE(c.send(head + "\r\n"));
   EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with("\r\n\r\n- {}"));
   EXPECT_EQ(handled.load(), 1);
+}
+
+// check_header refuses a request from its header alone: the answer comes before any of the body
+// is sent (a declared 10 MB that never comes), none of max_buffered_body_bytes is held, the
+// handler never runs, and the connection closes; the refusal is counted through on_rejected. A
+// refused HEAD has no body, and an Expect: 100-continue is answered with the refusal, never with
+// 100 Continue. A check that throws is a 500. A request it lets through is served with its body,
+// and the check sees each request's method, target and header, with an empty body.
+TEST_F(HttpServerResponse, CheckHeaderRefusesARequestBeforeItsBodyIsSentOrHeld) {
+  std::atomic<int> handled{0};
+  std::mutex mu;
+  std::vector<std::pair<int, std::string>> rejected;
+  std::vector<std::string> seen;
+  HttpServerOptions o;
+  o.max_body_bytes = 16u << 20;
+  o.on_rejected = [&](int status, std::string_view code) {
+    std::lock_guard lock(mu);
+    rejected.emplace_back(status, std::string(code));
+  };
+  o.check_header = [&](const HttpRequest& head) -> std::optional<HttpRefusal> {
+    const std::string key(head.header("X-Key").value_or("-"));
+    {
+      std::lock_guard lock(mu);
+      seen.push_back(std::string(head.method) + " " + std::string(head.target) + " " + key + " " +
+                     std::to_string(head.body.size()));
+    }
+    if (key == "open") return std::nullopt;
+    if (key == "throw") throw std::runtime_error("the check failed");
+    return HttpRefusal{401, "unauthorized", "no key", {{"WWW-Authenticate", "Bearer"}}};
+  };
+  start(
+      [&](const HttpRequest& req, Responder respond) {
+        handled.fetch_add(1);
+        HttpResponse r;
+        r.body = std::string(req.body);
+        respond(std::move(r));
+      },
+      1, o);
+  const std::string refused_body = R"({"error":{"code":"unauthorized","message":"no key"}})";
+  for (const std::string request :
+       {"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n",
+        "HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n"}) {
+    const bool head = request.starts_with("HEAD");
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(request));
+    const std::string answer = c.read_until_close(5s, /*one_response=*/!head);
+    EXPECT_EQ(answer,
+              "HTTP/1.1 401 Unauthorized\r\nServer: hookrelay\r\nContent-Type: "
+              "application/json\r\nWWW-Authenticate: Bearer\r\nConnection: close\r\n"
+              "Content-Length: " +
+                  std::to_string(refused_body.size()) + "\r\n\r\n" + (head ? "" : refused_body))
+        << request;
+    EXPECT_EQ(server_->buffered_body_bytes(), 0u) << request;
+    EXPECT_TRUE(head ? c.closed() : closed_by_server(c, 5s)) << request;
+  }
+  {
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send("POST /x HTTP/1.1\r\nHost: t\r\nX-Key: throw\r\nContent-Length: 9\r\n\r\n"));
+    const std::string answer = c.read_until_close(5s, /*one_response=*/true);
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 500 Internal Server Error\r\n")) << answer;
+    EXPECT_NE(answer.find(R"("code":"internal_error")"), std::string::npos) << answer;
+    EXPECT_TRUE(closed_by_server(c, 5s));
+  }
+  EXPECT_EQ(handled.load(), 0);
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(
+      c.send("POST /y?q=1 HTTP/1.1\r\nHost: t\r\nX-Key: open\r\nContent-Length: 5\r\n\r\nhello"));
+  EXPECT_TRUE(c.read_until_close(5s, /*one_response=*/true).ends_with("\r\n\r\nhello"));
+  EXPECT_EQ(handled.load(), 1);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(rejected, (std::vector<std::pair<int, std::string>>{{401, "unauthorized"},
+                                                                {401, "unauthorized"},
+                                                                {401, "unauthorized"},
+                                                                {500, "internal_error"}}));
+  EXPECT_EQ(seen, (std::vector<std::string>{"POST /x - 0", "POST /x - 0", "HEAD /x - 0",
+                                            "POST /x throw 0", "POST /y?q=1 open 0"}));
 }
 
 // Bytes the allocator has handed out and not had back, over all its arenas; 0 under an allocator
