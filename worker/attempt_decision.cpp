@@ -1,6 +1,7 @@
 #include "worker/attempt_decision.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace hookrelay {
@@ -26,6 +27,19 @@ int64_t longest_tier_ms(const RetryPolicy& policy) {
   const std::vector<int>& tiers =
       policy.tier_seconds.empty() ? policy.schedule_seconds : policy.tier_seconds;
   return tiers.empty() ? 0 : int64_t{*std::max_element(tiers.begin(), tiers.end())} * 1000;
+}
+
+// The policy a delivery's retries follow when it is not `global`: a call's own max_attempts and
+// max_age_seconds (its request's, or ingest's defaults) in the global tiers, or its route's own
+// `retry:`.
+std::optional<RetryPolicy> own_policy(const Delivery& delivery, const RetryPolicy& global) {
+  if (delivery.kind == "call") {
+    RetryPolicy p = global;
+    p.max_attempts = delivery.max_attempts;
+    p.max_age_seconds = delivery.max_age_seconds;
+    return p;
+  }
+  return route_retry_policy(global, delivery.route);
 }
 
 Decision dead(DeadReason reason) {
@@ -93,21 +107,15 @@ const char* dead_reason_name(DeadReason r) {
 
 Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& global,
                 int64_t now_ms, const std::function<double()>& rand01) {
-  // Only a retry reads the policy: a route's own is made for that path alone. A call carries
-  // its own max_attempts and max_age_seconds (its request's, or ingest's defaults), retried in
-  // the global tiers.
-  std::optional<RetryPolicy> own_policy;
+  // Only a retry reads the policy: a route's own is made for that path alone.
+  std::optional<RetryPolicy> own;
+  bool resolved = false;
   auto policy_of = [&]() -> const RetryPolicy& {
-    if (!own_policy) {
-      if (delivery.kind == "call") {
-        own_policy = global;
-        own_policy->max_attempts = delivery.max_attempts;
-        own_policy->max_age_seconds = delivery.max_age_seconds;
-      } else {
-        own_policy = route_retry_policy(global, delivery.route);
-      }
+    if (!resolved) {
+      own = own_policy(delivery, global);
+      resolved = true;
     }
-    return own_policy ? *own_policy : global;
+    return own ? *own : global;
   };
   switch (result.kind) {
     case AttemptResult::Kind::kNotAttempted: {
@@ -126,9 +134,10 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       return d;
     }
     case AttemptResult::Kind::kCircuitOpen: {
-      // The host refuses calls until its circuit turns half-open: wait until then (at most the
-      // longest tier's delay) in the tier that covers it, spending nothing, instead of coming
-      // back after the first tier's delay again and again.
+      // The host refuses calls until its circuit turns half-open: wait until then, or the later
+      // moment circuit_due_at_ms() drew (at most the longest tier's delay), in the tier that
+      // covers it, spending nothing, instead of coming back after the first tier's delay again
+      // and again.
       const RetryPolicy& policy = policy_of();
       if (policy.schedule_seconds.empty()) return dead(DeadReason::kNoSchedule);
       Decision d;
@@ -189,6 +198,19 @@ Decision decide(const Delivery& delivery, const AttemptResult& result, const Ret
       break;
   }
   return d;
+}
+
+int64_t circuit_due_at_ms(const Delivery& delivery, const RetryPolicy& global,
+                          int64_t open_until_ms, int64_t spread_ms,
+                          const std::function<double()>& rand01) {
+  const auto own = own_policy(delivery, global);
+  const int64_t deadline_ms =
+      delivery.received_at_ms + int64_t{(own ? *own : global).max_age_seconds} * 1000;
+  if (spread_ms <= 0 || open_until_ms >= deadline_ms) return open_until_ms;
+  // Clamp a misbehaving source so the moment stays within the window.
+  const double r = std::clamp(rand01(), 0.0, std::nextafter(1.0, 0.0));
+  const auto offset_ms = static_cast<int64_t>(std::floor(r * static_cast<double>(spread_ms)));
+  return std::min(open_until_ms + offset_ms, deadline_ms);
 }
 
 }  // namespace hookrelay

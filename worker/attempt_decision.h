@@ -84,7 +84,8 @@ struct AttemptResult {
     r.ages = true;
     return r;
   }
-  // The host's circuit stays open for `remaining_ms`: wait that long, spending nothing.
+  // The host's circuit stays open for `remaining_ms` (or the delivery was given a later moment
+  // to come back, circuit_due_at_ms()): wait that long, spending nothing.
   static AttemptResult circuit_open(int64_t remaining_ms) {
     AttemptResult r;
     r.kind = Kind::kCircuitOpen;
@@ -118,5 +119,16 @@ struct Decision {
 // Delivery::route is resolved again by name. `rand01` is uniform in [0, 1) (retry jitter).
 Decision decide(const Delivery& delivery, const AttemptResult& result, const RetryPolicy& global,
                 int64_t now_ms, const std::function<double()>& rand01);
+
+// When a delivery deferred for its host's open circuit comes back (Unix ms): a moment drawn
+// uniformly from [open_until_ms, open_until_ms + spread_ms) (spread_ms: the circuit's cooldown),
+// so the deliveries deferred during one open spell do not all come back at the half-open moment,
+// when one probe goes out and the rest wait in the worker for its answer, filling its
+// max_in_flight. Never after the moment the delivery's max_age ends, unless open_until_ms is
+// itself that late: then open_until_ms, and decide() dead-letters it as max_age. `rand01` is
+// uniform in [0, 1).
+int64_t circuit_due_at_ms(const Delivery& delivery, const RetryPolicy& global,
+                          int64_t open_until_ms, int64_t spread_ms,
+                          const std::function<double()>& rand01);
 
 }  // namespace hookrelay

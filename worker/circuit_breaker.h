@@ -25,6 +25,10 @@
 // deferred()), and for `forget_open_after_ms` after the last: its deliveries may wait in a long
 // retry tier meanwhile, and forgotten, they would all be sent at once, each spending an attempt.
 //
+// Clock: `now_ms` and every time given to the methods are of one clock that never steps (the
+// dispatcher's steady clock). On a wall clock stepped back an hour, an open circuit would stay
+// open an hour longer. open_until() is on that clock too: the caller converts it to Unix ms.
+//
 // Thread-safety: none. One owner (the delivery loop thread) calls every method.
 #pragma once
 

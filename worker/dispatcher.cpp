@@ -2,12 +2,13 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <random>
 #include <utility>
 
 #include "shared/call_request.h"
 #include "shared/kafka/wire_contract.h"
 #include "shared/log.h"
-#include "worker/backoff.h"
+#include "worker/attempt_decision.h"
 
 namespace hookrelay {
 
@@ -34,27 +35,36 @@ CircuitBreaker::Options breaker_options(const Config& config) {
           longest_s * 1000 + w.breaker_cooldown_ms};
 }
 
+std::function<double()> own_rand01() {
+  auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+  return [rng] { return std::uniform_real_distribution<double>(0.0, 1.0)(*rng); };
+}
+
 }  // namespace
 
 Dispatcher::Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,
-                       std::function<int64_t()> steady_ms, PostEvent post)
+                       std::function<int64_t()> steady_ms, PostEvent post,
+                       std::function<double()> rand01)
     : config_(&config),
       sender_(sender),
       now_ms_(std::move(now_ms)),
       steady_ms_(std::move(steady_ms)),
       post_(std::move(post)),
-      breaker_(breaker_options(config), now_ms_),
+      rand01_(rand01 ? std::move(rand01) : own_rand01()),
+      retry_policy_(make_retry_policy(config.retry)),
+      breaker_(breaker_options(config), steady_ms_),
       concurrency_(config.worker.per_host_max_in_flight),
       adaptive_(config.worker.adaptive_limit, config.worker.per_host_max_in_flight),
-      route_limits_(now_ms_) {
+      route_limits_(steady_ms_) {
   if (config.worker.per_host_rate_per_second > 0) {
     double rate = config.worker.per_host_rate_per_second;
-    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), now_ms_);
+    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), steady_ms_);
   }
 }
 
 void Dispatcher::reconfigure(const Config& config) {
   config_ = &config;
+  retry_policy_ = make_retry_policy(config.retry);
   const auto& w = config.worker;
   breaker_.set_options(breaker_options(config));
   concurrency_.set_max_per_host(w.per_host_max_in_flight);
@@ -65,7 +75,7 @@ void Dispatcher::reconfigure(const Config& config) {
   } else if (rate_) {
     rate_->set_rate(rate, std::max(1.0, rate));
   } else {
-    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), now_ms_);
+    rate_ = std::make_unique<RateLimiter>(rate, std::max(1.0, rate), steady_ms_);
   }
 }
 
@@ -117,11 +127,12 @@ void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<
   // and erase the ones it empties (take_queued, for the deliveries behind an ordered key it
   // holds), which must not happen under the walk's iterators.
   Jobs bounced;
-  dispatch_route_waiting(now, bounced);
+  const Now at{now, steady_ms_()};
+  dispatch_route_waiting(at, bounced);
   for (auto it = queued_.begin(); it != queued_.end();) {
     auto& queue = it->second;
     while (!queue.empty()) {
-      if (start_head(queue, now, bounced, false) != Head::kGone) break;
+      if (start_head(queue, at, bounced, false) != Head::kGone) break;
     }
     it = queue.empty() ? queued_.erase(it) : std::next(it);
   }
@@ -135,7 +146,7 @@ void Dispatcher::dispatch(int64_t now, const std::function<void(std::unique_ptr<
   }
 }
 
-Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, int64_t now,
+Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue, Now now,
                                         Jobs& bounced, bool route_checked) {
   auto& job = queue.front();
   if (job->send_by_ms > 0 && steady_ms_() > job->send_by_ms) {
@@ -149,21 +160,22 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
   }
   const std::string& host = job->d.host_key;
   // The pass's `now` for the gate, the deferral and started(): all three see one state.
-  const auto circuit = breaker_.gate(host, now);
+  const auto circuit = breaker_.gate(host, now.steady);
   // Half-open with its probe out: the probe's answer decides, soon; wait for it here.
   if (circuit == CircuitBreaker::Gate::kProbeOut) return Head::kHostFull;
   if (circuit == CircuitBreaker::Gate::kOpen) {
-    const int64_t open_until = breaker_.open_until(host, now);
-    // Open: the delivery waits in a retry tier until the circuit turns half-open, without a
-    // call and without spending an attempt, so a host outage costs only max_age.
+    const int64_t open_until = breaker_.open_until(host, now.steady);
+    // Open: the delivery waits in a retry tier until the circuit turns half-open, or a while
+    // after, without a call and without spending an attempt, so a host outage costs only
+    // max_age.
     auto j = std::move(job);
     queue.pop_front();
-    j->circuit_open_until_ms = open_until;
+    j->circuit_open_until_ms = circuit_due_at(*j, now, open_until);
     bounced.push_back(std::move(j));
-    breaker_.deferred(host, now);
+    breaker_.deferred(host, now.steady);
     return Head::kGone;
   }
-  if (host_held(host, now)) return Head::kHostFull;
+  if (host_held(host, now.steady)) return Head::kHostFull;
   if (route_checked) {
     if (!route_ready(*job)) return Head::kRouteFull;
   } else if (must_wait_for_route(*job)) {
@@ -179,22 +191,32 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
   }
   // Only now that it goes out is a half-open circuit's probe spent on it: a job held back above
   // (a Retry-After pause, the route's limits, the host's slots) leaves the probe for the next.
-  breaker_.started(host, now);
+  breaker_.started(host, now.steady);
   auto j = std::move(job);
   queue.pop_front();
   send(std::move(j), now);
   return Head::kGone;
 }
 
-void Dispatcher::send(std::unique_ptr<Job> j, int64_t now) {
+int64_t Dispatcher::circuit_due_at(const Job& job, Now now, int64_t steady_open_until) {
+  // The half-open moment in Unix ms, for the retry message's due time; then a moment drawn from
+  // the cooldown after it, so that only a share of the host's deferred deliveries is back at the
+  // half-open moment to wait for the probe's answer.
+  const int64_t open_until = now.wall + std::max<int64_t>(0, steady_open_until - now.steady);
+  return circuit_due_at_ms(job.d, retry_policy_, open_until, config_->worker.breaker_cooldown_ms,
+                           rand01_);
+}
+
+void Dispatcher::send(std::unique_ptr<Job> j, Now now) {
   j->holds_slot = true;
-  j->started_ms = now;
+  j->started_ms = now.wall;
+  steady_started_[j.get()] = now.steady;
   j->stages.sent = StageTimes::Clock::now();
   if (!j->route_key.empty()) {
     route_limits_.start(j->route_key, *j->d.route);
     j->holds_route_slot = true;
   }
-  auto call = build_http_call(j->d, now, config_->worker.connect_timeout_ms);
+  auto call = build_http_call(j->d, now.wall, config_->worker.connect_timeout_ms);
   Job* raw = j.get();
   out_.emplace(raw, std::move(j));
   sender_.send(std::move(call), [this, raw](HttpResult r) {
@@ -206,8 +228,8 @@ void Dispatcher::send(std::unique_ptr<Job> j, int64_t now) {
   });
 }
 
-bool Dispatcher::host_held(const std::string& host, int64_t now) const {
-  if (adaptive_.paused_until(host) > now) return true;
+bool Dispatcher::host_held(const std::string& host, int64_t steady_now) const {
+  if (adaptive_.paused_until(host) > steady_now) return true;
   const int limit = adaptive_.limit(host);
   // At the maximum, HostConcurrency's own cap decides.
   return limit < config_->worker.per_host_max_in_flight && concurrency_.in_flight(host) >= limit;
@@ -224,7 +246,7 @@ bool Dispatcher::must_wait_for_route(Job& job) {
 
 bool Dispatcher::route_ready(Job& job) { return route_limits_.ready(job.route_key, *job.d.route); }
 
-void Dispatcher::dispatch_route_waiting(int64_t now, Jobs& bounced) {
+void Dispatcher::dispatch_route_waiting(Now now, Jobs& bounced) {
   for (auto it = route_waiting_.begin(); it != route_waiting_.end();) {
     auto& queue = it->second;
     while (!queue.empty()) {
@@ -234,24 +256,26 @@ void Dispatcher::dispatch_route_waiting(int64_t now, Jobs& bounced) {
   }
 }
 
-void Dispatcher::end_flow(Job& job, const HttpResult& r, int64_t now) {
+void Dispatcher::end_flow(Job& job, const HttpResult& r, Now now, int64_t steady_started) {
   if (job.holds_route_slot) {
     route_limits_.end(job.route_key);
     job.holds_route_slot = false;
   }
   const auto signal = AdaptiveHostLimits::signal_of(r.error, r.status);
   if (signal == AdaptiveHostLimits::Signal::kNone) return;
+  // A Retry-After date is wall-clock time; the pause it asks for runs on the steady clock.
   std::optional<int64_t> retry_after;
   if (r.retry_after && signal != AdaptiveHostLimits::Signal::kSuccess)
-    retry_after = parse_retry_after(*r.retry_after, now);
+    retry_after = parse_retry_after(*r.retry_after, now.wall);
   const int64_t paused_before = adaptive_.paused_until(job.d.host_key);
-  const bool cut = adaptive_.on_result(job.d.host_key, signal, job.started_ms, now, retry_after);
+  const bool cut =
+      adaptive_.on_result(job.d.host_key, signal, steady_started, now.steady, retry_after);
   if (!flow_event_ ||
-      (!cut && adaptive_.paused_until(job.d.host_key) <= std::max(paused_before, now)))
+      (!cut && adaptive_.paused_until(job.d.host_key) <= std::max(paused_before, now.steady)))
     return;
   const std::string_view label = host_label(job.d.host_key);
   if (cut) flow_event_(label, AdaptiveHostLimits::signal_name(signal));
-  if (adaptive_.paused_until(job.d.host_key) > std::max(paused_before, now))
+  if (adaptive_.paused_until(job.d.host_key) > std::max(paused_before, now.steady))
     flow_event_(label, "pause");
 }
 
@@ -281,16 +305,20 @@ std::vector<HostStateRow> Dispatcher::host_states() const {
   for (const auto& [source, routes] : config_->routes) {
     for (const auto& route : routes) hosts.insert(route.host_key);
   }
+  // The breaker's and the pauses' times are on the steady clock; published, they are Unix ms.
+  const int64_t wall = now_ms_();
+  const int64_t steady = steady_ms_();
+  auto unix_ms = [&](int64_t steady_at) { return steady_at > 0 ? steady_at - steady + wall : 0; };
   std::vector<HostStateRow> out;
   out.reserve(hosts.size());
   for (const auto& host : hosts) {
     HostStateRow row;
     row.host = host;
     row.circuit = circuit_state_name(breaker_.state(host));
-    row.open_until_ms = breaker_.open_until(host);
+    row.open_until_ms = unix_ms(breaker_.open_until(host, steady));
     row.adaptive_limit = adaptive_.limit(host);
     row.max_limit = config_->worker.per_host_max_in_flight;
-    row.paused_until_ms = adaptive_.paused_until(host);
+    row.paused_until_ms = unix_ms(adaptive_.paused_until(host));
     out.push_back(std::move(row));
   }
   return out;
@@ -312,14 +340,21 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
     concurrency_.release(job.d.host_key);
     job.holds_slot = false;
   }
-  end_flow(job, r, now_ms_());
+  const Now now{now_ms_(), steady_ms_()};
+  // Every job released was sent from here; one that was not is placed by its Unix start.
+  int64_t started = now.steady - (now.wall - job.started_ms);
+  if (auto it = steady_started_.find(&job); it != steady_started_.end()) {
+    started = it->second;
+    steady_started_.erase(it);
+  }
+  end_flow(job, r, now, started);
   // Our own limits made no call: the host's health is unknown. Nor did the SSRF guard's refusal
   // reach the host: a half-open circuit's probe so refused is not spent. A 429 is the receiver's
   // flow control, which the adaptive limit answers: the host is up, and its circuit stays as it
   // is; so is a host that refused our certificate check or that our own TLS setup could not
   // reach (not failures of the host, nor successes to reset a failure count with).
   if (r.error == TransportError::kBlockedBySsrfGuard) {
-    breaker_.abandoned(job.d.host_key, job.started_ms);
+    breaker_.abandoned(job.d.host_key, started);
     return;
   }
   bool real_call =
@@ -327,9 +362,9 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
   const bool no_verdict = throttled(r) || r.error == TransportError::kTlsFailed ||
                           r.error == TransportError::kTlsLocalFailed;
   if (real_call && !no_verdict)
-    breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable, job.started_ms);
+    breaker_.record(job.d.host_key, outcome.kind != OutcomeKind::kRetryable, started);
   else if (real_call)
-    breaker_.answered(job.d.host_key, job.started_ms);  // a half-open circuit's probe ends
+    breaker_.answered(job.d.host_key, started);  // a half-open circuit's probe ends
 }
 
 std::vector<std::unique_ptr<Job>> Dispatcher::take_unsent() {
@@ -389,8 +424,8 @@ std::vector<std::unique_ptr<Job>> Dispatcher::take_queued(
 void Dispatcher::prune() {
   if (rate_) rate_->prune();
   route_limits_.prune();
-  adaptive_.prune(now_ms_());
-  breaker_.prune(now_ms_());
+  adaptive_.prune(steady_ms_());
+  breaker_.prune(steady_ms_());
 }
 
 }  // namespace hookrelay

@@ -9,6 +9,9 @@
 // RouteLimits: a route's own `max_in_flight` and `rate_per_second` (per worker). A route at its
 // limit waits; it neither fails nor bounces.
 //
+// Times are the caller's, on a clock that never steps (the dispatcher's steady clock): a wall
+// clock stepped back would stretch a pause, or stall a rate, by as much.
+//
 // Thread-safety: none for either class. One owner (the delivery loop thread) calls every method.
 #pragma once
 
@@ -43,7 +46,8 @@ class AdaptiveHostLimits {
 
   // The host's current limit (the maximum for a host not seen yet, or with adaptation off).
   int limit(std::string_view host) const;
-  // Until when (Unix ms) the host is paused by a Retry-After; 0 = not paused.
+  // Until when the host is paused by a Retry-After, on the clock of the times given to
+  // on_result (the dispatcher's steady clock); 0 = not paused.
   int64_t paused_until(std::string_view host) const;
 
   // The answer to a call to `host` started at started_ms. Returns true when it cut the limit.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 namespace hookrelay {
@@ -44,7 +45,12 @@ int64_t RateLimiter::ms_until_available(std::string_view host) {
   if (unlimited()) return 0;
   const Bucket& b = refill(host, now_ms_());
   if (b.tokens >= 1.0) return 0;
-  return static_cast<int64_t>(std::ceil((1.0 - b.tokens) / rate_per_ms_));
+  const double wait_ms = std::ceil((1.0 - b.tokens) / rate_per_ms_);
+  // A rate so small that the wait does not fit in milliseconds counted in 64 bits (the config
+  // refuses rates below 0.001/s; this class takes any): the longest wait there is.
+  constexpr double kLongestWaitMs = 9.0e18;
+  if (!(wait_ms < kLongestWaitMs)) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(wait_ms);
 }
 
 void RateLimiter::prune() {

@@ -17,6 +17,8 @@ namespace hookrelay {
 // Token bucket per host: refills at rate_per_second up to `burst` tokens; a call takes one.
 // A host seen for the first time starts with a full bucket. rate_per_second <= 0 means
 // unlimited (the config's 0). burst below 1 is raised to 1, or no call could ever pass.
+// `now_ms` should never step: a wall clock stepped back would hold every bucket empty until it
+// caught up again.
 class RateLimiter {
  public:
   RateLimiter(double rate_per_second, double burst, std::function<int64_t()> now_ms);
@@ -28,7 +30,8 @@ class RateLimiter {
   // old rate until now, cut to the new burst; from now on it refills at the new rate.
   void set_rate(double rate_per_second, double burst);
 
-  // How long until try_acquire(host) would succeed; 0 if it would now.
+  // How long until try_acquire(host) would succeed; 0 if it would now, INT64_MAX when the wait
+  // does not fit in an int64 (a rate below about one call in 285 million years).
   int64_t ms_until_available(std::string_view host);
 
   // Forgets hosts whose bucket has refilled completely: they behave exactly like new ones.

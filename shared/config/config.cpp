@@ -126,6 +126,20 @@ T num(const YAML::Node& n, const std::string& field, T lo, T hi) {
   return v;
 }
 
+// A calls-per-second limit: 0 (unlimited) or from 0.001 up. A smaller positive rate would wait
+// longer between calls than anything can count (a rate of 1e-20 is one call in three trillion
+// years): refused rather than taken for a limit no call ever passes.
+double call_rate(const YAML::Node& n, const std::string& field) {
+  constexpr double kMinRate = 0.001;
+  const double v = num<double>(n, field, 0.0, 1e6);
+  if (v > 0 && v < kMinRate) {
+    std::ostringstream os;
+    os << "must be 0 (unlimited) or at least " << kMinRate << ", got " << v;
+    bad(field, os.str());
+  }
+  return v;
+}
+
 bool boolean(const YAML::Node& n, const std::string& field) {
   try {
     return n.as<bool>();
@@ -535,7 +549,7 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   if (n["max_in_flight"])
     r.max_in_flight = num<int>(n["max_in_flight"], join(field, "max_in_flight"), 1, 100000);
   if (n["rate_per_second"])
-    r.rate_per_second = num<double>(n["rate_per_second"], join(field, "rate_per_second"), 0, 1e6);
+    r.rate_per_second = call_rate(n["rate_per_second"], join(field, "rate_per_second"));
   if (auto s = n["suspend_after"]) {
     const std::string sf = join(field, "suspend_after");
     only_keys(s, sf, {"consecutive_failures", "or_failing_for_seconds"});
@@ -909,7 +923,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
       wc.http_threads = num<int>(w["http_threads"], "worker.http_threads", 1, 64);
     if (w["per_host_rate_per_second"])
       wc.per_host_rate_per_second =
-          num<double>(w["per_host_rate_per_second"], "worker.per_host_rate_per_second", 0, 1e6);
+          call_rate(w["per_host_rate_per_second"], "worker.per_host_rate_per_second");
     if (w["breaker_failure_threshold"])
       wc.breaker_failure_threshold =
           num<int>(w["breaker_failure_threshold"], "worker.breaker_failure_threshold", 1, 100000);

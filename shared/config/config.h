@@ -154,7 +154,7 @@ struct RouteConfig {
   // `retry:` merged over the global retry section when loaded; nullopt = the global policy.
   std::optional<RetryConfig> retry;
   int max_in_flight = 0;       // deliveries of this route in flight per worker; 0 = no route limit
-  double rate_per_second = 0;  // deliveries started per second per worker; 0 = unlimited
+  double rate_per_second = 0;  // deliveries started per second per worker (>= 0.001); 0 = unlimited
   std::optional<SuspendAfter> suspend_after;
 
   // The retry policy of this route's deliveries: its own, else `global` (the config's retry).
@@ -220,7 +220,7 @@ struct WorkerConfig {
   int connect_timeout_ms = 5000;
   int per_host_max_in_flight = 256;     // per-destination concurrency limit
   int http_threads = 1;                 // HTTP sender event loops (threads), read at start
-  double per_host_rate_per_second = 0;  // 0 = unlimited
+  double per_host_rate_per_second = 0;  // >= 0.001; 0 = unlimited
   int breaker_failure_threshold = 20;   // consecutive failures that open a host's circuit
   int breaker_cooldown_ms = 30000;      // how long an open circuit refuses calls
   int shutdown_grace_ms = 20000;        // SIGTERM: longest wait for in-flight deliveries

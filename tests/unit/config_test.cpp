@@ -159,6 +159,34 @@ TEST(Config, NotANumberIsRefusedNamingTheField) {
       << route.error().message;
 }
 
+// A positive rate below 0.001 calls a second is refused, naming the field: the wait between its
+// calls overflowed the rate limiter's arithmetic. 0 (unlimited) and 0.001 are taken.
+TEST(Config, ARateBelowOneCallInAThousandSecondsIsRefusedNamingTheField) {
+  expect_refused("worker: { ",
+                 {{"per_host_rate_per_second: 1e-20", "worker.per_host_rate_per_second"},
+                  {"per_host_rate_per_second: 0.0009", "worker.per_host_rate_per_second"}},
+                 " }");
+  const std::string route =
+      "sources: { gh: { scheme: github, secrets: [s] } }\n"
+      "routes: { gh: [ { name: a, url: \"http://127.0.0.1:9/a\", rate_per_second: ";
+  for (const char* tiny : {"1e-20", "0.0009"}) {
+    auto r = parse_config(route + tiny + " } ] }\n", env_of({}));
+    ASSERT_FALSE(r) << tiny;
+    EXPECT_NE(r.error().message.find("routes.gh[0].rate_per_second"), std::string::npos)
+        << r.error().message;
+    EXPECT_NE(r.error().message.find("at least 0.001"), std::string::npos) << r.error().message;
+  }
+  auto c = parse_config(route + "0.001 } ] }\nworker: { per_host_rate_per_second: 0.001 }\n",
+                        env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->routes.at("gh").at(0).rate_per_second, 0.001);
+  EXPECT_EQ(c->worker.per_host_rate_per_second, 0.001);
+  auto unlimited =
+      parse_config(route + "0 } ] }\nworker: { per_host_rate_per_second: 0 }\n", env_of({}));
+  ASSERT_TRUE(unlimited) << unlimited.error().message;
+  EXPECT_EQ(unlimited->routes.at("gh").at(0).rate_per_second, 0);
+}
+
 TEST(Config, HostStatesDefaultsKeysAndErrorsNamingTheField) {
   auto d = parse_config("", env_of({}));
   ASSERT_TRUE(d);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace hookrelay {
 namespace {
 
@@ -69,6 +71,20 @@ TEST_F(RateLimiterTest, ClockSteppingBackDoesNotMintTokens) {
   EXPECT_FALSE(rl.try_acquire("a"));
   now_ += 1;
   EXPECT_TRUE(rl.try_acquire("a"));
+}
+
+// A rate so small that the wait for the next token does not fit in 64-bit milliseconds: the
+// longest wait there is. The old conversion overflowed (undefined; on x86 a negative wait).
+TEST_F(RateLimiterTest, ATinyRateWaitsTheLongestWaitInsteadOfOverflowing) {
+  for (double rate : {1e-20, 1e-300}) {
+    RateLimiter rl(rate, 1, clock_);
+    ASSERT_TRUE(rl.try_acquire("a"));
+    EXPECT_FALSE(rl.try_acquire("a"));
+    EXPECT_EQ(rl.ms_until_available("a"), std::numeric_limits<int64_t>::max()) << rate;
+  }
+  RateLimiter slow(0.001, 1, clock_);  // the slowest rate the config takes: one call in 1000 s
+  ASSERT_TRUE(slow.try_acquire("a"));
+  EXPECT_EQ(slow.ms_until_available("a"), 1'000'000);
 }
 
 TEST_F(RateLimiterTest, PruneForgetsOnlyFullBuckets) {

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+#include <set>
+
 namespace hookrelay {
 namespace {
 
@@ -139,6 +142,70 @@ TEST_F(Decide, AnOpenCircuitOfARouteWithItsOwnScheduleWaitsInTheGlobalTiers) {
   ASSERT_EQ(r.next, NextState::kRetrying);
   EXPECT_EQ(r.tier, 1);
   EXPECT_EQ(r.due_at_ms, kDecisionNow + 25'000);
+}
+
+// The deliveries deferred during one open spell of their host's circuit come back spread over the
+// cooldown after it turns half-open, each within [open_until, open_until + cooldown), and decide()
+// keeps the moment drawn. Coming back all at the half-open moment, they waited in the worker for
+// the one probe's answer, filling its max_in_flight.
+TEST_F(Decide, CircuitDeferralsOfOneOpenSpellComeBackSpreadOverTheCooldownAfterIt) {
+  const int64_t open_until = kDecisionNow + 15'000;
+  const int64_t cooldown = 20'000;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  auto rand01 = [&] { return uniform(rng); };
+  std::set<int64_t> due;
+  int early = 0;  // in the first tenth of the window
+  for (int i = 0; i < 1000; ++i) {
+    const int64_t at = circuit_due_at_ms(d, policy, open_until, cooldown, rand01);
+    ASSERT_GE(at, open_until);
+    ASSERT_LT(at, open_until + cooldown);
+    due.insert(at);
+    early += at < open_until + cooldown / 10 ? 1 : 0;
+    auto r = decide(d, AttemptResult::circuit_open(at - kDecisionNow), policy, kDecisionNow,
+                    [] { return 0.5; });
+    ASSERT_EQ(r.next, NextState::kRetrying);
+    ASSERT_EQ(r.due_at_ms, at);
+    ASSERT_EQ(r.tier, at - kDecisionNow <= 30'000 ? 1 : 2);
+  }
+  EXPECT_GT(due.size(), 900u) << "deferrals of one open spell share their due time";
+  EXPECT_LT(early, 200) << "a tenth of the window took " << early << " of 1000";
+  EXPECT_GT(early, 50);
+  // A source at its bounds stays within the window.
+  EXPECT_EQ(circuit_due_at_ms(d, policy, open_until, cooldown, [] { return 0.0; }), open_until);
+  EXPECT_EQ(circuit_due_at_ms(d, policy, open_until, cooldown, [] { return 1.0; }),
+            open_until + cooldown - 1);
+}
+
+// Spread, a deferral still never comes back after its delivery's max_age (the route's or the
+// call's own where it has one): it is due when its age ends, and is attempted then. One whose age
+// ends before the circuit turns half-open is due at the half-open moment, and dead as max_age.
+TEST_F(Decide, ASpreadCircuitDeferralStaysWithinItsMaxAge) {
+  const int64_t open_until = kDecisionNow + 15'000;
+  auto late = [] { return 0.99; };
+  d.received_at_ms = open_until + 5'000 - 86'400'000;  // 5 s of age left at half-open
+  int64_t at = circuit_due_at_ms(d, policy, open_until, 20'000, late);
+  EXPECT_EQ(at, open_until + 5'000);
+  auto r = decide(d, AttemptResult::circuit_open(at - kDecisionNow), policy, kDecisionNow, late);
+  EXPECT_EQ(r.next, NextState::kRetrying) << "dead-lettered for a moment drawn past its max_age";
+  EXPECT_EQ(r.due_at_ms, open_until + 5'000);
+
+  d.received_at_ms = open_until - 1'000 - 86'400'000;  // its age ends before half-open
+  at = circuit_due_at_ms(d, policy, open_until, 20'000, late);
+  EXPECT_EQ(at, open_until);
+  r = decide(d, AttemptResult::circuit_open(at - kDecisionNow), policy, kDecisionNow, late);
+  EXPECT_EQ(r.next, NextState::kDead);
+  EXPECT_EQ(r.reason, DeadReason::kMaxAge);
+
+  RouteConfig route;
+  route.retry = RetryConfig{{5}, 5, 30};  // 30 s of age
+  d.route = &route;
+  d.received_at_ms = kDecisionNow;
+  EXPECT_EQ(circuit_due_at_ms(d, policy, open_until, 20'000, late), kDecisionNow + 30'000);
+  d.route = nullptr;
+  d.kind = "call";
+  d.max_age_seconds = 20;
+  EXPECT_EQ(circuit_due_at_ms(d, policy, open_until, 20'000, late), kDecisionNow + 20'000);
 }
 
 TEST_F(Decide, ABounceWithNoTiersIsDead) {

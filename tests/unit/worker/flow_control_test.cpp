@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <map>
+#include <set>
 
 #include "worker/dispatcher.h"
 
@@ -195,8 +196,8 @@ class DispatcherFlow : public ::testing::Test {
   }
   void make() {
     dispatcher = std::make_unique<Dispatcher>(
-        config, sender, [this] { return now; }, [this] { return now; },
-        [this](WorkerEvent e) { events.push_back(std::move(e)); });
+        config, sender, [this] { return now; }, [this] { return own_steady ? steady_now : now; },
+        [this](WorkerEvent e) { events.push_back(std::move(e)); }, rand01);
   }
   std::unique_ptr<Job> job(const RouteConfig& route, int n) {
     auto j = std::make_unique<Job>();
@@ -209,6 +210,7 @@ class DispatcherFlow : public ::testing::Test {
     j->d.host_key = "h:80";
     j->d.route = &route;
     j->d.body = std::make_shared<const std::string>("{}");
+    j->d.received_at_ms = now;
     j->msg = std::make_shared<MessageState>();
     j->msg->tp.topic = "hookrelay.webhooks";
     return j;
@@ -235,7 +237,35 @@ class DispatcherFlow : public ::testing::Test {
     return n;
   }
 
-  int64_t now = 1'700'000'000'000;
+  // Opens the host's circuit (threshold 2, cooldown 20 s): two calls fail.
+  void open_circuit() {
+    const std::size_t first = sender.calls.size();
+    dispatcher->enqueue(job(fast, 1000));
+    dispatcher->enqueue(job(fast, 1001));
+    dispatch();
+    ASSERT_EQ(sender.calls.size(), first + 2);
+    complete(first, 0, std::nullopt, TransportError::kConnectFailed);
+    complete(first + 1, 0, std::nullopt, TransportError::kConnectFailed);
+    ASSERT_EQ(dispatcher->circuit_counts().open, 1u);
+  }
+  void breaker_config() {
+    config.worker.breaker_failure_threshold = 2;
+    config.worker.breaker_cooldown_ms = 20'000;
+    config.worker.per_host_max_in_flight = 64;
+    config.worker.adaptive_limit.enabled = false;
+  }
+  HostStateRow host_state() const {
+    for (auto& row : dispatcher->host_states()) {
+      if (row.host == "h:80") return row;
+    }
+    ADD_FAILURE() << "no row for h:80";
+    return {};
+  }
+
+  int64_t now = 1'700'000'000'000;  // the wall clock
+  bool own_steady = false;          // the steady clock is steady_now, not `now`
+  int64_t steady_now = 5'000'000;
+  std::function<double()> rand01;  // empty: the dispatcher's own
   Config config;
   RouteConfig fast, limited;
   HeldSender sender;
@@ -381,6 +411,138 @@ TEST_F(DispatcherFlow, WithoutAdaptationA429ChangesNothing) {
   dispatch();
   EXPECT_EQ(sender.calls.size(), 9u);
   EXPECT_EQ(dispatcher->host_limit("h:80"), 8);
+}
+
+// The deliveries deferred during one open spell of a host's circuit come back spread over the
+// cooldown that follows its turn to half-open, not all at that moment: there one probe goes out
+// and the rest wait in the worker for its answer, counted in its max_in_flight. The old
+// dispatcher deferred every one of them to the half-open moment itself.
+TEST_F(DispatcherFlow, DeferralsOfOneOpenSpellAreSpreadOverTheCooldownAfterItTurnsHalfOpen) {
+  breaker_config();
+  int draws = 0;
+  rand01 = [&draws] { return static_cast<double>(draws++ % 100) / 100.0; };
+  make();
+  ASSERT_NO_FATAL_FAILURE(open_circuit());
+  const int64_t half_open_at = now + 20'000;
+  now += 5'000;
+  for (int i = 0; i < 100; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  ASSERT_EQ(bounced.size(), 100u);
+  std::set<int64_t> due;
+  for (const auto& j : bounced) {
+    EXPECT_GE(j->circuit_open_until_ms, half_open_at) << "due before the circuit turns half-open";
+    EXPECT_LT(j->circuit_open_until_ms, half_open_at + 20'000) << "due past one cooldown after";
+    due.insert(j->circuit_open_until_ms);
+  }
+  EXPECT_EQ(due.size(), 100u) << "deferrals of one open spell share their due time";
+  EXPECT_EQ(*due.begin(), half_open_at);
+  EXPECT_EQ(*due.rbegin(), half_open_at + 19'800);
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
+}
+
+// A deferral never comes back after its delivery's max_age ends: the spread stops there, and a
+// delivery whose max_age ends before the half-open moment is due then (decide() dead-letters it).
+TEST_F(DispatcherFlow, ASpreadDeferralStaysWithinTheDeliveryMaxAge) {
+  breaker_config();
+  config.retry.max_age_seconds = 60;
+  rand01 = [] { return 0.99; };
+  make();
+  ASSERT_NO_FATAL_FAILURE(open_circuit());
+  const int64_t half_open_at = now + 20'000;
+  auto young = job(fast, 1);
+  auto ageing = job(fast, 2);
+  ageing->d.received_at_ms = half_open_at + 5'000 - 60'000;  // 5 s of age left at half-open
+  auto old = job(fast, 3);
+  old->d.received_at_ms = half_open_at - 1'000 - 60'000;  // none left by then
+  dispatcher->enqueue(std::move(young));
+  dispatcher->enqueue(std::move(ageing));
+  dispatcher->enqueue(std::move(old));
+  dispatch();
+  ASSERT_EQ(bounced.size(), 3u);
+  EXPECT_EQ(bounced[0]->circuit_open_until_ms, half_open_at + 19'800);
+  EXPECT_EQ(bounced[1]->circuit_open_until_ms, half_open_at + 5'000) << "spread past its max_age";
+  EXPECT_EQ(bounced[2]->circuit_open_until_ms, half_open_at);
+}
+
+// The wall clock stepped back an hour (an NTP correction) while a host's circuit is open: the
+// circuit runs on the steady clock, so a deferral is due when the rest of the cooldown is over,
+// published in Unix ms, and the probe goes out once the cooldown has passed on the steady clock.
+// The old dispatcher ran the breaker on the wall clock: the circuit stayed open an hour more, and
+// its deferrals were given an hour to wait (dead-lettered as max_age when that was past it).
+TEST_F(DispatcherFlow, AWallClockSteppedBackLeavesTheCircuitToTheSteadyClock) {
+  breaker_config();
+  own_steady = true;
+  rand01 = [] { return 0.0; };  // due at the half-open moment itself
+  make();
+  ASSERT_NO_FATAL_FAILURE(open_circuit());
+  now -= 3'600'000;
+  steady_now += 5'000;
+  dispatcher->enqueue(job(fast, 0));
+  dispatch();
+  ASSERT_EQ(bounced.size(), 1u);
+  EXPECT_EQ(bounced[0]->circuit_open_until_ms, now + 15'000)
+      << "the rest of the cooldown, as a Unix time";
+  const HostStateRow row = host_state();
+  EXPECT_EQ(row.circuit, "open");
+  EXPECT_EQ(row.open_until_ms, now + 15'000) << "published open_until is not Unix ms";
+  now += 15'000;
+  steady_now += 15'000;
+  dispatcher->enqueue(job(fast, 1));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 3u) << "no probe after the cooldown on the steady clock";
+  EXPECT_EQ(bounced.size(), 1u);
+  complete(2, 200);
+  EXPECT_EQ(dispatcher->circuit_counts().open + dispatcher->circuit_counts().half_open, 0u)
+      << "the probe's success did not close the circuit";
+}
+
+// The same for a Retry-After pause: it ends after its delay on the steady clock, and is published
+// in Unix ms. The old dispatcher paused the host until the wall clock caught up, an hour more.
+TEST_F(DispatcherFlow, AWallClockSteppedBackDoesNotStretchARetryAfterPause) {
+  own_steady = true;
+  make();
+  for (int i = 0; i < 3; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 3u);
+  complete(0, 429, "2");
+  EXPECT_EQ(host_state().paused_until_ms, now + 2'000);
+  now -= 3'600'000;
+  steady_now += 1'999;
+  dispatcher->enqueue(job(fast, 3));
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 3u) << "paused by Retry-After: no call to the host";
+  steady_now += 1;
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 4u) << "still paused after 2 s on the steady clock";
+}
+
+// Nor does it stall the per-host rate or a route's: their buckets refill on the steady clock. The
+// old ones waited for the wall clock to catch up before minting a token.
+TEST_F(DispatcherFlow, AWallClockSteppedBackStallsNoRate) {
+  config.worker.per_host_rate_per_second = 1;
+  limited.max_in_flight = 0;
+  limited.rate_per_second = 1;
+  own_steady = true;
+  make();
+  dispatcher->enqueue(job(fast, 0));
+  dispatcher->enqueue(job(fast, 1));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 1u) << "one call a second to the host";
+  now -= 3'600'000;
+  steady_now += 1'000;
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 2u) << "the host's rate waits for the wall clock";
+
+  config.worker.per_host_rate_per_second = 0;
+  dispatcher->reconfigure(config);
+  dispatcher->enqueue(job(limited, 2));
+  dispatcher->enqueue(job(limited, 3));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 3u) << "one call a second of the route";
+  now -= 3'600'000;
+  steady_now += 1'000;
+  dispatch();
+  EXPECT_EQ(sender.calls.size(), 4u) << "the route's rate waits for the wall clock";
 }
 
 }  // namespace
