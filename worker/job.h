@@ -56,15 +56,13 @@ struct Job {
   std::string order_gate;     // non-empty while this job holds an ordered route's gate
   int64_t produce_at_ms = 0;  // redelivery: when to publish again after a transient refusal
   int store_rejections = 0;   // permanent store errors met by this job
-  // Set when the dispatcher defers the job because its host's circuit is open: when the circuit
-  // turns half-open. 0 on a job it defers because its lease is running out.
+  // Set when the dispatcher defers the job because its host's circuit is open: when the job is to
+  // come back (Unix ms), a moment in the cooldown after the circuit turns half-open
+  // (circuit_due_at_ms). 0 on a job it defers because its lease is running out.
   int64_t circuit_open_until_ms = 0;
   // Bounced without an attempt under a lease of its own: the coordinator gives the lease back
   // once the retry message is acknowledged.
   bool give_back_lease = false;
-  // A copy bounced because another worker holds the delivery, dead-lettered only as a trace (its
-  // retry refused for good): that worker decides the delivery's fate, and the key it may head.
-  bool trace_only = false;
   // Failed, it found its key held by another worker's head (KeyOrder::hold) and waits behind
   // it: once its attempt is recorded it is finished instead of going to a retry tier.
   bool wait_after_record = false;

@@ -46,8 +46,9 @@ Worker::Worker(WorkerDeps deps)
               {.has_room = [this] { return has_room(); },
                .take = [this](ConsumedMessage& m,
                               const std::shared_ptr<MessageState>& msg) { take_message(m, msg); }}),
-      dispatcher_(*d_.config, *d_.sender, d_.now_ms, d_.steady_ms,
-                  [this](WorkerEvent e) { post(std::move(e)); }),
+      dispatcher_(
+          *d_.config, *d_.sender, d_.now_ms, d_.steady_ms,
+          [this](WorkerEvent e) { post(std::move(e)); }, d_.rand01),
       redelivery_(*d_.producer, *d_.metrics, policy_, d_.rand01,
                   [this](WorkerEvent e) { post(std::move(e)); }),
       store_({.claim_store = d_.store,
@@ -158,6 +159,9 @@ void Worker::step() {
   apply_pending_config();
   int64_t now = d_.now_ms();
   drain_events(now, false);
+  // Once a stop is requested (a signal, or a fatal error met by an event just drained) nothing
+  // new is taken, claimed or sent: drain_for_shutdown() finishes what is out.
+  if (stop_.load()) return;
   if (d_.key_order) {
     d_.key_order->poll(now);
     if (order_look_ > 0 &&
@@ -180,9 +184,11 @@ void Worker::step() {
   }
   store_.flush_records(now);
   redelivery_.flush_due(now);
+  reclaim_due();
   intake_.resume_due(now);
   if (!intake_.poll(now, events_waiting()))
     drain_events(now, true);  // backlog full: wait for results
+  if (stop_.load()) return;   // the same, for the events of that wait
   // The fences of retries acknowledged this step go ahead of its claims on the claim lane: a
   // stale copy read in this very step is judged by them.
   store_.fence(std::move(copy_fences_));
@@ -342,7 +348,8 @@ void Worker::on_claimed(const WorkerEvent& e, int64_t now) {
         // once the bounce is published, or it would refuse the bounce's claim until it expires.
         // The attempt finishing here settles the key's order (it holds the key if it fails).
         job->give_back_lease = true;
-        if (stop_.load()) {
+        if (stop_.load()) {  // a stop requested since the check above: its lease goes back too
+          abandoned_leases_.push_back(job->lease());
           in_flight_.fetch_sub(1);
           break;
         }
@@ -406,6 +413,43 @@ void Worker::bounce_leased(std::unique_ptr<Job> job, int64_t now) {
     return;
   }
   redeliver(std::move(job), AttemptResult::Kind::kNotAttempted, now);
+}
+
+// A copy bounced because another worker held the delivery, whose retry Kafka refused for good.
+// While the holder lives, its attempt decides the delivery's state; but the holder may have
+// stopped (crashed) with the lease, and this copy may be the last one Kafka has: its offset must
+// not go with nothing left to bring the delivery back, in flight for good. A dead letter would
+// not do either: Postgres does not have the delivery dead, so it could not be replayed. So the
+// copy stays unfinished here (its offset is not stored, as for a dead letter Kafka refuses) and
+// is claimed again once the holder's lease has ended: the claim then finds the delivery finished
+// (skipped), or takes it over and attempts it, or finds it leased again and bounces it again,
+// one claim and one produce per lease at most. An ordered key it holds here stays held
+// meanwhile. The partition's later messages go on; only its committed offset waits.
+void Worker::wait_for_lease(std::unique_ptr<Job> job) {
+  d_.metrics->lease_wait();
+  // The holder's claim was made before this copy's claim was refused, so its lease ends within
+  // a lease from now (the lease it was given may be longer only after a reload).
+  const int64_t lease_ms = int64_t{config_->worker.claim_lease_seconds} * 1000;
+  spdlog::warn(
+      "msg=bounce_refused key={} error={} action=\"claiming it again in {} ms, once the lease "
+      "another worker holds has ended\"",
+      log_quote(job->d.key), log_quote(job->history.last_error), lease_ms);
+  // Claimed afresh: a token of its own, a window counted from the new claim, and no decision.
+  job->lease_token = 0;
+  job->send_by_ms = 0;
+  job->decision = Decision{};
+  job->history = AttemptHistory{};
+  job->stages.polled = StageTimes::Clock::now();
+  lease_waits_.emplace_back(d_.steady_ms() + lease_ms, std::move(job));
+}
+
+void Worker::reclaim_due() {
+  if (lease_waits_.empty()) return;
+  const int64_t steady = d_.steady_ms();
+  auto due = std::stable_partition(lease_waits_.begin(), lease_waits_.end(),
+                                   [steady](const auto& w) { return w.first > steady; });
+  for (auto it = due; it != lease_waits_.end(); ++it) store_.claim(std::move(it->second));
+  lease_waits_.erase(due, lease_waits_.end());
 }
 
 std::vector<std::unique_ptr<Job>> Worker::queued_behind() {
@@ -547,20 +591,18 @@ void Worker::on_produced(const WorkerEvent& e, int64_t now) {
     if (job->give_back_lease) bounced_leases_.push_back(job->lease());
     // The retry after an attempt is in Kafka: a copy with fewer attempts, read again after a
     // rebalance or restart, is stale from now on (a bounce's copy has the count its claim set).
-    if (job->decision.next == NextState::kRetrying && job->decision.attempt && !job->trace_only)
+    if (job->decision.next == NextState::kRetrying && job->decision.attempt)
       copy_fences_.push_back({job->d.key, job->history.attempts_made, job->started_ms});
-    const bool done = !job->trace_only;
-    finish(std::move(job), done);
+    finish(std::move(job));
     return;
   }
   for (auto& job : redelivery_.take_to_record()) {
     const bool attempted = job->decision.attempt.has_value();  // this turn made a call or parked
     if (!attempted && !job->give_back_lease) {
-      // A copy bounced because another worker holds the delivery: that worker decides its
-      // state. The dead letter only keeps a trace of this copy; an ordered key this copy holds
-      // here is not released by it (Postgres releases it once the delivery is done there).
-      job->trace_only = true;
-      redelivery_.publish(std::move(job));
+      // A copy bounced because another worker holds the delivery: neither recorded nor
+      // dead-lettered here, the holder decides its state. It waits for the holder's lease to
+      // end instead (wait_for_lease).
+      wait_for_lease(std::move(job));
       continue;
     }
     // A bounce under a lease of its own still holds it, and the record gives it back. Any other
@@ -816,6 +858,12 @@ void Worker::on_revoked(const std::vector<TopicPartition>& tps) {
   std::set<TopicPartition> gone(tps.begin(), tps.end());
   // Unclaimed work of revoked partitions is dropped: the new owner replays it.
   auto dropped = store_.drop_unclaimed([&](const Job& j) { return gone.count(j.msg->tp) > 0; });
+  // So are copies waiting for another worker's lease: they hold none here.
+  auto waits = std::stable_partition(lease_waits_.begin(), lease_waits_.end(), [&](const auto& w) {
+    return gone.count(w.second->msg->tp) == 0;
+  });
+  dropped += static_cast<std::size_t>(lease_waits_.end() - waits);
+  lease_waits_.erase(waits, lease_waits_.end());
   in_flight_.fetch_sub(static_cast<int>(dropped));
 }
 
@@ -868,10 +916,14 @@ void Worker::drain_for_shutdown() {
     }
   };
   take_unsent();
+  // After a fatal error (at the stop, or met while draining) Kafka takes no more, or not the
+  // dead letters: the calls out and the records of their results are still waited for (a success
+  // not recorded would be sent again after a restart), but not the retries and dead letters to
+  // publish. Those deliveries stay unfinished, their offsets not stored.
   auto fatal = [this] { return redelivery_.fatal().has_value(); };
-  while (d_.now_ms() < deadline && !fatal() &&
-         (dispatcher_.calls_out() || store_.records_waiting() || !redelivery_.idle() ||
-          store_.busy() || (d_.key_order && !d_.key_order->idle()))) {
+  while (d_.now_ms() < deadline && (dispatcher_.calls_out() || store_.records_waiting() ||
+                                    (!fatal() && !redelivery_.idle()) || store_.busy() ||
+                                    (d_.key_order && !d_.key_order->idle()))) {
     int64_t now = d_.now_ms();
     drain_events(now, true);
     if (d_.key_order) d_.key_order->poll(now);
@@ -880,6 +932,9 @@ void Worker::drain_for_shutdown() {
     intake_.store_offsets();
   }
   take_unsent();  // put back in the dispatcher meanwhile (a key's head adopted while draining)
+  // Copies waiting for another worker's lease hold none: replayed, as unclaimed work is.
+  in_flight_.fetch_sub(static_cast<int>(lease_waits_.size()));
+  lease_waits_.clear();
   // The leases of calls still out and of results not yet recorded run on: given back, the
   // delivery could be claimed and sent again at once, by the partition's next owner, while the
   // call is still with its receiver. A crash leaves them running too.

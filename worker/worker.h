@@ -13,7 +13,8 @@
 // results wait, and consumption resumes when a round trip succeeds, or when nothing is left to
 // try again (StoreBatcher). A dead
 // letter the broker refuses for good, or any produce refused by a broken (fatal) producer, stops
-// the worker: run() returns and fatal_error() says why.
+// the worker as a stop request does (nothing new starts, calls out and their records are waited
+// for), except that nothing waits for Kafka: run() returns and fatal_error() says why.
 //
 // Thread-safety: run() on one thread; request_stop(), ready(), in_flight(), fatal_error() from
 // any thread.
@@ -31,6 +32,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "shared/config/config.h"
@@ -84,7 +86,9 @@ class Worker {
 
   // Runs until request_stop() (or a fatal error), then drains for at most
   // worker.shutdown_grace_ms, stores and commits offsets, and leaves the group. Deliveries not
-  // finished by then are replayed later.
+  // finished by then are replayed later. After a fatal error the drain still waits for the calls
+  // out and the records of their results, but not for retries or dead letters to be published:
+  // those deliveries stay unfinished, their offsets uncommitted.
   void run();
   void request_stop();
   // One iteration of the loop run() repeats; for tests that drive the worker step by step.
@@ -145,6 +149,10 @@ class Worker {
                 std::function<void(std::unique_ptr<Job>)> lost = nullptr);
   // Leased by another worker (attempting it, or stopped with it out): back after the first tier.
   void bounce_leased(std::unique_ptr<Job> job, int64_t now);
+  // Such a bounce whose retry Kafka refused for good: kept unfinished, and claimed again once its
+  // holder's lease has ended (reclaim_due()).
+  void wait_for_lease(std::unique_ptr<Job> job);
+  void reclaim_due();
   void update_gauges(int64_t now);
   void on_assigned(const std::vector<TopicPartition>& tps);
   void on_revoked(const std::vector<TopicPartition>& tps);
@@ -163,7 +171,10 @@ class Worker {
   std::vector<LeaseRef> abandoned_leases_;      // claimed during shutdown; given back
   std::vector<LeaseRef> bounced_leases_;        // bounced under their own lease, retry produced
   std::vector<CopyFence> copy_fences_;          // retries after an attempt, produced
-  std::set<std::string> lag_topics_;            // topics whose consumer lag was ever set
+  // Bounces waiting for their holder's lease to end (wait_for_lease), with when they are claimed
+  // again (the steady clock, ms).
+  std::vector<std::pair<int64_t, std::unique_ptr<Job>>> lease_waits_;
+  std::set<std::string> lag_topics_;  // topics whose consumer lag was ever set
   // The key order's look at Postgres that partitions assigned with ordered routes wait for
   // (KeyOrder::refresh_soon); 0: none waits.
   uint64_t order_look_ = 0;

@@ -54,6 +54,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
            "Claimed deliveries not sent because they waited for their host, route or rate until "
            "their lease no longer covered the call; each went back to a retry tier unattempted")
            .Add({});
+  lease_waits_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_worker_lease_waits_total",
+           "Copies of deliveries another worker held whose retry Kafka refused for good; each was "
+           "kept, its offset not stored, and claimed again once the holder's lease had ended")
+           .Add({});
   filtered_ =
       &reg(prometheus::BuildCounter(), r, "hookrelay_deliveries_filtered_total",
            "Events a route's filter kept from the route (no delivery made), by source and route");

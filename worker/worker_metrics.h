@@ -46,6 +46,9 @@ class WorkerMetrics {
   // A delivery sent to wait in a retry tier because its host's circuit is open.
   void circuit_deferral() { circuit_deferrals_->Increment(); }
   void lease_requeue() { lease_requeues_->Increment(); }
+  // A copy leased elsewhere whose retry Kafka refused for good, kept to be claimed again once the
+  // holder's lease has ended.
+  void lease_wait() { lease_waits_->Increment(); }
   // Adaptive flow control (worker/flow_control.h): a host's in-flight limit; a cut of it by
   // reason (429, 503, timeout), or a Retry-After pause of the whole host (what = "pause").
   void host_inflight_limit(std::string_view host, int limit);
@@ -91,6 +94,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* circuits_;
   prometheus::Counter* circuit_deferrals_;
   prometheus::Counter* lease_requeues_;
+  prometheus::Counter* lease_waits_;
   prometheus::Family<prometheus::Counter>* filtered_;
   prometheus::Family<prometheus::Gauge>* route_suspended_;
   prometheus::Family<prometheus::Counter>* route_suspensions_;

@@ -344,6 +344,17 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
     return it == consumer.stored.end() ? -1 : it->second;
   }
 
+  // From here on the workers' clock goes with real time, from `now`: a drain's grace runs out.
+  void real_clock() {
+    const int64_t base = now;
+    const auto start = std::chrono::steady_clock::now();
+    clock = [base, start] {
+      return base + std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    };
+  }
+
   int64_t now = 1'700'000'000'000;
   std::function<int64_t()> clock;   // when set, the workers' clock instead of `now`
   std::function<int64_t()> steady;  // when set, their steady clock instead of the above
@@ -1280,16 +1291,73 @@ TEST_F(CircuitCoordinator, OpenCircuitDefersUntilItTurnsHalfOpenWithoutACallOrAn
   run();
   EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
   ASSERT_EQ(producer.sent.size(), 1u);
-  EXPECT_EQ(producer.sent[0].topic, retry_topic(1))
-      << "15 s of cool-down left wait in the 30 s tier";
-  EXPECT_EQ(producer.sent[0].header("hr-due-at"), std::to_string(opened_at + 20'000))
-      << "due when the circuit turns half-open";
+  // Due when the circuit turns half-open, or within a cooldown after (spread: see below).
+  const int64_t due = std::stoll(producer.sent[0].header("hr-due-at"));
+  EXPECT_GE(due, opened_at + 20'000) << "due before the circuit turns half-open";
+  EXPECT_LT(due, opened_at + 40'000);
+  EXPECT_EQ(producer.sent[0].topic, due - now <= 30'000 ? retry_topic(1) : retry_topic(2))
+      << "waits in the tier that covers the rest of the cool-down and its spread";
   EXPECT_EQ(producer.sent[0].header("hr-attempt"), "0") << "a deferral must not spend an attempt";
   EXPECT_EQ(stored_webhooks(), 3);
   EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_circuit_deferrals_total"), 1);
   EXPECT_EQ(store.released, std::vector<std::string>{"wh:gh:e3:a"})
       << "a deferral keeps its lease, and its claim when it comes back is refused";
   EXPECT_EQ(store.lease["wh:gh:e3:a"].token, 0) << "the release named another claim's token";
+}
+
+// The deliveries deferred during one open spell come back spread over the cooldown after the
+// circuit turns half-open, not all at that moment, where one probe goes out and the rest wait in
+// the worker for its answer, filling its max_in_flight and holding every other host back. The
+// old worker gave each of them the half-open moment itself.
+TEST_F(CircuitCoordinator, DeferralsOfOneOpenSpellComeBackSpreadOverTheCooldown) {
+  // A random source that varies, in case the worker hands its own to the dispatcher.
+  w.reset();
+  auto d = deps(own);
+  d.rand01 = [n = 0]() mutable { return static_cast<double>(n++ % 20) / 20.0; };
+  w = std::make_unique<Worker>(d);
+  own.assign({{std::string(kWebhooksTopic), 0}});
+  ASSERT_NO_FATAL_FAILURE(open());
+  const int64_t half_open_at = now + 20'000;
+  now += 5'000;
+  for (int i = 0; i < 20; ++i) feed(2 + i, "d" + std::to_string(i));
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
+  ASSERT_EQ(producer.sent.size(), 20u);
+  std::set<int64_t> due;
+  for (const auto& m : producer.sent) {
+    const int64_t at = std::stoll(m.header("hr-due-at"));
+    EXPECT_GE(at, half_open_at) << "due before the circuit turns half-open";
+    EXPECT_LT(at, half_open_at + 20'000) << "due past a cooldown after it";
+    EXPECT_EQ(m.header("hr-attempt"), "0");
+    due.insert(at);
+  }
+  EXPECT_GT(due.size(), 1u) << "every deferral of the open spell is due at one moment";
+}
+
+// The wall clock stepped back an hour (an NTP correction) while the circuit is open: it turns
+// half-open after its cooldown on the steady clock. A deferral meanwhile waits the rest of the
+// cooldown, due in Unix ms. The old worker ran the breaker on the wall clock: the circuit stayed
+// open an hour more, and each deferral computed an hour left to wait (dead-lettered as max_age
+// when that was past it).
+TEST_F(CircuitCoordinator, AWallClockSteppedBackDoesNotKeepTheCircuitOpen) {
+  steady_now = 1'000'000;
+  steady = [this] { return steady_now; };
+  ASSERT_NO_FATAL_FAILURE(open());
+  now -= 3'600'000;
+  steady_now += 5'000;
+  feed(2, "e3");
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u) << "called a host whose circuit is open";
+  ASSERT_EQ(producer.sent.size(), 1u);
+  const int64_t due = std::stoll(producer.sent[0].header("hr-due-at"));
+  EXPECT_GE(due, now + 15'000);
+  EXPECT_LT(due, now + 35'000) << "the rest of the cooldown on the steady clock, and its spread";
+  now += 15'000;
+  steady_now += 15'000;
+  feed(3, "e4");
+  run();
+  ASSERT_EQ(sender.calls.size(), 3u) << "no probe once the cooldown passed on the steady clock";
+  EXPECT_EQ(store.state["wh:gh:e4:a"], "succeeded");
 }
 
 // A deferral whose retry message is acknowledged while the worker drains for a stop gives its
@@ -1684,22 +1752,29 @@ TEST_F(OrderedLeaseCoordinator, DeliveriesTakenToWaitBehindANewHeadKeepTheirOrde
   EXPECT_EQ(order_store.waiting, (std::vector<std::string>{"wh:gh:e1:a", "wh:gh:e2:a"}));
 }
 
-// A copy leased elsewhere heads its key here; its retry is refused for good, so it is only
-// dead-lettered as a trace. The worker holding the delivery decides its fate: the trace must
-// not release the key's next delivery (the old worker did, while the delivery was still to be
-// made elsewhere).
-TEST_F(OrderedLeaseCoordinator, ATraceOfACopyLeasedElsewhereDoesNotReleaseItsKey) {
+// A copy leased elsewhere heads its key here, and its retry is refused for good: the delivery is
+// still to be made (by its holder, or here once the holder's lease has ended), so the key stays
+// held, its next delivery waiting, until the copy is claimed again and delivered. The old worker
+// dead-lettered the copy as a trace and let its offset go: with the holder killed, nothing was
+// left to make the delivery, nor to release the key.
+TEST_F(OrderedLeaseCoordinator, ACopyLeasedElsewhereWhoseRetryIsRefusedKeepsItsKeyUntilDone) {
   producer.refuse_topic[retry_topic(0)] =
       Error{"message_too_large", "Broker: Message size too large", false};
   store.lease["wh:gh:e1:a"] = {"other", 5};
   feed_keyed(0, "e1", "x");
   feed_keyed(1, "e2", "x");
   run();
-  ASSERT_EQ(producer.sent.size(), 1u);
-  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_TRUE(producer.sent.empty()) << "a delivery another worker holds was dead-lettered";
   EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e2:a"});
-  EXPECT_EQ(order_store.advances, 0) << "a trace released the key's next delivery";
+  EXPECT_EQ(order_store.advances, 0) << "the key's next delivery was released";
   EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+  store.lease["wh:gh:e1:a"] = {};  // the holder was killed: its lease (20 s) runs out
+  now += 20'000;
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u) << "the key's head was never delivered";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(order_store.advances, 1) << "the head is done: the key's next delivery goes";
+  EXPECT_EQ(stored_webhooks(), 2);
 }
 
 // OrderedLeaseCoordinator with a key order that looks at Postgres every 2 s.
@@ -2150,9 +2225,49 @@ TEST_F(WorkerCoordinator, RetryMessageRefusedForGoodIsDeadLettered) {
   EXPECT_TRUE(worker->fatal_error().empty());
 }
 
-// A copy bounced because another worker holds the delivery, whose retry Kafka refuses for good:
-// the holder decides the delivery's state, so nothing is recorded; its dead letter keeps a trace.
-TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereIsNotRecordedDead) {
+// A copy bounced because another worker holds the delivery, whose retry Kafka refuses for good
+// (the tier not authorized): the holder decides the delivery's state while its lease runs, so
+// nothing is recorded or dead-lettered here, but the copy's offset does not go either: the
+// holder may have been killed with its call out, and this copy be the last one Kafka has. Once
+// the holder's lease has ended the copy is claimed again, and delivered. The old worker
+// published a dead letter as a trace and let the offset go: the delivery stayed in flight for
+// good, never delivered, and never dead (a DLQ replay needs it dead).
+TEST_F(WorkerCoordinator, ACopyLeasedByAWorkerThatDiedIsClaimedAgainOnceItsLeaseHasEnded) {
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"topic_authorization_failed", "Broker: Topic authorization failed", false};
+  store.state["wh:gh:e1:a"] = "in_flight";
+  store.lease["wh:gh:e1:a"] = {"other-worker", 99};
+  webhook(0, "e1");
+  webhook(1, "e2");
+  steps(12);
+  ASSERT_EQ(sender.calls.size(), 1u) << "e2, behind it in the partition, is delivered meanwhile";
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+  EXPECT_TRUE(producer.sent.empty()) << "a delivery another worker holds was dead-lettered";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "in_flight");
+  EXPECT_EQ(store.attempts.size(), 1u) << "only e2's attempt is recorded";
+  EXPECT_EQ(stored(), -1) << "e1's offset went with no copy of it left in Kafka";
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_waits_total"), 1);
+  // Not claimed again while the holder's lease (120 s) may still run, however many steps.
+  const int claims = store.claim_calls;
+  now += 119'000;
+  steps(50);
+  EXPECT_EQ(store.claim_calls, claims) << "claimed again within the holder's lease";
+  // The holder was killed: its lease runs out (this store's leases never end by themselves).
+  store.lease["wh:gh:e1:a"] = {};
+  now += 1'000;
+  steps(12);
+  ASSERT_EQ(sender.calls.size(), 2u) << "the delivery was never made";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(stored(), 2);
+  EXPECT_EQ(worker->in_flight(), 0);
+  EXPECT_TRUE(producer.sent.empty());
+}
+
+// As above, with the holder alive: its lease still runs when the copy is claimed again, so the
+// copy is bounced again and waits another lease (one claim and one produce a lease, never a
+// spin), and nothing is recorded. Once the holder has delivered it, the copy is skipped and its
+// offset goes. The old worker dead-lettered the copy as a trace at once.
+TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereWaitsForTheHolderNotRecordedDead) {
   producer.refuse_topic[retry_topic(0)] =
       Error{"message_too_large", "Broker: Message size too large", false};
   store.state["wh:gh:e1:a"] = "in_flight";
@@ -2160,11 +2275,45 @@ TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereIsNotRecordedDead) 
   webhook(0, "e1");
   steps(12);
   EXPECT_TRUE(sender.calls.empty());
+  EXPECT_TRUE(producer.sent.empty()) << "a delivery another worker holds was dead-lettered";
+  EXPECT_EQ(producer.refused.size(), 1u);
+  EXPECT_EQ(stored(), -1);
+  now += 120'000;
+  steps(12);
+  EXPECT_TRUE(sender.calls.empty()) << "sent while another worker holds it";
+  EXPECT_EQ(producer.refused.size(), 2u) << "bounced again once, after the lease";
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_waits_total"), 2);
   EXPECT_EQ(store.state["wh:gh:e1:a"], "in_flight");
   EXPECT_TRUE(store.attempts.empty()) << "no record for a delivery another worker holds";
-  ASSERT_EQ(producer.sent.size(), 1u);
-  EXPECT_EQ(producer.sent[0].topic, kDlqTopic);
+  EXPECT_EQ(stored(), -1);
+  // The holder delivers it.
+  store.state["wh:gh:e1:a"] = "succeeded";
+  store.lease["wh:gh:e1:a"] = {};
+  now += 120'000;
+  steps(12);
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_TRUE(producer.sent.empty());
   EXPECT_EQ(stored(), 1);
+  EXPECT_EQ(worker->in_flight(), 0);
+}
+
+// A copy waiting for another worker's lease holds no lease here: a rebalance that takes its
+// partition drops it (the new owner reads it again from the uncommitted offset), and so does a
+// stop.
+TEST_F(WorkerCoordinator, ACopyWaitingForAnotherWorkersLeaseIsDroppedWithItsPartition) {
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
+  store.state["wh:gh:e1:a"] = "in_flight";
+  store.lease["wh:gh:e1:a"] = {"other-worker", 99};
+  webhook(0, "e1");
+  steps(12);
+  ASSERT_EQ(worker->in_flight(), 1);
+  consumer.listener.on_revoked(consumer.assigned);
+  EXPECT_EQ(worker->in_flight(), 0);
+  const int claims = store.claim_calls;
+  now += 120'000;
+  steps(12);
+  EXPECT_EQ(store.claim_calls, claims) << "claimed for a partition no longer held";
 }
 
 TEST_F(WorkerCoordinator, TransientProduceErrorIsPublishedAgain) {
@@ -2272,6 +2421,115 @@ TEST_F(WorkerCoordinator, ARetryRefusedByABrokenProducerIsNotRecordedDead) {
   EXPECT_EQ(stored(), -1);
   worker->run();
   EXPECT_EQ(stored(), -1);
+}
+
+// A copy of a delivery still finishing here (its retry message not yet acknowledged) is claimed
+// while the worker stops: its lease goes back at the end, as every claim made during a stop
+// does, so the partition's next owner can claim the delivery at once instead of bouncing it as
+// leased elsewhere until claim_lease_seconds have passed.
+TEST_F(WorkerCoordinator, ALocalDuplicateClaimedDuringAStopGivesItsLeaseBack) {
+  producer.refuse_topic[retry_topic(0)] = Error{"broker_down", "all brokers down", true};
+  sender.script = {status(503)};
+  webhook(0, "e1");
+  steps(12);
+  ASSERT_EQ(sender.calls.size(), 1u);
+  ASSERT_EQ(store.state["wh:gh:e1:a"], "retrying") << "recorded; its retry waits for the broker";
+  ASSERT_EQ(store.lease["wh:gh:e1:a"].token, 0);
+  // A copy of its retry is read (a replay) and claimed, and the stop comes before the answer.
+  webhook(1, "e1", retry_topic(0),
+          {{"hr-attempt", "1"}, {"hr-route", "a"}, {"hr-due-at", std::to_string(now - 1)}});
+  worker->step();
+  ASSERT_NE(store.lease["wh:gh:e1:a"].token, 0) << "the copy was not claimed";
+  config.worker.shutdown_grace_ms = 200;
+  real_clock();
+  worker->request_stop();
+  worker->run();
+  EXPECT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(store.lease["wh:gh:e1:a"].token, 0) << "a claim made during the stop kept its lease";
+}
+
+// A worker of its own with two calls at a time per host, whose DLQ refuses every dead letter for
+// good: the first delivery to die stops it (fatal_error()).
+class FatalStopCoordinator : public OwnWorkerCoordinator {
+ protected:
+  FatalStopCoordinator() {
+    config.worker.per_host_max_in_flight = 2;
+    start_own();
+    producer.refuse_topic[std::string(kDlqTopic)] =
+        Error{"topic_authorization_failed", "Broker: Topic authorization failed", false};
+  }
+  // e1 is answered 400 (dead; its dead letter refused, so the worker decides to stop) while
+  // e2's call is out; e3 takes e1's slot, and e4 waits for one. Returns the answers of e2 and e3,
+  // 2xx, still held.
+  std::vector<std::function<void()>> stop_with_calls_out() {
+    sender.hold = true;
+    sender.script = {status(400), status(200), status(200), status(200)};
+    feed(0, "e1");
+    feed(1, "e2");
+    feed(2, "e3");
+    feed(3, "e4");
+    run();
+    EXPECT_EQ(sender.calls.size(), 2u) << "two slots for the host";
+    auto held = std::move(sender.held);
+    sender.held.clear();
+    held.at(0)();
+    for (int i = 0; i < 12 && w->fatal_error().empty(); ++i) w->step();
+    EXPECT_NE(w->fatal_error().find("wh:gh:e1:a"), std::string::npos) << w->fatal_error();
+    EXPECT_EQ(sender.calls.size(), 3u) << "e3 is sent in e1's slot before the decision";
+    held.erase(held.begin());
+    held.insert(held.end(), sender.held.begin(), sender.held.end());
+    sender.held.clear();
+    return held;
+  }
+};
+
+// The worker stops itself on a fatal error while other calls are out: their 2xx, answered after
+// the decision, are recorded before run() returns, as on a stop by signal. The old drain ended
+// at once on a fatal error and the process failed the calls: the successes stayed in flight
+// under this run's lease, which the restarted worker (same worker id) takes over at once, and
+// the receiver got those deliveries twice.
+TEST_F(FatalStopCoordinator, CallsAnsweredAfterAFatalErrorAreRecordedBeforeTheWorkerStops) {
+  auto answers = stop_with_calls_out();
+  ASSERT_EQ(answers.size(), 2u);
+  config.worker.shutdown_grace_ms = 5'000;
+  real_clock();
+  std::thread answering([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (auto& answer : answers) answer();
+  });
+  w->run();
+  answering.join();
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded") << "a 2xx answered while draining is lost";
+  EXPECT_EQ(store.state["wh:gh:e3:a"], "succeeded") << "a 2xx answered while draining is lost";
+  EXPECT_EQ(store.lease["wh:gh:e2:a"].token, 0);
+  EXPECT_EQ(sender.calls.size(), 3u);
+  EXPECT_EQ(store.lease["wh:gh:e4:a"].token, 0) << "e4, claimed and never sent, kept its lease";
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "dead");
+  EXPECT_EQ(stored_webhooks(), 0) << "e1's dead letter was refused: its offset must stay";
+}
+
+// Nothing new starts once the worker has decided to stop on a fatal error: no step after it
+// takes, claims or sends anything. The old worker went on: the slot freed by a call answered
+// after the decision started the next delivery's call (which the exit then failed, or left
+// answered and unrecorded), and new messages were taken and claimed.
+TEST_F(FatalStopCoordinator, NoCallStartsAfterAFatalError) {
+  auto answers = stop_with_calls_out();
+  ASSERT_EQ(answers.size(), 2u);
+  const int claims = store.claim_calls;
+  answers[0]();  // e2's 2xx frees a slot
+  feed(4, "e5");
+  run();
+  EXPECT_EQ(sender.calls.size(), 3u) << "a call started after the worker decided to stop";
+  EXPECT_EQ(store.claim_calls, claims) << "a claim made after the worker decided to stop";
+  answers[1]();
+  for (auto& answer : sender.held) answer();
+  sender.held.clear();
+  config.worker.shutdown_grace_ms = 5'000;
+  real_clock();
+  w->run();
+  EXPECT_EQ(sender.calls.size(), 3u);
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+  EXPECT_EQ(store.state["wh:gh:e3:a"], "succeeded");
 }
 
 // A retry whose hr-due-at is not a number was not written by hookrelay: it is logged, counted
