@@ -335,6 +335,17 @@ retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
 
   // Enough iterations for one message to go all the way: claim, call, record, re-publish,
   // each handing its result to the next iteration as an event.
+  // Webhook `id` of route a, read while another worker holds its lease: bounced, and its retry
+  // refused for good by Kafka (too large for the tier's topic).
+  void bounce_held_elsewhere(const std::string& id) {
+    producer.refuse_topic[retry_topic(0)] =
+        Error{"message_too_large", "Broker: Message size too large", false};
+    const std::string key = "wh:gh:" + id + ":a";
+    store.state[key] = "in_flight";
+    store.lease[key] = {"other-worker", 99};
+    webhook(0, id);
+    steps(12);
+  }
   void steps(int n = 8) {
     for (int i = 0; i < n; ++i) worker->step();
   }
@@ -2268,12 +2279,7 @@ TEST_F(WorkerCoordinator, ACopyLeasedByAWorkerThatDiedIsClaimedAgainOnceItsLease
 // spin), and nothing is recorded. Once the holder has delivered it, the copy is skipped and its
 // offset goes. The old worker dead-lettered the copy as a trace at once.
 TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereWaitsForTheHolderNotRecordedDead) {
-  producer.refuse_topic[retry_topic(0)] =
-      Error{"message_too_large", "Broker: Message size too large", false};
-  store.state["wh:gh:e1:a"] = "in_flight";
-  store.lease["wh:gh:e1:a"] = {"other-worker", 99};
-  webhook(0, "e1");
-  steps(12);
+  bounce_held_elsewhere("e1");
   EXPECT_TRUE(sender.calls.empty());
   EXPECT_TRUE(producer.sent.empty()) << "a delivery another worker holds was dead-lettered";
   EXPECT_EQ(producer.refused.size(), 1u);
@@ -2301,12 +2307,7 @@ TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereWaitsForTheHolderNo
 // partition drops it (the new owner reads it again from the uncommitted offset), and so does a
 // stop.
 TEST_F(WorkerCoordinator, ACopyWaitingForAnotherWorkersLeaseIsDroppedWithItsPartition) {
-  producer.refuse_topic[retry_topic(0)] =
-      Error{"message_too_large", "Broker: Message size too large", false};
-  store.state["wh:gh:e1:a"] = "in_flight";
-  store.lease["wh:gh:e1:a"] = {"other-worker", 99};
-  webhook(0, "e1");
-  steps(12);
+  bounce_held_elsewhere("e1");
   ASSERT_EQ(worker->in_flight(), 1);
   consumer.listener.on_revoked(consumer.assigned);
   EXPECT_EQ(worker->in_flight(), 0);
