@@ -107,9 +107,13 @@ int run_ingest(int argc, char** argv) {
   http.header_timeout = std::chrono::milliseconds(config->ingest.header_timeout_ms);
   http.idle_timeout = std::chrono::milliseconds(config->ingest.idle_timeout_ms);
   http.on_rejected = [&service](int status, std::string_view code) {
-    service.metrics().request("other", "-", status);
-    service.metrics().error(code);
+    service.count_rejected(status, code);
   };
+  // What the handler refuses from a request's header alone (an unknown path or source, a wrong
+  // method, /v1/calls without a valid token, a webhook without its signature headers) is refused
+  // before the body is held or read: such clients cannot fill max_buffered_body_bytes and make
+  // every webhook get 503.
+  http.check_header = [&service](const HttpRequest& head) { return service.check_header(head); };
   http.on_accept_error = [&service](std::string_view reason) {
     service.metrics().accept_error(reason);
   };

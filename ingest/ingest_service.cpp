@@ -57,6 +57,27 @@ std::string accepted_body(const std::string& id, const std::string& idempotency_
   return out;
 }
 
+// What check_signature_headers finds wrong with a webhook's signature headers (a stale timestamp
+// depends on when the body has come, a bad signature on the body: those are the handler's).
+bool signature_header_failure(std::string_view code) {
+  return code == "missing_signature" || code == "malformed_signature" ||
+         code == "missing_timestamp";
+}
+
+// Whether `code` is one check_header() refuses with; the HTTP server never answers with these.
+bool refused_from_header(std::string_view code) {
+  return code == "not_found" || code == "method_not_allowed" || code == "unknown_source" ||
+         code == "unauthorized" || signature_header_failure(code);
+}
+
+// Whether a request's header announces a body, which the HTTP server holds room for from the
+// header on: a Transfer-Encoding, or a Content-Length other than 0.
+bool announces_body(const HttpRequest& head) {
+  if (head.header("Transfer-Encoding")) return true;
+  const auto length = head.header("Content-Length");
+  return length && length->find_first_not_of('0') != std::string_view::npos;
+}
+
 }  // namespace
 
 // Counts a request in in_flight() (and the gauge) from before the shutting-down check until it is
@@ -117,34 +138,118 @@ std::string IngestService::retry_after() const {
 }
 
 void IngestService::handle(const HttpRequest& request, Responder respond) {
-  std::string_view path = request.target.substr(0, request.target.find('?'));
-  if (path.rfind(kWebhooksPrefix, 0) == 0) {
-    return webhook(path.substr(kWebhooksPrefix.size()), request, std::move(respond));
+  const auto snap = snapshot_.load();  // this request's config, whatever a reload does meanwhile
+  Route to = route(request, *snap->config);
+  switch (to.to) {
+    case Route::To::kWebhook:
+      return webhook(*to.source, *snap->config, request, std::move(respond));
+    case Route::To::kCall:
+      return call(*snap, request, std::move(respond));
+    case Route::To::kProbe:
+      return probe(to.path, respond);
+    case Route::To::kRefused:
+      break;
   }
-  if (path == "/v1/calls") return call(request, std::move(respond));
-  if (path == "/healthz" || path == "/readyz" || path == "/metrics")
-    return probe(path, request, respond);
-  answer_error("other", "-", 404, "not_found",
-               "no such endpoint: " + std::string(utf8_prefix(path, 256)), respond);
+  refuse(std::move(to.refusal), respond);
+}
+
+IngestService::Route IngestService::route(const HttpRequest& request, const Config& config) const {
+  std::string_view path = request.target.substr(0, request.target.find('?'));
+  auto refusal = [](std::string_view endpoint, std::string source, int status,
+                    std::string_view code, std::string message,
+                    std::vector<std::pair<std::string, std::string>> headers = {}) {
+    return Route{.refusal = {endpoint,
+                             std::move(source),
+                             {status, std::string(code), std::move(message), std::move(headers)}}};
+  };
+  if (path.rfind(kWebhooksPrefix, 0) == 0) {
+    const std::string_view name = path.substr(kWebhooksPrefix.size());
+    auto it = config.sources.find(std::string(name));
+    if (it == config.sources.end()) {
+      return refusal("webhook", "-", 404, "unknown_source",
+                     "no source named '" + std::string(utf8_prefix(name, 64)) + "' is configured");
+    }
+    const SourceConfig& source = it->second;
+    if (request.method != "POST") {
+      return refusal("webhook", source.name, 405, "method_not_allowed",
+                     "webhooks are delivered with POST", {{"Allow", "POST"}});
+    }
+    return Route{.to = Route::To::kWebhook, .source = &source};
+  }
+  if (path == "/v1/calls") {
+    if (request.method != "POST") {
+      return refusal("call", "-", 405, "method_not_allowed", "/v1/calls accepts POST",
+                     {{"Allow", "POST"}});
+    }
+    std::string why;
+    if (!authorized(request, config, why))
+      return refusal("call", "-", 401, "unauthorized", why, {{"WWW-Authenticate", "Bearer"}});
+    return Route{.to = Route::To::kCall};
+  }
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics") {
+    if (request.method != "GET" && request.method != "HEAD") {
+      return refusal("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET",
+                     {{"Allow", "GET, HEAD"}});
+    }
+    return Route{.to = Route::To::kProbe, .path = path};
+  }
+  return refusal("other", "-", 404, "not_found",
+                 "no such endpoint: " + std::string(utf8_prefix(path, 256)));
+}
+
+std::optional<HttpRefusal> IngestService::check_header(const HttpRequest& head) {
+  if (!announces_body(head)) return std::nullopt;
+  const auto snap = snapshot_.load();
+  Route to = route(head, *snap->config);
+  std::optional<Refusal> refused;
+  if (to.to == Route::To::kRefused) {
+    refused = std::move(to.refusal);
+  } else if (to.to == Route::To::kWebhook && !shutting_down_.load()) {
+    // The signature's headers are checked before the body or the clock is looked at: these
+    // failures are the answer whatever the body, and whenever it would have come.
+    if (auto formed = check_signature_headers(*to.source, head.header); !formed)
+      refused = verification_refusal(*to.source, formed.error());
+  }
+  if (!refused) return std::nullopt;
+  count(*refused);
+  return std::move(refused->answer);
+}
+
+void IngestService::count_rejected(int status, std::string_view code) {
+  if (refused_from_header(code)) return;  // counted by check_header(), as handle() counts it
+  metrics_.request("other", "-", status);
+  metrics_.error(code);
+}
+
+IngestService::Refusal IngestService::verification_refusal(const SourceConfig& source,
+                                                           const Error& error) {
+  return {"webhook", source.name, {401, error.code, error.message, {}}, true};
+}
+
+void IngestService::count(const Refusal& refusal) {
+  if (refusal.verification) metrics_.verification_failure(refusal.source, refusal.answer.code);
+  metrics_.request(refusal.endpoint, refusal.source, refusal.answer.status);
+  metrics_.error(refusal.answer.code);
+}
+
+void IngestService::refuse(Refusal refusal, const Responder& respond) {
+  count(refusal);
+  auto r = json_error(refusal.answer.status, refusal.answer.code, refusal.answer.message);
+  r.headers = std::move(refusal.answer.headers);
+  respond(std::move(r));
 }
 
 void IngestService::answer_error(std::string_view endpoint, std::string_view source, int status,
                                  std::string_view code, std::string_view message,
                                  const Responder& respond,
                                  std::vector<std::pair<std::string, std::string>> headers) {
-  metrics_.request(endpoint, source, status);
-  metrics_.error(code);
-  auto r = json_error(status, code, message);
-  r.headers = std::move(headers);
-  respond(std::move(r));
+  refuse({endpoint,
+          std::string(source),
+          {status, std::string(code), std::string(message), std::move(headers)}},
+         respond);
 }
 
-void IngestService::probe(std::string_view path, const HttpRequest& request,
-                          const Responder& respond) {
-  if (request.method != "GET" && request.method != "HEAD") {
-    return answer_error("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET",
-                        respond, {{"Allow", "GET, HEAD"}});
-  }
+void IngestService::probe(std::string_view path, const Responder& respond) {
   HttpResponse r;
   if (path == "/metrics") {
     metrics_.in_flight().Set(in_flight_.load());
@@ -192,22 +297,8 @@ bool IngestService::authorized(const HttpRequest& request, const Config& config,
   return ok;
 }
 
-void IngestService::webhook(std::string_view source_name, const HttpRequest& request,
-                            Responder respond) {
-  const auto snap = snapshot_.load();  // this request's config, whatever a reload does meanwhile
-  const Config& config = *snap->config;
-  auto it = config.sources.find(std::string(source_name));
-  if (it == config.sources.end()) {
-    return answer_error(
-        "webhook", "-", 404, "unknown_source",
-        "no source named '" + std::string(utf8_prefix(source_name, 64)) + "' is configured",
-        respond);
-  }
-  const SourceConfig& source = it->second;
-  if (request.method != "POST") {
-    return answer_error("webhook", source.name, 405, "method_not_allowed",
-                        "webhooks are delivered with POST", respond, {{"Allow", "POST"}});
-  }
+void IngestService::webhook(const SourceConfig& source, const Config& config,
+                            const HttpRequest& request, Responder respond) {
   // Counted before the check: a drain that began before it is seen here, and one that begins after
   // sees this request in flight.
   InFlight counted(*this);
@@ -218,11 +309,7 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
   }
   int64_t now = now_ms_();
   auto verified = verify_webhook(source, request.header, request.body, now / 1000);
-  if (!verified) {
-    metrics_.verification_failure(source.name, verified.error().code);
-    return answer_error("webhook", source.name, 401, verified.error().code,
-                        verified.error().message, respond);
-  }
+  if (!verified) return refuse(verification_refusal(source, verified.error()), respond);
   std::vector<MessageHeader> headers;
   headers.reserve(16);
   headers.push_back({std::string(header::kKind), "webhook"});
@@ -254,23 +341,13 @@ void IngestService::webhook(std::string_view source_name, const HttpRequest& req
                      request.body, headers, "", Retry::kDeduplicated, std::move(respond));
 }
 
-void IngestService::call(const HttpRequest& request, Responder respond) {
-  if (request.method != "POST") {
-    return answer_error("call", "-", 405, "method_not_allowed", "/v1/calls accepts POST", respond,
-                        {{"Allow", "POST"}});
-  }
-  const auto snap = snapshot_.load();
-  std::string why;
-  if (!authorized(request, *snap->config, why)) {
-    return answer_error("call", "-", 401, "unauthorized", why, respond,
-                        {{"WWW-Authenticate", "Bearer"}});
-  }
+void IngestService::call(const Snapshot& snap, const HttpRequest& request, Responder respond) {
   InFlight counted(*this);  // before the check, as for webhooks
   if (shutting_down_.load()) {
     return answer_error("call", "-", 503, "shutting_down", "ingest is shutting down; retry",
                         respond, {{"Retry-After", retry_after()}});
   }
-  auto parsed = parse_call_request(request.body, snap->call_limits);
+  auto parsed = parse_call_request(request.body, snap.call_limits);
   if (!parsed)
     return answer_error("call", "-", 400, parsed.error().code, parsed.error().message, respond);
   const CallRequest& c = *parsed;

@@ -7,10 +7,12 @@
 //   GET  /healthz /readyz /metrics
 //
 // A 2xx is sent only from a successful delivery report. Every error answer is JSON
-// {"error":{"code","message"}} and counted by code.
+// {"error":{"code","message"}} and counted by code. What a request's header alone decides (an
+// unknown path or source, a method its path does not take, /v1/calls without a valid token, a
+// webhook without its signature headers) check_header() answers before the body is held or read.
 //
-// Thread-safety: handle() runs concurrently on every HTTP thread; the Responder may be invoked
-// from the producer's thread; reload() from any thread.
+// Thread-safety: handle() and check_header() run concurrently on every HTTP thread; the Responder
+// may be invoked from the producer's thread; reload() from any thread.
 #pragma once
 
 #include <prometheus/registry.h>
@@ -20,12 +22,15 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "ingest/ingest_metrics.h"
 #include "ingest/kafka_write_breaker.h"
 #include "shared/call_request.h"
 #include "shared/config/config.h"
+#include "shared/http/http_server.h"
 #include "shared/http/http_types.h"
 #include "shared/kafka/message_producer.h"
 
@@ -44,6 +49,16 @@ class IngestService {
   void reload(std::shared_ptr<const Config> config);
 
   void handle(const HttpRequest& request, Responder respond);
+  // The answer handle() would give a request from its header alone, given from the header
+  // (HttpServerOptions::check_header) so that requests refused anyway never hold or wait for
+  // the body budget: the same status, code, message and headers, counted as handle() counts
+  // them. nullopt when the body may change the answer, for a webhook's signature while shutting
+  // down (handle() answers 503 then), and for a request that announces no body (nothing of it
+  // is held; handle() answers it and the connection stays open).
+  std::optional<HttpRefusal> check_header(const HttpRequest& head);
+  // A request the HTTP server answered without handle() (HttpServerOptions::on_rejected): counted
+  // under endpoint "other", except check_header()'s refusals, counted when they were made.
+  void count_rejected(int status, std::string_view code);
 
   // New work gets 503 "shutting_down"; /readyz fails. In-flight requests still get their answer.
   void begin_shutdown() { shutting_down_.store(true); }
@@ -61,9 +76,36 @@ class IngestService {
   void set_server_load(std::function<ServerLoad()> load) { server_load_ = std::move(load); }
 
  private:
-  void webhook(std::string_view source, const HttpRequest& request, Responder respond);
-  void call(const HttpRequest& request, Responder respond);
-  void probe(std::string_view path, const HttpRequest& request, const Responder& respond);
+  // What a request reads, swapped whole by reload(): one atomic load per request.
+  struct Snapshot {
+    std::shared_ptr<const Config> config;
+    CallLimits call_limits;
+  };
+  // An error answer, and what it is counted under.
+  struct Refusal {
+    std::string_view endpoint;  // "webhook" | "call" | "other"
+    std::string source;         // a configured name or "-"
+    HttpRefusal answer;
+    bool verification = false;  // a failed signature check, also counted by source and reason
+  };
+  // Where a request goes, from its method, path and Authorization: what handle() and
+  // check_header() both decide with.
+  struct Route {
+    enum class To { kWebhook, kCall, kProbe, kRefused };
+    To to = To::kRefused;
+    const SourceConfig* source = nullptr;  // kWebhook: in the config route() was given
+    std::string_view path{};               // kProbe
+    Refusal refusal{};                     // kRefused
+  };
+  Route route(const HttpRequest& request, const Config& config) const;
+  static Refusal verification_refusal(const SourceConfig& source, const Error& error);
+  void count(const Refusal& refusal);
+  void refuse(Refusal refusal, const Responder& respond);
+
+  void webhook(const SourceConfig& source, const Config& config, const HttpRequest& request,
+               Responder respond);
+  void call(const Snapshot& snap, const HttpRequest& request, Responder respond);
+  void probe(std::string_view path, const Responder& respond);
   // One request counted in in_flight(); defined in ingest_service.cpp.
   class InFlight;
   // What a retry of a request whose delivery outcome is unknown does.
@@ -82,11 +124,6 @@ class IngestService {
                     std::vector<std::pair<std::string, std::string>> headers = {});
   bool authorized(const HttpRequest& request, const Config& config, std::string& why) const;
 
-  // What a request reads, swapped whole by reload(): one atomic load per request.
-  struct Snapshot {
-    std::shared_ptr<const Config> config;
-    CallLimits call_limits;
-  };
   static std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const Config> config);
   std::string retry_after() const;
 

@@ -169,7 +169,8 @@ Result<SignedRequest> parse(const SourceConfig& source, const HeaderLookup& head
   return fail("malformed_signature", "unknown signature scheme");
 }
 
-Result<void> check_timestamp(const SignedRequest& r, int tolerance_seconds, int64_t now) {
+// The signed timestamp's value: decimal digits only, in range.
+Result<int64_t> timestamp_of(const SignedRequest& r) {
   const std::string_view text = *r.timestamp;
   int64_t ts = 0;
   const char* end = text.data() + text.size();
@@ -182,6 +183,13 @@ Result<void> check_timestamp(const SignedRequest& r, int tolerance_seconds, int6
   if (!valid) {
     return malformed(r.timestamp_header, "is not a decimal Unix timestamp");
   }
+  return ts;
+}
+
+Result<void> check_timestamp(const SignedRequest& r, int tolerance_seconds, int64_t now) {
+  const auto parsed = timestamp_of(r);
+  if (!parsed) return Unexpected{parsed.error()};
+  const int64_t ts = *parsed;
   // ts >= 0 here, so neither subtraction can overflow for any plausible clock.
   const bool future = ts > now;
   const int64_t skew = future ? ts - now : now - ts;
@@ -265,6 +273,15 @@ std::string extract_event_id(const SourceConfig& source, const HeaderLookup& hea
   auto id = natural_event_id(source, headers, raw_body);
   if (id && usable_event_id(*id)) return std::move(*id);
   return fallback_event_id(raw_body);
+}
+
+Result<void> check_signature_headers(const SourceConfig& source, const HeaderLookup& headers) {
+  auto request = parse(source, headers);
+  if (!request) return Unexpected{request.error()};
+  if (request->timestamp) {
+    if (auto ts = timestamp_of(*request); !ts) return Unexpected{ts.error()};
+  }
+  return {};
 }
 
 Result<VerifiedWebhook> verify_webhook(const SourceConfig& source, const HeaderLookup& headers,

@@ -33,6 +33,12 @@ struct VerifiedWebhook {
 Result<VerifiedWebhook> verify_webhook(const SourceConfig& source, const HeaderLookup& headers,
                                        std::string_view raw_body, int64_t now_unix_seconds);
 
+// What verify_webhook checks before it looks at the clock or the body: that the signature's
+// headers are there and well formed, a signed timestamp a decimal number (missing_signature,
+// malformed_signature, missing_timestamp).
+// No digest is computed. For refusing a request from its header, before its body is read.
+Result<void> check_signature_headers(const SourceConfig& source, const HeaderLookup& headers);
+
 // The id an event is known by, from where its scheme puts it: webhook-id (standard-webhooks),
 // X-GitHub-Delivery (github), top-level JSON "id" (stripe), top-level JSON "event_id" (slack),
 // X-Shopify-Webhook-Id (shopify), the configured event_id_header (hmac). When that is absent,

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -45,6 +46,12 @@ using json = nlohmann::json;
 
 constexpr const char* kGithubSecret = "gh-hostile-secret";
 constexpr const char* kToken = "tok_hostile_0123456789";
+// The start of a webhook to the github source with a signature header of the right form that
+// matches no body: its body is read whole, then it is answered 401 bad_signature. Without the
+// header it would be refused from its header alone (401 missing_signature), its body never read.
+const std::string kWronglySigned =
+    "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256=" +
+    std::string(64, '0') + "\r\n";
 
 struct RawReply {
   int status = 0;
@@ -243,11 +250,10 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
            {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: "
             "6\r\n\r\nhello",
             400, "malformed_http"},
-           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-            "chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-            400, "malformed_http"},
-           {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
-                std::string("fffffff\r\n") + std::string(100, 'a'),
+           {kWronglySigned + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400,
+            "malformed_http"},
+           {kWronglySigned + "Transfer-Encoding: chunked\r\n\r\n" + std::string("fffffff\r\n") +
+                std::string(100, 'a'),
             413, "body_too_large"},
        }) {
     auto r = raw(c.request);
@@ -258,7 +264,7 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
   // owed, and the connection is dropped by the body deadline at the latest.
   {
     RawClient c(port_);
-    c.send("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort");
+    c.send(kWronglySigned + "Content-Length: 100\r\n\r\nshort");
   }
   auto m = metrics();
   EXPECT_GE(metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"malformed_http\""}), 3);
@@ -273,7 +279,7 @@ TEST_F(HostileInput, MalformedHttpGetsSpecificStatuses) {
 TEST_F(HostileInput, TransferEncodingNotEndingInChunkedIsRefusedAndTheConnectionClosed) {
   start_ingest();
   const std::string smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-  const std::string post = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\n";
+  const std::string post = kWronglySigned;
   const std::vector<std::string> requests = {
       post + "Transfer-Encoding: gzip\r\n\r\n" + smuggled,
       post + "Transfer-Encoding: gzip\r\nContent-Length: " + std::to_string(smuggled.size()) +
@@ -298,7 +304,7 @@ TEST_F(HostileInput, TransferEncodingNotEndingInChunkedIsRefusedAndTheConnection
         << where << ": a second response: " << bytes;
     EXPECT_TRUE(c.closed()) << where;
   }
-  // Chunked as the only coding, in any case, is framed and read as before (unsigned: 401).
+  // Chunked as the only coding, in any case, is framed and read as before (its signature: 401).
   auto chunked = raw(post + "Transfer-Encoding: Chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
   EXPECT_EQ(chunked.status, 401) << chunked.head << chunked.body;
   // The duplicated Transfer-Encoding is refused by the parser itself; each case is counted once.
@@ -404,8 +410,7 @@ TEST_F(HostileInput, TransferCodingsBesidesChunkedAreRefusedNotTakenForTheBody) 
 // grow until the body deadline.
 TEST_F(HostileInput, EndlessChunkLinesAndTrailersAreCutAtTheReadBuffer) {
   start_ingest({.idle_timeout_ms = 20000});
-  const std::string head =
-      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string head = kWronglySigned + "Transfer-Encoding: chunked\r\n\r\n";
   for (const std::string& start : {head + "1;ext=", head + "0\r\nX-Trailer: "}) {
     RawClient c(port_);
     ASSERT_TRUE(c.connected());
@@ -557,8 +562,7 @@ TEST_F(HostileInput, BodiesHeldAtOnceStayUnderTheirBudget) {
                 .idle_timeout_ms = 10000,
                 .max_body_bytes = 65536,
                 .max_buffered_body_bytes = 200000});
-  const std::string head =
-      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n";
+  const std::string head = kWronglySigned + "Content-Length: 65536\r\n\r\n";
   // Three bodies of the largest size fit (196,608 bytes); each is held half sent.
   std::vector<std::unique_ptr<RawClient>> held;
   for (int i = 0; i < 3; ++i) {
@@ -580,9 +584,7 @@ TEST_F(HostileInput, BodiesHeldAtOnceStayUnderTheirBudget) {
   EXPECT_EQ(error_code(refused), "request_bodies_over_budget") << refused.body;
   EXPECT_NE(refused.head.find("Retry-After"), std::string::npos) << refused.head;
   // A chunked body may reach max_body_bytes, and is held as that much.
-  auto chunked =
-      raw("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-          "2\r\n{}\r\n0\r\n\r\n");
+  auto chunked = raw(kWronglySigned + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
   EXPECT_EQ(chunked.status, 503) << chunked.head;
   // A request without a body needs no room.
   auto health = raw("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -593,7 +595,7 @@ TEST_F(HostileInput, BodiesHeldAtOnceStayUnderTheirBudget) {
   std::this_thread::sleep_for(300ms);
   auto fits = raw(request);
   EXPECT_EQ(fits.status, 202) << fits.body;
-  // A body sent whole is answered (unsigned: 401), and its room is given back at the answer,
+  // A body sent whole is answered (its signature: 401), and its room is given back at the answer,
   // though the connection stays open for its next request.
   ASSERT_TRUE(held[1]->send(std::string(32768, 'x')));
   auto answer = parse_reply(held[1]->read_until_close(5s, true));
@@ -622,8 +624,7 @@ TEST_F(HostileInput, AnnouncedBodiesThatDoNotComeHoldOneStepOfTheBudget) {
                 .max_body_bytes = 1 << 20,
                 .max_buffered_body_bytes = 2u << 20});
   const std::string head =
-      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(1 << 20) +
-      "\r\n\r\n";
+      kWronglySigned + "Content-Length: " + std::to_string(1 << 20) + "\r\n\r\n";
   std::vector<std::unique_ptr<RawClient>> idle;
   for (int i = 0; i < 4; ++i) {
     idle.push_back(std::make_unique<RawClient>(port_));
@@ -637,7 +638,7 @@ TEST_F(HostileInput, AnnouncedBodiesThatDoNotComeHoldOneStepOfTheBudget) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 202) << ok->body;
   // One of them sends the rest: it grows to its length (1 MiB, within the budget) and is
-  // answered (unsigned: 401); its room goes back at the answer.
+  // answered (its signature: 401); its room goes back at the answer.
   ASSERT_TRUE(idle[0]->send(std::string((1 << 20) - 5, 'x')));
   auto answer = parse_reply(idle[0]->read_until_close(5s, true));
   EXPECT_EQ(answer.status, 401) << answer.head;
@@ -650,6 +651,110 @@ TEST_F(HostileInput, AnnouncedBodiesThatDoNotComeHoldOneStepOfTheBudget) {
   expect_healthy();
 }
 
+// What ingest refuses from a request's header alone (an unknown source or path, a method its path
+// does not take, /v1/calls without a valid token, a webhook without its signature header) is
+// answered as soon as the header is in, before any of the body is held or read, and the
+// connection closed. Clients that announce large bodies there and send nothing held 64 KiB of the
+// body budget each until the body deadline: about 2,048 of them kept the default budget full and
+// every webhook got 503.
+TEST_F(HostileInput, RequestsRefusedFromTheirHeaderAreAnsweredWithoutTheirBody) {
+  start_ingest({.max_connections = 400,
+                .header_timeout_ms = 5000,
+                .idle_timeout_ms = 20000,
+                .max_body_bytes = 16u << 20,
+                .max_buffered_body_bytes = 16u << 20});
+  const std::string announced = "Content-Length: 10000000\r\n\r\n";
+  struct Case {
+    std::string head;
+    int status;
+    std::string code;
+    std::string field;  // a header field the answer carries
+  };
+  const std::string bearer = std::string("Authorization: Bearer ") + kToken + "\r\n";
+  const std::vector<Case> cases = {
+      {"POST /webhooks/nope HTTP/1.1\r\nHost: x\r\n", 404, "unknown_source", ""},
+      {"POST /v1/calls HTTP/1.1\r\nHost: x\r\n", 401, "unauthorized", "WWW-Authenticate: Bearer"},
+      {"POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok_wrong\r\n", 401,
+       "unauthorized", "WWW-Authenticate: Bearer"},
+      {"PUT /v1/calls HTTP/1.1\r\nHost: x\r\n" + bearer, 405, "method_not_allowed", "Allow: POST"},
+      {"GET /webhooks/github HTTP/1.1\r\nHost: x\r\n", 405, "method_not_allowed", "Allow: POST"},
+      {"POST /elsewhere HTTP/1.1\r\nHost: x\r\n", 404, "not_found", ""},
+      {"POST /webhooks/github HTTP/1.1\r\nHost: x\r\n", 401, "missing_signature", ""},
+  };
+  for (const auto& c : cases) {
+    const std::string what = c.head.substr(0, c.head.find(" HTTP/"));
+    RawClient client(port_);
+    ASSERT_TRUE(client.connected());
+    const auto sent = std::chrono::steady_clock::now();
+    ASSERT_TRUE(client.send(c.head + announced));
+    const std::string bytes = client.read_until_close(3s, true);
+    const auto waited = std::chrono::steady_clock::now() - sent;
+    auto r = parse_reply(bytes);
+    EXPECT_EQ(r.status, c.status) << what << ": no answer without the body: " << bytes;
+    EXPECT_EQ(error_code(r), c.code) << what << ": " << r.body;
+    EXPECT_NE(r.head.find(c.field), std::string::npos) << what << ": " << r.head;
+    EXPECT_NE(r.head.find("Connection: close"), std::string::npos) << what << ": " << r.head;
+    EXPECT_LT(waited, 2s) << what;
+    EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 0) << what;
+  }
+  // Counted as the handler counts its answers, once each.
+  std::string m = metrics();
+  auto requests = [&m](const std::string& endpoint, const std::string& source, int status) {
+    return metric_sum(m, "hookrelay_ingest_requests_total",
+                      {"endpoint=\"" + endpoint + "\"", "source=\"" + source + "\"",
+                       "status=\"" + std::to_string(status) + "\""});
+  };
+  EXPECT_EQ(requests("webhook", "-", 404), 1);
+  EXPECT_EQ(requests("call", "-", 401), 2);
+  EXPECT_EQ(requests("call", "-", 405), 1);
+  EXPECT_EQ(requests("webhook", "github", 405), 1);
+  EXPECT_EQ(requests("other", "-", 404), 1);
+  EXPECT_EQ(requests("webhook", "github", 401), 1);
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"unauthorized\""}), 2);
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_verification_failures_total",
+                       {"reason=\"missing_signature\"", "source=\"github\""}),
+            1);
+
+  // 300 such clients at once, more than the 16 MiB budget holds at 64 KiB each: every one is
+  // answered without its body, nothing is held, and a signed webhook is accepted meanwhile.
+  std::vector<std::unique_ptr<RawClient>> flood;
+  for (int i = 0; i < 300; ++i) {
+    flood.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(flood.back()->connected());
+    const std::string target = i % 2 == 0 ? "/webhooks/nope" : "/v1/calls";
+    ASSERT_TRUE(flood.back()->send("POST " + target + " HTTP/1.1\r\nHost: x\r\n" + announced));
+  }
+  EXPECT_TRUE(eventually(
+      [&] {
+        return std::all_of(flood.begin(), flood.end(), [](auto& c) { return c->readable(); });
+      },
+      5s))
+      << "a client was not answered without its body";
+  EXPECT_EQ(metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}), 0);
+  const std::string body = "{\"after\":\"the flood\"}";
+  auto ok = http_request("POST", url("/webhooks/github"), body, signed_headers(body, "flood-1"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 202) << ok->body;
+  m = metrics();
+  EXPECT_EQ(requests("webhook", "-", 404), 151);
+  EXPECT_EQ(requests("call", "-", 401), 152);
+  EXPECT_EQ(metric_sum(m, "hookrelay_ingest_errors_total", {"code=\"request_bodies_over_budget\""}),
+            0);
+  flood.clear();
+
+  // A request that announces no body is answered by the handler as before: the same refusal, and
+  // its connection stays open for the next request.
+  RawClient keep(port_);
+  ASSERT_TRUE(keep.send("POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+  auto refused = parse_reply(keep.read_until_close(3s, true));
+  EXPECT_EQ(refused.status, 401) << refused.head;
+  EXPECT_EQ(error_code(refused), "unauthorized") << refused.body;
+  EXPECT_EQ(refused.head.find("Connection: close"), std::string::npos) << refused.head;
+  ASSERT_TRUE(keep.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(parse_reply(keep.read_until_close(3s, true)).status, 200);
+  expect_healthy();
+}
+
 // A body grows to exactly its declared length, never past it: with the budget at its smallest
 // (max_body_bytes, 896 KiB by default), a body of that size is read and answered, and a chunked
 // one reaches max_body_bytes within the same budget.
@@ -659,14 +764,12 @@ TEST_F(HostileInput, ABodyOfTheLargestSizeFitsTheSmallestBudget) {
                 .idle_timeout_ms = 20000,
                 .max_body_bytes = 917504,
                 .max_buffered_body_bytes = 917504});
-  auto whole = raw("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 917504\r\n\r\n" +
-                   std::string(917504, 'x'));
-  EXPECT_EQ(whole.status, 401) << whole.head << whole.body;  // read whole, then unsigned
+  auto whole = raw(kWronglySigned + "Content-Length: 917504\r\n\r\n" + std::string(917504, 'x'));
+  EXPECT_EQ(whole.status, 401) << whole.head << whole.body;  // read whole, then its signature
   // Its room goes back once its handler has returned, a moment after the answer was sent.
   EXPECT_TRUE(eventually(
       [&] { return metric_sum(metrics(), "hookrelay_ingest_buffered_body_bytes", {}) == 0; }, 5s));
-  std::string chunked =
-      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string chunked = kWronglySigned + "Transfer-Encoding: chunked\r\n\r\n";
   for (int i = 0; i < 14; ++i) chunked += "10000\r\n" + std::string(65536, 'x') + "\r\n";
   chunked += "0\r\n\r\n";
   auto in_chunks = raw(chunked);
@@ -687,8 +790,7 @@ TEST_F(HostileInput, ManyLargeBodiesDoNotGrowMemoryPastTheBudget) {
                 .max_buffered_body_bytes = 24u << 20});
   const long rss_before = rss_kib(ingest_->pid());
   const std::string head =
-      "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(1 << 20) +
-      "\r\n\r\n";
+      kWronglySigned + "Content-Length: " + std::to_string(1 << 20) + "\r\n\r\n";
   const std::string almost((1 << 20) - 1, 'x');
   std::vector<std::unique_ptr<RawClient>> held;
   int sent_whole = 0;

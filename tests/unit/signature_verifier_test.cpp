@@ -149,6 +149,28 @@ TEST_P(EveryScheme, GarbageSignatureHeaderIsMalformed) {
   }
 }
 
+// The header-only check refuses what verify_webhook refuses from the headers alone, with the same
+// error, and lets a well-formed header through whatever the body, the secret or the clock.
+TEST_P(EveryScheme, TheHeaderCheckAgreesWithVerificationOnTheHeadersAlone) {
+  const auto& c = GetParam();
+  const auto signed_headers = sign(c.secret_a, kBody, kNow);
+  auto check = [&](HeaderList headers) {
+    return check_signature_headers(source({c.secret_a}), lookup_of(std::move(headers)));
+  };
+  EXPECT_TRUE(check(signed_headers));
+  EXPECT_TRUE(check(sign(c.secret_b, kBody, kNow))) << "a wrong secret is the body's to decide";
+  EXPECT_TRUE(check(sign(c.secret_a, kBody, kNow - 86400))) << "a stale time is the clock's";
+  for (const HeaderList& bad : {without(signed_headers, c.signature_header),
+                                with(signed_headers, c.signature_header, "garbage!!")}) {
+    auto header_only = check(bad);
+    auto full = verify({c.secret_a}, bad);
+    ASSERT_FALSE(header_only);
+    ASSERT_FALSE(full);
+    EXPECT_EQ(header_only.error().code, full.error().code);
+    EXPECT_EQ(header_only.error().message, full.error().message);
+  }
+}
+
 TEST_P(EveryScheme, HeaderNamesAreLookedUpCaseInsensitively) {
   const auto& c = GetParam();
   HeaderList lowered;

@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -127,6 +128,25 @@ api_tokens: ["tok_0123456789abcdef"]
 
   std::string error_code() const { return json::parse(answer->body)["error"]["code"]; }
 
+  // A service on the clock `now` whose three first webhooks (e0..e2) Kafka did not take, so that
+  // it refuses writes (KafkaWriteBreaker); returns a function sending a webhook signed at `now`
+  // with event id `id`.
+  std::function<std::optional<HttpResponse>(const std::string&)> open_write_breaker(int64_t& now) {
+    service = std::make_unique<IngestService>(
+        config, producer, std::make_shared<prometheus::Registry>(), [&now] { return now; });
+    auto webhook = [this, &now](const std::string& id) {
+      auto r = signed_webhook("github", "{}");
+      for (auto& [k, v] : provider_headers(config.sources.at("github"), "{}", now / 1000, id))
+        r.headers[k] = v;
+      return send(r);
+    };
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_FALSE(webhook("e" + std::to_string(i)).has_value());
+      producer.nack(producer.messages.size() - 1, "delivery_outcome_unknown");
+    }
+    return webhook;
+  }
+
   // One request that Kafka takes, gone from producer.messages again (the indices of the test's
   // own stay): three failed writes in a row would make ingest refuse the next request at once
   // (KafkaWriteBreaker), and the tests that fail writes one after another are about each answer.
@@ -241,19 +261,8 @@ TEST_F(IngestServiceTest, UnreachableKafkaRefusesWithoutProducing) {
 // /readyz says so; after the cooldown one request probes, and its success lets all through.
 TEST_F(IngestServiceTest, AKafkaThatTakesNoWritesIsRefusedAtOnceUntilAProbeGetsThrough) {
   int64_t now = kNowMs;
-  service = std::make_unique<IngestService>(
-      config, producer, std::make_shared<prometheus::Registry>(), [&now] { return now; });
-  auto webhook = [&](const std::string& id) {
-    auto r = signed_webhook("github", "{}");
-    for (auto& [k, v] : provider_headers(config.sources.at("github"), "{}", now / 1000, id))
-      r.headers[k] = v;
-    return send(r);
-  };
+  const auto webhook = open_write_breaker(now);
   auto ready = [&] { return send(Request{.method = "GET", .target = "/readyz"})->status; };
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_FALSE(webhook("e" + std::to_string(i)).has_value());
-    producer.nack(producer.messages.size() - 1, "delivery_outcome_unknown");
-  }
   const std::size_t produced = producer.messages.size();
   auto refused = webhook("e3");
   ASSERT_TRUE(refused) << "the request waited for Kafka";
@@ -278,18 +287,7 @@ TEST_F(IngestServiceTest, AKafkaThatTakesNoWritesIsRefusedAtOnceUntilAProbeGetsT
 // probes at once, not after another cooldown.
 TEST_F(IngestServiceTest, AProbeTooLargeForKafkaLetsTheNextRequestProbe) {
   int64_t now = kNowMs;
-  service = std::make_unique<IngestService>(
-      config, producer, std::make_shared<prometheus::Registry>(), [&now] { return now; });
-  auto webhook = [&](const std::string& id) {
-    auto r = signed_webhook("github", "{}");
-    for (auto& [k, v] : provider_headers(config.sources.at("github"), "{}", now / 1000, id))
-      r.headers[k] = v;
-    return send(r);
-  };
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_FALSE(webhook("e" + std::to_string(i)).has_value());
-    producer.nack(producer.messages.size() - 1, "delivery_outcome_unknown");
-  }
+  const auto webhook = open_write_breaker(now);
   now += KafkaWriteBreaker::kCooldownMs;
   EXPECT_FALSE(webhook("e3").has_value()) << "the probe was not let through";
   const std::size_t produced = producer.messages.size();
@@ -706,6 +704,200 @@ TEST_F(IngestServiceTest, MessageTooLargeForKafkaIs413) {
   EXPECT_EQ(answer->status, 413);
   EXPECT_EQ(error_code(), "body_too_large");
   for (const auto& [k, v] : answer->headers) EXPECT_NE(k, "Retry-After");
+}
+
+}  // namespace
+}  // namespace hookrelay
+
+namespace hookrelay {
+namespace {
+
+// What the HTTP server passes check_header: the request's header, its body not yet read.
+Request head_of(Request r) {
+  r.body.clear();
+  return r;
+}
+
+// A request to `target` announcing a body of `body`'s size, as a client sends it.
+Request with_body(std::string method, std::string target, std::string body = "{}") {
+  Request r{.method = std::move(method), .target = std::move(target), .body = std::move(body)};
+  r.headers["Content-Length"] = std::to_string(r.body.size());
+  return r;
+}
+
+// The requests handle() refuses from their header alone, whatever their body, with the answer it
+// gives.
+struct RefusedCase {
+  Request request;
+  int status;
+  std::string code;
+};
+
+std::vector<RefusedCase> refused_from_their_header(const Config& config) {
+  std::vector<RefusedCase> cases = {
+      {with_body("POST", "/webhooks/nosuch"), 404, "unknown_source"},
+      {with_body("POST", "/webhooks/nosuch?x=1"), 404, "unknown_source"},
+      {with_body("GET", "/webhooks/github"), 405, "method_not_allowed"},
+      {with_body("PUT", "/v1/calls"), 405, "method_not_allowed"},
+      {with_body("POST", "/v1/calls"), 401, "unauthorized"},
+      {with_body("POST", "/elsewhere"), 404, "not_found"},
+      {with_body("POST", "/v1/calls/"), 404, "not_found"},
+      {with_body("POST", "/healthz"), 405, "method_not_allowed"},
+      {with_body("DELETE", "/metrics"), 405, "method_not_allowed"},
+      {with_body("POST", "/webhooks/github"), 401, "missing_signature"},
+  };
+  for (const char* auth :
+       {"Bearer tok_wrong_wrong_wrong", "Basic tok_0123456789abcdef", "Bearer "}) {
+    auto r = with_body("POST", "/v1/calls", R"({"url":"http://127.0.0.1:9/x"})");
+    r.headers["Authorization"] = auth;
+    cases.push_back({r, 401, "unauthorized"});
+  }
+  auto malformed = with_body("POST", "/webhooks/github");
+  malformed.headers["X-Hub-Signature-256"] = "sha256=zz";
+  cases.push_back({malformed, 401, "malformed_signature"});
+  // standard-webhooks signs its timestamp: without webhook-timestamp nothing can be checked.
+  auto untimed = with_body("POST", "/webhooks/acme");
+  for (auto& [k, v] : provider_headers(config.sources.at("acme"), "{}", kNowMs / 1000, "evt_1"))
+    untimed.headers[k] = v;
+  untimed.headers.erase("webhook-timestamp");
+  cases.push_back({untimed, 401, "missing_timestamp"});
+  auto bad_timestamp = with_body("POST", "/webhooks/acme");
+  for (auto& [k, v] : provider_headers(config.sources.at("acme"), "{}", kNowMs / 1000, "evt_1"))
+    bad_timestamp.headers[k] = v;
+  bad_timestamp.headers["webhook-timestamp"] = "soon";
+  cases.push_back({bad_timestamp, 401, "malformed_signature"});
+  // A chunked body is announced by its Transfer-Encoding.
+  Request chunked{.target = "/webhooks/nosuch", .body = "{}"};
+  chunked.headers["Transfer-Encoding"] = "chunked";
+  cases.push_back({chunked, 404, "unknown_source"});
+  return cases;
+}
+
+// check_header refuses what handle() refuses from the header alone, with the same answer,
+// counted the same: each request goes to handle() on one service and to check_header (then
+// on_rejected, as the HTTP server calls it) on another, and their metrics are compared whole.
+TEST_F(IngestServiceTest, CheckHeaderRefusesWhatTheHeaderDecidesWithTheHandlersAnswerAndCount) {
+  for (const auto& c : refused_from_their_header(config)) {
+    const std::string what = c.request.method + " " + c.request.target;
+    auto handled_registry = std::make_shared<prometheus::Registry>();
+    IngestService handler(config, producer, handled_registry, [] { return kNowMs; });
+    std::optional<HttpResponse> handled;
+    handler.handle(c.request.view(), [&](HttpResponse r) { handled = std::move(r); });
+    ASSERT_TRUE(handled) << what;
+    EXPECT_EQ(handled->status, c.status) << what;
+    EXPECT_EQ(json::parse(handled->body)["error"]["code"], c.code) << what;
+
+    auto checked_registry = std::make_shared<prometheus::Registry>();
+    IngestService checker(config, producer, checked_registry, [] { return kNowMs; });
+    const Request head = head_of(c.request);
+    auto refusal = checker.check_header(head.view());
+    ASSERT_TRUE(refusal) << what << " was let through to its body";
+    checker.count_rejected(refusal->status, refusal->code);
+    // The server answers json_error(status, code, message) with the refusal's headers.
+    const HttpResponse sent = json_error(refusal->status, refusal->code, refusal->message);
+    EXPECT_EQ(refusal->status, handled->status) << what;
+    EXPECT_EQ(sent.body, handled->body) << what;
+    EXPECT_EQ(refusal->headers, handled->headers) << what;
+    EXPECT_EQ(serialize_metrics(*checked_registry), serialize_metrics(*handled_registry)) << what;
+  }
+  EXPECT_TRUE(producer.messages.empty());
+}
+
+// What the body or the clock may decide goes on to handle(), and so does a request that announces
+// no body (none of it is held, and answered by handle() its connection stays open). Nothing let
+// through is counted.
+TEST_F(IngestServiceTest, CheckHeaderLetsThroughWhatItsBodyOrTheClockMayDecide) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  service = std::make_unique<IngestService>(config, producer, registry, [] { return kNowMs; });
+  const std::string before = serialize_metrics(*registry);
+  std::vector<Request> through;
+  auto add = [&](Request r) {
+    r.headers["Content-Length"] = std::to_string(r.body.size());
+    through.push_back(std::move(r));
+  };
+  add(signed_webhook("github", "{\"a\":1}"));
+  add(signed_webhook("acme", "{\"a\":1}"));
+  auto bad = signed_webhook("github", "{\"a\":1}");
+  bad.body = "{\"a\":2}";  // bad_signature: the body decides
+  add(bad);
+  auto stale = signed_webhook("acme", "{}");  // stale_timestamp: the clock when the body is in
+  for (auto& [k, v] : provider_headers(config.sources.at("acme"), "{}", kNowMs / 1000 - 301, "e"))
+    stale.headers[k] = v;
+  add(stale);
+  add(authorized_call(R"({"url":"http://127.0.0.1:9/x"})"));
+  add(authorized_call("not json"));  // 400: the body decides
+  add(with_body("POST", "/webhooks/github?trace=1", ""));
+  // No body announced: no Content-Length, a Content-Length of 0, GETs and probes.
+  for (Request r : {Request{.method = "GET", .target = "/webhooks/nosuch"},
+                    Request{.method = "GET", .target = "/v1/calls"},
+                    Request{.method = "POST", .target = "/v1/calls"},
+                    Request{.method = "POST", .target = "/webhooks/github"},
+                    Request{.method = "GET", .target = "/healthz"},
+                    Request{.method = "GET", .target = "/readyz"},
+                    Request{.method = "HEAD", .target = "/metrics"},
+                    Request{.method = "POST", .target = "/elsewhere"}}) {
+    through.push_back(r);
+    r.headers["Content-Length"] = "0";
+    through.push_back(r);
+  }
+  through.back().headers["Content-Length"] = "000";
+  for (const Request& r : through) {
+    EXPECT_FALSE(service->check_header(head_of(r).view()))
+        << r.method << " " << r.target << " was refused from its header";
+  }
+  EXPECT_EQ(serialize_metrics(*registry), before);
+
+  // A source a reload adds is let through at once; one it removes is refused.
+  auto next = std::make_shared<Config>(config);
+  next->sources["later"] = next->sources.at("github");
+  next->sources["later"].name = "later";
+  next->sources.erase("github");
+  service->reload(next);
+  auto later = with_body("POST", "/webhooks/later");
+  later.headers["X-Hub-Signature-256"] = "sha256=" + std::string(64, '0');
+  EXPECT_FALSE(service->check_header(head_of(later).view()));
+  auto gone = service->check_header(head_of(with_body("POST", "/webhooks/github")).view());
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->code, "unknown_source");
+}
+
+// While shutting down, handle() answers a known source's webhook 503 shutting_down before its
+// signature is looked at: check_header lets such a webhook through to that answer. What is
+// refused before that check (an unknown source, a call without a token) is refused as before.
+TEST_F(IngestServiceTest, CheckHeaderWhileShuttingDownLeavesTheSignatureToTheHandler) {
+  service->begin_shutdown();
+  const auto unsigned_webhook = with_body("POST", "/webhooks/github");
+  EXPECT_FALSE(service->check_header(head_of(unsigned_webhook).view()));
+  EXPECT_EQ(send(unsigned_webhook)->status, 503);
+  EXPECT_EQ(error_code(), "shutting_down");
+  for (const Request& r : {with_body("POST", "/webhooks/nosuch"), with_body("POST", "/v1/calls")}) {
+    auto refusal = service->check_header(head_of(r).view());
+    ASSERT_TRUE(refusal) << r.target;
+    EXPECT_EQ(send(r)->status, refusal->status) << r.target;
+    EXPECT_EQ(error_code(), refusal->code) << r.target;
+  }
+}
+
+// The HTTP server's own refusals (413, 408, 503 over the budget, ...) are counted under endpoint
+// "other"; a check_header refusal reported to on_rejected is not counted a second time.
+TEST_F(IngestServiceTest, TheServersOwnRefusalsAreCountedOnceUnderOther) {
+  service->count_rejected(413, "body_too_large");
+  service->count_rejected(503, "request_bodies_over_budget");
+  auto refusal = service->check_header(head_of(with_body("POST", "/v1/calls")).view());
+  ASSERT_TRUE(refusal);
+  service->count_rejected(refusal->status, refusal->code);
+  auto m = send(Request{.method = "GET", .target = "/metrics"})->body;
+  for (const char* line :
+       {R"(hookrelay_ingest_requests_total{endpoint="other",source="-",status="413"} 1)",
+        R"(hookrelay_ingest_requests_total{endpoint="other",source="-",status="503"} 1)",
+        R"(hookrelay_ingest_errors_total{code="body_too_large"} 1)",
+        R"(hookrelay_ingest_errors_total{code="request_bodies_over_budget"} 1)",
+        R"(hookrelay_ingest_requests_total{endpoint="call",source="-",status="401"} 1)",
+        R"(hookrelay_ingest_errors_total{code="unauthorized"} 1)"}) {
+    EXPECT_NE(m.find(line), std::string::npos) << line << "\n" << m;
+  }
+  EXPECT_EQ(m.find(R"(status="401"} 2)"), std::string::npos) << m;
+  EXPECT_EQ(m.find(R"(endpoint="other",source="-",status="401")"), std::string::npos) << m;
 }
 
 }  // namespace
