@@ -70,6 +70,11 @@ class PartitionIntake {
   void release_order_holds() { release_assigned(&Pause::for_order); }
   void revoked(const std::vector<TopicPartition>& tps);
   bool owns(const TopicPartition& tp) const { return generation_.count(tp) > 0; }
+  // Whether `msg` is of a partition this worker holds, in its current generation.
+  bool current(const MessageState& msg) const {
+    auto it = generation_.find(msg.tp);
+    return it != generation_.end() && it->second == msg.generation;
+  }
 
   // Postgres away: every assigned partition is held (fetching stops where it is; nothing is
   // re-read); release_holds() lets them go again.

@@ -70,6 +70,12 @@ void StoreBatcher::audit(InboundEventRecord event) {
   if (audit_.size() < kMaxInboundBacklog) audit_.push_back(std::move(event));
 }
 
+void StoreBatcher::flush_audit(int64_t now) {
+  for (auto& e : audit_) inbound_.push(std::move(e));
+  audit_.clear();
+  flush_inbound(now);
+}
+
 void StoreBatcher::flush_claims(int64_t now) {
   if (!claims_.busy() && !claims_.has_queued() && !audit_.empty()) {
     // No claim left to carry them (their claims were dropped): the audit lane takes them.

@@ -173,6 +173,8 @@ class StoreBatcher {
     records_.push(std::move(job), ordered);
   }
   void audit(InboundEventRecord event);
+  // At a stop, when no claim will carry it: the audit queued goes on the audit lane's own.
+  void flush_audit(int64_t now);
 
   // Sends the next batch of each lane that is free, unless the store is held for an outage.
   void flush_claims(int64_t now);

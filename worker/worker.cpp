@@ -426,6 +426,12 @@ void Worker::bounce_leased(std::unique_ptr<Job> job, int64_t now) {
 // one claim and one produce per lease at most. An ordered key it holds here stays held
 // meanwhile. The partition's later messages go on; only its committed offset waits.
 void Worker::wait_for_lease(std::unique_ptr<Job> job) {
+  // Its retry was refused after its partition went to another worker (or back in a new
+  // generation): the owner reads the message again from the uncommitted offset.
+  if (!intake_.current(*job->msg)) {
+    in_flight_.fetch_sub(1);
+    return;
+  }
   d_.metrics->lease_wait();
   // The holder's claim was made before this copy's claim was refused, so its lease ends within
   // a lease from now (the lease it was given may be longer only after a reload).
@@ -439,7 +445,10 @@ void Worker::wait_for_lease(std::unique_ptr<Job> job) {
   job->send_by_ms = 0;
   job->decision = Decision{};
   job->history = AttemptHistory{};
-  job->stages.polled = StageTimes::Clock::now();
+  // It holds no lease, no call and no slot while it waits: it does not count against
+  // max_in_flight (a worker replaying many copies a dead worker held would take nothing else
+  // for a lease), and counts again from its new claim.
+  in_flight_.fetch_sub(1);
   lease_waits_.emplace_back(d_.steady_ms() + lease_ms, std::move(job));
 }
 
@@ -448,7 +457,11 @@ void Worker::reclaim_due() {
   const int64_t steady = d_.steady_ms();
   auto due = std::stable_partition(lease_waits_.begin(), lease_waits_.end(),
                                    [steady](const auto& w) { return w.first > steady; });
-  for (auto it = due; it != lease_waits_.end(); ++it) store_.claim(std::move(it->second));
+  for (auto it = due; it != lease_waits_.end(); ++it) {
+    in_flight_.fetch_add(1);
+    it->second->stages.polled = StageTimes::Clock::now();  // its claim_wait starts now
+    store_.claim(std::move(it->second));
+  }
   lease_waits_.erase(due, lease_waits_.end());
 }
 
@@ -858,11 +871,10 @@ void Worker::on_revoked(const std::vector<TopicPartition>& tps) {
   std::set<TopicPartition> gone(tps.begin(), tps.end());
   // Unclaimed work of revoked partitions is dropped: the new owner replays it.
   auto dropped = store_.drop_unclaimed([&](const Job& j) { return gone.count(j.msg->tp) > 0; });
-  // So are copies waiting for another worker's lease: they hold none here.
+  // So are copies waiting for another worker's lease: they hold none here (nor a slot).
   auto waits = std::stable_partition(lease_waits_.begin(), lease_waits_.end(), [&](const auto& w) {
     return gone.count(w.second->msg->tp) == 0;
   });
-  dropped += static_cast<std::size_t>(lease_waits_.end() - waits);
   lease_waits_.erase(waits, lease_waits_.end());
   in_flight_.fetch_sub(static_cast<int>(dropped));
 }
@@ -916,6 +928,9 @@ void Worker::drain_for_shutdown() {
     }
   };
   take_unsent();
+  // The audit of messages taken in the step the stop interrupted (one finished at once, without
+  // a delivery, has its offset committed below): sent on its own lane, waited for as a lane.
+  store_.flush_audit(d_.now_ms());
   // After a fatal error (at the stop, or met while draining) Kafka takes no more, or not the
   // dead letters: the calls out and the records of their results are still waited for (a success
   // not recorded would be sent again after a restart), but not the retries and dead letters to
@@ -928,12 +943,13 @@ void Worker::drain_for_shutdown() {
     drain_events(now, true);
     if (d_.key_order) d_.key_order->poll(now);
     store_.flush_records(now);
+    store_.flush_audit(now);
     redelivery_.flush_due(now);
     intake_.store_offsets();
   }
   take_unsent();  // put back in the dispatcher meanwhile (a key's head adopted while draining)
-  // Copies waiting for another worker's lease hold none: replayed, as unclaimed work is.
-  in_flight_.fetch_sub(static_cast<int>(lease_waits_.size()));
+  // Copies waiting for another worker's lease hold none (nor a slot): replayed, as unclaimed
+  // work is.
   lease_waits_.clear();
   // The leases of calls still out and of results not yet recorded run on: given back, the
   // delivery could be claimed and sent again at once, by the partition's next owner, while the

@@ -35,9 +35,11 @@ class FakeConsumer : public MessageConsumer {
       out.push_back(*it);
       it = queue.erase(it);
     }
+    if (on_poll && !out.empty()) on_poll();
     return out;
   }
   void wake() override { ++wakes; }
+  std::function<void()> on_poll;  // called by a poll that returns messages, before it returns
   bool pause(const TopicPartition& tp, int64_t seek) override {
     pauses.push_back({tp, seek});
     if (fail_seek) return false;  // not paused: fetching goes on after what poll() returned
@@ -1275,6 +1277,32 @@ class OwnWorkerCoordinator : public WorkerCoordinator {
   std::unique_ptr<Worker> w;
 };
 
+// A stop requested while the consumer's poll is out (where the worker waits most of the time):
+// the step that took the poll's messages ends there, and its audit of an event no route takes
+// (finished at once, its offset committed at the stop) is still written. The old drain never
+// sent the audit queued for claims to come, and the event's row was lost.
+TEST_F(OwnWorkerCoordinator, TheAuditOfAnEventTakenAsTheStopCameIsWritten) {
+  auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a", filter: { header: { X-E: ["yes"] } } }
+retry: { schedule_seconds: [5, 30, 120], max_attempts: 3 }
+)",
+                        [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(c) << c.error().message;
+  config = *c;
+  start_own();
+  own.on_poll = [this] { w->request_stop(); };
+  feed(0, "e1");
+  config.worker.shutdown_grace_ms = 2'000;
+  real_clock();
+  w->run();
+  EXPECT_TRUE(sender.calls.empty());
+  EXPECT_EQ(store.inbound, std::vector<std::string>{"gh/e1"}) << "its audit row was lost";
+  EXPECT_EQ(stored_webhooks(), 1);
+}
+
 // A worker of its own whose breaker opens after two failures and cools down for 20 s; open()
 // makes two calls to 127.0.0.1:9 fail.
 class CircuitCoordinator : public OwnWorkerCoordinator {
@@ -2308,13 +2336,55 @@ TEST_F(WorkerCoordinator, ARefusedRetryOfACopyLeasedElsewhereWaitsForTheHolderNo
 // stop.
 TEST_F(WorkerCoordinator, ACopyWaitingForAnotherWorkersLeaseIsDroppedWithItsPartition) {
   bounce_held_elsewhere("e1");
-  ASSERT_EQ(worker->in_flight(), 1);
+  ASSERT_EQ(worker->in_flight(), 0) << "a copy waiting for a lease holds a slot";
   consumer.listener.on_revoked(consumer.assigned);
   EXPECT_EQ(worker->in_flight(), 0);
   const int claims = store.claim_calls;
   now += 120'000;
   steps(12);
   EXPECT_EQ(store.claim_calls, claims) << "claimed for a partition no longer held";
+  EXPECT_EQ(worker->in_flight(), 0);
+}
+
+// A copy waiting for another worker's lease holds no lease, no call and no slot: a worker
+// replaying many copies a dead worker held (each bounced, each retry refused) still takes the
+// rest of its partitions' messages meanwhile, not nothing for a lease. Its claim again counts.
+TEST_F(WorkerCoordinator, ACopyWaitingForAnotherWorkersLeaseTakesNoSlot) {
+  config.worker.max_in_flight = 1;
+  bounce_held_elsewhere("e1");
+  webhook(1, "e2");
+  steps(12);
+  ASSERT_EQ(sender.calls.size(), 1u) << "e2 waited for the slot a waiting copy held";
+  EXPECT_EQ(store.state["wh:gh:e2:a"], "succeeded");
+  EXPECT_EQ(worker->in_flight(), 0);
+  store.state["wh:gh:e1:a"] = "succeeded";  // the holder delivered it meanwhile
+  store.lease["wh:gh:e1:a"] = {};
+  now += 120'000;
+  steps(12);
+  EXPECT_EQ(worker->in_flight(), 0);
+  EXPECT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(stored(), 2) << "both offsets go once the waiting copy is settled";
+}
+
+// A bounce whose retry Kafka refuses for good after its partition went to another worker is
+// not kept waiting here: the new owner reads the message again.
+TEST_F(WorkerCoordinator, ARetryRefusedAfterItsPartitionWentIsNotKeptWaiting) {
+  producer.refuse_topic[retry_topic(0)] =
+      Error{"message_too_large", "Broker: Message size too large", false};
+  store.state["wh:gh:e1:a"] = "in_flight";
+  store.lease["wh:gh:e1:a"] = {"other-worker", 99};
+  webhook(0, "e1");
+  // Step by step until the bounce's retry is refused: its answer waits for the next step.
+  for (int i = 0; i < 12 && producer.refused.empty(); ++i) worker->step();
+  ASSERT_EQ(producer.refused.size(), 1u) << "the bounce's retry was not produced";
+  consumer.listener.on_revoked(consumer.assigned);
+  steps(12);
+  EXPECT_EQ(unlabelled_counter(registry, "hookrelay_worker_lease_waits_total"), 0);
+  EXPECT_EQ(worker->in_flight(), 0);
+  const int claims = store.claim_calls;
+  now += 120'000;
+  steps(12);
+  EXPECT_EQ(store.claim_calls, claims) << "claimed again for a partition no longer held";
 }
 
 TEST_F(WorkerCoordinator, TransientProduceErrorIsPublishedAgain) {
