@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -245,8 +246,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (out_.capacity() > kIdleBufferRoom) std::string().swap(out_);
     if (buffer_.size() > 0) {
       net::post(loop_, [self = shared_from_this(), timeout] {
-        if (self->skip_empty_lines()) return self->read_header();
+        const bool request = self->skip_empty_lines();
+        // The bytes buffered are kept: shrink_to_fit moves them into a buffer their size.
         if (self->buffer_.capacity() > kIdleBufferRoom) self->buffer_.shrink_to_fit();
+        if (request) return self->read_header();
         self->stream_.expires_after(timeout);
         self->read_request_start();
       });
@@ -295,14 +298,77 @@ class Session : public std::enable_shared_from_this<Session> {
     answered_ = false;
     head_ = false;
     empty_lines_ = 0;
+    header_used_ = 0;
+    header_seen_ = 0;
+    header_lines_ = 0;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(server_.options.max_body_bytes);
     parser_->get().body().limit = server_.options.max_body_bytes;
     stream_.expires_after(server_.options.header_timeout);
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+    parse_header();
+  }
+
+  // The parser (Beast 1.74) stores each field as soon as its line is parsed, and its header limit
+  // bounds only the bytes one put() leaves unparsed, not the header: fed all that arrives, a
+  // header that never ends would take memory until its deadline. So it is given at most
+  // kHeaderLimit bytes and max_header_count + 2 lines (the request line, the fields, the empty
+  // line) of the whole header; a header that needs more is refused (431) as it arrives.
+  void parse_header() {
+    const std::size_t max_lines =
+        std::min<std::size_t>(server_.options.max_header_count, kHeaderLimit) + 2;
+    const auto* data = static_cast<const char*>(buffer_.data().data());
+    // The lines of the bytes not counted yet, up to the allowance: the view ends after the last
+    // line allowed, or kHeaderLimit bytes into the header.
+    std::size_t end = header_seen_ - header_used_;
+    const std::size_t last = std::min<std::size_t>(buffer_.size(), kHeaderLimit - header_used_);
+    while (end < last && header_lines_ < max_lines) {
+      const auto* line_end = static_cast<const char*>(std::memchr(data + end, '\n', last - end));
+      if (line_end == nullptr) {
+        end = last;
+        break;
+      }
+      end = static_cast<std::size_t>(line_end - data) + 1;
+      ++header_lines_;
+    }
+    header_seen_ = header_used_ + end;
+    beast::error_code ec;
+    const std::size_t used = parser_->put(net::buffer(data, end), ec);
+    header_used_ += used;
+    buffer_.consume(used);
+    if (parser_->is_header_done() || (ec && ec != http::error::need_more)) return on_header(ec);
+    // The parser needs more than it was given: past the allowance, the header is refused.
+    if (header_lines_ >= max_lines) {
+      head_ = parser_->get().method() == http::verb::head;
+      return too_many_headers();
+    }
+    if (header_seen_ >= kHeaderLimit) return on_header(http::error::header_limit);
+    // Read more, as http::async_read_header would (its errors are the ones on_header expects).
+    const std::size_t room = beast::read_size(buffer_, 65536);
+    if (room == 0) return on_header(http::error::buffer_overflow);
+    stream_.async_read_some(buffer_.prepare(room),
+                            [self = shared_from_this()](beast::error_code read_ec, std::size_t n) {
+                              self->header_read(read_ec, n);
+                            });
+  }
+
+  void header_read(beast::error_code ec, std::size_t n) {
+    buffer_.commit(n);
+    if (ec == net::error::eof) {
+      // The peer closed: before a request (end of stream) or within one (a partial message).
+      if (!parser_->got_some()) return on_header(http::error::end_of_stream);
+      ec = {};
+      parser_->put_eof(ec);
+      if (!ec) ec = http::error::partial_message;  // put_eof within a header always says so
+    }
+    if (ec) return on_header(ec);
+    parse_header();
+  }
+
+  void too_many_headers() {
+    refuse(431, "too_many_headers",
+           "request has more than " + std::to_string(server_.options.max_header_count) +
+               " header fields");
   }
 
   void on_header(beast::error_code ec) {
@@ -314,11 +380,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::size_t fields = 0;
     for (auto it = req.begin(); it != req.end() && fields <= server_.options.max_header_count; ++it)
       ++fields;
-    if (fields > server_.options.max_header_count) {
-      return refuse(431, "too_many_headers",
-                    "request has more than " + std::to_string(server_.options.max_header_count) +
-                        " header fields");
-    }
+    if (fields > server_.options.max_header_count) return too_many_headers();
     header_fields_ = fields;
     // A Transfer-Encoding that does not end in chunked leaves the body's length unknown: read by
     // Content-Length or as no body, its bytes would be taken for the next request (smuggling).
@@ -405,8 +467,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void read_body() {
     stream_.expires_after(server_.options.idle_timeout);
-    // Parse all that is read each time (async_read_header left the parser stopping after the
-    // header): a body of many small chunks is one completion per read, not one per chunk.
+    // Parse all that is read each time (the header was parsed with the parser stopping after
+    // it): a body of many small chunks is one completion per read, not one per chunk.
     parser_->eager(true);
     read_more_body();
   }
@@ -670,6 +732,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t lingered_ = 0;  // bytes dropped while lingering
   // The fields in the header of the request being read (a chunked body's trailer adds more).
   std::size_t header_fields_ = 0;
+  // The header being read: the bytes the parser has used, the bytes counted for its allowance
+  // (those and the start of buffer_), and the lines in the bytes counted.
+  std::size_t header_used_ = 0;
+  std::size_t header_seen_ = 0;
+  std::size_t header_lines_ = 0;
 };
 
 }  // namespace

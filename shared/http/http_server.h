@@ -13,13 +13,15 @@
 // a request that would pass the budget gets 503, before its body is read if its first 64 KiB do
 // not fit, so announcing a large body and sending nothing holds 64 KiB); more than
 // `max_header_count` header fields get 431; past `max_connections` open connections a new one is
-// answered 503 and closed. A request with a Transfer-Encoding whose final coding is not chunked
-// (its body's length unknown, RFC 7230 3.3.3) gets 400 and the connection is closed, and so does a
-// chunked request with trailer fields (never merged into its header). A connection going idle
-// keeps at most 16 KiB of read and response buffers, whatever its last request took. Up to four
-// empty lines before a request line are ignored (RFC 7230 3.5). The answer to a HEAD, refusals
-// included, has no body; every other answer on the connection has its body. A handler that
-// throws is answered 500 (once) and the loop goes on.
+// answered 503 and closed. A header is bounded as it arrives, not only once whole: at most 64 KiB
+// and `max_header_count` fields of it are parsed, and one that goes past either is answered 431
+// then, so a header that never ends holds no more memory than that. A request with a
+// Transfer-Encoding whose final coding is not chunked (its body's length unknown, RFC 7230 3.3.3)
+// gets 400 and the connection is closed, and so does a chunked request with trailer fields (never
+// merged into its header). A connection going idle keeps at most 16 KiB of read and response
+// buffers, whatever its last request took. Up to four empty lines before a request line are ignored
+// (RFC 7230 3.5). The answer to a HEAD, refusals included, has no body; every other answer on the
+// connection has its body. A handler that throws is answered 500 (once) and the loop goes on.
 // `check_header` lets the application refuse a request from its header alone (a missing or wrong
 // token): it is called on the connection's thread once the header is parsed and has passed the
 // server's own checks (431, Transfer-Encoding, 413), before any of the body is held against

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -614,6 +615,224 @@ TEST_F(HttpServerResponse, IdleConnectionsDoNotKeepTheRoomTheirLastHeaderTook) {
   EXPECT_LT(grown, std::size_t{kConnections} * 16 * 1024)
       << kConnections << " idle connections hold " << grown / 1024 << " KiB more ("
       << grown / kConnections << " bytes each)";
+}
+
+// The same when the next request is already arriving behind the large one: while its header is
+// read, its connection keeps the bytes it has sent, not the room the previous header took.
+TEST_F(HttpServerResponse, ARequestBehindALargeHeaderDoesNotKeepTheRoomThatHeaderTook) {
+  if (heap_in_use() == 0) GTEST_SKIP() << "mallinfo2 does not describe this allocator";
+  start(
+      [](const HttpRequest&, Responder respond) {
+        HttpResponse r;
+        r.body = "{}";
+        respond(std::move(r));
+      },
+      1);
+  const std::string request =
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8192\r\nX-Pad: " + std::string(65000, 'p') +
+      "\r\n\r\n" + std::string(8192, 'b') + "GET /next HTTP/1.1\r\nHost: t\r\n";
+  constexpr int kConnections = 64;
+  std::vector<std::unique_ptr<test::RawClient>> waiting;
+  waiting.reserve(kConnections + 1);
+  waiting.push_back(std::make_unique<test::RawClient>(server_->port()));
+  ASSERT_TRUE(waiting.back()->send(request));
+  ASSERT_TRUE(waiting.back()->read_until_close(5s, true).starts_with("HTTP/1.1 200 "));
+  const std::size_t before = heap_in_use();
+  for (int i = 0; i < kConnections; ++i) {
+    waiting.push_back(std::make_unique<test::RawClient>(server_->port()));
+    ASSERT_TRUE(waiting.back()->connected());
+    ASSERT_TRUE(waiting.back()->send(request));
+    const std::string answer = waiting.back()->read_until_close(5s, true);
+    ASSERT_TRUE(answer.starts_with("HTTP/1.1 200 ")) << i << ": " << answer.substr(0, 200);
+  }
+  std::this_thread::sleep_for(100ms);  // each next header is being read
+  for (auto& c : waiting) EXPECT_FALSE(c->closed());
+  const std::size_t after = heap_in_use();
+  const std::size_t grown = after > before ? after - before : 0;
+  EXPECT_LT(grown, std::size_t{kConnections} * 16 * 1024)
+      << kConnections << " connections reading their next header hold " << grown / 1024
+      << " KiB more (" << grown / kConnections << " bytes each)";
+}
+
+// What a refused request's connection held, taken when the refusal is counted (on_rejected runs
+// before the request's parser and its fields are dropped), and the refusals.
+struct Refusals {
+  std::mutex mu;
+  std::vector<std::pair<int, std::string>> seen;
+  std::size_t heap = 0;  // heap_in_use() at the last refusal
+  std::function<void(int, std::string_view)> callback() {
+    return [this](int status, std::string_view code) {
+      const std::size_t now = heap_in_use();
+      std::lock_guard lock(mu);
+      seen.emplace_back(status, std::string(code));
+      heap = now;
+    };
+  }
+};
+
+HttpHandler answer_ok() {
+  return [](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = std::string(req.method) + " " + std::string(req.target) + " " + std::string(req.body);
+    respond(std::move(r));
+  };
+}
+
+// A header is bounded as it arrives: each field is stored as soon as its line is parsed, so a
+// client streaming field lines (`a:`, 4 bytes each) without end had the server store every one
+// until the header deadline (about 80 bytes of heap a line, 10 s at the line rate). It is answered
+// 431 once it passes max_header_count fields, at once, and the heap does not grow with what it
+// sends.
+TEST_F(HttpServerResponse, AHeaderThatNeverEndsIsRefusedAtMaxHeaderCountWithoutGrowingTheHeap) {
+  if (heap_in_use() == 0) GTEST_SKIP() << "mallinfo2 does not describe this allocator";
+  Refusals refusals;
+  HttpServerOptions o;  // max_header_count 100 and header_timeout 10 s: the defaults
+  o.on_rejected = refusals.callback();
+  start(answer_ok(), 1, o);
+  {
+    test::RawClient warm(server_->port());  // what the loop allocates once is not counted
+    ASSERT_TRUE(post_and_read(warm, "x").starts_with("HTTP/1.1 200 "));
+  }
+  const std::size_t before = heap_in_use();
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send("GET /x HTTP/1.1\r\nHost: t\r\na:"));
+  // 4,000 bytes at a time, each write ending inside a line and read on its own: fed all that was
+  // read, the parser stored the fields of every read that did not end right after a line.
+  std::string lines;
+  for (int i = 0; i < 1000; ++i) lines += "\r\na:";
+  constexpr std::size_t kMost = std::size_t{20} << 20;
+  std::size_t sent = 0;
+  std::size_t peak = before;
+  const auto started = std::chrono::steady_clock::now();
+  while (sent < kMost && !c.readable(1ms) && c.send(lines)) {
+    sent += lines.size();
+    peak = std::max(peak, heap_in_use());
+  }
+  const auto streamed = std::chrono::steady_clock::now() - started;
+  const std::string answer = c.read_until_close(5s, /*one_response=*/true);
+  peak = std::max(peak, heap_in_use());
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"))
+      << "after " << sent << " bytes of field lines: " << answer.substr(0, 200);
+  EXPECT_NE(answer.find(R"("code":"too_many_headers")"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("request has more than 100 header fields"), std::string::npos) << answer;
+  EXPECT_LT(sent, std::size_t{1} << 20) << "the header was read for " << sent << " bytes";
+  EXPECT_LT(streamed, 2s);
+  EXPECT_LT(peak - before, std::size_t{1} << 20)
+      << "the heap grew by " << (peak - before) / 1024 << " KiB while " << sent / 1024
+      << " KiB of field lines were sent";
+  std::lock_guard lock(refusals.mu);
+  EXPECT_EQ(refusals.seen, (std::vector<std::pair<int, std::string>>{{431, "too_many_headers"}}));
+  EXPECT_LT(refusals.heap - std::min(refusals.heap, before), std::size_t{1} << 20)
+      << "held at the refusal: " << (refusals.heap - std::min(refusals.heap, before)) / 1024
+      << " KiB";
+}
+
+// A request pipelined behind another arrives with it, its header already read: it is parsed up
+// to max_header_count fields, not all 16,000 of its lines (fed to the parser at once, 64 KiB of
+// `a:` lines were all stored before they were counted). The first request is answered, the
+// second refused.
+TEST_F(HttpServerResponse, APipelinedHeaderOfManyFieldsIsParsedOnlyToMaxHeaderCount) {
+  if (heap_in_use() == 0) GTEST_SKIP() << "mallinfo2 does not describe this allocator";
+  Refusals refusals;
+  HttpServerOptions o;
+  o.on_rejected = refusals.callback();
+  start(answer_ok(), 1, o);
+  {
+    test::RawClient warm(server_->port());
+    ASSERT_TRUE(post_and_read(warm, "x").starts_with("HTTP/1.1 200 "));
+  }
+  std::string second = "GET /second HTTP/1.1\r\n";
+  for (int i = 0; i < 16000; ++i) second += "a:\r\n";
+  second += "\r\n";
+  ASSERT_LT(second.size(), 64u * 1024);
+  const std::size_t before = heap_in_use();
+  test::RawClient c(server_->port());
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send("GET /first HTTP/1.1\r\nHost: t\r\n\r\n" + second));
+  const std::string bytes = c.read_until_close(5s);
+  const auto first_end = bytes.find("\r\n\r\nGET /first ");
+  ASSERT_TRUE(bytes.starts_with("HTTP/1.1 200 OK\r\n")) << bytes.substr(0, 300);
+  ASSERT_NE(first_end, std::string::npos) << bytes.substr(0, 300);
+  const std::string refusal = bytes.substr(bytes.find("HTTP/1.1 ", first_end));
+  EXPECT_TRUE(refusal.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n")) << refusal;
+  EXPECT_NE(refusal.find(R"("code":"too_many_headers")"), std::string::npos) << refusal;
+  EXPECT_TRUE(c.closed());
+  std::lock_guard lock(refusals.mu);
+  EXPECT_EQ(refusals.seen, (std::vector<std::pair<int, std::string>>{{431, "too_many_headers"}}));
+  // 16,000 fields would be over 1 MiB; the read buffer and 100 fields are far less.
+  const std::size_t held = refusals.heap - std::min(refusals.heap, before);
+  EXPECT_LT(held, std::size_t{512} * 1024) << "held at the refusal: " << held / 1024 << " KiB";
+}
+
+// The allowance is exact: a header of max_header_count fields is served, whether it arrives
+// whole with its body or a line at a time, and one field more is 431 too_many_headers; a header
+// of 64 KiB is served and one byte more is 431 headers_too_large.
+TEST_F(HttpServerResponse, AHeaderOfExactlyTheAllowedFieldsAndBytesIsServedAndOneMoreIsRefused) {
+  Refusals refusals;
+  HttpServerOptions o;
+  o.max_header_count = 10;
+  o.on_rejected = refusals.callback();
+  start(answer_ok(), 1, o);
+  // Host, Content-Length, and fields F2... to `fields` in all.
+  auto request = [](int fields, std::string_view body) {
+    std::string r =
+        "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    for (int i = 2; i < fields; ++i) r += "F" + std::to_string(i) + ": v\r\n";
+    return r + "\r\n" + std::string(body);
+  };
+  // A line at a time, each after a pause, so each is read on its own.
+  auto send_by_lines = [](test::RawClient& c, const std::string& bytes) {
+    for (std::size_t at = 0; at < bytes.size();) {
+      const auto line_end = bytes.find('\n', at);
+      const std::size_t next = line_end == std::string::npos ? bytes.size() : line_end + 1;
+      if (!c.send(std::string_view(bytes).substr(at, next - at))) return false;
+      std::this_thread::sleep_for(3ms);
+      at = next;
+    }
+    return true;
+  };
+  {
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(request(10, "whole")));
+    EXPECT_TRUE(c.read_until_close(5s, true).ends_with("\r\n\r\nPOST /x whole"));
+    ASSERT_TRUE(send_by_lines(c, request(10, "lines")));
+    EXPECT_TRUE(c.read_until_close(5s, true).ends_with("\r\n\r\nPOST /x lines"));
+    EXPECT_FALSE(closed_by_server(c, 100ms));
+  }
+  for (bool by_lines : {false, true}) {
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(by_lines ? send_by_lines(c, request(11, "more")) : c.send(request(11, "more")));
+    const std::string answer = c.read_until_close(5s);
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"))
+        << by_lines << ": " << answer;
+    EXPECT_NE(answer.find("request has more than 10 header fields"), std::string::npos) << answer;
+    EXPECT_TRUE(c.closed());
+  }
+  // The request line, Host, X-Pad and the empty line: 65,536 bytes, then one more.
+  const std::string start = "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: ";
+  const std::size_t pad = 64 * 1024 - start.size() - 4;
+  for (std::size_t extra : {0, 1}) {
+    const std::string header = start + std::string(pad + extra, 'p') + "\r\n\r\n";
+    ASSERT_EQ(header.size(), 64u * 1024 + extra);
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send(header));
+    const std::string answer = c.read_until_close(5s, true);
+    if (extra == 0) {
+      EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 OK\r\n")) << answer.substr(0, 300);
+    } else {
+      EXPECT_TRUE(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"))
+          << answer.substr(0, 300);
+      EXPECT_NE(answer.find(R"("code":"headers_too_large")"), std::string::npos) << answer;
+    }
+  }
+  std::lock_guard lock(refusals.mu);
+  EXPECT_EQ(refusals.seen,
+            (std::vector<std::pair<int, std::string>>{
+                {431, "too_many_headers"}, {431, "too_many_headers"}, {431, "headers_too_large"}}));
 }
 
 }  // namespace
