@@ -131,7 +131,7 @@ T num(const YAML::Node& n, const std::string& field, T lo, T hi) {
 // years): refused rather than taken for a limit no call ever passes.
 double call_rate(const YAML::Node& n, const std::string& field) {
   constexpr double kMinRate = 0.001;
-  const double v = num<double>(n, field, 0.0, 1e6);
+  const auto v = num<double>(n, field, 0.0, 1e6);
   if (v > 0 && v < kMinRate) {
     std::ostringstream os;
     os << "must be 0 (unlimited) or at least " << kMinRate << ", got " << v;
