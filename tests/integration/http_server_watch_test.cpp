@@ -576,6 +576,37 @@ std::size_t heap_in_use() {
   return m.uordblks + m.hblkhd;
 }
 
+void answer_empty_json(const HttpRequest&, Responder respond) {
+  HttpResponse r;
+  r.body = "{}";
+  respond(std::move(r));
+}
+
+// How much more heap the server holds once `n` connections of their own have each sent `request`
+// and read its 200 (and `settle` has passed), all of them still open; one connection before them
+// takes what the loop allocates once.
+std::size_t heap_held_by_open_connections(uint16_t port, const std::string& request, int n,
+                                          std::chrono::milliseconds settle) {
+  std::vector<std::unique_ptr<test::RawClient>> open;
+  open.reserve(n + 1);
+  auto one = [&] {
+    open.push_back(std::make_unique<test::RawClient>(port));
+    EXPECT_TRUE(open.back()->connected());
+    EXPECT_TRUE(open.back()->send(request));
+    const std::string answer = open.back()->read_until_close(5s, true);
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 200 "))
+        << open.size() << ": " << answer.substr(0, 200);
+  };
+  one();
+  const std::size_t before = heap_in_use();
+  for (int i = 0; i < n; ++i) one();
+  std::this_thread::sleep_for(settle);
+  // Every connection is still open: each answer came back on a kept connection.
+  for (auto& c : open) EXPECT_FALSE(c->closed());
+  const std::size_t after = heap_in_use();
+  return after > before ? after - before : 0;
+}
+
 // A keep-alive connection that goes idle keeps no more than a small read buffer: one whose request
 // had a header of nearly 64 KiB (read with the start of its body) held the buffer they grew to
 // (128 KiB) for as long as it stayed open, outside max_buffered_body_bytes (4,096 such
@@ -583,35 +614,13 @@ std::size_t heap_in_use() {
 // the figure by much.
 TEST_F(HttpServerResponse, IdleConnectionsDoNotKeepTheRoomTheirLastHeaderTook) {
   if (heap_in_use() == 0) GTEST_SKIP() << "mallinfo2 does not describe this allocator";
-  start(
-      [](const HttpRequest&, Responder respond) {
-        HttpResponse r;
-        r.body = "{}";
-        respond(std::move(r));
-      },
-      1);
-  const std::string request =
-      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8192\r\nX-Pad: " + std::string(65000, 'p') +
-      "\r\n\r\n" + std::string(8192, 'b');
   constexpr int kConnections = 256;
-  std::vector<std::unique_ptr<test::RawClient>> idle;
-  idle.reserve(kConnections + 1);
-  // One first, so what the loop allocates once is not counted.
-  idle.push_back(std::make_unique<test::RawClient>(server_->port()));
-  ASSERT_TRUE(idle.back()->send(request));
-  ASSERT_TRUE(idle.back()->read_until_close(5s, true).starts_with("HTTP/1.1 200 "));
-  const std::size_t before = heap_in_use();
-  for (int i = 0; i < kConnections; ++i) {
-    idle.push_back(std::make_unique<test::RawClient>(server_->port()));
-    ASSERT_TRUE(idle.back()->connected());
-    ASSERT_TRUE(idle.back()->send(request));
-    const std::string answer = idle.back()->read_until_close(5s, true);
-    ASSERT_TRUE(answer.starts_with("HTTP/1.1 200 ")) << i << ": " << answer.substr(0, 200);
-  }
-  // Every connection is still open: each answer came back on a kept connection.
-  for (auto& c : idle) EXPECT_FALSE(c->closed());
-  const std::size_t after = heap_in_use();
-  const std::size_t grown = after > before ? after - before : 0;
+  start(answer_empty_json, 1);
+  const std::size_t grown = heap_held_by_open_connections(
+      server_->port(),
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8192\r\nX-Pad: " + std::string(65000, 'p') +
+          "\r\n\r\n" + std::string(8192, 'b'),
+      kConnections, 0ms);
   EXPECT_LT(grown, std::size_t{kConnections} * 16 * 1024)
       << kConnections << " idle connections hold " << grown / 1024 << " KiB more ("
       << grown / kConnections << " bytes each)";
@@ -621,34 +630,13 @@ TEST_F(HttpServerResponse, IdleConnectionsDoNotKeepTheRoomTheirLastHeaderTook) {
 // read, its connection keeps the bytes it has sent, not the room the previous header took.
 TEST_F(HttpServerResponse, ARequestBehindALargeHeaderDoesNotKeepTheRoomThatHeaderTook) {
   if (heap_in_use() == 0) GTEST_SKIP() << "mallinfo2 does not describe this allocator";
-  start(
-      [](const HttpRequest&, Responder respond) {
-        HttpResponse r;
-        r.body = "{}";
-        respond(std::move(r));
-      },
-      1);
-  const std::string request =
-      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8192\r\nX-Pad: " + std::string(65000, 'p') +
-      "\r\n\r\n" + std::string(8192, 'b') + "GET /next HTTP/1.1\r\nHost: t\r\n";
   constexpr int kConnections = 64;
-  std::vector<std::unique_ptr<test::RawClient>> waiting;
-  waiting.reserve(kConnections + 1);
-  waiting.push_back(std::make_unique<test::RawClient>(server_->port()));
-  ASSERT_TRUE(waiting.back()->send(request));
-  ASSERT_TRUE(waiting.back()->read_until_close(5s, true).starts_with("HTTP/1.1 200 "));
-  const std::size_t before = heap_in_use();
-  for (int i = 0; i < kConnections; ++i) {
-    waiting.push_back(std::make_unique<test::RawClient>(server_->port()));
-    ASSERT_TRUE(waiting.back()->connected());
-    ASSERT_TRUE(waiting.back()->send(request));
-    const std::string answer = waiting.back()->read_until_close(5s, true);
-    ASSERT_TRUE(answer.starts_with("HTTP/1.1 200 ")) << i << ": " << answer.substr(0, 200);
-  }
-  std::this_thread::sleep_for(100ms);  // each next header is being read
-  for (auto& c : waiting) EXPECT_FALSE(c->closed());
-  const std::size_t after = heap_in_use();
-  const std::size_t grown = after > before ? after - before : 0;
+  start(answer_empty_json, 1);
+  const std::size_t grown = heap_held_by_open_connections(
+      server_->port(),
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 8192\r\nX-Pad: " + std::string(65000, 'p') +
+          "\r\n\r\n" + std::string(8192, 'b') + "GET /next HTTP/1.1\r\nHost: t\r\n",
+      kConnections, 100ms);  // each next header is being read
   EXPECT_LT(grown, std::size_t{kConnections} * 16 * 1024)
       << kConnections << " connections reading their next header hold " << grown / 1024
       << " KiB more (" << grown / kConnections << " bytes each)";
