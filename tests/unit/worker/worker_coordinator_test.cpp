@@ -1271,6 +1271,14 @@ class OwnWorkerCoordinator : public WorkerCoordinator {
   void run() {
     for (int i = 0; i < 8; ++i) w->step();
   }
+  // e1's call is out, held; e2 waits behind it for the host's one slot (per_host_max_in_flight 1).
+  void e2_waits_behind_e1() {
+    sender.hold = true;
+    feed(0, "e1");
+    feed(1, "e2");
+    run();
+    ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  }
   int64_t stored_webhooks() { return own.stored[(TopicPartition{std::string(kWebhooksTopic), 0})]; }
 
   FakeConsumer own;
@@ -1476,11 +1484,7 @@ class LeaseCoordinator : public OwnWorkerCoordinator {
 };
 
 TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIsNotSent) {
-  sender.hold = true;
-  feed(0, "e1");
-  feed(1, "e2");
-  run();
-  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  ASSERT_NO_FATAL_FAILURE(e2_waits_behind_e1());
   now += 7'000;
   run();
   EXPECT_EQ(sender.calls.size(), 1u);
@@ -1507,11 +1511,7 @@ TEST_F(LeaseCoordinator, ADeliveryThatWaitedUntilItsLeaseNoLongerCoversTheCallIs
 // minute after its lease ended, when another worker may have claimed it.
 TEST_F(LeaseCoordinator, AWallClockSteppedBackDoesNotStretchTheLease) {
   steady = [this] { return steady_now; };
-  sender.hold = true;
-  feed(0, "e1");
-  feed(1, "e2");
-  run();
-  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  ASSERT_NO_FATAL_FAILURE(e2_waits_behind_e1());
   now -= 60'000;
   steady_now += 9'000;
   run();
@@ -1528,11 +1528,7 @@ TEST_F(LeaseCoordinator, ADeliveryRequeuedUnsentPastItsMaxAgeIsDeadLettered) {
   w.reset();
   config.retry.max_age_seconds = 10;
   start_own();
-  sender.hold = true;
-  feed(0, "e1");
-  feed(1, "e2");
-  run();
-  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  ASSERT_NO_FATAL_FAILURE(e2_waits_behind_e1());
   now += 9'000;
   run();
   EXPECT_EQ(sender.calls.size(), 1u);
@@ -1581,11 +1577,7 @@ TEST_F(LeaseCoordinator, ARequeueKafkaRefusesForGoodIsRecordedDeadWithoutAnAttem
 TEST_F(LeaseCoordinator, ACallLongerThanHalfTheLeaseStartsOnlyWhileTheLeaseCoversIt) {
   config.routes["gh"][0].timeout_ms = 15'000;
   start_own();
-  sender.hold = true;
-  feed(0, "e1");
-  feed(1, "e2");
-  run();
-  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  ASSERT_NO_FATAL_FAILURE(e2_waits_behind_e1());
   now += 6'000;  // 14 s of e2's lease left: less than its 15 s call and 2 s to record it
   for (auto& answer : sender.held) answer();
   sender.held.clear();
@@ -1728,11 +1720,7 @@ worker:
 };
 
 TEST_F(OrderedLeaseCoordinator, ADeliveryBouncedAsTheLastOfItsHostQueueHoldsItsKeyWithoutACall) {
-  sender.hold = true;
-  feed(0, "e1");
-  feed(1, "e2");
-  run();
-  ASSERT_EQ(sender.calls.size(), 1u) << "one slot for the host";
+  ASSERT_NO_FATAL_FAILURE(e2_waits_behind_e1());
   now += 11'000;
   run();
   EXPECT_EQ(sender.calls.size(), 1u) << "sent with less of its lease left than its timeout";
