@@ -210,7 +210,7 @@ int64_t Dispatcher::circuit_due_at(const Job& job, Now now, int64_t steady_open_
 void Dispatcher::send(std::unique_ptr<Job> j, Now now) {
   j->holds_slot = true;
   j->started_ms = now.wall;
-  steady_started_[j.get()] = now.steady;
+  j->steady_started_ms = now.steady;
   j->stages.sent = StageTimes::Clock::now();
   if (!j->route_key.empty()) {
     route_limits_.start(j->route_key, *j->d.route);
@@ -342,11 +342,7 @@ void Dispatcher::release(Job& job, const HttpResult& r, const Outcome& outcome) 
   }
   const Now now{now_ms_(), steady_ms_()};
   // Every job released was sent from here; one that was not is placed by its Unix start.
-  int64_t started = now.steady - (now.wall - job.started_ms);
-  if (auto it = steady_started_.find(&job); it != steady_started_.end()) {
-    started = it->second;
-    steady_started_.erase(it);
-  }
+  const int64_t started = job.steady_started_ms.value_or(now.steady - (now.wall - job.started_ms));
   end_flow(job, r, now, started);
   // Our own limits made no call: the host's health is unknown. Nor did the SSRF guard's refusal
   // reach the host: a half-open circuit's probe so refused is not spent. A 429 is the receiver's

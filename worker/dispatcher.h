@@ -140,9 +140,6 @@ class Dispatcher {
   // Handed to the sender, whose callback carries the raw pointer back in an event; owned here
   // until then, so calls still out when the worker is destroyed are freed with it.
   std::unordered_map<Job*, std::unique_ptr<Job>> out_;
-  // When each call out, or answered and not yet released, started on the steady clock (the
-  // breaker's and the adaptive limits' time; Job::started_ms is Unix ms).
-  std::unordered_map<const Job*, int64_t> steady_started_;
 };
 
 }  // namespace hookrelay

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "worker/attempt_decision.h"
@@ -41,9 +42,11 @@ struct Job {
   std::shared_ptr<MessageState> msg;
   bool holds_slot = false;        // counted in the dispatcher's per-host concurrency
   bool holds_route_slot = false;  // counted in its route's max_in_flight (Dispatcher)
-  std::string route_key;    // "source/route" of a route with limits of its own, once dispatched
-  bool holds_key = false;   // the coordinator's in-flight key entry is this job's
-  int64_t started_ms = 0;   // when the HTTP attempt started
+  std::string route_key;   // "source/route" of a route with limits of its own, once dispatched
+  bool holds_key = false;  // the coordinator's in-flight key entry is this job's
+  int64_t started_ms = 0;  // when the HTTP attempt started
+  // The same on the dispatcher's steady clock (its breaker's and adaptive limits' time).
+  std::optional<int64_t> steady_started_ms;
   int duration_ms = 0;      // of the HTTP attempt
   int64_t lease_token = 0;  // the token of this job's claim; its attempt is recorded under it
   // The latest its call may start (the worker's steady clock, ms; 0: no limit): its claim's
