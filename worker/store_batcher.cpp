@@ -77,12 +77,12 @@ void StoreBatcher::flush_audit(int64_t now) {
 }
 
 void StoreBatcher::flush_claims(int64_t now) {
-  if (!claims_.busy() && !claims_.has_queued() && !audit_.empty()) {
+  if (!claims_.busy() && !claims_.has_queued()) {
     // No claim left to carry them (their claims were dropped): the audit lane takes them.
-    for (auto& e : audit_) inbound_.push(std::move(e));
-    audit_.clear();
+    flush_audit(now);
+  } else {
+    flush_inbound(now);
   }
-  flush_inbound(now);
   if (down_ && usable(now) && !claims_.busy() && !claims_.has_queued() && !records_.busy() &&
       !records_.has_queued()) {
     // Down, with nothing left to try again (a rebalance dropped the claims that found it down):
