@@ -6,6 +6,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "ingest/ingest_service.h"
@@ -27,7 +29,7 @@ constexpr const char* kUsage =
     "/v1/calls)\n"
     "  and publishes them to Kafka. Config: --config or HOOKRELAY_CONFIG (SIGHUP reloads it). "
     "Overrides:\n"
-    "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN.\n";
+    "  HOOKRELAY_KAFKA_BOOTSTRAP, HOOKRELAY_INGEST_LISTEN, HOOKRELAY_INGEST_METRICS_LISTEN.\n";
 
 // Each connection holds a descriptor; past the process limit accept() fails (counted, backed
 // off) before the connection cap can answer 503.
@@ -52,6 +54,15 @@ int run_ingest(int argc, char** argv) {
   if (!listen) {
     std::fprintf(stderr, "hookrelay-ingest: config error: %s\n", listen.error().message.c_str());
     return 2;
+  }
+  std::optional<HostPort> operations;
+  if (!config->ingest.metrics_listen.empty()) {
+    auto parsed = parse_host_port(config->ingest.metrics_listen, "ingest.metrics_listen");
+    if (!parsed) {
+      std::fprintf(stderr, "hookrelay-ingest: config error: %s\n", parsed.error().message.c_str());
+      return 2;
+    }
+    operations = *parsed;
   }
 
   for (const auto& warning : config_warnings(*config))
@@ -126,13 +137,42 @@ int run_ingest(int argc, char** argv) {
     return IngestService::ServerLoad{server.open_connections(), server.buffered_body_bytes()};
   });
   server.watch_fd((*producer)->event_fd(), [p = producer->get()] { p->serve_reports(); });
+  // ingest.metrics_listen: /metrics (and the health probes) on a listener of their own, which
+  // the public one does not serve, so that what the metrics name (sources, error counts, load)
+  // is not open to whoever can send a webhook. One thread and a few connections: scrapers and
+  // probes only.
+  std::optional<HttpServer> operations_server;
+  if (operations) {
+    HttpServerOptions ops;
+    ops.host = operations->host;
+    ops.port = operations->port;
+    ops.threads = 1;
+    ops.max_body_bytes = 4096;
+    ops.max_buffered_body_bytes = 64 * 4096;
+    ops.max_connections = 64;
+    ops.max_header_count = http.max_header_count;
+    ops.header_timeout = http.header_timeout;
+    ops.idle_timeout = http.idle_timeout;
+    ops.on_rejected = http.on_rejected;
+    operations_server.emplace(ops, [&service](const HttpRequest& req, Responder respond) {
+      service.handle_operations(req, std::move(respond));
+    });
+    if (auto started = operations_server->start(); !started) {
+      spdlog::critical("msg=listen_failed listener=metrics_listen error={}",
+                       log_quote(started.error().message));
+      return 1;
+    }
+  }
   if (auto started = server.start(); !started) {
     spdlog::critical("msg=listen_failed error={}", log_quote(started.error().message));
     return 1;
   }
-  spdlog::info("msg=ingest_started listen={}:{} threads={} sources={} kafka={}", listen->host,
-               server.port(), http.threads, config->sources.size(),
-               log_quote(config->kafka.bootstrap_servers));
+  spdlog::info("msg=ingest_started listen={}:{} metrics_listen={} threads={} sources={} kafka={}",
+               listen->host, server.port(),
+               operations_server
+                   ? operations->host + ":" + std::to_string(operations_server->port())
+                   : std::string("(listen)"),
+               http.threads, config->sources.size(), log_quote(config->kafka.bootstrap_servers));
 
   // SIGHUP: the config file again; sources, secrets, tokens and retry defaults take effect for
   // the next request, requests in flight finish under the config they started with.
@@ -164,6 +204,7 @@ int run_ingest(int argc, char** argv) {
   // Give the HTTP threads a moment to write the last answers before the loops stop.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   server.stop();
+  if (operations_server) operations_server->stop();
   (*producer)->flush(1000);  // serves any last reports itself now that the loops are gone
   // Anything left is reported now, while the service and the server its callbacks answer
   // through still exist.

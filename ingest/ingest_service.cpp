@@ -186,15 +186,35 @@ IngestService::Route IngestService::route(const HttpRequest& request, const Conf
       return refusal("call", "-", 401, "unauthorized", why, {{"WWW-Authenticate", "Bearer"}});
     return Route{.to = Route::To::kCall};
   }
+  if (path == "/metrics" && !config.ingest.metrics_listen.empty()) {
+    return refusal("other", "-", 404, "not_found",
+                   "no such endpoint: /metrics is served on the operations listener "
+                   "(ingest.metrics_listen), not on this one");
+  }
+  return probe_route(request, path);
+}
+
+IngestService::Route IngestService::probe_route(const HttpRequest& request, std::string_view path) {
+  auto refusal = [](int status, std::string_view code, std::string message,
+                    std::vector<std::pair<std::string, std::string>> headers = {}) {
+    return Route{.refusal = {"other",
+                             "-",
+                             {status, std::string(code), std::move(message), std::move(headers)}}};
+  };
   if (path == "/healthz" || path == "/readyz" || path == "/metrics") {
     if (request.method != "GET" && request.method != "HEAD") {
-      return refusal("other", "-", 405, "method_not_allowed", std::string(path) + " accepts GET",
+      return refusal(405, "method_not_allowed", std::string(path) + " accepts GET",
                      {{"Allow", "GET, HEAD"}});
     }
     return Route{.to = Route::To::kProbe, .path = path};
   }
-  return refusal("other", "-", 404, "not_found",
-                 "no such endpoint: " + std::string(utf8_prefix(path, 256)));
+  return refusal(404, "not_found", "no such endpoint: " + std::string(utf8_prefix(path, 256)));
+}
+
+void IngestService::handle_operations(const HttpRequest& request, Responder respond) {
+  Route to = probe_route(request, request.target.substr(0, request.target.find('?')));
+  if (to.to == Route::To::kProbe) return probe(to.path, respond);
+  refuse(std::move(to.refusal), respond);
 }
 
 std::optional<HttpRefusal> IngestService::check_header(const HttpRequest& head) {

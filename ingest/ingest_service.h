@@ -4,7 +4,7 @@
 //   POST /webhooks/{source}  verify the source's signature over the raw body, produce to
 //                            hookrelay.webhooks, 202 after the broker's ack
 //   POST /v1/calls           bearer token, strict JSON validation, produce to hookrelay.calls
-//   GET  /healthz /readyz /metrics
+//   GET  /healthz /readyz /metrics  (/metrics on ingest.metrics_listen instead, when it is set)
 //
 // A 2xx is sent only from a successful delivery report. Every error answer is JSON
 // {"error":{"code","message"}} and counted by code. What a request's header alone decides (an
@@ -49,6 +49,9 @@ class IngestService {
   void reload(std::shared_ptr<const Config> config);
 
   void handle(const HttpRequest& request, Responder respond);
+  // The handler of the operations listener (ingest.metrics_listen): GET /metrics, /healthz and
+  // /readyz, as handle() answers them; anything else 404 (405 for another method).
+  void handle_operations(const HttpRequest& request, Responder respond);
   // The answer handle() would give a request from its header alone, given from the header
   // (HttpServerOptions::check_header) so that requests refused anyway never hold or wait for
   // the body budget: the same status, code, message and headers, counted as handle() counts
@@ -98,6 +101,7 @@ class IngestService {
     Refusal refusal{};                     // kRefused
   };
   Route route(const HttpRequest& request, const Config& config) const;
+  static Route probe_route(const HttpRequest& request, std::string_view path);
   static Refusal verification_refusal(const SourceConfig& source, const Error& error);
   void count(const Refusal& refusal);
   void refuse(Refusal refusal, const Responder& respond);

@@ -800,8 +800,10 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     only_keys(i, "ingest",
               {"listen", "max_body_bytes", "threads", "retry_after_seconds", "shutdown_grace_ms",
                "max_connections", "max_buffered_body_bytes", "max_headers", "header_timeout_ms",
-               "idle_timeout_ms"});
+               "idle_timeout_ms", "metrics_listen"});
     if (i["listen"]) c.ingest.listen = str(i["listen"], "ingest.listen", env);
+    if (i["metrics_listen"])
+      c.ingest.metrics_listen = str(i["metrics_listen"], "ingest.metrics_listen", env);
     if (i["max_body_bytes"])
       c.ingest.max_body_bytes =
           num<std::size_t>(i["max_body_bytes"], "ingest.max_body_bytes", 1, 64u << 20);
@@ -954,6 +956,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   // Overrides for addresses, so one file serves every environment.
   if (auto v = env("HOOKRELAY_KAFKA_BOOTSTRAP")) c.kafka.bootstrap_servers = *v;
   if (auto v = env("HOOKRELAY_INGEST_LISTEN")) c.ingest.listen = *v;
+  if (auto v = env("HOOKRELAY_INGEST_METRICS_LISTEN")) c.ingest.metrics_listen = *v;
   if (auto v = env("HOOKRELAY_WORKER_LISTEN")) c.worker.listen = *v;
   if (auto v = env("HOOKRELAY_DATABASE_URL")) c.postgres.url = *v;
   if (auto v = env("HOOKRELAY_ADMIN_LISTEN")) c.admin.listen = *v;
@@ -968,6 +971,13 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
                                         ": the broker would refuse what ingest accepted");
   }
   check_listen(c.ingest.listen, "ingest.listen");
+  if (!c.ingest.metrics_listen.empty()) {
+    check_listen(c.ingest.metrics_listen, "ingest.metrics_listen");
+    if (c.ingest.metrics_listen == c.ingest.listen)
+      bad("ingest.metrics_listen",
+          "must differ from ingest.listen (" + c.ingest.listen +
+              "): it is the listener that keeps /metrics off the public one");
+  }
   check_listen(c.worker.listen, "worker.listen");
   check_listen(c.admin.listen, "admin.listen");
   return c;

@@ -78,6 +78,9 @@ struct IngestConfig {
   static constexpr int kMaxMaxHeaders = 10000;
   int header_timeout_ms = 10000;  // a request's header must arrive whole within this (else closed)
   int idle_timeout_ms = 60000;    // keep-alive idle limit; also the deadline for reading a body
+  // host:port of a second listener for /metrics, /healthz and /readyz, kept off the public one:
+  // when set, `listen` answers /metrics with 404 (its health probes stay). Empty: all on `listen`.
+  std::string metrics_listen;
 };
 
 // Bytes of a Kafka message kept for headers beside the body: forwarded provider headers (at most

@@ -27,6 +27,7 @@ std::vector<std::string> restart_only_changes(const Config& a, const Config& b) 
   // Each producer's message.timeout.ms, set when it is made.
   check(a.kafka.produce_timeout_ms != b.kafka.produce_timeout_ms, "kafka.produce_timeout_ms");
   check(a.ingest.listen != b.ingest.listen, "ingest.listen");
+  check(a.ingest.metrics_listen != b.ingest.metrics_listen, "ingest.metrics_listen");
   check(a.ingest.threads != b.ingest.threads, "ingest.threads");
   check(a.ingest.max_body_bytes != b.ingest.max_body_bytes, "ingest.max_body_bytes");
   check(a.ingest.max_connections != b.ingest.max_connections, "ingest.max_connections");

@@ -47,7 +47,7 @@ class IngestProcess : public ::testing::Test {
   }
 
   void start_ingest(int produce_timeout_ms = 3000, const std::string& producer_properties = "{}",
-                    int shutdown_grace_ms = 10000) {
+                    int shutdown_grace_ms = 10000, const std::string& ingest_extra = "") {
     port_ = free_port();
     auto config = dir_.file("config.yaml");
     std::ofstream(config) << "kafka:\n  bootstrap_servers: \"" << broker_->bootstrap() << "\"\n"
@@ -56,7 +56,7 @@ class IngestProcess : public ::testing::Test {
                           << "  producer_properties: " << producer_properties << "\n"
                           << "ingest: { listen: \"127.0.0.1:" << port_
                           << "\", max_body_bytes: 65536, "
-                          << "shutdown_grace_ms: " << shutdown_grace_ms << " }\n"
+                          << "shutdown_grace_ms: " << shutdown_grace_ms << ingest_extra << " }\n"
                           << "sources:\n  github: { scheme: github, secrets: [\"" << kGithubSecret
                           << "\"] }\n"
                           << "api_tokens: [\"" << kToken << "\"]\n";
@@ -212,6 +212,35 @@ TEST_F(IngestProcess, BadInputGetsSpecificErrorsAndIsCounted) {
             std::string::npos);
   EXPECT_NE(metrics.find("hookrelay_ingest_errors_total{code=\"unknown_source\"} 1"),
             std::string::npos);
+  EXPECT_TRUE(ingest_->running());
+}
+
+// ingest.metrics_listen: /metrics and the probes on a listener of their own; the public one
+// refuses /metrics and still takes webhooks and answers its health probes.
+TEST_F(IngestProcess, AMetricsListenerOfItsOwnServesMetricsAndThePublicOneRefusesThem) {
+  ingest_.reset();
+  const uint16_t metrics_port = free_port();
+  start_ingest(3000, "{}", 10000,
+               ", metrics_listen: \"127.0.0.1:" + std::to_string(metrics_port) + "\"");
+  const std::string operations = "http://127.0.0.1:" + std::to_string(metrics_port);
+  ASSERT_EQ(post_webhook("{}", "ops-1").status, 202);
+  auto r = get(url("/metrics"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_NE(r.body.find("\"not_found\""), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("hookrelay_ingest_requests_total"), std::string::npos) << r.body;
+  EXPECT_EQ(get(url("/healthz")).status, 200);
+  r = get(operations + "/metrics");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("hookrelay_ingest_requests_total{endpoint=\"webhook\",source=\"github\","
+                        "status=\"202\"} 1"),
+            std::string::npos)
+      << r.body;
+  EXPECT_NE(r.body.find("hookrelay_ingest_errors_total{code=\"not_found\"} 1"), std::string::npos)
+      << r.body;
+  EXPECT_EQ(get(operations + "/readyz").status, 200);
+  EXPECT_EQ(get(operations + "/healthz").status, 200);
+  // Nothing but the probes there.
+  EXPECT_EQ(call("POST", operations + "/webhooks/github", {}, "{}").status, 404);
   EXPECT_TRUE(ingest_->running());
 }
 

@@ -4,7 +4,7 @@ StatefulSet) are production-shaped (probes on /readyz and /healthz, resources, n
 containers, a preStop sleep and a grace period longer than preStop + the configured drain);
 Services, PDBs, the HPA and the KEDA ScaledObject point at what exists; the worker is a static
 group member named by its stable pod name; Jobs run `hookrelay migrate` and `hookrelay topics
-apply`; ingest's memory limit holds its request-body budget plus its produce queue (each accepted
+apply`; ingest is scraped on the port of ingest.metrics_listen, which no Service exposes; ingest's memory limit holds its request-body budget plus its produce queue (each accepted
 body is held in both until Kafka acknowledges it) plus headroom; with --config-check BIN the
 ConfigMap's configuration passes the services' own validation with the example Secret's values
 (and a worker pod's POD_NAME); links to docs/operations.md#... in the manifests name a heading.
@@ -145,6 +145,33 @@ def check_ingest_memory(r, by_kind, config):
                 % (c["name"], limit >> 20, budget >> 20, queue >> 20, INGEST_HEADROOM >> 20))
 
 
+def check_ingest_metrics_port(r, by_kind, config):
+    """ingest serves /metrics on ingest.metrics_listen when it is set (the public listener answers
+    404): the pod's prometheus.io/port must be that port, a declared containerPort, and no Service
+    in front of ingest may expose it."""
+    ingest = by_kind.get("Deployment", {}).get("hookrelay-ingest")
+    if ingest is None:
+        return
+    section = config.get("ingest", {}) or {}
+    metrics = str(section.get("metrics_listen") or section.get("listen", "")).rsplit(":", 1)[-1]
+    template = ingest["spec"]["template"]
+    ann = template.get("metadata", {}).get("annotations", {})
+    r.check(str(ann.get("prometheus.io/port")) == metrics,
+            "hookrelay-ingest: prometheus.io/port %s, but ingest serves /metrics on port %s (ConfigMap "
+            "ingest.metrics_listen, else ingest.listen)" % (ann.get("prometheus.io/port"), metrics))
+    if not section.get("metrics_listen"):
+        return
+    labels = template.get("metadata", {}).get("labels", {})
+    for name, svc in by_kind.get("Service", {}).items():
+        spec = svc.get("spec", {})
+        if not selects(spec.get("selector", {}), labels):
+            continue
+        for p in spec.get("ports", []):
+            r.check(str(p.get("targetPort", p.get("port"))) not in (metrics, "metrics"),
+                    "Service %s exposes ingest's metrics port %s: ingest.metrics_listen keeps /metrics "
+                    "off what clients reach" % (name, metrics))
+
+
 def check_worker_membership(r, by_kind, config):
     """Static membership: group.instance.id from the pod name, which only a StatefulSet keeps."""
     sts = by_kind.get("StatefulSet", {}).get("hookrelay-worker")
@@ -191,6 +218,7 @@ def main():
     pod_labels = {name: check_deployment(r, d, config) for name, d in deployments.items()}
     check_worker_membership(r, by_kind, config)
     check_ingest_memory(r, by_kind, config)
+    check_ingest_metrics_port(r, by_kind, config)
     for kind in ("Job", "CronJob"):
         for name, doc in by_kind.get(kind, {}).items():
             check_containers(r, name, pod_spec(doc))

@@ -5,7 +5,7 @@ carries severity, summary, description and a runbook that exists in docs/operati
 only scrape jobs that both scrape configs produce: prometheus.yml's job names, and the jobs
 kubernetes-scrape.yml's relabeling gives the pods of deploy/k8s (simulated on each pod template's
 labels and prometheus.io/* annotations). Each compose service running hookrelay-ingest, -worker
-or -admin has its scrape job on its listen port.
+or -admin has its scrape job on its listen port (ingest: metrics_listen when it is set).
 
 usage: check_prometheus.py config|rules"""
 import re
@@ -224,11 +224,13 @@ def compose_jobs(r):
         if not r.check(job is not None, "compose service %s runs %s, but prometheus.yml has no job hookrelay-%s"
                        % (name, binary, service)):
             continue
-        port = str(config.get(service, {}).get("listen", "")).rsplit(":", 1)[-1]
+        section = config.get(service, {})
+        # ingest serves /metrics on metrics_listen when it is set, on listen otherwise.
+        port = str(section.get("metrics_listen") or section.get("listen", "")).rsplit(":", 1)[-1]
         targets = [t for sc in job.get("static_configs", []) for t in sc.get("targets", [])]
         targets += ["%s:%s" % (n, sd.get("port")) for sd in job.get("dns_sd_configs", []) for n in sd.get("names", [])]
         r.check(targets and all(t == "%s:%s" % (name, port) for t in targets),
-                "prometheus.yml job hookrelay-%s targets %s, want %s:%s (compose service, its listen port)"
+                "prometheus.yml job hookrelay-%s targets %s, want %s:%s (compose service, its metrics port)"
                 % (service, targets, name, port))
     return set(by_name)
 

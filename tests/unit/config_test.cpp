@@ -63,6 +63,7 @@ TEST(Config, DefaultsWhenEmpty) {
   auto c = parse_config("", env_of({}));
   ASSERT_TRUE(c);
   EXPECT_EQ(c->ingest.listen, "127.0.0.1:8080");
+  EXPECT_EQ(c->ingest.metrics_listen, "");  // /metrics on ingest.listen
   EXPECT_EQ(c->worker.listen, "127.0.0.1:9100");
   EXPECT_EQ(c->retry.max_attempts, 8);
   EXPECT_FALSE(c->worker.allow_private_networks);
@@ -240,10 +241,12 @@ TEST(Config, EnvOverridesAddresses) {
                                           {"HOOKRELAY_API_TOKEN", "tok_0123456789abcdef"},
                                           {"HOOKRELAY_KAFKA_BOOTSTRAP", "10.0.0.1:9092"},
                                           {"HOOKRELAY_INGEST_LISTEN", "[::1]:9999"},
+                                          {"HOOKRELAY_INGEST_METRICS_LISTEN", "[::1]:9101"},
                                           {"HOOKRELAY_DATABASE_URL", "postgresql://db/x"}}));
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->kafka.bootstrap_servers, "10.0.0.1:9092");
   EXPECT_EQ(c->ingest.listen, "[::1]:9999");
+  EXPECT_EQ(c->ingest.metrics_listen, "[::1]:9101");
   EXPECT_EQ(c->postgres.url, "postgresql://db/x");
 }
 
@@ -283,6 +286,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "\"http://h/\", secret: \"whsec_%%%\" } ] }",
                 "routes.g[0].secret"},
         BadCase{"ingest: { listen: nonsense }", "ingest.listen"},
+        BadCase{"ingest: { metrics_listen: nonsense }", "ingest.metrics_listen"},
+        BadCase{"ingest: { listen: \"127.0.0.1:8080\", metrics_listen: \"127.0.0.1:8080\" }",
+                "ingest.metrics_listen: must differ from ingest.listen"},
         BadCase{"ingest: { max_body_bytes: -5 }", "ingest.max_body_bytes"},
         BadCase{"ingest: { lisen: \"1:2\" }", "ingest.lisen: unknown key"},
         BadCase{"api_tokens: [short]", "api_tokens[0]"},

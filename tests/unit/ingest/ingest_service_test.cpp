@@ -359,6 +359,44 @@ TEST_F(IngestServiceTest, RoutingErrors) {
   EXPECT_EQ(error_code(), "not_found");
 }
 
+// With ingest.metrics_listen set, /metrics is answered only by the operations listener's handler;
+// the public one refuses it (404) and keeps its health probes. Without it, handle() serves it.
+TEST_F(IngestServiceTest, AMetricsListenerOfItsOwnTakesMetricsOffThePublicOne) {
+  ASSERT_EQ(send(Request{.method = "GET", .target = "/metrics"})->status, 200);
+  config.ingest.metrics_listen = "127.0.0.1:9101";
+  service = std::make_unique<IngestService>(
+      config, producer, std::make_shared<prometheus::Registry>(), [] { return kNowMs; });
+  auto r = send(Request{.method = "GET", .target = "/metrics"});
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(error_code(), "not_found");
+  EXPECT_NE(r->body.find("ingest.metrics_listen"), std::string::npos) << r->body;
+  EXPECT_EQ(r->body.find("hookrelay_ingest_"), std::string::npos);
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/metrics?x=1"})->status, 404);
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/healthz"})->status, 200);
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/readyz"})->status, 200);
+
+  auto operations = [this](const Request& req) {
+    answer.reset();
+    service->handle_operations(req.view(), [this](HttpResponse resp) { answer = std::move(resp); });
+    return answer;
+  };
+  r = operations(Request{.method = "GET", .target = "/metrics"});
+  ASSERT_EQ(r->status, 200);
+  // The public listener's refusal above is counted, and shown here.
+  EXPECT_NE(r->body.find("hookrelay_ingest_errors_total{code=\"not_found\"} 2"), std::string::npos)
+      << r->body;
+  EXPECT_EQ(operations(Request{.method = "GET", .target = "/readyz"})->status, 200);
+  EXPECT_EQ(operations(Request{.method = "HEAD", .target = "/healthz"})->status, 200);
+  r = operations(Request{.method = "POST", .target = "/metrics", .body = "{}"});
+  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(error_code(), "method_not_allowed");
+  // Nothing but the probes: no webhooks or calls on the operations listener.
+  r = operations(signed_webhook("github", "{}"));
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(error_code(), "not_found");
+  EXPECT_TRUE(producer.messages.empty());
+}
+
 TEST_F(IngestServiceTest, CallsNeedAValidBearerToken) {
   Request r{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
   EXPECT_EQ(send(r)->status, 401);
