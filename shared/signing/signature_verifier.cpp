@@ -1,5 +1,7 @@
 #include "shared/signing/signature_verifier.h"
 
+#include <spdlog/spdlog.h>
+
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <system_error>
@@ -215,11 +217,12 @@ Result<void> match_any_secret(const SourceConfig& source, const SignedRequest& r
       matched |= constant_time_equal(candidate, expected);
   }
   if (matched) return {};
-  if (usable == 0) {
-    return fail("bad_signature", "source " + source.name + " has no usable secret configured");
-  }
-  return fail("bad_signature", r.signature_header + " matches none of the " +
-                                   std::to_string(usable) + " configured secret(s)");
+  // The answer goes to whoever sent the request: it says what failed, not how many secrets are
+  // in rotation or that none is usable (config validation refuses such a source anyway).
+  if (usable == 0) spdlog::error("msg=source_without_usable_secret source={}", source.name);
+  return fail("bad_signature", r.signature_header +
+                                   " does not match this body: it was signed with another secret, "
+                                   "or the body changed after it was signed");
 }
 
 bool usable_event_id(std::string_view id) {

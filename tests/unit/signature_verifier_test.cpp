@@ -126,6 +126,18 @@ TEST_P(EveryScheme, WrongSecretIsBadSignatureAndTheMessageLeaksNothing) {
   }
 }
 
+// How many secrets are in rotation is the operator's business: one and three give one answer.
+TEST_P(EveryScheme, TheAnswerToAWrongSecretIsTheSameWhateverTheSecretsInRotation) {
+  const auto& c = GetParam();
+  const auto headers = sign(c.secret_b, kBody, kNow);
+  auto one = verify({c.secret_a}, headers);
+  auto three = verify({c.secret_a, c.secret_a, c.secret_a}, headers);
+  expect_error(one, "bad_signature");
+  expect_error(three, "bad_signature");
+  EXPECT_EQ(one.error().message, three.error().message);
+  EXPECT_NE(one.error().message.find(c.signature_header), std::string::npos) << one.error().message;
+}
+
 TEST_P(EveryScheme, RotationAcceptsAnyConfiguredSecret) {
   const auto& c = GetParam();
   EXPECT_TRUE(verify({c.secret_a, c.secret_b}, sign(c.secret_b, kBody, kNow)));
