@@ -393,14 +393,14 @@ void IngestService::produce_and_answer(InFlight counted, std::string_view endpoi
                         "Kafka is unreachable; the request was not accepted, retry later", respond,
                         {{"Retry-After", retry_after()}});
   }
-  const KafkaWriteBreaker::Admit admitted = write_breaker_.admit(now_ms_());
+  uint64_t probe = 0;  // the probe's id when this request is the breaker's probe
+  const KafkaWriteBreaker::Admit admitted = write_breaker_.admit(now_ms_(), &probe);
   if (admitted == KafkaWriteBreaker::Admit::kRefuse) {
     return answer_error(endpoint, source, 503, "kafka_unavailable",
                         "Kafka did not take the last writes (see the earlier 503s' messages); the "
                         "request was not accepted, retry later",
                         respond, {{"Retry-After", retry_after()}});
   }
-  const bool probe = admitted == KafkaWriteBreaker::Admit::kProbe;
   auto started = std::chrono::steady_clock::now();
   OutgoingMessage m{topic, key, value, &headers};
   producer_.produce(m, [this, endpoint, source = std::move(source), topic, id = std::move(id),
@@ -412,8 +412,8 @@ void IngestService::produce_and_answer(InFlight counted, std::string_view endpoi
       write_breaker_.succeeded();
     } else if (r.error().code != kMessageTooLargeCode) {
       write_breaker_.failed(now_ms_(), probe);
-    } else if (probe) {
-      write_breaker_.probe_inconclusive();  // says nothing of the cluster: probe again
+    } else if (probe != 0) {
+      write_breaker_.probe_inconclusive(probe);  // says nothing of the cluster: probe again
     }
     if (r) {
       metrics_.request(endpoint, source, 202);

@@ -6,7 +6,10 @@
 // Kafka, which says nothing of the cluster), requests are refused at once (503) for kCooldownMs;
 // then one request is let through as a probe while the others are still refused: its success
 // closes the breaker, its failure refuses for another cooldown (a message too large for Kafka
-// is no answer: the next request probes). Readiness reads open(), so a load
+// is no answer: the next request probes). Each probe has an id, and only the report of the probe
+// still out ends it: a report of an earlier probe (sent before a success closed the breaker and
+// failures opened it again) arriving late cannot let a second probe out beside it. Readiness
+// reads open(), so a load
 // balancer moves traffic away meanwhile. A success of any request closes it.
 //
 // Thread-safety: every method from any thread (HTTP loops, delivery reports).
@@ -29,12 +32,14 @@ class KafkaWriteBreaker {
     kRefuse,   // open: answer 503 without producing
   };
 
-  Admit admit(int64_t now_ms) {
+  // kProbe sets *probe_id to the probe's id, which its report passes back.
+  Admit admit(int64_t now_ms, uint64_t* probe_id) {
     if (failing_.load(std::memory_order_relaxed) < kThreshold) return Admit::kProduce;
     std::lock_guard lock(mu_);
     if (failing_.load(std::memory_order_relaxed) < kThreshold) return Admit::kProduce;
-    if (now_ms < refuse_until_ms_ || probe_out_) return Admit::kRefuse;
-    probe_out_ = true;
+    if (now_ms < refuse_until_ms_ || probe_out_ != 0) return Admit::kRefuse;
+    probe_out_ = ++last_probe_;
+    *probe_id = probe_out_;
     return Admit::kProbe;
   }
 
@@ -42,14 +47,15 @@ class KafkaWriteBreaker {
     if (failing_.exchange(0, std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(mu_);
     refuse_until_ms_ = 0;
-    probe_out_ = false;
+    probe_out_ = 0;
   }
 
-  void failed(int64_t now_ms, bool probe) {
+  // probe_id: the report's probe id, 0 for a request that was not a probe.
+  void failed(int64_t now_ms, uint64_t probe_id) {
     const int n = failing_.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (n < kThreshold && !probe) return;
+    if (n < kThreshold && probe_id == 0) return;
     std::lock_guard lock(mu_);
-    if (probe) probe_out_ = false;
+    if (probe_id != 0 && probe_id == probe_out_) probe_out_ = 0;
     // Reports of requests sent before it opened still arrive for up to produce_timeout_ms: each
     // failure starts the cooldown again.
     refuse_until_ms_ = now_ms + kCooldownMs;
@@ -57,9 +63,9 @@ class KafkaWriteBreaker {
 
   // The probe's report says nothing of the cluster (its message was too large for Kafka): the
   // next request probes at once, without another cooldown.
-  void probe_inconclusive() {
+  void probe_inconclusive(uint64_t probe_id) {
     std::lock_guard lock(mu_);
-    probe_out_ = false;
+    if (probe_id == probe_out_) probe_out_ = 0;
   }
 
   // Refusing (or probing): Kafka did not take the last writes.
@@ -69,7 +75,8 @@ class KafkaWriteBreaker {
   std::atomic<int> failing_{0};  // delivery reports failed in a row
   std::mutex mu_;
   int64_t refuse_until_ms_ = 0;
-  bool probe_out_ = false;
+  uint64_t probe_out_ = 0;   // the id of the probe out, 0 for none
+  uint64_t last_probe_ = 0;  // the last id given
 };
 
 }  // namespace hookrelay

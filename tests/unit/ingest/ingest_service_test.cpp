@@ -302,6 +302,55 @@ TEST_F(IngestServiceTest, AProbeTooLargeForKafkaLetsTheNextRequestProbe) {
   EXPECT_EQ(send(Request{.method = "GET", .target = "/readyz"})->status, 200);
 }
 
+// Only the report of the probe still out ends it. A probe sent in an earlier open spell, whose
+// report comes after a success closed the breaker and failures opened it again, is not that
+// probe: its report, too large for Kafka or failed, lets no second probe out beside the one out.
+TEST_F(IngestServiceTest, AStaleProbesReportLetsNoSecondProbeOut) {
+  int64_t now = kNowMs;
+  service = std::make_unique<IngestService>(
+      config, producer, std::make_shared<prometheus::Registry>(), [&now] { return now; });
+  auto webhook = [this, &now](const std::string& id) {
+    auto r = signed_webhook("github", "{}");
+    for (auto& [k, v] : provider_headers(config.sources.at("github"), "{}", now / 1000, id))
+      r.headers[k] = v;
+    return send(r);
+  };
+  auto open = [&](const std::string& prefix) {
+    for (int i = 0; i < KafkaWriteBreaker::kThreshold; ++i) {
+      ASSERT_FALSE(webhook(prefix + std::to_string(i)).has_value());
+      producer.nack(producer.messages.size() - 1, "delivery_timeout");
+    }
+  };
+  ASSERT_FALSE(webhook("early").has_value());  // sent while closed, answered later
+  const std::size_t early = producer.messages.size() - 1;
+  open("a");
+  now += KafkaWriteBreaker::kCooldownMs;
+  ASSERT_FALSE(webhook("probe1").has_value()) << "the first probe was not let through";
+  const std::size_t probe1 = producer.messages.size() - 1;
+  producer.ack(early);  // closes the breaker while the first probe is still out
+  open("b");
+  now += KafkaWriteBreaker::kCooldownMs;
+  ASSERT_FALSE(webhook("probe2").has_value()) << "the second spell's probe was not let through";
+  const std::size_t produced = producer.messages.size();
+
+  producer.messages.at(probe1).done(
+      fail(std::string(kMessageTooLargeCode), "Broker: Message size too large", false));
+  auto beside = webhook("beside1");
+  ASSERT_TRUE(beside) << "a request went beside the probe out, after a stale too-large report";
+  EXPECT_EQ(beside->status, 503);
+
+  producer.nack(probe1, "delivery_timeout");  // the stale probe's report again, as a failure
+  now += KafkaWriteBreaker::kCooldownMs;
+  beside = webhook("beside2");
+  ASSERT_TRUE(beside) << "a request went beside the probe out, after a stale failed report";
+  EXPECT_EQ(beside->status, 503);
+  EXPECT_EQ(producer.messages.size(), produced);
+
+  producer.ack(produced - 1);  // the probe out succeeds: all go through again
+  EXPECT_FALSE(webhook("after").has_value());
+  EXPECT_EQ(producer.messages.size(), produced + 1);
+}
+
 TEST_F(IngestServiceTest, BadSignatureIs401AndCounted) {
   auto req = signed_webhook("github", "{\"a\":1}");
   req.body = "{\"a\":2}";
