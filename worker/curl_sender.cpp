@@ -69,7 +69,13 @@ struct CurlSender::Transfer {
   // becomes of its body (see on_body).
   bool answered_2xx = false;
   std::size_t body_bytes = 0;
-  bool body_cut = false;  // a 2xx body longer than kMaxSuccessBodyBytes, not read to its end
+  // The body ran past what is read of it (kMaxSuccessBodyBytes for a 2xx, kMaxErrorBodyBytes
+  // for any other answer) and was not read to its end.
+  bool body_cut = false;
+  // Header lines of the call: interim (1xx) responses', the final one's and its trailers'.
+  std::size_t header_lines = 0;
+  std::size_t header_bytes = 0;
+  bool header_cut = false;  // past kMaxHeaderLines or kMaxHeaderBytes: the call was ended there
   std::chrono::steady_clock::time_point started;
   std::size_t shard = 0;  // which multi handle runs it
 };
@@ -81,6 +87,24 @@ constexpr std::size_t kExcerptBytes = 256;
 // streams its body for ever would otherwise hold the call until its timeout, and the timeout
 // would retry a call the receiver had taken).
 constexpr std::size_t kMaxSuccessBodyBytes = 1 << 20;
+// Any other answer's body is read up to this much (the attempt keeps kExcerptBytes of it), then
+// the call ends and is judged by its status, with its Retry-After. A receiver streaming an error
+// body for ever would otherwise turn a 404 or 410 into a timeout to retry, and lose a 503's
+// Retry-After. One that trickles it slower, so that the call's timeout comes first, is a timeout.
+constexpr std::size_t kMaxErrorBodyBytes = 64 * 1024;
+// The header lines of one call, all counted: interim (1xx) responses, the final response's
+// header and the trailers after a chunked body. libcurl 7.88 keeps every header line of a call
+// in the easy handle (about 64 bytes for a 5-byte "a:b"), and its own cap on a response's header
+// does not cover trailers: a receiver sending trailer lines for ever took gigabytes until the
+// call's timeout. Past either limit the call ends there, and is judged like a body cut short (a
+// 2xx is a success; any other final status is the answer; before one, a receive error).
+constexpr std::size_t kMaxHeaderLines = 300;
+constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+// A finished handle keeps its call's header lines (libcurl frees them when the handle's next
+// call starts) and its header buffer at the size of its longest line, so a handle whose call had
+// more than this is freed instead of kept for reuse.
+constexpr std::size_t kMaxRecycledHeaderLines = 100;
+constexpr std::size_t kMaxRecycledHeaderBytes = 16 * 1024;
 
 // The result of a call whose final header said 2xx and whose body was not read to its end
 // (`why`): the receiver took the call.
@@ -134,9 +158,9 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
     t->body_excerpt.append(data, std::min(bytes, kExcerptBytes - t->body_excerpt.size()));
   }
   t->body_bytes += bytes;
-  if (t->answered_2xx && t->body_bytes > kMaxSuccessBodyBytes) {
+  if (t->body_bytes > (t->answered_2xx ? kMaxSuccessBodyBytes : kMaxErrorBodyBytes)) {
     t->body_cut = true;
-    return 0;  // ends the transfer (CURLE_WRITE_ERROR), answered: see answered_2xx
+    return 0;  // ends the transfer (CURLE_WRITE_ERROR), judged by its status (see complete)
   }
   return bytes;
 }
@@ -144,7 +168,13 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<CurlSender::Transfer*>(user);
   std::string_view line(data, size * n);
-  if (line == "\r\n" || line == "\n") {  // the end of a response's header
+  // libcurl has already kept this line; past the limits no more are taken.
+  t->header_bytes += line.size();
+  if (++t->header_lines > kMaxHeaderLines || t->header_bytes > kMaxHeaderBytes) {
+    t->header_cut = true;
+    return 0;  // ends the transfer (CURLE_WRITE_ERROR), judged by its status (see complete)
+  }
+  if (line == "\r\n" || line == "\n") {  // the end of a response's header (not of trailers)
     long status = 0;
     curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
     t->answered_2xx = status >= 200 && status < 300;  // a 1xx header is followed by another
@@ -330,6 +360,13 @@ void set_fixed_options(CURL* e, const std::string& user_agent, CurlSender::Socke
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075700  // 7.87.0
+  // A call ended while its name is still being resolved (its timeout, a stop) leaves the
+  // resolver's thread behind to finish on its own. Without this, libcurl waits for the thread
+  // (pthread_join) until getaddrinfo gives up, which for a DNS server that never answers is
+  // glibc's timeout (5 s a try, several tries): the loop's thread, and every call on it, stopped.
+  curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+#endif
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent.c_str());
@@ -471,8 +508,11 @@ void CurlSender::run(Loop& self) {
     }
     std::unique_ptr<Transfer> t = std::move(node.mapped());
     // Not curl_easy_reset: the handle keeps its fixed options; the next call sets the rest.
+    // One whose call had a large header is freed with its transfer instead (it would keep it).
     auto recycle = [&idle](Transfer& done) {
-      if (idle.size() >= kMaxIdle) return;
+      if (idle.size() >= kMaxIdle || done.header_lines > kMaxRecycledHeaderLines ||
+          done.header_bytes > kMaxRecycledHeaderBytes)
+        return;
       idle.push_back(std::move(done.easy));
     };
     HttpResult r;
@@ -483,8 +523,28 @@ void CurlSender::run(Loop& self) {
       r.error = TransportError::kBlockedBySsrfGuard;
       r.message = "destination address refused by the SSRF guard (" + t->blocked_reason + ")";
     } else if (code != CURLE_OK && t->answered_2xx) {
-      // Taken: the body broke off, timed out or ran past kMaxSuccessBodyBytes after a 2xx header.
-      r = answered_result(*t, t->body_cut ? "longer than 1 MiB" : curl_easy_strerror(code));
+      // Taken: the body or its trailers broke off, timed out or ran past what is read of them
+      // after a 2xx header.
+      r = answered_result(*t, t->header_cut ? "trailers past the sender's limit"
+                              : t->body_cut ? "longer than 1 MiB"
+                                            : curl_easy_strerror(code));
+    } else if (code != CURLE_OK && (t->header_cut || t->body_cut)) {
+      // Ended here, past what is read of a response: judged by its status line. A header cut
+      // short before its end is judged by its status too (a 2xx one was taken), with the
+      // Retry-After if it came before the cut; before any final status line, a receive error.
+      long status = 0;
+      curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
+      const std::string why = t->body_cut ? "its body was longer than 64 KiB"
+                                          : "its header lines went past the sender's limit";
+      if (status >= 200) {
+        r.status = static_cast<int>(status);
+        r.retry_after = t->retry_after;
+        r.message = t->body_excerpt.empty() ? "answered " + std::to_string(status) + "; " + why
+                                            : t->body_excerpt + " [" + why + "]";
+      } else {
+        r.error = TransportError::kRecvFailed;
+        r.message = "response refused: " + why;
+      }
     } else {
       r.error = transport_error(code);
       if (r.error == TransportError::kNone) {

@@ -11,6 +11,13 @@
 // and https are allowed; proxy environment variables are ignored (the guard must see the
 // destination's own address).
 //
+// What a receiver sends back is bounded (limits in curl_sender.cpp): a 2xx body is read to
+// 1 MiB, any other to 64 KiB, and a call's header lines (interim responses', the final header's
+// and a chunked body's trailers) to 300 lines and 64 KiB; past a limit the call ends there and is
+// judged by its status line (a 2xx is a success: it was taken), or as a receive error before a
+// final status line. A call ended while its host's name is still resolving does not wait for the
+// resolver (CURLOPT_QUICK_EXIT).
+//
 // Thread-safety: send() from any thread; completion callbacks run on the thread of the loop that
 // made the call.
 #pragma once
