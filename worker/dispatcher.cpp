@@ -175,6 +175,19 @@ Dispatcher::Head Dispatcher::start_head(std::deque<std::unique_ptr<Job>>& queue,
     breaker_.deferred(host, now.steady);
     return Head::kGone;
   }
+  // Paused by a Retry-After for long: the delivery waits in a retry tier until the pause ends, as
+  // for an open circuit, instead of here. Here it held one of max_in_flight until the pause
+  // ended, and a host paused for a minute at a hundred deliveries a second took them all: the
+  // worker took no message for any host meanwhile. A short pause is waited out here.
+  const int64_t paused_until = adaptive_.paused_until(host);
+  if (paused_until - now.steady > kDeferPauseMs) {
+    auto j = std::move(job);
+    queue.pop_front();
+    j->circuit_open_until_ms = now.wall + (paused_until - now.steady);
+    j->deferred_for_pause = true;
+    bounced.push_back(std::move(j));
+    return Head::kGone;
+  }
   if (host_held(host, now.steady)) return Head::kHostFull;
   if (route_checked) {
     if (!route_ready(*job)) return Head::kRouteFull;

@@ -11,7 +11,10 @@
 // circuit's turn to half-open (circuit_due_at_ms), so the deliveries of one outage come back
 // spread out rather than all at the probe's moment (while its one probe is out, they wait here
 // for its answer instead). A job still waiting after its Job::send_by_ms (its lease no longer
-// covers the call) goes to `bounce` too, with circuit_open_until_ms 0, never to the sender. take()
+// covers the call) goes to `bounce` too, with circuit_open_until_ms 0, never to the sender. So
+// does a job of a host a Retry-After paused for longer than kDeferPauseMs, with circuit_open_until_ms
+// the pause's end and Job::deferred_for_pause set: waiting here, it would hold its max_in_flight
+// slot for the pause. take()
 // gives back the job of an HTTP result (abort on an unknown one: the sender broke its
 // once-per-call contract), and release() then frees its gate (starting the next ordered job) and
 // slot and feeds the breaker.
@@ -48,6 +51,10 @@ namespace hookrelay {
 
 class Dispatcher {
  public:
+  // A host paused by a Retry-After for longer than this has its jobs deferred to a retry tier
+  // until the pause ends (as for an open circuit); a pause this short is waited out in the queue.
+  static constexpr int64_t kDeferPauseMs = 5000;
+
   // `steady_ms`: a clock that never steps (that of Job::send_by_ms). `rand01`, uniform in [0, 1),
   // draws when a job deferred for an open circuit comes back; empty: a source of its own.
   Dispatcher(const Config& config, HttpSender& sender, std::function<int64_t()> now_ms,

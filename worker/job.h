@@ -63,6 +63,9 @@ struct Job {
   // come back (Unix ms), a moment in the cooldown after the circuit turns half-open
   // (circuit_due_at_ms). 0 on a job it defers because its lease is running out.
   int64_t circuit_open_until_ms = 0;
+  // Deferred the same way (circuit_open_until_ms: when the pause ends) because a Retry-After
+  // paused its host for longer than Dispatcher::kDeferPauseMs.
+  bool deferred_for_pause = false;
   // Bounced without an attempt under a lease of its own: the coordinator gives the lease back
   // once the retry message is acknowledged.
   bool give_back_lease = false;

@@ -512,9 +512,14 @@ void Worker::redeliver(std::unique_ptr<Job> job, const AttemptResult& result, in
   redelivery_.publish(std::move(job));
 }
 
-// The host's circuit is open: the delivery waits in a retry tier until it turns half-open.
+// The host's circuit is open: the delivery waits in a retry tier until it turns half-open (or a
+// Retry-After paused the host for long: until the pause ends).
 void Worker::defer_for_circuit(std::unique_ptr<Job> job) {
-  d_.metrics->circuit_deferral();
+  if (job->deferred_for_pause) {
+    d_.metrics->pause_deferral();
+  } else {
+    d_.metrics->circuit_deferral();
+  }
   job->give_back_lease = true;
   send_back_unsent(std::move(job), [this](std::unique_ptr<Job> j) {
     const int64_t now = d_.now_ms();

@@ -49,6 +49,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
            "Deliveries sent to wait in a retry tier until their host's open circuit turns "
            "half-open")
            .Add({});
+  pause_deferrals_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_worker_pause_deferrals_total",
+           "Deliveries sent to wait in a retry tier until their host's Retry-After pause ends")
+           .Add({});
   lease_requeues_ =
       &reg(prometheus::BuildCounter(), r, "hookrelay_worker_lease_requeues_total",
            "Claimed deliveries not sent because they waited for their host, route or rate until "

@@ -45,6 +45,8 @@ class WorkerMetrics {
   void stage(Stage s, double seconds) { stages_[static_cast<std::size_t>(s)]->Observe(seconds); }
   // A delivery sent to wait in a retry tier because its host's circuit is open.
   void circuit_deferral() { circuit_deferrals_->Increment(); }
+  // A delivery sent to wait in a retry tier because a Retry-After paused its host for long.
+  void pause_deferral() { pause_deferrals_->Increment(); }
   void lease_requeue() { lease_requeues_->Increment(); }
   // A copy leased elsewhere whose retry Kafka refused for good, kept to be claimed again once the
   // holder's lease has ended.
@@ -93,6 +95,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* lag_;
   prometheus::Family<prometheus::Gauge>* circuits_;
   prometheus::Counter* circuit_deferrals_;
+  prometheus::Counter* pause_deferrals_;
   prometheus::Counter* lease_requeues_;
   prometheus::Counter* lease_waits_;
   prometheus::Family<prometheus::Counter>* filtered_;

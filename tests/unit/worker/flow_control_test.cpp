@@ -335,6 +335,45 @@ TEST_F(DispatcherFlow, A429CutsTheHostLimitAndRetryAfterPausesTheWholeHost) {
   EXPECT_TRUE(bounced.empty());
 }
 
+// A host paused for long (Retry-After longer than kDeferPauseMs) has its jobs deferred to a retry
+// tier until the pause ends, as for an open circuit: waiting in the queue, each held one of
+// max_in_flight for the whole pause, and enough of them stopped the worker's intake for every
+// host. Another host's jobs go on; a shorter pause is still waited out (the test above).
+TEST_F(DispatcherFlow, AHostPausedForLongHasItsJobsDeferredUntilThePauseEnds) {
+  RouteConfig other = fast;
+  other.name = "other";
+  other.url = "http://o/";
+  other.host_key = "o:80";
+  make();
+  for (int i = 0; i < 3; ++i) dispatcher->enqueue(job(fast, i));
+  dispatch();
+  ASSERT_EQ(sender.calls.size(), 3u);
+  complete(0, 503, "3600");  // paused for max_pause_seconds: 30 s
+  const int64_t pause_end = now + 30'000;
+  for (int i = 3; i < 7; ++i) dispatcher->enqueue(job(fast, i));
+  auto o = job(other, 100);
+  o->d.host_key = "o:80";
+  dispatcher->enqueue(std::move(o));
+  dispatch();
+  ASSERT_EQ(bounced.size(), 4u) << "the paused host's jobs wait in the queue";
+  for (const auto& j : bounced) {
+    EXPECT_TRUE(j->deferred_for_pause);
+    EXPECT_EQ(j->circuit_open_until_ms, pause_end);
+  }
+  EXPECT_EQ(calls_to("http://o/"), 1u) << "another host's job is sent";
+  EXPECT_TRUE(dispatcher->take_unsent().empty()) << "nothing left waiting for the pause";
+  bounced.clear();
+  // kDeferPauseMs left: waited out here.
+  now += 30'000 - Dispatcher::kDeferPauseMs;
+  dispatcher->enqueue(job(fast, 7));
+  dispatch();
+  EXPECT_TRUE(bounced.empty());
+  EXPECT_EQ(calls_to(fast.url), 3u);
+  now = pause_end;
+  dispatch();
+  EXPECT_EQ(calls_to(fast.url), 4u);
+}
+
 TEST_F(DispatcherFlow, A429IsFlowControlNotAFailureOfTheHost) {
   config.worker.breaker_failure_threshold = 2;
   make();
