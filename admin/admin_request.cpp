@@ -142,9 +142,11 @@ Result<RouteControlQuery> parse_route_control_query(std::string_view query, bool
     double rate = -1;
     auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), rate);
     if (v.empty() || ec != std::errc() || end != v.data() + v.size() ||
-        !(rate >= 0 && rate <= kMaxReleaseRate)) {
+        !(rate == 0 || (rate >= kMinReplayRate && rate <= kMaxReleaseRate))) {
+      // A release at a crawl would keep its place among the runner's few held replays for days.
       return fail("bad_parameter",
-                  "rate: must be a number of deliveries per second from 0 (unpaced) to 10000");
+                  "rate: must be a number of deliveries per second: 0 (unpaced), or from 0.1 "
+                  "(one every 10 s) to 10000");
     }
     out.rate = rate;
   }
@@ -342,6 +344,7 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
   };
   if (!j.is_object()) return bad("(body)", "must be a JSON object");
   ReplayRequest r;
+  bool resend_given = false;
   for (const auto& [name, value] : j.items()) {
     if (name == "keys") {
       if (!value.is_array()) return bad("keys", "must be an array of delivery keys");
@@ -387,11 +390,18 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
     } else if (name == "dry_run") {
       if (!value.is_boolean()) return bad("dry_run", "must be true or false");
       r.dry_run = value.get<bool>();
+    } else if (name == "resend_succeeded") {
+      if (!value.is_boolean()) return bad("resend_succeeded", "must be true or false");
+      r.resend_succeeded = value.get<bool>();
+      resend_given = true;
     } else if (name == "rate") {
       if (!value.is_number()) return bad("rate", "must be a number of keys per second");
       r.rate = value.get<double>();
-      if (!(r.rate >= 0 && r.rate <= 10000))
-        return bad("rate", "must be from 0 (unpaced) to 10000");
+      if (!(r.rate == 0 || (r.rate >= kMinReplayRate && r.rate <= kMaxReplayRate))) {
+        return bad("rate",
+                   "must be 0 (unpaced) or from 0.1 (one key every 10 s, the minimum) to 10000 "
+                   "keys per second");
+      }
     } else if (name == "reason") {
       if (!value.is_string()) return bad("reason", "must be a string");
       r.reason = value.get<std::string>();
@@ -399,10 +409,15 @@ Result<ReplayRequest> parse_replay_request(std::string_view body) {
       if (!is_postgres_text(r.reason)) return bad("reason", kNotText);
     } else {
       return bad(std::string(utf8_prefix(name, 64)),
-                 "unknown field (expected keys, filter, dry_run, rate, reason)");
+                 "unknown field (expected keys, filter, resend_succeeded, dry_run, rate, "
+                 "reason)");
     }
   }
   if (r.keys.empty() == !r.filter) return bad("(body)", "give exactly one of keys or filter");
+  if (resend_given && r.filter) {
+    return bad("resend_succeeded",
+               "only with keys (a filter's state says whether it replays or resends)");
+  }
   return r;
 }
 

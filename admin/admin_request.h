@@ -53,13 +53,20 @@ struct ReplayFilter {
 struct ReplayRequest {
   std::vector<std::string> keys;       // either keys ...
   std::optional<ReplayFilter> filter;  // ... or a filter
+  // Keys only: resend those succeeded when the replay is requested. Without it such a key is
+  // stored skipped, so a retried POST of keys the first one delivered sends nothing again.
+  bool resend_succeeded = false;
   bool dry_run = false;
-  double rate = 0;  // keys per second; 0 = as fast as acks come back
+  double rate = 0;  // keys per second; 0 = as fast as acks come back, else kMinReplayRate..
   std::string reason;
 };
 
 inline constexpr std::size_t kMaxReplayKeysInRequest = 10000;
 inline constexpr std::size_t kMaxKeyBytes = 1024;
+// A paced replay's bounds, in keys per second: slower than one key every 10 s is refused (a
+// replay paced by the day is a mistake, not a plan).
+inline constexpr double kMinReplayRate = 0.1;
+inline constexpr double kMaxReplayRate = 10000;
 
 // "bad_json" when the body is not JSON; "bad_request" naming the field otherwise.
 Result<ReplayRequest> parse_replay_request(std::string_view body);

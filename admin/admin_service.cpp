@@ -123,6 +123,13 @@ HttpResponse from_error(const Error& e) {
     r.headers.emplace_back("Retry-After", "5");
     return r;
   }
+  if (e.code == "idempotency_key_contended") {
+    // The replay its key named was deleted again and again while the request was answered:
+    // nothing is wrong with the database, and a retry takes the key (ReplayJobs::create).
+    auto r = json_error(503, e.code, e.message);
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
   if (e.code == "db_unavailable" || e.code == "db_busy" || e.code == "db_conflict") {
     auto r = json_error(503, "db_unavailable", "the database is not reachable; retry");
     r.headers.emplace_back("Retry-After", "1");

@@ -50,39 +50,59 @@ ReplayProgress progress_from(const pqxx::row& r) {
 
 // What a replay was asked to do with its keys (replay_items.resend, migrations/0017).
 enum class Intent {
-  kReplay,   // a filter on dead deliveries, or a release: never resend
-  kResend,   // a filter on succeeded deliveries
-  kByState,  // keys listed by hand: resend those succeeded now, in this transaction
+  kReplay,  // a filter on dead deliveries, or a release: never resend
+  kResend,  // a filter on succeeded deliveries
+  // Keys listed by hand, by their state in this transaction: the dead ones are replayed; the
+  // succeeded ones resent with resend_succeeded (kByStateResend), else stored skipped.
+  kByState,
+  kByStateResend,
+};
+
+// The detail of a key listed by hand that is succeeded when the replay is requested without
+// resend_succeeded: stored skipped, never worked. A client whose POST of dead keys timed out and
+// that sends it again finds them delivered by the first replay: the second resends nothing.
+constexpr const char* kNotResentDetail =
+    "succeeded when the replay was requested: not resent (resend_succeeded was not set)";
+
+struct InsertedItems {
+  int64_t matched = 0;
+  int64_t skipped = 0;  // stored skipped (kByState)
 };
 
 // The items of a replay, in the order given: the order they are worked through. Each one's intent
 // is fixed here, when the replay is requested: a key listed by hand that is dead now and has been
 // delivered by the time the runner reaches it (another replay of it, a retried POST, `hookrelay
 // dlq replay`) is skipped then, not resent.
-// Returns how many it stored.
-int64_t insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys,
-                     Intent intent) {
+InsertedItems insert_items(pqxx::work& tx, int64_t id, const std::vector<std::string>& keys,
+                           Intent intent) {
   PgArrayLiteral array;
   for (const auto& k : keys) array.add(k);
-  if (intent == Intent::kByState) {
-    return static_cast<int64_t>(
-        tx.exec_params(
-              "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
-              " SELECT $1, u.k, u.n, coalesce((SELECT d.state = 'succeeded' FROM deliveries d"
-              "                                WHERE " HR_KEY_IS(
-                  "d.delivery_key", "u.k") "), false)"
-                                           " FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n) ON "
-                                           "CONFLICT DO NOTHING",
-              id, std::move(array).take())
-            .affected_rows());
+  InsertedItems out;
+  if (intent == Intent::kByState || intent == Intent::kByStateResend) {
+    const auto row = tx.exec_params1(
+        "WITH items AS ("
+        "  INSERT INTO replay_items (replay_id, delivery_key, position, resend, status, detail)"
+        "  SELECT $1, u.k, u.n, s.succeeded AND $3::boolean,"
+        "         CASE WHEN s.succeeded AND NOT $3::boolean THEN 'skipped' ELSE 'pending' END,"
+        "         CASE WHEN s.succeeded AND NOT $3::boolean THEN $4::text ELSE '' END"
+        "  FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
+        "  CROSS JOIN LATERAL (SELECT coalesce((SELECT d.state = 'succeeded' FROM deliveries d"
+        "                      WHERE " HR_KEY_IS("d.delivery_key", "u.k") "), false) AS succeeded) s"
+        "  ON CONFLICT DO NOTHING RETURNING status)"
+        " SELECT count(*), count(*) FILTER (WHERE status = 'skipped') FROM items",
+        id, std::move(array).take(), intent == Intent::kByStateResend, kNotResentDetail);
+    out.matched = row[0].as<int64_t>();
+    out.skipped = row[1].as<int64_t>();
+    return out;
   }
-  return static_cast<int64_t>(
+  out.matched = static_cast<int64_t>(
       tx.exec_params(
             "INSERT INTO replay_items (replay_id, delivery_key, position, resend)"
             " SELECT $1, k, n, $3::boolean FROM unnest($2::text[]) WITH ORDINALITY AS u(k, n)"
             " ON CONFLICT DO NOTHING",
             id, std::move(array).take(), intent == Intent::kResend)
           .affected_rows());
+  return out;
 }
 
 // An item's detail as text PostgreSQL stores (replay_items.detail): cut to
@@ -124,19 +144,30 @@ Result<CreatedReplay> ReplayJobs::create(const ReplayRequest& req, const std::st
       // ends, then finds the key taken (or, after a rollback, takes it). The replay row comes
       // below; the foreign key is checked at commit (migrations/0018).
       const std::string sha = hex_encode(idempotency.request_sha256);
-      auto inserted = tx.exec_params(
-          "INSERT INTO replay_idempotency_keys (idempotency_key, request_sha256, requested_by,"
-          "   replay_id) VALUES ($1, decode($2, 'hex'), $3, $4)"
-          " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1",
-          idempotency.key, sha, who, id);
-      if (inserted.empty()) {
-        auto stored = tx.exec_params(
+      // The key taken, or the row that holds it. A row that conflicts and is gone by the time
+      // it is read (each statement sees what was committed when it began): its replay was
+      // deleted in between, and the key with it, so the key is free and taken again. Bounded:
+      // only a key whose replays are deleted as fast as they are created keeps going round.
+      pqxx::result stored;
+      for (int attempt = 1;; ++attempt) {
+        auto inserted = tx.exec_params(
+            "INSERT INTO replay_idempotency_keys (idempotency_key, request_sha256, requested_by,"
+            "   replay_id) VALUES ($1, decode($2, 'hex'), $3, $4)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1",
+            idempotency.key, sha, who, id);
+        if (!inserted.empty()) break;
+        stored = tx.exec_params(
             "SELECT encode(request_sha256, 'hex'), replay_id, requested_by"
             " FROM replay_idempotency_keys WHERE idempotency_key = $1",
             idempotency.key);
-        if (stored.empty()) {  // its replay deleted since the conflict: the client retries
-          return fail("db_conflict", "Idempotency-Key: its replay was deleted meanwhile");
+        if (!stored.empty()) break;
+        if (attempt == 3) {
+          return fail("idempotency_key_contended",
+                      "Idempotency-Key: the replay it named was deleted while this request was "
+                      "answered, three times in a row; retry");
         }
+      }
+      if (!stored.empty()) {
         const auto stored_id = stored[0][1].as<int64_t>();
         if (stored[0][0].as<std::string>() != sha) {
           const bool other_caller = stored[0][2].as<std::string>() != who;
@@ -192,11 +223,23 @@ Result<CreatedReplay> ReplayJobs::create(const ReplayRequest& req, const std::st
             "created_at") ", " HR_MS("finished_at"),
         request_json, who, req.dry_run, req.rate, keys.empty(), id);
     as_stored = progress_from(row);
-    as_stored.matched = insert_items(tx, id, keys,
-                                     !req.filter                   ? Intent::kByState
-                                     : req.filter->state == "dead" ? Intent::kReplay
-                                                                   : Intent::kResend);
-    as_stored.pending = as_stored.matched;
+    const Intent intent = req.filter
+                              ? (req.filter->state == "dead" ? Intent::kReplay : Intent::kResend)
+                          : req.resend_succeeded ? Intent::kByStateResend
+                                                 : Intent::kByState;
+    const InsertedItems items = insert_items(tx, id, keys, intent);
+    as_stored.matched = items.matched;
+    as_stored.skipped = items.skipped;
+    as_stored.pending = items.matched - items.skipped;
+    if (as_stored.state == "running" && as_stored.pending == 0) {
+      // Every key stored skipped: nothing for the runner to do.
+      const auto done = tx.exec_params1(
+          "UPDATE replays SET state = 'finished', finished_at = now() WHERE id = $1"
+          " RETURNING " HR_MS("finished_at"),
+          id);
+      as_stored.state = "finished";
+      as_stored.finished_ms = done[0].as<int64_t>();
+    }
     tx.commit();
     return id;
   });
@@ -294,20 +337,29 @@ Result<ReplayProgress> ReplayJobs::get(int64_t id) {
 
 Result<std::optional<ClaimedReplay>> ReplayJobs::claim_next(const std::string& runner,
                                                             int lease_seconds,
-                                                            const std::vector<int64_t>& skip) {
+                                                            const std::vector<int64_t>& skip,
+                                                            const ClaimLimit* limit) {
   PgArrayLiteral skipped;
   for (const auto id : skip) skipped.add(id);
+  PgArrayLiteral held;
+  if (limit) {
+    for (const auto id : limit->held) held.add(id);
+  }
   return pg_.run("claim replay", [&](pqxx::connection& c) -> std::optional<ClaimedReplay> {
     pqxx::nontransaction tx(c);
+    // Running replays are few (replays_running_idx): sorted releases first.
     auto rows = tx.exec_params(
         "UPDATE replays SET runner = $1, runner_until = now() + make_interval(secs => $2)"
         " WHERE id = (SELECT id FROM replays WHERE state = 'running'"
         "             AND (runner_until IS NULL OR runner_until < now() OR runner = $1)"
         "             AND id <> ALL($3::bigint[])"
-        "             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        "             AND (NOT $4::boolean OR id = ANY($5::bigint[])"
+        "                  OR ($6::boolean AND from_state = 'parked'))"
+        "             ORDER BY from_state = 'parked' DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
         " RETURNING id, dry_run, rate, requested_by, coalesce(request->>'reason', ''),"
         "           coalesce(request->'filter'->>'state', ''), from_state",
-        runner, lease_seconds, std::move(skipped).take());
+        runner, lease_seconds, std::move(skipped).take(), limit != nullptr, std::move(held).take(),
+        limit && limit->new_releases);
     if (rows.empty()) return std::nullopt;
     const auto& r = rows[0];
     ClaimedReplay out;

@@ -8,7 +8,8 @@
 // request was another one.
 //
 // Errors: "bad_request" (a filter matching more keys than allowed), "not_found",
-// "idempotency_key_reused", and the database errors of PgConnection.
+// "idempotency_key_reused", "idempotency_key_contended" (the replay a key named was deleted
+// under the request three times in a row), and the database errors of PgConnection.
 //
 // Thread-safety: one connection, not thread-safe; one instance per thread.
 #pragma once
@@ -59,8 +60,10 @@ struct ReplayItemRow {
   std::string key;
   bool marked = false;  // marked by an earlier, interrupted run
   // Resend the key if it is succeeded: it was succeeded when the replay was requested (keys
-  // listed by hand), or the replay's filter is on succeeded deliveries. Otherwise a succeeded
-  // key is skipped: one dead when requested and delivered since is not sent again.
+  // listed by hand with resend_succeeded), or the replay's filter is on succeeded deliveries.
+  // Otherwise a succeeded key is skipped: one dead when requested and delivered since is not
+  // sent again. (A key listed by hand without resend_succeeded that was succeeded when requested
+  // is stored skipped: never an unfinished item.)
   bool resend = false;
 };
 
@@ -82,7 +85,9 @@ class ReplayJobs {
 
   // Stores the replay and its items (the request's keys, or the deliveries its filter matches,
   // at most `max_keys`), in one transaction, each with whether it is to be resent (the keys
-  // succeeded at this moment; every key of a filter on succeeded deliveries). With an
+  // succeeded at this moment when resend_succeeded is set, those keys being stored skipped
+  // otherwise; every key of a filter on succeeded deliveries). A replay with no item left to
+  // work is stored finished. With an
   // idempotency key, in the same transaction: a key stored already answers with its replay
   // (existing) when its request_sha256 is this one, else "idempotency_key_reused", and stores
   // nothing; concurrent requests with one key wait for each other and end with one replay.
@@ -101,10 +106,18 @@ class ReplayJobs {
                                                        const std::string& route,
                                                        const std::string& who, double rate);
 
-  // The oldest running replay whose lease is free, expired or `runner`'s, leased to `runner`;
-  // the replays in `skip` (those this runner backs off from) are passed over.
+  // A running replay whose lease is free, expired or `runner`'s, leased to `runner`: the
+  // releases of resumed routes first, then the oldest. The replays in `skip` (those this runner
+  // backs off from, waits on for their pacing, or just gave a turn) are passed over. With
+  // `limit`, only the replays it holds, and new releases when it says so (a runner that holds
+  // as many replays as it keeps at once).
+  struct ClaimLimit {
+    std::vector<int64_t> held;
+    bool new_releases = false;
+  };
   Result<std::optional<ClaimedReplay>> claim_next(const std::string& runner, int lease_seconds,
-                                                  const std::vector<int64_t>& skip = {});
+                                                  const std::vector<int64_t>& skip = {},
+                                                  const ClaimLimit* limit = nullptr);
   // Extends the lease; false when another runner took the replay over.
   Result<bool> renew(int64_t id, const std::string& runner, int lease_seconds);
   // Gives the lease up now (a run that failed): any runner may claim the replay at once. Its

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <set>
 #include <vector>
@@ -19,6 +20,13 @@ namespace hookrelay::admin {
 namespace {
 
 constexpr int kItemBatch = 200;
+
+// A replay's pacing: the time between two keys it produces. Replays stored before rate had a
+// minimum may ask for less than kMinReplayRate: at most a day, as the Replayer's own pacing.
+double pace_interval_ms(double rate) {
+  if (rate <= 0) return 0;
+  return std::min(1000.0 / rate, 24.0 * 3600 * 1000);
+}
 
 // The reasons of hookrelay_admin_replay_run_failures_total, each named as its log line
 // (msg=replay_<reason>): a bounded label set, each present from the start at 0.
@@ -91,16 +99,50 @@ ReplayRunner::ReplayRunner(const Config& config, std::string db_url,
   for (const char* reason : kRunFailureReasons) run_failures_.Add({{"reason", reason}});
 }
 
+// A replay this runner holds between its turns: what its first turn read and made, and when its
+// next key is due (its pacing).
+struct ReplayRunner::Session {
+  ClaimedReplay job;
+  std::shared_ptr<Lease> lease;
+  std::unique_ptr<KafkaDlqReader> reader;
+  std::vector<DlqMessage> dlq;  // the messages of the keys still to do, read once
+  std::set<std::string> wanted;
+  std::map<std::string, const DlqMessage*> latest;  // into dlq
+  std::unique_ptr<PostgresReplayStore> store;
+  std::unique_ptr<Replayer> replayer;
+  ReplayOptions options;
+  double interval_ms = 0;  // 0: unpaced
+  double next_due_ms = 0;  // Unix ms: when its next key may be produced
+};
+
+struct ReplayRunner::Lease {
+  std::atomic<bool> lost{false};
+  int64_t renewed_ms = 0;  // the last renewal (or the claim); keep_leases only
+};
+
 ReplayRunner::~ReplayRunner() { stop(); }
 
 void ReplayRunner::start() {
   thread_ = std::thread([this] { loop(); });
+  heartbeat_ = std::thread([this] {
+    while (!stop_.load()) {
+      try {
+        keep_leases();
+      } catch (const std::exception& e) {  // never lose the heartbeat: the leases would lapse
+        spdlog::error("msg=replay_heartbeat_failed error={}", log_quote(e.what()));
+        count_failure("heartbeat_failed");
+        std::atomic<bool> never{false};
+        pause_ms(100, never);
+      }
+    }
+  });
 }
 
 void ReplayRunner::stop() {
   stop_.store(true);
   notify();
   if (thread_.joinable()) thread_.join();
+  if (heartbeat_.joinable()) heartbeat_.join();
 }
 
 void ReplayRunner::notify() {
@@ -136,6 +178,75 @@ void ReplayRunner::raise(std::atomic<bool>& flag) {
   cv_.notify_all();
 }
 
+std::shared_ptr<ReplayRunner::Lease> ReplayRunner::hold_lease(int64_t id) {
+  auto lease = std::make_shared<Lease>();
+  lease->renewed_ms = unix_now_ms();  // claimed just now
+  std::lock_guard lock(leases_mu_);
+  leases_[id] = lease;
+  return lease;
+}
+
+void ReplayRunner::drop_lease(int64_t id) {
+  std::lock_guard lock(leases_mu_);  // waits for a renewal of it in progress
+  leases_.erase(id);
+}
+
+void ReplayRunner::forget(Sessions& held, int64_t id, std::map<int64_t, double>& pacing) {
+  drop_lease(id);
+  auto it = held.find(id);
+  if (it == held.end()) return;
+  if (it->second->next_due_ms > 0) pacing[id] = it->second->next_due_ms;
+  held.erase(it);
+}
+
+// Renews the lease of every held replay every third of the lease. Sets a replay's `lost` once
+// another runner holds it (or it ended, or was deleted), or once no renewal succeeded for a whole
+// lease (the database unreachable: another runner may take the replay over as soon as it is
+// back); the runner leaves such a replay at its next item or turn.
+void ReplayRunner::keep_leases() {
+  ReplayJobs renewals(db_url_);
+  const int64_t lease_ms = int64_t{options_.lease_seconds} * 1000;
+  while (!stop_.load()) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(lease_ms / 3, 100)),
+                   [this] { return stop_.load(); });
+    }
+    std::vector<int64_t> ids;
+    {
+      std::lock_guard lock(leases_mu_);
+      for (const auto& [id, lease] : leases_) ids.push_back(id);
+    }
+    for (const int64_t id : ids) {
+      if (stop_.load()) return;
+      // Held through the renewal: a replay dropped meanwhile (finished, failed, given back) is
+      // not renewed after it was dropped.
+      std::lock_guard lock(leases_mu_);
+      auto it = leases_.find(id);
+      if (it == leases_.end() || it->second->lost.load()) continue;
+      Lease& lease = *it->second;
+      Result<bool> renewed = false;
+      try {
+        renewed = renewals.renew(id, options_.runner_id, options_.lease_seconds);
+      } catch (const std::exception& e) {
+        spdlog::error("msg=replay_heartbeat_failed id={} error={}", id, log_quote(e.what()));
+        count_failure("heartbeat_failed");
+        renewed = fail("heartbeat_failed", e.what());
+      }
+      if (renewed && *renewed) {
+        lease.renewed_ms = unix_now_ms();
+        continue;
+      }
+      if (renewed || unix_now_ms() - lease.renewed_ms >= lease_ms) {
+        spdlog::warn(
+            "msg=replay_lease_lost id={} error={}", id,
+            log_quote(renewed ? "another runner holds it, or it ended" : renewed.error().message));
+        raise(lease.lost);
+      }
+    }
+  }
+}
+
 void ReplayRunner::loop() {
   ReplayJobs jobs(db_url_);
   // Replays whose last run failed, with when they may be claimed again.
@@ -144,8 +255,29 @@ void ReplayRunner::loop() {
     std::chrono::steady_clock::time_point until;
   };
   std::map<int64_t, Backoff> backoff;
+  Sessions held;
+  // The replays that had their turn in this round: passed over until every other had its own.
+  std::set<int64_t> served;
+  // When the next key is due of replays this runner held and gave up (Unix ms), for when it
+  // takes them again.
+  std::map<int64_t, double> pacing;
+  bool new_round = false;
   while (!stop_.load()) {
     const auto now = std::chrono::steady_clock::now();
+    const auto now_ms = static_cast<double>(unix_now_ms());
+    // Held replays another runner took over (or that ended, or were deleted) are left.
+    for (auto it = held.begin(); it != held.end();) {
+      if (!it->second->lease->lost.load()) {
+        ++it;
+        continue;
+      }
+      leases_lost_.Increment();
+      spdlog::warn("msg=replay_left id={} reason=lease_lost", it->first);
+      const int64_t id = it->first;
+      ++it;
+      forget(held, id, pacing);
+      served.erase(id);
+    }
     std::vector<int64_t> skip;
     for (auto it = backoff.begin(); it != backoff.end();) {
       // Forgotten long after it was due (another runner finished it, or it was deleted).
@@ -156,17 +288,52 @@ void ReplayRunner::loop() {
       if (it->second.until > now) skip.push_back(it->first);
       ++it;
     }
+    // A held replay whose next key is not due yet waits without its turn.
+    double next_due_ms = 0;
+    for (const auto& [id, session] : held) {
+      if (session->next_due_ms > now_ms) {
+        skip.push_back(id);
+        if (next_due_ms == 0 || session->next_due_ms < next_due_ms)
+          next_due_ms = session->next_due_ms;
+      }
+    }
+    skip.insert(skip.end(), served.begin(), served.end());
+    for (auto it = pacing.begin(); it != pacing.end();) {
+      it = it->second < now_ms - 3600.0 * 1000 ? pacing.erase(it) : std::next(it);
+    }
+
     int64_t claimed = 0;
-    RunEnd end = RunEnd::kFailed;
+    TurnEnd end = TurnEnd::kFailed;
     try {
-      end = run_one(jobs, skip, claimed);
+      end = take_turn(jobs, held, skip, pacing, claimed);
     } catch (const std::exception& e) {  // never lose the thread: log, wait, go on
       spdlog::error("msg=replay_runner_error id={} error={}", claimed, log_quote(e.what()));
       count_failure("runner_error");
     }
-    if (claimed != 0 && end == RunEnd::kFailed && !stop_.load()) {
+    if (end == TurnEnd::kIdle && !served.empty() && !new_round) {
+      // Every replay that may be taken had its turn: the next round starts now.
+      served.clear();
+      new_round = true;
+      continue;
+    }
+    new_round = false;
+    if (end == TurnEnd::kYielded) {
+      served.insert(claimed);
+      continue;
+    }
+    if (claimed != 0) served.erase(claimed);
+    if (end == TurnEnd::kEnded) {
+      if (claimed != 0) {
+        forget(held, claimed, pacing);
+        pacing.erase(claimed);
+        backoff.erase(claimed);
+      }
+      continue;
+    }
+    if (claimed != 0 && end == TurnEnd::kFailed && !stop_.load()) {
       // Not claimed again before its back-off: the replays after it go on meanwhile. Its lease
       // is given back, so another admin process may take it now.
+      forget(held, claimed, pacing);
       Backoff& b = backoff[claimed];
       b.failures = std::min(b.failures + 1, 30);
       int64_t delay_ms = std::max(options_.idle_poll_ms, 1);
@@ -179,83 +346,71 @@ void ReplayRunner::loop() {
       }
       spdlog::warn("msg=replay_backoff id={} failures={} retry_in_ms={}", claimed, b.failures,
                    delay_ms);
-    } else if (claimed != 0) {
-      backoff.erase(claimed);
     }
-    if (!wait_ms(options_.idle_poll_ms)) break;
+    // Nothing to do now (or a failure): until the next key of a paced replay is due, a replay is
+    // stored (notify), or the next look.
+    int64_t wait = options_.idle_poll_ms;
+    if (end == TurnEnd::kIdle && next_due_ms > 0) {
+      wait = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(next_due_ms - now_ms)), 1, wait);
+    }
+    if (!wait_ms(wait)) break;
   }
 }
 
-// The heartbeat of a run (run_one): renews the lease every third of it until `done`. Sets
-// `lost` once another runner holds the replay, or once no renewal succeeded for a whole lease
-// (the database unreachable: another runner may take the replay over as soon as it is back).
-void ReplayRunner::keep_lease(int64_t id, std::atomic<bool>& lost, std::atomic<bool>& done) {
-  ReplayJobs renewals(db_url_);
-  const int64_t lease_ms = int64_t{options_.lease_seconds} * 1000;
-  int64_t renewed_at = unix_now_ms();
-  while (true) {
-    pause_ms(std::max<int64_t>(lease_ms / 3, 100), done);
-    if (done.load() || stop_.load()) return;
-    auto renewed = renewals.renew(id, options_.runner_id, options_.lease_seconds);
-    if (renewed && *renewed) {
-      renewed_at = unix_now_ms();
-      continue;
+ReplayRunner::TurnEnd ReplayRunner::take_turn(ReplayJobs& jobs, Sessions& held,
+                                              const std::vector<int64_t>& skip,
+                                              std::map<int64_t, double>& pacing,
+                                              int64_t& claimed_id) {
+  // At its limit the runner takes only the replays it holds, and a new release when one of them
+  // is an ordinary replay whose place the release can take.
+  std::optional<ReplayJobs::ClaimLimit> limit;
+  int64_t evictable = 0;
+  if (held.size() >= kMaxHeldReplays) {
+    limit.emplace();
+    for (const auto& [id, session] : held) {
+      limit->held.push_back(id);
+      if (session->job.from_state != "parked" && evictable == 0) evictable = id;
     }
-    if (done.load()) return;  // the run ended meanwhile (a finished replay renews no more)
-    if (renewed || unix_now_ms() - renewed_at >= lease_ms) {
-      spdlog::warn(
-          "msg=replay_lease_lost id={} error={}", id,
-          log_quote(renewed ? "another runner holds it, or it ended" : renewed.error().message));
-      raise(lost);
-      return;
-    }
+    limit->new_releases = evictable != 0;
   }
-}
-
-// Claims the oldest running replay (but those in `skip`) and works through its items until none
-// is left, the lease is lost, or the process stops.
-ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<int64_t>& skip,
-                                           int64_t& claimed_id) {
-  auto claimed = jobs.claim_next(options_.runner_id, options_.lease_seconds, skip);
+  auto claimed =
+      jobs.claim_next(options_.runner_id, options_.lease_seconds, skip, limit ? &*limit : nullptr);
   if (!claimed) {
     spdlog::warn("msg=replay_claim_failed error={}", log_quote(claimed.error().message));
     count_failure("claim_failed");
-    return RunEnd::kIdle;
+    return TurnEnd::kClaimFailed;
   }
-  if (!*claimed) return RunEnd::kIdle;
-  const ClaimedReplay job = **claimed;
-  claimed_id = job.id;
-  spdlog::info("msg=replay_started id={} dry_run={} rate={}", job.id, job.dry_run, job.rate);
+  if (!*claimed) return TurnEnd::kIdle;
+  claimed_id = (*claimed)->id;
+  auto it = held.find(claimed_id);
+  if (it != held.end()) return work(jobs, *it->second);
 
-  // Whatever one item takes (a paced wait, a slow acknowledgement, the first read of the
-  // dead-letter topic), the lease is kept while this run lasts (keep_lease).
-  std::atomic<bool> lost{false};
-  std::atomic<bool> done{false};
-  std::thread heartbeat([this, &lost, &done, id = job.id] {
-    try {
-      keep_lease(id, lost, done);
-    } catch (const std::exception& e) {  // the run stops at its next item; the lease runs out
-      spdlog::error("msg=replay_heartbeat_failed id={} error={}", id, log_quote(e.what()));
-      count_failure("heartbeat_failed");
-      raise(lost);
-    }
-  });
-  struct StopHeartbeat {
-    ReplayRunner* runner;
-    std::atomic<bool>* done;
-    std::thread* thread;
-    void operator()() {
-      runner->raise(*done);
-      if (thread->joinable()) thread->join();
-    }
-    ~StopHeartbeat() { (*this)(); }
-  } stop_heartbeat{this, &done, &heartbeat};
-  const auto lease_lost = [&] {
-    leases_lost_.Increment();
-    spdlog::warn("msg=replay_left id={} reason=lease_lost", job.id);
-    return RunEnd::kEnded;
-  };
+  if (held.size() >= kMaxHeldReplays && evictable != 0) {
+    // A release takes an ordinary replay's place: that one is given back between its turns (no
+    // item of it in progress), for this runner or another to take up again.
+    spdlog::info("msg=replay_set_aside id={} for_release={}", evictable, claimed_id);
+    forget(held, evictable, pacing);
+    (void)jobs.release(evictable, options_.runner_id);
+  }
+  auto session = std::make_unique<Session>();
+  session->job = **claimed;
+  session->lease = hold_lease(claimed_id);
+  session->interval_ms = pace_interval_ms(session->job.rate);
+  if (auto p = pacing.find(claimed_id); p != pacing.end()) {
+    session->next_due_ms = p->second;
+    pacing.erase(p);
+  }
+  Session& s = *session;
+  held.emplace(claimed_id, std::move(session));
+  spdlog::info("msg=replay_started id={} dry_run={} rate={}", s.job.id, s.job.dry_run, s.job.rate);
+  if (const TurnEnd opened = open(jobs, s); opened != TurnEnd::kYielded) return opened;
+  return work(jobs, s);
+}
 
+// Reads the messages of the replay's keys still to do (dead letters, or a release's parked
+// messages) and makes its Replayer. kYielded when it may be worked.
+ReplayRunner::TurnEnd ReplayRunner::open(ReplayJobs& jobs, Session& s) {
+  const ClaimedReplay& job = s.job;
   const bool release = job.from_state == "parked";  // a resumed route's parked deliveries
   auto reader = KafkaDlqReader::create(config_.kafka, options_.kafka_timeout_ms, "hookrelay-admin",
                                        release ? kParkedTopic : kDlqTopic);
@@ -263,16 +418,14 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
     spdlog::warn("msg=replay_kafka_unavailable id={} error={}", job.id,
                  log_quote(reader.error().message));
     count_failure("kafka_unavailable");
-    return RunEnd::kFailed;
+    return TurnEnd::kFailed;
   }
-  // A replay of many large dead letters is not held in memory whole: past the budget each is
-  // fetched when its turn comes.
-  (*reader)->set_max_held_bytes(kReplayMaxHeldBytes);
-  // The DLQ messages of the keys still to do, read once per run of the replay.
-  std::vector<DlqMessage> dlq;
-  std::set<std::string> wanted;
-  const DlqSource::KeepFn keep = [&wanted](const std::string& key) {
-    return wanted.count(key) > 0;
+  s.reader = std::move(*reader);
+  // A replay of many large dead letters is not held in memory whole: past its share of the
+  // budget each is fetched when its turn comes.
+  s.reader->set_max_held_bytes(kReplayMaxHeldBytes / kMaxHeldReplays);
+  const DlqSource::KeepFn keep = [wanted = &s.wanted](const std::string& key) {
+    return wanted->count(key) > 0;
   };
   const int64_t read_start_ms = unix_now_ms();
   if (job.needs_dlq) {
@@ -281,28 +434,31 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
       spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
                    log_quote(items.error().message));
       count_failure("items_failed");
-      return RunEnd::kFailed;
+      return TurnEnd::kFailed;
     }
-    for (const auto& i : *items) wanted.insert(i.key);
-    auto read = (*reader)->read(keep, {});
+    for (const auto& i : *items) s.wanted.insert(i.key);
+    auto read = s.reader->read(keep, {});
     if (!read) {
       spdlog::warn("msg=replay_dlq_read_failed id={} error={}", job.id,
                    log_quote(read.error().message));
       count_failure("dlq_read_failed");
-      return RunEnd::kFailed;
+      return TurnEnd::kFailed;
     }
-    dlq = std::move(*read);
+    s.dlq = std::move(*read);
   }
-  const auto latest = latest_by_key(dlq);
+  s.latest = latest_by_key(s.dlq);
 
-  PostgresReplayStore store(db_url_, job.id, job.from_state, options_.runner_id);
-  ReplayClock clock{unix_now_ms, [this, &lost](int64_t ms) { pause_ms(ms, lost); }};
-  Replayer replayer(store, producer_, clock, reader->get());
+  s.store =
+      std::make_unique<PostgresReplayStore>(db_url_, job.id, job.from_state, options_.runner_id);
+  ReplayClock clock{unix_now_ms,
+                    [this, lease = s.lease](int64_t ms) { pause_ms(ms, lease->lost); }};
+  s.replayer = std::make_unique<Replayer>(*s.store, producer_, clock, s.reader.get());
   // A key recorded dead whose dead letter was not yet acknowledged when the read began.
-  if (job.needs_dlq) replayer.reread_from(**reader, keep, read_start_ms);
-  ReplayOptions options;
+  if (job.needs_dlq) s.replayer->reread_from(*s.reader, keep, read_start_ms);
+  ReplayOptions& options = s.options;
   options.dry_run = job.dry_run;
-  options.rate_per_second = job.rate;
+  // Paced here, between turns (work), not by the Replayer: its wait would hold the runner.
+  options.rate_per_second = 0;
   options.who = job.requested_by.empty() ? "admin-api" : job.requested_by;
   options.reason = job.reason.empty() ? "admin API replay " + std::to_string(job.id) : job.reason;
   // As the CLI's replay: past the producer's own delivery timeout, so the producer reports a
@@ -316,24 +472,46 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
   options.ordered_route = [this](const std::string& source, const std::string& route) {
     return route_is_ordered(*current_(), source, route);
   };
+  return TurnEnd::kYielded;
+}
 
+// One turn of a held replay: its items in order until none is left (it finishes), its turn is
+// over (a batch of items, or kTurnMs), its next key is not due, the lease is lost, or the process
+// stops. A turn ends only between items.
+ReplayRunner::TurnEnd ReplayRunner::work(ReplayJobs& jobs, Session& s) {
+  const ClaimedReplay& job = s.job;
+  const auto lease_lost = [&] {
+    leases_lost_.Increment();
+    spdlog::warn("msg=replay_left id={} reason=lease_lost", job.id);
+    return TurnEnd::kEnded;
+  };
+  const auto turn_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kTurnMs);
+  int worked = 0;
   while (!stop_.load()) {
     auto items = jobs.unfinished_items(job.id, kItemBatch);
     if (!items) {
       spdlog::warn("msg=replay_items_failed id={} error={}", job.id,
                    log_quote(items.error().message));
       count_failure("items_failed");
-      return RunEnd::kFailed;
+      return TurnEnd::kFailed;
     }
     if (items->empty()) break;
     for (const auto& item : *items) {
-      if (stop_.load()) return RunEnd::kEnded;
-      if (lost.load()) return lease_lost();
-      auto it = latest.find(item.key);
+      if (stop_.load()) return TurnEnd::kEnded;
+      if (s.lease->lost.load()) return lease_lost();
+      if (worked >= kItemBatch || (worked > 0 && std::chrono::steady_clock::now() >= turn_end))
+        return TurnEnd::kYielded;
+      // Pacing: a key the run produces is not produced before its time; until then the replay
+      // gives its turn up. A key marked by an interrupted run is finished unpaced, as the
+      // Replayer does.
+      const auto started_ms = static_cast<double>(unix_now_ms());
+      if (!item.marked && started_ms < s.next_due_ms) return TurnEnd::kYielded;
+      auto it = s.latest.find(item.key);
       // Per key: only a key succeeded when the replay was requested is resent (ReplayItemRow).
-      options.resend_succeeded = item.resend;
-      ReplayItem result = replayer.replay_key(item.key, it == latest.end() ? nullptr : it->second,
-                                              options, item.marked);
+      s.options.resend_succeeded = item.resend;
+      ReplayItem result = s.replayer->replay_key(
+          item.key, it == s.latest.end() ? nullptr : it->second, s.options, item.marked);
+      ++worked;
       if (result.outcome == ReplayOutcome::kRetryLater) {
         // Kafka or the database unreachable mid-run. Recorded failed, the key would never be
         // replayed by this replay (a release's delivery would stay parked behind its active
@@ -342,7 +520,13 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
         spdlog::warn("msg=replay_item_retry_later id={} error={}", job.id,
                      log_quote(result.detail));
         count_failure("item_retry_later");
-        return RunEnd::kFailed;
+        return TurnEnd::kFailed;
+      }
+      if (!item.marked && s.interval_ms > 0 &&
+          (result.outcome == ReplayOutcome::kReplayed ||
+           result.outcome == ReplayOutcome::kResent)) {
+        // As the Replayer paces: from when this key was due, or started when it was late.
+        s.next_due_ms = std::max(s.next_due_ms, started_ms) + s.interval_ms;
       }
       const char* status = item_status(result.outcome);
       auto finished = jobs.finish_item(job.id, item.key, status, result.detail, options_.runner_id);
@@ -360,20 +544,22 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
         count_failure("item_not_saved");
         // The item stays pending or marked: resumed later (after a back-off), never produced
         // twice.
-        return RunEnd::kFailed;
+        return TurnEnd::kFailed;
       }
       // Not ours any more: the runner that took the replay over records this item.
       if (!*finished) return lease_lost();
       keys_.Add({{"outcome", status}}).Increment();
     }
   }
-  stop_heartbeat();
+  if (stop_.load()) return TurnEnd::kEnded;
+  // No item left: the heartbeat lets the lease go, and the replay ends.
+  drop_lease(job.id);
   auto finished = jobs.finish_if_done(job.id);
   if (!finished) {
     spdlog::warn("msg=replay_finish_failed id={} error={}", job.id,
                  log_quote(finished.error().message));
     count_failure("finish_failed");
-    return RunEnd::kFailed;
+    return TurnEnd::kFailed;
   }
   if (*finished) {
     auto progress = jobs.get(job.id);
@@ -385,7 +571,7 @@ ReplayRunner::RunEnd ReplayRunner::run_one(ReplayJobs& jobs, const std::vector<i
           progress->missing, progress->failed);
     }
   }
-  return RunEnd::kEnded;
+  return TurnEnd::kEnded;
 }
 
 }  // namespace hookrelay::admin

@@ -1,10 +1,12 @@
 // What `dlq replay` and `routes resume` share about runs that end early.
 //
 // SIGINT and SIGTERM during a replay or a route's release: the key in progress is finished, then
-// the run stops (ReplayOptions::stop_requested). A key is marked 'retrying' before its message is
-// produced (a worker must not find the message while the row is still dead or parked); ended
-// between the two, it would stay 'retrying' with no message anywhere until a later run takes its
-// unfinished replay up (`dlq replay --unfinished`, `routes resume`).
+// the run stops (ReplayOptions::stop_requested); a key waiting for its turn under --rate is not
+// started (the Replayer paces in slices of a second and asks again before each mark). A key is
+// marked 'retrying' before its message is produced (a worker must not find the message while the
+// row is still dead or parked); ended between the two, it would stay 'retrying' with no message
+// anywhere until a later run takes its unfinished replay up (`dlq replay --unfinished`, `routes
+// resume`).
 #pragma once
 
 #include <csignal>

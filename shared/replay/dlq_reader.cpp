@@ -133,11 +133,23 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
   if (end.empty()) return out;
   err = rd_kafka_assign(rk, assignment.get());
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return kafka_fail("assign " + topic, err);
+  // A pause (below) may outlive the assignment it was made in: none is left from a former read.
+  rd_kafka_resume_partitions(rk, assignment.get());
 
   int64_t read = 0;
   std::size_t& held = impl_->held;
   int64_t last_progress = steady_ms();
   std::string last_error;
+  // A partition read to its end is paused: what is dead-lettered to it meanwhile is not fetched
+  // for nothing. Progress is only a message this read still needs (below its partition's end):
+  // new messages of a finished partition must not keep a read alive whose other partitions
+  // cannot be fetched, or it would never end.
+  const auto finish = [&](std::map<int32_t, int64_t>::iterator it) {
+    KafkaPartitionList done(rd_kafka_topic_partition_list_new(1));
+    rd_kafka_topic_partition_list_add(done.get(), topic.c_str(), it->first);
+    rd_kafka_pause_partitions(rk, done.get());
+    end.erase(it);
+  };
   if (progress) progress(0, total);
   while (!end.empty()) {
     KafkaMessage m(rd_kafka_consumer_poll(rk, 200));
@@ -154,15 +166,21 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
     }
     auto it = end.find(m->partition);
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      if (it != end.end()) end.erase(it);
+      if (it != end.end()) finish(it);
       continue;
     }
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       last_error = rd_kafka_message_errstr(m.get());
       continue;
     }
+    if (it == end.end()) continue;  // finished: fetched before its pause took effect
+    if (m->offset >= it->second) {
+      // Past the end (the last offsets below it were transaction markers or compacted away):
+      // this partition is done, though no end-of-partition event may come while it grows.
+      finish(it);
+      continue;
+    }
     last_progress = steady_ms();
-    if (it == end.end() || m->offset >= it->second) continue;
     ++read;
     DlqMessage msg;
     msg.partition = m->partition;
@@ -177,10 +195,12 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
       for (const auto& h : msg.headers) size += h.name.size() + h.value.size();
       if (size > impl_->max_held_bytes - held) {
         msg.key = msg.delivery_key();
-        // Only the reason, which a dry run reports without fetching the message.
+        // Only the reason, which a dry run reports without fetching the message, and the event
+        // (source, event id), which the replay of unknown sources selects and dedupes by.
         std::vector<MessageHeader> kept;
-        if (const auto* reason = msg.header(header::kDlqReason))
-          kept.push_back({std::string(header::kDlqReason), *reason});
+        for (std::string_view name : {header::kDlqReason, header::kSource, header::kEventId}) {
+          if (const auto* value = msg.header(name)) kept.push_back({std::string(name), *value});
+        }
         msg.headers = std::move(kept);
         msg.stub = true;
       } else {
@@ -189,7 +209,7 @@ Result<std::vector<DlqMessage>> KafkaDlqReader::read(const KeepFn& keep,
       }
       out.push_back(std::move(msg));
     }
-    if (m->offset + 1 >= it->second) end.erase(it);
+    if (m->offset + 1 >= it->second) finish(it);
     if (progress && read % 1000 == 0) progress(read, total);
   }
   rd_kafka_assign(rk, nullptr);
@@ -213,6 +233,7 @@ Result<DlqMessage> KafkaDlqReader::fetch(const std::string& topic, int32_t parti
   rd_kafka_topic_partition_list_add(assignment.get(), topic.c_str(), partition)->offset = offset;
   err = rd_kafka_assign(rk, assignment.get());
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return kafka_fail("assign " + where, err);
+  rd_kafka_resume_partitions(rk, assignment.get());  // paused by a read() before
   const int64_t deadline = steady_ms() + impl_->timeout_ms;
   std::string last_error;
   while (steady_ms() < deadline) {

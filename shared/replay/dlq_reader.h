@@ -29,8 +29,9 @@ struct DlqMessage {
   std::string value;         // the payload, byte for byte
   std::vector<MessageHeader> headers;
   // Read past the reader's memory budget (KafkaDlqReader::set_max_held_bytes): only where it is
-  // (partition, offset, timestamp), its delivery key (in `key`) and its hr-dlq-reason are kept;
-  // the rest is fetched when the message is used (MessageFetcher::fetch).
+  // (partition, offset, timestamp), its delivery key (in `key`) and its hr-dlq-reason, hr-source
+  // and hr-event-id headers are kept; the rest is fetched when the message is used
+  // (MessageFetcher::fetch).
   bool stub = false;
 
   // The last value of a header, or nullptr.

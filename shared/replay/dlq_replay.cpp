@@ -179,6 +179,33 @@ Result<void> PostgresReplayStore::undo_replay(const std::string& key) {
   });
 }
 
+Result<void> ReplayStore::undo_unfinished_replay(const std::string& key) {
+  return undo_replay(key);
+}
+
+Result<void> PostgresReplayStore::undo_unfinished_replay(const std::string& key) {
+  return pg_.run("undo unfinished replay", [&](pqxx::connection& c) -> Result<void> {
+    pqxx::nontransaction tx(c);
+    // The test that found it unfinished (unfinished_replay, needs_produce_again), in the same
+    // statement as the change: still 'retrying', no lease, no attempt since its latest mark, not
+    // waiting behind its ordering key. A worker that took up a copy meanwhile (the earlier run's
+    // produce reached Kafka after all) keeps the delivery.
+    auto rows = tx.exec_params(
+        "UPDATE deliveries SET state = $2,"
+        " completed_at = CASE WHEN $2 = 'dead' THEN now() END"
+        " WHERE " HR_KEY_IS("delivery_key",
+                            "$1::text") " AND state = 'retrying' AND lease_owner IS NULL"
+        " AND (last_attempt_at IS NULL OR last_attempt_at <"
+        "      (SELECT max(r.replayed_at) FROM dlq_replays r WHERE r.delivery_key = $1::text))"
+        " AND NOT EXISTS (SELECT 1 FROM ordered_waiting w WHERE w.delivery_key = $1::text)"
+        " RETURNING 1",
+        key, from_state_);
+    if (rows.empty())
+      return fail("not_undone", key + " was taken up by a worker (or changed) since it was marked");
+    return {};
+  });
+}
+
 const char* replay_outcome_name(ReplayOutcome outcome) {
   switch (outcome) {
     case ReplayOutcome::kReplayed:
@@ -326,6 +353,10 @@ ReplaySummary Replayer::run(const std::vector<std::string>& keys,
     }
     auto it = latest.find(key);
     ReplayItem item = replay_key(key, it == latest.end() ? nullptr : it->second, options, false);
+    if (stopped_) {  // asked to stop before this key was marked: it is not tried
+      summary.interrupted = true;
+      break;
+    }
     switch (item.outcome) {
       case ReplayOutcome::kReplayed:
       case ReplayOutcome::kResent:
@@ -374,6 +405,7 @@ bool Replayer::whole(const DlqMessage*& message, const ReplayOptions& options, D
 
 ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* message,
                                 const ReplayOptions& options, bool resume) {
+  stopped_ = false;
   ReplayItem item{key, ReplayOutcome::kFailed, "", -1, -1};
   const bool in_first_read = message != nullptr;
   auto use = [&item, &message](const DlqMessage* m) {
@@ -406,8 +438,8 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
     }
     if (settled_since_interrupt(store_, key, ReplayOutcome::kReplayed, options, item)) return item;
     if (!message) use(reread_message(key));
-    if (!message) return no_message(options, item);
-    if (!whole(message, options, fetched, item)) return item;
+    if (!message) return set_back(key, options, no_message(options, item));
+    if (!whole(message, options, fetched, item)) return set_back(key, options, item);
   } else {
     if (*state == "succeeded") {
       item.outcome = ReplayOutcome::kSkippedSucceeded;
@@ -419,7 +451,11 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       if (!unfinished) return item;
     }
     if (!message) use(reread_message(key));
-    if (!message) return no_message(options, item);
+    if (!message) {
+      no_message(options, item);
+      // An unfinished replay's key is marked already: with no message to produce it goes back.
+      return unfinished && !options.dry_run ? set_back(key, options, item) : item;
+    }
     if (options.dry_run) {
       item.outcome = ReplayOutcome::kWouldReplay;
       const std::string* reason = message->header(kDlqReason);
@@ -428,8 +464,10 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
                                : options.from_state;
       return item;
     }
-    if (!whole(message, options, fetched, item)) return item;
-    pace(options);
+    if (!whole(message, options, fetched, item)) {
+      return unfinished ? set_back(key, options, item) : item;
+    }
+    if (!pace(options)) return not_tried(item);
     const auto wait = key_wait(*message, options, clock_.now_ms());
     // An unfinished replay is marked already: its retaking is audited, the state unchanged. A
     // release of an ordered route's delivery may wait behind its key instead of being produced.
@@ -469,10 +507,10 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
       return item;
     }
     if (auto undone = store_.undo_replay(key); !undone) {
-      item.detail += "; and could not set it back to dead (" + undone.error().message +
-                     "): it stays 'retrying' with no message";
+      item.detail += "; and could not set it back to " + options.from_state + " (" +
+                     undone.error().message + "): it stays 'retrying' with no message";
     } else {
-      item.detail += "; set back to dead";
+      item.detail += "; set back to " + options.from_state;
     }
     return item;
   }
@@ -481,6 +519,48 @@ ReplayItem Replayer::replay_key(const std::string& key, const DlqMessage* messag
   if (unfinished) item.detail += " (" + unfinished_note(*unfinished) + ")";
   if (!in_first_read)
     item.detail += " (its message found by the second read of " + source_topic(options) + ")";
+  return item;
+}
+
+// A key an earlier run marked (a resumed admin replay's, or an unfinished replay the CLI takes up)
+// whose message this run cannot produce: gone (retention; a stub's fetch found nothing), or
+// unreadable for a reason that will not pass in this run. Left 'retrying', it would stay so for
+// good: no copy in any topic, no dead_letters row, spared by retention, never delivered. It goes
+// back to the state it was marked from, where it is listed and can be replayed again.
+//
+// Only a failure that may pass for a caller that resumes the key (kRetryLater: the admin API)
+// leaves it marked, for the next run. A copy from the earlier run may still be on its way (its
+// produce was never acknowledged): the undo is fenced on "no worker took it up since the mark"
+// (undo_unfinished_replay, the test that let this run produce it again), and a copy that arrives
+// after it finds the delivery dead, which the worker's claim refuses (it publishes the dead letter
+// again, ClaimStatus::kAlreadyDead); a parked delivery's copy is delivered once, as the release
+// meant it to be.
+ReplayItem& Replayer::set_back(const std::string& key, const ReplayOptions& options,
+                               ReplayItem& item) {
+  if (item.outcome == ReplayOutcome::kRetryLater) {
+    item.detail += "; left marked, produced when the replay resumes";
+    return item;
+  }
+  auto undone = store_.undo_unfinished_replay(key);
+  if (undone) {
+    item.detail += "; set back to " + options.from_state + " (it had been marked 'retrying')";
+  } else if (undone.error().code == "not_undone") {
+    // A copy did reach Kafka after all, and a worker has it: it is back in the flow.
+    item.outcome = ReplayOutcome::kReplayed;
+    item.detail += "; but " + undone.error().message + ": left as it is";
+  } else {
+    item.outcome = failed_by(undone.error(), options);
+    item.detail += "; and could not set it back to " + options.from_state + " (" +
+                   undone.error().message + "): it stays 'retrying'";
+    if (item.outcome == ReplayOutcome::kRetryLater) item.detail += ", set back when resumed";
+  }
+  return item;
+}
+
+ReplayItem& Replayer::not_tried(ReplayItem& item) {
+  stopped_ = true;
+  item.outcome = ReplayOutcome::kRetryLater;
+  item.detail = "not tried: the run was asked to stop before the key was marked";
   return item;
 }
 
@@ -546,7 +626,7 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
     return item;
   }
   if (!resume) {
-    pace(options);
+    if (!pace(options)) return not_tried(item);
     if (auto marked = store_.mark_resend(key, options.who, options.reason); !marked) {
       const std::string& code = marked.error().code;
       item.outcome = code == "not_resendable" ? ReplayOutcome::kSkippedNotDead
@@ -578,19 +658,40 @@ ReplayItem Replayer::resend_one(const std::string& key, const ReplayOptions& opt
 // acknowledgement, a slow round trip, a DLQ read) goes on from where it is, one interval at a
 // time, instead of sending the keys it missed back to back. The interval is at most a day (a
 // rate too small to divide by).
-void Replayer::pace(const ReplayOptions& options) {
-  if (options.rate_per_second <= 0) return;
-  const auto now = static_cast<double>(clock_.now_ms());
-  const double interval =
-      std::min(1000.0 / options.rate_per_second, static_cast<double>(kMaxPaceIntervalMs));
-  if (!paced_any_) {
-    paced_any_ = true;
-    last_paced_ms_ = now;
-    return;
+//
+// With ReplayOptions::stop_requested, the wait is slept in slices of at most kPaceSliceMs, the
+// stop asked after each (a SIGINT does not wait out the interval, and ReplayClock::sleep_ms may
+// return early when its process stops), and asked once more at the end: false when it was, and
+// the key is not to be marked. Slices are counted, not timed again, so a sleep that returns at
+// once cannot make this spin.
+bool Replayer::pace(const ReplayOptions& options) {
+  const auto stop = [&options] { return options.stop_requested && options.stop_requested(); };
+  if (options.rate_per_second > 0) {
+    const auto now = static_cast<double>(clock_.now_ms());
+    const double interval =
+        std::min(1000.0 / options.rate_per_second, static_cast<double>(kMaxPaceIntervalMs));
+    if (!paced_any_) {
+      paced_any_ = true;
+      last_paced_ms_ = now;
+    } else {
+      const double due = last_paced_ms_ + interval;
+      if (due > now) {
+        int64_t left = static_cast<int64_t>(std::ceil(due - now));
+        if (!options.stop_requested) {
+          clock_.sleep_ms(left);
+        } else {
+          while (left > 0) {
+            if (stop()) return false;  // the schedule is left as it was: this key did not go
+            const int64_t slice = std::min(left, kPaceSliceMs);
+            clock_.sleep_ms(slice);
+            left -= slice;
+          }
+        }
+      }
+      last_paced_ms_ = std::max(due, now);
+    }
   }
-  const double due = last_paced_ms_ + interval;
-  if (due > now) clock_.sleep_ms(static_cast<int64_t>(std::ceil(due - now)));
-  last_paced_ms_ = std::max(due, now);
+  return !stop();
 }
 
 Result<void> Replayer::produce_and_wait(const std::string& key, const std::string& value,

@@ -38,6 +38,12 @@
 // worker has taken the delivery up since (needs_produce_again); the claim's exclusivity makes a
 // second copy of the message harmless, so nothing is delivered twice.
 //
+// A resumed key, or an unfinished replay the CLI takes up, whose message is gone by then (past
+// retention, a stub's fetch finds nothing) or cannot be read for a reason that will not pass, is
+// set back to options.from_state (undo_unfinished_replay) and reported missing or failed so: left
+// 'retrying' it would have no copy anywhere and never be delivered. Why that is safe even when
+// the earlier run's produce may have reached Kafka: Replayer::set_back in dlq_replay.cpp.
+//
 // Thread-safety: a Replayer runs on one thread; the store and producer are used from it (the
 // producer's ack callback may run on its own thread).
 #pragma once
@@ -67,8 +73,13 @@ class ReplayStore {
   // DeliveryQueries::mark_replayed: "not_replayable" unless dead.
   virtual Result<void> mark_replayed(const std::string& key, const std::string& who,
                                      const std::string& reason) = 0;
-  // Back to 'dead' after a replay whose message could not be produced.
+  // Back to 'dead' (or the state it was marked from) after a replay whose message could not be
+  // produced.
   virtual Result<void> undo_replay(const std::string& key) = 0;
+  // The same for a key an earlier run marked (resumed, or an unfinished replay taken up), only
+  // while that replay is still unfinished: no worker took the delivery up since its latest mark
+  // ("not_undone" when one did). By default undo_replay.
+  virtual Result<void> undo_unfinished_replay(const std::string& key);
   // The release of a parked delivery of an ordered route: mark_replayed, and in the same
   // transaction a place behind its ordering key (DeliveryQueries::mark_replayed_behind_key). True:
   // it waits there and a worker publishes `wait`'s message in its turn. False: it was marked and
@@ -103,6 +114,7 @@ class PostgresReplayStore final : public ReplayStore {
   Result<void> mark_replayed(const std::string& key, const std::string& who,
                              const std::string& reason) override;
   Result<void> undo_replay(const std::string& key) override;
+  Result<void> undo_unfinished_replay(const std::string& key) override;
   Result<bool> mark_replayed_behind_key(const std::string& key, const std::string& who,
                                         const std::string& reason, const KeyWait& wait) override;
   Result<ResendSource> resend_source(const std::string& key) override;
@@ -132,7 +144,8 @@ enum class ReplayOutcome {
   kMissing,           // no delivery row, or no DLQ message left for it
   kFailed,            // database or Kafka error
   // ReplayOptions::retry_transient: a failure that may pass (Kafka or the database unreachable,
-  // a produce not acknowledged in time); the key is left as it is, for a later run.
+  // a produce not acknowledged in time); the key is left as it is, for a later run. Also a key
+  // not tried because ReplayOptions::stop_requested held before its mark (any options).
   kRetryLater,
 };
 
@@ -188,8 +201,10 @@ struct ReplayOptions {
   // longer is (or no longer configured) is produced at once. Unset: the message's ordering key
   // decides.
   std::function<bool(const std::string& source, const std::string& route)> ordered_route;
-  // Asked before each key: true ends the run there (the key in progress was finished: marked
-  // and acknowledged, or set back to dead), with ReplaySummary::interrupted set.
+  // Asked before each key, during its pacing (at least once a second) and just before its mark:
+  // true ends the run there (a key marked was finished: acknowledged, or set back to dead; a key
+  // not yet marked is left untouched and not reported), with ReplaySummary::interrupted set.
+  // Replayer::replay_key called alone answers such a key kRetryLater ("not tried").
   std::function<bool()> stop_requested;
 };
 
@@ -269,7 +284,14 @@ class Replayer {
   // file), or nullopt with `item` set to why it is skipped (or failed).
   std::optional<UnfinishedReplay> unfinished_mark(const std::string& key, const std::string& state,
                                                   const ReplayOptions& options, ReplayItem& item);
-  void pace(const ReplayOptions& options);
+  // Waits for the key's turn at options.rate_per_second; false when options.stop_requested
+  // held meanwhile or at the end (the key is then not to be marked).
+  bool pace(const ReplayOptions& options);
+  // `item` for a key an earlier run marked whose message cannot be produced: set back to
+  // options.from_state (see dlq_replay.cpp).
+  ReplayItem& set_back(const std::string& key, const ReplayOptions& options, ReplayItem& item);
+  // `item` for a key not tried because the run was asked to stop (stopped_ set).
+  ReplayItem& not_tried(ReplayItem& item);
   Result<void> produce_and_wait(const std::string& key, const std::string& value,
                                 const std::vector<MessageHeader>& headers,
                                 const ReplayOptions& options);
@@ -279,6 +301,9 @@ class Replayer {
   ReplayClock clock_;
   MessageFetcher* fetcher_;
   static constexpr int64_t kMaxPaceIntervalMs = int64_t{24} * 3600 * 1000;
+  // The longest sleep between two looks at options.stop_requested while pacing.
+  static constexpr int64_t kPaceSliceMs = 1000;
+  bool stopped_ = false;  // the last replay_key was asked to stop before its mark
   bool paced_any_ = false;
   double last_paced_ms_ = 0;  // when the last paced key was due to go
   DlqSource* reread_source_ = nullptr;

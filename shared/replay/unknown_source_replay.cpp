@@ -35,40 +35,52 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
                                             MessageFetcher& fetcher,
                                             const UnknownSourceOptions& options) {
   UnknownSourceSummary summary;
-  // Newest dead letter per event (source, event id), events in order of their first dead letter.
+  // Newest dead letter per event (source, event id), by its index in `messages`, events in order
+  // of their first dead letter. A stub (read past the reader's memory budget) keeps its source
+  // and event id, so it is selected and deduped as it is and fetched whole only when its event
+  // is produced: memory and fetches follow --limit, not the size of the DLQ.
   std::vector<std::pair<std::string, std::string>> order;
-  std::map<std::pair<std::string, std::string>, DlqMessage> newest;
+  std::map<std::pair<std::string, std::string>, std::size_t> newest;
   std::vector<UnknownSourceItem> unreadable;
-  for (const DlqMessage& read : messages) {
+  // Fetched stubs that named no event (a reader that kept neither header): whole, by index.
+  std::map<std::size_t, DlqMessage> fetched_whole;
+  const auto fetch = [&fetcher](const DlqMessage& stub) {
+    return fetcher.fetch(std::string(kDlqTopic), stub.partition, stub.offset);
+  };
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const DlqMessage& read = messages[i];
     const std::string* reason = read.header(header::kDlqReason);
     if (!reason || *reason != kUnknownSourceReason) continue;
-    DlqMessage whole;
     const DlqMessage* m = &read;
-    if (read.stub) {
-      auto fetched = fetcher.fetch(std::string(kDlqTopic), read.partition, read.offset);
-      if (!fetched) {
+    if (read.stub && (!read.header(header::kSource) || !read.header(header::kEventId))) {
+      auto got = fetch(read);
+      if (!got) {
         unreadable.push_back({"", "", read.partition, read.offset, "failed",
-                              "its dead letter could not be read: " + fetched.error().message});
+                              "its dead letter could not be read: " + got.error().message});
         continue;
       }
-      whole = std::move(*fetched);
-      m = &whole;
+      m = &(fetched_whole[i] = std::move(*got));
     }
     const std::string* source = m->header(header::kSource);
     const std::string* event_id = m->header(header::kEventId);
-    if (!options.source.empty() && (!source || *source != options.source)) continue;
+    if (!options.source.empty() && (!source || *source != options.source)) {
+      fetched_whole.erase(i);
+      continue;
+    }
     if (!source || !event_id || source->empty() || event_id->empty()) {
       unreadable.push_back({source ? *source : "", event_id ? *event_id : "", m->partition,
                             m->offset, "failed",
                             "its dead letter has no hr-source or hr-event-id"});
+      fetched_whole.erase(i);
       continue;
     }
     auto id = std::make_pair(*source, *event_id);
-    auto [it, added] = newest.try_emplace(id, *m);
+    auto [it, added] = newest.try_emplace(id, i);
     if (added) {
       order.push_back(std::move(id));
     } else {
-      it->second = *m;
+      fetched_whole.erase(it->second);
+      it->second = i;
     }
   }
 
@@ -89,10 +101,10 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
       summary.interrupted = true;
       break;
     }
-    const DlqMessage& m = newest.at(id);
-    UnknownSourceItem item{id.first, id.second, m.partition, m.offset, "", ""};
+    const std::size_t index = newest.at(id);
+    const DlqMessage& letter = messages[index];
+    UnknownSourceItem item{id.first, id.second, letter.partition, letter.offset, "", ""};
     ++summary.total;
-    const std::string* origin = m.header(header::kOriginTopic);
     if (!config.sources.count(id.first)) {
       item.outcome = "skipped_unknown_source";
       item.detail = "source '" + id.first +
@@ -103,6 +115,24 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
       continue;
     }
     ++counted;
+    // This event's dead letter whole: as read, fetched above, or fetched now.
+    DlqMessage whole;
+    const DlqMessage* m = &letter;
+    if (auto f = fetched_whole.find(index); f != fetched_whole.end()) {
+      m = &f->second;
+    } else if (letter.stub) {
+      auto got = fetch(letter);
+      if (!got) {
+        item.outcome = "failed";
+        item.detail = "its dead letter could not be read: " + got.error().message;
+        ++summary.failed;
+        summary.items.push_back(std::move(item));
+        continue;
+      }
+      whole = std::move(*got);
+      m = &whole;
+    }
+    const std::string* origin = m->header(header::kOriginTopic);
     if (origin && *origin != kWebhooksTopic) {
       item.outcome = "failed";
       item.detail = "its origin topic is " + *origin + ", not " + std::string(kWebhooksTopic);
@@ -111,9 +141,9 @@ UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messa
       item.outcome = "would_replay";
       item.detail = "to " + std::string(kWebhooksTopic);
     } else {
-      const auto headers = first_copy_headers(m.headers);
+      const auto headers = first_copy_headers(m->headers);
       auto produced = produce_acknowledged(
-          producer, OutgoingMessage{kWebhooksTopic, id.second, m.value, &headers},
+          producer, OutgoingMessage{kWebhooksTopic, id.second, m->value, &headers},
           options.ack_timeout_ms);
       if (produced) {
         item.outcome = "replayed";

@@ -57,9 +57,11 @@ struct UnknownSourceSummary {
 // hr-delivery-key, hr-route).
 std::vector<MessageHeader> first_copy_headers(const std::vector<MessageHeader>& dead_letter);
 
-// `messages`: hookrelay.dlq as read (stubs are fetched from `fetcher`). Only dead letters whose
-// reason is unknown_source are taken. `config`: the configuration the workers now run; an event
-// of a source it does not know either is skipped, not produced to be dead-lettered again.
+// `messages`: hookrelay.dlq as read. A stub is selected by the source and event id it keeps and
+// fetched whole from `fetcher` only when its event is produced (or checked by a dry run). Only dead
+// letters whose reason is unknown_source are taken. `config`: the configuration the workers now
+// run; an event of a source it does not know either is skipped, not produced to be dead-lettered
+// again.
 UnknownSourceSummary replay_unknown_sources(const std::vector<DlqMessage>& messages,
                                             const Config& config, MessageProducer& producer,
                                             MessageFetcher& fetcher,

@@ -94,6 +94,63 @@ TEST(AdminTimes, AnUntilAtOrBeforeTheEpochIsRefusedNotReadAsNoBound) {
   EXPECT_EQ(since->filter->since_ms, 0);
 }
 
+// A route's release takes the same minimum: at 0.001/s it held one of the runner's few places for
+// days.
+TEST(AdminReplayRequest, AResumeRateBelowTheMinimumIsRefusedNamingRate) {
+  using admin::parse_route_control_query;
+  for (const char* rate : {"0.001", "0.0999", "-1", "10000.5", "x"}) {
+    auto r = parse_route_control_query(std::string("rate=") + rate, false);
+    ASSERT_FALSE(r) << rate;
+    EXPECT_EQ(r.error().code, "bad_parameter");
+    EXPECT_EQ(r.error().message.rfind("rate: ", 0), 0u) << r.error().message;
+    EXPECT_NE(r.error().message.find("0.1"), std::string::npos) << r.error().message;
+  }
+  for (const char* rate : {"0", "0.1", "2.5", "10000"}) {
+    auto r = parse_route_control_query(std::string("rate=") + rate, false);
+    ASSERT_TRUE(r) << rate << ": " << r.error().message;
+    EXPECT_EQ(r->rate, std::stod(rate));
+  }
+}
+
+// A replay paced slower than one key every 10 s is refused, naming rate and its minimum: any rate
+// above 0 was taken (1e-9: a key a day, and the runner held by it). resend_succeeded is a
+// boolean, for keys only, refused otherwise naming it.
+TEST(AdminReplayRequest, ARateBelowTheMinimumAndAMisusedResendSucceededAreRefusedNamingTheField) {
+  using admin::parse_replay_request;
+  for (const char* rate : {"1e-9", "0.05", "0.0999", "-1", "10000.5"}) {
+    auto r = parse_replay_request(std::string(R"({"keys":["k"],"rate":)") + rate + "}");
+    ASSERT_FALSE(r) << rate;
+    EXPECT_EQ(r.error().code, "bad_request");
+    EXPECT_EQ(r.error().message.rfind("rate: ", 0), 0u) << r.error().message;
+    EXPECT_NE(r.error().message.find("0.1"), std::string::npos) << r.error().message;
+  }
+  for (const char* rate : {"0", "0.1", "1", "10000"}) {
+    auto r = parse_replay_request(std::string(R"({"keys":["k"],"rate":)") + rate + "}");
+    ASSERT_TRUE(r) << rate << ": " << r.error().message;
+    EXPECT_EQ(r->rate, std::stod(rate));
+  }
+  auto plain = parse_replay_request(R"({"keys":["k"]})");
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_FALSE(plain->resend_succeeded);
+  auto resend = parse_replay_request(R"({"keys":["k"],"resend_succeeded":true})");
+  ASSERT_TRUE(resend) << resend.error().message;
+  EXPECT_TRUE(resend->resend_succeeded);
+  for (const char* bad :
+       {R"({"keys":["k"],"resend_succeeded":"yes"})", R"({"keys":["k"],"resend_succeeded":1})",
+        R"({"keys":["k"],"resend_succeeded":null})",
+        R"({"filter":{"state":"succeeded"},"resend_succeeded":true})",
+        R"({"filter":{"state":"dead"},"resend_succeeded":false})"}) {
+    auto r = parse_replay_request(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, "bad_request");
+    EXPECT_EQ(r.error().message.rfind("resend_succeeded: ", 0), 0u) << r.error().message;
+  }
+  auto unknown = parse_replay_request(R"({"keys":["k"],"resend":true})");
+  ASSERT_FALSE(unknown);
+  EXPECT_NE(unknown.error().message.find("resend_succeeded"), std::string::npos)
+      << unknown.error().message;
+}
+
 // The runner reads a replay's unfinished items 200 at a time: each batch must read its own rows
 // through replay_items_unfinished_idx (migrations/0022), already in order, however many items the
 // replay finished. Through the table's key it read every item of the replay and sorted them: a
@@ -297,6 +354,11 @@ TEST_F(AdminApiTest, BadInputIsA4xxNamingTheProblem) {
       "bad_request", "filter.colour");
   expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"rate":-1})", json_headers), 400,
                "bad_request", "rate");
+  expect_error(call("POST", "/v1/replays", R"({"keys":["k"],"rate":1e-9})", json_headers), 400,
+               "bad_request", "rate: must be 0 (unpaced) or from 0.1");
+  expect_error(
+      call("POST", "/v1/replays", R"({"keys":["k"],"resend_succeeded":"yes"})", json_headers), 400,
+      "bad_request", "resend_succeeded");
   expect_error(call("POST", "/v1/replays", R"({"keys":[]})", json_headers), 400, "bad_request",
                "keys");
   expect_error(call("POST", "/v1/replays", R"([1,2])", json_headers), 400, "bad_request", "object");
@@ -727,11 +789,12 @@ CREATE TRIGGER test_slow_items AFTER INSERT ON replay_items
     reply = http_request("POST", url("/v1/replays"), R"({"keys":["wh:acme:nope:a"]})", auth_json(),
                          30s);
   });
+  // The items of keys listed by hand are inserted in a WITH that counts them.
   const bool sleeping = eventually(
       [&] {
         return stack_->scalar(
                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
-                   " AND query LIKE 'INSERT INTO replay_items%'") == "1";
+                   " AND query LIKE '%INSERT INTO replay_items%'") == "1";
       },
       10s);
   if (sleeping) {
@@ -792,7 +855,7 @@ TEST_F(AdminApiTest, DeadDeliveriesReplayOnceAndSucceededOnesAreResentWithTheSam
   // Resend of a succeeded delivery of route b: the receiver gets it again with its webhook-id.
   const auto before = rx_.webhook_id_counts("/b");
   ASSERT_EQ(before.size(), 3u);
-  auto resend = post_replay({{"keys", {"wh:acme:evt-1:b"}}});
+  auto resend = post_replay({{"keys", {"wh:acme:evt-1:b"}}, {"resend_succeeded", true}});
   auto resent = wait_replay(resend["id"]);
   EXPECT_EQ(resent["produced"], 1) << resent.dump();
   ASSERT_TRUE(rx_.wait_for_count("/b", 4, 30s));
@@ -864,6 +927,153 @@ TEST_F(AdminApiTest, AKeyDeadWhenItsReplayWasRequestedTwiceIsDeliveredOnce) {
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM deliveries WHERE resend_id IS NOT NULL"), "0");
 }
 
+// A client POSTs {"keys":[k]} while k is dead (no Idempotency-Key), the replay delivers k, and the
+// client, whose request had timed out, POSTs the same body again: k is succeeded now, and the
+// second replay resent it, so the receiver got it twice. A key succeeded when its replay is
+// requested is resent only with resend_succeeded; without it the item is stored skipped, saying
+// why, and the replay has nothing to do. With it, the key is resent.
+TEST_F(AdminApiTest, AKeyListedAgainAfterItsReplayDeliveredItIsResentOnlyWithResendSucceeded) {
+  ASSERT_NO_FATAL_FAILURE(die_on_a(1, 30s));
+  rx_.set_default("/a", {200});
+  const std::string key = "wh:acme:evt-0:a";
+  const json request = {{"keys", {key}}};
+  auto first = wait_replay(post_replay(request)["id"]);
+  EXPECT_EQ(first["produced"], 1) << first.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/a", 2, 30s));
+  ASSERT_TRUE(eventually(
+      [&] {
+        return stack_->scalar("SELECT state FROM deliveries WHERE delivery_key = '" + key + "'") ==
+               "succeeded";
+      },
+      30s))
+      << stack_->describe_deliveries();
+
+  const json again = post_replay(request);  // the client's retry, the same body, no key
+  const std::string second = again["id"];
+  auto second_done = wait_replay(second, 30s);
+  EXPECT_EQ(second_done["state"], "finished") << second_done.dump();
+  EXPECT_EQ(second_done["matched"], 1) << second_done.dump();
+  EXPECT_EQ(second_done["produced"], 0) << second_done.dump();
+  EXPECT_EQ(second_done["skipped"], 1) << second_done.dump();
+  EXPECT_EQ(stack_->scalar("SELECT status || ': ' || detail || ' ' || resend FROM replay_items"
+                           " WHERE replay_id = " +
+                           second),
+            "skipped: succeeded when the replay was requested: not resent (resend_succeeded was "
+            "not set) false");
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(rx_.count("/a"), 2u);  // the refused attempt and one delivery
+  EXPECT_EQ(attempt_outcomes("wh%3Aacme%3Aevt-0%3Aa"),
+            (std::vector<std::string>{"permanent", "replayed", "succeeded"}));
+
+  // An explicit resend.
+  auto third = wait_replay(post_replay({{"keys", {key}}, {"resend_succeeded", true}})["id"]);
+  EXPECT_EQ(third["produced"], 1) << third.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/a", 3, 30s));
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(rx_.count("/a"), 3u);
+  EXPECT_EQ(rx_.webhook_id_counts("/a").at("evt-0"), 3);
+  EXPECT_EQ(
+      attempt_outcomes("wh%3Aacme%3Aevt-0%3Aa"),
+      (std::vector<std::string>{"permanent", "replayed", "succeeded", "resent", "succeeded"}));
+}
+
+// A replay paced at the slowest rate (a key every 10 s) and, after it, a route's release and
+// another replay: both finish while the slow one still waits for its next key, which it produces
+// in its time. The runner worked the oldest replay until it had no item left, so a slow replay
+// (any rate above 0 was taken: 1e-9 held the runner for a day per key) held back every release
+// and replay after it.
+TEST_F(AdminApiTest, AReleaseAndAReplayRequestedDuringASlowReplayFinishBeforeIt) {
+  rx_.set_default("/a", {400, {}, 0, "refused"});
+  start_worker();
+  ASSERT_EQ(call("POST", "/v1/routes/b/suspend?source=acme").status, 200);
+  ASSERT_TRUE(eventually(
+      [&] { return worker_metric(0, "hookrelay_route_suspended", {"route=\"b\""}) == 1; }, 10s));
+  ASSERT_TRUE(stack_->produce_webhooks("acme", numbered_events("evt-", 3)));
+  ASSERT_TRUE(deliveries_in_state("dead", 3, 30s)) << stack_->describe_deliveries();
+  ASSERT_TRUE(deliveries_in_state("parked", 3, 30s)) << stack_->describe_deliveries();
+  rx_.set_default("/a", {200});
+
+  const std::string slow =
+      post_replay({{"filter", {{"state", "dead"}, {"route", "a"}}}, {"rate", 0.1}})["id"];
+  ASSERT_TRUE(eventually([&] { return get_json("/v1/replays/" + slow)["produced"] == 1; }, 20s));
+  auto resumed = call("POST", "/v1/routes/b/resume?source=acme");
+  ASSERT_EQ(resumed.status, 202) << resumed.body;
+  const std::string release = json::parse(resumed.body)["release"]["id"];
+  const std::string later = post_replay({{"keys", {"wh:acme:nope:a"}}, {"dry_run", true}})["id"];
+
+  auto release_done = wait_replay(release, 6s);
+  EXPECT_EQ(release_done["state"], "finished") << release_done.dump();
+  EXPECT_EQ(release_done["produced"], 3) << release_done.dump();
+  auto later_done = wait_replay(later, 3s);
+  EXPECT_EQ(later_done["state"], "finished") << later_done.dump();
+  EXPECT_EQ(later_done["missing"], 1) << later_done.dump();
+  auto slow_now = get_json("/v1/replays/" + slow);
+  EXPECT_EQ(slow_now["state"], "running") << slow_now.dump();
+  EXPECT_EQ(slow_now["produced"], 1) << slow_now.dump();
+  ASSERT_TRUE(rx_.wait_for_count("/b", 3, 30s));
+
+  // The slow replay keeps its pace: its three keys 10 s apart, each delivered once.
+  auto slow_done = wait_replay(slow, 40s);
+  EXPECT_EQ(slow_done["state"], "finished") << slow_done.dump();
+  EXPECT_EQ(slow_done["produced"], 3) << slow_done.dump();
+  EXPECT_GE(std::stod(stack_->scalar(
+                "SELECT extract(epoch FROM max(updated_at) - min(updated_at)) FROM replay_items"
+                " WHERE replay_id = " +
+                slow)),
+            19.0);
+  ASSERT_TRUE(deliveries_in_state("succeeded", 6, 30s)) << stack_->describe_deliveries();
+  std::this_thread::sleep_for(2s);
+  for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/a")) EXPECT_EQ(n, 2) << webhook_id;
+  for (const auto& [webhook_id, n] : rx_.webhook_id_counts("/b")) EXPECT_EQ(n, 1) << webhook_id;
+}
+
+// The replay an Idempotency-Key names is deleted between the key's conflict and the read of the
+// stored key (a trigger holds the request there): the key is free again and the request takes it
+// with a new replay. It was a 503 "the database is not reachable".
+TEST_F(AdminApiTest, AnIdempotencyKeyWhoseReplayIsDeletedWhileItIsLookedUpMakesANewReplay) {
+  Headers with_key = auth_json();
+  with_key.emplace_back("Idempotency-Key", "deleted-under-it");
+  const std::string body = R"({"keys":["wh:acme:nope:a"],"dry_run":true})";
+  auto first = call("POST", "/v1/replays", body, with_key);
+  ASSERT_EQ(first.status, 202) << first.body;
+  const std::string first_id = json::parse(first.body)["id"];
+  EXPECT_EQ(wait_replay(first_id, 30s)["state"], "finished");
+
+  pqxx::connection db(stack_->database().url());
+  pqxx::nontransaction(db).exec(R"SQL(
+CREATE FUNCTION test_slow_keys() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_sleep(2);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER test_slow_keys AFTER INSERT ON replay_idempotency_keys
+  FOR EACH STATEMENT EXECUTE FUNCTION test_slow_keys();
+)SQL");
+  std::optional<Result<HttpReply>> reply;
+  std::thread poster(
+      [&] { reply = http_request("POST", url("/v1/replays"), body, with_key, 30s); });
+  const bool sleeping = eventually(
+      [&] {
+        return stack_->scalar(
+                   "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                   " AND query LIKE 'INSERT INTO replay_idempotency_keys%'") == "1";
+      },
+      10s);
+  if (sleeping) pqxx::nontransaction(db).exec("DELETE FROM replays WHERE id = " + first_id);
+  poster.join();
+  pqxx::nontransaction(db).exec("DROP TRIGGER test_slow_keys ON replay_idempotency_keys");
+  ASSERT_TRUE(sleeping);
+  ASSERT_TRUE(reply && *reply) << (reply ? reply->error().message : "no reply");
+  const HttpReply& r = **reply;
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string id = json::parse(r.body)["id"];
+  EXPECT_NE(id, first_id);
+  EXPECT_EQ(stack_->scalar("SELECT replay_id FROM replay_idempotency_keys"
+                           " WHERE idempotency_key = 'deleted-under-it'"),
+            id);
+  EXPECT_EQ(wait_replay(id, 30s)["missing"], 1);
+}
+
 // A client whose POST /v1/replays timed out retries it with the same Idempotency-Key: the retries
 // answer with the replay the first one created (200, the same id and Location) and create
 // nothing, so each succeeded delivery is resent once. The same key with another body is a 422
@@ -878,7 +1088,8 @@ TEST_F(AdminApiTest, ARetriedReplayWithTheSameIdempotencyKeyResendsEachDeliveryO
   with_key.emplace_back("Idempotency-Key", "resend-b-2026-11-28");
 
   const std::string body =
-      R"({"keys":["wh:acme:evt-0:b","wh:acme:evt-1:b"],"reason":"receiver lost them"})";
+      R"({"keys":["wh:acme:evt-0:b","wh:acme:evt-1:b"],"resend_succeeded":true,)"
+      R"("reason":"receiver lost them"})";
   auto first = call("POST", "/v1/replays", body, with_key);
   ASSERT_EQ(first.status, 202) << first.body;
   const std::string id = json::parse(first.body)["id"];
@@ -887,7 +1098,7 @@ TEST_F(AdminApiTest, ARetriedReplayWithTheSameIdempotencyKeyResendsEachDeliveryO
   // The retry, while the replay may still run: the same members in another order and spacing.
   auto retry = call("POST", "/v1/replays",
                     R"({ "reason": "receiver lost them", "keys": ["wh:acme:evt-0:b", )"
-                    R"("wh:acme:evt-1:b"] })",
+                    R"("wh:acme:evt-1:b"], "resend_succeeded": true })",
                     with_key);
   ASSERT_EQ(retry.status, 200) << retry.body;
   EXPECT_EQ(json::parse(retry.body)["id"], id);
@@ -907,12 +1118,11 @@ TEST_F(AdminApiTest, ARetriedReplayWithTheSameIdempotencyKeyResendsEachDeliveryO
   // The same key for another request: refused, naming the key and its replay.
   expect_error(call("POST", "/v1/replays", R"({"keys":["wh:acme:evt-0:a"]})", with_key), 422,
                "idempotency_key_reused", "'resend-b-2026-11-28' was used for replay " + id);
-  expect_error(
-      call("POST", "/v1/replays",
-           R"({"keys":["wh:acme:evt-0:b","wh:acme:evt-1:b"],"reason":"receiver lost them",)"
-           R"("dry_run":true})",
-           with_key),
-      422, "idempotency_key_reused", "different request body");
+  expect_error(call("POST", "/v1/replays",
+                    R"({"keys":["wh:acme:evt-0:b","wh:acme:evt-1:b"],"resend_succeeded":true,)"
+                    R"("reason":"receiver lost them","dry_run":true})",
+                    with_key),
+               422, "idempotency_key_reused", "different request body");
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replays"), "1");
   EXPECT_EQ(stack_->scalar("SELECT count(*) FROM replay_idempotency_keys WHERE replay_id = " + id),
             "1");
@@ -1055,7 +1265,8 @@ TEST_F(AdminApiTest, ASucceededCallIsResentOncePerReplayWithTheSameIdempotencyKe
   ASSERT_TRUE(deliveries_in_state("succeeded", 1, 30s)) << stack_->describe_deliveries();
 
   // By key, then by filter (route `call`): each replay sends the same request once more.
-  auto by_key = wait_replay(post_replay({{"keys", {"call:order-42"}}})["id"]);
+  auto by_key =
+      wait_replay(post_replay({{"keys", {"call:order-42"}}, {"resend_succeeded", true}})["id"]);
   EXPECT_EQ(by_key["produced"], 1) << by_key.dump();
   ASSERT_TRUE(rx_.wait_for_count("/call", 2, 30s));
   ASSERT_TRUE(eventually([&] { return attempt_outcomes("call%3Aorder-42").size() == 3; }, 20s));
@@ -1126,9 +1337,10 @@ TEST_F(AdminApiTest, AReplayInterruptedByKillingTheAdminFinishesAfterRestartWith
   expect_each_succeeded_once(*stack_, 2 * kEvents);
 }
 
-// Two admin processes, and a paced resend whose keys are 12.5 s apart, longer than the 10 s
-// replay lease. The admin working the replay keeps it between keys (its heartbeat renews the
-// lease), so the other never takes it over, and each key is resent once. Before the heartbeat
+// Two admin processes, and a paced resend whose keys are 10 s apart (the slowest rate taken),
+// as long as the 10 s replay lease: without a renewal the lease has run out before the next key.
+// The admin working the replay keeps it between keys (its heartbeat renews the lease), so the
+// other never takes it over, and each key is resent once. Before the heartbeat
 // the other admin took the replay over during the wait and resent the second key, and the first
 // then woke and resent it again (the worker had already taken the first resend's marker): the
 // receiver got that webhook-id three times.
@@ -1141,7 +1353,8 @@ TEST_F(AdminApiTest, APacedReplaySlowerThanItsLeaseIsWorkedByOneAdminAndResendsE
   ASSERT_TRUE(other) << other.error().message;
 
   const std::vector<std::string> keys = {"wh:acme:evt-0:b", "wh:acme:evt-1:b", "wh:acme:evt-2:b"};
-  const std::string id = post_replay({{"keys", keys}, {"rate", 0.08}})["id"];
+  const std::string id =
+      post_replay({{"keys", keys}, {"resend_succeeded", true}, {"rate", 0.1}})["id"];
   std::string runner;
   ASSERT_TRUE(eventually(
       [&] {

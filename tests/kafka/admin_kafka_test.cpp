@@ -77,7 +77,8 @@ TEST_F(AdminOnKafka,
   const std::string key = "wh:acme:evt-1:b";
   const auto before = rx_.webhook_id_counts("/b");
   ASSERT_EQ(before.size(), 3u);
-  auto resend = post_replay({{"keys", {key}}, {"reason", "receiver lost it"}});
+  auto resend =
+      post_replay({{"keys", {key}}, {"resend_succeeded", true}, {"reason", "receiver lost it"}});
   const std::string resend_id = resend["id"].get<std::string>();
   auto resent = wait_replay(resend_id);
   EXPECT_EQ(resent["produced"], 1) << resent.dump();
@@ -122,7 +123,8 @@ TEST_F(AdminOnKafka,
   std::this_thread::sleep_for(3s);
   EXPECT_EQ(rx_.count("/b"), 4u);
   // A second resend of it is a new, explicit one.
-  auto again = wait_replay(post_replay({{"keys", {key}}})["id"].get<std::string>());
+  auto again = wait_replay(
+      post_replay({{"keys", {key}}, {"resend_succeeded", true}})["id"].get<std::string>());
   EXPECT_EQ(again["produced"], 1) << again.dump();
   ASSERT_TRUE(rx_.wait_for_count("/b", 5, 30s));
   std::this_thread::sleep_for(1s);

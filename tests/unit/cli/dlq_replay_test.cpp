@@ -66,6 +66,17 @@ class FakeStore final : public ReplayStore {
   Result<bool> needs_produce_again(const std::string& key) override {
     return states[key] == "retrying" && taken_up.count(key) == 0;
   }
+  // Succeeded deliveries a resend may take (their first copy at hookrelay.webhooks/0@5).
+  std::set<std::string> resendable;
+  Result<ResendSource> resend_source(const std::string& key) override {
+    if (resendable.count(key) == 0) return ReplayStore::resend_source(key);
+    return ResendSource{"hookrelay.webhooks", 0, 5, "ci"};
+  }
+  Result<void> mark_resend(const std::string& key, const std::string& who,
+                           const std::string&) override {
+    log.push_back("resend " + key + " by " + who);
+    return {};
+  }
 };
 
 class FakeProducer final : public MessageProducer {
@@ -692,6 +703,150 @@ TEST_F(ReplayerTest, WithRetryTransientOnlyARefusalOfTheKeyItselfFailsIt) {
   EXPECT_EQ(r.replay_key("a", &a, ReplayOptions{}, false).outcome, ReplayOutcome::kFailed);
 }
 
+// A key the interrupted admin run marked ('retrying') whose message is gone by the time the run
+// is resumed: past retention before the re-read, or a stub whose fetch finds nothing. It is set
+// back to dead and reported missing so. It stayed 'retrying' for good: no copy in any topic, not in
+// dead_letters, never delivered. A fetch that failed for a reason that may pass leaves it marked
+// for the next resume.
+TEST_F(ReplayerTest, AResumedMarkedKeyWhoseMessageIsGoneIsSetBackToDead) {
+  store_.states = {{"gone", "retrying"}, {"stubbed", "retrying"}, {"unreachable", "retrying"}};
+  FakeFetcher fetcher;  // holds nothing: every message is past retention
+  Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}}, &fetcher);
+  ReplayOptions options;
+  options.who = "alice";
+  options.retry_transient = true;
+  auto stub = [](const std::string& key, int64_t offset) {
+    DlqMessage m;
+    m.offset = offset;
+    m.key = key;
+    m.stub = true;
+    return m;
+  };
+
+  const ReplayItem gone = r.replay_key("gone", nullptr, options, /*resume=*/true);
+  EXPECT_EQ(gone.outcome, ReplayOutcome::kMissing);
+  EXPECT_NE(gone.detail.find("set back to dead"), std::string::npos) << gone.detail;
+  EXPECT_EQ(store_.states["gone"], "dead");
+
+  const DlqMessage stubbed = stub("stubbed", 8);
+  const ReplayItem unfetched = r.replay_key("stubbed", &stubbed, options, true);
+  EXPECT_EQ(unfetched.outcome, ReplayOutcome::kMissing);
+  EXPECT_NE(unfetched.detail.find("set back to dead"), std::string::npos) << unfetched.detail;
+  EXPECT_EQ(store_.states["stubbed"], "dead");
+
+  fetcher.down = true;
+  const DlqMessage later = stub("unreachable", 9);
+  const ReplayItem kept = r.replay_key("unreachable", &later, options, true);
+  EXPECT_EQ(kept.outcome, ReplayOutcome::kRetryLater);
+  EXPECT_EQ(store_.states["unreachable"], "retrying");
+
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"undo gone", "undo stubbed"}));
+  EXPECT_TRUE(producer_.sent.empty());
+}
+
+// The CLI's take-up of an unfinished replay (a run killed between its mark and its ack) whose DLQ
+// message is gone: set back to dead, reported missing so, instead of left 'retrying' with no
+// message. A dry run changes nothing.
+TEST_F(ReplayerTest, AnUnfinishedReplayWhoseMessageIsGoneIsSetBackToDead) {
+  store_.states = {{"gone", "retrying"}, {"stubbed", "retrying"}};
+  store_.unfinished["gone"] = {"gone", "bob", 1000, 600000};
+  store_.unfinished["stubbed"] = {"stubbed", "bob", 1000, 600000};
+  FakeFetcher fetcher;
+  Replayer r(store_, producer_, ReplayClock{[this] { return now_; }, [](int64_t) {}}, &fetcher);
+  ReplayOptions options;
+  options.who = "alice";
+  options.unfinished_after_ms = 300000;
+  DlqMessage stub;
+  stub.offset = 8;
+  stub.key = "stubbed";
+  stub.stub = true;
+
+  ReplayOptions dry = options;
+  dry.dry_run = true;
+  auto d = r.run({"gone"}, {}, dry, {});
+  EXPECT_EQ(d.items[0].outcome, ReplayOutcome::kMissing);
+  EXPECT_TRUE(store_.log.empty());
+  EXPECT_EQ(store_.states["gone"], "retrying");
+
+  auto s = r.run({"gone", "stubbed"}, {stub}, options, {});
+  EXPECT_EQ(s.missing, 2);
+  EXPECT_EQ(s.items[0].outcome, ReplayOutcome::kMissing);
+  EXPECT_NE(s.items[0].detail.find("set back to dead"), std::string::npos) << s.items[0].detail;
+  EXPECT_EQ(s.items[1].outcome, ReplayOutcome::kMissing);
+  EXPECT_NE(s.items[1].detail.find("set back to dead"), std::string::npos) << s.items[1].detail;
+  EXPECT_EQ(store_.states["gone"], "dead");
+  EXPECT_EQ(store_.states["stubbed"], "dead");
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"undo gone", "undo stubbed"}));
+  EXPECT_TRUE(producer_.sent.empty());
+}
+
+// A stop asked for (SIGINT) while the run waits for the next key's turn ends the run at once: the
+// wait is not slept out, and the key is neither marked nor produced. The run slept the whole
+// interval (a day at a tiny rate), then marked and produced one more key.
+TEST_F(ReplayerTest, AStopRequestedWhilePacingLeavesTheNextKeyUntouched) {
+  store_.states = {{"a", "dead"}, {"b", "dead"}, {"c", "dead"}};
+  bool stop = false;
+  Replayer r(store_, producer_,
+             ReplayClock{[this] { return now_; },
+                         [&](int64_t ms) {
+                           sleeps_.push_back(ms);
+                           now_ += ms;
+                           stop = true;  // the signal comes while it sleeps
+                         }});
+  ReplayOptions paced;
+  paced.who = "alice";
+  paced.rate_per_second = 1e-300;  // a day apart
+  paced.stop_requested = [&stop] { return stop; };
+  auto s =
+      r.run({"a", "b", "c"},
+            {dlq_message("a", 1, 1), dlq_message("b", 2, 2), dlq_message("c", 3, 3)}, paced, {});
+  EXPECT_TRUE(s.interrupted);
+  ASSERT_EQ(s.items.size(), 1u);
+  EXPECT_EQ(s.items[0].key, "a");
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"mark a by alice"}));
+  EXPECT_EQ(producer_.sent.size(), 1u);
+  EXPECT_EQ(store_.states["b"], "dead");
+  EXPECT_EQ(sleeps_, (std::vector<int64_t>{1000})) << "one slice, not the day";
+}
+
+// The same for a key replayed alone (the admin API's runner) and for a resend: a stop asked for
+// while it waits for its turn leaves it unmarked and answers kRetryLater ("not tried").
+TEST_F(ReplayerTest, AKeyReplayedAloneIsNotMarkedWhenAStopComesWhileItWaitsForItsTurn) {
+  store_.states = {{"a", "dead"}, {"b", "dead"}, {"s", "succeeded"}};
+  store_.resendable = {"s"};
+  FakeFetcher fetcher;
+  fetcher.messages[{0, 5}] = dlq_message("s", 5, 5, "first copy");
+  bool stop = false;
+  Replayer r(store_, producer_,
+             ReplayClock{[this] { return now_; },
+                         [&](int64_t ms) {
+                           sleeps_.push_back(ms);
+                           now_ += ms;
+                           stop = true;
+                         }},
+             &fetcher);
+  ReplayOptions options;
+  options.who = "alice";
+  options.retry_transient = true;
+  options.rate_per_second = 0.001;  // 1,000 s apart
+  options.stop_requested = [&stop] { return stop; };
+  const auto a = dlq_message("a", 1, 1);
+  const auto b = dlq_message("b", 2, 2);
+  EXPECT_EQ(r.replay_key("a", &a, options, false).outcome, ReplayOutcome::kReplayed);
+  const ReplayItem held = r.replay_key("b", &b, options, false);
+  EXPECT_EQ(held.outcome, ReplayOutcome::kRetryLater);
+  EXPECT_NE(held.detail.find("not tried"), std::string::npos) << held.detail;
+  EXPECT_EQ(store_.states["b"], "dead");
+
+  stop = false;
+  options.resend_succeeded = true;
+  const ReplayItem resend = r.replay_key("s", nullptr, options, false);
+  EXPECT_EQ(resend.outcome, ReplayOutcome::kRetryLater) << resend.detail;
+  EXPECT_EQ(store_.log, (std::vector<std::string>{"mark a by alice"}));
+  EXPECT_EQ(producer_.sent.size(), 1u);
+  EXPECT_EQ(sleeps_, (std::vector<int64_t>{1000, 1000}));
+}
+
 }  // namespace
 }  // namespace hookrelay
 
@@ -829,6 +984,60 @@ TEST(UnknownSourceReplay, SelectsDedupesSkipsUnknownAndFetchesStubs) {
   EXPECT_TRUE(producer.sent.empty());
   EXPECT_EQ(unknown_source_progress_line(would, true),
             "would replay 2/3 events of unknown sources, skipped 1, failed 0");
+}
+
+// A DLQ read past its memory budget holds stubs that keep the event (hr-source, hr-event-id): they
+// are selected and deduped as they are, and only the events the run produces are fetched whole.
+// Every unknown_source stub was fetched whole before --source and --limit applied (10,000
+// fetches here for one event produced), and each whole message copied per event.
+TEST(UnknownSourceReplay, OnlyTheEventsItProducesAreFetchedWhole) {
+  FakeStore store;
+  FakeProducer producer;
+  producer.store = &store;
+  FakeFetcher fetcher;
+  std::vector<DlqMessage> dlq;
+  for (int i = 0; i < 10000; ++i) {
+    const std::string source = i % 2 == 0 ? "newsrc" : "othersrc";
+    DlqMessage whole = unknown_source_letter(source, "e" + std::to_string(i), i);
+    fetcher.messages[{whole.partition, whole.offset}] = whole;
+    DlqMessage stub;
+    stub.partition = whole.partition;
+    stub.offset = whole.offset;
+    stub.stub = true;
+    stub.headers = {{"hr-dlq-reason", "unknown_source"},
+                    {"hr-source", source},
+                    {"hr-event-id", "e" + std::to_string(i)}};
+    dlq.push_back(std::move(stub));
+  }
+  // A second dead letter of e0, newer: the one produced.
+  fetcher.messages[{1, 20000}] = unknown_source_letter("newsrc", "e0", 20000);
+  fetcher.messages[{1, 20000}].value = "newer";
+  DlqMessage again = dlq[0];
+  again.offset = 20000;
+  dlq.push_back(again);
+
+  UnknownSourceOptions one;
+  one.limit = 1;
+  auto s =
+      replay_unknown_sources(dlq, config_knowing({"newsrc", "othersrc"}), producer, fetcher, one);
+  EXPECT_TRUE(s.limited);
+  EXPECT_EQ(s.replayed, 1);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].key, "e0");
+  EXPECT_EQ(producer.sent[0].value, "newer");
+  EXPECT_EQ(fetcher.fetched, (std::vector<std::string>{"hookrelay.dlq/1@20000"}));
+
+  fetcher.fetched.clear();
+  UnknownSourceOptions other;
+  other.source = "othersrc";
+  other.limit = 2;
+  other.dry_run = true;
+  auto d =
+      replay_unknown_sources(dlq, config_knowing({"newsrc", "othersrc"}), producer, fetcher, other);
+  ASSERT_EQ(d.items.size(), 2u);
+  EXPECT_EQ(d.items[0].event_id, "e1");
+  EXPECT_EQ(d.items[1].event_id, "e3");
+  EXPECT_LE(fetcher.fetched.size(), 2u);
 }
 
 TEST(UnknownSourceReplay, AFailedProduceIsReportedAndTheRestGoOn) {
