@@ -31,8 +31,10 @@ struct Delivery {
   std::string message_id;  // webhook-id / Idempotency-Key sent to the receiver
   int timeout_ms = 10000;
   bool ordered = false;  // route asks for one-at-a-time, in-offset-order first attempts
-  // Ordered routes: the event's ordering key (RouteConfig::ordering_key), "" when the event has
-  // none. Later deliveries of a key wait while an earlier one waits in a retry tier.
+  // Ordered routes with a named key (header, JSON pointer): the event's ordering key, "" when the
+  // event has none (and always for a route ordered by the Kafka key, but for a retry copy of an
+  // older worker's that carries one). Later deliveries of a key wait while an earlier one waits
+  // in a retry tier.
   std::string ordering_key;
   int max_attempts = 8;
   int max_age_seconds = 86400;

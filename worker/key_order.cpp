@@ -53,12 +53,19 @@ KeyOrder::KeyOrder(KeyOrderStore& store, MessageProducer& producer, prometheus::
 
 KeyOrder::~KeyOrder() { stop(); }
 
-Result<void> KeyOrder::start() {
-  auto held = store_.held(options_.done_for_ms);
-  if (!held) return Unexpected{held.error()};
-  merge(*held);
+void KeyOrder::start() {
+  if (auto held = store_.held(options_.done_for_ms); held) {
+    merge(*held);
+  } else {
+    // Not fatal: a key table too large or slow to read in time would otherwise stop every
+    // worker that starts, again at each restart. The first poll() looks again (next_refresh_ 0).
+    store_errors_->Add({{"op", "held"}}).Increment();
+    spdlog::error(
+        "msg=ordered_start_look_failed code={} error={} action=\"consuming; looking again at "
+        "once and every {} ms\"",
+        held.error().code, log_quote(held.error().message), options_.refresh_ms);
+  }
   if (options_.threaded) thread_ = std::thread([this] { lane(); });
-  return {};
 }
 
 void KeyOrder::stop() {

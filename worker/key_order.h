@@ -1,12 +1,17 @@
 // KeyOrder: per-key ordering across retries for ordered routes.
 //
-// A route with `ordered: true` has an ordering key per event (RouteConfig::ordering_key: the
-// Kafka key, a header or a JSON pointer; ordering_key_of()). While a key's head delivery waits
-// in a retry tier, the key is held: later deliveries of that key (same route) are not attempted
-// but wait, each recorded in Postgres with the message that publishes it again, so their Kafka
-// partition moves on for every other key. When the head succeeds or is dead-lettered, the first
-// waiting delivery becomes the head and is published to the first retry tier, due at once; when
-// none is left the key is free. Other keys are never held up.
+// A route with `ordered: true` and a named ordering key (RouteConfig::ordering_key: a header or
+// a JSON pointer; ordering_key_of()) has an ordering key per event. A route ordered by the Kafka
+// key has none here (expand_message): ingest keys each event by its own id, so it holds nothing
+// and waits for nothing; only a retry copy from an older worker still carries one (its key may
+// be held) and is kept in order as before, so keys held at an upgrade are resolved.
+//
+// While a key's head delivery waits in a retry tier, the key is held: later deliveries of that
+// key (same route) are not attempted but wait, each recorded in Postgres with the message that
+// publishes it again, so their Kafka partition moves on for every other key. When the head
+// succeeds or is dead-lettered, the first waiting delivery becomes the head and is published to
+// the first retry tier, due at once; when none is left the key is free. Other keys are never
+// held up.
 //
 // The worker's hooks (worker.cpp), all on the coordinator thread:
 //   must_wait(d)     a claimed delivery about to be dispatched: true when its key is held by
@@ -89,8 +94,12 @@ class KeyOrder {
   KeyOrder(const KeyOrder&) = delete;
   KeyOrder& operator=(const KeyOrder&) = delete;
 
-  // Reads the held keys from Postgres (before consuming) and starts the thread.
-  Result<void> start();
+  // Reads the held keys from Postgres (before consuming) and starts the thread. A read that fails
+  // (a statement timeout on a large key table, Postgres down) is logged and counted
+  // (hookrelay_ordered_store_errors_total{op="held"}) and tried again by the first poll(), as
+  // every look is: a worker does not stop for it. Partitions assigned meanwhile wait for a look
+  // as after any assignment (Worker::on_assigned).
+  void start();
   void stop();  // idempotent; pending round trips are dropped (their jobs' offsets stay)
 
   static std::optional<OrderKey> key_of(const Delivery& d);

@@ -20,12 +20,18 @@ WaitingDelivery read_waiting_row(pqxx::work& tx, const OrderKey& key, const pqxx
   w.delivery_key = row[1].as<std::string>();
   w.topic = row[2].as<std::string>();
   w.body = hex_decode(row[3].as<std::string>()).value_or("");
-  auto headers = tx.exec_params(
-      "SELECT h FROM ordered_waiting, unnest(headers) WITH ORDINALITY AS u(h, n)"
-      " WHERE id = $1 ORDER BY n",
-      w.id);
-  for (std::size_t i = 0; i + 1 < headers.size(); i += 2)
-    w.headers.push_back({headers[i][0].as<std::string>(), headers[i + 1][0].as<std::string>()});
+  // The exact bytes (header_bytes) where the row has them; the text a row written without them
+  // holds (bytes that were not UTF-8 replaced) otherwise.
+  std::vector<std::string> items;
+  for (const auto& h : tx.exec_params(sql::kWaitingHeaders, w.id)) {
+    if (!h[0].is_null()) {
+      items.push_back(hex_decode(h[0].as<std::string>()).value_or(""));
+    } else {
+      items.push_back(h[1].is_null() ? std::string() : h[1].as<std::string>());
+    }
+  }
+  for (std::size_t i = 0; i + 1 < items.size(); i += 2)
+    w.headers.push_back({std::move(items[i]), std::move(items[i + 1])});
   return w;
 }
 
@@ -38,7 +44,8 @@ namespace {
 // Appends `w` behind its key and gives back the lease `lease_token` has on it (enqueue()).
 void append_waiting(pqxx::work& tx, const WaitingDelivery& w, int64_t lease_token) {
   tx.exec_params(sql::kAppendWaiting, w.key.source, w.key.route, w.key.key, w.delivery_key, w.topic,
-                 sql::waiting_headers(w.headers), hex_encode(w.body));
+                 sql::waiting_headers(w.headers), hex_encode(w.body),
+                 sql::waiting_header_bytes(w.headers));
   // The lease is given back: released, the delivery is claimed again like any retry.
   tx.exec_params(
       "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, lease_token = NULL"

@@ -282,7 +282,12 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
         Delivery d = i + 1 == source_routes.size() ? std::move(base) : base;
         fill_webhook(d, m, route);
         d.key = webhook_delivery_key(*source, *event_id, route.name);
-        if (route.ordered) {
+        // A route ordered by the Kafka key holds nothing across retries: ingest keys each event
+        // by its own id, so every event would be a key of its own, and holding it (a row of
+        // ordered_keys per retrying delivery) kept nothing else in order. Its order is the
+        // partition's first-attempt order (Dispatcher::enqueue). A retry copy from before this
+        // still carries its key, and keeps it (below): its key may be held.
+        if (route.ordered && route.ordering_key.from != OrderingKey::From::kKafkaKey) {
           d.ordering_key = ordering_key_of(route, m);
           if (!d.ordering_key.empty())
             d.carried_headers.emplace_back(std::string(header::kOrderingKey), d.ordering_key);
@@ -314,7 +319,8 @@ Result<std::vector<Delivery>> expand_message(const ConsumedMessage& m, const Con
     // An ordered delivery keeps the ordering key it was first expanded with, also when a reload
     // made its route unordered since: its key may still be held, with deliveries waiting behind
     // it that only its own resolution releases in turn (left to the key order's look, they went
-    // out one per 10 s or more).
+    // out one per 10 s or more). So does a copy of a route ordered by the Kafka key written by
+    // an older worker (those held their key): it resolves the key it may hold.
     if (const auto* ok = m.header(header::kOrderingKey); ok && !ok->empty()) {
       out[0].ordered = true;
       out[0].ordering_key = storable_ordering_key(*ok);

@@ -809,8 +809,8 @@ void Worker::note_route_attempt(Job& job, const HttpResult& r, int64_t now) {
 }
 
 int64_t Worker::park_suspension(const Job& job) const {
-  // A delivery of an ordered route stays parked: its key's order is kept by the release
-  // (ordered_waiting), which a retry published here would bypass.
+  // A delivery with an ordering key (an ordered route with a named key) stays parked: its key's
+  // order is kept by the release (ordered_waiting), which a retry published here would bypass.
   if (KeyOrder::key_of(job.d)) return 0;
   return d_.routes->suspension(job.d.source, job.d.destination).value_or(0);
 }

@@ -140,10 +140,7 @@ int run_worker(int argc, char** argv) {
   MessageConsumer* wake_target = consumer->get();
   KeyOrder key_order(key_order_store, **producer, *registry,
                      [wake_target] { wake_target->wake(); });
-  if (auto started = key_order.start(); !started) {
-    std::fprintf(stderr, "hookrelay-worker: ordered keys: %s\n", started.error().message.c_str());
-    return 1;
-  }
+  key_order.start();  // a failed read of the held keys is logged, and tried again as it runs
   // Optional so it can be destroyed before the worker: see the end of this function.
   std::optional<CurlSender> sender;
   try {

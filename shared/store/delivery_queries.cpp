@@ -247,6 +247,7 @@ Result<bool> DeliveryQueries::mark_replayed_behind_key(
     const std::string& key, const std::string& who, const std::string& reason, const KeyWait& wait,
     int64_t replay_id, const std::string& from_state, const std::string& runner) {
   const std::string header_array = sql::waiting_headers(wait.headers);
+  const std::string header_bytes = sql::waiting_header_bytes(wait.headers);
   return pg_.run("mark_replayed", [&](pqxx::connection& c) -> Result<bool> {
     pqxx::work tx(c);
     // The key's row first, held with no head if it was free, and locked either way: a worker
@@ -260,9 +261,15 @@ Result<bool> DeliveryQueries::mark_replayed_behind_key(
                             wait.source, wait.route, wait.ordering_key)[0]
                           .as<std::string>();
     // A head that is itself parked moves only when a release takes it (it comes first in
-    // arrival order, so it is normally released before this one): behind one that stays parked
-    // (its message past retention, its release failed) this delivery would wait for good, so
-    // it goes at once, as an unordered release would.
+    // arrival order, so it is normally released before this one). One that is still parked now
+    // was not released (its message past retention, its release failed), and nothing else moves
+    // it: behind it this delivery, and every later one of the key, would wait for good (released
+    // at once instead, this one was set to wait behind it by the first worker that read it). So
+    // the key lets it go, in this transaction: it is held with no head, as a free key is, and
+    // this delivery waits behind the ones already waiting; a worker's look releases the first of
+    // them at once (KeyOrderStore::held). The parked head is released behind them should it be
+    // released later. Its own waiting row, left by a release whose publish was not confirmed, is
+    // stale (it was read, or it would not be parked): it goes, as advance() drops a head's row.
     const bool head_parked =
         !head.empty() && head != key &&
         !tx.exec_params("SELECT 1 FROM deliveries WHERE " HR_KEY_IS(
@@ -271,12 +278,22 @@ Result<bool> DeliveryQueries::mark_replayed_behind_key(
              .empty();
     if (auto d = mark_replayed_in(tx, key, who, reason, replay_id, from_state, runner); !d)
       return Unexpected{d.error()};
-    if (head == key || head_parked) {
+    if (head == key) {
       tx.commit();
       return false;
     }
+    if (head_parked) {
+      tx.exec_params(
+          "UPDATE ordered_keys SET head_key = '', updated_at = now() WHERE source = $1"
+          " AND route = $2 AND ordering_key = $3 AND head_key = $4",
+          wait.source, wait.route, wait.ordering_key, head);
+      tx.exec_params(
+          "DELETE FROM ordered_waiting WHERE source = $1 AND route = $2 AND ordering_key = $3"
+          " AND delivery_key = $4",
+          wait.source, wait.route, wait.ordering_key, head);
+    }
     tx.exec_params(sql::kAppendWaiting, wait.source, wait.route, wait.ordering_key, key, wait.topic,
-                   header_array, hex_encode(wait.body));
+                   header_array, hex_encode(wait.body), header_bytes);
     tx.commit();
     return true;
   });

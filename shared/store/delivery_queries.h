@@ -176,7 +176,10 @@ class DeliveryQueries {
   // keeps them (ordered_keys, holding the key with no head if it was free; ordered_waiting, with
   // the message that carries it on), and a worker publishes it when the deliveries ahead of it
   // are done. True: it waits, nothing is to be produced. False: it is its key's head already (a
-  // retry that was parked), so nothing is ahead of it: the caller produces its message.
+  // retry that was parked), so nothing is ahead of it: the caller produces its message. A key
+  // whose head is another delivery still parked (not released: its message gone, its release
+  // failed) lets that head go in the same transaction, so this one waits behind the key's other
+  // waiting deliveries only (true), not behind a head that nothing moves.
   Result<bool> mark_replayed_behind_key(const std::string& key, const std::string& who,
                                         const std::string& reason, const KeyWait& wait,
                                         int64_t replay_id = 0,

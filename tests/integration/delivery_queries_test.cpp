@@ -413,22 +413,51 @@ TEST_F(DeliveryQueriesTest, AWaitingDeliveryKeepsItsCopyWithTheMostAttempts) {
   EXPECT_EQ(next->headers[1].value, "2") << "the older copy's message was kept";
 }
 
-// A key whose head is itself parked: a release does not queue behind it (the head moves only when
-// a release takes it, and one that stays parked would hold the rest for good), it produces.
-TEST_F(DeliveryQueriesTest, AReleasedDeliveryDoesNotWaitBehindAHeadThatIsStillParked) {
+// A key whose head is itself parked and stays so (its release failed, its message is gone): the
+// release of another delivery of the key lets that head go in the same transaction (the key held
+// with no head, the head's stale waiting row dropped) and waits behind the key's waiting
+// deliveries, which a worker's look releases at once, in order. The old release produced it at
+// once instead, "as an unordered release would"; but the worker that read it knew the parked head
+// and set it to wait behind it, where nothing released it or any later delivery of the key.
+TEST_F(DeliveryQueriesTest, AReleasedDeliveryLetsGoOfAKeysHeadThatIsStillParked) {
   db_->scalar(
       "UPDATE deliveries SET state = 'parked' WHERE delivery_key = 'gh-e1-deploy' "
       "RETURNING 1");
   db_->scalar(
       "INSERT INTO ordered_keys (source, route, ordering_key, head_key)"
       " VALUES ('github', 'ci', 'k1', 'gh-e1-deploy') RETURNING 1");
+  PostgresKeyOrderStore order(db_->url());
+  const OrderKey k1{"github", "ci", "k1"};
+  auto earlier = order.enqueue(
+      WaitingDelivery{0, k1, "gh-e0-ci", "hookrelay.retry.0", {{"hr-attempt", "0"}}, "{}"}, 0);
+  ASSERT_TRUE(earlier) << earlier.error().message;
+  ASSERT_TRUE(*earlier);
+  db_->scalar(
+      "INSERT INTO ordered_waiting (source, route, ordering_key, delivery_key, topic, headers, "
+      "body)"
+      " VALUES ('github', 'ci', 'k1', 'gh-e1-deploy', 'hookrelay.retry.0', '{}', '') RETURNING 1");
   const KeyWait wait{"github", "ci", "k1", "hookrelay.retry.0", {{"hr-attempt", "0"}}, "{}"};
   auto r = queries_->mark_replayed_behind_key("gh-e1-ci", "op", "resume", wait);
   ASSERT_TRUE(r) << r.error().message;
-  EXPECT_FALSE(*r) << "queued behind a head that is still parked";
-  EXPECT_EQ(db_->scalar("SELECT count(*) FROM ordered_waiting"), "0");
+  EXPECT_TRUE(*r) << "produced at once: a worker that knows the parked head sets it to wait "
+                     "behind it for good";
   EXPECT_EQ(db_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'gh-e1-ci'"),
             "retrying");
+  EXPECT_EQ(db_->scalar("SELECT head_key = '' FROM ordered_keys WHERE ordering_key = 'k1'"), "t")
+      << "the parked head still holds the key";
+  EXPECT_EQ(db_->scalar("SELECT string_agg(delivery_key, ',' ORDER BY id) FROM ordered_waiting"),
+            "gh-e0-ci,gh-e1-ci");
+  EXPECT_EQ(db_->scalar("SELECT state FROM deliveries WHERE delivery_key = 'gh-e1-deploy'"),
+            "parked");
+  // A worker's look finds the key with no head: the key's waiting deliveries go in order.
+  auto first = order.advance(k1, "");
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_TRUE(first->next);
+  EXPECT_EQ(first->next->delivery_key, "gh-e0-ci");
+  auto second = order.advance(k1, "gh-e0-ci");
+  ASSERT_TRUE(second) << second.error().message;
+  ASSERT_TRUE(second->next);
+  EXPECT_EQ(second->next->delivery_key, "gh-e1-ci");
 }
 
 // A worker that finishes the key's last delivery deletes its row while a release is about to

@@ -8,9 +8,13 @@
 #include <csignal>
 #include <cstdio>
 #include <map>
+#include <pqxx/pqxx>
 #include <thread>
 #include <vector>
 
+#include "shared/clock.h"
+#include "shared/kafka/wire_contract.h"
+#include "tests/support/kafka_test_client.h"
 #include "tests/support/ordered_receiver.h"
 #include "tests/support/worker_fixture.h"
 
@@ -168,6 +172,87 @@ TEST_F(KeyOrderTest, AKeyStuckInRetriesDoesNotSlowTheOthers) {
   EXPECT_LT(with, std::chrono::duration<double>(kStuck).count() / 2)
       << "the other keys waited for the stuck one";
   EXPECT_LT(with, without * 2 + 1.0);
+}
+
+// A delivery that waits behind its key is published again from its row in ordered_waiting when its
+// turn comes: with the exact bytes of its headers. Ingest forwards a provider's header values as
+// they came, obs-text (bytes 0x80-0xFF) included; the old row kept its headers as text, with
+// U+FFFD for every byte that was not UTF-8, and the released message (and the receiver) got those
+// instead of the provider's bytes, where the same delivery on an unordered route kept its own.
+TEST_F(KeyOrderTest, AReleasedDeliveryKeepsTheExactBytesOfItsHeaders) {
+  const std::string latin1("caf\xe9 \xff\x80 end");
+  receiver_.configure(0, customer(0), Clock::now() + 4s);  // c0 fails for 4 s
+  auto producer = TestProducer::create(stack_->bootstrap());
+  ASSERT_TRUE(producer) << producer.error().message;
+  std::vector<TestRecord> records;
+  for (int seq = 0; seq < 2; ++seq) {
+    const std::string id = "bytes-" + std::to_string(seq);
+    records.push_back(TestRecord{std::string(kWebhooksTopic),
+                                 R"({"customer":"c0","seq":)" + std::to_string(seq) + "}",
+                                 {{std::string(header::kKind), "webhook"},
+                                  {std::string(header::kSource), "acme"},
+                                  {std::string(header::kEventId), id},
+                                  {std::string(header::kReceivedAt), std::to_string(unix_now_ms())},
+                                  {std::string(header::kContentType), "application/json"},
+                                  {"hr-fwd-x-label", latin1}},
+                                 id});
+  }
+  auto produced = (*producer)->produce_all(records);
+  ASSERT_TRUE(produced) << produced.error().message;
+  ASSERT_TRUE(eventually(
+      [&] { return stack_->scalar("SELECT count(*) FROM ordered_waiting") == "1"; }, 20s))
+      << "bytes-1 never waited behind bytes-0\n"
+      << stack_->describe_deliveries();
+  ASSERT_TRUE(eventually([&] { return receiver_.successes() >= 2; }, 30s))
+      << stack_->describe_deliveries();
+  ASSERT_NO_FATAL_FAILURE(expect_in_sequence(receiver_.by_key(), 1, 2));
+  // Its released message: bytes-1 waited from its first read, so its only retry copy.
+  auto tier = consume_to_end(stack_->bootstrap(), retry_topic(0));
+  ASSERT_TRUE(tier) << tier.error().message;
+  int released = 0;
+  for (const auto& m : *tier) {
+    if (m.key != "wh:acme:bytes-1:o") continue;
+    ++released;
+    EXPECT_EQ(m.header("hr-fwd-x-label").value_or("<none>"), latin1)
+        << "the released message's header is not the provider's bytes";
+  }
+  EXPECT_EQ(released, 1);
+  expect_every_key_free();
+}
+
+// The read of the held keys before consuming fails (here: ordered_keys locked past the worker's
+// statement_timeout, as a key table too large to read in time does). The worker goes on, counts
+// it, and learns the keys at a later look. The old worker exited 1, and a restarted one met the
+// same table: every worker of the fleet in a crash loop.
+class KeyOrderStartTest : public WorkerTest {
+ protected:
+  OrderedReceiver receiver_;
+};
+
+TEST_F(KeyOrderStartTest, AFailedReadOfTheHeldKeysAtStartDoesNotStopTheWorker) {
+  auto started = receiver_.start();
+  ASSERT_TRUE(started) << started.error().message;
+  StackOptions o = ordered_route_stack(receiver_.url());
+  o.worker_extra = "  statement_timeout_ms: 2000\n";
+  ASSERT_NO_FATAL_FAILURE(create_stack(o));
+  pqxx::connection locker(stack_->database().url());
+  auto lock = std::make_unique<pqxx::work>(locker);
+  lock->exec("LOCK TABLE ordered_keys IN ACCESS EXCLUSIVE MODE");
+  auto w = stack_->start_worker(true, {}, 30s);
+  ASSERT_TRUE(w) << w.error().message;
+  EXPECT_TRUE(stack_->worker(*w).process.running());
+  EXPECT_GE(worker_metric(*w, "hookrelay_ordered_store_errors_total", {"op=\"held\""}), 1);
+  lock->commit();
+  lock.reset();
+  // It works as ever once the table answers: a key's failures keep its events in sequence.
+  receiver_.configure(0, customer(0), Clock::now() + 3s);
+  auto produced = stack_->produce_webhooks("acme", keyed_events("s", 2, 3));
+  ASSERT_TRUE(produced) << produced.error().message;
+  ASSERT_TRUE(eventually([&] { return receiver_.successes() >= 6; }, 40s))
+      << stack_->describe_deliveries();
+  ASSERT_NO_FATAL_FAILURE(expect_in_sequence(receiver_.by_key(), 2, 3));
+  EXPECT_GT(worker_metric(*w, "hookrelay_ordered_waits_total"), 0);
+  EXPECT_TRUE(stack_->worker(*w).process.running());
 }
 
 }  // namespace

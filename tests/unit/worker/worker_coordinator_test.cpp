@@ -1700,7 +1700,7 @@ worker:
                           [](const std::string&) { return std::nullopt; });
     EXPECT_TRUE(c) << c.error().message;
     if (c) config = *c;
-    EXPECT_TRUE(order.start());
+    order.start();
     WorkerDeps d = deps(own);
     d.key_order = &order;
     w = std::make_unique<Worker>(d);
@@ -1804,12 +1804,116 @@ TEST_F(OrderedLeaseCoordinator, ACopyLeasedElsewhereWhoseRetryIsRefusedKeepsItsK
   EXPECT_EQ(stored_webhooks(), 2);
 }
 
+// A named key's failed attempt holds its key, and a later delivery of the key waits behind it
+// (unchanged by routes ordered by the Kafka key holding nothing: see KafkaKeyOrderedCoordinator).
+TEST_F(OrderedLeaseCoordinator, ANamedKeysFailedDeliveryHoldsItsKeyAndTheNextWaitsBehindIt) {
+  sender.script = {status(503)};
+  feed_keyed(0, "e1", "x");
+  run();
+  feed_keyed(1, "e2", "x");
+  run();
+  EXPECT_EQ(sender.calls.size(), 1u) << "e2 was sent while e1, before it on its key, retries";
+  EXPECT_EQ(order_store.holds, std::vector<std::string>{"wh:gh:e1:a"});
+  EXPECT_EQ(order.head_of({"gh", "a", "x"}), "wh:gh:e1:a");
+  EXPECT_EQ(order_store.waiting, std::vector<std::string>{"wh:gh:e2:a"});
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].header("hr-ordering-key"), "x");
+  EXPECT_EQ(stored_webhooks(), 2);
+}
+
+// A route ordered by the Kafka key (the default ordering key), with a key order, as ingest writes
+// its events: each keyed by its own event id, so each is a key of its own. Its host's circuit
+// opens after two failures.
+class KafkaKeyOrderedCoordinator : public OwnWorkerCoordinator {
+ protected:
+  KafkaKeyOrderedCoordinator() {
+    auto c = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes:
+  gh:
+    - { name: a, url: "http://127.0.0.1:9/a", ordered: true }
+worker:
+  breaker_failure_threshold: 2
+  breaker_cooldown_ms: 20000
+)",
+                          [](const std::string&) { return std::nullopt; });
+    EXPECT_TRUE(c) << c.error().message;
+    if (c) config = *c;
+    order.start();
+    WorkerDeps d = deps(own);
+    d.key_order = &order;
+    w = std::make_unique<Worker>(d);
+    own.assign({{std::string(kWebhooksTopic), 0}, {retry_topic(0), 0}});
+  }
+  ~KafkaKeyOrderedCoordinator() override { w.reset(); }
+  void feed_as_ingest(int64_t offset, const std::string& id) {
+    feed(offset, id);
+    own.queue.back().key = id;
+  }
+
+  AcceptingKeyOrderStore order_store;
+  prometheus::Registry order_registry;
+  KeyOrder order{
+      order_store, producer, order_registry, [] {}, {.refresh_ms = 1'000'000, .threaded = false}};
+};
+
+// Each event is its own key, so holding it keeps nothing in order: a failed attempt, and a
+// delivery sent back unsent for its host's open circuit, hold nothing, and their retries carry no
+// ordering key. Their order is the partition's first-attempt order (one at a time, in offset
+// order), as before. The old worker held the key of every retrying delivery: a row of
+// ordered_keys each, read whole by every worker every 2 s (millions in a receiver's outage).
+TEST_F(KafkaKeyOrderedCoordinator, AFailedOrDeferredDeliveryHoldsNoKeyAndItsRetryCarriesNone) {
+  sender.script = {status(503), status(503)};
+  feed_as_ingest(0, "e1");
+  feed_as_ingest(1, "e2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  now += 5'000;
+  feed_as_ingest(2, "e3");  // its host's circuit is open: sent back without a call
+  run();
+  EXPECT_EQ(sender.calls.size(), 2u);
+  EXPECT_TRUE(order_store.holds.empty()) << "a delivery of a route ordered by the Kafka key held "
+                                         << order_store.holds.size() << " key(s)";
+  EXPECT_TRUE(order_store.waiting.empty());
+  EXPECT_EQ(order.held_keys(), 0u);
+  ASSERT_EQ(producer.sent.size(), 3u);
+  for (const auto& sent : producer.sent) {
+    EXPECT_EQ(sent.topic.rfind(kRetryTopicPrefix, 0), 0u) << sent.topic;
+    EXPECT_EQ(sent.header("hr-ordering-key"), "") << sent.header("hr-event-id");
+  }
+  EXPECT_EQ(stored_webhooks(), 3);
+}
+
+// An upgrade: a retry copy an older worker wrote for a route ordered by the Kafka key carries the
+// key it was expanded with, and its key may be held in Postgres (with deliveries waiting behind
+// it). It keeps its key: failing again it holds it, and its success releases it.
+TEST_F(KafkaKeyOrderedCoordinator, ARetryCopyFromAnOlderWorkerKeepsItsKeyUntilItIsDelivered) {
+  auto copy = [&](int64_t offset, const std::string& attempt) {
+    retry_message(own, offset, "e1", now - 1, attempt);
+    own.queue.back().key = "wh:gh:e1:a";
+    own.queue.back().headers.emplace_back("hr-ordering-key", "e1");
+  };
+  sender.script = {status(503)};
+  copy(0, "1");
+  run();
+  ASSERT_EQ(sender.calls.size(), 1u);
+  EXPECT_EQ(order_store.holds, std::vector<std::string>{"wh:gh:e1:a"});
+  ASSERT_EQ(producer.sent.size(), 1u);
+  EXPECT_EQ(producer.sent[0].header("hr-ordering-key"), "e1");
+  copy(1, "2");
+  run();
+  ASSERT_EQ(sender.calls.size(), 2u);
+  EXPECT_EQ(store.state["wh:gh:e1:a"], "succeeded");
+  EXPECT_EQ(order_store.advances, 1) << "its success did not release its key";
+  EXPECT_EQ(order.held_keys(), 0u);
+}
+
 // OrderedLeaseCoordinator with a key order that looks at Postgres every 2 s.
 class RefreshingOrderCoordinator : public OrderedLeaseCoordinator {
  protected:
   RefreshingOrderCoordinator() {
     w.reset();
-    EXPECT_TRUE(refreshing.start());
+    refreshing.start();
     WorkerDeps d = deps(own);
     d.key_order = &refreshing;
     w = std::make_unique<Worker>(d);
@@ -1913,7 +2017,7 @@ class ThreadedOrderCoordinator : public OrderedLeaseCoordinator {
     w.reset();
     threaded = std::make_unique<KeyOrder>(
         slow, producer, registry_of_slow, [] {}, KeyOrderOptions{.refresh_ms = refresh_ms});
-    ASSERT_TRUE(threaded->start());  // its first look, before the worker runs
+    threaded->start();  // its first look, before the worker runs
     ASSERT_TRUE(routes.sync());
     WorkerDeps d = deps(own);
     d.key_order = threaded.get();
