@@ -148,7 +148,7 @@ int run_ingest(int argc, char** argv) {
     ops.port = operations->port;
     ops.threads = 1;
     ops.max_body_bytes = 4096;
-    ops.max_buffered_body_bytes = 64 * 4096;
+    ops.max_buffered_body_bytes = std::size_t{64} * 4096;
     ops.max_connections = 64;
     ops.max_header_count = http.max_header_count;
     ops.header_timeout = http.header_timeout;

@@ -211,7 +211,7 @@ IngestService::Route IngestService::probe_route(const HttpRequest& request, std:
   return refusal(404, "not_found", "no such endpoint: " + std::string(utf8_prefix(path, 256)));
 }
 
-void IngestService::handle_operations(const HttpRequest& request, Responder respond) {
+void IngestService::handle_operations(const HttpRequest& request, const Responder& respond) {
   Route to = probe_route(request, request.target.substr(0, request.target.find('?')));
   if (to.to == Route::To::kProbe) return probe(to.path, respond);
   refuse(std::move(to.refusal), respond);

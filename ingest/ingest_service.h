@@ -51,7 +51,7 @@ class IngestService {
   void handle(const HttpRequest& request, Responder respond);
   // The handler of the operations listener (ingest.metrics_listen): GET /metrics, /healthz and
   // /readyz, as handle() answers them; anything else 404 (405 for another method).
-  void handle_operations(const HttpRequest& request, Responder respond);
+  void handle_operations(const HttpRequest& request, const Responder& respond);
   // The answer handle() would give a request from its header alone, given from the header
   // (HttpServerOptions::check_header) so that requests refused anyway never hold or wait for
   // the body budget: the same status, code, message and headers, counted as handle() counts

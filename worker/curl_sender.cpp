@@ -91,7 +91,7 @@ constexpr std::size_t kMaxSuccessBodyBytes = 1 << 20;
 // the call ends and is judged by its status, with its Retry-After. A receiver streaming an error
 // body for ever would otherwise turn a 404 or 410 into a timeout to retry, and lose a 503's
 // Retry-After. One that trickles it slower, so that the call's timeout comes first, is a timeout.
-constexpr std::size_t kMaxErrorBodyBytes = 64 * 1024;
+constexpr std::size_t kMaxErrorBodyBytes = std::size_t{64} * 1024;
 // The header lines of one call, all counted: interim (1xx) responses, the final response's
 // header and the trailers after a chunked body. libcurl 7.88 keeps every header line of a call
 // in the easy handle (about 64 bytes for a 5-byte "a:b"), and its own cap on a response's header
@@ -99,12 +99,12 @@ constexpr std::size_t kMaxErrorBodyBytes = 64 * 1024;
 // call's timeout. Past either limit the call ends there, and is judged like a body cut short (a
 // 2xx is a success; any other final status is the answer; before one, a receive error).
 constexpr std::size_t kMaxHeaderLines = 300;
-constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+constexpr std::size_t kMaxHeaderBytes = std::size_t{64} * 1024;
 // A finished handle keeps its call's header lines (libcurl frees them when the handle's next
 // call starts) and its header buffer at the size of its longest line, so a handle whose call had
 // more than this is freed instead of kept for reuse.
 constexpr std::size_t kMaxRecycledHeaderLines = 100;
-constexpr std::size_t kMaxRecycledHeaderBytes = 16 * 1024;
+constexpr std::size_t kMaxRecycledHeaderBytes = std::size_t{16} * 1024;
 
 // The result of a call whose final header said 2xx and whose body was not read to its end
 // (`why`): the receiver took the call.

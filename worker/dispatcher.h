@@ -12,12 +12,11 @@
 // spread out rather than all at the probe's moment (while its one probe is out, they wait here
 // for its answer instead). A job still waiting after its Job::send_by_ms (its lease no longer
 // covers the call) goes to `bounce` too, with circuit_open_until_ms 0, never to the sender. So
-// does a job of a host a Retry-After paused for longer than kDeferPauseMs, with circuit_open_until_ms
-// the pause's end and Job::deferred_for_pause set: waiting here, it would hold its max_in_flight
-// slot for the pause. take()
-// gives back the job of an HTTP result (abort on an unknown one: the sender broke its
-// once-per-call contract), and release() then frees its gate (starting the next ordered job) and
-// slot and feeds the breaker.
+// does a job of a host a Retry-After paused for longer than kDeferPauseMs, with
+// circuit_open_until_ms the pause's end and Job::deferred_for_pause set: waiting here, it would
+// hold its max_in_flight slot for the pause. take() gives back the job of an HTTP result (abort on
+// an unknown one: the sender broke its once-per-call contract), and release() then frees its gate
+// (starting the next ordered job) and slot and feeds the breaker.
 //
 // Clocks: the breaker, the Retry-After pauses and the rates run on `steady_ms`, which never
 // steps: a wall clock stepped back an hour must not keep a circuit open or a host paused for an

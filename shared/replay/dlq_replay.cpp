@@ -676,7 +676,7 @@ bool Replayer::pace(const ReplayOptions& options) {
     } else {
       const double due = last_paced_ms_ + interval;
       if (due > now) {
-        int64_t left = static_cast<int64_t>(std::ceil(due - now));
+        auto left = static_cast<int64_t>(std::ceil(due - now));
         if (!options.stop_requested) {
           clock_.sleep_ms(left);
         } else {
