@@ -154,8 +154,8 @@ int run_ingest(int argc, char** argv) {
     ops.header_timeout = http.header_timeout;
     ops.idle_timeout = http.idle_timeout;
     ops.on_rejected = http.on_rejected;
-    operations_server.emplace(ops, [&service](const HttpRequest& req, Responder respond) {
-      service.handle_operations(req, std::move(respond));
+    operations_server.emplace(ops, [&service](const HttpRequest& req, const Responder& respond) {
+      service.handle_operations(req, respond);
     });
     if (auto started = operations_server->start(); !started) {
       spdlog::critical("msg=listen_failed listener=metrics_listen error={}",
