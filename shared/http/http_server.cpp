@@ -339,7 +339,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (parser_->is_header_done() || (ec && ec != http::error::need_more)) return on_header(ec);
     // The parser needs more than it was given: past the allowance, the header is refused.
     if (header_lines_ >= max_lines) {
-      head_ = parser_->get().method() == http::verb::head;
+      head_ = request_is_head();
       return too_many_headers();
     }
     if (header_seen_ >= kHeaderLimit) return on_header(http::error::header_limit);
@@ -365,6 +365,24 @@ class Session : public std::enable_shared_from_this<Session> {
     parse_header();
   }
 
+  // Whether the request being refused or answered is a HEAD. The parser (Beast 1.74) may hold a
+  // request line that arrived cut mid-line until more of the header comes, so a refusal of the
+  // header (too many fields, 64 KiB) can come before it has read the method. Until it takes the
+  // request line, the buffer starts with that line: parsed alone, it tells (a refusal only).
+  bool request_is_head() const {
+    if (parser_->get().method() == http::verb::head) return true;
+    if (header_used_ != 0) return false;  // the parser took the request line: its method stands
+    const auto* data = static_cast<const char*>(buffer_.data().data());
+    const auto* line_end = static_cast<const char*>(std::memchr(data, '\n', buffer_.size()));
+    if (line_end == nullptr) return false;
+    std::string line(data, line_end + 1);
+    line += "\r\n";
+    http::request_parser<http::empty_body> request_line;
+    beast::error_code ec;
+    request_line.put(net::buffer(line), ec);
+    return !ec && request_line.is_header_done() && request_line.get().method() == http::verb::head;
+  }
+
   void too_many_headers() {
     refuse(431, "too_many_headers",
            "request has more than " + std::to_string(server_.options.max_header_count) +
@@ -373,8 +391,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_header(beast::error_code ec) {
     // The answer to a HEAD, even a refusal, has no body. The method is known once the request line
-    // is parsed, even when the rest of the header then fails.
-    head_ = parser_->get().method() == http::verb::head;
+    // is parsed, or its first bytes are seen, even when the rest of the header then fails.
+    head_ = request_is_head();
     if (ec) return on_read_error(ec);
     const auto& req = parser_->get();
     std::size_t fields = 0;

@@ -823,5 +823,31 @@ TEST_F(HttpServerResponse, AHeaderOfExactlyTheAllowedFieldsAndBytesIsServedAndOn
                 {431, "too_many_headers"}, {431, "too_many_headers"}, {431, "headers_too_large"}}));
 }
 
+// A HEAD refused for its header (too many fields, or more than 64 KiB) gets no body, even when its
+// request line arrives cut before its line feed: the parser then holds the whole line until more
+// of the header comes, and the refusal comes before it has read the method.
+TEST_F(HttpServerResponse, AHeadRefusedForItsHeaderHasNoBodyEvenWhenItsRequestLineArrivedCut) {
+  HttpServerOptions o;
+  o.max_header_count = 8;
+  start(answer_ok(), 1, o);
+  std::string many_fields;
+  for (int i = 0; i < 9; ++i) many_fields += "a" + std::to_string(i) + ":1\r\n";
+  const std::string large_field = "X-Pad: " + std::string(64 * 1024, 'p') + "\r\n";
+  for (const auto& [rest, code] : std::vector<std::pair<std::string, std::string>>{
+           {many_fields, "too_many_headers"}, {large_field, "headers_too_large"}}) {
+    test::RawClient c(server_->port());
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(c.send("HEAD / HTTP/1.1\r"));
+    std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(c.send("\n" + rest));
+    const std::string answer = c.read_until_close(5s);
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"))
+        << code << ": " << answer.substr(0, 300);
+    EXPECT_TRUE(answer.ends_with("\r\n\r\n"))
+        << code << ": a body after the answer to HEAD: " << answer.substr(0, 300);
+    EXPECT_TRUE(c.closed()) << code;
+  }
+}
+
 }  // namespace
 }  // namespace hookrelay
