@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "ingest/ingest_service.h"
+#include "shared/ascii.h"
 #include "shared/config/config.h"
 #include "shared/kafka/message_producer.h"
 #include "shared/utf8.h"
@@ -81,6 +83,47 @@ inline HeadedInput split_headed(std::string_view in) {
     out.headers.emplace_back(out.lines[i].substr(0, colon), value);
   }
   return out;
+}
+
+// A request made from a HeadedInput-like layout, owning its bytes (each exactly its size, so ASan
+// sees reads past the end); view() is what a handler gets. Header names match case-insensitively,
+// the first one of a name wins, as Beast's find() does.
+struct OwnedRequest {
+  std::string method;
+  std::string target;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  HttpRequest view() const {
+    HttpRequest request;
+    request.method = method;
+    request.target = target;
+    request.body = body;
+    request.header = [this](std::string_view name) -> std::optional<std::string_view> {
+      for (const auto& [k, v] : headers) {
+        if (ascii_iequals(k, name)) return std::string_view(v);
+      }
+      return std::nullopt;
+    };
+    request.for_each_header =
+        [this](const std::function<void(std::string_view, std::string_view)>& f) {
+          for (const auto& [k, v] : headers) f(k, v);
+        };
+    return request;
+  }
+};
+
+// METHOD\nTARGET\nName: value\n...\n\nBODY (split_headed, the target where a message's first header
+// would be; "/" when there is none).
+inline OwnedRequest request_from(std::string_view in) {
+  auto parsed = split_headed(in);
+  OwnedRequest r;
+  r.method = std::string(parsed.lines[0]);
+  r.target = std::string(parsed.lines.size() > 1 ? parsed.lines[1] : std::string_view("/"));
+  r.headers.assign(parsed.headers.begin() + (parsed.lines.size() > 1 ? 1 : 0),
+                   parsed.headers.end());
+  r.body = std::string(parsed.body);
+  return r;
 }
 
 // The log lines a rejected request writes would drown libFuzzer's own output.
@@ -157,9 +200,70 @@ inline IngestFixture& ingest_fixture() {
   return *fixture;
 }
 
-// Runs one request through IngestService::handle and checks the answer: exactly one response,
-// synchronously (the producer answers at once), a real status, JSON bodies that parse.
+// Whether a request's header announces a body (a Transfer-Encoding, or a Content-Length with a
+// digit other than 0): IngestService::check_header refuses only such requests (ingest_service.h).
+inline bool announces_body(const HttpRequest& head) {
+  if (head.header("Transfer-Encoding")) return true;
+  const auto length = head.header("Content-Length");
+  return length && length->find_first_not_of('0') != std::string_view::npos;
+}
+
+// The code of a JSON error body {"error":{"code":...}}; nullopt when the body is not one.
+inline std::optional<std::string> json_error_code(std::string_view body) {
+  const auto doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object() || !doc.contains("error") || !doc["error"].is_object()) return std::nullopt;
+  const auto& error = doc["error"];
+  if (!error.contains("code") || !error["code"].is_string()) return std::nullopt;
+  return error["code"].get<std::string>();
+}
+
+inline std::string describe_headers(const std::vector<std::pair<std::string, std::string>>& hs) {
+  std::string out;
+  for (const auto& [k, v] : hs) out += "[" + k + ": " + v + "]";
+  return out;
+}
+
+// A refusal from check_header against handle()'s answer to the same request: the server answers
+// a refusal json_error(status, code, message) with its headers, so handle() must have given the
+// same status, the same JSON error (so the same code and message) and the same headers, whatever
+// the body. `what` names the service.
+inline void check_refusal_matches(const char* what, const HttpRefusal& refusal,
+                                  const HttpResponse& answer) {
+  const std::string detail =
+      std::string(what) + ": check_header " + std::to_string(refusal.status) + " " + refusal.code +
+      " '" + refusal.message + "' " + describe_headers(refusal.headers) + ", handle " +
+      std::to_string(answer.status) + " " + answer.body + " " + describe_headers(answer.headers);
+  check(refusal.status >= 400 && refusal.status <= 599, "check_header refusal not a 4xx/5xx",
+        detail);
+  check(!refusal.code.empty(), "check_header refusal without a code", detail);
+  check(answer.status == refusal.status, "check_header and handle disagree on the status", detail);
+  check(json_error_code(answer.body) == refusal.code,
+        "check_header and handle disagree on the code", detail);
+  check(answer.body == json_error(refusal.status, refusal.code, refusal.message).body,
+        "check_header and handle disagree on the error body (message)", detail);
+  check(answer.headers == refusal.headers, "check_header and handle disagree on the headers",
+        detail);
+}
+
+// What HttpServer hands check_header: the request's method, target and header, no body.
+inline HttpRequest header_only(const HttpRequest& request) {
+  HttpRequest head = request;
+  head.body = {};
+  return head;
+}
+
+// Runs one request through IngestService::check_header (as the HTTP server would, on its header
+// alone) and IngestService::handle, and checks the answer: exactly one response, synchronously
+// (the producer answers at once), a real status, JSON bodies that parse; when check_header
+// refuses, the request announced a body and handle() gives the same answer (same status, code,
+// message and headers).
 inline void handle_and_check(const HttpRequest& request) {
+  const std::optional<HttpRefusal> refusal =
+      ingest_fixture().service.check_header(header_only(request));
+  if (refusal) {
+    check(announces_body(request), "check_header refused a request that announces no body",
+          refusal->code);
+  }
   int answers = 0;
   std::optional<HttpResponse> answer;
   ingest_fixture().service.handle(request, [&](HttpResponse r) {
@@ -175,6 +279,22 @@ inline void handle_and_check(const HttpRequest& request) {
   }
   check(ingest_fixture().service.in_flight() == 0,
         "in-flight count not back to 0 after the answer");
+  if (refusal) {
+    check_refusal_matches("ingest", *refusal, *answer);
+  } else if (announces_body(request) && answer->status >= 400) {
+    // The other way round: an answer of the kind check_header gives (ingest_service.h: an unknown
+    // path or source, a method its path does not take, /v1/calls without a valid token, a webhook
+    // without its signature headers) is decided from the header alone, so check_header gives it
+    // too for a request with a body (the fixture never shuts down).
+    if (const auto code = json_error_code(answer->body)) {
+      for (std::string_view header_code :
+           {"not_found", "method_not_allowed", "unknown_source", "unauthorized",
+            "missing_signature", "malformed_signature", "missing_timestamp"}) {
+        check(*code != header_code, "handle refused from the header, check_header did not",
+              std::to_string(answer->status) + " " + answer->body);
+      }
+    }
+  }
 }
 
 }  // namespace hookrelay::fuzz

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,8 +21,11 @@ WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 def write(harness, seeds):
     d = os.path.join(HERE, "corpus", harness)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    # The seeds written here are replaced; inputs kept from crashes (regression-*) stay.
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(d):
+        if not name.startswith("regression-"):
+            os.remove(os.path.join(d, name))
     for name, data in seeds.items():
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
@@ -131,7 +133,62 @@ def ingest_seeds():
         seeds[f"probe_{probe}"] = f"GET\n/{probe}\n\n".encode()
     seeds["probe_query"] = b"GET\n/healthz?x=\xff\n\n"
     seeds["not_found"] = b"DELETE\n/v2/whatever\n\n"
+    # With a Content-Length or Transfer-Encoding, the header alone is checked too (check_header).
+    gh = BODIES["github"]
+    head = "".join(f"{k}: {v}\n" for k, v in signed_headers("github", gh).items())
+    seeds["length_signed_github"] = f"POST\n/webhooks/github\nContent-Length: {len(gh)}\n{head}\n".encode() + gh
+    seeds["length_unsigned_github"] = b"POST\n/webhooks/github\nContent-Length: 2\n\n{}"
+    seeds["length_malformed_stripe"] = b"POST\n/webhooks/stripe\nContent-Length: 2\nStripe-Signature: t=x,v1=00\n\n{}"
+    seeds["length_slack_no_timestamp"] = ("POST\n/webhooks/slack\nContent-Length: 2\nX-Slack-Signature: v0=" + "0" * 64 +
+                                          "\n\n{}").encode()
+    seeds["length_acme_no_id"] = b"POST\n/webhooks/acme\nContent-Length: 2\nwebhook-signature: v1,AAAA\n\n{}"
+    seeds["length_custom_bad_ts"] = ("POST\n/webhooks/custom\nContent-Length: 2\nX-Timestamp: -1\nX-Signature: sha256=" +
+                                     "0" * 64 + "\n\n{}").encode()
+    seeds["length_unknown_source"] = b"POST\n/webhooks/nosuch\nContent-Length: 2\n\n{}"
+    seeds["length_get_webhook"] = b"GET\n/webhooks/github\nContent-Length: 1\n\nx"
+    seeds["chunked_call_no_token"] = b"POST\n/v1/calls\nTransfer-Encoding: chunked\n\n{}"
+    seeds["length_call_bad_token"] = b"POST\n/v1/calls\nContent-Length: 2\nAuthorization: Bearer nope\n\n{}"
+    seeds["length_call"] = (f"POST\n/v1/calls\nContent-Length: 30\nAuthorization: Bearer {TOKEN}\n\n" +
+                            CALL_BODIES["call_min"]).encode()
+    seeds["length_zero_not_found"] = b"PUT\n/nope\nContent-Length: 000\n\n"
+    seeds["length_not_found"] = b"PUT\n/nope\nContent-Length: 01\n\nx"
+    seeds["length_probe_post"] = b"POST\n/healthz\nContent-Length: 1\n\nx"
     return seeds
+
+
+ADMIN_TOKEN = "adm_0123456789abcdef"  # admin_service_fuzz.cpp's admin.tokens
+
+
+def admin_service_seeds():
+    auth = f"Authorization: Bearer {ADMIN_TOKEN}\n"
+    replay = json.dumps({"keys": ["wh:github:evt_1:ci"], "reason": "fuzz"})
+    return {
+        "deliveries": f"GET\n/v1/deliveries?route=ci&state=dead&limit=10\n{auth}\n",
+        "deliveries_bad_query": f"GET\n/v1/deliveries?limit=0&since=yesterday\n{auth}\n",
+        "delivery": f"GET\n/v1/deliveries/wh%3Agithub%3Aevt_1%3Aci\n{auth}\n",
+        "delivery_ff": f"GET\n/v1/deliveries/%FF\n{auth}\n",
+        "call": f"GET\n/v1/calls/call_0123456789abcdef01234567\n{auth}\n",
+        "event": f"GET\n/v1/events/github/evt_1\n{auth}\n",
+        "replay": f"POST\n/v1/replays\n{auth}Content-Type: application/json\nIdempotency-Key: k1\n\n{replay}",
+        "replay_bad_type": f"POST\n/v1/replays\n{auth}Content-Type: text/plain\n\n{replay}",
+        "replay_get": f"GET\n/v1/replays/42\n{auth}\n",
+        "replay_bad_id": f"GET\n/v1/replays/007\n{auth}\n",
+        "routes": f"GET\n/v1/routes\n{auth}\n",
+        "suspend": f"POST\n/v1/routes/ci/suspend?reason=maintenance\n{auth}\n",
+        "resume": f"POST\n/v1/routes/ci/resume?rate=5\n{auth}\n",
+        "no_token": "GET\n/v1/deliveries\n\n",
+        "bad_token": "POST\n/v1/replays\nAuthorization: Bearer adm_wrong\nContent-Length: 2\n\n{}",
+        "basic_auth": "GET\n/v1/routes\nAuthorization: Basic YWRtOg==\n\n",
+        "lower_bearer": f"GET\n/v1/routes\nauthorization: bearer {ADMIN_TOKEN}\n\n",
+        "second_token": "GET\n/v1/routes\nAuthorization: Bearer adm_fedcba9876543210\n\n",
+        "v1_bare": "GET\n/v1\n\n",
+        "v1_slash": "GET\n/v1/\n\n",
+        "openapi": "GET\n/openapi.yaml\n\n",
+        "openapi_post": "POST\n/openapi.yaml\n\n",
+        "healthz": "GET\n/healthz\n\n",
+        "metrics": "GET\n/metrics\n\n",
+        "not_found": "GET\n/nope?x=1\n\n",
+    }
 
 
 def raw_http_seeds():
@@ -161,6 +218,113 @@ def raw_http_seeds():
     seeds["many_headers"] = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(120)) + b"\r\n"
     seeds["expect_continue"] = b"POST /webhooks/github HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}"
     return seeds
+
+
+def server_seed(request, cut=0, param=0, ending=0, hold=False, fill=False, pause=0, lengths=b""):
+    """An input of http_server_fuzz.cpp: its mode byte, its parameter byte (and, for cut 3, the
+    piece lengths), then the bytes written. cut: 0 one write, 1 pieces of param % 64 + 1 bytes,
+    2 after every LF (param odd: every CR too), 3 pieces of the lengths given (each byte + 1).
+    ending: 0 shut the sending side, 1 wait for the server to close, 2 close when quiet, 3 reset.
+    hold: another connection holds 4 KiB of the body budget; fill: idle connections fill the
+    connection cap; pause: 0-3 (none, 0.2 ms, 1 ms, 3 ms between writes)."""
+    if cut == 3:
+        param = (param & ~15) | len(lengths)
+    mode = cut | (ending << 2) | (0x10 if hold else 0) | (0x20 if fill else 0) | (pause << 6)
+    if isinstance(request, str):
+        request = request.encode()
+    return bytes([mode, param]) + (lengths if cut == 3 else b"") + request
+
+
+def http_server_seeds():
+    gh = BODIES["github"]
+    hdrs = signed_headers("github", gh)
+    hdrs.update({"Host": "ingest", "Content-Type": "application/json", "Content-Length": str(len(gh))})
+    signed = (f"POST /webhooks/github HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) +
+              "\r\n").encode() + gh
+    call = CALL_BODIES["call_full"].encode()
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    call_req = (f"POST /v1/calls HTTP/1.1\r\nHost: i\r\n{auth}Content-Length: {len(call)}\r\n\r\n").encode() + call
+    chunked = (f"POST /v1/calls HTTP/1.1\r\nHost: i\r\n{auth}Transfer-Encoding: chunked\r\n\r\n").encode() + \
+        b"10\r\n" + call[:16] + b"\r\n" + f"{len(call) - 16:x}\r\n".encode() + call[16:] + b"\r\n0\r\n\r\n"
+    many = "GET /healthz HTTP/1.1\r\n" + "".join(f"X-{i}: v\r\n" for i in range(12)) + "\r\n"
+    head_split = "HEAD /healthz HTTP/1.1\r\nHost: i\r\n\r\n"
+    pipelined = ("GET /healthz HTTP/1.1\r\nHost: i\r\n\r\nHEAD /readyz HTTP/1.1\r\nHost: i\r\n\r\n"
+                 "GET /metrics HTTP/1.1\r\nHost: i\r\n\r\n").encode() + call_req + \
+        b"HEAD /nope HTTP/1.1\r\nHost: i\r\n\r\nGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
+
+    def te(value, body=b"0\r\n\r\n"):
+        return (f"POST /v1/calls HTTP/1.1\r\nHost: i\r\n{auth}Transfer-Encoding: {value}\r\n\r\n").encode() + body
+
+    return {
+        "signed_github": server_seed(signed),
+        "signed_github_split_crlf": server_seed(signed, cut=2, param=1, pause=1),
+        "signed_github_wait": server_seed(signed, ending=1),
+        "signed_github_quiet": server_seed(signed, ending=2),
+        "signed_github_reset": server_seed(signed, ending=3),
+        "signed_github_lengths": server_seed(signed, cut=3, lengths=bytes([0, 2, 16, 0, 40, 1, 100])),
+        "call": server_seed(call_req, cut=1, param=9),
+        "too_many_headers": server_seed(many),
+        "too_many_headers_split": server_seed(many, cut=1, param=6, pause=1),
+        "head_too_many_headers": server_seed(many.replace("GET", "HEAD", 1), cut=2),
+        # Never finished: answered 431 once max_header_count + 2 lines have come, not at the end.
+        "too_many_headers_unfinished": server_seed(many[:-2], cut=2, pause=1),
+        "too_many_headers_unfinished_wait": server_seed(many[:-2], ending=1),
+        "folded_header": server_seed("GET /healthz HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", cut=2),
+        "folded_header_post": server_seed(f"POST /v1/calls HTTP/1.1\r\n{auth}X-A: a\r\n\tb\r\nContent-Length: 2\r\n\r\n{{}}"),
+        "head_split": server_seed(head_split, cut=1, param=2, pause=2),
+        "head_split_wait": server_seed(head_split, cut=3, lengths=bytes([1, 0, 5]), ending=1, pause=1),
+        # The request line cut before its LF: the parser holds it, so the 431 comes before the
+        # parser has read the method; the answer to the HEAD still has no body.
+        "head_cut_line_too_many_headers": server_seed("HEAD / HTTP/1.1\r\n" + "a:1\r\n" * 9, cut=3,
+                                                      lengths=bytes([15]), pause=3),
+        "head_refused": server_seed("HEAD /nope HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", cut=2),
+        "head_malformed": server_seed("HEAD /healthz HTTP/1.1\r\nBad Header\r\n\r\n"),
+        "head_body_too_large": server_seed("HEAD /webhooks/github HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"),
+        "pipelined": server_seed(pipelined),
+        "pipelined_split": server_seed(pipelined, cut=2, pause=1),
+        "pipelined_wait": server_seed(b"\r\n\r\n" + pipelined.rsplit(b"GET /healthz", 1)[0], ending=1),
+        "chunked": server_seed(chunked),
+        "chunked_split": server_seed(chunked, cut=1, param=4),
+        "chunked_over_budget": server_seed(chunked, hold=True),
+        "chunked_trailer": server_seed(te("chunked", b"2\r\n{}\r\n0\r\nX-T: 1\r\n\r\n")),
+        "chunk_extension": server_seed(te("chunked", b"2;name=value\r\n{}\r\n0\r\n\r\n")),
+        "chunked_bad_size": server_seed(te("chunked", b"zz\r\n{}\r\n0\r\n\r\n")),
+        "te_gzip_chunked": server_seed(te("gzip, chunked")),
+        "te_chunked_gzip": server_seed(te("chunked, gzip")),
+        "te_chunked_twice": server_seed(te("chunked, chunked")),
+        "te_identity": server_seed(te("identity", b"{}")),
+        "te_empty_elements": server_seed(te(" , chunked ,")),
+        "te_upper": server_seed(te("CHUNKED", b"2\r\n{}\r\n0\r\n\r\n")),
+        "te_and_length": server_seed((f"POST /v1/calls HTTP/1.1\r\n{auth}Content-Length: 2\r\n"
+                                      "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")),
+        "te_http10": server_seed(b"POST /v1/calls HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        "expect_continue": server_seed((f"POST /v1/calls HTTP/1.1\r\n{auth}Expect: 100-continue\r\n"
+                                        f"Content-Length: {len(call)}\r\n\r\n").encode() + call, cut=2, pause=2),
+        "expect_continue_refused": server_seed(b"POST /v1/calls HTTP/1.1\r\nExpect: 100-continue\r\n"
+                                               b"Content-Length: 2\r\n\r\n{}"),
+        "expect_continue_http10": server_seed((f"POST /v1/calls HTTP/1.0\r\n{auth}Expect: 100-continue\r\n"
+                                               "Content-Length: 2\r\n\r\n{}")),
+        "unknown_path": server_seed(b"POST /nope HTTP/1.1\r\nHost: i\r\nContent-Length: 2\r\n\r\n{}"),
+        "unknown_path_get": server_seed(b"GET /nope HTTP/1.1\r\nHost: i\r\n\r\n", ending=1),
+        "call_no_token": server_seed(b"POST /v1/calls HTTP/1.1\r\nHost: i\r\nContent-Length: 30\r\n\r\n" +
+                                     CALL_BODIES["call_min"].encode()),
+        "call_no_token_split": server_seed(b"POST /v1/calls HTTP/1.1\r\nHost: i\r\nContent-Length: 30\r\n\r\n" +
+                                           CALL_BODIES["call_min"].encode(), cut=2, param=1, ending=1),
+        "body_too_large": server_seed(b"POST /v1/calls HTTP/1.1\r\nContent-Length: 5000\r\n\r\n{}"),
+        "over_budget": server_seed(call_req.replace(f"Content-Length: {len(call)}".encode(), b"Content-Length: 3000"),
+                                   hold=True),
+        "over_cap": server_seed(b"GET /healthz HTTP/1.1\r\n\r\n", fill=True),
+        "over_cap_head": server_seed(head_split, fill=True, ending=1),
+        "empty_lines": server_seed(b"\r\n\n\r\n\nGET /healthz HTTP/1.1\r\n\r\n", cut=1),
+        "too_many_empty_lines": server_seed(b"\r\n" * 6 + b"GET /healthz HTTP/1.1\r\n\r\n"),
+        "partial_header_wait": server_seed(b"GET /healthz HTTP/1.1\r\nX-A: ", ending=1),
+        "partial_body_wait": server_seed(call_req[:-10], ending=1),
+        "partial_body_quiet": server_seed(call_req[:-10], ending=2),
+        "bad_request_line": server_seed(b"GET  /healthz  HTTP/1.1\r\n\r\n"),
+        "http10_keepalive": server_seed(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", ending=1),
+        "long_header": server_seed(b"GET /healthz HTTP/1.1\r\nX-A: " + b"a" * 3000 + b"\r\n\r\n", cut=1, param=63),
+        "empty": server_seed(b""),
+    }
 
 
 def call_request_seeds():
@@ -381,6 +545,8 @@ def dlq_seeds():
 def main():
     write("ingest_request", ingest_seeds())
     write("raw_http", raw_http_seeds())
+    write("http_server", http_server_seeds())
+    write("admin_service", admin_service_seeds())
     write("call_request", call_request_seeds())
     write("message_expander", expander_seeds())
     write("config", config_seeds())
