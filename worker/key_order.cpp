@@ -1,5 +1,6 @@
 #include "worker/key_order.h"
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <utility>
@@ -12,7 +13,15 @@ namespace hookrelay {
 namespace {
 
 constexpr int kRetryPauseMs = 500;
+// A refused publish is tried again after 1 s, doubling to 60 s while it keeps being refused: a
+// refusal that never ends (a message larger than the topic takes, an ACL) costs a produce a minute.
 constexpr int64_t kRepublishDelayMs = 1000;
+constexpr int64_t kRepublishMaxDelayMs = 60'000;
+
+int64_t republish_delay_ms(int failures) {
+  return failures >= 7 ? kRepublishMaxDelayMs
+                       : std::min(kRepublishMaxDelayMs, kRepublishDelayMs << (failures - 1));
+}
 
 }  // namespace
 
@@ -49,6 +58,13 @@ KeyOrder::KeyOrder(KeyOrderStore& store, MessageProducer& producer, prometheus::
                            "Failed Postgres round trips of ordered routes' key order, by "
                            "operation (each try of one retried)")
                        .Register(registry);
+  publish_failures_ = &prometheus::BuildCounter()
+                           .Name("hookrelay_ordered_release_publish_failures_total")
+                           .Help(
+                               "Publishes of released ordered deliveries that Kafka refused (each "
+                               "is tried again, after 1 s doubling to 60 s)")
+                           .Register(registry)
+                           .Add({});
 }
 
 KeyOrder::~KeyOrder() { stop(); }
@@ -311,19 +327,23 @@ void KeyOrder::advance(const OrderKey& key) {
   });
 }
 
-void KeyOrder::publish(WaitingDelivery w) {
+void KeyOrder::publish(WaitingDelivery w, int failures) {
   ++publishing_;
   unconfirmed_.insert(w.id);
   auto row = std::make_shared<WaitingDelivery>(std::move(w));
   producer_.produce(
       {row->topic, row->delivery_key, row->body, &row->headers},
-      [this, row](const Result<ProducedAt>& r) {
-        done([this, row, ok = r.has_value(), error = r ? std::string() : r.error().message] {
+      [this, row, failures](const Result<ProducedAt>& r) {
+        done([this, row, failures, ok = r.has_value(),
+              error = r ? std::string() : r.error().message] {
           --publishing_;
           if (!ok) {
-            spdlog::warn("msg=ordered_release_publish_failed key={} error={}",
-                         log_quote(row->delivery_key), log_quote(error));
-            republish_.emplace_back(0, std::move(*row));
+            publish_failures_->Increment();
+            spdlog::warn(
+                "msg=ordered_release_publish_failed key={} error={} failures={} retry_in_ms={}",
+                log_quote(row->delivery_key), log_quote(error), failures + 1,
+                republish_delay_ms(failures + 1));
+            republish_.push_back({0, failures + 1, std::move(*row)});
             return;
           }
           const int64_t id = row->id;
@@ -346,13 +366,18 @@ void KeyOrder::poll(int64_t now) {
     ready.swap(completions_);
   }
   for (auto& c : ready) c();
-  while (!republish_.empty()) {
-    auto& [due, row] = republish_.front();
-    if (due == 0) due = now + kRepublishDelayMs;
-    if (due > now) break;
-    WaitingDelivery w = std::move(row);
-    republish_.pop_front();
-    publish(std::move(w));
+  if (republishing_ && !republish_.empty()) {
+    std::vector<Refused> due;
+    for (auto it = republish_.begin(); it != republish_.end();) {
+      if (it->due == 0) it->due = now + republish_delay_ms(it->failures);
+      if (it->due > now) {
+        ++it;
+        continue;
+      }
+      due.push_back(std::move(*it));
+      it = republish_.erase(it);
+    }
+    for (auto& r : due) publish(std::move(r.row), r.failures);
   }
   if (looking_ && now >= next_refresh_ && !refreshing_) {
     next_refresh_ = now + options_.refresh_ms;
@@ -429,8 +454,8 @@ bool KeyOrder::idle() const {
   std::lock_guard lock(mu_);
   // Round trips without a job count too: an advance still queued at a stop would leave its key's
   // next delivery unreleased until another worker's look finds the head finished (10 s or more).
-  return jobs_.empty() && publishing_ == 0 && republish_.empty() && completions_.empty() &&
-         tasks_.empty() && tasks_running_ == 0;
+  return jobs_.empty() && publishing_ == 0 && (republish_.empty() || !republishing_) &&
+         completions_.empty() && tasks_.empty() && tasks_running_ == 0;
 }
 
 }  // namespace hookrelay

@@ -125,6 +125,10 @@ class KeyOrder {
   // No more looks from now on (a stop: idle() then waits only for this worker's own round trips,
   // not for a look started every refresh_ms).
   void stop_looking() { looking_ = false; }
+  // A stop after a fatal error (Kafka takes no more): refused publishes are not tried again, and
+  // idle() no longer waits for them. Their rows stay unconfirmed in Postgres; whoever looks at the
+  // key next publishes them (publish_unreleased), as after a crash.
+  void stop_republishing() { republishing_ = false; }
 
   bool idle() const;
   std::size_t held_keys() const { return keys_.size(); }
@@ -147,7 +151,7 @@ class KeyOrder {
   // setting it to wait gives back (0: its record gives it back).
   static WaitingDelivery waiting_row(const Job& job);
   static int64_t waiting_lease(const Job& job);
-  void publish(WaitingDelivery w);
+  void publish(WaitingDelivery w, int failures = 0);
   void done(Completion c);  // any thread
   void refresh();
   void merge(const std::vector<HeldKey>& held);
@@ -159,8 +163,14 @@ class KeyOrder {
   std::function<void()> wake_;
   KeyOrderOptions options_;
   std::map<OrderKey, KeyState> keys_;
-  std::unordered_map<Job*, std::unique_ptr<Job>> jobs_;        // with the store
-  std::deque<std::pair<int64_t, WaitingDelivery>> republish_;  // refused publishes: (due, row)
+  std::unordered_map<Job*, std::unique_ptr<Job>> jobs_;  // with the store
+  struct Refused {
+    int64_t due = 0;  // 0: from the next poll() on, one delay after it
+    int failures = 1;
+    WaitingDelivery row;
+  };
+  std::vector<Refused> republish_;  // refused publishes, each tried again at its due time
+  bool republishing_ = true;
   std::set<int64_t> unconfirmed_;  // rows published (or to be) whose released() is not yet done
   int64_t next_refresh_ = 0;
   bool refreshing_ = false;
@@ -175,6 +185,7 @@ class KeyOrder {
   prometheus::Family<prometheus::Counter>* waits_;
   prometheus::Family<prometheus::Counter>* releases_;
   prometheus::Family<prometheus::Counter>* store_errors_;
+  prometheus::Counter* publish_failures_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

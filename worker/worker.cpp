@@ -946,6 +946,7 @@ void Worker::drain_for_shutdown() {
                                     (d_.key_order && !d_.key_order->idle()))) {
     int64_t now = d_.now_ms();
     drain_events(now, true);
+    if (d_.key_order && fatal()) d_.key_order->stop_republishing();
     if (d_.key_order) d_.key_order->poll(now);
     store_.flush_records(now);
     store_.flush_audit(now);

@@ -327,6 +327,56 @@ TEST_F(KeyOrderTest, WaitingDeliveriesAreStoredWithTheirRetryMessageAndReleasedI
   EXPECT_TRUE(order.idle());
 }
 
+// A release Kafka keeps refusing (a message larger than the topic takes, an ACL) is tried again
+// after 1 s, doubling to 60 s, and counted; after a fatal error a stop no longer waits for it (its
+// row stays unconfirmed in Postgres for whoever looks next). The old key order tried it every
+// second for good, and a stop waited its whole grace for it.
+TEST_F(KeyOrderTest, AReleaseKafkaKeepsRefusingIsTriedLessOftenAndDoesNotHoldAFatalStop) {
+  auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k");
+  fail(d1);
+  wait(d2);
+  resolve(d1);
+  ASSERT_EQ(producer.sent.size(), 1u);
+  // Kafka refuses every publish; ten minutes of polls, one every 100 ms.
+  std::size_t answered = 0;
+  std::vector<int64_t> tried_at{now};
+  for (int64_t t = now; t <= now + 600'000; t += 100) {
+    for (; answered < producer.sent.size(); ++answered) {
+      std::exchange(producer.sent[answered].done, nullptr)(
+          hookrelay::fail("kafka_msg_size_too_large", "Broker: Message size too large"));
+    }
+    const std::size_t before = producer.sent.size();
+    order.poll(t);
+    order.poll(t);
+    if (producer.sent.size() > before) tried_at.push_back(t);
+  }
+  ASSERT_GE(tried_at.size(), 8u);
+  EXPECT_LE(tried_at.size(), 17u) << "a publish a second would be about 600";
+  std::vector<int64_t> gaps;
+  for (std::size_t i = 1; i < tried_at.size(); ++i) gaps.push_back(tried_at[i] - tried_at[i - 1]);
+  EXPECT_NEAR(static_cast<double>(gaps[0]), 1000, 200);
+  EXPECT_NEAR(static_cast<double>(gaps[1]), 2000, 200);
+  EXPECT_NEAR(static_cast<double>(gaps[2]), 4000, 200);
+  EXPECT_NEAR(static_cast<double>(gaps.back()), 60'000, 200) << "the delay stops at 60 s";
+  double counted = 0;
+  for (const auto& f : registry.Collect()) {
+    if (f.name == "hookrelay_ordered_release_publish_failures_total")
+      counted = f.metric.at(0).counter.value;
+  }
+  EXPECT_EQ(counted, static_cast<double>(answered));
+  for (; answered < producer.sent.size(); ++answered) {
+    std::exchange(producer.sent[answered].done, nullptr)(hookrelay::fail("kafka_fatal", "fatal"));
+  }
+  order.poll(now + 600'000);
+  EXPECT_FALSE(order.idle()) << "a refused publish is still to try";
+  order.stop_republishing();
+  EXPECT_TRUE(order.idle());
+  const std::size_t sent = producer.sent.size();
+  order.poll(now + 700'000);
+  EXPECT_EQ(producer.sent.size(), sent) << "nothing published after stop_republishing()";
+  EXPECT_EQ(store.keys.at({"acme", "a", "k"}).waiting.size(), 1u) << "the row stays in Postgres";
+}
+
 TEST_F(KeyOrderTest, AReleasedHeadFinishingBeforeItsPublishIsConfirmedIsNotPublishedAgain) {
   auto d1 = ordered("e1", "k"), d2 = ordered("e2", "k"), d3 = ordered("e3", "k");
   fail(d1);
