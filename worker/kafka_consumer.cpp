@@ -447,6 +447,7 @@ void KafkaConsumer::look_up_committed(const std::vector<TopicPartition>& assigne
         "msg=committed_offsets_unknown partitions={} error={} note=\"consumer lag counts "
         "from the log's start until a message is read\"",
         ask.size(), log_quote(rd_kafka_err2str(e)));
+    if (listener_.on_error) listener_.on_error(kafka_error(e).code);
     return;
   }
   for (int i = 0; i < l->cnt; ++i) {

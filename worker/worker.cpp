@@ -173,6 +173,7 @@ void Worker::step() {
             "msg=ordered_look_late waited_ms={} action=\"taking the assigned partitions; keys "
             "their previous owner held are learned at the next look that comes back\"",
             kOrderLookLimitMs);
+        d_.metrics->ordered_look_late();
       }
       order_look_ = 0;
       intake_.release_order_holds();

@@ -53,6 +53,12 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
       &reg(prometheus::BuildCounter(), r, "hookrelay_worker_pause_deferrals_total",
            "Deliveries sent to wait in a retry tier until their host's Retry-After pause ends")
            .Add({});
+  ordered_looks_late_ =
+      &reg(prometheus::BuildCounter(), r, "hookrelay_ordered_looks_late_total",
+           "Assignments whose partitions were taken before the look at the keys other workers "
+           "held came back (Postgres failing or slow): keys held elsewhere are learned at the "
+           "next look, and a delivery of one may be sent ahead of its key's head meanwhile")
+           .Add({});
   lease_requeues_ =
       &reg(prometheus::BuildCounter(), r, "hookrelay_worker_lease_requeues_total",
            "Claimed deliveries not sent because they waited for their host, route or rate until "

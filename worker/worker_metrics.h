@@ -48,6 +48,8 @@ class WorkerMetrics {
   // A delivery sent to wait in a retry tier because a Retry-After paused its host for long.
   void pause_deferral() { pause_deferrals_->Increment(); }
   void lease_requeue() { lease_requeues_->Increment(); }
+  // Assigned partitions taken before the look at the keys their previous owner held came back.
+  void ordered_look_late() { ordered_looks_late_->Increment(); }
   // A copy leased elsewhere whose retry Kafka refused for good, kept to be claimed again once the
   // holder's lease has ended.
   void lease_wait() { lease_waits_->Increment(); }
@@ -96,6 +98,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* circuits_;
   prometheus::Counter* circuit_deferrals_;
   prometheus::Counter* pause_deferrals_;
+  prometheus::Counter* ordered_looks_late_;
   prometheus::Counter* lease_requeues_;
   prometheus::Counter* lease_waits_;
   prometheus::Family<prometheus::Counter>* filtered_;

@@ -222,7 +222,8 @@ TEST_F(KeyOrderTest, AReleasedDeliveryKeepsTheExactBytesOfItsHeaders) {
 
 // The read of the held keys before consuming fails (here: ordered_keys locked past the worker's
 // statement_timeout, as a key table too large to read in time does). The worker goes on, counts
-// it, and learns the keys at a later look. The old worker exited 1, and a restarted one met the
+// it, takes its partitions after 10 s without the look (counted too), and learns the keys at a
+// later look. The old worker exited 1, and a restarted one met the
 // same table: every worker of the fleet in a crash loop.
 class KeyOrderStartTest : public WorkerTest {
  protected:
@@ -242,6 +243,9 @@ TEST_F(KeyOrderStartTest, AFailedReadOfTheHeldKeysAtStartDoesNotStopTheWorker) {
   ASSERT_TRUE(w) << w.error().message;
   EXPECT_TRUE(stack_->worker(*w).process.running());
   EXPECT_GE(worker_metric(*w, "hookrelay_ordered_store_errors_total", {"op=\"held\""}), 1);
+  // The look after the assignment fails too: the partitions are taken after 10 s, counted.
+  EXPECT_TRUE(eventually(
+      [&] { return worker_metric(*w, "hookrelay_ordered_looks_late_total") >= 1; }, 25s));
   lock->commit();
   lock.reset();
   // It works as ever once the table answers: a key's failures keep its events in sequence.
