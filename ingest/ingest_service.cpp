@@ -109,6 +109,8 @@ class IngestService::InFlight {
 IngestService::IngestService(const Config& config, MessageProducer& producer,
                              std::shared_ptr<prometheus::Registry> registry, Clock now_ms)
     : snapshot_(make_snapshot(std::make_shared<const Config>(config))),
+      max_headers_(static_cast<std::size_t>(config.ingest.max_headers)),
+      metrics_on_own_listener_(!config.ingest.metrics_listen.empty()),
       producer_(producer),
       registry_(std::move(registry)),
       metrics_(*registry_,
@@ -142,7 +144,7 @@ void IngestService::handle(const HttpRequest& request, Responder respond) {
   Route to = route(request, *snap->config);
   switch (to.to) {
     case Route::To::kWebhook:
-      return webhook(*to.source, *snap->config, request, std::move(respond));
+      return webhook(*to.source, request, std::move(respond));
     case Route::To::kCall:
       return call(*snap, request, std::move(respond));
     case Route::To::kProbe:
@@ -186,7 +188,7 @@ IngestService::Route IngestService::route(const HttpRequest& request, const Conf
       return refusal("call", "-", 401, "unauthorized", why, {{"WWW-Authenticate", "Bearer"}});
     return Route{.to = Route::To::kCall};
   }
-  if (path == "/metrics" && !config.ingest.metrics_listen.empty()) {
+  if (path == "/metrics" && metrics_on_own_listener_) {
     return refusal("other", "-", 404, "not_found",
                    "no such endpoint: /metrics is served on the operations listener "
                    "(ingest.metrics_listen), not on this one");
@@ -317,8 +319,8 @@ bool IngestService::authorized(const HttpRequest& request, const Config& config,
   return ok;
 }
 
-void IngestService::webhook(const SourceConfig& source, const Config& config,
-                            const HttpRequest& request, Responder respond) {
+void IngestService::webhook(const SourceConfig& source, const HttpRequest& request,
+                            Responder respond) {
   // Counted before the check: a drain that began before it is seen here, and one that begins after
   // sees this request in flight.
   InFlight counted(*this);
@@ -338,7 +340,7 @@ void IngestService::webhook(const SourceConfig& source, const Config& config,
   headers.push_back({std::string(header::kReceivedAt), std::to_string(now)});
   // What the worker will send on: held to the rule it checks (ForwardedHeaderCheck), so nothing
   // accepted here is refused there as malformed.
-  ForwardedHeaderCheck forwarded(static_cast<std::size_t>(config.ingest.max_headers));
+  ForwardedHeaderCheck forwarded(max_headers_);
   request.for_each_header([&headers, &forwarded](std::string_view name, std::string_view value) {
     std::string forwarded_name;
     forwarded_name.reserve(header::kForwardPrefix.size() + name.size());

@@ -45,7 +45,8 @@ class IngestService {
 
   // A reloaded config (sources, secrets, api_tokens, retry defaults, retry_after_seconds): new
   // requests use it from the next one on; a request already being handled finishes under the
-  // config it started with. Any thread.
+  // config it started with. What needs a restart (restart_only_changes: ingest.max_headers,
+  // ingest.metrics_listen) stays as the service started. Any thread.
   void reload(std::shared_ptr<const Config> config);
 
   void handle(const HttpRequest& request, Responder respond);
@@ -106,8 +107,7 @@ class IngestService {
   void count(const Refusal& refusal);
   void refuse(Refusal refusal, const Responder& respond);
 
-  void webhook(const SourceConfig& source, const Config& config, const HttpRequest& request,
-               Responder respond);
+  void webhook(const SourceConfig& source, const HttpRequest& request, Responder respond);
   void call(const Snapshot& snap, const HttpRequest& request, Responder respond);
   void probe(std::string_view path, const Responder& respond);
   // One request counted in in_flight(); defined in ingest_service.cpp.
@@ -132,6 +132,10 @@ class IngestService {
   std::string retry_after() const;
 
   std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
+  // Restart-only settings, as the service started: the HTTP server counts header fields up to the
+  // max_headers it was built with, and the operations listener exists or not.
+  const std::size_t max_headers_;
+  const bool metrics_on_own_listener_;
   MessageProducer& producer_;
   std::shared_ptr<prometheus::Registry> registry_;
   IngestMetrics metrics_;

@@ -13,6 +13,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include <boost/asio/ip/address.hpp>
+
 #include "shared/ascii.h"
 #include "shared/config/lease_window.h"
 #include "shared/http/http_url.h"
@@ -32,9 +34,25 @@ struct ConfigError {
 
 std::string join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "." + b; }
 
+// Whether a field's value is a secret (a source's secrets, a token, a route's signing secrets or
+// header values, a password): no error message shows any part of it.
+enum class Secret { kNo, kYes };
+
+// How environment variables are named: ^[A-Z_][A-Z0-9_]*$. What is between ${ and } in a secret
+// and not named so may be part of the secret itself (a literal "k9${Qx7pL2}z").
+bool looks_like_env_name(std::string_view name) {
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name.front()))) return false;
+  for (char c : name) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  }
+  return true;
+}
+
 // Replaces ${VAR} with its value. An unset variable is an error naming the field and variable
-// (never the value). "$$" is a literal "$".
-std::string expand(const std::string& in, const std::string& field, const EnvLookup& env) {
+// (never the value; in a secret, the variable only when its name looks like one). "$$" is a
+// literal "$".
+std::string expand(const std::string& in, const std::string& field, const EnvLookup& env,
+                   Secret secret = Secret::kNo) {
   std::string out;
   for (std::size_t i = 0; i < in.size(); ++i) {
     if (in[i] == '$' && i + 1 < in.size() && in[i + 1] == '$') {
@@ -45,6 +63,11 @@ std::string expand(const std::string& in, const std::string& field, const EnvLoo
       if (end == std::string::npos) bad(field, "unterminated ${ in value");
       std::string name = in.substr(i + 2, end - i - 2);
       auto value = env(name);
+      if (!value && secret == Secret::kYes && !looks_like_env_name(name)) {
+        bad(field,
+            "references an environment variable that is not set (its name is not shown: in a "
+            "secret it may be part of the value; write $$ for a literal $)");
+      }
       if (!value) bad(field, "environment variable " + name + " is not set");
       out += *value;
       i = end;
@@ -68,9 +91,10 @@ void only_keys(const YAML::Node& node, const std::string& field,
   }
 }
 
-std::string str(const YAML::Node& n, const std::string& field, const EnvLookup& env) {
+std::string str(const YAML::Node& n, const std::string& field, const EnvLookup& env,
+                Secret secret = Secret::kNo) {
   if (!n.IsScalar()) bad(field, "must be a string");
-  return expand(n.as<std::string>(), field, env);
+  return expand(n.as<std::string>(), field, env, secret);
 }
 
 // A whole number in decimal, with an optional sign (YAML 1.2's core schema: 010 is ten). yaml-cpp
@@ -149,11 +173,11 @@ bool boolean(const YAML::Node& n, const std::string& field) {
 }
 
 std::vector<std::string> strings(const YAML::Node& n, const std::string& field,
-                                 const EnvLookup& env) {
+                                 const EnvLookup& env, Secret secret = Secret::kNo) {
   if (!n.IsSequence()) bad(field, "must be a list");
   std::vector<std::string> out;
   for (std::size_t i = 0; i < n.size(); ++i) {
-    out.push_back(str(n[i], field + "[" + std::to_string(i) + "]", env));
+    out.push_back(str(n[i], field + "[" + std::to_string(i) + "]", env, secret));
   }
   return out;
 }
@@ -186,9 +210,29 @@ bool valid_header_name(const std::string& s) {
   return true;
 }
 
-void check_listen(const std::string& v, const std::string& field) {
+HostPort check_listen(const std::string& v, const std::string& field) {
   auto hp = parse_host_port(v, field);
   if (!hp) throw ConfigError{hp.error().message};
+  return *hp;
+}
+
+// Whether two listeners would be bound to one port: both bind with SO_REUSEPORT, so the second
+// bind succeeds and the kernel spreads connections between them. The same port is shared when the
+// addresses are equal (however written: 127.0.0.1 and ::ffff:127.0.0.1, 0.0.0.0:8080 and
+// 0.0.0.0:08080) or either is a wildcard (0.0.0.0, ::).
+bool share_a_port(const HostPort& a, const HostPort& b) {
+  if (a.port != b.port) return false;
+  auto normal = [](const std::string& host) {
+    auto address = boost::asio::ip::make_address(host);
+    if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+      return boost::asio::ip::address(
+          boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, address.to_v6()));
+    }
+    return address;
+  };
+  const auto x = normal(a.host);
+  const auto y = normal(b.host);
+  return x == y || x.is_unspecified() || y.is_unspecified();
 }
 
 // The host key is derived here once, so the worker never parses a route's URL per delivery.
@@ -209,7 +253,7 @@ SourceConfig parse_source(const std::string& name, const YAML::Node& n, const st
   if (!n["scheme"]) bad(join(field, "scheme"), "is required");
   s.scheme = parse_scheme(str(n["scheme"], join(field, "scheme"), env), join(field, "scheme"));
   if (!n["secrets"]) bad(join(field, "secrets"), "is required (at least one secret)");
-  s.secrets = strings(n["secrets"], join(field, "secrets"), env);
+  s.secrets = strings(n["secrets"], join(field, "secrets"), env, Secret::kYes);
   if (s.secrets.empty()) bad(join(field, "secrets"), "must list at least one secret");
   for (std::size_t i = 0; i < s.secrets.size(); ++i) {
     if (s.secrets[i].empty())
@@ -245,6 +289,20 @@ SourceConfig parse_source(const std::string& name, const YAML::Node& n, const st
         bad(join(field, k),
             std::string("applies only to scheme hmac, not ") + scheme_name(s.scheme));
     }
+  }
+  // Only a signed timestamp is held to the tolerance (shared/signing/signature_verifier.cpp):
+  // on a scheme without one, the setting would bound no replay while it looked as if it did.
+  const bool checks_timestamp = s.scheme == SchemeKind::kStandardWebhooks ||
+                                s.scheme == SchemeKind::kStripe || s.scheme == SchemeKind::kSlack ||
+                                (s.scheme == SchemeKind::kHmac && !s.timestamp_header.empty());
+  if (n["tolerance_seconds"] && !checks_timestamp) {
+    bad(join(field, "tolerance_seconds"),
+        s.scheme == SchemeKind::kHmac
+            ? std::string("applies only with timestamp_header: scheme hmac without one checks no "
+                          "timestamp, so nothing bounds a replay")
+            : std::string("scheme ") + scheme_name(s.scheme) +
+                  " signs no timestamp, so nothing bounds a replay; it applies only to "
+                  "standard-webhooks, stripe, slack and hmac with timestamp_header");
   }
   if (s.scheme == SchemeKind::kStandardWebhooks) {
     for (std::size_t i = 0; i < s.secrets.size(); ++i) {
@@ -322,7 +380,7 @@ std::vector<std::pair<std::string, std::string>> parse_route_headers(const YAML:
     if (auto why = refused_header(name); !why.empty()) bad(f, "cannot be set per route: " + why);
     if (!seen.insert(ascii_lower(name)).second)
       bad(f, "is given twice (header names are case-insensitive)");
-    auto value = str(kv.second, f, env);
+    auto value = str(kv.second, f, env, Secret::kYes);
     if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
       bad(f, "value contains CR, LF or NUL (after ${VAR} expansion)");
     }
@@ -521,11 +579,11 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
     }
   };
   if (n["secret"]) {
-    r.secrets.push_back(str(n["secret"], join(field, "secret"), env));
+    r.secrets.push_back(str(n["secret"], join(field, "secret"), env, Secret::kYes));
     check_secret(r.secrets.back(), join(field, "secret"));
   }
   if (n["secrets"]) {
-    r.secrets = strings(n["secrets"], join(field, "secrets"), env);
+    r.secrets = strings(n["secrets"], join(field, "secrets"), env, Secret::kYes);
     if (r.secrets.empty())
       bad(join(field, "secrets"), "must list at least one secret (or leave the key out)");
     if (r.secrets.size() > 8) bad(join(field, "secrets"), "at most 8 secrets");
@@ -570,6 +628,15 @@ RouteConfig parse_route(const YAML::Node& n, const std::string& field, const Env
   return r;
 }
 
+// librdkafka properties that hold a secret: sasl.password, ssl.key.password, ssl.key.pem,
+// sasl.oauthbearer.client.secret, sasl.oauthbearer.config and the like.
+Secret secret_property(const std::string& key) {
+  const bool secret = key.find("password") != std::string::npos ||
+                      key.find("secret") != std::string::npos || key.rfind("ssl.key", 0) == 0 ||
+                      key == "sasl.oauthbearer.config";
+  return secret ? Secret::kYes : Secret::kNo;
+}
+
 std::map<std::string, std::string> kafka_properties(const YAML::Node& n, const std::string& field,
                                                     const EnvLookup& env) {
   std::map<std::string, std::string> out;
@@ -577,7 +644,7 @@ std::map<std::string, std::string> kafka_properties(const YAML::Node& n, const s
   if (!n.IsMap()) bad(field, "must be a mapping of librdkafka properties");
   for (const auto& kv : n) {
     auto key = kv.first.as<std::string>();
-    out[key] = str(kv.second, field + "." + key, env);
+    out[key] = str(kv.second, field + "." + key, env, secret_property(key));
   }
   return out;
 }
@@ -724,7 +791,7 @@ void parse_admin(const YAML::Node& a, AdminConfig& ac, const EnvLookup& env) {
   only_keys(a, "admin", {"listen", "tokens", "threads", "max_replay_keys", "statement_timeout_ms"});
   if (a["listen"]) ac.listen = str(a["listen"], "admin.listen", env);
   if (a["tokens"]) {
-    ac.tokens = strings(a["tokens"], "admin.tokens", env);
+    ac.tokens = strings(a["tokens"], "admin.tokens", env, Secret::kYes);
     for (std::size_t i = 0; i < ac.tokens.size(); ++i) {
       if (ac.tokens[i].size() < 16)
         bad("admin.tokens[" + std::to_string(i) + "]", "must be at least 16 characters");
@@ -773,9 +840,11 @@ void parse_topics(const YAML::Node& t, TopicsConfig& tc) {
   }
 }
 
-Config parse(const YAML::Node& root, const EnvLookup& env) {
+Config parse(const YAML::Node& document, const EnvLookup& env) {
   Config c;
-  if (!root || root.IsNull()) return c;
+  // An empty file is every default, with the environment's overrides and the checks below.
+  const YAML::Node root =
+      document && !document.IsNull() ? document : YAML::Node(YAML::NodeType::Map);
   only_keys(root, "",
             {"kafka", "topics", "ingest", "sources", "api_tokens", "routes", "postgres", "worker",
              "retry", "log_level", "admin"});
@@ -843,7 +912,7 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
     }
   }
   if (auto t = root["api_tokens"]) {
-    c.api_tokens = strings(t, "api_tokens", env);
+    c.api_tokens = strings(t, "api_tokens", env, Secret::kYes);
     for (std::size_t i = 0; i < c.api_tokens.size(); ++i) {
       if (c.api_tokens[i].size() < 16)
         bad("api_tokens[" + std::to_string(i) + "]", "must be at least 16 characters");
@@ -871,7 +940,8 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
   }
   if (auto p = root["postgres"]) {
     only_keys(p, "postgres", {"url"});
-    if (p["url"]) c.postgres.url = str(p["url"], "postgres.url", env);
+    // The URL may hold the database password.
+    if (p["url"]) c.postgres.url = str(p["url"], "postgres.url", env, Secret::kYes);
   }
   if (auto w = root["worker"]) {
     only_keys(w, "worker",
@@ -970,13 +1040,16 @@ Config parse(const YAML::Node& root, const EnvLookup& env) {
                                         "), got " + std::to_string(c.topics.max_message_bytes) +
                                         ": the broker would refuse what ingest accepted");
   }
-  check_listen(c.ingest.listen, "ingest.listen");
+  const HostPort ingest_listen = check_listen(c.ingest.listen, "ingest.listen");
   if (!c.ingest.metrics_listen.empty()) {
-    check_listen(c.ingest.metrics_listen, "ingest.metrics_listen");
-    if (c.ingest.metrics_listen == c.ingest.listen)
+    const HostPort metrics = check_listen(c.ingest.metrics_listen, "ingest.metrics_listen");
+    if (share_a_port(metrics, ingest_listen)) {
       bad("ingest.metrics_listen",
           "must differ from ingest.listen (" + c.ingest.listen +
-              "): it is the listener that keeps /metrics off the public one");
+              "): it is the listener that keeps /metrics off the public one, and on the same "
+              "port (the same address, or a wildcard 0.0.0.0 or :: on either) the two would "
+              "share the port's connections");
+    }
   }
   check_listen(c.worker.listen, "worker.listen");
   check_listen(c.admin.listen, "admin.listen");
@@ -999,8 +1072,14 @@ void refuse_repeated_keys(const YAML::Node& node, const std::string& field, int 
   }
   if (!node.IsMap()) return;
   std::set<std::string> seen;
+  const std::string where = field.empty() ? "(top level)" : field;
   for (const auto& kv : node) {
-    if (!kv.first.IsScalar()) continue;  // refused by parse() as not a name
+    // Every key of a config is a name. A null key (~, null, or none) would read as "null" and a
+    // list or mapping as nothing at all.
+    if (kv.first.IsSequence() || kv.first.IsMap())
+      bad(where, "has a list or mapping as a key; keys are names");
+    if (!kv.first.IsScalar())
+      bad(where, "has a null key (~ or null); keys are names (quote \"null\" to mean the word)");
     auto key = kv.first.as<std::string>();
     const std::string path = join(field, key);
     if (!seen.insert(key).second) bad(path, "given twice in one mapping");
@@ -1060,6 +1139,16 @@ Result<HostPort> parse_host_port(const std::string& text, const std::string& fie
   long p = std::stol(port);
   if (p > 65535) return fail("config", field + ": port must be 0-65535, got " + port);
   hp.port = static_cast<uint16_t>(p);
+  // The host is bound as given (HttpServer), never resolved: a name would pass here and then
+  // stop the service at start.
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(hp.host, ec);
+  if (ec) {
+    return fail("config", field +
+                              ": host must be an IP address (such as 127.0.0.1, 0.0.0.0 or "
+                              "[::1]), not a name, got '" +
+                              hp.host + "'");
+  }
   return hp;
 }
 
@@ -1163,7 +1252,14 @@ const RouteConfig* route_config(const Config& config, std::string_view source,
 
 Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env) {
   try {
-    YAML::Node root = YAML::Load(yaml_text);
+    // One document: YAML::Load would read the first and drop the rest without a word (routes
+    // after a `---` would vanish).
+    const std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
+    if (documents.size() > 1) {
+      bad("(top level)", "the configuration has " + std::to_string(documents.size()) +
+                             " YAML documents ('---'); put everything in one");
+    }
+    YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
     long budget = 1000000;
     refuse_repeated_keys(root, "", 0, budget);
     return parse(root, env);

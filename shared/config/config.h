@@ -297,7 +297,8 @@ int64_t topic_max_message_bytes(const Config& config);
 // Reads the file, then parse_config. The error names the file when it cannot be read.
 Result<Config> load_config_file(const std::string& path, const EnvLookup& env);
 
-// Splits "host:port" / "[v6]:port". Error names `field`.
+// Splits a listen address, "host:port" / "[v6]:port". The host must be an IP address: it is bound
+// as given, never resolved. Error names `field`.
 struct HostPort {
   std::string host;
   uint16_t port = 0;

@@ -558,6 +558,196 @@ TEST(Config, AProducerTimeoutThatRestatesProduceTimeoutMsIsAllowed) {
   ASSERT_TRUE(c) << c.error().message;
 }
 
+// A file of two YAML documents read as its first alone: `routes:` after a `---` vanished and the
+// config was taken without them. Refused, so nothing written is silently dropped.
+TEST(Config, ASecondYamlDocumentIsRefusedRatherThanDropped) {
+  const std::string sources = "sources: { gh: { scheme: github, secrets: [a] } }\n";
+  const std::string routes = "routes: { gh: [ { name: ci, url: \"http://127.0.0.1:9/ci\" } ] }\n";
+  expect_refused(
+      "", {{sources + "---\n" + routes,
+            "(top level): the configuration has 2 YAML documents ('---'); put everything in one"},
+           {"---\n" + sources + "---\n" + routes + "---\nlog_level: debug\n",
+            "the configuration has 3 YAML documents"},
+           {sources + "---\n", "the configuration has 2 YAML documents"},
+           {sources + "...\n---\n" + routes, "the configuration has 2 YAML documents"}});
+  // A document may be introduced by `---` (and closed by `...`); one document is taken whole.
+  auto one = parse_config("---\n" + sources + routes + "...\n", env_of({}));
+  ASSERT_TRUE(one) << one.error().message;
+  EXPECT_EQ(one->routes.at("gh").size(), 1u);
+  // The checks over a single document still hold: a key given twice is refused.
+  expect_refused("", {{"---\nworker: {}\nworker: {}\n", "worker: given twice"}});
+}
+
+// ingest.metrics_listen and ingest.listen both bind with SO_REUSEPORT: on one port the second
+// bind succeeds and the kernel spreads the public listener's connections over both. Whether they
+// share a port is decided from the addresses, not from how they are written.
+TEST(Config, TheMetricsListenerMayNotShareThePublicListenersPort) {
+  const std::map<std::string, std::string> shared = {
+      {R"(listen: "0.0.0.0:8080", metrics_listen: "0.0.0.0:08080")", "0.0.0.0:8080"},
+      {R"(listen: "0.0.0.0:8080", metrics_listen: "127.0.0.1:8080")", "0.0.0.0:8080"},
+      {R"(listen: "127.0.0.1:8080", metrics_listen: "0.0.0.0:8080")", "127.0.0.1:8080"},
+      {R"(listen: "127.0.0.1:8080", metrics_listen: "[::]:8080")", "127.0.0.1:8080"},
+      {R"(listen: "[::1]:8080", metrics_listen: "[0:0:0:0:0:0:0:1]:8080")", "[::1]:8080"},
+      {R"(listen: "127.0.0.1:8080", metrics_listen: "[::ffff:127.0.0.1]:8080")", "127.0.0.1:8080"}};
+  for (const auto& [yaml, listen] : shared) {
+    auto r = parse_config("ingest: { " + yaml + " }", env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    EXPECT_EQ(r.error().message.rfind(
+                  "ingest.metrics_listen: must differ from ingest.listen (" + listen + ")", 0),
+              0u)
+        << yaml << ": " << r.error().message;
+  }
+  for (const char* yaml : {R"(listen: "0.0.0.0:8080", metrics_listen: "0.0.0.0:9101")",
+                           R"(listen: "127.0.0.1:8080", metrics_listen: "127.0.0.2:8080")",
+                           R"(listen: "127.0.0.1:8080", metrics_listen: "[::1]:8080")"}) {
+    auto c = parse_config(std::string("ingest: { ") + yaml + " }", env_of({}));
+    EXPECT_TRUE(c) << yaml << ": " << c.error().message;
+  }
+  // The environment's overrides are held to the same rule.
+  auto env = parse_config("ingest: { metrics_listen: \"127.0.0.1:9101\" }",
+                          env_of({{"HOOKRELAY_INGEST_LISTEN", "0.0.0.0:9101"}}));
+  ASSERT_FALSE(env);
+  EXPECT_EQ(env.error().message.rfind("ingest.metrics_listen: must differ", 0), 0u)
+      << env.error().message;
+}
+
+// A listen address is bound as written, never resolved: a host name passed `config check` and a
+// reload, then stopped the service at start. Refused naming the field.
+TEST(Config, AListenAddressMustBeAnIpAddressNotAName) {
+  expect_refused("",
+                 {{R"(ingest: { listen: "localhost:8080" })",
+                   "ingest.listen: host must be an IP address (such as 127.0.0.1, 0.0.0.0 or "
+                   "[::1]), not a name, got 'localhost'"},
+                  {R"(ingest: { metrics_listen: "metrics.internal:9101" })",
+                   "ingest.metrics_listen: host must be an IP address"},
+                  {R"(worker: { listen: "localhost:9100" })", "worker.listen: host must be"},
+                  {R"(admin: { listen: "admin:9200" })", "admin.listen: host must be"},
+                  {R"(admin: { listen: "127.0.0.256:9200" })", "admin.listen: host must be"},
+                  {R"(ingest: { listen: "[]:8080" })", "ingest.listen: host must be"},
+                  {R"(ingest: { listen: "[localhost]:8080" })", "ingest.listen: host must be"}});
+  // The environment's overrides are checked too, an empty file's included (it took them
+  // without a look, and without applying them).
+  auto env = parse_config("", env_of({{"HOOKRELAY_WORKER_LISTEN", "worker-0:9100"}}));
+  ASSERT_FALSE(env);
+  EXPECT_EQ(env.error().message.rfind("worker.listen: host must be an IP address", 0), 0u)
+      << env.error().message;
+  auto empty = parse_config("", env_of({{"HOOKRELAY_INGEST_LISTEN", "[::1]:9999"}}));
+  ASSERT_TRUE(empty) << empty.error().message;
+  EXPECT_EQ(empty->ingest.listen, "[::1]:9999");
+  auto c = parse_config(
+      R"(ingest: { listen: "[::]:8080", metrics_listen: "[::1]:9101" }
+worker: { listen: "0.0.0.0:9100" }
+admin: { listen: "[::1]:9200" })",
+      env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  auto hp = parse_host_port("[::1]:9200", "admin.listen");
+  ASSERT_TRUE(hp) << hp.error().message;
+  EXPECT_EQ(hp->host, "::1");
+  EXPECT_EQ(hp->port, 9200);
+}
+
+// tolerance_seconds bounds a replay only where the scheme signs a timestamp (standard-webhooks,
+// stripe, slack, hmac with timestamp_header). Elsewhere it was taken and bounded nothing, while
+// the operator believed replays were bounded: refused, naming the field.
+TEST(Config, ToleranceIsRefusedOnASourceWhoseSchemeSignsNoTimestamp) {
+  expect_refused(
+      "sources: { s: ",
+      {{"{ scheme: github, secrets: [a], tolerance_seconds: 300 }",
+        "sources.s.tolerance_seconds: scheme github signs no timestamp, so nothing bounds a "
+        "replay"},
+       {"{ scheme: shopify, secrets: [a], tolerance_seconds: 60 }",
+        "sources.s.tolerance_seconds: scheme shopify signs no timestamp"},
+       {"{ scheme: hmac, header: X-Sig, secrets: [a], tolerance_seconds: 60 }",
+        "sources.s.tolerance_seconds: applies only with timestamp_header"}},
+      " }");
+  auto c = parse_config(R"(sources:
+  acme:   { scheme: standard-webhooks, secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], tolerance_seconds: 60 }
+  stripe: { scheme: stripe, secrets: [a], tolerance_seconds: 120 }
+  slack:  { scheme: slack, secrets: [a], tolerance_seconds: 30 }
+  custom: { scheme: hmac, header: X-Sig, timestamp_header: X-Ts, secrets: [a], tolerance_seconds: 10 }
+  github: { scheme: github, secrets: [a] }
+)",
+                        env_of({}));
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->sources.at("acme").tolerance_seconds, 60);
+  EXPECT_EQ(c->sources.at("stripe").tolerance_seconds, 120);
+  EXPECT_EQ(c->sources.at("slack").tolerance_seconds, 30);
+  EXPECT_EQ(c->sources.at("custom").tolerance_seconds, 10);
+}
+
+// Every key of a config is a name. A null key (~ or null) read as "null" and escaped the check
+// for a key given twice; a list or mapping as a key failed with "bad conversion" naming no field.
+// Both are refused naming the mapping they are in.
+TEST(Config, ANullOrListKeyIsRefusedNamingTheMappingItIsIn) {
+  const std::string source = "sources: { gh: { scheme: github, secrets: [a] } }\n";
+  const std::string route = "[ { name: a, url: \"http://127.0.0.1:9/a\" } ]";
+  expect_refused(
+      "",
+      {{source + "routes: { ~: " + route + ", null: " + route + " }",
+        "routes: has a null key (~ or null)"},
+       {source + "routes: { null: " + route + " }", "routes: has a null key"},
+       {source + "routes:\n  gh: " + route + "\n  ~: " + route + "\n", "routes: has a null key"},
+       {source + "routes: { [gh]: " + route + " }", "routes: has a list or mapping as a key"},
+       {source + "routes:\n  ? { gh: 1 }\n  : " + route + "\n",
+        "routes: has a list or mapping as a key"},
+       {"worker: { ~: 5 }", "worker: has a null key"},
+       {"kafka: { properties: { [linger.ms]: \"5\" } }",
+        "kafka.properties: has a list or mapping as a key"},
+       {source + "routes: { gh: [ { name: a, url: \"http://127.0.0.1:9/a\", headers: { ~: v } "
+                 "} ] }",
+        "routes.gh[0].headers: has a null key"},
+       {"~: 1", "(top level): has a null key"}});
+  // Quoted, null is a name like any other.
+  auto quoted = parse_config(
+      "sources: { \"null\": { scheme: github, secrets: [a] } }\n"
+      "routes: { \"null\": [ { name: a, url: \"http://127.0.0.1:9/a\" } ] }\n",
+      env_of({}));
+  ASSERT_TRUE(quoted) << quoted.error().message;
+  EXPECT_EQ(quoted->routes.at("null").size(), 1u);
+}
+
+// An unset ${...} in a secret is reported without its name unless the name looks like an
+// environment variable's ([A-Z_][A-Z0-9_]*): in a literal secret such as "k9${Qx7pL2}z" what is
+// between the braces is part of the secret. Other fields keep naming the variable.
+TEST(Config, AnUnsetVariableInASecretIsNamedOnlyWhenItLooksLikeAVariableName) {
+  const std::string source = "sources: { gh: { scheme: github, secrets: [a] } }\n";
+  const std::map<std::string, std::string> secret_fields = {
+      {R"(sources: { gh: { scheme: github, secrets: ["k9${Qx7pL2}z"] } })",
+       "sources.gh.secrets[0]"},
+      {R"(api_tokens: ["tok_0123456789${Qx7pL2}"])", "api_tokens[0]"},
+      {R"(admin: { tokens: ["adm_0123456789${Qx7pL2}"] })", "admin.tokens[0]"},
+      {source +
+           R"(routes: { gh: [ { name: a, url: "http://127.0.0.1:9/a", secret: "whsec_${Qx7pL2}" } ] })",
+       "routes.gh[0].secret"},
+      {source +
+           R"(routes: { gh: [ { name: a, url: "http://127.0.0.1:9/a", secrets: ["whsec_${Qx7pL2}"] } ] })",
+       "routes.gh[0].secrets[0]"},
+      {source +
+           R"(routes: { gh: [ { name: a, url: "http://127.0.0.1:9/a", headers: { X-Token: "t${Qx7pL2}" } } ] })",
+       "routes.gh[0].headers.X-Token"},
+      {R"(postgres: { url: "postgresql://u:pa${Qx7pL2}ss@db/x" })", "postgres.url"},
+      {R"(kafka: { properties: { sasl.password: "pa${Qx7pL2}ss" } })",
+       "kafka.properties.sasl.password"}};
+  for (const auto& [yaml, field] : secret_fields) {
+    auto r = parse_config(yaml, env_of({}));
+    ASSERT_FALSE(r) << yaml;
+    const auto& message = r.error().message;
+    EXPECT_EQ(message.rfind(field + ": references an environment variable that is not set", 0), 0u)
+        << message;
+    EXPECT_EQ(message.find("Qx7pL2"), std::string::npos) << message;
+  }
+  // A name that looks like a variable's is shown, so the operator knows what to set.
+  expect_refused("", {{R"(sources: { gh: { scheme: github, secrets: ["${GITHUB_SECRET}"] } })",
+                       "sources.gh.secrets[0]: environment variable GITHUB_SECRET is not set"},
+                      {R"(api_tokens: ["${_TOKEN_2}"])",
+                       "api_tokens[0]: environment variable _TOKEN_2 is not set"}});
+  // Fields that are not secrets name the variable whatever it looks like.
+  expect_refused("", {{R"(worker: { group_id: "${group_id}" })",
+                       "worker.group_id: environment variable group_id is not set"},
+                      {R"(kafka: { properties: { client.id: "${Client}" } })",
+                       "kafka.properties.client.id: environment variable Client is not set"}});
+}
+
 TEST(Config, ErrorNeverEchoesSecretValues) {
   auto c = parse_config("sources: { a: { scheme: standard-webhooks, secrets: [\"${S}\"] } }",
                         env_of({{"S", "supersecretvalue"}}));

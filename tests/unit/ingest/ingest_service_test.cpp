@@ -446,6 +446,49 @@ TEST_F(IngestServiceTest, AMetricsListenerOfItsOwnTakesMetricsOffThePublicOne) {
   EXPECT_TRUE(producer.messages.empty());
 }
 
+// ingest.max_headers needs a restart (the HTTP server counts header fields up to the limit it was
+// built with, and a reload says "restart required"): a reload that lowers it changes nothing, not
+// half of it. A webhook with more headers than the reloaded limit is still taken.
+TEST_F(IngestServiceTest, AReloadLeavesTheHeaderLimitAsTheServiceStarted) {
+  auto lowered = std::make_shared<Config>(config);
+  lowered->ingest.max_headers = 8;
+  service->reload(lowered);
+  auto many = signed_webhook("github", "{}");
+  for (int i = 0; i < 12; ++i) many.headers["X-H" + std::to_string(100 + i)] = "v";
+  EXPECT_FALSE(send(many).has_value()) << answer->status << " " << answer->body;
+  ASSERT_EQ(producer.messages.size(), 1u);
+  EXPECT_EQ(producer.messages[0].header("hr-fwd-x-h111"), "v");
+  producer.ack(0);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 202);
+
+  // Started with the lower limit, the same webhook is refused: the limit is the one read at start.
+  config.ingest.max_headers = 8;
+  service = std::make_unique<IngestService>(
+      config, producer, std::make_shared<prometheus::Registry>(), [] { return kNowMs; });
+  auto r = send(many);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_EQ(error_code(), "headers_not_forwardable");
+}
+
+// ingest.metrics_listen needs a restart too (the operations listener is opened at start): a
+// reload that sets it leaves /metrics on the public listener, where it is still served, and one
+// that clears it leaves the public listener refusing it.
+TEST_F(IngestServiceTest, AReloadLeavesMetricsOnTheListenerTheServiceStartedWith) {
+  auto set = std::make_shared<Config>(config);
+  set->ingest.metrics_listen = "127.0.0.1:9101";
+  service->reload(set);
+  EXPECT_EQ(send(Request{.method = "GET", .target = "/metrics"})->status, 200);
+
+  service = std::make_unique<IngestService>(
+      *set, producer, std::make_shared<prometheus::Registry>(), [] { return kNowMs; });
+  service->reload(std::make_shared<Config>(config));
+  auto r = send(Request{.method = "GET", .target = "/metrics"});
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(r->body.find("ingest.metrics_listen"), std::string::npos) << r->body;
+}
+
 TEST_F(IngestServiceTest, CallsNeedAValidBearerToken) {
   Request r{.target = "/v1/calls", .body = R"({"url":"http://127.0.0.1:9/x"})"};
   EXPECT_EQ(send(r)->status, 401);
