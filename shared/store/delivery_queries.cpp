@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <pqxx/pqxx>
+#include <thread>
 #include <utility>
 
+#include "shared/log.h"
 #include "shared/signing/crypto.h"
 #include "shared/store/key_hash_sql.h"
 #include "shared/store/ordered_waiting_sql.h"
@@ -587,15 +590,49 @@ Result<T> DeliveryQueries::call_maintenance(const char* what, const char* sql, i
   });
 }
 
-Result<int> DeliveryQueries::ensure_attempt_partitions(int days_ahead) {
-  return call_maintenance<int>("ensure_attempt_partitions",
-                               "SELECT hookrelay_ensure_attempt_partitions($1)", days_ahead);
+// The partition functions give up a lock wait after their lock_timeout (SQLSTATE 55P03, saying
+// "lock_timeout"; PostgreSQL's own message says "lock timeout"), having changed nothing.
+Result<int> DeliveryQueries::call_locking_maintenance(const char* what, const char* sql, int arg,
+                                                      const AttemptMaintenanceRetry& retry) {
+  const auto lock_wait_ran_out = [](const Error& e) {
+    return e.code == "db_conflict" && (e.message.find("lock_timeout") != std::string::npos ||
+                                       e.message.find("lock timeout") != std::string::npos);
+  };
+  const int attempts = std::max(retry.attempts, 1);
+  auto r = call_maintenance<int>(what, sql, arg);
+  for (int attempt = 1; !r && r.error().code == "db_conflict"; ++attempt) {
+    if (attempt >= attempts) {
+      if (!lock_wait_ran_out(r.error())) break;
+      return fail("maintenance_locked",
+                  std::string(what) + ": delivery_attempts stayed locked by another transaction, " +
+                      std::to_string(attempt) + " tries " + std::to_string(retry.retry_delay_ms) +
+                      " ms apart; nothing changed. Run it again once that transaction ends (" +
+                      r.error().message + ")",
+                  true);
+    }
+    spdlog::warn(
+        "msg=attempt_maintenance_conflict call={} attempt={} error={} action=\"trying "
+        "again in {} ms\"",
+        what, attempt, log_quote(r.error().message), retry.retry_delay_ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::max(retry.retry_delay_ms, 0)));
+    r = call_maintenance<int>(what, sql, arg);
+  }
+  return r;
 }
 
-Result<int> DeliveryQueries::drop_attempt_partitions(int older_than_days) {
-  return call_maintenance<int>(
+Result<int> DeliveryQueries::ensure_attempt_partitions(int days_ahead,
+                                                       const AttemptMaintenanceRetry& retry) {
+  return call_locking_maintenance("ensure_attempt_partitions",
+                                  "SELECT hookrelay_ensure_attempt_partitions($1)", days_ahead,
+                                  retry);
+}
+
+Result<int> DeliveryQueries::drop_attempt_partitions(int older_than_days,
+                                                     const AttemptMaintenanceRetry& retry) {
+  return call_locking_maintenance(
       "drop_attempt_partitions",
-      "SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))", older_than_days);
+      "SELECT hookrelay_drop_attempt_partitions(make_interval(days => $1))", older_than_days,
+      retry);
 }
 
 Result<int64_t> DeliveryQueries::delete_inbound_events(int older_than_days) {

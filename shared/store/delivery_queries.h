@@ -3,8 +3,9 @@
 // the worker's hot path.
 //
 // Times are milliseconds since the Unix epoch; 0 means "not set" (likewise http status 0 = no
-// response). Errors: "not_found", "not_replayable", "not_resendable", "bad_filter", and the
-// database errors of PgConnection (see pg_connection.h).
+// response). Errors: "not_found", "not_replayable", "not_resendable", "bad_filter",
+// "maintenance_locked" (see AttemptMaintenanceRetry), and the database errors of PgConnection (see
+// pg_connection.h).
 //
 // Thread-safety: one connection, not thread-safe; one instance per thread.
 #pragma once
@@ -150,6 +151,16 @@ struct KeyWait {
   std::string body;
 };
 
+// The attempt-partition maintenance waits at most 1 s for its lock on delivery_attempts
+// (migrations/0025): a longer wait would hold every worker's attempt record queued behind it. A
+// call that could not get the lock changed nothing and is tried again, `attempts` times in all,
+// `retry_delay_ms` apart; then it fails with "maintenance_locked" (retryable), naming the table,
+// the tries and the sessions holding it.
+struct AttemptMaintenanceRetry {
+  int attempts = 5;
+  int retry_delay_ms = 10000;
+};
+
 class DeliveryQueries {
  public:
   // Does not connect yet.
@@ -225,9 +236,13 @@ class DeliveryQueries {
   // again, i.e. no worker has taken the delivery up since it was marked.
   Result<bool> needs_produce_again(const std::string& key, int64_t replay_id);
 
-  // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql).
-  Result<int> ensure_attempt_partitions(int days_ahead);
-  Result<int> drop_attempt_partitions(int older_than_days);
+  // Attempt-table maintenance (see the SQL functions in migrations/0001_init.sql and 0025):
+  // creates the daily partitions from today through today + days_ahead / drops those whole days
+  // older than older_than_days; returns how many. See AttemptMaintenanceRetry for a call that
+  // meets a long transaction on delivery_attempts.
+  Result<int> ensure_attempt_partitions(int days_ahead, const AttemptMaintenanceRetry& retry = {});
+  Result<int> drop_attempt_partitions(int older_than_days,
+                                      const AttemptMaintenanceRetry& retry = {});
   // Deletes inbound_events received more than older_than_days ago; returns how many.
   Result<int64_t> delete_inbound_events(int older_than_days);
   // Deletes at most max_rows deliveries that finished (succeeded or dead) more than
@@ -238,6 +253,9 @@ class DeliveryQueries {
  private:
   template <class T>
   Result<T> call_maintenance(const char* what, const char* sql, int arg);
+  // call_maintenance, tried again while it meets a conflict (its lock wait ran out, a deadlock).
+  Result<int> call_locking_maintenance(const char* what, const char* sql, int arg,
+                                       const AttemptMaintenanceRetry& retry);
 
   PgConnection pg_;
 };

@@ -6,14 +6,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <pqxx/pqxx>
 #include <regex>
-#include <set>
 #include <sstream>
 #include <thread>
 #include <utility>
 
 #include "shared/log.h"
+#include "shared/signing/crypto.h"
 #include "shared/store/pg_connection.h"
 
 namespace hookrelay {
@@ -56,6 +57,12 @@ Result<std::vector<MigrationFile>> list_migrations(const std::string& dir) {
   return files;
 }
 
+// A schema_migrations row; sha256 is "" where it was applied before checksums were kept.
+struct AppliedMigration {
+  std::string name;
+  std::string sha256;
+};
+
 Result<std::string> read_text(const MigrationFile& file) {
   std::ifstream in(file.path, std::ios::binary);
   std::stringstream text;
@@ -77,6 +84,15 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
   auto files = list_migrations(migrations_dir);
   if (!files) return Unexpected{files.error()};
 
+  // What each file says now (read once: what runs is what was compared), by version.
+  std::map<std::string, std::string> file_text, file_sha256;
+  for (const MigrationFile& file : *files) {
+    auto sql = read_text(file);
+    if (!sql) return Unexpected{sql.error()};
+    file_sha256[file.version] = hex_encode(sha256(*sql));
+    file_text[file.version] = std::move(*sql);
+  }
+
   PgConnection pg(db_url);
   // The session lock lives until `pg` closes its connection, on every return path.
   auto applied = pg.run("migrate", [](pqxx::connection& c) {
@@ -88,28 +104,76 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
         "  version text PRIMARY KEY,"
         "  name text NOT NULL,"
         "  applied_at timestamptz NOT NULL DEFAULT now())");
-    std::set<std::string> versions;
-    for (const auto& row : tx.exec("SELECT version FROM schema_migrations")) {
-      versions.insert(row[0].as<std::string>());
+    // The SHA-256 of each file as applied (hex); NULL for those applied before it was kept. Added
+    // only where it is missing: ALTER TABLE waits for every reader of the table (a pg_dump).
+    if (tx.exec("SELECT 1 FROM pg_attribute WHERE attrelid = 'schema_migrations'::regclass"
+                " AND attname = 'sha256' AND NOT attisdropped")
+            .empty()) {
+      tx.exec("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS sha256 text");
     }
-    return versions;
+    std::map<std::string, AppliedMigration> rows;
+    for (const auto& row : tx.exec("SELECT version, name, sha256 FROM schema_migrations")) {
+      rows[row[0].as<std::string>()] = AppliedMigration{
+          row[1].as<std::string>(), row[2].is_null() ? std::string() : row[2].as<std::string>()};
+    }
+    return rows;
   });
   if (!applied) return Unexpected{applied.error()};
+
+  // Refused before anything runs: an applied file changed since (the database has what it said
+  // then, a new database would get what it says now), and a pending file numbered below the
+  // newest applied one (it would run after that one here, before it on a new database).
+  const std::string newest = applied->empty() ? std::string() : applied->rbegin()->first;
+  std::vector<std::string> unrecorded;
+  for (const MigrationFile& file : *files) {
+    const std::string& now = file_sha256[file.version];
+    auto row = applied->find(file.version);
+    if (row == applied->end()) {
+      if (file.version < newest) {
+        const std::string newest_file = newest + "_" + applied->rbegin()->second.name + ".sql";
+        return fail("migrations_dir",
+                    file.file_name + ": version " + file.version + " is below " + newest_file +
+                        ", the newest migration this database has applied: it would run after " +
+                        newest + " here but before it on a new database. Number it above " +
+                        newest + ".");
+      }
+    } else if (row->second.sha256.empty()) {
+      unrecorded.push_back(file.version);
+    } else if (row->second.sha256 != now) {
+      return fail("migrations_dir",
+                  file.file_name + ": changed since it was applied (sha256 " + row->second.sha256 +
+                      " then, " + now +
+                      " now): the database has what it said then. Restore the file as it was "
+                      "applied and put the change in a new migration.");
+    }
+  }
+  if (!unrecorded.empty()) {
+    // Applied before checksums were kept: what the files say now is taken as what was applied.
+    auto filled = pg.run("migrate", [&](pqxx::connection& c) {
+      pqxx::work tx(c);
+      for (const std::string& version : unrecorded) {
+        tx.exec_params(
+            "UPDATE schema_migrations SET sha256 = $2 WHERE version = $1 AND sha256 IS NULL",
+            version, file_sha256[version]);
+      }
+      tx.commit();
+    });
+    if (!filled) return Unexpected{filled.error()};
+  }
 
   std::vector<std::string> done;
   for (const MigrationFile& file : *files) {
     if (applied->count(file.version) != 0) continue;
-    auto sql = read_text(file);
-    if (!sql) return Unexpected{sql.error()};
+    const std::string& sql = file_text[file.version];
     const std::string lock_timeout =
         "SET LOCAL lock_timeout = " + std::to_string(std::max(options.lock_timeout_ms, 1));
     auto apply = [&] {
       return pg.run(file.file_name, [&](pqxx::connection& c) {
         pqxx::work tx(c);
         tx.exec(lock_timeout);
-        tx.exec(*sql);
-        tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                       file.version, file.name);
+        tx.exec(sql);
+        tx.exec_params("INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
+                       file.version, file.name, file_sha256[file.version]);
         tx.commit();
       });
     };

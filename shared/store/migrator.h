@@ -7,6 +7,14 @@
 // then find nothing left to apply. Files must therefore not use statements that cannot run in
 // a transaction (CREATE INDEX CONCURRENTLY, VACUUM).
 //
+// schema_migrations keeps the SHA-256 of each file as it was applied. migrate() refuses, before
+// anything runs, a directory that no longer matches the database: a file whose text changed
+// since it was applied (the database has what it said then, a new one would get what it says
+// now), or a file not applied yet whose version is below the newest applied one (it would run
+// after that one here but before it on a new database). Rows applied before checksums were kept
+// (sha256 NULL) take the current file's checksum; clearing a row's sha256 accepts the file as it
+// is now.
+//
 // Thread-safety: migrate() opens its own connection; call it from any thread.
 #pragma once
 
@@ -32,7 +40,9 @@ struct MigrateOptions {
 
 // Returns the versions ("0001", ...) applied by this call, in order; empty when up to date.
 // Errors: "db_unavailable" (retryable), "migrations_dir" (missing directory, badly named or
-// duplicate-version file), "migration_failed" (the message starts with the file name).
+// duplicate-version file, an applied file changed, a new file numbered below the newest applied
+// one: the message starts with the file name), "migration_failed" (the message starts with the
+// file name).
 Result<std::vector<std::string>> migrate(const std::string& db_url,
                                          const std::string& migrations_dir,
                                          const MigrateOptions& options = {});

@@ -876,6 +876,98 @@ TEST_F(DeliveryQueriesTest, AMissingPartitionIsCreatedWhileAttemptsAreRecorded) 
             std::to_string(recorded.load()));
 }
 
+// A long transaction has read the audit (a pg_dump, a session left open after reading
+// delivery_attempts_all) while the daily job must create a missing day and drop a day past
+// retention. Both need delivery_attempts exclusively; waiting for it in the lock queue would hold
+// every worker's attempt record queued behind them for as long as the reader lasts, each running
+// into its statement timeout. They wait at most a second per try instead: the worker's record
+// goes through, and the maintenance, tried a bounded number of times, says it could not get the
+// lock, having changed nothing. Once the reader has gone it succeeds.
+TEST_F(DeliveryQueriesTest, MaintenanceBehindALongReaderGivesUpWithoutHoldingUpAttemptRecords) {
+  const std::string ahead =
+      db_->scalar("SELECT to_char((now() AT TIME ZONE 'UTC')::date + 3, 'YYYYMMDD')");
+  db_->scalar("ALTER TABLE delivery_attempts DETACH PARTITION delivery_attempts_p" + ahead +
+              "; DROP TABLE delivery_attempts_p" + ahead + "; SELECT 1");
+  const std::string old_day =
+      db_->scalar("SELECT to_char((now() AT TIME ZONE 'UTC')::date - 40, 'YYYYMMDD')");
+  db_->scalar(
+      "DO $$ DECLARE d date := (now() AT TIME ZONE 'UTC')::date - 40; BEGIN"
+      " EXECUTE format('CREATE TABLE %I PARTITION OF delivery_attempts FOR VALUES FROM (%L) TO"
+      " (%L)', 'delivery_attempts_p' || to_char(d, 'YYYYMMDD'), d::timestamp AT TIME ZONE 'UTC',"
+      " (d + 1)::timestamp AT TIME ZONE 'UTC'); END $$; SELECT 1");
+
+  // A running worker: connected, its statements prepared, each ending after 5 s at most.
+  constexpr int kStatementTimeoutMs = 5000;
+  PostgresDeliveryStore store(with_service_limits(db_->url(), kStatementTimeoutMs));
+  ASSERT_TRUE(store.record(
+      {AttemptRecord{"before", 1, unix_now_ms(), 1, 503, "retryable", "", "retrying"}}, "w1"));
+
+  pqxx::connection reader(db_->url());
+  pqxx::work long_txn(reader);
+  long_txn.exec("SELECT count(*) FROM delivery_attempts_all");  // ACCESS SHARE until it ends
+
+  const AttemptMaintenanceRetry retry{.attempts = 2, .retry_delay_ms = 300};
+  const std::string url = db_->url();
+  auto ensured = std::async(
+      std::launch::async, [&] { return DeliveryQueries(url).ensure_attempt_partitions(7, retry); });
+  auto dropped = std::async(
+      std::launch::async, [&] { return DeliveryQueries(url).drop_attempt_partitions(30, retry); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // both wait for their locks
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto recorded = store.record(
+      {AttemptRecord{"during", 1, unix_now_ms(), 1, 503, "retryable", "", "retrying"}}, "w1");
+  const auto record_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_TRUE(recorded) << recorded.error().message;
+  EXPECT_LT(record_ms, 2500) << "the worker's record waited behind the maintenance";
+
+  // Each gives up on its own while the reader is still there (bounded: a call that waits for
+  // the reader must fail the test, not hang it).
+  const bool ensure_gave_up =
+      ensured.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  const bool drop_gave_up = dropped.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  EXPECT_TRUE(ensure_gave_up) << "ensure_attempt_partitions waited for the reader";
+  EXPECT_TRUE(drop_gave_up) << "drop_attempt_partitions waited for the reader";
+  long_txn.commit();
+  const Result<int> ensure = ensured.get();
+  const Result<int> drop = dropped.get();
+  ASSERT_FALSE(ensure) << "created " << *ensure << " partitions behind the reader";
+  EXPECT_EQ(ensure.error().code, "maintenance_locked");
+  EXPECT_TRUE(ensure.error().retryable);
+  EXPECT_NE(ensure.error().message.find("ensure_attempt_partitions: delivery_attempts stayed "
+                                        "locked by another transaction, 2 tries"),
+            std::string::npos)
+      << ensure.error().message;
+  EXPECT_NE(ensure.error().message.find("held by pid " + std::to_string(reader.backendpid())),
+            std::string::npos)
+      << ensure.error().message;
+  ASSERT_FALSE(drop) << "dropped " << *drop << " partitions behind the reader";
+  EXPECT_EQ(drop.error().code, "maintenance_locked");
+  EXPECT_NE(drop.error().message.find("drop_attempt_partitions: delivery_attempts stayed locked"),
+            std::string::npos)
+      << drop.error().message;
+  // Nothing changed; the attempt is in the audit.
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM delivery_attempts WHERE delivery_key = 'during'"),
+            "1");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM pg_class WHERE relname IN ('delivery_attempts_p" +
+                        ahead + "', 'delivery_attempts_p" + old_day + "')"),
+            "1");
+
+  DeliveryQueries queries(db_->url());
+  auto created = queries.ensure_attempt_partitions(7, retry);
+  ASSERT_TRUE(created) << created.error().message;
+  EXPECT_EQ(*created, 1);
+  auto gone = queries.drop_attempt_partitions(30, retry);
+  ASSERT_TRUE(gone) << gone.error().message;
+  EXPECT_EQ(*gone, 1);
+  EXPECT_EQ(
+      db_->scalar("SELECT to_regclass('delivery_attempts_p" + ahead +
+                  "') IS NOT NULL AND to_regclass('delivery_attempts_p" + old_day + "') IS NULL"),
+      "t");
+}
+
 // A worker claims an old finished delivery again (a resend) while the retention's delete waits
 // for the row: the delete sees the claimed row, not the one it picked, and keeps it.
 TEST_F(DeliveryQueriesTest, AFinishedDeliveryClaimedWhileItsDeletionWaitsIsKept) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <pqxx/pqxx>
@@ -179,6 +180,76 @@ TEST_F(MigratorTest, AMigrationBehindALongTransactionWaitsBoundedTimesThenSaysWh
               MigrateOptions{.lock_timeout_ms = 300, .lock_attempts = 3, .retry_delay_ms = 100});
   ASSERT_TRUE(done) << done.error().message;
   EXPECT_EQ(*done, (std::vector<std::string>{"9000"}));
+}
+
+// A database keeps what an applied file said when it ran; a new database gets what it says now.
+// A file changed since is refused, named, before anything runs; restored, it migrates again.
+TEST_F(MigratorTest, AnAppliedFileThatChangedIsRefusedAndNamed) {
+  std::string dir = make_dir({});
+  ASSERT_TRUE(migrate(db_->url(), dir));
+  const fs::path edited = fs::path(dir) / "0010_route_lifecycle.sql";
+  std::string original;
+  {
+    std::ifstream in(edited);
+    original.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::ofstream(edited, std::ios::app) << "\nCREATE TABLE afterthought (id int);\n";
+  std::ofstream(fs::path(dir) / "9000_next.sql") << "CREATE TABLE next_one (id int);\n";
+
+  auto r = migrate(db_->url(), dir);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "migrations_dir");
+  EXPECT_FALSE(r.error().retryable);
+  EXPECT_EQ(r.error().message.rfind("0010_route_lifecycle.sql: changed since it was applied", 0),
+            0u)
+      << r.error().message;
+  EXPECT_EQ(db_->scalar("SELECT to_regclass('next_one')::text"), "") << "9000 ran";
+
+  std::ofstream(edited, std::ios::trunc) << original;
+  auto restored = migrate(db_->url(), dir);
+  ASSERT_TRUE(restored) << restored.error().message;
+  EXPECT_EQ(*restored, (std::vector<std::string>{"9000"}));
+}
+
+// A file numbered below the newest applied version (0008 is a gap in migrations/) would run
+// after that version on this database but before it on a new one: refused, naming both.
+TEST_F(MigratorTest, ANewFileNumberedBelowTheNewestAppliedIsRefusedNamingBoth) {
+  ASSERT_TRUE(migrate(db_->url(), kMigrations));
+  std::string dir = make_dir({{"0008_x.sql", "CREATE TABLE late_comer (id int);\n"}});
+  auto r = migrate(db_->url(), dir);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, "migrations_dir");
+  const std::string newest = shipped_versions().back();
+  EXPECT_EQ(r.error().message.rfind("0008_x.sql: version 0008 is below " + newest + "_", 0), 0u)
+      << r.error().message;
+  EXPECT_EQ(db_->scalar("SELECT to_regclass('late_comer')::text"), "");
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations WHERE version = '0008'"), "0");
+}
+
+// Each applied file's checksum is kept; a database migrated before they were (schema_migrations
+// without the column) takes the files' checksums at its next run, which succeeds, and from then
+// on a changed file is refused there too.
+TEST_F(MigratorTest, ADatabaseMigratedBeforeChecksumsTakesThemAndMigrates) {
+  std::string dir = make_dir({});
+  auto first = migrate(db_->url(), dir);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations WHERE sha256 ~ '^[0-9a-f]{64}$'"),
+            std::to_string(shipped_versions().size()));
+  // As an earlier release left it, with a new file to apply.
+  db_->scalar("ALTER TABLE schema_migrations DROP COLUMN sha256; SELECT 1");
+  std::ofstream(fs::path(dir) / "9000_next.sql") << "CREATE TABLE next_one (id int);\n";
+
+  auto again = migrate(db_->url(), dir);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(*again, (std::vector<std::string>{"9000"}));
+  EXPECT_EQ(db_->scalar("SELECT count(*) FROM schema_migrations WHERE sha256 ~ '^[0-9a-f]{64}$'"),
+            std::to_string(shipped_versions().size() + 1));
+
+  std::ofstream(fs::path(dir) / "0001_init.sql", std::ios::app) << "\n-- edited\n";
+  auto r = migrate(db_->url(), dir);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message.rfind("0001_init.sql: changed since it was applied", 0), 0u)
+      << r.error().message;
 }
 
 TEST_F(MigratorTest, MissingDirectoryIsAnError) {
