@@ -195,8 +195,8 @@ Result<void> PostgresReplayStore::undo_unfinished_replay(const std::string& key)
         " completed_at = CASE WHEN $2 = 'dead' THEN now() END"
         " WHERE " HR_KEY_IS("delivery_key",
                             "$1::text") " AND state = 'retrying' AND lease_owner IS NULL"
-        " AND (last_attempt_at IS NULL OR last_attempt_at <"
-        "      (SELECT max(r.replayed_at) FROM dlq_replays r WHERE r.delivery_key = $1::text))"
+        " AND last_attempt_at ="
+        "      (SELECT max(r.replayed_at) FROM dlq_replays r WHERE r.delivery_key = $1::text)"
         " AND NOT EXISTS (SELECT 1 FROM ordered_waiting w WHERE w.delivery_key = $1::text)"
         " RETURNING 1",
         key, from_state_);

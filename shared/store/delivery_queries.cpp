@@ -209,10 +209,15 @@ Result<DeliveryRow> mark_replayed_in(pqxx::work& tx, const std::string& key, con
                                      const std::string& from_state, const std::string& runner) {
   // The state condition makes concurrent replays of one delivery succeed exactly once. The
   // replay's copy counts its attempts anew (hr-attempt 0): the row loses its fence as it leaves
-  // 'dead' or 'parked' (migrations/0020).
+  // 'dead' or 'parked' (migrations/0020). The mark is its latest "attempt" (the 'replayed' audit
+  // row): last_attempt_at takes the database's now(), the same instant as the mark's replayed_at
+  // and its item's updated_at (one transaction). Whether a worker attempted it since is then
+  // whether last_attempt_at still equals them, not a comparison of a worker's clock with the
+  // database's (kUnfinishedReplaySql, needs_produce_again, undo_unfinished_replay).
   auto rows = tx.exec_params(
       std::string("UPDATE deliveries SET state = 'retrying', lease_owner = NULL,"
-                  " lease_until = NULL, lease_token = NULL, completed_at = NULL"
+                  " lease_until = NULL, lease_token = NULL, completed_at = NULL,"
+                  " last_attempt_at = now()"
                   " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND state = $2 RETURNING ") +
           kDeliveryColumns,
       key, from_state);
@@ -311,7 +316,8 @@ constexpr const char* kUnfinishedReplaySql =
     "       FROM dlq_replays WHERE %s ORDER BY delivery_key, id DESC) r"
     " JOIN deliveries d ON " HR_KEY_IS("d.delivery_key", "r.delivery_key")
     " WHERE d.state = 'retrying' AND d.lease_owner IS NULL"
-    "   AND (d.last_attempt_at IS NULL OR d.last_attempt_at < r.replayed_at)"
+    // No attempt since the mark (mark_replayed_in stamps last_attempt_at with the mark's instant).
+    "   AND d.last_attempt_at = r.replayed_at"
     // Waiting behind its ordering key: a worker publishes it when its turn comes.
     "   AND NOT EXISTS (SELECT 1 FROM ordered_waiting w WHERE w.delivery_key = d.delivery_key)";
 
@@ -569,7 +575,7 @@ Result<bool> DeliveryQueries::needs_produce_again(const std::string& key, int64_
     auto rows = tx.exec_params(
         "SELECT (d.state = 'succeeded' AND d.resend_id = $2)"
         "    OR (d.state = 'retrying' AND d.lease_owner IS NULL"
-        "        AND (d.last_attempt_at IS NULL OR d.last_attempt_at < i.updated_at)"
+        "        AND d.last_attempt_at = i.updated_at"
         // Waiting behind its ordering key (a release): a worker publishes it in its turn.
         "        AND NOT EXISTS (SELECT 1 FROM ordered_waiting w"
         "                        WHERE w.delivery_key = d.delivery_key))"

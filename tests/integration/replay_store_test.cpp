@@ -67,6 +67,43 @@ TEST_F(ReplayStoreTest, AnUndoOfAnEarlierMarkLeavesADeliveryAWorkerTookUpSinceTh
   EXPECT_EQ(db_->scalar("SELECT count(*) FROM dead_letters WHERE delivery_key = 'untouched'"), "1");
 }
 
+// The take-up is judged without comparing clocks: a worker whose clock is 5 s behind the
+// database's attempts the delivery after the mark, stamping last_attempt_at before the mark's
+// time. It still took the replay up: not unfinished, not to produce again, not to set back. The
+// old test (last_attempt_at < the mark's replayed_at) set a live retry chain back to dead.
+TEST_F(ReplayStoreTest, AnAttemptStampedByAWorkerClockBehindTheDatabasesStillTookTheReplayUp) {
+  dead_then_marked("behind");
+  db_->scalar(
+      "UPDATE deliveries SET last_attempt_at = now() - interval '5 seconds', attempts = 1"
+      " WHERE delivery_key = 'behind' RETURNING 1");
+  DeliveryQueries queries(db_->url());
+  auto unfinished = queries.unfinished_replay("behind");
+  ASSERT_TRUE(unfinished) << unfinished.error().message;
+  EXPECT_FALSE(*unfinished) << "taken for an unfinished replay, to be produced again";
+  PostgresReplayStore store(db_->url());
+  auto kept = store.undo_unfinished_replay("behind");
+  ASSERT_FALSE(kept);
+  EXPECT_EQ(kept.error().code, "not_undone") << kept.error().message;
+  EXPECT_EQ(state("behind"), "retrying");
+
+  // The same for an admin API replay resumed after its runner stopped (its item marked).
+  db_->scalar(
+      "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+      " attempts, first_seen_at, last_attempt_at, origin_topic) VALUES ('item', 'webhook',"
+      " 'acme', 'item', 'ci', 'http://127.0.0.1:9/', 'dead', 3, now() - interval '1 hour',"
+      " now() - interval '10 minutes', 'hookrelay.webhooks') RETURNING 1");
+  const int64_t replay =
+      std::stoll(db_->scalar("INSERT INTO replays (request) VALUES ('{}') RETURNING id"));
+  db_->scalar("INSERT INTO replay_items (replay_id, delivery_key) VALUES (" +
+              std::to_string(replay) + ", 'item') RETURNING 1");
+  ASSERT_TRUE(queries.mark_replayed("item", "admin", "receiver fixed", replay));
+  EXPECT_EQ(*queries.needs_produce_again("item", replay), true);
+  db_->scalar(
+      "UPDATE deliveries SET last_attempt_at = now() - interval '5 seconds', attempts = 1"
+      " WHERE delivery_key = 'item' RETURNING 1");
+  EXPECT_EQ(*queries.needs_produce_again("item", replay), false);
+}
+
 // `dlq replay --unfinished` of a run killed between its mark and its ack, once that delivery's
 // dead letter is past retention: the delivery is set back to dead (listed again, replayable)
 // and reported missing so. It stayed 'retrying' with no message anywhere, for good.

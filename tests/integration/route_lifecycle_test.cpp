@@ -397,7 +397,8 @@ TEST_F(RouteLifecycleTest, ARerunResumeReleasesADeliveryAKilledReleaseMarkedAndD
   ASSERT_TRUE(deliveries_in_state("parked", kParked, 30s)) << stack_->describe_deliveries();
   // What the killed release left of evt-1: marked (state, audit), not produced.
   stack_->scalar(
-      "WITH m AS (UPDATE deliveries SET state = 'retrying' WHERE delivery_key = "
+      "WITH m AS (UPDATE deliveries SET state = 'retrying', last_attempt_at = now() WHERE "
+      "delivery_key = "
       "'wh:acme:evt-1:a' RETURNING 1) INSERT INTO dlq_replays (delivery_key, replayed_by, "
       "replayed_at, reason) SELECT 'wh:acme:evt-1:a', 'op', now(), 'release of route acme/a "
       "(resumed)' "
