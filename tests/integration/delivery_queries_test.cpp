@@ -1262,6 +1262,46 @@ TEST(StoreUpgradeTest, RowsWrittenBeforeTheCompactRowsReadTheSame) {
 // Replays stored before migrations/0018 (by an admin of an earlier release, which may run beside
 // this one during the upgrade) keep their ids and progress; a replay stored with an
 // Idempotency-Key after it takes the next id, and the key names it from then on.
+// Replay marks made before migration 0026 (which did not stamp last_attempt_at) and not taken up
+// yet are found unfinished after it, as they were before: the migration stamps them. One taken up
+// since (an attempt after the mark) is left as it is.
+TEST(StoreUpgradeTest, AReplayMarkedBeforeTheStampIsStillFoundUnfinished) {
+  const std::string admin = testing::test_admin_url();
+  ASSERT_FALSE(admin.empty());
+  testing::ScratchDatabase db(admin);
+  auto before = migrate_before(db, "0026");
+  ASSERT_TRUE(before) << before.error().message;
+  for (const std::string key : {"wh:acme:marked:ci", "wh:acme:taken:ci"}) {
+    db.scalar(
+        "INSERT INTO deliveries (delivery_key, kind, source, event_id, destination, url, state,"
+        " attempts, first_seen_at, last_attempt_at, origin_topic) VALUES ('" +
+        key +
+        "', 'webhook', 'acme', 'e', 'ci', 'http://127.0.0.1:9/', 'dead', 3,"
+        " now() - interval '1 hour', now() - interval '10 minutes', 'hookrelay.webhooks')"
+        " RETURNING 1");
+    // The mark as the earlier release made it: state and audit, last_attempt_at untouched.
+    db.scalar("WITH m AS (UPDATE deliveries SET state = 'retrying' WHERE delivery_key = '" + key +
+              "' RETURNING 1) INSERT INTO dlq_replays (delivery_key, replayed_by, reason)"
+              " SELECT '" +
+              key + "', 'op', 'fixed' FROM m RETURNING 1");
+  }
+  db.scalar(
+      "UPDATE deliveries SET last_attempt_at = now() + interval '1 second', attempts = 1"
+      " WHERE delivery_key = 'wh:acme:taken:ci' RETURNING 1");
+  auto rest = migrate(db.url(), HOOKRELAY_SOURCE_DIR "/migrations");
+  ASSERT_TRUE(rest) << rest.error().message;
+  ASSERT_FALSE(rest->empty());
+  EXPECT_EQ(rest->front(), "0026");
+
+  DeliveryQueries queries(db.url());
+  auto marked = queries.unfinished_replay("wh:acme:marked:ci");
+  ASSERT_TRUE(marked) << marked.error().message;
+  EXPECT_TRUE(marked->has_value()) << "a mark not taken up is no longer found unfinished";
+  auto taken = queries.unfinished_replay("wh:acme:taken:ci");
+  ASSERT_TRUE(taken) << taken.error().message;
+  EXPECT_FALSE(taken->has_value());
+}
+
 TEST(StoreUpgradeTest, ReplaysStoredBeforeTheIdempotencyKeysStayAndKeysNameTheNewOnes) {
   const std::string admin = testing::test_admin_url();
   ASSERT_FALSE(admin.empty());
