@@ -167,6 +167,8 @@ Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
       // it would be lost (a replay meant as a dry run would run). "--reason=--x" still gives one.
       return fail("usage", name + " needs a value");
     }
+    // An empty path would silently mean "none given" and hide the environment's choice too.
+    if (spec->non_empty && slot.back().empty()) return fail("usage", name + ": must not be empty");
   }
   return out;
 }

@@ -23,6 +23,7 @@ namespace hookrelay::cli {
 struct OptionSpec {
   std::string name;          // "--rate"
   bool takes_value = false;  // false: a switch
+  bool non_empty = false;    // an empty value ("--config ''", "--config=") is an error
 };
 
 class ParsedArgs {
@@ -44,7 +45,8 @@ class ParsedArgs {
 
 // "--help" is always accepted. Unknown options and missing values are errors; a value given as
 // the next argument must not start with "--" (that is the next option: "--reason --dry-run" is
-// an error), while "--reason=--dry-run" gives such a value.
+// an error), while "--reason=--dry-run" gives such a value. An option marked non_empty refuses
+// an empty value: "--config: must not be empty".
 Result<ParsedArgs> parse_args(const std::vector<std::string>& args,
                               const std::vector<OptionSpec>& options);
 

@@ -2,6 +2,8 @@
 
 #include <ostream>
 
+#include "shared/store/pg_connection.h"
+
 namespace hookrelay::cli {
 
 int exit_code_for(const Error& error) {
@@ -15,11 +17,22 @@ int exit_code_for(const Error& error) {
 
 int report_error(const CliIo& io, std::string_view command, const Error& error) {
   io.err << "hookrelay " << command << ": " << error.message << "\n";
+  // PostgreSQL's words for the CLI's own limits (with_cli_limits), with what to do about them.
+  if (error.message.find("canceling statement due to lock timeout") != std::string::npos) {
+    io.err << "hookrelay " << command << ": gave up after waiting " << kCliLockTimeoutMs / 1000
+           << " s for a row another transaction holds (a worker, an open psql session: see "
+              "pg_locks); nothing was changed, try again\n";
+  } else if (error.message.find("canceling statement due to statement timeout") !=
+             std::string::npos) {
+    io.err << "hookrelay " << command << ": gave up after a statement ran "
+           << kCliStatementTimeoutMs / 1000 << " s; nothing was changed by it\n";
+  }
   return exit_code_for(error);
 }
 
 Result<std::optional<Config>> load_cli_config(const ParsedArgs& args, const CliIo& io) {
   std::optional<std::string> path = args.value("--config");
+  if (path && path->empty()) return fail("usage", "--config: must not be empty");
   if (!path) path = io.env("HOOKRELAY_CONFIG");
   if (!path || path->empty()) return std::optional<Config>{};
   auto config = load_config_file(*path, io.env);
@@ -44,6 +57,11 @@ Result<std::string> resolve_database_url(const ParsedArgs& args, const CliIo& io
   return fail("usage",
               "no database: pass --database-url, set HOOKRELAY_DATABASE_URL, or postgres.url in "
               "the config");
+}
+
+std::string with_cli_limits(const std::string& url) {
+  return with_session_setting(with_service_limits(url, kCliStatementTimeoutMs), "lock_timeout",
+                              std::to_string(kCliLockTimeoutMs));
 }
 
 Result<KafkaConfig> resolve_kafka(const ParsedArgs& args, const CliIo& io) {

@@ -42,7 +42,7 @@ struct CliIo {
 };
 
 // Options every command that talks to a service accepts.
-inline const OptionSpec kConfigOption{"--config", true};
+inline const OptionSpec kConfigOption{"--config", true, true};  // never empty
 inline const OptionSpec kDatabaseOption{"--database-url", true};
 inline const OptionSpec kBootstrapOption{"--bootstrap", true};
 inline const OptionSpec kJsonOption{"--json", false};
@@ -54,7 +54,8 @@ int exit_code_for(const Error& error);
 int report_error(const CliIo& io, std::string_view command, const Error& error);
 
 // The config named by --config or $HOOKRELAY_CONFIG; nullopt when neither is set. Error code
-// "config" (exit 2) when the file is unreadable or invalid; the message names the field.
+// "config" (exit 2) when the file is unreadable or invalid; the message names the field; "usage"
+// (exit 2) when --config is given empty (it does not mean "none").
 Result<std::optional<Config>> load_cli_config(const ParsedArgs& args, const CliIo& io);
 
 // The config, required: Error "config" when none is named.
@@ -62,6 +63,16 @@ Result<Config> require_cli_config(const ParsedArgs& args, const CliIo& io);
 
 // Error "usage" (exit 2) when no source names a database.
 Result<std::string> resolve_database_url(const ParsedArgs& args, const CliIo& io);
+
+// The URL the CLI's database commands connect with (not migrate, whose statements may rightly
+// run long): `url` with the services' connection limits (shared/store/pg_connection.h,
+// with_service_limits: a connect gives up after 10 s, a silent server is dropped), each statement
+// ended after kCliStatementTimeoutMs and each lock wait after kCliLockTimeoutMs (SQLSTATE 55P03),
+// so that a command never hangs on a row another transaction holds. Connection keywords in `url`
+// (connect_timeout...) win.
+inline constexpr int kCliStatementTimeoutMs = 60000;
+inline constexpr int kCliLockTimeoutMs = 5000;
+std::string with_cli_limits(const std::string& url);
 
 // Kafka client settings; Error "usage" when no source names the brokers.
 Result<KafkaConfig> resolve_kafka(const ParsedArgs& args, const CliIo& io);

@@ -30,6 +30,7 @@ template <class Fetch, class Print>
 int show(const ParsedArgs& parsed, CliIo& io, const char* command, Fetch fetch, Print print) {
   auto url = resolve_database_url(parsed, io);
   if (!url) return report_error(io, command, url.error());
+  *url = with_cli_limits(*url);  // no wait on Postgres lasts for ever
   DeliveryQueries queries(*url);
   auto found = fetch(queries);
   if (!found) return report_error(io, command, found.error());

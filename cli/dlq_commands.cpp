@@ -119,6 +119,7 @@ int dlq_list(const ParsedArgs& args, CliIo& io) {
   if (!filter) return report_error(io, "dlq list", filter.error());
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "dlq list", url.error());
+  *url = with_cli_limits(*url);  // no wait on Postgres lasts for ever
   DeliveryQueries queries(*url);
   auto rows = queries.dlq_list(*filter);
   if (!rows) return report_error(io, "dlq list", rows.error());
@@ -157,6 +158,7 @@ int dlq_show(const ParsedArgs& args, CliIo& io) {
   const std::string& key = args.positionals()[1];
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "dlq show", url.error());
+  *url = with_cli_limits(*url);  // no wait on Postgres lasts for ever
   DeliveryQueries queries(*url);
   auto detail = queries.delivery_show(key);
   if (!detail) return report_error(io, "dlq show", detail.error());
@@ -408,6 +410,7 @@ int dlq_replay(const ParsedArgs& args, CliIo& io) {
   options.unfinished_after_ms = selection->unfinished_after_ms;
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "dlq replay", url.error());
+  *url = with_cli_limits(*url);  // no wait on Postgres lasts for ever
   auto kafka = resolve_kafka(args, io);
   if (!kafka) return report_error(io, "dlq replay", kafka.error());
   options.ack_timeout_ms = kafka->produce_timeout_ms + 5000;  // the producer reports first

@@ -1,6 +1,7 @@
 #include "cli/output.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 
@@ -42,11 +43,72 @@ std::string format_time(int64_t unix_ms) {
   return buf;
 }
 
+namespace {
+
+// The length of the valid UTF-8 sequence starting at text[i] (1-4), or 0 when the bytes there
+// are not one (a stray continuation byte, an overlong form, a surrogate, a sequence cut short).
+// Sets `code_point`.
+std::size_t utf8_sequence(const std::string& text, std::size_t i, uint32_t& code_point) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char b0 = byte(i);
+  std::size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+  if (b0 < 0x80) {
+    code_point = b0;
+    return 1;
+  } else if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+    code_point = b0 & 0x1F;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    code_point = b0 & 0x0F;
+    if (b0 == 0xE0) lo = 0xA0;  // overlong
+    if (b0 == 0xED) hi = 0x9F;  // surrogates
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    code_point = b0 & 0x07;
+    if (b0 == 0xF0) lo = 0x90;  // overlong
+    if (b0 == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + len > text.size()) return 0;
+  for (std::size_t k = 1; k < len; ++k) {
+    const unsigned char b = byte(i + k);
+    if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return 0;
+    code_point = (code_point << 6) | (b & 0x3F);
+  }
+  return len;
+}
+
+}  // namespace
+
 std::string one_line(const std::string& text, std::size_t max_chars) {
   std::string out;
   out.reserve(std::min(text.size(), max_chars));
-  for (char c : text) out += static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? ' ' : c;
-  if (out.size() > max_chars && max_chars >= 3) out = out.substr(0, max_chars - 3) + "...";
+  for (std::size_t i = 0; i < text.size();) {
+    uint32_t cp = 0;
+    const std::size_t len = utf8_sequence(text, i, cp);
+    if (len == 0) {
+      // Not UTF-8: a terminal in an 8-bit mode would take 0x9B for CSI.
+      out += '?';
+      ++i;
+      continue;
+    }
+    // C0, DEL and C1 (U+0080-U+009F: CSI, OSC... in two bytes) start terminal escapes.
+    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) {
+      out += ' ';
+    } else {
+      out.append(text, i, len);
+    }
+    i += len;
+  }
+  if (out.size() > max_chars && max_chars >= 3) {
+    // Cut between characters, never inside one.
+    std::size_t cut = max_chars - 3;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+    out = out.substr(0, cut) + "...";
+  }
   return out;
 }
 

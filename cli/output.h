@@ -19,8 +19,10 @@ namespace hookrelay::cli {
 // "2024-05-01T12:00:00.123Z"; "-" for 0 (not set).
 std::string format_time(int64_t unix_ms);
 
-// Control characters replaced and long text cut to `max_chars` with "...", so one cell stays one
-// line.
+// Text safe to show on a terminal in one line: control characters (C0, DEL and C1, U+0080-U+009F)
+// replaced by a space and bytes that are not UTF-8 by '?', so no escape sequence reaches the
+// terminal; text longer than `max_chars` bytes cut to that many with "...", between two
+// characters.
 std::string one_line(const std::string& text, std::size_t max_chars);
 
 class Table {

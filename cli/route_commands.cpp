@@ -100,8 +100,10 @@ std::string limit_text(const RouteDestination& d) {
 void print_route(std::ostream& out, const RouteView& v) {
   out << v.source << "/" << v.name << ": " << v.state.state;
   if (v.state.state == "suspended") {
-    out << " since " << format_time(v.state.suspended_at_ms) << " by " << v.state.suspended_by
-        << " (" << v.state.reason << ")";
+    // Both come from the database (an operator's --by and --reason, a worker's words): no
+    // escape sequence reaches the terminal.
+    out << " since " << format_time(v.state.suspended_at_ms) << " by "
+        << one_line(v.state.suspended_by, 80) << " (" << one_line(v.state.reason, 200) << ")";
   }
   out << ", failure streak " << streak_text(v.state) << ", " << v.state.parked << " parked";
   if (!v.destination.host.empty()) {
@@ -235,6 +237,7 @@ int routes_resume(const ParsedArgs& args, CliIo& io, const Config& config, Route
   const int64_t unfinished_after_ms = *unfinished_after;
   auto url = resolve_database_url(args, io);
   if (!url) return report_error(io, "routes resume", url.error());
+  *url = with_cli_limits(*url);  // no wait on Postgres lasts for ever
   auto clients = release_clients(args, io, static_cast<int>(*seconds));
   if (!clients) {
     Error e = clients.error();
@@ -326,6 +329,7 @@ int run_routes(const Args& args, CliIo& io) {
   if (!config) return report_error(io, "routes " + sub, config.error());
   auto url = resolve_database_url(parsed, io);
   if (!url) return report_error(io, "routes " + sub, url.error());
+  *url = with_cli_limits(*url);  // no wait on Postgres lasts for ever
   RouteStates states(*url);
   if (sub == "list") return routes_list(parsed, io, *config, states);
   if (sub == "suspend") return routes_suspend(parsed, io, *config, states, pos[1], who);

@@ -16,7 +16,8 @@ namespace {
 
 constexpr const char* kTopicsUsage =
     "usage: hookrelay topics apply|check [--config PATH] [--bootstrap HOSTS] [--dry-run] [--json]\n"
-    "                                    [--timeout SECONDS]\n"
+    "                                    [--timeout SECONDS] [--allow-retention-decrease]\n"
+    "                                    [--allow-partition-increase]\n"
     "  The topics hookrelay uses (hookrelay.webhooks, hookrelay.calls, hookrelay.retry.<n> for\n"
     "  each retry.schedule_seconds entry, hookrelay.dlq, hookrelay.parked) as the config's\n"
     "  topics: section wants them: partitions, replication factor, min.insync.replicas,\n"
@@ -25,11 +26,18 @@ constexpr const char* kTopicsUsage =
     "  Without a config, the documented defaults.\n"
     "  apply   creates missing topics, raises partition counts, sets configs (other topic-level\n"
     "          overrides are kept); one line per action. Fewer partitions or another replication\n"
-    "          factor are reported, never changed. --dry-run prints what it would do.\n"
-    "  check   prints every difference, or 'ok: N topics as configured'. --json for a document.\n"
+    "          factor are reported, never changed; nor is a min.insync.replicas at or above a\n"
+    "          topic's replication factor ever set (acks=all writes would fail). --dry-run\n"
+    "          prints what it would do.\n"
+    "          Refused unless allowed (the rest is applied, exit 1):\n"
+    "  --allow-retention-decrease   lower retention.ms (Kafka deletes older messages at once)\n"
+    "  --allow-partition-increase   raise hookrelay.webhooks from 1 partition while routes are\n"
+    "                               ordered (first attempts then no longer follow arrival order)\n"
+    "  check   prints every difference, or 'ok: N topics as configured'; one that makes acks=all\n"
+    "          writes fail starts with 'error:'. --json for a document.\n"
     "  --timeout SECONDS   per Kafka request (default 10)\n"
-    "  exit: 0 as configured (apply: everything fixed), 1 differences left or Kafka error,\n"
-    "        2 usage or config error\n";
+    "  exit: 0 as configured (apply: everything fixed), 1 differences left, a change refused or\n"
+    "        Kafka error, 2 usage or config error\n";
 
 std::string join_configs(const std::map<std::string, std::string>& configs) {
   std::string out;
@@ -41,6 +49,7 @@ struct Target {
   Config config;
   std::vector<TopicSpec> desired;
   std::set<std::string> config_names;
+  std::vector<std::string> ordered;  // ordered routes, "source/route"
 };
 
 Result<Target> resolve_target(const ParsedArgs& args, const CliIo& io) {
@@ -50,6 +59,7 @@ Result<Target> resolve_target(const ParsedArgs& args, const CliIo& io) {
   if (!kafka) return Unexpected{kafka.error()};
   Target t;
   if (*loaded) t.config = std::move(**loaded);
+  t.ordered = ordered_routes(t.config);
   t.config.kafka = std::move(*kafka);
   t.desired = desired_topics(t.config);
   for (const auto& spec : t.desired) {
@@ -66,8 +76,9 @@ std::vector<std::string> names_of(const std::vector<TopicSpec>& specs) {
 }
 
 nlohmann::json drift_json(const TopicDrift& d) {
-  return {{"topic", d.topic}, {"property", d.property}, {"wanted", d.wanted},
-          {"found", d.found}, {"fixable", d.fixable},   {"message", d.message}};
+  return {{"topic", d.topic},        {"property", d.property}, {"wanted", d.wanted},
+          {"found", d.found},        {"fixable", d.fixable},   {"message", d.message},
+          {"error", d.blocks_writes}};
 }
 
 int topics_check(const Target& target, KafkaAdmin& admin, const ParsedArgs& args, CliIo& io) {
@@ -84,9 +95,14 @@ int topics_check(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
   } else if (drifts.empty()) {
     io.out << "ok: " << target.desired.size() << " topics as configured\n";
   } else {
-    for (const auto& d : drifts) io.out << d.message << "\n";
-    io.out << drifts.size() << " difference(s) in " << target.desired.size()
-           << " topics; `hookrelay topics apply` fixes those it can\n";
+    int errors = 0;
+    for (const auto& d : drifts) {
+      io.out << (d.blocks_writes ? "error: " : "") << d.message << "\n";
+      errors += d.blocks_writes ? 1 : 0;
+    }
+    io.out << drifts.size() << " difference(s) in " << target.desired.size() << " topics";
+    if (errors > 0) io.out << ", " << errors << " of them making acks=all writes fail";
+    io.out << "; `hookrelay topics apply` fixes those it can\n";
   }
   return drifts.empty() ? kExitOk : kExitFailed;
 }
@@ -98,14 +114,27 @@ struct Action {
   std::function<Result<void>()> run;
 };
 
-std::vector<Action> actions_for(const std::vector<TopicSpec>& desired,
-                                const std::vector<TopicDrift>& drifts, KafkaAdmin& admin) {
-  std::vector<Action> out;
-  for (const auto& spec : desired) {
+// What apply does: its actions, and the changes it refuses (one sentence each, naming the flag).
+struct Plan {
+  std::vector<Action> actions;
+  std::vector<std::string> refused;
+  std::set<std::string> partitions_refused;  // topics whose partitions stay as they are
+};
+
+Plan plan_for(const Target& target, const std::vector<TopicDrift>& drifts,
+              const ApplyAllowances& allowed, KafkaAdmin& admin) {
+  Plan plan;
+  auto& out = plan.actions;
+  for (const auto& spec : target.desired) {
     std::map<std::string, std::string> configs;
     std::string changes;
     for (const auto& d : drifts) {
       if (d.topic != spec.name) continue;
+      if (auto why = apply_refusal(d, target.ordered, allowed); !why.empty()) {
+        plan.refused.push_back(std::move(why));
+        if (d.kind == DriftKind::kFewerPartitions) plan.partitions_refused.insert(d.topic);
+        continue;
+      }
       switch (d.kind) {
         case DriftKind::kMissing: {
           std::string what = spec.name + ": " + std::to_string(spec.partitions) +
@@ -130,6 +159,7 @@ std::vector<Action> actions_for(const std::vector<TopicSpec>& desired,
           break;
         case DriftKind::kMorePartitions:
         case DriftKind::kReplicationFactor:
+        case DriftKind::kMinInsyncReplicas:
           break;  // reported by the caller
       }
     }
@@ -140,17 +170,24 @@ std::vector<Action> actions_for(const std::vector<TopicSpec>& desired,
                      }});
     }
   }
-  return out;
+  return plan;
 }
 
-// Topic -> the partitions every broker must show: as configured, or more where the topic has more.
+// Topic -> the partitions every broker must show: as configured, or more where the topic has more,
+// or as it is where raising them was refused.
 std::map<std::string, int> partitions_wanted(const std::vector<TopicSpec>& desired,
-                                             const std::map<std::string, ObservedTopic>& observed) {
+                                             const std::map<std::string, ObservedTopic>& observed,
+                                             const std::set<std::string>& refused = {}) {
   std::map<std::string, int> out;
   for (const auto& spec : desired) {
     auto it = observed.find(spec.name);
-    out[spec.name] =
-        it == observed.end() ? spec.partitions : std::max(spec.partitions, it->second.partitions);
+    if (it == observed.end()) {
+      out[spec.name] = spec.partitions;
+    } else if (refused.count(spec.name)) {
+      out[spec.name] = it->second.partitions;
+    } else {
+      out[spec.name] = std::max(spec.partitions, it->second.partitions);
+    }
   }
   return out;
 }
@@ -165,20 +202,24 @@ int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
   auto observed = admin.describe(names_of(target.desired), target.config_names);
   if (!observed) return report_error(io, "topics apply", observed.error());
   const auto drifts = diff_topics(target.desired, *observed);
-  const auto wanted = partitions_wanted(target.desired, *observed);
   const bool dry_run = args.has("--dry-run");
   if (drifts.empty()) {
     // Cheap when every broker already has them (one metadata request each); waits otherwise, as
     // after a change (another apply may have just created them).
     if (!dry_run) {
-      auto every = admin.wait_until_every_broker_knows(wanted);
+      auto every =
+          admin.wait_until_every_broker_knows(partitions_wanted(target.desired, *observed));
       if (!every) return report_error(io, "topics apply", every.error());
     }
     io.out << "ok: " << target.desired.size() << " topics as configured, nothing to do\n";
     return kExitOk;
   }
+  const ApplyAllowances allowed{args.has(kAllowRetentionDecreaseFlag),
+                                args.has(kAllowPartitionIncreaseFlag)};
+  const Plan plan = plan_for(target, drifts, allowed, admin);
+  const auto wanted = partitions_wanted(target.desired, *observed, plan.partitions_refused);
   int failed = 0;
-  for (const auto& action : actions_for(target.desired, drifts, admin)) {
+  for (const auto& action : plan.actions) {
     if (dry_run) {
       io.out << "would " << action.plan << "\n";
       continue;
@@ -193,9 +234,11 @@ int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
   int left = 0;
   for (const auto& d : drifts) {
     if (d.fixable) continue;
-    io.out << "left as is: " << d.message << "\n";
+    io.out << (d.blocks_writes ? "not applied: " : "left as is: ") << d.message << "\n";
     ++left;
   }
+  for (const auto& why : plan.refused)
+    io.out << (dry_run ? "would refuse: " : "refused: ") << why << "\n";
   if (dry_run) return kExitOk;
   if (failed > 0) {
     io.err << "hookrelay topics apply: " << failed << " action(s) failed\n";
@@ -208,17 +251,26 @@ int topics_apply(const Target& target, KafkaAdmin& admin, const ParsedArgs& args
          << " topics with a leader for each partition, after " << seconds_waited(every->waited)
          << " (" << every->rounds << (every->rounds == 1 ? " round" : " rounds")
          << " of metadata requests)\n";
-  return left > 0 ? kExitFailed : kExitOk;
+  if (!plan.refused.empty()) {
+    io.err << "hookrelay topics apply: " << plan.refused.size()
+           << " change(s) refused; pass the flag named to make them\n";
+  }
+  return left > 0 || !plan.refused.empty() ? kExitFailed : kExitOk;
 }
 
 }  // namespace
 
 int run_topics(const Args& args, CliIo& io) {
   ParsedArgs parsed;
-  int rc = parse_or_help(
-      args,
-      {kConfigOption, kBootstrapOption, kJsonOption, {"--dry-run", false}, {"--timeout", true}},
-      kTopicsUsage, "topics", io, parsed);
+  int rc = parse_or_help(args,
+                         {kConfigOption,
+                          kBootstrapOption,
+                          kJsonOption,
+                          {"--dry-run", false},
+                          {"--timeout", true},
+                          {kAllowRetentionDecreaseFlag, false},
+                          {kAllowPartitionIncreaseFlag, false}},
+                         kTopicsUsage, "topics", io, parsed);
   if (rc != kContinue) return rc;
   const auto& pos = parsed.positionals();
   if (pos.size() != 1 || (pos[0] != "apply" && pos[0] != "check")) {
@@ -229,6 +281,10 @@ int run_topics(const Args& args, CliIo& io) {
     return usage_error(io, "topics", kTopicsUsage, "--dry-run applies to apply only");
   if (pos[0] == "apply" && parsed.has("--json"))
     return usage_error(io, "topics", kTopicsUsage, "--json applies to check only");
+  for (const char* flag : {kAllowRetentionDecreaseFlag, kAllowPartitionIncreaseFlag}) {
+    if (pos[0] == "check" && parsed.has(flag))
+      return usage_error(io, "topics", kTopicsUsage, std::string(flag) + " applies to apply only");
+  }
   auto seconds = parse_int_arg(parsed.value_or("--timeout", "10"), 1, 600, "--timeout");
   if (!seconds) return usage_error(io, "topics", kTopicsUsage, seconds.error().message);
   auto target = resolve_target(parsed, io);

@@ -53,6 +53,9 @@ int run_devbroker(const std::vector<std::string>& args) {
     return 0;
   }
   init_logging("devbroker", options.log_level);
+  // Its log goes to stderr, often piped (`hookrelay-devbroker 2>&1 | grep -m1 ready`): once the
+  // reader is gone a write must fail, not kill the broker the reader started.
+  std::signal(SIGPIPE, SIG_IGN);
 
   // Installed before anything slow so an early SIGTERM still ends in a clean exit 0.
   boost::asio::io_context io;
@@ -76,8 +79,11 @@ int run_devbroker(const std::vector<std::string>& args) {
   }
   const std::string bootstrap = (*cluster)->bootstrap();
   if (!options.bootstrap_file.empty()) {
-    if (auto r = write_file_atomically(options.bootstrap_file, bootstrap + "\n"); !r)
+    if (auto r = write_file_atomically(options.bootstrap_file, bootstrap + "\n"); !r) {
+      // A control file left behind would name a port nobody listens on.
+      if (!options.control_file.empty()) std::remove(options.control_file.c_str());
       return start_failed(r.error());
+    }
   }
 
   std::optional<StdinControl> stdin_control;

@@ -4,6 +4,11 @@
 // The mock cluster keeps everything in memory, about 5 MB per partition, and drops older data
 // beyond that: it is for trials and tests only, never for data anyone wants to keep.
 //
+// Nor does it behave as a real cluster where durability is at stake: it acknowledges a message
+// once the leader has it whatever acks and min.insync.replicas say, never moves a partition's
+// leadership (a broker down leaves its partitions unavailable), and answers no CreateTopics,
+// DescribeConfigs, AlterConfigs or CreatePartitions (the topics are those create_topic() makes).
+//
 // Thread-safety: every method may be called from any thread; librdkafka forwards each request
 // to the cluster's own thread and waits for it.
 #pragma once

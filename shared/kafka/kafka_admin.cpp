@@ -114,21 +114,34 @@ Result<KafkaEvent> run_admin(
   return event;
 }
 
-// The first failed topic result of a CreateTopics / CreatePartitions answer.
+// The first failed topic result of a CreateTopics / CreatePartitions answer. Sets
+// `*made_by_another` (and returns success) when the failure says another client made the change.
 Result<void> check_topic_results(const rd_kafka_topic_result_t** results, std::size_t count,
                                  const std::string& what, const std::string& bootstrap,
-                                 std::chrono::milliseconds timeout) {
+                                 std::chrono::milliseconds timeout, bool* made_by_another) {
+  *made_by_another = false;
   for (std::size_t i = 0; i < count; ++i) {
     auto err = rd_kafka_topic_result_error(results[i]);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      return Unexpected{admin_error(err, what, rd_kafka_topic_result_error_string(results[i]),
-                                    bootstrap, timeout)};
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) continue;
+    const char* detail = rd_kafka_topic_result_error_string(results[i]);
+    if (already_made_by_another(err, detail ? detail : "")) {
+      *made_by_another = true;
+      continue;
     }
+    return Unexpected{admin_error(err, what, detail, bootstrap, timeout)};
   }
   return {};
 }
 
 }  // namespace
+
+bool already_made_by_another(rd_kafka_resp_err_t err, std::string_view detail) {
+  if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) return true;
+  // Kafka: "Topic already has 3 partition(s)." when the count asked for is the count it has; "...
+  // currently has 6 partition(s); 3 would not be an increase." when it has more.
+  return err == RD_KAFKA_RESP_ERR_INVALID_PARTITIONS &&
+         detail.find("already has") != std::string_view::npos;
+}
 
 Result<std::set<std::string>> KafkaAdmin::topic_names() {
   auto md = all_metadata(rk_.get(), timeout_, bootstrap_);
@@ -232,8 +245,23 @@ Result<void> KafkaAdmin::create_topic(const TopicSpec& spec) {
   std::size_t count = 0;
   const auto** results =
       rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event->get()), &count);
-  if (auto r = check_topic_results(results, count, what, bootstrap_, timeout_); !r) return r;
-  return wait_for_partitions(spec.name, spec.partitions, what);
+  bool made_by_another = false;
+  if (auto r = check_topic_results(results, count, what, bootstrap_, timeout_, &made_by_another);
+      !r)
+    return r;
+  if (!made_by_another) return wait_for_partitions(spec.name, spec.partitions, what);
+  // Another client created it meanwhile: fine if it is the topic asked for.
+  if (auto r = wait_for_partitions(spec.name, 1, what); !r) return r;
+  std::set<std::string> keys;
+  for (const auto& [k, v] : spec.configs) keys.insert(k);
+  auto seen = describe({spec.name}, keys);
+  if (!seen) return Unexpected{seen.error()};
+  const auto drifts = diff_topics({spec}, *seen);
+  if (drifts.empty()) return {};
+  std::string differences;
+  for (const auto& d : drifts) differences += (differences.empty() ? "" : "; ") + d.message;
+  return fail("kafka",
+              what + ": another client created it meanwhile, and it differs: " + differences);
 }
 
 Result<void> KafkaAdmin::raise_partitions(const std::string& topic, int total) {
@@ -252,7 +280,11 @@ Result<void> KafkaAdmin::raise_partitions(const std::string& topic, int total) {
   std::size_t count = 0;
   const auto** results = rd_kafka_CreatePartitions_result_topics(
       rd_kafka_event_CreatePartitions_result(event->get()), &count);
-  if (auto r = check_topic_results(results, count, what, bootstrap_, timeout_); !r) return r;
+  // Raised to `total` by another client meanwhile ("already has"): the same wait confirms it.
+  bool made_by_another = false;
+  if (auto r = check_topic_results(results, count, what, bootstrap_, timeout_, &made_by_another);
+      !r)
+    return r;
   return wait_for_partitions(topic, total, what);
 }
 

@@ -15,6 +15,11 @@
 // controller's for a moment after a change: wait_until_every_broker_knows() asks each broker in
 // turn, through a client of its own bootstrapped on that broker alone.
 //
+// Two applies at once (two deploys, a retried Job) race: the one whose CreateTopics or
+// CreatePartitions comes second is told the topic already exists, or already has that many
+// partitions. That is someone else having done it: create_topic() and raise_partitions() then look
+// at the topic again and succeed when it is as asked.
+//
 // Thread-safety: one thread at a time per KafkaAdmin.
 #pragma once
 
@@ -23,6 +28,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shared/config/config.h"
@@ -31,6 +37,11 @@
 #include "shared/result.h"
 
 namespace hookrelay {
+
+// Whether a CreateTopics or CreatePartitions error says the change is already made (by another
+// client, at the same time): TOPIC_ALREADY_EXISTS, or INVALID_PARTITIONS whose `detail` says the
+// topic "already has" the count asked for (not one saying the count would be a decrease).
+bool already_made_by_another(rd_kafka_resp_err_t err, std::string_view detail);
 
 class KafkaAdmin {
  public:
@@ -49,7 +60,9 @@ class KafkaAdmin {
                                                         const std::set<std::string>& config_names);
 
   // Both return once the cluster's metadata shows the change, so a service started right after
-  // finds the topic (the controller has it before every broker does).
+  // finds the topic (the controller has it before every broker does). A topic created meanwhile
+  // by another client is success when it is as `spec` says (else an Error naming how it
+  // differs); so is a partition count another client raised to `total` meanwhile.
   Result<void> create_topic(const TopicSpec& spec);
   // Raises the topic's partition count to `total`.
   Result<void> raise_partitions(const std::string& topic, int total);

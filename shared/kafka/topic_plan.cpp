@@ -1,6 +1,8 @@
 #include "shared/kafka/topic_plan.h"
 
 #include <algorithm>
+#include <charconv>
+#include <optional>
 
 #include "shared/kafka/wire_contract.h"
 
@@ -50,11 +52,118 @@ TopicDrift drift(DriftKind kind, const std::string& topic, std::string property,
       d.fixable = true;
       d.message = topic + ": " + d.property + " is " + d.found + ", wanted " + d.wanted;
       break;
+    case DriftKind::kMinInsyncReplicas:
+      d.fixable = false;
+      d.blocks_writes = true;
+      break;  // the message is the caller's: it depends on which value is at fault
+  }
+  return d;
+}
+
+std::optional<int64_t> number(const std::string& text) {
+  int64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
+}
+
+// What min.insync.replicas `min_isr` does on `replicas` replicas, as a clause.
+std::string min_isr_effect(int64_t min_isr, int replicas) {
+  return min_isr > replicas ? "every acks=all write fails (NOT_ENOUGH_REPLICAS)"
+                            : "acks=all writes fail (NOT_ENOUGH_REPLICAS) as soon as one replica "
+                              "falls behind";
+}
+
+// The min.insync.replicas drift of an existing topic, judged against its actual replication
+// factor: nullopt when there is none. A wanted value that would block writes is never applied
+// (kMinInsyncReplicas); a found value that blocks them is an error, fixed by apply when the wanted
+// value does not block them (kConfig, blocks_writes).
+std::optional<TopicDrift> min_isr_drift(const TopicSpec& spec, const ObservedTopic& seen) {
+  constexpr const char* kKey = "min.insync.replicas";
+  const int replicas = seen.replication_factor;
+  auto wanted_it = spec.configs.find(kKey);
+  if (wanted_it == spec.configs.end()) return std::nullopt;
+  const std::string& wanted = wanted_it->second;
+  auto found_it = seen.configs.find(kKey);
+  const std::string found = found_it == seen.configs.end() ? "(unset)" : found_it->second;
+  const auto blocks = [replicas](const std::optional<int64_t>& v) {
+    return replicas > 0 && v && *v < (int64_t{1} << 30) &&
+           min_isr_blocks_writes(static_cast<int>(*v), replicas);
+  };
+  const auto wanted_value = number(wanted);
+  const auto found_value = number(found);
+  const bool wanted_blocks = blocks(wanted_value);
+  const bool found_blocks = blocks(found_value);
+  const std::string rf = std::to_string(replicas);
+  if (wanted != found && !wanted_blocks) {
+    TopicDrift d = drift(DriftKind::kConfig, spec.name, kKey, wanted, found);
+    if (found_blocks) {
+      d.blocks_writes = true;
+      d.message +=
+          " (with replication factor " + rf + ", " + min_isr_effect(*found_value, replicas) + ")";
+    }
+    return d;
+  }
+  if (!wanted_blocks && !found_blocks) return std::nullopt;
+  TopicDrift d = drift(DriftKind::kMinInsyncReplicas, spec.name, kKey, wanted, found);
+  if (wanted != found) {
+    d.message = spec.name + ": min.insync.replicas not set to " + wanted + " (it is " + found +
+                "): the topic's replication factor is " + rf + ", and with " + wanted + " " +
+                min_isr_effect(*wanted_value, replicas) +
+                "; raise the replication factor first (kafka-reassign-partitions) or lower "
+                "topics.min_insync_replicas";
+    if (found_blocks) d.message += "; as it is, " + min_isr_effect(*found_value, replicas);
+  } else {
+    d.message = spec.name + ": min.insync.replicas is " + found + " with replication factor " + rf +
+                ": " + min_isr_effect(*found_value, replicas) +
+                "; raise the replication factor (kafka-reassign-partitions) or lower "
+                "topics.min_insync_replicas";
   }
   return d;
 }
 
 }  // namespace
+
+bool min_isr_blocks_writes(int min_isr, int replication_factor) {
+  return min_isr >= replication_factor && !(min_isr == 1 && replication_factor == 1);
+}
+
+std::vector<std::string> ordered_routes(const Config& config) {
+  std::vector<std::string> out;
+  for (const auto& [source, routes] : config.routes) {
+    for (const auto& r : routes) {
+      if (r.ordered) out.push_back(source + "/" + r.name);
+    }
+  }
+  return out;
+}
+
+std::string apply_refusal(const TopicDrift& drift, const std::vector<std::string>& ordered,
+                          const ApplyAllowances& allowed) {
+  if (drift.kind == DriftKind::kConfig && drift.property == "retention.ms" &&
+      !allowed.retention_decrease) {
+    const auto wanted = number(drift.wanted);
+    const auto found = number(drift.found);
+    if (wanted && found && *wanted < *found) {
+      return drift.topic + " retention.ms not lowered from " + drift.found + " to " + drift.wanted +
+             ": Kafka would delete every message older than " + drift.wanted +
+             " ms at once (dead letters, parked deliveries, a backlog not yet consumed); pass " +
+             kAllowRetentionDecreaseFlag + " to lower it";
+    }
+  }
+  if (drift.kind == DriftKind::kFewerPartitions && drift.topic == kWebhooksTopic &&
+      drift.found == "1" && !ordered.empty() && !allowed.partition_increase) {
+    std::string routes;
+    for (const auto& r : ordered) routes += (routes.empty() ? "" : ", ") + r;
+    return drift.topic + " partitions not raised from 1 to " + drift.wanted +
+           ": routes are ordered (" + routes +
+           "), and one partition is what keeps webhooks in arrival order for their first "
+           "attempts (docs/routes.md); pass " +
+           kAllowPartitionIncreaseFlag + " to raise it";
+  }
+  return "";
+}
 
 int64_t retry_tier_retention_ms(const Config& config, int tier) {
   const int64_t delay_ms =
@@ -107,6 +216,10 @@ std::vector<TopicDrift> diff_topics(const std::vector<TopicSpec>& desired,
                           std::to_string(seen.replication_factor)));
     }
     for (const auto& [key, wanted] : spec.configs) {
+      if (key == "min.insync.replicas") {
+        if (auto d = min_isr_drift(spec, seen)) out.push_back(std::move(*d));
+        continue;
+      }
       auto found = seen.configs.find(key);
       if (found == seen.configs.end()) {
         out.push_back(drift(DriftKind::kConfig, spec.name, key, wanted, "(unset)"));

@@ -8,8 +8,10 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 #include <sstream>
 #include <thread>
 
@@ -640,6 +642,89 @@ TEST_F(CliReplay, AReplayKilledBetweenItsMarkAndItsAckIsTakenUpByALaterRun) {
       dir, with_common({"dlq", "replay", "--unfinished", "--unfinished-after", "1s"}));
   EXPECT_NE(after.out.find("no unfinished replay"), std::string::npos) << after.out;
   EXPECT_EQ(worker->stop(seconds(10)), 0) << worker->log_tail();
+}
+
+// ---------------------------------------------------------------------------------------------
+// routes, with the database in the way
+
+class CliRoutes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = TestDatabase::create();
+    ASSERT_TRUE(db) << db.error().message;
+    db_ = std::move(*db);
+    auto applied = migrate(db_->url(), kMigrations);
+    ASSERT_TRUE(applied) << applied.error().message;
+    write_file(
+        dir_.file("hookrelay.yaml"),
+        "sources:\n  acme: { scheme: standard-webhooks, secrets: "
+        "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\n"
+        "routes:\n  acme:\n    - { name: receiver, url: \"https://receiver.example.com/\" }\n");
+  }
+
+  std::vector<std::string> routes(std::vector<std::string> args) const {
+    args.insert(args.begin(), "routes");
+    for (const std::string& a : {std::string("--config"), dir_.file("hookrelay.yaml").string(),
+                                 std::string("--database-url"), db_->url()})
+      args.push_back(a);
+    return args;
+  }
+
+  TestDir dir_;
+  std::unique_ptr<TestDatabase> db_;
+};
+
+// The CLI connected with a bare URL: a row lock held elsewhere (a stuck worker transaction, an
+// operator's open psql session) kept `routes suspend` waiting for ever.
+TEST_F(CliRoutes, SuspendGivesUpWithAClearErrorWhileAnotherTransactionHoldsTheRoutesRow) {
+  pqxx::connection holder(db_->url());
+  {
+    pqxx::work seed(holder);
+    seed.exec("INSERT INTO route_states (source, route) VALUES ('acme', 'receiver')");
+    seed.commit();
+  }
+  auto lock = std::make_unique<pqxx::work>(holder);
+  lock->exec("SELECT 1 FROM route_states WHERE source = 'acme' AND route = 'receiver' FOR UPDATE");
+
+  const auto started = std::chrono::steady_clock::now();
+  auto suspend = std::async(std::launch::async,
+                            [args = routes({"suspend", "receiver", "--reason", "maintenance"})] {
+                              return run_cli_here(args);
+                            });
+  const bool returned = suspend.wait_for(seconds(30)) == std::future_status::ready;
+  const auto waited = std::chrono::steady_clock::now() - started;
+  lock->abort();  // lets a command that did not give up finish, so the test ends either way
+  const CliResult r = suspend.get();
+  ASSERT_TRUE(returned) << "routes suspend still waited for the lock after 30 s";
+  EXPECT_LT(waited, seconds(20));
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("hookrelay routes suspend: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("lock timeout"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("gave up after waiting 5 s for a row another transaction holds"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out, "");
+
+  // The lock gone, the same command goes through.
+  auto again = run_cli_here(routes({"suspend", "receiver", "--reason", "maintenance"}));
+  EXPECT_EQ(again.code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("acme/receiver: suspended"), std::string::npos) << again.out;
+}
+
+// A reason and a name are anyone's text (an operator's, or copied from a receiver's answer): a
+// terminal showing them must not run the escape sequences in them.
+TEST_F(CliRoutes, SuspendPrintsTheReasonAndWhoWithoutTerminalEscapes) {
+  auto r = run_cli_here(routes({"suspend", "receiver", "--reason",
+                                "\x1b]0;owned\x07 red \xc2\x9b"
+                                "31m text",
+                                "--by",
+                                "ops\x1b[2J\xc2\x9d"
+                                "52;c;x\xc2\x9c"}));
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  for (const char* escape : {"\x1b", "\x07", "\xc2\x9b", "\xc2\x9d", "\xc2\x9c"})
+    EXPECT_EQ(r.out.find(escape), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" ]0;owned  red  31m text)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ops [2J 52;c;x "), std::string::npos) << r.out;
 }
 
 TEST(CliSend, PostsASignedWebhookAndExitsByTheAnswer) {

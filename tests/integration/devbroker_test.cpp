@@ -1,13 +1,20 @@
 // The devbroker against real librdkafka clients: what ingest and the workers rely on.
 #include "tests/support/devbroker.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <set>
+#include <thread>
 
 #include "shared/kafka/wire_contract.h"
 #include "shared/replay/dlq_reader.h"
 #include "tests/support/kafka_test_client.h"
+#include "tests/support/process.h"
 #include "tests/support/test_dir.h"
 
 namespace hookrelay::test {
@@ -202,6 +209,76 @@ TEST_F(DevBrokerTest, SigtermExitsZeroAndRemovesItsFiles) {
   EXPECT_EQ(broker_->process().wait_exit(seconds(10)), 0);
   EXPECT_FALSE(std::filesystem::exists(dir_.file("bootstrap")));
   EXPECT_FALSE(std::filesystem::exists(dir_.file("control")));
+}
+
+constexpr const char* kDevBroker = HOOKRELAY_BIN_DIR "/devbroker/hookrelay-devbroker";
+
+// `hookrelay-devbroker 2>&1 | grep -m1 devbroker_ready`: grep exits after the first match and the
+// broker's next log line went to a pipe nobody reads. SIGPIPE killed it, under the tests that
+// had just found it ready.
+TEST_F(DevBrokerTest, KeepsRunningWhenTheReaderOfItsLogGoesAway) {
+  const auto bootstrap = dir_.file("bootstrap");
+  const auto control = dir_.file("control");
+  int log_pipe[2];
+  ASSERT_EQ(::pipe(log_pipe), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(log_pipe[1], STDERR_FILENO);
+    ::close(log_pipe[0]);
+    ::execl(kDevBroker, kDevBroker, "--brokers", "1", "--partitions", "1", "--retry-tiers", "0",
+            "--bootstrap-file", bootstrap.c_str(), "--control-file", control.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // The reader is gone before the broker writes its first line.
+  ::close(log_pipe[0]);
+  ::close(log_pipe[1]);
+  int status = 0;
+  bool exited = false;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(20);
+  while (!std::filesystem::exists(bootstrap) && std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  // It logs right after writing its files: still running a while later.
+  std::this_thread::sleep_for(milliseconds(500));
+  if (!exited) exited = ::waitpid(pid, &status, WNOHANG) == pid;
+  EXPECT_FALSE(exited) << "exited: "
+                       << (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                               : "status " + std::to_string(WEXITSTATUS(status)));
+  if (!exited) {
+    std::string address;
+    std::getline(std::ifstream(bootstrap), address);
+    auto topics = topic_partitions(address);
+    EXPECT_TRUE(topics) << topics.error().message;
+    ::kill(pid, SIGTERM);
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_FALSE(std::filesystem::exists(bootstrap));
+    EXPECT_FALSE(std::filesystem::exists(control));
+  }
+}
+
+// The control file is written first: a start that then fails must not leave it naming a port
+// nobody listens on (a script polling for it would take the broker for up).
+TEST_F(DevBrokerTest, AStartThatFailsAfterWritingTheControlFileRemovesIt) {
+  const auto control = dir_.file("control");
+  auto broker = ChildProcess::spawn(
+      {kDevBroker, "--brokers", "1", "--partitions", "1", "--retry-tiers", "0", "--control-file",
+       control.string(), "--bootstrap-file", dir_.file("no-such-dir/bootstrap").string()},
+      {}, dir_.file("failed-start.log"));
+  ASSERT_TRUE(broker) << broker.error().message;
+  EXPECT_EQ(broker->wait_exit(seconds(20)), std::optional<int>(1)) << broker->log_tail();
+  EXPECT_NE(broker->read_log().find("msg=devbroker_start_failed"), std::string::npos)
+      << broker->log_tail();
+  EXPECT_FALSE(std::filesystem::exists(control));
 }
 
 TEST_F(DevBrokerTest, BadFlagExitsTwoNamingTheFlag) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "tests/support/free_port.h"
 #include "tests/support/http_client.h"
 #include "tests/support/kafka_cluster.h"
+#include "tests/support/kafka_test_client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_dir.h"
 
@@ -36,10 +38,11 @@ bool contains(const std::string& text, const std::string& part) {
 
 // Writes a config for `bootstrap` to `path`: `partitions` partitions, replication factor
 // `replication` (min ISR: at most 2), retention one day plus `topics_extra`, the retry schedule
-// `schedule`.
+// `schedule`, and `sections` (sources, routes) at the end.
 std::string topics_config(const std::filesystem::path& path, const std::string& bootstrap,
                           int replication, int partitions, const std::string& topics_extra = "",
-                          const std::string& schedule = "[1, 2]") {
+                          const std::string& schedule = "[1, 2]",
+                          const std::string& sections = "") {
   std::ofstream(path) << "kafka: { bootstrap_servers: \"" << bootstrap << "\" }\n"
                       << "topics: { partitions: " << partitions
                       << ", replication_factor: " << replication
@@ -48,7 +51,8 @@ std::string topics_config(const std::filesystem::path& path, const std::string& 
                       << "ingest: { listen: \"127.0.0.1:" << free_port() << "\" }\n"
                       << "worker: { listen: \"127.0.0.1:0\" }\n"
                       << "postgres: { url: \"postgresql://postgres@127.0.0.1:1/none\" }\n"
-                      << "retry: { schedule_seconds: " << schedule << " }\n";
+                      << "retry: { schedule_seconds: " << schedule << " }\n"
+                      << sections;
   return path.string();
 }
 
@@ -137,9 +141,20 @@ TEST_F(TopicsOnKafka, ApplyCreatesCheckReportsDriftApplyFixesItKeepingOtherOverr
   auto manual = (*admin)->set_configs("hookrelay.webhooks", {{"segment.ms", "3600000"}});
   ASSERT_TRUE(manual) << manual.error().message;
 
-  // Another retention applied (as from an edited config): the base config now sees drift.
+  // Another retention applied (as from an edited config): the base config now sees drift. A
+  // shorter one deletes dead letters at once: refused without its flag, the rest applied.
+  const std::string shorter = config(", dlq_retention_ms: 172800000");
+  auto refused = run_cli_in_process({"topics", "apply", "--config", shorter});
+  EXPECT_EQ(refused.code, 1) << refused.out << refused.err;
+  EXPECT_TRUE(contains(refused.out,
+                       "refused: hookrelay.dlq retention.ms not lowered from 2592000000 to "
+                       "172800000: Kafka would delete every message older than 172800000 ms"))
+      << refused.out;
+  EXPECT_TRUE(contains(refused.out, "pass --allow-retention-decrease to lower it")) << refused.out;
+  EXPECT_EQ(run_cli_in_process({"topics", "check", "--config", base}).code, 0)
+      << "a refused change was made";
   auto other =
-      run_cli_in_process({"topics", "apply", "--config", config(", dlq_retention_ms: 172800000")});
+      run_cli_in_process({"topics", "apply", "--config", shorter, "--allow-retention-decrease"});
   ASSERT_EQ(other.code, 0) << other.out << other.err;
   EXPECT_TRUE(contains(other.out, "set hookrelay.dlq retention.ms=172800000 (was 2592000000)"))
       << other.out;
@@ -211,6 +226,154 @@ TEST_F(TopicsOnKafka, ServicesStartWithTheirTopicsAndRefuseAMissingRetryTier) {
   ASSERT_EQ(worker->wait_exit(30s), std::optional<int>(2)) << worker->log_tail();
   EXPECT_TRUE(contains(worker->read_log(), "Kafka topic hookrelay.retry.2 does not exist"))
       << worker->read_log();
+}
+
+// Runs after the tests above. A topic with one replica under a config asking for three and min
+// ISR 2: setting min.insync.replicas=2 there made every acks=all write fail NOT_ENOUGH_REPLICAS.
+TEST_F(TopicsOnKafka, MinInsyncReplicasIsNeverSetAtOrAboveATopicsReplicationFactor) {
+  const std::string base = config("", "[1, 2]", 5);
+  ASSERT_EQ(run_cli_in_process({"topics", "apply", "--config", base}).code, 0);
+  const std::string three =
+      topics_config(test_dir_.file("three-replicas.yaml"), kafka_->bootstrap(), 3, 5);
+
+  auto apply = run_cli_in_process({"topics", "apply", "--config", three});
+  EXPECT_EQ(apply.code, 1) << apply.out << apply.err;
+  EXPECT_TRUE(contains(apply.out,
+                       "not applied: hookrelay.webhooks: min.insync.replicas not set to 2 (it is "
+                       "1): the topic's replication factor is 1, and with 2 every acks=all write "
+                       "fails (NOT_ENOUGH_REPLICAS)"))
+      << apply.out;
+  EXPECT_TRUE(contains(apply.out,
+                       "left as is: hookrelay.webhooks: replication factor is 1, "
+                       "wanted 3"))
+      << apply.out;
+  EXPECT_FALSE(contains(apply.out, "min.insync.replicas=2")) << apply.out;
+
+  KafkaConfig kafka;
+  kafka.bootstrap_servers = kafka_->bootstrap();
+  auto admin = KafkaAdmin::create(kafka, 15s);
+  ASSERT_TRUE(admin) << admin.error().message;
+  Config wanted;
+  wanted.retry.schedule_seconds = {1, 2};
+  std::vector<std::string> names;
+  for (const auto& t : desired_topics(wanted)) names.push_back(t.name);
+  auto seen = (*admin)->describe(names, {"min.insync.replicas"});
+  ASSERT_TRUE(seen) << seen.error().message;
+  for (const auto& name : names)
+    EXPECT_EQ(seen->at(name).configs.at("min.insync.replicas"), "1") << name;
+
+  // check calls it an error, not a mere difference.
+  auto check = run_cli_in_process({"topics", "check", "--config", three});
+  EXPECT_EQ(check.code, 1) << check.out;
+  EXPECT_TRUE(contains(check.out, "error: hookrelay.webhooks: min.insync.replicas not set to 2"))
+      << check.out;
+  EXPECT_TRUE(contains(check.out, "of them making acks=all writes fail")) << check.out;
+  auto json = run_cli_in_process({"topics", "check", "--config", three, "--json"});
+  EXPECT_TRUE(contains(json.out, "\"error\": true")) << json.out;
+
+  // Set so by hand: an error as it is, which apply of a config that wants 1 fixes.
+  ASSERT_TRUE((*admin)->set_configs("hookrelay.dlq", {{"min.insync.replicas", "2"}}));
+  check = run_cli_in_process({"topics", "check", "--config", base});
+  EXPECT_EQ(check.code, 1) << check.out;
+  EXPECT_TRUE(contains(check.out,
+                       "error: hookrelay.dlq: min.insync.replicas is 2, wanted 1 (with "
+                       "replication factor 1, every acks=all write fails (NOT_ENOUGH_REPLICAS))"))
+      << check.out;
+  apply = run_cli_in_process({"topics", "apply", "--config", base});
+  EXPECT_EQ(apply.code, 0) << apply.out << apply.err;
+  EXPECT_EQ(run_cli_in_process({"topics", "check", "--config", base}).code, 0);
+}
+
+// One partition keeps an ordered route's webhooks in arrival order for their first attempts
+// (docs/routes.md): raising it is refused without its flag, while the rest of the plan applies.
+TEST_F(TopicsOnKafka, RaisingWebhooksFromOnePartitionWithOrderedRoutesNeedsItsFlag) {
+  Config wanted;
+  wanted.retry.schedule_seconds = {1, 2};
+  std::vector<std::string> names;
+  for (const auto& t : desired_topics(wanted)) names.push_back(t.name);
+  ASSERT_TRUE(kafka_->delete_topics(names));
+  const std::string routes =
+      "sources:\n  acme: { scheme: standard-webhooks, secrets: "
+      "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"] }\n"
+      "routes:\n  acme:\n"
+      "    - { name: ledger, url: \"https://ledger.example.com/\", ordered: true }\n";
+  const auto path = [this](const std::string& name) { return test_dir_.file(name); };
+  const std::string one =
+      topics_config(path("one.yaml"), kafka_->bootstrap(), 1, 1, "", "[1, 2]", routes);
+  const std::string three =
+      topics_config(path("three.yaml"), kafka_->bootstrap(), 1, 3, "", "[1, 2]", routes);
+  ASSERT_EQ(run_cli_in_process({"topics", "apply", "--config", one}).code, 0);
+
+  auto dry = run_cli_in_process({"topics", "apply", "--config", three, "--dry-run"});
+  EXPECT_TRUE(contains(dry.out, "would refuse: hookrelay.webhooks partitions not raised"))
+      << dry.out;
+
+  auto apply = run_cli_in_process({"topics", "apply", "--config", three});
+  EXPECT_EQ(apply.code, 1) << apply.out << apply.err;
+  EXPECT_TRUE(contains(apply.out,
+                       "refused: hookrelay.webhooks partitions not raised from 1 to 3: routes are "
+                       "ordered (acme/ledger), and one partition is what keeps webhooks in "
+                       "arrival order for their first attempts (docs/routes.md); pass "
+                       "--allow-partition-increase to raise it"))
+      << apply.out;
+  EXPECT_TRUE(contains(apply.out, "raised hookrelay.calls partitions from 1 to 3")) << apply.out;
+  EXPECT_TRUE(contains(apply.err, "1 change(s) refused")) << apply.err;
+  auto partitions = topic_partitions(kafka_->bootstrap());
+  ASSERT_TRUE(partitions) << partitions.error().message;
+  EXPECT_EQ(partitions->at("hookrelay.webhooks"), 1);
+  EXPECT_EQ(partitions->at("hookrelay.calls"), 3);
+
+  apply = run_cli_in_process({"topics", "apply", "--config", three, "--allow-partition-increase"});
+  EXPECT_EQ(apply.code, 0) << apply.out << apply.err;
+  EXPECT_TRUE(contains(apply.out, "raised hookrelay.webhooks partitions from 1 to 3")) << apply.out;
+  EXPECT_EQ(run_cli_in_process({"topics", "check", "--config", three}).code, 0);
+}
+
+// Two applies at once: the one whose CreateTopics or CreatePartitions comes second is told the
+// work is done. That is no failure when the topic is now as configured.
+TEST_F(TopicsOnKafka, TwoAppliesAtOnceBothSucceed) {
+  Config wanted;
+  wanted.retry.schedule_seconds = {1, 2};
+  std::vector<std::string> names;
+  for (const auto& t : desired_topics(wanted)) names.push_back(t.name);
+  ASSERT_TRUE(kafka_->delete_topics(names));
+  const std::string two = config("", "[1, 2]", 2);
+  ASSERT_EQ(run_cli_in_process({"topics", "apply", "--config", two}).code, 0);
+
+  // Deterministically second: the topic and its partitions exist as asked.
+  KafkaConfig kafka;
+  kafka.bootstrap_servers = kafka_->bootstrap();
+  auto admin = KafkaAdmin::create(kafka, 15s);
+  ASSERT_TRUE(admin) << admin.error().message;
+  auto specs = desired_topics(
+      *load_config_file(two, [](const std::string&) { return std::optional<std::string>{}; }));
+  auto created = (*admin)->create_topic(specs.at(0));
+  EXPECT_TRUE(created) << created.error().message;
+  auto raised = (*admin)->raise_partitions(specs.at(0).name, 2);
+  EXPECT_TRUE(raised) << raised.error().message;
+  // Made otherwise by the other client: an error naming how it differs.
+  TopicSpec other = specs.at(0);
+  other.partitions = 4;
+  auto differs = (*admin)->create_topic(other);
+  ASSERT_FALSE(differs);
+  EXPECT_TRUE(contains(differs.error().message,
+                       "create topic hookrelay.webhooks: another client created it meanwhile, and "
+                       "it differs: hookrelay.webhooks: partitions is 2, wanted 4"))
+      << differs.error().message;
+
+  // Two whole applies racing, from nothing and then raising partitions.
+  for (int partitions : {3, 4}) {
+    if (partitions == 3) {
+      ASSERT_TRUE(kafka_->delete_topics(names));
+    }
+    const std::string path = config("", "[1, 2]", partitions);
+    std::vector<CliRun> runs(2);
+    std::thread first([&] { runs[0] = run_cli_in_process({"topics", "apply", "--config", path}); });
+    runs[1] = run_cli_in_process({"topics", "apply", "--config", path});
+    first.join();
+    for (const auto& r : runs) EXPECT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(run_cli_in_process({"topics", "check", "--config", path}).code, 0);
+  }
 }
 
 // The cluster's metadata, asked through a client of its own on `bootstrap`.

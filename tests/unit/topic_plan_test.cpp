@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "shared/kafka/kafka_admin.h"
 #include "shared/kafka/topic_check.h"
 #include "shared/kafka/wire_contract.h"
 
@@ -88,7 +89,7 @@ TEST(TopicDiff, EveryKindOfDriftIsOneSentenceNamingTopicPropertyWantedAndFound) 
   observed.erase("hookrelay.dlq");
   observed["hookrelay.webhooks"].partitions = 6;
   observed["hookrelay.calls"].partitions = 16;
-  observed["hookrelay.retry.0"].replication_factor = 1;
+  observed["hookrelay.retry.0"].replication_factor = 4;
   observed["hookrelay.retry.1"].configs["retention.ms"] = "3600000";
   observed["hookrelay.retry.2"].configs.erase("cleanup.policy");
 
@@ -108,7 +109,7 @@ TEST(TopicDiff, EveryKindOfDriftIsOneSentenceNamingTopicPropertyWantedAndFound) 
 
   EXPECT_EQ(drifts[2].kind, DriftKind::kReplicationFactor);
   EXPECT_FALSE(drifts[2].fixable);
-  EXPECT_NE(drifts[2].message.find("hookrelay.retry.0: replication factor is 1, wanted 3"),
+  EXPECT_NE(drifts[2].message.find("hookrelay.retry.0: replication factor is 4, wanted 3"),
             std::string::npos)
       << drifts[2].message;
 
@@ -131,6 +132,159 @@ TEST(TopicDiff, AMissingTopicIsOneDriftNotOnePerProperty) {
   auto drifts = diff_topics(desired, observed);
   ASSERT_EQ(drifts.size(), 1u);
   EXPECT_EQ(drifts[0].topic, "hookrelay.calls");
+}
+
+const TopicDrift* drift_of(const std::vector<TopicDrift>& drifts, const std::string& topic,
+                           const std::string& property) {
+  for (const auto& d : drifts) {
+    if (d.topic == topic && d.property == property) return &d;
+  }
+  return nullptr;
+}
+
+// A topic made by hand with one replica, a config asking for 3 and min ISR 2: setting
+// min.insync.replicas=2 there made every acks=all write fail NOT_ENOUGH_REPLICAS (ingest: 503).
+TEST(TopicDiff, AMinInsyncReplicasAtOrAboveTheTopicsReplicationFactorIsNeverSetAndIsAnError) {
+  auto desired = desired_topics(Config{});  // replication factor 3, min ISR 2
+  auto observed = as_desired(desired);
+  observed["hookrelay.webhooks"].replication_factor = 1;
+  observed["hookrelay.webhooks"].configs["min.insync.replicas"] = "1";
+  observed["hookrelay.calls"].replication_factor = 2;  // 2 of 2: one broker down stops writes
+  observed["hookrelay.calls"].configs["min.insync.replicas"] = "1";
+
+  auto drifts = diff_topics(desired, observed);
+  const TopicDrift* webhooks = drift_of(drifts, "hookrelay.webhooks", "min.insync.replicas");
+  ASSERT_NE(webhooks, nullptr);
+  EXPECT_EQ(webhooks->kind, DriftKind::kMinInsyncReplicas);
+  EXPECT_FALSE(webhooks->fixable);
+  EXPECT_TRUE(webhooks->blocks_writes);
+  EXPECT_EQ(webhooks->message,
+            "hookrelay.webhooks: min.insync.replicas not set to 2 (it is 1): the topic's "
+            "replication factor is 1, and with 2 every acks=all write fails "
+            "(NOT_ENOUGH_REPLICAS); raise the replication factor first "
+            "(kafka-reassign-partitions) or lower topics.min_insync_replicas");
+  const TopicDrift* calls = drift_of(drifts, "hookrelay.calls", "min.insync.replicas");
+  ASSERT_NE(calls, nullptr);
+  EXPECT_EQ(calls->kind, DriftKind::kMinInsyncReplicas);
+  EXPECT_FALSE(calls->fixable);
+  EXPECT_NE(calls->message.find("as soon as one replica falls behind"), std::string::npos)
+      << calls->message;
+  // The replication factor itself is reported as before; nothing else about these topics.
+  ASSERT_NE(drift_of(drifts, "hookrelay.webhooks", "replication factor"), nullptr);
+  EXPECT_EQ(drifts.size(), 4u);
+  for (const auto& d : drifts) EXPECT_NE(d.kind, DriftKind::kConfig) << d.message;
+
+  // Already set so (by hand, or by an older apply): an error as it is.
+  observed["hookrelay.webhooks"].configs["min.insync.replicas"] = "2";
+  drifts = diff_topics(desired, observed);
+  webhooks = drift_of(drifts, "hookrelay.webhooks", "min.insync.replicas");
+  ASSERT_NE(webhooks, nullptr);
+  EXPECT_EQ(webhooks->kind, DriftKind::kMinInsyncReplicas);
+  EXPECT_TRUE(webhooks->blocks_writes);
+  EXPECT_NE(webhooks->message.find("hookrelay.webhooks: min.insync.replicas is 2 with replication "
+                                   "factor 1: every acks=all write fails"),
+            std::string::npos)
+      << webhooks->message;
+
+  // Found blocking, wanted not: an ordinary change apply makes, flagged as an error until then.
+  observed = as_desired(desired);
+  observed["hookrelay.dlq"].configs["min.insync.replicas"] = "3";
+  drifts = diff_topics(desired, observed);
+  ASSERT_EQ(drifts.size(), 1u);
+  EXPECT_EQ(drifts[0].kind, DriftKind::kConfig);
+  EXPECT_TRUE(drifts[0].fixable);
+  EXPECT_TRUE(drifts[0].blocks_writes);
+  EXPECT_EQ(drifts[0].message.rfind("hookrelay.dlq: min.insync.replicas is 3, wanted 2", 0), 0u)
+      << drifts[0].message;
+}
+
+TEST(TopicDiff, OneReplicaWithMinInsyncReplicasOneIsTheOneBrokerSetupNotAnError) {
+  auto c = config_of("topics: { replication_factor: 1, min_insync_replicas: 1 }\n");
+  auto desired = desired_topics(c);
+  auto observed = as_desired(desired);
+  EXPECT_TRUE(diff_topics(desired, observed).empty());
+  observed["hookrelay.webhooks"].configs["min.insync.replicas"] = "2";
+  auto drifts = diff_topics(desired, observed);
+  ASSERT_EQ(drifts.size(), 1u);
+  EXPECT_EQ(drifts[0].kind, DriftKind::kConfig);  // apply lowers it to 1
+  EXPECT_TRUE(drifts[0].blocks_writes);
+  EXPECT_FALSE(min_isr_blocks_writes(1, 1));
+  EXPECT_TRUE(min_isr_blocks_writes(2, 2));
+  EXPECT_FALSE(min_isr_blocks_writes(2, 3));
+}
+
+// Lowering retention.ms makes Kafka delete what is older than the new window at once: dead
+// letters an operator has not looked at yet, a backlog.
+TEST(ApplyRefusal, LoweringRetentionNeedsItsFlagRaisingItDoesNot) {
+  auto desired = desired_topics(Config{});
+  auto observed = as_desired(desired);
+  observed["hookrelay.dlq"].configs["retention.ms"] = "5184000000";     // 60 days, wanted 30
+  observed["hookrelay.webhooks"].configs["retention.ms"] = "86400000";  // 1 day, wanted 7
+  auto drifts = diff_topics(desired, observed);
+  const TopicDrift* lower = drift_of(drifts, "hookrelay.dlq", "retention.ms");
+  const TopicDrift* raise = drift_of(drifts, "hookrelay.webhooks", "retention.ms");
+  ASSERT_NE(lower, nullptr);
+  ASSERT_NE(raise, nullptr);
+  EXPECT_EQ(apply_refusal(*lower, {}, {}),
+            "hookrelay.dlq retention.ms not lowered from 5184000000 to 2592000000: Kafka would "
+            "delete every message older than 2592000000 ms at once (dead letters, parked "
+            "deliveries, a backlog not yet consumed); pass --allow-retention-decrease to lower it");
+  EXPECT_EQ(apply_refusal(*lower, {}, {.retention_decrease = true}), "");
+  EXPECT_EQ(apply_refusal(*lower, {}, {.partition_increase = true}).empty(), false);
+  EXPECT_EQ(apply_refusal(*raise, {}, {}), "");
+}
+
+// One partition is what keeps an ordered route's webhooks in arrival order for their first
+// attempts (docs/routes.md).
+TEST(ApplyRefusal, RaisingWebhooksFromOnePartitionNeedsItsFlagWhenRoutesAreOrdered) {
+  auto ordered = config_of(
+      "sources: { github: { scheme: github, secrets: [\"s\"] } }\n"
+      "routes:\n  github:\n"
+      "    - { name: ci, url: \"https://ci.example.com/\", ordered: true }\n"
+      "    - { name: chat, url: \"https://chat.example.com/\" }\n");
+  EXPECT_EQ(ordered_routes(ordered), (std::vector<std::string>{"github/ci"}));
+  auto desired = desired_topics(ordered);
+  auto observed = as_desired(desired);
+  observed["hookrelay.webhooks"].partitions = 1;
+  observed["hookrelay.calls"].partitions = 1;
+  observed["hookrelay.dlq"].partitions = 2;
+  auto drifts = diff_topics(desired, observed);
+  const TopicDrift* webhooks = drift_of(drifts, "hookrelay.webhooks", "partitions");
+  ASSERT_NE(webhooks, nullptr);
+  EXPECT_EQ(apply_refusal(*webhooks, ordered_routes(ordered), {}),
+            "hookrelay.webhooks partitions not raised from 1 to 12: routes are ordered "
+            "(github/ci), and one partition is what keeps webhooks in arrival order for their "
+            "first attempts (docs/routes.md); pass --allow-partition-increase to raise it");
+  EXPECT_EQ(apply_refusal(*webhooks, ordered_routes(ordered), {.partition_increase = true}), "");
+  EXPECT_EQ(apply_refusal(*webhooks, {}, {}), "");  // no ordered route
+  // Other topics, and a webhooks topic that already has several partitions, are raised.
+  EXPECT_EQ(apply_refusal(*drift_of(drifts, "hookrelay.calls", "partitions"),
+                          ordered_routes(ordered), {}),
+            "");
+  EXPECT_EQ(
+      apply_refusal(*drift_of(drifts, "hookrelay.dlq", "partitions"), ordered_routes(ordered), {}),
+      "");
+  observed["hookrelay.webhooks"].partitions = 2;
+  drifts = diff_topics(desired, observed);
+  EXPECT_EQ(apply_refusal(*drift_of(drifts, "hookrelay.webhooks", "partitions"),
+                          ordered_routes(ordered), {}),
+            "");
+}
+
+// Two applies at once: the second CreateTopics / CreatePartitions is told it is already done.
+TEST(KafkaAdminErrors, AlreadyExistsAndAlreadyHasThosePartitionsMeanAnotherClientDidIt) {
+  EXPECT_TRUE(already_made_by_another(RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS,
+                                      "Topic 'hookrelay.dlq' already exists."));
+  EXPECT_TRUE(already_made_by_another(RD_KAFKA_RESP_ERR_INVALID_PARTITIONS,
+                                      "Topic already has 6 partition(s)."));
+  // Fewer than it has is a real error; so is every other one.
+  EXPECT_FALSE(already_made_by_another(
+      RD_KAFKA_RESP_ERR_INVALID_PARTITIONS,
+      "The topic hookrelay.dlq currently has 8 partition(s); 6 would not be an increase."));
+  EXPECT_FALSE(already_made_by_another(RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR,
+                                       "Unable to replicate the partition 3 time(s)"));
+  EXPECT_FALSE(already_made_by_another(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, ""));
+  EXPECT_FALSE(already_made_by_another(RD_KAFKA_RESP_ERR_NO_ERROR, ""));
 }
 
 TEST(RequiredTopics, IngestNeedsTheFreshTopicsTheWorkerEveryTopic) {

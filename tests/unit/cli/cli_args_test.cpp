@@ -18,6 +18,20 @@ TEST(ParseArgs, ReadsValuesSwitchesRepeatsAndPositionals) {
   EXPECT_FALSE(a->has("--help"));
 }
 
+TEST(ParseArgs, AnOptionThatMustNotBeEmptyRefusesAnEmptyValueEitherWay) {
+  const std::vector<OptionSpec> specs = {{"--config", true, true}, {"--reason", true}};
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--config", ""}, {"--config="}}) {
+    auto a = parse_args(args, specs);
+    ASSERT_FALSE(a) << args[0];
+    EXPECT_EQ(a.error().code, "usage");
+    EXPECT_EQ(a.error().message, "--config: must not be empty");
+  }
+  EXPECT_TRUE(parse_args({"--reason="}, specs));  // an option not marked may be empty
+  auto given = parse_args({"--config=a.yaml"}, specs);
+  ASSERT_TRUE(given);
+  EXPECT_EQ(given->value("--config"), "a.yaml");
+}
+
 TEST(ParseArgs, DoubleDashEndsOptionsAndDashHIsHelp) {
   auto a = parse_args({"-h", "--", "--rate"}, kSpecs);
   ASSERT_TRUE(a);

@@ -21,6 +21,45 @@ TEST(OneLine, ReplacesControlCharactersAndCutsLongText) {
   EXPECT_EQ(one_line("abcdefghijkl", 8), "abcde...");
 }
 
+// C1 controls in UTF-8 (U+009B is CSI, U+009D is OSC) start escape sequences on a terminal just
+// as ESC [ and ESC ] do.
+TEST(OneLine, ReplacesC1ControlsAndBytesThatAreNotUtf8) {
+  EXPECT_EQ(one_line("a\xc2\x9b"
+                     "31mred\xc2\x9d"
+                     "0;title\x07z",
+                     40),
+            "a 31mred 0;title z");
+  EXPECT_EQ(one_line("\xc2\x80\xc2\x9f\x7f", 10), "   ");
+  // A lone C1 byte (CSI to a terminal in an 8-bit mode), a stray continuation, a truncated
+  // sequence, an overlong ESC: none is UTF-8.
+  EXPECT_EQ(one_line("a\x9b"
+                     "b\x80"
+                     "c\xe2\x82",
+                     10),
+            "a?b?c??");
+  EXPECT_EQ(one_line("\xc0\x9b", 10), "??");
+  // Other characters pass as they are: U+00A0 (C2 A0) right after the C1 range, é, €, 😀.
+  EXPECT_EQ(one_line("\xc2\xa0"
+                     "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                     40),
+            "\xc2\xa0"
+            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+}
+
+TEST(OneLine, CutsLongTextBetweenCharactersNeverInsideOne) {
+  // "ab€€€€": the cut at 5 bytes ("ab" + 3 of "€€") would split the second €: one € is kept.
+  EXPECT_EQ(one_line("ab\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", 8), "ab\xe2\x82\xac...");
+  const std::string emoji = "\xf0\x9f\x98\x80";
+  for (std::size_t max = 3; max < 20; ++max) {
+    const std::string cut = one_line(emoji + emoji + emoji + emoji + emoji, max);
+    ASSERT_LE(cut.size(), std::max<std::size_t>(max, 3)) << max;
+    // What is left before "..." is whole characters only.
+    const std::string kept = cut.substr(0, cut.size() - 3);
+    EXPECT_EQ(kept.size() % 4, 0u) << max;
+    EXPECT_EQ(one_line(kept, 100), kept) << max;
+  }
+}
+
 TEST(Table, AlignsColumnsWithoutTrailingSpaces) {
   Table t({"KEY", "STATE"});
   t.add_row({"wh:github:e1:ci", "dead"});

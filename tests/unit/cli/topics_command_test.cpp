@@ -47,6 +47,36 @@ TEST(TopicsCommand, AnInvalidTopicsSectionIsAConfigErrorNamingTheField) {
   EXPECT_NE(t.err.str().find("topics.min_insync_replicas"), std::string::npos) << t.err.str();
 }
 
+// An empty --config meant "no config" and hid HOOKRELAY_CONFIG: apply then made the built-in
+// defaults (12 partitions, replication factor 3) on whatever cluster --bootstrap named.
+TEST(TopicsCommand, AnEmptyConfigPathIsRefusedEvenWithHookrelayConfigSet) {
+  TempFile file("topics: { partitions: 1, replication_factor: 1, min_insync_replicas: 1 }\n");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"topics", "apply", "--config", "", "--bootstrap", "127.0.0.1:1", "--timeout", "1"},
+           {"topics", "apply", "--config=", "--bootstrap", "127.0.0.1:1", "--timeout", "1"},
+           {"topics", "check", "--config", "", "--bootstrap", "127.0.0.1:1", "--timeout", "1"},
+           {"routes", "list", "--config="},
+           {"config", "check", "--config", ""}}) {
+    TestIo t;
+    t.env["HOOKRELAY_CONFIG"] = file.path();
+    EXPECT_EQ(t.run(args), kExitUsage) << args[0] << " " << args[2];
+    EXPECT_NE(t.err.str().find("--config: must not be empty"), std::string::npos) << t.err.str();
+    EXPECT_EQ(t.out.str(), "") << args[0] << " " << args[2];
+  }
+}
+
+TEST(TopicsCommand, TheFlagsThatAllowDestructiveChangesBelongToApply) {
+  for (const char* flag : {"--allow-retention-decrease", "--allow-partition-increase"}) {
+    TestIo t;
+    EXPECT_EQ(t.run({"topics", "check", flag, "--bootstrap", "127.0.0.1:1"}), kExitUsage);
+    EXPECT_NE(t.err.str().find(std::string(flag) + " applies to apply only"), std::string::npos)
+        << t.err.str();
+    TestIo help;
+    EXPECT_EQ(help.run({"help", "topics"}), kExitOk);
+    EXPECT_NE(help.out.str().find(flag), std::string::npos) << flag;
+  }
+}
+
 TEST(TopicsCommand, NoBrokersNamedIsAUsageError) {
   TestIo t;
   EXPECT_EQ(t.run({"topics", "check"}), kExitUsage);
