@@ -172,7 +172,8 @@ class RequestJson {
 };
 
 const std::set<std::string>& managed_headers() {
-  // Set by the HTTP client or by hookrelay itself; a caller may not override them.
+  // Set by the HTTP client or by hookrelay itself; a caller may not override them. An hr-call
+  // envelope naming one is refused too (parse_call_envelope): ingest never wrote one.
   static const std::set<std::string> names = {"host",
                                               "content-length",
                                               "transfer-encoding",
@@ -186,6 +187,30 @@ const std::set<std::string>& managed_headers() {
                                               "proxy-authorization",
                                               "proxy-connection"};
   return names;
+}
+
+// Why a call may not carry the header `name` (any case), or "" when it is sent as given. The
+// worker sends every header of a call but these (build_http_call, worker/outbound_request.h):
+// what it would not send is refused here, never accepted and dropped.
+std::string refused_call_header(const std::string& name) {
+  const std::string n = ascii_lower(name);
+  if (managed_headers().count(n)) return "is set by hookrelay and cannot be overridden";
+  if (n.rfind("proxy-", 0) == 0)
+    return "Proxy-* headers are hop-by-hop: they are never sent to the receiver";
+  if (n.rfind("x-hookrelay-", 0) == 0)
+    return "X-Hookrelay-* headers are set by hookrelay (X-Hookrelay-Attempt)";
+  return {};
+}
+
+// What an Idempotency-Key value may be: 1-255 bytes, no control character, and neither blank nor
+// beginning or ending with a space or tab (a receiver reads the value without them, and libcurl
+// sends no header at all for a blank one).
+std::string idempotency_key_problem(std::string_view key) {
+  if (key.empty() || key.size() > 255) return "must be 1-255 characters";
+  if (!valid_header_value(key)) return "contains control characters";
+  const auto blank = [](char c) { return c == ' ' || c == '\t'; };
+  if (blank(key.front()) || blank(key.back())) return "must not begin or end with a space or tab";
+  return {};
 }
 
 }  // namespace
@@ -260,15 +285,25 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
         return invalid("headers", "must be an object of header name to string value");
       if (h.size() > limits.max_headers)
         return invalid("headers", "at most " + std::to_string(limits.max_headers) + " headers");
+      std::optional<std::string> content_type;  // the name it was given under
       for (const auto& [name, value] : h.items()) {
         if (!valid_header_name(name))
           return invalid("headers." + name, "is not a valid header name");
-        if (managed_headers().count(ascii_lower(name)))
-          return invalid("headers." + name, "is set by hookrelay and cannot be overridden");
+        if (auto why = refused_call_header(name); !why.empty())
+          return invalid("headers." + name, why);
         if (!value.is_string()) return invalid("headers." + name, "value must be a string");
         auto v = value.get<std::string>();
         if (!valid_header_value(v))
           return invalid("headers." + name, "value contains CR, LF or control characters");
+        // One Content-Type is sent: two whose names differ only in case are two JSON keys, but
+        // which one the receiver would read is anyone's guess.
+        if (ascii_iequals(name, "content-type")) {
+          if (content_type) {
+            return invalid("headers." + name, "Content-Type is given twice (as " + *content_type +
+                                                  " and " + name + ")");
+          }
+          content_type = name;
+        }
         c.headers.emplace_back(name, std::move(v));
       }
     }
@@ -284,13 +319,14 @@ Result<CallRequest> parse_call_request(std::string_view text, const CallLimits& 
       if (!bytes) return invalid("body_base64", "is not valid base64");
       c.body = std::move(*bytes);
     }
+    // libcurl sends no body with GET or HEAD: refused rather than accepted and dropped.
+    if (!c.body.empty() && (c.method == "GET" || c.method == "HEAD"))
+      return invalid(j.contains("body") ? "body" : "body_base64", "a GET or HEAD call has no body");
     if (j.contains("idempotency_key")) {
       if (!j["idempotency_key"].is_string()) return invalid("idempotency_key", "must be a string");
       c.idempotency_key = j["idempotency_key"].get<std::string>();
-      if (c.idempotency_key.empty() || c.idempotency_key.size() > 255)
-        return invalid("idempotency_key", "must be 1-255 characters");
-      if (!valid_header_value(c.idempotency_key))
-        return invalid("idempotency_key", "contains control characters");
+      if (auto problem = idempotency_key_problem(c.idempotency_key); !problem.empty())
+        return invalid("idempotency_key", problem);
     } else {
       c.idempotency_key = "hr_" + hex_encode(random_bytes(16));
       c.key_generated = true;
@@ -329,7 +365,16 @@ Result<CallRequest> parse_call_envelope(std::string_view text) {
     CallRequest c;
     c.url = j.at("url").get<std::string>();
     c.method = j.at("method").get<std::string>();
-    for (const auto& h : j.at("headers"))
+    // Held to ingest's limits on a call's headers (CallLimits::max_headers of at most 256 + 8192
+    // bytes each, below): a message written to the topic some other way sends no receiver
+    // thousands of headers.
+    const auto& headers = j.at("headers");
+    if (!headers.is_array()) return fail("bad_envelope", "hr-call header: headers is not a list");
+    if (const std::size_t most = CallLimits{}.max_headers; headers.size() > most) {
+      return fail("bad_envelope", "hr-call header: headers: " + std::to_string(headers.size()) +
+                                      " headers; at most " + std::to_string(most));
+    }
+    for (const auto& h : headers)
       c.headers.emplace_back(h.at(0).get<std::string>(), h.at(1).get<std::string>());
     c.idempotency_key = j.at("idempotency_key").get<std::string>();
     // Both reach the wire (the request line, the Idempotency-Key header): held to what ingest

@@ -40,6 +40,15 @@ struct CallLimits {
 
 // Parses the JSON body of POST /v1/calls. Error codes: "malformed_json", "invalid_request";
 // the message names the field ("url: only http and https are allowed").
+//
+// A call's headers are sent as given (names as spelt, User-Agent and webhook-* included: hookrelay
+// sets neither on a call), so what the worker would not send is refused here, naming the header:
+// the ones that frame the request or belong to one connection (Host, Content-Length,
+// Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Expect, every Proxy-*), and
+// the ones hookrelay sets on a call (Idempotency-Key, from idempotency_key; every X-Hookrelay-*,
+// X-Hookrelay-Attempt among them). At most one Content-Type: two names differing only in case
+// are refused. A GET or HEAD call has no body. idempotency_key is 1-255 bytes, no control
+// character, and does not begin or end with a space or tab.
 Result<CallRequest> parse_call_request(std::string_view json, const CallLimits& limits);
 
 // Stable id for a call: "call_" + 24 hex of SHA-256(idempotency key).
@@ -48,7 +57,10 @@ std::string call_id_for(std::string_view idempotency_key);
 // Envelope (everything but the body) for the hr-call header, and its inverse for the worker. The
 // inverse holds what reaches the wire (method, idempotency key, headers) to what
 // parse_call_request accepts, a header hookrelay or the HTTP client sets (Host, Content-Length,
-// ...) included: a message written to the topic some other way is refused ("bad_envelope").
+// ...) included, and to ingest's limit on their number (CallLimits::max_headers): a message written
+// to the topic some other way is refused ("bad_envelope"). Headers ingest refuses now but accepted
+// before are not refused here, so a message an older ingest accepted is still delivered: the
+// worker drops Proxy-* and X-Hookrelay-Attempt (build_http_call) and sends the rest as before.
 std::string call_envelope(const CallRequest& call);
 Result<CallRequest> parse_call_envelope(std::string_view json);
 

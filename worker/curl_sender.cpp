@@ -617,6 +617,7 @@ void CurlSender::run(Loop& self) {
       }
       // No 100-continue round trip.
       if (c.body && c.body->size() > expect_above) curl_slist_add(t->headers, "Expect:");
+      bool content_type = false;
       for (const auto& [k, v] : c.headers) {
         // libcurl sends no "Name:" with an empty value (and drops its own header of that name);
         // "Name;" is how it is told to send the header empty.
@@ -626,7 +627,11 @@ void CurlSender::run(Loop& self) {
           header_line.assign(k).append(": ").append(v);
         }
         curl_slist_add(t->headers, header_line.c_str());
+        content_type = content_type || ascii_iequals(k, "content-type");
       }
+      // A body goes out with the Content-Type the request has, or with none: without this,
+      // libcurl labels a POSTFIELDS body application/x-www-form-urlencoded.
+      if (!content_type) curl_slist_add(t->headers, "Content-Type:");
       curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers.get());
       t->shard = next_shard++ % loops.size();
       if (CURLMcode added = curl_multi_add_handle(loops[t->shard].multi, e); added != CURLM_OK) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "shared/ascii.h"
 #include "shared/call_request.h"
 #include "shared/http/http_url.h"
 #include "shared/kafka/wire_contract.h"
@@ -80,14 +81,19 @@ void fill_webhook(Delivery& d, const ConsumedMessage& m, const RouteConfig& rout
   d.ordered = route.ordered;
   d.route = &route;
   d.message_id = d.event_id;
+  // The provider's first Content-Type only (in any case): one it repeated is not forwarded.
   bool forwarded_type = false;
   for (const auto& [name, value] : m.headers) {
     if (name.rfind(kForwardPrefix, 0) != 0) continue;
-    d.headers.emplace_back(name.substr(kForwardPrefix.size()), value);
-    forwarded_type = forwarded_type || d.headers.back().first == "content-type";
+    const std::string_view forwarded = std::string_view(name).substr(kForwardPrefix.size());
+    if (ascii_iequals(forwarded, "content-type")) {
+      if (forwarded_type) continue;
+      forwarded_type = true;
+    }
+    d.headers.emplace_back(forwarded, value);
   }
   // Ingest writes the provider's Content-Type both as hr-content-type and among the forwarded
-  // headers: it is sent once.
+  // headers: it is sent once. A provider that sent none gets none.
   if (const auto* ct = m.header(header::kContentType); ct && !forwarded_type)
     d.headers.emplace_back("content-type", *ct);
 }

@@ -10,8 +10,9 @@
 namespace hookrelay {
 namespace {
 
-// Headers hookrelay sets itself on every delivery; a forwarded copy is dropped (ingest forwards a
-// provider's own webhook-id, webhook-signature, ...: they are not a sign of a forged message).
+// Headers hookrelay sets itself on every webhook delivery, or that belong to the provider's own
+// request to ingest; a forwarded copy is dropped (ingest forwards a provider's own webhook-id,
+// webhook-signature, ...: they are not a sign of a forged message).
 bool replaced(std::string_view name) {
   for (std::string_view h :
        {"webhook-id", "webhook-timestamp", "webhook-signature", "idempotency-key", "user-agent",
@@ -19,6 +20,12 @@ bool replaced(std::string_view name) {
     if (ascii_iequals(name, h)) return true;
   }
   return false;
+}
+
+// Headers hookrelay sets on a call. Ingest refuses a call naming one (call_request.cpp); an hr-call
+// envelope from an ingest that did not refuse X-Hookrelay-Attempt may still carry it: dropped.
+bool set_on_call(std::string_view name) {
+  return ascii_iequals(name, "idempotency-key") || ascii_iequals(name, "x-hookrelay-attempt");
 }
 
 }  // namespace
@@ -41,7 +48,9 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
   HttpCall call;
   call.url = d.url;
   call.method = d.method;
-  call.body = d.body;
+  // A GET or HEAD goes out without a body. Ingest refuses a GET or HEAD call with one; a message
+  // an older ingest accepted with one is sent as it always was, without it.
+  if (d.method != "GET" && d.method != "HEAD") call.body = d.body;
   call.timeout_ms = d.timeout_ms;
   call.connect_timeout_ms = std::min(connect_timeout_ms, d.timeout_ms);
   const auto* route_headers = d.route ? &d.route->headers : nullptr;
@@ -55,8 +64,21 @@ HttpCall build_http_call(const Delivery& d, int64_t now_ms, int connect_timeout_
     }
     return false;
   };
+  const bool is_call = d.kind == "call";
+  bool content_type = false;
   for (const auto& [k, v] : d.headers) {
-    if (!replaced(k) && !connection_header(k) && !set_by_route(k)) call.headers.emplace_back(k, v);
+    // A call's own headers are sent as given but for the ones ingest refuses; a webhook's
+    // forwarded ones less those hookrelay or the route sets.
+    const bool dropped = is_call ? connection_header(k) || set_on_call(k)
+                                 : replaced(k) || connection_header(k) || set_by_route(k);
+    if (dropped) continue;
+    // One Content-Type, the first (in any case): a provider's repeated one, or a call's from an
+    // ingest that took two names differing in case.
+    if (ascii_iequals(k, "content-type")) {
+      if (content_type) continue;
+      content_type = true;
+    }
+    call.headers.emplace_back(k, v);
   }
   if (route_headers) {
     for (const auto& h : *route_headers) call.headers.push_back(h);

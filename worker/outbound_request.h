@@ -1,10 +1,18 @@
 // What the worker sends and what it re-publishes, as pure functions of a Delivery.
 //
-// build_http_call: the receiver's request. Webhooks carry webhook-id (stable across attempts),
-// webhook-timestamp and, when the route has secrets, webhook-signature (Standard Webhooks: one
-// "v1,<base64>" per secret, space-separated), then the route's own `headers` (which replace a
-// forwarded header of the same name); calls carry Idempotency-Key. Provider signature headers that
-// the receiver cannot check are replaced, never duplicated.
+// build_http_call: the receiver's request. Webhooks carry the provider's forwarded headers but
+// webhook-id, webhook-timestamp, webhook-signature, Idempotency-Key, User-Agent, Accept-Encoding
+// and X-Hookrelay-Attempt (dropped: a provider's own are not the delivery's), then the route's own
+// `headers` (which replace a forwarded header of the same name), then webhook-id (stable across
+// attempts), webhook-timestamp and, when the route has secrets, webhook-signature (Standard
+// Webhooks: one "v1,<base64>" per secret, space-separated). Provider signature headers that the
+// receiver cannot check are replaced, never duplicated. Calls carry their own headers as given,
+// User-Agent (it replaces the worker's) and webhook-* included, then Idempotency-Key. Ingest
+// refuses what would not be sent (call_request.h): a connection header (below), Idempotency-Key,
+// X-Hookrelay-*; one an hr-call envelope from an older ingest carries anyway (Proxy-*,
+// X-Hookrelay-Attempt) is dropped here. Every delivery then carries X-Hookrelay-Attempt, and at
+// most one Content-Type (the first given, any case); with none, none is sent (CurlSender adds no
+// default). A GET or HEAD has no body.
 //
 // redelivery_headers: the Kafka headers of the retry-tier or DLQ message that carries a delivery
 // on, with its attempt history.
@@ -34,7 +42,8 @@ HttpCall build_http_call(const Delivery& delivery, int64_t now_ms, int connect_t
 // one a delivery carries, and a message naming one is malformed (expand_message; Proxy-* ones are
 // only dropped: ingest forwards those but Proxy-Authorization and Proxy-Connection). The worker's
 // rule, next to ingest's (ingest_service.cpp forwardable: these and credentials are not forwarded),
-// the /v1/calls parser's (call_request.cpp managed_headers, applied to hr-call envelopes too) and
+// the /v1/calls parser's (call_request.cpp refused_call_header: all of these; its
+// managed_headers, all but Proxy-* other than those two, applied to hr-call envelopes too) and
 // the routes' (config.cpp refused_header).
 bool connection_header(std::string_view name);
 // Proxy-*, any case: the connection headers ingest forwards (but Proxy-Authorization and

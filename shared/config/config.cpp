@@ -363,6 +363,7 @@ std::string refused_header(const std::string& name) {
        {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}) {
     if (n == h) return name + " is a hop-by-hop header the HTTP client sets";
   }
+  if (n == "expect") return name + " is set by the HTTP client (hookrelay sends no 100-continue)";
   return {};
 }
 

@@ -27,9 +27,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "shared/ascii.h"
 #include "shared/net/ip_address.h"
 #include "tests/support/scripted_receiver.h"
 #include "worker/delivery_outcome.h"
@@ -389,6 +392,55 @@ TEST(CurlSenderTest, AHeaderWithAnEmptyValueIsSent) {
   auto got = rx.requests("/empty");
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].header("X-Empty"), std::optional<std::string>("")) << "the header was dropped";
+}
+
+// A body goes out with the Content-Type the request names, or with none: libcurl, left alone,
+// labels it application/x-www-form-urlencoded. So for a call without one, for a webhook whose
+// provider sent none (its forwarded headers, no Content-Type among them), and for each method
+// that carries a body; a Content-Type given, in any case, goes out once as given.
+TEST(CurlSenderTest, ABodyWithoutContentTypeGoesOutWithNone) {
+  test::ScriptedReceiver rx;
+  ASSERT_TRUE(rx.start());
+  CurlSender sender(SsrfGuard(true, {}));
+  Results results;
+  struct Step {
+    std::string method;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::optional<std::string> content_type;  // what the receiver should see
+  };
+  const std::vector<Step> steps = {
+      {"POST", {}, std::nullopt},
+      {"POST", {{"x-github-event", "push"}, {"webhook-id", "e1"}}, std::nullopt},
+      {"PUT", {}, std::nullopt},
+      {"PATCH", {}, std::nullopt},
+      {"DELETE", {}, std::nullopt},
+      {"POST", {{"content-type", "application/json"}}, "application/json"},
+      {"POST", {}, std::nullopt},  // the handle the labelled call used, reused
+  };
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    HttpCall c;
+    c.url = rx.url("/untyped");
+    c.method = steps[i].method;
+    c.headers = steps[i].headers;
+    c.headers.emplace_back("X-Id", std::to_string(i));
+    c.body = std::make_shared<const std::string>("a=1&b=2");
+    sender.send(std::move(c), results.sink(static_cast<int>(i)));
+    ASSERT_TRUE(results.wait_for(i + 1, 30s));
+  }
+  for (const auto& [id, r] : results.take()) {
+    EXPECT_EQ(r.error, TransportError::kNone) << id << ": " << r.message;
+  }
+  auto got = rx.requests("/untyped");
+  ASSERT_EQ(got.size(), steps.size());
+  for (const auto& req : got) {
+    std::size_t i = std::stoul(req.header("X-Id").value_or("99"));
+    ASSERT_LT(i, steps.size());
+    EXPECT_EQ(req.body, "a=1&b=2") << i;
+    EXPECT_EQ(req.header("Content-Type"), steps[i].content_type) << i << " " << steps[i].method;
+    std::size_t types = 0;
+    for (const auto& [k, v] : req.headers) types += ascii_iequals(k, "content-type") ? 1 : 0;
+    EXPECT_LE(types, 1u) << i;
+  }
 }
 
 // Easy handles are reused from call to call without a reset: each call still goes out with its

@@ -164,7 +164,8 @@ TEST(CallRequest, AKeyGivenTwiceIsRefusedNamingIt) {
     EXPECT_EQ(c.error().code, "invalid_request") << body;
     EXPECT_EQ(c.error().message, message) << body;
   }
-  // Header names differing in case are different JSON keys: each is its own header.
+  // Header names differing in case are different JSON keys: each is its own header (but
+  // Content-Type, which is sent once: TwoContentTypesDifferingOnlyInCaseAreRefused).
   auto cased =
       parse_call_request(R"({"url":"http://a/","headers":{"X-A":"1","x-a":"2"}})", limits());
   ASSERT_TRUE(cased) << cased.error().message;
@@ -177,6 +178,84 @@ TEST(CallRequest, AKeyGivenTwiceIsRefusedNamingIt) {
   auto broken = parse_call_request(R"({"url":"http://a/","url":)", limits());
   ASSERT_FALSE(broken);
   EXPECT_EQ(broken.error().code, "malformed_json");
+}
+
+// A call's headers are sent as given: what the worker would not send (a header that frames the
+// request or belongs to one connection, every Proxy-*, the ones hookrelay sets on a call) is
+// answered 400 naming it, never accepted and dropped.
+TEST(CallRequest, AHeaderTheWorkerWouldNotSendIsRefusedNamingIt) {
+  for (const char* name :
+       {"Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade", "TE",
+        "Trailer", "Expect", "expect", "Idempotency-Key", "Proxy-Authorization", "Proxy-Connection",
+        "Proxy-Foo", "proxy-bar", "X-Hookrelay-Attempt", "x-hookrelay-attempt",
+        "X-Hookrelay-Trace"}) {
+    auto c = parse_call_request(
+        std::string(R"({"url":"http://a/","headers":{"X-Ok":"1",")") + name + R"(":"v"}})",
+        limits());
+    ASSERT_FALSE(c) << name;
+    EXPECT_EQ(c.error().code, "invalid_request") << name;
+    EXPECT_EQ(c.error().message.rfind(std::string("headers.") + name + ": ", 0), 0u)
+        << c.error().message;
+  }
+  // hookrelay sets neither User-Agent nor any webhook-* on a call: the caller's are sent.
+  auto sent = parse_call_request(
+      R"({"url":"http://a/","headers":{"User-Agent":"x","webhook-signature":"v1,abc",)"
+      R"("Webhook-Id":"w1","Accept-Encoding":"gzip","Authorization":"Bearer t","X-Proxy":"p"}})",
+      limits());
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_EQ(sent->headers.size(), 6u);
+}
+
+// One Content-Type is sent: two whose names differ only in case are refused, naming the second.
+TEST(CallRequest, TwoContentTypesDifferingOnlyInCaseAreRefused) {
+  auto c = parse_call_request(
+      R"({"url":"http://a/","headers":{"Content-Type":"a/b","content-type":"c/d"}})", limits());
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, "invalid_request");
+  EXPECT_EQ(c.error().message.rfind("headers.content-type: Content-Type is given twice", 0), 0u)
+      << c.error().message;
+  auto one =
+      parse_call_request(R"({"url":"http://a/","headers":{"CONTENT-TYPE":"a/b"}})", limits());
+  ASSERT_TRUE(one) << one.error().message;
+}
+
+// libcurl sends no body with GET or HEAD: such a call with one is refused, naming the rule.
+TEST(CallRequest, AGetOrHeadCallWithABodyIsRefused) {
+  for (const char* method : {"GET", "HEAD"}) {
+    auto text = parse_call_request(
+        std::string(R"({"url":"http://a/","method":")") + method + R"(","body":"x"})", limits());
+    ASSERT_FALSE(text) << method;
+    EXPECT_EQ(text.error().code, "invalid_request");
+    EXPECT_EQ(text.error().message, "body: a GET or HEAD call has no body");
+    auto bytes = parse_call_request(
+        std::string(R"({"url":"http://a/","method":")") + method + R"(","body_base64":"AAE="})",
+        limits());
+    ASSERT_FALSE(bytes) << method;
+    EXPECT_EQ(bytes.error().message, "body_base64: a GET or HEAD call has no body");
+    // An empty body is no body: nothing is dropped.
+    auto empty = parse_call_request(
+        std::string(R"({"url":"http://a/","method":")") + method + R"(","body":""})", limits());
+    ASSERT_TRUE(empty) << empty.error().message;
+  }
+  auto del = parse_call_request(R"({"url":"http://a/","method":"DELETE","body":"x"})", limits());
+  ASSERT_TRUE(del) << del.error().message;
+}
+
+// The key is sent as the Idempotency-Key header: a receiver reads it without leading or trailing
+// spaces and tabs, and libcurl sends no header for a blank one. Refused, naming the field.
+TEST(CallRequest, ABlankOrPaddedIdempotencyKeyIsRefused) {
+  // JSON text: each \\t below is the escape of a tab in the request.
+  for (const char* key : {" ", "   ", "\\t", " \\t ", " k", "k ", "\\tk", "k\\t", " k "}) {
+    auto c = parse_call_request(
+        std::string(R"({"url":"http://a/","idempotency_key":")") + key + R"("})", limits());
+    ASSERT_FALSE(c) << "'" << key << "'";
+    EXPECT_EQ(c.error().code, "invalid_request");
+    EXPECT_EQ(c.error().message, "idempotency_key: must not begin or end with a space or tab")
+        << "'" << key << "'";
+  }
+  auto inner = parse_call_request(R"({"url":"http://a/","idempotency_key":"order 42"})", limits());
+  ASSERT_TRUE(inner) << inner.error().message;
+  EXPECT_EQ(inner->idempotency_key, "order 42");
 }
 
 // Deep nesting is parsed without recursion (and freed without it), duplicates or not.

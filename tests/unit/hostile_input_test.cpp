@@ -144,6 +144,45 @@ TEST(CallEnvelope, NumbersOutOfRangeAreRefusedNotCast) {
                                   R"("headers":[],"idempotency_key":"k-1",)" + tail));
 }
 
+// An hr-call envelope is held to ingest's limits on a call's headers (CallLimits::max_headers,
+// 256-byte names, 8192-byte values): one written to the topic by someone else with 20,000 headers
+// is a malformed message, dead-lettered, not 20,000 headers sent to a receiver.
+TEST(CallEnvelope, MoreHeadersThanIngestTakesIsAMalformedMessage) {
+  const auto envelope = [](std::size_t headers, const std::string& value = "v") {
+    std::string list = "[";
+    for (std::size_t i = 0; i < headers; ++i) {
+      if (i > 0) list += ',';
+      list += R"(["X-H)" + std::to_string(i) + R"(",")" + value + R"("])";
+    }
+    list += "]";
+    return R"({"url":"http://127.0.0.1:9/","method":"POST","headers":)" + list +
+           R"(,"idempotency_key":"k","timeout_ms":1000,"max_attempts":3,"max_age_seconds":60})";
+  };
+  const std::size_t most = CallLimits{}.max_headers;
+  EXPECT_TRUE(parse_call_envelope(envelope(most))) << most << " headers, as ingest allows";
+  auto over = parse_call_envelope(envelope(most + 1));
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, "bad_envelope");
+  EXPECT_NE(over.error().message.find("headers: " + std::to_string(most + 1) +
+                                      " headers; at most " + std::to_string(most)),
+            std::string::npos)
+      << over.error().message;
+  EXPECT_FALSE(parse_call_envelope(envelope(1, std::string(8193, 'v'))))
+      << "a value longer than ingest takes";
+
+  ConsumedMessage m;
+  m.topic = std::string(kCallsTopic);
+  m.value = std::make_shared<const std::string>("");
+  m.headers = {{"hr-kind", "call"},
+               {"hr-event-id", "c1"},
+               {"hr-received-at", "1000"},
+               {"hr-call", envelope(20000)}};
+  auto out = expand_message(m, Config{});
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, "malformed_message");
+  EXPECT_NE(out.error().message.find("20000 headers"), std::string::npos) << out.error().message;
+}
+
 Config routed_config() {
   auto c = parse_config(R"(
 sources:

@@ -255,6 +255,18 @@ TEST(RouteConfig, FilterValuesKeepTheirYamlTypes) {
   EXPECT_EQ(v[9].number, 1000);
 }
 
+// libcurl writes Expect itself (hookrelay sends "Expect:" to skip 100-continue); a route's own
+// would replace that, and a receiver would wait for a body that is not announced as coming.
+TEST(RouteConfig, ARouteCannotSetExpectInAnyCase) {
+  for (const char* name : {"Expect", "expect", "EXPECT"}) {
+    auto c = parse(with_route(std::string("headers: { ") + name + ": 100-continue }"));
+    ASSERT_FALSE(c) << name;
+    EXPECT_EQ(c.error().message.rfind(kR + "headers." + name + ": cannot be set per route", 0), 0u)
+        << c.error().message;
+  }
+  EXPECT_TRUE(parse(with_route("headers: { X-Expect: yes }"))) << "only Expect itself is refused";
+}
+
 TEST(RouteConfig, HeaderValuesNeverAppearInErrors) {
   // An error after the headers were read (a bad key later in the route) shows no value either.
   auto c = parse(with_route("headers: { Authorization: \"Bearer ${TOKEN}\" }, max_in_flight: -5"),

@@ -90,6 +90,134 @@ routes: { gh: [ { name: ci, url: "http://127.0.0.1:9/ci" } ] }
   }
 }
 
+Config no_routes() {
+  auto config = parse_config("sources: { gh: { scheme: github, secrets: [s] } }\n",
+                             [](const std::string&) { return std::nullopt; });
+  EXPECT_TRUE(config) << config.error().message;
+  return *config;
+}
+
+// A call as ingest writes it to hookrelay.calls: its envelope's headers are `headers`, a JSON list
+// of [name, value] pairs.
+ConsumedMessage call_message(const std::string& headers, const std::string& method = "POST",
+                             const std::string& body = "{}") {
+  ConsumedMessage m;
+  m.topic = std::string(kCallsTopic);
+  m.value = std::make_shared<const std::string>(body);
+  m.headers = {{"hr-kind", "call"},
+               {"hr-event-id", "call_1"},
+               {"hr-received-at", "1000"},
+               {"hr-call", R"({"url":"http://127.0.0.1:9/c","method":")" + method +
+                               R"(","headers":)" + headers +
+                               R"(,"idempotency_key":"order-42","timeout_ms":1000,)"
+                               R"("max_attempts":3,"max_age_seconds":60})"}};
+  return m;
+}
+
+std::multimap<std::string, std::string> sent_headers(const HttpCall& call) {
+  std::multimap<std::string, std::string> sent;
+  for (const auto& [k, v] : call.headers) sent.emplace(ascii_lower(k), v);
+  return sent;
+}
+
+// hookrelay sets neither User-Agent nor any webhook-* on a call, and ingest accepts them: they are
+// sent as given (User-Agent replaces the worker's own), with one Idempotency-Key and one
+// X-Hookrelay-Attempt of hookrelay's.
+TEST(OutboundRequest, ACallsOwnHeadersAreSentAsGiven) {
+  auto out = expand_message(
+      call_message(R"([["User-Agent","x"],["webhook-signature","v1,abc"],["Webhook-Id","w1"],)"
+                   R"(["Accept-Encoding","gzip"],["X-Trace","t"]])"),
+      no_routes(), nullptr);
+  ASSERT_TRUE(out) << out.error().message;
+  HttpCall call = build_http_call(out->at(0), 1'700'000'000'000, 5000);
+  auto sent = sent_headers(call);
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, std::string>>{{"user-agent", "x"},
+                                                        {"webhook-signature", "v1,abc"},
+                                                        {"webhook-id", "w1"},
+                                                        {"accept-encoding", "gzip"},
+                                                        {"x-trace", "t"},
+                                                        {"idempotency-key", "order-42"},
+                                                        {"x-hookrelay-attempt", "1"}}) {
+    ASSERT_EQ(sent.count(name), 1u) << name;
+    EXPECT_EQ(sent.find(name)->second, value) << name;
+  }
+  EXPECT_EQ(sent.count("webhook-timestamp"), 0u) << "hookrelay signs no call";
+  EXPECT_EQ(call.headers.size(), 7u);
+}
+
+// Ingest refuses a call's Proxy-* and X-Hookrelay-* headers; an envelope from an ingest that took
+// them is still delivered, without a Proxy-* and without a second X-Hookrelay-Attempt.
+TEST(OutboundRequest, ACallEnvelopesProxyAndAttemptHeadersAreNotSent) {
+  auto out = expand_message(
+      call_message(R"([["Proxy-Foo","p"],["X-Hookrelay-Attempt","99"],["X-A","1"]])"), no_routes(),
+      nullptr);
+  ASSERT_TRUE(out) << out.error().message;
+  auto sent = sent_headers(build_http_call(out->at(0), 1'700'000'000'000, 5000));
+  EXPECT_EQ(sent.count("proxy-foo"), 0u);
+  ASSERT_EQ(sent.count("x-hookrelay-attempt"), 1u);
+  EXPECT_EQ(sent.find("x-hookrelay-attempt")->second, "1");
+  EXPECT_EQ(sent.count("x-a"), 1u);
+}
+
+// Exactly one Content-Type, the first, whatever the case of its name: a webhook provider that
+// repeated it, and a call from an ingest that took two names differing in case.
+TEST(OutboundRequest, OneContentTypeIsSentTheFirstInAnyCase) {
+  auto config = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes: { gh: [ { name: ci, url: "http://127.0.0.1:9/ci" } ] }
+)",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(config) << config.error().message;
+  const auto types_of = [](const HttpCall& call) {
+    std::vector<std::string> types;
+    for (const auto& [k, v] : call.headers) {
+      if (ascii_iequals(k, "content-type")) types.push_back(v);
+    }
+    return types;
+  };
+  auto m = testing::github_webhook("push", R"({"a":1})");
+  m.headers.emplace_back(std::string(header::kContentType), "application/json");
+  m.headers.emplace_back("hr-fwd-content-type", "application/json");
+  m.headers.emplace_back(std::string(header::kContentType), "text/plain");
+  m.headers.emplace_back("hr-fwd-content-type", "text/plain");
+  m.headers.emplace_back("hr-fwd-Content-Type", "text/html");
+  auto hook = expand_message(m, *config, nullptr);
+  ASSERT_TRUE(hook) << hook.error().message;
+  EXPECT_EQ(types_of(build_http_call(hook->at(0), 1'700'000'000'000, 5000)),
+            std::vector<std::string>{"application/json"});
+
+  // Written some other way: only a mixed-case forwarded one, and hr-content-type.
+  auto mixed = testing::github_webhook("push", R"({"a":1})");
+  mixed.headers.emplace_back("hr-fwd-Content-Type", "text/html");
+  mixed.headers.emplace_back(std::string(header::kContentType), "text/html");
+  auto mixed_out = expand_message(mixed, *config, nullptr);
+  ASSERT_TRUE(mixed_out) << mixed_out.error().message;
+  EXPECT_EQ(types_of(build_http_call(mixed_out->at(0), 1'700'000'000'000, 5000)),
+            std::vector<std::string>{"text/html"});
+
+  auto call = expand_message(
+      call_message(R"([["Content-Type","application/json"],["content-type","text/plain"]])"),
+      no_routes(), nullptr);
+  ASSERT_TRUE(call) << call.error().message;
+  EXPECT_EQ(types_of(build_http_call(call->at(0), 1'700'000'000'000, 5000)),
+            std::vector<std::string>{"application/json"});
+}
+
+// A provider that sent no Content-Type: the delivery carries none (and CurlSender adds none).
+TEST(OutboundRequest, AWebhookWithoutContentTypeCarriesNone) {
+  auto config = parse_config(R"(
+sources: { gh: { scheme: github, secrets: [s] } }
+routes: { gh: [ { name: ci, url: "http://127.0.0.1:9/ci" } ] }
+)",
+                             [](const std::string&) { return std::nullopt; });
+  ASSERT_TRUE(config) << config.error().message;
+  auto out = expand_message(testing::github_webhook("push", "a=1"), *config, nullptr);
+  ASSERT_TRUE(out) << out.error().message;
+  EXPECT_EQ(
+      sent_headers(build_http_call(out->at(0), 1'700'000'000'000, 5000)).count("content-type"), 0u);
+}
+
 TEST(OutboundRequest, OneSecretOneSignatureAndNoSecretNoSignature) {
   auto config = parse_config(std::string(R"(
 sources: { gh: { scheme: github, secrets: [s] } }

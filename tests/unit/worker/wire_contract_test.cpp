@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/message_expander.h"
+#include "worker/outbound_request.h"
 
 namespace hookrelay {
 namespace {
@@ -71,6 +72,27 @@ TEST(WireContract, ABadDueOrFirstAttemptTimeIsMalformedAndNamed) {
     EXPECT_EQ(bad[0], name);
   }
   EXPECT_TRUE(bad_numeric_headers(retry({{"hr-due-at", "1000"}})).empty());
+}
+
+// Ingest now refuses a GET or HEAD call with a body; one an older ingest accepted is delivered as
+// it always was, without the body (libcurl sends none), not dead-lettered after its 202.
+TEST(WireContract, AGetOrHeadCallWithABodyFromAnOlderIngestIsSentWithoutIt) {
+  for (const char* method : {"GET", "HEAD"}) {
+    ConsumedMessage m;
+    m.topic = std::string(kCallsTopic);
+    m.value = std::make_shared<const std::string>("dropped");
+    m.headers = {{"hr-kind", "call"},
+                 {"hr-event-id", "call_1"},
+                 {"hr-received-at", "1000"},
+                 {"hr-call", std::string(R"({"url":"http://127.0.0.1:9/c","method":")") + method +
+                                 R"(","headers":[],"idempotency_key":"k","timeout_ms":1000,)"
+                                 R"("max_attempts":3,"max_age_seconds":60})"}};
+    auto d = expand_message(m, one_route());
+    ASSERT_TRUE(d) << d.error().message;
+    HttpCall call = build_http_call(d->at(0), 1'700'000'000'000, 5000);
+    EXPECT_EQ(call.method, method);
+    EXPECT_EQ(call.body, nullptr) << method;
+  }
 }
 
 }  // namespace
