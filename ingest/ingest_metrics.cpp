@@ -83,13 +83,16 @@ IngestMetrics::IngestMetrics(prometheus::Registry& registry,
       series_.get(*verification_failures_, {{"source", s}, {"reason", reason}});
     }
   }
+  // The error answers of a Kafka that does not take the request.
   for (const char* code : {"kafka_unavailable", "delivery_timeout", "delivery_outcome_unknown",
                            "queue_full", "broker_down"}) {
     series_.get(*errors_, {{"code", code}});
-    series_.get(*kafka_errors_, {{"code", code}});
   }
+  // Every producer class, producer_fatal included: the process stops right after it, and its
+  // one increment must be seen as an increase, not as the series' birth.
+  for (const char* code : kKafkaProducerErrorCodes) series_.get(*kafka_errors_, {{"code", code}});
   series_.get(*requests_, {{"endpoint", "call"}, {"source", "-"}, {"status", "202"}});
-  for (const char* reason : {"emfile", "enfile"})
+  for (const char* reason : {"emfile", "enfile", "enobufs", "enomem", "other"})
     series_.get(*accept_errors_, {{"reason", reason}});
 }
 

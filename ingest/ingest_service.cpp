@@ -273,6 +273,9 @@ void IngestService::answer_error(std::string_view endpoint, std::string_view sou
 
 void IngestService::probe(std::string_view path, const Responder& respond) {
   HttpResponse r;
+  // The gauge says at every scrape what /readyz would answer, whether or not anything asked it.
+  const bool ready = producer_.reachable() && !write_breaker_.open() && !shutting_down_.load();
+  metrics_.ready().Set(ready ? 1 : 0);
   if (path == "/metrics") {
     metrics_.in_flight().Set(in_flight_.load());
     metrics_.kafka_outstanding().Set(producer_.outstanding());
@@ -288,8 +291,6 @@ void IngestService::probe(std::string_view path, const Responder& respond) {
   } else if (path == "/healthz") {
     r.body = R"({"status":"ok"})";
   } else {
-    bool ready = producer_.reachable() && !write_breaker_.open() && !shutting_down_.load();
-    metrics_.ready().Set(ready ? 1 : 0);
     r.status = ready ? 200 : 503;
     r.body = ready                   ? R"({"status":"ready"})"
              : shutting_down_.load() ? R"({"status":"shutting_down"})"

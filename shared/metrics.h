@@ -5,6 +5,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
 #include <initializer_list>
 #include <map>
 #include <mutex>
@@ -18,8 +19,16 @@ namespace hookrelay {
 // The registry in Prometheus text format 0.0.4.
 std::string serialize_metrics(prometheus::Registry& registry);
 
-// 0.5 ms .. 10 s, roughly doubling: latency of local calls (Kafka acks, Postgres, HTTP).
+// 0.5 ms .. 600 s, roughly doubling: latency of Kafka acks, Postgres round trips (statement
+// timeouts up to 30 s) and HTTP attempts (route timeouts up to 600 s).
 prometheus::Histogram::BucketBoundaries latency_buckets();
+
+// The classes of hookrelay_kafka_producer_errors_total (shared/kafka/kafka_handles.h, and
+// delivery_outcome_unknown from the producer): ingest and worker export each from the start, at 0.
+inline constexpr std::array<const char*, 9> kKafkaProducerErrorCodes = {
+    "queue_full",     "delivery_timeout",  "broker_down",
+    "unknown_topic",  "message_too_large", "not_authorized",
+    "producer_fatal", "kafka_error",       "delivery_outcome_unknown"};
 
 // SeriesCache: the child of a labelled family for some label values, created on first use.
 // A hit allocates nothing (the registry's own Add() builds a label map each call), which

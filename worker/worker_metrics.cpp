@@ -1,5 +1,6 @@
 #include "worker/worker_metrics.h"
 
+#include "shared/kafka/wire_contract.h"
 #include "shared/metrics.h"
 
 namespace hookrelay {
@@ -121,8 +122,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
   // Series dashboards read exist from the start, at zero.
   for (const char* o : {"succeeded", "retried", "dead", "skipped", "parked"})
     series_.get(*deliveries_, {{"outcome", o}});
-  for (const char* reason : {"max_attempts", "max_age", "permanent", "malformed", "unknown_route",
-                             "unknown_source", "store_rejected", "produce_rejected"}) {
+  // Every reason (worker/attempt_decision.cpp): one dead letter is an increase, not a birth.
+  for (const char* reason :
+       {"max_attempts", "max_age", "no_schedule", "permanent", "malformed", "unknown_route",
+        "unknown_source", "republished", "store_rejected", "produce_rejected"}) {
     series_.get(*dlq_, {{"reason", reason}});
   }
   for (const char* reason : {"already_succeeded", "already_dead", "superseded"})
@@ -131,18 +134,15 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
     std::string label = std::to_string(tier);
     series_.get(*retries_, {{"tier", label}});
   }
-  for (const char* op : {"claim", "record", "inbound"}) {
-    // An outage, and a database that refuses the statements (which waits for an operator).
+  // An outage, and a database that refuses the statements (which waits for an operator), from
+  // every op: host_states runs every few seconds even while no deliveries flow, so its errors
+  // show an outage on an idle worker (alert HookrelayWorkerPostgresDown).
+  for (const char* op : {"claim", "record", "inbound", "host_states", "fence", "release"}) {
     for (const char* code : {"db_unavailable", "db_misconfigured"})
       series_.get(*pg_errors_, {{"op", op}, {"code", code}});
     series_.get(*pg_duration_, {{"op", op}});
-    series_.get(*store_rejected_, {{"op", op}});
   }
-  // Best effort, and not tried again: a failure is counted, whatever its code.
-  for (const char* op : {"fence", "release"}) {
-    series_.get(*pg_errors_, {{"op", op}, {"code", "db_unavailable"}});
-    series_.get(*pg_duration_, {{"op", op}});
-  }
+  for (const char* op : {"claim", "record", "inbound"}) series_.get(*store_rejected_, {{"op", op}});
   for (const char* code :
        {"broker_down", "delivery_timeout", "unknown_topic", "kafka_error", "seek_failed"}) {
     series_.get(*consumer_errors_, {{"code", code}});
@@ -151,6 +151,12 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, int retry_tiers) {
     series_.get(*offset_resets_, {{"topic", topic}});
     series_.get(*lag_, {{"topic", topic}});
   }
+  // Every topic the worker consumes (the DLQ and hookrelay.parked it does not): a reset is an
+  // increase, not the birth of a series at 1. Tiers beyond the schedule, still read until they
+  // empty, get theirs on a first reset, which HookrelayOffsetReset also catches.
+  for (int tier = 0; tier < retry_tiers; ++tier)
+    series_.get(*offset_resets_, {{"topic", retry_topic(tier)}});
+  for (const char* code : kKafkaProducerErrorCodes) series_.get(*kafka_errors_, {{"code", code}});
   circuits(0, 0, 0);
 }
 

@@ -530,6 +530,29 @@ TEST_F(IngestServiceTest, InvalidCallIs400NamingTheField) {
             std::string::npos);
 }
 
+// hookrelay_ingest_ready says at every scrape what /readyz would answer, whether or not anything
+// asked /readyz: on Kubernetes the readiness probe asks ingest, and Prometheus asks only /metrics.
+TEST_F(IngestServiceTest, TheReadyGaugeSaysAtEveryScrapeWhatReadinessIs) {
+  auto ready_gauge = [this] {
+    const std::string body = send(Request{.method = "GET", .target = "/metrics"})->body;
+    for (const char* value : {"0", "1"}) {
+      if (body.find(std::string("\nhookrelay_ingest_ready ") + value + "\n") != std::string::npos)
+        return std::string(value);
+    }
+    return "<absent>\n" + body;
+  };
+  EXPECT_EQ(ready_gauge(), "1") << "ready from the first scrape";
+  producer.up = false;
+  EXPECT_EQ(ready_gauge(), "0") << "Kafka unreachable";
+  producer.up = true;
+  EXPECT_EQ(ready_gauge(), "1");
+  int64_t now = kNowMs;
+  open_write_breaker(now);
+  EXPECT_EQ(ready_gauge(), "0") << "Kafka takes no writes";
+  service->begin_shutdown();
+  EXPECT_EQ(ready_gauge(), "0") << "shutting down";
+}
+
 TEST_F(IngestServiceTest, ShutdownRefusesNewWorkAndFailsReadiness) {
   EXPECT_EQ(send(Request{.method = "GET", .target = "/readyz"})->status, 200);
   service->begin_shutdown();
