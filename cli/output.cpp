@@ -254,7 +254,7 @@ void print_delivery_detail(std::ostream& out, const DeliveryDetail& detail) {
   field(out, "last status", status_text(d.last_status));
   field(out, "last error", or_dash(one_line(d.last_error, 200)));
   if (!d.lease_owner.empty()) {
-    field(out, "lease", d.lease_owner + " until " + format_time(d.lease_until_ms));
+    field(out, "lease", one_line(d.lease_owner, 120) + " until " + format_time(d.lease_until_ms));
   }
   field(out, "origin topic", d.origin_topic);
   out << "\nattempts (" << detail.attempts.size() << ")\n";
@@ -263,7 +263,7 @@ void print_delivery_detail(std::ostream& out, const DeliveryDetail& detail) {
     for (const auto& a : detail.attempts) {
       t.add_row({std::to_string(a.attempt), format_time(a.started_ms),
                  std::to_string(a.duration_ms) + "ms", status_text(a.http_status), a.outcome,
-                 or_dash(a.worker_id), or_dash(one_line(a.error, 60))});
+                 or_dash(one_line(a.worker_id, 60)), or_dash(one_line(a.error, 60))});
     }
     t.print(out);
   }
@@ -271,7 +271,7 @@ void print_delivery_detail(std::ostream& out, const DeliveryDetail& detail) {
     out << "\nreplays (" << detail.replays.size() << ")\n";
     Table t({"ID", "AT", "BY", "REASON"});
     for (const auto& r : detail.replays) {
-      t.add_row({std::to_string(r.id), format_time(r.replayed_ms), r.replayed_by,
+      t.add_row({std::to_string(r.id), format_time(r.replayed_ms), one_line(r.replayed_by, 60),
                  or_dash(one_line(r.reason, 80))});
     }
     t.print(out);

@@ -112,6 +112,24 @@ TEST(DeliveryJson, DetailCarriesAttemptsAndReplays) {
   EXPECT_EQ(j["replays"][0]["replayed_by"], "alice");
 }
 
+// Who replayed, which worker attempted and who holds the lease come from outside the CLI (an
+// admin caller's name, a worker's configured id): printed without control characters.
+TEST(DeliveryDetailText, WhoAndWorkerFieldsReachTheTerminalWithoutControlCharacters) {
+  DeliveryRow row = dead_row();
+  row.lease_owner = "w\x1b]0;owned\x07";
+  DeliveryDetail d{row,
+                   {AttemptRow{1, 1714564800000, 30, 400, "permanent", "bad", "w\x1b[2J1"}},
+                   {ReplayRow{7, "alice\x1b[31m\xc2\x9b", 1714564900000, "fixed"}}};
+  std::ostringstream out;
+  print_delivery_detail(out, d);
+  const std::string text = out.str();
+  for (unsigned char c : text) {
+    EXPECT_TRUE(c >= 0x20 || c == '\n') << "control byte " << int(c) << " in:\n" << text;
+  }
+  EXPECT_EQ(text.find("\xc2\x9b"), std::string::npos) << "a C1 control reached the terminal";
+  EXPECT_NE(text.find("alice"), std::string::npos) << text;
+}
+
 TEST(DeliveryTable, OneLinePerDeliveryWithTheErrorFlattened) {
   std::ostringstream out;
   print_delivery_table(out, {dead_row()});
