@@ -355,6 +355,12 @@ Result<void> DeliveryQueries::retake_replay(const std::string& key, const std::s
     auto attempts = tx.exec_params1(
         "SELECT attempts FROM deliveries WHERE " HR_KEY_IS("delivery_key", "$1::text"), key);
     audit_replay(tx, key, who, reason, attempts[0].as<int>());
+    // Stamped as a mark is (mark_replayed_in): the retake is the newest mark now, and a run that
+    // stops before its produce leaves it found unfinished again.
+    tx.exec_params("UPDATE deliveries SET last_attempt_at = now()"
+                   " WHERE " HR_KEY_IS("delivery_key", "$1::text") " AND state = 'retrying'"
+                   " AND lease_owner IS NULL",
+                   key);
     tx.commit();
     return {};
   });

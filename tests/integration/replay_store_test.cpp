@@ -104,6 +104,21 @@ TEST_F(ReplayStoreTest, AnAttemptStampedByAWorkerClockBehindTheDatabasesStillToo
   EXPECT_EQ(*queries.needs_produce_again("item", replay), false);
 }
 
+// A retake (a rerun of an unfinished replay) is the newest mark: a run stopped between it and its
+// produce leaves the delivery found unfinished again, and its undo still applies.
+TEST_F(ReplayStoreTest, AReplayRetakenAndInterruptedAgainIsStillUnfinished) {
+  dead_then_marked("twice");
+  DeliveryQueries queries(db_->url());
+  ASSERT_TRUE(queries.retake_replay("twice", "second-run", "rerun"));
+  auto unfinished = queries.unfinished_replay("twice");
+  ASSERT_TRUE(unfinished) << unfinished.error().message;
+  EXPECT_TRUE(unfinished->has_value()) << "a retaken replay is no longer found unfinished";
+  PostgresReplayStore store(db_->url());
+  auto undone = store.undo_unfinished_replay("twice");
+  EXPECT_TRUE(undone) << undone.error().message;
+  EXPECT_EQ(state("twice"), "dead");
+}
+
 // `dlq replay --unfinished` of a run killed between its mark and its ack, once that delivery's
 // dead letter is past retention: the delivery is set back to dead (listed again, replayable)
 // and reported missing so. It stayed 'retrying' with no message anywhere, for good.
