@@ -63,6 +63,18 @@ struct AppliedMigration {
   std::string sha256;
 };
 
+// What a file's checksum covers: its text with CRLF line ends read as LF, so one checkout with
+// CRLF (git's core.autocrlf) and another with LF agree on what was applied.
+std::string text_for_checksum(const std::string& sql) {
+  std::string out;
+  out.reserve(sql.size());
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    if (sql[i] == '\r' && i + 1 < sql.size() && sql[i + 1] == '\n') continue;
+    out += sql[i];
+  }
+  return out;
+}
+
 Result<std::string> read_text(const MigrationFile& file) {
   std::ifstream in(file.path, std::ios::binary);
   std::stringstream text;
@@ -89,7 +101,7 @@ Result<std::vector<std::string>> migrate(const std::string& db_url,
   for (const MigrationFile& file : *files) {
     auto sql = read_text(file);
     if (!sql) return Unexpected{sql.error()};
-    file_sha256[file.version] = hex_encode(sha256(*sql));
+    file_sha256[file.version] = hex_encode(sha256(text_for_checksum(*sql)));
     file_text[file.version] = std::move(*sql);
   }
 

@@ -211,6 +211,29 @@ TEST_F(MigratorTest, AnAppliedFileThatChangedIsRefusedAndNamed) {
   EXPECT_EQ(*restored, (std::vector<std::string>{"9000"}));
 }
 
+// A checkout with CRLF line ends (git's core.autocrlf) has the same migrations as one with LF:
+// the checksum reads CRLF as LF, so neither refuses what the other applied.
+TEST_F(MigratorTest, AFileCheckedOutWithCrlfLineEndsIsTheFileThatWasApplied) {
+  std::string dir = make_dir({});
+  ASSERT_TRUE(migrate(db_->url(), dir));
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string text;
+    {
+      std::ifstream in(entry.path(), std::ios::binary);
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    std::string crlf;
+    for (char c : text) {
+      if (c == '\n') crlf += '\r';
+      crlf += c;
+    }
+    std::ofstream(entry.path(), std::ios::binary | std::ios::trunc) << crlf;
+  }
+  auto again = migrate(db_->url(), dir);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_TRUE(again->empty());
+}
+
 // A file numbered below the newest applied version (0008 is a gap in migrations/) would run
 // after that version on this database but before it on a new one: refused, naming both.
 TEST_F(MigratorTest, ANewFileNumberedBelowTheNewestAppliedIsRefusedNamingBoth) {
