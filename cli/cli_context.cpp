@@ -22,10 +22,6 @@ int report_error(const CliIo& io, std::string_view command, const Error& error) 
     io.err << "hookrelay " << command << ": gave up after waiting " << kCliLockTimeoutMs / 1000
            << " s for a row another transaction holds (a worker, an open psql session: see "
               "pg_locks); nothing was changed, try again\n";
-  } else if (error.message.find("canceling statement due to statement timeout") !=
-             std::string::npos) {
-    io.err << "hookrelay " << command << ": gave up after a statement ran "
-           << kCliStatementTimeoutMs / 1000 << " s; nothing was changed by it\n";
   }
   return exit_code_for(error);
 }
@@ -60,7 +56,7 @@ Result<std::string> resolve_database_url(const ParsedArgs& args, const CliIo& io
 }
 
 std::string with_cli_limits(const std::string& url) {
-  return with_session_setting(with_service_limits(url, kCliStatementTimeoutMs), "lock_timeout",
+  return with_session_setting(with_service_limits(url, 0), "lock_timeout",
                               std::to_string(kCliLockTimeoutMs));
 }
 

@@ -66,11 +66,12 @@ Result<std::string> resolve_database_url(const ParsedArgs& args, const CliIo& io
 
 // The URL the CLI's database commands connect with (not migrate, whose statements may rightly
 // run long): `url` with the services' connection limits (shared/store/pg_connection.h,
-// with_service_limits: a connect gives up after 10 s, a silent server is dropped), each statement
-// ended after kCliStatementTimeoutMs and each lock wait after kCliLockTimeoutMs (SQLSTATE 55P03),
-// so that a command never hangs on a row another transaction holds. Connection keywords in `url`
-// (connect_timeout...) win.
-inline constexpr int kCliStatementTimeoutMs = 60000;
+// with_service_limits: a connect gives up after 10 s, a silent server is dropped) and each lock
+// wait ended after kCliLockTimeoutMs (SQLSTATE 55P03), so that a command never hangs on a row
+// another transaction holds. No statement timeout: a read of a large table (`dlq list --status
+// succeeded`, the parked keys of a route resumed after a long suspension) may rightly take long,
+// and a command cut there could not be finished by running it again. Connection keywords in
+// `url` (connect_timeout...) win.
 inline constexpr int kCliLockTimeoutMs = 5000;
 std::string with_cli_limits(const std::string& url);
 
