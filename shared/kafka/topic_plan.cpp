@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <optional>
 
 #include "shared/kafka/wire_contract.h"
@@ -143,8 +144,13 @@ std::string apply_refusal(const TopicDrift& drift, const std::vector<std::string
                           const ApplyAllowances& allowed) {
   if (drift.kind == DriftKind::kConfig && drift.property == "retention.ms" &&
       !allowed.retention_decrease) {
-    const auto wanted = number(drift.wanted);
-    const auto found = number(drift.found);
+    // -1 keeps messages for ever: lowering it to any window is a decrease.
+    auto window = [](std::optional<int64_t> ms) -> std::optional<int64_t> {
+      if (ms && *ms < 0) return std::numeric_limits<int64_t>::max();
+      return ms;
+    };
+    const auto wanted = window(number(drift.wanted));
+    const auto found = window(number(drift.found));
     if (wanted && found && *wanted < *found) {
       return drift.topic + " retention.ms not lowered from " + drift.found + " to " + drift.wanted +
              ": Kafka would delete every message older than " + drift.wanted +

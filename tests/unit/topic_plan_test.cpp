@@ -232,6 +232,12 @@ TEST(ApplyRefusal, LoweringRetentionNeedsItsFlagRaisingItDoesNot) {
   EXPECT_EQ(apply_refusal(*lower, {}, {.retention_decrease = true}), "");
   EXPECT_EQ(apply_refusal(*lower, {}, {.partition_increase = true}).empty(), false);
   EXPECT_EQ(apply_refusal(*raise, {}, {}), "");
+  // -1 keeps messages for ever: any window is lower.
+  observed["hookrelay.dlq"].configs["retention.ms"] = "-1";
+  drifts = diff_topics(desired, observed);
+  const TopicDrift* from_forever = drift_of(drifts, "hookrelay.dlq", "retention.ms");
+  ASSERT_NE(from_forever, nullptr);
+  EXPECT_NE(apply_refusal(*from_forever, {}, {}).find("not lowered from -1"), std::string::npos);
 }
 
 // One partition is what keeps an ordered route's webhooks in arrival order for their first
