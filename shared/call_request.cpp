@@ -197,8 +197,8 @@ std::string refused_call_header(const std::string& name) {
   if (managed_headers().count(n)) return "is set by hookrelay and cannot be overridden";
   if (n.rfind("proxy-", 0) == 0)
     return "Proxy-* headers are hop-by-hop: they are never sent to the receiver";
-  if (n.rfind("x-hookrelay-", 0) == 0)
-    return "X-Hookrelay-* headers are set by hookrelay (X-Hookrelay-Attempt)";
+  if (n == "x-hookrelay-attempt")
+    return "is set by hookrelay (the attempt's number) and cannot be overridden";
   return {};
 }
 

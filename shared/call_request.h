@@ -45,10 +45,10 @@ struct CallLimits {
 // sets neither on a call), so what the worker would not send is refused here, naming the header:
 // the ones that frame the request or belong to one connection (Host, Content-Length,
 // Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Expect, every Proxy-*), and
-// the ones hookrelay sets on a call (Idempotency-Key, from idempotency_key; every X-Hookrelay-*,
-// X-Hookrelay-Attempt among them). At most one Content-Type: two names differing only in case
-// are refused. A GET or HEAD call has no body. idempotency_key is 1-255 bytes, no control
-// character, and does not begin or end with a space or tab.
+// the ones hookrelay sets on a call (Idempotency-Key, from idempotency_key; X-Hookrelay-Attempt).
+// Other X-Hookrelay-* names are a caller's own and sent. At most one Content-Type: two names
+// differing only in case are refused. A GET or HEAD call has no body. idempotency_key is 1-255
+// bytes, no control character, and does not begin or end with a space or tab.
 Result<CallRequest> parse_call_request(std::string_view json, const CallLimits& limits);
 
 // Stable id for a call: "call_" + 24 hex of SHA-256(idempotency key).
