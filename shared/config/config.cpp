@@ -1,5 +1,6 @@
 #include "shared/config/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -1251,16 +1252,70 @@ const RouteConfig* route_config(const Config& config, std::string_view source,
   return nullptr;
 }
 
+namespace {
+
+// Where each document of a YAML stream starts, and whether it holds anything but a null.
+class DocumentMarks final : public YAML::EventHandler {
+ public:
+  YAML::Mark start;
+  bool content = false;
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    start = mark;
+    content = false;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { content = true; }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    content = true;
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    content = true;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    content = true;
+  }
+  void OnMapEnd() override {}
+};
+
+// A configuration is one YAML document: YAML::Load reads the first and would drop the rest
+// without a word (routes after a `---` would vanish). The stream is walked here rather than with
+// YAML::LoadAll, which never returns on some malformed input: yaml-cpp 0.7 hands out a document
+// it cannot start (a leading ',') again and again without moving on. A walk that does not move is
+// refused, as is a second document with anything in it (an empty one after a final `---` is
+// nothing).
+void refuse_other_documents(const std::string& yaml_text) {
+  std::istringstream in(yaml_text);
+  YAML::Parser parser(in);
+  DocumentMarks marks;
+  int last_start = -1;
+  int with_content = 0;
+  while (parser.HandleNextDocument(marks)) {
+    if (marks.start.pos <= last_start) {
+      bad("(top level)", "not YAML that can be read: no document starts at line " +
+                             std::to_string(marks.start.line + 1) + ", column " +
+                             std::to_string(marks.start.column + 1));
+    }
+    last_start = marks.start.pos;
+    if (marks.content && ++with_content > 1) {
+      bad("(top level)",
+          "the configuration has more than one YAML document (a second starts at "
+          "line " +
+              std::to_string(marks.start.line + 1) + ", after '---'); put everything in one");
+    }
+  }
+}
+
+}  // namespace
+
 Result<Config> parse_config(const std::string& yaml_text, const EnvLookup& env) {
   try {
-    // One document: YAML::Load would read the first and drop the rest without a word (routes
-    // after a `---` would vanish).
-    const std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
-    if (documents.size() > 1) {
-      bad("(top level)", "the configuration has " + std::to_string(documents.size()) +
-                             " YAML documents ('---'); put everything in one");
-    }
-    YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
+    refuse_other_documents(yaml_text);
+    YAML::Node root = YAML::Load(yaml_text);
     long budget = 1000000;
     refuse_repeated_keys(root, "", 0, budget);
     return parse(root, env);

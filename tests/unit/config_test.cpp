@@ -565,17 +565,34 @@ TEST(Config, ASecondYamlDocumentIsRefusedRatherThanDropped) {
   const std::string routes = "routes: { gh: [ { name: ci, url: \"http://127.0.0.1:9/ci\" } ] }\n";
   expect_refused(
       "", {{sources + "---\n" + routes,
-            "(top level): the configuration has 2 YAML documents ('---'); put everything in one"},
+            "(top level): the configuration has more than one YAML document (a second "
+            "starts at line 2, after '---'); put everything in one"},
            {"---\n" + sources + "---\n" + routes + "---\nlog_level: debug\n",
-            "the configuration has 3 YAML documents"},
-           {sources + "---\n", "the configuration has 2 YAML documents"},
-           {sources + "...\n---\n" + routes, "the configuration has 2 YAML documents"}});
+            "the configuration has more than one YAML document"},
+           {sources + "...\n---\n" + routes, "the configuration has more than one YAML document"}});
+  // An empty document after a final `---` holds nothing to drop.
+  auto trailing = parse_config(sources + routes + "---\n", env_of({}));
+  ASSERT_TRUE(trailing) << trailing.error().message;
+  EXPECT_EQ(trailing->routes.at("gh").size(), 1u);
   // A document may be introduced by `---` (and closed by `...`); one document is taken whole.
   auto one = parse_config("---\n" + sources + routes + "...\n", env_of({}));
   ASSERT_TRUE(one) << one.error().message;
   EXPECT_EQ(one->routes.at("gh").size(), 1u);
   // The checks over a single document still hold: a key given twice is refused.
   expect_refused("", {{"---\nworker: {}\nworker: {}\n", "worker: given twice"}});
+}
+
+// yaml-cpp's LoadAll never returns on a stream whose document it cannot start (a leading ','):
+// the config fuzz harness found it stopping the parse. Such a stream is refused at once, where
+// YAML::Load alone had taken it for an empty configuration (every default).
+TEST(Config, AStreamNoDocumentCanStartInIsRefusedAtOnce) {
+  for (const std::string& text :
+       {std::string(",afka: { bootstrap_servers: \"$$${EMPTY}h:1\" }\n"), std::string(",\n")}) {
+    auto c = parse_config(text, env_of({}));
+    ASSERT_FALSE(c) << text;
+    EXPECT_EQ(c.error().message.rfind("(top level): not YAML that can be read", 0), 0u)
+        << c.error().message;
+  }
 }
 
 // ingest.metrics_listen and ingest.listen both bind with SO_REUSEPORT: on one port the second
